@@ -1,0 +1,343 @@
+"""Convolution modules: thin shells over :mod:`npconv.nn.functional`, with torch's attributes.
+
+``_ConvNd`` holds the arguments as torch does (tuples, ``padding`` as a tuple or string) and
+builds one :class:`~npconv.geometry.ConvGeometry` from them; the per-dimension classes only fix
+the spatial rank. Beyond torch: ``ConvNd``/``ConvTransposeNd`` of any rank, ``padding='same'``
+with strides (and ``'same_lower'``), per-side padding pairs, the ``'symmetric'`` padding mode
+and padding modes on transposed convolutions (the adjoint of the padded convolution).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ...geometry import ConvGeometry
+from ...tensor import Tensor, as_array, to_dtype
+from .. import functional as F
+from .. import init
+from ..parameter import Parameter, UninitializedParameter
+from .lazy import LazyModuleMixin
+from .module import Module
+
+__all__ = [
+    "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "ConvTransposeNd", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d",
+    "LazyConvTranspose2d", "LazyConvTranspose3d",
+]
+
+
+def factory_dtype(device: Any, dtype: Any) -> np.dtype:
+    """Validate torch's ``device``/``dtype`` factory arguments; return the parameter dtype."""
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"npconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
+    result = np.dtype(np.float32) if dtype is None else to_dtype(dtype)
+    if result.kind not in "fc":
+        raise TypeError(f"dtype must be a floating point or complex dtype, got {result}")
+    return result
+
+
+def _check_channels(value: Any, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return int(value)
+
+
+class _ConvNd(Module):
+    __constants__ = ["stride", "padding", "dilation", "groups", "padding_mode", "output_padding",
+                     "in_channels", "out_channels", "kernel_size"]
+    _num_spatial_dims: int | None = None
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any, padding: Any,
+                 dilation: Any, transposed: bool, output_padding: Any, groups: int, bias: bool,
+                 padding_mode: str, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        in_channels = _check_channels(in_channels, "in_channels")
+        out_channels = _check_channels(out_channels, "out_channels")
+        if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups <= 0:
+            raise ValueError(f"groups must be a positive integer, got {groups!r}")
+        if in_channels % groups != 0:
+            raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
+                             f"groups={groups}")
+        if out_channels % groups != 0:
+            raise ValueError(f"out_channels must be divisible by groups, got out_channels={out_channels}, "
+                             f"groups={groups}")
+        if padding_mode not in F.PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {set(F.PADDING_MODES)}, but got "
+                             f"padding_mode='{padding_mode}'")
+        param_dtype = factory_dtype(device, dtype)
+        ndim = self._num_spatial_dims
+        if ndim is None:
+            if isinstance(kernel_size, numbers.Integral):
+                raise ValueError("kernel_size must be a tuple for ConvNd: its length sets the number of "
+                                 f"spatial dimensions, got {kernel_size!r}")
+            ndim = len(kernel_size)
+        geometry = ConvGeometry.create(kernel_size, stride, padding, dilation, groups, output_padding,
+                                       ndim=ndim, transposed=transposed)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = geometry.kernel_size
+        self.stride = geometry.stride
+        self.padding = self._stored_padding(geometry)
+        self.dilation = geometry.dilation
+        self.transposed = transposed
+        self.output_padding = geometry.output_padding
+        self.groups = int(groups)
+        self.padding_mode = padding_mode
+        self._geometry_cache = (self._geometry_key(), geometry)
+        shape = ((in_channels, out_channels // groups) if transposed
+                 else (out_channels, in_channels // groups)) + geometry.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=param_dtype))
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype=param_dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    @staticmethod
+    def _stored_padding(geometry: ConvGeometry) -> Any:
+        if isinstance(geometry.padding, str):
+            return geometry.padding
+        symmetric = geometry.symmetric_padding()
+        return symmetric if symmetric is not None else geometry.padding
+
+    def _geometry_key(self) -> tuple[Any, ...]:
+        return (self.kernel_size, self.stride, self.padding, self.dilation, self.groups, self.output_padding)
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The validated geometry of the current attributes (rebuilt if an attribute changed)."""
+        key = self._geometry_key()
+        cached_key, geometry = self.__dict__.get("_geometry_cache", (None, None))
+        if cached_key != key:
+            geometry = ConvGeometry.create(self.kernel_size, self.stride, self.padding, self.dilation,
+                                           self.groups, self.output_padding, ndim=len(self.kernel_size),
+                                           transposed=self.transposed)
+            self._geometry_cache = (key, geometry)
+        return geometry
+
+    def reset_parameters(self) -> None:
+        """kaiming_uniform_(weight, a=sqrt(5)); bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
+        padding = self.padding
+        if isinstance(padding, str) or padding != (0,) * len(padding):
+            s += ", padding={padding}"
+        if self.dilation != (1,) * len(self.dilation):
+            s += ", dilation={dilation}"
+        if self.output_padding != (0,) * len(self.output_padding):
+            s += ", output_padding={output_padding}"
+        if self.groups != 1:
+            s += ", groups={groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += ", padding_mode={padding_mode}"
+        return s.format(**self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if not hasattr(self, "padding_mode"):
+            self.padding_mode = "zeros"
+
+    def _op_name(self) -> str:
+        nd = len(self.kernel_size)
+        base = "conv_transpose" if self.transposed else "conv"
+        return f"{base}{nd}d" if self._num_spatial_dims is not None else base
+
+
+class _Conv(_ConvNd):
+    def forward(self, input: Any) -> Tensor:
+        return F.convolution(input, self.weight, self.bias, self.geometry, self.padding_mode, self._op_name())
+
+
+class Conv1d(_Conv):
+    """1-d convolution over ``(N, C_in, L)`` (or ``(C_in, L)``), as ``torch.nn.Conv1d``."""
+
+    _num_spatial_dims = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
+                         groups, bias, padding_mode, device, dtype)
+
+
+class Conv2d(_Conv):
+    """2-d convolution over ``(N, C_in, H, W)`` (or ``(C_in, H, W)``), as ``torch.nn.Conv2d``."""
+
+    _num_spatial_dims = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
+                         groups, bias, padding_mode, device, dtype)
+
+
+class Conv3d(_Conv):
+    """3-d convolution over ``(N, C_in, D, H, W)``, as ``torch.nn.Conv3d``."""
+
+    _num_spatial_dims = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
+                         groups, bias, padding_mode, device, dtype)
+
+
+class ConvNd(_Conv):
+    """Convolution of any spatial rank, given by ``len(kernel_size)`` (a tuple)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int], stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0,
+                         groups, bias, padding_mode, device, dtype)
+
+
+class _ConvTransposeNd(_ConvNd):
+    def forward(self, input: Any, output_size: Sequence[int] | None = None) -> Tensor:
+        geometry = self.geometry
+        x = as_array(input)
+        spatial = x.shape[-geometry.ndim:] if x.ndim >= geometry.ndim else x.shape
+        output_padding = geometry.output_padding_for(spatial, output_size, x.ndim)
+        return F.transposed_convolution(input, self.weight, self.bias, geometry, output_padding,
+                                        self.padding_mode, self._op_name())
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-d transposed convolution, as ``torch.nn.ConvTranspose1d``."""
+
+    _num_spatial_dims = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
+                         output_padding, groups, bias, padding_mode, device, dtype)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-d transposed convolution, as ``torch.nn.ConvTranspose2d``."""
+
+    _num_spatial_dims = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
+                         output_padding, groups, bias, padding_mode, device, dtype)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-d transposed convolution, as ``torch.nn.ConvTranspose3d``."""
+
+    _num_spatial_dims = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
+                         output_padding, groups, bias, padding_mode, device, dtype)
+
+
+class ConvTransposeNd(_ConvTransposeNd):
+    """Transposed convolution of any spatial rank, given by ``len(kernel_size)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int], stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
+                         output_padding, groups, bias, padding_mode, device, dtype)
+
+
+class _LazyConvXdMixin(LazyModuleMixin):
+    """Infers ``in_channels`` from the first input, then materialises weight and bias."""
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_channels != 0:  # type: ignore[attr-defined]
+            super().reset_parameters()  # type: ignore[misc]
+
+    def _make_lazy(self, out_channels: int, bias: bool, device: Any, dtype: Any) -> None:
+        self.weight = UninitializedParameter(dtype=factory_dtype(device, dtype))
+        self.out_channels = _check_channels(out_channels, "out_channels")
+        if out_channels % self.groups != 0:  # type: ignore[attr-defined]
+            raise ValueError("out_channels must be divisible by groups")
+        if bias:
+            self.bias = UninitializedParameter(dtype=factory_dtype(device, dtype))
+
+    def initialize_parameters(self, input: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.has_uninitialized_params():
+            return
+        x = as_array(input)
+        nd = self._num_spatial_dims  # type: ignore[attr-defined]
+        if x.ndim not in (nd + 1, nd + 2):
+            raise ValueError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to "
+                             f"{type(self).__name__}, but got input of size: {list(x.shape)}")
+        in_channels = x.shape[1] if x.ndim == nd + 2 else x.shape[0]
+        if in_channels % self.groups != 0:  # type: ignore[attr-defined]
+            raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
+                             f"groups={self.groups}")  # type: ignore[attr-defined]
+        self.in_channels = in_channels
+        g, k = self.groups, self.kernel_size  # type: ignore[attr-defined]
+        self.weight.materialize(((in_channels, self.out_channels // g) if self.transposed  # type: ignore
+                                 else (self.out_channels, in_channels // g)) + k)  # type: ignore
+        if self.bias is not None:  # type: ignore[attr-defined]
+            self.bias.materialize((self.out_channels,))  # type: ignore[attr-defined]
+        self.reset_parameters()
+
+    def _infer_in_channels_from_weight(self) -> int:
+        w = self.weight.data  # type: ignore[attr-defined]
+        return w.shape[0] if self.transposed else w.shape[1] * self.groups  # type: ignore[attr-defined]
+
+
+def _lazy_conv(base: type, nd: int) -> type:
+    def __init__(self: Any, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device: Any = None, dtype: Any = None) -> None:
+        base.__init__(self, 0, 0, kernel_size, stride, padding, dilation, groups, False, padding_mode,
+                      device, dtype)
+        self._make_lazy(out_channels, bias, device, dtype)
+
+    name = f"LazyConv{nd}d"
+    return type(name, (_LazyConvXdMixin, base), {
+        "__init__": __init__, "cls_to_become": base, "__module__": __name__,
+        "__doc__": f"``{base.__name__}`` whose ``in_channels`` is inferred from the first input.",
+        "__qualname__": name})
+
+
+def _lazy_conv_transpose(base: type, nd: int) -> type:
+    def __init__(self: Any, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 output_padding: Any = 0, groups: int = 1, bias: bool = True, dilation: Any = 1,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        base.__init__(self, 0, 0, kernel_size, stride, padding, output_padding, groups, False, dilation,
+                      padding_mode, device, dtype)
+        self._make_lazy(out_channels, bias, device, dtype)
+
+    name = f"LazyConvTranspose{nd}d"
+    return type(name, (_LazyConvXdMixin, base), {
+        "__init__": __init__, "cls_to_become": base, "__module__": __name__,
+        "__doc__": f"``{base.__name__}`` whose ``in_channels`` is inferred from the first input.",
+        "__qualname__": name})
+
+
+LazyConv1d = _lazy_conv(Conv1d, 1)
+LazyConv2d = _lazy_conv(Conv2d, 2)
+LazyConv3d = _lazy_conv(Conv3d, 3)
+LazyConvTranspose1d = _lazy_conv_transpose(ConvTranspose1d, 1)
+LazyConvTranspose2d = _lazy_conv_transpose(ConvTranspose2d, 2)
+LazyConvTranspose3d = _lazy_conv_transpose(ConvTranspose3d, 3)

@@ -1,0 +1,31 @@
+"""Lazy modules: parameters whose shape is inferred from the first input (torch's LazyModuleMixin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..parameter import UninitializedParameter
+
+__all__ = ["LazyModuleMixin"]
+
+
+class LazyModuleMixin:
+    """On the first call, ``initialize_parameters(input)`` materialises every
+    :class:`UninitializedParameter` and the module becomes ``cls_to_become``."""
+
+    cls_to_become: type | None = None
+
+    def has_uninitialized_params(self) -> bool:
+        return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())  # type: ignore[attr-defined]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.has_uninitialized_params():
+            self.initialize_parameters(*args, **kwargs)  # type: ignore[attr-defined]
+            if self.cls_to_become is not None and not self.has_uninitialized_params():
+                self.__class__ = self.cls_to_become
+        return super().__call__(*args, **kwargs)  # type: ignore[misc]
+
+    def _finish_load_state_dict(self) -> None:
+        if not self.has_uninitialized_params() and self.cls_to_become is not None:
+            self.in_channels = self._infer_in_channels_from_weight()  # type: ignore[attr-defined]
+            self.__class__ = self.cls_to_become

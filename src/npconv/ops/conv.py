@@ -1,0 +1,107 @@
+"""Differentiable N-d convolution and transposed convolution, wired from the planner's passes.
+
+Convolution (``geom`` with explicit zero padding):
+    ``y = F(x, w) + b``;  ``gx = GI(gy, conj w)``;  ``gw = GW(conj x, gy)``;  ``gb = sum gy``.
+Transposed convolution is the adjoint of convolution (``y = GI(x, w)``), so its backward uses
+the other two passes with roles swapped:
+    ``gx = F(gy, conj w)``;  ``gw = GW(gy, conj x)``.
+Non-zero padding modes are a separate :func:`~npconv.ops.pad.pad` before the convolution, and
+for the transposed convolution its adjoint, :func:`~npconv.ops.pad.pad_adjoint`, after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..geometry import ConvGeometry
+from ..kernels import plan
+from ..kernels.padding import pad_array
+from ..tensor import Tensor, _conj, as_array, make_result
+from .pad import pad, pad_adjoint
+
+__all__ = ["convolution", "conv_transpose"]
+
+_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular", "symmetric": "symmetric"}
+
+
+def _wants_grad(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad
+
+
+def _add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    if b is not None:
+        y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
+    return y
+
+
+def _bias_grad(g: np.ndarray) -> np.ndarray:
+    return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+
+
+def _conv_core(x: Any, w: Any, b: Any, geom: ConvGeometry) -> Tensor:
+    xd, wd = as_array(x), as_array(w)
+    bd = None if b is None else as_array(b)
+    y = _add_bias(plan.forward(xd, wd, geom), bd)
+
+    def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
+        gx = plan.grad_input(g, _conj(wd), geom, xd.shape[2:]) if _wants_grad(x) else None
+        gw = plan.grad_weight(_conj(xd), g, geom) if _wants_grad(w) else None
+        gb = _bias_grad(g) if _wants_grad(b) else None
+        return gx, gw, gb
+
+    return make_result(y, (x, w, b), backward, "ConvolutionBackward0")
+
+
+def _conv_transpose_core(x: Any, w: Any, b: Any, geom: ConvGeometry, out_size: tuple[int, ...]) -> Tensor:
+    xd, wd = as_array(x), as_array(w)
+    bd = None if b is None else as_array(b)
+    in_size = xd.shape[2:]
+    # output_padding >= stride (allowed when < dilation) makes the adjoint convolution longer
+    # than the input; zero-extending the input keeps the passes exact adjoints.
+    conv_size = geom.output_size(out_size)
+    extra = tuple((0, m - n) for m, n in zip(conv_size, in_size, strict=True))
+    xe = pad_array(xd, extra) if any(hi for _, hi in extra) else xd
+    y = _add_bias(plan.grad_input(xe, wd, geom, out_size), bd)
+    crop = (slice(None), slice(None)) + tuple(slice(0, n) for n in in_size)
+
+    def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
+        gx = plan.forward(g, _conj(wd), geom)[crop] if _wants_grad(x) else None
+        gw = plan.grad_weight(g, _conj(xe), geom) if _wants_grad(w) else None
+        gb = _bias_grad(g) if _wants_grad(b) else None
+        return gx, gw, gb
+
+    return make_result(y, (x, w, b), backward, "ConvolutionBackward0")
+
+
+def convolution(x: Any, w: Any, b: Any, geom: ConvGeometry, padding_mode: str = "zeros") -> Tensor:
+    """N-d cross-correlation of batched ``x (N, C, *in)`` with ``w (O, C/groups, *k)``."""
+    pads = geom.pads(as_array(x).shape[2:])
+    if padding_mode == "zeros":
+        return _conv_core(x, w, b, geom.with_padding(pads))
+    return _conv_core(pad(x, pads, _PAD_MODE[padding_mode]), w, b, geom.with_padding(0))
+
+
+def conv_transpose(
+    x: Any, w: Any, b: Any, geom: ConvGeometry, output_padding: tuple[int, ...] | None = None,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """N-d transposed convolution of ``x (N, C_in, *in)`` with ``w (C_in, C_out/groups, *k)``.
+
+    Exactly the gradient with respect to the input of :func:`convolution` with the same
+    geometry and padding mode, evaluated at ``x``; output size per
+    :meth:`ConvGeometry.transposed_output_size`.
+    """
+    in_size = as_array(x).shape[2:]
+    out_size = geom.transposed_output_size(in_size, output_padding)
+    pads = geom.pads()
+    if padding_mode == "zeros":
+        return _conv_transpose_core(x, w, b, geom.with_padding(pads), out_size)
+    full = tuple(n + lo + hi for n, (lo, hi) in zip(out_size, pads, strict=True))
+    y = pad_adjoint(_conv_transpose_core(x, w, None, geom.with_padding(0), full), pads, _PAD_MODE[padding_mode])
+    if b is None:
+        return y
+    return y + (b.reshape((-1,) + (1,) * len(out_size)) if isinstance(b, Tensor)
+                else as_array(b).reshape((-1,) + (1,) * len(out_size)))
