@@ -29,6 +29,7 @@ __all__ = [
     "set_grad_enabled",
     "as_array",
     "make_result",
+    "queue_callback",
     "result_dtype",
     "to_dtype",
 ]
@@ -265,7 +266,10 @@ class Tensor:
         return self
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf requiring gradients."""
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf requiring gradients.
+
+        Callbacks queued with :func:`queue_callback` during the pass run once it has finished.
+        """
         if not self._requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:
@@ -278,32 +282,42 @@ class Tensor:
                 raise ValueError(
                     f"gradient must have the tensor's shape {self.data.shape}, got {seed.shape}"
                 )
-        order = _topological_order(self)
-        grads: dict[int, np.ndarray] = {id(self): seed}
-        for node in order:
-            grad = grads.pop(id(node), None)
-            if grad is None:
-                continue
-            if node._backward is None:
-                if node._requires_grad:
-                    grad = np.asarray(grad, dtype=node.data.dtype)
-                    if node.grad is None:
-                        node.grad = Tensor(grad.copy() if grad is seed else grad)
-                    else:
-                        node.grad = Tensor(node.grad.data + grad)
-                continue
-            parent_grads = node._backward(grad)
-            for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
-                if parent is None or parent_grad is None or not parent._requires_grad:
+        queues = _state.__dict__.setdefault("callback_queues", [])
+        queue: list[Callable[[], Any]] = []
+        queues.append(queue)
+        try:
+            order = _topological_order(self)
+            grads: dict[int, np.ndarray] = {id(self): seed}
+            for node in order:
+                grad = grads.pop(id(node), None)
+                if grad is None:
                     continue
-                key = id(parent)
-                if key in grads:
-                    grads[key] = grads[key] + parent_grad
-                else:
-                    grads[key] = parent_grad
-            if not retain_graph:
-                node._backward = _freed_graph
-                node._parents = ()
+                if node._backward is None:
+                    if node._requires_grad:
+                        grad = np.asarray(grad, dtype=node.data.dtype)
+                        if node.grad is None:
+                            node.grad = Tensor(grad.copy() if grad is seed else grad)
+                        else:
+                            node.grad = Tensor(node.grad.data + grad)
+                    continue
+                parent_grads = node._backward(grad)
+                for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
+                    if parent is None or parent_grad is None or not parent._requires_grad:
+                        continue
+                    key = id(parent)
+                    if key in grads:
+                        grads[key] = grads[key] + parent_grad
+                    else:
+                        grads[key] = parent_grad
+                if not retain_graph:
+                    node._backward = _freed_graph
+                    node._parents = ()
+            index = 0  # callbacks may queue further callbacks
+            while index < len(queue):
+                queue[index]()
+                index += 1
+        finally:
+            queues.pop()
 
     # -- arithmetic -------------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -513,6 +527,22 @@ class Tensor:
         if dim is None:
             return Tensor(np.asarray(np.argmax(self.data)))
         return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim))
+
+
+def queue_callback(callback: Callable[[], Any]) -> None:
+    """Run ``callback()`` once the current ``backward()`` pass has accumulated every ``.grad``.
+
+    Like torch's ``Variable._execution_engine.queue_callback``: call it from an op's backward
+    function (e.g. to all-reduce gradients after the whole pass). A callable already queued in
+    this pass is not queued again. Callbacks are dropped if the pass raises.
+    """
+    queues = getattr(_state, "callback_queues", None)
+    if not queues:
+        raise RuntimeError("queue_callback can only be called while backward() is running")
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if callback not in queues[-1]:
+        queues[-1].append(callback)
 
 
 def _freed_graph(grad: np.ndarray) -> Sequence[np.ndarray | None]:
