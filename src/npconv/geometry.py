@@ -68,9 +68,9 @@ def normalize_padding(value: Any, ndim: int, name: str = "padding") -> str | tup
             raise ValueError(
                 f"{name} given per side must be {ndim} (lo, hi) pairs, got {value!r}"
             )
-        pairs = tuple((int(lo), int(hi)) for lo, hi in value)
         if not all(_is_int(v) for pair in value for v in pair):
             raise TypeError(f"{name} pairs must hold ints, got {value!r}")
+        pairs = tuple((int(lo), int(hi)) for lo, hi in value)
     else:
         pairs = tuple((p, p) for p in normalize_tuple(value, ndim, name))
     if any(v < 0 for pair in pairs for v in pair):

@@ -25,42 +25,46 @@ def source_index(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
     return np.pad(np.arange(size), (lo, hi), mode=_NUMPY_MODE[mode])
 
 
-def _split_negative(pads: Sequence[tuple[int, int]]) -> tuple[list[slice], list[tuple[int, int]]]:
-    crops = [slice(max(-lo, 0), (hi if hi < 0 else None)) for lo, hi in pads]
-    positive = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
-    return crops, positive
+def _positive(pads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
 
 
-def pad_array(x: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "constant",
-              value: float = 0.0) -> np.ndarray:
-    """``x`` padded on its last ``len(pads)`` axes. Negative constant pads crop."""
-    lead = x.ndim - len(pads)
-    crops, positive = _split_negative(pads)
-    if any(c.start or c.stop is not None for c in crops):
-        x = x[(slice(None),) * lead + tuple(crops)]
-    width = [(0, 0)] * lead + positive
-    if not any(lo or hi for lo, hi in positive):
+def _negative(pads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
+
+
+def _crops_first(mode: str) -> bool:
+    """torch's order for negative pads: constant/circular crop then pad; the others pad then crop."""
+    return mode in ("constant", "circular")
+
+
+def _crop(x: np.ndarray, cuts: Sequence[tuple[int, int]]) -> np.ndarray:
+    if not any(lo or hi for lo, hi in cuts):
+        return x
+    lead = x.ndim - len(cuts)
+    index = tuple(slice(lo, n - hi) for n, (lo, hi) in zip(x.shape[lead:], cuts, strict=True))
+    return x[(slice(None),) * lead + index]
+
+
+def _extend(widths: Sequence[tuple[int, int]], x: np.ndarray, mode: str, value: float) -> np.ndarray:
+    """``x`` padded by the non-negative ``widths`` on its last axes."""
+    lead = x.ndim - len(widths)
+    width = [(0, 0)] * lead + list(widths)
+    if not any(lo or hi for lo, hi in widths):
         return x.copy()
     if mode == "constant":
         out = np.empty(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, width, strict=True)), x.dtype)
-        if value == 0:
-            out.fill(0)
-        else:
-            out.fill(value)
+        out.fill(value)
         out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, width, strict=True))] = x
         return out
     return np.pad(x, width, mode=_NUMPY_MODE[mode])
 
 
-def fold_padding(g: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "constant") -> np.ndarray:
-    """Adjoint of :func:`pad_array`: sum every padded position's gradient onto its source.
-
-    ``g`` has the padded shape; the result has the unpadded shape.
-    """
-    lead = g.ndim - len(pads)
-    crops, positive = _split_negative(pads)
+def _fold(g: np.ndarray, widths: Sequence[tuple[int, int]], mode: str) -> np.ndarray:
+    """Adjoint of :func:`_extend`: each border position's gradient added onto its source."""
+    lead = g.ndim - len(widths)
     out = g
-    for axis_offset, (lo, hi) in enumerate(positive):
+    for axis_offset, (lo, hi) in enumerate(widths):
         if not (lo or hi):
             continue
         axis = lead + axis_offset
@@ -72,7 +76,32 @@ def fold_padding(g: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "co
             for j in list(range(lo)) + list(range(lo + size, lo + size + hi)):
                 folded[src[j]] += moved[j]
         out = np.moveaxis(folded, 0, axis)
-    if any(c.start or c.stop is not None for c in crops):
-        widths = [(0, 0)] * lead + [(max(-lo, 0), max(-hi, 0)) for lo, hi in pads]
-        out = np.pad(out, widths)
+    return out
+
+
+def pad_array(x: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "constant",
+              value: float = 0.0) -> np.ndarray:
+    """``x`` padded on its last ``len(pads)`` axes; a negative pad crops.
+
+    As torch: with negative pads, ``constant`` and ``circular`` crop first and pad the cropped
+    array (the period is the cropped size); the other modes pad first and then crop.
+    """
+    if _crops_first(mode):
+        return _extend(_positive(pads), _crop(x, _negative(pads)), mode, value)
+    return np.ascontiguousarray(_crop(_extend(_positive(pads), x, mode, value), _negative(pads)))
+
+
+def fold_padding(g: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "constant") -> np.ndarray:
+    """Adjoint of :func:`pad_array`: sum every padded position's gradient onto its source.
+
+    ``g`` has the padded shape; the result has the unpadded shape (cropped parts get zeros).
+    """
+    lead = g.ndim - len(pads)
+    uncrop = [(0, 0)] * lead + _negative(pads)
+    if _crops_first(mode):
+        out = _fold(g, _positive(pads), mode)
+        if any(lo or hi for lo, hi in uncrop):
+            out = np.pad(out, uncrop)
+    else:
+        out = _fold(np.pad(g, uncrop) if any(lo or hi for lo, hi in uncrop) else g, _positive(pads), mode)
     return np.ascontiguousarray(out)

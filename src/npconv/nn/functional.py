@@ -130,6 +130,10 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
     if tuple(as_array(weight).shape[2:]) != geometry.kernel_size:
         raise ValueError(f"{op_name}: weight's kernel size {as_array(weight).shape[2:]} differs from "
                          f"kernel_size={geometry.kernel_size}")
+    if padding_mode != "zeros":
+        shape = as_array(input).shape
+        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
+            check_pad_widths(lo, hi, size, i + 2, shape, padding_mode)
     return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
 
 
@@ -148,6 +152,13 @@ def transposed_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeo
                     f"output_padding={output_padding}, stride={geometry.stride}, "
                     f"dilation={geometry.dilation} (dimension {i})"
                 )
+    if padding_mode != "zeros":
+        # the transposed conv is the adjoint of the padded conv of an input of the output's size
+        shape = as_array(input).shape
+        out_size = geometry.transposed_output_size(shape[2:], output_padding)
+        out_shape = (shape[0], as_array(weight).shape[1] * geometry.groups) + out_size
+        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(), out_size, strict=True)):
+            check_pad_widths(lo, hi, size, i + 2, out_shape, padding_mode, "output")
     return _unbatch(
         _conv_ops.conv_transpose(input, weight, bias, geometry, output_padding, padding_mode), batched)
 
@@ -243,6 +254,28 @@ _TORCH_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "r
                    "circular": "circular", "symmetric": "symmetric", "zeros": "constant"}
 
 
+def check_pad_widths(lo: int, hi: int, size: int, dim: int, shape: Sequence[int], mode: str,
+                     tensor_name: str = "input") -> None:
+    """ValueError unless padding dimension ``dim`` (of ``size``) by ``(lo, hi)`` in ``mode`` is valid.
+
+    Negative pads crop (constant/circular crop first, the other modes pad first, as torch).
+    ``reflect`` needs ``lo, hi < size`` (torch's rule); circular and symmetric may be wider than
+    the input (wrapping/mirroring more than once).
+    """
+    where = f"at dimension {dim} of {tensor_name} {_shape_text(shape)}"
+    if mode == "reflect" and ((lo > 0 and lo >= size) or (hi > 0 and hi >= size)):
+        raise ValueError(f"Padding size should be less than the corresponding input dimension, but got: "
+                         f"padding ({lo}, {hi}) {where}")
+    cropped = size - max(-lo, 0) - max(-hi, 0)
+    if mode in ("constant", "circular") and cropped < 0:
+        raise ValueError(f"negative padding ({lo}, {hi}) crops more than the size {size} {where}")
+    if mode != "constant" and (lo > 0 or hi > 0) and (cropped if mode == "circular" else size) <= 0:
+        raise ValueError(f"{mode} padding ({lo}, {hi}) of an empty dimension {where}")
+    if size + lo + hi < 0:
+        raise ValueError(f"The input size {size}, plus negative padding {lo} and {hi} resulted in a "
+                         f"negative output size, which is invalid. Check dimension {dim} of your input.")
+
+
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """Pad the last ``len(pad) // 2`` axes, as ``torch.nn.functional.pad``.
 
@@ -268,17 +301,5 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     pairs = [(pad[2 * (n - 1 - i)], pad[2 * (n - 1 - i) + 1]) for i in range(n)]
     sizes = x.shape[x.ndim - n:]
     for axis, ((lo, hi), size) in enumerate(zip(pairs, sizes, strict=True)):
-        dim = x.ndim - n + axis
-        if mode != "constant" and (lo < 0 or hi < 0):
-            raise ValueError(f"negative padding {(lo, hi)} at dimension {dim} is only supported in constant mode")
-        if mode == "reflect" and (lo >= size or hi >= size):
-            raise ValueError(
-                f"Padding size should be less than the corresponding input dimension, but got: padding "
-                f"({lo}, {hi}) at dimension {dim} of input {_shape_text(x.shape)}"
-            )
-        if mode in ("replicate", "circular", "symmetric") and size == 0 and (lo or hi):
-            raise ValueError(f"{mode} padding of an empty dimension {dim} of input {_shape_text(x.shape)}")
-        if mode == "constant" and size + lo + hi < 0:
-            raise ValueError(f"The input size {size}, plus negative padding {lo} and {hi} resulted in a "
-                             f"negative output size, which is invalid. Check dimension {dim} of your input.")
+        check_pad_widths(lo, hi, size, x.ndim - n + axis, x.shape, mode)
     return _pad_op(input, pairs, mode, 0.0 if value is None else value)
