@@ -9,6 +9,8 @@ padding ``(lo, hi)``:
 * ``'same'`` (SAME_UPPER)   ``out = ceil(n / s)``, total padding
   ``t = max(0, (out - 1) * s + e - n)``, ``lo = t // 2``, ``hi = t - lo`` (for ``s == 1`` this is
   torch's ``'same'``); ``'same_lower'`` puts the odd element on the low side.
+* pooling output size        ``out = floor_or_ceil((n + lo + hi - e) / s) + 1`` (see
+  :meth:`ConvGeometry.pool_output_size` for ``ceil_mode``)
 """
 
 from __future__ import annotations
@@ -156,10 +158,10 @@ class ConvGeometry:
             return self.padding
         if self.padding == "valid":
             return ((0, 0),) * self.ndim
-        if self.padding == "same" and all(s == 1 for s in self.stride):
+        if all(s == 1 for s in self.stride):
             input_size = input_size or (1,) * self.ndim  # independent of the input for stride 1
         if input_size is None:
-            raise ValueError("padding='same' with stride > 1 depends on the input size")
+            raise ValueError(f"padding={self.padding!r} with stride > 1 depends on the input size")
         pairs = []
         for n, e, s in zip(input_size, self.extent, self.stride, strict=True):
             out = -(-n // s)
@@ -188,6 +190,33 @@ class ConvGeometry:
                 "Kernel size can't be greater than actual input size"
             )
         return tuple((p - e) // s + 1 for p, e, s in zip(padded, self.extent, self.stride, strict=True))
+
+    def pool_output_size(self, input_size: Sequence[int], ceil_mode: bool = False) -> tuple[int, ...]:
+        """Spatial output size of a pooling window (torch's ``pooling_output_shape``).
+
+        With symmetric padding ``p`` and extent ``e``:
+        ``out = floor_or_ceil((n + 2p - e) / s) + 1``; with ``ceil_mode`` the last window must
+        start inside the input or the left padding, else ``out -= 1``. Requires ``p <= e // 2``.
+        """
+        pads = self.pads(input_size)
+        sizes = []
+        for n, (lo, hi), e, s in zip(input_size, pads, self.extent, self.stride, strict=True):
+            if lo > e // 2 or hi > e // 2:
+                raise ValueError(
+                    f"pad should be at most half of effective kernel size, but got pad={max(lo, hi)}, "
+                    f"kernel_size={self.kernel_size} and dilation={self.dilation}"
+                )
+            span = n + lo + hi - e
+            out = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (out - 1) * s >= n + lo:
+                out -= 1
+            sizes.append(out)
+        if any(o < 1 for o in sizes):
+            raise ValueError(
+                f"Given input size: ({'x'.join(map(str, input_size))}). Calculated output size: "
+                f"({'x'.join(map(str, sizes))}). Output size is too small"
+            )
+        return tuple(sizes)
 
     def transposed_size_range(self, input_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Smallest and largest valid transposed output sizes (output_padding 0 and stride - 1)."""
