@@ -10,3 +10,7 @@ __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed", "nn",
     "__version__",
 ]
+from . import backends  # noqa: E402
+from .backends import get_num_threads, set_num_threads  # noqa: E402
+
+__all__ += ["backends", "set_num_threads", "get_num_threads"]

@@ -1,36 +1,141 @@
-"""GEMM (im2col) convolution: the reference algorithm for all three passes, any N, any groups.
+"""GEMM (im2col) convolution: the general algorithm for all three passes, any N, any groups.
 
 Shapes (``G`` groups, ``Cg = C / G``, ``Og = O / G``, ``K = prod(kernel_size)``,
-``L = prod(output_size)``):
+``L = prod(output_size)``, ``T`` = the output positions of one tile):
 
 * forward       ``x (N, C, *in)``, ``w (O, Cg, *k)``  ->  ``y (N, O, *out)``
-  ``y[n, g, :, l] = w[g] (Og, Cg*K) @ col[n, g] (Cg*K, L)``
+  ``y[n, g, :, tile] = w[g] (Og, Cg*K) @ col[n, g, :, tile] (Cg*K, T)``
 * grad_input    ``gy (N, O, *out)``, ``w``  ->  ``gx (N, C, *in)``:  ``col = w[g]^T @ gy[n, g]``
-  then col2im, a loop over kernel offsets adding strided slices (never ``np.add.at``).
-* grad_weight   ``x``, ``gy``  ->  ``gw (O, Cg, *k)``:  ``gw[g] = sum_n gy[n, g] @ col[n, g]^T``.
+  then col2im, a loop over kernel offsets adding strided slices (never ``np.add.at``);
+  for stride 1 it is instead the forward convolution of the zero-padded ``gy`` with the
+  flipped, channel-swapped kernel (an im2col copy is cheaper than ``K`` strided adds).
+* grad_weight   ``x``, ``gy``  ->  ``gw (O, Cg, *k)``:  ``gw[g] += gy[n, g, :, tile] @ col[n, g, :, tile]^T``
+  accumulated in place (BLAS ``gemm`` with ``beta = 1``).
+
+How it runs (measured on a 2-core AVX-512 machine, see ``docs/performance.md``):
+
+* NCHW, one image at a time: ``x[n]`` viewed as ``(C, L)`` is already a GEMM operand and the
+  GEMM writes straight into ``y[n]``; a 1x1 stride-1 unpadded convolution needs no copy at all.
+* "Exact" im2col: the columns of one tile of output rows are copied from a strided window view
+  of a zero-padded slab of input rows into a cached per-thread buffer of at most
+  ``WORKSPACE_BYTES / threads`` bytes; large images are processed in row tiles, so a
+  ``1x3x2048x2048`` image with a ``7x7`` kernel needs a few tens of MiB of scratch.
+* Threads: ``get_num_threads()`` Python threads over (image, row tile) work items, each with
+  single-threaded BLAS (multithreaded OpenBLAS keeps spinning between GEMMs and slows the copies
+  between them); with a single work item, multithreaded BLAS instead.
 
 ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding. The passes are
-exact adjoints: grad_input is the transpose of forward, so a transposed convolution is
-``grad_input`` applied to its input. Work is chunked over the batch so the column buffer stays
-within :data:`WORKSPACE_BYTES`.
+exact adjoints: a transposed convolution is ``grad_input`` applied to its input.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ..backends import blas_threads, get_num_threads
 from ..geometry import ConvGeometry
-from .padding import pad_array
 
-__all__ = ["forward", "grad_input", "grad_weight", "windows", "WORKSPACE_BYTES"]
+__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "windows",
+           "WORKSPACE_BYTES", "clear_workspace"]
 
+NAME = "gemm"
+
+#: Upper bound of the scratch (column) buffers of one call, shared by its worker threads.
 WORKSPACE_BYTES = 64 * 2**20
 
+_BLAS_GEMM_DTYPES = {np.dtype(np.float32): "s", np.dtype(np.float64): "d",
+                     np.dtype(np.complex64): "c", np.dtype(np.complex128): "z"}
 
+
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """GEMM runs every pass of every convolution."""
+    return pass_name in ("forward", "grad_input", "grad_weight")
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """GEMM is the planner's default."""
+    return supports(pass_name, x_shape, w_shape, geom, dtype)
+
+
+# -- workspaces and threads ----------------------------------------------------------------------
+_buffers: dict[int, dict[str, np.ndarray]] = {}
+_buffers_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_executor_workers = 0
+_executor_lock = threading.Lock()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A cached per-thread scratch array of ``shape`` (contents undefined), reused across calls."""
+    key = threading.get_ident()
+    cache = _buffers.get(key)
+    if cache is None:
+        with _buffers_lock:
+            cache = _buffers.setdefault(key, {})
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = cache.get(name)
+    if raw is None or raw.nbytes < nbytes:
+        cache.pop(name, None)
+        raw = np.empty(-(-nbytes // 64) * 8, np.float64)  # 64-byte multiple, 16-byte aligned
+        cache[name] = raw
+    return raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+
+
+def clear_workspace() -> None:
+    """Free the cached scratch buffers of every thread."""
+    with _buffers_lock:
+        _buffers.clear()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _executor, _executor_workers
+    with _executor_lock:
+        if _executor is None or _executor_workers < workers:
+            if _executor is not None:
+                _executor.shutdown(wait=True)
+            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv")
+            _executor_workers = workers
+        return _executor
+
+
+def _run(items: list, work: Callable[[int, object], None], threads: int) -> None:
+    """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller)."""
+    threads = max(1, min(threads, len(items)))
+    if threads == 1:
+        with blas_threads(get_num_threads()):
+            for item in items:
+                work(0, item)
+        return
+    iterator = iter(items)
+    lock = threading.Lock()
+
+    def worker(worker_id: int) -> None:
+        while True:
+            with lock:
+                item = next(iterator, None)
+            if item is None:
+                return
+            work(worker_id, item)
+
+    with blas_threads(1):
+        futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
+        try:
+            worker(0)
+        finally:
+            for future in futures:
+                future.result()
+
+
+# -- geometry helpers ----------------------------------------------------------------------------
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
     """Strided view ``(N, C, *out, *k)`` of every kernel window of the padded input ``xp``."""
     nd = geom.ndim
@@ -43,88 +148,222 @@ def windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np
     return view[index]
 
 
-def _columns(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
-    """im2col: ``(N, G, Cg*K, L)`` contiguous copy of the windows."""
-    n, c = xp.shape[:2]
-    nd, g = geom.ndim, geom.groups
-    view = windows(xp, geom, out_size)  # (N, C, *out, *k)
-    view = view.reshape((n, g, c // g) + view.shape[2:])
-    order = (0, 1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(3, 3 + nd))
-    cols = np.ascontiguousarray(view.transpose(order))
-    return cols.reshape(n, g, (c // g) * math.prod(geom.kernel_size), math.prod(out_size))
+def _image_windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
+    """Strided view ``(C, *out, *k)`` of the windows of one padded image ``xp (C, *padded)``."""
+    strides = xp.strides
+    shape = (xp.shape[0],) + tuple(out_size) + geom.kernel_size
+    new_strides = ((strides[0],) + tuple(st * s for st, s in zip(strides[1:], geom.stride, strict=True))
+                   + tuple(st * d for st, d in zip(strides[1:], geom.dilation, strict=True)))
+    return as_strided(xp, shape, new_strides, writeable=False)
 
 
-def _batch_chunk(per_image_bytes: int, n: int) -> int:
-    return max(1, min(n, WORKSPACE_BYTES // max(per_image_bytes, 1)))
+class _Layout:
+    """Sizes of one convolution shared by the passes."""
+
+    def __init__(self, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                 out_size: Sequence[int], dtype: np.dtype) -> None:
+        self.geom = geom
+        self.n, self.c = int(x_shape[0]), int(x_shape[1])
+        self.in_size = tuple(int(v) for v in x_shape[2:])
+        self.out_size = tuple(int(v) for v in out_size)
+        self.o = int(w_shape[0])
+        self.g = geom.groups
+        self.cg, self.og = self.c // self.g, self.o // self.g
+        self.k = math.prod(geom.kernel_size)
+        self.ck = self.cg * self.k
+        self.length = math.prod(self.out_size)
+        self.row = math.prod(self.out_size[1:])  # output positions per row of the first axis
+        self.pads = geom.pads(self.in_size)
+        self.dtype = dtype
+        self.padded = any(lo or hi for lo, hi in self.pads)
+        self.direct = (all(k == 1 for k in geom.kernel_size) and all(s == 1 for s in geom.stride)
+                       and not self.padded)
+
+    def tiles(self, threads: int, bytes_per_row: int) -> list[tuple[int, int, int]]:
+        """Work items ``(image, first row, end row)`` within the per-thread workspace share."""
+        rows_total = self.out_size[0]
+        cap = max(1, WORKSPACE_BYTES // max(1, min(threads, self.n * rows_total)))
+        rows = max(1, min(rows_total, cap // max(1, bytes_per_row)))
+        if self.n * -(-rows_total // rows) < threads:  # split single images for the threads
+            rows = max(1, -(-rows_total // -(-threads // self.n)))
+        return [(i, r, min(rows_total, r + rows)) for i in range(self.n) for r in range(0, rows_total, rows)]
+
+    def columns(self, x_n: np.ndarray, r0: int, r1: int) -> np.ndarray:
+        """im2col of output rows ``[r0, r1)`` of image ``x_n (C, *in)``: ``(G, Cg*K, T)``."""
+        if self.direct:
+            return x_n.reshape(self.g, self.cg, self.length)[:, :, r0 * self.row:r1 * self.row]
+        geom = self.geom
+        s0, e0 = geom.stride[0], geom.extent[0]
+        start, stop = r0 * s0, (r1 - 1) * s0 + e0  # padded input rows the tile reads
+        slab = self._padded_slab(x_n, start, stop)
+        out = (r1 - r0,) + self.out_size[1:]
+        view = _image_windows(slab, geom, out)  # (C, *out, *k)
+        nd = geom.ndim
+        cols = _buffer("cols", (self.c,) + geom.kernel_size + out, self.dtype)
+        np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd))))
+        return cols.reshape(self.g, self.ck, -1)
+
+    def _padded_slab(self, x_n: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of the zero-padded image, a view when no padding is needed."""
+        lo0, _ = self.pads[0]
+        n0 = self.in_size[0]
+        a, b = max(0, start - lo0), min(n0, stop - lo0)  # input rows inside the slab
+        if not self.padded:
+            return x_n[:, a:b]
+        shape = (self.c, stop - start) + tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size[1:],
+                                                                                  self.pads[1:], strict=True))
+        slab = _buffer("slab", shape, self.dtype)
+        inner = [(a + lo0 - start, b + lo0 - start)] + [(lo, lo + n) for n, (lo, _) in
+                                                         zip(self.in_size[1:], self.pads[1:], strict=True)]
+        for axis, (p, q) in enumerate(inner, start=1):
+            before = (slice(None),) * axis
+            if p > 0:
+                slab[before + (slice(0, p),)] = 0
+            if q < slab.shape[axis]:
+                slab[before + (slice(q, None),)] = 0
+        if b > a:
+            slab[(slice(None),) + tuple(slice(p, q) for p, q in inner)] = x_n[:, a:b]
+        return slab
 
 
-def _padded(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    pads = geom.pads()
-    return pad_array(x, pads) if any(lo or hi for lo, hi in pads) else x
+def _prepare(*arrays: np.ndarray) -> tuple[np.dtype, list[np.ndarray]]:
+    dtype = np.result_type(*arrays)
+    return dtype, [np.asarray(a, dtype=dtype) for a in arrays]
 
 
+# -- the three passes ----------------------------------------------------------------------------
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """Cross-correlation ``y = conv(x, w)`` with zero padding from ``geom``; no bias."""
-    n, c = x.shape[:2]
-    o, g = w.shape[0], geom.groups
-    out_size = geom.output_size(x.shape[2:])
-    length = math.prod(out_size)
-    wm = w.reshape(g, o // g, -1)
-    dtype = np.result_type(x, w)
-    y = np.empty((n, g, o // g, length), dtype=dtype)
-    xp = _padded(x, geom)
-    chunk = _batch_chunk(c * math.prod(geom.kernel_size) * length * x.itemsize, n)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        np.matmul(wm, _columns(xp[start:stop], geom, out_size), out=y[start:stop])
-    return y.reshape((n, o) + out_size)
+    dtype, (x, w) = _prepare(x, w)
+    lay = _Layout(x.shape, w.shape, geom, geom.output_size(x.shape[2:]), dtype)
+    y = np.empty((lay.n, lay.o) + lay.out_size, dtype=dtype)
+    if y.size == 0:
+        return y
+    if lay.ck == 0:
+        y.fill(0)
+        return y
+    wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
+    threads = get_num_threads()
+    per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
+
+    def work(_: int, item: tuple[int, int, int]) -> None:
+        i, r0, r1 = item
+        cols = lay.columns(x[i], r0, r1)
+        out = y[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
+        np.matmul(wm, cols, out=out)
+
+    _run(lay.tiles(threads, per_row), work, threads)
+    return y
+
+
+def _flipped_transposed(w: np.ndarray, groups: int) -> np.ndarray:
+    """``w (O, Cg, *k)`` -> ``(C, Og, *k)`` with every kernel flipped: the kernel of the adjoint."""
+    o, cg = w.shape[:2]
+    k = w.shape[2:]
+    wg = w.reshape((groups, o // groups, cg) + k).swapaxes(1, 2)
+    flipped = wg[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + k)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...]) -> np.ndarray:
     """Adjoint of :func:`forward` in ``x``: ``gx = conv^T(gy, w)`` of spatial size ``input_size``."""
-    n, o = gy.shape[:2]
-    g, cg = geom.groups, w.shape[1]
-    c = cg * g
-    out_size = tuple(gy.shape[2:])
-    pads = geom.pads()
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(input_size, pads, strict=True))
-    dtype = np.result_type(gy, w)
-    gxp = np.zeros((n, c) + padded, dtype=dtype)
-    wt = w.reshape(g, o // g, -1).transpose(0, 2, 1)  # (G, Cg*K, Og)
-    length = math.prod(out_size)
-    chunk = _batch_chunk(c * math.prod(geom.kernel_size) * length * gy.itemsize, n)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        cols = np.matmul(wt, gy[start:stop].reshape(stop - start, g, o // g, length))
-        cols = cols.reshape((stop - start, c) + geom.kernel_size + out_size)
-        target = gxp[start:stop]
-        for offset in itertools.product(*(range(k) for k in geom.kernel_size)):
-            region = tuple(
-                slice(i * d, i * d + (m - 1) * s + 1, s)
-                for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True)
-            )
-            target[(slice(None), slice(None)) + region] += cols[(slice(None), slice(None)) + offset]
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(input_size, pads, strict=True))
-    if any(lo or hi for lo, hi in pads):
-        return np.ascontiguousarray(gxp[(slice(None), slice(None)) + crop])
-    return gxp
+    dtype, (gy, w) = _prepare(gy, w)
+    input_size = tuple(int(v) for v in input_size)
+    n = gy.shape[0]
+    c = w.shape[1] * geom.groups
+    lay = _Layout((n, c) + input_size, w.shape, geom, gy.shape[2:], dtype)
+    if n == 0 or lay.c == 0:
+        return np.zeros((n, c) + input_size, dtype)
+    if all(s == 1 for s in geom.stride) and not lay.direct:
+        return _grad_input_stride1(gy, w, geom, lay)
+    gx = np.empty((n, c) + input_size, dtype=dtype)
+    wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
+    threads = get_num_threads()
+    if lay.direct:
+        def direct(_: int, item: tuple[int, int, int]) -> None:
+            i, r0, r1 = item
+            gy_i = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
+            np.matmul(wt, gy_i, out=gx[i].reshape(lay.g, lay.cg, lay.length)[:, :, r0 * lay.row:r1 * lay.row])
+
+        _run(lay.tiles(threads, 0), direct, threads)
+        return gx
+    padded_size = tuple(m + lo + hi for m, (lo, hi) in zip(input_size, lay.pads, strict=True))
+    crop = (slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in zip(input_size, lay.pads, strict=True))
+    per_row = lay.c * lay.k * lay.row * dtype.itemsize
+    rows = lay.tiles(1, per_row)  # tiles of one image; images are the parallel work items
+    row_tiles = [(r0, r1) for i, r0, r1 in rows if i == 0]
+    offsets = list(itertools.product(*(range(k) for k in geom.kernel_size)))
+
+    def work(_: int, i: int) -> None:
+        target = _buffer("gxpad", (c,) + padded_size, dtype) if lay.padded else gx[i]
+        target.fill(0)
+        gy_i = gy[i].reshape(lay.g, lay.og, lay.length)
+        for r0, r1 in row_tiles:
+            cols = _buffer("cols", (lay.g, lay.ck, (r1 - r0) * lay.row), dtype)
+            np.matmul(wt, gy_i[:, :, r0 * lay.row:r1 * lay.row], out=cols)
+            cols = cols.reshape((c,) + geom.kernel_size + (r1 - r0,) + lay.out_size[1:])
+            tile_out = (r1 - r0,) + lay.out_size[1:]
+            for offset in offsets:
+                region = tuple(
+                    slice(j * d + r * s, j * d + r * s + (m - 1) * s + 1, s)
+                    for j, d, m, s, r in zip(offset, geom.dilation, tile_out, geom.stride,
+                                             (r0,) + (0,) * (geom.ndim - 1), strict=True)
+                )
+                target[(slice(None),) + region] += cols[(slice(None),) + offset]
+        if lay.padded:
+            gx[i] = target[crop]
+
+    _run(list(range(n)), work, threads)
+    return gx
+
+
+def _grad_input_stride1(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, lay: _Layout) -> np.ndarray:
+    """Stride-1 grad_input as a forward convolution of ``gy`` padded by ``extent - 1 - pad``."""
+    adjoint_pads = []
+    crops = []
+    for e, (lo, hi), m in zip(geom.extent, lay.pads, lay.out_size, strict=True):
+        plo, phi = e - 1 - lo, e - 1 - hi
+        crops.append(slice(max(0, -plo), m - max(0, -phi)))
+        adjoint_pads.append((max(0, plo), max(0, phi)))
+    gy_view = gy[(slice(None), slice(None)) + tuple(crops)]
+    adjoint = ConvGeometry(geom.kernel_size, (1,) * geom.ndim, tuple(adjoint_pads), geom.dilation,
+                           geom.groups)
+    return forward(gy_view, _flipped_transposed(w, geom.groups), adjoint)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """Gradient in ``w``: ``gw[g] = sum_n gy[n, g] @ col(x)[n, g]^T``, shape ``(O, Cg, *k)``."""
-    n, c = x.shape[:2]
-    o = gy.shape[1]
-    g = geom.groups
-    out_size = tuple(gy.shape[2:])
-    length = math.prod(out_size)
-    kk = (c // g) * math.prod(geom.kernel_size)
-    dtype = np.result_type(x, gy)
-    gw = np.zeros((g, o // g, kk), dtype=dtype)
-    xp = _padded(x, geom)
-    chunk = _batch_chunk(kk * g * length * x.itemsize, n)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        cols = _columns(xp[start:stop], geom, out_size)  # (n, G, Cg*K, L)
-        gyr = gy[start:stop].reshape(stop - start, g, o // g, length)
-        gw += np.matmul(gyr, cols.transpose(0, 1, 3, 2)).sum(axis=0)
-    return gw.reshape((o, c // g) + geom.kernel_size)
+    dtype, (x, gy) = _prepare(x, gy)
+    lay = _Layout(x.shape, (gy.shape[1], x.shape[1] // geom.groups) + geom.kernel_size, geom,
+                  gy.shape[2:], dtype)
+    if lay.n == 0 or lay.ck == 0 or lay.length == 0:
+        return np.zeros((lay.o, lay.cg) + geom.kernel_size, dtype)
+    threads = max(1, min(get_num_threads(), lay.n * lay.out_size[0]))
+    per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
+    items = lay.tiles(threads, per_row)
+    threads = min(threads, len(items))
+    accumulators = [np.zeros((lay.g, lay.og, lay.ck), dtype) for _ in range(threads)]
+    prefix = _BLAS_GEMM_DTYPES.get(dtype)
+    gemm = None
+    if prefix is not None and lay.g == 1:
+        from scipy.linalg import blas
+
+        gemm = getattr(blas, prefix + "gemm")
+
+    def work(worker: int, item: tuple[int, int, int]) -> None:
+        i, r0, r1 = item
+        cols = lay.columns(x[i], r0, r1)  # (G, Cg*K, T)
+        gy_t = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
+        acc = accumulators[worker]
+        if gemm is not None:
+            # Fortran view: acc^T (Cg*K, Og) += cols (Cg*K, T) @ gy_t^T (T, Og), in place (beta = 1)
+            gemm(1.0, cols[0].T, np.ascontiguousarray(gy_t[0]).T, beta=1.0, c=acc[0].T,
+                 trans_a=1, overwrite_c=1)
+        else:
+            acc += np.matmul(gy_t, cols.transpose(0, 2, 1))
+
+    _run(items, work, threads)
+    total = accumulators[0]
+    for acc in accumulators[1:]:
+        total += acc
+    return total.reshape((lay.o, lay.cg) + geom.kernel_size)

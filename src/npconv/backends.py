@@ -1,0 +1,137 @@
+"""User-facing switches for the convolution engine (no imports from ops/nn/kernels).
+
+* ``npconv.set_num_threads(n)`` / ``npconv.get_num_threads()``: threads used by the kernels
+  (Python worker threads over images, BLAS threads via threadpoolctl, ``scipy.fft`` workers).
+  The default is the number of CPU cores. ``set_num_threads`` also limits the BLAS libraries
+  loaded by NumPy/SciPy process-wide, like ``torch.set_num_threads``.
+* ``npconv.backends.conv.algorithm``: ``None`` (let the planner choose) or an algorithm name
+  (``"gemm"``, ``"winograd"``, ``"fft"``, ``"depthwise"``) used for every pass, or a mapping
+  ``{"forward": name, "grad_input": name, "grad_weight": name}`` forcing only the listed passes.
+  A forced algorithm that cannot run a call raises ``ValueError``.
+* ``npconv.backends.conv.force(name_or_mapping)``: a context manager setting ``algorithm``.
+* ``npconv.backends.conv.benchmark = True``: like ``torch.backends.cudnn.benchmark``; the first
+  call per (pass, shapes, geometry, dtype) runs every algorithm supporting it once, and later
+  calls use the fastest. ``npconv.backends.conv.clear_cache()`` forgets the measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["conv", "set_num_threads", "get_num_threads", "blas_threads", "PASSES", "ALGORITHMS"]
+
+PASSES = ("forward", "grad_input", "grad_weight")
+ALGORITHMS = ("gemm", "winograd", "fft", "depthwise")
+
+_state = {"num_threads": max(1, os.cpu_count() or 1)}
+_blas_lock = threading.Lock()
+_blas_libs: list[Any] | None = None
+
+
+def _blas_controllers() -> list[Any]:
+    """threadpoolctl controllers of the BLAS libraries NumPy and SciPy use (found once)."""
+    global _blas_libs
+    if _blas_libs is None:
+        import numpy  # noqa: F401  (load the libraries before inspecting them)
+        import scipy.linalg.blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        _blas_libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return _blas_libs
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in npconv's kernels and the BLAS libraries (process-wide)."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects a positive number of threads, got {n}")
+    _state["num_threads"] = n
+    for lib in _blas_controllers():
+        lib.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads npconv's kernels use (default: the number of CPU cores)."""
+    return _state["num_threads"]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Temporarily run the BLAS libraries with ``n`` threads (restored on exit)."""
+    libs = _blas_controllers()
+    previous = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        if lib.get_num_threads() != n:
+            lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, p in zip(libs, previous, strict=True):
+            if lib.get_num_threads() != p:
+                lib.set_num_threads(p)
+
+
+def _check_algorithm(value: Any) -> Any:
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, str):
+        if value not in ALGORITHMS:
+            raise ValueError(f"npconv.backends.conv.algorithm must be None, 'auto' or one of {ALGORITHMS}, "
+                             f"got {value!r}")
+        return value
+    if isinstance(value, Mapping):
+        for key, name in value.items():
+            if key not in PASSES:
+                raise ValueError(f"npconv.backends.conv.algorithm keys must be passes {PASSES}, got {key!r}")
+            if name is not None and name not in ALGORITHMS:
+                raise ValueError(f"npconv.backends.conv.algorithm[{key!r}] must be one of {ALGORITHMS}, "
+                                 f"got {name!r}")
+        return dict(value)
+    raise TypeError(f"npconv.backends.conv.algorithm must be None, a str or a mapping of pass to str, "
+                    f"got {type(value).__name__} {value!r}")
+
+
+class ConvBackend:
+    """Settings of the convolution planner (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._algorithm: str | dict[str, str] | None = None
+        self.benchmark: bool = False
+        #: (pass, x_shape, w_shape, geometry, dtype) -> fastest algorithm name, filled in benchmark mode
+        self.benchmark_cache: dict[tuple, str] = {}
+
+    @property
+    def algorithm(self) -> str | dict[str, str] | None:
+        return self._algorithm
+
+    @algorithm.setter
+    def algorithm(self, value: Any) -> None:
+        self._algorithm = _check_algorithm(value)
+
+    def forced(self, pass_name: str) -> str | None:
+        """The algorithm forced for ``pass_name``, or None."""
+        if isinstance(self._algorithm, dict):
+            return self._algorithm.get(pass_name)
+        return self._algorithm
+
+    @contextlib.contextmanager
+    def force(self, algorithm: str | Mapping[str, str] | None) -> Iterator[None]:
+        """Context manager: force ``algorithm`` (a name, or a mapping pass -> name) inside the block."""
+        previous = self._algorithm
+        self.algorithm = algorithm
+        try:
+            yield
+        finally:
+            self._algorithm = previous
+
+    def clear_cache(self) -> None:
+        """Forget the benchmark mode's measured choices."""
+        self.benchmark_cache.clear()
+
+
+conv = ConvBackend()
