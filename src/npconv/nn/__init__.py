@@ -6,3 +6,7 @@ from .modules import __all__ as _modules_all
 from .parameter import Buffer, Parameter, UninitializedParameter
 
 __all__ = ["functional", "init", "Parameter", "UninitializedParameter", "Buffer", *_modules_all]
+
+from . import tables  # noqa: E402
+
+__all__ += ["tables"]

@@ -303,3 +303,18 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     for axis, ((lo, hi), size) in enumerate(zip(pairs, sizes, strict=True)):
         check_pad_widths(lo, hi, size, x.ndim - n + axis, x.shape, mode)
     return _pad_op(input, pairs, mode, 0.0 if value is None else value)
+
+from ._functional_local import (  # noqa: E402
+    conv1d_local,
+    conv1d_map,
+    conv2d_local,
+    conv2d_map,
+    conv3d_local,
+    conv3d_map,
+    conv_transpose1d_map,
+    conv_transpose2d_map,
+    conv_transpose3d_map,
+)
+
+__all__ += ["conv1d_local", "conv2d_local", "conv3d_local", "conv1d_map", "conv2d_map", "conv3d_map",
+            "conv_transpose1d_map", "conv_transpose2d_map", "conv_transpose3d_map"]

@@ -1,0 +1,167 @@
+"""Locally connected convolution (a separate filter at every output position) and plane shuffles.
+
+Locally connected passes, for ``N`` images, ``C`` input and ``O`` output channels, ``L =
+prod(output_size)`` output positions and ``CK = C * prod(kernel_size)``:
+
+* weight ``w (*out, O, C, *k)`` (Lua Torch's layout), viewed as ``wm (L, O, CK)``;
+* columns ``col (L, N, CK)``: the kernel window of every image at every output position,
+  gathered from :func:`npconv.kernels.gemm.windows` (one contiguous copy);
+* forward      ``y[n, o, l]   = sum_j wm[l, o, j] * col[l, n, j]``   (``L`` batched GEMMs)
+* grad_input   ``gcol[l, n, j] = sum_o gy[n, o, l] * wm[l, o, j]``  then col2im: a loop over
+  kernel offsets adding strided slices (never ``np.add.at``);
+* grad_weight  ``gw[l, o, j]  = sum_n gy[n, o, l] * col[l, n, j]``.
+
+``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding (other padding
+modes are a separate pad op). Work is chunked over the batch so the column buffer stays within
+:data:`npconv.kernels.gemm.WORKSPACE_BYTES` unless the caller passes precomputed columns.
+
+Plane shuffles (for connection-table convolutions), on axis 1 of ``(N, P, *spatial)`` arrays:
+:func:`sum_planes` (a sorted segment sum with ``np.add.reduceat``) is the adjoint of the gather
+``a[:, index]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from ..geometry import ConvGeometry
+from .gemm import WORKSPACE_BYTES, windows
+from .padding import pad_array
+
+__all__ = ["columns", "forward", "grad_input", "grad_weight", "sum_planes"]
+
+
+def _padded(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    pads = geom.pads()
+    return pad_array(x, pads) if any(lo or hi for lo, hi in pads) else x
+
+
+def _chunk(per_image_bytes: int, n: int) -> int:
+    return max(1, min(n, WORKSPACE_BYTES // max(per_image_bytes, 1)))
+
+
+def _sizes(w: np.ndarray, nd: int) -> tuple[tuple[int, ...], int, int]:
+    """``(output_size, out_channels, C * prod(kernel_size))`` of a local weight."""
+    out_size = tuple(w.shape[:nd])
+    return out_size, w.shape[nd], math.prod(w.shape[nd + 1:])
+
+
+def _columns_padded(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
+    n, c = xp.shape[:2]
+    nd = geom.ndim
+    view = windows(xp, geom, out_size)  # (n, C, *out, *k)
+    order = tuple(range(2, 2 + nd)) + (0, 1) + tuple(range(2 + nd, 2 + 2 * nd))
+    cols = np.ascontiguousarray(view.transpose(order))  # (*out, n, C, *k)
+    return cols.reshape(math.prod(out_size), n, c * math.prod(geom.kernel_size))
+
+
+def columns(x: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
+    """The windows of the zero-padded ``x (N, C, *in)`` as a contiguous ``(L, N, C * K)`` array."""
+    return _columns_padded(_padded(x, geom), geom, tuple(out_size))
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, cols: np.ndarray | None = None) -> np.ndarray:
+    """Locally connected cross-correlation ``x (N, C, *in)``, ``w (*out, O, C, *k)`` -> ``(N, O, *out)``.
+
+    ``cols`` are precomputed :func:`columns` of ``x`` (else built chunk by chunk); no bias.
+    """
+    n = x.shape[0]
+    out_size, o, ck = _sizes(w, geom.ndim)
+    length = math.prod(out_size)
+    wm = w.reshape(length, o, ck)
+    y = np.empty((n, o, length), dtype=np.result_type(x, w))
+    if cols is not None:
+        y[...] = np.matmul(cols, wm.transpose(0, 2, 1)).transpose(1, 2, 0)
+        return y.reshape((n, o) + out_size)
+    xp = _padded(x, geom)
+    chunk = _chunk(length * ck * x.itemsize, n)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        part = np.matmul(_columns_padded(xp[start:stop], geom, out_size), wm.transpose(0, 2, 1))  # (L, n, O)
+        y[start:stop] = part.transpose(1, 2, 0)
+    return y.reshape((n, o) + out_size)
+
+
+def _gy_positions(gy: np.ndarray) -> np.ndarray:
+    """``gy (n, O, *out)`` as a contiguous ``(L, n, O)`` array."""
+    n, o = gy.shape[:2]
+    return np.ascontiguousarray(gy.reshape(n, o, -1).transpose(2, 0, 1))
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...]) -> np.ndarray:
+    """Adjoint of :func:`forward` in ``x``: ``gy (N, O, *out)`` -> ``gx (N, C, *input_size)``."""
+    n = gy.shape[0]
+    nd = geom.ndim
+    out_size, o, ck = _sizes(w, nd)
+    c = w.shape[nd + 1]
+    length = math.prod(out_size)
+    wm = w.reshape(length, o, ck)
+    pads = geom.pads()
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(input_size, pads, strict=True))
+    gxp = np.zeros((n, c) + padded, dtype=np.result_type(gy, w))
+    chunk = _chunk(2 * length * ck * gy.itemsize, n)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        gcols = np.matmul(_gy_positions(gy[start:stop]), wm)  # (L, n, CK)
+        # one transposing copy so that every kernel offset below reads a contiguous block
+        gcols = np.ascontiguousarray(gcols.transpose(1, 2, 0)).reshape(
+            (stop - start, c) + geom.kernel_size + out_size)
+        target = gxp[start:stop]
+        for offset in itertools.product(*(range(k) for k in geom.kernel_size)):
+            region = tuple(
+                slice(i * d, i * d + (m - 1) * s + 1, s)
+                for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True)
+            )
+            target[(slice(None), slice(None)) + region] += gcols[(slice(None), slice(None)) + offset]
+    if any(lo or hi for lo, hi in pads):
+        crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(input_size, pads, strict=True))
+        return np.ascontiguousarray(gxp[(slice(None), slice(None)) + crop])
+    return gxp
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry,
+                cols: np.ndarray | None = None) -> np.ndarray:
+    """Gradient in ``w``: ``gw[l] = gy[:, :, l]^T @ col[l]``, shape ``(*out, O, C, *k)``."""
+    n, c = x.shape[:2]
+    o = gy.shape[1]
+    out_size = tuple(gy.shape[2:])
+    length = math.prod(out_size)
+    ck = c * math.prod(geom.kernel_size)
+    shape = out_size + (o, c) + geom.kernel_size
+    if cols is not None:
+        return np.matmul(_gy_positions(gy).transpose(0, 2, 1), cols).reshape(shape)
+    gw = np.zeros((length, o, ck), dtype=np.result_type(x, gy))
+    xp = _padded(x, geom)
+    chunk = _chunk(length * ck * x.itemsize, n)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        cols_part = _columns_padded(xp[start:stop], geom, out_size)
+        gw += np.matmul(_gy_positions(gy[start:stop]).transpose(0, 2, 1), cols_part)
+    return gw.reshape(shape)
+
+
+def sum_planes(a: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
+    """``out[:, p] = sum of a[:, k] over k with index[k] == p``; ``a (N, K, *s)`` -> ``(N, size, *s)``.
+
+    The adjoint of the gather ``out[:, index]``. A sorted segment sum: rows are ordered by
+    ``index`` (no copy when already sorted) and each run is summed by ``np.add.reduceat``.
+    Planes no row maps to are zero.
+    """
+    index = np.asarray(index)
+    order = np.argsort(index, kind="stable")
+    if np.any(order != np.arange(len(index))):
+        a = a[:, order]
+        index = index[order]
+    present, starts = np.unique(index, return_index=True)
+    out_shape = (a.shape[0], size) + a.shape[2:]
+    if len(present) == len(index) == size:  # a permutation-free one-to-one map
+        return np.ascontiguousarray(a)
+    summed = np.add.reduceat(a, starts, axis=1) if len(present) != len(index) else a
+    if len(present) == size:
+        return np.ascontiguousarray(summed)
+    out = np.zeros(out_shape, dtype=a.dtype)
+    out[:, present] = summed
+    return out
