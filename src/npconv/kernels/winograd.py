@@ -1,0 +1,270 @@
+"""Winograd convolution ``F(m x m, 3 x 3)`` for 2-D, 3x3, stride-1, dilation-1 convolutions.
+
+A 3x3 correlation of an ``a x a`` input tile ``d`` (``a = m + 2``) gives an ``m x m`` output tile
+
+    ``Y = A^T [ (G g G^T)  (.)  (B^T d B) ] A``
+
+(``(.)`` elementwise), so over a batch of tiles the convolution becomes one GEMM per frequency
+point ``(i, j)`` of the ``a x a`` transformed tile: ``M[ij] (O, T) = U[ij] (O, C) @ V[ij] (C, T)``
+with ``U = G w G^T`` (weights, float64 then cast) and ``V = B^T d B`` (input tiles).
+
+* ``m = 4`` (36 GEMMs, 2.25 multiplies per output instead of 9) uses the interpolation points
+  ``0, 1, -1, 1/2, -2, inf``; with float32 it accumulates each frequency's GEMM over channel blocks
+  of :data:`CHANNEL_BLOCK`, which keeps its error near 1.1e-6 norm-relative on ResNet layers
+  (points ``0, +-1, +-2`` with one long float32 sum: 1.9-3e-6).
+* ``m = 2`` (points ``0, 1, -1, inf``, 16 GEMMs) is used when tiles of 4 would waste work.
+
+Tile gather, the two transforms (each a small GEMM with ``K = a``) and the frequency GEMMs run on
+a few images at a time (cache-sized) in worker threads, each with single-threaded BLAS.
+``grad_input`` of a stride-1 convolution is the full correlation of ``gy`` with the flipped,
+channel-transposed kernel and reuses the same core. Every size comes from
+:class:`~npconv.geometry.ConvGeometry`; padding is the explicit zero padding ``geom.pads()``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from scipy.linalg import blas
+
+from ..backends import blas_threads, get_num_threads
+from ..geometry import ConvGeometry
+
+__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "transform_matrices",
+           "CHANNEL_BLOCK"]
+
+NAME = "winograd"
+#: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
+CHANNEL_BLOCK = 64
+_POINTS = {4: (0, 1, -1, Fraction(1, 2), -2), 2: (0, 1, -1)}
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_TARGET_TILES = 160  # tiles per work item: enough columns for an efficient frequency GEMM
+
+
+def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact float64 ``(A^T (m, a), G (a, 3), B^T (a, a))`` of ``F(m, 3)`` (Toom-Cook, point at infinity).
+
+    They satisfy ``sum_k A^T[i, k] G[k, j] B^T[k, l] = [l == i + j]``, i.e. ``A^T((G g) * (B^T d))`` is
+    the valid correlation of ``d`` (length ``a = m + 2``) with ``g`` (length 3).
+    """
+    points = _POINTS[m]
+    a = m + 2
+    at = [[Fraction(0)] * a for _ in range(m)]
+    g = [[Fraction(0)] * 3 for _ in range(a)]
+    bt = [[Fraction(0)] * a for _ in range(a)]
+    for k, p in enumerate(points):
+        others = [q for q in points if q != p]
+        denominator = math.prod((Fraction(p) - q for q in others), start=Fraction(1))
+        for i in range(m):
+            at[i][k] = Fraction(p) ** i
+        for j in range(3):
+            g[k][j] = Fraction(p) ** j / denominator
+        # B^T row k: coefficients of prod_{q != p} (x - q), highest power last (transposed Toom-Cook)
+        poly = [Fraction(1)]
+        for q in others:
+            poly = [Fraction(0)] + poly  # multiply by x
+            for t in range(len(poly) - 1):
+                poly[t] -= q * poly[t + 1]
+        bt[k][: len(poly)] = poly
+    at[m - 1][a - 1] = Fraction(1)
+    g[a - 1][2] = Fraction(1)
+    full = [Fraction(1)]
+    for q in points:
+        full = [Fraction(0)] + full
+        for t in range(len(full) - 1):
+            full[t] -= q * full[t + 1]
+    bt[a - 1] = full + [Fraction(0)] * (a - len(full))
+    return (np.array(at, dtype=np.float64), np.array(g, dtype=np.float64), np.array(bt, dtype=np.float64))
+
+
+_MATRICES = {m: transform_matrices(m) for m in _POINTS}
+_KRON_G = {m: np.kron(g, g) for m, (_, g, _) in _MATRICES.items()}
+
+
+# -- applicability ------------------------------------------------------------------------------
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
+    if pass_name not in ("forward", "grad_input") or np.dtype(dtype) not in _DTYPES:
+        return False
+    if geom.ndim != 2 or len(x_shape) != 4 or len(w_shape) != 4:
+        return False
+    if geom.kernel_size != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
+        return False
+    if x_shape[1] != w_shape[1] * geom.groups or w_shape[0] % geom.groups or min(x_shape) < 1:
+        return False
+    try:
+        return min(geom.output_size(x_shape[2:])) >= 1
+    except ValueError:
+        return False
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """Measured rule: ungrouped float32 layers with >= 32 input and output channels and >= 8x8 outputs."""
+    if not supports(pass_name, x_shape, w_shape, geom, dtype) or geom.groups != 1:
+        return False
+    if np.dtype(dtype) != np.float32:
+        return False
+    channels_in, channels_out = x_shape[1], w_shape[0]
+    if pass_name == "grad_input":
+        channels_in, channels_out = channels_out, channels_in
+    return min(channels_in, channels_out) >= 32 and min(geom.output_size(x_shape[2:])) >= 8
+
+
+def _tile_size(out_size: Sequence[int]) -> int:
+    """``m``: 4 unless tiles of 2 cover the output with noticeably less waste."""
+    waste4 = math.prod(-(-o // 4) * 4 for o in out_size) * 36 / 16
+    waste2 = math.prod(-(-o // 2) * 2 for o in out_size) * 16 / 4
+    return 4 if waste4 <= waste2 * 0.95 else 2
+
+
+# -- threads and workspaces ---------------------------------------------------------------------
+_local = threading.local()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _workspace(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-thread cached buffer (avoids page faults from fresh large allocations each call)."""
+    cache = getattr(_local, "buffers", None)
+    if cache is None:
+        cache = _local.buffers = {}
+    size = math.prod(shape)
+    buf = cache.get((name, dtype))
+    if buf is None or buf.size < size:
+        buf = cache[(name, dtype)] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+def _run(items: list, work: Callable[[object], None], threads: int) -> None:
+    """Run ``work(item)`` for every item on ``threads`` threads, BLAS single-threaded inside."""
+    threads = min(threads, len(items))
+    if threads <= 1:
+        for item in items:
+            work(item)
+        return
+    pool = _pools.get(threads)
+    if pool is None:
+        pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="npconv-winograd")
+    with blas_threads(1):
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
+
+
+# -- the core -----------------------------------------------------------------------------------
+def _weight_transform(w: np.ndarray, groups: int, m: int, dtype: np.dtype) -> np.ndarray:
+    """``U = G w G^T`` as ``(a*a, groups, O/groups, C/groups)``: one GEMM ``kron(G, G) (a*a, 9) @ w^T``."""
+    a = m + 2
+    o, cg = w.shape[:2]
+    u = _KRON_G[m].astype(dtype) @ w.reshape(o * cg, 9).T.astype(dtype, copy=False)
+    return u.reshape(a * a, groups, o // groups, cg)
+
+
+def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tuple[int, int], m: int,
+               dtype: np.dtype) -> np.ndarray:
+    """``y[n, o, i, j] = sum_{c, p, q} x_ext[n, c, i + p - low_0, j + q - low_1] w[o, c, p, q]``.
+
+    ``x_ext`` is ``x`` extended by zeros on all sides (``low`` may be negative: cropping).
+    ``u`` is the transformed weight from :func:`_weight_transform`.
+    """
+    at, _, bt = (mat.astype(dtype) for mat in _MATRICES[m])
+    a = m + 2
+    n, c, h, w_in = x.shape
+    _, groups, og, cg = u.shape
+    o = groups * og
+    th, tw = (-(-s // m) for s in out_size)
+    hb, wb = th * m + 2, tw * m + 2
+    y = np.empty((n, o) + tuple(out_size), dtype)
+    exact = out_size == (th * m, tw * m)
+    # source window of x that lands inside the tile buffer
+    src = [(max(0, -lo), min(size, span - lo)) for lo, size, span in zip(low, (h, w_in), (hb, wb), strict=True)]
+    dst = [(s0 + lo, s1 + lo) for (s0, s1), lo in zip(src, low, strict=True)]
+    threads = max(1, get_num_threads())
+    per_image = th * tw
+    chunk = max(1, min(-(-n // threads), -(-_TARGET_TILES // per_image)))
+    block = CHANNEL_BLOCK if dtype == np.float32 and cg > CHANNEL_BLOCK else cg
+    gemm = blas.get_blas_funcs("gemm", dtype=dtype)
+
+    def work(start: int) -> None:
+        stop = min(n, start + chunk)
+        k = stop - start
+        tiles_n = k * th * tw
+        buf = _workspace("input", (k, c, hb, wb), dtype)
+        buf.fill(0)
+        if all(d1 > d0 for d0, d1 in dst):
+            buf[:, :, dst[0][0]:dst[0][1], dst[1][0]:dst[1][1]] = \
+                x[start:stop, :, src[0][0]:src[0][1], src[1][0]:src[1][1]]
+        s = buf.strides
+        tiles = as_strided(buf, (k, c, th, tw, a, a), (s[0], s[1], s[2] * m, s[3] * m, s[2], s[3]))
+        d = _workspace("tiles", (a, a, c, k, th, tw), dtype)
+        np.copyto(d, tiles.transpose(4, 5, 1, 0, 2, 3))
+        t1 = _workspace("rows", (a, a * c * tiles_n), dtype)
+        np.matmul(bt, d.reshape(a, -1), out=t1)
+        v = _workspace("v", (a, a, c * tiles_n), dtype)
+        np.matmul(bt, t1.reshape(a, a, -1), out=v)
+        v = v.reshape(a * a, groups, cg, tiles_n)
+        mm = _workspace("m", (a * a, groups, og, tiles_n), dtype)
+        for f in range(a * a):
+            for gi in range(groups):
+                target = mm[f, gi].T
+                for c0 in range(0, cg, block):
+                    c1 = min(cg, c0 + block)
+                    gemm(1.0, v[f, gi, c0:c1].T, u[f, gi, :, c0:c1].T, beta=0.0 if c0 == 0 else 1.0,
+                         c=target, overwrite_c=True)
+        z1 = _workspace("z1", (m, a * o * tiles_n), dtype)
+        np.matmul(at, mm.reshape(a, -1), out=z1)
+        z2 = _workspace("z2", (m, m, o * tiles_n), dtype)
+        np.matmul(at, z1.reshape(m, a, -1), out=z2)
+        z2 = z2.reshape(m, m, o, k, th, tw).transpose(3, 2, 4, 0, 5, 1)  # (k, o, th, m, tw, m)
+        if exact:
+            y[start:stop].reshape(k, o, th, m, tw, m)[...] = z2
+        else:
+            full = _workspace("out", (k, o, th, m, tw, m), dtype)
+            np.copyto(full, z2)
+            y[start:stop] = full.reshape(k, o, th * m, tw * m)[:, :, : out_size[0], : out_size[1]]
+
+    _run(list(range(0, n, chunk)), work, threads)
+    return y
+
+
+def _check_same_dtype(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if dtype not in _DTYPES:
+        raise TypeError(f"winograd convolution needs float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3))`` with zero padding ``geom.pads()``."""
+    dtype = _check_same_dtype(x, w)
+    out_size = geom.output_size(x.shape[2:])
+    m = _tile_size(out_size)
+    u = _weight_transform(w, geom.groups, m, dtype)
+    low = tuple(lo for lo, _ in geom.pads(x.shape[2:]))
+    return _correlate(x.astype(dtype, copy=False), u, low, out_size, m, dtype)
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:
+    """``gx (N, C, *input_size)``: full correlation of ``gy`` with the flipped, transposed kernel."""
+    dtype = _check_same_dtype(gy, w)
+    input_size = tuple(int(v) for v in input_size)
+    groups = geom.groups
+    o, cg = w.shape[:2]
+    # w'[g, c, o] = w[g, o, c] flipped: (C, O/groups, 3, 3) grouped the same way
+    flipped = w[:, :, ::-1, ::-1].reshape(groups, o // groups, cg, 3, 3).transpose(0, 2, 1, 3, 4)
+    flipped = flipped.reshape(groups * cg, o // groups, 3, 3)
+    m = _tile_size(input_size)
+    u = _weight_transform(flipped, groups, m, dtype)
+    low = tuple(2 - lo for lo, _ in geom.pads(input_size))
+    return _correlate(gy.astype(dtype, copy=False), u, low, input_size, m, dtype)
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Not provided by this algorithm (``supports('grad_weight', ...)`` is False)."""
+    raise ValueError("the winograd algorithm has no grad_weight pass; use another algorithm for it")
