@@ -196,15 +196,16 @@ class ConvGeometry:
 
         With symmetric padding ``p`` and extent ``e``:
         ``out = floor_or_ceil((n + 2p - e) / s) + 1``; with ``ceil_mode`` the last window must
-        start inside the input or the left padding, else ``out -= 1``. Requires ``p <= e // 2``.
+        start inside the input or the left padding, else ``out -= 1``. Requires ``p <= k // 2``.
         """
         pads = self.pads(input_size)
         sizes = []
-        for n, (lo, hi), e, s in zip(input_size, pads, self.extent, self.stride, strict=True):
-            if lo > e // 2 or hi > e // 2:
+        for n, (lo, hi), e, s, k in zip(input_size, pads, self.extent, self.stride, self.kernel_size,
+                                        strict=True):
+            if lo > k // 2 or hi > k // 2:
                 raise ValueError(
-                    f"pad should be at most half of effective kernel size, but got pad={max(lo, hi)}, "
-                    f"kernel_size={self.kernel_size} and dilation={self.dilation}"
+                    f"pad should be smaller than or equal to half of kernel size, but got "
+                    f"padding={self.symmetric_padding() or self.padding} and kernel_size={self.kernel_size}"
                 )
             span = n + lo + hi - e
             out = (-(-span // s) if ceil_mode else span // s) + 1

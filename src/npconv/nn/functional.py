@@ -318,3 +318,7 @@ from ._functional_local import (  # noqa: E402
 
 __all__ += ["conv1d_local", "conv2d_local", "conv3d_local", "conv1d_map", "conv2d_map", "conv3d_map",
             "conv_transpose1d_map", "conv_transpose2d_map", "conv_transpose3d_map"]
+from ._functional_layers import *  # noqa: E402,F401,F403
+from ._functional_layers import __all__ as _layers_all  # noqa: E402
+
+__all__ += _layers_all

@@ -40,3 +40,31 @@ from .local import (  # noqa: E402
 
 __all__ += ["Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
             "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap"]
+
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: E402
+from .container import ModuleDict, ModuleList, Sequential  # noqa: E402
+from .dropout import Dropout  # noqa: E402
+from .flatten import Flatten, Unflatten  # noqa: E402
+from .linear import Identity, Linear  # noqa: E402
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: E402
+from .normalization import GroupNorm  # noqa: E402
+from .pooling import (  # noqa: E402
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AvgPool1d,
+    AvgPool2d,
+    AvgPool3d,
+    MaxPool1d,
+    MaxPool2d,
+    MaxPool3d,
+)
+
+__all__ += [
+    "Linear", "Identity", "Flatten", "Unflatten", "Sequential", "ModuleList", "ModuleDict", "ReLU",
+    "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Dropout", "MaxPool1d",
+    "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "CrossEntropyLoss",
+    "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
+]

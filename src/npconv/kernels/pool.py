@@ -1,0 +1,216 @@
+"""Pooling passes as pure ndarray functions, on the convolution core's window machinery.
+
+Inputs are batched ``x (N, C, *in)``; ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with
+symmetric explicit padding ``p`` (its sizes come from :meth:`ConvGeometry.pool_output_size`).
+The padded input is extended on the high side so the ``ceil_mode`` windows fit, and every pass
+is a loop over the ``K = prod(kernel_size)`` kernel offsets on strided views of the windows
+(:func:`npconv.kernels.gemm.windows`); backward passes add into strided slices (no ``np.add.at``).
+
+* max pool   ``y[n, c, o] = max_k xp[n, c, o*s + k*d]`` (padding is ``-inf``; ties keep the first
+  offset, a NaN wins and the last NaN is kept, as torch's CPU kernel); the backward pass routes
+  ``gy`` to the argmax offset of each window.
+* avg pool   ``y = sum_k xp[o*s + k] / divisor(o)`` with torch's divisor (``count_include_pad``,
+  ``divisor_override``); backward adds ``gy / divisor`` to every offset's slice.
+* adaptive avg pool  window ``[floor(o*n/m), ceil((o+1)*n/m))`` per dimension; separable, so it is
+  one ``(m, n)`` averaging matrix per dimension applied along its axis (its transpose backward).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..geometry import ConvGeometry
+from .gemm import windows
+from .padding import pad_array
+
+__all__ = [
+    "pool_layout", "max_pool_forward", "max_pool_backward", "max_pool_indices",
+    "avg_pool_forward", "avg_pool_backward", "adaptive_pool_matrices", "adaptive_avg_pool_forward",
+    "adaptive_avg_pool_backward",
+]
+
+
+def pool_layout(geom: ConvGeometry, input_size: Sequence[int], ceil_mode: bool = False
+                ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Output size and the ``(lo, hi)`` padding that makes every window fit in the padded input."""
+    out = geom.pool_output_size(input_size, ceil_mode)
+    pads = tuple(
+        (lo, max(hi, (o - 1) * s + e - n - lo))
+        for n, o, (lo, hi), s, e in zip(input_size, out, geom.pads(input_size), geom.stride, geom.extent,
+                                        strict=True)
+    )
+    return out, pads
+
+
+def _offsets(kernel_size: Sequence[int]) -> itertools.product:
+    return itertools.product(*(range(k) for k in kernel_size))
+
+
+def _region(offset: Sequence[int], geom: ConvGeometry, out_size: Sequence[int]) -> tuple[slice, ...]:
+    """Slice of the padded input read by kernel ``offset`` for every output position."""
+    return (slice(None), slice(None)) + tuple(
+        slice(i * d, i * d + (m - 1) * s + 1, s)
+        for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True)
+    )
+
+
+def _crop(gxp: np.ndarray, pads: Sequence[tuple[int, int]], input_size: Sequence[int]) -> np.ndarray:
+    if not any(lo or hi for lo, hi in pads):
+        return gxp
+    index = (slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, input_size,
+                                                                                       strict=True))
+    return np.ascontiguousarray(gxp[index])
+
+
+def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling: ``(y, arg)`` where ``arg (N, C, *out)`` is the flat kernel offset of each maximum."""
+    input_size = x.shape[2:]
+    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
+    view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
+    shape = x.shape[:2] + out_size
+    best = np.full(shape, -np.inf, dtype=x.dtype)
+    arg = np.full(shape, -1, dtype=np.int32 if math.prod(geom.kernel_size) < 2**31 else np.int64)
+    check_nan = bool(np.isnan(x).any())
+    better = np.empty(shape, dtype=bool)
+    for j, offset in enumerate(_offsets(geom.kernel_size)):
+        values = view[(Ellipsis,) + offset]
+        np.greater(values, best, out=better)
+        if check_nan:
+            better |= np.isnan(values)
+        np.copyto(best, values, where=better)
+        np.copyto(arg, j, where=better)
+    unset = arg < 0
+    if unset.any():  # every value of the window is -inf: torch keeps its first in-bounds position
+        arg[unset] = np.broadcast_to(_first_inside(geom, pads, out_size), shape)[unset]
+    return best, arg
+
+
+def _first_inside(geom: ConvGeometry, pads: Sequence[tuple[int, int]], out_size: Sequence[int]) -> np.ndarray:
+    """Flat kernel offset of the first window element inside the input, per output position."""
+    firsts = []
+    for axis, (m, s, d, (lo, _)) in enumerate(zip(out_size, geom.stride, geom.dilation, pads, strict=True)):
+        start = np.arange(m) * s - lo
+        first = np.maximum(0, -(start // d))  # smallest k with start + k*d >= 0
+        shape = [1] * len(out_size)
+        shape[axis] = m
+        firsts.append(first.reshape(shape))
+    return np.ravel_multi_index(tuple(firsts), geom.kernel_size)
+
+
+def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+                      ceil_mode: bool = False) -> np.ndarray:
+    """Adjoint of max pooling: ``gy`` added to the argmax position of every window."""
+    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
+    gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
+    chosen = np.empty(arg.shape, dtype=bool)
+    for j, offset in enumerate(_offsets(geom.kernel_size)):
+        np.equal(arg, j, out=chosen)
+        gxp[_region(offset, geom, out_size)] += np.where(chosen, gy, 0)
+    return _crop(gxp, pads, input_size)
+
+
+def max_pool_indices(arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+                     ceil_mode: bool = False) -> np.ndarray:
+    """torch's ``return_indices``: the flat position of each maximum within its input plane (int64)."""
+    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    kernel_index = np.unravel_index(arg, geom.kernel_size)
+    flat = np.zeros(arg.shape, dtype=np.int64)
+    for axis, (k, m, s, d, (lo, _), n) in enumerate(
+            zip(kernel_index, out_size, geom.stride, geom.dilation, pads, input_size, strict=True)):
+        shape = [1] * (2 + len(out_size))
+        shape[2 + axis] = m
+        position = (np.arange(m) * s - lo).reshape(shape) + k.astype(np.int64) * d
+        flat = flat * n + position
+    return flat
+
+
+def _avg_divisor(geom: ConvGeometry, input_size: Sequence[int], out_size: Sequence[int],
+                 count_include_pad: bool, divisor_override: int | None,
+                 dtype: np.dtype) -> np.ndarray | float:
+    """Per output position divisor, broadcastable to ``(N, C, *out)`` (torch's formula)."""
+    if divisor_override is not None:
+        return float(divisor_override)
+    divisor = np.ones((1, 1) + (1,) * len(out_size), dtype=np.int64)
+    for axis, (n, m, s, k, (p, _)) in enumerate(zip(input_size, out_size, geom.stride, geom.kernel_size,
+                                                    geom.pads(input_size), strict=True)):
+        start = np.arange(m) * s - p
+        end = np.minimum(start + k, n + p)
+        count = end - start if count_include_pad else np.minimum(end, n) - np.maximum(start, 0)
+        shape = [1] * (2 + len(out_size))
+        shape[2 + axis] = m
+        divisor = divisor * count.reshape(shape)
+    return divisor.astype(dtype)
+
+
+def avg_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
+                     count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+    """Average pooling of ``x (N, C, *in)`` (zero padding), ``(N, C, *out)``."""
+    input_size = x.shape[2:]
+    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    xp = pad_array(x, pads) if any(lo or hi for lo, hi in pads) else x
+    view = windows(xp, geom.with_padding(pads), out_size)
+    total = np.zeros(x.shape[:2] + out_size, dtype=x.dtype)
+    for offset in _offsets(geom.kernel_size):
+        total += view[(Ellipsis,) + offset]
+    total /= _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, x.dtype)
+    return total
+
+
+def avg_pool_backward(gy: np.ndarray, geom: ConvGeometry, input_size: Sequence[int], ceil_mode: bool = False,
+                      count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+    """Adjoint of :func:`avg_pool_forward`: ``gy / divisor`` added to every window position."""
+    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    scaled = gy / _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, gy.dtype)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
+    gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
+    for offset in _offsets(geom.kernel_size):
+        gxp[_region(offset, geom, out_size)] += scaled
+    return _crop(gxp, pads, input_size)
+
+
+def adaptive_pool_matrices(input_size: Sequence[int], output_size: Sequence[int], dtype: np.dtype
+                           ) -> list[np.ndarray | None]:
+    """Per dimension the ``(m, n)`` averaging matrix of adaptive pooling (None when ``m == n``)."""
+    matrices: list[np.ndarray | None] = []
+    for n, m in zip(input_size, output_size, strict=True):
+        if n == m:
+            matrices.append(None)
+            continue
+        rows = np.arange(m)
+        start = (rows * n) // m
+        end = -((-(rows + 1) * n) // m)
+        columns = np.arange(n)
+        inside = (columns >= start[:, None]) & (columns < end[:, None])
+        matrices.append((inside / (end - start)[:, None]).astype(dtype))
+    return matrices
+
+
+def _along(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
+    """``matrix`` applied to the vectors along ``axis`` of ``x``."""
+    moved = np.moveaxis(x, axis, -1)
+    return np.moveaxis(np.matmul(moved, matrix.T), -1, axis)
+
+
+def adaptive_avg_pool_forward(x: np.ndarray, output_size: Sequence[int]) -> np.ndarray:
+    """Adaptive average pooling of ``x (N, C, *in)`` to ``(N, C, *output_size)``."""
+    y = x
+    for axis, matrix in enumerate(adaptive_pool_matrices(x.shape[2:], output_size, x.dtype)):
+        if matrix is not None:
+            y = _along(y, matrix, 2 + axis)
+    return np.ascontiguousarray(y) if y is not x else y.copy()
+
+
+def adaptive_avg_pool_backward(gy: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
+    """Adjoint of :func:`adaptive_avg_pool_forward`."""
+    g = gy
+    for axis, matrix in enumerate(adaptive_pool_matrices(input_size, gy.shape[2:], gy.dtype)):
+        if matrix is not None:
+            g = _along(g, matrix.T, 2 + axis)
+    return np.ascontiguousarray(g)

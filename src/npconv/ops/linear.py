@@ -1,0 +1,35 @@
+"""Differentiable affine map ``y = x @ W^T + b`` over the last axis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, _conj, as_array, make_result
+
+__all__ = ["linear"]
+
+
+def _wants_grad(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad
+
+
+def linear(x: Any, w: Any, b: Any = None) -> Tensor:
+    """``x (*, in)``, ``w (out, in)``, ``b (out,)`` -> ``(*, out)``.
+
+    Backward: ``gx = g @ conj(W)``, ``gW = g2^T @ conj(x2)`` (batch axes flattened), ``gb = sum g``.
+    """
+    xd, wd = as_array(x), as_array(w)
+    y = np.matmul(xd, wd.T)
+    if b is not None:
+        y += as_array(b)
+
+    def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
+        gx = np.matmul(g, _conj(wd)) if _wants_grad(x) else None
+        g2 = g.reshape(-1, g.shape[-1]) if g.ndim else g.reshape(1, 1)
+        gw = np.matmul(g2.T, _conj(xd.reshape(-1, xd.shape[-1]))) if _wants_grad(w) else None
+        gb = g2.sum(axis=0).reshape(as_array(b).shape) if _wants_grad(b) else None
+        return gx, gw, gb
+
+    return make_result(y, (x, w, b), backward, "AddmmBackward0" if b is not None else "MmBackward0")

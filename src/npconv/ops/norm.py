@@ -1,0 +1,111 @@
+"""Differentiable batch and group normalisation with fused backward passes.
+
+Both normalise ``x`` over a set of axes with a two-pass (centred) variance, then apply a
+per-channel affine map:  ``xhat = (x - mean) * invstd``, ``invstd = 1 / sqrt(var + eps)``,
+``y = xhat * weight + bias``.  With batch statistics the fused input gradient over the ``M``
+reduced elements is ``gx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))`` with
+``gxhat = g * weight``; with fixed (running) statistics it is ``g * weight * invstd``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, as_array, make_result
+
+__all__ = ["batch_norm", "group_norm"]
+
+
+def _wants_grad(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad
+
+
+def _channel_shape(ndim: int, channels: int) -> tuple[int, ...]:
+    return (1, channels) + (1,) * (ndim - 2)
+
+
+def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, weight: Any, bias: Any,
+               training: bool, momentum: float, eps: float) -> Tensor:
+    """Batch norm of ``x (N, C, *)`` per channel over ``(N, *)``.
+
+    In training the batch statistics are used and the running buffers (if given) are updated in
+    place: ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance
+    ``var * M / (M - 1)``. Otherwise the running statistics normalise.
+    """
+    data = as_array(x)
+    channels = data.shape[1]
+    axes = (0,) + tuple(range(2, data.ndim))
+    shape = _channel_shape(data.ndim, channels)
+    count = data.size // channels if channels else 0
+    t = data.dtype.type
+    if training:
+        mean = data.mean(axis=axes)
+        centred = data - mean.reshape(shape)
+        var = np.mean(centred * centred, axis=axes)
+        if running_mean is not None:
+            rm = running_mean.data
+            rm[...] = (1 - momentum) * rm + momentum * mean
+        if running_var is not None:
+            rv = running_var.data
+            rv[...] = (1 - momentum) * rv + momentum * var * (count / max(count - 1, 1))
+    else:
+        mean = as_array(running_mean).astype(data.dtype, copy=False)
+        var = as_array(running_var).astype(data.dtype, copy=False)
+        centred = data - mean.reshape(shape)
+    invstd = (1 / np.sqrt(var + t(eps))).astype(data.dtype, copy=False)
+    xhat = centred * invstd.reshape(shape)
+    w = None if weight is None else as_array(weight)
+    y = xhat * w.reshape(shape) if w is not None else xhat.copy()
+    if bias is not None:
+        y += as_array(bias).reshape(shape)
+
+    def backward(g: np.ndarray) -> tuple[Any, ...]:
+        gw = (g * xhat).sum(axis=axes) if _wants_grad(weight) else None
+        gb = g.sum(axis=axes) if _wants_grad(bias) else None
+        gx = None
+        if _wants_grad(x):
+            scale = invstd if w is None else invstd * w
+            if training:
+                sum_g = g.sum(axis=axes) / count
+                sum_gx = (g * xhat).sum(axis=axes) / count
+                gx = (g - sum_g.reshape(shape) - xhat * sum_gx.reshape(shape)) * scale.reshape(shape)
+            else:
+                gx = g * scale.reshape(shape)
+        return gx, gw, gb
+
+    return make_result(y, (x, weight, bias), backward, "NativeBatchNormBackward0")
+
+
+def group_norm(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> Tensor:
+    """Group norm of ``x (N, C, *)``: statistics per sample over each group of ``C / G`` channels."""
+    data = as_array(x)
+    n, channels = data.shape[:2]
+    grouped = data.reshape(n, num_groups, -1)
+    t = data.dtype.type
+    mean = grouped.mean(axis=2, keepdims=True)
+    centred = grouped - mean
+    var = np.mean(centred * centred, axis=2, keepdims=True)
+    invstd = (1 / np.sqrt(var + t(eps))).astype(data.dtype, copy=False)
+    xhat = (centred * invstd).reshape(data.shape)
+    shape = _channel_shape(data.ndim, channels)
+    w = None if weight is None else as_array(weight)
+    y = xhat * w.reshape(shape) if w is not None else xhat.copy()
+    if bias is not None:
+        y += as_array(bias).reshape(shape)
+    axes = (0,) + tuple(range(2, data.ndim))
+
+    def backward(g: np.ndarray) -> tuple[Any, ...]:
+        gw = (g * xhat).sum(axis=axes) if _wants_grad(weight) else None
+        gb = g.sum(axis=axes) if _wants_grad(bias) else None
+        gx = None
+        if _wants_grad(x):
+            gxhat = (g if w is None else g * w.reshape(shape)).reshape(n, num_groups, -1)
+            xh = xhat.reshape(n, num_groups, -1)
+            gx = (gxhat - gxhat.mean(axis=2, keepdims=True)
+                  - xh * (gxhat * xh).mean(axis=2, keepdims=True)) * invstd
+            gx = gx.reshape(data.shape)
+        return gx, gw, gb
+
+    return make_result(y, (x, weight, bias), backward, "NativeGroupNormBackward0")
