@@ -13,7 +13,8 @@ prod(output_size)`` output positions and ``CK = C * prod(kernel_size)``:
 
 ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding (other padding
 modes are a separate pad op). Work is chunked over the batch so the column buffer stays within
-:data:`npconv.kernels.gemm.WORKSPACE_BYTES` unless the caller passes precomputed columns.
+:data:`npconv.kernels.gemm.WORKSPACE_BYTES` unless the caller passes precomputed columns (the op
+keeps them from forward for grad_weight when they fit :data:`RETAINED_COLUMNS_BYTES`).
 
 Plane shuffles (for connection-table convolutions), on axis 1 of ``(N, P, *spatial)`` arrays:
 :func:`sum_planes` (a sorted segment sum with ``np.add.reduceat``) is the adjoint of the gather
@@ -31,7 +32,11 @@ from ..geometry import ConvGeometry
 from .gemm import WORKSPACE_BYTES, windows
 from .padding import pad_array
 
-__all__ = ["columns", "forward", "grad_input", "grad_weight", "sum_planes"]
+__all__ = ["columns", "forward", "grad_input", "grad_weight", "sum_planes", "RETAINED_COLUMNS_BYTES"]
+
+#: Largest column array (bytes) an op keeps from forward for grad_weight; larger ones are rebuilt
+#: chunk by chunk in the backward pass.
+RETAINED_COLUMNS_BYTES = 4 * WORKSPACE_BYTES
 
 
 def _padded(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -20,6 +20,7 @@ and the transposed form with ``conv_transpose``. Two exact evaluations:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,9 @@ def _local_core(x: Any, w: Any, b: Any, geom: ConvGeometry) -> Tensor:
     xd, wd = as_array(x), as_array(w)
     nd = geom.ndim
     out_size = tuple(wd.shape[:nd])
-    keep_columns = is_grad_enabled() and _wants_grad(w)
+    column_bytes = math.prod(out_size) * xd.shape[0] * math.prod(wd.shape[nd + 1:]) * xd.itemsize
+    keep_columns = (is_grad_enabled() and _wants_grad(w)
+                    and column_bytes <= local_kernels.RETAINED_COLUMNS_BYTES)
     cols = local_kernels.columns(xd, geom, out_size) if keep_columns else None
     y = local_kernels.forward(xd, wd, geom, cols)
     if b is not None:
