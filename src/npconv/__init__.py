@@ -14,3 +14,7 @@ from . import backends  # noqa: E402
 from .backends import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ += ["backends", "set_num_threads", "get_num_threads"]
+from . import io, optim  # noqa: E402
+from .io import load, load_torch, save  # noqa: E402
+
+__all__ += ["io", "optim", "save", "load", "load_torch"]
