@@ -412,7 +412,8 @@ def test_pad_of_any_rank_is_numpy_pad(case, seed):
 
 
 @pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
-@pytest.mark.parametrize("pad", [(1, -2), (-1, 2), (-2, -1), (-1, 1, 2, -2), (2, -3), (4, -2), (0, -1, -1, 0)])
+@pytest.mark.parametrize("pad", [(1, -2), (-1, 2), (-2, -1), (-1, 1, 2, -2), (2, -3), (4, -2),
+                                 (0, -1, -1, 0)])
 def test_negative_pads_match_torch_in_every_mode(mode, pad):
     x = np.random.default_rng(len(pad)).standard_normal((2, 3, 6, 5)[:len(pad) // 2 + 2])
     check_against_torch(lambda x: F.pad(x, pad, mode=mode), lambda x: TF.pad(x, pad, mode=mode), dict(x=x),
