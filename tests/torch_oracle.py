@@ -8,11 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5),
-       np.dtype(np.complex128): dict(rtol=1e-10, atol=1e-10), np.dtype(np.complex64): dict(rtol=2e-5, atol=2e-5)}
+       np.dtype(np.complex128): dict(rtol=1e-10, atol=1e-10),
+       np.dtype(np.complex64): dict(rtol=2e-5, atol=2e-5)}
 
 
 def to_torch(a: np.ndarray, requires_grad: bool = False):
-    t = torch.from_numpy(np.ascontiguousarray(a).copy())
+    t = torch.from_numpy(np.array(a, copy=True, order="C"))  # keeps 0-d arrays 0-d
     return t.requires_grad_(requires_grad)
 
 

@@ -294,11 +294,12 @@ class Tensor:
                     continue
                 if node._backward is None:
                     if node._requires_grad:
-                        grad = np.asarray(grad, dtype=node.data.dtype)
                         if node.grad is None:
-                            node.grad = Tensor(grad.copy() if grad is seed else grad)
+                            # a fresh writable array: backward closures may return views,
+                            # broadcasts or one array shared by several parents
+                            node.grad = Tensor(np.array(grad, dtype=node.data.dtype, copy=True))
                         else:
-                            node.grad = Tensor(node.grad.data + grad)
+                            node.grad = Tensor(node.grad.data + np.asarray(grad, dtype=node.data.dtype))
                     continue
                 parent_grads = node._backward(grad)
                 for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
@@ -625,15 +626,35 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
 
 
 # -- elementwise binary ops with broadcasting -------------------------------------------------
+def _scalar_dtype(array_dtype: np.dtype, scalar_dtype: np.dtype) -> np.dtype:
+    """The dtype a Python scalar takes next to an array, as in torch (a scalar never widens it).
+
+    A float scalar next to an integer/bool array is float32 and a complex one complex64 (torch's
+    defaults); a complex scalar makes a real floating array complex of the same precision; an
+    int scalar next to a bool array is int64; otherwise the scalar adopts the array's dtype.
+    """
+    if scalar_dtype.kind == "c" and array_dtype.kind != "c":
+        if array_dtype.kind == "f":
+            return np.promote_types(array_dtype, np.complex64)
+        return np.dtype(np.complex64)
+    if scalar_dtype.kind == "f" and array_dtype.kind in "biu":
+        return np.dtype(np.float32)
+    if scalar_dtype.kind in "iu" and array_dtype.kind == "b":
+        return np.dtype(np.int64)
+    return array_dtype
+
+
 def _binary_operands(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     x, y = as_array(a), as_array(b)
     # a Python scalar must not promote a float32 tensor to float64 (torch semantics)
     if not isinstance(a, (Tensor, np.ndarray)) and isinstance(b, (Tensor, np.ndarray)):
-        x = np.asarray(x, dtype=np.result_type(y.dtype, x.dtype) if y.dtype.kind not in _FLOAT_KINDS
-                       else (y.dtype if x.dtype.kind != "c" or y.dtype.kind == "c" else np.complex64))
+        x = np.asarray(x, dtype=_scalar_dtype(y.dtype, x.dtype))
+        if y.dtype.kind in "biu":  # an integer array takes the scalar's float/complex dtype
+            y = y.astype(np.promote_types(y.dtype, x.dtype) if x.dtype.kind in "biu" else x.dtype)
     elif not isinstance(b, (Tensor, np.ndarray)) and isinstance(a, (Tensor, np.ndarray)):
-        y = np.asarray(y, dtype=np.result_type(x.dtype, y.dtype) if x.dtype.kind not in _FLOAT_KINDS
-                       else (x.dtype if y.dtype.kind != "c" or x.dtype.kind == "c" else np.complex64))
+        y = np.asarray(y, dtype=_scalar_dtype(x.dtype, y.dtype))
+        if x.dtype.kind in "biu":
+            x = x.astype(np.promote_types(x.dtype, y.dtype) if y.dtype.kind in "biu" else y.dtype)
     return x, y
 
 
@@ -694,19 +715,20 @@ def matmul(a: Any, b: Any) -> Tensor:
     out = np.matmul(x, y)
 
     def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # treat 1-d operands as (1, k) and (k, 1) matrices; restore the axes g lacks
         xx = x[None, :] if x.ndim == 1 else x
         yy = y[:, None] if y.ndim == 1 else y
-        gg = g
-        if x.ndim == 1:
-            gg = np.expand_dims(gg, -2)
+        gg = np.asarray(g)
         if y.ndim == 1:
             gg = np.expand_dims(gg, -1)
+        if x.ndim == 1:
+            gg = np.expand_dims(gg, -2)
         gx = np.matmul(gg, _conj(np.swapaxes(yy, -1, -2)))
         gy = np.matmul(_conj(np.swapaxes(xx, -1, -2)), gg)
         if x.ndim == 1:
-            gx = gx.reshape(gx.shape[:-2] + (gx.shape[-1],))
+            gx = gx[..., 0, :]
         if y.ndim == 1:
-            gy = gy.reshape(gy.shape[:-1])
+            gy = gy[..., 0]
         return _sum_to_shape(gx, x.shape), _sum_to_shape(gy, y.shape)
 
     return make_result(out, (a, b), backward, "MmBackward0")
