@@ -37,7 +37,8 @@ from ..backends import blas_threads, get_num_threads
 from ..geometry import ConvGeometry
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "transform_matrices",
-           "CHANNEL_BLOCK"]
+           "CHANNEL_BLOCK",
+           "thread_workspace", "run_parallel"]
 
 NAME = "winograd"
 #: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
@@ -130,7 +131,7 @@ _local = threading.local()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
-def _workspace(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def thread_workspace(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A per-thread cached buffer (avoids page faults from fresh large allocations each call)."""
     cache = getattr(_local, "buffers", None)
     if cache is None:
@@ -142,7 +143,7 @@ def _workspace(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray
     return buf[:size].reshape(shape)
 
 
-def _run(items: list, work: Callable[[object], None], threads: int) -> None:
+def run_parallel(items: list, work: Callable[[object], None], threads: int) -> None:
     """Run ``work(item)`` for every item on ``threads`` threads, BLAS single-threaded inside."""
     threads = min(threads, len(items))
     if threads <= 1:
@@ -151,7 +152,7 @@ def _run(items: list, work: Callable[[object], None], threads: int) -> None:
         return
     pool = _pools.get(threads)
     if pool is None:
-        pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="npconv-winograd")
+        pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="npconv-kernels")
     with blas_threads(1):
         for future in [pool.submit(work, item) for item in items]:
             future.result()
@@ -195,21 +196,21 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
         stop = min(n, start + chunk)
         k = stop - start
         tiles_n = k * th * tw
-        buf = _workspace("input", (k, c, hb, wb), dtype)
+        buf = thread_workspace("input", (k, c, hb, wb), dtype)
         buf.fill(0)
         if all(d1 > d0 for d0, d1 in dst):
             buf[:, :, dst[0][0]:dst[0][1], dst[1][0]:dst[1][1]] = \
                 x[start:stop, :, src[0][0]:src[0][1], src[1][0]:src[1][1]]
         s = buf.strides
         tiles = as_strided(buf, (k, c, th, tw, a, a), (s[0], s[1], s[2] * m, s[3] * m, s[2], s[3]))
-        d = _workspace("tiles", (a, a, c, k, th, tw), dtype)
+        d = thread_workspace("tiles", (a, a, c, k, th, tw), dtype)
         np.copyto(d, tiles.transpose(4, 5, 1, 0, 2, 3))
-        t1 = _workspace("rows", (a, a * c * tiles_n), dtype)
+        t1 = thread_workspace("rows", (a, a * c * tiles_n), dtype)
         np.matmul(bt, d.reshape(a, -1), out=t1)
-        v = _workspace("v", (a, a, c * tiles_n), dtype)
+        v = thread_workspace("v", (a, a, c * tiles_n), dtype)
         np.matmul(bt, t1.reshape(a, a, -1), out=v)
         v = v.reshape(a * a, groups, cg, tiles_n)
-        mm = _workspace("m", (a * a, groups, og, tiles_n), dtype)
+        mm = thread_workspace("m", (a * a, groups, og, tiles_n), dtype)
         for f in range(a * a):
             for gi in range(groups):
                 target = mm[f, gi].T
@@ -217,19 +218,19 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
                     c1 = min(cg, c0 + block)
                     gemm(1.0, v[f, gi, c0:c1].T, u[f, gi, :, c0:c1].T, beta=0.0 if c0 == 0 else 1.0,
                          c=target, overwrite_c=True)
-        z1 = _workspace("z1", (m, a * o * tiles_n), dtype)
+        z1 = thread_workspace("z1", (m, a * o * tiles_n), dtype)
         np.matmul(at, mm.reshape(a, -1), out=z1)
-        z2 = _workspace("z2", (m, m, o * tiles_n), dtype)
+        z2 = thread_workspace("z2", (m, m, o * tiles_n), dtype)
         np.matmul(at, z1.reshape(m, a, -1), out=z2)
         z2 = z2.reshape(m, m, o, k, th, tw).transpose(3, 2, 4, 0, 5, 1)  # (k, o, th, m, tw, m)
         if exact:
             y[start:stop].reshape(k, o, th, m, tw, m)[...] = z2
         else:
-            full = _workspace("out", (k, o, th, m, tw, m), dtype)
+            full = thread_workspace("out", (k, o, th, m, tw, m), dtype)
             np.copyto(full, z2)
             y[start:stop] = full.reshape(k, o, th * m, tw * m)[:, :, : out_size[0], : out_size[1]]
 
-    _run(list(range(0, n, chunk)), work, threads)
+    run_parallel(list(range(0, n, chunk)), work, threads)
     return y
 
 

@@ -1,0 +1,247 @@
+"""Direct depthwise convolution (``groups == C``, channel multiplier ``M = O / C >= 1``), any N-d.
+
+``y[n, c*M + j, o] = sum_k w[c*M + j, 0, k] * xp[n, c, o*s + k*d]`` (``xp`` zero padded), computed
+as one multiply-add of a shifted slice per kernel offset ``k``, vectorised over a block of
+channels of one image (a cache-sized task); worker threads take the tasks.
+
+For stride 1 the padded image is used as flat rows ("wide" layout): with ``P`` the padded size
+and row-major flat strides ``f``, every output position ``o`` is the flat position
+``sum o_i f_i`` and every kernel offset a constant shift ``sum k_i d_i f_i``, so each offset is a
+single contiguous 1-D slice; the few junk columns (``o_i >= out_i`` for ``i > 0``) are dropped at
+the end. Larger strides use N-d strided slices.
+
+* ``grad_input``: ``gxp[n, c, o*s + k*d] += sum_j w[c*M + j, 0, k] * gy[n, c*M + j, o]`` (the same
+  slices, scattered), then the padding is cropped.
+* ``grad_weight``: ``gw[c*M + j, 0, k] = sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``, a
+  batched matrix-vector product per offset (junk columns of ``gy`` set to zero), summed over tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from .winograd import run_parallel, thread_workspace
+
+__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight"]
+
+NAME = "depthwise"
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_TASK_BYTES = 256 * 1024  # padded input per task: about a core's L2 share
+
+
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
+    if pass_name not in ("forward", "grad_input", "grad_weight") or np.dtype(dtype) not in _DTYPES:
+        return False
+    nd = geom.ndim
+    if len(x_shape) != nd + 2 or len(w_shape) != nd + 2 or min(x_shape) < 1:
+        return False
+    c = x_shape[1]
+    if geom.groups != c or w_shape[1] != 1 or w_shape[0] % c or tuple(w_shape[2:]) != geom.kernel_size:
+        return False
+    try:
+        return min(geom.output_size(x_shape[2:])) >= 1
+    except ValueError:
+        return False
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """Measured rule: depthwise with at most 49 kernel taps (e.g. 3x3, 5x5, 7x7; larger: FFT)."""
+    return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
+
+
+class _Layout:
+    """Sizes, offsets and tasks of one depthwise call (``x (N, C, *in)``, multiplier ``M``)."""
+
+    def __init__(self, x_shape: Sequence[int], multiplier: int, geom: ConvGeometry, dtype: np.dtype):
+        self.n, self.c = x_shape[0], x_shape[1]
+        self.in_size = tuple(x_shape[2:])
+        self.multiplier = multiplier
+        self.geom = geom
+        self.dtype = np.dtype(dtype)
+        self.pads = geom.pads(self.in_size)
+        self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.pads, strict=True))
+        self.out_size = geom.output_size(self.in_size)
+        self.offsets = list(itertools.product(*(range(k) for k in geom.kernel_size)))
+        self.flat = all(s == 1 for s in geom.stride)
+        strides = [math.prod(self.padded[i + 1:]) for i in range(geom.ndim)]
+        self.shifts = [sum(k * d * f for k, d, f in zip(off, geom.dilation, strides, strict=True))
+                       for off in self.offsets]
+        # wide output: the first out_0 "rows" of the padded grid; slack keeps every shift in bounds
+        self.wide_rows = (self.out_size[0],) + self.padded[1:]
+        self.wide_len = math.prod(self.wide_rows)
+        self.slack = sum((e - 1) * f for e, f in zip(geom.extent[1:], strides[1:], strict=True))
+        plane = math.prod(self.padded) * self.dtype.itemsize * max(1, multiplier)
+        self.block = max(1, min(self.c, _TASK_BYTES // max(plane, 1)))
+        self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
+        self.threads = max(1, get_num_threads())
+
+    def interior(self) -> tuple[slice, ...]:
+        """Where the unpadded input sits inside the padded grid."""
+        return tuple(slice(lo, lo + s) for s, (lo, _) in zip(self.in_size, self.pads, strict=True))
+
+    def window(self, offset: tuple[int, ...]) -> tuple[slice, ...]:
+        """The padded-grid slice read by kernel ``offset`` for every output position (strided path)."""
+        g = self.geom
+        return tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
+                     for k, d, o, s in zip(offset, g.dilation, self.out_size, g.stride, strict=True))
+
+    def padded_block(self, x: np.ndarray, image: int, c0: int, c1: int) -> np.ndarray:
+        """Zero-padded input block ``(c1 - c0, prod(padded) + slack)`` (flat rows) in a thread buffer."""
+        buf = thread_workspace("dw-input", (c1 - c0, math.prod(self.padded) + self.slack), self.dtype)
+        buf.fill(0)
+        grid = buf[:, : math.prod(self.padded)].reshape((c1 - c0,) + self.padded)
+        grid[(slice(None),) + self.interior()] = x[image, c0:c1]
+        return buf
+
+    def grid(self, buf: np.ndarray) -> np.ndarray:
+        return buf[:, : math.prod(self.padded)].reshape((buf.shape[0],) + self.padded)
+
+    def valid(self, wide: np.ndarray) -> np.ndarray:
+        """The real outputs ``(..., *out)`` of a wide ``(..., wide_len)`` array."""
+        lead = wide.shape[:-1]
+        view = wide.reshape(lead + self.wide_rows)
+        return view[(Ellipsis,) + tuple(slice(0, o) for o in self.out_size)]
+
+
+def _weights(w: np.ndarray, c: int, dtype: np.dtype) -> np.ndarray:
+    """``(C, M, K)`` weights: ``w[c*M + j, 0, k]``."""
+    return w.reshape(c, w.shape[0] // c, -1).astype(dtype, copy=False)
+
+
+def _check(x: np.ndarray, w: np.ndarray) -> np.dtype:
+    dtype = np.result_type(x, w)
+    if dtype not in _DTYPES:
+        raise TypeError(f"depthwise convolution needs float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y (N, C*M, *out)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding ``geom.pads()``."""
+    dtype = _check(x, w)
+    n, c = x.shape[:2]
+    mult = w.shape[0] // c
+    lay = _Layout(x.shape, mult, geom, dtype)
+    wk = _weights(w, c, dtype)
+    y = np.empty((n, c, mult) + lay.out_size, dtype)
+
+    def work(task: tuple[int, int]) -> None:
+        image, c0 = task
+        c1 = min(c, c0 + lay.block)
+        buf = lay.padded_block(x, image, c0, c1)
+        cb = c1 - c0
+        if lay.flat:
+            acc = thread_workspace("dw-acc", (cb, mult, lay.wide_len), dtype)
+            tmp = thread_workspace("dw-tmp", (cb, lay.wide_len), dtype)
+            for j in range(mult):
+                for t, shift in enumerate(lay.shifts):
+                    src = buf[:, shift: shift + lay.wide_len]
+                    coef = wk[c0:c1, j, t, None]
+                    if t == 0:
+                        np.multiply(src, coef, out=acc[:, j])
+                    else:
+                        np.multiply(src, coef, out=tmp)
+                        acc[:, j] += tmp
+            y[image, c0:c1] = lay.valid(acc)
+        else:
+            grid = lay.grid(buf)
+            acc = y[image, c0:c1]
+            tmp = thread_workspace("dw-tmp", (cb,) + lay.out_size, dtype)
+            for j in range(mult):
+                for t, offset in enumerate(lay.offsets):
+                    src = grid[(slice(None),) + lay.window(offset)]
+                    coef = wk[c0:c1, j, t].reshape((cb,) + (1,) * geom.ndim)
+                    if t == 0:
+                        np.multiply(src, coef, out=acc[:, j])
+                    else:
+                        np.multiply(src, coef, out=tmp)
+                        acc[:, j] += tmp
+
+    run_parallel(lay.tasks, work, lay.threads)
+    return y.reshape((n, c * mult) + lay.out_size)
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:
+    """``gx (N, C, *input_size)``: adjoint of :func:`forward` in ``x``."""
+    dtype = _check(gy, w)
+    n = gy.shape[0]
+    c = geom.groups
+    mult = w.shape[0] // c
+    lay = _Layout((n, c) + tuple(input_size), mult, geom, dtype)
+    wk = _weights(w, c, dtype)
+    gyr = gy.reshape((n, c, mult) + lay.out_size)
+    gx = np.empty((n, c) + lay.in_size, dtype)
+    size = math.prod(lay.padded) + lay.slack
+
+    def work(task: tuple[int, int]) -> None:
+        image, c0 = task
+        c1 = min(c, c0 + lay.block)
+        cb = c1 - c0
+        acc = thread_workspace("dw-gxp", (cb, size), dtype)
+        acc.fill(0)
+        grid = lay.grid(acc)
+        if lay.flat:
+            wide = thread_workspace("dw-gy", (cb, mult, lay.wide_len), dtype)
+            wide.fill(0)
+            lay.valid(wide)[...] = gyr[image, c0:c1]
+            tmp = thread_workspace("dw-tmp", (cb, lay.wide_len), dtype)
+            for j in range(mult):
+                for t, shift in enumerate(lay.shifts):
+                    np.multiply(wide[:, j], wk[c0:c1, j, t, None], out=tmp)
+                    acc[:, shift: shift + lay.wide_len] += tmp
+        else:
+            tmp = thread_workspace("dw-tmp", (cb,) + lay.out_size, dtype)
+            for j in range(mult):
+                for t, offset in enumerate(lay.offsets):
+                    coef = wk[c0:c1, j, t].reshape((cb,) + (1,) * geom.ndim)
+                    np.multiply(gyr[image, c0:c1, j], coef, out=tmp)
+                    grid[(slice(None),) + lay.window(offset)] += tmp
+        gx[image, c0:c1] = grid[(slice(None),) + lay.interior()]
+
+    run_parallel(lay.tasks, work, lay.threads)
+    return gx
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (C*M, 1, *k)``: ``sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``."""
+    dtype = _check(x, gy)
+    n, c = x.shape[:2]
+    mult = gy.shape[1] // c
+    lay = _Layout(x.shape, mult, geom, dtype)
+    gyr = gy.reshape((n, c, mult) + lay.out_size)
+    partial = np.zeros((len(lay.tasks), lay.block, mult, len(lay.offsets)), dtype)
+
+    def work(index: int) -> None:
+        image, c0 = lay.tasks[index]
+        c1 = min(c, c0 + lay.block)
+        cb = c1 - c0
+        buf = lay.padded_block(x, image, c0, c1)
+        out = partial[index, :cb]
+        if lay.flat:
+            wide = thread_workspace("dw-gy", (cb, mult, lay.wide_len), dtype)
+            wide.fill(0)
+            lay.valid(wide)[...] = gyr[image, c0:c1]
+            for t, shift in enumerate(lay.shifts):
+                np.matmul(wide, buf[:, shift: shift + lay.wide_len, None], out=out[:, :, t: t + 1])
+        else:
+            grid = lay.grid(buf)
+            cols = thread_workspace("dw-cols", (cb,) + lay.out_size, dtype)
+            flat_gy = gyr[image, c0:c1].reshape(cb, mult, -1)
+            for t, offset in enumerate(lay.offsets):
+                np.copyto(cols, grid[(slice(None),) + lay.window(offset)])
+                np.matmul(flat_gy, cols.reshape(cb, -1, 1), out=out[:, :, t: t + 1])
+
+    run_parallel(list(range(len(lay.tasks))), work, lay.threads)
+    gw = np.zeros((c, mult, len(lay.offsets)), dtype)
+    for index, (_, c0) in enumerate(lay.tasks):
+        c1 = min(c, c0 + lay.block)
+        gw[c0:c1] += partial[index, : c1 - c0]
+    return gw.reshape((c * mult, 1) + geom.kernel_size)
