@@ -84,9 +84,9 @@ def save(obj: Mapping[str, Any], path: PathLike, metadata: Mapping[str, str] | N
             raise TypeError(f"cannot save {name!r}: dtype {array.dtype} is not a numeric or bool dtype "
                             "supported by safetensors")
         if array.dtype == np.complex128:
-            array = np.ascontiguousarray(array).view(np.float64).reshape(array.shape + (2,))
+            array = np.asarray(array, order="C").view(np.float64).reshape(array.shape + (2,))
             complex_names.append(name)
-        arrays[name] = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        arrays[name] = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
     header = dict(metadata or {})
     header[_ORDER_KEY] = json.dumps(list(arrays))
     if complex_names:
@@ -298,10 +298,9 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch", "Tensor"): _TensorMarker("Tensor"),
     ("torch.nn.parameter", "Parameter"): _TensorMarker("Parameter"),
     ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
+    **{(module, name): value for module in ("builtins", "__builtin__")  # protocol 2 says __builtin__
+       for name, value in (("set", set), ("frozenset", frozenset), ("complex", complex),
+                           ("bytearray", bytearray))},
     **{("torch", name): _StorageType(name, dtype) for name, dtype in _STORAGE_DTYPES.items()},
     ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype(np.uint8)),
     **{("torch", name): dtype for name, dtype in _TORCH_DTYPES.items()},
