@@ -176,6 +176,7 @@ class _Layout:
         self.pads = geom.pads(self.in_size)
         self.dtype = dtype
         self.padded = any(lo or hi for lo, hi in self.pads)
+        self.strided = any(s > 1 and k > 1 for s, k in zip(geom.stride, geom.kernel_size, strict=True))
         self.direct = (all(k == 1 for k in geom.kernel_size) and all(s == 1 for s in geom.stride)
                        and not self.padded)
 
@@ -197,11 +198,34 @@ class _Layout:
         start, stop = r0 * s0, (r1 - 1) * s0 + e0  # padded input rows the tile reads
         slab = self._padded_slab(x_n, start, stop)
         out = (r1 - r0,) + self.out_size[1:]
-        view = _image_windows(slab, geom, out)  # (C, *out, *k)
         nd = geom.ndim
         cols = _buffer("cols", (self.c,) + geom.kernel_size + out, self.dtype)
-        np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd))))
+        if self.strided:
+            self._strided_columns(slab, out, cols)
+        else:
+            view = _image_windows(slab, geom, out)  # (C, *out, *k)
+            np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd))))
         return cols.reshape(self.g, self.ck, -1)
+
+    def _strided_columns(self, slab: np.ndarray, out: tuple[int, ...], cols: np.ndarray) -> None:
+        """Polyphase im2col: split ``slab`` into ``prod(stride)`` sub-grids once, then every
+        kernel offset is a contiguous (unit-stride) block copy.
+
+        ``phases[c, *r, *q] = slab[c, *(q * s + r)]``; offset ``k`` (dilation ``d``) of output
+        ``o`` reads ``o * s + k * d``, i.e. phase ``(k * d) % s`` at ``q = o + (k * d) // s``.
+        """
+        geom = self.geom
+        stride = geom.stride
+        sizes = tuple(-(-p // s) for p, s in zip(slab.shape[1:], stride, strict=True))
+        phases = _buffer("phases", (self.c,) + stride + sizes, self.dtype)
+        for r in itertools.product(*(range(s) for s in stride)):
+            source = slab[(slice(None),) + tuple(slice(ri, None, s) for ri, s in zip(r, stride, strict=True))]
+            phases[(slice(None),) + r + tuple(slice(0, n) for n in source.shape[1:])] = source
+        for k in itertools.product(*(range(k) for k in geom.kernel_size)):
+            shifts = [ki * d for ki, d in zip(k, geom.dilation, strict=True)]
+            index = ((slice(None),) + tuple(t % s for t, s in zip(shifts, stride, strict=True))
+                     + tuple(slice(t // s, t // s + o) for t, s, o in zip(shifts, stride, out, strict=True)))
+            cols[(slice(None),) + k] = phases[index]
 
     def _padded_slab(self, x_n: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of the zero-padded image, a view when no padding is needed."""
