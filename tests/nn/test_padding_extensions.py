@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import npconv
 from npconv import nn
+from npconv.geometry import ConvGeometry
 from npconv.nn import functional as F
 from torch_oracle import assert_close, to_torch, torch
 
@@ -443,8 +444,10 @@ def test_finite_differences_conv_and_transposed(mode):
     (lambda: F.conv_transpose(np.zeros((1, 1, 3)), np.zeros((1, 1, 3)), stride=2, padding=3,
                               padding_mode="reflect"), ValueError,
      r"Padding size should be less .*padding \(3, 3\) at dimension 2 of output \[1, 1, 1\]"),
-    (lambda: F.conv(np.zeros((1, 1, 3)), np.zeros((1, 1, 3)), stride=2, padding="same", output_padding=1),
-     TypeError, "output_padding"),
+    (lambda: ConvGeometry.create((3,), 2, "same", output_padding=1), ValueError,
+     "output_padding is only for transposed convolutions"),
+    (lambda: nn.ConvTranspose1d(1, 1, 3, stride=2, padding="same", output_padding=1), ValueError,
+     "padding='same' is not supported for transposed convolutions"),
     (lambda: F.conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), padding="same_upper"), ValueError,
      "Invalid padding string 'same_upper'"),
 ])
