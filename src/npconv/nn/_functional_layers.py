@@ -315,6 +315,15 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
     ``training``: normalise with the batch statistics and update ``running_mean``/``running_var``
     in place (if given) with ``momentum``; otherwise normalise with the running statistics.
     """
+    x, rm, rv, w, b = batch_norm_arguments(input, running_mean, running_var, weight, bias, training)
+    if momentum is None:
+        momentum = 0.0
+    return _norm.batch_norm(x, rm, rv, w, b, bool(training), float(momentum), float(eps))
+
+
+def batch_norm_arguments(input: Any, running_mean: Any, running_var: Any, weight: Any, bias: Any,
+                         training: bool) -> tuple[Tensor, ...]:
+    """Validated ``(input, running_mean, running_var, weight, bias)`` of a batch norm call."""
     x = _tensor(input, "input")
     if x.ndim < 2:
         raise ValueError(f"batch_norm: expected an input with at least 2 dimensions (N, C, *), "
@@ -329,9 +338,7 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
     if training and x.numel() // max(channels, 1) <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{_shape_text(x.shape)}")
-    if momentum is None:
-        momentum = 0.0
-    return _norm.batch_norm(x, rm, rv, w, b, bool(training), float(momentum), float(eps))
+    return x, rm, rv, w, b
 
 
 def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None,

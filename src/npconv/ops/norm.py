@@ -1,7 +1,8 @@
 """Differentiable batch and group normalisation with fused backward passes.
 
 Both normalise ``x`` over a set of axes with a two-pass (centred) variance, then apply a
-per-channel affine map:  ``xhat = (x - mean) * invstd``, ``invstd = 1 / sqrt(var + eps)``,
+per-channel affine map (the mean corrected by a second pass over ``x - mean``):
+``xhat = (x - mean) * invstd``, ``invstd = 1 / sqrt(var + eps)``,
 ``y = xhat * weight + bias``.  With batch statistics the fused input gradient over the ``M``
 reduced elements is ``gx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))`` with
 ``gxhat = g * weight``; with fixed (running) statistics it is ``g * weight * invstd``.
@@ -43,6 +44,9 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
     if training:
         mean = data.mean(axis=axes)
         centred = data - mean.reshape(shape)
+        correction = centred.mean(axis=axes)  # the first pass's rounding error (corrected two-pass)
+        mean += correction
+        centred -= correction.reshape(shape)
         var = np.mean(centred * centred, axis=axes)
         if running_mean is not None:
             rm = running_mean.data
