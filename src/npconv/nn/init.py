@@ -21,10 +21,17 @@ __all__ = [
 ]
 
 
+def _draw_shape(tensor: Tensor) -> tuple[int, ...]:
+    """Shape of the real draws for ``tensor``: a complex tensor is filled through its real view
+    ``(*shape, 2)``, so its real and imaginary parts are independent draws (as in torch)."""
+    return tuple(tensor.shape) + ((2,) if tensor.data.dtype.kind == "c" else ())
+
+
 def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
+    """Write ``values`` (of :func:`_draw_shape`) into ``tensor`` in place."""
     target = tensor.data
     if target.dtype.kind == "c":
-        target[...] = values  # real values into a complex tensor, as torch's uniform_ does per part
+        target[...] = values[..., 0] + 1j * values[..., 1]
     else:
         target[...] = values.astype(target.dtype, copy=False)
     return tensor
@@ -73,20 +80,23 @@ def _calculate_correct_fan(tensor: Any, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
-def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: np.random.Generator | None = None) -> Tensor:
-    return _fill(tensor, _rng(generator).uniform(a, b, size=tensor.shape))
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0,
+             generator: np.random.Generator | None = None) -> Tensor:
+    return _fill(tensor, _rng(generator).uniform(a, b, size=_draw_shape(tensor)))
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
             generator: np.random.Generator | None = None) -> Tensor:
-    return _fill(tensor, _rng(generator).normal(mean, std, size=tensor.shape))
+    if tensor.data.dtype.kind == "c":
+        std = std / math.sqrt(2)  # torch: each part has variance std**2 / 2
+    return _fill(tensor, _rng(generator).normal(mean, std, size=_draw_shape(tensor)))
 
 
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
                   generator: np.random.Generator | None = None) -> Tensor:
     from scipy.stats import truncnorm
 
-    values = truncnorm.rvs((a - mean) / std, (b - mean) / std, loc=mean, scale=std, size=tensor.shape,
+    values = truncnorm.rvs((a - mean) / std, (b - mean) / std, loc=mean, scale=std, size=_draw_shape(tensor),
                            random_state=_rng(generator))
     return _fill(tensor, np.asarray(values))
 
@@ -126,7 +136,8 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     return tensor
 
 
-def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: np.random.Generator | None = None) -> Tensor:
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0,
+                    generator: np.random.Generator | None = None) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / float(fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)

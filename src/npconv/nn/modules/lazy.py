@@ -19,11 +19,13 @@ class LazyModuleMixin:
         return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())  # type: ignore[attr-defined]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # bind Module.__call__ first: once the class has become cls_to_become, super() here fails
+        call = super().__call__  # type: ignore[misc]
         if self.has_uninitialized_params():
             self.initialize_parameters(*args, **kwargs)  # type: ignore[attr-defined]
             if self.cls_to_become is not None and not self.has_uninitialized_params():
                 self.__class__ = self.cls_to_become
-        return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        return call(*args, **kwargs)
 
     def _finish_load_state_dict(self) -> None:
         if not self.has_uninitialized_params() and self.cls_to_become is not None:
