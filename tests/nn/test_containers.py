@@ -1,0 +1,137 @@
+"""Sequential, ModuleList and ModuleDict: torch's naming, indexing, state dicts and repr."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import npconv
+import npconv.nn as nn
+from torch_oracle import assert_close, to_torch, torch
+
+tnn = torch.nn
+
+
+def _small_cnn(m):
+    return m.Sequential(
+        m.Conv2d(1, 4, 3, padding=1),
+        m.BatchNorm2d(4),
+        m.ReLU(),
+        m.MaxPool2d(2),
+        m.Conv2d(4, 6, 3),
+        m.GELU(),
+        m.AdaptiveAvgPool2d(1),
+        m.Flatten(),
+        m.Dropout(0.2),
+        m.Linear(6, 3),
+        m.LogSoftmax(dim=1),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sequential_cnn_trains_like_torch(dtype):
+    ours, theirs = _small_cnn(nn).to(dtype), _small_cnn(tnn).to(getattr(torch, np.dtype(dtype).name))
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    ours.eval()  # dropout off: its random mask is the only thing that cannot match
+    theirs.eval()
+    ours[1].train()  # batch statistics and running-stat updates in the graph
+    theirs[1].train()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 8, 8)).astype(dtype)
+    target = rng.integers(0, 3, 4)
+    xn, xt = npconv.Tensor(x, requires_grad=True), to_torch(x, True)
+    loss = nn.NLLLoss()(ours(xn), target)
+    loss_t = tnn.NLLLoss()(theirs(xt), torch.from_numpy(target))
+    assert_close(loss, loss_t, what="loss")
+    loss.backward()
+    loss_t.backward()
+    assert_close(xn.grad, xt.grad, what="grad input")
+    params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, params[name].grad, what=f"grad {name}")
+    buffers = theirs.state_dict()
+    for name, value in ours.state_dict().items():
+        if value.dtype.kind == "f":
+            assert_close(value, buffers[name], dtype=dtype, what=name)
+
+
+def test_sequential_indexing_matches_torch():
+    def named(m):
+        return m.Sequential(OrderedDict([("a", m.ReLU()), ("b", m.Tanh()), ("c", m.Sigmoid())]))
+
+    assert repr(named(nn)) == repr(named(tnn))
+    assert repr(named(nn)[1:]) == repr(named(tnn)[1:])
+    assert type(named(nn)[1]) is nn.Tanh and type(named(nn)[-1]) is nn.Sigmoid
+
+    def build(m):
+        return m.Sequential(m.ReLU(), m.Tanh(), m.Sigmoid())
+
+    ours, theirs = build(nn), build(tnn)
+    ours.append(nn.Identity())
+    theirs.append(tnn.Identity())
+    ours.insert(0, nn.GELU())
+    theirs.insert(0, tnn.GELU())
+    del ours[2]
+    del theirs[2]
+    assert repr(ours) == repr(theirs)
+    assert repr(ours + nn.Sequential(nn.ReLU())) == repr(theirs + tnn.Sequential(tnn.ReLU()))
+    assert len(ours) == len(theirs) == 4
+    assert type(ours.pop(0)) is nn.GELU and len(ours) == 3
+    with pytest.raises(IndexError, match="out of range"):
+        ours[5]
+    with pytest.raises(ValueError, match="only objects of Sequential class"):
+        ours + nn.ReLU()
+
+
+def test_module_list_matches_torch():
+    def build(m):
+        return m.ModuleList([m.Linear(2, 2) for _ in range(3)] + [m.ReLU(), m.Linear(2, 2)])
+
+    ours, theirs = build(nn), build(tnn)
+    assert repr(ours) == repr(theirs)  # runs of identical layers collapse: "(0-2): 3 x Linear(...)"
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.insert(1, nn.Tanh())
+    theirs.insert(1, tnn.Tanh())
+    del ours[-1]
+    del theirs[-1]
+    ours += [nn.Sigmoid()]
+    theirs += [tnn.Sigmoid()]
+    assert repr(ours) == repr(theirs)
+    assert repr(ours[::2]) == repr(theirs[::2])
+    assert [type(m).__name__ for m in ours] == [type(m).__name__ for m in theirs]
+    assert repr(nn.ModuleList()) == repr(tnn.ModuleList())
+    with pytest.raises(TypeError, match="iterable"):
+        nn.ModuleList(nn.ReLU())
+
+
+def test_module_dict_matches_torch():
+    def build(m):
+        return m.ModuleDict({"conv": m.Conv1d(1, 2, 3), "act": m.ReLU()})
+
+    ours, theirs = build(nn), build(tnn)
+    assert repr(ours) == repr(theirs)
+    ours.update([("pool", nn.MaxPool1d(2))])
+    theirs.update([("pool", tnn.MaxPool1d(2))])
+    ours["norm"] = nn.BatchNorm1d(2)
+    theirs["norm"] = tnn.BatchNorm1d(2)
+    assert type(ours.pop("act")) is nn.ReLU
+    theirs.pop("act")
+    assert repr(ours) == repr(theirs)
+    assert list(ours.keys()) == list(theirs.keys()) and "conv" in ours and len(ours) == 3
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    with pytest.raises(ValueError, match="key/value pair"):
+        ours.update([("x",)])
+
+
+def test_train_eval_reaches_every_child():
+    model = nn.Sequential(
+        nn.ModuleList([nn.Dropout(), nn.BatchNorm1d(2)]), nn.ModuleDict({"d": nn.Dropout()})
+    )
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
