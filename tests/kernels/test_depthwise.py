@@ -1,0 +1,149 @@
+"""The direct depthwise kernel's three passes against torch (forward and autograd gradients).
+
+Covers the flat-row path (stride 1) and the strided path, 1-3 spatial dimensions, channel
+multipliers, dilations, asymmetric and oversized padding, float64 and float32, the float32
+accuracy bound against float64 on benchmark-like shapes, adjoint identities without torch, and
+``supports()`` outside the domain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npconv.geometry import ConvGeometry
+from npconv.kernels import depthwise
+from torch_oracle import assert_close
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
+
+
+def _geometry(kernel, stride, padding, dilation, groups, size):
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
+    return geom.with_padding(geom.pads(size))
+
+
+def _torch_passes(x, w, gy, geom):
+    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    xp = TF.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
+    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
+    y.backward(torch.from_numpy(gy.copy()))
+    return y.detach(), xt.grad, wt.grad
+
+
+def _check_all_passes(rng, x_shape, multiplier, kernel, stride, padding, dilation, dtype):
+    c = x_shape[1]
+    geom = _geometry(kernel, stride, padding, dilation, c, x_shape[2:])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c * multiplier, 1) + tuple(kernel)).astype(dtype)
+    assert all(depthwise.supports(p, x.shape, w.shape, geom, x.dtype)
+               for p in ("forward", "grad_input", "grad_weight"))
+    out = geom.output_size(x_shape[2:])
+    gy = rng.standard_normal((x_shape[0], c * multiplier) + out).astype(dtype)
+    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    y = depthwise.forward(x, w, geom)
+    assert y.dtype == dtype
+    assert_close(y, y_ref, what="forward")
+    assert_close(depthwise.grad_input(gy, w, geom, x_shape[2:]), gx_ref, what="grad_input")
+    assert_close(depthwise.grad_weight(x, gy, geom), gw_ref, what="grad_weight")
+
+
+CASES = [
+    # x_shape, multiplier, kernel, stride, padding, dilation
+    ((2, 3, 9, 11), 1, (3, 3), 1, 1, 1),
+    ((2, 4, 7, 10), 2, (3, 2), 1, ((0, 2), (3, 1)), 2),
+    ((1, 5, 13, 6), 3, (5, 5), 1, 4, (1, 2)),  # padding wider than half the kernel
+    ((3, 2, 17), 1, (4,), 2, ((3, 0),), 1),
+    ((2, 3, 10, 9), 1, (5, 5), (2, 3), 2, (2, 1)),
+    ((1, 2, 5), 2, (5,), 1, ((4, 4),), 1),
+    ((1, 2, 6, 7, 5), 2, (3, 3, 2), 1, 1, 1),
+    ((2, 3, 7, 6, 8), 1, (2, 3, 3), (2, 1, 3), ((1, 0), (0, 2), (1, 1)), (1, 2, 1)),
+    ((2, 6, 1, 8), 1, (1, 3), 1, "same", 1),
+    ((1, 3, 4, 4), 1, (4, 4), 1, "valid", 1),  # one output pixel
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_passes_match_torch(rng, case, dtype):
+    _check_all_passes(rng, *case, dtype)
+
+
+@given(
+    nd=st.integers(1, 3), n=st.integers(1, 2), c=st.integers(1, 4), multiplier=st.integers(1, 3),
+    data=st.data(),
+)
+def test_random_geometries_match_torch(nd, n, c, multiplier, data):
+    kernel = tuple(data.draw(st.lists(st.integers(1, 4), min_size=nd, max_size=nd)))
+    stride = tuple(data.draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    dilation = tuple(data.draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    size = tuple(data.draw(st.integers(max(1, e - lo - hi), e + 6)) for e, (lo, hi) in
+                 zip(extent, padding, strict=True))
+    _check_all_passes(np.random.default_rng(data.draw(st.integers(0, 2**31))), (n, c) + size, multiplier,
+                      kernel, stride, padding, dilation, np.float64)
+
+
+def test_adjoint_identities_without_torch(rng):
+    """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)> in float64."""
+    for stride in (1, 2):
+        geom = _geometry((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 3, (9, 8))
+        x = rng.standard_normal((2, 3, 9, 8))
+        w = rng.standard_normal((6, 1, 3, 4))
+        y = depthwise.forward(x, w, geom)
+        gy = rng.standard_normal(y.shape)
+        lhs = np.vdot(y, gy)
+        assert np.isclose(lhs, np.vdot(x, depthwise.grad_input(gy, w, geom, (9, 8))), rtol=1e-12)
+        assert np.isclose(lhs, np.vdot(w, depthwise.grad_weight(x, gy, geom)), rtol=1e-12)
+
+
+def _relative(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("kernel,stride", [((3, 3), 1), ((5, 5), 1), ((3, 3), 2)])
+def test_float32_accuracy_bound(rng, kernel, stride):
+    """float32 result within 2e-6 norm-relative of the float64 computation (benchmark-like, scaled)."""
+    c, size = 32, (28, 28)
+    geom = _geometry(kernel, stride, kernel[0] // 2, 1, c, size)
+    x = rng.standard_normal((2, c) + size)
+    w = rng.standard_normal((c, 1) + kernel) / kernel[0]
+    gy = rng.standard_normal((2, c) + geom.output_size(size))
+    f32 = [a.astype(np.float32) for a in (x, w, gy)]
+    assert _relative(depthwise.forward(f32[0], f32[1], geom), depthwise.forward(x, w, geom)) <= 2e-6
+    assert _relative(depthwise.grad_input(f32[2], f32[1], geom, size), depthwise.grad_input(gy, w, geom, size)) <= 2e-6
+    assert _relative(depthwise.grad_weight(f32[0], f32[2], geom), depthwise.grad_weight(x, gy, geom)) <= 2e-6
+
+
+def test_supports_only_depthwise_float(rng):
+    size = (8, 8)
+    dw = _geometry(3, 1, 1, 1, 4, size)
+    assert depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
+    assert not depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float16)
+    assert not depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.complex128)
+    assert not depthwise.supports("backward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
+    grouped = _geometry(3, 1, 1, 1, 2, size)  # two channels per group
+    assert not depthwise.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), grouped, np.float32)
+    dense = _geometry(3, 1, 1, 1, 1, size)
+    assert not depthwise.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
+    assert not depthwise.supports("forward", (2, 4, 8, 8), (6, 1, 3, 3), dw, np.float32)  # 6 % 4
+    too_small = _geometry(5, 1, 0, 1, 4, (3, 3))
+    assert not depthwise.supports("forward", (2, 4, 3, 3), (4, 1, 5, 5), too_small, np.float32)
+    assert not depthwise.supports("forward", (2, 4, 8), (4, 1, 3, 3), dw, np.float32)  # rank mismatch
+    assert depthwise.recommended("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
+    big = _geometry(31, 1, 15, 1, 4, (64, 64))
+    assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), big, np.float32)
+
+
+def test_rejects_non_float_arrays(rng):
+    geom = _geometry(3, 1, 1, 1, 2, (5, 5))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        depthwise.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 1, 3, 3), np.int64), geom)
+

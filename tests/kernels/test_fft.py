@@ -1,0 +1,156 @@
+"""The FFT kernel's three passes against torch (forward and autograd gradients).
+
+Covers 1-3 spatial dimensions, depthwise with multipliers, dense and grouped channel mixing,
+strides (subsampled), dilations (zero-inserted kernels), asymmetric and oversized padding,
+float64 and float32 (complex64 spectra), the float32 accuracy bound against float64 on
+benchmark-like large-kernel shapes, batch chunking, adjoint identities without torch, and
+``supports()`` outside the domain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from npconv.geometry import ConvGeometry
+from npconv.kernels import fft
+from torch_oracle import assert_close
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
+
+
+def _geometry(kernel, stride, padding, dilation, groups, size):
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
+    return geom.with_padding(geom.pads(size))
+
+
+def _torch_passes(x, w, gy, geom):
+    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    xp = TF.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
+    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
+    y.backward(torch.from_numpy(gy.copy()))
+    return y.detach(), xt.grad, wt.grad
+
+
+def _check_all_passes(rng, x_shape, out_channels, groups, kernel, stride, padding, dilation, dtype):
+    c = x_shape[1]
+    geom = _geometry(kernel, stride, padding, dilation, groups, x_shape[2:])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((out_channels, c // groups) + tuple(kernel)).astype(dtype)
+    assert all(fft.supports(p, x.shape, w.shape, geom, x.dtype) for p in ("forward", "grad_input", "grad_weight"))
+    gy = rng.standard_normal((x_shape[0], out_channels) + geom.output_size(x_shape[2:])).astype(dtype)
+    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    y = fft.forward(x, w, geom)
+    gx = fft.grad_input(gy, w, geom, x_shape[2:])
+    gw = fft.grad_weight(x, gy, geom)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    assert_close(y, y_ref, what="forward")
+    assert_close(gx, gx_ref, what="grad_input")
+    assert_close(gw, gw_ref, what="grad_weight")
+
+
+CASES = [
+    # x_shape, out_channels, groups, kernel, stride, padding, dilation
+    ((2, 3, 19, 21), 3, 3, (9, 7), 1, 4, 1),  # depthwise
+    ((2, 3, 15, 12), 6, 3, (5, 4), 1, ((0, 4), (3, 1)), (2, 1)),  # multiplier 2, dilated
+    ((1, 4, 40), 4, 4, (31,), 1, 15, 1),  # 1-D depthwise, long kernel
+    ((2, 2, 33), 4, 2, (8,), 3, ((9, 2),), 2),  # strided, padding wider than the kernel
+    ((2, 6, 11, 10), 4, 2, (3, 4), (2, 1), ((1, 2), (0, 3)), (1, 2)),  # grouped, 3 channels per group
+    ((2, 4, 13), 6, 1, (5,), 1, 2, 1),  # dense
+    ((1, 6, 5, 6, 7), 9, 3, (2, 3, 2), (1, 2, 1), 1, 1),  # 3-D grouped
+    ((2, 2, 6, 7, 5), 2, 2, (3, 3, 3), 1, "same", (1, 1, 2)),  # 3-D depthwise
+    ((1, 2, 7, 7), 2, 2, (7, 7), 1, "valid", 1),  # one output pixel
+    ((2, 4, 9, 9), 2, 1, (3, 3), 1, 1, 1),  # C > O dense
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_passes_match_torch(rng, case, dtype):
+    _check_all_passes(rng, *case, dtype)
+
+
+@given(nd=st.integers(1, 3), n=st.integers(1, 2), groups=st.integers(1, 3), cg=st.integers(1, 2),
+       og=st.integers(1, 2), data=st.data())
+def test_random_geometries_match_torch(nd, n, groups, cg, og, data):
+    kernel = tuple(data.draw(st.lists(st.integers(1, 5), min_size=nd, max_size=nd)))
+    stride = tuple(data.draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    dilation = tuple(data.draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    size = tuple(data.draw(st.integers(max(1, e - lo - hi), e + 6)) for e, (lo, hi) in
+                 zip(extent, padding, strict=True))
+    _check_all_passes(np.random.default_rng(data.draw(st.integers(0, 2**31))), (n, groups * cg) + size,
+                      groups * og, groups, kernel, stride, padding, dilation, np.float64)
+
+
+def test_batch_chunks_give_the_same_result(rng, monkeypatch):
+    geom = _geometry((5, 5), 1, 2, 1, 2, (12, 12))
+    x = rng.standard_normal((5, 2, 12, 12))
+    w = rng.standard_normal((4, 1, 5, 5))
+    gy = rng.standard_normal((5, 4, 12, 12))
+    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    monkeypatch.setattr(fft, "WORKSPACE_BYTES", 1)  # one image per chunk
+    assert_close(fft.forward(x, w, geom), y_ref, what="forward")
+    assert_close(fft.grad_input(gy, w, geom, (12, 12)), gx_ref, what="grad_input")
+    assert_close(fft.grad_weight(x, gy, geom), gw_ref, what="grad_weight")
+
+
+def test_adjoint_identities_without_torch(rng):
+    """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)> in float64."""
+    for stride in (1, 2):
+        geom = _geometry((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 2, (9, 8))
+        x = rng.standard_normal((2, 4, 9, 8))
+        w = rng.standard_normal((6, 2, 3, 4))
+        y = fft.forward(x, w, geom)
+        gy = rng.standard_normal(y.shape)
+        lhs = np.vdot(y, gy)
+        assert np.isclose(lhs, np.vdot(x, fft.grad_input(gy, w, geom, (9, 8))), rtol=1e-12)
+        assert np.isclose(lhs, np.vdot(w, fft.grad_weight(x, gy, geom)), rtol=1e-12)
+
+
+def _relative(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("x_shape,kernel", [((2, 8, 48, 48), (31, 31)), ((1, 4, 4096), (1023,)),
+                                            ((2, 8, 40, 40), (13, 13))])
+def test_float32_accuracy_bound(rng, x_shape, kernel):
+    """float32 (complex64 spectra) within 2e-6 norm-relative of the float64 computation."""
+    c = x_shape[1]
+    geom = _geometry(kernel, 1, "same", 1, c, x_shape[2:])
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((c, 1) + kernel) / np.sqrt(np.prod(kernel))
+    gy = rng.standard_normal((x_shape[0], c) + geom.output_size(x_shape[2:]))
+    f32 = [a.astype(np.float32) for a in (x, w, gy)]
+    size = x_shape[2:]
+    assert _relative(fft.forward(f32[0], f32[1], geom), fft.forward(x, w, geom)) <= 2e-6
+    assert _relative(fft.grad_input(f32[2], f32[1], geom, size), fft.grad_input(gy, w, geom, size)) <= 2e-6
+    assert _relative(fft.grad_weight(f32[0], f32[2], geom), fft.grad_weight(x, gy, geom)) <= 2e-6
+
+
+def test_supports_and_recommended():
+    dw = _geometry(31, 1, 15, 1, 4, (64, 64))
+    assert fft.supports("grad_weight", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
+    assert fft.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
+    assert not fft.supports("forward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float16)
+    assert not fft.supports("forward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.complex64)
+    assert not fft.supports("backward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
+    assert not fft.supports("forward", (2, 4, 64, 64), (4, 2, 31, 31), dw, np.float32)  # channels mismatch
+    assert not fft.supports("forward", (2, 4, 64), (4, 1, 31, 31), dw, np.float32)  # rank mismatch
+    small = _geometry(31, 1, 0, 1, 4, (16, 16))
+    assert not fft.supports("forward", (2, 4, 16, 16), (4, 1, 31, 31), small, np.float32)  # kernel > input
+    three = _geometry(3, 1, 1, 1, 1, (56, 56))
+    assert not fft.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), three, np.float32)
+
+
+def test_rejects_non_float_arrays():
+    geom = _geometry(3, 1, 1, 1, 2, (5, 5))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fft.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 1, 3, 3), np.int64), geom)
