@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
+from npconv.geometry import ConvGeometry
 from torch_oracle import assert_close, to_torch, torch
 
 tnn = torch.nn
@@ -46,6 +47,12 @@ def pool_case(draw, max_pool: bool):
     size = tuple(draw(st.integers(max(e - 2 * p, 1), e + 4)) for e, p in zip(extent, padding, strict=True))
     ceil_mode = draw(st.booleans())
     batched = draw(st.booleans())
+    # a dilated window lying wholly in the padding makes torch's CPU max pool read and write out of
+    # bounds (heap corruption); npconv's answer for it is tested separately below
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=nd)
+    out = geom.pool_output_size(size, ceil_mode)
+    for n, m, k, s, p, d in zip(size, out, kernel, stride, padding, dilation, strict=True):
+        assume(all(any(0 <= o * s - p + j * d < n for j in range(k)) for o in range(m)))
     return nd, kernel, stride, padding, dilation, size, ceil_mode, batched
 
 
@@ -140,6 +147,16 @@ def test_pool_modules_match_torch(make):
         out, outt = out[0], outt[0]
     assert_close(out, outt, what="forward")
     assert_close(gx, gxt, what="grad input")
+
+
+def test_max_pool_window_wholly_in_padding():
+    x = npconv.Tensor(np.arange(4.0).reshape(1, 1, 1, 4), requires_grad=True)
+    y, idx = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True)
+    assert y.shape == (1, 1, 1, 4)
+    np.testing.assert_array_equal(y.data, -np.inf)
+    np.testing.assert_array_equal(idx.data, -1)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, 0)
 
 
 def test_max_pool_gradient_by_finite_differences():

@@ -118,16 +118,23 @@ def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input
 
 def max_pool_indices(arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
                      ceil_mode: bool = False) -> np.ndarray:
-    """torch's ``return_indices``: the flat position of each maximum within its input plane (int64)."""
+    """torch's ``return_indices``: the flat position of each maximum within its input plane (int64).
+
+    A dilated window can miss the input entirely (all of it padding): its output is ``-inf``, it
+    passes no gradient and its index is -1 (torch's CPU kernel reads out of bounds there).
+    """
     out_size, pads = pool_layout(geom, input_size, ceil_mode)
     kernel_index = np.unravel_index(arg, geom.kernel_size)
     flat = np.zeros(arg.shape, dtype=np.int64)
+    inside = np.ones(arg.shape, dtype=bool)
     for axis, (k, m, s, d, (lo, _), n) in enumerate(
             zip(kernel_index, out_size, geom.stride, geom.dilation, pads, input_size, strict=True)):
         shape = [1] * (2 + len(out_size))
         shape[2 + axis] = m
         position = (np.arange(m) * s - lo).reshape(shape) + k.astype(np.int64) * d
+        inside &= (position >= 0) & (position < n)
         flat = flat * n + position
+    flat[~inside] = -1
     return flat
 
 
