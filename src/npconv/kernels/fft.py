@@ -56,7 +56,7 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: stride 1, few input channels per group (<= 4) and >= 64 kernel taps (e.g. 9x9, 1-D 64)."""
+    """Measured rule: stride 1, <= 4 input channels per group and >= 64 kernel taps (9x9, 1-D k=64)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
     return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) >= 64
@@ -78,7 +78,8 @@ def _lengths(padded: Sequence[int]) -> tuple[int, ...]:
     return tuple(sfft.next_fast_len(int(p), real=True) for p in padded)
 
 
-def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...],
+                     dtype: np.dtype) -> np.ndarray:
     """``rfftn`` of the dilated kernel ``(O, Cg, *extent)`` at ``lengths``."""
     if all(d == 1 for d in geom.dilation):
         wd = w.astype(dtype, copy=False)
@@ -86,6 +87,12 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
         wd = np.zeros(w.shape[:2] + geom.extent, dtype)
         wd[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in geom.dilation)] = w
     return sfft.rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
+
+
+def _interior(in_size: Sequence[int], pads: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
+    """Index of the unpadded input inside the padded ``(N, C, *padded)`` array."""
+    inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_size, pads, strict=True))
+    return (slice(None), slice(None)) + inner
 
 
 def _chunk(n: int, per_image: int) -> int:
@@ -135,7 +142,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     ws = _kernel_spectrum(w, geom, lengths, dtype)
     take = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
                                               for m, s in zip(out_size, geom.stride, strict=True))
-    place = (slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_size, pads, strict=True))
+    place = _interior(in_size, pads)
     y = np.empty((n, o) + out_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * x.itemsize * (c + o))
@@ -165,7 +172,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     strided = any(s > 1 for s in geom.stride)
     spread = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
                                                 for m, s in zip(out_size, geom.stride, strict=True))
-    crop = (slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_size, pads, strict=True))
+    crop = _interior(in_size, pads)
     gx = np.empty((n, c) + in_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * gy.itemsize * (c + o))
@@ -195,7 +202,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
-    place = (slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_size, pads, strict=True))
+    place = _interior(in_size, pads)
     spread = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
                                                 for m, s in zip(out_size, geom.stride, strict=True))
     strided = any(s > 1 for s in geom.stride)
@@ -218,7 +225,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
             g = up
         gs = np.conj(sfft.rfftn(g, s=lengths, axes=axes, workers=workers)).reshape((k, groups, og) + freq)
         if cg == 1 or og == 1:
-            total += (gs.reshape((k, groups, og, 1) + freq) * xs.reshape((k, groups, 1, cg) + freq)).sum(axis=0)
+            product = gs.reshape((k, groups, og, 1) + freq) * xs.reshape((k, groups, 1, cg) + freq)
+            total += product.sum(axis=0)
         else:
             f = math.prod(freq)
             gm = np.ascontiguousarray(gs.reshape(k, groups, og, f).transpose(1, 3, 2, 0))  # (G, F, Og, k)

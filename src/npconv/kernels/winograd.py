@@ -184,7 +184,8 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
     y = np.empty((n, o) + tuple(out_size), dtype)
     exact = out_size == (th * m, tw * m)
     # source window of x that lands inside the tile buffer
-    src = [(max(0, -lo), min(size, span - lo)) for lo, size, span in zip(low, (h, w_in), (hb, wb), strict=True)]
+    src = [(max(0, -lo), min(size, span - lo))
+           for lo, size, span in zip(low, (h, w_in), (hb, wb), strict=True)]
     dst = [(s0 + lo, s1 + lo) for (s0, s1), lo in zip(src, low, strict=True)]
     threads = max(1, get_num_threads())
     per_image = th * tw
