@@ -36,7 +36,7 @@ __all__ = [
     "DENSE_FRACTION", "MAP_METHODS",
 ]
 
-DENSE_FRACTION = 0.25
+DENSE_FRACTION = 0.05  # measured crossover (benchmarks/bench_local.py): 3-6% density, k = 3..5
 MAP_METHODS = ("auto", "dense", "sparse")
 _PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
              "circular": "circular", "symmetric": "symmetric"}
