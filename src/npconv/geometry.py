@@ -109,7 +109,8 @@ class ConvGeometry:
     ) -> ConvGeometry:
         if ndim is None:
             if _is_int(kernel_size):
-                raise ValueError("the number of spatial dimensions cannot be inferred from an int kernel_size")
+                raise ValueError("the number of spatial dimensions cannot be inferred from an int "
+                                 "kernel_size")
             ndim = len(kernel_size)
         if ndim < 1:
             raise ValueError(f"a convolution needs at least 1 spatial dimension, got {ndim}")
@@ -235,6 +236,11 @@ class ConvGeometry:
         """torch's ``_output_padding``: the output_padding giving ``output_size`` (or the stored one)."""
         if output_size is None:
             return self.output_padding
+        if hasattr(output_size, "tolist") and not isinstance(output_size, str):  # ndarray, torch.Size
+            output_size = output_size.tolist() if getattr(output_size, "ndim", 1) == 1 else output_size
+        if (not isinstance(output_size, Sequence) or isinstance(output_size, str)
+                or not all(_is_int(v) for v in output_size)):
+            raise TypeError(f"output_size must be a sequence of ints (or None), got {output_size!r}")
         output_size = [int(v) for v in output_size]
         nd = self.ndim
         non_spatial = 2 if batched_rank is None or batched_rank == nd + 2 else 1

@@ -7,6 +7,7 @@ forms ``conv`` and ``conv_transpose`` whose spatial rank is ``weight.ndim - 2``;
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,8 @@ def check_conv_arguments(input: Any, weight: Any, bias: Any, ndim: int, groups: 
     if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{op_name}: groups must be a positive integer, got {groups!r}")
     if any(k < 1 for k in w.shape[2:]):
-        raise ValueError(f"{op_name}: every kernel size must be positive, got weight of size {_shape_text(w.shape)}")
+        raise ValueError(f"{op_name}: every kernel size must be positive, got weight of size "
+                         f"{_shape_text(w.shape)}")
     batched = x.ndim == ndim + 2
     channels = x.shape[1] if batched else x.shape[0]
     batched_shape = x.shape if batched else (1,) + x.shape
@@ -77,7 +79,8 @@ def check_conv_arguments(input: Any, weight: Any, bias: Any, ndim: int, groups: 
         if channels != w.shape[0]:
             raise ValueError(
                 f"Given transposed=1, weight of size {_shape_text(w.shape)}, expected input"
-                f"{_shape_text(batched_shape)} to have {w.shape[0]} channels, but got {channels} channels instead"
+                f"{_shape_text(batched_shape)} to have {w.shape[0]} channels, "
+                f"but got {channels} channels instead"
             )
         if w.shape[0] % groups != 0:
             raise ValueError(
@@ -119,7 +122,8 @@ def _unbatch(y: Tensor, batched: bool) -> Tensor:
 
 def _check_padding_mode(padding_mode: str) -> None:
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, but got padding_mode='{padding_mode}'")
+        raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, "
+                         f"but got padding_mode='{padding_mode}'")
 
 
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
@@ -205,7 +209,8 @@ def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, p
 def _fixed_rank(nd: int, weight: Any, name: str) -> None:
     w = as_array(_floating(weight, "weight"))
     if w.ndim != nd + 2:
-        raise ValueError(f"{name}: weight must be {nd + 2}-dimensional, got weight of size {_shape_text(w.shape)}")
+        raise ValueError(f"{name}: weight must be {nd + 2}-dimensional, "
+                         f"got weight of size {_shape_text(w.shape)}")
 
 
 def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -283,11 +288,14 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     constant (negative pads crop), reflect, replicate, circular (any width), symmetric.
     """
     input = _floating(input, "input") if not isinstance(input, Tensor) else input
-    if mode not in _TORCH_PAD_MODE:
-        raise ValueError(f"Unsupported padding mode: {mode}; expected one of {list(PAD_MODES)}")
+    if not isinstance(mode, str) or mode not in _TORCH_PAD_MODE:
+        raise ValueError(f"Unsupported padding mode: {mode!r}; expected one of {list(PAD_MODES)}")
     mode = _TORCH_PAD_MODE[mode]
-    if isinstance(pad, (int, np.integer)) or not all(isinstance(p, (int, np.integer)) for p in pad):
+    if (not isinstance(pad, Sequence) or isinstance(pad, str)
+            or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad)):
         raise TypeError(f"pad must be a sequence of ints, got {pad!r}")
+    if value is not None and (not isinstance(value, numbers.Number) or isinstance(value, bool)):
+        raise TypeError(f"value must be a number (or None), got {value!r}")
     pad = [int(p) for p in pad]
     x = as_array(input)
     if len(pad) % 2 != 0:

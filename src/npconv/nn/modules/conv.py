@@ -212,6 +212,9 @@ class ConvNd(_Conv):
 class _ConvTransposeNd(_ConvNd):
     def forward(self, input: Any, output_size: Sequence[int] | None = None) -> Tensor:
         geometry = self.geometry
+        if output_size is not None:  # reject a bad input before interpreting output_size
+            F.check_conv_arguments(input, self.weight, self.bias, geometry.ndim, geometry.groups, True,
+                                   self._op_name())
         x = as_array(input)
         spatial = x.shape[-geometry.ndim:] if x.ndim >= geometry.ndim else x.shape
         output_padding = geometry.output_padding_for(spatial, output_size, x.ndim)
@@ -226,7 +229,8 @@ class ConvTranspose1d(_ConvTransposeNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
-                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
                          output_padding, groups, bias, padding_mode, device, dtype)
 
@@ -238,7 +242,8 @@ class ConvTranspose2d(_ConvTransposeNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
-                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
                          output_padding, groups, bias, padding_mode, device, dtype)
 
@@ -250,7 +255,8 @@ class ConvTranspose3d(_ConvTransposeNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
-                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
                          output_padding, groups, bias, padding_mode, device, dtype)
 
@@ -260,7 +266,8 @@ class ConvTransposeNd(_ConvTransposeNd):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int], stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
-                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
                          output_padding, groups, bias, padding_mode, device, dtype)
 
@@ -292,13 +299,37 @@ class _LazyConvXdMixin(LazyModuleMixin):
         if in_channels % self.groups != 0:  # type: ignore[attr-defined]
             raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
                              f"groups={self.groups}")  # type: ignore[attr-defined]
-        self.in_channels = in_channels
         g, k = self.groups, self.kernel_size  # type: ignore[attr-defined]
-        self.weight.materialize(((in_channels, self.out_channels // g) if self.transposed  # type: ignore
-                                 else (self.out_channels, in_channels // g)) + k)  # type: ignore
+        shape = ((in_channels, self.out_channels // g) if self.transposed  # type: ignore[attr-defined]
+                 else (self.out_channels, in_channels // g)) + k  # type: ignore[attr-defined]
+        output_size = args[0] if args else kwargs.get("output_size")
+        self._check_first_input(input, shape, output_size)
+        self.in_channels = in_channels
+        self.weight.materialize(shape)
         if self.bias is not None:  # type: ignore[attr-defined]
             self.bias.materialize((self.out_channels,))  # type: ignore[attr-defined]
         self.reset_parameters()
+
+    def _check_first_input(self, input: Any, weight_shape: tuple[int, ...], output_size: Any) -> None:
+        """Every check of the forward, on zero-cost placeholder parameters, so that a rejected
+        first call leaves the module uninitialised."""
+        dtype = self.weight.data.dtype  # type: ignore[attr-defined]
+        weight = np.broadcast_to(np.zeros((), dtype), weight_shape)
+        bias = None if self.bias is None else np.broadcast_to(np.zeros((), dtype),  # type: ignore[attr-defined]
+                                                              (self.out_channels,))  # type: ignore[attr-defined]
+        geometry = self.geometry  # type: ignore[attr-defined]
+        rank = as_array(input).ndim
+        input, _, _, _ = F.check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                                self.transposed, self._op_name())  # type: ignore[attr-defined]
+        shape = as_array(input).shape
+        if self.transposed:  # type: ignore[attr-defined]
+            output_padding = geometry.output_padding_for(shape[2:], output_size, rank)
+            geometry.transposed_output_size(shape[2:], output_padding)
+            return
+        geometry.output_size(shape[2:])
+        if self.padding_mode != "zeros":  # type: ignore[attr-defined]
+            for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
+                F.check_pad_widths(lo, hi, size, i + 2, shape, self.padding_mode)  # type: ignore[attr-defined]
 
     def _infer_in_channels_from_weight(self) -> int:
         w = self.weight.data  # type: ignore[attr-defined]
