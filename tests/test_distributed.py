@@ -6,6 +6,7 @@ Also covers the autograd engine hook DDP relies on (``npconv.tensor.queue_callba
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -515,10 +516,14 @@ def test_a_failing_rank_aborts_the_job_with_a_clear_message(worker, tmp_path, mo
         assert message in result.stderr, result.stderr
 
 
-def test_demo_runs_distributed_on_two_ranks(tmp_path):
+def test_demo_runs_distributed_on_two_ranks_and_reports_from_rank_0(tmp_path):
     if importlib.util.find_spec("npconv.demo") is None:
         pytest.skip("npconv.demo is not present")
     pytest.importorskip("sklearn")
-    result = run_mpi(["-m", "npconv", "demo", "--distributed", "--epochs", "1", "--out", str(tmp_path)],
-                     cwd=tmp_path, timeout=120)
+    result = run_mpi(["-m", "npconv", "demo", "--distributed", "--epochs", "1", "--no-progress",
+                      "--out", str(tmp_path / "out")], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.count("held-out accuracy") == 1 and "on 2 ranks" in result.stdout, result.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert (tmp_path / "out" / "digits_cnn.safetensors").exists()
