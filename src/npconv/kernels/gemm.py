@@ -108,22 +108,20 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _run(items: list, work: Callable[[int, object], None], threads: int) -> None:
-    """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller)."""
+    """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller).
+
+    Worker ``k`` takes items ``k, k + threads, ...`` in order: a fixed assignment, so per-worker
+    accumulations (``grad_weight``) sum the same terms in the same order on every run.
+    """
     threads = max(1, min(threads, len(items)))
     if threads == 1:
         with blas_threads(get_num_threads()):
             for item in items:
                 work(0, item)
         return
-    iterator = iter(items)
-    lock = threading.Lock()
 
     def worker(worker_id: int) -> None:
-        while True:
-            with lock:
-                item = next(iterator, None)
-            if item is None:
-                return
+        for item in items[worker_id::threads]:
             work(worker_id, item)
 
     with blas_threads(1):
@@ -231,7 +229,8 @@ class _Layout:
         """Rows ``[start, stop)`` of the zero-padded image, a view when no padding is needed."""
         lo0, _ = self.pads[0]
         n0 = self.in_size[0]
-        a, b = max(0, start - lo0), min(n0, stop - lo0)  # input rows inside the slab
+        a = max(0, start - lo0)
+        b = max(a, min(n0, stop - lo0))  # input rows [a, b) inside the slab (empty: all padding)
         if not self.padded:
             return x_n[:, a:b]
         shape = (self.c, stop - start) + tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size[1:],
