@@ -52,19 +52,20 @@ def client():
     cluster.close()
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cluster_predict_equals_torch_with_a_ragged_last_chunk(client, dtype):
-    model = conv_model(dtype)
-    x = np.random.default_rng(0).normal(size=(11, 2, 6, 5)).astype(dtype)
-    result = predict(model, da.from_array(x, chunks=(5, 1, 6, 5)), batch_size=4)
-    assert result.chunks == ((4, 4, 3), (4,), (3,), (5,))
-    assert result.dtype == dtype
-    with distributed.get_task_stream(client) as stream:
-        computed = client.compute(result).result()
-    assert_close(computed, torch_forward(model, x), dtype=dtype)
-    names = [key[0] if isinstance(key, tuple) else key for key in (task["key"] for task in stream.data)]
-    assert sum(name.startswith("npconv-predict") for name in names) == 3
-    assert sum(name.startswith("Conv2d") for name in names) == 1  # the module: one task, shared
+def test_cluster_predict_equals_torch_with_a_ragged_last_chunk(client):
+    # both dtypes in one test: the cluster fixture then starts once even under pytest-xdist
+    for dtype in (np.float64, np.float32):
+        model = conv_model(dtype)
+        x = np.random.default_rng(0).normal(size=(11, 2, 6, 5)).astype(dtype)
+        result = predict(model, da.from_array(x, chunks=(5, 1, 6, 5)), batch_size=4)
+        assert result.chunks == ((4, 4, 3), (4,), (3,), (5,))
+        assert result.dtype == dtype
+        with distributed.get_task_stream(client) as stream:
+            computed = client.compute(result).result()
+        assert_close(computed, torch_forward(model, x), dtype=dtype)
+        names = [key[0] if isinstance(key, tuple) else key for key in (task["key"] for task in stream.data)]
+        assert sum(name.startswith("npconv-predict") for name in names) == 3
+        assert sum(name.startswith("Conv2d") for name in names) == 1  # the module: one task, shared
 
 
 def test_module_is_one_task_of_the_graph_not_embedded_per_chunk():
