@@ -346,3 +346,21 @@ def test_attributes_and_parameter_shapes_match_torch(nd, transposed):
     assert ours.bias.shape == tuple(theirs.bias.shape)
     assert ours.weight.dtype == np.float32 and ours.weight.requires_grad
     assert math.prod(ours.weight.shape) == theirs.weight.numel()
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_non_contiguous_input_and_output_gradient(transposed):
+    """Strided, reversed and transposed views are read correctly (input and output gradient)."""
+    classes = TRANSPOSED[2] if transposed else CONV[2]
+    kwargs = dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1)
+    ours, theirs = _build_pair(classes, kwargs, np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 6, 3, 2)).transpose(3, 2, 1, 0)[:, :, ::-1, ::2]
+    assert not x.flags.c_contiguous
+    x_ours, x_theirs = npconv.tensor(x, requires_grad=True), to_torch(x, requires_grad=True)
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    assert_close(y_ours, y_theirs, np.float64)
+    gy = np.asfortranarray(np.random.default_rng(1).standard_normal(y_ours.shape))
+    y_ours.backward(gy)
+    y_theirs.backward(to_torch(gy))
+    assert_close(x_ours.grad, x_theirs.grad, np.float64)
+    assert_close(ours.weight.grad, theirs.weight.grad, np.float64)
