@@ -95,6 +95,14 @@ def _interior(in_size: Sequence[int], pads: Sequence[tuple[int, int]]) -> tuple[
     return (slice(None), slice(None)) + inner
 
 
+def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int]) -> tuple:
+    """Index of padded-grid ``positions`` (one sequence per dimension) in a circular result of the
+    unpadded input: padded position ``p`` is ``(p - lo) mod L`` (no aliasing since ``L >= padded``)."""
+    index = [np.asarray([(p - lo) % size for p in pos], dtype=np.intp)
+             for pos, (lo, _), size in zip(positions, pads, lengths, strict=True)]
+    return (slice(None), slice(None)) + np.ix_(*index)
+
+
 def _chunk(n: int, per_image: int) -> int:
     return max(1, min(n, WORKSPACE_BYTES // max(per_image, 1)))
 
@@ -140,18 +148,15 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
     ws = _kernel_spectrum(w, geom, lengths, dtype)
-    take = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
-                                              for m, s in zip(out_size, geom.stride, strict=True))
-    place = _interior(in_size, pads)
+    positions = [range(0, (m - 1) * s + 1, s) for m, s in zip(out_size, geom.stride, strict=True)]
+    take = _wrapped(positions, pads, lengths)
     y = np.empty((n, o) + out_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * x.itemsize * (c + o))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        xp = np.zeros((stop - start, c) + padded, dtype)
-        xp[place] = x[start:stop]
-        spectrum = _mix(sfft.rfftn(xp, s=lengths, axes=axes, workers=workers), ws, geom.groups,
-                        conj_b=True, transpose_b=False)
+        xs = sfft.rfftn(x[start:stop].astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+        spectrum = _mix(xs, ws, geom.groups, conj_b=True, transpose_b=False)
         y[start:stop] = sfft.irfftn(spectrum, s=lengths, axes=axes, workers=workers)[take]
     return y
 
@@ -202,7 +207,6 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
-    place = _interior(in_size, pads)
     spread = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
                                                 for m, s in zip(out_size, geom.stride, strict=True))
     strided = any(s > 1 for s in geom.stride)
@@ -214,9 +218,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         k = stop - start
-        xp = np.zeros((k, c) + padded, dtype)
-        xp[place] = x[start:stop]
-        xs = sfft.rfftn(xp, s=lengths, axes=axes, workers=workers).reshape((k, groups, cg) + freq)
+        xs = sfft.rfftn(x[start:stop].astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+        xs = xs.reshape((k, groups, cg) + freq)
         g = gy[start:stop].astype(dtype, copy=False)
         if strided:
             up = np.zeros((k, o) + tuple((m - 1) * s + 1 for m, s in zip(out_size, geom.stride, strict=True)),
@@ -233,6 +236,6 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
             xm = np.ascontiguousarray(xs.reshape(k, groups, cg, f).transpose(1, 3, 0, 2))  # (G, F, k, Cg)
             total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((groups, og, cg) + freq)
     full = sfft.irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers)
-    taps = (slice(None),) * 3 + tuple(slice(0, (kk - 1) * d + 1, d)
-                                      for kk, d in zip(geom.kernel_size, geom.dilation, strict=True))
-    return np.ascontiguousarray(full[taps], dtype=dtype).reshape((o, cg) + geom.kernel_size)
+    positions = [range(0, (kk - 1) * d + 1, d) for kk, d in zip(geom.kernel_size, geom.dilation, strict=True)]
+    taps = _wrapped(positions, pads, lengths)
+    return np.ascontiguousarray(full[(slice(None),) + taps], dtype=dtype).reshape((o, cg) + geom.kernel_size)
