@@ -303,6 +303,35 @@ def test_single_process_world_is_rank_0_of_1_and_ddp_keeps_grads():
     np.testing.assert_array_equal(model.d.grad.data, np.full(200, 3.0))
 
 
+class AbortRecorder(FakeComm):
+    def __init__(self):
+        super().__init__()
+        self.aborted = []
+
+    def Abort(self, code):
+        self.aborted.append(code)
+
+
+def test_run_guarded_reports_the_rank_and_aborts_with_the_exit_code(capsys):
+    comm = AbortRecorder()
+
+    def fails():
+        raise OSError("disk full")
+
+    dist.run_guarded(fails, comm=comm)
+    err = capsys.readouterr().err
+    assert comm.aborted == [1]
+    assert err.startswith("npconv.distributed: rank 0 of 2 raised an exception; aborting all ranks "
+                          "(MPI_Abort with exit code 1)\n[rank 0] Traceback")
+    assert "[rank 0] OSError: disk full" in err
+    dist.run_guarded(sys.exit, 3, comm=comm)
+    assert comm.aborted == [1, 3]
+    with pytest.raises(SystemExit):
+        dist.run_guarded(sys.exit, 0, comm=comm)  # a clean exit is not an error
+    assert dist.run_guarded(lambda a, b=0: a + b, 2, b=3, comm=comm) == 5
+    assert comm.aborted == [1, 3]
+
+
 # ------------------------------------------------------------------------------------------------
 # two real ranks under mpiexec
 # ------------------------------------------------------------------------------------------------
