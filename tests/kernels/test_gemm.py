@@ -277,3 +277,30 @@ def test_float32_accuracy_bound(case):
         assert a.dtype == np.float32
         error = np.linalg.norm(a.astype(np.float64) - r) / np.linalg.norm(r)
         assert error <= 2e-6, f"{name}: relative error {error:.2e}"
+
+
+def test_workspace_cap_bounds_scratch_memory(monkeypatch):
+    """With a 1 MiB cap, a 7x7 conv of a 256x256 image (full im2col: 37 MiB) uses a few MiB of scratch."""
+    import tracemalloc
+
+    monkeypatch.setattr(gemm, "WORKSPACE_BYTES", 2**20)
+    rng = np.random.default_rng(10)
+    size = (256, 256)
+    geom = _geometry(7, 1, 3, 1, 1, size)
+    x = rng.standard_normal((1, 3) + size).astype(np.float32)
+    w = rng.standard_normal((4, 3, 7, 7)).astype(np.float32)
+    gy = rng.standard_normal((1, 4) + size).astype(np.float32)
+    passes = {
+        "forward": lambda: gemm.forward(x, w, geom),
+        "grad_input": lambda: gemm.grad_input(gy, w, geom, size),
+        "grad_weight": lambda: gemm.grad_weight(x, gy, geom),
+    }
+    for name, run in passes.items():
+        gemm.clear_workspace()
+        tracemalloc.start()
+        try:
+            result = run()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak - result.nbytes <= 4 * 2**20, f"{name}: {peak / 2**20:.1f} MiB"
