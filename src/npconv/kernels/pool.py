@@ -18,7 +18,6 @@ is a loop over the ``K = prod(kernel_size)`` kernel offsets on strided views of 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,17 +73,26 @@ def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
     shape = x.shape[:2] + out_size
-    best = np.full(shape, -np.inf, dtype=x.dtype)
-    arg = np.full(shape, -1, dtype=np.int32 if math.prod(geom.kernel_size) < 2**31 else np.int64)
     check_nan = bool(np.isnan(x).any())
+    offsets = list(_offsets(geom.kernel_size))
+    index_dtype = np.int32 if len(offsets) < 2**31 else np.int64
+    if all(lo == 0 for lo, _ in pads):
+        # offset 0 of every window is inside the input: it is torch's starting candidate
+        best = np.array(view[(Ellipsis,) + offsets[0]], dtype=x.dtype)
+        arg = np.zeros(shape, dtype=index_dtype)
+        first = 1
+    else:
+        best = np.full(shape, -np.inf, dtype=x.dtype)
+        arg = np.full(shape, -1, dtype=index_dtype)
+        first = 0
     better = np.empty(shape, dtype=bool)
-    for j, offset in enumerate(_offsets(geom.kernel_size)):
-        values = view[(Ellipsis,) + offset]
+    for j in range(first, len(offsets)):
+        values = view[(Ellipsis,) + offsets[j]]
         np.greater(values, best, out=better)
         if check_nan:
             better |= np.isnan(values)
-        np.copyto(best, values, where=better)
-        np.copyto(arg, j, where=better)
+        np.putmask(arg, better, j)
+        np.maximum(best, values, out=best)  # = where(better, values, best); NaN wins either way
     unset = arg < 0
     if unset.any():  # every value of the window is -inf: torch keeps its first in-bounds position
         arg[unset] = np.broadcast_to(_first_inside(geom, pads, out_size), shape)[unset]
@@ -110,9 +118,15 @@ def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
     chosen = np.empty(arg.shape, dtype=bool)
+    routed = np.empty(gy.shape, dtype=gy.dtype)
+    finite = bool(np.isfinite(gy).all())
     for j, offset in enumerate(_offsets(geom.kernel_size)):
         np.equal(arg, j, out=chosen)
-        gxp[_region(offset, geom, out_size)] += np.where(chosen, gy, 0)
+        if finite:
+            np.multiply(gy, chosen, out=routed)
+        else:  # inf * 0 would leak NaN into the positions that were not chosen
+            routed = np.where(chosen, gy, 0)
+        gxp[_region(offset, geom, out_size)] += routed
     return _crop(gxp, pads, input_size)
 
 

@@ -208,10 +208,11 @@ def _max_pool(nd: int, input: Any, kernel_size: Any, stride: Any, padding: Any, 
     name = f"max_pool{nd}d"
     geom = _pool_geometry(kernel_size, stride, padding, dilation, nd)
     x, batched = _pool_input(input, nd, name)
-    y, indices = _pool.max_pool(x, geom, _flag(ceil_mode, "ceil_mode"))
-    if not batched:
-        y, indices = y.squeeze(0), indices[0]
-    return (y, Tensor(indices)) if return_indices else y
+    return_indices = _flag(return_indices, "return_indices")
+    y, indices = _pool.max_pool(x, geom, _flag(ceil_mode, "ceil_mode"), return_indices)
+    if not return_indices:
+        return y if batched else y.squeeze(0)
+    return (y, Tensor(indices)) if batched else (y.squeeze(0), Tensor(indices[0]))
 
 
 def max_pool1d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,

@@ -14,8 +14,9 @@ from ..tensor import Tensor, as_array, make_result
 __all__ = ["max_pool", "avg_pool", "adaptive_avg_pool"]
 
 
-def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False) -> tuple[Tensor, np.ndarray]:
-    """Max pooling; returns ``(y, indices)`` with torch's flat per-plane ``indices`` (int64)."""
+def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, return_indices: bool = False
+             ) -> tuple[Tensor, np.ndarray | None]:
+    """Max pooling; ``(y, indices)`` with torch's flat per-plane ``indices`` (int64) if asked, else None."""
     data = as_array(x)
     input_size = data.shape[2:]
     y, arg = _pool.max_pool_forward(data, geom, ceil_mode)
@@ -24,7 +25,7 @@ def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False) -> tuple[Tenso
         return (_pool.max_pool_backward(g, arg, geom, input_size, ceil_mode),)
 
     out = make_result(y, (x,), backward, f"MaxPool{geom.ndim}DWithIndicesBackward0")
-    return out, _pool.max_pool_indices(arg, geom, input_size, ceil_mode)
+    return out, _pool.max_pool_indices(arg, geom, input_size, ceil_mode) if return_indices else None
 
 
 def avg_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, count_include_pad: bool = True,
