@@ -79,12 +79,12 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+@pytest.mark.parametrize("case, mode", [
+    (case, mode) for case in range(len(CONV_CASES)) for mode in MODES
+    if not (mode in ("reflect", "symmetric") and CONV_CASES[case][1].get("padding") == 4)  # needs pad < size
+])
 def test_conv_gradients_by_finite_differences(case, mode):
     nd, kwargs, size = CONV_CASES[case]
-    if mode in ("reflect", "symmetric") and kwargs.get("padding") == 4:
-        pytest.skip("reflection needs the input wider than the padding")
     rng = np.random.default_rng(case)
     groups = kwargs.get("groups", 1)
     x = _normal(rng, (2, 2) + size)
