@@ -5,10 +5,10 @@ prod(output_size)`` output positions and ``CK = C * prod(kernel_size)``:
 
 * weight ``w (*out, O, C, *k)`` (Lua Torch's layout), viewed as ``wm (L, O, CK)``;
 * columns ``col (L, N, CK)``: the kernel window of every image at every output position,
-  gathered from :func:`npconv.kernels.gemm.windows` (one contiguous copy);
+  copied from a channels-last ``(*in, N, C)`` copy of the input (strided block copies);
 * forward      ``y[n, o, l]   = sum_j wm[l, o, j] * col[l, n, j]``   (``L`` batched GEMMs)
-* grad_input   ``gcol[l, n, j] = sum_o gy[n, o, l] * wm[l, o, j]``  then col2im: a loop over
-  kernel offsets adding strided slices (never ``np.add.at``);
+* grad_input   ``gcol[l, n, j] = sum_o gy[n, o, l] * wm[l, o, j]``  then col2im into a
+  channels-last buffer: a loop over kernel offsets adding strided slices (never ``np.add.at``);
 * grad_weight  ``gw[l, o, j]  = sum_n gy[n, o, l] * col[l, n, j]``.
 
 ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding (other padding
@@ -26,9 +26,10 @@ import itertools
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..geometry import ConvGeometry
-from .gemm import WORKSPACE_BYTES, windows
+from .gemm import WORKSPACE_BYTES
 from .padding import pad_array
 
 __all__ = ["columns", "forward", "grad_input", "grad_weight", "sum_planes", "RETAINED_COLUMNS_BYTES"]
@@ -53,12 +54,36 @@ def _sizes(w: np.ndarray, nd: int) -> tuple[tuple[int, ...], int, int]:
     return out_size, w.shape[nd], math.prod(w.shape[nd + 1:])
 
 
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    """``x (N, C, *s)`` as a contiguous ``(*s, N, C)`` array."""
+    nd = x.ndim - 2
+    return np.ascontiguousarray(np.moveaxis(x, (0, 1), (nd, nd + 1)))
+
+
+def _region(offset: tuple[int, ...], geom: ConvGeometry, out_size: tuple[int, ...]) -> tuple[slice, ...]:
+    """The input positions that kernel tap ``offset`` reads for every output position."""
+    return tuple(slice(i * d, i * d + (m - 1) * s + 1, s)
+                 for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True))
+
+
 def _columns_padded(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
+    """``(L, n, C*K)`` columns of the padded ``xp (n, C, *padded)``, built from a channels-last copy.
+
+    With 8 or more channels one strided block copy per kernel tap (each moves contiguous
+    ``(n, C)`` rows); with fewer, one copy of the :func:`sliding_window_view` of the windows.
+    """
     n, c = xp.shape[:2]
     nd = geom.ndim
-    view = windows(xp, geom, out_size)  # (n, C, *out, *k)
-    order = tuple(range(2, 2 + nd)) + (0, 1) + tuple(range(2 + nd, 2 + 2 * nd))
-    cols = np.ascontiguousarray(view.transpose(order))  # (*out, n, C, *k)
+    source = _channels_last(xp)  # (*padded, n, C)
+    if c >= 8:
+        cols = np.empty(out_size + (n, c) + geom.kernel_size, dtype=xp.dtype)
+        for offset in itertools.product(*(range(k) for k in geom.kernel_size)):
+            cols[(slice(None),) * (nd + 2) + offset] = source[_region(offset, geom, out_size)]
+    else:
+        view = sliding_window_view(source, geom.extent, axis=tuple(range(nd)))  # (*out_all, n, C, *extent)
+        index = (tuple(slice(0, (m - 1) * s + 1, s) for m, s in zip(out_size, geom.stride, strict=True))
+                 + (slice(None), slice(None)) + tuple(slice(None, None, d) for d in geom.dilation))
+        cols = np.ascontiguousarray(view[index])
     return cols.reshape(math.prod(out_size), n, c * math.prod(geom.kernel_size))
 
 
@@ -105,25 +130,18 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     wm = w.reshape(length, o, ck)
     pads = geom.pads()
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(input_size, pads, strict=True))
-    gxp = np.zeros((n, c) + padded, dtype=np.result_type(gy, w))
-    chunk = _chunk(2 * length * ck * gy.itemsize, n)
+    dtype = np.result_type(gy, w)
+    gxp = np.zeros(padded + (n, c), dtype=dtype)  # channels last: every tap adds (n, C) rows
+    chunk = _chunk(length * ck * dtype.itemsize, n)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         gcols = np.matmul(_gy_positions(gy[start:stop]), wm)  # (L, n, CK)
-        # one transposing copy so that every kernel offset below reads a contiguous block
-        gcols = np.ascontiguousarray(gcols.transpose(1, 2, 0)).reshape(
-            (stop - start, c) + geom.kernel_size + out_size)
-        target = gxp[start:stop]
+        gcols = gcols.reshape(out_size + (stop - start, c) + geom.kernel_size)
+        target = gxp[(slice(None),) * nd + (slice(start, stop),)]
         for offset in itertools.product(*(range(k) for k in geom.kernel_size)):
-            region = tuple(
-                slice(i * d, i * d + (m - 1) * s + 1, s)
-                for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True)
-            )
-            target[(slice(None), slice(None)) + region] += gcols[(slice(None), slice(None)) + offset]
-    if any(lo or hi for lo, hi in pads):
-        crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(input_size, pads, strict=True))
-        return np.ascontiguousarray(gxp[(slice(None), slice(None)) + crop])
-    return gxp
+            target[_region(offset, geom, out_size)] += gcols[(slice(None),) * (nd + 2) + offset]
+    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(input_size, pads, strict=True))
+    return np.ascontiguousarray(np.moveaxis(gxp[crop], (nd, nd + 1), (0, 1)))
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry,
