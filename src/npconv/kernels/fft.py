@@ -1,14 +1,16 @@
 """FFT convolution (``scipy.fft`` real transforms) for large kernels and long signals; N-d, any groups.
 
-With the zero-padded input ``xp`` of size ``P`` per dimension, the dilated kernel ``wd`` (extent
-``e``, zeros between taps) and a transform length ``L = next_fast_len(P) >= P`` per dimension,
-circular correlation of length ``L`` equals linear correlation on every needed position:
+With the padded input size ``P`` per dimension, the dilated kernel ``wd`` (extent ``e``, zeros
+between taps) and a transform length ``L = next_fast_len(P) >= P``, circular correlation of length
+``L`` equals linear correlation on every needed position. The input is transformed unpadded
+(``rfftn`` zero-extends it to ``L``); the low padding ``lo`` becomes an index shift by ``-lo``
+modulo ``L`` (folded into the kernel's position for the forward pass).
 
 * forward:      ``Y[n, g, o] = sum_c X[n, g, c] * conj(W[g, o, c])``, ``y = irfft(Y)[o * s]``
   (stride by subsampling the stride-1 result, positions ``0 .. (out - 1) * s``);
 * grad_input:   ``GX[n, g, c] = sum_o GY[n, g, o] * W[g, o, c]`` with ``gy`` zero-upsampled by the
   stride, ``gx = irfft(GX)[lo : lo + in]`` (the padding cropped);
-* grad_weight:  ``GW[g, o, c] = sum_n conj(GY[n, g, o]) * X[n, g, c]``, ``gw = irfft(GW)[k * d]``.
+* grad_weight:  ``GW[g, o, c] = sum_n conj(GY[n, g, o]) * X[n, g, c]``, ``gw = irfft(GW)[k * d - lo]``.
 
 Capital letters are ``rfftn`` spectra over the spatial axes. Depthwise (one channel per group) is
 an elementwise product; other groupings a batched matrix product per frequency. float32 stays
@@ -78,14 +80,21 @@ def _lengths(padded: Sequence[int]) -> tuple[int, ...]:
     return tuple(sfft.next_fast_len(int(p), real=True) for p in padded)
 
 
-def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...],
-                     dtype: np.dtype) -> np.ndarray:
-    """``rfftn`` of the dilated kernel ``(O, Cg, *extent)`` at ``lengths``."""
-    if all(d == 1 for d in geom.dilation):
+def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,
+                     shift: Sequence[int] | None = None) -> np.ndarray:
+    """``rfftn`` of the dilated kernel ``(O, Cg, *extent)`` zero-extended to ``lengths``.
+
+    With ``shift``, tap ``j`` sits at ``(j - shift) mod L``: correlating the unpadded input with it
+    gives the padded input's correlation at position ``i`` directly at index ``i``.
+    """
+    if all(d == 1 for d in geom.dilation) and shift is None:
         wd = w.astype(dtype, copy=False)
     else:
-        wd = np.zeros(w.shape[:2] + geom.extent, dtype)
-        wd[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in geom.dilation)] = w
+        wd = np.zeros(w.shape[:2] + (tuple(lengths) if shift is not None else geom.extent), dtype)
+        wd[(slice(None), slice(None)) + tuple(slice(0, e, d) for e, d in zip(geom.extent, geom.dilation,
+                                                                             strict=True))] = w
+        if shift is not None:
+            wd = np.roll(wd, tuple(-v for v in shift), axis=_axes(geom.ndim))
     return sfft.rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
 
 
@@ -147,9 +156,9 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
-    ws = _kernel_spectrum(w, geom, lengths, dtype)
-    positions = [range(0, (m - 1) * s + 1, s) for m, s in zip(out_size, geom.stride, strict=True)]
-    take = _wrapped(positions, pads, lengths)
+    ws = _kernel_spectrum(w, geom, lengths, dtype, shift=[lo for lo, _ in pads])
+    take = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
+                                              for m, s in zip(out_size, geom.stride, strict=True))
     y = np.empty((n, o) + out_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * x.itemsize * (c + o))
