@@ -10,6 +10,9 @@ Run (headline numbers; the malloc settings must be set before the process starts
 
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824 \\
         python benchmarks/bench_algorithms.py [--reps 7] [--only winograd,fft,depthwise] [--json out.json]
+
+On a machine shared with other jobs, ``--threads 1 --cpu-time`` compares the CPU time each
+library spends (both then run entirely in the calling thread), which contention barely changes.
 """
 
 from __future__ import annotations
@@ -96,9 +99,11 @@ def _median_ms(samples: list[float]) -> float:
     return 1e3 * statistics.median(samples)
 
 
-def run_case(case: Case, pass_name: str, reps: int, rng: np.random.Generator) -> dict | None:
+def run_case(case: Case, pass_name: str, reps: int, rng: np.random.Generator,
+             clock=time.perf_counter) -> dict | None:
     module, geom = _module(case.algorithm), case.geom()
-    if pass_name not in case.passes or not module.supports(pass_name, case.x_shape, case.w_shape, geom, np.dtype(np.float32)):
+    if pass_name not in case.passes or not module.supports(pass_name, case.x_shape, case.w_shape, geom,
+                                                           np.dtype(np.float32)):
         return None
     out = geom.output_size(case.x_shape[2:])
     x64 = rng.standard_normal(case.x_shape)
@@ -111,11 +116,11 @@ def run_case(case: Case, pass_name: str, reps: int, rng: np.random.Generator) ->
     tf()
     np_times, torch_times = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         npf()
-        t1 = time.perf_counter()
+        t1 = clock()
         tf()
-        t2 = time.perf_counter()
+        t2 = clock()
         np_times.append(t1 - t0)
         torch_times.append(t2 - t1)
     ref = _np_pass(case, pass_name, x64, w64, gy64)()  # float64 run of the same algorithm
@@ -138,14 +143,20 @@ def main() -> None:
     parser.add_argument("--only", default="winograd,fft,depthwise")
     parser.add_argument("--passes", default="forward,grad_input,grad_weight")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="with --threads 1: time the calling thread's CPU time (robust under load)")
     args = parser.parse_args()
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time needs --threads 1 (all work then runs in the calling thread)")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     torch.set_num_threads(args.threads)
     npconv.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     wanted = set(args.only.split(","))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
           f"numpy {np.__version__}, torch {torch.__version__}, "
-          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(default)')}")
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(default)')}, "
+          f"clock={'thread CPU time' if args.cpu_time else 'wall'}, load average {os.getloadavg()[0]:.1f}")
     header = f"{'case':30s} {'alg':9s} {'pass':11s} {'npconv ms':>9s} {'torch ms':>9s} {'ratio':>6s} " \
              f"{'GF/s np':>8s} {'GF/s th':>8s} {'f32 err':>8s}"
     print(header)
@@ -154,7 +165,7 @@ def main() -> None:
         if case.algorithm not in wanted:
             continue
         for pass_name in args.passes.split(","):
-            row = run_case(case, pass_name, args.reps, rng)
+            row = run_case(case, pass_name, args.reps, rng, clock)
             if row is None:
                 continue
             rows.append(row)

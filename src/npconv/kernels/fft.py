@@ -58,10 +58,10 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: stride 1, <= 4 input channels per group and >= 64 kernel taps (9x9, 1-D k=64)."""
+    """Measured rule: stride 1, <= 4 input channels per group and > 49 kernel taps (beyond 7x7)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
-    return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) >= 64
+    return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) > 49
 
 
 # -- helpers ------------------------------------------------------------------------------------
