@@ -34,7 +34,8 @@ class UninitializedParameter(Parameter):
     __slots__ = ()
 
     def __init__(self, requires_grad: bool = True, device: Any = None, dtype: Any = None) -> None:
-        super().__init__(np.empty(0, dtype=to_dtype(dtype) if dtype is not None else np.float32), requires_grad)
+        dtype = to_dtype(dtype) if dtype is not None else np.float32
+        super().__init__(np.empty(0, dtype=dtype), requires_grad)
 
     def materialize(self, shape: tuple[int, ...]) -> None:
         dtype = self.data.dtype

@@ -100,7 +100,8 @@ def conv_transpose(
     if padding_mode == "zeros":
         return _conv_transpose_core(x, w, b, geom.with_padding(pads), out_size)
     full = tuple(n + lo + hi for n, (lo, hi) in zip(out_size, pads, strict=True))
-    y = pad_adjoint(_conv_transpose_core(x, w, None, geom.with_padding(0), full), pads, _PAD_MODE[padding_mode])
+    y = _conv_transpose_core(x, w, None, geom.with_padding(0), full)
+    y = pad_adjoint(y, pads, _PAD_MODE[padding_mode])
     if b is None:
         return y
     return y + (b.reshape((-1,) + (1,) * len(out_size)) if isinstance(b, Tensor)

@@ -50,7 +50,8 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
+        raise NotImplementedError(
+            f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
@@ -76,7 +77,8 @@ class Module:
             raise KeyError(f'buffer name must be a non-empty string without ".", got {name!r}')
         self.__dict__.pop(name, None)
         self._buffers[name] = None if tensor is None else (
-            tensor if isinstance(tensor, Tensor) and not isinstance(tensor, Buffer) else Tensor(as_array(tensor))
+            tensor if isinstance(tensor, Tensor) and not isinstance(tensor, Buffer)
+            else Tensor(as_array(tensor))
         )
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -150,7 +152,8 @@ class Module:
         object.__delattr__(self, name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
+                      | set(self._modules))
 
     # -- traversal --------------------------------------------------------------------------
     def named_modules(self, memo: set[int] | None = None, prefix: str = "",
@@ -261,7 +264,8 @@ class Module:
             return self
         target = to_dtype(dtype)
         if target.kind not in "fc":
-            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired dtype={target}")
+            raise TypeError("nn.Module.to only accepts floating point or complex dtypes, "
+                            f"but got desired dtype={target}")
         for tensor in list(self.parameters()) + list(self.buffers()):
             if tensor.data.dtype.kind in "fc":
                 tensor.data = tensor.data.astype(target)
@@ -331,9 +335,11 @@ class Module:
                 values[key] = value
         if strict:
             if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+                errors.insert(0, "Unexpected key(s) in state_dict: "
+                              + ", ".join(f'"{k}"' for k in unexpected) + ". ")
             if missing:
-                errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+                errors.insert(0, "Missing key(s) in state_dict: "
+                              + ", ".join(f'"{k}"' for k in missing) + ". ")
         if errors:
             raise StateDictError(
                 f"Error(s) in loading state_dict for {self._get_name()}:\n\t" + "\n\t".join(errors)
