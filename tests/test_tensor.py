@@ -76,6 +76,7 @@ UNARY = {
     "getitem_negative_step_free": (lambda t: t[..., -1], None),
     "getitem_fancy_repeated": (lambda t: t[[0, 1, 0, 0]], None),
     "getitem_mixed": (lambda t: t[1, [2, 2, 0], 1:], None),
+    "getitem_bool_mask": (lambda t: t[t > 0.1], None),
     "clone": (lambda t: t.clone(), None),
     "contiguous": (lambda t: t.contiguous() * 1, None),
     "chain": (lambda t: ((t * t).sum(0) / 3 - t.mean(0)).tanh().sum(-1), None),
@@ -337,3 +338,10 @@ def test_properties_and_conversions():
 def test_astype_gradient_flows_back_in_the_source_dtype():
     x = np.random.default_rng(6).standard_normal(4).astype(np.float32)
     _compare(lambda t: (t.double() * 2).float(), lambda t: (t.double() * 2).float(), [x], np.float32)
+
+
+def test_power_with_zero_exponent_has_zero_gradient_at_zero():
+    x = np.array([0.0, 1.0, 2.0])
+    e = np.array([0.0, 0.0, 1.0])
+    _compare(lambda t: t**0, lambda t: t**0, [x], np.float64)
+    _compare(lambda t: t**e, lambda t: t ** to_torch(e), [x], np.float64)

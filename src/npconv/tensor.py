@@ -698,7 +698,9 @@ def power(a: Any, b: Any) -> Tensor:
     out = np.power(x, y)
 
     def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        gx = g * _conj(y * np.power(x, y - 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(y == 0, 0, y * np.power(x, y - 1))  # d(x**0)/dx = 0, also at x = 0
+        gx = g * _conj(slope)
         gy = None
         if isinstance(b, Tensor) and b.requires_grad:
             with np.errstate(divide="ignore", invalid="ignore"):
