@@ -65,6 +65,7 @@ CASES = [
     ((1, 2, 6, 7, 5), 2, (3, 3, 2), 1, 1, 1),
     ((2, 3, 7, 6, 8), 1, (2, 3, 3), (2, 1, 3), ((1, 0), (0, 2), (1, 1)), (1, 2, 1)),
     ((2, 6, 1, 8), 1, (1, 3), 1, "same", 1),
+    ((2, 3, 8, 9), 1, (2, 3), 1, ((3, 2), (4, 0)), 1),  # grad_input as forward: gy cropped
     ((1, 3, 4, 4), 1, (4, 4), 1, "valid", 1),  # one output pixel
 ]
 
@@ -141,6 +142,9 @@ def test_supports_only_depthwise_float(rng):
     assert depthwise.recommended("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
     big = _geometry(31, 1, 15, 1, 4, (64, 64))
     assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), big, np.float32)
+    seven = _geometry(7, 1, 3, 1, 4, (64, 64))
+    assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
+    assert depthwise.recommended("grad_weight", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
 
 
 def test_rejects_non_float_arrays(rng):

@@ -37,6 +37,7 @@ __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_wei
 NAME = "depthwise"
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TASK_BYTES = 256 * 1024  # padded input per task: about a core's L2 share
+_STACK_BYTES = 1024 * 1024  # forward's stack of shifted rows per task (measured best 1-4 MiB)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -58,8 +59,10 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: depthwise with at most 49 kernel taps (e.g. 3x3, 5x5, 7x7; larger: FFT)."""
-    return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
+    """Measured rule (vs GEMM and FFT): up to 25 kernel taps (3x3, 5x5); grad_weight up to 49 (7x7)."""
+    taps = math.prod(geom.kernel_size)
+    return supports(pass_name, x_shape, w_shape, geom, dtype) and (
+        taps <= 25 or (pass_name == "grad_weight" and taps <= 49))
 
 
 class _Layout:
@@ -86,9 +89,11 @@ class _Layout:
         self.wide_len = math.prod(self.wide_rows)
         self.slack = sum((e - 1) * f for e, f in zip(geom.extent[1:], strides[1:], strict=True))
         plane = math.prod(self.padded) * self.dtype.itemsize * max(1, multiplier)
+        budget = _TASK_BYTES
         if stacked and self.flat:  # the forward's (channels, taps, wide) stack of shifted rows
             plane = self.wide_len * self.dtype.itemsize * (len(self.offsets) + multiplier)
-        self.block = max(1, min(self.c, _TASK_BYTES // max(plane, 1)))
+            budget = _STACK_BYTES
+        self.block = max(1, min(self.c, budget // max(plane, 1)))
         self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
         self.threads = max(1, get_num_threads())
 
@@ -182,6 +187,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     n = gy.shape[0]
     c = geom.groups
     mult = w.shape[0] // c
+    if mult == 1 and all(s == 1 for s in geom.stride):
+        return _grad_input_as_forward(gy, w, geom, tuple(input_size))
     lay = _Layout((n, c) + tuple(input_size), mult, geom, dtype)
     wk = _weights(w, c, dtype)
     gyr = gy.reshape((n, c, mult) + lay.out_size)
@@ -215,6 +222,22 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
 
     run_parallel(lay.tasks, work, lay.threads)
     return gx
+
+
+def _grad_input_as_forward(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry,
+                           input_size: tuple[int, ...]) -> np.ndarray:
+    """Stride 1, one output channel per input channel: ``gx`` is the full correlation of ``gy`` with
+    the flipped kernel, i.e. :func:`forward` with padding ``(e - 1 - lo, e - 1 - hi)`` (negative
+    amounts crop ``gy`` instead)."""
+    nd = geom.ndim
+    pads, crop = [], []
+    for e, (lo, hi), size in zip(geom.extent, geom.pads(input_size), gy.shape[2:], strict=True):
+        new_lo, new_hi = e - 1 - lo, e - 1 - hi
+        crop.append(slice(max(0, -new_lo), size - max(0, -new_hi)))
+        pads.append((max(0, new_lo), max(0, new_hi)))
+    flipped = w[(slice(None), slice(None)) + (slice(None, None, -1),) * nd]
+    full = ConvGeometry(geom.kernel_size, geom.stride, tuple(pads), geom.dilation, geom.groups)
+    return forward(gy[(slice(None), slice(None)) + tuple(crop)], np.ascontiguousarray(flipped), full)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
