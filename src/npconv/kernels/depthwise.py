@@ -14,7 +14,8 @@ stack (one strided-view copy) and multiplies it by the ``(M, K)`` weights (a bat
 strided slices and multiply-adds.
 
 * ``grad_input``: ``gxp[n, c, o*s + k*d] += sum_j w[c*M + j, 0, k] * gy[n, c*M + j, o]`` (the same
-  slices, scattered), then the padding is cropped.
+  slices, scattered), then the padding is cropped; for stride 1 and ``M == 1`` it is the forward
+  pass of ``gy`` with the flipped kernel and padding ``e - 1 - lo`` instead.
 * ``grad_weight``: ``gw[c*M + j, 0, k] = sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``, a
   batched matrix-vector product per offset (junk columns of ``gy`` set to zero), summed over tasks.
 """
