@@ -198,8 +198,6 @@ def test_pad_mode_default_and_value_zero():
     assert_close(F.pad(x, [1, 0, 0, 1], value=0.0), TF.pad(to_torch(x), [1, 0, 0, 1], value=0.0), np.float64)
 
 
-@pytest.mark.xfail(strict=True, reason="kernel bug: kernels.padding.fold_padding turns a 0-d gradient into "
-                   "shape (1,) (np.ascontiguousarray); reported to the kernels owner")
 def test_pad_of_a_scalar_with_no_padding_keeps_the_gradient_shape():
     x = npconv.tensor(np.array(1.5), requires_grad=True)
     y = F.pad(x, [])

@@ -88,7 +88,7 @@ def pad_array(x: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "const
     """
     if _crops_first(mode):
         return _extend(_positive(pads), _crop(x, _negative(pads)), mode, value)
-    return np.ascontiguousarray(_crop(_extend(_positive(pads), x, mode, value), _negative(pads)))
+    return _contiguous(_crop(_extend(_positive(pads), x, mode, value), _negative(pads)))
 
 
 def fold_padding(g: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "constant") -> np.ndarray:
@@ -104,4 +104,9 @@ def fold_padding(g: np.ndarray, pads: Sequence[tuple[int, int]], mode: str = "co
             out = np.pad(out, uncrop)
     else:
         out = _fold(np.pad(g, uncrop) if any(lo or hi for lo, hi in uncrop) else g, _positive(pads), mode)
-    return np.ascontiguousarray(out)
+    return _contiguous(out)
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous array of the same shape (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
