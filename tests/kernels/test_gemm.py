@@ -1,6 +1,7 @@
 """The GEMM kernel's three passes against torch (forward and autograd gradients) on every path.
 
-Paths: direct 1x1 (no copy), im2col tiles (padded slab / unpadded view), stride-1 grad_input as a
+Paths: direct 1x1 (no copy), im2col tiles (padded slab / unpadded view), row-shift im2col (stride 1
+along the first axis: one GEMM per kernel row), polyphase im2col (strided), stride-1 grad_input as a
 forward convolution of the padded gradient (including padding wider than the kernel, which
 crops), strided grad_input by col2im, grouped and depthwise as batched matmuls, tiny workspace
 caps (one output row per tile), one and two threads, N-d for 1-4 spatial dimensions.
@@ -153,6 +154,17 @@ def test_paths_float64(case, threads):
 @pytest.mark.parametrize("case", PATHS.values(), ids=PATHS.keys())
 def test_paths_tiled_to_single_rows(case, tiny_workspace):
     check_passes(**case, seed=1)
+
+
+ROW_SHIFT_CASES = ["3x3 same", "asymmetric padding", "padding wider than kernel (crop in adjoint)", "dilated",
+                   "grouped", "3-d", "4-d", "unpadded (slab is a view)"]
+
+
+@pytest.mark.parametrize("name", ROW_SHIFT_CASES)
+def test_full_im2col_without_row_shift(name, monkeypatch):
+    """The plain im2col path that the row-shift path replaces for stride-1 first axes."""
+    monkeypatch.setattr(gemm, "ROW_SHIFT", False)
+    check_passes(**PATHS[name], seed=11)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.complex128])

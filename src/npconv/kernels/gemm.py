@@ -10,7 +10,7 @@ Shapes (``G`` groups, ``Cg = C / G``, ``Og = O / G``, ``K = prod(kernel_size)``,
   for stride 1 it is instead the forward convolution of the zero-padded ``gy`` with the
   flipped, channel-swapped kernel (an im2col copy is cheaper than ``K`` strided adds).
 * grad_weight   ``x``, ``gy``  ->  ``gw (O, Cg, *k)``:  ``gw[g] += gy[n, g, :, tile] @ col[n, g, :, tile]^T``
-  accumulated in place (BLAS ``gemm`` with ``beta = 1``).
+  accumulated per worker thread.
 
 How it runs (measured on a 2-core AVX-512 machine, see ``docs/performance.md``):
 
@@ -20,6 +20,13 @@ How it runs (measured on a 2-core AVX-512 machine, see ``docs/performance.md``):
   of a zero-padded slab of input rows into a cached per-thread buffer of at most
   ``WORKSPACE_BYTES / threads`` bytes; large images are processed in row tiles, so a
   ``1x3x2048x2048`` image with a ``7x7`` kernel needs a few tens of MiB of scratch.
+* Row shift: with stride 1 along the first spatial axis, im2col covers only the other axes of
+  a slab of input rows, ``(Cg*K_rest, S*R)``; kernel row ``j`` of a tile of output rows is then
+  a contiguous column block at offset ``j*d*R`` and the forward pass is ``k0`` GEMMs summed
+  (grad_weight: ``k0`` GEMMs into per-row accumulators). The copy is ``k0`` times smaller;
+  measured 10-40% faster forward and 2.3-3x faster grad_weight than full im2col.
+* Strided convolutions use polyphase im2col: the slab is split into ``prod(stride)`` phases once,
+  then every kernel offset is a unit-stride block copy.
 * Threads: ``get_num_threads()`` Python threads over (image, row tile) work items, each with
   single-threaded BLAS (multithreaded OpenBLAS keeps spinning between GEMMs and slows the copies
   between them); with a single work item, multithreaded BLAS instead.
@@ -50,8 +57,9 @@ NAME = "gemm"
 #: Upper bound of the scratch (column) buffers of one call, shared by its worker threads.
 WORKSPACE_BYTES = 64 * 2**20
 
-_BLAS_GEMM_DTYPES = {np.dtype(np.float32): "s", np.dtype(np.float64): "d",
-                     np.dtype(np.complex64): "c", np.dtype(np.complex128): "z"}
+#: Forward convolutions with stride 1 along the first spatial axis build im2col over the other
+#: axes only and shift along the first (``kernel_size[0]`` GEMMs over a ``k0``-times smaller copy).
+ROW_SHIFT = True
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -175,6 +183,9 @@ class _Layout:
         self.dtype = dtype
         self.padded = any(lo or hi for lo, hi in self.pads)
         self.strided = any(s > 1 and k > 1 for s, k in zip(geom.stride, geom.kernel_size, strict=True))
+        self.row_shift = (ROW_SHIFT and geom.ndim >= 2 and geom.stride[0] == 1 and geom.kernel_size[0] > 1
+                          and not self.strided)
+        self.k_rest = math.prod(geom.kernel_size[1:])
         self.direct = (all(k == 1 for k in geom.kernel_size) and all(s == 1 for s in geom.stride)
                        and not self.padded)
 
@@ -204,6 +215,25 @@ class _Layout:
             view = _image_windows(slab, geom, out)  # (C, *out, *k)
             np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd))))
         return cols.reshape(self.g, self.ck, -1)
+
+    def row_columns(self, x_n: np.ndarray, r0: int, r1: int) -> np.ndarray:
+        """im2col over the trailing axes only, for padded input rows ``[r0, r1 - 1 + extent[0])``:
+        ``(G, Cg*K_rest, S*R)``; kernel row ``j`` of output rows ``[r0, r1)`` reads the contiguous
+        column block ``[j*d*R, (j*d + r1 - r0)*R)`` (``R`` output positions per row)."""
+        geom = self.geom
+        stop = r1 - 1 + geom.extent[0]
+        slab = self._padded_slab(x_n, r0, stop)
+        out_rest = self.out_size[1:]
+        k_rest = geom.kernel_size[1:]
+        st = slab.strides
+        view = as_strided(slab, (self.c, slab.shape[1]) + out_rest + k_rest,
+                          st[:2] + tuple(a * s for a, s in zip(st[2:], geom.stride[1:], strict=True))
+                          + tuple(a * d for a, d in zip(st[2:], geom.dilation[1:], strict=True)),
+                          writeable=False)
+        nd = geom.ndim
+        cols = _buffer("cols", (self.c,) + k_rest + (slab.shape[1],) + out_rest, self.dtype)
+        np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 2 * nd)) + tuple(range(1, 1 + nd))))
+        return cols.reshape(self.g, self.cg * self.k_rest, -1)
 
     def _strided_columns(self, slab: np.ndarray, out: tuple[int, ...], cols: np.ndarray) -> None:
         """Polyphase im2col: split ``slab`` into ``prod(stride)`` sub-grids once, then every
@@ -269,11 +299,29 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     threads = get_num_threads()
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
 
+    if lay.row_shift:  # per kernel row j: (G, Og, Cg*K_rest)
+        k0, d0 = geom.kernel_size[0], geom.dilation[0]
+        w_rows = np.ascontiguousarray(
+            w.reshape(lay.g, lay.og, lay.cg, k0, lay.k_rest).transpose(3, 0, 1, 2, 4)
+        ).reshape(k0, lay.g, lay.og, lay.cg * lay.k_rest)
+        per_row = lay.c * lay.k_rest * lay.row * dtype.itemsize * 2
+
     def work(_: int, item: tuple[int, int, int]) -> None:
         i, r0, r1 = item
-        cols = lay.columns(x[i], r0, r1)
         out = y[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
-        np.matmul(wm, cols, out=out)
+        if not lay.row_shift:
+            np.matmul(wm, lay.columns(x[i], r0, r1), out=out)
+            return
+        cols = lay.row_columns(x[i], r0, r1)
+        t = (r1 - r0) * lay.row
+        partial = _buffer("partial", (lay.g, lay.og, t), dtype)
+        for j in range(k0):
+            block = cols[:, :, j * d0 * lay.row:j * d0 * lay.row + t]
+            if j == 0:
+                np.matmul(w_rows[j], block, out=out)
+            else:
+                np.matmul(w_rows[j], block, out=partial)
+                out += partial
 
     _run(lay.tiles(threads, per_row), work, threads)
     return y
@@ -365,28 +413,33 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))
-    accumulators = [np.zeros((lay.g, lay.og, lay.ck), dtype) for _ in range(threads)]
-    prefix = _BLAS_GEMM_DTYPES.get(dtype)
-    gemm = None
-    if prefix is not None and lay.g == 1:
-        from scipy.linalg import blas
-
-        gemm = getattr(blas, prefix + "gemm")
-
+    k0, d0 = geom.kernel_size[0], geom.dilation[0]
+    if lay.row_shift:  # one accumulator per kernel row j: (k0, G, Og, Cg*K_rest)
+        items = lay.tiles(threads, per_row // lay.k * lay.k_rest * 2)
+        threads = min(threads, len(items))
+        accumulators = [np.zeros((k0, lay.g, lay.og, lay.cg * lay.k_rest), dtype) for _ in range(threads)]
+    else:
+        accumulators = [np.zeros((lay.g, lay.og, lay.ck), dtype) for _ in range(threads)]
     def work(worker: int, item: tuple[int, int, int]) -> None:
         i, r0, r1 = item
-        cols = lay.columns(x[i], r0, r1)  # (G, Cg*K, T)
         gy_t = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
         acc = accumulators[worker]
-        if gemm is not None:
-            # Fortran view: acc^T (Cg*K, Og) += cols (Cg*K, T) @ gy_t^T (T, Og), in place (beta = 1)
-            gemm(1.0, cols[0].T, np.ascontiguousarray(gy_t[0]).T, beta=1.0, c=acc[0].T,
-                 trans_a=1, overwrite_c=1)
-        else:
-            acc += np.matmul(gy_t, cols.transpose(0, 2, 1))
+        if lay.row_shift:
+            cols = lay.row_columns(x[i], r0, r1)
+            t = (r1 - r0) * lay.row
+            for j in range(k0):
+                block = cols[:, :, j * d0 * lay.row:j * d0 * lay.row + t]
+                acc[j] += np.matmul(gy_t, block.transpose(0, 2, 1))
+            return
+        cols = lay.columns(x[i], r0, r1)  # (G, Cg*K, T)
+        # a GEMM into a small temporary plus an add measured faster than SciPy's ?gemm(beta=1)
+        acc += np.matmul(gy_t, cols.transpose(0, 2, 1))
 
     _run(items, work, threads)
     total = accumulators[0]
     for acc in accumulators[1:]:
         total += acc
+    if lay.row_shift:  # (k0, G, Og, Cg, K_rest) -> (G, Og, Cg, k0, K_rest)
+        total = total.reshape(k0, lay.g, lay.og, lay.cg, lay.k_rest).transpose(1, 2, 3, 0, 4)
+        total = np.ascontiguousarray(total)
     return total.reshape((lay.o, lay.cg) + geom.kernel_size)
