@@ -60,6 +60,8 @@ WORKSPACE_BYTES = 64 * 2**20
 #: Forward convolutions with stride 1 along the first spatial axis build im2col over the other
 #: axes only and shift along the first (``kernel_size[0]`` GEMMs over a ``k0``-times smaller copy).
 ROW_SHIFT = True
+#: 1-d convolutions keep the full im2col (the shifted version measured equal or slower).
+ROW_SHIFT_MIN_NDIM = 2
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -183,8 +185,8 @@ class _Layout:
         self.dtype = dtype
         self.padded = any(lo or hi for lo, hi in self.pads)
         self.strided = any(s > 1 and k > 1 for s, k in zip(geom.stride, geom.kernel_size, strict=True))
-        self.row_shift = (ROW_SHIFT and geom.ndim >= 2 and geom.stride[0] == 1 and geom.kernel_size[0] > 1
-                          and not self.strided)
+        self.row_shift = (ROW_SHIFT and geom.ndim >= ROW_SHIFT_MIN_NDIM and geom.stride[0] == 1
+                          and geom.kernel_size[0] > 1 and not self.strided)
         self.k_rest = math.prod(geom.kernel_size[1:])
         self.direct = (all(k == 1 for k in geom.kernel_size) and all(s == 1 for s in geom.stride)
                        and not self.padded)
