@@ -156,6 +156,14 @@ def test_paths_tiled_to_single_rows(case, tiny_workspace):
     check_passes(**case, seed=1)
 
 
+@pytest.mark.parametrize("name", ["direct 1x1", "direct 1x1 grouped"])
+def test_direct_1x1_over_worker_threads(name, threads, monkeypatch):
+    """The per-image (worker thread) variant of the 1x1 path that the batched matmul replaces."""
+    monkeypatch.setattr(gemm, "DIRECT_BATCHED", False)
+    check_passes(**PATHS[name], seed=12)
+    check_passes(**dict(PATHS[name], n=1), seed=13)
+
+
 ROW_SHIFT_CASES = ["3x3 same", "asymmetric padding", "padding wider than kernel (crop in adjoint)", "dilated",
                    "grouped", "3-d", "4-d", "unpadded (slab is a view)"]
 
