@@ -101,11 +101,14 @@ def check_passes(n, c, o, size, kernel, stride=1, padding=0, dilation=1, groups=
         )
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
+@pytest.fixture(params=[(1, False), (2, False), (2, True)], ids=["1", "2blas", "2workers"])
+def threads(request, monkeypatch):
+    """Thread count, and whether work items run on Python worker threads (single-threaded BLAS)."""
+    count, workers = request.param
     previous = npconv.get_num_threads()
-    npconv.set_num_threads(request.param)
-    yield request.param
+    npconv.set_num_threads(count)
+    monkeypatch.setattr(gemm, "WORKER_THREADS", workers)
+    yield count
     npconv.set_num_threads(previous)
 
 
@@ -183,7 +186,8 @@ def test_dtypes(name, dtype):
     check_passes(**PATHS[name], dtype=dtype, seed=2)
 
 
-def test_single_image_split_over_threads_and_tiles(tiny_workspace):
+def test_single_image_split_over_threads_and_tiles(tiny_workspace, monkeypatch):
+    monkeypatch.setattr(gemm, "WORKER_THREADS", True)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:

@@ -27,11 +27,13 @@ How it runs (measured on a 2-core AVX-512 machine, see ``docs/performance.md``):
   measured 10-40% faster forward and 2.3-3x faster grad_weight than full im2col.
 * Strided convolutions use polyphase im2col: the slab is split into ``prod(stride)`` phases once,
   then every kernel offset is a unit-stride block copy.
-* Threads: ``get_num_threads()`` Python threads over (image, row tile) work items, each with
-  single-threaded BLAS (multithreaded OpenBLAS keeps spinning between GEMMs and slows the copies
-  between them); with a single work item, multithreaded BLAS instead. A 1x1 stride-1 unpadded
-  convolution has no copies at all: it is one batched matmul with multithreaded BLAS (measured
-  ~2x faster than the Python threads for 256->1024 at 14x14).
+* Threads: by default one Python thread runs the work items (image, row tile) with
+  ``get_num_threads()`` BLAS threads; with :data:`WORKER_THREADS` set, ``get_num_threads()``
+  Python threads share the items, each with single-threaded BLAS (per-thread workspaces and
+  accumulators). Measured side by side on the 2-core machine when it was otherwise idle,
+  multithreaded BLAS was 1.4-1.9x faster on every GEMM case (3x3, 7x7/2 stem, strided, 1-d,
+  3-d, 13x13, all three passes); under heavy oversubscription (load ~10) the worker threads
+  were 1.3-10x faster instead, because OpenBLAS's spinning threads suffer most there.
 
 ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding. The passes are
 exact adjoints: a transposed convolution is ``grad_input`` applied to its input.
@@ -62,6 +64,10 @@ WORKSPACE_BYTES = 64 * 2**20
 #: Forward convolutions with stride 1 along the first spatial axis build im2col over the other
 #: axes only and shift along the first (``kernel_size[0]`` GEMMs over a ``k0``-times smaller copy).
 ROW_SHIFT = True
+#: Run work items on ``get_num_threads()`` Python threads with single-threaded BLAS (True), or on
+#: the calling thread with multithreaded BLAS (False, the default: measured 1.4-1.9x faster on an
+#: otherwise idle 2-core machine; the worker threads were faster only on a heavily oversubscribed one).
+WORKER_THREADS = False
 #: 1x1 stride-1 unpadded convolutions run as one batched matmul with multithreaded BLAS.
 DIRECT_BATCHED = True
 #: 1-d convolutions keep the full im2col (the shifted version measured equal or slower).
@@ -119,6 +125,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
             _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv")
             _executor_workers = workers
         return _executor
+
+
+def _workers() -> int:
+    """Python worker threads per call: ``get_num_threads()`` if :data:`WORKER_THREADS`, else 1."""
+    return get_num_threads() if WORKER_THREADS else 1
 
 
 def _run(items: list, work: Callable[[int, object], None], threads: int) -> None:
@@ -302,9 +313,9 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y.fill(0)
         return y
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
-    threads = get_num_threads()
+    threads = _workers()
     if lay.direct and DIRECT_BATCHED:  # one batched GEMM, nothing to copy: multithreaded BLAS wins
-        with blas_threads(threads):
+        with blas_threads(get_num_threads()):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
                       out=y.reshape(lay.n, lay.g, lay.og, lay.length))
         return y
@@ -360,9 +371,9 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
         return _grad_input_stride1(gy, w, geom, lay)
     gx = np.empty((n, c) + input_size, dtype=dtype)
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
-    threads = get_num_threads()
+    threads = _workers()
     if lay.direct and DIRECT_BATCHED:
-        with blas_threads(threads):
+        with blas_threads(get_num_threads()):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
         return gx
     if lay.direct:
@@ -424,7 +435,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                   gy.shape[2:], dtype)
     if lay.n == 0 or lay.ck == 0 or lay.length == 0:
         return np.zeros((lay.o, lay.cg) + geom.kernel_size, dtype)
-    threads = max(1, min(get_num_threads(), lay.n * lay.out_size[0]))
+    threads = max(1, min(_workers(), lay.n * lay.out_size[0]))
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))
