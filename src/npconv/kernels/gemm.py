@@ -12,7 +12,7 @@ Shapes (``G`` groups, ``Cg = C / G``, ``Og = O / G``, ``K = prod(kernel_size)``,
 * grad_weight   ``x``, ``gy``  ->  ``gw (O, Cg, *k)``:  ``gw[g] += gy[n, g, :, tile] @ col[n, g, :, tile]^T``
   accumulated per worker thread.
 
-How it runs (measured on a 2-core AVX-512 machine, see ``docs/performance.md``):
+How it runs (measured on the 2-core benchmark machine, see ``docs/performance.md``):
 
 * NCHW, one image at a time: ``x[n]`` viewed as ``(C, L)`` is already a GEMM operand and the
   GEMM writes straight into ``y[n]``; a 1x1 stride-1 unpadded convolution needs no copy at all.
