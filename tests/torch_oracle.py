@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from npconv.geometry import ConvGeometry
+
 torch = pytest.importorskip("torch")
+TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5),
        np.dtype(np.complex128): dict(rtol=1e-10, atol=1e-10),
@@ -25,3 +28,19 @@ def assert_close(actual, expected, dtype=None, what: str = "") -> None:
     tol = TOL[np.dtype(dtype or e.dtype)]
     scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
     np.testing.assert_allclose(a, e, rtol=tol["rtol"], atol=tol["atol"] * scale, err_msg=what)
+
+
+def conv_geom(kernel, stride, padding, dilation, groups, size):
+    """ConvGeometry with its padding resolved to explicit (lo, hi) pairs for an input of ``size``."""
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
+    return geom.with_padding(geom.pads(size))
+
+
+def torch_conv_passes(x, w, gy, geom):
+    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    xp = torch.nn.functional.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
+    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
+    y.backward(torch.from_numpy(gy.copy()))
+    return y.detach(), xt.grad, wt.grad

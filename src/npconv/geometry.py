@@ -220,6 +220,21 @@ class ConvGeometry:
             )
         return tuple(sizes)
 
+    def fits(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> bool:
+        """Whether input ``x_shape (N, C, *in)`` and weight ``w_shape (O, C/groups, *k)`` make a
+        valid, non-empty call of this convolution (every output size >= 1)."""
+        nd = self.ndim
+        if len(x_shape) != nd + 2 or len(w_shape) != nd + 2 or min(x_shape) < 1:
+            return False
+        if x_shape[1] != w_shape[1] * self.groups or w_shape[0] % self.groups:
+            return False
+        if tuple(w_shape[2:]) != self.kernel_size:
+            return False
+        try:
+            return min(self.output_size(x_shape[2:])) >= 1
+        except ValueError:
+            return False
+
     def transposed_size_range(self, input_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Smallest and largest valid transposed output sizes (output_padding 0 and stride - 1)."""
         pads = self.pads(input_size)

@@ -13,40 +13,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npconv.geometry import ConvGeometry
 from npconv.kernels import depthwise
-from torch_oracle import assert_close
+from torch_oracle import assert_close, conv_geom, torch_conv_passes
 
 torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 
 
-def _geometry(kernel, stride, padding, dilation, groups, size):
-    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
-    return geom.with_padding(geom.pads(size))
-
-
-def _torch_passes(x, w, gy, geom):
-    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    wt = torch.from_numpy(w.copy()).requires_grad_()
-    xp = TF.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
-    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
-    y.backward(torch.from_numpy(gy.copy()))
-    return y.detach(), xt.grad, wt.grad
 
 
 def _check_all_passes(rng, x_shape, multiplier, kernel, stride, padding, dilation, dtype):
     c = x_shape[1]
-    geom = _geometry(kernel, stride, padding, dilation, c, x_shape[2:])
+    geom = conv_geom(kernel, stride, padding, dilation, c, x_shape[2:])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((c * multiplier, 1) + tuple(kernel)).astype(dtype)
     assert all(depthwise.supports(p, x.shape, w.shape, geom, x.dtype)
                for p in ("forward", "grad_input", "grad_weight"))
     out = geom.output_size(x_shape[2:])
     gy = rng.standard_normal((x_shape[0], c * multiplier) + out).astype(dtype)
-    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
     y = depthwise.forward(x, w, geom)
     assert y.dtype == dtype
     assert_close(y, y_ref, what="forward")
@@ -95,7 +79,7 @@ def test_random_geometries_match_torch(nd, n, c, multiplier, data):
 def test_adjoint_identities_without_torch(rng):
     """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)> in float64."""
     for stride in (1, 2):
-        geom = _geometry((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 3, (9, 8))
+        geom = conv_geom((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 3, (9, 8))
         x = rng.standard_normal((2, 3, 9, 8))
         w = rng.standard_normal((6, 1, 3, 4))
         y = depthwise.forward(x, w, geom)
@@ -113,7 +97,7 @@ def _relative(a, b):
 def test_float32_accuracy_bound(rng, kernel, stride):
     """float32 result within 2e-6 norm-relative of the float64 computation (benchmark-like, scaled)."""
     c, size = 32, (28, 28)
-    geom = _geometry(kernel, stride, kernel[0] // 2, 1, c, size)
+    geom = conv_geom(kernel, stride, kernel[0] // 2, 1, c, size)
     x = rng.standard_normal((2, c) + size)
     w = rng.standard_normal((c, 1) + kernel) / kernel[0]
     gy = rng.standard_normal((2, c) + geom.output_size(size))
@@ -126,29 +110,29 @@ def test_float32_accuracy_bound(rng, kernel, stride):
 
 def test_supports_only_depthwise_float(rng):
     size = (8, 8)
-    dw = _geometry(3, 1, 1, 1, 4, size)
+    dw = conv_geom(3, 1, 1, 1, 4, size)
     assert depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
     assert not depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float16)
     assert not depthwise.supports("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.complex128)
     assert not depthwise.supports("backward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
-    grouped = _geometry(3, 1, 1, 1, 2, size)  # two channels per group
+    grouped = conv_geom(3, 1, 1, 1, 2, size)  # two channels per group
     assert not depthwise.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), grouped, np.float32)
-    dense = _geometry(3, 1, 1, 1, 1, size)
+    dense = conv_geom(3, 1, 1, 1, 1, size)
     assert not depthwise.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
     assert not depthwise.supports("forward", (2, 4, 8, 8), (6, 1, 3, 3), dw, np.float32)  # 6 % 4
-    too_small = _geometry(5, 1, 0, 1, 4, (3, 3))
+    too_small = conv_geom(5, 1, 0, 1, 4, (3, 3))
     assert not depthwise.supports("forward", (2, 4, 3, 3), (4, 1, 5, 5), too_small, np.float32)
     assert not depthwise.supports("forward", (2, 4, 8), (4, 1, 3, 3), dw, np.float32)  # rank mismatch
     assert depthwise.recommended("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
-    big = _geometry(31, 1, 15, 1, 4, (64, 64))
+    big = conv_geom(31, 1, 15, 1, 4, (64, 64))
     assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), big, np.float32)
-    seven = _geometry(7, 1, 3, 1, 4, (64, 64))
+    seven = conv_geom(7, 1, 3, 1, 4, (64, 64))
     assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
     assert depthwise.recommended("grad_weight", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
 
 
 def test_rejects_non_float_arrays(rng):
-    geom = _geometry(3, 1, 1, 1, 2, (5, 5))
+    geom = conv_geom(3, 1, 1, 1, 2, (5, 5))
     with pytest.raises(TypeError, match="float32 or float64"):
         depthwise.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 1, 3, 3), np.int64), geom)
 

@@ -14,39 +14,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npconv.geometry import ConvGeometry
 from npconv.kernels import fft
-from torch_oracle import assert_close
+from torch_oracle import assert_close, conv_geom, torch_conv_passes
 
 torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 
 
-def _geometry(kernel, stride, padding, dilation, groups, size):
-    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
-    return geom.with_padding(geom.pads(size))
-
-
-def _torch_passes(x, w, gy, geom):
-    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    wt = torch.from_numpy(w.copy()).requires_grad_()
-    xp = TF.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
-    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
-    y.backward(torch.from_numpy(gy.copy()))
-    return y.detach(), xt.grad, wt.grad
 
 
 def _check_all_passes(rng, x_shape, out_channels, groups, kernel, stride, padding, dilation, dtype):
     c = x_shape[1]
-    geom = _geometry(kernel, stride, padding, dilation, groups, x_shape[2:])
+    geom = conv_geom(kernel, stride, padding, dilation, groups, x_shape[2:])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((out_channels, c // groups) + tuple(kernel)).astype(dtype)
     for pass_name in ("forward", "grad_input", "grad_weight"):
         assert fft.supports(pass_name, x.shape, w.shape, geom, x.dtype)
     gy = rng.standard_normal((x_shape[0], out_channels) + geom.output_size(x_shape[2:])).astype(dtype)
-    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
     y = fft.forward(x, w, geom)
     gx = fft.grad_input(gy, w, geom, x_shape[2:])
     gw = fft.grad_weight(x, gy, geom)
@@ -92,11 +76,11 @@ def test_random_geometries_match_torch(nd, n, groups, cg, og, data):
 
 
 def test_batch_chunks_give_the_same_result(rng, monkeypatch):
-    geom = _geometry((5, 5), 1, 2, 1, 2, (12, 12))
+    geom = conv_geom((5, 5), 1, 2, 1, 2, (12, 12))
     x = rng.standard_normal((5, 2, 12, 12))
     w = rng.standard_normal((4, 1, 5, 5))
     gy = rng.standard_normal((5, 4, 12, 12))
-    y_ref, gx_ref, gw_ref = _torch_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
     monkeypatch.setattr(fft, "WORKSPACE_BYTES", 1)  # one image per chunk
     assert_close(fft.forward(x, w, geom), y_ref, what="forward")
     assert_close(fft.grad_input(gy, w, geom, (12, 12)), gx_ref, what="grad_input")
@@ -106,7 +90,7 @@ def test_batch_chunks_give_the_same_result(rng, monkeypatch):
 def test_adjoint_identities_without_torch(rng):
     """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)> in float64."""
     for stride in (1, 2):
-        geom = _geometry((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 2, (9, 8))
+        geom = conv_geom((3, 4), stride, ((1, 2), (0, 3)), (2, 1), 2, (9, 8))
         x = rng.standard_normal((2, 4, 9, 8))
         w = rng.standard_normal((6, 2, 3, 4))
         y = fft.forward(x, w, geom)
@@ -125,7 +109,7 @@ def _relative(a, b):
 def test_float32_accuracy_bound(rng, x_shape, kernel):
     """float32 (complex64 spectra) within 2e-6 norm-relative of the float64 computation."""
     c = x_shape[1]
-    geom = _geometry(kernel, 1, "same", 1, c, x_shape[2:])
+    geom = conv_geom(kernel, 1, "same", 1, c, x_shape[2:])
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal((c, 1) + kernel) / np.sqrt(np.prod(kernel))
     gy = rng.standard_normal((x_shape[0], c) + geom.output_size(x_shape[2:]))
@@ -137,7 +121,7 @@ def test_float32_accuracy_bound(rng, x_shape, kernel):
 
 
 def test_supports_and_recommended():
-    dw = _geometry(31, 1, 15, 1, 4, (64, 64))
+    dw = conv_geom(31, 1, 15, 1, 4, (64, 64))
     assert fft.supports("grad_weight", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
     assert fft.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
     assert not fft.supports("forward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float16)
@@ -145,13 +129,13 @@ def test_supports_and_recommended():
     assert not fft.supports("backward", (2, 4, 64, 64), (4, 1, 31, 31), dw, np.float32)
     assert not fft.supports("forward", (2, 4, 64, 64), (4, 2, 31, 31), dw, np.float32)  # channels mismatch
     assert not fft.supports("forward", (2, 4, 64), (4, 1, 31, 31), dw, np.float32)  # rank mismatch
-    small = _geometry(31, 1, 0, 1, 4, (16, 16))
+    small = conv_geom(31, 1, 0, 1, 4, (16, 16))
     assert not fft.supports("forward", (2, 4, 16, 16), (4, 1, 31, 31), small, np.float32)  # kernel > input
-    three = _geometry(3, 1, 1, 1, 1, (56, 56))
+    three = conv_geom(3, 1, 1, 1, 1, (56, 56))
     assert not fft.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), three, np.float32)
 
 
 def test_rejects_non_float_arrays():
-    geom = _geometry(3, 1, 1, 1, 2, (5, 5))
+    geom = conv_geom(3, 1, 1, 1, 2, (5, 5))
     with pytest.raises(TypeError, match="float32 or float64"):
         fft.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 1, 3, 3), np.int64), geom)

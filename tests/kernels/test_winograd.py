@@ -15,38 +15,22 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from npconv.geometry import ConvGeometry
 from npconv.kernels import winograd
-from torch_oracle import assert_close
+from torch_oracle import assert_close, conv_geom, torch_conv_passes
 
 torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 
 
-def _geometry(kernel, stride, padding, dilation, groups, size):
-    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(size))
-    return geom.with_padding(geom.pads(size))
-
-
-def _torch_passes(x, w, gy, geom):
-    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    wt = torch.from_numpy(w.copy()).requires_grad_()
-    xp = TF.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
-    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
-    y.backward(torch.from_numpy(gy.copy()))
-    return y.detach(), xt.grad, wt.grad
 
 
 def _check_passes(rng, x_shape, out_channels, groups, padding, dtype):
-    geom = _geometry(3, 1, padding, 1, groups, x_shape[2:])
+    geom = conv_geom(3, 1, padding, 1, groups, x_shape[2:])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((out_channels, x_shape[1] // groups, 3, 3)).astype(dtype)
     assert winograd.supports("forward", x.shape, w.shape, geom, x.dtype)
     assert winograd.supports("grad_input", x.shape, w.shape, geom, x.dtype)
     gy = rng.standard_normal((x_shape[0], out_channels) + geom.output_size(x_shape[2:])).astype(dtype)
-    y_ref, gx_ref, _ = _torch_passes(x, w, gy, geom)
+    y_ref, gx_ref, _ = torch_conv_passes(x, w, gy, geom)
     y = winograd.forward(x, w, geom)
     gx = winograd.grad_input(gy, w, geom, x_shape[2:])
     assert y.dtype == gx.dtype == dtype
@@ -104,7 +88,7 @@ def test_transform_matrices_are_exact(m):
 
 
 def test_adjoint_identity_without_torch(rng):
-    geom = _geometry(3, 1, ((1, 2), (0, 3)), 1, 2, (9, 10))
+    geom = conv_geom(3, 1, ((1, 2), (0, 3)), 1, 2, (9, 10))
     x = rng.standard_normal((2, 4, 9, 10))
     w = rng.standard_normal((6, 2, 3, 3))
     y = winograd.forward(x, w, geom)
@@ -119,11 +103,11 @@ def _relative(a, b):
 @pytest.mark.parametrize("channels,size", [(64, 24), (128, 12), (256, 14), (256, 8)])
 def test_float32_accuracy_bound(rng, channels, size):
     """float32 within 2e-6 norm-relative of the float64 reference on ResNet-like layers (batch 1)."""
-    geom = _geometry(3, 1, 1, 1, 1, (size, size))
+    geom = conv_geom(3, 1, 1, 1, 1, (size, size))
     x = rng.standard_normal((1, channels, size, size))
     w = rng.standard_normal((channels, channels, 3, 3)) * np.sqrt(2 / (9 * channels))
     gy = rng.standard_normal((1, channels, size, size))
-    y_ref, gx_ref, _ = _torch_passes(x, w, gy, geom)
+    y_ref, gx_ref, _ = torch_conv_passes(x, w, gy, geom)
     f32 = [a.astype(np.float32) for a in (x, w, gy)]
     assert _relative(winograd.forward(f32[0], f32[1], geom), y_ref.numpy()) <= 2e-6
     assert _relative(winograd.grad_input(f32[2], f32[1], geom, (size, size)), gx_ref.numpy()) <= 2e-6
@@ -131,27 +115,27 @@ def test_float32_accuracy_bound(rng, channels, size):
 
 def test_supports_only_3x3_stride_1():
     size = (8, 8)
-    ok = _geometry(3, 1, 1, 1, 1, size)
+    ok = conv_geom(3, 1, 1, 1, 1, size)
     assert winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)
     assert winograd.recommended("forward", (2, 64, 8, 8), (64, 64, 3, 3), ok, np.float32)
     assert not winograd.recommended("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)  # few channels
     assert not winograd.supports("grad_weight", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)
     assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float16)
     assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.complex128)
-    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), _geometry(3, 2, 1, 1, 1, size),
+    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), conv_geom(3, 2, 1, 1, 1, size),
                                  np.float32)
-    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), _geometry(3, 1, 1, 2, 1, size),
+    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), conv_geom(3, 1, 1, 2, 1, size),
                                  np.float32)
-    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 5, 5), _geometry(5, 1, 1, 1, 1, size),
+    assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 5, 5), conv_geom(5, 1, 1, 1, 1, size),
                                  np.float32)
-    assert not winograd.supports("forward", (2, 4, 8), (4, 4, 3), _geometry(3, 1, 1, 1, 1, (8,)), np.float32)
-    assert not winograd.supports("forward", (2, 4, 1, 1), (4, 4, 3, 3), _geometry(3, 1, 0, 1, 1, (1, 1)),
+    assert not winograd.supports("forward", (2, 4, 8), (4, 4, 3), conv_geom(3, 1, 1, 1, 1, (8,)), np.float32)
+    assert not winograd.supports("forward", (2, 4, 1, 1), (4, 4, 3, 3), conv_geom(3, 1, 0, 1, 1, (1, 1)),
                                  np.float32)  # kernel larger than the input
     assert not winograd.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), ok, np.float32)  # channels mismatch
 
 
 def test_grad_weight_and_bad_dtypes_raise():
-    geom = _geometry(3, 1, 1, 1, 1, (5, 5))
+    geom = conv_geom(3, 1, 1, 1, 1, (5, 5))
     with pytest.raises(ValueError, match="grad_weight"):
         winograd.grad_weight(np.ones((1, 2, 5, 5)), np.ones((1, 2, 5, 5)), geom)
     with pytest.raises(TypeError, match="float32 or float64"):

@@ -31,7 +31,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
-from .winograd import run_parallel, thread_workspace
+from . import workspace
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight"]
 
@@ -46,16 +46,8 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
     if pass_name not in ("forward", "grad_input", "grad_weight") or np.dtype(dtype) not in _DTYPES:
         return False
-    nd = geom.ndim
-    if len(x_shape) != nd + 2 or len(w_shape) != nd + 2 or min(x_shape) < 1:
-        return False
-    c = x_shape[1]
-    if geom.groups != c or w_shape[1] != 1 or w_shape[0] % c or tuple(w_shape[2:]) != geom.kernel_size:
-        return False
-    try:
-        return min(geom.output_size(x_shape[2:])) >= 1
-    except ValueError:
-        return False
+    c = x_shape[1] if len(x_shape) > 1 else 0
+    return geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -110,7 +102,7 @@ class _Layout:
 
     def padded_block(self, x: np.ndarray, image: int, c0: int, c1: int) -> np.ndarray:
         """Zero-padded input block ``(c1 - c0, prod(padded) + slack)`` (flat rows) in a thread buffer."""
-        buf = thread_workspace("dw-input", (c1 - c0, math.prod(self.padded) + self.slack), self.dtype)
+        buf = workspace.buffer("dw-input", (c1 - c0, math.prod(self.padded) + self.slack), self.dtype)
         buf.fill(0)
         grid = buf[:, : math.prod(self.padded)].reshape((c1 - c0,) + self.padded)
         grid[(slice(None),) + self.interior()] = x[image, c0:c1]
@@ -159,15 +151,15 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
             tap_strides = tuple(d * f * step for d, f in zip(geom.dilation, lay.flat_strides, strict=True))
             taps = as_strided(buf, (cb,) + geom.kernel_size + (lay.wide_len,),
                               (buf.strides[0],) + tap_strides + (step,))
-            stack = thread_workspace("dw-stack", (cb,) + geom.kernel_size + (lay.wide_len,), dtype)
+            stack = workspace.buffer("dw-stack", (cb,) + geom.kernel_size + (lay.wide_len,), dtype)
             np.copyto(stack, taps)
-            acc = thread_workspace("dw-acc", (cb, mult, lay.wide_len), dtype)
+            acc = workspace.buffer("dw-acc", (cb, mult, lay.wide_len), dtype)
             np.matmul(wk[c0:c1], stack.reshape(cb, len(lay.offsets), lay.wide_len), out=acc)
             y[image, c0:c1] = lay.valid(acc)
         else:
             grid = lay.grid(buf)
             acc = y[image, c0:c1]
-            tmp = thread_workspace("dw-tmp", (cb,) + lay.out_size, dtype)
+            tmp = workspace.buffer("dw-tmp", (cb,) + lay.out_size, dtype)
             for j in range(mult):
                 for t, offset in enumerate(lay.offsets):
                     src = grid[(slice(None),) + lay.window(offset)]
@@ -178,7 +170,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                         np.multiply(src, coef, out=tmp)
                         acc[:, j] += tmp
 
-    run_parallel(lay.tasks, work, lay.threads)
+    workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return y.reshape((n, c * mult) + lay.out_size)
 
 
@@ -200,20 +192,20 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
         image, c0 = task
         c1 = min(c, c0 + lay.block)
         cb = c1 - c0
-        acc = thread_workspace("dw-gxp", (cb, size), dtype)
+        acc = workspace.buffer("dw-gxp", (cb, size), dtype)
         acc.fill(0)
         grid = lay.grid(acc)
         if lay.flat:
-            wide = thread_workspace("dw-gy", (cb, mult, lay.wide_len), dtype)
+            wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
             wide.fill(0)
             lay.valid(wide)[...] = gyr[image, c0:c1]
-            tmp = thread_workspace("dw-tmp", (cb, lay.wide_len), dtype)
+            tmp = workspace.buffer("dw-tmp", (cb, lay.wide_len), dtype)
             for j in range(mult):
                 for t, shift in enumerate(lay.shifts):
                     np.multiply(wide[:, j], wk[c0:c1, j, t, None], out=tmp)
                     acc[:, shift: shift + lay.wide_len] += tmp
         else:
-            tmp = thread_workspace("dw-tmp", (cb,) + lay.out_size, dtype)
+            tmp = workspace.buffer("dw-tmp", (cb,) + lay.out_size, dtype)
             for j in range(mult):
                 for t, offset in enumerate(lay.offsets):
                     coef = wk[c0:c1, j, t].reshape((cb,) + (1,) * geom.ndim)
@@ -221,7 +213,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                     grid[(slice(None),) + lay.window(offset)] += tmp
         gx[image, c0:c1] = grid[(slice(None),) + lay.interior()]
 
-    run_parallel(lay.tasks, work, lay.threads)
+    workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return gx
 
 
@@ -257,20 +249,20 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         buf = lay.padded_block(x, image, c0, c1)
         out = partial[index, :cb]
         if lay.flat:
-            wide = thread_workspace("dw-gy", (cb, mult, lay.wide_len), dtype)
+            wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
             wide.fill(0)
             lay.valid(wide)[...] = gyr[image, c0:c1]
             for t, shift in enumerate(lay.shifts):
                 np.matmul(wide, buf[:, shift: shift + lay.wide_len, None], out=out[:, :, t: t + 1])
         else:
             grid = lay.grid(buf)
-            cols = thread_workspace("dw-cols", (cb,) + lay.out_size, dtype)
+            cols = workspace.buffer("dw-cols", (cb,) + lay.out_size, dtype)
             flat_gy = gyr[image, c0:c1].reshape(cb, mult, -1)
             for t, offset in enumerate(lay.offsets):
                 np.copyto(cols, grid[(slice(None),) + lay.window(offset)])
                 np.matmul(flat_gy, cols.reshape(cb, -1, 1), out=out[:, :, t: t + 1])
 
-    run_parallel(list(range(len(lay.tasks))), work, lay.threads)
+    workspace.run(list(range(len(lay.tasks))), lambda _, task: work(task), lay.threads)
     gw = np.zeros((c, mult, len(lay.offsets)), dtype)
     for index, (_, c0) in enumerate(lay.tasks):
         c1 = min(c, c0 + lay.block)

@@ -43,17 +43,7 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     """True for any float32/float64 N-d convolution (all strides, dilations, groups, paddings)."""
     if pass_name not in ("forward", "grad_input", "grad_weight") or np.dtype(dtype) not in _DTYPES:
         return False
-    nd = geom.ndim
-    if len(x_shape) != nd + 2 or len(w_shape) != nd + 2 or min(x_shape) < 1:
-        return False
-    if x_shape[1] != w_shape[1] * geom.groups or w_shape[0] % geom.groups:
-        return False
-    if tuple(w_shape[2:]) != geom.kernel_size:
-        return False
-    try:
-        return min(geom.output_size(x_shape[2:])) >= 1
-    except ValueError:
-        return False
+    return geom.fits(x_shape, w_shape)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,

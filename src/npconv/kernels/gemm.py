@@ -44,15 +44,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ..backends import blas_threads, get_num_threads
 from ..geometry import ConvGeometry
+from . import workspace
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "windows",
            "WORKSPACE_BYTES", "clear_workspace"]
@@ -88,44 +87,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
 
 
 # -- workspaces and threads ----------------------------------------------------------------------
-_buffers: dict[int, dict[str, np.ndarray]] = {}
-_buffers_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_executor_workers = 0
-_executor_lock = threading.Lock()
-
-
-def _buffer(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A cached per-thread scratch array of ``shape`` (contents undefined), reused across calls."""
-    key = threading.get_ident()
-    cache = _buffers.get(key)
-    if cache is None:
-        with _buffers_lock:
-            cache = _buffers.setdefault(key, {})
-    nbytes = math.prod(shape) * dtype.itemsize
-    raw = cache.get(name)
-    if raw is None or raw.nbytes < nbytes:
-        cache.pop(name, None)
-        raw = np.empty(-(-nbytes // 64) * 8, np.float64)  # 64-byte multiple, 16-byte aligned
-        cache[name] = raw
-    return raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
-
-
-def clear_workspace() -> None:
-    """Free the cached scratch buffers of every thread."""
-    with _buffers_lock:
-        _buffers.clear()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _executor, _executor_workers
-    with _executor_lock:
-        if _executor is None or _executor_workers < workers:
-            if _executor is not None:
-                _executor.shutdown(wait=True)
-            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv")
-            _executor_workers = workers
-        return _executor
+clear_workspace = workspace.clear
 
 
 def _workers(groups: int) -> int:
@@ -133,32 +95,6 @@ def _workers(groups: int) -> int:
     grouped convolutions (many small GEMMs per item, where multithreaded BLAS only adds
     synchronisation: measured 1.7x slower for g=32, 8 channels per group), else 1."""
     return get_num_threads() if WORKER_THREADS or groups > 1 else 1
-
-
-def _run(items: list, work: Callable[[int, object], None], threads: int) -> None:
-    """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller).
-
-    Worker ``k`` takes items ``k, k + threads, ...`` in order: a fixed assignment, so per-worker
-    accumulations (``grad_weight``) sum the same terms in the same order on every run.
-    """
-    threads = max(1, min(threads, len(items)))
-    if threads == 1:
-        with blas_threads(get_num_threads()):
-            for item in items:
-                work(0, item)
-        return
-
-    def worker(worker_id: int) -> None:
-        for item in items[worker_id::threads]:
-            work(worker_id, item)
-
-    with blas_threads(1):
-        futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
-        try:
-            worker(0)
-        finally:
-            for future in futures:
-                future.result()
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
@@ -228,7 +164,7 @@ class _Layout:
         slab = self._padded_slab(x_n, start, stop)
         out = (r1 - r0,) + self.out_size[1:]
         nd = geom.ndim
-        cols = _buffer("cols", (self.c,) + geom.kernel_size + out, self.dtype)
+        cols = workspace.buffer("cols", (self.c,) + geom.kernel_size + out, self.dtype)
         if self.strided:
             self._strided_columns(slab, out, cols)
         else:
@@ -251,7 +187,7 @@ class _Layout:
                           + tuple(a * d for a, d in zip(st[2:], geom.dilation[1:], strict=True)),
                           writeable=False)
         nd = geom.ndim
-        cols = _buffer("cols", (self.c,) + k_rest + (slab.shape[1],) + out_rest, self.dtype)
+        cols = workspace.buffer("cols", (self.c,) + k_rest + (slab.shape[1],) + out_rest, self.dtype)
         np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 2 * nd)) + tuple(range(1, 1 + nd))))
         return cols.reshape(self.g, self.cg * self.k_rest, -1)
 
@@ -265,7 +201,7 @@ class _Layout:
         geom = self.geom
         stride = geom.stride
         sizes = tuple(-(-p // s) for p, s in zip(slab.shape[1:], stride, strict=True))
-        phases = _buffer("phases", (self.c,) + stride + sizes, self.dtype)
+        phases = workspace.buffer("phases", (self.c,) + stride + sizes, self.dtype)
         for r in itertools.product(*(range(s) for s in stride)):
             source = slab[(slice(None),) + tuple(slice(ri, None, s) for ri, s in zip(r, stride, strict=True))]
             phases[(slice(None),) + r + tuple(slice(0, n) for n in source.shape[1:])] = source
@@ -285,7 +221,7 @@ class _Layout:
             return x_n[:, a:b]
         shape = (self.c, stop - start) + tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size[1:],
                                                                                   self.pads[1:], strict=True))
-        slab = _buffer("slab", shape, self.dtype)
+        slab = workspace.buffer("slab", shape, self.dtype)
         inner = [(a + lo0 - start, b + lo0 - start)] + [(lo, lo + n) for n, (lo, _) in
                                                          zip(self.in_size[1:], self.pads[1:], strict=True)]
         for axis, (p, q) in enumerate(inner, start=1):
@@ -339,7 +275,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
             return
         cols = lay.row_columns(x[i], r0, r1)
         t = (r1 - r0) * lay.row
-        partial = _buffer("partial", (lay.g, lay.og, t), dtype)
+        partial = workspace.buffer("partial", (lay.g, lay.og, t), dtype)
         for j in range(k0):
             block = cols[:, :, j * d0 * lay.row:j * d0 * lay.row + t]
             if j == 0:
@@ -348,7 +284,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                 np.matmul(w_rows[j], block, out=partial)
                 out += partial
 
-    _run(lay.tiles(threads, per_row), work, threads)
+    workspace.run(lay.tiles(threads, per_row), work, threads)
     return y
 
 
@@ -385,7 +321,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             gy_i = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
             np.matmul(wt, gy_i, out=gx[i].reshape(lay.g, lay.cg, lay.length)[:, :, r0 * lay.row:r1 * lay.row])
 
-        _run(lay.tiles(threads, 0), direct, threads)
+        workspace.run(lay.tiles(threads, 0), direct, threads)
         return gx
     padded_size = tuple(m + lo + hi for m, (lo, hi) in zip(input_size, lay.pads, strict=True))
     crop = (slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in zip(input_size, lay.pads, strict=True))
@@ -395,11 +331,11 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     offsets = list(itertools.product(*(range(k) for k in geom.kernel_size)))
 
     def work(_: int, i: int) -> None:
-        target = _buffer("gxpad", (c,) + padded_size, dtype) if lay.padded else gx[i]
+        target = workspace.buffer("gxpad", (c,) + padded_size, dtype) if lay.padded else gx[i]
         target.fill(0)
         gy_i = gy[i].reshape(lay.g, lay.og, lay.length)
         for r0, r1 in row_tiles:
-            cols = _buffer("cols", (lay.g, lay.ck, (r1 - r0) * lay.row), dtype)
+            cols = workspace.buffer("cols", (lay.g, lay.ck, (r1 - r0) * lay.row), dtype)
             np.matmul(wt, gy_i[:, :, r0 * lay.row:r1 * lay.row], out=cols)
             cols = cols.reshape((c,) + geom.kernel_size + (r1 - r0,) + lay.out_size[1:])
             tile_out = (r1 - r0,) + lay.out_size[1:]
@@ -413,7 +349,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
         if lay.padded:
             gx[i] = target[crop]
 
-    _run(list(range(n)), work, threads)
+    workspace.run(list(range(n)), work, threads)
     return gx
 
 
@@ -469,7 +405,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         # a GEMM into a small temporary plus an add measured faster than SciPy's ?gemm(beta=1)
         acc += np.matmul(gy_t, cols.transpose(0, 2, 1))
 
-    _run(items, work, threads)
+    workspace.run(items, work, threads)
     total = accumulators[0]
     for acc in accumulators[1:]:
         total += acc

@@ -24,20 +24,19 @@ channel-transposed kernel and reuses the same core. Every size comes from
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..backends import blas_threads, get_num_threads
+from ..backends import get_num_threads
 from ..geometry import ConvGeometry
+from . import workspace
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "transform_matrices",
            "CHANNEL_BLOCK",
-           "thread_workspace", "run_parallel"]
+]
 
 NAME = "winograd"
 #: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
@@ -93,16 +92,9 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
     if pass_name not in ("forward", "grad_input") or np.dtype(dtype) not in _DTYPES:
         return False
-    if geom.ndim != 2 or len(x_shape) != 4 or len(w_shape) != 4:
-        return False
     if geom.kernel_size != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
         return False
-    if x_shape[1] != w_shape[1] * geom.groups or w_shape[0] % geom.groups or min(x_shape) < 1:
-        return False
-    try:
-        return min(geom.output_size(x_shape[2:])) >= 1
-    except ValueError:
-        return False
+    return geom.fits(x_shape, w_shape)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -123,38 +115,6 @@ def _tile_size(out_size: Sequence[int]) -> int:
     waste4 = math.prod(-(-o // 4) * 4 for o in out_size) * 36 / 16
     waste2 = math.prod(-(-o // 2) * 2 for o in out_size) * 16 / 4
     return 4 if waste4 <= waste2 * 0.95 else 2
-
-
-# -- threads and workspaces ---------------------------------------------------------------------
-_local = threading.local()
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def thread_workspace(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A per-thread cached buffer (avoids page faults from fresh large allocations each call)."""
-    cache = getattr(_local, "buffers", None)
-    if cache is None:
-        cache = _local.buffers = {}
-    size = math.prod(shape)
-    buf = cache.get((name, dtype))
-    if buf is None or buf.size < size:
-        buf = cache[(name, dtype)] = np.empty(size, dtype)
-    return buf[:size].reshape(shape)
-
-
-def run_parallel(items: list, work: Callable[[object], None], threads: int) -> None:
-    """Run ``work(item)`` for every item on ``threads`` threads, BLAS single-threaded inside."""
-    threads = min(threads, len(items))
-    if threads <= 1:
-        for item in items:
-            work(item)
-        return
-    pool = _pools.get(threads)
-    if pool is None:
-        pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="npconv-kernels")
-    with blas_threads(1):
-        for future in [pool.submit(work, item) for item in items]:
-            future.result()
 
 
 # -- the core -----------------------------------------------------------------------------------
@@ -195,40 +155,40 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
         stop = min(n, start + chunk)
         k = stop - start
         tiles_n = k * th * tw
-        buf = thread_workspace("input", (k, c, hb, wb), dtype)
+        buf = workspace.buffer("wg-input", (k, c, hb, wb), dtype)
         buf.fill(0)
         if all(d1 > d0 for d0, d1 in dst):
             buf[:, :, dst[0][0]:dst[0][1], dst[1][0]:dst[1][1]] = \
                 x[start:stop, :, src[0][0]:src[0][1], src[1][0]:src[1][1]]
         s = buf.strides
         tiles = as_strided(buf, (k, c, th, tw, a, a), (s[0], s[1], s[2] * m, s[3] * m, s[2], s[3]))
-        d = thread_workspace("tiles", (a, a, c, k, th, tw), dtype)
+        d = workspace.buffer("wg-tiles", (a, a, c, k, th, tw), dtype)
         np.copyto(d, tiles.transpose(4, 5, 1, 0, 2, 3))
-        t1 = thread_workspace("rows", (a, a * c * tiles_n), dtype)
+        t1 = workspace.buffer("wg-rows", (a, a * c * tiles_n), dtype)
         np.matmul(bt, d.reshape(a, -1), out=t1)
-        v = thread_workspace("v", (a, a, c * tiles_n), dtype)
+        v = workspace.buffer("wg-v", (a, a, c * tiles_n), dtype)
         np.matmul(bt, t1.reshape(a, a, -1), out=v)
         v = v.reshape(a * a, groups, cg, tiles_n)
-        mm = thread_workspace("m", (a * a, groups, og, tiles_n), dtype)
+        mm = workspace.buffer("wg-m", (a * a, groups, og, tiles_n), dtype)
         np.matmul(u[..., :block], v[:, :, :block], out=mm)
         if block < cg:
-            partial = thread_workspace("partial", mm.shape, dtype)
+            partial = workspace.buffer("wg-partial", mm.shape, dtype)
             for c0 in range(block, cg, block):
                 np.matmul(u[..., c0:c0 + block], v[:, :, c0:c0 + block], out=partial)
                 mm += partial
-        z1 = thread_workspace("z1", (m, a * o * tiles_n), dtype)
+        z1 = workspace.buffer("wg-z1", (m, a * o * tiles_n), dtype)
         np.matmul(at, mm.reshape(a, -1), out=z1)
-        z2 = thread_workspace("z2", (m, m, o * tiles_n), dtype)
+        z2 = workspace.buffer("wg-z2", (m, m, o * tiles_n), dtype)
         np.matmul(at, z1.reshape(m, a, -1), out=z2)
         z2 = z2.reshape(m, m, o, k, th, tw).transpose(3, 2, 4, 0, 5, 1)  # (k, o, th, m, tw, m)
         if exact:
             y[start:stop].reshape(k, o, th, m, tw, m)[...] = z2
         else:
-            full = thread_workspace("out", (k, o, th, m, tw, m), dtype)
+            full = workspace.buffer("wg-out", (k, o, th, m, tw, m), dtype)
             np.copyto(full, z2)
             y[start:stop] = full.reshape(k, o, th * m, tw * m)[:, :, : out_size[0], : out_size[1]]
 
-    run_parallel(list(range(0, n, chunk)), work, threads)
+    workspace.run(list(range(0, n, chunk)), lambda _, start: work(start), threads)
     return y
 
 
