@@ -225,3 +225,20 @@ def test_normalize_tuple_broadcasts_and_any_rank():
                               strict=True))
     with pytest.raises(ValueError, match=r"Calculated padded input size per channel: \(3 x 3\)"):
         ConvGeometry.create((4, 4)).output_size((3, 3))
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, out, first", [
+    ((3,), (1,), (1,), (5,), None),
+    ((3, 2), (2, 3), (2, 1), (4, 3), (1, 2)),
+    ((1, 4, 2), (3, 1, 2), (1, 2, 3), (2, 2, 5), None),
+])
+def test_tap_region_lists_the_positions_each_tap_reads(kernel, stride, dilation, out, first):
+    geom = ConvGeometry.create(kernel, stride, 0, dilation)
+    start = first or (0,) * len(kernel)
+    for offset in np.ndindex(*kernel):
+        region = geom.tap_region(offset, out, first)
+        for axis, sl in enumerate(region):
+            span = np.arange(sl.stop + 1)[sl]
+            expected = [(start[axis] + o) * stride[axis] + offset[axis] * dilation[axis]
+                        for o in range(out[axis])]
+            assert span.tolist() == expected

@@ -220,6 +220,19 @@ class ConvGeometry:
             )
         return tuple(sizes)
 
+    def tap_region(self, offset: Sequence[int], out_size: Sequence[int],
+                   first_output: Sequence[int] | None = None) -> tuple[slice, ...]:
+        """Spatial slices of the padded input that kernel tap ``offset`` reads for every output.
+
+        Output ``o`` (counted from ``first_output``, default 0) reads padded position
+        ``(first + o) * stride + offset * dilation``.
+        """
+        first = first_output or (0,) * self.ndim
+        return tuple(
+            slice(i * d + f * s, i * d + (f + m - 1) * s + 1, s)
+            for i, d, m, s, f in zip(offset, self.dilation, out_size, self.stride, first, strict=True)
+        )
+
     def fits(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> bool:
         """Whether input ``x_shape (N, C, *in)`` and weight ``w_shape (O, C/groups, *k)`` make a
         valid, non-empty call of this convolution (every output size >= 1)."""

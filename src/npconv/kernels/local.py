@@ -62,8 +62,7 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
 
 def _region(offset: tuple[int, ...], geom: ConvGeometry, out_size: tuple[int, ...]) -> tuple[slice, ...]:
     """The input positions that kernel tap ``offset`` reads for every output position."""
-    return tuple(slice(i * d, i * d + (m - 1) * s + 1, s)
-                 for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True))
+    return geom.tap_region(offset, out_size)
 
 
 def _columns_padded(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:

@@ -51,10 +51,7 @@ def _offsets(kernel_size: Sequence[int]) -> itertools.product:
 
 def _region(offset: Sequence[int], geom: ConvGeometry, out_size: Sequence[int]) -> tuple[slice, ...]:
     """Slice of the padded input read by kernel ``offset`` for every output position."""
-    return (slice(None), slice(None)) + tuple(
-        slice(i * d, i * d + (m - 1) * s + 1, s)
-        for i, d, m, s in zip(offset, geom.dilation, out_size, geom.stride, strict=True)
-    )
+    return (slice(None), slice(None)) + geom.tap_region(offset, out_size)
 
 
 def _crop(gxp: np.ndarray, pads: Sequence[tuple[int, int]], input_size: Sequence[int]) -> np.ndarray:
