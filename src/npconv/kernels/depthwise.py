@@ -38,7 +38,7 @@ __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_wei
 NAME = "depthwise"
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TASK_BYTES = 256 * 1024  # padded input per task: about a core's L2 share
-_STACK_BYTES = 1024 * 1024  # forward's stack of shifted rows per task (measured best 1-4 MiB)
+_STACK_BYTES = 4 * 1024 * 1024  # forward's stack and products per task (measured 2.5-5 MiB best)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -81,10 +81,19 @@ class _Layout:
         self.wide_rows = (self.out_size[0],) + self.padded[1:]
         self.wide_len = math.prod(self.wide_rows)
         self.slack = sum((e - 1) * f for e, f in zip(geom.extent[1:], strides[1:], strict=True))
+        # forward stack: the taps of the trailing axes are copied once over all padded rows; the
+        # first axis' taps are row shifts (``row_step``) of that stack (1-d: all taps copied)
+        rows = geom.ndim >= 2
+        self.row_taps = geom.kernel_size[0] if rows else 1
+        self.row_step = geom.dilation[0] * strides[0] if rows else 0
+        self.rest_kernel = tuple(geom.kernel_size[1:] if rows else geom.kernel_size)
+        self.rest_steps = tuple(d * f for d, f in zip(geom.dilation, strides, strict=True))[1 if rows else 0:]
+        self.stack_len = self.wide_len + (self.row_taps - 1) * self.row_step
         plane = math.prod(self.padded) * self.dtype.itemsize * max(1, multiplier)
         budget = _TASK_BYTES
-        if stacked and self.flat:  # the forward's (channels, taps, wide) stack of shifted rows
-            plane = self.wide_len * self.dtype.itemsize * (len(self.offsets) + multiplier)
+        if stacked and self.flat:  # the forward's stack of shifted rows and its per-row products
+            rest = math.prod(self.rest_kernel)
+            plane = self.dtype.itemsize * (rest * self.stack_len + self.row_taps * multiplier * self.wide_len)
             budget = _STACK_BYTES
         self.block = max(1, min(self.c, budget // max(plane, 1)))
         self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
@@ -137,6 +146,9 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     mult = w.shape[0] // c
     lay = _Layout(x.shape, mult, geom, dtype, stacked=True)
     wk = _weights(w, c, dtype)
+    # (C, row taps, M, other taps): the weights of each kernel row for the stacked matmul
+    wk_rows = np.ascontiguousarray(
+        wk.reshape(c, mult, lay.row_taps, -1).transpose(0, 2, 1, 3)) if lay.flat else wk
     y = np.empty((n, c, mult) + lay.out_size, dtype)
 
     def work(task: tuple[int, int]) -> None:
@@ -145,17 +157,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         buf = lay.padded_block(x, image, c0, c1)
         cb = c1 - c0
         if lay.flat:
-            # every tap's shifted row as one strided view (cb, *k, wide), copied, then one batched
-            # (M, K) @ (K, wide) product per channel
-            step = buf.strides[1]
-            tap_strides = tuple(d * f * step for d, f in zip(geom.dilation, lay.flat_strides, strict=True))
-            taps = as_strided(buf, (cb,) + geom.kernel_size + (lay.wide_len,),
-                              (buf.strides[0],) + tap_strides + (step,))
-            stack = workspace.buffer("dw-stack", (cb,) + geom.kernel_size + (lay.wide_len,), dtype)
-            np.copyto(stack, taps)
-            acc = workspace.buffer("dw-acc", (cb, mult, lay.wide_len), dtype)
-            np.matmul(wk[c0:c1], stack.reshape(cb, len(lay.offsets), lay.wide_len), out=acc)
-            y[image, c0:c1] = lay.valid(acc)
+            _flat_forward(lay, buf, wk_rows[c0:c1], y[image, c0:c1])
         else:
             grid = lay.grid(buf)
             acc = y[image, c0:c1]
@@ -172,6 +174,39 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 
     workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return y.reshape((n, c * mult) + lay.out_size)
+
+
+def _flat_forward(lay: _Layout, buf: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> None:
+    """Stride-1 forward of one channel block: ``buf (cb, flat padded)``, ``w_rows (cb, R, M, Kr)``
+    (``R`` taps of the first axis, ``Kr`` of the others), ``out (cb, M, *out)``.
+
+    The ``Kr`` shifted copies of the padded rows form ``stack (cb, Kr, L)``; first-axis tap ``r``
+    reads ``stack[..., r*row_step : r*row_step + wide]``, a BLAS-ready ``(Kr, wide)`` view, so one
+    batched matmul gives the per-row products ``(cb, R, M, wide)``, then summed over ``R``. This
+    copies ``Kr`` rows instead of all ``R*Kr`` taps (3x3: 3 instead of 9; measured 1.4-2.5x faster
+    than stacking every tap for 3x3/5x5 on 56x56).
+    """
+    cb = buf.shape[0]
+    dtype = buf.dtype
+    step = buf.strides[1]
+    taps = as_strided(buf, (cb,) + lay.rest_kernel + (lay.stack_len,),
+                      (buf.strides[0],) + tuple(s * step for s in lay.rest_steps) + (step,), writeable=False)
+    rest = math.prod(lay.rest_kernel)
+    stack = workspace.buffer("dw-stack", (cb,) + lay.rest_kernel + (lay.stack_len,), dtype)
+    np.copyto(stack, taps)
+    stack = stack.reshape(cb, rest, lay.stack_len)
+    rows = as_strided(stack, (cb, lay.row_taps, rest, lay.wide_len),
+                      (stack.strides[0], lay.row_step * step, stack.strides[1], step), writeable=False)
+    mult = w_rows.shape[2]
+    part = workspace.buffer("dw-acc", (cb, lay.row_taps, mult, lay.wide_len), dtype)
+    np.matmul(w_rows, rows, out=part)
+    if lay.row_taps == 1:
+        out[...] = lay.valid(part[:, 0])
+        return
+    acc = part[:, 0]
+    for r in range(1, lay.row_taps - 1):
+        acc += part[:, r]
+    np.add(lay.valid(acc), lay.valid(part[:, -1]), out=out)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from ..geometry import ConvGeometry
 from ..ops import local as _local_ops
 from ..tensor import Tensor, as_array
 from . import tables as _tables
-from .functional import _check_padding_mode, _floating, _shape_text
+from .functional import _floating, _shape_text, check_padding_mode
 
 __all__ = [
     "conv1d_local", "conv2d_local", "conv3d_local", "local_convolution",
@@ -55,7 +55,7 @@ def _same_dtype(x: np.ndarray, other: np.ndarray, name: str, op_name: str) -> No
 def local_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
                       op_name: str = "conv_local") -> Tensor:
     """Validated locally connected convolution with a prebuilt geometry (the modules' entry point)."""
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     input, weight = _floating(input, "input"), _floating(weight, "weight")
     x, w = as_array(input), as_array(weight)
     nd = geometry.ndim
@@ -163,7 +163,7 @@ def map_convolution(input: Any, weight: Any, connection_table: Any, bias: Any, g
                     out_channels: int | None = None, padding_mode: str = "zeros", method: str = "auto",
                     op_name: str = "conv_map") -> Tensor:
     """Validated connection-table convolution with a prebuilt geometry (the modules' entry point)."""
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     _check_method(method)
     input, weight, bias, table, out_channels, batched = _map_arguments(
         input, weight, bias, connection_table, out_channels, geometry.ndim, geometry.kernel_size, op_name)
@@ -176,7 +176,7 @@ def map_transposed_convolution(input: Any, weight: Any, connection_table: Any, b
                                out_channels: int | None = None, padding_mode: str = "zeros",
                                method: str = "auto", op_name: str = "conv_transpose_map") -> Tensor:
     """Validated connection-table transposed convolution with a prebuilt (transposed) geometry."""
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     _check_method(method)
     input, weight, bias, table, out_channels, batched = _map_arguments(
         input, weight, bias, connection_table, out_channels, geometry.ndim, geometry.kernel_size, op_name)

@@ -120,10 +120,11 @@ def _unbatch(y: Tensor, batched: bool) -> Tensor:
     return y if batched else y.squeeze(0)
 
 
-def _check_padding_mode(padding_mode: str) -> None:
+def check_padding_mode(padding_mode: str) -> None:
+    """ValueError unless ``padding_mode`` is one of :data:`PADDING_MODES`."""
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {set(PADDING_MODES)}, "
-                         f"but got padding_mode='{padding_mode}'")
+        modes = "{" + ", ".join(repr(m) for m in PADDING_MODES) + "}"
+        raise ValueError(f"padding_mode must be one of {modes}, but got padding_mode='{padding_mode}'")
 
 
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
@@ -183,7 +184,7 @@ def conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
     ``padding``: int, tuple, per-side pairs, ``'valid'``, ``'same'`` (any stride, SAME_UPPER) or
     ``'same_lower'``. ``out = floor((in + lo + hi - dilation * (k - 1) - 1) / stride) + 1``.
     """
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     nd = _weight_ndim(weight, "conv")
     geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
     return convolution(input, weight, bias, geom, padding_mode, f"conv{nd}d" if nd <= 3 else "conv")
@@ -198,7 +199,7 @@ def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, p
     ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``.
     With ``padding_mode`` other than zeros it is the adjoint of the padded convolution.
     """
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     nd = _weight_ndim(weight, "conv_transpose")
     geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups,
                                output_padding, ndim=nd, transposed=True)

@@ -68,9 +68,7 @@ class _ConvNd(Module):
         if out_channels % groups != 0:
             raise ValueError(f"out_channels must be divisible by groups, got out_channels={out_channels}, "
                              f"groups={groups}")
-        if padding_mode not in F.PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {set(F.PADDING_MODES)}, but got "
-                             f"padding_mode='{padding_mode}'")
+        F.check_padding_mode(padding_mode)
         param_dtype = factory_dtype(device, dtype)
         ndim = self._num_spatial_dims
         if ndim is None:

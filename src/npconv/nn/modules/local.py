@@ -46,12 +46,6 @@ def _positive(value: Any, name: str) -> int:
     return int(value)
 
 
-def _check_padding_mode(padding_mode: str) -> None:
-    if padding_mode not in F.PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {set(F.PADDING_MODES)}, but got "
-                         f"padding_mode='{padding_mode}'")
-
-
 class _GeometryMixin:
     """The cached :class:`ConvGeometry` of the stored attributes, rebuilt when one changes."""
 
@@ -101,7 +95,7 @@ class _ConvLocalNd(_GeometryMixin, Module):
         nd = self._num_spatial_dims
         in_channels = _positive(in_channels, "in_channels")
         out_channels = _positive(out_channels, "out_channels")
-        _check_padding_mode(padding_mode)
+        F.check_padding_mode(padding_mode)
         param_dtype = factory_dtype(device, dtype)
         geometry = ConvGeometry.create(kernel_size, stride, padding, dilation, ndim=nd)
         input_size = normalize_tuple(input_size, nd, "input_size", minimum=1)
@@ -182,7 +176,7 @@ class _ConvMapNd(_GeometryMixin, Module):
                  out_channels: int | None, device: Any, dtype: Any, method: str) -> None:
         super().__init__()
         table, in_channels, out_channels = tables.check(connection_table, in_channels, out_channels)
-        _check_padding_mode(padding_mode)
+        F.check_padding_mode(padding_mode)
         FL._check_method(method)
         param_dtype = factory_dtype(device, dtype)
         geometry = ConvGeometry.create(kernel_size, stride, padding, dilation, 1, output_padding,
