@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -435,13 +435,16 @@ class Tensor:
         count = self.data.size if axis is None else int(np.prod([self.data.shape[a] for a in axis]))
         return self.sum(dim, keepdim) / count
 
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The largest element, or with ``dim`` a ``(values, indices)`` named tuple, like torch."""
         if dim is None:
             flat = self.reshape(-1)
             return flat[int(np.argmax(flat.data))]
         index = np.expand_dims(np.argmax(self.data, axis=dim), dim)
         out = take_along_dim(self, index, dim)
-        return out if keepdim else out.squeeze(dim)
+        if not keepdim:
+            out, index = out.squeeze(dim), np.squeeze(index, dim)
+        return MaxResult(out, Tensor(index))
 
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -544,6 +547,13 @@ def queue_callback(callback: Callable[[], Any]) -> None:
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if callback not in queues[-1]:
         queues[-1].append(callback)
+
+
+class MaxResult(NamedTuple):
+    """``Tensor.max(dim)``'s result: the maxima and their positions along ``dim``."""
+
+    values: Tensor
+    indices: Tensor
 
 
 def _freed_graph(grad: np.ndarray) -> Sequence[np.ndarray | None]:
