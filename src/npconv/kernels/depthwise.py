@@ -176,6 +176,22 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     return y.reshape((n, c * mult) + lay.out_size)
 
 
+def _stacked_rows(lay: _Layout, buf: np.ndarray) -> np.ndarray:
+    """``(cb, R, Kr, wide)`` view of every tap's shifted row of ``buf (cb, flat padded)``: the ``Kr``
+    taps of the trailing axes copied once into a ``(cb, Kr, L)`` stack, the ``R`` first-axis taps as
+    row shifts of it (each ``(Kr, wide)`` slice is a BLAS-ready matrix)."""
+    cb = buf.shape[0]
+    step = buf.strides[1]
+    taps = as_strided(buf, (cb,) + lay.rest_kernel + (lay.stack_len,),
+                      (buf.strides[0],) + tuple(s * step for s in lay.rest_steps) + (step,), writeable=False)
+    rest = math.prod(lay.rest_kernel)
+    stack = workspace.buffer("dw-stack", (cb,) + lay.rest_kernel + (lay.stack_len,), buf.dtype)
+    np.copyto(stack, taps)
+    stack = stack.reshape(cb, rest, lay.stack_len)
+    return as_strided(stack, (cb, lay.row_taps, rest, lay.wide_len),
+                      (stack.strides[0], lay.row_step * step, stack.strides[1], step), writeable=False)
+
+
 def _flat_forward(lay: _Layout, buf: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> None:
     """Stride-1 forward of one channel block: ``buf (cb, flat padded)``, ``w_rows (cb, R, M, Kr)``
     (``R`` taps of the first axis, ``Kr`` of the others), ``out (cb, M, *out)``.
@@ -186,19 +202,9 @@ def _flat_forward(lay: _Layout, buf: np.ndarray, w_rows: np.ndarray, out: np.nda
     copies ``Kr`` rows instead of all ``R*Kr`` taps (3x3: 3 instead of 9; measured 1.4-2.5x faster
     than stacking every tap for 3x3/5x5 on 56x56).
     """
-    cb = buf.shape[0]
-    dtype = buf.dtype
-    step = buf.strides[1]
-    taps = as_strided(buf, (cb,) + lay.rest_kernel + (lay.stack_len,),
-                      (buf.strides[0],) + tuple(s * step for s in lay.rest_steps) + (step,), writeable=False)
-    rest = math.prod(lay.rest_kernel)
-    stack = workspace.buffer("dw-stack", (cb,) + lay.rest_kernel + (lay.stack_len,), dtype)
-    np.copyto(stack, taps)
-    stack = stack.reshape(cb, rest, lay.stack_len)
-    rows = as_strided(stack, (cb, lay.row_taps, rest, lay.wide_len),
-                      (stack.strides[0], lay.row_step * step, stack.strides[1], step), writeable=False)
-    mult = w_rows.shape[2]
-    part = workspace.buffer("dw-acc", (cb, lay.row_taps, mult, lay.wide_len), dtype)
+    rows = _stacked_rows(lay, buf)
+    cb, mult = buf.shape[0], w_rows.shape[2]
+    part = workspace.buffer("dw-acc", (cb, lay.row_taps, mult, lay.wide_len), buf.dtype)
     np.matmul(w_rows, rows, out=part)
     if lay.row_taps == 1:
         out[...] = lay.valid(part[:, 0])
@@ -273,7 +279,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     dtype = _check(x, gy)
     n, c = x.shape[:2]
     mult = gy.shape[1] // c
-    lay = _Layout(x.shape, mult, geom, dtype)
+    lay = _Layout(x.shape, mult, geom, dtype, stacked=True)
     gyr = gy.reshape((n, c, mult) + lay.out_size)
     partial = np.zeros((len(lay.tasks), lay.block, mult, len(lay.offsets)), dtype)
 
@@ -287,8 +293,10 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
             wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
             wide.fill(0)
             lay.valid(wide)[...] = gyr[image, c0:c1]
-            for t, shift in enumerate(lay.shifts):
-                np.matmul(wide, buf[:, shift: shift + lay.wide_len, None], out=out[:, :, t: t + 1])
+            rows = _stacked_rows(lay, buf)  # (cb, R, Kr, wide)
+            prod = workspace.buffer("dw-gw", (cb, lay.row_taps, mult, rows.shape[2]), dtype)
+            np.matmul(wide[:, None], rows.swapaxes(-1, -2), out=prod)
+            out.reshape(cb, mult, lay.row_taps, -1)[...] = prod.transpose(0, 2, 1, 3)
         else:
             grid = lay.grid(buf)
             cols = workspace.buffer("dw-cols", (cb,) + lay.out_size, dtype)
