@@ -57,6 +57,17 @@ def test_passes_match_torch(rng, case, dtype):
     _check_passes(rng, *case, dtype)
 
 
+
+@pytest.mark.parametrize("workers", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_thread_modes_and_uneven_chunks_match_torch(rng, monkeypatch, workers, dtype):
+    """Caller thread with multithreaded BLAS (default) and Python worker threads, with work items
+    of 2 images over a batch of 5 (the last item shorter)."""
+    monkeypatch.setattr(winograd, "WORKER_THREADS", workers)
+    monkeypatch.setattr(winograd, "_TARGET_TILES", 18)  # 3x3 tiles of 4 per image: 2 images per item
+    monkeypatch.setattr(winograd, "_TARGET_TILES_WORKERS", 18)
+    _check_passes(rng, (5, 4, 11, 12), 6, 1, 1, dtype)
+
 @given(n=st.integers(1, 2), groups=st.integers(1, 2), cg=st.integers(1, 3), og=st.integers(1, 3),
        h=st.integers(1, 14), w=st.integers(1, 14), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
        seed=st.integers(0, 2**31))
@@ -113,11 +124,22 @@ def test_float32_accuracy_bound(rng, channels, size):
     assert _relative(winograd.grad_input(f32[2], f32[1], geom, (size, size)), gx_ref.numpy()) <= 2e-6
 
 
+def test_recommended_channel_threshold_depends_on_threads(monkeypatch):
+    ok = conv_geom(3, 1, 1, 1, 1, (8, 8))
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
+    assert winograd.recommended("forward", (2, 64, 8, 8), (64, 64, 3, 3), ok, np.float32)
+    assert not winograd.recommended("forward", (2, 16, 8, 8), (16, 16, 3, 3), ok, np.float32)
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 2)
+    assert not winograd.recommended("forward", (2, 64, 8, 8), (64, 64, 3, 3), ok, np.float32)
+    assert winograd.recommended("forward", (2, 128, 8, 8), (128, 128, 3, 3), ok, np.float32)
+    assert not winograd.recommended("grad_input", (2, 128, 8, 8), (64, 128, 3, 3), ok, np.float32)
+
+
 def test_supports_only_3x3_stride_1():
     size = (8, 8)
     ok = conv_geom(3, 1, 1, 1, 1, size)
     assert winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)
-    assert winograd.recommended("forward", (2, 64, 8, 8), (64, 64, 3, 3), ok, np.float32)
+    assert winograd.recommended("forward", (2, 256, 8, 8), (256, 256, 3, 3), ok, np.float32)
     assert not winograd.recommended("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)  # few channels
     assert not winograd.supports("grad_weight", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float32)
     assert not winograd.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), ok, np.float16)
