@@ -111,14 +111,31 @@ class _Layout:
 
     def padded_block(self, x: np.ndarray, image: int, c0: int, c1: int) -> np.ndarray:
         """Zero-padded input block ``(c1 - c0, prod(padded) + slack)`` (flat rows) in a thread buffer."""
-        buf = workspace.buffer("dw-input", (c1 - c0, math.prod(self.padded) + self.slack), self.dtype)
-        buf.fill(0)
-        grid = buf[:, : math.prod(self.padded)].reshape((c1 - c0,) + self.padded)
+        size = math.prod(self.padded)
+        buf = workspace.buffer("dw-input", (c1 - c0, size + self.slack), self.dtype)
+        buf[:, size:] = 0
+        grid = buf[:, :size].reshape((c1 - c0,) + self.padded)
+        for axis, (lo, hi) in enumerate(self.pads, start=1):  # zero only the padding
+            before = (slice(None),) * axis
+            if lo:
+                grid[before + (slice(0, lo),)] = 0
+            if hi:
+                grid[before + (slice(grid.shape[axis] - hi, None),)] = 0
         grid[(slice(None),) + self.interior()] = x[image, c0:c1]
         return buf
 
     def grid(self, buf: np.ndarray) -> np.ndarray:
         return buf[:, : math.prod(self.padded)].reshape((buf.shape[0],) + self.padded)
+
+    def widen(self, block: np.ndarray) -> np.ndarray:
+        """``block (cb, M, *out)`` in the wide layout ``(cb, M, wide_len)``, junk columns zero
+        (a thread buffer)."""
+        wide = workspace.buffer("dw-gy", block.shape[:2] + (self.wide_len,), self.dtype)
+        grid = wide.reshape(block.shape[:2] + self.wide_rows)
+        for axis in range(1, self.geom.ndim):  # zero only the junk columns
+            grid[(slice(None),) * (axis + 2) + (slice(self.out_size[axis], None),)] = 0
+        self.valid(wide)[...] = block
+        return wide
 
     def valid(self, wide: np.ndarray) -> np.ndarray:
         """The real outputs ``(..., *out)`` of a wide ``(..., wide_len)`` array."""
@@ -290,9 +307,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         buf = lay.padded_block(x, image, c0, c1)
         out = partial[index, :cb]
         if lay.flat:
-            wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
-            wide.fill(0)
-            lay.valid(wide)[...] = gyr[image, c0:c1]
+            wide = lay.widen(gyr[image, c0:c1])
             rows = _stacked_rows(lay, buf)  # (cb, R, Kr, wide)
             prod = workspace.buffer("dw-gw", (cb, lay.row_taps, mult, rows.shape[2]), dtype)
             np.matmul(wide[:, None], rows.swapaxes(-1, -2), out=prod)
