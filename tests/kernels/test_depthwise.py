@@ -51,6 +51,14 @@ CASES = [
     ((2, 6, 1, 8), 1, (1, 3), 1, "same", 1),
     ((2, 3, 8, 9), 1, (2, 3), 1, ((3, 2), (4, 0)), 1),  # grad_input as forward: gy cropped
     ((1, 3, 4, 4), 1, (4, 4), 1, "valid", 1),  # one output pixel
+    # stride > 1 (polyphase grad_input, stacked windows): odd sizes, padding, dilation, multipliers
+    ((2, 5, 11, 13), 2, (3, 3), 2, 1, 1),
+    ((1, 3, 10, 9), 1, (3, 2), 3, ((2, 0), (1, 3)), 2),
+    ((2, 4, 9, 7), 3, (5, 3), (3, 2), 2, (1, 3)),
+    ((2, 3, 15), 2, (3,), 3, 1, 2),
+    ((1, 2, 7, 6, 5), 2, (3, 2, 3), 2, 1, 1),
+    ((1, 2, 8, 8), 1, (2, 2), 3, 0, 1),  # stride wider than the kernel: input pixels never read
+    ((1, 2, 3, 3), 1, (3, 3), 3, ((2, 1), (0, 4)), 1),  # phases lying wholly in the padding
 ]
 
 
@@ -76,6 +84,18 @@ def test_random_geometries_match_torch(nd, n, c, multiplier, data):
                       kernel, stride, padding, dilation, np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("block", [1, 2])
+def test_strided_channel_blocks_match_torch(rng, monkeypatch, dtype, block):
+    """Stride > 1 with the 5 channels split into tasks of ``block`` channels (2: a ragged last one)."""
+    shape, mult = (1, 5, 9, 8), 2
+    plane = 11 * 10 * np.dtype(dtype).itemsize * mult  # padded 11x10 grid per channel
+    monkeypatch.setattr(depthwise, "_STRIDED_BYTES", plane * block)
+    geom = conv_geom((3, 3), 2, 1, 1, 5, shape[2:])
+    assert depthwise._Layout(shape, mult, geom, dtype).block == block
+    _check_all_passes(rng, shape, mult, (3, 3), 2, 1, 1, dtype)
+
+
 def test_adjoint_identities_without_torch(rng):
     """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)> in float64."""
     for stride in (1, 2):
@@ -93,7 +113,7 @@ def _relative(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("kernel,stride", [((3, 3), 1), ((5, 5), 1), ((3, 3), 2)])
+@pytest.mark.parametrize("kernel,stride", [((3, 3), 1), ((5, 5), 1), ((3, 3), 2), ((5, 5), 2)])
 def test_float32_accuracy_bound(rng, kernel, stride):
     """float32 result within 2e-6 norm-relative of the float64 computation (benchmark-like, scaled)."""
     c, size = 32, (28, 28)

@@ -10,14 +10,17 @@ and row-major flat strides ``f``, every output position ``o`` is the flat positi
 single contiguous 1-D slice; the few junk columns (``o_i >= out_i`` for ``i > 0``) are dropped at
 the end. The forward pass copies the ``K`` shifted rows of a channel block into a ``(K, wide)``
 stack (one strided-view copy) and multiplies it by the ``(M, K)`` weights (a batched matmul: about
-1.4x faster than ``K`` broadcast multiply-adds, which NumPy runs slowly). Larger strides use N-d
-strided slices and multiply-adds.
+1.4x faster than ``K`` broadcast multiply-adds, which NumPy runs slowly). Larger strides copy all
+``K`` windows ``xp[c, o*s + k*d]`` of a channel block into ``(cb, K, prod(out))`` (one strided-view
+copy) and run one batched matmul with the ``(cb, M, K)`` weights (forward) or ``gy`` (grad_weight).
 
 * ``grad_input``: ``gxp[n, c, o*s + k*d] += sum_j w[c*M + j, 0, k] * gy[n, c*M + j, o]`` (the same
   slices, scattered), then the padding is cropped; for stride 1 and ``M == 1`` it is the forward
-  pass of ``gy`` with the flipped kernel and padding ``e - 1 - lo`` instead.
+  pass of ``gy`` with the flipped kernel and padding ``e - 1 - lo`` instead. For stride ``s > 1``
+  the padded grid is split into its ``prod(s)`` stride phases (``xp[m*s + r] = phase_r[m]``): each
+  tap adds into one phase as a contiguous shifted 1-D slice (see :class:`_Phases`).
 * ``grad_weight``: ``gw[c*M + j, 0, k] = sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``, a
-  batched matrix-vector product per offset (junk columns of ``gy`` set to zero), summed over tasks.
+  batched matrix product (junk columns of ``gy`` set to zero), summed over tasks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ NAME = "depthwise"
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TASK_BYTES = 256 * 1024  # padded input per task: about a core's L2 share
 _STACK_BYTES = 4 * 1024 * 1024  # forward's stack and products per task (measured 2.5-5 MiB best)
+_STRIDED_BYTES = 2 * 1024 * 1024  # padded input per task, stride > 1 (measured 1.5-3x faster than 256 KiB)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -95,19 +99,16 @@ class _Layout:
             rest = math.prod(self.rest_kernel)
             plane = self.dtype.itemsize * (rest * self.stack_len + self.row_taps * multiplier * self.wide_len)
             budget = _STACK_BYTES
-        self.block = max(1, min(self.c, budget // max(plane, 1)))
-        self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
         self.threads = max(1, get_num_threads())
+        self.block = max(1, min(self.c, budget // max(plane, 1)))
+        if not self.flat:  # larger blocks (fewer, longer NumPy calls), but a task for every thread
+            self.block = max(1, min(self.c, _STRIDED_BYTES // max(plane, 1),
+                                    -(-self.c // -(-self.threads // self.n))))
+        self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
 
     def interior(self) -> tuple[slice, ...]:
         """Where the unpadded input sits inside the padded grid."""
         return tuple(slice(lo, lo + s) for s, (lo, _) in zip(self.in_size, self.pads, strict=True))
-
-    def window(self, offset: tuple[int, ...]) -> tuple[slice, ...]:
-        """The padded-grid slice read by kernel ``offset`` for every output position (strided path)."""
-        g = self.geom
-        return tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
-                     for k, d, o, s in zip(offset, g.dilation, self.out_size, g.stride, strict=True))
 
     def padded_block(self, x: np.ndarray, image: int, c0: int, c1: int) -> np.ndarray:
         """Zero-padded input block ``(c1 - c0, prod(padded) + slack)`` (flat rows) in a thread buffer."""
@@ -176,18 +177,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         if lay.flat:
             _flat_forward(lay, buf, wk_rows[c0:c1], y[image, c0:c1])
         else:
-            grid = lay.grid(buf)
-            acc = y[image, c0:c1]
-            tmp = workspace.buffer("dw-tmp", (cb,) + lay.out_size, dtype)
-            for j in range(mult):
-                for t, offset in enumerate(lay.offsets):
-                    src = grid[(slice(None),) + lay.window(offset)]
-                    coef = wk[c0:c1, j, t].reshape((cb,) + (1,) * geom.ndim)
-                    if t == 0:
-                        np.multiply(src, coef, out=acc[:, j])
-                    else:
-                        np.multiply(src, coef, out=tmp)
-                        acc[:, j] += tmp
+            cols = _strided_windows(lay, buf)  # (cb, K, prod(out))
+            np.matmul(wk[c0:c1], cols, out=y[image, c0:c1].reshape(cb, mult, -1))
 
     workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return y.reshape((n, c * mult) + lay.out_size)
@@ -207,6 +198,21 @@ def _stacked_rows(lay: _Layout, buf: np.ndarray) -> np.ndarray:
     stack = stack.reshape(cb, rest, lay.stack_len)
     return as_strided(stack, (cb, lay.row_taps, rest, lay.wide_len),
                       (stack.strides[0], lay.row_step * step, stack.strides[1], step), writeable=False)
+
+
+def _strided_windows(lay: _Layout, buf: np.ndarray) -> np.ndarray:
+    """Stride > 1: every tap's window of ``buf (cb, flat padded)`` copied once into a thread buffer
+    ``(cb, K, prod(out))`` (``[c, k, o] = xp[c, o*s + k*d]``; one strided-view copy), the BLAS-ready
+    right operand of the per-channel batched matmul."""
+    g = lay.geom
+    grid = lay.grid(buf)
+    inner = grid.strides[1:]
+    view = as_strided(grid, (grid.shape[0],) + g.kernel_size + lay.out_size,
+                      (grid.strides[0],) + tuple(d * f for d, f in zip(g.dilation, inner, strict=True))
+                      + tuple(s * f for s, f in zip(g.stride, inner, strict=True)), writeable=False)
+    cols = workspace.buffer("dw-cols", view.shape, buf.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(grid.shape[0], len(lay.offsets), -1)
 
 
 def _flat_forward(lay: _Layout, buf: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> None:
@@ -242,6 +248,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
         return _grad_input_as_forward(gy, w, geom, tuple(input_size))
     lay = _Layout((n, c) + tuple(input_size), mult, geom, dtype)
     wk = _weights(w, c, dtype)
+    wk_t = np.ascontiguousarray(wk.swapaxes(1, 2))  # (C, K, M)
+    phases = None if lay.flat else _Phases(lay)
     gyr = gy.reshape((n, c, mult) + lay.out_size)
     gx = np.empty((n, c) + lay.in_size, dtype)
     size = math.prod(lay.padded) + lay.slack
@@ -250,29 +258,93 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
         image, c0 = task
         c1 = min(c, c0 + lay.block)
         cb = c1 - c0
+        if phases is not None:
+            _polyphase_grad_input(lay, phases, wk_t[c0:c1], gyr[image, c0:c1], gx[image, c0:c1])
+            return
         acc = workspace.buffer("dw-gxp", (cb, size), dtype)
         acc.fill(0)
         grid = lay.grid(acc)
-        if lay.flat:
-            wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
-            wide.fill(0)
-            lay.valid(wide)[...] = gyr[image, c0:c1]
-            tmp = workspace.buffer("dw-tmp", (cb, lay.wide_len), dtype)
-            for j in range(mult):
-                for t, shift in enumerate(lay.shifts):
-                    np.multiply(wide[:, j], wk[c0:c1, j, t, None], out=tmp)
-                    acc[:, shift: shift + lay.wide_len] += tmp
-        else:
-            tmp = workspace.buffer("dw-tmp", (cb,) + lay.out_size, dtype)
-            for j in range(mult):
-                for t, offset in enumerate(lay.offsets):
-                    coef = wk[c0:c1, j, t].reshape((cb,) + (1,) * geom.ndim)
-                    np.multiply(gyr[image, c0:c1, j], coef, out=tmp)
-                    grid[(slice(None),) + lay.window(offset)] += tmp
+        wide = workspace.buffer("dw-gy", (cb, mult, lay.wide_len), dtype)
+        wide.fill(0)
+        lay.valid(wide)[...] = gyr[image, c0:c1]
+        tmp = workspace.buffer("dw-tmp", (cb, lay.wide_len), dtype)
+        for j in range(mult):
+            for t, shift in enumerate(lay.shifts):
+                np.multiply(wide[:, j], wk[c0:c1, j, t, None], out=tmp)
+                acc[:, shift: shift + lay.wide_len] += tmp
         gx[image, c0:c1] = grid[(slice(None),) + lay.interior()]
 
     workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return gx
+
+
+class _Phases:
+    """Polyphase split of the padded grid for stride ``s > 1``: ``xp[m*s + r] = phase_r[m]``
+    (``r < s`` per axis, ``S = prod(s)`` phases of size ``Q``). Tap ``k`` (``k*d = q*s + r``) reads
+    ``phase_r[o + q]``, a stride-1 window; in the wide flat layout of ``Q`` (junk columns
+    ``o_i >= out_i`` for ``i > 0``) it is the constant shift ``sum q_i F_i`` of phase ``r``."""
+
+    def __init__(self, lay: _Layout):
+        g = lay.geom
+        qmax = [(k - 1) * d // s for k, d, s in zip(g.kernel_size, g.dilation, g.stride, strict=True)]
+        self.q_size = tuple(max(-(-p // s), o + q)
+                            for p, s, o, q in zip(lay.padded, g.stride, lay.out_size, qmax, strict=True))
+        f = [math.prod(self.q_size[i + 1:]) for i in range(g.ndim)]
+        self.count = math.prod(g.stride)
+        self.size = math.prod(self.q_size)
+        self.slack = sum(q * fi for q, fi in zip(qmax[1:], f[1:], strict=True))
+        self.wide_rows = (lay.out_size[0],) + self.q_size[1:]
+        self.wide_len = math.prod(self.wide_rows)
+        self.taps = []  # (phase index, flat shift) per kernel offset
+        for offset in lay.offsets:
+            qr = [divmod(k * d, s) for k, d, s in zip(offset, g.dilation, g.stride, strict=True)]
+            phase = int(np.ravel_multi_index(tuple(r for _, r in qr), g.stride))
+            self.taps.append((phase, sum(q * fi for (q, _), fi in zip(qr, f, strict=True))))
+        self.lay = lay
+
+    def valid(self, wide: np.ndarray) -> np.ndarray:
+        view = wide.reshape(wide.shape[:-1] + self.wide_rows)
+        return view[(Ellipsis,) + tuple(slice(0, o) for o in self.lay.out_size)]
+
+    def scatter(self, flat: np.ndarray, gx: np.ndarray) -> None:
+        """``gx (cb, *in)[i] = phase_r[m]`` for ``i + lo = m*s + r`` (the padding dropped), from
+        ``flat (cb, S, size + slack)``: one strided copy per phase."""
+        lay, cb = self.lay, flat.shape[0]
+        ph = flat[:, :, : self.size].reshape((cb, self.count) + self.q_size)
+        for index, rs in enumerate(np.ndindex(*lay.geom.stride)):
+            dst, src = [slice(None)], [slice(None), index]
+            for r, s, (lo, _), size in zip(rs, lay.geom.stride, lay.pads, lay.in_size, strict=True):
+                m0 = max(0, -(-(lo - r) // s))  # first phase row inside the input
+                i0 = m0 * s + r - lo
+                count = len(range(i0, size, s))
+                dst.append(slice(i0, size, s))
+                src.append(slice(m0, m0 + count))
+            np.copyto(gx[tuple(dst)], ph[tuple(src)])
+
+def _polyphase_grad_input(lay: _Layout, phases: _Phases, wk_t: np.ndarray, gy: np.ndarray,
+                          gx: np.ndarray) -> None:
+    """Stride > 1 ``gx`` of one channel block into ``gx (cb, *in)``: ``wk_t (cb, K, M)``,
+    ``gy (cb, M, *out)``. One batched matmul gives every tap's contribution in the wide layout of
+    the phases (``(cb, K, wide)``, junk columns zero); each is added to its phase as one contiguous
+    shifted 1-D slice; the phases are then interleaved into ``gx``. ``M == 1``: a broadcast product
+    instead of the matmul (an inner dimension of 1 is slow in BLAS: measured 4x)."""
+    cb, mult = gy.shape[:2]
+    dtype = gx.dtype
+    wide = workspace.buffer("dw-gy", (cb, mult, phases.wide_len), dtype)
+    grid_w = wide.reshape((cb, mult) + phases.wide_rows)
+    for axis in range(1, lay.geom.ndim):
+        grid_w[(slice(None),) * (axis + 2) + (slice(lay.out_size[axis], None),)] = 0
+    phases.valid(wide)[...] = gy
+    cols = workspace.buffer("dw-cols", (cb, len(phases.taps), phases.wide_len), dtype)
+    if mult == 1:
+        np.multiply(wk_t, wide, out=cols)
+    else:
+        np.matmul(wk_t, wide, out=cols)
+    flat = workspace.buffer("dw-phases", (cb, phases.count, phases.size + phases.slack), dtype)
+    flat.fill(0)
+    for t, (phase, shift) in enumerate(phases.taps):
+        flat[:, phase, shift: shift + phases.wide_len] += cols[:, t]
+    phases.scatter(flat, gx)
 
 
 def _grad_input_as_forward(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry,
@@ -313,12 +385,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
             np.matmul(wide[:, None], rows.swapaxes(-1, -2), out=prod)
             out.reshape(cb, mult, lay.row_taps, -1)[...] = prod.transpose(0, 2, 1, 3)
         else:
-            grid = lay.grid(buf)
-            cols = workspace.buffer("dw-cols", (cb,) + lay.out_size, dtype)
-            flat_gy = gyr[image, c0:c1].reshape(cb, mult, -1)
-            for t, offset in enumerate(lay.offsets):
-                np.copyto(cols, grid[(slice(None),) + lay.window(offset)])
-                np.matmul(flat_gy, cols.reshape(cb, -1, 1), out=out[:, :, t: t + 1])
+            cols = _strided_windows(lay, buf)  # (cb, K, prod(out))
+            np.matmul(gyr[image, c0:c1].reshape(cb, mult, -1), cols.swapaxes(-1, -2), out=out)
 
     workspace.run(list(range(len(lay.tasks))), lambda _, task: work(task), lay.threads)
     gw = np.zeros((c, mult, len(lay.offsets)), dtype)
