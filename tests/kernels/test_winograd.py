@@ -15,6 +15,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from kernel_checks import assert_passes_are_adjoint, relative_error
 from npconv.kernels import winograd
 from torch_oracle import assert_close, conv_geom, torch_conv_passes
 
@@ -102,13 +103,7 @@ def test_adjoint_identity_without_torch(rng):
     geom = conv_geom(3, 1, ((1, 2), (0, 3)), 1, 2, (9, 10))
     x = rng.standard_normal((2, 4, 9, 10))
     w = rng.standard_normal((6, 2, 3, 3))
-    y = winograd.forward(x, w, geom)
-    gy = rng.standard_normal(y.shape)
-    assert np.isclose(np.vdot(y, gy), np.vdot(x, winograd.grad_input(gy, w, geom, (9, 10))), rtol=1e-12)
-
-
-def _relative(a, b):
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    assert_passes_are_adjoint(winograd, x, w, geom, rng, weight_pass=False)
 
 
 @pytest.mark.parametrize("channels,size", [(64, 24), (128, 12), (256, 14), (256, 8)])
@@ -120,8 +115,8 @@ def test_float32_accuracy_bound(rng, channels, size):
     gy = rng.standard_normal((1, channels, size, size))
     y_ref, gx_ref, _ = torch_conv_passes(x, w, gy, geom)
     f32 = [a.astype(np.float32) for a in (x, w, gy)]
-    assert _relative(winograd.forward(f32[0], f32[1], geom), y_ref.numpy()) <= 2e-6
-    assert _relative(winograd.grad_input(f32[2], f32[1], geom, (size, size)), gx_ref.numpy()) <= 2e-6
+    assert relative_error(winograd.forward(f32[0], f32[1], geom), y_ref.numpy()) <= 2e-6
+    assert relative_error(winograd.grad_input(f32[2], f32[1], geom, (size, size)), gx_ref.numpy()) <= 2e-6
 
 
 def test_recommended_channel_threshold_depends_on_threads(monkeypatch):
