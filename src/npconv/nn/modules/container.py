@@ -23,6 +23,18 @@ def _index(idx: Any, size: int, kind: str) -> int:
     return idx % size
 
 
+def _delete_and_renumber(container: Module, idx: Any, kind: str) -> None:
+    """Delete the child(ren) at ``idx`` (int or slice), then renumber the rest 0, 1, ... as torch does."""
+    keys = list(container._modules.keys())
+    doomed = keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(keys), kind)]]
+    for key in doomed:
+        del container._modules[key]
+    modules = list(container._modules.values())
+    container._modules.clear()
+    for i, module in enumerate(modules):
+        container._modules[str(i)] = module
+
+
 class Sequential(Module):
     """Calls its modules in order, each on the previous one's output.
 
@@ -49,17 +61,7 @@ class Sequential(Module):
         self.add_module(key, module)
 
     def __delitem__(self, idx: Any) -> None:
-        keys = list(self._modules.keys())
-        if isinstance(idx, slice):
-            for key in keys[idx]:
-                del self._modules[key]
-        else:
-            del self._modules[keys[_index(idx, len(self), "Sequential")]]
-        # renumber, as torch does
-        modules = list(self._modules.values())
-        self._modules.clear()
-        for i, module in enumerate(modules):
-            self._modules[str(i)] = module
+        _delete_and_renumber(self, idx, "Sequential")
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -135,15 +137,7 @@ class ModuleList(Module):
         self.add_module(str(_index(idx, len(self), "ModuleList")), module)
 
     def __delitem__(self, idx: Any) -> None:
-        if isinstance(idx, slice):
-            for k in range(len(self._modules))[idx]:
-                del self._modules[str(k)]
-        else:
-            del self._modules[str(_index(idx, len(self), "ModuleList"))]
-        modules = list(self._modules.values())
-        self._modules.clear()
-        for i, module in enumerate(modules):
-            self._modules[str(i)] = module
+        _delete_and_renumber(self, idx, "ModuleList")
 
     def __len__(self) -> int:
         return len(self._modules)
