@@ -17,6 +17,15 @@ glibc's malloc returns large blocks to the OS, so fresh allocations page-fault a
 of both libraries by 1-3x depending on allocation history. Headline numbers therefore come from
 a child process run with ``GLIBC_TUNABLES`` = :data:`TUNED_MALLOC`; ``--env both`` adds a run in
 the default environment.
+
+Both libraries' idle worker threads spin after each call (torch's OpenMP pool, NumPy's OpenBLAS
+pool: about 2**28 cycles) and take a core from whatever runs next, so back-to-back interleaving
+charges each library for the other's pool. Measured on the 2-core machine: torch's ResNet 3x3
+64x56 forward takes 11 ms on its own and 23-43 ms right after an npconv call; npconv's grouped
+g=32 forward 6 ms on its own and 11 ms right after a torch call. The child processes therefore
+run with :data:`NO_SPIN` (idle threads sleep at once; neither library's own time changes
+measurably, checked with ``--alone``). ``--spin`` keeps the libraries' defaults and
+``--alone`` times each library in its own block of repetitions instead of interleaving.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 TUNED_MALLOC = "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824"
+#: Idle worker threads sleep instead of spinning: torch's OpenMP pool and NumPy's OpenBLAS pool
+#: (OpenBLAS's minimum timeout, 2**4 cycles).
+NO_SPIN = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def run_case(case: Case, reps: int, torch, rng: np.random.Generator) -> Result:
+def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool = False) -> Result:
     import npconv
     from npconv.geometry import ConvGeometry
     from npconv.kernels import gemm, plan
@@ -213,13 +225,19 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator) -> Result:
 
         timers["torch"] = (t_forward, t_backward)
 
-    # warm-up, then interleaved repetitions (alternating which library goes first)
+    # warm-up, then interleaved repetitions (alternating which library goes first), or with
+    # ``alone`` all repetitions of one library before the other's
     for fwd, bwd in timers.values():
         fwd()
         bwd()
     samples = {(lib, kind): [] for lib in timers for kind in ("forward", "backward")}
     names = list(timers)
-    for rep in range(reps):
+    if alone:
+        for lib in names:
+            for kind, idx in (("forward", 0), ("backward", 1)):
+                timers[lib][idx]()
+                samples[(lib, kind)].extend(_timed(timers[lib][idx]) for _ in range(reps))
+    for rep in range(0 if alone else reps):
         order = names if rep % 2 == 0 else names[::-1]
         for kind, idx in (("forward", 0), ("backward", 1)):
             for lib in order:
@@ -319,7 +337,7 @@ def worker(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     results = []
     for case in selected:
-        r = run_case(case, args.reps, torch, rng)
+        r = run_case(case, args.reps, torch, rng, args.alone)
         results.append(asdict(r))
         f, bk = r.forward_ms, r.backward_ms
         print(
@@ -341,6 +359,9 @@ def worker(args: argparse.Namespace) -> dict:
         "npconv": npconv.__version__,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "reps": args.reps,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""),
+        "order": "alone" if args.alone else "interleaved",
     }
     return {"meta": meta, "results": results, "summary": summarize(results)}
 
@@ -359,6 +380,12 @@ def main() -> None:
         default="tuned",
         help="allocator environment(s): tuned glibc malloc (headline), default, or both",
     )
+    parser.add_argument(
+        "--spin", action="store_true", help="keep the libraries' spinning idle threads (no NO_SPIN)"
+    )
+    parser.add_argument(
+        "--alone", action="store_true", help="time each library in its own block, not interleaved"
+    )
     parser.add_argument("--json", default="benchmarks/results/bench_conv.json", help="output JSON path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -374,6 +401,8 @@ def main() -> None:
             env["GLIBC_TUNABLES"] = TUNED_MALLOC
         else:
             env.pop("GLIBC_TUNABLES", None)
+        if not args.spin:
+            env.update(NO_SPIN)
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -384,7 +413,7 @@ def main() -> None:
             str(args.threads),
             "--cases",
             args.cases,
-        ]
+        ] + (["--alone"] if args.alone else [])
         print(f"running the {env_name} environment ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=True, text=True)
         runs[env_name] = json.loads(done.stdout)
@@ -392,7 +421,9 @@ def main() -> None:
         meta = run["meta"]
         print_table(
             run["results"],
-            f"{env_name} environment (GLIBC_TUNABLES={meta['glibc_tunables']!r}); "
+            f"{env_name} environment (GLIBC_TUNABLES={meta['glibc_tunables']!r}, "
+            f"OMP_WAIT_POLICY={meta['omp_wait_policy']!r}, "
+            f"OPENBLAS_THREAD_TIMEOUT={meta['openblas_thread_timeout']!r}); {meta['order']}; "
             f"{meta['threads']} threads; numpy {meta['numpy']}, scipy {meta['scipy']}, "
             f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['reps']} reps",
         )
