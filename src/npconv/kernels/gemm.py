@@ -42,9 +42,11 @@ exact adjoints: a transposed convolution is ``grad_input`` applied to its input.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
@@ -64,11 +66,17 @@ WORKSPACE_BYTES = 64 * 2**20
 #: Forward convolutions with stride 1 along the first spatial axis build im2col over the other
 #: axes only and shift along the first (``kernel_size[0]`` GEMMs over a ``k0``-times smaller copy).
 ROW_SHIFT = True
-#: Run work items on ``get_num_threads()`` Python threads with single-threaded BLAS (True), or on
-#: the calling thread with multithreaded BLAS (False, the default: measured 1.4-1.9x faster on an
-#: otherwise idle 2-core machine; the worker threads were faster only on a heavily oversubscribed one).
-WORKER_THREADS = False
-#: 1x1 stride-1 unpadded convolutions run as one batched matmul with multithreaded BLAS.
+#: Run work items on ``get_num_threads()`` Python threads with single-threaded BLAS (True, the
+#: default), or on the calling thread with multithreaded BLAS (False). Measured on the 2-core
+#: machine in blocks of repetitions, 2 threads, float32, forward+backward: worker threads 0.70-0.86x
+#: the time of BLAS threads on every dense GEMM case (3x3, 7x7/2 stem, strided, dilated, 1-d, 3-d,
+#: ConvTranspose, 13x13; 1x1 equal), forward 0.73-1.02x: the copies (im2col, col2im, padding)
+#: run in parallel too. (An earlier measurement that alternated the two modes call by call had
+#: found the opposite: OpenBLAS's pool keeps spinning for ~2**28 cycles after a multithreaded
+#: call and took a core from the worker threads that ran next.) See :func:`on_blas_threads`.
+WORKER_THREADS = True
+#: 1x1 stride-1 unpadded convolutions run as one batched matmul (multithreaded BLAS when the
+#: call runs on BLAS threads; per-image matmuls on the worker threads otherwise).
 DIRECT_BATCHED = True
 #: 1-d convolutions keep the full im2col (the shifted version measured equal or slower).
 ROW_SHIFT_MIN_NDIM = 2
@@ -90,11 +98,30 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
 clear_workspace = workspace.clear
 
 
+_mode = threading.local()
+
+
+@contextlib.contextmanager
+def on_blas_threads() -> Iterator[None]:
+    """Run this thread's ungrouped GEMM calls on the calling thread with multithreaded BLAS, whatever
+    :data:`WORKER_THREADS` says. The planner uses it for a ``grad_weight`` whose sibling passes run
+    on BLAS threads (Winograd): switching modes within one layer charges the worker threads for
+    OpenBLAS's still-spinning pool (ResNet 3x3 128x28 forward+backward 41 ms vs 51 ms mixed)."""
+    previous = getattr(_mode, "blas", False)
+    _mode.blas = True
+    try:
+        yield
+    finally:
+        _mode.blas = previous
+
+
 def _workers(groups: int) -> int:
-    """Python worker threads per call: ``get_num_threads()`` if :data:`WORKER_THREADS` or for
-    grouped convolutions (many small GEMMs per item, where multithreaded BLAS only adds
-    synchronisation: measured 1.7x slower for g=32, 8 channels per group), else 1."""
-    return get_num_threads() if WORKER_THREADS or groups > 1 else 1
+    """Python worker threads per call: ``get_num_threads()`` if :data:`WORKER_THREADS` (unless
+    inside :func:`on_blas_threads`) or for grouped convolutions (many small GEMMs per item, where
+    multithreaded BLAS only adds synchronisation: measured 1.7x slower for g=32, 8 channels per
+    group), else 1."""
+    workers = (WORKER_THREADS and not getattr(_mode, "blas", False)) or groups > 1
+    return get_num_threads() if workers else 1
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
@@ -253,7 +280,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         return y
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
     threads = _workers(lay.g)
-    if lay.direct and DIRECT_BATCHED:  # one batched GEMM, nothing to copy: multithreaded BLAS wins
+    if lay.direct and DIRECT_BATCHED and threads == 1:  # one batched GEMM, nothing to copy
         with blas_threads(get_num_threads()):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
                       out=y.reshape(lay.n, lay.g, lay.og, lay.length))
@@ -311,7 +338,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     gx = np.empty((n, c) + input_size, dtype=dtype)
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
     threads = _workers(lay.g)
-    if lay.direct and DIRECT_BATCHED:
+    if lay.direct and DIRECT_BATCHED and threads == 1:
         with blas_threads(get_num_threads()):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
         return gx
@@ -378,7 +405,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))
-    if lay.direct and DIRECT_BATCHED:  # sum_n gy[n] @ x[n]^T as batched GEMMs, multithreaded BLAS
+    if lay.direct and DIRECT_BATCHED and threads == 1:  # sum_n gy[n] @ x[n]^T, batched GEMMs
         with blas_threads(get_num_threads()):
             gw = np.matmul(gy.reshape(lay.n, lay.g, lay.og, lay.length),
                            x.reshape(lay.n, lay.g, lay.cg, lay.length).transpose(0, 1, 3, 2)).sum(axis=0)

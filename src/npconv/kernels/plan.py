@@ -163,4 +163,23 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     w_shape = (gy.shape[1], x.shape[1] // geom.groups) + tuple(geom.kernel_size)
     key = (x.shape, w_shape, geom, np.result_type(x, gy))
-    return _dispatch("grad_weight", key, lambda m: m.grad_weight(x, gy, geom))
+
+    def call(module: ModuleType) -> np.ndarray:
+        if module is gemm and _siblings_on_blas_threads(key):
+            with gemm.on_blas_threads():
+                return module.grad_weight(x, gy, geom)
+        return module.grad_weight(x, gy, geom)
+
+    return _dispatch("grad_weight", key, call)
+
+
+def _siblings_on_blas_threads(key: tuple) -> bool:
+    """Whether the forward or grad_input pass of this convolution runs on multithreaded BLAS (an
+    algorithm whose ``on_blas_threads()`` is true), so that its GEMM ``grad_weight`` should too."""
+    modules = algorithms()
+    for pass_name in ("forward", "grad_input"):
+        module = modules.get(choose(pass_name, *key))
+        runs_on_blas = getattr(module, "runs_on_blas_threads", None)
+        if module is not gemm and callable(runs_on_blas) and runs_on_blas():
+            return True
+    return False

@@ -120,6 +120,12 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     return min(channels_in, channels_out) >= least and min(geom.output_size(x_shape[2:])) >= 8
 
 
+def runs_on_blas_threads() -> bool:
+    """True unless :data:`WORKER_THREADS`: the planner then runs the layer's GEMM grad_weight on BLAS
+    threads too (see :func:`npconv.kernels.gemm.on_blas_threads`)."""
+    return not WORKER_THREADS
+
+
 def _tile_size(out_size: Sequence[int]) -> int:
     """``m``: 4 unless tiles of 2 cover the output with noticeably less waste."""
     waste4 = math.prod(-(-o // 4) * 4 for o in out_size) * 36 / 16
