@@ -78,6 +78,8 @@ WORKER_THREADS = True
 #: 1x1 stride-1 unpadded convolutions run as one batched matmul (multithreaded BLAS when the
 #: call runs on BLAS threads; per-image matmuls on the worker threads otherwise).
 DIRECT_BATCHED = True
+#: Passes that take ``bias=`` and add it to each output tile while it is in cache (see plan).
+BIAS_PASSES = ("forward", "grad_input")
 #: 1-d convolutions keep the full im2col (the shifted version measured equal or slower).
 ROW_SHIFT_MIN_NDIM = 2
 
@@ -268,15 +270,27 @@ def _prepare(*arrays: np.ndarray) -> tuple[np.dtype, list[np.ndarray]]:
 
 
 # -- the three passes ----------------------------------------------------------------------------
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """Cross-correlation ``y = conv(x, w)`` with zero padding from ``geom``; no bias."""
+def _channel_bias(bias: np.ndarray | None, groups: int) -> np.ndarray | None:
+    """``bias (G*P,)`` as ``(G, P, 1)``, broadcasting over a ``(G, P, T)`` tile."""
+    return None if bias is None else np.asarray(bias).reshape(groups, -1, 1)
+
+
+def _add_tile_bias(tile: np.ndarray, bias3: np.ndarray | None) -> None:
+    if bias3 is not None:
+        tile += bias3
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+    """Cross-correlation ``y = conv(x, w) (+ bias[o])`` with zero padding from ``geom``."""
     dtype, (x, w) = _prepare(x, w)
     lay = _Layout(x.shape, w.shape, geom, geom.output_size(x.shape[2:]), dtype)
     y = np.empty((lay.n, lay.o) + lay.out_size, dtype=dtype)
     if y.size == 0:
         return y
+    bias3 = _channel_bias(bias, lay.g)
     if lay.ck == 0:
         y.fill(0)
+        _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, -1), bias3)
         return y
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
     threads = _workers(lay.g)
@@ -284,6 +298,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         with blas_threads(get_num_threads()):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
                       out=y.reshape(lay.n, lay.g, lay.og, lay.length))
+        _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, lay.length), bias3)
         return y
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
 
@@ -299,6 +314,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         out = y[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
         if not lay.row_shift:
             np.matmul(wm, lay.columns(x[i], r0, r1), out=out)
+            _add_tile_bias(out, bias3)
             return
         cols = lay.row_columns(x[i], r0, r1)
         t = (r1 - r0) * lay.row
@@ -310,6 +326,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
             else:
                 np.matmul(w_rows[j], block, out=partial)
                 out += partial
+        _add_tile_bias(out, bias3)
 
     workspace.run(lay.tiles(threads, per_row), work, threads)
     return y
@@ -324,8 +341,10 @@ def _flipped_transposed(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + k)
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...]) -> np.ndarray:
-    """Adjoint of :func:`forward` in ``x``: ``gx = conv^T(gy, w)`` of spatial size ``input_size``."""
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """Adjoint of :func:`forward` in ``x``: ``gx = conv^T(gy, w) (+ bias[c])`` of spatial size
+    ``input_size`` (``bias``: a transposed convolution's, one per channel of ``gx``)."""
     dtype, (gy, w) = _prepare(gy, w)
     input_size = tuple(int(v) for v in input_size)
     n = gy.shape[0]
@@ -334,19 +353,23 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     if n == 0 or lay.c == 0:
         return np.zeros((n, c) + input_size, dtype)
     if all(s == 1 for s in geom.stride) and not lay.direct:
-        return _grad_input_stride1(gy, w, geom, lay)
+        return _grad_input_stride1(gy, w, geom, lay, bias)
     gx = np.empty((n, c) + input_size, dtype=dtype)
+    bias3 = _channel_bias(bias, lay.g)
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
     threads = _workers(lay.g)
     if lay.direct and DIRECT_BATCHED and threads == 1:
         with blas_threads(get_num_threads()):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
+        _add_tile_bias(gx.reshape(n, lay.g, lay.cg, -1), bias3)
         return gx
     if lay.direct:
         def direct(_: int, item: tuple[int, int, int]) -> None:
             i, r0, r1 = item
             gy_i = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
-            np.matmul(wt, gy_i, out=gx[i].reshape(lay.g, lay.cg, lay.length)[:, :, r0 * lay.row:r1 * lay.row])
+            out = gx[i].reshape(lay.g, lay.cg, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
+            np.matmul(wt, gy_i, out=out)
+            _add_tile_bias(out, bias3)
 
         workspace.run(lay.tiles(threads, 0), direct, threads)
         return gx
@@ -375,12 +398,14 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
                 target[(slice(None),) + region] += cols[(slice(None),) + offset]
         if lay.padded:
             gx[i] = target[crop]
+        _add_tile_bias(gx[i].reshape(lay.g, lay.cg, -1), bias3)
 
     workspace.run(list(range(n)), work, threads)
     return gx
 
 
-def _grad_input_stride1(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, lay: _Layout) -> np.ndarray:
+def _grad_input_stride1(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, lay: _Layout,
+                        bias: np.ndarray | None = None) -> np.ndarray:
     """Stride-1 grad_input as a forward convolution of ``gy`` padded by ``extent - 1 - pad``."""
     adjoint_pads = []
     crops = []
@@ -391,7 +416,7 @@ def _grad_input_stride1(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, lay: 
     gy_view = gy[(slice(None), slice(None)) + tuple(crops)]
     adjoint = ConvGeometry(geom.kernel_size, (1,) * geom.ndim, tuple(adjoint_pads), geom.dilation,
                            geom.groups)
-    return forward(gy_view, _flipped_transposed(w, geom.groups), adjoint)
+    return forward(gy_view, _flipped_transposed(w, geom.groups), adjoint, bias)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:

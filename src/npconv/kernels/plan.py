@@ -5,6 +5,9 @@ only these. Signatures (``geom`` has explicit zero padding):
 
 * ``forward(x, w, geom) -> y``
 * ``grad_input(gy, w, geom, input_size) -> gx``
+
+(plus ``bias=`` for the passes an algorithm lists in ``BIAS_PASSES``: it then adds the bias of the
+output channels itself, block by block; the planner adds it afterwards for the others)
 * ``grad_weight(x, gy, geom) -> gw``
 
 Algorithms are the modules of this package exposing ``NAME``, ``supports(pass_name, x_shape,
@@ -35,6 +38,7 @@ import numpy as np
 from .. import backends
 from ..geometry import ConvGeometry
 from . import gemm
+from .bias import add_bias
 
 __all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "algorithms", "PRIORITY"]
 
@@ -148,16 +152,33 @@ def _dispatch(pass_name: str, key: tuple, call: Callable[[ModuleType], np.ndarra
     return call(modules[name])
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _with_bias(module: ModuleType, pass_name: str, bias: np.ndarray | None,
+               run: Callable[..., np.ndarray]) -> np.ndarray:
+    """``run()`` plus ``bias`` per output channel: passed on (``run(bias=bias)``) to an algorithm
+    listing the pass in its ``BIAS_PASSES`` (it adds the bias to each output block while that is in
+    cache), else added afterwards by :func:`npconv.kernels.bias.add_bias`."""
+    if bias is None:
+        return run()
+    if pass_name in getattr(module, "BIAS_PASSES", ()):
+        return run(bias=bias)
+    return add_bias(run(), bias)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+    """``y = conv(x, w) (+ bias[o])``."""
     key = (x.shape, w.shape, geom, np.result_type(x, w))
-    return _dispatch("forward", key, lambda m: m.forward(x, w, geom))
+    return _dispatch("forward", key, lambda m: _with_bias(
+        m, "forward", bias, lambda **kw: m.forward(x, w, geom, **kw)))
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...]) -> np.ndarray:
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """``gx = conv^T(gy, w) (+ bias[c])``: the bias is the transposed convolution's."""
     input_size = tuple(int(v) for v in input_size)
     x_shape = (gy.shape[0], w.shape[1] * geom.groups) + input_size
     key = (x_shape, w.shape, geom, np.result_type(gy, w))
-    return _dispatch("grad_input", key, lambda m: m.grad_input(gy, w, geom, input_size))
+    return _dispatch("grad_input", key, lambda m: _with_bias(
+        m, "grad_input", bias, lambda **kw: m.grad_input(gy, w, geom, input_size, **kw)))
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:

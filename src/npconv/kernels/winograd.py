@@ -48,6 +48,8 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: 3x3 forward measured 16.3 / 10.8 / 11.8 ms (64x56, 128x28, 256x14, batch 8) vs 20.6-21.3 /
 #: 16.2 / 18.8 ms on worker threads (GEMM: 15.9 / 14.1 / 14.7 ms, torch ~21 ms).
 WORKER_THREADS = False
+#: Passes that take ``bias=`` and add it to each block of images while it is in cache (see plan).
+BIAS_PASSES = ("forward", "grad_input")
 _TARGET_TILES = 400  # tiles per work item (multithreaded BLAS): columns of the frequency GEMMs
 _TARGET_TILES_WORKERS = 160  # per work item on worker threads
 
@@ -143,7 +145,7 @@ def _weight_transform(w: np.ndarray, groups: int, m: int, dtype: np.dtype) -> np
 
 
 def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tuple[int, int], m: int,
-               dtype: np.dtype) -> np.ndarray:
+               dtype: np.dtype, bias: np.ndarray | None = None) -> np.ndarray:
     """``y[n, o, i, j] = sum_{c, p, q} x_ext[n, c, i + p - low_0, j + q - low_1] w[o, c, p, q]``.
 
     ``x_ext`` is ``x`` extended by zeros on all sides (``low`` may be negative: cropping).
@@ -206,6 +208,8 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
             full = workspace.buffer("wg-out", (k, o, th, m, tw, m), dtype)
             np.copyto(full, z2)
             y[start:stop] = full.reshape(k, o, th * m, tw * m)[:, :, : out_size[0], : out_size[1]]
+        if bias is not None:
+            y[start:stop] += np.asarray(bias).reshape(o, 1, 1)
 
     workspace.run(list(range(0, n, chunk)), lambda _, start: work(start), threads)
     return y
@@ -218,18 +222,21 @@ def _check_same_dtype(*arrays: np.ndarray) -> np.dtype:
     return dtype
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3))`` with zero padding ``geom.pads()``."""
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+    """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
+    ``geom.pads()``."""
     dtype = _check_same_dtype(x, w)
     out_size = geom.output_size(x.shape[2:])
     m = _tile_size(out_size)
     u = _weight_transform(w, geom.groups, m, dtype)
     low = tuple(lo for lo, _ in geom.pads(x.shape[2:]))
-    return _correlate(x.astype(dtype, copy=False), u, low, out_size, m, dtype)
+    return _correlate(x.astype(dtype, copy=False), u, low, out_size, m, dtype, bias)
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:
-    """``gx (N, C, *input_size)``: full correlation of ``gy`` with the flipped, transposed kernel."""
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """``gx (N, C, *input_size) (+ bias[c])``: full correlation of ``gy`` with the flipped, transposed
+    kernel (``bias``: a transposed convolution's)."""
     dtype = _check_same_dtype(gy, w)
     input_size = tuple(int(v) for v in input_size)
     groups = geom.groups
@@ -240,7 +247,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     m = _tile_size(input_size)
     u = _weight_transform(flipped, groups, m, dtype)
     low = tuple(2 - lo for lo, _ in geom.pads(input_size))
-    return _correlate(gy.astype(dtype, copy=False), u, low, input_size, m, dtype)
+    return _correlate(gy.astype(dtype, copy=False), u, low, input_size, m, dtype, bias)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..geometry import ConvGeometry
 from ..kernels import plan
+from ..kernels.bias import bias_grad
 from ..kernels.padding import pad_array
 from ..tensor import Tensor, _conj, as_array, make_result
 from .pad import pad, pad_adjoint
@@ -31,25 +32,15 @@ def _wants_grad(value: Any) -> bool:
     return isinstance(value, Tensor) and value.requires_grad
 
 
-def _add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    if b is not None:
-        y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
-    return y
-
-
-def _bias_grad(g: np.ndarray) -> np.ndarray:
-    return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
-
-
 def _conv_core(x: Any, w: Any, b: Any, geom: ConvGeometry) -> Tensor:
     xd, wd = as_array(x), as_array(w)
     bd = None if b is None else as_array(b)
-    y = _add_bias(plan.forward(xd, wd, geom), bd)
+    y = plan.forward(xd, wd, geom, bias=bd)
 
     def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
         gx = plan.grad_input(g, _conj(wd), geom, xd.shape[2:]) if _wants_grad(x) else None
         gw = plan.grad_weight(_conj(xd), g, geom) if _wants_grad(w) else None
-        gb = _bias_grad(g) if _wants_grad(b) else None
+        gb = bias_grad(g) if _wants_grad(b) else None
         return gx, gw, gb
 
     return make_result(y, (x, w, b), backward, "ConvolutionBackward0")
@@ -64,13 +55,13 @@ def _conv_transpose_core(x: Any, w: Any, b: Any, geom: ConvGeometry, out_size: t
     conv_size = geom.output_size(out_size)
     extra = tuple((0, m - n) for m, n in zip(conv_size, in_size, strict=True))
     xe = pad_array(xd, extra) if any(hi for _, hi in extra) else xd
-    y = _add_bias(plan.grad_input(xe, wd, geom, out_size), bd)
+    y = plan.grad_input(xe, wd, geom, out_size, bias=bd)
     crop = (slice(None), slice(None)) + tuple(slice(0, n) for n in in_size)
 
     def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
         gx = plan.forward(g, _conj(wd), geom)[crop] if _wants_grad(x) else None
         gw = plan.grad_weight(g, _conj(xe), geom) if _wants_grad(w) else None
-        gb = _bias_grad(g) if _wants_grad(b) else None
+        gb = bias_grad(g) if _wants_grad(b) else None
         return gx, gw, gb
 
     return make_result(y, (x, w, b), backward, "ConvolutionBackward0")
