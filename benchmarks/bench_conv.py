@@ -401,8 +401,9 @@ def main() -> None:
             env["GLIBC_TUNABLES"] = TUNED_MALLOC
         else:
             env.pop("GLIBC_TUNABLES", None)
-        if not args.spin:
-            env.update(NO_SPIN)
+        if not args.spin:  # values already set in the environment win
+            for key, value in NO_SPIN.items():
+                env.setdefault(key, value)
         command = [
             sys.executable,
             os.path.abspath(__file__),
