@@ -108,6 +108,7 @@ def threads(request, monkeypatch):
     previous = npconv.get_num_threads()
     npconv.set_num_threads(count)
     monkeypatch.setattr(gemm, "WORKER_THREADS", workers)
+    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)  # the tests' tiny convolutions use the workers too
     yield count
     npconv.set_num_threads(previous)
 
@@ -188,6 +189,7 @@ def test_dtypes(name, dtype):
 
 def test_single_image_split_over_threads_and_tiles(tiny_workspace, monkeypatch):
     monkeypatch.setattr(gemm, "WORKER_THREADS", True)
+    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:
@@ -328,3 +330,25 @@ def test_workspace_cap_bounds_scratch_memory(monkeypatch):
         finally:
             tracemalloc.stop()
         assert peak - result.nbytes <= 4 * 2**20, f"{name}: {peak / 2**20:.1f} MiB"
+
+
+def test_small_calls_stay_on_the_calling_thread(monkeypatch):
+    """Below WORKER_MIN_MACS an ungrouped call runs on the caller; grouped calls always use workers."""
+    monkeypatch.setattr(gemm, "WORKER_THREADS", True)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    try:
+        geom = ConvGeometry.create((3, 3), 1, 1).with_padding(1)
+        small = gemm._Layout((2, 4, 8, 8), (4, 4, 3, 3), geom, (8, 8), np.dtype(np.float32))
+        assert gemm._workers(small) == 1
+        monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
+        assert gemm._workers(small) == 2
+        monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 2**24)
+        grouped_geom = ConvGeometry.create((3, 3), 1, 1, 1, 2).with_padding(1)
+        grouped = gemm._Layout((2, 4, 8, 8), (4, 2, 3, 3), grouped_geom, (8, 8), np.dtype(np.float32))
+        assert gemm._workers(grouped) == 2
+        with gemm.on_blas_threads():
+            monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
+            assert gemm._workers(small) == 1
+    finally:
+        npconv.set_num_threads(previous)

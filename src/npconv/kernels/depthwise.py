@@ -58,10 +58,22 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule (vs GEMM and FFT): up to 25 kernel taps (3x3, 5x5); grad_weight up to 49 (7x7)."""
+    """Measured rule (vs GEMM and FFT): up to 25 kernel taps (3x3, 5x5); grad_weight up to 49 (7x7);
+    forward and grad_input only without a channel multiplier, grad_weight with one only when there
+    is more than one channel. With a multiplier ``M > 1`` the grouped GEMM was faster (2 threads,
+    float32, ms depthwise / GEMM): grad_input 13.1/2.6 (1 -> 16 channels, 32x8x8), 146.8/9.3
+    (1 -> 16, 5x5, 64x28x28), 10.8/2.3 (32 -> 64, 8x56x56); forward 4.1/2.4 and 2.8/2.2 (32 -> 64,
+    64 -> 256), equal for one input channel; grad_weight 4.9/8.3 (32 -> 64) but 2.1/1.9 and 1.3/1.0
+    for one input channel. A single-channel first layer (``groups == C == 1``) is a depthwise
+    convolution with multiplier ``O``, so this rule keeps it on GEMM."""
+    if not supports(pass_name, x_shape, w_shape, geom, dtype):
+        return False
     taps = math.prod(geom.kernel_size)
-    return supports(pass_name, x_shape, w_shape, geom, dtype) and (
-        taps <= 25 or (pass_name == "grad_weight" and taps <= 49))
+    channels = x_shape[1]
+    multiplier = w_shape[0] // max(channels, 1)
+    if pass_name == "grad_weight":
+        return taps <= 49 and (multiplier == 1 or channels > 1)
+    return taps <= 25 and multiplier == 1
 
 
 class _Layout:

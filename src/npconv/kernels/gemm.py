@@ -117,12 +117,20 @@ def on_blas_threads() -> Iterator[None]:
         _mode.blas = previous
 
 
-def _workers(groups: int) -> int:
-    """Python worker threads per call: ``get_num_threads()`` if :data:`WORKER_THREADS` (unless
-    inside :func:`on_blas_threads`) or for grouped convolutions (many small GEMMs per item, where
-    multithreaded BLAS only adds synchronisation: measured 1.7x slower for g=32, 8 channels per
-    group), else 1."""
-    workers = (WORKER_THREADS and not getattr(_mode, "blas", False)) or groups > 1
+#: Ungrouped calls with fewer multiply-adds than this run on the calling thread (BLAS threads):
+#: their work items are too small to pay for the hand-off (forward+backward, 2 threads, batch 32:
+#: 16 -> 32 channels on 8x8, 9.4M MACs per pass: 7.1 ms vs 11.1 ms on workers; 29M MACs: equal).
+WORKER_MIN_MACS = 2**24
+
+
+def _workers(lay: _Layout) -> int:
+    """Python worker threads per call: ``get_num_threads()`` for grouped convolutions (many small
+    GEMMs per item, where multithreaded BLAS only adds synchronisation: measured 1.7x slower for
+    g=32, 8 channels per group) and, if :data:`WORKER_THREADS` and not inside
+    :func:`on_blas_threads`, for calls of at least :data:`WORKER_MIN_MACS`; else 1."""
+    macs = lay.n * lay.o * lay.ck * lay.length
+    workers = lay.g > 1 or (WORKER_THREADS and not getattr(_mode, "blas", False)
+                            and macs >= WORKER_MIN_MACS)
     return get_num_threads() if workers else 1
 
 
@@ -293,7 +301,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, -1), bias3)
         return y
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
-    threads = _workers(lay.g)
+    threads = _workers(lay)
     if lay.direct and DIRECT_BATCHED and threads == 1:  # one batched GEMM, nothing to copy
         with blas_threads(get_num_threads()):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
@@ -357,7 +365,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     gx = np.empty((n, c) + input_size, dtype=dtype)
     bias3 = _channel_bias(bias, lay.g)
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
-    threads = _workers(lay.g)
+    threads = _workers(lay)
     if lay.direct and DIRECT_BATCHED and threads == 1:
         with blas_threads(get_num_threads()):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
@@ -426,7 +434,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                   gy.shape[2:], dtype)
     if lay.n == 0 or lay.ck == 0 or lay.length == 0:
         return np.zeros((lay.o, lay.cg) + geom.kernel_size, dtype)
-    threads = max(1, min(_workers(lay.g), lay.n * lay.out_size[0]))
+    threads = max(1, min(_workers(lay), lay.n * lay.out_size[0]))
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))
