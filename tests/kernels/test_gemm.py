@@ -101,13 +101,18 @@ def check_passes(n, c, o, size, kernel, stride=1, padding=0, dilation=1, groups=
         )
 
 
-@pytest.fixture(params=[(1, False), (2, False), (2, True)], ids=["1", "2blas", "2workers"])
+@pytest.fixture(params=[(1, False, True), (2, False, True), (2, True, True), (1, False, False),
+                        (2, True, False)],
+                ids=["1", "2blas", "2workers", "1per-image", "2workers-per-image"])
 def threads(request, monkeypatch):
-    """Thread count, and whether work items run on Python worker threads (single-threaded BLAS)."""
-    count, workers = request.param
+    """Thread count, whether work items run on Python worker threads (single-threaded BLAS), and
+    whether small images take the batched path (else one image per work item)."""
+    count, workers, batched = request.param
     previous = npconv.get_num_threads()
     npconv.set_num_threads(count)
     monkeypatch.setattr(gemm, "WORKER_THREADS", workers)
+    if not batched:
+        monkeypatch.setattr(gemm, "BATCH_MAX_IMAGE_MACS", 0)
     monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)  # the tests' tiny convolutions use the workers too
     yield count
     npconv.set_num_threads(previous)
@@ -126,6 +131,8 @@ PATHS = {
     "1x1 strided": dict(n=2, c=3, o=4, size=(7, 8), kernel=1, stride=(2, 3)),
     "1x1 padded": dict(n=2, c=3, o=2, size=(4, 5), kernel=1, padding=1),
     "3x3 same": dict(n=3, c=4, o=5, size=(7, 6), kernel=3, padding=1),
+    "widening 3x3 (stride-1 grad_input by col2im)": dict(n=2, c=1, o=8, size=(6, 5), kernel=3, padding=1),
+    "widening grouped 1-d": dict(n=2, c=2, o=8, size=(9,), kernel=3, padding=((2, 1),), groups=2),
     "unpadded (slab is a view)": dict(n=2, c=3, o=4, size=(6, 9), kernel=(3, 2)),
     "asymmetric padding": dict(n=2, c=3, o=4, size=(6, 5), kernel=3, padding=((2, 0), (1, 3))),
     "padding wider than kernel (crop in adjoint)": dict(n=1, c=2, o=3, size=(4, 5), kernel=2, padding=3),
@@ -225,8 +232,9 @@ def test_empty_batch():
     per_group=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     batch=st.integers(1, 3),
     cap=st.sampled_from([1, 500, 64 * 2**20]),
+    batched=st.booleans(),
 )
-def test_random_geometries(nd, data, groups, per_group, batch, cap):
+def test_random_geometries(nd, data, groups, per_group, batch, cap, batched):
     kernel = data.draw(st.tuples(*[st.integers(1, 4)] * nd))
     stride = data.draw(st.tuples(*[st.integers(1, 3)] * nd))
     dilation = data.draw(st.tuples(*[st.integers(1, 3)] * nd))
@@ -236,8 +244,9 @@ def test_random_geometries(nd, data, groups, per_group, batch, cap):
         data.draw(st.integers(max(1, e - lo - hi), e + 5))
         for e, (lo, hi) in zip(extent, padding, strict=True)
     )
-    previous = gemm.WORKSPACE_BYTES
+    previous = gemm.WORKSPACE_BYTES, gemm.BATCH_MAX_IMAGE_MACS
     gemm.WORKSPACE_BYTES = cap
+    gemm.BATCH_MAX_IMAGE_MACS = 2**23 if batched else 0
     try:
         check_passes(
             batch,
@@ -252,7 +261,7 @@ def test_random_geometries(nd, data, groups, per_group, batch, cap):
             seed=7,
         )
     finally:
-        gemm.WORKSPACE_BYTES = previous
+        gemm.WORKSPACE_BYTES, gemm.BATCH_MAX_IMAGE_MACS = previous
 
 
 def test_finite_differences_without_torch():
