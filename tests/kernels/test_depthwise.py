@@ -149,8 +149,10 @@ def test_supports_only_depthwise_float(rng):
     big = conv_geom(31, 1, 15, 1, 4, (64, 64))
     assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 31, 31), big, np.float32)
     seven = conv_geom(7, 1, 3, 1, 4, (64, 64))
-    assert not depthwise.recommended("forward", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
-    assert depthwise.recommended("grad_weight", (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
+    for pass_name in ("forward", "grad_input", "grad_weight"):  # 7x7 (49 taps) stays direct
+        assert depthwise.recommended(pass_name, (2, 4, 64, 64), (4, 1, 7, 7), seven, np.float32)
+    nine = conv_geom(9, 1, 4, 1, 4, (64, 64))
+    assert not depthwise.recommended("grad_weight", (2, 4, 64, 64), (4, 1, 9, 9), nine, np.float32)
 
 
 def test_rejects_non_float_arrays(rng):

@@ -127,6 +127,10 @@ def test_supports_and_recommended():
     assert not fft.supports("forward", (2, 4, 16, 16), (4, 1, 31, 31), small, np.float32)  # kernel > input
     three = conv_geom(3, 1, 1, 1, 1, (56, 56))
     assert not fft.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), three, np.float32)
+    seven = conv_geom(7, 1, 3, 1, 4, (56, 56))  # 49 taps: the direct depthwise kernel's
+    assert not fft.recommended("forward", (8, 4, 56, 56), (4, 1, 7, 7), seven, np.float32)
+    nine = conv_geom(9, 1, 4, 1, 4, (56, 56))
+    assert fft.recommended("grad_weight", (8, 4, 56, 56), (4, 1, 9, 9), nine, np.float32)
 
 
 def test_rejects_non_float_arrays():

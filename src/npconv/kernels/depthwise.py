@@ -58,22 +58,29 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule (vs GEMM and FFT): up to 25 kernel taps (3x3, 5x5); grad_weight up to 49 (7x7);
-    forward and grad_input only without a channel multiplier, grad_weight with one only when there
-    is more than one channel. With a multiplier ``M > 1`` the grouped GEMM was faster (2 threads,
-    float32, ms depthwise / GEMM): grad_input 13.1/2.6 (1 -> 16 channels, 32x8x8), 146.8/9.3
-    (1 -> 16, 5x5, 64x28x28), 10.8/2.3 (32 -> 64, 8x56x56); forward 4.1/2.4 and 2.8/2.2 (32 -> 64,
-    64 -> 256), equal for one input channel; grad_weight 4.9/8.3 (32 -> 64) but 2.1/1.9 and 1.3/1.0
-    for one input channel. A single-channel first layer (``groups == C == 1``) is a depthwise
-    convolution with multiplier ``O``, so this rule keeps it on GEMM."""
+    """Measured rule (2 threads, float32, ms depthwise vs the others):
+
+    * up to 49 kernel taps (3x3, 5x5, 7x7): 7x7 on 8x96x56x56 forward / grad_input / grad_weight
+      12.7 / 12.7 / 10.3 vs FFT 25.0 / 16.4 / 21.9 and GEMM 19.0 / 18.8 / 13.9; within 25% of the
+      best on 28x28 and 14x14 (forward 10.0 vs GEMM 8.2, 6.5 vs FFT 5.8); larger kernels: FFT;
+    * forward and grad_input only without a channel multiplier ``M``: with ``M > 1`` the grouped
+      GEMM was faster, grad_input 13.1 vs 2.6 (1 -> 16 channels, 32x8x8), 146.8 vs 9.3 (1 -> 16,
+      5x5, 64x28x28), 10.8 vs 2.3 (32 -> 64, 8x56x56), forward 4.1 vs 2.4 (32 -> 64);
+    * grad_weight with a multiplier only for more than one input channel (4.9 vs 8.3 for
+      32 -> 64, but 2.1 vs 1.9 for 1 -> 16).
+
+    A single-channel first layer (``groups == C == 1``) is a depthwise convolution with multiplier
+    ``O``: this rule keeps it on GEMM."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
     taps = math.prod(geom.kernel_size)
     channels = x_shape[1]
     multiplier = w_shape[0] // max(channels, 1)
+    if taps > 49:
+        return False
     if pass_name == "grad_weight":
-        return taps <= 49 and (multiplier == 1 or channels > 1)
-    return taps <= 25 and multiplier == 1
+        return multiplier == 1 or channels > 1
+    return multiplier == 1
 
 
 class _Layout:

@@ -48,12 +48,11 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: stride 1, <= 4 input channels per group and more than 25 kernel taps (beyond
-    5x5; the direct depthwise kernel wins up to there), for grad_weight more than 49 taps."""
+    """Measured rule: stride 1, <= 4 input channels per group and more than 49 kernel taps (beyond
+    7x7; the direct depthwise kernel wins up to there: see ``depthwise.recommended``)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
-    threshold = 49 if pass_name == "grad_weight" else 25
-    return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) > threshold
+    return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) > 49
 
 
 # -- helpers ------------------------------------------------------------------------------------
