@@ -251,19 +251,18 @@ def _grad_weight_mode(monkeypatch, x_shape, w_shape, geom) -> list[bool]:
 
 
 def test_gemm_grad_weight_runs_on_blas_threads_beside_winograd(monkeypatch):
-    """The GEMM grad_weight of a layer whose forward runs Winograd (multithreaded BLAS) also runs on
-    BLAS threads; an all-GEMM layer keeps the worker threads."""
+    """The GEMM grad_weight of a layer whose forward or grad_input runs Winograd (multithreaded
+    BLAS) also runs on BLAS threads; an all-GEMM layer keeps the worker threads."""
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:
         geom = ConvGeometry.create((3, 3), 1, 1).with_padding(1)
-        wide = ((2, 128, 8, 8), (128, 128, 3, 3))  # Winograd's rule: >= 128 channels on 2 threads
-        assert plan.choose("forward", *wide, geom, np.float32) == "winograd"
-        assert _grad_weight_mode(monkeypatch, *wide, geom) == [True]
-        narrow = ((2, 4, 8, 8), (4, 4, 3, 3))
-        assert plan.choose("forward", *narrow, geom, np.float32) == "gemm"
-        assert _grad_weight_mode(monkeypatch, *narrow, geom) == [False]
-        with backends.conv.force({"forward": "gemm", "grad_input": "gemm"}):
-            assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]
+        wide = ((2, 128, 8, 8), (128, 128, 3, 3))
+        assert plan.choose("forward", *wide, geom, np.float32) == "gemm"  # Winograd: 1 thread only
+        assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]
+        with backends.conv.force({"forward": "winograd"}):
+            assert _grad_weight_mode(monkeypatch, *wide, geom) == [True]
+        with backends.conv.force({"grad_input": "winograd"}):
+            assert _grad_weight_mode(monkeypatch, *wide, geom) == [True]
     finally:
         npconv.set_num_threads(previous)

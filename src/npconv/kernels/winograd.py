@@ -107,19 +107,22 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: ungrouped float32 layers with >= 8x8 outputs and >= 32 input and output channels
-    on one thread, >= 128 on several (2 threads, batch 8, 64x56x56: GEMM 15.9-16.7 ms vs Winograd
-    16.3-19.8 ms for forward and grad_input; 128x28x28 and 256x14x14: Winograd 10.8-13.8 vs GEMM
-    14.1-15.6 ms; 1 thread, 64x56x56: Winograd 19.5 vs GEMM 26 ms)."""
+    """Measured rule: ungrouped float32 layers with >= 8x8 outputs and >= 32 input and output
+    channels, on one thread only (1 thread, 64x56x56: Winograd 19.5 vs GEMM 26 ms; a 6-layer
+    ResNet-like stack, batch 8, forward / forward+backward 98 / 310 ms vs 126 / 360 without it).
+
+    On several threads Winograd runs on multithreaded BLAS while the other kernels run on worker
+    threads, and OpenBLAS's pool keeps spinning for ~2**28 cycles after each multithreaded call,
+    taking a core from the next layer's workers: alone a 128x28x28 layer is faster (10.4 vs
+    15.8 ms forward), but in the same 6-layer stack on 2 threads the planner with Winograd took
+    106.5 / 276.6 ms and without it 69.6 / 197.4 ms (Winograd on worker threads: 118 / 300 ms).
+    Force it (``npconv.backends.conv.force({"forward": "winograd"})``) for isolated layers."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or geom.groups != 1:
         return False
-    if np.dtype(dtype) != np.float32:
+    if np.dtype(dtype) != np.float32 or get_num_threads() != 1:
         return False
     channels_in, channels_out = x_shape[1], w_shape[0]
-    if pass_name == "grad_input":
-        channels_in, channels_out = channels_out, channels_in
-    least = 32 if get_num_threads() == 1 else 128
-    return min(channels_in, channels_out) >= least and min(geom.output_size(x_shape[2:])) >= 8
+    return min(channels_in, channels_out) >= 32 and min(geom.output_size(x_shape[2:])) >= 8
 
 
 def runs_on_blas_threads() -> bool:
