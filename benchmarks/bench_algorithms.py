@@ -13,6 +13,10 @@ Run (headline numbers; the malloc settings must be set before the process starts
 
 On a machine shared with other jobs, ``--threads 1 --cpu-time`` compares the CPU time each
 library spends (both then run entirely in the calling thread), which contention barely changes.
+
+Like ``bench_conv.py``, the script re-runs itself with ``bench_conv.NO_SPIN`` set (idle torch
+OpenMP and OpenBLAS threads sleep instead of spinning into the other library's call) unless
+``--spin`` is given or the variables are already set.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from bench_conv import NO_SPIN
 
 import npconv
 from npconv.geometry import ConvGeometry
@@ -145,7 +151,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--cpu-time", action="store_true",
                         help="with --threads 1: time the calling thread's CPU time (robust under load)")
+    parser.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle threads")
     args = parser.parse_args()
+    missing = {key: value for key, value in NO_SPIN.items() if key not in os.environ}
+    if missing and not args.spin:  # the thread pools read these when they start: re-run the process
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+                  {**os.environ, **missing})
     if args.cpu_time and args.threads != 1:
         parser.error("--cpu-time needs --threads 1 (all work then runs in the calling thread)")
     clock = time.thread_time if args.cpu_time else time.perf_counter
