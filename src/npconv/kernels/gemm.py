@@ -80,13 +80,16 @@ WORKER_THREADS = True
 DIRECT_BATCHED = True
 #: Passes that take ``bias=`` and add it to each output tile while it is in cache (see plan).
 BIAS_PASSES = ("forward", "grad_input")
-#: Convolutions with at most this many multiply-adds per image build the columns of a chunk of
-#: images at once and run one GEMM per chunk (per-image calls cost more than they compute on small
-#: images; 2 threads, float32, forward ms per-image -> batched: 16 -> 32 channels 32x8x8
-#: 2.54 -> 1.11, 1 -> 32 channels 64x28x28 6.3 -> 2.2, 3 -> 64 channels 128x32x32 20.8 -> 11.2,
-#: 64 -> 64 channels 64x14x14 11.9 -> 9.8; above ~1.5e7 per image the batched path lost: 64 -> 64
-#: channels 128x32x32 71 -> 91); 0 disables the batched path.
-BATCH_MAX_IMAGE_MACS = 2**23
+#: Layers with at most :data:`BATCH_MAX_POSITIONS` output positions per image, or at most
+#: :data:`BATCH_MAX_IMAGE_MACS` multiply-adds per image, build the columns of a chunk of images at
+#: once and run one GEMM per chunk (per-image calls cost more than they compute on small images).
+#: 2 threads, float32, forward ms per-image -> chunked: 16 -> 32 channels 32x8x8 2.54 -> 0.84,
+#: 1 -> 32 channels 64x28x28 6.3 -> 1.9, 3 -> 64 channels 128x32x32 20.8 -> 10.0, 64 -> 64
+#: channels 64x16x16 12.4 -> 10.9 and 64x14x14 11.9 -> 9.5; but 32 -> 32 channels 64x32x32
+#: (9.4e6 per image) 13.9 -> 17.0, 32 -> 64 64x28x28 16.3 -> 18.5, 64 -> 64 128x32x32 71 -> 81.
+#: 0 for both disables the chunked path.
+BATCH_MAX_POSITIONS = 256
+BATCH_MAX_IMAGE_MACS = 2**22
 #: A stride-1 ``grad_input`` is the forward convolution of ``gy`` with the flipped kernel (an im2col
 #: of ``gy``, ``O`` channels) unless the layer widens the channels by at least this factor
 #: (``Cg * ratio <= Og``): then a GEMM into ``Cg*K`` columns and a col2im (the strided path) copies
@@ -209,7 +212,8 @@ class _Layout:
         """Chunks ``(first, end)`` of whole images for the batched small-image path (columns, padded
         copies and GEMM output of a chunk within the per-thread workspace share), or None when the
         images are large, the convolution needs no columns (1x1) or a chunk would hold one image."""
-        if self.o * self.ck * self.length > BATCH_MAX_IMAGE_MACS or self.direct or self.n < 2:
+        small = self.length <= BATCH_MAX_POSITIONS or self.o * self.ck * self.length <= BATCH_MAX_IMAGE_MACS
+        if not small or self.direct or self.n < 2:
             return None
         padded = math.prod(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
         per_image = self.dtype.itemsize * (self.c * self.k * self.length + self.o * self.length

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from ..kernels import pointwise
 from ..tensor import Tensor, as_array, make_result
 
 __all__ = ["relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout"]
@@ -28,9 +29,8 @@ _GELU_KAPPA = 0.044715
 
 
 def relu(x: Any) -> Tensor:
-    data = as_array(x)
-    mask = data > 0
-    return make_result(np.maximum(data, data.dtype.type(0)), (x,), lambda g: (g * mask,), "ReluBackward0")
+    out = pointwise.relu(as_array(x))
+    return make_result(out, (x,), lambda g: (pointwise.relu_grad(g, out),), "ReluBackward0")
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import pointwise
 from ..tensor import Tensor, as_array, make_result
 
 __all__ = ["batch_norm", "group_norm"]
@@ -33,8 +34,56 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
 
     In training the batch statistics are used and the running buffers (if given) are updated in
     place: ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance
-    ``var * M / (M - 1)``. Otherwise the running statistics normalise.
+    ``var * M / (M - 1)``. Otherwise the running statistics normalise. Computed image by image on
+    the worker threads (:mod:`npconv.kernels.pointwise`) as ``y = (x - mean) * a + bias`` with
+    ``a = weight * invstd``; ``xhat`` is not stored, the backward pass recomputes ``x - mean``.
     """
+    data = as_array(x)
+    if data.ndim < 2 or data.shape[0] == 0:
+        return _batch_norm_whole(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    channels = data.shape[1]
+    count = data.size // channels if channels else 0
+    t = data.dtype.type
+    if training:
+        mean = pointwise.channel_sums(data) / t(count)
+        first, second = pointwise.centred_moments(data, mean)
+        correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
+        mean = mean + correction
+        var = np.maximum(second / t(count) - correction * correction, t(0))
+        if running_mean is not None:
+            rm = running_mean.data
+            rm[...] = (1 - momentum) * rm + momentum * mean
+        if running_var is not None:
+            rv = running_var.data
+            rv[...] = (1 - momentum) * rv + momentum * var * (count / max(count - 1, 1))
+    else:
+        mean = as_array(running_mean).astype(data.dtype, copy=False)
+        var = as_array(running_var).astype(data.dtype, copy=False)
+    invstd = (1 / np.sqrt(var + t(eps))).astype(data.dtype, copy=False)
+    w = None if weight is None else as_array(weight)
+    scale = invstd if w is None else invstd * w
+    shift = np.zeros_like(scale) if bias is None else as_array(bias).astype(data.dtype, copy=False)
+    y = pointwise.centred_scale(data, mean, scale, shift)
+
+    def backward(g: np.ndarray) -> tuple[Any, ...]:
+        total, dot = pointwise.centred_dot(g, data, mean)  # sum g, sum g * (x - mean)
+        gw = dot * invstd if _wants_grad(weight) else None
+        gb = total if _wants_grad(bias) else None
+        gx = None
+        if _wants_grad(x):
+            if training:  # scale * (g - mean(g) - xhat * mean(g * xhat))
+                gx = pointwise.centred_affine(g, data, mean, scale, -scale * invstd * invstd * dot / t(count),
+                                              -scale * total / t(count))
+            else:
+                gx = pointwise.affine(g, scale, np.zeros_like(scale))
+        return gx, gw, gb
+
+    return make_result(y, (x, weight, bias), backward, "NativeBatchNormBackward0")
+
+
+def _batch_norm_whole(x: Any, running_mean: Tensor | None, running_var: Tensor | None, weight: Any,
+                      bias: Any, training: bool, momentum: float, eps: float) -> Tensor:
+    """:func:`batch_norm` as whole-array expressions (no images to spread: empty batches)."""
     data = as_array(x)
     channels = data.shape[1]
     axes = (0,) + tuple(range(2, data.ndim))
@@ -44,9 +93,6 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
     if training:
         mean = data.mean(axis=axes)
         centred = data - mean.reshape(shape)
-        correction = centred.mean(axis=axes)  # the first pass's rounding error (corrected two-pass)
-        mean += correction
-        centred -= correction.reshape(shape)
         var = np.mean(centred * centred, axis=axes)
         if running_mean is not None:
             rm = running_mean.data

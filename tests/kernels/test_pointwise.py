@@ -1,0 +1,103 @@
+"""The per-image worker-thread passes of batch norm and ReLU (kernels/pointwise.py) against torch,
+with the size threshold lowered so that tiny tensors take the 2-thread path too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+import npconv.nn.functional as F
+from npconv.kernels import pointwise
+from torch_oracle import assert_close
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def parallel(request, monkeypatch):
+    monkeypatch.setattr(pointwise, "PARALLEL_MIN_SIZE", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(request.param)
+    yield request.param
+    npconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 3), (2, 3, 4, 2, 3), (1, 2, 7)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_matches_torch(shape, training, affine, dtype, parallel):
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    w, b = (rng.standard_normal(c).astype(dtype) for _ in range(2))
+    rm, rv = rng.standard_normal(c).astype(dtype), (1 + rng.random(c)).astype(dtype)
+    ours = [npconv.Tensor(x.copy(), requires_grad=True)]
+    theirs = [torch.from_numpy(x.copy()).requires_grad_()]
+    if affine:
+        ours += [npconv.Tensor(a.copy(), requires_grad=True) for a in (w, b)]
+        theirs += [torch.from_numpy(a.copy()).requires_grad_() for a in (w, b)]
+    ours_rm, ours_rv = npconv.Tensor(rm.copy()), npconv.Tensor(rv.copy())
+    theirs_rm, theirs_rv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+    y = F.batch_norm(ours[0], ours_rm, ours_rv, *ours[1:], training=training, momentum=0.3, eps=1e-3)
+    ty = TF.batch_norm(theirs[0], theirs_rm, theirs_rv, *theirs[1:], training=training, momentum=0.3,
+                       eps=1e-3)
+    y.backward(gy)
+    ty.backward(torch.from_numpy(gy))
+    assert_close(y, ty, what="y")
+    for name, a, t in zip(("gx", "gw", "gb"), ours, theirs, strict=False):
+        assert_close(a.grad, t.grad, what=name)
+    assert_close(ours_rm, theirs_rm, what="running_mean")
+    assert_close(ours_rv, theirs_rv, what="running_var")
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5), (6, 7), (2, 3, 2, 2)])
+def test_relu_matches_torch(shape, parallel):
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape)
+    x.flat[0] = np.nan
+    x.flat[1] = 0.0
+    gy = rng.standard_normal(shape)
+    xt = npconv.Tensor(x.copy(), requires_grad=True)
+    tt = torch.from_numpy(x.copy()).requires_grad_()
+    y = F.relu(xt)
+    ty = TF.relu(tt)
+    y.backward(gy)
+    ty.backward(torch.from_numpy(gy))
+    np.testing.assert_array_equal(y.data, ty.detach().numpy())  # NaN stays NaN
+    np.testing.assert_array_equal(xt.grad.data, tt.grad.numpy())
+
+
+def test_channel_reductions_without_torch(parallel):
+    rng = np.random.default_rng(5)
+    x, g = rng.standard_normal((5, 3, 4, 4)), rng.standard_normal((5, 3, 4, 4))
+    mean = rng.standard_normal(3)
+    axes = (0, 2, 3)
+    centred = x - mean[None, :, None, None]
+    np.testing.assert_allclose(pointwise.channel_sums(x), x.sum(axis=axes), rtol=1e-12)
+    first, second = pointwise.centred_moments(x, mean)
+    np.testing.assert_allclose(first, centred.sum(axis=axes), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(second, (centred ** 2).sum(axis=axes), rtol=1e-12)
+    total, dot = pointwise.centred_dot(g, x, mean)
+    np.testing.assert_allclose(total, g.sum(axis=axes), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dot, (g * centred).sum(axis=axes), rtol=1e-12, atol=1e-12)
+
+
+def test_relu_grad_of_non_finite_upstream_gradient(parallel):
+    """Where the ReLU is inactive the gradient is 0 even when the upstream gradient is inf or NaN."""
+    y = np.array([[0.0, 1.0, 0.0, 2.0], [0.0, 3.0, 0.0, 0.0]])
+    g = np.array([[np.inf, np.inf, np.nan, 1.0], [-np.inf, 2.0, 5.0, np.nan]])
+    reference = torch.ops.aten.threshold_backward(torch.from_numpy(g), torch.from_numpy(y), 0).numpy()
+    np.testing.assert_array_equal(pointwise.relu_grad(g, y), reference)
+
+
+@pytest.mark.parametrize("value", [-2.0, 0.0, 3.0])
+def test_relu_of_a_scalar(value, parallel):
+    x = npconv.Tensor(np.array(value), requires_grad=True)
+    y = F.relu(x)
+    y.backward()
+    assert y.data.shape == () and y.data == max(value, 0.0)
+    assert x.grad.data == (1.0 if value > 0 else 0.0)
