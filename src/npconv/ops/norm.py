@@ -39,8 +39,6 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
     ``a = weight * invstd``; ``xhat`` is not stored, the backward pass recomputes ``x - mean``.
     """
     data = as_array(x)
-    if data.ndim < 2 or data.shape[0] == 0:
-        return _batch_norm_whole(x, running_mean, running_var, weight, bias, training, momentum, eps)
     channels = data.shape[1]
     count = data.size // channels if channels else 0
     t = data.dtype.type
@@ -50,12 +48,9 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
         correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
         mean = mean + correction
         var = np.maximum(second / t(count) - correction * correction, t(0))
-        if running_mean is not None:
-            rm = running_mean.data
-            rm[...] = (1 - momentum) * rm + momentum * mean
-        if running_var is not None:
-            rv = running_var.data
-            rv[...] = (1 - momentum) * rv + momentum * var * (count / max(count - 1, 1))
+        for buffer, stat in ((running_mean, mean), (running_var, var * (count / max(count - 1, 1)))):
+            if buffer is not None:
+                buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat
     else:
         mean = as_array(running_mean).astype(data.dtype, copy=False)
         var = as_array(running_var).astype(data.dtype, copy=False)
@@ -76,53 +71,6 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
                                               -scale * total / t(count))
             else:
                 gx = pointwise.affine(g, scale, np.zeros_like(scale))
-        return gx, gw, gb
-
-    return make_result(y, (x, weight, bias), backward, "NativeBatchNormBackward0")
-
-
-def _batch_norm_whole(x: Any, running_mean: Tensor | None, running_var: Tensor | None, weight: Any,
-                      bias: Any, training: bool, momentum: float, eps: float) -> Tensor:
-    """:func:`batch_norm` as whole-array expressions (no images to spread: empty batches)."""
-    data = as_array(x)
-    channels = data.shape[1]
-    axes = (0,) + tuple(range(2, data.ndim))
-    shape = _channel_shape(data.ndim, channels)
-    count = data.size // channels if channels else 0
-    t = data.dtype.type
-    if training:
-        mean = data.mean(axis=axes)
-        centred = data - mean.reshape(shape)
-        var = np.mean(centred * centred, axis=axes)
-        if running_mean is not None:
-            rm = running_mean.data
-            rm[...] = (1 - momentum) * rm + momentum * mean
-        if running_var is not None:
-            rv = running_var.data
-            rv[...] = (1 - momentum) * rv + momentum * var * (count / max(count - 1, 1))
-    else:
-        mean = as_array(running_mean).astype(data.dtype, copy=False)
-        var = as_array(running_var).astype(data.dtype, copy=False)
-        centred = data - mean.reshape(shape)
-    invstd = (1 / np.sqrt(var + t(eps))).astype(data.dtype, copy=False)
-    xhat = centred * invstd.reshape(shape)
-    w = None if weight is None else as_array(weight)
-    y = xhat * w.reshape(shape) if w is not None else xhat.copy()
-    if bias is not None:
-        y += as_array(bias).reshape(shape)
-
-    def backward(g: np.ndarray) -> tuple[Any, ...]:
-        gw = (g * xhat).sum(axis=axes) if _wants_grad(weight) else None
-        gb = g.sum(axis=axes) if _wants_grad(bias) else None
-        gx = None
-        if _wants_grad(x):
-            scale = invstd if w is None else invstd * w
-            if training:
-                sum_g = g.sum(axis=axes) / count
-                sum_gx = (g * xhat).sum(axis=axes) / count
-                gx = (g - sum_g.reshape(shape) - xhat * sum_gx.reshape(shape)) * scale.reshape(shape)
-            else:
-                gx = g * scale.reshape(shape)
         return gx, gw, gb
 
     return make_result(y, (x, weight, bias), backward, "NativeBatchNormBackward0")
