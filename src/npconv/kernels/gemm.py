@@ -140,15 +140,24 @@ def on_blas_threads() -> Iterator[None]:
 WORKER_MIN_MACS = 2**24
 
 
+def _on_blas_threads() -> bool:
+    return not WORKER_THREADS or getattr(_mode, "blas", False)
+
+
 def _workers(lay: _Layout) -> int:
     """Python worker threads per call: ``get_num_threads()`` for grouped convolutions (many small
     GEMMs per item, where multithreaded BLAS only adds synchronisation: measured 1.7x slower for
-    g=32, 8 channels per group) and, if :data:`WORKER_THREADS` and not inside
-    :func:`on_blas_threads`, for calls of at least :data:`WORKER_MIN_MACS`; else 1."""
+    g=32, 8 channels per group) and, unless the call runs on BLAS threads (:data:`WORKER_THREADS`
+    off or inside :func:`on_blas_threads`), for calls of at least :data:`WORKER_MIN_MACS`; else 1."""
     macs = lay.n * lay.o * lay.ck * lay.length
-    workers = lay.g > 1 or (WORKER_THREADS and not getattr(_mode, "blas", False)
-                            and macs >= WORKER_MIN_MACS)
+    workers = lay.g > 1 or (not _on_blas_threads() and macs >= WORKER_MIN_MACS)
     return get_num_threads() if workers else 1
+
+
+def _blas(threads: int) -> int:
+    """BLAS threads of a call on ``threads`` workers: all of ``get_num_threads()`` only when one
+    worker runs a call meant for BLAS threads; small calls stay single-threaded (no spinning pool)."""
+    return get_num_threads() if threads == 1 and _on_blas_threads() else 1
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
@@ -355,7 +364,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
     threads = _workers(lay)
     if lay.direct and DIRECT_BATCHED and threads == 1:  # one batched GEMM, nothing to copy
-        with blas_threads(get_num_threads()):
+        with blas_threads(_blas(threads)):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
                       out=y.reshape(lay.n, lay.g, lay.og, lay.length))
         _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, lay.length), bias3)
@@ -371,7 +380,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             np.copyto(out, product.reshape(lay.g, lay.og, b, lay.length).transpose(2, 0, 1, 3))
             _add_tile_bias(out, bias3)
 
-        workspace.run(chunks, batch, threads)
+        workspace.run(chunks, batch, threads, _blas(threads))
         return y
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
 
@@ -401,7 +410,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
                 out += partial
         _add_tile_bias(out, bias3)
 
-    workspace.run(lay.tiles(threads, per_row), work, threads)
+    workspace.run(lay.tiles(threads, per_row), work, threads, _blas(threads))
     return y
 
 
@@ -433,7 +442,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
     threads = _workers(lay)
     if lay.direct and DIRECT_BATCHED and threads == 1:
-        with blas_threads(get_num_threads()):
+        with blas_threads(_blas(threads)):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
         _add_tile_bias(gx.reshape(n, lay.g, lay.cg, -1), bias3)
         return gx
@@ -445,7 +454,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             np.matmul(wt, gy_i, out=out)
             _add_tile_bias(out, bias3)
 
-        workspace.run(lay.tiles(threads, 0), direct, threads)
+        workspace.run(lay.tiles(threads, 0), direct, threads, _blas(threads))
         return gx
     padded_size = tuple(m + lo + hi for m, (lo, hi) in zip(input_size, lay.pads, strict=True))
     crop = (slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in zip(input_size, lay.pads, strict=True))
@@ -474,7 +483,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             gx[i] = target[crop]
         _add_tile_bias(gx[i].reshape(lay.g, lay.cg, -1), bias3)
 
-    workspace.run(list(range(n)), work, threads)
+    workspace.run(list(range(n)), work, threads, _blas(threads))
     return gx
 
 
@@ -505,7 +514,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))
     if lay.direct and DIRECT_BATCHED and threads == 1:  # sum_n gy[n] @ x[n]^T, batched GEMMs
-        with blas_threads(get_num_threads()):
+        with blas_threads(_blas(threads)):
             gw = np.matmul(gy.reshape(lay.n, lay.g, lay.og, lay.length),
                            x.reshape(lay.n, lay.g, lay.cg, lay.length).transpose(0, 1, 3, 2)).sum(axis=0)
         return gw.reshape((lay.o, lay.cg) + geom.kernel_size)
@@ -522,7 +531,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
             cols = lay.batch_columns(x, first, end)
             sums[worker] += np.matmul(gy_c.reshape(lay.g, lay.og, -1), cols.transpose(0, 2, 1))
 
-        workspace.run(chunks, batch, threads)
+        workspace.run(chunks, batch, threads, _blas(threads))
         for partial in sums[1:]:
             sums[0] += partial
         return sums[0].reshape((lay.o, lay.cg) + geom.kernel_size)
@@ -548,7 +557,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         # a GEMM into a small temporary plus an add measured faster than SciPy's ?gemm(beta=1)
         acc += np.matmul(gy_t, cols.transpose(0, 2, 1))
 
-    workspace.run(items, work, threads)
+    workspace.run(items, work, threads, _blas(threads))
     total = accumulators[0]
     for acc in accumulators[1:]:
         total += acc

@@ -214,7 +214,8 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
         if bias is not None:
             y[start:stop] += np.asarray(bias).reshape(o, 1, 1)
 
-    workspace.run(list(range(0, n, chunk)), lambda _, start: work(start), threads)
+    workspace.run(list(range(0, n, chunk)), lambda _, start: work(start), threads,
+                  blas=1 if WORKER_THREADS else get_num_threads())
     return y
 
 

@@ -2,8 +2,8 @@
 
 * :func:`buffer` hands out a cached per-thread array (contents undefined) that is reused across
   calls: fresh large allocations cost page faults on every call (performance findings, pitfall 2).
-* :func:`run` spreads work items over Python threads with single-threaded BLAS, or runs them on the
-  calling thread with multithreaded BLAS when one thread is asked for.
+* :func:`run` spreads work items over Python threads with single-threaded BLAS (or runs them on the
+  calling thread, with as many BLAS threads as asked for: one unless a kernel chose BLAS threads).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import blas_threads, get_num_threads
+from ..backends import blas_threads
 
 __all__ = ["buffer", "clear", "run"]
 
@@ -65,16 +65,19 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def run(items: list[Any], work: Callable[[int, Any], None], threads: int) -> None:
+def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: int = 1) -> None:
     """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller).
 
     Worker ``k`` takes items ``k, k + threads, ...`` in order: a fixed assignment, so per-worker
-    accumulations (``grad_weight``) sum the same terms in the same order on every run. With one
-    worker, BLAS gets all of :func:`~npconv.backends.get_num_threads`; with several, one each.
+    accumulations (``grad_weight``) sum the same terms in the same order on every run. Every worker
+    runs single-threaded BLAS; with one worker, BLAS gets ``blas`` threads (default 1: OpenBLAS's
+    pool keeps spinning for ~2**28 cycles after a multithreaded call and takes a core from the
+    worker threads of the next call, which cost a CIFAR-style network 1.35-1.6x; see
+    ``docs/performance.md``).
     """
     threads = max(1, min(threads, len(items)))
     if threads == 1:
-        with blas_threads(get_num_threads()):
+        with blas_threads(blas):
             for item in items:
                 work(0, item)
         return

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import dense
 from ..tensor import Tensor, _conj, as_array, make_result
 
 __all__ = ["linear"]
@@ -21,14 +22,20 @@ def linear(x: Any, w: Any, b: Any = None) -> Tensor:
     Backward: ``gx = g @ conj(W)``, ``gW = g2^T @ conj(x2)`` (batch axes flattened), ``gb = sum g``.
     """
     xd, wd = as_array(x), as_array(w)
-    y = np.matmul(xd, wd.T)
+    if xd.ndim >= 2 and wd.ndim == 2:  # rows over the worker threads (no spinning BLAS pool)
+        y = dense.matmul_rows(xd.reshape(-1, xd.shape[-1]), wd.T).reshape(xd.shape[:-1] + (wd.shape[0],))
+    else:
+        y = np.matmul(xd, wd.T)
     if b is not None:
         y += as_array(b)
 
     def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
-        gx = np.matmul(g, _conj(wd)) if _wants_grad(x) else None
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim else g.reshape(1, 1)
-        gw = np.matmul(g2.T, _conj(xd.reshape(-1, xd.shape[-1]))) if _wants_grad(w) else None
+        gx = None
+        if _wants_grad(x):
+            gx = (dense.matmul_rows(g2, _conj(wd)).reshape(g.shape[:-1] + (wd.shape[1],))
+                  if g.ndim >= 2 and wd.ndim == 2 else np.matmul(g, _conj(wd)))
+        gw = dense.matmul_t_rows(g2, _conj(xd.reshape(-1, xd.shape[-1]))) if _wants_grad(w) else None
         gb = g2.sum(axis=0).reshape(as_array(b).shape) if _wants_grad(b) else None
         return gx, gw, gb
 
