@@ -112,8 +112,7 @@ def threads(request, monkeypatch):
     npconv.set_num_threads(count)
     monkeypatch.setattr(gemm, "WORKER_THREADS", workers)
     if not batched:
-        monkeypatch.setattr(gemm, "BATCH_MAX_IMAGE_MACS", 0)
-        monkeypatch.setattr(gemm, "BATCH_MAX_POSITIONS", 0)
+        monkeypatch.setattr(gemm, "BATCH_CHUNK_BYTES", 0)
     monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)  # the tests' tiny convolutions use the workers too
     yield count
     npconv.set_num_threads(previous)
@@ -245,10 +244,9 @@ def test_random_geometries(nd, data, groups, per_group, batch, cap, batched):
         data.draw(st.integers(max(1, e - lo - hi), e + 5))
         for e, (lo, hi) in zip(extent, padding, strict=True)
     )
-    previous = gemm.WORKSPACE_BYTES, gemm.BATCH_MAX_IMAGE_MACS, gemm.BATCH_MAX_POSITIONS
+    previous = gemm.WORKSPACE_BYTES, gemm.BATCH_CHUNK_BYTES
     gemm.WORKSPACE_BYTES = cap
-    gemm.BATCH_MAX_IMAGE_MACS = 2**22 if batched else 0
-    gemm.BATCH_MAX_POSITIONS = 256 if batched else 0
+    gemm.BATCH_CHUNK_BYTES = 4 * 2**20 if batched else 0
     try:
         check_passes(
             batch,
@@ -263,7 +261,7 @@ def test_random_geometries(nd, data, groups, per_group, batch, cap, batched):
             seed=7,
         )
     finally:
-        gemm.WORKSPACE_BYTES, gemm.BATCH_MAX_IMAGE_MACS, gemm.BATCH_MAX_POSITIONS = previous
+        gemm.WORKSPACE_BYTES, gemm.BATCH_CHUNK_BYTES = previous
 
 
 def test_finite_differences_without_torch():

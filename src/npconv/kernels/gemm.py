@@ -80,16 +80,15 @@ WORKER_THREADS = True
 DIRECT_BATCHED = True
 #: Passes that take ``bias=`` and add it to each output tile while it is in cache (see plan).
 BIAS_PASSES = ("forward", "grad_input")
-#: Layers with at most :data:`BATCH_MAX_POSITIONS` output positions per image, or at most
-#: :data:`BATCH_MAX_IMAGE_MACS` multiply-adds per image, build the columns of a chunk of images at
-#: once and run one GEMM per chunk (per-image calls cost more than they compute on small images).
-#: 2 threads, float32, forward ms per-image -> chunked: 16 -> 32 channels 32x8x8 2.54 -> 0.84,
-#: 1 -> 32 channels 64x28x28 6.3 -> 1.9, 3 -> 64 channels 128x32x32 20.8 -> 10.0, 64 -> 64
-#: channels 64x16x16 12.4 -> 10.9 and 64x14x14 11.9 -> 9.5; but 32 -> 32 channels 64x32x32
-#: (9.4e6 per image) 13.9 -> 17.0, 32 -> 64 64x28x28 16.3 -> 18.5, 64 -> 64 128x32x32 71 -> 81.
-#: 0 for both disables the chunked path.
-BATCH_MAX_POSITIONS = 256
-BATCH_MAX_IMAGE_MACS = 2**22
+#: Layers whose columns, padded input and output for two or more images fit in this many bytes
+#: build the columns of a chunk of images at once and run one GEMM per chunk (per-image calls cost
+#: more than they compute on small images; a cache-sized chunk beat both per-image calls and
+#: workspace-sized chunks). 2 threads, float32, forward ms per-image -> chunked: 16 -> 32 channels
+#: 32x8x8 2.54 -> 0.7, 1 -> 32 channels 64x28x28 6.3 -> 1.9, 3 -> 64 channels 128x32x32 20.8 ->
+#: 10.0, 32 -> 32 channels 64x32x32 15.9 -> 13.7, 32 -> 64 64x28x28 18.3 -> 16.2, 64 -> 64
+#: 64x14x14 11.9 -> 9.5; equal on larger layers (64 MiB chunks had lost there: 64 -> 64
+#: 128x32x32 71 -> 81 ms). 0 disables the chunked path.
+BATCH_CHUNK_BYTES = 4 * 2**20
 #: A stride-1 ``grad_input`` is the forward convolution of ``gy`` with the flipped kernel (an im2col
 #: of ``gy``, ``O`` channels) unless the layer widens the channels by at least this factor
 #: (``Cg * ratio <= Og``): then a GEMM into ``Cg*K`` columns and a col2im (the strided path) copies
@@ -219,15 +218,15 @@ class _Layout:
 
     def image_chunks(self, threads: int) -> list[tuple[int, int]] | None:
         """Chunks ``(first, end)`` of whole images for the batched small-image path (columns, padded
-        copies and GEMM output of a chunk within the per-thread workspace share), or None when the
-        images are large, the convolution needs no columns (1x1) or a chunk would hold one image."""
-        small = self.length <= BATCH_MAX_POSITIONS or self.o * self.ck * self.length <= BATCH_MAX_IMAGE_MACS
-        if not small or self.direct or self.n < 2:
+        copies and GEMM output of a chunk within :data:`BATCH_CHUNK_BYTES` and the per-thread
+        workspace share), or None when the convolution needs no columns (1x1) or a chunk would
+        hold fewer than two images."""
+        if self.direct or self.n < 2:
             return None
         padded = math.prod(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
         per_image = self.dtype.itemsize * (self.c * self.k * self.length + self.o * self.length
                                            + self.c * padded)
-        per = max(1, WORKSPACE_BYTES // max(1, threads) // max(1, per_image))
+        per = min(WORKSPACE_BYTES // max(1, threads), BATCH_CHUNK_BYTES) // max(1, per_image)
         per = min(per, -(-self.n // threads))  # a chunk for every thread
         if per < 2:
             return None
