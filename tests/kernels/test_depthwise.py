@@ -137,12 +137,15 @@ def test_supports_only_depthwise_float(rng):
     too_small = conv_geom(5, 1, 0, 1, 4, (3, 3))
     assert not depthwise.supports("forward", (2, 4, 3, 3), (4, 1, 5, 5), too_small, np.float32)
     assert not depthwise.supports("forward", (2, 4, 8), (4, 1, 3, 3), dw, np.float32)  # rank mismatch
-    assert depthwise.recommended("forward", (2, 4, 8, 8), (4, 1, 3, 3), dw, np.float32)
+    # stride-1 3x3 and 5x5: GEMM; strided: depthwise
+    assert not depthwise.recommended("forward", (2, 4, 8, 8), (4, 1, 3, 3), dw, np.float32)
+    strided = conv_geom(3, 2, 1, 1, 4, size)
+    assert depthwise.recommended("forward", (2, 4, 8, 8), (4, 1, 3, 3), strided, np.float32)
     # a channel multiplier: GEMM for forward/grad_input, depthwise grad_weight only with > 1 channel
-    assert not depthwise.recommended("forward", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
-    assert not depthwise.recommended("grad_input", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
-    assert depthwise.recommended("grad_weight", (2, 4, 8, 8), (8, 1, 3, 3), dw, np.float32)
-    single = conv_geom(3, 1, 1, 1, 1, size)  # one input channel: a depthwise conv with multiplier O
+    assert not depthwise.recommended("forward", (2, 4, 8, 8), (8, 1, 3, 3), strided, np.float32)
+    assert not depthwise.recommended("grad_input", (2, 4, 8, 8), (8, 1, 3, 3), strided, np.float32)
+    assert depthwise.recommended("grad_weight", (2, 4, 8, 8), (8, 1, 3, 3), strided, np.float32)
+    single = conv_geom(3, 2, 1, 1, 1, size)  # one input channel: a depthwise conv with multiplier O
     assert depthwise.supports("grad_weight", (2, 1, 8, 8), (16, 1, 3, 3), single, np.float32)
     for pass_name in ("forward", "grad_input", "grad_weight"):
         assert not depthwise.recommended(pass_name, (2, 1, 8, 8), (16, 1, 3, 3), single, np.float32)

@@ -58,11 +58,15 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule (2 threads, float32, ms depthwise vs the others):
+    """Measured rule (2 threads, float32, batch 8, ms depthwise vs the others, with bias):
 
-    * up to 49 kernel taps (3x3, 5x5, 7x7): 7x7 on 8x96x56x56 forward / grad_input / grad_weight
-      12.7 / 12.7 / 10.3 vs FFT 25.0 / 16.4 / 21.9 and GEMM 19.0 / 18.8 / 13.9; within 25% of the
-      best on 28x28 and 14x14 (forward 10.0 vs GEMM 8.2, 6.5 vs FFT 5.8); larger kernels: FFT;
+    * strided kernels up to 49 taps: 3x3/2 on 128x56x56 forward / grad_input / grad_weight 3.3 /
+      6.1 / 3.2 vs GEMM 4.3 / 11.4 / 4.2; 5x5/2 7.3 / 14.1 / 7.4 vs 8.6 / 30.0 / 9.5;
+    * stride 1 up to 49 taps on outputs of at least 2500 positions (50x50): 5x5 on 128x56x56
+      forward 11.9 vs GEMM 15.9, forward+backward 34.3 vs 45.3; 7x7 on 96x56x56 12.6 vs 14.8
+      (FFT 19.9); 3x3 equal (7.5 vs 7.6 on 56x56, 6.9 vs 6.9 on 32x112x112). On smaller outputs
+      the per-image grouped GEMM wins: 3x3 256x28x28 4.4 vs 6.7, 5x5 7.5 vs 8.5, 7x7 192x28x28
+      7.2 vs 9.4. Larger kernels go to FFT;
     * forward and grad_input only without a channel multiplier ``M``: with ``M > 1`` the grouped
       GEMM was faster, grad_input 13.1 vs 2.6 (1 -> 16 channels, 32x8x8), 146.8 vs 9.3 (1 -> 16,
       5x5, 64x28x28), 10.8 vs 2.3 (32 -> 64, 8x56x56), forward 4.1 vs 2.4 (32 -> 64);
@@ -76,7 +80,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     taps = math.prod(geom.kernel_size)
     channels = x_shape[1]
     multiplier = w_shape[0] // max(channels, 1)
-    if taps > 49:
+    strided = any(st > 1 for st in geom.stride)
+    if taps > 49 or (not strided and math.prod(geom.output_size(x_shape[2:])) < 2500):
         return False
     if pass_name == "grad_weight":
         return multiplier == 1 or channels > 1
