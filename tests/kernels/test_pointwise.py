@@ -101,3 +101,26 @@ def test_relu_of_a_scalar(value, parallel):
     y.backward()
     assert y.data.shape == () and y.data == max(value, 0.0)
     assert x.grad.data == (1.0 if value > 0 else 0.0)
+
+
+def test_batch_norm_float16_takes_statistics_in_float32(parallel):
+    """float16 sums of 16384 values near 100 overflow; the statistics are taken in float32, and the
+    result (float16) is as close to a float64 reference as torch's float16 result."""
+    rng = np.random.default_rng(7)
+    x = (100 + 3 * rng.standard_normal((64, 4, 16, 16))).astype(np.float16)
+    gy = rng.standard_normal(x.shape).astype(np.float16)
+    w, b = np.full(4, 1.5, np.float16), np.full(4, 0.25, np.float16)
+    ours = [npconv.Tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+    theirs = [torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, w, b)]
+    y = F.batch_norm(ours[0], None, None, ours[1], ours[2], training=True)
+    y.backward(gy)
+    reference = TF.batch_norm(theirs[0], None, None, theirs[1], theirs[2], training=True)
+    reference.backward(torch.from_numpy(gy.astype(np.float64)))
+    assert y.data.dtype == np.float16 and ours[0].grad.data.dtype == np.float16
+    for name, ours_value, exact in (("y", y.data, reference), ("gx", ours[0].grad.data, theirs[0].grad),
+                                    ("gw", ours[1].grad.data, theirs[1].grad),
+                                    ("gb", ours[2].grad.data, theirs[2].grad)):
+        exact = exact.detach().numpy()
+        scale = np.abs(exact).max()
+        assert np.isfinite(ours_value).all(), name
+        assert np.abs(ours_value.astype(np.float64) - exact).max() <= 4e-3 * scale, name

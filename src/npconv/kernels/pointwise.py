@@ -27,8 +27,8 @@ import numpy as np
 from ..backends import get_num_threads
 from . import workspace
 
-__all__ = ["channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale", "centred_affine",
-           "relu", "relu_grad"]
+__all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
+           "centred_affine", "relu", "relu_grad"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
@@ -57,10 +57,15 @@ def _column(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def accumulator(dtype: np.dtype) -> np.dtype:
+    """The dtype sums are taken in: at least float32 (float16 sums overflow and lose precision)."""
+    return np.promote_types(dtype, np.float32)
+
+
 def _reduce(x: np.ndarray, parts: int, per_run: Callable[[Any], np.ndarray]) -> np.ndarray:
     """Sum over runs of images of ``per_run(s) -> (parts, C)``, per-worker partials."""
     runs, threads = _plan(x)
-    partial = np.zeros((threads, parts, x.shape[1]), x.dtype)
+    partial = np.zeros((threads, parts, x.shape[1]), accumulator(x.dtype))
 
     def work(worker: int, run: Any) -> None:
         partial[worker] += per_run(run)
@@ -76,12 +81,13 @@ def _each(x: np.ndarray, per_run: Callable[[Any], None]) -> None:
 
 def channel_sums(x: np.ndarray) -> np.ndarray:
     """``(C,)`` sums of ``x (N, C, ...)`` over every axis but the channel axis."""
-    return _reduce(x, 1, lambda s: _rows(x[s]).sum(axis=(0, 2))[None])[0]
+    acc = accumulator(x.dtype)
+    return _reduce(x, 1, lambda s: _rows(x[s]).sum(axis=(0, 2), dtype=acc)[None])[0]
 
 
 def centred_moments(x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``sum(x - mean[c])`` and ``sum((x - mean[c])**2)`` per channel."""
-    m = mean[None, :, None]
+    m = mean.astype(accumulator(x.dtype), copy=False)[None, :, None]
 
     def moments(s: Any) -> np.ndarray:
         d = _rows(x[s]) - m
@@ -93,19 +99,20 @@ def centred_moments(x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def centred_dot(g: np.ndarray, x: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``sum(g)`` and ``sum(g * (x - mean[c]))`` per channel."""
-    m = mean[None, :, None]
+    acc = accumulator(g.dtype)
+    m = mean.astype(accumulator(x.dtype), copy=False)[None, :, None]
 
     def sums(s: Any) -> np.ndarray:
         gs = _rows(g[s])
-        return np.stack([gs.sum(axis=(0, 2)), np.einsum("bcs,bcs->c", gs, _rows(x[s]) - m)])
+        return np.stack([gs.sum(axis=(0, 2), dtype=acc), np.einsum("bcs,bcs->c", gs, _rows(x[s]) - m)])
 
     total, dot = _reduce(g, 2, sums)
     return total, dot
 
 
 def affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``y = x * scale[c] + shift[c]`` for ``x (N, C, ...)``, a new array."""
-    y = np.empty(x.shape, np.result_type(x, scale, shift))
+    """``y = x * scale[c] + shift[c]`` for ``x (N, C, ...)``, a new array of ``x``'s dtype."""
+    y = np.empty(x.shape, x.dtype)
     a, b = _column(scale, x.ndim), _column(shift, x.ndim)
 
     def work(s: Any) -> None:
@@ -118,8 +125,8 @@ def affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def centred_scale(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``y = (x - mean[c]) * scale[c] + shift[c]``, a new array (centred first: no cancellation
-    when ``|mean|`` dwarfs the spread, e.g. batch norm of ``1e8 + N(0, 1)``)."""
-    y = np.empty(x.shape, np.result_type(x, mean, scale, shift))
+    when ``|mean|`` dwarfs the spread, e.g. batch norm of ``1e8 + N(0, 1)``), of ``x``'s dtype."""
+    y = np.empty(x.shape, x.dtype)
     m, a, b = (_column(v, x.ndim) for v in (mean, scale, shift))
 
     def work(s: Any) -> None:
@@ -133,8 +140,8 @@ def centred_scale(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.
 
 def centred_affine(g: np.ndarray, x: np.ndarray, mean: np.ndarray, g_scale: np.ndarray,
                    x_scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``g * g_scale[c] + (x - mean[c]) * x_scale[c] + shift[c]``, a new array."""
-    out = np.empty(g.shape, np.result_type(g, x, g_scale))
+    """``g * g_scale[c] + (x - mean[c]) * x_scale[c] + shift[c]``, a new array of ``g``'s dtype."""
+    out = np.empty(g.shape, g.dtype)
     m, a, b, k = (_column(v, g.ndim) for v in (mean, g_scale, x_scale, shift))
 
     def work(s: Any) -> None:

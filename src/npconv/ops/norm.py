@@ -41,7 +41,8 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
     data = as_array(x)
     channels = data.shape[1]
     count = data.size // channels if channels else 0
-    t = data.dtype.type
+    acc = pointwise.accumulator(data.dtype)  # statistics in at least float32
+    t = acc.type
     if training:
         mean = pointwise.channel_sums(data) / t(count)
         first, second = pointwise.centred_moments(data, mean)
@@ -52,18 +53,18 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
             if buffer is not None:
                 buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat
     else:
-        mean = as_array(running_mean).astype(data.dtype, copy=False)
-        var = as_array(running_var).astype(data.dtype, copy=False)
-    invstd = (1 / np.sqrt(var + t(eps))).astype(data.dtype, copy=False)
+        mean = as_array(running_mean).astype(acc, copy=False)
+        var = as_array(running_var).astype(acc, copy=False)
+    invstd = (1 / np.sqrt(var + t(eps))).astype(acc, copy=False)
     w = None if weight is None else as_array(weight)
-    scale = invstd if w is None else invstd * w
-    shift = np.zeros_like(scale) if bias is None else as_array(bias).astype(data.dtype, copy=False)
+    scale = invstd if w is None else (invstd * w).astype(acc, copy=False)
+    shift = np.zeros_like(scale) if bias is None else as_array(bias).astype(acc, copy=False)
     y = pointwise.centred_scale(data, mean, scale, shift)
 
     def backward(g: np.ndarray) -> tuple[Any, ...]:
         total, dot = pointwise.centred_dot(g, data, mean)  # sum g, sum g * (x - mean)
-        gw = dot * invstd if _wants_grad(weight) else None
-        gb = total if _wants_grad(bias) else None
+        gw = (dot * invstd).astype(as_array(weight).dtype, copy=False) if _wants_grad(weight) else None
+        gb = total.astype(as_array(bias).dtype, copy=False) if _wants_grad(bias) else None
         gx = None
         if _wants_grad(x):
             if training:  # scale * (g - mean(g) - xhat * mean(g * xhat))
