@@ -35,10 +35,11 @@ def bias_grad(gy: np.ndarray) -> np.ndarray:
     """``gb (O,) = gy (N, O, *out)`` summed over images and positions."""
     n, o = gy.shape[:2]
     threads = max(1, min(get_num_threads(), n))
-    partial = np.zeros((threads, o), gy.dtype)
+    acc = np.promote_types(gy.dtype, np.float32)  # float16 sums overflow
+    partial = np.zeros((threads, o), acc)
 
     def work(worker: int, i: int) -> None:
-        partial[worker] += gy[i].reshape(o, -1).sum(axis=1)
+        partial[worker] += gy[i].reshape(o, -1).sum(axis=1, dtype=acc)
 
     workspace.run(list(range(n)), work, threads)
-    return partial.sum(axis=0)
+    return partial.sum(axis=0).astype(gy.dtype, copy=False)
