@@ -14,15 +14,6 @@ from torch_oracle import assert_close
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def parallel(request, monkeypatch):
-    monkeypatch.setattr(dense, "PARALLEL_MIN_MACS", 0)
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(request.param)
-    yield request.param
-    npconv.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 3, 4), (4,), (1, 4), (0, 4)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_linear_matches_torch(x_shape, dtype, parallel):

@@ -15,15 +15,6 @@ torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def parallel(request, monkeypatch):
-    monkeypatch.setattr(pointwise, "PARALLEL_MIN_SIZE", 0)
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(request.param)
-    yield request.param
-    npconv.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 3), (2, 3, 4, 2, 3), (1, 2, 7)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])

@@ -1,0 +1,20 @@
+"""Fixtures shared by the kernel tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import npconv
+from npconv.kernels import dense, pointwise
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def parallel(request, monkeypatch):
+    """One and two worker threads, with the size thresholds of the pointwise and dense kernels
+    lowered so that tiny test arrays take the split (worker-thread) path too."""
+    monkeypatch.setattr(pointwise, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(dense, "PARALLEL_MIN_MACS", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(request.param)
+    yield request.param
+    npconv.set_num_threads(previous)
