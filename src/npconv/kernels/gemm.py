@@ -27,14 +27,18 @@ How it runs (measured on the 2-core benchmark machine, see ``docs/performance.md
   measured 10-40% faster forward and 2.3-3x faster grad_weight than full im2col.
 * Strided convolutions use polyphase im2col: the slab is split into ``prod(stride)`` phases once,
   then every kernel offset is a unit-stride block copy.
-* Threads: by default one Python thread runs the work items (image, row tile) with
-  ``get_num_threads()`` BLAS threads; with :data:`WORKER_THREADS` set, ``get_num_threads()``
-  Python threads share the items, each with single-threaded BLAS (per-thread workspaces and
-  accumulators). Measured side by side on the 2-core machine when it was otherwise idle,
-  multithreaded BLAS was 1.4-1.9x faster on every GEMM case (3x3, 7x7/2 stem, strided, 1-d,
-  3-d, 13x13, all three passes); under heavy oversubscription (load ~10) the worker threads
-  were 1.3-10x faster instead, because OpenBLAS's spinning threads suffer most there.
-  Grouped convolutions (a batched matmul of small per-group GEMMs) always use the worker threads.
+* Threads: ``get_num_threads()`` Python worker threads share the work items (image, row tile or
+  chunk of images), each with single-threaded BLAS and its own workspace; calls under
+  :data:`WORKER_MIN_MACS` run on the calling thread, also on one BLAS thread (a multithreaded
+  BLAS call leaves OpenBLAS's pool spinning into the next kernel). :data:`WORKER_THREADS` off or
+  :func:`on_blas_threads` put ungrouped calls on the calling thread with multithreaded BLAS.
+  Measured in blocks of repetitions, worker threads took 0.70-0.86x the forward+backward time of
+  BLAS threads on every dense case (an earlier comparison that alternated the modes call by call
+  had found the opposite: it measured the spinning pool).
+* Small images: :data:`BATCH_CHUNK_BYTES` chunks of whole images share one im2col and one GEMM.
+* A stride-1 ``grad_input`` is the forward pass of ``gy`` with the flipped kernel, unless the
+  layer widens the channels (:data:`COL2IM_CHANNEL_RATIO`): then GEMM + col2im.
+* ``bias=`` (forward, grad_input) is added to each output tile while it is in cache.
 
 ``geom`` is a :class:`~npconv.geometry.ConvGeometry` with explicit zero padding. The passes are
 exact adjoints: a transposed convolution is ``grad_input`` applied to its input.
