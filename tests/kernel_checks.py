@@ -1,10 +1,26 @@
-"""Torch-free checks shared by the kernel tests: adjointness of the three passes, relative error."""
+"""Helpers shared by the kernel tests: adjointness of the three passes, relative error, and a
+hypothesis draw of an N-d convolution geometry."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
 import numpy as np
+from hypothesis import strategies as st
+
+
+def draw_geometry(data, nd: int, max_kernel: int, max_dilation: int, extra: int):
+    """``(kernel, stride, dilation, padding, size)`` of an N-d convolution drawn from ``data``:
+    kernel taps ``1..max_kernel``, stride ``1..3``, dilation ``1..max_dilation``, per-side padding
+    ``0..3``, and an input at least one output long and at most ``extra`` beyond the extent."""
+    kernel = tuple(data.draw(st.lists(st.integers(1, max_kernel), min_size=nd, max_size=nd)))
+    stride = tuple(data.draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
+    dilation = tuple(data.draw(st.lists(st.integers(1, max_dilation), min_size=nd, max_size=nd)))
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    size = tuple(data.draw(st.integers(max(1, e - lo - hi), e + extra))
+                 for e, (lo, hi) in zip(extent, padding, strict=True))
+    return kernel, stride, dilation, padding, size
 
 
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:

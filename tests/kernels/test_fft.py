@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_checks import assert_passes_are_adjoint, relative_error
+from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv.kernels import fft
 from torch_oracle import assert_close, conv_geom, torch_conv_passes
 
@@ -65,13 +65,7 @@ def test_passes_match_torch(rng, case, dtype):
 @given(nd=st.integers(1, 3), n=st.integers(1, 2), groups=st.integers(1, 3), cg=st.integers(1, 2),
        og=st.integers(1, 2), data=st.data())
 def test_random_geometries_match_torch(nd, n, groups, cg, og, data):
-    kernel = tuple(data.draw(st.lists(st.integers(1, 5), min_size=nd, max_size=nd)))
-    stride = tuple(data.draw(st.lists(st.integers(1, 3), min_size=nd, max_size=nd)))
-    dilation = tuple(data.draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
-    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
-    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
-    size = tuple(data.draw(st.integers(max(1, e - lo - hi), e + 6)) for e, (lo, hi) in
-                 zip(extent, padding, strict=True))
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 5, 2, 6)
     _check_all_passes(np.random.default_rng(data.draw(st.integers(0, 2**31))), (n, groups * cg) + size,
                       groups * og, groups, kernel, stride, padding, dilation, np.float64)
 

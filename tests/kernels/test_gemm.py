@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npconv
+from kernel_checks import draw_geometry
 from npconv.geometry import ConvGeometry
 from npconv.kernels import gemm
 from torch_oracle import TOL
@@ -235,15 +236,7 @@ def test_empty_batch():
     batched=st.booleans(),
 )
 def test_random_geometries(nd, data, groups, per_group, batch, cap, batched):
-    kernel = data.draw(st.tuples(*[st.integers(1, 4)] * nd))
-    stride = data.draw(st.tuples(*[st.integers(1, 3)] * nd))
-    dilation = data.draw(st.tuples(*[st.integers(1, 3)] * nd))
-    padding = data.draw(st.tuples(*[st.tuples(st.integers(0, 3), st.integers(0, 3))] * nd))
-    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
-    size = tuple(
-        data.draw(st.integers(max(1, e - lo - hi), e + 5))
-        for e, (lo, hi) in zip(extent, padding, strict=True)
-    )
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 4, 3, 5)
     previous = gemm.WORKSPACE_BYTES, gemm.BATCH_CHUNK_BYTES
     gemm.WORKSPACE_BYTES = cap
     gemm.BATCH_CHUNK_BYTES = 4 * 2**20 if batched else 0
