@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -28,7 +27,6 @@ PASSES = ("forward", "grad_input", "grad_weight")
 ALGORITHMS = ("gemm", "winograd", "fft", "depthwise")
 
 _state = {"num_threads": max(1, os.cpu_count() or 1)}
-_blas_lock = threading.Lock()
 _blas_libs: list[Any] | None = None
 
 
