@@ -405,8 +405,8 @@ def _checked_value(key: str, value: Any, module: Module, name: str, target: Tens
     """``(array to assign, None)`` or ``(None, why the value cannot be loaded into target)``."""
     array = _numeric_array(value)
     if array is None:
-        of_dtype = f" of dtype {value.dtype}" if hasattr(value, "dtype") else ""
-        return None, f"cannot load {key}: expected a numeric Tensor or array, got {type(value).__name__}" + of_dtype
+        got = type(value).__name__ + (f" of dtype {value.dtype}" if hasattr(value, "dtype") else "")
+        return None, f"cannot load {key}: expected a numeric Tensor or array, got {got}"
     if isinstance(target, UninitializedParameter):
         check = getattr(module, "_check_loaded_shape", None)
         reason = None if check is None else check(name, array.shape)
