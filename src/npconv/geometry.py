@@ -233,6 +233,30 @@ class ConvGeometry:
             for i, d, m, s, f in zip(offset, self.dilation, out_size, self.stride, first, strict=True)
         )
 
+    def tap_reads(
+        self, offset: Sequence[int], input_size: Sequence[int], out_size: Sequence[int],
+        first_output: Sequence[int] | None = None,
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+        """The outputs whose tap ``offset`` reads the unpadded input, and what they read.
+
+        Returns ``(outputs, inputs)``: spatial slices of the outputs (counted from ``first_output``)
+        and the matching strided slices of the input (``o * stride + offset * dilation - lo``), or
+        None when every read of this tap falls in the zero padding. Copying only these never
+        materialises padding, whatever its size.
+        """
+        first = first_output or (0,) * self.ndim
+        outputs, inputs = [], []
+        for i, d, s, (lo, _), n, m, f in zip(offset, self.dilation, self.stride, self.pads(input_size),
+                                               input_size, out_size, first, strict=True):
+            p0 = f * s + i * d - lo  # input position read by the first output
+            j0 = max(0, -(p0 // s))
+            j1 = min(m, -(-(n - p0) // s))
+            if j1 <= j0:
+                return None
+            outputs.append(slice(j0, j1))
+            inputs.append(slice(p0 + j0 * s, p0 + (j1 - 1) * s + 1, s))
+        return tuple(outputs), tuple(inputs)
+
     def fits(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> bool:
         """Whether input ``x_shape (N, C, *in)`` and weight ``w_shape (O, C/groups, *k)`` make a
         valid, non-empty call of this convolution (every output size >= 1)."""

@@ -322,7 +322,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
 
 class _Phases:
     """Polyphase split of the padded grid for stride ``s > 1``: ``xp[m*s + r] = phase_r[m]``
-    (``r < s`` per axis, ``S = prod(s)`` phases of size ``Q``). Tap ``k`` (``k*d = q*s + r``) reads
+    for the residues ``r = k*d mod s`` that taps reach (at most ``k`` of the ``s`` per axis, so a
+    huge stride costs nothing more; ``S`` phases of size ``Q``). Tap ``k`` (``k*d = q*s + r``) reads
     ``phase_r[o + q]``, a stride-1 window; in the wide flat layout of ``Q`` (junk columns
     ``o_i >= out_i`` for ``i > 0``) it is the constant shift ``sum q_i F_i`` of phase ``r``."""
 
@@ -332,7 +333,11 @@ class _Phases:
         self.q_size = tuple(max(-(-p // s), o + q)
                             for p, s, o, q in zip(lay.padded, g.stride, lay.out_size, qmax, strict=True))
         f = [math.prod(self.q_size[i + 1:]) for i in range(g.ndim)]
-        self.count = math.prod(g.stride)
+        self.residues = [sorted({t * d % s for t in range(k)})
+                         for k, d, s in zip(g.kernel_size, g.dilation, g.stride, strict=True)]
+        counts = tuple(map(len, self.residues))
+        slot = [{r: i for i, r in enumerate(rs)} for rs in self.residues]
+        self.count = math.prod(counts)
         self.size = math.prod(self.q_size)
         self.slack = sum(q * fi for q, fi in zip(qmax[1:], f[1:], strict=True))
         self.wide_rows = (lay.out_size[0],) + self.q_size[1:]
@@ -340,7 +345,8 @@ class _Phases:
         self.taps = []  # (phase index, flat shift) per kernel offset
         for offset in lay.offsets:
             qr = [divmod(k * d, s) for k, d, s in zip(offset, g.dilation, g.stride, strict=True)]
-            phase = int(np.ravel_multi_index(tuple(r for _, r in qr), g.stride))
+            index = tuple(sl[r] for (_, r), sl in zip(qr, slot, strict=True))
+            phase = int(np.ravel_multi_index(index, counts))
             self.taps.append((phase, sum(q * fi for (q, _), fi in zip(qr, f, strict=True))))
         self.lay = lay
 
@@ -350,10 +356,13 @@ class _Phases:
 
     def scatter(self, flat: np.ndarray, gx: np.ndarray) -> None:
         """``gx (cb, *in)[i] = phase_r[m]`` for ``i + lo = m*s + r`` (the padding dropped), from
-        ``flat (cb, S, size + slack)``: one strided copy per phase."""
+        ``flat (cb, S, size + slack)``: one strided copy per phase (inputs of unreached residues
+        get zeros)."""
         lay, cb = self.lay, flat.shape[0]
         ph = flat[:, :, : self.size].reshape((cb, self.count) + self.q_size)
-        for index, rs in enumerate(np.ndindex(*lay.geom.stride)):
+        if self.count < math.prod(lay.geom.stride):
+            gx.fill(0)
+        for index, rs in enumerate(itertools.product(*self.residues)):
             dst, src = [slice(None)], [slice(None), index]
             for r, s, (lo, _), size in zip(rs, lay.geom.stride, lay.pads, lay.in_size, strict=True):
                 m0 = max(0, -(-(lo - r) // s))  # first phase row inside the input

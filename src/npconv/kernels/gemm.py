@@ -205,9 +205,16 @@ class _Layout:
         self.dtype = dtype
         self.padded = any(lo or hi for lo, hi in self.pads)
         self.strided = any(s > 1 and k > 1 for s, k in zip(geom.stride, geom.kernel_size, strict=True))
-        self.row_shift = (ROW_SHIFT and geom.ndim >= ROW_SHIFT_MIN_NDIM and geom.stride[0] == 1
-                          and geom.kernel_size[0] > 1 and not self.strided)
+        padded_volume = math.prod(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
+        #: im2col straight from the unpadded input, tap by tap (no padded copy): when the padding
+        #: would more than double the input (a padded slab grows with the padding, the reads don't)
+        self.implicit_padding = self.padded and padded_volume > 2 * math.prod(self.in_size)
         self.k_rest = math.prod(geom.kernel_size[1:])
+        # the row-shift columns hold extent[0] - 1 halo rows beyond a tile: only when they are small
+        halo = (geom.extent[0] - 1) * self.c * self.k_rest * math.prod(self.out_size[1:]) * dtype.itemsize
+        self.row_shift = (ROW_SHIFT and geom.ndim >= ROW_SHIFT_MIN_NDIM and geom.stride[0] == 1
+                          and geom.kernel_size[0] > 1 and not self.strided and not self.implicit_padding
+                          and halo <= WORKSPACE_BYTES // 4)
         self.direct = (all(k == 1 for k in geom.kernel_size) and all(s == 1 for s in geom.stride)
                        and not self.padded)
 
@@ -262,11 +269,13 @@ class _Layout:
         geom = self.geom
         s0, e0 = geom.stride[0], geom.extent[0]
         start, stop = r0 * s0, (r1 - 1) * s0 + e0  # padded input rows the tile reads
-        slab = self._padded_slab(x_n, start, stop)
+        slab = None if self.implicit_padding else self._padded_slab(x_n, start, stop)
         out = (r1 - r0,) + self.out_size[1:]
         nd = geom.ndim
         cols = workspace.buffer("cols", (self.c,) + geom.kernel_size + out, self.dtype)
-        if self.strided:
+        if self.implicit_padding:
+            self._tap_columns(x_n, r0, out, cols)
+        elif self.strided:
             self._strided_columns(slab, out, cols)
         else:
             view = _image_windows(slab, geom, out)  # (C, *out, *k)
@@ -292,23 +301,43 @@ class _Layout:
         np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 2 * nd)) + tuple(range(1, 1 + nd))))
         return cols.reshape(self.g, self.cg * self.k_rest, -1)
 
+    def _tap_columns(self, x_n: np.ndarray, r0: int, out: tuple[int, ...], cols: np.ndarray) -> None:
+        """im2col of output rows from ``r0`` (``out`` positions) without padding ``x_n``: per kernel
+        offset, the outputs whose read lies inside the input copy a strided slice of it
+        (:meth:`ConvGeometry.tap_reads`), the rest are zeros. Cost and memory follow the columns,
+        not the padding or the stride."""
+        geom = self.geom
+        cols.fill(0)
+        first = (r0,) + (0,) * (geom.ndim - 1)
+        for k in itertools.product(*(range(k) for k in geom.kernel_size)):
+            reads = geom.tap_reads(k, self.in_size, out, first)
+            if reads is not None:
+                outputs, inputs = reads
+                cols[(slice(None),) + k + outputs] = x_n[(slice(None),) + inputs]
+
     def _strided_columns(self, slab: np.ndarray, out: tuple[int, ...], cols: np.ndarray) -> None:
-        """Polyphase im2col: split ``slab`` into ``prod(stride)`` sub-grids once, then every
+        """Polyphase im2col: split ``slab`` into the stride phases that kernel taps read (at most
+        ``kernel_size`` of the ``stride`` per axis, so a huge stride costs nothing more), then every
         kernel offset is a contiguous (unit-stride) block copy.
 
-        ``phases[c, *r, *q] = slab[c, *(q * s + r)]``; offset ``k`` (dilation ``d``) of output
-        ``o`` reads ``o * s + k * d``, i.e. phase ``(k * d) % s`` at ``q = o + (k * d) // s``.
+        ``phases[c, *i, *q] = slab[c, *(q * s + r_i)]`` for the ``i``-th reached residue ``r_i``;
+        offset ``k`` (dilation ``d``) of output ``o`` reads ``o * s + k * d``, i.e. residue
+        ``(k * d) % s`` at ``q = o + (k * d) // s``.
         """
         geom = self.geom
         stride = geom.stride
+        residues = [sorted({k * d % s for k in range(kk)})
+                    for kk, d, s in zip(geom.kernel_size, geom.dilation, stride, strict=True)]
+        slot = [{r: i for i, r in enumerate(rs)} for rs in residues]
         sizes = tuple(-(-p // s) for p, s in zip(slab.shape[1:], stride, strict=True))
-        phases = workspace.buffer("phases", (self.c,) + stride + sizes, self.dtype)
-        for r in itertools.product(*(range(s) for s in stride)):
+        phases = workspace.buffer("phases", (self.c,) + tuple(map(len, residues)) + sizes, self.dtype)
+        for index in itertools.product(*(range(len(rs)) for rs in residues)):
+            r = [rs[i] for rs, i in zip(residues, index, strict=True)]
             source = slab[(slice(None),) + tuple(slice(ri, None, s) for ri, s in zip(r, stride, strict=True))]
-            phases[(slice(None),) + r + tuple(slice(0, n) for n in source.shape[1:])] = source
+            phases[(slice(None),) + index + tuple(slice(0, n) for n in source.shape[1:])] = source
         for k in itertools.product(*(range(k) for k in geom.kernel_size)):
             shifts = [ki * d for ki, d in zip(k, geom.dilation, strict=True)]
-            index = ((slice(None),) + tuple(t % s for t, s in zip(shifts, stride, strict=True))
+            index = ((slice(None),) + tuple(sl[t % s] for t, s, sl in zip(shifts, stride, slot, strict=True))
                      + tuple(slice(t // s, t // s + o) for t, s, o in zip(shifts, stride, out, strict=True)))
             cols[(slice(None),) + k] = phases[index]
 
@@ -459,15 +488,13 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
 
         workspace.run(lay.tiles(threads, 0), direct, threads, _blas(threads))
         return gx
-    padded_size = tuple(m + lo + hi for m, (lo, hi) in zip(input_size, lay.pads, strict=True))
-    crop = (slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in zip(input_size, lay.pads, strict=True))
     per_row = lay.c * lay.k * lay.row * dtype.itemsize
     rows = lay.tiles(1, per_row)  # tiles of one image; images are the parallel work items
     row_tiles = [(r0, r1) for i, r0, r1 in rows if i == 0]
     offsets = list(itertools.product(*(range(k) for k in geom.kernel_size)))
 
     def work(_: int, i: int) -> None:
-        target = workspace.buffer("gxpad", (c,) + padded_size, dtype) if lay.padded else gx[i]
+        target = gx[i]
         target.fill(0)
         gy_i = gy[i].reshape(lay.g, lay.og, lay.length)
         for r0, r1 in row_tiles:
@@ -475,15 +502,12 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             np.matmul(wt, gy_i[:, :, r0 * lay.row:r1 * lay.row], out=cols)
             cols = cols.reshape((c,) + geom.kernel_size + (r1 - r0,) + lay.out_size[1:])
             tile_out = (r1 - r0,) + lay.out_size[1:]
-            for offset in offsets:
-                region = tuple(
-                    slice(j * d + r * s, j * d + r * s + (m - 1) * s + 1, s)
-                    for j, d, m, s, r in zip(offset, geom.dilation, tile_out, geom.stride,
-                                             (r0,) + (0,) * (geom.ndim - 1), strict=True)
-                )
-                target[(slice(None),) + region] += cols[(slice(None),) + offset]
-        if lay.padded:
-            gx[i] = target[crop]
+            first = (r0,) + (0,) * (geom.ndim - 1)
+            for offset in offsets:  # col2im onto the input only: reads of the padding are dropped
+                reads = geom.tap_reads(offset, input_size, tile_out, first)
+                if reads is not None:
+                    outputs, inputs = reads
+                    target[(slice(None),) + inputs] += cols[(slice(None),) + offset + outputs]
         _add_tile_bias(gx[i].reshape(lay.g, lay.cg, -1), bias3)
 
     workspace.run(list(range(n)), work, threads, _blas(threads))
