@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -45,7 +44,6 @@ def __getattr__(name: str) -> Any:
 
 
 _state = {"num_threads": max(1, os.cpu_count() or 1)}
-_blas_lock = threading.Lock()
 _blas_libs: list[Any] | None = None
 
 
