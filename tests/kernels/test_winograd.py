@@ -69,6 +69,17 @@ def test_thread_modes_and_uneven_chunks_match_torch(rng, monkeypatch, workers, d
     monkeypatch.setattr(winograd, "_TARGET_TILES_WORKERS", 18)
     _check_passes(rng, (5, 4, 11, 12), 6, 1, 1, dtype)
 
+@pytest.mark.parametrize("workers", [False, True])
+@pytest.mark.parametrize("padding", [1, ((0, 3), (2, 0)), 0])
+def test_bands_of_tile_rows_match_torch(rng, monkeypatch, workers, padding):
+    """Images larger than a work item are split into bands of tile rows (bounded scratch): one or
+    two tile rows per item, exact and ragged outputs, padding cut at band edges."""
+    monkeypatch.setattr(winograd, "WORKER_THREADS", workers)
+    monkeypatch.setattr(winograd, "_TARGET_TILES", 4)
+    monkeypatch.setattr(winograd, "_TARGET_TILES_WORKERS", 2)
+    _check_passes(rng, (2, 3, 13, 10), 4, 1, padding, np.float64)
+
+
 @given(n=st.integers(1, 2), groups=st.integers(1, 2), cg=st.integers(1, 3), og=st.integers(1, 3),
        h=st.integers(1, 14), w=st.integers(1, 14), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
        seed=st.integers(0, 2**31))

@@ -13,7 +13,7 @@ import pytest
 import npconv
 from kernel_checks import direct_conv
 from npconv.geometry import ConvGeometry
-from npconv.kernels import gemm, plan, workspace
+from npconv.kernels import algorithm, gemm, plan, workspace
 
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                                 reason="needs the 'fork' start method")
@@ -67,8 +67,8 @@ def test_forked_child_convolves_after_a_multithreaded_parent(two_threads, algori
 
 @needs_fork
 def test_child_pool_and_locks_are_fresh(two_threads):
-    """In the child the parent's pool is forgotten and the locks are new (an unheld lock even if
-    another parent thread held one at the fork)."""
+    """In the child the parent's pool is forgotten and the locks are new: free even though a
+    parent thread held them at the fork."""
     x, w, geom = _operands()
     plan.forward(x, w, geom)
     parent_pool = workspace._executor
@@ -76,15 +76,30 @@ def test_child_pool_and_locks_are_fresh(two_threads):
     queue = context.Queue()
 
     def child() -> None:
-        queue.put((workspace._executor is None, workspace._executor_lock.locked(),
-                   workspace._caches_lock.locked()))
+        locks = (workspace._executor_lock, workspace._caches_lock, algorithm._lock)
+        queue.put((workspace._executor is None, [lock.acquire(blocking=False) for lock in locks]))
 
-    with workspace._caches_lock:  # held by the parent at the fork
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:  # another thread holds every lock while the main thread forks
+        with workspace._executor_lock, workspace._caches_lock, algorithm._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    try:
         process = context.Process(target=child)
         process.start()
-    process.join(timeout=60)
+    finally:
+        release.set()
+        thread.join()
+    result = queue.get(timeout=60)
+    process.join(timeout=10)
     assert parent_pool is not None
-    assert queue.get(timeout=10) == (True, False, False)
+    assert result == (True, [True, True, True])
 
 
 def test_scratch_of_an_ended_thread_is_freed():

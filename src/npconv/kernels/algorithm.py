@@ -182,6 +182,15 @@ class ModuleAlgorithm(Algorithm):
 
 # -- the registry --------------------------------------------------------------------------------
 _lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _order: list[str] = []  # names in rule order
 _declared: dict[str, list[Algorithm | ModuleType | str]] = {}  # name -> implementations, as registered
 _loaded: dict[str, list[Algorithm]] | None = None

@@ -55,7 +55,37 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     c = x_shape[1] if len(x_shape) > 1 else 0
-    return geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1
+    if not (geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1):
+        return False
+    return _smallest_tasks_fit(pass_name, x_shape, w_shape, geom, np.dtype(dtype))
+
+
+def _smallest_tasks_fit(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                        dtype: np.dtype) -> bool:
+    """Whether single-channel tasks on every thread keep the pass within the memory bound
+    (:func:`npconv.kernels.workspace.memory_bound`). A task holds one whole padded plane and its
+    shifted copies, so this is false only for a few huge planes (e.g. one 1280x1280 channel with a
+    7x7 kernel); GEMM, which tiles rows, runs those."""
+    n, c = x_shape[:2]
+    mult = w_shape[0] // c
+    out_size = geom.output_size(x_shape[2:])
+    x_bytes = math.prod(x_shape) * dtype.itemsize
+    w_bytes = math.prod(w_shape) * dtype.itemsize
+    y_bytes = n * w_shape[0] * math.prod(out_size) * dtype.itemsize
+    shape, task_geom = tuple(x_shape), geom
+    if pass_name == "grad_input" and mult == 1 and all(st == 1 for st in geom.stride):
+        task_geom, crop = geom.stride1_adjoint(x_shape[2:], out_size)  # runs as a forward pass of gy
+        shape = (n, c) + tuple(len(range(*sl.indices(m))) for sl, m in zip(crop, out_size, strict=True))
+    lay = _Layout(shape, mult, task_geom, dtype, stacked=True)
+    plane = math.prod(lay.padded) + lay.slack
+    if lay.flat:
+        extra = math.prod(lay.rest_kernel) * lay.stack_len + (lay.row_taps + 2) * mult * lay.wide_len
+    else:
+        extra = (len(lay.offsets) + 2) * mult * max(math.prod(lay.out_size), math.prod(lay.padded))
+    task = (plane + extra) * dtype.itemsize * max(1, min(lay.threads, len(lay.tasks)))
+    operands = {"forward": (x_bytes, w_bytes, y_bytes), "grad_input": (y_bytes, w_bytes, x_bytes),
+                "grad_weight": (x_bytes, y_bytes, w_bytes)}[pass_name]
+    return task + operands[2] <= workspace.memory_bound(*operands)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -90,6 +120,11 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     return multiplier == 1
 
 
+def _budget(task_bytes: int) -> int:
+    """A task budget, shrunk with a smaller scratch term of the memory bound (16 tasks' worth)."""
+    return min(task_bytes, workspace.SCRATCH_BYTES // 16)
+
+
 class _Layout:
     """Sizes, offsets and tasks of one depthwise call (``x (N, C, *in)``, multiplier ``M``)."""
 
@@ -122,15 +157,15 @@ class _Layout:
         self.rest_steps = tuple(d * f for d, f in zip(geom.dilation, strides, strict=True))[1 if rows else 0:]
         self.stack_len = self.wide_len + (self.row_taps - 1) * self.row_step
         plane = math.prod(self.padded) * self.dtype.itemsize * max(1, multiplier)
-        budget = _TASK_BYTES
+        budget = _budget(_TASK_BYTES)
         if stacked and self.flat:  # the forward's stack of shifted rows and its per-row products
             rest = math.prod(self.rest_kernel)
             plane = self.dtype.itemsize * (rest * self.stack_len + self.row_taps * multiplier * self.wide_len)
-            budget = _STACK_BYTES
+            budget = _budget(_STACK_BYTES)
         self.threads = max(1, get_num_threads())
         self.block = max(1, min(self.c, budget // max(plane, 1)))
         if not self.flat:  # larger blocks (fewer, longer NumPy calls), but a task for every thread
-            self.block = max(1, min(self.c, _STRIDED_BYTES // max(plane, 1),
+            self.block = max(1, min(self.c, _budget(_STRIDED_BYTES) // max(plane, 1),
                                     -(-self.c // -(-self.threads // self.n))))
         self.tasks = [(i, c0) for i in range(self.n) for c0 in range(0, self.c, self.block)]
 

@@ -29,6 +29,7 @@ import scipy.fft as sfft
 
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
+from . import workspace
 from .algorithm import PASSES
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "WORKSPACE_BYTES"]
@@ -36,17 +37,19 @@ __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_wei
 NAME = "fft"
 #: Not local: every output mixes the whole signal's spectrum (see admits).
 LOCAL = False
-#: Spectra of one batch chunk are kept below this size (a single image may exceed it).
+#: The spectra of one block (images x groups x channels) are kept below this size (one image and
+#: one channel pair may exceed it).
 WORKSPACE_BYTES = 64 * 2**20
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
-    """True for any float32/float64 N-d convolution (all strides, dilations, groups, paddings)."""
+    """True for float32/float64 N-d convolutions (all strides, dilations, groups, paddings) whose
+    smallest block (one image, one channel pair) keeps the pass within the memory bound."""
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
-    return geom.fits(x_shape, w_shape)
+    return geom.fits(x_shape, w_shape) and _smallest_block_fits(pass_name, x_shape, w_shape, geom, dtype)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -100,10 +103,6 @@ def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int])
     return (slice(None), slice(None)) + np.ix_(*index)
 
 
-def _chunk(n: int, per_image: int) -> int:
-    return max(1, min(n, WORKSPACE_BYTES // max(per_image, 1)))
-
-
 def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: bool) -> np.ndarray:
     """Per-frequency channel mixing of spectra ``a (n, G*Ca, *F)`` with ``b (G*Ob, Cb, *F)``.
 
@@ -132,64 +131,173 @@ def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: b
     return np.ascontiguousarray(r.transpose(3, 0, 2, 1)).reshape((n, groups * cr) + freq)
 
 
+# -- blocking -----------------------------------------------------------------------------------
+def _plane_bytes(lengths: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes of one spectrum plane (``rfftn`` of one channel), about those of its real transform."""
+    freq = math.prod(lengths[:-1]) * (lengths[-1] // 2 + 1)
+    return freq * np.result_type(dtype, np.complex64).itemsize
+
+
+def _forward_cost(nb: int, gb: int, a: int, b: int) -> int:
+    """Planes alive in forward/grad_input: kernel spectra ``gb*b*a`` (and their real padding),
+    input spectra ``nb*gb*a`` (and the zero-extended copy), mixed and accumulated result spectra
+    and the real inverse transform ``nb*gb*b``."""
+    return 2 * gb * a * b + 2 * nb * gb * a + 4 * nb * gb * b
+
+
+def _weight_cost(nb: int, gb: int, a: int, b: int) -> int:
+    """Planes alive in grad_weight: the accumulator, its product and inverse transform ``gb*a*b``,
+    the spectra of ``nb`` images (``a`` input and ``b`` gradient channels per group)."""
+    return 3 * gb * a * b + 2 * nb * gb * (a + b)
+
+
+def _blocking(n: int, groups: int, a: int, b: int, plane: int, cost) -> tuple[int, int, int, int]:
+    """``(images, groups, a-channels, b-channels)`` per block with ``cost(...) * plane`` within
+    :data:`WORKSPACE_BYTES` (at least one of each). Groups are split first (independent), then the
+    channel sides (each split recomputes the other side's spectra), then the images."""
+    budget = max(1, WORKSPACE_BYTES // max(plane, 1))
+    gb, ab, bb = groups, a, b
+    while gb > 1 and cost(1, gb, ab, bb) > budget:
+        gb = -(-gb // 2)
+    while (ab > 1 or bb > 1) and cost(1, gb, ab, bb) > budget:
+        if bb >= ab:
+            bb = -(-bb // 2)
+        else:
+            ab = -(-ab // 2)
+    nb = 1
+    while nb < n and cost(nb + 1, gb, ab, bb) <= budget:
+        nb = min(n, max(nb + 1, nb * 2) if cost(min(n, nb * 2), gb, ab, bb) <= budget else nb + 1)
+    return nb, gb, ab, bb
+
+
+def _smallest_block_fits(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                         dtype: np.dtype) -> bool:
+    """Whether one block of one image and one channel pair stays within the memory bound
+    (:func:`npconv.kernels.workspace.memory_bound`): false only when the transform is far larger
+    than the operands (e.g. a huge dilation with as much padding around a tiny input)."""
+    itemsize = np.dtype(dtype).itemsize
+    out_size = geom.output_size(x_shape[2:])
+    x_bytes = math.prod(x_shape) * itemsize
+    w_bytes = math.prod(w_shape) * itemsize
+    y_bytes = x_shape[0] * w_shape[0] * math.prod(out_size) * itemsize
+    plane = _plane_bytes(_lengths(geom.padded_size(x_shape[2:])), dtype)
+    cost = _weight_cost if pass_name == "grad_weight" else _forward_cost
+    operands = {"forward": (x_bytes, w_bytes, y_bytes), "grad_input": (y_bytes, w_bytes, x_bytes),
+                "grad_weight": (x_bytes, y_bytes, w_bytes)}[pass_name]
+    return cost(1, 1, 1, 1) * plane + operands[2] <= workspace.memory_bound(*operands)
+
+
+def _kernel_block(wg: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,
+                  shift: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`_kernel_spectrum` of a block ``wg (groups, outputs, inputs, *k)`` of grouped weights."""
+    gc, oc, cc = wg.shape[:3]
+    return _kernel_spectrum(wg.reshape((gc * oc, cc) + geom.kernel_size), geom, lengths, dtype, shift)
+
+
+def _ranges(size: int, step: int) -> list[tuple[int, int]]:
+    return [(i, min(size, i + step)) for i in range(0, size, step)]
+
+
 # -- passes -------------------------------------------------------------------------------------
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``y (N, O, *out)`` of ``x (N, C, *in)``, ``w (O, C/groups, *k)`` with zero padding ``geom.pads()``."""
+    """``y (N, O, *out)`` of ``x (N, C, *in)``, ``w (O, C/groups, *k)`` with zero padding ``geom.pads()``.
+
+    Blocked over images, groups and channels (:func:`_blocking`) so that the spectra stay within
+    :data:`WORKSPACE_BYTES`; the kernel spectra of an output block are reused across images."""
     dtype = _check(x, w)
     n, c = x.shape[:2]
-    o, nd = w.shape[0], geom.ndim
+    o, nd, groups = w.shape[0], geom.ndim, geom.groups
+    cg, og = c // groups, o // groups
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = geom.output_size(in_size)
-    padded = geom.padded_size(in_size)
-    lengths = _lengths(padded)
+    lengths = _lengths(geom.padded_size(in_size))
     axes, workers = _axes(nd), get_num_threads()
-    ws = _kernel_spectrum(w, geom, lengths, dtype, shift=[lo for lo, _ in pads])
+    shift = [lo for lo, _ in pads]
     take = (slice(None), slice(None)) + geom.strided_positions(out_size)
     y = np.empty((n, o) + out_size, dtype)
-    spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
-    chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * x.itemsize * (c + o))
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        xs = sfft.rfftn(x[start:stop].astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
-        spectrum = _mix(xs, ws, geom.groups, conj_b=True, transpose_b=False)
-        y[start:stop] = sfft.irfftn(spectrum, s=lengths, axes=axes, workers=workers)[take]
+    xg = x.reshape((n, groups, cg) + in_size)
+    wg = w.reshape((groups, og, cg) + geom.kernel_size)
+    yg = y.reshape((n, groups, og) + out_size)
+    nb, gb, cb, ob = _blocking(n, groups, cg, og, _plane_bytes(lengths, dtype), _forward_cost)
+    for g0, g1 in _ranges(groups, gb):
+        gc = g1 - g0
+        for o0, o1 in _ranges(og, ob):
+            cached = (_kernel_block(wg[g0:g1, o0:o1], geom, lengths, dtype, shift) if cb >= cg else None)
+            for n0, n1 in _ranges(n, nb):
+                acc = None
+                for c0, c1 in _ranges(cg, cb):
+                    block = xg[n0:n1, g0:g1, c0:c1].reshape((n1 - n0, gc * (c1 - c0)) + in_size)
+                    xs = sfft.rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+                    if cached is None:
+                        ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype, shift)
+                    part = _mix(xs, ws if cached is None else cached, gc, conj_b=True, transpose_b=False)
+                    del xs
+                    if acc is None:
+                        acc = part
+                    else:
+                        acc += part
+                    del part
+                full = sfft.irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                del acc
+                yg[n0:n1, g0:g1, o0:o1] = full[take].reshape((n1 - n0, gc, o1 - o0) + out_size)
+                del full
     return y
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:
-    """``gx (N, C, *input_size)``: adjoint of :func:`forward` in ``x``."""
+    """``gx (N, C, *input_size)``: adjoint of :func:`forward` in ``x`` (blocked like it)."""
     dtype = _check(gy, w)
     n, o = gy.shape[:2]
     nd, groups = geom.ndim, geom.groups
-    c = w.shape[1] * groups
+    cg = w.shape[1]
+    c, og = cg * groups, o // groups
     in_size = tuple(int(v) for v in input_size)
     out_size = tuple(gy.shape[2:])
-    padded = geom.padded_size(in_size)
-    lengths = _lengths(padded)
+    lengths = _lengths(geom.padded_size(in_size))
     axes, workers = _axes(nd), get_num_threads()
-    ws = _kernel_spectrum(w, geom, lengths, dtype)
     strided = any(s > 1 for s in geom.stride)
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     crop = (slice(None), slice(None)) + geom.interior(in_size)
     gx = np.empty((n, c) + in_size, dtype)
-    spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
-    chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * gy.itemsize * (c + o))
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        g = gy[start:stop].astype(dtype, copy=False)
-        if strided:
-            up = np.zeros((stop - start, o) + geom.spread_size(out_size), dtype)
-            up[spread] = g
-            g = up
-        spectrum = _mix(sfft.rfftn(g, s=lengths, axes=axes, workers=workers), ws, groups,
-                        conj_b=False, transpose_b=True)
-        gx[start:stop] = sfft.irfftn(spectrum, s=lengths, axes=axes, workers=workers)[crop]
+    gyg = gy.reshape((n, groups, og) + out_size)
+    wg = w.reshape((groups, og, cg) + geom.kernel_size)
+    gxg = gx.reshape((n, groups, cg) + in_size)
+    nb, gb, ob, cb = _blocking(n, groups, og, cg, _plane_bytes(lengths, dtype), _forward_cost)
+    for g0, g1 in _ranges(groups, gb):
+        gc = g1 - g0
+        for c0, c1 in _ranges(cg, cb):
+            cached = _kernel_block(wg[g0:g1, :, c0:c1], geom, lengths, dtype) if ob >= og else None
+            for n0, n1 in _ranges(n, nb):
+                acc = None
+                for o0, o1 in _ranges(og, ob):
+                    g = gyg[n0:n1, g0:g1, o0:o1].reshape((n1 - n0, gc * (o1 - o0)) + out_size)
+                    g = g.astype(dtype, copy=False)
+                    if strided:
+                        up = np.zeros(g.shape[:2] + geom.spread_size(out_size), dtype)
+                        up[spread] = g
+                        g = up
+                    gs = sfft.rfftn(g, s=lengths, axes=axes, workers=workers)
+                    del g
+                    if cached is None:
+                        ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype)
+                    part = _mix(gs, ws if cached is None else cached, gc, conj_b=False, transpose_b=True)
+                    del gs
+                    if acc is None:
+                        acc = part
+                    else:
+                        acc += part
+                    del part
+                full = sfft.irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                del acc
+                gxg[n0:n1, g0:g1, c0:c1] = full[crop].reshape((n1 - n0, gc, c1 - c0) + in_size)
+                del full
     return gx
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``gw (O, C/groups, *k)``: ``sum_n`` correlation of the padded input with ``gy`` (upsampled)."""
+    """``gw (O, C/groups, *k)``: ``sum_n`` correlation of the padded input with ``gy`` (upsampled),
+    accumulated in the frequency domain per block of groups and channels over chunks of images."""
     dtype = _check(x, gy)
     n, c = x.shape[:2]
     o, nd, groups = gy.shape[1], geom.ndim, geom.groups
@@ -197,36 +305,51 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = tuple(gy.shape[2:])
-    padded = geom.padded_size(in_size)
-    lengths = _lengths(padded)
+    lengths = _lengths(geom.padded_size(in_size))
     axes, workers = _axes(nd), get_num_threads()
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     strided = any(s > 1 for s in geom.stride)
     freq = lengths[:-1] + (lengths[-1] // 2 + 1,)
     cdtype = np.result_type(dtype, np.complex64)
-    total = np.zeros((groups, og, cg) + freq, cdtype)
-    per_image = math.prod(freq) * cdtype.itemsize * (c + o) + math.prod(lengths) * x.itemsize * (c + o)
-    chunk = _chunk(n, per_image)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        k = stop - start
-        xs = sfft.rfftn(x[start:stop].astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
-        xs = xs.reshape((k, groups, cg) + freq)
-        g = gy[start:stop].astype(dtype, copy=False)
-        if strided:
-            up = np.zeros((k, o) + geom.spread_size(out_size), dtype)
-            up[spread] = g
-            g = up
-        gs = np.conj(sfft.rfftn(g, s=lengths, axes=axes, workers=workers)).reshape((k, groups, og) + freq)
-        if cg == 1 or og == 1:
-            product = gs.reshape((k, groups, og, 1) + freq) * xs.reshape((k, groups, 1, cg) + freq)
-            total += product.sum(axis=0)
-        else:
-            f = math.prod(freq)
-            gm = np.ascontiguousarray(gs.reshape(k, groups, og, f).transpose(1, 3, 2, 0))  # (G, F, Og, k)
-            xm = np.ascontiguousarray(xs.reshape(k, groups, cg, f).transpose(1, 3, 0, 2))  # (G, F, k, Cg)
-            total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((groups, og, cg) + freq)
-    full = sfft.irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers)
     positions = [range(0, (kk - 1) * d + 1, d) for kk, d in zip(geom.kernel_size, geom.dilation, strict=True)]
     taps = _wrapped(positions, pads, lengths)
-    return np.ascontiguousarray(full[(slice(None),) + taps], dtype=dtype).reshape((o, cg) + geom.kernel_size)
+    gw = np.empty((groups, og, cg) + geom.kernel_size, dtype)
+    xg = x.reshape((n, groups, cg) + in_size)
+    gyg = gy.reshape((n, groups, og) + out_size)
+    nb, gb, cb, ob = _blocking(n, groups, cg, og, _plane_bytes(lengths, dtype), _weight_cost)
+    for g0, g1 in _ranges(groups, gb):
+        gc = g1 - g0
+        for o0, o1 in _ranges(og, ob):
+            for c0, c1 in _ranges(cg, cb):
+                oc, cc = o1 - o0, c1 - c0
+                total = np.zeros((gc, oc, cc) + freq, cdtype)
+                for n0, n1 in _ranges(n, nb):
+                    k = n1 - n0
+                    block = xg[n0:n1, g0:g1, c0:c1].reshape((k, gc * cc) + in_size)
+                    xs = sfft.rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+                    xs = xs.reshape((k, gc, cc) + freq)
+                    g = gyg[n0:n1, g0:g1, o0:o1].reshape((k, gc * oc) + out_size).astype(dtype, copy=False)
+                    if strided:
+                        up = np.zeros((k, gc * oc) + geom.spread_size(out_size), dtype)
+                        up[spread] = g
+                        g = up
+                    gs = sfft.rfftn(g, s=lengths, axes=axes, workers=workers)
+                    del g
+                    gs = np.conj(gs, out=gs).reshape((k, gc, oc) + freq)
+                    if cc == 1 or oc == 1:
+                        product = gs.reshape((k, gc, oc, 1) + freq) * xs.reshape((k, gc, 1, cc) + freq)
+                        total += product.sum(axis=0)
+                    else:
+                        f = math.prod(freq)
+                        # (G, F, Og, k) @ (G, F, k, Cg)
+                        gm = np.ascontiguousarray(gs.reshape(k, gc, oc, f).transpose(1, 3, 2, 0))
+                        xm = np.ascontiguousarray(xs.reshape(k, gc, cc, f).transpose(1, 3, 0, 2))
+                        del gs, xs
+                        total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((gc, oc, cc) + freq)
+                    gs = xs = product = None
+                full = sfft.irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers,
+                                   overwrite_x=True)
+                del total
+                gw[g0:g1, o0:o1, c0:c1] = full[(slice(None),) + taps]
+                del full
+    return gw.reshape((o, cg) + geom.kernel_size)

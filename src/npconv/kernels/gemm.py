@@ -211,7 +211,8 @@ class _Layout:
     def tiles(self, threads: int, bytes_per_row: int) -> list[tuple[int, int, int]]:
         """Work items ``(image, first row, end row)`` within the per-thread workspace share."""
         rows_total = self.out_size[0]
-        cap = max(1, WORKSPACE_BYTES // max(1, min(threads, self.n * rows_total)))
+        # columns take 3/4 of the workspace: slabs, phases and partial products share the rest
+        cap = max(1, WORKSPACE_BYTES * 3 // 4 // max(1, min(threads, self.n * rows_total)))
         rows = max(1, min(rows_total, cap // max(1, bytes_per_row)))
         if self.n * -(-rows_total // rows) < threads:  # split single images for the threads
             rows = max(1, -(-rows_total // -(-threads // self.n)))

@@ -26,7 +26,16 @@ import numpy as np
 
 from ..backends import blas_threads
 
-__all__ = ["buffer", "clear", "run", "cached_bytes"]
+__all__ = ["buffer", "clear", "run", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
+
+#: The constant term of the memory bound: scratch any pass may use beyond its operands.
+SCRATCH_BYTES = 64 * 2**20
+
+
+def memory_bound(*arrays_bytes: int) -> int:
+    """Peak extra bytes a convolution pass may allocate (its result included): twice its operands
+    and result, ``2 * (a + b + result)``, plus :data:`SCRATCH_BYTES` (docs/performance.md)."""
+    return 2 * sum(arrays_bytes) + SCRATCH_BYTES
 
 
 class _Cache:
