@@ -658,3 +658,121 @@ def kl_div(input: Any, target: Any, size_average: Any = None, reduce: Any = None
         total = elements.sum()
         return total / x.shape[0] if x.ndim else total
     return _reduce_elements(elements, None, reduction)
+
+
+# -- resampling -----------------------------------------------------------------------------------
+from ..ops import interpolate as _interp_ops  # noqa: E402
+from ..ops import pool as _pool_ops  # noqa: E402
+
+__all__ += ["interpolate", "upsample", "upsample_nearest", "upsample_bilinear"]
+
+_INTERPOLATE_MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact")
+_MODE_RANK = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> Tensor:
+    """Resample ``input (N, C, *in)`` (1-3 spatial dims) to ``size`` or ``floor(in * scale_factor)``.
+
+    Modes: ``'nearest'``, ``'nearest-exact'``, ``'linear'`` (3-D), ``'bilinear'``/``'bicubic'``
+    (4-D), ``'trilinear'`` (5-D) with ``align_corners`` (corner pixels' centres aligned; default
+    False), ``'area'`` (adaptive average pooling). A given ``scale_factor`` also sets the source
+    coordinates (``src = (dst + 0.5) / scale - 0.5``) unless ``recompute_scale_factor`` is True,
+    then ``in / out`` is used. See :mod:`npconv.ops.interpolate` for each kernel's formula.
+    """
+    x = _tensor(input, "input")
+    if not isinstance(mode, str) or mode not in _INTERPOLATE_MODES + ("lanczos",):
+        raise ValueError(f"interpolate: mode must be one of {_INTERPOLATE_MODES}, got mode={mode!r}")
+    if mode in ("nearest", "area", "nearest-exact"):
+        if align_corners is not None:
+            raise ValueError("align_corners option can only be set with the interpolating modes: "
+                             "linear | bilinear | bicubic | trilinear")
+    elif align_corners is None:
+        align_corners = False
+    else:
+        align_corners = _flag(align_corners, "align_corners")
+    if antialias:
+        raise ValueError("interpolate: antialias=True is not supported by npconv (torch's anti-aliased "
+                         "bilinear/bicubic/lanczos kernels); use antialias=False")
+    if mode == "lanczos":
+        raise ValueError("interpolate: mode='lanczos' requires antialias=True, which npconv does not support")
+    dim = x.ndim - 2
+    if dim not in (1, 2, 3):
+        raise ValueError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {x.ndim}D) for the "
+                         f"modes: nearest | linear | bilinear | bicubic | trilinear | area | nearest-exact "
+                         f"(got {mode})")
+    needed = _MODE_RANK.get(mode)
+    if needed is not None and needed != dim:
+        raise ValueError(f"Got {x.ndim}D input, but {mode} mode needs {needed + 2}D input")
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    spatial = list(x.shape[2:])
+    scales: list[float | None] = [None] * dim
+    if size is not None:
+        if isinstance(size, (list, tuple)):
+            if len(size) != dim:
+                raise ValueError(f"Input and output must have the same number of spatial dimensions, but "
+                                 f"got input with spatial dimensions of {spatial} and output size of {size}. "
+                                 "Please provide input tensor in (N, C, d1, d2, ...,dK) format and output "
+                                 "size in (o1, o2, ...,oK) format.")
+            if not all(_integer(v) for v in size):
+                raise TypeError(f"expected size to be one of int or Tuple[int] or Tuple[int, int] or "
+                                f"Tuple[int, int, int], but got size with types {[type(v) for v in size]}")
+            output = [int(v) for v in size]
+        elif _integer(size):
+            output = [int(size)] * dim
+        else:
+            raise TypeError(f"interpolate: size must be an int or a tuple of ints, got {size!r}")
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
+    elif scale_factor is not None:
+        factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
+        if len(factors) != dim:
+            raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but "
+                             f"got input with spatial dimensions of {spatial} and scale_factor of shape "
+                             f"{scale_factor}. Please provide input tensor in (N, C, d1, d2, ...,dK) format "
+                             "and scale_factor in (s1, s2, ...,sK) format.")
+        if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and np.isfinite(f)
+                   for f in factors):
+            raise TypeError(f"interpolate: scale_factor must be a finite number or a tuple of them, "
+                            f"got {scale_factor!r}")
+        factors = [float(f) for f in factors]
+        output = [int(n * f) for n, f in zip(spatial, factors, strict=True)]
+        if not (recompute_scale_factor or mode == "area"):
+            scales = list(factors)
+    else:
+        raise ValueError("either size or scale_factor should be defined")
+    if any(n <= 0 for n in spatial) or any(m <= 0 for m in output):
+        raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input "
+                         f"{spatial} and output {output}")
+    if mode == "area":
+        return _pool_ops.adaptive_avg_pool(x, output)
+    kernel = {"bilinear": "linear", "trilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    return _interp_ops.interpolate(x, output, kernel, bool(align_corners), scales)
+
+
+def upsample(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+             align_corners: bool | None = None) -> Tensor:
+    """Deprecated alias of :func:`interpolate` (warns, as torch)."""
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.",
+                  UserWarning, stacklevel=2)
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input: Any, size: Any = None, scale_factor: Any = None) -> Tensor:
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='nearest')``."""
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
+                  UserWarning, stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input: Any, size: Any = None, scale_factor: Any = None) -> Tensor:
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='bilinear', align_corners=True)``."""
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
+                  UserWarning, stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
