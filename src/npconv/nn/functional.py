@@ -776,3 +776,244 @@ def upsample_bilinear(input: Any, size: Any = None, scale_factor: Any = None) ->
     warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
                   UserWarning, stacklevel=2)
     return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# -- normalisation, adaptive max pooling, embeddings, vector similarity --------------------------
+from ..ops import embedding as _embedding_ops  # noqa: E402
+from ..ops import norm as _norm_ops  # noqa: E402
+from ._functional_layers import avg_pool2d as _avg_pool2d  # noqa: E402
+from ._functional_layers import avg_pool3d as _avg_pool3d  # noqa: E402
+from ._functional_layers import batch_norm as _batch_norm  # noqa: E402
+
+__all__ += [
+    "layer_norm", "instance_norm", "local_response_norm", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "embedding", "one_hot", "normalize", "cosine_similarity",
+]
+
+
+def _shape_list(shape: Any) -> list[int]:
+    return [int(v) for v in shape]
+
+
+def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` axes (mean and biased variance per leading
+    index), then ``* weight + bias`` (each of ``normalized_shape``)."""
+    x = _tensor(input, "input")
+    shape = (normalized_shape,) if _integer(normalized_shape) else tuple(normalized_shape)
+    if not all(_integer(v) for v in shape):
+        raise TypeError(f"layer_norm: normalized_shape must be an int or a sequence of ints, got "
+                        f"{normalized_shape!r}")
+    shape = tuple(int(v) for v in shape)
+    count = len(shape)
+    if count == 0 or x.ndim < count or tuple(x.shape[x.ndim - count:]) != shape:
+        raise ValueError(f"Given normalized_shape={_shape_list(shape)}, expected input with shape "
+                         f"[*, {', '.join(str(v) for v in shape)}], but got input of "
+                         f"size{_shape_text(x.shape)}")
+    params = []
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is None:
+            params.append(None)
+            continue
+        p = _tensor(value, name)
+        if tuple(p.shape) != shape:
+            raise ValueError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
+                             f"shape {_shape_text(p.shape)} and normalized_shape = {_shape_text(shape)}")
+        _same_dtype(x, p, name, "layer_norm")
+        params.append(p)
+    return _norm_ops.layer_norm(x, count, params[0], params[1], float(eps))
+
+
+def instance_norm(input: Any, running_mean: Any = None, running_var: Any = None, weight: Any = None,
+                  bias: Any = None, use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5) -> Tensor:
+    """Normalise each ``(n, c)`` plane of ``(N, C, *)`` by its own mean and biased variance, then a
+    per-channel affine map. With ``use_input_stats`` the running statistics (if given) move by
+    ``momentum`` towards the batch average of the per-plane mean and unbiased variance; without it
+    they normalise instead (batch norm in eval mode)."""
+    x = _tensor(input, "input")
+    if x.ndim < 2:
+        raise ValueError(f"instance_norm: expected an input with at least 2 dimensions (N, C, *), got input "
+                         f"of size {_shape_text(x.shape)}")
+    if not use_input_stats:
+        return _batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    n, channels = x.shape[:2]
+    spatial = int(np.prod(x.shape[2:]))
+    if spatial <= 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"{_shape_text(x.shape)}")
+    stats = []
+    for name, value in (("running_mean", running_mean), ("running_var", running_var)):
+        if value is not None:
+            value = _tensor(value, name)
+            if value.shape != (channels,):
+                raise ValueError(f"{name} should contain {n * channels} elements not {value.numel() * n}")
+        stats.append(value)
+    w, b = (None if v is None else _tensor(v, name) for v, name in ((weight, "weight"), (bias, "bias")))
+    for name, value in (("weight", w), ("bias", b)):
+        if value is not None and value.shape != (channels,):
+            raise ValueError(f"{name} should contain {channels} elements not {value.numel()}")
+    planes = x.reshape((1, n * channels) + x.shape[2:])
+    y = _norm_ops.batch_norm(planes, None, None, None, None, True, 0.0, float(eps)).reshape(x.shape)
+    if stats[0] is not None or stats[1] is not None:
+        data = as_array(x).reshape(n, channels, -1)
+        acc = np.promote_types(data.dtype, np.float32)
+        mean = data.mean(axis=2, dtype=acc)
+        var = data.var(axis=2, dtype=acc, ddof=1)
+        for buffer, stat in zip(stats, (mean, var), strict=True):
+            if buffer is not None:
+                buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat.mean(axis=0)
+    channel_shape = (1, channels) + (1,) * (x.ndim - 2)
+    if w is not None:
+        y = y * w.reshape(channel_shape)
+    if b is not None:
+        y = y + b.reshape(channel_shape)
+    return y
+
+
+def local_response_norm(input: Any, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    """``x / (k + alpha * mean_{size channels around c} x^2) ^ beta`` over ``(N, C, *)``
+    (torch's composition of pad and average pooling, so its gradient too)."""
+    x = _tensor(input, "input")
+    if x.ndim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {x.ndim} dimensions)")
+    if not _integer(size) or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
+    if x.numel() == 0:
+        return x
+    div = x * x
+    if x.ndim == 3:
+        div = pad(div.unsqueeze(1), (0, 0, size // 2, (size - 1) // 2))
+        div = _avg_pool2d(div, (size, 1), stride=1).squeeze(1)
+    else:
+        sizes = x.shape
+        div = div.reshape(sizes[0], 1, sizes[1], sizes[2], -1)
+        div = pad(div, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = _avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1).reshape(sizes)
+    return x / (div * float(alpha) + float(k)) ** float(beta)
+
+
+def _adaptive_max_pool(nd: int, input: Any, output_size: Any, return_indices: bool) -> Any:
+    name = f"adaptive_max_pool{nd}d"
+    x = _tensor(input, "input")
+    if x.ndim not in (nd + 1, nd + 2) or (x.ndim == nd + 2 and x.shape[1] == 0) or 0 in x.shape[-nd:]:
+        raise ValueError(f"{name}(): Expected a non-empty {nd + 1}D or {nd + 2}D tensor, but got: "
+                         f"{_shape_text(x.shape)}")
+    sizes = (output_size,) * nd if _integer(output_size) or output_size is None else tuple(output_size)
+    if len(sizes) != nd:
+        raise ValueError(f"{name}() argument 'output_size' should contain {nd} ints (got {len(sizes)})")
+    target = []
+    for size, n in zip(sizes, x.shape[-nd:], strict=True):
+        if size is not None and (not _integer(size) or size < 0):
+            raise ValueError(f"{name}: output_size must hold non-negative ints or None, got {output_size!r}")
+        target.append(n if size is None else int(size))
+    batched = x.ndim == nd + 2
+    xb = x if batched else x.unsqueeze(0)
+    if 0 in target:
+        empty = xb.shape[:2] + tuple(target)
+        y, index = Tensor(np.zeros(empty, x.dtype)), np.zeros(empty, np.int64)
+    else:
+        y, index = _pool_ops.adaptive_max_pool(xb, target)
+    if not batched:
+        y, index = y.squeeze(0), index[0]
+    return (y, Tensor(index)) if _flag(return_indices, "return_indices") else y
+
+
+def adaptive_max_pool1d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
+    """Max over windows ``[floor(i L / out), ceil((i + 1) L / out))`` of ``(N, C, L)``; with
+    ``return_indices`` also the flat input position of each maximum."""
+    return _adaptive_max_pool(1, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
+    """Adaptive max pooling of ``(N, C, H, W)`` to ``output_size`` (int or pair; None keeps a size)."""
+    return _adaptive_max_pool(2, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
+    """Adaptive max pooling of ``(N, C, D, H, W)`` to ``output_size``."""
+    return _adaptive_max_pool(3, input, output_size, return_indices)
+
+
+def _index_tensor(value: Any, name: str, op: str) -> np.ndarray:
+    data = as_array(value) if isinstance(value, Tensor) else np.asarray(value)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must hold integer indices (int64 or int32), got dtype {data.dtype}")
+    return data
+
+
+def embedding(input: Any, weight: Any, padding_idx: int | None = None, max_norm: float | None = None,
+              norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """Rows of ``weight (V, D)`` at integer ``input (*)``: ``(*, D)``. ``padding_idx`` gets no gradient;
+    ``max_norm`` first rescales (in place) the looked-up rows whose norm exceeds it."""
+    indices = _index_tensor(input, "input", "embedding")
+    w = _tensor(weight, "weight")
+    if w.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
+                         f"{_shape_text(w.shape)}")
+    rows = w.shape[0]
+    if padding_idx is not None:
+        if not _integer(padding_idx) or not -rows <= padding_idx < rows:
+            raise ValueError(f"embedding: padding_idx must be within num_embeddings ({rows}), "
+                             f"got {padding_idx!r}")
+        padding_idx = int(padding_idx) % rows
+    if sparse:
+        raise ValueError("embedding: sparse=True (sparse gradients) is not supported by npconv; "
+                         "use sparse=False")
+    if indices.size and (indices.min() < 0 or indices.max() >= rows):
+        bad = indices[(indices < 0) | (indices >= rows)].flat[0]
+        raise IndexError(f"index out of range in self: embedding index {int(bad)} is not in [0, {rows})")
+    indices = indices.astype(np.int64, copy=False)
+    if max_norm is not None:
+        _embedding_ops.embedding_renorm_(w.data, indices, _real(max_norm, "max_norm"),
+                                         _real(norm_type, "norm_type"))
+    return _embedding_ops.embedding(indices, w, padding_idx, _flag(scale_grad_by_freq, "scale_grad_by_freq"))
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
+    """``(*,)`` class indices to ``(*, num_classes)`` int64 with a 1 at each index
+    (``num_classes=-1``: one more than the largest index)."""
+    indices = as_array(tensor) if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if indices.dtype != np.int64:
+        raise TypeError(f"one_hot is only applicable to index tensor of type LongTensor (int64), got dtype "
+                        f"{indices.dtype}")
+    if not _integer(num_classes) or num_classes < -1:
+        raise ValueError(f"one_hot: num_classes must be -1 or a non-negative int, got {num_classes!r}")
+    if num_classes == -1:
+        if indices.size == 0:
+            raise ValueError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(indices.max()) + 1
+    if indices.size and indices.min() < 0:
+        raise ValueError("Class values must be non-negative.")
+    if indices.size and indices.max() >= num_classes:
+        raise ValueError(f"Class values must be smaller than num_classes ({num_classes}), "
+                         f"got {int(indices.max())}.")
+    return Tensor(_embedding_ops.one_hot_array(indices, int(num_classes)))
+
+
+def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> Tensor:
+    """``input / max(||input||_p, eps)`` along ``dim``."""
+    x = _tensor(input, "input")
+    if out is not None:
+        raise ValueError("normalize: out= is not supported by npconv; use the returned Tensor")
+    axis = _dim_index(dim, x.ndim)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        return _norm_ops.normalize(x, _real(p, "p"), 0, _real(eps, "eps")).reshape(())
+    return _norm_ops.normalize(x, _real(p, "p"), axis, _real(eps, "eps"))
+
+
+def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """``sum(x1 * x2) / (max(||x1||, eps) * max(||x2||, eps))`` along ``dim`` of the broadcast inputs."""
+    a, b = _tensor(x1, "x1"), _tensor(x2, "x2")
+    _same_dtype(a, b, "x2", "cosine_similarity")
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError as error:
+        raise ValueError(f"cosine_similarity: x1 of size {_shape_text(a.shape)} and x2 of size "
+                         f"{_shape_text(b.shape)} cannot be broadcast together") from error
+    axis = _dim_index(dim, len(shape))
+    if not shape:
+        return _norm_ops.cosine_similarity(a.reshape(1), b.reshape(1), 0, _real(eps, "eps"))
+    return _norm_ops.cosine_similarity(a, b, axis, _real(eps, "eps"))
