@@ -1017,3 +1017,177 @@ def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Tens
     if not shape:
         return _norm_ops.cosine_similarity(a.reshape(1), b.reshape(1), 0, _real(eps, "eps"))
     return _norm_ops.cosine_similarity(a, b, axis, _real(eps, "eps"))
+
+
+# -- sliding blocks -------------------------------------------------------------------------------
+from ..ops import fold as _fold_ops  # noqa: E402
+
+__all__ += ["unfold", "fold"]
+
+
+def _block_geometry(op: str, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> ConvGeometry:
+    if isinstance(padding, str):
+        raise TypeError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
+    for name, value in (("kernel_size", kernel_size), ("dilation", dilation), ("stride", stride)):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(_integer(v) and v <= 0 for v in values):
+            raise ValueError(f"{op}: {name} should be greater than zero, but got {name}={value!r}")
+    return ConvGeometry.create(kernel_size, stride, padding, dilation, ndim=2)
+
+
+def _blocks(op: str, size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:
+    pads = geom.pads(size)
+    blocks = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
+                   for n, (lo, hi), e, s in zip(size, pads, geom.extent, geom.stride, strict=True))
+    if any(b < 1 for b in blocks):
+        raise ValueError(f"{op}: given input with spatial size {tuple(size)}, "
+                         f"kernel_size={geom.kernel_size}, dilation={geom.dilation}, "
+                         f"padding={tuple(lo for lo, _ in pads)}, calculated shape of the array of sliding "
+                         f"blocks as {blocks}, but its components must be at least one.")
+    return blocks
+
+
+def unfold(input: Any, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1) -> Tensor:
+    """Sliding blocks of ``(N, C, H, W)`` (or ``(C, H, W)``) as columns ``(N, C * kh * kw, L)``
+    (im2col; ``L`` blocks in row-major order)."""
+    x = _tensor(input, "input")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"Input Error: Only 3D or 4D input Tensors are supported (got {x.ndim}D)")
+    geom = _block_geometry("unfold", kernel_size, dilation, padding, stride)
+    batched = x.ndim == 4
+    xb = x if batched else x.unsqueeze(0)
+    if xb.shape[1] == 0 and batched:
+        raise ValueError(f"unfold: expected a non-empty channel dimension, got input of size "
+                         f"{_shape_text(x.shape)}")
+    _blocks("unfold", xb.shape[2:], geom)
+    y = _fold_ops.unfold(xb, geom)
+    return y if batched else y.squeeze(0)
+
+
+def fold(input: Any, output_size: Any, kernel_size: Any, dilation: Any = 1, padding: Any = 0,
+         stride: Any = 1) -> Tensor:
+    """Sum columns ``(N, C * kh * kw, L)`` (or ``(C * kh * kw, L)``) back into ``(N, C, *output_size)``
+    (col2im, the adjoint of :func:`unfold`; overlapping entries add)."""
+    x = _tensor(input, "input")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are supported "
+                         f"(got {x.ndim}D)")
+    geom = _block_geometry("fold", kernel_size, dilation, padding, stride)
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(size) != 2 or not all(_integer(v) for v in size):
+        raise TypeError(f"fold: output_size must be an int or a pair of ints, got {output_size!r}")
+    if any(v < 1 for v in size):
+        raise ValueError(f"fold: output_size must be positive, got {output_size!r}")
+    batched = x.ndim == 3
+    xb = x if batched else x.unsqueeze(0)
+    k = int(np.prod(geom.kernel_size))
+    if xb.shape[1] % k:
+        raise ValueError(f"Expected size of input's dimension 1 to be divisible by the product of "
+                         f"kernel_size, but got input.size(1)={xb.shape[1]} and "
+                         f"kernel_size={geom.kernel_size}")
+    blocks = _blocks("fold", size, geom)
+    if xb.shape[2] != blocks[0] * blocks[1]:
+        raise ValueError(f"Given output_size={size}, kernel_size={geom.kernel_size}, "
+                         f"dilation={geom.dilation}, padding={tuple(lo for lo, _ in geom.pads())}, "
+                         f"stride={geom.stride}, expected size of input's dimension 2 to match the "
+                         f"calculated number of sliding blocks {blocks[0]} * {blocks[1]} = "
+                         f"{blocks[0] * blocks[1]}, but got input.size(2)={xb.shape[2]}.")
+    y = _fold_ops.fold(xb, geom, size)
+    return y if batched else y.squeeze(0)
+
+
+# -- spatial transformers -------------------------------------------------------------------------
+from ..ops import grid_sample as _grid_ops  # noqa: E402
+
+__all__ += ["grid_sample", "affine_grid"]
+
+_ALIGN_CORNERS_WARNING = ("Default grid_sample and affine_grid behavior has changed to align_corners=False "
+                          "since 1.3.0. Please specify align_corners=True if the old behavior is desired. "
+                          "See the documentation of grid_sample for details.")
+
+
+def grid_sample(input: Any, grid: Any, mode: str = "bilinear", padding_mode: str = "zeros",
+                align_corners: bool | None = None) -> Tensor:
+    """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (or 3-D: ``(N, C, D, H, W)`` at
+    ``(N, D_out, H_out, W_out, 3)``) holding normalised ``(x, y[, z])`` in ``[-1, 1]``.
+
+    ``mode``: ``'bilinear'`` (trilinear for 5-D) or ``'nearest'``; ``padding_mode``: ``'zeros'``,
+    ``'border'`` or ``'reflection'``; ``align_corners``: -1 and 1 are the corner pixels' centres
+    (True) or edges (False, the default). Differentiable in ``input`` and ``grid``.
+    """
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        raise ValueError("nn.functional.grid_sample(): expected mode to be 'bilinear', 'nearest' or "
+                         f"'bicubic', but got: '{mode}'")
+    if mode == "bicubic":
+        raise ValueError("nn.functional.grid_sample(): mode='bicubic' is not supported by npconv; use "
+                         "'bilinear' or 'nearest'")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
+                         f"'reflection', but got: '{padding_mode}'")
+    if align_corners is None:
+        warnings.warn(_ALIGN_CORNERS_WARNING, UserWarning, stacklevel=2)
+        align_corners = False
+    x, g = _tensor(input, "input"), _tensor(grid, "grid")
+    if x.ndim not in (4, 5) or g.ndim != x.ndim:
+        raise ValueError("grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "
+                         f"but got input with sizes {_shape_text(x.shape)} and grid with sizes "
+                         f"{_shape_text(g.shape)}")
+    if g.shape[0] != x.shape[0]:
+        raise ValueError("grid_sampler(): expected grid and input to have same batch size, but got input "
+                         f"with sizes {_shape_text(x.shape)} and grid with sizes {_shape_text(g.shape)}")
+    if g.shape[-1] != x.ndim - 2:
+        raise ValueError(f"grid_sampler(): expected grid to have size {x.ndim - 2} in last dimension, but "
+                         f"got grid with sizes {_shape_text(g.shape)}")
+    for axis in range(2, x.ndim):
+        if x.shape[axis] == 0:
+            raise ValueError("grid_sampler(): expected input to have non-empty spatial dimensions, but "
+                             f"input has sizes {_shape_text(x.shape)} with dimension {axis} being empty")
+    _same_dtype(x, g, "grid", "grid_sample")
+    return _grid_ops.grid_sample(x, g, mode, padding_mode, _flag(align_corners, "align_corners"))
+
+
+def _base_coordinates(steps: int, align_corners: bool, dtype: np.dtype) -> np.ndarray:
+    """torch's ``linspace_from_neg_one``: ``steps`` points over [-1, 1] (pixel centres unless aligned)."""
+    if steps <= 1:
+        return np.zeros(1, dtype=dtype)
+    points = np.linspace(-1, 1, steps, dtype=dtype)
+    return points if align_corners else points * dtype.type((steps - 1) / steps)
+
+
+def affine_grid(theta: Any, size: Any, align_corners: bool | None = None) -> Tensor:
+    """Sampling grid ``(N, H, W, 2)`` (or ``(N, D, H, W, 3)``) of the affine maps ``theta (N, 2, 3)``
+    (or ``(N, 3, 4)``) for an output of ``size = (N, C, H, W)`` (or 5-D):
+    ``grid = [x, y(, z), 1] @ theta^T``."""
+    if align_corners is None:
+        warnings.warn(_ALIGN_CORNERS_WARNING, UserWarning, stacklevel=2)
+        align_corners = False
+    align_corners = _flag(align_corners, "align_corners")
+    t = _tensor(theta, "theta")
+    size = [int(v) for v in size] if all(_integer(v) for v in size) else None
+    if size is None:
+        raise TypeError("affine_grid: size must be a sequence of ints")
+    if len(size) == 4:
+        expected = (2, 3)
+    elif len(size) == 5:
+        expected = (3, 4)
+    else:
+        raise ValueError(f"affine_grid only supports 4D and 5D sizes, for 2D and 3D affine transforms, "
+                         f"respectively. Got size {size}.")
+    if t.ndim != 3 or tuple(t.shape[1:]) != expected:
+        raise ValueError(f"Expected a batch of {len(size) - 2}D affine matrices of shape Nx{expected[0]}x"
+                         f"{expected[1]} for size {size}. Got {_shape_text(t.shape)}.")
+    if min(size) <= 0:
+        raise ValueError(f"Expected non-zero, positive output size. Got {size}")
+    if t.shape[0] != size[0]:
+        raise ValueError(f"affine_grid: theta holds {t.shape[0]} matrices but size asks for a batch of "
+                         f"{size[0]}")
+    spatial = size[2:]
+    if align_corners and min(spatial) == 1:
+        warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
+                      "align_corners=True. This is not an intended use case of affine_grid. See the "
+                      "documentation of affine_grid for details.", UserWarning, stacklevel=2)
+    axes = [_base_coordinates(n, align_corners, t.dtype) for n in reversed(spatial)]  # x (width) first
+    mesh = np.meshgrid(*reversed(axes), indexing="ij")  # each of shape spatial
+    base = np.stack([m for m in reversed(mesh)] + [np.ones(spatial, dtype=t.dtype)], axis=-1)
+    grid = Tensor(base.reshape(1, -1, len(spatial) + 1)) @ t.transpose(1, 2)
+    return grid.reshape([size[0]] + spatial + [len(spatial)])

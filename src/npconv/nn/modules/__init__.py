@@ -92,3 +92,6 @@ from .sparse import Embedding  # noqa: E402
 
 __all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
             "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
+from .fold import Fold, Unfold  # noqa: E402
+
+__all__ += ["Unfold", "Fold"]
