@@ -11,169 +11,123 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ..geometry import ConvGeometry
-from ..kernels.padding import PAD_MODES
+from ..checks import (
+    INT64_MAX,
+    as_floating,
+    check_allocatable,
+    check_conv_arguments,
+    check_weight_rank,
+    is_int,
+    must,
+    shape_text,
+)
+from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padding_mode, pad_mode
 from ..ops import conv as _conv_ops
 from ..ops.pad import pad as _pad_op
 from ..tensor import Tensor, as_array
+from .functional_layers import *  # noqa: F403
+from .functional_layers import __all__ as _layers_all
+from .functional_local import *  # noqa: F403
+from .functional_local import __all__ as _local_all
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "conv", "conv_transpose", "pad", "PADDING_MODES",
+    "conv", "conv_transpose", "convolution", "transposed_convolution", "pad", "PADDING_MODES",
+    *_local_all, *_layers_all,
 ]
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(int(v)) for v in shape) + "]"
-
-
-def _floating(value: Any, name: str) -> Any:
-    """``value`` as a Tensor or ndarray of floating/complex dtype, or a TypeError naming it."""
-    if not isinstance(value, (Tensor, np.ndarray)):
-        if isinstance(value, (list, tuple, int, float, complex)):
-            value = np.asarray(value)
-        else:
-            raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
-    dtype = as_array(value).dtype
-    if dtype.kind not in "fc":
-        raise TypeError(f"{name} must have a floating point or complex dtype, got {dtype}")
-    return value
-
-
-def check_conv_arguments(input: Any, weight: Any, bias: Any, ndim: int, groups: int,
-                         transposed: bool, op_name: str) -> tuple[Any, Any, Any, bool]:
-    """Validate the tensors of a convolution call the way torch does; return them batched.
-
-    Returns ``(input, weight, bias, batched)`` where an unbatched input got a leading batch axis.
-    """
-    input = _floating(input, "input")
-    weight = _floating(weight, "weight")
-    x, w = as_array(input), as_array(weight)
-    if w.ndim != ndim + 2:
-        raise ValueError(
-            f"{op_name}: weight must be {ndim + 2}-dimensional (out_channels, in_channels/groups, "
-            f"*kernel_size), got weight of size {_shape_text(w.shape)}"
-        )
-    if x.ndim not in (ndim + 1, ndim + 2):
-        raise ValueError(
-            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {op_name}, "
-            f"but got input of size: {_shape_text(x.shape)}"
-        )
-    if x.dtype != w.dtype:
-        raise TypeError(
-            f"{op_name}: input type ({x.dtype}) and weight type ({w.dtype}) should be the same"
-        )
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op_name}: groups must be a positive integer, got {groups!r}")
-    if any(k < 1 for k in w.shape[2:]):
-        raise ValueError(f"{op_name}: every kernel size must be positive, got weight of size "
-                         f"{_shape_text(w.shape)}")
-    batched = x.ndim == ndim + 2
-    channels = x.shape[1] if batched else x.shape[0]
-    batched_shape = x.shape if batched else (1,) + x.shape
-    if transposed:
-        if channels != w.shape[0]:
-            raise ValueError(
-                f"Given transposed=1, weight of size {_shape_text(w.shape)}, expected input"
-                f"{_shape_text(batched_shape)} to have {w.shape[0]} channels, "
-                f"but got {channels} channels instead"
-            )
-        if w.shape[0] % groups != 0:
-            raise ValueError(
-                f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                f"but got weight of size {_shape_text(w.shape)} instead"
-            )
-        out_channels = w.shape[1] * groups
-    else:
-        if w.shape[0] % groups != 0:
-            raise ValueError(
-                f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                f"but got weight of size {_shape_text(w.shape)} instead"
-            )
-        if channels != w.shape[1] * groups:
-            raise ValueError(
-                f"Given groups={groups}, weight of size {_shape_text(w.shape)}, expected input"
-                f"{_shape_text(batched_shape)} to have {w.shape[1] * groups} channels, "
-                f"but got {channels} channels instead"
-            )
-        out_channels = w.shape[0]
-    if bias is not None:
-        bias = _floating(bias, "bias")
-        b = as_array(bias)
-        if b.shape != (out_channels,):
-            raise ValueError(
-                f"Given weight of size {_shape_text(w.shape)}, expected bias to be 1-dimensional with "
-                f"{out_channels} elements, but got bias of size {_shape_text(b.shape)} instead"
-            )
-        if b.dtype != x.dtype:
-            raise TypeError(f"{op_name}: input type ({x.dtype}) and bias type ({b.dtype}) should be the same")
-    if not batched:
-        input = input.unsqueeze(0) if isinstance(input, Tensor) else x[None]
-    return input, weight, bias, batched
 
 
 def _unbatch(y: Tensor, batched: bool) -> Tensor:
     return y if batched else y.squeeze(0)
 
 
-def check_padding_mode(padding_mode: str) -> None:
-    """ValueError unless ``padding_mode`` is one of :data:`PADDING_MODES`."""
-    if padding_mode not in PADDING_MODES:
-        modes = "{" + ", ".join(repr(m) for m in PADDING_MODES) + "}"
-        raise ValueError(f"padding_mode must be one of {modes}, but got padding_mode='{padding_mode}'")
+def _spatial_rank(weight: Any, op: str) -> int:
+    """``weight.ndim - 2``, the spatial rank of an N-d call, at least 1."""
+    rank = as_array(weight).ndim
+    if rank < 3:
+        raise ValueError(must("weight", "have at least 3 dimensions (out, in/groups, *kernel)",
+                              f"weight of size {shape_text(as_array(weight).shape)}", op))
+    return rank - 2
+
+
+def _convolve(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry, padding_mode: str,
+              op: str) -> Tensor:
+    """The convolution of checked, batched tensors."""
+    w = as_array(weight)
+    if tuple(w.shape[2:]) != geometry.kernel_size:
+        raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
+                              f"weight of size {shape_text(w.shape)}", op))
+    shape = as_array(input).shape
+    geometry.check_mode_padding(shape, padding_mode)
+    out_shape = (shape[0], w.shape[0]) + geometry.output_size(shape[2:])
+    check_allocatable(out_shape, w.itemsize, "output", op)
+    return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
+
+
+def _convolve_transposed(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry,
+                         output_padding: Sequence[int] | None, padding_mode: str, op: str) -> Tensor:
+    """The transposed convolution of checked, batched tensors."""
+    w = as_array(weight)
+    if tuple(w.shape[2:]) != geometry.kernel_size:
+        raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
+                              f"weight of size {shape_text(w.shape)}", op))
+    if output_padding is not None:
+        output_padding = geometry.check_output_padding(output_padding)
+    shape = as_array(input).shape
+    out_shape = (shape[0], w.shape[1] * geometry.groups) + geometry.transposed_output_size(shape[2:],
+                                                                                            output_padding)
+    check_allocatable(out_shape, w.itemsize, "output", op)
+    # the transposed conv is the adjoint of the padded conv of an input of the output's size
+    geometry.check_mode_padding(out_shape, padding_mode, "output")
+    return _unbatch(_conv_ops.conv_transpose(input, weight, bias, geometry, output_padding, padding_mode),
+                    batched)
 
 
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
                 op_name: str = "conv") -> Tensor:
-    """Validated convolution with a prebuilt geometry (the modules' entry point)."""
-    input, weight, bias, batched = check_conv_arguments(
-        input, weight, bias, geometry.ndim, geometry.groups, False, op_name)
-    if tuple(as_array(weight).shape[2:]) != geometry.kernel_size:
-        raise ValueError(f"{op_name}: weight's kernel size {as_array(weight).shape[2:]} differs from "
-                         f"kernel_size={geometry.kernel_size}")
-    if padding_mode != "zeros":
-        shape = as_array(input).shape
-        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
-            check_pad_widths(lo, hi, size, i + 2, shape, padding_mode)
-    return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
+    """Checked convolution with a prebuilt geometry (the modules' entry point)."""
+    check_padding_mode(padding_mode)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                                        False, op_name)
+    return _convolve(input, weight, bias, batched, geometry, padding_mode, op_name)
 
 
 def transposed_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry,
                            output_padding: Sequence[int] | None = None, padding_mode: str = "zeros",
                            op_name: str = "conv_transpose") -> Tensor:
-    """Validated transposed convolution with a prebuilt geometry."""
-    input, weight, bias, batched = check_conv_arguments(
-        input, weight, bias, geometry.ndim, geometry.groups, True, op_name)
-    if output_padding is not None:
-        output_padding = tuple(output_padding)
-        for i, (op, s, d) in enumerate(zip(output_padding, geometry.stride, geometry.dilation, strict=True)):
-            if op < 0 or (op >= s and op >= d):
-                raise ValueError(
-                    f"output padding must be smaller than either stride or dilation, got "
-                    f"output_padding={output_padding}, stride={geometry.stride}, "
-                    f"dilation={geometry.dilation} (dimension {i})"
-                )
-    if padding_mode != "zeros":
-        # the transposed conv is the adjoint of the padded conv of an input of the output's size
-        shape = as_array(input).shape
-        out_size = geometry.transposed_output_size(shape[2:], output_padding)
-        out_shape = (shape[0], as_array(weight).shape[1] * geometry.groups) + out_size
-        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(), out_size, strict=True)):
-            check_pad_widths(lo, hi, size, i + 2, out_shape, padding_mode, "output")
-    return _unbatch(
-        _conv_ops.conv_transpose(input, weight, bias, geometry, output_padding, padding_mode), batched)
+    """Checked transposed convolution with a prebuilt geometry; ``output_padding`` overrides the
+    geometry's (the modules' ``output_size``)."""
+    check_padding_mode(padding_mode)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                                        True, op_name)
+    return _convolve_transposed(input, weight, bias, batched, geometry, output_padding, padding_mode, op_name)
 
 
-def _weight_ndim(weight: Any, name: str) -> int:
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim < 3:
-        raise ValueError(f"{name}: weight must have at least 3 dimensions (out, in/groups, *kernel), "
-                         f"got weight of size {_shape_text(w.shape)}")
-    return w.ndim - 2
+def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+          groups: Any, padding_mode: str) -> Tensor:
+    check_padding_mode(padding_mode)
+    weight = as_floating(weight, "weight")
+    if nd is None:
+        nd = _spatial_rank(weight, "conv")
+    op = f"conv{nd}d" if nd <= 3 else "conv"
+    check_weight_rank(as_array(weight).shape, nd, op)  # the arguments first, then the tensors (torch's order)
+    geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, nd, groups, False, op)
+    return _convolve(input, weight, bias, batched, geometry, padding_mode, op)
+
+
+def _conv_transpose(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                    output_padding: Any, groups: Any, dilation: Any, padding_mode: str) -> Tensor:
+    check_padding_mode(padding_mode)
+    weight = as_floating(weight, "weight")
+    if nd is None:
+        nd = _spatial_rank(weight, "conv_transpose")
+    op = f"conv_transpose{nd}d" if nd <= 3 else "conv_transpose"
+    check_weight_rank(as_array(weight).shape, nd, op)
+    geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups,
+                                   output_padding, ndim=nd, transposed=True)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, nd, groups, True, op)
+    return _convolve_transposed(input, weight, bias, batched, geometry, None, padding_mode, op)
 
 
 def conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -184,10 +138,7 @@ def conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
     ``padding``: int, tuple, per-side pairs, ``'valid'``, ``'same'`` (any stride, SAME_UPPER) or
     ``'same_lower'``. ``out = floor((in + lo + hi - dilation * (k - 1) - 1) / stride) + 1``.
     """
-    check_padding_mode(padding_mode)
-    nd = _weight_ndim(weight, "conv")
-    geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
-    return convolution(input, weight, bias, geom, padding_mode, f"conv{nd}d" if nd <= 3 else "conv")
+    return _conv(None, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
 def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -199,87 +150,44 @@ def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, p
     ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``.
     With ``padding_mode`` other than zeros it is the adjoint of the padded convolution.
     """
-    check_padding_mode(padding_mode)
-    nd = _weight_ndim(weight, "conv_transpose")
-    geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups,
-                               output_padding, ndim=nd, transposed=True)
-    return transposed_convolution(input, weight, bias, geom, None, padding_mode,
-                                  f"conv_transpose{nd}d" if nd <= 3 else "conv_transpose")
-
-
-def _fixed_rank(nd: int, weight: Any, name: str) -> None:
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim != nd + 2:
-        raise ValueError(f"{name}: weight must be {nd + 2}-dimensional, "
-                         f"got weight of size {_shape_text(w.shape)}")
+    return _conv_transpose(None, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           padding_mode)
 
 
 def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """1-d cross-correlation, as ``torch.nn.functional.conv1d``."""
-    _fixed_rank(1, weight, "conv1d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """2-d cross-correlation, as ``torch.nn.functional.conv2d``."""
-    _fixed_rank(2, weight, "conv2d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """3-d cross-correlation, as ``torch.nn.functional.conv3d``."""
-    _fixed_rank(3, weight, "conv3d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv_transpose1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """1-d transposed convolution, as ``torch.nn.functional.conv_transpose1d``."""
-    _fixed_rank(1, weight, "conv_transpose1d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """2-d transposed convolution, as ``torch.nn.functional.conv_transpose2d``."""
-    _fixed_rank(2, weight, "conv_transpose2d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def conv_transpose3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """3-d transposed convolution, as ``torch.nn.functional.conv_transpose3d``."""
-    _fixed_rank(3, weight, "conv_transpose3d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-_TORCH_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "replicate",
-                   "circular": "circular", "symmetric": "symmetric", "zeros": "constant"}
-
-
-def check_pad_widths(lo: int, hi: int, size: int, dim: int, shape: Sequence[int], mode: str,
-                     tensor_name: str = "input") -> None:
-    """ValueError unless padding dimension ``dim`` (of ``size``) by ``(lo, hi)`` in ``mode`` is valid.
-
-    Negative pads crop (constant/circular crop first, the other modes pad first, as torch).
-    ``reflect`` needs ``lo, hi < size`` (torch's rule); circular and symmetric may be wider than
-    the input (wrapping/mirroring more than once).
-    """
-    where = f"at dimension {dim} of {tensor_name} {_shape_text(shape)}"
-    if mode == "reflect" and ((lo > 0 and lo >= size) or (hi > 0 and hi >= size)):
-        raise ValueError(f"Padding size should be less than the corresponding input dimension, but got: "
-                         f"padding ({lo}, {hi}) {where}")
-    cropped = size - max(-lo, 0) - max(-hi, 0)
-    if mode in ("constant", "circular") and cropped < 0:
-        raise ValueError(f"negative padding ({lo}, {hi}) crops more than the size {size} {where}")
-    if mode != "constant" and (lo > 0 or hi > 0) and (cropped if mode == "circular" else size) <= 0:
-        raise ValueError(f"{mode} padding ({lo}, {hi}) of an empty dimension {where}")
-    if size + lo + hi < 0:
-        raise ValueError(f"The input size {size}, plus negative padding {lo} and {hi} resulted in a "
-                         f"negative output size, which is invalid. Check dimension {dim} of your input.")
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
@@ -288,15 +196,15 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     ``pad = (left_last, right_last, left_second_last, right_second_last, ...)``. Modes:
     constant (negative pads crop), reflect, replicate, circular (any width), symmetric.
     """
-    input = _floating(input, "input") if not isinstance(input, Tensor) else input
-    if not isinstance(mode, str) or mode not in _TORCH_PAD_MODE:
-        raise ValueError(f"Unsupported padding mode: {mode!r}; expected one of {list(PAD_MODES)}")
-    mode = _TORCH_PAD_MODE[mode]
+    input = as_floating(input, "input") if not isinstance(input, Tensor) else input
+    mode = pad_mode(mode)
     if (not isinstance(pad, Sequence) or isinstance(pad, str)
-            or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad)):
-        raise TypeError(f"pad must be a sequence of ints, got {pad!r}")
+            or not all(is_int(p) for p in pad)):
+        raise TypeError(must("pad", "be a sequence of ints", repr(pad)))
+    if any(abs(p) > INT64_MAX for p in pad):
+        raise ValueError(must("pad", "hold values of at most 2**63 - 1", repr(pad)))
     if value is not None and (not isinstance(value, numbers.Number) or isinstance(value, bool)):
-        raise TypeError(f"value must be a number (or None), got {value!r}")
+        raise TypeError(must("value", "be a number (or None)", repr(value)))
     pad = [int(p) for p in pad]
     x = as_array(input)
     if len(pad) % 2 != 0:
@@ -313,21 +221,3 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
         check_pad_widths(lo, hi, size, x.ndim - n + axis, x.shape, mode)
     return _pad_op(input, pairs, mode, 0.0 if value is None else value)
 
-from ._functional_local import (  # noqa: E402
-    conv1d_local,
-    conv1d_map,
-    conv2d_local,
-    conv2d_map,
-    conv3d_local,
-    conv3d_map,
-    conv_transpose1d_map,
-    conv_transpose2d_map,
-    conv_transpose3d_map,
-)
-
-__all__ += ["conv1d_local", "conv2d_local", "conv3d_local", "conv1d_map", "conv2d_map", "conv3d_map",
-            "conv_transpose1d_map", "conv_transpose2d_map", "conv_transpose3d_map"]
-from ._functional_layers import *  # noqa: E402,F401,F403
-from ._functional_layers import __all__ as _layers_all  # noqa: E402
-
-__all__ += _layers_all

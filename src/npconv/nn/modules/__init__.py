@@ -1,5 +1,8 @@
 """Layers (``npconv.nn.*``)."""
 
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .container import ModuleDict, ModuleList, Sequential
 from .conv import (
     Conv1d,
     Conv2d,
@@ -16,17 +19,11 @@ from .conv import (
     LazyConvTranspose2d,
     LazyConvTranspose3d,
 )
+from .dropout import Dropout
+from .flatten import Flatten, Unflatten
 from .lazy import LazyModuleMixin
-from .module import Module, StateDictError
-
-__all__ = [
-    "Module", "StateDictError", "LazyModuleMixin",
-    "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "ConvTransposeNd", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d",
-    "LazyConvTranspose2d", "LazyConvTranspose3d",
-]
-
-from .local import (  # noqa: E402
+from .linear import Identity, Linear
+from .local import (
     Conv1dLocal,
     Conv1dMap,
     Conv2dLocal,
@@ -37,19 +34,10 @@ from .local import (  # noqa: E402
     ConvTranspose2dMap,
     ConvTranspose3dMap,
 )
-
-__all__ += ["Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
-            "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap"]
-
-from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
-from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: E402
-from .container import ModuleDict, ModuleList, Sequential  # noqa: E402
-from .dropout import Dropout  # noqa: E402
-from .flatten import Flatten, Unflatten  # noqa: E402
-from .linear import Identity, Linear  # noqa: E402
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: E402
-from .normalization import GroupNorm  # noqa: E402
-from .pooling import (  # noqa: E402
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .module import Module, StateDictError
+from .normalization import GroupNorm
+from .pooling import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,
@@ -60,6 +48,16 @@ from .pooling import (  # noqa: E402
     MaxPool2d,
     MaxPool3d,
 )
+
+__all__ = [
+    "Module", "StateDictError", "LazyModuleMixin",
+    "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "ConvTransposeNd", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d",
+    "LazyConvTranspose2d", "LazyConvTranspose3d",
+]
+
+__all__ += ["Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
+            "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap"]
 
 __all__ += [
     "Linear", "Identity", "Flatten", "Unflatten", "Sequential", "ModuleList", "ModuleDict", "ReLU",
