@@ -220,4 +220,3 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     for axis, ((lo, hi), size) in enumerate(zip(pairs, sizes, strict=True)):
         check_pad_widths(lo, hi, size, x.ndim - n + axis, x.shape, mode)
     return _pad_op(input, pairs, mode, 0.0 if value is None else value)
-

@@ -1,6 +1,24 @@
 """Layers (``npconv.nn.*``)."""
 
-from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .activation import (
+    ELU,
+    GELU,
+    GLU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import (
@@ -19,7 +37,7 @@ from .conv import (
     LazyConvTranspose2d,
     LazyConvTranspose3d,
 )
-from .dropout import Dropout
+from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from .flatten import Flatten, Unflatten
 from .lazy import LazyModuleMixin
 from .linear import Identity, Linear
@@ -34,9 +52,22 @@ from .local import (
     ConvTranspose2dMap,
     ConvTranspose3dMap,
 )
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module, StateDictError
 from .normalization import GroupNorm
+from .padding import *  # noqa: F403
+from .padding import __all__ as _padding_all
+from .pixelshuffle import PixelShuffle, PixelUnshuffle
 from .pooling import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
@@ -65,4 +96,10 @@ __all__ += [
     "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "CrossEntropyLoss",
     "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
+]
+
+__all__ += [
+    "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "PReLU", "Softplus", "Mish", "GLU",
+    "Dropout1d", "Dropout2d", "Dropout3d", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+    "PixelShuffle", "PixelUnshuffle", *_padding_all,
 ]
