@@ -25,6 +25,8 @@ from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padd
 from ..ops import conv as _conv_ops
 from ..ops.pad import pad as _pad_op
 from ..tensor import Tensor, as_array
+from .functional_extra import *  # noqa: F403
+from .functional_extra import __all__ as _extra_all
 from .functional_layers import *  # noqa: F403
 from .functional_layers import __all__ as _layers_all
 from .functional_local import *  # noqa: F403
@@ -33,7 +35,7 @@ from .functional_local import __all__ as _local_all
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv", "conv_transpose", "convolution", "transposed_convolution", "pad", "PADDING_MODES",
-    *_local_all, *_layers_all,
+    *_local_all, *_layers_all, *_extra_all,
 ]
 
 

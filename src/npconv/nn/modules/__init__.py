@@ -39,6 +39,8 @@ from .conv import (
 )
 from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from .flatten import Flatten, Unflatten
+from .fold import Fold, Unfold
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .lazy import LazyModuleMixin
 from .linear import Identity, Linear
 from .local import (
@@ -64,7 +66,7 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module, StateDictError
-from .normalization import GroupNorm
+from .normalization import GroupNorm, LayerNorm, LocalResponseNorm
 from .padding import *  # noqa: F403
 from .padding import __all__ as _padding_all
 from .pixelshuffle import PixelShuffle, PixelUnshuffle
@@ -72,6 +74,9 @@ from .pooling import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgPool1d,
     AvgPool2d,
     AvgPool3d,
@@ -79,6 +84,8 @@ from .pooling import (
     MaxPool2d,
     MaxPool3d,
 )
+from .sparse import Embedding
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "Module", "StateDictError", "LazyModuleMixin",
@@ -103,3 +110,10 @@ __all__ += [
     "Dropout1d", "Dropout2d", "Dropout3d", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
     "PixelShuffle", "PixelUnshuffle", *_padding_all,
 ]
+
+__all__ += ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
+
+__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
+            "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
+
+__all__ += ["Unfold", "Fold"]
