@@ -34,12 +34,16 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
 from .common import add_to_channels, grad_input_as_forward
+from .numerics import Operands, within
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "transform_matrices", "CHANNEL_BLOCK"]
 
 NAME = "winograd"
 #: Not local: the tile transforms mix the values of a tile (see admits).
 LOCAL = False
+#: Largest spread (:func:`~npconv.kernels.numerics.value_range`) of the data operand: the error of
+#: an output next to a spike in its tile grows up to about 0.8 eps x spread (docs/algorithms.md).
+SPREAD_LIMIT = 2.0**6
 #: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
 CHANNEL_BLOCK = 128
 _POINTS = {4: (0, 1, -1, Fraction(1, 2), -2), 2: (0, 1, -1)}
@@ -96,6 +100,17 @@ def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _MATRICES = {m: transform_matrices(m) for m in _POINTS}
 _KRON_G = {m: np.kron(g, g) for m, (_, g, _) in _MATRICES.items()}
+#: Bound of ``|transformed value| / (channels * peak(x) * peak(w))`` over the tile sizes: each
+#: two-sided transform multiplies the peak by at most its matrix's squared infinity norm.
+_GROWTH = max(float(np.abs(at).sum(1).max() * np.abs(g).sum(1).max() * np.abs(bt).sum(1).max()) ** 2
+              for at, g, bt in _MATRICES.values())
+
+
+def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+    """Finite operands, data spread within :data:`SPREAD_LIMIT`, and no overflow in the transforms
+    (``channels * growth * peak(x) * peak(w)`` below the dtype's largest value)."""
+    channels = operands[0].shape[1] // geom.groups
+    return within(operands, (0,), SPREAD_LIMIT, channels * _GROWTH)
 
 
 # -- applicability ------------------------------------------------------------------------------
