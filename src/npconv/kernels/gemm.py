@@ -132,8 +132,9 @@ def _on_blas_threads() -> bool:
 
 def _workers(lay: _Layout) -> int:
     """Python worker threads per call: ``get_num_threads()`` for grouped convolutions (many small
-    GEMMs per item, where multithreaded BLAS only adds synchronisation) and, unless the call runs on BLAS threads (:data:`WORKER_THREADS`
-    off or inside :func:`on_blas_threads`), for calls of at least :data:`WORKER_MIN_MACS`; else 1."""
+    GEMMs per item, where multithreaded BLAS only adds synchronisation) and, unless the call runs
+    on BLAS threads (:data:`WORKER_THREADS` off or inside :func:`on_blas_threads`), for calls of at
+    least :data:`WORKER_MIN_MACS`; else 1."""
     macs = lay.n * lay.o * lay.ck * lay.length
     workers = lay.g > 1 or (not _on_blas_threads() and macs >= WORKER_MIN_MACS)
     return get_num_threads() if workers else 1
