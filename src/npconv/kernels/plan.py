@@ -12,8 +12,10 @@ output channels itself, block by block; the planner adds it afterwards for the o
 
 Algorithms are the modules of this package exposing ``NAME``, ``supports(pass_name, x_shape,
 w_shape, geom, dtype)``, ``recommended(...)`` and the pass functions (``x_shape`` is the batched
-input shape of the convolution, ``w_shape`` its weight shape ``(O, C/groups, *k)``). ``gemm``
-always exists and runs everything; ``fft``, ``depthwise`` and ``winograd`` are optional.
+input shape of the convolution, ``w_shape`` its weight shape ``(O, C/groups, *k)``), and optionally
+``unavailable_reason()`` (a str when the module cannot run in this process, e.g. a compiled
+algorithm on the NumPy engine). ``gemm`` always exists and runs everything; ``fft``,
+``compiled_depthwise``, ``depthwise`` and ``winograd`` are optional.
 
 Choice per call, in order:
 
@@ -43,7 +45,7 @@ from .bias import add_bias
 __all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "algorithms", "PRIORITY"]
 
 #: Optional algorithms, in the order their ``recommended`` heuristics are consulted.
-PRIORITY = ("fft", "depthwise", "winograd")
+PRIORITY = ("fft", "compiled_depthwise", "depthwise", "winograd")
 
 _modules: dict[str, ModuleType] | None = None
 #: Optional algorithms that failed to import, with the reason.
@@ -58,7 +60,12 @@ def algorithms(refresh: bool = False) -> dict[str, ModuleType]:
         unavailable.clear()
         for name in PRIORITY:
             try:
-                found[name] = importlib.import_module(f"{__package__}.{name}")
+                module = importlib.import_module(f"{__package__}.{name}")
+                reason = getattr(module, "unavailable_reason", lambda: None)()
+                if reason is None:
+                    found[name] = module
+                else:  # e.g. the compiled core is not in use (npconv.backends.core warned once)
+                    unavailable[name] = reason
             except ModuleNotFoundError as error:
                 if error.name != f"{__package__}.{name}":
                     raise
