@@ -331,3 +331,330 @@ from ._functional_layers import *  # noqa: E402,F401,F403
 from ._functional_layers import __all__ as _layers_all  # noqa: E402
 
 __all__ += _layers_all
+
+# -- issue 13: the rest of torch.nn.functional a conv-net program touches --------------------------
+import warnings  # noqa: E402
+
+from ..ops import activation as _act_ops  # noqa: E402
+from ..ops import loss as _loss_ops  # noqa: E402
+from ..ops import shuffle as _shuffle_ops  # noqa: E402
+from ..random import default_generator as _default_generator  # noqa: E402
+from ._functional_layers import (  # noqa: E402
+    _check_probability,
+    _flag,
+    _reduce_elements,
+    _reduction,
+    _tensor,
+)
+
+__all__ += [
+    "relu6", "hardtanh", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "glu", "prelu",
+    "dropout1d", "dropout2d", "dropout3d", "pixel_shuffle", "pixel_unshuffle",
+    "binary_cross_entropy", "smooth_l1_loss", "huber_loss", "kl_div",
+]
+
+
+def _real(value: Any, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """``min(max(input, min_val), max_val)``; gradient 1 strictly between the bounds."""
+    lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
+    if lo > hi:
+        raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={min_val}, "
+                         f"max_val={max_val}")
+    return _act_ops.hardtanh(_tensor(input, "input"), lo, hi)
+
+
+def relu6(input: Any, inplace: bool = False) -> Tensor:
+    """``min(max(input, 0), 6)`` (``hardtanh(input, 0, 6)``)."""
+    return _act_ops.hardtanh(_tensor(input, "input"), 0.0, 6.0)
+
+
+def hardswish(input: Any, inplace: bool = False) -> Tensor:
+    """``x * relu6(x + 3) / 6``."""
+    return _act_ops.hardswish(_tensor(input, "input"))
+
+
+def hardsigmoid(input: Any, inplace: bool = False) -> Tensor:
+    """``relu6(x + 3) / 6``."""
+    return _act_ops.hardsigmoid(_tensor(input, "input"))
+
+
+def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
+    return _act_ops.elu(_tensor(input, "input"), _real(alpha, "alpha"))
+
+
+def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta * x)) / beta``, linear where ``beta * x > threshold``."""
+    return _act_ops.softplus(_tensor(input, "input"), _real(beta, "beta"), _real(threshold, "threshold"))
+
+
+def mish(input: Any, inplace: bool = False) -> Tensor:
+    """``x * tanh(softplus(x))``."""
+    return _act_ops.mish(_tensor(input, "input"))
+
+
+def _dim_index(dim: Any, ndim: int, name: str = "dim") -> int:
+    """``dim`` wrapped into ``[0, ndim)``; IndexError out of range (torch's type, for parity)."""
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TypeError(f"{name} must be an int, got {dim!r}")
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], "
+                         f"but got {dim})")
+    return int(dim) % rank
+
+
+def glu(input: Any, dim: int = -1) -> Tensor:
+    """Gated linear unit ``a * sigmoid(b)`` of the two halves ``a, b`` of ``input`` along ``dim``."""
+    x = _tensor(input, "input")
+    if x.ndim == 0:
+        raise ValueError("glu does not support scalars because halving size must be even")
+    axis = _dim_index(dim, x.ndim)
+    if x.shape[axis] % 2:
+        raise ValueError(f"Halving dimension must be even, but dimension {axis} is size {x.shape[axis]}")
+    return _act_ops.glu(x, axis)
+
+
+def prelu(input: Any, weight: Any) -> Tensor:
+    """``x`` where positive, else ``weight * x``; ``weight`` is one value or one per channel (axis 1)."""
+    x = _tensor(input, "input")
+    w = _tensor(weight, "weight")
+    if w.ndim > 1:
+        raise ValueError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {w.ndim}")
+    if w.numel() != 1:
+        if x.ndim == 0:
+            raise ValueError("prelu: weight must hold one value for a zero-dim input, got "
+                             f"{w.numel()} values (Not allow zero-dim input tensor.)")
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        if w.numel() != channels:
+            raise ValueError(f"Mismatch of parameter numbers and input channel size. Found parameter "
+                             f"numbers = {w.numel()} and channel size = {channels}.")
+    if w.dtype != x.dtype:
+        raise TypeError(f"prelu: input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
+    return _act_ops.prelu(x, w)
+
+
+# -- channel dropout ------------------------------------------------------------------------------
+def _feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Zero whole channels ``x[n, c]`` of batched ``x (N, C, *)`` with probability ``p``."""
+    if not training or p == 0:
+        return x
+    data = as_array(x)
+    if p >= 1:
+        scale = np.zeros((), dtype=data.dtype)
+    else:
+        keep = _default_generator().random(data.shape[:2] + (1,) * (data.ndim - 2)) >= p
+        scale = keep.astype(data.dtype) * data.dtype.type(1 / (1 - p))
+    return x * Tensor(scale)
+
+
+def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of ``(N, C, L)`` or ``(C, L)`` with probability ``p``; scale the rest."""
+    p = _check_probability(p)
+    x = _tensor(input, "input")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"dropout1d: Expected 2D or 3D input, but received a {x.ndim}D input. Note that "
+                         "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial "
+                         "dimension, a channel dimension, and an optional batch dimension (i.e. 2D or 3D "
+                         "inputs).")
+    if x.ndim == 2:
+        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
+    return _feature_dropout(x, p, training)
+
+
+def _check_feature_rank(x: Tensor) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"Feature dropout requires at least 2 dimensions in the input, got input of size "
+                         f"{_shape_text(x.shape)}")
+
+
+def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of ``(N, C, H, W)`` with probability ``p``.
+
+    As torch, a 3-D input is read as ``(N, C, L)`` (1-D channel dropout, with a warning).
+    """
+    p = _check_probability(p)
+    x = _tensor(input, "input")
+    if x.ndim not in (3, 4):
+        warnings.warn(f"dropout2d: Received a {x.ndim}-D input to dropout2d, which is deprecated and will "
+                      "result in an error in a future release. To retain the behavior and silence this "
+                      "warning, please use dropout instead. Note that dropout2d exists to provide "
+                      "channel-wise dropout on inputs with 2 spatial dimensions, a channel dimension, and an "
+                      "optional batch dimension (i.e. 3D or 4D inputs).", UserWarning, stacklevel=2)
+    if x.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
+                      "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
+                      "dim. This behavior will change in a future release to interpret the input as one "
+                      "without a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise "
+                      "dropout behavior, please switch to using dropout1d instead.", UserWarning,
+                      stacklevel=2)
+    _check_feature_rank(x)
+    return _feature_dropout(x, p, training)
+
+
+def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` with probability ``p``."""
+    p = _check_probability(p)
+    x = _tensor(input, "input")
+    if x.ndim not in (4, 5):
+        warnings.warn(f"dropout3d: Received a {x.ndim}-D input to dropout3d, which is deprecated and will "
+                      "result in an error in a future release. To retain the behavior and silence this "
+                      "warning, please use dropout instead. Note that dropout3d exists to provide "
+                      "channel-wise dropout on inputs with 3 spatial dimensions, a channel dimension, and an "
+                      "optional batch dimension (i.e. 4D or 5D inputs).", UserWarning, stacklevel=2)
+    if x.ndim == 4:
+        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
+    _check_feature_rank(x)
+    return _feature_dropout(x, p, training)
+
+
+# -- pixel shuffle --------------------------------------------------------------------------------
+def _shuffle_factor(value: Any, name: str, op: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{op} expects a positive {name}, but got {value}")
+    return int(value)
+
+
+def _shuffle_input(input: Any, op: str) -> Tensor:
+    x = _tensor(input, "input", floating=False)
+    if x.ndim < 3:
+        raise ValueError(f"{op} expects input to have at least 3 dimensions, but got input with "
+                         f"{x.ndim} dimension(s)")
+    return x
+
+
+def pixel_shuffle(input: Any, upscale_factor: int) -> Tensor:
+    """``(*, C r^2, H, W) -> (*, C, H r, W r)``: channel blocks become ``r x r`` pixel blocks."""
+    r = _shuffle_factor(upscale_factor, "upscale_factor", "pixel_shuffle")
+    x = _shuffle_input(input, "pixel_shuffle")
+    if x.shape[-3] % (r * r):
+        raise ValueError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the "
+                         f"square of upscale_factor, but input.size(-3)={x.shape[-3]} is not divisible by "
+                         f"{r * r}")
+    return _shuffle_ops.pixel_shuffle(x, r)
+
+
+def pixel_unshuffle(input: Any, downscale_factor: int) -> Tensor:
+    """``(*, C, H r, W r) -> (*, C r^2, H, W)``, the inverse of :func:`pixel_shuffle`."""
+    r = _shuffle_factor(downscale_factor, "downscale_factor", "pixel_unshuffle")
+    x = _shuffle_input(input, "pixel_unshuffle")
+    for axis, name in ((-2, "height"), (-1, "width")):
+        if x.shape[axis] % r:
+            raise ValueError(f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
+                             f"input.size({axis})={x.shape[axis]} is not divisible by {r}")
+    return _shuffle_ops.pixel_unshuffle(x, r)
+
+
+# -- losses ---------------------------------------------------------------------------------------
+def _size_warning(x: Tensor, t: Tensor) -> None:
+    if t.shape != x.shape:
+        warnings.warn(f"Using a target size ({_shape_text(t.shape)}) that is different to the input size "
+                      f"({_shape_text(x.shape)}). This will likely lead to incorrect results due to "
+                      "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
+        try:
+            np.broadcast_shapes(x.shape, t.shape)
+        except ValueError as error:
+            raise ValueError(f"input of size {_shape_text(x.shape)} and target of size "
+                             f"{_shape_text(t.shape)} cannot be broadcast together") from error
+
+
+def _same_dtype(x: Tensor, other: Tensor, name: str, op: str) -> None:
+    if other.dtype != x.dtype:
+        raise TypeError(f"{op}: expected {name} dtype {x.dtype} (the input's), got {other.dtype}")
+
+
+def binary_cross_entropy(input: Any, target: Any, weight: Any = None, size_average: Any = None,
+                         reduce: Any = None, reduction: str = "mean") -> Tensor:
+    """``-w * (t log x + (1 - t) log(1 - x))`` of probabilities ``input`` in [0, 1], each log
+    clamped at -100; ``weight`` broadcasts to the input."""
+    reduction = _reduction(size_average, reduce, reduction)
+    x = _tensor(input, "input")
+    t = _tensor(target, "target")
+    if t.shape != x.shape:
+        raise ValueError(f"Using a target size ({_shape_text(t.shape)}) that is different to the input size "
+                         f"({_shape_text(x.shape)}) is deprecated. Please ensure they have the same size.")
+    _same_dtype(x, t, "target", "binary_cross_entropy")
+    w = None
+    if weight is not None:
+        w = _tensor(weight, "weight")
+        _same_dtype(x, w, "weight", "binary_cross_entropy")
+        try:
+            shape = np.broadcast_shapes(t.shape, w.shape)
+        except ValueError as error:
+            raise ValueError(f"binary_cross_entropy: weight of size {_shape_text(w.shape)} "
+                             f"does not broadcast to the target's size {_shape_text(t.shape)}") from error
+        if shape != x.shape:
+            raise ValueError(f"binary_cross_entropy: weight of size {_shape_text(w.shape)} "
+                             f"does not broadcast to the input's size {_shape_text(x.shape)}")
+        w = np.broadcast_to(as_array(w), shape)
+    data = as_array(x)
+    if ((data < 0) | (data > 1)).any():
+        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1")
+    return _reduce_elements(_loss_ops.binary_cross_entropy(x, t, w), None, reduction)
+
+
+def smooth_l1_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = None,
+                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+    """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
+    x, t = _tensor(input, "input"), _tensor(target, "target")
+    _size_warning(x, t)
+    reduction = _reduction(size_average, reduce, reduction)
+    beta = _real(beta, "beta")
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got beta={beta}")
+    return _reduce_elements(_loss_ops.smooth_l1(x, t, beta), None, reduction)
+
+
+def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0,
+               weight: Any = None) -> Tensor:
+    """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``; ``weight`` (the input's
+    shape) multiplies each element before the reduction (``'mean'`` is the plain mean)."""
+    x, t = _tensor(input, "input"), _tensor(target, "target")
+    _size_warning(x, t)
+    reduction = _reduction(None, None, reduction)
+    delta = _real(delta, "delta")
+    if delta <= 0:
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got delta={delta}")
+    elements = _loss_ops.huber(x, t, delta)
+    if weight is not None:
+        w = _tensor(weight, "weight")
+        if w.shape != x.shape:
+            raise ValueError(f"Weights and input must have the same size, got {_shape_text(w.shape)} and "
+                             f"{_shape_text(x.shape)}.")
+        elements = elements * w
+    return _reduce_elements(elements, None, reduction)
+
+
+def kl_div(input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean",
+           log_target: bool = False) -> Tensor:
+    """Pointwise KL divergence ``t * (log t - input)`` of log-probabilities ``input``
+    (``exp(t) * (t - input)`` if ``log_target``). ``'batchmean'`` divides the sum by ``input.size(0)``."""
+    if size_average is not None or reduce is not None:
+        reduction = _reduction(size_average, reduce, "mean")
+    else:
+        if reduction == "mean":
+            warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support "
+                          "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+                          "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+                          "major release.", UserWarning, stacklevel=2)
+        if reduction != "batchmean":
+            reduction = _reduction(None, None, reduction)
+    x, t = _tensor(input, "input"), _tensor(target, "target")
+    try:
+        np.broadcast_shapes(x.shape, t.shape)
+    except ValueError as error:
+        raise ValueError(f"kl_div: input of size {_shape_text(x.shape)} and target of size "
+                         f"{_shape_text(t.shape)} cannot be broadcast together") from error
+    elements = _loss_ops.kl_div(x, t, _flag(log_target, "log_target"))
+    if reduction == "batchmean":
+        total = elements.sum()
+        return total / x.shape[0] if x.ndim else total
+    return _reduce_elements(elements, None, reduction)
