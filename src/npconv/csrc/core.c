@@ -68,13 +68,19 @@ static void dw_grad_input_layout(const dw_geom *g, dw_gx_layout *lay)
     lay->plane = lay->rows * lay->len + DW_SLACK;
 }
 
+/* One input phase of the grad_input result: ceil(H / SH) rows of L columns, plus slack. */
+static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
+{
+    return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
+}
+
 /* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
 static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 {
     if (pass == 1) {
         dw_gx_layout lay;
         dw_grad_input_layout(g, &lay);
-        return g->m * lay.plane + ((g->h + g->sh - 1) / g->sh) * lay.len + DW_SLACK;
+        return g->m * lay.plane + g->sw * dw_gx_wide_len(g, &lay);
     }
     dw_phases ph;
     dw_forward_phases(g, &ph);

@@ -128,15 +128,60 @@ static void FN(dot)(V *acc, const T *gy, ptrdiff_t oh, ptrdiff_t ow, const T *co
     }
 }
 
+/* Stride 2: split input row xr into the two column phases of a padded row (padded column
+ * pc = iw + PW goes to phase pc % 2 at pc / 2), the whole vectors by shuffles (a scalar strided
+ * copy per element cost as much as the stencil). Only columns < 2 * qw are written. */
+static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptrdiff_t qw)
+{
+    ptrdiff_t iw = 0;
+    const ptrdiff_t stop = g->w < 2 * qw - g->pw ? g->w : 2 * qw - g->pw;
+    if (g->pw & 1 && iw < stop) { /* input column 0 is odd: it starts phase 1 */
+        odd[g->pw / 2] = xr[0];
+        iw = 1;
+    }
+    IV lo, hi; /* even and odd lanes of the pair (a, b) */
+    for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
+    for (; iw + 2 * VL <= stop; iw += 2 * VL) {
+        const V a = FN(load)(xr + iw), b = FN(load)(xr + iw + VL);
+        const ptrdiff_t at = (iw + g->pw) / 2;
+        FN(store)(even + at, __builtin_shuffle(a, b, lo));
+        FN(store)(odd + at, __builtin_shuffle(a, b, hi));
+    }
+    for (; iw < stop; iw++) {
+        const ptrdiff_t pc = iw + g->pw;
+        (pc & 1 ? odd : even)[pc / 2] = xr[iw];
+    }
+}
+
+/* dst[2b] = even[b], dst[2b + 1] = odd[b] for 2b (+ 1) < w, whole vectors by shuffles. */
+static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
+{
+    IV lo, hi; /* lanes of (even, odd) for the first and second half of a pair of outputs */
+    for (ptrdiff_t l = 0; l < VL; l++) {
+        lo[l] = l / 2 + (l % 2) * VL;
+        hi[l] = VL / 2 + l / 2 + (l % 2) * VL;
+    }
+    ptrdiff_t b = 0;
+    for (; 2 * b + 2 * VL <= w; b += VL) {
+        const V e = FN(load)(even + b), o = FN(load)(odd + b);
+        FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
+        FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+    }
+    for (; 2 * b < w; b++) {
+        dst[2 * b] = even[b];
+        if (2 * b + 1 < w) dst[2 * b + 1] = odd[b];
+    }
+}
+
 /* Copy plane x (H, W) into its zero-padded polyphase form: phase (rh, rw) holds padded rows
  * rh, rh + SH, ... and columns rw, rw + SW, ... as a (Qh, Qw) plane at ph->plane * (rh*SW + rw);
  * padded (row, column) = input (row + PH, column + PW). */
 static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
 {
+    memset(dst, 0, (size_t)(ph->count * ph->plane) * sizeof(T));
     for (ptrdiff_t rh = 0; rh < g->sh; rh++)
         for (ptrdiff_t rw = 0; rw < g->sw; rw++) {
             T *plane = dst + ph->plane * (rh * g->sw + rw);
-            memset(plane, 0, (size_t)ph->plane * sizeof(T));
             /* first phase row / column inside the input, and the input row / column it holds */
             ptrdiff_t a0 = 0, ih = rh - g->ph;
             for (; ih < 0; ih += g->sh) a0++;
@@ -148,6 +193,8 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
                 if (g->sw == 1) {
                     ptrdiff_t count = g->w < ph->qw - b0 ? g->w : ph->qw - b0;
                     memcpy(row + b0, xr, (size_t)count * sizeof(T));
+                } else if (g->sw == 2) { /* both column phases at once (by vector shuffles) */
+                    if (rw == 0) FN(deinterleave)(plane + ph->plane + a * ph->qw, row, xr, g, ph->qw);
                 } else {
                     ptrdiff_t b = b0;
                     for (ptrdiff_t iw = iw0; iw < g->w && b < ph->qw; iw += g->sw) row[b++] = xr[iw];
@@ -201,7 +248,9 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
     dw_gx_layout lay;
     dw_grad_input_layout(g, &lay);
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow, cap = g->m * k;
-    T *wide = scratch + g->m * lay.plane; /* one input phase, rows of L columns */
+    /* input phases, rows of L columns each (stride 2: both column phases kept for interleaving) */
+    T *wide = scratch + g->m * lay.plane;
+    const ptrdiff_t wide_len = dw_gx_wide_len(g, &lay);
     const T **src = malloc((size_t)cap * sizeof(*src));
     T *wt = malloc((size_t)cap * sizeof(*wt));
     if (!src || !wt) {
@@ -242,20 +291,25 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                     }
                 }
                 const int direct = g->sh == 1 && g->sw == 1 && lay.len == g->w;
-                T *out = direct ? gxp : wide;
+                T *out = direct ? gxp : wide + rw * wide_len;
                 if (taps)
                     FN(stencil)(out, rows * lay.len, src, wt, taps, init);
                 else
                     for (ptrdiff_t m = 0; m < rows * lay.len; m++) out[m] = init;
-                if (direct) continue;
+                if (direct || (g->sw == 2 && g->w > 1)) continue; /* stride 2: interleaved below */
                 for (ptrdiff_t a = 0; a < rows; a++) {
                     T *dst = gxp + (i0 + a * g->sh) * g->w + j0;
-                    const T *row = wide + a * lay.len;
+                    const T *row = out + a * lay.len;
                     if (g->sw == 1)
                         memcpy(dst, row, (size_t)cols * sizeof(T));
                     else
                         for (ptrdiff_t b = 0; b < cols; b++) dst[b * g->sw] = row[b];
                 }
+            }
+            if (g->sw == 2 && g->w > 1) { /* the phase holding column 0 gives the even columns */
+                const T *even = wide + (g->pw & 1) * wide_len, *odd = wide + (1 - (g->pw & 1)) * wide_len;
+                for (ptrdiff_t a = 0; a < rows; a++)
+                    FN(interleave)(gxp + (i0 + a * g->sh) * g->w, even + a * lay.len, odd + a * lay.len, g->w);
             }
         }
     }
