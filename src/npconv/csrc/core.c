@@ -22,7 +22,7 @@ typedef struct {
 } dw_geom;
 
 /* Slack in elements after every flat plane: the widest variant reads up to 4 vectors of 64 bytes
- * past the last output it computes. */
+ * past the last output it computes (4 vectors of it are computed at once). */
 #define DW_SLACK 64
 
 /* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
@@ -37,7 +37,7 @@ static void dw_forward_phases(const dw_geom *g, dw_phases *ph)
     const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
     ph->qh = (hp + g->sh - 1) / g->sh;
     ph->qw = (wp + g->sw - 1) / g->sw;
-    ph->plane = ph->qh * ph->qw + DW_SLACK;
+    ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK; /* junk columns of the last row read one row on */
     ph->count = g->sh * g->sw;
 }
 
@@ -65,7 +65,7 @@ static void dw_grad_input_layout(const dw_geom *g, dw_gx_layout *lay)
     lay->tw = (g->kw - 1) * g->dw / g->sw;
     lay->len = lay->tw + (g->ow > qw_max + 1 ? g->ow : qw_max + 1);
     lay->rows = lay->th + (g->oh > qh_max + 1 ? g->oh : qh_max + 1);
-    lay->plane = lay->rows * lay->len + DW_SLACK;
+    lay->plane = (lay->rows + 1) * lay->len + DW_SLACK; /* junk columns of the last row read one row on */
 }
 
 /* One input phase of the grad_input result: ceil(H / SH) rows of L columns, plus slack. */
@@ -84,7 +84,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     }
     dw_phases ph;
     dw_forward_phases(g, &ph);
-    return ph.count * ph.plane + (pass == 0 ? g->oh * ph.qw + DW_SLACK : 0);
+    return ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
 }
 
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */

@@ -128,6 +128,29 @@ static void FN(dot)(V *acc, const T *gy, ptrdiff_t oh, ptrdiff_t ow, const T *co
     }
 }
 
+/* acc[t] += g[m] * src[t][m] for m < n (n a multiple of VL; g zero in the junk columns): the flat
+ * form of dot_body for a gy plane copied into the wide layout, without a ragged end per row. */
+static inline __attribute__((always_inline)) void
+FN(dot_flat_body)(V *acc, const T *g, ptrdiff_t n, const T *const *src, int taps)
+{
+    for (ptrdiff_t m = 0; m < n; m += VL) {
+        const V gv = FN(load)(g + m);
+        for (int t = 0; t < taps; t++) acc[t] += gv * FN(load)(src[t] + m);
+    }
+}
+
+static void FN(dot_flat)(V *acc, const T *g, ptrdiff_t n, const T *const *src, int taps)
+{
+    if (taps == 9) { /* a constant count keeps the accumulators in registers */
+        V a[9];
+        for (int t = 0; t < 9; t++) a[t] = acc[t];
+        FN(dot_flat_body)(a, g, n, src, 9);
+        for (int t = 0; t < 9; t++) acc[t] = a[t];
+    } else {
+        FN(dot_flat_body)(acc, g, n, src, taps);
+    }
+}
+
 /* Stride 2: split input row xr into the two column phases of a padded row (padded column
  * pc = iw + PW goes to phase pc % 2 at pc / 2), the whole vectors by shuffles (a scalar strided
  * copy per element cost as much as the stencil). Only columns < 2 * qw are written. */
@@ -336,15 +359,30 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     }
     dw_forward_shifts(g, &ph, shift);
     for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
+    /* gy plane in the wide layout (rows of Qw, junk columns zero), rounded up to whole vectors */
+    T *wide = scratch + ph.count * ph.plane;
+    const ptrdiff_t n_wide = (g->oh * ph.qw + VL - 1) / VL * VL;
     for (ptrdiff_t c = start; c < stop; c++) {
         memset(sum, 0, (size_t)(g->m * k) * sizeof(*sum));
         for (ptrdiff_t n = 0; n < g->n; n++) {
             FN(fill_phases)(scratch, x + (n * g->c + c) * g->h * g->w, g, &ph);
             for (ptrdiff_t j = 0; j < g->m; j++) {
+                const T *gyo = gy + (n * g->c * g->m + c * g->m + j) * plane_out;
                 const V zero = {0};
                 for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
-                FN(dot)(acc, gy + (n * g->c * g->m + c * g->m + j) * plane_out, g->oh, g->ow, src, ph.qw,
-                        (int)k);
+                memset(wide, 0, (size_t)n_wide * sizeof(T));
+                for (ptrdiff_t oh = 0; oh < g->oh; oh++)
+                    memcpy(wide + oh * ph.qw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
+                FN(dot_flat)(acc, wide, n_wide, src, (int)k);
+                int finite = 1;
+                for (ptrdiff_t t = 0; t < k; t++) {
+                    const V v = acc[t] * (T)0; /* 0 where finite, NaN where inf or NaN */
+                    for (ptrdiff_t l = 0; l < VL; l++) finite &= v[l] == 0;
+                }
+                if (!finite) { /* junk columns read x values no tap reads (0 * inf): redo exactly */
+                    for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
+                    FN(dot)(acc, gyo, g->oh, g->ow, src, ph.qw, (int)k);
+                }
                 for (ptrdiff_t t = 0; t < k; t++)
                     for (ptrdiff_t l = 0; l < VL; l++) sum[j * k + t] += (double)acc[t][l];
             }
