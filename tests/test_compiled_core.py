@@ -30,8 +30,9 @@ with warnings.catch_warnings(record=True) as caught:
     y.sum().backward()
     geom = ConvGeometry.create(3, 1, 1, 1, 4, ndim=2)
     chosen = plan.choose("forward", (1, 4, 8, 8), (4, 1, 3, 3), geom, np.float32)
+    implementation = npconv.backends.conv.implementations()["depthwise"].split(":")[0]
 core = npconv.backends.core
-print(core.name, core.isa, chosen, float(y.data[0, 0, 3, 3]), float(x.grad.data[0, 0, 0, 0]))
+print(core.name, core.isa, chosen, implementation, float(y.data[0, 0, 3, 3]), float(x.grad.data[0, 0, 0, 0]))
 for w in caught:
     print("WARNING", w.category.__name__, w.message)
 """
@@ -51,9 +52,9 @@ def _probe(env: dict[str, str], prelude: str = "") -> list[str]:
 
 def test_pure_engine_forced_by_environment():
     lines = _probe({"NPCONV_PURE": "1"})
-    name, isa, chosen, y, gx = lines[0].split()
-    assert (name, isa) == ("numpy", "None")
-    assert chosen != "compiled_depthwise"
+    name, isa, chosen, implementation, y, gx = lines[0].split()
+    assert (name, isa, implementation) == ("numpy", "None", "numpy")
+    assert chosen == "gemm"  # the NumPy depthwise rule leaves small stride-1 layers to GEMM
     assert (float(y), float(gx)) == (9.0, 4.0)  # a 3x3 box sum inside, 4 taps reach a corner
     assert not [line for line in lines if line.startswith("WARNING")]  # a choice, not a failure
 
@@ -65,8 +66,8 @@ def test_missing_extension_falls_back_with_one_warning():
              "        if name == 'npconv._core':\n            raise ImportError('simulated: not built')\n"
              "sys.meta_path.insert(0, _NoCore())\n")
     lines = _probe({}, prelude=block)
-    name, isa, chosen, y, gx = lines[0].split()
-    assert (name, chosen, float(y), float(gx)) == ("numpy", "gemm", 9.0, 4.0)
+    name, isa, chosen, implementation, y, gx = lines[0].split()
+    assert (name, chosen, implementation, float(y), float(gx)) == ("numpy", "gemm", "numpy", 9.0, 4.0)
     found = [line for line in lines if line.startswith("WARNING")]
     assert len(found) == 1 and "RuntimeWarning" in found[0] and "not built" in found[0], lines
 
@@ -74,7 +75,7 @@ def test_missing_extension_falls_back_with_one_warning():
 @pytest.mark.skipif(not backends.core.available, reason=f"compiled core not in use: {backends.core.reason}")
 def test_isa_forced_by_environment():
     lines = _probe({"NPCONV_ISA": "generic"})
-    assert lines[0].split()[:3] == ["compiled", "generic", "compiled_depthwise"]
+    assert lines[0].split()[:4] == ["compiled", "generic", "depthwise", "compiled"]
     assert not [line for line in lines if line.startswith("WARNING")]
     lines = _probe({"NPCONV_ISA": "sse9"})  # unknown: refused with one warning, best variant used
     assert lines[0].split()[1] == backends.core.isas[-1]
@@ -114,19 +115,26 @@ def test_core_report_in_process(monkeypatch):
         assert backends._load_core({"NPCONV_PURE": "0"}).name == core.name  # "0" means off
 
 
-def test_planner_skips_compiled_algorithms_on_the_numpy_engine(monkeypatch):
-    """With the NumPy engine the compiled algorithm is unavailable (forcing it names the reason)."""
-    monkeypatch.setattr(backends, "core", backends._load_core({"NPCONV_PURE": "1"}))
-    try:
-        modules = plan.algorithms(refresh=True)
-        assert "compiled_depthwise" not in modules
-        assert plan.unavailable["compiled_depthwise"] == "NPCONV_PURE=1"
-        from npconv.geometry import ConvGeometry
+def test_npconv_pure_at_run_time_skips_the_compiled_implementation(monkeypatch):
+    """The registry re-reads NPCONV_PURE on refresh: the depthwise algorithm is then the NumPy one
+    (forcing it still works, on NumPy)."""
+    from npconv.geometry import ConvGeometry
+    from npconv.kernels import algorithm as registry
+    from npconv.kernels import depthwise
 
-        geom = ConvGeometry.create(3, 1, 1, 1, 4, ndim=2)
-        assert plan.choose("forward", (1, 4, 8, 8), (4, 1, 3, 3), geom, np.float32) != "compiled_depthwise"
-        with backends.conv.force("compiled_depthwise"), pytest.raises(ValueError, match="NPCONV_PURE=1"):
-            plan.forward(np.ones((1, 4, 8, 8)), np.ones((4, 1, 3, 3)), geom.with_padding(1))
+    geom = ConvGeometry.create(3, 2, 1, 1, 4, ndim=2)
+    x, w = np.ones((1, 4, 9, 9)), np.ones((4, 1, 3, 3))
+    if backends.core.available:
+        assert registry.available()["depthwise"].compiled
+        assert backends.conv.implementations()["depthwise"] == "compiled"
+    monkeypatch.setenv("NPCONV_PURE", "1")
+    registry.refresh()
+    try:
+        assert registry.available()["depthwise"].module is depthwise
+        assert backends.conv.implementations()["depthwise"] == "numpy"
+        with backends.conv.force("depthwise"):
+            y = plan.forward(x, w, geom.with_padding(1))
+        np.testing.assert_array_equal(y, depthwise.forward(x, w, geom.with_padding(1)))
     finally:
         monkeypatch.undo()
-        plan.algorithms(refresh=True)
+        registry.refresh()

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv import backends
 from npconv.geometry import ConvGeometry
-from npconv.kernels import compiled_depthwise, depthwise, plan
+from npconv.kernels import algorithm as registry
+from npconv.kernels import depthwise, plan
 
+compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
+                                         reason=f"compiled core not in use: {backends.core.reason}")
 ISAS = ("generic", "avx2", "avx512")
-pytestmark = pytest.mark.skipif(not backends.core.available,
-                                reason=f"compiled core not in use: {backends.core.reason}")
 
 
 @pytest.fixture(params=ISAS)
@@ -248,9 +249,29 @@ def test_supports_and_recommended():
     assert not compiled_depthwise.supports("backward", *args, np.dtype(np.float32))
     grouped = _geom((3, 3), 1, 1, 1, 2)
     assert not compiled_depthwise.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), grouped, np.float32)
-    three_d = _geom((3, 3, 3), 1, 1, 1, 4)
-    assert not compiled_depthwise.supports("forward", (2, 4, 8, 8, 8), (4, 1, 3, 3, 3), three_d, np.float32)
     large = _geom((9, 9), 1, 4, 1, 4)
     assert compiled_depthwise.supports("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
     assert not compiled_depthwise.recommended("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
-    assert plan.choose("forward", *args, np.float32) == "compiled_depthwise"
+    small_stride_1 = ((2, 4, 8, 8), (4, 1, 3, 3), dw)  # the NumPy rule leaves these to GEMM
+    assert compiled_depthwise.recommended("forward", *small_stride_1, np.float32)
+    assert not depthwise.recommended("forward", *small_stride_1, np.float32)
+    if not registry.pure():
+        assert registry.available()["depthwise"].compiled
+        assert plan.choose("forward", *args, np.float32) == "depthwise"
+
+
+def test_three_d_runs_on_the_numpy_implementation(rng):
+    """3-d depthwise is handed to kernels/depthwise (same rule, same results)."""
+    geom = _geom((3, 3, 3), 2, 1, 1, 3)
+    x, w = rng.standard_normal((1, 3, 6, 7, 5)), rng.standard_normal((6, 1, 3, 3, 3))
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_depthwise.supports(pass_name, x.shape, w.shape, geom, x.dtype)
+        assert (compiled_depthwise.recommended(pass_name, x.shape, w.shape, geom, x.dtype)
+                == depthwise.recommended(pass_name, x.shape, w.shape, geom, x.dtype))
+    y = compiled_depthwise.forward(x, w, geom)
+    np.testing.assert_array_equal(y, depthwise.forward(x, w, geom))
+    gy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(compiled_depthwise.grad_input(gy, w, geom, (6, 7, 5)),
+                                  depthwise.grad_input(gy, w, geom, (6, 7, 5)))
+    np.testing.assert_array_equal(compiled_depthwise.grad_weight(x, gy, geom),
+                                  depthwise.grad_weight(x, gy, geom))

@@ -1,4 +1,6 @@
-"""Direct depthwise convolution on the compiled core (``npconv._core``): 1-d and 2-d, float32/64.
+"""Direct depthwise convolution on the compiled core (``npconv._core``): the compiled implementation of
+the ``"depthwise"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` skips it), 1-d and 2-d
+in C, 3-d handed to the NumPy implementation (:mod:`npconv.kernels.depthwise`), float32/64.
 
 ``y[n, c*M + j, o] = bias[c*M + j] + sum_k w[c*M + j, 0, k] * xp[n, c, o*s + k*d]`` (``xp`` zero
 padded; channel multiplier ``M = O / C``), for any kernel size, stride, dilation and zero padding
@@ -25,29 +27,33 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
-from . import workspace
+from . import depthwise, workspace
 
-__all__ = ["NAME", "BIAS_PASSES", "unavailable_reason", "supports", "recommended", "forward", "grad_input",
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forward", "grad_input",
            "grad_weight"]
 
-NAME = "compiled_depthwise"
+if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
+    raise ModuleNotFoundError(f"the compiled core is not in use ({backends.core.reason})", name=__name__)
+
+NAME = "depthwise"
+COMPILED = True
 #: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
 BIAS_PASSES = ("forward", "grad_input")
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
 
-def unavailable_reason() -> str | None:
-    """Why this algorithm cannot run in this process (None when the compiled core is in use)."""
-    return backends.core.reason if not backends.core.available else None
+def _in_c(geom: ConvGeometry) -> bool:
+    """1-d and 2-d run in C; 3-d on the NumPy implementation."""
+    return geom.ndim <= 2
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
-    """True on the compiled core for float32/float64 1-d and 2-d convolutions with ``groups == C``."""
-    if not backends.core.available or pass_name not in _PASS_CODES or np.dtype(dtype) not in _DTYPES:
-        return False
-    if geom.ndim > 2:
+    """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
+    if not _in_c(geom):
+        return depthwise.supports(pass_name, x_shape, w_shape, geom, dtype)
+    if pass_name not in _PASS_CODES or np.dtype(dtype) not in _DTYPES:
         return False
     c = x_shape[1] if len(x_shape) > 1 else 0
     return geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1
@@ -55,8 +61,10 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Every supported call up to 49 kernel taps (FFT takes larger stride-1 kernels); see
-    docs/performance.md for the measurements."""
+    """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier (FFT
+    takes larger stride-1 kernels; measurements in docs/performance.md); 3-d: the NumPy rule."""
+    if not _in_c(geom):
+        return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
     return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
 
 
@@ -101,14 +109,14 @@ def _check(*arrays: np.ndarray) -> np.dtype:
     dtype = np.result_type(*arrays)
     if dtype not in _DTYPES:
         raise TypeError(f"compiled depthwise convolution needs float32 or float64 arrays, got {dtype}")
-    if not backends.core.available:
-        raise RuntimeError(f"the compiled core is not in use ({backends.core.reason})")
     return dtype
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
     """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
     ``geom.pads()``."""
+    if not _in_c(geom):
+        return depthwise.forward(x, w, geom, bias)
     dtype = _check(x, w)
     n, c = x.shape[:2]
     m = w.shape[0] // c
@@ -124,6 +132,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                bias: np.ndarray | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
     transposed convolution's)."""
+    if not _in_c(geom):
+        return depthwise.grad_input(gy, w, geom, input_size, bias)
     dtype = _check(gy, w)
     input_size = tuple(int(v) for v in input_size)
     n, c = gy.shape[0], geom.groups
@@ -138,6 +148,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``gw (C*M, 1, *k)``: ``sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``."""
+    if not _in_c(geom):
+        return depthwise.grad_weight(x, gy, geom)
     dtype = _check(x, gy)
     n, c = x.shape[:2]
     m = gy.shape[1] // c

@@ -82,3 +82,16 @@ __all__ += [
     "Dropout1d", "Dropout2d", "Dropout3d", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
     "PixelShuffle", "PixelUnshuffle", *_padding_all,
 ]
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d  # noqa: E402
+
+__all__ += ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+from .normalization import LayerNorm, LocalResponseNorm  # noqa: E402
+from .pooling import AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d  # noqa: E402
+from .sparse import Embedding  # noqa: E402
+
+__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
+            "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
+from .fold import Fold, Unfold  # noqa: E402
+
+__all__ += ["Unfold", "Fold"]
