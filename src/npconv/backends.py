@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -229,7 +230,12 @@ def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
     try:
         from . import _core
     except ImportError as error:
-        reason = f"the compiled extension npconv._core is not built ({error})"
+        try:
+            built = importlib.util.find_spec(f"{__package__}._core") is not None
+        except ImportError:
+            built = False
+        reason = (f"the compiled extension npconv._core failed to load ({error})" if built
+                  else "the compiled extension npconv._core is not built")
         warnings.warn(f"npconv: {reason}; running on the slower NumPy engine. Reinstall with a C compiler "
                       f"(pip install -e .) or set NPCONV_PURE=1 to silence this.", RuntimeWarning,
                       stacklevel=3)
