@@ -41,7 +41,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,7 @@ PASSES = ("forward", "grad_input", "grad_weight")
 #: variants (the compiled one is preferred when it imports and ``NPCONV_PURE`` is not set).
 BUILTIN: tuple[tuple[str, str], ...] = (
     ("fft", "npconv.kernels.fft"),
+    ("depthwise", "npconv.kernels.compiled_depthwise"),
     ("depthwise", "npconv.kernels.depthwise"),
     ("winograd", "npconv.kernels.winograd"),
     ("gemm", "npconv.kernels.gemm"),
@@ -192,9 +193,10 @@ _loaded: dict[str, list[Algorithm]] | None = None
 unavailable: dict[str, str] = {}
 
 
-def pure() -> bool:
-    """Whether ``NPCONV_PURE`` asks for the NumPy implementations only (any value but '', '0')."""
-    return os.environ.get("NPCONV_PURE", "") not in ("", "0")
+def pure(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``NPCONV_PURE`` (in ``environ``, default ``os.environ``) asks for the NumPy
+    implementations only (any value but '', '0')."""
+    return (os.environ if environ is None else environ).get("NPCONV_PURE", "") not in ("", "0")
 
 
 def _as_algorithm(implementation: Algorithm | ModuleType) -> Algorithm:
@@ -264,7 +266,9 @@ def _load(implementation: Algorithm | ModuleType | str, name: str) -> Algorithm 
     except ModuleNotFoundError as error:
         if error.name != implementation:
             raise
-        unavailable[label] = "not installed"
+        # a compiled implementation without its extension says why in the error's message
+        standard = error.msg == f"No module named {implementation!r}"
+        unavailable[label] = "not installed" if standard else error.msg
         return None
     except Exception as error:  # a broken optional implementation must not break convolution
         unavailable[label] = f"{type(error).__name__}: {error}"
