@@ -61,8 +61,8 @@ def _flag(value: Any, name: str) -> bool:
 
 # -- activations ------------------------------------------------------------------------------
 def relu(input: Any, inplace: bool = False) -> Tensor:
-    """``max(input, 0)``. ``inplace`` is accepted for torch compatibility; the result is a new Tensor."""
-    return _act.relu(_tensor(input, "input"))
+    """``max(input, 0)``; with ``inplace`` written into ``input`` (torch's in-place rules)."""
+    return _act.relu(_tensor(input, "input"), inplace=_flag(inplace, "inplace"))
 
 
 def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
