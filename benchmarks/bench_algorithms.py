@@ -1,7 +1,7 @@
 """Micro-benchmark of npconv's specialised convolution algorithms against PyTorch (CPU).
 
-Each case calls one algorithm module (``npconv.kernels.winograd`` / ``fft`` / ``depthwise``)
-directly, for one pass, and torch's own kernel for the same pass
+Each case calls one registered algorithm (``npconv.kernels.algorithm.get(name)``: the implementation
+the planner uses, compiled if available) directly, for one pass, and torch's own kernel for the same pass
 (``aten.convolution`` / ``aten.convolution_backward`` with only that gradient requested), in
 one process, interleaved repetitions, medians; float32; 2 threads for both libraries.
 It also prints the float32 result's norm-relative error against a float64 reference.
@@ -9,7 +9,7 @@ It also prints the float32 result's norm-relative error against a float64 refere
 Run (headline numbers; the malloc settings must be set before the process starts)::
 
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824 \\
-        python benchmarks/bench_algorithms.py [--reps 7] [--only winograd,fft,depthwise] [--json out.json]
+        python benchmarks/bench_algorithms.py [--reps 7] [--only fft,depthwise,winograd] [--json out.json]
 
 On a machine shared with other jobs, ``--threads 1 --cpu-time`` compares the CPU time each
 library spends (both then run entirely in the calling thread), which contention barely changes.
@@ -22,7 +22,6 @@ OpenMP and OpenBLAS threads sleep instead of spinning into the other library's c
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -38,10 +37,11 @@ from bench_conv import NO_SPIN
 
 import npconv
 from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
 
 
-def _module(name: str):
-    return importlib.import_module(f"npconv.kernels.{name}")
+def _module(name: str) -> registry.Algorithm:
+    return registry.get(name)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Case:
     stride: int = 1
     dilation: int = 1
     groups: int = 1
-    passes: tuple[str, ...] = ("forward", "grad_input", "grad_weight")
+    passes: tuple[str, ...] = registry.PASSES
 
     def geom(self) -> ConvGeometry:
         nd = len(self.x_shape) - 2
@@ -108,7 +108,7 @@ def _median_ms(samples: list[float]) -> float:
 def run_case(case: Case, pass_name: str, reps: int, rng: np.random.Generator,
              clock=time.perf_counter) -> dict | None:
     module, geom = _module(case.algorithm), case.geom()
-    if pass_name not in case.passes or not module.supports(pass_name, case.x_shape, case.w_shape, geom,
+    if pass_name not in case.passes or not module.runs(pass_name, case.x_shape, case.w_shape, geom,
                                                            np.dtype(np.float32)):
         return None
     out = geom.output_size(case.x_shape[2:])
@@ -146,8 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="winograd,fft,depthwise")
-    parser.add_argument("--passes", default="forward,grad_input,grad_weight")
+    specialised = [name for name in registry.names() if name != registry.FALLBACK]
+    parser.add_argument("--only", default=",".join(specialised))
+    parser.add_argument("--passes", default=",".join(registry.PASSES))
     parser.add_argument("--json", default=None)
     parser.add_argument("--cpu-time", action="store_true",
                         help="with --threads 1: time the calling thread's CPU time (robust under load)")

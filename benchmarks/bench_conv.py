@@ -167,6 +167,7 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
     import npconv
     from npconv.geometry import ConvGeometry
     from npconv.kernels import gemm, plan
+    from npconv.kernels.algorithm import PASSES
     from npconv.nn import functional as F  # noqa: N812
 
     x64 = rng.standard_normal((case.batch, case.in_channels) + case.size)
@@ -196,7 +197,7 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
         roles = {"forward": "grad_input", "grad_input": "forward", "grad_weight": "grad_weight"}
     else:
         conv_x = x.shape
-        roles = {p: p for p in ("forward", "grad_input", "grad_weight")}
+        roles = {p: p for p in PASSES}
     for role, pass_name in roles.items():
         result.algorithms[role] = plan.choose(pass_name, conv_x, case.weight_shape(), geom, np.float32)
     tx_np, tw_np, tb_np = (npconv.Tensor(a) for a in (x, w, b))
@@ -300,6 +301,8 @@ def summarize(results: list[dict]) -> dict:
 
 
 def print_table(results: list[dict], title: str) -> None:
+    from npconv.kernels.algorithm import PASSES
+
     print(f"\n## {title}\n")
     print(
         "| case | fwd npconv ms | fwd torch ms | fwd ratio | fwd GFLOP/s | f+b npconv ms | f+b torch ms "
@@ -309,7 +312,7 @@ def print_table(results: list[dict], title: str) -> None:
     for r in results:
         f, bk = r["forward_ms"], r["backward_ms"]
         tf, tb = f.get("torch", float("nan")), bk.get("torch", float("nan"))
-        algos = "/".join(str(r["algorithms"].get(p)) for p in ("forward", "grad_input", "grad_weight"))
+        algos = "/".join(str(r["algorithms"].get(p)) for p in PASSES)
         print(
             f"| {r['case']} | {f['npconv']:.2f} | {tf:.2f} | {f['npconv'] / tf:.2f} "
             f"| {r['gflops_forward']:.0f} | {bk['npconv']:.2f} | {tb:.2f} | {bk['npconv'] / tb:.2f} "

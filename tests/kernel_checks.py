@@ -37,3 +37,27 @@ def assert_passes_are_adjoint(kernel: ModuleType, x: np.ndarray, w: np.ndarray, 
     assert np.isclose(lhs, np.vdot(x, kernel.grad_input(gy, w, geom, x.shape[2:])), rtol=1e-12)
     if weight_pass:
         assert np.isclose(lhs, np.vdot(w, kernel.grad_weight(x, gy, geom)), rtol=1e-12)
+
+
+def direct_conv(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups: int = 1) -> np.ndarray:
+    """NumPy reference cross-correlation ``y[n, o, i] = sum_{c, k} w[o, c, k] xp[n, g*Cg + c, i*s + k*d]``
+    (``x (N, C, *in)``, ``w (O, C/groups, *k)``, symmetric int or per-dimension zero padding)."""
+    nd = x.ndim - 2
+
+    def per_dim(v):
+        return (v,) * nd if np.isscalar(v) else tuple(v)
+
+    stride, padding, dilation = per_dim(stride), per_dim(padding), per_dim(dilation)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    extent = [d * (k - 1) + 1 for k, d in zip(w.shape[2:], dilation, strict=True)]
+    view = np.lib.stride_tricks.sliding_window_view(xp, extent, axis=tuple(range(2, 2 + nd)))
+    view = view[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)
+                + tuple(slice(None, None, d) for d in dilation)]  # (N, C, *out, *k)
+    n, c = x.shape[:2]
+    o, cg = w.shape[:2]
+    og = o // groups
+    out = view.shape[2:2 + nd]
+    windows = view.reshape((n, groups, cg) + out + (-1,))
+    weights = w.reshape(groups, og, cg, -1)
+    y = np.einsum("ngc...k,gock->ngo...", windows, weights)
+    return y.reshape((n, o) + out)

@@ -223,3 +223,20 @@ from . import io, optim  # noqa: E402
 from .io import load, load_torch, save  # noqa: E402
 
 __all__ += ["io", "optim", "save", "load", "load_torch"]
+
+# npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so
+# that `import npconv` stays free of mpi4py and dask.
+import importlib  # noqa: E402
+from types import ModuleType  # noqa: E402
+
+_LAZY_SUBMODULES = ("distributed", "dask")
+
+
+def __getattr__(name: str) -> ModuleType:  # PEP 562 module attribute hook
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

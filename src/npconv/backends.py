@@ -1,13 +1,18 @@
-"""User-facing switches for the convolution engine (no imports from ops/nn/kernels).
+"""User-facing switches for the convolution engine (imports only the algorithm registry of kernels/).
 
 * ``npconv.set_num_threads(n)`` / ``npconv.get_num_threads()``: threads used by the kernels
   (Python worker threads over images, BLAS threads via threadpoolctl, ``scipy.fft`` workers).
   The default is the number of CPU cores. ``set_num_threads`` also limits the BLAS libraries
   loaded by NumPy/SciPy process-wide, like ``torch.set_num_threads``.
-* ``npconv.backends.conv.algorithm``: ``None`` (let the planner choose) or an algorithm name
-  (``"gemm"``, ``"winograd"``, ``"fft"``, ``"depthwise"``) used for every pass, or a mapping
+* ``npconv.backends.conv.algorithm``: ``None`` (let the planner choose) or a registered algorithm
+  name (``npconv.backends.algorithms()``: ``"fft"``, ``"depthwise"``, ``"winograd"``, ``"gemm"``) used
+  for every pass, or a mapping
   ``{"forward": name, "grad_input": name, "grad_weight": name}`` forcing only the listed passes.
-  A forced algorithm that cannot run a call raises ``ValueError``.
+  A forced algorithm that cannot run a call raises ``ValueError``. Forcing a non-local algorithm (FFT,
+  Winograd) still leaves calls whose values it cannot hold (non-finite, too wide a range) to a local
+  one (see ``docs/algorithms.md``).
+* ``npconv.backends.conv.implementations()``: which implementation of each algorithm is in use
+  (``"numpy"`` or ``"compiled"``; ``NPCONV_PURE=1`` forces the NumPy ones) and which are unavailable.
 * ``npconv.backends.conv.force(name_or_mapping)``: a context manager setting ``algorithm``.
 * ``npconv.backends.conv.benchmark = True``: like ``torch.backends.cudnn.benchmark``; the first
   call per (pass, shapes, geometry, dtype) runs every algorithm supporting it once, and later
@@ -18,17 +23,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["conv", "set_num_threads", "get_num_threads", "blas_threads", "PASSES", "ALGORITHMS"]
+from .kernels import algorithm as registry
+from .kernels.algorithm import PASSES
 
-PASSES = ("forward", "grad_input", "grad_weight")
-ALGORITHMS = ("gemm", "winograd", "fft", "depthwise")
+__all__ = ["conv", "set_num_threads", "get_num_threads", "blas_threads", "algorithms", "PASSES"]
+
+
+def algorithms() -> tuple[str, ...]:
+    """The registered convolution algorithm names (:mod:`npconv.kernels.algorithm`)."""
+    return registry.names()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ALGORITHMS":  # the registered names, read when asked (algorithms may register later)
+        return registry.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _state = {"num_threads": max(1, os.cpu_count() or 1)}
-_blas_lock = threading.Lock()
 _blas_libs: list[Any] | None = None
 
 
@@ -80,16 +95,16 @@ def _check_algorithm(value: Any) -> Any:
     if value is None or value == "auto":
         return None
     if isinstance(value, str):
-        if value not in ALGORITHMS:
-            raise ValueError(f"npconv.backends.conv.algorithm must be None, 'auto' or one of {ALGORITHMS}, "
+        if value not in algorithms():
+            raise ValueError(f"npconv.backends.conv.algorithm must be None, 'auto' or one of {algorithms()}, "
                              f"got {value!r}")
         return value
     if isinstance(value, Mapping):
         for key, name in value.items():
             if key not in PASSES:
                 raise ValueError(f"npconv.backends.conv.algorithm keys must be passes {PASSES}, got {key!r}")
-            if name is not None and name not in ALGORITHMS:
-                raise ValueError(f"npconv.backends.conv.algorithm[{key!r}] must be one of {ALGORITHMS}, "
+            if name is not None and name not in algorithms():
+                raise ValueError(f"npconv.backends.conv.algorithm[{key!r}] must be one of {algorithms()}, "
                                  f"got {name!r}")
         return dict(value)
     raise TypeError(f"npconv.backends.conv.algorithm must be None, a str or a mapping of pass to str, "
@@ -132,6 +147,18 @@ class ConvBackend:
     def clear_cache(self) -> None:
         """Forget the benchmark mode's measured choices."""
         self.benchmark_cache.clear()
+
+    def implementations(self) -> dict[str, str]:
+        """Per registered algorithm, the implementation in use (``"numpy"``, ``"compiled"``) or
+        ``"unavailable: <reason>"``."""
+        active = registry.available()
+        report = {}
+        for name in registry.names():
+            if name in active:
+                report[name] = "compiled" if active[name].compiled else "numpy"
+            else:
+                report[name] = "unavailable: " + ("; ".join(registry.reasons(name)) or "NPCONV_PURE=1")
+        return report
 
 
 conv = ConvBackend()

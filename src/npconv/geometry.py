@@ -306,3 +306,40 @@ class ConvGeometry:
     def with_padding(self, padding: Any) -> ConvGeometry:
         return ConvGeometry(self.kernel_size, self.stride, normalize_padding(padding, self.ndim),
                             self.dilation, self.groups, self.output_padding)
+
+    # -- derived quantities of the kernels (padded grid, strided positions, stride-1 adjoint) ------
+    def padded_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        """Spatial size of the padded input: ``n + lo + hi`` per dimension."""
+        pads = self.pads(input_size)
+        return tuple(int(n) + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
+
+    def interior(self, input_size: Sequence[int]) -> tuple[slice, ...]:
+        """Spatial slices of the padded grid where the unpadded input sits: ``lo .. lo + n``."""
+        pads = self.pads(input_size)
+        return tuple(slice(lo, lo + int(n)) for n, (lo, _) in zip(input_size, pads, strict=True))
+
+    def strided_positions(self, out_size: Sequence[int]) -> tuple[slice, ...]:
+        """Spatial slices of the stride-1 grid holding the ``out_size`` strided outputs:
+        ``0, s, ..., (m - 1) * s`` per dimension (subsample a stride-1 result, spread ``gy``)."""
+        return tuple(slice(0, (m - 1) * s + 1, s) for m, s in zip(out_size, self.stride, strict=True))
+
+    def spread_size(self, out_size: Sequence[int]) -> tuple[int, ...]:
+        """Size of the stride-1 grid spanned by ``out_size`` strided outputs: ``(m - 1) * s + 1``."""
+        return tuple((m - 1) * s + 1 for m, s in zip(out_size, self.stride, strict=True))
+
+    def stride1_adjoint(self, input_size: Sequence[int],
+                        out_size: Sequence[int]) -> tuple[ConvGeometry, tuple[slice, ...]]:
+        """For stride 1: the geometry and the crop of ``gy`` that make ``grad_input`` a forward pass.
+
+        ``gx = forward(gy[crop], flipped kernel, adjoint)``: padding ``(e - 1 - lo, e - 1 - hi)``
+        per dimension, a negative amount cropping ``gy`` instead (``crop`` holds the spatial slices).
+        """
+        if any(s != 1 for s in self.stride):
+            raise ValueError(f"the stride-1 adjoint needs stride 1, got stride={self.stride}")
+        pads, crop = [], []
+        for e, (lo, hi), m in zip(self.extent, self.pads(input_size), out_size, strict=True):
+            new_lo, new_hi = e - 1 - lo, e - 1 - hi
+            crop.append(slice(max(0, -new_lo), int(m) - max(0, -new_hi)))
+            pads.append((max(0, new_lo), max(0, new_hi)))
+        adjoint = ConvGeometry(self.kernel_size, self.stride, tuple(pads), self.dilation, self.groups)
+        return adjoint, tuple(crop)

@@ -9,7 +9,7 @@ import pytest
 
 import npconv
 from npconv.geometry import ConvGeometry
-from npconv.kernels import bias as bias_kernels
+from npconv.kernels import common as bias_kernels
 from npconv.kernels import depthwise, gemm, plan, winograd
 from torch_oracle import assert_close, conv_geom, torch_conv_passes
 

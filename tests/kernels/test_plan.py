@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ import npconv
 import npconv.nn.functional as F
 from npconv import backends
 from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
 from npconv.kernels import gemm, plan
 from torch_oracle import assert_close, to_torch
 
@@ -33,39 +32,50 @@ def clean_settings():
 def _fake(
     name, passes=("forward", "grad_input", "grad_weight"), recommend=False, delay_calls=None, ndim=None
 ):
-    """An algorithm module computing with gemm, supporting ``passes`` (and only ``ndim`` if given)."""
-    calls = []
+    """An algorithm computing with gemm, supporting ``passes`` (and only ``ndim`` if given)."""
 
-    def supports(pass_name, x_shape, w_shape, geom, dtype):
-        return pass_name in passes and (ndim is None or geom.ndim == ndim)
+    class Fake(registry.Algorithm):
+        def __init__(self):
+            self.name, self.passes, self.calls = name, passes, []
 
-    def wrap(fn_name):
-        def run(*args):
-            calls.append(fn_name)
+        def supports(self, pass_name, x_shape, w_shape, geom, dtype):
+            return pass_name in passes and (ndim is None or geom.ndim == ndim)
+
+        def recommended(self, *args):
+            return recommend and self.supports(*args)
+
+        def _run(self, fn_name, *args):
+            self.calls.append(fn_name)
             if delay_calls is not None:
                 delay_calls()
             return getattr(gemm, fn_name)(*args)
 
-        return run
+        def forward(self, *args):
+            return self._run("forward", *args)
 
-    module = types.SimpleNamespace(
-        NAME=name, supports=supports, calls=calls, recommended=lambda *a: recommend and supports(*a)
-    )
-    for p in passes:
-        setattr(module, p, wrap(p))
-    return module
+        def grad_input(self, *args):
+            return self._run("grad_input", *args)
+
+        def grad_weight(self, *args):
+            return self._run("grad_weight", *args)
+
+    return Fake()
 
 
 @pytest.fixture
-def fake_modules(monkeypatch):
-    """Replace the optional algorithms by fakes; returns a function installing them."""
+def fake_modules():
+    """Replace the registry by gemm and the given fakes (in the given order, gemm last)."""
+    stack = []
 
-    def install(**modules):
-        found = {"gemm": gemm, **modules}
-        monkeypatch.setattr(plan, "_modules", found)
-        return found
+    def install(**algorithms):
+        context = registry.registered({**{k: [v] for k, v in algorithms.items()}, "gemm": [gemm]})
+        context.__enter__()
+        stack.append(context)
+        return algorithms
 
-    return install
+    yield install
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
 
 
 def _conv_case(rng, dtype=np.float64):
@@ -144,7 +154,7 @@ def test_forced_algorithm_without_support_raises_clear_error(rng, fake_modules):
 
 
 def test_forced_unavailable_algorithm_raises(rng, fake_modules):
-    fake_modules()
+    fake_modules(fft="npconv.kernels.no_such_fft_module")  # registered, fails to import
     x, w, b, kwargs = _conv_case(rng)
     with backends.conv.force("fft"), pytest.raises(ValueError, match="'fft' is not available"):
         F.conv2d(npconv.tensor(x), w, b, **kwargs)
@@ -202,15 +212,21 @@ def test_benchmark_mode_respects_forcing(rng, fake_modules):
     assert fft.calls == [] and not backends.conv.benchmark_cache
 
 
-def test_real_optional_modules_follow_protocol():
-    """Whatever optional algorithms are installed expose the protocol the planner relies on."""
-    modules = plan.algorithms(refresh=True)
-    assert modules["gemm"] is gemm
-    for name, module in modules.items():
-        assert module.NAME == name
-        assert callable(module.supports) and callable(module.recommended)
-    for name in plan.PRIORITY:
-        assert name in modules or name in plan.unavailable
+def test_registered_algorithms_follow_the_contract():
+    """Every built-in algorithm loads and declares the contract the planner relies on."""
+    registry.refresh()
+    active = registry.available()
+    assert list(active) == list(registry.names()) == [name for name, _ in registry.BUILTIN]
+    assert active["gemm"].module is gemm and registry.names()[-1] == registry.FALLBACK
+    for name, algorithm in active.items():
+        assert algorithm.name == name
+        assert set(algorithm.passes) <= set(registry.PASSES)
+        assert set(algorithm.bias_passes) <= set(algorithm.passes)
+        for pass_name in algorithm.passes:
+            assert callable(getattr(algorithm.module, pass_name))
+    assert not active["fft"].local and not active["winograd"].local
+    assert active["gemm"].local and active["depthwise"].local
+    assert npconv.backends.algorithms() == registry.names()
 
 
 def test_candidates_include_gemm_for_every_pass():

@@ -152,9 +152,9 @@ def test_supports_only_3x3_stride_1():
     assert not winograd.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), ok, np.float32)  # channels mismatch
 
 
-def test_grad_weight_and_bad_dtypes_raise():
+def test_no_grad_weight_pass_and_bad_dtypes_raise():
     geom = conv_geom(3, 1, 1, 1, 1, (5, 5))
-    with pytest.raises(ValueError, match="grad_weight"):
-        winograd.grad_weight(np.ones((1, 2, 5, 5)), np.ones((1, 2, 5, 5)), geom)
+    assert "grad_weight" not in winograd.PASSES and not hasattr(winograd, "grad_weight")
+    assert not winograd.supports("grad_weight", (1, 2, 5, 5), (2, 2, 3, 3), geom, np.float32)
     with pytest.raises(TypeError, match="float32 or float64"):
         winograd.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 2, 3, 3), np.int64), geom)

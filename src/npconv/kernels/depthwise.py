@@ -35,6 +35,8 @@ from numpy.lib.stride_tricks import as_strided
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
+from .algorithm import PASSES
+from .common import add_to_channels, grad_input_as_forward
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight"]
 
@@ -50,7 +52,7 @@ _STRIDED_BYTES = 2 * 1024 * 1024  # padded input per task, stride > 1 (measured 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
-    if pass_name not in ("forward", "grad_input", "grad_weight") or np.dtype(dtype) not in _DTYPES:
+    if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     c = x_shape[1] if len(x_shape) > 1 else 0
     return geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1
@@ -99,7 +101,7 @@ class _Layout:
         self.geom = geom
         self.dtype = np.dtype(dtype)
         self.pads = geom.pads(self.in_size)
-        self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(self.in_size, self.pads, strict=True))
+        self.padded = geom.padded_size(self.in_size)
         self.out_size = geom.output_size(self.in_size)
         self.offsets = list(itertools.product(*(range(k) for k in geom.kernel_size)))
         self.flat = all(s == 1 for s in geom.stride)
@@ -134,7 +136,7 @@ class _Layout:
 
     def interior(self) -> tuple[slice, ...]:
         """Where the unpadded input sits inside the padded grid."""
-        return tuple(slice(lo, lo + s) for s, (lo, _) in zip(self.in_size, self.pads, strict=True))
+        return self.geom.interior(self.in_size)
 
     def padded_block(self, x: np.ndarray, image: int, c0: int, c1: int) -> np.ndarray:
         """Zero-padded input block ``(c1 - c0, prod(padded) + slack)`` (flat rows) in a thread buffer."""
@@ -213,7 +215,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             cols = _strided_windows(lay, buf)  # (cb, K, prod(out))
             np.matmul(wk[c0:c1], cols, out=y[image, c0:c1].reshape(cb, mult, -1))
         if block_bias is not None:
-            y[image, c0:c1] += block_bias[c0:c1]
+            add_to_channels(y[image, c0:c1], block_bias[c0:c1])
 
     workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return y.reshape((n, c * mult) + lay.out_size)
@@ -282,7 +284,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     c = geom.groups
     mult = w.shape[0] // c
     if mult == 1 and all(s == 1 for s in geom.stride):
-        return _grad_input_as_forward(gy, w, geom, tuple(input_size), bias)
+        return grad_input_as_forward(forward, gy, w, geom, input_size, bias)
     block_bias = None if bias is None else np.asarray(bias).reshape((c,) + (1,) * geom.ndim)
     lay = _Layout((n, c) + tuple(input_size), mult, geom, dtype)
     wk = _weights(w, c, dtype)
@@ -299,7 +301,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
         if phases is not None:
             _polyphase_grad_input(lay, phases, wk_t[c0:c1], gyr[image, c0:c1], gx[image, c0:c1])
             if block_bias is not None:
-                gx[image, c0:c1] += block_bias[c0:c1]
+                add_to_channels(gx[image, c0:c1], block_bias[c0:c1])
             return
         acc = workspace.buffer("dw-gxp", (cb, size), dtype)
         acc.fill(0)
@@ -314,7 +316,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                 acc[:, shift: shift + lay.wide_len] += tmp
         gx[image, c0:c1] = grid[(slice(None),) + lay.interior()]
         if block_bias is not None:
-            gx[image, c0:c1] += block_bias[c0:c1]
+            add_to_channels(gx[image, c0:c1], block_bias[c0:c1])
 
     workspace.run(lay.tasks, lambda _, task: work(task), lay.threads)
     return gx
@@ -387,22 +389,6 @@ def _polyphase_grad_input(lay: _Layout, phases: _Phases, wk_t: np.ndarray, gy: n
     for t, (phase, shift) in enumerate(phases.taps):
         flat[:, phase, shift: shift + phases.wide_len] += cols[:, t]
     phases.scatter(flat, gx)
-
-
-def _grad_input_as_forward(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry,
-                           input_size: tuple[int, ...], bias: np.ndarray | None = None) -> np.ndarray:
-    """Stride 1, one output channel per input channel: ``gx`` is the full correlation of ``gy`` with
-    the flipped kernel, i.e. :func:`forward` with padding ``(e - 1 - lo, e - 1 - hi)`` (negative
-    amounts crop ``gy`` instead)."""
-    nd = geom.ndim
-    pads, crop = [], []
-    for e, (lo, hi), size in zip(geom.extent, geom.pads(input_size), gy.shape[2:], strict=True):
-        new_lo, new_hi = e - 1 - lo, e - 1 - hi
-        crop.append(slice(max(0, -new_lo), size - max(0, -new_hi)))
-        pads.append((max(0, new_lo), max(0, new_hi)))
-    flipped = w[(slice(None), slice(None)) + (slice(None, None, -1),) * nd]
-    full = ConvGeometry(geom.kernel_size, geom.stride, tuple(pads), geom.dilation, geom.groups)
-    return forward(gy[(slice(None), slice(None)) + tuple(crop)], np.ascontiguousarray(flipped), full, bias)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:

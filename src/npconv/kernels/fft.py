@@ -29,10 +29,13 @@ import scipy.fft as sfft
 
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
+from .algorithm import PASSES
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "WORKSPACE_BYTES"]
 
 NAME = "fft"
+#: Not local: every output mixes the whole signal's spectrum (see admits).
+LOCAL = False
 #: Spectra of one batch chunk are kept below this size (a single image may exceed it).
 WORKSPACE_BYTES = 64 * 2**20
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -41,7 +44,7 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for any float32/float64 N-d convolution (all strides, dilations, groups, paddings)."""
-    if pass_name not in ("forward", "grad_input", "grad_weight") or np.dtype(dtype) not in _DTYPES:
+    if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     return geom.fits(x_shape, w_shape)
 
@@ -87,12 +90,6 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
         if shift is not None:
             wd = np.roll(wd, tuple(-v for v in shift), axis=_axes(geom.ndim))
     return sfft.rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
-
-
-def _interior(in_size: Sequence[int], pads: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
-    """Index of the unpadded input inside the padded ``(N, C, *padded)`` array."""
-    inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_size, pads, strict=True))
-    return (slice(None), slice(None)) + inner
 
 
 def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int]) -> tuple:
@@ -144,12 +141,11 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = geom.output_size(in_size)
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
+    padded = geom.padded_size(in_size)
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
     ws = _kernel_spectrum(w, geom, lengths, dtype, shift=[lo for lo, _ in pads])
-    take = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
-                                              for m, s in zip(out_size, geom.stride, strict=True))
+    take = (slice(None), slice(None)) + geom.strided_positions(out_size)
     y = np.empty((n, o) + out_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * x.itemsize * (c + o))
@@ -168,16 +164,14 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     nd, groups = geom.ndim, geom.groups
     c = w.shape[1] * groups
     in_size = tuple(int(v) for v in input_size)
-    pads = geom.pads(in_size)
     out_size = tuple(gy.shape[2:])
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
+    padded = geom.padded_size(in_size)
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
     ws = _kernel_spectrum(w, geom, lengths, dtype)
     strided = any(s > 1 for s in geom.stride)
-    spread = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
-                                                for m, s in zip(out_size, geom.stride, strict=True))
-    crop = _interior(in_size, pads)
+    spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
+    crop = (slice(None), slice(None)) + geom.interior(in_size)
     gx = np.empty((n, c) + in_size, dtype)
     spec_bytes = math.prod(ws.shape[2:]) * ws.itemsize
     chunk = _chunk(n, spec_bytes * (c + o) + math.prod(lengths) * gy.itemsize * (c + o))
@@ -185,8 +179,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
         stop = min(n, start + chunk)
         g = gy[start:stop].astype(dtype, copy=False)
         if strided:
-            up = np.zeros((stop - start, o) + tuple((m - 1) * s + 1 for m, s in zip(out_size, geom.stride,
-                                                                                    strict=True)), dtype)
+            up = np.zeros((stop - start, o) + geom.spread_size(out_size), dtype)
             up[spread] = g
             g = up
         spectrum = _mix(sfft.rfftn(g, s=lengths, axes=axes, workers=workers), ws, groups,
@@ -204,11 +197,10 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = tuple(gy.shape[2:])
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_size, pads, strict=True))
+    padded = geom.padded_size(in_size)
     lengths = _lengths(padded)
     axes, workers = _axes(nd), get_num_threads()
-    spread = (slice(None), slice(None)) + tuple(slice(0, (m - 1) * s + 1, s)
-                                                for m, s in zip(out_size, geom.stride, strict=True))
+    spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     strided = any(s > 1 for s in geom.stride)
     freq = lengths[:-1] + (lengths[-1] // 2 + 1,)
     cdtype = np.result_type(dtype, np.complex64)
@@ -222,8 +214,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         xs = xs.reshape((k, groups, cg) + freq)
         g = gy[start:stop].astype(dtype, copy=False)
         if strided:
-            up = np.zeros((k, o) + tuple((m - 1) * s + 1 for m, s in zip(out_size, geom.stride, strict=True)),
-                          dtype)
+            up = np.zeros((k, o) + geom.spread_size(out_size), dtype)
             up[spread] = g
             g = up
         gs = np.conj(sfft.rfftn(g, s=lengths, axes=axes, workers=workers)).reshape((k, groups, og) + freq)

@@ -53,13 +53,15 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from ..backends import blas_threads, get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
+from .algorithm import PASSES
+from .common import add_to_channels, grad_input_as_forward, windows
 
-__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "windows",
+__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "on_blas_threads",
            "WORKSPACE_BYTES", "clear_workspace"]
 
 NAME = "gemm"
@@ -107,7 +109,7 @@ ROW_SHIFT_MIN_NDIM = 2
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """GEMM runs every pass of every convolution."""
-    return pass_name in ("forward", "grad_input", "grad_weight")
+    return pass_name in PASSES
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -164,18 +166,6 @@ def _blas(threads: int) -> int:
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
-def windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
-    """Strided view ``(N, C, *out, *k)`` of every kernel window of the padded input ``xp``."""
-    nd = geom.ndim
-    view = sliding_window_view(xp, geom.extent, axis=tuple(range(2, 2 + nd)))
-    index = (
-        (slice(None), slice(None))
-        + tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_size, geom.stride, strict=True))
-        + tuple(slice(None, None, d) for d in geom.dilation)
-    )
-    return view[index]
-
-
 def _image_windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
     """Strided view ``(C, *out, *k)`` of the windows of one padded image ``xp (C, *padded)``."""
     strides = xp.strides
@@ -227,7 +217,7 @@ class _Layout:
         hold fewer than two images."""
         if self.direct or self.n < 2:
             return None
-        padded = math.prod(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
+        padded = math.prod(self.geom.padded_size(self.in_size))
         per_image = self.dtype.itemsize * (self.c * self.k * self.length + self.o * self.length
                                            + self.c * padded)
         per = min(WORKSPACE_BYTES // max(1, threads), BATCH_CHUNK_BYTES) // max(1, per_image)
@@ -241,11 +231,9 @@ class _Layout:
         ``b*T + t`` for image ``first + b`` and output position ``t`` (a thread buffer)."""
         geom, b = self.geom, end - first
         if self.padded:
-            padded = tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
-            xp = workspace.buffer("batch-slab", (b, self.c) + padded, self.dtype)
+            xp = workspace.buffer("batch-slab", (b, self.c) + geom.padded_size(self.in_size), self.dtype)
             xp.fill(0)
-            xp[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for n, (lo, _) in
-                                                  zip(self.in_size, self.pads, strict=True))] = x[first:end]
+            xp[(slice(None), slice(None)) + geom.interior(self.in_size)] = x[first:end]
         else:
             xp = x[first:end]
         view = windows(xp, geom, self.out_size)  # (B, C, *out, *k)
@@ -320,8 +308,7 @@ class _Layout:
         b = max(a, min(n0, stop - lo0))  # input rows [a, b) inside the slab (empty: all padding)
         if not self.padded:
             return x_n[:, a:b]
-        shape = (self.c, stop - start) + tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size[1:],
-                                                                                  self.pads[1:], strict=True))
+        shape = (self.c, stop - start) + self.geom.padded_size(self.in_size)[1:]
         slab = workspace.buffer("slab", shape, self.dtype)
         inner = [(a + lo0 - start, b + lo0 - start)] + [(lo, lo + n) for n, (lo, _) in
                                                          zip(self.in_size[1:], self.pads[1:], strict=True)]
@@ -347,11 +334,6 @@ def _channel_bias(bias: np.ndarray | None, groups: int) -> np.ndarray | None:
     return None if bias is None else np.asarray(bias).reshape(groups, -1, 1)
 
 
-def _add_tile_bias(tile: np.ndarray, bias3: np.ndarray | None) -> None:
-    if bias3 is not None:
-        tile += bias3
-
-
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
     """Cross-correlation ``y = conv(x, w) (+ bias[o])`` with zero padding from ``geom``."""
     dtype, (x, w) = _prepare(x, w)
@@ -362,7 +344,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     bias3 = _channel_bias(bias, lay.g)
     if lay.ck == 0:
         y.fill(0)
-        _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, -1), bias3)
+        add_to_channels(y.reshape(lay.n, lay.g, lay.og, -1), bias3)
         return y
     wm = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck))
     threads = _workers(lay)
@@ -370,7 +352,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         with blas_threads(_blas(threads)):
             np.matmul(wm, x.reshape(lay.n, lay.g, lay.cg, lay.length),
                       out=y.reshape(lay.n, lay.g, lay.og, lay.length))
-        _add_tile_bias(y.reshape(lay.n, lay.g, lay.og, lay.length), bias3)
+        add_to_channels(y.reshape(lay.n, lay.g, lay.og, lay.length), bias3)
         return y
     chunks = lay.image_chunks(threads)
     if chunks is not None:  # small images: one GEMM per chunk of images
@@ -381,7 +363,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             np.matmul(wm, lay.batch_columns(x, first, end), out=product)
             out = y[first:end].reshape(b, lay.g, lay.og, lay.length)
             np.copyto(out, product.reshape(lay.g, lay.og, b, lay.length).transpose(2, 0, 1, 3))
-            _add_tile_bias(out, bias3)
+            add_to_channels(out, bias3)
 
         workspace.run(chunks, batch, threads, _blas(threads))
         return y
@@ -399,7 +381,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         out = y[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
         if not lay.row_shift:
             np.matmul(wm, lay.columns(x[i], r0, r1), out=out)
-            _add_tile_bias(out, bias3)
+            add_to_channels(out, bias3)
             return
         cols = lay.row_columns(x[i], r0, r1)
         t = (r1 - r0) * lay.row
@@ -411,19 +393,10 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             else:
                 np.matmul(w_rows[j], block, out=partial)
                 out += partial
-        _add_tile_bias(out, bias3)
+        add_to_channels(out, bias3)
 
     workspace.run(lay.tiles(threads, per_row), work, threads, _blas(threads))
     return y
-
-
-def _flipped_transposed(w: np.ndarray, groups: int) -> np.ndarray:
-    """``w (O, Cg, *k)`` -> ``(C, Og, *k)`` with every kernel flipped: the kernel of the adjoint."""
-    o, cg = w.shape[:2]
-    k = w.shape[2:]
-    wg = w.reshape((groups, o // groups, cg) + k).swapaxes(1, 2)
-    flipped = wg[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
-    return np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + k)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...],
@@ -439,7 +412,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
         return np.zeros((n, c) + input_size, dtype)
     widening = lay.cg * COL2IM_CHANNEL_RATIO <= lay.og
     if all(s == 1 for s in geom.stride) and not lay.direct and not widening:
-        return _grad_input_stride1(gy, w, geom, lay, bias)
+        return grad_input_as_forward(forward, gy, w, geom, input_size, bias)
     gx = np.empty((n, c) + input_size, dtype=dtype)
     bias3 = _channel_bias(bias, lay.g)
     wt = np.ascontiguousarray(w.reshape(lay.g, lay.og, lay.ck).transpose(0, 2, 1))  # (G, Cg*K, Og)
@@ -447,7 +420,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     if lay.direct and DIRECT_BATCHED and threads == 1:
         with blas_threads(_blas(threads)):
             np.matmul(wt, gy.reshape(n, lay.g, lay.og, lay.length), out=gx.reshape(n, lay.g, lay.cg, -1))
-        _add_tile_bias(gx.reshape(n, lay.g, lay.cg, -1), bias3)
+        add_to_channels(gx.reshape(n, lay.g, lay.cg, -1), bias3)
         return gx
     if lay.direct:
         def direct(_: int, item: tuple[int, int, int]) -> None:
@@ -455,12 +428,12 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             gy_i = gy[i].reshape(lay.g, lay.og, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
             out = gx[i].reshape(lay.g, lay.cg, lay.length)[:, :, r0 * lay.row:r1 * lay.row]
             np.matmul(wt, gy_i, out=out)
-            _add_tile_bias(out, bias3)
+            add_to_channels(out, bias3)
 
         workspace.run(lay.tiles(threads, 0), direct, threads, _blas(threads))
         return gx
-    padded_size = tuple(m + lo + hi for m, (lo, hi) in zip(input_size, lay.pads, strict=True))
-    crop = (slice(None),) + tuple(slice(lo, lo + m) for m, (lo, _) in zip(input_size, lay.pads, strict=True))
+    padded_size = geom.padded_size(input_size)
+    crop = (slice(None),) + geom.interior(input_size)
     per_row = lay.c * lay.k * lay.row * dtype.itemsize
     rows = lay.tiles(1, per_row)  # tiles of one image; images are the parallel work items
     row_tiles = [(r0, r1) for i, r0, r1 in rows if i == 0]
@@ -475,34 +448,16 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
             np.matmul(wt, gy_i[:, :, r0 * lay.row:r1 * lay.row], out=cols)
             cols = cols.reshape((c,) + geom.kernel_size + (r1 - r0,) + lay.out_size[1:])
             tile_out = (r1 - r0,) + lay.out_size[1:]
+            first = (r0,) + (0,) * (geom.ndim - 1)
             for offset in offsets:
-                region = tuple(
-                    slice(j * d + r * s, j * d + r * s + (m - 1) * s + 1, s)
-                    for j, d, m, s, r in zip(offset, geom.dilation, tile_out, geom.stride,
-                                             (r0,) + (0,) * (geom.ndim - 1), strict=True)
-                )
+                region = geom.tap_region(offset, tile_out, first)
                 target[(slice(None),) + region] += cols[(slice(None),) + offset]
         if lay.padded:
             gx[i] = target[crop]
-        _add_tile_bias(gx[i].reshape(lay.g, lay.cg, -1), bias3)
+        add_to_channels(gx[i].reshape(lay.g, lay.cg, -1), bias3)
 
     workspace.run(list(range(n)), work, threads, _blas(threads))
     return gx
-
-
-def _grad_input_stride1(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, lay: _Layout,
-                        bias: np.ndarray | None = None) -> np.ndarray:
-    """Stride-1 grad_input as a forward convolution of ``gy`` padded by ``extent - 1 - pad``."""
-    adjoint_pads = []
-    crops = []
-    for e, (lo, hi), m in zip(geom.extent, lay.pads, lay.out_size, strict=True):
-        plo, phi = e - 1 - lo, e - 1 - hi
-        crops.append(slice(max(0, -plo), m - max(0, -phi)))
-        adjoint_pads.append((max(0, plo), max(0, phi)))
-    gy_view = gy[(slice(None), slice(None)) + tuple(crops)]
-    adjoint = ConvGeometry(geom.kernel_size, (1,) * geom.ndim, tuple(adjoint_pads), geom.dilation,
-                           geom.groups)
-    return forward(gy_view, _flipped_transposed(w, geom.groups), adjoint, bias)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -80,7 +80,7 @@ def _columns_padded(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...
             cols[(slice(None),) * (nd + 2) + offset] = source[_region(offset, geom, out_size)]
     else:
         view = sliding_window_view(source, geom.extent, axis=tuple(range(nd)))  # (*out_all, n, C, *extent)
-        index = (tuple(slice(0, (m - 1) * s + 1, s) for m, s in zip(out_size, geom.stride, strict=True))
+        index = (geom.strided_positions(out_size)
                  + (slice(None), slice(None)) + tuple(slice(None, None, d) for d in geom.dilation))
         cols = np.ascontiguousarray(view[index])
     return cols.reshape(math.prod(out_size), n, c * math.prod(geom.kernel_size))
@@ -127,8 +127,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
     c = w.shape[nd + 1]
     length = math.prod(out_size)
     wm = w.reshape(length, o, ck)
-    pads = geom.pads()
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(input_size, pads, strict=True))
+    padded = geom.padded_size(input_size)
     dtype = np.result_type(gy, w)
     gxp = np.zeros(padded + (n, c), dtype=dtype)  # channels last: every tap adds (n, C) rows
     chunk = _chunk(length * ck * dtype.itemsize, n)
@@ -139,7 +138,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tu
         target = gxp[(slice(None),) * nd + (slice(start, stop),)]
         for offset in itertools.product(*(range(k) for k in geom.kernel_size)):
             target[_region(offset, geom, out_size)] += gcols[(slice(None),) * (nd + 2) + offset]
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(input_size, pads, strict=True))
+    crop = geom.interior(input_size)
     return np.ascontiguousarray(np.moveaxis(gxp[crop], (nd, nd + 1), (0, 1)))
 
 

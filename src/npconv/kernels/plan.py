@@ -1,206 +1,186 @@
-"""The planner: picks the algorithm for each convolution pass.
+"""The planner: picks the algorithm for each convolution pass and runs it.
 
-Every pass has one entry point here; the differentiable ops in :mod:`npconv.ops.conv` call
-only these. Signatures (``geom`` has explicit zero padding):
+Every pass has one entry point here; the differentiable ops in :mod:`npconv.ops.conv` call only
+these (signatures in :mod:`npconv.kernels.algorithm`, whose registry lists the algorithms).
 
-* ``forward(x, w, geom) -> y``
-* ``grad_input(gy, w, geom, input_size) -> gx``
-
-(plus ``bias=`` for the passes an algorithm lists in ``BIAS_PASSES``: it then adds the bias of the
-output channels itself, block by block; the planner adds it afterwards for the others)
-* ``grad_weight(x, gy, geom) -> gw``
-
-Algorithms are the modules of this package exposing ``NAME``, ``supports(pass_name, x_shape,
-w_shape, geom, dtype)``, ``recommended(...)`` and the pass functions (``x_shape`` is the batched
-input shape of the convolution, ``w_shape`` its weight shape ``(O, C/groups, *k)``). ``gemm``
-always exists and runs everything; ``fft``, ``depthwise`` and ``winograd`` are optional.
-
-Choice per call, in order:
+Choice per call (:func:`_select`, the one selection function), in order:
 
 1. the algorithm forced by :data:`npconv.backends.conv` (``ValueError`` if it cannot run the call);
 2. in benchmark mode, the fastest supporting algorithm measured on the first call with the same
    (pass, shapes, geometry, dtype), cached in ``npconv.backends.conv.benchmark_cache``;
-3. the first optional algorithm in :data:`PRIORITY` that supports and recommends the call;
-4. ``gemm``.
+3. the rule: the first algorithm in registry order that supports and recommends the call
+   (``gemm``, last, runs everything).
+
+Then locality: a non-local algorithm (FFT, Winograd) runs only if its ``admits`` check accepts this
+call's values (finite, within its dynamic range); otherwise the rule's first local algorithm runs
+it, so an algorithm choice never changes what a direct convolution would give.
+The bias epilogue goes to the algorithm for its ``bias_passes``, else :func:`common.add_bias`.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from .. import backends
 from ..geometry import ConvGeometry
-from . import gemm
-from .bias import add_bias
+from . import algorithm as registry
+from .algorithm import FALLBACK, PASSES, Algorithm
+from .common import add_bias
 
-__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "algorithms", "PRIORITY"]
+__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates"]
 
-#: Optional algorithms, in the order their ``recommended`` heuristics are consulted.
-PRIORITY = ("fft", "depthwise", "winograd")
-
-_modules: dict[str, ModuleType] | None = None
-#: Optional algorithms that failed to import, with the reason.
-unavailable: dict[str, str] = {}
+Key = tuple  # (x_shape, w_shape, geom, dtype)
 
 
-def algorithms(refresh: bool = False) -> dict[str, ModuleType]:
-    """The importable algorithm modules by name (``gemm`` first), imported once."""
-    global _modules
-    if _modules is None or refresh:
-        found: dict[str, ModuleType] = {gemm.NAME: gemm}
-        unavailable.clear()
-        for name in PRIORITY:
-            try:
-                found[name] = importlib.import_module(f"{__package__}.{name}")
-            except ModuleNotFoundError as error:
-                if error.name != f"{__package__}.{name}":
-                    raise
-                unavailable[name] = "not installed"
-            except Exception as error:  # a broken optional algorithm must not break convolution
-                unavailable[name] = f"{type(error).__name__}: {error}"
-                warnings.warn(f"npconv: algorithm {name!r} failed to import and is disabled ({error})",
-                              RuntimeWarning, stacklevel=2)
-        _modules = found
-    return _modules
+def _key(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: Any) -> Key:
+    return (tuple(int(v) for v in x_shape), tuple(int(v) for v in w_shape), geom, np.dtype(dtype))
 
 
-def _supports(module: ModuleType, pass_name: str, key: tuple) -> bool:
-    if not callable(getattr(module, pass_name, None)) or not callable(getattr(module, "supports", None)):
-        return False
-    return bool(module.supports(pass_name, *key))
+def _runs(algorithm: Algorithm, pass_name: str, key: Key) -> bool:
+    return algorithm.runs(pass_name, *key)
 
 
 def candidates(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                dtype: Any) -> list[str]:
-    """Names of the algorithms able to run this pass."""
-    key = (tuple(x_shape), tuple(w_shape), geom, np.dtype(dtype))
-    return [name for name, module in algorithms().items() if _supports(module, pass_name, key)]
+    """Names of the available algorithms able to run this pass, in rule order."""
+    key = _key(x_shape, w_shape, geom, dtype)
+    return [name for name, a in registry.available().items() if _runs(a, pass_name, key)]
 
 
 def choose(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
            dtype: Any) -> str:
-    """The algorithm the planner uses for this pass without measuring (steps 1, 2 if cached, 3, 4)."""
-    key = (tuple(x_shape), tuple(w_shape), geom, np.dtype(dtype))
-    forced = _forced(pass_name, key)
-    if forced is not None:
-        return forced
-    if backends.conv.benchmark:
-        cached = backends.conv.benchmark_cache.get((pass_name,) + key)
-        if cached is not None:
-            return cached
-    return _heuristic(pass_name, key)
+    """The algorithm the planner uses for this pass on finite, ordinary data, without measuring
+    (steps 1, 2 if cached, 3)."""
+    return _select(pass_name, _key(x_shape, w_shape, geom, dtype))[0].name
 
 
-def _forced(pass_name: str, key: tuple) -> str | None:
+def _forced(pass_name: str, key: Key) -> Algorithm | None:
     name = backends.conv.forced(pass_name)
     if name is None:
         return None
-    module = algorithms().get(name)
-    if module is None:
-        reason = unavailable.get(name, "unknown algorithm")
-        raise ValueError(f"the forced convolution algorithm {name!r} is not available ({reason}); "
-                         f"available: {sorted(algorithms())}")
-    if not _supports(module, pass_name, key):
+    algorithm = registry.get(name)  # ValueError naming why when unavailable
+    if not _runs(algorithm, pass_name, key):
         x_shape, w_shape, geom, dtype = key
         raise ValueError(
             f"the forced convolution algorithm {name!r} does not support the {pass_name} pass of this "
             f"convolution (input {x_shape}, weight {w_shape}, kernel_size={geom.kernel_size}, "
             f"stride={geom.stride}, dilation={geom.dilation}, groups={geom.groups}, dtype={dtype}); "
             f"supporting algorithms: {candidates(pass_name, *key)}. Force per pass with a mapping, e.g. "
-            f"npconv.backends.conv.force({{'{pass_name}': 'gemm'}})"
+            f"npconv.backends.conv.force({{'{pass_name}': '{FALLBACK}'}})"
         )
-    return name
+    return algorithm
 
 
-def _heuristic(pass_name: str, key: tuple) -> str:
-    modules = algorithms()
-    for name in PRIORITY:
-        module = modules.get(name)
-        if module is None or not _supports(module, pass_name, key):
-            continue
-        if callable(getattr(module, "recommended", None)) and module.recommended(pass_name, *key):
-            return name
-    return gemm.NAME
+def _rule(pass_name: str, key: Key, local_only: bool = False) -> Algorithm:
+    usable = [a for a in registry.available().values()
+              if (a.local or not local_only) and _runs(a, pass_name, key)]
+    for algorithm in usable:
+        if algorithm.recommended(pass_name, *key):
+            return algorithm
+    fallback = registry.available().get(FALLBACK)
+    if fallback is not None and _runs(fallback, pass_name, key):
+        return fallback
+    if usable:
+        return usable[-1]
+    raise ValueError(f"no available convolution algorithm runs the {pass_name} pass of this call "
+                     f"(input {key[0]}, weight {key[1]}, dtype {key[3]})")
 
 
-def _dispatch(pass_name: str, key: tuple, call: Callable[[ModuleType], np.ndarray]) -> np.ndarray:
-    modules = algorithms()
-    name = _forced(pass_name, key)
-    if name is None and backends.conv.benchmark:
+def _select(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None = None,
+            run: Callable[[Algorithm], np.ndarray] | None = None) -> tuple[Algorithm, np.ndarray | None]:
+    """The algorithm for this call (forced -> cached -> measured if ``run`` -> rule), rerouted to a
+    local one when a non-local choice does not admit ``operands``; with the result if measuring ran
+    the chosen algorithm already."""
+    algorithm = _forced(pass_name, key)
+    result = None
+    if algorithm is None and backends.conv.benchmark:
         cache_key = (pass_name,) + key
-        name = backends.conv.benchmark_cache.get(cache_key)
-        if name is None:
-            best: tuple[float, str, np.ndarray] | None = None
-            for candidate in candidates(pass_name, *key):
-                start = time.perf_counter()
-                result = call(modules[candidate])
-                elapsed = time.perf_counter() - start
-                if best is None or elapsed < best[0]:
-                    best = (elapsed, candidate, result)
-            assert best is not None  # gemm supports every pass
-            backends.conv.benchmark_cache[cache_key] = best[1]
-            return best[2]
-    if name is None:
-        name = _heuristic(pass_name, key)
-    return call(modules[name])
+        cached = backends.conv.benchmark_cache.get(cache_key)
+        if cached is not None:
+            algorithm = registry.available().get(cached)
+        elif run is not None:
+            algorithm, result = _measure(pass_name, key, operands, run)
+    if algorithm is None:
+        algorithm = _rule(pass_name, key)
+    if operands is not None and not algorithm.local and not algorithm.admits(pass_name, operands):
+        return _rule(pass_name, key, local_only=True), None
+    return algorithm, result
 
 
-def _with_bias(module: ModuleType, pass_name: str, bias: np.ndarray | None,
+def _measure(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None,
+             run: Callable[[Algorithm], np.ndarray]) -> tuple[Algorithm | None, np.ndarray | None]:
+    """Benchmark mode: run every supporting algorithm once, cache and return the fastest. Values a
+    non-local candidate does not admit are not measured (nothing is cached for them)."""
+    found = [a for a in registry.available().values() if _runs(a, pass_name, key)]
+    if operands is not None and any(not a.local and not a.admits(pass_name, operands) for a in found):
+        return None, None
+    best: tuple[float, Algorithm, np.ndarray] | None = None
+    for algorithm in found:
+        start = time.perf_counter()
+        result = run(algorithm)
+        elapsed = time.perf_counter() - start
+        if best is None or elapsed < best[0]:
+            best = (elapsed, algorithm, result)
+    if best is None:
+        return None, None
+    backends.conv.benchmark_cache[(pass_name,) + key] = best[1].name
+    return best[1], best[2]
+
+
+def _dispatch(pass_name: str, key: Key, operands: Sequence[np.ndarray],
+              call: Callable[[Algorithm], np.ndarray]) -> np.ndarray:
+    algorithm, result = _select(pass_name, key, operands, call)
+    return call(algorithm) if result is None else result
+
+
+def _with_bias(algorithm: Algorithm, pass_name: str, bias: np.ndarray | None,
                run: Callable[..., np.ndarray]) -> np.ndarray:
-    """``run()`` plus ``bias`` per output channel: passed on (``run(bias=bias)``) to an algorithm
-    listing the pass in its ``BIAS_PASSES`` (it adds the bias to each output block while that is in
-    cache), else added afterwards by :func:`npconv.kernels.bias.add_bias`."""
+    """``run()`` plus ``bias`` per output channel: fused by the algorithm for its ``bias_passes``
+    (``run(bias=bias)``), else added afterwards."""
     if bias is None:
         return run()
-    if pass_name in getattr(module, "BIAS_PASSES", ()):
+    if pass_name in algorithm.bias_passes:
         return run(bias=bias)
     return add_bias(run(), bias)
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
     """``y = conv(x, w) (+ bias[o])``."""
-    key = (x.shape, w.shape, geom, np.result_type(x, w))
-    return _dispatch("forward", key, lambda m: _with_bias(
-        m, "forward", bias, lambda **kw: m.forward(x, w, geom, **kw)))
+    key = _key(x.shape, w.shape, geom, np.result_type(x, w))
+    return _dispatch("forward", key, (x, w), lambda a: _with_bias(
+        a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)))
 
 
-def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...],
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
                bias: np.ndarray | None = None) -> np.ndarray:
     """``gx = conv^T(gy, w) (+ bias[c])``: the bias is the transposed convolution's."""
     input_size = tuple(int(v) for v in input_size)
     x_shape = (gy.shape[0], w.shape[1] * geom.groups) + input_size
-    key = (x_shape, w.shape, geom, np.result_type(gy, w))
-    return _dispatch("grad_input", key, lambda m: _with_bias(
-        m, "grad_input", bias, lambda **kw: m.grad_input(gy, w, geom, input_size, **kw)))
+    key = _key(x_shape, w.shape, geom, np.result_type(gy, w))
+    return _dispatch("grad_input", key, (gy, w), lambda a: _with_bias(
+        a, "grad_input", bias, lambda **kw: a.grad_input(gy, w, geom, input_size, **kw)))
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw = sum_n corr(x, gy)`` of shape ``(O, C/groups, *k)``."""
     w_shape = (gy.shape[1], x.shape[1] // geom.groups) + tuple(geom.kernel_size)
-    key = (x.shape, w_shape, geom, np.result_type(x, gy))
+    key = _key(x.shape, w_shape, geom, np.result_type(x, gy))
 
-    def call(module: ModuleType) -> np.ndarray:
-        if module is gemm and _siblings_on_blas_threads(key):
-            with gemm.on_blas_threads():
-                return module.grad_weight(x, gy, geom)
-        return module.grad_weight(x, gy, geom)
+    def call(algorithm: Algorithm) -> np.ndarray:
+        if not algorithm.blas_threads and _siblings_on_blas_threads(key):
+            with algorithm.on_blas_threads():
+                return algorithm.grad_weight(x, gy, geom)
+        return algorithm.grad_weight(x, gy, geom)
 
-    return _dispatch("grad_weight", key, call)
+    return _dispatch("grad_weight", key, (x, gy), call)
 
 
-def _siblings_on_blas_threads(key: tuple) -> bool:
-    """Whether the forward or grad_input pass of this convolution runs on multithreaded BLAS (an
-    algorithm whose ``on_blas_threads()`` is true), so that its GEMM ``grad_weight`` should too."""
-    modules = algorithms()
-    for pass_name in ("forward", "grad_input"):
-        module = modules.get(choose(pass_name, *key))
-        runs_on_blas = getattr(module, "runs_on_blas_threads", None)
-        if module is not gemm and callable(runs_on_blas) and runs_on_blas():
-            return True
-    return False
+def _siblings_on_blas_threads(key: Key) -> bool:
+    """Whether the forward or grad_input pass of this convolution runs on multithreaded BLAS, so that
+    the grad_weight should too (switching modes within a layer charges the worker threads for
+    OpenBLAS's still-spinning pool)."""
+    return any(_select(p, key)[0].blas_threads for p in PASSES if p != "grad_weight")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..geometry import ConvGeometry
-from .gemm import windows
+from .common import windows
 from .padding import pad_array
 
 __all__ = [
@@ -54,12 +54,11 @@ def _region(offset: Sequence[int], geom: ConvGeometry, out_size: Sequence[int]) 
     return (slice(None), slice(None)) + geom.tap_region(offset, out_size)
 
 
-def _crop(gxp: np.ndarray, pads: Sequence[tuple[int, int]], input_size: Sequence[int]) -> np.ndarray:
-    if not any(lo or hi for lo, hi in pads):
+def _crop(gxp: np.ndarray, padded: ConvGeometry, input_size: Sequence[int]) -> np.ndarray:
+    """The input part of ``gxp (N, C, *padded)``; ``padded`` has the pooling's explicit padding."""
+    if not any(lo or hi for lo, hi in padded.pads()):
         return gxp
-    index = (slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, input_size,
-                                                                                       strict=True))
-    return np.ascontiguousarray(gxp[index])
+    return np.ascontiguousarray(gxp[(slice(None), slice(None)) + padded.interior(input_size)])
 
 
 def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False
@@ -112,7 +111,7 @@ def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input
                       ceil_mode: bool = False) -> np.ndarray:
     """Adjoint of max pooling: ``gy`` added to the argmax position of every window."""
     out_size, pads = pool_layout(geom, input_size, ceil_mode)
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
+    padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
     chosen = np.empty(arg.shape, dtype=bool)
     routed = np.empty(gy.shape, dtype=gy.dtype)
@@ -124,7 +123,7 @@ def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input
         else:  # inf * 0 would leak NaN into the positions that were not chosen
             routed = np.where(chosen, gy, 0)
         gxp[_region(offset, geom, out_size)] += routed
-    return _crop(gxp, pads, input_size)
+    return _crop(gxp, geom.with_padding(pads), input_size)
 
 
 def max_pool_indices(arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
@@ -186,11 +185,11 @@ def avg_pool_backward(gy: np.ndarray, geom: ConvGeometry, input_size: Sequence[i
     """Adjoint of :func:`avg_pool_forward`: ``gy / divisor`` added to every window position."""
     out_size, pads = pool_layout(geom, input_size, ceil_mode)
     scaled = gy / _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, gy.dtype)
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
+    padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
     for offset in _offsets(geom.kernel_size):
         gxp[_region(offset, geom, out_size)] += scaled
-    return _crop(gxp, pads, input_size)
+    return _crop(gxp, geom.with_padding(pads), input_size)
 
 
 def adaptive_pool_matrices(input_size: Sequence[int], output_size: Sequence[int], dtype: np.dtype

@@ -33,12 +33,13 @@ from numpy.lib.stride_tricks import as_strided
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
+from .common import add_to_channels, grad_input_as_forward
 
-__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "transform_matrices",
-           "CHANNEL_BLOCK",
-]
+__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "transform_matrices", "CHANNEL_BLOCK"]
 
 NAME = "winograd"
+#: Not local: the tile transforms mix the values of a tile (see admits).
+LOCAL = False
 #: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
 CHANNEL_BLOCK = 128
 _POINTS = {4: (0, 1, -1, Fraction(1, 2), -2), 2: (0, 1, -1)}
@@ -48,8 +49,11 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: 3x3 forward measured 16.3 / 10.8 / 11.8 ms (64x56, 128x28, 256x14, batch 8) vs 20.6-21.3 /
 #: 16.2 / 18.8 ms on worker threads (GEMM: 15.9 / 14.1 / 14.7 ms, torch ~21 ms).
 WORKER_THREADS = False
-#: Passes that take ``bias=`` and add it to each block of images while it is in cache (see plan).
+PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` and add it to each block of images while it is in cache.
 BIAS_PASSES = ("forward", "grad_input")
+#: Runs on the calling thread with multithreaded BLAS (unless WORKER_THREADS).
+BLAS_THREADS = not WORKER_THREADS
 _TARGET_TILES = 400  # tiles per work item (multithreaded BLAS): columns of the frequency GEMMs
 _TARGET_TILES_WORKERS = 160  # per work item on worker threads
 
@@ -98,7 +102,7 @@ _KRON_G = {m: np.kron(g, g) for m, (_, g, _) in _MATRICES.items()}
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
-    if pass_name not in ("forward", "grad_input") or np.dtype(dtype) not in _DTYPES:
+    if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     if geom.kernel_size != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
         return False
@@ -123,12 +127,6 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
         return False
     channels_in, channels_out = x_shape[1], w_shape[0]
     return min(channels_in, channels_out) >= 32 and min(geom.output_size(x_shape[2:])) >= 8
-
-
-def runs_on_blas_threads() -> bool:
-    """True unless :data:`WORKER_THREADS`: the planner then runs the layer's GEMM grad_weight on BLAS
-    threads too (see :func:`npconv.kernels.gemm.on_blas_threads`)."""
-    return not WORKER_THREADS
 
 
 def _tile_size(out_size: Sequence[int]) -> int:
@@ -211,8 +209,8 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
             full = workspace.buffer("wg-out", (k, o, th, m, tw, m), dtype)
             np.copyto(full, z2)
             y[start:stop] = full.reshape(k, o, th * m, tw * m)[:, :, : out_size[0], : out_size[1]]
-        if bias is not None:
-            y[start:stop] += np.asarray(bias).reshape(o, 1, 1)
+        for image in range(start, stop):
+            add_to_channels(y[image], bias)
 
     workspace.run(list(range(0, n, chunk)), lambda _, start: work(start), threads,
                   blas=1 if WORKER_THREADS else get_num_threads())
@@ -239,21 +237,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
                bias: np.ndarray | None = None) -> np.ndarray:
-    """``gx (N, C, *input_size) (+ bias[c])``: full correlation of ``gy`` with the flipped, transposed
+    """``gx (N, C, *input_size) (+ bias[c])``: the forward pass of ``gy`` with the flipped, transposed
     kernel (``bias``: a transposed convolution's)."""
-    dtype = _check_same_dtype(gy, w)
-    input_size = tuple(int(v) for v in input_size)
-    groups = geom.groups
-    o, cg = w.shape[:2]
-    # w'[g, c, o] = w[g, o, c] flipped: (C, O/groups, 3, 3) grouped the same way
-    flipped = w[:, :, ::-1, ::-1].reshape(groups, o // groups, cg, 3, 3).transpose(0, 2, 1, 3, 4)
-    flipped = flipped.reshape(groups * cg, o // groups, 3, 3)
-    m = _tile_size(input_size)
-    u = _weight_transform(flipped, groups, m, dtype)
-    low = tuple(2 - lo for lo, _ in geom.pads(input_size))
-    return _correlate(gy.astype(dtype, copy=False), u, low, input_size, m, dtype, bias)
-
-
-def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """Not provided by this algorithm (``supports('grad_weight', ...)`` is False)."""
-    raise ValueError("the winograd algorithm has no grad_weight pass; use another algorithm for it")
+    _check_same_dtype(gy, w)
+    return grad_input_as_forward(forward, gy, w, geom, input_size, bias)

@@ -2,14 +2,22 @@
 
 * :func:`buffer` hands out a cached per-thread array (contents undefined) that is reused across
   calls: fresh large allocations cost page faults on every call (performance findings, pitfall 2).
+  A thread's buffers are owned by that thread (``threading.local``) and freed when it ends;
+  :func:`clear` frees those of every live thread.
 * :func:`run` spreads work items over Python threads with single-threaded BLAS (or runs them on the
   calling thread, with as many BLAS threads as asked for: one unless a kernel chose BLAS threads).
+
+Fork safety: a child process starts with no pool (its threads do not exist after ``fork``), fresh
+locks and only the forking thread's buffers; the pool is re-created on the child's first
+multithreaded call (``os.register_at_fork``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,13 +26,34 @@ import numpy as np
 
 from ..backends import blas_threads
 
-__all__ = ["buffer", "clear", "run"]
+__all__ = ["buffer", "clear", "run", "cached_bytes"]
 
-_buffers: dict[int, dict[str, np.ndarray]] = {}
-_buffers_lock = threading.Lock()
+
+class _Cache:
+    """One thread's named scratch arrays (weak-referenceable, so :func:`clear` can reach it)."""
+
+    __slots__ = ("arrays", "__weakref__")
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+
+_local = threading.local()
+#: The caches of the live threads; an entry disappears when its thread ends (its local is freed).
+_caches: weakref.WeakSet[_Cache] = weakref.WeakSet()
+_caches_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_workers = 0
 _executor_lock = threading.Lock()
+
+
+def _thread_cache() -> _Cache:
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = _Cache()
+        with _caches_lock:
+            _caches.add(cache)
+    return cache
 
 
 def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -34,24 +63,29 @@ def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndar
     hold two live buffers of one name, nor return a buffer to its caller.
     """
     dtype = np.dtype(dtype)
-    key = threading.get_ident()
-    cache = _buffers.get(key)
-    if cache is None:
-        with _buffers_lock:
-            cache = _buffers.setdefault(key, {})
+    arrays = _thread_cache().arrays
     nbytes = math.prod(shape) * dtype.itemsize
-    raw = cache.get(name)
+    raw = arrays.get(name)
     if raw is None or raw.nbytes < nbytes:
-        cache.pop(name, None)
+        arrays.pop(name, None)  # free the old one before allocating the larger one
         raw = np.empty(-(-nbytes // 64) * 8, np.float64)  # 64-byte multiple, 16-byte aligned
-        cache[name] = raw
+        arrays[name] = raw
     return raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
 
 
 def clear() -> None:
     """Free the cached scratch buffers of every thread."""
-    with _buffers_lock:
-        _buffers.clear()
+    with _caches_lock:
+        caches = list(_caches)
+    for cache in caches:
+        cache.arrays.clear()
+
+
+def cached_bytes() -> int:
+    """Bytes of scratch currently cached by all live threads."""
+    with _caches_lock:
+        caches = list(_caches)
+    return sum(raw.nbytes for cache in caches for raw in list(cache.arrays.values()))
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -63,6 +97,21 @@ def _pool(workers: int) -> ThreadPoolExecutor:
             _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv")
             _executor_workers = workers
         return _executor
+
+
+def _after_fork_in_child() -> None:
+    """The child has only the forking thread: forget the parent's pool (its threads are gone) and
+    replace the locks (another thread may have held them at the fork)."""
+    global _executor, _executor_workers, _executor_lock, _caches_lock, _caches
+    _executor, _executor_workers = None, 0
+    _executor_lock = threading.Lock()
+    _caches_lock = threading.Lock()
+    own = getattr(_local, "cache", None)
+    _caches = weakref.WeakSet([own] if own is not None else [])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: int = 1) -> None:

@@ -168,3 +168,121 @@ def dropout(x: Any, p: float, generator: np.random.Generator) -> Tensor:
         keep = generator.random(data.shape) >= p
         scale = keep.astype(data.dtype) * data.dtype.type(1 / (1 - p))
     return make_result(data * scale, (x,), lambda g: (g * scale,), "MulBackward0")
+
+
+# -- piecewise-linear and smooth activations (torch's CPU kernels' formulas and masks) ------------
+def hardtanh(x: Any, min_val: float, max_val: float) -> Tensor:
+    """``min(max(x, min_val), max_val)``; gradient 1 strictly inside ``(min_val, max_val)``, else 0.
+
+    NaN passes through the forward (torch's ``a <= lo ? lo : a >= hi ? hi : a``); its gradient is 0.
+    """
+    data = as_array(x)
+    t = data.dtype.type
+    lo, hi = t(min_val), t(max_val)
+    out = np.where(data <= lo, lo, np.where(data >= hi, hi, data)).astype(data.dtype, copy=False)
+    return make_result(out, (x,), lambda g: (np.where((data > lo) & (data < hi), g, t(0)),),
+                       "HardtanhBackward0")
+
+
+def hardswish(x: Any) -> Tensor:
+    """``x * min(max(x + 3, 0), 6) / 6``; gradient 0 up to -3, ``x / 3 + 1/2`` strictly inside
+    ``(-3, 3)``, then 1 (torch's CPU kernel's masks)."""
+    data = as_array(x)
+    t = data.dtype.type
+    with np.errstate(invalid="ignore"):  # -inf * 0 is NaN, as in torch
+        out = (data * np.minimum(np.maximum(data + t(3), t(0)), t(6)) / t(6)).astype(data.dtype, copy=False)
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        middle = g * (data / t(3) + t(0.5))
+        return (np.where(data <= t(-3), t(0), np.where(data < t(3), middle, g)),)
+
+    return make_result(out, (x,), backward, "HardswishBackward0")
+
+
+_ONE_SIXTH_F32 = np.float32(1 / 6)  # torch's kernel scales the gradient by 1.0f / 6.0f in every dtype
+
+
+def hardsigmoid(x: Any) -> Tensor:
+    """``min(max(x + 3, 0), 6) / 6``; gradient 1/6 strictly inside ``(-3, 3)``, else 0."""
+    data = as_array(x)
+    t = data.dtype.type
+    out = (np.minimum(np.maximum(data + t(3), t(0)), t(6)) / t(6)).astype(data.dtype, copy=False)
+    inside = (data > t(-3)) & (data < t(3))
+    return make_result(out, (x,), lambda g: (np.where(inside, g * t(_ONE_SIXTH_F32), t(0)),),
+                       "HardsigmoidBackward0")
+
+
+def elu(x: Any, alpha: float) -> Tensor:
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``; gradient ``alpha * exp(x)`` where ``x <= 0``."""
+    data = as_array(x)
+    t = data.dtype.type
+    a = t(alpha)
+    negative = data <= 0
+    with np.errstate(over="ignore"):
+        exp = np.exp(np.where(negative, data, t(0)))
+    out = np.where(negative, a * (exp - t(1)), data).astype(data.dtype, copy=False)
+    return make_result(out, (x,), lambda g: (np.where(negative, g * a * exp, g),), "EluBackward0")
+
+
+def softplus(x: Any, beta: float, threshold: float) -> Tensor:
+    """``log(1 + exp(beta * x)) / beta``, or ``x`` where ``beta * x > threshold``;
+    gradient ``sigmoid(beta * x)`` (1 above the threshold)."""
+    data = as_array(x)
+    t = data.dtype.type
+    b = t(beta)
+    scaled = data * b
+    linear = scaled > t(threshold)
+    with np.errstate(over="ignore"):
+        z = np.exp(np.where(linear, t(0), scaled))
+    out = np.where(linear, data, np.log1p(z) / b).astype(data.dtype, copy=False)
+    return make_result(out, (x,), lambda g: (np.where(linear, g, g * z / (z + t(1))),), "SoftplusBackward0")
+
+
+def mish(x: Any) -> Tensor:
+    """``x * tanh(softplus(x))``; gradient ``tanh(sp) + x * sigmoid(x) * (1 - tanh(sp)^2)``."""
+    data = as_array(x)
+    with np.errstate(over="ignore", invalid="ignore"):  # exp overflow -> tanh 1; -inf * 0 is NaN as torch
+        tanh_sp = np.tanh(np.log1p(np.exp(data)))
+        out = (data * tanh_sp).astype(data.dtype, copy=False)
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in torch
+            return (g * (tanh_sp + data * _sigmoid(data) * (1 - tanh_sp * tanh_sp)),)
+
+    return make_result(out, (x,), backward, "MishBackward0")
+
+
+def glu(x: Any, dim: int) -> Tensor:
+    """``a * sigmoid(b)`` where ``a, b`` are the halves of ``x`` along ``dim`` (an even size)."""
+    data = as_array(x)
+    a, b = np.split(data, 2, axis=dim)
+    s = _sigmoid(b)
+    out = a * s
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        ga = g * s
+        return (np.concatenate([ga, ga * a * (1 - s)], axis=dim),)
+
+    return make_result(out, (x,), backward, "GluBackward0")
+
+
+def prelu(x: Any, weight: Any) -> Tensor:
+    """``x`` where ``x > 0``, else ``w * x`` with ``w`` one value or one per channel (axis 1);
+    gradients ``w`` / ``x * g`` where ``x <= 0`` (summed over all but the channel axis for ``w``)."""
+    data = as_array(x)
+    w = as_array(weight)
+    shape = (1, w.size) + (1,) * (data.ndim - 2) if w.size > 1 else ()
+    wb = w.reshape(shape)
+    positive = data > 0
+    out = np.where(positive, data, wb * data).astype(data.dtype, copy=False)
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gx = np.where(positive, g, wb * g)
+        gw = np.where(positive, 0, data * g)
+        gw = gw.sum() if w.size == 1 else gw.sum(axis=(0,) + tuple(range(2, data.ndim)))
+        return gx, np.asarray(gw, dtype=w.dtype).reshape(w.shape)
+
+    return make_result(out, (x, weight), backward, "PreluKernelBackward0")
+
+
+__all__ += ["hardtanh", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "glu", "prelu"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry import ConvGeometry
 from ..kernels import plan
-from ..kernels.bias import bias_grad
+from ..kernels.common import bias_grad
 from ..kernels.padding import pad_array
 from ..tensor import Tensor, _conj, as_array, make_result
 from .pad import pad, pad_adjoint
@@ -90,7 +90,7 @@ def conv_transpose(
     pads = geom.pads()
     if padding_mode == "zeros":
         return _conv_transpose_core(x, w, b, geom.with_padding(pads), out_size)
-    full = tuple(n + lo + hi for n, (lo, hi) in zip(out_size, pads, strict=True))
+    full = geom.padded_size(out_size)
     y = _conv_transpose_core(x, w, None, geom.with_padding(0), full)
     y = pad_adjoint(y, pads, _PAD_MODE[padding_mode])
     if b is None:

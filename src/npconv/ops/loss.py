@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from ..tensor import Tensor, _sum_to_shape, as_array, make_result
 from .activation import _sigmoid, log_softmax_array
 
-__all__ = ["nll_loss", "cross_entropy", "binary_cross_entropy_with_logits", "squared_error", "absolute_error"]
+__all__ = ["nll_loss", "cross_entropy", "binary_cross_entropy_with_logits", "squared_error", "absolute_error",
+           "binary_cross_entropy", "smooth_l1", "huber", "kl_div"]
 
 
 def _wants_grad(value: Any) -> bool:
@@ -165,3 +167,107 @@ def absolute_error(x: Any, target: Any) -> Tensor:
         return _sum_to_shape(gd, as_array(x).shape), _sum_to_shape(-gd, as_array(target).shape)
 
     return make_result(np.abs(diff), (x, target), backward, "L1LossBackward0")
+
+
+# -- elementwise losses of issue 13 (reduced by the caller) ---------------------------------------
+_BCE_LOG_FLOOR = -100.0  # torch clamps each log at -100 so a 0/1 prediction costs 100, not inf
+_BCE_EPSILON = 1e-12  # torch's floor of x * (1 - x) in the input gradient
+
+
+def binary_cross_entropy(x: Any, target: Any, weight: Any) -> Tensor:
+    """Elementwise ``-w * (t * max(log x, -100) + (1 - t) * max(log(1 - x), -100))``.
+
+    Gradients: input ``w * (x - t) / max(x * (1 - x), 1e-12)``; target ``w * (log(1 - x) - log x)``.
+    ``weight`` is broadcast to the input's shape (or None).
+    """
+    data = as_array(x)
+    t = as_array(target)
+    dtype = data.dtype.type
+    w = None if weight is None else as_array(weight)
+    with np.errstate(divide="ignore"):
+        log_x = np.log(data)
+        log_1mx = np.log1p(-data)
+    floor = dtype(_BCE_LOG_FLOOR)
+    loss = -(t * np.maximum(log_x, floor) + (1 - t) * np.maximum(log_1mx, floor))
+    if w is not None:
+        loss = loss * w
+
+    def backward(g: np.ndarray) -> tuple[Any, Any]:
+        gw = g if w is None else g * w
+        gx = gt = None
+        if _wants_grad(x):
+            gx = gw * (data - t) / np.maximum((1 - data) * data, dtype(_BCE_EPSILON))
+        if _wants_grad(target):
+            gt = gw * (log_1mx - log_x)
+        return gx, gt
+
+    return make_result(np.asarray(loss, dtype=data.dtype), (x, target), backward,
+                       "BinaryCrossEntropyBackward0")
+
+
+def smooth_l1(x: Any, target: Any, beta: float) -> Tensor:
+    """Elementwise ``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = x - t``;
+    ``beta == 0`` is ``|d|``); gradient ``clip(d / beta, -1, 1)``."""
+    d = as_array(x) - as_array(target)
+    t = d.dtype.type
+    b = t(beta)
+    a = np.abs(d)
+    inside = a < b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = np.where(inside, t(0.5) * d * d / b, a - t(0.5) * b)
+
+    def backward(g: np.ndarray) -> tuple[Any, Any]:
+        if beta == 0:  # torch computes an l1 loss then: gradient sign(d), 0 at d == 0
+            slope = np.sign(d)
+        else:
+            slope = np.where(d < -b, t(-1), np.where(d > b, t(1), d / b))
+        gd = g * slope
+        return _sum_to_shape(gd, as_array(x).shape), _sum_to_shape(-gd, as_array(target).shape)
+
+    return make_result(loss.astype(d.dtype, copy=False), (x, target), backward, "SmoothL1LossBackward0")
+
+
+def huber(x: Any, target: Any, delta: float) -> Tensor:
+    """Elementwise ``0.5 d^2`` where ``|d| < delta``, else ``delta * (|d| - 0.5 delta)``;
+    gradient ``clip(d, -delta, delta)``."""
+    d = as_array(x) - as_array(target)
+    t = d.dtype.type
+    c = t(delta)
+    a = np.abs(d)
+    loss = np.where(a < c, t(0.5) * d * d, c * (a - t(0.5) * c))
+
+    def backward(g: np.ndarray) -> tuple[Any, Any]:
+        gd = g * np.where(d < -c, -c, np.where(d > c, c, d))
+        return _sum_to_shape(gd, as_array(x).shape), _sum_to_shape(-gd, as_array(target).shape)
+
+    return make_result(loss.astype(d.dtype, copy=False), (x, target), backward, "HuberLossBackward0")
+
+
+def kl_div(x: Any, target: Any, log_target: bool) -> Tensor:
+    """Elementwise KL term: ``xlogy(t, t) - t * x``, or ``exp(t) * (t - x)`` for log-space targets.
+
+    Gradients as torch's composite: input ``-t`` (``-exp(t)``); target
+    ``xlogy(t != 0, t) + t / t - x`` (NaN at ``t == 0``, as torch) or ``exp(t) * (t - x + 1)``.
+    """
+    data = as_array(x)
+    t = as_array(target)
+    if log_target:
+        e = np.exp(t)
+        loss = e * (t - data)
+    else:
+        loss = special.xlogy(t, t) - t * data
+
+    def backward(g: np.ndarray) -> tuple[Any, Any]:
+        gx = gt = None
+        if _wants_grad(x):
+            gx = _sum_to_shape(-g * (e if log_target else t), data.shape)
+        if _wants_grad(target):
+            if log_target:
+                gt = g * e * (t - data + 1)
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gt = g * (special.xlogy((t != 0).astype(t.dtype), t) + t / t - data)
+            gt = _sum_to_shape(gt, t.shape)
+        return gx, gt
+
+    return make_result(np.asarray(loss, dtype=np.result_type(data, t)), (x, target), backward, "SubBackward0")

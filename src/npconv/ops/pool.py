@@ -48,3 +48,62 @@ def adaptive_avg_pool(x: Any, output_size: Sequence[int]) -> Tensor:
     y = _pool.adaptive_avg_pool_forward(data, tuple(output_size))
     return make_result(y, (x,), lambda g: (_pool.adaptive_avg_pool_backward(g, input_size),),
                        f"AdaptiveAvgPool{len(input_size)}DBackward0")
+
+
+def _adaptive_windows(n: int, m: int) -> np.ndarray:
+    """Input positions ``(m, K)`` of each adaptive window ``[floor(o n / m), ceil((o + 1) n / m))``,
+    padded to the widest window by repeating its last position (a repeat never wins a max)."""
+    o = np.arange(m)
+    start = (o * n) // m
+    end = -((-(o + 1) * n) // m)
+    width = int((end - start).max())
+    return np.minimum(start[:, None] + np.arange(width), (end - 1)[:, None])
+
+
+def adaptive_max_pool_array(x: np.ndarray, output_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive max pooling of ``x (N, C, *in)``: ``(y, flat_index)`` with torch's rule per window in
+    row-major order (a strictly greater value wins, so the first maximum; every NaN wins, so the
+    last NaN). Max is separable with that rule, so it runs axis by axis (last first), each a gather
+    of the ``K`` window taps and a loop over ``K`` on whole arrays."""
+    input_size = x.shape[2:]
+    values = x
+    positions: list[np.ndarray] = []  # per processed axis, the chosen input position (broadcast shape)
+    for axis in reversed(range(len(input_size))):
+        a = axis + 2
+        taps = _adaptive_windows(input_size[axis], output_size[axis])
+        gathered = np.take(values, taps, axis=a)  # (..., m, K, ...)
+        carried = [np.take(p, taps, axis=a) for p in positions]
+        best = np.take(gathered, 0, axis=a + 1).copy()
+        arg = np.zeros(best.shape, dtype=np.int64)
+        for k in range(1, taps.shape[1]):
+            v = np.take(gathered, k, axis=a + 1)
+            better = (v > best) | np.isnan(v)
+            best[better] = v[better]
+            arg[better] = k
+        pick = np.expand_dims(arg, a + 1)
+        positions = [np.take_along_axis(c, pick, axis=a + 1).squeeze(a + 1) for c in carried]
+        shape = [1] * x.ndim
+        shape[a] = taps.shape[0]
+        positions.append(taps[np.arange(taps.shape[0]).reshape(shape), arg])
+        values = best
+    flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*reversed(positions))), input_size)
+    return values, np.ascontiguousarray(flat, dtype=np.int64)
+
+
+def adaptive_max_pool(x: Any, output_size: Sequence[int]) -> tuple[Tensor, np.ndarray]:
+    """Adaptive max pooling of batched ``x (N, C, *in)``: the output and torch's flat per-plane indices."""
+    data = as_array(x)
+    input_size = data.shape[2:]
+    y, index = adaptive_max_pool_array(data, tuple(output_size))
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        planes = data.shape[0] * data.shape[1]
+        size = int(np.prod(input_size))
+        target = (np.arange(planes).reshape(data.shape[:2] + (1,) * len(input_size)) * size + index).ravel()
+        gx = np.bincount(target, weights=g.ravel(), minlength=planes * size)  # windows may overlap
+        return (gx.astype(data.dtype, copy=False).reshape(data.shape),)
+
+    return make_result(y, (x,), backward, f"AdaptiveMaxPool{len(input_size)}DBackward0"), index
+
+
+__all__ += ["adaptive_max_pool", "adaptive_max_pool_array"]

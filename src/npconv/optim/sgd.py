@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .optimizer import Optimizer, _check_non_negative
+from ._functional import add_weight_decay
+from .optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -26,41 +27,45 @@ class SGD(Optimizer):
     The momentum buffer ``b`` is ``state[p]['momentum_buffer']``.
     """
 
+    _HYPER: ClassVar[dict[str, str]] = {
+        "lr": "non_negative", "momentum": "non_negative", "dampening": "non_negative",
+        "weight_decay": "non_negative", "nesterov": "flag", "maximize": "flag", "foreach": "foreach",
+        "differentiable": "unsupported", "fused": "unsupported"}
+
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
-        _check_non_negative(lr, "learning rate")
-        _check_non_negative(momentum, "momentum value")
-        _check_non_negative(weight_decay, "weight_decay value")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(
-                f"Nesterov momentum requires a momentum and zero dampening, got momentum={momentum}, "
-                f"dampening={dampening}"
-            )
+                 foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize, "foreach": foreach}
+                    "nesterov": nesterov, "maximize": maximize, "foreach": foreach,
+                    "differentiable": differentiable, "fused": fused}
         super().__init__(params, defaults)
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a gradient; return ``closure()``'s loss if given."""
-        loss = self._evaluate_closure(closure)
-        for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for param, grad in self._params_with_grad(group):
-                if group["maximize"]:
-                    grad = -grad
-                if weight_decay != 0:
-                    grad = grad + weight_decay * param.data
-                if momentum != 0:
-                    state = self.state[param]
-                    buffer = state.get("momentum_buffer")
-                    if buffer is None:
-                        buffer = np.array(grad, copy=True)
-                        state["momentum_buffer"] = buffer
-                    else:
-                        buffer *= momentum
-                        buffer += (1 - dampening) * grad
-                    grad = grad + momentum * buffer if nesterov else buffer
-                param.data -= lr * grad
-        return loss
+    def _check_group(self, group: Mapping[str, Any], where: str = "") -> None:
+        super()._check_group(group, where)
+        if group.get("nesterov") and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"{where + ': ' if where else ''}Nesterov momentum requires a momentum and zero dampening, "
+                f"got momentum={group['momentum']}, dampening={group['dampening']}"
+            )
+
+    def _state_kinds(self, group: dict[str, Any]) -> dict[str, str]:
+        return {"momentum_buffer": "param"} if group["momentum"] != 0 else {}
+
+    def _optional_state(self) -> frozenset[str]:
+        return frozenset({"momentum_buffer"})
+
+    def _update(self, theta: np.ndarray, grad: np.ndarray, state: dict[str, Any],
+                group: dict[str, Any]) -> None:
+        grad = add_weight_decay(grad, theta, group)
+        momentum = float(group["momentum"])
+        if momentum != 0:
+            buffer = state.get("momentum_buffer")
+            if buffer is None:
+                buffer = np.array(grad, copy=True)
+                state["momentum_buffer"] = buffer
+            else:
+                buffer *= momentum
+                buffer += (1 - float(group["dampening"])) * grad
+            grad = grad + momentum * buffer if group["nesterov"] else buffer
+        theta -= float(group["lr"]) * grad

@@ -68,3 +68,30 @@ __all__ += [
     "AdaptiveAvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "CrossEntropyLoss",
     "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
 ]
+
+# issue 13's layers
+from .activation import ELU, GLU, Hardsigmoid, Hardswish, Hardtanh, Mish, PReLU, ReLU6, Softplus  # noqa: E402
+from .dropout import Dropout1d, Dropout2d, Dropout3d  # noqa: E402
+from .loss import BCELoss, HuberLoss, KLDivLoss, SmoothL1Loss  # noqa: E402
+from .padding import *  # noqa: E402,F403
+from .padding import __all__ as _padding_all  # noqa: E402
+from .pixelshuffle import PixelShuffle, PixelUnshuffle  # noqa: E402
+
+__all__ += [
+    "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "PReLU", "Softplus", "Mish", "GLU",
+    "Dropout1d", "Dropout2d", "Dropout3d", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+    "PixelShuffle", "PixelUnshuffle", *_padding_all,
+]
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d  # noqa: E402
+
+__all__ += ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+from .normalization import LayerNorm, LocalResponseNorm  # noqa: E402
+from .pooling import AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d  # noqa: E402
+from .sparse import Embedding  # noqa: E402
+
+__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
+            "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
+from .fold import Fold, Unfold  # noqa: E402
+
+__all__ += ["Unfold", "Fold"]

@@ -329,6 +329,20 @@ class _LazyConvXdMixin(LazyModuleMixin):
             for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
                 F.check_pad_widths(lo, hi, size, i + 2, shape, self.padding_mode)  # type: ignore[attr-defined]
 
+    def _check_loaded_shape(self, name: str, shape: tuple[int, ...]) -> str | None:
+        out_channels, groups, kernel = self.out_channels, self.groups, self.kernel_size  # type: ignore[attr-defined]
+        if name == "bias":
+            return None if shape == (out_channels,) else f"expected ({out_channels},)"
+        if len(shape) != len(kernel) + 2 or tuple(shape[2:]) != tuple(kernel):
+            return f"expected {len(kernel) + 2} dimensions ending with the kernel size {tuple(kernel)}"
+        if self.transposed:  # type: ignore[attr-defined]
+            if shape[0] < 1 or shape[0] % groups or shape[1] * groups != out_channels:
+                return (f"expected (in_channels, {out_channels // groups}, *kernel) with in_channels a "
+                        f"positive multiple of groups={groups}")
+        elif shape[0] != out_channels or shape[1] < 1:
+            return f"expected ({out_channels}, in_channels // groups >= 1, *kernel)"
+        return None
+
     def _infer_in_channels_from_weight(self) -> int:
         w = self.weight.data  # type: ignore[attr-defined]
         return w.shape[0] if self.transposed else w.shape[1] * self.groups  # type: ignore[attr-defined]

@@ -28,3 +28,31 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class _DropoutNd(Dropout):
+    pass
+
+
+class Dropout1d(_DropoutNd):
+    """Zero whole channels of ``(N, C, L)`` or ``(C, L)`` with probability ``p`` while training."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.dropout1d(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(_DropoutNd):
+    """Zero whole channels of ``(N, C, H, W)`` with probability ``p`` while training."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.dropout2d(input, self.p, self.training, self.inplace)
+
+
+class Dropout3d(_DropoutNd):
+    """Zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` with probability ``p``."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.dropout3d(input, self.p, self.training, self.inplace)
+
+
+__all__ += ["Dropout1d", "Dropout2d", "Dropout3d"]

@@ -27,6 +27,14 @@ class LazyModuleMixin:
                 self.__class__ = self.cls_to_become
         return call(*args, **kwargs)
 
+    def _check_loaded_shape(self, name: str, shape: tuple[int, ...]) -> str | None:
+        """Why a checkpoint value of ``shape`` cannot materialise parameter ``name`` (None if it can).
+
+        ``load_state_dict`` asks this before it changes anything; a lazy layer overrides it with
+        the shape rule its first forward would apply. The default refuses nothing.
+        """
+        return None
+
     def _finish_load_state_dict(self) -> None:
         if not self.has_uninitialized_params() and self.cls_to_become is not None:
             self.in_channels = self._infer_in_channels_from_weight()  # type: ignore[attr-defined]

@@ -300,64 +300,52 @@ class Module:
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
                         assign: bool = False) -> _IncompatibleKeys:
-        """Copy arrays into the parameters and buffers; report (or, if strict, refuse) mismatches.
+        """Copy arrays (Tensors, ndarrays or torch tensors) into the parameters and buffers.
 
-        Nothing is modified when the call raises.
+        Values are cast to the dtype of their parameter (``assign=True`` keeps the checkpoint's).
+        Mismatches are reported in the result, or, if ``strict``, refused with a
+        :class:`StateDictError` (a RuntimeError like torch's, and a ValueError) listing all of them.
+        Everything is validated before anything is assigned: a call that raises changes nothing.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
-        own: dict[str, Tensor] = {}
-        for module_prefix, module in self.named_modules():
-            base = module_prefix + ("." if module_prefix else "")
-            for name, param in module._parameters.items():
-                if param is not None:
-                    own[base + name] = param
-            for name, buf in module._buffers.items():
-                if buf is not None and name not in module._non_persistent_buffers_set:
-                    own[base + name] = buf
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        errors = []
-        values: dict[str, np.ndarray] = {}
-        for key, target in own.items():
-            if key not in state_dict:
-                continue
-            value = np.asarray(as_array(state_dict[key]))
-            if isinstance(target, UninitializedParameter):
-                values[key] = value
-                continue
-            if value.shape != target.data.shape:
-                errors.append(
-                    f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
-                    f"the shape in current model is {target.data.shape}."
-                )
-            else:
-                values[key] = value
+        targets = self._state_dict_targets()
+        missing = [key for key in targets if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in targets]
+        values, errors = {}, []
+        for key, (module, name, target) in targets.items():
+            if key in state_dict:
+                value, error = _checked_value(key, state_dict[key], module, name, target, assign)
+                if error is None:
+                    values[key] = value
+                else:
+                    errors.append(error)
         if strict:
-            if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: "
-                              + ", ".join(f'"{k}"' for k in unexpected) + ". ")
-            if missing:
-                errors.insert(0, "Missing key(s) in state_dict: "
-                              + ", ".join(f'"{k}"' for k in missing) + ". ")
+            errors = _key_errors(missing, unexpected) + errors
         if errors:
             raise StateDictError(
                 f"Error(s) in loading state_dict for {self._get_name()}:\n\t" + "\n\t".join(errors)
             )
         for key, value in values.items():
-            target = own[key]
-            if isinstance(target, UninitializedParameter):
-                target.materialize(value.shape)
-            if assign:
-                target.data = value.copy()
-            else:
-                target.data = value.astype(target.data.dtype, copy=True) if value.dtype != target.data.dtype \
-                    else value.copy()
+            _assign(targets[key][2], value)
         for module in self.modules():
             finish = getattr(module, "_finish_load_state_dict", None)
             if finish is not None:
                 finish()
         return _IncompatibleKeys(missing, unexpected)
+
+    def _state_dict_targets(self) -> dict[str, tuple[Module, str, Tensor]]:
+        """Every parameter and persistent buffer by dotted name, with its module and local name."""
+        targets: dict[str, tuple[Module, str, Tensor]] = {}
+        for module_prefix, module in self.named_modules():
+            base = module_prefix + ("." if module_prefix else "")
+            for name, param in module._parameters.items():
+                if param is not None:
+                    targets[base + name] = (module, name, param)
+            for name, buf in module._buffers.items():
+                if buf is not None and name not in module._non_persistent_buffers_set:
+                    targets[base + name] = (module, name, buf)
+        return targets
 
     # -- repr and pickling ------------------------------------------------------------------
     def _get_name(self) -> str:
@@ -387,3 +375,54 @@ class Module:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("_non_persistent_buffers_set", set())
+
+
+def _key_errors(missing: list[str], unexpected: list[str]) -> list[str]:
+    errors = []
+    if missing:
+        errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+    if unexpected:
+        errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+    return errors
+
+
+def _numeric_array(value: Any) -> np.ndarray | None:
+    """A checkpoint value (Tensor, ndarray, torch tensor, number) as an ndarray; None if not numeric."""
+    if isinstance(value, Tensor):
+        array = value.data
+    elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        array = value.detach().cpu().numpy()
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):
+            return None
+    return array if array.dtype.kind in "biufc" else None
+
+
+def _checked_value(key: str, value: Any, module: Module, name: str, target: Tensor,
+                   assign: bool) -> tuple[np.ndarray | None, str | None]:
+    """``(array to assign, None)`` or ``(None, why the value cannot be loaded into target)``."""
+    array = _numeric_array(value)
+    if array is None:
+        got = type(value).__name__ + (f" of dtype {value.dtype}" if hasattr(value, "dtype") else "")
+        return None, f"cannot load {key}: expected a numeric Tensor or array, got {got}"
+    if isinstance(target, UninitializedParameter):
+        check = getattr(module, "_check_loaded_shape", None)
+        reason = None if check is None else check(name, array.shape)
+        if reason is not None:
+            return None, f"cannot materialize {key} from a checkpoint value of shape {array.shape}: {reason}"
+    elif array.shape != target.data.shape:
+        return None, (f"size mismatch for {key}: copying a param with shape {array.shape} from checkpoint, "
+                      f"the shape in current model is {target.data.shape}.")
+    dtype = array.dtype if assign else target.data.dtype
+    if array.dtype.kind == "c" and dtype.kind != "c":
+        return None, f"cannot load {key}: a complex value into a {dtype} tensor"
+    return array.astype(dtype, copy=True), None
+
+
+def _assign(target: Tensor, value: np.ndarray) -> None:
+    """Materialise a lazy parameter if needed and take the validated array (never fails)."""
+    if isinstance(target, UninitializedParameter):
+        target.materialize(value.shape)
+    target.data = value

@@ -1,0 +1,87 @@
+"""Kernel pieces shared by the algorithms: window views, the adjoint (flipped) kernel, the stride-1
+grad_input as a forward pass, and the bias epilogue.
+
+* :func:`windows` ``(N, C, *out, *k)`` strided view of every kernel window of a padded input;
+* :func:`adjoint_kernel` ``w (O, Cg, *k)`` -> ``(C, Og, *k)``, flipped: the kernel of ``conv^T``;
+* :func:`grad_input_as_forward` stride-1 ``gx = forward(gy[crop], adjoint_kernel(w), adjoint geometry)``
+  (:meth:`~npconv.geometry.ConvGeometry.stride1_adjoint`);
+* :func:`add_to_channels` ``block[o, ...] += b[o]``, the bias epilogue an algorithm applies to an
+  output block while it is in cache (for the passes in its ``bias_passes``);
+* :func:`add_bias` ``y[n, o, ...] += b[o]`` over the worker threads (the planner's epilogue for
+  algorithms that do not fuse it); :func:`bias_grad` ``gb[o] = sum_{n, ...} gy[n, o, ...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from . import workspace
+
+__all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "add_bias", "bias_grad"]
+
+
+def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
+    """Strided view ``(*lead axes, *out, *k)`` of every kernel window of the padded ``xp``
+    (``lead`` non-spatial axes first, e.g. ``(N, C)``)."""
+    nd = geom.ndim
+    view = sliding_window_view(xp, geom.extent, axis=tuple(range(lead, lead + nd)))
+    index = ((slice(None),) * lead + geom.strided_positions(out_size)
+             + tuple(slice(None, None, d) for d in geom.dilation))
+    return view[index]
+
+
+def adjoint_kernel(w: np.ndarray, groups: int) -> np.ndarray:
+    """``w (O, Cg, *k)`` -> contiguous ``(C, Og, *k)`` with every kernel flipped: ``w'[g, c, o] =
+    flip(w[g, o, c])``, the kernel whose forward correlation is the adjoint of ``w``'s."""
+    o, cg = w.shape[:2]
+    k = w.shape[2:]
+    wg = w.reshape((groups, o // groups, cg) + k).swapaxes(1, 2)
+    flipped = wg[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + k)
+
+
+def grad_input_as_forward(forward: Callable[..., np.ndarray], gy: np.ndarray, w: np.ndarray,
+                          geom: ConvGeometry, input_size: Sequence[int],
+                          bias: np.ndarray | None = None) -> np.ndarray:
+    """Stride-1 ``gx (N, C, *input_size) (+ bias[c])`` as ``forward`` of ``gy`` with the adjoint
+    kernel and geometry (the full correlation; ``forward(x, w, geom, bias=None)``)."""
+    adjoint, crop = geom.stride1_adjoint(tuple(input_size), gy.shape[2:])
+    return forward(gy[(slice(None), slice(None)) + crop], adjoint_kernel(w, geom.groups), adjoint, bias)
+
+
+def add_to_channels(block: np.ndarray, bias: np.ndarray | None) -> None:
+    """``block (O_block, *rest) += bias (O_block,)`` in place (``bias`` broadcast over the trailing
+    axes; it may also be pre-shaped to broadcast); nothing when ``bias`` is None."""
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.ndim == 1:
+            bias = bias.reshape((-1,) + (1,) * (block.ndim - 1))
+        block += bias
+
+
+def add_bias(y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``y (N, O, *out) += bias (O,)`` in place, images spread over the worker threads; returns ``y``."""
+    if bias is None or y.size == 0:
+        return y
+    workspace.run(list(range(y.shape[0])), lambda _, i: add_to_channels(y[i], bias), get_num_threads())
+    return y
+
+
+def bias_grad(gy: np.ndarray) -> np.ndarray:
+    """``gb (O,) = gy (N, O, *out)`` summed over images and positions (per-worker partial sums over a
+    fixed assignment of images: the same result on every run with the same thread count)."""
+    n, o = gy.shape[:2]
+    threads = max(1, min(get_num_threads(), n))
+    acc = np.promote_types(gy.dtype, np.float32)  # float16 sums overflow
+    partial = np.zeros((threads, o), acc)
+
+    def work(worker: int, i: int) -> None:
+        partial[worker] += gy[i].reshape(o, -1).sum(axis=1, dtype=acc)
+
+    workspace.run(list(range(n)), work, threads)
+    return partial.sum(axis=0).astype(gy.dtype, copy=False)

@@ -1,0 +1,138 @@
+"""Threads and processes: the worker pool survives ``fork`` (a child convolves after the parent
+ran a multithreaded convolution) and the scratch of a thread is freed when the thread ends."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+import threading
+
+import numpy as np
+import pytest
+
+import npconv
+from kernel_checks import direct_conv
+from npconv.geometry import ConvGeometry
+from npconv.kernels import gemm, plan, workspace
+
+needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                                reason="needs the 'fork' start method")
+
+
+@pytest.fixture
+def two_threads():
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    yield
+    npconv.set_num_threads(previous)
+
+
+def _operands(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    # above gemm.WORKER_MIN_MACS, so the call runs on the worker pool
+    x = rng.standard_normal((4, 16, 40, 40))
+    w = rng.standard_normal((32, 16, 3, 3))
+    return x, w, ConvGeometry.create(3, 1, 1, ndim=2)
+
+
+def _convolve_into(queue, x, w, geom) -> None:
+    try:
+        queue.put(("ok", plan.forward(x, w, geom)))
+    except BaseException as error:  # report instead of dying silently
+        queue.put(("error", repr(error)))
+
+
+@needs_fork
+@pytest.mark.parametrize("algorithm", ["gemm", "fft"])
+def test_forked_child_convolves_after_a_multithreaded_parent(two_threads, algorithm):
+    x, w, geom = _operands()
+    with npconv.backends.conv.force(algorithm):
+        plan.forward(x, w, geom)  # starts the worker pool (and scipy.fft's) in the parent
+        assert workspace._executor is not None or algorithm == "fft"
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_convolve_into, args=(queue, x, w, geom))
+        child.start()
+        try:  # read before joining: a child exits only once its queued result is consumed
+            status, y = queue.get(timeout=60)
+        except queue_module.Empty:
+            status, y = "hung", "the forked child hung on the parent's worker pool"
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert status == "ok", y
+    np.testing.assert_allclose(y, direct_conv(x, w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+@needs_fork
+def test_child_pool_and_locks_are_fresh(two_threads):
+    """In the child the parent's pool is forgotten and the locks are new (an unheld lock even if
+    another parent thread held one at the fork)."""
+    x, w, geom = _operands()
+    plan.forward(x, w, geom)
+    parent_pool = workspace._executor
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def child() -> None:
+        queue.put((workspace._executor is None, workspace._executor_lock.locked(),
+                   workspace._caches_lock.locked()))
+
+    with workspace._caches_lock:  # held by the parent at the fork
+        process = context.Process(target=child)
+        process.start()
+    process.join(timeout=60)
+    assert parent_pool is not None
+    assert queue.get(timeout=10) == (True, False, False)
+
+
+def test_scratch_of_an_ended_thread_is_freed():
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(1)  # every thread convolves on itself: its scratch is its own
+    try:
+        gemm.clear_workspace()
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((1, 8, 64, 64))
+        w = rng.standard_normal((8, 8, 3, 3))
+        geom = ConvGeometry.create(3, 1, 1, ndim=2)
+        expected = direct_conv(x, w, padding=1)
+        results, sizes = [], []
+
+        def work() -> None:
+            results.append(plan.forward(x, w, geom))
+            sizes.append(workspace.cached_bytes())
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+            thread.join()
+        assert min(sizes) > 0  # each thread held scratch while it lived
+        assert workspace.cached_bytes() == 0
+        for y in results:
+            np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_clear_frees_the_scratch_of_every_live_thread():
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(1)
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            workspace.buffer("held", (1 << 20,), np.float64)
+            started.set()
+            release.wait(30)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        started.wait(30)
+        assert workspace.cached_bytes() >= 8 << 20
+        workspace.clear()
+        assert workspace.cached_bytes() == 0
+        release.set()
+        thread.join()
+    finally:
+        npconv.set_num_threads(previous)
