@@ -46,8 +46,13 @@ def relu(input: Any, inplace: bool = False) -> Tensor:
         raise TypeError("relu: bool tensors are not supported (as torch)")
     if data.dtype.kind == "c":
         raise TypeError("relu: complex tensors are not supported (as torch)")
-    out = pointwise.relu(data)
-    return make_result(out, (input,), lambda g: (pointwise.relu_grad(g, out),), "ReluBackward0",
+    if data.size >= pointwise.PARALLEL_MIN_SIZE:
+        out = pointwise.relu(data)
+        return make_result(out, (input,), lambda g: (pointwise.relu_grad(g, out),), "ReluBackward0",
+                           saved=("output",))
+    # small arrays: the same rule without the thread pool's per-call overhead
+    out = np.maximum(data, data.dtype.type(0))
+    return make_result(out, (input,), lambda g: (np.where(out <= 0, g.dtype.type(0), g),), "ReluBackward0",
                        saved=("output",))
 
 

@@ -131,8 +131,8 @@ def result_type(*operands: Any) -> np.dtype:
                 dim_result = _promote(dim_result, array.dtype)
             else:
                 zero_result = _promote(zero_result, array.dtype)
-        elif isinstance(value, np.generic):
-            zero_result = _promote(zero_result, np.dtype(type(value)))
+        elif isinstance(value, np.generic):  # torch treats NumPy scalars as Python numbers
+            wrapped_result = _promote(wrapped_result, _scalar_dtype(value.item()))
         elif isinstance(value, (builtins.bool, builtins.int, builtins.float, builtins.complex)):
             wrapped_result = _promote(wrapped_result, _scalar_dtype(value))
         else:
@@ -445,7 +445,7 @@ def round(input: Any, *, decimals: int = 0) -> Any:  # noqa: A001
 # -- clamp, where, min/max of two tensors ---------------------------------------------------------------
 def clamp(input: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002 - torch's names
     """``min(max(x, min), max)`` (NaN stays NaN); the gradient passes to ``input`` where
-    ``min <= x <= max``, to ``min`` where ``x < min``, to ``max`` where ``x > max``."""
+    ``min <= x <= max`` (not at NaN, as torch), to ``min`` where ``x < min``, to ``max`` where ``x > max``."""
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
     bounds = [b for b in (min, max) if b is not None]
@@ -464,7 +464,10 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002 - 
 
     def backward(g: np.ndarray) -> tuple:
         zero = np.zeros((), g.dtype)
-        grads: list[Any] = [_grad_to(np.where(below | above, zero, g), _original(input))]
+        inside = np.ones(x.shape, bool) if lo is None else x >= lo  # False at NaN: torch's zero gradient
+        if hi is not None:
+            inside &= x <= hi
+        grads: list[Any] = [_grad_to(np.where(inside, g, zero), _original(input))]
         if lo is not None:
             grads.append(_grad_to(np.where(below & ~above, g, zero), _original(min)))
         if hi is not None:
