@@ -1,5 +1,8 @@
 """npconv: PyTorch's convolution layers, exact and differentiable, on NumPy."""
 
+import importlib
+from types import ModuleType
+
 # -- the torch namespace: Tensor, autograd, dtypes/devices, factories and functional ops ------------
 # (the module npconv.tensor first: the function npconv.tensor imported below replaces it as attribute)
 from .tensor import Tensor  # isort: skip
@@ -210,25 +213,19 @@ __all__ = [
     "take_along_dim", "tile", "transpose", "unbind", "unflatten", "unsqueeze",
 ]
 # -- end of the torch namespace block ---------------------------------------------------------------
-from . import nn
+from . import backends, io, nn, optim  # noqa: E402 - after the namespace block (see its comment)
+from .backends import get_num_threads, set_num_threads  # noqa: E402
+from .io import load, load_torch, save  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ += ["nn", "__version__"]
-from . import backends  # noqa: E402
-from .backends import get_num_threads, set_num_threads  # noqa: E402
-
-__all__ += ["backends", "set_num_threads", "get_num_threads"]
-from . import io, optim  # noqa: E402
-from .io import load, load_torch, save  # noqa: E402
-
-__all__ += ["io", "optim", "save", "load", "load_torch"]
+__all__ += [
+    "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "optim", "save", "load",
+    "load_torch",
+]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so
 # that `import npconv` stays free of mpi4py and dask.
-import importlib  # noqa: E402
-from types import ModuleType  # noqa: E402
-
 _LAZY_SUBMODULES = ("distributed", "dask")
 
 
