@@ -6,7 +6,7 @@ from types import ModuleType
 # -- the torch namespace: Tensor, autograd, dtypes/devices, factories and functional ops ------------
 # (the module npconv.tensor first: the function npconv.tensor imported below replaces it as attribute)
 from .tensor import Tensor  # isort: skip
-from . import autograd, cuda
+from . import autograd, backends, cuda, io, nn, optim
 from .autograd import (
     enable_grad,
     inference_mode,
@@ -16,6 +16,7 @@ from .autograd import (
     no_grad,
     set_grad_enabled,
 )
+from .backends import get_num_threads, set_num_threads
 from .dtypes import (
     Size,
     bool,
@@ -45,6 +46,7 @@ from .dtypes import (
     uint32,
     uint64,
 )
+from .io import load, load_torch, save
 from .ops.activation import log_softmax, relu, relu_, sigmoid, softmax, tanh
 from .ops.creation import (
     arange,
@@ -212,10 +214,6 @@ __all__ = [
     "reshape", "roll", "scatter", "scatter_add", "split", "squeeze", "stack", "swapaxes", "t",
     "take_along_dim", "tile", "transpose", "unbind", "unflatten", "unsqueeze",
 ]
-# -- end of the torch namespace block ---------------------------------------------------------------
-from . import backends, io, nn, optim  # noqa: E402 - after the namespace block (see its comment)
-from .backends import get_num_threads, set_num_threads  # noqa: E402
-from .io import load, load_torch, save  # noqa: E402
 
 __version__ = "0.1.0"
 
