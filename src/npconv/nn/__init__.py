@@ -10,3 +10,7 @@ __all__ = ["functional", "init", "Parameter", "UninitializedParameter", "Buffer"
 from . import tables  # noqa: E402
 
 __all__ += ["tables"]
+
+from . import utils  # noqa: E402
+
+__all__ += ["utils"]

@@ -95,3 +95,6 @@ __all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "
 from .fold import Fold, Unfold  # noqa: E402
 
 __all__ += ["Unfold", "Fold"]
+from .container import ParameterDict, ParameterList  # noqa: E402
+
+__all__ += ["ParameterList", "ParameterDict"]
