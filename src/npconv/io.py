@@ -55,7 +55,7 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 _PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError,
                  KeyError, IndexError, AttributeError, struct.error, UnicodeDecodeError, RecursionError,
                  MemoryError, OverflowError, NotImplementedError, RuntimeError, OSError)
-_CHUNK = 1 << 22  # bytes copied per read from a file into a storage
+_CHUNK = 1 << 20  # bytes copied per read from a file into a storage
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -487,6 +487,7 @@ _STATIC_GLOBALS: dict[tuple[str, str], Any] = {
     **{("torch", name): dtype for name, dtype in _TORCH_DTYPES.items()},
 }
 _CLASSES = (OrderedDict, set, frozenset, complex)
+_MAX_TUPLE_DEPTH = 1000
 _REFUSAL = ("npconv only reads tensor data, storages, dtypes and plain Python containers (like "
             "torch.load(weights_only=True)) and never executes code from a file, not even with "
             "weights_only=False; nothing from the file was executed")
@@ -520,6 +521,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._globals = {**_STATIC_GLOBALS, **rebuilders}
         self._tensor_rebuilders = tuple(rebuilders.values())[:3]
         self._callables = [v for v in self._globals.values() if callable(v) and not isinstance(v, np.dtype)]
+        self._tuple_depth: dict[int, tuple[tuple[Any, ...], int]] = {}
 
     # rebuild functions: the tensor is a view of its storage, made at once
     def _rebuild_tensor(self, storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any,
@@ -619,6 +621,37 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def _load_out_of_band(self) -> None:  # protocol 5: BYTEARRAY8 would allocate its claimed length
         raise CheckpointError("the pickle uses protocol-5 buffers, which torch checkpoints never contain")
 
+    def _track_tuple(self) -> None:
+        """Refuse tuples nested deeper than _MAX_TUPLE_DEPTH: hashing one (as a dict key or set item)
+        recurses in C without a depth check and would crash the interpreter."""
+        made = self.stack[-1]
+        depths = self._tuple_depth
+        depth = 1 + max((depths[id(x)][1] for x in made if type(x) is tuple and id(x) in depths), default=0)
+        if depth > _MAX_TUPLE_DEPTH:
+            raise CheckpointError(f"the pickle nests tuples more than {_MAX_TUPLE_DEPTH} deep")
+        if depth > 1 or made:
+            self._tuple_depth[id(made)] = (made, depth)  # the tuple is kept so that its id stays its own
+
+    def _load_tuple(self) -> None:
+        pickle._Unpickler.load_tuple(self)  # type: ignore[attr-defined]
+        self._track_tuple()
+
+    def _load_tuple1(self) -> None:
+        pickle._Unpickler.load_tuple1(self)  # type: ignore[attr-defined]
+        self._track_tuple()
+
+    def _load_tuple2(self) -> None:
+        pickle._Unpickler.load_tuple2(self)  # type: ignore[attr-defined]
+        self._track_tuple()
+
+    def _load_tuple3(self) -> None:
+        pickle._Unpickler.load_tuple3(self)  # type: ignore[attr-defined]
+        self._track_tuple()
+
+    dispatch[pickle.TUPLE[0]] = _load_tuple
+    dispatch[pickle.TUPLE1[0]] = _load_tuple1
+    dispatch[pickle.TUPLE2[0]] = _load_tuple2
+    dispatch[pickle.TUPLE3[0]] = _load_tuple3
     dispatch[pickle.REDUCE[0]] = _load_reduce
     dispatch[pickle.BUILD[0]] = _load_build
     dispatch[pickle.NEWOBJ[0]] = _load_newobj
