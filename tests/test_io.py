@@ -67,10 +67,12 @@ def test_safetensors_round_trip_keeps_values_dtypes_and_order(tmp_path):
     assert list(loaded) == list(state)
     for name, value in state.items():
         expected = np.asarray(value.data if isinstance(value, npconv.Tensor) else value)
-        assert loaded[name].dtype == expected.dtype.newbyteorder("="), name
-        assert loaded[name].shape == expected.shape, name
-        np.testing.assert_array_equal(loaded[name], expected, err_msg=name)
-        assert loaded[name].flags.writeable
+        assert isinstance(loaded[name], npconv.Tensor), name
+        array = loaded[name].data
+        assert array.dtype == expected.dtype.newbyteorder("="), name
+        assert array.shape == expected.shape, name
+        np.testing.assert_array_equal(array, expected, err_msg=name)
+        assert array.flags.writeable
     # the file is plain safetensors: the reference reader sees the same arrays and our metadata
     reference = safetensors_numpy.load_file(str(path))
     np.testing.assert_array_equal(reference["a.double"], state["a.double"])
@@ -119,12 +121,13 @@ def test_save_rejects_non_text_metadata(tmp_path):
         npconv.save({"a": np.zeros(1)}, tmp_path / "m.safetensors", metadata={"epoch": 3})
 
 
-def test_missing_safetensors_names_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
-    with pytest.raises(ImportError, match=r"npconv\[io\]"):
-        npconv.save({"a": np.zeros(1)}, tmp_path / "x.safetensors")
-    with pytest.raises(ImportError, match="safetensors"):
-        npconv.load(tmp_path / "x.safetensors")
+def test_safetensors_needs_no_package(tmp_path, monkeypatch):
+    """npconv reads and writes the format itself: the safetensors package is only the test's reference."""
+    for module in ("safetensors", "safetensors.numpy"):
+        monkeypatch.setitem(sys.modules, module, None)
+    path = tmp_path / "x.safetensors"
+    npconv.save({"a": np.arange(3.0)}, path)
+    np.testing.assert_array_equal(npconv.load(path)["a"].data, [0.0, 1.0, 2.0])
 
 
 # -- torch checkpoints ---------------------------------------------------------------------------
@@ -213,10 +216,14 @@ def test_every_dtype_view_and_plain_value_loads(tmp_path, legacy):
     for name, value in checkpoint["tensors"].items():
         ours = loaded["tensors"][name]
         expected = to_expected(value)
-        assert isinstance(ours, np.ndarray) and ours.flags.writeable, name
+        assert isinstance(ours, np.ndarray), name
+        # a view that reaches one element twice (stride 0) stays a read-only view, as in torch's memory
+        assert ours.flags.writeable == (name != "expanded"), name
         assert ours.dtype == expected.dtype and ours.shape == expected.shape, name
         np.testing.assert_array_equal(ours, expected, err_msg=name)
-    assert not np.shares_memory(loaded["tensors"]["offset_view"], loaded["tensors"]["shared_whole"])
+    # views of one storage share memory, as torch.load's do
+    assert np.shares_memory(loaded["tensors"]["offset_view"], loaded["tensors"]["shared_whole"])
+    assert np.shares_memory(loaded["tensors"]["step_view"], loaded["tensors"]["shared_whole"])
     assert loaded["epoch"] == 3 and loaded["lr"] == [0.1, 0.01] and loaded["name"] == "digits"
     assert loaded["size"] == (2, 3) and loaded["dtype"] == np.float16 and loaded["device"] == "cpu"
     assert loaded["flags"] == (True, None, 2.5, 1 + 2j)
@@ -294,7 +301,8 @@ def test_malformed_files_raise_checkpoint_error(tmp_path):
     expected_messages = {
         "random.pt": "malformed pickle", "text.pt": "neither a zip", "truncated.pt": "damaged|neither",
         "nopickle.pt": "without data.pkl", "nostorage.pt": "does not contain",
-        "short_storage.pt": "fewer than", "big_size.pt": "reaches element", "torchscript.pt": "TorchScript",
+        "short_storage.pt": "declares 16 bytes, but its record holds 8", "big_size.pt": "reaches element",
+        "torchscript.pt": "TorchScript",
     }
     for name, content in cases.items():
         path = tmp_path / name

@@ -15,7 +15,8 @@ Besides the passes an algorithm declares (see :class:`Algorithm`): ``name``; ``p
 ``supports(pass_name, x_shape, w_shape, geom, dtype)`` (can it run this call) and ``recommended(...)``
 (should the planner's rule pick it); ``local`` (each output computed from its own window only, so
 NaN/inf stay in the outputs whose window holds them and the error of an output is relative to its
-window, as in a direct convolution) and, for a non-local algorithm, ``admits(pass_name, operands)``,
+window, as in a direct convolution) and, for a non-local algorithm, ``admits(pass_name, operands,
+geom)``,
 the data check deciding whether this call's values are within what it computes like a direct
 convolution (finite, dynamic range); ``blas_threads`` (it runs on the calling thread with
 multithreaded BLAS); ``compiled`` (a compiled implementation, skipped under ``NPCONV_PURE=1``).
@@ -48,6 +49,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..geometry import ConvGeometry
+    from .numerics import Operands
 
 __all__ = ["PASSES", "FALLBACK", "BUILTIN", "Algorithm", "ModuleAlgorithm", "register", "unregister", "names",
            "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered"]
@@ -87,9 +89,10 @@ class Algorithm:
                     geom: ConvGeometry, dtype: np.dtype) -> bool:
         return False
 
-    def admits(self, pass_name: str, operands: Sequence[np.ndarray]) -> bool:
-        """Whether the values of ``operands`` (the pass's array arguments in signature order) are
-        computed as a direct convolution would; only asked of non-local algorithms."""
+    def admits(self, pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+        """Whether this call's values (``operands``: the pass's arrays in signature order, with their
+        :func:`~npconv.kernels.numerics.value_range`) are computed as a direct convolution would;
+        only asked of non-local algorithms (see :mod:`npconv.kernels.numerics`)."""
         return True
 
     def on_blas_threads(self) -> contextlib.AbstractContextManager[None]:
@@ -163,9 +166,9 @@ class ModuleAlgorithm(Algorithm):
         rule = getattr(self.module, "recommended", None)
         return bool(rule(*args)) if rule is not None else False
 
-    def admits(self, pass_name: str, operands: Sequence[np.ndarray]) -> bool:
+    def admits(self, pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
         check = getattr(self.module, "admits", None)
-        return bool(check(pass_name, operands)) if check is not None else True
+        return bool(check(pass_name, operands, geom)) if check is not None else True
 
     def on_blas_threads(self) -> contextlib.AbstractContextManager[None]:
         context = getattr(self.module, "on_blas_threads", None)
