@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_conv.py                 # headline run (tuned glibc malloc), all cases
     python benchmarks/bench_conv.py --env both      # headline run and a default-environment run
     python benchmarks/bench_conv.py --quick --cases resnet,dw
+    python benchmarks/bench_conv.py --cases depthwise --passes   # + grad_input / grad_weight alone
 
 For every case (float32, ``--threads`` threads for both libraries) it times the forward pass and
 forward+backward (gradients of input, weight and bias), with the two libraries interleaved
@@ -26,6 +27,9 @@ g=32 forward 6 ms on its own and 11 ms right after a torch call. The child proce
 run with :data:`NO_SPIN` (idle threads sleep at once; neither library's own time changes
 measurably, checked with ``--alone``). ``--spin`` keeps the libraries' defaults and
 ``--alone`` times each library in its own block of repetitions instead of interleaving.
+``--passes`` also times the grad_input and grad_weight passes on their own (npconv's planner entry
+points; torch's ``aten.convolution_backward`` with one output requested), for plain convolutions.
+The engine (npconv's compiled core and its ISA variant, or the NumPy engine) is in the run's title.
 """
 
 from __future__ import annotations
@@ -101,6 +105,9 @@ CASES = [
     Case("convT3x3_64x56", "dense", 8, 64, 64, (56, 56), 3, padding=1, transposed=True),
     Case("dense13x13_64x32", "dense", 4, 64, 64, (32, 32), 13, padding=6),
     Case("depthwise3x3_128x56", "depthwise/grouped", 8, 128, 128, (56, 56), 3, padding=1, groups=128),
+    Case("depthwise3x3s2_128x56", "depthwise/grouped", 8, 128, 128, (56, 56), 3, stride=2, padding=1,
+         groups=128),
+    Case("depthwise3x3_256x28", "depthwise/grouped", 8, 256, 256, (28, 28), 3, padding=1, groups=256),
     Case("depthwise5x5_128x56", "depthwise/grouped", 8, 128, 128, (56, 56), 5, padding=2, groups=128),
     Case("grouped3x3_g32_256x28", "depthwise/grouped", 8, 256, 256, (28, 28), 3, padding=1, groups=32),
     Case("depthwise31x31_64x56", "large-kernel/long-1d", 2, 64, 64, (56, 56), 31, padding=15, groups=64),
@@ -125,6 +132,8 @@ class Result:
     category: str
     forward_ms: dict[str, float] = field(default_factory=dict)
     backward_ms: dict[str, float] = field(default_factory=dict)  # forward + backward
+    #: with --passes: {"grad_input": {lib: ms}, "grad_weight": {lib: ms}}
+    pass_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     gflops_forward: float = 0.0
     gflops_fwd_bwd: float = 0.0
     algorithms: dict[str, str] = field(default_factory=dict)
@@ -163,7 +172,37 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool = False) -> Result:
+def _time_passes(case: Case, reps: int, torch, x, w, gy, geom) -> dict[str, dict[str, float]]:
+    """grad_input and grad_weight on their own, the libraries interleaved (alternating order)."""
+    from npconv.kernels import plan
+
+    calls = {"grad_input": {"npconv": lambda: plan.grad_input(gy, w, geom, x.shape[2:])},
+             "grad_weight": {"npconv": lambda: plan.grad_weight(x, gy, geom)}}
+    if torch is not None:
+        tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
+        args = (list(case.stride if isinstance(case.stride, tuple) else (case.stride,) * case.ndim),
+                [lo for lo, _ in geom.pads()], list(geom.dilation), False, [0] * case.ndim, case.groups)
+
+        def torch_pass(mask):
+            return lambda: torch.ops.aten.convolution_backward(tgy, tx, tw, None, *args, mask)
+
+        calls["grad_input"]["torch"] = torch_pass([True, False, False])
+        calls["grad_weight"]["torch"] = torch_pass([False, True, False])
+    result: dict[str, dict[str, float]] = {}
+    for pass_name, libs in calls.items():
+        for fn in libs.values():
+            fn()
+        samples: dict[str, list[float]] = {lib: [] for lib in libs}
+        names = list(libs)
+        for rep in range(reps):
+            for lib in names if rep % 2 == 0 else names[::-1]:
+                samples[lib].append(_timed(libs[lib]))
+        result[pass_name] = {lib: statistics.median(v) for lib, v in samples.items()}
+    return result
+
+
+def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool = False,
+             passes: bool = False) -> Result:
     import npconv
     from npconv.geometry import ConvGeometry
     from npconv.kernels import gemm, plan
@@ -249,6 +288,8 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
     flops = case.forward_flops()
     result.gflops_forward = flops / result.forward_ms["npconv"] / 1e6
     result.gflops_fwd_bwd = 3 * flops / result.backward_ms["npconv"] / 1e6
+    if passes and not case.transposed:
+        result.pass_ms = _time_passes(case, reps, torch, x, w, gy, geom)
 
     # peak extra memory of one forward with cold workspace caches
     gemm.clear_workspace()
@@ -324,6 +365,16 @@ def print_table(results: list[dict], title: str) -> None:
     for key, s in summarize(results).items():
         category, kind = key.rsplit(" ", 1)
         print(f"| {category} | {kind} | {s['geomean_ratio']:.2f} | {s['max_ratio']:.2f} | <= {s['target']} |")
+    timed = [r for r in results if r.get("pass_ms")]
+    if timed:
+        print("\n| case | forward npconv / torch ms | grad_input npconv / torch ms "
+              "| grad_weight npconv / torch ms |\n|---|---|---|---|")
+        for r in timed:
+            cells = [(r["forward_ms"]["npconv"], r["forward_ms"].get("torch", float("nan")))]
+            cells += [(r["pass_ms"][p]["npconv"], r["pass_ms"][p].get("torch", float("nan")))
+                      for p in ("grad_input", "grad_weight")]
+            row = " | ".join(f"{a:.2f} / {b:.2f} = {a / b:.2f}" for a, b in cells)
+            print(f"| {r['case']} | {row} |")
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -340,7 +391,7 @@ def worker(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     results = []
     for case in selected:
-        r = run_case(case, args.reps, torch, rng, args.alone)
+        r = run_case(case, args.reps, torch, rng, args.alone, args.passes)
         results.append(asdict(r))
         f, bk = r.forward_ms, r.backward_ms
         print(
@@ -365,6 +416,8 @@ def worker(args: argparse.Namespace) -> dict:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""),
         "order": "alone" if args.alone else "interleaved",
+        "core": npconv.backends.core.name,
+        "isa": npconv.backends.core.isa,
     }
     return {"meta": meta, "results": results, "summary": summarize(results)}
 
@@ -389,6 +442,7 @@ def main() -> None:
     parser.add_argument(
         "--alone", action="store_true", help="time each library in its own block, not interleaved"
     )
+    parser.add_argument("--passes", action="store_true", help="also time grad_input and grad_weight alone")
     parser.add_argument("--json", default="benchmarks/results/bench_conv.json", help="output JSON path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -417,7 +471,7 @@ def main() -> None:
             str(args.threads),
             "--cases",
             args.cases,
-        ] + (["--alone"] if args.alone else [])
+        ] + (["--alone"] if args.alone else []) + (["--passes"] if args.passes else [])
         print(f"running the {env_name} environment ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=True, text=True)
         runs[env_name] = json.loads(done.stdout)
@@ -429,7 +483,8 @@ def main() -> None:
             f"OMP_WAIT_POLICY={meta['omp_wait_policy']!r}, "
             f"OPENBLAS_THREAD_TIMEOUT={meta['openblas_thread_timeout']!r}); {meta['order']}; "
             f"{meta['threads']} threads; numpy {meta['numpy']}, scipy {meta['scipy']}, "
-            f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['reps']} reps",
+            f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['reps']} reps; npconv core "
+            f"{meta.get('core')} ({meta.get('isa')})",
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as handle:

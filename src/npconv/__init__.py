@@ -1,6 +1,11 @@
 """npconv: PyTorch's convolution layers, exact and differentiable, on NumPy."""
 
-from . import nn
+import importlib
+from types import ModuleType
+
+from . import backends, io, nn, optim
+from .backends import get_num_threads, set_num_threads
+from .io import load, load_torch, save
 from .random import manual_seed
 from .tensor import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 
@@ -8,22 +13,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "manual_seed", "nn",
-    "__version__",
+    "__version__", "backends", "set_num_threads", "get_num_threads", "io", "optim", "save", "load",
+    "load_torch",
 ]
-from . import backends  # noqa: E402
-from .backends import get_num_threads, set_num_threads  # noqa: E402
-
-__all__ += ["backends", "set_num_threads", "get_num_threads"]
-from . import io, optim  # noqa: E402
-from .io import load, load_torch, save  # noqa: E402
-
-__all__ += ["io", "optim", "save", "load", "load_torch"]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so
 # that `import npconv` stays free of mpi4py and dask.
-import importlib  # noqa: E402
-from types import ModuleType  # noqa: E402
-
 _LAZY_SUBMODULES = ("distributed", "dask")
 
 

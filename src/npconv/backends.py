@@ -17,19 +17,28 @@
 * ``npconv.backends.conv.benchmark = True``: like ``torch.backends.cudnn.benchmark``; the first
   call per (pass, shapes, geometry, dtype) runs every algorithm supporting it once, and later
   calls use the fastest. ``npconv.backends.conv.clear_cache()`` forgets the measurements.
+* ``npconv.backends.core``: which engine runs the kernels: ``name`` is ``"compiled"`` (npconv's C
+  extension ``npconv._core``) or ``"numpy"``; ``isa`` the compiled variant in use (``"generic"``,
+  ``"avx2"``, ``"avx512"``; settable to any of ``isas``); ``reason`` why the compiled core is not in
+  use (None when it is). Environment, read once at import: ``NPCONV_PURE=1`` forces the NumPy
+  engine, ``NPCONV_ISA=generic|avx2|avx512`` forces a variant the CPU supports (see
+  ``docs/compiled-core.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import warnings
 from collections.abc import Iterator, Mapping
+from types import ModuleType
 from typing import Any
 
 from .kernels import algorithm as registry
 from .kernels.algorithm import PASSES
 
-__all__ = ["conv", "set_num_threads", "get_num_threads", "blas_threads", "algorithms", "PASSES"]
+__all__ = ["conv", "core", "set_num_threads", "get_num_threads", "blas_threads", "algorithms", "PASSES"]
 
 
 def algorithms() -> tuple[str, ...]:
@@ -162,3 +171,84 @@ class ConvBackend:
 
 
 conv = ConvBackend()
+
+
+class CoreBackend:
+    """The engine behind the kernels: npconv's compiled core (the C extension ``npconv._core``,
+    one ISA variant chosen at import) or the NumPy engine (see the module docstring)."""
+
+    def __init__(self, module: ModuleType | None, isa: str | None, reason: str | None) -> None:
+        #: the extension module, or None on the NumPy engine
+        self.module = module
+        #: ISA variants the build has and this CPU runs, slowest first (empty on the NumPy engine)
+        self.isas: tuple[str, ...] = tuple(module.available_isas()) if module is not None else ()
+        self._isa = isa
+        #: why the compiled core is not in use (None when it is)
+        self.reason = reason
+
+    @property
+    def name(self) -> str:
+        """``"compiled"`` or ``"numpy"``."""
+        return "numpy" if self.module is None else "compiled"
+
+    @property
+    def available(self) -> bool:
+        return self.module is not None
+
+    @property
+    def isa(self) -> str | None:
+        """The ISA variant the compiled kernels run (None on the NumPy engine)."""
+        return self._isa
+
+    @isa.setter
+    def isa(self, value: str) -> None:
+        if self.module is None:
+            raise ValueError(f"npconv.backends.core.isa cannot be set: the compiled core is not in use "
+                             f"({self.reason})")
+        if value not in self.isas:
+            raise ValueError(f"npconv.backends.core.isa must be one of {self.isas} (the variants this CPU "
+                             f"runs), got {value!r}")
+        self._isa = value
+
+    @property
+    def isa_index(self) -> int:
+        """The variant's number in the extension's calls."""
+        assert self.module is not None and self._isa is not None
+        return self.module.ISA_NAMES.index(self._isa)
+
+    def __repr__(self) -> str:
+        if self.module is None:
+            return f"<npconv core: numpy ({self.reason})>"
+        return f"<npconv core: compiled, isa={self._isa!r} of {self.isas}>"
+
+
+def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
+    """The core chosen by the environment (one RuntimeWarning when the extension is missing or an
+    ``NPCONV_ISA`` request cannot be honoured)."""
+    if registry.pure(environ):
+        return CoreBackend(None, None, f"NPCONV_PURE={environ['NPCONV_PURE']}")
+    try:
+        from . import _core
+    except ImportError as error:
+        try:
+            built = importlib.util.find_spec(f"{__package__}._core") is not None
+        except ImportError:
+            built = False
+        reason = (f"the compiled extension npconv._core failed to load ({error})" if built
+                  else "the compiled extension npconv._core is not built")
+        warnings.warn(f"npconv: {reason}; running on the slower NumPy engine. Reinstall with a C compiler "
+                      f"(pip install -e .) or set NPCONV_PURE=1 to silence this.", RuntimeWarning,
+                      stacklevel=3)
+        return CoreBackend(None, None, reason)
+    core = CoreBackend(_core, None, None)
+    requested = environ.get("NPCONV_ISA", "")
+    if requested and requested not in core.isas:
+        known = "" if requested in _core.ISA_NAMES else f" (known variants: {_core.ISA_NAMES})"
+        warnings.warn(f"npconv: NPCONV_ISA={requested!r} is not available on this CPU{known}; using "
+                      f"{core.isas[-1]!r} from {core.isas}", RuntimeWarning, stacklevel=3)
+        requested = ""
+    core.isa = requested or core.isas[-1]
+    return core
+
+
+core = _load_core()

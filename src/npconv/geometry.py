@@ -15,40 +15,46 @@ padding ``(lo, hi)``:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ConvGeometry", "PADDING_STRINGS", "normalize_tuple", "normalize_padding"]
+from .checks import INT64_MAX, check_int, is_int, must, shape_text
+
+__all__ = [
+    "ConvGeometry", "PADDING_STRINGS", "PADDING_MODES", "PAD_MODES", "normalize_tuple", "normalize_padding",
+    "check_padding_mode", "pad_mode", "check_pad_widths",
+]
 
 PADDING_STRINGS = ("valid", "same", "same_lower")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+# The one padding-mode table: a layer's ``padding_mode`` -> the mode of ``F.pad`` and the kernels.
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular",
+                 "symmetric": "symmetric"}
+PAD_MODES = tuple(dict.fromkeys(PADDING_MODES.values()))  # F.pad's modes
 
 
 def normalize_tuple(value: Any, ndim: int, name: str, minimum: int | None = None) -> tuple[int, ...]:
-    """``value`` (an int or a sequence of ``ndim`` ints) as a tuple of ``ndim`` ints, validated."""
-    if _is_int(value):
+    """``value`` (an int or a sequence of ``ndim`` ints) as a tuple of ``ndim`` ints in
+    ``[minimum, 2**63 - 1]``: TypeError for a non-int, ValueError for a wrong length or value."""
+    expected = f"be an int or a tuple of {ndim} ints"
+    if is_int(value):
         result = (int(value),) * ndim
     elif isinstance(value, Sequence) and not isinstance(value, str):
-        if not all(_is_int(v) for v in value):
-            raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}")
+        if not all(is_int(v) for v in value):
+            raise TypeError(must(name, expected, repr(value)))
         result = tuple(int(v) for v in value)
         if len(result) == 1 and ndim != 1:
             result = result * ndim
         if len(result) != ndim:
-            raise ValueError(
-                f"{name} must be an int or a tuple of {ndim} ints for a {ndim}-d convolution, "
-                f"got {value!r} ({len(result)} values)"
-            )
+            raise ValueError(must(name, f"{expected} for a {ndim}-d convolution",
+                                  f"{value!r} ({len(result)} values)"))
     else:
-        raise TypeError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}")
+        raise TypeError(must(name, expected, repr(value)))
     if minimum is not None and any(v < minimum for v in result):
         kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value!r}")
+        raise ValueError(must(name, f"be {kind} (>= {minimum})", repr(value)))
+    if any(abs(v) > INT64_MAX for v in result):
+        raise ValueError(must(name, "hold values of at most 2**63 - 1", repr(value)))
     return result
 
 
@@ -67,17 +73,59 @@ def normalize_padding(value: Any, ndim: int, name: str = "padding") -> str | tup
         isinstance(v, Sequence) and not isinstance(v, str) for v in value
     ):
         if len(value) != ndim or any(len(v) != 2 for v in value):
-            raise ValueError(
-                f"{name} given per side must be {ndim} (lo, hi) pairs, got {value!r}"
-            )
-        if not all(_is_int(v) for pair in value for v in pair):
-            raise TypeError(f"{name} pairs must hold ints, got {value!r}")
+            raise ValueError(must(name, f"be {ndim} (lo, hi) pairs when given per side", repr(value)))
+        if not all(is_int(v) for pair in value for v in pair):
+            raise TypeError(must(name, "hold ints in its (lo, hi) pairs", repr(value)))
         pairs = tuple((int(lo), int(hi)) for lo, hi in value)
+        if any(v > INT64_MAX for pair in pairs for v in pair):
+            raise ValueError(must(name, "hold values of at most 2**63 - 1", repr(value)))
     else:
         pairs = tuple((p, p) for p in normalize_tuple(value, ndim, name))
     if any(v < 0 for pair in pairs for v in pair):
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
+        raise ValueError(must(name, "be non-negative", repr(value)))
     return pairs
+
+
+def check_padding_mode(padding_mode: Any) -> str:
+    """``padding_mode`` if it is a key of :data:`PADDING_MODES`, else ValueError."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        modes = "{" + ", ".join(repr(m) for m in PADDING_MODES) + "}"
+        raise ValueError(must("padding_mode", f"be one of {modes}", f"padding_mode={padding_mode!r}"))
+    return padding_mode
+
+
+def pad_mode(mode: Any) -> str:
+    """The :data:`PAD_MODES` name of a layer's ``padding_mode`` or an ``F.pad`` mode, else ValueError."""
+    if isinstance(mode, str) and mode in PAD_MODES:
+        return mode
+    if isinstance(mode, str) and mode in PADDING_MODES:
+        return PADDING_MODES[mode]
+    raise ValueError(f"Unsupported padding mode: {mode!r}; expected one of {list(PAD_MODES)}")
+
+
+def check_pad_widths(lo: int, hi: int, size: int, dim: int, shape: Sequence[int], mode: str,
+                     tensor_name: str = "input") -> None:
+    """ValueError unless padding dimension ``dim`` (of ``size``) by ``(lo, hi)`` in ``mode`` is valid.
+
+    ``mode`` is a layer's ``padding_mode`` or an ``F.pad`` mode. Negative pads crop
+    (constant/circular crop first, the other modes pad first, as torch). ``reflect`` needs
+    ``lo, hi < size`` (torch's rule); circular and symmetric may be wider than the input
+    (wrapping/mirroring more than once).
+    """
+    mode = pad_mode(mode)
+    where = f"at dimension {dim} of {tensor_name} {shape_text(shape)}"
+    if mode == "reflect" and ((lo > 0 and lo >= size) or (hi > 0 and hi >= size)):
+        raise ValueError(f"Padding size should be less than the corresponding input dimension, but got: "
+                         f"padding ({lo}, {hi}) {where}")
+    cropped = size - max(-lo, 0) - max(-hi, 0)
+    if mode in ("constant", "circular") and cropped < 0:
+        raise ValueError(must("negative padding", f"crop at most the size {size} {where}", f"({lo}, {hi})"))
+    if mode != "constant" and (lo > 0 or hi > 0) and (cropped if mode == "circular" else size) <= 0:
+        raise ValueError(must(f"{mode} padding", f"have a non-empty dimension to copy {where}",
+                              f"padding ({lo}, {hi}) of an empty dimension"))
+    if size + lo + hi < 0:
+        raise ValueError(f"The input size {size}, plus negative padding {lo} and {hi} resulted in a "
+                         f"negative output size, which is invalid. Check dimension {dim} of your input.")
 
 
 @dataclass(frozen=True)
@@ -108,36 +156,29 @@ class ConvGeometry:
         transposed: bool = False,
     ) -> ConvGeometry:
         if ndim is None:
-            if _is_int(kernel_size):
-                raise ValueError("the number of spatial dimensions cannot be inferred from an int "
-                                 "kernel_size")
+            if is_int(kernel_size):
+                raise ValueError(must("kernel_size", "be a tuple when the number of spatial dimensions is "
+                                      "not given", repr(kernel_size)))
             ndim = len(kernel_size)
         if ndim < 1:
-            raise ValueError(f"a convolution needs at least 1 spatial dimension, got {ndim}")
+            raise ValueError(must("a convolution", "have at least 1 spatial dimension", ndim))
         kernel = normalize_tuple(kernel_size, ndim, "kernel_size", minimum=1)
         strides = normalize_tuple(stride, ndim, "stride", minimum=1)
         dilations = normalize_tuple(dilation, ndim, "dilation", minimum=1)
         pads = normalize_padding(padding, ndim)
-        if not _is_int(groups):
-            raise TypeError(f"groups must be an int, got {groups!r}")
-        if groups <= 0:
-            raise ValueError(f"groups must be a positive integer, got {groups}")
+        groups = check_int(groups, "groups", minimum=1)
         out_pad = normalize_tuple(output_padding, ndim, "output_padding", minimum=0)
+        if not transposed and any(out_pad):
+            raise ValueError(must("output_padding", "be 0 except for transposed convolutions", out_pad))
+        if transposed and isinstance(pads, str) and pads != "valid":
+            raise ValueError(
+                f"padding={pads!r} is not supported for transposed convolutions; "
+                "give explicit padding (and output_padding or output_size)"
+            )
+        geometry = cls(kernel, strides, pads, dilations, groups, out_pad)
         if transposed:
-            if isinstance(pads, str) and pads != "valid":
-                raise ValueError(
-                    f"padding={pads!r} is not supported for transposed convolutions; "
-                    "give explicit padding (and output_padding or output_size)"
-                )
-            for i, (op, s, d) in enumerate(zip(out_pad, strides, dilations, strict=True)):
-                if op >= s and op >= d:
-                    raise ValueError(
-                        f"output_padding must be smaller than either stride or dilation, got "
-                        f"output_padding={out_pad}, stride={strides}, dilation={dilations} (dimension {i})"
-                    )
-        elif any(out_pad):
-            raise ValueError(f"output_padding is only for transposed convolutions, got {out_pad}")
-        return cls(kernel, strides, pads, dilations, int(groups), out_pad)
+            geometry.check_output_padding(out_pad)
+        return geometry
 
     # -- derived quantities -----------------------------------------------------------------
     @property
@@ -267,8 +308,8 @@ class ConvGeometry:
         if hasattr(output_size, "tolist") and not isinstance(output_size, str):  # ndarray, torch.Size
             output_size = output_size.tolist() if getattr(output_size, "ndim", 1) == 1 else output_size
         if (not isinstance(output_size, Sequence) or isinstance(output_size, str)
-                or not all(_is_int(v) for v in output_size)):
-            raise TypeError(f"output_size must be a sequence of ints (or None), got {output_size!r}")
+                or not all(is_int(v) for v in output_size)):
+            raise TypeError(must("output_size", "be a sequence of ints (or None)", repr(output_size)))
         output_size = [int(v) for v in output_size]
         nd = self.ndim
         non_spatial = 2 if batched_rank is None or batched_rank == nd + 2 else 1
@@ -343,3 +384,44 @@ class ConvGeometry:
             pads.append((max(0, new_lo), max(0, new_hi)))
         adjoint = ConvGeometry(self.kernel_size, self.stride, tuple(pads), self.dilation, self.groups)
         return adjoint, tuple(crop)
+
+    # -- front-end rules: argument checks and the padding the ops add ------------------------
+    def check_output_padding(self, output_padding: Sequence[int]) -> tuple[int, ...]:
+        """``output_padding`` (one int per dimension) if each value is in ``[0, max(stride, dilation))``
+        (torch's rule), else ValueError."""
+        output_padding = tuple(output_padding)
+        for i, (op, s, d) in enumerate(zip(output_padding, self.stride, self.dilation, strict=True)):
+            if op < 0 or (op >= s and op >= d):
+                raise ValueError(must(
+                    "output_padding", "be smaller than either stride or dilation",
+                    f"output_padding={output_padding}, stride={self.stride}, dilation={self.dilation} "
+                    f"(dimension {i})"))
+        return output_padding
+
+    def check_mode_padding(self, shape: Sequence[int], padding_mode: str, tensor_name: str = "input") -> None:
+        """ValueError unless this geometry's padding of a batched ``shape (N, C, *in)`` is valid in
+        ``padding_mode`` (:func:`check_pad_widths` per spatial dimension)."""
+        if padding_mode == "zeros":
+            return
+        for i, ((lo, hi), size) in enumerate(zip(self.pads(shape[2:]), shape[2:], strict=True)):
+            check_pad_widths(lo, hi, size, i + 2, shape, padding_mode, tensor_name)
+
+    def pool_padding(self, input_size: Sequence[int], ceil_mode: bool = False
+                     ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """Pooling output size and the ``(lo, hi)`` padding that makes every window fit in the padded
+        input: ``hi`` grows to ``(out - 1) * s + e - n - lo`` where a ``ceil_mode`` window overhangs."""
+        out = self.pool_output_size(input_size, ceil_mode)
+        pads = tuple(
+            (lo, max(hi, (o - 1) * s + e - n - lo))
+            for n, o, (lo, hi), s, e in zip(input_size, out, self.pads(input_size), self.stride, self.extent,
+                                            strict=True)
+        )
+        return out, pads
+
+    def transposed_input_padding(self, input_size: Sequence[int], output_size: Sequence[int]
+                                 ) -> tuple[tuple[int, int], ...]:
+        """The ``(0, extra)`` zeros a transposed convolution's input needs so that it has the size of
+        the convolution output of ``output_size`` (``extra > 0`` when output_padding >= stride,
+        allowed while < dilation); the passes are then exact adjoints."""
+        conv_size = self.output_size(output_size)
+        return tuple((0, m - n) for m, n in zip(conv_size, input_size, strict=True))

@@ -422,9 +422,9 @@ def test_negative_pads_match_torch_in_every_mode(mode, pad):
 
 @pytest.mark.parametrize("pad, mode, message", [
     ((3, 0), "reflect", r"Padding size should be less than the corresponding input dimension.*\(3, 0\)"),
-    ((2, -6), "constant", r"negative padding \(2, -6\) crops more than the size 3"),
-    ((1, -4), "circular", r"negative padding \(1, -4\) crops more than the size 3"),
-    ((1, -3), "circular", r"circular padding \(1, -3\) of an empty dimension"),
+    ((2, -6), "constant", r"negative padding must crop at most the size 3 .*but got \(2, -6\)"),
+    ((1, -4), "circular", r"negative padding must crop at most the size 3 .*but got \(1, -4\)"),
+    ((1, -3), "circular", r"circular padding must have a non-empty .*but got padding \(1, -3\)"),
     ((-3, -1), "replicate", "resulted in a negative output size"),
     ((1, 2, 3), "constant", "Padding length must be divisible by 2"),
     ((1, 1) * 4, "constant", "Padding length should be less than or equal to two times the input dimension"),

@@ -171,7 +171,8 @@ def test_group_norm_matches_torch(groups, channels, shape, kwargs, dtype):
     [
         (lambda: nn.BatchNorm1d(3)(np.zeros((2, 3, 4, 5))), "expected 2D or 3D input \\(got 4D input\\)"),
         (lambda: nn.BatchNorm2d(3)(np.zeros((2, 4, 4, 5))), "running_mean should contain 4 elements not 3"),
-        (lambda: nn.BatchNorm1d(3)(np.zeros((1, 3))), "Expected more than 1 value per channel when training"),
+        (lambda: nn.BatchNorm1d(3)(np.zeros((1, 3), np.float32)),
+         "Expected more than 1 value per channel when training"),
         (lambda: F.batch_norm(np.zeros((2, 3)), None, None), "running_mean and running_var must be given"),
         (lambda: F.group_norm(np.zeros((1, 2, 5)), 3), "divisible by num_groups"),
         (lambda: nn.GroupNorm(3, 4), "num_channels \\(4\\) must be divisible by num_groups \\(3\\)"),
@@ -186,6 +187,6 @@ def test_norm_rejects_bad_input(call, match):
 def test_rejected_batch_norm_call_leaves_running_stats_alone():
     layer = nn.BatchNorm1d(3)
     with pytest.raises(ValueError):
-        layer(np.zeros((1, 3)))
+        layer(np.zeros((1, 3), np.float32))
     assert layer.num_batches_tracked.item() == 0
     np.testing.assert_array_equal(layer.running_mean.data, 0)

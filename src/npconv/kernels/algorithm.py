@@ -15,7 +15,8 @@ Besides the passes an algorithm declares (see :class:`Algorithm`): ``name``; ``p
 ``supports(pass_name, x_shape, w_shape, geom, dtype)`` (can it run this call) and ``recommended(...)``
 (should the planner's rule pick it); ``local`` (each output computed from its own window only, so
 NaN/inf stay in the outputs whose window holds them and the error of an output is relative to its
-window, as in a direct convolution) and, for a non-local algorithm, ``admits(pass_name, operands)``,
+window, as in a direct convolution) and, for a non-local algorithm, ``admits(pass_name, operands,
+geom)``,
 the data check deciding whether this call's values are within what it computes like a direct
 convolution (finite, dynamic range); ``blas_threads`` (it runs on the calling thread with
 multithreaded BLAS); ``compiled`` (a compiled implementation, skipped under ``NPCONV_PURE=1``).
@@ -40,7 +41,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..geometry import ConvGeometry
+    from .numerics import Operands
 
 __all__ = ["PASSES", "FALLBACK", "BUILTIN", "Algorithm", "ModuleAlgorithm", "register", "unregister", "names",
            "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered"]
@@ -59,6 +61,7 @@ PASSES = ("forward", "grad_input", "grad_weight")
 #: variants (the compiled one is preferred when it imports and ``NPCONV_PURE`` is not set).
 BUILTIN: tuple[tuple[str, str], ...] = (
     ("fft", "npconv.kernels.fft"),
+    ("depthwise", "npconv.kernels.compiled_depthwise"),
     ("depthwise", "npconv.kernels.depthwise"),
     ("winograd", "npconv.kernels.winograd"),
     ("gemm", "npconv.kernels.gemm"),
@@ -86,9 +89,10 @@ class Algorithm:
                     geom: ConvGeometry, dtype: np.dtype) -> bool:
         return False
 
-    def admits(self, pass_name: str, operands: Sequence[np.ndarray]) -> bool:
-        """Whether the values of ``operands`` (the pass's array arguments in signature order) are
-        computed as a direct convolution would; only asked of non-local algorithms."""
+    def admits(self, pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+        """Whether this call's values (``operands``: the pass's arrays in signature order, with their
+        :func:`~npconv.kernels.numerics.value_range`) are computed as a direct convolution would;
+        only asked of non-local algorithms (see :mod:`npconv.kernels.numerics`)."""
         return True
 
     def on_blas_threads(self) -> contextlib.AbstractContextManager[None]:
@@ -162,9 +166,9 @@ class ModuleAlgorithm(Algorithm):
         rule = getattr(self.module, "recommended", None)
         return bool(rule(*args)) if rule is not None else False
 
-    def admits(self, pass_name: str, operands: Sequence[np.ndarray]) -> bool:
+    def admits(self, pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
         check = getattr(self.module, "admits", None)
-        return bool(check(pass_name, operands)) if check is not None else True
+        return bool(check(pass_name, operands, geom)) if check is not None else True
 
     def on_blas_threads(self) -> contextlib.AbstractContextManager[None]:
         context = getattr(self.module, "on_blas_threads", None)
@@ -189,9 +193,10 @@ _loaded: dict[str, list[Algorithm]] | None = None
 unavailable: dict[str, str] = {}
 
 
-def pure() -> bool:
-    """Whether ``NPCONV_PURE`` asks for the NumPy implementations only (any value but '', '0')."""
-    return os.environ.get("NPCONV_PURE", "") not in ("", "0")
+def pure(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``NPCONV_PURE`` (in ``environ``, default ``os.environ``) asks for the NumPy
+    implementations only (any value but '', '0')."""
+    return (os.environ if environ is None else environ).get("NPCONV_PURE", "") not in ("", "0")
 
 
 def _as_algorithm(implementation: Algorithm | ModuleType) -> Algorithm:
@@ -261,7 +266,9 @@ def _load(implementation: Algorithm | ModuleType | str, name: str) -> Algorithm 
     except ModuleNotFoundError as error:
         if error.name != implementation:
             raise
-        unavailable[label] = "not installed"
+        # a compiled implementation without its extension says why in the error's message
+        standard = error.msg == f"No module named {implementation!r}"
+        unavailable[label] = "not installed" if standard else error.msg
         return None
     except Exception as error:  # a broken optional implementation must not break convolution
         unavailable[label] = f"{type(error).__name__}: {error}"

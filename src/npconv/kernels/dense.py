@@ -1,10 +1,8 @@
 """Matrix products of a linear layer on the worker threads (single-threaded BLAS each).
 
 Every other kernel runs on npconv's worker threads; a multithreaded BLAS call in between leaves
-OpenBLAS's pool spinning for ~2**28 cycles, taking a core from the next kernel's workers (a
-CIFAR-style network with a multithreaded ``np.matmul`` in its linear layer: forward 82 ms vs 51
-ms, forward+backward 184 vs 136 ms, with OpenBLAS's default settings). So the rows of a product
-are split over the workers instead.
+OpenBLAS's pool spinning, taking a core from the next kernel's workers, so the rows of a product
+are split over the workers instead (measured: docs/performance.md).
 
 * :func:`matmul_rows` ``a (R, K) @ b (K, M)``, rows of ``a`` split over the workers;
 * :func:`matmul_t_rows` ``a (R, P)^T @ b (R, Q)``, the sum over rows split, per-worker partials

@@ -9,8 +9,8 @@ and row-major flat strides ``f``, every output position ``o`` is the flat positi
 ``sum o_i f_i`` and every kernel offset a constant shift ``sum k_i d_i f_i``, so each offset is a
 single contiguous 1-D slice; the few junk columns (``o_i >= out_i`` for ``i > 0``) are dropped at
 the end. The forward pass copies the ``K`` shifted rows of a channel block into a ``(K, wide)``
-stack (one strided-view copy) and multiplies it by the ``(M, K)`` weights (a batched matmul: about
-1.4x faster than ``K`` broadcast multiply-adds, which NumPy runs slowly). Larger strides copy all
+stack (one strided-view copy) and multiplies it by the ``(M, K)`` weights (a batched matmul: NumPy
+runs ``K`` broadcast multiply-adds slowly). Larger strides copy all
 ``K`` windows ``xp[c, o*s + k*d]`` of a channel block into ``(cb, K, prod(out))`` (one strided-view
 copy) and run one batched matmul with the ``(cb, M, K)`` weights (forward) or ``gy`` (grad_weight).
 
@@ -60,23 +60,10 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule (2 threads, float32, batch 8, ms depthwise vs the others, with bias):
-
-    * strided kernels up to 49 taps: 3x3/2 on 128x56x56 forward / grad_input / grad_weight 3.3 /
-      6.1 / 3.2 vs GEMM 4.3 / 11.4 / 4.2; 5x5/2 7.3 / 14.1 / 7.4 vs 8.6 / 30.0 / 9.5;
-    * stride 1 up to 49 taps on outputs of at least 2500 positions (50x50): 5x5 on 128x56x56
-      forward 11.9 vs GEMM 15.9, forward+backward 34.3 vs 45.3; 7x7 on 96x56x56 12.6 vs 14.8
-      (FFT 19.9); 3x3 equal (7.5 vs 7.6 on 56x56, 6.9 vs 6.9 on 32x112x112). On smaller outputs
-      the per-image grouped GEMM wins: 3x3 256x28x28 4.4 vs 6.7, 5x5 7.5 vs 8.5, 7x7 192x28x28
-      7.2 vs 9.4. Larger kernels go to FFT;
-    * forward and grad_input only without a channel multiplier ``M``: with ``M > 1`` the grouped
-      GEMM was faster, grad_input 13.1 vs 2.6 (1 -> 16 channels, 32x8x8), 146.8 vs 9.3 (1 -> 16,
-      5x5, 64x28x28), 10.8 vs 2.3 (32 -> 64, 8x56x56), forward 4.1 vs 2.4 (32 -> 64);
-    * grad_weight with a multiplier only for more than one input channel (4.9 vs 8.3 for
-      32 -> 64, but 2.1 vs 1.9 for 1 -> 16).
-
-    A single-channel first layer (``groups == C == 1``) is a depthwise convolution with multiplier
-    ``O``: this rule keeps it on GEMM."""
+    """Measured rule: kernels up to 49 taps, strided, or stride 1 on outputs of at least 2500
+    positions (the per-image grouped GEMM wins below; FFT above 49 taps); forward and grad_input
+    only without a channel multiplier, grad_weight also with one when ``C > 1``. A single-channel
+    first layer (``groups == C == 1``, multiplier ``O``) stays on GEMM."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
     taps = math.prod(geom.kernel_size)
@@ -259,8 +246,7 @@ def _flat_forward(lay: _Layout, buf: np.ndarray, w_rows: np.ndarray, out: np.nda
     The ``Kr`` shifted copies of the padded rows form ``stack (cb, Kr, L)``; first-axis tap ``r``
     reads ``stack[..., r*row_step : r*row_step + wide]``, a BLAS-ready ``(Kr, wide)`` view, so one
     batched matmul gives the per-row products ``(cb, R, M, wide)``, then summed over ``R``. This
-    copies ``Kr`` rows instead of all ``R*Kr`` taps (3x3: 3 instead of 9; measured 1.4-2.5x faster
-    than stacking every tap for 3x3/5x5 on 56x56).
+    copies ``Kr`` rows instead of all ``R*Kr`` taps (3x3: 3 instead of 9).
     """
     rows = _stacked_rows(lay, buf)
     cb, mult = buf.shape[0], w_rows.shape[2]

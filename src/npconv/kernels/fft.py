@@ -30,12 +30,16 @@ import scipy.fft as sfft
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from .algorithm import PASSES
+from .numerics import Operands, within
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "WORKSPACE_BYTES"]
 
 NAME = "fft"
 #: Not local: every output mixes the whole signal's spectrum (see admits).
 LOCAL = False
+#: Largest spread (:func:`~npconv.kernels.numerics.value_range`) of a data operand: the error at an
+#: output, relative to its window, grows up to about 0.2 eps x spread (docs/algorithms.md).
+SPREAD_LIMIT = 2.0**8
 #: Spectra of one batch chunk are kept below this size (a single image may exceed it).
 WORKSPACE_BYTES = 64 * 2**20
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -56,6 +60,18 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
     return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) > 49
+
+
+def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+    """Finite operands, data spread within :data:`SPREAD_LIMIT`, and no overflow in the spectra:
+    ``|spectrum| <= N * C * K * P**2 * prod(peaks)`` (``P``: padded size bound, ``K`` taps)."""
+    first = operands[0]
+    if pass_name == "grad_input":  # operands (gy, w): the padded input spans the spread outputs
+        padded = math.prod(m + e for m, e in zip(geom.spread_size(first.shape[2:]), geom.extent, strict=True))
+    else:
+        padded = math.prod(geom.padded_size(first.shape[2:]))
+    growth = float(first.shape[0]) * first.shape[1] * math.prod(geom.kernel_size) * float(padded) ** 2
+    return within(operands, (0, 1) if pass_name == "grad_weight" else (0,), SPREAD_LIMIT, growth)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Shapes (``G`` groups, ``Cg = C / G``, ``Og = O / G``, ``K = prod(kernel_size)``,
 * grad_weight   ``x``, ``gy``  ->  ``gw (O, Cg, *k)``:  ``gw[g] += gy[n, g, :, tile] @ col[n, g, :, tile]^T``
   accumulated per worker thread.
 
-How it runs (measured on the 2-core benchmark machine, see ``docs/performance.md``):
+How it runs (the measurements behind each choice: ``docs/performance.md``):
 
 * NCHW, one image at a time: ``x[n]`` viewed as ``(C, L)`` is already a GEMM operand and the
   GEMM writes straight into ``y[n]``; a 1x1 stride-1 unpadded convolution needs no copy at all.
@@ -23,8 +23,7 @@ How it runs (measured on the 2-core benchmark machine, see ``docs/performance.md
 * Row shift: with stride 1 along the first spatial axis, im2col covers only the other axes of
   a slab of input rows, ``(Cg*K_rest, S*R)``; kernel row ``j`` of a tile of output rows is then
   a contiguous column block at offset ``j*d*R`` and the forward pass is ``k0`` GEMMs summed
-  (grad_weight: ``k0`` GEMMs into per-row accumulators). The copy is ``k0`` times smaller;
-  measured 10-40% faster forward and 2.3-3x faster grad_weight than full im2col.
+  (grad_weight: ``k0`` GEMMs into per-row accumulators). The copy is ``k0`` times smaller.
 * Strided convolutions use polyphase im2col: the slab is split into ``prod(stride)`` phases once,
   then every kernel offset is a unit-stride block copy.
 * Threads: ``get_num_threads()`` Python worker threads share the work items (image, row tile or
@@ -32,9 +31,6 @@ How it runs (measured on the 2-core benchmark machine, see ``docs/performance.md
   :data:`WORKER_MIN_MACS` run on the calling thread, also on one BLAS thread (a multithreaded
   BLAS call leaves OpenBLAS's pool spinning into the next kernel). :data:`WORKER_THREADS` off or
   :func:`on_blas_threads` put ungrouped calls on the calling thread with multithreaded BLAS.
-  Measured in blocks of repetitions, worker threads took 0.70-0.86x the forward+backward time of
-  BLAS threads on every dense case (an earlier comparison that alternated the modes call by call
-  had found the opposite: it measured the spinning pool).
 * Small images: :data:`BATCH_CHUNK_BYTES` chunks of whole images share one im2col and one GEMM.
 * A stride-1 ``grad_input`` is the forward pass of ``gy`` with the flipped kernel, unless the
   layer widens the channels (:data:`COL2IM_CHANNEL_RATIO`): then GEMM + col2im.
@@ -72,14 +68,8 @@ WORKSPACE_BYTES = 64 * 2**20
 #: Forward convolutions with stride 1 along the first spatial axis build im2col over the other
 #: axes only and shift along the first (``kernel_size[0]`` GEMMs over a ``k0``-times smaller copy).
 ROW_SHIFT = True
-#: Run work items on ``get_num_threads()`` Python threads with single-threaded BLAS (True, the
-#: default), or on the calling thread with multithreaded BLAS (False). Measured on the 2-core
-#: machine in blocks of repetitions, 2 threads, float32, forward+backward: worker threads 0.70-0.86x
-#: the time of BLAS threads on every dense GEMM case (3x3, 7x7/2 stem, strided, dilated, 1-d, 3-d,
-#: ConvTranspose, 13x13; 1x1 equal), forward 0.73-1.02x: the copies (im2col, col2im, padding)
-#: run in parallel too. (An earlier measurement that alternated the two modes call by call had
-#: found the opposite: OpenBLAS's pool keeps spinning for ~2**28 cycles after a multithreaded
-#: call and took a core from the worker threads that ran next.) See :func:`on_blas_threads`.
+#: Run work items on ``get_num_threads()`` Python threads with single-threaded BLAS (True), or on
+#: the calling thread with multithreaded BLAS (False): the workers also run the copies in parallel.
 WORKER_THREADS = True
 #: 1x1 stride-1 unpadded convolutions run as one batched matmul (multithreaded BLAS when the
 #: call runs on BLAS threads; per-image matmuls on the worker threads otherwise).
@@ -87,20 +77,12 @@ DIRECT_BATCHED = True
 #: Passes that take ``bias=`` and add it to each output tile while it is in cache (see plan).
 BIAS_PASSES = ("forward", "grad_input")
 #: Layers whose columns, padded input and output for two or more images fit in this many bytes
-#: build the columns of a chunk of images at once and run one GEMM per chunk (per-image calls cost
-#: more than they compute on small images; a cache-sized chunk beat both per-image calls and
-#: workspace-sized chunks). 2 threads, float32, forward ms per-image -> chunked: 16 -> 32 channels
-#: 32x8x8 2.54 -> 0.7, 1 -> 32 channels 64x28x28 6.3 -> 1.9, 3 -> 64 channels 128x32x32 20.8 ->
-#: 10.0, 32 -> 32 channels 64x32x32 15.9 -> 13.7, 32 -> 64 64x28x28 18.3 -> 16.2, 64 -> 64
-#: 64x14x14 11.9 -> 9.5; equal on larger layers (64 MiB chunks had lost there: 64 -> 64
-#: 128x32x32 71 -> 81 ms). 0 disables the chunked path.
+#: run one im2col and one GEMM per chunk of images (per-image calls cost more than they compute on
+#: small images; a cache-sized chunk beat workspace-sized ones). 0 disables the chunked path.
 BATCH_CHUNK_BYTES = 4 * 2**20
 #: A stride-1 ``grad_input`` is the forward convolution of ``gy`` with the flipped kernel (an im2col
 #: of ``gy``, ``O`` channels) unless the layer widens the channels by at least this factor
-#: (``Cg * ratio <= Og``): then a GEMM into ``Cg*K`` columns and a col2im (the strided path) copies
-#: far less (2 threads, float32, ms flipped forward / col2im: 3 -> 64 channels 128x32x32 3x3
-#: 44.3/17.2, 7x7 8x224x224 409.9/72.9, 1 -> 32 channels 64x28x28 8.7/5.2; but 32 -> 64
-#: 7.7/9.0, 16 -> 32 on 8x8 1.1/3.1, 64 -> 64 13.1/18.3).
+#: (``Cg * ratio <= Og``): then a GEMM into ``Cg*K`` columns and a col2im copies far less.
 COL2IM_CHANNEL_RATIO = 4
 #: 1-d convolutions keep the full im2col (the shifted version measured equal or slower).
 ROW_SHIFT_MIN_NDIM = 2
@@ -130,7 +112,7 @@ def on_blas_threads() -> Iterator[None]:
     """Run this thread's ungrouped GEMM calls on the calling thread with multithreaded BLAS, whatever
     :data:`WORKER_THREADS` says. The planner uses it for a ``grad_weight`` whose sibling passes run
     on BLAS threads (Winograd): switching modes within one layer charges the worker threads for
-    OpenBLAS's still-spinning pool (ResNet 3x3 128x28 forward+backward 41 ms vs 51 ms mixed)."""
+    OpenBLAS's still-spinning pool."""
     previous = getattr(_mode, "blas", False)
     _mode.blas = True
     try:
@@ -140,8 +122,7 @@ def on_blas_threads() -> Iterator[None]:
 
 
 #: Ungrouped calls with fewer multiply-adds than this run on the calling thread (BLAS threads):
-#: their work items are too small to pay for the hand-off (forward+backward, 2 threads, batch 32:
-#: 16 -> 32 channels on 8x8, 9.4M MACs per pass: 7.1 ms vs 11.1 ms on workers; 29M MACs: equal).
+#: their work items are too small to pay for the hand-off to the workers.
 WORKER_MIN_MACS = 2**24
 
 
@@ -151,9 +132,9 @@ def _on_blas_threads() -> bool:
 
 def _workers(lay: _Layout) -> int:
     """Python worker threads per call: ``get_num_threads()`` for grouped convolutions (many small
-    GEMMs per item, where multithreaded BLAS only adds synchronisation: measured 1.7x slower for
-    g=32, 8 channels per group) and, unless the call runs on BLAS threads (:data:`WORKER_THREADS`
-    off or inside :func:`on_blas_threads`), for calls of at least :data:`WORKER_MIN_MACS`; else 1."""
+    GEMMs per item, where multithreaded BLAS only adds synchronisation) and, unless the call runs
+    on BLAS threads (:data:`WORKER_THREADS` off or inside :func:`on_blas_threads`), for calls of at
+    least :data:`WORKER_MIN_MACS`; else 1."""
     macs = lay.n * lay.o * lay.ck * lay.length
     workers = lay.g > 1 or (not _on_blas_threads() and macs >= WORKER_MIN_MACS)
     return get_num_threads() if workers else 1

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PAD_MODES", "pad_array", "fold_padding", "source_index"]
+__all__ = ["pad_array", "fold_padding", "source_index"]
 
-PAD_MODES = ("constant", "reflect", "replicate", "circular", "symmetric")
 _NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 
 

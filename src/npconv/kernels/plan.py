@@ -30,6 +30,7 @@ from ..geometry import ConvGeometry
 from . import algorithm as registry
 from .algorithm import FALLBACK, PASSES, Algorithm
 from .common import add_bias
+from .numerics import Operands
 
 __all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates"]
 
@@ -90,7 +91,7 @@ def _rule(pass_name: str, key: Key, local_only: bool = False) -> Algorithm:
                      f"(input {key[0]}, weight {key[1]}, dtype {key[3]})")
 
 
-def _select(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None = None,
+def _select(pass_name: str, key: Key, operands: Operands | None = None,
             run: Callable[[Algorithm], np.ndarray] | None = None) -> tuple[Algorithm, np.ndarray | None]:
     """The algorithm for this call (forced -> cached -> measured if ``run`` -> rule), rerouted to a
     local one when a non-local choice does not admit ``operands``; with the result if measuring ran
@@ -106,17 +107,17 @@ def _select(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None = No
             algorithm, result = _measure(pass_name, key, operands, run)
     if algorithm is None:
         algorithm = _rule(pass_name, key)
-    if operands is not None and not algorithm.local and not algorithm.admits(pass_name, operands):
+    if operands is not None and not algorithm.local and not algorithm.admits(pass_name, operands, key[2]):
         return _rule(pass_name, key, local_only=True), None
     return algorithm, result
 
 
-def _measure(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None,
+def _measure(pass_name: str, key: Key, operands: Operands | None,
              run: Callable[[Algorithm], np.ndarray]) -> tuple[Algorithm | None, np.ndarray | None]:
     """Benchmark mode: run every supporting algorithm once, cache and return the fastest. Values a
     non-local candidate does not admit are not measured (nothing is cached for them)."""
     found = [a for a in registry.available().values() if _runs(a, pass_name, key)]
-    if operands is not None and any(not a.local and not a.admits(pass_name, operands) for a in found):
+    if operands is not None and any(not a.local and not a.admits(pass_name, operands, key[2]) for a in found):
         return None, None
     best: tuple[float, Algorithm, np.ndarray] | None = None
     for algorithm in found:
@@ -133,7 +134,7 @@ def _measure(pass_name: str, key: Key, operands: Sequence[np.ndarray] | None,
 
 def _dispatch(pass_name: str, key: Key, operands: Sequence[np.ndarray],
               call: Callable[[Algorithm], np.ndarray]) -> np.ndarray:
-    algorithm, result = _select(pass_name, key, operands, call)
+    algorithm, result = _select(pass_name, key, Operands(operands), call)
     return call(algorithm) if result is None else result
 
 

@@ -1,11 +1,10 @@
 """Per-channel and elementwise passes over activations, spread over the worker threads.
 
 Batch norm and ReLU follow every convolution of most networks; done as whole-tensor NumPy
-expressions they are single-threaded and allocate a temporary per operation (batch norm's
-forward was 4 passes and 3 temporaries), which measured slower than the convolutions around them
-(a MobileNet-like stack: 35 ms of batch norm and 15 ms of ReLU against 30 ms of convolutions per
-forward). Here runs of whole images (about :data:`CHUNK_BYTES`) are the work items, whose passes
-run while they are in cache; small arrays are one run on the calling thread.
+expressions they are single-threaded and allocate a temporary per operation, which measured
+slower than the convolutions around them (docs/performance.md). Here runs of whole images
+(about :data:`CHUNK_BYTES`) are the work items, whose passes run while they are in cache; small
+arrays are one run on the calling thread.
 
 * :func:`channel_sums` ``s[c] = sum_{n, ...} x[n, c, ...]``; :func:`centred_moments` the sums of
   ``x - m[c]`` and of its square; :func:`centred_dot` the sums of ``g`` and ``g * (x - m[c])``;

@@ -27,22 +27,10 @@ from .common import windows
 from .padding import pad_array
 
 __all__ = [
-    "pool_layout", "max_pool_forward", "max_pool_backward", "max_pool_indices",
+    "max_pool_forward", "max_pool_backward", "max_pool_indices",
     "avg_pool_forward", "avg_pool_backward", "adaptive_pool_matrices", "adaptive_avg_pool_forward",
     "adaptive_avg_pool_backward",
 ]
-
-
-def pool_layout(geom: ConvGeometry, input_size: Sequence[int], ceil_mode: bool = False
-                ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """Output size and the ``(lo, hi)`` padding that makes every window fit in the padded input."""
-    out = geom.pool_output_size(input_size, ceil_mode)
-    pads = tuple(
-        (lo, max(hi, (o - 1) * s + e - n - lo))
-        for n, o, (lo, hi), s, e in zip(input_size, out, geom.pads(input_size), geom.stride, geom.extent,
-                                        strict=True)
-    )
-    return out, pads
 
 
 def _offsets(kernel_size: Sequence[int]) -> itertools.product:
@@ -65,7 +53,7 @@ def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling: ``(y, arg)`` where ``arg (N, C, *out)`` is the flat kernel offset of each maximum."""
     input_size = x.shape[2:]
-    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    out_size, pads = geom.pool_padding(input_size, ceil_mode)
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
     shape = x.shape[:2] + out_size
@@ -110,7 +98,7 @@ def _first_inside(geom: ConvGeometry, pads: Sequence[tuple[int, int]], out_size:
 def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
                       ceil_mode: bool = False) -> np.ndarray:
     """Adjoint of max pooling: ``gy`` added to the argmax position of every window."""
-    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    out_size, pads = geom.pool_padding(input_size, ceil_mode)
     padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
     chosen = np.empty(arg.shape, dtype=bool)
@@ -133,7 +121,7 @@ def max_pool_indices(arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[i
     A dilated window can miss the input entirely (all of it padding): its output is ``-inf``, it
     passes no gradient and its index is -1 (torch's CPU kernel reads out of bounds there).
     """
-    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    out_size, pads = geom.pool_padding(input_size, ceil_mode)
     kernel_index = np.unravel_index(arg, geom.kernel_size)
     flat = np.zeros(arg.shape, dtype=np.int64)
     inside = np.ones(arg.shape, dtype=bool)
@@ -170,7 +158,7 @@ def avg_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
                      count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Average pooling of ``x (N, C, *in)`` (zero padding), ``(N, C, *out)``."""
     input_size = x.shape[2:]
-    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    out_size, pads = geom.pool_padding(input_size, ceil_mode)
     xp = pad_array(x, pads) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)
     total = np.zeros(x.shape[:2] + out_size, dtype=x.dtype)
@@ -183,7 +171,7 @@ def avg_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
 def avg_pool_backward(gy: np.ndarray, geom: ConvGeometry, input_size: Sequence[int], ceil_mode: bool = False,
                       count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Adjoint of :func:`avg_pool_forward`: ``gy / divisor`` added to every window position."""
-    out_size, pads = pool_layout(geom, input_size, ceil_mode)
+    out_size, pads = geom.pool_padding(input_size, ceil_mode)
     scaled = gy / _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, gy.dtype)
     padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)

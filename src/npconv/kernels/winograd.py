@@ -34,20 +34,22 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
 from .common import add_to_channels, grad_input_as_forward
+from .numerics import Operands, within
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "transform_matrices", "CHANNEL_BLOCK"]
 
 NAME = "winograd"
 #: Not local: the tile transforms mix the values of a tile (see admits).
 LOCAL = False
+#: Largest spread (:func:`~npconv.kernels.numerics.value_range`) of the data operand: the error of
+#: an output next to a spike in its tile grows up to about 0.8 eps x spread (docs/algorithms.md).
+SPREAD_LIMIT = 2.0**6
 #: float32 frequency GEMMs accumulate over blocks of this many input channels (accuracy, see above).
 CHANNEL_BLOCK = 128
 _POINTS = {4: (0, 1, -1, Fraction(1, 2), -2), 2: (0, 1, -1)}
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: Run the work items on get_num_threads() Python threads with single-threaded BLAS. Off by
-#: default: on the caller thread with multithreaded BLAS and 400-tile items, 2 threads, the ResNet
-#: 3x3 forward measured 16.3 / 10.8 / 11.8 ms (64x56, 128x28, 256x14, batch 8) vs 20.6-21.3 /
-#: 16.2 / 18.8 ms on worker threads (GEMM: 15.9 / 14.1 / 14.7 ms, torch ~21 ms).
+#: Run the work items on get_num_threads() Python threads with single-threaded BLAS; off: on the
+#: caller thread with multithreaded BLAS and larger items, which measured faster.
 WORKER_THREADS = False
 PASSES = ("forward", "grad_input")
 #: Passes that take ``bias=`` and add it to each block of images while it is in cache.
@@ -96,6 +98,17 @@ def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _MATRICES = {m: transform_matrices(m) for m in _POINTS}
 _KRON_G = {m: np.kron(g, g) for m, (_, g, _) in _MATRICES.items()}
+#: Bound of ``|transformed value| / (channels * peak(x) * peak(w))`` over the tile sizes: each
+#: two-sided transform multiplies the peak by at most its matrix's squared infinity norm.
+_GROWTH = max(float(np.abs(at).sum(1).max() * np.abs(g).sum(1).max() * np.abs(bt).sum(1).max()) ** 2
+              for at, g, bt in _MATRICES.values())
+
+
+def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+    """Finite operands, data spread within :data:`SPREAD_LIMIT`, and no overflow in the transforms
+    (``channels * growth * peak(x) * peak(w)`` below the dtype's largest value)."""
+    channels = operands[0].shape[1] // geom.groups
+    return within(operands, (0,), SPREAD_LIMIT, channels * _GROWTH)
 
 
 # -- applicability ------------------------------------------------------------------------------
@@ -112,15 +125,9 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule: ungrouped float32 layers with >= 8x8 outputs and >= 32 input and output
-    channels, on one thread only (1 thread, 64x56x56: Winograd 19.5 vs GEMM 26 ms; a 6-layer
-    ResNet-like stack, batch 8, forward / forward+backward 98 / 310 ms vs 126 / 360 without it).
-
-    On several threads Winograd runs on multithreaded BLAS while the other kernels run on worker
-    threads, and OpenBLAS's pool keeps spinning for ~2**28 cycles after each multithreaded call,
-    taking a core from the next layer's workers: alone a 128x28x28 layer is faster (10.4 vs
-    15.8 ms forward), but in the same 6-layer stack on 2 threads the planner with Winograd took
-    106.5 / 276.6 ms and without it 69.6 / 197.4 ms (Winograd on worker threads: 118 / 300 ms).
-    Force it (``npconv.backends.conv.force({"forward": "winograd"})``) for isolated layers."""
+    channels, on one thread only: on several threads Winograd's multithreaded BLAS leaves
+    OpenBLAS's pool spinning into the next layer's workers, which cost more than it saved in a
+    ResNet-like stack. Force it for isolated layers."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or geom.groups != 1:
         return False
     if np.dtype(dtype) != np.float32 or get_num_threads() != 1:
@@ -168,7 +175,7 @@ def _correlate(x: np.ndarray, u: np.ndarray, low: tuple[int, int], out_size: tup
     # caller thread + multithreaded BLAS (default) or Python workers with single-threaded BLAS
     threads = max(1, get_num_threads()) if WORKER_THREADS else 1
     per_image = th * tw
-    # 1 thread: the smaller items measured faster (64x56: 19.5 vs 22.9 ms)
+    # 1 thread: the smaller items measured faster
     target = _TARGET_TILES_WORKERS if WORKER_THREADS or get_num_threads() == 1 else _TARGET_TILES
     chunk = max(1, min(-(-n // threads), -(-target // per_image)))
     block = CHANNEL_BLOCK if dtype == np.float32 and cg > CHANNEL_BLOCK else cg

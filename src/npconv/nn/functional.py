@@ -11,169 +11,125 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ..geometry import ConvGeometry
-from ..kernels.padding import PAD_MODES
+from ..checks import (
+    INT64_MAX,
+    as_floating,
+    check_allocatable,
+    check_conv_arguments,
+    check_weight_rank,
+    is_int,
+    must,
+    shape_text,
+)
+from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padding_mode, pad_mode
 from ..ops import conv as _conv_ops
 from ..ops.pad import pad as _pad_op
 from ..tensor import Tensor, as_array
+from .functional_extra import *  # noqa: F403
+from .functional_extra import __all__ as _extra_all
+from .functional_layers import *  # noqa: F403
+from .functional_layers import __all__ as _layers_all
+from .functional_local import *  # noqa: F403
+from .functional_local import __all__ as _local_all
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "conv", "conv_transpose", "pad", "PADDING_MODES",
+    "conv", "conv_transpose", "convolution", "transposed_convolution", "pad", "PADDING_MODES",
+    *_local_all, *_layers_all, *_extra_all,
 ]
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(int(v)) for v in shape) + "]"
-
-
-def _floating(value: Any, name: str) -> Any:
-    """``value`` as a Tensor or ndarray of floating/complex dtype, or a TypeError naming it."""
-    if not isinstance(value, (Tensor, np.ndarray)):
-        if isinstance(value, (list, tuple, int, float, complex)):
-            value = np.asarray(value)
-        else:
-            raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
-    dtype = as_array(value).dtype
-    if dtype.kind not in "fc":
-        raise TypeError(f"{name} must have a floating point or complex dtype, got {dtype}")
-    return value
-
-
-def check_conv_arguments(input: Any, weight: Any, bias: Any, ndim: int, groups: int,
-                         transposed: bool, op_name: str) -> tuple[Any, Any, Any, bool]:
-    """Validate the tensors of a convolution call the way torch does; return them batched.
-
-    Returns ``(input, weight, bias, batched)`` where an unbatched input got a leading batch axis.
-    """
-    input = _floating(input, "input")
-    weight = _floating(weight, "weight")
-    x, w = as_array(input), as_array(weight)
-    if w.ndim != ndim + 2:
-        raise ValueError(
-            f"{op_name}: weight must be {ndim + 2}-dimensional (out_channels, in_channels/groups, "
-            f"*kernel_size), got weight of size {_shape_text(w.shape)}"
-        )
-    if x.ndim not in (ndim + 1, ndim + 2):
-        raise ValueError(
-            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {op_name}, "
-            f"but got input of size: {_shape_text(x.shape)}"
-        )
-    if x.dtype != w.dtype:
-        raise TypeError(
-            f"{op_name}: input type ({x.dtype}) and weight type ({w.dtype}) should be the same"
-        )
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op_name}: groups must be a positive integer, got {groups!r}")
-    if any(k < 1 for k in w.shape[2:]):
-        raise ValueError(f"{op_name}: every kernel size must be positive, got weight of size "
-                         f"{_shape_text(w.shape)}")
-    batched = x.ndim == ndim + 2
-    channels = x.shape[1] if batched else x.shape[0]
-    batched_shape = x.shape if batched else (1,) + x.shape
-    if transposed:
-        if channels != w.shape[0]:
-            raise ValueError(
-                f"Given transposed=1, weight of size {_shape_text(w.shape)}, expected input"
-                f"{_shape_text(batched_shape)} to have {w.shape[0]} channels, "
-                f"but got {channels} channels instead"
-            )
-        if w.shape[0] % groups != 0:
-            raise ValueError(
-                f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                f"but got weight of size {_shape_text(w.shape)} instead"
-            )
-        out_channels = w.shape[1] * groups
-    else:
-        if w.shape[0] % groups != 0:
-            raise ValueError(
-                f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                f"but got weight of size {_shape_text(w.shape)} instead"
-            )
-        if channels != w.shape[1] * groups:
-            raise ValueError(
-                f"Given groups={groups}, weight of size {_shape_text(w.shape)}, expected input"
-                f"{_shape_text(batched_shape)} to have {w.shape[1] * groups} channels, "
-                f"but got {channels} channels instead"
-            )
-        out_channels = w.shape[0]
-    if bias is not None:
-        bias = _floating(bias, "bias")
-        b = as_array(bias)
-        if b.shape != (out_channels,):
-            raise ValueError(
-                f"Given weight of size {_shape_text(w.shape)}, expected bias to be 1-dimensional with "
-                f"{out_channels} elements, but got bias of size {_shape_text(b.shape)} instead"
-            )
-        if b.dtype != x.dtype:
-            raise TypeError(f"{op_name}: input type ({x.dtype}) and bias type ({b.dtype}) should be the same")
-    if not batched:
-        input = input.unsqueeze(0) if isinstance(input, Tensor) else x[None]
-    return input, weight, bias, batched
 
 
 def _unbatch(y: Tensor, batched: bool) -> Tensor:
     return y if batched else y.squeeze(0)
 
 
-def check_padding_mode(padding_mode: str) -> None:
-    """ValueError unless ``padding_mode`` is one of :data:`PADDING_MODES`."""
-    if padding_mode not in PADDING_MODES:
-        modes = "{" + ", ".join(repr(m) for m in PADDING_MODES) + "}"
-        raise ValueError(f"padding_mode must be one of {modes}, but got padding_mode='{padding_mode}'")
+def _spatial_rank(weight: Any, op: str) -> int:
+    """``weight.ndim - 2``, the spatial rank of an N-d call, at least 1."""
+    rank = as_array(weight).ndim
+    if rank < 3:
+        raise ValueError(must("weight", "have at least 3 dimensions (out, in/groups, *kernel)",
+                              f"weight of size {shape_text(as_array(weight).shape)}", op))
+    return rank - 2
+
+
+def _convolve(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry, padding_mode: str,
+              op: str) -> Tensor:
+    """The convolution of checked, batched tensors."""
+    w = as_array(weight)
+    if tuple(w.shape[2:]) != geometry.kernel_size:
+        raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
+                              f"weight of size {shape_text(w.shape)}", op))
+    shape = as_array(input).shape
+    geometry.check_mode_padding(shape, padding_mode)
+    out_shape = (shape[0], w.shape[0]) + geometry.output_size(shape[2:])
+    check_allocatable(out_shape, w.itemsize, "output", op)
+    return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
+
+
+def _convolve_transposed(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry,
+                         output_padding: Sequence[int] | None, padding_mode: str, op: str) -> Tensor:
+    """The transposed convolution of checked, batched tensors."""
+    w = as_array(weight)
+    if tuple(w.shape[2:]) != geometry.kernel_size:
+        raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
+                              f"weight of size {shape_text(w.shape)}", op))
+    if output_padding is not None:
+        output_padding = geometry.check_output_padding(output_padding)
+    shape = as_array(input).shape
+    out_shape = (shape[0], w.shape[1] * geometry.groups) + geometry.transposed_output_size(shape[2:],
+                                                                                            output_padding)
+    check_allocatable(out_shape, w.itemsize, "output", op)
+    # the transposed conv is the adjoint of the padded conv of an input of the output's size
+    geometry.check_mode_padding(out_shape, padding_mode, "output")
+    return _unbatch(_conv_ops.conv_transpose(input, weight, bias, geometry, output_padding, padding_mode),
+                    batched)
 
 
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
                 op_name: str = "conv") -> Tensor:
-    """Validated convolution with a prebuilt geometry (the modules' entry point)."""
-    input, weight, bias, batched = check_conv_arguments(
-        input, weight, bias, geometry.ndim, geometry.groups, False, op_name)
-    if tuple(as_array(weight).shape[2:]) != geometry.kernel_size:
-        raise ValueError(f"{op_name}: weight's kernel size {as_array(weight).shape[2:]} differs from "
-                         f"kernel_size={geometry.kernel_size}")
-    if padding_mode != "zeros":
-        shape = as_array(input).shape
-        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
-            check_pad_widths(lo, hi, size, i + 2, shape, padding_mode)
-    return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
+    """Checked convolution with a prebuilt geometry (the modules' entry point)."""
+    check_padding_mode(padding_mode)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                                        False, op_name)
+    return _convolve(input, weight, bias, batched, geometry, padding_mode, op_name)
 
 
 def transposed_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry,
                            output_padding: Sequence[int] | None = None, padding_mode: str = "zeros",
                            op_name: str = "conv_transpose") -> Tensor:
-    """Validated transposed convolution with a prebuilt geometry."""
-    input, weight, bias, batched = check_conv_arguments(
-        input, weight, bias, geometry.ndim, geometry.groups, True, op_name)
-    if output_padding is not None:
-        output_padding = tuple(output_padding)
-        for i, (op, s, d) in enumerate(zip(output_padding, geometry.stride, geometry.dilation, strict=True)):
-            if op < 0 or (op >= s and op >= d):
-                raise ValueError(
-                    f"output padding must be smaller than either stride or dilation, got "
-                    f"output_padding={output_padding}, stride={geometry.stride}, "
-                    f"dilation={geometry.dilation} (dimension {i})"
-                )
-    if padding_mode != "zeros":
-        # the transposed conv is the adjoint of the padded conv of an input of the output's size
-        shape = as_array(input).shape
-        out_size = geometry.transposed_output_size(shape[2:], output_padding)
-        out_shape = (shape[0], as_array(weight).shape[1] * geometry.groups) + out_size
-        for i, ((lo, hi), size) in enumerate(zip(geometry.pads(), out_size, strict=True)):
-            check_pad_widths(lo, hi, size, i + 2, out_shape, padding_mode, "output")
-    return _unbatch(
-        _conv_ops.conv_transpose(input, weight, bias, geometry, output_padding, padding_mode), batched)
+    """Checked transposed convolution with a prebuilt geometry; ``output_padding`` overrides the
+    geometry's (the modules' ``output_size``)."""
+    check_padding_mode(padding_mode)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                                        True, op_name)
+    return _convolve_transposed(input, weight, bias, batched, geometry, output_padding, padding_mode, op_name)
 
 
-def _weight_ndim(weight: Any, name: str) -> int:
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim < 3:
-        raise ValueError(f"{name}: weight must have at least 3 dimensions (out, in/groups, *kernel), "
-                         f"got weight of size {_shape_text(w.shape)}")
-    return w.ndim - 2
+def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+          groups: Any, padding_mode: str) -> Tensor:
+    check_padding_mode(padding_mode)
+    weight = as_floating(weight, "weight")
+    if nd is None:
+        nd = _spatial_rank(weight, "conv")
+    op = f"conv{nd}d" if nd <= 3 else "conv"
+    check_weight_rank(as_array(weight).shape, nd, op)  # the arguments first, then the tensors (torch's order)
+    geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, nd, groups, False, op)
+    return _convolve(input, weight, bias, batched, geometry, padding_mode, op)
+
+
+def _conv_transpose(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                    output_padding: Any, groups: Any, dilation: Any, padding_mode: str) -> Tensor:
+    check_padding_mode(padding_mode)
+    weight = as_floating(weight, "weight")
+    if nd is None:
+        nd = _spatial_rank(weight, "conv_transpose")
+    op = f"conv_transpose{nd}d" if nd <= 3 else "conv_transpose"
+    check_weight_rank(as_array(weight).shape, nd, op)
+    geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups,
+                                   output_padding, ndim=nd, transposed=True)
+    input, weight, bias, batched = check_conv_arguments(input, weight, bias, nd, groups, True, op)
+    return _convolve_transposed(input, weight, bias, batched, geometry, None, padding_mode, op)
 
 
 def conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
@@ -184,10 +140,7 @@ def conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: An
     ``padding``: int, tuple, per-side pairs, ``'valid'``, ``'same'`` (any stride, SAME_UPPER) or
     ``'same_lower'``. ``out = floor((in + lo + hi - dilation * (k - 1) - 1) / stride) + 1``.
     """
-    check_padding_mode(padding_mode)
-    nd = _weight_ndim(weight, "conv")
-    geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
-    return convolution(input, weight, bias, geom, padding_mode, f"conv{nd}d" if nd <= 3 else "conv")
+    return _conv(None, input, weight, bias, stride, padding, dilation, groups, padding_mode)
 
 
 def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -199,87 +152,44 @@ def conv_transpose(input: Any, weight: Any, bias: Any = None, stride: Any = 1, p
     ``out = (in - 1) * stride - lo - hi + dilation * (k - 1) + output_padding + 1``.
     With ``padding_mode`` other than zeros it is the adjoint of the padded convolution.
     """
-    check_padding_mode(padding_mode)
-    nd = _weight_ndim(weight, "conv_transpose")
-    geom = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups,
-                               output_padding, ndim=nd, transposed=True)
-    return transposed_convolution(input, weight, bias, geom, None, padding_mode,
-                                  f"conv_transpose{nd}d" if nd <= 3 else "conv_transpose")
-
-
-def _fixed_rank(nd: int, weight: Any, name: str) -> None:
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim != nd + 2:
-        raise ValueError(f"{name}: weight must be {nd + 2}-dimensional, "
-                         f"got weight of size {_shape_text(w.shape)}")
+    return _conv_transpose(None, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           padding_mode)
 
 
 def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """1-d cross-correlation, as ``torch.nn.functional.conv1d``."""
-    _fixed_rank(1, weight, "conv1d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """2-d cross-correlation, as ``torch.nn.functional.conv2d``."""
-    _fixed_rank(2, weight, "conv2d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """3-d cross-correlation, as ``torch.nn.functional.conv3d``."""
-    _fixed_rank(3, weight, "conv3d")
-    return conv(input, weight, bias, stride, padding, dilation, groups)
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, "zeros")
 
 
 def conv_transpose1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """1-d transposed convolution, as ``torch.nn.functional.conv_transpose1d``."""
-    _fixed_rank(1, weight, "conv_transpose1d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """2-d transposed convolution, as ``torch.nn.functional.conv_transpose2d``."""
-    _fixed_rank(2, weight, "conv_transpose2d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def conv_transpose3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                      output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> Tensor:
     """3-d transposed convolution, as ``torch.nn.functional.conv_transpose3d``."""
-    _fixed_rank(3, weight, "conv_transpose3d")
-    return conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-_TORCH_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "replicate",
-                   "circular": "circular", "symmetric": "symmetric", "zeros": "constant"}
-
-
-def check_pad_widths(lo: int, hi: int, size: int, dim: int, shape: Sequence[int], mode: str,
-                     tensor_name: str = "input") -> None:
-    """ValueError unless padding dimension ``dim`` (of ``size``) by ``(lo, hi)`` in ``mode`` is valid.
-
-    Negative pads crop (constant/circular crop first, the other modes pad first, as torch).
-    ``reflect`` needs ``lo, hi < size`` (torch's rule); circular and symmetric may be wider than
-    the input (wrapping/mirroring more than once).
-    """
-    where = f"at dimension {dim} of {tensor_name} {_shape_text(shape)}"
-    if mode == "reflect" and ((lo > 0 and lo >= size) or (hi > 0 and hi >= size)):
-        raise ValueError(f"Padding size should be less than the corresponding input dimension, but got: "
-                         f"padding ({lo}, {hi}) {where}")
-    cropped = size - max(-lo, 0) - max(-hi, 0)
-    if mode in ("constant", "circular") and cropped < 0:
-        raise ValueError(f"negative padding ({lo}, {hi}) crops more than the size {size} {where}")
-    if mode != "constant" and (lo > 0 or hi > 0) and (cropped if mode == "circular" else size) <= 0:
-        raise ValueError(f"{mode} padding ({lo}, {hi}) of an empty dimension {where}")
-    if size + lo + hi < 0:
-        raise ValueError(f"The input size {size}, plus negative padding {lo} and {hi} resulted in a "
-                         f"negative output size, which is invalid. Check dimension {dim} of your input.")
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
@@ -288,15 +198,15 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     ``pad = (left_last, right_last, left_second_last, right_second_last, ...)``. Modes:
     constant (negative pads crop), reflect, replicate, circular (any width), symmetric.
     """
-    input = _floating(input, "input") if not isinstance(input, Tensor) else input
-    if not isinstance(mode, str) or mode not in _TORCH_PAD_MODE:
-        raise ValueError(f"Unsupported padding mode: {mode!r}; expected one of {list(PAD_MODES)}")
-    mode = _TORCH_PAD_MODE[mode]
+    input = as_floating(input, "input") if not isinstance(input, Tensor) else input
+    mode = pad_mode(mode)
     if (not isinstance(pad, Sequence) or isinstance(pad, str)
-            or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in pad)):
-        raise TypeError(f"pad must be a sequence of ints, got {pad!r}")
+            or not all(is_int(p) for p in pad)):
+        raise TypeError(must("pad", "be a sequence of ints", repr(pad)))
+    if any(abs(p) > INT64_MAX for p in pad):
+        raise ValueError(must("pad", "hold values of at most 2**63 - 1", repr(pad)))
     if value is not None and (not isinstance(value, numbers.Number) or isinstance(value, bool)):
-        raise TypeError(f"value must be a number (or None), got {value!r}")
+        raise TypeError(must("value", "be a number (or None)", repr(value)))
     pad = [int(p) for p in pad]
     x = as_array(input)
     if len(pad) % 2 != 0:
@@ -312,882 +222,3 @@ def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | N
     for axis, ((lo, hi), size) in enumerate(zip(pairs, sizes, strict=True)):
         check_pad_widths(lo, hi, size, x.ndim - n + axis, x.shape, mode)
     return _pad_op(input, pairs, mode, 0.0 if value is None else value)
-
-from ._functional_local import (  # noqa: E402
-    conv1d_local,
-    conv1d_map,
-    conv2d_local,
-    conv2d_map,
-    conv3d_local,
-    conv3d_map,
-    conv_transpose1d_map,
-    conv_transpose2d_map,
-    conv_transpose3d_map,
-)
-
-__all__ += ["conv1d_local", "conv2d_local", "conv3d_local", "conv1d_map", "conv2d_map", "conv3d_map",
-            "conv_transpose1d_map", "conv_transpose2d_map", "conv_transpose3d_map"]
-from ._functional_layers import *  # noqa: E402,F401,F403
-from ._functional_layers import __all__ as _layers_all  # noqa: E402
-
-__all__ += _layers_all
-
-# -- issue 13: the rest of torch.nn.functional a conv-net program touches --------------------------
-import warnings  # noqa: E402
-
-from ..ops import activation as _act_ops  # noqa: E402
-from ..ops import loss as _loss_ops  # noqa: E402
-from ..ops import shuffle as _shuffle_ops  # noqa: E402
-from ..random import default_generator as _default_generator  # noqa: E402
-from ._functional_layers import (  # noqa: E402
-    _check_probability,
-    _flag,
-    _reduce_elements,
-    _reduction,
-    _tensor,
-)
-
-__all__ += [
-    "relu6", "hardtanh", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "glu", "prelu",
-    "dropout1d", "dropout2d", "dropout3d", "pixel_shuffle", "pixel_unshuffle",
-    "binary_cross_entropy", "smooth_l1_loss", "huber_loss", "kl_div",
-]
-
-
-def _real(value: Any, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
-
-
-def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
-    """``min(max(input, min_val), max_val)``; gradient 1 strictly between the bounds."""
-    lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
-    if lo > hi:
-        raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={min_val}, "
-                         f"max_val={max_val}")
-    return _act_ops.hardtanh(_tensor(input, "input"), lo, hi)
-
-
-def relu6(input: Any, inplace: bool = False) -> Tensor:
-    """``min(max(input, 0), 6)`` (``hardtanh(input, 0, 6)``)."""
-    return _act_ops.hardtanh(_tensor(input, "input"), 0.0, 6.0)
-
-
-def hardswish(input: Any, inplace: bool = False) -> Tensor:
-    """``x * relu6(x + 3) / 6``."""
-    return _act_ops.hardswish(_tensor(input, "input"))
-
-
-def hardsigmoid(input: Any, inplace: bool = False) -> Tensor:
-    """``relu6(x + 3) / 6``."""
-    return _act_ops.hardsigmoid(_tensor(input, "input"))
-
-
-def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
-    return _act_ops.elu(_tensor(input, "input"), _real(alpha, "alpha"))
-
-
-def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
-    """``log(1 + exp(beta * x)) / beta``, linear where ``beta * x > threshold``."""
-    return _act_ops.softplus(_tensor(input, "input"), _real(beta, "beta"), _real(threshold, "threshold"))
-
-
-def mish(input: Any, inplace: bool = False) -> Tensor:
-    """``x * tanh(softplus(x))``."""
-    return _act_ops.mish(_tensor(input, "input"))
-
-
-def _dim_index(dim: Any, ndim: int, name: str = "dim") -> int:
-    """``dim`` wrapped into ``[0, ndim)``; IndexError out of range (torch's type, for parity)."""
-    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
-        raise TypeError(f"{name} must be an int, got {dim!r}")
-    rank = max(ndim, 1)
-    if not -rank <= dim < rank:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], "
-                         f"but got {dim})")
-    return int(dim) % rank
-
-
-def glu(input: Any, dim: int = -1) -> Tensor:
-    """Gated linear unit ``a * sigmoid(b)`` of the two halves ``a, b`` of ``input`` along ``dim``."""
-    x = _tensor(input, "input")
-    if x.ndim == 0:
-        raise ValueError("glu does not support scalars because halving size must be even")
-    axis = _dim_index(dim, x.ndim)
-    if x.shape[axis] % 2:
-        raise ValueError(f"Halving dimension must be even, but dimension {axis} is size {x.shape[axis]}")
-    return _act_ops.glu(x, axis)
-
-
-def prelu(input: Any, weight: Any) -> Tensor:
-    """``x`` where positive, else ``weight * x``; ``weight`` is one value or one per channel (axis 1)."""
-    x = _tensor(input, "input")
-    w = _tensor(weight, "weight")
-    if w.ndim > 1:
-        raise ValueError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {w.ndim}")
-    if w.numel() != 1:
-        if x.ndim == 0:
-            raise ValueError("prelu: weight must hold one value for a zero-dim input, got "
-                             f"{w.numel()} values (Not allow zero-dim input tensor.)")
-        channels = x.shape[1] if x.ndim >= 2 else 1
-        if w.numel() != channels:
-            raise ValueError(f"Mismatch of parameter numbers and input channel size. Found parameter "
-                             f"numbers = {w.numel()} and channel size = {channels}.")
-    if w.dtype != x.dtype:
-        raise TypeError(f"prelu: input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
-    return _act_ops.prelu(x, w)
-
-
-# -- channel dropout ------------------------------------------------------------------------------
-def _feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Zero whole channels ``x[n, c]`` of batched ``x (N, C, *)`` with probability ``p``."""
-    if not training or p == 0:
-        return x
-    data = as_array(x)
-    if p >= 1:
-        scale = np.zeros((), dtype=data.dtype)
-    else:
-        keep = _default_generator().random(data.shape[:2] + (1,) * (data.ndim - 2)) >= p
-        scale = keep.astype(data.dtype) * data.dtype.type(1 / (1 - p))
-    return x * Tensor(scale)
-
-
-def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero whole channels of ``(N, C, L)`` or ``(C, L)`` with probability ``p``; scale the rest."""
-    p = _check_probability(p)
-    x = _tensor(input, "input")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"dropout1d: Expected 2D or 3D input, but received a {x.ndim}D input. Note that "
-                         "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial "
-                         "dimension, a channel dimension, and an optional batch dimension (i.e. 2D or 3D "
-                         "inputs).")
-    if x.ndim == 2:
-        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
-    return _feature_dropout(x, p, training)
-
-
-def _check_feature_rank(x: Tensor) -> None:
-    if x.ndim < 2:
-        raise ValueError(f"Feature dropout requires at least 2 dimensions in the input, got input of size "
-                         f"{_shape_text(x.shape)}")
-
-
-def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero whole channels of ``(N, C, H, W)`` with probability ``p``.
-
-    As torch, a 3-D input is read as ``(N, C, L)`` (1-D channel dropout, with a warning).
-    """
-    p = _check_probability(p)
-    x = _tensor(input, "input")
-    if x.ndim not in (3, 4):
-        warnings.warn(f"dropout2d: Received a {x.ndim}-D input to dropout2d, which is deprecated and will "
-                      "result in an error in a future release. To retain the behavior and silence this "
-                      "warning, please use dropout instead. Note that dropout2d exists to provide "
-                      "channel-wise dropout on inputs with 2 spatial dimensions, a channel dimension, and an "
-                      "optional batch dimension (i.e. 3D or 4D inputs).", UserWarning, stacklevel=2)
-    if x.ndim == 3:
-        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
-                      "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
-                      "dim. This behavior will change in a future release to interpret the input as one "
-                      "without a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise "
-                      "dropout behavior, please switch to using dropout1d instead.", UserWarning,
-                      stacklevel=2)
-    _check_feature_rank(x)
-    return _feature_dropout(x, p, training)
-
-
-def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` with probability ``p``."""
-    p = _check_probability(p)
-    x = _tensor(input, "input")
-    if x.ndim not in (4, 5):
-        warnings.warn(f"dropout3d: Received a {x.ndim}-D input to dropout3d, which is deprecated and will "
-                      "result in an error in a future release. To retain the behavior and silence this "
-                      "warning, please use dropout instead. Note that dropout3d exists to provide "
-                      "channel-wise dropout on inputs with 3 spatial dimensions, a channel dimension, and an "
-                      "optional batch dimension (i.e. 4D or 5D inputs).", UserWarning, stacklevel=2)
-    if x.ndim == 4:
-        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
-    _check_feature_rank(x)
-    return _feature_dropout(x, p, training)
-
-
-# -- pixel shuffle --------------------------------------------------------------------------------
-def _shuffle_factor(value: Any, name: str, op: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{op} expects a positive {name}, but got {value}")
-    return int(value)
-
-
-def _shuffle_input(input: Any, op: str) -> Tensor:
-    x = _tensor(input, "input", floating=False)
-    if x.ndim < 3:
-        raise ValueError(f"{op} expects input to have at least 3 dimensions, but got input with "
-                         f"{x.ndim} dimension(s)")
-    return x
-
-
-def pixel_shuffle(input: Any, upscale_factor: int) -> Tensor:
-    """``(*, C r^2, H, W) -> (*, C, H r, W r)``: channel blocks become ``r x r`` pixel blocks."""
-    r = _shuffle_factor(upscale_factor, "upscale_factor", "pixel_shuffle")
-    x = _shuffle_input(input, "pixel_shuffle")
-    if x.shape[-3] % (r * r):
-        raise ValueError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the "
-                         f"square of upscale_factor, but input.size(-3)={x.shape[-3]} is not divisible by "
-                         f"{r * r}")
-    return _shuffle_ops.pixel_shuffle(x, r)
-
-
-def pixel_unshuffle(input: Any, downscale_factor: int) -> Tensor:
-    """``(*, C, H r, W r) -> (*, C r^2, H, W)``, the inverse of :func:`pixel_shuffle`."""
-    r = _shuffle_factor(downscale_factor, "downscale_factor", "pixel_unshuffle")
-    x = _shuffle_input(input, "pixel_unshuffle")
-    for axis, name in ((-2, "height"), (-1, "width")):
-        if x.shape[axis] % r:
-            raise ValueError(f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
-                             f"input.size({axis})={x.shape[axis]} is not divisible by {r}")
-    return _shuffle_ops.pixel_unshuffle(x, r)
-
-
-# -- losses ---------------------------------------------------------------------------------------
-def _size_warning(x: Tensor, t: Tensor) -> None:
-    if t.shape != x.shape:
-        warnings.warn(f"Using a target size ({_shape_text(t.shape)}) that is different to the input size "
-                      f"({_shape_text(x.shape)}). This will likely lead to incorrect results due to "
-                      "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
-        try:
-            np.broadcast_shapes(x.shape, t.shape)
-        except ValueError as error:
-            raise ValueError(f"input of size {_shape_text(x.shape)} and target of size "
-                             f"{_shape_text(t.shape)} cannot be broadcast together") from error
-
-
-def _same_dtype(x: Tensor, other: Tensor, name: str, op: str) -> None:
-    if other.dtype != x.dtype:
-        raise TypeError(f"{op}: expected {name} dtype {x.dtype} (the input's), got {other.dtype}")
-
-
-def binary_cross_entropy(input: Any, target: Any, weight: Any = None, size_average: Any = None,
-                         reduce: Any = None, reduction: str = "mean") -> Tensor:
-    """``-w * (t log x + (1 - t) log(1 - x))`` of probabilities ``input`` in [0, 1], each log
-    clamped at -100; ``weight`` broadcasts to the input."""
-    reduction = _reduction(size_average, reduce, reduction)
-    x = _tensor(input, "input")
-    t = _tensor(target, "target")
-    if t.shape != x.shape:
-        raise ValueError(f"Using a target size ({_shape_text(t.shape)}) that is different to the input size "
-                         f"({_shape_text(x.shape)}) is deprecated. Please ensure they have the same size.")
-    _same_dtype(x, t, "target", "binary_cross_entropy")
-    w = None
-    if weight is not None:
-        w = _tensor(weight, "weight")
-        _same_dtype(x, w, "weight", "binary_cross_entropy")
-        try:
-            shape = np.broadcast_shapes(t.shape, w.shape)
-        except ValueError as error:
-            raise ValueError(f"binary_cross_entropy: weight of size {_shape_text(w.shape)} "
-                             f"does not broadcast to the target's size {_shape_text(t.shape)}") from error
-        if shape != x.shape:
-            raise ValueError(f"binary_cross_entropy: weight of size {_shape_text(w.shape)} "
-                             f"does not broadcast to the input's size {_shape_text(x.shape)}")
-        w = np.broadcast_to(as_array(w), shape)
-    data = as_array(x)
-    if ((data < 0) | (data > 1)).any():
-        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1")
-    return _reduce_elements(_loss_ops.binary_cross_entropy(x, t, w), None, reduction)
-
-
-def smooth_l1_loss(input: Any, target: Any, size_average: Any = None, reduce: Any = None,
-                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
-    """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
-    x, t = _tensor(input, "input"), _tensor(target, "target")
-    _size_warning(x, t)
-    reduction = _reduction(size_average, reduce, reduction)
-    beta = _real(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got beta={beta}")
-    return _reduce_elements(_loss_ops.smooth_l1(x, t, beta), None, reduction)
-
-
-def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0,
-               weight: Any = None) -> Tensor:
-    """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``; ``weight`` (the input's
-    shape) multiplies each element before the reduction (``'mean'`` is the plain mean)."""
-    x, t = _tensor(input, "input"), _tensor(target, "target")
-    _size_warning(x, t)
-    reduction = _reduction(None, None, reduction)
-    delta = _real(delta, "delta")
-    if delta <= 0:
-        raise ValueError(f"huber_loss does not support non-positive values for delta, got delta={delta}")
-    elements = _loss_ops.huber(x, t, delta)
-    if weight is not None:
-        w = _tensor(weight, "weight")
-        if w.shape != x.shape:
-            raise ValueError(f"Weights and input must have the same size, got {_shape_text(w.shape)} and "
-                             f"{_shape_text(x.shape)}.")
-        elements = elements * w
-    return _reduce_elements(elements, None, reduction)
-
-
-def kl_div(input: Any, target: Any, size_average: Any = None, reduce: Any = None, reduction: str = "mean",
-           log_target: bool = False) -> Tensor:
-    """Pointwise KL divergence ``t * (log t - input)`` of log-probabilities ``input``
-    (``exp(t) * (t - input)`` if ``log_target``). ``'batchmean'`` divides the sum by ``input.size(0)``."""
-    if size_average is not None or reduce is not None:
-        reduction = _reduction(size_average, reduce, "mean")
-    else:
-        if reduction == "mean":
-            warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support "
-                          "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
-                          "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
-                          "major release.", UserWarning, stacklevel=2)
-        if reduction != "batchmean":
-            reduction = _reduction(None, None, reduction)
-    x, t = _tensor(input, "input"), _tensor(target, "target")
-    try:
-        np.broadcast_shapes(x.shape, t.shape)
-    except ValueError as error:
-        raise ValueError(f"kl_div: input of size {_shape_text(x.shape)} and target of size "
-                         f"{_shape_text(t.shape)} cannot be broadcast together") from error
-    elements = _loss_ops.kl_div(x, t, _flag(log_target, "log_target"))
-    if reduction == "batchmean":
-        total = elements.sum()
-        return total / x.shape[0] if x.ndim else total
-    return _reduce_elements(elements, None, reduction)
-
-
-# -- resampling -----------------------------------------------------------------------------------
-from ..ops import interpolate as _interp_ops  # noqa: E402
-from ..ops import pool as _pool_ops  # noqa: E402
-
-__all__ += ["interpolate", "upsample", "upsample_nearest", "upsample_bilinear"]
-
-_INTERPOLATE_MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear", "area", "nearest-exact")
-_MODE_RANK = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
-                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
-                antialias: bool = False) -> Tensor:
-    """Resample ``input (N, C, *in)`` (1-3 spatial dims) to ``size`` or ``floor(in * scale_factor)``.
-
-    Modes: ``'nearest'``, ``'nearest-exact'``, ``'linear'`` (3-D), ``'bilinear'``/``'bicubic'``
-    (4-D), ``'trilinear'`` (5-D) with ``align_corners`` (corner pixels' centres aligned; default
-    False), ``'area'`` (adaptive average pooling). A given ``scale_factor`` also sets the source
-    coordinates (``src = (dst + 0.5) / scale - 0.5``) unless ``recompute_scale_factor`` is True,
-    then ``in / out`` is used. See :mod:`npconv.ops.interpolate` for each kernel's formula.
-    """
-    x = _tensor(input, "input")
-    if not isinstance(mode, str) or mode not in _INTERPOLATE_MODES + ("lanczos",):
-        raise ValueError(f"interpolate: mode must be one of {_INTERPOLATE_MODES}, got mode={mode!r}")
-    if mode in ("nearest", "area", "nearest-exact"):
-        if align_corners is not None:
-            raise ValueError("align_corners option can only be set with the interpolating modes: "
-                             "linear | bilinear | bicubic | trilinear")
-    elif align_corners is None:
-        align_corners = False
-    else:
-        align_corners = _flag(align_corners, "align_corners")
-    if antialias:
-        raise ValueError("interpolate: antialias=True is not supported by npconv (torch's anti-aliased "
-                         "bilinear/bicubic/lanczos kernels); use antialias=False")
-    if mode == "lanczos":
-        raise ValueError("interpolate: mode='lanczos' requires antialias=True, which npconv does not support")
-    dim = x.ndim - 2
-    if dim not in (1, 2, 3):
-        raise ValueError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {x.ndim}D) for the "
-                         f"modes: nearest | linear | bilinear | bicubic | trilinear | area | nearest-exact "
-                         f"(got {mode})")
-    needed = _MODE_RANK.get(mode)
-    if needed is not None and needed != dim:
-        raise ValueError(f"Got {x.ndim}D input, but {mode} mode needs {needed + 2}D input")
-    if size is not None and scale_factor is not None:
-        raise ValueError("only one of size or scale_factor should be defined")
-    spatial = list(x.shape[2:])
-    scales: list[float | None] = [None] * dim
-    if size is not None:
-        if isinstance(size, (list, tuple)):
-            if len(size) != dim:
-                raise ValueError(f"Input and output must have the same number of spatial dimensions, but "
-                                 f"got input with spatial dimensions of {spatial} and output size of {size}. "
-                                 "Please provide input tensor in (N, C, d1, d2, ...,dK) format and output "
-                                 "size in (o1, o2, ...,oK) format.")
-            if not all(_integer(v) for v in size):
-                raise TypeError(f"expected size to be one of int or Tuple[int] or Tuple[int, int] or "
-                                f"Tuple[int, int, int], but got size with types {[type(v) for v in size]}")
-            output = [int(v) for v in size]
-        elif _integer(size):
-            output = [int(size)] * dim
-        else:
-            raise TypeError(f"interpolate: size must be an int or a tuple of ints, got {size!r}")
-        if recompute_scale_factor:
-            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
-    elif scale_factor is not None:
-        factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
-        if len(factors) != dim:
-            raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but "
-                             f"got input with spatial dimensions of {spatial} and scale_factor of shape "
-                             f"{scale_factor}. Please provide input tensor in (N, C, d1, d2, ...,dK) format "
-                             "and scale_factor in (s1, s2, ...,sK) format.")
-        if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and np.isfinite(f)
-                   for f in factors):
-            raise TypeError(f"interpolate: scale_factor must be a finite number or a tuple of them, "
-                            f"got {scale_factor!r}")
-        factors = [float(f) for f in factors]
-        output = [int(n * f) for n, f in zip(spatial, factors, strict=True)]
-        if not (recompute_scale_factor or mode == "area"):
-            scales = list(factors)
-    else:
-        raise ValueError("either size or scale_factor should be defined")
-    if any(n <= 0 for n in spatial) or any(m <= 0 for m in output):
-        raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input "
-                         f"{spatial} and output {output}")
-    if mode == "area":
-        return _pool_ops.adaptive_avg_pool(x, output)
-    kernel = {"bilinear": "linear", "trilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
-    return _interp_ops.interpolate(x, output, kernel, bool(align_corners), scales)
-
-
-def upsample(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
-             align_corners: bool | None = None) -> Tensor:
-    """Deprecated alias of :func:`interpolate` (warns, as torch)."""
-    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.",
-                  UserWarning, stacklevel=2)
-    return interpolate(input, size, scale_factor, mode, align_corners)
-
-
-def upsample_nearest(input: Any, size: Any = None, scale_factor: Any = None) -> Tensor:
-    """Deprecated: ``interpolate(input, size, scale_factor, mode='nearest')``."""
-    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
-                  UserWarning, stacklevel=2)
-    return interpolate(input, size, scale_factor, mode="nearest")
-
-
-def upsample_bilinear(input: Any, size: Any = None, scale_factor: Any = None) -> Tensor:
-    """Deprecated: ``interpolate(input, size, scale_factor, mode='bilinear', align_corners=True)``."""
-    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
-                  UserWarning, stacklevel=2)
-    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
-
-
-# -- normalisation, adaptive max pooling, embeddings, vector similarity --------------------------
-from ..ops import embedding as _embedding_ops  # noqa: E402
-from ..ops import norm as _norm_ops  # noqa: E402
-from ._functional_layers import avg_pool2d as _avg_pool2d  # noqa: E402
-from ._functional_layers import avg_pool3d as _avg_pool3d  # noqa: E402
-from ._functional_layers import batch_norm as _batch_norm  # noqa: E402
-
-__all__ += [
-    "layer_norm", "instance_norm", "local_response_norm", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "adaptive_max_pool3d", "embedding", "one_hot", "normalize", "cosine_similarity",
-]
-
-
-def _shape_list(shape: Any) -> list[int]:
-    return [int(v) for v in shape]
-
-
-def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
-               eps: float = 1e-5) -> Tensor:
-    """Normalise over the trailing ``normalized_shape`` axes (mean and biased variance per leading
-    index), then ``* weight + bias`` (each of ``normalized_shape``)."""
-    x = _tensor(input, "input")
-    shape = (normalized_shape,) if _integer(normalized_shape) else tuple(normalized_shape)
-    if not all(_integer(v) for v in shape):
-        raise TypeError(f"layer_norm: normalized_shape must be an int or a sequence of ints, got "
-                        f"{normalized_shape!r}")
-    shape = tuple(int(v) for v in shape)
-    count = len(shape)
-    if count == 0 or x.ndim < count or tuple(x.shape[x.ndim - count:]) != shape:
-        raise ValueError(f"Given normalized_shape={_shape_list(shape)}, expected input with shape "
-                         f"[*, {', '.join(str(v) for v in shape)}], but got input of "
-                         f"size{_shape_text(x.shape)}")
-    params = []
-    for name, value in (("weight", weight), ("bias", bias)):
-        if value is None:
-            params.append(None)
-            continue
-        p = _tensor(value, name)
-        if tuple(p.shape) != shape:
-            raise ValueError(f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
-                             f"shape {_shape_text(p.shape)} and normalized_shape = {_shape_text(shape)}")
-        _same_dtype(x, p, name, "layer_norm")
-        params.append(p)
-    return _norm_ops.layer_norm(x, count, params[0], params[1], float(eps))
-
-
-def instance_norm(input: Any, running_mean: Any = None, running_var: Any = None, weight: Any = None,
-                  bias: Any = None, use_input_stats: bool = True, momentum: float = 0.1,
-                  eps: float = 1e-5) -> Tensor:
-    """Normalise each ``(n, c)`` plane of ``(N, C, *)`` by its own mean and biased variance, then a
-    per-channel affine map. With ``use_input_stats`` the running statistics (if given) move by
-    ``momentum`` towards the batch average of the per-plane mean and unbiased variance; without it
-    they normalise instead (batch norm in eval mode)."""
-    x = _tensor(input, "input")
-    if x.ndim < 2:
-        raise ValueError(f"instance_norm: expected an input with at least 2 dimensions (N, C, *), got input "
-                         f"of size {_shape_text(x.shape)}")
-    if not use_input_stats:
-        return _batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
-    n, channels = x.shape[:2]
-    spatial = int(np.prod(x.shape[2:]))
-    if spatial <= 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
-                         f"{_shape_text(x.shape)}")
-    stats = []
-    for name, value in (("running_mean", running_mean), ("running_var", running_var)):
-        if value is not None:
-            value = _tensor(value, name)
-            if value.shape != (channels,):
-                raise ValueError(f"{name} should contain {n * channels} elements not {value.numel() * n}")
-        stats.append(value)
-    w, b = (None if v is None else _tensor(v, name) for v, name in ((weight, "weight"), (bias, "bias")))
-    for name, value in (("weight", w), ("bias", b)):
-        if value is not None and value.shape != (channels,):
-            raise ValueError(f"{name} should contain {channels} elements not {value.numel()}")
-    planes = x.reshape((1, n * channels) + x.shape[2:])
-    y = _norm_ops.batch_norm(planes, None, None, None, None, True, 0.0, float(eps)).reshape(x.shape)
-    if stats[0] is not None or stats[1] is not None:
-        data = as_array(x).reshape(n, channels, -1)
-        acc = np.promote_types(data.dtype, np.float32)
-        mean = data.mean(axis=2, dtype=acc)
-        var = data.var(axis=2, dtype=acc, ddof=1)
-        for buffer, stat in zip(stats, (mean, var), strict=True):
-            if buffer is not None:
-                buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat.mean(axis=0)
-    channel_shape = (1, channels) + (1,) * (x.ndim - 2)
-    if w is not None:
-        y = y * w.reshape(channel_shape)
-    if b is not None:
-        y = y + b.reshape(channel_shape)
-    return y
-
-
-def local_response_norm(input: Any, size: int, alpha: float = 1e-4, beta: float = 0.75,
-                        k: float = 1.0) -> Tensor:
-    """``x / (k + alpha * mean_{size channels around c} x^2) ^ beta`` over ``(N, C, *)``
-    (torch's composition of pad and average pooling, so its gradient too)."""
-    x = _tensor(input, "input")
-    if x.ndim < 3:
-        raise ValueError(f"Expected 3D or higher dimensionality input (got {x.ndim} dimensions)")
-    if not _integer(size) or size < 1:
-        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
-    if x.numel() == 0:
-        return x
-    div = x * x
-    if x.ndim == 3:
-        div = pad(div.unsqueeze(1), (0, 0, size // 2, (size - 1) // 2))
-        div = _avg_pool2d(div, (size, 1), stride=1).squeeze(1)
-    else:
-        sizes = x.shape
-        div = div.reshape(sizes[0], 1, sizes[1], sizes[2], -1)
-        div = pad(div, (0, 0, 0, 0, size // 2, (size - 1) // 2))
-        div = _avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1).reshape(sizes)
-    return x / (div * float(alpha) + float(k)) ** float(beta)
-
-
-def _adaptive_max_pool(nd: int, input: Any, output_size: Any, return_indices: bool) -> Any:
-    name = f"adaptive_max_pool{nd}d"
-    x = _tensor(input, "input")
-    if x.ndim not in (nd + 1, nd + 2) or (x.ndim == nd + 2 and x.shape[1] == 0) or 0 in x.shape[-nd:]:
-        raise ValueError(f"{name}(): Expected a non-empty {nd + 1}D or {nd + 2}D tensor, but got: "
-                         f"{_shape_text(x.shape)}")
-    sizes = (output_size,) * nd if _integer(output_size) or output_size is None else tuple(output_size)
-    if len(sizes) != nd:
-        raise ValueError(f"{name}() argument 'output_size' should contain {nd} ints (got {len(sizes)})")
-    target = []
-    for size, n in zip(sizes, x.shape[-nd:], strict=True):
-        if size is not None and (not _integer(size) or size < 0):
-            raise ValueError(f"{name}: output_size must hold non-negative ints or None, got {output_size!r}")
-        target.append(n if size is None else int(size))
-    batched = x.ndim == nd + 2
-    xb = x if batched else x.unsqueeze(0)
-    if 0 in target:
-        empty = xb.shape[:2] + tuple(target)
-        y, index = Tensor(np.zeros(empty, x.dtype)), np.zeros(empty, np.int64)
-    else:
-        y, index = _pool_ops.adaptive_max_pool(xb, target)
-    if not batched:
-        y, index = y.squeeze(0), index[0]
-    return (y, Tensor(index)) if _flag(return_indices, "return_indices") else y
-
-
-def adaptive_max_pool1d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
-    """Max over windows ``[floor(i L / out), ceil((i + 1) L / out))`` of ``(N, C, L)``; with
-    ``return_indices`` also the flat input position of each maximum."""
-    return _adaptive_max_pool(1, input, output_size, return_indices)
-
-
-def adaptive_max_pool2d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
-    """Adaptive max pooling of ``(N, C, H, W)`` to ``output_size`` (int or pair; None keeps a size)."""
-    return _adaptive_max_pool(2, input, output_size, return_indices)
-
-
-def adaptive_max_pool3d(input: Any, output_size: Any, return_indices: bool = False) -> Any:
-    """Adaptive max pooling of ``(N, C, D, H, W)`` to ``output_size``."""
-    return _adaptive_max_pool(3, input, output_size, return_indices)
-
-
-def _index_tensor(value: Any, name: str, op: str) -> np.ndarray:
-    data = as_array(value) if isinstance(value, Tensor) else np.asarray(value)
-    if data.dtype.kind not in "iu":
-        raise TypeError(f"{op}: {name} must hold integer indices (int64 or int32), got dtype {data.dtype}")
-    return data
-
-
-def embedding(input: Any, weight: Any, padding_idx: int | None = None, max_norm: float | None = None,
-              norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
-    """Rows of ``weight (V, D)`` at integer ``input (*)``: ``(*, D)``. ``padding_idx`` gets no gradient;
-    ``max_norm`` first rescales (in place) the looked-up rows whose norm exceeds it."""
-    indices = _index_tensor(input, "input", "embedding")
-    w = _tensor(weight, "weight")
-    if w.ndim != 2:
-        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
-                         f"{_shape_text(w.shape)}")
-    rows = w.shape[0]
-    if padding_idx is not None:
-        if not _integer(padding_idx) or not -rows <= padding_idx < rows:
-            raise ValueError(f"embedding: padding_idx must be within num_embeddings ({rows}), "
-                             f"got {padding_idx!r}")
-        padding_idx = int(padding_idx) % rows
-    if sparse:
-        raise ValueError("embedding: sparse=True (sparse gradients) is not supported by npconv; "
-                         "use sparse=False")
-    if indices.size and (indices.min() < 0 or indices.max() >= rows):
-        bad = indices[(indices < 0) | (indices >= rows)].flat[0]
-        raise IndexError(f"index out of range in self: embedding index {int(bad)} is not in [0, {rows})")
-    indices = indices.astype(np.int64, copy=False)
-    if max_norm is not None:
-        _embedding_ops.embedding_renorm_(w.data, indices, _real(max_norm, "max_norm"),
-                                         _real(norm_type, "norm_type"))
-    return _embedding_ops.embedding(indices, w, padding_idx, _flag(scale_grad_by_freq, "scale_grad_by_freq"))
-
-
-def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
-    """``(*,)`` class indices to ``(*, num_classes)`` int64 with a 1 at each index
-    (``num_classes=-1``: one more than the largest index)."""
-    indices = as_array(tensor) if isinstance(tensor, Tensor) else np.asarray(tensor)
-    if indices.dtype != np.int64:
-        raise TypeError(f"one_hot is only applicable to index tensor of type LongTensor (int64), got dtype "
-                        f"{indices.dtype}")
-    if not _integer(num_classes) or num_classes < -1:
-        raise ValueError(f"one_hot: num_classes must be -1 or a non-negative int, got {num_classes!r}")
-    if num_classes == -1:
-        if indices.size == 0:
-            raise ValueError("Can not infer total number of classes from empty tensor.")
-        num_classes = int(indices.max()) + 1
-    if indices.size and indices.min() < 0:
-        raise ValueError("Class values must be non-negative.")
-    if indices.size and indices.max() >= num_classes:
-        raise ValueError(f"Class values must be smaller than num_classes ({num_classes}), "
-                         f"got {int(indices.max())}.")
-    return Tensor(_embedding_ops.one_hot_array(indices, int(num_classes)))
-
-
-def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> Tensor:
-    """``input / max(||input||_p, eps)`` along ``dim``."""
-    x = _tensor(input, "input")
-    if out is not None:
-        raise ValueError("normalize: out= is not supported by npconv; use the returned Tensor")
-    axis = _dim_index(dim, x.ndim)
-    if x.ndim == 0:
-        x = x.reshape(1)
-        return _norm_ops.normalize(x, _real(p, "p"), 0, _real(eps, "eps")).reshape(())
-    return _norm_ops.normalize(x, _real(p, "p"), axis, _real(eps, "eps"))
-
-
-def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> Tensor:
-    """``sum(x1 * x2) / (max(||x1||, eps) * max(||x2||, eps))`` along ``dim`` of the broadcast inputs."""
-    a, b = _tensor(x1, "x1"), _tensor(x2, "x2")
-    _same_dtype(a, b, "x2", "cosine_similarity")
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError as error:
-        raise ValueError(f"cosine_similarity: x1 of size {_shape_text(a.shape)} and x2 of size "
-                         f"{_shape_text(b.shape)} cannot be broadcast together") from error
-    axis = _dim_index(dim, len(shape))
-    if not shape:
-        return _norm_ops.cosine_similarity(a.reshape(1), b.reshape(1), 0, _real(eps, "eps"))
-    return _norm_ops.cosine_similarity(a, b, axis, _real(eps, "eps"))
-
-
-# -- sliding blocks -------------------------------------------------------------------------------
-from ..ops import fold as _fold_ops  # noqa: E402
-
-__all__ += ["unfold", "fold"]
-
-
-def _block_geometry(op: str, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> ConvGeometry:
-    if isinstance(padding, str):
-        raise TypeError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
-    for name, value in (("kernel_size", kernel_size), ("dilation", dilation), ("stride", stride)):
-        values = value if isinstance(value, (tuple, list)) else (value,)
-        if any(_integer(v) and v <= 0 for v in values):
-            raise ValueError(f"{op}: {name} should be greater than zero, but got {name}={value!r}")
-    return ConvGeometry.create(kernel_size, stride, padding, dilation, ndim=2)
-
-
-def _blocks(op: str, size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:
-    pads = geom.pads(size)
-    blocks = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
-                   for n, (lo, hi), e, s in zip(size, pads, geom.extent, geom.stride, strict=True))
-    if any(b < 1 for b in blocks):
-        raise ValueError(f"{op}: given input with spatial size {tuple(size)}, "
-                         f"kernel_size={geom.kernel_size}, dilation={geom.dilation}, "
-                         f"padding={tuple(lo for lo, _ in pads)}, calculated shape of the array of sliding "
-                         f"blocks as {blocks}, but its components must be at least one.")
-    return blocks
-
-
-def unfold(input: Any, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1) -> Tensor:
-    """Sliding blocks of ``(N, C, H, W)`` (or ``(C, H, W)``) as columns ``(N, C * kh * kw, L)``
-    (im2col; ``L`` blocks in row-major order)."""
-    x = _tensor(input, "input")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"Input Error: Only 3D or 4D input Tensors are supported (got {x.ndim}D)")
-    geom = _block_geometry("unfold", kernel_size, dilation, padding, stride)
-    batched = x.ndim == 4
-    xb = x if batched else x.unsqueeze(0)
-    if xb.shape[1] == 0 and batched:
-        raise ValueError(f"unfold: expected a non-empty channel dimension, got input of size "
-                         f"{_shape_text(x.shape)}")
-    _blocks("unfold", xb.shape[2:], geom)
-    y = _fold_ops.unfold(xb, geom)
-    return y if batched else y.squeeze(0)
-
-
-def fold(input: Any, output_size: Any, kernel_size: Any, dilation: Any = 1, padding: Any = 0,
-         stride: Any = 1) -> Tensor:
-    """Sum columns ``(N, C * kh * kw, L)`` (or ``(C * kh * kw, L)``) back into ``(N, C, *output_size)``
-    (col2im, the adjoint of :func:`unfold`; overlapping entries add)."""
-    x = _tensor(input, "input")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are supported "
-                         f"(got {x.ndim}D)")
-    geom = _block_geometry("fold", kernel_size, dilation, padding, stride)
-    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    if len(size) != 2 or not all(_integer(v) for v in size):
-        raise TypeError(f"fold: output_size must be an int or a pair of ints, got {output_size!r}")
-    if any(v < 1 for v in size):
-        raise ValueError(f"fold: output_size must be positive, got {output_size!r}")
-    batched = x.ndim == 3
-    xb = x if batched else x.unsqueeze(0)
-    k = int(np.prod(geom.kernel_size))
-    if xb.shape[1] % k:
-        raise ValueError(f"Expected size of input's dimension 1 to be divisible by the product of "
-                         f"kernel_size, but got input.size(1)={xb.shape[1]} and "
-                         f"kernel_size={geom.kernel_size}")
-    blocks = _blocks("fold", size, geom)
-    if xb.shape[2] != blocks[0] * blocks[1]:
-        raise ValueError(f"Given output_size={size}, kernel_size={geom.kernel_size}, "
-                         f"dilation={geom.dilation}, padding={tuple(lo for lo, _ in geom.pads())}, "
-                         f"stride={geom.stride}, expected size of input's dimension 2 to match the "
-                         f"calculated number of sliding blocks {blocks[0]} * {blocks[1]} = "
-                         f"{blocks[0] * blocks[1]}, but got input.size(2)={xb.shape[2]}.")
-    y = _fold_ops.fold(xb, geom, size)
-    return y if batched else y.squeeze(0)
-
-
-# -- spatial transformers -------------------------------------------------------------------------
-from ..ops import grid_sample as _grid_ops  # noqa: E402
-
-__all__ += ["grid_sample", "affine_grid"]
-
-_ALIGN_CORNERS_WARNING = ("Default grid_sample and affine_grid behavior has changed to align_corners=False "
-                          "since 1.3.0. Please specify align_corners=True if the old behavior is desired. "
-                          "See the documentation of grid_sample for details.")
-
-
-def grid_sample(input: Any, grid: Any, mode: str = "bilinear", padding_mode: str = "zeros",
-                align_corners: bool | None = None) -> Tensor:
-    """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (or 3-D: ``(N, C, D, H, W)`` at
-    ``(N, D_out, H_out, W_out, 3)``) holding normalised ``(x, y[, z])`` in ``[-1, 1]``.
-
-    ``mode``: ``'bilinear'`` (trilinear for 5-D) or ``'nearest'``; ``padding_mode``: ``'zeros'``,
-    ``'border'`` or ``'reflection'``; ``align_corners``: -1 and 1 are the corner pixels' centres
-    (True) or edges (False, the default). Differentiable in ``input`` and ``grid``.
-    """
-    if mode not in ("bilinear", "nearest", "bicubic"):
-        raise ValueError("nn.functional.grid_sample(): expected mode to be 'bilinear', 'nearest' or "
-                         f"'bicubic', but got: '{mode}'")
-    if mode == "bicubic":
-        raise ValueError("nn.functional.grid_sample(): mode='bicubic' is not supported by npconv; use "
-                         "'bilinear' or 'nearest'")
-    if padding_mode not in ("zeros", "border", "reflection"):
-        raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
-                         f"'reflection', but got: '{padding_mode}'")
-    if align_corners is None:
-        warnings.warn(_ALIGN_CORNERS_WARNING, UserWarning, stacklevel=2)
-        align_corners = False
-    x, g = _tensor(input, "input"), _tensor(grid, "grid")
-    if x.ndim not in (4, 5) or g.ndim != x.ndim:
-        raise ValueError("grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "
-                         f"but got input with sizes {_shape_text(x.shape)} and grid with sizes "
-                         f"{_shape_text(g.shape)}")
-    if g.shape[0] != x.shape[0]:
-        raise ValueError("grid_sampler(): expected grid and input to have same batch size, but got input "
-                         f"with sizes {_shape_text(x.shape)} and grid with sizes {_shape_text(g.shape)}")
-    if g.shape[-1] != x.ndim - 2:
-        raise ValueError(f"grid_sampler(): expected grid to have size {x.ndim - 2} in last dimension, but "
-                         f"got grid with sizes {_shape_text(g.shape)}")
-    for axis in range(2, x.ndim):
-        if x.shape[axis] == 0:
-            raise ValueError("grid_sampler(): expected input to have non-empty spatial dimensions, but "
-                             f"input has sizes {_shape_text(x.shape)} with dimension {axis} being empty")
-    _same_dtype(x, g, "grid", "grid_sample")
-    return _grid_ops.grid_sample(x, g, mode, padding_mode, _flag(align_corners, "align_corners"))
-
-
-def _base_coordinates(steps: int, align_corners: bool, dtype: np.dtype) -> np.ndarray:
-    """torch's ``linspace_from_neg_one``: ``steps`` points over [-1, 1] (pixel centres unless aligned)."""
-    if steps <= 1:
-        return np.zeros(1, dtype=dtype)
-    points = np.linspace(-1, 1, steps, dtype=dtype)
-    return points if align_corners else points * dtype.type((steps - 1) / steps)
-
-
-def affine_grid(theta: Any, size: Any, align_corners: bool | None = None) -> Tensor:
-    """Sampling grid ``(N, H, W, 2)`` (or ``(N, D, H, W, 3)``) of the affine maps ``theta (N, 2, 3)``
-    (or ``(N, 3, 4)``) for an output of ``size = (N, C, H, W)`` (or 5-D):
-    ``grid = [x, y(, z), 1] @ theta^T``."""
-    if align_corners is None:
-        warnings.warn(_ALIGN_CORNERS_WARNING, UserWarning, stacklevel=2)
-        align_corners = False
-    align_corners = _flag(align_corners, "align_corners")
-    t = _tensor(theta, "theta")
-    size = [int(v) for v in size] if all(_integer(v) for v in size) else None
-    if size is None:
-        raise TypeError("affine_grid: size must be a sequence of ints")
-    if len(size) == 4:
-        expected = (2, 3)
-    elif len(size) == 5:
-        expected = (3, 4)
-    else:
-        raise ValueError(f"affine_grid only supports 4D and 5D sizes, for 2D and 3D affine transforms, "
-                         f"respectively. Got size {size}.")
-    if t.ndim != 3 or tuple(t.shape[1:]) != expected:
-        raise ValueError(f"Expected a batch of {len(size) - 2}D affine matrices of shape Nx{expected[0]}x"
-                         f"{expected[1]} for size {size}. Got {_shape_text(t.shape)}.")
-    if min(size) <= 0:
-        raise ValueError(f"Expected non-zero, positive output size. Got {size}")
-    if t.shape[0] != size[0]:
-        raise ValueError(f"affine_grid: theta holds {t.shape[0]} matrices but size asks for a batch of "
-                         f"{size[0]}")
-    spatial = size[2:]
-    if align_corners and min(spatial) == 1:
-        warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
-                      "align_corners=True. This is not an intended use case of affine_grid. See the "
-                      "documentation of affine_grid for details.", UserWarning, stacklevel=2)
-    axes = [_base_coordinates(n, align_corners, t.dtype) for n in reversed(spatial)]  # x (width) first
-    mesh = np.meshgrid(*reversed(axes), indexing="ij")  # each of shape spatial
-    base = np.stack([m for m in reversed(mesh)] + [np.ones(spatial, dtype=t.dtype)], axis=-1)
-    grid = Tensor(base.reshape(1, -1, len(spatial) + 1)) @ t.transpose(1, 2)
-    return grid.reshape([size[0]] + spatial + [len(spatial)])

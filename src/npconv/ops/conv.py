@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import ConvGeometry
+from ..geometry import PADDING_MODES, ConvGeometry
 from ..kernels import plan
 from ..kernels.common import bias_grad
 from ..kernels.padding import pad_array
@@ -23,10 +23,6 @@ from ..tensor import Tensor, _conj, as_array, make_result
 from .pad import pad, pad_adjoint
 
 __all__ = ["convolution", "conv_transpose"]
-
-_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
-             "circular": "circular", "symmetric": "symmetric"}
-
 
 def _wants_grad(value: Any) -> bool:
     return isinstance(value, Tensor) and value.requires_grad
@@ -50,10 +46,7 @@ def _conv_transpose_core(x: Any, w: Any, b: Any, geom: ConvGeometry, out_size: t
     xd, wd = as_array(x), as_array(w)
     bd = None if b is None else as_array(b)
     in_size = xd.shape[2:]
-    # output_padding >= stride (allowed when < dilation) makes the adjoint convolution longer
-    # than the input; zero-extending the input keeps the passes exact adjoints.
-    conv_size = geom.output_size(out_size)
-    extra = tuple((0, m - n) for m, n in zip(conv_size, in_size, strict=True))
+    extra = geom.transposed_input_padding(in_size, out_size)
     xe = pad_array(xd, extra) if any(hi for _, hi in extra) else xd
     y = plan.grad_input(xe, wd, geom, out_size, bias=bd)
     crop = (slice(None), slice(None)) + tuple(slice(0, n) for n in in_size)
@@ -72,7 +65,7 @@ def convolution(x: Any, w: Any, b: Any, geom: ConvGeometry, padding_mode: str = 
     pads = geom.pads(as_array(x).shape[2:])
     if padding_mode == "zeros":
         return _conv_core(x, w, b, geom.with_padding(pads))
-    return _conv_core(pad(x, pads, _PAD_MODE[padding_mode]), w, b, geom.with_padding(0))
+    return _conv_core(pad(x, pads, PADDING_MODES[padding_mode]), w, b, geom.with_padding(0))
 
 
 def conv_transpose(
@@ -92,7 +85,7 @@ def conv_transpose(
         return _conv_transpose_core(x, w, b, geom.with_padding(pads), out_size)
     full = geom.padded_size(out_size)
     y = _conv_transpose_core(x, w, None, geom.with_padding(0), full)
-    y = pad_adjoint(y, pads, _PAD_MODE[padding_mode])
+    y = pad_adjoint(y, pads, PADDING_MODES[padding_mode])
     if b is None:
         return y
     return y + (b.reshape((-1,) + (1,) * len(out_size)) if isinstance(b, Tensor)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import ConvGeometry
+from ..geometry import PADDING_MODES, ConvGeometry
 from ..kernels import local as local_kernels
 from ..tensor import Tensor, _conj, as_array, is_grad_enabled, make_result
 from . import conv as conv_ops
@@ -38,8 +38,6 @@ __all__ = [
 
 DENSE_FRACTION = 0.05  # measured crossover (benchmarks/bench_local.py): 3-6% density, k = 3..5
 MAP_METHODS = ("auto", "dense", "sparse")
-_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
-             "circular": "circular", "symmetric": "symmetric"}
 
 
 def _wants_grad(value: Any) -> bool:
@@ -78,7 +76,7 @@ def local_convolution(x: Any, w: Any, b: Any, geom: ConvGeometry, padding_mode: 
     pads = geom.pads(as_array(x).shape[2:])
     if padding_mode == "zeros":
         return _local_core(x, w, b, geom.with_padding(pads))
-    return _local_core(pad(x, pads, _PAD_MODE[padding_mode]), w, b, geom.with_padding(0))
+    return _local_core(pad(x, pads, PADDING_MODES[padding_mode]), w, b, geom.with_padding(0))
 
 
 # -- plane gathers and scatters --------------------------------------------------------------

@@ -1,5 +1,26 @@
 """Layers (``npconv.nn.*``)."""
 
+from .activation import (
+    ELU,
+    GELU,
+    GLU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .container import ModuleDict, ModuleList, Sequential
 from .conv import (
     Conv1d,
     Conv2d,
@@ -16,17 +37,13 @@ from .conv import (
     LazyConvTranspose2d,
     LazyConvTranspose3d,
 )
+from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
+from .flatten import Flatten, Unflatten
+from .fold import Fold, Unfold
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .lazy import LazyModuleMixin
-from .module import Module, StateDictError
-
-__all__ = [
-    "Module", "StateDictError", "LazyModuleMixin",
-    "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "ConvTransposeNd", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d",
-    "LazyConvTranspose2d", "LazyConvTranspose3d",
-]
-
-from .local import (  # noqa: E402
+from .linear import Identity, Linear
+from .local import (
     Conv1dLocal,
     Conv1dMap,
     Conv2dLocal,
@@ -37,22 +54,29 @@ from .local import (  # noqa: E402
     ConvTranspose2dMap,
     ConvTranspose3dMap,
 )
-
-__all__ += ["Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
-            "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap"]
-
-from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: E402
-from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: E402
-from .container import ModuleDict, ModuleList, Sequential  # noqa: E402
-from .dropout import Dropout  # noqa: E402
-from .flatten import Flatten, Unflatten  # noqa: E402
-from .linear import Identity, Linear  # noqa: E402
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: E402
-from .normalization import GroupNorm  # noqa: E402
-from .pooling import (  # noqa: E402
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from .module import Module, StateDictError
+from .normalization import GroupNorm, LayerNorm, LocalResponseNorm
+from .padding import *  # noqa: F403
+from .padding import __all__ as _padding_all
+from .pixelshuffle import PixelShuffle, PixelUnshuffle
+from .pooling import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgPool1d,
     AvgPool2d,
     AvgPool3d,
@@ -60,6 +84,18 @@ from .pooling import (  # noqa: E402
     MaxPool2d,
     MaxPool3d,
 )
+from .sparse import Embedding
+from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
+
+__all__ = [
+    "Module", "StateDictError", "LazyModuleMixin",
+    "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "ConvTransposeNd", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d",
+    "LazyConvTranspose2d", "LazyConvTranspose3d",
+]
+
+__all__ += ["Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
+            "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap"]
 
 __all__ += [
     "Linear", "Identity", "Flatten", "Unflatten", "Sequential", "ModuleList", "ModuleDict", "ReLU",
@@ -69,29 +105,15 @@ __all__ += [
     "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss",
 ]
 
-# issue 13's layers
-from .activation import ELU, GLU, Hardsigmoid, Hardswish, Hardtanh, Mish, PReLU, ReLU6, Softplus  # noqa: E402
-from .dropout import Dropout1d, Dropout2d, Dropout3d  # noqa: E402
-from .loss import BCELoss, HuberLoss, KLDivLoss, SmoothL1Loss  # noqa: E402
-from .padding import *  # noqa: E402,F403
-from .padding import __all__ as _padding_all  # noqa: E402
-from .pixelshuffle import PixelShuffle, PixelUnshuffle  # noqa: E402
-
 __all__ += [
     "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "PReLU", "Softplus", "Mish", "GLU",
     "Dropout1d", "Dropout2d", "Dropout3d", "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
     "PixelShuffle", "PixelUnshuffle", *_padding_all,
 ]
-from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d  # noqa: E402
 
 __all__ += ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
-from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
-from .normalization import LayerNorm, LocalResponseNorm  # noqa: E402
-from .pooling import AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d  # noqa: E402
-from .sparse import Embedding  # noqa: E402
 
 __all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
             "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
-from .fold import Fold, Unfold  # noqa: E402
 
 __all__ += ["Unfold", "Fold"]

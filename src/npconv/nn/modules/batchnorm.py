@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from ...checks import check_int
 from ...tensor import Tensor, as_array
 from .. import functional as F
 from .. import init
-from .._functional_layers import batch_norm_arguments
+from ..functional_layers import batch_norm_arguments
 from ..parameter import Parameter
 from .conv import factory_dtype
 from .module import Module
@@ -31,9 +32,7 @@ class _BatchNorm(Module):
                  affine: bool = True, track_running_stats: bool = True, device: Any = None,
                  dtype: Any = None, *, bias: bool = True) -> None:
         super().__init__()
-        if not isinstance(num_features, numbers.Integral) or isinstance(num_features, bool) \
-                or num_features < 0:
-            raise ValueError(f"num_features must be a non-negative int, got {num_features!r}")
+        num_features = check_int(num_features, "num_features", 0)
         if momentum is not None and not isinstance(momentum, numbers.Real):
             raise TypeError(f"momentum must be a float or None, got {momentum!r}")
         param_dtype = factory_dtype(device, dtype)

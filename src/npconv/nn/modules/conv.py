@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ...geometry import ConvGeometry
+from ...checks import check_allocatable, check_batched_rank, check_conv_arguments, check_int, must
+from ...geometry import ConvGeometry, check_padding_mode
 from ...tensor import Tensor, as_array, to_dtype
 from .. import functional as F
 from .. import init
@@ -37,16 +38,8 @@ def factory_dtype(device: Any, dtype: Any) -> np.dtype:
         raise ValueError(f"npconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
     result = np.dtype(np.float32) if dtype is None else to_dtype(dtype)
     if result.kind not in "fc":
-        raise TypeError(f"dtype must be a floating point or complex dtype, got {result}")
+        raise TypeError(must("dtype", "be a floating point or complex dtype", result))
     return result
-
-
-def _check_channels(value: Any, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be non-negative, got {value}")
-    return int(value)
 
 
 class _ConvNd(Module):
@@ -58,17 +51,16 @@ class _ConvNd(Module):
                  dilation: Any, transposed: bool, output_padding: Any, groups: int, bias: bool,
                  padding_mode: str, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        in_channels = _check_channels(in_channels, "in_channels")
-        out_channels = _check_channels(out_channels, "out_channels")
-        if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups <= 0:
-            raise ValueError(f"groups must be a positive integer, got {groups!r}")
+        in_channels = check_int(in_channels, "in_channels", 0)
+        out_channels = check_int(out_channels, "out_channels", 0)
+        groups = check_int(groups, "groups", 1)
         if in_channels % groups != 0:
             raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
                              f"groups={groups}")
         if out_channels % groups != 0:
             raise ValueError(f"out_channels must be divisible by groups, got out_channels={out_channels}, "
                              f"groups={groups}")
-        F.check_padding_mode(padding_mode)
+        check_padding_mode(padding_mode)
         param_dtype = factory_dtype(device, dtype)
         ndim = self._num_spatial_dims
         if ndim is None:
@@ -91,6 +83,7 @@ class _ConvNd(Module):
         self._geometry_cache = (self._geometry_key(), geometry)
         shape = ((in_channels, out_channels // groups) if transposed
                  else (out_channels, in_channels // groups)) + geometry.kernel_size
+        check_allocatable(shape, param_dtype.itemsize, "weight", type(self).__name__)
         self.weight = Parameter(np.empty(shape, dtype=param_dtype))
         if bias:
             self.bias = Parameter(np.empty(out_channels, dtype=param_dtype))
@@ -211,8 +204,8 @@ class _ConvTransposeNd(_ConvNd):
     def forward(self, input: Any, output_size: Sequence[int] | None = None) -> Tensor:
         geometry = self.geometry
         if output_size is not None:  # reject a bad input before interpreting output_size
-            F.check_conv_arguments(input, self.weight, self.bias, geometry.ndim, geometry.groups, True,
-                                   self._op_name())
+            check_conv_arguments(input, self.weight, self.bias, geometry.ndim, geometry.groups, True,
+                                 self._op_name())
         x = as_array(input)
         spatial = x.shape[-geometry.ndim:] if x.ndim >= geometry.ndim else x.shape
         output_padding = geometry.output_padding_for(spatial, output_size, x.ndim)
@@ -279,7 +272,7 @@ class _LazyConvXdMixin(LazyModuleMixin):
 
     def _make_lazy(self, out_channels: int, bias: bool, device: Any, dtype: Any) -> None:
         self.weight = UninitializedParameter(dtype=factory_dtype(device, dtype))
-        self.out_channels = _check_channels(out_channels, "out_channels")
+        self.out_channels = check_int(out_channels, "out_channels", 0)
         if out_channels % self.groups != 0:  # type: ignore[attr-defined]
             raise ValueError("out_channels must be divisible by groups")
         if bias:
@@ -290,10 +283,7 @@ class _LazyConvXdMixin(LazyModuleMixin):
             return
         x = as_array(input)
         nd = self._num_spatial_dims  # type: ignore[attr-defined]
-        if x.ndim not in (nd + 1, nd + 2):
-            raise ValueError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to "
-                             f"{type(self).__name__}, but got input of size: {list(x.shape)}")
-        in_channels = x.shape[1] if x.ndim == nd + 2 else x.shape[0]
+        in_channels = x.shape[1] if check_batched_rank(x.shape, nd, self._op_name()) else x.shape[0]
         if in_channels % self.groups != 0:  # type: ignore[attr-defined]
             raise ValueError(f"in_channels must be divisible by groups, got in_channels={in_channels}, "
                              f"groups={self.groups}")  # type: ignore[attr-defined]
@@ -317,17 +307,17 @@ class _LazyConvXdMixin(LazyModuleMixin):
                                                               (self.out_channels,))  # type: ignore[attr-defined]
         geometry = self.geometry  # type: ignore[attr-defined]
         rank = as_array(input).ndim
-        input, _, _, _ = F.check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
-                                                self.transposed, self._op_name())  # type: ignore[attr-defined]
+        input, _, _, _ = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
+                                              self.transposed, self._op_name())  # type: ignore[attr-defined]
         shape = as_array(input).shape
         if self.transposed:  # type: ignore[attr-defined]
             output_padding = geometry.output_padding_for(shape[2:], output_size, rank)
-            geometry.transposed_output_size(shape[2:], output_padding)
+            out_shape = (shape[0], self.out_channels) + geometry.transposed_output_size(  # type: ignore
+                shape[2:], output_padding)
+            geometry.check_mode_padding(out_shape, self.padding_mode, "output")  # type: ignore[attr-defined]
             return
         geometry.output_size(shape[2:])
-        if self.padding_mode != "zeros":  # type: ignore[attr-defined]
-            for i, ((lo, hi), size) in enumerate(zip(geometry.pads(shape[2:]), shape[2:], strict=True)):
-                F.check_pad_widths(lo, hi, size, i + 2, shape, self.padding_mode)  # type: ignore[attr-defined]
+        geometry.check_mode_padding(shape, self.padding_mode)  # type: ignore[attr-defined]
 
     def _check_loaded_shape(self, name: str, shape: tuple[int, ...]) -> str | None:
         out_channels, groups, kernel = self.out_channels, self.groups, self.kernel_size  # type: ignore[attr-defined]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
+from ...checks import check_allocatable, check_int
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -39,12 +39,10 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        self.in_features = check_int(in_features, "in_features", 0)
+        self.out_features = check_int(out_features, "out_features", 0)
         param_dtype = factory_dtype(device, dtype)
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        check_allocatable((self.out_features, self.in_features), param_dtype.itemsize, "weight", "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=param_dtype))
         if bias:
             self.bias = Parameter(np.empty(self.out_features, dtype=param_dtype))

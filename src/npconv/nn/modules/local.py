@@ -1,7 +1,7 @@
 """Locally connected and connection-table convolution layers (Lua Torch's SpatialConvolutionLocal,
 SpatialConvolutionMap and SpatialFullConvolutionMap, in 1, 2 and 3 spatial dimensions).
 
-Thin shells over :mod:`npconv.nn._functional_local`; arguments are stored as the conv modules
+Thin shells over :mod:`npconv.nn.functional_local`; arguments are stored as the conv modules
 store them (tuples; padding as a tuple, per-side pairs or a string) and turned into one
 :class:`~npconv.geometry.ConvGeometry`.
 
@@ -17,16 +17,15 @@ store them (tuples; padding as a tuple, per-side pairs or a string) and turned i
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ...geometry import ConvGeometry, normalize_tuple
+from ...checks import check_int
+from ...geometry import ConvGeometry, check_padding_mode, normalize_tuple
 from ...tensor import Tensor, as_array, no_grad
-from .. import _functional_local as FL
-from .. import functional as F
+from .. import functional_local as FL
 from .. import init, tables
 from ..parameter import Parameter
 from .conv import _ConvNd, factory_dtype
@@ -36,14 +35,6 @@ __all__ = [
     "Conv1dLocal", "Conv2dLocal", "Conv3dLocal", "Conv1dMap", "Conv2dMap", "Conv3dMap",
     "ConvTranspose1dMap", "ConvTranspose2dMap", "ConvTranspose3dMap",
 ]
-
-
-def _positive(value: Any, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
 
 
 class _GeometryMixin:
@@ -93,12 +84,13 @@ class _ConvLocalNd(_GeometryMixin, Module):
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         nd = self._num_spatial_dims
-        in_channels = _positive(in_channels, "in_channels")
-        out_channels = _positive(out_channels, "out_channels")
-        F.check_padding_mode(padding_mode)
+        in_channels = check_int(in_channels, "in_channels", 1)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        check_padding_mode(padding_mode)
         param_dtype = factory_dtype(device, dtype)
         geometry = ConvGeometry.create(kernel_size, stride, padding, dilation, ndim=nd)
         input_size = normalize_tuple(input_size, nd, "input_size", minimum=1)
+        geometry.check_mode_padding((1, in_channels) + input_size, padding_mode)
         output_size = geometry.output_size(input_size)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -176,8 +168,8 @@ class _ConvMapNd(_GeometryMixin, Module):
                  out_channels: int | None, device: Any, dtype: Any, method: str) -> None:
         super().__init__()
         table, in_channels, out_channels = tables.check(connection_table, in_channels, out_channels)
-        F.check_padding_mode(padding_mode)
-        FL._check_method(method)
+        check_padding_mode(padding_mode)
+        FL.check_map_method(method)
         param_dtype = factory_dtype(device, dtype)
         geometry = ConvGeometry.create(kernel_size, stride, padding, dilation, 1, output_padding,
                                        ndim=self._num_spatial_dims, transposed=self.transposed)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...checks import reduction as reduction_mode
 from ...tensor import Tensor, as_array
 from .. import functional as F
-from .._functional_layers import _reduction
 from .module import Module
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss"]
@@ -15,7 +15,7 @@ __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLos
 class _Loss(Module):
     def __init__(self, size_average: Any = None, reduce: Any = None, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = _reduction(size_average, reduce, reduction)
+        self.reduction = reduction_mode(size_average, reduce, reduction)
 
 
 class _WeightedLoss(_Loss):
@@ -136,7 +136,7 @@ class KLDivLoss(Module):
                  log_target: bool = False) -> None:
         super().__init__()
         if size_average is not None or reduce is not None or reduction != "batchmean":
-            reduction = _reduction(size_average, reduce, reduction)
+            reduction = reduction_mode(size_average, reduce, reduction)
         self.reduction = reduction
         self.log_target = log_target
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...checks import check_int
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -26,9 +27,8 @@ class GroupNorm(Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  device: Any = None, dtype: Any = None, *, bias: bool = True) -> None:
         super().__init__()
-        for name, value in (("num_groups", num_groups), ("num_channels", num_channels)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        num_groups = check_int(num_groups, "num_groups", 1)
+        num_channels = check_int(num_channels, "num_channels", 1)
         if num_channels % num_groups != 0:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         param_dtype = factory_dtype(device, dtype)

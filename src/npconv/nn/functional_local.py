@@ -19,36 +19,27 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import ConvGeometry
+from ..checks import as_floating, batched, check_choice, check_same_dtype, must, shape_text
+from ..geometry import ConvGeometry, check_padding_mode
 from ..ops import local as _local_ops
 from ..tensor import Tensor, as_array
 from . import tables as _tables
-from .functional import _floating, _shape_text, check_padding_mode
 
 __all__ = [
     "conv1d_local", "conv2d_local", "conv3d_local", "local_convolution",
     "conv1d_map", "conv2d_map", "conv3d_map", "conv_transpose1d_map", "conv_transpose2d_map",
-    "conv_transpose3d_map", "map_convolution", "map_transposed_convolution",
+    "conv_transpose3d_map", "map_convolution", "map_transposed_convolution", "check_map_method",
 ]
-
-
-def _batched(input: Any, x: np.ndarray, nd: int, op_name: str) -> tuple[Any, bool]:
-    if x.ndim not in (nd + 1, nd + 2):
-        raise ValueError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {op_name}, "
-                         f"but got input of size: {_shape_text(x.shape)}")
-    if x.ndim == nd + 2:
-        return input, True
-    return (input.unsqueeze(0) if isinstance(input, Tensor) else x[None]), False
 
 
 def _unbatch(y: Tensor, batched: bool) -> Tensor:
     return y if batched else y.squeeze(0)
 
 
-def _same_dtype(x: np.ndarray, other: np.ndarray, name: str, op_name: str) -> None:
-    if x.dtype != other.dtype:
-        raise TypeError(f"{op_name}: input type ({x.dtype}) and {name} type ({other.dtype}) "
-                        "should be the same")
+def _local_weight_rank(w: np.ndarray, nd: int, op: str) -> None:
+    if w.ndim != 2 * nd + 2:
+        raise ValueError(must("weight", f"be {2 * nd + 2}-dimensional (*output_size, out_channels, "
+                              "in_channels, *kernel_size)", f"weight of size {shape_text(w.shape)}", op))
 
 
 # -- locally connected -----------------------------------------------------------------------
@@ -56,44 +47,41 @@ def local_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry
                       op_name: str = "conv_local") -> Tensor:
     """Validated locally connected convolution with a prebuilt geometry (the modules' entry point)."""
     check_padding_mode(padding_mode)
-    input, weight = _floating(input, "input"), _floating(weight, "weight")
+    input, weight = as_floating(input, "input"), as_floating(weight, "weight")
     x, w = as_array(input), as_array(weight)
     nd = geometry.ndim
-    if w.ndim != 2 * nd + 2:
-        raise ValueError(f"{op_name}: weight must be {2 * nd + 2}-dimensional (*output_size, out_channels, "
-                         f"in_channels, *kernel_size), got weight of size {_shape_text(w.shape)}")
-    _same_dtype(x, w, "weight", op_name)
-    input, batched = _batched(input, x, nd, op_name)
+    _local_weight_rank(w, nd, op_name)
+    check_same_dtype(x.dtype, w.dtype, "weight", op_name)
+    input, is_batched = batched(input, nd, op_name)
     x = as_array(input)
     out_size, (o, c), kernel = w.shape[:nd], w.shape[nd:nd + 2], w.shape[nd + 2:]
     if tuple(kernel) != geometry.kernel_size:
-        raise ValueError(f"{op_name}: weight's kernel size {tuple(kernel)} differs from "
-                         f"kernel_size={geometry.kernel_size}")
+        raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
+                              f"weight of size {shape_text(w.shape)}", op_name))
     if x.shape[1] != c:
-        raise ValueError(f"{op_name}: weight of size {_shape_text(w.shape)} expects input with {c} channels, "
-                         f"but got input of size {_shape_text(x.shape)}")
+        raise ValueError(must("input", f"have {c} channels (weight of size {shape_text(w.shape)})",
+                              f"input of size {shape_text(x.shape)}", op_name))
+    geometry.check_mode_padding(x.shape, padding_mode)
     expected = geometry.output_size(x.shape[2:])
     if tuple(out_size) != expected:
-        raise ValueError(f"{op_name}: weight of size {_shape_text(w.shape)} is for output size "
-                         f"{tuple(out_size)}, but input of size {_shape_text(x.shape)} gives output size "
-                         f"{expected}")
+        raise ValueError(must("weight", f"be for the output size {expected} of the input of size "
+                              f"{shape_text(x.shape)}", f"weight of size {shape_text(w.shape)}", op_name))
     if bias is not None:
-        bias = _floating(bias, "bias")
+        bias = as_floating(bias, "bias")
         b = as_array(bias)
         if b.shape != (o,) + expected:
-            raise ValueError(f"{op_name}: bias must have shape (out_channels, *output_size) = "
-                             f"{(o,) + expected}, got bias of size {_shape_text(b.shape)}")
-        _same_dtype(x, b, "bias", op_name)
-    return _unbatch(_local_ops.local_convolution(input, weight, bias, geometry, padding_mode), batched)
+            raise ValueError(must("bias", f"have shape (out_channels, *output_size) = {(o,) + expected}",
+                                  f"bias of size {shape_text(b.shape)}", op_name))
+        check_same_dtype(x.dtype, b.dtype, "bias", op_name)
+    return _unbatch(_local_ops.local_convolution(input, weight, bias, geometry, padding_mode), is_batched)
 
 
 def _local(nd: int, input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
            padding_mode: str) -> Tensor:
     name = f"conv{nd}d_local"
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim != 2 * nd + 2:
-        raise ValueError(f"{name}: weight must be {2 * nd + 2}-dimensional (*output_size, out_channels, "
-                         f"in_channels, *kernel_size), got weight of size {_shape_text(w.shape)}")
+    weight = as_floating(weight, "weight")
+    w = as_array(weight)
+    _local_weight_rank(w, nd, name)
     geometry = ConvGeometry.create(w.shape[nd + 2:], stride, padding, dilation, ndim=nd)
     return local_convolution(input, weight, bias, geometry, padding_mode, name)
 
@@ -118,45 +106,44 @@ def conv3d_local(input: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 # -- connection tables -----------------------------------------------------------------------
-def _check_method(method: str) -> None:
-    if method not in _local_ops.MAP_METHODS:
-        raise ValueError(f"method must be one of {_local_ops.MAP_METHODS}, got method={method!r}")
+def check_map_method(method: str) -> str:
+    """``method`` if it is one of ``ops.local.MAP_METHODS``, else ValueError."""
+    return check_choice(method, _local_ops.MAP_METHODS, "method")
 
 
 def _map_arguments(input: Any, weight: Any, bias: Any, table: Any, out_channels: int | None, nd: int,
                    kernel_size: Sequence[int] | None,
                    op_name: str) -> tuple[Any, Any, Any, np.ndarray, int, bool]:
-    input, weight = _floating(input, "input"), _floating(weight, "weight")
+    input, weight = as_floating(input, "input"), as_floating(weight, "weight")
     x, w = as_array(input), as_array(weight)
-    if w.ndim != nd + 1:
-        raise ValueError(f"{op_name}: weight must be {nd + 1}-dimensional (connections, *kernel_size), "
-                         f"got weight of size {_shape_text(w.shape)}")
+    _map_weight_rank(w, nd, op_name)
     if kernel_size is not None and tuple(w.shape[1:]) != tuple(kernel_size):
-        raise ValueError(f"{op_name}: weight's kernel size {tuple(w.shape[1:])} differs from "
-                         f"kernel_size={tuple(kernel_size)}")
-    _same_dtype(x, w, "weight", op_name)
-    input, batched = _batched(input, x, nd, op_name)
+        raise ValueError(must("weight", f"have kernel_size={tuple(kernel_size)}",
+                              f"weight of size {shape_text(w.shape)}", op_name))
+    check_same_dtype(x.dtype, w.dtype, "weight", op_name)
+    input, is_batched = batched(input, nd, op_name)
     channels = as_array(input).shape[1]
     if bias is not None:
-        bias = _floating(bias, "bias")
+        bias = as_floating(bias, "bias")
         b = as_array(bias)
         if b.ndim != 1:
-            raise ValueError(f"{op_name}: bias must be 1-dimensional (out_channels,), got bias of size "
-                             f"{_shape_text(b.shape)}")
-        _same_dtype(x, b, "bias", op_name)
+            raise ValueError(must("bias", "be 1-dimensional (out_channels,)",
+                                  f"bias of size {shape_text(b.shape)}", op_name))
+        check_same_dtype(x.dtype, b.dtype, "bias", op_name)
         if out_channels is None:
             out_channels = b.shape[0]
     table, in_needed, out_channels = _tables.check(table, None, out_channels)
     if in_needed > channels:
-        raise ValueError(f"{op_name}: connection_table uses input plane {in_needed - 1}, but the input of "
-                         f"size {_shape_text(as_array(input).shape)} has {channels} channels")
+        raise ValueError(must("input", f"have at least {in_needed} channels (connection_table uses "
+                              f"input plane {in_needed - 1})",
+                              f"input of size {shape_text(as_array(input).shape)}", op_name))
     if w.shape[0] != len(table):
-        raise ValueError(f"{op_name}: weight must hold one kernel per connection: {len(table)} connections, "
-                         f"got weight of size {_shape_text(w.shape)}")
+        raise ValueError(must("weight", f"hold one kernel per connection ({len(table)} connections)",
+                              f"weight of size {shape_text(w.shape)}", op_name))
     if bias is not None and as_array(bias).shape != (out_channels,):
-        raise ValueError(f"{op_name}: bias must have shape ({out_channels},), got bias of size "
-                         f"{_shape_text(as_array(bias).shape)}")
-    return input, weight, bias, table, out_channels, batched
+        raise ValueError(must("bias", f"have shape ({out_channels},)",
+                              f"bias of size {shape_text(as_array(bias).shape)}", op_name))
+    return input, weight, bias, table, out_channels, is_batched
 
 
 def map_convolution(input: Any, weight: Any, connection_table: Any, bias: Any, geometry: ConvGeometry,
@@ -164,11 +151,13 @@ def map_convolution(input: Any, weight: Any, connection_table: Any, bias: Any, g
                     op_name: str = "conv_map") -> Tensor:
     """Validated connection-table convolution with a prebuilt geometry (the modules' entry point)."""
     check_padding_mode(padding_mode)
-    _check_method(method)
-    input, weight, bias, table, out_channels, batched = _map_arguments(
+    check_map_method(method)
+    input, weight, bias, table, out_channels, is_batched = _map_arguments(
         input, weight, bias, connection_table, out_channels, geometry.ndim, geometry.kernel_size, op_name)
+    geometry.check_mode_padding(as_array(input).shape, padding_mode)
+    geometry.output_size(as_array(input).shape[2:])
     return _unbatch(_local_ops.map_convolution(input, weight, bias, table, out_channels, geometry,
-                                               padding_mode, method), batched)
+                                               padding_mode, method), is_batched)
 
 
 def map_transposed_convolution(input: Any, weight: Any, connection_table: Any, bias: Any,
@@ -177,20 +166,28 @@ def map_transposed_convolution(input: Any, weight: Any, connection_table: Any, b
                                method: str = "auto", op_name: str = "conv_transpose_map") -> Tensor:
     """Validated connection-table transposed convolution with a prebuilt (transposed) geometry."""
     check_padding_mode(padding_mode)
-    _check_method(method)
-    input, weight, bias, table, out_channels, batched = _map_arguments(
+    check_map_method(method)
+    input, weight, bias, table, out_channels, is_batched = _map_arguments(
         input, weight, bias, connection_table, out_channels, geometry.ndim, geometry.kernel_size, op_name)
     if output_padding is not None:
-        output_padding = tuple(output_padding)
+        output_padding = geometry.check_output_padding(output_padding)
+    shape = as_array(input).shape
+    out_shape = (shape[0], out_channels) + geometry.transposed_output_size(shape[2:], output_padding)
+    # the adjoint of the padded conv of an input of the output's size
+    geometry.check_mode_padding(out_shape, padding_mode, "output")
     return _unbatch(_local_ops.map_conv_transpose(input, weight, bias, table, out_channels, geometry,
-                                                  output_padding, padding_mode, method), batched)
+                                                  output_padding, padding_mode, method), is_batched)
+
+
+def _map_weight_rank(w: np.ndarray, nd: int, op: str) -> None:
+    if w.ndim != nd + 1:
+        raise ValueError(must("weight", f"be {nd + 1}-dimensional (connections, *kernel_size)",
+                              f"weight of size {shape_text(w.shape)}", op))
 
 
 def _kernel_of(weight: Any, nd: int, op_name: str) -> tuple[int, ...]:
-    w = as_array(_floating(weight, "weight"))
-    if w.ndim != nd + 1:
-        raise ValueError(f"{op_name}: weight must be {nd + 1}-dimensional (connections, *kernel_size), "
-                         f"got weight of size {_shape_text(w.shape)}")
+    w = as_array(as_floating(weight, "weight"))
+    _map_weight_rank(w, nd, op_name)
     return tuple(w.shape[1:])
 
 

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ..checks import (
+    as_tensor,
+    check_batched_rank,
+    check_flag,
+    check_int,
+    check_same_dtype,
+    must,
+    optional_tensor,
+    shape_text,
+)
+from ..checks import reduction as reduction_mode
 from ..geometry import ConvGeometry
 from ..ops import activation as _act
 from ..ops import linear as _linear
@@ -33,65 +43,39 @@ __all__ = [
 ]
 
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(int(v)) for v in shape) + "]"
-
-
-def _tensor(value: Any, name: str, floating: bool = True) -> Tensor:
-    """``value`` as a Tensor (ndarrays and nested lists are wrapped, not copied)."""
-    if not isinstance(value, Tensor):
-        if isinstance(value, (np.ndarray, list, tuple, numbers.Number)):
-            value = Tensor(np.asarray(value))
-        else:
-            raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
-    if floating and value.dtype.kind not in "f":
-        raise TypeError(f"{name} must have a real floating point dtype, got {value.dtype}")
-    return value
-
-
-def _optional(value: Any, name: str) -> Tensor | None:
-    return None if value is None else _tensor(value, name)
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
-
-
 # -- activations ------------------------------------------------------------------------------
 def relu(input: Any, inplace: bool = False) -> Tensor:
     """``max(input, 0)``. ``inplace`` is accepted for torch compatibility; the result is a new Tensor."""
-    return _act.relu(_tensor(input, "input"))
+    return _act.relu(as_tensor(input, "input"))
 
 
 def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """``input`` where positive, else ``negative_slope * input``."""
     if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
         raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    return _act.leaky_relu(_tensor(input, "input"), float(negative_slope))
+    return _act.leaky_relu(as_tensor(input, "input"), float(negative_slope))
 
 
 def gelu(input: Any, approximate: str = "none") -> Tensor:
     """``x * Phi(x)`` (``approximate='none'``) or its tanh approximation (``'tanh'``)."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
-    return _act.gelu(_tensor(input, "input"), approximate)
+    return _act.gelu(as_tensor(input, "input"), approximate)
 
 
 def silu(input: Any, inplace: bool = False) -> Tensor:
     """``x * sigmoid(x)``."""
-    return _act.silu(_tensor(input, "input"))
+    return _act.silu(as_tensor(input, "input"))
 
 
 def sigmoid(input: Any) -> Tensor:
     """``1 / (1 + exp(-x))``."""
-    return _act.sigmoid(_tensor(input, "input"))
+    return _act.sigmoid(as_tensor(input, "input"))
 
 
 def tanh(input: Any) -> Tensor:
     """Hyperbolic tangent."""
-    return _act.tanh(_tensor(input, "input"))
+    return _act.tanh(as_tensor(input, "input"))
 
 
 def _softmax_dim(dim: Any, ndim: int, name: str) -> int:
@@ -109,7 +93,7 @@ def _softmax_dim(dim: Any, ndim: int, name: str) -> int:
 
 
 def _softmax_input(input: Any, dtype: Any) -> Tensor:
-    x = _tensor(input, "input")
+    x = as_tensor(input, "input")
     if dtype is not None:
         x = x.astype(dtype)
     return x
@@ -145,7 +129,7 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     Identity when not ``training`` or ``p == 0``.
     """
     p = _check_probability(p)
-    x = _tensor(input, "input")
+    x = as_tensor(input, "input")
     if not training or p == 0:
         return x
     return _act.dropout(x, p, default_generator())
@@ -153,29 +137,30 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
 
 def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
     """``input @ weight.T + bias``: ``input (*, in)``, ``weight (out, in)``, ``bias (out,)``."""
-    x = _tensor(input, "input")
-    w = _tensor(weight, "weight")
-    b = _optional(bias, "bias")
+    x = as_tensor(input, "input")
+    w = as_tensor(weight, "weight")
+    b = optional_tensor(bias, "bias")
     if w.ndim != 2:
-        raise ValueError(f"linear: weight must be 2-dimensional (out_features, in_features), "
-                         f"got weight of size {_shape_text(w.shape)}")
+        raise ValueError(must("weight", "be 2-dimensional (out_features, in_features)",
+                              f"weight of size {shape_text(w.shape)}", "linear"))
     if x.ndim == 0 or x.shape[-1] != w.shape[1]:
         rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         cols = x.shape[-1] if x.ndim else 0
         raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{cols} and "
                          f"{w.shape[1]}x{w.shape[0]}): input's last dimension must equal "
                          f"in_features={w.shape[1]}")
-    if x.dtype != w.dtype:
-        raise TypeError(f"linear: input type ({x.dtype}) and weight type ({w.dtype}) should be the same")
-    if b is not None and b.shape not in ((w.shape[0],), ()):
-        raise ValueError(f"linear: bias must have {w.shape[0]} elements, got bias of size "
-                         f"{_shape_text(b.shape)}")
+    check_same_dtype(x.dtype, w.dtype, "weight", "linear")
+    if b is not None:
+        if b.shape not in ((w.shape[0],), ()):
+            raise ValueError(must("bias", f"have {w.shape[0]} elements",
+                                  f"bias of size {shape_text(b.shape)}", "linear"))
+        check_same_dtype(x.dtype, b.dtype, "bias", "linear")
     return _linear.linear(x, w, b)
 
 
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge axes ``start_dim..end_dim`` into one, as ``torch.flatten``."""
-    x = _tensor(input, "input", floating=False)
+    x = as_tensor(input, "input", floating=False)
     rank = max(x.ndim, 1)
     for name, dim in (("start_dim", start_dim), ("end_dim", end_dim)):
         if not isinstance(dim, numbers.Integral) or not -rank <= dim < rank:
@@ -187,11 +172,11 @@ def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 # -- pooling ----------------------------------------------------------------------------------
 def _pool_input(input: Any, nd: int, name: str) -> tuple[Tensor, bool]:
-    x = _tensor(input, "input")
-    if x.ndim not in (nd + 1, nd + 2) or 0 in x.shape[-nd:] or (x.ndim == nd + 2 and x.shape[1] == 0):
-        raise ValueError(f"{name}: expected a non-empty {nd + 1}D (unbatched) or {nd + 2}D (batched) input, "
-                         f"got input of size {_shape_text(x.shape)}")
-    batched = x.ndim == nd + 2
+    x = as_tensor(input, "input")
+    batched = check_batched_rank(x.shape, nd, name)
+    if 0 in x.shape[-nd:] or (batched and x.shape[1] == 0):
+        raise ValueError(must("input", "have non-empty channel and spatial dimensions",
+                              f"input of size {shape_text(x.shape)}", name))
     return (x if batched else x.unsqueeze(0)), batched
 
 
@@ -208,8 +193,8 @@ def _max_pool(nd: int, input: Any, kernel_size: Any, stride: Any, padding: Any, 
     name = f"max_pool{nd}d"
     geom = _pool_geometry(kernel_size, stride, padding, dilation, nd)
     x, batched = _pool_input(input, nd, name)
-    return_indices = _flag(return_indices, "return_indices")
-    y, indices = _pool.max_pool(x, geom, _flag(ceil_mode, "ceil_mode"), return_indices)
+    return_indices = check_flag(return_indices, "return_indices")
+    y, indices = _pool.max_pool(x, geom, check_flag(ceil_mode, "ceil_mode"), return_indices)
     if not return_indices:
         return y if batched else y.squeeze(0)
     return (y, Tensor(indices)) if batched else (y.squeeze(0), Tensor(indices[0]))
@@ -236,12 +221,14 @@ def max_pool3d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 
 def _avg_pool(nd: int, input: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
               count_include_pad: bool, divisor_override: Any) -> Tensor:
     geom = _pool_geometry(kernel_size, stride, padding, 1, nd)
-    if divisor_override is not None and (not isinstance(divisor_override, numbers.Integral)
-                                         or isinstance(divisor_override, bool) or divisor_override == 0):
-        raise ValueError(f"divisor_override must be a non-zero int or None, got {divisor_override!r}")
+    if divisor_override is not None:
+        divisor_override = check_int(divisor_override, "divisor_override", op=f"avg_pool{nd}d")
+        if divisor_override == 0:
+            raise ValueError(must("divisor_override", "be non-zero", 0, f"avg_pool{nd}d"))
     x, batched = _pool_input(input, nd, f"avg_pool{nd}d")
-    y = _pool.avg_pool(x, geom, _flag(ceil_mode, "ceil_mode"), _flag(count_include_pad, "count_include_pad"),
-                       None if divisor_override is None else int(divisor_override))
+    y = _pool.avg_pool(x, geom, check_flag(ceil_mode, "ceil_mode"),
+                       check_flag(count_include_pad, "count_include_pad"),
+                       divisor_override)
     return y if batched else y.squeeze(0)
 
 
@@ -300,12 +287,14 @@ def adaptive_avg_pool3d(input: Any, output_size: Any) -> Tensor:
 
 
 # -- normalisation ----------------------------------------------------------------------------
-def _channel_vector(value: Any, name: str, channels: int) -> Tensor | None:
+def _channel_vector(value: Any, name: str, channels: int, dtype: np.dtype, op: str) -> Tensor | None:
+    """None, or ``value`` as a Tensor of ``channels`` elements of the input's ``dtype``."""
     if value is None:
         return None
-    t = _tensor(value, name)
+    t = as_tensor(value, name)
     if t.shape != (channels,):
         raise ValueError(f"{name} should contain {channels} elements not {t.numel()}")
+    check_same_dtype(dtype, t.dtype, name, op)
     return t
 
 
@@ -325,63 +314,49 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
 def batch_norm_arguments(input: Any, running_mean: Any, running_var: Any, weight: Any, bias: Any,
                          training: bool) -> tuple[Tensor, ...]:
     """Validated ``(input, running_mean, running_var, weight, bias)`` of a batch norm call."""
-    x = _tensor(input, "input")
+    x = as_tensor(input, "input")
     if x.ndim < 2:
-        raise ValueError(f"batch_norm: expected an input with at least 2 dimensions (N, C, *), "
-                         f"got input of size {_shape_text(x.shape)}")
+        raise ValueError(must("input", "have at least 2 dimensions (N, C, *)",
+                              f"input of size {shape_text(x.shape)}", "batch_norm"))
     channels = x.shape[1]
-    rm = _channel_vector(running_mean, "running_mean", channels)
-    rv = _channel_vector(running_var, "running_var", channels)
-    w = _channel_vector(weight, "weight", channels)
-    b = _channel_vector(bias, "bias", channels)
+    rm, rv, w, b = (_channel_vector(value, name, channels, x.dtype, "batch_norm") for value, name in (
+        (running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")))
     if not training and (rm is None or rv is None):
-        raise ValueError("batch_norm: running_mean and running_var must be given when training=False")
+        raise ValueError(must("running_mean and running_var", "be given when training=False", "None",
+                              "batch_norm"))
     if training and x.numel() // max(channels, 1) <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                         f"{_shape_text(x.shape)}")
+                         f"{shape_text(x.shape)}")
     return x, rm, rv, w, b
 
 
 def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None,
                eps: float = 1e-5) -> Tensor:
     """Group normalisation of ``(N, C, *)``: per sample over ``C / num_groups`` channels at a time."""
-    x = _tensor(input, "input")
+    x = as_tensor(input, "input")
     if x.ndim < 2:
-        raise ValueError(f"group_norm: expected an input with at least 2 dimensions (N, C, *), "
-                         f"got input of size {_shape_text(x.shape)}")
-    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+        raise ValueError(must("input", "have at least 2 dimensions (N, C, *)",
+                              f"input of size {shape_text(x.shape)}", "group_norm"))
+    num_groups = check_int(num_groups, "num_groups", 1, "group_norm")
     channels = x.shape[1]
     if channels % num_groups != 0:
         raise ValueError(f"Expected number of channels in input to be divisible by num_groups, but got input "
-                         f"of shape {_shape_text(x.shape)} and num_groups={num_groups}")
-    w = _channel_vector(weight, "weight", channels)
-    b = _channel_vector(bias, "bias", channels)
+                         f"of shape {shape_text(x.shape)} and num_groups={num_groups}")
+    w = _channel_vector(weight, "weight", channels, x.dtype, "group_norm")
+    b = _channel_vector(bias, "bias", channels, x.dtype, "group_norm")
     return _norm.group_norm(x, int(num_groups), w, b, float(eps))
 
 
 # -- losses -----------------------------------------------------------------------------------
-_REDUCTIONS = ("none", "mean", "sum")
-
-
-def _reduction(size_average: Any, reduce: Any, reduction: str) -> str:
-    """torch's ``_Reduction``: the legacy ``size_average``/``reduce`` flags override ``reduction``."""
-    if size_average is not None or reduce is not None:
-        size_average = True if size_average is None else size_average
-        reduce = True if reduce is None else reduce
-        return ("mean" if size_average else "sum") if reduce else "none"
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction} is not a valid value for reduction (expected one of {_REDUCTIONS})")
-    return reduction
 
 
 def _class_input(input: Any, target: Any, name: str) -> tuple[Tensor, Any, bool]:
     """Input with a batch axis ``(N, C, *d)`` and the target with matching batch axis."""
-    x = _tensor(input, "input")
+    x = as_tensor(input, "input")
     if x.ndim == 0:
         raise ValueError(f"{name}: input must have at least 1 dimension (C) or (N, C, *d), got a scalar")
     if not isinstance(target, (Tensor, np.ndarray)):
-        target = _tensor(target, "target", floating=False)
+        target = as_tensor(target, "target", floating=False)
     batched = x.ndim >= 2
     if not batched:
         x = x.unsqueeze(0)
@@ -398,18 +373,21 @@ def _class_indices(target: Any, x: Tensor, name: str) -> np.ndarray:
         if t.ndim >= 1 and t.shape[0] != x.shape[0]:
             raise ValueError(f"Expected input batch_size ({x.shape[0]}) to match target batch_size "
                              f"({t.shape[0]}).")
-        raise ValueError(f"{name}: expected target of size {_shape_text(expected)}, got "
-                         f"{_shape_text(t.shape)}")
+        raise ValueError(f"{name}: expected target of size {shape_text(expected)}, got "
+                         f"{shape_text(t.shape)}")
     return t.astype(np.int64, copy=False)
 
 
-def _class_weight(weight: Any, channels: int) -> np.ndarray | None:
+def _class_weight(weight: Any, x: Tensor, op: str) -> np.ndarray | None:
+    """None, or the per-class ``weight`` (C,) of the input's dtype as an array."""
     if weight is None:
         return None
-    w = as_array(_tensor(weight, "weight"))
+    channels = x.shape[1]
+    w = as_array(as_tensor(weight, "weight"))
+    check_same_dtype(x.dtype, w.dtype, "weight", op)
     if w.shape != (channels,):
         raise ValueError(f"weight tensor should be defined either for all {channels} classes or no classes "
-                         f"but got weight tensor of shape: {_shape_text(w.shape)}")
+                         f"but got weight tensor of shape: {shape_text(w.shape)}")
     return w
 
 
@@ -420,10 +398,10 @@ def _unbatch_loss(loss: Tensor, batched: bool, reduction: str) -> Tensor:
 def nll_loss(input: Any, target: Any, weight: Any = None, size_average: Any = None, ignore_index: int = -100,
              reduce: Any = None, reduction: str = "mean") -> Tensor:
     """Negative log likelihood of log-probabilities ``input (N, C, *d)`` at class indices ``(N, *d)``."""
-    reduction = _reduction(size_average, reduce, reduction)
+    reduction = reduction_mode(size_average, reduce, reduction)
     x, target, batched = _class_input(input, target, "nll_loss")
     t = _class_indices(target, x, "nll_loss")
-    loss = _loss.nll_loss(x, t, _class_weight(weight, x.shape[1]), int(ignore_index), reduction)
+    loss = _loss.nll_loss(x, t, _class_weight(weight, x, "nll_loss"), int(ignore_index), reduction)
     return _unbatch_loss(loss, batched, reduction)
 
 
@@ -437,18 +415,18 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, size_average: Any
     input's shape (floating dtype; ``'mean'`` divides by ``N * prod(d)``). ``label_smoothing``
     mixes the target with the uniform distribution.
     """
-    reduction = _reduction(size_average, reduce, reduction)
+    reduction = reduction_mode(size_average, reduce, reduction)
     if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     x, target, batched = _class_input(input, target, "cross_entropy")
-    w = _class_weight(weight, x.shape[1])
+    w = _class_weight(weight, x, "cross_entropy")
     if as_array(target).dtype.kind in "iu":
         target = _class_indices(target, x, "cross_entropy")
     else:
-        target = _tensor(target, "target")
+        target = as_tensor(target, "target")
         if target.shape != x.shape:
             raise ValueError(f"cross_entropy: class-probability targets must have the input's shape "
-                             f"{_shape_text(x.shape)}, got {_shape_text(target.shape)}")
+                             f"{shape_text(x.shape)}, got {shape_text(target.shape)}")
         if target.dtype != x.dtype:
             raise TypeError(f"cross_entropy: expected target dtype {x.dtype} (the input's), "
                             f"got {target.dtype}")
@@ -468,22 +446,22 @@ def _reduce_elements(elements: Tensor, weight: Tensor | None, reduction: str) ->
 
 def _pointwise_loss(name: str, op: Any, input: Any, target: Any, size_average: Any, reduce: Any,
                     reduction: str, weight: Any) -> Tensor:
-    x = _tensor(input, "input")
-    t = _tensor(target, "target")
+    x = as_tensor(input, "input")
+    t = as_tensor(target, "target")
     if t.shape != x.shape:
-        warnings.warn(f"Using a target size ({_shape_text(t.shape)}) that is different to the input size "
-                      f"({_shape_text(x.shape)}). This will likely lead to incorrect results due to "
+        warnings.warn(f"Using a target size ({shape_text(t.shape)}) that is different to the input size "
+                      f"({shape_text(x.shape)}). This will likely lead to incorrect results due to "
                       "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3)
         try:
             np.broadcast_shapes(x.shape, t.shape)
         except ValueError as error:
-            raise ValueError(f"{name}: input of size {_shape_text(x.shape)} and target of size "
-                             f"{_shape_text(t.shape)} cannot be broadcast together") from error
-    reduction = _reduction(size_average, reduce, reduction)
-    w = _optional(weight, "weight")
+            raise ValueError(f"{name}: input of size {shape_text(x.shape)} and target of size "
+                             f"{shape_text(t.shape)} cannot be broadcast together") from error
+    reduction = reduction_mode(size_average, reduce, reduction)
+    w = optional_tensor(weight, "weight")
     if w is not None and w.shape != x.shape:
-        raise ValueError(f"Weights and input must have the same size, got {_shape_text(w.shape)} and "
-                         f"{_shape_text(x.shape)}.")
+        raise ValueError(f"Weights and input must have the same size, got {shape_text(w.shape)} and "
+                         f"{shape_text(x.shape)}.")
     return _reduce_elements(op(x, t), w, reduction)
 
 
@@ -509,14 +487,14 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
 
     ``weight`` broadcasts to the input; ``pos_weight`` broadcasts along the last (class) axis.
     """
-    reduction = _reduction(size_average, reduce, reduction)
-    x = _tensor(input, "input")
-    t = _tensor(target, "target")
+    reduction = reduction_mode(size_average, reduce, reduction)
+    x = as_tensor(input, "input")
+    t = as_tensor(target, "target")
     if t.shape != x.shape:
-        raise ValueError(f"Target size ({_shape_text(t.shape)}) must be the same as input size "
-                         f"({_shape_text(x.shape)})")
-    w = _optional(weight, "weight")
-    pw = _optional(pos_weight, "pos_weight")
+        raise ValueError(f"Target size ({shape_text(t.shape)}) must be the same as input size "
+                         f"({shape_text(x.shape)})")
+    w = optional_tensor(weight, "weight")
+    pw = optional_tensor(pos_weight, "pos_weight")
     for name, value in (("weight", w), ("pos_weight", pw)):
         if value is not None:
             try:
@@ -524,7 +502,8 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
                     raise ValueError
             except ValueError as error:
                 raise ValueError(f"binary_cross_entropy_with_logits: {name} of size "
-                                 f"{_shape_text(value.shape)} "
-                                 f"does not broadcast to the input's size {_shape_text(x.shape)}") from error
+                                 f"{shape_text(value.shape)} "
+                                 f"does not broadcast to the input's size {shape_text(x.shape)}") from error
     elements = _loss.binary_cross_entropy_with_logits(x, t, w, pw)
     return _reduce_elements(elements, None, reduction)
+

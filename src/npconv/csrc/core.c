@@ -1,0 +1,429 @@
+/* npconv._core: npconv's compiled kernels (see docs/compiled-core.md).
+ *
+ * Every kernel source is compiled once per ISA variant (generic; on x86-64 also AVX2+FMA and
+ * AVX-512F/VL/BW/DQ) and element type; Python picks the variant (`isa` argument) from
+ * available_isas(), which asks the CPU once. Kernels are single-threaded over a range of planes,
+ * release the GIL, write only into buffers the caller passes, and keep no global state: npconv's
+ * worker threads call them concurrently, and a forked child inherits nothing to repair.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sizes of one depthwise call: x (N, C, H, W), weight (C*M, 1, KH, KW), output (N, C*M, OH, OW),
+ * stride (SH, SW), dilation (DH, DW), low zero padding (PH, PW); high padding is implied by OH/OW. */
+typedef struct {
+    ptrdiff_t n, c, m, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} dw_geom;
+
+/* Slack in elements after every flat plane: the widest variant reads up to 4 vectors of 64 bytes
+ * past the last output it computes (4 vectors of it are computed at once). */
+#define DW_SLACK 64
+
+/* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
+ * by slack; the padded extent is what the output reads, (OH-1)*S + (K-1)*D + 1 per axis. */
+typedef struct {
+    ptrdiff_t qh, qw, plane, count;
+} dw_phases;
+
+static void dw_forward_phases(const dw_geom *g, dw_phases *ph)
+{
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ph->qh = (hp + g->sh - 1) / g->sh;
+    ph->qw = (wp + g->sw - 1) / g->sw;
+    ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK; /* junk columns of the last row read one row on */
+    ph->count = g->sh * g->sw;
+}
+
+/* Tap (kh, kw) of output (oh, ow) reads phase (kh*DH % SH, kw*DW % SW) at (oh + kh*DH / SH,
+ * ow + kw*DW / SW): a constant flat shift of the wide output position oh * Qw + ow. */
+static void dw_forward_shifts(const dw_geom *g, const dw_phases *ph, ptrdiff_t *shift)
+{
+    for (ptrdiff_t kh = 0; kh < g->kh; kh++)
+        for (ptrdiff_t kw = 0; kw < g->kw; kw++) {
+            const ptrdiff_t a = kh * g->dh, b = kw * g->dw;
+            shift[kh * g->kw + kw] = ph->plane * (a % g->sh * g->sw + b % g->sw) + a / g->sh * ph->qw + b / g->sw;
+        }
+}
+
+/* grad_input: the gy planes with Th rows and Tw columns of zeros in front, rows of L columns,
+ * enough rows and columns after for every input phase's flat stencil. */
+typedef struct {
+    ptrdiff_t th, tw, len, rows, plane;
+} dw_gx_layout;
+
+static void dw_grad_input_layout(const dw_geom *g, dw_gx_layout *lay)
+{
+    const ptrdiff_t qh_max = (g->h - 1 + g->ph) / g->sh, qw_max = (g->w - 1 + g->pw) / g->sw;
+    lay->th = (g->kh - 1) * g->dh / g->sh;
+    lay->tw = (g->kw - 1) * g->dw / g->sw;
+    lay->len = lay->tw + (g->ow > qw_max + 1 ? g->ow : qw_max + 1);
+    lay->rows = lay->th + (g->oh > qh_max + 1 ? g->oh : qh_max + 1);
+    lay->plane = (lay->rows + 1) * lay->len + DW_SLACK; /* junk columns of the last row read one row on */
+}
+
+/* One input phase of the grad_input result: ceil(H / SH) rows of L columns, plus slack. */
+static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
+{
+    return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
+}
+
+/* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
+static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
+{
+    if (pass == 1) {
+        dw_gx_layout lay;
+        dw_grad_input_layout(g, &lay);
+        return g->m * lay.plane + g->sw * dw_gx_wide_len(g, &lay);
+    }
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    return ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+}
+
+/* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
+
+#define T float
+#define TI int32_t
+#define VBYTES 16
+#define SFX f32_generic
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+#define T double
+#define TI int64_t
+#define VBYTES 16
+#define SFX f64_generic
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NPCONV_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define T float
+#define TI int32_t
+#define VBYTES 32
+#define SFX f32_avx2
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+#define T double
+#define TI int64_t
+#define VBYTES 32
+#define SFX f64_avx2
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
+#define T float
+#define TI int32_t
+#define VBYTES 64
+#define SFX f32_avx512
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+#define T double
+#define TI int64_t
+#define VBYTES 64
+#define SFX f64_avx512
+#include "depthwise.h"
+#undef T
+#undef TI
+#undef VBYTES
+#undef SFX
+#pragma GCC pop_options
+#else
+#define NPCONV_X86 0
+#endif
+
+/* ---- dispatch tables ---------------------------------------------------------------------- */
+
+typedef int (*dw_fwd_fn)(const void *, const void *, const void *, void *, void *, const dw_geom *,
+                         ptrdiff_t, ptrdiff_t);
+typedef int (*dw_gw_fn)(const void *, const void *, void *, void *, const dw_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    dw_fwd_fn forward, grad_input;
+    dw_gw_fn grad_weight;
+} dw_kernels;
+
+#define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
+
+enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512, ISA_COUNT };
+static const char *const ISA_NAMES[ISA_COUNT] = {"generic", "avx2", "avx512"};
+
+/* [isa][0: float32, 1: float64] */
+static const dw_kernels DW_TABLE[ISA_COUNT][2] = {
+    {DW_ENTRY(f32_generic), DW_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {DW_ENTRY(f32_avx2), DW_ENTRY(f64_avx2)},
+    {DW_ENTRY(f32_avx512), DW_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+static int isa_supported(int isa)
+{
+    if (isa == ISA_GENERIC) return 1;
+#if NPCONV_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* ---- Python bindings ---------------------------------------------------------------------- */
+
+static PyObject *available_isas(PyObject *self, PyObject *unused)
+{
+    PyObject *names = PyList_New(0);
+    if (!names) return NULL;
+    for (int isa = 0; isa < ISA_COUNT; isa++) {
+        if (!isa_supported(isa)) continue;
+        PyObject *name = PyUnicode_FromString(ISA_NAMES[isa]);
+        if (!name || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    PyObject *result = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return result;
+}
+
+static int parse_geom(PyObject *seq, dw_geom *g)
+{
+    ptrdiff_t v[15];
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 15) {
+        PyErr_SetString(PyExc_TypeError,
+                        "geometry must be a tuple of 15 ints (N, C, M, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+        return -1;
+    }
+    for (int i = 0; i < 15; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < (i >= 13 ? 0 : 1) || v[i] > ((ptrdiff_t)1 << 31)) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    *g = (dw_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
+    if (g->m * g->kh * g->kw > ((ptrdiff_t)1 << 30)) {
+        PyErr_SetString(PyExc_ValueError, "geometry: too many taps per plane");
+        return -1;
+    }
+    return 0;
+}
+
+/* Buffers: C-contiguous, element type float32 ('f') or float64 ('d'), exactly `count` elements. */
+static int get_buffer(PyObject *obj, int writable, Py_buffer *view, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '=' || f[0] == '<' || f[0] == '@') f++;
+    if (!((f[0] == 'f' && view->itemsize == 4) || (f[0] == 'd' && view->itemsize == 8)) || f[1]) {
+        PyErr_Format(PyExc_TypeError, "%s must hold float32 or float64, got format %s", what, view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_count(const Py_buffer *view, ptrdiff_t count, int at_least, const char *what)
+{
+    const ptrdiff_t have = view->len / view->itemsize;
+    if (at_least ? have < count : have != count) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd elements, expected %s%zd", what, have, at_least ? ">= " : "",
+                     count);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_isa(int isa)
+{
+    if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa) || !DW_TABLE[isa][0].forward) {
+        PyErr_Format(PyExc_ValueError, "ISA variant %d is not available on this CPU/build", isa);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *scratch_size(PyObject *self, PyObject *args)
+{
+    int pass;
+    PyObject *geom;
+    dw_geom g;
+    if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_geom(geom, &g) < 0) return NULL;
+    return PyLong_FromSsize_t(dw_scratch(pass, &g));
+}
+
+/* forward / grad_input share one shape: (isa, src, w, bias|None, out, scratch, geom, start, stop). */
+static PyObject *run_stencil_pass(PyObject *args, int pass)
+{
+    int isa;
+    PyObject *src_o, *w_o, *b_o, *out_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    dw_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &src_o, &w_o, &b_o, &out_o, &s_o, &geom, &start, &stop))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
+    Py_buffer src, w, b = {0}, out, s;
+    int have_b = b_o != Py_None, ok = 0;
+    if (get_buffer(src_o, 0, &src, "input") < 0) return NULL;
+    if (get_buffer(w_o, 0, &w, "weight") < 0) goto release_src;
+    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_w;
+    if (get_buffer(out_o, 1, &out, "output") < 0) goto release_b;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_out;
+    const ptrdiff_t in_n = g.n * g.c * g.h * g.w, out_n = g.n * g.c * g.m * g.oh * g.ow;
+    const int same = w.itemsize == src.itemsize && out.itemsize == src.itemsize && s.itemsize == src.itemsize &&
+                     (!have_b || b.itemsize == src.itemsize);
+    if (!same) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (check_count(&src, pass ? out_n : in_n, 0, "input") < 0 || check_count(&w, g.c * g.m * g.kh * g.kw, 0, "weight") < 0 ||
+        check_count(&out, pass ? in_n : out_n, 0, "output") < 0 || check_count(&s, dw_scratch(pass, &g), 1, "scratch") < 0 ||
+        (have_b && check_count(&b, pass ? g.c : g.c * g.m, 0, "bias") < 0))
+        goto release_s;
+    if (start < 0 || stop > g.n * g.c || start > stop) {
+        PyErr_Format(PyExc_ValueError, "plane range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.c);
+        goto release_s;
+    }
+    const dw_kernels *k = &DW_TABLE[isa][src.itemsize == 8];
+    dw_fwd_fn fn = pass ? k->grad_input : k->forward;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fn(src.buf, w.buf, have_b ? b.buf : NULL, out.buf, s.buf, &g, start, stop);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_NoMemory();
+    else
+        ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_out:
+    PyBuffer_Release(&out);
+release_b:
+    if (have_b) PyBuffer_Release(&b);
+release_w:
+    PyBuffer_Release(&w);
+release_src:
+    PyBuffer_Release(&src);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *dw2d_forward(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0); }
+static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1); }
+
+/* (isa, x, gy, gw, scratch, geom, channel_start, channel_stop) */
+static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
+{
+    int isa;
+    PyObject *x_o, *gy_o, *gw_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    dw_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &x_o, &gy_o, &gw_o, &s_o, &geom, &start, &stop)) return NULL;
+    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
+    Py_buffer x, gy, gw, s;
+    int ok = 0;
+    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
+    if (get_buffer(gy_o, 0, &gy, "grad_output") < 0) goto release_x;
+    if (get_buffer(gw_o, 1, &gw, "grad_weight") < 0) goto release_gy;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_gw;
+    if (gy.itemsize != x.itemsize || gw.itemsize != x.itemsize || s.itemsize != x.itemsize) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (check_count(&x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
+        check_count(&gy, g.n * g.c * g.m * g.oh * g.ow, 0, "grad_output") < 0 ||
+        check_count(&gw, g.c * g.m * g.kh * g.kw, 0, "grad_weight") < 0 ||
+        check_count(&s, dw_scratch(2, &g), 1, "scratch") < 0)
+        goto release_s;
+    if (start < 0 || stop > g.c || start > stop) {
+        PyErr_Format(PyExc_ValueError, "channel range [%zd, %zd) outside [0, %zd)", start, stop, g.c);
+        goto release_s;
+    }
+    dw_gw_fn fn = DW_TABLE[isa][x.itemsize == 8].grad_weight;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_NoMemory();
+    else
+        ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_gw:
+    PyBuffer_Release(&gw);
+release_gy:
+    PyBuffer_Release(&gy);
+release_x:
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"available_isas", available_isas, METH_NOARGS,
+     "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
+    {"depthwise2d_scratch", scratch_size, METH_VARARGS,
+     "depthwise2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 1 grad_input, "
+     "2 grad_weight)"},
+    {"depthwise2d_forward", dw2d_forward, METH_VARARGS,
+     "depthwise2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop): planes [start, stop) of y"},
+    {"depthwise2d_grad_input", dw2d_grad_input, METH_VARARGS,
+     "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop): planes of gx"},
+    {"depthwise2d_grad_weight", dw2d_grad_weight, METH_VARARGS,
+     "depthwise2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): input channels of gw"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_core", "npconv's compiled kernels (runtime ISA dispatch).", 0, methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *names = Py_BuildValue("(sss)", ISA_NAMES[0], ISA_NAMES[1], ISA_NAMES[2]);
+    if (!names || PyModule_AddObject(m, "ISA_NAMES", names) < 0) {
+        Py_XDECREF(names);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

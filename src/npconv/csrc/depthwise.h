@@ -1,0 +1,401 @@
+/* Direct 2-D depthwise convolution, one copy per (element type, ISA): core.c includes this file
+ * once per combination with T (float/double), TI (the same-sized signed integer), VBYTES (vector
+ * width in bytes) and SFX (name suffix) defined, inside a `#pragma GCC target` region for the ISA.
+ *
+ * Layout: NCHW, C-contiguous; weight (C*M, 1, KH, KW); output channel c*M + j reads input channel c.
+ * Each input plane is copied once into its zero-padded polyphase form (SH*SW phase planes, see
+ * dw_phases in core.c): every tap of every stride and dilation is then one constant shift of a flat
+ * "wide" output (rows of Qw columns, the last Qw - OW of them junk), so a whole plane is one long
+ * stencil of shifted vector loads, and the valid columns are copied out at the end.
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+typedef T FN(vec) __attribute__((vector_size(VBYTES)));
+typedef TI FN(ivec) __attribute__((vector_size(VBYTES)));
+#define V FN(vec)
+#define IV FN(ivec)
+#define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
+
+/* Unaligned loads/stores through memcpy compile to single vector moves. */
+static inline V FN(load)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(store)(T *p, V v) { memcpy(p, &v, sizeof v); }
+static inline V FN(splat)(T s)
+{
+    V v;
+    for (ptrdiff_t i = 0; i < VL; i++) v[i] = s; /* a broadcast; 0 + s would cost an add (-0.0) */
+    return v;
+}
+
+/* out[m] = init + sum_t wt[t] * src[t][m] for m < n; 4 vectors per step keep 4 independent FMA
+ * chains in flight (one chain is latency-bound). Reads up to 4*VL - 1 elements past n (row slack). */
+static inline __attribute__((always_inline)) void
+FN(stencil_body)(T *out, ptrdiff_t n, const T *const *src, const T *wt, int taps, T init)
+{
+    for (ptrdiff_t m = 0; m < n; m += 4 * VL) {
+        V a0 = FN(splat)(init), a1 = a0, a2 = a0, a3 = a0;
+        for (int t = 0; t < taps; t++) {
+            const V w = FN(splat)(wt[t]);
+            const T *s = src[t] + m;
+            a0 += w * FN(load)(s);
+            a1 += w * FN(load)(s + VL);
+            a2 += w * FN(load)(s + 2 * VL);
+            a3 += w * FN(load)(s + 3 * VL);
+        }
+        if (m + 4 * VL <= n) {
+            FN(store)(out + m, a0);
+            FN(store)(out + m + VL, a1);
+            FN(store)(out + m + 2 * VL, a2);
+            FN(store)(out + m + 3 * VL, a3);
+        } else { /* last, partial block: only the real outputs are written */
+            T tmp[4 * VL];
+            FN(store)(tmp, a0);
+            FN(store)(tmp + VL, a1);
+            FN(store)(tmp + 2 * VL, a2);
+            FN(store)(tmp + 3 * VL, a3);
+            memcpy(out + m, tmp, (size_t)(n - m) * sizeof(T));
+        }
+    }
+}
+
+/* Narrow rows (n <= VL): one vector, so tiny planes do not compute 4x junk lanes. */
+static inline __attribute__((always_inline)) void
+FN(stencil_narrow)(T *out, ptrdiff_t n, const T *const *src, const T *wt, int taps, T init)
+{
+    V a = FN(splat)(init);
+    for (int t = 0; t < taps; t++)
+        a += FN(splat)(wt[t]) * FN(load)(src[t]);
+    T tmp[VL];
+    FN(store)(tmp, a);
+    memcpy(out, tmp, (size_t)n * sizeof(T));
+}
+
+/* The tap count as a compile-time constant unrolls the tap loop and keeps weights in registers
+ * (runtime-bounded tap loops measured 2-3x slower in the prototypes). */
+static void FN(stencil)(T *out, ptrdiff_t n, const T *const *src, const T *wt, int taps, T init)
+{
+    if (n <= VL) {
+        FN(stencil_narrow)(out, n, src, wt, taps, init);
+        return;
+    }
+    switch (taps) {
+    case 9: FN(stencil_body)(out, n, src, wt, 9, init); break;
+    case 6: FN(stencil_body)(out, n, src, wt, 6, init); break;
+    case 3: FN(stencil_body)(out, n, src, wt, 3, init); break;
+    case 25: FN(stencil_body)(out, n, src, wt, 25, init); break;
+    case 49: FN(stencil_body)(out, n, src, wt, 49, init); break;
+    default: FN(stencil_body)(out, n, src, wt, taps, init); break;
+    }
+}
+
+/* acc[t] += sum over the plane of gy[oh][ow] * src[t][oh * pitch + ow] (vector lanes kept apart;
+ * the caller reduces). Lanes past OW are zeroed on both operands: they must not read values (an inf
+ * there would turn 0 * inf into a NaN the convolution never computes). */
+static inline __attribute__((always_inline)) void
+FN(dot_body)(V *acc, const T *gy, ptrdiff_t oh, ptrdiff_t ow, const T *const *src, ptrdiff_t pitch, int taps)
+{
+    const ptrdiff_t full = ow / VL * VL, rest = ow - full;
+    IV mask;
+    for (ptrdiff_t l = 0; l < VL; l++) mask[l] = l < rest ? -1 : 0;
+    for (ptrdiff_t r = 0; r < oh; r++) {
+        const T *g = gy + r * ow;
+        const ptrdiff_t base = r * pitch;
+        for (ptrdiff_t m = 0; m < full; m += VL) {
+            const V gv = FN(load)(g + m);
+            for (int t = 0; t < taps; t++) acc[t] += gv * FN(load)(src[t] + base + m);
+        }
+        if (rest) {
+            V gv = {0};
+            memcpy(&gv, g + full, (size_t)rest * sizeof(T)); /* never read past gy's end */
+            for (int t = 0; t < taps; t++)
+                acc[t] += gv * (V)((IV)FN(load)(src[t] + base + full) & mask);
+        }
+    }
+}
+
+static void FN(dot)(V *acc, const T *gy, ptrdiff_t oh, ptrdiff_t ow, const T *const *src, ptrdiff_t pitch,
+                    int taps)
+{
+    if (taps == 9) { /* a constant count keeps the accumulators in registers */
+        V a[9];
+        for (int t = 0; t < 9; t++) a[t] = acc[t];
+        FN(dot_body)(a, gy, oh, ow, src, pitch, 9);
+        for (int t = 0; t < 9; t++) acc[t] = a[t];
+    } else {
+        FN(dot_body)(acc, gy, oh, ow, src, pitch, taps);
+    }
+}
+
+/* acc[t] += g[m] * src[t][m] for m < n (n a multiple of VL; g zero in the junk columns): the flat
+ * form of dot_body for a gy plane copied into the wide layout, without a ragged end per row. */
+static inline __attribute__((always_inline)) void
+FN(dot_flat_body)(V *acc, const T *g, ptrdiff_t n, const T *const *src, int taps)
+{
+    for (ptrdiff_t m = 0; m < n; m += VL) {
+        const V gv = FN(load)(g + m);
+        for (int t = 0; t < taps; t++) acc[t] += gv * FN(load)(src[t] + m);
+    }
+}
+
+static void FN(dot_flat)(V *acc, const T *g, ptrdiff_t n, const T *const *src, int taps)
+{
+    if (taps == 9) { /* a constant count keeps the accumulators in registers */
+        V a[9];
+        for (int t = 0; t < 9; t++) a[t] = acc[t];
+        FN(dot_flat_body)(a, g, n, src, 9);
+        for (int t = 0; t < 9; t++) acc[t] = a[t];
+    } else {
+        FN(dot_flat_body)(acc, g, n, src, taps);
+    }
+}
+
+/* Stride 2: split input row xr into the two column phases of a padded row (padded column
+ * pc = iw + PW goes to phase pc % 2 at pc / 2), the whole vectors by shuffles (a scalar strided
+ * copy per element cost as much as the stencil). Only columns < 2 * qw are written. */
+static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptrdiff_t qw)
+{
+    ptrdiff_t iw = 0;
+    const ptrdiff_t stop = g->w < 2 * qw - g->pw ? g->w : 2 * qw - g->pw;
+    if (g->pw & 1 && iw < stop) { /* input column 0 is odd: it starts phase 1 */
+        odd[g->pw / 2] = xr[0];
+        iw = 1;
+    }
+    IV lo, hi; /* even and odd lanes of the pair (a, b) */
+    for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
+    for (; iw + 2 * VL <= stop; iw += 2 * VL) {
+        const V a = FN(load)(xr + iw), b = FN(load)(xr + iw + VL);
+        const ptrdiff_t at = (iw + g->pw) / 2;
+        FN(store)(even + at, __builtin_shuffle(a, b, lo));
+        FN(store)(odd + at, __builtin_shuffle(a, b, hi));
+    }
+    for (; iw < stop; iw++) {
+        const ptrdiff_t pc = iw + g->pw;
+        (pc & 1 ? odd : even)[pc / 2] = xr[iw];
+    }
+}
+
+/* dst[2b] = even[b], dst[2b + 1] = odd[b] for 2b (+ 1) < w, whole vectors by shuffles. */
+static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
+{
+    IV lo, hi; /* lanes of (even, odd) for the first and second half of a pair of outputs */
+    for (ptrdiff_t l = 0; l < VL; l++) {
+        lo[l] = l / 2 + (l % 2) * VL;
+        hi[l] = VL / 2 + l / 2 + (l % 2) * VL;
+    }
+    ptrdiff_t b = 0;
+    for (; 2 * b + 2 * VL <= w; b += VL) {
+        const V e = FN(load)(even + b), o = FN(load)(odd + b);
+        FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
+        FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+    }
+    for (; 2 * b < w; b++) {
+        dst[2 * b] = even[b];
+        if (2 * b + 1 < w) dst[2 * b + 1] = odd[b];
+    }
+}
+
+/* Copy plane x (H, W) into its zero-padded polyphase form: phase (rh, rw) holds padded rows
+ * rh, rh + SH, ... and columns rw, rw + SW, ... as a (Qh, Qw) plane at ph->plane * (rh*SW + rw);
+ * padded (row, column) = input (row + PH, column + PW). */
+static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+{
+    memset(dst, 0, (size_t)(ph->count * ph->plane) * sizeof(T));
+    for (ptrdiff_t rh = 0; rh < g->sh; rh++)
+        for (ptrdiff_t rw = 0; rw < g->sw; rw++) {
+            T *plane = dst + ph->plane * (rh * g->sw + rw);
+            /* first phase row / column inside the input, and the input row / column it holds */
+            ptrdiff_t a0 = 0, ih = rh - g->ph;
+            for (; ih < 0; ih += g->sh) a0++;
+            ptrdiff_t b0 = 0, iw0 = rw - g->pw;
+            for (; iw0 < 0; iw0 += g->sw) b0++;
+            for (ptrdiff_t a = a0; a < ph->qh && ih < g->h; a++, ih += g->sh) {
+                const T *xr = x + ih * g->w;
+                T *row = plane + a * ph->qw;
+                if (g->sw == 1) {
+                    ptrdiff_t count = g->w < ph->qw - b0 ? g->w : ph->qw - b0;
+                    memcpy(row + b0, xr, (size_t)count * sizeof(T));
+                } else if (g->sw == 2) { /* both column phases at once (by vector shuffles) */
+                    if (rw == 0) FN(deinterleave)(plane + ph->plane + a * ph->qw, row, xr, g, ph->qw);
+                } else {
+                    ptrdiff_t b = b0;
+                    for (ptrdiff_t iw = iw0; iw < g->w && b < ph->qw; iw += g->sw) row[b++] = xr[iw];
+                }
+            }
+        }
+}
+
+/* Forward of planes [start, stop) (plane p = image p / C, channel p % C) into y (N, C*M, OH, OW),
+ * bias (C*M) added in the epilogue when given. */
+static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
+                          ptrdiff_t start, ptrdiff_t stop)
+{
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
+    T *wide = scratch + ph.count * ph.plane; /* (OH, Qw) output rows */
+    const T **src = malloc((size_t)k * sizeof(*src));
+    ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
+    if (!src || !shift) {
+        free(src), free(shift);
+        return -1;
+    }
+    dw_forward_shifts(g, &ph, shift);
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const ptrdiff_t n = p / g->c, c = p % g->c;
+        FN(fill_phases)(scratch, x + p * g->h * g->w, g, &ph);
+        for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
+        for (ptrdiff_t j = 0; j < g->m; j++) {
+            const ptrdiff_t o = c * g->m + j;
+            T *yo = y + (n * g->c * g->m + o) * plane_out;
+            const int direct = ph.qw == g->ow; /* no junk columns: write straight into y */
+            FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, bias ? bias[o] : (T)0);
+            if (!direct)
+                for (ptrdiff_t oh = 0; oh < g->oh; oh++)
+                    memcpy(yo + oh * g->ow, wide + oh * ph.qw, (size_t)g->ow * sizeof(T));
+        }
+    }
+    free(src), free(shift);
+    return 0;
+}
+
+/* Input gradient of planes [start, stop) into gx (N, C, H, W) from gy (N, C*M, OH, OW), as a
+ * polyphase gather: padded input (ihp, iwp) = (qh*SH + rh, qw*SW + rw) receives tap (kh, kw) exactly
+ * when kh*DH = th*SH + rh and kw*DW = tw*SW + rw, from gy[qh - th][qw - tw]. The gy planes are
+ * copied with Th rows and Tw columns of zeros in front (and zeros after), so each input phase is one
+ * flat stencil over them; the phase is then interleaved into gx. */
+static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *scratch,
+                             const dw_geom *g, ptrdiff_t start, ptrdiff_t stop)
+{
+    dw_gx_layout lay;
+    dw_grad_input_layout(g, &lay);
+    const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow, cap = g->m * k;
+    /* input phases, rows of L columns each (stride 2: both column phases kept for interleaving) */
+    T *wide = scratch + g->m * lay.plane;
+    const ptrdiff_t wide_len = dw_gx_wide_len(g, &lay);
+    const T **src = malloc((size_t)cap * sizeof(*src));
+    T *wt = malloc((size_t)cap * sizeof(*wt));
+    if (!src || !wt) {
+        free(src), free(wt);
+        return -1;
+    }
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const ptrdiff_t n = p / g->c, c = p % g->c;
+        const T init = bias ? bias[c] : (T)0;
+        for (ptrdiff_t j = 0; j < g->m; j++) {
+            const T *gyo = gy + (n * g->c * g->m + c * g->m + j) * plane_out;
+            T *plane = scratch + j * lay.plane;
+            memset(plane, 0, (size_t)lay.plane * sizeof(T));
+            for (ptrdiff_t oh = 0; oh < g->oh; oh++)
+                memcpy(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
+        }
+        T *gxp = gx + p * g->h * g->w;
+        for (ptrdiff_t rh = 0; rh < g->sh; rh++) {
+            /* input rows of phase rh: i0, i0 + SH, ... (padded row / SH from qh0) */
+            const ptrdiff_t i0 = ((rh - g->ph) % g->sh + g->sh) % g->sh;
+            if (i0 >= g->h) continue;
+            const ptrdiff_t rows = (g->h - i0 + g->sh - 1) / g->sh, qh0 = (i0 + g->ph) / g->sh;
+            for (ptrdiff_t rw = 0; rw < g->sw; rw++) {
+                const ptrdiff_t j0 = ((rw - g->pw) % g->sw + g->sw) % g->sw;
+                if (j0 >= g->w) continue;
+                const ptrdiff_t cols = (g->w - j0 + g->sw - 1) / g->sw, qw0 = (j0 + g->pw) / g->sw;
+                int taps = 0;
+                for (ptrdiff_t kh = 0; kh < g->kh; kh++) {
+                    if (kh * g->dh % g->sh != rh) continue;
+                    const ptrdiff_t th = kh * g->dh / g->sh;
+                    for (ptrdiff_t kw = 0; kw < g->kw; kw++) {
+                        if (kw * g->dw % g->sw != rw) continue;
+                        const ptrdiff_t off = (qh0 + lay.th - th) * lay.len + qw0 + lay.tw - kw * g->dw / g->sw;
+                        for (ptrdiff_t j = 0; j < g->m; j++) {
+                            src[taps] = scratch + j * lay.plane + off;
+                            wt[taps++] = w[(c * g->m + j) * k + kh * g->kw + kw];
+                        }
+                    }
+                }
+                const int direct = g->sh == 1 && g->sw == 1 && lay.len == g->w;
+                T *out = direct ? gxp : wide + rw * wide_len;
+                if (taps)
+                    FN(stencil)(out, rows * lay.len, src, wt, taps, init);
+                else
+                    for (ptrdiff_t m = 0; m < rows * lay.len; m++) out[m] = init;
+                if (direct || (g->sw == 2 && g->w > 1)) continue; /* stride 2: interleaved below */
+                for (ptrdiff_t a = 0; a < rows; a++) {
+                    T *dst = gxp + (i0 + a * g->sh) * g->w + j0;
+                    const T *row = out + a * lay.len;
+                    if (g->sw == 1)
+                        memcpy(dst, row, (size_t)cols * sizeof(T));
+                    else
+                        for (ptrdiff_t b = 0; b < cols; b++) dst[b * g->sw] = row[b];
+                }
+            }
+            if (g->sw == 2 && g->w > 1) { /* the phase holding column 0 gives the even columns */
+                const T *even = wide + (g->pw & 1) * wide_len, *odd = wide + (1 - (g->pw & 1)) * wide_len;
+                for (ptrdiff_t a = 0; a < rows; a++)
+                    FN(interleave)(gxp + (i0 + a * g->sh) * g->w, even + a * lay.len, odd + a * lay.len, g->w);
+            }
+        }
+    }
+    free(src), free(wt);
+    return 0;
+}
+
+/* Weight gradient of channels [start, stop) into gw (C*M, 1, KH, KW): per channel, every image's
+ * polyphase planes once, vector accumulators per tap for each (image, output channel) plane, reduced
+ * into double sums; channels are independent, so worker threads never share an accumulator. */
+static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const dw_geom *g,
+                              ptrdiff_t start, ptrdiff_t stop)
+{
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
+    const T **src = malloc((size_t)k * sizeof(*src));
+    ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
+    V *acc = aligned_alloc(64, ((size_t)k * sizeof(V) + 63) / 64 * 64); /* vectors need their alignment */
+    double *sum = malloc((size_t)(g->m * k) * sizeof(*sum));
+    if (!src || !shift || !acc || !sum) {
+        free(src), free(shift), free(acc), free(sum);
+        return -1;
+    }
+    dw_forward_shifts(g, &ph, shift);
+    for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
+    /* gy plane in the wide layout (rows of Qw, junk columns zero), rounded up to whole vectors */
+    T *wide = scratch + ph.count * ph.plane;
+    const ptrdiff_t n_wide = (g->oh * ph.qw + VL - 1) / VL * VL;
+    for (ptrdiff_t c = start; c < stop; c++) {
+        memset(sum, 0, (size_t)(g->m * k) * sizeof(*sum));
+        for (ptrdiff_t n = 0; n < g->n; n++) {
+            FN(fill_phases)(scratch, x + (n * g->c + c) * g->h * g->w, g, &ph);
+            for (ptrdiff_t j = 0; j < g->m; j++) {
+                const T *gyo = gy + (n * g->c * g->m + c * g->m + j) * plane_out;
+                const V zero = {0};
+                for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
+                memset(wide, 0, (size_t)n_wide * sizeof(T));
+                for (ptrdiff_t oh = 0; oh < g->oh; oh++)
+                    memcpy(wide + oh * ph.qw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
+                FN(dot_flat)(acc, wide, n_wide, src, (int)k);
+                int finite = 1;
+                for (ptrdiff_t t = 0; t < k; t++) {
+                    const V v = acc[t] * (T)0; /* 0 where finite, NaN where inf or NaN */
+                    for (ptrdiff_t l = 0; l < VL; l++) finite &= v[l] == 0;
+                }
+                if (!finite) { /* junk columns read x values no tap reads (0 * inf): redo exactly */
+                    for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
+                    FN(dot)(acc, gyo, g->oh, g->ow, src, ph.qw, (int)k);
+                }
+                for (ptrdiff_t t = 0; t < k; t++)
+                    for (ptrdiff_t l = 0; l < VL; l++) sum[j * k + t] += (double)acc[t][l];
+            }
+        }
+        for (ptrdiff_t i = 0; i < g->m * k; i++) gw[c * g->m * k + i] = (T)sum[i];
+    }
+    free(src), free(shift), free(acc), free(sum);
+    return 0;
+}
+
+#undef V
+#undef IV
+#undef VL
+#undef FN
+#undef CAT
+#undef CAT_

@@ -1,0 +1,160 @@
+"""Direct depthwise convolution on the compiled core (``npconv._core``): the compiled implementation of
+the ``"depthwise"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` skips it), 1-d and 2-d
+in C, 3-d handed to the NumPy implementation (:mod:`npconv.kernels.depthwise`), float32/64.
+
+``y[n, c*M + j, o] = bias[c*M + j] + sum_k w[c*M + j, 0, k] * xp[n, c, o*s + k*d]`` (``xp`` zero
+padded; channel multiplier ``M = O / C``), for any kernel size, stride, dilation and zero padding
+(other padding modes arrive pre-padded). 1-d runs as 2-d with a unit height.
+
+The C kernels (``src/npconv/csrc/depthwise.h``) work on whole planes, single-threaded over a range
+of planes; the worker threads of :func:`npconv.kernels.workspace.run` split the planes (forward,
+grad_input) or the input channels (grad_weight: per-channel accumulators, no cross-thread sums), the
+GIL released, each with its own scratch buffer. Bias is added in the kernels' epilogue.
+
+* forward: per plane, the input rows copied once into zero-padded rows split into ``stride``
+  column phases, so every tap is a contiguous shifted run of the output row (a stencil);
+* grad_input: a polyphase gather (input column ``i`` takes the taps with ``k*d = i + pad (mod s)``);
+* grad_weight: per channel, vector accumulators per tap, summed per plane into float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import backends
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from . import depthwise, workspace
+
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forward", "grad_input",
+           "grad_weight"]
+
+if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
+    raise ModuleNotFoundError(f"the compiled core is not in use ({backends.core.reason})", name=__name__)
+
+NAME = "depthwise"
+COMPILED = True
+#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
+BIAS_PASSES = ("forward", "grad_input")
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
+
+
+def _in_c(geom: ConvGeometry) -> bool:
+    """1-d and 2-d run in C; 3-d on the NumPy implementation."""
+    return geom.ndim <= 2
+
+
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
+    if not _in_c(geom):
+        return depthwise.supports(pass_name, x_shape, w_shape, geom, dtype)
+    if pass_name not in _PASS_CODES or np.dtype(dtype) not in _DTYPES:
+        return False
+    c = x_shape[1] if len(x_shape) > 1 else 0
+    return geom.fits(x_shape, w_shape) and geom.groups == c and w_shape[1] == 1
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier (FFT
+    takes larger stride-1 kernels; measurements in docs/performance.md); 3-d: the NumPy rule."""
+    if not _in_c(geom):
+        return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
+    return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
+
+
+def _geometry(n: int, c: int, m: int, in_size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:
+    """The extension's geometry tuple ``(N, C, M, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)``;
+    1-d as 2-d with height 1."""
+    out = geom.output_size(in_size)
+    lows = tuple(lo for lo, _ in geom.pads(in_size))
+    if geom.ndim == 1:
+        return (n, c, m, 1, in_size[0], 1, out[0], 1, geom.kernel_size[0], 1, geom.stride[0], 1,
+                geom.dilation[0], 0, lows[0])
+    return (n, c, m, *in_size, *out, *geom.kernel_size, *geom.stride, *geom.dilation, *lows)
+
+
+def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
+    parts = max(1, min(parts, count))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args) -> None:
+    """``kernel(isa, *args, scratch, geometry, start, stop)`` over ``count`` planes/channels split
+    across the worker threads, each with its own scratch buffer."""
+    core = backends.core
+    size = core.module.depthwise2d_scratch(_PASS_CODES[pass_name], geometry)
+    isa = core.isa_index
+
+    def work(_: int, span: tuple[int, int]) -> None:
+        scratch = workspace.buffer("compiled-dw", (size,), dtype)
+        kernel(isa, *args, scratch, geometry, span[0], span[1])
+
+    threads = get_num_threads()
+    workspace.run(_ranges(count, threads), work, threads)
+
+
+def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _check(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if dtype not in _DTYPES:
+        raise TypeError(f"compiled depthwise convolution needs float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+    """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
+    ``geom.pads()``."""
+    if not _in_c(geom):
+        return depthwise.forward(x, w, geom, bias)
+    dtype = _check(x, w)
+    n, c = x.shape[:2]
+    m = w.shape[0] // c
+    geometry = _geometry(n, c, m, x.shape[2:], geom)
+    y = np.empty((n, c * m) + geom.output_size(x.shape[2:]), dtype)
+    b = None if bias is None else _prepare(bias, dtype)
+    _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry,
+         _prepare(x, dtype), _prepare(w, dtype), b, y)
+    return y
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
+    transposed convolution's)."""
+    if not _in_c(geom):
+        return depthwise.grad_input(gy, w, geom, input_size, bias)
+    dtype = _check(gy, w)
+    input_size = tuple(int(v) for v in input_size)
+    n, c = gy.shape[0], geom.groups
+    m = w.shape[0] // c
+    geometry = _geometry(n, c, m, input_size, geom)
+    gx = np.empty((n, c) + input_size, dtype)
+    b = None if bias is None else _prepare(bias, dtype)
+    _run(backends.core.module.depthwise2d_grad_input, "grad_input", n * c, dtype, geometry,
+         _prepare(gy, dtype), _prepare(w, dtype), b, gx)
+    return gx
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (C*M, 1, *k)``: ``sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``."""
+    if not _in_c(geom):
+        return depthwise.grad_weight(x, gy, geom)
+    dtype = _check(x, gy)
+    n, c = x.shape[:2]
+    m = gy.shape[1] // c
+    geometry = _geometry(n, c, m, x.shape[2:], geom)
+    gw = np.empty((c * m, 1) + geom.kernel_size, dtype)
+    _run(backends.core.module.depthwise2d_grad_weight, "grad_weight", c, dtype, geometry,
+         _prepare(x, dtype), _prepare(gy, dtype), gw)
+    return gw

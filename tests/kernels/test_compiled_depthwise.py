@@ -1,0 +1,277 @@
+"""The compiled depthwise kernels (npconv._core via kernels/compiled_depthwise) against the NumPy
+reference engine (kernels/depthwise) and torch, on every ISA variant this CPU runs.
+
+Covers the three passes in float32 and float64, the specialised tap counts (3x3, 5x5, 7x7: 9, 25
+and 49 taps) at strides 1 and 2 with rows wider than a 4-vector block and narrower than one
+vector, random 1-d/2-d geometries (stride, dilation, per-side padding at their edges, channel
+multiplier, odd sizes), non-contiguous inputs, the fused bias, NaN/inf locality, one and two worker
+threads, the extension's own argument guards, and supports()/recommended().
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
+from npconv.kernels import depthwise, plan
+
+compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
+                                         reason=f"compiled core not in use: {backends.core.reason}")
+ISAS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Each ISA variant in turn (skipped where the CPU lacks it), restored afterwards."""
+    if request.param not in backends.core.isas:
+        pytest.skip(f"this CPU lacks {request.param} (runs {backends.core.isas})")
+    previous = backends.core.isa
+    backends.core.isa = request.param
+    yield request.param
+    backends.core.isa = previous
+
+
+def _geom(kernel, stride, padding, dilation, groups) -> ConvGeometry:
+    return ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(kernel))
+
+
+TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6}
+
+
+def _check_against_reference(rng, x_shape, mult, kernel, stride, padding, dilation, dtype, bias=True,
+                             torch_too=False):
+    """Compiled passes vs the NumPy engine (norm-relative, dtype-sized bound) and optionally torch."""
+    c = x_shape[1]
+    geom = _geom(kernel, stride, padding, dilation, c)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c * mult, 1) + tuple(kernel)).astype(dtype)
+    b = rng.standard_normal(c * mult).astype(dtype) if bias else None
+    bx = rng.standard_normal(c).astype(dtype) if bias else None
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_depthwise.supports(pass_name, x.shape, w.shape, geom, np.dtype(dtype))
+    y = compiled_depthwise.forward(x, w, geom, bias=b)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = compiled_depthwise.grad_input(gy, w, geom, x_shape[2:], bias=bx)
+    gw = compiled_depthwise.grad_weight(x, gy, geom)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    y_ref = depthwise.forward(x, w, geom)
+    gx_ref = depthwise.grad_input(gy, w, geom, x_shape[2:])
+    if bias:
+        y_ref = y_ref + b.reshape((-1,) + (1,) * geom.ndim)
+        gx_ref = gx_ref + bx.reshape((-1,) + (1,) * geom.ndim)
+    gw_ref = depthwise.grad_weight(x, gy, geom)
+    tol = TOL[np.dtype(dtype)]
+    for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref), ("grad_weight", gw, gw_ref)):
+        assert got.shape == ref.shape, name
+        # norm-relative, absolute below norm 1 (an output wholly in the padding is exactly zero)
+        assert np.linalg.norm(got - ref) <= tol * max(1.0, np.linalg.norm(ref)), name
+    if torch_too:
+        torch = pytest.importorskip("torch")
+        from torch_oracle import assert_close, torch_conv_passes
+
+        resolved = geom.with_padding(geom.pads(x_shape[2:]))
+        t_y, t_gx, t_gw = torch_conv_passes(x, w, gy, resolved)
+        bias_shape = (-1,) + (1,) * geom.ndim
+        assert_close(y - (b.reshape(bias_shape) if bias else 0), t_y, what="forward")
+        assert_close(gx - (bx.reshape(bias_shape) if bias else 0), t_gx, what="grad_input")
+        assert_close(gw, t_gw, what="grad_weight")
+        assert torch is not None
+
+
+# (x_shape, multiplier, kernel, stride, padding, dilation): the specialised tap counts at
+# strides 1 and 2, rows wider than 4 vectors of the widest variant (70 > 64 float32 lanes) with a
+# ragged end, rows narrower than one vector, a multiplier, 1-d, asymmetric and oversized padding.
+CASES = [
+    ((2, 3, 19, 70), 1, (3, 3), 1, 1, 1),
+    ((2, 3, 19, 71), 1, (3, 3), 2, 1, 1),
+    ((1, 2, 13, 67), 1, (5, 5), 1, 2, 1),
+    ((1, 2, 13, 69), 2, (5, 5), 2, 2, 1),
+    ((1, 2, 15, 66), 1, (7, 7), 1, 3, 1),
+    ((1, 2, 15, 73), 1, (7, 7), 2, 3, 1),
+    ((2, 4, 5, 3), 1, (3, 3), 1, 1, 1),  # rows narrower than a vector
+    ((2, 3, 9, 11), 3, (3, 3), 1, ((0, 2), (3, 1)), 2),
+    ((1, 3, 10, 9), 1, (3, 2), 3, ((2, 0), (1, 3)), 2),
+    ((2, 4, 9, 7), 3, (5, 3), (3, 2), 2, (1, 3)),
+    ((1, 2, 8, 8), 1, (2, 2), 3, 0, 1),  # stride wider than the kernel: pixels never read
+    ((1, 2, 3, 3), 1, (3, 3), 3, ((2, 1), (0, 4)), 1),  # phases wholly inside the padding
+    ((1, 5, 13, 6), 3, (5, 5), 1, 4, (1, 2)),  # padding wider than half the kernel
+    ((3, 2, 40), 2, (4,), 2, ((3, 0),), 1),
+    ((2, 3, 15), 1, (9,), 1, 4, 1),
+    ((1, 1, 6, 1000), 2, (1, 11), 1, ((0, 0), (5, 5)), 1),  # long rows, a first layer with multiplier
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_cases_match_numpy_engine_and_torch(rng, isa, case, dtype):
+    _check_against_reference(rng, *case, dtype, torch_too=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(nd=st.integers(1, 2), n=st.integers(1, 2), c=st.integers(1, 3), multiplier=st.integers(1, 3),
+       float32=st.booleans(), data=st.data())
+def test_random_geometries_match_numpy_engine(nd, n, c, multiplier, float32, data):
+    """Random geometries on every ISA variant this CPU runs (drawn per example)."""
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 7, 2, 20)
+    previous = backends.core.isa
+    backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
+    try:
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+        _check_against_reference(rng, (n, c) + size, multiplier, kernel, stride, padding, dilation,
+                                 np.float32 if float32 else np.float64, bias=data.draw(st.booleans()))
+    finally:
+        backends.core.isa = previous
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_random_geometries_match_torch(data):
+    torch = pytest.importorskip("torch")
+    assert torch is not None
+    kernel, stride, dilation, padding, size = draw_geometry(data, 2, 5, 2, 12)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    _check_against_reference(rng, (2, 3) + size, data.draw(st.integers(1, 2)), kernel, stride, padding,
+                             dilation, np.float64, torch_too=True)
+
+
+def test_two_worker_threads_and_non_contiguous_inputs(rng, isa, parallel):
+    """Strided/transposed views and one or two worker threads (planes and channels split)."""
+    geom = _geom((3, 3), 2, 1, 1, 5)
+    base = rng.standard_normal((3, 5, 22, 17))
+    x = base[:, :, ::2, :]  # (3, 5, 11, 17), non-contiguous
+    w = rng.standard_normal((5, 1, 3, 3)).T.T  # a C-contiguous copy would hide nothing; views next
+    w_view = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not x.flags.c_contiguous and not w_view.flags.c_contiguous
+    y = compiled_depthwise.forward(x, w_view, geom)
+    np.testing.assert_allclose(y, depthwise.forward(np.ascontiguousarray(x), w, geom), rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(y.shape)[..., ::-1]  # negative strides
+    gx = compiled_depthwise.grad_input(gy, w_view, geom, x.shape[2:])
+    np.testing.assert_allclose(gx, depthwise.grad_input(gy.copy(), w, geom, x.shape[2:]), rtol=1e-12,
+                               atol=1e-12)
+    gw = compiled_depthwise.grad_weight(x, gy, geom)
+    np.testing.assert_allclose(gw, depthwise.grad_weight(x.copy(), gy.copy(), geom), rtol=1e-12, atol=1e-12)
+
+
+def test_adjoint_identities(rng, isa):
+    """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)>, without any reference."""
+    for stride, dilation in ((1, 1), (2, 1), (3, 2)):
+        geom = _geom((3, 4), stride, ((1, 2), (0, 3)), (dilation, 1), 3)
+        x = rng.standard_normal((2, 3, 13, 12))
+        w = rng.standard_normal((6, 1, 3, 4))
+        assert_passes_are_adjoint(compiled_depthwise, x, w, geom, rng)
+
+
+def test_float32_accuracy_bound(rng, isa):
+    """float32 within 2e-6 norm-relative of float64 (grad_weight sums per plane in float64)."""
+    geom = _geom((3, 3), 1, 1, 1, 16)
+    x = rng.standard_normal((4, 16, 56, 56))
+    w = rng.standard_normal((16, 1, 3, 3)) / 3
+    gy = rng.standard_normal((4, 16, 56, 56))
+    x32, w32, gy32 = (a.astype(np.float32) for a in (x, w, gy))
+    assert relative_error(compiled_depthwise.forward(x32, w32, geom),
+                          compiled_depthwise.forward(x, w, geom)) < 2e-6
+    assert relative_error(compiled_depthwise.grad_input(gy32, w32, geom, (56, 56)),
+                          compiled_depthwise.grad_input(gy, w, geom, (56, 56))) < 2e-6
+    assert relative_error(compiled_depthwise.grad_weight(x32, gy32, geom),
+                          compiled_depthwise.grad_weight(x, gy, geom)) < 2e-6
+
+
+def test_non_finite_values_stay_local(rng, isa):
+    """An inf in x reaches only the outputs and weight taps that read it (the kernels' junk lanes
+    past a row's end must not multiply it): here the last input column, never read with stride 2."""
+    geom = _geom((3, 3), 2, 0, 1, 2)
+    x = rng.standard_normal((1, 2, 9, 10))  # output 4x4 reads columns 0..8 only
+    x[0, :, 3, 9] = np.inf
+    w = rng.standard_normal((2, 1, 3, 3))
+    y = compiled_depthwise.forward(x, w, geom)
+    gy = rng.standard_normal(y.shape)
+    assert np.isfinite(y).all()
+    assert np.isfinite(compiled_depthwise.grad_weight(x, gy, geom)).all()
+    x[0, :, 3, 8] = np.inf  # read by the last output column of rows 1 (tap kh=1, kw=2) only
+    gw = compiled_depthwise.grad_weight(x, gy, geom)
+    assert np.isinf(gw[:, 0, 1, 2]).all() and np.isfinite(np.delete(gw.reshape(2, 9), 5, axis=1)).all()
+    y = compiled_depthwise.forward(x, w, geom)
+    assert (~np.isfinite(y)).sum() == 2  # one output per channel
+
+
+def test_bias_is_added_in_the_epilogue(rng, isa):
+    geom = _geom((3,), 1, 1, 1, 4)
+    x, w, b = rng.standard_normal((2, 4, 9)), rng.standard_normal((8, 1, 3)), rng.standard_normal(8)
+    np.testing.assert_allclose(compiled_depthwise.forward(x, w, geom, bias=b),
+                               compiled_depthwise.forward(x, w, geom) + b[:, None], rtol=1e-13, atol=1e-13)
+    gy, bx = rng.standard_normal((2, 8, 9)), rng.standard_normal(4)
+    np.testing.assert_allclose(compiled_depthwise.grad_input(gy, w, geom, (9,), bias=bx),
+                               compiled_depthwise.grad_input(gy, w, geom, (9,)) + bx[:, None], rtol=1e-13,
+                               atol=1e-13)
+
+
+def test_extension_guards_its_buffers():
+    """The extension checks sizes, element types and ranges itself (no out-of-bounds access)."""
+    core = backends.core.module
+    geometry = (1, 2, 1, 5, 5, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1)
+    x, w, y = np.zeros((1, 2, 5, 5)), np.zeros((2, 1, 3, 3)), np.zeros((1, 2, 5, 5))
+    scratch = np.zeros(core.depthwise2d_scratch(0, geometry))
+    isa = backends.core.isa_index
+    core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="scratch"):
+        core.depthwise2d_forward(isa, x, w, None, y, scratch[:-1], geometry, 0, 2)
+    with pytest.raises(ValueError, match="output"):
+        core.depthwise2d_forward(isa, x, w, None, y[:, :1], scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="range"):
+        core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 1, 3)
+    with pytest.raises(TypeError, match="element type"):
+        core.depthwise2d_forward(isa, x.astype(np.float32), w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        core.depthwise2d_forward(isa, x.astype(np.int64), w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        core.depthwise2d_forward(isa, x[..., ::-1], w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="geometry value"):
+        core.depthwise2d_forward(isa, x, w, None, y, scratch, (0,) + geometry[1:], 0, 2)
+    with pytest.raises(ValueError, match="ISA variant"):
+        core.depthwise2d_forward(99, x, w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="channel range"):
+        core.depthwise2d_grad_weight(isa, x, y, w, np.zeros(core.depthwise2d_scratch(2, geometry)), geometry,
+                                     0, 3)
+
+
+def test_supports_and_recommended():
+    dw = _geom((3, 3), 1, 1, 1, 4)
+    args = ((2, 4, 8, 8), (8, 1, 3, 3), dw)
+    assert compiled_depthwise.supports("forward", *args, np.dtype(np.float32))
+    assert compiled_depthwise.recommended("grad_weight", *args, np.dtype(np.float64))
+    assert not compiled_depthwise.supports("forward", *args, np.dtype(np.float16))
+    assert not compiled_depthwise.supports("backward", *args, np.dtype(np.float32))
+    grouped = _geom((3, 3), 1, 1, 1, 2)
+    assert not compiled_depthwise.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), grouped, np.float32)
+    large = _geom((9, 9), 1, 4, 1, 4)
+    assert compiled_depthwise.supports("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
+    assert not compiled_depthwise.recommended("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
+    small_stride_1 = ((2, 4, 8, 8), (4, 1, 3, 3), dw)  # the NumPy rule leaves these to GEMM
+    assert compiled_depthwise.recommended("forward", *small_stride_1, np.float32)
+    assert not depthwise.recommended("forward", *small_stride_1, np.float32)
+    if not registry.pure():
+        assert registry.available()["depthwise"].compiled
+        assert plan.choose("forward", *args, np.float32) == "depthwise"
+
+
+def test_three_d_runs_on_the_numpy_implementation(rng):
+    """3-d depthwise is handed to kernels/depthwise (same rule, same results)."""
+    geom = _geom((3, 3, 3), 2, 1, 1, 3)
+    x, w = rng.standard_normal((1, 3, 6, 7, 5)), rng.standard_normal((6, 1, 3, 3, 3))
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_depthwise.supports(pass_name, x.shape, w.shape, geom, x.dtype)
+        assert (compiled_depthwise.recommended(pass_name, x.shape, w.shape, geom, x.dtype)
+                == depthwise.recommended(pass_name, x.shape, w.shape, geom, x.dtype))
+    y = compiled_depthwise.forward(x, w, geom)
+    np.testing.assert_array_equal(y, depthwise.forward(x, w, geom))
+    gy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(compiled_depthwise.grad_input(gy, w, geom, (6, 7, 5)),
+                                  depthwise.grad_input(gy, w, geom, (6, 7, 5)))
+    np.testing.assert_array_equal(compiled_depthwise.grad_weight(x, gy, geom),
+                                  depthwise.grad_weight(x, gy, geom))

@@ -1,0 +1,228 @@
+"""Issue 14 family 2: a non-local algorithm (FFT, Winograd) never changes what a direct convolution
+gives. For each non-local algorithm and each of its passes, forced through the planner: one NaN,
++inf or -inf value reaches exactly the outputs torch's direct kernels give (same NaN/inf positions),
+a spike leaves every other output within float tolerance of its window's scale, values near the
+dtype's limit do not overflow in transforms; plus the edge of the routing criterion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
+from npconv.kernels import fft, numerics, plan, winograd
+
+NON_LOCAL = [name for name, a in registry.available().items() if not a.local]
+# name: (algorithm, x_shape, w_shape, padding, groups); small shapes, the large-kernel ones included
+CASES = {
+    "fft depthwise 9x9": ("fft", (2, 3, 20, 18), (3, 1, 9, 9), 4, 3),
+    "fft dense 5x5": ("fft", (2, 4, 12, 13), (6, 2, 5, 5), 2, 2),
+    "fft 1-d k1023": ("fft", (1, 2, 1500), (2, 1, 1023), 511, 2),
+    "winograd 3x3": ("winograd", (2, 5, 10, 11), (4, 5, 3, 3), 1, 1),
+}
+TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-13}  # relative to the window's scale
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def planner_defaults():
+    saved = backends.conv.algorithm, backends.conv.benchmark
+    backends.conv.algorithm, backends.conv.benchmark = None, False
+    yield
+    backends.conv.algorithm, backends.conv.benchmark = saved
+
+
+def _geom(w_shape, padding, groups):
+    nd = len(w_shape) - 2
+    geom = ConvGeometry.create(w_shape[2:], 1, padding, 1, groups, ndim=nd)
+    return geom.with_padding(((padding, padding),) * nd)
+
+
+def _torch_passes(torch, x, w, gy, geom):
+    """torch's (y, gx, gw) in the arrays' dtype, from its direct kernels."""
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[geom.ndim]
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    wt = torch.from_numpy(w.copy()).requires_grad_()
+    pad = geom.pads()[0][0]
+    y = conv(xt, wt, None, 1, pad, 1, geom.groups)
+    y.backward(torch.from_numpy(gy.copy()))
+    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def _reference(torch, x, w, gy, geom):
+    """torch's float64 passes by name, and each output's window scale (the passes of |x|, |w|, |gy|)."""
+    f64 = [a.astype(np.float64) for a in (x, w, gy)]
+    ref = _torch_passes(torch, *f64, geom)
+    scale = _torch_passes(torch, *(np.abs(np.nan_to_num(a)) for a in f64), geom)
+    return dict(zip(registry.PASSES, ref, strict=True)), dict(zip(registry.PASSES, scale, strict=True))
+
+
+def _ours(name, pass_name, x, w, gy, geom):
+    with backends.conv.force({pass_name: name}):
+        if pass_name == "forward":
+            return plan.forward(x, w, geom)
+        if pass_name == "grad_input":
+            return plan.grad_input(gy, w, geom, x.shape[2:])
+        return plan.grad_weight(x, gy, geom)
+
+
+def _check(ours, theirs, scale, dtype, what):
+    """Same NaN/+inf/-inf positions; finite outputs within TOLERANCE of their window's ``scale``."""
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(test(ours), test(theirs), err_msg=f"{what}: {test.__name__}")
+    finite = np.isfinite(theirs)
+    error = np.abs(ours[finite].astype(np.float64) - theirs[finite])
+    bound = TOLERANCE[np.dtype(dtype)] * scale[finite] + 1e-30
+    worst = float(np.max(error / bound)) if error.size else 0.0
+    assert worst <= 1.0, f"{what}: error {worst:.3g} x tolerance"
+
+
+def _case(name, dtype, seed=0):
+    algorithm, x_shape, w_shape, padding, groups = CASES[name]
+    rng = np.random.default_rng(seed)
+    geom = _geom(w_shape, padding, groups)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + geom.output_size(x_shape[2:])).astype(dtype)
+    return algorithm, geom, x, w, gy
+
+
+def _corrupt(a, value, where=0.37):
+    a = a.copy()
+    a.flat[int(where * a.size)] = value
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e8, 1e30],
+                         ids=["nan", "inf", "-inf", "1e8", "1e30"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_non_local_algorithm_is_local_like_torch(torch, name, value, dtype):
+    algorithm, geom, x, w, gy = _case(name, dtype)
+    assert algorithm in NON_LOCAL
+    # which passes see the corrupted array
+    affected = {"x": ("forward", "grad_weight"), "gy": ("grad_input", "grad_weight")}
+    with np.errstate(all="ignore"):
+        for target, passes in affected.items():
+            xc = _corrupt(x, value) if target == "x" else x
+            gyc = _corrupt(gy, value) if target == "gy" else gy
+            ref, scale = _reference(torch, xc, w, gyc, geom)
+            ref32 = dict(zip(registry.PASSES, _torch_passes(torch, xc, w, gyc, geom), strict=True))
+            for pass_name in set(passes) & set(registry.get(algorithm).passes):
+                ours = _ours(algorithm, pass_name, xc, w, gyc, geom)
+                assert ours.dtype == dtype
+                for test in (np.isnan, np.isinf):  # torch's own float32/float64 kernels
+                    np.testing.assert_array_equal(test(ours), test(ref32[pass_name]))
+                what = f"{name} {pass_name}, {value} in {target}"
+                _check(ours, ref[pass_name], scale[pass_name], dtype, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(CASES))
+def test_error_just_below_the_spread_limit_is_within_tolerance(torch, name, dtype):
+    """The limit is where the algorithm, still running, keeps every output within tolerance."""
+    algorithm, geom, x, w, gy = _case(name, dtype, seed=7)
+    module = registry.get(algorithm).module
+    x[(0,) * x.ndim] = 1e30
+    x[(0,) * x.ndim] = 1e30 / numerics.value_range(x).spread * module.SPREAD_LIMIT * 0.999
+    operands = numerics.Operands((x, w))
+    assert module.admits("forward", operands, geom) and operands.range(0).spread > 0.99 * module.SPREAD_LIMIT
+    ref, scale = _reference(torch, x, w, gy, geom)
+    ours = _ours(algorithm, "forward", x, w, gy, geom)
+    _check(ours, ref["forward"], scale["forward"], dtype, f"{name} at the spread limit")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_does_not_overflow_where_a_direct_convolution_does_not(torch, dtype):
+    _, geom, x, w, gy = _case("winograd 3x3", dtype)
+    big = float(np.finfo(dtype).max) / 1e3  # a direct sum of 45 such products stays finite
+    for pass_name in ("forward", "grad_input"):
+        xs = (x / np.abs(x).max() * big).astype(dtype) if pass_name == "forward" else x
+        gys = (gy / np.abs(gy).max() * big).astype(dtype) if pass_name == "grad_input" else gy
+        ref, scale = _reference(torch, xs, w, gys, geom)
+        ours = _ours("winograd", pass_name, xs, w, gys, geom)
+        assert np.isfinite(ours).all()
+        _check(ours, ref[pass_name], scale[pass_name], dtype, f"winograd {pass_name} near {big:.1e}")
+
+
+def test_default_planner_depthwise_31x31_nan_and_grad_output_nan(torch):
+    """The issue's case through nn.functional: the planner picks FFT and keeps torch's locality."""
+    import npconv
+    import npconv.nn.functional as F
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 48, 48)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 31, 31)).astype(np.float32) / 31
+    geom = _geom(w.shape, 15, 2)
+    assert plan.choose("forward", x.shape, w.shape, geom, np.float32) == "fft"
+    x[0, 1, 20, 30] = np.nan
+    xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
+    tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y, yt = F.conv2d(xt, wt, padding=15, groups=2), torch.nn.functional.conv2d(tx, tw, padding=15, groups=2)
+    np.testing.assert_array_equal(np.isnan(y.data), torch.isnan(yt).numpy())
+    assert np.isnan(y.data).sum() == 31 * 31 and not np.isnan(y.data[0, 0]).any()
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gy[0, 0, 3, 40] = np.nan
+    y.backward(gy)
+    yt.backward(torch.from_numpy(gy))
+    np.testing.assert_array_equal(np.isnan(xt.grad.data), torch.isnan(tx.grad).numpy())
+    np.testing.assert_array_equal(np.isnan(wt.grad.data), torch.isnan(tw.grad).numpy())
+
+
+# -- the criterion (torch-free) -------------------------------------------------------------------
+def _spread_array(spread, dtype, size=5000, seed=3):
+    """A random array whose value_range spread is ``spread`` (one spike over the bulk)."""
+    a = np.random.default_rng(seed).standard_normal(size).astype(dtype)
+    a[size // 3] = 1e30  # the largest value: the bulk scale (a quantile) is the same for any spike
+    bulk = 1e30 / numerics.value_range(a).spread
+    a[size // 3] = bulk * spread
+    return a
+
+
+def test_value_range():
+    r = numerics.value_range
+    assert r(np.zeros((0, 3))) == numerics.ValueRange(True, 0.0, 1.0)
+    assert r(np.zeros(4)).spread == 1.0
+    assert r(np.array([0.0, 0.0, -5.0])) == numerics.ValueRange(True, 5.0, np.inf)
+    assert not r(np.array([1.0, np.nan])).finite and not r(np.array([1.0, -np.inf])).finite
+    assert r(np.full(7, -3.0, np.float32)) == numerics.ValueRange(True, 3.0, 1.0)
+    relu = np.maximum(np.random.default_rng(0).standard_normal(100_000), 0)  # half zeros: a normal scale
+    assert 1.0 < r(relu).spread < 4.0
+    spiky = relu.copy()
+    spiky[::2000] = 1e6  # 50 spikes: still measured against the bulk
+    assert r(spiky).spread > 1e5
+    for spread in (10.0, 1e3, 1e9):
+        assert r(_spread_array(spread, np.float64)).spread == pytest.approx(spread, rel=1e-9)
+
+
+@pytest.mark.parametrize("algorithm, data_pass",
+                         [(fft, "forward"), (fft, "grad_weight"), (winograd, "forward")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_routing_edge(algorithm, data_pass, dtype):
+    """Just below the algorithm's spread limit it runs; just above, or with any NaN/inf, or where its
+    transforms could overflow, the planner's rule gives the call to a local algorithm."""
+    limit = algorithm.SPREAD_LIMIT
+    geom = _geom((4, 4, 3, 3), 1, 1)
+    key = ((1, 4, 25, 50), (4, 4, 3, 3), geom, np.dtype(dtype))
+    w = np.full((4, 4, 3, 3), 0.1, dtype)
+    gy = np.ones((1, 4, 25, 50), dtype)
+
+    def chosen(x):
+        operands = numerics.Operands((x, gy) if data_pass == "grad_weight" else (x, w))
+        with backends.conv.force({data_pass: algorithm.NAME}):
+            return plan._select(data_pass, key, operands)[0].name
+
+    below = _spread_array(limit * 0.999, dtype).reshape(1, 4, 25, 50)
+    above = _spread_array(limit * 1.001, dtype).reshape(1, 4, 25, 50)
+    assert chosen(below) == algorithm.NAME
+    assert chosen(above) == "gemm"
+    for value in (np.nan, np.inf, -np.inf):
+        assert chosen(_corrupt(below, value, 0.9)) == "gemm"
+    scale = float(np.finfo(dtype).max) / 10  # finite peaks whose product overflows in the transforms
+    assert chosen(below / np.abs(below).max() * scale) == "gemm"
