@@ -266,7 +266,7 @@ def _typename(dtype: Any) -> str:
     names = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long", "int32": "Int",
              "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool", "complex64": "ComplexFloat",
              "complex128": "ComplexDouble"}
-    return f"torch.{names.get(str(dtype), str(dtype))}Tensor"
+    return f"torch.{names.get(dtype.name, dtype.name)}Tensor"
 
 
 def _describe(value: Any, dtype_text: str) -> str:
@@ -330,7 +330,7 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self) -> str:
-        return "\n".join(f"  ({i}): " + _describe(p, f"torch.{p.dtype}" if isinstance(p, Tensor) else "")
+        return "\n".join(f"  ({i}): " + _describe(p, f"torch.{p.dtype.name}" if isinstance(p, Tensor) else "")
                          for i, p in enumerate(self))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
