@@ -279,7 +279,7 @@ def test_wrapper_is_a_module_with_torch_style_state_dict():
 def test_wrapper_rejects_bad_arguments_and_different_architectures():
     pytest.importorskip("mpi4py")
     model = FourParams()
-    before = {k: v.copy() for k, v in model.state_dict().items()}
+    before = {k: np.array(v) for k, v in model.state_dict().items()}
     with pytest.raises(TypeError, match="module must be an npconv.nn.Module, got function"):
         dist.DistributedDataParallel(lambda x: x, comm=FakeComm())
     with pytest.raises(ValueError, match="bucket_cap_mb must be a positive number, got 0"):

@@ -385,7 +385,7 @@ FORWARD = [
 def test_forward_rejects_what_torch_rejects_and_changes_nothing(case):
     _, factory, x, kwargs, error, match = case
     ours, theirs = factory()
-    before = {k: v.copy() for k, v in ours.state_dict().items()}
+    before = {k: np.array(v) for k, v in ours.state_dict().items()}
     for value in (x, npconv.Tensor(x)):
         with pytest.raises(error, match=match):
             ours(value, **kwargs)
@@ -637,7 +637,7 @@ def test_garbage_raises_only_value_or_type_errors(name, arguments, input_shape, 
         layer = getattr(nn, name)(**arguments)
     except (ValueError, TypeError):
         return
-    before = {k: v.copy() for k, v in layer.state_dict().items()}
+    before = {k: np.array(v) for k, v in layer.state_dict().items()}
     if input_shape is None:  # a plausible input
         input_shape = [2, 2] + [4] * nd
     floating = input_dtype in (np.float32, np.float64)

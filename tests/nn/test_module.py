@@ -151,7 +151,7 @@ def test_state_dict_keys_and_round_trip():
     ours, theirs = _nets()
     state = ours.state_dict()
     assert list(state) == list(theirs.state_dict())
-    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert all(isinstance(v, npconv.Tensor) and not v.requires_grad for v in state.values())
     other, _ = _nets()
     result = other.load_state_dict(state)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -163,7 +163,7 @@ def test_state_dict_keys_and_round_trip():
     state_after = other.state_dict()
     for key, value in theirs.state_dict().items():
         assert np.array_equal(state_after[key], value.numpy())
-    source = {k: v.copy() for k, v in state.items()}
+    source = {k: np.array(v) for k, v in state.items()}
     other.load_state_dict(source)
     source["conv1.weight"][...] = 123
     assert not np.any(other.conv1.weight.data == 123)
@@ -177,7 +177,7 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
 
 def test_load_state_dict_errors_match_torch_and_change_nothing():
     ours, theirs = nn.Conv2d(2, 4, 3), torch.nn.Conv2d(2, 4, 3)
-    before = {k: v.copy() for k, v in ours.state_dict().items()}
+    before = {k: np.array(v) for k, v in ours.state_dict().items()}
     bad = {"weight": np.zeros((4, 2, 3, 2), np.float32), "foo": np.zeros(1, np.float32)}
     with pytest.raises(RuntimeError) as ours_error:
         ours.load_state_dict(bad)

@@ -169,7 +169,8 @@ def test_hyperparameter_combinations_match_torch(name, lr, weight_decay, maximiz
 
 def test_defaults_and_signatures_match_torch(torch):
     import inspect
-    for name in ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam", "Adamax"]:
+    for name in ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam", "Adamax",
+                 "LBFGS"]:
         ours = inspect.signature(getattr(optim, name))
         theirs = inspect.signature(getattr(torch.optim, name))
         assert list(ours.parameters) == list(theirs.parameters), name

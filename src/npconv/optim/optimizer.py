@@ -93,8 +93,16 @@ def _check_unsupported(value: Any, name: str) -> None:
                      "differentiable optimizer steps are torch features); leave it at its default")
 
 
+def _check_positive_int(value: Any, name: str) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"Invalid {name} value: {value} (expected an int >= 1)")
+
+
 _CHECKS: dict[str, Callable[[Any, str], None]] = {
-    "non_negative": _check_non_negative, "unit_interval": _check_unit_interval, "betas": _check_betas,
+    "positive_int": _check_positive_int, "non_negative": _check_non_negative,
+    "unit_interval": _check_unit_interval, "betas": _check_betas,
     "flag": _check_flag, "foreach": _check_foreach, "unsupported": _check_unsupported,
 }
 
@@ -316,12 +324,18 @@ class Optimizer:
             where = f"state_dict['state'][{key!r}]"
             if not isinstance(entry, Mapping):
                 raise TypeError(f"optimizer {where} must be a mapping, got {type(entry).__name__}")
-            cast = {name: _cast_state_value(param.data, name, value, where) for name, value in entry.items()}
+            cast = self._loaded_state_entry(param, entry, group_of[id(param)], where)
             if cast:
-                _check_state_entry(cast, self._state_kinds(group_of[id(param)]), self._optional_state(),
-                                   param.data, where)
                 state[param] = cast
         self.__setstate__({"state": state, "param_groups": saved_groups})
+
+    def _loaded_state_entry(self, param: Tensor, entry: Mapping[str, Any], group: dict[str, Any],
+                            where: str) -> dict[str, Any]:
+        """A validated, cast copy of one parameter's saved state (an optimizer with other state overrides)."""
+        cast = {name: _cast_state_value(param.data, name, value, where) for name, value in entry.items()}
+        if cast:
+            _check_state_entry(cast, self._state_kinds(group), self._optional_state(), param.data, where)
+        return cast
 
     def _validated_groups(self, state_dict: Any) -> list[dict[str, Any]]:
         """The saved param_groups merged over the current ones, each checked like a new group."""

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...tensor import Tensor, as_array, to_dtype
+from ...utils.hooks import BackwardHook, RemovableHandle
 from ..parameter import Buffer, Parameter, UninitializedParameter
 
 __all__ = ["Module", "StateDictError"]
@@ -48,13 +49,114 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        for store in _HOOK_STORES:
+            object.__setattr__(self, store, OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
             f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks")):
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """torch's ``_call_impl``: pre-hooks, backward-hook wiring, forward, forward hooks."""
+        for hook_id, hook in list(self._forward_pre_hooks.items()):
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {result}.")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        backward_hook = None
+        if self._backward_hooks:
+            backward_hook = BackwardHook(self, list(self._backward_hooks.values()))
+            args = backward_hook.setup_input_hook(args)
+        try:
+            result = self.forward(*args, **kwargs)
+        except BaseException:
+            for hook_id, hook in list(self._forward_hooks.items()):
+                if hook_id in self._forward_hooks_always_called:
+                    try:
+                        if hook_id in self._forward_hooks_with_kwargs:
+                            hook(self, args, kwargs, None)
+                        else:
+                            hook(self, args, None)
+                    except Exception:  # the forward's own error is the one to report
+                        pass
+            raise
+        for hook_id, hook in list(self._forward_hooks.items()):
+            if hook_id in self._forward_hooks_with_kwargs:
+                hook_result = hook(self, args, kwargs, result)
+            else:
+                hook_result = hook(self, args, result)
+            if hook_result is not None:
+                result = hook_result
+        if backward_hook is not None:
+            result = backward_hook.setup_output_hook(result)
+        return result
+
+    # -- hooks ------------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """``hook(module, args)`` (or ``hook(module, args, kwargs)``) before each forward; a non-None
+        result replaces ``args`` (or ``(args, kwargs)``)."""
+        handle = RemovableHandle(self._hooks("_forward_pre_hooks"),
+                                 self._hooks("_forward_pre_hooks_with_kwargs"))
+        _insert(self._forward_pre_hooks, handle.id, hook, prepend)
+        if with_kwargs:
+            self._forward_pre_hooks_with_kwargs[handle.id] = True
+        return handle
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False,
+                              with_kwargs: bool = False, always_call: bool = False) -> RemovableHandle:
+        """``hook(module, args, output)`` (or ``hook(module, args, kwargs, output)``) after each forward;
+        a non-None result replaces the output. ``always_call`` also runs it when forward raises."""
+        handle = RemovableHandle(self._hooks("_forward_hooks"), self._hooks("_forward_hooks_with_kwargs"),
+                                 self._hooks("_forward_hooks_always_called"))
+        _insert(self._forward_hooks, handle.id, hook, prepend)
+        if with_kwargs:
+            self._forward_hooks_with_kwargs[handle.id] = True
+        if always_call:
+            self._forward_hooks_always_called[handle.id] = True
+        return handle
+
+    def register_full_backward_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_input, grad_output)`` once the gradients of the module's inputs are known
+        (tuples with None where there is none); a non-None result replaces ``grad_input``."""
+        handle = RemovableHandle(self._hooks("_backward_hooks"))
+        _insert(self._backward_hooks, handle.id, hook, prepend)
+        return handle
+
+    def register_backward_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """torch's deprecated hook reports the gradients of the module's *last operation*, which npconv
+        does not reproduce: use :meth:`register_full_backward_hook`."""
+        raise NotImplementedError("register_backward_hook (deprecated in torch) is not supported: its "
+                                  "gradients are those of the module's last autograd node; use "
+                                  "register_full_backward_hook")
+
+    def _hooks(self, store: str) -> OrderedDict[int, Any]:
+        """The hook dict ``store``, created on first use (modules pickled before hooks existed lack it)."""
+        if store not in self.__dict__:
+            object.__setattr__(self, store, OrderedDict())
+        return self.__dict__[store]
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        if name in _HOOK_STORES:
+            return self._hooks(name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     # -- registration -----------------------------------------------------------------------
     def register_parameter(self, name: str, param: Parameter | None) -> None:
@@ -136,13 +238,6 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def __getattr__(self, name: str) -> Any:
-        d = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            if store in d and name in d[store]:
-                return d[store][name]
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-
     def __delattr__(self, name: str) -> None:
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
@@ -183,25 +278,30 @@ class Module:
         for _, module in self.named_children():
             yield module
 
-    def _named_members(self, store: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Tensor]]:
+    def _named_members(self, store: str, prefix: str, recurse: bool,
+                       remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
         seen: set[int] = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                   else [(prefix, self)])
         for module_prefix, module in modules:
             for name, value in getattr(module, store).items():
-                if value is None or id(value) in seen:
+                if value is None or (remove_duplicate and id(value) in seen):
                     continue
                 seen.add(id(value))
                 yield module_prefix + ("." if module_prefix else "") + name, value
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
-        yield from self._named_members("_parameters", prefix, recurse)  # type: ignore[misc]
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, Parameter)`` pairs; a shared Parameter once unless ``remove_duplicate=False``."""
+        yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)  # type: ignore[misc]
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
-        yield from self._named_members("_buffers", prefix, recurse)
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+        yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         for _, buf in self.named_buffers(recurse=recurse):
@@ -214,6 +314,41 @@ class Module:
                 raise AttributeError(f"{module._get_name()} has no attribute `{item}`")
             module = module._modules[item]
         return module
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The Parameter at dotted path ``target`` (AttributeError naming what is missing, like torch)."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        param = getattr(module, name)
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return param
+
+    def get_buffer(self, target: str) -> Tensor:
+        """The buffer at dotted path ``target`` (AttributeError naming what is missing, like torch)."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return module._buffers[name]
+
+    def set_submodule(self, target: str, module: Module, strict: bool = False) -> None:
+        """Replace (or, unless ``strict``, add) the submodule at dotted path ``target``."""
+        if not target:
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
         for module in self.children():
@@ -248,18 +383,12 @@ class Module:
                 param.grad.data[...] = 0
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
-        """``to(dtype)``, ``to('cpu')`` or ``to(device=..., dtype=...)``: cast floating parameters/buffers."""
-        dtype = kwargs.pop("dtype", None)
-        device = kwargs.pop("device", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for arg in args:
-            if isinstance(arg, str) and arg in ("cpu",) or arg is None:
-                device = arg
-            else:
-                dtype = arg
-        if device not in (None, "cpu"):
-            raise ValueError(f"npconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(tensor)`` or keywords
+        (``non_blocking``/``memory_format`` accepted, no effect): cast floating point and complex
+        parameters and buffers in place (the Parameter objects stay the same). CPU only."""
+        device, dtype = _to_arguments(args, kwargs)
+        if device is not None:
+            _check_cpu(device)
         if dtype is None:
             return self
         target = to_dtype(dtype)
@@ -279,23 +408,44 @@ class Module:
     def double(self) -> Module:
         return self.to(np.float64)
 
+    def half(self) -> Module:
+        return self.to(np.float16)
+
+    def bfloat16(self) -> Module:
+        raise TypeError("npconv has no bfloat16 (NumPy lacks it): use float32 or float16")
+
+    def type(self, dst_type: Any) -> Module:
+        return self.to(dst_type)
+
     def cpu(self) -> Module:
         return self
 
+    def cuda(self, device: Any = None) -> Module:
+        _check_cpu("cuda" if device is None else f"cuda:{device}")
+        return self
+
+    def share_memory(self) -> Module:
+        """No effect: worker processes share the arrays by fork (kept for torch programs)."""
+        return self
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """No effect (torch's graph compiler has no npconv counterpart); the module runs as it is."""
+
     # -- state dict -------------------------------------------------------------------------
-    def state_dict(self, destination: dict[str, np.ndarray] | None = None, prefix: str = "",
+    def state_dict(self, *, destination: dict[str, Any] | None = None, prefix: str = "",
                    keep_vars: bool = False) -> dict[str, Any]:
-        """Parameters and persistent buffers by dotted name, as ndarrays (Tensors if ``keep_vars``)."""
+        """Parameters and persistent buffers by dotted name, as Tensors sharing memory with them
+        (torch's detached tensors); the Parameters and buffers themselves if ``keep_vars``."""
         destination = OrderedDict() if destination is None else destination
         for name, param in self._parameters.items():
             if param is not None:
-                destination[prefix + name] = param if keep_vars else param.data
+                destination[prefix + name] = param if keep_vars else Tensor(param.data)
         for name, buf in self._buffers.items():
             if buf is not None and name not in self._non_persistent_buffers_set:
-                destination[prefix + name] = buf if keep_vars else buf.data
+                destination[prefix + name] = buf if keep_vars else Tensor(buf.data)
         for name, module in self._modules.items():
             if module is not None:
-                module.state_dict(destination, prefix + name + ".", keep_vars)
+                module.state_dict(destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars)
         return destination
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
@@ -426,3 +576,47 @@ def _assign(target: Tensor, value: np.ndarray) -> None:
     if isinstance(target, UninitializedParameter):
         target.materialize(value.shape)
     target.data = value
+
+
+_HOOK_STORES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks")
+_DEVICE_TYPES = {"cpu", "cuda", "mps", "xpu", "meta", "hip", "mtia", "ipu", "xla", "hpu", "privateuseone"}
+
+
+def _insert(hooks: OrderedDict[int, Any], key: int, hook: Callable[..., Any], prepend: bool) -> None:
+    if not callable(hook):
+        raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+    hooks[key] = hook
+    if prepend:
+        hooks.move_to_end(key, last=False)
+
+
+def _is_device(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.split(":")[0] in _DEVICE_TYPES
+    return getattr(value, "type", None) in _DEVICE_TYPES and not isinstance(value, (np.dtype, type))
+
+
+def _to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``(device, dtype)`` from torch's ``Module.to`` call forms."""
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"}
+    if unknown:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(unknown)}")
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    for arg in args:
+        if isinstance(arg, bool) or arg is None:
+            continue  # non_blocking, or an explicit None
+        if isinstance(arg, Tensor):
+            dtype = arg.data.dtype
+        elif _is_device(arg):
+            device = arg
+        else:
+            dtype = arg
+    return device, dtype
+
+
+def _check_cpu(device: Any) -> None:
+    text = device if isinstance(device, str) else str(device)
+    kind, _, index = text.partition(":")
+    if kind != "cpu" or index not in ("", "0"):
+        raise ValueError(f"npconv runs on the CPU only: device must be None or 'cpu', got {device!r}")
