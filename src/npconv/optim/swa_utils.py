@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..nn.modules.batchnorm import _BatchNorm
-from ..nn.modules.module import Module
+from .. import nn
+from ..nn import Module
 from ..tensor import Tensor, no_grad
 from ._functional import lerp_
 from .lr_scheduler import LRScheduler, _per_group
@@ -141,12 +141,19 @@ class AveragedModel(Module):
         self.n_averaged.data[...] = n_averaged + 1
 
 
+def _batch_norm_classes() -> tuple[type, ...]:
+    """The layers whose running statistics ``update_bn`` recomputes (torch's ``_BatchNorm`` family)."""
+    names = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LazyBatchNorm1d",
+             "LazyBatchNorm2d", "LazyBatchNorm3d")
+    return tuple(getattr(nn, name) for name in names if hasattr(nn, name))
+
+
 def update_bn(loader: Iterable[Any], model: Module, device: Any = None) -> None:
     """Recompute every BatchNorm's running statistics as the cumulative average over one pass of
     ``loader`` (batches, or tuples whose first item is the input), in training mode."""
     momenta = {}
     for module in model.modules():
-        if isinstance(module, _BatchNorm):
+        if isinstance(module, _batch_norm_classes()):
             module.reset_running_stats()
             momenta[module] = module.momentum
     if not momenta:
