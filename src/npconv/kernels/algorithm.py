@@ -189,6 +189,7 @@ _lock = threading.RLock()
 _order: list[str] = []  # names in rule order
 _declared: dict[str, list[Algorithm | ModuleType | str]] = {}  # name -> implementations, as registered
 _loaded: dict[str, list[Algorithm]] | None = None
+_active: dict[bool, dict[str, Algorithm]] = {}  # available() per value of pure(), until refresh()
 #: Implementations that failed to import or register: ``"name (module)" -> reason``.
 unavailable: dict[str, str] = {}
 
@@ -250,6 +251,7 @@ def refresh() -> None:
     global _loaded
     with _lock:
         _loaded = None
+        _active.clear()
 
 
 def names() -> tuple[str, ...]:
@@ -302,12 +304,15 @@ def available() -> dict[str, Algorithm]:
     """The implementation the planner uses per name, in rule order (compiled ones skipped when
     :func:`pure`); names without a usable implementation are absent."""
     skip_compiled = pure()
-    active: dict[str, Algorithm] = {}
-    for n, variants in implementations().items():
-        usable = [a for a in variants if not (skip_compiled and a.compiled)]
-        if usable:
-            active[n] = usable[0]
-    return active
+    active = _active.get(skip_compiled)
+    if active is None:
+        active = {}
+        for n, variants in implementations().items():
+            usable = [a for a in variants if not (skip_compiled and a.compiled)]
+            if usable:
+                active[n] = usable[0]
+        _active[skip_compiled] = active
+    return dict(active)
 
 
 def reasons(name: str) -> list[str]:
