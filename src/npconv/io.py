@@ -52,9 +52,10 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 # Exceptions the parsing layers (zipfile, zlib, json, pickle, struct) raise for bad bytes: each is
 # turned into a CheckpointError at the one place a file is read.
-_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError,
-                 KeyError, IndexError, AttributeError, struct.error, UnicodeDecodeError, RecursionError,
-                 MemoryError, OverflowError, NotImplementedError, RuntimeError, OSError)
+_PARSE_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+                 ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error,
+                 UnicodeDecodeError, RecursionError, MemoryError, OverflowError, NotImplementedError,
+                 RuntimeError, OSError)
 _CHUNK = 1 << 20  # bytes copied per read from a file into a storage
 
 
