@@ -30,7 +30,7 @@ and a NumPy depthwise kernel): the planner uses the first available one, compile
 ``NPCONV_PURE=1``. The registry's order of names is the order in which the planner's rule asks
 ``recommended`` (``gemm``, which runs every call, last).
 
-This module imports nothing from npconv but the geometry (the settings in :mod:`npconv.backends`
+This module imports nothing from npconv (the settings in :mod:`npconv.backends`
 read :data:`PASSES` and :func:`names` from here); implementations are imported on first use.
 """
 
@@ -43,13 +43,14 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ..geometry import ConvGeometry
-    from .numerics import Operands
+#: Annotation aliases: npconv.geometry.ConvGeometry and npconv.kernels.numerics.Operands are not
+#: imported here (npconv.backends imports this module; importing them would make a cycle).
+ConvGeometry = Any
+Operands = Any
 
 __all__ = ["PASSES", "FALLBACK", "BUILTIN", "Algorithm", "ModuleAlgorithm", "register", "unregister", "names",
            "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered"]

@@ -269,11 +269,14 @@ def _typename(dtype: Any) -> str:
     return f"torch.{names.get(str(dtype), str(dtype))}Tensor"
 
 
-def _describe(value: Any, dtype_text: str) -> str:
+def _describe(value: Any, typename: bool) -> str:
+    """torch's one-line description of a container entry (dtype as ``torch.float32`` or, with
+    ``typename``, ``torch.FloatTensor``)."""
     if isinstance(value, Tensor):
         kind = "Parameter" if isinstance(value, Parameter) else "Tensor"
         size = "x".join(str(n) for n in value.shape)
-        return f"{kind} containing: [{dtype_text} of size {size}]"
+        dtype = as_array(value).dtype
+        return f"{kind} containing: [{_typename(dtype) if typename else f'torch.{dtype}'} of size {size}]"
     return f"Object of type: {type(value).__name__}"
 
 
@@ -330,8 +333,7 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self) -> str:
-        return "\n".join(f"  ({i}): " + _describe(p, f"torch.{p.dtype}" if isinstance(p, Tensor) else "")
-                         for i, p in enumerate(self))
+        return "\n".join(f"  ({i}): " + _describe(p, False) for i, p in enumerate(self))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("ParameterList should not be called.")
@@ -433,8 +435,7 @@ class ParameterDict(Module):
             self[key] = value
 
     def extra_repr(self) -> str:
-        return "\n".join(f"  ({k}): " + _describe(p, _typename(p.dtype) if isinstance(p, Tensor) else "")
-                         for k, p in self.items())
+        return "\n".join(f"  ({k}): " + _describe(p, True) for k, p in self.items())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("ParameterDict should not be called.")
