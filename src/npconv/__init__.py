@@ -189,6 +189,11 @@ from .ops.shape import (
 )
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 
+# after the namespace imports (the function npconv.tensor must replace the module attribute first)
+from . import backends, io, nn, optim  # isort: skip
+from .backends import get_num_threads, set_num_threads  # isort: skip
+from .io import load, load_torch, save  # isort: skip
+
 __all__ = [
     "Tensor", "autograd", "no_grad", "enable_grad", "inference_mode", "is_grad_enabled",
     "is_inference_mode_enabled", "set_grad_enabled", "is_tensor", "Size", "dtype", "device",
@@ -213,9 +218,6 @@ __all__ = [
     "take_along_dim", "tile", "transpose", "unbind", "unflatten", "unsqueeze",
 ]
 # -- end of the torch namespace block ---------------------------------------------------------------
-from . import backends, io, nn, optim  # noqa: E402 - after the namespace block (see its comment)
-from .backends import get_num_threads, set_num_threads  # noqa: E402
-from .io import load, load_torch, save  # noqa: E402
 
 __version__ = "0.1.0"
 
