@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,8 @@ def test_windows_view_is_every_window():
     assert view.shape == (1, 2) + out + (2, 3)
     for i, j, a, b in itertools.product(range(out[0]), range(out[1]), range(2), range(3)):
         assert view[0, 1, i, j, a, b] == x[0, 1, i * 2 + a * 2, j + b]
+    assert not view.flags.writeable
+    one = common.windows(x[0], geom, out, lead=1)  # one image (C, *out, *k)
+    np.testing.assert_array_equal(one, view[0])
+    with pytest.raises(ValueError, match="do not fit"):  # never a view beyond the array
+        common.windows(x, geom, (out[0] + 1, out[1]))

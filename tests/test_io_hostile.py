@@ -327,3 +327,68 @@ def test_hostile_pickles_execute_nothing(tmp_path, weights_only):
         with pytest.raises(CheckpointError):
             npconv.load(path, weights_only=weights_only)
     assert not marker.exists()
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3), "b": np.ones(2, dtype=bool),
+             "nested": [1.5, "s", (2, b"x")]}
+    torch_file = io.BytesIO()
+    npconv.save(state, torch_file)
+    safetensors_file = io.BytesIO()
+    plain = {k: v for k, v in state.items() if k != "nested"}
+    npconv.save(plain, safetensors_file, format="safetensors")
+    legacy = legacy_stream(b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n("
+                           b"(X\x07\x00\x00\x00"
+                           b"storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQK\x00"
+                           b"K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.",
+                           pickle.dumps(["0"], protocol=2) + (2).to_bytes(8, "little") + b"\x00" * 8)
+    return {"torch": torch_file.getvalue(), "safetensors": safetensors_file.getvalue(), "legacy": legacy,
+            "pickle in a zip": torch_file.getvalue()}
+
+
+def fuzz_target(seed: str, original: bytes):
+    """The bytes to edit and how to make a file of them: the pickle of a zip is fuzzed inside a rebuilt
+    zip (valid CRCs), so the edits reach the unpickler rather than zipfile's CRC check."""
+    if seed != "pickle in a zip":
+        return original, bytes
+    with zipfile.ZipFile(io.BytesIO(original)) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    return entries["archive/data.pkl"], lambda pkl: zip_bytes({**entries, "archive/data.pkl": pkl})
+
+
+FUZZ_SEEDS = fuzz_seeds()
+
+
+@pytest.mark.parametrize("seed", list(FUZZ_SEEDS))
+def test_fuzzed_files_load_or_raise_checkpoint_error(seed):
+    """Random byte changes, insertions and truncations of valid files: a result or a CheckpointError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    original, make_file = fuzz_target(seed, FUZZ_SEEDS[seed])
+    assert npconv.load(io.BytesIO(make_file(original))) is not None
+
+    edit = st.tuples(st.sampled_from(["set", "insert", "delete", "truncate"]),
+                     st.integers(0, len(original) - 1), st.integers(0, 255), st.integers(1, 8))
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.lists(edit, min_size=1, max_size=4))
+    def check(edits):
+        data = bytearray(original)
+        for kind, where, value, count in edits:
+            where = min(where, len(data))
+            if kind == "set" and where < len(data):
+                data[where] = value
+            elif kind == "insert":
+                data[where:where] = bytes([value]) * count
+            elif kind == "delete":
+                del data[where:where + count]
+            else:
+                del data[where:]
+        for reader in (npconv.load, npconv.load_torch):
+            try:
+                reader(io.BytesIO(make_file(bytes(data))))
+            except CheckpointError:
+                pass
+
+    check()

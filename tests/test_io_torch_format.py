@@ -430,3 +430,26 @@ def test_save_format_argument(tmp_path, torch):
     with pytest.raises(TypeError, match="path or a binary file"):
         npconv.load(3.5)
     assert sorted(os.listdir(tmp_path)) == ["a.pt", "b.safetensors", "c.safetensors"]
+
+
+def test_mmap_maps_storages_copy_on_write(tmp_path):
+    path = tmp_path / "mapped.pt"
+    npconv.save({"w": np.arange(1 << 16, dtype=np.float32), "b": np.ones(3)}, path)
+    before = path.read_bytes()
+    loaded = npconv.load(path, mmap=True)
+    np.testing.assert_array_equal(loaded["w"].data, np.arange(1 << 16))
+    owner, chain = loaded["w"].data, []
+    while owner is not None:
+        chain.append(type(owner).__name__)
+        owner = getattr(owner, "base", None)
+    assert "memmap" in chain or "mmap" in chain, chain
+    loaded["w"].data[0] = -1.0  # private pages: the file is unchanged
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(npconv.load(path, mmap=False)["w"].data, np.arange(1 << 16))
+    with pytest.raises(ValueError, match="needs a file path"):
+        npconv.load(io.BytesIO(before), mmap=True)
+    npconv.save({"w": np.ones(2)}, tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match="zip format"):
+        npconv.load(tmp_path / "s.safetensors", mmap=True)
+    with pytest.raises(TypeError, match="mmap must be a bool"):
+        npconv.load(path, mmap="yes")

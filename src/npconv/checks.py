@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor, as_array
+from . import autograd
+from .autograd import as_array, is_tensor
+
+Tensor = Any  # npconv.Tensor; not imported: checks sit below tensor.py (geometry imports them)
 
 __all__ = [
     "INT64_MAX", "must", "shape_text", "is_int", "check_int", "check_flag", "check_choice", "as_floating",
@@ -76,7 +79,7 @@ def check_choice(value: Any, choices: Sequence[Any], name: str, op: str | None =
 
 def as_floating(value: Any, name: str) -> Any:
     """``value`` as a Tensor or ndarray of floating/complex dtype (lists are converted), or TypeError."""
-    if not isinstance(value, (Tensor, np.ndarray)):
+    if not (is_tensor(value) or isinstance(value, np.ndarray)):
         if not isinstance(value, (list, tuple, int, float, complex)) or isinstance(value, bool):
             raise TypeError(must(name, "be a Tensor or ndarray", type(value).__name__))
         value = np.asarray(value)
@@ -89,10 +92,10 @@ def as_floating(value: Any, name: str) -> Any:
 def as_tensor(value: Any, name: str, floating: bool = True) -> Tensor:
     """``value`` as a Tensor (ndarrays and nested lists are wrapped, not copied); with ``floating``
     its dtype must be real floating, else TypeError."""
-    if not isinstance(value, Tensor):
+    if not is_tensor(value):
         if not isinstance(value, (np.ndarray, list, tuple, numbers.Number)):
             raise TypeError(must(name, "be a Tensor or ndarray", type(value).__name__))
-        value = Tensor(np.asarray(value))
+        value = autograd.tensor_class(np.asarray(value))
     if floating and value.dtype.kind != "f":
         raise TypeError(must(name, "have a real floating point dtype", value.dtype))
     return value
@@ -125,7 +128,7 @@ def batched(input: Any, nd: int, op: str) -> tuple[Any, bool]:
     x = as_array(input)
     if check_batched_rank(x.shape, nd, op):
         return input, True
-    return (input.unsqueeze(0) if isinstance(input, Tensor) else x[None]), False
+    return (input.unsqueeze(0) if is_tensor(input) else x[None]), False
 
 
 def check_allocatable(shape: Sequence[int], itemsize: int, what: str, op: str | None = None) -> None:
@@ -190,7 +193,7 @@ def check_conv_arguments(input: Any, weight: Any, bias: Any, ndim: int, groups: 
                              f"{shape_text(b.shape)} instead")
         check_same_dtype(x.dtype, b.dtype, "bias", op)
     if not is_batched:
-        input = input.unsqueeze(0) if isinstance(input, Tensor) else x[None]
+        input = input.unsqueeze(0) if is_tensor(input) else x[None]
     return input, weight, bias, is_batched
 
 

@@ -52,14 +52,16 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 # Exceptions the parsing layers (zipfile, zlib, json, pickle, struct) raise for bad bytes: each is
 # turned into a CheckpointError at the one place a file is read.
-_PARSE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError,
-                 KeyError, IndexError, AttributeError, struct.error, UnicodeDecodeError, RecursionError,
-                 MemoryError, OverflowError, NotImplementedError, RuntimeError, OSError)
+_PARSE_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+                 ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error,
+                 UnicodeDecodeError, RecursionError, MemoryError, OverflowError, NotImplementedError,
+                 RuntimeError, OSError)
 _CHUNK = 1 << 20  # bytes copied per read from a file into a storage
 
 
 # -- public API ----------------------------------------------------------------------------------
-def load(f: PathLike | BinaryIO, map_location: Any = None, *, weights_only: bool | None = None) -> Any:
+def load(f: PathLike | BinaryIO, map_location: Any = None, *, weights_only: bool | None = None,
+         mmap: bool | None = None) -> Any:
     """Read a checkpoint as ``torch.load`` does: a ``torch.save`` file or a safetensors file.
 
     The format comes from the file's first bytes (zip, legacy pickle stream, safetensors header).
@@ -75,11 +77,18 @@ def load(f: PathLike | BinaryIO, map_location: Any = None, *, weights_only: bool
     on a GPU) and another device (``"cuda"``) is a ``ValueError``. ``weights_only`` (default True,
     as in torch >= 2.6): npconv reads data only, and ``weights_only=False`` does not lift that -
     a pickle naming any other global raises :class:`UnsafeCheckpointError` with its name.
+    ``mmap=True`` (a path to a zip checkpoint, as in torch) maps each uncompressed storage
+    copy-on-write instead of reading it: pages load on first use and writes stay in memory.
     """
     _check_weights_only(weights_only)
+    if mmap is not None and not isinstance(mmap, bool):
+        raise TypeError(f"mmap must be a bool or None, got {mmap!r}")
+    if mmap and not isinstance(f, (str, os.PathLike)):
+        raise ValueError(f"mmap=True needs a file path (as in torch), got a {type(f).__name__}")
     location_check = _location_check(map_location)
     with _opened(f, "rb") as (handle, name):
-        return _read(handle, name, _TensorBuilder(), location_check, formats=("zip", "legacy", "safetensors"))
+        return _read(handle, name, _TensorBuilder(), location_check, formats=("zip", "legacy", "safetensors"),
+                     mapped=name if mmap else None)
 
 
 def load_torch(path: PathLike | BinaryIO) -> Any:
@@ -750,7 +759,7 @@ def _storage_from_pid(pid: tuple[Any, ...], storages: dict[Any, _StorageRef],
 
 
 def _read(handle: BinaryIO, name: str, builder: Any, location_check: Callable[[str], None],
-          formats: tuple[str, ...]) -> Any:
+          formats: tuple[str, ...], mapped: str | None = None) -> Any:
     """Detect the format from the first bytes and read the file; every parse failure is a CheckpointError."""
     try:
         start = handle.tell()
@@ -772,9 +781,11 @@ def _read(handle: BinaryIO, name: str, builder: Any, location_check: Callable[[s
         what = "a torch.save checkpoint or a safetensors file" if "safetensors" in formats \
             else "a torch.save checkpoint (zip or legacy stream)"
         raise CheckpointError(f"{name} is neither a zip nor {what} (it starts with {head[:9]!r})")
+    if mapped is not None and kind != "zip":
+        raise ValueError(f"mmap=True needs torch's zip format (as in torch), but {name} is a {kind} file")
     try:
         if kind == "zip":
-            return _check_result(_load_zip(handle, start, total, name, builder, location_check))
+            return _check_result(_load_zip(handle, start, total, name, builder, location_check, mapped))
         if kind == "legacy":
             return _check_result(_load_legacy(_BoundedReader(handle, total), name, builder, location_check))
         return _load_safetensors(handle, start, total, name, builder)
@@ -822,8 +833,21 @@ def _read_record(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: np.ndarra
         member.read(1)  # reaching the end makes zipfile check the CRC
 
 
+def _map_record(handle: BinaryIO, path: str, info: zipfile.ZipInfo, total: int) -> np.ndarray:
+    """A stored record's bytes mapped copy-on-write (its local header gives where the data starts)."""
+    handle.seek(info.header_offset)
+    header = handle.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: record {info.filename!r} has no local header")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    if start + info.file_size > total:
+        raise CheckpointError(f"{path}: record {info.filename!r} runs past the end of the file")
+    return np.memmap(path, dtype=np.uint8, mode="c", offset=start, shape=(info.file_size,))
+
+
 def _load_zip(handle: BinaryIO, start: int, total: int, name: str, builder: Any,
-              location_check: Callable[[str], None]) -> Any:
+              location_check: Callable[[str], None], mapped: str | None = None) -> Any:
     handle.seek(start)
     with zipfile.ZipFile(handle) as archive:
         _check_zip_directory(archive, total, name)
@@ -853,8 +877,11 @@ def _load_zip(handle: BinaryIO, start: int, total: int, name: str, builder: Any,
             if record.file_size != nbytes:
                 raise CheckpointError(f"{name}: storage {key!r:.40} declares {nbytes} bytes, but its record "
                                       f"holds {record.file_size}")
-            raw = np.empty(nbytes, dtype=np.uint8)
-            _read_record(archive, record, raw)
+            if mapped is not None and record.compress_type == zipfile.ZIP_STORED and nbytes:
+                raw = _map_record(handle, mapped, record, total)
+            else:
+                raw = np.empty(nbytes, dtype=np.uint8)
+                _read_record(archive, record, raw)
             storage = _Storage(raw, byteorder)
             storage.fill()
             return storage

@@ -1,24 +1,44 @@
-"""A small reverse-mode autograd engine over NumPy arrays.
+"""``npconv.Tensor``: an ndarray with autograd state, and torch's Tensor methods.
 
-A :class:`Tensor` wraps an ``ndarray`` (``.data``) and, when it was made by a differentiable
-operation from tensors that require gradients, remembers that operation: its parents and a
-``backward`` closure mapping the output gradient to one gradient per parent. ``backward()``
-walks that graph in reverse topological order and accumulates into ``.grad`` of every leaf
-with ``requires_grad=True`` - exactly like ``torch.Tensor.backward``.
-
-Complex tensors follow torch's convention: the gradient of a real loss ``L`` with respect to
-``z`` is ``dL/d(conj z)`` scaled as torch does, so every linear op's backward applies the
-*conjugate* transpose (``_conj`` below).
+A Tensor wraps an ``ndarray`` (``.data``; no copy when given one) plus what the engine in
+:mod:`npconv.autograd` needs: ``requires_grad``, ``grad``, ``grad_fn`` (the :class:`~npconv.autograd.Node`
+that made it), a version counter shared with its views, and hooks. The maths lives in ``npconv.ops``:
+each method below *is* the functional op (``Tensor.relu is npconv.relu``), bound as a class attribute,
+so there is one implementation of each formula. What is here: NumPy interop, dtype/device
+conversion, Python protocols (operators, indexing, ``repr``, pickling) and the in-place methods,
+which compute with the same ops and write back through :func:`~npconv.autograd.apply_inplace`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+import builtins
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from . import autograd, dtypes
+from .autograd import (
+    VersionCounter,
+    apply_inplace,
+    as_array,
+    conj,
+    enable_grad,
+    is_grad_enabled,
+    make_result,
+    no_grad,
+    queue_callback,
+    set_grad_enabled,
+)
+from .autograd import sum_to_shape as _sum_to_shape
+from .ops import activation as _activation
+from .ops import creation as _creation
+from .ops import elementwise as _ew
+from .ops import linalg as _linalg
+from .ops import reduction as _reduction
+from .ops import shape as _shape
+from .ops.creation import tensor
+from .random import numpy_generator
 
 __all__ = [
     "Tensor",
@@ -34,725 +54,883 @@ __all__ = [
     "to_dtype",
 ]
 
+_conj = conj  # the names ops modules of other packages import from here
 _FLOAT_KINDS = "fc"
-_state = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    """Whether operations record the graph (False inside ``no_grad``)."""
-    return getattr(_state, "grad_enabled", True)
-
-
-@contextlib.contextmanager
-def set_grad_enabled(mode: bool) -> Iterator[None]:
-    previous = is_grad_enabled()
-    _state.grad_enabled = bool(mode)
-    try:
-        yield
-    finally:
-        _state.grad_enabled = previous
-
-
-class no_grad(contextlib.ContextDecorator):
-    """Context manager / decorator that disables graph recording, like ``torch.no_grad``."""
-
-    def __enter__(self) -> None:
-        self._previous = is_grad_enabled()
-        _state.grad_enabled = False
-
-    def __exit__(self, *exc: object) -> None:
-        _state.grad_enabled = self._previous
-
-
-class enable_grad(contextlib.ContextDecorator):
-    def __enter__(self) -> None:
-        self._previous = is_grad_enabled()
-        _state.grad_enabled = True
-
-    def __exit__(self, *exc: object) -> None:
-        _state.grad_enabled = self._previous
 
 
 def to_dtype(dtype: Any, argument: str = "dtype") -> np.dtype:
-    """Normalise a dtype given as a NumPy dtype, a type or a name ('float32', 'torch.float64')."""
-    if isinstance(dtype, str) and dtype.startswith("torch."):
-        dtype = dtype[len("torch."):]
-    try:
-        result = np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"{argument} must be a NumPy dtype or its name, got {dtype!r}") from error
-    return result
+    """Normalise a dtype given as an npconv or NumPy dtype, a type or a name ('float32', 'torch.float64')."""
+    return dtypes.to_numpy_dtype(dtype, argument)
 
 
-def as_array(value: Any) -> np.ndarray:
-    """The ndarray behind a Tensor, or ``np.asarray(value)``."""
-    if isinstance(value, Tensor):
-        return value.data
-    return np.asarray(value)
+def result_dtype(*arrays: Any) -> np.dtype:
+    """The dtype torch gives an op on these operands."""
+    return _ew.result_type(*arrays)
 
 
-def _conj(a: np.ndarray) -> np.ndarray:
-    return np.conj(a) if np.iscomplexobj(a) else a
-
-
-def result_dtype(*arrays: np.ndarray) -> np.dtype:
-    return np.result_type(*arrays)
-
-
-def _sum_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Adjoint of broadcasting: sum ``grad`` down to ``shape``."""
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape)
+_TYPE_NAMES = {
+    "float32": "FloatTensor",
+    "float64": "DoubleTensor",
+    "float16": "HalfTensor",
+    "int64": "LongTensor",
+    "int32": "IntTensor",
+    "int16": "ShortTensor",
+    "int8": "CharTensor",
+    "uint8": "ByteTensor",
+    "bool": "BoolTensor",
+    "complex64": "ComplexFloatTensor",
+    "complex128": "ComplexDoubleTensor",
+}
 
 
 class Tensor:
     """An ndarray with an optional gradient and a record of the op that produced it.
 
     ``Tensor(data, requires_grad=False)`` wraps ``data`` without copying when it is already an
-    ndarray. Gradients are only tracked for floating point or complex data.
+    ndarray (``npconv.tensor`` copies). Only floating point and complex tensors can require grad.
     """
 
     __array_priority__ = 1000
-    __slots__ = ("data", "grad", "_requires_grad", "_parents", "_backward", "_name", "__weakref__")
+    __slots__ = (
+        "_array",
+        "grad",
+        "_requires_grad",
+        "_node",
+        "_output_nr",
+        "_version",
+        "_graph_version",
+        "_base",
+        "_hooks",
+        "_post_hooks",
+        "__weakref__",
+    )
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
-            data = data.data
-        self.data = np.asarray(data)
+            data = data._array
+        self._array = np.asarray(data)
         self.grad: Tensor | None = None
-        self._parents: tuple[Tensor | None, ...] = ()
-        self._backward: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None
-        self._name = ""
+        self._node: autograd.Node | None = None
+        self._output_nr = 0
+        self._version = VersionCounter()
+        self._graph_version = 0
+        self._base: Tensor | None = None
+        self._hooks: list[Callable] | None = None
+        self._post_hooks: list[Callable] | None = None
         self._requires_grad = False
-        self.requires_grad = requires_grad
+        if requires_grad:
+            self.requires_grad = requires_grad
 
-    # -- basic properties -------------------------------------------------------------------
+    # -- the array -------------------------------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        """The ndarray holding the values (writes to it bypass autograd, like torch's ``.data``)."""
+        return self._array
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._array = np.asarray(as_array(value))
+
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        return self._array
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if dtype is not None and np.dtype(dtype) != self._array.dtype:
+            return self._array.astype(dtype)
+        if copy:
+            return self._array.copy()
+        return self._array
+
+    def item(self) -> Any:
+        if self._array.size != 1:
+            raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to Scalar")
+        return self._array.item()
+
+    def tolist(self) -> Any:
+        return self._array.tolist()
+
+    # -- autograd state ---------------------------------------------------------------------------
     @property
     def requires_grad(self) -> bool:
         return self._requires_grad
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
-        if value and self.data.dtype.kind not in _FLOAT_KINDS:
+        if value and self._array.dtype.kind not in _FLOAT_KINDS:
             raise TypeError(
                 "only Tensors of floating point or complex dtype can require gradients, "
-                f"got dtype {self.data.dtype}"
+                f"but got dtype {dtypes.as_dtype(self._array.dtype)}"
             )
-        if not value and self._backward is not None:
+        if not value and self._node is not None:
             raise RuntimeError(
-                "you can only change requires_grad flags of leaf variables; use detach() instead"
+                "you can only change requires_grad flags of leaf variables. If you want to use a computed "
+                "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
             )
         self._requires_grad = bool(value)
 
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
     @property
     def is_leaf(self) -> bool:
-        return self._backward is None
+        return self._node is None
 
     @property
-    def grad_fn(self) -> str | None:
-        return self._name or None if self._backward is not None else None
+    def grad_fn(self) -> autograd.Node | None:
+        return self._node
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+    def _version_value(self) -> int:
+        return self._version.value
+
+    def backward(
+        self,
+        gradient: Any = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Any = None,
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` of every leaf requiring grad (autograd.backward)."""
+        autograd.backward(self, None if gradient is None else [gradient], retain_graph, create_graph, inputs)
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Any:
+        """``hook(grad)`` runs when this tensor's gradient is computed; it may return a replacement."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._node is not None:
+            return self._node._add_tensor_hook(self._output_nr, hook)
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return autograd._RemovableHandle(self._hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> Any:
+        """``hook(tensor)`` runs after the gradient has been accumulated into this leaf's ``.grad``."""
+        if self._node is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        return autograd._RemovableHandle(self._post_hooks, hook)
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` during backward."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._node is None:
+            return
+        import weakref
+
+        if self._node._retained is None:
+            self._node._retained = {}
+        self._node._retained[self._output_nr] = weakref.ref(self)
 
     @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
+    def retains_grad(self) -> bool:
+        node = self._node
+        return bool(node is not None and node._retained and self._output_nr in node._retained)
+
+    def detach(self) -> Tensor:
+        """A tensor sharing the values (and version counter) but outside the graph."""
+        out = Tensor(self._array)
+        out._version = self._version
+        return out
+
+    def detach_(self) -> Tensor:
+        if self._base is not None and self._node is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self._node, self._requires_grad = None, False
+        return self
+
+    def clone(self, *, memory_format: Any = None) -> Tensor:
+        return make_result(self._array.copy(), (self,), lambda g: (g,), "CloneBackward0", saved=())
+
+    # -- shape, dtype, device ---------------------------------------------------------------------
+    @property
+    def shape(self) -> dtypes.Size:
+        return dtypes.Size(self._array.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return dtypes.Size(self._array.shape)
+        return self._array.shape[_shape.canonical_dim(dim, self._array.ndim)] if self._array.ndim else 1
+
+    @property
+    def dtype(self) -> dtypes.dtype:
+        return dtypes.as_dtype(self._array.dtype)
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
-    def T(self) -> Tensor:
-        return self.permute(*reversed(range(self.ndim)))
-
-    @property
-    def device(self) -> str:
-        return "cpu"
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.data.shape if dim is None else self.data.shape[dim]
+        return self._array.ndim
 
     def dim(self) -> int:
-        return self.data.ndim
+        return self._array.ndim
+
+    ndimension = dim
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._array.size)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._array.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self._array.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self._array.nbytes
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - torch's name
+        return _shape.permute(self, tuple(reversed(range(self._array.ndim))))
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802
+        return _shape.transpose(self, -2, -1)
+
+    @property
+    def device(self) -> dtypes.device:
+        return dtypes.CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    @property
+    def layout(self) -> str:
+        return "strided"
+
+    def stride(self, dim: int | None = None) -> Any:
+        strides = tuple(s // self._array.itemsize for s in self._array.strides)
+        return strides if dim is None else strides[_shape.canonical_dim(dim, self._array.ndim)]
+
+    def is_contiguous(self, memory_format: Any = None) -> bool:
+        return bool(self._array.flags.c_contiguous)
+
+    def data_ptr(self) -> int:
+        return int(self._array.__array_interface__["data"][0])
+
+    def get_device(self) -> int:
+        return -1
+
+    def is_floating_point(self) -> bool:
+        return self._array.dtype.kind == "f"
+
+    def is_complex(self) -> bool:
+        return self._array.dtype.kind == "c"
 
     def __len__(self) -> int:
-        return len(self.data)
+        if self._array.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self._array)
 
-    def numpy(self) -> np.ndarray:
-        return self.data
+    def astype(self, dtype: Any) -> Tensor:
+        """A copy converted to ``dtype``; the gradient converts back (the real part for a real source)."""
+        target = to_dtype(dtype)
+        source = self._array.dtype
+        if source.kind == "c" and target.kind != "c":
+            values = np.real(self._array).astype(target)
+        else:
+            values = self._array.astype(target)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if dtype is not None and np.dtype(dtype) != self.data.dtype:
-            return self.data.astype(dtype)
-        if copy:
-            return self.data.copy()
-        return self.data
+        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+            return (g.astype(source) if source.kind == "c" else np.real(g).astype(source),)
 
-    def item(self) -> Any:
-        return self.data.item()
+        return make_result(values, (self,), backward, "ToCopyBackward0", saved=())
 
-    def tolist(self) -> Any:
-        return self.data.tolist()
+    def to(self, *args: Any, **kwargs: Any) -> Tensor:
+        """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``; self if nothing changes."""
+        dtype = kwargs.pop("dtype", None)
+        device = kwargs.pop("device", None)
+        copy = kwargs.pop("copy", False)
+        kwargs.pop("non_blocking", None)
+        kwargs.pop("memory_format", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif isinstance(arg, (dtypes.dtype, np.dtype, type)) and not isinstance(arg, str):
+                dtype = arg
+            elif isinstance(arg, (str, dtypes.device, int)) and not isinstance(arg, bool):
+                if isinstance(arg, str) and not _looks_like_device(arg):
+                    dtype = arg
+                else:
+                    device = arg
+            elif isinstance(arg, bool):
+                continue  # non_blocking
+            else:
+                raise TypeError(
+                    f"to() argument must be a dtype, device or tensor, but got {type(arg).__name__}"
+                )
+        dtypes.device_of(device)
+        if dtype is None or to_dtype(dtype) == self._array.dtype:
+            return self.clone() if copy else self
+        return self.astype(dtype)
 
-    def detach(self) -> Tensor:
-        return Tensor(self.data)
+    def cpu(self, memory_format: Any = None) -> Tensor:
+        return self
 
-    def clone(self) -> Tensor:
-        return make_result(self.data.copy(), (self,), lambda g: (g,), "CloneBackward")
+    def cuda(self, device: Any = None, non_blocking: bool = False) -> Tensor:
+        dtypes.device_of("cuda" if device is None else device)
+        return self
 
+    def float(self) -> Tensor:
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(np.float64)
+
+    def half(self) -> Tensor:
+        return self.to(np.float16)
+
+    def long(self) -> Tensor:
+        return self.to(np.int64)
+
+    def int(self) -> Tensor:
+        return self.to(np.int32)
+
+    def short(self) -> Tensor:
+        return self.to(np.int16)
+
+    def char(self) -> Tensor:
+        return self.to(np.int8)
+
+    def byte(self) -> Tensor:
+        return self.to(np.uint8)
+
+    def bool(self) -> Tensor:
+        return self.to(np.bool_)
+
+    def cfloat(self) -> Tensor:
+        return self.to(np.complex64)
+
+    def cdouble(self) -> Tensor:
+        return self.to(np.complex128)
+
+    def type(self, dtype: Any = None, non_blocking: bool = False) -> Any:
+        """Without ``dtype``: torch's type name (``'torch.FloatTensor'``); with one: ``to(dtype)``."""
+        if dtype is None:
+            return "torch." + _TYPE_NAMES.get(self._array.dtype.name, "Tensor")
+        if isinstance(dtype, str) and dtype.replace("torch.", "") in _TYPE_NAMES.values():
+            name = dtype.replace("torch.", "")
+            dtype = next(k for k, v in _TYPE_NAMES.items() if v == name)
+        return self.to(dtype)
+
+    def type_as(self, other: Any) -> Tensor:
+        return self.to(as_array(other).dtype)
+
+    # -- Python protocols ---------------------------------------------------------------------------
     def __repr__(self) -> str:
-        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        body = np.array2string(self._array, separator=", ", prefix="tensor(")
         extras = []
-        if self.data.dtype != np.float32 and self.data.dtype != np.int64:
-            extras.append(f"dtype={self.data.dtype}")
-        if self._backward is not None and self._name:
-            extras.append(f"grad_fn=<{self._name}>")
+        if self._array.dtype not in (np.float32, np.int64, np.bool_) or (
+            self._array.size == 0 and self._array.dtype != np.float32
+        ):
+            extras.append(f"dtype={self.dtype}")
+        if self._node is not None:
+            extras.append(f"grad_fn=<{self._node.name()}>")
         elif self._requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
+    def __format__(self, spec: str) -> str:
+        if self._array.ndim == 0:
+            return format(self._array.item(), spec)
+        return format(repr(self), spec)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         # the graph (closures) is not picklable and not wanted: pickle the value only
-        return (Tensor, (self.data, self._requires_grad and self._backward is None))
+        return (Tensor, (self._array, self._requires_grad and self._node is None))
 
     def __hash__(self) -> int:
         return id(self)
 
     def __bool__(self) -> bool:
-        return bool(self.data)
+        if self._array.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return builtins.bool(self._array)
 
     def __float__(self) -> float:
-        return float(self.data)
+        return builtins.float(self.item())
 
     def __int__(self) -> int:
-        return int(self.data)
+        return builtins.int(self.item())
 
-    def astype(self, dtype: Any) -> Tensor:
-        dtype = to_dtype(dtype)
-        source = self.data.dtype
-        return make_result(
-            self.data.astype(dtype),
-            (self,),
-            lambda g: (g.astype(source) if source.kind == "c" else np.real(g).astype(source),),
-            "ToCopyBackward",
-        )
+    def __index__(self) -> int:
+        if self._array.dtype.kind not in "iub" or self._array.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return builtins.int(self._array.item())
 
-    def float(self) -> Tensor:
-        return self.astype(np.float32)
+    def __complex__(self) -> complex:
+        return builtins.complex(self.item())
 
-    def double(self) -> Tensor:
-        return self.astype(np.float64)
+    def __iter__(self) -> Any:
+        if self._array.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
 
-    # -- autograd ---------------------------------------------------------------------------
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
-        self.requires_grad = requires_grad
-        return self
+    def __contains__(self, element: Any) -> bool:
+        return builtins.bool(np.any(self._array == as_array(element)))
 
-    def zero_(self) -> Tensor:
-        self.data[...] = 0
-        return self
+    def __getitem__(self, index: Any) -> Tensor:
+        return _shape.getitem(self, index)
 
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf requiring gradients.
+    def __setitem__(self, index: Any, value: Any) -> None:
+        apply_inplace(self, _shape.index_put, (index, value), reads_target=False)
 
-        Callbacks queued with :func:`queue_callback` during the pass run once it has finished.
-        """
-        if not self._requires_grad:
-            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-        if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            seed = np.ones_like(self.data)
-        else:
-            seed = np.asarray(as_array(gradient), dtype=self.data.dtype)
-            if seed.shape != self.data.shape:
-                raise ValueError(
-                    f"gradient must have the tensor's shape {self.data.shape}, got {seed.shape}"
-                )
-        queues = _state.__dict__.setdefault("callback_queues", [])
-        queue: list[Callable[[], Any]] = []
-        queues.append(queue)
-        try:
-            order = _topological_order(self)
-            grads: dict[int, np.ndarray] = {id(self): seed}
-            for node in order:
-                grad = grads.pop(id(node), None)
-                if grad is None:
-                    continue
-                if node._backward is None:
-                    if node._requires_grad:
-                        if node.grad is None:
-                            # a fresh writable array: backward closures may return views,
-                            # broadcasts or one array shared by several parents
-                            node.grad = Tensor(np.array(grad, dtype=node.data.dtype, copy=True))
-                        else:
-                            node.grad = Tensor(node.grad.data + np.asarray(grad, dtype=node.data.dtype))
-                    continue
-                parent_grads = node._backward(grad)
-                for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
-                    if parent is None or parent_grad is None or not parent._requires_grad:
-                        continue
-                    key = id(parent)
-                    if key in grads:
-                        grads[key] = grads[key] + parent_grad
-                    else:
-                        grads[key] = parent_grad
-                if not retain_graph:
-                    node._backward = _freed_graph
-                    node._parents = ()
-            index = 0  # callbacks may queue further callbacks
-            while index < len(queue):
-                queue[index]()
-                index += 1
-        finally:
-            queues.pop()
-
-    # -- arithmetic -------------------------------------------------------------------------
+    # -- arithmetic operators (each the functional op) --------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return add(self, other)
+        return _ew.add(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        return add(other, self)
+        return _ew.add(other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return sub(self, other)
+        return _ew.sub(self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        return sub(other, self)
+        return _ew.sub(other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return mul(self, other)
+        return _ew.mul(self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        return mul(other, self)
+        return _ew.mul(other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return div(self, other)
+        return _ew.div(self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return div(other, self)
+        return _ew.div(other, self)
+
+    def __floordiv__(self, other: Any) -> Tensor:
+        return _ew.floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return _ew.floor_divide(other, self)
+
+    def __mod__(self, other: Any) -> Tensor:
+        return _ew.remainder(self, other)
 
     def __neg__(self) -> Tensor:
-        return make_result(-self.data, (self,), lambda g: (-g,), "NegBackward0")
+        return _ew.neg(self)
 
     def __pos__(self) -> Tensor:
         return self
 
+    def __abs__(self) -> Tensor:
+        return _ew.abs(self)
+
+    def __invert__(self) -> Tensor:
+        if self._array.dtype.kind == "f":
+            raise TypeError("~ (bitwise not) is only supported for integer and bool tensors")
+        return Tensor(np.invert(self._array))
+
+    def __and__(self, other: Any) -> Tensor:
+        return Tensor(np.bitwise_and(self._array, as_array(other)))
+
+    def __or__(self, other: Any) -> Tensor:
+        return Tensor(np.bitwise_or(self._array, as_array(other)))
+
+    def __xor__(self, other: Any) -> Tensor:
+        return Tensor(np.bitwise_xor(self._array, as_array(other)))
+
     def __pow__(self, exponent: Any) -> Tensor:
-        return power(self, exponent)
+        return _ew.pow(self, exponent)
 
     def __rpow__(self, base: Any) -> Tensor:
-        return power(base, self)
+        return _ew.pow(base, self)
 
     def __matmul__(self, other: Any) -> Tensor:
-        return matmul(self, other)
+        return _linalg.matmul(self, other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return matmul(other, self)
+        return _linalg.matmul(other, self)
 
-    def __iadd__(self, other: Any) -> Tensor:
-        self._check_inplace()
-        self.data += as_array(other)
-        return self
-
-    def __isub__(self, other: Any) -> Tensor:
-        self._check_inplace()
-        self.data -= as_array(other)
-        return self
-
-    def __imul__(self, other: Any) -> Tensor:
-        self._check_inplace()
-        self.data *= as_array(other)
-        return self
-
-    def _check_inplace(self) -> None:
-        if is_grad_enabled() and self._requires_grad:
-            raise RuntimeError(
-                "a leaf Variable that requires grad is being used in an in-place operation"
-            )
-
-    # comparisons return plain boolean tensors (no gradient)
+    # comparisons return bool tensors (no gradient)
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self.data == as_array(other))
+        return _ew.eq(self, other)
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self.data != as_array(other))
+        return _ew.ne(self, other)
 
     def __lt__(self, other: Any) -> Tensor:
-        return Tensor(self.data < as_array(other))
+        return _ew.lt(self, other)
 
     def __le__(self, other: Any) -> Tensor:
-        return Tensor(self.data <= as_array(other))
+        return _ew.le(self, other)
 
     def __gt__(self, other: Any) -> Tensor:
-        return Tensor(self.data > as_array(other))
+        return _ew.gt(self, other)
 
     def __ge__(self, other: Any) -> Tensor:
-        return Tensor(self.data >= as_array(other))
+        return _ew.ge(self, other)
 
-    def __getitem__(self, index: Any) -> Tensor:
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        shape, dtype = self.data.shape, self.data.dtype
+    # -- in-place methods: the same ops, written back with torch's rules -----------------------------
+    def _fast_inplace(self, ufunc: Any, other: Any) -> bool:
+        """``ufunc(self, other, out=self)`` when nothing is recorded; False if the slow path is needed."""
+        if is_grad_enabled() and (
+            self._requires_grad or (isinstance(other, Tensor) and other._requires_grad)
+        ):
+            return False
+        values = as_array(other) if isinstance(other, (Tensor, np.ndarray)) else other
+        target = self._array
+        if not target.flags.writeable:
+            return False
+        dtype = _ew.result_type(self, other)
+        if not np.can_cast(dtype, target.dtype, casting="same_kind") or (
+            np.broadcast_shapes(target.shape, np.shape(values)) != target.shape
+        ):
+            return False
+        ufunc(target, np.asarray(values, dtype=dtype), out=target, casting="unsafe")
+        self._version.value += 1
+        return True
 
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            full = np.zeros(shape, dtype=dtype)
-            np.add.at(full, index, g)  # arbitrary (possibly repeated) fancy indices
-            return (full,)
-
-        return make_result(self.data[index], (self,), backward, "IndexBackward0")
-
-    # -- reductions and shape ops -------------------------------------------------------------
-    def sum(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        shape = self.data.shape
-        axis = _axes(dim, self.ndim)
-        out = self.data.sum(axis=axis, keepdims=keepdim)
-
-        def backward(g: np.ndarray) -> tuple[np.ndarray]:
-            if not keepdim and axis is not None:
-                g = np.expand_dims(g, axis)
-            return (np.broadcast_to(g, shape),)
-
-        return make_result(np.asarray(out), (self,), backward, "SumBackward0")
-
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        axis = _axes(dim, self.ndim)
-        count = self.data.size if axis is None else int(np.prod([self.data.shape[a] for a in axis]))
-        return self.sum(dim, keepdim) / count
-
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        """The largest element, or with ``dim`` a ``(values, indices)`` named tuple, like torch."""
-        if dim is None:
-            flat = self.reshape(-1)
-            return flat[int(np.argmax(flat.data))]
-        index = np.expand_dims(np.argmax(self.data, axis=dim), dim)
-        out = take_along_dim(self, index, dim)
-        if not keepdim:
-            out, index = out.squeeze(dim), np.squeeze(index, dim)
-        return MaxResult(out, Tensor(index))
-
-    def reshape(self, *shape: Any) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        original = self.data.shape
-        return make_result(
-            self.data.reshape(shape), (self,), lambda g: (g.reshape(original),), "ViewBackward0"
-        )
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        if self.ndim == 0:
-            return self.reshape(1)
-        start = start_dim % self.ndim
-        end = end_dim % self.ndim
-        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
-        if 0 in self.shape:
-            shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) + self.shape[end + 1:]
-        return self.reshape(shape)
-
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        if dim is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        if self.shape[dim] != 1:
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        if alpha == 1 and self._fast_inplace(np.add, other):
             return self
-        shape = list(self.shape)
-        del shape[dim]
-        return self.reshape(tuple(shape))
+        return apply_inplace(self, _ew.add, (other,), {"alpha": alpha}, reads_target=False)
 
-    def unsqueeze(self, dim: int) -> Tensor:
-        dim = dim if dim >= 0 else dim + self.ndim + 1
-        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        if alpha == 1 and self._fast_inplace(np.subtract, other):
+            return self
+        return apply_inplace(self, _ew.sub, (other,), {"alpha": alpha}, reads_target=False)
 
-    def permute(self, *dims: Any) -> Tensor:
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-            dims = tuple(dims[0])
-        dims = tuple(d % self.ndim for d in dims)
-        inverse = tuple(np.argsort(dims))
-        return make_result(
-            self.data.transpose(dims), (self,), lambda g: (g.transpose(inverse),), "PermuteBackward0"
+    def mul_(self, other: Any) -> Tensor:
+        if self._fast_inplace(np.multiply, other):
+            return self
+        return apply_inplace(self, _ew.mul, (other,), reads_target=_requires_grad(other))
+
+    def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        if (
+            rounding_mode is None
+            and self._array.dtype.kind in "fc"
+            and self._fast_inplace(np.true_divide, other)
+        ):
+            return self
+        return apply_inplace(self, _ew.div, (other,), {"rounding_mode": rounding_mode}, reads_target=False)
+
+    def pow_(self, exponent: Any) -> Tensor:
+        return apply_inplace(self, _ew.pow, (exponent,))
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return apply_inplace(self, _ew.clamp, (min, max), reads_target=False)
+
+    clip_ = clamp_
+
+    def clamp_min_(self, min: Any) -> Tensor:  # noqa: A002
+        return self.clamp_(min, None)
+
+    def clamp_max_(self, max: Any) -> Tensor:  # noqa: A002
+        return self.clamp_(None, max)
+
+    def neg_(self) -> Tensor:
+        return apply_inplace(self, _ew.neg, (), reads_target=False)
+
+    def abs_(self) -> Tensor:
+        return apply_inplace(self, _ew.abs, ())
+
+    def exp_(self) -> Tensor:
+        return apply_inplace(self, _ew.exp, (), reads_target=False)
+
+    def log_(self) -> Tensor:
+        return apply_inplace(self, _ew.log, ())
+
+    def sqrt_(self) -> Tensor:
+        return apply_inplace(self, _ew.sqrt, (), reads_target=False)
+
+    def sigmoid_(self) -> Tensor:
+        return apply_inplace(self, _activation.sigmoid, (), reads_target=False)
+
+    def tanh_(self) -> Tensor:
+        return apply_inplace(self, _activation.tanh, (), reads_target=False)
+
+    def relu_(self) -> Tensor:
+        return _activation.relu(self, inplace=True)
+
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        return apply_inplace(self, _ew.masked_fill, (mask, value), reads_target=False)
+
+    def scatter_(
+        self, dim: int, index: Any, src: Any = None, *, value: Any = None, reduce: Any = None
+    ) -> Tensor:
+        return apply_inplace(
+            self, _shape.scatter, (dim, index, src), {"value": value, "reduce": reduce}, reads_target=False
         )
 
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return self.permute(*dims)
+    def scatter_add_(self, dim: int, index: Any, src: Any) -> Tensor:
+        return apply_inplace(self, _shape.scatter_add, (dim, index, src), reads_target=False)
 
-    def contiguous(self) -> Tensor:
-        return self
+    def index_put_(self, indices: Any, values: Any, accumulate: bool = False) -> Tensor:
+        return apply_inplace(self, _shape.index_put, (tuple(indices), values, accumulate), reads_target=False)
 
-    def exp(self) -> Tensor:
-        out = np.exp(self.data)
-        return make_result(out, (self,), lambda g: (g * _conj(out),), "ExpBackward0")
+    def __iadd__(self, other: Any) -> Tensor:
+        return self.add_(other)
 
-    def log(self) -> Tensor:
-        x = self.data
-        return make_result(np.log(x), (self,), lambda g: (g / _conj(x),), "LogBackward0")
+    def __isub__(self, other: Any) -> Tensor:
+        return self.sub_(other)
 
-    def sqrt(self) -> Tensor:
-        return self**0.5
+    def __imul__(self, other: Any) -> Tensor:
+        return self.mul_(other)
 
-    def abs(self) -> Tensor:
-        x = self.data
-        return make_result(np.abs(x), (self,), lambda g: (g * np.sign(x),), "AbsBackward0")
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self.div_(other)
 
-    def tanh(self) -> Tensor:
-        out = np.tanh(self.data)
-        return make_result(out, (self,), lambda g: (g * (1 - out * out),), "TanhBackward0")
+    def copy_(self, src: Any, non_blocking: bool = False) -> Tensor:
+        """Copy ``src`` (broadcast, converted to this dtype) into this tensor; gradient to ``src``."""
+        source = as_array(src)
+        try:
+            np.broadcast_to(source, self._array.shape)
+        except ValueError as error:
+            raise RuntimeError(
+                f"copy_: the source of shape {list(source.shape)} does not broadcast to "
+                f"{list(self._array.shape)}"
+            ) from error
+        if not (is_grad_enabled() and (self._requires_grad or _requires_grad(src))):
+            if not self._array.flags.writeable:
+                raise RuntimeError("copy_: the destination is read-only (an expanded tensor)")
+            np.copyto(self._array, source, casting="unsafe")
+            self._version.value += 1
+            return self
+        return apply_inplace(self, _copy_from, (src,), reads_target=False)
 
-    def sigmoid(self) -> Tensor:
-        x = self.data
-        out = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
-        out = out.astype(x.dtype, copy=False)
-        return make_result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0")
+    def fill_(self, value: Any) -> Tensor:
+        """Set every element to ``value`` (a number or a 0-d tensor; its gradient is the sum)."""
+        if as_array(value).ndim:
+            raise RuntimeError(
+                f"fill_ only supports 0-dimension value tensor but got tensor with "
+                f"{as_array(value).ndim} dimensions."
+            )
+        return self.copy_(value if isinstance(value, Tensor) else np.asarray(value))
 
-    def relu(self) -> Tensor:
-        x = self.data
-        mask = x > 0
-        return make_result(np.where(mask, x, 0).astype(x.dtype, copy=False), (self,),
-                           lambda g: (g * mask,), "ReluBackward0")
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        if dim is None:
-            return Tensor(np.asarray(np.argmax(self.data)))
-        return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim))
+    def _fill_random(self, values: np.ndarray) -> Tensor:
+        if is_grad_enabled() and self._requires_grad and self._node is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        with no_grad():
+            return self.copy_(values)
 
+    def normal_(self, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Tensor:
+        if std < 0:
+            raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+        rng = numpy_generator(generator)
+        return self._fill_random(mean + std * rng.standard_normal(self._array.shape))
 
-def queue_callback(callback: Callable[[], Any]) -> None:
-    """Run ``callback()`` once the current ``backward()`` pass has accumulated every ``.grad``.
+    def uniform_(self, from_: float = 0.0, to: float = 1.0, *, generator: Any = None) -> Tensor:
+        if from_ > to:
+            raise RuntimeError(
+                f"uniform_ expects to return a [from, to) range, but found from={from_} > to={to}"
+            )
+        rng = numpy_generator(generator)
+        return self._fill_random(rng.uniform(from_, to, self._array.shape))
 
-    Like torch's ``Variable._execution_engine.queue_callback``: call it from an op's backward
-    function (e.g. to all-reduce gradients after the whole pass). A callable already queued in
-    this pass is not queued again. Callbacks are dropped if the pass raises.
-    """
-    queues = getattr(_state, "callback_queues", None)
-    if not queues:
-        raise RuntimeError("queue_callback can only be called while backward() is running")
-    if not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    if callback not in queues[-1]:
-        queues[-1].append(callback)
+    def bernoulli_(self, p: float = 0.5, *, generator: Any = None) -> Tensor:
+        return self._fill_random(numpy_generator(generator).random(self._array.shape) < p)
 
+    def random_(self, from_: int = 0, to: int | None = None, *, generator: Any = None) -> Tensor:
+        if to is None:
+            from_, to = 0, from_ if from_ else 2**24
+        return self._fill_random(numpy_generator(generator).integers(from_, to, self._array.shape))
 
-class MaxResult(NamedTuple):
-    """``Tensor.max(dim)``'s result: the maxima and their positions along ``dim``."""
+    def exponential_(self, lambd: float = 1.0, *, generator: Any = None) -> Tensor:
+        return self._fill_random(numpy_generator(generator).exponential(1 / lambd, self._array.shape))
 
-    values: Tensor
-    indices: Tensor
+    # -- new tensors like this one ----------------------------------------------------------------------
+    def new_zeros(
+        self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+    ) -> Tensor:
+        return _creation.zeros(
+            *size, dtype=dtype or self._array.dtype, device=device, requires_grad=requires_grad
+        )
 
+    def new_ones(
+        self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+    ) -> Tensor:
+        return _creation.ones(
+            *size, dtype=dtype or self._array.dtype, device=device, requires_grad=requires_grad
+        )
 
-def _freed_graph(grad: np.ndarray) -> Sequence[np.ndarray | None]:
-    raise RuntimeError(
-        "Trying to backward through the graph a second time; specify retain_graph=True "
-        "if you need to backward a second time"
-    )
+    def new_empty(
+        self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+    ) -> Tensor:
+        return self.new_zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
 
+    def new_full(
+        self,
+        size: Any,
+        fill_value: Any,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        requires_grad: bool = False,
+    ) -> Tensor:
+        return _creation.full(
+            size, fill_value, dtype=dtype or self._array.dtype, device=device, requires_grad=requires_grad
+        )
 
-def _axes(dim: Any, ndim: int) -> tuple[int, ...] | None:
-    if dim is None:
-        return None
-    if isinstance(dim, int):
-        dim = (dim,)
-    return tuple(d % ndim if ndim else d for d in dim)
+    def new_tensor(
+        self, data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False
+    ) -> Tensor:
+        return tensor(data, dtype=dtype or self._array.dtype, device=device, requires_grad=requires_grad)
 
+    # -- the functional ops, as methods (the same function objects) ----------------------------------------
+    add = _ew.add
+    sub = subtract = _ew.sub
+    mul = multiply = _ew.mul
+    div = divide = true_divide = _ew.div
+    floor_divide = _ew.floor_divide
+    remainder = _ew.remainder
+    fmod = _ew.fmod
+    pow = _ew.pow
+    neg = negative = _ew.neg
+    abs = _ew.abs
+    exp = _ew.exp
+    expm1 = _ew.expm1
+    log = _ew.log
+    log1p = _ew.log1p
+    log2 = _ew.log2
+    log10 = _ew.log10
+    sqrt = _ew.sqrt
+    rsqrt = _ew.rsqrt
+    square = _ew.square
+    reciprocal = _ew.reciprocal
+    sin = _ew.sin
+    cos = _ew.cos
+    sign = _ew.sign
+    floor = _ew.floor
+    ceil = _ew.ceil
+    trunc = _ew.trunc
+    round = _ew.round
+    clamp = clip = _ew.clamp
+    clamp_min = _ew.clamp_min
+    clamp_max = _ew.clamp_max
+    maximum = _ew.maximum
+    minimum = _ew.minimum
+    masked_fill = _ew.masked_fill
+    lerp = _ew.lerp
+    eq = _ew.eq
+    ne = _ew.ne
+    lt = _ew.lt
+    le = _ew.le
+    gt = _ew.gt
+    ge = _ew.ge
+    isnan = _ew.isnan
+    isfinite = _ew.isfinite
+    isinf = _ew.isinf
+    logical_not = _ew.logical_not
+    logical_and = _ew.logical_and
+    logical_or = _ew.logical_or
+    allclose = _ew.allclose
+    isclose = _ew.isclose
+    equal = _ew.equal
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Nodes reachable from ``root`` that require grad, each after all nodes that use it."""
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for parent in node._parents:
-            if parent is not None and parent._requires_grad and id(parent) not in visited:
-                stack.append((parent, False))
-    order.reverse()
-    return order
+    relu = _activation.relu
+    sigmoid = _activation.sigmoid
+    tanh = _activation.tanh
+    softmax = _activation.softmax
+    log_softmax = _activation.log_softmax
 
+    sum = _reduction.sum
+    mean = _reduction.mean
+    prod = _reduction.prod
+    max = _reduction.max
+    min = _reduction.min
+    amax = _reduction.amax
+    amin = _reduction.amin
+    argmax = _reduction.argmax
+    argmin = _reduction.argmin
+    var = _reduction.var
+    std = _reduction.std
+    norm = _reduction.norm
+    all = _reduction.all
+    any = _reduction.any
+    count_nonzero = _reduction.count_nonzero
+    cumsum = _reduction.cumsum
+    cumprod = _reduction.cumprod
+    logsumexp = _reduction.logsumexp
+    topk = _reduction.topk
+    sort = _reduction.sort
+    argsort = _reduction.argsort
 
-def make_result(
-    data: np.ndarray,
-    parents: Sequence[Any],
-    backward: Callable[[np.ndarray], Sequence[np.ndarray | None]],
-    name: str = "",
-) -> Tensor:
-    """Wrap ``data`` as the output of a differentiable op.
+    reshape = _shape.reshape
+    view = _shape.view
+    view_as = _shape.view_as
+    reshape_as = _shape.reshape_as
+    contiguous = _shape.contiguous
+    flatten = _shape.flatten
+    unflatten = _shape.unflatten
+    squeeze = _shape.squeeze
+    unsqueeze = _shape.unsqueeze
+    permute = _shape.permute
+    transpose = swapaxes = _shape.transpose
+    t = _shape.t
+    movedim = _shape.movedim
+    expand = _shape.expand
+    expand_as = _shape.expand_as
+    broadcast_to = _shape.broadcast_to
+    repeat = _shape.repeat
+    tile = _shape.tile
+    split = _shape.split
+    chunk = _shape.chunk
+    unbind = _shape.unbind
+    flip = _shape.flip
+    roll = _shape.roll
+    narrow = _shape.narrow
+    unfold = _shape.unfold
+    gather = _shape.gather
+    scatter = _shape.scatter
+    scatter_add = _shape.scatter_add
+    index_select = _shape.index_select
+    take_along_dim = _shape.take_along_dim
 
-    ``backward(grad_output)`` must return one gradient (or None) per entry of ``parents``,
-    each of that parent's shape. Non-Tensor parents are treated as constants.
-    """
-    out = Tensor(data)
-    if is_grad_enabled():
-        tensor_parents = tuple(p if isinstance(p, Tensor) else None for p in parents)
-        if any(p is not None and p._requires_grad for p in tensor_parents):
-            out._parents = tensor_parents
-            out._backward = backward
-            out._name = name
-            out._requires_grad = True
-    return out
+    matmul = _linalg.matmul
+    mm = _linalg.mm
+    bmm = _linalg.bmm
+    dot = _linalg.dot
 
+    def where(self, condition: Any, other: Any) -> Tensor:
+        """``self`` where ``condition``, else ``other`` (``npconv.where(condition, self, other)``)."""
+        return _ew.where(condition, self, other)
 
-def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
-    """Build a Tensor that owns a copy of ``data``, like ``torch.tensor``.
+    def masked_select(self, mask: Any) -> Tensor:
+        return _shape.getitem(self, np.broadcast_to(as_array(mask), self._array.shape))
 
-    Python floats default to float32 (torch's default dtype), Python ints to int64; an ndarray
-    keeps its dtype unless ``dtype`` is given.
-    """
-    if isinstance(data, Tensor):
-        data = data.data
-    if dtype is not None:
-        array = np.array(data, dtype=to_dtype(dtype))
-    elif isinstance(data, np.ndarray) or np.isscalar(data) and isinstance(data, np.generic):
-        array = np.array(data)
-    else:
-        array = np.array(data)
-        if array.dtype == np.float64:
-            array = array.astype(np.float32)
-        elif array.dtype == np.complex128:
-            array = array.astype(np.complex64)
-    return Tensor(array, requires_grad=requires_grad)
-
-
-# -- elementwise binary ops with broadcasting -------------------------------------------------
-def _scalar_dtype(array_dtype: np.dtype, scalar_dtype: np.dtype) -> np.dtype:
-    """The dtype a Python scalar takes next to an array, as in torch (a scalar never widens it).
-
-    A float scalar next to an integer/bool array is float32 and a complex one complex64 (torch's
-    defaults); a complex scalar makes a real floating array complex of the same precision; an
-    int scalar next to a bool array is int64; otherwise the scalar adopts the array's dtype.
-    """
-    if scalar_dtype.kind == "c" and array_dtype.kind != "c":
-        if array_dtype.kind == "f":
-            return np.promote_types(array_dtype, np.complex64)
-        return np.dtype(np.complex64)
-    if scalar_dtype.kind == "f" and array_dtype.kind in "biu":
-        return np.dtype(np.float32)
-    if scalar_dtype.kind in "iu" and array_dtype.kind == "b":
-        return np.dtype(np.int64)
-    return array_dtype
-
-
-def _binary_operands(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    x, y = as_array(a), as_array(b)
-    # a Python scalar must not promote a float32 tensor to float64 (torch semantics)
-    if not isinstance(a, (Tensor, np.ndarray)) and isinstance(b, (Tensor, np.ndarray)):
-        x = np.asarray(x, dtype=_scalar_dtype(y.dtype, x.dtype))
-        if y.dtype.kind in "biu":  # an integer array takes the scalar's float/complex dtype
-            y = y.astype(np.promote_types(y.dtype, x.dtype) if x.dtype.kind in "biu" else x.dtype)
-    elif not isinstance(b, (Tensor, np.ndarray)) and isinstance(a, (Tensor, np.ndarray)):
-        y = np.asarray(y, dtype=_scalar_dtype(x.dtype, y.dtype))
-        if x.dtype.kind in "biu":
-            x = x.astype(np.promote_types(x.dtype, y.dtype) if y.dtype.kind in "biu" else y.dtype)
-    return x, y
-
-
-def add(a: Any, b: Any) -> Tensor:
-    x, y = _binary_operands(a, b)
-    return make_result(
-        x + y, (a, b), lambda g: (_sum_to_shape(g, x.shape), _sum_to_shape(g, y.shape)), "AddBackward0"
-    )
-
-
-def sub(a: Any, b: Any) -> Tensor:
-    x, y = _binary_operands(a, b)
-    return make_result(
-        x - y, (a, b), lambda g: (_sum_to_shape(g, x.shape), _sum_to_shape(-g, y.shape)), "SubBackward0"
-    )
-
-
-def mul(a: Any, b: Any) -> Tensor:
-    x, y = _binary_operands(a, b)
-    return make_result(
-        x * y,
-        (a, b),
-        lambda g: (_sum_to_shape(g * _conj(y), x.shape), _sum_to_shape(g * _conj(x), y.shape)),
-        "MulBackward0",
-    )
-
-
-def div(a: Any, b: Any) -> Tensor:
-    x, y = _binary_operands(a, b)
-    out = x / y
-
-    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        gx = g / _conj(y)
-        return _sum_to_shape(gx, x.shape), _sum_to_shape(-gx * _conj(out), y.shape)
-
-    return make_result(out, (a, b), backward, "DivBackward0")
-
-
-def power(a: Any, b: Any) -> Tensor:
-    x, y = _binary_operands(a, b)
-    out = np.power(x, y)
-
-    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(y == 0, 0, y * np.power(x, y - 1))  # d(x**0)/dx = 0, also at x = 0
-        gx = g * _conj(slope)
-        gy = None
-        if isinstance(b, Tensor) and b.requires_grad:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gy = _sum_to_shape(g * _conj(out * np.log(x)), y.shape)
-        return _sum_to_shape(gx, x.shape), gy
-
-    return make_result(out, (a, b), backward, "PowBackward0")
-
-
-def matmul(a: Any, b: Any) -> Tensor:
-    x, y = as_array(a), as_array(b)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError("matmul: both arguments must be at least 1-dimensional")
-    out = np.matmul(x, y)
-
-    def backward(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # treat 1-d operands as (1, k) and (k, 1) matrices; restore the axes g lacks
-        xx = x[None, :] if x.ndim == 1 else x
-        yy = y[:, None] if y.ndim == 1 else y
-        gg = np.asarray(g)
-        if y.ndim == 1:
-            gg = np.expand_dims(gg, -1)
-        if x.ndim == 1:
-            gg = np.expand_dims(gg, -2)
-        gx = np.matmul(gg, _conj(np.swapaxes(yy, -1, -2)))
-        gy = np.matmul(_conj(np.swapaxes(xx, -1, -2)), gg)
-        if x.ndim == 1:
-            gx = gx[..., 0, :]
-        if y.ndim == 1:
-            gy = gy[..., 0]
-        return _sum_to_shape(gx, x.shape), _sum_to_shape(gy, y.shape)
-
-    return make_result(out, (a, b), backward, "MmBackward0")
+    def nonzero(self, *, as_tuple: bool = False) -> Any:
+        positions = np.nonzero(self._array)
+        if as_tuple:
+            return tuple(Tensor(p.astype(np.int64)) for p in positions)
+        return Tensor(np.stack(positions, axis=-1).astype(np.int64))
 
 
-def take_along_dim(a: Tensor, index: np.ndarray, dim: int) -> Tensor:
-    shape, dtype = a.data.shape, a.data.dtype
-    out = np.take_along_axis(a.data, index, axis=dim)
+def _requires_grad(value: Any) -> bool:
+    return isinstance(value, Tensor) and value._requires_grad
 
-    def backward(g: np.ndarray) -> tuple[np.ndarray]:
-        full = np.zeros(shape, dtype=dtype)
-        np.put_along_axis(full, index, g, axis=dim)
-        return (full,)
 
-    return make_result(out, (a,), backward, "GatherBackward0")
+def _copy_from(target: Tensor, src: Any) -> Tensor:
+    """The out-of-place form of ``target.copy_(src)``: ``src`` broadcast to ``target``, in its dtype."""
+    source = as_array(src)
+    shape, dtype = target._array.shape, target._array.dtype
+    values = np.broadcast_to(source, shape).astype(dtype)
+    source_dtype = source.dtype
+
+    def backward(g: np.ndarray) -> tuple[None, np.ndarray]:
+        grad = _sum_to_shape(g, source.shape)
+        grad = grad if source_dtype.kind == "c" else np.real(grad)
+        return None, grad.astype(source_dtype, copy=False)
+
+    return make_result(values, (target, src), backward, "CopyBackwards", saved=())
+
+
+def _looks_like_device(name: str) -> bool:
+    return name.split(":")[0] in dtypes.device._TYPES
+
+
+autograd.tensor_class = Tensor

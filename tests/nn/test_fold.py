@@ -15,7 +15,7 @@ from parity import compare, torch_module
 pair = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     kernel=pair,
     dilation=pair,

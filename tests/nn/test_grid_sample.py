@@ -45,11 +45,32 @@ def test_grid_sample_matches_torch(nd, mode, padding, align, dtype, data):
     )
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    padding=st.sampled_from(["zeros", "border", "reflection"]),
+    align=st.booleans(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    in_size=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    spread=st.sampled_from([0.9, 1.5, 3.5]),
+)
+def test_grid_sample_bicubic_matches_torch(padding, align, dtype, in_size, spread):
+    torch = torch_module()
+    x = np.random.default_rng(0).standard_normal((2, 3) + in_size).astype(dtype)
+    g = _grid((2, 3, 4, 2), dtype, 1, spread=spread)
+    kw = dict(mode="bicubic", padding_mode=padding, align_corners=align)
+    compare(
+        lambda a, b: F.grid_sample(a, b, **kw),
+        lambda a, b: torch.nn.functional.grid_sample(a, b, **kw),
+        [x, g],
+        tol=1e-9 if dtype == np.float64 else 1e-4,
+    )
+
+
 def test_grid_sample_exact_pixel_centres_reproduce_the_input_without_torch():
     x = np.random.default_rng(2).standard_normal((1, 2, 4, 5))
     ys, xs = np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 5), indexing="ij")
     grid = np.stack([xs, ys], -1)[None]
-    for mode in ("bilinear", "nearest"):
+    for mode in ("bilinear", "nearest", "bicubic"):
         y = F.grid_sample(npconv.tensor(x), npconv.tensor(grid), mode=mode, align_corners=True)
         np.testing.assert_allclose(y.data, x, atol=1e-12)
 

@@ -27,7 +27,7 @@ def _compare_module(ours, theirs, x: np.ndarray, seed: int = 0) -> None:
     """Forward, input gradient and every parameter gradient of ``ours`` equal torch's."""
     xn = npconv.Tensor(x.copy(), requires_grad=True)
     xt = to_torch(x, True)
-    y, yt = ours(xn), theirs(xt.clone())  # torch's in-place layers refuse a leaf
+    y, yt = ours(xn.clone()), theirs(xt.clone())  # in-place layers refuse a leaf (torch and npconv)
     assert_close(y, yt, what="forward")
     gy = np.random.default_rng(seed).standard_normal(y.shape).astype(x.dtype)
     y.backward(gy)

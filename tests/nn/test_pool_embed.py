@@ -14,7 +14,7 @@ from npconv.ops.pool import adaptive_max_pool_array
 from parity import close, compare, torch_module
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     nd=st.integers(1, 3),
     data=st.data(),

@@ -90,20 +90,24 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
 
 #define T float
+#define TSIZE 4
 #define TI int32_t
 #define VBYTES 16
 #define SFX f32_generic
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX
 #define T double
+#define TSIZE 8
 #define TI int64_t
 #define VBYTES 16
 #define SFX f64_generic
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX
@@ -113,20 +117,24 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define T float
+#define TSIZE 4
 #define TI int32_t
 #define VBYTES 32
 #define SFX f32_avx2
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX
 #define T double
+#define TSIZE 8
 #define TI int64_t
 #define VBYTES 32
 #define SFX f64_avx2
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX
@@ -135,20 +143,24 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
 #define T float
+#define TSIZE 4
 #define TI int32_t
 #define VBYTES 64
 #define SFX f32_avx512
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX
 #define T double
+#define TSIZE 8
 #define TI int64_t
 #define VBYTES 64
 #define SFX f64_avx512
 #include "depthwise.h"
 #undef T
+#undef TSIZE
 #undef TI
 #undef VBYTES
 #undef SFX

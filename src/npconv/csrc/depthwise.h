@@ -1,6 +1,7 @@
 /* Direct 2-D depthwise convolution, one copy per (element type, ISA): core.c includes this file
- * once per combination with T (float/double), TI (the same-sized signed integer), VBYTES (vector
- * width in bytes) and SFX (name suffix) defined, inside a `#pragma GCC target` region for the ISA.
+ * once per combination with T (float/double), TSIZE (its size), TI (the same-sized signed integer),
+ * VBYTES (vector width in bytes) and SFX (name suffix) defined, inside a `#pragma GCC target`
+ * region for the ISA.
  *
  * Layout: NCHW, C-contiguous; weight (C*M, 1, KH, KW); output channel c*M + j reads input channel c.
  * Each input plane is copied once into its zero-padded polyphase form (SH*SW phase planes, see
@@ -23,10 +24,18 @@ typedef TI FN(ivec) __attribute__((vector_size(VBYTES)));
 static inline V FN(load)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(store)(T *p, V v) { memcpy(p, &v, sizeof v); }
 static inline V FN(splat)(T s)
-{
-    V v;
-    for (ptrdiff_t i = 0; i < VL; i++) v[i] = s; /* a broadcast; 0 + s would cost an add (-0.0) */
-    return v;
+{ /* an initializer list is one broadcast; a lane loop became 16 masked inserts at 64 bytes */
+#if VBYTES / TSIZE == 2
+    return (V){s, s};
+#elif VBYTES / TSIZE == 4
+    return (V){s, s, s, s};
+#elif VBYTES / TSIZE == 8
+    return (V){s, s, s, s, s, s, s, s};
+#elif VBYTES / TSIZE == 16
+    return (V){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+#else
+#error "unsupported vector width"
+#endif
 }
 
 /* out[m] = init + sum_t wt[t] * src[t][m] for m < n; 4 vectors per step keep 4 independent FMA

@@ -30,7 +30,7 @@ and a NumPy depthwise kernel): the planner uses the first available one, compile
 ``NPCONV_PURE=1``. The registry's order of names is the order in which the planner's rule asks
 ``recommended`` (``gemm``, which runs every call, last).
 
-This module imports nothing from npconv but the geometry (the settings in :mod:`npconv.backends`
+This module imports nothing from npconv (the settings in :mod:`npconv.backends`
 read :data:`PASSES` and :func:`names` from here); implementations are imported on first use.
 """
 
@@ -43,13 +43,14 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ..geometry import ConvGeometry
-    from .numerics import Operands
+#: Annotation aliases: npconv.geometry.ConvGeometry and npconv.kernels.numerics.Operands are not
+#: imported here (npconv.backends imports this module; importing them would make a cycle).
+ConvGeometry = Any
+Operands = Any
 
 __all__ = ["PASSES", "FALLBACK", "BUILTIN", "Algorithm", "ModuleAlgorithm", "register", "unregister", "names",
            "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered"]
@@ -198,6 +199,7 @@ if hasattr(os, "register_at_fork"):
 _order: list[str] = []  # names in rule order
 _declared: dict[str, list[Algorithm | ModuleType | str]] = {}  # name -> implementations, as registered
 _loaded: dict[str, list[Algorithm]] | None = None
+_active: dict[bool, dict[str, Algorithm]] = {}  # available() per value of pure(), until refresh()
 #: Implementations that failed to import or register: ``"name (module)" -> reason``.
 unavailable: dict[str, str] = {}
 
@@ -259,6 +261,7 @@ def refresh() -> None:
     global _loaded
     with _lock:
         _loaded = None
+        _active.clear()
 
 
 def names() -> tuple[str, ...]:
@@ -311,12 +314,15 @@ def available() -> dict[str, Algorithm]:
     """The implementation the planner uses per name, in rule order (compiled ones skipped when
     :func:`pure`); names without a usable implementation are absent."""
     skip_compiled = pure()
-    active: dict[str, Algorithm] = {}
-    for n, variants in implementations().items():
-        usable = [a for a in variants if not (skip_compiled and a.compiled)]
-        if usable:
-            active[n] = usable[0]
-    return active
+    active = _active.get(skip_compiled)
+    if active is None:
+        active = {}
+        for n, variants in implementations().items():
+            usable = [a for a in variants if not (skip_compiled and a.compiled)]
+            if usable:
+                active[n] = usable[0]
+        _active[skip_compiled] = active
+    return dict(active)
 
 
 def reasons(name: str) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
@@ -26,13 +26,18 @@ __all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channel
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
-    """Strided view ``(*lead axes, *out, *k)`` of every kernel window of the padded ``xp``
-    (``lead`` non-spatial axes first, e.g. ``(N, C)``)."""
-    nd = geom.ndim
-    view = sliding_window_view(xp, geom.extent, axis=tuple(range(lead, lead + nd)))
-    index = ((slice(None),) * lead + geom.strided_positions(out_size)
-             + tuple(slice(None, None, d) for d in geom.dilation))
-    return view[index]
+    """Read-only strided view ``(*lead axes, *out, *k)`` of the kernel windows of the padded ``xp``
+    (``lead`` non-spatial axes first, e.g. ``(N, C)``): ``view[..., o, k] = xp[..., o*s + k*d]``."""
+    spatial = xp.shape[lead:]
+    for m, s, e, n in zip(out_size, geom.stride, geom.extent, spatial, strict=True):
+        if m > 0 and (m - 1) * s + e > n:
+            raise ValueError(f"windows: {tuple(out_size)} outputs of extent {geom.extent} and stride "
+                             f"{geom.stride} do not fit a padded input of {tuple(spatial)}")
+    inner = xp.strides[lead:]
+    shape = xp.shape[:lead] + tuple(out_size) + geom.kernel_size
+    strides = (xp.strides[:lead] + tuple(st * s for st, s in zip(inner, geom.stride, strict=True))
+               + tuple(st * d for st, d in zip(inner, geom.dilation, strict=True)))
+    return as_strided(xp, shape, strides, writeable=False)
 
 
 def adjoint_kernel(w: np.ndarray, groups: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
 from .algorithm import PASSES
-from .common import add_to_channels, grad_input_as_forward
+from .common import add_to_channels, grad_input_as_forward, windows
 
 __all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight"]
 
@@ -263,12 +263,10 @@ def _strided_windows(lay: _Layout, buf: np.ndarray) -> np.ndarray:
     """Stride > 1: every tap's window of ``buf (cb, flat padded)`` copied once into a thread buffer
     ``(cb, K, prod(out))`` (``[c, k, o] = xp[c, o*s + k*d]``; one strided-view copy), the BLAS-ready
     right operand of the per-channel batched matmul."""
-    g = lay.geom
     grid = lay.grid(buf)
-    inner = grid.strides[1:]
-    view = as_strided(grid, (grid.shape[0],) + g.kernel_size + lay.out_size,
-                      (grid.strides[0],) + tuple(d * f for d, f in zip(g.dilation, inner, strict=True))
-                      + tuple(s * f for s, f in zip(g.stride, inner, strict=True)), writeable=False)
+    nd = lay.geom.ndim
+    view = windows(grid, lay.geom, lay.out_size, lead=1)  # (cb, *out, *k) -> (cb, *k, *out)
+    view = view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd)))
     cols = workspace.buffer("dw-cols", view.shape, buf.dtype)
     np.copyto(cols, view)
     return cols.reshape(grid.shape[0], len(lay.offsets), -1)

@@ -33,7 +33,8 @@ from . import workspace
 from .algorithm import PASSES
 from .numerics import Operands, within
 
-__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "grad_weight", "WORKSPACE_BYTES"]
+__all__ = ["NAME", "LOCAL", "SPREAD_LIMIT", "supports", "recommended", "admits", "forward", "grad_input",
+           "grad_weight", "WORKSPACE_BYTES"]
 
 NAME = "fft"
 #: Not local: every output mixes the whole signal's spectrum (see admits).

@@ -147,15 +147,6 @@ def _blas(threads: int) -> int:
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
-def _image_windows(xp: np.ndarray, geom: ConvGeometry, out_size: tuple[int, ...]) -> np.ndarray:
-    """Strided view ``(C, *out, *k)`` of the windows of one padded image ``xp (C, *padded)``."""
-    strides = xp.strides
-    shape = (xp.shape[0],) + tuple(out_size) + geom.kernel_size
-    new_strides = ((strides[0],) + tuple(st * s for st, s in zip(strides[1:], geom.stride, strict=True))
-                   + tuple(st * d for st, d in zip(strides[1:], geom.dilation, strict=True)))
-    return as_strided(xp, shape, new_strides, writeable=False)
-
-
 class _Layout:
     """Sizes of one convolution shared by the passes."""
 
@@ -248,7 +239,7 @@ class _Layout:
         elif self.strided:
             self._strided_columns(slab, out, cols)
         else:
-            view = _image_windows(slab, geom, out)  # (C, *out, *k)
+            view = windows(slab, geom, out, lead=1)  # (C, *out, *k)
             np.copyto(cols, view.transpose((0,) + tuple(range(1 + nd, 1 + 2 * nd)) + tuple(range(1, 1 + nd))))
         return cols.reshape(self.g, self.ck, -1)
 

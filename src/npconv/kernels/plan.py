@@ -77,13 +77,13 @@ def _forced(pass_name: str, key: Key) -> Algorithm | None:
 
 
 def _rule(pass_name: str, key: Key, local_only: bool = False) -> Algorithm:
-    usable = [a for a in registry.available().values()
-              if (a.local or not local_only) and _runs(a, pass_name, key)]
+    active = registry.available()
+    usable = [a for a in active.values() if (a.local or not local_only) and _runs(a, pass_name, key)]
     for algorithm in usable:
         if algorithm.recommended(pass_name, *key):
             return algorithm
-    fallback = registry.available().get(FALLBACK)
-    if fallback is not None and _runs(fallback, pass_name, key):
+    fallback = active.get(FALLBACK)
+    if fallback is not None and fallback in usable:
         return fallback
     if usable:
         return usable[-1]

@@ -154,6 +154,11 @@ def _avg_divisor(geom: ConvGeometry, input_size: Sequence[int], out_size: Sequen
     return divisor.astype(dtype)
 
 
+def _accumulator(dtype: np.dtype) -> np.dtype:
+    """Window sums of float16 in float32 (in float16, 2048 + 1 == 2048; torch accumulates wider too)."""
+    return np.promote_types(dtype, np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
 def avg_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
                      count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Average pooling of ``x (N, C, *in)`` (zero padding), ``(N, C, *out)``."""
@@ -161,23 +166,25 @@ def avg_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
     xp = pad_array(x, pads) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)
-    total = np.zeros(x.shape[:2] + out_size, dtype=x.dtype)
+    acc = _accumulator(x.dtype)
+    total = np.zeros(x.shape[:2] + out_size, dtype=acc)
     for offset in _offsets(geom.kernel_size):
         total += view[(Ellipsis,) + offset]
-    total /= _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, x.dtype)
-    return total
+    total /= _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, acc)
+    return total.astype(x.dtype, copy=False)
 
 
 def avg_pool_backward(gy: np.ndarray, geom: ConvGeometry, input_size: Sequence[int], ceil_mode: bool = False,
                       count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Adjoint of :func:`avg_pool_forward`: ``gy / divisor`` added to every window position."""
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
-    scaled = gy / _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, gy.dtype)
+    acc = _accumulator(gy.dtype)
+    scaled = gy / _avg_divisor(geom, input_size, out_size, count_include_pad, divisor_override, acc)
     padded = geom.with_padding(pads).padded_size(input_size)
-    gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
+    gxp = np.zeros(gy.shape[:2] + padded, dtype=acc)
     for offset in _offsets(geom.kernel_size):
         gxp[_region(offset, geom, out_size)] += scaled
-    return _crop(gxp, geom.with_padding(pads), input_size)
+    return _crop(gxp, geom.with_padding(pads), input_size).astype(gy.dtype, copy=False)
 
 
 def adaptive_pool_matrices(input_size: Sequence[int], output_size: Sequence[int], dtype: np.dtype

@@ -36,7 +36,8 @@ from . import workspace
 from .common import add_to_channels, grad_input_as_forward
 from .numerics import Operands, within
 
-__all__ = ["NAME", "supports", "recommended", "forward", "grad_input", "transform_matrices", "CHANNEL_BLOCK"]
+__all__ = ["NAME", "LOCAL", "SPREAD_LIMIT", "supports", "recommended", "admits", "forward", "grad_input",
+           "transform_matrices", "CHANNEL_BLOCK"]
 
 NAME = "winograd"
 #: Not local: the tile transforms mix the values of a tile (see admits).

@@ -786,16 +786,14 @@ def grid_sample(input: Any, grid: Any, mode: str = "bilinear", padding_mode: str
     """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (or 3-D: ``(N, C, D, H, W)`` at
     ``(N, D_out, H_out, W_out, 3)``) holding normalised ``(x, y[, z])`` in ``[-1, 1]``.
 
-    ``mode``: ``'bilinear'`` (trilinear for 5-D) or ``'nearest'``; ``padding_mode``: ``'zeros'``,
-    ``'border'`` or ``'reflection'``; ``align_corners``: -1 and 1 are the corner pixels' centres
-    (True) or edges (False, the default). Differentiable in ``input`` and ``grid``.
+    ``mode``: ``'bilinear'`` (trilinear for 5-D), ``'nearest'`` or ``'bicubic'`` (4-D);
+    ``padding_mode``: ``'zeros'``, ``'border'`` or ``'reflection'``; ``align_corners``: -1 and 1 are
+    the corner pixels' centres (True) or edges (False, the default). Differentiable in ``input``
+    and ``grid``.
     """
     if mode not in ("bilinear", "nearest", "bicubic"):
         raise ValueError("nn.functional.grid_sample(): expected mode to be 'bilinear', 'nearest' or "
                          f"'bicubic', but got: '{mode}'")
-    if mode == "bicubic":
-        raise ValueError("nn.functional.grid_sample(): mode='bicubic' is not supported by npconv; use "
-                         "'bilinear' or 'nearest'")
     if padding_mode not in ("zeros", "border", "reflection"):
         raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
                          f"'reflection', but got: '{padding_mode}'")
@@ -818,6 +816,10 @@ def grid_sample(input: Any, grid: Any, mode: str = "bilinear", padding_mode: str
             raise ValueError("grid_sampler(): expected input to have non-empty spatial dimensions, but "
                              f"input has sizes {shape_text(x.shape)} with dimension {axis} being empty")
     _same_dtype(x, g, "grid", "grid_sample")
+    if mode == "bicubic":
+        if x.ndim != 4:
+            raise ValueError("grid_sampler(): bicubic interpolation only supports 4D input")
+        return _grid_ops.grid_sample_bicubic(x, g, padding_mode, check_flag(align_corners, "align_corners"))
     return _grid_ops.grid_sample(x, g, mode, padding_mode, check_flag(align_corners, "align_corners"))
 
 

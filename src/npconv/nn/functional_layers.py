@@ -45,8 +45,8 @@ __all__ = [
 
 # -- activations ------------------------------------------------------------------------------
 def relu(input: Any, inplace: bool = False) -> Tensor:
-    """``max(input, 0)``. ``inplace`` is accepted for torch compatibility; the result is a new Tensor."""
-    return _act.relu(as_tensor(input, "input"))
+    """``max(input, 0)``; with ``inplace`` written into ``input`` (torch's in-place rules)."""
+    return _act.relu(as_tensor(input, "input"), inplace=check_flag(inplace, "inplace"))
 
 
 def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

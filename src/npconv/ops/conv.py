@@ -17,7 +17,7 @@ import numpy as np
 
 from ..geometry import PADDING_MODES, ConvGeometry
 from ..kernels import plan
-from ..kernels.common import bias_grad
+from ..kernels.common import add_bias, bias_grad
 from ..kernels.padding import pad_array
 from ..tensor import Tensor, _conj, as_array, make_result
 from .pad import pad, pad_adjoint
@@ -86,7 +86,11 @@ def conv_transpose(
     full = geom.padded_size(out_size)
     y = _conv_transpose_core(x, w, None, geom.with_padding(0), full)
     y = pad_adjoint(y, pads, PADDING_MODES[padding_mode])
-    if b is None:
-        return y
-    return y + (b.reshape((-1,) + (1,) * len(out_size)) if isinstance(b, Tensor)
-                else as_array(b).reshape((-1,) + (1,) * len(out_size)))
+    return y if b is None else _add_channel_bias(y, b)
+
+
+def _add_channel_bias(y: Tensor, b: Any) -> Tensor:
+    """``y (N, O, *out) + b[o]``, differentiable, with the kernels' bias epilogue and gradient."""
+    yd, bd = as_array(y), as_array(b)
+    out = add_bias(np.array(yd, dtype=np.result_type(yd, bd), copy=True), bd)
+    return make_result(out, (y, b), lambda g: (g, bias_grad(g) if _wants_grad(b) else None), "AddBackward0")

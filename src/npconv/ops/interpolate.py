@@ -4,8 +4,9 @@ Every mode except ``'area'`` is separable: along each spatial axis output ``o`` 
 taps ``idx[o, j]`` with weights ``w[o, j]`` (:func:`axis_taps`, with torch's source-index rules,
 computed in torch's precision), so the op is a chain of one sparse ``(out, in)`` matrix per axis,
 applied last axis first (torch's order of products); the backward pass applies the transposes.
-Fast paths give the same numbers without the matrices: same size (copy), nearest at exactly twice
-the size (a broadcast, its adjoint a reshape-sum) and linear at exactly twice the size without
+Nearest modes gather instead (``np.take``; the adjoint sums runs of equal, non-decreasing indices
+with ``np.add.reduceat``). Fast paths give the same numbers: same size (skipped), nearest at exactly
+twice the size (a broadcast, its adjoint a reshape-sum) and linear at exactly twice the size without
 ``align_corners`` (weights 1/4 and 3/4 on shifted slices).
 
 Source index of output ``o`` (``scale`` is ``1 / scale_factor`` when a scale factor is given and
@@ -186,12 +187,24 @@ def _twice_linear_adjoint(g: np.ndarray, axis: int, t: type) -> np.ndarray:
     return gx
 
 
+def _gather_adjoint(g: np.ndarray, idx: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Adjoint of ``np.take(x, idx, axis)`` for non-decreasing ``idx``: runs of equal indices summed
+    (``np.add.reduceat``) into their input positions, zero elsewhere."""
+    first = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    sums = np.add.reduceat(g, first, axis=axis)
+    out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
+    out[(slice(None),) * axis + (idx[first],)] = sums
+    return out
+
+
 class _Plan:
-    """How each spatial axis is resampled: ``'copy'``, ``'twice_nearest'``, ``'twice_linear'`` or a matrix."""
+    """How each spatial axis is resampled: skipped (same size), nearest at twice the size (one
+    broadcast for all such axes), ``'twice_linear'``, ``'gather'`` (other nearest sizes: a take of
+    the non-decreasing source indices) or ``'matrix'`` (linear and cubic taps)."""
 
     def __init__(self, input_size: Sequence[int], output_size: Sequence[int], mode: str, align_corners: bool,
                  scales: Sequence[float | None], dtype: np.dtype) -> None:
-        self.steps: list[tuple[int, Any]] = []
+        self.steps: list[tuple[int, str, Any]] = []
         self.nearest_twice: list[int] = []
         for axis, (n, m, s) in enumerate(zip(input_size, output_size, scales, strict=True)):
             a = axis + 2
@@ -201,16 +214,24 @@ class _Plan:
                                                                (s is None or s == 1.0)):
                 continue
             elif mode == "linear" and not align_corners and m == 2 * n and (s is None or s == 2.0) and n > 1:
-                self.steps.append((a, "twice_linear"))
+                self.steps.append((a, "twice_linear", None))
+            elif mode in ("nearest", "nearest-exact"):
+                idx, _ = axis_taps(n, m, mode, align_corners, s, dtype)
+                self.steps.append((a, "gather", (idx[:, 0], n)))
             else:
-                self.steps.append((a, _matrix(n, m, mode, align_corners, s, dtype)))
+                self.steps.append((a, "matrix", _matrix(n, m, mode, align_corners, s, dtype)))
         self.t = _opmath(dtype).type
 
 
 def resample_forward(x: np.ndarray, plan: _Plan) -> np.ndarray:
     work = x if x.dtype == _opmath(x.dtype) else x.astype(_opmath(x.dtype))
-    for axis, step in reversed(plan.steps):  # last axis first, as torch's products
-        work = _twice_linear(work, axis, plan.t) if isinstance(step, str) else _along(work, step, axis)
+    for axis, kind, payload in reversed(plan.steps):  # last axis first, as torch's products
+        if kind == "twice_linear":
+            work = _twice_linear(work, axis, plan.t)
+        elif kind == "gather":
+            work = np.take(work, payload[0], axis=axis)
+        else:
+            work = _along(work, payload, axis)
     if plan.nearest_twice:
         work = _twice_nearest(work, plan.nearest_twice)
     return np.array(work, dtype=x.dtype, order="C", copy=True) if work is x or work.dtype != x.dtype \
@@ -221,9 +242,13 @@ def resample_backward(g: np.ndarray, plan: _Plan, dtype: np.dtype) -> np.ndarray
     work = g if g.dtype == _opmath(dtype) else g.astype(_opmath(dtype))
     if plan.nearest_twice:
         work = _twice_nearest_adjoint(work, plan.nearest_twice)
-    for axis, step in plan.steps:
-        work = _twice_linear_adjoint(work, axis, plan.t) if isinstance(step, str) \
-            else _along(work, step.T.tocsr(), axis)
+    for axis, kind, payload in plan.steps:
+        if kind == "twice_linear":
+            work = _twice_linear_adjoint(work, axis, plan.t)
+        elif kind == "gather":
+            work = _gather_adjoint(work, payload[0], payload[1], axis)
+        else:
+            work = _along(work, payload.T.tocsr(), axis)
     return np.ascontiguousarray(work, dtype=dtype)
 
 

@@ -10,6 +10,7 @@ reduced elements is ``gx = invstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * x
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,8 @@ def group_norm(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> T
     """Group norm of ``x (N, C, *)``: statistics per sample over each group of ``C / G`` channels."""
     data = as_array(x)
     n, channels = data.shape[:2]
-    grouped = data.reshape(n, num_groups, -1)
+    group_size = data.size // n // num_groups if n else channels // num_groups * math.prod(data.shape[2:])
+    grouped = data.reshape(n, num_groups, group_size)
     t = data.dtype.type
     mean = grouped.mean(axis=2, keepdims=True)
     centred = grouped - mean
@@ -101,8 +103,8 @@ def group_norm(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> T
         gb = g.sum(axis=axes) if _wants_grad(bias) else None
         gx = None
         if _wants_grad(x):
-            gxhat = (g if w is None else g * w.reshape(shape)).reshape(n, num_groups, -1)
-            xh = xhat.reshape(n, num_groups, -1)
+            gxhat = (g if w is None else g * w.reshape(shape)).reshape(n, num_groups, group_size)
+            xh = xhat.reshape(n, num_groups, group_size)
             gx = (gxhat - gxhat.mean(axis=2, keepdims=True)
                   - xh * (gxhat * xh).mean(axis=2, keepdims=True)) * invstd
             gx = gx.reshape(data.shape)

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedulers with torch's names, defaults and maths (``npconv.optim``)."""
 
-from . import lr_scheduler
+from . import lr_scheduler, swa_utils
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
@@ -13,5 +13,5 @@ from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam", "Adamax",
-           "LBFGS",
+           "LBFGS", "swa_utils",
            "lr_scheduler"]

@@ -64,18 +64,7 @@ class Module:
 
     def _call_with_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """torch's ``_call_impl``: pre-hooks, backward-hook wiring, forward, forward hooks."""
-        for hook_id, hook in list(self._forward_pre_hooks.items()):
-            if hook_id in self._forward_pre_hooks_with_kwargs:
-                result = hook(self, args, kwargs)
-                if result is not None:
-                    if not (isinstance(result, tuple) and len(result) == 2):
-                        raise RuntimeError("forward pre-hook must return None or a tuple of "
-                                           f"(new_args, new_kwargs), but got {result}.")
-                    args, kwargs = result
-            else:
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
+        args, kwargs = self._run_pre_hooks(args, kwargs)
         backward_hook = None
         if self._backward_hooks:
             backward_hook = BackwardHook(self, list(self._backward_hooks.values()))
@@ -83,25 +72,45 @@ class Module:
         try:
             result = self.forward(*args, **kwargs)
         except BaseException:
-            for hook_id, hook in list(self._forward_hooks.items()):
-                if hook_id in self._forward_hooks_always_called:
-                    try:
-                        if hook_id in self._forward_hooks_with_kwargs:
-                            hook(self, args, kwargs, None)
-                        else:
-                            hook(self, args, None)
-                    except Exception:  # the forward's own error is the one to report
-                        pass
+            self._run_forward_hooks(args, kwargs, None, only_always_called=True)
             raise
-        for hook_id, hook in list(self._forward_hooks.items()):
-            if hook_id in self._forward_hooks_with_kwargs:
-                hook_result = hook(self, args, kwargs, result)
-            else:
-                hook_result = hook(self, args, result)
-            if hook_result is not None:
-                result = hook_result
+        result = self._run_forward_hooks(args, kwargs, result)
         if backward_hook is not None:
             result = backward_hook.setup_output_hook(result)
+        return result
+
+    def _run_pre_hooks(self, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        for hook_id, hook in list(self._forward_pre_hooks.items()):
+            if hook_id not in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+                continue
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                       f"(new_args, new_kwargs), but got {result}.")
+                args, kwargs = result
+        return args, kwargs
+
+    def _run_forward_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any,
+                           only_always_called: bool = False) -> Any:
+        """Each hook may replace ``result``; after a failed forward only ``always_call`` hooks run
+        (with None), and their own errors are dropped: the forward's error is the one to report."""
+        for hook_id, hook in list(self._forward_hooks.items()):
+            if only_always_called and hook_id not in self._forward_hooks_always_called:
+                continue
+            with_kwargs = hook_id in self._forward_hooks_with_kwargs
+            try:
+                hook_result = hook(self, args, kwargs, result) if with_kwargs else hook(self, args, result)
+            except Exception:
+                if only_always_called:
+                    continue
+                raise
+            if hook_result is not None and not only_always_called:
+                result = hook_result
         return result
 
     # -- hooks ------------------------------------------------------------------------------

@@ -333,43 +333,11 @@ class DataLoader(Generic[T_co]):
                  generator: Any = None, *, prefetch_factor: int | None = None,
                  persistent_workers: bool = False, pin_memory_device: str = "",
                  in_order: bool = True) -> None:
-        if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
-            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
-                             f"multiprocessing (got num_workers={num_workers!r})")
-        if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout < 0:
-            raise ValueError(f"timeout option should be non-negative, got {timeout!r}")
-        if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError("prefetch_factor option could only be specified in multiprocessing. let "
-                             "num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to "
-                             "None.")
-        if num_workers > 0 and prefetch_factor is None:
-            prefetch_factor = 2
-        if prefetch_factor is not None and (not isinstance(prefetch_factor, numbers.Integral)
-                                            or isinstance(prefetch_factor, bool) or prefetch_factor < 1):
-            raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
-        if persistent_workers and num_workers == 0:
-            raise ValueError("persistent_workers option needs num_workers > 0")
-        if shuffle not in (None, True, False):
-            raise TypeError(f"shuffle must be a bool or None, got {shuffle!r}")
-        for name, value in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
-        numpy_rng(generator)
-        if isinstance(dataset, IterableDataset):
-            for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
-                if value not in (None, False):
-                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
-                                     f"but got {name}={value!r}")
-        elif sampler is not None and shuffle:
-            raise ValueError("sampler option is mutually exclusive with shuffle")
+        prefetch_factor = _check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers)
+        _check_callables_and_generator(shuffle, collate_fn, worker_init_fn, generator)
+        _check_sampling_options(dataset, batch_size, shuffle, sampler, batch_sampler, drop_last)
         if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, "
-                                 "sampler, and drop_last")
             batch_size, drop_last = None, False
-        elif batch_size is None and drop_last:
-            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with "
-                             "drop_last")
         if sampler is None:
             if isinstance(dataset, IterableDataset):
                 sampler = _InfiniteConstantSampler()
@@ -444,6 +412,55 @@ class DataLoader(Generic[T_co]):
                 length = length // self.batch_size if self.drop_last else -(-length // self.batch_size)
             return length
         return len(self._index_sampler)
+
+
+def _check_worker_options(num_workers: Any, timeout: Any, prefetch_factor: Any,
+                          persistent_workers: Any) -> int | None:
+    """torch's checks of the worker options; returns ``prefetch_factor`` (2 by default with workers)."""
+    if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
+                         f"multiprocessing (got num_workers={num_workers!r})")
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout < 0:
+        raise ValueError(f"timeout option should be non-negative, got {timeout!r}")
+    if num_workers == 0 and prefetch_factor is not None:
+        raise ValueError("prefetch_factor option could only be specified in multiprocessing. let "
+                         "num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
+    if num_workers > 0 and prefetch_factor is None:
+        prefetch_factor = 2
+    if prefetch_factor is not None and (not isinstance(prefetch_factor, numbers.Integral)
+                                        or isinstance(prefetch_factor, bool) or prefetch_factor < 1):
+        raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
+    if persistent_workers and num_workers == 0:
+        raise ValueError("persistent_workers option needs num_workers > 0")
+    return prefetch_factor
+
+
+def _check_callables_and_generator(shuffle: Any, collate_fn: Any, worker_init_fn: Any,
+                                   generator: Any) -> None:
+    if shuffle not in (None, True, False):
+        raise TypeError(f"shuffle must be a bool or None, got {shuffle!r}")
+    for name, value in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+    numpy_rng(generator)
+
+
+def _check_sampling_options(dataset: Any, batch_size: Any, shuffle: Any, sampler: Any, batch_sampler: Any,
+                            drop_last: Any) -> None:
+    """The options that decide the order and grouping of samples exclude each other as in torch."""
+    if isinstance(dataset, IterableDataset):
+        for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
+            if value not in (None, False):
+                raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
+                                 f"but got {name}={value!r}")
+    elif sampler is not None and shuffle:
+        raise ValueError("sampler option is mutually exclusive with shuffle")
+    if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None or drop_last):
+        raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, "
+                         "sampler, and drop_last")
+    if batch_sampler is None and batch_size is None and drop_last:
+        raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with "
+                         "drop_last")
 
 
 class _InfiniteConstantSampler(Sampler[None]):

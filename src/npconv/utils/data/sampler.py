@@ -23,15 +23,7 @@ T_co = TypeVar("T_co", covariant=True)
 
 def numpy_rng(generator: Any, argument: str = "generator") -> np.random.Generator:
     """The NumPy generator behind ``generator`` (npconv.Generator, numpy Generator, or None: global)."""
-    if generator is None:
-        return _random.default_generator()
-    if isinstance(generator, np.random.Generator):
-        return generator
-    rng = getattr(generator, "rng", None)
-    if isinstance(rng, np.random.Generator):  # npconv.Generator
-        return rng
-    raise TypeError(f"{argument} must be an npconv.Generator, a numpy.random.Generator or None, "
-                    f"but got {type(generator).__name__}")
+    return _random.numpy_generator(generator, argument)
 
 
 def epoch_rng(generator: Any) -> np.random.Generator:
