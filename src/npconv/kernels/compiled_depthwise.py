@@ -33,7 +33,8 @@ __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forwar
            "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
-    raise ModuleNotFoundError(f"the compiled core is not in use ({backends.core.reason})", name=__name__)
+    raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
+                              name=__name__)
 
 NAME = "depthwise"
 COMPILED = True
