@@ -83,7 +83,7 @@ def run_network(name: str, reps: int, rng: np.random.Generator) -> dict:
     def np_forward():
         ours.eval()
         with npconv.no_grad():
-            return ours(npconv.Tensor(x)).data
+            return ours(npconv.Tensor(x)).numpy()
 
     def np_backward():
         ours.train()

@@ -228,7 +228,7 @@ def test_cross_entropy_gradient_by_finite_differences():
         e = np.zeros_like(x)
         e[i] = 1e-6
         numeric[i] = (loss(x + e) - loss(x - e)) / 2e-6
-    np.testing.assert_allclose(xt.grad.data, numeric, atol=1e-8)
+    np.testing.assert_allclose(xt.grad.numpy(), numeric, atol=1e-8)
 
 
 @pytest.mark.parametrize(
