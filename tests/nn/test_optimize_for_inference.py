@@ -77,9 +77,8 @@ def test_what_is_fused_and_what_is_left():
     model = _randomize(small_network()).train()
     optimized = npconv.optimize_for_inference(model)
     kinds = [type(m).__name__ for m in optimized]
-    assert kinds == ["ConvActivation", "Identity", "Identity", "ConvActivation", "Identity", "Identity",
-                     "ConvActivation", "Identity", "Identity", "ConvActivation", "Identity", "Conv2d", "Identity",
-                     "BasicBlock"]
+    assert kinds == ["ConvActivation", "Identity", "Identity"] * 3 + [
+        "ConvActivation", "Identity", "Conv2d", "Identity", "BasicBlock"]
     assert [type(optimized[i].activation).__name__ for i in (0, 3, 6, 9)] == ["ReLU", "ReLU6", "SiLU", "ReLU"]
     block = optimized[13]
     # named pairs folded; the shared relu stays (it also runs after the residual add)

@@ -11,13 +11,22 @@ from typing import Any
 import numpy as np
 
 from ...tensor import Tensor, as_array
-from ..modules.batchnorm import _BatchNorm
+from ..modules.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from ..modules.container import Sequential
-from ..modules.conv import _ConvNd, _ConvTransposeNd
+from ..modules.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvNd,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    ConvTransposeNd,
+)
 from ..modules.fused import FUSABLE_ACTIVATIONS, ConvActivation
 from ..modules.lazy import LazyModuleMixin
 from ..modules.linear import Identity
-from ..modules.module import _HOOK_STORES, Module
+from ..modules.module import Module
 from ..parameter import Parameter
 from .parametrize import is_parametrized
 
@@ -116,23 +125,30 @@ def optimize_for_inference(model: Module) -> Module:
     return optimized
 
 
+_TRANSPOSED = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd)
+_CONVOLUTIONS = (Conv1d, Conv2d, Conv3d, ConvNd, *_TRANSPOSED)  # their lazy forms are subclasses
+_BATCHNORMS = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
+
+
 def _hooked(module: Module) -> bool:
-    return any(module.__dict__.get(store) for store in _HOOK_STORES)
+    """Whether ``module`` has forward, forward-pre or backward hooks (fusing would skip them)."""
+    stores = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
+    return any(module.__dict__.get(store) for store in stores)
 
 
 def _fusable_conv(module: Any) -> bool:
-    return (isinstance(module, _ConvNd) and not _hooked(module) and not is_parametrized(module)
+    return (isinstance(module, _CONVOLUTIONS) and not _hooked(module) and not is_parametrized(module)
             and not (isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()))
 
 
 def _foldable(conv: Any, bn: Any) -> bool:
-    return (_fusable_conv(conv) and isinstance(bn, _BatchNorm) and not _hooked(bn)
+    return (_fusable_conv(conv) and isinstance(bn, _BATCHNORMS) and not _hooked(bn)
             and bn.running_mean is not None and bn.running_var is not None
             and bn.num_features == conv.out_channels)
 
 
 def _fold(conv: Any, bn: Any) -> Any:
-    return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _ConvTransposeNd))
+    return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED))
 
 
 def _fuse_sequential(sequential: Sequential) -> None:
