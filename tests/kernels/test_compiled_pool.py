@@ -111,6 +111,13 @@ def test_layer_matches_torch_values_indices_and_gradient():
             torch.from_numpy(x1), 4, 3, 2, dilation=2).numpy())
 
 
+def test_sizes_beyond_the_kernel_limits_run_on_numpy():
+    x = np.random.default_rng(4).standard_normal((1, 2, 40)).astype(np.float32)
+    geom = ConvGeometry.create(3, 2**25, 1, ndim=1)  # stride beyond the compiled kernel's limit
+    _compare(x, geom, False, np.random.default_rng(5))
+    assert pool.max_pool_forward(x, geom)[0].shape == (1, 2, 1)
+
+
 def test_extension_guards():
     core = backends.core.module
     x = np.zeros((1, 4, 4), np.float32)
@@ -128,5 +135,7 @@ def test_extension_guards():
         core.max_pool2d_forward(0, x, y, arg, geometry, 0, 2)
     with pytest.raises(ValueError, match="out of range"):
         core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 0, 2, 2, 2, 1, 1, 0, 0), 0, 1)
+    with pytest.raises(ValueError, match="out of range"):
+        core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 2, 2, 2**31, 2, 1, 1, 0, 0), 0, 1)
     with pytest.raises(TypeError, match="13 ints"):
         core.max_pool2d_backward(0, y, arg, x, geometry[:12], 0, 1)

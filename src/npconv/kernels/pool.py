@@ -21,7 +21,6 @@ is a loop over the ``K = prod(kernel_size)`` kernel offsets on strided views of 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,18 +58,26 @@ def _crop(gxp: np.ndarray, padded: ConvGeometry, input_size: Sequence[int]) -> n
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _compiled(values: np.ndarray, geom: ConvGeometry, kernel_offsets: int) -> bool:
-    """Whether the compiled core runs this max pooling (1-d/2-d, float32/float64)."""
+#: The compiled kernel's limits (core.c): every geometry value, and the elements of one plane.
+_CORE_MAX_VALUE = 2**24
+_CORE_MAX_PLANE = 2**28
+
+
+def _compiled(values: np.ndarray, geom: ConvGeometry, geometry: tuple[int, ...]) -> bool:
+    """Whether the compiled core runs this max pooling (1-d/2-d, float32/float64, within its limits;
+    degenerate sizes such as a huge stride go to the NumPy passes)."""
+    _, h, w, oh, ow, kh, kw = geometry[:7]
     return (backends.core.available and geom.ndim <= 2 and values.dtype in _COMPILED_DTYPES
-            and kernel_offsets < 2**31)
+            and max(geometry) <= _CORE_MAX_VALUE and h * w <= _CORE_MAX_PLANE
+            and oh * ow <= _CORE_MAX_PLANE and kh * kw < 2**30)
 
 
 def _core_geometry(planes: int, input_size: Sequence[int], out_size: Sequence[int], geom: ConvGeometry,
                    pads: Sequence[tuple[int, int]]) -> tuple[int, ...]:
     """The extension's ``(P, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)``; 1-d as a unit height."""
-    lead = 2 - geom.ndim
     def two(values: Sequence[int], fill: int) -> tuple[int, ...]:
-        return (fill,) * lead + tuple(int(v) for v in values)
+        return (fill,) * (2 - len(values)) + tuple(int(v) for v in values)
+
     return (planes, *two(input_size, 1), *two(out_size, 1), *two(geom.kernel_size, 1), *two(geom.stride, 1),
             *two(geom.dilation, 1), *two([lo for lo, _ in pads], 0))
 
@@ -90,12 +97,13 @@ def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
     (int32 below 2**31 offsets); ``compiled=False``: the NumPy passes even when the core is in use."""
     input_size = x.shape[2:]
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
-    if compiled and _compiled(x, geom, math.prod(geom.kernel_size)):
-        planes = x.shape[0] * x.shape[1]
+    planes = x.shape[0] * x.shape[1]
+    geometry = _core_geometry(planes, input_size, out_size, geom, pads)
+    if compiled and _compiled(x, geom, geometry):
         y = np.empty(x.shape[:2] + out_size, x.dtype)
         arg = np.empty(y.shape, np.int32)
         _over_planes(backends.core.module.max_pool2d_forward, planes, np.ascontiguousarray(x), y, arg,
-                     _core_geometry(planes, input_size, out_size, geom, pads))
+                     geometry)
         return y, arg
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
@@ -143,11 +151,12 @@ def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input
     """Adjoint of max pooling: ``gy`` added to the argmax position of every window (``compiled``
     as in :func:`max_pool_forward`)."""
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
-    if compiled and arg.dtype == np.int32 and _compiled(gy, geom, math.prod(geom.kernel_size)):
-        planes = gy.shape[0] * gy.shape[1]
+    planes = gy.shape[0] * gy.shape[1]
+    geometry = _core_geometry(planes, input_size, out_size, geom, pads)
+    if compiled and arg.dtype == np.int32 and _compiled(gy, geom, geometry):
         gx = np.empty(gy.shape[:2] + tuple(input_size), gy.dtype)
         _over_planes(backends.core.module.max_pool2d_backward, planes, np.ascontiguousarray(gy),
-                     np.ascontiguousarray(arg), gx, _core_geometry(planes, input_size, out_size, geom, pads))
+                     np.ascontiguousarray(arg), gx, geometry)
         return gx
     padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
