@@ -21,6 +21,10 @@ typedef struct {
     ptrdiff_t n, c, m, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
 } dw_geom;
 
+/* Geometry values and plane sizes the kernels accept: products of two stay far inside ptrdiff_t. */
+#define DW_MAX_VALUE ((ptrdiff_t)1 << 24)
+#define DW_MAX_PLANE ((ptrdiff_t)1 << 28)
+
 /* Slack in elements after every flat plane: the widest variant reads up to 4 vectors of 64 bytes
  * past the last output it computes (4 vectors of it are computed at once). */
 #define DW_SLACK 64
@@ -243,7 +247,7 @@ static int parse_geom(PyObject *seq, dw_geom *g)
     for (int i = 0; i < 15; i++) {
         v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
         if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i >= 13 ? 0 : 1) || v[i] > ((ptrdiff_t)1 << 31)) {
+        if (v[i] < (i >= 13 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
             PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
             return -1;
         }
@@ -251,6 +255,16 @@ static int parse_geom(PyObject *seq, dw_geom *g)
     *g = (dw_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
     if (g->m * g->kh * g->kw > ((ptrdiff_t)1 << 30)) {
         PyErr_SetString(PyExc_ValueError, "geometry: too many taps per plane");
+        return -1;
+    }
+    /* Scratch and float32 in-plane indices (int32) stay small: every phase holds >= 1 element, so a
+     * stride beyond the read extent, or a huge plane, is refused (the NumPy variant runs those). */
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    if (hp > DW_MAX_PLANE || wp > DW_MAX_PLANE || hp * wp > DW_MAX_PLANE || g->sh * g->sw > hp * wp + g->h * g->w ||
+        g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || dw_scratch(0, g) > 4 * DW_MAX_PLANE ||
+        dw_scratch(1, g) > 4 * DW_MAX_PLANE) {
+        PyErr_SetString(PyExc_ValueError, "geometry: plane, stride or scratch too large for the compiled kernel");
         return -1;
     }
     return 0;
