@@ -716,8 +716,7 @@ def _block_geometry(op: str, kernel_size: Any, dilation: Any, padding: Any, stri
 
 def _blocks(op: str, size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:
     pads = geom.pads(size)
-    blocks = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
-                   for n, (lo, hi), e, s in zip(size, pads, geom.extent, geom.stride, strict=True))
+    blocks = geom.window_counts(size)
     if any(b < 1 for b in blocks):
         raise ValueError(f"{op}: given input with spatial size {tuple(size)}, "
                          f"kernel_size={geom.kernel_size}, dilation={geom.dilation}, "
