@@ -17,3 +17,10 @@ settings.load_profile(os.environ.get("NPCONV_HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The torch module, the oracle for parity tests; a test that takes it is skipped without torch
+    (so the torch-free tests of the same module still run)."""
+    return pytest.importorskip("torch")

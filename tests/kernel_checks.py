@@ -1,5 +1,5 @@
-"""Helpers shared by the kernel tests: adjointness of the three passes, relative error, and a
-hypothesis draw of an N-d convolution geometry."""
+"""torch-free checks shared by the tests: adjointness of the three kernel passes, finite-difference
+gradients, relative error, and a hypothesis draw of an N-d convolution geometry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from types import ModuleType
 
 import numpy as np
 from hypothesis import strategies as st
+
+import npconv
 
 
 def draw_geometry(data, nd: int, max_kernel: int, max_dilation: int, extra: int):
@@ -61,3 +63,30 @@ def direct_conv(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, g
     weights = w.reshape(groups, og, cg, -1)
     y = np.einsum("ngc...k,gock->ngo...", windows, weights)
     return y.reshape((n, o) + out)
+
+
+def npconv_grads(fn, arrays: dict, gy: np.ndarray | None = None, seed: int = 0):
+    """Output of ``fn(**tensors)``, the upstream gradient ``gy`` (random from ``seed`` unless given)
+    and the gradients of ``<y, gy>`` with respect to every array."""
+    tensors = {k: npconv.tensor(v, requires_grad=True) for k, v in arrays.items()}
+    y = fn(**tensors)
+    if gy is None:
+        gy = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
+    y.backward(gy)
+    return y, gy, {k: t.grad.numpy() for k, t in tensors.items()}
+
+
+def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6) -> None:
+    """Analytic directional derivatives of ``<fn(**arrays), r>`` equal central differences (float64)."""
+    rng = np.random.default_rng(seed)
+    _, gy, grads = npconv_grads(fn, arrays, seed=seed)
+    for name, value in arrays.items():
+        direction = rng.standard_normal(value.shape)
+
+        def loss(delta, name=name, direction=direction):
+            return float(np.sum(fn(**dict(arrays, **{name: arrays[name] + delta * direction})).numpy() * gy))
+
+        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+        analytic = float(np.sum(grads[name] * direction))
+        assert np.isclose(analytic, numeric, rtol=1e-7, atol=1e-7 * max(1.0, np.abs(gy).sum())), (
+            f"d/d{name}: analytic {analytic} vs finite differences {numeric}")

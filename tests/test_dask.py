@@ -12,9 +12,8 @@ from npconv import nn
 
 da = pytest.importorskip("dask.array", reason="the 'dask' extra (dask[array], distributed) is not installed")
 distributed = pytest.importorskip("distributed", reason="the 'dask' extra (distributed) is not installed")
-torch = pytest.importorskip("torch")
 from npconv.dask import predict  # noqa: E402
-from torch_oracle import assert_close, to_torch  # noqa: E402
+from torch_oracle import assert_close, to_torch, torch_module  # noqa: E402
 
 
 def conv_model(dtype=np.float64) -> nn.Conv2d:
@@ -23,6 +22,7 @@ def conv_model(dtype=np.float64) -> nn.Conv2d:
 
 
 def torch_forward(model: nn.Conv2d, x: np.ndarray):
+    torch = torch_module()
     padded = torch.nn.functional.pad(to_torch(x), (1, 1, 1, 1), mode="circular")
     return torch.nn.functional.conv2d(padded, to_torch(model.weight.numpy()), to_torch(model.bias.numpy()),
                                       stride=(2, 1))
@@ -79,7 +79,7 @@ def test_module_is_one_task_of_the_graph_not_embedded_per_chunk():
     assert len(heavy) == 1 and heavy[0] not in chunk_tasks
 
 
-def test_threaded_scheduler_runs_in_eval_mode_without_graph_and_leaves_the_module_alone():
+def test_threaded_scheduler_runs_in_eval_mode_without_graph_and_leaves_the_module_alone(torch):
     model = FlattenedConv()
     x = np.random.default_rng(1).normal(size=(7, 2, 4, 3))
     result = predict(model, x, batch_size=3)  # a plain ndarray is accepted

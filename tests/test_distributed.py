@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch.utils.data
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -94,7 +93,7 @@ def test_queue_callback_rejects_non_callables():
 
 
 @given(n=st.integers(0, 40), world=st.integers(1, 5), drop_last=st.booleans())
-def test_sampler_split_matches_torch_without_shuffle(n, world, drop_last):
+def test_sampler_split_matches_torch_without_shuffle(n, world, drop_last, torch):
     for rank in range(world):
         ours = dist.DistributedSampler(n, rank=rank, world=world, shuffle=False, drop_last=drop_last)
         theirs = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False,

@@ -16,12 +16,14 @@ import pytest
 import npconv
 from npconv import nn
 from npconv.io import CheckpointError, UnsafeCheckpointError
-from torch_oracle import assert_close, torch
+from torch_oracle import assert_close, torch_module
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
-def torch_net(dtype=torch.float32):
+def torch_net(dtype: str = "float32"):
+    torch = torch_module()
+    dtype = getattr(torch, dtype)
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -81,7 +83,7 @@ def test_safetensors_round_trip_keeps_values_dtypes_and_order(tmp_path):
         assert handle.metadata()["epoch"] == "3"
 
 
-def test_safetensors_model_weights_load_into_torch_and_back(tmp_path):
+def test_safetensors_model_weights_load_into_torch_and_back(tmp_path, torch):
     """npconv's file loads with safetensors' torch API into the torch model: same outputs."""
     net = torch_net()
     ours = npconv_net()
@@ -132,22 +134,23 @@ def test_safetensors_needs_no_package(tmp_path, monkeypatch):
 
 # -- torch checkpoints ---------------------------------------------------------------------------
 def save_torch(obj, path, legacy):
+    torch = torch_module()
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_torch_state_dict_reproduces_torch_outputs(tmp_path, legacy, dtype):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_state_dict_reproduces_torch_outputs(tmp_path, legacy, dtype, torch):
     net = torch_net(dtype)
     path = tmp_path / "net.pt"
     save_torch(net.state_dict(), path, legacy)
     state = npconv.load_torch(path)
     assert isinstance(state, OrderedDict) and list(state) == list(net.state_dict())
     assert state["1.num_batches_tracked"].dtype == np.int64 and state["1.num_batches_tracked"] == 3
-    ours = npconv_net(np.float32 if dtype == torch.float32 else np.float64)
+    ours = npconv_net(np.dtype(dtype))
     ours.load_state_dict(state)
     x = np.random.default_rng(2).standard_normal((6, 1, 8, 8)) * 2
-    x = x.astype(np.float32 if dtype == torch.float32 else np.float64)
+    x = x.astype(dtype)
     with torch.no_grad():
         expected = net(torch.from_numpy(x))
     assert_close(ours(npconv.tensor(x)), expected)
@@ -156,6 +159,7 @@ def test_torch_state_dict_reproduces_torch_outputs(tmp_path, legacy, dtype):
 
 
 def all_dtypes_checkpoint():
+    torch = torch_module()
     g = torch.Generator().manual_seed(0)
     base = torch.randn(4, 6, generator=g, dtype=torch.float64)
     shared = torch.arange(24, dtype=torch.float32).reshape(4, 6)
@@ -202,6 +206,7 @@ def all_dtypes_checkpoint():
 
 
 def to_expected(value):
+    torch = torch_module()
     if value.dtype == torch.bfloat16:
         return value.float().numpy()
     return value.detach().numpy()
@@ -232,7 +237,7 @@ def test_every_dtype_view_and_plain_value_loads(tmp_path, legacy):
         np.testing.assert_array_equal(loaded["model"][name], value.numpy())
 
 
-def test_load_from_file_object_and_gpu_location_tag(tmp_path):
+def test_load_from_file_object_and_gpu_location_tag(tmp_path, torch):
     buffer = io.BytesIO()
     torch.save({"w": torch.arange(3.0)}, buffer)
     # a checkpoint written on a GPU only differs by the location string of its storages
@@ -247,7 +252,7 @@ def test_load_from_file_object_and_gpu_location_tag(tmp_path):
     np.testing.assert_array_equal(npconv.load_torch(path)["w"], [0.0, 1.0, 2.0])
 
 
-def test_torch_optimizer_checkpoint_resumes_in_npconv(tmp_path):
+def test_torch_optimizer_checkpoint_resumes_in_npconv(tmp_path, torch):
     """A torch Adam checkpoint (model + optimizer) resumes in npconv like torch itself continues."""
     rng = np.random.default_rng(3)
     w0 = rng.standard_normal((3, 2))
@@ -279,13 +284,14 @@ def write_zip(path, entries):
 
 
 def torch_entries(obj):
+    torch = torch_module()
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     archive = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
     return {info.filename: archive.read(info.filename) for info in archive.infolist()}
 
 
-def test_malformed_files_raise_checkpoint_error(tmp_path):
+def test_malformed_files_raise_checkpoint_error(tmp_path, torch):
     good = torch_entries({"w": torch.arange(4.0)})
     pkl = next(n for n in good if n.endswith("data.pkl"))
     cases = {
@@ -355,7 +361,7 @@ class Payload:
 @pytest.mark.parametrize(("make", "refused"), [
     (RunsShell, "system"), (RunsEval, "builtin__.eval"), (Payload, "Payload"),
 ], ids=["os.system", "eval", "custom-class"])
-def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, make, refused, legacy):
+def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, make, refused, legacy, torch):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     # the payload sits first, next to real tensors, as a poisoned state dict would carry it

@@ -1,22 +1,32 @@
-"""Helpers to run the same computation in torch (the oracle) and npconv, and compare."""
+"""torch-side test helpers: run a computation in torch (the oracle) and compare it with npconv's.
+
+torch is imported only when a helper runs (``torch_module()`` skips the calling test where torch is
+not installed), so the torch-free tests of a module that imports these helpers still run. Tests that
+use torch directly take the ``torch`` fixture of ``conftest.py``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from kernel_checks import npconv_grads
 from npconv.geometry import ConvGeometry
-
-torch = pytest.importorskip("torch")
-TORCH_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
 
 TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10), np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5),
        np.dtype(np.complex128): dict(rtol=1e-10, atol=1e-10),
        np.dtype(np.complex64): dict(rtol=2e-5, atol=2e-5)}
+# np.pad's mode for each padding mode that torch's F.pad lacks (or lacks at some widths)
+NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
+
+
+def torch_module():
+    """The torch module; skips the calling test where torch is not installed."""
+    return pytest.importorskip("torch")
 
 
 def to_torch(a: np.ndarray, requires_grad: bool = False):
-    t = torch.from_numpy(np.array(a, copy=True, order="C"))  # keeps 0-d arrays 0-d
+    t = torch_module().from_numpy(np.array(a, copy=True, order="C"))  # keeps 0-d arrays 0-d
     return t.requires_grad_(requires_grad)
 
 
@@ -36,11 +46,59 @@ def conv_geom(kernel, stride, padding, dilation, groups, size):
     return geom.with_padding(geom.pads(size))
 
 
+def torch_pad(x, pads, mode: str):
+    """torch tensor ``x`` padded on its spatial axes by one (lo, hi) pair each, differentiably.
+
+    Zeros by torch's F.pad; the other modes (including 'symmetric' and circular wider than the
+    input, which torch's F.pad lacks) by an index gather with NumPy's index map of the mode.
+    """
+    torch = torch_module()
+    if mode == "zeros":
+        return torch.nn.functional.pad(x, [v for lo_hi in reversed(pads) for v in lo_hi])
+    for axis, (lo, hi) in enumerate(pads):
+        index = np.pad(np.arange(x.shape[2 + axis]), (lo, hi), mode=NUMPY_PAD_MODE[mode])
+        x = torch.index_select(x, 2 + axis, torch.from_numpy(index))
+    return x
+
+
+def torch_conv(xp, w, stride, dilation, groups: int):
+    """torch's valid (unpadded) cross-correlation of ``xp`` with ``w`` of 1 to 4 spatial dims
+    (4-d: ``y[:, :, t] = sum_i conv3d(xp[:, :, t*s + i*d], w[:, :, i])``), differentiable."""
+    torch = torch_module()
+    tf = torch.nn.functional
+    nd = w.ndim - 2
+    if nd <= 3:
+        return getattr(tf, f"conv{nd}d")(xp, w, None, stride, 0, dilation, groups)
+    s0, d0, k0 = stride[0], dilation[0], w.shape[2]
+    out0 = (xp.shape[2] - d0 * (k0 - 1) - 1) // s0 + 1
+    return torch.stack([sum(tf.conv3d(xp[:, :, t * s0 + i * d0], w[:, :, i], None, stride[1:], 0,
+                                      dilation[1:], groups) for i in range(k0))
+                        for t in range(out0)], dim=2)
+
+
 def torch_conv_passes(x, w, gy, geom):
-    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` with upstream gradient ``gy``."""
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    wt = torch.from_numpy(w.copy()).requires_grad_()
-    xp = torch.nn.functional.pad(xt, [p for pair in reversed(geom.pads()) for p in pair])
-    y = TORCH_CONV[geom.ndim](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
-    y.backward(torch.from_numpy(gy.copy()))
+    """torch's ``y``, ``x.grad``, ``w.grad`` for ``y = conv(x, w)`` (zero padding ``geom.pads()``,
+    1 to 4 spatial dims) with upstream gradient ``gy``."""
+    xt = to_torch(x, requires_grad=True)
+    wt = to_torch(w, requires_grad=True)
+    y = torch_conv(torch_pad(xt, geom.pads(), "zeros"), wt, geom.stride, geom.dilation, geom.groups)
+    y.backward(to_torch(gy))
     return y.detach(), xt.grad, wt.grad
+
+
+def torch_grads(fn, arrays: dict, gy: np.ndarray):
+    """torch's output of ``fn(**tensors)`` and the gradients of ``<y, gy>`` w.r.t. every array."""
+    tensors = {k: to_torch(v, requires_grad=True) for k, v in arrays.items()}
+    y = fn(**tensors)
+    y.backward(to_torch(gy))
+    return y, {k: t.grad for k, t in tensors.items()}
+
+
+def check_against_torch(ours, theirs, arrays: dict, dtype=np.float64, what: str = "", seed: int = 0) -> None:
+    """Output and gradients w.r.t. every array of ``ours(**arrays)`` equal those of ``theirs`` (torch)."""
+    torch_module()  # skip before any npconv work where torch is absent
+    y, gy, grads = npconv_grads(ours, arrays, seed=seed)
+    y_t, grads_t = torch_grads(theirs, arrays, gy)
+    assert_close(y, y_t, dtype, f"output {what}")
+    for name in arrays:
+        assert_close(grads[name], grads_t[name], dtype, f"d/d{name} {what}")

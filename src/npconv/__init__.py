@@ -47,6 +47,7 @@ from .dtypes import (
     uint64,
 )
 from .io import load, load_torch, save
+from .nn.utils.fusion import optimize_for_inference
 from .ops.activation import log_softmax, relu, relu_, sigmoid, softmax, tanh
 from .ops.creation import (
     arange,
@@ -219,7 +220,7 @@ __version__ = "0.1.0"
 
 __all__ += [
     "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "optim", "save", "load",
-    "load_torch",
+    "load_torch", "optimize_for_inference",
 ]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so

@@ -20,6 +20,7 @@ is ``dL/d(conj z)``, so every linear op's backward applies the *conjugate* trans
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -55,6 +56,17 @@ tensor_class: Any = None
 _state = threading.local()
 #: Guards every ``leaf.grad`` update: backward passes in different threads share parameters.
 _accumulate_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the forking thread: a lock another thread held at the fork would
+    never be released, so the child gets a new one."""
+    global _accumulate_lock
+    _accumulate_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- grad modes (thread-local, like torch's) ----------------------------------------------------

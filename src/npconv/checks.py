@@ -11,10 +11,12 @@ of the right kind outside its range (rank, shape, sign, size) is a ValueError.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,7 +28,8 @@ Tensor = Any  # npconv.Tensor; not imported: checks sit below tensor.py (geometr
 __all__ = [
     "INT64_MAX", "must", "shape_text", "is_int", "check_int", "check_flag", "check_choice", "as_floating",
     "as_tensor", "optional_tensor", "check_same_dtype", "check_batched_rank", "batched",
-    "check_allocatable", "check_weight_rank", "check_conv_arguments", "reduction", "REDUCTIONS",
+    "memory_limit", "check_allocatable", "refuses_oversize", "check_weight_rank", "check_conv_arguments",
+    "reduction", "REDUCTIONS",
 ]
 
 INT64_MAX = 2**63 - 1  # torch's sizes, strides and paddings are int64
@@ -131,11 +134,51 @@ def batched(input: Any, nd: int, op: str) -> tuple[Any, bool]:
     return (input.unsqueeze(0) if is_tensor(input) else x[None]), False
 
 
+def memory_limit() -> int:
+    """Bytes no single array may exceed: this machine's physical memory (``2**63 - 1`` where the
+    platform does not say). A larger request is refused up front rather than left to swap or the
+    OOM killer."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return INT64_MAX
+    return min(INT64_MAX, total) if total > 0 else INT64_MAX
+
+
+def _memory_requirement() -> str:
+    limit = memory_limit()
+    return f"fit in memory (at most {limit} bytes{' on this machine' if limit < INT64_MAX else ''})"
+
+
 def check_allocatable(shape: Sequence[int], itemsize: int, what: str, op: str | None = None) -> None:
-    """ValueError if an array of ``shape`` could never exist (more bytes than the address space)."""
-    if math.prod(int(v) for v in shape) * itemsize > INT64_MAX:
-        raise ValueError(must(what, "fit in memory (at most 2**63 - 1 bytes)", f"size {shape_text(shape)}",
-                              op))
+    """ValueError if an array of ``shape`` could not exist here (more bytes than :func:`memory_limit`)."""
+    if math.prod(int(v) for v in shape) * itemsize > memory_limit():
+        raise ValueError(must(what, _memory_requirement(), f"size {shape_text(shape)}", op))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refuses_oversize(op: str | None, what: str = "result") -> Callable[[F], F]:
+    """Decorator: a NumPy allocation failure inside ``op`` (a result or parameter larger than the
+    memory there is) becomes npconv's ValueError naming the size, raised before any state changed.
+    ``op=None`` names the op by the type of the first argument (a method's ``self``)."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except MemoryError as error:
+                shape, dtype = getattr(error, "shape", None), getattr(error, "dtype", None)
+                actual = (f"an array of size {shape_text(shape)} ({dtype})" if shape is not None
+                          else "a larger request")
+                name = op if op is not None else (type(args[0]).__name__ if args else None)
+                raise ValueError(must(what, _memory_requirement(), actual, name)) from None
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
 
 
 def check_weight_rank(shape: Sequence[int], ndim: int, op: str) -> None:

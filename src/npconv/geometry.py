@@ -218,20 +218,27 @@ class ConvGeometry:
             return None
         return tuple(lo for lo, _ in self.padding)
 
+    def window_counts(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        """Windows per dimension, ``(padded - extent) // stride + 1``, or 0 where the padded input is
+        smaller than the dilated kernel (the caller words the refusal: convolution, unfold, fold)."""
+        padded = self.padded_size(input_size)
+        return tuple((p - e) // s + 1 if p >= e else 0
+                     for p, e, s in zip(padded, self.extent, self.stride, strict=True))
+
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """Spatial output size of the convolution for spatial ``input_size``.
 
         Raises ValueError when the padded input is smaller than the dilated kernel.
         """
-        pads = self.pads(input_size)
-        padded = tuple(n + lo + hi for n, (lo, hi) in zip(input_size, pads, strict=True))
-        if any(p < e for p, e in zip(padded, self.extent, strict=True)):
+        counts = self.window_counts(input_size)
+        if min(counts, default=1) < 1:
+            padded = self.padded_size(input_size)
             raise ValueError(
                 f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
                 f"Kernel size: ({' x '.join(map(str, self.extent))}). "
                 "Kernel size can't be greater than actual input size"
             )
-        return tuple((p - e) // s + 1 for p, e, s in zip(padded, self.extent, self.stride, strict=True))
+        return counts
 
     def pool_output_size(self, input_size: Sequence[int], ceil_mode: bool = False) -> tuple[int, ...]:
         """Spatial output size of a pooling window (torch's ``pooling_output_shape``).

@@ -11,12 +11,10 @@ import npconv.nn.functional as F
 from npconv.kernels import dense
 from torch_oracle import assert_close
 
-torch = pytest.importorskip("torch")
-
 
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 3, 4), (4,), (1, 4), (0, 4)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_linear_matches_torch(x_shape, dtype, parallel):
+def test_linear_matches_torch(x_shape, dtype, parallel, torch):
     rng = np.random.default_rng(len(x_shape))
 
     def draw(*shape):

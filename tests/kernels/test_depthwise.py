@@ -1,4 +1,5 @@
-"""The direct depthwise kernel's three passes against torch (forward and autograd gradients).
+"""The direct depthwise kernel's three passes against the NumPy reference
+(tests/reference.py, itself checked against torch).
 
 Covers the flat-row path (stride 1) and the strided path, 1-3 spatial dimensions, channel
 multipliers, dilations, asymmetric and oversized padding, float64 and float32, the float32
@@ -13,13 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv.kernels import depthwise
-from torch_oracle import assert_close, conv_geom, torch_conv_passes
-
-torch = pytest.importorskip("torch")
-
-
+from torch_oracle import assert_close, conv_geom
 
 
 def _check_all_passes(rng, x_shape, multiplier, kernel, stride, padding, dilation, dtype):
@@ -31,7 +29,7 @@ def _check_all_passes(rng, x_shape, multiplier, kernel, stride, padding, dilatio
                for p in ("forward", "grad_input", "grad_weight"))
     out = geom.output_size(x_shape[2:])
     gy = rng.standard_normal((x_shape[0], c * multiplier) + out).astype(dtype)
-    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = reference.conv_passes(x, w, gy, geom)
     y = depthwise.forward(x, w, geom)
     assert y.dtype == dtype
     assert_close(y, y_ref, what="forward")
@@ -65,7 +63,7 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES)
-def test_passes_match_torch(rng, case, dtype):
+def test_passes_match_the_reference(rng, case, dtype):
     _check_all_passes(rng, *case, dtype)
 
 
@@ -73,7 +71,7 @@ def test_passes_match_torch(rng, case, dtype):
     nd=st.integers(1, 3), n=st.integers(1, 2), c=st.integers(1, 4), multiplier=st.integers(1, 3),
     data=st.data(),
 )
-def test_random_geometries_match_torch(nd, n, c, multiplier, data):
+def test_random_geometries_match_the_reference(nd, n, c, multiplier, data):
     kernel, stride, dilation, padding, size = draw_geometry(data, nd, 4, 2, 6)
     _check_all_passes(np.random.default_rng(data.draw(st.integers(0, 2**31))), (n, c) + size, multiplier,
                       kernel, stride, padding, dilation, np.float64)
@@ -81,7 +79,7 @@ def test_random_geometries_match_torch(nd, n, c, multiplier, data):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("block", [1, 2])
-def test_strided_channel_blocks_match_torch(rng, monkeypatch, dtype, block):
+def test_strided_channel_blocks_match_the_reference(rng, monkeypatch, dtype, block):
     """Stride > 1 with the 5 channels split into tasks of ``block`` channels (2: a ragged last one)."""
     shape, mult = (1, 5, 9, 8), 2
     plane = 11 * 10 * np.dtype(dtype).itemsize * mult  # padded 11x10 grid per channel

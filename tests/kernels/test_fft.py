@@ -1,4 +1,5 @@
-"""The FFT kernel's three passes against torch (forward and autograd gradients).
+"""The FFT kernel's three passes against the NumPy reference (tests/reference.py,
+itself checked against torch).
 
 Covers 1-3 spatial dimensions, depthwise with multipliers, dense and grouped channel mixing,
 strides (subsampled), dilations (zero-inserted kernels), asymmetric and oversized padding,
@@ -14,13 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import reference
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv.kernels import fft
-from torch_oracle import assert_close, conv_geom, torch_conv_passes
-
-torch = pytest.importorskip("torch")
-
-
+from torch_oracle import assert_close, conv_geom
 
 
 def _check_all_passes(rng, x_shape, out_channels, groups, kernel, stride, padding, dilation, dtype):
@@ -31,7 +29,7 @@ def _check_all_passes(rng, x_shape, out_channels, groups, kernel, stride, paddin
     for pass_name in ("forward", "grad_input", "grad_weight"):
         assert fft.supports(pass_name, x.shape, w.shape, geom, x.dtype)
     gy = rng.standard_normal((x_shape[0], out_channels) + geom.output_size(x_shape[2:])).astype(dtype)
-    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = reference.conv_passes(x, w, gy, geom)
     y = fft.forward(x, w, geom)
     gx = fft.grad_input(gy, w, geom, x_shape[2:])
     gw = fft.grad_weight(x, gy, geom)
@@ -58,13 +56,13 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES)
-def test_passes_match_torch(rng, case, dtype):
+def test_passes_match_the_reference(rng, case, dtype):
     _check_all_passes(rng, *case, dtype)
 
 
 @given(nd=st.integers(1, 3), n=st.integers(1, 2), groups=st.integers(1, 3), cg=st.integers(1, 2),
        og=st.integers(1, 2), data=st.data())
-def test_random_geometries_match_torch(nd, n, groups, cg, og, data):
+def test_random_geometries_match_the_reference(nd, n, groups, cg, og, data):
     kernel, stride, dilation, padding, size = draw_geometry(data, nd, 5, 2, 6)
     _check_all_passes(np.random.default_rng(data.draw(st.integers(0, 2**31))), (n, groups * cg) + size,
                       groups * og, groups, kernel, stride, padding, dilation, np.float64)
@@ -75,7 +73,7 @@ def test_batch_chunks_give_the_same_result(rng, monkeypatch):
     x = rng.standard_normal((5, 2, 12, 12))
     w = rng.standard_normal((4, 1, 5, 5))
     gy = rng.standard_normal((5, 4, 12, 12))
-    y_ref, gx_ref, gw_ref = torch_conv_passes(x, w, gy, geom)
+    y_ref, gx_ref, gw_ref = reference.conv_passes(x, w, gy, geom)
     monkeypatch.setattr(fft, "WORKSPACE_BYTES", 1)  # one image per chunk
     assert_close(fft.forward(x, w, geom), y_ref, what="forward")
     assert_close(fft.grad_input(gy, w, geom, (12, 12)), gx_ref, what="grad_input")

@@ -1,4 +1,5 @@
-"""The GEMM kernel's three passes against torch (forward and autograd gradients) on every path.
+"""The GEMM kernel's three passes against the NumPy reference (tests/reference.py, itself
+checked against torch) on every path.
 
 Paths: direct 1x1 (no copy), im2col tiles (padded slab / unpadded view), row-shift im2col (stride 1
 along the first axis: one GEMM per kernel row), polyphase im2col (strided), stride-1 grad_input as a
@@ -15,14 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npconv
+import reference
 from kernel_checks import draw_geometry
 from npconv.geometry import ConvGeometry
 from npconv.kernels import gemm
 from torch_oracle import TOL
-
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 
 
 def _geometry(kernel, stride, padding, dilation, groups, size):
@@ -37,42 +35,6 @@ def _random(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def _torch_reference(x, w, gy, geom):
-    """torch's y, x.grad, w.grad for ``y = conv(x, w)`` and upstream gradient ``gy`` (4-d: sum of 3-d)."""
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    wt = torch.from_numpy(w.copy()).requires_grad_()
-    pads = geom.pads()
-    nd = geom.ndim
-    # explicit (possibly asymmetric) padding first, then a valid convolution
-    flat = [p for lo_hi in reversed(pads) for p in lo_hi]
-    xp = TF.pad(xt, flat)
-    if nd <= 3:
-        y = TORCH_CONV[nd](xp, wt, None, geom.stride, 0, geom.dilation, geom.groups)
-    else:  # 4-d: y[:, :, t] = sum_i conv3d(xp[:, :, t*s + i*d], w[:, :, i])
-        s0, d0, k0 = geom.stride[0], geom.dilation[0], geom.kernel_size[0]
-        out0 = (xp.shape[2] - geom.extent[0]) // s0 + 1
-        y = torch.stack(
-            [
-                sum(
-                    TF.conv3d(
-                        xp[:, :, t * s0 + i * d0],
-                        wt[:, :, i],
-                        None,
-                        geom.stride[1:],
-                        0,
-                        geom.dilation[1:],
-                        geom.groups,
-                    )
-                    for i in range(k0)
-                )
-                for t in range(out0)
-            ],
-            dim=2,
-        )
-    y.backward(torch.from_numpy(gy))
-    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
-
-
 def _output_shape(x, w, geom):
     return (x.shape[0], w.shape[0]) + geom.output_size(x.shape[2:])
 
@@ -83,8 +45,9 @@ def check_passes(n, c, o, size, kernel, stride=1, padding=0, dilation=1, groups=
     x = _random(rng, (n, c) + tuple(size), dtype)
     w = _random(rng, (o, c // groups) + geom.kernel_size, dtype)
     gy = _random(rng, _output_shape(x, w, geom), dtype)
-    y_ref, gx_ref, gw_ref = _torch_reference(x, w, gy, geom)
-    # torch's complex gradients are J^H gy: the kernel passes take the conjugated operand
+    # complex gradients are J^H gy (as torch's): the kernel passes and the reference take conjugates
+    y_ref = reference.conv_passes(x, w, gy, geom)[0]
+    _, gx_ref, gw_ref = reference.conv_passes(np.conj(x), np.conj(w), gy, geom)
     y = gemm.forward(x, w, geom)
     gx = gemm.grad_input(gy, np.conj(w), geom, tuple(size))
     gw = gemm.grad_weight(np.conj(x), gy, geom)
@@ -286,7 +249,7 @@ ACCURACY_CASES = {
 
 @pytest.mark.parametrize("case", ACCURACY_CASES.values(), ids=ACCURACY_CASES.keys())
 def test_float32_accuracy_bound(case):
-    """float32 results within 2e-6 norm-relative error of a float64 reference (torch float64)."""
+    """float32 results within 2e-6 norm-relative error of a float64 reference (tests/reference.py)."""
     rng = np.random.default_rng(9)
     geom = _geometry(case["kernel"], case.get("stride", 1), case.get("padding", 0), 1, 1, case["size"])
     x = rng.standard_normal((case["n"], case["c"]) + case["size"])
@@ -294,7 +257,7 @@ def test_float32_accuracy_bound(case):
         case["c"] * np.prod(geom.kernel_size)
     )
     gy = rng.standard_normal(_output_shape(x, w, geom))
-    refs = _torch_reference(x, w, gy, geom)
+    refs = reference.conv_passes(x, w, gy, geom)
     x32, w32, gy32 = (a.astype(np.float32) for a in (x, w, gy))
     ours = (
         gemm.forward(x32, w32, geom),

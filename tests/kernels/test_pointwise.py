@@ -11,15 +11,13 @@ import npconv.nn.functional as F
 from npconv.kernels import pointwise
 from torch_oracle import assert_close
 
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-
 
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 3), (2, 3, 4, 2, 3), (1, 2, 7)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_batch_norm_matches_torch(shape, training, affine, dtype, parallel):
+def test_batch_norm_matches_torch(shape, training, affine, dtype, parallel, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(sum(shape))
     c = shape[1]
     x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)
@@ -46,7 +44,8 @@ def test_batch_norm_matches_torch(shape, training, affine, dtype, parallel):
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 5), (6, 7), (2, 3, 2, 2)])
-def test_relu_matches_torch(shape, parallel):
+def test_relu_matches_torch(shape, parallel, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(len(shape))
     x = rng.standard_normal(shape)
     x.flat[0] = np.nan
@@ -77,7 +76,7 @@ def test_channel_reductions_without_torch(parallel):
     np.testing.assert_allclose(dot, (g * centred).sum(axis=axes), rtol=1e-12, atol=1e-12)
 
 
-def test_relu_grad_of_non_finite_upstream_gradient(parallel):
+def test_relu_grad_of_non_finite_upstream_gradient(parallel, torch):
     """Where the ReLU is inactive the gradient is 0 even when the upstream gradient is inf or NaN."""
     y = np.array([[0.0, 1.0, 0.0, 2.0], [0.0, 3.0, 0.0, 0.0]])
     g = np.array([[np.inf, np.inf, np.nan, 1.0], [-np.inf, 2.0, 5.0, np.nan]])
@@ -94,9 +93,10 @@ def test_relu_of_a_scalar(value, parallel):
     assert x.grad.numpy() == (1.0 if value > 0 else 0.0)
 
 
-def test_batch_norm_float16_takes_statistics_in_float32(parallel):
+def test_batch_norm_float16_takes_statistics_in_float32(parallel, torch):
     """float16 sums of 16384 values near 100 overflow; the statistics are taken in float32, and the
     result (float16) is as close to a float64 reference as torch's float16 result."""
+    TF = torch.nn.functional
     rng = np.random.default_rng(7)
     x = (100 + 3 * rng.standard_normal((64, 4, 16, 16))).astype(np.float16)
     gy = rng.standard_normal(x.shape).astype(np.float16)

@@ -12,6 +12,7 @@ import pytest
 
 import npconv
 from kernel_checks import direct_conv
+from npconv import autograd
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm, gemm, plan, workspace
 
@@ -76,14 +77,14 @@ def test_child_pool_and_locks_are_fresh(two_threads):
     queue = context.Queue()
 
     def child() -> None:
-        locks = (workspace._executor_lock, workspace._caches_lock, algorithm._lock)
+        locks = (workspace._executor_lock, workspace._caches_lock, algorithm._lock, autograd._accumulate_lock)
         queue.put((workspace._executor is None, [lock.acquire(blocking=False) for lock in locks]))
 
     held = threading.Event()
     release = threading.Event()
 
     def holder() -> None:  # another thread holds every lock while the main thread forks
-        with workspace._executor_lock, workspace._caches_lock, algorithm._lock:
+        with workspace._executor_lock, workspace._caches_lock, algorithm._lock, autograd._accumulate_lock:
             held.set()
             release.wait(30)
 
@@ -99,7 +100,7 @@ def test_child_pool_and_locks_are_fresh(two_threads):
     result = queue.get(timeout=60)
     process.join(timeout=10)
     assert parent_pool is not None
-    assert result == (True, [True, True, True])
+    assert result == (True, [True, True, True, True])
 
 
 def test_scratch_of_an_ended_thread_is_freed():

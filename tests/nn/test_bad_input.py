@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn.functional as F
 from npconv import nn
+from torch_oracle import torch_module
 
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
 pytestmark = pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
 
 X2 = np.zeros((1, 2, 5, 5), np.float32)
@@ -188,7 +187,7 @@ CONSTRUCTION = [
 
 
 @pytest.mark.parametrize("case", CONSTRUCTION, ids=lambda c: c[0])
-def test_construction_rejects_what_torch_rejects(case):
+def test_construction_rejects_what_torch_rejects(case, torch):
     _, name, args, kwargs, error, match = case
     with pytest.raises(error, match=match):
         getattr(nn, name)(*args, **kwargs)
@@ -220,10 +219,12 @@ def test_accepted_dtype_forms():
 
 # -- forward ------------------------------------------------------------------------------------------
 def _conv2d():
+    torch = torch_module()
     return nn.Conv2d(2, 4, 3), torch.nn.Conv2d(2, 4, 3)
 
 
 def _transposed2d():
+    torch = torch_module()
     return nn.ConvTranspose2d(2, 4, 3, stride=2), torch.nn.ConvTranspose2d(2, 4, 3, stride=2)
 
 
@@ -299,7 +300,7 @@ FORWARD = [
         "reflect padding wider than input",
         lambda: (
             nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
-            torch.nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
+            torch_module().nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
         ),
         np.zeros((1, 1, 3), np.float32),
         {},
@@ -372,7 +373,8 @@ FORWARD = [
     ),
     (
         "transposed output not positive",
-        lambda: (nn.ConvTranspose1d(1, 1, 1, padding=2), torch.nn.ConvTranspose1d(1, 1, 1, padding=2)),
+        lambda: (nn.ConvTranspose1d(1, 1, 1, padding=2),
+                 torch_module().nn.ConvTranspose1d(1, 1, 1, padding=2)),
         np.zeros((1, 1, 3), np.float32),
         {},
         ValueError,
@@ -382,7 +384,7 @@ FORWARD = [
 
 
 @pytest.mark.parametrize("case", FORWARD, ids=lambda c: c[0])
-def test_forward_rejects_what_torch_rejects_and_changes_nothing(case):
+def test_forward_rejects_what_torch_rejects_and_changes_nothing(case, torch):
     _, factory, x, kwargs, error, match = case
     ours, theirs = factory()
     before = {k: np.array(v) for k, v in ours.state_dict().items()}
@@ -521,6 +523,7 @@ FUNCTIONAL = [
 
 
 def _as_torch(value):
+    torch = torch_module()
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
@@ -528,6 +531,8 @@ class _TorchF:
     """torch.nn.functional with ndarray arguments converted (to run FUNCTIONAL's calls in torch)."""
 
     def __getattr__(self, name):
+        torch = torch_module()
+        TF = torch.nn.functional
         fn = getattr(TF, name)
         return lambda *args, **kwargs: fn(*[_as_torch(a) for a in args], **kwargs)
 

@@ -9,9 +9,7 @@ import pytest
 
 import npconv
 import npconv.nn as nn
-from torch_oracle import assert_close, to_torch, torch
-
-tnn = torch.nn
+from torch_oracle import assert_close, to_torch
 
 
 def _small_cnn(m):
@@ -31,7 +29,8 @@ def _small_cnn(m):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sequential_cnn_trains_like_torch(dtype):
+def test_sequential_cnn_trains_like_torch(dtype, torch):
+    tnn = torch.nn
     ours, theirs = _small_cnn(nn).to(dtype), _small_cnn(tnn).to(getattr(torch, np.dtype(dtype).name))
     assert repr(ours) == repr(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
@@ -59,7 +58,8 @@ def test_sequential_cnn_trains_like_torch(dtype):
             assert_close(value, buffers[name], dtype=dtype, what=name)
 
 
-def test_sequential_indexing_matches_torch():
+def test_sequential_indexing_matches_torch(torch):
+    tnn = torch.nn
     def named(m):
         return m.Sequential(OrderedDict([("a", m.ReLU()), ("b", m.Tanh()), ("c", m.Sigmoid())]))
 
@@ -87,7 +87,8 @@ def test_sequential_indexing_matches_torch():
         ours + nn.ReLU()
 
 
-def test_module_list_matches_torch():
+def test_module_list_matches_torch(torch):
+    tnn = torch.nn
     def build(m):
         return m.ModuleList([m.Linear(2, 2) for _ in range(3)] + [m.ReLU(), m.Linear(2, 2)])
 
@@ -108,7 +109,8 @@ def test_module_list_matches_torch():
         nn.ModuleList(nn.ReLU())
 
 
-def test_module_dict_matches_torch():
+def test_module_dict_matches_torch(torch):
+    tnn = torch.nn
     def build(m):
         return m.ModuleDict({"conv": m.Conv1d(1, 2, 3), "act": m.ReLU()})
 

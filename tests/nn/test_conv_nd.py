@@ -2,7 +2,7 @@
 
 Oracles: torch's Conv1d/2d/3d for ranks 1-3; for rank 4 an explicit sum of torch conv3d /
 conv_transpose3d over the 4th axis (torch autograd of that sum gives the gradients); for ranks
-5-6 a direct NumPy loop over kernel offsets plus finite-difference gradients; np.pad for F.pad.
+5-6 the NumPy reference (tests/reference.py) plus finite-difference gradients; np.pad for F.pad.
 """
 
 from __future__ import annotations
@@ -15,88 +15,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npconv
+import reference
+from kernel_checks import check_finite_differences, npconv_grads
 from npconv import nn
 from npconv.nn import functional as F
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, check_against_torch, to_torch, torch_grads, torch_module
 
-TF = torch.nn.functional
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
-TORCH_CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
-TORCH_DTYPE = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
-NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap",
-              "symmetric": "symmetric"}
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-def npconv_grads(fn, arrays: dict, gy: np.ndarray | None = None, seed: int = 0):
-    """Output of ``fn(**tensors)`` and the gradients of ``<y, gy>`` w.r.t. every array."""
-    tensors = {k: npconv.tensor(v, requires_grad=True) for k, v in arrays.items()}
-    y = fn(**tensors)
-    if gy is None:
-        gy = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
-    y.backward(gy)
-    return y, gy, {k: t.grad.numpy() for k, t in tensors.items()}
-
-
-def torch_grads(fn, arrays: dict, gy: np.ndarray):
-    tensors = {k: to_torch(v, requires_grad=True) for k, v in arrays.items()}
-    y = fn(**tensors)
-    y.backward(to_torch(gy))
-    return y, {k: t.grad for k, t in tensors.items()}
-
-
-def check_against_torch(ours, theirs, arrays: dict, dtype=np.float64, what: str = "") -> None:
-    y, gy, grads = npconv_grads(ours, arrays)
-    y_t, grads_t = torch_grads(theirs, arrays, gy)
-    assert_close(y, y_t, dtype, f"output {what}")
-    for name in arrays:
-        assert_close(grads[name], grads_t[name], dtype, f"d/d{name} {what}")
-
-
-def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6) -> None:
-    """Analytic directional derivatives of ``<fn(...), r>`` equal central differences (no torch)."""
-    rng = np.random.default_rng(seed)
-    y, gy, grads = npconv_grads(fn, arrays, seed=seed)
-    for name, value in arrays.items():
-        direction = rng.standard_normal(value.shape)
-
-        def loss(delta, name=name, direction=direction):
-            moved = dict(arrays, **{name: arrays[name] + delta * direction})
-            return float(np.sum(fn(**moved).numpy() * gy))
-
-        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
-        analytic = float(np.sum(grads[name] * direction))
-        assert np.isclose(analytic, numeric, rtol=1e-7, atol=1e-7 * max(1.0, np.abs(gy).sum())), (
-            f"d/d{name}: analytic {analytic} vs finite differences {numeric}")
-
-
-def direct_conv(x, w, b, stride, pads, dilation, groups, mode="zeros"):
-    """Cross-correlation by a loop over kernel offsets (NumPy only, any rank)."""
-    nd = w.ndim - 2
-    xp = np.pad(x, [(0, 0), (0, 0)] + list(pads), mode=NUMPY_MODE[mode])
-    extent = [d * (k - 1) + 1 for k, d in zip(w.shape[2:], dilation, strict=True)]
-    out = [(n - e) // s + 1 for n, e, s in zip(xp.shape[2:], extent, stride, strict=True)]
-    n, c = x.shape[:2]
-    o, cg = w.shape[:2]
-    y = np.zeros((n, groups, o // groups) + tuple(out))
-    wg = w.reshape((groups, o // groups, cg) + w.shape[2:])
-    for offset in itertools.product(*(range(k) for k in w.shape[2:])):
-        index = tuple(slice(i * d, i * d + (m - 1) * s + 1, s)
-                      for i, d, m, s in zip(offset, dilation, out, stride, strict=True))
-        patch = xp[(slice(None), slice(None)) + index].reshape((n, groups, cg) + tuple(out))
-        y += np.einsum("ngc...,goc->ngo...", patch, wg[(Ellipsis,) + offset])
-    y = y.reshape((n, o) + tuple(out))
-    if b is not None:
-        y += b.reshape((1, -1) + (1,) * nd)
-    return y
-
 
 def torch_conv4d(x, w, b, stride, pads, dilation, groups):
     """4-d cross-correlation as a sum of torch conv3d over the first spatial axis (differentiable).
 
     ``pads`` holds four (lo, hi) pairs; the last three are applied by a constant F.pad first.
     """
+    torch = torch_module()
+    TF = torch.nn.functional
     (lo, hi), rest = pads[0], pads[1:]
     x = TF.pad(x, [v for pair in reversed(rest) for v in pair])
     size, k = x.shape[2], w.shape[2]
@@ -114,6 +50,8 @@ def torch_conv4d(x, w, b, stride, pads, dilation, groups):
 
 def torch_conv_transpose4d(x, w, b, stride, padding, output_padding, groups, dilation):
     """4-d transposed convolution as a sum of torch conv_transpose3d over the first spatial axis."""
+    torch = torch_module()
+    TF = torch.nn.functional
     (lo, hi), rest = padding[0], tuple(p for p, _ in padding[1:])
     size, k = x.shape[2], w.shape[2]
     out = (size - 1) * stride[0] - lo - hi + dilation[0] * (k - 1) + 1 + output_padding[0]
@@ -152,7 +90,8 @@ def torch_conv_cases(draw):
 
 def torch_module_pair(kwargs: dict, dtype=np.float64):
     nd = len(kwargs["kernel_size"])
-    theirs = TORCH_CONV[nd](**kwargs, dtype=TORCH_DTYPE[np.dtype(dtype)])
+    torch = torch_module()
+    theirs = getattr(torch.nn, f"Conv{nd}d")(**kwargs, dtype=getattr(torch, np.dtype(dtype).name))
     ours = nn.ConvNd(**kwargs, dtype=dtype)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
     return ours, theirs
@@ -216,7 +155,7 @@ def test_conv4d_is_a_sum_of_torch_conv3d(case, seed):
     check_against_torch(ours, theirs, arrays, what=str(geometry))
 
 
-def test_conv4d_module_with_every_argument_on_the_4th_axis():
+def test_conv4d_module_with_every_argument_on_the_4th_axis(torch):
     torch.manual_seed(0)
     module = nn.ConvNd(4, 6, (3, 2, 1, 2), stride=(2, 1, 1, 2), padding=((2, 1), (0, 1), (1, 0), (1, 1)),
                        dilation=(2, 1, 1, 1), groups=2, dtype=np.float64)
@@ -286,9 +225,9 @@ def test_conv_transpose_nd_module_and_output_size():
     y = module(npconv.tensor(x), output_size=target)
     assert y.shape == (1, 4) + target
     pads = tuple((p, p) for p in module.padding)
-    expected = torch_conv_transpose4d(to_torch(x), to_torch(module.weight.numpy()),
-                                      to_torch(module.bias.numpy()), module.stride, pads, (1, 0, 2, 1), 2,
-                                      (1, 1, 1, 1))
+    weight, bias = to_torch(module.weight.numpy()), to_torch(module.bias.numpy())
+    expected = torch_conv_transpose4d(to_torch(x), weight, bias,
+                                      module.stride, pads, (1, 0, 2, 1), 2, (1, 1, 1, 1))
     assert_close(y, expected, np.float64, "ConvTransposeNd with output_size")
     with pytest.raises(ValueError, match="valid sizes range"):
         module(npconv.tensor(x), output_size=(6, 4, 6, 5))
@@ -312,7 +251,7 @@ def test_high_rank_conv_matches_a_direct_loop_and_finite_differences(nd, mode):
     def ours(x, w, b):
         return F.conv(x, w, b, stride, pads, dilation, 2, padding_mode=mode)
 
-    expected = direct_conv(x, w, b, stride, pads, dilation, 2, mode)
+    expected = reference.conv(x, w, b, stride, pads, dilation, 2, mode)
     np.testing.assert_allclose(ours(x, w, b).numpy(), expected, rtol=1e-12, atol=1e-12)
     check_finite_differences(ours, dict(x=x, w=w, b=b), seed=nd)
 
@@ -338,13 +277,14 @@ def test_high_rank_module_and_transposed_finite_differences(nd):
     transposed = F.conv_transpose(r, w, None, 2, pads)
     assert transposed.shape == v.shape
     assert np.isclose(np.sum(transposed.numpy() * v),
-                      np.sum(r * direct_conv(v, w, None, (2,) * nd, pads, (1,) * nd, 1)), rtol=1e-10)
+                      np.sum(r * reference.conv(v, w, None, (2,) * nd, pads, (1,) * nd, 1)), rtol=1e-10)
 
 
 # -- F.conv and F.conv_transpose ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-def test_functional_rank_comes_from_the_weight(nd):
+def test_functional_rank_comes_from_the_weight(nd, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(nd)
     x = rng.standard_normal((2, 4) + (6,) * nd)
     w = rng.standard_normal((6, 2) + (3,) * nd)
@@ -416,7 +356,8 @@ def test_pad_of_any_rank_is_numpy_pad(case, seed):
 @pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("pad", [(1, -2), (-1, 2), (-2, -1), (-1, 1, 2, -2), (2, -3), (4, -2),
                                  (0, -1, -1, 0)])
-def test_negative_pads_match_torch_in_every_mode(mode, pad):
+def test_negative_pads_match_torch_in_every_mode(mode, pad, torch):
+    TF = torch.nn.functional
     x = np.random.default_rng(len(pad)).standard_normal((2, 3, 6, 5)[:len(pad) // 2 + 2])
     check_against_torch(lambda x: F.pad(x, pad, mode=mode), lambda x: TF.pad(x, pad, mode=mode), dict(x=x),
                         what=f"{mode} {pad}")

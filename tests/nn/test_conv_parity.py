@@ -16,17 +16,14 @@ from hypothesis import strategies as st
 
 import npconv
 from npconv import nn
-from torch_oracle import assert_close, to_torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 
-CONV = {1: (nn.Conv1d, torch.nn.Conv1d), 2: (nn.Conv2d, torch.nn.Conv2d), 3: (nn.Conv3d, torch.nn.Conv3d)}
-TRANSPOSED = {1: (nn.ConvTranspose1d, torch.nn.ConvTranspose1d),
-              2: (nn.ConvTranspose2d, torch.nn.ConvTranspose2d),
-              3: (nn.ConvTranspose3d, torch.nn.ConvTranspose3d)}
-TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
-               np.dtype(np.complex64): torch.complex64, np.dtype(np.complex128): torch.complex128}
+# (npconv class, name of torch's class in torch.nn)
+CONV = {1: (nn.Conv1d, "Conv1d"), 2: (nn.Conv2d, "Conv2d"), 3: (nn.Conv3d, "Conv3d")}
+TRANSPOSED = {1: (nn.ConvTranspose1d, "ConvTranspose1d"), 2: (nn.ConvTranspose2d, "ConvTranspose2d"),
+              3: (nn.ConvTranspose3d, "ConvTranspose3d")}
 DTYPES = [np.float64, np.float32]
 
 
@@ -39,8 +36,9 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -
 
 def _build_pair(classes, kwargs: dict, dtype) -> tuple:
     """The torch layer and an npconv layer holding a copy of torch's parameters."""
-    ours_cls, torch_cls = classes
-    theirs = torch_cls(**kwargs, dtype=TORCH_DTYPE[np.dtype(dtype)])
+    torch = torch_module()
+    ours_cls, torch_name = classes
+    theirs = getattr(torch.nn, torch_name)(**kwargs, dtype=getattr(torch, np.dtype(dtype).name))
     ours = ours_cls(**kwargs, dtype=dtype)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
     return ours, theirs
@@ -257,7 +255,7 @@ def test_conv_transpose_every_valid_output_size(nd):
         check_layer(TRANSPOSED[nd], kwargs, (2,) + size, output_size=[2] + spatial)  # unbatched
 
 
-def test_conv_transpose_output_size_overrides_output_padding():
+def test_conv_transpose_output_size_overrides_output_padding(torch):
     kwargs = dict(in_channels=2, out_channels=2, kernel_size=3, stride=3, output_padding=2)
     check_layer(TRANSPOSED[2], kwargs, (1, 2, 3, 3), output_size=(9, 10))
     check_layer(TRANSPOSED[2], kwargs, (1, 2, 3, 3), output_size=torch.Size([9, 11]))
@@ -314,7 +312,7 @@ def test_complex_matches_torch(case, dtype):
     check_layer(classes, kwargs, shape, dtype, **forward_kwargs)
 
 
-def test_complex_equals_real_decomposition():
+def test_complex_equals_real_decomposition(torch):
     """(a + ib) * (w + iv) = (a*w - b*v) + i(a*v + b*w), computed with torch's real convolutions."""
     rng = np.random.default_rng(3)
     ours = nn.Conv2d(2, 3, 3, padding=1, dtype=np.complex128)

@@ -9,15 +9,14 @@ from hypothesis import strategies as st
 
 import npconv
 import npconv.nn.functional as F
-from torch_oracle import assert_close, to_torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 
-CONV = {1: (F.conv1d, TF.conv1d), 2: (F.conv2d, TF.conv2d), 3: (F.conv3d, TF.conv3d)}
-TRANSPOSED = {1: (F.conv_transpose1d, TF.conv_transpose1d), 2: (F.conv_transpose2d, TF.conv_transpose2d),
-              3: (F.conv_transpose3d, TF.conv_transpose3d)}
+# (npconv function, name of torch's function in torch.nn.functional)
+CONV = {1: (F.conv1d, "conv1d"), 2: (F.conv2d, "conv2d"), 3: (F.conv3d, "conv3d")}
+TRANSPOSED = {1: (F.conv_transpose1d, "conv_transpose1d"), 2: (F.conv_transpose2d, "conv_transpose2d"),
+              3: (F.conv_transpose3d, "conv_transpose3d")}
 DTYPES = [np.float64, np.float32]
 
 
@@ -27,7 +26,9 @@ def check_function(pair, arrays: dict, kwargs: dict, dtype, seed: int = 0) -> No
     ``arrays`` maps argument names (input, weight, bias) to ndarrays (or None); they are passed
     positionally in that order, then ``kwargs``.
     """
-    ours_fn, theirs_fn = pair
+    ours_fn, theirs_fn = pair  # torch's function or its name in torch.nn.functional
+    if isinstance(theirs_fn, str):
+        theirs_fn = getattr(torch_module().nn.functional, theirs_fn)
     ours_args = [None if a is None else npconv.tensor(a, requires_grad=True) for a in arrays.values()]
     theirs_args = [None if a is None else to_torch(a, requires_grad=True) for a in arrays.values()]
     y_ours = ours_fn(*ours_args, **kwargs)
@@ -102,8 +103,9 @@ def test_conv_transpose_functional_matches_torch(nd, dtype, data):
     check_function(TRANSPOSED[nd], arrays, kwargs, dtype)
 
 
-def test_positional_signatures_match_torch():
+def test_positional_signatures_match_torch(torch):
     """conv_transpose*: (input, weight, bias, stride, padding, output_padding, groups, dilation)."""
+    TF = torch.nn.functional
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((1, 4, 5, 5)), rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(2)
     check_function(TRANSPOSED[2], dict(input=x, weight=w, bias=b), dict(groups=2), np.float64)
@@ -117,7 +119,8 @@ def test_positional_signatures_match_torch():
     assert_close(ours, theirs, np.float64)
 
 
-def test_plain_ndarrays_are_accepted_and_give_a_tensor():
+def test_plain_ndarrays_are_accepted_and_give_a_tensor(torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((2, 3, 6)), rng.standard_normal((4, 3, 2))
     y = F.conv1d(x, w, padding="same")
@@ -150,7 +153,8 @@ PAD_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("case", PAD_CASES, ids=lambda c: f"{c[2]}{c[1]}-{c[0]}")
-def test_pad_matches_torch(case, dtype):
+def test_pad_matches_torch(case, dtype, torch):
+    TF = torch.nn.functional
     shape, pad, mode, value = case
     x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
     kwargs = dict(mode=mode) if value is None else dict(mode=mode, value=value)
@@ -184,7 +188,8 @@ def pad_cases(draw):
 
 
 @given(case=pad_cases(), seed=st.integers(0, 100))
-def test_pad_matches_torch_for_drawn_cases(case, seed):
+def test_pad_matches_torch_for_drawn_cases(case, seed, torch):
+    TF = torch.nn.functional
     shape, pad, mode, value = case
     x = np.random.default_rng(seed).standard_normal(shape)
     kwargs = dict(mode=mode) if value is None else dict(mode=mode, value=value)
@@ -192,7 +197,8 @@ def test_pad_matches_torch_for_drawn_cases(case, seed):
                    dict(input=x), {}, np.float64)
 
 
-def test_pad_mode_default_and_value_zero():
+def test_pad_mode_default_and_value_zero(torch):
+    TF = torch.nn.functional
     x = np.arange(6.0).reshape(2, 3)
     assert_close(F.pad(x, (1, 1)), TF.pad(to_torch(x), (1, 1)), np.float64)
     assert_close(F.pad(x, [1, 0, 0, 1], value=0.0), TF.pad(to_torch(x), [1, 0, 0, 1], value=0.0), np.float64)

@@ -10,14 +10,13 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-tnn = torch.nn
-TF = torch.nn.functional
 DTYPES = [np.float64, np.float32]
 
 
 def _copy_parameters(ours, theirs) -> None:
+    torch = torch_module()
     with torch.no_grad():
         for name, value in ours.state_dict().items():
             theirs.state_dict()[name].copy_(torch.from_numpy(np.array(value)))
@@ -25,6 +24,7 @@ def _copy_parameters(ours, theirs) -> None:
 
 def _compare_module(ours, theirs, x: np.ndarray, seed: int = 0) -> None:
     """Forward, input gradient and every parameter gradient of ``ours`` equal torch's."""
+    torch = torch_module()
     xn = npconv.Tensor(x.copy(), requires_grad=True)
     xt = to_torch(x, True)
     y, yt = ours(xn.clone()), theirs(xt.clone())  # in-place layers refuse a leaf (torch and npconv)
@@ -41,7 +41,8 @@ def _compare_module(ours, theirs, x: np.ndarray, seed: int = 0) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(5, 4), (4,), (2, 3, 4)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_matches_torch(dtype, shape, bias):
+def test_linear_matches_torch(dtype, shape, bias, torch):
+    tnn = torch.nn
     ours = nn.Linear(4, 3, bias=bias, dtype=dtype)
     theirs = tnn.Linear(4, 3, bias=bias, dtype=getattr(torch, np.dtype(dtype).name))
     _copy_parameters(ours, theirs)
@@ -49,7 +50,8 @@ def test_linear_matches_torch(dtype, shape, bias):
     _compare_module(ours, theirs, np.random.default_rng(1).standard_normal(shape).astype(dtype))
 
 
-def test_linear_initialisation_bounds_and_state_dict_keys():
+def test_linear_initialisation_bounds_and_state_dict_keys(torch):
+    tnn = torch.nn
     npconv.manual_seed(0)
     layer = nn.Linear(50, 20)
     assert list(layer.state_dict()) == list(tnn.Linear(50, 20).state_dict())
@@ -92,7 +94,8 @@ ACTIVATIONS = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make", ACTIVATIONS)
-def test_activation_modules_match_torch(make, dtype):
+def test_activation_modules_match_torch(make, dtype, torch):
+    tnn = torch.nn
     ours, theirs = make(nn), make(tnn)
     assert repr(ours) == repr(theirs)
     x = np.random.default_rng(2).standard_normal((3, 4, 5)).astype(dtype) * 3
@@ -106,7 +109,8 @@ def test_activation_modules_match_torch(make, dtype):
     dim=st.integers(-3, 2),
     shape=st.lists(st.integers(1, 4), min_size=3, max_size=3),
 )
-def test_functional_activations_match_torch(dtype, slope, dim, shape):
+def test_functional_activations_match_torch(dtype, slope, dim, shape, torch):
+    TF = torch.nn.functional
     x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype) * 4
     for ours, theirs in [
         (lambda t: F.leaky_relu(t, slope), lambda t: TF.leaky_relu(t, slope)),
@@ -124,7 +128,8 @@ def test_functional_activations_match_torch(dtype, slope, dim, shape):
         assert_close(xn.grad, xt.grad, what="grad input")
 
 
-def test_softmax_implicit_dim_and_extremes_match_torch():
+def test_softmax_implicit_dim_and_extremes_match_torch(torch):
+    TF = torch.nn.functional
     x = np.array([[1000.0, 0.0, -1000.0], [-np.inf, 0.0, 1.0]])
     with pytest.warns(UserWarning, match="Implicit dimension"):
         y = F.softmax(x)
@@ -144,7 +149,8 @@ def test_gelu_and_silu_gradients_by_finite_differences():
         np.testing.assert_allclose(xt.grad.numpy(), numeric, atol=1e-8)
 
 
-def test_dropout_training_eval_and_statistics():
+def test_dropout_training_eval_and_statistics(torch):
+    tnn = torch.nn
     npconv.manual_seed(0)
     layer = nn.Dropout(0.25)
     assert repr(layer) == repr(tnn.Dropout(0.25))

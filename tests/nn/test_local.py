@@ -18,32 +18,17 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from torch_oracle import TOL, assert_close, to_torch
-
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
+from torch_oracle import TOL, assert_close, to_torch, torch_module, torch_pad
 
 LOCAL = {1: F.conv1d_local, 2: F.conv2d_local, 3: F.conv3d_local}
 MODULES = {1: nn.Conv1dLocal, 2: nn.Conv2dLocal, 3: nn.Conv3dLocal}
-_NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
 
 
 # -- torch references ------------------------------------------------------------------------
-def torch_pad(xt, pads, mode):
-    """Pad the spatial axes of a torch tensor: zeros by F.pad, other modes by index gathers."""
-    if mode == "zeros":
-        flat = [v for lo_hi in reversed(pads) for v in lo_hi]
-        return TF.pad(xt, flat)
-    for axis, (lo, hi) in enumerate(pads):
-        dim = 2 + axis
-        index = np.pad(np.arange(xt.shape[dim]), (lo, hi), mode=_NUMPY_MODE[mode])
-        xt = xt.index_select(dim, torch.from_numpy(index))
-    return xt
-
-
 def torch_local_loop(xp, w, b, stride, dilation):
     """Locally connected conv of the padded ``xp``: one matrix product per output position."""
+    torch = torch_module()
     nd = xp.ndim - 2
     out_size = tuple(w.shape[:nd])
     n, o = xp.shape[0], w.shape[nd]
@@ -60,6 +45,8 @@ def torch_local_loop(xp, w, b, stride, dilation):
 
 def torch_local_unfold(xp, w, b, stride, dilation):
     """2-d locally connected conv by ``unfold`` + ``einsum`` (the usual hand-rolled torch layer)."""
+    torch = torch_module()
+    TF = torch.nn.functional
     oh, ow, o, c, kh, kw = w.shape
     cols = TF.unfold(xp, (kh, kw), dilation=dilation, stride=stride)  # (N, C*kh*kw, L)
     y = torch.einsum("ncl,loc->nol", cols, w.reshape(oh * ow, o, c * kh * kw)).reshape(-1, o, oh, ow)
@@ -154,7 +141,8 @@ def test_batch_chunked_passes(monkeypatch, requires_grad):
         assert_close(y, torch_local_unfold(to_torch(x), to_torch(w), to_torch(b), (2, 2), (1, 1)), np.float64)
 
 
-def test_unbatched_input_matches_batched():
+def test_unbatched_input_matches_batched(torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 5, 4))
     layer = nn.Conv2dLocal(3, 2, (5, 4), (2, 3), padding=1, dtype=np.float64)

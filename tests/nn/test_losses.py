@@ -10,16 +10,15 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-tnn = torch.nn
-TF = torch.nn.functional
 DTYPES = [np.float64, np.float32]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
 def _compare(ours, theirs, inputs: list[np.ndarray], grad_of: tuple[int, ...], seed: int = 0) -> None:
     """Loss value and gradients w.r.t. ``inputs[i]`` for ``i in grad_of`` equal torch's."""
+    torch = torch_module()
     ours_in = [npconv.Tensor(a.copy(), requires_grad=i in grad_of) for i, a in enumerate(inputs)]
     theirs_in = [to_torch(a, i in grad_of) for i, a in enumerate(inputs)]
     loss, loss_t = ours(*ours_in), theirs(*theirs_in)
@@ -53,7 +52,8 @@ def class_problem(draw):
     smoothing=st.sampled_from([0.0, 0.1, 0.5]),
     dtype=st.sampled_from(DTYPES),
 )
-def test_cross_entropy_with_class_indices_matches_torch(problem, reduction, smoothing, dtype):
+def test_cross_entropy_with_class_indices_matches_torch(problem, reduction, smoothing, dtype, torch):
+    TF = torch.nn.functional
     logits, target, ignore, weight = problem
     w = None if weight is None else weight.astype(dtype)
     _compare(
@@ -88,7 +88,8 @@ def test_cross_entropy_with_class_indices_matches_torch(problem, reduction, smoo
     smoothing=st.sampled_from([0.0, 0.2]),
     dtype=st.sampled_from(DTYPES),
 )
-def test_cross_entropy_with_probabilities_matches_torch(problem, reduction, smoothing, dtype):
+def test_cross_entropy_with_probabilities_matches_torch(problem, reduction, smoothing, dtype, torch):
+    TF = torch.nn.functional
     logits, _, _, weight = problem
     rng = np.random.default_rng(logits.size)
     target = rng.dirichlet(np.ones(logits.shape[1]), (logits.shape[0],) + logits.shape[2:])
@@ -104,7 +105,8 @@ def test_cross_entropy_with_probabilities_matches_torch(problem, reduction, smoo
     )
 
 
-def test_unbatched_and_all_ignored_cross_entropy_match_torch():
+def test_unbatched_and_all_ignored_cross_entropy_match_torch(torch):
+    TF = torch.nn.functional
     x = np.random.default_rng(0).standard_normal(4)
     for reduction in REDUCTIONS:
         _compare(
@@ -124,7 +126,8 @@ def test_unbatched_and_all_ignored_cross_entropy_match_torch():
     shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
     weighted=st.booleans(),
 )
-def test_mse_and_l1_match_torch(dtype, reduction, shape, weighted):
+def test_mse_and_l1_match_torch(dtype, reduction, shape, weighted, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(len(shape))
     x, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     w = rng.uniform(0.1, 1, shape).astype(dtype) if weighted else None
@@ -139,7 +142,8 @@ def test_mse_and_l1_match_torch(dtype, reduction, shape, weighted):
         )
 
 
-def test_mse_broadcasting_warns_like_torch():
+def test_mse_broadcasting_warns_like_torch(torch):
+    TF = torch.nn.functional
     x, t = np.ones((3, 1)), np.arange(4.0)
     with pytest.warns(UserWarning, match="different to the input size"):
         ours = F.mse_loss(x, t)
@@ -154,7 +158,8 @@ def test_mse_broadcasting_warns_like_torch():
     weighted=st.booleans(),
     positive=st.booleans(),
 )
-def test_bce_with_logits_matches_torch(dtype, reduction, weighted, positive):
+def test_bce_with_logits_matches_torch(dtype, reduction, weighted, positive, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(int(weighted) + 2 * int(positive))
     x = (rng.standard_normal((4, 3)) * 10).astype(dtype)
     x[0] = [40.0, -40.0, 0.0]  # saturated logits stay finite
@@ -193,7 +198,8 @@ def test_bce_with_logits_matches_torch(dtype, reduction, weighted, positive):
         (lambda m: m.MSELoss(size_average=False), "regression"),
     ],
 )
-def test_loss_modules_match_torch(make, problem):
+def test_loss_modules_match_torch(make, problem, torch):
+    tnn = torch.nn
     ours, theirs = make(nn), make(tnn)
     assert repr(ours) == repr(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
@@ -210,6 +216,8 @@ def test_loss_modules_match_torch(make, problem):
 
 
 def WEIGHT(m):  # noqa: N802 - a class-weight vector in the module library's own tensor type
+    torch = torch_module()
+    tnn = torch.nn
     values = np.array([0.5, 2.0, 1.0])
     return torch.from_numpy(values) if m is tnn else npconv.Tensor(values)
 
@@ -267,3 +275,13 @@ def test_cross_entropy_gradient_by_finite_differences():
 def test_losses_reject_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_mean_over_only_ignored_targets_is_nan_with_zero_gradients(loss):
+    """torch's values: the mean over no kept target is 0/0, and no logit receives a gradient."""
+    x = npconv.tensor(np.array([[0.4, -0.4], [1.0, 2.0]]), requires_grad=True)
+    y = getattr(F, loss)(x, npconv.tensor(np.array([1, 1])), ignore_index=1)
+    y.backward()
+    assert np.isnan(y.numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), 0.0)

@@ -18,40 +18,26 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from torch_oracle import assert_close, to_torch
-
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
+from torch_oracle import assert_close, to_torch, torch_module, torch_pad
 
 CONV_MAP = {1: F.conv1d_map, 2: F.conv2d_map, 3: F.conv3d_map}
 TRANSPOSE_MAP = {1: F.conv_transpose1d_map, 2: F.conv_transpose2d_map, 3: F.conv_transpose3d_map}
-TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
-TORCH_TRANSPOSE = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
 MAP_MODULES = {1: nn.Conv1dMap, 2: nn.Conv2dMap, 3: nn.Conv3dMap}
 TRANSPOSE_MODULES = {1: nn.ConvTranspose1dMap, 2: nn.ConvTranspose2dMap, 3: nn.ConvTranspose3dMap}
 METHODS = ["dense", "sparse"]
 MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
-_NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 
 
 # -- torch references ------------------------------------------------------------------------
-def torch_pad(xt, pads, mode):
-    """Pad the spatial axes: zeros by F.pad, other modes by index gathers of NumPy's pad maps."""
-    if mode == "zeros":
-        return TF.pad(xt, [v for lo_hi in reversed(pads) for v in lo_hi])
-    for axis, (lo, hi) in enumerate(pads):
-        index = np.pad(np.arange(xt.shape[2 + axis]), (lo, hi), mode=_NUMPY_MODE[mode])
-        xt = xt.index_select(2 + axis, torch.from_numpy(index))
-    return xt
-
-
 def torch_map_loop(xt, wt, bt, table, out_channels, stride, pads, dilation, mode):
     """``y[:, o] = b[o] + sum_{k: table[k,1]=o} conv(pad(x)[:, table[k,0]], w[k])``, one conv per row."""
+    torch = torch_module()
     nd = xt.ndim - 2
     xp = torch_pad(xt, pads, mode)
     planes = [None] * out_channels
     for k, (i, o) in enumerate(table):
-        term = TORCH_CONV[nd](xp[:, i : i + 1], wt[k][None, None], stride=stride, dilation=dilation)
+        conv = getattr(torch.nn.functional, f"conv{nd}d")
+        term = conv(xp[:, i : i + 1], wt[k][None, None], stride=stride, dilation=dilation)
         planes[o] = term if planes[o] is None else planes[o] + term
     shape = next(p for p in planes if p is not None).shape
     planes = [torch.zeros(shape, dtype=xt.dtype) if p is None else p for p in planes]
@@ -61,10 +47,11 @@ def torch_map_loop(xt, wt, bt, table, out_channels, stride, pads, dilation, mode
 
 def torch_transpose_loop(xt, wt, bt, table, out_channels, stride, padding, output_padding, dilation):
     """``y[:, o] = b[o] + sum_{k: table[k,1]=o} conv_transpose(x[:, table[k,0]], w[k])``."""
+    torch = torch_module()
     nd = xt.ndim - 2
     planes = [None] * out_channels
     for k, (i, o) in enumerate(table):
-        term = TORCH_TRANSPOSE[nd](
+        term = getattr(torch.nn.functional, f"conv_transpose{nd}d")(
             xt[:, i : i + 1],
             wt[k][None, None],
             stride=stride,
@@ -193,7 +180,7 @@ def test_transpose_map_matches_per_connection_loop(nd, dtype, data):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("nd", [1, 2, 3])
-def test_full_table_is_the_dense_conv(nd, method, dtype):
+def test_full_table_is_the_dense_conv(nd, method, dtype, torch):
     rng = np.random.default_rng(nd)
     c, o = 3, 4
     kernel = (3, 2, 2)[:nd]
@@ -207,7 +194,7 @@ def test_full_table_is_the_dense_conv(nd, method, dtype):
     y = CONV_MAP[nd](
         ours["input"], ours["weight"], nn.tables.full(c, o), ours["bias"], method=method, **kwargs
     )
-    y_ref = TORCH_CONV[nd](
+    y_ref = getattr(torch.nn.functional, f"conv{nd}d")(
         theirs["input"], theirs["weight"].reshape((o, c) + kernel), theirs["bias"], **kwargs
     )
     _compare(ours, theirs, y, y_ref, dtype, 2, f"full {method}")
@@ -215,7 +202,7 @@ def test_full_table_is_the_dense_conv(nd, method, dtype):
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("nd", [1, 2, 3])
-def test_full_table_transposed_is_the_dense_conv_transpose(nd, method):
+def test_full_table_transposed_is_the_dense_conv_transpose(nd, method, torch):
     rng = np.random.default_rng(nd)
     c, o = 3, 2
     kernel = (3, 2, 2)[:nd]
@@ -231,14 +218,16 @@ def test_full_table_transposed_is_the_dense_conv_transpose(nd, method):
     y = TRANSPOSE_MAP[nd](
         ours["input"], ours["weight"], nn.tables.full(c, o), ours["bias"], method=method, **kwargs
     )
-    y_ref = TORCH_TRANSPOSE[nd](theirs["input"], dense, theirs["bias"], **kwargs)
+    conv_transpose = getattr(torch.nn.functional, f"conv_transpose{nd}d")
+    y_ref = conv_transpose(theirs["input"], dense, theirs["bias"], **kwargs)
     _compare(ours, theirs, y, y_ref, np.float64, 3, f"full transposed {method}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("mode", ["zeros", "circular"])
-def test_one_to_one_is_depthwise(method, mode, dtype):
+def test_one_to_one_is_depthwise(method, mode, dtype, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(5)
     c = 5
     arrays = dict(
@@ -258,7 +247,7 @@ def test_one_to_one_is_depthwise(method, mode, dtype):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "symmetric"])
 @pytest.mark.parametrize("nd", [1, 2])
-def test_transposed_padding_mode_is_the_adjoint_of_the_padded_map_conv(nd, mode, method):
+def test_transposed_padding_mode_is_the_adjoint_of_the_padded_map_conv(nd, mode, method, torch):
     """ConvTranspose*Map with mode m == torch autograd's input gradient of the padded Map conv
     with the table's columns swapped (and the bias added); gradients through it too."""
     rng = np.random.default_rng(11)

@@ -12,9 +12,7 @@ from scipy import stats
 import npconv
 from npconv import nn
 from npconv.nn.modules.module import StateDictError
-from torch_oracle import assert_close, to_torch
-
-torch = pytest.importorskip("torch")
+from torch_oracle import assert_close, to_torch, torch_module
 
 CLASSES = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -42,7 +40,7 @@ REPR_CASES = [
 
 
 @pytest.mark.parametrize("case", REPR_CASES, ids=lambda c: f"{c[0]}{c[1]}{c[2]}")
-def test_repr_equals_torch(case):
+def test_repr_equals_torch(case, torch):
     name, args, kwargs = case
     ours, theirs = getattr(nn, name)(*args, **kwargs), getattr(torch.nn, name)(*args, **kwargs)
     assert str(ours) == str(theirs)
@@ -52,6 +50,7 @@ def test_repr_equals_torch(case):
 
 def _nets():
     """The same container in npconv and in torch (class name Net in both)."""
+    torch = torch_module()
 
     def make(lib):
         class Net(lib.nn.Module):
@@ -78,7 +77,7 @@ def _fan_in(layer) -> int:
 
 
 @pytest.mark.parametrize("name", CLASSES)
-def test_default_init_bounds_match_torch_formula(name):
+def test_default_init_bounds_match_torch_formula(name, torch):
     npconv.manual_seed(0)
     args = (6, 4, (3, 2, 2)[: int(name[-2])]) if "Transpose" in name else (4, 6, (3, 2, 2)[: int(name[-2])])
     layer = getattr(nn, name)(*args, groups=2)
@@ -128,7 +127,7 @@ def test_manual_seed_makes_init_reproducible():
     assert not np.array_equal(b.weight.numpy(), c.weight.numpy())
 
 
-def test_init_functions_follow_torch_formulas():
+def test_init_functions_follow_torch_formulas(torch):
     from npconv.nn import init
 
     w = nn.Parameter(np.empty((8, 4, 3, 3), np.float64))
@@ -176,7 +175,7 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
     assert layer.weight.dtype == np.float32 and layer.weight.numpy().sum() == 12
 
 
-def test_load_state_dict_errors_match_torch_and_change_nothing():
+def test_load_state_dict_errors_match_torch_and_change_nothing(torch):
     ours, theirs = nn.Conv2d(2, 4, 3), torch.nn.Conv2d(2, 4, 3)
     before = {k: np.array(v) for k, v in ours.state_dict().items()}
     bad = {"weight": np.zeros((4, 2, 3, 2), np.float32), "foo": np.zeros(1, np.float32)}
@@ -202,7 +201,7 @@ def test_load_state_dict_errors_match_torch_and_change_nothing():
         ours.load_state_dict([("weight", np.ones(3))])
 
 
-def test_non_strict_load_reports_missing_and_unexpected():
+def test_non_strict_load_reports_missing_and_unexpected(torch):
     ours, theirs = nn.Conv2d(2, 4, 3), torch.nn.Conv2d(2, 4, 3)
     state = {"weight": np.ones((4, 2, 3, 3), np.float32), "extra": np.ones(1, np.float32)}
     result = ours.load_state_dict(state, strict=False)
@@ -228,7 +227,7 @@ def test_pickle_round_trip(name):
     assert restored.weight.grad is not None and layer.weight.grad is None
 
 
-def test_old_pickle_without_padding_mode_loads_as_zeros():
+def test_old_pickle_without_padding_mode_loads_as_zeros(torch):
     layer = nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64)
     del layer.__dict__["padding_mode"]  # the state of a pickle from before padding_mode existed
     restored = pickle.loads(pickle.dumps(layer))
@@ -276,7 +275,7 @@ def test_zero_grad():
     assert layer.weight.grad is None and layer.bias.grad is None
 
 
-def test_gradients_accumulate_across_calls_like_torch():
+def test_gradients_accumulate_across_calls_like_torch(torch):
     ours, theirs = nn.Conv1d(2, 3, 2, dtype=np.float64), torch.nn.Conv1d(2, 3, 2, dtype=torch.float64)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = np.random.default_rng(0).standard_normal((2, 2, 5))
@@ -304,7 +303,7 @@ LAZY = [("LazyConv1d", "Conv1d", 1, {}), ("LazyConv2d", "Conv2d", 2, dict(stride
 
 
 @pytest.mark.parametrize("case", LAZY, ids=lambda c: c[0])
-def test_lazy_module_matches_torch(case):
+def test_lazy_module_matches_torch(case, torch):
     lazy_name, name, nd, kwargs = case
     ours = getattr(nn, lazy_name)(4, 2, dtype=np.float64, **kwargs)
     theirs = getattr(torch.nn, lazy_name)(4, 2, dtype=torch.float64, **kwargs)
@@ -328,7 +327,7 @@ def test_lazy_module_matches_torch(case):
     assert_close(ours.weight.grad, theirs.weight.grad, np.float64)
 
 
-def test_lazy_module_unbatched_input_and_load_before_forward():
+def test_lazy_module_unbatched_input_and_load_before_forward(torch):
     ours = nn.LazyConv2d(3, 2, dtype=np.float64)
     assert ours(np.zeros((5, 4, 4))).shape == (3, 3, 3) and ours.in_channels == 5
     source = torch.nn.Conv2d(2, 3, 2, dtype=torch.float64)

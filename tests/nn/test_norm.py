@@ -10,19 +10,19 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-tnn = torch.nn
-TF = torch.nn.functional
 DTYPES = [np.float64, np.float32]
 SHAPES = {1: [(6, 3), (4, 3, 5)], 2: [(3, 3, 4, 5)], 3: [(2, 3, 2, 3, 4)]}
 
 
 def _torch_dtype(dtype):
+    torch = torch_module()
     return getattr(torch, np.dtype(dtype).name)
 
 
 def _randomise_affine(ours, theirs, rng) -> None:
+    torch = torch_module()
     with torch.no_grad():
         for name, p in ours.named_parameters():
             p.numpy()[...] = rng.standard_normal(p.shape)
@@ -31,6 +31,7 @@ def _randomise_affine(ours, theirs, rng) -> None:
 
 def _step(ours, theirs, x: np.ndarray, seed: int) -> None:
     """One forward/backward of both; outputs and gradients must agree."""
+    torch = torch_module()
     xn = npconv.Tensor(x.copy(), requires_grad=True)
     xt = to_torch(x, True)
     y, yt = ours(xn), theirs(xt)
@@ -58,7 +59,8 @@ def _step(ours, theirs, x: np.ndarray, seed: int) -> None:
         {"eps": 1e-3, "bias": False},
     ],
 )
-def test_batch_norm_train_then_eval_matches_torch(nd, dtype, kwargs):
+def test_batch_norm_train_then_eval_matches_torch(nd, dtype, kwargs, torch):
+    tnn = torch.nn
     ours = getattr(nn, f"BatchNorm{nd}d")(3, dtype=dtype, **kwargs)
     theirs = getattr(tnn, f"BatchNorm{nd}d")(3, dtype=_torch_dtype(dtype), **kwargs)
     assert repr(ours) == repr(theirs)
@@ -86,7 +88,8 @@ def test_batch_norm_train_then_eval_matches_torch(nd, dtype, kwargs):
     eps=st.sampled_from([1e-5, 1e-2]),
     shape=st.lists(st.integers(2, 4), min_size=2, max_size=4),
 )
-def test_functional_batch_norm_matches_torch(dtype, training, momentum, eps, shape):
+def test_functional_batch_norm_matches_torch(dtype, training, momentum, eps, shape, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(dtype)
     c = shape[1]
@@ -108,7 +111,8 @@ def test_functional_batch_norm_matches_torch(dtype, training, momentum, eps, sha
         assert_close(a.grad, e.grad, what=f"grad {name}")
 
 
-def test_batch_norm_is_stable_for_a_large_offset():
+def test_batch_norm_is_stable_for_a_large_offset(torch):
+    TF = torch.nn.functional
     x = 1e8 + np.random.default_rng(0).standard_normal((64, 2))
     y = F.batch_norm(x, None, None, training=True)
     exact = x.astype(np.longdouble)
@@ -153,7 +157,8 @@ def test_batch_norm_gradient_by_finite_differences():
         (2, 4, (2, 4, 7), {"bias": False}),
     ],
 )
-def test_group_norm_matches_torch(groups, channels, shape, kwargs, dtype):
+def test_group_norm_matches_torch(groups, channels, shape, kwargs, dtype, torch):
+    tnn = torch.nn
     ours = nn.GroupNorm(groups, channels, dtype=dtype, **kwargs)
     theirs = tnn.GroupNorm(groups, channels, dtype=_torch_dtype(dtype), **kwargs)
     assert repr(ours) == repr(theirs)

@@ -17,12 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npconv
+from kernel_checks import check_finite_differences, npconv_grads
 from npconv import nn
 from npconv.geometry import ConvGeometry
 from npconv.nn import functional as F
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, check_against_torch, to_torch, torch_module, torch_pad
 
-TF = torch.nn.functional
 MODES = ["zeros", "circular", "reflect", "replicate", "symmetric"]
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap",
               "symmetric": "symmetric"}
@@ -31,33 +31,16 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 # -- torch references ---------------------------------------------------------------------------------
 
-def torch_pad(x, pads, mode):
-    """``x`` padded on its spatial axes by one (lo, hi) pair each, differentiably, in torch.
-
-    torch's own F.pad wherever it supports the mode and width; otherwise (symmetric, circular
-    wider than the input) a gather with NumPy's index map of the mode.
-    """
-    flat = [v for pair in reversed(pads) for v in pair]
-    if mode == "zeros":
-        return TF.pad(x, flat)
-    sizes = x.shape[2:]
-    torch_can = mode in ("reflect", "replicate") or (
-        mode == "circular" and all(lo <= n and hi <= n for (lo, hi), n in zip(pads, sizes, strict=True)))
-    if torch_can:
-        return TF.pad(x, flat, mode=mode)
-    for axis, ((lo, hi), n) in enumerate(zip(pads, sizes, strict=True)):
-        index = np.pad(np.arange(n), (lo, hi), mode=NUMPY_MODE[mode])
-        x = torch.index_select(x, 2 + axis, torch.from_numpy(index))
-    return x
-
-
 def torch_padded_conv(x, w, b, stride, pads, dilation, groups, mode):
+    torch = torch_module()
+    TF = torch.nn.functional
     conv = getattr(TF, f"conv{w.ndim - 2}d")
     return conv(torch_pad(x, pads, mode), w, b, stride, 0, dilation, groups)
 
 
 def torch_padded_conv_adjoint(y, w, b, stride, pads, dilation, groups, mode, out_size):
     """torch autograd's d<conv_m(x), y>/dx (a function of y and w, differentiable again) plus bias."""
+    torch = torch_module()
     c_out = w.shape[1] * groups
     x0 = torch.zeros((y.shape[0], c_out) + tuple(out_size), dtype=y.dtype, requires_grad=True)
     z = torch_padded_conv(x0, w, None, stride, pads, dilation, groups, mode)
@@ -77,42 +60,6 @@ def onnx_pads(size, kernel, stride, dilation, lower):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-def npconv_grads(fn, arrays: dict, gy=None, seed: int = 0):
-    tensors = {k: npconv.tensor(v, requires_grad=True) for k, v in arrays.items()}
-    y = fn(**tensors)
-    if gy is None:
-        gy = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
-    y.backward(gy)
-    return y, gy, {k: t.grad.numpy() for k, t in tensors.items()}
-
-
-def check_against_torch(ours, theirs, arrays: dict, dtype=np.float64, what: str = "", seed: int = 0) -> None:
-    """Output and gradients w.r.t. every array of ``ours`` equal those of ``theirs`` (torch)."""
-    y, gy, grads = npconv_grads(ours, arrays, seed=seed)
-    tensors = {k: to_torch(v, requires_grad=True) for k, v in arrays.items()}
-    y_t = theirs(**tensors)
-    assert_close(y, y_t, dtype, f"output {what}")
-    y_t.backward(to_torch(gy))
-    for name in arrays:
-        assert_close(grads[name], tensors[name].grad, dtype, f"d/d{name} {what}")
-
-
-def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6) -> None:
-    """Analytic directional derivatives of ``<fn(...), r>`` equal central differences (no torch)."""
-    rng = np.random.default_rng(seed)
-    _, gy, grads = npconv_grads(fn, arrays, seed=seed)
-    for name, value in arrays.items():
-        direction = rng.standard_normal(value.shape)
-
-        def loss(delta, name=name, direction=direction):
-            return float(np.sum(fn(**dict(arrays, **{name: arrays[name] + delta * direction})).numpy() * gy))
-
-        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
-        analytic = float(np.sum(grads[name] * direction))
-        assert np.isclose(analytic, numeric, rtol=1e-7, atol=1e-7 * max(1.0, np.abs(gy).sum())), (
-            f"d/d{name}: analytic {analytic} vs finite differences {numeric}")
-
 
 def random_arrays(seed, x_shape, w_shape, bias_size=None):
     rng = np.random.default_rng(seed)
@@ -160,7 +107,7 @@ def test_strided_same_is_onnx_auto_pad(case, bias, seed):
 
 
 @pytest.mark.parametrize("padding", ["same", "same_lower"])
-def test_strided_same_on_modules(padding):
+def test_strided_same_on_modules(padding, torch):
     torch.manual_seed(0)
     module = nn.Conv2d(2, 3, (4, 3), stride=(3, 2), padding=padding, dilation=(1, 2), dtype=np.float64)
     x = np.random.default_rng(1).standard_normal((2, 2, 9, 7))
@@ -252,7 +199,8 @@ def test_symmetric_per_side_pairs_are_stored_as_torch_ints():
     assert "padding=((0, 1), (2, 2))" in repr(nn.ConvTranspose2d(1, 1, 3, padding=((0, 1), (2, 2))))
 
 
-def test_per_side_padding_on_transposed_modules_crops_torch_full_output():
+def test_per_side_padding_on_transposed_modules_crops_torch_full_output(torch):
+    TF = torch.nn.functional
     npconv.manual_seed(3)
     pads = ((0, 2), (3, 1))
     module = nn.ConvTranspose2d(2, 4, 3, stride=2, padding=pads, output_padding=(1, 0), groups=2,
@@ -275,7 +223,8 @@ def test_per_side_padding_on_transposed_modules_crops_torch_full_output():
 
 @pytest.mark.parametrize("mode, pads", [("symmetric", ((1, 2), (3, 0))), ("symmetric", ((4, 5), (6, 1))),
                                         ("circular", ((5, 9), (4, 0))), ("circular", ((3, 3), (11, 2)))])
-def test_modes_torch_lacks_are_numpy_pad_then_torch_conv(mode, pads):
+def test_modes_torch_lacks_are_numpy_pad_then_torch_conv(mode, pads, torch):
+    TF = torch.nn.functional
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((3, 2, 2, 3)), rng.standard_normal(3)
     expected = TF.conv2d(to_torch(np.pad(x, [(0, 0), (0, 0), *pads], mode=NUMPY_MODE[mode])), to_torch(w),
@@ -357,7 +306,7 @@ def test_adjoint_identity_for_every_mode(case, seed):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_conv_transpose_modules_with_modes_and_output_size(mode):
+def test_conv_transpose_modules_with_modes_and_output_size(mode, torch):
     npconv.manual_seed(7)
     module = nn.ConvTranspose2d(2, 2, 3, stride=2, padding=(1, 2), groups=2, padding_mode=mode,
                                 dtype=np.float64)

@@ -11,10 +11,8 @@ import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
 from npconv.geometry import ConvGeometry
-from torch_oracle import assert_close, to_torch, torch
+from torch_oracle import assert_close, to_torch, torch_module
 
-tnn = torch.nn
-TF = torch.nn.functional
 DTYPES = [np.float64, np.float32]
 
 
@@ -29,6 +27,7 @@ def _run(fn, x: np.ndarray, gy_seed: int = 0):
 
 
 def _run_torch(fn, x: np.ndarray, gy: np.ndarray):
+    torch = torch_module()
     xt = to_torch(x, True)
     out = fn(xt)
     y = out[0] if isinstance(out, tuple) else out
@@ -57,7 +56,8 @@ def pool_case(draw, max_pool: bool):
 
 
 @given(case=pool_case(True), dtype=st.sampled_from(DTYPES))
-def test_max_pool_matches_torch(case, dtype):
+def test_max_pool_matches_torch(case, dtype, torch):
+    TF = torch.nn.functional
     nd, kernel, stride, padding, dilation, size, ceil_mode, batched = case
     rng = np.random.default_rng(sum(size) + nd)
     x = rng.standard_normal(((2, 3) if batched else (3,)) + size).astype(dtype)
@@ -79,7 +79,8 @@ def test_max_pool_matches_torch(case, dtype):
     count_include_pad=st.booleans(),
     divisor=st.sampled_from([None, 1, 5]),
 )
-def test_avg_pool_matches_torch(case, dtype, count_include_pad, divisor):
+def test_avg_pool_matches_torch(case, dtype, count_include_pad, divisor, torch):
+    TF = torch.nn.functional
     nd, kernel, stride, padding, _, size, ceil_mode, batched = case
     # torch's avg_pool3d alone also demands an unpadded input at least the kernel's size
     assume(nd < 3 or all(n >= k for n, k in zip(size, kernel, strict=True)))
@@ -97,7 +98,8 @@ def test_avg_pool_matches_torch(case, dtype, count_include_pad, divisor):
 
 
 @given(nd=st.integers(1, 3), dtype=st.sampled_from(DTYPES), data=st.data())
-def test_adaptive_avg_pool_matches_torch(nd, dtype, data):
+def test_adaptive_avg_pool_matches_torch(nd, dtype, data, torch):
+    TF = torch.nn.functional
     size = tuple(data.draw(st.integers(1, 7)) for _ in range(nd))
     keep = st.none() if nd > 1 else st.nothing()  # None (keep the size) is torch's for 2-d and 3-d only
     out = tuple(data.draw(st.one_of(st.integers(1, 8), keep)) for _ in range(nd))
@@ -108,7 +110,8 @@ def test_adaptive_avg_pool_matches_torch(nd, dtype, data):
     assert_close(gx, gxt, what="grad input")
 
 
-def test_max_pool_nan_and_minus_infinity_follow_torch():
+def test_max_pool_nan_and_minus_infinity_follow_torch(torch):
+    TF = torch.nn.functional
     x = np.array([[[[np.nan, 1.0, -np.inf], [np.nan, 2.0, -np.inf], [3.0, -np.inf, -np.inf]]]])
     for args in [(2, 1, 1), (3, 1, 1), (2, 2, 0)]:
         (y, idx), gx, gy = _run(lambda t, a=args: F.max_pool2d(t, *a, return_indices=True), x)
@@ -135,7 +138,8 @@ def test_max_pool_nan_and_minus_infinity_follow_torch():
         lambda m: m.AdaptiveAvgPool3d((1, 2, 3)),
     ],
 )
-def test_pool_modules_match_torch(make):
+def test_pool_modules_match_torch(make, torch):
+    tnn = torch.nn
     ours, theirs = make(nn), make(tnn)
     assert repr(ours) == repr(theirs)
     nd = int(type(ours).__name__[-2])

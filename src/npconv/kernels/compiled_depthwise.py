@@ -44,15 +44,30 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
 
-def _in_c(geom: ConvGeometry) -> bool:
-    """1-d and 2-d run in C; 3-d on the NumPy implementation."""
-    return geom.ndim <= 2
+def _in_c(geom: ConvGeometry, x_shape: Sequence[int] | None = None, out_channels: int = 1) -> bool:
+    """1-d and 2-d run in C, 3-d on the NumPy implementation; so do geometries whose C cost would not
+    be proportional to the data: the C kernels' own check (``parse_geom`` in core.c: the polyphase
+    split makes ``stride`` phases per axis of at least one element each) refuses huge strides and
+    planes, and padding far beyond the input and output is left to the NumPy variant's cropping."""
+    if geom.ndim > 2:
+        return False
+    if x_shape is None:
+        return True
+    n, c, in_size = x_shape[0], x_shape[1], tuple(x_shape[2:])
+    out = geom.output_size(in_size)
+    if math.prod(geom.padded_size(in_size)) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
+        return False
+    try:
+        backends.core.module.depthwise2d_scratch(0, _geometry(n, c, max(out_channels // c, 1), in_size, geom))
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
-    if not _in_c(geom):
+    if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):
         return depthwise.supports(pass_name, x_shape, w_shape, geom, dtype)
     if pass_name not in _PASS_CODES or np.dtype(dtype) not in _DTYPES:
         return False
@@ -64,7 +79,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
                 dtype: np.dtype) -> bool:
     """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier (FFT
     takes larger stride-1 kernels; measurements in docs/performance.md); 3-d: the NumPy rule."""
-    if not _in_c(geom):
+    if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):
         return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
     return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
 
@@ -116,7 +131,7 @@ def _check(*arrays: np.ndarray) -> np.dtype:
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
     """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
     ``geom.pads()``."""
-    if not _in_c(geom):
+    if not _in_c(geom, x.shape, w.shape[0]):
         return depthwise.forward(x, w, geom, bias)
     dtype = _check(x, w)
     n, c = x.shape[:2]
@@ -133,7 +148,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                bias: np.ndarray | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
     transposed convolution's)."""
-    if not _in_c(geom):
+    if not _in_c(geom, (gy.shape[0], geom.groups, *input_size), w.shape[0]):
         return depthwise.grad_input(gy, w, geom, input_size, bias)
     dtype = _check(gy, w)
     input_size = tuple(int(v) for v in input_size)
@@ -149,7 +164,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``gw (C*M, 1, *k)``: ``sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``."""
-    if not _in_c(geom):
+    if not _in_c(geom, x.shape, gy.shape[1]):
         return depthwise.grad_weight(x, gy, geom)
     dtype = _check(x, gy)
     n, c = x.shape[:2]

@@ -167,7 +167,7 @@ class _Layout:
         self.dtype = dtype
         self.padded = any(lo or hi for lo, hi in self.pads)
         self.strided = any(s > 1 and k > 1 for s, k in zip(geom.stride, geom.kernel_size, strict=True))
-        padded_volume = math.prod(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.pads, strict=True))
+        padded_volume = math.prod(geom.padded_size(self.in_size))
         #: im2col straight from the unpadded input, tap by tap (no padded copy): when the padding
         #: would more than double the input (a padded slab grows with the padding, the reads don't)
         self.implicit_padding = self.padded and padded_volume > 2 * math.prod(self.in_size)

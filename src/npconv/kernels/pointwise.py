@@ -10,7 +10,10 @@ arrays are one run on the calling thread.
   ``x - m[c]`` and of its square; :func:`centred_dot` the sums of ``g`` and ``g * (x - m[c])``;
 * :func:`affine` ``y = x * a[c] + b[c]``; :func:`centred_scale` ``y = (x - m[c]) * a[c] + b[c]``;
   :func:`centred_affine` ``y = g * a[c] + (x - m[c]) * b[c] + k[c]``;
-* :func:`relu` ``max(x, 0)``; :func:`relu_grad` ``g`` where ``y > 0`` or NaN, else 0 (torch's rule).
+* :func:`relu` ``max(x, 0)``; :func:`relu_grad` ``g`` where ``y > 0`` or NaN, else 0 (torch's rule);
+* :func:`activate_` ReLU, hardtanh (ReLU6) or SiLU written into ``y`` (a convolution's fresh
+  output: the fused activation epilogue of inference), with the same values as the
+  activation ops.
 
 Partial sums are kept per worker with a fixed assignment of images (deterministic for a given
 thread count). Inputs are ``(N, C, ...)`` arrays (``relu``: any shape).
@@ -22,12 +25,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from ..backends import get_num_threads
 from . import workspace
 
 __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
-           "centred_affine", "relu", "relu_grad"]
+           "centred_affine", "relu", "relu_grad", "ACTIVATIONS", "activate_"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
@@ -177,3 +181,28 @@ def relu_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
         return out
     _each(out, lambda s: _relu_grad_block(g[s], y[s], out[s]))
     return out
+
+
+#: The activations :func:`activate_` applies: ``relu``, ``hardtanh`` (``lo``, ``hi``; ReLU6 is
+#: ``hardtanh(0, 6)``) and ``silu``.
+ACTIVATIONS = ("relu", "hardtanh", "silu")
+
+
+def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
+    t = y.dtype.type
+    if kind == "relu":
+        np.maximum(y, t(0), out=y)  # as relu: NaN stays NaN
+    elif kind == "hardtanh":  # as the hardtanh op: y <= lo -> lo, then y >= hi -> hi, NaN passes
+        np.copyto(y, t(lo), where=y <= t(lo))
+        np.copyto(y, t(hi), where=y >= t(hi))
+    else:  # silu: y * sigmoid(y), the sigmoid in y's dtype as the silu op computes it
+        y *= special.expit(y).astype(y.dtype, copy=False)
+
+
+def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.ndarray:
+    """``y = activation(y)`` in place for ``y (N, C, ...)``, runs of images over the worker threads;
+    ``kind`` one of :data:`ACTIVATIONS` (``lo``/``hi``: hardtanh's bounds). Returns ``y``."""
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"activate_: kind must be one of {ACTIVATIONS}, got {kind!r}")
+    _each(y, lambda s: _activate_block(y[s], kind, lo, hi))
+    return y

@@ -19,6 +19,7 @@ from ..checks import (
     check_weight_rank,
     is_int,
     must,
+    refuses_oversize,
     shape_text,
 )
 from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padding_mode, pad_mode
@@ -192,6 +193,7 @@ def conv_transpose3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
+@refuses_oversize("pad")
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """Pad the last ``len(pad) // 2`` axes, as ``torch.nn.functional.pad``.
 

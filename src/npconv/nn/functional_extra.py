@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import as_tensor, check_flag, shape_text
+from ..checks import as_tensor, check_flag, refuses_oversize, shape_text
 from ..checks import reduction as reduction_mode
 from ..geometry import ConvGeometry
 from ..ops import activation as _act_ops
@@ -363,6 +363,7 @@ def _integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+@refuses_oversize("interpolate")
 def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                 antialias: bool = False) -> Tensor:
@@ -651,6 +652,7 @@ def embedding(input: Any, weight: Any, padding_idx: int | None = None, max_norm:
                                     check_flag(scale_grad_by_freq, "scale_grad_by_freq"))
 
 
+@refuses_oversize("one_hot")
 def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
     """``(*,)`` class indices to ``(*, num_classes)`` int64 with a 1 at each index
     (``num_classes=-1``: one more than the largest index)."""
@@ -714,8 +716,7 @@ def _block_geometry(op: str, kernel_size: Any, dilation: Any, padding: Any, stri
 
 def _blocks(op: str, size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:
     pads = geom.pads(size)
-    blocks = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
-                   for n, (lo, hi), e, s in zip(size, pads, geom.extent, geom.stride, strict=True))
+    blocks = geom.window_counts(size)
     if any(b < 1 for b in blocks):
         raise ValueError(f"{op}: given input with spatial size {tuple(size)}, "
                          f"kernel_size={geom.kernel_size}, dilation={geom.dilation}, "

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import autograd, dtypes
 from ..autograd import as_array
+from ..checks import refuses_oversize
 from ..random import numpy_generator
 
 __all__ = [
@@ -79,6 +80,7 @@ def _finish(array: np.ndarray, device: Any, requires_grad: builtins.bool) -> Any
     return autograd.tensor_class(array, requires_grad=requires_grad)
 
 
+@refuses_oversize("zeros")
 def zeros(
     *size: Any,
     dtype: Any = None,
@@ -91,6 +93,7 @@ def zeros(
     return _finish(np.zeros(_size(size, "zeros"), chosen), device, requires_grad)
 
 
+@refuses_oversize("ones")
 def ones(
     *size: Any,
     dtype: Any = None,
@@ -103,6 +106,7 @@ def ones(
     return _finish(np.ones(_size(size, "ones"), chosen), device, requires_grad)
 
 
+@refuses_oversize("empty")
 def empty(
     *size: Any,
     dtype: Any = None,
@@ -128,6 +132,7 @@ def _fill_dtype(fill_value: Any) -> np.dtype:
     return as_array(fill_value).dtype
 
 
+@refuses_oversize("full")
 def full(
     size: Sequence[int],
     fill_value: Any,
@@ -148,6 +153,7 @@ def _like(input: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
     return data.shape, dtypes.to_numpy_dtype(dtype) if dtype is not None else data.dtype
 
 
+@refuses_oversize("zeros_like")
 def zeros_like(
     input: Any,
     *,
@@ -161,6 +167,7 @@ def zeros_like(
     return _finish(np.zeros(shape, chosen), device, requires_grad)
 
 
+@refuses_oversize("ones_like")
 def ones_like(
     input: Any,
     *,
@@ -177,6 +184,7 @@ def ones_like(
 empty_like = zeros_like
 
 
+@refuses_oversize("full_like")
 def full_like(
     input: Any,
     fill_value: Any,
@@ -191,6 +199,7 @@ def full_like(
     return _finish(np.full(shape, as_array(fill_value), dtype=chosen), device, requires_grad)
 
 
+@refuses_oversize("rand")
 def rand(
     *size: Any,
     generator: Any = None,
@@ -215,6 +224,7 @@ def rand(
     return _finish(array, device, requires_grad)
 
 
+@refuses_oversize("randn")
 def randn(
     *size: Any,
     generator: Any = None,
@@ -237,6 +247,7 @@ def randn(
     return _finish(array, device, requires_grad)
 
 
+@refuses_oversize("randint")
 def randint(
     low: int = 0,
     high: Any = None,
@@ -265,6 +276,7 @@ def randint(
     return _finish(array, device, requires_grad)
 
 
+@refuses_oversize("randperm")
 def randperm(
     n: int,
     *,
@@ -281,6 +293,7 @@ def randperm(
     return _finish(numpy_generator(generator).permutation(n).astype(chosen), device, requires_grad)
 
 
+@refuses_oversize("rand_like")
 def rand_like(
     input: Any,
     *,
@@ -295,6 +308,7 @@ def rand_like(
     return rand(shape, generator=generator, dtype=chosen, device=device, requires_grad=requires_grad)
 
 
+@refuses_oversize("randn_like")
 def randn_like(
     input: Any,
     *,
@@ -309,6 +323,7 @@ def randn_like(
     return randn(shape, generator=generator, dtype=chosen, device=device, requires_grad=requires_grad)
 
 
+@refuses_oversize("randint_like")
 def randint_like(
     input: Any,
     low: int = 0,
@@ -327,6 +342,7 @@ def randint_like(
     )
 
 
+@refuses_oversize("normal")
 def normal(
     mean: Any = 0.0,
     std: Any = 1.0,
@@ -356,6 +372,7 @@ def normal(
     return _finish(array, device, requires_grad)
 
 
+@refuses_oversize("bernoulli")
 def bernoulli(input: Any, p: Any = None, *, generator: Any = None) -> Any:
     """1 with probability ``input`` (or ``p``), else 0, in ``input``'s dtype."""
     data = as_array(input)
@@ -367,6 +384,7 @@ def bernoulli(input: Any, p: Any = None, *, generator: Any = None) -> Any:
     )
 
 
+@refuses_oversize("multinomial")
 def multinomial(
     input: Any, num_samples: int, replacement: builtins.bool = False, *, generator: Any = None
 ) -> Any:
@@ -395,6 +413,7 @@ def _is_integer(value: Any) -> builtins.bool:
     return data.dtype.kind in "iub"
 
 
+@refuses_oversize("arange")
 def arange(
     start: Any = 0,
     end: Any = None,
@@ -439,6 +458,7 @@ def arange(
     return _finish(array, device, requires_grad)
 
 
+@refuses_oversize("linspace")
 def linspace(
     start: Any,
     end: Any,
@@ -460,6 +480,7 @@ def linspace(
     return _finish(array.astype(chosen), device, requires_grad)
 
 
+@refuses_oversize("logspace")
 def logspace(
     start: Any,
     end: Any,
@@ -475,6 +496,7 @@ def logspace(
     return _finish(np.power(base, as_array(exponents)).astype(chosen), device, requires_grad)
 
 
+@refuses_oversize("eye")
 def eye(
     n: int,
     m: Any = None,

@@ -44,14 +44,11 @@ def col2im(cols: np.ndarray, geom: ConvGeometry, output_size: Sequence[int]) -> 
     kernel = geom.kernel_size
     blocks = geom.output_size(output_size)
     per = cols.reshape((n, -1) + kernel + blocks)
-    pads = geom.pads(output_size)
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(output_size, pads, strict=True))
-    image = np.zeros((n, per.shape[1]) + padded, dtype=cols.dtype)
+    image = np.zeros((n, per.shape[1]) + geom.padded_size(output_size), dtype=cols.dtype)
     lead = (slice(None), slice(None))
     for offset in itertools.product(*(range(k) for k in kernel)):
         image[lead + geom.tap_region(offset, blocks)] += per[lead + offset]
-    crop = tuple(slice(lo, lo + s) for s, (lo, _) in zip(output_size, pads, strict=True))
-    return np.ascontiguousarray(image[(slice(None), slice(None)) + crop])
+    return np.ascontiguousarray(image[lead + geom.interior(output_size)])
 
 
 def unfold(x: Any, geom: ConvGeometry) -> Tensor:

@@ -68,7 +68,9 @@ def nll_loss(x: Any, target: np.ndarray, weight: np.ndarray | None, ignore_index
 
     def backward(g: np.ndarray) -> tuple[np.ndarray]:
         grad = np.zeros_like(data)
-        np.put_along_axis(grad, index, (-w * _spread(g, factor, w.shape))[:, None], axis=1)
+        # ignored targets get no gradient even when all are ignored (a mean's factor 1/0 is nan), as in torch
+        spread = np.where(keep, _spread(g, factor, w.shape), 0)
+        np.put_along_axis(grad, index, (-w * spread)[:, None], axis=1)
         return (grad,)
 
     return make_result(out.astype(data.dtype, copy=False), (x,), backward, "NllLossBackward0")
@@ -97,16 +99,21 @@ def cross_entropy(x: Any, target: Any, weight: np.ndarray | None, ignore_index: 
             coefficients += smooth * keep[:, None]
         denominator = picked_weight.sum()
         probabilities = False
+        kept = keep
     else:
         smoothed = t * (1 - eps) + eps / channels if label_smoothing else t
         coefficients = smoothed * w if w is not None else smoothed
         denominator = data.size // channels if data.size else 0
         probabilities = True
+        kept = None
     elements = -(coefficients * logp).sum(axis=1)
     out, factor = _reduce(elements, reduction, denominator)
 
     def backward(g: np.ndarray) -> tuple[Any, Any]:
-        scale = _spread(g, factor, elements.shape)[:, None]
+        scale = _spread(g, factor, elements.shape)
+        if kept is not None:  # ignored targets get no gradient, even when all are ignored (as in torch)
+            scale = np.where(kept, scale, 0)
+        scale = scale[:, None]
         gx = None
         if _wants_grad(x):
             gx = (np.exp(logp) * coefficients.sum(axis=1, keepdims=True) - coefficients) * scale

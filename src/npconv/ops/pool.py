@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import refuses_oversize
 from ..geometry import ConvGeometry
 from ..kernels import pool as _pool
 from ..tensor import Tensor, as_array, make_result
@@ -41,6 +42,7 @@ def avg_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, count_include_
     return make_result(y, (x,), backward, f"AvgPool{geom.ndim}DBackward0")
 
 
+@refuses_oversize("adaptive_avg_pool")
 def adaptive_avg_pool(x: Any, output_size: Sequence[int]) -> Tensor:
     """Adaptive average pooling to spatial ``output_size``."""
     data = as_array(x)
@@ -90,6 +92,7 @@ def adaptive_max_pool_array(x: np.ndarray, output_size: Sequence[int]) -> tuple[
     return values, np.ascontiguousarray(flat, dtype=np.int64)
 
 
+@refuses_oversize("adaptive_max_pool")
 def adaptive_max_pool(x: Any, output_size: Sequence[int]) -> tuple[Tensor, np.ndarray]:
     """Adaptive max pooling of batched ``x (N, C, *in)``: the output and torch's flat per-plane indices."""
     data = as_array(x)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import autograd
 from ..autograd import as_array, is_tensor, make_result
+from ..checks import refuses_oversize
 
 __all__ = [
     "canonical_dim",
@@ -255,6 +256,7 @@ def broadcast_to(input: Any, size: Sequence[int]) -> Any:
     return expand(input, tuple(size))
 
 
+@refuses_oversize("repeat")
 def repeat(input: Any, *sizes: Any) -> Any:
     """Tile ``input`` ``sizes[i]`` times along dim ``i`` (``sizes`` may add leading dims)."""
     data = as_array(input)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...checks import refuses_oversize
 from ...tensor import Tensor, as_array, to_dtype
 from ...utils.hooks import BackwardHook, RemovableHandle
 from ..parameter import Buffer, Parameter, UninitializedParameter
@@ -42,6 +43,12 @@ class Module:
 
     training: bool
     _version = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # npconv's own layers: a parameter larger than the machine's memory is a ValueError, not MemoryError
+        if cls.__module__.startswith("npconv.") and "__init__" in cls.__dict__:
+            cls.__init__ = refuses_oversize(None, "parameter")(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         object.__setattr__(self, "training", True)

@@ -1,6 +1,7 @@
 """Fold an eval-mode BatchNorm into the preceding convolution or linear layer, as
 ``torch.nn.utils.fusion``: ``w' = w * gamma / sqrt(var + eps)`` (per output channel),
-``b' = (b - mean) * gamma / sqrt(var + eps) + beta``."""
+``b' = (b - mean) * gamma / sqrt(var + eps) + beta``; and :func:`optimize_for_inference`, which
+does that and fuses activations over a whole model (as ``torch.jit.optimize_for_inference``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,27 @@ from typing import Any
 import numpy as np
 
 from ...tensor import Tensor, as_array
+from ..modules.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from ..modules.container import Sequential
+from ..modules.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvNd,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    ConvTransposeNd,
+)
+from ..modules.fused import FUSABLE_ACTIVATIONS, ConvActivation
+from ..modules.lazy import LazyModuleMixin
+from ..modules.linear import Identity
+from ..modules.module import Module
 from ..parameter import Parameter
+from .parametrize import is_parametrized
 
-__all__ = ["fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights"]
+__all__ = ["fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights",
+           "optimize_for_inference"]
 
 
 def _array(value: Any) -> np.ndarray | None:
@@ -69,3 +88,98 @@ def fuse_linear_bn_eval(linear: Any, bn: Any) -> Any:
     fused.weight, fused.bias = fuse_linear_bn_weights(fused.weight, fused.bias, bn.running_mean,
                                                       bn.running_var, bn.eps, bn.weight, bn.bias)
     return fused
+
+
+def optimize_for_inference(model: Module) -> Module:
+    """An eval-mode copy of ``model`` for inference: BatchNorm folded into the preceding convolution,
+    activations fused into the convolution's output pass, parameters not requiring grad.
+
+    ``model`` itself is left unchanged. What is fused (everything else is kept as it is):
+
+    * in every ``Sequential`` (or subclass that keeps ``Sequential.forward``): a convolution followed
+      by a ``BatchNorm1d/2d/3d`` with running statistics and ``num_features == out_channels``
+      (folded, :func:`fuse_conv_bn_eval`), then by a ``ReLU``, ``ReLU6``/``Hardtanh`` or ``SiLU``
+      (a :class:`~npconv.nn.ConvActivation`); a convolution directly followed by one of these
+      activations is fused too. The consumed modules become ``Identity`` (indices stay);
+    * in other modules, torchvision's naming: a convolution child ``conv<S>`` and a BatchNorm child
+      ``bn<S>`` with the same suffix (``conv1``/``bn1`` in ResNet and its blocks) are folded, the
+      BatchNorm becomes ``Identity``. This assumes the module's forward applies ``bn<S>`` exactly to
+      the output of ``conv<S>`` (torchvision's convention); activations are not fused there (its
+      ``relu`` is shared with the residual path).
+
+    Modules with hooks, parametrized or uninitialized (lazy) convolutions and BatchNorms without
+    running statistics (which normalise with batch statistics in eval mode) are not fused. Outputs
+    equal ``model.eval()``'s within the rounding of the folded weights (float32 ~1e-6 relative). The
+    result is for inference: it has no BatchNorm left to train.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"optimize_for_inference: model must be an npconv.nn.Module, got "
+                        f"{type(model).__name__}")
+    optimized = copy.deepcopy(model).eval()
+    for module in list(optimized.modules()):
+        if isinstance(module, Sequential) and type(module).forward is Sequential.forward:
+            _fuse_sequential(module)
+        elif not isinstance(module, ConvActivation):
+            _fuse_named_pairs(module)
+    optimized.requires_grad_(False)
+    return optimized
+
+
+_TRANSPOSED = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd)
+_CONVOLUTIONS = (Conv1d, Conv2d, Conv3d, ConvNd, *_TRANSPOSED)  # their lazy forms are subclasses
+_BATCHNORMS = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
+
+
+def _hooked(module: Module) -> bool:
+    """Whether ``module`` has forward, forward-pre or backward hooks (fusing would skip them)."""
+    stores = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
+    return any(module.__dict__.get(store) for store in stores)
+
+
+def _fusable_conv(module: Any) -> bool:
+    return (isinstance(module, _CONVOLUTIONS) and not _hooked(module) and not is_parametrized(module)
+            and not (isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()))
+
+
+def _foldable(conv: Any, bn: Any) -> bool:
+    return (_fusable_conv(conv) and isinstance(bn, _BATCHNORMS) and not _hooked(bn)
+            and bn.running_mean is not None and bn.running_var is not None
+            and bn.num_features == conv.out_channels)
+
+
+def _fold(conv: Any, bn: Any) -> Any:
+    return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, _TRANSPOSED))
+
+
+def _fuse_sequential(sequential: Sequential) -> None:
+    children = sequential._modules
+    names = list(children)
+    i = 0
+    while i < len(names):
+        conv = children[names[i]]
+        if not _fusable_conv(conv):
+            i += 1
+            continue
+        j = i + 1
+        if j < len(names) and _foldable(conv, children[names[j]]):
+            conv = _fold(conv, children[names[j]])
+            children[names[j]] = Identity()
+            j += 1
+        activation = children[names[j]] if j < len(names) else None
+        if isinstance(activation, FUSABLE_ACTIVATIONS) and not _hooked(activation):
+            conv = ConvActivation(conv, activation)
+            children[names[j]] = Identity()
+            j += 1
+        children[names[i]] = conv
+        i = j
+
+
+def _fuse_named_pairs(module: Module) -> None:
+    children = module._modules
+    for name in list(children):
+        if not name.startswith("conv"):
+            continue
+        partner = "bn" + name[len("conv"):]
+        if partner in children and _foldable(children[name], children[partner]):
+            children[name] = _fold(children[name], children[partner])
+            children[partner] = Identity()

@@ -1,0 +1,217 @@
+"""npconv.optimize_for_inference: BatchNorm folded into convolutions, activations fused; outputs
+against the unfused model (NumPy only) and against torch's eval-mode model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv import nn
+from npconv.kernels import pointwise
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and non-trivial BatchNorm statistics (fresh ones make BN nearly an identity)."""
+    rng = np.random.default_rng(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            n = module.num_features
+            if module.running_mean is not None:
+                module.running_mean.numpy()[...] = rng.standard_normal(n) * 0.5
+                module.running_var.numpy()[...] = rng.random(n) + 0.5
+            if module.weight is not None:
+                module.weight.numpy()[...] = rng.random(n) + 0.5
+                module.bias.numpy()[...] = rng.standard_normal(n) * 0.3
+    return model
+
+
+def _outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with npconv.no_grad():
+        return model(npconv.tensor(x)).numpy()
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock naming: conv1/bn1, conv2/bn2, a shared relu, a downsample."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.downsample(x))
+
+
+def small_network(nn=nn) -> object:  # noqa: ANN001 (npconv.nn or torch.nn)
+    block = BasicBlock if nn is npconv.nn else None
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+              nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+              nn.Conv2d(8, 6, 1, bias=False), nn.BatchNorm2d(6), nn.SiLU(),
+              nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+              nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)]
+    if block is not None:
+        layers.append(block(6, 10, 2))
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_the_unfused_model(dtype):
+    model = _randomize(small_network()).to(dtype).eval()
+    x = np.random.default_rng(1).standard_normal((2, 3, 11, 9)).astype(dtype)
+    expected = _outputs(model, x)
+    optimized = npconv.optimize_for_inference(model)
+    got = _outputs(optimized, x)
+    assert got.dtype == dtype
+    tolerance = 1e-12 if dtype == np.float64 else 2e-5
+    assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
+
+
+def test_what_is_fused_and_what_is_left():
+    model = _randomize(small_network()).train()
+    optimized = npconv.optimize_for_inference(model)
+    kinds = [type(m).__name__ for m in optimized]
+    assert kinds == ["ConvActivation", "Identity", "Identity"] * 3 + [
+        "ConvActivation", "Identity", "Conv2d", "Identity", "BasicBlock"]
+    assert [type(optimized[i].activation).__name__ for i in (0, 3, 6, 9)] == ["ReLU", "ReLU6", "SiLU", "ReLU"]
+    block = optimized[13]
+    # named pairs folded; the shared relu stays (it also runs after the residual add)
+    assert isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)
+    assert isinstance(block.conv1, nn.Conv2d) and block.conv1.bias is not None
+    assert isinstance(block.relu, nn.ReLU)
+    assert isinstance(block.downsample[0], nn.Conv2d) and isinstance(block.downsample[1], nn.Identity)
+    assert not optimized.training and not any(p.requires_grad for p in optimized.parameters())
+    # the argument is untouched
+    assert model.training and isinstance(model[1], nn.BatchNorm2d) and model[0].weight.requires_grad
+
+
+def test_leaves_what_it_cannot_fuse():
+    class Custom(nn.Sequential):  # its own forward: the dataflow is not the Sequential's
+        def forward(self, x):
+            return self[1](self[0](x) * 2)
+
+    untracked = nn.BatchNorm2d(4, track_running_stats=False)  # normalises with batch statistics
+    hooked = nn.Conv2d(4, 4, 1)
+    hooked.register_forward_hook(lambda *args: None)
+    model = nn.Sequential(
+        Custom(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)),
+        nn.Conv2d(4, 4, 1), untracked, nn.ReLU(),
+        hooked, nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(5 - 1), nn.Tanh(),
+    )
+    model = _randomize(model).eval()
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 5))
+    model = model.double()
+    optimized = npconv.optimize_for_inference(model)
+    assert isinstance(optimized[0][1], nn.BatchNorm2d)
+    assert type(optimized[1]).__name__ == "Conv2d" and optimized[2] is not None
+    assert isinstance(optimized[2], nn.BatchNorm2d) and isinstance(optimized[3], nn.ReLU)
+    assert isinstance(optimized[5], nn.BatchNorm2d)  # its conv has a hook
+    assert isinstance(optimized[7], nn.Identity) and isinstance(optimized[8], nn.Tanh)  # Tanh not fusable
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(model, x), rtol=1e-12, atol=1e-12)
+
+
+def test_named_pairs_need_matching_suffixes():
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_a = nn.Conv2d(2, 3, 1)
+            self.norm = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.norm(self.conv_a(x))
+
+    optimized = npconv.optimize_for_inference(Named())
+    assert isinstance(optimized.norm, nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("conv, bn, shape", [
+    (lambda: nn.Conv1d(3, 4, 3, padding=1), lambda: nn.BatchNorm1d(4), (2, 3, 7)),
+    (lambda: nn.Conv3d(3, 4, 3, padding=1), lambda: nn.BatchNorm3d(4), (1, 3, 4, 5, 3)),
+    (lambda: nn.ConvTranspose2d(3, 4, 3, stride=2), lambda: nn.BatchNorm2d(4), (2, 3, 4, 5)),
+    (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), lambda: nn.BatchNorm2d(4, affine=False),
+     (2, 3, 5, 6)),
+])
+def test_other_convolutions_and_batchnorms(conv, bn, shape):
+    model = _randomize(nn.Sequential(conv(), bn(), nn.ReLU())).double().eval()
+    x = np.random.default_rng(3).standard_normal(shape)
+    optimized = npconv.optimize_for_inference(model)
+    assert isinstance(optimized[0], nn.ConvActivation)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(model, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-0.5, 0.25), nn.SiLU()])
+def test_epilogue_equals_the_activation_op_bit_for_bit(activation):
+    x = np.random.default_rng(4).standard_normal((3, 4, 5, 6)).astype(np.float32) * 4
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    conv = nn.Conv2d(4, 4, 1)
+    conv.weight.numpy()[...] = np.eye(4, dtype=np.float32)[:, :, None, None]
+    conv.bias.numpy()[...] = 0
+    fused = nn.ConvActivation(conv, activation)
+    with npconv.no_grad(), np.errstate(invalid="ignore"):  # inf * 0 -> NaN, in both
+        expected = activation(conv(npconv.tensor(x))).numpy()
+        got = fused(npconv.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, expected)  # NaN where the unfused gives NaN, same values
+
+
+def test_epilogue_under_autograd_has_the_unfused_gradients():
+    rng = np.random.default_rng(5)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    fused = nn.ConvActivation(conv, nn.SiLU())
+    x = npconv.tensor(rng.standard_normal((2, 2, 5, 5)), requires_grad=True)
+    fused(x).sum().backward()
+    gx, gw = x.grad.numpy().copy(), conv.weight.grad.numpy().copy()
+    x.grad, conv.weight.grad = None, None
+    nn.SiLU()(conv(x)).sum().backward()
+    np.testing.assert_allclose(gx, x.grad.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(gw, conv.weight.grad.numpy(), rtol=1e-13)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="model must be an npconv.nn.Module, got list"):
+        npconv.optimize_for_inference([nn.Conv2d(1, 1, 1)])
+    with pytest.raises(TypeError, match="conv must be a convolution module, got Linear"):
+        nn.ConvActivation(nn.Linear(2, 2), nn.ReLU())
+    with pytest.raises(TypeError, match="activation must be one of .*got Tanh"):
+        nn.ConvActivation(nn.Conv2d(1, 1, 1), nn.Tanh())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        pointwise.activate_(np.zeros((1, 1)), "gelu")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_matches_torch_eval(dtype):
+    torch = pytest.importorskip("torch")
+
+    class TorchBlock(torch.nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(c_out)
+            self.relu = torch.nn.ReLU(inplace=True)
+            self.conv2 = torch.nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = torch.nn.BatchNorm2d(c_out)
+            self.downsample = torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                                  torch.nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + self.downsample(x))
+
+    ours = _randomize(small_network(), seed=7)
+    theirs = torch.nn.Sequential(*list(small_network(torch.nn)), TorchBlock(6, 10, 2))
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
+    np_dtype = np.dtype(dtype)
+    ours, theirs = ours.to(np_dtype).eval(), theirs.to(getattr(torch, dtype)).eval()
+    x = np.random.default_rng(8).standard_normal((2, 3, 12, 10)).astype(np_dtype)
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x)).numpy()
+    got = _outputs(npconv.optimize_for_inference(ours), x)
+    tolerance = 1e-12 if dtype == "float64" else 2e-5
+    assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
