@@ -192,10 +192,8 @@ def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
     t = y.dtype.type
     if kind == "relu":
         np.maximum(y, t(0), out=y)  # as relu: NaN stays NaN
-    elif kind == "hardtanh":  # as the hardtanh op: y <= lo -> lo, then y >= hi -> hi, NaN passes
-        np.clip(y, t(lo), t(hi), out=y)  # 50x faster than masked copies
-        if lo == 0 or hi == 0:  # the op gives the bound itself, +0.0, for -0.0 (clip keeps -0.0)
-            y += t(0)
+    elif kind == "hardtanh":  # as the hardtanh op and torch: NaN and -0.0 pass
+        np.clip(y, t(lo), t(hi), out=y)
     else:  # silu: y * sigmoid(y), the sigmoid in y's dtype as the silu op computes it
         y *= special.expit(y).astype(y.dtype, copy=False)
 
