@@ -30,6 +30,10 @@ measurably, checked with ``--alone``). ``--spin`` keeps the libraries' defaults 
 ``--passes`` also times the grad_input and grad_weight passes on their own (npconv's planner entry
 points; torch's ``aten.convolution_backward`` with one output requested), for plain convolutions.
 The engine (npconv's compiled core and its ISA variant, or the NumPy engine) is in the run's title.
+The child processes run without an ``OPENBLAS_CORETYPE`` from the environment (``--blas-coretype
+keep`` keeps it), so NumPy's OpenBLAS picks the kernels for this CPU itself: a forced ``Haswell``
+(which the Zen 5 machines of docs/performance.md set) halves its sgemm speed there. The BLAS
+libraries' kernel choice is in the run's title.
 """
 
 from __future__ import annotations
@@ -401,6 +405,7 @@ def worker(args: argparse.Namespace) -> dict:
             flush=True,
         )
     import scipy
+    from threadpoolctl import threadpool_info
 
     meta = {
         "machine": platform.machine(),
@@ -418,6 +423,9 @@ def worker(args: argparse.Namespace) -> dict:
         "order": "alone" if args.alone else "interleaved",
         "core": npconv.backends.core.name,
         "isa": npconv.backends.core.isa,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+        "blas": ", ".join(f"{i.get('prefix')} {i.get('version')} {i.get('architecture')}"
+                          for i in threadpool_info() if i.get("user_api") == "blas"),
     }
     return {"meta": meta, "results": results, "summary": summarize(results)}
 
@@ -443,6 +451,8 @@ def main() -> None:
         "--alone", action="store_true", help="time each library in its own block, not interleaved"
     )
     parser.add_argument("--passes", action="store_true", help="also time grad_input and grad_weight alone")
+    parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
+                        help="detect: no OPENBLAS_CORETYPE (OpenBLAS picks its kernels); keep: keep it")
     parser.add_argument("--json", default="benchmarks/results/bench_conv.json", help="output JSON path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -458,6 +468,8 @@ def main() -> None:
             env["GLIBC_TUNABLES"] = TUNED_MALLOC
         else:
             env.pop("GLIBC_TUNABLES", None)
+        if args.blas_coretype == "detect":
+            env.pop("OPENBLAS_CORETYPE", None)
         if not args.spin:  # values already set in the environment win
             for key, value in NO_SPIN.items():
                 env.setdefault(key, value)
@@ -484,7 +496,8 @@ def main() -> None:
             f"OPENBLAS_THREAD_TIMEOUT={meta['openblas_thread_timeout']!r}); {meta['order']}; "
             f"{meta['threads']} threads; numpy {meta['numpy']}, scipy {meta['scipy']}, "
             f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['reps']} reps; npconv core "
-            f"{meta.get('core')} ({meta.get('isa')})",
+            f"{meta.get('core')} ({meta.get('isa')}); BLAS {meta.get('blas')} (OPENBLAS_CORETYPE="
+            f"{meta.get('openblas_coretype')!r})",
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as handle:

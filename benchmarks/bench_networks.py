@@ -16,9 +16,15 @@ Each library is timed in its own block (a warm-up call, then ``--reps`` timed ca
 alternating library order over ``--rounds`` rounds; medians of all timed calls. Float32, ``--threads``
 threads for every library. The process re-runs itself with the tuned malloc and the idle-pool
 settings of ``bench_conv.py`` (idle threads sleep: torch's OpenMP pool, OpenBLAS's pool; ONNX
-Runtime's pool with ``session.intra_op.allow_spinning=0``) unless ``--spin``. Outputs of every
+Runtime's pool with ``session.intra_op.allow_spinning=0``) unless ``--spin``. It also removes an
+``OPENBLAS_CORETYPE`` from the environment (``--blas-coretype keep`` keeps it), so NumPy's and
+SciPy's OpenBLAS pick their kernels for this CPU themselves: a forced ``OPENBLAS_CORETYPE=Haswell``
+(the 2-vCPU Zen 5 machines of the measurements in docs/performance.md set it) runs the AVX2 sgemm at
+half the speed of the AVX-512 one OpenBLAS picks there (npconv's dense convolutions run on that
+sgemm; torch and ONNX Runtime do not use OpenBLAS). Outputs of every
 library are compared with torch's (norm-relative error of the logits; for training, the first
-step's loss, and both libraries' first-step gradients against torch's in float64)::
+step's loss, npconv's float64 gradients against torch's, and both libraries' float32 gradients
+against torch's float64 ones)::
 
     python benchmarks/bench_networks.py [--rounds 3] [--reps 5] [--size 224] [--json PATH]
 """
@@ -258,18 +264,27 @@ def run_training(torch, batch: int, size: int, args) -> dict:
         n_opt.step()
         return float(loss.item())
 
-    # correctness: the first step's gradients from the same weights, both libraries against torch in
-    # float64 (train-mode BatchNorm's backward loses digits in float32: torch's own float32 gradients
-    # are ~1e-2 off here, so npconv is not compared with torch's float32 ones)
+    # correctness: the first step's gradients from the same weights. In float64 npconv's must equal
+    # torch's; in float32 both libraries' are compared with torch's float64 ones (train-mode
+    # BatchNorm's backward cancels: both libraries' float32 gradients are ~1e-2 off on this net)
     reference = copy.deepcopy(torch_model).double()
     torch.nn.CrossEntropyLoss()(reference(tx.double()), tt).backward()
+    ours64 = npconv_copy(torch, resnet18, torch_model).double().train()
+    npconv.nn.CrossEntropyLoss()(ours64(npconv.from_numpy(x.astype(np.float64))), nt).backward()
     losses = (t_step(), np_step())
     ref_grads = {n: p.grad.numpy() for n, p in reference.named_parameters()}
     t_grads = {n: p.grad.numpy() for n, p in torch_model.named_parameters()}
+
+    grads64 = [(n, p.grad.numpy()) for n, p in ours64.named_parameters()]
+    grads32 = [(n, p.grad.numpy()) for n, p in ours.named_parameters()]
+
+    def worst(grads) -> float:
+        return max(relative_error(g, ref_grads[n]) for n, g in grads)
+
     errors = {"npconv loss vs torch": abs(losses[1] - losses[0]) / abs(losses[0]),
-              "npconv grads vs float64": max(relative_error(p.grad.numpy(), ref_grads[n])
-                                             for n, p in ours.named_parameters()),
-              "torch grads vs float64": max(relative_error(g, ref_grads[n]) for n, g in t_grads.items())}
+              "float64 grads, npconv vs torch": worst(grads64),
+              "float32 grads vs float64: npconv": worst(grads32),
+              "torch": worst(t_grads.items())}
     ms = time_blocks({"torch": t_step, "npconv": np_step}, args.rounds, args.reps)
     return {"kind": "training step", "network": "ResNet-18", "batch": batch, "size": size, "ms": ms,
             "errors": errors}
@@ -288,6 +303,13 @@ def print_rows(rows: list[dict]) -> None:
               f"| {p:.1f} | {n / t:.2f} | {n / o:.2f} | {p / t:.2f} | {p / o:.2f} | {errors} |", flush=True)
 
 
+def blas_architectures() -> str:
+    from threadpoolctl import threadpool_info
+
+    return ", ".join(f"{i.get('prefix')} {i.get('version')} {i.get('architecture')}"
+                     for i in threadpool_info() if i.get("user_api") == "blas")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per library")
@@ -299,12 +321,17 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated: resnet, mobilenet, train")
     parser.add_argument("--json", default="benchmarks/results/bench_networks.json")
     parser.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle threads")
+    parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
+                        help="detect: remove OPENBLAS_CORETYPE (OpenBLAS picks its kernels); keep: keep it")
     args = parser.parse_args()
     wanted = {"GLIBC_TUNABLES": TUNED_MALLOC, **({} if args.spin else NO_SPIN)}
     missing = {key: value for key, value in wanted.items() if key not in os.environ}
-    if missing:  # the allocator and thread pools read these when they start: re-run the process
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
-                  {**os.environ, **missing})
+    drop = args.blas_coretype == "detect" and "OPENBLAS_CORETYPE" in os.environ
+    if missing or drop:  # the allocator, BLAS and thread pools read these when they start: re-run
+        env = {**os.environ, **missing}
+        if drop:
+            env["BENCH_REMOVED_OPENBLAS_CORETYPE"] = env.pop("OPENBLAS_CORETYPE")
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
     import onnxruntime
     import torch
 
@@ -315,11 +342,15 @@ def main() -> None:
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": platform.processor(),
             "core": npconv.backends.core.name, "isa": npconv.backends.core.isa,
             "load_before": os.getloadavg()[0], "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
+            "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_architectures(),
+            "removed_openblas_coretype": os.environ.get("BENCH_REMOVED_OPENBLAS_CORETYPE")}
     print(f"# {args.threads} threads, numpy {np.__version__}, torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, npconv core {meta['core']} ({meta['isa']}), OMP_WAIT_POLICY="
           f"{meta['omp_wait_policy']!r}, {args.rounds} rounds x {args.reps} reps, "
-          f"load {meta['load_before']:.2f}")
+          f"load {meta['load_before']:.2f}\n# BLAS: {meta['blas']} (OPENBLAS_CORETYPE="
+          f"{meta['openblas_coretype']!r}, removed from the environment: "
+          f"{meta['removed_openblas_coretype']!r})")
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for name in NETWORKS:

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 /* Sizes of one depthwise call: x (N, C, H, W), weight (C*M, 1, KH, KW), output (N, C*M, OH, OW),
@@ -20,6 +21,12 @@
 typedef struct {
     ptrdiff_t n, c, m, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
 } dw_geom;
+
+/* Sizes of one 2-D max pooling call: planes (P, H, W) -> (P, OH, OW), kernel (KH, KW), stride,
+ * dilation, low padding (PH, PW); the high side (padding, ceil_mode) is implied by OH/OW. */
+typedef struct {
+    ptrdiff_t planes, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} mp_geom;
 
 /* Geometry values and plane sizes the kernels accept: products of two stay far inside ptrdiff_t. */
 #define DW_MAX_VALUE ((ptrdiff_t)1 << 24)
@@ -99,6 +106,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 16
 #define SFX f32_generic
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -110,6 +118,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 16
 #define SFX f64_generic
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -126,6 +135,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 32
 #define SFX f32_avx2
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -137,6 +147,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 32
 #define SFX f64_avx2
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -152,6 +163,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 64
 #define SFX f32_avx512
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -163,6 +175,7 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 #define VBYTES 64
 #define SFX f64_avx512
 #include "depthwise.h"
+#include "pool.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -186,6 +199,16 @@ typedef struct {
 
 #define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
 
+typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
+typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    mp_fwd_fn forward;
+    mp_bwd_fn backward;
+} mp_kernels;
+
+#define MP_ENTRY(sfx) {(mp_fwd_fn)max_pool_forward_##sfx, (mp_bwd_fn)max_pool_backward_##sfx}
+
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 static const char *const ISA_NAMES[ISA_COUNT] = {"generic", "avx2", "avx512"};
 
@@ -198,6 +221,18 @@ static const dw_kernels DW_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+/* [isa][0: float32, 1: float64] */
+static const mp_kernels MP_TABLE[ISA_COUNT][2] = {
+    {MP_ENTRY(f32_generic), MP_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {MP_ENTRY(f32_avx2), MP_ENTRY(f64_avx2)},
+    {MP_ENTRY(f32_avx512), MP_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL}, {NULL, NULL}},
+    {{NULL, NULL}, {NULL, NULL}},
 #endif
 };
 
@@ -422,6 +457,95 @@ release_x:
     Py_RETURN_NONE;
 }
 
+static int parse_pool_geom(PyObject *seq, mp_geom *g)
+{
+    ptrdiff_t v[13];
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 13) {
+        PyErr_SetString(PyExc_TypeError,
+                        "geometry must be a tuple of 13 ints (P, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+        return -1;
+    }
+    for (int i = 0; i < 13; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < (i >= 11 || i < 5 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    *g = (mp_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
+    /* products of two values stay below 2**48; every index the kernels form below 2**62 */
+    if (g->kh * g->kw > ((ptrdiff_t)1 << 30) || g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE) {
+        PyErr_SetString(PyExc_ValueError, "geometry: planes or kernel too large for the compiled kernel");
+        return -1;
+    }
+    return 0;
+}
+
+static int get_int32_buffer(PyObject *obj, int writable, Py_buffer *view, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '=' || f[0] == '<' || f[0] == '@') f++;
+    if (!((f[0] == 'i' || f[0] == 'l') && view->itemsize == 4) || f[1]) {
+        PyErr_Format(PyExc_TypeError, "%s must hold int32, got format %s", what, view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* pass 0: (isa, x, y, arg, geom, start, stop); pass 1: (isa, gy, arg, gx, geom, start, stop). */
+static PyObject *run_max_pool(PyObject *args, int pass)
+{
+    int isa;
+    PyObject *a_o, *b_o, *c_o, *geom;
+    Py_ssize_t start, stop;
+    mp_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOnn", &isa, &a_o, &b_o, &c_o, &geom, &start, &stop)) return NULL;
+    if (check_isa(isa) < 0 || parse_pool_geom(geom, &g) < 0) return NULL;
+    /* forward: values x, y and indices arg; backward: values gy, gx and indices arg */
+    PyObject *src_o = a_o, *dst_o = pass ? c_o : b_o, *arg_o = pass ? b_o : c_o;
+    Py_buffer src, dst, arg;
+    int ok = 0;
+    if (get_buffer(src_o, 0, &src, pass ? "grad_output" : "input") < 0) return NULL;
+    if (get_buffer(dst_o, 1, &dst, pass ? "grad_input" : "output") < 0) goto release_src;
+    if (get_int32_buffer(arg_o, !pass, &arg, "arg") < 0) goto release_dst;
+    if (dst.itemsize != src.itemsize) {
+        PyErr_SetString(PyExc_TypeError, "input and output must have the same element type");
+        goto release_arg;
+    }
+    const ptrdiff_t in_n = g.planes * g.h * g.w, out_n = g.planes * g.oh * g.ow;
+    if (check_count(&src, pass ? out_n : in_n, 0, pass ? "grad_output" : "input") < 0 ||
+        check_count(&dst, pass ? in_n : out_n, 0, pass ? "grad_input" : "output") < 0 ||
+        check_count(&arg, out_n, 0, "arg") < 0)
+        goto release_arg;
+    if (start < 0 || stop > g.planes || start > stop) {
+        PyErr_Format(PyExc_ValueError, "plane range [%zd, %zd) outside [0, %zd)", start, stop, g.planes);
+        goto release_arg;
+    }
+    const mp_kernels *k = &MP_TABLE[isa][src.itemsize == 8];
+    Py_BEGIN_ALLOW_THREADS
+    if (pass)
+        k->backward(src.buf, (const int32_t *)arg.buf, dst.buf, &g, start, stop);
+    else
+        k->forward(src.buf, dst.buf, (int32_t *)arg.buf, &g, start, stop);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+release_arg:
+    PyBuffer_Release(&arg);
+release_dst:
+    PyBuffer_Release(&dst);
+release_src:
+    PyBuffer_Release(&src);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
+static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
@@ -434,6 +558,11 @@ static PyMethodDef methods[] = {
      "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop): planes of gx"},
     {"depthwise2d_grad_weight", dw2d_grad_weight, METH_VARARGS,
      "depthwise2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): input channels of gw"},
+    {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
+     "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
+     "argmax kernel offsets arg (int32)"},
+    {"max_pool2d_backward", mp2d_backward, METH_VARARGS,
+     "max_pool2d_backward(isa, gy, arg, gx, geometry, start, stop): planes [start, stop) of gx"},
     {NULL, NULL, 0, NULL},
 };
 

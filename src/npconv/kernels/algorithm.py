@@ -53,7 +53,8 @@ ConvGeometry = Any
 Operands = Any
 
 __all__ = ["PASSES", "FALLBACK", "BUILTIN", "Algorithm", "ModuleAlgorithm", "register", "unregister", "names",
-           "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered"]
+           "available", "get", "implementations", "unavailable", "reasons", "pure", "refresh", "registered",
+           "generation"]
 
 #: The three passes of a convolution, in the order the planner documents them.
 PASSES = ("forward", "grad_input", "grad_weight")
@@ -200,6 +201,7 @@ _order: list[str] = []  # names in rule order
 _declared: dict[str, list[Algorithm | ModuleType | str]] = {}  # name -> implementations, as registered
 _loaded: dict[str, list[Algorithm]] | None = None
 _active: dict[bool, dict[str, Algorithm]] = {}  # available() per value of pure(), until refresh()
+_generation = 0
 #: Implementations that failed to import or register: ``"name (module)" -> reason``.
 unavailable: dict[str, str] = {}
 
@@ -258,10 +260,16 @@ def unregister(name: str, implementation: Algorithm | ModuleType | str | None = 
 
 def refresh() -> None:
     """Forget the loaded implementations (re-import and re-read ``NPCONV_PURE`` on next use)."""
-    global _loaded
+    global _loaded, _generation
     with _lock:
         _loaded = None
         _active.clear()
+        _generation += 1
+
+
+def generation() -> int:
+    """A number that changes whenever the registry changes (caches of choices key on it)."""
+    return _generation
 
 
 def names() -> tuple[str, ...]:

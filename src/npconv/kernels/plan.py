@@ -9,7 +9,9 @@ Choice per call (:func:`_select`, the one selection function), in order:
 2. in benchmark mode, the fastest supporting algorithm measured on the first call with the same
    (pass, shapes, geometry, dtype), cached in ``npconv.backends.conv.benchmark_cache``;
 3. the rule: the first algorithm in registry order that supports and recommends the call
-   (``gemm``, last, runs everything).
+   (``gemm``, last, runs everything). Its answer is cached per (pass, shapes, geometry, dtype,
+   registry generation, ``NPCONV_PURE``, thread count): asking every algorithm cost more than a
+   small convolution itself (~0.3 ms per call); :func:`clear_cache` forgets it.
 
 Then locality: a non-local algorithm (FFT, Winograd) runs only if its ``admits`` check accepts this
 call's values (finite, within its dynamic range); otherwise the rule's first local algorithm runs
@@ -32,7 +34,7 @@ from .algorithm import FALLBACK, PASSES, Algorithm
 from .common import add_bias
 from .numerics import Operands
 
-__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates"]
+__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "clear_cache"]
 
 Key = tuple  # (x_shape, w_shape, geom, dtype)
 
@@ -76,7 +78,30 @@ def _forced(pass_name: str, key: Key) -> Algorithm | None:
     return algorithm
 
 
+#: The rule's answers: (pass, key, local_only, generation, pure, threads) -> algorithm.
+_rule_cache: dict[tuple, Algorithm] = {}
+_RULE_CACHE_SIZE = 4096
+
+
+def clear_cache() -> None:
+    """Forget the rule's cached answers (the registry's changes, ``NPCONV_PURE`` and the thread
+    count are part of the cache key already)."""
+    _rule_cache.clear()
+
+
 def _rule(pass_name: str, key: Key, local_only: bool = False) -> Algorithm:
+    cache_key = (pass_name, key, local_only, registry.generation(), registry.pure(),
+                 backends.get_num_threads())
+    algorithm = _rule_cache.get(cache_key)
+    if algorithm is None:
+        algorithm = _rule_uncached(pass_name, key, local_only)
+        if len(_rule_cache) >= _RULE_CACHE_SIZE:
+            _rule_cache.clear()
+        _rule_cache[cache_key] = algorithm
+    return algorithm
+
+
+def _rule_uncached(pass_name: str, key: Key, local_only: bool) -> Algorithm:
     active = registry.available()
     usable = [a for a in active.values() if (a.local or not local_only) and _runs(a, pass_name, key)]
     for algorithm in usable:

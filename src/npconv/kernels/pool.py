@@ -11,6 +11,9 @@ is a loop over the ``K = prod(kernel_size)`` kernel offsets on strided views of 
   ``gy`` to the argmax offset of each window.
 * avg pool   ``y = sum_k xp[o*s + k] / divisor(o)`` with torch's divisor (``count_include_pad``,
   ``divisor_override``); backward adds ``gy / divisor`` to every offset's slice.
+* 1-d and 2-d max pooling of float32/float64 run on the compiled core (``npconv._core``, planes
+  split over the worker threads) when it is in use, with the same rules; ``compiled=False`` runs the
+  NumPy passes (the reference the compiled ones are tested against).
 * adaptive avg pool  window ``[floor(o*n/m), ceil((o+1)*n/m))`` per dimension; separable, so it is
   one ``(m, n)`` averaging matrix per dimension applied along its axis (its transpose backward).
 """
@@ -22,7 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import backends
+from ..backends import get_num_threads
 from ..geometry import ConvGeometry
+from . import workspace
 from .common import windows
 from .padding import pad_array
 
@@ -49,11 +55,56 @@ def _crop(gxp: np.ndarray, padded: ConvGeometry, input_size: Sequence[int]) -> n
     return np.ascontiguousarray(gxp[(slice(None), slice(None)) + padded.interior(input_size)])
 
 
-def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+#: The compiled kernel's limits (core.c): every geometry value, and the elements of one plane.
+_CORE_MAX_VALUE = 2**24
+_CORE_MAX_PLANE = 2**28
+
+
+def _compiled(values: np.ndarray, geom: ConvGeometry, geometry: tuple[int, ...]) -> bool:
+    """Whether the compiled core runs this max pooling (1-d/2-d, float32/float64, within its limits;
+    degenerate sizes such as a huge stride go to the NumPy passes)."""
+    _, h, w, oh, ow, kh, kw = geometry[:7]
+    return (backends.core.available and geom.ndim <= 2 and values.dtype in _COMPILED_DTYPES
+            and max(geometry) <= _CORE_MAX_VALUE and h * w <= _CORE_MAX_PLANE
+            and oh * ow <= _CORE_MAX_PLANE and kh * kw < 2**30)
+
+
+def _core_geometry(planes: int, input_size: Sequence[int], out_size: Sequence[int], geom: ConvGeometry,
+                   pads: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+    """The extension's ``(P, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)``; 1-d as a unit height."""
+    def two(values: Sequence[int], fill: int) -> tuple[int, ...]:
+        return (fill,) * (2 - len(values)) + tuple(int(v) for v in values)
+
+    return (planes, *two(input_size, 1), *two(out_size, 1), *two(geom.kernel_size, 1), *two(geom.stride, 1),
+            *two(geom.dilation, 1), *two([lo for lo, _ in pads], 0))
+
+
+def _over_planes(kernel, planes: int, *args) -> None:
+    """``kernel(isa, *args, start, stop)`` over the planes split across the worker threads."""
+    threads = max(1, min(get_num_threads(), planes))
+    bounds = [planes * i // threads for i in range(threads + 1)]
+    isa = backends.core.isa_index
+    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
+                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads)
+
+
+def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False, compiled: bool = True
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Max pooling: ``(y, arg)`` where ``arg (N, C, *out)`` is the flat kernel offset of each maximum."""
+    """Max pooling: ``(y, arg)`` where ``arg (N, C, *out)`` is the flat kernel offset of each maximum
+    (int32 below 2**31 offsets); ``compiled=False``: the NumPy passes even when the core is in use."""
     input_size = x.shape[2:]
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
+    planes = x.shape[0] * x.shape[1]
+    geometry = _core_geometry(planes, input_size, out_size, geom, pads)
+    if compiled and _compiled(x, geom, geometry):
+        y = np.empty(x.shape[:2] + out_size, x.dtype)
+        arg = np.empty(y.shape, np.int32)
+        _over_planes(backends.core.module.max_pool2d_forward, planes, np.ascontiguousarray(x), y, arg,
+                     geometry)
+        return y, arg
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
     shape = x.shape[:2] + out_size
@@ -96,9 +147,17 @@ def _first_inside(geom: ConvGeometry, pads: Sequence[tuple[int, int]], out_size:
 
 
 def max_pool_backward(gy: np.ndarray, arg: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-                      ceil_mode: bool = False) -> np.ndarray:
-    """Adjoint of max pooling: ``gy`` added to the argmax position of every window."""
+                      ceil_mode: bool = False, compiled: bool = True) -> np.ndarray:
+    """Adjoint of max pooling: ``gy`` added to the argmax position of every window (``compiled``
+    as in :func:`max_pool_forward`)."""
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
+    planes = gy.shape[0] * gy.shape[1]
+    geometry = _core_geometry(planes, input_size, out_size, geom, pads)
+    if compiled and arg.dtype == np.int32 and _compiled(gy, geom, geometry):
+        gx = np.empty(gy.shape[:2] + tuple(input_size), gy.dtype)
+        _over_planes(backends.core.module.max_pool2d_backward, planes, np.ascontiguousarray(gy),
+                     np.ascontiguousarray(arg), gx, geometry)
+        return gx
     padded = geom.with_padding(pads).padded_size(input_size)
     gxp = np.zeros(gy.shape[:2] + padded, dtype=gy.dtype)
     chosen = np.empty(arg.shape, dtype=bool)

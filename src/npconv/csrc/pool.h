@@ -1,0 +1,102 @@
+/* 2-D max pooling, one copy per (element type, ISA): core.c includes this file once per
+ * combination with T and SFX defined, inside the ISA's `#pragma GCC target` region.
+ *
+ * Layout: planes (P, H, W) C-contiguous; y and arg (P, OH, OW); arg holds the flat kernel offset
+ * kh * KW + kw of each window's maximum (npconv.kernels.pool's convention). Rules (torch's CPU
+ * kernel, and the NumPy reference): padding never wins; taps in order, a tap replaces the maximum
+ * when it is greater or NaN (so the last NaN is kept); a window whose in-bounds values are all -inf
+ * (or that has none) gives -inf at its first in-bounds offset (from the low side).
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* First kernel offset k with start + k * d >= 0, and the end of the offsets with start + k * d < n. */
+static inline void FN(mp_taps)(ptrdiff_t start, ptrdiff_t n, ptrdiff_t k, ptrdiff_t d, ptrdiff_t *k0, ptrdiff_t *k1)
+{
+    *k0 = start < 0 ? (-start + d - 1) / d : 0;
+    const ptrdiff_t end = n - start > 0 ? (n - start + d - 1) / d : 0;
+    *k1 = end < k ? end : k;
+}
+
+/* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN. The
+ * stride is a compile-time constant at the call sites that matter (1, 2), so the loop vectorizes. */
+static inline __attribute__((always_inline)) void
+FN(mp_tap)(const T *src, ptrdiff_t stride, T *best, int32_t *at, ptrdiff_t j0, ptrdiff_t j1, int32_t code)
+{
+    for (ptrdiff_t j = j0; j < j1; j++) {
+        const T v = src[j * stride];
+        const int take = (v > best[j]) | (v != v);
+        best[j] = take ? v : best[j];
+        at[j] = take ? code : at[j];
+    }
+}
+
+/* Row by row: every output of the row starts at -inf with its first in-bounds offset, then the taps
+ * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. */
+static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *g, ptrdiff_t start, ptrdiff_t stop)
+{
+    const ptrdiff_t in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const T *xp = x + p * in_plane;
+        for (ptrdiff_t i = 0; i < g->oh; i++) {
+            T *best = y + p * out_plane + i * g->ow;
+            int32_t *at = arg + p * out_plane + i * g->ow;
+            const ptrdiff_t hs = i * g->sh - g->ph;
+            ptrdiff_t kh0, kh1;
+            FN(mp_taps)(hs, g->h, g->kh, g->dh, &kh0, &kh1);
+            for (ptrdiff_t j = 0; j < g->ow; j++) {
+                ptrdiff_t kw0, kw1;
+                FN(mp_taps)(j * g->sw - g->pw, g->w, g->kw, g->dw, &kw0, &kw1);
+                best[j] = -(T)INFINITY;
+                at[j] = (int32_t)(kh0 * g->kw + kw0);
+            }
+            for (ptrdiff_t a = kh0; a < kh1; a++) {
+                const T *row = xp + (hs + a * g->dh) * g->w;
+                for (ptrdiff_t b = 0; b < g->kw; b++) {
+                    /* outputs j with 0 <= j * SW - PW + b * DW < W */
+                    const ptrdiff_t shift = b * g->dw - g->pw;
+                    ptrdiff_t j0 = shift < 0 ? (-shift + g->sw - 1) / g->sw : 0;
+                    ptrdiff_t j1 = g->w - shift > 0 ? (g->w - shift + g->sw - 1) / g->sw : 0;
+                    j1 = j1 < g->ow ? j1 : g->ow;
+                    if (j0 >= j1) continue;
+                    const T *src = row + shift;
+                    const int32_t code = (int32_t)(a * g->kw + b);
+                    if (g->sw == 1)
+                        FN(mp_tap)(src, 1, best, at, j0, j1, code);
+                    else if (g->sw == 2)
+                        FN(mp_tap)(src, 2, best, at, j0, j1, code);
+                    else
+                        FN(mp_tap)(src, g->sw, best, at, j0, j1, code);
+                }
+            }
+        }
+    }
+}
+
+/* gx planes [start, stop) = 0, then gy added at each window's argmax (offsets outside the input
+ * dropped, as the reference's crop of its padded result). */
+static void FN(max_pool_backward)(const T *gy, const int32_t *arg, T *gx, const mp_geom *g, ptrdiff_t start,
+                                  ptrdiff_t stop)
+{
+    const ptrdiff_t in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const T *gp = gy + p * out_plane;
+        const int32_t *ap = arg + p * out_plane;
+        T *xp = gx + p * in_plane;
+        memset(xp, 0, (size_t)in_plane * sizeof(T));
+        for (ptrdiff_t i = 0; i < g->oh; i++) {
+            const ptrdiff_t hs = i * g->sh - g->ph;
+            for (ptrdiff_t j = 0; j < g->ow; j++) {
+                const ptrdiff_t at = ap[i * g->ow + j];
+                const ptrdiff_t r = hs + at / g->kw * g->dh, c = j * g->sw - g->pw + at % g->kw * g->dw;
+                if (at >= 0 && r >= 0 && r < g->h && c >= 0 && c < g->w) xp[r * g->w + c] += gp[i * g->ow + j];
+            }
+        }
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_

@@ -1,0 +1,141 @@
+"""The compiled max pooling (npconv._core via kernels/pool.py) against the NumPy passes of the same
+module and torch, on every ISA variant this CPU runs: values, argmax offsets, indices and the
+backward pass in float32/float64 on random 1-d/2-d geometries (kernel, stride, dilation, padding at
+its limit, ceil_mode, odd sizes), non-contiguous inputs, NaN/-inf rules, one and two threads, and
+the extension's argument guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npconv
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import pool
+
+pytestmark = pytest.mark.skipif(not backends.core.available,
+                                reason=f"compiled core not in use: {backends.core.reason}")
+ISAS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    if request.param not in backends.core.isas:
+        pytest.skip(f"this CPU lacks {request.param} (runs {backends.core.isas})")
+    previous = backends.core.isa
+    backends.core.isa = request.param
+    yield request.param
+    backends.core.isa = previous
+
+
+def _compare(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool, rng: np.random.Generator) -> None:
+    y, arg = pool.max_pool_forward(x, geom, ceil_mode)
+    y_ref, arg_ref = pool.max_pool_forward(x, geom, ceil_mode, compiled=False)
+    assert y.dtype == x.dtype and arg.dtype == np.int32
+    np.testing.assert_array_equal(y, y_ref)  # max is exact; NaN where the reference has NaN
+    np.testing.assert_array_equal(arg, arg_ref)
+    gy = rng.standard_normal(y.shape).astype(x.dtype)
+    gx = pool.max_pool_backward(gy, arg, geom, x.shape[2:], ceil_mode)
+    gx_ref = pool.max_pool_backward(gy, arg_ref, geom, x.shape[2:], ceil_mode, compiled=False)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-6 if x.dtype == np.float32 else 1e-14, atol=1e-6)
+
+
+@st.composite
+def geometries(draw):
+    nd = draw(st.sampled_from([1, 2]))
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)  # torch's limit: half the kernel
+    size = tuple(draw(st.integers((k - 1) * d + 1, 12)) for k, d in zip(kernel, dilation, strict=True))
+    return ConvGeometry.create(kernel, stride, padding, dilation, ndim=nd), size, draw(st.booleans())
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=geometries(), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_matches_the_numpy_passes(case, dtype, seed):
+    geom, size, ceil_mode = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3) + size).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = -np.inf  # windows of -inf keep their first in-bounds offset
+    _compare(x, geom, ceil_mode, rng)
+
+
+def test_every_isa_with_nan_ties_and_non_contiguous_input(isa):
+    rng = np.random.default_rng(1)
+    geom = ConvGeometry.create(3, 2, 1, ndim=2)
+    x = rng.integers(-2, 3, (4, 6, 15, 17)).astype(np.float32)  # many ties: the first offset wins
+    x[0, 0, 3, 4] = np.nan
+    x[1, 2, 5:7, 5:7] = np.nan  # several NaN in one window: the last is kept
+    x[2, 1] = -np.inf
+    _compare(x, geom, False, rng)
+    _compare(x.transpose(0, 1, 3, 2), geom, True, rng)  # non-contiguous
+    _compare(x[:, ::2].astype(np.float64), ConvGeometry.create(3, 1, 1, 2, ndim=2), True, rng)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_counts_give_the_same_result(threads):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 20, 19)).astype(np.float32)
+    geom = ConvGeometry.create(3, 2, 1, ndim=2)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    try:
+        _compare(x, geom, False, rng)
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_layer_matches_torch_values_indices_and_gradient():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((2, 4, 23, 18)).astype(dtype)
+        x[0, 1, 2, 3] = np.nan
+        ours = npconv.tensor(x, requires_grad=True)
+        y, idx = npconv.nn.functional.max_pool2d(ours, 3, 2, 1, ceil_mode=True, return_indices=True)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        y.backward(npconv.tensor(gy))
+        theirs = torch.from_numpy(x).requires_grad_()
+        ty, tidx = torch.nn.functional.max_pool2d(theirs, 3, 2, 1, ceil_mode=True, return_indices=True)
+        ty.backward(torch.from_numpy(gy))
+        np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+        np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-6)
+        x1 = x[:, :, 0]
+        y1 = npconv.nn.functional.max_pool1d(npconv.tensor(x1), 4, 3, 2, dilation=2)
+        np.testing.assert_array_equal(y1.numpy(), torch.nn.functional.max_pool1d(
+            torch.from_numpy(x1), 4, 3, 2, dilation=2).numpy())
+
+
+def test_sizes_beyond_the_kernel_limits_run_on_numpy():
+    x = np.random.default_rng(4).standard_normal((1, 2, 40)).astype(np.float32)
+    geom = ConvGeometry.create(3, 2**25, 1, ndim=1)  # stride beyond the compiled kernel's limit
+    _compare(x, geom, False, np.random.default_rng(5))
+    assert pool.max_pool_forward(x, geom)[0].shape == (1, 2, 1)
+
+
+def test_extension_guards():
+    core = backends.core.module
+    x = np.zeros((1, 4, 4), np.float32)
+    y = np.zeros((1, 2, 2), np.float32)
+    arg = np.zeros((1, 2, 2), np.int32)
+    geometry = (1, 4, 4, 2, 2, 2, 2, 2, 2, 1, 1, 0, 0)
+    core.max_pool2d_forward(0, x, y, arg, geometry, 0, 1)
+    with pytest.raises(TypeError, match="arg must hold int32"):
+        core.max_pool2d_forward(0, x, y, arg.astype(np.int64), geometry, 0, 1)
+    with pytest.raises(TypeError, match="same element type"):
+        core.max_pool2d_forward(0, x, y.astype(np.float64), arg, geometry, 0, 1)
+    with pytest.raises(ValueError, match="output has 3 elements, expected 4"):
+        core.max_pool2d_forward(0, x, y.ravel()[:3], arg, geometry, 0, 1)
+    with pytest.raises(ValueError, match="plane range"):
+        core.max_pool2d_forward(0, x, y, arg, geometry, 0, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 0, 2, 2, 2, 1, 1, 0, 0), 0, 1)
+    with pytest.raises(ValueError, match="out of range"):
+        core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 2, 2, 2**31, 2, 1, 1, 0, 0), 0, 1)
+    with pytest.raises(TypeError, match="13 ints"):
+        core.max_pool2d_backward(0, y, arg, x, geometry[:12], 0, 1)
