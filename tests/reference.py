@@ -44,6 +44,19 @@ def pad(x: np.ndarray, pads, mode: str = "zeros", value: float = 0.0) -> np.ndar
     return out[crop]
 
 
+def pad_grad(g: np.ndarray, size, pads, mode: str = "zeros") -> np.ndarray:
+    """The adjoint of :func:`pad` (its gradient): each padded element's gradient added back to the
+    input element it copies, by NumPy's index map of ``mode`` along each axis."""
+    for axis, ((lo, hi), n) in enumerate(zip(pads, size, strict=True)):
+        axis += g.ndim - len(pads)
+        source = pad(np.arange(n), [(lo, hi)], "zeros" if PAD_MODES[mode] == "constant" else mode, -1)
+        out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], g.dtype)
+        kept = source >= 0  # constant padding reads no input
+        np.add.at(np.moveaxis(out, axis, 0), source[kept], np.moveaxis(g, axis, 0)[kept])
+        g = out
+    return g
+
+
 def _taps(xp: np.ndarray, kernel, stride, dilation, out):
     """For each kernel offset ``k``: ``k`` and ``xp[..., i*s + k*d]`` over output positions ``i``."""
     for offset in itertools.product(*(range(k) for k in kernel)):

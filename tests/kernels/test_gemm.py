@@ -175,8 +175,10 @@ def test_mixed_dtypes_promote():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3))
-    assert gemm.forward(x, w, geom).dtype == np.float64
-    np.testing.assert_allclose(gemm.forward(x, w, geom), gemm.forward(x.astype(np.float64), w, geom))
+    y = gemm.forward(x, w, geom)
+    assert y.dtype == np.float64  # float32 input values, float64 arithmetic: the reference's result
+    expected = reference.conv(x.astype(np.float64), w, None, geom.stride, geom.pads(), geom.dilation)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_empty_batch():
