@@ -150,6 +150,7 @@ def test_other_convolutions_and_batchnorms(conv, bn, shape):
 def test_epilogue_equals_the_activation_op_bit_for_bit(activation):
     x = np.random.default_rng(4).standard_normal((3, 4, 5, 6)).astype(np.float32) * 4
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    x[0, 1, 0, :2] = [-0.0, 0.0]  # the sign of zero too
     conv = nn.Conv2d(4, 4, 1)
     conv.weight.data[...] = np.eye(4, dtype=np.float32)[:, :, None, None]
     conv.bias.data[...] = 0
@@ -158,6 +159,45 @@ def test_epilogue_equals_the_activation_op_bit_for_bit(activation):
         expected = activation(conv(npconv.tensor(x))).numpy()
         got = fused(npconv.tensor(x)).numpy()
     np.testing.assert_array_equal(got, expected)  # NaN where the unfused gives NaN, same values
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("kind, lo, hi, op", [
+    ("relu", 0.0, 0.0, lambda t: nn.functional.relu(t)),
+    ("hardtanh", 0.0, 6.0, lambda t: nn.functional.relu6(t)),
+    ("hardtanh", -1.0, 0.0, lambda t: nn.functional.hardtanh(t, -1.0, 0.0)),
+    ("hardtanh", -0.5, 2.0, lambda t: nn.functional.hardtanh(t, -0.5, 2.0)),
+    ("silu", 0.0, 0.0, lambda t: nn.functional.silu(t)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activate_equals_the_ops_with_signed_zeros_and_specials(kind, lo, hi, op, dtype):
+    values = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 3.0, 7.0, -2.0, -0.75, 1e-30], dtype)
+    y = np.tile(values, (2, 3, 1)).copy()
+    with np.errstate(invalid="ignore"):
+        expected = op(npconv.tensor(y.copy())).numpy()
+        got = pointwise.activate_(y, kind, lo, hi)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+def test_activate_equals_torch_with_signed_zeros_and_specials():
+    torch = pytest.importorskip("torch")
+    values = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 3.0, 7.0, -2.0, -0.75, 1e-30], np.float32)
+    y = np.tile(values, (2, 3, 1))
+    tf = torch.nn.functional
+    for kind, lo, hi, op in [("relu", 0.0, 0.0, tf.relu), ("hardtanh", 0.0, 6.0, tf.relu6),
+                             ("hardtanh", -1.0, 0.0, lambda t: tf.hardtanh(t, -1.0, 0.0)),
+                             ("silu", 0.0, 0.0, tf.silu)]:
+        expected = op(torch.from_numpy(y.copy())).numpy()
+        with np.errstate(invalid="ignore"):
+            got = pointwise.activate_(y.copy(), kind, lo, hi)
+        np.testing.assert_allclose(got, expected, rtol=3e-7, atol=0)  # silu: torch's sigmoid rounds apart
+        if kind != "relu":  # npconv's relu op (which the epilogue follows) gives +0.0 for -0.0, torch -0.0
+            numbers = ~np.isnan(expected)  # a NaN's sign bit is not part of the contract
+            np.testing.assert_array_equal(np.signbit(got)[numbers], np.signbit(expected)[numbers])
+        if kind == "hardtanh":  # the op itself (one clip pass) keeps -0.0 as torch does
+            ours = nn.functional.hardtanh(npconv.tensor(y.copy()), lo, hi).numpy()
+            np.testing.assert_array_equal(np.signbit(ours)[numbers], np.signbit(expected)[numbers])
 
 
 def test_epilogue_under_autograd_has_the_unfused_gradients():

@@ -192,9 +192,8 @@ def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
     t = y.dtype.type
     if kind == "relu":
         np.maximum(y, t(0), out=y)  # as relu: NaN stays NaN
-    elif kind == "hardtanh":  # as the hardtanh op: y <= lo -> lo, then y >= hi -> hi, NaN passes
-        np.copyto(y, t(lo), where=y <= t(lo))
-        np.copyto(y, t(hi), where=y >= t(hi))
+    elif kind == "hardtanh":  # as the hardtanh op and torch: NaN and -0.0 pass
+        np.clip(y, t(lo), t(hi), out=y)
     else:  # silu: y * sigmoid(y), the sigmoid in y's dtype as the silu op computes it
         y *= special.expit(y).astype(y.dtype, copy=False)
 
