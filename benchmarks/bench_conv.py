@@ -247,12 +247,12 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
 
     def np_forward():
         with npconv.no_grad():
-            return _npconv_call(case, F, tx_np, tw_np, tb_np).data
+            return _npconv_call(case, F, tx_np, tw_np, tb_np).numpy()
 
     def np_backward():
         xt, wt, bt = (npconv.Tensor(a, requires_grad=True) for a in (x, w, b))
         _npconv_call(case, F, xt, wt, bt).backward(gy)
-        return xt.grad.data, wt.grad.data, bt.grad.data
+        return xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
 
     timers = {"npconv": (np_forward, np_backward)}
     if torch is not None:
@@ -318,10 +318,10 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
         result.error_torch = max(_relative_error(a, r) for a, r in zip(t32[:3], refs[:3], strict=True))
     else:
         with npconv.no_grad():
-            ref = _npconv_call(case, F, npconv.tensor(x64), npconv.tensor(w64), npconv.tensor(b64)).data
+            ref = _npconv_call(case, F, npconv.tensor(x64), npconv.tensor(w64), npconv.tensor(b64)).numpy()
         xt, wt, bt = (npconv.tensor(a, requires_grad=True) for a in (x64, w64, b64))
         _npconv_call(case, F, xt, wt, bt).backward(gy64)
-        refs = [ref, xt.grad.data, wt.grad.data, bt.grad.data]
+        refs = [ref, xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()]
     result.error_npconv = max(_relative_error(a, r) for a, r in zip(ys[:3], refs[:3], strict=True))
     return result
 

@@ -68,8 +68,8 @@ def _local_case(case: tuple, rng: np.random.Generator, reps: int) -> dict:
     x_np = rng.standard_normal((n, c, size, size)).astype(np.float32)
     x_ours = npconv.tensor(x_np, requires_grad=True)
     x_torch = torch.from_numpy(x_np.copy()).requires_grad_(True)
-    w_torch = torch.from_numpy(layer.weight.data.copy()).requires_grad_(True)
-    b_torch = torch.from_numpy(layer.bias.data.copy()).requires_grad_(True)
+    w_torch = torch.from_numpy(layer.weight.numpy().copy()).requires_grad_(True)
+    b_torch = torch.from_numpy(layer.bias.numpy().copy()).requires_grad_(True)
 
     def torch_local(x):
         cols = TF.unfold(x, k, padding=p, stride=s)  # (N, C*k*k, L)
@@ -94,7 +94,7 @@ def _local_case(case: tuple, rng: np.random.Generator, reps: int) -> dict:
         torch_local(x_torch).sum().backward()
 
     with npconv.no_grad():
-        y_ours = layer(x_np).data
+        y_ours = layer(x_np).numpy()
     with torch.no_grad():
         y_torch = torch_local(x_torch).numpy()
     error = float(np.linalg.norm(y_ours - y_torch) / np.linalg.norm(y_torch))
@@ -134,12 +134,12 @@ def _map_case(case: tuple, rng: np.random.Generator, reps: int) -> dict:
         layer.load_state_dict(layers["auto"].state_dict())
     x_np = rng.standard_normal((n, c, size, size)).astype(np.float32)
     dense = np.zeros((o, c, k, k), np.float32)
-    dense[table[:, 1], table[:, 0]] = layers["auto"].weight.data
+    dense[table[:, 1], table[:, 0]] = layers["auto"].weight.numpy()
     connected = np.zeros((o, c, 1, 1), np.float32)
     connected[table[:, 1], table[:, 0]] = 1
     mask = torch.from_numpy(connected)
     w_torch = torch.from_numpy(dense).requires_grad_(True)
-    b_torch = torch.from_numpy(layers["auto"].bias.data.copy()).requires_grad_(True)
+    b_torch = torch.from_numpy(layers["auto"].bias.numpy().copy()).requires_grad_(True)
     x_torch = torch.from_numpy(x_np.copy()).requires_grad_(True)
 
     def torch_map(x):

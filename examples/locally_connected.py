@@ -61,4 +61,4 @@ print(f"  Conv2d      (one shared filter):  {fit(shared):.2e}")
 # learned filters near the left edge, at the centre and near the right edge of the middle row
 # (not on the border itself: taps that only ever read the zero padding get no gradient)
 for x in (1, SIZE // 2, SIZE - 2):
-    print(f"learned filter at column {x}:\n{np.round(local.weight.data[SIZE // 2, x, 0, 0], 2)}")
+    print(f"learned filter at column {x}:\n{np.round(local.weight.numpy()[SIZE // 2, x, 0, 0], 2)}")

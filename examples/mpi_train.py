@@ -71,7 +71,7 @@ def main() -> None:
         if rank == 0:
             with npconv.no_grad():  # no_grad: DDP does not talk to the other ranks in this forward
                 logits = model.module.eval()(npconv.Tensor(x_test))
-            accuracy = float((logits.data.argmax(1) == y_test).mean())
+            accuracy = float((logits.numpy().argmax(1) == y_test).mean())
             print(f"epoch {epoch + 1}/{args.epochs}: last loss {loss.item():.4f}, "
                   f"test accuracy {accuracy:.3f}, {time.perf_counter() - start:.2f} s, {world} rank(s)",
                   flush=True)

@@ -39,31 +39,31 @@ def main() -> None:
     # stride 2, kernel 4, padding 1: 8 x 8 -> 16 x 16; padding 1 on each side wraps around
     up = nn.ConvTranspose2d(1, 1, kernel_size=4, stride=2, padding=1, padding_mode="circular",
                             dtype=np.float64)
-    fine = up(coarse).data
+    fine = up(coarse).numpy()
     print(f"{up}\ncoarse {coarse.shape} -> fine {fine.shape}")
 
     # 1. the same kernel, zero padding, on a 3x3 tiling; its central 16 x 16 block (after the
     #    padding offset) sees neighbours on every side, exactly like the circular layer
     tiled = np.tile(coarse, (1, 1, 3, 3))
-    full = F.conv_transpose(tiled, up.weight, up.bias, stride=2, padding=0).data
+    full = F.conv_transpose(tiled, up.weight, up.bias, stride=2, padding=0).numpy()
     offset = 2 * coarse.shape[-1] + 1  # one tile (stride * 8) plus the padding
     central = full[:, :, offset:offset + 16, offset:offset + 16]
     tiling_error = np.abs(fine - central).max()
-    zero_padded = F.conv_transpose(coarse, up.weight, up.bias, stride=2, padding=1).data
+    zero_padded = F.conv_transpose(coarse, up.weight, up.bias, stride=2, padding=1).numpy()
     print(f"circular vs tiled field:       max |diff| = {tiling_error:.2e}")
     print(f"zero padding vs tiled field:   max |diff| = {np.abs(zero_padded - central).max():.2e} "
           "(the border is wrong without wrap-around)")
 
     # 2. periodic -> exactly shift-equivariant: one coarse cell is two fine cells
-    shifted = up(np.roll(coarse, (1, -1), axis=(2, 3))).data
+    shifted = up(np.roll(coarse, (1, -1), axis=(2, 3))).numpy()
     shift_error = np.abs(shifted - np.roll(fine, (2, -2), axis=(2, 3))).max()
     print(f"shift equivariance:            max |diff| = {shift_error:.2e}")
 
     # 3. ConvTranspose with mode m is the adjoint of Conv with mode m (same kernel and geometry)
     u = rng.standard_normal((1, 1, 16, 16))
     v = rng.standard_normal((1, 1, 8, 8))
-    conv_u = F.conv(u, up.weight, None, stride=2, padding=1, padding_mode="circular").data
-    transposed_v = F.conv_transpose(v, up.weight, None, stride=2, padding=1, padding_mode="circular").data
+    conv_u = F.conv(u, up.weight, None, stride=2, padding=1, padding_mode="circular").numpy()
+    transposed_v = F.conv_transpose(v, up.weight, None, stride=2, padding=1, padding_mode="circular").numpy()
     lhs, rhs = float(np.sum(conv_u * v)), float(np.sum(u * transposed_v))
     print(f"adjoint identity:              <conv(u), v> = {lhs:.12f}, <u, convT(v)> = {rhs:.12f}")
 

@@ -73,7 +73,7 @@ def npconv_grads(fn, arrays: dict, gy: np.ndarray | None = None, seed: int = 0):
     if gy is None:
         gy = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
     y.backward(gy)
-    return y, gy, {k: t.grad.data for k, t in tensors.items()}
+    return y, gy, {k: t.grad.numpy() for k, t in tensors.items()}
 
 
 def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6) -> None:
@@ -84,7 +84,7 @@ def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6)
         direction = rng.standard_normal(value.shape)
 
         def loss(delta, name=name, direction=direction):
-            return float(np.sum(fn(**dict(arrays, **{name: arrays[name] + delta * direction})).data * gy))
+            return float(np.sum(fn(**dict(arrays, **{name: arrays[name] + delta * direction})).numpy() * gy))
 
         numeric = (loss(eps) - loss(-eps)) / (2 * eps)
         analytic = float(np.sum(grads[name] * direction))

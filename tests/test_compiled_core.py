@@ -33,7 +33,8 @@ with warnings.catch_warnings(record=True) as caught:
     chosen = plan.choose("forward", (1, 4, 8, 8), (4, 1, 3, 3), geom, np.float32)
     implementation = npconv.backends.conv.implementations()["depthwise"].split(":")[0]
 core = npconv.backends.core
-print(core.name, core.isa, chosen, implementation, float(y.data[0, 0, 3, 3]), float(x.grad.data[0, 0, 0, 0]))
+print(core.name, core.isa, chosen, implementation, float(y.numpy()[0, 0, 3, 3]),
+      float(x.grad.numpy()[0, 0, 0, 0]))
 for w in caught:
     print("WARNING", w.category.__name__, w.message)
 """

@@ -24,7 +24,7 @@ def conv_model(dtype=np.float64) -> nn.Conv2d:
 def torch_forward(model: nn.Conv2d, x: np.ndarray):
     torch = torch_module()
     padded = torch.nn.functional.pad(to_torch(x), (1, 1, 1, 1), mode="circular")
-    return torch.nn.functional.conv2d(padded, to_torch(model.weight.data), to_torch(model.bias.data),
+    return torch.nn.functional.conv2d(padded, to_torch(model.weight.numpy()), to_torch(model.bias.numpy()),
                                       stride=(2, 1))
 
 
@@ -73,7 +73,7 @@ def test_module_is_one_task_of_the_graph_not_embedded_per_chunk():
     model = nn.Conv2d(8, 64, 3, dtype=np.float64)  # 36 KiB of weights
     x = da.zeros((40, 8, 5, 5), chunks=(4, 8, 5, 5))
     graph = dict(predict(model, x).__dask_graph__())
-    heavy = [key for key, task in graph.items() if len(pickle.dumps(task)) > model.weight.data.nbytes]
+    heavy = [key for key, task in graph.items() if len(pickle.dumps(task)) > model.weight.numpy().nbytes]
     chunk_tasks = [key for key in graph if isinstance(key, tuple) and key[0].startswith("npconv-predict")]
     assert len(chunk_tasks) == 10
     assert len(heavy) == 1 and heavy[0] not in chunk_tasks
@@ -86,7 +86,8 @@ def test_threaded_scheduler_runs_in_eval_mode_without_graph_and_leaves_the_modul
     assert result.shape == (7, 3 * 3 * 2) and result.chunks == ((3, 3, 1), (18,))
     computed = result.compute(scheduler="threads")
     conv = model.conv
-    expected = torch.nn.functional.conv2d(to_torch(x), to_torch(conv.weight.data), to_torch(conv.bias.data))
+    expected = torch.nn.functional.conv2d(to_torch(x), to_torch(conv.weight.numpy()),
+                                          to_torch(conv.bias.numpy()))
     assert_close(computed, expected.flatten(1))
     assert model.training and model.seen == []  # predict ran a copy
     assert npconv.is_grad_enabled()

@@ -47,7 +47,7 @@ def evaluate_saved_weights(path, seed):
     model.eval()
     _, _, x_test, y_test = load_digits_split(seed)
     with npconv.no_grad():
-        predicted = model(npconv.tensor(x_test)).data.argmax(axis=1)
+        predicted = model(npconv.tensor(x_test)).numpy().argmax(axis=1)
     return int((predicted == y_test).sum()), len(y_test)
 
 

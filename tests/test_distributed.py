@@ -35,7 +35,7 @@ def _tap(x: Tensor, on_backward) -> Tensor:
     def backward(g):
         on_backward()
         return (g,)
-    return make_result(x.data, (x,), backward, "Tap")
+    return make_result(x.numpy(), (x,), backward, "Tap")
 
 
 def test_queued_callback_runs_once_after_all_leaf_grads_are_accumulated():
@@ -44,7 +44,7 @@ def test_queued_callback_runs_once_after_all_leaf_grads_are_accumulated():
     seen = []
 
     def callback():
-        seen.append((a.grad.data.copy(), b.grad.data.copy()))
+        seen.append((a.grad.numpy().copy(), b.grad.numpy().copy()))
 
     # the tap sits early in the graph (near the root): b's grad does not exist yet when it fires
     y = _tap(a * b, lambda: queue_callback(callback))
@@ -73,7 +73,7 @@ def test_callbacks_may_queue_callbacks_and_are_dropped_when_the_pass_raises():
     def fail(g):
         raise ZeroDivisionError("backward failed")
     broken = make_result(
-        a.data, (_tap(a, lambda: queue_callback(lambda: order.append("late"))),), fail, "Fail")
+        a.numpy(), (_tap(a, lambda: queue_callback(lambda: order.append("late"))),), fail, "Fail")
     with pytest.raises(ZeroDivisionError):
         broken.sum().backward()
     assert order == ["first", "second"]  # the callback queued before the failure did not run
@@ -208,10 +208,11 @@ def test_one_allreduce_per_bucket_in_reverse_order_by_dtype():
     loss.backward()
     assert comm.allreduce_buffers == [(np.float64, 200), (np.float64, 150), (np.float32, 10)]
     # the fake other rank has the same gradients, so the averages are the local gradients
-    np.testing.assert_allclose(model.a.grad.data, x.data, rtol=1e-15)
-    np.testing.assert_allclose(model.b.grad.data, np.full(10, x.data.sum(), dtype=np.float32), rtol=1e-6)
-    np.testing.assert_allclose(model.c.grad.data, 2 * model.c.data, rtol=1e-15)
-    np.testing.assert_allclose(model.d.grad.data, np.full(200, 3.0), rtol=1e-15)
+    np.testing.assert_allclose(model.a.grad.numpy(), x.numpy(), rtol=1e-15)
+    expected_b = np.full(10, x.numpy().sum(), dtype=np.float32)
+    np.testing.assert_allclose(model.b.grad.numpy(), expected_b, rtol=1e-6)
+    np.testing.assert_allclose(model.c.grad.numpy(), 2 * model.c.numpy(), rtol=1e-15)
+    np.testing.assert_allclose(model.d.grad.numpy(), np.full(200, 3.0), rtol=1e-15)
     assert model.b.grad.dtype == np.float32
 
 
@@ -234,7 +235,7 @@ def test_several_forwards_one_backward_sync_once_and_no_sync_skips():
     assert len(comm.bcast_buffers) == 5
     ddp(x).backward()  # the accumulated grads are averaged by the next synced pass
     assert len(comm.allreduce_buffers) == 4
-    np.testing.assert_allclose(model.d.grad.data, np.full(200, 4 * 3.0))
+    np.testing.assert_allclose(model.d.grad.numpy(), np.full(200, 4 * 3.0))
 
 
 def test_missing_local_grads_count_as_zeros_and_unused_parameters_stay_none():
@@ -253,13 +254,13 @@ def test_missing_local_grads_count_as_zeros_and_unused_parameters_stay_none():
     comm = FakeComm()
     ddp = dist.DistributedDataParallel(model, comm=comm)
     ddp(npconv.tensor(np.ones(4))).backward()
-    np.testing.assert_array_equal(model.unused.grad.data, np.zeros(3))
+    np.testing.assert_array_equal(model.unused.grad.numpy(), np.zeros(3))
     model.zero_grad()
     comm = FakeComm()
     ddp = dist.DistributedDataParallel(model, comm=comm, find_unused_parameters=True)
     ddp(npconv.tensor(np.ones(4))).backward()
     assert model.unused.grad is None
-    np.testing.assert_array_equal(model.used.grad.data, np.ones(4))
+    np.testing.assert_array_equal(model.used.grad.numpy(), np.ones(4))
     assert len(comm.allreduce_buffers) == 2  # the usage map, then the one float64 bucket
 
 
@@ -299,7 +300,7 @@ def test_single_process_world_is_rank_0_of_1_and_ddp_keeps_grads():
     model = FourParams()
     ddp = dist.DistributedDataParallel(model)
     ddp(npconv.tensor(np.ones(100))).backward()
-    np.testing.assert_array_equal(model.d.grad.data, np.full(200, 3.0))
+    np.testing.assert_array_equal(model.d.grad.numpy(), np.full(200, 3.0))
 
 
 class AbortRecorder(FakeComm):
@@ -412,7 +413,7 @@ WORKER = textwrap.dedent('''
         model = Branchy()
         ddp = dist.DistributedDataParallel(model, find_unused_parameters=find_unused)
         ddp(npconv.Tensor(np.full(3, rank + 1.0)), use_b=rank == 1).backward()
-        grads = {name: p.grad.data for name, p in model.named_parameters() if p.grad is not None}
+        grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
         np.savez(Path(out, f"rank{rank}.npz"), **grads)
 
 
@@ -509,9 +510,9 @@ def test_two_ranks_take_the_single_process_step_on_the_concatenated_batch(worker
         np.testing.assert_allclose(ranks[0][key], value, rtol=1e-12, atol=1e-14, err_msg=key)
     # the step changed the weights, and rank 1's own initialisation was replaced by rank 0's
     initial_0, initial_1 = module.build(seed=0), module.build(seed=1)
-    assert not np.allclose(ranks[1]["conv.weight"], initial_0.conv.weight.data)
-    assert not np.allclose(initial_0.conv.weight.data, initial_1.conv.weight.data)
-    np.testing.assert_array_equal(ranks[1]["offset"], initial_0.offset.data)
+    assert not np.allclose(ranks[1]["conv.weight"], initial_0.conv.weight.numpy())
+    assert not np.allclose(initial_0.conv.weight.numpy(), initial_1.conv.weight.numpy())
+    np.testing.assert_array_equal(ranks[1]["offset"], initial_0.offset.numpy())
 
 
 @pytest.mark.parametrize("find_unused", [False, True])

@@ -24,7 +24,7 @@ MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
 
 def _loss(fn, arrays: list[np.ndarray], v: np.ndarray) -> float:
     with npconv.no_grad():
-        y = fn(*[npconv.Tensor(a) for a in arrays]).data
+        y = fn(*[npconv.Tensor(a) for a in arrays]).numpy()
     return float(np.real(np.vdot(v, y)))
 
 
@@ -52,14 +52,14 @@ def gradcheck(fn, arrays: list[np.ndarray], seed: int = 0, rtol: float = 1e-6, a
     y = fn(*tensors)
     rng = np.random.default_rng(seed)
     v = rng.standard_normal(y.shape)
-    if np.iscomplexobj(y.data):
+    if np.iscomplexobj(y.numpy()):
         v = v + 1j * rng.standard_normal(y.shape)
     v = v.astype(y.dtype)
     y.backward(v)
     for i, t in enumerate(tensors):
         expected = numerical_gradient(fn, arrays, i, v)
         assert t.grad is not None, f"input {i} got no gradient"
-        np.testing.assert_allclose(t.grad.data, expected, rtol=rtol, atol=atol, err_msg=f"input {i}")
+        np.testing.assert_allclose(t.grad.numpy(), expected, rtol=rtol, atol=atol, err_msg=f"input {i}")
 
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -124,15 +124,15 @@ def test_module_gradients_by_finite_differences(mode, transposed):
     y = layer(x)
     v = np.random.default_rng(2).standard_normal(y.shape)
     y.backward(v)
-    arrays = [x.data.copy(), layer.weight.data.copy(), layer.bias.data.copy()]
+    arrays = [x.numpy().copy(), layer.weight.numpy().copy(), layer.bias.numpy().copy()]
 
     def forward(x, w, b):  # the layer with its parameters' values replaced
-        layer.weight.data, layer.bias.data = w.data, b.data
+        layer.weight.data, layer.bias.data = w.numpy(), b.numpy()
         return layer(x)
 
     for i, analytic in enumerate([x.grad, layer.weight.grad, layer.bias.grad]):
         numeric = numerical_gradient(forward, arrays, i, v)
-        np.testing.assert_allclose(analytic.data, numeric, rtol=1e-6, atol=1e-6, err_msg=f"input {i}")
+        np.testing.assert_allclose(analytic.numpy(), numeric, rtol=1e-6, atol=1e-6, err_msg=f"input {i}")
 
 
 def test_complex_conv_gradients_by_finite_differences():
@@ -170,12 +170,12 @@ def test_conv_transpose_is_the_adjoint_of_conv(nd, mode):
     kwargs = dict(stride=2, padding=1, dilation=(1, 2, 1)[:nd], groups=2)
     w = _normal(rng, (4, 1) + (3, 2, 2)[:nd])
     x = _normal(rng, (2, 2) + (5, 6, 4)[:nd])
-    conv_x = F.conv(x, w, padding_mode=mode, **kwargs).data
+    conv_x = F.conv(x, w, padding_mode=mode, **kwargs).numpy()
     y = _normal(rng, conv_x.shape)
     # conv's weight (O, C/groups, *k) is already the transposed layer's (C_in, C_out/groups, *k)
     smallest = F.conv_transpose(y, w, padding_mode=mode, **kwargs).shape[2:]
     output_padding = tuple(n - m for n, m in zip(x.shape[2:], smallest, strict=True))
-    xt = F.conv_transpose(y, w, padding_mode=mode, output_padding=output_padding, **kwargs).data
+    xt = F.conv_transpose(y, w, padding_mode=mode, output_padding=output_padding, **kwargs).numpy()
     assert xt.shape == x.shape
     np.testing.assert_allclose(np.vdot(conv_x, y), np.vdot(x, xt), rtol=1e-10)
 

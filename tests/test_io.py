@@ -68,9 +68,9 @@ def test_safetensors_round_trip_keeps_values_dtypes_and_order(tmp_path):
     loaded = npconv.load(path)
     assert list(loaded) == list(state)
     for name, value in state.items():
-        expected = np.asarray(value.data if isinstance(value, npconv.Tensor) else value)
+        expected = np.asarray(value.numpy() if isinstance(value, npconv.Tensor) else value)
         assert isinstance(loaded[name], npconv.Tensor), name
-        array = loaded[name].data
+        array = loaded[name].numpy()
         assert array.dtype == expected.dtype.newbyteorder("="), name
         assert array.shape == expected.shape, name
         np.testing.assert_array_equal(array, expected, err_msg=name)
@@ -129,7 +129,7 @@ def test_safetensors_needs_no_package(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)
     path = tmp_path / "x.safetensors"
     npconv.save({"a": np.arange(3.0)}, path)
-    np.testing.assert_array_equal(npconv.load(path)["a"].data, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(npconv.load(path)["a"].numpy(), [0.0, 1.0, 2.0])
 
 
 # -- torch checkpoints ---------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def test_torch_optimizer_checkpoint_resumes_in_npconv(tmp_path, torch):
         torch_opt.step()
         ours.grad = npconv.Tensor(g.copy())
         our_opt.step()
-    assert_close(ours.data, theirs)
+    assert_close(ours.numpy(), theirs)
 
 
 # -- malformed files -----------------------------------------------------------------------------

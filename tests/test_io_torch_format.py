@@ -60,9 +60,9 @@ def test_every_dtype_saved_by_npconv_loads_in_torch(torch):
     for name, value in state.items():
         ours = loaded[name]
         assert isinstance(ours, torch.Tensor) and not ours.requires_grad, name
-        assert ours.dtype == getattr(torch, value.data.dtype.name), name
+        assert ours.dtype == getattr(torch, value.numpy().dtype.name), name
         assert tuple(ours.shape) == value.shape, name
-        np.testing.assert_array_equal(ours.numpy(), value.data, err_msg=name)
+        np.testing.assert_array_equal(ours.numpy(), value.numpy(), err_msg=name)
 
 
 def test_views_of_one_array_share_one_storage_in_torch(torch):
@@ -154,8 +154,8 @@ def test_random_views_round_trip_both_ways(shape, data, dtype):
         np.testing.assert_array_equal(theirs[name].numpy(), array)
     ours = npconv_round(theirs, torch)
     for name, array in state.items():
-        assert ours[name].data.dtype == array.dtype
-        np.testing.assert_array_equal(ours[name].data, array)
+        assert ours[name].numpy().dtype == array.dtype
+        np.testing.assert_array_equal(ours[name].numpy(), array)
 
 
 # -- torch.save -> npconv.load ---------------------------------------------------------------------
@@ -167,9 +167,9 @@ def test_every_dtype_saved_by_torch_loads_as_npconv_tensors(torch):
         ours = loaded[name]
         assert isinstance(ours, npconv.Tensor) and not isinstance(ours, nn.Parameter), name
         expected = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
-        assert ours.data.dtype == expected.dtype and ours.shape == tuple(value.shape), name
-        np.testing.assert_array_equal(ours.data, expected, err_msg=name)
-        assert ours.data.flags.writeable, name
+        assert ours.numpy().dtype == expected.dtype and ours.shape == tuple(value.shape), name
+        np.testing.assert_array_equal(ours.numpy(), expected, err_msg=name)
+        assert ours.numpy().flags.writeable, name
 
 
 @pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
@@ -180,9 +180,9 @@ def test_every_bit_pattern_of_the_upcast_types_matches_torch(torch, name):
     values = raw.view(getattr(torch, name))
     ours = npconv_round({"v": values, "strided": values[1::3]}, torch)
     expected = values.float().numpy()
-    np.testing.assert_array_equal(ours["v"].data, expected)
-    np.testing.assert_array_equal(ours["strided"].data, expected[1::3])
-    assert ours["v"].data.dtype == np.float32
+    np.testing.assert_array_equal(ours["v"].numpy(), expected)
+    np.testing.assert_array_equal(ours["strided"].numpy(), expected[1::3])
+    assert ours["v"].numpy().dtype == np.float32
 
 
 def test_torch_views_share_memory_and_overlapping_views_are_read_only(torch):
@@ -191,13 +191,13 @@ def test_torch_views_share_memory_and_overlapping_views_are_read_only(torch):
            "scalar": torch.tensor(5), "empty": torch.zeros(0, 2)}
     loaded = npconv_round(obj, torch)
     for name, value in obj.items():
-        np.testing.assert_array_equal(loaded[name].data, value.numpy(), err_msg=name)
-    assert np.shares_memory(loaded["view"].data, loaded["base"].data)
-    assert np.shares_memory(loaded["t"].data, loaded["base"].data)
-    loaded["base"].data[1, 2] = -1  # as in torch, a write shows in every view of the storage
-    assert loaded["view"].data[0, 1] == -1 and loaded["t"].data[2, 1] == -1
-    assert not loaded["expanded"].data.flags.writeable  # 1000 rows over 3 elements: a view, not a copy
-    assert loaded["expanded"].data.base is not None and loaded["scalar"].shape == ()
+        np.testing.assert_array_equal(loaded[name].numpy(), value.numpy(), err_msg=name)
+    assert np.shares_memory(loaded["view"].numpy(), loaded["base"].numpy())
+    assert np.shares_memory(loaded["t"].numpy(), loaded["base"].numpy())
+    loaded["base"].numpy()[1, 2] = -1  # as in torch, a write shows in every view of the storage
+    assert loaded["view"].numpy()[0, 1] == -1 and loaded["t"].numpy()[2, 1] == -1
+    assert not loaded["expanded"].numpy().flags.writeable  # 1000 rows over 3 elements: a view, not a copy
+    assert loaded["expanded"].numpy().base is not None and loaded["scalar"].shape == ()
 
 
 def test_parameters_and_requires_grad_come_back_as_torch_saved_them(torch):
@@ -321,7 +321,7 @@ def test_map_location_on_the_cpu(checkpoint, torch):
     for location in (None, "cpu", "cpu:0", torch.device("cpu"), {"cuda:0": "cpu"},
                      {"cpu": torch.device("cpu")}, lambda storage, where: storage,
                      lambda storage, where: storage.cpu()):
-        np.testing.assert_array_equal(npconv.load(checkpoint, map_location=location)["w"].data, [0, 1, 2])
+        np.testing.assert_array_equal(npconv.load(checkpoint, map_location=location)["w"].numpy(), [0, 1, 2])
 
 
 def test_a_checkpoint_saved_on_a_gpu_lands_on_the_cpu(checkpoint, tmp_path):
@@ -338,7 +338,7 @@ def test_a_checkpoint_saved_on_a_gpu_lands_on_the_cpu(checkpoint, tmp_path):
     seen = []
     loaded = npconv.load(gpu, map_location=lambda storage, where: seen.append(where) or storage)
     assert seen == ["cuda:0"]
-    np.testing.assert_array_equal(loaded["w"].data, [0, 1, 2])
+    np.testing.assert_array_equal(loaded["w"].numpy(), [0, 1, 2])
 
 
 @pytest.mark.parametrize(("location", "error", "message"), [
@@ -359,7 +359,7 @@ def test_cuda_map_location_is_refused_before_the_file_is_opened(tmp_path, torch)
 
 def test_weights_only(checkpoint, tmp_path):
     for flag in (True, False, None):
-        np.testing.assert_array_equal(npconv.load(checkpoint, weights_only=flag)["w"].data, [0, 1, 2])
+        np.testing.assert_array_equal(npconv.load(checkpoint, weights_only=flag)["w"].numpy(), [0, 1, 2])
     with pytest.raises(TypeError, match="weights_only must be a bool"):
         npconv.load(checkpoint, weights_only="no")
 
@@ -419,7 +419,7 @@ def test_save_format_argument(tmp_path, torch):
     assert (tmp_path / "b.safetensors").read_bytes()[8:9] == b"{"
     assert (tmp_path / "c.safetensors").read_bytes()[:4] == b"PK\x03\x04"
     for name in ("a.pt", "b.safetensors", "c.safetensors"):
-        np.testing.assert_array_equal(npconv.load(tmp_path / name)["w"].data, state["w"])
+        np.testing.assert_array_equal(npconv.load(tmp_path / name)["w"].numpy(), state["w"])
     assert torch.load(io.BytesIO((tmp_path / "c.safetensors").read_bytes()))["w"].tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(CheckpointError, match="neither a zip nor a torch.save checkpoint"):
         npconv.load_torch(tmp_path / "a.pt")
@@ -437,15 +437,15 @@ def test_mmap_maps_storages_copy_on_write(tmp_path):
     npconv.save({"w": np.arange(1 << 16, dtype=np.float32), "b": np.ones(3)}, path)
     before = path.read_bytes()
     loaded = npconv.load(path, mmap=True)
-    np.testing.assert_array_equal(loaded["w"].data, np.arange(1 << 16))
-    owner, chain = loaded["w"].data, []
+    np.testing.assert_array_equal(loaded["w"].numpy(), np.arange(1 << 16))
+    owner, chain = loaded["w"].numpy(), []
     while owner is not None:
         chain.append(type(owner).__name__)
         owner = getattr(owner, "base", None)
     assert "memmap" in chain or "mmap" in chain, chain
-    loaded["w"].data[0] = -1.0  # private pages: the file is unchanged
+    loaded["w"].numpy()[0] = -1.0  # private pages: the file is unchanged
     assert path.read_bytes() == before
-    np.testing.assert_array_equal(npconv.load(path, mmap=False)["w"].data, np.arange(1 << 16))
+    np.testing.assert_array_equal(npconv.load(path, mmap=False)["w"].numpy(), np.arange(1 << 16))
     with pytest.raises(ValueError, match="needs a file path"):
         npconv.load(io.BytesIO(before), mmap=True)
     npconv.save({"w": np.ones(2)}, tmp_path / "s.safetensors")

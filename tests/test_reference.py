@@ -223,7 +223,7 @@ def test_conv_modules_with_padding_modes_match_the_reference(nd, mode):
     y = module(xt)
     gy = np.random.default_rng(9).standard_normal(y.shape)
     y.backward(gy)
-    w, b = module.weight.data, module.bias.data
+    w, b = module.weight.numpy(), module.bias.numpy()
     pads = tuple((p, p) for p in module.padding)
     xp = reference.pad(x, pads, mode)
     args = (module.stride, 0, module.dilation, 2)
@@ -246,7 +246,7 @@ def test_conv_transpose_modules_and_output_size_match_the_reference(nd):
                 zip(x.shape[2:], module.stride, module.dilation, module.kernel_size, strict=True)]
     target = [m + 1 for m in smallest]  # output_padding 1 on every axis (< stride or dilation)
     y = module(x, output_size=target)
-    expected = reference.conv_transpose(x, module.weight.data, module.bias.data, module.stride, 1, 1, 2,
+    expected = reference.conv_transpose(x, module.weight.numpy(), module.bias.numpy(), module.stride, 1, 1, 2,
                                         module.dilation)
     close(y, expected, what=f"ConvTranspose{nd}d output_size={target}")
 

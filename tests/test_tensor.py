@@ -109,14 +109,14 @@ def test_max_over_a_dimension_matches_torch(dim, torch):
                  lambda t, d=dim, k=keepdim: t.max(d, keepdim=k).values, [x], np.float64)
         values, indices = npconv.tensor(x).max(dim, keepdim=keepdim)
         expected = torch.from_numpy(x).max(dim, keepdim=keepdim)
-        np.testing.assert_array_equal(indices.data, expected.indices.numpy())
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
         assert values.shape == tuple(expected.values.shape)
 
 
 def test_argmax_matches_torch(torch):
     x = np.random.default_rng(0).permutation(24).reshape(2, 3, 4).astype(np.float32)
     assert npconv.tensor(x).argmax().item() == torch.from_numpy(x).argmax().item()
-    np.testing.assert_array_equal(npconv.tensor(x).argmax(1).data, torch.from_numpy(x).argmax(1).numpy())
+    np.testing.assert_array_equal(npconv.tensor(x).argmax(1).numpy(), torch.from_numpy(x).argmax(1).numpy())
     assert npconv.tensor(x).argmax(2, keepdim=True).shape == (2, 3, 1)
 
 
@@ -218,7 +218,7 @@ def test_tensor_factory_dtypes_like_torch():
     source = np.ones(3)
     copy = npconv.tensor(source)
     source[0] = 5
-    assert copy.data[0] == 1  # tensor() copies
+    assert copy.numpy()[0] == 1  # tensor() copies
 
 
 # -- the engine: accumulation, no_grad, detach, retain_graph, errors ----------------------------
@@ -229,7 +229,7 @@ def test_grad_accumulates_over_two_backward_calls():
         (ours * ours).sum().backward()
         (theirs * theirs).sum().backward()
     assert_close(ours.grad, theirs.grad, np.float64)
-    np.testing.assert_allclose(ours.grad.data, 4 * x)
+    np.testing.assert_allclose(ours.grad.numpy(), 4 * x)
 
 
 def test_shared_subexpression_and_reused_leaf():
@@ -245,21 +245,21 @@ def test_shared_subexpression_and_reused_leaf():
 def test_leaf_gradients_are_independent_writable_arrays():
     a, b = npconv.tensor(np.ones(3), requires_grad=True), npconv.tensor(np.ones(3), requires_grad=True)
     ((a + b) * 2).sum().backward()
-    assert a.grad.data.flags.writeable and b.grad.data.flags.writeable
-    a.grad.data[0] = 100.0
-    assert b.grad.data[0] == 2.0
+    assert a.grad.numpy().flags.writeable and b.grad.numpy().flags.writeable
+    a.grad.numpy()[0] = 100.0
+    assert b.grad.numpy()[0] == 2.0
     c = npconv.tensor(np.ones((2, 3)), requires_grad=True)
     c.sum().backward()
-    c.grad.data[...] = 0  # a gradient of a broadcast must be writable (optimisers update in place)
+    c.grad.numpy()[...] = 0  # a gradient of a broadcast must be writable (optimisers update in place)
 
 
 def test_backward_with_explicit_gradient_and_leaf_backward():
     x = npconv.tensor(np.arange(3.0), requires_grad=True)
     (x * 3).backward(npconv.tensor(np.array([1.0, 2.0, 3.0])))
-    np.testing.assert_allclose(x.grad.data, [3.0, 6.0, 9.0])
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 6.0, 9.0])
     y = npconv.tensor(np.arange(3.0), requires_grad=True)
     y.backward(np.ones(3))
-    np.testing.assert_allclose(y.grad.data, np.ones(3))
+    np.testing.assert_allclose(y.grad.numpy(), np.ones(3))
 
 
 def test_no_grad_records_nothing():
@@ -287,9 +287,9 @@ def test_detach_shares_data_and_cuts_the_graph():
     y = x * 2
     d = y.detach()
     assert not d.requires_grad and d.is_leaf
-    assert np.shares_memory(d.data, y.data)
+    assert np.shares_memory(d.numpy(), y.numpy())
     (d * x).sum().backward()
-    np.testing.assert_allclose(x.grad.data, 2 * np.ones(3))
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.ones(3))
 
 
 def test_second_backward_without_retain_graph_is_an_error():
@@ -301,7 +301,7 @@ def test_second_backward_without_retain_graph_is_an_error():
     z = (x * x).sum()
     z.backward(retain_graph=True)
     z.backward()
-    np.testing.assert_allclose(x.grad.data, 2 * np.ones(3) + 4 * np.ones(3))
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.ones(3) + 4 * np.ones(3))
 
 
 def test_backward_errors():
@@ -325,16 +325,16 @@ def test_properties_and_conversions():
     t = npconv.tensor(data, requires_grad=True)
     assert t.shape == (2, 3) and t.ndim == 2 and t.dim() == 2 and t.size() == (2, 3) and t.size(1) == 3
     assert t.numel() == 6 and len(t) == 2 and t.dtype == np.float64 and t.device == "cpu"
-    assert np.array_equal(np.asarray(t), data) and t.numpy() is t.data
+    assert np.array_equal(np.asarray(t), data) and t.numpy() is t.numpy()
     assert np.asarray(t, dtype=np.float32).dtype == np.float32
     assert t[1, 2].item() == 5.0 and t.tolist() == data.tolist()
     assert float(t.sum()) == 15.0
     assert t.is_leaf and (t * 1).grad_fn.name() == "MulBackward0" and not (t * 1).is_leaf
     assert repr(npconv.tensor([1.0, 2.0])) == "tensor([1., 2.])"
     assert "requires_grad=True" in repr(t) and "grad_fn=<MulBackward0>" in repr(t * 1)
-    assert (t > 2).dtype == np.bool_ and (t == t).data.all()
+    assert (t > 2).dtype == np.bool_ and (t == t).numpy().all()
     restored = pickle.loads(pickle.dumps(t * 1))
-    assert np.array_equal(restored.data, data) and not restored.requires_grad
+    assert np.array_equal(restored.numpy(), data) and not restored.requires_grad
     assert pickle.loads(pickle.dumps(t)).requires_grad
 
 

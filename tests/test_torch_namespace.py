@@ -268,10 +268,10 @@ def test_from_numpy_shares_memory_and_as_tensor_copies_only_when_needed():
     t = npconv.from_numpy(array)
     array[0] = 5
     assert t[0].item() == 5
-    assert npconv.as_tensor(array).data is array
+    assert npconv.as_tensor(array).numpy() is array
     assert npconv.as_tensor(t) is t
     assert npconv.as_tensor(array, dtype=npconv.float64).dtype == npconv.float64
-    assert npconv.tensor(array).data is not array
+    assert npconv.tensor(array).numpy() is not array
     with pytest.raises(TypeError, match="from_numpy expected np.ndarray"):
         npconv.from_numpy([1, 2])
 

@@ -147,7 +147,7 @@ def compare(
     close(y, yt, "forward", tol)
     if not any(grad) or not yt.requires_grad:
         return
-    gy = np.random.default_rng(seed).standard_normal(yt.shape).astype(np.asarray(y.data).dtype)
+    gy = np.random.default_rng(seed).standard_normal(yt.shape).astype(np.asarray(y.numpy()).dtype)
     y.backward(gy)
     yt.backward(torch.from_numpy(gy.copy()))
     for i, (x, t) in enumerate(zip(xs, ts, strict=True)):

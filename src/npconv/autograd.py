@@ -127,7 +127,8 @@ class enable_grad(_BareDecoratable):  # noqa: N801
 class inference_mode(_GradMode):  # noqa: N801
     """``torch.inference_mode(mode=True)``: like ``no_grad`` (usable as ``@inference_mode()``).
 
-    npconv does not mark tensors made in inference mode; they behave like tensors made in ``no_grad``.
+    Tensors made inside are inference tensors (``is_inference()``): like torch, they cannot be saved for
+    a backward nor updated in place outside inference mode (a RuntimeError).
     """
 
     def __new__(cls, mode: Any = True) -> Any:
@@ -319,7 +320,22 @@ def _edge(tensor: Any) -> tuple[Any, int] | None:
     return (tensor._node, tensor._output_nr)
 
 
+def check_inplace_allowed(tensor: Any) -> None:
+    """torch's rule for inference tensors: no in-place update outside ``inference_mode``."""
+    if tensor._inference and not is_inference_mode_enabled():
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed. You can make a clone "
+            "to get a normal tensor before doing inplace update."
+        )
+
+
 def _saved_entry(tensor: Any) -> tuple[VersionCounter, int, tuple]:
+    if tensor._inference:
+        raise RuntimeError(
+            "Inference tensors cannot be saved for backward. Please do not use Tensors created in inference "
+            "mode in computation tracked by autograd. To work around you can make a clone to get a normal "
+            "tensor and use it in autograd."
+        )
     producer = tensor._node.name() if tensor._node is not None else None
     return (
         tensor._version,
@@ -387,6 +403,7 @@ def apply_inplace(
     op's backward reads it: ``reads_target``).
     """
     kwargs = kwargs or {}
+    check_inplace_allowed(target)
     recording = is_grad_enabled() and (
         target._requires_grad or any(isinstance(a, tensor_class) and a._requires_grad for a in args)
     )

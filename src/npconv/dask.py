@@ -47,7 +47,7 @@ def _forward(module: Module, batch: np.ndarray) -> np.ndarray:
         output = module(Tensor(batch))
     if not isinstance(output, Tensor):
         raise TypeError(f"predict needs a module returning one Tensor, got {type(output).__name__}")
-    return np.asarray(output.data)
+    return np.asarray(output.numpy())
 
 
 def _forward_chunk(chunk: np.ndarray, module: Module) -> np.ndarray:

@@ -103,7 +103,7 @@ def _evaluate(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndar
     predictions = []
     with no_grad():
         for start in range(0, len(x), batch_size):
-            predictions.append(model(Tensor(x[start:start + batch_size])).data.argmax(axis=1))
+            predictions.append(model(Tensor(x[start:start + batch_size])).numpy().argmax(axis=1))
     model.train()
     return np.concatenate(predictions)
 
@@ -115,7 +115,7 @@ def _plot(path: Path, model: DigitsCNN, x_test: np.ndarray, y_test: np.ndarray, 
     _require("matplotlib", "the figure")
     from matplotlib.figure import Figure
 
-    filters = model.features[0].weight.data[:, 0]
+    filters = model.features[0].weight.numpy()[:, 0]
     columns = max(4, (len(filters) + 1) // 2)
     wrong = np.flatnonzero(predicted != y_test)[:columns]
     right = np.flatnonzero(predicted == y_test)[:2 * columns - len(wrong)]
@@ -194,8 +194,8 @@ def run_demo(epochs: int = 8, seed: int = 0, out: str | os.PathLike | None = "np
             optimizer.step()
             scheduler.step()
             seen += len(batch)
-            loss_sum += float(loss.data) * len(batch)
-            correct += int((logits.data.argmax(axis=1) == y_train[batch]).sum())
+            loss_sum += float(loss.numpy()) * len(batch)
+            correct += int((logits.numpy().argmax(axis=1) == y_train[batch]).sum())
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}", refresh=False)
         bar.close()

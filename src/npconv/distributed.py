@@ -103,7 +103,7 @@ class _Bucket:
 
     def add(self, tensor: Tensor) -> None:
         self.tensors.append(tensor)
-        self.size += int(tensor.data.size)
+        self.size += int(tensor.numpy().size)
         self.offsets.append(self.size)
 
     @property
@@ -113,7 +113,7 @@ class _Bucket:
     def views(self, flat: np.ndarray) -> Iterator[tuple[Tensor, np.ndarray]]:
         """Each tensor with the slice of ``flat`` that holds it, shaped like the tensor."""
         for i, tensor in enumerate(self.tensors):
-            yield tensor, flat[self.offsets[i]:self.offsets[i + 1]].reshape(tensor.data.shape)
+            yield tensor, flat[self.offsets[i]:self.offsets[i + 1]].reshape(tensor.numpy().shape)
 
 
 def _assign_buckets(tensors: list[Tensor], cap_bytes: int) -> list[_Bucket]:
@@ -125,7 +125,7 @@ def _assign_buckets(tensors: list[Tensor], cap_bytes: int) -> list[_Bucket]:
     open_buckets: dict[np.dtype, _Bucket] = {}
     buckets: list[_Bucket] = []
     for tensor in tensors:
-        dtype = tensor.data.dtype
+        dtype = tensor.numpy().dtype
         bucket = open_buckets.get(dtype)
         if bucket is None:
             bucket = open_buckets[dtype] = _Bucket(dtype)
@@ -141,18 +141,18 @@ def _broadcast_in_place(comm: Any, tensors: list[Tensor], root: int = 0) -> None
     for bucket in _assign_buckets(tensors, cap_bytes=sys.maxsize):
         flat = np.empty(bucket.size, dtype=bucket.dtype)
         for tensor, view in bucket.views(flat):
-            view[...] = tensor.data
+            view[...] = tensor.numpy()
         comm.Bcast(flat, root=root)
         for tensor, view in bucket.views(flat):
-            if tensor.data.flags.writeable:
-                tensor.data[...] = view
+            if tensor.numpy().flags.writeable:
+                tensor.numpy()[...] = view
             else:
                 tensor.data = view.copy()
 
 
 def _signature(module: Module) -> list[tuple[str, tuple[int, ...], str]]:
     named = list(module.named_parameters()) + list(module.named_buffers())
-    return [(name, tuple(t.data.shape), t.data.dtype.str) for name, t in named]
+    return [(name, tuple(t.numpy().shape), t.numpy().dtype.str) for name, t in named]
 
 
 # -- the wrapper ------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ class DistributedDataParallel(Module):
         return [p for p in self.module.parameters() if p.requires_grad]
 
     def _current_layout(self, params: list[Parameter]) -> list[tuple[int, str, int]]:
-        return [(id(p), p.data.dtype.str, int(p.data.size)) for p in params]
+        return [(id(p), p.numpy().dtype.str, int(p.numpy().size)) for p in params]
 
     def _rebuild_buckets(self) -> None:
         params = self._trainable()
@@ -252,7 +252,7 @@ class DistributedDataParallel(Module):
         if isinstance(output, Tensor):
             if not output.requires_grad:
                 return output
-            return make_result(output.data, (output,), self._identity_backward,
+            return make_result(output.numpy(), (output,), self._identity_backward,
                                "DistributedDataParallelBackward")
         if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
             return type(output)(*(self._mark_for_sync(item) for item in output))
@@ -284,7 +284,7 @@ class DistributedDataParallel(Module):
                 if param.grad is None:
                     view[...] = 0
                 else:
-                    view[...] = param.grad.data
+                    view[...] = param.grad.numpy()
             if self.world_size > 1:
                 self.comm.Allreduce(mpi.IN_PLACE, flat, op=mpi.SUM)
                 flat /= self.world_size

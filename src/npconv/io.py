@@ -405,7 +405,8 @@ class _TensorBuilder:
 
         if not isinstance(tensor, Tensor) or isinstance(tensor, Parameter):
             raise CheckpointError(f"a Parameter must wrap a tensor, got {type(tensor).__name__}")
-        return Parameter(tensor.data, requires_grad=bool(requires_grad) and tensor.data.dtype.kind in "fc")
+        array = tensor.numpy()
+        return Parameter(array, requires_grad=bool(requires_grad) and array.dtype.kind in "fc")
 
 
 # -- the restricted unpickler --------------------------------------------------------------------
@@ -1069,7 +1070,7 @@ def _safetensors_writer(obj: Any, metadata: Mapping[str, str] | None) -> Callabl
     for key, value in obj.items():
         if not isinstance(key, str):
             raise TypeError(f"state dict keys must be str, got {key!r}")
-        array = np.asarray(value.data if isinstance(value, Tensor) else value)
+        array = np.asarray(value.numpy() if isinstance(value, Tensor) else value)
         native = array.dtype.newbyteorder("=")
         if native == np.complex128:
             array = np.ascontiguousarray(array, dtype=native).view(np.float64).reshape(array.shape + (2,))
@@ -1294,7 +1295,7 @@ class _TorchPickler:
     def save_tensor(self, obj: Tensor | np.ndarray, where: str) -> None:
         from .nn.parameter import Parameter
 
-        array = obj.data if isinstance(obj, Tensor) else obj
+        array = obj.numpy() if isinstance(obj, Tensor) else obj
         native = array.dtype.newbyteorder("=")
         if native not in _DTYPE_NAMES:
             raise TypeError(f"cannot save {where}: dtype {array.dtype} has no torch equivalent")

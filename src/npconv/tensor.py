@@ -1,6 +1,6 @@
 """``npconv.Tensor``: an ndarray with autograd state, and torch's Tensor methods.
 
-A Tensor wraps an ``ndarray`` (``.data``; no copy when given one) plus what the engine in
+A Tensor wraps an ``ndarray`` (``.numpy()``; no copy when given one) plus what the engine in
 :mod:`npconv.autograd` needs: ``requires_grad``, ``grad``, ``grad_fn`` (the :class:`~npconv.autograd.Node`
 that made it), a version counter shared with its views, and hooks. The maths lives in ``npconv.ops``:
 each method below *is* the functional op (``Tensor.relu is npconv.relu``), bound as a class attribute,
@@ -102,6 +102,7 @@ class Tensor:
         "_base",
         "_hooks",
         "_post_hooks",
+        "_inference",
         "__weakref__",
     )
 
@@ -118,17 +119,23 @@ class Tensor:
         self._hooks: list[Callable] | None = None
         self._post_hooks: list[Callable] | None = None
         self._requires_grad = False
+        self._inference = autograd.is_inference_mode_enabled()  # torch's "inference tensor"
         if requires_grad:
             self.requires_grad = requires_grad
 
     # -- the array -------------------------------------------------------------------------------
     @property
-    def data(self) -> np.ndarray:
-        """The ndarray holding the values (writes to it bypass autograd, like torch's ``.data``)."""
-        return self._array
+    def data(self) -> Tensor:
+        """A tensor sharing these values, outside the graph and with its own version counter (torch's
+        ``.data``): in-place changes through it (``p.data.normal_()``, ``.copy_``, ``.clamp_``) modify
+        this tensor without autograd noticing. ``.numpy()`` gives the ndarray itself."""
+        out = Tensor(self._array)
+        out._inference = self._inference
+        return out
 
     @data.setter
     def data(self, value: Any) -> None:
+        """Make this tensor hold ``value``'s values (a Tensor or an array; shape and dtype may change)."""
         self._array = np.asarray(as_array(value))
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
@@ -171,6 +178,11 @@ class Tensor:
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         self.requires_grad = requires_grad
         return self
+
+    def is_inference(self) -> bool:
+        """Whether this tensor was made inside ``inference_mode`` (it cannot then be saved for backward
+        nor modified in place outside inference mode, as in torch)."""
+        return self._inference
 
     @property
     def is_leaf(self) -> bool:
@@ -235,6 +247,7 @@ class Tensor:
         """A tensor sharing the values (and version counter) but outside the graph."""
         out = Tensor(self._array)
         out._version = self._version
+        out._inference = self._inference
         return out
 
     def detach_(self) -> Tensor:
@@ -579,6 +592,7 @@ class Tensor:
             self._requires_grad or (isinstance(other, Tensor) and other._requires_grad)
         ):
             return False
+        autograd.check_inplace_allowed(self)
         values = as_array(other) if isinstance(other, (Tensor, np.ndarray)) else other
         target = self._array
         if not target.flags.writeable:
@@ -693,6 +707,7 @@ class Tensor:
                 f"{list(self._array.shape)}"
             ) from error
         if not (is_grad_enabled() and (self._requires_grad or _requires_grad(src))):
+            autograd.check_inplace_allowed(self)
             if not self._array.flags.writeable:
                 raise RuntimeError("copy_: the destination is read-only (an expanded tensor)")
             np.copyto(self._array, source, casting="unsafe")

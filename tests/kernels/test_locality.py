@@ -165,14 +165,14 @@ def test_default_planner_depthwise_31x31_nan_and_grad_output_nan(torch):
     xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
     tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
     y, yt = F.conv2d(xt, wt, padding=15, groups=2), torch.nn.functional.conv2d(tx, tw, padding=15, groups=2)
-    np.testing.assert_array_equal(np.isnan(y.data), torch.isnan(yt).numpy())
-    assert np.isnan(y.data).sum() == 31 * 31 and not np.isnan(y.data[0, 0]).any()
+    np.testing.assert_array_equal(np.isnan(y.numpy()), torch.isnan(yt).numpy())
+    assert np.isnan(y.numpy()).sum() == 31 * 31 and not np.isnan(y.numpy()[0, 0]).any()
     gy = rng.standard_normal(y.shape).astype(np.float32)
     gy[0, 0, 3, 40] = np.nan
     y.backward(gy)
     yt.backward(torch.from_numpy(gy))
-    np.testing.assert_array_equal(np.isnan(xt.grad.data), torch.isnan(tx.grad).numpy())
-    np.testing.assert_array_equal(np.isnan(wt.grad.data), torch.isnan(tw.grad).numpy())
+    np.testing.assert_array_equal(np.isnan(xt.grad.numpy()), torch.isnan(tx.grad).numpy())
+    np.testing.assert_array_equal(np.isnan(wt.grad.numpy()), torch.isnan(tw.grad).numpy())
 
 
 # -- the criterion (torch-free) -------------------------------------------------------------------

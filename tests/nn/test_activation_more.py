@@ -154,4 +154,4 @@ def test_prelu_weight_gradient_through_module_matches_torch():
     yt = theirs(torch.from_numpy(x))
     y.sum().backward()
     yt.sum().backward()
-    np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-12)

@@ -162,7 +162,7 @@ def test_conv4d_module_with_every_argument_on_the_4th_axis(torch):
     assert module.weight.shape == (6, 2, 3, 2, 1, 2) and module.bias.shape == (6,)
     assert "padding=((2, 1), (0, 1), (1, 0), (1, 1))" in repr(module)
     x = np.random.default_rng(3).standard_normal((2, 4, 7, 3, 2, 4))
-    w, b = module.weight.data.copy(), module.bias.data.copy()
+    w, b = module.weight.numpy().copy(), module.bias.numpy().copy()
     y, gy, grads = npconv_grads(lambda x: module(x), dict(x=x))
     y_t, grads_t = torch_grads(
         lambda x, w, b: torch_conv4d(x, w, b, module.stride, module.padding, module.dilation, 2),
@@ -225,7 +225,8 @@ def test_conv_transpose_nd_module_and_output_size():
     y = module(npconv.tensor(x), output_size=target)
     assert y.shape == (1, 4) + target
     pads = tuple((p, p) for p in module.padding)
-    expected = torch_conv_transpose4d(to_torch(x), to_torch(module.weight.data), to_torch(module.bias.data),
+    weight, bias = to_torch(module.weight.numpy()), to_torch(module.bias.numpy())
+    expected = torch_conv_transpose4d(to_torch(x), weight, bias,
                                       module.stride, pads, (1, 0, 2, 1), 2, (1, 1, 1, 1))
     assert_close(y, expected, np.float64, "ConvTransposeNd with output_size")
     with pytest.raises(ValueError, match="valid sizes range"):
@@ -251,7 +252,7 @@ def test_high_rank_conv_matches_a_direct_loop_and_finite_differences(nd, mode):
         return F.conv(x, w, b, stride, pads, dilation, 2, padding_mode=mode)
 
     expected = reference.conv(x, w, b, stride, pads, dilation, 2, mode)
-    np.testing.assert_allclose(ours(x, w, b).data, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours(x, w, b).numpy(), expected, rtol=1e-12, atol=1e-12)
     check_finite_differences(ours, dict(x=x, w=w, b=b), seed=nd)
 
 
@@ -265,16 +266,17 @@ def test_high_rank_module_and_transposed_finite_differences(nd):
     assert y.shape == (1, 2) + (2,) * nd  # ceil(3 / 2)
     z = up(y)
     assert z.shape == (1, 2) + (4,) * nd
-    assert np.all(np.isfinite(z.data))
-    w, b = up.weight.data.copy(), up.bias.data.copy()
-    check_finite_differences(lambda x, w, b: F.conv_transpose(x, w, b, 2), dict(x=y.data, w=w, b=b), seed=nd)
+    assert np.all(np.isfinite(z.numpy()))
+    w, b = up.weight.numpy().copy(), up.bias.numpy().copy()
+    check_finite_differences(lambda x, w, b: F.conv_transpose(x, w, b, 2), dict(x=y.numpy(), w=w, b=b),
+                             seed=nd)
     # the transposed conv is the adjoint of the direct loop's conv: <convT(r), v> == <r, conv(v)>
     r = np.random.default_rng(1).standard_normal((1, 2) + (2,) * nd)
     v = np.random.default_rng(2).standard_normal((1, 2) + (3,) * nd)
     pads = ((1, 0),) * nd
     transposed = F.conv_transpose(r, w, None, 2, pads)
     assert transposed.shape == v.shape
-    assert np.isclose(np.sum(transposed.data * v),
+    assert np.isclose(np.sum(transposed.numpy() * v),
                       np.sum(r * reference.conv(v, w, None, (2,) * nd, pads, (1,) * nd, 1)), rtol=1e-10)
 
 
@@ -347,7 +349,7 @@ def test_pad_of_any_rank_is_numpy_pad(case, seed):
     value = 1.25 if mode == "constant" else None
     expected = np.pad(x, width, mode=numpy_mode, **({"constant_values": value} if value else {}))
     result = F.pad(x, pad, mode=mode, value=value)
-    np.testing.assert_array_equal(result.data, expected)
+    np.testing.assert_array_equal(result.numpy(), expected)
     check_finite_differences(lambda x: F.pad(x, pad, mode=mode, value=value), dict(x=x), seed=seed)
 
 

@@ -284,8 +284,8 @@ def test_zero_sized_batch_gives_zero_gradients():
     y = ours(np.zeros((0, 2, 5, 5)))
     assert y.shape == (0, 3, 3, 3)
     y.sum().backward()
-    assert ours.weight.grad.shape == ours.weight.shape and not ours.weight.grad.data.any()
-    assert ours.bias.grad.shape == (3,) and not ours.bias.grad.data.any()
+    assert ours.weight.grad.shape == ours.weight.shape and not ours.weight.grad.numpy().any()
+    assert ours.bias.grad.shape == (3,) and not ours.bias.grad.numpy().any()
 
 
 # -- complex dtypes -------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_complex_equals_real_decomposition(torch):
     rng = np.random.default_rng(3)
     ours = nn.Conv2d(2, 3, 3, padding=1, dtype=np.complex128)
     x = _random(rng, (2, 2, 5, 4), np.complex128)
-    w, b = ours.weight.data, ours.bias.data
+    w, b = ours.weight.numpy(), ours.bias.numpy()
 
     def conv(a, v):
         return torch.nn.functional.conv2d(to_torch(a), to_torch(v), padding=1).numpy()
@@ -325,7 +325,7 @@ def test_complex_equals_real_decomposition(torch):
     re = conv(x.real, w.real) - conv(x.imag, w.imag)
     im = conv(x.real, w.imag) + conv(x.imag, w.real)
     expected = re + b.real[:, None, None] + 1j * (im + b.imag[:, None, None])
-    np.testing.assert_allclose(ours(x).data, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ours(x).numpy(), expected, rtol=1e-10, atol=1e-10)
 
 
 # -- attributes as torch stores them ------------------------------------------------------------

@@ -44,9 +44,9 @@ def test_fold_is_the_adjoint_of_unfold_without_torch():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 6, 5))
     kw = dict(kernel_size=(2, 3), dilation=(2, 1), padding=(1, 2), stride=(1, 2))
-    cols = F.unfold(npconv.tensor(x), **kw).data
+    cols = F.unfold(npconv.tensor(x), **kw).numpy()
     c = rng.standard_normal(cols.shape)
-    back = F.fold(npconv.tensor(c), (6, 5), **kw).data
+    back = F.fold(npconv.tensor(c), (6, 5), **kw).numpy()
     np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-12)
     # by hand: column (i, j) of the (6, 4) block grid reads xp[2*a + i, b + 2*j] at offset (a, b)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)))

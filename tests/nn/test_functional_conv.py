@@ -109,12 +109,12 @@ def test_positional_signatures_match_torch(torch):
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((1, 4, 5, 5)), rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(2)
     check_function(TRANSPOSED[2], dict(input=x, weight=w, bias=b), dict(groups=2), np.float64)
-    ours = F.conv_transpose2d(x, w, b, 2, 1, 1, 2, 2).data
+    ours = F.conv_transpose2d(x, w, b, 2, 1, 1, 2, 2).numpy()
     theirs = TF.conv_transpose2d(to_torch(x), to_torch(w), to_torch(b), 2, 1, 1, 2, 2)
     assert_close(ours, theirs, np.float64)
     wc = rng.standard_normal((4, 2, 3, 3))
     # input, weight, bias, stride, padding, dilation, groups
-    ours = F.conv2d(x, wc, b[:1].repeat(4), 2, 1, 2, 2).data
+    ours = F.conv2d(x, wc, b[:1].repeat(4), 2, 1, 2, 2).numpy()
     theirs = TF.conv2d(to_torch(x), to_torch(wc), to_torch(b[:1].repeat(4)), 2, 1, 2, 2)
     assert_close(ours, theirs, np.float64)
 

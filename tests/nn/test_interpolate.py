@@ -125,12 +125,12 @@ def test_backward_is_the_adjoint_without_torch(mode, n, m, align):
     xt = npconv.tensor(x, requires_grad=True)
     y = interp.interpolate(xt, (m, 2 * (n + 1)), mode, align, [None, None])
     y.backward(g)
-    np.testing.assert_allclose(np.vdot(y.data, g), np.vdot(x, xt.grad.data), rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(y.numpy(), g), np.vdot(x, xt.grad.numpy()), rtol=1e-12)
 
 
 def test_twice_linear_fast_path_equals_the_general_kernel_without_torch():
     x = np.random.default_rng(1).standard_normal((2, 3, 5, 4))
-    fast = interp.interpolate(npconv.tensor(x), (10, 8), "linear", False, [None, None]).data
+    fast = interp.interpolate(npconv.tensor(x), (10, 8), "linear", False, [None, None]).numpy()
     # reference: explicit two-tap sums along W then H
     ref = x
     for axis in (3, 2):
@@ -197,5 +197,5 @@ def test_deprecated_upsample_aliases_warn_and_match_interpolate():
     with pytest.warns(UserWarning, match="deprecated"):
         y = F.upsample_bilinear(x, scale_factor=2)
     np.testing.assert_array_equal(
-        y.data, F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True).data
+        y.numpy(), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True).numpy()
     )

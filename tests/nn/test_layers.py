@@ -56,8 +56,8 @@ def test_linear_initialisation_bounds_and_state_dict_keys(torch):
     layer = nn.Linear(50, 20)
     assert list(layer.state_dict()) == list(tnn.Linear(50, 20).state_dict())
     bound = 1 / np.sqrt(50)
-    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
-    assert np.abs(layer.weight.data).max() > 0.8 * bound  # kaiming_uniform(a=sqrt(5)) spans U(-b, b)
+    assert np.abs(layer.weight.numpy()).max() <= bound and np.abs(layer.bias.numpy()).max() <= bound
+    assert np.abs(layer.weight.numpy()).max() > 0.8 * bound  # kaiming_uniform(a=sqrt(5)) spans U(-b, b)
 
 
 def test_linear_rejects_mismatched_features():
@@ -145,8 +145,8 @@ def test_gelu_and_silu_gradients_by_finite_differences():
     for fn in [lambda t: F.gelu(t), lambda t: F.gelu(t, approximate="tanh"), F.silu, F.sigmoid, F.tanh]:
         xt = npconv.Tensor(x.copy(), requires_grad=True)
         fn(xt).sum().backward()
-        numeric = (fn(x + 1e-6).data - fn(x - 1e-6).data) / 2e-6
-        np.testing.assert_allclose(xt.grad.data, numeric, atol=1e-8)
+        numeric = (fn(x + 1e-6).numpy() - fn(x - 1e-6).numpy()) / 2e-6
+        np.testing.assert_allclose(xt.grad.numpy(), numeric, atol=1e-8)
 
 
 def test_dropout_training_eval_and_statistics(torch):
@@ -157,18 +157,18 @@ def test_dropout_training_eval_and_statistics(torch):
     x = np.ones((200, 100))
     xt = npconv.Tensor(x, requires_grad=True)
     y = layer(xt)
-    kept = y.data != 0
+    kept = y.numpy() != 0
     assert abs(kept.mean() - 0.75) < 0.01
-    np.testing.assert_allclose(y.data[kept], 1 / 0.75)
+    np.testing.assert_allclose(y.numpy()[kept], 1 / 0.75)
     y.sum().backward()
-    np.testing.assert_allclose(xt.grad.data, y.data)  # gradient is the same mask and scale
+    np.testing.assert_allclose(xt.grad.numpy(), y.numpy())  # gradient is the same mask and scale
     layer.eval()
     assert layer(xt) is xt
     npconv.manual_seed(5)
-    first = F.dropout(x, 0.5).data
+    first = F.dropout(x, 0.5).numpy()
     npconv.manual_seed(5)
-    np.testing.assert_array_equal(F.dropout(x, 0.5).data, first)  # the global generator drives it
-    np.testing.assert_array_equal(F.dropout(x, 1.0).data, 0)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).numpy(), first)  # the global generator drives it
+    np.testing.assert_array_equal(F.dropout(x, 1.0).numpy(), 0)
     assert F.dropout(xt, 0.3, training=False) is xt
 
 

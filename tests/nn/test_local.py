@@ -148,8 +148,8 @@ def test_unbatched_input_matches_batched(torch):
     layer = nn.Conv2dLocal(3, 2, (5, 4), (2, 3), padding=1, dtype=np.float64)
     y = layer(x)
     xt = to_torch(x[None])
-    ref = torch_local_loop(TF.pad(xt, (1, 1, 1, 1)), to_torch(layer.weight.data), to_torch(layer.bias.data),
-                           (1, 1), (1, 1))[0]
+    ref = torch_local_loop(TF.pad(xt, (1, 1, 1, 1)), to_torch(layer.weight.numpy()),
+                           to_torch(layer.bias.numpy()), (1, 1), (1, 1))[0]
     assert_close(y, ref, np.float64)
 
 
@@ -166,7 +166,7 @@ def test_local_finite_differences():
 
     def loss(*arrays):
         with npconv.no_grad():
-            return float(np.sum(F.conv2d_local(*arrays, **kwargs).data * gy))
+            return float(np.sum(F.conv2d_local(*arrays, **kwargs).numpy() * gy))
 
     eps = 1e-6
     for position, (array, tensor) in enumerate(zip((x, w, b), tensors, strict=True)):
@@ -175,7 +175,7 @@ def test_local_finite_differences():
             plus[position].flat[flat] += eps
             minus[position].flat[flat] -= eps
             numeric = (loss(*plus) - loss(*minus)) / (2 * eps)
-            assert math.isclose(numeric, tensor.grad.data.flat[flat], rel_tol=1e-6, abs_tol=1e-8)
+            assert math.isclose(numeric, tensor.grad.numpy().flat[flat], rel_tol=1e-6, abs_tol=1e-8)
 
 
 # -- modules ---------------------------------------------------------------------------------
@@ -190,12 +190,12 @@ def test_module_layout_init_and_parity(nd):
     assert layer.bias.shape == (4,) + out_size
     bound = 1 / math.sqrt(3 * 3**nd)
     for param in (layer.weight, layer.bias):
-        assert np.abs(param.data).max() <= bound
-        assert np.abs(param.data).max() > 0.8 * bound  # drawn over the whole interval
+        assert np.abs(param.numpy()).max() <= bound
+        assert np.abs(param.numpy()).max() > 0.8 * bound  # drawn over the whole interval
     x = np.random.default_rng(1).standard_normal((2, 3) + input_size)
     xt = to_torch(x)
-    ref = torch_local_loop(torch_pad(xt, ((1, 1),) * nd, "circular"), to_torch(layer.weight.data),
-                           to_torch(layer.bias.data), (2,) * nd, (1,) * nd)
+    ref = torch_local_loop(torch_pad(xt, ((1, 1),) * nd, "circular"), to_torch(layer.weight.numpy()),
+                           to_torch(layer.bias.numpy()), (2,) * nd, (1,) * nd)
     assert_close(layer(x), ref, np.float64)
 
 
@@ -207,7 +207,7 @@ def test_module_gradients_and_float32_default():
     layer(x).sum().backward()
     assert layer.weight.grad.shape == layer.weight.shape
     assert layer.bias.grad.shape == layer.bias.shape
-    np.testing.assert_allclose(layer.bias.grad.data, np.full(layer.bias.shape, 2.0),
+    np.testing.assert_allclose(layer.bias.grad.numpy(), np.full(layer.bias.shape, 2.0),
                                **TOL[np.dtype(np.float32)])
     assert x.grad.shape == x.shape
 
@@ -225,7 +225,7 @@ def test_state_dict_round_trip():
     a, b = nn.Conv2dLocal(2, 3, 6, 3), nn.Conv2dLocal(2, 3, 6, 3)
     b.load_state_dict(a.state_dict())
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_array_equal(a(x).data, b(x).data)
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
     assert set(a.state_dict()) == {"weight", "bias"}
 
 

@@ -293,7 +293,8 @@ def test_output_size_argument_and_unbatched_input():
     y = layer(x, output_size=(8, 10))
     assert y.shape == (2, 8, 10)
     ref = torch_transpose_loop(
-        to_torch(x[None]), to_torch(layer.weight.data), to_torch(layer.bias.data), table, 2, 2, 1, (1, 1), 1
+        to_torch(x[None]), to_torch(layer.weight.numpy()), to_torch(layer.bias.numpy()), table, 2, 2, 1,
+        (1, 1), 1,
     )[0]
     assert_close(y, ref, np.float64)
     assert layer(x, output_size=[2, 7, 9]).shape == (2, 7, 9)
@@ -305,11 +306,11 @@ def test_unfed_output_plane_gets_its_bias_and_weights_get_the_only_gradients():
     table = np.array([[0, 0], [1, 2]])
     layer = nn.Conv2dMap(table, 2, out_channels=4, dtype=np.float64)
     with npconv.no_grad():
-        layer.bias.data[...] = [1.0, 2.0, 3.0, 4.0]
+        layer.bias.numpy()[...] = [1.0, 2.0, 3.0, 4.0]
     x = npconv.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)), requires_grad=True)
     y = layer(x)
-    np.testing.assert_array_equal(y.data[:, 1], 2.0)
-    np.testing.assert_array_equal(y.data[:, 3], 4.0)
+    np.testing.assert_array_equal(y.numpy()[:, 1], 2.0)
+    np.testing.assert_array_equal(y.numpy()[:, 3], 4.0)
     y.sum().backward()
     assert layer.weight.grad.shape == (2, 2, 2)
     assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
@@ -342,7 +343,7 @@ def test_map_finite_differences():
 
         def loss(xa, wa, ba, fn=fn, kwargs=kwargs, gy=gy):
             with npconv.no_grad():
-                return float(np.sum(fn(xa, wa, table, ba, **kwargs).data * gy))
+                return float(np.sum(fn(xa, wa, table, ba, **kwargs).numpy() * gy))
 
         eps = 1e-6
         for position, (array, tensor) in enumerate(zip((x, w, b), tensors, strict=True)):
@@ -351,7 +352,7 @@ def test_map_finite_differences():
                 plus[position].flat[flat] += eps
                 minus[position].flat[flat] -= eps
                 numeric = (loss(*plus) - loss(*minus)) / (2 * eps)
-                assert math.isclose(numeric, tensor.grad.data.flat[flat], rel_tol=1e-6, abs_tol=1e-8), (
+                assert math.isclose(numeric, tensor.grad.numpy().flat[flat], rel_tol=1e-6, abs_tol=1e-8), (
                     fn,
                     kwargs,
                 )
@@ -363,15 +364,15 @@ def test_init_bounds_per_output_plane():
     table = np.array([[i, 0] for i in range(8)] + [[0, 1]])  # plane 0 has fan-in 8, plane 1 fan-in 1
     layer = nn.Conv2dMap(table, (3, 2), out_channels=3)
     bounds = [1 / math.sqrt(6 * 8), 1 / math.sqrt(6 * 1)]
-    wide = np.abs(layer.weight.data[:8])
+    wide = np.abs(layer.weight.numpy()[:8])
     assert wide.max() <= bounds[0] and wide.max() > 0.8 * bounds[0]
-    assert np.abs(layer.weight.data[8]).max() <= bounds[1]
-    assert np.abs(layer.weight.data[8]).max() > bounds[0]  # drawn from the wider interval
-    assert abs(layer.bias.data[0]) <= bounds[0] and abs(layer.bias.data[1]) <= bounds[1]
-    assert layer.bias.data[2] == 0  # a plane no row feeds: fan-in 0
+    assert np.abs(layer.weight.numpy()[8]).max() <= bounds[1]
+    assert np.abs(layer.weight.numpy()[8]).max() > bounds[0]  # drawn from the wider interval
+    assert abs(layer.bias.numpy()[0]) <= bounds[0] and abs(layer.bias.numpy()[1]) <= bounds[1]
+    assert layer.bias.numpy()[2] == 0  # a plane no row feeds: fan-in 0
     npconv.manual_seed(0)
     again = nn.Conv2dMap(table, (3, 2), out_channels=3)
-    np.testing.assert_array_equal(again.weight.data, layer.weight.data)
+    np.testing.assert_array_equal(again.weight.numpy(), layer.weight.numpy())
 
 
 def test_reprs():

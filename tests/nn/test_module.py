@@ -85,7 +85,7 @@ def test_default_init_bounds_match_torch_formula(name, torch):
     gain = math.sqrt(2.0 / (1 + 5))  # leaky_relu gain for a = sqrt(5)
     bound = gain * math.sqrt(3.0 / fan_in)
     assert math.isclose(bound, 1 / math.sqrt(fan_in))
-    w, b = layer.weight.data, layer.bias.data
+    w, b = layer.weight.numpy(), layer.bias.numpy()
     assert w.dtype == np.float32 and b.dtype == np.float32
     assert np.abs(w).max() <= bound and np.abs(b).max() <= 1 / math.sqrt(fan_in)
     assert np.abs(w).max() > 0.5 * bound  # actually spread over the range
@@ -98,7 +98,7 @@ def test_init_is_uniform_by_kolmogorov_smirnov(transposed):
     npconv.manual_seed(1234)
     layer = (nn.ConvTranspose2d if transposed else nn.Conv2d)(16, 32, 3, dtype=np.float64)
     bound = 1 / math.sqrt(_fan_in(layer))
-    weights = layer.weight.data.ravel()
+    weights = layer.weight.numpy().ravel()
     assert stats.kstest(weights, stats.uniform(loc=-bound, scale=2 * bound).cdf).pvalue > 0.01
     assert abs(weights.std() - bound / math.sqrt(3)) < 0.05 * bound
     # the weights are not uniform over a wider or narrower interval
@@ -110,10 +110,10 @@ def test_complex_init_draws_both_parts_like_torch():
     npconv.manual_seed(0)
     layer = nn.Conv2d(8, 16, 3, dtype=np.complex128)
     bound = 1 / math.sqrt(_fan_in(layer))
-    w = layer.weight.data
+    w = layer.weight.numpy()
     for part in (w.real, w.imag):
         assert np.abs(part).max() <= bound and part.std() > 0.4 * bound
-    assert np.abs(layer.bias.data.imag).max() > 0
+    assert np.abs(layer.bias.numpy().imag).max() > 0
 
 
 def test_manual_seed_makes_init_reproducible():
@@ -122,8 +122,9 @@ def test_manual_seed_makes_init_reproducible():
     npconv.manual_seed(7)
     b = nn.Conv2d(2, 3, 3)
     c = nn.Conv2d(2, 3, 3)
-    assert np.array_equal(a.weight.data, b.weight.data) and np.array_equal(a.bias.data, b.bias.data)
-    assert not np.array_equal(b.weight.data, c.weight.data)
+    assert np.array_equal(a.weight.numpy(), b.weight.numpy())
+    assert np.array_equal(a.bias.numpy(), b.bias.numpy())
+    assert not np.array_equal(b.weight.numpy(), c.weight.numpy())
 
 
 def test_init_functions_follow_torch_formulas(torch):
@@ -136,9 +137,9 @@ def test_init_functions_follow_torch_formulas(torch):
     for name in ("relu", "tanh", "linear", "conv2d", "sigmoid", "selu"):
         assert init.calculate_gain(name) == torch.nn.init.calculate_gain(name)
     init.kaiming_uniform_(w, a=0, mode="fan_out", nonlinearity="relu")
-    assert np.abs(w.data).max() <= math.sqrt(2) * math.sqrt(3 / 72)
+    assert np.abs(w.numpy()).max() <= math.sqrt(2) * math.sqrt(3 / 72)
     init.uniform_(w, -0.1, 0.2)
-    assert w.data.min() >= -0.1 and w.data.max() <= 0.2
+    assert w.numpy().min() >= -0.1 and w.numpy().max() <= 0.2
     with pytest.raises(ValueError, match="fewer than 2 dimensions"):
         init._calculate_fan_in_and_fan_out(nn.Parameter(np.empty(3)))
     with pytest.raises(ValueError, match="Mode fan_avg not supported"):
@@ -165,13 +166,13 @@ def test_state_dict_keys_and_round_trip():
     source = {k: np.array(v) for k, v in state.items()}
     other.load_state_dict(source)
     source["conv1.weight"][...] = 123
-    assert not np.any(other.conv1.weight.data == 123)
+    assert not np.any(other.conv1.weight.numpy() == 123)
 
 
 def test_load_state_dict_casts_to_the_parameter_dtype():
     layer = nn.Conv1d(2, 2, 3)
     layer.load_state_dict({"weight": np.ones((2, 2, 3)), "bias": np.zeros(2)})
-    assert layer.weight.dtype == np.float32 and layer.weight.data.sum() == 12
+    assert layer.weight.dtype == np.float32 and layer.weight.numpy().sum() == 12
 
 
 def test_load_state_dict_errors_match_torch_and_change_nothing(torch):
@@ -208,7 +209,7 @@ def test_non_strict_load_reports_missing_and_unexpected(torch):
     assert result.missing_keys == expected.missing_keys == ["bias"]
     assert result.unexpected_keys == expected.unexpected_keys == ["extra"]
     assert repr(result) == repr(expected)
-    assert ours.weight.data.sum() == 72
+    assert ours.weight.numpy().sum() == 72
     assert repr(ours.load_state_dict(ours.state_dict())) == "<All keys matched successfully>"
 
 
@@ -221,7 +222,7 @@ def test_pickle_round_trip(name):
     assert type(restored) is type(layer) and repr(restored) == repr(layer)
     assert isinstance(restored.weight, nn.Parameter) and restored.weight.requires_grad
     x = np.random.default_rng(0).standard_normal((1, 2) + (4,) * nd)
-    np.testing.assert_array_equal(restored(x).data, layer(x).data)
+    np.testing.assert_array_equal(restored(x).numpy(), layer(x).numpy())
     restored(x).sum().backward()
     assert restored.weight.grad is not None and layer.weight.grad is None
 
@@ -232,8 +233,8 @@ def test_old_pickle_without_padding_mode_loads_as_zeros(torch):
     restored = pickle.loads(pickle.dumps(layer))
     assert restored.padding_mode == "zeros"
     x = np.random.default_rng(0).standard_normal((1, 2, 4, 4))
-    expected = torch.nn.functional.conv2d(to_torch(x), to_torch(restored.weight.data),
-                                          to_torch(restored.bias.data), padding=1)
+    expected = torch.nn.functional.conv2d(to_torch(x), to_torch(restored.weight.numpy()),
+                                          to_torch(restored.bias.numpy()), padding=1)
     assert_close(restored(x), expected, np.float64)
     state = dict(nn.ConvTranspose1d(2, 2, 3).__dict__)
     del state["padding_mode"]
@@ -269,7 +270,7 @@ def test_zero_grad():
     layer(np.ones((1, 2, 3))).sum().backward()
     assert layer.weight.grad is not None
     layer.zero_grad(set_to_none=False)
-    assert layer.weight.grad is not None and not layer.weight.grad.data.any()
+    assert layer.weight.grad is not None and not layer.weight.grad.numpy().any()
     layer.zero_grad()
     assert layer.weight.grad is None and layer.bias.grad is None
 
@@ -313,7 +314,7 @@ def test_lazy_module_matches_torch(case, torch):
     assert type(ours) is getattr(nn, name) and type(theirs).__name__ == name
     assert ours.in_channels == theirs.in_channels == 6
     assert ours.weight.shape == tuple(theirs.weight.shape) and first.shape == tuple(theirs(to_torch(x)).shape)
-    assert np.abs(ours.weight.data).max() <= 1 / math.sqrt(_fan_in(ours))  # initialised, not empty
+    assert np.abs(ours.weight.numpy()).max() <= 1 / math.sqrt(_fan_in(ours))  # initialised, not empty
     assert repr(ours) == repr(theirs)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x_ours, x_theirs = npconv.tensor(x, requires_grad=True), to_torch(x, requires_grad=True)

@@ -13,7 +13,7 @@ from npconv.nn.modules.module import StateDictError
 
 
 def _snapshot(module):
-    return (type(module), {k: (type(v), v.data.copy(), v.data.dtype) for k, v in
+    return (type(module), {k: (type(v), v.numpy().copy(), v.numpy().dtype) for k, v in
                            module.state_dict(keep_vars=True).items()},
             [type(m) for m in module.modules()], copy.deepcopy(module.__dict__.get("in_channels")))
 
@@ -26,8 +26,8 @@ def _assert_same(module, snapshot):
     assert now.keys() == values.keys()
     for key, (kind, data, dtype) in values.items():
         assert type(now[key]) is kind, key
-        assert now[key].data.dtype == dtype, key
-        assert now[key].data.tobytes() == data.tobytes(), key
+        assert now[key].numpy().dtype == dtype, key
+        assert now[key].numpy().tobytes() == data.tobytes(), key
     assert module.__dict__.get("in_channels") == in_channels
 
 
@@ -37,7 +37,7 @@ def _model():
 
 
 def _good(model):
-    return {k: np.array(v.data) + 1 for k, v in model.state_dict(keep_vars=True).items()}
+    return {k: np.array(v.numpy()) + 1 for k, v in model.state_dict(keep_vars=True).items()}
 
 
 BAD_VALUES = [
@@ -86,8 +86,8 @@ def test_good_state_dict_loads_from_tensors_arrays_and_casts():
     state["0.weight"] = npconv.tensor(state["0.weight"])
     state["3.bias"] = state["3.bias"].astype(np.float64)
     model.load_state_dict(state)
-    assert model[3].bias.data.dtype == np.float32
-    np.testing.assert_array_equal(model[0].weight.data, np.asarray(state["0.weight"].data, np.float32))
+    assert model[3].bias.numpy().dtype == np.float32
+    np.testing.assert_array_equal(model[0].weight.numpy(), np.asarray(state["0.weight"].numpy(), np.float32))
 
 
 def test_torch_tensors_load(request):
@@ -95,7 +95,7 @@ def test_torch_tensors_load(request):
     theirs = torch.nn.Conv2d(2, 3, 3)
     ours = nn.Conv2d(2, 3, 3)
     ours.load_state_dict(theirs.state_dict())
-    np.testing.assert_array_equal(ours.weight.data, theirs.weight.detach().numpy())
+    np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())
 
 
 LAZY_BAD = [

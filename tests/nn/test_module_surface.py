@@ -31,7 +31,7 @@ def _net(lib):
 def _numpy(value):
     if value is None:
         return None
-    return value.detach().numpy() if hasattr(value, "detach") else np.asarray(value.data)
+    return value.detach().numpy() if hasattr(value, "detach") else np.asarray(value.numpy())
 
 
 # -- forward hooks --------------------------------------------------------------------------------
@@ -44,17 +44,17 @@ def test_forward_hooks_order_replacement_kwargs_and_removal():
     layer.register_forward_hook(lambda m, args, out: calls.append(("post", out.shape)))
     doubled = layer.register_forward_hook(lambda m, args, kwargs, out: out * 2, with_kwargs=True)
     x = npconv.tensor(np.ones((1, 3), np.float32))
-    expected = 2 * (x.data @ layer.weight.data.T + layer.bias.data)
-    np.testing.assert_allclose(layer(x).data, expected, rtol=1e-6)
+    expected = 2 * (x.numpy() @ layer.weight.numpy().T + layer.bias.numpy())
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-6)
     assert calls == ["pre0", "pre1", ("post", (1, 2))]
     h1.remove()
     doubled.remove()
     calls.clear()
-    np.testing.assert_allclose(layer(x).data, expected / 2, rtol=1e-6)
+    np.testing.assert_allclose(layer(x).numpy(), expected / 2, rtol=1e-6)
     assert calls == ["pre0", ("post", (1, 2))]
     with layer.register_forward_pre_hook(lambda m, args: (args[0] * 0,)):
-        np.testing.assert_allclose(layer(x).data, np.broadcast_to(layer.bias.data, (1, 2)), rtol=1e-6)
-    np.testing.assert_allclose(layer(x).data, expected / 2, rtol=1e-6)
+        np.testing.assert_allclose(layer(x).numpy(), np.broadcast_to(layer.bias.numpy(), (1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(layer(x).numpy(), expected / 2, rtol=1e-6)
 
 
 def test_always_call_hook_runs_when_forward_raises():
@@ -74,7 +74,7 @@ def test_always_call_hook_runs_when_forward_raises():
 def test_forward_hooks_match_torch_feature_extraction(torch):
     ours, theirs = _pair(torch, _net)
     features = {}
-    ours[1].register_forward_hook(lambda m, a, out: features.__setitem__("ours", out.data.copy()))
+    ours[1].register_forward_hook(lambda m, a, out: features.__setitem__("ours", out.numpy().copy()))
     theirs[1].register_forward_hook(lambda m, a, out: features.__setitem__("theirs", out.detach().numpy()))
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6))
     ours(npconv.tensor(x))
@@ -129,9 +129,9 @@ def test_full_backward_hook_matches_torch(torch, replace):
     for (gi_o, go_o), (gi_t, go_t) in zip(records["ours"], records["theirs"], strict=True):
         for a, b in zip(gi_o + go_o, gi_t + go_t, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(xo.grad.data, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
-        np.testing.assert_allclose(p.grad.data, q.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_full_backward_hook_with_two_inputs_and_one_without_grad(torch):
@@ -175,13 +175,13 @@ def test_state_dict_values_are_tensors_sharing_memory(torch):
         assert isinstance(value, npconv.Tensor) and not value.requires_grad, key
         assert value.shape == tuple(theirs.state_dict()[key].shape)
         np.testing.assert_array_equal(value.numpy(), theirs.state_dict()[key].numpy())
-        assert value.clone().data is not value.data
-    state["0.weight"].data[...] = 7.0  # like torch: the tensors share the parameters' memory
-    assert (ours[0].weight.data == 7.0).all()
+        assert value.clone().numpy() is not value.numpy()
+    state["0.weight"].numpy()[...] = 7.0  # like torch: the tensors share the parameters' memory
+    assert (ours[0].weight.numpy() == 7.0).all()
     assert ours.state_dict(keep_vars=True)["0.weight"] is ours[0].weight
     fresh = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).double()
     fresh.load_state_dict(state)
-    np.testing.assert_array_equal(fresh[1].running_var.data, ours[1].running_var.data)
+    np.testing.assert_array_equal(fresh[1].running_var.numpy(), ours[1].running_var.numpy())
 
 
 # -- access, conversion and traversal ---------------------------------------------------------------
@@ -207,15 +207,15 @@ def test_to_half_double_type_and_devices():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     weight = model[0].weight
     assert model.to("cpu") is model and model.to("cpu", np.float64) is model
-    assert model[0].weight is weight and weight.data.dtype == np.float64
-    assert model[1].num_batches_tracked.data.dtype == np.int64  # integer buffers keep their dtype
+    assert model[0].weight is weight and weight.numpy().dtype == np.float64
+    assert model[1].num_batches_tracked.numpy().dtype == np.int64  # integer buffers keep their dtype
     model.half()
-    assert weight.data.dtype == np.float16
+    assert weight.numpy().dtype == np.float16
     model.to(npconv.tensor(np.zeros(1, dtype=np.float32)))
-    assert weight.data.dtype == np.float32
+    assert weight.numpy().dtype == np.float32
     model.to(device="cpu", dtype=np.float64, non_blocking=True)
     model.type(np.float32)
-    assert weight.data.dtype == np.float32
+    assert weight.numpy().dtype == np.float32
     for call in [lambda: model.to("cuda"), lambda: model.cuda(), lambda: model.to("cpu:1")]:
         with pytest.raises(ValueError, match="CPU only"):
             call()
@@ -251,7 +251,7 @@ def test_zero_grad_requires_grad_and_train_eval():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
     model(npconv.tensor(np.ones((1, 2), np.float32))).sum().backward()
     model.zero_grad(set_to_none=False)
-    assert (model[0].weight.grad.data == 0).all()
+    assert (model[0].weight.grad.numpy() == 0).all()
     model.zero_grad()
     assert model[0].weight.grad is None
     model.requires_grad_(False)

@@ -40,11 +40,11 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm):
 
 def test_clip_grad_norm_edge_cases():
     p = npconv.Tensor(np.zeros(3), requires_grad=True)
-    assert float(nn.utils.clip_grad_norm_([p], 1.0).data) == 0.0  # no gradients at all
+    assert float(nn.utils.clip_grad_norm_([p], 1.0).numpy()) == 0.0  # no gradients at all
     p.grad = npconv.Tensor(np.array([np.inf, 1.0, 0.0]))
     with pytest.raises(ValueError, match="non-finite"):
         nn.utils.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
-    np.testing.assert_array_equal(p.grad.data, [np.inf, 1.0, 0.0])  # a rejected call changes nothing
+    np.testing.assert_array_equal(p.grad.numpy(), [np.inf, 1.0, 0.0])  # a rejected call changes nothing
     with pytest.raises(TypeError):
         nn.utils.clip_grad_norm_([p], "1")
 
@@ -106,7 +106,7 @@ def test_fuse_conv_bn_eval_matches_torch_and_the_unfused_pair(transpose):
     close(fused.bias, tfused.bias.detach())
     x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
     np.testing.assert_allclose(
-        fused(npconv.tensor(x)).data, bn(conv(npconv.tensor(x))).data, rtol=1e-10, atol=1e-10
+        fused(npconv.tensor(x)).numpy(), bn(conv(npconv.tensor(x))).numpy(), rtol=1e-10, atol=1e-10
     )
     with pytest.raises(ValueError, match="eval"):
         nn.utils.fuse_conv_bn_eval(conv.train(), bn)
@@ -137,11 +137,11 @@ def test_weight_norm_matches_torch(dim):
 
 def test_weight_norm_at_registration_keeps_the_weight_and_g_is_its_norm():
     layer = nn.Linear(4, 3, dtype=np.float64)
-    before = layer.weight.data.copy()
+    before = layer.weight.numpy().copy()
     nn.utils.parametrizations.weight_norm(layer)
-    np.testing.assert_allclose(layer.weight.data, before, rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.numpy(), before, rtol=1e-12)
     np.testing.assert_allclose(
-        layer.parametrizations.weight.original0.data[:, 0], np.linalg.norm(before, axis=1)
+        layer.parametrizations.weight.original0.numpy()[:, 0], np.linalg.norm(before, axis=1)
     )
 
 
@@ -169,7 +169,7 @@ def test_spectral_norm_matches_torch(cls, args):
     tparams = dict(theirs.named_parameters())
     for name, p in ours.named_parameters():
         close(p.grad, tparams[name].grad, f"grad {name}")
-    w = ours.weight.data
+    w = ours.weight.numpy()
     matrix = (
         np.moveaxis(w, 1, 0).reshape(w.shape[1], -1) if cls.startswith("ConvT") else w.reshape(w.shape[0], -1)
     )
@@ -198,11 +198,11 @@ def test_register_parametrization_with_a_custom_module_and_assignment():
 
     layer = nn.Linear(3, 3, dtype=np.float64)
     nn.utils.parametrize.register_parametrization(layer, "weight", Symmetric())
-    w = layer.weight.data
+    w = layer.weight.numpy()
     np.testing.assert_allclose(w, w.T)
     assert list(layer.state_dict()) == ["bias", "parametrizations.weight.original"]
     layer.weight = np.eye(3)  # right_inverse is the identity: the original becomes the value
-    np.testing.assert_array_equal(layer.parametrizations.weight.original.data, np.eye(3))
+    np.testing.assert_array_equal(layer.parametrizations.weight.original.numpy(), np.eye(3))
     with pytest.raises(ValueError):
         nn.utils.parametrize.register_parametrization(layer, "missing", Symmetric())
 

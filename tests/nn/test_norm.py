@@ -25,8 +25,8 @@ def _randomise_affine(ours, theirs, rng) -> None:
     torch = torch_module()
     with torch.no_grad():
         for name, p in ours.named_parameters():
-            p.data[...] = rng.standard_normal(p.shape)
-            dict(theirs.named_parameters())[name].copy_(torch.from_numpy(p.data.copy()))
+            p.numpy()[...] = rng.standard_normal(p.shape)
+            dict(theirs.named_parameters())[name].copy_(torch.from_numpy(p.numpy().copy()))
 
 
 def _step(ours, theirs, x: np.ndarray, seed: int) -> None:
@@ -118,7 +118,7 @@ def test_batch_norm_is_stable_for_a_large_offset(torch):
     exact = x.astype(np.longdouble)
     centred = exact - exact.mean(axis=0)
     reference = centred / np.sqrt((centred * centred).mean(axis=0) + 1e-5)
-    error = np.abs(y.data - reference).max()
+    error = np.abs(y.numpy() - reference).max()
     theirs = TF.batch_norm(torch.from_numpy(x), None, None, training=True).numpy()
     error_torch = np.abs(theirs - reference).max()
     assert error <= 2 * error_torch + 1e-12
@@ -130,7 +130,7 @@ def test_batch_norm_gradient_by_finite_differences():
     gy = rng.standard_normal(x.shape)
 
     def loss(xa, wa, ba):
-        return float((F.batch_norm(xa, None, None, wa, ba, True).data * gy).sum())
+        return float((F.batch_norm(xa, None, None, wa, ba, True).numpy() * gy).sum())
 
     tensors = [npconv.Tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
     (F.batch_norm(tensors[0], None, None, tensors[1], tensors[2], True) * gy).sum().backward()
@@ -143,7 +143,7 @@ def test_batch_norm_gradient_by_finite_differences():
             plus[k][i] += 1e-6
             minus[k][i] -= 1e-6
             numeric[i] = (loss(*plus) - loss(*minus)) / 2e-6
-        np.testing.assert_allclose(t.grad.data, numeric, atol=1e-7)
+        np.testing.assert_allclose(t.grad.numpy(), numeric, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -194,4 +194,4 @@ def test_rejected_batch_norm_call_leaves_running_stats_alone():
     with pytest.raises(ValueError):
         layer(np.zeros((1, 3), np.float32))
     assert layer.num_batches_tracked.item() == 0
-    np.testing.assert_array_equal(layer.running_mean.data, 0)
+    np.testing.assert_array_equal(layer.running_mean.numpy(), 0)

@@ -56,8 +56,8 @@ def test_instance_norm_modules_match_torch(shape, affine, track, dtype):
         with torch.no_grad():
             theirs.weight.copy_(torch.linspace(0.5, 1.5, 3))
             theirs.bias.copy_(torch.linspace(-1, 1, 3))
-        ours.weight.data[...] = theirs.weight.detach().numpy()
-        ours.bias.data[...] = theirs.bias.detach().numpy()
+        ours.weight.numpy()[...] = theirs.weight.detach().numpy()
+        ours.bias.numpy()[...] = theirs.bias.detach().numpy()
     assert repr(ours) == repr(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     shape = (shape[0], 3) + shape[2:]

@@ -18,11 +18,11 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
             n = module.num_features
             if module.running_mean is not None:
-                module.running_mean.data[...] = rng.standard_normal(n) * 0.5
-                module.running_var.data[...] = rng.random(n) + 0.5
+                module.running_mean.numpy()[...] = rng.standard_normal(n) * 0.5
+                module.running_var.numpy()[...] = rng.random(n) + 0.5
             if module.weight is not None:
-                module.weight.data[...] = rng.random(n) + 0.5
-                module.bias.data[...] = rng.standard_normal(n) * 0.3
+                module.weight.numpy()[...] = rng.random(n) + 0.5
+                module.bias.numpy()[...] = rng.standard_normal(n) * 0.3
     return model
 
 
@@ -152,8 +152,8 @@ def test_epilogue_equals_the_activation_op_bit_for_bit(activation):
     x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
     x[0, 1, 0, :2] = [-0.0, 0.0]  # the sign of zero too
     conv = nn.Conv2d(4, 4, 1)
-    conv.weight.data[...] = np.eye(4, dtype=np.float32)[:, :, None, None]
-    conv.bias.data[...] = 0
+    conv.weight.numpy()[...] = np.eye(4, dtype=np.float32)[:, :, None, None]
+    conv.bias.numpy()[...] = 0
     fused = nn.ConvActivation(conv, activation)
     with npconv.no_grad(), np.errstate(invalid="ignore"):  # inf * 0 -> NaN, in both
         expected = activation(conv(npconv.tensor(x))).numpy()

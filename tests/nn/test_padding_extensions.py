@@ -113,7 +113,7 @@ def test_strided_same_on_modules(padding, torch):
     x = np.random.default_rng(1).standard_normal((2, 2, 9, 7))
     pads = onnx_pads((9, 7), (4, 3), (3, 2), (1, 2), padding == "same_lower")
     assert pads == ((0, 1) if padding == "same" else (1, 0), (2, 2))
-    w, b = module.weight.data.copy(), module.bias.data.copy()
+    w, b = module.weight.numpy().copy(), module.bias.numpy().copy()
     y, gy, grads = npconv_grads(lambda x: module(x), dict(x=x))
     xt, wt, bt = (to_torch(a, requires_grad=True) for a in (x, w, b))
     y_t = torch_padded_conv(xt, wt, bt, (3, 2), pads, (1, 2), 1, "zeros")
@@ -175,7 +175,7 @@ def test_per_side_padding_on_modules(nd, mode):
                      dtype=np.float64)
         assert f"padding={pads}" in repr(module)
         assert module.padding == pads
-        w, b = module.weight.data.copy(), module.bias.data.copy()
+        w, b = module.weight.numpy().copy(), module.bias.numpy().copy()
         y, gy, grads = npconv_grads(lambda x, module=module: module(x), dict(x=x))
         xt, wt, bt = (to_torch(a, requires_grad=True) for a in (x, w, b))
         y_t = torch_padded_conv(xt, wt, bt, module.stride, pads, (1,) * nd, 2, mode)
@@ -206,7 +206,7 @@ def test_per_side_padding_on_transposed_modules_crops_torch_full_output(torch):
     module = nn.ConvTranspose2d(2, 4, 3, stride=2, padding=pads, output_padding=(1, 0), groups=2,
                                 dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((1, 2, 3, 4))
-    w, b = module.weight.data.copy(), module.bias.data.copy()
+    w, b = module.weight.numpy().copy(), module.bias.numpy().copy()
     y, gy, grads = npconv_grads(lambda x: module(x), dict(x=x))
     xt, wt, bt = (to_torch(a, requires_grad=True) for a in (x, w, b))
     full = TF.conv_transpose2d(xt, wt, bt, 2, 0, (1, 0), 2)
@@ -239,9 +239,9 @@ def test_modes_torch_lacks_are_numpy_pad_then_torch_conv(mode, pads, torch):
 
 def test_f_pad_circular_wider_than_the_input_and_symmetric():
     x = np.arange(6.0).reshape(1, 2, 3)
-    np.testing.assert_array_equal(F.pad(x, (7, 4), mode="circular").data,
+    np.testing.assert_array_equal(F.pad(x, (7, 4), mode="circular").numpy(),
                                   np.pad(x, [(0, 0), (0, 0), (7, 4)], mode="wrap"))
-    np.testing.assert_array_equal(F.pad(x, (2, 5, 1, 0), mode="symmetric").data,
+    np.testing.assert_array_equal(F.pad(x, (2, 5, 1, 0), mode="symmetric").numpy(),
                                   np.pad(x, [(0, 0), (1, 0), (2, 5)], mode="symmetric"))
 
 
@@ -296,10 +296,10 @@ def test_adjoint_identity_for_every_mode(case, seed):
     rng = np.random.default_rng(seed)
     y, w = rng.standard_normal(y_shape), rng.standard_normal(w_shape)
     x = rng.standard_normal((y_shape[0], w_shape[1] * groups) + out_size)
-    conv_x = F.conv(x, w, None, stride, pads, dilation, groups, padding_mode=mode).data
+    conv_x = F.conv(x, w, None, stride, pads, dilation, groups, padding_mode=mode).numpy()
     conv_x = conv_x[(slice(None), slice(None)) + tuple(slice(0, n) for n in y_shape[2:])]
     assert conv_x.shape == y.shape
-    transposed = F.conv_transpose(y, w, None, stride, pads, op, groups, dilation, padding_mode=mode).data
+    transposed = F.conv_transpose(y, w, None, stride, pads, op, groups, dilation, padding_mode=mode).numpy()
     assert transposed.shape == x.shape
     lhs, rhs = np.vdot(conv_x, y), np.vdot(x, transposed)
     assert abs(lhs - rhs) <= 1e-12 * (np.abs(conv_x).sum() * np.abs(y).max() + 1), (lhs, rhs)
@@ -312,7 +312,7 @@ def test_conv_transpose_modules_with_modes_and_output_size(mode, torch):
                                 dtype=np.float64)
     assert f"padding_mode={mode}" in repr(module) or mode == "zeros"
     x = np.random.default_rng(2).standard_normal((1, 2, 3, 4))
-    w, b = module.weight.data.copy(), module.bias.data.copy()
+    w, b = module.weight.numpy().copy(), module.bias.numpy().copy()
     for output_size, out in ((None, (5, 5)), ((6, 6), (6, 6))):
         module.weight.grad = module.bias.grad = None
         y, gy, grads = npconv_grads(lambda x, s=output_size: module(x, output_size=s), dict(x=x))
@@ -334,7 +334,7 @@ def test_conv_transpose_nd_circular_wider_than_the_output():
     module = nn.ConvTransposeNd(1, 1, (3, 3), stride=1, padding=4, padding_mode="circular", bias=False,
                                 dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((1, 1, 9, 8))
-    w = module.weight.data.copy()
+    w = module.weight.numpy().copy()
     y, gy, grads = npconv_grads(lambda x: module(x), dict(x=x))
     assert y.shape[2:] == (3, 2)  # (n - 1) - 8 + 3: the padding 4 wraps the output more than once
     xt, wt = to_torch(x, requires_grad=True), to_torch(w, requires_grad=True)
@@ -411,6 +411,6 @@ def test_a_rejected_call_changes_nothing():
     x = npconv.tensor(np.ones((1, 1, 4)), requires_grad=True)
     with pytest.raises(ValueError, match="Padding size should be less"):
         module(x)
-    assert x.grad is None and np.array_equal(x.data, np.ones((1, 1, 4)))
+    assert x.grad is None and np.array_equal(x.numpy(), np.ones((1, 1, 4)))
     assert all(np.array_equal(before[k], v) for k, v in module.state_dict().items())
     assert module.padding == (4,) and module.padding_mode == "reflect"

@@ -69,7 +69,7 @@ def test_max_pool_matches_torch(case, dtype, torch):
         lambda t: theirs(t, kernel, stride, padding, dilation, ceil_mode, True), x, gy
     )
     assert_close(y, yt, what="forward")
-    np.testing.assert_array_equal(idx.data, idxt.numpy())
+    np.testing.assert_array_equal(idx.numpy(), idxt.numpy())
     assert_close(gx, gxt, what="grad input")
 
 
@@ -116,8 +116,8 @@ def test_max_pool_nan_and_minus_infinity_follow_torch(torch):
     for args in [(2, 1, 1), (3, 1, 1), (2, 2, 0)]:
         (y, idx), gx, gy = _run(lambda t, a=args: F.max_pool2d(t, *a, return_indices=True), x)
         (yt, idxt), gxt = _run_torch(lambda t, a=args: TF.max_pool2d(t, *a, return_indices=True), x, gy)
-        np.testing.assert_array_equal(y.data, yt.detach().numpy())
-        np.testing.assert_array_equal(idx.data, idxt.numpy())
+        np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+        np.testing.assert_array_equal(idx.numpy(), idxt.numpy())
         assert_close(gx, gxt, what="grad input")
 
 
@@ -147,7 +147,7 @@ def test_pool_modules_match_torch(make, torch):
     out, gx, gy = _run(ours, x)
     outt, gxt = _run_torch(theirs, x, gy)
     if isinstance(out, tuple):
-        np.testing.assert_array_equal(out[1].data, outt[1].numpy())
+        np.testing.assert_array_equal(out[1].numpy(), outt[1].numpy())
         out, outt = out[0], outt[0]
     assert_close(out, outt, what="forward")
     assert_close(gx, gxt, what="grad input")
@@ -157,10 +157,10 @@ def test_max_pool_window_wholly_in_padding():
     x = npconv.Tensor(np.arange(4.0).reshape(1, 1, 1, 4), requires_grad=True)
     y, idx = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True)
     assert y.shape == (1, 1, 1, 4)
-    np.testing.assert_array_equal(y.data, -np.inf)
-    np.testing.assert_array_equal(idx.data, -1)
+    np.testing.assert_array_equal(y.numpy(), -np.inf)
+    np.testing.assert_array_equal(idx.numpy(), -1)
     y.sum().backward()
-    np.testing.assert_array_equal(x.grad.data, 0)
+    np.testing.assert_array_equal(x.grad.numpy(), 0)
 
 
 def test_max_pool_gradient_by_finite_differences():
@@ -169,7 +169,7 @@ def test_max_pool_gradient_by_finite_differences():
     gy = rng.standard_normal((1, 2, 3, 4))
 
     def loss(a):
-        return float((F.max_pool2d(npconv.Tensor(a), 3, 2, 1, ceil_mode=True).data * gy).sum())
+        return float((F.max_pool2d(npconv.Tensor(a), 3, 2, 1, ceil_mode=True).numpy() * gy).sum())
 
     xt = npconv.Tensor(x.copy(), requires_grad=True)
     (F.max_pool2d(xt, 3, 2, 1, ceil_mode=True) * gy).sum().backward()
@@ -178,7 +178,7 @@ def test_max_pool_gradient_by_finite_differences():
         e = np.zeros_like(x)
         e[i] = 1e-3
         numeric[i] = (loss(x + e) - loss(x - e)) / 2e-3
-    np.testing.assert_allclose(xt.grad.data, numeric, atol=1e-8)
+    np.testing.assert_allclose(xt.grad.numpy(), numeric, atol=1e-8)
 
 
 def test_avg_pool_gradient_by_finite_differences():
@@ -192,10 +192,10 @@ def test_avg_pool_gradient_by_finite_differences():
         e = np.zeros_like(x)
         e[i] = 1e-6
         numeric[i] = (
-            (F.avg_pool3d(x + e, 2, 1, 1, True, False).data * gy).sum()
-            - (F.avg_pool3d(x - e, 2, 1, 1, True, False).data * gy).sum()
+            (F.avg_pool3d(x + e, 2, 1, 1, True, False).numpy() * gy).sum()
+            - (F.avg_pool3d(x - e, 2, 1, 1, True, False).numpy() * gy).sum()
         ) / 2e-6
-    np.testing.assert_allclose(xt.grad.data, numeric, atol=1e-8)
+    np.testing.assert_allclose(xt.grad.numpy(), numeric, atol=1e-8)
 
 
 @pytest.mark.parametrize(

@@ -64,9 +64,9 @@ def test_pixel_shuffle_and_unshuffle_match_torch(shape, r, dtype):
     torch = torch_module()
     x = (np.random.default_rng(0).standard_normal(shape) * 10).astype(dtype)
     compare(lambda t: F.pixel_shuffle(t, r), lambda t: torch.nn.functional.pixel_shuffle(t, r), [x])
-    y = F.pixel_shuffle(npconv.tensor(x), r).data
+    y = F.pixel_shuffle(npconv.tensor(x), r).numpy()
     compare(lambda t: F.pixel_unshuffle(t, r), lambda t: torch.nn.functional.pixel_unshuffle(t, r), [y])
-    np.testing.assert_array_equal(F.pixel_unshuffle(npconv.tensor(y), r).data, x)  # exact inverse
+    np.testing.assert_array_equal(F.pixel_unshuffle(npconv.tensor(y), r).numpy(), x)  # exact inverse
 
 
 def test_pixel_shuffle_modules_match_torch():
@@ -114,13 +114,13 @@ def test_channel_dropout_zeroes_whole_channels_and_scales_the_rest(name, shape):
     x = npconv.tensor(np.ones(shape), requires_grad=True)
     y = getattr(F, name)(x, p)
     nd = int(name[7])
-    planes = y.data.reshape(-1, int(np.prod(shape[-nd:])))  # one row per channel
+    planes = y.numpy().reshape(-1, int(np.prod(shape[-nd:])))  # one row per channel
     assert set(np.unique(planes)) <= {0.0, 1 / (1 - p)}
     assert (planes.min(axis=1) == planes.max(axis=1)).all()  # a channel is kept or dropped whole
     assert 0.15 < (planes[:, 0] == 0).mean() < 0.45
     y.backward(np.ones(shape))
-    np.testing.assert_array_equal(x.grad.data, y.data)  # gradient is the same mask and scale
-    np.testing.assert_array_equal(getattr(F, name)(x, p, training=False).data, x.data)
+    np.testing.assert_array_equal(x.grad.numpy(), y.numpy())  # gradient is the same mask and scale
+    np.testing.assert_array_equal(getattr(F, name)(x, p, training=False).numpy(), x.numpy())
 
 
 def test_dropout2d_on_3d_input_warns_and_drops_1d_channels():
@@ -130,7 +130,7 @@ def test_dropout2d_on_3d_input_warns_and_drops_1d_channels():
         warnings.simplefilter("always")
         y = F.dropout2d(x, 0.5)
     assert any("assuming that channel-wise 1D dropout" in str(w.message) for w in caught)
-    assert (y.data.min(axis=2) == y.data.max(axis=2)).all()
+    assert (y.numpy().min(axis=2) == y.numpy().max(axis=2)).all()
 
 
 def test_channel_dropout_modules_repr_and_eval_identity():
@@ -139,4 +139,4 @@ def test_channel_dropout_modules_repr_and_eval_identity():
         assert repr(getattr(nn, cls)(0.25, True)) == repr(getattr(torch.nn, cls)(0.25, True))
         layer = getattr(nn, cls)().eval()
         x = npconv.tensor(np.ones((2, 3, 4, 4, 4)[: int(cls[7]) + 2]))
-        np.testing.assert_array_equal(layer(x).data, x.data)
+        np.testing.assert_array_equal(layer(x).numpy(), x.numpy())

@@ -66,7 +66,7 @@ def test_lbfgs_float32_short_run_matches_torch_and_long_run_reaches_torch_float6
     our_opt.step(_closure("npconv", our_opt, ours, a, b))
     torch_opt.step(_closure("torch", torch_opt, theirs, a, b))
     for p, q in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-4, atol=2e-5)
     a64, b64, w64, c64 = _problem(np.float64)
     ours = [Parameter(w0.copy()), Parameter(c0.copy())]
     reference = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in (w64, c64)]
@@ -75,7 +75,7 @@ def test_lbfgs_float32_short_run_matches_torch_and_long_run_reaches_torch_float6
         our_opt.step(_closure("npconv", our_opt, ours, a, b))
         torch_opt.step(_closure("torch", torch_opt, reference, a64, b64))
     for p, q in zip(ours, reference, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("dtype", [np.float64])
@@ -91,7 +91,7 @@ def test_lbfgs_matches_torch(kwargs, dtype):
         torch_loss = torch_opt.step(_closure("torch", torch_opt, theirs, a, b))
         np.testing.assert_allclose(float(our_loss), float(torch_loss), **TOLERANCE[dtype])
         for p, q in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(p.data, q.detach().numpy(), **TOLERANCE[dtype])
+            np.testing.assert_allclose(p.numpy(), q.detach().numpy(), **TOLERANCE[dtype])
     ours_state = our_opt.state_dict()["state"][0]
     theirs_state = torch_opt.state_dict()["state"][0]
     assert ours_state.keys() == theirs_state.keys()
@@ -104,7 +104,7 @@ def test_lbfgs_matches_torch(kwargs, dtype):
     resumed_opt.step(_closure("npconv", resumed_opt, resumed, a, b))
     torch_opt.step(_closure("torch", torch_opt, theirs, a, b))
     for p, q in zip(resumed, theirs, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), **TOLERANCE[dtype])
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), **TOLERANCE[dtype])
 
 
 def test_lbfgs_errors_and_a_raising_closure_changes_nothing():
@@ -131,7 +131,7 @@ def test_lbfgs_errors_and_a_raising_closure_changes_nothing():
 
     with pytest.raises(FloatingPointError):
         opt.step(closure)
-    np.testing.assert_array_equal(p.data, 1.0)
+    np.testing.assert_array_equal(p.numpy(), 1.0)
     assert not opt.state[p]
     good = {"state": {0: {"func_evals": 1, "n_iter": 1, "d": np.zeros(3)}},
             "param_groups": opt.state_dict()["param_groups"]}

@@ -59,9 +59,9 @@ def run_steps(ours, theirs, our_opt, torch_opt, grads, our_params=None):
             q.grad = None if g is None else torch.from_numpy(g.copy())
         our_opt.step()
         torch_opt.step()
-    dtype = ours[0].data.dtype
+    dtype = ours[0].numpy().dtype
     for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-        assert_close(p.data, q, dtype, what=f"param {i}")
+        assert_close(p.numpy(), q, dtype, what=f"param {i}")
         for key, value in torch_opt.state[q].items():
             assert_close(our_opt.state[p][key], value, dtype if key != "step" else np.float32,
                          what=f"state {key} of param {i}")
@@ -171,7 +171,7 @@ def test_state_dict_round_trip_mid_training(ours_cls, kwargs, torch_cls, torch):
     assert _comparable_groups(saved["param_groups"]) == _comparable_groups(torch_saved["param_groups"])
 
     # a fresh optimizer over copies of the parameters resumes exactly where the first one was
-    resumed_params = [Parameter(p.data.copy()) for p in ours]
+    resumed_params = [Parameter(p.numpy().copy()) for p in ours]
     resumed = ours_cls(resumed_params, lr=123.0)
     resumed.load_state_dict(copy.deepcopy(saved))
     assert resumed.param_groups[0]["lr"] == kwargs["lr"]
@@ -201,7 +201,7 @@ def test_load_state_dict_casts_to_parameter_dtype_and_copies():
     assert loaded.dtype == np.float32 and loaded is not buffer
     p.grad = npconv.Tensor(np.ones(3, dtype=np.float32))
     opt.step()
-    np.testing.assert_allclose(p.data, 1 - 0.2 * (0.9 * np.arange(3.0) + 1), rtol=1e-6)
+    np.testing.assert_allclose(p.numpy(), 1 - 0.2 * (0.9 * np.arange(3.0) + 1), rtol=1e-6)
     np.testing.assert_array_equal(buffer, np.arange(3.0))
 
 
@@ -233,7 +233,7 @@ def test_zero_grad():
     opt = SGD([p, q], lr=0.1)
     p.grad, q.grad = npconv.Tensor(np.ones(2)), npconv.Tensor(np.ones(2))
     opt.zero_grad(set_to_none=False)
-    np.testing.assert_array_equal(p.grad.data, 0)
+    np.testing.assert_array_equal(p.grad.numpy(), 0)
     opt.zero_grad()
     assert p.grad is None and q.grad is None
 
@@ -279,7 +279,7 @@ def test_gradient_of_wrong_shape_is_reported():
     with pytest.raises(ValueError, match=r"shape \(2,\) has a gradient of shape \(3,\)"):
         opt.step()
     assert not opt.state[p]
-    np.testing.assert_array_equal(p.data, 0)
+    np.testing.assert_array_equal(p.numpy(), 0)
 
 
 def test_closure_result_is_returned():
@@ -293,7 +293,7 @@ def test_closure_result_is_returned():
         return loss
 
     loss = opt.step(closure)
-    assert float(loss.data) == 4.0 and p.data[0] == 2.0 - 0.25 * 4.0
+    assert float(loss.numpy()) == 4.0 and p.numpy()[0] == 2.0 - 0.25 * 4.0
 
 
 def test_trains_a_model_end_to_end():
@@ -311,9 +311,9 @@ def test_trains_a_model_end_to_end():
         loss = ((model(x) - y) ** 2).mean()
         loss.backward()
         opt.step()
-        losses.append(float(loss.data))
+        losses.append(float(loss.numpy()))
     assert losses[-1] < 1e-4 * losses[0]
-    np.testing.assert_allclose(model.weight.data, target_filter, atol=1e-2)
+    np.testing.assert_allclose(model.weight.numpy(), target_filter, atol=1e-2)
 
 
 # -- schedulers ----------------------------------------------------------------------------------

@@ -87,9 +87,9 @@ def _assert_state_matches(our_opt, torch_opt, dtype):
         for key, value in entry.items():
             mine = ours["state"][index][key]
             assert isinstance(mine, npconv.Tensor)
-            assert mine.data.dtype == value.numpy().dtype, key
+            assert mine.numpy().dtype == value.numpy().dtype, key
             tol = TOLERANCE[np.float32 if value.numpy().dtype == np.float32 else dtype]
-            np.testing.assert_allclose(mine.data, value.numpy(), **tol, err_msg=f"state {index} {key}")
+            np.testing.assert_allclose(mine.numpy(), value.numpy(), **tol, err_msg=f"state {index} {key}")
     mine_groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
                    for g in ours["param_groups"]]
     their_groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
@@ -106,7 +106,7 @@ def _assert_state_matches(our_opt, torch_opt, dtype):
 def test_steps_and_state_match_torch(torch, name, kwargs, dtype):
     ours, theirs, our_opt, torch_opt = _run(torch, name, kwargs, dtype)
     for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), **TOLERANCE[dtype], err_msg=f"param {i}")
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), **TOLERANCE[dtype], err_msg=f"param {i}")
     _assert_state_matches(our_opt, torch_opt, dtype)
 
 
@@ -115,7 +115,7 @@ def test_steps_and_state_match_torch(torch, name, kwargs, dtype):
 def test_complex_parameters_match_torch(torch, name, kwargs):
     ours, theirs, _, _ = _run(torch, name, kwargs, np.complex128, steps=4)
     for p, q in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=IDS)
@@ -144,7 +144,7 @@ def test_resume_from_torch_state_dict(torch, name, kwargs):
         if step >= 4:
             our_opt.step()
     for p, q in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=20, deadline=None)
@@ -164,7 +164,7 @@ def test_hyperparameter_combinations_match_torch(name, lr, weight_decay, maximiz
         kwargs["lr_decay"] = beta_or_rho
     ours, theirs, _, _ = _run(torch, name, kwargs, np.float64, steps=3, seed=3)
     for p, q in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-11, atol=1e-12)
 
 
 def test_defaults_and_signatures_match_torch(torch):
@@ -187,15 +187,15 @@ ALL = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam", "RAdam
 
 
 def _snapshot(opt, params):
-    return ([p.data.copy() for p in params], copy.deepcopy(opt.param_groups),
+    return ([p.numpy().copy() for p in params], copy.deepcopy(opt.param_groups),
             {id(k): copy.deepcopy(v) for k, v in opt.state.items()})
 
 
 def _assert_unchanged(opt, params, snapshot):
     data, groups, state = snapshot
     for p, before in zip(params, data, strict=True):
-        np.testing.assert_array_equal(p.data, before)
-        assert p.data.dtype == before.dtype
+        np.testing.assert_array_equal(p.numpy(), before)
+        assert p.numpy().dtype == before.dtype
     assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == \
         [{k: v for k, v in g.items() if k != "params"} for g in groups]
     assert {id(k) for k in opt.state} == set(state)
@@ -235,7 +235,7 @@ def test_rejected_step_changes_nothing(name, bad):
         snapshot = _snapshot(opt, params + [fresh])
         error = ValueError
     else:
-        fresh.data.flags.writeable = False
+        fresh.numpy().flags.writeable = False
         error = ValueError
     with pytest.raises(error, match=r"param_groups\[\d\]"):
         opt.step()
@@ -338,6 +338,6 @@ def test_rmsprop_converges_on_a_quadratic():
         p = Parameter(np.zeros(3))
         opt = getattr(optim, name)([p], **kwargs)
         for _ in range(500):
-            p.grad = npconv.Tensor(2 * (p.data - target))
+            p.grad = npconv.Tensor(2 * (p.numpy() - target))
             opt.step()
-        np.testing.assert_allclose(p.data, target, atol=0.05, err_msg=name)
+        np.testing.assert_allclose(p.numpy(), target, atol=0.05, err_msg=name)

@@ -105,7 +105,7 @@ def test_tensor_dataset_and_errors():
     ds = TensorDataset(x, y)
     assert len(ds) == 6
     a, b = ds[4]
-    assert a.data.tolist() == [8.0, 9.0] and int(b.data) == 4
+    assert a.numpy().tolist() == [8.0, 9.0] and int(b.numpy()) == 4
     with pytest.raises(ValueError, match="Size mismatch"):
         TensorDataset(x, npconv.tensor(np.arange(5)))
     with pytest.raises(TypeError, match="must be a Tensor"):
@@ -200,10 +200,10 @@ def test_default_collate_rules():
     assert isinstance(arrays, npconv.Tensor) and arrays.shape == (3, 2) and arrays.dtype == np.float32
     assert ints.dtype == np.int64 and floats.dtype == np.float64 and strings == ("a",) * 3
     assert mapping["k"].dtype == np.int16 and mapping["k"].shape == (3,)
-    assert isinstance(point, Point) and point.x.data.tolist() == [1, 1, 1] and isinstance(point.y, list)
+    assert isinstance(point, Point) and point.x.numpy().tolist() == [1, 1, 1] and isinstance(point.y, list)
     assert default_collate([("a", 1), ("b", 2)])[0] == ("a", "b")
     assert default_collate([True, False]).dtype == np.bool_
-    assert default_collate([npconv.tensor([1.0]), npconv.tensor([2.0])]).data.tolist() == [[1.0], [2.0]]
+    assert default_collate([npconv.tensor([1.0]), npconv.tensor([2.0])]).numpy().tolist() == [[1.0], [2.0]]
     with pytest.raises(RuntimeError, match="equal size"):
         default_collate([[1, 2], [1]])
     with pytest.raises(RuntimeError, match="equal size"):
@@ -227,8 +227,8 @@ def test_default_collate_matches_torch():
     def compare(a, b):
         if isinstance(b, torch.Tensor):
             assert isinstance(a, npconv.Tensor)
-            np.testing.assert_array_equal(a.data, b.numpy())
-            assert a.data.dtype == b.numpy().dtype
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+            assert a.numpy().dtype == b.numpy().dtype
         elif isinstance(b, dict):
             assert a.keys() == b.keys()
             for key in b:
@@ -248,7 +248,7 @@ def test_batching_order_len_and_drop_last():
     loader = DataLoader(Squares(10), batch_size=4)
     batches = list(loader)
     assert len(loader) == 3 and len(batches) == 3
-    assert batches[2][0].shape == (2, 1) and batches[2][1].data.tolist() == [64, 81]
+    assert batches[2][0].shape == (2, 1) and batches[2][1].numpy().tolist() == [64, 81]
     assert len(DataLoader(Squares(10), batch_size=4, drop_last=True)) == 2
     unbatched = list(DataLoader(Squares(3), batch_size=None))
     assert isinstance(unbatched[0][0], npconv.Tensor) and unbatched[2][1] == 4
@@ -258,7 +258,7 @@ def test_shuffle_with_generator_is_a_reproducible_permutation_per_epoch():
     seen = []
     for _ in range(2):
         loader = DataLoader(Squares(20), batch_size=5, shuffle=True, generator=np.random.default_rng(7))
-        epochs = [[int(i) for b in loader for i in b[1].data] for _ in range(2)]
+        epochs = [[int(i) for b in loader for i in b[1].numpy()] for _ in range(2)]
         seen.append(epochs)
     assert seen[0] == seen[1]  # same seed, same order
     first, second = seen[0]
@@ -268,10 +268,10 @@ def test_shuffle_with_generator_is_a_reproducible_permutation_per_epoch():
         g = npconv.Generator()
         g.manual_seed(5)
         order = [int(i) for b in DataLoader(Squares(20), batch_size=5, shuffle=True, generator=g)
-                 for i in b[1].data]
+                 for i in b[1].numpy()]
         g.manual_seed(5)
         assert order == [int(i) for b in DataLoader(Squares(20), batch_size=5, shuffle=True, generator=g)
-                         for i in b[1].data]
+                         for i in b[1].numpy()]
 
 
 def test_custom_sampler_batch_sampler_collate_and_getitems():
@@ -285,7 +285,7 @@ def test_custom_sampler_batch_sampler_collate_and_getitems():
     loader = DataLoader(Batched(6), sampler=[5, 0, 3], batch_size=2, collate_fn=lambda samples: samples)
     assert [[s[1] for s in batch] for batch in loader] == [[25, 0], [9]] and Batched.calls == 2
     loader = DataLoader(Squares(6), batch_sampler=[[1, 2], [5]])
-    assert [b[1].data.tolist() for b in loader] == [[1, 4], [25]] and len(loader) == 2
+    assert [b[1].numpy().tolist() for b in loader] == [[1, 4], [25]] and len(loader) == 2
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
@@ -312,7 +312,7 @@ def test_bad_arguments(kwargs, error, message):
 def test_iterable_dataset_rules_and_attributes_frozen():
     with pytest.raises(ValueError, match="expected unspecified shuffle"):
         DataLoader(Stream(4), shuffle=True)
-    batches = [b.data.tolist() for b in DataLoader(Stream(7), batch_size=3, drop_last=True)]
+    batches = [b.numpy().tolist() for b in DataLoader(Stream(7), batch_size=3, drop_last=True)]
     assert batches == [[0, 1, 2], [3, 4, 5]]
     loader = DataLoader(Squares(4))
     with pytest.raises(ValueError, match="should not be set"):
@@ -332,25 +332,26 @@ def test_worker_info_seeds_and_init_fn():
     loader = DataLoader(WhoAmI(), batch_size=3, num_workers=2, worker_init_fn=_init_worker,
                         generator=np.random.default_rng(11))
     batches = list(loader)
-    workers = [int(w) for b in batches for w in b["worker"].data]
+    workers = [int(w) for b in batches for w in b["worker"].numpy()]
     assert workers == [0] * 3 + [1] * 3 + [0] * 3 + [1] * 3  # round robin over workers, in order
-    assert [int(v) for b in batches for v in b["initialised"].data] == workers
-    seeds = {int(w): int(s) for b in batches for w, s in zip(b["worker"].data, b["seed"].data, strict=True)}
+    assert [int(v) for b in batches for v in b["initialised"].numpy()] == workers
+    seeds = {int(w): int(s) for b in batches
+             for w, s in zip(b["worker"].numpy(), b["seed"].numpy(), strict=True)}
     assert seeds[1] == seeds[0] + 1
-    assert len({int(p) for b in batches for p in b["pid"].data} - {os.getpid()}) == 2
+    assert len({int(p) for b in batches for p in b["pid"].numpy()} - {os.getpid()}) == 2
     again = list(DataLoader(WhoAmI(), batch_size=3, num_workers=2, generator=np.random.default_rng(11)))
-    assert [b["draw"].data.tolist() for b in again] == [b["draw"].data.tolist() for b in batches]
-    draws = [d for b in batches for d in b["draw"].data.tolist()]
+    assert [b["draw"].numpy().tolist() for b in again] == [b["draw"].numpy().tolist() for b in batches]
+    draws = [d for b in batches for d in b["draw"].numpy().tolist()]
     assert len(set(draws)) == len(draws)  # workers do not share a random stream
 
 
 def test_persistent_workers_are_reused_and_early_break_is_clean():
     loader = DataLoader(WhoAmI(), batch_size=4, num_workers=2, persistent_workers=True)
-    pids = [{int(p) for b in loader for p in b["pid"].data} for _ in range(2)]
+    pids = [{int(p) for b in loader for p in b["pid"].numpy()} for _ in range(2)]
     assert pids[0] == pids[1]
     for _ in loader:  # abandon an epoch half-way; the next one starts from the beginning
         break
-    assert [b["index"].data.tolist() for b in loader][0] == [0, 1, 2, 3]
+    assert [b["index"].numpy().tolist() for b in loader][0] == [0, 1, 2, 3]
     loader._iterator.close()
     iterator = iter(DataLoader(Squares(40), batch_size=2, num_workers=2))
     next(iterator)
@@ -363,7 +364,7 @@ def test_persistent_workers_are_reused_and_early_break_is_clean():
 
 
 def test_iterable_dataset_with_workers():
-    batches = [b.data.tolist() for b in DataLoader(Stream(10), batch_size=3, num_workers=2)]
+    batches = [b.numpy().tolist() for b in DataLoader(Stream(10), batch_size=3, num_workers=2)]
     assert batches == [[0, 2, 4], [1, 3, 5], [6, 8], [7, 9]]
 
 

@@ -542,7 +542,7 @@ def instance_norm(input: Any, running_mean: Any = None, running_var: Any = None,
         var = data.var(axis=2, dtype=acc, ddof=1)
         for buffer, stat in zip(stats, (mean, var), strict=True):
             if buffer is not None:
-                buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat.mean(axis=0)
+                buffer.numpy()[...] = (1 - momentum) * buffer.numpy() + momentum * stat.mean(axis=0)
     channel_shape = (1, channels) + (1,) * (x.ndim - 2)
     if w is not None:
         y = y * w.reshape(channel_shape)
@@ -646,7 +646,7 @@ def embedding(input: Any, weight: Any, padding_idx: int | None = None, max_norm:
         raise IndexError(f"index out of range in self: embedding index {int(bad)} is not in [0, {rows})")
     indices = indices.astype(np.int64, copy=False)
     if max_norm is not None:
-        _embedding_ops.embedding_renorm_(w.data, indices, _real(max_norm, "max_norm"),
+        _embedding_ops.embedding_renorm_(w.numpy(), indices, _real(max_norm, "max_norm"),
                                          _real(norm_type, "norm_type"))
     return _embedding_ops.embedding(indices, w, padding_idx,
                                     check_flag(scale_grad_by_freq, "scale_grad_by_freq"))

@@ -24,12 +24,12 @@ __all__ = [
 def _draw_shape(tensor: Tensor) -> tuple[int, ...]:
     """Shape of the real draws for ``tensor``: a complex tensor is filled through its real view
     ``(*shape, 2)``, so its real and imaginary parts are independent draws (as in torch)."""
-    return tuple(tensor.shape) + ((2,) if tensor.data.dtype.kind == "c" else ())
+    return tuple(tensor.shape) + ((2,) if tensor.numpy().dtype.kind == "c" else ())
 
 
 def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
     """Write ``values`` (of :func:`_draw_shape`) into ``tensor`` in place."""
-    target = tensor.data
+    target = tensor.numpy()
     if target.dtype.kind == "c":
         target[...] = values[..., 0] + 1j * values[..., 1]
     else:
@@ -65,7 +65,7 @@ def calculate_gain(nonlinearity: str, param: Any = None) -> float:
 
 
 def _calculate_fan_in_and_fan_out(tensor: Any) -> tuple[int, int]:
-    shape = np.shape(tensor.data if isinstance(tensor, Tensor) else tensor)
+    shape = np.shape(tensor.numpy() if isinstance(tensor, Tensor) else tensor)
     if len(shape) < 2:
         raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
@@ -87,7 +87,7 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0,
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
             generator: np.random.Generator | None = None) -> Tensor:
-    if tensor.data.dtype.kind == "c":
+    if tensor.numpy().dtype.kind == "c":
         std = std / math.sqrt(2)  # torch: each part has variance std**2 / 2
     return _fill(tensor, _rng(generator).normal(mean, std, size=_draw_shape(tensor)))
 
@@ -102,7 +102,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
-    tensor.data[...] = val
+    tensor.numpy()[...] = val
     return tensor
 
 
@@ -117,7 +117,7 @@ def zeros_(tensor: Tensor) -> Tensor:
 def eye_(tensor: Tensor) -> Tensor:
     if tensor.ndim != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    tensor.data[...] = np.eye(*tensor.shape)
+    tensor.numpy()[...] = np.eye(*tensor.shape)
     return tensor
 
 
@@ -128,11 +128,11 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     if shape[0] % groups != 0:
         raise ValueError("dim 0 must be divisible by groups")
     out_per_group = shape[0] // groups
-    tensor.data[...] = 0
+    tensor.numpy()[...] = 0
     centre = tuple(k // 2 for k in shape[2:])
     for g in range(groups):
         for d in range(min(out_per_group, shape[1])):
-            tensor.data[(g * out_per_group + d, d) + centre] = 1
+            tensor.numpy()[(g * out_per_group + d, d) + centre] = 1
     return tensor
 
 

@@ -25,7 +25,7 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return (self.__class__, (self.data, self.requires_grad))
+        return (self.__class__, (self.numpy(), self.requires_grad))
 
 
 class UninitializedParameter(Parameter):
@@ -38,7 +38,7 @@ class UninitializedParameter(Parameter):
         super().__init__(np.empty(0, dtype=dtype), requires_grad)
 
     def materialize(self, shape: tuple[int, ...]) -> None:
-        dtype = self.data.dtype
+        dtype = self.numpy().dtype
         self.__class__ = Parameter
         self.data = np.empty(shape, dtype=dtype)
 
@@ -46,7 +46,7 @@ class UninitializedParameter(Parameter):
         return "<UninitializedParameter>"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return (self.__class__, (self.requires_grad, None, self.data.dtype))
+        return (self.__class__, (self.requires_grad, None, self.numpy().dtype))
 
 
 class Buffer(Tensor):

@@ -53,7 +53,7 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
         var = np.maximum(second / t(count) - correction * correction, t(0))
         for buffer, stat in ((running_mean, mean), (running_var, var * (count / max(count - 1, 1)))):
             if buffer is not None:
-                buffer.data[...] = (1 - momentum) * buffer.data + momentum * stat
+                buffer.numpy()[...] = (1 - momentum) * buffer.numpy() + momentum * stat
     else:
         mean = as_array(running_mean).astype(acc, copy=False)
         var = as_array(running_var).astype(acc, copy=False)

@@ -44,7 +44,7 @@ class Adagrad(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         for param in self.param_groups[-1]["params"]:
-            self.state[param] = self._init_state(param.data, self.param_groups[-1])
+            self.state[param] = self._init_state(param.numpy(), self.param_groups[-1])
 
     def _state_kinds(self, group: dict[str, Any]) -> dict[str, str]:
         return {"step": "scalar", "sum": "param"}

@@ -147,36 +147,36 @@ class LBFGS(Optimizer):
 
     # -- flat views of the parameters ---------------------------------------------------------------
     def _numel(self) -> int:
-        return sum(p.data.size * (2 if p.data.dtype.kind == "c" else 1) for p in self._params)
+        return sum(p.numpy().size * (2 if p.numpy().dtype.kind == "c" else 1) for p in self._params)
 
     def _gather_flat_grad(self) -> np.ndarray:
         views = []
         for p in self._params:
             if p.grad is None:
-                view = np.zeros(p.data.size, dtype=p.data.dtype)
+                view = np.zeros(p.numpy().size, dtype=p.numpy().dtype)
             else:
-                grad = np.asarray(p.grad.data)
-                if grad.shape != p.data.shape:
-                    raise ValueError(f"LBFGS: a parameter of shape {p.data.shape} has a gradient of shape "
+                grad = np.asarray(p.grad.numpy())
+                if grad.shape != p.numpy().shape:
+                    raise ValueError(f"LBFGS: a parameter of shape {p.numpy().shape} has a gradient of shape "
                                      f"{grad.shape}")
-                view = grad.astype(p.data.dtype, copy=False).reshape(-1)
+                view = grad.astype(p.numpy().dtype, copy=False).reshape(-1)
             views.append(view.view(view.real.dtype) if view.dtype.kind == "c" else view)
         return np.concatenate(views)
 
     def _add_grad(self, step_size: Any, update: np.ndarray) -> None:
         offset = 0
         for p in self._params:
-            theta = p.data.view(p.data.real.dtype) if p.data.dtype.kind == "c" else p.data
+            theta = p.numpy().view(p.numpy().real.dtype) if p.numpy().dtype.kind == "c" else p.numpy()
             numel = theta.size
             theta += step_size * update[offset:offset + numel].reshape(theta.shape)
             offset += numel
 
     def _clone_param(self) -> list[np.ndarray]:
-        return [p.data.copy() for p in self._params]
+        return [p.numpy().copy() for p in self._params]
 
     def _set_param(self, params_data: list[np.ndarray]) -> None:
         for p, data in zip(self._params, params_data, strict=True):
-            p.data[...] = data
+            p.numpy()[...] = data
 
     def _directional_evaluate(self, closure: Callable[[], Any], x: list[np.ndarray], t: Any,
                               d: np.ndarray) -> tuple[float, np.ndarray]:
@@ -194,7 +194,7 @@ class LBFGS(Optimizer):
         group = self.param_groups[0]
         self._check_group(group, where="param_groups[0]")
         for position, p in enumerate(self._params):
-            if p.data.dtype.kind not in "fc" or not p.data.flags.writeable:
+            if p.numpy().dtype.kind not in "fc" or not p.numpy().flags.writeable:
                 raise ValueError(f"LBFGS: param_groups[0]['params'][{position}] must be a writable floating "
                                  "point or complex array")
         saved_params = self._clone_param()
@@ -312,7 +312,7 @@ class LBFGS(Optimizer):
             return {}
         if param is not self._params[0]:
             raise ValueError(f"optimizer {where}: LBFGS keeps its state under the first parameter only")
-        numel, dtype = self._numel(), param.data.real.dtype
+        numel, dtype = self._numel(), param.numpy().real.dtype
         known = set(self._STATE_NUMBERS + self._STATE_VECTORS + self._STATE_LISTS)
         unknown = sorted(set(map(str, entry)) - known)
         if unknown:

@@ -222,7 +222,7 @@ class Optimizer:
                 if set_to_none:
                     param.grad = None
                 else:
-                    param.grad.data[...] = 0
+                    param.grad.numpy()[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; return ``closure()``'s loss if given.
@@ -235,8 +235,8 @@ class Optimizer:
             for param, grad in pairs:
                 state = self.state[param]
                 if not state:
-                    state.update(self._init_state(param.data, group))
-                self._update(param.data, grad, state, group)
+                    state.update(self._init_state(param.numpy(), group))
+                self._update(param.numpy(), grad, state, group)
         return loss
 
     @staticmethod
@@ -255,8 +255,8 @@ class Optimizer:
             if param.grad is None:
                 continue
             where = f"param_groups[{index}]['params'][{position}]"
-            theta = param.data
-            grad = np.asarray(param.grad.data)
+            theta = param.numpy()
+            grad = np.asarray(param.grad.numpy())
             if theta.dtype.kind not in "fc":
                 raise TypeError(f"{where} must be a floating point or complex parameter, got {theta.dtype}")
             if grad.shape != theta.shape:
@@ -332,9 +332,9 @@ class Optimizer:
     def _loaded_state_entry(self, param: Tensor, entry: Mapping[str, Any], group: dict[str, Any],
                             where: str) -> dict[str, Any]:
         """A validated, cast copy of one parameter's saved state (an optimizer with other state overrides)."""
-        cast = {name: _cast_state_value(param.data, name, value, where) for name, value in entry.items()}
+        cast = {name: _cast_state_value(param.numpy(), name, value, where) for name, value in entry.items()}
         if cast:
-            _check_state_entry(cast, self._state_kinds(group), self._optional_state(), param.data, where)
+            _check_state_entry(cast, self._state_kinds(group), self._optional_state(), param.numpy(), where)
         return cast
 
     def _validated_groups(self, state_dict: Any) -> list[dict[str, Any]]:
@@ -414,7 +414,7 @@ def _split_named(params: Any) -> tuple[list[Tensor], list[str]]:
 def _as_numeric(value: Any, where: str) -> np.ndarray:
     """A saved state value (Tensor, ndarray, torch tensor or number) as an ndarray, or a TypeError."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.numpy()
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
         return np.asarray(value.detach().cpu().numpy())
     if isinstance(value, np.ndarray) or (isinstance(value, numbers.Number) and not isinstance(value, bool)):

@@ -42,10 +42,10 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable[[Sequence[Tensor], Se
 
     def ema_update(ema_params: Sequence[Tensor], current_params: Sequence[Tensor], _: Any) -> None:
         for ema, current in zip(ema_params, current_params, strict=True):
-            if ema.data.dtype.kind in "fc":
-                lerp_(ema.data, np.asarray(current.data, dtype=ema.data.dtype), 1 - decay)
+            if ema.numpy().dtype.kind in "fc":
+                lerp_(ema.numpy(), np.asarray(current.numpy(), dtype=ema.numpy().dtype), 1 - decay)
             else:
-                ema.data[...] = ema.data * decay + current.data * (1 - decay)
+                ema.numpy()[...] = ema.numpy() * decay + current.numpy() * (1 - decay)
 
     return ema_update
 
@@ -57,10 +57,10 @@ def get_swa_multi_avg_fn() -> Callable[[Sequence[Tensor], Sequence[Tensor], Any]
                    num_averaged: Any) -> None:
         weight = 1.0 / (float(getattr(num_averaged, "data", num_averaged)) + 1)
         for averaged, current in zip(averaged_params, current_params, strict=True):
-            if averaged.data.dtype.kind in "fc":
-                lerp_(averaged.data, np.asarray(current.data, dtype=averaged.data.dtype), weight)
+            if averaged.numpy().dtype.kind in "fc":
+                lerp_(averaged.numpy(), np.asarray(current.numpy(), dtype=averaged.numpy().dtype), weight)
             else:
-                averaged.data[...] = averaged.data + (current.data - averaged.data) * weight
+                averaged.numpy()[...] = averaged.numpy() + (current.numpy() - averaged.numpy()) * weight
 
     return swa_update
 
@@ -118,27 +118,27 @@ class AveragedModel(Module):
     def update_parameters(self, model: Module) -> None:
         """Average ``model``'s current values into the copy (the first call copies them)."""
         mine, theirs = self._averaged(self.module), self._averaged(model)
-        if len(mine) != len(theirs) or any(a.data.shape != b.data.shape
+        if len(mine) != len(theirs) or any(a.numpy().shape != b.numpy().shape
                                            for a, b in zip(mine, theirs, strict=True)):
             raise ValueError("update_parameters: the model's parameters do not match the averaged copy's "
                              f"({len(theirs)} vs {len(mine)} tensors, or different shapes)")
         buffers = [] if self.use_buffers else list(zip(self.module.buffers(), model.buffers(), strict=False))
-        if any(a.data.shape != b.data.shape for a, b in buffers):
+        if any(a.numpy().shape != b.numpy().shape for a, b in buffers):
             raise ValueError("update_parameters: the model's buffers do not match the averaged copy's")
-        n_averaged = int(self.n_averaged.data)
+        n_averaged = int(self.n_averaged.numpy())
         with no_grad():
             if n_averaged == 0:
                 for averaged, current in zip(mine, theirs, strict=True):
-                    averaged.data[...] = current.data
+                    averaged.numpy()[...] = current.numpy()
             elif self.avg_fn is not None:
                 for averaged, current in zip(mine, theirs, strict=True):
                     result = self.avg_fn(averaged, current, self.n_averaged)
-                    averaged.data[...] = np.asarray(getattr(result, "data", result))
+                    averaged.numpy()[...] = np.asarray(getattr(result, "data", result))
             else:
                 (self.multi_avg_fn or get_swa_multi_avg_fn())(mine, theirs, self.n_averaged)
             for averaged, current in buffers:
-                averaged.data[...] = current.data
-        self.n_averaged.data[...] = n_averaged + 1
+                averaged.numpy()[...] = current.numpy()
+        self.n_averaged.numpy()[...] = n_averaged + 1
 
 
 def _batch_norm_classes() -> tuple[type, ...]:

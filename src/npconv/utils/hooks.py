@@ -56,7 +56,7 @@ class BackwardHook:
         """Route the Tensor arguments that require grad through one joint node."""
         self.n_inputs = len(args)
         # as torch: when any input requires grad, every floating one is routed (and gets a grad_input)
-        positions = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.data.dtype.kind in "fc"]
+        positions = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.numpy().dtype.kind in "fc"]
         if not any(args[i].requires_grad for i in positions) or not is_grad_enabled():
             return args
         self.input_hooked = True
@@ -76,7 +76,7 @@ class BackwardHook:
                             "BackwardHookFunctionBackward")
         wrapped = list(args)
         for slot, (position, tensor) in enumerate(zip(positions, inputs, strict=True)):
-            wrapped[position] = make_result(tensor.data, (joint,), _slot_backward(slot, len(inputs)),
+            wrapped[position] = make_result(tensor.numpy(), (joint,), _slot_backward(slot, len(inputs)),
                                             "BackwardHookFunctionBackward")
         return tuple(wrapped)
 
@@ -89,7 +89,7 @@ class BackwardHook:
         wrapped = list(outputs)
         for index, output in enumerate(outputs):
             if isinstance(output, Tensor) and output.requires_grad:
-                wrapped[index] = make_result(output.data, (output,), self._record(index),
+                wrapped[index] = make_result(output.numpy(), (output,), self._record(index),
                                              "BackwardHookFunctionBackward")
         if not isinstance(result, (tuple, list)):
             return wrapped[0]

@@ -232,7 +232,7 @@ class PReLU(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.weight.data[...] = self.init
+        self.weight.numpy()[...] = self.init
 
     def forward(self, input: Any) -> Tensor:
         return F.prelu(input, self.weight)

@@ -62,9 +62,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean.numpy()[...] = 0
+            self.running_var.numpy()[...] = 1
+            self.num_batches_tracked.numpy()[...] = 0
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
@@ -89,9 +89,9 @@ class _BatchNorm(Module):
         batch_norm_arguments(input, running_mean, running_var, self.weight, self.bias, use_batch_stats)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data[...] += 1
+            self.num_batches_tracked.numpy()[...] += 1
             if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.data)
+                factor = 1.0 / float(self.num_batches_tracked.numpy())
         return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
                             self.eps)
 

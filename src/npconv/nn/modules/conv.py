@@ -301,7 +301,7 @@ class _LazyConvXdMixin(LazyModuleMixin):
     def _check_first_input(self, input: Any, weight_shape: tuple[int, ...], output_size: Any) -> None:
         """Every check of the forward, on zero-cost placeholder parameters, so that a rejected
         first call leaves the module uninitialised."""
-        dtype = self.weight.data.dtype  # type: ignore[attr-defined]
+        dtype = self.weight.numpy().dtype  # type: ignore[attr-defined]
         weight = np.broadcast_to(np.zeros((), dtype), weight_shape)
         bias = None if self.bias is None else np.broadcast_to(np.zeros((), dtype),  # type: ignore[attr-defined]
                                                               (self.out_channels,))  # type: ignore[attr-defined]
@@ -334,7 +334,7 @@ class _LazyConvXdMixin(LazyModuleMixin):
         return None
 
     def _infer_in_channels_from_weight(self) -> int:
-        w = self.weight.data  # type: ignore[attr-defined]
+        w = self.weight.numpy()  # type: ignore[attr-defined]
         return w.shape[0] if self.transposed else w.shape[1] * self.groups  # type: ignore[attr-defined]
 
 

@@ -201,11 +201,11 @@ class _ConvMapNd(_GeometryMixin, Module):
         bounds = np.divide(1.0, np.sqrt(fan_in), out=np.zeros(len(fan_in)), where=fan_in > 0)
         init.uniform_(self.weight, -1.0, 1.0)
         with no_grad():
-            self.weight.data *= bounds[outputs].reshape((-1,) + (1,) * len(self.kernel_size)).astype(
-                self.weight.data.real.dtype)
+            self.weight.numpy()[...] *= bounds[outputs].reshape((-1,) + (1,) * len(self.kernel_size)).astype(
+                self.weight.numpy().real.dtype)
             if self.bias is not None:
                 init.uniform_(self.bias, -1.0, 1.0)
-                self.bias.data *= bounds.astype(self.bias.data.real.dtype)
+                self.bias.numpy()[...] *= bounds.astype(self.bias.numpy().real.dtype)
 
     def _op_name(self) -> str:
         base = "conv_transpose" if self.transposed else "conv"

@@ -244,7 +244,7 @@ class Module:
             modules[name] = None
             return
         if isinstance(value, Buffer):
-            self.register_buffer(name, Tensor(value.data), value.persistent)
+            self.register_buffer(name, Tensor(value.numpy()), value.persistent)
             return
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
@@ -396,7 +396,7 @@ class Module:
             if set_to_none:
                 param.grad = None
             else:
-                param.grad.data[...] = 0
+                param.grad.numpy()[...] = 0
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(tensor)`` or keywords
@@ -412,10 +412,10 @@ class Module:
             raise TypeError("nn.Module.to only accepts floating point or complex dtypes, "
                             f"but got desired dtype={target}")
         for tensor in list(self.parameters()) + list(self.buffers()):
-            if tensor.data.dtype.kind in "fc":
-                tensor.data = tensor.data.astype(target)
+            if tensor.numpy().dtype.kind in "fc":
+                tensor.data = tensor.numpy().astype(target)
                 if tensor.grad is not None:
-                    tensor.grad = Tensor(tensor.grad.data.astype(target))
+                    tensor.grad = Tensor(tensor.grad.numpy().astype(target))
         return self
 
     def float(self) -> Module:
@@ -455,10 +455,10 @@ class Module:
         destination = OrderedDict() if destination is None else destination
         for name, param in self._parameters.items():
             if param is not None:
-                destination[prefix + name] = param if keep_vars else Tensor(param.data)
+                destination[prefix + name] = param if keep_vars else Tensor(param.numpy())
         for name, buf in self._buffers.items():
             if buf is not None and name not in self._non_persistent_buffers_set:
-                destination[prefix + name] = buf if keep_vars else Tensor(buf.data)
+                destination[prefix + name] = buf if keep_vars else Tensor(buf.numpy())
         for name, module in self._modules.items():
             if module is not None:
                 module.state_dict(destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars)
@@ -555,7 +555,7 @@ def _key_errors(missing: list[str], unexpected: list[str]) -> list[str]:
 def _numeric_array(value: Any) -> np.ndarray | None:
     """A checkpoint value (Tensor, ndarray, torch tensor, number) as an ndarray; None if not numeric."""
     if isinstance(value, Tensor):
-        array = value.data
+        array = value.numpy()
     elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
         array = value.detach().cpu().numpy()
     else:
@@ -578,10 +578,10 @@ def _checked_value(key: str, value: Any, module: Module, name: str, target: Tens
         reason = None if check is None else check(name, array.shape)
         if reason is not None:
             return None, f"cannot materialize {key} from a checkpoint value of shape {array.shape}: {reason}"
-    elif array.shape != target.data.shape:
+    elif array.shape != target.numpy().shape:
         return None, (f"size mismatch for {key}: copying a param with shape {array.shape} from checkpoint, "
-                      f"the shape in current model is {target.data.shape}.")
-    dtype = array.dtype if assign else target.data.dtype
+                      f"the shape in current model is {target.numpy().shape}.")
+    dtype = array.dtype if assign else target.numpy().dtype
     if array.dtype.kind == "c" and dtype.kind != "c":
         return None, f"cannot load {key}: a complex value into a {dtype} tensor"
     return array.astype(dtype, copy=True), None
@@ -623,7 +623,7 @@ def _to_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, A
         if isinstance(arg, bool) or arg is None:
             continue  # non_blocking, or an explicit None
         if isinstance(arg, Tensor):
-            dtype = arg.data.dtype
+            dtype = arg.numpy().dtype
         elif _is_device(arg):
             device = arg
         else:

@@ -56,7 +56,7 @@ def _norm(a: np.ndarray, p: float) -> Any:
 def get_total_norm(tensors: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False,
                    foreach: bool | None = None) -> Tensor:
     """The ``norm_type`` norm of the norms of ``tensors`` (as if concatenated into one vector)."""
-    arrays = [t.data for t in _tensors(tensors, "tensors")]
+    arrays = [t.numpy() for t in _tensors(tensors, "tensors")]
     p = _order(norm_type)
     if not arrays:
         return Tensor(np.array(0.0, dtype=np.float32))
@@ -74,12 +74,12 @@ def clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any,
                           foreach: bool | None = None) -> None:
     """Scale the gradients in place by ``min(max_norm / (total_norm + 1e-6), 1)``."""
     params = _tensors(parameters, "parameters")
-    total = np.asarray(total_norm.data if isinstance(total_norm, Tensor) else total_norm)
+    total = np.asarray(total_norm.numpy() if isinstance(total_norm, Tensor) else total_norm)
     coef = min(float(max_norm) / (float(total) + 1e-6), 1.0)
     with no_grad():
         for p in params:
             if p.grad is not None:
-                p.grad.data *= p.grad.data.dtype.type(coef)
+                p.grad.numpy()[...] *= p.grad.numpy().dtype.type(coef)
 
 
 def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: Any = 2.0, error_if_nonfinite: bool = False,
@@ -112,6 +112,6 @@ def clip_grad_value_(parameters: Any, clip_value: float, foreach: bool | None = 
     value = float(clip_value)
     for p in _tensors(parameters, "parameters"):
         if p.grad is not None:
-            g = p.grad.data
+            g = p.grad.numpy()
             np.clip(g, g.dtype.type(-value), g.dtype.type(value), out=g)
 

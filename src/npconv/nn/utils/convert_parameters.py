@@ -29,7 +29,7 @@ def parameters_to_vector(parameters: Iterable[Any]) -> Tensor:
         raise ValueError("parameters_to_vector: expected a non-empty list of Tensors")
     shapes = [p.shape for p in params]
     sizes = [int(np.prod(s)) for s in shapes]
-    vector = np.concatenate([p.data.reshape(-1) for p in params])
+    vector = np.concatenate([p.numpy().reshape(-1) for p in params])
 
     def backward(g: np.ndarray) -> tuple[np.ndarray, ...]:
         pieces = np.split(g, np.cumsum(sizes)[:-1])
@@ -43,7 +43,7 @@ def vector_to_parameters(vec: Any, parameters: Iterable[Any]) -> None:
     if not isinstance(vec, Tensor):
         raise TypeError(f"expected torch.Tensor, but got: {type(vec).__name__}")
     params = _check(parameters, "parameters")
-    data = vec.data.reshape(-1)
+    data = vec.numpy().reshape(-1)
     total = sum(p.numel() for p in params)
     if data.size != total:
         raise ValueError(f"vector_to_parameters: vec has {data.size} elements but the parameters hold "

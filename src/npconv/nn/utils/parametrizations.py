@@ -85,7 +85,7 @@ class _SpectralNorm(Module):
         return weight.transpose(self._order(weight.ndim)).reshape(weight.shape[self.dim], -1)
 
     def _power_method(self, matrix: np.ndarray, iterations: int) -> None:
-        u, v = self._u.data, self._v.data
+        u, v = self._u.numpy(), self._v.numpy()
         for _ in range(iterations):
             u[...] = _normalize(matrix @ v, self.eps)
             v[...] = _normalize(np.conj(matrix.T) @ u, self.eps)
@@ -94,8 +94,8 @@ class _SpectralNorm(Module):
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         if self.training:
-            self._power_method(self._matrix_array(weight.data), self.n_power_iterations)
-        u, v = self._u.data.copy(), self._v.data.copy()
+            self._power_method(self._matrix_array(weight.numpy()), self.n_power_iterations)
+        u, v = self._u.numpy().copy(), self._v.numpy().copy()
         matrix = weight.permute(*self._order(weight.ndim)).reshape(weight.shape[self.dim], -1)
         sigma = (matrix @ v * np.conj(u)).sum()
         return weight / sigma

@@ -51,7 +51,7 @@ class ParametrizationList(ModuleList):
                 raise ValueError(f"When `right_inverse` outputs one tensor, it may not change the dtype.\n"
                                  f"original.dtype: {original.dtype}\nright_inverse(original).dtype: "
                                  f"{data.dtype}")
-            original.data = np.array(data, copy=True) if data is not original.data else data
+            original.data = np.array(data, copy=True) if data is not original.numpy() else data
             if isinstance(original, Parameter):
                 self.register_parameter("original", original)
             else:
@@ -87,12 +87,12 @@ class ParametrizationList(ModuleList):
                 if hasattr(module, "right_inverse"):
                     value = module.right_inverse(value)
             if self.is_tensor:
-                self.original.data[...] = as_array(value)
+                self.original.numpy()[...] = as_array(value)
             else:
                 if not isinstance(value, Sequence) or len(value) != self.ntensors:
                     raise ValueError(f"'right_inverse' must return a sequence of {self.ntensors} tensors")
                 for original, part in zip(self.originals(), value, strict=True):
-                    original.data[...] = as_array(part)
+                    original.numpy()[...] = as_array(part)
 
     def forward(self) -> Tensor:
         first, *rest = list(self)

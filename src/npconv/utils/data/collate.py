@@ -34,7 +34,7 @@ def default_collate(batch: list[Any]) -> Any:
         shapes = {tuple(t.shape) for t in batch if isinstance(t, Tensor)}
         if len(shapes) != 1 or not all(isinstance(t, Tensor) for t in batch):
             raise RuntimeError(f"stack expects each tensor to be equal size, but got shapes {sorted(shapes)}")
-        return Tensor(np.stack([t.data for t in batch]))
+        return Tensor(np.stack([t.numpy() for t in batch]))
     if isinstance(elem, (np.ndarray, np.generic)) and not isinstance(elem, (np.str_, np.bytes_)):
         if not _numeric_array(elem):
             raise TypeError(_MESSAGE.format(np.asarray(elem).dtype))
