@@ -7,9 +7,12 @@ use torch directly take the ``torch`` fixture of ``conftest.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pytest
 
+import npconv
 from kernel_checks import npconv_grads
 from npconv.geometry import ConvGeometry
 
@@ -30,8 +33,25 @@ def to_torch(a: np.ndarray, requires_grad: bool = False):
     return t.requires_grad_(requires_grad)
 
 
+def close(actual, expected, what: str = "", tol: float | None = None) -> None:
+    """npconv's value equals torch's: shape, dtype, NaN positions, and values to the dtype's tolerance
+    (or ``tol``) scaled by the largest finite magnitude; integers exactly."""
+    a = np.asarray(getattr(actual, "data", actual))
+    e = expected.detach().numpy() if hasattr(expected, "detach") else np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != torch's {e.shape}"
+    assert a.dtype == e.dtype, f"{what}: dtype {a.dtype} != torch's {e.dtype}"
+    if a.dtype.kind not in "fc":
+        np.testing.assert_array_equal(a, e, err_msg=what)
+        return
+    tol = TOL[np.dtype(a.dtype)]["rtol"] if tol is None else tol
+    finite = np.isfinite(e)
+    scale = max(1.0, float(np.abs(e[finite]).max())) if finite.any() else 1.0
+    np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale, err_msg=what, equal_nan=True)
+
+
 def assert_close(actual, expected, dtype=None, what: str = "") -> None:
-    """Compare npconv's result with torch's, scaled by the magnitude of the reference."""
+    """npconv's values equal torch's (shape and values, not dtype) to the tolerance of ``dtype``
+    (default: torch's dtype), scaled by the magnitude of the reference."""
     a = np.asarray(getattr(actual, "data", actual))
     e = expected.detach().numpy() if hasattr(expected, "detach") else np.asarray(expected)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != torch's {e.shape}"
@@ -102,3 +122,36 @@ def check_against_torch(ours, theirs, arrays: dict, dtype=np.float64, what: str 
     assert_close(y, y_t, dtype, f"output {what}")
     for name in arrays:
         assert_close(grads[name], grads_t[name], dtype, f"d/d{name} {what}")
+
+
+def compare(
+    ours: Callable,
+    theirs: Callable,
+    inputs: Sequence[np.ndarray],
+    grad: Sequence[bool] | None = None,
+    seed: int = 0,
+    tol: float | None = None,
+) -> None:
+    """``ours(*tensors)`` and ``theirs(*torch_tensors)`` give the same output and input gradients.
+
+    ``grad[i]`` says whether input ``i`` requires a gradient (default: every floating input).
+    """
+    torch = torch_module()
+    grad = [np.asarray(a).dtype.kind == "f" for a in inputs] if grad is None else list(grad)
+    xs = [npconv.Tensor(np.array(a, copy=True), requires_grad=g) for a, g in zip(inputs, grad, strict=True)]
+    ts = [
+        torch.from_numpy(np.array(a, copy=True)).requires_grad_(g) for a, g in zip(inputs, grad, strict=True)
+    ]
+    y = ours(*xs)
+    yt = theirs(*ts)
+    close(y, yt, "forward", tol)
+    if not any(grad) or not yt.requires_grad:
+        return
+    gy = np.random.default_rng(seed).standard_normal(yt.shape).astype(np.asarray(y.numpy()).dtype)
+    y.backward(gy)
+    yt.backward(torch.from_numpy(gy.copy()))
+    for i, (x, t) in enumerate(zip(xs, ts, strict=True)):
+        if grad[i]:
+            assert (x.grad is None) == (t.grad is None), f"grad {i}: None mismatch"
+            if t.grad is not None:
+                close(x.grad, t.grad, f"grad of input {i}", tol)

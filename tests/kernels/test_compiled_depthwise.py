@@ -1,5 +1,6 @@
 """The compiled depthwise kernels (npconv._core via kernels/compiled_depthwise) against the NumPy
-reference engine (kernels/depthwise) and torch, on every ISA variant this CPU runs.
+reference engine (kernels/depthwise) and the NumPy reference oracle (tests/reference.py), on every ISA
+variant this CPU runs.
 
 Covers the three passes in float32 and float64, the specialised tap counts (3x3, 5x5, 7x7: 9, 25
 and 49 taps) at strides 1 and 2 with rows wider than a 4-vector block and narrower than one
@@ -15,11 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import depthwise, plan
+from torch_oracle import assert_close
 
 compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
                                          reason=f"compiled core not in use: {backends.core.reason}")
@@ -45,8 +48,9 @@ TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6}
 
 
 def _check_against_reference(rng, x_shape, mult, kernel, stride, padding, dilation, dtype, bias=True,
-                             torch_too=False):
-    """Compiled passes vs the NumPy engine (norm-relative, dtype-sized bound) and optionally torch."""
+                             oracle_too=False):
+    """Compiled passes vs the NumPy engine (norm-relative, dtype-sized bound) and, with
+    ``oracle_too``, vs the NumPy reference of tests/reference.py (elementwise, the dtype's tolerance)."""
     c = x_shape[1]
     geom = _geom(kernel, stride, padding, dilation, c)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -71,17 +75,13 @@ def _check_against_reference(rng, x_shape, mult, kernel, stride, padding, dilati
         assert got.shape == ref.shape, name
         # norm-relative, absolute below norm 1 (an output wholly in the padding is exactly zero)
         assert np.linalg.norm(got - ref) <= tol * max(1.0, np.linalg.norm(ref)), name
-    if torch_too:
-        torch = pytest.importorskip("torch")
-        from torch_oracle import assert_close, torch_conv_passes
-
+    if oracle_too:
         resolved = geom.with_padding(geom.pads(x_shape[2:]))
-        t_y, t_gx, t_gw = torch_conv_passes(x, w, gy, resolved)
+        r_y, r_gx, r_gw = reference.conv_passes(x, w, gy, resolved)
         bias_shape = (-1,) + (1,) * geom.ndim
-        assert_close(y - (b.reshape(bias_shape) if bias else 0), t_y, what="forward")
-        assert_close(gx - (bx.reshape(bias_shape) if bias else 0), t_gx, what="grad_input")
-        assert_close(gw, t_gw, what="grad_weight")
-        assert torch is not None
+        assert_close(y - (b.reshape(bias_shape) if bias else 0), r_y, what="forward")
+        assert_close(gx - (bx.reshape(bias_shape) if bias else 0), r_gx, what="grad_input")
+        assert_close(gw, r_gw, what="grad_weight")
 
 
 # (x_shape, multiplier, kernel, stride, padding, dilation): the specialised tap counts at
@@ -109,8 +109,8 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
-def test_cases_match_numpy_engine_and_torch(rng, isa, case, dtype):
-    _check_against_reference(rng, *case, dtype, torch_too=True)
+def test_cases_match_numpy_engine_and_the_reference(rng, isa, case, dtype):
+    _check_against_reference(rng, *case, dtype, oracle_too=True)
 
 
 @settings(max_examples=30, deadline=None)
@@ -131,13 +131,11 @@ def test_random_geometries_match_numpy_engine(nd, n, c, multiplier, float32, dat
 
 @settings(max_examples=10, deadline=None)
 @given(data=st.data())
-def test_random_geometries_match_torch(data):
-    torch = pytest.importorskip("torch")
-    assert torch is not None
+def test_random_geometries_match_the_reference(data):
     kernel, stride, dilation, padding, size = draw_geometry(data, 2, 5, 2, 12)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     _check_against_reference(rng, (2, 3) + size, data.draw(st.integers(1, 2)), kernel, stride, padding,
-                             dilation, np.float64, torch_too=True)
+                             dilation, np.float64, oracle_too=True)
 
 
 def test_two_worker_threads_and_non_contiguous_inputs(rng, isa, parallel):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
-from parity import compare, torch_module
+from torch_oracle import compare, torch_module
 
 DTYPES = [np.float64, np.float32]
 

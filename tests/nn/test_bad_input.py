@@ -187,10 +187,15 @@ CONSTRUCTION = [
 
 
 @pytest.mark.parametrize("case", CONSTRUCTION, ids=lambda c: c[0])
-def test_construction_rejects_what_torch_rejects(case, torch):
+def test_construction_rejects_what_torch_rejects(case):
     _, name, args, kwargs, error, match = case
     with pytest.raises(error, match=match):
         getattr(nn, name)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", CONSTRUCTION, ids=lambda c: c[0])
+def test_torch_rejects_the_construction_cases(case, torch):
+    _, name, args, kwargs, _, _ = case
     nd = int(name[-2])
 
     def torch_build_and_run():
@@ -219,16 +224,14 @@ def test_accepted_dtype_forms():
 
 # -- forward ------------------------------------------------------------------------------------------
 def _conv2d():
-    torch = torch_module()
-    return nn.Conv2d(2, 4, 3), torch.nn.Conv2d(2, 4, 3)
+    return nn.Conv2d(2, 4, 3), lambda: torch_module().nn.Conv2d(2, 4, 3)
 
 
 def _transposed2d():
-    torch = torch_module()
-    return nn.ConvTranspose2d(2, 4, 3, stride=2), torch.nn.ConvTranspose2d(2, 4, 3, stride=2)
+    return nn.ConvTranspose2d(2, 4, 3, stride=2), lambda: torch_module().nn.ConvTranspose2d(2, 4, 3, stride=2)
 
 
-# (id, layer factory, input, forward kwargs, exception, message regex)
+# (id, factory of (npconv layer, builder of torch's layer), input, forward kwargs, exception, message regex)
 FORWARD = [
     (
         "rank too high",
@@ -300,7 +303,7 @@ FORWARD = [
         "reflect padding wider than input",
         lambda: (
             nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
-            torch_module().nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
+            lambda: torch_module().nn.Conv1d(1, 1, 3, padding=3, padding_mode="reflect"),
         ),
         np.zeros((1, 1, 3), np.float32),
         {},
@@ -374,7 +377,7 @@ FORWARD = [
     (
         "transposed output not positive",
         lambda: (nn.ConvTranspose1d(1, 1, 1, padding=2),
-                 torch_module().nn.ConvTranspose1d(1, 1, 1, padding=2)),
+                 lambda: torch_module().nn.ConvTranspose1d(1, 1, 1, padding=2)),
         np.zeros((1, 1, 3), np.float32),
         {},
         ValueError,
@@ -384,9 +387,9 @@ FORWARD = [
 
 
 @pytest.mark.parametrize("case", FORWARD, ids=lambda c: c[0])
-def test_forward_rejects_what_torch_rejects_and_changes_nothing(case, torch):
+def test_forward_rejects_what_torch_rejects_and_changes_nothing(case):
     _, factory, x, kwargs, error, match = case
-    ours, theirs = factory()
+    ours, _ = factory()
     before = {k: np.array(v) for k, v in ours.state_dict().items()}
     for value in (x, npconv.Tensor(x)):
         with pytest.raises(error, match=match):
@@ -394,8 +397,13 @@ def test_forward_rejects_what_torch_rejects_and_changes_nothing(case, torch):
     for key, value in ours.state_dict().items():
         assert np.array_equal(value, before[key]) and value.dtype == before[key].dtype, key
     assert ours.weight.grad is None and ours.bias.grad is None
-    torch_x = torch.from_numpy(x)
-    _torch_rejects(lambda: theirs(torch_x, **kwargs))
+
+
+@pytest.mark.parametrize("case", FORWARD, ids=lambda c: c[0])
+def test_torch_rejects_the_forward_cases(case, torch):
+    _, factory, x, kwargs, _, _ = case
+    theirs = factory()[1]()
+    _torch_rejects(lambda: theirs(torch.from_numpy(x), **kwargs))
 
 
 @pytest.mark.parametrize(
@@ -542,7 +550,11 @@ def test_functional_rejects_what_torch_rejects(case):
     _, call, error, match = case
     with pytest.raises(error, match=match):
         call(F)
-    _torch_rejects(lambda: call(_TorchF()))
+
+
+@pytest.mark.parametrize("case", FUNCTIONAL, ids=lambda c: c[0])
+def test_torch_rejects_the_functional_cases(case, torch):
+    _torch_rejects(lambda: case[1](_TorchF()))
 
 
 # -- lazy modules: a rejected first call leaves them uninitialised -------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import npconv
 import npconv.nn.functional as F
-from parity import compare, torch_module
+from torch_oracle import compare, torch_module
 
 
 def _grid(shape, dtype, seed, spread=1.3):

@@ -12,7 +12,7 @@ import npconv
 import npconv.nn as nn
 import npconv.nn.functional as F
 from npconv.ops import interpolate as interp
-from parity import compare, torch_module
+from torch_oracle import compare, torch_module
 
 MODES_BY_RANK = {
     1: ["nearest", "nearest-exact", "linear", "area"],

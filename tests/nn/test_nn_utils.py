@@ -8,7 +8,7 @@ import pytest
 
 import npconv
 import npconv.nn as nn
-from parity import close, torch_module
+from torch_oracle import close, torch_module
 
 
 def _copy_into(ours, theirs):
