@@ -201,7 +201,7 @@ def test_broadcasting_binary_ops_match_torch(shapes, op, dtypes, torch):
 def test_type_promotion_matches_torch(left, right, torch):
     ours = npconv.add(npconv.tensor(left), npconv.tensor(right) if isinstance(right, np.ndarray) else right)
     theirs = torch.add(torch.tensor(left), torch.tensor(right) if isinstance(right, np.ndarray) else right)
-    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "npconv.")
+    assert str(ours.dtype) == str(theirs.dtype)
     assert npconv.result_type(npconv.tensor(left), right) == ours.dtype
 
 
@@ -246,7 +246,7 @@ def test_factories_match_torch_shapes_and_dtypes(torch):
         if isinstance(theirs, torch.Tensor):
             _close(ours, theirs, f"factory {i}")
         else:
-            assert str(ours).replace("npconv.", "torch.") == str(theirs), f"factory {i}"
+            assert str(ours) == str(theirs), f"factory {i}"
 
 
 def test_random_factories_draw_from_the_generator():
@@ -313,14 +313,14 @@ def test_dtype_objects_compare_and_print_like_torch(torch):
         "cfloat",
     ):
         ours, theirs = getattr(npconv, name), getattr(torch, name)
-        assert repr(ours) == repr(theirs).replace("torch.", "npconv."), name
+        assert repr(ours) == repr(theirs) and str(ours) == str(theirs), name
         assert ours.is_floating_point == theirs.is_floating_point and ours.is_complex == theirs.is_complex
         assert ours.itemsize == theirs.itemsize and ours.is_signed == theirs.is_signed
     x = npconv.zeros(2)
     assert x.dtype == npconv.float32 and x.dtype == np.float32 and x.dtype != npconv.float64
     assert np.zeros(2, dtype=x.dtype).dtype == np.float32 and {npconv.float32: 1}[x.dtype] == 1
     assert npconv.float64.to_complex() == npconv.complex128 and npconv.cfloat.to_real() == npconv.float32
-    assert str(npconv.zeros(2, dtype=npconv.float64)) == "tensor([0., 0.], dtype=npconv.float64)"
+    assert str(npconv.zeros(2, dtype=npconv.float64)) == "tensor([0., 0.], dtype=torch.float64)"
 
 
 def test_device_is_cpu_only():
@@ -349,7 +349,7 @@ def test_device_is_cpu_only():
 def test_size(torch):
     x = npconv.zeros(2, 3, 4)
     assert isinstance(x.size(), npconv.Size) and x.shape == (2, 3, 4) and x.size(-1) == 4
-    assert repr(x.shape) == repr(torch.zeros(2, 3, 4).shape).replace("torch.", "npconv.")
+    assert repr(x.shape) == repr(torch.zeros(2, 3, 4).shape)
     assert x.shape[1:] == (3, 4) and isinstance(x.shape[1:], npconv.Size) and x.shape.numel() == 24
 
 

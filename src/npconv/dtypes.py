@@ -1,7 +1,8 @@
 """torch's dtype, device and Size objects, mapped onto NumPy.
 
 * :class:`dtype`: ``npconv.float32`` etc.; compares equal to the NumPy dtype it stands for (so
-  ``tensor.dtype == np.float32`` and ``== npconv.float32`` both hold) and prints ``npconv.float32``.
+  ``tensor.dtype == np.float32`` and ``== npconv.float32`` both hold) and prints ``torch.float32``
+  like torch (programs and doctests written for torch print and compare it).
   NumPy accepts it wherever it takes a dtype (it has a ``.dtype`` attribute).
 * :class:`device`: only ``"cpu"`` holds tensors; other device types can be named (as
   ``torch.device("cuda")`` can without a GPU) but moving a tensor there is a ``ValueError``.
@@ -61,7 +62,7 @@ class dtype:  # noqa: N801 - torch's name
         self._name = name
 
     def __repr__(self) -> str:
-        return f"npconv.{self._name}"
+        return f"torch.{self._name}"  # as torch prints it: code and doctests written for torch compare it
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, dtype):
@@ -265,12 +266,12 @@ def device_of(value: Any, argument: str = "device") -> device:
 
 
 class Size(tuple):
-    """A tensor's shape: a tuple of ints printing as ``npconv.Size([2, 3])``."""
+    """A tensor's shape: a tuple of ints printing as ``torch.Size([2, 3])`` (as torch prints it)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"npconv.Size({list(self)})"
+        return f"torch.Size({list(self)})"
 
     def __getitem__(self, index: Any) -> Any:
         result = tuple.__getitem__(self, index)

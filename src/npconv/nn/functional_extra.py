@@ -31,7 +31,7 @@ from ..ops import shuffle as _shuffle_ops
 from ..ops.pad import pad as _pad_op
 from ..random import default_generator as _default_generator
 from ..tensor import Tensor, as_array
-from .functional_layers import _check_probability, _reduce_elements
+from .functional_layers import _check_probability, _reduce_elements, apply_maybe_inplace
 from .functional_layers import avg_pool2d as _avg_pool2d
 from .functional_layers import avg_pool3d as _avg_pool3d
 from .functional_layers import batch_norm as _batch_norm
@@ -58,27 +58,27 @@ def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: b
     if lo > hi:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={min_val}, "
                          f"max_val={max_val}")
-    return _act_ops.hardtanh(as_tensor(input, "input"), lo, hi)
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardtanh, lo, hi)
 
 
 def relu6(input: Any, inplace: bool = False) -> Tensor:
     """``min(max(input, 0), 6)`` (``hardtanh(input, 0, 6)``)."""
-    return _act_ops.hardtanh(as_tensor(input, "input"), 0.0, 6.0)
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardtanh, 0.0, 6.0)
 
 
 def hardswish(input: Any, inplace: bool = False) -> Tensor:
     """``x * relu6(x + 3) / 6``."""
-    return _act_ops.hardswish(as_tensor(input, "input"))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardswish)
 
 
 def hardsigmoid(input: Any, inplace: bool = False) -> Tensor:
     """``relu6(x + 3) / 6``."""
-    return _act_ops.hardsigmoid(as_tensor(input, "input"))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardsigmoid)
 
 
 def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
-    return _act_ops.elu(as_tensor(input, "input"), _real(alpha, "alpha"))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.elu, _real(alpha, "alpha"))
 
 
 def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -88,7 +88,7 @@ def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
 
 def mish(input: Any, inplace: bool = False) -> Tensor:
     """``x * tanh(softplus(x))``."""
-    return _act_ops.mish(as_tensor(input, "input"))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.mish)
 
 
 def _dim_index(dim: Any, ndim: int, name: str = "dim") -> int:
@@ -133,17 +133,20 @@ def prelu(input: Any, weight: Any) -> Tensor:
 
 
 # -- channel dropout ------------------------------------------------------------------------------
-def _feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Zero whole channels ``x[n, c]`` of batched ``x (N, C, *)`` with probability ``p``."""
+def _feature_dropout(x: Tensor, p: float, training: bool, inplace: Any, unbatched: bool = False) -> Tensor:
+    """Zero whole channels ``x[n, c]`` of ``x (N, C, *)`` (``(C, *)`` if ``unbatched``) with probability
+    ``p``; the rest scaled by ``1 / (1 - p)``."""
+    check_flag(inplace, "inplace")
     if not training or p == 0:
         return x
     data = as_array(x)
+    channel_axes = 1 if unbatched else 2
     if p >= 1:
         scale = np.zeros((), dtype=data.dtype)
     else:
-        keep = _default_generator().random(data.shape[:2] + (1,) * (data.ndim - 2)) >= p
+        keep = _default_generator().random(data.shape[:channel_axes] + (1,) * (data.ndim - channel_axes)) >= p
         scale = keep.astype(data.dtype) * data.dtype.type(1 / (1 - p))
-    return x * Tensor(scale)
+    return x.mul_(Tensor(scale)) if inplace else x * Tensor(scale)
 
 
 def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
@@ -155,9 +158,7 @@ def dropout1d(input: Any, p: float = 0.5, training: bool = True, inplace: bool =
                          "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial "
                          "dimension, a channel dimension, and an optional batch dimension (i.e. 2D or 3D "
                          "inputs).")
-    if x.ndim == 2:
-        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
-    return _feature_dropout(x, p, training)
+    return _feature_dropout(x, p, training, inplace, unbatched=x.ndim == 2)
 
 
 def _check_feature_rank(x: Tensor) -> None:
@@ -187,7 +188,7 @@ def dropout2d(input: Any, p: float = 0.5, training: bool = True, inplace: bool =
                       "dropout behavior, please switch to using dropout1d instead.", UserWarning,
                       stacklevel=2)
     _check_feature_rank(x)
-    return _feature_dropout(x, p, training)
+    return _feature_dropout(x, p, training, inplace)
 
 
 def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
@@ -201,9 +202,9 @@ def dropout3d(input: Any, p: float = 0.5, training: bool = True, inplace: bool =
                       "channel-wise dropout on inputs with 3 spatial dimensions, a channel dimension, and an "
                       "optional batch dimension (i.e. 4D or 5D inputs).", UserWarning, stacklevel=2)
     if x.ndim == 4:
-        return _feature_dropout(x.unsqueeze(0), p, training).squeeze(0)
+        return _feature_dropout(x, p, training, inplace, unbatched=True)
     _check_feature_rank(x)
-    return _feature_dropout(x, p, training)
+    return _feature_dropout(x, p, training, inplace)
 
 
 # -- pixel shuffle --------------------------------------------------------------------------------

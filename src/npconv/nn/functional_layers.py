@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import apply_inplace
 from ..checks import (
     as_tensor,
     check_batched_rank,
@@ -44,6 +45,14 @@ __all__ = [
 
 
 # -- activations ------------------------------------------------------------------------------
+def apply_maybe_inplace(x: Tensor, inplace: Any, op: Any, *args: Any, reads_input: bool = True) -> Tensor:
+    """``op(x, *args)``; with ``inplace`` written into ``x`` and ``x`` returned (torch's in-place rules:
+    refused for a leaf requiring grad; the backward sees a copy of the input when it reads it)."""
+    if check_flag(inplace, "inplace"):
+        return apply_inplace(x, op, args, reads_target=reads_input)
+    return op(x, *args)
+
+
 def relu(input: Any, inplace: bool = False) -> Tensor:
     """``max(input, 0)``; with ``inplace`` written into ``input`` (torch's in-place rules)."""
     return _act.relu(as_tensor(input, "input"), inplace=check_flag(inplace, "inplace"))
@@ -53,7 +62,7 @@ def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) 
     """``input`` where positive, else ``negative_slope * input``."""
     if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
         raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    return _act.leaky_relu(as_tensor(input, "input"), float(negative_slope))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act.leaky_relu, float(negative_slope))
 
 
 def gelu(input: Any, approximate: str = "none") -> Tensor:
@@ -65,7 +74,7 @@ def gelu(input: Any, approximate: str = "none") -> Tensor:
 
 def silu(input: Any, inplace: bool = False) -> Tensor:
     """``x * sigmoid(x)``."""
-    return _act.silu(as_tensor(input, "input"))
+    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act.silu)
 
 
 def sigmoid(input: Any) -> Tensor:
@@ -132,7 +141,7 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     x = as_tensor(input, "input")
     if not training or p == 0:
         return x
-    return _act.dropout(x, p, default_generator())
+    return apply_maybe_inplace(x, inplace, _act.dropout, p, default_generator(), reads_input=False)
 
 
 def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:

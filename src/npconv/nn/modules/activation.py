@@ -166,9 +166,6 @@ class Mish(_Inplace):
     def forward(self, input: Any) -> Tensor:
         return F.mish(input, self.inplace)
 
-    def extra_repr(self) -> str:
-        return ""
-
 
 class ELU(Module):
     """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
