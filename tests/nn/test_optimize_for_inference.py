@@ -104,6 +104,7 @@ def test_leaves_what_it_cannot_fuse():
         nn.Conv2d(4, 4, 1), untracked, nn.ReLU(),
         hooked, nn.BatchNorm2d(4),
         nn.Conv2d(4, 4, 1), nn.BatchNorm2d(5 - 1), nn.Tanh(),
+        nn.ConvTranspose2d(4, 4, 3, groups=2), nn.BatchNorm2d(4),  # grouped transposed: BN kept
     )
     model = _randomize(model).eval()
     x = np.random.default_rng(2).standard_normal((2, 3, 5, 5))
@@ -114,6 +115,7 @@ def test_leaves_what_it_cannot_fuse():
     assert isinstance(optimized[2], nn.BatchNorm2d) and isinstance(optimized[3], nn.ReLU)
     assert isinstance(optimized[5], nn.BatchNorm2d)  # its conv has a hook
     assert isinstance(optimized[7], nn.Identity) and isinstance(optimized[8], nn.Tanh)  # Tanh not fusable
+    assert isinstance(optimized[10], nn.BatchNorm2d)
     np.testing.assert_allclose(_outputs(optimized, x), _outputs(model, x), rtol=1e-12, atol=1e-12)
 
 

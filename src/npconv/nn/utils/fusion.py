@@ -107,7 +107,8 @@ def optimize_for_inference(model: Module) -> Module:
       the output of ``conv<S>`` (torchvision's convention); activations are not fused there (its
       ``relu`` is shared with the residual path).
 
-    Modules with hooks, parametrized or uninitialized (lazy) convolutions and BatchNorms without
+    Modules with hooks, parametrized or uninitialized (lazy) convolutions, grouped transposed
+    convolutions (their BatchNorm is kept) and BatchNorms without
     running statistics (which normalise with batch statistics in eval mode) are not fused. Outputs
     equal ``model.eval()``'s within the rounding of the folded weights (float32 ~1e-6 relative). The
     result is for inference: it has no BatchNorm left to train.
@@ -142,9 +143,11 @@ def _fusable_conv(module: Any) -> bool:
 
 
 def _foldable(conv: Any, bn: Any) -> bool:
+    # a grouped transposed weight (C_in, C_out/groups, *k) does not scale per output channel on one axis
     return (_fusable_conv(conv) and isinstance(bn, _BATCHNORMS) and not _hooked(bn)
             and bn.running_mean is not None and bn.running_var is not None
-            and bn.num_features == conv.out_channels)
+            and bn.num_features == conv.out_channels
+            and not (isinstance(conv, _TRANSPOSED) and conv.groups > 1))
 
 
 def _fold(conv: Any, bn: Any) -> Any:
