@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from . import dtypes
 from .tensor import Tensor
 
 __all__ = ["save", "load", "load_torch", "CheckpointError", "UnsafeCheckpointError"]
@@ -437,17 +438,20 @@ def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-def _torch_size(dims: Any = ()) -> tuple[int, ...]:
+def _torch_size(dims: Any = ()) -> dtypes.Size:
     if not isinstance(dims, (tuple, list)):
         raise CheckpointError(f"torch.Size must be built from a tuple of ints, got {dims!r:.80}")
-    return _int_tuple(dims, "torch.Size")
+    return dtypes.Size(_int_tuple(dims, "torch.Size"))
 
 
-def _torch_device(kind: Any, index: Any = None) -> str:
+def _torch_device(kind: Any, index: Any = None) -> dtypes.device:
     if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
         raise CheckpointError(f"torch.device must be built from a str (and an int), got {kind!r:.80}, "
                               f"{index!r:.80}")
-    return kind if index is None else f"{kind}:{index}"
+    try:
+        return dtypes.device(kind if index is None else f"{kind}:{index}")
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"torch.device({kind!r:.40}, {index!r:.40}) is not a device: {error}") from None
 
 
 _TEXT_ENCODINGS = ("latin1", "latin-1", "utf-8", "utf8")
@@ -483,6 +487,14 @@ def _set(items: Any = ()) -> set[Any]:
     return set(items)
 
 
+def _npconv_dtype(dtype: Any) -> Any:
+    """``torch.float32`` in a file loads as ``npconv.float32``; dtypes npconv lacks (bfloat16) as read."""
+    try:
+        return dtypes.as_dtype(dtype)
+    except TypeError:
+        return dtype
+
+
 _STATIC_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch", "Size"): _torch_size,
@@ -494,7 +506,7 @@ _STATIC_GLOBALS: dict[tuple[str, str], Any] = {
        for name, value in (("set", _set), ("complex", _complex), ("bytearray", _bytearray))},
     **{("torch", name): _StorageType(name, dtype) for name, dtype in _STORAGE_DTYPES.items()},
     ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype(np.uint8)),
-    **{("torch", name): dtype for name, dtype in _TORCH_DTYPES.items()},
+    **{("torch", name): _npconv_dtype(dtype) for name, dtype in _TORCH_DTYPES.items()},
 }
 _CLASSES = (OrderedDict, set, frozenset, complex)
 _MAX_TUPLE_DEPTH = 1000
@@ -555,6 +567,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def _rebuild_tensor_v3(self, storage: Any, storage_offset: Any, size: Any, stride: Any,
                            requires_grad: Any, backward_hooks: Any, dtype: Any, metadata: Any = None) -> Any:
+        if isinstance(dtype, dtypes.dtype):
+            dtype = dtype.dtype
         if not isinstance(dtype, (np.dtype, _Upcast)):
             raise CheckpointError(f"_rebuild_tensor_v3 needs a torch dtype, got {dtype!r:.80}")
         return self._rebuild_tensor(storage, storage_offset, size, stride, dtype=dtype,
@@ -1235,8 +1249,13 @@ class _TorchPickler:
             self.call("builtins", "complex", (obj.real, obj.imag), where)
         elif isinstance(obj, bytes):
             self.call("_codecs", "encode", (obj.decode("latin1"), "latin1"), where)
-        elif isinstance(obj, np.dtype) or isinstance(obj, type) and issubclass(obj, np.generic):
-            dtype = np.dtype(obj)
+        elif isinstance(obj, dtypes.Size):
+            self.call("torch", "Size", (tuple(obj),), where)
+        elif isinstance(obj, dtypes.device):
+            self.call("torch", "device", (str(obj),), where)
+        elif isinstance(obj, (np.dtype, dtypes.dtype)) or (isinstance(obj, type)
+                                                            and issubclass(obj, np.generic)):
+            dtype = dtypes.to_numpy_dtype(obj)
             if dtype.newbyteorder("=") not in _DTYPE_NAMES:
                 raise TypeError(f"cannot save {where}: dtype {dtype} has no torch equivalent")
             self.global_("torch", _DTYPE_NAMES[dtype.newbyteorder("=")])
