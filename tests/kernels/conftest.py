@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import npconv
+from npconv import backends
 from npconv.kernels import dense, pointwise
 
 
@@ -18,3 +19,14 @@ def parallel(request, monkeypatch):
     npconv.set_num_threads(request.param)
     yield request.param
     npconv.set_num_threads(previous)
+
+
+@pytest.fixture(params=("generic", "avx2", "avx512"))
+def isa(request):
+    """Each ISA variant of the compiled core in turn (skipped where the CPU lacks it), restored afterwards."""
+    if request.param not in backends.core.isas:
+        pytest.skip(f"this CPU lacks {request.param} (runs {backends.core.isas})")
+    previous = backends.core.isa
+    backends.core.isa = request.param
+    yield request.param
+    backends.core.isa = previous

@@ -26,18 +26,6 @@ from torch_oracle import assert_close
 
 compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
                                          reason=f"compiled core not in use: {backends.core.reason}")
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Each ISA variant in turn (skipped where the CPU lacks it), restored afterwards."""
-    if request.param not in backends.core.isas:
-        pytest.skip(f"this CPU lacks {request.param} (runs {backends.core.isas})")
-    previous = backends.core.isa
-    backends.core.isa = request.param
-    yield request.param
-    backends.core.isa = previous
 
 
 def _geom(kernel, stride, padding, dilation, groups) -> ConvGeometry:

@@ -18,17 +18,6 @@ from npconv.kernels import pool
 
 pytestmark = pytest.mark.skipif(not backends.core.available,
                                 reason=f"compiled core not in use: {backends.core.reason}")
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    if request.param not in backends.core.isas:
-        pytest.skip(f"this CPU lacks {request.param} (runs {backends.core.isas})")
-    previous = backends.core.isa
-    backends.core.isa = request.param
-    yield request.param
-    backends.core.isa = previous
 
 
 def _compare(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool, rng: np.random.Generator) -> None:
