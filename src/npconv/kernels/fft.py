@@ -25,7 +25,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.fft as sfft
 
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
@@ -47,6 +46,13 @@ SPREAD_LIMIT = 2.0**8
 WORKSPACE_BYTES = 64 * 2**20
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+
+
+def _scipy_fft():  # noqa: ANN202
+    """scipy.fft, imported on the first FFT call: ~0.2 s a first convolution of another kind need not pay."""
+    import scipy.fft
+
+    return scipy.fft
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
@@ -91,7 +97,7 @@ def _axes(nd: int) -> tuple[int, ...]:
 
 
 def _lengths(padded: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sfft.next_fast_len(int(p), real=True) for p in padded)
+    return tuple(_scipy_fft().next_fast_len(int(p), real=True) for p in padded)
 
 
 def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,
@@ -109,7 +115,7 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
                                                                              strict=True))] = w
         if shift is not None:
             wd = np.roll(wd, tuple(-v for v in shift), axis=_axes(geom.ndim))
-    return sfft.rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
+    return _scipy_fft().rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
 
 
 def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int]) -> tuple:
@@ -245,7 +251,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                 acc = None
                 for c0, c1 in _ranges(cg, cb):
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((n1 - n0, gc * (c1 - c0)) + in_size)
-                    xs = sfft.rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+                    xs = _scipy_fft().rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes,
+                                            workers=workers)
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype, shift)
                     part = _mix(xs, ws if cached is None else cached, gc, conj_b=True, transpose_b=False)
@@ -255,7 +262,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                     else:
                         acc += part
                     del part
-                full = sfft.irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                full = _scipy_fft().irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
                 del acc
                 yg[n0:n1, g0:g1, o0:o1] = full[take].reshape((n1 - n0, gc, o1 - o0) + out_size)
                 del full
@@ -294,7 +301,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                         up = np.zeros(g.shape[:2] + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = sfft.rfftn(g, s=lengths, axes=axes, workers=workers)
+                    gs = _scipy_fft().rfftn(g, s=lengths, axes=axes, workers=workers)
                     del g
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype)
@@ -305,7 +312,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                     else:
                         acc += part
                     del part
-                full = sfft.irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                full = _scipy_fft().irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
                 del acc
                 gxg[n0:n1, g0:g1, c0:c1] = full[crop].reshape((n1 - n0, gc, c1 - c0) + in_size)
                 del full
@@ -343,14 +350,15 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                 for n0, n1 in _ranges(n, nb):
                     k = n1 - n0
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((k, gc * cc) + in_size)
-                    xs = sfft.rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes, workers=workers)
+                    xs = _scipy_fft().rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes,
+                                            workers=workers)
                     xs = xs.reshape((k, gc, cc) + freq)
                     g = gyg[n0:n1, g0:g1, o0:o1].reshape((k, gc * oc) + out_size).astype(dtype, copy=False)
                     if strided:
                         up = np.zeros((k, gc * oc) + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = sfft.rfftn(g, s=lengths, axes=axes, workers=workers)
+                    gs = _scipy_fft().rfftn(g, s=lengths, axes=axes, workers=workers)
                     del g
                     gs = np.conj(gs, out=gs).reshape((k, gc, oc) + freq)
                     if cc == 1 or oc == 1:
@@ -364,7 +372,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                         del gs, xs
                         total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((gc, oc, cc) + freq)
                     gs = xs = product = None
-                full = sfft.irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers,
+                full = _scipy_fft().irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers,
                                    overwrite_x=True)
                 del total
                 gw[g0:g1, o0:o1, c0:c1] = full[(slice(None),) + taps]
