@@ -74,6 +74,28 @@ def test_missing_extension_falls_back_with_one_warning():
     assert len(found) == 1 and "RuntimeWarning" in found[0] and "not built" in found[0], lines
 
 
+def test_stale_extension_falls_back_with_one_warning():
+    """An extension built from older sources (simulated: one function missing) is not used: the NumPy
+    engine runs and says why once, instead of an AttributeError at the first pooled call."""
+    block = ("import sys, types\nstale = types.ModuleType('npconv._core')\n"
+             "stale.available_isas = lambda: ('generic',)\nstale.ISA_NAMES = ('generic',)\n"
+             "sys.modules['npconv._core'] = stale\n")
+    lines = _probe({}, prelude=block)
+    name, isa, chosen, implementation, y, gx = lines[0].split()
+    assert (name, implementation, float(y), float(gx)) == ("numpy", "numpy", 9.0, 4.0)
+    found = [line for line in lines if line.startswith("WARNING")]
+    assert len(found) == 1 and "older than its sources" in found[0], lines
+    assert "max_pool2d_forward" in found[0]
+
+
+def test_core_functions_list_matches_the_extension():
+    """backends.CORE_FUNCTIONS names exactly the extension's functions (core.c's method table)."""
+    if not backends.core.available:
+        pytest.skip(f"compiled core not in use: {backends.core.reason}")
+    exported = {name for name in dir(backends.core.module) if callable(getattr(backends.core.module, name))}
+    assert set(backends.CORE_FUNCTIONS) == exported
+
+
 @pytest.mark.skipif(not backends.core.available, reason=f"compiled core not in use: {backends.core.reason}")
 def test_isa_forced_by_environment():
     lines = _probe({"NPCONV_ISA": "generic"})

@@ -222,6 +222,12 @@ class CoreBackend:
         return f"<npconv core: compiled, isa={self._isa!r} of {self.isas}>"
 
 
+#: The functions of ``npconv._core`` the Python side calls: an extension built from older sources (an
+#: editable install after ``git pull``) lacks some, and is then not used.
+CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward", "depthwise2d_grad_input",
+                  "depthwise2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward")
+
+
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
     """The core chosen by the environment (one RuntimeWarning when the extension is missing or an
     ``NPCONV_ISA`` request cannot be honoured)."""
@@ -239,6 +245,13 @@ def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
         warnings.warn(f"npconv: {reason}; running on the slower NumPy engine. Reinstall with a C compiler "
                       f"(pip install -e .) or set NPCONV_PURE=1 to silence this.", RuntimeWarning,
                       stacklevel=3)
+        return CoreBackend(None, None, reason)
+    stale = [name for name in CORE_FUNCTIONS if not hasattr(_core, name)]
+    if stale:
+        reason = (f"the compiled extension npconv._core is older than its sources "
+                  f"(it lacks {', '.join(stale)})")
+        warnings.warn(f"npconv: {reason}; running on the slower NumPy engine. Rebuild it (pip install -e .) "
+                      f"or set NPCONV_PURE=1 to silence this.", RuntimeWarning, stacklevel=3)
         return CoreBackend(None, None, reason)
     core = CoreBackend(_core, None, None)
     requested = environ.get("NPCONV_ISA", "")
