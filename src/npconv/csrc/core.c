@@ -305,13 +305,20 @@ static int parse_geom(PyObject *seq, dw_geom *g)
     return 0;
 }
 
+/* A C-contiguous buffer of obj and its element format without the native byte-order prefix. */
+static const char *acquire_buffer(PyObject *obj, int writable, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return NULL;
+    const char *f = view->format ? view->format : "B";
+    return (f[0] == '=' || f[0] == '<' || f[0] == '@') ? f + 1 : f;
+}
+
 /* Buffers: C-contiguous, element type float32 ('f') or float64 ('d'), exactly `count` elements. */
 static int get_buffer(PyObject *obj, int writable, Py_buffer *view, const char *what)
 {
-    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '=' || f[0] == '<' || f[0] == '@') f++;
+    const char *f = acquire_buffer(obj, writable, view);
+    if (!f) return -1;
     if (!((f[0] == 'f' && view->itemsize == 4) || (f[0] == 'd' && view->itemsize == 8)) || f[1]) {
         PyErr_Format(PyExc_TypeError, "%s must hold float32 or float64, got format %s", what, view->format);
         PyBuffer_Release(view);
@@ -484,10 +491,8 @@ static int parse_pool_geom(PyObject *seq, mp_geom *g)
 
 static int get_int32_buffer(PyObject *obj, int writable, Py_buffer *view, const char *what)
 {
-    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '=' || f[0] == '<' || f[0] == '@') f++;
+    const char *f = acquire_buffer(obj, writable, view);
+    if (!f) return -1;
     if (!((f[0] == 'i' || f[0] == 'l') && view->itemsize == 4) || f[1]) {
         PyErr_Format(PyExc_TypeError, "%s must hold int32, got format %s", what, view->format);
         PyBuffer_Release(view);
