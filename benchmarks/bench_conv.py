@@ -56,6 +56,9 @@ TUNED_MALLOC = "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshol
 #: Idle worker threads sleep instead of spinning: torch's OpenMP pool and NumPy's OpenBLAS pool
 #: (OpenBLAS's minimum timeout, 2**4 cycles).
 NO_SPIN = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+#: ``--cap-isa avx2``: every library held to its AVX2 kernels (the AMD Zen 3 machines have no AVX-512).
+CAP_AVX2 = {"NPCONV_ISA": "avx2", "OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,8 @@ def worker(args: argparse.Namespace) -> dict:
         "core": npconv.backends.core.name,
         "isa": npconv.backends.core.isa,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if torch is not None else None,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
         "blas": ", ".join(f"{i.get('prefix')} {i.get('version')} {i.get('architecture')}"
                           for i in threadpool_info() if i.get("user_api") == "blas"),
     }
@@ -461,6 +466,10 @@ def main() -> None:
     parser.add_argument("--passes", action="store_true", help="also time grad_input and grad_weight alone")
     parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
                         help="detect: no OPENBLAS_CORETYPE (OpenBLAS picks its kernels); keep: keep it")
+    parser.add_argument("--cap-isa", choices=("native", "avx2"), default="native",
+                        help="avx2: every library on its AVX2 kernels (npconv NPCONV_ISA=avx2, OpenBLAS "
+                             "OPENBLAS_CORETYPE=Haswell, torch ATEN_CPU_CAPABILITY=avx2 and "
+                             "ONEDNN_MAX_CPU_ISA=AVX2), as on an AVX2-only CPU")
     parser.add_argument("--json", default="benchmarks/results/bench_conv.json", help="output JSON path")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -481,6 +490,8 @@ def main() -> None:
         if not args.spin:  # values already set in the environment win
             for key, value in NO_SPIN.items():
                 env.setdefault(key, value)
+        if args.cap_isa == "avx2":
+            env.update(CAP_AVX2)
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -505,7 +516,8 @@ def main() -> None:
             f"{meta['threads']} threads; numpy {meta['numpy']}, scipy {meta['scipy']}, "
             f"torch {meta['torch']}, {meta['cpus']} CPUs, {meta['reps']} reps; npconv core "
             f"{meta.get('core')} ({meta.get('isa')}); BLAS {meta.get('blas')} (OPENBLAS_CORETYPE="
-            f"{meta.get('openblas_coretype')!r})",
+            f"{meta.get('openblas_coretype')!r}); torch {meta.get('torch_cpu_capability')} "
+            f"(ONEDNN_MAX_CPU_ISA={meta.get('onednn_max_cpu_isa')!r})",
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as handle:
