@@ -19,7 +19,7 @@ from npconv.kernels import depthwise, fft, gemm, winograd
 
 try:
     from npconv.kernels import compiled_winograd
-except ModuleNotFoundError:  # the compiled core is not in use (NPCONV_PURE=1 or not built)
+except ImportError:  # the compiled core is not in use (NPCONV_PURE=1 or not built)
     compiled_winograd = None
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
