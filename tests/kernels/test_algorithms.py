@@ -29,6 +29,12 @@ CAPS = {gemm: ("WORKSPACE_BYTES", "BATCH_CHUNK_BYTES"), fft: ("WORKSPACE_BYTES",
         winograd: ("_TARGET_TILES", "_TARGET_TILES_WORKERS")}
 if compiled_winograd is not None:
     CAPS[compiled_winograd] = ("_TARGET_TILES",)
+try:  # the compiled GEMM's caps: one output position (or row of the row shift) per work item
+    from npconv.kernels import compiled_gemm
+except ImportError:
+    pass
+else:
+    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES")
 
 
 def _implementation(module_path: str) -> registry.Algorithm:
