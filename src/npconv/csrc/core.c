@@ -36,6 +36,9 @@ typedef struct {
  * past the last output it computes (4 vectors of it are computed at once). */
 #define DW_SLACK 64
 
+/* Kernels up to this many taps run the row-by-row forward stencil (splatted weights on the stack). */
+#define DW_ROW_TAPS 64
+
 /* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
  * by slack; the padded extent is what the output reads, (OH-1)*S + (K-1)*D + 1 per axis. */
 typedef struct {

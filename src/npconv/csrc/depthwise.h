@@ -99,6 +99,70 @@ static void FN(stencil)(T *out, ptrdiff_t n, const T *const *src, const T *wt, i
     }
 }
 
+/* Output rows of n >= VL outputs: out[m] = init + sum_t wt[t] * src[t][off + m], whole vectors only
+ * (the last block shifted back to end at n, recomputing a few outputs), stored straight into the
+ * row: no junk columns, no partial stores, no copy-out. NV (1-4) vectors per block, R (1-2) rows
+ * (R * NV independent FMA chains: one row's 4 were latency-bound, measured 1.3-2x slower). */
+#define DW_ROW_BLOCK(R, NV, at)                                                                 \
+    do {                                                                                        \
+        ptrdiff_t q[4] = {(at), (at) + VL, (at) + 2 * VL, (at) + 3 * VL};                       \
+        for (int i = 0; i < 4; i++) q[i] = q[i] < n - VL ? q[i] : n - VL;                       \
+        V a[R][NV];                                                                             \
+        for (int r = 0; r < (R); r++)                                                           \
+            for (int i = 0; i < (NV); i++) a[r][i] = FN(splat)(init);                           \
+        for (int t = 0; t < taps; t++) {                                                        \
+            const T *s = src[t] + off;                                                          \
+            for (int r = 0; r < (R); r++)                                                       \
+                for (int i = 0; i < (NV); i++) a[r][i] += wv[t] * FN(load)(s + r * pitch + q[i]); \
+        }                                                                                       \
+        for (int r = 0; r < (R); r++)                                                           \
+            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);              \
+    } while (0)
+
+#define DW_ROW_BODY(R)                                                                          \
+    static inline __attribute__((always_inline)) void FN(CAT(row_body, R))(                     \
+        T *out, ptrdiff_t n, const T *const *src, ptrdiff_t off, ptrdiff_t pitch, const V *wv,  \
+        int taps, T init)                                                                       \
+    {                                                                                           \
+        ptrdiff_t m = 0;                                                                        \
+        for (; m + 4 * VL <= n; m += 4 * VL) DW_ROW_BLOCK(R, 4, m);                             \
+        switch ((n - m + VL - 1) / VL) {                                                        \
+        case 4: DW_ROW_BLOCK(R, 4, m); break;                                                   \
+        case 3: DW_ROW_BLOCK(R, 3, m); break;                                                   \
+        case 2: DW_ROW_BLOCK(R, 2, m); break;                                                   \
+        case 1: DW_ROW_BLOCK(R, 1, m); break;                                                   \
+        default: break;                                                                         \
+        }                                                                                       \
+    }
+DW_ROW_BODY(1)
+DW_ROW_BODY(2)
+#undef DW_ROW_BODY
+#undef DW_ROW_BLOCK
+
+/* rows [0, rows) of out (row pitch n) from src rows at pitch `pitch`: the tap count as a constant */
+static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch,
+                             const T *wt, int taps, T init)
+{
+    /* weights splatted once per plane (constant tap counts keep them in registers); rows in pairs */
+#define DW_ROWS(K)                                                                               \
+    do {                                                                                         \
+        V wv[DW_ROW_TAPS];                                                                       \
+        for (int t = 0; t < (K); t++) wv[t] = FN(splat)(wt[t]);                                  \
+        ptrdiff_t r = 0;                                                                         \
+        for (; r + 2 <= rows; r += 2) FN(row_body_2)(out + r * n, n, src, r * pitch, pitch, wv, K, init); \
+        if (r < rows) FN(row_body_1)(out + r * n, n, src, r * pitch, pitch, wv, K, init);        \
+    } while (0)
+    switch (taps) {
+    case 9: DW_ROWS(9); break;
+    case 6: DW_ROWS(6); break;
+    case 3: DW_ROWS(3); break;
+    case 25: DW_ROWS(25); break;
+    case 49: DW_ROWS(49); break;
+    default: DW_ROWS(taps); break; /* at most DW_ROW_TAPS (the caller's rule) */
+    }
+#undef DW_ROWS
+}
+
 /* acc[t] += sum over the plane of gy[oh][ow] * src[t][oh * pitch + ow] (vector lanes kept apart;
  * the caller reduces). Lanes past OW are zeroed on both operands: they must not read values (an inf
  * there would turn 0 * inf into a NaN the convolution never computes). */
@@ -173,11 +237,20 @@ static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptr
     }
     IV lo, hi; /* even and odd lanes of the pair (a, b) */
     for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
-    for (; iw + 2 * VL <= stop; iw += 2 * VL) {
+    for (ptrdiff_t last = 0; iw + 2 * VL <= stop; iw += 2 * VL) {
         const V a = FN(load)(xr + iw), b = FN(load)(xr + iw + VL);
         const ptrdiff_t at = (iw + g->pw) / 2;
         FN(store)(even + at, __builtin_shuffle(a, b, lo));
         FN(store)(odd + at, __builtin_shuffle(a, b, hi));
+        /* the ragged end as one more block ending at stop (or one before, keeping the parity),
+         * rewriting a few columns: a scalar tail cost as much as the whole stencil */
+        if (!last && iw + 4 * VL > stop && iw + 2 * VL < stop) {
+            const ptrdiff_t final = stop - 2 * VL - ((stop - 2 * VL - iw) & 1); /* same parity as iw */
+            if (final > iw) {
+                iw = final - 2 * VL;
+                last = 1;
+            }
+        }
     }
     for (; iw < stop; iw++) {
         const ptrdiff_t pc = iw + g->pw;
@@ -198,6 +271,13 @@ static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
         const V e = FN(load)(even + b), o = FN(load)(odd + b);
         FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
         FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+    }
+    if (b > 0 && 2 * b < w) { /* the ragged end as one block ending at w (or w - 1), rewriting a few */
+        b = (w - 2 * VL) / 2;
+        const V e = FN(load)(even + b), o = FN(load)(odd + b);
+        FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
+        FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+        b += VL;
     }
     for (; 2 * b < w; b++) {
         dst[2 * b] = even[b];
@@ -253,13 +333,23 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     dw_forward_shifts(g, &ph, shift);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
+        if (p + 1 < stop) { /* the next plane (its first 32 KB) on its way while this one computes */
+            const char *next = (const char *)(x + (p + 1) * g->h * g->w);
+            const ptrdiff_t bytes = g->h * g->w * (ptrdiff_t)sizeof(T);
+            for (ptrdiff_t b = 0; b < bytes && b < 32768; b += 64) __builtin_prefetch(next + b, 0, 3);
+        }
         FN(fill_phases)(scratch, x + p * g->h * g->w, g, &ph);
         for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
         for (ptrdiff_t j = 0; j < g->m; j++) {
             const ptrdiff_t o = c * g->m + j;
             T *yo = y + (n * g->c * g->m + o) * plane_out;
+            const T init = bias ? bias[o] : (T)0;
+            if (ph.qw != g->ow && g->ow >= VL && k <= DW_ROW_TAPS) { /* rows straight into y, no junk */
+                FN(stencil_rows)(yo, g->oh, g->ow, src, ph.qw, w + o * k, (int)k, init);
+                continue;
+            }
             const int direct = ph.qw == g->ow; /* no junk columns: write straight into y */
-            FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, bias ? bias[o] : (T)0);
+            FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, init);
             if (!direct)
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
                     memcpy(yo + oh * g->ow, wide + oh * ph.qw, (size_t)g->ow * sizeof(T));
