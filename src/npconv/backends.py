@@ -225,7 +225,8 @@ class CoreBackend:
 #: The functions of ``npconv._core`` the Python side calls: an extension built from older sources (an
 #: editable install after ``git pull``) lacks some, and is then not used.
 CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward", "depthwise2d_grad_input",
-                  "depthwise2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward")
+                  "depthwise2d_grad_weight", "grouped2d_scratch", "grouped2d_forward",
+                  "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward")
 
 
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
