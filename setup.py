@@ -20,7 +20,8 @@ setup(
         Extension(
             "npconv._core",
             sources=["src/npconv/csrc/core.c"],
-            depends=["src/npconv/csrc/depthwise.h", "src/npconv/csrc/grouped.h", "src/npconv/csrc/pool.h"],
+            depends=["src/npconv/csrc/blas.h", "src/npconv/csrc/depthwise.h", "src/npconv/csrc/grouped.h",
+                     "src/npconv/csrc/pool.h"],
             extra_compile_args=flags,
             optional=True,
         )

@@ -209,3 +209,33 @@ def test_functional_exposes_every_name(name):
 
     assert name in F.__all__ and callable(getattr(F, name))
     assert not getattr(F, name).__module__.rpartition(".")[2].startswith("_")
+
+
+def test_first_convolution_imports_no_heavy_scipy_package():
+    """Cold start: a first Conv2d forward and backward import neither scipy.linalg's package nor scipy.fft
+    (~0.3 s each at a first call, mostly SciPy's array-API layer); the BLAS SciPy ships is still
+    found, usable and held to npconv's thread count once the compiled kernels load it."""
+    script = """
+import sys
+import npconv
+conv = npconv.nn.Conv2d(3, 8, 3, padding=1)
+conv(npconv.randn(2, 3, 16, 16, requires_grad=True)).sum().backward()
+heavy = sorted(m for m in ("scipy.linalg", "scipy.fft", "scipy.special") if m in sys.modules)
+assert not heavy, heavy
+from npconv import backends
+from npconv.kernels.blas import gemm_routines
+npconv.set_num_threads(1)
+numpy_blas = backends._blas_controllers()
+gemm_routines()
+both = backends._blas_controllers()
+assert len(both) == len(numpy_blas) + 1, (numpy_blas, both)
+assert all(lib.get_num_threads() == 1 for lib in both), [lib.get_num_threads() for lib in both]
+import numpy as np
+import scipy.linalg
+from scipy.linalg import cython_blas
+assert cython_blas is sys.modules["scipy.linalg.cython_blas"]
+assert scipy.linalg.blas.sgemm(1.0, np.eye(2, dtype=np.float32), np.ones((2, 2), np.float32)).sum() == 4
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT.parent)
+    assert result.returncode == 0, result.stderr

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from types import ModuleType
@@ -53,19 +54,34 @@ def __getattr__(name: str) -> Any:
 
 
 _state = {"num_threads": max(1, os.cpu_count() or 1)}
-_blas_libs: list[Any] | None = None
+#: (whether SciPy's BLAS was loaded when scanned, the controllers found then)
+_blas_libs: tuple[bool, list[Any]] | None = None
+
+
+def _scipy_blas_loaded() -> bool:
+    return "scipy.linalg.cython_blas" in sys.modules or "scipy.linalg._fblas" in sys.modules
 
 
 def _blas_controllers() -> list[Any]:
-    """threadpoolctl controllers of the BLAS libraries NumPy and SciPy use (found once)."""
+    """threadpoolctl controllers of the BLAS libraries loaded in this process: NumPy's, and SciPy's
+    once something loaded it (the compiled kernels call it through ``kernels/blas.py``). Scanned
+    again when SciPy's appears; a library found later runs as many threads as the others. Importing
+    ``scipy.linalg`` only to find its BLAS would cost a first convolution ~0.3 s."""
     global _blas_libs
-    if _blas_libs is None:
-        import numpy  # noqa: F401  (load the libraries before inspecting them)
-        import scipy.linalg.blas  # noqa: F401
+    scipy_loaded = _scipy_blas_loaded()
+    if _blas_libs is None or _blas_libs[0] != scipy_loaded:
+        import numpy  # noqa: F401  (load the library before inspecting it)
         from threadpoolctl import ThreadpoolController
 
-        _blas_libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-    return _blas_libs
+        known = _blas_libs[1] if _blas_libs is not None else []
+        libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        if known:  # a newly found library runs as many threads as the ones already controlled
+            threads = known[0].get_num_threads()
+            for lib in libs:
+                if lib.filepath not in {k.filepath for k in known} and lib.get_num_threads() != threads:
+                    lib.set_num_threads(threads)
+        _blas_libs = (scipy_loaded, libs)
+    return _blas_libs[1]
 
 
 def set_num_threads(n: int) -> None:
@@ -226,7 +242,7 @@ class CoreBackend:
 #: editable install after ``git pull``) lacks some, and is then not used.
 CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward", "depthwise2d_grad_input",
                   "depthwise2d_grad_weight", "grouped2d_scratch", "grouped2d_forward",
-                  "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward")
+                  "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward", "gemm")
 
 
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:

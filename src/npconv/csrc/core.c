@@ -139,6 +139,8 @@ static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
     return g->cg * lay.chan + GC_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GC_MAX_OB;
 }
 
+#include "blas.h"
+
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
 
 #define T float
@@ -773,6 +775,51 @@ release_src:
 static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
 static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
 
+/* (routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c through
+ * gemm_rm, for 2-D C-contiguous float32/float64 arrays of one type (tests the BLAS plumbing alone). */
+static PyObject *gemm(PyObject *self, PyObject *args)
+{
+    PyObject *fns_o, *a_o, *b_o, *c_o;
+    int ta, tb;
+    double alpha, beta;
+    gemm_fns fns;
+    if (!PyArg_ParseTuple(args, "OppdOOdO", &fns_o, &ta, &tb, &alpha, &a_o, &b_o, &beta, &c_o) ||
+        parse_gemm_fns(fns_o, &fns) < 0)
+        return NULL;
+    Py_buffer a, b, c;
+    int ok = 0;
+    if (get_buffer(a_o, 0, &a, "a") < 0) return NULL;
+    if (get_buffer(b_o, 0, &b, "b") < 0) goto release_a;
+    if (get_buffer(c_o, 1, &c, "c") < 0) goto release_b;
+    if (a.ndim != 2 || b.ndim != 2 || c.ndim != 2 || a.itemsize != c.itemsize || b.itemsize != c.itemsize) {
+        PyErr_SetString(PyExc_ValueError, "a, b and c must be 2-D arrays of one element type");
+        goto release_c;
+    }
+    const ptrdiff_t m = c.shape[0], n = c.shape[1], k = ta ? a.shape[0] : a.shape[1];
+    if ((ta ? a.shape[1] : a.shape[0]) != m || (tb ? b.shape[1] : b.shape[0]) != k || (tb ? b.shape[0] : b.shape[1]) != n) {
+        PyErr_SetString(PyExc_ValueError, "shapes of op(a), op(b) and c do not match");
+        goto release_c;
+    }
+    if (a.shape[0] > GEMM_MAX_DIM || a.shape[1] > GEMM_MAX_DIM || b.shape[0] > GEMM_MAX_DIM ||
+        b.shape[1] > GEMM_MAX_DIM || m > GEMM_MAX_DIM || n > GEMM_MAX_DIM) {
+        PyErr_SetString(PyExc_ValueError, "matrix dimensions must fit a 32-bit int");
+        goto release_c;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gemm_rm(&fns, (int)c.itemsize, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf,
+            c.shape[1]);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+release_c:
+    PyBuffer_Release(&c);
+release_b:
+    PyBuffer_Release(&b);
+release_a:
+    PyBuffer_Release(&a);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
@@ -795,6 +842,9 @@ static PyMethodDef methods[] = {
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
      "argmax kernel offsets arg (int32)"},
+    {"gemm", gemm, METH_VARARGS,
+     "gemm(routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
+     "SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
     {"max_pool2d_backward", mp2d_backward, METH_VARARGS,
      "max_pool2d_backward(isa, gy, arg, gx, geometry, start, stop): planes [start, stop) of gx"},
     {NULL, NULL, 0, NULL},

@@ -203,11 +203,17 @@ def _smallest_block_fits(pass_name: str, x_shape: Sequence[int], w_shape: Sequen
     x_bytes = math.prod(x_shape) * itemsize
     w_bytes = math.prod(w_shape) * itemsize
     y_bytes = x_shape[0] * w_shape[0] * math.prod(out_size) * itemsize
-    plane = _plane_bytes(_lengths(geom.padded_size(x_shape[2:])), dtype)
     cost = _weight_cost if pass_name == "grad_weight" else _forward_cost
     operands = {"forward": (x_bytes, w_bytes, y_bytes), "grad_input": (y_bytes, w_bytes, x_bytes),
                 "grad_weight": (x_bytes, y_bytes, w_bytes)}[pass_name]
-    return cost(1, 1, 1, 1) * plane + operands[2] <= workspace.memory_bound(*operands)
+    padded = geom.padded_size(x_shape[2:])
+    # Powers of two bound next_fast_len from above: the exact lengths (and scipy.fft's ~0.3 s import,
+    # which a first convolution of another kind should not pay) are needed only near the bound.
+    for lengths in (tuple(1 << (int(p) - 1).bit_length() for p in padded), None):
+        plane = _plane_bytes(lengths or _lengths(padded), dtype)
+        if cost(1, 1, 1, 1) * plane + operands[2] <= workspace.memory_bound(*operands):
+            return True
+    return False
 
 
 def _kernel_block(wg: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,

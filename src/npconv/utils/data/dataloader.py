@@ -164,9 +164,6 @@ class _MultiProcessIterator:
         self._timeout = loader.timeout
         self._iterable = isinstance(loader.dataset, IterableDataset)
         context = loader.multiprocessing_context or multiprocessing.get_context()
-        if context.get_start_method() == "fork":
-            # imported once here, not in every forked worker (its set_num_threads(1) needs it: ~1 s)
-            import scipy.linalg.blas  # noqa: F401
         self._result_queue = context.Queue()
         self._index_queues = [context.Queue() for _ in range(self._num_workers)]
         base_seed = int(numpy_rng(loader.generator).integers(2**62))

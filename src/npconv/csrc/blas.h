@@ -1,0 +1,55 @@
+/* SciPy's BLAS gemm, called from the compiled kernels with the GIL released.
+ *
+ * The routines come from `scipy.linalg.cython_blas.__pyx_capi__` (Fortran sgemm/dgemm of the
+ * OpenBLAS SciPy ships): the Python side passes the two capsules with every call that needs them
+ * (`npconv.kernels.blas.gemm_routines()`), so the core keeps no global state and links no BLAS.
+ * The caller holds BLAS to one thread (npconv's worker threads do), so kernels on both workers
+ * never start OpenBLAS's spinning pool.
+ */
+
+typedef void (*sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *, float *,
+                         float *, int *);
+typedef void (*dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
+                         double *, double *, int *);
+
+typedef struct {
+    sgemm_fn sgemm;
+    dgemm_fn dgemm;
+} gemm_fns;
+
+/* Largest matrix dimension or leading dimension gemm_rm accepts (Fortran BLAS takes int). */
+#define GEMM_MAX_DIM ((ptrdiff_t)INT32_MAX)
+
+/* obj: (sgemm capsule, dgemm capsule) as cython_blas exports them. */
+static int parse_gemm_fns(PyObject *obj, gemm_fns *g)
+{
+    PyObject *s, *d;
+    if (!PyArg_ParseTuple(obj, "OO;gemm routines must be a pair (sgemm, dgemm) of capsules", &s, &d)) return -1;
+    if (!PyCapsule_CheckExact(s) || !PyCapsule_CheckExact(d)) {
+        PyErr_SetString(PyExc_TypeError, "gemm routines must be a pair (sgemm, dgemm) of capsules");
+        return -1;
+    }
+    g->sgemm = (sgemm_fn)PyCapsule_GetPointer(s, PyCapsule_GetName(s));
+    g->dgemm = (dgemm_fn)PyCapsule_GetPointer(d, PyCapsule_GetName(d));
+    return g->sgemm && g->dgemm ? 0 : -1;
+}
+
+/* Row-major C (m x n, leading dimension ldc) = alpha * op(A) @ op(B) + beta * C, where op(A) is
+ * m x k (A stored k x m when trans_a), op(B) k x n; tsize 4 is float32, 8 float64. Row-major is
+ * column-major transposed, so BLAS computes C^T = op(B)^T op(A)^T. Sizes must not exceed
+ * GEMM_MAX_DIM (callers tile). */
+static void gemm_rm(const gemm_fns *g, int tsize, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                    ptrdiff_t k, double alpha, const void *a, ptrdiff_t lda, const void *b, ptrdiff_t ldb,
+                    double beta, void *c, ptrdiff_t ldc)
+{
+    char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    int im = (int)n, in = (int)m, ik = (int)k;
+    int ia = ldb > 1 ? (int)ldb : 1, ib = lda > 1 ? (int)lda : 1, ic = ldc > 1 ? (int)ldc : 1;
+    if (m == 0 || n == 0) return;
+    if (tsize == 4) {
+        float fa = (float)alpha, fb = (float)beta;
+        g->sgemm(&ta, &tb, &im, &in, &ik, &fa, (float *)b, &ia, (float *)a, &ib, &fb, (float *)c, &ic);
+    } else {
+        g->dgemm(&ta, &tb, &im, &in, &ik, &alpha, (double *)b, &ia, (double *)a, &ib, &beta, (double *)c, &ic);
+    }
+}
