@@ -76,6 +76,7 @@ static int FN(gc_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
+        if (item + 1 < stop) FN(prefetch)(xg + g->cg * in_plane, g->cg * in_plane);
         for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(fill_phases)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph);
         for (ptrdiff_t o0 = 0; o0 < g->og; o0 += GC_OB) {
             const ptrdiff_t nb = g->og - o0 < GC_OB ? g->og - o0 : GC_OB, o = gr * g->og + o0;
