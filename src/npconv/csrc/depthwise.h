@@ -38,6 +38,18 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+/* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
+ * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
+ * more than a 28x28 plane's dot products in grad_weight). */
+static inline T FN(hsum)(V a)
+{
+    T t[VL];
+    memcpy(t, &a, sizeof a);
+    for (ptrdiff_t w = VL / 2; w >= 1; w /= 2)
+        for (ptrdiff_t l = 0; l < w; l++) t[l] += t[l + w];
+    return t[0];
+}
+
 /* The first 32 KB of the next plane(s) on their way to the cache while this one computes (the
  * forward's copy-in stalled on them: measured 1.1-1.5x). */
 static inline void FN(prefetch)(const T *p, ptrdiff_t count)
@@ -488,17 +500,13 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
                     memcpy(wide + oh * ph.qw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
                 FN(dot_flat)(acc, wide, n_wide, src, (int)k);
-                int finite = 1;
-                for (ptrdiff_t t = 0; t < k; t++) {
-                    const V v = acc[t] * (T)0; /* 0 where finite, NaN where inf or NaN */
-                    for (ptrdiff_t l = 0; l < VL; l++) finite &= v[l] == 0;
-                }
+                int finite = 1; /* an inf or NaN lane makes its tap's sum non-finite */
+                for (ptrdiff_t t = 0; t < k; t++) finite &= isfinite(FN(hsum)(acc[t]));
                 if (!finite) { /* junk columns read x values no tap reads (0 * inf): redo exactly */
                     for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
                     FN(dot)(acc, gyo, g->oh, g->ow, src, ph.qw, (int)k);
                 }
-                for (ptrdiff_t t = 0; t < k; t++)
-                    for (ptrdiff_t l = 0; l < VL; l++) sum[j * k + t] += (double)acc[t][l];
+                for (ptrdiff_t t = 0; t < k; t++) sum[j * k + t] += (double)FN(hsum)(acc[t]);
             }
         }
         for (ptrdiff_t i = 0; i < g->m * k; i++) gw[c * g->m * k + i] = (T)sum[i];

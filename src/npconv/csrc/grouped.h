@@ -14,6 +14,7 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 #define V FN(vec)
+#define IV FN(ivec)
 #define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
 
 /* Register blocks: 32 vector registers at 64 bytes (8 x 3 accumulators), 16 below. GC_OB must
@@ -166,17 +167,13 @@ static int FN(gc_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
                         FN(gw_block)(acc, gp, sp, n_wide);
                         for (ptrdiff_t j = 0; j < GW_O && j0 + j < g->og; j++)
                             for (ptrdiff_t t = 0; t < GW_T && t0 + t < k; t++) {
-                                V a = acc[j][t];
-                                const V nan_if_not_finite = a * (T)0;
-                                int finite = 1;
-                                for (ptrdiff_t l = 0; l < VL; l++) finite &= nan_if_not_finite[l] == 0;
-                                if (!finite) { /* junk columns read x values no tap reads: redo exactly */
-                                    a = vzero;
+                                T s = FN(hsum)(acc[j][t]); /* non-finite if any lane is */
+                                if (!isfinite(s)) { /* junk columns read x values no tap reads: redo exactly */
+                                    V a = vzero;
                                     FN(dot)(&a, gyg + (j0 + j) * out_plane, g->oh, g->ow, &sp[t], ph.qw, 1);
+                                    s = FN(hsum)(a);
                                 }
-                                double s = 0;
-                                for (ptrdiff_t l = 0; l < VL; l++) s += (double)a[l];
-                                sum[((j0 + j) * g->cg + ci) * k + t0 + t] += s;
+                                sum[((j0 + j) * g->cg + ci) * k + t0 + t] += (double)s;
                             }
                     }
                 }
@@ -193,6 +190,7 @@ static int FN(gc_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
 #undef GW_O
 #undef GW_T
 #undef V
+#undef IV
 #undef VL
 #undef FN
 #undef CAT
