@@ -102,18 +102,20 @@ def get_num_threads() -> int:
 
 @contextlib.contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """Temporarily run the BLAS libraries with ``n`` threads (restored on exit)."""
-    libs = _blas_controllers()
-    previous = [lib.get_num_threads() for lib in libs]
-    for lib in libs:
-        if lib.get_num_threads() != n:
+    """Temporarily run the BLAS libraries with ``n`` threads (the counts it changed are restored)."""
+    # one query per library: every convolution enters this once or twice, and each threadpoolctl
+    # query costs ~1 us (two OpenBLAS copies: NumPy's and SciPy's)
+    changed = []
+    for lib in _blas_controllers():
+        previous = lib.get_num_threads()
+        if previous != n:
             lib.set_num_threads(n)
+            changed.append((lib, previous))
     try:
         yield
     finally:
-        for lib, p in zip(libs, previous, strict=True):
-            if lib.get_num_threads() != p:
-                lib.set_num_threads(p)
+        for lib, previous in changed:
+            lib.set_num_threads(previous)
 
 
 def _check_algorithm(value: Any) -> Any:

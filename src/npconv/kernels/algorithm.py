@@ -10,6 +10,11 @@ An algorithm runs some of the three passes of a convolution (``geom`` has explic
 ``bias`` (one value per channel of the result) is passed only for the passes in ``bias_passes``: the
 algorithm adds it to each output block while that is in cache with
 :func:`npconv.kernels.common.add_to_channels`; for the other passes the planner adds it afterwards.
+A call with an activation (a fused Conv-activation in inference) passes, for the passes in
+``epilogue_passes``, ``epilogue=`` an :class:`npconv.kernels.common.Epilogue` (bias and activation)
+instead of ``bias=``: the algorithm applies it to each output block in cache (``epilogue.apply_(block)``,
+or in compiled code from ``epilogue.activation.code``, ``lo``, ``hi``); otherwise the planner applies the
+activation (and the bias the algorithm did not add) in one pass afterwards.
 
 Besides the passes an algorithm declares (see :class:`Algorithm`): ``name``; ``passes``;
 ``supports(pass_name, x_shape, w_shape, geom, dtype)`` (can it run this call) and ``recommended(...)``
@@ -22,8 +27,8 @@ convolution (finite, dynamic range); ``blas_threads`` (it runs on the calling th
 multithreaded BLAS); ``compiled`` (a compiled implementation, skipped under ``NPCONV_PURE=1``).
 
 An algorithm is an :class:`Algorithm` object or a module with the same names in upper case
-(``NAME``, ``PASSES``, ``BIAS_PASSES``, ``LOCAL``, ``BLAS_THREADS``, ``COMPILED``, functions
-``supports``, ``recommended``, ``admits`` and the passes; missing constants take the defaults of
+(``NAME``, ``PASSES``, ``BIAS_PASSES``, ``EPILOGUE_PASSES``, ``LOCAL``, ``BLAS_THREADS``, ``COMPILED``,
+functions ``supports``, ``recommended``, ``admits`` and the passes; missing constants take the defaults of
 :class:`Algorithm`). Register it with one call, :func:`register`; the built-in ones are listed in
 :data:`BUILTIN`. Several implementations of one name are variants of one algorithm (e.g. a compiled
 and a NumPy depthwise kernel): the planner uses the first available one, compiled ones first unless
@@ -80,6 +85,7 @@ class Algorithm:
     name: str = ""
     passes: tuple[str, ...] = PASSES
     bias_passes: tuple[str, ...] = ()
+    epilogue_passes: tuple[str, ...] = ()
     local: bool = True
     blas_threads: bool = False
     compiled: bool = False
@@ -149,6 +155,10 @@ class ModuleAlgorithm(Algorithm):
     @property  # type: ignore[override]
     def bias_passes(self) -> tuple[str, ...]:
         return tuple(getattr(self.module, "BIAS_PASSES", ()))
+
+    @property  # type: ignore[override]
+    def epilogue_passes(self) -> tuple[str, ...]:
+        return tuple(getattr(self.module, "EPILOGUE_PASSES", ()))
 
     @property  # type: ignore[override]
     def local(self) -> bool:

@@ -7,6 +7,8 @@ grad_input as a forward pass, and the bias epilogue.
   (:meth:`~npconv.geometry.ConvGeometry.stride1_adjoint`);
 * :func:`add_to_channels` ``block[o, ...] += b[o]``, the bias epilogue an algorithm applies to an
   output block while it is in cache (for the passes in its ``bias_passes``);
+* :class:`Epilogue` ``block = activation(block + bias[o])``: what the planner hands an algorithm for
+  the passes in its ``epilogue_passes`` (bias and activation applied to each output block in cache);
 * :func:`add_bias` ``y[n, o, ...] += b[o]`` over the worker threads (the planner's epilogue for
   algorithms that do not fuse it); :func:`bias_grad` ``gb[o] = sum_{n, ...} gy[n, o, ...]``.
 """
@@ -14,6 +16,7 @@ grad_input as a forward pass, and the bias epilogue.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -21,8 +24,10 @@ from numpy.lib.stride_tricks import as_strided
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
+from .pointwise import Activation
 
-__all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "add_bias", "bias_grad"]
+__all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue", "add_bias",
+           "bias_grad"]
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
@@ -67,6 +72,26 @@ def add_to_channels(block: np.ndarray, bias: np.ndarray | None) -> None:
         if bias.ndim == 1:
             bias = bias.reshape((-1,) + (1,) * (block.ndim - 1))
         block += bias
+
+
+class Epilogue(NamedTuple):
+    """The output epilogue of a convolution pass: ``out = activation(out + bias[o])``.
+
+    ``bias`` ``(O,)`` or None; ``activation`` a :class:`~npconv.kernels.pointwise.Activation` or None
+    (its ``code``, ``lo`` and ``hi`` are what a compiled kernel takes). An algorithm that lists a pass
+    in ``epilogue_passes`` receives ``epilogue=`` for it and calls :meth:`apply_` on each output block
+    while that is in cache (or does the same in its compiled loop).
+    """
+
+    bias: np.ndarray | None = None
+    activation: Activation | None = None
+
+    def apply_(self, block: np.ndarray) -> None:
+        """``block (O_block, *rest) = activation(block + bias)`` in place (``bias`` as in
+        :func:`add_to_channels`: ``(O_block,)`` or pre-shaped to broadcast)."""
+        add_to_channels(block, self.bias)
+        if self.activation is not None:
+            self.activation.apply_(block)
 
 
 def add_bias(y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

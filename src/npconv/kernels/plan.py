@@ -16,7 +16,11 @@ Choice per call (:func:`_select`, the one selection function), in order:
 Then locality: a non-local algorithm (FFT, Winograd) runs only if its ``admits`` check accepts this
 call's values (finite, within its dynamic range); otherwise the rule's first local algorithm runs
 it, so an algorithm choice never changes what a direct convolution would give.
-The bias epilogue goes to the algorithm for its ``bias_passes``, else :func:`common.add_bias`.
+The bias epilogue goes to the algorithm for its ``bias_passes``, else :func:`common.add_bias`. A
+forward pass with an ``activation`` (fused Conv-activation, inference only) hands the algorithm a
+:class:`~npconv.kernels.common.Epilogue` for its ``epilogue_passes``; otherwise the bias goes as above
+and the planner applies the activation afterwards (with the bias, in one pass, when the algorithm
+fuses neither: :func:`~npconv.kernels.pointwise.epilogue_`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from .. import backends
 from ..geometry import ConvGeometry
 from . import algorithm as registry
 from .algorithm import FALLBACK, PASSES, Algorithm
-from .common import add_bias
+from .common import Epilogue, add_bias
 from .numerics import Operands
+from .pointwise import Activation, epilogue_
 
 __all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "clear_cache"]
 
@@ -174,9 +179,25 @@ def _with_bias(algorithm: Algorithm, pass_name: str, bias: np.ndarray | None,
     return add_bias(run(), bias)
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
-    """``y = conv(x, w) (+ bias[o])``."""
+def _with_epilogue(algorithm: Algorithm, pass_name: str, bias: np.ndarray | None, activation: Activation,
+                   run: Callable[..., np.ndarray]) -> np.ndarray:
+    """``activation(run() + bias[o])``: the whole epilogue fused by the algorithm for its
+    ``epilogue_passes`` (``run(epilogue=...)``), else the bias as in :func:`_with_bias` and the
+    activation (with the bias when the algorithm does not fuse it) in one pass afterwards."""
+    if pass_name in algorithm.epilogue_passes:
+        return run(epilogue=Epilogue(bias, activation))
+    if bias is not None and pass_name in algorithm.bias_passes:
+        return epilogue_(run(bias=bias), None, activation)
+    return epilogue_(run(), bias, activation)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            activation: Activation | None = None) -> np.ndarray:
+    """``y = conv(x, w) (+ bias[o])``, then ``activation`` if given (not differentiable: inference)."""
     key = _key(x.shape, w.shape, geom, np.result_type(x, w))
+    if activation is not None:
+        return _dispatch("forward", key, (x, w), lambda a: _with_epilogue(
+            a, "forward", bias, activation, lambda **kw: a.forward(x, w, geom, **kw)))
     return _dispatch("forward", key, (x, w), lambda a: _with_bias(
         a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)))
 

@@ -13,7 +13,8 @@ arrays are one run on the calling thread.
 * :func:`relu` ``max(x, 0)``; :func:`relu_grad` ``g`` where ``y > 0`` or NaN, else 0 (torch's rule);
 * :func:`activate_` ReLU, hardtanh (ReLU6) or SiLU written into ``y`` (a convolution's fresh
   output: the fused activation epilogue of inference), with the same values as the
-  activation ops.
+  activation ops; :class:`Activation` describes one (kind, bounds, the compiled kernels' code);
+  :func:`epilogue_` ``y = activation(y + bias[c])`` in one pass over each run of images.
 
 Partial sums are kept per worker with a fixed assignment of images (deterministic for a given
 thread count). Inputs are ``(N, C, ...)`` arrays (``relu``: any shape).
@@ -22,7 +23,7 @@ thread count). Inputs are ``(N, C, ...)`` arrays (``relu``: any shape).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from ..backends import get_num_threads
 from . import workspace
 
 __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
-           "centred_affine", "relu", "relu_grad", "ACTIVATIONS", "activate_"]
+           "centred_affine", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_", "epilogue_"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
@@ -187,6 +188,24 @@ def relu_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
 ACTIVATIONS = ("relu", "hardtanh", "silu")
 
 
+class Activation(NamedTuple):
+    """An activation a convolution's epilogue applies: ``kind`` one of :data:`ACTIVATIONS`, ``lo``/``hi``
+    hardtanh's bounds (ReLU6: ``Activation("hardtanh", 0, 6)``)."""
+
+    kind: str
+    lo: float = 0.0
+    hi: float = 0.0
+
+    @property
+    def code(self) -> int:
+        """The compiled kernels' activation code: 1 relu, 2 hardtanh (``lo``, ``hi``), 3 silu (0: none)."""
+        return ACTIVATIONS.index(self.kind) + 1
+
+    def apply_(self, block: np.ndarray) -> None:
+        """``block = activation(block)`` in place on the calling thread (a kernel's output block)."""
+        _activate_block(block, self.kind, self.lo, self.hi)
+
+
 def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
     t = y.dtype.type
     if kind == "relu":
@@ -204,4 +223,24 @@ def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.
     if kind not in ACTIVATIONS:
         raise ValueError(f"activate_: kind must be one of {ACTIVATIONS}, got {kind!r}")
     _each(y, lambda s: _activate_block(y[s], kind, lo, hi))
+    return y
+
+
+def epilogue_(y: np.ndarray, bias: np.ndarray | None, activation: Activation | None) -> np.ndarray:
+    """``y = activation(y + bias[c])`` in place for ``y (N, C, ...)`` (either may be None), both in
+    one pass over each run of images (while it is in cache), runs over the worker threads; returns
+    ``y``. The epilogue of a convolution whose kernel does not fuse it."""
+    if activation is not None and activation.kind not in ACTIVATIONS:
+        raise ValueError(f"epilogue_: activation kind must be one of {ACTIVATIONS}, got {activation.kind!r}")
+    column = None if bias is None else _column(np.asarray(bias), y.ndim)
+
+    def work(s: Any) -> None:
+        block = y[s]
+        if column is not None:
+            block += column
+        if activation is not None:
+            activation.apply_(block)
+
+    if y.size:
+        _each(y, work)
     return y

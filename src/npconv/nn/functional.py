@@ -23,6 +23,7 @@ from ..checks import (
     shape_text,
 )
 from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padding_mode, pad_mode
+from ..kernels.pointwise import Activation
 from ..ops import conv as _conv_ops
 from ..ops.pad import pad as _pad_op
 from ..tensor import Tensor, as_array
@@ -53,9 +54,8 @@ def _spatial_rank(weight: Any, op: str) -> int:
     return rank - 2
 
 
-def _convolve(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry, padding_mode: str,
-              op: str) -> Tensor:
-    """The convolution of checked, batched tensors."""
+def _check_convolution(input: Any, weight: Any, geometry: ConvGeometry, padding_mode: str, op: str) -> None:
+    """The checks of a convolution that need the geometry (after :func:`check_conv_arguments`)."""
     w = as_array(weight)
     if tuple(w.shape[2:]) != geometry.kernel_size:
         raise ValueError(must("weight", f"have kernel_size={geometry.kernel_size}",
@@ -64,6 +64,12 @@ def _convolve(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvG
     geometry.check_mode_padding(shape, padding_mode)
     out_shape = (shape[0], w.shape[0]) + geometry.output_size(shape[2:])
     check_allocatable(out_shape, w.itemsize, "output", op)
+
+
+def _convolve(input: Any, weight: Any, bias: Any, batched: bool, geometry: ConvGeometry, padding_mode: str,
+              op: str) -> Tensor:
+    """The convolution of checked, batched tensors."""
+    _check_convolution(input, weight, geometry, padding_mode, op)
     return _unbatch(_conv_ops.convolution(input, weight, bias, geometry, padding_mode), batched)
 
 
@@ -86,13 +92,64 @@ def _convolve_transposed(input: Any, weight: Any, bias: Any, batched: bool, geom
                     batched)
 
 
+#: Calls :func:`convolution` accepted: (id of the geometry, padding mode, op name, x/w/b shapes and
+#: dtypes) -> (geometry, explicit zero-padded geometry or None, batched). Every check of a call is a
+#: function of exactly these, so an equal call passes them again; a rejected call is never stored.
+_accepted: dict[tuple, tuple[ConvGeometry, ConvGeometry | None, bool]] = {}
+_ACCEPTED_SIZE = 1024
+#: The activation modules' functional ops, for a fused activation in a call that records autograd.
+_ACTIVATION_OPS = {"relu": lambda y, a: relu(y), "hardtanh": lambda y, a: hardtanh(y, a.lo, a.hi),  # noqa: F405
+                   "silu": lambda y, a: silu(y)}  # noqa: F405
+
+
+def _accepted_key(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
+                  op_name: str) -> tuple | None:
+    """The key of :data:`_accepted` for Tensor operands (None for others: they take every check)."""
+    if not (isinstance(input, Tensor) and isinstance(weight, Tensor)
+            and (bias is None or isinstance(bias, Tensor))):
+        return None
+    x, w = input._array, weight._array
+    b = None if bias is None else bias._array
+    return (id(geometry), padding_mode, op_name, x.shape, x.dtype, w.shape, w.dtype,
+            None if b is None else (b.shape, b.dtype))
+
+
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
-                op_name: str = "conv") -> Tensor:
-    """Checked convolution with a prebuilt geometry (the modules' entry point)."""
-    check_padding_mode(padding_mode)
-    input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim, geometry.groups,
-                                                        False, op_name)
-    return _convolve(input, weight, bias, batched, geometry, padding_mode, op_name)
+                op_name: str = "conv", activation: Activation | None = None) -> Tensor:
+    """Checked convolution with a prebuilt geometry (the modules' entry point).
+
+    ``activation`` (a :class:`~npconv.kernels.pointwise.Activation`): ``activation(conv(...))``, fused
+    into the convolution's output pass when the call does not record autograd, else the activation
+    op applied to the result (gradients as unfused). Repeated calls with equal shapes, dtypes and
+    arguments skip re-checking (see :data:`_accepted`).
+    """
+    key = _accepted_key(input, weight, bias, geometry, padding_mode, op_name)
+    hit = None if key is None else _accepted.get(key)
+    if hit is None or hit[0] is not geometry:
+        check_padding_mode(padding_mode)
+        input, weight, bias, batched = check_conv_arguments(input, weight, bias, geometry.ndim,
+                                                            geometry.groups, False, op_name)
+        _check_convolution(input, weight, geometry, padding_mode, op_name)
+        explicit = None
+        if padding_mode == "zeros":
+            explicit = geometry.with_padding(geometry.pads(as_array(input).shape[2:]))
+        if key is not None:
+            if len(_accepted) >= _ACCEPTED_SIZE:
+                _accepted.clear()
+            _accepted[key] = (geometry, explicit, batched)
+    else:
+        _, explicit, batched = hit
+        if not batched:
+            input = input.unsqueeze(0)
+    if explicit is None:
+        y = _conv_ops.convolution(input, weight, bias, geometry, padding_mode)
+    elif activation is not None and not _conv_ops.records(input, weight, bias):
+        return _unbatch(_conv_ops.convolution_explicit(input, weight, bias, explicit, activation), batched)
+    else:
+        y = _conv_ops.convolution_explicit(input, weight, bias, explicit)
+    if activation is not None:
+        y = _ACTIVATION_OPS[activation.kind](y, activation)
+    return _unbatch(y, batched)
 
 
 def transposed_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry,

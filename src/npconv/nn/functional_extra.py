@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import inplace_without_graph
 from ..checks import as_tensor, check_flag, refuses_oversize, shape_text
 from ..checks import reduction as reduction_mode
 from ..geometry import ConvGeometry
+from ..kernels import pointwise
 from ..ops import activation as _act_ops
 from ..ops import embedding as _embedding_ops
 from ..ops import fold as _fold_ops
@@ -58,12 +60,20 @@ def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: b
     if lo > hi:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={min_val}, "
                          f"max_val={max_val}")
-    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardtanh, lo, hi)
+    return _hardtanh(as_tensor(input, "input"), lo, hi, inplace)
+
+
+def _hardtanh(x: Tensor, lo: float, hi: float, inplace: bool) -> Tensor:
+    """hardtanh, in place without a temporary when nothing records (the unfused ReLU6 of inference)."""
+    if (check_flag(inplace, "inplace") and as_array(x).dtype.kind == "f"
+            and inplace_without_graph(x, lambda data: pointwise.activate_(data, "hardtanh", lo, hi))):
+        return x
+    return apply_maybe_inplace(x, inplace, _act_ops.hardtanh, lo, hi)
 
 
 def relu6(input: Any, inplace: bool = False) -> Tensor:
     """``min(max(input, 0), 6)`` (``hardtanh(input, 0, 6)``)."""
-    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.hardtanh, 0.0, 6.0)
+    return _hardtanh(as_tensor(input, "input"), 0.0, 6.0, inplace)
 
 
 def hardswish(input: Any, inplace: bool = False) -> Tensor:

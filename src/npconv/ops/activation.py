@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..autograd import apply_inplace, as_array, make_result
+from ..autograd import apply_inplace, as_array, inplace_without_graph, make_result
 from ..kernels import pointwise
 from .shape import canonical_dim
 
@@ -39,6 +39,8 @@ _GELU_KAPPA = 0.044715
 def relu(input: Any, inplace: bool = False) -> Tensor:
     """``max(input, 0)``; with ``inplace`` the result is written into ``input``, which is returned."""
     if inplace:
+        if as_array(input).dtype.kind == "f" and inplace_without_graph(input, _relu_in_place):
+            return input
         return apply_inplace(input, relu, (), reads_target=False)
     data = as_array(input)
     if data.dtype.kind == "b":
@@ -53,6 +55,10 @@ def relu(input: Any, inplace: bool = False) -> Tensor:
     out = np.maximum(data, data.dtype.type(0))
     return make_result(out, (input,), lambda g: (np.where(out <= 0, g.dtype.type(0), g),), "ReluBackward0",
                        saved=("output",))
+
+
+def _relu_in_place(data: np.ndarray) -> None:
+    pointwise.activate_(data, "relu")
 
 
 def relu_(input: Any) -> Tensor:

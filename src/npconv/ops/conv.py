@@ -15,17 +15,37 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import is_grad_enabled
 from ..geometry import PADDING_MODES, ConvGeometry
 from ..kernels import plan
 from ..kernels.common import add_bias, bias_grad
 from ..kernels.padding import pad_array
+from ..kernels.pointwise import Activation
 from ..tensor import Tensor, _conj, as_array, make_result
 from .pad import pad, pad_adjoint
 
-__all__ = ["convolution", "conv_transpose"]
+__all__ = ["convolution", "convolution_explicit", "conv_transpose", "records"]
 
 def _wants_grad(value: Any) -> bool:
     return isinstance(value, Tensor) and value.requires_grad
+
+
+def records(x: Any, w: Any, b: Any) -> bool:
+    """Whether a convolution of these operands records autograd's graph."""
+    return is_grad_enabled() and (_wants_grad(x) or _wants_grad(w) or _wants_grad(b))
+
+
+def convolution_explicit(x: Any, w: Any, b: Any, geom: ConvGeometry,
+                         activation: Activation | None = None) -> Tensor:
+    """:func:`convolution` with ``geom``'s padding explicit zeros; ``activation`` (only when the call
+    does not record autograd, see :func:`records`) is applied in the output pass by the planner."""
+    if activation is not None:
+        if records(x, w, b):
+            raise ValueError("convolution_explicit: a fused activation is for calls that do not record "
+                             "autograd (apply the activation op to the result instead)")
+        bd = None if b is None else as_array(b)
+        return Tensor(plan.forward(as_array(x), as_array(w), geom, bias=bd, activation=activation))
+    return _conv_core(x, w, b, geom)
 
 
 def _conv_core(x: Any, w: Any, b: Any, geom: ConvGeometry) -> Tensor:

@@ -2,8 +2,10 @@
 :func:`npconv.optimize_for_inference` puts in place of a Conv[-BatchNorm]-activation run).
 
 Without autograd (``no_grad``, or neither the input nor the parameters require grad) the
-activation is applied in place on the convolution's freshly allocated output, images spread over
-the worker threads, instead of allocating a second tensor; with autograd it is the two modules
+activation is the convolution's output epilogue: a plain convolution module (``Conv1d/2d/3d``,
+``ConvNd``, no hooks) hands it to the planner (:func:`npconv.nn.functional.convolution`'s
+``activation``), which gives it to kernels that fuse it or applies it with the bias in one pass;
+other convolutions apply it in place on their fresh output. With autograd it is the two modules
 composed, so gradients are the unfused ones.
 """
 
@@ -12,9 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from ...kernels import pointwise
+from ...kernels.pointwise import Activation
+from ...ops.conv import records
 from ...tensor import Tensor, as_array
+from .. import functional as F
 from .activation import Hardtanh, ReLU, SiLU
-from .conv import _ConvNd
+from .conv import _Conv, _ConvNd
 from .module import Module
 
 __all__ = ["ConvActivation", "FUSABLE_ACTIVATIONS"]
@@ -23,13 +28,19 @@ __all__ = ["ConvActivation", "FUSABLE_ACTIVATIONS"]
 FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
 
 
-def _epilogue(activation: Module) -> tuple[str, float, float]:
-    """``(kind, lo, hi)`` of :func:`npconv.kernels.pointwise.activate_` for ``activation``."""
+def _activation(activation: Module) -> Activation:
+    """The :class:`~npconv.kernels.pointwise.Activation` that ``activation`` computes."""
     if isinstance(activation, ReLU):
-        return "relu", 0.0, 0.0
+        return Activation("relu")
     if isinstance(activation, Hardtanh):
-        return "hardtanh", float(activation.min_val), float(activation.max_val)
-    return "silu", 0.0, 0.0
+        return Activation("hardtanh", float(activation.min_val), float(activation.max_val))
+    return Activation("silu")
+
+
+def _plain(module: Module) -> bool:
+    """Whether calling ``module`` is exactly its class's forward (no hooks, no overriding subclass)."""
+    d = module.__dict__
+    return not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
 
 
 class ConvActivation(Module):
@@ -51,8 +62,14 @@ class ConvActivation(Module):
         self.activation = activation
 
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
-        y = self.conv(input, *args, **kwargs)
+        conv, activation = self.conv, self.activation
+        if (not args and not kwargs and type(conv).forward is _Conv.forward and _plain(conv)
+                and _plain(activation) and not records(input, conv.weight, conv.bias)):
+            return F.convolution(input, conv.weight, conv.bias, conv.geometry, conv.padding_mode,
+                                 conv._op_name(), activation=_activation(activation))
+        y = conv(input, *args, **kwargs)
         if y.requires_grad:  # autograd records: the activation op, so its gradient is the unfused one
-            return self.activation(y)
-        pointwise.activate_(as_array(y), *_epilogue(self.activation))
+            return activation(y)
+        activation_ = _activation(activation)
+        pointwise.activate_(as_array(y), activation_.kind, activation_.lo, activation_.hi)
         return y
