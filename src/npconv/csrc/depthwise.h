@@ -184,6 +184,78 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
 #undef DW_ROWS
 }
 
+/* Stride 1, dilation 1 along the rows (the phase rows are the padded rows): output row r + 1's tap
+ * (kh, kw) reads what row r's tap (kh + 1, kw) reads, so a pair of rows loads each of its KH + 1
+ * input rows once per column tap ((KH + 1) * KW loads per vector instead of 2 * KH * KW). base is
+ * tap (0, 0)'s source, cs[kw] the column offset of tap (0, kw). */
+#define DW_SHARED_BLOCK(KH, KW, NV, at)                                                          \
+    do {                                                                                         \
+        ptrdiff_t q[4] = {(at), (at) + VL, (at) + 2 * VL, (at) + 3 * VL};                        \
+        for (int i = 0; i < 4; i++) q[i] = q[i] < n - VL ? q[i] : n - VL;                        \
+        V a[2][NV];                                                                              \
+        for (int r = 0; r < 2; r++)                                                              \
+            for (int i = 0; i < (NV); i++) a[r][i] = FN(splat)(init);                            \
+        for (int i = 0; i <= (KH); i++)                                                          \
+            for (int kw = 0; kw < (KW); kw++) {                                                  \
+                const T *s = base + off + i * pitch + cs[kw];                                    \
+                V l[NV];                                                                         \
+                for (int v = 0; v < (NV); v++) l[v] = FN(load)(s + q[v]);                        \
+                if (i < (KH))                                                                    \
+                    for (int v = 0; v < (NV); v++) a[0][v] += wv[i * (KW) + kw] * l[v];          \
+                if (i >= 1)                                                                      \
+                    for (int v = 0; v < (NV); v++) a[1][v] += wv[(i - 1) * (KW) + kw] * l[v];    \
+            }                                                                                    \
+        for (int r = 0; r < 2; r++)                                                              \
+            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);               \
+    } while (0)
+
+#define DW_SHARED_ROWS(KH, KW)                                                                   \
+    static void FN(CAT(shared_rows, KH))(T *out0, ptrdiff_t rows, ptrdiff_t n, const T *base,    \
+                                         const ptrdiff_t *cs, ptrdiff_t pitch, const T *wt, T init, \
+                                         const T *const *src)                                    \
+    {                                                                                            \
+        V wv[(KH) * (KW)];                                                                       \
+        for (int t = 0; t < (KH) * (KW); t++) wv[t] = FN(splat)(wt[t]);                          \
+        ptrdiff_t r = 0;                                                                         \
+        for (; r + 2 <= rows; r += 2) {                                                          \
+            T *out = out0 + r * n;                                                               \
+            const ptrdiff_t off = r * pitch;                                                     \
+            ptrdiff_t m = 0;                                                                     \
+            for (; m + 4 * VL <= n; m += 4 * VL) DW_SHARED_BLOCK(KH, KW, 4, m);                  \
+            switch ((n - m + VL - 1) / VL) {                                                     \
+            case 4: DW_SHARED_BLOCK(KH, KW, 4, m); break;                                        \
+            case 3: DW_SHARED_BLOCK(KH, KW, 3, m); break;                                        \
+            case 2: DW_SHARED_BLOCK(KH, KW, 2, m); break;                                        \
+            case 1: DW_SHARED_BLOCK(KH, KW, 1, m); break;                                        \
+            default: break;                                                                      \
+            }                                                                                    \
+        }                                                                                        \
+        if (r < rows) FN(row_body_1)(out0 + r * n, n, src, r * pitch, pitch, wv, (KH) * (KW), init); \
+    }
+DW_SHARED_ROWS(3, 3)
+DW_SHARED_ROWS(5, 5)
+DW_SHARED_ROWS(7, 7)
+#undef DW_SHARED_ROWS
+#undef DW_SHARED_BLOCK
+
+/* rows x n outputs from `taps` taps (source rows at pitch `pitch`): the shared-load pairs when
+ * `shareable` (the taps are one KH x KW kernel in row-major order, tap (kh + 1, kw) reading one row
+ * below tap (kh, kw)) and the kernel is a square 3/5/7, else stencil_rows. */
+static void FN(tap_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch, const T *wt,
+                         int taps, ptrdiff_t kh, ptrdiff_t kw, int shareable, T init)
+{
+    if (shareable && taps == kh * kw && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
+        ptrdiff_t cs[7];
+        for (ptrdiff_t c = 0; c < kw; c++) cs[c] = src[c] - src[0];
+        switch (kh) {
+        case 3: FN(shared_rows_3)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        case 5: FN(shared_rows_5)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        default: FN(shared_rows_7)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        }
+    }
+    FN(stencil_rows)(out, rows, n, src, pitch, wt, taps, init);
+}
+
 /* acc[t] += sum over the plane of gy[oh][ow] * src[t][oh * pitch + ow] (vector lanes kept apart;
  * the caller reduces). Lanes past OW are zeroed on both operands: they must not read values (an inf
  * there would turn 0 * inf into a NaN the convolution never computes). */
@@ -362,7 +434,8 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             T *yo = y + (n * g->c * g->m + o) * plane_out;
             const T init = bias ? bias[o] : (T)0;
             if (ph.qw != g->ow && g->ow >= VL && k <= DW_ROW_TAPS) { /* rows straight into y, no junk */
-                FN(stencil_rows)(yo, g->oh, g->ow, src, ph.qw, w + o * k, (int)k, init);
+                FN(tap_rows)(yo, g->oh, g->ow, src, ph.qw, w + o * k, (int)k, g->kh, g->kw, g->sh == 1 && g->dh == 1,
+                             init);
                 continue;
             }
             const int direct = ph.qw == g->ow; /* no junk columns: write straight into y */
@@ -431,8 +504,16 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                     }
                 }
                 if (g->sh == 1 && g->sw == 1 && lay.len != g->w && g->w >= VL && taps && taps <= DW_ROW_TAPS) {
-                    FN(stencil_rows)(gxp, g->h, g->w, src, lay.len, wt, taps, init); /* no copy-out */
-                    continue;
+                    if (g->m == 1 && g->dh == 1) { /* taps reversed: source rows ascend, as in the forward */
+                        for (int t = 0; t < taps / 2; t++) {
+                            const T *ps = src[t];
+                            const T pw = wt[t];
+                            src[t] = src[taps - 1 - t], wt[t] = wt[taps - 1 - t];
+                            src[taps - 1 - t] = ps, wt[taps - 1 - t] = pw;
+                        }
+                    }
+                    FN(tap_rows)(gxp, g->h, g->w, src, lay.len, wt, taps, g->kh, g->kw, g->m == 1 && g->dh == 1, init);
+                    continue; /* rows straight into gx, no copy-out */
                 }
                 const int direct = g->sh == 1 && g->sw == 1 && lay.len == g->w;
                 T *out = direct ? gxp : wide + rw * wide_len;
