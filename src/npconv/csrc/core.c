@@ -105,19 +105,19 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
  * stride, dilation, low zero padding as for dw_geom. */
 typedef struct {
     ptrdiff_t n, g, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
-} gc_geom;
+} gp_geom;
 
-/* The largest output-channel register block of any variant (grouped.h's GC_OB). */
-#define GC_MAX_OB 8
+/* The largest output-channel register block of any variant (grouped.h's GP_OB). */
+#define GP_MAX_OB 8
 
 /* Per-channel polyphase scratch (chan elements), the wide forward output per block channel
  * (wide_n >= positions + one register block) and the wide gy planes of grad_weight (gy_n: the
  * positions rounded up to 16 elements, a whole number of vectors of every variant). */
 typedef struct {
     ptrdiff_t chan, wide_n, gy_n;
-} gc_layout;
+} gp_layout;
 
-static void gc_forward_layout(const gc_geom *g, dw_geom *d, dw_phases *ph, gc_layout *lay)
+static void gp_forward_layout(const gp_geom *g, dw_geom *d, dw_phases *ph, gp_layout *lay)
 {
     *d = (dw_geom){g->n, g->g * g->cg, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw,
                    g->ph, g->pw};
@@ -129,14 +129,14 @@ static void gc_forward_layout(const gc_geom *g, dw_geom *d, dw_phases *ph, gc_la
 }
 
 /* Scratch elements per call: pass 0 forward, 2 grad_weight (grad_input runs as a forward). */
-static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
+static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 {
     dw_geom d;
     dw_phases ph;
-    gc_layout lay;
-    gc_forward_layout(g, &d, &ph, &lay);
+    gp_layout lay;
+    gp_forward_layout(g, &d, &ph, &lay);
     if (pass == 2) return g->cg * lay.chan + (g->og + 1) * lay.gy_n;
-    return g->cg * lay.chan + GC_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GC_MAX_OB;
+    return g->cg * lay.chan + GP_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GP_MAX_OB;
 }
 
 #include "blas.h"
@@ -248,16 +248,16 @@ typedef struct {
 
 #define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
 
-typedef int (*gc_fwd_fn)(const void *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
+typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
                          ptrdiff_t);
-typedef int (*gc_gw_fn)(const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t, ptrdiff_t);
+typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
 
 typedef struct {
-    gc_fwd_fn forward;
-    gc_gw_fn grad_weight;
-} gc_kernels;
+    gp_fwd_fn forward;
+    gp_gw_fn grad_weight;
+} gp_kernels;
 
-#define GC_ENTRY(sfx) {(gc_fwd_fn)gc_forward_##sfx, (gc_gw_fn)gc_grad_weight_##sfx}
+#define GP_ENTRY(sfx) {(gp_fwd_fn)gp_forward_##sfx, (gp_gw_fn)gp_grad_weight_##sfx}
 
 typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
 typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
@@ -285,11 +285,11 @@ static const dw_kernels DW_TABLE[ISA_COUNT][2] = {
 };
 
 /* [isa][0: float32, 1: float64] */
-static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
-    {GC_ENTRY(f32_generic), GC_ENTRY(f64_generic)},
+static const gp_kernels GP_TABLE[ISA_COUNT][2] = {
+    {GP_ENTRY(f32_generic), GP_ENTRY(f64_generic)},
 #if NPCONV_X86
-    {GC_ENTRY(f32_avx2), GC_ENTRY(f64_avx2)},
-    {GC_ENTRY(f32_avx512), GC_ENTRY(f64_avx512)},
+    {GP_ENTRY(f32_avx2), GP_ENTRY(f64_avx2)},
+    {GP_ENTRY(f32_avx512), GP_ENTRY(f64_avx512)},
 #else
     {{NULL, NULL}, {NULL, NULL}},
     {{NULL, NULL}, {NULL, NULL}},
@@ -544,7 +544,7 @@ release_x:
     Py_RETURN_NONE;
 }
 
-static int parse_gc_geom(PyObject *seq, gc_geom *g)
+static int parse_gp_geom(PyObject *seq, gp_geom *g)
 {
     ptrdiff_t v[16];
     if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 16) {
@@ -560,41 +560,41 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
             return -1;
         }
     }
-    *g = (gc_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
+    *g = (gp_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
                    v[15]};
     const dw_geom d = {g->n, 1, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw};
     if (check_geom(&d) < 0) return -1;
     if (g->g * g->cg > DW_MAX_VALUE || g->g * g->og > DW_MAX_VALUE || g->cg * g->og * g->kh * g->kw > ((ptrdiff_t)1 << 30) ||
-        gc_scratch(0, g) > 4 * DW_MAX_PLANE || gc_scratch(2, g) > 4 * DW_MAX_PLANE) {
+        gp_scratch(0, g) > 4 * DW_MAX_PLANE || gp_scratch(2, g) > 4 * DW_MAX_PLANE) {
         PyErr_SetString(PyExc_ValueError, "geometry: channels or scratch too large for the compiled kernel");
         return -1;
     }
     return 0;
 }
 
-static PyObject *gc_scratch_size(PyObject *self, PyObject *args)
+static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
 {
     int pass;
     PyObject *geom;
-    gc_geom g;
-    if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_gc_geom(geom, &g) < 0) return NULL;
+    gp_geom g;
+    if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_gp_geom(geom, &g) < 0) return NULL;
     if (pass != 0 && pass != 2) {
         PyErr_Format(PyExc_ValueError, "pass must be 0 (forward) or 2 (grad_weight), got %d", pass);
         return NULL;
     }
-    return PyLong_FromSsize_t(gc_scratch(pass, &g));
+    return PyLong_FromSsize_t(gp_scratch(pass, &g));
 }
 
 /* (isa, x, w, bias|None, y, scratch, geom, start, stop): items (image * G + group) [start, stop) */
-static PyObject *gc2d_forward(PyObject *self, PyObject *args)
+static PyObject *gp2d_forward(PyObject *self, PyObject *args)
 {
     int isa;
     PyObject *x_o, *w_o, *b_o, *y_o, *s_o, *geom;
     Py_ssize_t start, stop;
-    gc_geom g;
+    gp_geom g;
     if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &x_o, &w_o, &b_o, &y_o, &s_o, &geom, &start, &stop))
         return NULL;
-    if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
     Py_buffer x, w, b = {0}, y, s;
     int have_b = b_o != Py_None, ok = 0;
     if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
@@ -610,13 +610,13 @@ static PyObject *gc2d_forward(PyObject *self, PyObject *args)
     if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
         check_count(&w, g.g * g.og * g.cg * g.kh * g.kw, 0, "weight") < 0 ||
         check_count(&y, g.n * g.g * g.og * g.oh * g.ow, 0, "output") < 0 ||
-        check_count(&s, gc_scratch(0, &g), 1, "scratch") < 0 || (have_b && check_count(&b, g.g * g.og, 0, "bias") < 0))
+        check_count(&s, gp_scratch(0, &g), 1, "scratch") < 0 || (have_b && check_count(&b, g.g * g.og, 0, "bias") < 0))
         goto release_s;
     if (start < 0 || stop > g.n * g.g || start > stop) {
         PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.g);
         goto release_s;
     }
-    gc_fwd_fn fn = GC_TABLE[isa][x.itemsize == 8].forward;
+    gp_fwd_fn fn = GP_TABLE[isa][x.itemsize == 8].forward;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(x.buf, w.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop);
@@ -640,14 +640,14 @@ release_x:
 }
 
 /* (isa, x, gy, gw, scratch, geom, group_start, group_stop) */
-static PyObject *gc2d_grad_weight(PyObject *self, PyObject *args)
+static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
 {
     int isa;
     PyObject *x_o, *gy_o, *gw_o, *s_o, *geom;
     Py_ssize_t start, stop;
-    gc_geom g;
+    gp_geom g;
     if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &x_o, &gy_o, &gw_o, &s_o, &geom, &start, &stop)) return NULL;
-    if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
     Py_buffer x, gy, gw, s;
     int ok = 0;
     if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
@@ -661,13 +661,13 @@ static PyObject *gc2d_grad_weight(PyObject *self, PyObject *args)
     if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
         check_count(&gy, g.n * g.g * g.og * g.oh * g.ow, 0, "grad_output") < 0 ||
         check_count(&gw, g.g * g.og * g.cg * g.kh * g.kw, 0, "grad_weight") < 0 ||
-        check_count(&s, gc_scratch(2, &g), 1, "scratch") < 0)
+        check_count(&s, gp_scratch(2, &g), 1, "scratch") < 0)
         goto release_s;
     if (start < 0 || stop > g.g || start > stop) {
         PyErr_Format(PyExc_ValueError, "group range [%zd, %zd) outside [0, %zd)", start, stop, g.g);
         goto release_s;
     }
-    gc_gw_fn fn = GC_TABLE[isa][x.itemsize == 8].grad_weight;
+    gp_gw_fn fn = GP_TABLE[isa][x.itemsize == 8].grad_weight;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
@@ -832,12 +832,12 @@ static PyMethodDef methods[] = {
      "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop): planes of gx"},
     {"depthwise2d_grad_weight", dw2d_grad_weight, METH_VARARGS,
      "depthwise2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): input channels of gw"},
-    {"grouped2d_scratch", gc_scratch_size, METH_VARARGS,
+    {"grouped2d_scratch", gp_scratch_size, METH_VARARGS,
      "grouped2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 2 grad_weight)"},
-    {"grouped2d_forward", gc2d_forward, METH_VARARGS,
+    {"grouped2d_forward", gp2d_forward, METH_VARARGS,
      "grouped2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop): items (image * G + group) "
      "[start, stop) of y"},
-    {"grouped2d_grad_weight", gc2d_grad_weight, METH_VARARGS,
+    {"grouped2d_grad_weight", gp2d_grad_weight, METH_VARARGS,
      "grouped2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): groups [start, stop) of gw"},
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
