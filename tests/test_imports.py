@@ -218,14 +218,14 @@ def test_first_convolution_imports_no_heavy_scipy_package():
     script = """
 import sys
 import npconv
+from npconv import backends
+numpy_blas = backends._blas_controllers()  # before the compiled GEMM kernels load SciPy's BLAS
 conv = npconv.nn.Conv2d(3, 8, 3, padding=1)
 conv(npconv.randn(2, 3, 16, 16, requires_grad=True)).sum().backward()
 heavy = sorted(m for m in ("scipy.linalg", "scipy.fft", "scipy.special") if m in sys.modules)
 assert not heavy, heavy
-from npconv import backends
 from npconv.kernels.blas import gemm_routines
 npconv.set_num_threads(1)
-numpy_blas = backends._blas_controllers()
 gemm_routines()
 both = backends._blas_controllers()
 assert len(both) == len(numpy_blas) + 1, (numpy_blas, both)

@@ -22,6 +22,12 @@ TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 CAPS = {gemm: ("WORKSPACE_BYTES", "BATCH_CHUNK_BYTES"), fft: ("WORKSPACE_BYTES",),
         depthwise: ("_TASK_BYTES", "_STACK_BYTES", "_STRIDED_BYTES"),
         winograd: ("_TARGET_TILES", "_TARGET_TILES_WORKERS")}
+try:  # the compiled GEMM's caps: one output position (or row of the row shift) per work item
+    from npconv.kernels import compiled_gemm
+except ModuleNotFoundError:
+    pass
+else:
+    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES")
 
 
 def _implementation(module_path: str) -> registry.Algorithm:

@@ -10,6 +10,7 @@ import pytest
 import npconv
 import reference
 from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
 from npconv.kernels import common as bias_kernels
 from npconv.kernels import depthwise, gemm, plan, winograd
 from torch_oracle import assert_close, conv_geom
@@ -78,8 +79,9 @@ def test_planner_adds_bias_for_algorithms_without_bias_passes(monkeypatch):
         calls.append("called")
         return np.zeros((x.shape[0], w.shape[0], 4))
 
-    monkeypatch.setattr(gemm, "BIAS_PASSES", ())
-    monkeypatch.setattr(gemm, "forward", forward_without_bias)
+    active = registry.available()["gemm"].module  # the compiled variant where the core is in use
+    monkeypatch.setattr(active, "BIAS_PASSES", ())
+    monkeypatch.setattr(active, "forward", forward_without_bias)
     geom = ConvGeometry.create((3,), 1, 1).with_padding(1)
     with npconv.backends.conv.force("gemm"):
         y = plan.forward(np.ones((2, 1, 4)), np.ones((3, 1, 3)), geom, bias=np.array([1.0, 2.0, 3.0]))

@@ -151,6 +151,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -164,6 +165,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -182,6 +184,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -195,6 +198,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -212,6 +216,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -225,6 +230,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "im2col.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -305,6 +311,30 @@ static const mp_kernels MP_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL}, {NULL, NULL}},
     {{NULL, NULL}, {NULL, NULL}},
+#endif
+};
+
+typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
+                          const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
+typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
+                         ptrdiff_t);
+
+typedef struct {
+    gc_fwd_fn forward, grad_input;
+    gc_gw_fn grad_weight;
+} gc_kernels;
+
+#define GC_ENTRY(sfx) {(gc_fwd_fn)gc_forward_##sfx, (gc_fwd_fn)gc_grad_input_##sfx, (gc_gw_fn)gc_grad_weight_##sfx}
+
+/* [isa][0: float32, 1: float64] */
+static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
+    {GC_ENTRY(f32_generic), GC_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {GC_ENTRY(f32_avx2), GC_ENTRY(f64_avx2)},
+    {GC_ENTRY(f32_avx512), GC_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
 #endif
 };
 
@@ -820,6 +850,190 @@ release_a:
     Py_RETURN_NONE;
 }
 
+/* ---- GEMM convolution (im2col.h) ---------------------------------------------------------- */
+
+#define GC_GEOM_LEN 26
+/* Every geometry value and every gemm dimension fits a Fortran int; window reads stay far inside
+ * ptrdiff_t ((out - 1) * s, (k - 1) * d and the padding below 2**48). */
+#define GC_MAX_REACH ((ptrdiff_t)1 << 48)
+
+static int gc_mul(ptrdiff_t a, ptrdiff_t b, ptrdiff_t *r) { return __builtin_mul_overflow(a, b, r); }
+
+/* geometry: (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band,
+ * images, chunk, shift); spatial triples with leading 1s for 1-d and 2-d; PD/PH/PW the low zero
+ * padding; shift 0, or 1 + the row-shift axis (0 or 1). */
+static int parse_gc_geom(PyObject *seq, gc_geom *g)
+{
+    ptrdiff_t v[GC_GEOM_LEN];
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != GC_GEOM_LEN) {
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 26 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
+                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift)");
+        return -1;
+    }
+    for (int i = 0; i < GC_GEOM_LEN; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < ((i >= 19 && i < 22) || i == 25 ? 0 : 1) || v[i] > GEMM_MAX_DIM) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    memset(g, 0, sizeof *g);
+    g->n = v[0], g->c = v[1], g->o = v[2], g->groups = v[3];
+    for (int a = 0; a < 3; a++) {
+        g->in[a] = v[4 + a], g->out[a] = v[7 + a], g->k[a] = v[10 + a];
+        g->s[a] = v[13 + a], g->d[a] = v[16 + a], g->p[a] = v[19 + a];
+    }
+    g->band = v[22], g->images = v[23], g->chunk = v[24], g->shift = v[25];
+    if (g->c % g->groups || g->o % g->groups) {
+        PyErr_SetString(PyExc_ValueError, "geometry: channels not divisible by groups");
+        return -1;
+    }
+    g->cg = g->c / g->groups, g->og = g->o / g->groups;  /* gc_derive sets the rest below */
+    ptrdiff_t t0, t1, t2;
+    int bad = 0;
+    for (int a = 0; a < 3; a++)
+        bad |= (g->out[a] - 1) * g->s[a] > GC_MAX_REACH || (g->k[a] - 1) * g->d[a] > GC_MAX_REACH ||
+               g->p[a] > GC_MAX_REACH;
+    bad |= gc_mul(g->in[0], g->in[1], &t0) || gc_mul(t0, g->in[2], &g->plane);
+    bad |= gc_mul(g->out[0], g->out[1], &t0) || gc_mul(t0, g->out[2], &g->len);
+    bad |= gc_mul(g->k[0], g->k[1], &t0) || gc_mul(t0, g->k[2], &g->taps) || gc_mul(g->cg, g->taps, &g->ck);
+    /* the operands' element counts (checked against the buffers) and the scratch size */
+    bad |= gc_mul(g->n * 1, g->c, &t0) || gc_mul(t0, g->plane, &t1);
+    bad |= gc_mul(g->n, g->o, &t0) || gc_mul(t0, g->len, &t1) || gc_mul(g->o, g->ck, &t2);
+    bad |= gc_mul(g->ck + g->og, g->images, &t0) || gc_mul(t0, g->len, &t1);
+    bad |= gc_mul(g->chunk, g->taps, &t0) || gc_mul(t0, g->band, &t1) || gc_mul(g->ck, g->band, &t2);
+    bad |= g->len > GEMM_MAX_DIM || g->ck > GEMM_MAX_DIM || g->images * g->len > GEMM_MAX_DIM ||
+           g->chunk * g->taps > GEMM_MAX_DIM;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
+        return -1;
+    }
+    /* row shift along axis A: stride 1 there, the axes before it trivial, one image per item */
+    const ptrdiff_t A = g->shift - 1;
+    if (g->shift > 2 || (g->shift && (g->s[A] != 1 || g->images > 1 || (A == 1 && (g->out[0] != 1 || g->k[0] != 1))))) {
+        PyErr_SetString(PyExc_ValueError, "geometry: the row shift needs stride 1 along its axis, trivial axes "
+                                          "before it and one image per item");
+        return -1;
+    }
+    if ((g->shift ? g->band > g->out[A] : g->band > g->len) || g->images > g->n || g->chunk > g->cg) {
+        PyErr_SetString(PyExc_ValueError, "geometry: band, images or chunk beyond the call's sizes");
+        return -1;
+    }
+    gc_derive(g);
+    if (g->shift) { /* the slab's columns: Cg*K/ka x (band + halo) * R */
+        ptrdiff_t t3;
+        if (g->halo > GEMM_MAX_DIM || gc_mul(g->band + g->halo, g->rowlen, &t3) || t3 > GEMM_MAX_DIM ||
+            gc_mul(t3, g->ckr, &t3)) {
+            PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* gemm_conv_plan(pass, geometry) -> (scratch elements, work items) */
+static PyObject *gc_plan(PyObject *self, PyObject *args)
+{
+    int pass;
+    PyObject *geom;
+    gc_geom g;
+    if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_gc_geom(geom, &g) < 0) return NULL;
+    if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
+        PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
+        return NULL;
+    }
+    return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
+}
+
+/* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi):
+ * forward (a, b) = (x, w) -> out = y; grad_input (gy, w) -> gx; grad_weight (x, gy) -> out = gw += ... */
+static PyObject *gc_run(PyObject *self, PyObject *args)
+{
+    int isa, pass, act;
+    PyObject *fns_o, *a_o, *b_o, *bias_o, *out_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    double lo, hi;
+    gc_geom g;
+    gemm_fns fns;
+    if (!PyArg_ParseTuple(args, "iiOOOOOOOnnidd", &isa, &pass, &fns_o, &a_o, &b_o, &bias_o, &out_o, &s_o, &geom,
+                          &start, &stop, &act, &lo, &hi))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0 || parse_gemm_fns(fns_o, &fns) < 0) return NULL;
+    if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
+        PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
+        return NULL;
+    }
+    const int have_b = bias_o != Py_None;
+    if (act != GC_ACT_NONE && (act != GC_ACT_CLAMP || pass == GC_GRAD_WEIGHT)) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none) or 1 (clamp; forward and grad_input only), got %d", act);
+        return NULL;
+    }
+    if (have_b && pass == GC_GRAD_WEIGHT) {
+        PyErr_SetString(PyExc_ValueError, "grad_weight takes no bias");
+        return NULL;
+    }
+    const ptrdiff_t items = gc_items(pass, &g);
+    if (start < 0 || stop > items || start > stop) {
+        PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, items);
+        return NULL;
+    }
+    static const char *const A_NAMES[3] = {"input", "grad_output", "input"};
+    static const char *const B_NAMES[3] = {"weight", "weight", "grad_output"};
+    static const char *const OUT_NAMES[3] = {"output", "grad_input", "grad_weight"};
+    const ptrdiff_t xn = g.n * g.c * g.plane, yn = g.n * g.o * g.len, wn = g.o * g.ck;
+    const ptrdiff_t a_n = pass == GC_GRAD_INPUT ? yn : xn, b_n = pass == GC_GRAD_WEIGHT ? yn : wn;
+    const ptrdiff_t out_n = pass == GC_FORWARD ? yn : pass == GC_GRAD_INPUT ? xn : wn;
+    Py_buffer a, b, bias = {0}, out, s;
+    int ok = 0;
+    if (get_buffer(a_o, 0, &a, A_NAMES[pass]) < 0) return NULL;
+    if (get_buffer(b_o, 0, &b, B_NAMES[pass]) < 0) goto release_a;
+    if (have_b && get_buffer(bias_o, 0, &bias, "bias") < 0) goto release_b;
+    if (get_buffer(out_o, 1, &out, OUT_NAMES[pass]) < 0) goto release_bias;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_out;
+    if (b.itemsize != a.itemsize || out.itemsize != a.itemsize || s.itemsize != a.itemsize ||
+        (have_b && bias.itemsize != a.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (check_count(&a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&b, b_n, 0, B_NAMES[pass]) < 0 ||
+        check_count(&out, out_n, 0, OUT_NAMES[pass]) < 0 || check_count(&s, gc_scratch(pass, &g), 1, "scratch") < 0 ||
+        (have_b && check_count(&bias, pass == GC_FORWARD ? g.o : g.c, 0, "bias") < 0))
+        goto release_s;
+    /* the kernels read the operands while writing out and scratch: they must not share memory */
+    {
+        const char *bufs[5] = {a.buf, b.buf, have_b ? bias.buf : NULL, out.buf, s.buf};
+        const ptrdiff_t lens[5] = {a.len, b.len, have_b ? bias.len : 0, out.len, s.len};
+        for (int i = 3; i < 5; i++)
+            for (int j = 0; j < 5; j++)
+                if (j != i && lens[i] && lens[j] && bufs[i] < bufs[j] + lens[j] && bufs[j] < bufs[i] + lens[i]) {
+                    PyErr_SetString(PyExc_ValueError, "output and scratch must not overlap other buffers");
+                    goto release_s;
+                }
+    }
+    const gc_kernels *k = &GC_TABLE[isa][a.itemsize == 8];
+    Py_BEGIN_ALLOW_THREADS
+    if (pass == GC_GRAD_WEIGHT)
+        k->grad_weight(&fns, a.buf, b.buf, out.buf, s.buf, &g, start, stop);
+    else
+        (pass == GC_FORWARD ? k->forward : k->grad_input)(&fns, a.buf, b.buf, have_b ? bias.buf : NULL, out.buf,
+                                                          s.buf, &g, start, stop, act, lo, hi);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_out:
+    PyBuffer_Release(&out);
+release_bias:
+    if (have_b) PyBuffer_Release(&bias);
+release_b:
+    PyBuffer_Release(&b);
+release_a:
+    PyBuffer_Release(&a);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
@@ -845,6 +1059,13 @@ static PyMethodDef methods[] = {
     {"gemm", gemm, METH_VARARGS,
      "gemm(routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
      "SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
+    {"gemm_conv_plan", gc_plan, METH_VARARGS,
+     "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
+     "1 grad_input, 2 grad_weight)"},
+    {"gemm_conv", gc_run, METH_VARARGS,
+     "gemm_conv(isa, pass, routines, a, b, bias, out, scratch, geometry, start, stop, act, lo, hi): work items "
+     "[start, stop) of a GEMM convolution pass (forward: x, w -> y; grad_input: gy, w -> gx; grad_weight: "
+     "x, gy -> gw +=), epilogue act 0 none / 1 clamp to [lo, hi]"},
     {"max_pool2d_backward", mp2d_backward, METH_VARARGS,
      "max_pool2d_backward(isa, gy, arg, gx, geometry, start, stop): planes [start, stop) of gx"},
     {NULL, NULL, 0, NULL},

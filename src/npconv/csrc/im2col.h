@@ -1,0 +1,337 @@
+/* The GEMM (im2col) convolution's tile pipeline, 1-d/2-d/3-d, any groups, stride, dilation and zero
+ * padding. The first part (types, sizes) is compiled once; the kernels below it once per (element
+ * type, ISA): core.c includes this file with T, TSIZE and SFX defined inside a `#pragma GCC target`
+ * region, like depthwise.h.
+ *
+ * Layout: NC(D)HW, C-contiguous; weight (O, C/G, *k). Spatial sizes are padded to 3 axes with
+ * leading 1s (a 1-d convolution is D = H = 1). A work item is a band of output positions of one
+ * image, a chunk of whole small images, or (grad_input) a range of input channels of one image:
+ *
+ * - forward: per group, the im2col columns of the band are packed straight from x (zero padding,
+ *   stride and dilation resolved while packing, no padded copy) into the caller's scratch
+ *   (Cg*K x band), one gemm writes W[g] @ cols into y, and the epilogue adds the bias and clamps
+ *   (optional activation) while the tile is in cache;
+ * - grad_weight: the same packing, gw[g] += gy_band @ cols^T (beta = 1 into the caller's
+ *   per-worker accumulator, items in a fixed order);
+ * - grad_input: per band, cols = W[g]^T @ gy_band, then col2im adds the columns into gx (the
+ *   adjoint of the packing); an item owns its gx channels, so items never write the same memory.
+ * A 1x1 stride-1 unpadded convolution packs nothing: x, gy and gx are gemm operands as they are.
+ */
+
+#ifndef NPCONV_IM2COL_COMMON
+#define NPCONV_IM2COL_COMMON
+
+/* Sizes of one call. Spatial triples are (D, H, W); `band` output positions per item (grad_input:
+ * per gemm inside an item; row shift: rows of the shift axis per item), `images` per item (> 1:
+ * chunks of whole images, forward/grad_weight), `chunk` input channels per grad_input item, `shift`
+ * 0 or 1 + the row-shift axis (forward/grad_weight, stride 1 along it: the columns cover the
+ * trailing axes of a slab of input rows and kernel row j is the column block j * d * R). */
+typedef struct {
+    ptrdiff_t n, c, o, groups;
+    ptrdiff_t in[3], out[3], k[3], s[3], d[3], p[3];
+    ptrdiff_t band, images, chunk, shift;
+    /* derived */
+    ptrdiff_t cg, og, taps, ck, len, plane, bands, chunks, direct;
+    ptrdiff_t axis, ka, ckr, rowlen, halo; /* row shift: axis, its taps, Cg*K/ka, R, (ka - 1) * d */
+} gc_geom;
+
+enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
+/* Epilogue activations: none, or clamp to [lo, hi] (ReLU: [0, inf], ReLU6: [0, 6], Hardtanh). */
+enum { GC_ACT_NONE, GC_ACT_CLAMP };
+
+/* Work items of a pass. */
+static ptrdiff_t gc_items(int pass, const gc_geom *g)
+{
+    if (pass == GC_GRAD_INPUT) return g->n * g->groups * g->chunks;
+    if (g->images > 1) return (g->n + g->images - 1) / g->images;
+    return g->n * g->bands;
+}
+
+/* Derived sizes (after the caller's checks that the products fit). */
+static void gc_derive(gc_geom *g)
+{
+    g->cg = g->c / g->groups, g->og = g->o / g->groups;
+    g->plane = g->in[0] * g->in[1] * g->in[2];
+    g->len = g->out[0] * g->out[1] * g->out[2];
+    g->taps = g->k[0] * g->k[1] * g->k[2];
+    g->ck = g->cg * g->taps;
+    g->axis = g->shift ? g->shift - 1 : 0;
+    g->ka = g->shift ? g->k[g->axis] : 1;
+    g->ckr = g->ck / g->ka;
+    g->rowlen = g->axis == 0 ? g->out[1] * g->out[2] : g->out[2];
+    g->halo = g->shift ? (g->ka - 1) * g->d[g->axis] : 0;
+    g->bands = g->shift ? (g->out[g->axis] + g->band - 1) / g->band : (g->len + g->band - 1) / g->band;
+    g->chunks = (g->cg + g->chunk - 1) / g->chunk;
+    g->direct = g->taps == 1 && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 && !g->p[0] && !g->p[1] && !g->p[2] &&
+                g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];
+}
+
+/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
+static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
+{
+    if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
+    if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
+    if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
+    return g->direct ? 0 : g->ck * g->band;
+}
+
+#endif /* NPCONV_IM2COL_COMMON */
+
+#define GC_CAT_(a, b) a##_##b
+#define GC_CAT(a, b) GC_CAT_(a, b)
+#define GC(name) GC_CAT(name, SFX)
+
+/* dst[j] = src[j * s] for j < n (s = 1 and 2 get their own loops so the compiler vectorizes them). */
+static inline void GC(gather)(T *restrict dst, const T *restrict src, ptrdiff_t n, ptrdiff_t s)
+{
+    if (s == 1)
+        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
+    else if (s == 2)
+        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[2 * j];
+    else
+        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j * s];
+}
+
+/* dst[j * s] += src[j] for j < n. */
+static inline void GC(scatter_add)(T *restrict dst, const T *restrict src, ptrdiff_t n, ptrdiff_t s)
+{
+    if (s == 1)
+        for (ptrdiff_t j = 0; j < n; j++) dst[j] += src[j];
+    else if (s == 2)
+        for (ptrdiff_t j = 0; j < n; j++) dst[2 * j] += src[j];
+    else
+        for (ptrdiff_t j = 0; j < n; j++) dst[j * s] += src[j];
+}
+
+/* One im2col row (channel plane xc, kernel offset (a, b, e)) over output positions [p0, p0 + cnt):
+ * with add == 0 row[t] = x value read by position p0 + t (0 where it reads padding); with add == 1
+ * the adjoint, xc[...] += row[t] for the reads inside the input. Positions walk row segments of
+ * the last output axis; the in-bounds part of a segment is one contiguous range [jlo, jhi). */
+static inline __attribute__((always_inline)) void
+GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrdiff_t e, ptrdiff_t p0,
+        ptrdiff_t cnt, int add)
+{
+    const ptrdiff_t out1 = g->out[1], out2 = g->out[2], in0 = g->in[0], in1 = g->in[1], in2 = g->in[2];
+    const ptrdiff_t s2 = g->s[2], off2 = e * g->d[2] - g->p[2];
+    ptrdiff_t o2 = p0 % out2, t = p0 / out2, o1 = t % out1, o0 = t / out1;
+    for (ptrdiff_t done = 0; done < cnt;) {
+        const ptrdiff_t seg = out2 - o2 < cnt - done ? out2 - o2 : cnt - done;
+        const ptrdiff_t i0 = o0 * g->s[0] - g->p[0] + a * g->d[0], i1 = o1 * g->s[1] - g->p[1] + b * g->d[1];
+        T *r = row + done;
+        if (i0 < 0 || i0 >= in0 || i1 < 0 || i1 >= in1) {
+            if (!add) memset(r, 0, (size_t)seg * sizeof(T));
+        } else {
+            /* input column of segment position j: base + j * s2, inside for j in [jlo, jhi) */
+            const ptrdiff_t base = o2 * s2 + off2;
+            ptrdiff_t jlo = base >= 0 ? 0 : (-base + s2 - 1) / s2;
+            ptrdiff_t jhi = base < in2 ? (in2 - base + s2 - 1) / s2 : 0;
+            if (jhi > seg) jhi = seg;
+            if (jlo > jhi) jlo = jhi;
+            T *xr = xc + (i0 * in1 + i1) * in2 + base;
+            if (add) {
+                GC(scatter_add)(xr + jlo * s2, r + jlo, jhi - jlo, s2);
+            } else {
+                if (jlo) memset(r, 0, (size_t)jlo * sizeof(T));
+                GC(gather)(r + jlo, xr + jlo * s2, jhi - jlo, s2);
+                if (seg > jhi) memset(r + jhi, 0, (size_t)(seg - jhi) * sizeof(T));
+            }
+        }
+        done += seg;
+        o2 = 0;
+        if (++o1 == out1) {
+            o1 = 0;
+            o0++;
+        }
+    }
+}
+
+/* cols (nch*K x cnt, row pitch ld) = im2col of channels x[0:nch] over positions [p0, p0 + cnt). */
+static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
+                     ptrdiff_t cnt)
+{
+    T *row = cols;
+    for (ptrdiff_t c = 0; c < nch; c++)
+        for (ptrdiff_t a = 0; a < g->k[0]; a++)
+            for (ptrdiff_t b = 0; b < g->k[1]; b++)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
+                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, p0, cnt, 0);
+}
+
+/* Row shift: cols (nch*K/ka x (rows + halo)*R) = im2col over the axes after the shift axis of
+ * the input rows read by output rows [r0, r0 + rows) (stride 1 along it, kernel offset 0). */
+static void GC(pack_shift)(T *cols, const T *x, ptrdiff_t nch, const gc_geom *g, ptrdiff_t r0, ptrdiff_t rows)
+{
+    gc_geom slab = *g; /* output rows [0, rows + halo) of the slab read input rows r0 - p + t */
+    const ptrdiff_t A = g->axis, srows = rows + g->halo, ld = srows * g->rowlen;
+    slab.out[A] = srows;
+    slab.p[A] = g->p[A] - r0;
+    slab.k[A] = 1;
+    T *row = cols;
+    for (ptrdiff_t c = 0; c < nch; c++)
+        for (ptrdiff_t a = 0; a < slab.k[0]; a++)
+            for (ptrdiff_t b = 0; b < slab.k[1]; b++)
+                for (ptrdiff_t e = 0; e < slab.k[2]; e++, row += ld)
+                    GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, 0, ld, 0);
+}
+
+/* gx[0:nch] += col2im(cols (nch*K x cnt)) over positions [p0, p0 + cnt). */
+static void GC(unpack)(T *gx, const T *cols, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0, ptrdiff_t cnt)
+{
+    T *row = (T *)cols;
+    for (ptrdiff_t c = 0; c < nch; c++)
+        for (ptrdiff_t a = 0; a < g->k[0]; a++)
+            for (ptrdiff_t b = 0; b < g->k[1]; b++)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += cnt)
+                    GC(row)(row, gx + c * g->plane, g, a, b, e, p0, cnt, 1);
+}
+
+/* dst[r][j] = act(src[r][j] + bias[r]) for a rows x cnt tile (dst may be src). */
+static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cnt,
+                         const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        T *restrict d = dst + r * ldd;
+        const T *s = src + r * lds;
+        const T bv = bias ? bias[r] : (T)0;
+        if (act == GC_ACT_CLAMP) {
+            for (ptrdiff_t j = 0; j < cnt; j++) {
+                T v = s[j] + bv;
+                v = v < lo ? lo : v; /* NaN stays NaN, as in torch */
+                d[j] = v > hi ? hi : v;
+            }
+        } else if (bias || d != s) {
+            for (ptrdiff_t j = 0; j < cnt; j++) d[j] = s[j] + bv;
+        }
+    }
+}
+
+/* forward items [start, stop): y = act(conv(x, w) + bias). */
+static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T *bias, T *y, T *scratch,
+                           const gc_geom *g, ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
+{
+    const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
+    const T lo = (T)lo_d, hi = (T)hi_d;
+    for (ptrdiff_t item = start; item < stop; item++) {
+        if (g->images > 1) { /* whole images: one gemm over their columns side by side */
+            const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
+            T *cols = scratch, *prod = scratch + ck * nb * L;
+            for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+                for (ptrdiff_t i = 0; i < nb; i++)
+                    GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
+                gemm_rm(fns, TSIZE, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
+                        nb * L);
+                for (ptrdiff_t i = 0; i < nb; i++)
+                    GC(epilogue)(y + ((n0 + i) * g->o + grp * og) * L, L, prod + i * L, nb * L, og, L,
+                                 bias ? bias + grp * og : NULL, act, lo, hi);
+            }
+            continue;
+        }
+        if (g->shift) { /* ka gemms over column blocks of one packed slab, summed in y */
+            const ptrdiff_t n = item / g->bands, r0 = item % g->bands * g->band, R = g->rowlen;
+            const ptrdiff_t rows = g->out[g->axis] - r0 < g->band ? g->out[g->axis] - r0 : g->band;
+            const ptrdiff_t cnt = rows * R, ld = (rows + g->halo) * R, step = g->d[g->axis] * R;
+            for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+                T *yg = y + (n * g->o + grp * og) * L + r0 * R;
+                GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
+                for (ptrdiff_t j = 0; j < g->ka; j++) /* weight (ka, O, Cg*K/ka) */
+                    gemm_rm(fns, TSIZE, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
+                            scratch + j * step, ld, j ? 1.0 : 0.0, yg, L);
+                if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+            }
+            continue;
+        }
+        const ptrdiff_t n = item / g->bands, p0 = item % g->bands * g->band;
+        const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
+        for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+            const T *xg = x + (n * g->c + grp * cg) * g->plane;
+            T *yg = y + (n * g->o + grp * og) * L + p0;
+            const T *cols = xg + p0;
+            ptrdiff_t ldb = L;
+            if (!g->direct) {
+                GC(pack)(scratch, cnt, xg, cg, g, p0, cnt);
+                cols = scratch;
+                ldb = cnt;
+            }
+            gemm_rm(fns, TSIZE, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L);
+            if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+        }
+    }
+}
+
+/* grad_weight items [start, stop): gw (O, Cg*K) += sum over the items' positions of gy @ cols^T. */
+static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *gw, T *scratch,
+                               const gc_geom *g, ptrdiff_t start, ptrdiff_t stop)
+{
+    const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
+    for (ptrdiff_t item = start; item < stop; item++) {
+        if (g->images > 1) { /* the chunk's gy gathered side by side too: one gemm with k = nb * L */
+            const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
+            T *cols = scratch, *gyc = scratch + ck * nb * L;
+            for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+                for (ptrdiff_t i = 0; i < nb; i++) {
+                    GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
+                    const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
+                    for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
+                }
+                gemm_rm(fns, TSIZE, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck);
+            }
+            continue;
+        }
+        if (g->shift) { /* gw (ka, O, Cg*K/ka): row j += gy_tile @ (column block j)^T */
+            const ptrdiff_t n = item / g->bands, r0 = item % g->bands * g->band, R = g->rowlen;
+            const ptrdiff_t rows = g->out[g->axis] - r0 < g->band ? g->out[g->axis] - r0 : g->band;
+            const ptrdiff_t cnt = rows * R, ld = (rows + g->halo) * R, step = g->d[g->axis] * R;
+            for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+                GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
+                for (ptrdiff_t j = 0; j < g->ka; j++)
+                    gemm_rm(fns, TSIZE, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
+                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr);
+            }
+            continue;
+        }
+        const ptrdiff_t n = item / g->bands, p0 = item % g->bands * g->band;
+        const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
+        for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+            const T *xg = x + (n * g->c + grp * cg) * g->plane;
+            const T *cols = xg + p0;
+            ptrdiff_t ldb = L;
+            if (!g->direct) {
+                GC(pack)(scratch, cnt, xg, cg, g, p0, cnt);
+                cols = scratch;
+                ldb = cnt;
+            }
+            gemm_rm(fns, TSIZE, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
+                    gw + grp * og * ck, ck);
+        }
+    }
+}
+
+/* grad_input items [start, stop): gx = act(conv^T(gy, w) + bias); item = (image, group, channel chunk). */
+static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, const T *bias, T *gx, T *scratch,
+                              const gc_geom *g, ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
+{
+    const ptrdiff_t L = g->len, og = g->og, ck = g->ck, K = g->taps;
+    const T lo = (T)lo_d, hi = (T)hi_d;
+    for (ptrdiff_t item = start; item < stop; item++) {
+        const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
+        const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
+        T *gxc = gx + (n * g->c + grp * g->cg + c0) * g->plane;
+        const T *wq = w + grp * og * ck + c0 * K; /* W[g][:, c0*K:(c0+nc)*K], (og x nc*K), pitch ck */
+        const T *gyg = gy + (n * g->o + grp * og) * L;
+        if (!g->direct) memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
+        for (ptrdiff_t p0 = 0; p0 < L; p0 += g->band) {
+            const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
+            if (g->direct) { /* gx positions are the output positions */
+                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L);
+            } else {
+                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt);
+                GC(unpack)(gxc, scratch, nc, g, p0, cnt);
+            }
+        }
+        if (bias || act)
+            GC(epilogue)(gxc, g->plane, gxc, g->plane, nc, g->plane, bias ? bias + grp * g->cg + c0 : NULL, act, lo,
+                         hi);
+    }
+}
+
+#undef GC

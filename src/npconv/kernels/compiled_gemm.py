@@ -1,0 +1,368 @@
+"""GEMM (im2col) convolution on the compiled core: the compiled implementation of the ``"gemm"``
+algorithm (preferred by the registry; ``NPCONV_PURE=1`` skips it, leaving :mod:`npconv.kernels.gemm`).
+1-d, 2-d and 3-d, any groups, stride, dilation and zero padding, float32/float64; other dtypes and
+sizes beyond the C kernel's limits run on the NumPy implementation.
+
+The C tile pipeline (``src/npconv/csrc/im2col.h``) takes one work item at a time (a band of output
+positions of one image, a chunk of small whole images, or, for grad_input, some input channels of
+one image) and, per group:
+
+* forward: packs the item's im2col columns straight from ``x`` (padding, stride and dilation
+  resolved while packing: no padded copy) into a cache-sized per-thread scratch, multiplies with
+  SciPy's sgemm/dgemm (``csrc/blas.h``) straight into ``y`` and adds the bias (and an optional clamp:
+  ``clip=(lo, hi)``) while the tile is in cache;
+* grad_weight: the same packing, ``gw[g] += gy_tile @ cols^T`` into a per-worker accumulator
+  (fixed assignment of items to workers: the same sums in the same order on every run);
+* grad_input: ``cols = W[g]^T @ gy_tile`` and a compiled col2im adding the columns into ``gx``
+  (items own disjoint channels of one image); for stride 1 (unless the layer widens the channels,
+  as in :mod:`npconv.kernels.gemm`) it is the forward pass of ``gy`` with the adjoint kernel.
+
+Threads, BLAS threads and the small-call rule are the NumPy implementation's (:mod:`npconv.kernels.gemm`:
+``WORKER_MIN_MACS``, ``WORKER_THREADS``, :func:`on_blas_threads`). Scratch is at most one item's columns
+per thread (:data:`TILE_BYTES`, never more than ``gemm.WORKSPACE_BYTES`` per call), so the memory bound
+holds for every geometry (padding and stride cost no memory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import backends
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from . import gemm, workspace
+from .blas import gemm_routines
+from .common import grad_input_as_forward
+
+__all__ = [
+    "NAME",
+    "COMPILED",
+    "BIAS_PASSES",
+    "supports",
+    "recommended",
+    "on_blas_threads",
+    "forward",
+    "grad_input",
+    "grad_weight",
+    "TILE_BYTES",
+    "CHUNK_BYTES",
+    "MIN_BAND",
+    "ROW_SHIFT",
+]
+
+if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
+    raise ModuleNotFoundError(
+        f"npconv._core, the compiled core, is not in use ({backends.core.reason})", name=__name__
+    )
+
+NAME = "gemm"
+COMPILED = True
+#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
+BIAS_PASSES = ("forward", "grad_input")
+#: Target bytes of one work item's columns (one thread's scratch): cache-sized tiles.
+TILE_BYTES = 1 << 20
+#: Fewest output positions per gemm (narrower products run far below the BLAS's speed), unless the
+#: per-call workspace (``gemm.WORKSPACE_BYTES``) does not hold that many columns.
+MIN_BAND = 512
+#: Forward and grad_weight with >= 2 spatial axes and stride 1 along the first pack the columns of
+#: the trailing axes once per slab of input rows; kernel row ``j`` is then a column block of it
+#: (``kernel_size[0]`` gemms over a ``kernel_size[0]``-times smaller packing).
+ROW_SHIFT = True
+#: Images whose columns and products together take at most this many bytes per chunk share one gemm.
+CHUNK_BYTES = 1 << 20
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
+ACT_NONE, ACT_CLAMP = 0, 1
+
+supports = gemm.supports
+recommended = gemm.recommended
+on_blas_threads = gemm.on_blas_threads
+
+
+def _geometry(
+    n: int,
+    c: int,
+    o: int,
+    in_size: Sequence[int],
+    geom: ConvGeometry,
+    band: int = 1,
+    images: int = 1,
+    chunk: int = 1,
+    shift: int = 0,
+) -> tuple[int, ...] | None:
+    """The extension's geometry tuple (spatial triples with leading 1s), or None when the geometry
+    is outside what the C kernel takes (negative low padding, more than 3 spatial axes)."""
+    nd = geom.ndim
+    if nd > 3:
+        return None
+    lows = tuple(lo for lo, _ in geom.pads(in_size))
+    if min(lows, default=0) < 0:
+        return None
+    lead = (1,) * (3 - nd)
+    out = geom.output_size(in_size)
+    spatial = (*lead, *in_size, *lead, *out, *lead, *geom.kernel_size, *lead, *geom.stride, *lead,
+               *geom.dilation)
+    return (n, c, o, geom.groups, *spatial, *(0,) * (3 - nd), *lows, band, images, chunk, shift)
+
+
+def _plan(pass_code: int, geometry: tuple[int, ...] | None) -> tuple[int, int] | None:
+    """``(scratch elements, work items)`` from the C kernel, or None where it declines the sizes."""
+    if geometry is None:
+        return None
+    try:
+        return backends.core.module.gemm_conv_plan(pass_code, geometry)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _threads(macs: int, groups: int) -> tuple[int, int]:
+    """``(worker threads, BLAS threads)`` of a call: :mod:`npconv.kernels.gemm`'s rule."""
+    blas_mode = gemm._on_blas_threads()
+    workers = groups > 1 or (not blas_mode and macs >= gemm.WORKER_MIN_MACS)
+    threads = get_num_threads() if workers else 1
+    return threads, (get_num_threads() if threads == 1 and blas_mode else 1)
+
+
+def _band(rows: int, length: int, itemsize: int, threads: int) -> int:
+    """Output positions per gemm: columns of about :data:`TILE_BYTES` (``rows`` column rows), at
+    least :data:`MIN_BAND` positions unless the per-thread workspace share forbids."""
+    per = max(1, rows * itemsize)
+    band = max(TILE_BYTES // per, MIN_BAND)
+    band = min(band, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per))
+    return max(1, min(length, band))
+
+
+def _tiling(
+    geometry: tuple[int, ...],
+    n: int,
+    ck: int,
+    og: int,
+    out_size: tuple[int, ...],
+    geom: ConvGeometry,
+    itemsize: int,
+    threads: int,
+) -> tuple[tuple[int, ...], bool]:
+    """The work items of a forward or grad_weight call: ``geometry`` with ``(band, images, chunk,
+    shift)`` set, and whether the row shift is on (then the weight is ``(k0, O, Cg*K_rest)``).
+
+    Small images: chunks of whole images (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride
+    1 and >= 2 taps along the first (:data:`ROW_SHIFT`): bands of whole output rows of that axis,
+    each packed once over the trailing axes; otherwise bands of output positions."""
+    length = math.prod(out_size)
+    per_image = (ck + og) * length * itemsize
+    images = min(CHUNK_BYTES // max(1, per_image), -(-n // threads))
+    if images >= 2:
+        return geometry[:-4] + (length, images, 1, 0), False
+    k0, nd = geom.kernel_size[0], geom.ndim
+    if ROW_SHIFT and nd >= 2 and geom.stride[0] == 1 and k0 > 1:
+        rows_total, row = out_size[0], math.prod(out_size[1:])
+        halo = (k0 - 1) * geom.dilation[0]
+        per_row = max(1, ck // k0 * row * itemsize)
+        rows = max(TILE_BYTES // per_row - halo, -(-MIN_BAND // row), 1)
+        rows = min(rows, rows_total, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per_row - halo))
+        if n * -(-rows_total // rows) < threads:  # split single images for the threads
+            rows = -(-rows_total // -(-threads // n))
+        shifted = geometry[:-4] + (rows, 1, 1, 4 - nd)
+        if _plan(0, shifted) is not None:
+            return shifted, True
+    band = _band(ck, length, itemsize, threads)
+    if n * -(-length // band) < threads:  # split single images for the threads
+        band = -(-length // -(-threads // n))
+    return geometry[:-4] + (band, 1, 1, 0), False
+
+
+def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
+    parts = max(1, min(parts, count))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _run(
+    pass_code: int,
+    geometry: tuple[int, ...],
+    dtype: np.dtype,
+    threads: int,
+    blas: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    bias: np.ndarray | None,
+    out: np.ndarray | list[np.ndarray],
+    act: int = ACT_NONE,
+    lo: float = 0.0,
+    hi: float = 0.0,
+) -> int:
+    """Run every work item on ``threads`` workers (contiguous item ranges: worker ``k`` always gets
+    range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight). Returns the
+    number of workers used."""
+    core = backends.core
+    size, items = core.module.gemm_conv_plan(pass_code, geometry)
+    isa, routines = core.isa_index, gemm_routines()
+    spans = _ranges(items, threads)
+
+    def work(worker: int, span: tuple[int, int]) -> None:
+        scratch = workspace.buffer("compiled-gemm", (size,), dtype)
+        target = out[worker] if isinstance(out, list) else out
+        core.module.gemm_conv(
+            isa, pass_code, routines, a, b, bias, target, scratch, geometry, span[0], span[1], act, lo, hi
+        )
+
+    if len(spans) == 1:
+        workspace.run(spans, work, 1, blas)
+    else:
+        # one span per worker: workspace.run's round-robin then gives worker k span k
+        workspace.run(spans, work, len(spans))
+    return len(spans)
+
+
+def _dtype(*arrays: np.ndarray) -> np.dtype | None:
+    dtype = np.result_type(*arrays)
+    return dtype if dtype in _DTYPES else None
+
+
+def _clip(clip: tuple[float, float] | None) -> tuple[int, float, float]:
+    if clip is None:
+        return ACT_NONE, 0.0, 0.0
+    lo, hi = (float(v) for v in clip)
+    if not lo <= hi:
+        raise ValueError(f"clip must be (lo, hi) with lo <= hi, got {clip!r}")
+    return ACT_CLAMP, lo, hi
+
+
+def forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    geom: ConvGeometry,
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """``y (N, O, *out) = conv(x, w) (+ bias[o])``, clamped to ``clip = (lo, hi)`` if given (an
+    epilogue activation: ReLU is ``(0, inf)``, ReLU6 ``(0, 6)``)."""
+    act, lo, hi = _clip(clip)
+    dtype = _dtype(x, w)
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    in_size = tuple(int(v) for v in x.shape[2:])
+    geometry = None if dtype is None or min(x.shape + w.shape) == 0 else _geometry(n, c, o, in_size, geom)
+    plan = _plan(0, geometry)
+    if plan is None:
+        y = gemm.forward(x, w, geom, bias)
+        return y if clip is None else np.clip(y, lo, hi, out=y)
+    out_size = geom.output_size(in_size)
+    length = math.prod(out_size)
+    cg, og = c // geom.groups, o // geom.groups
+    ck = cg * math.prod(geom.kernel_size)
+    threads, blas = _threads(n * o * ck * length, geom.groups)
+    geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+    wm = np.ascontiguousarray(w, dtype)
+    if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
+        k0 = geom.kernel_size[0]
+        wm = np.ascontiguousarray(wm.reshape(o, cg, k0, -1).transpose(2, 0, 1, 3))
+    y = np.empty((n, o) + out_size, dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype)
+    _run(0, geometry, dtype, threads, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
+    return y
+
+
+def grad_input(
+    gy: np.ndarray,
+    w: np.ndarray,
+    geom: ConvGeometry,
+    input_size: Sequence[int],
+    bias: np.ndarray | None = None,
+    clip: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """``gx (N, C, *input_size) = conv^T(gy, w) (+ bias[c])`` (the adjoint of :func:`forward` in
+    ``x``; ``bias``: a transposed convolution's), clamped to ``clip`` if given."""
+    act, lo, hi = _clip(clip)
+    input_size = tuple(int(v) for v in input_size)
+    dtype = _dtype(gy, w)
+    n, o = gy.shape[:2]
+    c = w.shape[1] * geom.groups
+    geometry = None if dtype is None or min(gy.shape + w.shape) == 0 else _geometry(n, c, o, input_size, geom)
+    plan = _plan(1, geometry)
+    if plan is None:
+        gx = gemm.grad_input(gy, w, geom, input_size, bias)
+        return gx if clip is None else np.clip(gx, lo, hi, out=gx)
+    cg, og = c // geom.groups, o // geom.groups
+    taps = math.prod(geom.kernel_size)
+    direct = (
+        taps == 1
+        and all(s == 1 for s in geom.stride)
+        and not any(lo or hi for lo, hi in geom.pads(input_size))
+    )
+    widening = cg * gemm.COL2IM_CHANNEL_RATIO <= og
+    if all(s == 1 for s in geom.stride) and not direct and not widening:
+        adjoint, crop = geom.stride1_adjoint(input_size, gy.shape[2:])
+        if _plan(0, _geometry(n, o, c, tuple(gy[(0, 0) + crop].shape), adjoint)) is not None:
+
+            def compiled_forward(x_, w_, geom_, bias=None):
+                return forward(x_, w_, geom_, bias, clip)
+
+            return grad_input_as_forward(compiled_forward, gy, w, geom, input_size, bias)
+    length = math.prod(gy.shape[2:])
+    threads, blas = _threads(n * o * cg * taps * length, geom.groups)
+    parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
+    chunk = -(-cg // parts)
+    band = _band(chunk * taps, length, dtype.itemsize, threads)
+    geometry = geometry[:-4] + (band, 1, chunk, 0)
+    gx = np.empty((n, c) + input_size, dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype)
+    _run(
+        1,
+        geometry,
+        dtype,
+        threads,
+        blas,
+        np.ascontiguousarray(gy, dtype),
+        np.ascontiguousarray(w, dtype),
+        b,
+        gx,
+        act,
+        lo,
+        hi,
+    )
+    return gx
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (O, Cg, *k) = sum_n gy[n, g] @ col(x)[n, g]^T``."""
+    dtype = _dtype(x, gy)
+    n, c = x.shape[:2]
+    o = gy.shape[1]
+    in_size = tuple(int(v) for v in x.shape[2:])
+    geometry = None if dtype is None or min(x.shape + gy.shape) == 0 else _geometry(n, c, o, in_size, geom)
+    plan = _plan(2, geometry)
+    if plan is None:
+        return gemm.grad_weight(x, gy, geom)
+    length = math.prod(gy.shape[2:])
+    cg, og = c // geom.groups, o // geom.groups
+    ck = cg * math.prod(geom.kernel_size)
+    threads, blas = _threads(n * o * ck * length, geom.groups)
+    geometry, shifted = _tiling(geometry, n, ck, og, tuple(gy.shape[2:]), geom, dtype.itemsize, threads)
+    _, items = backends.core.module.gemm_conv_plan(2, geometry)
+    workers = max(1, min(threads, items))
+    sums = [np.zeros(o * ck, dtype) for _ in range(workers)]
+    _run(
+        2,
+        geometry,
+        dtype,
+        workers,
+        blas,
+        np.ascontiguousarray(x, dtype),
+        np.ascontiguousarray(gy, dtype),
+        None,
+        sums,
+    )
+    for partial in sums[1:]:
+        sums[0] += partial
+    if shifted:  # (k0, O, Cg, K_rest) -> (O, Cg, k0, K_rest)
+        k0 = geom.kernel_size[0]
+        return np.ascontiguousarray(sums[0].reshape(k0, o, cg, -1).transpose(1, 2, 0, 3)).reshape(
+            (o, cg) + tuple(geom.kernel_size)
+        )
+    return sums[0].reshape((o, cg) + tuple(geom.kernel_size))

@@ -1,0 +1,529 @@
+"""The compiled GEMM convolution (npconv._core via kernels/compiled_gemm) against the NumPy reference
+(tests/reference.py), the NumPy GEMM engine (kernels/gemm) and torch, on every ISA variant this CPU runs.
+
+Covers the three passes in float32 and float64 on random 1-d/2-d/3-d geometries (odd sizes, strides,
+dilations, per-side padding up to wider than the kernel, groups), each tiling of the work (bands of
+positions, bands of rows with the row shift, chunks of images, channel chunks; caps at one position),
+one and two worker threads, non-contiguous inputs, the fused bias and clamp, transposed convolutions
+through the adjoint, determinism, and the extension's own guards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference
+from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
+from npconv.kernels import gemm, plan
+from npconv.kernels.blas import gemm_routines
+from torch_oracle import assert_close
+
+compiled_gemm = pytest.importorskip(
+    "npconv.kernels.compiled_gemm", reason=f"compiled core not in use: {backends.core.reason}"
+)
+
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
+
+#: (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT): the default tiling, one output position (or row)
+#: per item, chunks of whole images, and no row shift
+TILINGS = {
+    "default": None,
+    "tiny": (1, 1, 0, True),
+    "chunks": (1, 1, 1 << 30, True),
+    "positions": (64, 3, 0, False),
+}
+
+
+def _tiling(monkeypatch, name: str) -> None:
+    values = TILINGS[name]
+    if values is not None:
+        for attr, value in zip(("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "ROW_SHIFT"), values, strict=True):
+            monkeypatch.setattr(compiled_gemm, attr, value)
+
+
+def _uses_c(monkeypatch) -> list[int]:
+    """Record the pass code of every C call (a fallback to the NumPy engine would record none)."""
+    calls: list[int] = []
+    run = compiled_gemm._run
+
+    def recording(pass_code, *args, **kwargs):
+        calls.append(pass_code)
+        return run(pass_code, *args, **kwargs)
+
+    monkeypatch.setattr(compiled_gemm, "_run", recording)
+    return calls
+
+
+def _check(rng, x_shape, w_shape, geom, dtype, bias=True):
+    """The three passes against tests/reference.py, with bias on forward and grad_input."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + geom.output_size(x_shape[2:])).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    bx = rng.standard_normal(x_shape[1]).astype(dtype) if bias else None
+    resolved = geom.with_padding(geom.pads(x_shape[2:]))
+    y_ref, gx_ref, gw_ref = reference.conv_passes(x, w, gy, resolved)
+    if bias:
+        y_ref = y_ref + b.reshape((-1,) + (1,) * geom.ndim)
+        gx_ref = gx_ref + bx.reshape((-1,) + (1,) * geom.ndim)
+    results = {
+        "forward": (compiled_gemm.forward(x, w, geom, b), y_ref),
+        "grad_input": (compiled_gemm.grad_input(gy, w, geom, x_shape[2:], bx), gx_ref),
+        "grad_weight": (compiled_gemm.grad_weight(x, gy, geom), gw_ref),
+    }
+    tol = TOL[np.dtype(dtype)]
+    for name, (got, ref) in results.items():
+        assert got.shape == ref.shape and got.dtype == dtype, name
+        scale = max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(
+            got, ref, rtol=tol, atol=tol * scale, err_msg=f"{name} {x_shape} {w_shape} {geom}"
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(nd=st.integers(1, 3), groups=st.integers(1, 2), data=st.data())
+def test_random_geometries_match_the_reference(nd, groups, data):
+    """Random geometries x tilings x ISA variants x 1-2 threads, float32 and float64, each pass in C."""
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 3 if nd == 3 else 5, 2, 6)
+    c, o = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 3))
+    n = data.draw(st.integers(1, 3))
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=nd)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    previous = backends.core.isa, backends.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        _tiling(patch, data.draw(st.sampled_from(sorted(TILINGS))))
+        patch.setattr(gemm, "WORKER_MIN_MACS", 0)
+        calls = _uses_c(patch)
+        backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
+        backends.set_num_threads(data.draw(st.integers(1, 2)))
+        try:
+            _check(
+                np.random.default_rng(data.draw(st.integers(0, 2**31))),
+                (n, c) + size,
+                (o, c // groups) + kernel,
+                geom,
+                dtype,
+                bias=data.draw(st.booleans()),
+            )
+        finally:
+            backends.core.isa, _ = previous
+            backends.set_num_threads(previous[1])
+    assert {0, 2} <= set(calls), calls  # grad_input may run as a forward (stride 1)
+
+
+# (x_shape, w_shape, kernel, stride, padding, dilation, groups): first layers, strided and dilated 2-d,
+# padding wider than the kernel and than the input, stride beyond the kernel (pixels never read),
+# 1x1 direct and 1x1 strided, 1-d, 3-d with the row shift and strides, a widening stride-1 layer
+# (grad_input by col2im), outputs wholly inside the padding
+CASES = [
+    ((2, 3, 17, 19), (8, 3), (7, 7), 2, 3, 1, 1),
+    ((2, 4, 11, 10), (6, 4), (3, 3), 2, 1, 1, 1),
+    ((1, 4, 12, 9), (4, 2), (3, 2), 1, ((4, 1), (0, 5)), (2, 3), 2),
+    ((2, 2, 3, 4), (3, 2), (2, 2), 1, 6, 1, 1),
+    ((1, 2, 9, 9), (2, 2), (2, 2), 4, 0, 1, 1),
+    ((3, 6, 5, 4), (4, 6), (1, 1), 1, 0, 1, 1),
+    ((2, 6, 7, 6), (4, 3), (1, 1), 2, 0, 1, 2),
+    ((2, 5, 40), (3, 5), (5,), 1, 2, 3, 1),
+    ((1, 4, 33), (6, 2), (4,), 3, ((0, 5),), 1, 2),
+    ((1, 3, 6, 5, 7), (4, 3), (3, 3, 3), 1, 1, 1, 1),
+    ((2, 2, 5, 6, 4), (2, 2), (2, 3, 2), (2, 1, 2), ((1, 0), (2, 2), (0, 1)), (1, 2, 1), 1),
+    ((2, 2, 8, 8), (16, 2), (3, 3), 1, 1, 1, 1),
+    ((1, 2, 2, 2), (3, 2), (3, 3), 1, 4, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tiling", sorted(TILINGS))
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_cases_match_the_reference(rng, monkeypatch, isa, case, tiling, dtype):
+    x_shape, (o, cg), kernel, stride, padding, dilation, groups = case
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(kernel))
+    _tiling(monkeypatch, tiling)
+    calls = _uses_c(monkeypatch)
+    _check(rng, x_shape, (o, cg) + kernel, geom, dtype)
+    assert {0, 2} <= set(calls)
+
+
+def test_row_shift_and_chunks_are_used(monkeypatch):
+    """The tiling picks the row shift (stride 1 along the first of >= 2 axes), chunks of small images,
+    and bands of positions otherwise (the C kernel's geometry tuple says which)."""
+    seen = []
+    run = compiled_gemm._run
+    monkeypatch.setattr(
+        compiled_gemm,
+        "_run",
+        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k),
+    )
+    x, w = np.ones((2, 8, 40, 40)), np.ones((8, 8, 3, 3))
+    compiled_gemm.forward(x, w, ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
+    assert seen[-1][-1] == 2  # row shift along H (canonical axis 1)
+    compiled_gemm.forward(x[:, :, :, :5], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    assert seen[-1][-3] == 2 and seen[-1][-1] == 0  # two small images per item
+    compiled_gemm.forward(
+        np.ones((1, 4, 9, 9, 9)), np.ones((2, 4, 3, 3, 3)), ConvGeometry.create(3, 1, 1, 1, 1, ndim=3)
+    )
+    assert seen[-1][-1] == 1  # row shift along D
+    compiled_gemm.forward(x[:1], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    assert seen[-1][-1] == 0 and seen[-1][-3] == 1
+
+
+def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
+    """All passes against torch in float64 and float32, including a transposed convolution run as the
+    adjoint (grad_input with the transposed layer's bias)."""
+    tf = torch.nn.functional
+    for dtype in (np.float64, np.float32):
+        x = rng.standard_normal((2, 6, 13, 11)).astype(dtype)
+        w = rng.standard_normal((8, 3, 3, 4)).astype(dtype)
+        b = rng.standard_normal(8).astype(dtype)
+        geom = ConvGeometry.create((3, 4), (2, 1), ((1, 1), (2, 2)), (1, 2), 2, ndim=2)
+        xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        yt = tf.conv2d(xt, wt, bt, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+        y = compiled_gemm.forward(x, w, geom, b)
+        assert_close(y, yt, what="forward")
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        yt.backward(torch.from_numpy(gy))
+        assert_close(compiled_gemm.grad_input(gy, w, geom, x.shape[2:]), xt.grad, what="grad_input")
+        assert_close(compiled_gemm.grad_weight(x, gy, geom), wt.grad, what="grad_weight")
+        # ConvTranspose1d 4/2 with output_padding: y = grad_input(x) + bias
+        xs = rng.standard_normal((3, 5, 9)).astype(dtype)
+        ws = rng.standard_normal((5, 4, 4)).astype(dtype)
+        bs = rng.standard_normal(4).astype(dtype)
+        ref = tf.conv_transpose1d(
+            torch.from_numpy(xs),
+            torch.from_numpy(ws),
+            torch.from_numpy(bs),
+            stride=2,
+            padding=1,
+            output_padding=1,
+        )
+        tgeom = ConvGeometry.create((4,), 2, 1, 1, 1, ndim=1)
+        assert_close(compiled_gemm.grad_input(xs, ws, tgeom, (ref.shape[2],), bs), ref, what="transposed")
+
+
+def test_two_worker_threads_and_non_contiguous_inputs(rng, isa, parallel, monkeypatch):
+    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create((3, 3), (2, 1), 1, 1, 1, ndim=2)
+    base = rng.standard_normal((3, 4, 22, 17))
+    x = base[:, :, ::2, :]  # non-contiguous
+    w = np.ascontiguousarray(rng.standard_normal((5, 4, 3, 3)).transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous
+    y = compiled_gemm.forward(x, w, geom)
+    np.testing.assert_allclose(y, gemm.forward(x.copy(), w.copy(), geom), rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(y.shape)[..., ::-1]  # negative strides
+    np.testing.assert_allclose(
+        compiled_gemm.grad_input(gy, w, geom, x.shape[2:]),
+        gemm.grad_input(gy.copy(), w.copy(), geom, x.shape[2:]),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        compiled_gemm.grad_weight(x, gy, geom),
+        gemm.grad_weight(x.copy(), gy.copy(), geom),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
+def test_adjoint_identities(rng, isa):
+    for nd in (1, 2, 3):
+        geom = ConvGeometry.create(
+            (3,) * nd, (2, 1, 3)[:nd], ((1, 2), (0, 1), (2, 0))[:nd], (1, 2, 1)[:nd], 2, ndim=nd
+        )
+        x = rng.standard_normal((2, 4) + (9, 8, 7)[:nd])
+        w = rng.standard_normal((6, 2) + (3,) * nd)
+        assert_passes_are_adjoint(compiled_gemm, x, w, geom, rng)
+
+
+def test_grad_weight_is_deterministic(rng, monkeypatch):
+    """Per-worker accumulators over a fixed assignment of items: bitwise equal results on every run."""
+    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(compiled_gemm, "TILE_BYTES", 1)
+    monkeypatch.setattr(compiled_gemm, "MIN_BAND", 7)
+    previous = backends.get_num_threads()
+    backends.set_num_threads(2)
+    try:
+        x = rng.standard_normal((3, 4, 20, 18)).astype(np.float32)
+        gy = rng.standard_normal((3, 6, 10, 18)).astype(np.float32)
+        geom = ConvGeometry.create((3, 3), (2, 1), 1, 1, 1, ndim=2)
+        first = compiled_gemm.grad_weight(x, gy, geom)
+        for _ in range(3):
+            np.testing.assert_array_equal(compiled_gemm.grad_weight(x, gy, geom), first)
+    finally:
+        backends.set_num_threads(previous)
+
+
+def test_float32_accuracy_bound(rng, isa):
+    geom = ConvGeometry.create((5, 5), 2, 2, 1, 1, ndim=2)
+    x, w = rng.standard_normal((2, 16, 30, 30)), rng.standard_normal((32, 16, 5, 5)) / 20
+    gy = rng.standard_normal((2, 32, 15, 15))
+    x32, w32, gy32 = (a.astype(np.float32) for a in (x, w, gy))
+    assert relative_error(compiled_gemm.forward(x32, w32, geom), compiled_gemm.forward(x, w, geom)) < 2e-6
+    assert (
+        relative_error(
+            compiled_gemm.grad_input(gy32, w32, geom, (30, 30)),
+            compiled_gemm.grad_input(gy, w, geom, (30, 30)),
+        )
+        < 2e-6
+    )
+    assert (
+        relative_error(compiled_gemm.grad_weight(x32, gy32, geom), compiled_gemm.grad_weight(x, gy, geom))
+        < 2e-6
+    )
+
+
+def test_clamp_epilogue(rng, isa):
+    """``clip=(lo, hi)`` clamps in the epilogue (ReLU, ReLU6) after the bias; NaN stays NaN."""
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x[0, 0, 3, 3] = np.nan
+    plain = compiled_gemm.forward(x, w, geom, b)
+    for lo, hi in ((0.0, np.inf), (0.0, 6.0), (-0.5, 0.25)):
+        np.testing.assert_array_equal(
+            compiled_gemm.forward(x, w, geom, b, clip=(lo, hi)), np.clip(plain, lo, hi)
+        )
+    gy, bx = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal(3)
+    geom2 = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)
+    gy2 = gy[:, :, ::2, ::2].copy()
+    np.testing.assert_array_equal(
+        compiled_gemm.grad_input(gy2, w, geom2, (7, 6), bx, clip=(0.0, 1.0)),
+        np.clip(compiled_gemm.grad_input(gy2, w, geom2, (7, 6), bx), 0.0, 1.0),
+    )
+    assert (
+        np.isnan(compiled_gemm.forward(x, w, geom, b, clip=(0.0, np.inf))).sum() == np.isnan(plain).sum() > 0
+    )
+    with pytest.raises(ValueError, match="clip"):
+        compiled_gemm.forward(x, w, geom, clip=(1.0, 0.0))
+
+
+def test_other_dtypes_and_huge_geometries_run_on_the_numpy_engine(rng, monkeypatch):
+    calls = _uses_c(monkeypatch)
+    geom = ConvGeometry.create((3,), 1, 1, 1, 1, ndim=1)
+    x, w = rng.standard_normal((2, 3, 8)) + 1j, rng.standard_normal((4, 3, 3)) + 0j
+    np.testing.assert_allclose(compiled_gemm.forward(x, w, geom), gemm.forward(x, w, geom), rtol=1e-12)
+    np.testing.assert_array_equal(
+        compiled_gemm.forward(np.zeros((0, 3, 8)), w.real, geom), np.zeros((0, 4, 8))
+    )
+    huge = ConvGeometry.create((2,), 2**40, ((2**40, 0),), 1, 1, ndim=1)
+    xs, ws = rng.standard_normal((1, 2, 5)), rng.standard_normal((3, 2, 2))
+    np.testing.assert_allclose(compiled_gemm.forward(xs, ws, huge), gemm.forward(xs, ws, huge), rtol=1e-12)
+    assert calls == []
+
+
+def test_memory_stays_bounded_for_huge_padding_and_stride(rng):
+    """Padding and stride cost no scratch: a call's extra memory stays within workspace.memory_bound."""
+    import tracemalloc
+
+    from npconv.kernels import workspace
+
+    cases = [
+        (ConvGeometry.create((3, 3), 1, 300, 20, 1, ndim=2), (1, 4, 8, 8)),
+        (ConvGeometry.create((3, 3), 997, 0, 1, 1, ndim=2), (1, 4, 1000, 1000)),
+    ]
+    for geom, x_shape in cases:
+        x, w = (
+            rng.standard_normal(x_shape).astype(np.float32),
+            rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+        )
+        workspace.clear()
+        tracemalloc.start()
+        y = compiled_gemm.forward(x, w, geom)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak <= workspace.memory_bound(x.nbytes, w.nbytes, y.nbytes), (geom, peak)
+
+
+def _guard_args():
+    geometry = (1, 2, 3, 1, 1, 5, 5, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 25, 1, 1, 0)
+    size, _ = backends.core.module.gemm_conv_plan(0, geometry)
+    return geometry, np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)), np.zeros((1, 3, 5, 5)), np.zeros(size)
+
+
+def test_extension_guards_its_buffers():
+    """The extension checks sizes, element types, ranges and overlap itself; a refused call writes nothing."""
+    core, isa, routines = backends.core.module, backends.core.isa_index, gemm_routines()
+    geometry, x, w, y, scratch = _guard_args()
+    core.gemm_conv(isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    y[...] = 7.0
+
+    def refused(error, match, *args):
+        with pytest.raises(error, match=match):
+            core.gemm_conv(*args)
+        assert (y == 7.0).all()
+
+    refused(ValueError, "scratch", isa, 0, routines, x, w, None, y, scratch[:-1], geometry, 0, 1, 0, 0.0, 0.0)
+    refused(
+        ValueError, "output", isa, 0, routines, x, w, None, y[:, :2], scratch, geometry, 0, 1, 0, 0.0, 0.0
+    )
+    refused(ValueError, "weight", isa, 0, routines, x, w[:2], None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(ValueError, "bias", isa, 0, routines, x, w, np.zeros(2), y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(ValueError, "item range", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 2, 0, 0.0, 0.0)
+    refused(
+        TypeError,
+        "element type",
+        isa,
+        0,
+        routines,
+        x.astype(np.float32),
+        w,
+        None,
+        y,
+        scratch,
+        geometry,
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    refused(
+        ValueError,
+        "contiguous",
+        isa,
+        0,
+        routines,
+        x[..., ::-1],
+        w,
+        None,
+        y,
+        scratch,
+        geometry,
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    shared = np.zeros(scratch.size + y.size)
+    refused(
+        ValueError,
+        "overlap",
+        isa,
+        0,
+        routines,
+        x,
+        w,
+        None,
+        shared[: y.size].reshape(y.shape),
+        shared[y.size // 2 :],
+        geometry,
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    assert not shared.any()
+    refused(
+        ValueError,
+        "geometry value",
+        isa,
+        0,
+        routines,
+        x,
+        w,
+        None,
+        y,
+        scratch,
+        (0,) + geometry[1:],
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    refused(
+        ValueError,
+        "divisible",
+        isa,
+        0,
+        routines,
+        x,
+        w,
+        None,
+        y,
+        scratch,
+        geometry[:3] + (2,) + geometry[4:],
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    refused(
+        ValueError,
+        "beyond",
+        isa,
+        0,
+        routines,
+        x,
+        w,
+        None,
+        y,
+        scratch,
+        geometry[:22] + (26,) + geometry[23:],
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    refused(
+        ValueError,
+        "row shift",
+        isa,
+        0,
+        routines,
+        x,
+        w,
+        None,
+        y,
+        scratch,
+        geometry[:14] + (2,) + geometry[15:-1] + (2,),
+        0,
+        1,
+        0,
+        0.0,
+        0.0,
+    )
+    refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 5, 0.0, 0.0)
+    refused(ValueError, "pass", isa, 3, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(ValueError, "ISA variant", 99, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(TypeError, "capsules", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(TypeError, "26 ints", isa, 0, routines, x, w, None, y, scratch, geometry[:-1], 0, 1, 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="too large"):
+        core.gemm_conv_plan(0, (2**31 - 1, 2**31 - 1) + geometry[2:])
+    with pytest.raises(ValueError, match="no bias"):
+        core.gemm_conv(
+            isa,
+            2,
+            routines,
+            x,
+            y,
+            np.zeros(3),
+            np.zeros(math.prod(w.shape)),
+            scratch,
+            geometry,
+            0,
+            1,
+            0,
+            0.0,
+            0.0,
+        )
+
+
+def test_registry_prefers_the_compiled_variant():
+    args = ((2, 4, 8, 8), (8, 4, 3, 3), ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_gemm.supports(pass_name, *args, np.dtype(np.float32))
+        assert compiled_gemm.recommended(pass_name, *args, np.dtype(np.float32))
+    if not registry.pure():
+        assert registry.available()["gemm"].compiled
+        assert plan.choose("forward", *args, np.float32) == "gemm"
