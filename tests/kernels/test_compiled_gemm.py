@@ -24,6 +24,8 @@ from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import gemm, plan
 from npconv.kernels.blas import gemm_routines
+from npconv.kernels.common import Epilogue
+from npconv.kernels.pointwise import Activation
 from torch_oracle import assert_close
 
 compiled_gemm = pytest.importorskip(
@@ -279,28 +281,34 @@ def test_float32_accuracy_bound(rng, isa):
     )
 
 
-def test_clamp_epilogue(rng, isa):
-    """``clip=(lo, hi)`` clamps in the epilogue (ReLU, ReLU6) after the bias; NaN stays NaN."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_activation_epilogue(rng, isa, dtype):
+    """``epilogue=``: bias then ReLU / ReLU6 / Hardtanh in the C epilogue (NaN stays NaN), SiLU after the
+    kernel; forward and grad_input (col2im and stride-1 adjoint forward)."""
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
-    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), rng.standard_normal(4).astype(dtype)
     x[0, 0, 3, 3] = np.nan
     plain = compiled_gemm.forward(x, w, geom, b)
-    for lo, hi in ((0.0, np.inf), (0.0, 6.0), (-0.5, 0.25)):
-        np.testing.assert_array_equal(
-            compiled_gemm.forward(x, w, geom, b, clip=(lo, hi)), np.clip(plain, lo, hi)
-        )
-    gy, bx = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal(3)
-    geom2 = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)
-    gy2 = gy[:, :, ::2, ::2].copy()
+    assert np.isnan(plain).any()
+    for activation, expected in ((Activation("relu"), np.maximum(plain, 0)),
+                                 (Activation("hardtanh", 0.0, 6.0), np.clip(plain, 0, 6)),
+                                 (Activation("hardtanh", -0.5, 0.25), np.clip(plain, -0.5, 0.25)),
+                                 (Activation("silu"), plain * (1 / (1 + np.exp(-plain))))):
+        fused = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        if activation.kind == "silu":
+            np.testing.assert_allclose(fused, expected, rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(fused, expected)
+    gy, bx = rng.standard_normal((2, 4, 4, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)
+    strided = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)  # grad_input by gemm + col2im
     np.testing.assert_array_equal(
-        compiled_gemm.grad_input(gy2, w, geom2, (7, 6), bx, clip=(0.0, 1.0)),
-        np.clip(compiled_gemm.grad_input(gy2, w, geom2, (7, 6), bx), 0.0, 1.0),
-    )
-    assert (
-        np.isnan(compiled_gemm.forward(x, w, geom, b, clip=(0.0, np.inf))).sum() == np.isnan(plain).sum() > 0
-    )
-    with pytest.raises(ValueError, match="clip"):
-        compiled_gemm.forward(x, w, geom, clip=(1.0, 0.0))
+        compiled_gemm.grad_input(gy, w, strided, (7, 6), epilogue=Epilogue(bx, Activation("hardtanh", 0, 1))),
+        np.clip(compiled_gemm.grad_input(gy, w, strided, (7, 6), bx), 0, 1))
+    gy1 = rng.standard_normal((2, 4, 7, 6)).astype(dtype)  # stride 1: the adjoint's forward
+    np.testing.assert_array_equal(
+        compiled_gemm.grad_input(gy1, w, geom, (7, 6), epilogue=Epilogue(bx, Activation("relu"))),
+        np.maximum(compiled_gemm.grad_input(gy1, w, geom, (7, 6), bx), 0))
 
 
 def test_other_dtypes_and_huge_geometries_run_on_the_numpy_engine(rng, monkeypatch):
@@ -493,7 +501,7 @@ def test_extension_guards_its_buffers():
         0.0,
         0.0,
     )
-    refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 5, 0.0, 0.0)
+    refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 3, 0.0, 0.0)
     refused(ValueError, "pass", isa, 3, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(ValueError, "ISA variant", 99, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(TypeError, "capsules", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)

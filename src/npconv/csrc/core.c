@@ -965,8 +965,9 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
         return NULL;
     }
     const int have_b = bias_o != Py_None;
-    if (act != GC_ACT_NONE && (act != GC_ACT_CLAMP || pass == GC_GRAD_WEIGHT)) {
-        PyErr_Format(PyExc_ValueError, "act must be 0 (none) or 1 (clamp; forward and grad_input only), got %d", act);
+    if (act != GC_ACT_NONE && (act < GC_ACT_NONE || act > GC_ACT_HARDTANH || pass == GC_GRAD_WEIGHT)) {
+        PyErr_Format(PyExc_ValueError,
+                     "act must be 0 (none), 1 (relu) or 2 (hardtanh; forward and grad_input only), got %d", act);
         return NULL;
     }
     if (have_b && pass == GC_GRAD_WEIGHT) {
@@ -1065,7 +1066,7 @@ static PyMethodDef methods[] = {
     {"gemm_conv", gc_run, METH_VARARGS,
      "gemm_conv(isa, pass, routines, a, b, bias, out, scratch, geometry, start, stop, act, lo, hi): work items "
      "[start, stop) of a GEMM convolution pass (forward: x, w -> y; grad_input: gy, w -> gx; grad_weight: "
-     "x, gy -> gw +=), epilogue act 0 none / 1 clamp to [lo, hi]"},
+     "x, gy -> gw +=), epilogue act 0 none / 1 relu / 2 hardtanh (clamp to [lo, hi])"},
     {"max_pool2d_backward", mp2d_backward, METH_VARARGS,
      "max_pool2d_backward(isa, gy, arg, gx, geometry, start, stop): planes [start, stop) of gx"},
     {NULL, NULL, 0, NULL},

@@ -36,8 +36,9 @@ typedef struct {
 } gc_geom;
 
 enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
-/* Epilogue activations: none, or clamp to [lo, hi] (ReLU: [0, inf], ReLU6: [0, 6], Hardtanh). */
-enum { GC_ACT_NONE, GC_ACT_CLAMP };
+/* Epilogue activations, the codes of npconv.kernels.pointwise.Activation: none, ReLU, Hardtanh
+ * (clamp to [lo, hi]; ReLU6 is [0, 6]). */
+enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
 
 /* Work items of a pass. */
 static ptrdiff_t gc_items(int pass, const gc_geom *g)
@@ -193,10 +194,15 @@ static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptr
         T *restrict d = dst + r * ldd;
         const T *s = src + r * lds;
         const T bv = bias ? bias[r] : (T)0;
-        if (act == GC_ACT_CLAMP) {
+        if (act == GC_ACT_RELU) { /* as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0 */
+            for (ptrdiff_t j = 0; j < cnt; j++) {
+                const T v = s[j] + bv;
+                d[j] = v > 0 || v != v ? v : (T)0;
+            }
+        } else if (act == GC_ACT_HARDTANH) { /* as np.clip: NaN and -0.0 pass */
             for (ptrdiff_t j = 0; j < cnt; j++) {
                 T v = s[j] + bv;
-                v = v < lo ? lo : v; /* NaN stays NaN, as in torch */
+                v = v < lo ? lo : v;
                 d[j] = v > hi ? hi : v;
             }
         } else if (bias || d != s) {

@@ -13,8 +13,9 @@ algorithm adds it to each output block while that is in cache with
 A call with an activation (a fused Conv-activation in inference) passes, for the passes in
 ``epilogue_passes``, ``epilogue=`` an :class:`npconv.kernels.common.Epilogue` (bias and activation)
 instead of ``bias=``: the algorithm applies it to each output block in cache (``epilogue.apply_(block)``,
-or in compiled code from ``epilogue.activation.code``, ``lo``, ``hi``); otherwise the planner applies the
-activation (and the bias the algorithm did not add) in one pass afterwards.
+or in compiled code from ``epilogue.activation.code``, ``lo``, ``hi``, with the activation ops' values:
+NaN stays NaN, hardtanh keeps ``-0.0``; every kind in ``pointwise.ACTIVATIONS``); otherwise the planner
+applies the activation (and the bias the algorithm did not add) in one pass afterwards.
 
 Besides the passes an algorithm declares (see :class:`Algorithm`): ``name``; ``passes``;
 ``supports(pass_name, x_shape, w_shape, geom, dtype)`` (can it run this call) and ``recommended(...)``

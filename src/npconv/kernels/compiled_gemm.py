@@ -9,8 +9,8 @@ one image) and, per group:
 
 * forward: packs the item's im2col columns straight from ``x`` (padding, stride and dilation
   resolved while packing: no padded copy) into a cache-sized per-thread scratch, multiplies with
-  SciPy's sgemm/dgemm (``csrc/blas.h``) straight into ``y`` and adds the bias (and an optional clamp:
-  ``clip=(lo, hi)``) while the tile is in cache;
+  SciPy's sgemm/dgemm (``csrc/blas.h``) straight into ``y`` and applies the epilogue (bias, and
+  ReLU/ReLU6/Hardtanh of an ``epilogue=``) while the tile is in cache;
 * grad_weight: the same packing, ``gw[g] += gy_tile @ cols^T`` into a per-worker accumulator
   (fixed assignment of items to workers: the same sums in the same order on every run);
 * grad_input: ``cols = W[g]^T @ gy_tile`` and a compiled col2im adding the columns into ``gx``
@@ -35,33 +35,21 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, workspace
 from .blas import gemm_routines
-from .common import grad_input_as_forward
+from .common import Epilogue, grad_input_as_forward
+from .pointwise import Activation, epilogue_
 
-__all__ = [
-    "NAME",
-    "COMPILED",
-    "BIAS_PASSES",
-    "supports",
-    "recommended",
-    "on_blas_threads",
-    "forward",
-    "grad_input",
-    "grad_weight",
-    "TILE_BYTES",
-    "CHUNK_BYTES",
-    "MIN_BAND",
-    "ROW_SHIFT",
-]
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
+           "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
-    raise ModuleNotFoundError(
-        f"npconv._core, the compiled core, is not in use ({backends.core.reason})", name=__name__
-    )
+    raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
+                              name=__name__)
 
 NAME = "gemm"
 COMPILED = True
-#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
-BIAS_PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
+#: epilogue (see plan).
+BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 #: Target bytes of one work item's columns (one thread's scratch): cache-sized tiles.
 TILE_BYTES = 1 << 20
 #: Fewest output positions per gemm (narrower products run far below the BLAS's speed), unless the
@@ -76,24 +64,16 @@ CHUNK_BYTES = 1 << 20
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
-ACT_NONE, ACT_CLAMP = 0, 1
+#: Activations the C epilogue applies (their ``Activation.code``); others (SiLU) run afterwards.
+_C_ACTIVATIONS = ("relu", "hardtanh")
 
 supports = gemm.supports
 recommended = gemm.recommended
 on_blas_threads = gemm.on_blas_threads
 
 
-def _geometry(
-    n: int,
-    c: int,
-    o: int,
-    in_size: Sequence[int],
-    geom: ConvGeometry,
-    band: int = 1,
-    images: int = 1,
-    chunk: int = 1,
-    shift: int = 0,
-) -> tuple[int, ...] | None:
+def _geometry(n: int, c: int, o: int, in_size: Sequence[int], geom: ConvGeometry, band: int = 1,
+              images: int = 1, chunk: int = 1, shift: int = 0) -> tuple[int, ...] | None:
     """The extension's geometry tuple (spatial triples with leading 1s), or None when the geometry
     is outside what the C kernel takes (negative low padding, more than 3 spatial axes)."""
     nd = geom.ndim
@@ -136,16 +116,8 @@ def _band(rows: int, length: int, itemsize: int, threads: int) -> int:
     return max(1, min(length, band))
 
 
-def _tiling(
-    geometry: tuple[int, ...],
-    n: int,
-    ck: int,
-    og: int,
-    out_size: tuple[int, ...],
-    geom: ConvGeometry,
-    itemsize: int,
-    threads: int,
-) -> tuple[tuple[int, ...], bool]:
+def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple[int, ...],
+            geom: ConvGeometry, itemsize: int, threads: int) -> tuple[tuple[int, ...], bool]:
     """The work items of a forward or grad_weight call: ``geometry`` with ``(band, images, chunk,
     shift)`` set, and whether the row shift is on (then the weight is ``(k0, O, Cg*K_rest)``).
 
@@ -182,20 +154,9 @@ def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def _run(
-    pass_code: int,
-    geometry: tuple[int, ...],
-    dtype: np.dtype,
-    threads: int,
-    blas: int,
-    a: np.ndarray,
-    b: np.ndarray,
-    bias: np.ndarray | None,
-    out: np.ndarray | list[np.ndarray],
-    act: int = ACT_NONE,
-    lo: float = 0.0,
-    hi: float = 0.0,
-) -> int:
+def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: int, blas: int, a: np.ndarray,
+         b: np.ndarray, bias: np.ndarray | None, out: np.ndarray | list[np.ndarray], act: int = 0,
+         lo: float = 0.0, hi: float = 0.0) -> int:
     """Run every work item on ``threads`` workers (contiguous item ranges: worker ``k`` always gets
     range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight). Returns the
     number of workers used."""
@@ -207,9 +168,8 @@ def _run(
     def work(worker: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-gemm", (size,), dtype)
         target = out[worker] if isinstance(out, list) else out
-        core.module.gemm_conv(
-            isa, pass_code, routines, a, b, bias, target, scratch, geometry, span[0], span[1], act, lo, hi
-        )
+        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, target, scratch, geometry, span[0],
+                              span[1], act, lo, hi)
 
     if len(spans) == 1:
         workspace.run(spans, work, 1, blas)
@@ -224,25 +184,32 @@ def _dtype(*arrays: np.ndarray) -> np.dtype | None:
     return dtype if dtype in _DTYPES else None
 
 
-def _clip(clip: tuple[float, float] | None) -> tuple[int, float, float]:
-    if clip is None:
-        return ACT_NONE, 0.0, 0.0
-    lo, hi = (float(v) for v in clip)
-    if not lo <= hi:
-        raise ValueError(f"clip must be (lo, hi) with lo <= hi, got {clip!r}")
-    return ACT_CLAMP, lo, hi
+def _epilogue(bias: np.ndarray | None,
+              epilogue: Epilogue | None) -> tuple[np.ndarray | None, int, float, float, Activation | None]:
+    """``(bias, act code, lo, hi, activation left for afterwards)`` of a pass's ``bias=``/``epilogue=``."""
+    if epilogue is None:
+        return bias, 0, 0.0, 0.0, None
+    activation = epilogue.activation
+    if activation is None:
+        return epilogue.bias, 0, 0.0, 0.0, None
+    if activation.kind in _C_ACTIVATIONS:
+        return epilogue.bias, activation.code, float(activation.lo), float(activation.hi), None
+    return epilogue.bias, 0, 0.0, 0.0, activation
 
 
-def forward(
-    x: np.ndarray,
-    w: np.ndarray,
-    geom: ConvGeometry,
-    bias: np.ndarray | None = None,
-    clip: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """``y (N, O, *out) = conv(x, w) (+ bias[o])``, clamped to ``clip = (lo, hi)`` if given (an
-    epilogue activation: ReLU is ``(0, inf)``, ReLU6 ``(0, 6)``)."""
-    act, lo, hi = _clip(clip)
+def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation | None) -> np.ndarray:
+    """The activation of a result whose kernel did not apply it (the NumPy GEMM ran with the bias, or
+    the activation is one the C epilogue lacks)."""
+    if act:
+        later = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+    return out if later is None else epilogue_(out, None, later)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            epilogue: Epilogue | None = None) -> np.ndarray:
+    """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
+    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
+    bias, act, lo, hi, later = _epilogue(bias, epilogue)
     dtype = _dtype(x, w)
     n, c = x.shape[:2]
     o = w.shape[0]
@@ -250,8 +217,7 @@ def forward(
     geometry = None if dtype is None or min(x.shape + w.shape) == 0 else _geometry(n, c, o, in_size, geom)
     plan = _plan(0, geometry)
     if plan is None:
-        y = gemm.forward(x, w, geom, bias)
-        return y if clip is None else np.clip(y, lo, hi, out=y)
+        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
     out_size = geom.output_size(in_size)
     length = math.prod(out_size)
     cg, og = c // geom.groups, o // geom.groups
@@ -265,20 +231,14 @@ def forward(
     y = np.empty((n, o) + out_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     _run(0, geometry, dtype, threads, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
-    return y
+    return _finish(y, 0, 0.0, 0.0, later)
 
 
-def grad_input(
-    gy: np.ndarray,
-    w: np.ndarray,
-    geom: ConvGeometry,
-    input_size: Sequence[int],
-    bias: np.ndarray | None = None,
-    clip: tuple[float, float] | None = None,
-) -> np.ndarray:
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+               bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) = conv^T(gy, w) (+ bias[c])`` (the adjoint of :func:`forward` in
-    ``x``; ``bias``: a transposed convolution's), clamped to ``clip`` if given."""
-    act, lo, hi = _clip(clip)
+    ``x``; ``bias``: a transposed convolution's); ``epilogue=`` as in :func:`forward`."""
+    bias, act, lo, hi, later = _epilogue(bias, epilogue)
     input_size = tuple(int(v) for v in input_size)
     dtype = _dtype(gy, w)
     n, o = gy.shape[:2]
@@ -286,24 +246,20 @@ def grad_input(
     geometry = None if dtype is None or min(gy.shape + w.shape) == 0 else _geometry(n, c, o, input_size, geom)
     plan = _plan(1, geometry)
     if plan is None:
-        gx = gemm.grad_input(gy, w, geom, input_size, bias)
-        return gx if clip is None else np.clip(gx, lo, hi, out=gx)
+        return _finish(gemm.grad_input(gy, w, geom, input_size, bias), act, lo, hi, later)
     cg, og = c // geom.groups, o // geom.groups
     taps = math.prod(geom.kernel_size)
-    direct = (
-        taps == 1
-        and all(s == 1 for s in geom.stride)
-        and not any(lo or hi for lo, hi in geom.pads(input_size))
-    )
+    unit_stride = all(s == 1 for s in geom.stride)
+    direct = taps == 1 and unit_stride and not any(a or b for a, b in geom.pads(input_size))
     widening = cg * gemm.COL2IM_CHANNEL_RATIO <= og
-    if all(s == 1 for s in geom.stride) and not direct and not widening:
+    if unit_stride and not direct and not widening:
         adjoint, crop = geom.stride1_adjoint(input_size, gy.shape[2:])
         if _plan(0, _geometry(n, o, c, tuple(gy[(0, 0) + crop].shape), adjoint)) is not None:
+            def adjoint_forward(x_: np.ndarray, w_: np.ndarray, geom_: ConvGeometry,
+                                bias: np.ndarray | None = None) -> np.ndarray:
+                return forward(x_, w_, geom_, epilogue=Epilogue(bias, epilogue and epilogue.activation))
 
-            def compiled_forward(x_, w_, geom_, bias=None):
-                return forward(x_, w_, geom_, bias, clip)
-
-            return grad_input_as_forward(compiled_forward, gy, w, geom, input_size, bias)
+            return grad_input_as_forward(adjoint_forward, gy, w, geom, input_size, bias)
     length = math.prod(gy.shape[2:])
     threads, blas = _threads(n * o * cg * taps * length, geom.groups)
     parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
@@ -312,21 +268,9 @@ def grad_input(
     geometry = geometry[:-4] + (band, 1, chunk, 0)
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
-    _run(
-        1,
-        geometry,
-        dtype,
-        threads,
-        blas,
-        np.ascontiguousarray(gy, dtype),
-        np.ascontiguousarray(w, dtype),
-        b,
-        gx,
-        act,
-        lo,
-        hi,
-    )
-    return gx
+    gy, w = np.ascontiguousarray(gy, dtype), np.ascontiguousarray(w, dtype)
+    _run(1, geometry, dtype, threads, blas, gy, w, b, gx, act, lo, hi)
+    return _finish(gx, 0, 0.0, 0.0, later)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
@@ -347,22 +291,12 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     _, items = backends.core.module.gemm_conv_plan(2, geometry)
     workers = max(1, min(threads, items))
     sums = [np.zeros(o * ck, dtype) for _ in range(workers)]
-    _run(
-        2,
-        geometry,
-        dtype,
-        workers,
-        blas,
-        np.ascontiguousarray(x, dtype),
-        np.ascontiguousarray(gy, dtype),
-        None,
-        sums,
-    )
+    _run(2, geometry, dtype, workers, blas, np.ascontiguousarray(x, dtype), np.ascontiguousarray(gy, dtype),
+         None, sums)
     for partial in sums[1:]:
         sums[0] += partial
     if shifted:  # (k0, O, Cg, K_rest) -> (O, Cg, k0, K_rest)
         k0 = geom.kernel_size[0]
-        return np.ascontiguousarray(sums[0].reshape(k0, o, cg, -1).transpose(1, 2, 0, 3)).reshape(
-            (o, cg) + tuple(geom.kernel_size)
-        )
+        gw = np.ascontiguousarray(sums[0].reshape(k0, o, cg, -1).transpose(1, 2, 0, 3))
+        return gw.reshape((o, cg) + tuple(geom.kernel_size))
     return sums[0].reshape((o, cg) + tuple(geom.kernel_size))

@@ -79,6 +79,10 @@ def _reduce(x: np.ndarray, parts: int, per_run: Callable[[Any], np.ndarray]) -> 
 
 def _each(x: np.ndarray, per_run: Callable[[Any], None]) -> None:
     runs, threads = _plan(x)
+    if threads == 1:  # elementwise ufuncs, no BLAS: no need for workspace.run's BLAS thread setting
+        for run in runs:
+            per_run(run)
+        return
     workspace.run(runs, lambda _, run: per_run(run), threads)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ..backends import get_num_threads
+from ..kernels import workspace
 from ._functional import add_weight_decay
 from .optimizer import Optimizer
 
@@ -59,13 +61,37 @@ class SGD(Optimizer):
                 group: dict[str, Any]) -> None:
         grad = add_weight_decay(grad, theta, group)
         momentum = float(group["momentum"])
-        if momentum != 0:
-            buffer = state.get("momentum_buffer")
-            if buffer is None:
-                buffer = np.array(grad, copy=True)
-                state["momentum_buffer"] = buffer
-            else:
-                buffer *= momentum
-                buffer += (1 - float(group["dampening"])) * grad
-            grad = grad + momentum * buffer if group["nesterov"] else buffer
-        theta -= float(group["lr"]) * grad
+        buffer = state.get("momentum_buffer") if momentum != 0 else None
+        first = momentum != 0 and buffer is None
+        if first:
+            buffer = state["momentum_buffer"] = np.array(grad, copy=True)
+        lr, keep, nesterov = float(group["lr"]), 1 - float(group["dampening"]), group["nesterov"]
+
+        def update(g: np.ndarray, t: np.ndarray, b: np.ndarray | None) -> None:
+            if b is not None:
+                if not first:
+                    b *= momentum
+                    b += keep * g  # keep == 1 multiplies exactly
+                g = g + momentum * b if nesterov else b
+            t -= lr * g
+
+        in_runs(update, grad, theta, buffer)
+
+
+#: Parameters of at least twice this many elements are updated in runs of this many elements.
+RUN = 1 << 16
+
+
+def in_runs(update: Callable[..., None], *arrays: np.ndarray | None) -> None:
+    """``update(*runs)`` on runs of the flat elements of same-shaped C-contiguous ``arrays`` (None
+    entries stay None) over the worker threads, else ``update(*arrays)`` once. Each element's
+    arithmetic is the whole-array update's; the temporaries are run-sized instead of parameter-sized
+    (fresh large allocations page-fault) and each run is read from memory once for all its steps."""
+    present = [a for a in arrays if a is not None]
+    shape = present[0].shape
+    if present[0].size < 2 * RUN or not all(a.flags.c_contiguous and a.shape == shape for a in present):
+        update(*arrays)
+        return
+    flat = [None if a is None else a.reshape(-1) for a in arrays]
+    runs = [slice(i, i + RUN) for i in range(0, present[0].size, RUN)]
+    workspace.run(runs, lambda _, s: update(*(None if f is None else f[s] for f in flat)), get_num_threads())

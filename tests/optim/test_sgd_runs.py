@@ -1,0 +1,70 @@
+"""SGD's update of large parameters in runs over the worker threads: bit for bit the whole-array
+rule, and torch's values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv.optim import sgd
+
+SETTINGS = [dict(momentum=0.9), dict(momentum=0.9, dampening=0.3), dict(momentum=0.8, nesterov=True),
+            dict(momentum=0.9, weight_decay=1e-2, maximize=True), dict()]
+
+
+def _whole_array_sgd(theta, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                     maximize=False):
+    """torch's SGD rule on whole arrays (the reference the runs must equal)."""
+    buffer = None
+    for g in grads:
+        g = -g if maximize else g
+        if weight_decay:
+            g = g + weight_decay * theta
+        if momentum:
+            if buffer is None:
+                buffer = g.copy()
+            else:
+                buffer *= momentum
+                buffer += (1 - dampening) * g
+            g = g + momentum * buffer if nesterov else buffer
+        theta -= lr * g
+    return theta
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_runs_equal_the_whole_array_rule(settings, threads):
+    rng = np.random.default_rng(0)
+    shape = (3 * sgd.RUN + 17,)  # several runs and a short last one
+    start = rng.standard_normal(shape).astype(np.float32)
+    grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    param = npconv.nn.Parameter(start.copy())
+    optimizer = npconv.optim.SGD([param], lr=0.05, **settings)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    try:
+        for g in grads:
+            param.grad = npconv.tensor(g.copy())
+            optimizer.step()
+    finally:
+        npconv.set_num_threads(previous)
+    expected = _whole_array_sgd(start.copy(), grads, 0.05, **settings)
+    np.testing.assert_array_equal(param.numpy(), expected)
+
+
+@pytest.mark.parametrize("settings", SETTINGS[:3])
+def test_runs_match_torch(torch, settings):
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((64, 32, 9, 9))  # float64, 165888 elements: runs
+    grads = [rng.standard_normal(start.shape) for _ in range(3)]
+    param = npconv.nn.Parameter(start.copy())
+    optimizer = npconv.optim.SGD([param], lr=0.1, **settings)
+    reference = torch.nn.Parameter(torch.tensor(start))
+    torch_optimizer = torch.optim.SGD([reference], lr=0.1, **settings)
+    for g in grads:
+        param.grad = npconv.tensor(g.copy())
+        optimizer.step()
+        reference.grad = torch.tensor(g)
+        torch_optimizer.step()
+    np.testing.assert_allclose(param.numpy(), reference.detach().numpy(), rtol=1e-13, atol=1e-13)
