@@ -17,17 +17,24 @@ from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import depthwise, fft, gemm, winograd
 
+try:
+    from npconv.kernels import compiled_winograd
+except ImportError:  # the compiled core is not in use (NPCONV_PURE=1 or not built)
+    compiled_winograd = None
+
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 # the size caps that split a call into work items, set to 1 for items of one row / tile / image
 CAPS = {gemm: ("WORKSPACE_BYTES", "BATCH_CHUNK_BYTES"), fft: ("WORKSPACE_BYTES",),
         depthwise: ("_TASK_BYTES", "_STACK_BYTES", "_STRIDED_BYTES"),
         winograd: ("_TARGET_TILES", "_TARGET_TILES_WORKERS")}
+if compiled_winograd is not None:
+    CAPS[compiled_winograd] = ("_TARGET_TILES",)
 try:  # the compiled GEMM's caps: one output position (or row of the row shift) per work item
     from npconv.kernels import compiled_gemm
-except ModuleNotFoundError:
+except ImportError:
     pass
 else:
-    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES")
+    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO")
 
 
 def _implementation(module_path: str) -> registry.Algorithm:

@@ -271,14 +271,19 @@ def _grad_weight_mode(monkeypatch, x_shape, w_shape, geom) -> list[bool]:
 
 
 def test_gemm_grad_weight_runs_on_blas_threads_beside_winograd(monkeypatch):
-    """The GEMM grad_weight of a layer whose forward or grad_input runs Winograd (multithreaded
-    BLAS) also runs on BLAS threads; an all-GEMM layer keeps the worker threads."""
+    """The GEMM grad_weight of a layer whose forward or grad_input runs the NumPy Winograd
+    (multithreaded BLAS) also runs on BLAS threads; an all-GEMM layer, and one beside the compiled
+    Winograd (worker threads), keep the worker threads."""
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:
         geom = ConvGeometry.create((3, 3), 1, 1).with_padding(1)
         wide = ((2, 128, 8, 8), (128, 128, 3, 3))
-        assert plan.choose("forward", *wide, geom, np.float32) == "gemm"  # Winograd: 1 thread only
+        if registry.available()["winograd"].compiled:
+            assert plan.choose("forward", *wide, geom, np.float32) == "winograd"
+            assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]
+        monkeypatch.setenv("NPCONV_PURE", "1")  # the NumPy Winograd
+        assert plan.choose("forward", *wide, geom, np.float32) == "gemm"  # NumPy Winograd: 1 thread only
         assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]
         with backends.conv.force({"forward": "winograd"}):
             assert _grad_weight_mode(monkeypatch, *wide, geom) == [True]

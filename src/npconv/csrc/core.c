@@ -141,6 +141,34 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 
 #include "blas.h"
 
+/* Sizes of one Winograd F(4x4, 3x3) call: x (N, C, H, W), transformed weight U (36, O, C/G),
+ * output (N, O, OH, OW), low zero padding (PH, PW) (the high side is implied by OH/OW), groups G;
+ * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
+ * blocks of CBLOCK input channels (0: one block). */
+typedef struct {
+    ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, th, tw;
+} wg_geom;
+
+/* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
+ * their row transform (6 x 4 phases of PS), the output staging (4 x 16). NTP leaves a vector of
+ * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
+typedef struct {
+    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, total;
+} wg_layout;
+
+static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
+{
+    L->ntp = (g->cap + 16 + 15) / 16 * 16;
+    L->ps = (g->tw + 18 + 15) / 16 * 16; /* tiles up to tw + 16, and the column after */
+    L->rs = 4 * L->ps + 64;              /* 4 columns per tile; phase loads read 4 vectors of 16 */
+    L->v = 0;
+    L->m = 36 * g->c * L->ntp;
+    L->rb = L->m + 36 * g->o * L->ntp;
+    L->tr = L->rb + 6 * L->rs;
+    L->q = L->tr + 24 * L->ps;
+    L->total = L->q + 64;
+}
+
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
 
 #define T float
@@ -152,6 +180,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -166,6 +195,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -185,6 +215,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -199,6 +230,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -217,6 +249,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -231,6 +264,7 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
+#include "winograd.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -274,6 +308,27 @@ typedef struct {
 } mp_kernels;
 
 #define MP_ENTRY(sfx) {(mp_fwd_fn)max_pool_forward_##sfx, (mp_bwd_fn)max_pool_backward_##sfx}
+
+typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
+                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
+
+/* float32 / float64 take their clamp bounds as their own type: one adapter per copy */
+#define WG_ADAPT(sfx, T)                                                                                   \
+    static void wg_forward_##sfx(const gemm_fns *f, const void *x, const void *u, const void *b, void *y,   \
+                                 void *s, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, double lo,  \
+                                 double hi)                                                                 \
+    {                                                                                                       \
+        winograd_forward_##sfx(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0, t1, act,  \
+                               (T)lo, (T)hi);                                                               \
+    }
+WG_ADAPT(f32_generic, float)
+WG_ADAPT(f64_generic, double)
+#if NPCONV_X86
+WG_ADAPT(f32_avx2, float)
+WG_ADAPT(f64_avx2, double)
+WG_ADAPT(f32_avx512, float)
+WG_ADAPT(f64_avx512, double)
+#endif
 
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 static const char *const ISA_NAMES[ISA_COUNT] = {"generic", "avx2", "avx512"};
@@ -335,6 +390,18 @@ static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+/* [isa][0: float32, 1: float64] */
+static const wg_fwd_fn WG_TABLE[ISA_COUNT][2] = {
+    {wg_forward_f32_generic, wg_forward_f64_generic},
+#if NPCONV_X86
+    {wg_forward_f32_avx2, wg_forward_f64_avx2},
+    {wg_forward_f32_avx512, wg_forward_f64_avx512},
+#else
+    {NULL, NULL},
+    {NULL, NULL},
 #endif
 };
 
@@ -802,6 +869,118 @@ release_src:
     Py_RETURN_NONE;
 }
 
+/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK) -> g; every buffer size it implies fits ptrdiff_t. */
+static int parse_wg_geom(PyObject *seq, wg_geom *g)
+{
+    ptrdiff_t v[12];
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "geometry must be a tuple of 12 ints (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK)");
+        return -1;
+    }
+    for (int i = 0; i < 12; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < (i == 7 || i == 8 || i == 11 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], 0, 0};
+    g->th = (g->oh + 3) / 4;
+    g->tw = (g->ow + 3) / 4;
+    if (g->c % g->groups || g->o % g->groups) {
+        PyErr_SetString(PyExc_ValueError, "geometry: groups must divide the input and output channels");
+        return -1;
+    }
+    ptrdiff_t a, b;
+    wg_layout L;
+    wg_scratch_layout(g, &L); /* each term below 2**24 * 2**24 * 36 */
+    if (g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || __builtin_mul_overflow(g->n, g->c, &a) ||
+        __builtin_mul_overflow(a, g->h * g->w, &a) || __builtin_mul_overflow(g->n, g->o, &b) ||
+        __builtin_mul_overflow(b, g->oh * g->ow, &b) || __builtin_mul_overflow(g->n, g->th * g->tw, &a) ||
+        L.total > ((ptrdiff_t)1 << 40)) {
+        PyErr_SetString(PyExc_ValueError, "geometry: planes or scratch too large for the compiled kernel");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
+{
+    PyObject *geom;
+    wg_geom g;
+    wg_layout L;
+    if (!PyArg_ParseTuple(args, "O", &geom) || parse_wg_geom(geom, &g) < 0) return NULL;
+    wg_scratch_layout(&g, &L);
+    return PyLong_FromSsize_t(L.total);
+}
+
+/* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
+ * of y; act 1 clamps to [lo, hi] after the bias. */
+static PyObject *wg2d_forward(PyObject *self, PyObject *args)
+{
+    int isa, act;
+    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    double lo, hi;
+    wg_geom g;
+    gemm_fns fns;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start, &stop,
+                          &act, &lo, &hi))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
+    if (act != 0 && act != 1) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none) or 1 (clamp), got %d", act);
+        return NULL;
+    }
+    if (act && !(lo <= hi)) {
+        PyErr_Format(PyExc_ValueError, "clamp bounds must satisfy lo <= hi, got [%g, %g]", lo, hi);
+        return NULL;
+    }
+    Py_buffer x, u, b = {0}, y, s;
+    int have_b = b_o != Py_None, ok = 0;
+    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
+    if (get_buffer(u_o, 0, &u, "transformed weight") < 0) goto release_x;
+    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_u;
+    if (get_buffer(y_o, 1, &y, "output") < 0) goto release_b;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_y;
+    if (u.itemsize != x.itemsize || y.itemsize != x.itemsize || s.itemsize != x.itemsize ||
+        (have_b && b.itemsize != x.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    wg_layout L;
+    wg_scratch_layout(&g, &L);
+    if (check_count(&x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
+        check_count(&u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
+        check_count(&y, g.n * g.o * g.oh * g.ow, 0, "output") < 0 || check_count(&s, L.total, 1, "scratch") < 0 ||
+        (have_b && check_count(&b, g.o, 0, "bias") < 0))
+        goto release_s;
+    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
+        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
+                     g.n * g.th * g.tw, g.cap);
+        goto release_s;
+    }
+    wg_fwd_fn fn = WG_TABLE[isa][x.itemsize == 8];
+    Py_BEGIN_ALLOW_THREADS
+    fn(&fns, x.buf, u.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop, act, lo, hi);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_y:
+    PyBuffer_Release(&y);
+release_b:
+    if (have_b) PyBuffer_Release(&b);
+release_u:
+    PyBuffer_Release(&u);
+release_x:
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
 static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
 
@@ -1060,6 +1239,13 @@ static PyMethodDef methods[] = {
     {"gemm", gemm, METH_VARARGS,
      "gemm(routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
      "SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
+    {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
+     "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
+     "G, CAP, CBLOCK)"},
+    {"winograd2d_forward", wg2d_forward, METH_VARARGS,
+     "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
+     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias, clamped to "
+     "[lo, hi] when act == 1)"},
     {"gemm_conv_plan", gc_plan, METH_VARARGS,
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},

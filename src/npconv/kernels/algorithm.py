@@ -72,6 +72,7 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("depthwise", "npconv.kernels.compiled_depthwise"),
     ("depthwise", "npconv.kernels.depthwise"),
     ("grouped", "npconv.kernels.compiled_grouped"),
+    ("winograd", "npconv.kernels.compiled_winograd"),
     ("winograd", "npconv.kernels.winograd"),
     ("gemm", "npconv.kernels.compiled_gemm"),
     ("gemm", "npconv.kernels.gemm"),

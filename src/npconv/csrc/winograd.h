@@ -1,0 +1,244 @@
+/* Winograd F(4x4, 3x3) for 2-D 3x3 stride-1 dilation-1 convolutions, one copy per (element type,
+ * ISA): core.c includes this file once per combination with T, TSIZE, TI, VBYTES and SFX defined,
+ * inside a `#pragma GCC target` region for the ISA (as depthwise.h).
+ *
+ * y[n, o] = A^T [ sum_c U[., o, c] (.) (B^T d[n, c] B) ] A per 4x4 output tile (d: the 6x6 input
+ * tile), interpolation points 0, 1, -1, 1/2, -2, inf (npconv.kernels.winograd.transform_matrices;
+ * the transforms below are those matrices written out). A work item is a range [t0, t1) of the flat
+ * tile grid (image, tile row, tile column): tiles of several images share one GEMM.
+ *
+ * Per item: (1) input transform per (channel, run of tiles in one tile row), vectorized over the
+ * tiles: the 6 input rows are split into 4 column phases (phase p holds columns 4t + p, zero
+ * padding written in place, no padded copy of the image), B^T combines the rows, then the columns
+ * (column q of tile t is phase q % 4 at t + q / 4), giving V[36][C][tiles]; (2) 36 GEMMs per group
+ * M[k] (O, tiles) = U[k] (O, C) @ V[k] (C, tiles) through SciPy's BLAS (float32: summed over
+ * channel blocks, see winograd.CHANNEL_BLOCK); (3) output transform A^T . A per (channel, run),
+ * bias and clamp, interleaved into the rows of y.
+ */
+
+#define WCAT_(a, b) a##_##b
+#define WCAT(a, b) WCAT_(a, b)
+#define WF(name) WCAT(name, SFX)
+
+typedef T WF(wvec) __attribute__((vector_size(VBYTES)));
+typedef TI WF(wivec) __attribute__((vector_size(VBYTES)));
+#define WV WF(wvec)
+#define WIV WF(wivec)
+#define WVL ((ptrdiff_t)(VBYTES / sizeof(T)))
+
+static inline WV WF(wg_load)(const T *p) { WV v; memcpy(&v, p, sizeof v); return v; }
+static inline void WF(wg_store)(T *p, WV v) { memcpy(p, &v, sizeof v); }
+static inline WV WF(wg_splat)(T s)
+{
+    WV v = {0};
+    return v + s; /* scalar operand broadcast: one vbroadcast */
+}
+
+/* B^T (6 x 6) of transform_matrices(4) applied to d0..d5. */
+static inline __attribute__((always_inline)) void WF(wg_bt6)(WV *o, const WV *d)
+{
+    o[0] = d[0] - (T)1.5 * d[1] - (T)2 * d[2] + (T)1.5 * d[3] + d[4];
+    o[1] = (T)0.5 * d[2] - d[1] + (T)2.5 * d[3] + d[4];
+    o[2] = d[1] - (T)2.5 * d[2] + (T)0.5 * d[3] + d[4];
+    o[3] = (T)2 * (d[3] - d[1]) - d[2] + d[4];
+    o[4] = (T)0.5 * (d[1] - d[3]) - d[2] + d[4];
+    o[5] = d[1] - (T)1.5 * d[2] - (T)2 * d[3] + (T)1.5 * d[4] + d[5];
+}
+
+/* A^T (4 x 6) applied to m0..m5. */
+static inline __attribute__((always_inline)) void WF(wg_at6)(WV *o, const WV *m)
+{
+    const WV s12 = m[1] + m[2], d12 = m[1] - m[2];
+    o[0] = m[0] + s12 + m[3] + m[4];
+    o[1] = d12 + (T)0.5 * m[3] - (T)2 * m[4];
+    o[2] = s12 + (T)0.25 * m[3] + (T)4 * m[4];
+    o[3] = d12 + (T)0.125 * m[3] - (T)8 * m[4] + m[5];
+}
+
+#define WVLC (VBYTES / TSIZE)
+#if WVLC == 16
+#define WG_LANES(M) M(0), M(1), M(2), M(3), M(4), M(5), M(6), M(7), M(8), M(9), M(10), M(11), M(12), M(13), M(14), M(15)
+#elif WVLC == 8
+#define WG_LANES(M) M(0), M(1), M(2), M(3), M(4), M(5), M(6), M(7)
+#elif WVLC == 4
+#define WG_LANES(M) M(0), M(1), M(2), M(3)
+#elif WVLC == 2
+#define WG_LANES(M) M(0), M(1)
+#else
+#error "unsupported vector width"
+#endif
+/* phase WG_P of the first half of a concatenated pair (a|b): lanes i < WVL/2 take element 4i + WG_P */
+#define WG_HALF(i) ((4 * (i) + WG_P) & (2 * WVLC - 1))
+/* the low halves of two vectors side by side */
+#define WG_JOIN(i) ((i) < WVLC / 2 ? (i) : (i) + WVLC / 2)
+
+/* Phase p of 4 * WVL consecutive elements: out[i] = src[4i + p]. */
+static inline __attribute__((always_inline)) WV WF(wg_phase)(const T *src, int p)
+{
+    const WV a = WF(wg_load)(src), b = WF(wg_load)(src + WVL), c = WF(wg_load)(src + 2 * WVL),
+             d = WF(wg_load)(src + 3 * WVL);
+    const WIV join = {WG_LANES(WG_JOIN)};
+#define WG_P 0
+    const WIV m0 = {WG_LANES(WG_HALF)};
+#undef WG_P
+#define WG_P 1
+    const WIV m1 = {WG_LANES(WG_HALF)};
+#undef WG_P
+#define WG_P 2
+    const WIV m2 = {WG_LANES(WG_HALF)};
+#undef WG_P
+#define WG_P 3
+    const WIV m3 = {WG_LANES(WG_HALF)};
+#undef WG_P
+    const WIV m = p == 0 ? m0 : p == 1 ? m1 : p == 2 ? m2 : m3;
+    return __builtin_shuffle(__builtin_shuffle(a, b, m), __builtin_shuffle(c, d, m), join);
+}
+
+/* row[j] = src[j - pw] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1). */
+static void WF(wg_pad_row)(T *row, const T *src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0, ptrdiff_t j1)
+{
+    ptrdiff_t i0 = pw > j0 ? pw : j0, i1 = w + pw < j1 ? w + pw : j1;
+    if (!src || i1 < i0) i0 = i1 = j1;
+    memset(row + j0, 0, (size_t)(i0 - j0) * sizeof(T));
+    memcpy(row + i0, src ? src + (i0 - pw) : row, (size_t)(i1 - i0) * sizeof(T));
+    memset(row + i1, 0, (size_t)(j1 - i1) * sizeof(T));
+}
+
+/* Input transform of tiles [a, b) of tile row ty of image plane xc into V columns [col, ...).
+ * rb: 6 zero-padded input rows of rs elements; tr: the row transform, 6 x 4 phases of ps. */
+static void WF(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T *v,
+                             ptrdiff_t vstride, ptrdiff_t col, T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps)
+{
+    const ptrdiff_t nblk = (b - a + WVL - 1) / WVL, te = a + nblk * WVL; /* columns read up to te */
+    for (int r = 0; r < 6; r++) {
+        const ptrdiff_t ih = 4 * ty + r - g->ph;
+        WF(wg_pad_row)(rb + r * rs, ih >= 0 && ih < g->h ? xc + ih * g->w : NULL, g->w, g->pw, 4 * a, 4 * te + 2);
+    }
+    /* rows: tr[k][p][t] = sum_r B^T[k][r] row_r[4t + p] */
+    for (ptrdiff_t t = a; t < te; t += WVL)
+        for (int p = 0; p < 4; p++) {
+            WV d[6], o[6];
+            for (int r = 0; r < 6; r++) d[r] = WF(wg_phase)(rb + r * rs + 4 * t, p);
+            WF(wg_bt6)(o, d);
+            for (int k = 0; k < 6; k++) WF(wg_store)(tr + (k * 4 + p) * ps + t, o[k]);
+        }
+    for (int p = 0; p < 2; p++) { /* column te: only phases 0 and 1 are read (q = 4, 5 of the last block) */
+        WV d[6] = {{0}}, o[6];
+        for (int r = 0; r < 6; r++) d[r][0] = rb[r * rs + 4 * te + p];
+        WF(wg_bt6)(o, d);
+        for (int k = 0; k < 6; k++) tr[(k * 4 + p) * ps + te] = o[k][0];
+    }
+    /* columns: V[k * 6 + k2][col + t - a] = sum_q B^T[k2][q] tr[k][q % 4][t + q / 4] */
+    for (int k = 0; k < 6; k++) {
+        const T *row = tr + k * 4 * ps;
+        for (ptrdiff_t t = a; t < a + nblk * WVL; t += WVL) {
+            WV d[6], o[6];
+            for (int q = 0; q < 6; q++) d[q] = WF(wg_load)(row + (q & 3) * ps + t + (q >> 2));
+            WF(wg_bt6)(o, d);
+            T *dst = v + (ptrdiff_t)(k * 6) * vstride + col + (t - a);
+            for (int k2 = 0; k2 < 6; k2++) WF(wg_store)(dst + k2 * vstride, o[k2]);
+        }
+    }
+}
+
+/* Output transform of tiles [a, b) of tile row ty from M columns [col, ...) into the plane yo, plus
+ * bias, clamped to [lo, hi] when act. q: 4 x 4 * WVL scratch. */
+static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
+                              ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
+{
+    const WV vb = WF(wg_splat)(bias), vlo = WF(wg_splat)(lo), vhi = WF(wg_splat)(hi);
+    const ptrdiff_t rows = g->oh - 4 * ty < 4 ? g->oh - 4 * ty : 4;
+    for (ptrdiff_t t = a; t < b; t += WVL) {
+        const ptrdiff_t nv = b - t < WVL ? b - t : WVL;
+        WV r[4][6];
+        for (int k2 = 0; k2 < 6; k2++) {
+            WV m[6], o[4];
+            for (int k = 0; k < 6; k++) m[k] = WF(wg_load)(mo + (ptrdiff_t)(k * 6 + k2) * mstride + col + (t - a));
+            WF(wg_at6)(o, m);
+            for (int i = 0; i < 4; i++) r[i][k2] = o[i];
+        }
+        const ptrdiff_t c0 = 4 * t, c1 = 4 * (t + nv) < g->ow ? 4 * (t + nv) : g->ow; /* output columns */
+        for (ptrdiff_t i = 0; i < rows; i++) {
+            WV o[4];
+            WF(wg_at6)(o, r[i]);
+            for (int j = 0; j < 4; j++) {
+                WV y = o[j] + vb;
+                if (act) {
+                    const WIV below = y < vlo, above = y > vhi;
+                    y = (WV)(((WIV)y & ~below) | ((WIV)vlo & below));
+                    y = (WV)(((WIV)y & ~above) | ((WIV)vhi & above));
+                }
+                WF(wg_store)(q + j * WVL, y);
+            }
+            T *dst = yo + (4 * ty + i) * g->ow;
+            if (c1 - c0 == 4 * WVL) {
+                for (ptrdiff_t l = 0; l < WVL; l++) {
+                    dst[c0 + 4 * l] = q[l];
+                    dst[c0 + 4 * l + 1] = q[WVL + l];
+                    dst[c0 + 4 * l + 2] = q[2 * WVL + l];
+                    dst[c0 + 4 * l + 3] = q[3 * WVL + l];
+                }
+            } else {
+                for (ptrdiff_t c = c0; c < c1; c++) dst[c] = q[((c - c0) & 3) * WVL + ((c - c0) >> 2)];
+            }
+        }
+    }
+}
+
+/* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. */
+static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
+                                 const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi)
+{
+    wg_layout L;
+    wg_scratch_layout(g, &L);
+    T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
+    const ptrdiff_t nt = t1 - t0, per_image = g->th * g->tw, cg = g->c / g->groups, og = g->o / g->groups;
+    if (nt <= 0) return;
+    /* (1) input transform, channel by channel; within a channel runs go left to right, so a run's
+     * junk lanes land in columns the next run (or the padding after nt) owns */
+    for (ptrdiff_t c = 0; c < g->c; c++) {
+        ptrdiff_t t = t0, col = 0;
+        while (t < t1) {
+            const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
+            const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
+            WF(wg_input_run)(x + (n * g->c + c) * g->h * g->w, g, ty, a, b, v + c * L.ntp, g->c * L.ntp, col, rb,
+                             L.rs, tr, L.ps);
+            col += b - a;
+            t += b - a;
+        }
+    }
+    /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
+    const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
+    for (ptrdiff_t k = 0; k < 36; k++)
+        for (ptrdiff_t gi = 0; gi < g->groups; gi++)
+            for (ptrdiff_t c0 = 0; c0 < cg; c0 += block) {
+                const ptrdiff_t kc = cg - c0 < block ? cg - c0 : block;
+                gemm_rm(fns, TSIZE, 0, 0, og, nt, kc, 1.0, u + (k * g->o + gi * og) * cg + c0, cg,
+                        v + (k * g->c + gi * cg + c0) * L.ntp, L.ntp, c0 ? 1.0 : 0.0,
+                        mm + (k * g->o + gi * og) * L.ntp, L.ntp);
+            }
+    /* (3) output transform, bias, clamp */
+    for (ptrdiff_t o = 0; o < g->o; o++) {
+        ptrdiff_t t = t0, col = 0;
+        const T b_o = bias ? bias[o] : (T)0;
+        while (t < t1) {
+            const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
+            const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
+            WF(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, col, y + (n * g->o + o) * g->oh * g->ow, g, ty, a, b, b_o,
+                              act, lo, hi, q);
+            col += b - a;
+            t += b - a;
+        }
+    }
+}
+
+#undef WG_LANES
+#undef WG_HALF
+#undef WG_JOIN
+#undef WVLC
+#undef WV
+#undef WIV
+#undef WVL
+#undef WF
+#undef WCAT
+#undef WCAT_

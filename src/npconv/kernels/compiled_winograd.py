@@ -1,0 +1,143 @@
+"""Winograd ``F(4x4, 3x3)`` on the compiled core (``npconv._core``): the compiled implementation of the
+``"winograd"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` keeps the NumPy one,
+:mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 dilation-1 convolutions, any zero padding and
+groups, float32/float64, forward and grad_input.
+
+``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
+``U = G w G^T`` computed once per call (NumPy, 36 x 9 GEMM) and the transform matrices of
+:func:`npconv.kernels.winograd.transform_matrices`. The C kernel (``src/npconv/csrc/winograd.h``)
+takes a range of the flat tile grid (image, tile row, tile column), so the tiles of several small
+images share one GEMM: input transform fused per tile row (zero padding handled in place), 36
+GEMMs per group through SciPy's sgemm/dgemm (:func:`npconv.kernels.blas.gemm_routines`), output
+transform with the bias (and an optional clamp) written straight into ``y``. The ranges run on
+the worker threads of :func:`npconv.kernels.workspace.run` (GIL released, BLAS on one thread),
+each with its own scratch buffer. ``grad_input`` is the forward pass of ``gy`` with the flipped,
+channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Winograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import backends
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from . import winograd, workspace
+from .blas import gemm_routines
+from .common import grad_input_as_forward
+from .numerics import Operands
+
+__all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "SPREAD_LIMIT", "supports", "recommended",
+           "admits", "forward", "grad_input"]
+
+if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
+    raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
+                              name=__name__)
+
+NAME = "winograd"
+COMPILED = True
+LOCAL = False
+PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` and add it in the output transform.
+BIAS_PASSES = ("forward", "grad_input")
+SPREAD_LIMIT = winograd.SPREAD_LIMIT
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
+_TARGET_TILES = 128
+
+
+def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
+    """The NumPy Winograd's check (finite, spread within :data:`SPREAD_LIMIT`, no overflow)."""
+    return winograd.admits(pass_name, operands, geom)
+
+
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
+    return winograd.supports(pass_name, x_shape, w_shape, geom, dtype)
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
+    group and an output of at least 8x8, on any number of threads."""
+    if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
+        return False
+    channels_in, channels_out = x_shape[1] // geom.groups, w_shape[0] // geom.groups
+    return min(channels_in, channels_out) >= 16 and min(geom.output_size(x_shape[2:])) >= 8
+
+
+def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
+              groups: int, cap: int, dtype: np.dtype) -> tuple[int, ...]:
+    """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK)``."""
+    block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
+    return (n, c, *in_size, o, *out_size, *low, groups, cap, block)
+
+
+def _items(total: int, cap: int, threads: int) -> list[tuple[int, int]]:
+    """``total`` tiles in near-equal contiguous ranges of at most ``cap``, a multiple of ``threads``
+    of them when there are enough tiles (each worker gets the same share)."""
+    parts = -(-total // cap)
+    parts = min(total, -(-parts // threads) * threads)
+    bounds = [total * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+
+def _check(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if dtype not in _DTYPES:
+        raise TypeError(f"winograd convolution needs float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            clamp: tuple[float, float] | None = None) -> np.ndarray:
+    """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
+    ``geom.pads()``; ``clamp=(lo, hi)`` clips every output to ``[lo, hi]`` after the bias (a fused
+    ReLU is ``(0, inf)``)."""
+    dtype = _check(x, w)
+    n, c = x.shape[:2]
+    o = w.shape[0]
+    in_size = tuple(x.shape[2:])
+    out_size = geom.output_size(in_size)
+    low = tuple(lo for lo, _ in geom.pads(in_size))
+    threads = max(1, get_num_threads())
+    tile_bytes = 36 * (c + o) * dtype.itemsize
+    cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
+    core = backends.core.module
+    try:
+        geometry = _geometry(n, c, in_size, o, out_size, low, geom.groups, cap, dtype)
+        size = core.winograd2d_scratch(geometry)
+    except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
+        if clamp is not None:
+            raise
+        return winograd.forward(x, w, geom, bias)
+    y = np.empty((n, o) + tuple(out_size), dtype)
+    if y.size == 0:
+        return y
+    u = winograd._weight_transform(w, geom.groups, 4, dtype).reshape(36, o, c // geom.groups)
+    u = np.ascontiguousarray(u)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    act, lo, hi = (0, 0.0, 0.0) if clamp is None else (1, float(clamp[0]), float(clamp[1]))
+    routines, isa = gemm_routines(), backends.core.isa_index
+    total = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+
+    def work(_: int, span: tuple[int, int]) -> None:
+        scratch = workspace.buffer("compiled-wg", (size,), dtype)
+        core.winograd2d_forward(isa, routines, x, u, b, y, scratch, geometry, span[0], span[1], act, lo, hi)
+
+    items = _items(total, cap, threads)
+    workspace.run(items, work, threads)
+    return y
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """``gx (N, C, *input_size) (+ bias[c])``: the forward pass of ``gy`` with the flipped, transposed
+    kernel (``bias``: a transposed convolution's)."""
+    _check(gy, w)
+    return grad_input_as_forward(forward, gy, w, geom, input_size, bias)
+

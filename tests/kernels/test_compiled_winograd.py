@@ -1,0 +1,229 @@
+"""The compiled Winograd F(4x4, 3x3) (npconv._core via kernels/compiled_winograd) against the NumPy
+reference oracle (tests/reference.py) and torch, on every ISA variant this CPU runs.
+
+Covers forward and grad_input in float32 (Winograd's tolerance: norm-relative 2e-6 of the float64
+result on ResNet-like layers, elementwise a few 1e-6 on small ones) and float64, random geometries
+(odd sizes at the 4x4 tile edges, padding 0-3 per side, groups, batch), work items of a few tiles
+that split tile rows and join images, non-contiguous inputs, the fused bias and clamp, one and two
+worker threads, the extension's own argument guards, and the registry/planner wiring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import npconv
+import reference
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
+from npconv.kernels import plan, winograd
+from npconv.kernels.blas import gemm_routines
+
+compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
+                                        reason=f"compiled core not in use: {backends.core.reason}")
+
+TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 5e-6}
+
+
+def _geom(padding, groups=1) -> ConvGeometry:
+    return ConvGeometry.create((3, 3), (1, 1), padding, (1, 1), groups, ndim=2)
+
+
+def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
+    """Largest error over the largest magnitude (absolute below 1)."""
+    return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))) if ref.size else 0.0
+
+
+def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contiguous=True):
+    """forward and grad_input (with and without bias) against the float64 reference."""
+    geom = _geom(padding, groups)
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    w = rng.standard_normal((o, c // groups, 3, 3)).astype(dtype)
+    if not contiguous:  # a strided view of a bigger array with the same values
+        big = np.zeros((n, c) + tuple(2 * s for s in size), dtype)
+        big[:, :, ::2, ::2] = x
+        x = big[:, :, ::2, ::2]
+    out = geom.output_size(size)
+    gy = rng.standard_normal((n, o) + out).astype(dtype)
+    if not contiguous:
+        gy = np.asfortranarray(gy)
+    b = rng.standard_normal(o).astype(dtype) if bias else None
+    bx = rng.standard_normal(c).astype(dtype) if bias else None
+    wide = (a.astype(np.float64) for a in (x, w, gy))
+    y_ref, gx_ref, _ = reference.conv_passes(*wide, geom.with_padding(geom.pads(size)))
+    if bias:
+        y_ref = y_ref + b.reshape(-1, 1, 1)
+        gx_ref = gx_ref + bx.reshape(-1, 1, 1)
+    with pytest.MonkeyPatch.context() as patch:
+        if tiles is not None:
+            patch.setattr(compiled_winograd, "_TARGET_TILES", tiles)
+        y = compiled_winograd.forward(x, w, geom, bias=b)
+        gx = compiled_winograd.grad_input(gy, w, geom, size, bias=bx)
+    tol = TOL[np.dtype(dtype)]
+    what = f"{n=} {c=} {o=} {size=} {padding=} {groups=} {dtype=} {bias=} {tiles=}"
+    for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref)):
+        assert got.shape == ref.shape and got.dtype == dtype, (name, what)
+        assert _max_relative(got, ref) <= tol, (name, what, _max_relative(got, ref))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_geometries_match_the_reference(isa, dtype, data):
+    groups = data.draw(st.integers(1, 2), label="groups")
+    c = groups * data.draw(st.integers(1, 4), label="c/g")
+    o = groups * data.draw(st.integers(1, 4), label="o/g")
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
+    size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 19)) for lo, hi in padding)
+    n = data.draw(st.integers(1, 3), label="n")
+    tiles = data.draw(st.sampled_from([None, 1, 2, 3, 5, 17]), label="tiles")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    bias, contiguous = data.draw(st.booleans(), label="bias"), data.draw(st.booleans(), label="contiguous")
+    _check(np.random.default_rng(seed), n, c, o, size, padding, groups, dtype, bias, tiles, contiguous)
+
+
+# rows wider than one 16-lane vector of tiles (75 -> 19 tiles), tile edges 1/2/3 columns past a
+# multiple of 4, a 1x1 output, many channels (the float32 channel blocks of 128), two threads
+CASES = [
+    (2, 3, 5, (9, 75), ((1, 1), (1, 1)), 1),
+    (1, 2, 2, (13, 14), ((0, 0), (2, 1)), 2),
+    (3, 4, 4, (3, 3), ((0, 0), (0, 0)), 4),
+    (1, 130, 3, (6, 7), ((1, 1), (1, 1)), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_edge_cases(isa, parallel, dtype, case):
+    n, c, o, size, padding, groups = case
+    _check(np.random.default_rng(1), n, c, o, size, padding, groups, dtype, bias=True)
+    _check(np.random.default_rng(2), n, c, o, size, padding, groups, dtype, bias=False, tiles=3)
+
+
+def test_float32_accuracy_on_a_resnet_like_layer(isa):
+    """float32 within 2e-6 norm-relative of float64 (He-initialised weights, normal input)."""
+    rng = np.random.default_rng(3)
+    for c in (64, 256):
+        x = rng.standard_normal((2, c, 12, 12))
+        w = rng.standard_normal((c, c, 3, 3)) * np.sqrt(2 / (9 * c))
+        geom = _geom(((1, 1), (1, 1)))
+        y64 = compiled_winograd.forward(x, w, geom)
+        y32 = compiled_winograd.forward(x.astype(np.float32), w.astype(np.float32), geom)
+        ref = reference.conv_passes(x, w, np.zeros_like(y64), geom)[0]
+        assert np.linalg.norm(y64 - ref) <= 1e-13 * np.linalg.norm(ref)
+        assert np.linalg.norm(y32 - ref) <= 2e-6 * np.linalg.norm(ref), c
+
+
+def test_clamp_is_fused_after_the_bias(isa):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 10, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    geom = _geom(((1, 1), (1, 1)))
+    plain = compiled_winograd.forward(x, w, geom, bias=b)
+    for lo, hi in ((0.0, np.inf), (0.0, 6.0), (-0.5, 0.25)):
+        clipped = compiled_winograd.forward(x, w, geom, bias=b, clamp=(lo, hi))
+        np.testing.assert_allclose(clipped, np.clip(plain, lo, hi), rtol=0, atol=1e-13)
+
+
+def test_matches_torch(torch, isa):
+    rng = np.random.default_rng(5)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 5e-6)):
+        x = rng.standard_normal((2, 6, 11, 13)).astype(dtype)
+        w = rng.standard_normal((8, 3, 3, 3)).astype(dtype)
+        b = rng.standard_normal(8).astype(dtype)
+        geom = _geom(((2, 2), (1, 1)), groups=2)
+        y = compiled_winograd.forward(x, w, geom, bias=b)
+        tx = torch.from_numpy(x).requires_grad_()
+        tw, tb = torch.from_numpy(w), torch.from_numpy(b)
+        ty = torch.nn.functional.conv2d(tx, tw, tb, padding=(2, 1), groups=2)
+        gy = rng.standard_normal(ty.shape).astype(dtype)
+        ty.backward(torch.from_numpy(gy))
+        gx = compiled_winograd.grad_input(gy, w, geom, x.shape[2:])
+        assert _max_relative(y, ty.detach().numpy()) <= tol
+        assert _max_relative(gx, tx.grad.numpy()) <= tol
+
+
+def _call(args, **change):
+    names = ("isa", "routines", "x", "u", "bias", "y", "scratch", "geometry", "start", "stop", "act", "lo",
+             "hi")
+    values = dict(zip(names, args, strict=True))
+    values.update(change)
+    backends.core.module.winograd2d_forward(*(values[k] for k in names))
+
+
+def test_the_extension_checks_its_arguments():
+    core = backends.core.module
+    n, c, h, w, o = 1, 2, 5, 6, 3
+    geometry = (n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0)
+    size = core.winograd2d_scratch(geometry)
+    f = np.float64
+    args = (backends.core.isa_index, gemm_routines(), np.ones((n, c, h, w), f), np.ones((36, o, c), f), None,
+            np.zeros((n, o, 5, 6), f), np.empty(size, f), geometry, 0, 4, 0, 0.0, 0.0)
+    _call(args)
+    y = args[5]
+    before = 7.0
+    y[...] = before
+    bad = [
+        (ValueError, dict(x=np.ones((n, c, h, w + 1), f))),
+        (ValueError, dict(u=np.ones((36, o, c + 1), f))),
+        (ValueError, dict(y=np.zeros((n, o, 5, 5), f))),
+        (ValueError, dict(scratch=np.empty(size - 1, f))),
+        (ValueError, dict(bias=np.ones(o + 1, f))),
+        (TypeError, dict(x=np.ones((n, c, h, w), np.float32))),
+        (TypeError, dict(x=np.ones((n, c, h, w), np.int64))),
+        (ValueError, dict(start=-1)),
+        (ValueError, dict(stop=5)),  # 2 x 2 tiles in all, and beyond CAP
+        (ValueError, dict(start=3, stop=2)),
+        (ValueError, dict(act=2)),
+        (ValueError, dict(act=1, lo=1.0, hi=0.0)),
+        (ValueError, dict(act=1, lo=float("nan"), hi=0.0)),
+        (ValueError, dict(isa=17)),
+        (TypeError, dict(routines=(1, 2))),
+        (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, 1, 1, 2, 4, 0))),  # groups divide neither
+        (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, -1, 1, 1, 4, 0))),
+        (ValueError, dict(geometry=(n, c, h, w, o, 0, 6, 1, 1, 1, 4, 0))),
+        (ValueError, dict(geometry=(1 << 24, 1 << 24, 1 << 14, 1 << 14, 1, 1, 1, 0, 0, 1, 4, 0))),
+        (TypeError, dict(geometry=(n, c, h, w))),
+    ]
+    for error, change in bad:
+        with pytest.raises(error):
+            _call(args, **change)
+        assert (y == before).all(), change
+    with pytest.raises(ValueError):
+        core.winograd2d_scratch((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0))
+
+
+def test_a_clamp_with_inverted_bounds_changes_nothing():
+    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError):
+        compiled_winograd.forward(x, w, _geom(((1, 1), (1, 1))), clamp=(1.0, 0.0))
+
+
+def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
+    assert registry.available()["winograd"].compiled
+    assert [a.compiled for a in registry.implementations("winograd")["winograd"]] == [True, False]
+    monkeypatch.setenv("NPCONV_PURE", "1")
+    assert registry.available()["winograd"].module is winograd
+
+
+def test_recommended_rule_and_the_planner():
+    geom = _geom(((1, 1), (1, 1)))
+    f32 = np.dtype(np.float32)
+    previous = npconv.get_num_threads()
+    try:
+        for threads in (1, 2):
+            npconv.set_num_threads(threads)
+            assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+            assert plan.choose("grad_input", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32) == "winograd"
+    finally:
+        npconv.set_num_threads(previous)
+    assert not compiled_winograd.recommended("forward", (8, 8, 56, 56), (8, 8, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (8, 64, 4, 4), (64, 64, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
+    assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
