@@ -4,7 +4,7 @@ reference oracle (tests/reference.py) and torch, on every ISA variant this CPU r
 Covers forward and grad_input in float32 (Winograd's tolerance: norm-relative 2e-6 of the float64
 result on ResNet-like layers, elementwise a few 1e-6 on small ones) and float64, random geometries
 (odd sizes at the 4x4 tile edges, padding 0-3 per side, groups, batch), work items of a few tiles
-that split tile rows and join images, non-contiguous inputs, the fused bias and clamp, one and two
+that split tile rows and join images, non-contiguous inputs, the fused bias and activation, one and two
 worker threads, the extension's own argument guards, and the registry/planner wiring.
 """
 
@@ -22,6 +22,8 @@ from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import plan, winograd
 from npconv.kernels.blas import gemm_routines
+from npconv.kernels.common import Epilogue
+from npconv.kernels.pointwise import Activation
 
 compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
                                         reason=f"compiled core not in use: {backends.core.reason}")
@@ -118,16 +120,49 @@ def test_float32_accuracy_on_a_resnet_like_layer(isa):
         assert np.linalg.norm(y32 - ref) <= 2e-6 * np.linalg.norm(ref), c
 
 
-def test_clamp_is_fused_after_the_bias(isa):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_epilogue_is_fused_after_the_bias(isa, dtype):
+    """ReLU and hardtanh in C, SiLU afterwards; forward and grad_input (a transposed conv's)."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, 3, 10, 9))
-    w = rng.standard_normal((4, 3, 3, 3))
-    b = rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 10, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 4, 10, 9)).astype(dtype)
+    b, bx = rng.standard_normal(4).astype(dtype), rng.standard_normal(3).astype(dtype)
     geom = _geom(((1, 1), (1, 1)))
     plain = compiled_winograd.forward(x, w, geom, bias=b)
-    for lo, hi in ((0.0, np.inf), (0.0, 6.0), (-0.5, 0.25)):
-        clipped = compiled_winograd.forward(x, w, geom, bias=b, clamp=(lo, hi))
-        np.testing.assert_allclose(clipped, np.clip(plain, lo, hi), rtol=0, atol=1e-13)
+    plain_gx = compiled_winograd.grad_input(gy, w, geom, (10, 9), bias=bx)
+    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+    for activation, expect in ((Activation("relu"), lambda v: np.maximum(v, 0)),
+                               (Activation("hardtanh", 0.0, 6.0), lambda v: np.clip(v, 0, 6)),
+                               (Activation("hardtanh", -0.5, 0.25), lambda v: np.clip(v, -0.5, 0.25)),
+                               (Activation("silu"), silu)):
+        y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        gx = compiled_winograd.grad_input(gy, w, geom, (10, 9), epilogue=Epilogue(bx, activation))
+        assert y.dtype == gx.dtype == dtype
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(y, expect(plain), rtol=tol, atol=tol, err_msg=activation.kind)
+        np.testing.assert_allclose(gx, expect(plain_gx), rtol=tol, atol=tol, err_msg=activation.kind)
+
+
+def test_relu_and_hardtanh_keep_nan_as_the_ops_do(isa):
+    """On values the planner never routes here (NaN), the C epilogue still follows the ops: ReLU as
+    np.maximum, hardtanh as np.clip (NaN stays NaN)."""
+    core = backends.core.module
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 0, 0] = np.nan
+    u = np.zeros((36, 1, 1))
+    geometry = (1, 1, 4, 4, 1, 4, 4, 0, 0, 1, 1, 0)
+    scratch = np.empty(core.winograd2d_scratch(geometry))
+    for act, expect in ((1, lambda v: np.maximum(v, 0)), (2, lambda v: np.clip(v, -1, 1))):
+        y = np.empty((1, 1, 4, 4))
+        core.winograd2d_forward(backends.core.isa_index, gemm_routines(), x, u, np.array([-0.0]), y, scratch,
+                                geometry, 0, 1, act, -1.0, 1.0)
+        raw = np.empty_like(y)  # U = 0: outputs are 0 + bias, NaN where 0 * NaN reaches
+        core.winograd2d_forward(backends.core.isa_index, gemm_routines(), x, u, np.array([-0.0]), raw,
+                                scratch, geometry, 0, 1, 0, 0.0, 0.0)
+        assert np.isnan(raw).any()
+        np.testing.assert_array_equal(np.signbit(y), np.signbit(expect(raw)))
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expect(raw)))
 
 
 def test_matches_torch(torch, isa):
@@ -179,9 +214,10 @@ def test_the_extension_checks_its_arguments():
         (ValueError, dict(start=-1)),
         (ValueError, dict(stop=5)),  # 2 x 2 tiles in all, and beyond CAP
         (ValueError, dict(start=3, stop=2)),
-        (ValueError, dict(act=2)),
-        (ValueError, dict(act=1, lo=1.0, hi=0.0)),
-        (ValueError, dict(act=1, lo=float("nan"), hi=0.0)),
+        (ValueError, dict(act=3)),
+        (ValueError, dict(act=-1)),
+        (ValueError, dict(act=2, lo=1.0, hi=0.0)),
+        (ValueError, dict(act=2, lo=float("nan"), hi=0.0)),
         (ValueError, dict(isa=17)),
         (TypeError, dict(routines=(1, 2))),
         (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, 1, 1, 2, 4, 0))),  # groups divide neither
@@ -196,12 +232,6 @@ def test_the_extension_checks_its_arguments():
         assert (y == before).all(), change
     with pytest.raises(ValueError):
         core.winograd2d_scratch((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0))
-
-
-def test_a_clamp_with_inverted_bounds_changes_nothing():
-    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
-    with pytest.raises(ValueError):
-        compiled_winograd.forward(x, w, _geom(((1, 1), (1, 1))), clamp=(1.0, 0.0))
 
 
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):

@@ -695,7 +695,7 @@ static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
 }
 
 /* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
- * of y; act 1 clamps to [lo, hi] after the bias. */
+ * of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). */
 static PyObject *wg2d_forward(PyObject *self, PyObject *args)
 {
     int isa, act;
@@ -708,11 +708,11 @@ static PyObject *wg2d_forward(PyObject *self, PyObject *args)
                           &act, &lo, &hi))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
-    if (act != 0 && act != 1) {
-        PyErr_Format(PyExc_ValueError, "act must be 0 (none) or 1 (clamp), got %d", act);
+    if (act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu) or 2 (hardtanh), got %d", act);
         return NULL;
     }
-    if (act && !(lo <= hi)) {
+    if (act == 2 && !(lo <= hi)) {
         PyErr_Format(PyExc_ValueError, "clamp bounds must satisfy lo <= hi, got [%g, %g]", lo, hi);
         return NULL;
     }
@@ -1015,8 +1015,8 @@ static PyMethodDef methods[] = {
      "G, CAP, CBLOCK)"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
      "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
-     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias, clamped to "
-     "[lo, hi] when act == 1)"},
+     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "
+     "relu or 2 hardtanh(lo, hi)"},
     {"gemm_conv_plan", gc_plan, METH_VARARGS,
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},

@@ -142,7 +142,8 @@ static void WF(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdif
 }
 
 /* Output transform of tiles [a, b) of tile row ty from M columns [col, ...) into the plane yo, plus
- * bias, clamped to [lo, hi] when act. q: 4 x 4 * WVL scratch. */
+ * bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
+ * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation. q: 4 x 4 * WVL. */
 static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
                               ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
 {
@@ -163,7 +164,9 @@ static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
             WF(wg_at6)(o, r[i]);
             for (int j = 0; j < 4; j++) {
                 WV y = o[j] + vb;
-                if (act) {
+                if (act == 1) {
+                    y = (WV)((WIV)y & ((y > 0) | (y != y)));
+                } else if (act == 2) {
                     const WIV below = y < vlo, above = y > vhi;
                     y = (WV)(((WIV)y & ~below) | ((WIV)vlo & below));
                     y = (WV)(((WIV)y & ~above) | ((WIV)vhi & above));

@@ -26,11 +26,12 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import winograd, workspace
 from .blas import gemm_routines
-from .common import grad_input_as_forward
+from .common import Epilogue, adjoint_kernel
 from .numerics import Operands
+from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "SPREAD_LIMIT", "supports", "recommended",
-           "admits", "forward", "grad_input"]
+__all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "EPILOGUE_PASSES", "SPREAD_LIMIT",
+           "supports", "recommended", "admits", "forward", "grad_input"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -40,8 +41,11 @@ NAME = "winograd"
 COMPILED = True
 LOCAL = False
 PASSES = ("forward", "grad_input")
-#: Passes that take ``bias=`` and add it in the output transform.
-BIAS_PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the output
+#: transform (ReLU and hardtanh in C, SiLU afterwards).
+BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
+#: Activations the C output transform applies (their ``Activation.code``).
+_C_ACTIVATIONS = ("relu", "hardtanh")
 SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
@@ -93,10 +97,16 @@ def _check(*arrays: np.ndarray) -> np.dtype:
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
-            clamp: tuple[float, float] | None = None) -> np.ndarray:
+            epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
-    ``geom.pads()``; ``clamp=(lo, hi)`` clips every output to ``[lo, hi]`` after the bias (a fused
-    ReLU is ``(0, inf)``)."""
+    ``geom.pads()``; ``epilogue=`` (instead of ``bias``): its bias and activation, applied in the
+    output transform (ReLU, ReLU6/hardtanh; SiLU afterwards)."""
+    activation = None
+    if epilogue is not None:
+        bias, activation = epilogue.bias, epilogue.activation
+    act, lo, hi = 0, 0.0, 0.0
+    if activation is not None and activation.kind in _C_ACTIVATIONS:
+        act, lo, hi, activation = activation.code, float(activation.lo), float(activation.hi), None
     dtype = _check(x, w)
     n, c = x.shape[:2]
     o = w.shape[0]
@@ -111,33 +121,40 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         geometry = _geometry(n, c, in_size, o, out_size, low, geom.groups, cap, dtype)
         size = core.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
-        if clamp is not None:
-            raise
-        return winograd.forward(x, w, geom, bias)
-    y = np.empty((n, o) + tuple(out_size), dtype)
-    if y.size == 0:
-        return y
-    u = winograd._weight_transform(w, geom.groups, 4, dtype).reshape(36, o, c // geom.groups)
+        y = winograd.forward(x, w, geom, bias)
+        if act:
+            activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+    else:
+        y = np.empty((n, o) + tuple(out_size), dtype)
+        if y.size:
+            _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi)
+    return y if activation is None else epilogue_(y, None, activation)
+
+
+def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None:
+    """The C kernel over the tile grid, split across the worker threads."""
+    dtype = y.dtype
+    n, c = x.shape[:2]
+    o, groups = w.shape[0], geometry[9]
+    u = winograd._weight_transform(w, groups, 4, dtype).reshape(36, o, c // groups)
     u = np.ascontiguousarray(u)
     x = np.ascontiguousarray(x, dtype=dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    act, lo, hi = (0, 0.0, 0.0) if clamp is None else (1, float(clamp[0]), float(clamp[1]))
     routines, isa = gemm_routines(), backends.core.isa_index
-    total = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+    total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)
 
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-wg", (size,), dtype)
         core.winograd2d_forward(isa, routines, x, u, b, y, scratch, geometry, span[0], span[1], act, lo, hi)
 
-    items = _items(total, cap, threads)
-    workspace.run(items, work, threads)
-    return y
+    workspace.run(_items(total, cap, threads), work, threads)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-               bias: np.ndarray | None = None) -> np.ndarray:
+               bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: the forward pass of ``gy`` with the flipped, transposed
-    kernel (``bias``: a transposed convolution's)."""
+    kernel (``bias``: a transposed convolution's; ``epilogue=`` as in :func:`forward`)."""
     _check(gy, w)
-    return grad_input_as_forward(forward, gy, w, geom, input_size, bias)
-
+    adjoint, crop = geom.stride1_adjoint(tuple(input_size), gy.shape[2:])
+    return forward(gy[(slice(None), slice(None)) + crop], adjoint_kernel(w, geom.groups), adjoint, bias,
+                   epilogue=epilogue)
