@@ -232,6 +232,15 @@ def test_the_extension_checks_its_arguments():
         assert (y == before).all(), change
     with pytest.raises(ValueError):
         core.winograd2d_scratch((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0))
+    isa = backends.core.isa_index
+    u = np.full((36, 4), 7.0)
+    w4 = np.ones((4, 3, 3))
+    calls = ((ValueError, (w4, u, 0, 5)), (ValueError, (w4, u, 2, 1)), (ValueError, (w4, u, -1, 2)),
+             (ValueError, (np.ones((5, 3, 3)), u, 0, 4)), (TypeError, (w4.astype(np.float32), u, 0, 4)))
+    for error, call in calls:
+        with pytest.raises(error):
+            core.winograd2d_weight(isa, *call)
+        assert (u == 7.0).all()
 
 
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
@@ -254,6 +263,10 @@ def test_recommended_rule_and_the_planner():
         npconv.set_num_threads(previous)
     assert not compiled_winograd.recommended("forward", (8, 8, 56, 56), (8, 8, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (8, 64, 4, 4), (64, 64, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (1, 512, 7, 7), (512, 512, 3, 3), geom, f32)
+    assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
+                                             np.dtype(np.float64))
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)

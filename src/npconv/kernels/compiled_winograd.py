@@ -50,6 +50,8 @@ SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
 _TARGET_TILES = 128
+#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
+MIN_TILES = 64
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
@@ -66,11 +68,15 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group and an output of at least 8x8, on any number of threads."""
+    group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
+    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), on
+    any number of threads."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     channels_in, channels_out = x_shape[1] // geom.groups, w_shape[0] // geom.groups
-    return min(channels_in, channels_out) >= 16 and min(geom.output_size(x_shape[2:])) >= 8
+    out = geom.output_size(x_shape[2:])
+    tiles = x_shape[0] * -(-out[0] // 4) * -(-out[1] // 4)
+    return min(channels_in, channels_out) >= 16 and tiles >= MIN_TILES
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
@@ -136,11 +142,14 @@ def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     dtype = y.dtype
     n, c = x.shape[:2]
     o, groups = w.shape[0], geometry[9]
-    u = winograd._weight_transform(w, groups, 4, dtype).reshape(36, o, c // groups)
-    u = np.ascontiguousarray(u)
+    routines, isa = gemm_routines(), backends.core.isa_index
+    w = np.ascontiguousarray(w, dtype=dtype)
+    u = np.empty((36, o, c // groups), dtype)  # U = G w G^T, kernels split across the workers
+    kernels = o * (c // groups)
+    spans = [(kernels * i // threads, kernels * (i + 1) // threads) for i in range(threads)]
+    workspace.run(spans, lambda _, span: core.winograd2d_weight(isa, w, u, span[0], span[1]), threads)
     x = np.ascontiguousarray(x, dtype=dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    routines, isa = gemm_routines(), backends.core.isa_index
     total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)
 
     def work(_: int, span: tuple[int, int]) -> None:
