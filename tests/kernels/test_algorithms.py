@@ -34,7 +34,7 @@ try:  # the compiled GEMM's caps: one output position (or row of the row shift) 
 except ImportError:
     pass
 else:
-    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES")
+    CAPS[compiled_gemm] = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO")
 
 
 def _implementation(module_path: str) -> registry.Algorithm:

@@ -34,20 +34,21 @@ compiled_gemm = pytest.importorskip(
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 
-#: (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT): the default tiling, one output position (or row)
-#: per item, chunks of whole images, and no row shift
+#: (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO): the default
+#: tiling, one output position (or row) per item, chunks of whole images, and no row shift
 TILINGS = {
     "default": None,
-    "tiny": (1, 1, 0, True),
-    "chunks": (1, 1, 1 << 30, True),
-    "positions": (64, 3, 0, False),
+    "tiny": (1, 1, 0, True, 1, 0),
+    "chunks": (1, 1, 1 << 30, True, 1, 0),
+    "positions": (64, 3, 0, False, 1, 0),
 }
 
 
 def _tiling(monkeypatch, name: str) -> None:
     values = TILINGS[name]
     if values is not None:
-        for attr, value in zip(("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "ROW_SHIFT"), values, strict=True):
+        names = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "ROW_SHIFT", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO")
+        for attr, value in zip(names, values, strict=True):
             monkeypatch.setattr(compiled_gemm, attr, value)
 
 
