@@ -31,8 +31,8 @@ compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 5e-6}
 
 
-def _geom(padding, groups=1) -> ConvGeometry:
-    return ConvGeometry.create((3, 3), (1, 1), padding, (1, 1), groups, ndim=2)
+def _geom(padding, groups=1, dilation=(1, 1)) -> ConvGeometry:
+    return ConvGeometry.create((3, 3), (1, 1), padding, dilation, groups, ndim=2)
 
 
 def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
@@ -40,9 +40,9 @@ def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))) if ref.size else 0.0
 
 
-def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contiguous=True):
+def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contiguous=True, dilation=(1, 1)):
     """forward and grad_input (with and without bias) against the float64 reference."""
-    geom = _geom(padding, groups)
+    geom = _geom(padding, groups, dilation)
     x = rng.standard_normal((n, c) + size).astype(dtype)
     w = rng.standard_normal((o, c // groups, 3, 3)).astype(dtype)
     if not contiguous:  # a strided view of a bigger array with the same values
@@ -66,7 +66,7 @@ def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contigu
         y = compiled_winograd.forward(x, w, geom, bias=b)
         gx = compiled_winograd.grad_input(gy, w, geom, size, bias=bx)
     tol = TOL[np.dtype(dtype)]
-    what = f"{n=} {c=} {o=} {size=} {padding=} {groups=} {dtype=} {bias=} {tiles=}"
+    what = f"{n=} {c=} {o=} {size=} {padding=} {groups=} {dtype=} {bias=} {tiles=} {dilation=}"
     for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref)):
         assert got.shape == ref.shape and got.dtype == dtype, (name, what)
         assert _max_relative(got, ref) <= tol, (name, what, _max_relative(got, ref))
@@ -80,12 +80,30 @@ def test_random_geometries_match_the_reference(isa, dtype, data):
     c = groups * data.draw(st.integers(1, 4), label="c/g")
     o = groups * data.draw(st.integers(1, 4), label="o/g")
     padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
-    size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 19)) for lo, hi in padding)
+    dilation = data.draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]), label="dilation")
+    lows = (2 * d + 1 - lo - hi for d, (lo, hi) in zip(dilation, padding, strict=True))
+    size = tuple(data.draw(st.integers(max(1, low), 19)) for low in lows)
     n = data.draw(st.integers(1, 3), label="n")
     tiles = data.draw(st.sampled_from([None, 1, 2, 3, 5, 17]), label="tiles")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     bias, contiguous = data.draw(st.booleans(), label="bias"), data.draw(st.booleans(), label="contiguous")
-    _check(np.random.default_rng(seed), n, c, o, size, padding, groups, dtype, bias, tiles, contiguous)
+    _check(np.random.default_rng(seed), n, c, o, size, padding, groups, dtype, bias, tiles, contiguous,
+           dilation)
+
+
+@pytest.mark.parametrize("dilation", [(2, 2), (3, 1)])
+def test_dilation_runs_per_phase_with_the_epilogue(isa, dilation):
+    """Dilated calls: each output phase an undilated call of the input phase sub-image, including
+    phases whose every tap reads padding (the epilogue of zeros) and torch parity of the bias."""
+    rng = np.random.default_rng(6)
+    _check(rng, 2, 3, 4, (11, 10), ((2, 2), (2, 2)), 1, np.float64, bias=True, dilation=dilation)
+    geom = _geom(((7, 7), (7, 0)), dilation=dilation)  # phases at the top read padding only
+    x = rng.standard_normal((1, 2, 3, 9))
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -0.5, 0.5)))
+    ref = reference.conv_passes(x, w, np.zeros_like(y), geom.with_padding(geom.pads((3, 9))))[0]
+    np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1), -0.5, 0.5), rtol=0, atol=1e-12)
 
 
 # rows wider than one 16-lane vector of tiles (75 -> 19 tiles), tile edges 1/2/3 columns past a
@@ -268,5 +286,9 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))
+    assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
+    assert not compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3),
+                                             _geom(((3, 3), (3, 3)), dilation=(3, 3)), f32)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)

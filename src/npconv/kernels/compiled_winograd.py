@@ -1,7 +1,8 @@
 """Winograd ``F(4x4, 3x3)`` on the compiled core (``npconv._core``): the compiled implementation of the
 ``"winograd"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` keeps the NumPy one,
-:mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 dilation-1 convolutions, any zero padding and
-groups, float32/float64, forward and grad_input.
+:mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 convolutions, any zero padding, groups and
+dilation (dilation ``d``: ``d x d`` undilated convolutions of the phase sub-images of the input,
+one per phase of the output), float32/float64, forward and grad_input.
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
 ``U = G w G^T`` computed once per call (NumPy, 36 x 9 GEMM) and the transform matrices of
@@ -61,8 +62,13 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
-    """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
-    return winograd.supports(pass_name, x_shape, w_shape, geom, dtype)
+    """True for forward/grad_input of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
+    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images)."""
+    if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
+        return False
+    if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
+        return False
+    return geom.fits(x_shape, w_shape)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -70,13 +76,53 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
     group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
     transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), on
-    any number of threads."""
+    any number of threads; dilation 1 and 2."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
+        return False
+    if max(geom.dilation) > 2:
         return False
     channels_in, channels_out = x_shape[1] // geom.groups, w_shape[0] // geom.groups
     out = geom.output_size(x_shape[2:])
-    tiles = x_shape[0] * -(-out[0] // 4) * -(-out[1] // 4)
+    dh, dw = geom.dilation
+    tiles = x_shape[0] * dh * dw * -(-out[0] // (4 * dh)) * -(-out[1] // (4 * dw))
     return min(channels_in, channels_out) >= 16 and tiles >= MIN_TILES
+
+
+def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, tuple[int, int], int]:
+    """Output phase ``r`` of dilation ``d`` along one axis: ``(input phase, crop of the input phase
+    sub-image, its (low, high) zero padding, output count)`` of the undilated convolution giving
+    outputs ``r, r + d, ...``: output ``r + d i`` reads input ``r + d (i + p) - low`` (taps ``p``)."""
+    count = -(-(out - r) // d)
+    phase = (r - low) % d
+    shift = (r - low - phase) // d  # sub-image row of tap 0 of output 0
+    rows = len(range(phase, size, d))
+    start, stop = max(0, shift), min(rows, shift + count + 2)
+    return phase, slice(start, max(start, stop)), (max(0, -shift), max(0, shift + count + 2 - rows)), count
+
+
+def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
+             epilogue: Epilogue | None) -> np.ndarray:
+    """A dilated stride-1 3x3 convolution as ``d_h x d_w`` undilated ones, one per output phase."""
+    in_size = tuple(x.shape[2:])
+    out = geom.output_size(in_size)
+    dtype = _check(x, w)
+    y = np.empty(x.shape[:1] + w.shape[:1] + out, dtype)
+    lows = [lo for lo, _ in geom.pads(in_size)]
+    for rh in range(min(geom.dilation[0], out[0])):
+        ph, crop_h, pad_h, _ = _phase(rh, geom.dilation[0], lows[0], in_size[0], out[0])
+        for rw in range(min(geom.dilation[1], out[1])):
+            pw, crop_w, pad_w, _ = _phase(rw, geom.dilation[1], lows[1], in_size[1], out[1])
+            sub = x[:, :, ph::geom.dilation[0], pw::geom.dilation[1]][:, :, crop_h, crop_w]
+            target = y[:, :, rh::geom.dilation[0], rw::geom.dilation[1]]
+            if min(sub.shape[2:]) == 0:  # the whole phase reads padding: the epilogue of zeros
+                target[...] = 0
+                if epilogue is not None or bias is not None:
+                    e = epilogue or Epilogue(bias)
+                    target[...] = epilogue_(np.ascontiguousarray(target), e.bias, e.activation)
+                continue
+            part = ConvGeometry((3, 3), (1, 1), (pad_h, pad_w), (1, 1), geom.groups)
+            target[...] = forward(sub, w, part, bias, epilogue)
+    return y
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
@@ -107,6 +153,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): its bias and activation, applied in the
     output transform (ReLU, ReLU6/hardtanh; SiLU afterwards)."""
+    if geom.dilation != (1, 1):
+        return _dilated(x, w, geom, bias, epilogue)
     activation = None
     if epilogue is not None:
         bias, activation = epilogue.bias, epilogue.activation
