@@ -243,7 +243,8 @@ class CoreBackend:
 #: The functions of ``npconv._core`` the Python side calls: an extension built from older sources (an
 #: editable install after ``git pull``) lacks some, and is then not used.
 CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward", "depthwise2d_grad_input",
-                  "depthwise2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward", "gemm",
+                  "depthwise2d_grad_weight", "grouped2d_scratch", "grouped2d_forward",
+                  "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward", "gemm",
                   "gemm_conv_plan", "gemm_conv", "winograd2d_scratch", "winograd2d_weight",
                   "winograd2d_forward")
 

@@ -68,13 +68,13 @@ def _draw_case(data, algorithm: registry.Algorithm):
         padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
         size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 9)) for lo, hi in padding)
     else:
-        nd = data.draw(st.integers(1, 3))
+        nd = data.draw(st.integers(1, 2 if name == "grouped" else 3))
         kernel, stride, dilation, padding, size = draw_geometry(data, nd, 3, 2, 4)
     if name == "depthwise":
         c = data.draw(st.integers(1, 3))
         groups, o = c, c * data.draw(st.integers(1, 2))
     else:
-        groups = data.draw(st.integers(1, 2))
+        groups = data.draw(st.integers(2 if name == "grouped" else 1, 2))
         c, o = groups * data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2))
     geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=nd)
     n = data.draw(st.integers(1, 2))
@@ -124,6 +124,8 @@ def test_passes_are_one_adjoint_triple(module_path, nd):
     implementation = _implementation(module_path)
     if implementation.name == "winograd" and nd != 2:
         pytest.skip("Winograd runs 2-d 3x3 convolutions only")
+    if implementation.name == "grouped" and nd == 3:
+        pytest.skip("the grouped kernel runs 1-d and 2-d convolutions only")
     rng = np.random.default_rng(nd)
     kernel = (3,) * nd
     stride = (1,) * nd if implementation.name == "winograd" else (2, 1, 3)[:nd]
@@ -143,4 +145,4 @@ def test_passes_are_one_adjoint_triple(module_path, nd):
 
 def test_every_builtin_algorithm_is_covered():
     assert {name for name, _ in registry.BUILTIN} == set(registry.names()) >= {"gemm", "fft", "depthwise",
-                                                                               "winograd"}
+                                                                               "grouped", "winograd"}

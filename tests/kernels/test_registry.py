@@ -127,6 +127,10 @@ def test_planner_lists_come_from_the_registry():
     geom = ConvGeometry.create(3, ndim=2).with_padding(1)
     assert plan.candidates("grad_weight", (1, 2, 5, 5), (3, 2, 3, 3), geom, np.float32) == ["fft", "gemm"]
     expected = dict.fromkeys(registry.names(), "numpy")
+    report = npconv.backends.conv.implementations()
     if npconv.backends.core.available and not registry.pure():  # the compiled kernels
-        expected["depthwise"] = expected["gemm"] = expected["winograd"] = "compiled"
-    assert npconv.backends.conv.implementations() == expected
+        expected["depthwise"] = expected["gemm"] = expected["winograd"] = expected["grouped"] = "compiled"
+    else:  # the grouped kernel has no NumPy implementation (GEMM runs those calls)
+        assert report.pop("grouped").startswith("unavailable: ")
+        del expected["grouped"]
+    assert report == expected

@@ -36,6 +36,9 @@ typedef struct {
  * past the last output it computes (4 vectors of it are computed at once). */
 #define DW_SLACK 64
 
+/* Kernels up to this many taps run the row-by-row forward stencil (splatted weights on the stack). */
+#define DW_ROW_TAPS 64
+
 /* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
  * by slack; the padded extent is what the output reads, (OH-1)*S + (K-1)*D + 1 per axis. */
 typedef struct {
@@ -98,6 +101,44 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     return ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
 }
 
+/* Sizes of one grouped call: x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW),
+ * stride, dilation, low zero padding as for dw_geom. */
+typedef struct {
+    ptrdiff_t n, g, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} gp_geom;
+
+/* The largest output-channel register block of any variant (grouped.h's GP_OB). */
+#define GP_MAX_OB 8
+
+/* Per-channel polyphase scratch (chan elements), the wide forward output per block channel
+ * (wide_n >= positions + one register block) and the wide gy planes of grad_weight (gy_n: the
+ * positions rounded up to 16 elements, a whole number of vectors of every variant). */
+typedef struct {
+    ptrdiff_t chan, wide_n, gy_n;
+} gp_layout;
+
+static void gp_forward_layout(const gp_geom *g, dw_geom *d, dw_phases *ph, gp_layout *lay)
+{
+    *d = (dw_geom){g->n, g->g * g->cg, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw,
+                   g->ph, g->pw};
+    dw_forward_phases(d, ph);
+    const ptrdiff_t npos = g->oh * ph->qw;
+    lay->chan = ph->count * ph->plane;
+    lay->wide_n = npos + DW_SLACK;
+    lay->gy_n = (npos + 15) / 16 * 16;
+}
+
+/* Scratch elements per call: pass 0 forward, 2 grad_weight (grad_input runs as a forward). */
+static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
+{
+    dw_geom d;
+    dw_phases ph;
+    gp_layout lay;
+    gp_forward_layout(g, &d, &ph, &lay);
+    if (pass == 2) return g->cg * lay.chan + (g->og + 1) * lay.gy_n;
+    return g->cg * lay.chan + GP_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GP_MAX_OB;
+}
+
 #include "blas.h"
 
 /* Sizes of one Winograd F(4x4, 3x3) call: x (N, C, H, W), transformed weight U (36, O, C/G),
@@ -136,6 +177,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 16
 #define SFX f32_generic
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -150,6 +192,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 16
 #define SFX f64_generic
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -169,6 +212,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 32
 #define SFX f32_avx2
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -183,6 +227,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 32
 #define SFX f64_avx2
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -201,6 +246,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 64
 #define SFX f32_avx512
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -215,6 +261,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define VBYTES 64
 #define SFX f64_avx512
 #include "depthwise.h"
+#include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
@@ -240,6 +287,17 @@ typedef struct {
 } dw_kernels;
 
 #define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
+
+typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
+                         ptrdiff_t);
+typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    gp_fwd_fn forward;
+    gp_gw_fn grad_weight;
+} gp_kernels;
+
+#define GP_ENTRY(sfx) {(gp_fwd_fn)gp_forward_##sfx, (gp_gw_fn)gp_grad_weight_##sfx}
 
 typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
 typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
@@ -286,6 +344,18 @@ static const dw_kernels DW_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+/* [isa][0: float32, 1: float64] */
+static const gp_kernels GP_TABLE[ISA_COUNT][2] = {
+    {GP_ENTRY(f32_generic), GP_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {GP_ENTRY(f32_avx2), GP_ENTRY(f64_avx2)},
+    {GP_ENTRY(f32_avx512), GP_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL}, {NULL, NULL}},
+    {{NULL, NULL}, {NULL, NULL}},
 #endif
 };
 
@@ -384,6 +454,8 @@ static PyObject *available_isas(PyObject *self, PyObject *unused)
     return result;
 }
 
+static int check_geom(const dw_geom *g);
+
 static int parse_geom(PyObject *seq, dw_geom *g)
 {
     ptrdiff_t v[15];
@@ -401,6 +473,12 @@ static int parse_geom(PyObject *seq, dw_geom *g)
         }
     }
     *g = (dw_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
+    return check_geom(g);
+}
+
+/* The limits every plane kernel relies on (a Python exception when one is broken). */
+static int check_geom(const dw_geom *g)
+{
     if (g->m * g->kh * g->kw > ((ptrdiff_t)1 << 30)) {
         PyErr_SetString(PyExc_ValueError, "geometry: too many taps per plane");
         return -1;
@@ -557,6 +635,150 @@ static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
         goto release_s;
     }
     dw_gw_fn fn = DW_TABLE[isa][x.itemsize == 8].grad_weight;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_NoMemory();
+    else
+        ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_gw:
+    PyBuffer_Release(&gw);
+release_gy:
+    PyBuffer_Release(&gy);
+release_x:
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int parse_gp_geom(PyObject *seq, gp_geom *g)
+{
+    ptrdiff_t v[16];
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 16) {
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 16 ints "
+                                         "(N, G, Cg, Og, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+        return -1;
+    }
+    for (int i = 0; i < 16; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < (i >= 14 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    *g = (gp_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
+                   v[15]};
+    const dw_geom d = {g->n, 1, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw};
+    if (check_geom(&d) < 0) return -1;
+    if (g->g * g->cg > DW_MAX_VALUE || g->g * g->og > DW_MAX_VALUE || g->cg * g->og * g->kh * g->kw > ((ptrdiff_t)1 << 30) ||
+        gp_scratch(0, g) > 4 * DW_MAX_PLANE || gp_scratch(2, g) > 4 * DW_MAX_PLANE) {
+        PyErr_SetString(PyExc_ValueError, "geometry: channels or scratch too large for the compiled kernel");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
+{
+    int pass;
+    PyObject *geom;
+    gp_geom g;
+    if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_gp_geom(geom, &g) < 0) return NULL;
+    if (pass != 0 && pass != 2) {
+        PyErr_Format(PyExc_ValueError, "pass must be 0 (forward) or 2 (grad_weight), got %d", pass);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(gp_scratch(pass, &g));
+}
+
+/* (isa, x, w, bias|None, y, scratch, geom, start, stop): items (image * G + group) [start, stop) */
+static PyObject *gp2d_forward(PyObject *self, PyObject *args)
+{
+    int isa;
+    PyObject *x_o, *w_o, *b_o, *y_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    gp_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &x_o, &w_o, &b_o, &y_o, &s_o, &geom, &start, &stop))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
+    Py_buffer x, w, b = {0}, y, s;
+    int have_b = b_o != Py_None, ok = 0;
+    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
+    if (get_buffer(w_o, 0, &w, "weight") < 0) goto release_x;
+    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_w;
+    if (get_buffer(y_o, 1, &y, "output") < 0) goto release_b;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_y;
+    if (w.itemsize != x.itemsize || y.itemsize != x.itemsize || s.itemsize != x.itemsize ||
+        (have_b && b.itemsize != x.itemsize)) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
+        check_count(&w, g.g * g.og * g.cg * g.kh * g.kw, 0, "weight") < 0 ||
+        check_count(&y, g.n * g.g * g.og * g.oh * g.ow, 0, "output") < 0 ||
+        check_count(&s, gp_scratch(0, &g), 1, "scratch") < 0 || (have_b && check_count(&b, g.g * g.og, 0, "bias") < 0))
+        goto release_s;
+    if (start < 0 || stop > g.n * g.g || start > stop) {
+        PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.g);
+        goto release_s;
+    }
+    gp_fwd_fn fn = GP_TABLE[isa][x.itemsize == 8].forward;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fn(x.buf, w.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_NoMemory();
+    else
+        ok = 1;
+release_s:
+    PyBuffer_Release(&s);
+release_y:
+    PyBuffer_Release(&y);
+release_b:
+    if (have_b) PyBuffer_Release(&b);
+release_w:
+    PyBuffer_Release(&w);
+release_x:
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* (isa, x, gy, gw, scratch, geom, group_start, group_stop) */
+static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
+{
+    int isa;
+    PyObject *x_o, *gy_o, *gw_o, *s_o, *geom;
+    Py_ssize_t start, stop;
+    gp_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &x_o, &gy_o, &gw_o, &s_o, &geom, &start, &stop)) return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
+    Py_buffer x, gy, gw, s;
+    int ok = 0;
+    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
+    if (get_buffer(gy_o, 0, &gy, "grad_output") < 0) goto release_x;
+    if (get_buffer(gw_o, 1, &gw, "grad_weight") < 0) goto release_gy;
+    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_gw;
+    if (gy.itemsize != x.itemsize || gw.itemsize != x.itemsize || s.itemsize != x.itemsize) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
+        check_count(&gy, g.n * g.g * g.og * g.oh * g.ow, 0, "grad_output") < 0 ||
+        check_count(&gw, g.g * g.og * g.cg * g.kh * g.kw, 0, "grad_weight") < 0 ||
+        check_count(&s, gp_scratch(2, &g), 1, "scratch") < 0)
+        goto release_s;
+    if (start < 0 || stop > g.g || start > stop) {
+        PyErr_Format(PyExc_ValueError, "group range [%zd, %zd) outside [0, %zd)", start, stop, g.g);
+        goto release_s;
+    }
+    gp_gw_fn fn = GP_TABLE[isa][x.itemsize == 8].grad_weight;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
@@ -1052,6 +1274,13 @@ static PyMethodDef methods[] = {
      "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop): planes of gx"},
     {"depthwise2d_grad_weight", dw2d_grad_weight, METH_VARARGS,
      "depthwise2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): input channels of gw"},
+    {"grouped2d_scratch", gp_scratch_size, METH_VARARGS,
+     "grouped2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 2 grad_weight)"},
+    {"grouped2d_forward", gp2d_forward, METH_VARARGS,
+     "grouped2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop): items (image * G + group) "
+     "[start, stop) of y"},
+    {"grouped2d_grad_weight", gp2d_grad_weight, METH_VARARGS,
+     "grouped2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): groups [start, stop) of gw"},
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
      "argmax kernel offsets arg (int32)"},

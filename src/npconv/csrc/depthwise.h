@@ -38,6 +38,27 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+/* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
+ * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
+ * more than a 28x28 plane's dot products in grad_weight). */
+static inline T FN(hsum)(V a)
+{
+    T t[VL];
+    memcpy(t, &a, sizeof a);
+    for (ptrdiff_t w = VL / 2; w >= 1; w /= 2)
+        for (ptrdiff_t l = 0; l < w; l++) t[l] += t[l + w];
+    return t[0];
+}
+
+/* The first 32 KB of the next plane(s) on their way to the cache while this one computes (the
+ * forward's copy-in stalled on them: measured 1.1-1.5x). */
+static inline void FN(prefetch)(const T *p, ptrdiff_t count)
+{
+    const char *b = (const char *)p;
+    const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
+    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 0, 3);
+}
+
 /* out[m] = init + sum_t wt[t] * src[t][m] for m < n; 4 vectors per step keep 4 independent FMA
  * chains in flight (one chain is latency-bound). Reads up to 4*VL - 1 elements past n (row slack). */
 static inline __attribute__((always_inline)) void
@@ -97,6 +118,142 @@ static void FN(stencil)(T *out, ptrdiff_t n, const T *const *src, const T *wt, i
     case 49: FN(stencil_body)(out, n, src, wt, 49, init); break;
     default: FN(stencil_body)(out, n, src, wt, taps, init); break;
     }
+}
+
+/* Output rows of n >= VL outputs: out[m] = init + sum_t wt[t] * src[t][off + m], whole vectors only
+ * (the last block shifted back to end at n, recomputing a few outputs), stored straight into the
+ * row: no junk columns, no partial stores, no copy-out. NV (1-4) vectors per block, R (1-2) rows
+ * (R * NV independent FMA chains: one row's 4 were latency-bound, measured 1.3-2x slower). */
+#define DW_ROW_BLOCK(R, NV, at)                                                                 \
+    do {                                                                                        \
+        ptrdiff_t q[4] = {(at), (at) + VL, (at) + 2 * VL, (at) + 3 * VL};                       \
+        for (int i = 0; i < 4; i++) q[i] = q[i] < n - VL ? q[i] : n - VL;                       \
+        V a[R][NV];                                                                             \
+        for (int r = 0; r < (R); r++)                                                           \
+            for (int i = 0; i < (NV); i++) a[r][i] = FN(splat)(init);                           \
+        for (int t = 0; t < taps; t++) {                                                        \
+            const T *s = src[t] + off;                                                          \
+            for (int r = 0; r < (R); r++)                                                       \
+                for (int i = 0; i < (NV); i++) a[r][i] += wv[t] * FN(load)(s + r * pitch + q[i]); \
+        }                                                                                       \
+        for (int r = 0; r < (R); r++)                                                           \
+            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);              \
+    } while (0)
+
+#define DW_ROW_BODY(R)                                                                          \
+    static inline __attribute__((always_inline)) void FN(CAT(row_body, R))(                     \
+        T *out, ptrdiff_t n, const T *const *src, ptrdiff_t off, ptrdiff_t pitch, const V *wv,  \
+        int taps, T init)                                                                       \
+    {                                                                                           \
+        ptrdiff_t m = 0;                                                                        \
+        for (; m + 4 * VL <= n; m += 4 * VL) DW_ROW_BLOCK(R, 4, m);                             \
+        switch ((n - m + VL - 1) / VL) {                                                        \
+        case 4: DW_ROW_BLOCK(R, 4, m); break;                                                   \
+        case 3: DW_ROW_BLOCK(R, 3, m); break;                                                   \
+        case 2: DW_ROW_BLOCK(R, 2, m); break;                                                   \
+        case 1: DW_ROW_BLOCK(R, 1, m); break;                                                   \
+        default: break;                                                                         \
+        }                                                                                       \
+    }
+DW_ROW_BODY(1)
+DW_ROW_BODY(2)
+#undef DW_ROW_BODY
+#undef DW_ROW_BLOCK
+
+/* rows [0, rows) of out (row pitch n) from src rows at pitch `pitch`: the tap count as a constant */
+static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch,
+                             const T *wt, int taps, T init)
+{
+    /* weights splatted once per plane (constant tap counts keep them in registers); rows in pairs */
+#define DW_ROWS(K)                                                                               \
+    do {                                                                                         \
+        V wv[DW_ROW_TAPS];                                                                       \
+        for (int t = 0; t < (K); t++) wv[t] = FN(splat)(wt[t]);                                  \
+        ptrdiff_t r = 0;                                                                         \
+        for (; r + 2 <= rows; r += 2) FN(row_body_2)(out + r * n, n, src, r * pitch, pitch, wv, K, init); \
+        if (r < rows) FN(row_body_1)(out + r * n, n, src, r * pitch, pitch, wv, K, init);        \
+    } while (0)
+    switch (taps) {
+    case 9: DW_ROWS(9); break;
+    case 6: DW_ROWS(6); break;
+    case 3: DW_ROWS(3); break;
+    case 25: DW_ROWS(25); break;
+    case 49: DW_ROWS(49); break;
+    default: DW_ROWS(taps); break; /* at most DW_ROW_TAPS (the caller's rule) */
+    }
+#undef DW_ROWS
+}
+
+/* Stride 1, dilation 1 along the rows (the phase rows are the padded rows): output row r + 1's tap
+ * (kh, kw) reads what row r's tap (kh + 1, kw) reads, so a pair of rows loads each of its KH + 1
+ * input rows once per column tap ((KH + 1) * KW loads per vector instead of 2 * KH * KW). base is
+ * tap (0, 0)'s source, cs[kw] the column offset of tap (0, kw). */
+#define DW_SHARED_BLOCK(KH, KW, NV, at)                                                          \
+    do {                                                                                         \
+        ptrdiff_t q[4] = {(at), (at) + VL, (at) + 2 * VL, (at) + 3 * VL};                        \
+        for (int i = 0; i < 4; i++) q[i] = q[i] < n - VL ? q[i] : n - VL;                        \
+        V a[2][NV];                                                                              \
+        for (int r = 0; r < 2; r++)                                                              \
+            for (int i = 0; i < (NV); i++) a[r][i] = FN(splat)(init);                            \
+        for (int i = 0; i <= (KH); i++)                                                          \
+            for (int kw = 0; kw < (KW); kw++) {                                                  \
+                const T *s = base + off + i * pitch + cs[kw];                                    \
+                V l[NV];                                                                         \
+                for (int v = 0; v < (NV); v++) l[v] = FN(load)(s + q[v]);                        \
+                if (i < (KH))                                                                    \
+                    for (int v = 0; v < (NV); v++) a[0][v] += wv[i * (KW) + kw] * l[v];          \
+                if (i >= 1)                                                                      \
+                    for (int v = 0; v < (NV); v++) a[1][v] += wv[(i - 1) * (KW) + kw] * l[v];    \
+            }                                                                                    \
+        for (int r = 0; r < 2; r++)                                                              \
+            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);               \
+    } while (0)
+
+#define DW_SHARED_ROWS(KH, KW)                                                                   \
+    static void FN(CAT(shared_rows, KH))(T *out0, ptrdiff_t rows, ptrdiff_t n, const T *base,    \
+                                         const ptrdiff_t *cs, ptrdiff_t pitch, const T *wt, T init, \
+                                         const T *const *src)                                    \
+    {                                                                                            \
+        V wv[(KH) * (KW)];                                                                       \
+        for (int t = 0; t < (KH) * (KW); t++) wv[t] = FN(splat)(wt[t]);                          \
+        ptrdiff_t r = 0;                                                                         \
+        for (; r + 2 <= rows; r += 2) {                                                          \
+            T *out = out0 + r * n;                                                               \
+            const ptrdiff_t off = r * pitch;                                                     \
+            ptrdiff_t m = 0;                                                                     \
+            for (; m + 4 * VL <= n; m += 4 * VL) DW_SHARED_BLOCK(KH, KW, 4, m);                  \
+            switch ((n - m + VL - 1) / VL) {                                                     \
+            case 4: DW_SHARED_BLOCK(KH, KW, 4, m); break;                                        \
+            case 3: DW_SHARED_BLOCK(KH, KW, 3, m); break;                                        \
+            case 2: DW_SHARED_BLOCK(KH, KW, 2, m); break;                                        \
+            case 1: DW_SHARED_BLOCK(KH, KW, 1, m); break;                                        \
+            default: break;                                                                      \
+            }                                                                                    \
+        }                                                                                        \
+        if (r < rows) FN(row_body_1)(out0 + r * n, n, src, r * pitch, pitch, wv, (KH) * (KW), init); \
+    }
+DW_SHARED_ROWS(3, 3)
+DW_SHARED_ROWS(5, 5)
+DW_SHARED_ROWS(7, 7)
+#undef DW_SHARED_ROWS
+#undef DW_SHARED_BLOCK
+
+/* rows x n outputs from `taps` taps (source rows at pitch `pitch`): the shared-load pairs when
+ * `shareable` (the taps are one KH x KW kernel in row-major order, tap (kh + 1, kw) reading one row
+ * below tap (kh, kw)) and the kernel is a square 3/5/7, else stencil_rows. */
+static void FN(tap_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch, const T *wt,
+                         int taps, ptrdiff_t kh, ptrdiff_t kw, int shareable, T init)
+{
+    if (shareable && taps == kh * kw && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
+        ptrdiff_t cs[7];
+        for (ptrdiff_t c = 0; c < kw; c++) cs[c] = src[c] - src[0];
+        switch (kh) {
+        case 3: FN(shared_rows_3)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        case 5: FN(shared_rows_5)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        default: FN(shared_rows_7)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        }
+    }
+    FN(stencil_rows)(out, rows, n, src, pitch, wt, taps, init);
 }
 
 /* acc[t] += sum over the plane of gy[oh][ow] * src[t][oh * pitch + ow] (vector lanes kept apart;
@@ -173,11 +330,20 @@ static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptr
     }
     IV lo, hi; /* even and odd lanes of the pair (a, b) */
     for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
-    for (; iw + 2 * VL <= stop; iw += 2 * VL) {
+    for (ptrdiff_t last = 0; iw + 2 * VL <= stop; iw += 2 * VL) {
         const V a = FN(load)(xr + iw), b = FN(load)(xr + iw + VL);
         const ptrdiff_t at = (iw + g->pw) / 2;
         FN(store)(even + at, __builtin_shuffle(a, b, lo));
         FN(store)(odd + at, __builtin_shuffle(a, b, hi));
+        /* the ragged end as one more block ending at stop (or one before, keeping the parity),
+         * rewriting a few columns: a scalar tail cost as much as the whole stencil */
+        if (!last && iw + 4 * VL > stop && iw + 2 * VL < stop) {
+            const ptrdiff_t final = stop - 2 * VL - ((stop - 2 * VL - iw) & 1); /* same parity as iw */
+            if (final > iw) {
+                iw = final - 2 * VL;
+                last = 1;
+            }
+        }
     }
     for (; iw < stop; iw++) {
         const ptrdiff_t pc = iw + g->pw;
@@ -198,6 +364,13 @@ static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
         const V e = FN(load)(even + b), o = FN(load)(odd + b);
         FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
         FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+    }
+    if (b > 0 && 2 * b < w) { /* the ragged end as one block ending at w (or w - 1), rewriting a few */
+        b = (w - 2 * VL) / 2;
+        const V e = FN(load)(even + b), o = FN(load)(odd + b);
+        FN(store)(dst + 2 * b, __builtin_shuffle(e, o, lo));
+        FN(store)(dst + 2 * b + VL, __builtin_shuffle(e, o, hi));
+        b += VL;
     }
     for (; 2 * b < w; b++) {
         dst[2 * b] = even[b];
@@ -253,13 +426,20 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     dw_forward_shifts(g, &ph, shift);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
+        if (p + 1 < stop) FN(prefetch)(x + (p + 1) * g->h * g->w, g->h * g->w);
         FN(fill_phases)(scratch, x + p * g->h * g->w, g, &ph);
         for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
         for (ptrdiff_t j = 0; j < g->m; j++) {
             const ptrdiff_t o = c * g->m + j;
             T *yo = y + (n * g->c * g->m + o) * plane_out;
+            const T init = bias ? bias[o] : (T)0;
+            if (ph.qw != g->ow && g->ow >= VL && k <= DW_ROW_TAPS) { /* rows straight into y, no junk */
+                FN(tap_rows)(yo, g->oh, g->ow, src, ph.qw, w + o * k, (int)k, g->kh, g->kw, g->sh == 1 && g->dh == 1,
+                             init);
+                continue;
+            }
             const int direct = ph.qw == g->ow; /* no junk columns: write straight into y */
-            FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, bias ? bias[o] : (T)0);
+            FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, init);
             if (!direct)
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
                     memcpy(yo + oh * g->ow, wide + oh * ph.qw, (size_t)g->ow * sizeof(T));
@@ -292,6 +472,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
         const T init = bias ? bias[c] : (T)0;
+        if (p + 1 < stop) FN(prefetch)(gy + (p + 1) * g->m * plane_out, g->m * plane_out);
         for (ptrdiff_t j = 0; j < g->m; j++) {
             const T *gyo = gy + (n * g->c * g->m + c * g->m + j) * plane_out;
             T *plane = scratch + j * lay.plane;
@@ -321,6 +502,18 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                             wt[taps++] = w[(c * g->m + j) * k + kh * g->kw + kw];
                         }
                     }
+                }
+                if (g->sh == 1 && g->sw == 1 && lay.len != g->w && g->w >= VL && taps && taps <= DW_ROW_TAPS) {
+                    if (g->m == 1 && g->dh == 1) { /* taps reversed: source rows ascend, as in the forward */
+                        for (int t = 0; t < taps / 2; t++) {
+                            const T *ps = src[t];
+                            const T pw = wt[t];
+                            src[t] = src[taps - 1 - t], wt[t] = wt[taps - 1 - t];
+                            src[taps - 1 - t] = ps, wt[taps - 1 - t] = pw;
+                        }
+                    }
+                    FN(tap_rows)(gxp, g->h, g->w, src, lay.len, wt, taps, g->kh, g->kw, g->m == 1 && g->dh == 1, init);
+                    continue; /* rows straight into gx, no copy-out */
                 }
                 const int direct = g->sh == 1 && g->sw == 1 && lay.len == g->w;
                 T *out = direct ? gxp : wide + rw * wide_len;
@@ -374,6 +567,11 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     for (ptrdiff_t c = start; c < stop; c++) {
         memset(sum, 0, (size_t)(g->m * k) * sizeof(*sum));
         for (ptrdiff_t n = 0; n < g->n; n++) {
+            const ptrdiff_t next = n + 1 < g->n ? n + 1 : (c + 1 < stop ? 0 : -1), nc = n + 1 < g->n ? c : c + 1;
+            if (next >= 0) {
+                FN(prefetch)(x + (next * g->c + nc) * g->h * g->w, g->h * g->w);
+                FN(prefetch)(gy + (next * g->c * g->m + nc * g->m) * plane_out, g->m * plane_out);
+            }
             FN(fill_phases)(scratch, x + (n * g->c + c) * g->h * g->w, g, &ph);
             for (ptrdiff_t j = 0; j < g->m; j++) {
                 const T *gyo = gy + (n * g->c * g->m + c * g->m + j) * plane_out;
@@ -383,17 +581,13 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
                     memcpy(wide + oh * ph.qw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
                 FN(dot_flat)(acc, wide, n_wide, src, (int)k);
-                int finite = 1;
-                for (ptrdiff_t t = 0; t < k; t++) {
-                    const V v = acc[t] * (T)0; /* 0 where finite, NaN where inf or NaN */
-                    for (ptrdiff_t l = 0; l < VL; l++) finite &= v[l] == 0;
-                }
+                int finite = 1; /* an inf or NaN lane makes its tap's sum non-finite */
+                for (ptrdiff_t t = 0; t < k; t++) finite &= isfinite(FN(hsum)(acc[t]));
                 if (!finite) { /* junk columns read x values no tap reads (0 * inf): redo exactly */
                     for (ptrdiff_t t = 0; t < k; t++) acc[t] = zero;
                     FN(dot)(acc, gyo, g->oh, g->ow, src, ph.qw, (int)k);
                 }
-                for (ptrdiff_t t = 0; t < k; t++)
-                    for (ptrdiff_t l = 0; l < VL; l++) sum[j * k + t] += (double)acc[t][l];
+                for (ptrdiff_t t = 0; t < k; t++) sum[j * k + t] += (double)FN(hsum)(acc[t]);
             }
         }
         for (ptrdiff_t i = 0; i < g->m * k; i++) gw[c * g->m * k + i] = (T)sum[i];

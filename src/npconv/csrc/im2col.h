@@ -114,6 +114,12 @@ GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrd
 {
     const ptrdiff_t out1 = g->out[1], out2 = g->out[2], in0 = g->in[0], in1 = g->in[1], in2 = g->in[2];
     const ptrdiff_t s2 = g->s[2], off2 = e * g->d[2] - g->p[2];
+    /* the in-bounds range of a whole row segment (o2 = 0), the same for every row: no divisions
+     * per segment (short rows made them a large part of the packing) */
+    ptrdiff_t full_hi = off2 < in2 ? (in2 - off2 + s2 - 1) / s2 : 0;
+    if (full_hi > out2) full_hi = out2;
+    ptrdiff_t full_lo = off2 >= 0 ? 0 : (-off2 + s2 - 1) / s2;
+    if (full_lo > full_hi) full_lo = full_hi;
     ptrdiff_t o2 = p0 % out2, t = p0 / out2, o1 = t % out1, o0 = t / out1;
     for (ptrdiff_t done = 0; done < cnt;) {
         const ptrdiff_t seg = out2 - o2 < cnt - done ? out2 - o2 : cnt - done;
@@ -124,17 +130,23 @@ GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrd
         } else {
             /* input column of segment position j: base + j * s2, inside for j in [jlo, jhi) */
             const ptrdiff_t base = o2 * s2 + off2;
-            ptrdiff_t jlo = base >= 0 ? 0 : (-base + s2 - 1) / s2;
-            ptrdiff_t jhi = base < in2 ? (in2 - base + s2 - 1) / s2 : 0;
-            if (jhi > seg) jhi = seg;
-            if (jlo > jhi) jlo = jhi;
+            ptrdiff_t jlo, jhi;
+            if (o2 == 0) {
+                jhi = full_hi < seg ? full_hi : seg;
+                jlo = full_lo < jhi ? full_lo : jhi;
+            } else {
+                jlo = base >= 0 ? 0 : (-base + s2 - 1) / s2;
+                jhi = base < in2 ? (in2 - base + s2 - 1) / s2 : 0;
+                if (jhi > seg) jhi = seg;
+                if (jlo > jhi) jlo = jhi;
+            }
             T *xr = xc + (i0 * in1 + i1) * in2 + base;
             if (add) {
                 GC(scatter_add)(xr + jlo * s2, r + jlo, jhi - jlo, s2);
             } else {
-                if (jlo) memset(r, 0, (size_t)jlo * sizeof(T));
+                for (ptrdiff_t j = 0; j < jlo; j++) r[j] = 0; /* a few padding columns: no call */
                 GC(gather)(r + jlo, xr + jlo * s2, jhi - jlo, s2);
-                if (seg > jhi) memset(r + jhi, 0, (size_t)(seg - jhi) * sizeof(T));
+                for (ptrdiff_t j = jhi; j < seg; j++) r[j] = 0;
             }
         }
         done += seg;

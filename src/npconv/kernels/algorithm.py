@@ -71,6 +71,7 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("fft", "npconv.kernels.fft"),
     ("depthwise", "npconv.kernels.compiled_depthwise"),
     ("depthwise", "npconv.kernels.depthwise"),
+    ("grouped", "npconv.kernels.compiled_grouped"),
     ("winograd", "npconv.kernels.compiled_winograd"),
     ("winograd", "npconv.kernels.winograd"),
     ("gemm", "npconv.kernels.compiled_gemm"),

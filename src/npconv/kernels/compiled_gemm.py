@@ -51,11 +51,13 @@ COMPILED = True
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
 #: epilogue (see plan).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
-#: Target bytes of one work item's columns (one thread's scratch): cache-sized tiles.
-TILE_BYTES = 1 << 20
+#: Target bytes of one work item's columns (one thread's scratch): about the L2 size. One thread,
+#: ms at 256 KiB / 1 / 2 / 16 MiB: stem 16.4 / 15.1 / 15.1 / 19.3, strided 8.0 / 6.8 / 6.4 / 6.7,
+#: audio 17.1 / 14.8 / 14.0 / 15.5 (loaded machine, docs/performance.md).
+TILE_BYTES = 2 << 20
 #: Fewest output positions per gemm (narrower products run far below the BLAS's speed), unless the
 #: per-call workspace (``gemm.WORKSPACE_BYTES``) does not hold that many columns.
-MIN_BAND = 512
+MIN_BAND = 1024
 #: Forward and grad_weight with >= 2 spatial axes and stride 1 along the first pack the columns of
 #: the trailing axes once per slab of input rows; kernel row ``j`` is then a column block of it
 #: (``kernel_size[0]`` gemms over a ``kernel_size[0]``-times smaller packing).

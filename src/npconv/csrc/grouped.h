@@ -1,0 +1,197 @@
+/* Direct 2-D grouped convolution with few channels per group, one copy per (element type, ISA):
+ * core.c includes this file after depthwise.h (whose helpers it uses: load/store/splat,
+ * fill_phases, dot) with the same T, TSIZE, TI, VBYTES and SFX.
+ *
+ * Layout: NCHW, C-contiguous; x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW).
+ * Each input plane of a group is copied once into its zero-padded polyphase form (as the depthwise
+ * kernel does), so tap t of channel ci is one constant shift off[ci*K + t] of a flat "wide" output
+ * position (rows of Qw columns). The forward is then an implicit GEMM: a block of GP_OB output
+ * channels x GP_NB vectors of positions accumulates in registers over all Cg*K (channel, tap)
+ * pairs, each pair one vector load per position vector shared by the GP_OB channels.
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+#define V FN(vec)
+#define IV FN(ivec)
+#define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
+
+/* Register blocks: 32 vector registers at 64 bytes (8 x 3 accumulators), 16 below. GP_OB must
+ * not exceed GP_MAX_OB (core.c sizes the scratch with it). */
+#if VBYTES == 64
+#define GP_OB 8
+#define GP_NB 3
+#define GP_WO 4
+#define GP_WT 5
+#else
+#define GP_OB 4
+#define GP_NB 3
+#define GP_WO 3
+#define GP_WT 3
+#endif
+
+/* wide[j][m + i*VL] = init[j] + sum_u wp[u][j] * src[off[u] + m + i*VL] for j < GP_OB, i < GP_NB */
+static inline __attribute__((always_inline)) void
+FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff_t *off, ptrdiff_t pairs,
+             const T *wp, const T *init)
+{
+    V acc[GP_OB][GP_NB];
+    for (int j = 0; j < GP_OB; j++)
+        for (int i = 0; i < GP_NB; i++) acc[j][i] = FN(splat)(init[j]);
+    for (ptrdiff_t u = 0; u < pairs; u++) {
+        const T *s = src + off[u] + m;
+        V l[GP_NB];
+        for (int i = 0; i < GP_NB; i++) l[i] = FN(load)(s + i * VL);
+        const T *wu = wp + u * GP_OB;
+        for (int j = 0; j < GP_OB; j++) {
+            const V wj = FN(splat)(wu[j]);
+            for (int i = 0; i < GP_NB; i++) acc[j][i] += wj * l[i];
+        }
+    }
+    for (int j = 0; j < GP_OB; j++)
+        for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, acc[j][i]);
+}
+
+/* Forward of items [start, stop) (item = image * G + group) into y, bias (G*Og) in the epilogue. */
+static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gp_geom *g,
+                          ptrdiff_t start, ptrdiff_t stop)
+{
+    dw_geom d;
+    dw_phases ph;
+    gp_layout lay;
+    gp_forward_layout(g, &d, &ph, &lay);
+    const ptrdiff_t k = g->kh * g->kw, pairs = g->cg * k, in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    T *wide = scratch + g->cg * lay.chan;     /* GP_OB planes of lay.wide_n */
+    T *wp = wide + GP_MAX_OB * lay.wide_n;    /* packed weights (Cg*K, GP_OB) */
+    ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
+    ptrdiff_t *off = malloc((size_t)pairs * sizeof(*off));
+    if (!shift || !off) {
+        free(shift), free(off);
+        return -1;
+    }
+    dw_forward_shifts(&d, &ph, shift);
+    for (ptrdiff_t ci = 0; ci < g->cg; ci++)
+        for (ptrdiff_t t = 0; t < k; t++) off[ci * k + t] = ci * lay.chan + shift[t];
+    const ptrdiff_t npos = g->oh * ph.qw, step = GP_NB * VL;
+    for (ptrdiff_t item = start; item < stop; item++) {
+        const ptrdiff_t n = item / g->g, gr = item % g->g;
+        const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
+        if (item + 1 < stop) FN(prefetch)(xg + g->cg * in_plane, g->cg * in_plane);
+        for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(fill_phases)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph);
+        for (ptrdiff_t o0 = 0; o0 < g->og; o0 += GP_OB) {
+            const ptrdiff_t nb = g->og - o0 < GP_OB ? g->og - o0 : GP_OB, o = gr * g->og + o0;
+            T init[GP_OB];
+            for (ptrdiff_t j = 0; j < GP_OB; j++) init[j] = j < nb && bias ? bias[o + j] : (T)0;
+            for (ptrdiff_t u = 0; u < pairs; u++) /* missing channels of the last block: zero weights */
+                for (ptrdiff_t j = 0; j < GP_OB; j++) wp[u * GP_OB + j] = j < nb ? w[(o + j) * pairs + u] : (T)0;
+            for (ptrdiff_t m = 0; m < npos; m += step) FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
+            for (ptrdiff_t j = 0; j < nb; j++) {
+                T *yo = y + (n * g->g * g->og + o + j) * out_plane;
+                const T *src = wide + j * lay.wide_n;
+                if (ph.qw == g->ow)
+                    memcpy(yo, src, (size_t)out_plane * sizeof(T));
+                else
+                    for (ptrdiff_t r = 0; r < g->oh; r++)
+                        memcpy(yo + r * g->ow, src + r * ph.qw, (size_t)g->ow * sizeof(T));
+            }
+        }
+    }
+    free(shift), free(off);
+    return 0;
+}
+
+/* acc[j][t] += sum_m gyw[j][m] * src[t][m] over m < n (a multiple of VL) */
+static inline __attribute__((always_inline)) void
+FN(gp_gw_block)(V acc[GP_WO][GP_WT], const T *const *gyw, const T *const *src, ptrdiff_t n)
+{
+    for (ptrdiff_t m = 0; m < n; m += VL) {
+        V gv[GP_WO], sv[GP_WT];
+        for (int j = 0; j < GP_WO; j++) gv[j] = FN(load)(gyw[j] + m);
+        for (int t = 0; t < GP_WT; t++) sv[t] = FN(load)(src[t] + m);
+        for (int j = 0; j < GP_WO; j++)
+            for (int t = 0; t < GP_WT; t++) acc[j][t] += gv[j] * sv[t];
+    }
+}
+
+/* Weight gradient of groups [start, stop) into gw (G*Og, Cg, KH, KW): per group and image, the Cg
+ * input planes in polyphase form and the Og gy planes in the wide layout (junk columns zero), then
+ * blocks of GP_WO output channels x GP_WT taps of one input channel accumulate over the positions and
+ * are summed per image into double. Groups are independent: worker threads share no accumulator.
+ * A non-finite block sum is recomputed per (channel, tap) row by row with the junk lanes masked (an
+ * inf in a pixel no tap reads must not become 0 * inf = NaN). */
+static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const gp_geom *g, ptrdiff_t start,
+                              ptrdiff_t stop)
+{
+    dw_geom d;
+    dw_phases ph;
+    gp_layout lay;
+    gp_forward_layout(g, &d, &ph, &lay);
+    const ptrdiff_t k = g->kh * g->kw, in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    T *gyw = scratch + g->cg * lay.chan; /* Og + 1 planes of lay.gy_n (the last one all zero) */
+    ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
+    double *sum = malloc((size_t)(g->og * g->cg * k) * sizeof(*sum));
+    if (!shift || !sum) {
+        free(shift), free(sum);
+        return -1;
+    }
+    dw_forward_shifts(&d, &ph, shift);
+    const ptrdiff_t n_wide = lay.gy_n; /* positions rounded up to whole vectors */
+    T *zero = gyw + g->og * lay.gy_n;
+    memset(zero, 0, (size_t)lay.gy_n * sizeof(T));
+    for (ptrdiff_t gr = start; gr < stop; gr++) {
+        memset(sum, 0, (size_t)(g->og * g->cg * k) * sizeof(*sum));
+        for (ptrdiff_t n = 0; n < g->n; n++) {
+            const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
+            const T *gyg = gy + (n * g->g + gr) * g->og * out_plane;
+            for (ptrdiff_t ci = 0; ci < g->cg; ci++)
+                FN(fill_phases)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph);
+            for (ptrdiff_t j = 0; j < g->og; j++) {
+                T *dst = gyw + j * lay.gy_n;
+                memset(dst, 0, (size_t)lay.gy_n * sizeof(T));
+                for (ptrdiff_t r = 0; r < g->oh; r++)
+                    memcpy(dst + r * ph.qw, gyg + j * out_plane + r * g->ow, (size_t)g->ow * sizeof(T));
+            }
+            for (ptrdiff_t ci = 0; ci < g->cg; ci++) {
+                const T *xc = scratch + ci * lay.chan;
+                for (ptrdiff_t j0 = 0; j0 < g->og; j0 += GP_WO) {
+                    const T *gp[GP_WO];
+                    for (ptrdiff_t j = 0; j < GP_WO; j++) gp[j] = j0 + j < g->og ? gyw + (j0 + j) * lay.gy_n : zero;
+                    for (ptrdiff_t t0 = 0; t0 < k; t0 += GP_WT) {
+                        const T *sp[GP_WT];
+                        for (ptrdiff_t t = 0; t < GP_WT; t++) sp[t] = xc + shift[t0 + t < k ? t0 + t : 0];
+                        V acc[GP_WO][GP_WT];
+                        const V vzero = {0};
+                        for (int j = 0; j < GP_WO; j++)
+                            for (int t = 0; t < GP_WT; t++) acc[j][t] = vzero;
+                        FN(gp_gw_block)(acc, gp, sp, n_wide);
+                        for (ptrdiff_t j = 0; j < GP_WO && j0 + j < g->og; j++)
+                            for (ptrdiff_t t = 0; t < GP_WT && t0 + t < k; t++) {
+                                T s = FN(hsum)(acc[j][t]); /* non-finite if any lane is */
+                                if (!isfinite(s)) { /* junk columns read x values no tap reads: redo exactly */
+                                    V a = vzero;
+                                    FN(dot)(&a, gyg + (j0 + j) * out_plane, g->oh, g->ow, &sp[t], ph.qw, 1);
+                                    s = FN(hsum)(a);
+                                }
+                                sum[((j0 + j) * g->cg + ci) * k + t0 + t] += (double)s;
+                            }
+                    }
+                }
+            }
+        }
+        for (ptrdiff_t i = 0; i < g->og * g->cg * k; i++) gw[gr * g->og * g->cg * k + i] = (T)sum[i];
+    }
+    free(shift), free(sum);
+    return 0;
+}
+
+#undef GP_OB
+#undef GP_NB
+#undef GP_WO
+#undef GP_WT
+#undef V
+#undef IV
+#undef VL
+#undef FN
+#undef CAT
+#undef CAT_

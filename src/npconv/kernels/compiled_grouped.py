@@ -1,0 +1,211 @@
+"""Direct grouped convolution with few channels per group on the compiled core (``npconv._core``):
+the ``"grouped"`` algorithm, 1-d and 2-d, float32/64.
+
+``y[n, g*Og + j, o] = bias[g*Og + j] + sum_{ci, k} w[g*Og + j, ci, k] * xp[n, g*Cg + ci, o*s + k*d]``
+(``xp`` zero padded; ``Cg = C / groups`` input and ``Og = O / groups`` output channels per group)
+for any kernel size, stride, dilation and zero padding (other padding modes arrive pre-padded).
+1-d runs as 2-d with a unit height.
+
+The C kernels (``src/npconv/csrc/grouped.h``) copy the Cg input planes of one (image, group) into
+their zero-padded polyphase form, so every (channel, tap) pair is one constant shift of a flat run
+of output positions; the forward is an implicit GEMM over those pairs (a register block of output
+channels x position vectors, one load per pair shared by the block's channels), bias fused.
+
+* forward: items (image, group) split across the worker threads of
+  :func:`npconv.kernels.workspace.run`, the GIL released, each with its own scratch buffer;
+* grad_input at stride 1: the adjoint as a forward of ``gy`` with the flipped, per-group transposed
+  weight and padding ``(K-1)*d - pad`` (larger strides, or padding beyond the kernel's extent, run
+  on the GEMM algorithm; ``supports`` declines them so the planner never picks this one there);
+* grad_weight: groups split across the threads (no cross-thread sums), vector accumulators per
+  (output channel, tap) block, summed per image into float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import backends
+from ..backends import get_num_threads
+from ..geometry import ConvGeometry
+from . import gemm, workspace
+
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forward", "grad_input",
+           "grad_weight"]
+
+if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
+    raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
+                              name=__name__)
+
+NAME = "grouped"
+COMPILED = True
+#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
+BIAS_PASSES = ("forward", "grad_input")
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Channels per group up to which the planner's rule picks this algorithm (measured, see
+#: docs/performance.md: the GEMM path wins once a group's GEMM is large).
+RECOMMENDED_MAX_CHANNELS = 16
+
+
+def _geometry(n: int, groups: int, cg: int, og: int, in_size: Sequence[int], geom: ConvGeometry,
+              lows: Sequence[int] | None = None, out: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The extension's geometry tuple ``(N, G, Cg, Og, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)``;
+    1-d as 2-d with height 1."""
+    out = tuple(out) if out is not None else geom.output_size(in_size)
+    lows = tuple(lows) if lows is not None else tuple(lo for lo, _ in geom.pads(in_size))
+    if geom.ndim == 1:
+        return (n, groups, cg, og, 1, in_size[0], 1, out[0], 1, geom.kernel_size[0], 1, geom.stride[0], 1,
+                geom.dilation[0], 0, lows[0])
+    return (n, groups, cg, og, *in_size, *out, *geom.kernel_size, *geom.stride, *geom.dilation, *lows)
+
+
+def _adjoint_lows(geom: ConvGeometry, input_size: Sequence[int]) -> tuple[int, ...]:
+    """Low padding of ``gy`` in grad_input as a stride-1 forward: ``(K-1)*d - pad`` per axis."""
+    pads = geom.pads(input_size)
+    taps = zip(geom.kernel_size, geom.dilation, pads, strict=True)
+    return tuple((k - 1) * d - lo for k, d, (lo, _) in taps)
+
+
+def _fits(geometry: tuple[int, ...], pass_code: int, in_size: Sequence[int], padded: Sequence[int],
+          out: Sequence[int], dtype: np.dtype) -> bool:
+    """Whether the C kernel takes this geometry (its own limits) with a cost proportional to the data
+    (padding far beyond the input and output is left to the GEMM path's cropping) and a per-thread
+    scratch within the memory bound's constant term (split across the threads)."""
+    if math.prod(padded) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
+        return False
+    try:
+        size = backends.core.module.grouped2d_scratch(pass_code, geometry)
+    except (ValueError, OverflowError):
+        return False
+    return size * dtype.itemsize * max(1, get_num_threads()) <= workspace.SCRATCH_BYTES // 2
+
+
+def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+             dtype: np.dtype) -> bool:
+    """1-d/2-d float32/float64 convolutions with ``groups > 1``; grad_input at stride 1 with padding
+    within the kernel's extent (the adjoint is then a forward)."""
+    dtype = np.dtype(dtype)
+    if geom.ndim > 2 or dtype not in _DTYPES or pass_name not in ("forward", "grad_input", "grad_weight"):
+        return False
+    if geom.groups < 2:  # a dense convolution is one big GEMM
+        return False
+    if not geom.fits(x_shape, w_shape) or min(x_shape) < 1 or min(w_shape) < 1:
+        return False
+    n, c, in_size = x_shape[0], x_shape[1], tuple(x_shape[2:])
+    groups, o = geom.groups, w_shape[0]
+    cg, og = c // groups, o // groups
+    out = geom.output_size(in_size)
+    if min(out) < 1:
+        return False
+    if pass_name == "grad_input":
+        lows = _adjoint_lows(geom, in_size)
+        if any(s != 1 for s in geom.stride) or min(lows) < 0:
+            return False
+        adjoint = ConvGeometry.create(geom.kernel_size, 1, 0, geom.dilation, groups, ndim=geom.ndim)
+        axes = zip(in_size, geom.kernel_size, geom.dilation, strict=True)
+        padded = tuple(i + (k - 1) * d for i, k, d in axes)
+        geometry = _geometry(n, groups, og, cg, out, adjoint, lows, in_size)
+        return _fits(geometry, 0, out, padded, in_size, dtype)
+    code = 2 if pass_name == "grad_weight" else 0
+    return _fits(_geometry(n, groups, cg, og, in_size, geom), code, in_size, geom.padded_size(in_size), out,
+                 dtype)
+
+
+def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                dtype: np.dtype) -> bool:
+    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps
+    (measurements in docs/performance.md)."""
+    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and math.prod(geom.kernel_size) <= 49
+            and supports(pass_name, x_shape, w_shape, geom, dtype))
+
+
+def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
+    parts = max(1, min(parts, count))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args) -> None:
+    """``kernel(isa, *args, scratch, geometry, start, stop)`` over ``count`` items split across the
+    worker threads, each with its own scratch buffer."""
+    core = backends.core
+    size = core.module.grouped2d_scratch(pass_code, geometry)
+    isa = core.isa_index
+
+    def work(_: int, span: tuple[int, int]) -> None:
+        scratch = workspace.buffer("compiled-grouped", (size,), dtype)
+        kernel(isa, *args, scratch, geometry, span[0], span[1])
+
+    threads = get_num_threads()
+    workspace.run(_ranges(count, threads), work, threads)
+
+
+def _check(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if dtype not in _DTYPES:
+        raise TypeError(f"compiled grouped convolution needs float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+    """``y (N, O, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (O, C/groups, *k)``, zero padding
+    ``geom.pads()``."""
+    dtype = _check(x, w)
+    n, c = x.shape[:2]
+    groups = geom.groups
+    geometry = _geometry(n, groups, c // groups, w.shape[0] // groups, x.shape[2:], geom)
+    y = np.empty((n, w.shape[0]) + geom.output_size(x.shape[2:]), dtype)
+    b = None if bias is None else _prepare(bias, dtype)
+    _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(x, dtype),
+         _prepare(w, dtype), b, y)
+    return y
+
+
+def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """``w (G*Og, Cg, *k)`` -> ``(G*Cg, Og, *k)``, per group transposed and every axis of k flipped."""
+    o, cg, *k = w.shape
+    og = o // groups
+    per_group = w.reshape((groups, og, cg) + tuple(k)).swapaxes(1, 2)
+    flipped = per_group[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return np.ascontiguousarray(flipped).reshape((groups * cg, og) + tuple(k))
+
+
+def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
+               bias: np.ndarray | None = None) -> np.ndarray:
+    """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
+    transposed convolution's); stride 1 runs as a forward, the rest on the GEMM algorithm."""
+    input_size = tuple(int(v) for v in input_size)
+    groups = geom.groups
+    lows = _adjoint_lows(geom, input_size)
+    if any(s != 1 for s in geom.stride) or min(lows) < 0:
+        return gemm.grad_input(gy, w, geom, input_size, bias=bias)
+    dtype = _check(gy, w)
+    n, o = gy.shape[:2]
+    cg, og = w.shape[1], o // groups
+    adjoint = ConvGeometry.create(geom.kernel_size, 1, 0, geom.dilation, groups, ndim=geom.ndim)
+    geometry = _geometry(n, groups, og, cg, gy.shape[2:], adjoint, lows, input_size)
+    gx = np.empty((n, groups * cg) + input_size, dtype)
+    b = None if bias is None else _prepare(bias, dtype)
+    _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(gy, dtype),
+         _adjoint_weight(_prepare(w, dtype), groups), b, gx)
+    return gx
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (O, C/groups, *k)``: ``sum_{n, o} gy[n, g*Og + j, o] * xp[n, g*Cg + ci, o*s + k*d]``."""
+    dtype = _check(x, gy)
+    n, c = x.shape[:2]
+    groups = geom.groups
+    o = gy.shape[1]
+    geometry = _geometry(n, groups, c // groups, o // groups, x.shape[2:], geom)
+    gw = np.empty((o, c // groups) + geom.kernel_size, dtype)
+    _run(backends.core.module.grouped2d_grad_weight, 2, groups, dtype, geometry, _prepare(x, dtype),
+         _prepare(gy, dtype), gw)
+    return gw

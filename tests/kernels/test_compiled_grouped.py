@@ -1,0 +1,301 @@
+"""The compiled grouped-convolution kernels (npconv._core via kernels/compiled_grouped) against the
+NumPy reference oracle (tests/reference.py) and torch, on every ISA variant this CPU runs.
+
+Covers the three passes in float32 and float64: groups with several input and output channels per
+group (output-channel counts off the register block), 1-d and 2-d, strides, dilations, asymmetric
+and oversized padding, odd sizes, rows wider than a register block and narrower than a vector,
+grad_input as the stride-1 adjoint (the GEMM path beyond), the fused bias, non-contiguous inputs,
+one to three worker threads, NaN/inf locality, every padding mode through nn.Conv2d, the
+extension's own guards, and supports()/recommended().
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npconv
+import reference
+from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import algorithm as registry
+from npconv.kernels import gemm, plan
+from torch_oracle import assert_close
+
+compiled_grouped = pytest.importorskip("npconv.kernels.compiled_grouped",
+                                       reason=f"compiled core not in use: {backends.core.reason}")
+
+
+def _geom(kernel, stride, padding, dilation, groups) -> ConvGeometry:
+    return ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(kernel))
+
+
+def _check(rng, n, groups, cg, og, size, kernel, stride, padding, dilation, dtype, bias=True):
+    """The three passes (with fused biases) against the NumPy reference, elementwise to the dtype's
+    tolerance; grad_input must be supported natively exactly at stride 1 within the kernel's extent."""
+    geom = _geom(kernel, stride, padding, dilation, groups)
+    x = rng.standard_normal((n, groups * cg) + tuple(size)).astype(dtype)
+    w = rng.standard_normal((groups * og, cg) + tuple(kernel)).astype(dtype)
+    b = rng.standard_normal(groups * og).astype(dtype) if bias else None
+    bx = rng.standard_normal(groups * cg).astype(dtype) if bias else None
+    for pass_name in ("forward", "grad_weight"):
+        assert compiled_grouped.supports(pass_name, x.shape, w.shape, geom, np.dtype(dtype)), pass_name
+    y = compiled_grouped.forward(x, w, geom, bias=b)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = compiled_grouped.grad_input(gy, w, geom, x.shape[2:], bias=bx)
+    gw = compiled_grouped.grad_weight(x, gy, geom)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    r_y, r_gx, r_gw = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(x.shape[2:])))
+    shape = (-1,) + (1,) * geom.ndim
+    assert_close(y - (b.reshape(shape) if bias else 0), r_y, what="forward")
+    assert_close(gx - (bx.reshape(shape) if bias else 0), r_gx, what="grad_input")
+    assert_close(gw, r_gw, what="grad_weight")
+    return geom, x, w
+
+
+# (n, groups, Cg, Og, size, kernel, stride, padding, dilation): the benchmark's 8-channel groups,
+# output channels off both register blocks (8 and 4 wide), rows wider than a 3-vector block with a
+# ragged end, rows narrower than a vector, 1-d, asymmetric/oversized padding, strides beyond the
+# kernel (pixels never read), phases wholly inside the padding, Cg = 1.
+CASES = [
+    (2, 4, 8, 8, (9, 10), (3, 3), 1, 1, 1),
+    (1, 3, 5, 11, (13, 70), (3, 3), 1, 1, 1),
+    (2, 2, 3, 6, (11, 53), (3, 3), 2, 1, 1),
+    (1, 2, 4, 9, (12, 31), (5, 5), 1, 2, 1),
+    (1, 2, 2, 3, (15, 19), (7, 7), 2, 3, 1),
+    (2, 3, 2, 5, (5, 3), (3, 3), 1, 1, 1),
+    (1, 2, 3, 4, (9, 11), (3, 3), 1, ((0, 2), (3, 1)), 2),
+    (1, 2, 2, 3, (10, 9), (3, 2), 3, ((2, 0), (1, 3)), 2),
+    (2, 2, 3, 5, (9, 7), (5, 3), (3, 2), 2, (1, 3)),
+    (1, 2, 2, 2, (8, 8), (2, 2), 3, 0, 1),
+    (1, 2, 2, 2, (3, 3), (3, 3), 3, ((2, 1), (0, 4)), 1),
+    (1, 2, 3, 2, (13, 6), (5, 5), 1, 4, (1, 2)),
+    (3, 2, 3, 2, (40,), (4,), 2, ((3, 0),), 1),
+    (2, 3, 4, 5, (15,), (9,), 1, 4, 1),
+    (1, 4, 1, 3, (7, 9), (3, 3), 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_cases_match_the_reference(rng, isa, case, dtype):
+    _check(rng, *case, dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(nd=st.integers(1, 2), n=st.integers(1, 2), groups=st.integers(2, 3), cg=st.integers(1, 5),
+       og=st.integers(1, 10), float32=st.booleans(), data=st.data())
+def test_random_geometries_match_the_reference(nd, n, groups, cg, og, float32, data):
+    """Random geometries on every ISA variant this CPU runs (drawn per example)."""
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 5, 2, 20)
+    previous = backends.core.isa
+    backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
+    try:
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+        _check(rng, n, groups, cg, og, size, kernel, stride, padding, dilation,
+               np.float32 if float32 else np.float64, bias=data.draw(st.booleans()))
+    finally:
+        backends.core.isa = previous
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (2, 1), (1, 2)])
+def test_passes_match_torch(torch, isa, dtype, stride, dilation):
+    """Forward (+ bias) and both gradients against torch's autograd."""
+    rng = np.random.default_rng(stride * 10 + dilation)
+    geom = _geom((3, 3), stride, 1, dilation, 4)
+    x = rng.standard_normal((2, 32, 13, 21)).astype(dtype)
+    w = rng.standard_normal((24, 8, 3, 3)).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride, 1, dilation, 4)
+    gy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.from_numpy(gy))
+    assert_close(compiled_grouped.forward(x, w, geom, bias=b), yt, what="forward")
+    assert_close(compiled_grouped.grad_input(gy, w, geom, x.shape[2:]), xt.grad, what="grad_input")
+    assert_close(compiled_grouped.grad_weight(x, gy, geom), wt.grad, what="grad_weight")
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_every_padding_mode_through_conv2d_matches_torch(torch, padding_mode):
+    """nn.Conv2d with groups and each padding mode (pre-padded by the op layer), the grouped
+    algorithm forced for every pass, against torch in float64."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 12, 9, 11))
+    gy = rng.standard_normal((2, 18, 9, 11))
+    ours = npconv.nn.Conv2d(12, 18, 3, padding=1, groups=3, padding_mode=padding_mode, dtype=npconv.float64)
+    theirs = torch.nn.Conv2d(12, 18, 3, padding=1, groups=3, padding_mode=padding_mode,
+                             dtype=torch.float64)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(np.asarray(ours.weight.data)))
+        theirs.bias.copy_(torch.from_numpy(np.asarray(ours.bias.data)))
+    xo = npconv.tensor(x, requires_grad=True)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    with backends.conv.force("grouped"):
+        yo = ours(xo)
+        (yo * npconv.tensor(gy)).sum().backward()
+    yt = theirs(xt)
+    yt.backward(torch.from_numpy(gy))
+    assert_close(yo, yt, what="forward")
+    assert_close(xo.grad, xt.grad, what="grad_input")
+    assert_close(ours.weight.grad, theirs.weight.grad, what="grad_weight")
+    assert_close(ours.bias.grad, theirs.bias.grad, what="grad_bias")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_worker_threads_and_non_contiguous_inputs(rng, isa, threads):
+    """Strided, transposed and reversed views; the items (images x groups, groups) split over one
+    to three worker threads (three: uneven ranges on two cores)."""
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    try:
+        geom = _geom((3, 3), 1, 1, 1, 5)
+        x = rng.standard_normal((3, 10, 22, 17))[:, :, ::2, :]
+        w = rng.standard_normal((15, 2, 3, 3)).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+        assert not x.flags.c_contiguous and not w.flags.c_contiguous
+        gy = rng.standard_normal((3, 15, 11, 17))[..., ::-1]
+        r_y, r_gx, r_gw = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(x.shape[2:])))
+        assert_close(compiled_grouped.forward(x, w, geom), r_y, what="forward")
+        assert_close(compiled_grouped.grad_input(gy, w, geom, x.shape[2:]), r_gx, what="grad_input")
+        assert_close(compiled_grouped.grad_weight(x, gy, geom), r_gw, what="grad_weight")
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_adjoint_identities(rng, isa):
+    """<forward(x, w), gy> = <x, grad_input(gy, w)> = <w, grad_weight(x, gy)>, without any reference."""
+    for stride, dilation in ((1, 1), (1, 2), (2, 1), (3, 2)):
+        geom = _geom((3, 4), stride, ((1, 2), (0, 3)), (dilation, 1), 3)
+        x = rng.standard_normal((2, 6, 13, 12))
+        w = rng.standard_normal((9, 2, 3, 4))
+        assert_passes_are_adjoint(compiled_grouped, x, w, geom, rng)
+
+
+def test_float32_accuracy_bound(rng, isa):
+    """float32 within 2e-6 norm-relative of float64 (grad_weight sums per image in float64)."""
+    geom = _geom((3, 3), 1, 1, 1, 4)
+    x = rng.standard_normal((4, 32, 28, 28))
+    w = rng.standard_normal((32, 8, 3, 3)) / 8
+    gy = rng.standard_normal((4, 32, 28, 28))
+    x32, w32, gy32 = (a.astype(np.float32) for a in (x, w, gy))
+    assert relative_error(compiled_grouped.forward(x32, w32, geom),
+                          compiled_grouped.forward(x, w, geom)) < 2e-6
+    assert relative_error(compiled_grouped.grad_input(gy32, w32, geom, (28, 28)),
+                          compiled_grouped.grad_input(gy, w, geom, (28, 28))) < 2e-6
+    assert relative_error(compiled_grouped.grad_weight(x32, gy32, geom),
+                          compiled_grouped.grad_weight(x, gy, geom)) < 2e-6
+
+
+def test_non_finite_values_stay_local(rng, isa):
+    """An inf in x reaches only the outputs and weight taps that read it (the wide layout's junk
+    lanes must not multiply it): the last input column is never read with stride 2."""
+    geom = _geom((3, 3), 2, 0, 1, 2)
+    x = rng.standard_normal((1, 4, 9, 10))  # output 4x4 reads columns 0..8 only
+    x[0, 1, 3, 9] = np.inf
+    w = rng.standard_normal((6, 2, 3, 3))
+    y = compiled_grouped.forward(x, w, geom)
+    gy = rng.standard_normal(y.shape)
+    assert np.isfinite(y).all()
+    assert np.isfinite(compiled_grouped.grad_weight(x, gy, geom)).all()
+    x[0, 1, 3, 8] = np.inf  # channel 1 (group 0): read by the last output column of row 1 (tap 1, 2)
+    gw = compiled_grouped.grad_weight(x, gy, geom)
+    bad = ~np.isfinite(gw)
+    assert bad[:3, 1, 1, 2].all() and bad.sum() == 3
+    y = compiled_grouped.forward(x, w, geom)
+    assert (~np.isfinite(y)).sum() == 3  # one output in each of group 0's channels
+
+
+def test_grad_input_beyond_stride_1_runs_the_gemm_path(rng):
+    geom = _geom((3, 3), 2, 1, 1, 2)
+    w, gy = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 5, 5))
+    assert not compiled_grouped.supports("grad_input", (2, 6, 10, 10), w.shape, geom, np.float64)
+    assert compiled_grouped.supports("forward", (2, 6, 10, 10), w.shape, geom, np.float64)
+    np.testing.assert_array_equal(compiled_grouped.grad_input(gy, w, geom, (10, 10)),
+                                  gemm.grad_input(gy, w, geom, (10, 10)))
+    wide_pad = _geom((3, 3), 1, 3, 1, 2)  # padding beyond the kernel's extent: no adjoint forward
+    assert not compiled_grouped.supports("grad_input", (2, 6, 10, 10), w.shape, wide_pad, np.float64)
+    assert compiled_grouped.supports("grad_weight", (2, 6, 10, 10), w.shape, wide_pad, np.float64)
+
+
+def test_forcing_it_runs_grad_weight_where_grad_input_goes_elsewhere(rng):
+    """Forced for every pass at stride 2: grad_weight runs (the planner's look at the sibling passes
+    does not trip over the unsupported one), grad_input is refused naming the algorithms that run it."""
+    geom = _geom((3, 3), 2, 1, 1, 2)
+    x, w = rng.standard_normal((2, 6, 10, 10)), rng.standard_normal((4, 3, 3, 3))
+    gy = rng.standard_normal((2, 4, 5, 5))
+    with backends.conv.force("grouped"):
+        gw = plan.grad_weight(x, gy, geom)
+        with pytest.raises(ValueError, match="does not support the grad_input pass"):
+            plan.grad_input(gy, w, geom, (10, 10))
+    assert_close(gw, reference.conv_passes(x, w, gy, geom.with_padding(geom.pads((10, 10))))[2])
+
+
+def test_extension_guards_its_buffers():
+    """The extension checks sizes, element types and ranges itself (no out-of-bounds access)."""
+    core = backends.core.module
+    geometry = (1, 2, 2, 3, 5, 5, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1)
+    x, w, y = np.zeros((1, 4, 5, 5)), np.zeros((6, 2, 3, 3)), np.zeros((1, 6, 5, 5))
+    scratch = np.zeros(core.grouped2d_scratch(0, geometry))
+    isa = backends.core.isa_index
+    core.grouped2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="scratch"):
+        core.grouped2d_forward(isa, x, w, None, y, scratch[:-1], geometry, 0, 2)
+    with pytest.raises(ValueError, match="output"):
+        core.grouped2d_forward(isa, x, w, None, y[:, :1], scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="weight"):
+        core.grouped2d_forward(isa, x, w[:5], None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="bias"):
+        core.grouped2d_forward(isa, x, w, np.zeros(5), y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="range"):
+        core.grouped2d_forward(isa, x, w, None, y, scratch, geometry, 1, 3)
+    with pytest.raises(TypeError, match="element type"):
+        core.grouped2d_forward(isa, x.astype(np.float32), w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        core.grouped2d_forward(isa, x.astype(np.int64), w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        core.grouped2d_forward(isa, x[..., ::-1], w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="geometry value"):
+        core.grouped2d_forward(isa, x, w, None, y, scratch, (1, 0) + geometry[2:], 0, 2)
+    with pytest.raises(TypeError, match="16 ints"):
+        core.grouped2d_forward(isa, x, w, None, y, scratch, geometry[:-1], 0, 2)
+    with pytest.raises(ValueError, match="ISA variant"):
+        core.grouped2d_forward(99, x, w, None, y, scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="pass"):
+        core.grouped2d_scratch(1, geometry)
+    gw_scratch = np.zeros(core.grouped2d_scratch(2, geometry))
+    core.grouped2d_grad_weight(isa, x, y, w, gw_scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="group range"):
+        core.grouped2d_grad_weight(isa, x, y, w, gw_scratch, geometry, 0, 3)
+    with pytest.raises(ValueError, match="grad_weight"):
+        core.grouped2d_grad_weight(isa, x, y, w[:1], gw_scratch, geometry, 0, 2)
+    with pytest.raises(ValueError, match="plane, stride or scratch"):  # a stride beyond the read extent
+        core.grouped2d_scratch(0, geometry[:10] + (2**20, 2**20) + geometry[12:])
+
+
+def test_supports_and_recommended():
+    g32 = _geom((3, 3), 1, 1, 1, 32)
+    args = ((8, 256, 28, 28), (256, 8, 3, 3), g32)
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_grouped.supports(pass_name, *args, np.dtype(np.float32))
+        assert compiled_grouped.recommended(pass_name, *args, np.dtype(np.float64))
+    assert not compiled_grouped.supports("forward", *args, np.dtype(np.float16))
+    assert not compiled_grouped.supports("backward", *args, np.dtype(np.float32))
+    three_d = _geom((3, 3, 3), 1, 1, 1, 2)
+    assert not compiled_grouped.supports("forward", (1, 4, 5, 5, 5), (4, 2, 3, 3, 3), three_d, np.float32)
+    dense = _geom((3, 3), 1, 1, 1, 1)
+    assert not compiled_grouped.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
+    wide_groups = _geom((3, 3), 1, 1, 1, 2)
+    assert not compiled_grouped.recommended("forward", (2, 128, 8, 8), (64, 64, 3, 3), wide_groups,
+                                            np.float32)
+    huge_padding = _geom((3, 3), 1, 300, 300, 2)
+    assert not compiled_grouped.supports("forward", (1, 4, 8, 8), (4, 2, 3, 3), huge_padding,
+                                         np.float32)
+    if not registry.pure():
+        assert registry.available()["grouped"].compiled
+        for pass_name in ("forward", "grad_input", "grad_weight"):
+            assert plan.choose(pass_name, *args, np.float32) == "grouped"
+        depthwise = _geom((3, 3), 1, 1, 1, 4)
+        assert plan.choose("forward", (2, 4, 8, 8), (4, 1, 3, 3), depthwise, np.float32) == "depthwise"
