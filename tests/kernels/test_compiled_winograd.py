@@ -4,7 +4,7 @@ reference oracle (tests/reference.py) and torch, on every ISA variant this CPU r
 Covers forward and grad_input in float32 (Winograd's tolerance: norm-relative 2e-6 of the float64
 result on ResNet-like layers, elementwise a few 1e-6 on small ones) and float64, random geometries
 (odd sizes at the 4x4 tile edges, padding 0-3 per side, groups, batch), work items of a few tiles
-that split tile rows and join images, non-contiguous inputs, the fused bias and clamp, one and two
+that split tile rows and join images, non-contiguous inputs, the fused bias and activation, one and two
 worker threads, the extension's own argument guards, and the registry/planner wiring.
 """
 
@@ -22,6 +22,8 @@ from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import plan, winograd
 from npconv.kernels.blas import gemm_routines
+from npconv.kernels.common import Epilogue
+from npconv.kernels.pointwise import Activation
 
 compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
                                         reason=f"compiled core not in use: {backends.core.reason}")
@@ -29,8 +31,8 @@ compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 5e-6}
 
 
-def _geom(padding, groups=1) -> ConvGeometry:
-    return ConvGeometry.create((3, 3), (1, 1), padding, (1, 1), groups, ndim=2)
+def _geom(padding, groups=1, dilation=(1, 1)) -> ConvGeometry:
+    return ConvGeometry.create((3, 3), (1, 1), padding, dilation, groups, ndim=2)
 
 
 def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
@@ -38,9 +40,9 @@ def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))) if ref.size else 0.0
 
 
-def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contiguous=True):
+def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contiguous=True, dilation=(1, 1)):
     """forward and grad_input (with and without bias) against the float64 reference."""
-    geom = _geom(padding, groups)
+    geom = _geom(padding, groups, dilation)
     x = rng.standard_normal((n, c) + size).astype(dtype)
     w = rng.standard_normal((o, c // groups, 3, 3)).astype(dtype)
     if not contiguous:  # a strided view of a bigger array with the same values
@@ -64,7 +66,7 @@ def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contigu
         y = compiled_winograd.forward(x, w, geom, bias=b)
         gx = compiled_winograd.grad_input(gy, w, geom, size, bias=bx)
     tol = TOL[np.dtype(dtype)]
-    what = f"{n=} {c=} {o=} {size=} {padding=} {groups=} {dtype=} {bias=} {tiles=}"
+    what = f"{n=} {c=} {o=} {size=} {padding=} {groups=} {dtype=} {bias=} {tiles=} {dilation=}"
     for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref)):
         assert got.shape == ref.shape and got.dtype == dtype, (name, what)
         assert _max_relative(got, ref) <= tol, (name, what, _max_relative(got, ref))
@@ -78,12 +80,30 @@ def test_random_geometries_match_the_reference(isa, dtype, data):
     c = groups * data.draw(st.integers(1, 4), label="c/g")
     o = groups * data.draw(st.integers(1, 4), label="o/g")
     padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
-    size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 19)) for lo, hi in padding)
+    dilation = data.draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]), label="dilation")
+    lows = (2 * d + 1 - lo - hi for d, (lo, hi) in zip(dilation, padding, strict=True))
+    size = tuple(data.draw(st.integers(max(1, low), 19)) for low in lows)
     n = data.draw(st.integers(1, 3), label="n")
     tiles = data.draw(st.sampled_from([None, 1, 2, 3, 5, 17]), label="tiles")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     bias, contiguous = data.draw(st.booleans(), label="bias"), data.draw(st.booleans(), label="contiguous")
-    _check(np.random.default_rng(seed), n, c, o, size, padding, groups, dtype, bias, tiles, contiguous)
+    _check(np.random.default_rng(seed), n, c, o, size, padding, groups, dtype, bias, tiles, contiguous,
+           dilation)
+
+
+@pytest.mark.parametrize("dilation", [(2, 2), (3, 1)])
+def test_dilation_runs_per_phase_with_the_epilogue(isa, dilation):
+    """Dilated calls: each output phase an undilated call of the input phase sub-image, including
+    phases whose every tap reads padding (the epilogue of zeros) and torch parity of the bias."""
+    rng = np.random.default_rng(6)
+    _check(rng, 2, 3, 4, (11, 10), ((2, 2), (2, 2)), 1, np.float64, bias=True, dilation=dilation)
+    geom = _geom(((7, 7), (7, 0)), dilation=dilation)  # phases at the top read padding only
+    x = rng.standard_normal((1, 2, 3, 9))
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -0.5, 0.5)))
+    ref = reference.conv_passes(x, w, np.zeros_like(y), geom.with_padding(geom.pads((3, 9))))[0]
+    np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1), -0.5, 0.5), rtol=0, atol=1e-12)
 
 
 # rows wider than one 16-lane vector of tiles (75 -> 19 tiles), tile edges 1/2/3 columns past a
@@ -118,16 +138,49 @@ def test_float32_accuracy_on_a_resnet_like_layer(isa):
         assert np.linalg.norm(y32 - ref) <= 2e-6 * np.linalg.norm(ref), c
 
 
-def test_clamp_is_fused_after_the_bias(isa):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_epilogue_is_fused_after_the_bias(isa, dtype):
+    """ReLU and hardtanh in C, SiLU afterwards; forward and grad_input (a transposed conv's)."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, 3, 10, 9))
-    w = rng.standard_normal((4, 3, 3, 3))
-    b = rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 10, 9)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 4, 10, 9)).astype(dtype)
+    b, bx = rng.standard_normal(4).astype(dtype), rng.standard_normal(3).astype(dtype)
     geom = _geom(((1, 1), (1, 1)))
     plain = compiled_winograd.forward(x, w, geom, bias=b)
-    for lo, hi in ((0.0, np.inf), (0.0, 6.0), (-0.5, 0.25)):
-        clipped = compiled_winograd.forward(x, w, geom, bias=b, clamp=(lo, hi))
-        np.testing.assert_allclose(clipped, np.clip(plain, lo, hi), rtol=0, atol=1e-13)
+    plain_gx = compiled_winograd.grad_input(gy, w, geom, (10, 9), bias=bx)
+    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+    for activation, expect in ((Activation("relu"), lambda v: np.maximum(v, 0)),
+                               (Activation("hardtanh", 0.0, 6.0), lambda v: np.clip(v, 0, 6)),
+                               (Activation("hardtanh", -0.5, 0.25), lambda v: np.clip(v, -0.5, 0.25)),
+                               (Activation("silu"), silu)):
+        y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        gx = compiled_winograd.grad_input(gy, w, geom, (10, 9), epilogue=Epilogue(bx, activation))
+        assert y.dtype == gx.dtype == dtype
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(y, expect(plain), rtol=tol, atol=tol, err_msg=activation.kind)
+        np.testing.assert_allclose(gx, expect(plain_gx), rtol=tol, atol=tol, err_msg=activation.kind)
+
+
+def test_relu_and_hardtanh_keep_nan_as_the_ops_do(isa):
+    """On values the planner never routes here (NaN), the C epilogue still follows the ops: ReLU as
+    np.maximum, hardtanh as np.clip (NaN stays NaN)."""
+    core = backends.core.module
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 0, 0] = np.nan
+    u = np.zeros((36, 1, 1))
+    geometry = (1, 1, 4, 4, 1, 4, 4, 0, 0, 1, 1, 0)
+    scratch = np.empty(core.winograd2d_scratch(geometry))
+    for act, expect in ((1, lambda v: np.maximum(v, 0)), (2, lambda v: np.clip(v, -1, 1))):
+        y = np.empty((1, 1, 4, 4))
+        core.winograd2d_forward(backends.core.isa_index, gemm_routines(), x, u, np.array([-0.0]), y, scratch,
+                                geometry, 0, 1, act, -1.0, 1.0)
+        raw = np.empty_like(y)  # U = 0: outputs are 0 + bias, NaN where 0 * NaN reaches
+        core.winograd2d_forward(backends.core.isa_index, gemm_routines(), x, u, np.array([-0.0]), raw,
+                                scratch, geometry, 0, 1, 0, 0.0, 0.0)
+        assert np.isnan(raw).any()
+        np.testing.assert_array_equal(np.signbit(y), np.signbit(expect(raw)))
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expect(raw)))
 
 
 def test_matches_torch(torch, isa):
@@ -179,9 +232,10 @@ def test_the_extension_checks_its_arguments():
         (ValueError, dict(start=-1)),
         (ValueError, dict(stop=5)),  # 2 x 2 tiles in all, and beyond CAP
         (ValueError, dict(start=3, stop=2)),
-        (ValueError, dict(act=2)),
-        (ValueError, dict(act=1, lo=1.0, hi=0.0)),
-        (ValueError, dict(act=1, lo=float("nan"), hi=0.0)),
+        (ValueError, dict(act=3)),
+        (ValueError, dict(act=-1)),
+        (ValueError, dict(act=2, lo=1.0, hi=0.0)),
+        (ValueError, dict(act=2, lo=float("nan"), hi=0.0)),
         (ValueError, dict(isa=17)),
         (TypeError, dict(routines=(1, 2))),
         (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, 1, 1, 2, 4, 0))),  # groups divide neither
@@ -196,12 +250,15 @@ def test_the_extension_checks_its_arguments():
         assert (y == before).all(), change
     with pytest.raises(ValueError):
         core.winograd2d_scratch((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0))
-
-
-def test_a_clamp_with_inverted_bounds_changes_nothing():
-    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
-    with pytest.raises(ValueError):
-        compiled_winograd.forward(x, w, _geom(((1, 1), (1, 1))), clamp=(1.0, 0.0))
+    isa = backends.core.isa_index
+    u = np.full((36, 4), 7.0)
+    w4 = np.ones((4, 3, 3))
+    calls = ((ValueError, (w4, u, 0, 5)), (ValueError, (w4, u, 2, 1)), (ValueError, (w4, u, -1, 2)),
+             (ValueError, (np.ones((5, 3, 3)), u, 0, 4)), (TypeError, (w4.astype(np.float32), u, 0, 4)))
+    for error, call in calls:
+        with pytest.raises(error):
+            core.winograd2d_weight(isa, *call)
+        assert (u == 7.0).all()
 
 
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
@@ -224,6 +281,14 @@ def test_recommended_rule_and_the_planner():
         npconv.set_num_threads(previous)
     assert not compiled_winograd.recommended("forward", (8, 8, 56, 56), (8, 8, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (8, 64, 4, 4), (64, 64, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (1, 512, 7, 7), (512, 512, 3, 3), geom, f32)
+    assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
+                                             np.dtype(np.float64))
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))
+    assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
+    assert not compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3),
+                                             _geom(((3, 3), (3, 3)), dilation=(3, 3)), f32)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)

@@ -280,8 +280,9 @@ def test_gemm_grad_weight_runs_on_blas_threads_beside_winograd(monkeypatch):
         geom = ConvGeometry.create((3, 3), 1, 1).with_padding(1)
         wide = ((2, 128, 8, 8), (128, 128, 3, 3))
         if registry.available()["winograd"].compiled:
-            assert plan.choose("forward", *wide, geom, np.float32) == "winograd"
-            assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]
+            many_tiles = ((2, 128, 24, 24), (128, 128, 3, 3))
+            assert plan.choose("forward", *many_tiles, geom, np.float32) == "winograd"
+            assert _grad_weight_mode(monkeypatch, *many_tiles, geom) == [False]
         monkeypatch.setenv("NPCONV_PURE", "1")  # the NumPy Winograd
         assert plan.choose("forward", *wide, geom, np.float32) == "gemm"  # NumPy Winograd: 1 thread only
         assert _grad_weight_mode(monkeypatch, *wide, geom) == [False]

@@ -312,6 +312,8 @@ typedef struct {
 typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
                           const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 
+typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+
 /* float32 / float64 take their clamp bounds as their own type: one adapter per copy */
 #define WG_ADAPT(sfx, T)                                                                                   \
     static void wg_forward_##sfx(const gemm_fns *f, const void *x, const void *u, const void *b, void *y,   \
@@ -390,6 +392,18 @@ static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+/* [isa][0: float32, 1: float64] */
+static const wg_weight_fn WG_WEIGHT_TABLE[ISA_COUNT][2] = {
+    {(wg_weight_fn)winograd_weight_f32_generic, (wg_weight_fn)winograd_weight_f64_generic},
+#if NPCONV_X86
+    {(wg_weight_fn)winograd_weight_f32_avx2, (wg_weight_fn)winograd_weight_f64_avx2},
+    {(wg_weight_fn)winograd_weight_f32_avx512, (wg_weight_fn)winograd_weight_f64_avx512},
+#else
+    {NULL, NULL},
+    {NULL, NULL},
 #endif
 };
 
@@ -916,8 +930,42 @@ static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(L.total);
 }
 
+/* (isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) -> U (36, P), the weight transform. */
+static PyObject *wg2d_weight(PyObject *self, PyObject *args)
+{
+    int isa, ok = 0;
+    PyObject *w_o, *u_o;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "iOOnn", &isa, &w_o, &u_o, &start, &stop) || check_isa(isa) < 0) return NULL;
+    Py_buffer w, u;
+    if (get_buffer(w_o, 0, &w, "weight") < 0) return NULL;
+    if (get_buffer(u_o, 1, &u, "transformed weight") < 0) goto release_w;
+    const ptrdiff_t count = w.len / w.itemsize / 9;
+    if (u.itemsize != w.itemsize) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_u;
+    }
+    if (check_count(&w, 9 * count, 0, "weight") < 0 || check_count(&u, 36 * count, 0, "transformed weight") < 0)
+        goto release_u;
+    if (start < 0 || stop > count || start > stop) {
+        PyErr_Format(PyExc_ValueError, "kernel range [%zd, %zd) outside [0, %zd)", start, stop, count);
+        goto release_u;
+    }
+    wg_weight_fn fn = WG_WEIGHT_TABLE[isa][w.itemsize == 8];
+    Py_BEGIN_ALLOW_THREADS
+    fn(w.buf, u.buf, count, start, stop);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+release_u:
+    PyBuffer_Release(&u);
+release_w:
+    PyBuffer_Release(&w);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
- * of y; act 1 clamps to [lo, hi] after the bias. */
+ * of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). */
 static PyObject *wg2d_forward(PyObject *self, PyObject *args)
 {
     int isa, act;
@@ -930,11 +978,11 @@ static PyObject *wg2d_forward(PyObject *self, PyObject *args)
                           &act, &lo, &hi))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
-    if (act != 0 && act != 1) {
-        PyErr_Format(PyExc_ValueError, "act must be 0 (none) or 1 (clamp), got %d", act);
+    if (act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu) or 2 (hardtanh), got %d", act);
         return NULL;
     }
-    if (act && !(lo <= hi)) {
+    if (act == 2 && !(lo <= hi)) {
         PyErr_Format(PyExc_ValueError, "clamp bounds must satisfy lo <= hi, got [%g, %g]", lo, hi);
         return NULL;
     }
@@ -1242,10 +1290,13 @@ static PyMethodDef methods[] = {
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK)"},
+    {"winograd2d_weight", wg2d_weight, METH_VARARGS,
+     "winograd2d_weight(isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) into U (36, P), "
+     "U[:, p] = G w[p] G^T of F(4x4, 3x3)"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
      "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
-     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias, clamped to "
-     "[lo, hi] when act == 1)"},
+     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "
+     "relu or 2 hardtanh(lo, hi)"},
     {"gemm_conv_plan", gc_plan, METH_VARARGS,
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},

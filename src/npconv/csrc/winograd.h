@@ -142,7 +142,8 @@ static void WF(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdif
 }
 
 /* Output transform of tiles [a, b) of tile row ty from M columns [col, ...) into the plane yo, plus
- * bias, clamped to [lo, hi] when act. q: 4 x 4 * WVL scratch. */
+ * bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
+ * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation. q: 4 x 4 * WVL. */
 static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
                               ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
 {
@@ -163,7 +164,9 @@ static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
             WF(wg_at6)(o, r[i]);
             for (int j = 0; j < 4; j++) {
                 WV y = o[j] + vb;
-                if (act) {
+                if (act == 1) {
+                    y = (WV)((WIV)y & ((y > 0) | (y != y)));
+                } else if (act == 2) {
                     const WIV below = y < vlo, above = y > vhi;
                     y = (WV)(((WIV)y & ~below) | ((WIV)vlo & below));
                     y = (WV)(((WIV)y & ~above) | ((WIV)vhi & above));
@@ -229,6 +232,48 @@ static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
             col += b - a;
             t += b - a;
         }
+    }
+}
+
+/* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
+ * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
+ * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), WVL kernels at a time, the last block partial. */
+static void WF(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0, ptrdiff_t p1)
+{
+    for (ptrdiff_t p = p0; p < p1; p += WVL) {
+        const ptrdiff_t nv = p1 - p < WVL ? p1 - p : WVL;
+        WV g[9], t[6][3];
+        for (int j = 0; j < 9; j++) {
+            T lane[WVLC] = {0};
+            for (ptrdiff_t l = 0; l < nv; l++) lane[l] = w[(p + l) * 9 + j];
+            g[j] = WF(wg_load)(lane);
+        }
+        /* t = G g (6 x 3), then U = t G^T (6 x 6); the same six rows of G each time */
+#define WG_G6(o, a, b, c)                                                                   \
+    do {                                                                                    \
+        const WV s_ = (a) + (c);                                                            \
+        o[0] = (a);                                                                         \
+        o[1] = (s_ + (b)) * (T)(1.0 / 3.0);                                                 \
+        o[2] = ((b) - s_) * (T)(1.0 / 3.0);                                                 \
+        o[3] = -((T)(16.0 / 15.0) * (a) + (T)(8.0 / 15.0) * (b) + (T)(4.0 / 15.0) * (c));   \
+        o[4] = (T)(1.0 / 15.0) * (a) - (T)(2.0 / 15.0) * (b) + (T)(4.0 / 15.0) * (c);       \
+        o[5] = (c);                                                                         \
+    } while (0)
+        for (int j = 0; j < 3; j++) {
+            WV col[6];
+            WG_G6(col, g[j], g[3 + j], g[6 + j]);
+            for (int i = 0; i < 6; i++) t[i][j] = col[i];
+        }
+        for (int i = 0; i < 6; i++) {
+            WV row[6];
+            WG_G6(row, t[i][0], t[i][1], t[i][2]);
+            for (int m = 0; m < 6; m++) {
+                T lane[WVLC];
+                WF(wg_store)(lane, row[m]);
+                memcpy(u + (ptrdiff_t)(i * 6 + m) * count + p, lane, (size_t)nv * sizeof(T));
+            }
+        }
+#undef WG_G6
     }
 }
 

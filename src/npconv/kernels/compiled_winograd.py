@@ -1,7 +1,8 @@
 """Winograd ``F(4x4, 3x3)`` on the compiled core (``npconv._core``): the compiled implementation of the
 ``"winograd"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` keeps the NumPy one,
-:mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 dilation-1 convolutions, any zero padding and
-groups, float32/float64, forward and grad_input.
+:mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 convolutions, any zero padding, groups and
+dilation (dilation ``d``: ``d x d`` undilated convolutions of the phase sub-images of the input,
+one per phase of the output), float32/float64, forward and grad_input.
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
 ``U = G w G^T`` computed once per call (NumPy, 36 x 9 GEMM) and the transform matrices of
@@ -26,11 +27,12 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import winograd, workspace
 from .blas import gemm_routines
-from .common import grad_input_as_forward
+from .common import Epilogue, adjoint_kernel
 from .numerics import Operands
+from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "SPREAD_LIMIT", "supports", "recommended",
-           "admits", "forward", "grad_input"]
+__all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "EPILOGUE_PASSES", "SPREAD_LIMIT",
+           "supports", "recommended", "admits", "forward", "grad_input"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -40,12 +42,17 @@ NAME = "winograd"
 COMPILED = True
 LOCAL = False
 PASSES = ("forward", "grad_input")
-#: Passes that take ``bias=`` and add it in the output transform.
-BIAS_PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the output
+#: transform (ReLU and hardtanh in C, SiLU afterwards).
+BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
+#: Activations the C output transform applies (their ``Activation.code``).
+_C_ACTIVATIONS = ("relu", "hardtanh")
 SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
 _TARGET_TILES = 128
+#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
+MIN_TILES = 64
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
@@ -55,18 +62,67 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
-    """True for forward/grad_input of 2-D 3x3 stride-1 dilation-1 float32/float64 convolutions."""
-    return winograd.supports(pass_name, x_shape, w_shape, geom, dtype)
+    """True for forward/grad_input of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
+    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images)."""
+    if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
+        return False
+    if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
+        return False
+    return geom.fits(x_shape, w_shape)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group and an output of at least 8x8, on any number of threads."""
+    group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
+    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), on
+    any number of threads; dilation 1 and 2."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
+    if max(geom.dilation) > 2:
+        return False
     channels_in, channels_out = x_shape[1] // geom.groups, w_shape[0] // geom.groups
-    return min(channels_in, channels_out) >= 16 and min(geom.output_size(x_shape[2:])) >= 8
+    out = geom.output_size(x_shape[2:])
+    dh, dw = geom.dilation
+    tiles = x_shape[0] * dh * dw * -(-out[0] // (4 * dh)) * -(-out[1] // (4 * dw))
+    return min(channels_in, channels_out) >= 16 and tiles >= MIN_TILES
+
+
+def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, tuple[int, int], int]:
+    """Output phase ``r`` of dilation ``d`` along one axis: ``(input phase, crop of the input phase
+    sub-image, its (low, high) zero padding, output count)`` of the undilated convolution giving
+    outputs ``r, r + d, ...``: output ``r + d i`` reads input ``r + d (i + p) - low`` (taps ``p``)."""
+    count = -(-(out - r) // d)
+    phase = (r - low) % d
+    shift = (r - low - phase) // d  # sub-image row of tap 0 of output 0
+    rows = len(range(phase, size, d))
+    start, stop = max(0, shift), min(rows, shift + count + 2)
+    return phase, slice(start, max(start, stop)), (max(0, -shift), max(0, shift + count + 2 - rows)), count
+
+
+def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
+             epilogue: Epilogue | None) -> np.ndarray:
+    """A dilated stride-1 3x3 convolution as ``d_h x d_w`` undilated ones, one per output phase."""
+    in_size = tuple(x.shape[2:])
+    out = geom.output_size(in_size)
+    dtype = _check(x, w)
+    y = np.empty(x.shape[:1] + w.shape[:1] + out, dtype)
+    lows = [lo for lo, _ in geom.pads(in_size)]
+    for rh in range(min(geom.dilation[0], out[0])):
+        ph, crop_h, pad_h, _ = _phase(rh, geom.dilation[0], lows[0], in_size[0], out[0])
+        for rw in range(min(geom.dilation[1], out[1])):
+            pw, crop_w, pad_w, _ = _phase(rw, geom.dilation[1], lows[1], in_size[1], out[1])
+            sub = x[:, :, ph::geom.dilation[0], pw::geom.dilation[1]][:, :, crop_h, crop_w]
+            target = y[:, :, rh::geom.dilation[0], rw::geom.dilation[1]]
+            if min(sub.shape[2:]) == 0:  # the whole phase reads padding: the epilogue of zeros
+                target[...] = 0
+                if epilogue is not None or bias is not None:
+                    e = epilogue or Epilogue(bias)
+                    target[...] = epilogue_(np.ascontiguousarray(target), e.bias, e.activation)
+                continue
+            part = ConvGeometry((3, 3), (1, 1), (pad_h, pad_w), (1, 1), geom.groups)
+            target[...] = forward(sub, w, part, bias, epilogue)
+    return y
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
@@ -93,10 +149,18 @@ def _check(*arrays: np.ndarray) -> np.dtype:
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
-            clamp: tuple[float, float] | None = None) -> np.ndarray:
+            epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
-    ``geom.pads()``; ``clamp=(lo, hi)`` clips every output to ``[lo, hi]`` after the bias (a fused
-    ReLU is ``(0, inf)``)."""
+    ``geom.pads()``; ``epilogue=`` (instead of ``bias``): its bias and activation, applied in the
+    output transform (ReLU, ReLU6/hardtanh; SiLU afterwards)."""
+    if geom.dilation != (1, 1):
+        return _dilated(x, w, geom, bias, epilogue)
+    activation = None
+    if epilogue is not None:
+        bias, activation = epilogue.bias, epilogue.activation
+    act, lo, hi = 0, 0.0, 0.0
+    if activation is not None and activation.kind in _C_ACTIVATIONS:
+        act, lo, hi, activation = activation.code, float(activation.lo), float(activation.hi), None
     dtype = _check(x, w)
     n, c = x.shape[:2]
     o = w.shape[0]
@@ -111,33 +175,43 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         geometry = _geometry(n, c, in_size, o, out_size, low, geom.groups, cap, dtype)
         size = core.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
-        if clamp is not None:
-            raise
-        return winograd.forward(x, w, geom, bias)
-    y = np.empty((n, o) + tuple(out_size), dtype)
-    if y.size == 0:
-        return y
-    u = winograd._weight_transform(w, geom.groups, 4, dtype).reshape(36, o, c // geom.groups)
-    u = np.ascontiguousarray(u)
+        y = winograd.forward(x, w, geom, bias)
+        if act:
+            activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+    else:
+        y = np.empty((n, o) + tuple(out_size), dtype)
+        if y.size:
+            _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi)
+    return y if activation is None else epilogue_(y, None, activation)
+
+
+def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None:
+    """The C kernel over the tile grid, split across the worker threads."""
+    dtype = y.dtype
+    n, c = x.shape[:2]
+    o, groups = w.shape[0], geometry[9]
+    routines, isa = gemm_routines(), backends.core.isa_index
+    w = np.ascontiguousarray(w, dtype=dtype)
+    u = np.empty((36, o, c // groups), dtype)  # U = G w G^T, kernels split across the workers
+    kernels = o * (c // groups)
+    spans = [(kernels * i // threads, kernels * (i + 1) // threads) for i in range(threads)]
+    workspace.run(spans, lambda _, span: core.winograd2d_weight(isa, w, u, span[0], span[1]), threads)
     x = np.ascontiguousarray(x, dtype=dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    act, lo, hi = (0, 0.0, 0.0) if clamp is None else (1, float(clamp[0]), float(clamp[1]))
-    routines, isa = gemm_routines(), backends.core.isa_index
-    total = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+    total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)
 
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-wg", (size,), dtype)
         core.winograd2d_forward(isa, routines, x, u, b, y, scratch, geometry, span[0], span[1], act, lo, hi)
 
-    items = _items(total, cap, threads)
-    workspace.run(items, work, threads)
-    return y
+    workspace.run(_items(total, cap, threads), work, threads)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-               bias: np.ndarray | None = None) -> np.ndarray:
+               bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: the forward pass of ``gy`` with the flipped, transposed
-    kernel (``bias``: a transposed convolution's)."""
+    kernel (``bias``: a transposed convolution's; ``epilogue=`` as in :func:`forward`)."""
     _check(gy, w)
-    return grad_input_as_forward(forward, gy, w, geom, input_size, bias)
-
+    adjoint, crop = geom.stride1_adjoint(tuple(input_size), gy.shape[2:])
+    return forward(gy[(slice(None), slice(None)) + crop], adjoint_kernel(w, geom.groups), adjoint, bias,
+                   epilogue=epilogue)
