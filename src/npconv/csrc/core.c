@@ -529,6 +529,47 @@ static int check_count(const Py_buffer *view, ptrdiff_t count, int at_least, con
     return 0;
 }
 
+/* The float buffers of one kernel call: acquired in order, each checked (float32/float64, one element
+ * type for all, exactly `count` elements or at least that many), released together. */
+enum { BUF_WRITABLE = 1, BUF_OPTIONAL = 2, BUF_AT_LEAST = 4, BUF_MAX = 6 };
+
+typedef struct {
+    Py_buffer view[BUF_MAX];
+    int held[BUF_MAX];
+    int count;
+} buffer_set;
+
+static void release_buffers(buffer_set *set)
+{
+    for (int i = 0; i < set->count; i++)
+        if (set->held[i]) PyBuffer_Release(&set->view[i]);
+}
+
+/* objs[i] may be None where flags[i] has BUF_OPTIONAL (its view stays empty, buf NULL). */
+static int acquire_buffers(buffer_set *set, int n, PyObject *const objs[], const char *const names[],
+                           const int flags[], const ptrdiff_t counts[])
+{
+    Py_ssize_t itemsize = 0;
+    memset(set, 0, sizeof *set);
+    set->count = n;
+    for (int i = 0; i < n; i++) {
+        if ((flags[i] & BUF_OPTIONAL) && objs[i] == Py_None) continue;
+        if (get_buffer(objs[i], flags[i] & BUF_WRITABLE, &set->view[i], names[i]) < 0) goto fail;
+        set->held[i] = 1;
+        if (itemsize && set->view[i].itemsize != itemsize) {
+            PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+            goto fail;
+        }
+        itemsize = set->view[i].itemsize;
+    }
+    for (int i = 0; i < n; i++)
+        if (set->held[i] && check_count(&set->view[i], counts[i], flags[i] & BUF_AT_LEAST, names[i]) < 0) goto fail;
+    return 0;
+fail:
+    release_buffers(set);
+    return -1;
+}
+
 static int check_isa(int isa)
 {
     if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa) || !DW_TABLE[isa][0].forward) {
@@ -551,55 +592,33 @@ static PyObject *scratch_size(PyObject *self, PyObject *args)
 static PyObject *run_stencil_pass(PyObject *args, int pass)
 {
     int isa;
-    PyObject *src_o, *w_o, *b_o, *out_o, *s_o, *geom;
+    PyObject *objs[5], *geom;
     Py_ssize_t start, stop;
     dw_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &src_o, &w_o, &b_o, &out_o, &s_o, &geom, &start, &stop))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom, &start,
+                          &stop))
         return NULL;
     if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
-    Py_buffer src, w, b = {0}, out, s;
-    int have_b = b_o != Py_None, ok = 0;
-    if (get_buffer(src_o, 0, &src, "input") < 0) return NULL;
-    if (get_buffer(w_o, 0, &w, "weight") < 0) goto release_src;
-    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_w;
-    if (get_buffer(out_o, 1, &out, "output") < 0) goto release_b;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_out;
+    static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
+    static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t in_n = g.n * g.c * g.h * g.w, out_n = g.n * g.c * g.m * g.oh * g.ow;
-    const int same = w.itemsize == src.itemsize && out.itemsize == src.itemsize && s.itemsize == src.itemsize &&
-                     (!have_b || b.itemsize == src.itemsize);
-    if (!same) {
-        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
-    }
-    if (check_count(&src, pass ? out_n : in_n, 0, "input") < 0 || check_count(&w, g.c * g.m * g.kh * g.kw, 0, "weight") < 0 ||
-        check_count(&out, pass ? in_n : out_n, 0, "output") < 0 || check_count(&s, dw_scratch(pass, &g), 1, "scratch") < 0 ||
-        (have_b && check_count(&b, pass ? g.c : g.c * g.m, 0, "bias") < 0))
-        goto release_s;
+    const ptrdiff_t counts[5] = {pass ? out_n : in_n, g.c * g.m * g.kh * g.kw, pass ? g.c : g.c * g.m,
+                                 pass ? in_n : out_n, dw_scratch(pass, &g)};
+    buffer_set b;
+    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
+    int rc = 0;
     if (start < 0 || stop > g.n * g.c || start > stop) {
         PyErr_Format(PyExc_ValueError, "plane range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.c);
-        goto release_s;
+        release_buffers(&b);
+        return NULL;
     }
-    const dw_kernels *k = &DW_TABLE[isa][src.itemsize == 8];
+    const dw_kernels *k = &DW_TABLE[isa][b.view[0].itemsize == 8];
     dw_fwd_fn fn = pass ? k->grad_input : k->forward;
-    int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(src.buf, w.buf, have_b ? b.buf : NULL, out.buf, s.buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
-        PyErr_NoMemory();
-    else
-        ok = 1;
-release_s:
-    PyBuffer_Release(&s);
-release_out:
-    PyBuffer_Release(&out);
-release_b:
-    if (have_b) PyBuffer_Release(&b);
-release_w:
-    PyBuffer_Release(&w);
-release_src:
-    PyBuffer_Release(&src);
-    if (!ok) return NULL;
+    release_buffers(&b);
+    if (rc < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -610,48 +629,30 @@ static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_st
 static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
 {
     int isa;
-    PyObject *x_o, *gy_o, *gw_o, *s_o, *geom;
+    PyObject *objs[4], *geom;
     Py_ssize_t start, stop;
     dw_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &x_o, &gy_o, &gw_o, &s_o, &geom, &start, &stop)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &geom, &start, &stop))
+        return NULL;
     if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
-    Py_buffer x, gy, gw, s;
-    int ok = 0;
-    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
-    if (get_buffer(gy_o, 0, &gy, "grad_output") < 0) goto release_x;
-    if (get_buffer(gw_o, 1, &gw, "grad_weight") < 0) goto release_gy;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_gw;
-    if (gy.itemsize != x.itemsize || gw.itemsize != x.itemsize || s.itemsize != x.itemsize) {
-        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
-    }
-    if (check_count(&x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
-        check_count(&gy, g.n * g.c * g.m * g.oh * g.ow, 0, "grad_output") < 0 ||
-        check_count(&gw, g.c * g.m * g.kh * g.kw, 0, "grad_weight") < 0 ||
-        check_count(&s, dw_scratch(2, &g), 1, "scratch") < 0)
-        goto release_s;
+    static const char *const names[4] = {"input", "grad_output", "grad_weight", "scratch"};
+    static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    const ptrdiff_t counts[4] = {g.n * g.c * g.h * g.w, g.n * g.c * g.m * g.oh * g.ow, g.c * g.m * g.kh * g.kw,
+                                 dw_scratch(2, &g)};
+    buffer_set b;
+    if (acquire_buffers(&b, 4, objs, names, flags, counts) < 0) return NULL;
+    int rc = 0;
     if (start < 0 || stop > g.c || start > stop) {
         PyErr_Format(PyExc_ValueError, "channel range [%zd, %zd) outside [0, %zd)", start, stop, g.c);
-        goto release_s;
+        release_buffers(&b);
+        return NULL;
     }
-    dw_gw_fn fn = DW_TABLE[isa][x.itemsize == 8].grad_weight;
-    int rc;
+    dw_gw_fn fn = DW_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
-        PyErr_NoMemory();
-    else
-        ok = 1;
-release_s:
-    PyBuffer_Release(&s);
-release_gw:
-    PyBuffer_Release(&gw);
-release_gy:
-    PyBuffer_Release(&gy);
-release_x:
-    PyBuffer_Release(&x);
-    if (!ok) return NULL;
+    release_buffers(&b);
+    if (rc < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -700,53 +701,31 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
 static PyObject *gp2d_forward(PyObject *self, PyObject *args)
 {
     int isa;
-    PyObject *x_o, *w_o, *b_o, *y_o, *s_o, *geom;
+    PyObject *objs[5], *geom;
     Py_ssize_t start, stop;
     gp_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &x_o, &w_o, &b_o, &y_o, &s_o, &geom, &start, &stop))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom, &start,
+                          &stop))
         return NULL;
     if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
-    Py_buffer x, w, b = {0}, y, s;
-    int have_b = b_o != Py_None, ok = 0;
-    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
-    if (get_buffer(w_o, 0, &w, "weight") < 0) goto release_x;
-    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_w;
-    if (get_buffer(y_o, 1, &y, "output") < 0) goto release_b;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_y;
-    if (w.itemsize != x.itemsize || y.itemsize != x.itemsize || s.itemsize != x.itemsize ||
-        (have_b && b.itemsize != x.itemsize)) {
-        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
-    }
-    if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
-        check_count(&w, g.g * g.og * g.cg * g.kh * g.kw, 0, "weight") < 0 ||
-        check_count(&y, g.n * g.g * g.og * g.oh * g.ow, 0, "output") < 0 ||
-        check_count(&s, gp_scratch(0, &g), 1, "scratch") < 0 || (have_b && check_count(&b, g.g * g.og, 0, "bias") < 0))
-        goto release_s;
+    static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
+    static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
+                                 g.n * g.g * g.og * g.oh * g.ow, gp_scratch(0, &g)};
+    buffer_set b;
+    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
+    int rc = 0;
     if (start < 0 || stop > g.n * g.g || start > stop) {
         PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.g);
-        goto release_s;
+        release_buffers(&b);
+        return NULL;
     }
-    gp_fwd_fn fn = GP_TABLE[isa][x.itemsize == 8].forward;
-    int rc;
+    gp_fwd_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].forward;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(x.buf, w.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
-        PyErr_NoMemory();
-    else
-        ok = 1;
-release_s:
-    PyBuffer_Release(&s);
-release_y:
-    PyBuffer_Release(&y);
-release_b:
-    if (have_b) PyBuffer_Release(&b);
-release_w:
-    PyBuffer_Release(&w);
-release_x:
-    PyBuffer_Release(&x);
-    if (!ok) return NULL;
+    release_buffers(&b);
+    if (rc < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -754,48 +733,30 @@ release_x:
 static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
 {
     int isa;
-    PyObject *x_o, *gy_o, *gw_o, *s_o, *geom;
+    PyObject *objs[4], *geom;
     Py_ssize_t start, stop;
     gp_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &x_o, &gy_o, &gw_o, &s_o, &geom, &start, &stop)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &geom, &start, &stop))
+        return NULL;
     if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
-    Py_buffer x, gy, gw, s;
-    int ok = 0;
-    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
-    if (get_buffer(gy_o, 0, &gy, "grad_output") < 0) goto release_x;
-    if (get_buffer(gw_o, 1, &gw, "grad_weight") < 0) goto release_gy;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_gw;
-    if (gy.itemsize != x.itemsize || gw.itemsize != x.itemsize || s.itemsize != x.itemsize) {
-        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
-    }
-    if (check_count(&x, g.n * g.g * g.cg * g.h * g.w, 0, "input") < 0 ||
-        check_count(&gy, g.n * g.g * g.og * g.oh * g.ow, 0, "grad_output") < 0 ||
-        check_count(&gw, g.g * g.og * g.cg * g.kh * g.kw, 0, "grad_weight") < 0 ||
-        check_count(&s, gp_scratch(2, &g), 1, "scratch") < 0)
-        goto release_s;
+    static const char *const names[4] = {"input", "grad_output", "grad_weight", "scratch"};
+    static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    const ptrdiff_t counts[4] = {g.n * g.g * g.cg * g.h * g.w, g.n * g.g * g.og * g.oh * g.ow,
+                                 g.g * g.og * g.cg * g.kh * g.kw, gp_scratch(2, &g)};
+    buffer_set b;
+    if (acquire_buffers(&b, 4, objs, names, flags, counts) < 0) return NULL;
+    int rc = 0;
     if (start < 0 || stop > g.g || start > stop) {
         PyErr_Format(PyExc_ValueError, "group range [%zd, %zd) outside [0, %zd)", start, stop, g.g);
-        goto release_s;
+        release_buffers(&b);
+        return NULL;
     }
-    gp_gw_fn fn = GP_TABLE[isa][x.itemsize == 8].grad_weight;
-    int rc;
+    gp_gw_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(x.buf, gy.buf, gw.buf, s.buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
-    if (rc < 0)
-        PyErr_NoMemory();
-    else
-        ok = 1;
-release_s:
-    PyBuffer_Release(&s);
-release_gw:
-    PyBuffer_Release(&gw);
-release_gy:
-    PyBuffer_Release(&gy);
-release_x:
-    PyBuffer_Release(&x);
-    if (!ok) return NULL;
+    release_buffers(&b);
+    if (rc < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
