@@ -20,8 +20,15 @@ setup(
         Extension(
             "npconv._core",
             sources=["src/npconv/csrc/core.c"],
-            depends=["src/npconv/csrc/blas.h", "src/npconv/csrc/depthwise.h", "src/npconv/csrc/grouped.h",
-                     "src/npconv/csrc/im2col.h", "src/npconv/csrc/pool.h", "src/npconv/csrc/winograd.h"],
+            depends=[
+                "src/npconv/csrc/blas.h",
+                "src/npconv/csrc/kernels.h",
+                "src/npconv/csrc/depthwise.h",
+                "src/npconv/csrc/grouped.h",
+                "src/npconv/csrc/im2col.h",
+                "src/npconv/csrc/pool.h",
+                "src/npconv/csrc/winograd.h",
+            ],
             extra_compile_args=flags,
             optional=True,
         )

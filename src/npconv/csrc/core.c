@@ -176,11 +176,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int32_t
 #define VBYTES 16
 #define SFX f32_generic
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -191,11 +187,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int64_t
 #define VBYTES 16
 #define SFX f64_generic
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -211,11 +203,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int32_t
 #define VBYTES 32
 #define SFX f32_avx2
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -226,11 +214,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int64_t
 #define VBYTES 32
 #define SFX f64_avx2
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -245,11 +229,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int32_t
 #define VBYTES 64
 #define SFX f32_avx512
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI
@@ -260,11 +240,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 #define TI int64_t
 #define VBYTES 64
 #define SFX f64_avx512
-#include "depthwise.h"
-#include "grouped.h"
-#include "pool.h"
-#include "im2col.h"
-#include "winograd.h"
+#include "kernels.h"
 #undef T
 #undef TSIZE
 #undef TI

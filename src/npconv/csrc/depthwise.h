@@ -1,4 +1,4 @@
-/* Direct 2-D depthwise convolution, one copy per (element type, ISA): core.c includes this file
+/* Direct 2-D depthwise convolution, one copy per (element type, ISA): kernels.h includes this file
  * once per combination with T (float/double), TSIZE (its size), TI (the same-sized signed integer),
  * VBYTES (vector width in bytes) and SFX (name suffix) defined, inside a `#pragma GCC target`
  * region for the ISA.
@@ -9,34 +9,6 @@
  * "wide" output (rows of Qw columns, the last Qw - OW of them junk), so a whole plane is one long
  * stencil of shifted vector loads, and the valid columns are copied out at the end.
  */
-
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SFX)
-
-typedef T FN(vec) __attribute__((vector_size(VBYTES)));
-typedef TI FN(ivec) __attribute__((vector_size(VBYTES)));
-#define V FN(vec)
-#define IV FN(ivec)
-#define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
-
-/* Unaligned loads/stores through memcpy compile to single vector moves. */
-static inline V FN(load)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
-static inline void FN(store)(T *p, V v) { memcpy(p, &v, sizeof v); }
-static inline V FN(splat)(T s)
-{ /* an initializer list is one broadcast; a lane loop became 16 masked inserts at 64 bytes */
-#if VBYTES / TSIZE == 2
-    return (V){s, s};
-#elif VBYTES / TSIZE == 4
-    return (V){s, s, s, s};
-#elif VBYTES / TSIZE == 8
-    return (V){s, s, s, s, s, s, s, s};
-#elif VBYTES / TSIZE == 16
-    return (V){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
-#else
-#error "unsupported vector width"
-#endif
-}
 
 /* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
  * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
@@ -596,9 +568,3 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     return 0;
 }
 
-#undef V
-#undef IV
-#undef VL
-#undef FN
-#undef CAT
-#undef CAT_

@@ -1,6 +1,6 @@
 /* Direct 2-D grouped convolution with few channels per group, one copy per (element type, ISA):
- * core.c includes this file after depthwise.h (whose helpers it uses: load/store/splat,
- * fill_phases, dot) with the same T, TSIZE, TI, VBYTES and SFX.
+ * kernels.h includes this file after depthwise.h (whose helpers it uses: fill_phases, dot; the
+ * vector load/store/splat come from kernels.h) with the same T, TSIZE, TI, VBYTES and SFX.
  *
  * Layout: NCHW, C-contiguous; x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW).
  * Each input plane of a group is copied once into its zero-padded polyphase form (as the depthwise
@@ -9,13 +9,6 @@
  * channels x GP_NB vectors of positions accumulates in registers over all Cg*K (channel, tap)
  * pairs, each pair one vector load per position vector shared by the GP_OB channels.
  */
-
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SFX)
-#define V FN(vec)
-#define IV FN(ivec)
-#define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
 
 /* Register blocks: 32 vector registers at 64 bytes (8 x 3 accumulators), 16 below. GP_OB must
  * not exceed GP_MAX_OB (core.c sizes the scratch with it). */
@@ -189,9 +182,3 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
 #undef GP_NB
 #undef GP_WO
 #undef GP_WT
-#undef V
-#undef IV
-#undef VL
-#undef FN
-#undef CAT
-#undef CAT_

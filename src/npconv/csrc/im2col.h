@@ -1,6 +1,6 @@
 /* The GEMM (im2col) convolution's tile pipeline, 1-d/2-d/3-d, any groups, stride, dilation and zero
  * padding. The first part (types, sizes) is compiled once; the kernels below it once per (element
- * type, ISA): core.c includes this file with T, TSIZE and SFX defined inside a `#pragma GCC target`
+ * type, ISA): kernels.h includes this file with T, TSIZE and SFX defined inside a `#pragma GCC target`
  * region, like depthwise.h.
  *
  * Layout: NC(D)HW, C-contiguous; weight (O, C/G, *k). Spatial sizes are padded to 3 axes with

@@ -1,4 +1,4 @@
-/* 2-D max pooling, one copy per (element type, ISA): core.c includes this file once per
+/* 2-D max pooling, one copy per (element type, ISA): kernels.h includes this file once per
  * combination with T and SFX defined, inside the ISA's `#pragma GCC target` region.
  *
  * Layout: planes (P, H, W) C-contiguous; y and arg (P, OH, OW); arg holds the flat kernel offset
@@ -7,10 +7,6 @@
  * when it is greater or NaN (so the last NaN is kept); a window whose in-bounds values are all -inf
  * (or that has none) gives -inf at its first in-bounds offset (from the low side).
  */
-
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SFX)
 
 /* First kernel offset k with start + k * d >= 0, and the end of the offsets with start + k * d < n. */
 static inline void FN(mp_taps)(ptrdiff_t start, ptrdiff_t n, ptrdiff_t k, ptrdiff_t d, ptrdiff_t *k0, ptrdiff_t *k1)
@@ -97,6 +93,3 @@ static void FN(max_pool_backward)(const T *gy, const int32_t *arg, T *gx, const 
     }
 }
 
-#undef FN
-#undef CAT
-#undef CAT_

@@ -1,5 +1,5 @@
 /* Winograd F(4x4, 3x3) for 2-D 3x3 stride-1 dilation-1 convolutions, one copy per (element type,
- * ISA): core.c includes this file once per combination with T, TSIZE, TI, VBYTES and SFX defined,
+ * ISA): kernels.h includes this file once per combination with T, TSIZE, TI, VBYTES and SFX defined,
  * inside a `#pragma GCC target` region for the ISA (as depthwise.h).
  *
  * y[n, o] = A^T [ sum_c U[., o, c] (.) (B^T d[n, c] B) ] A per 4x4 output tile (d: the 6x6 input
@@ -16,26 +16,8 @@
  * bias and clamp, interleaved into the rows of y.
  */
 
-#define WCAT_(a, b) a##_##b
-#define WCAT(a, b) WCAT_(a, b)
-#define WF(name) WCAT(name, SFX)
-
-typedef T WF(wvec) __attribute__((vector_size(VBYTES)));
-typedef TI WF(wivec) __attribute__((vector_size(VBYTES)));
-#define WV WF(wvec)
-#define WIV WF(wivec)
-#define WVL ((ptrdiff_t)(VBYTES / sizeof(T)))
-
-static inline WV WF(wg_load)(const T *p) { WV v; memcpy(&v, p, sizeof v); return v; }
-static inline void WF(wg_store)(T *p, WV v) { memcpy(p, &v, sizeof v); }
-static inline WV WF(wg_splat)(T s)
-{
-    WV v = {0};
-    return v + s; /* scalar operand broadcast: one vbroadcast */
-}
-
 /* B^T (6 x 6) of transform_matrices(4) applied to d0..d5. */
-static inline __attribute__((always_inline)) void WF(wg_bt6)(WV *o, const WV *d)
+static inline __attribute__((always_inline)) void FN(wg_bt6)(V *o, const V *d)
 {
     o[0] = d[0] - (T)1.5 * d[1] - (T)2 * d[2] + (T)1.5 * d[3] + d[4];
     o[1] = (T)0.5 * d[2] - d[1] + (T)2.5 * d[3] + d[4];
@@ -46,9 +28,9 @@ static inline __attribute__((always_inline)) void WF(wg_bt6)(WV *o, const WV *d)
 }
 
 /* A^T (4 x 6) applied to m0..m5. */
-static inline __attribute__((always_inline)) void WF(wg_at6)(WV *o, const WV *m)
+static inline __attribute__((always_inline)) void FN(wg_at6)(V *o, const V *m)
 {
-    const WV s12 = m[1] + m[2], d12 = m[1] - m[2];
+    const V s12 = m[1] + m[2], d12 = m[1] - m[2];
     o[0] = m[0] + s12 + m[3] + m[4];
     o[1] = d12 + (T)0.5 * m[3] - (T)2 * m[4];
     o[2] = s12 + (T)0.25 * m[3] + (T)4 * m[4];
@@ -67,35 +49,35 @@ static inline __attribute__((always_inline)) void WF(wg_at6)(WV *o, const WV *m)
 #else
 #error "unsupported vector width"
 #endif
-/* phase WG_P of the first half of a concatenated pair (a|b): lanes i < WVL/2 take element 4i + WG_P */
+/* phase WG_P of the first half of a concatenated pair (a|b): lanes i < VL/2 take element 4i + WG_P */
 #define WG_HALF(i) ((4 * (i) + WG_P) & (2 * WVLC - 1))
 /* the low halves of two vectors side by side */
 #define WG_JOIN(i) ((i) < WVLC / 2 ? (i) : (i) + WVLC / 2)
 
-/* Phase p of 4 * WVL consecutive elements: out[i] = src[4i + p]. */
-static inline __attribute__((always_inline)) WV WF(wg_phase)(const T *src, int p)
+/* Phase p of 4 * VL consecutive elements: out[i] = src[4i + p]. */
+static inline __attribute__((always_inline)) V FN(wg_phase)(const T *src, int p)
 {
-    const WV a = WF(wg_load)(src), b = WF(wg_load)(src + WVL), c = WF(wg_load)(src + 2 * WVL),
-             d = WF(wg_load)(src + 3 * WVL);
-    const WIV join = {WG_LANES(WG_JOIN)};
+    const V a = FN(load)(src), b = FN(load)(src + VL), c = FN(load)(src + 2 * VL),
+             d = FN(load)(src + 3 * VL);
+    const IV join = {WG_LANES(WG_JOIN)};
 #define WG_P 0
-    const WIV m0 = {WG_LANES(WG_HALF)};
+    const IV m0 = {WG_LANES(WG_HALF)};
 #undef WG_P
 #define WG_P 1
-    const WIV m1 = {WG_LANES(WG_HALF)};
+    const IV m1 = {WG_LANES(WG_HALF)};
 #undef WG_P
 #define WG_P 2
-    const WIV m2 = {WG_LANES(WG_HALF)};
+    const IV m2 = {WG_LANES(WG_HALF)};
 #undef WG_P
 #define WG_P 3
-    const WIV m3 = {WG_LANES(WG_HALF)};
+    const IV m3 = {WG_LANES(WG_HALF)};
 #undef WG_P
-    const WIV m = p == 0 ? m0 : p == 1 ? m1 : p == 2 ? m2 : m3;
+    const IV m = p == 0 ? m0 : p == 1 ? m1 : p == 2 ? m2 : m3;
     return __builtin_shuffle(__builtin_shuffle(a, b, m), __builtin_shuffle(c, d, m), join);
 }
 
 /* row[j] = src[j - pw] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1). */
-static void WF(wg_pad_row)(T *row, const T *src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0, ptrdiff_t j1)
+static void FN(wg_pad_row)(T *row, const T *src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0, ptrdiff_t j1)
 {
     ptrdiff_t i0 = pw > j0 ? pw : j0, i1 = w + pw < j1 ? w + pw : j1;
     if (!src || i1 < i0) i0 = i1 = j1;
@@ -106,90 +88,90 @@ static void WF(wg_pad_row)(T *row, const T *src, ptrdiff_t w, ptrdiff_t pw, ptrd
 
 /* Input transform of tiles [a, b) of tile row ty of image plane xc into V columns [col, ...).
  * rb: 6 zero-padded input rows of rs elements; tr: the row transform, 6 x 4 phases of ps. */
-static void WF(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T *v,
+static void FN(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T *v,
                              ptrdiff_t vstride, ptrdiff_t col, T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps)
 {
-    const ptrdiff_t nblk = (b - a + WVL - 1) / WVL, te = a + nblk * WVL; /* columns read up to te */
+    const ptrdiff_t nblk = (b - a + VL - 1) / VL, te = a + nblk * VL; /* columns read up to te */
     for (int r = 0; r < 6; r++) {
         const ptrdiff_t ih = 4 * ty + r - g->ph;
-        WF(wg_pad_row)(rb + r * rs, ih >= 0 && ih < g->h ? xc + ih * g->w : NULL, g->w, g->pw, 4 * a, 4 * te + 2);
+        FN(wg_pad_row)(rb + r * rs, ih >= 0 && ih < g->h ? xc + ih * g->w : NULL, g->w, g->pw, 4 * a, 4 * te + 2);
     }
     /* rows: tr[k][p][t] = sum_r B^T[k][r] row_r[4t + p] */
-    for (ptrdiff_t t = a; t < te; t += WVL)
+    for (ptrdiff_t t = a; t < te; t += VL)
         for (int p = 0; p < 4; p++) {
-            WV d[6], o[6];
-            for (int r = 0; r < 6; r++) d[r] = WF(wg_phase)(rb + r * rs + 4 * t, p);
-            WF(wg_bt6)(o, d);
-            for (int k = 0; k < 6; k++) WF(wg_store)(tr + (k * 4 + p) * ps + t, o[k]);
+            V d[6], o[6];
+            for (int r = 0; r < 6; r++) d[r] = FN(wg_phase)(rb + r * rs + 4 * t, p);
+            FN(wg_bt6)(o, d);
+            for (int k = 0; k < 6; k++) FN(store)(tr + (k * 4 + p) * ps + t, o[k]);
         }
     for (int p = 0; p < 2; p++) { /* column te: only phases 0 and 1 are read (q = 4, 5 of the last block) */
-        WV d[6] = {{0}}, o[6];
+        V d[6] = {{0}}, o[6];
         for (int r = 0; r < 6; r++) d[r][0] = rb[r * rs + 4 * te + p];
-        WF(wg_bt6)(o, d);
+        FN(wg_bt6)(o, d);
         for (int k = 0; k < 6; k++) tr[(k * 4 + p) * ps + te] = o[k][0];
     }
     /* columns: V[k * 6 + k2][col + t - a] = sum_q B^T[k2][q] tr[k][q % 4][t + q / 4] */
     for (int k = 0; k < 6; k++) {
         const T *row = tr + k * 4 * ps;
-        for (ptrdiff_t t = a; t < a + nblk * WVL; t += WVL) {
-            WV d[6], o[6];
-            for (int q = 0; q < 6; q++) d[q] = WF(wg_load)(row + (q & 3) * ps + t + (q >> 2));
-            WF(wg_bt6)(o, d);
+        for (ptrdiff_t t = a; t < a + nblk * VL; t += VL) {
+            V d[6], o[6];
+            for (int q = 0; q < 6; q++) d[q] = FN(load)(row + (q & 3) * ps + t + (q >> 2));
+            FN(wg_bt6)(o, d);
             T *dst = v + (ptrdiff_t)(k * 6) * vstride + col + (t - a);
-            for (int k2 = 0; k2 < 6; k2++) WF(wg_store)(dst + k2 * vstride, o[k2]);
+            for (int k2 = 0; k2 < 6; k2++) FN(store)(dst + k2 * vstride, o[k2]);
         }
     }
 }
 
 /* Output transform of tiles [a, b) of tile row ty from M columns [col, ...) into the plane yo, plus
  * bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
- * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation. q: 4 x 4 * WVL. */
-static void WF(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
+ * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation. q: 4 x 4 * VL. */
+static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
                               ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
 {
-    const WV vb = WF(wg_splat)(bias), vlo = WF(wg_splat)(lo), vhi = WF(wg_splat)(hi);
+    const V vb = FN(splat)(bias), vlo = FN(splat)(lo), vhi = FN(splat)(hi);
     const ptrdiff_t rows = g->oh - 4 * ty < 4 ? g->oh - 4 * ty : 4;
-    for (ptrdiff_t t = a; t < b; t += WVL) {
-        const ptrdiff_t nv = b - t < WVL ? b - t : WVL;
-        WV r[4][6];
+    for (ptrdiff_t t = a; t < b; t += VL) {
+        const ptrdiff_t nv = b - t < VL ? b - t : VL;
+        V r[4][6];
         for (int k2 = 0; k2 < 6; k2++) {
-            WV m[6], o[4];
-            for (int k = 0; k < 6; k++) m[k] = WF(wg_load)(mo + (ptrdiff_t)(k * 6 + k2) * mstride + col + (t - a));
-            WF(wg_at6)(o, m);
+            V m[6], o[4];
+            for (int k = 0; k < 6; k++) m[k] = FN(load)(mo + (ptrdiff_t)(k * 6 + k2) * mstride + col + (t - a));
+            FN(wg_at6)(o, m);
             for (int i = 0; i < 4; i++) r[i][k2] = o[i];
         }
         const ptrdiff_t c0 = 4 * t, c1 = 4 * (t + nv) < g->ow ? 4 * (t + nv) : g->ow; /* output columns */
         for (ptrdiff_t i = 0; i < rows; i++) {
-            WV o[4];
-            WF(wg_at6)(o, r[i]);
+            V o[4];
+            FN(wg_at6)(o, r[i]);
             for (int j = 0; j < 4; j++) {
-                WV y = o[j] + vb;
+                V y = o[j] + vb;
                 if (act == 1) {
-                    y = (WV)((WIV)y & ((y > 0) | (y != y)));
+                    y = (V)((IV)y & ((y > 0) | (y != y)));
                 } else if (act == 2) {
-                    const WIV below = y < vlo, above = y > vhi;
-                    y = (WV)(((WIV)y & ~below) | ((WIV)vlo & below));
-                    y = (WV)(((WIV)y & ~above) | ((WIV)vhi & above));
+                    const IV below = y < vlo, above = y > vhi;
+                    y = (V)(((IV)y & ~below) | ((IV)vlo & below));
+                    y = (V)(((IV)y & ~above) | ((IV)vhi & above));
                 }
-                WF(wg_store)(q + j * WVL, y);
+                FN(store)(q + j * VL, y);
             }
             T *dst = yo + (4 * ty + i) * g->ow;
-            if (c1 - c0 == 4 * WVL) {
-                for (ptrdiff_t l = 0; l < WVL; l++) {
+            if (c1 - c0 == 4 * VL) {
+                for (ptrdiff_t l = 0; l < VL; l++) {
                     dst[c0 + 4 * l] = q[l];
-                    dst[c0 + 4 * l + 1] = q[WVL + l];
-                    dst[c0 + 4 * l + 2] = q[2 * WVL + l];
-                    dst[c0 + 4 * l + 3] = q[3 * WVL + l];
+                    dst[c0 + 4 * l + 1] = q[VL + l];
+                    dst[c0 + 4 * l + 2] = q[2 * VL + l];
+                    dst[c0 + 4 * l + 3] = q[3 * VL + l];
                 }
             } else {
-                for (ptrdiff_t c = c0; c < c1; c++) dst[c] = q[((c - c0) & 3) * WVL + ((c - c0) >> 2)];
+                for (ptrdiff_t c = c0; c < c1; c++) dst[c] = q[((c - c0) & 3) * VL + ((c - c0) >> 2)];
             }
         }
     }
 }
 
 /* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. */
-static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
+static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
                                  const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi)
 {
     wg_layout L;
@@ -204,7 +186,7 @@ static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
         while (t < t1) {
             const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
             const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
-            WF(wg_input_run)(x + (n * g->c + c) * g->h * g->w, g, ty, a, b, v + c * L.ntp, g->c * L.ntp, col, rb,
+            FN(wg_input_run)(x + (n * g->c + c) * g->h * g->w, g, ty, a, b, v + c * L.ntp, g->c * L.ntp, col, rb,
                              L.rs, tr, L.ps);
             col += b - a;
             t += b - a;
@@ -227,7 +209,7 @@ static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
         while (t < t1) {
             const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
             const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
-            WF(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, col, y + (n * g->o + o) * g->oh * g->ow, g, ty, a, b, b_o,
+            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, col, y + (n * g->o + o) * g->oh * g->ow, g, ty, a, b, b_o,
                               act, lo, hi, q);
             col += b - a;
             t += b - a;
@@ -237,21 +219,21 @@ static void WF(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
 
 /* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
  * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
- * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), WVL kernels at a time, the last block partial. */
-static void WF(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0, ptrdiff_t p1)
+ * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), VL kernels at a time, the last block partial. */
+static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0, ptrdiff_t p1)
 {
-    for (ptrdiff_t p = p0; p < p1; p += WVL) {
-        const ptrdiff_t nv = p1 - p < WVL ? p1 - p : WVL;
-        WV g[9], t[6][3];
+    for (ptrdiff_t p = p0; p < p1; p += VL) {
+        const ptrdiff_t nv = p1 - p < VL ? p1 - p : VL;
+        V g[9], t[6][3];
         for (int j = 0; j < 9; j++) {
             T lane[WVLC] = {0};
             for (ptrdiff_t l = 0; l < nv; l++) lane[l] = w[(p + l) * 9 + j];
-            g[j] = WF(wg_load)(lane);
+            g[j] = FN(load)(lane);
         }
         /* t = G g (6 x 3), then U = t G^T (6 x 6); the same six rows of G each time */
 #define WG_G6(o, a, b, c)                                                                   \
     do {                                                                                    \
-        const WV s_ = (a) + (c);                                                            \
+        const V s_ = (a) + (c);                                                            \
         o[0] = (a);                                                                         \
         o[1] = (s_ + (b)) * (T)(1.0 / 3.0);                                                 \
         o[2] = ((b) - s_) * (T)(1.0 / 3.0);                                                 \
@@ -260,16 +242,16 @@ static void WF(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
         o[5] = (c);                                                                         \
     } while (0)
         for (int j = 0; j < 3; j++) {
-            WV col[6];
+            V col[6];
             WG_G6(col, g[j], g[3 + j], g[6 + j]);
             for (int i = 0; i < 6; i++) t[i][j] = col[i];
         }
         for (int i = 0; i < 6; i++) {
-            WV row[6];
+            V row[6];
             WG_G6(row, t[i][0], t[i][1], t[i][2]);
             for (int m = 0; m < 6; m++) {
                 T lane[WVLC];
-                WF(wg_store)(lane, row[m]);
+                FN(store)(lane, row[m]);
                 memcpy(u + (ptrdiff_t)(i * 6 + m) * count + p, lane, (size_t)nv * sizeof(T));
             }
         }
@@ -281,9 +263,3 @@ static void WF(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
 #undef WG_HALF
 #undef WG_JOIN
 #undef WVLC
-#undef WV
-#undef WIV
-#undef WVL
-#undef WF
-#undef WCAT
-#undef WCAT_

@@ -1,0 +1,46 @@
+/* One copy of every kernel for one (element type, ISA): core.c includes this file once per
+ * combination with T (float/double), TSIZE (its size), TI (the same-sized signed integer), VBYTES
+ * (vector width in bytes) and SFX (name suffix) defined, inside a `#pragma GCC target` region for the
+ * ISA. The vector type and its load/store/broadcast are defined here once for all kernel headers.
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+typedef T FN(vec) __attribute__((vector_size(VBYTES)));
+typedef TI FN(ivec) __attribute__((vector_size(VBYTES)));
+#define V FN(vec)
+#define IV FN(ivec)
+#define VL ((ptrdiff_t)(VBYTES / sizeof(T)))
+
+/* Unaligned loads/stores through memcpy compile to single vector moves. */
+static inline V FN(load)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(store)(T *p, V v) { memcpy(p, &v, sizeof v); }
+static inline V FN(splat)(T s)
+{ /* an initializer list is one broadcast; a lane loop became 16 masked inserts at 64 bytes */
+#if VBYTES / TSIZE == 2
+    return (V){s, s};
+#elif VBYTES / TSIZE == 4
+    return (V){s, s, s, s};
+#elif VBYTES / TSIZE == 8
+    return (V){s, s, s, s, s, s, s, s};
+#elif VBYTES / TSIZE == 16
+    return (V){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+#else
+#error "unsupported vector width"
+#endif
+}
+
+#include "depthwise.h"
+#include "grouped.h"
+#include "pool.h"
+#include "im2col.h"
+#include "winograd.h"
+
+#undef V
+#undef IV
+#undef VL
+#undef FN
+#undef CAT
+#undef CAT_
