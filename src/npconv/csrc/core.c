@@ -546,6 +546,16 @@ fail:
     return -1;
 }
 
+/* A work range [start, stop) of `limit` items (`what`: planes, channels, ...). */
+static int check_range(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t limit, const char *what)
+{
+    if (start < 0 || stop > limit || start > stop) {
+        PyErr_Format(PyExc_ValueError, "%s range [%zd, %zd) outside [0, %zd)", what, start, stop, limit);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_isa(int isa)
 {
     if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa) || !DW_TABLE[isa][0].forward) {
@@ -581,13 +591,9 @@ static PyObject *run_stencil_pass(PyObject *args, int pass)
     const ptrdiff_t counts[5] = {pass ? out_n : in_n, g.c * g.m * g.kh * g.kw, pass ? g.c : g.c * g.m,
                                  pass ? in_n : out_n, dw_scratch(pass, &g)};
     buffer_set b;
-    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
-    int rc = 0;
-    if (start < 0 || stop > g.n * g.c || start > stop) {
-        PyErr_Format(PyExc_ValueError, "plane range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.c);
-        release_buffers(&b);
+    if (check_range(start, stop, g.n * g.c, "plane") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
         return NULL;
-    }
+    int rc = 0;
     const dw_kernels *k = &DW_TABLE[isa][b.view[0].itemsize == 8];
     dw_fwd_fn fn = pass ? k->grad_input : k->forward;
     Py_BEGIN_ALLOW_THREADS
@@ -616,13 +622,9 @@ static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
     const ptrdiff_t counts[4] = {g.n * g.c * g.h * g.w, g.n * g.c * g.m * g.oh * g.ow, g.c * g.m * g.kh * g.kw,
                                  dw_scratch(2, &g)};
     buffer_set b;
-    if (acquire_buffers(&b, 4, objs, names, flags, counts) < 0) return NULL;
-    int rc = 0;
-    if (start < 0 || stop > g.c || start > stop) {
-        PyErr_Format(PyExc_ValueError, "channel range [%zd, %zd) outside [0, %zd)", start, stop, g.c);
-        release_buffers(&b);
+    if (check_range(start, stop, g.c, "channel") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
         return NULL;
-    }
+    int rc = 0;
     dw_gw_fn fn = DW_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
@@ -689,13 +691,9 @@ static PyObject *gp2d_forward(PyObject *self, PyObject *args)
     const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
                                  g.n * g.g * g.og * g.oh * g.ow, gp_scratch(0, &g)};
     buffer_set b;
-    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
-    int rc = 0;
-    if (start < 0 || stop > g.n * g.g || start > stop) {
-        PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, g.n * g.g);
-        release_buffers(&b);
+    if (check_range(start, stop, g.n * g.g, "item") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
         return NULL;
-    }
+    int rc = 0;
     gp_fwd_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].forward;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop);
@@ -720,13 +718,9 @@ static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
     const ptrdiff_t counts[4] = {g.n * g.g * g.cg * g.h * g.w, g.n * g.g * g.og * g.oh * g.ow,
                                  g.g * g.og * g.cg * g.kh * g.kw, gp_scratch(2, &g)};
     buffer_set b;
-    if (acquire_buffers(&b, 4, objs, names, flags, counts) < 0) return NULL;
-    int rc = 0;
-    if (start < 0 || stop > g.g || start > stop) {
-        PyErr_Format(PyExc_ValueError, "group range [%zd, %zd) outside [0, %zd)", start, stop, g.g);
-        release_buffers(&b);
+    if (check_range(start, stop, g.g, "group") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
         return NULL;
-    }
+    int rc = 0;
     gp_gw_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
@@ -798,10 +792,7 @@ static PyObject *run_max_pool(PyObject *args, int pass)
         check_count(&dst, pass ? in_n : out_n, 0, pass ? "grad_input" : "output") < 0 ||
         check_count(&arg, out_n, 0, "arg") < 0)
         goto release_arg;
-    if (start < 0 || stop > g.planes || start > stop) {
-        PyErr_Format(PyExc_ValueError, "plane range [%zd, %zd) outside [0, %zd)", start, stop, g.planes);
-        goto release_arg;
-    }
+    if (check_range(start, stop, g.planes, "plane") < 0) goto release_arg;
     const mp_kernels *k = &MP_TABLE[isa][src.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     if (pass)
@@ -884,10 +875,7 @@ static PyObject *wg2d_weight(PyObject *self, PyObject *args)
     }
     if (check_count(&w, 9 * count, 0, "weight") < 0 || check_count(&u, 36 * count, 0, "transformed weight") < 0)
         goto release_u;
-    if (start < 0 || stop > count || start > stop) {
-        PyErr_Format(PyExc_ValueError, "kernel range [%zd, %zd) outside [0, %zd)", start, stop, count);
-        goto release_u;
-    }
+    if (check_range(start, stop, count, "kernel") < 0) goto release_u;
     wg_weight_fn fn = WG_WEIGHT_TABLE[isa][w.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     fn(w.buf, u.buf, count, start, stop);
@@ -1139,10 +1127,7 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
         return NULL;
     }
     const ptrdiff_t items = gc_items(pass, &g);
-    if (start < 0 || stop > items || start > stop) {
-        PyErr_Format(PyExc_ValueError, "item range [%zd, %zd) outside [0, %zd)", start, stop, items);
-        return NULL;
-    }
+    if (check_range(start, stop, items, "item") < 0) return NULL;
     static const char *const A_NAMES[3] = {"input", "grad_output", "input"};
     static const char *const B_NAMES[3] = {"weight", "weight", "grad_output"};
     static const char *const OUT_NAMES[3] = {"output", "grad_input", "grad_weight"};
