@@ -92,6 +92,13 @@ CASES = [
     ((3, 2, 40), 2, (4,), 2, ((3, 0),), 1),
     ((2, 3, 15), 1, (9,), 1, 4, 1),
     ((1, 1, 6, 1000), 2, (1, 11), 1, ((0, 0), (5, 5)), 1),  # long rows, a first layer with multiplier
+    # rows of 1-4 vectors in one register block (28, 40, 56 float32 columns; 24 float64), row counts
+    # that leave 1-3 rows after the bands of shared rows
+    ((1, 2, 11, 28), 1, (3, 3), 1, 1, 1),
+    ((1, 2, 10, 56), 1, (3, 3), 1, 1, 1),
+    ((1, 2, 9, 40), 1, (5, 5), 1, 2, 1),
+    ((1, 2, 7, 24), 1, (7, 7), 1, 3, 1),
+    ((1, 2, 6, 56), 1, (3, 3), 2, 1, 1),
 ]
 
 
