@@ -31,7 +31,8 @@ from ..backends import get_num_threads
 from . import workspace
 
 __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
-           "centred_affine", "maximum_zero", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_", "epilogue_"]
+           "centred_affine", "maximum_zero", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_",
+           "epilogue_"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
