@@ -505,7 +505,7 @@ def test_extension_guards_its_buffers():
     refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 3, 0.0, 0.0)
     refused(ValueError, "pass", isa, 3, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(ValueError, "ISA variant", 99, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
-    refused(TypeError, "capsules", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(TypeError, "sgemm capsule", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(TypeError, "26 ints", isa, 0, routines, x, w, None, y, scratch, geometry[:-1], 0, 1, 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="too large"):
         core.gemm_conv_plan(0, (2**31 - 1, 2**31 - 1) + geometry[2:])

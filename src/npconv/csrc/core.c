@@ -150,10 +150,11 @@ typedef struct {
 } wg_geom;
 
 /* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
- * their row transform (6 x 4 phases of PS), the output staging (4 x 16). NTP leaves a vector of
+ * their row transform (6 x 4 phases of PS), the output staging (4 x 16), the gemm's packing
+ * buffer (GM_SCRATCH). NTP leaves a vector of
  * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
 typedef struct {
-    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, total;
+    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, pack, total;
 } wg_layout;
 
 static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
@@ -166,7 +167,8 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
     L->rb = L->m + 36 * g->o * L->ntp;
     L->tr = L->rb + 6 * L->rs;
     L->q = L->tr + 24 * L->ps;
-    L->total = L->q + 64;
+    L->pack = L->q + 64;
+    L->total = L->pack + GM_SCRATCH;
 }
 
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
@@ -368,6 +370,21 @@ static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+typedef void (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
+                      ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t);
+
+/* [isa][0: float32, 1: float64] */
+static const mm_fn MM_TABLE[ISA_COUNT][2] = {
+    {(mm_fn)mm_f32_generic, (mm_fn)mm_f64_generic},
+#if NPCONV_X86
+    {(mm_fn)mm_f32_avx2, (mm_fn)mm_f64_avx2},
+    {(mm_fn)mm_f32_avx512, (mm_fn)mm_f64_avx512},
+#else
+    {NULL, NULL},
+    {NULL, NULL},
 #endif
 };
 
@@ -957,16 +974,17 @@ release_x:
 static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
 static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
 
-/* (routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c through
- * gemm_rm, for 2-D C-contiguous float32/float64 arrays of one type (tests the BLAS plumbing alone). */
+/* (isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c
+ * through the kernels' matrix product (npconv's gemm or the BLAS, as routines' own flag says), for
+ * 2-D C-contiguous float32/float64 arrays of one type (tests the product alone). */
 static PyObject *gemm(PyObject *self, PyObject *args)
 {
     PyObject *fns_o, *a_o, *b_o, *c_o;
-    int ta, tb;
+    int isa, ta, tb;
     double alpha, beta;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "OppdOOdO", &fns_o, &ta, &tb, &alpha, &a_o, &b_o, &beta, &c_o) ||
-        parse_gemm_fns(fns_o, &fns) < 0)
+    if (!PyArg_ParseTuple(args, "iOppdOOdO", &isa, &fns_o, &ta, &tb, &alpha, &a_o, &b_o, &beta, &c_o) ||
+        check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0)
         return NULL;
     Py_buffer a, b, c;
     int ok = 0;
@@ -987,10 +1005,16 @@ static PyObject *gemm(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "matrix dimensions must fit a 32-bit int");
         goto release_c;
     }
+    void *pack = PyMem_RawMalloc((size_t)GM_SCRATCH * (size_t)c.itemsize);
+    if (!pack) {
+        PyErr_NoMemory();
+        goto release_c;
+    }
+    mm_fn fn = MM_TABLE[isa][c.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
-    gemm_rm(&fns, (int)c.itemsize, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf,
-            c.shape[1]);
+    fn(&fns, pack, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf, c.shape[1]);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(pack);
     ok = 1;
 release_c:
     PyBuffer_Release(&c);
@@ -1207,8 +1231,8 @@ static PyMethodDef methods[] = {
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
      "argmax kernel offsets arg (int32)"},
     {"gemm", gemm, METH_VARARGS,
-     "gemm(routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
-     "SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
+     "gemm(isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
+     "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK)"},

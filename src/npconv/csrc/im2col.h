@@ -67,14 +67,17 @@ static void gc_derive(gc_geom *g)
                 g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];
 }
 
-/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
-static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
+/* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
+static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
     return g->direct ? 0 : g->ck * g->band;
 }
+
+/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
+static ptrdiff_t gc_scratch(int pass, const gc_geom *g) { return gc_pack_offset(pass, g) + GM_SCRATCH; }
 
 #endif /* NPCONV_IM2COL_COMMON */
 
@@ -229,6 +232,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     const T lo = (T)lo_d, hi = (T)hi_d;
+    T *pack = scratch + gc_pack_offset(GC_FORWARD, g);
     for (ptrdiff_t item = start; item < stop; item++) {
         if (g->images > 1) { /* whole images: one gemm over their columns side by side */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
@@ -236,7 +240,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
-                gemm_rm(fns, TSIZE, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
+                GC(mm)(fns, pack, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
                         nb * L);
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(epilogue)(y + ((n0 + i) * g->o + grp * og) * L, L, prod + i * L, nb * L, og, L,
@@ -252,7 +256,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 T *yg = y + (n * g->o + grp * og) * L + r0 * R;
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
                 for (ptrdiff_t j = 0; j < g->ka; j++) /* weight (ka, O, Cg*K/ka) */
-                    gemm_rm(fns, TSIZE, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
+                    GC(mm)(fns, pack, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
                             scratch + j * step, ld, j ? 1.0 : 0.0, yg, L);
                 if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
             }
@@ -270,7 +274,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 cols = scratch;
                 ldb = cnt;
             }
-            gemm_rm(fns, TSIZE, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L);
+            GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L);
             if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
         }
     }
@@ -281,6 +285,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                                const gc_geom *g, ptrdiff_t start, ptrdiff_t stop)
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
+    T *pack = scratch + gc_pack_offset(GC_GRAD_WEIGHT, g);
     for (ptrdiff_t item = start; item < stop; item++) {
         if (g->images > 1) { /* the chunk's gy gathered side by side too: one gemm with k = nb * L */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
@@ -291,7 +296,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
-                gemm_rm(fns, TSIZE, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck);
+                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck);
             }
             continue;
         }
@@ -302,7 +307,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
                 for (ptrdiff_t j = 0; j < g->ka; j++)
-                    gemm_rm(fns, TSIZE, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
+                    GC(mm)(fns, pack, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
                             scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr);
             }
             continue;
@@ -318,7 +323,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 cols = scratch;
                 ldb = cnt;
             }
-            gemm_rm(fns, TSIZE, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
+            GC(mm)(fns, pack, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
                     gw + grp * og * ck, ck);
         }
     }
@@ -330,6 +335,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
 {
     const ptrdiff_t L = g->len, og = g->og, ck = g->ck, K = g->taps;
     const T lo = (T)lo_d, hi = (T)hi_d;
+    T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
@@ -340,9 +346,9 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
         for (ptrdiff_t p0 = 0; p0 < L; p0 += g->band) {
             const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
             if (g->direct) { /* gx positions are the output positions */
-                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L);
             } else {
-                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt);
                 GC(unpack)(gxc, scratch, nc, g, p0, cnt);
             }
         }

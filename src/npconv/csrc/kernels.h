@@ -32,6 +32,7 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+#include "gemm.h"
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
