@@ -373,8 +373,8 @@ static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
 #endif
 };
 
-typedef void (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
-                      ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t);
+typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
+                     ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
 
 /* [isa][0: float32, 1: float64] */
 static const mm_fn MM_TABLE[ISA_COUNT][2] = {
@@ -1012,7 +1012,7 @@ static PyObject *gemm(PyObject *self, PyObject *args)
     }
     mm_fn fn = MM_TABLE[isa][c.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
-    fn(&fns, pack, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf, c.shape[1]);
+    fn(&fns, pack, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf, c.shape[1], NULL, 0, 0.0, 0.0);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(pack);
     ok = 1;

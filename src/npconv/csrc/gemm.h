@@ -214,17 +214,20 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
 #endif /* VBYTES >= 32 && TSIZE == 4 */
 
 /* C = alpha * op(A) @ op(B) + beta * C (the contract of gemm_rm): npconv's gemm for float32 on the
- * vector ISAs when fns->own is set (pack: GM_SCRATCH elements), else SciPy's BLAS. */
-static inline void FN(mm)(const gemm_fns *fns, T *pack, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
-                          ptrdiff_t k, double alpha, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,
-                          double beta, T *c, ptrdiff_t ldc)
+ * vector ISAs when fns->own is set (pack: GM_SCRATCH elements), else SciPy's BLAS. With bias or act,
+ * npconv's gemm also applies the epilogue (+ bias[i] on row i, then act; see FN(gemm)) and returns
+ * 1; a return of 0 leaves it to the caller. */
+static inline int FN(mm)(const gemm_fns *fns, T *pack, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                         ptrdiff_t k, double alpha, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,
+                         double beta, T *c, ptrdiff_t ldc, const T *bias, int act, double lo, double hi)
 {
 #if VBYTES >= 32 && TSIZE == 4
     if (fns->own && !trans_b) {
-        FN(gemm)(trans_a, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc, pack, NULL, 0, 0, 0);
-        return;
+        FN(gemm)(trans_a, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc, pack, bias, act, (T)lo, (T)hi);
+        return 1;
     }
 #endif
-    (void)pack;
+    (void)pack, (void)bias, (void)act, (void)lo, (void)hi;
     gemm_rm(fns, TSIZE, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return 0;
 }

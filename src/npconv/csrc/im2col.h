@@ -241,7 +241,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
                 GC(mm)(fns, pack, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
-                        nb * L);
+                        nb * L, NULL, 0, 0, 0);
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(epilogue)(y + ((n0 + i) * g->o + grp * og) * L, L, prod + i * L, nb * L, og, L,
                                  bias ? bias + grp * og : NULL, act, lo, hi);
@@ -255,10 +255,14 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 T *yg = y + (n * g->o + grp * og) * L + r0 * R;
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
-                for (ptrdiff_t j = 0; j < g->ka; j++) /* weight (ka, O, Cg*K/ka) */
-                    GC(mm)(fns, pack, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
-                            scratch + j * step, ld, j ? 1.0 : 0.0, yg, L);
-                if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+                const T *bg = bias ? bias + grp * og : NULL;
+                int fused = 0;
+                for (ptrdiff_t j = 0; j < g->ka; j++) { /* weight (ka, O, Cg*K/ka); the epilogue on the last */
+                    const int last = j == g->ka - 1;
+                    fused = GC(mm)(fns, pack, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
+                                   scratch + j * step, ld, j ? 1.0 : 0.0, yg, L, last ? bg : NULL, last ? act : 0, lo, hi);
+                }
+                if ((bias || act) && !fused) GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
             }
             continue;
         }
@@ -274,8 +278,10 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 cols = scratch;
                 ldb = cnt;
             }
-            GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L);
-            if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+            const T *bg = bias ? bias + grp * og : NULL;
+            if (!GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L, bg, act, lo, hi) &&
+                (bias || act))
+                GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
         }
     }
 }
@@ -296,7 +302,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
-                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck);
+                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck, NULL, 0, 0, 0);
             }
             continue;
         }
@@ -308,7 +314,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
                 for (ptrdiff_t j = 0; j < g->ka; j++)
                     GC(mm)(fns, pack, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
-                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr);
+                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr, NULL, 0, 0, 0);
             }
             continue;
         }
@@ -324,7 +330,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 ldb = cnt;
             }
             GC(mm)(fns, pack, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
-                    gw + grp * og * ck, ck);
+                    gw + grp * og * ck, ck, NULL, 0, 0, 0);
         }
     }
 }
@@ -346,9 +352,9 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
         for (ptrdiff_t p0 = 0; p0 < L; p0 += g->band) {
             const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
             if (g->direct) { /* gx positions are the output positions */
-                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L, NULL, 0, 0, 0);
             } else {
-                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
                 GC(unpack)(gxc, scratch, nc, g, p0, cnt);
             }
         }
