@@ -1028,7 +1028,7 @@ release_a:
 
 /* ---- GEMM convolution (im2col.h) ---------------------------------------------------------- */
 
-#define GC_GEOM_LEN 26
+#define GC_GEOM_LEN 27
 /* Every geometry value and every gemm dimension fits a Fortran int; window reads stay far inside
  * ptrdiff_t ((out - 1) * s, (k - 1) * d and the padding below 2**48). */
 #define GC_MAX_REACH ((ptrdiff_t)1 << 48)
@@ -1042,14 +1042,14 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
 {
     ptrdiff_t v[GC_GEOM_LEN];
     if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != GC_GEOM_LEN) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 26 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
-                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift)");
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 27 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
+                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift, implicit)");
         return -1;
     }
     for (int i = 0; i < GC_GEOM_LEN; i++) {
         v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
         if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < ((i >= 19 && i < 22) || i == 25 ? 0 : 1) || v[i] > GEMM_MAX_DIM) {
+        if (v[i] < ((i >= 19 && i < 22) || i >= 25 ? 0 : 1) || v[i] > (i == 26 ? 1 : GEMM_MAX_DIM)) {
             PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
             return -1;
         }
@@ -1060,7 +1060,7 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
         g->in[a] = v[4 + a], g->out[a] = v[7 + a], g->k[a] = v[10 + a];
         g->s[a] = v[13 + a], g->d[a] = v[16 + a], g->p[a] = v[19 + a];
     }
-    g->band = v[22], g->images = v[23], g->chunk = v[24], g->shift = v[25];
+    g->band = v[22], g->images = v[23], g->chunk = v[24], g->shift = v[25], g->implicit = v[26];
     if (g->c % g->groups || g->o % g->groups) {
         PyErr_SetString(PyExc_ValueError, "geometry: channels not divisible by groups");
         return -1;
@@ -1096,7 +1096,22 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
         PyErr_SetString(PyExc_ValueError, "geometry: band, images or chunk beyond the call's sizes");
         return -1;
     }
+    /* implicit GEMM: stride 1, bands of output lines (whole planes in 3-d), one image per item */
+    if (g->implicit && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
+                        g->band > g->out[0] * g->out[1] || (g->out[0] > 1 && g->band % g->out[1]))) {
+        PyErr_SetString(PyExc_ValueError, "geometry: the implicit GEMM needs stride 1, one image per item and bands "
+                                          "of output lines (whole planes in 3-d)");
+        return -1;
+    }
     gc_derive(g);
+    if (g->implicit) { /* the slab (Cg x srows x ext2) and the padded grid's positions */
+        ptrdiff_t t3, t4;
+        if (gc_mul(g->ext[0], g->ext[1], &t3) || gc_mul(t3, g->ext[2], &t4) || t4 > GEMM_MAX_DIM ||
+            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3)) {
+            PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
+            return -1;
+        }
+    }
     if (g->shift) { /* the slab's columns: Cg*K/ka x (band + halo) * R */
         ptrdiff_t t3;
         if (g->halo > GEMM_MAX_DIM || gc_mul(g->band + g->halo, g->rowlen, &t3) || t3 > GEMM_MAX_DIM ||
@@ -1119,6 +1134,10 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
+    if (g.implicit && pass != GC_FORWARD) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass only");
+        return NULL;
+    }
     return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
 }
 
@@ -1138,6 +1157,10 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
     if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0 || parse_gemm_fns(fns_o, &fns) < 0) return NULL;
     if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
+        return NULL;
+    }
+    if (g.implicit && (pass != GC_FORWARD || isa == ISA_GENERIC)) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass on the avx2 and avx512 builds only");
         return NULL;
     }
     const int have_b = bias_o != Py_None;
@@ -1168,6 +1191,10 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
     if (b.itemsize != a.itemsize || out.itemsize != a.itemsize || s.itemsize != a.itemsize ||
         (have_b && bias.itemsize != a.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (g.implicit && a.itemsize != 4) {
+        PyErr_SetString(PyExc_TypeError, "the implicit GEMM takes float32 buffers only");
         goto release_s;
     }
     if (check_count(&a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&b, b_n, 0, B_NAMES[pass]) < 0 ||

@@ -122,28 +122,34 @@ static inline ptrdiff_t FN(gm_width)(ptrdiff_t nc, ptrdiff_t s)
     return left >= GM_NR ? GM_NR : (left + VL - 1) / VL * VL;
 }
 
-/* Pack B[p0:p0+kc, j0:j0+nc] into column panels (gm_width wide, zero columns past nc); the panel
- * starting at column s begins at dst + s * kc. */
-static void FN(gm_pack_b)(T *restrict dst, const T *b, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0,
-                          ptrdiff_t nc)
+/* Pack rows row[0..kc) (nc elements each) into column panels (gm_width wide, zero columns past nc);
+ * the panel starting at column s begins at dst + s * kc. */
+static void FN(gm_pack_rows)(T *restrict dst, const T *const *row, ptrdiff_t kc, ptrdiff_t nc)
 {
     for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
         const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
         if (cols == GM_NR) {
-            const T *src = b + p0 * ldb + j0 + s;
             for (ptrdiff_t p = 0; p < kc; p++)
 #pragma GCC unroll 4
-                for (int v = 0; v < GM_NV; v++) FN(store)(dst + p * GM_NR + v * VL, FN(load)(src + p * ldb + v * VL));
+                for (int v = 0; v < GM_NV; v++) FN(store)(dst + p * GM_NR + v * VL, FN(load)(row[p] + s + v * VL));
         } else {
             for (ptrdiff_t p = 0; p < kc; p++) {
-                const T *src = b + (p0 + p) * ldb + j0 + s;
                 ptrdiff_t j = 0;
-                for (; j < cols; j++) dst[p * wd + j] = src[j];
+                for (; j < cols; j++) dst[p * wd + j] = row[p][s + j];
                 for (; j < wd; j++) dst[p * wd + j] = 0;
             }
         }
         dst += kc * wd;
     }
+}
+
+/* Pack B[p0:p0+kc, j0:j0+nc] (row pitch ldb) as gm_pack_rows does. */
+static void FN(gm_pack_b)(T *restrict dst, const T *b, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0,
+                          ptrdiff_t nc)
+{
+    const T *row[GM_KC];
+    for (ptrdiff_t p = 0; p < kc; p++) row[p] = b + (p0 + p) * ldb + j0;
+    FN(gm_pack_rows)(dst, row, kc, nc);
 }
 
 /* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A. */
@@ -160,15 +166,39 @@ static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptr
     }
 }
 
+/* C (m x nc, ldc) = alpha * A[:, :kc] @ B + beta * C, then the epilogue (bias may be NULL), with
+ * B already packed (gm_pack_b's layout: panel s at panels + s * kc); A as in gm_tile. */
+static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                         const T *panels, T *c, ptrdiff_t ldc, T alpha, T beta, const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MC) { /* A's MC x KC block stays in L2 */
+        const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
+        const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
+        for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+            const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+            const T *bp = panels + s * kc;
+            T *cb = c + i0 * ldc + s;
+            if (wd == GM_NR)
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
+#if GM_NV > 2
+            else if (wd == 2 * VL)
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 2, alpha, beta, bis, act, lo, hi);
+#endif
+            else
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 1, alpha, beta, bis, act, lo, hi);
+        }
+    }
+}
+
 /* The GEMM described at the top, with an epilogue on the result: + bias[i] for row i (bias may be
  * NULL), then act (0 none, 1 ReLU, 2 clamp to [lo, hi]). scratch holds GM_SCRATCH elements. */
-static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,
-                     ptrdiff_t lda, const T *b, ptrdiff_t ldb, T beta, T *c, ptrdiff_t ldc, T *scratch,
-                     const T *bias, int act, T lo, T hi)
+static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a, ptrdiff_t lda,
+                     const T *b, ptrdiff_t ldb, T beta, T *c, ptrdiff_t ldc, T *scratch, const T *bias, int act,
+                     T lo, T hi)
 {
     const ptrdiff_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
     if (m <= 0 || n <= 0) return;
-    if (k <= 0) { /* op(A) @ op(B) is zero: the epilogue on beta * C, a 0-deep tile at a time */
+    if (k <= 0) { /* op(A) @ B is zero: the epilogue on beta * C, a 0-deep tile at a time */
         for (ptrdiff_t j0 = 0; j0 < n; j0 += GM_NR)
             for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MR) {
                 V acc[GM_MR][GM_NV];
@@ -183,35 +213,14 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
         for (ptrdiff_t p0 = 0; p0 < k; p0 += GM_KC) {
             const ptrdiff_t kc = k - p0 < GM_KC ? k - p0 : GM_KC;
             const int last = p0 + kc >= k;
-            const T bet = p0 == 0 ? beta : 1, *bi = last ? bias : NULL;
-            const int ac = last ? act : 0;
             FN(gm_pack_b)(scratch, b, ldb, p0, kc, j0, nc);
-            for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MC) { /* A's MC x KC block stays in L2 */
-                const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
-                const T *ab = a + i0 * rs + p0 * cs, *bis = bi ? bi + i0 : NULL;
-                for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
-                    const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
-                    const T *bp = scratch + s * kc;
-                    T *cs_ = c + i0 * ldc + j0 + s;
-                    if (wd == GM_NR)
-                        FN(gm_panel)(kc, mc, ab, rs, cs, bp, cs_, ldc, cols, GM_NV, alpha, bet, bis, ac, lo, hi);
-#if GM_NV > 2
-                    else if (wd == 2 * VL)
-                        FN(gm_panel)(kc, mc, ab, rs, cs, bp, cs_, ldc, cols, 2, alpha, bet, bis, ac, lo, hi);
-#endif
-                    else
-                        FN(gm_panel)(kc, mc, ab, rs, cs, bp, cs_, ldc, cols, 1, alpha, bet, bis, ac, lo, hi);
-                }
-            }
+            FN(gm_block)(m, nc, kc, a + p0 * cs, rs, cs, scratch, c + j0, ldc, alpha, p0 == 0 ? beta : 1,
+                         last ? bias : NULL, last ? act : 0, lo, hi);
         }
     }
 }
 
-#undef GM_MR
-#undef GM_NV
-#undef GM_NR
-#undef GM_MC
-#endif /* VBYTES >= 32 && TSIZE == 4 */
+#endif /* VBYTES >= 32 && TSIZE == 4 (GM_MR, GM_NV, GM_NR, GM_MC: undefined at the end of kernels.h) */
 
 /* C = alpha * op(A) @ op(B) + beta * C (the contract of gemm_rm): npconv's gemm for float32 on the
  * vector ISAs when fns->own is set (pack: GM_SCRATCH elements), else SciPy's BLAS. With bias or act,

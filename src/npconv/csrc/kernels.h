@@ -39,6 +39,10 @@ static inline V FN(splat)(T s)
 #include "im2col.h"
 #include "winograd.h"
 
+#undef GM_MR
+#undef GM_NV
+#undef GM_NR
+#undef GM_MC
 #undef V
 #undef IV
 #undef VL
