@@ -572,7 +572,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
     if not vector:
         pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
-    size = {1: (23,), 2: (9, 11), 3: (5, 6, 7)}[nd]
+    size = {1: (23,), 2: (9, 11), 3: (5, 9, 12)}[nd]
     geom = ConvGeometry.create(3, 1, 2, 2, 1, ndim=nd)
     x = rng.standard_normal((2, 3) + size).astype(np.float32)
     x[(1, 2) + tuple(s // 2 for s in size)] = np.nan

@@ -265,10 +265,11 @@ static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y,
                     continue;
                 }
                 const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
-                for (ptrdiff_t j = 0; j < E2; j++) {
-                    const ptrdiff_t i2 = j - g->p[2];
-                    dst[j] = i2 >= 0 && i2 < g->in[2] ? src[i2] : (T)0;
-                }
+                /* columns [lo, hi) of the padded row read input columns j - p2 */
+                const ptrdiff_t lo = g->p[2] < E2 ? g->p[2] : E2, hi = g->p[2] + g->in[2] < E2 ? g->p[2] + g->in[2] : E2;
+                memset(dst, 0, (size_t)lo * sizeof(T));
+                if (hi > lo) memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));
+                if (E2 > (hi > lo ? hi : lo)) memset(dst + (hi > lo ? hi : lo), 0, (size_t)(E2 - (hi > lo ? hi : lo)) * sizeof(T));
             }
         const T *wg = w + grp * g->og * g->ck, *bg = bias ? bias + grp * g->og : NULL;
         for (ptrdiff_t j0 = 0; j0 < nq; j0 += GM_NC) {

@@ -41,7 +41,8 @@ from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT",
-           "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES"]
+           "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES", "IMPLICIT_MAX_GRID",
+           "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -77,6 +78,8 @@ CHUNK_BYTES = 1 << 20
 IMPLICIT = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
+#: The implicit GEMM computes every position of the padded grid: at most this many per output.
+IMPLICIT_MAX_GRID = 2
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -164,14 +167,25 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     return geometry[:-5] + (band, 1, 1, 0, 0), False
 
 
+def implicit_runs(dtype: np.dtype) -> bool:
+    """Whether stride-1 forward passes of ``dtype`` run as the implicit GEMM (:data:`IMPLICIT`,
+    float32, npconv's gemm on, a vector build)."""
+    return (IMPLICIT and np.dtype(dtype) == np.float32 and _blas.OWN_GEMM
+            and backends.core.isa in ("avx2", "avx512"))
+
+
 def _implicit_tiling(geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
                      threads: int) -> tuple[int, ...] | None:
     """The work items of an implicit-GEMM forward (``csrc/im2col.h``: stride 1, float32, the vector
     builds): ``geometry`` with bands of output lines (whole planes in 3-d) whose zero-padded input
-    slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are fewer than threads;
-    None where the kernel declines the geometry."""
+    slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are fewer than threads.
+    None where the padded grid has more than :data:`IMPLICIT_MAX_GRID` times the outputs' positions
+    (wide dilations), where even one line's slab exceeds the thread's share of
+    ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry."""
     out, k, d = geometry[7:10], geometry[10:13], geometry[16:19]
     ext = [o + (kk - 1) * dd for o, kk, dd in zip(out, k, d, strict=True)]
+    if ext[2] * (ext[1] if out[0] > 1 else out[1]) > IMPLICIT_MAX_GRID * out[2] * out[1]:
+        return None
     row_bytes = max(1, cg * ext[2] * itemsize)
     if out[0] > 1:  # 3-d: units of whole output planes, each ext[1] padded rows
         unit, unit_rows, halo, units_total = out[1], ext[1], (k[0] - 1) * d[0] * ext[1], out[0]
@@ -181,8 +195,15 @@ def _implicit_tiling(geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
     units = max(1, min(units, units_total))
     if n * -(-units_total // units) < threads:  # split single images for the threads
         units = -(-units_total // -(-threads // n))
-    implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
-    return implicit if _plan(0, implicit) is not None else None
+    budget = gemm.WORKSPACE_BYTES // max(1, threads)
+    while True:
+        implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
+        plan = _plan(0, implicit)
+        if plan is not None and plan[0] * itemsize <= budget:
+            return implicit
+        if plan is None or units == 1:
+            return None
+        units = max(1, units // 2)
 
 
 def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
@@ -262,8 +283,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
-    if (IMPLICIT and dtype == np.float32 and _blas.OWN_GEMM and backends.core.isa in ("avx2", "avx512")
-            and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1):
+    if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
         implicit = _implicit_tiling(geometry, n, cg, dtype.itemsize, threads)
     if implicit is not None:
         geometry, shifted = implicit, False
