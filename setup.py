@@ -32,6 +32,9 @@ setup(
             ],
             extra_compile_args=flags,
             optional=True,
-        )
+        ),
+        # the cache of freed array memory (npconv.backends.memory); NumPy's API is reached at import
+        Extension("npconv._arrays", sources=["src/npconv/csrc/arrays.c"], extra_compile_args=flags,
+                  optional=True),
     ],
 )

@@ -88,8 +88,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--cache-mib", type=int, default=None,
+                        help="npconv.backends.memory.cache_limit in MiB (0: no cache of freed array memory)")
     args = parser.parse_args()
     npconv.set_num_threads(args.threads)
+    if args.cache_mib is not None:
+        npconv.backends.memory.cache_limit = args.cache_mib << 20
     rng = np.random.default_rng(1)
     timers = Timers()
     if args.train:
@@ -142,7 +146,7 @@ def main() -> None:
     total = (time.perf_counter() - start) / args.reps * 1e3
     per_call = {k: v / args.reps * 1e3 for k, v in timers.seconds.items()}
     print(f"{title}: median {plain:.2f} ms (uninstrumented), instrumented mean {total:.2f} ms, "
-          f"{args.threads} threads")
+          f"{args.threads} threads; memory cache {npconv.backends.memory.stats()}")
     for label in sorted(per_call):
         print(f"  {label:28s} {per_call[label]:9.2f} ms  {timers.calls[label] // args.reps:4d} calls")
     planner = timers.total("planner ") / args.reps * 1e3

@@ -23,6 +23,10 @@
   use (None when it is). Environment, read once at import: ``NPCONV_PURE=1`` forces the NumPy
   engine, ``NPCONV_ISA=generic|avx2|avx512`` forces a variant the CPU supports (see
   ``docs/compiled-core.md``).
+* ``npconv.backends.memory``: the cache of freed array memory used inside module calls (the C
+  extension ``npconv._arrays``): ``cache_limit`` (bytes held at most, default 256 MiB; 0 turns it
+  off), ``min_size`` (smallest cached block, default 128 KiB), ``cached_bytes()``, ``stats()``,
+  ``empty_cache()``; ``available`` / ``reason``. Off under ``NPCONV_PURE=1``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from typing import Any
 from .kernels import algorithm as registry
 from .kernels.algorithm import PASSES
 
-__all__ = ["conv", "core", "set_num_threads", "get_num_threads", "blas_threads", "algorithms", "PASSES"]
+__all__ = ["conv", "core", "memory", "set_num_threads", "get_num_threads", "blas_threads", "algorithms",
+           "PASSES"]
 
 
 def algorithms() -> tuple[str, ...]:
@@ -286,3 +291,90 @@ def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
 
 
 core = _load_core()
+
+
+class MemoryBackend:
+    """npconv's cache of freed array memory (the C extension ``npconv._arrays``, see the module
+    docstring): inside module calls, NumPy allocations of at least ``min_size`` bytes reuse blocks
+    of the same size that arrays freed earlier, so a network's layers do not page-fault fresh
+    memory on every call. A block is reused only after NumPy freed it (no array, view or buffer
+    refers to it), so nothing a caller holds is ever overwritten."""
+
+    def __init__(self, module: ModuleType | None, reason: str | None) -> None:
+        #: the extension module, or None when the cache is not in use
+        self.module = module
+        #: why the cache is not in use (None when it is)
+        self.reason = reason
+
+    @property
+    def available(self) -> bool:
+        return self.module is not None
+
+    def _stats(self) -> dict[str, int]:
+        if self.module is None:
+            return {"cached_bytes": 0, "blocks": 0, "hits": 0, "misses": 0, "limit": 0, "min_size": 0}
+        return self.module.stats()
+
+    @property
+    def cache_limit(self) -> int:
+        """Bytes of freed blocks the cache may hold (0: none; default 256 MiB)."""
+        return self._stats()["limit"]
+
+    @cache_limit.setter
+    def cache_limit(self, value: int) -> None:
+        self._configure("cache_limit", value, 0)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest block (bytes) the cache holds; smaller ones go to NumPy's own allocator."""
+        return self._stats()["min_size"]
+
+    @min_size.setter
+    def min_size(self, value: int) -> None:
+        self._configure("min_size", value, 1)
+
+    def _configure(self, name: str, value: Any, lowest: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"npconv.backends.memory.{name} must be an int, got {type(value).__name__} "
+                            f"{value!r}")
+        if not lowest <= value <= 2**62:
+            raise ValueError(f"npconv.backends.memory.{name} must be in [{lowest}, 2**62], got {value}")
+        if self.module is None:
+            raise ValueError(f"npconv.backends.memory.{name} cannot be set: the cache is not in use "
+                             f"({self.reason})")
+        limit, min_size = self.cache_limit, self.min_size
+        self.module.configure(*((value, min_size) if name == "cache_limit" else (limit, value)))
+
+    def cached_bytes(self) -> int:
+        """Bytes of freed blocks held now."""
+        return self._stats()["cached_bytes"]
+
+    def stats(self) -> dict[str, int]:
+        """``cached_bytes``, ``blocks``, ``hits`` / ``misses`` (allocations of at least ``min_size``
+        served from the cache / by NumPy), ``limit``, ``min_size``."""
+        return dict(self._stats())
+
+    def empty_cache(self) -> None:
+        """Give every held block back (like ``torch.cuda.empty_cache``)."""
+        if self.module is not None:
+            self.module.clear()
+
+    def __repr__(self) -> str:
+        if self.module is None:
+            return f"<npconv memory cache: off ({self.reason})>"
+        return f"<npconv memory cache: {self.cached_bytes()} of {self.cache_limit} bytes held>"
+
+
+def _load_memory(environ: Mapping[str, str] = os.environ) -> MemoryBackend:
+    if registry.pure(environ):
+        return MemoryBackend(None, f"NPCONV_PURE={environ['NPCONV_PURE']}")
+    try:
+        from . import _arrays
+    except ImportError as error:  # not built (the compiled core's warning covers a failed build)
+        return MemoryBackend(None, f"the compiled extension npconv._arrays is not available ({error})")
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_arrays.after_fork_in_child)
+    return MemoryBackend(_arrays, None)
+
+
+memory = _load_memory()

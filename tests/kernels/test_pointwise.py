@@ -115,3 +115,31 @@ def test_batch_norm_float16_takes_statistics_in_float32(parallel, torch):
         scale = np.abs(exact).max()
         assert np.isfinite(ours_value).all(), name
         assert np.abs(ours_value.astype(np.float64) - exact).max() <= 4e-3 * scale, name
+
+
+def _specials(rng: np.random.Generator, size: int, dtype: type) -> np.ndarray:
+    x = rng.standard_normal(size).astype(dtype)
+    for value in (np.nan, -0.0, 0.0, np.inf, -np.inf):
+        x[rng.integers(0, size, max(1, size // 20))] = value
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("size", [5, pointwise.ZERO_ROW, 3 * pointwise.ZERO_ROW + 7])
+def test_maximum_zero_is_relu(dtype, size, torch):
+    """The row-wise maximum (contiguous data against a zero row, scalar for the tail) is torch's relu
+    on every value: NaN kept, infinities, both zeros; also in place and on strided views."""
+    x = _specials(np.random.default_rng(size), size, dtype)
+    expected = torch.relu(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_array_equal(pointwise.maximum_zero(x, np.empty_like(x)), expected)
+    strided = np.repeat(x, 2)[::2]
+    np.testing.assert_array_equal(pointwise.maximum_zero(strided, np.empty_like(x)), expected)
+    pointwise.maximum_zero(x, x)
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_maximum_zero_without_torch():
+    x = _specials(np.random.default_rng(3), 5 * pointwise.ZERO_ROW + 3, np.float32).reshape(1, 1, -1)
+    expected = np.where(np.isnan(x) | (x > 0), x, np.float32(0))
+    for out in (np.empty_like(x), x):
+        np.testing.assert_array_equal(pointwise.maximum_zero(x, out), expected)

@@ -31,7 +31,8 @@ from ..backends import get_num_threads
 from . import workspace
 
 __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
-           "centred_affine", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_", "epilogue_"]
+           "centred_affine", "maximum_zero", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_",
+           "epilogue_"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
@@ -48,6 +49,36 @@ def _plan(x: np.ndarray) -> tuple[list[Any], int]:
     step = max(1, min(CHUNK_BYTES // per_image, -(-x.shape[0] // get_num_threads())))
     runs = [slice(i, i + step) for i in range(0, x.shape[0], step)]
     return runs, max(1, min(get_num_threads(), len(runs)))
+
+
+#: Elements per row of :func:`maximum_zero`'s zero row (4 KiB of float32: stays in L1).
+ZERO_ROW = 1024
+_zero_rows: dict[np.dtype, np.ndarray] = {}
+
+
+def _zero_row(dtype: np.dtype) -> np.ndarray:
+    row = _zero_rows.get(dtype)
+    if row is None:
+        row = np.zeros(ZERO_ROW, dtype)
+        row.flags.writeable = False
+        _zero_rows[dtype] = row
+    return row
+
+
+def maximum_zero(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = np.maximum(x, 0)`` (NaN stays NaN; ``out`` may be ``x``), the same values as with a
+    scalar zero, but contiguous data is taken as rows against a zero row: NumPy runs its SIMD loop
+    for two contiguous operands, while a scalar operand takes a loop ~3.5x slower (float32,
+    docs/performance.md)."""
+    zero = x.dtype.type(0)
+    n = x.size // ZERO_ROW * ZERO_ROW
+    if n == 0 or not (x.flags.c_contiguous and out.flags.c_contiguous) or x.shape != out.shape:
+        return np.maximum(x, zero, out=out)
+    flat, target = x.reshape(-1), out.reshape(-1)
+    np.maximum(flat[:n].reshape(-1, ZERO_ROW), _zero_row(x.dtype), out=target[:n].reshape(-1, ZERO_ROW))
+    if n < x.size:
+        np.maximum(flat[n:], zero, out=target[n:])
+    return out
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -164,9 +195,8 @@ def centred_affine(g: np.ndarray, x: np.ndarray, mean: np.ndarray, g_scale: np.n
 
 def relu(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, a new array (NaN stays NaN, as in torch)."""
-    zero = x.dtype.type(0)
     y = np.empty_like(x)
-    _each(x, lambda s: np.maximum(x[s], zero, out=y[s]))
+    _each(x, lambda s: maximum_zero(x[s], y[s]))
     return y
 
 
@@ -213,7 +243,7 @@ class Activation(NamedTuple):
 def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
     t = y.dtype.type
     if kind == "relu":
-        np.maximum(y, t(0), out=y)  # as relu: NaN stays NaN
+        maximum_zero(y, y)  # as relu: NaN stays NaN
     elif kind == "hardtanh":  # as the hardtanh op and torch: NaN and -0.0 pass
         np.clip(y, t(lo), t(hi), out=y)
     else:  # silu: y * sigmoid(y), the sigmoid in y's dtype as the silu op computes it

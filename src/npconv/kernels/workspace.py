@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import blas_threads
+from ..backends import blas_threads, memory
 
 __all__ = ["buffer", "clear", "run", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
@@ -97,13 +97,21 @@ def cached_bytes() -> int:
     return sum(raw.nbytes for cache in caches for raw in list(cache.arrays.values()))
 
 
+def _worker_start() -> None:
+    """A worker thread allocates through npconv's cache of freed array memory (its context starts
+    without it: NumPy keeps the allocator per context)."""
+    if memory.available:
+        memory.module.enter()
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     global _executor, _executor_workers
     with _executor_lock:
         if _executor is None or _executor_workers < workers:
             if _executor is not None:
                 _executor.shutdown(wait=True)
-            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv")
+            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npconv",
+                                           initializer=_worker_start)
             _executor_workers = workers
         return _executor
 

@@ -52,7 +52,8 @@ def relu(input: Any, inplace: bool = False) -> Tensor:
         return make_result(out, (input,), lambda g: (pointwise.relu_grad(g, out),), "ReluBackward0",
                            saved=("output",))
     # small arrays: the same rule without the thread pool's per-call overhead
-    out = np.maximum(data, data.dtype.type(0))
+    out = pointwise.maximum_zero(data, np.empty_like(data)) if data.dtype.kind == "f" else np.maximum(
+        data, data.dtype.type(0))
     return make_result(out, (input,), lambda g: (np.where(out <= 0, g.dtype.type(0), g),), "ReluBackward0",
                        saved=("output",))
 

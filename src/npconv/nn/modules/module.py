@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...backends import memory as _memory
 from ...checks import refuses_oversize
 from ...tensor import Tensor, as_array, to_dtype
 from ...utils.hooks import BackwardHook, RemovableHandle
@@ -38,6 +39,14 @@ def _addindent(text: str, spaces: int) -> str:
     return first + "\n" + "\n".join(" " * spaces + line for line in lines)
 
 
+def _no_cache() -> None:
+    return None
+
+
+#: ``enter()`` of the cache: the handler it replaced, None when it is in force already (or off)
+_enter_memory_cache = _memory.module.enter if _memory.available else _no_cache
+
+
 class Module:
     """Base class for all layers. Assigning a Parameter, Module or Buffer attribute registers it."""
 
@@ -64,10 +73,17 @@ class Module:
             f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        d = self.__dict__
-        if not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks")):
-            return self.forward(*args, **kwargs)
-        return self._call_with_hooks(args, kwargs)
+        # the outermost module call puts npconv's cache of freed array memory in force (a layer's
+        # fresh output then reuses memory an earlier, freed one had: no page faults; see backends)
+        previous = _enter_memory_cache()
+        try:
+            d = self.__dict__
+            if not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks")):
+                return self.forward(*args, **kwargs)
+            return self._call_with_hooks(args, kwargs)
+        finally:
+            if previous is not None:
+                _memory.module.restore(previous)
 
     def _call_with_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """torch's ``_call_impl``: pre-hooks, backward-hook wiring, forward, forward hooks."""
