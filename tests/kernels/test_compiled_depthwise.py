@@ -5,8 +5,9 @@ variant this CPU runs.
 Covers the three passes in float32 and float64, the specialised tap counts (3x3, 5x5, 7x7: 9, 25
 and 49 taps) at strides 1 and 2 with rows wider than a 4-vector block and narrower than one
 vector, random 1-d/2-d geometries (stride, dilation, per-side padding at their edges, channel
-multiplier, odd sizes), non-contiguous inputs, the fused bias, NaN/inf locality, one and two worker
-threads, the extension's own argument guards, and supports()/recommended().
+multiplier, odd sizes), non-contiguous inputs, the fused bias and activation epilogue (against the
+unfused convolution then the activation, and torch through the planner), NaN/inf locality, one and two
+worker threads and the small-call rule, the extension's own argument guards, and supports()/recommended().
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import depthwise, plan
-from torch_oracle import assert_close
+from npconv.kernels.common import Epilogue
+from npconv.kernels.pointwise import Activation
+from torch_oracle import assert_close, close
 
 compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
                                          reason=f"compiled core not in use: {backends.core.reason}")
@@ -92,6 +95,13 @@ CASES = [
     ((3, 2, 40), 2, (4,), 2, ((3, 0),), 1),
     ((2, 3, 15), 1, (9,), 1, 4, 1),
     ((1, 1, 6, 1000), 2, (1, 11), 1, ((0, 0), (5, 5)), 1),  # long rows, a first layer with multiplier
+    # rows of 1-4 vectors in one register block (28, 40, 56 float32 columns; 24 float64), row counts
+    # that leave 1-3 rows after the bands of shared rows
+    ((1, 2, 11, 28), 1, (3, 3), 1, 1, 1),
+    ((1, 2, 10, 56), 1, (3, 3), 1, 1, 1),
+    ((1, 2, 9, 40), 1, (5, 5), 1, 2, 1),
+    ((1, 2, 7, 24), 1, (7, 7), 1, 3, 1),
+    ((1, 2, 6, 56), 1, (3, 3), 2, 1, 1),
 ]
 
 
@@ -261,3 +271,137 @@ def test_three_d_runs_on_the_numpy_implementation(rng):
                                   depthwise.grad_input(gy, w, geom, (6, 7, 5)))
     np.testing.assert_array_equal(compiled_depthwise.grad_weight(x, gy, geom),
                                   depthwise.grad_weight(x, gy, geom))
+
+
+#: (activation, its NumPy form): ReLU, ReLU6 and another Hardtanh in the kernels' stores, SiLU after.
+ACTIVATIONS = (
+    (Activation("relu"), lambda y: np.maximum(y, 0)),
+    (Activation("hardtanh", 0.0, 6.0), lambda y: np.clip(y, 0, 6)),
+    (Activation("hardtanh", -0.5, 0.25), lambda y: np.clip(y, -0.5, 0.25)),
+    (Activation("silu"), lambda y: y / (1 + np.exp(-y))),
+)
+#: (x_shape, kernel, stride, padding): every path of the forward's stores: bands of shared rows
+#: (stride 1, rows of >= 1 vector), the row stencil (stride 2), rows narrower than a vector (flat
+#: stencil, activation over the plane), a 1-d call without junk columns, 3-d on the NumPy variant.
+EPILOGUE_CASES = (
+    ((2, 3, 9, 40), (3, 3), 1, 1),
+    ((1, 2, 7, 37), (5, 5), 2, 2),
+    ((2, 3, 6, 5), (3, 3), 1, 1),
+    ((2, 3, 30), (3,), 1, 0),
+    ((1, 2, 5, 6, 4), (3, 3, 3), 1, 1),
+)
+
+
+def _assert_activation_equal(fused, expected, kind):
+    if kind == "silu":
+        np.testing.assert_allclose(fused, expected, rtol=1e-6, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(fused, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", EPILOGUE_CASES, ids=[f"case{i}" for i in range(len(EPILOGUE_CASES))])
+def test_fused_activation_epilogue(rng, isa, case, dtype):
+    """``epilogue=``: activation(conv + bias) equals the unfused convolution followed by the activation,
+    NaN staying NaN (as torch's relu/hardtanh) and reaching only the outputs that read it; forward and
+    grad_input (stride 1: in the shared-row stores; stride 2: over each plane)."""
+    x_shape, kernel, stride, padding = case
+    c = x_shape[1]
+    geom = _geom(kernel, stride, padding, 1, c)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.reshape(-1)[x.size // 3] = np.nan
+    w = rng.standard_normal((2 * c, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(2 * c).astype(dtype)
+    plain = compiled_depthwise.forward(x, w, geom, b)
+    assert np.isnan(plain).any() and not np.isnan(plain).all()
+    gy = rng.standard_normal(plain.shape).astype(dtype)
+    bx = rng.standard_normal(c).astype(dtype)
+    plain_gx = compiled_depthwise.grad_input(gy, w, geom, x_shape[2:], bx)
+    for activation, apply in ACTIVATIONS:
+        fused = compiled_depthwise.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        _assert_activation_equal(fused, apply(plain), activation.kind)
+        assert np.array_equal(np.isnan(fused), np.isnan(plain))
+        fused_gx = compiled_depthwise.grad_input(gy, w, geom, x_shape[2:], epilogue=Epilogue(bx, activation))
+        _assert_activation_equal(fused_gx, apply(plain_gx), activation.kind)
+    relu_only = compiled_depthwise.forward(x, w, geom, epilogue=Epilogue(None, Activation("relu")))
+    np.testing.assert_array_equal(relu_only, np.maximum(compiled_depthwise.forward(x, w, geom), 0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(nd=st.integers(1, 2), multiplier=st.integers(1, 2), act=st.integers(0, len(ACTIVATIONS) - 1),
+       float32=st.booleans(), data=st.data())
+def test_random_geometries_fuse_the_epilogue(nd, multiplier, act, float32, data):
+    """Random geometries and ISA variants: the fused epilogue equals the NumPy engine's convolution
+    plus bias followed by the activation."""
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 7, 2, 40)
+    previous = backends.core.isa
+    backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
+    try:
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+        dtype = np.float32 if float32 else np.float64
+        geom = _geom(kernel, stride, padding, dilation, 2)
+        x = rng.standard_normal((2, 2) + size).astype(dtype)
+        w = rng.standard_normal((2 * multiplier, 1) + kernel).astype(dtype)
+        b = rng.standard_normal(2 * multiplier).astype(dtype)
+        activation, apply = ACTIVATIONS[act]
+        fused = compiled_depthwise.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        expected = apply(depthwise.forward(x, w, geom) + b.reshape((-1,) + (1,) * nd))
+        assert np.linalg.norm(fused - expected) <= TOL[np.dtype(dtype)] * max(1.0, np.linalg.norm(expected))
+    finally:
+        backends.core.isa = previous
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epilogue_through_the_planner_matches_torch(rng, dtype):
+    """plan.forward with an activation (the fused inference path) against torch's convolution followed
+    by relu / hardtanh (ReLU6), a MobileNetV2-style 3x3 depthwise layer at strides 1 and 2."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 8, 20, 36)).astype(dtype)
+    x[1, 3, 4, 5] = np.nan
+    w, b = rng.standard_normal((8, 1, 3, 3)).astype(dtype), rng.standard_normal(8).astype(dtype)
+    tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+    relu6 = Activation("hardtanh", 0.0, 6.0)
+    for stride in (1, 2):
+        geom = _geom((3, 3), stride, 1, 1, 8)
+        assert plan.choose("forward", x.shape, w.shape, geom, np.dtype(dtype)) == "depthwise"
+        conv = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=1, groups=8)
+        for activation, expected in ((Activation("relu"), torch.relu(conv)),
+                                     (relu6, torch.nn.functional.hardtanh(conv, 0, 6))):
+            got = plan.forward(x, w, geom, b, activation=activation)
+            close(got, expected, what=f"{activation.kind} stride {stride}")
+
+
+def test_extension_checks_the_activation():
+    core = backends.core.module
+    geometry = (1, 2, 1, 5, 5, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1)
+    x, w, y = np.zeros((1, 2, 5, 5)), np.zeros((2, 1, 3, 3)), np.zeros((1, 2, 5, 5))
+    scratch = np.zeros(core.depthwise2d_scratch(0, geometry))
+    isa = backends.core.isa_index
+    with pytest.raises(ValueError, match="act must be"):
+        core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 3, 0.0, 0.0)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 2, 1.0, 0.0)
+
+
+def test_small_calls_stay_on_the_calling_thread(rng, monkeypatch):
+    """Calls below MIN_THREAD_MACS per thread run on the calling thread (a hand-off costs more than
+    they do); larger ones use every worker thread. Results are the same either way."""
+    import npconv
+    from npconv.kernels import workspace
+
+    seen = []
+    real_run = workspace.run
+    monkeypatch.setattr(workspace, "run", lambda items, work, threads, **kw: (
+        seen.append(threads), real_run(items, work, threads, **kw))[1])
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    try:
+        geom = _geom((3, 3), 1, 1, 1, 4)
+        x, w = rng.standard_normal((1, 4, 8, 8)), rng.standard_normal((4, 1, 3, 3))
+        small = compiled_depthwise.forward(x, w, geom)
+        monkeypatch.setattr(compiled_depthwise, "MIN_THREAD_MACS", 1)
+        split = compiled_depthwise.forward(x, w, geom)
+    finally:
+        npconv.set_num_threads(previous)
+    assert seen == [1, 2]
+    np.testing.assert_array_equal(small, split)

@@ -254,7 +254,7 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 /* ---- dispatch tables ---------------------------------------------------------------------- */
 
 typedef int (*dw_fwd_fn)(const void *, const void *, const void *, void *, void *, const dw_geom *,
-                         ptrdiff_t, ptrdiff_t);
+                         ptrdiff_t, ptrdiff_t, int, double, double);
 typedef int (*dw_gw_fn)(const void *, const void *, void *, void *, const dw_geom *, ptrdiff_t, ptrdiff_t);
 
 typedef struct {
@@ -574,17 +574,33 @@ static PyObject *scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(dw_scratch(pass, &g));
 }
 
-/* forward / grad_input share one shape: (isa, src, w, bias|None, out, scratch, geom, start, stop). */
+/* An output epilogue's activation: 0 none, 1 relu, 2 hardtanh clamped to [lo, hi]. */
+static int check_act(int act, double lo, double hi)
+{
+    if (act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu) or 2 (hardtanh), got %d", act);
+        return -1;
+    }
+    if (act == 2 && !(lo <= hi)) {
+        PyErr_Format(PyExc_ValueError, "clamp bounds must satisfy lo <= hi, got [%g, %g]", lo, hi);
+        return -1;
+    }
+    return 0;
+}
+
+/* forward / grad_input share one shape: (isa, src, w, bias|None, out, scratch, geom, start, stop[, act,
+ * lo, hi]): out = act(conv + bias). */
 static PyObject *run_stencil_pass(PyObject *args, int pass)
 {
-    int isa;
+    int isa, act = 0;
+    double lo = 0.0, hi = 0.0;
     PyObject *objs[5], *geom;
     Py_ssize_t start, stop;
     dw_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom, &start,
-                          &stop))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn|idd", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
+                          &start, &stop, &act, &lo, &hi))
         return NULL;
-    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0 || check_act(act, lo, hi) < 0) return NULL;
     static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
     static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t in_n = g.n * g.c * g.h * g.w, out_n = g.n * g.c * g.m * g.oh * g.ow;
@@ -597,7 +613,7 @@ static PyObject *run_stencil_pass(PyObject *args, int pass)
     const dw_kernels *k = &DW_TABLE[isa][b.view[0].itemsize == 8];
     dw_fwd_fn fn = pass ? k->grad_input : k->forward;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
     Py_END_ALLOW_THREADS
     release_buffers(&b);
     if (rc < 0) return PyErr_NoMemory();
@@ -1191,9 +1207,11 @@ static PyMethodDef methods[] = {
      "depthwise2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 1 grad_input, "
      "2 grad_weight)"},
     {"depthwise2d_forward", dw2d_forward, METH_VARARGS,
-     "depthwise2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop): planes [start, stop) of y"},
+     "depthwise2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop[, act, lo, hi]): planes [start, stop) "
+     "of y = act(conv + bias), act 0 none / 1 relu / 2 hardtanh (clamp to [lo, hi])"},
     {"depthwise2d_grad_input", dw2d_grad_input, METH_VARARGS,
-     "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop): planes of gx"},
+     "depthwise2d_grad_input(isa, gy, w, bias, gx, scratch, geometry, start, stop[, act, lo, hi]): planes of gx, "
+     "epilogue as in depthwise2d_forward"},
     {"depthwise2d_grad_weight", dw2d_grad_weight, METH_VARARGS,
      "depthwise2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): input channels of gw"},
     {"grouped2d_scratch", gp_scratch_size, METH_VARARGS,

@@ -31,6 +31,37 @@ static inline void FN(prefetch)(const T *p, ptrdiff_t count)
     for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 0, 3);
 }
 
+/* The activation of a fused epilogue (npconv.kernels.pointwise.Activation codes): 1 ReLU as
+ * np.maximum(v, 0) (NaN stays NaN, -0.0 becomes 0), 2 Hardtanh as np.clip(v, lo, hi) (NaN and -0.0
+ * pass), 0 none. */
+static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, T hi)
+{
+    if (act == 1) return (V)((IV)v & ((v > 0) | (v != v)));
+    if (act == 2) {
+        const V l = FN(splat)(lo), h = FN(splat)(hi);
+        IV below = v < l;
+        v = (V)(((IV)l & below) | ((IV)v & ~below));
+        IV above = v > h;
+        v = (V)(((IV)h & above) | ((IV)v & ~above));
+    }
+    return v;
+}
+
+/* The activation over n values in place (the epilogue of the paths that do not fuse it into their
+ * stores; the plane is still in cache). */
+static void FN(activate_run)(T *p, ptrdiff_t n, int act, T lo, T hi)
+{
+    if (!act) return;
+    ptrdiff_t m = 0;
+    for (; m + VL <= n; m += VL) FN(store)(p + m, FN(activate)(FN(load)(p + m), act, lo, hi));
+    if (m < n) {
+        T tmp[VL] = {0};
+        memcpy(tmp, p + m, (size_t)(n - m) * sizeof(T));
+        FN(store)(tmp, FN(activate)(FN(load)(tmp), act, lo, hi));
+        memcpy(p + m, tmp, (size_t)(n - m) * sizeof(T));
+    }
+}
+
 /* out[m] = init + sum_t wt[t] * src[t][m] for m < n; 4 vectors per step keep 4 independent FMA
  * chains in flight (one chain is latency-bound). Reads up to 4*VL - 1 elements past n (row slack). */
 static inline __attribute__((always_inline)) void
@@ -109,13 +140,13 @@ static void FN(stencil)(T *out, ptrdiff_t n, const T *const *src, const T *wt, i
                 for (int i = 0; i < (NV); i++) a[r][i] += wv[t] * FN(load)(s + r * pitch + q[i]); \
         }                                                                                       \
         for (int r = 0; r < (R); r++)                                                           \
-            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);              \
+            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], FN(activate)(a[r][i], act, lo, hi)); \
     } while (0)
 
 #define DW_ROW_BODY(R)                                                                          \
     static inline __attribute__((always_inline)) void FN(CAT(row_body, R))(                     \
         T *out, ptrdiff_t n, const T *const *src, ptrdiff_t off, ptrdiff_t pitch, const V *wv,  \
-        int taps, T init)                                                                       \
+        int taps, T init, int act, T lo, T hi)                                                  \
     {                                                                                           \
         ptrdiff_t m = 0;                                                                        \
         for (; m + 4 * VL <= n; m += 4 * VL) DW_ROW_BLOCK(R, 4, m);                             \
@@ -134,7 +165,7 @@ DW_ROW_BODY(2)
 
 /* rows [0, rows) of out (row pitch n) from src rows at pitch `pitch`: the tap count as a constant */
 static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch,
-                             const T *wt, int taps, T init)
+                             const T *wt, int taps, T init, int act, T lo, T hi)
 {
     /* weights splatted once per plane (constant tap counts keep them in registers); rows in pairs */
 #define DW_ROWS(K)                                                                               \
@@ -142,8 +173,8 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
         V wv[DW_ROW_TAPS];                                                                       \
         for (int t = 0; t < (K); t++) wv[t] = FN(splat)(wt[t]);                                  \
         ptrdiff_t r = 0;                                                                         \
-        for (; r + 2 <= rows; r += 2) FN(row_body_2)(out + r * n, n, src, r * pitch, pitch, wv, K, init); \
-        if (r < rows) FN(row_body_1)(out + r * n, n, src, r * pitch, pitch, wv, K, init);        \
+        for (; r + 2 <= rows; r += 2) FN(row_body_2)(out + r * n, n, src, r * pitch, pitch, wv, K, init, act, lo, hi); \
+        if (r < rows) FN(row_body_1)(out + r * n, n, src, r * pitch, pitch, wv, K, init, act, lo, hi); \
     } while (0)
     switch (taps) {
     case 9: DW_ROWS(9); break;
@@ -157,75 +188,101 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
 }
 
 /* Stride 1, dilation 1 along the rows (the phase rows are the padded rows): output row r + 1's tap
- * (kh, kw) reads what row r's tap (kh + 1, kw) reads, so a pair of rows loads each of its KH + 1
- * input rows once per column tap ((KH + 1) * KW loads per vector instead of 2 * KH * KW). base is
- * tap (0, 0)'s source, cs[kw] the column offset of tap (0, kw). */
-#define DW_SHARED_BLOCK(KH, KW, NV, at)                                                          \
-    do {                                                                                         \
-        ptrdiff_t q[4] = {(at), (at) + VL, (at) + 2 * VL, (at) + 3 * VL};                        \
-        for (int i = 0; i < 4; i++) q[i] = q[i] < n - VL ? q[i] : n - VL;                        \
-        V a[2][NV];                                                                              \
-        for (int r = 0; r < 2; r++)                                                              \
-            for (int i = 0; i < (NV); i++) a[r][i] = FN(splat)(init);                            \
-        for (int i = 0; i <= (KH); i++)                                                          \
-            for (int kw = 0; kw < (KW); kw++) {                                                  \
-                const T *s = base + off + i * pitch + cs[kw];                                    \
-                V l[NV];                                                                         \
-                for (int v = 0; v < (NV); v++) l[v] = FN(load)(s + q[v]);                        \
-                if (i < (KH))                                                                    \
-                    for (int v = 0; v < (NV); v++) a[0][v] += wv[i * (KW) + kw] * l[v];          \
-                if (i >= 1)                                                                      \
-                    for (int v = 0; v < (NV); v++) a[1][v] += wv[(i - 1) * (KW) + kw] * l[v];    \
-            }                                                                                    \
-        for (int r = 0; r < 2; r++)                                                              \
-            for (int i = 0; i < (NV); i++) FN(store)(out + r * n + q[i], a[r][i]);               \
+ * (kh, kw) reads what row r's tap (kh + 1, kw) reads, so R output rows load each of their KH + R - 1
+ * input rows once per column tap ((KH + R - 1) * KW loads per R vectors instead of R * KH * KW),
+ * every loop unrolled so the weights and the R x NV accumulators stay in registers. base is tap
+ * (0, 0)'s source, cs[kw] the column offset of tap (0, kw). */
+#define DW_PRAGMA(x) _Pragma(#x)
+#define DW_SHARED_BLOCK(KH, KW, R, NV, U, at)                                                           \
+    do {                                                                                                \
+        ptrdiff_t q[NV];                                                                                \
+        for (int v = 0; v < (NV); v++) q[v] = (at) + v * VL < n - VL ? (at) + v * VL : n - VL;          \
+        V a[R][NV];                                                                                     \
+        for (int r = 0; r < (R); r++)                                                                   \
+            for (int v = 0; v < (NV); v++) a[r][v] = vinit;                                             \
+        DW_PRAGMA(GCC unroll U) for (int i = 0; i < (KH) + (R) - 1; i++)                                \
+        _Pragma("GCC unroll 8") for (int kw = 0; kw < (KW); kw++)                                       \
+        {                                                                                               \
+            const T *s = base + off + i * pitch + cs[kw];                                               \
+            V l[NV];                                                                                    \
+            for (int v = 0; v < (NV); v++) l[v] = FN(load)(s + q[v]);                                   \
+            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                       \
+                if (i - r >= 0 && i - r < (KH))                                                         \
+                    for (int v = 0; v < (NV); v++) a[r][v] += wv[(i - r) * (KW) + kw] * l[v];           \
+        }                                                                                               \
+        for (int r = 0; r < (R); r++)                                                                   \
+            for (int v = 0; v < (NV); v++) FN(store)(out + r * n + q[v], FN(activate)(a[r][v], act, lo, hi)); \
     } while (0)
 
-#define DW_SHARED_ROWS(KH, KW)                                                                   \
-    static void FN(CAT(shared_rows, KH))(T *out0, ptrdiff_t rows, ptrdiff_t n, const T *base,    \
-                                         const ptrdiff_t *cs, ptrdiff_t pitch, const T *wt, T init, \
-                                         const T *const *src)                                    \
-    {                                                                                            \
-        V wv[(KH) * (KW)];                                                                       \
-        for (int t = 0; t < (KH) * (KW); t++) wv[t] = FN(splat)(wt[t]);                          \
-        ptrdiff_t r = 0;                                                                         \
-        for (; r + 2 <= rows; r += 2) {                                                          \
-            T *out = out0 + r * n;                                                               \
-            const ptrdiff_t off = r * pitch;                                                     \
-            ptrdiff_t m = 0;                                                                     \
-            for (; m + 4 * VL <= n; m += 4 * VL) DW_SHARED_BLOCK(KH, KW, 4, m);                  \
-            switch ((n - m + VL - 1) / VL) {                                                     \
-            case 4: DW_SHARED_BLOCK(KH, KW, 4, m); break;                                        \
-            case 3: DW_SHARED_BLOCK(KH, KW, 3, m); break;                                        \
-            case 2: DW_SHARED_BLOCK(KH, KW, 2, m); break;                                        \
-            case 1: DW_SHARED_BLOCK(KH, KW, 1, m); break;                                        \
-            default: break;                                                                      \
-            }                                                                                    \
-        }                                                                                        \
-        if (r < rows) FN(row_body_1)(out0 + r * n, n, src, r * pitch, pitch, wv, (KH) * (KW), init); \
+/* One band of R rows: whole blocks of NV vectors, the ragged end as one block of fewer vectors. */
+#define DW_SHARED_BAND(KH, KW, R, NV, U)                                                                \
+    do {                                                                                                \
+        ptrdiff_t m = 0;                                                                                \
+        for (; m + (NV) * VL <= n; m += (NV) * VL) DW_SHARED_BLOCK(KH, KW, R, NV, U, m);                \
+        switch ((n - m + VL - 1) / VL) { /* at most NV */                                               \
+        case 4: DW_SHARED_BLOCK(KH, KW, R, 4, U, m); break;                                             \
+        case 3: DW_SHARED_BLOCK(KH, KW, R, 3, U, m); break;                                             \
+        case 2: DW_SHARED_BLOCK(KH, KW, R, 2, U, m); break;                                             \
+        case 1: DW_SHARED_BLOCK(KH, KW, R, 1, U, m); break;                                             \
+        default: break;                                                                                 \
+        }                                                                                               \
+    } while (0)
+
+#define DW_SHARED_ROWS(KH, KW, R, NV, U)                                                                \
+    static void FN(CAT(shared_rows, KH))(T *out0, ptrdiff_t rows, ptrdiff_t n, const T *base,           \
+                                         const ptrdiff_t *cs, ptrdiff_t pitch, const T *wt, T init,     \
+                                         int act, T lo, T hi)                                           \
+    {                                                                                                   \
+        V wv[(KH) * (KW)];                                                                              \
+        for (int t = 0; t < (KH) * (KW); t++) wv[t] = FN(splat)(wt[t]);                                 \
+        const V vinit = FN(splat)(init);                                                                \
+        ptrdiff_t r = 0;                                                                                \
+        for (; r + (R) <= rows; r += (R)) {                                                             \
+            T *out = out0 + r * n;                                                                      \
+            const ptrdiff_t off = r * pitch;                                                            \
+            DW_SHARED_BAND(KH, KW, R, NV, U);                                                           \
+        }                                                                                               \
+        for (; r < rows; r++) {                                                                         \
+            T *out = out0 + r * n;                                                                      \
+            const ptrdiff_t off = r * pitch;                                                            \
+            DW_SHARED_BAND(KH, KW, 1, NV, U);                                                           \
+        }                                                                                               \
     }
-DW_SHARED_ROWS(3, 3)
-DW_SHARED_ROWS(5, 5)
-DW_SHARED_ROWS(7, 7)
+/* Register blocks per kernel size (rows, vectors per row, unrolling of the input-row loop): at 64
+ * bytes (32 registers) 3x3 and 5x5 keep every weight and 16 / 8 accumulators in registers; 7x7's 49
+ * weights cannot be, nor 5x5's below 64 bytes (16 registers), so those keep the row loop rolled with
+ * the weights read from the stack (unrolled, they spilled: 7x7 1.2x slower). Measured on the Zen 5
+ * machine, docs/performance.md. */
+#if VBYTES == 64
+DW_SHARED_ROWS(3, 3, 4, 4, 16)
+DW_SHARED_ROWS(5, 5, 4, 2, 16)
+DW_SHARED_ROWS(7, 7, 2, 4, 1)
+#else
+DW_SHARED_ROWS(3, 3, 2, 2, 16)
+DW_SHARED_ROWS(5, 5, 2, 4, 1)
+DW_SHARED_ROWS(7, 7, 2, 4, 1)
+#endif
 #undef DW_SHARED_ROWS
+#undef DW_SHARED_BAND
 #undef DW_SHARED_BLOCK
+#undef DW_PRAGMA
 
 /* rows x n outputs from `taps` taps (source rows at pitch `pitch`): the shared-load pairs when
  * `shareable` (the taps are one KH x KW kernel in row-major order, tap (kh + 1, kw) reading one row
  * below tap (kh, kw)) and the kernel is a square 3/5/7, else stencil_rows. */
 static void FN(tap_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch, const T *wt,
-                         int taps, ptrdiff_t kh, ptrdiff_t kw, int shareable, T init)
+                         int taps, ptrdiff_t kh, ptrdiff_t kw, int shareable, T init, int act, T lo, T hi)
 {
     if (shareable && taps == kh * kw && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
         ptrdiff_t cs[7];
         for (ptrdiff_t c = 0; c < kw; c++) cs[c] = src[c] - src[0];
         switch (kh) {
-        case 3: FN(shared_rows_3)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
-        case 5: FN(shared_rows_5)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
-        default: FN(shared_rows_7)(out, rows, n, src[0], cs, pitch, wt, init, src); return;
+        case 3: FN(shared_rows_3)(out, rows, n, src[0], cs, pitch, wt, init, act, lo, hi); return;
+        case 5: FN(shared_rows_5)(out, rows, n, src[0], cs, pitch, wt, init, act, lo, hi); return;
+        default: FN(shared_rows_7)(out, rows, n, src[0], cs, pitch, wt, init, act, lo, hi); return;
         }
     }
-    FN(stencil_rows)(out, rows, n, src, pitch, wt, taps, init);
+    FN(stencil_rows)(out, rows, n, src, pitch, wt, taps, init, act, lo, hi);
 }
 
 /* acc[t] += sum over the plane of gy[oh][ow] * src[t][oh * pitch + ow] (vector lanes kept apart;
@@ -350,12 +407,31 @@ static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
     }
 }
 
+/* dst[0:n] = src[0:n] in whole vectors, the ragged end as one vector ending at n (rows of a plane
+ * are short: a libc memcpy call per 56-element row cost as much as a 3x3 stencil over it). */
+static inline void FN(copy_row)(T *dst, const T *src, ptrdiff_t n)
+{
+    if (n < VL) {
+        memcpy(dst, src, (size_t)n * sizeof(T));
+        return;
+    }
+    ptrdiff_t i = 0;
+    for (; i + VL <= n; i += VL) FN(store)(dst + i, FN(load)(src + i));
+    if (i < n) FN(store)(dst + n - VL, FN(load)(src + n - VL));
+}
+
 /* Copy plane x (H, W) into its zero-padded polyphase form: phase (rh, rw) holds padded rows
  * rh, rh + SH, ... and columns rw, rw + SW, ... as a (Qh, Qw) plane at ph->plane * (rh*SW + rw);
- * padded (row, column) = input (row + PH, column + PW). */
-static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+ * padded (row, column) = input (row + PH, column + PW). Writes only the elements that hold input
+ * values, the same ones for every plane of one geometry: the caller zeroes dst once (clear_phases)
+ * and fills plane after plane into it (a memset per plane cost 7% of the 3x3 forward). */
+static void FN(clear_phases)(T *dst, const dw_phases *ph)
 {
     memset(dst, 0, (size_t)(ph->count * ph->plane) * sizeof(T));
+}
+
+static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+{
     for (ptrdiff_t rh = 0; rh < g->sh; rh++)
         for (ptrdiff_t rw = 0; rw < g->sw; rw++) {
             T *plane = dst + ph->plane * (rh * g->sw + rw);
@@ -369,7 +445,7 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
                 T *row = plane + a * ph->qw;
                 if (g->sw == 1) {
                     ptrdiff_t count = g->w < ph->qw - b0 ? g->w : ph->qw - b0;
-                    memcpy(row + b0, xr, (size_t)count * sizeof(T));
+                    FN(copy_row)(row + b0, xr, count);
                 } else if (g->sw == 2) { /* both column phases at once (by vector shuffles) */
                     if (rw == 0) FN(deinterleave)(plane + ph->plane + a * ph->qw, row, xr, g, ph->qw);
                 } else {
@@ -380,11 +456,13 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
         }
 }
 
-/* Forward of planes [start, stop) (plane p = image p / C, channel p % C) into y (N, C*M, OH, OW),
- * bias (C*M) added in the epilogue when given. */
+/* Forward of planes [start, stop) (plane p = image p / C, channel p % C) into y (N, C*M, OH, OW):
+ * y = act(conv + bias), bias (C*M) or NULL, the activation (act, lo, hi as in activate) applied as
+ * each output row block is stored. */
 static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
-                          ptrdiff_t start, ptrdiff_t stop)
+                          ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
 {
+    const T lo = (T)lo_d, hi = (T)hi_d;
     dw_phases ph;
     dw_forward_phases(g, &ph);
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
@@ -396,6 +474,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
         return -1;
     }
     dw_forward_shifts(g, &ph, shift);
+    FN(clear_phases)(scratch, &ph);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
         if (p + 1 < stop) FN(prefetch)(x + (p + 1) * g->h * g->w, g->h * g->w);
@@ -407,7 +486,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             const T init = bias ? bias[o] : (T)0;
             if (ph.qw != g->ow && g->ow >= VL && k <= DW_ROW_TAPS) { /* rows straight into y, no junk */
                 FN(tap_rows)(yo, g->oh, g->ow, src, ph.qw, w + o * k, (int)k, g->kh, g->kw, g->sh == 1 && g->dh == 1,
-                             init);
+                             init, act, lo, hi);
                 continue;
             }
             const int direct = ph.qw == g->ow; /* no junk columns: write straight into y */
@@ -415,6 +494,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             if (!direct)
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
                     memcpy(yo + oh * g->ow, wide + oh * ph.qw, (size_t)g->ow * sizeof(T));
+            FN(activate_run)(yo, plane_out, act, lo, hi);
         }
     }
     free(src), free(shift);
@@ -427,8 +507,9 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
  * copied with Th rows and Tw columns of zeros in front (and zeros after), so each input phase is one
  * flat stencil over them; the phase is then interleaved into gx. */
 static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *scratch,
-                             const dw_geom *g, ptrdiff_t start, ptrdiff_t stop)
+                             const dw_geom *g, ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
 {
+    const T lo = (T)lo_d, hi = (T)hi_d;
     dw_gx_layout lay;
     dw_grad_input_layout(g, &lay);
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow, cap = g->m * k;
@@ -453,6 +534,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                 memcpy(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
         }
         T *gxp = gx + p * g->h * g->w;
+        int fused = 0; /* the activation applied at the stores (else over the plane at the end) */
         for (ptrdiff_t rh = 0; rh < g->sh; rh++) {
             /* input rows of phase rh: i0, i0 + SH, ... (padded row / SH from qh0) */
             const ptrdiff_t i0 = ((rh - g->ph) % g->sh + g->sh) % g->sh;
@@ -484,7 +566,9 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                             src[taps - 1 - t] = ps, wt[taps - 1 - t] = pw;
                         }
                     }
-                    FN(tap_rows)(gxp, g->h, g->w, src, lay.len, wt, taps, g->kh, g->kw, g->m == 1 && g->dh == 1, init);
+                    FN(tap_rows)(gxp, g->h, g->w, src, lay.len, wt, taps, g->kh, g->kw, g->m == 1 && g->dh == 1, init,
+                                 act, lo, hi);
+                    fused = 1;
                     continue; /* rows straight into gx, no copy-out */
                 }
                 const int direct = g->sh == 1 && g->sw == 1 && lay.len == g->w;
@@ -509,6 +593,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                     FN(interleave)(gxp + (i0 + a * g->sh) * g->w, even + a * lay.len, odd + a * lay.len, g->w);
             }
         }
+        if (!fused) FN(activate_run)(gxp, g->h * g->w, act, lo, hi);
     }
     free(src), free(wt);
     return 0;
@@ -533,6 +618,7 @@ static int FN(dw_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     }
     dw_forward_shifts(g, &ph, shift);
     for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
+    FN(clear_phases)(scratch, &ph);
     /* gy plane in the wide layout (rows of Qw, junk columns zero), rounded up to whole vectors */
     T *wide = scratch + ph.count * ph.plane;
     const ptrdiff_t n_wide = (g->oh * ph.qw + VL - 1) / VL * VL;

@@ -67,6 +67,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     for (ptrdiff_t ci = 0; ci < g->cg; ci++)
         for (ptrdiff_t t = 0; t < k; t++) off[ci * k + t] = ci * lay.chan + shift[t];
     const ptrdiff_t npos = g->oh * ph.qw, step = GP_NB * VL;
+    for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
@@ -132,6 +133,7 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     const ptrdiff_t n_wide = lay.gy_n; /* positions rounded up to whole vectors */
     T *zero = gyw + g->og * lay.gy_n;
     memset(zero, 0, (size_t)lay.gy_n * sizeof(T));
+    for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
     for (ptrdiff_t gr = start; gr < stop; gr++) {
         memset(sum, 0, (size_t)(g->og * g->cg * k) * sizeof(*sum));
         for (ptrdiff_t n = 0; n < g->n; n++) {

@@ -9,6 +9,8 @@ grad_input as a forward pass, and the bias epilogue.
   output block while it is in cache (for the passes in its ``bias_passes``);
 * :class:`Epilogue` ``block = activation(block + bias[o])``: what the planner hands an algorithm for
   the passes in its ``epilogue_passes`` (bias and activation applied to each output block in cache);
+* :func:`compiled_epilogue` splits an ``epilogue=`` into the bias and the activation a compiled
+  kernel applies in its stores and the activation left for afterwards;
 * :func:`add_bias` ``y[n, o, ...] += b[o]`` over the worker threads (the planner's epilogue for
   algorithms that do not fuse it); :func:`bias_grad` ``gb[o] = sum_{n, ...} gy[n, o, ...]``.
 """
@@ -26,8 +28,8 @@ from ..geometry import ConvGeometry
 from . import workspace
 from .pointwise import Activation
 
-__all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue", "add_bias",
-           "bias_grad"]
+__all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue",
+           "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
@@ -92,6 +94,23 @@ class Epilogue(NamedTuple):
         add_to_channels(block, self.bias)
         if self.activation is not None:
             self.activation.apply_(block)
+
+
+#: Activations the compiled kernels apply in their stores (by ``Activation.code``: 1 ReLU, 2 Hardtanh
+#: with ``lo``/``hi``); the others (SiLU) run after the kernel.
+COMPILED_ACTIVATIONS = ("relu", "hardtanh")
+
+
+def compiled_epilogue(bias: np.ndarray | None, epilogue: Epilogue | None
+                      ) -> tuple[np.ndarray | None, Activation | None, Activation | None]:
+    """``(bias, activation for the kernel's stores, activation for afterwards)`` of a pass's ``bias=``
+    or ``epilogue=`` (at most one of the two activations is set)."""
+    if epilogue is None:
+        return bias, None, None
+    activation = epilogue.activation
+    if activation is None or activation.kind in COMPILED_ACTIVATIONS:
+        return epilogue.bias, activation, None
+    return epilogue.bias, None, activation
 
 
 def add_bias(y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -9,7 +9,9 @@ padded; channel multiplier ``M = O / C``), for any kernel size, stride, dilation
 The C kernels (``src/npconv/csrc/depthwise.h``) work on whole planes, single-threaded over a range
 of planes; the worker threads of :func:`npconv.kernels.workspace.run` split the planes (forward,
 grad_input) or the input channels (grad_weight: per-channel accumulators, no cross-thread sums), the
-GIL released, each with its own scratch buffer. Bias is added in the kernels' epilogue.
+GIL released, each with its own scratch buffer; calls too small to pay for a thread hand-off
+(:data:`MIN_THREAD_MACS`) run on the calling thread. The epilogue (bias, and the ReLU/ReLU6/Hardtanh
+of an ``epilogue=``) is applied in the kernels' stores; SiLU afterwards.
 
 * forward: per plane, the input rows copied once into zero-padded rows split into ``stride``
   column phases, so every tap is a contiguous shifted run of the output row (a stencil);
@@ -19,6 +21,7 @@ GIL released, each with its own scratch buffer. Bias is added in the kernels' ep
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -28,9 +31,11 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import depthwise, workspace
+from .common import Epilogue, compiled_epilogue
+from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forward", "grad_input",
-           "grad_weight"]
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
+           "forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -38,30 +43,56 @@ if not backends.core.available:  # the registry records the reason; npconv.backe
 
 NAME = "depthwise"
 COMPILED = True
-#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
-BIAS_PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
+#: stores (see plan).
+BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
+#: Multiply-adds per worker thread below which a call runs on the calling thread alone: handing work
+#: to a worker costs ~30-40 us here, what ~0.1 M multiply-adds take (docs/performance.md).
+MIN_THREAD_MACS = 1 << 20
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
 
+@functools.lru_cache(maxsize=1024)
+def _scratch(pass_code: int, geometry: tuple[int, ...]) -> int | None:
+    """Scratch elements per thread for this pass, or None if the C kernel refuses the geometry."""
+    try:
+        return backends.core.module.depthwise2d_scratch(pass_code, geometry)
+    except (ValueError, OverflowError):
+        return None
+
+
 def _in_c(geom: ConvGeometry, x_shape: Sequence[int] | None = None, out_channels: int = 1) -> bool:
-    """1-d and 2-d run in C, 3-d on the NumPy implementation; so do geometries whose C cost would not
-    be proportional to the data: the C kernels' own check (``parse_geom`` in core.c: the polyphase
-    split makes ``stride`` phases per axis of at least one element each) refuses huge strides and
-    planes, and padding far beyond the input and output is left to the NumPy variant's cropping."""
+    """1-d and 2-d run in C, 3-d on the NumPy implementation (see :func:`_c_geometry`)."""
     if geom.ndim > 2:
         return False
     if x_shape is None:
         return True
-    n, c, in_size = x_shape[0], x_shape[1], tuple(x_shape[2:])
+    n, c, in_size = x_shape[0], x_shape[1], tuple(int(v) for v in x_shape[2:])
+    return _c_geometry(geom, n, c, max(out_channels // c, 1), in_size) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _c_geometry(geom: ConvGeometry, n: int, c: int, m: int,
+                in_size: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The extension's geometry tuple of a call the C kernels run (cached: a call's size arithmetic
+    cost as much as a small layer's kernel), or None for one left to the NumPy implementation: 3-d,
+    and geometries whose C cost would not be proportional to the data: the C kernels' own check
+    (``parse_geom`` in core.c: the polyphase split makes ``stride`` phases per axis of at least one
+    element each) refuses huge strides and planes, and padding far beyond the input and output is
+    left to the NumPy variant's cropping."""
+    if geom.ndim > 2:
+        return None
     out = geom.output_size(in_size)
     if math.prod(geom.padded_size(in_size)) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
-        return False
-    try:
-        backends.core.module.depthwise2d_scratch(0, _geometry(n, c, max(out_channels // c, 1), in_size, geom))
-    except (ValueError, OverflowError):
-        return False
-    return True
+        return None
+    geometry = _geometry(n, c, m, in_size, geom)
+    return geometry if _scratch(0, geometry) is not None else None
+
+
+def _out_size(geometry: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """The output's spatial size in a geometry tuple (1-d: its width)."""
+    return geometry[5:7] if ndim == 2 else geometry[6:7]
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -102,18 +133,22 @@ def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args) -> None:
-    """``kernel(isa, *args, scratch, geometry, start, stop)`` over ``count`` planes/channels split
-    across the worker threads, each with its own scratch buffer."""
+def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
+         epilogue: tuple = ()) -> None:
+    """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count``
+    planes/channels split across the worker threads (as many as have :data:`MIN_THREAD_MACS` each),
+    each with its own scratch buffer."""
     core = backends.core
-    size = core.module.depthwise2d_scratch(_PASS_CODES[pass_name], geometry)
+    size = _scratch(_PASS_CODES[pass_name], geometry)
     isa = core.isa_index
 
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-dw", (size,), dtype)
-        kernel(isa, *args, scratch, geometry, span[0], span[1])
+        kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
 
-    threads = get_num_threads()
+    n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
+    macs = n * c * m * kh * kw * max(h * w, oh * ow)
+    threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
     workspace.run(_ranges(count, threads), work, threads)
 
 
@@ -128,48 +163,64 @@ def _check(*arrays: np.ndarray) -> np.dtype:
     return dtype
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
-    ``geom.pads()``."""
-    if not _in_c(geom, x.shape, w.shape[0]):
-        return depthwise.forward(x, w, geom, bias)
-    dtype = _check(x, w)
+    ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
+    ReLU6/Hardtanh in the kernel's stores, SiLU afterwards."""
+    bias, act, later = compiled_epilogue(bias, epilogue)
     n, c = x.shape[:2]
-    m = w.shape[0] // c
-    geometry = _geometry(n, c, m, x.shape[2:], geom)
-    y = np.empty((n, c * m) + geom.output_size(x.shape[2:]), dtype)
+    m = max(w.shape[0] // c, 1)
+    geometry = _c_geometry(geom, n, c, m, x.shape[2:])
+    if geometry is None:
+        return _activated(depthwise.forward(x, w, geom, bias), later or act)
+    dtype = _check(x, w)
+    y = np.empty((n, c * m) + _out_size(geometry, geom.ndim), dtype)
     b = None if bias is None else _prepare(bias, dtype)
     _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry,
-         _prepare(x, dtype), _prepare(w, dtype), b, y)
-    return y
+         _prepare(x, dtype), _prepare(w, dtype), b, y, epilogue=_codes(act))
+    return _activated(y, later)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-               bias: np.ndarray | None = None) -> np.ndarray:
+               bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
-    transposed convolution's)."""
-    if not _in_c(geom, (gy.shape[0], geom.groups, *input_size), w.shape[0]):
-        return depthwise.grad_input(gy, w, geom, input_size, bias)
-    dtype = _check(gy, w)
+    transposed convolution's; ``epilogue=`` as in :func:`forward`)."""
+    bias, act, later = compiled_epilogue(bias, epilogue)
     input_size = tuple(int(v) for v in input_size)
     n, c = gy.shape[0], geom.groups
-    m = w.shape[0] // c
-    geometry = _geometry(n, c, m, input_size, geom)
+    m = max(w.shape[0] // c, 1)
+    geometry = _c_geometry(geom, n, c, m, input_size)
+    if geometry is None:
+        return _activated(depthwise.grad_input(gy, w, geom, input_size, bias), later or act)
+    dtype = _check(gy, w)
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else _prepare(bias, dtype)
     _run(backends.core.module.depthwise2d_grad_input, "grad_input", n * c, dtype, geometry,
-         _prepare(gy, dtype), _prepare(w, dtype), b, gx)
-    return gx
+         _prepare(gy, dtype), _prepare(w, dtype), b, gx, epilogue=_codes(act))
+    return _activated(gx, later)
+
+
+def _activated(out: np.ndarray, activation: Activation | None) -> np.ndarray:
+    """``activation(out)`` in place for an activation the kernel did not apply."""
+    return out if activation is None else epilogue_(out, None, activation)
+
+
+def _codes(activation: Activation | None) -> tuple:
+    """The C kernels' ``(act, lo, hi)`` of an activation they apply (none: no arguments)."""
+    if activation is None:
+        return ()
+    return (activation.code, float(activation.lo), float(activation.hi))
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``gw (C*M, 1, *k)``: ``sum_{n, o} gy[n, c*M + j, o] * xp[n, c, o*s + k*d]``."""
-    if not _in_c(geom, x.shape, gy.shape[1]):
+    n, c = x.shape[:2]
+    m = max(gy.shape[1] // c, 1)
+    geometry = _c_geometry(geom, n, c, m, x.shape[2:])
+    if geometry is None:
         return depthwise.grad_weight(x, gy, geom)
     dtype = _check(x, gy)
-    n, c = x.shape[:2]
-    m = gy.shape[1] // c
-    geometry = _geometry(n, c, m, x.shape[2:], geom)
     gw = np.empty((c * m, 1) + geom.kernel_size, dtype)
     _run(backends.core.module.depthwise2d_grad_weight, "grad_weight", c, dtype, geometry,
          _prepare(x, dtype), _prepare(gy, dtype), gw)
