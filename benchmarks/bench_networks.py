@@ -14,7 +14,8 @@ torch's weights copied into npconv, eval mode, and times
 
 Each library is timed in its own block (a warm-up call, then ``--reps`` timed calls), the blocks
 alternating library order over ``--rounds`` rounds; medians of all timed calls. Float32, ``--threads``
-threads for every library. The process re-runs itself with the tuned malloc and the idle-pool
+threads for every library. The process re-runs itself with the tuned malloc (``--malloc default``:
+glibc's defaults, as users run) and the idle-pool
 settings of ``bench_conv.py`` (idle threads sleep: torch's OpenMP pool, OpenBLAS's pool; ONNX
 Runtime's pool with ``session.intra_op.allow_spinning=0``) unless ``--spin``. It also removes an
 ``OPENBLAS_CORETYPE`` from the environment (``--blas-coretype keep`` keeps it), so NumPy's and
@@ -321,14 +322,22 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated: resnet, mobilenet, train")
     parser.add_argument("--json", default="benchmarks/results/bench_networks.json")
     parser.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle threads")
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                        help="tuned: glibc's mmap/trim thresholds raised (GLIBC_TUNABLES, bench_conv.py's); "
+                             "default: glibc's defaults, what users get (every library page-faults fresh "
+                             "large blocks; npconv's own cache of freed memory is in force either way)")
     parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
                         help="detect: remove OPENBLAS_CORETYPE (OpenBLAS picks its kernels); keep: keep it")
     args = parser.parse_args()
-    wanted = {"GLIBC_TUNABLES": TUNED_MALLOC, **({} if args.spin else NO_SPIN)}
+    wanted = {**({"GLIBC_TUNABLES": TUNED_MALLOC} if args.malloc == "tuned" else {}),
+              **({} if args.spin else NO_SPIN)}
     missing = {key: value for key, value in wanted.items() if key not in os.environ}
     drop = args.blas_coretype == "detect" and "OPENBLAS_CORETYPE" in os.environ
-    if missing or drop:  # the allocator, BLAS and thread pools read these when they start: re-run
+    clear_malloc = args.malloc == "default" and "GLIBC_TUNABLES" in os.environ
+    if missing or drop or clear_malloc:  # the allocator, BLAS and thread pools read these at start: re-run
         env = {**os.environ, **missing}
+        if clear_malloc:
+            env.pop("GLIBC_TUNABLES")
         if drop:
             env["BENCH_REMOVED_OPENBLAS_CORETYPE"] = env.pop("OPENBLAS_CORETYPE")
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
@@ -341,13 +350,16 @@ def main() -> None:
     meta = {"threads": args.threads, "rounds": args.rounds, "reps": args.reps, "numpy": np.__version__,
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": platform.processor(),
             "core": npconv.backends.core.name, "isa": npconv.backends.core.isa,
-            "load_before": os.getloadavg()[0], "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "load_before": os.getloadavg()[0], "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+            "memory_cache": repr(npconv.backends.memory),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_architectures(),
             "removed_openblas_coretype": os.environ.get("BENCH_REMOVED_OPENBLAS_CORETYPE")}
     print(f"# {args.threads} threads, numpy {np.__version__}, torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, npconv core {meta['core']} ({meta['isa']}), OMP_WAIT_POLICY="
-          f"{meta['omp_wait_policy']!r}, {args.rounds} rounds x {args.reps} reps, "
+          f"{meta['omp_wait_policy']!r}, GLIBC_TUNABLES={meta['glibc_tunables']!r}, "
+          f"{meta['memory_cache']}, {args.rounds} rounds x {args.reps} reps, "
           f"load {meta['load_before']:.2f}\n# BLAS: {meta['blas']} (OPENBLAS_CORETYPE="
           f"{meta['openblas_coretype']!r}, removed from the environment: "
           f"{meta['removed_openblas_coretype']!r})")

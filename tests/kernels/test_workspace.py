@@ -3,6 +3,7 @@ ran a multithreaded convolution) and the scratch of a thread is freed when the t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue as queue_module
 import threading
@@ -152,3 +153,33 @@ def test_clear_frees_the_scratch_of_every_live_thread():
         thread.join()
     finally:
         npconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("blas", [0, 1])
+def test_run_assigns_items_to_workers_and_sets_blas_threads_only_when_asked(threads, blas, two_threads,
+                                                                             monkeypatch):
+    """Worker k takes items k, k + threads, ...; ``blas=0`` (work without BLAS) leaves the BLAS
+    thread count alone, otherwise the workers run with one BLAS thread."""
+    from npconv import backends
+
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(n):
+        entered.append(n)
+        yield
+
+    monkeypatch.setattr(workspace, "blas_threads", recording)
+    seen: dict[int, list[int]] = {}
+    lock = threading.Lock()
+
+    def work(worker: int, item: int) -> None:
+        with lock:
+            seen.setdefault(worker, []).append(item)
+
+    workspace.run(list(range(7)), work, threads, blas=blas)
+    used = min(threads, 7)
+    assert seen == {k: list(range(k, 7, used)) for k in range(used)}
+    assert entered == ([] if blas == 0 else [1])
+    assert backends.get_num_threads() == 2

@@ -194,7 +194,8 @@ def _with_epilogue(algorithm: Algorithm, pass_name: str, bias: np.ndarray | None
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
             activation: Activation | None = None) -> np.ndarray:
     """``y = conv(x, w) (+ bias[o])``, then ``activation`` if given (not differentiable: inference)."""
-    key = _key(x.shape, w.shape, geom, np.result_type(x, w))
+    # _key's normal form without its per-call conversions: ndarray shapes are tuples of ints already
+    key = (x.shape, w.shape, geom, x.dtype if x.dtype == w.dtype else np.result_type(x, w))
     if activation is not None:
         return _dispatch("forward", key, (x, w), lambda a: _with_epilogue(
             a, "forward", bias, activation, lambda **kw: a.forward(x, w, geom, **kw)))

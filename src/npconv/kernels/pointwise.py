@@ -104,17 +104,13 @@ def _reduce(x: np.ndarray, parts: int, per_run: Callable[[Any], np.ndarray]) -> 
     def work(worker: int, run: Any) -> None:
         partial[worker] += per_run(run)
 
-    workspace.run(runs, work, threads)
+    workspace.run(runs, work, threads, blas=0)  # NumPy reductions and ufuncs: no BLAS
     return partial.sum(axis=0)
 
 
 def _each(x: np.ndarray, per_run: Callable[[Any], None]) -> None:
     runs, threads = _plan(x)
-    if threads == 1:  # elementwise ufuncs, no BLAS: no need for workspace.run's BLAS thread setting
-        for run in runs:
-            per_run(run)
-        return
-    workspace.run(runs, lambda _, run: per_run(run), threads)
+    workspace.run(runs, lambda _, run: per_run(run), threads, blas=0)  # elementwise ufuncs: no BLAS
 
 
 def channel_sums(x: np.ndarray) -> np.ndarray:

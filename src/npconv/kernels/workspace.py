@@ -131,6 +131,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _run_without_blas(items: list[Any], work: Callable[[int, Any], None], threads: int) -> None:
+    if threads == 1:
+        for item in items:
+            work(0, item)
+        return
+
+    def worker(worker_id: int) -> None:
+        for item in items[worker_id::threads]:
+            work(worker_id, item)
+
+    futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
+    try:
+        worker(0)
+    finally:
+        for future in futures:
+            future.result()
+
+
 def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: int = 1) -> None:
     """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller).
 
@@ -139,9 +157,13 @@ def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: 
     runs single-threaded BLAS; with one worker, BLAS gets ``blas`` threads (default 1: OpenBLAS's
     pool keeps spinning for ~2**28 cycles after a multithreaded call and takes a core from the
     worker threads of the next call, which cost a CIFAR-style network 1.35-1.6x; see
-    ``docs/performance.md``).
+    ``docs/performance.md``). ``blas=0``: the work calls no BLAS, whose thread count is left alone
+    (setting and restoring it costs ~5 us per run).
     """
     threads = max(1, min(threads, len(items)))
+    if blas == 0:
+        _run_without_blas(items, work, threads)
+        return
     if threads == 1:
         with blas_threads(blas):
             for item in items:
