@@ -23,6 +23,7 @@ setup(
             depends=[
                 "src/npconv/csrc/blas.h",
                 "src/npconv/csrc/kernels.h",
+                "src/npconv/csrc/gemm.h",
                 "src/npconv/csrc/depthwise.h",
                 "src/npconv/csrc/grouped.h",
                 "src/npconv/csrc/im2col.h",

@@ -34,22 +34,23 @@ compiled_gemm = pytest.importorskip(
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 
-#: (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO): the default
-#: tiling, one output position (or row) per item, chunks of whole images, and no row shift
+#: module settings per tiling: the default (float32 stride-1 forwards on the vector builds run as the
+#: implicit GEMM), im2col with one output position (or row) per item, chunks of whole images, bands of
+#: positions without the row shift, and the implicit GEMM with one output line (3-d: plane) per item
+_IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
+                "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
 TILINGS = {
-    "default": None,
-    "tiny": (1, 1, 0, True, 1, 0),
-    "chunks": (1, 1, 1 << 30, True, 1, 0),
-    "positions": (64, 3, 0, False, 1, 0),
+    "default": {},
+    "tiny": _IM2COL_TINY,
+    "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
+    "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
+    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0},
 }
 
 
 def _tiling(monkeypatch, name: str) -> None:
-    values = TILINGS[name]
-    if values is not None:
-        names = ("TILE_BYTES", "MIN_BAND", "CHUNK_BYTES", "ROW_SHIFT", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO")
-        for attr, value in zip(names, values, strict=True):
-            monkeypatch.setattr(compiled_gemm, attr, value)
+    for attr, value in TILINGS[name].items():
+        monkeypatch.setattr(compiled_gemm, attr, value)
 
 
 def _uses_c(monkeypatch) -> list[int]:
@@ -157,7 +158,8 @@ def test_cases_match_the_reference(rng, monkeypatch, isa, case, tiling, dtype):
 
 def test_row_shift_and_chunks_are_used(monkeypatch):
     """The tiling picks the row shift (stride 1 along the first of >= 2 axes), chunks of small images,
-    and bands of positions otherwise (the C kernel's geometry tuple says which)."""
+    and bands of positions otherwise (the C kernel's geometry tuple says which); float64 here, which
+    the implicit GEMM (float32 only) leaves to these."""
     seen = []
     run = compiled_gemm._run
     monkeypatch.setattr(
@@ -167,15 +169,20 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     )
     x, w = np.ones((2, 8, 40, 40)), np.ones((8, 8, 3, 3))
     compiled_gemm.forward(x, w, ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
-    assert seen[-1][-1] == 2  # row shift along H (canonical axis 1)
+    assert seen[-1][-2] == 2  # row shift along H (canonical axis 1)
     compiled_gemm.forward(x[:, :, :, :5], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
-    assert seen[-1][-3] == 2 and seen[-1][-1] == 0  # two small images per item
+    assert seen[-1][-4] == 2 and seen[-1][-2] == 0  # two small images per item
     compiled_gemm.forward(
         np.ones((1, 4, 9, 9, 9)), np.ones((2, 4, 3, 3, 3)), ConvGeometry.create(3, 1, 1, 1, 1, ndim=3)
     )
-    assert seen[-1][-1] == 1  # row shift along D
+    assert seen[-1][-2] == 1  # row shift along D
     compiled_gemm.forward(x[:1], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
-    assert seen[-1][-1] == 0 and seen[-1][-3] == 1
+    assert seen[-1][-2] == 0 and seen[-1][-4] == 1
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32 stride 1: the implicit GEMM
+        monkeypatch.setattr(backends.core, "isa", isa)
+        compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32),
+                              ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
+        assert seen[-1][-1] == 1 and seen[-1][-2] == 0
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
@@ -350,7 +357,7 @@ def test_memory_stays_bounded_for_huge_padding_and_stride(rng):
 
 
 def _guard_args():
-    geometry = (1, 2, 3, 1, 1, 5, 5, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 25, 1, 1, 0)
+    geometry = (1, 2, 3, 1, 1, 5, 5, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 25, 1, 1, 0, 0)
     size, _ = backends.core.module.gemm_conv_plan(0, geometry)
     return geometry, np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)), np.zeros((1, 3, 5, 5)), np.zeros(size)
 
@@ -495,7 +502,7 @@ def test_extension_guards_its_buffers():
         None,
         y,
         scratch,
-        geometry[:14] + (2,) + geometry[15:-1] + (2,),
+        geometry[:14] + (2,) + geometry[15:-2] + (2, 0),
         0,
         1,
         0,
@@ -505,8 +512,28 @@ def test_extension_guards_its_buffers():
     refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 3, 0.0, 0.0)
     refused(ValueError, "pass", isa, 3, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(ValueError, "ISA variant", 99, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
-    refused(TypeError, "capsules", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
-    refused(TypeError, "26 ints", isa, 0, routines, x, w, None, y, scratch, geometry[:-1], 0, 1, 0, 0.0, 0.0)
+    refused(TypeError, "sgemm capsule", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    refused(TypeError, "27 ints", isa, 0, routines, x, w, None, y, scratch, geometry[:-1], 0, 1, 0, 0.0, 0.0)
+    implicit = geometry[:22] + (5, 1, 1, 0, 1)  # bands of 5 output lines
+    strided = implicit[:14] + (2,) + implicit[15:]
+    tail = (0, 1, 0, 0.0, 0.0)
+    refused(ValueError, "stride 1", isa, 0, routines, x, w, None, y, scratch, strided, *tail)
+    six_lines = implicit[:22] + (6,) + implicit[23:]
+    refused(ValueError, "whole planes", isa, 0, routines, x, w, None, y, scratch, six_lines, *tail)
+    two = implicit[:-1] + (2,)
+    refused(ValueError, "geometry value 26", isa, 0, routines, x, w, None, y, scratch, two, *tail)
+    if "avx2" in backends.core.isas:
+        vector = backends.core.module.ISA_NAMES.index("avx2")
+        size = core.gemm_conv_plan(0, implicit)[0]
+        refused(TypeError, "float32", vector, 0, routines, x, w, None, y, np.zeros(size), implicit, *tail)
+        x32, w32, y32, s32 = (a.astype(np.float32) for a in (x, w, y, np.zeros(size)))
+        core.gemm_conv(vector, 0, routines, x32, w32, None, y32, s32, implicit, *tail)
+        assert np.isfinite(y32).all()
+        y32[...] = 7.0
+        refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, s32, implicit, *tail)
+        assert (y32 == 7.0).all()
+    with pytest.raises(ValueError, match="forward pass only"):
+        core.gemm_conv_plan(2, implicit)
     with pytest.raises(ValueError, match="too large"):
         core.gemm_conv_plan(0, (2**31 - 1, 2**31 - 1) + geometry[2:])
     with pytest.raises(ValueError, match="no bias"):
@@ -536,3 +563,33 @@ def test_registry_prefers_the_compiled_variant():
     if not registry.pure():
         assert registry.available()["gemm"].compiled
         assert plan.choose("forward", *args, np.float32) == "gemm"
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
+    """The implicit GEMM computes the padded grid's junk positions too and discards them: a NaN or an
+    inf in x reaches exactly the outputs whose windows read it (torch's pattern), dilated and padded."""
+    vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
+    if not vector:
+        pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
+    size = {1: (23,), 2: (9, 11), 3: (5, 9, 12)}[nd]
+    geom = ConvGeometry.create(3, 1, 2, 2, 1, ndim=nd)
+    x = rng.standard_normal((2, 3) + size).astype(np.float32)
+    x[(1, 2) + tuple(s // 2 for s in size)] = np.nan
+    x[(0, 0) + tuple(s - 1 for s in size)] = np.inf
+    w = rng.standard_normal((4, 3) + geom.kernel_size).astype(np.float32)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[nd]
+    expected = conv(torch.from_numpy(x), torch.from_numpy(w), padding=2, dilation=2).numpy()
+    seen = []
+    run = compiled_gemm._run
+    monkeypatch.setattr(compiled_gemm, "_run",
+                        lambda code, g, *a, **k: seen.append(g) or run(code, g, *a, **k))
+    for isa in vector:
+        monkeypatch.setattr(backends.core, "isa", isa)
+        y = compiled_gemm.forward(x, w, geom)
+        assert seen[-1][-1] == 1
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+        np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-5, atol=1e-5)

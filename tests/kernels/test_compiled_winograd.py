@@ -27,6 +27,7 @@ from npconv.kernels.pointwise import Activation
 
 compiled_winograd = pytest.importorskip("npconv.kernels.compiled_winograd",
                                         reason=f"compiled core not in use: {backends.core.reason}")
+compiled_gemm = pytest.importorskip("npconv.kernels.compiled_gemm")
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 5e-6}
 
@@ -286,8 +287,12 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
-    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))
-    assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
+    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))  # dilation 2: unless the implicit GEMM runs it
+    with pytest.MonkeyPatch.context() as patch:
+        for implicit in (False, True):
+            patch.setattr(compiled_gemm, "IMPLICIT", implicit)
+            assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), dilated,
+                                                 f32) is not compiled_gemm.implicit_runs(f32)
     assert not compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3),
                                              _geom(((3, 3), (3, 3)), dilation=(3, 3)), f32)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)

@@ -1,4 +1,4 @@
-/* SciPy's BLAS gemm, called from the compiled kernels with the GIL released.
+/* The kernels' matrix product: SciPy's BLAS gemm or npconv's own (gemm.h), called with the GIL released.
  *
  * The routines come from `scipy.linalg.cython_blas.__pyx_capi__` (Fortran sgemm/dgemm of the
  * OpenBLAS SciPy ships): the Python side passes the two capsules with every call that needs them
@@ -12,21 +12,34 @@ typedef void (*sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, 
 typedef void (*dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *,
                          double *, double *, int *);
 
+/* own: the vector ISAs multiply with npconv's gemm (gemm.h) instead of the BLAS. */
 typedef struct {
     sgemm_fn sgemm;
     dgemm_fn dgemm;
+    int own;
 } gemm_fns;
+
+/* npconv's gemm blocking (elements): a KC x NR panel of B stays in L1 while A's MC x KC block
+ * streams from L2; GM_SCRATCH is the packing buffer of one call (B's KC x NC block), any ISA. */
+#define GM_KC 256
+#define GM_NC 768
+#define GM_MC_MAX 256
+#define GM_SCRATCH ((ptrdiff_t)GM_KC * GM_NC)
 
 /* Largest matrix dimension or leading dimension gemm_rm accepts (Fortran BLAS takes int). */
 #define GEMM_MAX_DIM ((ptrdiff_t)INT32_MAX)
 
-/* obj: (sgemm capsule, dgemm capsule) as cython_blas exports them. */
+/* obj: (sgemm capsule, dgemm capsule, own) with the capsules as cython_blas exports them and own
+ * a bool (npconv's gemm on the vector ISAs). */
 static int parse_gemm_fns(PyObject *obj, gemm_fns *g)
 {
     PyObject *s, *d;
-    if (!PyArg_ParseTuple(obj, "OO;gemm routines must be a pair (sgemm, dgemm) of capsules", &s, &d)) return -1;
+    int own;
+    if (!PyArg_ParseTuple(obj, "OOp;gemm routines must be (sgemm capsule, dgemm capsule, own: bool)", &s, &d, &own))
+        return -1;
+    g->own = own;
     if (!PyCapsule_CheckExact(s) || !PyCapsule_CheckExact(d)) {
-        PyErr_SetString(PyExc_TypeError, "gemm routines must be a pair (sgemm, dgemm) of capsules");
+        PyErr_SetString(PyExc_TypeError, "gemm routines must be (sgemm capsule, dgemm capsule, own: bool)");
         return -1;
     }
     g->sgemm = (sgemm_fn)PyCapsule_GetPointer(s, PyCapsule_GetName(s));

@@ -150,10 +150,11 @@ typedef struct {
 } wg_geom;
 
 /* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
- * their row transform (6 x 4 phases of PS), the output staging (4 x 16). NTP leaves a vector of
+ * their row transform (6 x 4 phases of PS), the output staging (4 x 16), the gemm's packing
+ * buffer (GM_SCRATCH). NTP leaves a vector of
  * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
 typedef struct {
-    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, total;
+    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, pack, total;
 } wg_layout;
 
 static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
@@ -166,7 +167,8 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
     L->rb = L->m + 36 * g->o * L->ntp;
     L->tr = L->rb + 6 * L->rs;
     L->q = L->tr + 24 * L->ps;
-    L->total = L->q + 64;
+    L->pack = L->q + 64;
+    L->total = L->pack + GM_SCRATCH;
 }
 
 /* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
@@ -368,6 +370,21 @@ static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
 #else
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
     {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+#endif
+};
+
+typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
+                     ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
+
+/* [isa][0: float32, 1: float64] */
+static const mm_fn MM_TABLE[ISA_COUNT][2] = {
+    {(mm_fn)mm_f32_generic, (mm_fn)mm_f64_generic},
+#if NPCONV_X86
+    {(mm_fn)mm_f32_avx2, (mm_fn)mm_f64_avx2},
+    {(mm_fn)mm_f32_avx512, (mm_fn)mm_f64_avx512},
+#else
+    {NULL, NULL},
+    {NULL, NULL},
 #endif
 };
 
@@ -973,16 +990,17 @@ release_x:
 static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
 static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
 
-/* (routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c through
- * gemm_rm, for 2-D C-contiguous float32/float64 arrays of one type (tests the BLAS plumbing alone). */
+/* (isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c
+ * through the kernels' matrix product (npconv's gemm or the BLAS, as routines' own flag says), for
+ * 2-D C-contiguous float32/float64 arrays of one type (tests the product alone). */
 static PyObject *gemm(PyObject *self, PyObject *args)
 {
     PyObject *fns_o, *a_o, *b_o, *c_o;
-    int ta, tb;
+    int isa, ta, tb;
     double alpha, beta;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "OppdOOdO", &fns_o, &ta, &tb, &alpha, &a_o, &b_o, &beta, &c_o) ||
-        parse_gemm_fns(fns_o, &fns) < 0)
+    if (!PyArg_ParseTuple(args, "iOppdOOdO", &isa, &fns_o, &ta, &tb, &alpha, &a_o, &b_o, &beta, &c_o) ||
+        check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0)
         return NULL;
     Py_buffer a, b, c;
     int ok = 0;
@@ -1003,10 +1021,16 @@ static PyObject *gemm(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "matrix dimensions must fit a 32-bit int");
         goto release_c;
     }
+    void *pack = PyMem_RawMalloc((size_t)GM_SCRATCH * (size_t)c.itemsize);
+    if (!pack) {
+        PyErr_NoMemory();
+        goto release_c;
+    }
+    mm_fn fn = MM_TABLE[isa][c.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
-    gemm_rm(&fns, (int)c.itemsize, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf,
-            c.shape[1]);
+    fn(&fns, pack, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf, c.shape[1], NULL, 0, 0.0, 0.0);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(pack);
     ok = 1;
 release_c:
     PyBuffer_Release(&c);
@@ -1020,7 +1044,7 @@ release_a:
 
 /* ---- GEMM convolution (im2col.h) ---------------------------------------------------------- */
 
-#define GC_GEOM_LEN 26
+#define GC_GEOM_LEN 27
 /* Every geometry value and every gemm dimension fits a Fortran int; window reads stay far inside
  * ptrdiff_t ((out - 1) * s, (k - 1) * d and the padding below 2**48). */
 #define GC_MAX_REACH ((ptrdiff_t)1 << 48)
@@ -1034,14 +1058,14 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
 {
     ptrdiff_t v[GC_GEOM_LEN];
     if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != GC_GEOM_LEN) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 26 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
-                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift)");
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 27 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
+                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift, implicit)");
         return -1;
     }
     for (int i = 0; i < GC_GEOM_LEN; i++) {
         v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
         if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < ((i >= 19 && i < 22) || i == 25 ? 0 : 1) || v[i] > GEMM_MAX_DIM) {
+        if (v[i] < ((i >= 19 && i < 22) || i >= 25 ? 0 : 1) || v[i] > (i == 26 ? 1 : GEMM_MAX_DIM)) {
             PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
             return -1;
         }
@@ -1052,7 +1076,7 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
         g->in[a] = v[4 + a], g->out[a] = v[7 + a], g->k[a] = v[10 + a];
         g->s[a] = v[13 + a], g->d[a] = v[16 + a], g->p[a] = v[19 + a];
     }
-    g->band = v[22], g->images = v[23], g->chunk = v[24], g->shift = v[25];
+    g->band = v[22], g->images = v[23], g->chunk = v[24], g->shift = v[25], g->implicit = v[26];
     if (g->c % g->groups || g->o % g->groups) {
         PyErr_SetString(PyExc_ValueError, "geometry: channels not divisible by groups");
         return -1;
@@ -1088,7 +1112,22 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
         PyErr_SetString(PyExc_ValueError, "geometry: band, images or chunk beyond the call's sizes");
         return -1;
     }
+    /* implicit GEMM: stride 1, bands of output lines (whole planes in 3-d), one image per item */
+    if (g->implicit && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
+                        g->band > g->out[0] * g->out[1] || (g->out[0] > 1 && g->band % g->out[1]))) {
+        PyErr_SetString(PyExc_ValueError, "geometry: the implicit GEMM needs stride 1, one image per item and bands "
+                                          "of output lines (whole planes in 3-d)");
+        return -1;
+    }
     gc_derive(g);
+    if (g->implicit) { /* the slab (Cg x srows x ext2) and the padded grid's positions */
+        ptrdiff_t t3, t4;
+        if (gc_mul(g->ext[0], g->ext[1], &t3) || gc_mul(t3, g->ext[2], &t4) || t4 > GEMM_MAX_DIM ||
+            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3)) {
+            PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
+            return -1;
+        }
+    }
     if (g->shift) { /* the slab's columns: Cg*K/ka x (band + halo) * R */
         ptrdiff_t t3;
         if (g->halo > GEMM_MAX_DIM || gc_mul(g->band + g->halo, g->rowlen, &t3) || t3 > GEMM_MAX_DIM ||
@@ -1111,6 +1150,10 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
+    if (g.implicit && pass != GC_FORWARD) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass only");
+        return NULL;
+    }
     return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
 }
 
@@ -1130,6 +1173,10 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
     if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0 || parse_gemm_fns(fns_o, &fns) < 0) return NULL;
     if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
+        return NULL;
+    }
+    if (g.implicit && (pass != GC_FORWARD || isa == ISA_GENERIC)) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass on the avx2 and avx512 builds only");
         return NULL;
     }
     const int have_b = bias_o != Py_None;
@@ -1160,6 +1207,10 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
     if (b.itemsize != a.itemsize || out.itemsize != a.itemsize || s.itemsize != a.itemsize ||
         (have_b && bias.itemsize != a.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    if (g.implicit && a.itemsize != 4) {
+        PyErr_SetString(PyExc_TypeError, "the implicit GEMM takes float32 buffers only");
         goto release_s;
     }
     if (check_count(&a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&b, b_n, 0, B_NAMES[pass]) < 0 ||
@@ -1225,8 +1276,8 @@ static PyMethodDef methods[] = {
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
      "argmax kernel offsets arg (int32)"},
     {"gemm", gemm, METH_VARARGS,
-     "gemm(routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
-     "SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
+     "gemm(isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
+     "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK)"},

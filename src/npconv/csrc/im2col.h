@@ -29,10 +29,11 @@
 typedef struct {
     ptrdiff_t n, c, o, groups;
     ptrdiff_t in[3], out[3], k[3], s[3], d[3], p[3];
-    ptrdiff_t band, images, chunk, shift;
+    ptrdiff_t band, images, chunk, shift, implicit;
     /* derived */
     ptrdiff_t cg, og, taps, ck, len, plane, bands, chunks, direct;
     ptrdiff_t axis, ka, ckr, rowlen, halo; /* row shift: axis, its taps, Cg*K/ka, R, (ka - 1) * d */
+    ptrdiff_t ext[3], lines, maxoff, srows; /* implicit: padded extents, output lines, reach, slab rows */
 } gc_geom;
 
 enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
@@ -63,18 +64,30 @@ static void gc_derive(gc_geom *g)
     g->halo = g->shift ? (g->ka - 1) * g->d[g->axis] : 0;
     g->bands = g->shift ? (g->out[g->axis] + g->band - 1) / g->band : (g->len + g->band - 1) / g->band;
     g->chunks = (g->cg + g->chunk - 1) / g->chunk;
+    if (g->implicit) { /* lines of the last axis; 3-d bands are whole planes (checked by the binding) */
+        for (int a = 0; a < 3; a++) g->ext[a] = g->out[a] + (g->k[a] - 1) * g->d[a];
+        g->lines = g->out[0] * g->out[1];
+        g->bands = (g->lines + g->band - 1) / g->band;
+        g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] + (g->k[2] - 1) * g->d[2];
+        g->srows = g->out[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
+                                  : (g->band / g->out[1] + (g->k[0] - 1) * g->d[0]) * g->ext[1];
+    }
     g->direct = g->taps == 1 && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 && !g->p[0] && !g->p[1] && !g->p[2] &&
                 g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];
 }
 
-/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
-static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
+/* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
+static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
+    if (g->implicit) return g->cg * g->srows * g->ext[2] + g->og * GM_NC; /* the slab, the product's stage */
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
     return g->direct ? 0 : g->ck * g->band;
 }
+
+/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
+static ptrdiff_t gc_scratch(int pass, const gc_geom *g) { return gc_pack_offset(pass, g) + GM_SCRATCH; }
 
 #endif /* NPCONV_IM2COL_COMMON */
 
@@ -223,21 +236,92 @@ static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptr
     }
 }
 
+#if VBYTES >= 32 && TSIZE == 4
+/* Implicit GEMM (forward, stride 1, float32 on the vector ISAs): no im2col. An item's input rows are
+ * copied once into a zero-padded slab (extents ext: the padded image cut to what the outputs read);
+ * in its flattened coordinates q the output at q reads q + off(tap) for every tap, so the B rows
+ * (channel, tap) of a block of positions are runs of the slab at fixed offsets, packed straight into
+ * the gemm's panels. Products over the padded grid go to a stage (og x GM_NC), whose valid columns
+ * (the last axis's first out positions of each row) the epilogue writes into y. */
+static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
+                                    ptrdiff_t item, int act, T lo, T hi)
+{
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2], K = g->taps;
+    const ptrdiff_t n = item / g->bands, l0 = item % g->bands * g->band;
+    const ptrdiff_t l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
+    const ptrdiff_t ra = l0 / out1 * E1 + l0 % out1, rl = (l1 - 1) / out1 * E1 + (l1 - 1) % out1;
+    const ptrdiff_t qa = ra * E2, nq = (rl - ra) * E2 + out2; /* positions [qa, qa + nq) */
+    const ptrdiff_t rb = (qa + nq - 1 + g->maxoff) / E2 + 1, slen = (rb - ra) * E2;
+    T *slab = scratch, *stage = scratch + g->cg * g->srows * E2, *pack = stage + g->og * GM_NC;
+    const T *row[GM_KC];
+    for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+        const T *xg = x + (n * g->c + grp * g->cg) * g->plane;
+        for (ptrdiff_t c = 0; c < g->cg; c++) /* padded rows [ra, rb) of channel c */
+            for (ptrdiff_t r = ra; r < rb; r++) {
+                T *dst = slab + c * slen + (r - ra) * E2;
+                const ptrdiff_t i0 = r / E1 - g->p[0], i1 = r % E1 - g->p[1];
+                if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]) {
+                    memset(dst, 0, (size_t)E2 * sizeof(T));
+                    continue;
+                }
+                const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
+                /* columns [lo, hi) of the padded row read input columns j - p2 */
+                const ptrdiff_t lo = g->p[2] < E2 ? g->p[2] : E2, hi = g->p[2] + g->in[2] < E2 ? g->p[2] + g->in[2] : E2;
+                memset(dst, 0, (size_t)lo * sizeof(T));
+                if (hi > lo) memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));
+                if (E2 > (hi > lo ? hi : lo)) memset(dst + (hi > lo ? hi : lo), 0, (size_t)(E2 - (hi > lo ? hi : lo)) * sizeof(T));
+            }
+        const T *wg = w + grp * g->og * g->ck, *bg = bias ? bias + grp * g->og : NULL;
+        for (ptrdiff_t j0 = 0; j0 < nq; j0 += GM_NC) {
+            const ptrdiff_t nc = nq - j0 < GM_NC ? nq - j0 : GM_NC;
+            for (ptrdiff_t p0 = 0; p0 < g->ck; p0 += GM_KC) {
+                const ptrdiff_t kc = g->ck - p0 < GM_KC ? g->ck - p0 : GM_KC;
+                for (ptrdiff_t p = 0; p < kc; p++) { /* row (c, tap (a, b, e)) */
+                    const ptrdiff_t c = (p0 + p) / K, t = (p0 + p) % K;
+                    const ptrdiff_t e = t % g->k[2], b = t / g->k[2] % g->k[1], a = t / g->k[2] / g->k[1];
+                    row[p] = slab + c * slen + j0 + (a * g->d[0] * E1 + b * g->d[1]) * E2 + e * g->d[2];
+                }
+                FN(gm_pack_rows)(pack, row, kc, nc);
+                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, stage, nc, 1, p0 ? 1 : 0, NULL, 0, 0, 0);
+            }
+            /* the valid columns of [qa + j0, qa + j0 + nc), row segment by row segment */
+            for (ptrdiff_t q = qa + j0; q < qa + j0 + nc;) {
+                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < qa + j0 + nc - q ? E2 - o2 : qa + j0 + nc - q;
+                const ptrdiff_t o1 = r % E1, o0 = r / E1;
+                if (o2 < out2 && o1 < out1) {
+                    const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
+                    GC(epilogue)(y + (n * g->o + grp * g->og) * g->len + (o0 * out1 + o1) * out2 + o2, g->len,
+                                 stage + (q - qa - j0), nc, g->og, cnt, bg, act, lo, hi);
+                }
+                q += run;
+            }
+        }
+    }
+}
+#endif
+
 /* forward items [start, stop): y = act(conv(x, w) + bias). */
 static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T *bias, T *y, T *scratch,
                            const gc_geom *g, ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     const T lo = (T)lo_d, hi = (T)hi_d;
+    T *pack = scratch + gc_pack_offset(GC_FORWARD, g);
     for (ptrdiff_t item = start; item < stop; item++) {
+#if VBYTES >= 32 && TSIZE == 4
+        if (g->implicit) {
+            GC(gc_implicit_forward)(x, w, bias, y, scratch, g, item, act, lo, hi);
+            continue;
+        }
+#endif
         if (g->images > 1) { /* whole images: one gemm over their columns side by side */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
             T *cols = scratch, *prod = scratch + ck * nb * L;
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
-                gemm_rm(fns, TSIZE, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
-                        nb * L);
+                GC(mm)(fns, pack, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
+                        nb * L, NULL, 0, 0, 0);
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(epilogue)(y + ((n0 + i) * g->o + grp * og) * L, L, prod + i * L, nb * L, og, L,
                                  bias ? bias + grp * og : NULL, act, lo, hi);
@@ -251,10 +335,14 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 T *yg = y + (n * g->o + grp * og) * L + r0 * R;
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
-                for (ptrdiff_t j = 0; j < g->ka; j++) /* weight (ka, O, Cg*K/ka) */
-                    gemm_rm(fns, TSIZE, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
-                            scratch + j * step, ld, j ? 1.0 : 0.0, yg, L);
-                if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+                const T *bg = bias ? bias + grp * og : NULL;
+                int fused = 0;
+                for (ptrdiff_t j = 0; j < g->ka; j++) { /* weight (ka, O, Cg*K/ka); the epilogue on the last */
+                    const int last = j == g->ka - 1;
+                    fused = GC(mm)(fns, pack, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
+                                   scratch + j * step, ld, j ? 1.0 : 0.0, yg, L, last ? bg : NULL, last ? act : 0, lo, hi);
+                }
+                if ((bias || act) && !fused) GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
             }
             continue;
         }
@@ -270,8 +358,10 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 cols = scratch;
                 ldb = cnt;
             }
-            gemm_rm(fns, TSIZE, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L);
-            if (bias || act) GC(epilogue)(yg, L, yg, L, og, cnt, bias ? bias + grp * og : NULL, act, lo, hi);
+            const T *bg = bias ? bias + grp * og : NULL;
+            if (!GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L, bg, act, lo, hi) &&
+                (bias || act))
+                GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
         }
     }
 }
@@ -281,6 +371,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                                const gc_geom *g, ptrdiff_t start, ptrdiff_t stop)
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
+    T *pack = scratch + gc_pack_offset(GC_GRAD_WEIGHT, g);
     for (ptrdiff_t item = start; item < stop; item++) {
         if (g->images > 1) { /* the chunk's gy gathered side by side too: one gemm with k = nb * L */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
@@ -291,7 +382,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
-                gemm_rm(fns, TSIZE, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck);
+                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck, NULL, 0, 0, 0);
             }
             continue;
         }
@@ -302,8 +393,8 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
                 for (ptrdiff_t j = 0; j < g->ka; j++)
-                    gemm_rm(fns, TSIZE, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
-                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr);
+                    GC(mm)(fns, pack, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
+                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr, NULL, 0, 0, 0);
             }
             continue;
         }
@@ -318,8 +409,8 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 cols = scratch;
                 ldb = cnt;
             }
-            gemm_rm(fns, TSIZE, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
-                    gw + grp * og * ck, ck);
+            GC(mm)(fns, pack, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
+                    gw + grp * og * ck, ck, NULL, 0, 0, 0);
         }
     }
 }
@@ -330,6 +421,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
 {
     const ptrdiff_t L = g->len, og = g->og, ck = g->ck, K = g->taps;
     const T lo = (T)lo_d, hi = (T)hi_d;
+    T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
@@ -340,9 +432,9 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
         for (ptrdiff_t p0 = 0; p0 < L; p0 += g->band) {
             const ptrdiff_t cnt = L - p0 < g->band ? L - p0 : g->band;
             if (g->direct) { /* gx positions are the output positions */
-                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L, NULL, 0, 0, 0);
             } else {
-                gemm_rm(fns, TSIZE, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt);
+                GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
                 GC(unpack)(gxc, scratch, nc, g, p0, cnt);
             }
         }

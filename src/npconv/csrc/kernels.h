@@ -32,12 +32,17 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+#include "gemm.h"
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
 #include "im2col.h"
 #include "winograd.h"
 
+#undef GM_MR
+#undef GM_NV
+#undef GM_NR
+#undef GM_MC
 #undef V
 #undef IV
 #undef VL

@@ -198,9 +198,9 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
         for (ptrdiff_t gi = 0; gi < g->groups; gi++)
             for (ptrdiff_t c0 = 0; c0 < cg; c0 += block) {
                 const ptrdiff_t kc = cg - c0 < block ? cg - c0 : block;
-                gemm_rm(fns, TSIZE, 0, 0, og, nt, kc, 1.0, u + (k * g->o + gi * og) * cg + c0, cg,
+                FN(mm)(fns, s + L.pack, 0, 0, og, nt, kc, 1.0, u + (k * g->o + gi * og) * cg + c0, cg,
                         v + (k * g->c + gi * cg + c0) * L.ntp, L.ntp, c0 ? 1.0 : 0.0,
-                        mm + (k * g->o + gi * og) * L.ntp, L.ntp);
+                        mm + (k * g->o + gi * og) * L.ntp, L.ntp, NULL, 0, 0, 0);
             }
     /* (3) output transform, bias, clamp */
     for (ptrdiff_t o = 0; o < g->o; o++) {

@@ -1,10 +1,12 @@
-"""SciPy's BLAS ``sgemm``/``dgemm`` for the compiled core.
+"""The matrix product of the compiled core: npconv's own gemm or SciPy's BLAS ``sgemm``/``dgemm``.
 
-Compiled kernels that multiply matrices (Winograd's batched products, the GEMM path's tiles) call
-the Fortran gemm of the OpenBLAS SciPy ships, with the GIL released, through the function pointers
-``scipy.linalg.cython_blas`` exports: no BLAS of npconv's own and nothing linked at build time. The
-kernels take :func:`gemm_routines` as an argument (no global state in the core); callers hold BLAS
-to one thread around them (:func:`npconv.kernels.workspace.run` does).
+Compiled kernels that multiply matrices (Winograd's batched products, the GEMM path's tiles) call,
+with the GIL released, either npconv's packed gemm (``csrc/gemm.h``: the AVX2 and AVX-512 builds;
+register tiles sized for the channel counts of convolutions, bias and activation in its store) or
+the Fortran gemm of the OpenBLAS SciPy ships, through the function pointers
+``scipy.linalg.cython_blas`` exports (the generic build, and :data:`OWN_GEMM` false): nothing
+linked at build time. The kernels take :func:`gemm_routines` as an argument (no global state in the
+core); callers hold BLAS to one thread around them (:func:`npconv.kernels.workspace.run` does).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import threading
 from types import ModuleType
 from typing import Any
 
-__all__ = ["gemm_routines"]
+__all__ = ["gemm_routines", "OWN_GEMM"]
+
+#: The vector builds multiply with npconv's gemm (False: SciPy's BLAS everywhere, for comparison).
+OWN_GEMM = True
 
 _lock = threading.Lock()
 _routines: tuple[Any, Any] | None = None
@@ -51,12 +56,13 @@ def _cython_blas() -> ModuleType:
     return cython_blas
 
 
-def gemm_routines() -> tuple[Any, Any]:
-    """``(sgemm, dgemm)`` as the PyCapsules ``scipy.linalg.cython_blas.__pyx_capi__`` holds."""
+def gemm_routines() -> tuple[Any, Any, bool]:
+    """``(sgemm, dgemm, own)``: the PyCapsules ``scipy.linalg.cython_blas.__pyx_capi__`` holds and
+    :data:`OWN_GEMM`."""
     global _routines
     if _routines is None:
         with _lock:
             if _routines is None:
                 capi = _cython_blas().__pyx_capi__
                 _routines = (capi["sgemm"], capi["dgemm"])
-    return _routines
+    return (*_routines, OWN_GEMM)

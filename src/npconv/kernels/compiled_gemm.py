@@ -33,6 +33,7 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
+from . import blas as _blas
 from . import gemm, workspace
 from .blas import gemm_routines
 from .common import Epilogue, grad_input_as_forward
@@ -40,7 +41,8 @@ from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT",
-           "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO"]
+           "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES", "IMPLICIT_MAX_GRID",
+           "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -71,6 +73,13 @@ SHIFT_HALO_RATIO = 4
 SHIFT_TILE_BYTES = 8 << 20
 #: Images whose columns and products together take at most this many bytes per chunk share one gemm.
 CHUNK_BYTES = 1 << 20
+#: Stride-1 float32 forward passes on the vector builds run as an implicit GEMM (no im2col: the B
+#: rows are runs of a zero-padded input slab packed straight into npconv's gemm panels).
+IMPLICIT = True
+#: Target bytes of an implicit-GEMM item's padded input slab.
+IMPLICIT_SLAB_BYTES = 1 << 20
+#: The implicit GEMM computes every position of the padded grid: at most this many per output.
+IMPLICIT_MAX_GRID = 2
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -83,7 +92,7 @@ on_blas_threads = gemm.on_blas_threads
 
 
 def _geometry(n: int, c: int, o: int, in_size: Sequence[int], geom: ConvGeometry, band: int = 1,
-              images: int = 1, chunk: int = 1, shift: int = 0) -> tuple[int, ...] | None:
+              images: int = 1, chunk: int = 1, shift: int = 0, implicit: int = 0) -> tuple[int, ...] | None:
     """The extension's geometry tuple (spatial triples with leading 1s), or None when the geometry
     is outside what the C kernel takes (negative low padding, more than 3 spatial axes)."""
     nd = geom.ndim
@@ -96,7 +105,7 @@ def _geometry(n: int, c: int, o: int, in_size: Sequence[int], geom: ConvGeometry
     out = geom.output_size(in_size)
     spatial = (*lead, *in_size, *lead, *out, *lead, *geom.kernel_size, *lead, *geom.stride, *lead,
                *geom.dilation)
-    return (n, c, o, geom.groups, *spatial, *(0,) * (3 - nd), *lows, band, images, chunk, shift)
+    return (n, c, o, geom.groups, *spatial, *(0,) * (3 - nd), *lows, band, images, chunk, shift, implicit)
 
 
 def _plan(pass_code: int, geometry: tuple[int, ...] | None) -> tuple[int, int] | None:
@@ -138,7 +147,7 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     per_image = (ck + og) * length * itemsize
     images = min(CHUNK_BYTES // max(1, per_image), -(-n // threads))
     if images >= 2:
-        return geometry[:-4] + (length, images, 1, 0), False
+        return geometry[:-5] + (length, images, 1, 0, 0), False
     k0, nd = geom.kernel_size[0], geom.ndim
     if ROW_SHIFT and nd >= 2 and geom.stride[0] == 1 and k0 > 1:
         rows_total, row = out_size[0], math.prod(out_size[1:])
@@ -149,13 +158,52 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
         rows = min(rows, rows_total, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per_row - halo))
         if n * -(-rows_total // rows) < threads:  # split single images for the threads
             rows = -(-rows_total // -(-threads // n))
-        shifted = geometry[:-4] + (rows, 1, 1, 4 - nd)
+        shifted = geometry[:-5] + (rows, 1, 1, 4 - nd, 0)
         if _plan(0, shifted) is not None:
             return shifted, True
     band = _band(ck, length, itemsize, threads)
     if n * -(-length // band) < threads:  # split single images for the threads
         band = -(-length // -(-threads // n))
-    return geometry[:-4] + (band, 1, 1, 0), False
+    return geometry[:-5] + (band, 1, 1, 0, 0), False
+
+
+def implicit_runs(dtype: np.dtype) -> bool:
+    """Whether stride-1 forward passes of ``dtype`` run as the implicit GEMM (:data:`IMPLICIT`,
+    float32, npconv's gemm on, a vector build)."""
+    return (IMPLICIT and np.dtype(dtype) == np.float32 and _blas.OWN_GEMM
+            and backends.core.isa in ("avx2", "avx512"))
+
+
+def _implicit_tiling(geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
+                     threads: int) -> tuple[int, ...] | None:
+    """The work items of an implicit-GEMM forward (``csrc/im2col.h``: stride 1, float32, the vector
+    builds): ``geometry`` with bands of output lines (whole planes in 3-d) whose zero-padded input
+    slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are fewer than threads.
+    None where the padded grid has more than :data:`IMPLICIT_MAX_GRID` times the outputs' positions
+    (wide dilations), where even one line's slab exceeds the thread's share of
+    ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry."""
+    out, k, d = geometry[7:10], geometry[10:13], geometry[16:19]
+    ext = [o + (kk - 1) * dd for o, kk, dd in zip(out, k, d, strict=True)]
+    if ext[2] * (ext[1] if out[0] > 1 else out[1]) > IMPLICIT_MAX_GRID * out[2] * out[1]:
+        return None
+    row_bytes = max(1, cg * ext[2] * itemsize)
+    if out[0] > 1:  # 3-d: units of whole output planes, each ext[1] padded rows
+        unit, unit_rows, halo, units_total = out[1], ext[1], (k[0] - 1) * d[0] * ext[1], out[0]
+    else:
+        unit, unit_rows, halo, units_total = 1, 1, (k[1] - 1) * d[1], out[1]
+    units = max(IMPLICIT_SLAB_BYTES // row_bytes - halo, SHIFT_HALO_RATIO * halo, 1) // unit_rows
+    units = max(1, min(units, units_total))
+    if n * -(-units_total // units) < threads:  # split single images for the threads
+        units = -(-units_total // -(-threads // n))
+    budget = gemm.WORKSPACE_BYTES // max(1, threads)
+    while True:
+        implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
+        plan = _plan(0, implicit)
+        if plan is not None and plan[0] * itemsize <= budget:
+            return implicit
+        if plan is None or units == 1:
+            return None
+        units = max(1, units // 2)
 
 
 def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
@@ -234,7 +282,13 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
-    geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+    implicit = None
+    if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
+        implicit = _implicit_tiling(geometry, n, cg, dtype.itemsize, threads)
+    if implicit is not None:
+        geometry, shifted = implicit, False
+    else:
+        geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
     wm = np.ascontiguousarray(w, dtype)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
         k0 = geom.kernel_size[0]
@@ -276,7 +330,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
     chunk = -(-cg // parts)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
-    geometry = geometry[:-4] + (band, 1, chunk, 0)
+    geometry = geometry[:-5] + (band, 1, chunk, 0, 0)
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     gy, w = np.ascontiguousarray(gy, dtype), np.ascontiguousarray(w, dtype)

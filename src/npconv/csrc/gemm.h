@@ -1,0 +1,242 @@
+/* npconv's own packed GEMM, one copy per (element type, ISA): kernels.h includes this file with T,
+ * TSIZE, TI, VBYTES and SFX defined inside a `#pragma GCC target` region.
+ *
+ * Row-major C (m x n, ldc) = alpha * op(A) @ B + beta * C (beta == 0: C is not read), op(A) m x k
+ * (stored k x m when trans_a), B k x n (a transposed B goes to the BLAS, whose transposing pack is
+ * faster). The loops are the classic ones (Goto / BLIS): n in GM_NC blocks, k in GM_KC blocks (B's block packed into
+ * column panels GM_NR wide, the last one rounded up to whole vectors), m in GM_MC blocks, then a
+ * register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B panel and
+ * GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it is (its
+ * few rows per tile stay in L1; packing it cost a quarter of Winograd's small products).
+ * Single-threaded (callers run it on their worker threads); the caller owns the packing buffer
+ * (GM_SCRATCH elements, blocking constants in blas.h). float32 on the vector ISAs (VBYTES >= 32)
+ * uses it; float64 and the generic build call the BLAS.
+ */
+
+#if VBYTES >= 32 && TSIZE == 4
+#if VBYTES == 64 /* 32 vector registers: 8 x 3 accumulators (8 rows: channel counts are multiples of 8) */
+#define GM_MR 8
+#else /* 16 registers: 4 x 3 accumulators */
+#define GM_MR 4
+#endif
+#define GM_NV 3
+#define GM_NR (GM_NV * VL)
+#define GM_MC (GM_MC_MAX / GM_MR * GM_MR)
+
+/* acc (GM_MR x nv vectors) = A rows (kc deep) @ b_pack (kc x nv*VL); nv a constant after inlining.
+ * A is read in place, no packing: row i at a + i * rs (clamped to the valid rows: the copies'
+ * products are not stored), step p at + p * cs; rs == 1 (A stored k x m) and cs == 1 each get a
+ * loop of their own. */
+static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
+                                                                ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
+                                                                V acc[GM_MR][GM_NV], int nv)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < GM_MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
+    if (rs == 1 && rows == GM_MR) { /* the GM_MR values of a step are contiguous */
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            V bv[GM_NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
+#pragma GCC unroll 16
+            for (int i = 0; i < GM_MR; i++) {
+                const V ai = FN(splat)(a[i]);
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
+            }
+            a += cs, b += nv * VL;
+        }
+        return;
+    }
+    const T *row[GM_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        V bv[GM_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++) {
+            const V ai = FN(splat)(row[i][p * cs]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
+        }
+        b += nv * VL;
+    }
+}
+
+/* C tile (rows x cols of it valid) = alpha * acc + beta * C, then (last k block) the epilogue:
+ * + bias[row], act 1 ReLU (as np.maximum(v, 0)), 2 clamp to [lo, hi] (as np.clip). */
+static inline __attribute__((always_inline)) void FN(gm_store)(T *c, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t cols,
+                                                                 V acc[GM_MR][GM_NV], int nv, T alpha, T beta,
+                                                                 const T *bias, int act, T lo, T hi)
+{
+    const V va = FN(splat)(alpha), vb = FN(splat)(beta), vlo = FN(splat)(lo), vhi = FN(splat)(hi);
+#pragma GCC unroll 16
+    for (int i = 0; i < GM_MR; i++) {
+        if (i >= rows) break;
+        T *dst = c + i * ldc;
+        const V bi = FN(splat)(bias ? bias[i] : (T)0);
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            const ptrdiff_t j = v * VL;
+            const int whole = j + VL <= cols;
+            V r = va * acc[i][v];
+            if (beta != 0) {
+                V old;
+                if (whole) {
+                    old = FN(load)(dst + j);
+                } else {
+                    T lane[VL] __attribute__((aligned(VBYTES))) = {0};
+                    for (ptrdiff_t l = 0; l < cols - j; l++) lane[l] = dst[j + l];
+                    old = FN(load)(lane);
+                }
+                r += vb * old;
+            }
+            if (bias) r += bi;
+            if (act == 1) {
+                r = (V)((IV)r & ((r > 0) | (r != r)));
+            } else if (act == 2) {
+                const IV below = r < vlo, above = r > vhi;
+                r = (V)(((IV)r & ~below) | ((IV)vlo & below));
+                r = (V)(((IV)r & ~above) | ((IV)vhi & above));
+            }
+            if (whole) {
+                FN(store)(dst + j, r);
+            } else {
+                T lane[VL] __attribute__((aligned(VBYTES)));
+                FN(store)(lane, r);
+                for (ptrdiff_t l = 0; l < cols - j && l < VL; l++) dst[j + l] = lane[l];
+            }
+        }
+    }
+}
+
+/* Width (elements) of the column panel starting at s of an nc-column block: GM_NR, the last one
+ * rounded up to whole vectors. */
+static inline ptrdiff_t FN(gm_width)(ptrdiff_t nc, ptrdiff_t s)
+{
+    const ptrdiff_t left = nc - s;
+    return left >= GM_NR ? GM_NR : (left + VL - 1) / VL * VL;
+}
+
+/* Pack rows row[0..kc) (nc elements each) into column panels (gm_width wide, zero columns past nc);
+ * the panel starting at column s begins at dst + s * kc. */
+static void FN(gm_pack_rows)(T *restrict dst, const T *const *row, ptrdiff_t kc, ptrdiff_t nc)
+{
+    for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+        const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+        if (cols == GM_NR) {
+            for (ptrdiff_t p = 0; p < kc; p++)
+#pragma GCC unroll 4
+                for (int v = 0; v < GM_NV; v++) FN(store)(dst + p * GM_NR + v * VL, FN(load)(row[p] + s + v * VL));
+        } else {
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                ptrdiff_t j = 0;
+                for (; j < cols; j++) dst[p * wd + j] = row[p][s + j];
+                for (; j < wd; j++) dst[p * wd + j] = 0;
+            }
+        }
+        dst += kc * wd;
+    }
+}
+
+/* Pack B[p0:p0+kc, j0:j0+nc] (row pitch ldb) as gm_pack_rows does. */
+static void FN(gm_pack_b)(T *restrict dst, const T *b, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0,
+                          ptrdiff_t nc)
+{
+    const T *row[GM_KC];
+    for (ptrdiff_t p = 0; p < kc; p++) row[p] = b + (p0 + p) * ldb + j0;
+    FN(gm_pack_rows)(dst, row, kc, nc);
+}
+
+/* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A. */
+static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
+                                                                 ptrdiff_t cs, const T *bp, T *c, ptrdiff_t ldc,
+                                                                 ptrdiff_t cols, int nv, T alpha, T beta,
+                                                                 const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
+        const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
+        V acc[GM_MR][GM_NV];
+        FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, acc, nv);
+        FN(gm_store)(c + r * ldc, ldc, rows, cols, acc, nv, alpha, beta, bias ? bias + r : NULL, act, lo, hi);
+    }
+}
+
+/* C (m x nc, ldc) = alpha * A[:, :kc] @ B + beta * C, then the epilogue (bias may be NULL), with
+ * B already packed (gm_pack_b's layout: panel s at panels + s * kc); A as in gm_tile. */
+static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                         const T *panels, T *c, ptrdiff_t ldc, T alpha, T beta, const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MC) { /* A's MC x KC block stays in L2 */
+        const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
+        const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
+        for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+            const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+            const T *bp = panels + s * kc;
+            T *cb = c + i0 * ldc + s;
+            if (wd == GM_NR)
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
+#if GM_NV > 2
+            else if (wd == 2 * VL)
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 2, alpha, beta, bis, act, lo, hi);
+#endif
+            else
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 1, alpha, beta, bis, act, lo, hi);
+        }
+    }
+}
+
+/* The GEMM described at the top, with an epilogue on the result: + bias[i] for row i (bias may be
+ * NULL), then act (0 none, 1 ReLU, 2 clamp to [lo, hi]). scratch holds GM_SCRATCH elements. */
+static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a, ptrdiff_t lda,
+                     const T *b, ptrdiff_t ldb, T beta, T *c, ptrdiff_t ldc, T *scratch, const T *bias, int act,
+                     T lo, T hi)
+{
+    const ptrdiff_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { /* op(A) @ B is zero: the epilogue on beta * C, a 0-deep tile at a time */
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += GM_NR)
+            for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MR) {
+                V acc[GM_MR][GM_NV];
+                FN(gm_tile)(0, a, rs, cs, 1, b, acc, GM_NV);
+                FN(gm_store)(c + i0 * ldc + j0, ldc, m - i0 < GM_MR ? m - i0 : GM_MR, n - j0 < GM_NR ? n - j0 : GM_NR,
+                             acc, GM_NV, alpha, beta, bias ? bias + i0 : NULL, act, lo, hi);
+            }
+        return;
+    }
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += GM_NC) {
+        const ptrdiff_t nc = n - j0 < GM_NC ? n - j0 : GM_NC;
+        for (ptrdiff_t p0 = 0; p0 < k; p0 += GM_KC) {
+            const ptrdiff_t kc = k - p0 < GM_KC ? k - p0 : GM_KC;
+            const int last = p0 + kc >= k;
+            FN(gm_pack_b)(scratch, b, ldb, p0, kc, j0, nc);
+            FN(gm_block)(m, nc, kc, a + p0 * cs, rs, cs, scratch, c + j0, ldc, alpha, p0 == 0 ? beta : 1,
+                         last ? bias : NULL, last ? act : 0, lo, hi);
+        }
+    }
+}
+
+#endif /* VBYTES >= 32 && TSIZE == 4 (GM_MR, GM_NV, GM_NR, GM_MC: undefined at the end of kernels.h) */
+
+/* C = alpha * op(A) @ op(B) + beta * C (the contract of gemm_rm): npconv's gemm for float32 on the
+ * vector ISAs when fns->own is set (pack: GM_SCRATCH elements), else SciPy's BLAS. With bias or act,
+ * npconv's gemm also applies the epilogue (+ bias[i] on row i, then act; see FN(gemm)) and returns
+ * 1; a return of 0 leaves it to the caller. */
+static inline int FN(mm)(const gemm_fns *fns, T *pack, int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                         ptrdiff_t k, double alpha, const T *a, ptrdiff_t lda, const T *b, ptrdiff_t ldb,
+                         double beta, T *c, ptrdiff_t ldc, const T *bias, int act, double lo, double hi)
+{
+#if VBYTES >= 32 && TSIZE == 4
+    if (fns->own && !trans_b) {
+        FN(gemm)(trans_a, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc, pack, bias, act, (T)lo, (T)hi);
+        return 1;
+    }
+#endif
+    (void)pack, (void)bias, (void)act, (void)lo, (void)hi;
+    gemm_rm(fns, TSIZE, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return 0;
+}
