@@ -405,3 +405,23 @@ def test_small_calls_stay_on_the_calling_thread(rng, monkeypatch):
         npconv.set_num_threads(previous)
     assert seen == [1, 2]
     np.testing.assert_array_equal(small, split)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epilogue_keeps_the_activation_ops_signed_zeros_and_specials(isa, dtype):
+    """The fused ReLU / Hardtanh equal npconv's activation ops bit for bit on -0.0, +-inf and NaN
+    (ReLU: -0.0 -> 0.0; Hardtanh passes -0.0 and NaN), a 1x1 depthwise layer so the outputs are the
+    inputs (plus a -0.0 bias: -0.0 stays -0.0) over rows of several vectors."""
+    from npconv.kernels import pointwise
+
+    values = np.array([-0.0, 0.0, -1.0, 7.0, np.nan, np.inf, -np.inf, 0.5], dtype)
+    x = np.tile(values, 12).reshape(1, 2, 3, 16)
+    w, b = np.ones((2, 1, 1, 1), dtype), np.full(2, -0.0, dtype)
+    geom = _geom((1, 1), 1, 0, 1, 2)
+    plain = compiled_depthwise.forward(x, w, geom, b)
+    np.testing.assert_array_equal(np.signbit(plain), np.signbit(x))
+    for kind, lo, hi in (("relu", 0.0, 0.0), ("hardtanh", 0.0, 6.0), ("hardtanh", -0.5, 0.25)):
+        fused = compiled_depthwise.forward(x, w, geom, epilogue=Epilogue(b, Activation(kind, lo, hi)))
+        expected = pointwise.activate_(plain.copy(), kind, lo, hi)
+        np.testing.assert_array_equal(fused, expected)
+        np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))

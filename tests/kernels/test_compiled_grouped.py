@@ -4,7 +4,8 @@ NumPy reference oracle (tests/reference.py) and torch, on every ISA variant this
 Covers the three passes in float32 and float64: groups with several input and output channels per
 group (output-channel counts off the register block), 1-d and 2-d, strides, dilations, asymmetric
 and oversized padding, odd sizes, rows wider than a register block and narrower than a vector,
-grad_input as the stride-1 adjoint (the GEMM path beyond), the fused bias, non-contiguous inputs,
+grad_input as the stride-1 adjoint (the GEMM path beyond), the fused bias and activation epilogue
+(against the unfused convolution then the activation, and torch through the planner), non-contiguous inputs,
 one to three worker threads, NaN/inf locality, every padding mode through nn.Conv2d, the
 extension's own guards, and supports()/recommended().
 """
@@ -23,7 +24,9 @@ from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
 from npconv.kernels import gemm, plan
-from torch_oracle import assert_close
+from npconv.kernels.common import Epilogue
+from npconv.kernels.pointwise import Activation
+from torch_oracle import assert_close, close
 
 compiled_grouped = pytest.importorskip("npconv.kernels.compiled_grouped",
                                        reason=f"compiled core not in use: {backends.core.reason}")
@@ -299,3 +302,46 @@ def test_supports_and_recommended():
             assert plan.choose(pass_name, *args, np.float32) == "grouped"
         depthwise = _geom((3, 3), 1, 1, 1, 4)
         assert plan.choose("forward", (2, 4, 8, 8), (4, 1, 3, 3), depthwise, np.float32) == "depthwise"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_activation_epilogue(rng, isa, dtype):
+    """``epilogue=``: activation(conv + bias) equals the unfused convolution then the activation (NaN
+    stays NaN and only where read); forward, grad_input at stride 1 (in the kernel) and stride 2 (the
+    GEMM path, activation after), SiLU after the kernel."""
+    geom = _geom((3, 3), 1, 1, 1, 4)
+    x = rng.standard_normal((2, 16, 9, 21)).astype(dtype)
+    x[1, 5, 4, 7] = np.nan
+    w, b = rng.standard_normal((12, 4, 3, 3)).astype(dtype), rng.standard_normal(12).astype(dtype)
+    plain = compiled_grouped.forward(x, w, geom, b)
+    assert np.isnan(plain).any() and not np.isnan(plain).all()
+    gy, bx = rng.standard_normal(plain.shape).astype(dtype), rng.standard_normal(16).astype(dtype)
+    strided = _geom((3, 3), 2, 1, 1, 4)
+    gy2 = rng.standard_normal((2, 12, 5, 11)).astype(dtype)
+    for activation, apply in ((Activation("relu"), lambda y: np.maximum(y, 0)),
+                              (Activation("hardtanh", 0.0, 6.0), lambda y: np.clip(y, 0, 6)),
+                              (Activation("hardtanh", -0.5, 0.25), lambda y: np.clip(y, -0.5, 0.25))):
+        fused = compiled_grouped.forward(x, w, geom, epilogue=Epilogue(b, activation))
+        np.testing.assert_array_equal(fused, apply(plain))
+        np.testing.assert_array_equal(
+            compiled_grouped.grad_input(gy, w, geom, x.shape[2:], epilogue=Epilogue(bx, activation)),
+            apply(compiled_grouped.grad_input(gy, w, geom, x.shape[2:], bx)))
+        np.testing.assert_array_equal(
+            compiled_grouped.grad_input(gy2, w, strided, x.shape[2:], epilogue=Epilogue(bx, activation)),
+            apply(compiled_grouped.grad_input(gy2, w, strided, x.shape[2:], bx)))
+    silu = compiled_grouped.forward(x, w, geom, epilogue=Epilogue(b, Activation("silu")))
+    np.testing.assert_allclose(silu, plain / (1 + np.exp(-plain)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epilogue_through_the_planner_matches_torch(torch, dtype):
+    """plan.forward with ReLU6 (the fused inference path) against torch's grouped convolution then
+    hardtanh, in the test's dtype."""
+    rng = np.random.default_rng(7)
+    geom = _geom((3, 3), 1, 1, 1, 8)
+    x = rng.standard_normal((2, 32, 11, 19)).astype(dtype)
+    w, b = rng.standard_normal((32, 4, 3, 3)).astype(dtype), rng.standard_normal(32).astype(dtype)
+    assert plan.choose("forward", x.shape, w.shape, geom, np.dtype(dtype)) == "grouped"
+    expected = torch.nn.functional.hardtanh(
+        torch.nn.functional.conv2d(*(torch.from_numpy(a) for a in (x, w, b)), padding=1, groups=8), 0, 6)
+    close(plan.forward(x, w, geom, b, activation=Activation("hardtanh", 0.0, 6.0)), expected)

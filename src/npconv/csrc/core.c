@@ -267,7 +267,7 @@ typedef struct {
 #define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
 
 typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
-                         ptrdiff_t);
+                         ptrdiff_t, int, double, double);
 typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
 
 typedef struct {
@@ -708,17 +708,19 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(gp_scratch(pass, &g));
 }
 
-/* (isa, x, w, bias|None, y, scratch, geom, start, stop): items (image * G + group) [start, stop) */
+/* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi]): items (image * G + group) [start, stop)
+ * of y = act(conv + bias) */
 static PyObject *gp2d_forward(PyObject *self, PyObject *args)
 {
-    int isa;
+    int isa, act = 0;
+    double lo = 0.0, hi = 0.0;
     PyObject *objs[5], *geom;
     Py_ssize_t start, stop;
     gp_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom, &start,
-                          &stop))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn|idd", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
+                          &start, &stop, &act, &lo, &hi))
         return NULL;
-    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0 || check_act(act, lo, hi) < 0) return NULL;
     static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
     static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
@@ -729,7 +731,7 @@ static PyObject *gp2d_forward(PyObject *self, PyObject *args)
     int rc = 0;
     gp_fwd_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].forward;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop);
+    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
     Py_END_ALLOW_THREADS
     release_buffers(&b);
     if (rc < 0) return PyErr_NoMemory();
@@ -1123,7 +1125,8 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
     if (g->implicit) { /* the slab (Cg x srows x ext2) and the padded grid's positions */
         ptrdiff_t t3, t4;
         if (gc_mul(g->ext[0], g->ext[1], &t3) || gc_mul(t3, g->ext[2], &t4) || t4 > GEMM_MAX_DIM ||
-            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3)) {
+            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3) ||
+            gc_mul(g->og + 16, g->nqmax, &t3)) {
             PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
             return -1;
         }
@@ -1150,8 +1153,8 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
-    if (g.implicit && pass != GC_FORWARD) {
-        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass only");
+    if (g.implicit && pass == GC_GRAD_INPUT) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes only");
         return NULL;
     }
     return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
@@ -1175,8 +1178,9 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
-    if (g.implicit && (pass != GC_FORWARD || isa == ISA_GENERIC)) {
-        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass on the avx2 and avx512 builds only");
+    if (g.implicit && (pass == GC_GRAD_INPUT || isa == ISA_GENERIC)) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes on the avx2 and "
+                                          "avx512 builds only");
         return NULL;
     }
     const int have_b = bias_o != Py_None;
@@ -1268,8 +1272,8 @@ static PyMethodDef methods[] = {
     {"grouped2d_scratch", gp_scratch_size, METH_VARARGS,
      "grouped2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 2 grad_weight)"},
     {"grouped2d_forward", gp2d_forward, METH_VARARGS,
-     "grouped2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop): items (image * G + group) "
-     "[start, stop) of y"},
+     "grouped2d_forward(isa, x, w, bias, y, scratch, geometry, start, stop[, act, lo, hi]): items (image * G + "
+     "group) [start, stop) of y = act(conv + bias), act as in depthwise2d_forward"},
     {"grouped2d_grad_weight", gp2d_grad_weight, METH_VARARGS,
      "grouped2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): groups [start, stop) of gw"},
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,

@@ -23,7 +23,8 @@ static inline T FN(hsum)(V a)
 }
 
 /* The first 32 KB of the next plane(s) on their way to the cache while this one computes (the
- * forward's copy-in stalled on them: measured 1.1-1.5x). */
+ * copy-in stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were copied by
+ * vector moves; that one is faster without it now). */
 static inline void FN(prefetch)(const T *p, ptrdiff_t count)
 {
     const char *b = (const char *)p;
@@ -351,14 +352,33 @@ static void FN(dot_flat)(V *acc, const T *g, ptrdiff_t n, const T *const *src, i
  * copy per element cost as much as the stencil). Only columns < 2 * qw are written. */
 static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptrdiff_t qw)
 {
+    IV lo, hi; /* even and odd lanes of the pair (a, b) */
+    for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
+    if (g->w >= 2 * VL && g->w <= 2 * qw - g->pw) {
+        /* every column is read (the common case): x[2j] goes to phase pw % 2 at j + pw / 2, x[2j + 1]
+         * to the other at j + (pw + 1) / 2; whole pairs of vectors, the ragged end as one pair ending
+         * at the last even count (rewriting a few), an odd width's last column alone */
+        T *even_lanes = g->pw & 1 ? odd : even, *odd_lanes = g->pw & 1 ? even : odd;
+        even_lanes += g->pw / 2, odd_lanes += (g->pw + 1) / 2;
+        const ptrdiff_t pairs = g->w & ~(ptrdiff_t)1;
+        for (ptrdiff_t at = 0;; at += 2 * VL) {
+            if (at + 2 * VL > pairs) {
+                if (at >= pairs) break;
+                at = pairs - 2 * VL;
+            }
+            const V a = FN(load)(xr + at), b = FN(load)(xr + at + VL);
+            FN(store)(even_lanes + at / 2, __builtin_shuffle(a, b, lo));
+            FN(store)(odd_lanes + at / 2, __builtin_shuffle(a, b, hi));
+        }
+        if (g->w & 1) even_lanes[(g->w - 1) / 2] = xr[g->w - 1];
+        return;
+    }
     ptrdiff_t iw = 0;
     const ptrdiff_t stop = g->w < 2 * qw - g->pw ? g->w : 2 * qw - g->pw;
     if (g->pw & 1 && iw < stop) { /* input column 0 is odd: it starts phase 1 */
         odd[g->pw / 2] = xr[0];
         iw = 1;
     }
-    IV lo, hi; /* even and odd lanes of the pair (a, b) */
-    for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
     for (ptrdiff_t last = 0; iw + 2 * VL <= stop; iw += 2 * VL) {
         const V a = FN(load)(xr + iw), b = FN(load)(xr + iw + VL);
         const ptrdiff_t at = (iw + g->pw) / 2;
@@ -477,7 +497,10 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     FN(clear_phases)(scratch, &ph);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
-        if (p + 1 < stop) FN(prefetch)(x + (p + 1) * g->h * g->w, g->h * g->w);
+        /* strided: the next plane on its way while this one computes (3x3/2 128x56, one thread:
+         * 0.71-1.16 -> 0.59-0.64 ms); stride 1 ran faster without it (the row copies stream well
+         * on their own: 3x3 1.03-1.15 -> 0.88-0.94 ms, 5x5 1.77-1.82 -> 1.62-1.71) */
+        if (g->sw > 1 && p + 1 < stop) FN(prefetch)(x + (p + 1) * g->h * g->w, g->h * g->w);
         FN(fill_phases)(scratch, x + p * g->h * g->w, g, &ph);
         for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
         for (ptrdiff_t j = 0; j < g->m; j++) {

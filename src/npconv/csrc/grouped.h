@@ -46,10 +46,12 @@ FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff
         for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, acc[j][i]);
 }
 
-/* Forward of items [start, stop) (item = image * G + group) into y, bias (G*Og) in the epilogue. */
+/* Forward of items [start, stop) (item = image * G + group) into y = act(conv + bias), bias (G*Og) or
+ * NULL, the activation (act, lo, hi as in activate) applied to each plane as it is copied out. */
 static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gp_geom *g,
-                          ptrdiff_t start, ptrdiff_t stop)
+                          ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
 {
+    const T lo = (T)lo_d, hi = (T)hi_d;
     dw_geom d;
     dw_phases ph;
     gp_layout lay;
@@ -88,6 +90,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
                 else
                     for (ptrdiff_t r = 0; r < g->oh; r++)
                         memcpy(yo + r * g->ow, src + r * ph.qw, (size_t)g->ow * sizeof(T));
+                FN(activate_run)(yo, out_plane, act, lo, hi); /* the plane is still in cache */
             }
         }
     }

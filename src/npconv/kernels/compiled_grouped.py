@@ -9,7 +9,8 @@ for any kernel size, stride, dilation and zero padding (other padding modes arri
 The C kernels (``src/npconv/csrc/grouped.h``) copy the Cg input planes of one (image, group) into
 their zero-padded polyphase form, so every (channel, tap) pair is one constant shift of a flat run
 of output positions; the forward is an implicit GEMM over those pairs (a register block of output
-channels x position vectors, one load per pair shared by the block's channels), bias fused.
+channels x position vectors, one load per pair shared by the block's channels), the epilogue (bias,
+and the ReLU/ReLU6/Hardtanh of an ``epilogue=``) applied to each plane as it is written (SiLU after).
 
 * forward: items (image, group) split across the worker threads of
   :func:`npconv.kernels.workspace.run`, the GIL released, each with its own scratch buffer;
@@ -31,9 +32,11 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, workspace
+from .common import Epilogue, compiled_epilogue
+from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "supports", "recommended", "forward", "grad_input",
-           "grad_weight"]
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "forward",
+           "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -41,8 +44,9 @@ if not backends.core.available:  # the registry records the reason; npconv.backe
 
 NAME = "grouped"
 COMPILED = True
-#: Passes that take ``bias=`` and add it in the kernel's epilogue (see plan).
-BIAS_PASSES = ("forward", "grad_input")
+#: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
+#: epilogue (see plan).
+BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Channels per group up to which the planner's rule picks this algorithm (measured, see
 #: docs/performance.md: the GEMM path wins once a group's GEMM is large).
@@ -128,16 +132,17 @@ def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args) -> None:
-    """``kernel(isa, *args, scratch, geometry, start, stop)`` over ``count`` items split across the
-    worker threads, each with its own scratch buffer."""
+def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
+         epilogue: tuple = ()) -> None:
+    """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count`` items split
+    across the worker threads, each with its own scratch buffer."""
     core = backends.core
     size = core.module.grouped2d_scratch(pass_code, geometry)
     isa = core.isa_index
 
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-grouped", (size,), dtype)
-        kernel(isa, *args, scratch, geometry, span[0], span[1])
+        kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
 
     threads = get_num_threads()
     workspace.run(_ranges(count, threads), work, threads)
@@ -154,9 +159,24 @@ def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None) -> np.ndarray:
+def _codes(activation: Activation | None) -> tuple:
+    """The C kernel's ``(act, lo, hi)`` of an activation it applies (none: no arguments)."""
+    if activation is None:
+        return ()
+    return (activation.code, float(activation.lo), float(activation.hi))
+
+
+def _activated(out: np.ndarray, activation: Activation | None) -> np.ndarray:
+    """``activation(out)`` in place for an activation the kernel did not apply."""
+    return out if activation is None else epilogue_(out, None, activation)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (O, C/groups, *k)``, zero padding
-    ``geom.pads()``."""
+    ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
+    ReLU6/Hardtanh in the kernel, SiLU afterwards."""
+    bias, act, later = compiled_epilogue(bias, epilogue)
     dtype = _check(x, w)
     n, c = x.shape[:2]
     groups = geom.groups
@@ -164,8 +184,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     y = np.empty((n, w.shape[0]) + geom.output_size(x.shape[2:]), dtype)
     b = None if bias is None else _prepare(bias, dtype)
     _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(x, dtype),
-         _prepare(w, dtype), b, y)
-    return y
+         _prepare(w, dtype), b, y, epilogue=_codes(act))
+    return _activated(y, later)
 
 
 def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:
@@ -178,14 +198,16 @@ def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-               bias: np.ndarray | None = None) -> np.ndarray:
+               bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> np.ndarray:
     """``gx (N, C, *input_size) (+ bias[c])``: adjoint of :func:`forward` in ``x`` (``bias``: a
-    transposed convolution's); stride 1 runs as a forward, the rest on the GEMM algorithm."""
+    transposed convolution's; ``epilogue=`` as in :func:`forward`); stride 1 runs as a forward, the
+    rest on the GEMM algorithm."""
+    bias, act, later = compiled_epilogue(bias, epilogue)
     input_size = tuple(int(v) for v in input_size)
     groups = geom.groups
     lows = _adjoint_lows(geom, input_size)
     if any(s != 1 for s in geom.stride) or min(lows) < 0:
-        return gemm.grad_input(gy, w, geom, input_size, bias=bias)
+        return _activated(gemm.grad_input(gy, w, geom, input_size, bias=bias), later or act)
     dtype = _check(gy, w)
     n, o = gy.shape[:2]
     cg, og = w.shape[1], o // groups
@@ -194,8 +216,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     gx = np.empty((n, groups * cg) + input_size, dtype)
     b = None if bias is None else _prepare(bias, dtype)
     _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(gy, dtype),
-         _adjoint_weight(_prepare(w, dtype), groups), b, gx)
-    return gx
+         _adjoint_weight(_prepare(w, dtype), groups), b, gx, epilogue=_codes(act))
+    return _activated(gx, later)
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
