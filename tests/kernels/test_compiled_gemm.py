@@ -35,8 +35,9 @@ compiled_gemm = pytest.importorskip(
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 
 #: module settings per tiling: the default (float32 stride-1 forwards on the vector builds run as the
-#: implicit GEMM), im2col with one output position (or row) per item, chunks of whole images, bands of
-#: positions without the row shift, and the implicit GEMM with one output line (3-d: plane) per item
+#: implicit GEMM, grad_weight too on images of >= 512 positions), im2col with one output position (or
+#: row) per item, chunks of whole images, bands of positions without the row shift, and the implicit
+#: GEMM for grad_weight of any size, with whole images or one output line (3-d: plane) per item
 _IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
                 "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
 TILINGS = {
@@ -44,7 +45,8 @@ TILINGS = {
     "tiny": _IM2COL_TINY,
     "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
     "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
-    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0},
+    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0},
 }
 
 
@@ -180,9 +182,13 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     assert seen[-1][-2] == 0 and seen[-1][-4] == 1
     for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32 stride 1: the implicit GEMM
         monkeypatch.setattr(backends.core, "isa", isa)
-        compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32),
-                              ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
+        x32, geom = x.astype(np.float32), ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+        compiled_gemm.forward(x32, w.astype(np.float32), geom)
         assert seen[-1][-1] == 1 and seen[-1][-2] == 0
+        compiled_gemm.grad_weight(x32, x32, geom)  # 1600 positions per image
+        assert seen[-1][-1] == 1
+        compiled_gemm.grad_weight(x32[:, :, :20, :20], x32[:, :, :20, :20], geom)  # 400: im2col
+        assert seen[-1][-1] == 0
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
@@ -252,17 +258,20 @@ def test_adjoint_identities(rng, isa):
         assert_passes_are_adjoint(compiled_gemm, x, w, geom, rng)
 
 
-def test_grad_weight_is_deterministic(rng, monkeypatch):
+@pytest.mark.parametrize("stride", [(2, 1), (1, 1)])  # im2col; stride 1: implicit on the vector builds
+def test_grad_weight_is_deterministic(rng, monkeypatch, stride):
     """Per-worker accumulators over a fixed assignment of items: bitwise equal results on every run."""
     monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
     monkeypatch.setattr(compiled_gemm, "TILE_BYTES", 1)
     monkeypatch.setattr(compiled_gemm, "MIN_BAND", 7)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_SLAB_BYTES", 1)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
     previous = backends.get_num_threads()
     backends.set_num_threads(2)
     try:
         x = rng.standard_normal((3, 4, 20, 18)).astype(np.float32)
-        gy = rng.standard_normal((3, 6, 10, 18)).astype(np.float32)
-        geom = ConvGeometry.create((3, 3), (2, 1), 1, 1, 1, ndim=2)
+        geom = ConvGeometry.create((3, 3), stride, 1, 1, 1, ndim=2)
+        gy = rng.standard_normal((3, 6) + geom.output_size((20, 18))).astype(np.float32)
         first = compiled_gemm.grad_weight(x, gy, geom)
         for _ in range(3):
             np.testing.assert_array_equal(compiled_gemm.grad_weight(x, gy, geom), first)
@@ -532,8 +541,8 @@ def test_extension_guards_its_buffers():
         y32[...] = 7.0
         refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, s32, implicit, *tail)
         assert (y32 == 7.0).all()
-    with pytest.raises(ValueError, match="forward pass only"):
-        core.gemm_conv_plan(2, implicit)
+    with pytest.raises(ValueError, match="forward and grad_weight passes only"):
+        core.gemm_conv_plan(1, implicit)
     with pytest.raises(ValueError, match="too large"):
         core.gemm_conv_plan(0, (2**31 - 1, 2**31 - 1) + geometry[2:])
     with pytest.raises(ValueError, match="no bias"):
@@ -567,8 +576,9 @@ def test_registry_prefers_the_compiled_variant():
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
-    """The implicit GEMM computes the padded grid's junk positions too and discards them: a NaN or an
-    inf in x reaches exactly the outputs whose windows read it (torch's pattern), dilated and padded."""
+    """The implicit GEMM computes the padded grid's junk positions too and discards them (forward) or
+    skips them (grad_weight): a NaN or an inf in x reaches exactly the outputs and weight gradients
+    whose windows read it (torch's pattern), dilated and padded."""
     vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
     if not vector:
         pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
@@ -579,7 +589,14 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     x[(0, 0) + tuple(s - 1 for s in size)] = np.inf
     w = rng.standard_normal((4, 3) + geom.kernel_size).astype(np.float32)
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[nd]
-    expected = conv(torch.from_numpy(x), torch.from_numpy(w), padding=2, dilation=2).numpy()
+    wt = torch.from_numpy(w).requires_grad_()
+    out = conv(torch.from_numpy(x), wt, padding=2, dilation=2)
+    expected = out.detach().numpy()
+    gy = rng.standard_normal(expected.shape).astype(np.float32)
+    out.backward(torch.from_numpy(gy))
+    expected_gw = wt.grad.numpy()
+    assert np.isnan(expected_gw).any() and np.isfinite(expected_gw).any()
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
     seen = []
     run = compiled_gemm._run
     monkeypatch.setattr(compiled_gemm, "_run",
@@ -593,3 +610,9 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
         np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
         finite = np.isfinite(expected)
         np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-5, atol=1e-5)
+        gw = compiled_gemm.grad_weight(x, gy, geom)
+        assert seen[-1][-1] == 1
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(gw), test(expected_gw))
+        finite = np.isfinite(expected_gw)
+        np.testing.assert_allclose(gw[finite], expected_gw[finite], rtol=1e-4, atol=1e-4)

@@ -1125,7 +1125,8 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
     if (g->implicit) { /* the slab (Cg x srows x ext2) and the padded grid's positions */
         ptrdiff_t t3, t4;
         if (gc_mul(g->ext[0], g->ext[1], &t3) || gc_mul(t3, g->ext[2], &t4) || t4 > GEMM_MAX_DIM ||
-            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3)) {
+            gc_mul(g->srows, g->ext[2], &t3) || gc_mul(t3, g->cg, &t4) || gc_mul(g->og, GM_NC, &t3) ||
+            gc_mul(g->og + 16, g->nqmax, &t3)) {
             PyErr_SetString(PyExc_ValueError, "geometry: sizes too large for the compiled GEMM kernel");
             return -1;
         }
@@ -1152,8 +1153,8 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
-    if (g.implicit && pass != GC_FORWARD) {
-        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass only");
+    if (g.implicit && pass == GC_GRAD_INPUT) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes only");
         return NULL;
     }
     return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
@@ -1177,8 +1178,9 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
-    if (g.implicit && (pass != GC_FORWARD || isa == ISA_GENERIC)) {
-        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward pass on the avx2 and avx512 builds only");
+    if (g.implicit && (pass == GC_GRAD_INPUT || isa == ISA_GENERIC)) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes on the avx2 and "
+                                          "avx512 builds only");
         return NULL;
     }
     const int have_b = bias_o != Py_None;

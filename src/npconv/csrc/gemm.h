@@ -23,19 +23,43 @@
 #define GM_NR (GM_NV * VL)
 #define GM_MC (GM_MC_MAX / GM_MR * GM_MR)
 
-/* acc (GM_MR x nv vectors) = A rows (kc deep) @ b_pack (kc x nv*VL); nv a constant after inlining.
- * A is read in place, no packing: row i at a + i * rs (clamped to the valid rows: the copies'
- * products are not stored), step p at + p * cs; rs == 1 (A stored k x m) and cs == 1 each get a
- * loop of their own. */
-static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
-                                                                ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
-                                                                V acc[GM_MR][GM_NV], int nv)
+/* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ b_pack (kc x nv*VL); nv and
+ * cs constants after inlining. */
+static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc, const T *const row[GM_MR],
+                                                                     ptrdiff_t cs, const T *restrict b,
+                                                                     V acc[GM_MR][GM_NV], int nv)
 {
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        V bv[GM_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++) {
+            const V ai = FN(splat)(row[i][p * cs]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
+        }
+        b += nv * VL;
+    }
+}
+
+/* acc (GM_MR x nv vectors) = A rows (kc deep) @ b_pack (kc x nv*VL); nv a constant after inlining.
+ * A is read in place, no packing: row i at a + i * rs (clamped to the valid rows: the copies'
+ * products are not stored), step p at + p * cs; rs == 1 (A stored k x m: a step's values are
+ * contiguous) gets a loop of its own. */
+static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
+                                                                ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
+                                                                V acc[GM_MR][GM_NV], int nv)
+{
     if (rs == 1 && rows == GM_MR) { /* the GM_MR values of a step are contiguous */
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
         for (ptrdiff_t p = 0; p < kc; p++) {
             V bv[GM_NV];
 #pragma GCC unroll 4
@@ -53,18 +77,7 @@ static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, cons
     const T *row[GM_MR];
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        V bv[GM_NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < GM_MR; i++) {
-            const V ai = FN(splat)(row[i][p * cs]);
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
-        }
-        b += nv * VL;
-    }
+    FN(gm_tile_rows)(kc, row, cs, b, acc, nv);
 }
 
 /* C tile (rows x cols of it valid) = alpha * acc + beta * C, then (last k block) the epilogue:

@@ -33,7 +33,8 @@ typedef struct {
     /* derived */
     ptrdiff_t cg, og, taps, ck, len, plane, bands, chunks, direct;
     ptrdiff_t axis, ka, ckr, rowlen, halo; /* row shift: axis, its taps, Cg*K/ka, R, (ka - 1) * d */
-    ptrdiff_t ext[3], lines, maxoff, srows; /* implicit: padded extents, output lines, reach, slab rows */
+    ptrdiff_t ext[3], lines, maxoff, srows, nqmax; /* implicit: padded extents, output lines, reach, slab
+                                                       rows, positions per item */
 } gc_geom;
 
 enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
@@ -71,6 +72,7 @@ static void gc_derive(gc_geom *g)
         g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] + (g->k[2] - 1) * g->d[2];
         g->srows = g->out[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
                                   : (g->band / g->out[1] + (g->k[0] - 1) * g->d[0]) * g->ext[1];
+        g->nqmax = (g->out[0] == 1 ? g->band : g->band / g->out[1] * g->ext[1]) * g->ext[2];
     }
     g->direct = g->taps == 1 && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 && !g->p[0] && !g->p[1] && !g->p[2] &&
                 g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];
@@ -79,7 +81,8 @@ static void gc_derive(gc_geom *g)
 /* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
-    if (g->implicit) return g->cg * g->srows * g->ext[2] + g->og * GM_NC; /* the slab, the product's stage */
+    if (g->implicit) /* the slab; the forward's product stage, or grad_weight's gy^T panels */
+        return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? g->og * GM_NC : (g->og + 16) * g->nqmax);
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
@@ -237,63 +240,166 @@ static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptr
 }
 
 #if VBYTES >= 32 && TSIZE == 4
-/* Implicit GEMM (forward, stride 1, float32 on the vector ISAs): no im2col. An item's input rows are
- * copied once into a zero-padded slab (extents ext: the padded image cut to what the outputs read);
- * in its flattened coordinates q the output at q reads q + off(tap) for every tap, so the B rows
- * (channel, tap) of a block of positions are runs of the slab at fixed offsets, packed straight into
- * the gemm's panels. Products over the padded grid go to a stage (og x GM_NC), whose valid columns
- * (the last axis's first out positions of each row) the epilogue writes into y. */
+/* Implicit GEMM (float32 on the vector ISAs, stride 1): no im2col. An item (image, band of output
+ * lines) copies its input rows once into a zero-padded slab (extents ext: the padded image cut to
+ * what the outputs read); in the slab's flattened coordinates q the output at q reads q + off(tap)
+ * for every tap, so a row (channel, tap) of the columns over a block of positions is a run of the
+ * slab at a fixed offset. Products cover the padded grid; its junk positions (past out on the last
+ * axis, and in 3-d past out on the middle one) are discarded or, in grad_weight, read zeros. */
+
+/* The item's image n, positions [qa, qa + nq) and slab (padded rows from ra, slen per channel). */
+typedef struct {
+    ptrdiff_t n, qa, nq, ra, slen;
+} GC(span);
+
+static void GC(implicit_span)(const gc_geom *g, ptrdiff_t item, GC(span) *sp)
+{
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1];
+    const ptrdiff_t l0 = item % g->bands * g->band, l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
+    const ptrdiff_t ra = l0 / out1 * E1 + l0 % out1, rl = (l1 - 1) / out1 * E1 + (l1 - 1) % out1;
+    sp->n = item / g->bands;
+    sp->ra = ra;
+    sp->qa = ra * E2;
+    sp->nq = (rl - ra) * E2 + g->out[2];
+    sp->slen = ((sp->qa + sp->nq - 1 + g->maxoff) / E2 + 1 - ra) * E2;
+}
+
+/* slab (cg x slen) = the zero-padded input rows of the span's image, channels xg[0:cg]. */
+static void GC(implicit_slab)(T *slab, const T *xg, const gc_geom *g, const GC(span) *sp)
+{
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], rows = sp->slen / E2;
+    /* columns [lo, hi) of a padded row read input columns j - p2 */
+    const ptrdiff_t lo = g->p[2] < E2 ? g->p[2] : E2;
+    const ptrdiff_t hi = g->p[2] + g->in[2] < E2 ? g->p[2] + g->in[2] : E2, end = hi > lo ? hi : lo;
+    for (ptrdiff_t c = 0; c < g->cg; c++)
+        for (ptrdiff_t r = sp->ra; r < sp->ra + rows; r++) {
+            T *dst = slab + c * sp->slen + (r - sp->ra) * E2;
+            const ptrdiff_t i0 = r / E1 - g->p[0], i1 = r % E1 - g->p[1];
+            if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]) {
+                memset(dst, 0, (size_t)E2 * sizeof(T));
+                continue;
+            }
+            memset(dst, 0, (size_t)lo * sizeof(T));
+            if (hi > lo) memcpy(dst + lo, xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2], (size_t)(hi - lo) * sizeof(T));
+            memset(dst + end, 0, (size_t)(E2 - end) * sizeof(T));
+        }
+}
+
+/* The slab run of column row r = (channel, tap (a, b, e)) at position 0 of the span. */
+static inline const T *GC(implicit_row)(const T *slab, const gc_geom *g, const GC(span) *sp, ptrdiff_t r)
+{
+    const ptrdiff_t c = r / g->taps, t = r % g->taps;
+    const ptrdiff_t e = t % g->k[2], b = t / g->k[2] % g->k[1], a = t / g->k[2] / g->k[1];
+    return slab + c * sp->slen + (a * g->d[0] * g->ext[1] + b * g->d[1]) * g->ext[2] + e * g->d[2];
+}
+
+/* forward: the columns of a block of positions packed from slab runs into the gemm's panels, the
+ * products staged (og x GM_NC) and their valid columns written into y with the epilogue. */
 static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
                                     ptrdiff_t item, int act, T lo, T hi)
 {
-    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2], K = g->taps;
-    const ptrdiff_t n = item / g->bands, l0 = item % g->bands * g->band;
-    const ptrdiff_t l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
-    const ptrdiff_t ra = l0 / out1 * E1 + l0 % out1, rl = (l1 - 1) / out1 * E1 + (l1 - 1) % out1;
-    const ptrdiff_t qa = ra * E2, nq = (rl - ra) * E2 + out2; /* positions [qa, qa + nq) */
-    const ptrdiff_t rb = (qa + nq - 1 + g->maxoff) / E2 + 1, slen = (rb - ra) * E2;
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2];
+    GC(span) sp;
+    GC(implicit_span)(g, item, &sp);
     T *slab = scratch, *stage = scratch + g->cg * g->srows * E2, *pack = stage + g->og * GM_NC;
     const T *row[GM_KC];
     for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
-        const T *xg = x + (n * g->c + grp * g->cg) * g->plane;
-        for (ptrdiff_t c = 0; c < g->cg; c++) /* padded rows [ra, rb) of channel c */
-            for (ptrdiff_t r = ra; r < rb; r++) {
-                T *dst = slab + c * slen + (r - ra) * E2;
-                const ptrdiff_t i0 = r / E1 - g->p[0], i1 = r % E1 - g->p[1];
-                if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]) {
-                    memset(dst, 0, (size_t)E2 * sizeof(T));
-                    continue;
-                }
-                const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
-                /* columns [lo, hi) of the padded row read input columns j - p2 */
-                const ptrdiff_t lo = g->p[2] < E2 ? g->p[2] : E2, hi = g->p[2] + g->in[2] < E2 ? g->p[2] + g->in[2] : E2;
-                memset(dst, 0, (size_t)lo * sizeof(T));
-                if (hi > lo) memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));
-                if (E2 > (hi > lo ? hi : lo)) memset(dst + (hi > lo ? hi : lo), 0, (size_t)(E2 - (hi > lo ? hi : lo)) * sizeof(T));
-            }
+        GC(implicit_slab)(slab, x + (sp.n * g->c + grp * g->cg) * g->plane, g, &sp);
         const T *wg = w + grp * g->og * g->ck, *bg = bias ? bias + grp * g->og : NULL;
-        for (ptrdiff_t j0 = 0; j0 < nq; j0 += GM_NC) {
-            const ptrdiff_t nc = nq - j0 < GM_NC ? nq - j0 : GM_NC;
+        for (ptrdiff_t j0 = 0; j0 < sp.nq; j0 += GM_NC) {
+            const ptrdiff_t nc = sp.nq - j0 < GM_NC ? sp.nq - j0 : GM_NC;
             for (ptrdiff_t p0 = 0; p0 < g->ck; p0 += GM_KC) {
                 const ptrdiff_t kc = g->ck - p0 < GM_KC ? g->ck - p0 : GM_KC;
-                for (ptrdiff_t p = 0; p < kc; p++) { /* row (c, tap (a, b, e)) */
-                    const ptrdiff_t c = (p0 + p) / K, t = (p0 + p) % K;
-                    const ptrdiff_t e = t % g->k[2], b = t / g->k[2] % g->k[1], a = t / g->k[2] / g->k[1];
-                    row[p] = slab + c * slen + j0 + (a * g->d[0] * E1 + b * g->d[1]) * E2 + e * g->d[2];
-                }
+                for (ptrdiff_t p = 0; p < kc; p++) row[p] = GC(implicit_row)(slab, g, &sp, p0 + p) + j0;
                 FN(gm_pack_rows)(pack, row, kc, nc);
                 FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, stage, nc, 1, p0 ? 1 : 0, NULL, 0, 0, 0);
             }
             /* the valid columns of [qa + j0, qa + j0 + nc), row segment by row segment */
-            for (ptrdiff_t q = qa + j0; q < qa + j0 + nc;) {
-                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < qa + j0 + nc - q ? E2 - o2 : qa + j0 + nc - q;
+            const ptrdiff_t q1 = sp.qa + j0 + nc;
+            for (ptrdiff_t q = sp.qa + j0; q < q1;) {
+                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < q1 - q ? E2 - o2 : q1 - q;
                 const ptrdiff_t o1 = r % E1, o0 = r / E1;
                 if (o2 < out2 && o1 < out1) {
                     const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
-                    GC(epilogue)(y + (n * g->o + grp * g->og) * g->len + (o0 * out1 + o1) * out2 + o2, g->len,
-                                 stage + (q - qa - j0), nc, g->og, cnt, bg, act, lo, hi);
+                    GC(epilogue)(y + (sp.n * g->o + grp * g->og) * g->len + (o0 * out1 + o1) * out2 + o2, g->len,
+                                 stage + (q - sp.qa - j0), nc, g->og, cnt, bg, act, lo, hi);
                 }
                 q += run;
+            }
+        }
+    }
+}
+
+#define GC_GW_RUN 512
+
+/* grad_weight: gw^T (Cg*K x og) += cols (Cg*K x nq) @ gy^T (nq x og) per item and group. gy^T is
+ * packed once per item into the gemm's column panels over o (zeros at the junk positions), the
+ * columns are read in place as the product's A (GM_MR slab runs per tile), and each register tile
+ * (GM_MR rows x a panel) runs over all nq positions and is added transposed into gw. */
+static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const gc_geom *g,
+                                        ptrdiff_t item)
+{
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2], og = g->og;
+    GC(span) sp;
+    GC(implicit_span)(g, item, &sp);
+    T *slab = scratch, *bt = scratch + g->cg * g->srows * E2;
+    for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+        GC(implicit_slab)(slab, x + (sp.n * g->c + grp * g->cg) * g->plane, g, &sp);
+        /* gy^T panels: panel s (columns o in [s, s + wd)) at bt + s * nq, element (q, j) at q * wd + j */
+        const T *gyg = gy + (sp.n * g->o + grp * og) * g->len;
+        for (ptrdiff_t s = 0; s < og; s += GM_NR) {
+            const ptrdiff_t wd = FN(gm_width)(og, s), cols = og - s < wd ? og - s : wd;
+            T *panel = bt + s * sp.nq;
+            memset(panel, 0, (size_t)(sp.nq * wd) * sizeof(T));
+            for (ptrdiff_t q = sp.qa; q < sp.qa + sp.nq;) {
+                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < sp.qa + sp.nq - q ? E2 - o2 : sp.qa + sp.nq - q;
+                const ptrdiff_t o1 = r % E1, o0 = r / E1;
+                if (o2 < out2 && o1 < out1) {
+                    const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
+                    const T *src = gyg + (o0 * out1 + o1) * out2 + o2;
+                    T *dst = panel + (q - sp.qa) * wd;
+                    for (ptrdiff_t j = 0; j < cols; j++)
+                        for (ptrdiff_t t = 0; t < cnt; t++) dst[t * wd + j] = src[(s + j) * g->len + t];
+                }
+                q += run;
+            }
+        }
+        T *gwg = gw + grp * og * g->ck;
+        for (ptrdiff_t r0 = 0; r0 < g->ck; r0 += GM_MR) {
+            const ptrdiff_t rows = g->ck - r0 < GM_MR ? g->ck - r0 : GM_MR;
+            const T *rp[GM_MR];
+            for (ptrdiff_t i = 0; i < GM_MR; i++) rp[i] = GC(implicit_row)(slab, g, &sp, r0 + (i < rows ? i : 0));
+            for (ptrdiff_t s = 0; s < og; s += GM_NR) {
+                const ptrdiff_t wd = FN(gm_width)(og, s), cols = og - s < wd ? og - s : wd;
+                /* the valid positions only (a junk position may read an x value its tap never
+                 * multiplies: 0 * inf would leak NaN), each output line in runs of at most GC_GW_RUN
+                 * per register tile, summed in sum (two-level sums keep long items' float32 error
+                 * near the im2col path's) */
+                V sum[GM_MR][GM_NV] = {{{0}}};
+                for (ptrdiff_t q0 = 0; q0 < sp.nq; q0 += E2) { /* padded rows: their first out2 positions */
+                    if ((sp.qa + q0) / E2 % E1 >= out1) continue; /* a junk row between 3-d planes */
+                    for (ptrdiff_t qs = q0; qs < q0 + out2; qs += GC_GW_RUN) {
+                        const ptrdiff_t len = q0 + out2 - qs < GC_GW_RUN ? q0 + out2 - qs : GC_GW_RUN;
+                        const T *rq[GM_MR], *bq = bt + s * sp.nq + qs * wd;
+                        for (int i = 0; i < GM_MR; i++) rq[i] = rp[i] + qs;
+                        V acc[GM_MR][GM_NV] = {{{0}}}; /* vectors past a narrow panel's stay 0 */
+                        if (wd == GM_NR)
+                            FN(gm_tile_rows)(len, rq, 1, bq, acc, GM_NV);
+#if GM_NV > 2
+                        else if (wd == 2 * VL)
+                            FN(gm_tile_rows)(len, rq, 1, bq, acc, 2);
+#endif
+                        else
+                            FN(gm_tile_rows)(len, rq, 1, bq, acc, 1);
+                        for (int i = 0; i < GM_MR; i++)
+                            for (int v = 0; v < GM_NV; v++) sum[i][v] += acc[i][v];
+                    }
+                }
+                for (ptrdiff_t i = 0; i < rows; i++) {
+                    T lane[GM_NR];
+                    for (int v = 0; v < GM_NV; v++) FN(store)(lane + v * VL, sum[i][v]);
+                    for (ptrdiff_t j = 0; j < cols; j++) gwg[(s + j) * g->ck + r0 + i] += lane[j];
+                }
             }
         }
     }
@@ -373,6 +479,12 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     T *pack = scratch + gc_pack_offset(GC_GRAD_WEIGHT, g);
     for (ptrdiff_t item = start; item < stop; item++) {
+#if VBYTES >= 32 && TSIZE == 4
+        if (g->implicit) {
+            GC(gc_implicit_grad_weight)(x, gy, gw, scratch, g, item);
+            continue;
+        }
+#endif
         if (g->images > 1) { /* the chunk's gy gathered side by side too: one gemm with k = nb * L */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
             T *cols = scratch, *gyc = scratch + ck * nb * L;

@@ -42,7 +42,7 @@ from .pointwise import Activation, epilogue_
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT",
            "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES", "IMPLICIT_MAX_GRID",
-           "implicit_runs"]
+           "IMPLICIT_GW_MIN_POSITIONS", "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -73,13 +73,17 @@ SHIFT_HALO_RATIO = 4
 SHIFT_TILE_BYTES = 8 << 20
 #: Images whose columns and products together take at most this many bytes per chunk share one gemm.
 CHUNK_BYTES = 1 << 20
-#: Stride-1 float32 forward passes on the vector builds run as an implicit GEMM (no im2col: the B
-#: rows are runs of a zero-padded input slab packed straight into npconv's gemm panels).
+#: Stride-1 float32 forward and grad_weight passes on the vector builds run as an implicit GEMM (no
+#: im2col: the columns are runs of a zero-padded input slab, read by npconv's gemm where they are).
 IMPLICIT = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
 #: The implicit GEMM computes every position of the padded grid: at most this many per output.
 IMPLICIT_MAX_GRID = 2
+#: Fewest output positions per image for an implicit grad_weight (its register tiles run over an
+#: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
+#: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
+IMPLICIT_GW_MIN_POSITIONS = 512
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -168,17 +172,18 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
 
 
 def implicit_runs(dtype: np.dtype) -> bool:
-    """Whether stride-1 forward passes of ``dtype`` run as the implicit GEMM (:data:`IMPLICIT`,
-    float32, npconv's gemm on, a vector build)."""
+    """Whether stride-1 forward and grad_weight passes of ``dtype`` run as the implicit GEMM
+    (:data:`IMPLICIT`, float32, npconv's gemm on, a vector build)."""
     return (IMPLICIT and np.dtype(dtype) == np.float32 and _blas.OWN_GEMM
             and backends.core.isa in ("avx2", "avx512"))
 
 
-def _implicit_tiling(geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
+def _implicit_tiling(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
                      threads: int) -> tuple[int, ...] | None:
-    """The work items of an implicit-GEMM forward (``csrc/im2col.h``: stride 1, float32, the vector
-    builds): ``geometry`` with bands of output lines (whole planes in 3-d) whose zero-padded input
-    slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are fewer than threads.
+    """The work items of an implicit-GEMM forward or grad_weight (``csrc/im2col.h``: stride 1,
+    float32, the vector builds): ``geometry`` with bands of output lines (whole planes in 3-d) whose
+    zero-padded input slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are
+    fewer than threads.
     None where the padded grid has more than :data:`IMPLICIT_MAX_GRID` times the outputs' positions
     (wide dilations), where even one line's slab exceeds the thread's share of
     ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry."""
@@ -198,7 +203,7 @@ def _implicit_tiling(geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
     budget = gemm.WORKSPACE_BYTES // max(1, threads)
     while True:
         implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
-        plan = _plan(0, implicit)
+        plan = _plan(pass_code, implicit)
         if plan is not None and plan[0] * itemsize <= budget:
             return implicit
         if plan is None or units == 1:
@@ -284,7 +289,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
     if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
-        implicit = _implicit_tiling(geometry, n, cg, dtype.itemsize, threads)
+        implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
     if implicit is not None:
         geometry, shifted = implicit, False
     else:
@@ -352,7 +357,14 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
-    geometry, shifted = _tiling(geometry, n, ck, og, tuple(gy.shape[2:]), geom, dtype.itemsize, threads)
+    implicit = None
+    if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
+            and length >= IMPLICIT_GW_MIN_POSITIONS):
+        implicit = _implicit_tiling(2, geometry, n, cg, dtype.itemsize, threads)
+    if implicit is not None:
+        geometry, shifted = implicit, False
+    else:
+        geometry, shifted = _tiling(geometry, n, ck, og, tuple(gy.shape[2:]), geom, dtype.itemsize, threads)
     _, items = backends.core.module.gemm_conv_plan(2, geometry)
     workers = max(1, min(threads, items))
     sums = [np.zeros(o * ck, dtype) for _ in range(workers)]
