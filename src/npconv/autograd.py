@@ -534,6 +534,16 @@ def _add(buffer: list, index: int, grad: np.ndarray) -> None:
     buffer[index] = grad if buffer[index] is None else buffer[index] + grad
 
 
+def _no_scope() -> None:
+    return None
+
+
+#: ``enter() -> token`` / ``leave(token)`` around each backward pass (a token of None needs no
+#: leave): set by :mod:`npconv.backends` to put its cache of freed array memory in force, as
+#: module calls do (this module imports nothing from npconv).
+allocation_scope: tuple[Callable[[], Any], Callable[[Any], Any]] = (_no_scope, _no_scope)
+
+
 def _execute(
     roots: Sequence[Any],
     seeds: Sequence[np.ndarray],
@@ -541,11 +551,27 @@ def _execute(
     capture: Sequence[Any] | None = None,
     only_inputs: Sequence[Any] | None = None,
 ) -> list:
-    """Propagate ``seeds`` from ``roots`` to the leaves.
+    """Propagate ``seeds`` from ``roots`` to the leaves (inside :data:`allocation_scope`).
 
     Without ``capture``: accumulate into ``leaf.grad`` (only for ``only_inputs`` if given). With
     ``capture`` (tensors): return their gradients instead, accumulating nothing.
     """
+    enter, leave = allocation_scope
+    token = enter()
+    try:
+        return _execute_in_scope(roots, seeds, retain_graph, capture, only_inputs)
+    finally:
+        if token is not None:
+            leave(token)
+
+
+def _execute_in_scope(
+    roots: Sequence[Any],
+    seeds: Sequence[np.ndarray],
+    retain_graph: bool,
+    capture: Sequence[Any] | None,
+    only_inputs: Sequence[Any] | None,
+) -> list:
     buffers: dict[int, list] = {}
     leaf_grads: dict[int, list] = {}  # id -> [leaf, grad]
     root_nodes: list[Node] = []

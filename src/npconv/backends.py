@@ -24,9 +24,10 @@
   engine, ``NPCONV_ISA=generic|avx2|avx512`` forces a variant the CPU supports (see
   ``docs/compiled-core.md``).
 * ``npconv.backends.memory``: the cache of freed array memory used inside module calls (the C
-  extension ``npconv._arrays``): ``cache_limit`` (bytes held at most, default 256 MiB; 0 turns it
-  off), ``min_size`` (smallest cached block, default 128 KiB), ``cached_bytes()``, ``stats()``,
-  ``empty_cache()``; ``available`` / ``reason``. Off under ``NPCONV_PURE=1``.
+  extension ``npconv._arrays``) and backward passes: ``cache_limit`` (bytes held at most, default
+  1 GiB or an eighth of the machine's memory if less; 0 turns it off), ``min_size`` (smallest cached
+  block, default 128 KiB), ``cached_bytes()``, ``stats()``, ``empty_cache()``; ``available`` /
+  ``reason``. Off under ``NPCONV_PURE=1``.
 """
 
 from __future__ import annotations
@@ -295,10 +296,10 @@ core = _load_core()
 
 class MemoryBackend:
     """npconv's cache of freed array memory (the C extension ``npconv._arrays``, see the module
-    docstring): inside module calls, NumPy allocations of at least ``min_size`` bytes reuse blocks
-    of the same size that arrays freed earlier, so a network's layers do not page-fault fresh
-    memory on every call. A block is reused only after NumPy freed it (no array, view or buffer
-    refers to it), so nothing a caller holds is ever overwritten."""
+    docstring): inside module calls and backward passes, NumPy allocations of at least ``min_size``
+    bytes reuse blocks of the same size that arrays freed earlier, so a network's layers do not
+    page-fault fresh memory on every call. A block is reused only after NumPy freed it (no array,
+    view or buffer refers to it), so nothing a caller holds is ever overwritten."""
 
     def __init__(self, module: ModuleType | None, reason: str | None) -> None:
         #: the extension module, or None when the cache is not in use
@@ -317,7 +318,8 @@ class MemoryBackend:
 
     @property
     def cache_limit(self) -> int:
-        """Bytes of freed blocks the cache may hold (0: none; default 256 MiB)."""
+        """Bytes of freed blocks the cache may hold (0: none; default 1 GiB, at most an eighth of the
+        machine's memory)."""
         return self._stats()["limit"]
 
     @cache_limit.setter
@@ -374,7 +376,21 @@ def _load_memory(environ: Mapping[str, str] = os.environ) -> MemoryBackend:
         return MemoryBackend(None, f"the compiled extension npconv._arrays is not available ({error})")
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_arrays.after_fork_in_child)
+    from . import autograd  # imports nothing from npconv: no cycle
+
+    autograd.allocation_scope = (_arrays.enter, _arrays.restore)  # backward passes allocate through it
+    _arrays.configure(_default_cache_limit(), 128 << 10)
     return MemoryBackend(_arrays, None)
+
+
+def _default_cache_limit() -> int:
+    """1 GiB, at most an eighth of the machine's memory (256 MiB when that is unknown): a ResNet-18
+    training step at batch 16, 224 px, frees ~760 MB per step, all of it reused by the next."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 256 << 20
+    return min(1 << 30, max(physical // 8, 0))
 
 
 memory = _load_memory()

@@ -111,6 +111,27 @@ def test_the_cache_is_in_force_only_inside_module_calls(model, limit):
     assert _handler_name() == before
 
 
+def test_backward_passes_allocate_through_the_cache(model, limit):
+    """The autograd engine puts the cache in force for the pass (a tensor hook runs inside it) and
+    restores NumPy's allocator after it, also when a hook raises."""
+    x = _input(5).requires_grad_(True)
+    y = model(x)
+    seen = []
+    y.register_hook(lambda g: seen.append(_handler_name()))
+    before = _handler_name()
+    y.sum().backward()
+    assert seen == ["npconv_cache"] and _handler_name() == before
+    z = model(x)
+
+    def failing(g):
+        raise RuntimeError("hook failed")
+
+    z.register_hook(failing)
+    with pytest.raises(RuntimeError, match="hook failed"):
+        npconv.autograd.grad(z.sum(), [x])
+    assert _handler_name() == before
+
+
 def test_hooks_and_autograd_with_the_cache(model, limit):
     calls = []
     model[0].register_forward_pre_hook(lambda module, args: calls.append("pre"))
