@@ -149,7 +149,7 @@ def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[in
     n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
     macs = n * c * m * kh * kw * max(h * w, oh * ow)
     threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
-    workspace.run(_ranges(count, threads), work, threads)
+    workspace.run(_ranges(count, threads), work, threads, blas=0)  # C kernels: no BLAS
 
 
 def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -145,7 +145,7 @@ def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[in
         kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
 
     threads = get_num_threads()
-    workspace.run(_ranges(count, threads), work, threads)
+    workspace.run(_ranges(count, threads), work, threads, blas=0)  # C kernels: no BLAS
 
 
 def _check(*arrays: np.ndarray) -> np.dtype:
