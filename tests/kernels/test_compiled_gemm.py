@@ -37,7 +37,8 @@ TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 #: module settings per tiling: the default (float32 stride-1 forwards on the vector builds run as the
 #: implicit GEMM, grad_weight too on images of >= 512 positions), im2col with one output position (or
 #: row) per item, chunks of whole images, bands of positions without the row shift, and the implicit
-#: GEMM for grad_weight of any size, with whole images or one output line (3-d: plane) per item
+#: GEMM on any padded grid and for grad_weight of any size, with whole images or one output line
+#: (3-d: plane) per item
 _IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
                 "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
 TILINGS = {
@@ -45,8 +46,9 @@ TILINGS = {
     "tiny": _IM2COL_TINY,
     "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
     "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
-    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0},
-    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
+    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
+                       "IMPLICIT_MAX_GRID": 1e9},
 }
 
 
@@ -582,7 +584,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
     if not vector:
         pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
-    size = {1: (23,), 2: (9, 11), 3: (5, 9, 12)}[nd]
+    size = {1: (23,), 2: (9, 20), 3: (3, 40, 40)}[nd]
     geom = ConvGeometry.create(3, 1, 2, 2, 1, ndim=nd)
     x = rng.standard_normal((2, 3) + size).astype(np.float32)
     x[(1, 2) + tuple(s // 2 for s in size)] = np.nan

@@ -180,16 +180,19 @@ static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptr
 }
 
 /* C (m x nc, ldc) = alpha * A[:, :kc] @ B + beta * C, then the epilogue (bias may be NULL), with
- * B already packed (gm_pack_b's layout: panel s at panels + s * kc); A as in gm_tile. */
+ * B already packed in column panels (gm_pack_rows's layout with panel s at panels + s * depth:
+ * depth kc for one packed block, or the whole depth when rows [koff, koff + kc) of deeper panels
+ * are used); A as in gm_tile. */
 static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, ptrdiff_t rs, ptrdiff_t cs,
-                         const T *panels, T *c, ptrdiff_t ldc, T alpha, T beta, const T *bias, int act, T lo, T hi)
+                         const T *panels, ptrdiff_t depth, ptrdiff_t koff, T *c, ptrdiff_t ldc, T alpha, T beta,
+                         const T *bias, int act, T lo, T hi)
 {
     for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MC) { /* A's MC x KC block stays in L2 */
         const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
         const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
         for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
             const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
-            const T *bp = panels + s * kc;
+            const T *bp = panels + s * depth + koff * wd;
             T *cb = c + i0 * ldc + s;
             if (wd == GM_NR)
                 FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
@@ -227,7 +230,7 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
             const ptrdiff_t kc = k - p0 < GM_KC ? k - p0 : GM_KC;
             const int last = p0 + kc >= k;
             FN(gm_pack_b)(scratch, b, ldb, p0, kc, j0, nc);
-            FN(gm_block)(m, nc, kc, a + p0 * cs, rs, cs, scratch, c + j0, ldc, alpha, p0 == 0 ? beta : 1,
+            FN(gm_block)(m, nc, kc, a + p0 * cs, rs, cs, scratch, kc, 0, c + j0, ldc, alpha, p0 == 0 ? beta : 1,
                          last ? bias : NULL, last ? act : 0, lo, hi);
         }
     }

@@ -86,7 +86,9 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
-    return g->direct ? 0 : g->ck * g->band;
+    if (g->direct) return 0;
+    /* forward: the columns in the gemm's panels (the last rounded up to a vector) and one row */
+    return pass == GC_FORWARD ? g->ck * (g->band + 16) + g->band : g->ck * g->band;
 }
 
 /* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
@@ -185,6 +187,34 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
                     GC(row)(row, (T *)x + c * g->plane, g, a, b, e, p0, cnt, 0);
 }
+
+#if VBYTES >= 32 && TSIZE == 4
+/* The im2col columns of GC(pack) (nch*K x cnt) straight into npconv's gemm panels (panel s at
+ * panels + s * nch*K, gm_pack_rows's layout), each row through the L1-sized buffer row (cnt). */
+static void GC(pack_panels)(T *panels, T *row, const T *x, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
+                            ptrdiff_t cnt)
+{
+    const ptrdiff_t depth = nch * g->taps;
+    ptrdiff_t r = 0;
+    for (ptrdiff_t c = 0; c < nch; c++)
+        for (ptrdiff_t a = 0; a < g->k[0]; a++)
+            for (ptrdiff_t b = 0; b < g->k[1]; b++)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, r++) {
+                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, p0, cnt, 0);
+                    for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
+                        const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
+                        T *dst = panels + s * depth + r * wd;
+                        if (cols == GM_NR) {
+#pragma GCC unroll 4
+                            for (int v = 0; v < GM_NV; v++) FN(store)(dst + v * VL, FN(load)(row + s + v * VL));
+                        } else {
+                            for (ptrdiff_t j = 0; j < cols; j++) dst[j] = row[s + j];
+                            for (ptrdiff_t j = cols; j < wd; j++) dst[j] = 0;
+                        }
+                    }
+                }
+}
+#endif
 
 /* Row shift: cols (nch*K/ka x (rows + halo)*R) = im2col over the axes after the shift axis of
  * the input rows read by output rows [r0, r0 + rows) (stride 1 along it, kernel offset 0). */
@@ -312,7 +342,7 @@ static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y,
                 const ptrdiff_t kc = g->ck - p0 < GM_KC ? g->ck - p0 : GM_KC;
                 for (ptrdiff_t p = 0; p < kc; p++) row[p] = GC(implicit_row)(slab, g, &sp, p0 + p) + j0;
                 FN(gm_pack_rows)(pack, row, kc, nc);
-                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, stage, nc, 1, p0 ? 1 : 0, NULL, 0, 0, 0);
+                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, kc, 0, stage, nc, 1, p0 ? 1 : 0, NULL, 0, 0, 0);
             }
             /* the valid columns of [qa + j0, qa + j0 + nc), row segment by row segment */
             const ptrdiff_t q1 = sp.qa + j0 + nc;
@@ -459,12 +489,24 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             T *yg = y + (n * g->o + grp * og) * L + p0;
             const T *cols = xg + p0;
             ptrdiff_t ldb = L;
+            const T *bg = bias ? bias + grp * og : NULL;
+#if VBYTES >= 32 && TSIZE == 4
+            if (!g->direct && fns->own) { /* im2col straight into npconv's gemm panels, no second packing */
+                GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, cg, g, p0, cnt);
+                for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
+                    const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
+                    const int last = k0 + kc >= ck;
+                    FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, ck, k0, yg, L, 1, k0 ? 1 : 0,
+                                 last ? bg : NULL, last ? act : 0, lo, hi);
+                }
+                continue;
+            }
+#endif
             if (!g->direct) {
                 GC(pack)(scratch, cnt, xg, cg, g, p0, cnt);
                 cols = scratch;
                 ldb = cnt;
             }
-            const T *bg = bias ? bias + grp * og : NULL;
             if (!GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L, bg, act, lo, hi) &&
                 (bias || act))
                 GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);

@@ -78,8 +78,10 @@ CHUNK_BYTES = 1 << 20
 IMPLICIT = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
-#: The implicit GEMM computes every position of the padded grid: at most this many per output.
-IMPLICIT_MAX_GRID = 2
+#: The implicit GEMM computes every position of the padded grid: at most this many per output
+#: (13x13 on 32x32, 1.375: CPU 37.9 ms implicit vs 32.5 im2col with the row shift; 3x3x3 on 32^3,
+#: 1.13: 24.5 vs 42.6; docs/performance.md).
+IMPLICIT_MAX_GRID = 1.25
 #: Fewest output positions per image for an implicit grad_weight (its register tiles run over an
 #: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
 #: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
