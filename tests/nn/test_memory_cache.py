@@ -220,3 +220,53 @@ def test_a_forked_child_allocates_through_the_cache(model, limit):
     assert os.read(read, 1) == b"1"
     os.close(read)
     os.waitpid(pid, 0)
+
+
+_USER_HANDLERS: list = []
+
+
+def _install_user_handler():
+    """Install, through NumPy's C API (ctypes), a handler named ``user_handler`` that allocates with
+    NumPy's default functions; returns ``restore()``."""
+    import ctypes
+
+    multiarray = np._core._multiarray_umath if hasattr(np, "_core") else np.core._multiarray_umath
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    table = ctypes.cast(get_pointer(multiarray._ARRAY_API, None), ctypes.POINTER(ctypes.c_void_p))
+    set_handler = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(table[304])  # PyDataMem_SetHandler
+
+    class Allocator(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_void_p) for name in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+    class Handler(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8), ("allocator", Allocator)]
+
+    # PyDataMem_DefaultHandler
+    default = ctypes.cast(table[306], ctypes.POINTER(ctypes.py_object)).contents.value
+    functions = ctypes.cast(get_pointer(default, b"mem_handler"), ctypes.POINTER(Handler)).contents.allocator
+    user = Handler(b"user_handler", 1, Allocator(functions.ctx, functions.malloc, functions.calloc,
+                                                   functions.realloc, functions.free))
+    previous = set_handler(new_capsule(ctypes.addressof(user), b"mem_handler", None))
+
+    _USER_HANDLERS.append(user)  # arrays it allocated free through it, whenever: kept alive for good
+    return lambda: set_handler(previous)
+
+
+def test_a_handler_the_user_installed_stays_in_force(model, limit):
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(_handler_name()))
+    restore = _install_user_handler()
+    try:
+        with npconv.no_grad():
+            y = model(_input(6))
+        assert seen == ["user_handler"] and _handler_name() == "user_handler"
+    finally:
+        restore()
+    del y
+    with npconv.no_grad():
+        model(_input(6))
+    assert seen[-1] == "npconv_cache"

@@ -10,6 +10,7 @@
  *
  * The handler is in force where `enter()` installed it (NumPy keeps it per context, see
  * `PyDataMem_SetHandler`); an array remembers the handler that allocated it and frees through it.
+ * `enter()` replaces only NumPy's default handler: one the user installed stays in force.
  * NumPy's C API is reached through its `_ARRAY_API` table (stable indices since NumPy 1.22), so the
  * build needs no NumPy headers.
  */
@@ -51,6 +52,7 @@ static PyObject *(*set_handler)(PyObject *);
 static PyObject *(*get_handler)(void);
 static DataMemAllocator fallback; /* NumPy's default handler */
 static PyObject *capsule;         /* this handler */
+static PyObject *numpy_capsule;   /* NumPy's default handler */
 
 static PyThread_type_lock lock;
 static Block blocks[SLOTS]; /* least recently freed first */
@@ -158,7 +160,7 @@ static PyObject *enter(PyObject *self, PyObject *noargs)
     (void)noargs;
     PyObject *current = get_handler();
     if (!current) return NULL;
-    if (current == capsule) { /* already in force: nothing to restore */
+    if (current != numpy_capsule) { /* already in force, or a handler the user chose: left as it is */
         Py_DECREF(current);
         Py_RETURN_NONE;
     }
@@ -229,7 +231,8 @@ static PyObject *after_fork_in_child(PyObject *self, PyObject *noargs)
 
 static PyMethodDef methods[] = {
     {"enter", enter, METH_NOARGS,
-     "enter() -> the handler it replaced (pass it to restore), or None if the cache was in force already"},
+     "enter() -> the handler it replaced (pass it to restore), or None when NumPy's default handler was not "
+     "in force (the cache already, or a handler the user installed)"},
     {"restore", restore, METH_O, "restore(previous): put back the handler enter() replaced"},
     {"configure", configure, METH_VARARGS,
      "configure(limit, min_size): hold at most limit bytes of freed blocks of at least min_size bytes "
@@ -265,6 +268,7 @@ PyMODINIT_FUNC PyInit__arrays(void)
     set_handler = (PyObject * (*)(PyObject *)) table[API_SET_HANDLER];
     get_handler = (PyObject * (*)(void)) table[API_GET_HANDLER];
     PyObject *default_capsule = *(PyObject **)table[API_DEFAULT_HANDLER];
+    numpy_capsule = default_capsule; /* a static object of NumPy's module, which stays loaded */
     DataMemHandler *numpy_default = (DataMemHandler *)PyCapsule_GetPointer(default_capsule, "mem_handler");
     if (!numpy_default) return NULL;
     if (numpy_default->version != 1) {
