@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
@@ -375,6 +376,10 @@ class DistributedSampler:
 
 
 # -- failing cleanly ----------------------------------------------------------------------------------
+#: Seconds a failing rank waits between printing its error and aborting the job.
+ABORT_GRACE_SECONDS = 1.0
+
+
 def _abort(comm: Any, code: int, error: BaseException) -> None:
     """Print ``error`` tagged with the rank, then ``MPI_Abort`` every rank of ``comm``."""
     comm = _default_comm(comm)
@@ -387,6 +392,9 @@ def _abort(comm: Any, code: int, error: BaseException) -> None:
         f"(MPI_Abort with exit code {code})\n" + "".join(f"[rank {rank}] {line}\n" for line in lines)
     )
     sys.stderr.flush()
+    # mpiexec forwards the ranks' output through pipes; an abort right away lost this message on a
+    # loaded machine (the test suite under load): give the forwarding a moment on this error path
+    time.sleep(ABORT_GRACE_SECONDS)
     comm.Abort(code)
 
 

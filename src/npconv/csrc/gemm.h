@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) void FN(gm_store)(T *c, ptrdiff_t l
         for (int v = 0; v < nv; v++) {
             const ptrdiff_t j = v * VL;
             const int whole = j + VL <= cols;
-            V r = va * acc[i][v];
+            V r = alpha == 1 ? acc[i][v] : va * acc[i][v];
             if (beta != 0) {
                 V old;
                 if (whole) {

@@ -25,6 +25,7 @@ holds for every geometry (padding and stride cost no memory).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -185,24 +186,30 @@ def _implicit_tiling(pass_code: int, geometry: tuple[int, ...], n: int, cg: int,
     """The work items of an implicit-GEMM forward or grad_weight (``csrc/im2col.h``: stride 1,
     float32, the vector builds): ``geometry`` with bands of output lines (whole planes in 3-d) whose
     zero-padded input slab takes about :data:`IMPLICIT_SLAB_BYTES`, split further when images are
-    fewer than threads.
-    None where the padded grid has more than :data:`IMPLICIT_MAX_GRID` times the outputs' positions
-    (wide dilations), where even one line's slab exceeds the thread's share of
-    ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry."""
+    fewer than threads. None where the padded grid has more than :data:`IMPLICIT_MAX_GRID` times the
+    outputs' positions, where even one line's slab exceeds the thread's share of
+    ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry. Cached per call shape (the
+    settings are part of the key)."""
+    return _implicit_items(pass_code, geometry, n, cg, itemsize, threads, IMPLICIT_SLAB_BYTES,
+                           IMPLICIT_MAX_GRID, SHIFT_HALO_RATIO, gemm.WORKSPACE_BYTES // max(1, threads))
+
+
+@functools.lru_cache(maxsize=512)
+def _implicit_items(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, itemsize: int, threads: int,
+                    slab_bytes: int, max_grid: float, halo_ratio: int, budget: int) -> tuple[int, ...] | None:
     out, k, d = geometry[7:10], geometry[10:13], geometry[16:19]
     ext = [o + (kk - 1) * dd for o, kk, dd in zip(out, k, d, strict=True)]
-    if ext[2] * (ext[1] if out[0] > 1 else out[1]) > IMPLICIT_MAX_GRID * out[2] * out[1]:
+    if ext[2] * (ext[1] if out[0] > 1 else out[1]) > max_grid * out[2] * out[1]:
         return None
     row_bytes = max(1, cg * ext[2] * itemsize)
     if out[0] > 1:  # 3-d: units of whole output planes, each ext[1] padded rows
         unit, unit_rows, halo, units_total = out[1], ext[1], (k[0] - 1) * d[0] * ext[1], out[0]
     else:
         unit, unit_rows, halo, units_total = 1, 1, (k[1] - 1) * d[1], out[1]
-    units = max(IMPLICIT_SLAB_BYTES // row_bytes - halo, SHIFT_HALO_RATIO * halo, 1) // unit_rows
+    units = max(slab_bytes // row_bytes - halo, halo_ratio * halo, 1) // unit_rows
     units = max(1, min(units, units_total))
     if n * -(-units_total // units) < threads:  # split single images for the threads
         units = -(-units_total // -(-threads // n))
-    budget = gemm.WORKSPACE_BYTES // max(1, threads)
     while True:
         implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
         plan = _plan(pass_code, implicit)
