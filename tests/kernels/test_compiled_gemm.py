@@ -564,6 +564,23 @@ def test_extension_guards_its_buffers():
             0.0,
             0.0,
         )
+    with pytest.raises(ValueError, match="no activation"):
+        core.gemm_conv(
+            isa,
+            2,
+            routines,
+            x,
+            y,
+            None,
+            np.zeros(math.prod(w.shape)),
+            scratch,
+            geometry,
+            0,
+            1,
+            1,
+            0.0,
+            0.0,
+        )
 
 
 def test_registry_prefers_the_compiled_variant():

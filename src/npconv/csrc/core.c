@@ -937,15 +937,9 @@ static PyObject *wg2d_forward(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start, &stop,
                           &act, &lo, &hi))
         return NULL;
-    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
-    if (act < 0 || act > 2) {
-        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu) or 2 (hardtanh), got %d", act);
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
+        check_act(act, lo, hi) < 0)
         return NULL;
-    }
-    if (act == 2 && !(lo <= hi)) {
-        PyErr_Format(PyExc_ValueError, "clamp bounds must satisfy lo <= hi, got [%g, %g]", lo, hi);
-        return NULL;
-    }
     Py_buffer x, u, b = {0}, y, s;
     int have_b = b_o != Py_None, ok = 0;
     if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
@@ -1184,9 +1178,9 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
         return NULL;
     }
     const int have_b = bias_o != Py_None;
-    if (act != GC_ACT_NONE && (act < GC_ACT_NONE || act > GC_ACT_HARDTANH || pass == GC_GRAD_WEIGHT)) {
-        PyErr_Format(PyExc_ValueError,
-                     "act must be 0 (none), 1 (relu) or 2 (hardtanh; forward and grad_input only), got %d", act);
+    if (check_act(act, lo, hi) < 0) return NULL;
+    if (act != GC_ACT_NONE && pass == GC_GRAD_WEIGHT) {
+        PyErr_SetString(PyExc_ValueError, "grad_weight takes no activation");
         return NULL;
     }
     if (have_b && pass == GC_GRAD_WEIGHT) {

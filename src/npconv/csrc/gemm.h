@@ -86,7 +86,7 @@ static inline __attribute__((always_inline)) void FN(gm_store)(T *c, ptrdiff_t l
                                                                  V acc[GM_MR][GM_NV], int nv, T alpha, T beta,
                                                                  const T *bias, int act, T lo, T hi)
 {
-    const V va = FN(splat)(alpha), vb = FN(splat)(beta), vlo = FN(splat)(lo), vhi = FN(splat)(hi);
+    const V va = FN(splat)(alpha), vb = FN(splat)(beta);
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++) {
         if (i >= rows) break;
@@ -109,13 +109,7 @@ static inline __attribute__((always_inline)) void FN(gm_store)(T *c, ptrdiff_t l
                 r += vb * old;
             }
             if (bias) r += bi;
-            if (act == 1) {
-                r = (V)((IV)r & ((r > 0) | (r != r)));
-            } else if (act == 2) {
-                const IV below = r < vlo, above = r > vhi;
-                r = (V)(((IV)r & ~below) | ((IV)vlo & below));
-                r = (V)(((IV)r & ~above) | ((IV)vhi & above));
-            }
+            r = FN(activate)(r, act, lo, hi);
             if (whole) {
                 FN(store)(dst + j, r);
             } else {

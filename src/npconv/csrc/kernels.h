@@ -32,6 +32,22 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+/* The activation of a fused epilogue (npconv.kernels.pointwise.Activation codes): 1 ReLU as
+ * np.maximum(v, 0) (NaN stays NaN, -0.0 becomes 0), 2 Hardtanh as np.clip(v, lo, hi) (NaN and -0.0
+ * pass), 0 none. */
+static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, T hi)
+{
+    if (act == 1) return (V)((IV)v & ((v > 0) | (v != v)));
+    if (act == 2) {
+        const V l = FN(splat)(lo), h = FN(splat)(hi);
+        IV below = v < l;
+        v = (V)(((IV)l & below) | ((IV)v & ~below));
+        IV above = v > h;
+        v = (V)(((IV)h & above) | ((IV)v & ~above));
+    }
+    return v;
+}
+
 #include "gemm.h"
 #include "depthwise.h"
 #include "grouped.h"

@@ -129,7 +129,7 @@ static void FN(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdif
 static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
                               ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
 {
-    const V vb = FN(splat)(bias), vlo = FN(splat)(lo), vhi = FN(splat)(hi);
+    const V vb = FN(splat)(bias);
     const ptrdiff_t rows = g->oh - 4 * ty < 4 ? g->oh - 4 * ty : 4;
     for (ptrdiff_t t = a; t < b; t += VL) {
         const ptrdiff_t nv = b - t < VL ? b - t : VL;
@@ -145,15 +145,7 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
             V o[4];
             FN(wg_at6)(o, r[i]);
             for (int j = 0; j < 4; j++) {
-                V y = o[j] + vb;
-                if (act == 1) {
-                    y = (V)((IV)y & ((y > 0) | (y != y)));
-                } else if (act == 2) {
-                    const IV below = y < vlo, above = y > vhi;
-                    y = (V)(((IV)y & ~below) | ((IV)vlo & below));
-                    y = (V)(((IV)y & ~above) | ((IV)vhi & above));
-                }
-                FN(store)(q + j * VL, y);
+                FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
             }
             T *dst = yo + (4 * ty + i) * g->ow;
             if (c1 - c0 == 4 * VL) {

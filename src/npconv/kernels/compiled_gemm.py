@@ -37,7 +37,7 @@ from ..geometry import ConvGeometry
 from . import blas as _blas
 from . import gemm, workspace
 from .blas import gemm_routines
-from .common import Epilogue, grad_input_as_forward
+from .common import Epilogue, compiled_epilogue, grad_input_as_forward
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
@@ -90,8 +90,6 @@ IMPLICIT_GW_MIN_POSITIONS = 512
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
-#: Activations the C epilogue applies (their ``Activation.code``); others (SiLU) run afterwards.
-_C_ACTIVATIONS = ("relu", "hardtanh")
 
 supports = gemm.supports
 recommended = gemm.recommended
@@ -259,15 +257,12 @@ def _dtype(*arrays: np.ndarray) -> np.dtype | None:
 
 def _epilogue(bias: np.ndarray | None,
               epilogue: Epilogue | None) -> tuple[np.ndarray | None, int, float, float, Activation | None]:
-    """``(bias, act code, lo, hi, activation left for afterwards)`` of a pass's ``bias=``/``epilogue=``."""
-    if epilogue is None:
-        return bias, 0, 0.0, 0.0, None
-    activation = epilogue.activation
-    if activation is None:
-        return epilogue.bias, 0, 0.0, 0.0, None
-    if activation.kind in _C_ACTIVATIONS:
-        return epilogue.bias, activation.code, float(activation.lo), float(activation.hi), None
-    return epilogue.bias, 0, 0.0, 0.0, activation
+    """``(bias, act code, lo, hi, activation left for afterwards)`` of a pass's ``bias=``/``epilogue=``
+    (:func:`npconv.kernels.common.compiled_epilogue` as the C kernel's arguments)."""
+    bias, now, later = compiled_epilogue(bias, epilogue)
+    if now is None:
+        return bias, 0, 0.0, 0.0, later
+    return bias, now.code, float(now.lo), float(now.hi), later
 
 
 def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation | None) -> np.ndarray:

@@ -27,7 +27,7 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import winograd, workspace
 from .blas import gemm_routines
-from .common import Epilogue, adjoint_kernel
+from .common import Epilogue, adjoint_kernel, compiled_epilogue
 from .numerics import Operands
 from .pointwise import Activation, epilogue_
 
@@ -45,8 +45,6 @@ PASSES = ("forward", "grad_input")
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the output
 #: transform (ReLU and hardtanh in C, SiLU afterwards).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
-#: Activations the C output transform applies (their ``Activation.code``).
-_C_ACTIVATIONS = ("relu", "hardtanh")
 SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
@@ -165,12 +163,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     output transform (ReLU, ReLU6/hardtanh; SiLU afterwards)."""
     if geom.dilation != (1, 1):
         return _dilated(x, w, geom, bias, epilogue)
-    activation = None
-    if epilogue is not None:
-        bias, activation = epilogue.bias, epilogue.activation
-    act, lo, hi = 0, 0.0, 0.0
-    if activation is not None and activation.kind in _C_ACTIVATIONS:
-        act, lo, hi, activation = activation.code, float(activation.lo), float(activation.hi), None
+    bias, now, activation = compiled_epilogue(bias, epilogue)
+    act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
     dtype = _check(x, w)
     n, c = x.shape[:2]
     o = w.shape[0]
