@@ -14,6 +14,7 @@ multithreaded call (``os.register_at_fork``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -131,24 +132,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _run_without_blas(items: list[Any], work: Callable[[int, Any], None], threads: int) -> None:
-    if threads == 1:
-        for item in items:
-            work(0, item)
-        return
-
-    def worker(worker_id: int) -> None:
-        for item in items[worker_id::threads]:
-            work(worker_id, item)
-
-    futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
-    try:
-        worker(0)
-    finally:
-        for future in futures:
-            future.result()
-
-
 def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: int = 1) -> None:
     """Call ``work(worker_id, item)`` for every item on ``threads`` workers (worker 0 is the caller).
 
@@ -161,20 +144,16 @@ def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: 
     (setting and restoring it costs ~5 us per run).
     """
     threads = max(1, min(threads, len(items)))
-    if blas == 0:
-        _run_without_blas(items, work, threads)
-        return
-    if threads == 1:
-        with blas_threads(blas):
-            for item in items:
-                work(0, item)
-        return
+    context = contextlib.nullcontext() if blas == 0 else blas_threads(blas if threads == 1 else 1)
 
     def worker(worker_id: int) -> None:
         for item in items[worker_id::threads]:
             work(worker_id, item)
 
-    with blas_threads(1):
+    with context:
+        if threads == 1:
+            worker(0)
+            return
         futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
         try:
             worker(0)
