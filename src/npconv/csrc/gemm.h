@@ -3,11 +3,11 @@
  *
  * Row-major C (m x n, ldc) = alpha * op(A) @ B + beta * C (beta == 0: C is not read), op(A) m x k
  * (stored k x m when trans_a), B k x n (a transposed B goes to the BLAS, whose transposing pack is
- * faster). The loops are the classic ones (Goto / BLIS): n in GM_NC blocks, k in GM_KC blocks (B's block packed into
- * column panels GM_NR wide, the last one rounded up to whole vectors), m in GM_MC blocks, then a
- * register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B panel and
- * GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it is (its
- * few rows per tile stay in L1; packing it cost a quarter of Winograd's small products).
+ * faster). The loops are the classic ones (Goto / BLIS): n in GM_NC blocks, k in GM_KC blocks (B's
+ * block packed into column panels GM_NR wide, the last one rounded up to whole vectors), m in GM_MC
+ * blocks, then a register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B
+ * panel and GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it
+ * is (its few rows per tile stay in L1; packing it cost a quarter of Winograd's small products).
  * Single-threaded (callers run it on their worker threads); the caller owns the packing buffer
  * (GM_SCRATCH elements, blocking constants in blas.h). float32 on the vector ISAs (VBYTES >= 32)
  * uses it; float64 and the generic build call the BLAS.

@@ -69,7 +69,8 @@ static void gc_derive(gc_geom *g)
         for (int a = 0; a < 3; a++) g->ext[a] = g->out[a] + (g->k[a] - 1) * g->d[a];
         g->lines = g->out[0] * g->out[1];
         g->bands = (g->lines + g->band - 1) / g->band;
-        g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] + (g->k[2] - 1) * g->d[2];
+        g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] +
+                    (g->k[2] - 1) * g->d[2];
         g->srows = g->out[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
                                   : (g->band / g->out[1] + (g->k[0] - 1) * g->d[0]) * g->ext[1];
         g->nqmax = (g->out[0] == 1 ? g->band : g->band / g->out[1] * g->ext[1]) * g->ext[2];
@@ -310,7 +311,8 @@ static void GC(implicit_slab)(T *slab, const T *xg, const gc_geom *g, const GC(s
                 continue;
             }
             memset(dst, 0, (size_t)lo * sizeof(T));
-            if (hi > lo) memcpy(dst + lo, xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2], (size_t)(hi - lo) * sizeof(T));
+            const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
+            if (hi > lo) memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));
             memset(dst + end, 0, (size_t)(E2 - end) * sizeof(T));
         }
 }
@@ -382,7 +384,8 @@ static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scrat
             T *panel = bt + s * sp.nq;
             memset(panel, 0, (size_t)(sp.nq * wd) * sizeof(T));
             for (ptrdiff_t q = sp.qa; q < sp.qa + sp.nq;) {
-                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < sp.qa + sp.nq - q ? E2 - o2 : sp.qa + sp.nq - q;
+                const ptrdiff_t r = q / E2, o2 = q % E2, left = sp.qa + sp.nq - q;
+                const ptrdiff_t run = E2 - o2 < left ? E2 - o2 : left;
                 const ptrdiff_t o1 = r % E1, o0 = r / E1;
                 if (o2 < out2 && o1 < out1) {
                     const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
@@ -476,7 +479,8 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 for (ptrdiff_t j = 0; j < g->ka; j++) { /* weight (ka, O, Cg*K/ka); the epilogue on the last */
                     const int last = j == g->ka - 1;
                     fused = GC(mm)(fns, pack, 0, 0, og, cnt, g->ckr, 1.0, w + (j * g->o + grp * og) * g->ckr, g->ckr,
-                                   scratch + j * step, ld, j ? 1.0 : 0.0, yg, L, last ? bg : NULL, last ? act : 0, lo, hi);
+                                   scratch + j * step, ld, j ? 1.0 : 0.0, yg, L, last ? bg : NULL, last ? act : 0,
+                                   lo, hi);
                 }
                 if ((bias || act) && !fused) GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
             }
@@ -507,7 +511,8 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 cols = scratch;
                 ldb = cnt;
             }
-            if (!GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L, bg, act, lo, hi) &&
+            if (!GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, yg, L, bg, act, lo,
+                        hi) &&
                 (bias || act))
                 GC(epilogue)(yg, L, yg, L, og, cnt, bg, act, lo, hi);
         }
@@ -536,7 +541,8 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
-                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck, NULL, 0, 0, 0);
+                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck, NULL,
+                       0, 0, 0);
             }
             continue;
         }
