@@ -193,6 +193,31 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
         assert seen[-1][-1] == 0
 
 
+def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkeypatch):
+    """A weight-heavy layer on a small image (here 512 output channels on 14x14, like ResNet's 512x7x7
+    at batch 1) packs its columns once instead of rearranging the weight per call; the same shapes
+    follow every setting change (the work items are cached per call shape and settings)."""
+    seen = []
+    run = compiled_gemm._run
+    monkeypatch.setattr(
+        compiled_gemm,
+        "_run",
+        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k),
+    )
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    x, w = np.ones((1, 8, 14, 14)), np.ones((512, 8, 3, 3))  # 196 * 2/3 columns saved < 512 weight rows
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 0
+    compiled_gemm.forward(np.ones((1, 8, 40, 40)), w, geom)  # 1600 * 2/3 >= 512: worth it
+    assert seen[-1][-2] == 2
+    monkeypatch.setattr(compiled_gemm, "SHIFT_MIN_SAVING", 0.1)
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 2
+    monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 0
+
+
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
     """All passes against torch in float64 and float32, including a transposed convolution run as the
     adjoint (grad_input with the transposed layer's bias)."""

@@ -280,19 +280,25 @@ def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation |
     return out if later is None else epilogue_(out, None, later)
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
-            epilogue: Epilogue | None = None) -> np.ndarray:
-    """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
-    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
-    bias, act, lo, hi, later = _epilogue(bias, epilogue)
-    dtype = _dtype(x, w)
-    n, c = x.shape[:2]
-    o = w.shape[0]
-    in_size = tuple(int(v) for v in x.shape[2:])
-    geometry = None if dtype is None or min(x.shape + w.shape) == 0 else _geometry(n, c, o, in_size, geom)
-    plan = _plan(0, geometry)
-    if plan is None:
-        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
+def _settings() -> tuple:
+    """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
+    return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
+            SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, _blas.OWN_GEMM,
+            backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, gemm._on_blas_threads(),
+            get_num_threads())
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
+                    settings: tuple) -> tuple | None:
+    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads)`` of a forward,
+    or None where the C kernel declines it; a pure function of its arguments (:func:`_settings`)."""
+    n, c = x_shape[:2]
+    o = w_shape[0]
+    in_size = x_shape[2:]
+    geometry = None if min(x_shape + w_shape) == 0 else _geometry(n, c, o, in_size, geom)
+    if _plan(0, geometry) is None:
+        return None
     out_size = geom.output_size(in_size)
     length = math.prod(out_size)
     cg, og = c // geom.groups, o // geom.groups
@@ -302,14 +308,26 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
     if implicit is not None:
-        geometry, shifted = implicit, False
-    else:
-        geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+        return implicit, False, out_size, threads, blas
+    geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+    return geometry, shifted, out_size, threads, blas
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            epilogue: Epilogue | None = None) -> np.ndarray:
+    """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
+    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
+    bias, act, lo, hi, later = _epilogue(bias, epilogue)
+    dtype = _dtype(x, w)
+    layout = None if dtype is None else _forward_layout(x.shape, w.shape, geom, dtype, _settings())
+    if layout is None:
+        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
+    geometry, shifted, out_size, threads, blas = layout
     wm = np.ascontiguousarray(w, dtype)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
-        k0 = geom.kernel_size[0]
-        wm = np.ascontiguousarray(wm.reshape(o, cg, k0, -1).transpose(2, 0, 1, 3))
-    y = np.empty((n, o) + out_size, dtype)
+        o, k0 = w.shape[0], geom.kernel_size[0]
+        wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
+    y = np.empty(x.shape[:1] + w.shape[:1] + out_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     _run(0, geometry, dtype, threads, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
     return _finish(y, 0, 0.0, 0.0, later)
