@@ -46,9 +46,9 @@ TILINGS = {
     "tiny": _IM2COL_TINY,
     "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
     "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
-    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
     "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
-                       "IMPLICIT_MAX_GRID": 1e9},
+                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
 }
 
 
@@ -216,6 +216,17 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
     monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)
     compiled_gemm.forward(x, w, geom)
     assert seen[-1][-2] == 0
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32: the implicit GEMM from 48 positions
+        monkeypatch.setattr(backends.core, "isa", isa)
+        x32, w32 = np.ones((8, 8, 6, 6), np.float32), np.ones((8, 8, 3, 3), np.float32)
+        compiled_gemm.forward(x32, w32, geom)
+        assert seen[-1][-1] == 0  # 36 positions per image: chunks of images on im2col
+        compiled_gemm.forward(np.ones((8, 8, 7, 7), np.float32), w32, geom)
+        assert seen[-1][-1] == 1
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+        compiled_gemm.forward(x32, w32, geom)
+        assert seen[-1][-1] == 1
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 48)
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
@@ -620,8 +631,8 @@ def test_registry_prefers_the_compiled_variant():
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
-    """The implicit GEMM computes the padded grid's junk positions too and discards them (forward) or
-    skips them (grad_weight): a NaN or an inf in x reaches exactly the outputs and weight gradients
+    """The implicit GEMM packs output positions only (forward) and skips the padded grid's junk
+    positions (grad_weight): a NaN or an inf in x reaches exactly the outputs and weight gradients
     whose windows read it (torch's pattern), dilated and padded."""
     vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
     if not vector:
@@ -641,6 +652,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     expected_gw = wt.grad.numpy()
     assert np.isnan(expected_gw).any() and np.isfinite(expected_gw).any()
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
     seen = []
     run = compiled_gemm._run
     monkeypatch.setattr(compiled_gemm, "_run",

@@ -43,7 +43,7 @@ from .pointwise import Activation, epilogue_
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT",
            "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES", "IMPLICIT_MAX_GRID",
-           "IMPLICIT_GW_MIN_POSITIONS", "implicit_runs"]
+           "IMPLICIT_GW_MIN_POSITIONS", "IMPLICIT_MIN_POSITIONS", "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -85,10 +85,14 @@ CHUNK_BYTES = 1 << 20
 IMPLICIT = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
-#: The implicit GEMM computes every position of the padded grid: at most this many per output
-#: (13x13 on 32x32, 1.375: CPU 37.9 ms implicit vs 32.5 im2col with the row shift; 3x3x3 on 32^3,
-#: 1.13: 24.5 vs 42.6; docs/performance.md).
-IMPLICIT_MAX_GRID = 1.25
+#: The implicit GEMM's slab holds the padded grid, at most this many positions per output (it
+#: computes outputs only; wider grids mean short runs to pack and a larger slab). CPU ms, one
+#: thread, implicit vs im2col: 13x13 on 4x64x32x32 (1.375) forward 27.7 vs 29.6, grad_weight 29.4
+#: vs 39.3; 7x7 images, 3x3 (1.29) 11.7 vs 12.2; 12x12, 7x7 (1.5) 9.5 vs 9.9 (docs/performance.md).
+IMPLICIT_MAX_GRID = 1.6
+#: Fewest output positions per image for an implicit forward (an item is one image's lines: 4x4
+#: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45).
+IMPLICIT_MIN_POSITIONS = 48
 #: Fewest output positions per image for an implicit grad_weight (its register tiles run over an
 #: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
 #: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
@@ -283,7 +287,8 @@ def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation |
 def _settings() -> tuple:
     """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
     return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
-            SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, _blas.OWN_GEMM,
+            SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS,
+            _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, gemm._on_blas_threads(),
             get_num_threads())
 
@@ -305,7 +310,8 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
-    if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
+    if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
+            and length >= IMPLICIT_MIN_POSITIONS):
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
     if implicit is not None:
         return implicit, False, out_size, threads, blas
