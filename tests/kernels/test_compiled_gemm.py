@@ -40,7 +40,7 @@ TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 #: GEMM on any padded grid and for grad_weight of any size, with whole images or one output line
 #: (3-d: plane) per item
 _IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
-                "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
+                "SHIFT_MIN_SAVING": 0, "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
 TILINGS = {
     "default": {},
     "tiny": _IM2COL_TINY,

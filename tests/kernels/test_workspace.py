@@ -50,7 +50,7 @@ def test_forked_child_convolves_after_a_multithreaded_parent(two_threads, algori
     x, w, geom = _operands()
     with npconv.backends.conv.force(algorithm):
         plan.forward(x, w, geom)  # starts the worker pool (and scipy.fft's) in the parent
-        assert workspace._executor is not None or algorithm == "fft"
+        assert workspace._executor is not None or workspace._team is not None or algorithm == "fft"
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         child = context.Process(target=_convolve_into, args=(queue, x, w, geom))
@@ -73,13 +73,14 @@ def test_child_pool_and_locks_are_fresh(two_threads):
     parent thread held them at the fork."""
     x, w, geom = _operands()
     plan.forward(x, w, geom)
-    parent_pool = workspace._executor
+    parent_pool = workspace._team if npconv.backends.core.available else workspace._executor
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
 
     def child() -> None:
         locks = (workspace._executor_lock, workspace._caches_lock, algorithm._lock, autograd._accumulate_lock)
-        queue.put((workspace._executor is None, [lock.acquire(blocking=False) for lock in locks]))
+        fresh = workspace._executor is None and workspace._team is None
+        queue.put((fresh, [lock.acquire(blocking=False) for lock in locks]))
 
     held = threading.Event()
     release = threading.Event()
@@ -183,3 +184,83 @@ def test_run_assigns_items_to_workers_and_sets_blas_threads_only_when_asked(thre
     assert seen == {k: list(range(k, 7, used)) for k in range(used)}
     assert entered == ([] if blas == 0 else [1])
     assert backends.get_num_threads() == 2
+
+
+needs_core = pytest.mark.skipif(not npconv.backends.core.available, reason="the compiled core is not built")
+
+
+@needs_core
+@pytest.mark.parametrize("spin", [1e-6, 0.05])
+def test_team_wakes_sleeping_workers_and_reraises_their_errors(spin, monkeypatch):
+    """Workers that stopped spinning (a pause longer than SPIN_SECONDS) are woken by the next call; an
+    error in a worker's item reaches the caller after every worker finished; the team keeps serving."""
+    import time
+
+    monkeypatch.setattr(workspace, "SPIN_SECONDS", spin)
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def work(worker: int, item: int) -> None:
+        if item == 5:
+            raise ValueError("item 5")
+        with lock:
+            seen.append((worker, item))
+
+    def calls() -> None:
+        for _ in range(3):
+            seen.clear()
+            workspace.run([0, 1, 2, 3], work, 2, blas=0)
+            assert sorted(seen) == [(0, 0), (0, 2), (1, 1), (1, 3)]
+            time.sleep(0.01)  # longer than the short spin: the workers go to sleep
+        with pytest.raises(ValueError, match="item 5"):
+            workspace.run([0, 1, 2, 5], work, 2, blas=0)
+        seen.clear()
+        workspace.run([0, 1], work, 2, blas=0)
+        assert sorted(seen) == [(0, 0), (1, 1)]
+        finished.set()
+
+    finished = threading.Event()
+    thread = threading.Thread(target=calls, daemon=True)  # a lost wake-up hangs it, not the suite
+    thread.start()
+    thread.join(30)
+    assert finished.is_set(), "a call on the team did not finish (lost wake-up?)"
+
+
+@needs_core
+def test_concurrent_callers_share_the_workers():
+    """Calls from several threads at once: one holds the team, the others run on the executor."""
+    results: dict[int, list[int]] = {}
+
+    def caller(index: int) -> None:
+        out = [0] * 64
+
+        def work(_: int, item: int) -> None:
+            out[item] = item * index
+
+        for _ in range(20):
+            workspace.run(list(range(64)), work, 3, blas=0)
+        results[index] = out
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {i: [item * i for item in range(64)] for i in range(1, 5)}
+
+
+@needs_core
+def test_flag_bindings_check_their_buffer():
+    core = npconv.backends.core.module
+    flags = np.zeros(4, np.int64)
+    core.flag_store(flags, 2, 7)
+    assert flags.tolist() == [0, 0, 7, 0]
+    assert core.flag_wait(flags, 2, 0, 0.0) == 7  # differs already
+    assert core.flag_wait(flags, 2, 7, 1e-4) == 7  # spins, then gives up
+    assert core.flag_wait(flags, 1, 0, 1e-4, 3, 9) == 0 and flags[3] == 9  # stores first
+    with pytest.raises(TypeError, match="int64"):
+        core.flag_wait(np.zeros(4, np.float64), 0, 0, 0.0)
+    with pytest.raises(ValueError, match="outside"):
+        core.flag_store(flags, 4, 1)
+    with pytest.raises(ValueError, match="outside"):
+        core.flag_wait(flags, 0, 1, 0.0, 4, 1)

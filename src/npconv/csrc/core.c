@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
+#include <sched.h>
 
 /* Sizes of one depthwise call: x (N, C, H, W), weight (C*M, 1, KH, KW), output (N, C*M, OH, OW),
  * stride (SH, SW), dilation (DH, DW), low zero padding (PH, PW); high padding is implied by OH/OW. */
@@ -1354,9 +1356,113 @@ release_a:
     Py_RETURN_NONE;
 }
 
+/* Thread hand-off flags (npconv.kernels.workspace): the caller posts work by storing a sequence
+ * number into a caller-owned int64 buffer and the worker threads spin on it with the GIL released
+ * for a bounded time before blocking; a futex wake-up of a sleeping thread costs 20-80 us on the
+ * 2-vCPU machines measured, as much as a whole small convolution. */
+static int get_flags(PyObject *obj, Py_ssize_t index, Py_buffer *view)
+{
+    const char *f = acquire_buffer(obj, 1, view);
+    if (!f) return -1;
+    if (!((f[0] == 'q' || f[0] == 'l') && view->itemsize == 8) || f[1]) {
+        PyErr_Format(PyExc_TypeError, "flags must hold int64, got format %s", view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (((uintptr_t)view->buf & 7) || index < 0 || index >= view->len / 8) {
+        PyErr_Format(PyExc_ValueError, "flag index %zd outside [0, %zd) or buffer not 8-byte aligned", index,
+                     view->len / 8);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* flag_wait(flags, index, seen, seconds[, store_index, store_value, poll]): with the GIL released, first
+ * flags[store_index] = store_value (when store_index >= 0: a worker reports its finished call only
+ * once it no longer holds the GIL, so the caller takes it uncontended), then spin while
+ * flags[index] == seen for about `seconds`; with poll > 0, keep polling every `poll` seconds instead
+ * of returning (the caller waiting for its workers). */
+static PyObject *flag_wait(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t index, store_index = -1;
+    long long seen, store_value = 0;
+    double seconds, poll = 0.0;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OnLd|nLd", &obj, &index, &seen, &seconds, &store_index, &store_value, &poll) ||
+        get_flags(obj, index, &view) < 0)
+        return NULL;
+    if (store_index >= view.len / 8) {
+        PyErr_Format(PyExc_ValueError, "store_index %zd outside [0, %zd)", store_index, view.len / 8);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t *flags = (int64_t *)view.buf, value;
+    const struct timespec nap = {0, (long)(poll > 0 ? (poll < 1e-3 ? poll : 1e-3) * 1e9 : 0)};
+    Py_BEGIN_ALLOW_THREADS
+    if (store_index >= 0) __atomic_store_n(flags + store_index, (int64_t)store_value, __ATOMIC_RELEASE);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1, late = 0;; i++) {
+        value = __atomic_load_n(flags + index, __ATOMIC_ACQUIRE);
+        if (value != seen) break;
+        if (!late && (i & 63) == 0 && seconds_since(&t0) >= seconds) {
+            if (poll <= 0) break;
+            late = 1;
+        }
+        if (late)
+            nanosleep(&nap, NULL);
+        else if (i < 1024)
+            spin_pause();
+        else
+            sched_yield(); /* after a few microseconds: a thread sharing this CPU (another process, our
+                              other side) runs first, so spinning never starves the thread it waits for */
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(value);
+}
+
+static PyObject *flag_store(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t index;
+    long long value;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OnL", &obj, &index, &value) || get_flags(obj, index, &view) < 0) return NULL;
+    __atomic_store_n((int64_t *)view.buf + index, (int64_t)value, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
+    {"flag_wait", flag_wait, METH_VARARGS,
+     "flag_wait(flags, index, seen, seconds[, store_index, store_value, poll]) -> flags[index] once it differs "
+     "from seen, or seen after spinning about seconds (with poll > 0: polling every poll seconds after that, "
+     "until it differs); GIL released, flags[store_index] = store_value first if store_index >= 0 (flags: an "
+     "int64 buffer)"},
+    {"flag_store", flag_store, METH_VARARGS,
+     "flag_store(flags, index, value): flags[index] = value, visible to flag_wait after everything the caller "
+     "wrote before (release store)"},
     {"depthwise2d_scratch", scratch_size, METH_VARARGS,
      "depthwise2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 1 grad_input, "
      "2 grad_weight)"},

@@ -6,6 +6,10 @@
   :func:`clear` frees those of every live thread.
 * :func:`run` spreads work items over Python threads with single-threaded BLAS (or runs them on the
   calling thread, with as many BLAS threads as asked for: one unless a kernel chose BLAS threads).
+  With the compiled core, the worker threads are a :class:`_Team` that takes each call through flags
+  it spins on for :data:`SPIN_SECONDS` (GIL released) before sleeping: waking a sleeping thread cost
+  20-80 us per call, as much as a small convolution (docs/performance.md); without it (or while
+  another thread's call holds the team) a ``ThreadPoolExecutor`` runs them.
 
 Fork safety: a child process starts with no pool (its threads do not exist after ``fork``), fresh
 locks and only the forking thread's buffers; the pool is re-created on the child's first
@@ -15,6 +19,7 @@ multithreaded call (``os.register_at_fork``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -25,12 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import blas_threads, memory
+from ..backends import blas_threads, core, memory
 
 __all__ = ["buffer", "clear", "run", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
+#: Seconds a worker thread spins for the next call (GIL released) before it sleeps; the calling
+#: thread spins as long for its workers to finish. A network's consecutive layers call well within it.
+#: 0: no spinning (a ``ThreadPoolExecutor`` hands the work over).
+SPIN_SECONDS = 2e-4
+#: After spinning, the calling thread checks its workers' done flags every this many seconds.
+POLL_SECONDS = 2e-5
 
 
 def memory_bound(*arrays_bytes: int) -> int:
@@ -55,6 +66,7 @@ _caches_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_workers = 0
 _executor_lock = threading.Lock()
+_team: _Team | None = None
 
 
 def _thread_cache() -> _Cache:
@@ -117,11 +129,104 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _executor
 
 
+#: int64 flags per cache-line pair: every flag on lines of its own.
+_STRIDE = 16
+
+
+class _Team:
+    """``workers`` daemon threads taking calls from one caller at a time (:attr:`busy`).
+
+    Worker ``k`` (1-based) waits for its post flag to change (``core.flag_wait``: a spin with the GIL
+    released for :data:`SPIN_SECONDS`, then a sleep on :attr:`posted`, checked under its lock after
+    the caller stored the flag: no lost wake-up), runs ``jobs[k]`` and reports the call's number in
+    its done flag from its next wait, with the GIL released (the caller then takes the GIL without
+    waiting for it). The caller spins, then polls, for every done flag.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.flags = np.zeros(2 * (workers + 1) * _STRIDE, np.int64)
+        self.jobs: list[Callable[[], None] | None] = [None] * (workers + 1)
+        self.errors: list[BaseException | None] = [None] * (workers + 1)
+        self.calls = 0
+        self.busy = threading.Lock()
+        self.posted = threading.Condition(threading.Lock())
+        self.asleep = [False] * (workers + 1)
+        for k in range(1, workers + 1):
+            threading.Thread(target=self._serve, args=(k,), name=f"npconv-{k}", daemon=True).start()
+
+    def _serve(self, k: int) -> None:
+        _worker_start()
+        wait, flags, post, done = core.module.flag_wait, self.flags, 2 * k * _STRIDE, (2 * k + 1) * _STRIDE
+        seen, report = 0, -1
+        while True:
+            value = wait(flags, post, seen, SPIN_SECONDS, report, seen)
+            report = -1
+            if value == seen:
+                with self.posted:
+                    self.asleep[k] = True
+                    while int(flags[post]) == seen:
+                        self.posted.wait()
+                    self.asleep[k] = False
+                    value = int(flags[post])
+            seen = value
+            if seen < 0:
+                return
+            job, self.jobs[k] = self.jobs[k], None
+            try:
+                job()
+            except BaseException as error:  # handed to the caller
+                self.errors[k] = error
+            report = done
+
+    def run(self, jobs: list[Callable[[], None]]) -> None:
+        """``jobs[0]()`` on the calling thread, ``jobs[k]()`` on worker ``k``; re-raises the first error."""
+        self.calls += 1
+        call, used = self.calls, range(1, len(jobs))
+        before = {k: int(self.flags[(2 * k + 1) * _STRIDE]) for k in used}
+        for k in used:
+            self.jobs[k] = jobs[k]
+            core.module.flag_store(self.flags, 2 * k * _STRIDE, call)
+        with self.posted:
+            if any(self.asleep[k] for k in used):
+                self.posted.notify_all()
+        try:
+            jobs[0]()
+        finally:
+            for k in used:
+                done = (2 * k + 1) * _STRIDE
+                core.module.flag_wait(self.flags, done, before[k], SPIN_SECONDS, -1, 0, POLL_SECONDS)
+        errors = [e for e in self.errors if e is not None]
+        self.errors = [None] * (self.workers + 1)
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> None:
+        for k in range(1, self.workers + 1):
+            core.module.flag_store(self.flags, 2 * k * _STRIDE, -1)
+        with self.posted:
+            self.posted.notify_all()
+
+
+def _team_of(workers: int) -> _Team | None:
+    """The team of at least ``workers`` threads (None without the compiled core)."""
+    global _team
+    if not core.available:
+        return None
+    with _executor_lock:
+        if _team is None or _team.workers < workers:
+            if _team is not None:
+                with _team.busy:
+                    _team.stop()
+            _team = _Team(workers)
+        return _team
+
+
 def _after_fork_in_child() -> None:
     """The child has only the forking thread: forget the parent's pool (its threads are gone) and
     replace the locks (another thread may have held them at the fork)."""
-    global _executor, _executor_workers, _executor_lock, _caches_lock, _caches
-    _executor, _executor_workers = None, 0
+    global _executor, _executor_workers, _executor_lock, _caches_lock, _caches, _team
+    _executor, _executor_workers, _team = None, 0, None
     _executor_lock = threading.Lock()
     _caches_lock = threading.Lock()
     own = getattr(_local, "cache", None)
@@ -153,6 +258,13 @@ def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: 
     with context:
         if threads == 1:
             worker(0)
+            return
+        team = _team_of(threads - 1) if SPIN_SECONDS > 0 else None
+        if team is not None and team.busy.acquire(blocking=False):
+            try:
+                team.run([functools.partial(worker, k) for k in range(threads)])
+            finally:
+                team.busy.release()
             return
         futures = [_pool(threads - 1).submit(worker, k) for k in range(1, threads)]
         try:
