@@ -29,6 +29,7 @@ setup(
                 "src/npconv/csrc/im2col.h",
                 "src/npconv/csrc/pool.h",
                 "src/npconv/csrc/norm.h",
+                "src/npconv/csrc/elementwise.h",
                 "src/npconv/csrc/winograd.h",
             ],
             extra_compile_args=flags,

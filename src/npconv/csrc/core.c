@@ -368,6 +368,38 @@ static const bn_kernels BN_TABLE[ISA_COUNT][2] = {
 #endif
 };
 
+typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
+
+/* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
+#define EW_ADAPT(sfx, T)                                                                                   \
+    static void relu_forward2_##sfx(const void *x, const void *unused, void *y, ptrdiff_t a, ptrdiff_t b)   \
+    {                                                                                                       \
+        (void)unused;                                                                                       \
+        relu_forward_##sfx((const T *)x, (T *)y, a, b);                                                     \
+    }
+EW_ADAPT(f32_generic, float)
+EW_ADAPT(f64_generic, double)
+#if NPCONV_X86
+EW_ADAPT(f32_avx2, float)
+EW_ADAPT(f64_avx2, double)
+EW_ADAPT(f32_avx512, float)
+EW_ADAPT(f64_avx512, double)
+#endif
+
+#define EW_ENTRY(sfx) {relu_forward2_##sfx, (ew_fn)relu_backward_##sfx}
+
+/* [isa][0: float32, 1: float64][0: relu forward (x, -, y), 1: relu backward (g, y, gx)] */
+static const ew_fn EW_TABLE[ISA_COUNT][2][2] = {
+    {EW_ENTRY(f32_generic), EW_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {EW_ENTRY(f32_avx2), EW_ENTRY(f64_avx2)},
+    {EW_ENTRY(f32_avx512), EW_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL}, {NULL, NULL}},
+    {{NULL, NULL}, {NULL, NULL}},
+#endif
+};
+
 /* [isa][0: float32, 1: float64] */
 static const mp_kernels MP_TABLE[ISA_COUNT][2] = {
     {MP_ENTRY(f32_generic), MP_ENTRY(f64_generic)},
@@ -876,6 +908,45 @@ release_src:
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
+
+/* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); elements
+ * [start, stop) of equally long flat buffers. */
+static PyObject *run_elementwise(PyObject *args, int op)
+{
+    int isa;
+    PyObject *objs[3];
+    Py_ssize_t start, stop;
+    if (!(op ? PyArg_ParseTuple(args, "iOOOnn", &isa, &objs[0], &objs[1], &objs[2], &start, &stop)
+             : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
+        check_isa(isa) < 0)
+        return NULL;
+    static const char *const names[2][3] = {{"input", "output", ""}, {"grad_output", "output", "grad_input"}};
+    static const int flags[2][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}};
+    const int n = op ? 3 : 2;
+    Py_buffer first; /* the element count of the first buffer is every buffer's */
+    if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
+    const ptrdiff_t count = first.len / first.itemsize;
+    PyBuffer_Release(&first);
+    const ptrdiff_t counts[3] = {count, count, count};
+    buffer_set b;
+    if (acquire_buffers(&b, n, objs, names[op], flags[op], counts) < 0) return NULL;
+    if (check_range(start, stop, count, "element") < 0) {
+        release_buffers(&b);
+        return NULL;
+    }
+    const ew_fn fn = EW_TABLE[isa][b.view[0].itemsize == 8][op];
+    Py_BEGIN_ALLOW_THREADS
+    if (op)
+        fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, start, stop);
+    else
+        fn(b.view[0].buf, NULL, b.view[1].buf, start, stop);
+    Py_END_ALLOW_THREADS
+    release_buffers(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0); }
+static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1); }
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
@@ -1515,6 +1586,11 @@ static PyMethodDef methods[] = {
      "batch_norm_backward(isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop): channels "
      "[start, stop) of sums (2, C) = (sum gy, sum gy * xhat) and gx (either may be None) of batch norm with "
      "stats' mean and invstd (batch statistics with training, else fixed)"},
+    {"relu_forward", relu_fwd, METH_VARARGS,
+     "relu_forward(isa, x, y, start, stop): elements [start, stop) of y = x where x > 0 or NaN, else 0 (y may "
+     "be x)"},
+    {"relu_backward", relu_bwd, METH_VARARGS,
+     "relu_backward(isa, g, y, gx, start, stop): elements [start, stop) of gx = g where y > 0 or NaN, else 0"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,6 +53,7 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
 #include "grouped.h"
 #include "pool.h"
 #include "norm.h"
+#include "elementwise.h"
 #include "im2col.h"
 #include "winograd.h"
 

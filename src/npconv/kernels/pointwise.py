@@ -14,6 +14,8 @@ arrays are one run on the calling thread.
   (``npconv._core``, channel ranges over the worker threads) for float32/float64, else from the
   NumPy passes above;
 * :func:`relu` ``max(x, 0)``; :func:`relu_grad` ``g`` where ``y > 0`` or NaN, else 0 (torch's rule);
+  one compiled pass over flat element ranges on the worker threads for C-contiguous float32/float64
+  (also :func:`activate_`'s ReLU), else NumPy over runs of images;
 * :func:`activate_` ReLU, hardtanh (ReLU6) or SiLU written into ``y`` (a convolution's fresh
   output: the fused activation epilogue of inference), with the same values as the
   activation ops; :class:`Activation` describes one (kind, bounds, the compiled kernels' code);
@@ -291,9 +293,34 @@ def batch_norm_backward(g: np.ndarray, x: np.ndarray, mean: np.ndarray, invstd: 
     return gx, (dot * invstd).astype(acc, copy=False), total
 
 
+#: Flat element ranges of the compiled elementwise kernels start at multiples of this (cache lines).
+ELEMENT_ALIGN = 64
+
+
+def _over_elements(kernel: Callable[..., None], size: int, *args: Any) -> None:
+    """``kernel(isa, *args, start, stop)`` over flat element ranges of ``size`` elements split across
+    the worker threads (one range on the calling thread for small arrays)."""
+    threads = 1 if size < PARALLEL_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
+    bounds = [size * i // threads // ELEMENT_ALIGN * ELEMENT_ALIGN for i in range(threads)] + [size]
+    isa = backends.core.isa_index
+    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
+                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads, blas=0)
+
+
+def _flat_core(*arrays: np.ndarray) -> bool:
+    """Whether the compiled elementwise kernels take ``arrays``: one float32/float64 dtype and shape,
+    all C-contiguous."""
+    first = arrays[0]
+    return (_core_takes(first) and all(a.dtype == first.dtype and a.shape == first.shape
+                                       and a.flags.c_contiguous for a in arrays))
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, a new array (NaN stays NaN, as in torch)."""
     y = np.empty_like(x)
+    if _flat_core(x, y):
+        _over_elements(backends.core.module.relu_forward, x.size, x.reshape(-1), y.reshape(-1))
+        return y
     _each(x, lambda s: maximum_zero(x[s], y[s]))
     return y
 
@@ -308,6 +335,10 @@ def relu_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``0 where y <= 0, else g`` (``y`` the ReLU's output; as torch's ``threshold_backward``, so a
     NaN input passes its gradient through), a new array of ``g``'s dtype."""
     out = np.empty(np.broadcast_shapes(g.shape, y.shape), g.dtype)
+    if _flat_core(g, y, out):
+        _over_elements(backends.core.module.relu_backward, out.size, g.reshape(-1), y.reshape(-1),
+                       out.reshape(-1))
+        return out
     if g.shape != y.shape:
         _relu_grad_block(g, y, out)
         return out
@@ -354,6 +385,10 @@ def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.
     ``kind`` one of :data:`ACTIVATIONS` (``lo``/``hi``: hardtanh's bounds). Returns ``y``."""
     if kind not in ACTIVATIONS:
         raise ValueError(f"activate_: kind must be one of {ACTIVATIONS}, got {kind!r}")
+    if kind == "relu" and _flat_core(y):
+        flat = y.reshape(-1)
+        _over_elements(backends.core.module.relu_forward, y.size, flat, flat)
+        return y
     _each(y, lambda s: _activate_block(y[s], kind, lo, hi))
     return y
 
