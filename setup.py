@@ -28,6 +28,8 @@ setup(
                 "src/npconv/csrc/grouped.h",
                 "src/npconv/csrc/im2col.h",
                 "src/npconv/csrc/pool.h",
+                "src/npconv/csrc/norm.h",
+                "src/npconv/csrc/elementwise.h",
                 "src/npconv/csrc/winograd.h",
             ],
             extra_compile_args=flags,

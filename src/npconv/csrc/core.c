@@ -30,6 +30,11 @@ typedef struct {
     ptrdiff_t planes, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
 } mp_geom;
 
+/* Sizes of one batch norm call: (N, C, S) C-contiguous, S the product of the spatial sizes. */
+typedef struct {
+    ptrdiff_t n, c, s;
+} bn_geom;
+
 /* Geometry values and plane sizes the kernels accept: products of two stay far inside ptrdiff_t. */
 #define DW_MAX_VALUE ((ptrdiff_t)1 << 24)
 #define DW_MAX_PLANE ((ptrdiff_t)1 << 28)
@@ -333,6 +338,62 @@ static const gp_kernels GP_TABLE[ISA_COUNT][2] = {
 #if NPCONV_X86
     {GP_ENTRY(f32_avx2), GP_ENTRY(f64_avx2)},
     {GP_ENTRY(f32_avx512), GP_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL}, {NULL, NULL}},
+    {{NULL, NULL}, {NULL, NULL}},
+#endif
+};
+
+typedef void (*bn_fwd_fn)(const void *, void *, const void *, const void *, void *, const bn_geom *, int, double,
+                          ptrdiff_t, ptrdiff_t);
+typedef void (*bn_bwd_fn)(const void *, const void *, void *, const void *, const void *, void *, const bn_geom *,
+                          int, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    bn_fwd_fn forward;
+    bn_bwd_fn backward;
+} bn_kernels;
+
+#define BN_ENTRY(sfx) {(bn_fwd_fn)batch_norm_forward_##sfx, (bn_bwd_fn)batch_norm_backward_##sfx}
+
+/* [isa][0: float32, 1: float64] */
+static const bn_kernels BN_TABLE[ISA_COUNT][2] = {
+    {BN_ENTRY(f32_generic), BN_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {BN_ENTRY(f32_avx2), BN_ENTRY(f64_avx2)},
+    {BN_ENTRY(f32_avx512), BN_ENTRY(f64_avx512)},
+#else
+    {{NULL, NULL}, {NULL, NULL}},
+    {{NULL, NULL}, {NULL, NULL}},
+#endif
+};
+
+typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
+
+/* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
+#define EW_ADAPT(sfx, T)                                                                                   \
+    static void relu_forward2_##sfx(const void *x, const void *unused, void *y, ptrdiff_t a, ptrdiff_t b)   \
+    {                                                                                                       \
+        (void)unused;                                                                                       \
+        relu_forward_##sfx((const T *)x, (T *)y, a, b);                                                     \
+    }
+EW_ADAPT(f32_generic, float)
+EW_ADAPT(f64_generic, double)
+#if NPCONV_X86
+EW_ADAPT(f32_avx2, float)
+EW_ADAPT(f64_avx2, double)
+EW_ADAPT(f32_avx512, float)
+EW_ADAPT(f64_avx512, double)
+#endif
+
+#define EW_ENTRY(sfx) {relu_forward2_##sfx, (ew_fn)relu_backward_##sfx}
+
+/* [isa][0: float32, 1: float64][0: relu forward (x, -, y), 1: relu backward (g, y, gx)] */
+static const ew_fn EW_TABLE[ISA_COUNT][2][2] = {
+    {EW_ENTRY(f32_generic), EW_ENTRY(f64_generic)},
+#if NPCONV_X86
+    {EW_ENTRY(f32_avx2), EW_ENTRY(f64_avx2)},
+    {EW_ENTRY(f32_avx512), EW_ENTRY(f64_avx512)},
 #else
     {{NULL, NULL}, {NULL, NULL}},
     {{NULL, NULL}, {NULL, NULL}},
@@ -845,6 +906,121 @@ release_dst:
 release_src:
     PyBuffer_Release(&src);
     if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); elements
+ * [start, stop) of equally long flat buffers. */
+static PyObject *run_elementwise(PyObject *args, int op)
+{
+    int isa;
+    PyObject *objs[3];
+    Py_ssize_t start, stop;
+    if (!(op ? PyArg_ParseTuple(args, "iOOOnn", &isa, &objs[0], &objs[1], &objs[2], &start, &stop)
+             : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
+        check_isa(isa) < 0)
+        return NULL;
+    static const char *const names[2][3] = {{"input", "output", ""}, {"grad_output", "output", "grad_input"}};
+    static const int flags[2][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}};
+    const int n = op ? 3 : 2;
+    Py_buffer first; /* the element count of the first buffer is every buffer's */
+    if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
+    const ptrdiff_t count = first.len / first.itemsize;
+    PyBuffer_Release(&first);
+    const ptrdiff_t counts[3] = {count, count, count};
+    buffer_set b;
+    if (acquire_buffers(&b, n, objs, names[op], flags[op], counts) < 0) return NULL;
+    if (check_range(start, stop, count, "element") < 0) {
+        release_buffers(&b);
+        return NULL;
+    }
+    const ew_fn fn = EW_TABLE[isa][b.view[0].itemsize == 8][op];
+    Py_BEGIN_ALLOW_THREADS
+    if (op)
+        fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, start, stop);
+    else
+        fn(b.view[0].buf, NULL, b.view[1].buf, start, stop);
+    Py_END_ALLOW_THREADS
+    release_buffers(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0); }
+static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1); }
+
+/* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
+static int parse_bn_geom(PyObject *seq, bn_geom *g)
+{
+    ptrdiff_t v[3], total;
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 3) {
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 3 ints (N, C, S)");
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d must be >= 0, got %zd", i, v[i]);
+            return -1;
+        }
+    }
+    if (__builtin_mul_overflow(v[0], v[1], &total) || __builtin_mul_overflow(total, v[2], &total)) {
+        PyErr_SetString(PyExc_ValueError, "geometry: N * C * S overflows");
+        return -1;
+    }
+    *g = (bn_geom){v[0], v[1], v[2]};
+    return 0;
+}
+
+/* (isa, x, y, weight, bias, stats, geometry, training, eps, start, stop) */
+static PyObject *bn_forward(PyObject *self, PyObject *args)
+{
+    int isa, training;
+    double eps;
+    PyObject *objs[5], *geom;
+    Py_ssize_t start, stop;
+    bn_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOOpdnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
+                          &training, &eps, &start, &stop))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_bn_geom(geom, &g) < 0 || check_range(start, stop, g.c, "channel") < 0)
+        return NULL;
+    static const char *const names[5] = {"input", "output", "weight", "bias", "stats"};
+    const int flags[5] = {0, BUF_WRITABLE, BUF_OPTIONAL, BUF_OPTIONAL, training ? BUF_WRITABLE : 0};
+    const ptrdiff_t counts[5] = {g.n * g.c * g.s, g.n * g.c * g.s, g.c, g.c, 3 * g.c};
+    buffer_set b;
+    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
+    const bn_fwd_fn fn = BN_TABLE[isa][b.view[0].itemsize == 8].forward;
+    Py_BEGIN_ALLOW_THREADS
+    fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, training, eps, start, stop);
+    Py_END_ALLOW_THREADS
+    release_buffers(&b);
+    Py_RETURN_NONE;
+}
+
+/* (isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop) */
+static PyObject *bn_backward(PyObject *self, PyObject *args)
+{
+    int isa, training;
+    PyObject *objs[6], *geom;
+    Py_ssize_t start, stop;
+    bn_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOpnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &geom, &training, &start, &stop))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_bn_geom(geom, &g) < 0 || check_range(start, stop, g.c, "channel") < 0)
+        return NULL;
+    static const char *const names[6] = {"grad_output", "input", "grad_input", "weight", "stats", "sums"};
+    const int flags[6] = {0, 0, BUF_WRITABLE | BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_WRITABLE | BUF_OPTIONAL};
+    const ptrdiff_t counts[6] = {g.n * g.c * g.s, g.n * g.c * g.s, g.n * g.c * g.s, g.c, 3 * g.c, 2 * g.c};
+    buffer_set b;
+    if (acquire_buffers(&b, 6, objs, names, flags, counts) < 0) return NULL;
+    const bn_bwd_fn fn = BN_TABLE[isa][b.view[0].itemsize == 8].backward;
+    Py_BEGIN_ALLOW_THREADS
+    fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, b.view[5].buf, &g, training,
+       start, stop);
+    Py_END_ALLOW_THREADS
+    release_buffers(&b);
     Py_RETURN_NONE;
 }
 
@@ -1401,6 +1577,20 @@ static PyMethodDef methods[] = {
      "x, gy -> gw +=), epilogue act 0 none / 1 relu / 2 hardtanh (clamp to [lo, hi])"},
     {"max_pool2d_backward", mp2d_backward, METH_VARARGS,
      "max_pool2d_backward(isa, gy, arg, gx, geometry, start, stop): planes [start, stop) of gx"},
+    {"batch_norm_forward", bn_forward, METH_VARARGS,
+     "batch_norm_forward(isa, x, y, weight, bias, stats, geometry, training, eps, start, stop): channels "
+     "[start, stop) of y = (x - mean) * invstd * weight + bias over x (N, C, S) (geometry (N, C, S); weight, "
+     "bias may be None); stats (3, C) = mean, biased var, invstd: written with training (batch statistics), "
+     "else mean and invstd read"},
+    {"batch_norm_backward", bn_backward, METH_VARARGS,
+     "batch_norm_backward(isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop): channels "
+     "[start, stop) of sums (2, C) = (sum gy, sum gy * xhat) and gx (either may be None) of batch norm with "
+     "stats' mean and invstd (batch statistics with training, else fixed)"},
+    {"relu_forward", relu_fwd, METH_VARARGS,
+     "relu_forward(isa, x, y, start, stop): elements [start, stop) of y = x where x > 0 or NaN, else 0 (y may "
+     "be x)"},
+    {"relu_backward", relu_bwd, METH_VARARGS,
+     "relu_backward(isa, g, y, gx, start, stop): elements [start, stop) of gx = g where y > 0 or NaN, else 0"},
     {NULL, NULL, 0, NULL},
 };
 

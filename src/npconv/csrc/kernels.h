@@ -52,6 +52,8 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
 #include "depthwise.h"
 #include "grouped.h"
 #include "pool.h"
+#include "norm.h"
+#include "elementwise.h"
 #include "im2col.h"
 #include "winograd.h"
 

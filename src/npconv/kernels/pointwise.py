@@ -10,7 +10,12 @@ arrays are one run on the calling thread.
   ``x - m[c]`` and of its square; :func:`centred_dot` the sums of ``g`` and ``g * (x - m[c])``;
 * :func:`affine` ``y = x * a[c] + b[c]``; :func:`centred_scale` ``y = (x - m[c]) * a[c] + b[c]``;
   :func:`centred_affine` ``y = g * a[c] + (x - m[c]) * b[c] + k[c]``;
+* :func:`batch_norm_forward` / :func:`batch_norm_backward`: batch norm's passes, on the compiled core
+  (``npconv._core``, channel ranges over the worker threads) for float32/float64, else from the
+  NumPy passes above;
 * :func:`relu` ``max(x, 0)``; :func:`relu_grad` ``g`` where ``y > 0`` or NaN, else 0 (torch's rule);
+  one compiled pass over flat element ranges on the worker threads for C-contiguous float32/float64
+  (also :func:`activate_`'s ReLU), else NumPy over runs of images;
 * :func:`activate_` ReLU, hardtanh (ReLU6) or SiLU written into ``y`` (a convolution's fresh
   output: the fused activation epilogue of inference), with the same values as the
   activation ops; :class:`Activation` describes one (kind, bounds, the compiled kernels' code);
@@ -27,11 +32,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import backends
 from ..backends import get_num_threads
 from . import workspace
 
 __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "affine", "centred_scale",
-           "centred_affine", "maximum_zero", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_",
+           "centred_affine", "batch_norm_forward", "batch_norm_backward",
+           "maximum_zero", "relu", "relu_grad", "ACTIVATIONS", "Activation", "activate_",
            "epilogue_"]
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
@@ -189,9 +196,131 @@ def centred_affine(g: np.ndarray, x: np.ndarray, mean: np.ndarray, g_scale: np.n
     return out
 
 
+_CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _core_takes(x: np.ndarray) -> bool:
+    """Whether the compiled core runs batch norm on ``x`` (float32/float64; else the NumPy passes)."""
+    return backends.core.available and x.dtype in _CORE_DTYPES
+
+
+def _over_channels(kernel: Callable[..., None], x: np.ndarray, *args: Any) -> None:
+    """``kernel(isa, *args, start, stop)`` over channel ranges of ``x (N, C, ...)`` on the worker threads
+    (one range on the calling thread for small arrays)."""
+    channels = x.shape[1]
+    threads = 1 if x.size < PARALLEL_MIN_SIZE else max(1, min(get_num_threads(), channels))
+    bounds = [channels * i // threads for i in range(threads + 1)]
+    isa = backends.core.isa_index
+    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
+                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads, blas=0)
+
+
+def _core_geometry(x: np.ndarray) -> tuple[int, int, int]:
+    return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+
+
+def _vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
+    return None if v is None else np.ascontiguousarray(v, dtype=dtype)
+
+
+def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
+                       fixed: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Batch norm of ``x (N, C, *)``: ``(y, mean, var, invstd)`` with ``y = (x - mean) * invstd *
+    weight + bias`` (``weight``/``bias`` ``(C,)`` or None) in ``x``'s dtype, ``invstd = 1 / sqrt(var +
+    eps)``. ``fixed`` None: the batch statistics over ``(N, *)`` (biased ``var``); else ``fixed = (mean,
+    invstd)`` normalise (``var`` None). Statistics are ``(C,)`` of :func:`accumulator` dtype, taken in
+    float64 by the compiled core, else by the corrected two-pass NumPy passes."""
+    acc = accumulator(x.dtype)
+    if _core_takes(x):
+        x = np.ascontiguousarray(x)
+        stats = np.empty((3, x.shape[1]), x.dtype)
+        if fixed is not None:
+            stats[0], stats[2] = fixed
+        y = np.empty(x.shape, x.dtype)
+        _over_channels(backends.core.module.batch_norm_forward, x, x, y, _vector(weight, x.dtype),
+                       _vector(bias, x.dtype), stats, _core_geometry(x), fixed is None, float(eps))
+        return y, stats[0], (stats[1] if fixed is None else None), stats[2]
+    t = acc.type
+    if fixed is None:
+        count = x.size // x.shape[1]
+        mean = channel_sums(x) / t(count)
+        first, second = centred_moments(x, mean)
+        correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
+        mean = mean + correction
+        var = np.maximum(second / t(count) - correction * correction, t(0))
+        invstd = (1 / np.sqrt(var + t(eps))).astype(acc, copy=False)
+    else:
+        (mean, invstd), var = fixed, None
+    scale = invstd if weight is None else (invstd * weight).astype(acc, copy=False)
+    shift = np.zeros_like(scale) if bias is None else bias.astype(acc, copy=False)
+    return centred_scale(x, mean, scale, shift), mean, var, invstd
+
+
+def batch_norm_backward(g: np.ndarray, x: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
+                        weight: np.ndarray | None, training: bool, input_grad: bool, param_grads: bool
+                        ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """``(grad_input, grad_weight, grad_bias)`` of :func:`batch_norm_forward` (``x`` its input,
+    ``mean``/``invstd`` its statistics; ``training``: they were the batch's, so the input gradient
+    has their terms): ``gx = a * (g - mean(g) - xhat * mean(g * xhat))`` (training) or ``a * g``,
+    ``a = weight * invstd``; ``grad_weight = sum(g * xhat)``, ``grad_bias = sum(g)`` per channel, in
+    :func:`accumulator` dtype (None unless ``param_grads``; ``gx`` None unless ``input_grad``)."""
+    acc = accumulator(g.dtype)
+    if _core_takes(x) and g.dtype == x.dtype:
+        g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
+        gx = np.empty(x.shape, x.dtype) if input_grad else None
+        sums = np.empty((2, x.shape[1]), x.dtype) if param_grads else None
+        stats = np.zeros((3, x.shape[1]), x.dtype)
+        stats[0], stats[2] = mean, invstd
+        _over_channels(backends.core.module.batch_norm_backward, x, g, x, gx, _vector(weight, x.dtype), stats,
+                       sums, _core_geometry(x), bool(training))
+        return gx, (None if sums is None else sums[1]), (None if sums is None else sums[0])
+    t = acc.type
+    count = x.size // x.shape[1]
+    scale = invstd if weight is None else (invstd * weight).astype(acc, copy=False)
+    total = dot = None
+    if param_grads or (training and input_grad):
+        total, dot = centred_dot(g, x, mean)  # sum g, sum g * (x - mean)
+    gx = None
+    if input_grad:
+        if training:  # scale * (g - mean(g) - xhat * mean(g * xhat))
+            gx = centred_affine(g, x, mean, scale, -scale * invstd * invstd * dot / t(count),
+                                -scale * total / t(count))
+        else:
+            gx = affine(g, scale, np.zeros_like(scale))
+    if not param_grads:
+        return gx, None, None
+    return gx, (dot * invstd).astype(acc, copy=False), total
+
+
+#: Flat element ranges of the compiled elementwise kernels start at multiples of this (cache lines).
+ELEMENT_ALIGN = 64
+
+
+def _over_elements(kernel: Callable[..., None], size: int, *args: Any) -> None:
+    """``kernel(isa, *args, start, stop)`` over flat element ranges of ``size`` elements split across
+    the worker threads (one range on the calling thread for small arrays)."""
+    threads = 1 if size < PARALLEL_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
+    bounds = [size * i // threads // ELEMENT_ALIGN * ELEMENT_ALIGN for i in range(threads)] + [size]
+    isa = backends.core.isa_index
+    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
+                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads, blas=0)
+
+
+def _flat_core(*arrays: np.ndarray) -> bool:
+    """Whether the compiled elementwise kernels take ``arrays``: one float32/float64 dtype and shape,
+    all C-contiguous."""
+    first = arrays[0]
+    return (_core_takes(first) and all(a.dtype == first.dtype and a.shape == first.shape
+                                       and a.flags.c_contiguous for a in arrays))
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, a new array (NaN stays NaN, as in torch)."""
     y = np.empty_like(x)
+    if _flat_core(x, y):
+        _over_elements(backends.core.module.relu_forward, x.size, x.reshape(-1), y.reshape(-1))
+        return y
     _each(x, lambda s: maximum_zero(x[s], y[s]))
     return y
 
@@ -206,6 +335,10 @@ def relu_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``0 where y <= 0, else g`` (``y`` the ReLU's output; as torch's ``threshold_backward``, so a
     NaN input passes its gradient through), a new array of ``g``'s dtype."""
     out = np.empty(np.broadcast_shapes(g.shape, y.shape), g.dtype)
+    if _flat_core(g, y, out):
+        _over_elements(backends.core.module.relu_backward, out.size, g.reshape(-1), y.reshape(-1),
+                       out.reshape(-1))
+        return out
     if g.shape != y.shape:
         _relu_grad_block(g, y, out)
         return out
@@ -252,6 +385,10 @@ def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.
     ``kind`` one of :data:`ACTIVATIONS` (``lo``/``hi``: hardtanh's bounds). Returns ``y``."""
     if kind not in ACTIVATIONS:
         raise ValueError(f"activate_: kind must be one of {ACTIVATIONS}, got {kind!r}")
+    if kind == "relu" and _flat_core(y):
+        flat = y.reshape(-1)
+        _over_elements(backends.core.module.relu_forward, y.size, flat, flat)
+        return y
     _each(y, lambda s: _activate_block(y[s], kind, lo, hi))
     return y
 

@@ -36,44 +36,33 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
 
     In training the batch statistics are used and the running buffers (if given) are updated in
     place: ``r = (1 - momentum) * r + momentum * stat`` with the unbiased variance
-    ``var * M / (M - 1)``. Otherwise the running statistics normalise. Computed image by image on
-    the worker threads (:mod:`npconv.kernels.pointwise`) as ``y = (x - mean) * a + bias`` with
-    ``a = weight * invstd``; ``xhat`` is not stored, the backward pass recomputes ``x - mean``.
+    ``var * M / (M - 1)``. Otherwise the running statistics normalise. The passes are
+    :func:`npconv.kernels.pointwise.batch_norm_forward` / ``batch_norm_backward`` (compiled per
+    channel, or NumPy over runs of images); ``xhat`` is not stored, the backward pass recomputes
+    ``x - mean``.
     """
     data = as_array(x)
-    channels = data.shape[1]
-    count = data.size // channels if channels else 0
     acc = pointwise.accumulator(data.dtype)  # statistics in at least float32
-    t = acc.type
+    w = None if weight is None else as_array(weight)
+    b = None if bias is None else as_array(bias)
     if training:
-        mean = pointwise.channel_sums(data) / t(count)
-        first, second = pointwise.centred_moments(data, mean)
-        correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
-        mean = mean + correction
-        var = np.maximum(second / t(count) - correction * correction, t(0))
+        y, mean, var, invstd = pointwise.batch_norm_forward(data, w, b, eps)
+        count = data.size // data.shape[1]
         for buffer, stat in ((running_mean, mean), (running_var, var * (count / max(count - 1, 1)))):
             if buffer is not None:
                 buffer.numpy()[...] = (1 - momentum) * buffer.numpy() + momentum * stat
     else:
         mean = as_array(running_mean).astype(acc, copy=False)
         var = as_array(running_var).astype(acc, copy=False)
-    invstd = (1 / np.sqrt(var + t(eps))).astype(acc, copy=False)
-    w = None if weight is None else as_array(weight)
-    scale = invstd if w is None else (invstd * w).astype(acc, copy=False)
-    shift = np.zeros_like(scale) if bias is None else as_array(bias).astype(acc, copy=False)
-    y = pointwise.centred_scale(data, mean, scale, shift)
+        invstd = (1 / np.sqrt(var + acc.type(eps))).astype(acc, copy=False)
+        y, mean, _, invstd = pointwise.batch_norm_forward(data, w, b, eps, fixed=(mean, invstd))
 
     def backward(g: np.ndarray) -> tuple[Any, ...]:
-        total, dot = pointwise.centred_dot(g, data, mean)  # sum g, sum g * (x - mean)
-        gw = (dot * invstd).astype(as_array(weight).dtype, copy=False) if _wants_grad(weight) else None
-        gb = total.astype(as_array(bias).dtype, copy=False) if _wants_grad(bias) else None
-        gx = None
-        if _wants_grad(x):
-            if training:  # scale * (g - mean(g) - xhat * mean(g * xhat))
-                gx = pointwise.centred_affine(g, data, mean, scale, -scale * invstd * invstd * dot / t(count),
-                                              -scale * total / t(count))
-            else:
-                gx = pointwise.affine(g, scale, np.zeros_like(scale))
+        param_grads = _wants_grad(weight) or _wants_grad(bias)
+        gx, gw, gb = pointwise.batch_norm_backward(g, data, mean, invstd, w, training, _wants_grad(x),
+                                                   param_grads)
+        gw = gw.astype(w.dtype, copy=False) if _wants_grad(weight) else None
+        gb = gb.astype(b.dtype, copy=False) if _wants_grad(bias) else None
         return gx, gw, gb
 
     return make_result(y, (x, weight, bias), backward, "NativeBatchNormBackward0")
