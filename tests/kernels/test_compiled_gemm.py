@@ -46,9 +46,9 @@ TILINGS = {
     "tiny": _IM2COL_TINY,
     "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
     "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
-    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
     "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
-                       "IMPLICIT_MAX_GRID": 1e9},
+                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
 }
 
 
@@ -191,6 +191,42 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
         assert seen[-1][-1] == 1
         compiled_gemm.grad_weight(x32[:, :, :20, :20], x32[:, :, :20, :20], geom)  # 400: im2col
         assert seen[-1][-1] == 0
+
+
+def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkeypatch):
+    """A weight-heavy layer on a small image (here 512 output channels on 14x14, like ResNet's 512x7x7
+    at batch 1) packs its columns once instead of rearranging the weight per call; the same shapes
+    follow every setting change (the work items are cached per call shape and settings)."""
+    seen = []
+    run = compiled_gemm._run
+    monkeypatch.setattr(
+        compiled_gemm,
+        "_run",
+        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k),
+    )
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    x, w = np.ones((1, 8, 14, 14)), np.ones((512, 8, 3, 3))  # 196 * 2/3 columns saved < 512 weight rows
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 0
+    compiled_gemm.forward(np.ones((1, 8, 40, 40)), w, geom)  # 1600 * 2/3 >= 512: worth it
+    assert seen[-1][-2] == 2
+    monkeypatch.setattr(compiled_gemm, "SHIFT_MIN_SAVING", 0.1)
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 2
+    monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)
+    compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-2] == 0
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32: the implicit GEMM from 48 positions
+        monkeypatch.setattr(backends.core, "isa", isa)
+        x32, w32 = np.ones((8, 8, 6, 6), np.float32), np.ones((8, 8, 3, 3), np.float32)
+        compiled_gemm.forward(x32, w32, geom)
+        assert seen[-1][-1] == 0  # 36 positions per image: chunks of images on im2col
+        compiled_gemm.forward(np.ones((8, 8, 7, 7), np.float32), w32, geom)
+        assert seen[-1][-1] == 1
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+        compiled_gemm.forward(x32, w32, geom)
+        assert seen[-1][-1] == 1
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 48)
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
@@ -595,8 +631,8 @@ def test_registry_prefers_the_compiled_variant():
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
-    """The implicit GEMM computes the padded grid's junk positions too and discards them (forward) or
-    skips them (grad_weight): a NaN or an inf in x reaches exactly the outputs and weight gradients
+    """The implicit GEMM packs output positions only (forward) and skips the padded grid's junk
+    positions (grad_weight): a NaN or an inf in x reaches exactly the outputs and weight gradients
     whose windows read it (torch's pattern), dilated and padded."""
     vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
     if not vector:
@@ -616,6 +652,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     expected_gw = wt.grad.numpy()
     assert np.isnan(expected_gw).any() and np.isfinite(expected_gw).any()
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
     seen = []
     run = compiled_gemm._run
     monkeypatch.setattr(compiled_gemm, "_run",

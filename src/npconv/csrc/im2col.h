@@ -82,8 +82,8 @@ static void gc_derive(gc_geom *g)
 /* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
-    if (g->implicit) /* the slab; the forward's product stage, or grad_weight's gy^T panels */
-        return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? g->og * GM_NC : (g->og + 16) * g->nqmax);
+    if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
+        return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
@@ -275,8 +275,9 @@ static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptr
  * lines) copies its input rows once into a zero-padded slab (extents ext: the padded image cut to
  * what the outputs read); in the slab's flattened coordinates q the output at q reads q + off(tap)
  * for every tap, so a row (channel, tap) of the columns over a block of positions is a run of the
- * slab at a fixed offset. Products cover the padded grid; its junk positions (past out on the last
- * axis, and in 3-d past out on the middle one) are discarded or, in grad_weight, read zeros. */
+ * slab at a fixed offset. Only output positions are computed: the padded grid's junk positions (past
+ * out on the last axis, and in 3-d past out on the middle one) are skipped when the forward packs its
+ * columns and read as zeros of gy by grad_weight. */
 
 /* The item's image n, positions [qa, qa + nq) and slab (padded rows from ra, slen per channel). */
 typedef struct {
@@ -325,38 +326,69 @@ static inline const T *GC(implicit_row)(const T *slab, const gc_geom *g, const G
     return slab + c * sp->slen + (a * g->d[0] * g->ext[1] + b * g->d[1]) * g->ext[2] + e * g->d[2];
 }
 
-/* forward: the columns of a block of positions packed from slab runs into the gemm's panels, the
- * products staged (og x GM_NC) and their valid columns written into y with the epilogue. */
+/* forward, valid positions only: the item's outputs are lines [l0, l1) of out2 positions, y's positions
+ * l0 * out2 + v for v in [0, (l1 - l0) * out2), contiguous in y. A block of GM_NC of them is packed
+ * from slab runs (a run: one output line's positions inside one panel) into the gemm's panels and
+ * multiplied straight into y with the epilogue: no junk position is computed or staged. */
+static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdiff_t kc, ptrdiff_t nc,
+                                    const ptrdiff_t *runs, ptrdiff_t nruns)
+{
+    ptrdiff_t r = 0;
+    for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+        const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+        ptrdiff_t r1 = r;
+        while (r1 < nruns && runs[3 * r1] < s + wd) r1++;
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            T *restrict d = dst + p * wd - s;
+            const T *src = row[p];
+            for (ptrdiff_t i = r; i < r1; i++) {
+                const ptrdiff_t col = runs[3 * i], q = runs[3 * i + 1], len = runs[3 * i + 2];
+                for (ptrdiff_t t = 0; t < len; t++) d[col + t] = src[q + t];
+            }
+            for (ptrdiff_t j = cols; j < wd; j++) d[s + j] = 0;
+        }
+        r = r1;
+        dst += kc * wd;
+    }
+}
+
 static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
                                     ptrdiff_t item, int act, T lo, T hi)
 {
     const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2];
+    const ptrdiff_t l0 = item % g->bands * g->band, l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
+    const ptrdiff_t nv = (l1 - l0) * out2;
     GC(span) sp;
     GC(implicit_span)(g, item, &sp);
-    T *slab = scratch, *stage = scratch + g->cg * g->srows * E2, *pack = stage + g->og * GM_NC;
+    T *slab = scratch, *pack = scratch + g->cg * g->srows * E2;
     const T *row[GM_KC];
+    ptrdiff_t runs[3 * (GM_NC + GM_NC / GM_NR + 2)];
     for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
         GC(implicit_slab)(slab, x + (sp.n * g->c + grp * g->cg) * g->plane, g, &sp);
         const T *wg = w + grp * g->og * g->ck, *bg = bias ? bias + grp * g->og : NULL;
-        for (ptrdiff_t j0 = 0; j0 < sp.nq; j0 += GM_NC) {
-            const ptrdiff_t nc = sp.nq - j0 < GM_NC ? sp.nq - j0 : GM_NC;
+        T *yg = y + (sp.n * g->o + grp * g->og) * g->len + l0 * out2;
+        for (ptrdiff_t v0 = 0; v0 < nv; v0 += GM_NC) {
+            const ptrdiff_t nc = nv - v0 < GM_NC ? nv - v0 : GM_NC;
+            /* the block's runs: column, slab offset (from the span's first position), length */
+            ptrdiff_t nruns = 0;
+            for (ptrdiff_t j = 0; j < nc;) {
+                const ptrdiff_t v = v0 + j, line = l0 + v / out2, o2 = v % out2;
+                const ptrdiff_t to_line = out2 - o2, to_panel = GM_NR - j % GM_NR;
+                ptrdiff_t len = to_line < to_panel ? to_line : to_panel;
+                if (len > nc - j) len = nc - j;
+                runs[3 * nruns] = j;
+                runs[3 * nruns + 1] = ((line / out1) * E1 + line % out1) * E2 + o2 - sp.qa;
+                runs[3 * nruns + 2] = len;
+                nruns++;
+                j += len;
+            }
             for (ptrdiff_t p0 = 0; p0 < g->ck; p0 += GM_KC) {
                 const ptrdiff_t kc = g->ck - p0 < GM_KC ? g->ck - p0 : GM_KC;
-                for (ptrdiff_t p = 0; p < kc; p++) row[p] = GC(implicit_row)(slab, g, &sp, p0 + p) + j0;
-                FN(gm_pack_rows)(pack, row, kc, nc);
-                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, kc, 0, stage, nc, 1, p0 ? 1 : 0, NULL, 0, 0, 0);
-            }
-            /* the valid columns of [qa + j0, qa + j0 + nc), row segment by row segment */
-            const ptrdiff_t q1 = sp.qa + j0 + nc;
-            for (ptrdiff_t q = sp.qa + j0; q < q1;) {
-                const ptrdiff_t r = q / E2, o2 = q % E2, run = E2 - o2 < q1 - q ? E2 - o2 : q1 - q;
-                const ptrdiff_t o1 = r % E1, o0 = r / E1;
-                if (o2 < out2 && o1 < out1) {
-                    const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
-                    GC(epilogue)(y + (sp.n * g->o + grp * g->og) * g->len + (o0 * out1 + o1) * out2 + o2, g->len,
-                                 stage + (q - sp.qa - j0), nc, g->og, cnt, bg, act, lo, hi);
-                }
-                q += run;
+                const int last = p0 + kc >= g->ck;
+                for (ptrdiff_t p = 0; p < kc; p++) row[p] = GC(implicit_row)(slab, g, &sp, p0 + p);
+                GC(implicit_pack_valid)(pack, row, kc, nc, runs, nruns);
+                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, kc, 0, yg + v0, g->len, 1, p0 ? 1 : 0,
+                             last ? bg : NULL, last ? act : 0, lo, hi);
             }
         }
     }

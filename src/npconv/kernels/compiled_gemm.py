@@ -43,7 +43,7 @@ from .pointwise import Activation, epilogue_
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "MIN_BAND", "ROW_SHIFT",
            "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES", "IMPLICIT_MAX_GRID",
-           "IMPLICIT_GW_MIN_POSITIONS", "implicit_runs"]
+           "IMPLICIT_GW_MIN_POSITIONS", "IMPLICIT_MIN_POSITIONS", "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -85,10 +85,14 @@ CHUNK_BYTES = 1 << 20
 IMPLICIT = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
-#: The implicit GEMM computes every position of the padded grid: at most this many per output
-#: (13x13 on 32x32, 1.375: CPU 37.9 ms implicit vs 32.5 im2col with the row shift; 3x3x3 on 32^3,
-#: 1.13: 24.5 vs 42.6; docs/performance.md).
-IMPLICIT_MAX_GRID = 1.25
+#: The implicit GEMM's slab holds the padded grid, at most this many positions per output (it
+#: computes outputs only; wider grids mean short runs to pack and a larger slab). CPU ms, one
+#: thread, implicit vs im2col: 13x13 on 4x64x32x32 (1.375) forward 27.7 vs 29.6, grad_weight 29.4
+#: vs 39.3; 7x7 images, 3x3 (1.29) 11.7 vs 12.2; 12x12, 7x7 (1.5) 9.5 vs 9.9 (docs/performance.md).
+IMPLICIT_MAX_GRID = 1.6
+#: Fewest output positions per image for an implicit forward (an item is one image's lines: 4x4
+#: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45).
+IMPLICIT_MIN_POSITIONS = 48
 #: Fewest output positions per image for an implicit grad_weight (its register tiles run over an
 #: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
 #: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
@@ -280,36 +284,56 @@ def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation |
     return out if later is None else epilogue_(out, None, later)
 
 
-def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
-            epilogue: Epilogue | None = None) -> np.ndarray:
-    """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
-    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
-    bias, act, lo, hi, later = _epilogue(bias, epilogue)
-    dtype = _dtype(x, w)
-    n, c = x.shape[:2]
-    o = w.shape[0]
-    in_size = tuple(int(v) for v in x.shape[2:])
-    geometry = None if dtype is None or min(x.shape + w.shape) == 0 else _geometry(n, c, o, in_size, geom)
-    plan = _plan(0, geometry)
-    if plan is None:
-        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
+def _settings() -> tuple:
+    """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
+    return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
+            SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS,
+            _blas.OWN_GEMM,
+            backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, gemm._on_blas_threads(),
+            get_num_threads())
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
+                    settings: tuple) -> tuple | None:
+    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads)`` of a forward,
+    or None where the C kernel declines it; a pure function of its arguments (:func:`_settings`)."""
+    n, c = x_shape[:2]
+    o = w_shape[0]
+    in_size = x_shape[2:]
+    geometry = None if min(x_shape + w_shape) == 0 else _geometry(n, c, o, in_size, geom)
+    if _plan(0, geometry) is None:
+        return None
     out_size = geom.output_size(in_size)
     length = math.prod(out_size)
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
-    if implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1:
+    if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
+            and length >= IMPLICIT_MIN_POSITIONS):
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
     if implicit is not None:
-        geometry, shifted = implicit, False
-    else:
-        geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+        return implicit, False, out_size, threads, blas
+    geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
+    return geometry, shifted, out_size, threads, blas
+
+
+def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
+            epilogue: Epilogue | None = None) -> np.ndarray:
+    """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
+    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
+    bias, act, lo, hi, later = _epilogue(bias, epilogue)
+    dtype = _dtype(x, w)
+    layout = None if dtype is None else _forward_layout(x.shape, w.shape, geom, dtype, _settings())
+    if layout is None:
+        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
+    geometry, shifted, out_size, threads, blas = layout
     wm = np.ascontiguousarray(w, dtype)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
-        k0 = geom.kernel_size[0]
-        wm = np.ascontiguousarray(wm.reshape(o, cg, k0, -1).transpose(2, 0, 1, 3))
-    y = np.empty((n, o) + out_size, dtype)
+        o, k0 = w.shape[0], geom.kernel_size[0]
+        wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
+    y = np.empty(x.shape[:1] + w.shape[:1] + out_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     _run(0, geometry, dtype, threads, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
     return _finish(y, 0, 0.0, 0.0, later)
