@@ -180,3 +180,33 @@ def test_extension_rejects_bad_arguments():
     with pytest.raises(ValueError, match="sums has 3 elements, expected 6"):
         core.batch_norm_backward(isa, y, x, None, None, stats, np.zeros(3, np.float32), (2, 3, 4), True, 0, 3)
     assert not y.any() and not stats.any()  # rejected calls wrote nothing
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 0), (0, 3, 2), (0, 3), (1, 3), (1, 3, 1)])
+def test_empty_and_single_value_batches_as_torch(shape, engine, torch):
+    """As torch: one value per channel is rejected in training; no values (N = 0) gives an empty
+    result, zero parameter gradients and running statistics left alone; no channels, empty results."""
+    c = shape[1]
+    for training in (True, False):
+        x = npconv.Tensor(np.zeros(shape), requires_grad=True)
+        w = npconv.Tensor(np.ones(c), requires_grad=True)
+        rm, rv = np.zeros(c), np.ones(c)
+        xt = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+        wt = torch.ones(c, dtype=torch.float64, requires_grad=True)
+        rmt, rvt = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+        if training and shape[0] * int(np.prod(shape[2:])) == 1:
+            with pytest.raises(ValueError, match="more than 1 value per channel"):
+                F.batch_norm(x, rm, rv, w, None, training)
+            with pytest.raises(ValueError, match="more than 1 value per channel"):
+                torch.nn.functional.batch_norm(xt, rmt, rvt, wt, None, training)
+            continue
+        # no weight without channels: torch raises IndexError for a weight of no elements
+        y = F.batch_norm(x, rm, rv, w if c else None, None, training)
+        yt = torch.nn.functional.batch_norm(xt, rmt, rvt, wt if c else None, None, training)
+        y.sum().backward()
+        yt.sum().backward()
+        assert y.shape == tuple(yt.shape) and x.grad.shape == tuple(xt.grad.shape)
+        if c:
+            np.testing.assert_array_equal(w.grad.numpy(), wt.grad.numpy())
+        np.testing.assert_array_equal(rm, rmt.numpy())
+        np.testing.assert_array_equal(rv, rvt.numpy())
