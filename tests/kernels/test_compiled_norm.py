@@ -210,3 +210,38 @@ def test_empty_and_single_value_batches_as_torch(shape, engine, torch):
             np.testing.assert_array_equal(w.grad.numpy(), wt.grad.numpy())
         np.testing.assert_array_equal(rm, rmt.numpy())
         np.testing.assert_array_equal(rv, rvt.numpy())
+
+
+def _reference(x, g, w, b, eps):
+    """Training-mode batch norm and its gradients from the textbook formulas in float64 (NumPy only)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    y = xhat * w.reshape(shape) + b.reshape(shape)
+    gxhat = g * w.reshape(shape)
+    gx = (gxhat - gxhat.mean(axis=axes, keepdims=True)
+          - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * invstd.reshape(shape)
+    return y, mean, var, gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (6, 2), (2, 5, 33)])
+def test_both_engines_equal_the_formulas_without_torch(shape, dtype, engine, parallel):
+    rng = np.random.default_rng(8)
+    x = (2 - 3 * rng.standard_normal(shape)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w, b = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    y, mean, var, invstd = pointwise.batch_norm_forward(x, w, b, 1e-3)
+    gx, gw, gb = pointwise.batch_norm_backward(g, x, mean, invstd, w, True, True, True)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for ours, exact in zip((y, mean, var, gx, gw, gb), _reference(x, g, w, b, 1e-3), strict=True):
+        assert ours.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(ours, exact, rtol=tol, atol=tol * max(1.0, np.abs(exact).max()))
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(var.astype(np.float64) + 1e-3), rtol=tol)
+    gx_fixed, gw_fixed, gb_fixed = pointwise.batch_norm_backward(g, x, mean, invstd, w, False, True, False)
+    assert gw_fixed is None and gb_fixed is None
+    np.testing.assert_allclose(gx_fixed, g * (w * invstd).reshape((1, -1) + (1,) * (x.ndim - 2)), rtol=tol)
