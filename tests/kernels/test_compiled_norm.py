@@ -180,3 +180,68 @@ def test_extension_rejects_bad_arguments():
     with pytest.raises(ValueError, match="sums has 3 elements, expected 6"):
         core.batch_norm_backward(isa, y, x, None, None, stats, np.zeros(3, np.float32), (2, 3, 4), True, 0, 3)
     assert not y.any() and not stats.any()  # rejected calls wrote nothing
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 0), (0, 3, 2), (0, 3), (1, 3), (1, 3, 1)])
+def test_empty_and_single_value_batches_as_torch(shape, engine, torch):
+    """As torch: one value per channel is rejected in training; no values (N = 0) gives an empty
+    result, zero parameter gradients and running statistics left alone; no channels, empty results."""
+    c = shape[1]
+    for training in (True, False):
+        x = npconv.Tensor(np.zeros(shape), requires_grad=True)
+        w = npconv.Tensor(np.ones(c), requires_grad=True)
+        rm, rv = np.zeros(c), np.ones(c)
+        xt = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+        wt = torch.ones(c, dtype=torch.float64, requires_grad=True)
+        rmt, rvt = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+        if training and shape[0] * int(np.prod(shape[2:])) == 1:
+            with pytest.raises(ValueError, match="more than 1 value per channel"):
+                F.batch_norm(x, rm, rv, w, None, training)
+            with pytest.raises(ValueError, match="more than 1 value per channel"):
+                torch.nn.functional.batch_norm(xt, rmt, rvt, wt, None, training)
+            continue
+        # no weight without channels: torch raises IndexError for a weight of no elements
+        y = F.batch_norm(x, rm, rv, w if c else None, None, training)
+        yt = torch.nn.functional.batch_norm(xt, rmt, rvt, wt if c else None, None, training)
+        y.sum().backward()
+        yt.sum().backward()
+        assert y.shape == tuple(yt.shape) and x.grad.shape == tuple(xt.grad.shape)
+        if c:
+            np.testing.assert_array_equal(w.grad.numpy(), wt.grad.numpy())
+        np.testing.assert_array_equal(rm, rmt.numpy())
+        np.testing.assert_array_equal(rv, rvt.numpy())
+
+
+def _reference(x, g, w, b, eps):
+    """Training-mode batch norm and its gradients from the textbook formulas in float64 (NumPy only)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    y = xhat * w.reshape(shape) + b.reshape(shape)
+    gxhat = g * w.reshape(shape)
+    gx = (gxhat - gxhat.mean(axis=axes, keepdims=True)
+          - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * invstd.reshape(shape)
+    return y, mean, var, gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (6, 2), (2, 5, 33)])
+def test_both_engines_equal_the_formulas_without_torch(shape, dtype, engine, parallel):
+    rng = np.random.default_rng(8)
+    x = (2 - 3 * rng.standard_normal(shape)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    w, b = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    y, mean, var, invstd = pointwise.batch_norm_forward(x, w, b, 1e-3)
+    gx, gw, gb = pointwise.batch_norm_backward(g, x, mean, invstd, w, True, True, True)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for ours, exact in zip((y, mean, var, gx, gw, gb), _reference(x, g, w, b, 1e-3), strict=True):
+        assert ours.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(ours, exact, rtol=tol, atol=tol * max(1.0, np.abs(exact).max()))
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(var.astype(np.float64) + 1e-3), rtol=tol)
+    gx_fixed, gw_fixed, gb_fixed = pointwise.batch_norm_backward(g, x, mean, invstd, w, False, True, False)
+    assert gw_fixed is None and gb_fixed is None
+    np.testing.assert_allclose(gx_fixed, g * (w * invstd).reshape((1, -1) + (1,) * (x.ndim - 2)), rtol=tol)

@@ -26,6 +26,10 @@ def _compare(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool, rng: np.random.
     assert y.dtype == x.dtype and arg.dtype == np.int32
     np.testing.assert_array_equal(y, y_ref)  # max is exact; NaN where the reference has NaN
     np.testing.assert_array_equal(arg, arg_ref)
+    for compiled in (True, False):  # without the argmax (no graph needs it): the same values
+        values, no_arg = pool.max_pool_forward(x, geom, ceil_mode, compiled=compiled, argmax=False)
+        assert no_arg is None
+        np.testing.assert_array_equal(values, y_ref)
     gy = rng.standard_normal(y.shape).astype(x.dtype)
     gx = pool.max_pool_backward(gy, arg, geom, x.shape[2:], ceil_mode)
     gx_ref = pool.max_pool_backward(gy, arg_ref, geom, x.shape[2:], ceil_mode, compiled=False)
@@ -94,6 +98,9 @@ def test_layer_matches_torch_values_indices_and_gradient():
         np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
         np.testing.assert_array_equal(idx.numpy(), tidx.numpy())
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-6)
+        with npconv.no_grad():  # no graph: the values alone
+            values = npconv.nn.functional.max_pool2d(ours, 3, 2, 1, ceil_mode=True)
+        np.testing.assert_array_equal(values.numpy(), ty.detach().numpy())
         x1 = x[:, :, 0]
         y1 = npconv.nn.functional.max_pool1d(npconv.tensor(x1), 4, 3, 2, dilation=2)
         np.testing.assert_array_equal(y1.numpy(), torch.nn.functional.max_pool1d(
@@ -114,6 +121,9 @@ def test_extension_guards():
     arg = np.zeros((1, 2, 2), np.int32)
     geometry = (1, 4, 4, 2, 2, 2, 2, 2, 2, 1, 1, 0, 0)
     core.max_pool2d_forward(0, x, y, arg, geometry, 0, 1)
+    core.max_pool2d_forward(0, x, y, None, geometry, 0, 1)  # no argmax
+    with pytest.raises(TypeError):
+        core.max_pool2d_backward(0, y, None, x, geometry, 0, 1)  # the backward needs it
     with pytest.raises(TypeError, match="arg must hold int32"):
         core.max_pool2d_forward(0, x, y, arg.astype(np.int64), geometry, 0, 1)
     with pytest.raises(TypeError, match="same element type"):

@@ -880,7 +880,8 @@ static PyObject *run_max_pool(PyObject *args, int pass)
     int ok = 0;
     if (get_buffer(src_o, 0, &src, pass ? "grad_output" : "input") < 0) return NULL;
     if (get_buffer(dst_o, 1, &dst, pass ? "grad_input" : "output") < 0) goto release_src;
-    if (get_int32_buffer(arg_o, !pass, &arg, "arg") < 0) goto release_dst;
+    const int have_arg = pass || arg_o != Py_None; /* forward: arg None computes the values alone */
+    if (have_arg && get_int32_buffer(arg_o, !pass, &arg, "arg") < 0) goto release_dst;
     if (dst.itemsize != src.itemsize) {
         PyErr_SetString(PyExc_TypeError, "input and output must have the same element type");
         goto release_arg;
@@ -888,7 +889,7 @@ static PyObject *run_max_pool(PyObject *args, int pass)
     const ptrdiff_t in_n = g.planes * g.h * g.w, out_n = g.planes * g.oh * g.ow;
     if (check_count(&src, pass ? out_n : in_n, 0, pass ? "grad_output" : "input") < 0 ||
         check_count(&dst, pass ? in_n : out_n, 0, pass ? "grad_input" : "output") < 0 ||
-        check_count(&arg, out_n, 0, "arg") < 0)
+        (have_arg && check_count(&arg, out_n, 0, "arg") < 0))
         goto release_arg;
     if (check_range(start, stop, g.planes, "plane") < 0) goto release_arg;
     const mp_kernels *k = &MP_TABLE[isa][src.itemsize == 8];
@@ -896,11 +897,11 @@ static PyObject *run_max_pool(PyObject *args, int pass)
     if (pass)
         k->backward(src.buf, (const int32_t *)arg.buf, dst.buf, &g, start, stop);
     else
-        k->forward(src.buf, dst.buf, (int32_t *)arg.buf, &g, start, stop);
+        k->forward(src.buf, dst.buf, have_arg ? (int32_t *)arg.buf : NULL, &g, start, stop);
     Py_END_ALLOW_THREADS
     ok = 1;
 release_arg:
-    PyBuffer_Release(&arg);
+    if (have_arg) PyBuffer_Release(&arg);
 release_dst:
     PyBuffer_Release(&dst);
 release_src:
@@ -1554,7 +1555,7 @@ static PyMethodDef methods[] = {
      "grouped2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): groups [start, stop) of gw"},
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
      "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
-     "argmax kernel offsets arg (int32)"},
+     "argmax kernel offsets arg (int32; None: y alone)"},
     {"gemm", gemm, METH_VARARGS,
      "gemm(isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
      "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},

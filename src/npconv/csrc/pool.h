@@ -16,8 +16,9 @@ static inline void FN(mp_taps)(ptrdiff_t start, ptrdiff_t n, ptrdiff_t k, ptrdif
     *k1 = end < k ? end : k;
 }
 
-/* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN. The
- * stride is a compile-time constant at the call sites that matter (1, 2), so the loop vectorizes. */
+/* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN (and its
+ * offset `code` goes to `at` unless at is NULL). The stride and whether at is NULL are compile-time
+ * constants at the call sites that matter (strides 1, 2), so the loop vectorizes. */
 static inline __attribute__((always_inline)) void
 FN(mp_tap)(const T *src, ptrdiff_t stride, T *best, int32_t *at, ptrdiff_t j0, ptrdiff_t j1, int32_t code)
 {
@@ -25,12 +26,13 @@ FN(mp_tap)(const T *src, ptrdiff_t stride, T *best, int32_t *at, ptrdiff_t j0, p
         const T v = src[j * stride];
         const int take = (v > best[j]) | (v != v);
         best[j] = take ? v : best[j];
-        at[j] = take ? code : at[j];
+        if (at) at[j] = take ? code : at[j];
     }
 }
 
 /* Row by row: every output of the row starts at -inf with its first in-bounds offset, then the taps
- * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. */
+ * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. arg
+ * NULL: the values alone (no graph needs the argmax). */
 static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *g, ptrdiff_t start, ptrdiff_t stop)
 {
     const ptrdiff_t in_plane = g->h * g->w, out_plane = g->oh * g->ow;
@@ -38,15 +40,14 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
         const T *xp = x + p * in_plane;
         for (ptrdiff_t i = 0; i < g->oh; i++) {
             T *best = y + p * out_plane + i * g->ow;
-            int32_t *at = arg + p * out_plane + i * g->ow;
+            int32_t *at = arg ? arg + p * out_plane + i * g->ow : NULL;
             const ptrdiff_t hs = i * g->sh - g->ph;
             ptrdiff_t kh0, kh1;
             FN(mp_taps)(hs, g->h, g->kh, g->dh, &kh0, &kh1);
-            for (ptrdiff_t j = 0; j < g->ow; j++) {
-                ptrdiff_t kw0, kw1;
-                FN(mp_taps)(j * g->sw - g->pw, g->w, g->kw, g->dw, &kw0, &kw1);
-                best[j] = -(T)INFINITY;
-                at[j] = (int32_t)(kh0 * g->kw + kw0);
+            for (ptrdiff_t j = 0; j < g->ow; j++) best[j] = -(T)INFINITY;
+            for (ptrdiff_t j = 0; at && j < g->ow; j++) {
+                const ptrdiff_t ws = j * g->sw - g->pw; /* first in-bounds kw: a division only left of the input */
+                at[j] = (int32_t)(kh0 * g->kw + (ws < 0 ? (-ws + g->dw - 1) / g->dw : 0));
             }
             for (ptrdiff_t a = kh0; a < kh1; a++) {
                 const T *row = xp + (hs + a * g->dh) * g->w;
@@ -59,10 +60,14 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
                     if (j0 >= j1) continue;
                     const T *src = row + shift;
                     const int32_t code = (int32_t)(a * g->kw + b);
-                    if (g->sw == 1)
+                    if (g->sw == 1 && at)
                         FN(mp_tap)(src, 1, best, at, j0, j1, code);
-                    else if (g->sw == 2)
+                    else if (g->sw == 1)
+                        FN(mp_tap)(src, 1, best, NULL, j0, j1, code);
+                    else if (g->sw == 2 && at)
                         FN(mp_tap)(src, 2, best, at, j0, j1, code);
+                    else if (g->sw == 2)
+                        FN(mp_tap)(src, 2, best, NULL, j0, j1, code);
                     else
                         FN(mp_tap)(src, g->sw, best, at, j0, j1, code);
                 }

@@ -27,6 +27,7 @@ thread count). Inputs are ``(N, C, ...)`` arrays (``relu``: any shape).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -90,7 +91,7 @@ def maximum_zero(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a (B, C, ...)`` as ``(B, C, S)`` (a view when possible)."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))  # not -1: C may be 0
 
 
 def _column(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -216,7 +217,12 @@ def _over_channels(kernel: Callable[..., None], x: np.ndarray, *args: Any) -> No
 
 
 def _core_geometry(x: np.ndarray) -> tuple[int, int, int]:
-    return x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+    return x.shape[0], x.shape[1], math.prod(x.shape[2:])
+
+
+def _per_channel(x: np.ndarray) -> int:
+    """Elements per channel of ``x (N, C, *)`` (also without channels)."""
+    return x.shape[0] * math.prod(x.shape[2:])
 
 
 def _vector(v: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
@@ -243,7 +249,7 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
         return y, stats[0], (stats[1] if fixed is None else None), stats[2]
     t = acc.type
     if fixed is None:
-        count = x.size // x.shape[1]
+        count = _per_channel(x)
         mean = channel_sums(x) / t(count)
         first, second = centred_moments(x, mean)
         correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
@@ -276,7 +282,7 @@ def batch_norm_backward(g: np.ndarray, x: np.ndarray, mean: np.ndarray, invstd: 
                        sums, _core_geometry(x), bool(training))
         return gx, (None if sums is None else sums[1]), (None if sums is None else sums[0])
     t = acc.type
-    count = x.size // x.shape[1]
+    count = _per_channel(x)
     scale = invstd if weight is None else (invstd * weight).astype(acc, copy=False)
     total = dot = None
     if param_grads or (training and input_grad):

@@ -91,23 +91,31 @@ def _over_planes(kernel, planes: int, *args) -> None:
                   lambda _, span: kernel(isa, *args, span[0], span[1]), threads)
 
 
-def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False, compiled: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False, compiled: bool = True,
+                     argmax: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Max pooling: ``(y, arg)`` where ``arg (N, C, *out)`` is the flat kernel offset of each maximum
-    (int32 below 2**31 offsets); ``compiled=False``: the NumPy passes even when the core is in use."""
+    (int32 below 2**31 offsets), None with ``argmax=False`` (no backward pass or indices will need
+    it: the values alone are computed); ``compiled=False``: the NumPy passes even when the core is
+    in use."""
     input_size = x.shape[2:]
     out_size, pads = geom.pool_padding(input_size, ceil_mode)
     planes = x.shape[0] * x.shape[1]
     geometry = _core_geometry(planes, input_size, out_size, geom, pads)
     if compiled and _compiled(x, geom, geometry):
         y = np.empty(x.shape[:2] + out_size, x.dtype)
-        arg = np.empty(y.shape, np.int32)
+        arg = np.empty(y.shape, np.int32) if argmax else None
         _over_planes(backends.core.module.max_pool2d_forward, planes, np.ascontiguousarray(x), y, arg,
                      geometry)
         return y, arg
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)
     shape = x.shape[:2] + out_size
+    if not argmax:  # np.maximum keeps a NaN wherever one is in the window, as the argmax rule does
+        offsets = _offsets(geom.kernel_size)
+        best = np.array(view[(Ellipsis,) + next(offsets)], dtype=x.dtype)
+        for offset in offsets:
+            np.maximum(best, view[(Ellipsis,) + offset], out=best)
+        return best, None
     check_nan = bool(np.isnan(x).any())
     offsets = list(_offsets(geom.kernel_size))
     index_dtype = np.int32 if len(offsets) < 2**31 else np.int64

@@ -9,6 +9,7 @@ Activations (``relu``, ``leaky_relu``, ``gelu``, ``silu``, ``sigmoid``, ``tanh``
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from typing import Any
@@ -333,7 +334,7 @@ def batch_norm_arguments(input: Any, running_mean: Any, running_var: Any, weight
     if not training and (rm is None or rv is None):
         raise ValueError(must("running_mean and running_var", "be given when training=False", "None",
                               "batch_norm"))
-    if training and x.numel() // max(channels, 1) <= 1:
+    if training and x.shape[0] * math.prod(x.shape[2:]) == 1:  # one value per channel (none: as torch)
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{shape_text(x.shape)}")
     return x, rm, rv, w, b

@@ -45,9 +45,12 @@ def batch_norm(x: Any, running_mean: Tensor | None, running_var: Tensor | None, 
     acc = pointwise.accumulator(data.dtype)  # statistics in at least float32
     w = None if weight is None else as_array(weight)
     b = None if bias is None else as_array(bias)
-    if training:
+    count = data.shape[0] * math.prod(data.shape[2:])
+    if training and count == 0:  # as torch: an empty batch leaves the running statistics alone
+        zeros = np.zeros(data.shape[1], acc)
+        y, mean, _, invstd = pointwise.batch_norm_forward(data, w, b, eps, fixed=(zeros, zeros + 1))
+    elif training:
         y, mean, var, invstd = pointwise.batch_norm_forward(data, w, b, eps)
-        count = data.size // data.shape[1]
         for buffer, stat in ((running_mean, mean), (running_var, var * (count / max(count - 1, 1)))):
             if buffer is not None:
                 buffer.numpy()[...] = (1 - momentum) * buffer.numpy() + momentum * stat

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autograd import is_grad_enabled
 from ..checks import refuses_oversize
 from ..geometry import ConvGeometry
 from ..kernels import pool as _pool
@@ -20,7 +21,8 @@ def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, return_indices
     """Max pooling; ``(y, indices)`` with torch's flat per-plane ``indices`` (int64) if asked, else None."""
     data = as_array(x)
     input_size = data.shape[2:]
-    y, arg = _pool.max_pool_forward(data, geom, ceil_mode)
+    graph = is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad
+    y, arg = _pool.max_pool_forward(data, geom, ceil_mode, argmax=graph or return_indices)
 
     def backward(g: np.ndarray) -> tuple[np.ndarray]:
         return (_pool.max_pool_backward(g, arg, geom, input_size, ceil_mode),)

@@ -71,7 +71,7 @@ class SGD(Optimizer):
             if b is not None:
                 if not first:
                     b *= momentum
-                    b += keep * g  # keep == 1 multiplies exactly
+                    b += g if keep == 1 else keep * g  # keep == 1: the same values without a temporary
                 g = g + momentum * b if nesterov else b
             t -= lr * g
 
