@@ -260,6 +260,46 @@ def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
         assert_close(compiled_gemm.grad_input(xs, ws, tgeom, (ref.shape[2],), bs), ref, what="transposed")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_forward_on_npconvs_gemm_leaves_the_blas_threads_alone(threads, monkeypatch):
+    """Every product of a float32 forward on the vector builds runs on npconv's gemm: the call sets no
+    BLAS thread count (a threadpoolctl round trip per call); float64 (SciPy's BLAS) still pins the
+    BLAS to one thread per worker, and so does float32 with npconv's gemm switched off."""
+    import contextlib
+
+    import npconv
+    from npconv.kernels import blas, workspace
+
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def recording(n):
+        entered.append(n)
+        yield
+
+    monkeypatch.setattr(workspace, "blas_threads", recording)
+    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    try:
+        geom = ConvGeometry.create((3, 3), 1, 1, ndim=2)
+        x, w = np.ones((2, 4, 12, 12)), np.ones((4, 4, 3, 3))
+        compiled_gemm.forward(x, w, geom)
+        assert entered == [1]
+        vector = {"avx2", "avx512"} & set(backends.core.isas)
+        for isa in vector:
+            monkeypatch.setattr(backends.core, "isa", isa)
+            entered.clear()
+            compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32), geom)
+            assert entered == []
+            monkeypatch.setattr(blas, "OWN_GEMM", False)
+            compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32), geom)
+            assert entered == [1]
+            monkeypatch.setattr(blas, "OWN_GEMM", True)
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_two_worker_threads_and_non_contiguous_inputs(rng, isa, parallel, monkeypatch):
     monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
     geom = ConvGeometry.create((3, 3), (2, 1), 1, 1, 1, ndim=2)
