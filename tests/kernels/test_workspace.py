@@ -214,6 +214,8 @@ def test_team_wakes_sleeping_workers_and_reraises_their_errors(spin, monkeypatch
             time.sleep(0.01)  # longer than the short spin: the workers go to sleep
         with pytest.raises(ValueError, match="item 5"):
             workspace.run([0, 1, 2, 5], work, 2, blas=0)
+        with pytest.raises(ValueError, match="item 5"):  # both raise: the caller's, the worker's dropped
+            workspace.run([5, 5], work, 2, blas=0)
         seen.clear()
         workspace.run([0, 1], work, 2, blas=0)
         assert sorted(seen) == [(0, 0), (1, 1)]

@@ -192,12 +192,12 @@ class _Team:
                 self.posted.notify_all()
         try:
             jobs[0]()
-        finally:
+        finally:  # every worker finished before the call returns or raises; their errors are this call's
             for k in used:
                 done = (2 * k + 1) * _STRIDE
                 core.module.flag_wait(self.flags, done, before[k], SPIN_SECONDS, -1, 0, POLL_SECONDS)
-        errors = [e for e in self.errors if e is not None]
-        self.errors = [None] * (self.workers + 1)
+            errors = [e for e in self.errors if e is not None]
+            self.errors = [None] * (self.workers + 1)
         if errors:
             raise errors[0]
 
