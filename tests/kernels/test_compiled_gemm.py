@@ -70,6 +70,16 @@ def _uses_c(monkeypatch) -> list[int]:
     return calls
 
 
+def _tilings(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the C kernel's geometry tuple of every call (its last five values: band, images, chunk,
+    shift, implicit: which tiling ran)."""
+    seen: list[tuple[int, ...]] = []
+    run = compiled_gemm._run
+    monkeypatch.setattr(compiled_gemm, "_run",
+                        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k))
+    return seen
+
+
 def _check(rng, x_shape, w_shape, geom, dtype, bias=True):
     """The three passes against tests/reference.py, with bias on forward and grad_input."""
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -164,13 +174,7 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     """The tiling picks the row shift (stride 1 along the first of >= 2 axes), chunks of small images,
     and bands of positions otherwise (the C kernel's geometry tuple says which); float64 here, which
     the implicit GEMM (float32 only) leaves to these."""
-    seen = []
-    run = compiled_gemm._run
-    monkeypatch.setattr(
-        compiled_gemm,
-        "_run",
-        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k),
-    )
+    seen = _tilings(monkeypatch)
     x, w = np.ones((2, 8, 40, 40)), np.ones((8, 8, 3, 3))
     compiled_gemm.forward(x, w, ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
     assert seen[-1][-2] == 2  # row shift along H (canonical axis 1)
@@ -197,13 +201,7 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
     """A weight-heavy layer on a small image (here 512 output channels on 14x14, like ResNet's 512x7x7
     at batch 1) packs its columns once instead of rearranging the weight per call; the same shapes
     follow every setting change (the work items are cached per call shape and settings)."""
-    seen = []
-    run = compiled_gemm._run
-    monkeypatch.setattr(
-        compiled_gemm,
-        "_run",
-        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k),
-    )
+    seen = _tilings(monkeypatch)
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
     x, w = np.ones((1, 8, 14, 14)), np.ones((512, 8, 3, 3))  # 196 * 2/3 columns saved < 512 weight rows
     compiled_gemm.forward(x, w, geom)
@@ -653,10 +651,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
     assert np.isnan(expected_gw).any() and np.isfinite(expected_gw).any()
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
-    seen = []
-    run = compiled_gemm._run
-    monkeypatch.setattr(compiled_gemm, "_run",
-                        lambda code, g, *a, **k: seen.append(g) or run(code, g, *a, **k))
+    seen = _tilings(monkeypatch)
     for isa in vector:
         monkeypatch.setattr(backends.core, "isa", isa)
         y = compiled_gemm.forward(x, w, geom)

@@ -286,6 +286,15 @@ def test_recommended_rule_and_the_planner():
     assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
+    with pytest.MonkeyPatch.context() as patch:  # channels for the tile rows' width (vector lanes)
+        for isa, wide in (("avx512", False), ("avx2", True)):
+            patch.setattr(npconv.backends.core, "isa", isa)
+            # 128 channels on 14x14: 4 tiles a row fill 4 of 16 lanes (8 on AVX2), 16 outputs per 14
+            assert compiled_winograd.recommended("forward", (8, 128, 14, 14), (128, 128, 3, 3), geom,
+                                                 f32) == wide
+            assert compiled_winograd.recommended("forward", (8, 128, 28, 28), (128, 128, 3, 3), geom, f32)
+            assert compiled_winograd.recommended("forward", (8, 32, 28, 28), (32, 32, 3, 3), geom,
+                                                 f32) == wide
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
     dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))  # dilation 2: unless the implicit GEMM runs it
     with pytest.MonkeyPatch.context() as patch:

@@ -186,8 +186,7 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
 def implicit_runs(dtype: np.dtype) -> bool:
     """Whether stride-1 forward and grad_weight passes of ``dtype`` run as the implicit GEMM
     (:data:`IMPLICIT`, float32, npconv's gemm on, a vector build)."""
-    return (IMPLICIT and np.dtype(dtype) == np.float32 and _blas.OWN_GEMM
-            and backends.core.isa in ("avx2", "avx512"))
+    return IMPLICIT and _own_products(np.dtype(dtype))
 
 
 def _implicit_tiling(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
@@ -240,8 +239,9 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
          b: np.ndarray, bias: np.ndarray | None, out: np.ndarray | list[np.ndarray], act: int = 0,
          lo: float = 0.0, hi: float = 0.0) -> int:
     """Run every work item on ``threads`` workers (contiguous item ranges: worker ``k`` always gets
-    range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight). Returns the
-    number of workers used."""
+    range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight); ``blas``: BLAS
+    threads of a single worker, 0 when the pass calls no BLAS (left alone). Returns the number of
+    workers used."""
     core = backends.core
     size, items = core.module.gemm_conv_plan(pass_code, geometry)
     isa, routines = core.isa_index, gemm_routines()
@@ -257,8 +257,14 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
         workspace.run(spans, work, 1, blas)
     else:
         # one span per worker: workspace.run's round-robin then gives worker k span k
-        workspace.run(spans, work, len(spans))
+        workspace.run(spans, work, len(spans), min(blas, 1))
     return len(spans)
+
+
+def _own_products(dtype: np.dtype) -> bool:
+    """Whether every product of a forward of ``dtype`` runs on npconv's gemm (float32 on the vector
+    builds, :data:`npconv.kernels.blas.OWN_GEMM`): then the call leaves the BLAS thread count alone."""
+    return dtype == np.float32 and _blas.OWN_GEMM and backends.core.isa in ("avx2", "avx512")
 
 
 def _dtype(*arrays: np.ndarray) -> np.dtype | None:
@@ -313,6 +319,8 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
             and length >= IMPLICIT_MIN_POSITIONS):
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
+    if _own_products(dtype):
+        blas = 0
     if implicit is not None:
         return implicit, False, out_size, threads, blas
     geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)

@@ -51,6 +51,14 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TARGET_TILES = 128
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
 MIN_TILES = 64
+#: The transforms run a vector of tiles of one tile row at once (16 lanes on AVX-512, 8 on AVX2) and
+#: cost per channel what the 36 products save per channel pair: Winograd is recommended where
+#: ``min(Cg, Og) * lane share / grid`` reaches this (lane share: a tile row's tiles per lanes used;
+#: grid: outputs computed per output). CPU ms vs the implicit GEMM, one thread, AVX-512, batch 8:
+#: 64ch 56x56 (56) 7.9 vs 10.2; 32ch 56x56 (28) 2.8 vs 3.1; 64ch 28x28 (28) 2.9 vs 2.7; 128ch 28x28
+#: (56) 7.6 vs 9.7; 128ch 14x14 (24) 3.1 vs 2.8; 256ch 14x14 (49) 9.6 vs 10.2 (docs/performance.md).
+MIN_CHANNEL_LANES = 26
+_LANES = {"generic": 4, "avx2": 8, "avx512": 16}
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
@@ -73,18 +81,24 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
     group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
-    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), on
-    any number of threads; dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM
-    (faster than the phase sub-images: 12.8 vs 15.7 ms CPU on 8x64x56x56, docs/performance.md)."""
+    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), enough
+    channels for the tile rows' width (:data:`MIN_CHANNEL_LANES`), on any number of threads;
+    dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM (faster than the phase
+    sub-images: 12.8 vs 15.7 ms CPU on 8x64x56x56, docs/performance.md)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     if max(geom.dilation) > (1 if _implicit_gemm_runs(dtype) else 2):
         return False
-    channels_in, channels_out = x_shape[1] // geom.groups, w_shape[0] // geom.groups
+    channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
     dh, dw = geom.dilation
-    tiles = x_shape[0] * dh * dw * -(-out[0] // (4 * dh)) * -(-out[1] // (4 * dw))
-    return min(channels_in, channels_out) >= 16 and tiles >= MIN_TILES
+    phase_h, phase_w = -(-out[0] // dh), -(-out[1] // dw)  # one phase sub-image's outputs
+    th, tw = -(-phase_h // 4), -(-phase_w // 4)
+    tiles = x_shape[0] * dh * dw * th * tw
+    lanes = _LANES.get(backends.core.isa, 16)
+    lane_share = tw / (-(-tw // lanes) * lanes)
+    grid = 16 * th * tw / max(1, phase_h * phase_w)
+    return channels >= 16 and tiles >= MIN_TILES and channels * lane_share / grid >= MIN_CHANNEL_LANES
 
 
 def _implicit_gemm_runs(dtype: np.dtype) -> bool:
