@@ -69,6 +69,21 @@ def test_every_isa_with_nan_ties_and_non_contiguous_input(isa):
     _compare(x[:, ::2].astype(np.float64), ConvGeometry.create(3, 1, 1, 2, ndim=2), True, rng)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_isa_on_rows_of_several_vectors(isa, dtype):
+    """Rows wide enough for the vector taps of every ISA (strides 1 and 2, the last vector overlapping
+    the previous one, the stride-2 loads stopping inside the row), with NaN, -inf and ties."""
+    rng = np.random.default_rng(6)
+    for width in (33, 64, 70, 97):
+        x = rng.integers(-3, 4, (2, 3, 5, width)).astype(dtype)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        x[rng.random(x.shape) < 0.05] = -np.inf
+        for kernel, stride, padding, dilation in ((3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (3, 2, 0, 2),
+                                                  (4, 2, 2, 1)):
+            geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=2)
+            _compare(x, geom, stride == 2, rng)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_counts_give_the_same_result(threads):
     rng = np.random.default_rng(2)

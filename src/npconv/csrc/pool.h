@@ -16,13 +16,51 @@ static inline void FN(mp_taps)(ptrdiff_t start, ptrdiff_t n, ptrdiff_t k, ptrdif
     *k1 = end < k ? end : k;
 }
 
-/* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN (and its
- * offset `code` goes to `at` unless at is NULL). The stride and whether at is NULL are compile-time
- * constants at the call sites that matter (strides 1, 2), so the loop vectorizes. */
-static inline __attribute__((always_inline)) void
-FN(mp_tap)(const T *src, ptrdiff_t stride, T *best, int32_t *at, ptrdiff_t j0, ptrdiff_t j1, int32_t code)
+typedef int32_t FN(i32v) __attribute__((vector_size(VBYTES / TSIZE * 4)));
+
+/* p[0], p[2], ..., p[2 * (VL - 1)] (reads up to p[2 * VL - 1]). */
+static inline __attribute__((always_inline)) V FN(mp_even)(const T *p)
 {
-    for (ptrdiff_t j = j0; j < j1; j++) {
+    const V a = FN(load)(p), b = FN(load)(p + VL);
+#if VBYTES / TSIZE == 2
+    return __builtin_shuffle(a, b, (IV){0, 2});
+#elif VBYTES / TSIZE == 4
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6});
+#elif VBYTES / TSIZE == 8
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14});
+#else
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+#endif
+}
+
+/* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN (and its
+ * offset `code` goes to `at` unless at is NULL). Strides 1 and 2 (compile-time constants at their call
+ * sites) take whole vectors for the outputs below `vend`, whose loads stay inside the row. */
+static inline __attribute__((always_inline)) void
+FN(mp_tap)(const T *src, ptrdiff_t stride, ptrdiff_t vend, T *best, int32_t *at, ptrdiff_t j0, ptrdiff_t j1,
+           int32_t code)
+{
+    ptrdiff_t j = j0;
+    if ((stride == 1 || stride == 2) && vend - j0 >= VL) {
+        const FN(i32v) cv = (FN(i32v)){0} + code;
+        for (ptrdiff_t next = j0; next < vend; next = j + VL) {
+            /* the last vector overlaps the previous one: a tap taken twice changes nothing */
+            j = next + VL <= vend ? next : vend - VL;
+            const V v = stride == 1 ? FN(load)(src + j) : FN(mp_even)(src + 2 * j);
+            const V bv = FN(load)(best + j);
+            const IV take = (v > bv) | (v != v);
+            FN(store)(best + j, (V)(((IV)v & take) | ((IV)bv & ~take)));
+            if (at) {
+                const FN(i32v) t32 = __builtin_convertvector(take, FN(i32v));
+                FN(i32v) av;
+                memcpy(&av, at + j, sizeof av);
+                av = (cv & t32) | (av & ~t32);
+                memcpy(at + j, &av, sizeof av);
+            }
+        }
+        j = vend;
+    }
+    for (; j < j1; j++) {
         const T v = src[j * stride];
         const int take = (v > best[j]) | (v != v);
         best[j] = take ? v : best[j];
@@ -60,16 +98,18 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
                     if (j0 >= j1) continue;
                     const T *src = row + shift;
                     const int32_t code = (int32_t)(a * g->kw + b);
+                    /* stride 2: the vector loads end at src[2 * j + 2 * VL - 1], inside the row */
+                    const ptrdiff_t half = (g->w - shift) / 2, vend2 = half < j1 ? half : j1;
                     if (g->sw == 1 && at)
-                        FN(mp_tap)(src, 1, best, at, j0, j1, code);
+                        FN(mp_tap)(src, 1, j1, best, at, j0, j1, code);
                     else if (g->sw == 1)
-                        FN(mp_tap)(src, 1, best, NULL, j0, j1, code);
+                        FN(mp_tap)(src, 1, j1, best, NULL, j0, j1, code);
                     else if (g->sw == 2 && at)
-                        FN(mp_tap)(src, 2, best, at, j0, j1, code);
+                        FN(mp_tap)(src, 2, vend2, best, at, j0, j1, code);
                     else if (g->sw == 2)
-                        FN(mp_tap)(src, 2, best, NULL, j0, j1, code);
+                        FN(mp_tap)(src, 2, vend2, best, NULL, j0, j1, code);
                     else
-                        FN(mp_tap)(src, g->sw, best, at, j0, j1, code);
+                        FN(mp_tap)(src, g->sw, 0, best, at, j0, j1, code);
                 }
             }
         }
