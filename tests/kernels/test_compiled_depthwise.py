@@ -207,13 +207,19 @@ def test_bias_is_added_in_the_epilogue(rng, isa):
                                atol=1e-13)
 
 
-def test_extension_guards_its_buffers():
-    """The extension checks sizes, element types and ranges itself (no out-of-bounds access)."""
+def _binding_operands():
+    """``(module, isa, geometry, x, w, y, scratch)`` of a valid 3x3 depthwise forward call (2 planes of
+    5x5) for the tests of the extension's own checks."""
     core = backends.core.module
     geometry = (1, 2, 1, 5, 5, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1)
     x, w, y = np.zeros((1, 2, 5, 5)), np.zeros((2, 1, 3, 3)), np.zeros((1, 2, 5, 5))
     scratch = np.zeros(core.depthwise2d_scratch(0, geometry))
-    isa = backends.core.isa_index
+    return core, backends.core.isa_index, geometry, x, w, y, scratch
+
+
+def test_extension_guards_its_buffers():
+    """The extension checks sizes, element types and ranges itself (no out-of-bounds access)."""
+    core, isa, geometry, x, w, y, scratch = _binding_operands()
     core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2)
     with pytest.raises(ValueError, match="scratch"):
         core.depthwise2d_forward(isa, x, w, None, y, scratch[:-1], geometry, 0, 2)
@@ -372,11 +378,7 @@ def test_epilogue_through_the_planner_matches_torch(rng, dtype):
 
 
 def test_extension_checks_the_activation():
-    core = backends.core.module
-    geometry = (1, 2, 1, 5, 5, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1)
-    x, w, y = np.zeros((1, 2, 5, 5)), np.zeros((2, 1, 3, 3)), np.zeros((1, 2, 5, 5))
-    scratch = np.zeros(core.depthwise2d_scratch(0, geometry))
-    isa = backends.core.isa_index
+    core, isa, geometry, x, w, y, scratch = _binding_operands()
     with pytest.raises(ValueError, match="act must be"):
         core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 3, 0.0, 0.0)
     with pytest.raises(ValueError, match="lo <= hi"):
