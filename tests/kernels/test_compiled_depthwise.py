@@ -102,6 +102,13 @@ CASES = [
     ((1, 2, 9, 40), 1, (5, 5), 1, 2, 1),
     ((1, 2, 7, 24), 1, (7, 7), 1, 3, 1),
     ((1, 2, 6, 56), 1, (3, 3), 2, 1, 1),
+    # narrow planes (rows under one vector) of many channels: planes in the vector lanes, blocks of
+    # 16 / 8 planes crossing the image boundary and a ragged last block
+    ((2, 20, 7, 7), 1, (3, 3), 1, 1, 1),
+    ((3, 19, 14, 14), 1, (3, 3), 2, 1, 1),
+    ((2, 33, 9, 6), 1, (5, 5), 1, ((2, 1), (0, 3)), (1, 2)),
+    ((1, 17, 12, 5), 1, (3, 2), (2, 3), 0, 1),
+    ((2, 9, 4, 2), 1, (3, 3), 1, 2, 1),  # a plane smaller than a register block of positions
 ]
 
 
@@ -194,6 +201,19 @@ def test_non_finite_values_stay_local(rng, isa):
     assert np.isinf(gw[:, 0, 1, 2]).all() and np.isfinite(np.delete(gw.reshape(2, 9), 5, axis=1)).all()
     y = compiled_depthwise.forward(x, w, geom)
     assert (~np.isfinite(y)).sum() == 2  # one output per channel
+
+
+def test_non_finite_values_stay_in_their_plane(rng, isa):
+    """Narrow planes run with planes in the vector lanes: an inf or NaN in one plane reaches only
+    the outputs of that plane's channel (lanes of other planes, and lanes past a block's last
+    plane, never carry it)."""
+    geom = _geom((3, 3), 1, 1, 1, 21)
+    x = rng.standard_normal((2, 21, 7, 7))
+    x[0, 4, 3, 3], x[1, 20, 0, 6] = np.inf, np.nan
+    y = compiled_depthwise.forward(x, rng.standard_normal((21, 1, 3, 3)), geom)
+    bad = ~np.isfinite(y)
+    assert bad[0, 4, 2:5, 2:5].all() and bad[1, 20, 0:2, 5:7].all()
+    assert bad.sum() == 9 + 4
 
 
 def test_bias_is_added_in_the_epilogue(rng, isa):

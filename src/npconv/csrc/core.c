@@ -95,6 +95,20 @@ static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
     return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
 }
 
+/* Whether the forward may run narrow planes (OW < VL) with planes in the vector lanes
+ * (depthwise.h's dw_forward_lanes): one output channel per input channel, the zero-padded plane
+ * (HP x WP positions), the input plane (its position table) and the taps small enough for its
+ * vectors of up to DW_LANES elements. */
+#define DW_LANES 16
+#define DW_LANES_MAX_GRID 4096
+static int dw_lanes_fit(const dw_geom *g)
+{
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    return g->m == 1 && g->ow < DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
+           g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
+}
+
 /* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
 static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 {
@@ -105,7 +119,14 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     }
     dw_phases ph;
     dw_forward_phases(g, &ph);
-    return ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+    const ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+    if (pass == 0 && dw_lanes_fit(g)) { /* the lanes forward: padded grid, outputs, weights, in vectors */
+        const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        const ptrdiff_t lanes = (hp * wp + g->oh * g->ow + g->kh * g->kw) * DW_LANES;
+        return lanes > rows ? lanes : rows;
+    }
+    return rows;
 }
 
 /* Sizes of one grouped call: x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW),

@@ -460,6 +460,124 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
         }
 }
 
+/* Narrow planes (OW < VL), one output channel per input channel: a vector holds one position of VL
+ * consecutive planes (lane c: plane p0 + c, channel (p0 + c) % C), so every lane is an output and
+ * every tap is one vector load, where a plane's own rows filled 7 or 14 of 16 lanes (960x7x7 planes:
+ * 85 us on the row path). The block's planes are transposed into a zero-padded (HP, WP) grid of
+ * vectors, DW_LANES_POS positions are computed at a time (independent FMA chains), and the results
+ * transposed back into y. Lanes past the block's planes are computed from stale values and never
+ * stored. pad's padding cells are zero (the caller zeroes it once per call). */
+#if VBYTES == 64
+#define DW_LANES_POS 8
+#else
+#define DW_LANES_POS 4 /* 16 registers: 4 accumulators beside the weights */
+#endif
+
+/* r (VL rows of VL lanes) transposed in place: stage h swaps index bit h between row and lane
+ * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. */
+static inline __attribute__((always_inline)) void FN(transpose)(V r[VL])
+{
+#pragma GCC unroll 8
+    for (ptrdiff_t h = 1; h < VL; h *= 2) {
+        IV lo, hi;
+        for (ptrdiff_t l = 0; l < VL; l++) {
+            lo[l] = l & h ? VL + l - h : l;
+            hi[l] = l & h ? VL + l : l + h;
+        }
+#pragma GCC unroll 16
+        for (ptrdiff_t i = 0; i < VL; i++) {
+            if (i & h) continue;
+            const V a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, lo);
+            r[i + h] = __builtin_shuffle(a, b, hi);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void FN(lanes_positions)(T *out, const T *pad, const ptrdiff_t *base,
+                                                                      ptrdiff_t npos, const ptrdiff_t *toff,
+                                                                      const V *wv, int taps, V init, int act,
+                                                                      T lo, T hi)
+{
+    for (ptrdiff_t p = 0; p < npos; p += DW_LANES_POS) {
+        ptrdiff_t q[DW_LANES_POS]; /* the last block ends at npos, recomputing a few positions */
+        for (int i = 0; i < DW_LANES_POS; i++) q[i] = p + i < npos ? p + i : npos - 1;
+        V a[DW_LANES_POS];
+        for (int i = 0; i < DW_LANES_POS; i++) a[i] = init;
+        for (int t = 0; t < taps; t++) {
+            const V wt = wv[t];
+            for (int i = 0; i < DW_LANES_POS; i++) a[i] += wt * FN(load)(pad + base[q[i]] + toff[t]);
+        }
+        for (int i = 0; i < DW_LANES_POS; i++) FN(store)(out + q[i] * VL, FN(activate)(a[i], act, lo, hi));
+    }
+}
+
+static void FN(dw_forward_lanes)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
+                                 ptrdiff_t start, ptrdiff_t stop, int act, T lo, T hi, const ptrdiff_t *base,
+                                 ptrdiff_t *toff, ptrdiff_t *cell)
+{
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    const ptrdiff_t k = g->kh * g->kw, npos = g->oh * g->ow, plane = g->h * g->w;
+    const ptrdiff_t rows = g->h < hp - g->ph ? g->h : hp - g->ph, cols = g->w < wp - g->pw ? g->w : wp - g->pw;
+    T *pad = scratch, *out = pad + hp * wp * VL, *wbuf = out + npos * VL;
+    memset(pad, 0, (size_t)(hp * wp * VL) * sizeof(T));
+    for (ptrdiff_t t = 0; t < k; t++) toff[t] = ((t / g->kw) * g->dh * wp + (t % g->kw) * g->dw) * VL;
+    for (ptrdiff_t i = 0; i < plane; i++) { /* input position -> its padded cell, -1 where never read */
+        const ptrdiff_t ih = i / g->w, iw = i % g->w;
+        cell[i] = ih < rows && iw < cols ? ((ih + g->ph) * wp + iw + g->pw) * VL : -1;
+    }
+    for (ptrdiff_t p0 = start; p0 < stop; p0 += VL) {
+        const ptrdiff_t lanes = stop - p0 < VL ? stop - p0 : VL;
+        if (plane >= VL) { /* VL x VL tiles (planes x positions), the last one ending at the plane's end */
+            for (ptrdiff_t t0 = 0; t0 < plane; t0 += VL) {
+                const ptrdiff_t at = t0 + VL <= plane ? t0 : plane - VL;
+                V r[VL];
+                for (ptrdiff_t c = 0; c < VL; c++) r[c] = FN(load)(x + (p0 + (c < lanes ? c : 0)) * plane + at);
+                FN(transpose)(r);
+                for (ptrdiff_t j = 0; j < VL; j++)
+                    if (cell[at + j] >= 0) FN(store)(pad + cell[at + j], r[j]);
+            }
+        } else {
+            for (ptrdiff_t c = 0; c < lanes; c++) {
+                const T *xp = x + (p0 + c) * plane;
+                for (ptrdiff_t ih = 0; ih < rows; ih++)
+                    for (ptrdiff_t iw = 0; iw < cols; iw++)
+                        pad[((ih + g->ph) * wp + iw + g->pw) * VL + c] = xp[ih * g->w + iw];
+            }
+        }
+        V wv[DW_ROW_TAPS], init = FN(splat)(0);
+        T lane_init[VL];
+        for (ptrdiff_t c = 0; c < VL; c++) {
+            const ptrdiff_t ch = (p0 + (c < lanes ? c : 0)) % g->c;
+            for (ptrdiff_t t = 0; t < k; t++) wbuf[t * VL + c] = w[ch * k + t];
+            lane_init[c] = bias ? bias[ch] : (T)0;
+        }
+        for (ptrdiff_t t = 0; t < k; t++) wv[t] = FN(load)(wbuf + t * VL);
+        init = FN(load)(lane_init);
+        switch (k) { /* a constant tap count keeps the weights in registers */
+        case 9: FN(lanes_positions)(out, pad, base, npos, toff, wv, 9, init, act, lo, hi); break;
+        case 25: FN(lanes_positions)(out, pad, base, npos, toff, wv, 25, init, act, lo, hi); break;
+        default: FN(lanes_positions)(out, pad, base, npos, toff, wv, (int)k, init, act, lo, hi); break;
+        }
+        if (npos >= VL) {
+            for (ptrdiff_t t0 = 0; t0 < npos; t0 += VL) {
+                const ptrdiff_t at = t0 + VL <= npos ? t0 : npos - VL;
+                V r[VL];
+                for (ptrdiff_t j = 0; j < VL; j++) r[j] = FN(load)(out + (at + j) * VL);
+                FN(transpose)(r);
+                for (ptrdiff_t c = 0; c < lanes; c++) FN(store)(y + (p0 + c) * npos + at, r[c]);
+            }
+        } else {
+            for (ptrdiff_t c = 0; c < lanes; c++) {
+                T *yp = y + (p0 + c) * npos;
+                for (ptrdiff_t q = 0; q < npos; q++) yp[q] = out[q * VL + c];
+            }
+        }
+    }
+}
+#undef DW_LANES_POS
+
 /* Forward of planes [start, stop) (plane p = image p / C, channel p % C) into y (N, C*M, OH, OW):
  * y = act(conv + bias), bias (C*M) or NULL, the activation (act, lo, hi as in activate) applied as
  * each output row block is stored. */
@@ -470,6 +588,16 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     dw_phases ph;
     dw_forward_phases(g, &ph);
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
+    if (dw_lanes_fit(g) && g->ow < VL) {
+        ptrdiff_t *base = malloc((size_t)(plane_out + k + g->h * g->w) * sizeof(*base));
+        if (!base) return -1;
+        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        for (ptrdiff_t q = 0; q < plane_out; q++) base[q] = ((q / g->ow) * g->sh * wp + q % g->ow * g->sw) * VL;
+        FN(dw_forward_lanes)(x, w, bias, y, scratch, g, start, stop, act, lo, hi, base, base + plane_out,
+                             base + plane_out + k);
+        free(base);
+        return 0;
+    }
     T *wide = scratch + ph.count * ph.plane; /* (OH, Qw) output rows */
     const T **src = malloc((size_t)k * sizeof(*src));
     ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
