@@ -6,11 +6,12 @@ next to its forward (``grad_output -> one gradient per parent``); the result's `
 is a topological sort of the nodes reachable from the roots and one loop over them; gradients reach
 a leaf (a tensor with ``requires_grad`` and no ``grad_fn``) through :func:`_accumulate`, which adds
 into ``leaf.grad`` under a lock, so backward passes running in several threads into shared
-parameters add up exactly.
+parameters add up exactly (the first gradient is adopted without a copy when nothing else holds it).
 
-In-place ops follow torch's rules (see :func:`apply_inplace`): every tensor has a version counter
-shared with its views and bumped by each in-place op; a node records the versions of the tensors its
-closure reads (``saved``) and ``backward`` refuses to run it if one has changed, so an in-place
+In-place ops follow torch's rules (:func:`write_inplace`, :func:`apply_inplace`): they write into the
+target's memory; every tensor has a version counter shared with its views and bumped by each
+in-place op; a node records the versions of the tensors its closure reads (``saved``, which may be
+an in-place op's own result) and ``backward`` refuses to run it if one has changed, so an in-place
 modification is an error, never a silently wrong gradient.
 
 Complex tensors follow torch's convention: the gradient of a real loss ``L`` with respect to ``z``
