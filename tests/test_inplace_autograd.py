@@ -276,6 +276,40 @@ def test_the_first_accumulation_adopts_an_unshared_gradient():
     np.testing.assert_array_equal(w.grad.numpy(), np.full(_W.shape, 6.0))
 
 
+def _has_memory_of_its_own(array):
+    return array.flags.owndata or (array.base.flags.owndata and array.base.nbytes == array.nbytes)
+
+
+def test_a_fresh_reshaped_gradient_is_adopted_and_halves_of_one_array_are_copied():
+    """A conv's weight gradient is a reshape of the product it was computed in: adopted. Two views
+    of one fresh array (e.g. a batch norm's weight and bias gradients): copied, each its own memory;
+    a reshape of an array something else holds: copied."""
+    made, held = [], np.full(12, 0.5)
+
+    class Views(npconv.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b, c):
+            return a * 1 + b * 1 + c * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            product = np.arange(12.0) + 1
+            made.append(weakref.ref(product))
+            halves = np.arange(24.0).reshape(2, 3, 4)
+            return (npconv.Tensor(product.reshape(3, 4)), npconv.Tensor(halves[0]),
+                    npconv.Tensor(held.reshape(3, 4)))
+
+    a, b, c = (npconv.tensor(v, requires_grad=True) for v in (_X, _W, _W))
+    Views.apply(a, b, c).sum().backward()
+    assert made[0]() is not None and a.grad.numpy().base is made[0]()
+    np.testing.assert_array_equal(a.grad.numpy(), np.arange(1.0, 13.0).reshape(3, 4))
+    assert _has_memory_of_its_own(b.grad.numpy())  # not a view keeping the whole (2, 3, 4) array
+    np.testing.assert_array_equal(b.grad.numpy(), np.arange(12.0).reshape(3, 4))
+    assert not np.shares_memory(c.grad.numpy(), held)
+    c.grad.numpy()[...] = 7.0
+    np.testing.assert_array_equal(held, np.full(12, 0.5))
+
+
 def test_the_same_gradient_array_for_two_leaves_is_never_shared():
     a = npconv.tensor(_X, requires_grad=True)
     b = npconv.tensor(_W, requires_grad=True)
@@ -298,7 +332,7 @@ def test_gradients_referenced_elsewhere_are_copied():
     x = npconv.tensor(_B, requires_grad=True)
     (x.expand(3, 4) * npconv.tensor(_WEIGHTS)).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), _WEIGHTS.sum(0), rtol=1e-15)
-    assert x.grad.numpy().flags.writeable and x.grad.numpy().flags.owndata
+    assert x.grad.numpy().flags.writeable and _has_memory_of_its_own(x.grad.numpy())
     # a gradient the user holds (the seed of a leaf root, an array kept by a hook)
     w = npconv.tensor(_W, requires_grad=True)
     seed = npconv.tensor(np.full(_W.shape, 2.0))

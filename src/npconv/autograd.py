@@ -601,16 +601,30 @@ def _accumulate(leaf: Any, pending: list) -> None:
 
 
 def _adoptable(grad: Any, like: np.ndarray) -> bool:
-    """Whether ``grad`` is an array that owns writable dense memory of ``like``'s shape and dtype (so
-    it is what ``np.array(grad, copy=True)`` would give, without the copy)."""
-    return (
-        isinstance(grad, np.ndarray)
-        and type(grad) is np.ndarray
-        and grad.flags.owndata
+    """Whether ``grad`` is a writable dense array of ``like``'s shape and dtype whose memory nothing
+    else can reach: it owns it, or it is a view of all of an array that only it references (e.g. a
+    reshaped product), so it is what ``np.array(grad, copy=True)`` would give, without the copy."""
+    if not (
+        type(grad) is np.ndarray
         and grad.flags.writeable
         and (grad.flags.c_contiguous or grad.flags.f_contiguous)
         and grad.dtype == like.dtype
         and grad.shape == like.shape
+    ):
+        return False
+    if grad.flags.owndata:
+        return True
+    base = grad.base
+    control = object()
+    holder = [control]  # ``control``: one local name and one container, as ``base`` if only ``grad`` holds it
+    unshared_refs = sys.getrefcount(control)
+    del holder
+    return (
+        type(base) is np.ndarray
+        and sys.getrefcount(base) == unshared_refs
+        and base.flags.owndata
+        and (base.flags.c_contiguous or base.flags.f_contiguous)
+        and base.nbytes == grad.nbytes
     )
 
 
