@@ -6,11 +6,12 @@ next to its forward (``grad_output -> one gradient per parent``); the result's `
 is a topological sort of the nodes reachable from the roots and one loop over them; gradients reach
 a leaf (a tensor with ``requires_grad`` and no ``grad_fn``) through :func:`_accumulate`, which adds
 into ``leaf.grad`` under a lock, so backward passes running in several threads into shared
-parameters add up exactly.
+parameters add up exactly (the first gradient is adopted without a copy when nothing else holds it).
 
-In-place ops follow torch's rules (see :func:`apply_inplace`): every tensor has a version counter
-shared with its views and bumped by each in-place op; a node records the versions of the tensors its
-closure reads (``saved``) and ``backward`` refuses to run it if one has changed, so an in-place
+In-place ops follow torch's rules (:func:`write_inplace`, :func:`apply_inplace`): they write into the
+target's memory; every tensor has a version counter shared with its views and bumped by each
+in-place op; a node records the versions of the tensors its closure reads (``saved``, which may be
+an in-place op's own result) and ``backward`` refuses to run it if one has changed, so an in-place
 modification is an error, never a silently wrong gradient.
 
 Complex tensors follow torch's convention: the gradient of a real loss ``L`` with respect to ``z``
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -43,6 +45,7 @@ __all__ = [
     "queue_callback",
     "make_result",
     "apply_inplace",
+    "write_inplace",
     "inplace_without_graph",
     "as_array",
     "is_tensor",
@@ -388,6 +391,72 @@ def make_result(
     return out
 
 
+def _inplace_records(target: Any, others: Sequence[Any]) -> bool:
+    """Whether an in-place op on ``target`` with operands ``others`` records the graph; raises
+    (RuntimeError, nothing changed) where torch's rules refuse it: an inference tensor outside
+    ``inference_mode``, a leaf that requires grad, a view whose base requires grad."""
+    check_inplace_allowed(target)
+    recording = is_grad_enabled() and (
+        target._requires_grad or any(isinstance(a, tensor_class) and a._requires_grad for a in others)
+    )
+    if recording:
+        if target._node is None and target._requires_grad:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        if target._base is not None and (target._base._requires_grad or target._requires_grad):
+            raise RuntimeError(
+                "npconv does not support in-place operations on a view of a tensor that requires grad "
+                "(torch rewrites the base's graph); apply the op out of place or to the base tensor"
+            )
+    return recording
+
+
+def _read_only(target: Any) -> RuntimeError:
+    return RuntimeError("in-place operation on a read-only tensor (e.g. an expanded tensor)")
+
+
+def write_inplace(
+    target: Any,
+    write: Callable[[np.ndarray], Any],
+    others: Sequence[Any],
+    backward: Callable[[np.ndarray, np.ndarray | None], Sequence[np.ndarray | None]],
+    name: str,
+    keeps: str = "",
+    saved: Sequence[Any] = (),
+) -> Any:
+    """An op that keeps ``target``'s shape and dtype, run truly in place: ``write(target's array)``.
+
+    The in-place rules of :func:`apply_inplace`, without a temporary result or a copy: the version
+    is bumped and, when the graph is recorded, ``target`` takes a node whose inputs are the old
+    ``target`` and ``others`` and whose ``backward(grad, kept)`` returns one gradient per
+    (``target``, ``*others``). ``kept`` is what the backward reads of ``target``: with
+    ``keeps="result"`` its array after the write, saved at the new version (torch's saved result:
+    a later in-place change makes the backward raise); with ``keeps="original"`` a copy taken
+    before the write (torch's ``original_self``); otherwise None. ``saved``: tensors of ``others``
+    the backward reads (checked at their current versions). A caller makes sure no tensor in
+    ``saved`` shares ``target``'s memory.
+    """
+    recording = _inplace_records(target, others)
+    array = target._array
+    if not array.flags.writeable:
+        raise _read_only(target)
+    if not recording:
+        write(array)
+        target._version.value += 1
+        return target
+    edges = (_edge(target), *(_edge(o) for o in others))
+    entries = [_saved_entry(t) for t in saved]
+    kept = array.copy() if keeps == "original" else None
+    write(array)
+    target._version.value += 1
+    if keeps == "result":
+        kept = array
+        entries.append((target._version, target._version.value, (tuple(array.shape), array.dtype, name)))
+    node = Node(lambda g: backward(g, kept), edges, tuple(entries), name, ((array.shape, array.dtype),))
+    target._node, target._output_nr, target._requires_grad = node, 0, True
+    target._graph_version = target._version.value
+    return target
+
+
 def apply_inplace(
     target: Any,
     op: Callable[..., Any],
@@ -401,21 +470,12 @@ def apply_inplace(
     and for a view whose base requires grad. Otherwise the values are written into ``target``'s array,
     its version is bumped (so a backward that saved it raises) and, when the graph is recorded,
     ``target`` takes the op's ``grad_fn`` with the old ``target`` as its input (copied first if the
-    op's backward reads it: ``reads_target``).
+    op's backward reads it: ``reads_target``). The general path: the op runs out of place and its
+    result is copied into ``target``; ops that keep the shape and dtype use :func:`write_inplace`.
     """
     kwargs = kwargs or {}
-    check_inplace_allowed(target)
-    recording = is_grad_enabled() and (
-        target._requires_grad or any(isinstance(a, tensor_class) and a._requires_grad for a in args)
-    )
+    recording = _inplace_records(target, args)
     if recording:
-        if target._node is None and target._requires_grad:
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-        if target._base is not None and (target._base._requires_grad or target._requires_grad):
-            raise RuntimeError(
-                "npconv does not support in-place operations on a view of a tensor that requires grad "
-                "(torch rewrites the base's graph); apply the op out of place or to the base tensor"
-            )
         previous = tensor_class(target._array.copy() if reads_target else target._array)
         previous._node, previous._requires_grad = target._node, target._requires_grad
         previous._output_nr = target._output_nr
@@ -438,7 +498,7 @@ def apply_inplace(
             f"result type {values.dtype} can't be cast to the desired output type {target._array.dtype}"
         )
     if not target._array.flags.writeable:
-        raise RuntimeError("in-place operation on a read-only tensor (e.g. an expanded tensor)")
+        raise _read_only(target)
     np.copyto(target._array, values, casting="unsafe")
     target._version.value += 1
     if recording:
@@ -509,16 +569,26 @@ def _run_hooks(hooks: Sequence[Callable], grad: np.ndarray) -> np.ndarray:
     return grad
 
 
-def _accumulate(leaf: Any, grad: np.ndarray) -> None:
-    """``leaf.grad += grad`` (``leaf.grad = grad`` the first time), exact under concurrent passes."""
+def _accumulate(leaf: Any, pending: list) -> None:
+    """``leaf.grad += grad`` (``leaf.grad = grad`` the first time), exact under concurrent passes.
+
+    ``pending`` is ``[grad]``, taken out here: if then nothing else references ``grad``, the first
+    accumulation makes the array itself ``leaf.grad`` when it owns dense memory of ``leaf``'s shape
+    and dtype (torch's ``AccumulateGrad`` steals an unshared gradient); otherwise ``leaf.grad`` is a
+    copy, so no two leaves ever share a gradient buffer.
+    """
+    grad = pending.pop()
     if leaf._hooks:
         grad = _run_hooks(leaf._hooks, grad)
     dtype = leaf._array.dtype
     with _accumulate_lock:
         current = leaf.grad
         if current is None:
-            # a fresh writable array: closures may return views, broadcasts or shared arrays
-            leaf.grad = _wrap(np.array(grad, dtype=dtype, copy=True))
+            control = object()  # referenced by one local name, as ``grad`` is if it is nowhere else
+            if sys.getrefcount(grad) == sys.getrefcount(control) and _adoptable(grad, leaf._array):
+                leaf.grad = _wrap(grad)
+            else:  # a fresh writable array: closures may return views, broadcasts or shared arrays
+                leaf.grad = _wrap(np.array(grad, dtype=dtype, copy=True))
         else:
             target = current._array
             if target.flags.writeable and target.shape == np.shape(grad):
@@ -528,6 +598,34 @@ def _accumulate(leaf: Any, grad: np.ndarray) -> None:
     if leaf._post_hooks:
         for hook in list(leaf._post_hooks):
             hook(leaf)
+
+
+def _adoptable(grad: Any, like: np.ndarray) -> bool:
+    """Whether ``grad`` is a writable dense array of ``like``'s shape and dtype whose memory nothing
+    else can reach: it owns it, or it is a view of all of an array that only it references (e.g. a
+    reshaped product), so it is what ``np.array(grad, copy=True)`` would give, without the copy."""
+    if not (
+        type(grad) is np.ndarray
+        and grad.flags.writeable
+        and (grad.flags.c_contiguous or grad.flags.f_contiguous)
+        and grad.dtype == like.dtype
+        and grad.shape == like.shape
+    ):
+        return False
+    if grad.flags.owndata:
+        return True
+    base = grad.base
+    control = object()
+    holder = [control]  # ``control``: one local name and one container, as ``base`` if only ``grad`` holds it
+    unshared_refs = sys.getrefcount(control)
+    del holder
+    return (
+        type(base) is np.ndarray
+        and sys.getrefcount(base) == unshared_refs
+        and base.flags.owndata
+        and (base.flags.c_contiguous or base.flags.f_contiguous)
+        and base.nbytes == grad.nbytes
+    )
 
 
 def _add(buffer: list, index: int, grad: np.ndarray) -> None:
@@ -606,6 +704,7 @@ def _execute_in_scope(
     queues.append(queue)
     try:
         with no_grad():
+            buffer = grads = parent_grad = None
             for node in _topological_order(root_nodes):
                 buffer = buffers.pop(id(node), None)
                 if buffer is None:
@@ -638,10 +737,12 @@ def _execute_in_scope(
                         grad = leaf_grads[id(tensor)][1]
                         captured[i] = _run_hooks(tensor._hooks, grad) if tensor._hooks else grad
                 return captured
+            del grads, parent_grad, buffer  # the last node's gradients: they may become leaf.grad
             allowed = None if only_inputs is None else {id(t) for t in only_inputs}
-            for leaf, grad in leaf_grads.values():
+            for key in list(leaf_grads):
+                leaf, *pending = leaf_grads.pop(key)
                 if allowed is None or id(leaf) in allowed:
-                    _accumulate(leaf, grad)
+                    _accumulate(leaf, pending)
         index = 0  # callbacks may queue further callbacks
         while index < len(queue):
             queue[index]()

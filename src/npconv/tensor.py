@@ -586,55 +586,23 @@ class Tensor:
         return _ew.ge(self, other)
 
     # -- in-place methods: the same ops, written back with torch's rules -----------------------------
-    def _fast_inplace(self, ufunc: Any, other: Any) -> bool:
-        """``ufunc(self, other, out=self)`` when nothing is recorded; False if the slow path is needed."""
-        if is_grad_enabled() and (
-            self._requires_grad or (isinstance(other, Tensor) and other._requires_grad)
-        ):
-            return False
-        autograd.check_inplace_allowed(self)
-        values = as_array(other) if isinstance(other, (Tensor, np.ndarray)) else other
-        target = self._array
-        if not target.flags.writeable:
-            return False
-        dtype = _ew.result_type(self, other)
-        if not np.can_cast(dtype, target.dtype, casting="same_kind") or (
-            np.broadcast_shapes(target.shape, np.shape(values)) != target.shape
-        ):
-            return False
-        ufunc(target, np.asarray(values, dtype=dtype), out=target, casting="unsafe")
-        self._version.value += 1
-        return True
-
     def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
-        if alpha == 1 and self._fast_inplace(np.add, other):
-            return self
-        return apply_inplace(self, _ew.add, (other,), {"alpha": alpha}, reads_target=False)
+        return _ew.add_(self, other, alpha=alpha)
 
     def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
-        if alpha == 1 and self._fast_inplace(np.subtract, other):
-            return self
-        return apply_inplace(self, _ew.sub, (other,), {"alpha": alpha}, reads_target=False)
+        return _ew.sub_(self, other, alpha=alpha)
 
     def mul_(self, other: Any) -> Tensor:
-        if self._fast_inplace(np.multiply, other):
-            return self
-        return apply_inplace(self, _ew.mul, (other,), reads_target=_requires_grad(other))
+        return _ew.mul_(self, other)
 
     def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-        if (
-            rounding_mode is None
-            and self._array.dtype.kind in "fc"
-            and self._fast_inplace(np.true_divide, other)
-        ):
-            return self
-        return apply_inplace(self, _ew.div, (other,), {"rounding_mode": rounding_mode}, reads_target=False)
+        return _ew.div_(self, other, rounding_mode=rounding_mode)
 
     def pow_(self, exponent: Any) -> Tensor:
         return apply_inplace(self, _ew.pow, (exponent,))
 
     def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
-        return apply_inplace(self, _ew.clamp, (min, max), reads_target=False)
+        return apply_inplace(self, _ew.clamp, (min, max))  # the backward reads the original input
 
     clip_ = clamp_
 

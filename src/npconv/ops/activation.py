@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..autograd import apply_inplace, as_array, inplace_without_graph, make_result
+from ..autograd import apply_inplace, as_array, make_result, write_inplace
 from ..kernels import pointwise
 from .shape import canonical_dim
 
@@ -37,10 +37,12 @@ _GELU_KAPPA = 0.044715
 
 
 def relu(input: Any, inplace: bool = False) -> Tensor:
-    """``max(input, 0)``; with ``inplace`` the result is written into ``input``, which is returned."""
+    """``max(input, 0)``; with ``inplace`` the result is written into ``input``, which is returned
+    (its backward then reads ``input``'s memory, saved at the new version, as torch's)."""
     if inplace:
-        if as_array(input).dtype.kind == "f" and inplace_without_graph(input, _relu_in_place):
-            return input
+        if as_array(input).dtype.kind == "f":
+            return write_inplace(input, _relu_in_place, (), lambda g, out: (_relu_grad(g, out),),
+                                 "ReluBackward0", keeps="result")
         return apply_inplace(input, relu, (), reads_target=False)
     data = as_array(input)
     if data.dtype.kind == "b":
@@ -49,13 +51,17 @@ def relu(input: Any, inplace: bool = False) -> Tensor:
         raise TypeError("relu: complex tensors are not supported (as torch)")
     if data.size >= pointwise.PARALLEL_MIN_SIZE:
         out = pointwise.relu(data)
-        return make_result(out, (input,), lambda g: (pointwise.relu_grad(g, out),), "ReluBackward0",
-                           saved=("output",))
-    # small arrays: the same rule without the thread pool's per-call overhead
-    out = pointwise.maximum_zero(data, np.empty_like(data)) if data.dtype.kind == "f" else np.maximum(
-        data, data.dtype.type(0))
-    return make_result(out, (input,), lambda g: (np.where(out <= 0, g.dtype.type(0), g),), "ReluBackward0",
-                       saved=("output",))
+    else:  # small arrays: the same rule without the thread pool's per-call overhead
+        out = pointwise.maximum_zero(data, np.empty_like(data)) if data.dtype.kind == "f" else np.maximum(
+            data, data.dtype.type(0))
+    return make_result(out, (input,), lambda g: (_relu_grad(g, out),), "ReluBackward0", saved=("output",))
+
+
+def _relu_grad(g: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """torch's ``threshold_backward(g, out, 0)``: ``g`` where ``out > 0`` (or NaN), else 0."""
+    if out.size >= pointwise.PARALLEL_MIN_SIZE:
+        return pointwise.relu_grad(g, out)
+    return np.where(out <= 0, g.dtype.type(0), g)
 
 
 def _relu_in_place(data: np.ndarray) -> None:

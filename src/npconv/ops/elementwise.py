@@ -169,6 +169,20 @@ def _original(value: Any) -> np.ndarray:
     return as_array(value) if is_tensor(value) or isinstance(value, np.ndarray) else np.asarray(value)
 
 
+def _inplace_operand(input: Any, other: Any) -> np.ndarray | None:
+    """``other`` as an array of the promoted dtype when ``input op= other`` can be written straight into
+    ``input``'s array (the promoted dtype casts to it, broadcasting keeps its shape); None when the
+    general in-place path must run (it also raises the errors)."""
+    target = as_array(input)
+    dtype = result_type(input, other)
+    if not np.can_cast(dtype, target.dtype, casting="same_kind"):
+        return None
+    values = np.asarray(as_array(other), dtype=dtype)
+    if values.ndim > target.ndim or np.broadcast_shapes(target.shape, values.shape) != target.shape:
+        return None
+    return values
+
+
 # -- arithmetic ---------------------------------------------------------------------------------------
 def add(input: Any, other: Any, *, alpha: Any = 1) -> Any:
     """``input + alpha * other``."""
@@ -186,6 +200,22 @@ def add(input: Any, other: Any, *, alpha: Any = 1) -> Any:
     return make_result(
         x + y, (input, other), lambda g: (_grad_to(g, xs), _grad_to(g, ys)), "AddBackward0", saved=()
     )
+
+
+def add_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
+    """``input += alpha * other`` in ``input``'s memory (the values of :func:`add`)."""
+    y = _inplace_operand(input, other)
+    if y is None:
+        return autograd.apply_inplace(input, add, (other,), {"alpha": alpha}, reads_target=False)
+    ys = _original(other)
+    if alpha != 1:
+        y = y * np.asarray(alpha, dtype=y.dtype)
+        return autograd.write_inplace(
+            input, lambda a: np.add(a, y, out=a, casting="unsafe"), (other,),
+            lambda g, _: (g, _grad_to(g * conj(np.asarray(alpha, g.dtype)), ys)), "AddBackward0")
+    return autograd.write_inplace(
+        input, lambda a: np.add(a, y, out=a, casting="unsafe"), (other,), lambda g, _: (g, _grad_to(g, ys)),
+        "AddBackward0")
 
 
 def sub(input: Any, other: Any, *, alpha: Any = 1) -> Any:
@@ -207,6 +237,20 @@ def sub(input: Any, other: Any, *, alpha: Any = 1) -> Any:
 subtract = sub
 
 
+def sub_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
+    """``input -= alpha * other`` in ``input``'s memory (the values of :func:`sub`)."""
+    y = None if as_array(input).dtype.kind == "b" else _inplace_operand(input, other)
+    if y is None:
+        return autograd.apply_inplace(input, sub, (other,), {"alpha": alpha}, reads_target=False)
+    ys = _original(other)
+    scale = np.asarray(alpha, dtype=y.dtype)
+    if alpha != 1:
+        y = y * scale
+    return autograd.write_inplace(
+        input, lambda a: np.subtract(a, y, out=a, casting="unsafe"), (other,),
+        lambda g, _: (g, _grad_to(-g * conj(scale), ys)), "SubBackward0")
+
+
 def mul(input: Any, other: Any) -> Any:
     _, (x, y) = _operands(input, other)
     xs, ys = _original(input), _original(other)
@@ -223,6 +267,39 @@ def mul(input: Any, other: Any) -> Any:
 
 
 multiply = mul
+
+
+def _like(input: Any) -> np.ndarray:
+    """An array of ``input``'s shape and dtype without memory (what :func:`_grad_to` reads)."""
+    array = as_array(input)
+    return np.broadcast_to(np.zeros((), array.dtype), array.shape)
+
+
+def _saved_operand(input: Any, other: Any) -> list[Any]:
+    """The tensor an in-place product or quotient saves: ``other`` when ``input``'s gradient needs it.
+    Its memory is read at backward as it is then (torch's too: ``h.mul_(h.data)`` reads the product)."""
+    return [other] if is_tensor(other) and input.requires_grad else []
+
+
+def mul_(input: Any, other: Any) -> Any:
+    """``input *= other`` in ``input``'s memory (the values of :func:`mul`); the backward keeps
+    ``other`` and, when ``other`` requires grad, a copy of the original ``input`` (as torch)."""
+    y = _inplace_operand(input, other)
+    if y is None:
+        reads = is_tensor(other) and other.requires_grad
+        return autograd.apply_inplace(input, mul, (other,), reads_target=reads)
+    saved = _saved_operand(input, other)
+    xs, ys = _like(input), _original(other)
+    other_grad = is_tensor(other) and other.requires_grad and autograd.is_grad_enabled()
+    return autograd.write_inplace(
+        input,
+        lambda a: np.multiply(a, y, out=a, casting="unsafe"),
+        (other,),
+        lambda g, x: (_grad_to(g * conj(y), xs), None if x is None else _grad_to(g * conj(x), ys)),
+        "MulBackward0",
+        keeps="original" if other_grad else "",
+        saved=saved,
+    )
 
 
 def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Any:
@@ -260,6 +337,32 @@ def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Any:
 
 
 divide = true_divide = div
+
+
+def div_(input: Any, other: Any, *, rounding_mode: str | None = None) -> Any:
+    """``input /= other`` in ``input``'s memory (the values of :func:`div`; rounding modes and integer
+    tensors take the general path); the backward keeps ``other`` and, when ``other`` requires grad,
+    a copy of the original ``input`` (as torch)."""
+    y = _inplace_operand(input, other) if rounding_mode is None else None
+    if y is None:
+        return autograd.apply_inplace(
+            input, div, (other,), {"rounding_mode": rounding_mode}, reads_target=False
+        )
+    saved = _saved_operand(input, other)
+    xs, ys = _like(input), _original(other)
+    other_grad = is_tensor(other) and other.requires_grad and autograd.is_grad_enabled()
+
+    def write(a: np.ndarray) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.true_divide(a, y, out=a, casting="unsafe")
+
+    def backward(g: np.ndarray, x: np.ndarray | None) -> tuple:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gx = g / conj(y)
+            return _grad_to(gx, xs), None if x is None else _grad_to(-gx * conj(x / y), ys)
+
+    return autograd.write_inplace(input, write, (other,), backward, "DivBackward0",
+                                  keeps="original" if other_grad else "", saved=saved)
 
 
 def floor_divide(input: Any, other: Any) -> Any:
@@ -474,7 +577,7 @@ def clamp(input: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002 - 
             grads.append(_grad_to(np.where(above, g, zero), _original(max)))
         return tuple(grads)
 
-    return make_result(out, [input, *bounds], backward, "ClampBackward1", saved=())
+    return make_result(out, [input, *bounds], backward, "ClampBackward1")  # the backward reads x and bounds
 
 
 clip = clamp
