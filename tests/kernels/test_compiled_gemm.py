@@ -41,14 +41,18 @@ TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 #: (3-d: plane) per item
 _IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
                 "SHIFT_MIN_SAVING": 0, "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
+#: (the default and "chunks" keep the rule for stride-1 grad_input: col2im on these small inputs;
+#: the others run it as the adjoint's forward wherever it may)
 TILINGS = {
     "default": {},
-    "tiny": _IM2COL_TINY,
+    "tiny": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 0},
     "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
-    "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False},
-    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
+    "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False,
+                  "ADJOINT_MIN_POSITIONS": 0},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9,
+                 "ADJOINT_MIN_POSITIONS": 0},
     "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
-                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9},
+                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9, "ADJOINT_MIN_POSITIONS": 0},
 }
 
 
@@ -374,8 +378,21 @@ def test_float32_accuracy_bound(rng, isa):
     )
 
 
+def test_stride1_grad_input_runs_as_the_adjoint_forward_only_on_enough_positions(rng, monkeypatch):
+    """Below ADJOINT_MIN_POSITIONS input positions the flipped weight copy costs more than col2im:
+    the grad_input pass of the C kernel (code 1) runs; from there, the adjoint's forward (code 0)."""
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    w = rng.standard_normal((4, 4, 3, 3))
+    for n, size, code in ((2, 20, 1), (3, 20, 0)):  # 800 and 1200 input positions
+        calls = _uses_c(monkeypatch)
+        gy = rng.standard_normal((n, 4, size, size))
+        got = compiled_gemm.grad_input(gy, w, geom, (size, size))
+        assert calls == [code]
+        np.testing.assert_allclose(got, gemm.grad_input(gy, w, geom, (size, size)), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_activation_epilogue(rng, isa, dtype):
+def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype):
     """``epilogue=``: bias then ReLU / ReLU6 / Hardtanh in the C epilogue (NaN stays NaN), SiLU after the
     kernel; forward and grad_input (col2im and stride-1 adjoint forward)."""
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
@@ -398,6 +415,7 @@ def test_fused_activation_epilogue(rng, isa, dtype):
     np.testing.assert_array_equal(
         compiled_gemm.grad_input(gy, w, strided, (7, 6), epilogue=Epilogue(bx, Activation("hardtanh", 0, 1))),
         np.clip(compiled_gemm.grad_input(gy, w, strided, (7, 6), bx), 0, 1))
+    monkeypatch.setattr(compiled_gemm, "ADJOINT_MIN_POSITIONS", 0)
     gy1 = rng.standard_normal((2, 4, 7, 6)).astype(dtype)  # stride 1: the adjoint's forward
     np.testing.assert_array_equal(
         compiled_gemm.grad_input(gy1, w, geom, (7, 6), epilogue=Epilogue(bx, Activation("relu"))),
@@ -707,3 +725,33 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, torch):
             np.testing.assert_array_equal(test(gw), test(expected_gw))
         finite = np.isfinite(expected_gw)
         np.testing.assert_allclose(gw[finite], expected_gw[finite], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adjoint_kernel_matches_numpy(rng, dtype):
+    """The core's tiled flip-and-transpose of a weight (tiles of 16 kernels: sizes across them) equals
+    NumPy's, for groups, 1-3 spatial axes and non-contiguous weights."""
+    from npconv.kernels.common import adjoint_kernel
+
+    for shape, groups in (((40, 35, 3, 3), 1), ((18, 4, 2, 5), 3), ((6, 2, 7), 2), ((4, 3, 2, 3, 2), 4),
+                          ((17, 33, 1, 1), 1)):
+        w = rng.standard_normal(shape).astype(dtype)
+        expected = adjoint_kernel(w, groups)
+        got = adjoint_kernel(w, groups, compiled=True)
+        assert got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+    w = rng.standard_normal((8, 6, 3, 3)).astype(dtype)[:, ::2]  # non-contiguous
+    np.testing.assert_array_equal(adjoint_kernel(w, 1, compiled=True), adjoint_kernel(w, 1))
+
+
+def test_adjoint_kernel_binding_checks_its_arguments():
+    core = backends.core.module
+    w, out = np.zeros((4, 3, 3, 3), np.float32), np.zeros((3, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="groups >= 1"):
+        core.adjoint_kernel(w, out, 0, 4, 3, 9)
+    with pytest.raises(ValueError, match="elements"):
+        core.adjoint_kernel(w, out, 1, 4, 3, 8)
+    with pytest.raises(TypeError, match="same element type"):
+        core.adjoint_kernel(w, out.astype(np.float64), 1, 4, 3, 9)
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        core.adjoint_kernel(w, np.zeros((4, 3, 3, 6), np.float32)[..., ::2], 1, 4, 3, 9)

@@ -25,6 +25,11 @@ typedef struct {
 #define GM_NC 768
 #define GM_MC_MAX 256
 #define GM_SCRATCH ((ptrdiff_t)GM_KC * GM_NC)
+/* npconv's gemm reads B in place (no packing) for at most this many rows of A (blas.h: tunable at
+ * build time; measured in docs/performance.md). */
+#ifndef GM_DIRECT_ROWS
+#define GM_DIRECT_ROWS 160
+#endif
 
 /* Largest matrix dimension or leading dimension gemm_rm accepts (Fortran BLAS takes int). */
 #define GEMM_MAX_DIM ((ptrdiff_t)INT32_MAX)

@@ -967,6 +967,55 @@ static PyObject *run_elementwise(PyObject *args, int op)
     Py_RETURN_NONE;
 }
 
+/* out (G, Cg, Og, K) = w (G, Og, Cg, K) with the two channel axes swapped and every kernel's K taps
+ * reversed (the kernel whose forward correlation is w's adjoint). Tiles of AK_TILE x AK_TILE kernels
+ * keep both sides' lines in cache (NumPy's strided copy of a 512x512x3x3 weight: 1.75 ms). */
+#define AK_TILE 16
+#define AK_COPY(T)                                                                                     \
+    for (ptrdiff_t grp = 0; grp < g; grp++)                                                            \
+        for (ptrdiff_t o0 = 0; o0 < og; o0 += AK_TILE)                                                 \
+            for (ptrdiff_t c0 = 0; c0 < cg; c0 += AK_TILE)                                             \
+                for (ptrdiff_t c = c0; c < c0 + AK_TILE && c < cg; c++)                                \
+                    for (ptrdiff_t o = o0; o < o0 + AK_TILE && o < og; o++) {                          \
+                        const T *src = (const T *)w + ((grp * og + o) * cg + c) * k;                   \
+                        T *dst = (T *)out + ((grp * cg + c) * og + o) * k;                             \
+                        for (ptrdiff_t t = 0; t < k; t++) dst[t] = src[k - 1 - t];                     \
+                    }
+
+static void adjoint_kernel_copy(const void *w, void *out, ptrdiff_t g, ptrdiff_t og, ptrdiff_t cg, ptrdiff_t k,
+                                Py_ssize_t itemsize)
+{
+    if (itemsize == 8) {
+        AK_COPY(double)
+    } else {
+        AK_COPY(float)
+    }
+}
+#undef AK_COPY
+
+/* adjoint_kernel(w, out, groups, og, cg, taps): see adjoint_kernel_copy */
+static PyObject *adjoint_kernel(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    Py_ssize_t g, og, cg, k;
+    if (!PyArg_ParseTuple(args, "OOnnnn", &objs[0], &objs[1], &g, &og, &cg, &k)) return NULL;
+    if (g < 1 || og < 0 || cg < 0 || k < 1 || (og && cg && (g > PY_SSIZE_T_MAX / og / cg / k))) {
+        PyErr_Format(PyExc_ValueError, "adjoint_kernel: sizes must be groups >= 1, og >= 0, cg >= 0, taps >= 1 "
+                     "with a representable product, got %zd, %zd, %zd, %zd", g, og, cg, k);
+        return NULL;
+    }
+    static const char *const names[2] = {"weight", "output"};
+    static const int flags[2] = {0, BUF_WRITABLE};
+    const ptrdiff_t count = g * og * cg * k, counts[2] = {count, count};
+    buffer_set b;
+    if (acquire_buffers(&b, 2, objs, names, flags, counts) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    adjoint_kernel_copy(b.view[0].buf, b.view[1].buf, g, og, cg, k, b.view[0].itemsize);
+    Py_END_ALLOW_THREADS
+    release_buffers(&b);
+    Py_RETURN_NONE;
+}
+
 static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0); }
 static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1); }
 
@@ -1548,6 +1597,9 @@ static PyObject *flag_store(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
+    {"adjoint_kernel", adjoint_kernel, METH_VARARGS,
+     "adjoint_kernel(w, out, groups, og, cg, taps): out (G, Cg, Og, taps) = w (G, Og, Cg, taps) with the channel "
+     "axes swapped and the taps reversed (C-contiguous float32/float64 buffers of one type)"},
     {"flag_wait", flag_wait, METH_VARARGS,
      "flag_wait(flags, index, seen, seconds[, store_index, store_value, poll]) -> flags[index] once it differs "
      "from seen, or seen after spinning about seconds (with poll > 0: polling every poll seconds after that, "

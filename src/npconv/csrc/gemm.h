@@ -8,6 +8,7 @@
  * blocks, then a register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B
  * panel and GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it
  * is (its few rows per tile stay in L1; packing it cost a quarter of Winograd's small products).
+ * With at most GM_DIRECT_ROWS rows of A, B is read in place too (gm_block_direct).
  * Single-threaded (callers run it on their worker threads); the caller owns the packing buffer
  * (GM_SCRATCH elements, blocking constants in blas.h). float32 on the vector ISAs (VBYTES >= 32)
  * uses it; float64 and the generic build call the BLAS.
@@ -23,10 +24,11 @@
 #define GM_NR (GM_NV * VL)
 #define GM_MC (GM_MC_MAX / GM_MR * GM_MR)
 
-/* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ b_pack (kc x nv*VL); nv and
- * cs constants after inlining. */
+/* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ B (kc rows of nv*VL values, row
+ * pitch bs: nv*VL in a packed panel, the matrix's own pitch where B is read in place); nv and cs
+ * constants after inlining. */
 static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc, const T *const row[GM_MR],
-                                                                     ptrdiff_t cs, const T *restrict b,
+                                                                     ptrdiff_t cs, const T *restrict b, ptrdiff_t bs,
                                                                      V acc[GM_MR][GM_NV], int nv)
 {
 #pragma GCC unroll 16
@@ -43,7 +45,7 @@ static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc,
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
         }
-        b += nv * VL;
+        b += bs;
     }
 }
 
@@ -53,7 +55,7 @@ static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc,
  * contiguous) gets a loop of its own. */
 static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
                                                                 ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
-                                                                V acc[GM_MR][GM_NV], int nv)
+                                                                ptrdiff_t bs, V acc[GM_MR][GM_NV], int nv)
 {
     if (rs == 1 && rows == GM_MR) { /* the GM_MR values of a step are contiguous */
 #pragma GCC unroll 16
@@ -70,14 +72,14 @@ static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, cons
 #pragma GCC unroll 4
                 for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
             }
-            a += cs, b += nv * VL;
+            a += cs, b += bs;
         }
         return;
     }
     const T *row[GM_MR];
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;
-    FN(gm_tile_rows)(kc, row, cs, b, acc, nv);
+    FN(gm_tile_rows)(kc, row, cs, b, bs, acc, nv);
 }
 
 /* C tile (rows x cols of it valid) = alpha * acc + beta * C, then (last k block) the epilogue:
@@ -159,16 +161,17 @@ static void FN(gm_pack_b)(T *restrict dst, const T *b, ptrdiff_t ldb, ptrdiff_t 
     FN(gm_pack_rows)(dst, row, kc, nc);
 }
 
-/* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A. */
+/* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A, the
+ * panel's rows at pitch bs. */
 static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
-                                                                 ptrdiff_t cs, const T *bp, T *c, ptrdiff_t ldc,
+                                                                 ptrdiff_t cs, const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
                                                                  ptrdiff_t cols, int nv, T alpha, T beta,
                                                                  const T *bias, int act, T lo, T hi)
 {
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
         V acc[GM_MR][GM_NV];
-        FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, acc, nv);
+        FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, bs, acc, nv);
         FN(gm_store)(c + r * ldc, ldc, rows, cols, acc, nv, alpha, beta, bias ? bias + r : NULL, act, lo, hi);
     }
 }
@@ -189,14 +192,43 @@ static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, pt
             const T *bp = panels + s * depth + koff * wd;
             T *cb = c + i0 * ldc + s;
             if (wd == GM_NR)
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, GM_NR, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
 #if GM_NV > 2
             else if (wd == 2 * VL)
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 2, alpha, beta, bis, act, lo, hi);
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, 2 * VL, cb, ldc, cols, 2, alpha, beta, bis, act, lo, hi);
 #endif
             else
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, cb, ldc, cols, 1, alpha, beta, bis, act, lo, hi);
+                FN(gm_panel)(kc, mc, ab, rs, cs, bp, VL, cb, ldc, cols, 1, alpha, beta, bis, act, lo, hi);
         }
+    }
+}
+
+/* gm_block with B[:kc, :nc] read where it is (row pitch ldb) instead of packed: whole-vector panels
+ * straight from B's rows, a ragged last panel packed into scratch (its rows end inside the panel).
+ * For few rows of A, where packing B cost as much as the products (each packed value fed only
+ * m / GM_MR tiles), measured in docs/performance.md. */
+static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                                const T *b, ptrdiff_t ldb, T *scratch, T *c, ptrdiff_t ldc, T alpha, T beta,
+                                const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+        const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+        const T *bp = b + s;
+        ptrdiff_t bs = ldb;
+        if (cols < wd) {
+            const T *row[GM_KC];
+            for (ptrdiff_t p = 0; p < kc; p++) row[p] = b + p * ldb + s;
+            FN(gm_pack_rows)(scratch, row, kc, cols);
+            bp = scratch, bs = wd;
+        }
+        if (wd == GM_NR)
+            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi);
+#if GM_NV > 2
+        else if (wd == 2 * VL)
+            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, 2, alpha, beta, bias, act, lo, hi);
+#endif
+        else
+            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, 1, alpha, beta, bias, act, lo, hi);
     }
 }
 
@@ -212,7 +244,7 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
         for (ptrdiff_t j0 = 0; j0 < n; j0 += GM_NR)
             for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MR) {
                 V acc[GM_MR][GM_NV];
-                FN(gm_tile)(0, a, rs, cs, 1, b, acc, GM_NV);
+                FN(gm_tile)(0, a, rs, cs, 1, b, 0, acc, GM_NV);
                 FN(gm_store)(c + i0 * ldc + j0, ldc, m - i0 < GM_MR ? m - i0 : GM_MR, n - j0 < GM_NR ? n - j0 : GM_NR,
                              acc, GM_NV, alpha, beta, bias ? bias + i0 : NULL, act, lo, hi);
             }
@@ -223,6 +255,11 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
         for (ptrdiff_t p0 = 0; p0 < k; p0 += GM_KC) {
             const ptrdiff_t kc = k - p0 < GM_KC ? k - p0 : GM_KC;
             const int last = p0 + kc >= k;
+            if (m <= GM_DIRECT_ROWS) {
+                FN(gm_block_direct)(m, nc, kc, a + p0 * cs, rs, cs, b + p0 * ldb + j0, ldb, scratch, c + j0, ldc,
+                                    alpha, p0 == 0 ? beta : 1, last ? bias : NULL, last ? act : 0, lo, hi);
+                continue;
+            }
             FN(gm_pack_b)(scratch, b, ldb, p0, kc, j0, nc);
             FN(gm_block)(m, nc, kc, a + p0 * cs, rs, cs, scratch, kc, 0, c + j0, ldc, alpha, p0 == 0 ? beta : 1,
                          last ? bias : NULL, last ? act : 0, lo, hi);

@@ -68,12 +68,67 @@ FN(mp_tap)(const T *src, ptrdiff_t stride, ptrdiff_t vend, T *best, int32_t *at,
     }
 }
 
+/* Values only (no argmax) at strides 1 and 2, output-stationary: a block of VL outputs takes every
+ * tap in offset order in a register and is stored once (sweeping tap by tap reloaded and restored
+ * the row's maxima per tap, and an overlapping last vector's store stalled the next tap's load:
+ * 64x112x112 3x3/2 on AVX-512 ~500 us, slower than AVX2). Outputs [ja, jb) read inside the row at
+ * every tap (with stride 2's extra odd element); the others take the same rule one by one. */
+#define MP_BLOCKS 4
+static void FN(mp_row_values)(const T *xp, T *best, const mp_geom *g, ptrdiff_t hs, ptrdiff_t kh0, ptrdiff_t kh1,
+                              ptrdiff_t ja, ptrdiff_t jb)
+{
+    for (ptrdiff_t j = 0; j < g->ow; j++) {
+        if (j == ja && jb - ja >= VL) j = jb;
+        if (j >= g->ow) break;
+        T m = -(T)INFINITY;
+        for (ptrdiff_t a = kh0; a < kh1; a++) {
+            const T *row = xp + (hs + a * g->dh) * g->w;
+            for (ptrdiff_t b = 0; b < g->kw; b++) {
+                const ptrdiff_t c = j * g->sw - g->pw + b * g->dw;
+                if (c < 0 || c >= g->w) continue;
+                const T v = row[c];
+                m = (v > m) | (v != v) ? v : m;
+            }
+        }
+        best[j] = m;
+    }
+    if (jb - ja < VL) return;
+    /* MP_BLOCKS blocks at a time: each maximum is a chain of compare-and-select through the taps,
+     * latency-bound alone; blocks past jb repeat the last one (the same values stored twice) */
+    for (ptrdiff_t next = ja; next < jb;) {
+        ptrdiff_t j[MP_BLOCKS];
+        for (int q = 0; q < MP_BLOCKS; q++) {
+            j[q] = next + VL <= jb ? next : jb - VL;
+            next = next + VL <= jb ? next + VL : jb;
+        }
+        V m[MP_BLOCKS];
+        for (int q = 0; q < MP_BLOCKS; q++) m[q] = FN(splat)(-(T)INFINITY);
+        for (ptrdiff_t a = kh0; a < kh1; a++) {
+            const T *src = xp + (hs + a * g->dh) * g->w - g->pw;
+            for (ptrdiff_t b = 0; b < g->kw; b++)
+                for (int q = 0; q < MP_BLOCKS; q++) {
+                    const T *at = src + j[q] * g->sw + b * g->dw;
+                    const V v = g->sw == 1 ? FN(load)(at) : FN(mp_even)(at);
+                    const IV take = (v > m[q]) | (v != v);
+                    m[q] = (V)(((IV)v & take) | ((IV)m[q] & ~take));
+                }
+        }
+        for (int q = 0; q < MP_BLOCKS; q++) FN(store)(best + j[q], m[q]);
+    }
+}
+
 /* Row by row: every output of the row starts at -inf with its first in-bounds offset, then the taps
  * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. arg
  * NULL: the values alone (no graph needs the argmax). */
 static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *g, ptrdiff_t start, ptrdiff_t stop)
 {
     const ptrdiff_t in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    /* outputs whose every tap reads inside the row: j * SW - PW >= 0 and
+     * j * SW - PW + (KW - 1) * DW + SW - 1 <= W - 1 */
+    const ptrdiff_t ja = (g->pw + g->sw - 1) / g->sw, reach = g->w - g->sw + g->pw - (g->kw - 1) * g->dw;
+    ptrdiff_t jb = reach >= 0 ? reach / g->sw + 1 : 0;
+    jb = jb < g->ow ? jb : g->ow;
+    const int by_block = !arg && (g->sw == 1 || g->sw == 2) && jb - ja >= VL;
     for (ptrdiff_t p = start; p < stop; p++) {
         const T *xp = x + p * in_plane;
         for (ptrdiff_t i = 0; i < g->oh; i++) {
@@ -82,6 +137,10 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
             const ptrdiff_t hs = i * g->sh - g->ph;
             ptrdiff_t kh0, kh1;
             FN(mp_taps)(hs, g->h, g->kh, g->dh, &kh0, &kh1);
+            if (by_block) {
+                FN(mp_row_values)(xp, best, g, hs, kh0, kh1, ja, jb);
+                continue;
+            }
             for (ptrdiff_t j = 0; j < g->ow; j++) best[j] = -(T)INFINITY;
             for (ptrdiff_t j = 0; at && j < g->ow; j++) {
                 const ptrdiff_t ws = j * g->sw - g->pw; /* first in-bounds kw: a division only left of the input */

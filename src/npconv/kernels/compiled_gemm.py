@@ -93,6 +93,10 @@ IMPLICIT_MAX_GRID = 1.6
 #: Fewest output positions per image for an implicit forward (an item is one image's lines: 4x4
 #: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45).
 IMPLICIT_MIN_POSITIONS = 48
+#: Fewest input positions (images x positions per image) for a stride-1 grad_input as the adjoint's
+#: forward: below, the flipped copy of the weight it needs costs more than col2im saves (one thread,
+#: 3x3: 8x512x4x4 7.3 vs 5.9 ms, 1x512x7x7 4.9 vs 2.0, 1x256x14x14 1.7 vs 1.6; 8x128x14x14 3.0 vs 3.6).
+ADJOINT_MIN_POSITIONS = 1024
 #: Fewest output positions per image for an implicit grad_weight (its register tiles run over an
 #: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
 #: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
@@ -365,14 +369,14 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     unit_stride = all(s == 1 for s in geom.stride)
     direct = taps == 1 and unit_stride and not any(a or b for a, b in geom.pads(input_size))
     widening = cg * gemm.COL2IM_CHANNEL_RATIO <= og
-    if unit_stride and not direct and not widening:
+    if unit_stride and not direct and not widening and n * math.prod(input_size) >= ADJOINT_MIN_POSITIONS:
         adjoint, crop = geom.stride1_adjoint(input_size, gy.shape[2:])
         if _plan(0, _geometry(n, o, c, tuple(gy[(0, 0) + crop].shape), adjoint)) is not None:
             def adjoint_forward(x_: np.ndarray, w_: np.ndarray, geom_: ConvGeometry,
                                 bias: np.ndarray | None = None) -> np.ndarray:
                 return forward(x_, w_, geom_, epilogue=Epilogue(bias, epilogue and epilogue.activation))
 
-            return grad_input_as_forward(adjoint_forward, gy, w, geom, input_size, bias)
+            return grad_input_as_forward(adjoint_forward, gy, w, geom, input_size, bias, compiled=True)
     length = math.prod(gy.shape[2:])
     threads, blas = _threads(n * o * cg * taps * length, geom.groups)
     parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few

@@ -231,5 +231,5 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     kernel (``bias``: a transposed convolution's; ``epilogue=`` as in :func:`forward`)."""
     _check(gy, w)
     adjoint, crop = geom.stride1_adjoint(tuple(input_size), gy.shape[2:])
-    return forward(gy[(slice(None), slice(None)) + crop], adjoint_kernel(w, geom.groups), adjoint, bias,
-                   epilogue=epilogue)
+    flipped = adjoint_kernel(w, geom.groups, compiled=True)
+    return forward(gy[(slice(None), slice(None)) + crop], flipped, adjoint, bias, epilogue=epilogue)
