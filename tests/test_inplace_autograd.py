@@ -77,6 +77,11 @@ CHAINS = {
     "mul_by_own_data": lambda lib, h, w, b: h.mul_(h.data).add_(w),
     "clamp_": lambda lib, h, w, b: h.clamp_(-0.5, 0.8).mul_(w),
     "clamp_tensor_bounds": lambda lib, h, w, b: h.clamp_(b * 0.5 - 0.5, b * 0 + 0.8),
+    "neg_": lambda lib, h, w, b: h.neg_().mul_(w),
+    "exp_": lambda lib, h, w, b: (h * 0.5).exp_() * w,
+    "sqrt_": lambda lib, h, w, b: (h * h + 0.5).sqrt_(),
+    "sigmoid_": lambda lib, h, w, b: h.add_(w).sigmoid_(),
+    "tanh_": lambda lib, h, w, b: h.mul_(b).tanh_(),
     "in_place_on_in_place": lambda lib, h, w, b: h.add_(b).sub_(w).div_(b.exp()).mul_(w).relu_(),
 }
 
@@ -124,6 +129,10 @@ ERRORS = {
     "mul_other_modified": lambda lib, h, w: _modify_other(h, w, "mul_"),
     "div_other_modified": lambda lib, h, w: _modify_other(h, w, "div_"),
     "self_times_self": lambda lib, h, w: h.mul_(h),
+    "exp_result_then_mul_": lambda lib, h, w: h.exp_().mul_(w),
+    "sqrt_result_then_detached_write": lambda lib, h, w: _write_detached((h * h + 1).sqrt_()),
+    "sigmoid_result_then_add_": lambda lib, h, w: h.sigmoid_().add_(1.0),
+    "tanh_result_then_relu_": lambda lib, h, w: h.tanh_().relu_(),
     "clamp_input_then_add_": lambda lib, h, w: ((h.clamp(-0.5, 0.5) * w), h.add_(1.0))[0],
 }
 
