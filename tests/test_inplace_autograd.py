@@ -210,6 +210,17 @@ def test_inplace_on_views(torch):
     with pytest.raises(RuntimeError, match="in-place operations on a view"):
         h.view(12)[:4].add_(1.0)
     np.testing.assert_array_equal(h.detach().numpy(), _X)
+    # a gradient recorded into a view of a tensor without grad: torch makes the base part of the graph;
+    # npconv refuses (before, the base silently missed the gradient)
+    w = npconv.tensor(_W[0], requires_grad=True)
+    base = npconv.zeros(3, 4, dtype=npconv.float64)
+    for write in (lambda v: v.copy_(w * 3), lambda v: v.add_(w), lambda v: v.mul_(w)):
+        with pytest.raises(RuntimeError, match="in-place operations on a view"):
+            write(base[1])
+        assert not base.requires_grad and base._version.value == 0
+    base[1] = w * 3  # index assignment on the base records the gradient, as in torch
+    (base * npconv.tensor(_WEIGHTS)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), 3 * _WEIGHTS[1], rtol=1e-15)
     # a view without grad is written through into its base (no graph), as in torch
     for lib in (torch, npconv):
         base = lib.tensor(_X.copy())
