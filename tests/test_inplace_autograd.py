@@ -77,6 +77,11 @@ CHAINS = {
     "mul_by_own_data": lambda lib, h, w, b: h.mul_(h.data).add_(w),
     "clamp_": lambda lib, h, w, b: h.clamp_(-0.5, 0.8).mul_(w),
     "clamp_tensor_bounds": lambda lib, h, w, b: h.clamp_(b * 0.5 - 0.5, b * 0 + 0.8),
+    "neg_": lambda lib, h, w, b: h.neg_().mul_(w),
+    "exp_": lambda lib, h, w, b: (h * 0.5).exp_() * w,
+    "sqrt_": lambda lib, h, w, b: (h * h + 0.5).sqrt_(),
+    "sigmoid_": lambda lib, h, w, b: h.add_(w).sigmoid_(),
+    "tanh_": lambda lib, h, w, b: h.mul_(b).tanh_(),
     "in_place_on_in_place": lambda lib, h, w, b: h.add_(b).sub_(w).div_(b.exp()).mul_(w).relu_(),
 }
 
@@ -124,6 +129,10 @@ ERRORS = {
     "mul_other_modified": lambda lib, h, w: _modify_other(h, w, "mul_"),
     "div_other_modified": lambda lib, h, w: _modify_other(h, w, "div_"),
     "self_times_self": lambda lib, h, w: h.mul_(h),
+    "exp_result_then_mul_": lambda lib, h, w: h.exp_().mul_(w),
+    "sqrt_result_then_detached_write": lambda lib, h, w: _write_detached((h * h + 1).sqrt_()),
+    "sigmoid_result_then_add_": lambda lib, h, w: h.sigmoid_().add_(1.0),
+    "tanh_result_then_relu_": lambda lib, h, w: h.tanh_().relu_(),
     "clamp_input_then_add_": lambda lib, h, w: ((h.clamp(-0.5, 0.5) * w), h.add_(1.0))[0],
 }
 
@@ -201,6 +210,17 @@ def test_inplace_on_views(torch):
     with pytest.raises(RuntimeError, match="in-place operations on a view"):
         h.view(12)[:4].add_(1.0)
     np.testing.assert_array_equal(h.detach().numpy(), _X)
+    # a gradient recorded into a view of a tensor without grad: torch makes the base part of the graph;
+    # npconv refuses (before, the base silently missed the gradient)
+    w = npconv.tensor(_W[0], requires_grad=True)
+    base = npconv.zeros(3, 4, dtype=npconv.float64)
+    for write in (lambda v: v.copy_(w * 3), lambda v: v.add_(w), lambda v: v.mul_(w)):
+        with pytest.raises(RuntimeError, match="in-place operations on a view"):
+            write(base[1])
+        assert not base.requires_grad and base._version.value == 0
+    base[1] = w * 3  # index assignment on the base records the gradient, as in torch
+    (base * npconv.tensor(_WEIGHTS)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), 3 * _WEIGHTS[1], rtol=1e-15)
     # a view without grad is written through into its base (no graph), as in torch
     for lib in (torch, npconv):
         base = lib.tensor(_X.copy())

@@ -393,8 +393,9 @@ def make_result(
 
 def _inplace_records(target: Any, others: Sequence[Any]) -> bool:
     """Whether an in-place op on ``target`` with operands ``others`` records the graph; raises
-    (RuntimeError, nothing changed) where torch's rules refuse it: an inference tensor outside
-    ``inference_mode``, a leaf that requires grad, a view whose base requires grad."""
+    (RuntimeError, nothing changed) where torch's rules refuse it (an inference tensor outside
+    ``inference_mode``, a leaf that requires grad) and for a recording op on a view, whose base's
+    graph npconv does not rebuild."""
     check_inplace_allowed(target)
     recording = is_grad_enabled() and (
         target._requires_grad or any(isinstance(a, tensor_class) and a._requires_grad for a in others)
@@ -402,10 +403,11 @@ def _inplace_records(target: Any, others: Sequence[Any]) -> bool:
     if recording:
         if target._node is None and target._requires_grad:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-        if target._base is not None and (target._base._requires_grad or target._requires_grad):
+        if target._base is not None:  # the base would silently miss the gradient (torch rebuilds its graph)
             raise RuntimeError(
                 "npconv does not support in-place operations on a view of a tensor that requires grad "
-                "(torch rewrites the base's graph); apply the op out of place or to the base tensor"
+                "or that record a gradient into a view (torch rewrites the base's graph); apply the op "
+                "out of place or to the base tensor"
             )
     return recording
 

@@ -5,8 +5,10 @@ A Tensor wraps an ``ndarray`` (``.numpy()``; no copy when given one) plus what t
 that made it), a version counter shared with its views, and hooks. The maths lives in ``npconv.ops``:
 each method below *is* the functional op (``Tensor.relu is npconv.relu``), bound as a class attribute,
 so there is one implementation of each formula. What is here: NumPy interop, dtype/device
-conversion, Python protocols (operators, indexing, ``repr``, pickling) and the in-place methods,
-which compute with the same ops and write back through :func:`~npconv.autograd.apply_inplace`.
+conversion, Python protocols (operators, indexing, ``repr``, pickling) and the in-place methods:
+the ops' in-place forms (``add_ = ops.elementwise.add_``, written into the tensor's memory through
+:func:`~npconv.autograd.write_inplace`) or the same ops written back through
+:func:`~npconv.autograd.apply_inplace`.
 """
 
 from __future__ import annotations
@@ -586,17 +588,10 @@ class Tensor:
         return _ew.ge(self, other)
 
     # -- in-place methods: the same ops, written back with torch's rules -----------------------------
-    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
-        return _ew.add_(self, other, alpha=alpha)
-
-    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
-        return _ew.sub_(self, other, alpha=alpha)
-
-    def mul_(self, other: Any) -> Tensor:
-        return _ew.mul_(self, other)
-
-    def div_(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
-        return _ew.div_(self, other, rounding_mode=rounding_mode)
+    add_ = _ew.add_
+    sub_ = _ew.sub_
+    mul_ = _ew.mul_
+    div_ = _ew.div_
 
     def pow_(self, exponent: Any) -> Tensor:
         return apply_inplace(self, _ew.pow, (exponent,))
@@ -612,26 +607,21 @@ class Tensor:
     def clamp_max_(self, max: Any) -> Tensor:  # noqa: A002
         return self.clamp_(None, max)
 
-    def neg_(self) -> Tensor:
-        return apply_inplace(self, _ew.neg, (), reads_target=False)
+    neg_ = _ew.neg_
 
     def abs_(self) -> Tensor:
         return apply_inplace(self, _ew.abs, ())
 
-    def exp_(self) -> Tensor:
-        return apply_inplace(self, _ew.exp, (), reads_target=False)
+    exp_ = _ew.exp_
 
     def log_(self) -> Tensor:
         return apply_inplace(self, _ew.log, ())
 
-    def sqrt_(self) -> Tensor:
-        return apply_inplace(self, _ew.sqrt, (), reads_target=False)
+    sqrt_ = _ew.sqrt_
 
-    def sigmoid_(self) -> Tensor:
-        return apply_inplace(self, _activation.sigmoid, (), reads_target=False)
+    sigmoid_ = _activation.sigmoid_
 
-    def tanh_(self) -> Tensor:
-        return apply_inplace(self, _activation.tanh, (), reads_target=False)
+    tanh_ = _activation.tanh_
 
     def relu_(self) -> Tensor:
         return _activation.relu(self, inplace=True)

@@ -129,6 +129,23 @@ def tanh(input: Any) -> Tensor:
                        saved=("output",))
 
 
+def sigmoid_(input: Any) -> Tensor:
+    """``sigmoid`` written into a float tensor's memory; the backward reads the result, as torch's."""
+    if as_array(input).dtype.kind != "f":
+        return apply_inplace(input, sigmoid, (), reads_target=False)
+    from scipy import special
+    return write_inplace(input, lambda a: special.expit(a, out=a), (),
+                         lambda g, out: (g * np.conj((1 - out) * out),), "SigmoidBackward0", keeps="result")
+
+
+def tanh_(input: Any) -> Tensor:
+    """``tanh`` written into a float or complex tensor's memory; the backward reads the result."""
+    if as_array(input).dtype.kind not in "fc":
+        return apply_inplace(input, tanh, (), reads_target=False)
+    return write_inplace(input, lambda a: np.tanh(a, out=a), (), lambda g, out: (g * np.conj(1 - out * out),),
+                         "TanhBackward0", keeps="result")
+
+
 def silu(x: Any) -> Tensor:
     data = as_array(x)
     s = _sigmoid(data)

@@ -440,6 +440,39 @@ def _unary(input: Any, forward: Any, derivative: Any, name: str, uses_output: bo
     return make_result(out, (input,), backward, name, saved=("output",) if uses_output else None)
 
 
+def _unary_(input: Any, ufunc: Any, grad: Any, name: str, fallback: Any, keeps: str = "result") -> Any:
+    """``input = ufunc(input)`` in the memory of a float or complex tensor, the backward
+    ``grad(g, out)`` reading the new values (saved at the new version, as torch's) unless ``keeps``
+    is ""; other dtypes take the general in-place path through ``fallback`` (the out-of-place op)."""
+    if as_array(input).dtype.kind not in "fc":
+        return autograd.apply_inplace(input, fallback, (), reads_target=False)
+
+    def write(a: np.ndarray) -> None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ufunc(a, out=a)
+
+    def backward(g: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray]:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return (grad(g, out),)
+
+    return autograd.write_inplace(input, write, (), backward, name, keeps=keeps)
+
+
+def neg_(input: Any) -> Any:
+    """``input = -input`` in its memory (saves nothing)."""
+    return _unary_(input, np.negative, lambda g, out: -g, "NegBackward0", neg, keeps="")
+
+
+def exp_(input: Any) -> Any:
+    """``input = exp(input)`` in its memory; the backward reads the result, as torch's."""
+    return _unary_(input, np.exp, lambda g, out: g * conj(out), "ExpBackward0", exp)
+
+
+def sqrt_(input: Any) -> Any:
+    """``input = sqrt(input)`` in its memory; the backward reads the result, as torch's."""
+    return _unary_(input, np.sqrt, lambda g, out: g * conj(1 / (2 * out)), "SqrtBackward0", sqrt)
+
+
 def abs(input: Any) -> Any:  # noqa: A001
     x = as_array(input)
     if x.dtype.kind in "biu":
