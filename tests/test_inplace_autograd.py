@@ -82,6 +82,10 @@ CHAINS = {
     "sqrt_": lambda lib, h, w, b: (h * h + 0.5).sqrt_(),
     "sigmoid_": lambda lib, h, w, b: h.add_(w).sigmoid_(),
     "tanh_": lambda lib, h, w, b: h.mul_(b).tanh_(),
+    "leaky_relu_inplace": lambda lib, h, w, b: lib.nn.functional.leaky_relu(h.add_(w), 0.1, inplace=True),
+    "leaky_relu_module_zero_slope": lambda lib, h, w, b: lib.nn.LeakyReLU(0.0, inplace=True)(h.mul_(b)),
+    "elu_inplace": lambda lib, h, w, b: lib.nn.functional.elu(h.sub_(w), 0.7, inplace=True),
+    "elu_module_zero_alpha": lambda lib, h, w, b: lib.nn.ELU(0.0, inplace=True)(h.mul_(w)),
     "in_place_on_in_place": lambda lib, h, w, b: h.add_(b).sub_(w).div_(b.exp()).mul_(w).relu_(),
 }
 
@@ -133,6 +137,8 @@ ERRORS = {
     "sqrt_result_then_detached_write": lambda lib, h, w: _write_detached((h * h + 1).sqrt_()),
     "sigmoid_result_then_add_": lambda lib, h, w: h.sigmoid_().add_(1.0),
     "tanh_result_then_relu_": lambda lib, h, w: h.tanh_().relu_(),
+    "leaky_relu_result_then_mul_": lambda lib, h, w: lib.nn.LeakyReLU(0.2, inplace=True)(h).mul_(w),
+    "elu_result_then_add_": lambda lib, h, w: lib.nn.ELU(1.0, inplace=True)(h).add_(w),
     "clamp_input_then_add_": lambda lib, h, w: ((h.clamp(-0.5, 0.5) * w), h.add_(1.0))[0],
 }
 
@@ -157,6 +163,21 @@ def test_modifying_what_a_backward_saved_is_an_error_like_torch(name, torch):
         with pytest.raises(RuntimeError, match="modified by an inplace operation|modified in place"):
             # npconv refuses a tensor written through a detached alias when it is used (torch: at backward)
             ERRORS[name](lib, x * 1.5, w).sum().backward()
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "elu"])
+def test_inplace_leaky_relu_and_elu_with_a_negative_slope_have_no_backward_like_torch(name, torch):
+    results = []
+    for lib in (torch, npconv):
+        x = lib.tensor(_X, requires_grad=True)
+        h = getattr(lib.nn.functional, name)(x * 1.5, -0.3, inplace=True)  # the forward runs
+        results.append(h.detach().numpy().copy())
+        with pytest.raises(RuntimeError, match="negative slope"):
+            h.sum().backward()
+        with lib.no_grad():
+            results.append(getattr(lib.nn.functional, name)(x * 1.5, -0.3, inplace=True).numpy().copy())
+    for ours, theirs in zip(results[2:], results[:2], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-15, atol=0)  # elu: torch's exp may differ by an ulp
 
 
 def test_the_error_names_the_modified_tensor_and_versions():

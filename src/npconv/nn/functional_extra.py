@@ -88,7 +88,9 @@ def hardsigmoid(input: Any, inplace: bool = False) -> Tensor:
 
 def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
-    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act_ops.elu, _real(alpha, "alpha"))
+    if check_flag(inplace, "inplace"):
+        return _act_ops.elu_(as_tensor(input, "input"), _real(alpha, "alpha"))
+    return _act_ops.elu(as_tensor(input, "input"), _real(alpha, "alpha"))
 
 
 def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:

@@ -63,7 +63,9 @@ def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) 
     """``input`` where positive, else ``negative_slope * input``."""
     if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
         raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    return apply_maybe_inplace(as_tensor(input, "input"), inplace, _act.leaky_relu, float(negative_slope))
+    if check_flag(inplace, "inplace"):
+        return _act.leaky_relu_(as_tensor(input, "input"), float(negative_slope))
+    return _act.leaky_relu(as_tensor(input, "input"), float(negative_slope))
 
 
 def gelu(input: Any, approximate: str = "none") -> Tensor:

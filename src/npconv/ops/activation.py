@@ -80,6 +80,28 @@ def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     return make_result(out, (x,), lambda g: (np.where(positive, g, g * slope),), "LeakyReluBackward0")
 
 
+def leaky_relu_(x: Any, negative_slope: float = 0.01) -> Tensor:
+    """:func:`leaky_relu` written into a float tensor's memory. The backward reads the result, as
+    torch's: its sign is the input's only for ``negative_slope >= 0``, so, as torch, the backward of
+    a negative slope raises (the forward alone, e.g. under ``no_grad``, is fine)."""
+    data = as_array(x)
+    if data.dtype.kind != "f":
+        return apply_inplace(x, leaky_relu, (negative_slope,))
+    slope = data.dtype.type(negative_slope)
+
+    def backward(g: np.ndarray, out: np.ndarray) -> tuple[np.ndarray]:
+        if negative_slope < 0:
+            raise RuntimeError(
+                "In-place leakyReLu backward calculation is triggered with a negative slope which is not "
+                "supported. This is caused by calling in-place forward function with a negative slope, "
+                "please call out-of-place version instead."
+            )
+        return (np.where(out > 0, g, g * slope),)
+
+    return write_inplace(x, lambda a: np.multiply(a, slope, out=a, where=~(a > 0)), (), backward,
+                         "LeakyReluBackward1", keeps="result")
+
+
 def gelu(x: Any, approximate: str = "none") -> Tensor:
     data = as_array(x)
     t = data.dtype.type
@@ -261,6 +283,32 @@ def elu(x: Any, alpha: float) -> Tensor:
         exp = np.exp(np.where(negative, data, t(0)))
     out = np.where(negative, a * (exp - t(1)), data).astype(data.dtype, copy=False)
     return make_result(out, (x,), lambda g: (np.where(negative, g * a * exp, g),), "EluBackward0")
+
+
+def elu_(x: Any, alpha: float) -> Tensor:
+    """:func:`elu` written into a float tensor's memory. The backward reads the result, as torch's
+    (gradient ``g * (y + alpha)`` where ``y <= 0``), so, as torch, a negative ``alpha`` has no backward."""
+    data = as_array(x)
+    if data.dtype.kind != "f":
+        return apply_inplace(x, elu, (alpha,))
+    t = data.dtype.type
+    a = t(alpha)
+
+    def write(values: np.ndarray) -> None:
+        negative = values <= 0
+        with np.errstate(over="ignore"):
+            values[negative] = a * (np.exp(values[negative]) - t(1))
+
+    def backward(g: np.ndarray, out: np.ndarray) -> tuple[np.ndarray]:
+        if alpha < 0:
+            raise RuntimeError(
+                "In-place elu backward calculation is triggered with a negative slope which is not "
+                "supported. This is caused by calling in-place forward function with a negative slope, "
+                "please call out-of-place version instead."
+            )
+        return (np.where(out <= 0, g * (out + a), g),)
+
+    return write_inplace(x, write, (), backward, "EluBackward1", keeps="result")
 
 
 def softplus(x: Any, beta: float, threshold: float) -> Tensor:
