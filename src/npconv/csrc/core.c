@@ -1,14 +1,15 @@
 /* npconv._core: npconv's compiled kernels (see docs/compiled-core.md).
  *
  * Every kernel source is compiled once per ISA variant (generic; on x86-64 also AVX2+FMA and
- * AVX-512F/VL/BW/DQ) and element type; Python picks the variant (`isa` argument) from
- * available_isas(), which asks the CPU once. Kernels are single-threaded over a range of planes,
+ * AVX-512F/VL/BW/DQ) and element type, one translation unit per variant (variant_*.c, each
+ * exporting its table of kernels to this file, which holds the Python bindings; the build compiles
+ * the units in parallel); Python picks the variant (`isa` argument) from available_isas(), which
+ * asks the CPU once. Kernels are single-threaded over a range of planes,
  * release the GIL, write only into buffers the caller passes, and keep no global state: npconv's
  * worker threads call them concurrently, and a forked child inherits nothing to repair.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "shared.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -18,481 +19,18 @@
 #include <time.h>
 #include <sched.h>
 
-/* Sizes of one depthwise call: x (N, C, H, W), weight (C*M, 1, KH, KW), output (N, C*M, OH, OW),
- * stride (SH, SW), dilation (DH, DW), low zero padding (PH, PW); high padding is implied by OH/OW. */
-typedef struct {
-    ptrdiff_t n, c, m, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
-} dw_geom;
-
-/* Sizes of one 2-D max pooling call: planes (P, H, W) -> (P, OH, OW), kernel (KH, KW), stride,
- * dilation, low padding (PH, PW); the high side (padding, ceil_mode) is implied by OH/OW. */
-typedef struct {
-    ptrdiff_t planes, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
-} mp_geom;
-
-/* Sizes of one batch norm call: (N, C, S) C-contiguous, S the product of the spatial sizes. */
-typedef struct {
-    ptrdiff_t n, c, s;
-} bn_geom;
-
-/* Geometry values and plane sizes the kernels accept: products of two stay far inside ptrdiff_t. */
-#define DW_MAX_VALUE ((ptrdiff_t)1 << 24)
-#define DW_MAX_PLANE ((ptrdiff_t)1 << 28)
-
-/* Slack in elements after every flat plane: the widest variant reads up to 4 vectors of 64 bytes
- * past the last output it computes (4 vectors of it are computed at once). */
-#define DW_SLACK 64
-
-/* Kernels up to this many taps run the row-by-row forward stencil (splatted weights on the stack). */
-#define DW_ROW_TAPS 64
-
-/* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
- * by slack; the padded extent is what the output reads, (OH-1)*S + (K-1)*D + 1 per axis. */
-typedef struct {
-    ptrdiff_t qh, qw, plane, count;
-} dw_phases;
-
-static void dw_forward_phases(const dw_geom *g, dw_phases *ph)
-{
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
-    ph->qh = (hp + g->sh - 1) / g->sh;
-    ph->qw = (wp + g->sw - 1) / g->sw;
-    ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK; /* junk columns of the last row read one row on */
-    ph->count = g->sh * g->sw;
-}
-
-/* Tap (kh, kw) of output (oh, ow) reads phase (kh*DH % SH, kw*DW % SW) at (oh + kh*DH / SH,
- * ow + kw*DW / SW): a constant flat shift of the wide output position oh * Qw + ow. */
-static void dw_forward_shifts(const dw_geom *g, const dw_phases *ph, ptrdiff_t *shift)
-{
-    for (ptrdiff_t kh = 0; kh < g->kh; kh++)
-        for (ptrdiff_t kw = 0; kw < g->kw; kw++) {
-            const ptrdiff_t a = kh * g->dh, b = kw * g->dw;
-            shift[kh * g->kw + kw] = ph->plane * (a % g->sh * g->sw + b % g->sw) + a / g->sh * ph->qw + b / g->sw;
-        }
-}
-
-/* grad_input: the gy planes with Th rows and Tw columns of zeros in front, rows of L columns,
- * enough rows and columns after for every input phase's flat stencil. */
-typedef struct {
-    ptrdiff_t th, tw, len, rows, plane;
-} dw_gx_layout;
-
-static void dw_grad_input_layout(const dw_geom *g, dw_gx_layout *lay)
-{
-    const ptrdiff_t qh_max = (g->h - 1 + g->ph) / g->sh, qw_max = (g->w - 1 + g->pw) / g->sw;
-    lay->th = (g->kh - 1) * g->dh / g->sh;
-    lay->tw = (g->kw - 1) * g->dw / g->sw;
-    lay->len = lay->tw + (g->ow > qw_max + 1 ? g->ow : qw_max + 1);
-    lay->rows = lay->th + (g->oh > qh_max + 1 ? g->oh : qh_max + 1);
-    lay->plane = (lay->rows + 1) * lay->len + DW_SLACK; /* junk columns of the last row read one row on */
-}
-
-/* One input phase of the grad_input result: ceil(H / SH) rows of L columns, plus slack. */
-static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
-{
-    return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
-}
-
-/* Whether the forward may run narrow planes (OW < VL) with planes in the vector lanes
- * (depthwise.h's dw_forward_lanes): one output channel per input channel, the zero-padded plane
- * (HP x WP positions), the input plane (its position table) and the taps small enough for its
- * vectors of up to DW_LANES elements. */
-#define DW_LANES 16
-#define DW_LANES_MAX_GRID 4096
-static int dw_lanes_fit(const dw_geom *g)
-{
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
-    return g->m == 1 && g->ow < DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
-           g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
-}
-
-/* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
-static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
-{
-    if (pass == 1) {
-        dw_gx_layout lay;
-        dw_grad_input_layout(g, &lay);
-        return g->m * lay.plane + g->sw * dw_gx_wide_len(g, &lay);
-    }
-    dw_phases ph;
-    dw_forward_phases(g, &ph);
-    const ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
-    if (pass == 0 && dw_lanes_fit(g)) { /* the lanes forward: padded grid, outputs, weights, in vectors */
-        const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
-        const ptrdiff_t lanes = (hp * wp + g->oh * g->ow + g->kh * g->kw) * DW_LANES;
-        return lanes > rows ? lanes : rows;
-    }
-    return rows;
-}
-
-/* Sizes of one grouped call: x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW),
- * stride, dilation, low zero padding as for dw_geom. */
-typedef struct {
-    ptrdiff_t n, g, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
-} gp_geom;
-
-/* The largest output-channel register block of any variant (grouped.h's GP_OB). */
-#define GP_MAX_OB 8
-
-/* Per-channel polyphase scratch (chan elements), the wide forward output per block channel
- * (wide_n >= positions + one register block) and the wide gy planes of grad_weight (gy_n: the
- * positions rounded up to 16 elements, a whole number of vectors of every variant). */
-typedef struct {
-    ptrdiff_t chan, wide_n, gy_n;
-} gp_layout;
-
-static void gp_forward_layout(const gp_geom *g, dw_geom *d, dw_phases *ph, gp_layout *lay)
-{
-    *d = (dw_geom){g->n, g->g * g->cg, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw,
-                   g->ph, g->pw};
-    dw_forward_phases(d, ph);
-    const ptrdiff_t npos = g->oh * ph->qw;
-    lay->chan = ph->count * ph->plane;
-    lay->wide_n = npos + DW_SLACK;
-    lay->gy_n = (npos + 15) / 16 * 16;
-}
-
-/* Scratch elements per call: pass 0 forward, 2 grad_weight (grad_input runs as a forward). */
-static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
-{
-    dw_geom d;
-    dw_phases ph;
-    gp_layout lay;
-    gp_forward_layout(g, &d, &ph, &lay);
-    if (pass == 2) return g->cg * lay.chan + (g->og + 1) * lay.gy_n;
-    return g->cg * lay.chan + GP_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GP_MAX_OB;
-}
-
-#include "blas.h"
-
-/* Sizes of one Winograd F(4x4, 3x3) call: x (N, C, H, W), transformed weight U (36, O, C/G),
- * output (N, O, OH, OW), low zero padding (PH, PW) (the high side is implied by OH/OW), groups G;
- * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
- * blocks of CBLOCK input channels (0: one block). */
-typedef struct {
-    ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, th, tw;
-} wg_geom;
-
-/* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
- * their row transform (6 x 4 phases of PS), the output staging (4 x 16), the gemm's packing
- * buffer (GM_SCRATCH). NTP leaves a vector of
- * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
-typedef struct {
-    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, pack, total;
-} wg_layout;
-
-static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
-{
-    L->ntp = (g->cap + 16 + 15) / 16 * 16;
-    L->ps = (g->tw + 18 + 15) / 16 * 16; /* tiles up to tw + 16, and the column after */
-    L->rs = 4 * L->ps + 64;              /* 4 columns per tile; phase loads read 4 vectors of 16 */
-    L->v = 0;
-    L->m = 36 * g->c * L->ntp;
-    L->rb = L->m + 36 * g->o * L->ntp;
-    L->tr = L->rb + 6 * L->rs;
-    L->q = L->tr + 24 * L->ps;
-    L->pack = L->q + 64;
-    L->total = L->pack + GM_SCRATCH;
-}
-
-/* ---- the kernels, one copy per (ISA, element type) ---------------------------------------- */
-
-#define T float
-#define TSIZE 4
-#define TI int32_t
-#define VBYTES 16
-#define SFX f32_generic
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#define T double
-#define TSIZE 8
-#define TI int64_t
-#define VBYTES 16
-#define SFX f64_generic
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define NPCONV_X86 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define T float
-#define TSIZE 4
-#define TI int32_t
-#define VBYTES 32
-#define SFX f32_avx2
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#define T double
-#define TSIZE 8
-#define TI int64_t
-#define VBYTES 32
-#define SFX f64_avx2
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
-#define T float
-#define TSIZE 4
-#define TI int32_t
-#define VBYTES 64
-#define SFX f32_avx512
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#define T double
-#define TSIZE 8
-#define TI int64_t
-#define VBYTES 64
-#define SFX f64_avx512
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#pragma GCC pop_options
-#else
-#define NPCONV_X86 0
-#endif
-
-/* ---- dispatch tables ---------------------------------------------------------------------- */
-
-typedef int (*dw_fwd_fn)(const void *, const void *, const void *, void *, void *, const dw_geom *,
-                         ptrdiff_t, ptrdiff_t, int, double, double);
-typedef int (*dw_gw_fn)(const void *, const void *, void *, void *, const dw_geom *, ptrdiff_t, ptrdiff_t);
-
-typedef struct {
-    dw_fwd_fn forward, grad_input;
-    dw_gw_fn grad_weight;
-} dw_kernels;
-
-#define DW_ENTRY(sfx) {(dw_fwd_fn)dw_forward_##sfx, (dw_fwd_fn)dw_grad_input_##sfx, (dw_gw_fn)dw_grad_weight_##sfx}
-
-typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
-                         ptrdiff_t, int, double, double);
-typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
-
-typedef struct {
-    gp_fwd_fn forward;
-    gp_gw_fn grad_weight;
-} gp_kernels;
-
-#define GP_ENTRY(sfx) {(gp_fwd_fn)gp_forward_##sfx, (gp_gw_fn)gp_grad_weight_##sfx}
-
-typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
-typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
-
-typedef struct {
-    mp_fwd_fn forward;
-    mp_bwd_fn backward;
-} mp_kernels;
-
-#define MP_ENTRY(sfx) {(mp_fwd_fn)max_pool_forward_##sfx, (mp_bwd_fn)max_pool_backward_##sfx}
-
-typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
-                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
-
-typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-
-/* float32 / float64 take their clamp bounds as their own type: one adapter per copy */
-#define WG_ADAPT(sfx, T)                                                                                   \
-    static void wg_forward_##sfx(const gemm_fns *f, const void *x, const void *u, const void *b, void *y,   \
-                                 void *s, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, double lo,  \
-                                 double hi)                                                                 \
-    {                                                                                                       \
-        winograd_forward_##sfx(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0, t1, act,  \
-                               (T)lo, (T)hi);                                                               \
-    }
-WG_ADAPT(f32_generic, float)
-WG_ADAPT(f64_generic, double)
-#if NPCONV_X86
-WG_ADAPT(f32_avx2, float)
-WG_ADAPT(f64_avx2, double)
-WG_ADAPT(f32_avx512, float)
-WG_ADAPT(f64_avx512, double)
-#endif
-
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 static const char *const ISA_NAMES[ISA_COUNT] = {"generic", "avx2", "avx512"};
 
-/* [isa][0: float32, 1: float64] */
-static const dw_kernels DW_TABLE[ISA_COUNT][2] = {
-    {DW_ENTRY(f32_generic), DW_ENTRY(f64_generic)},
+/* [isa]: the variant's kernels (NULL where this build has none) */
+static const isa_kernels *const KERNELS[ISA_COUNT] = {
+    &npconv_kernels_generic,
 #if NPCONV_X86
-    {DW_ENTRY(f32_avx2), DW_ENTRY(f64_avx2)},
-    {DW_ENTRY(f32_avx512), DW_ENTRY(f64_avx512)},
+    &npconv_kernels_avx2,
+    &npconv_kernels_avx512,
 #else
-    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
-    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
-#endif
-};
-
-/* [isa][0: float32, 1: float64] */
-static const gp_kernels GP_TABLE[ISA_COUNT][2] = {
-    {GP_ENTRY(f32_generic), GP_ENTRY(f64_generic)},
-#if NPCONV_X86
-    {GP_ENTRY(f32_avx2), GP_ENTRY(f64_avx2)},
-    {GP_ENTRY(f32_avx512), GP_ENTRY(f64_avx512)},
-#else
-    {{NULL, NULL}, {NULL, NULL}},
-    {{NULL, NULL}, {NULL, NULL}},
-#endif
-};
-
-typedef void (*bn_fwd_fn)(const void *, void *, const void *, const void *, void *, const bn_geom *, int, double,
-                          ptrdiff_t, ptrdiff_t);
-typedef void (*bn_bwd_fn)(const void *, const void *, void *, const void *, const void *, void *, const bn_geom *,
-                          int, ptrdiff_t, ptrdiff_t);
-
-typedef struct {
-    bn_fwd_fn forward;
-    bn_bwd_fn backward;
-} bn_kernels;
-
-#define BN_ENTRY(sfx) {(bn_fwd_fn)batch_norm_forward_##sfx, (bn_bwd_fn)batch_norm_backward_##sfx}
-
-/* [isa][0: float32, 1: float64] */
-static const bn_kernels BN_TABLE[ISA_COUNT][2] = {
-    {BN_ENTRY(f32_generic), BN_ENTRY(f64_generic)},
-#if NPCONV_X86
-    {BN_ENTRY(f32_avx2), BN_ENTRY(f64_avx2)},
-    {BN_ENTRY(f32_avx512), BN_ENTRY(f64_avx512)},
-#else
-    {{NULL, NULL}, {NULL, NULL}},
-    {{NULL, NULL}, {NULL, NULL}},
-#endif
-};
-
-typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
-
-/* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
-#define EW_ADAPT(sfx, T)                                                                                   \
-    static void relu_forward2_##sfx(const void *x, const void *unused, void *y, ptrdiff_t a, ptrdiff_t b)   \
-    {                                                                                                       \
-        (void)unused;                                                                                       \
-        relu_forward_##sfx((const T *)x, (T *)y, a, b);                                                     \
-    }
-EW_ADAPT(f32_generic, float)
-EW_ADAPT(f64_generic, double)
-#if NPCONV_X86
-EW_ADAPT(f32_avx2, float)
-EW_ADAPT(f64_avx2, double)
-EW_ADAPT(f32_avx512, float)
-EW_ADAPT(f64_avx512, double)
-#endif
-
-#define EW_ENTRY(sfx) {relu_forward2_##sfx, (ew_fn)relu_backward_##sfx}
-
-/* [isa][0: float32, 1: float64][0: relu forward (x, -, y), 1: relu backward (g, y, gx)] */
-static const ew_fn EW_TABLE[ISA_COUNT][2][2] = {
-    {EW_ENTRY(f32_generic), EW_ENTRY(f64_generic)},
-#if NPCONV_X86
-    {EW_ENTRY(f32_avx2), EW_ENTRY(f64_avx2)},
-    {EW_ENTRY(f32_avx512), EW_ENTRY(f64_avx512)},
-#else
-    {{NULL, NULL}, {NULL, NULL}},
-    {{NULL, NULL}, {NULL, NULL}},
-#endif
-};
-
-/* [isa][0: float32, 1: float64] */
-static const mp_kernels MP_TABLE[ISA_COUNT][2] = {
-    {MP_ENTRY(f32_generic), MP_ENTRY(f64_generic)},
-#if NPCONV_X86
-    {MP_ENTRY(f32_avx2), MP_ENTRY(f64_avx2)},
-    {MP_ENTRY(f32_avx512), MP_ENTRY(f64_avx512)},
-#else
-    {{NULL, NULL}, {NULL, NULL}},
-    {{NULL, NULL}, {NULL, NULL}},
-#endif
-};
-
-typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
-                          const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
-typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
-                         ptrdiff_t);
-
-typedef struct {
-    gc_fwd_fn forward, grad_input;
-    gc_gw_fn grad_weight;
-} gc_kernels;
-
-#define GC_ENTRY(sfx) {(gc_fwd_fn)gc_forward_##sfx, (gc_fwd_fn)gc_grad_input_##sfx, (gc_gw_fn)gc_grad_weight_##sfx}
-
-/* [isa][0: float32, 1: float64] */
-static const gc_kernels GC_TABLE[ISA_COUNT][2] = {
-    {GC_ENTRY(f32_generic), GC_ENTRY(f64_generic)},
-#if NPCONV_X86
-    {GC_ENTRY(f32_avx2), GC_ENTRY(f64_avx2)},
-    {GC_ENTRY(f32_avx512), GC_ENTRY(f64_avx512)},
-#else
-    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
-    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
-#endif
-};
-
-typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
-                     ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
-
-/* [isa][0: float32, 1: float64] */
-static const mm_fn MM_TABLE[ISA_COUNT][2] = {
-    {(mm_fn)mm_f32_generic, (mm_fn)mm_f64_generic},
-#if NPCONV_X86
-    {(mm_fn)mm_f32_avx2, (mm_fn)mm_f64_avx2},
-    {(mm_fn)mm_f32_avx512, (mm_fn)mm_f64_avx512},
-#else
-    {NULL, NULL},
-    {NULL, NULL},
-#endif
-};
-
-/* [isa][0: float32, 1: float64] */
-static const wg_weight_fn WG_WEIGHT_TABLE[ISA_COUNT][2] = {
-    {(wg_weight_fn)winograd_weight_f32_generic, (wg_weight_fn)winograd_weight_f64_generic},
-#if NPCONV_X86
-    {(wg_weight_fn)winograd_weight_f32_avx2, (wg_weight_fn)winograd_weight_f64_avx2},
-    {(wg_weight_fn)winograd_weight_f32_avx512, (wg_weight_fn)winograd_weight_f64_avx512},
-#else
-    {NULL, NULL},
-    {NULL, NULL},
-#endif
-};
-
-/* [isa][0: float32, 1: float64] */
-static const wg_fwd_fn WG_TABLE[ISA_COUNT][2] = {
-    {wg_forward_f32_generic, wg_forward_f64_generic},
-#if NPCONV_X86
-    {wg_forward_f32_avx2, wg_forward_f64_avx2},
-    {wg_forward_f32_avx512, wg_forward_f64_avx512},
-#else
-    {NULL, NULL},
-    {NULL, NULL},
+    NULL,
+    NULL,
 #endif
 };
 
@@ -659,7 +197,7 @@ static int check_range(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t limit, cons
 
 static int check_isa(int isa)
 {
-    if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa) || !DW_TABLE[isa][0].forward) {
+    if (isa < 0 || isa >= ISA_COUNT || !isa_supported(isa) || !KERNELS[isa]) {
         PyErr_Format(PyExc_ValueError, "ISA variant %d is not available on this CPU/build", isa);
         return -1;
     }
@@ -711,7 +249,7 @@ static PyObject *run_stencil_pass(PyObject *args, int pass)
     if (check_range(start, stop, g.n * g.c, "plane") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
         return NULL;
     int rc = 0;
-    const dw_kernels *k = &DW_TABLE[isa][b.view[0].itemsize == 8];
+    const dw_kernels *k = &KERNELS[isa]->dw[b.view[0].itemsize == 8];
     dw_fwd_fn fn = pass ? k->grad_input : k->forward;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
@@ -742,7 +280,7 @@ static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
     if (check_range(start, stop, g.c, "channel") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
         return NULL;
     int rc = 0;
-    dw_gw_fn fn = DW_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
+    dw_gw_fn fn = KERNELS[isa]->dw[b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
@@ -813,7 +351,7 @@ static PyObject *gp2d_forward(PyObject *self, PyObject *args)
     if (check_range(start, stop, g.n * g.g, "item") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
         return NULL;
     int rc = 0;
-    gp_fwd_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].forward;
+    gp_fwd_fn fn = KERNELS[isa]->gp[b.view[0].itemsize == 8].forward;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
     Py_END_ALLOW_THREADS
@@ -840,7 +378,7 @@ static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
     if (check_range(start, stop, g.g, "group") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
         return NULL;
     int rc = 0;
-    gp_gw_fn fn = GP_TABLE[isa][b.view[0].itemsize == 8].grad_weight;
+    gp_gw_fn fn = KERNELS[isa]->gp[b.view[0].itemsize == 8].grad_weight;
     Py_BEGIN_ALLOW_THREADS
     rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
     Py_END_ALLOW_THREADS
@@ -913,7 +451,7 @@ static PyObject *run_max_pool(PyObject *args, int pass)
         (have_arg && check_count(&arg, out_n, 0, "arg") < 0))
         goto release_arg;
     if (check_range(start, stop, g.planes, "plane") < 0) goto release_arg;
-    const mp_kernels *k = &MP_TABLE[isa][src.itemsize == 8];
+    const mp_kernels *k = &KERNELS[isa]->mp[src.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     if (pass)
         k->backward(src.buf, (const int32_t *)arg.buf, dst.buf, &g, start, stop);
@@ -956,7 +494,7 @@ static PyObject *run_elementwise(PyObject *args, int op)
         release_buffers(&b);
         return NULL;
     }
-    const ew_fn fn = EW_TABLE[isa][b.view[0].itemsize == 8][op];
+    const ew_fn fn = KERNELS[isa]->ew[b.view[0].itemsize == 8][op];
     Py_BEGIN_ALLOW_THREADS
     if (op)
         fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, start, stop);
@@ -1061,7 +599,7 @@ static PyObject *bn_forward(PyObject *self, PyObject *args)
     const ptrdiff_t counts[5] = {g.n * g.c * g.s, g.n * g.c * g.s, g.c, g.c, 3 * g.c};
     buffer_set b;
     if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
-    const bn_fwd_fn fn = BN_TABLE[isa][b.view[0].itemsize == 8].forward;
+    const bn_fwd_fn fn = KERNELS[isa]->bn[b.view[0].itemsize == 8].forward;
     Py_BEGIN_ALLOW_THREADS
     fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, training, eps, start, stop);
     Py_END_ALLOW_THREADS
@@ -1086,7 +624,7 @@ static PyObject *bn_backward(PyObject *self, PyObject *args)
     const ptrdiff_t counts[6] = {g.n * g.c * g.s, g.n * g.c * g.s, g.n * g.c * g.s, g.c, 3 * g.c, 2 * g.c};
     buffer_set b;
     if (acquire_buffers(&b, 6, objs, names, flags, counts) < 0) return NULL;
-    const bn_bwd_fn fn = BN_TABLE[isa][b.view[0].itemsize == 8].backward;
+    const bn_bwd_fn fn = KERNELS[isa]->bn[b.view[0].itemsize == 8].backward;
     Py_BEGIN_ALLOW_THREADS
     fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, b.view[5].buf, &g, training,
        start, stop);
@@ -1160,7 +698,7 @@ static PyObject *wg2d_weight(PyObject *self, PyObject *args)
     if (check_count(&w, 9 * count, 0, "weight") < 0 || check_count(&u, 36 * count, 0, "transformed weight") < 0)
         goto release_u;
     if (check_range(start, stop, count, "kernel") < 0) goto release_u;
-    wg_weight_fn fn = WG_WEIGHT_TABLE[isa][w.itemsize == 8];
+    wg_weight_fn fn = KERNELS[isa]->wg_weight[w.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     fn(w.buf, u.buf, count, start, stop);
     Py_END_ALLOW_THREADS
@@ -1213,7 +751,7 @@ static PyObject *wg2d_forward(PyObject *self, PyObject *args)
                      g.n * g.th * g.tw, g.cap);
         goto release_s;
     }
-    wg_fwd_fn fn = WG_TABLE[isa][x.itemsize == 8];
+    wg_fwd_fn fn = KERNELS[isa]->wg[x.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     fn(&fns, x.buf, u.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop, act, lo, hi);
     Py_END_ALLOW_THREADS
@@ -1271,7 +809,7 @@ static PyObject *gemm(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto release_c;
     }
-    mm_fn fn = MM_TABLE[isa][c.itemsize == 8];
+    mm_fn fn = KERNELS[isa]->mm[c.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     fn(&fns, pack, ta, tb, m, n, k, alpha, a.buf, a.shape[1], b.buf, b.shape[1], beta, c.buf, c.shape[1], NULL, 0, 0.0, 0.0);
     Py_END_ALLOW_THREADS
@@ -1475,7 +1013,7 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
                     goto release_s;
                 }
     }
-    const gc_kernels *k = &GC_TABLE[isa][a.itemsize == 8];
+    const gc_kernels *k = &KERNELS[isa]->gc[a.itemsize == 8];
     Py_BEGIN_ALLOW_THREADS
     if (pass == GC_GRAD_WEIGHT)
         k->grad_weight(&fns, a.buf, b.buf, out.buf, s.buf, &g, start, stop);

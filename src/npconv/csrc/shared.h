@@ -1,0 +1,370 @@
+/* What core.c (the bindings) and the variant_*.c translation units (the kernels, one per ISA, so
+ * that the build compiles them in parallel) share: the call geometries and their derived sizes, the
+ * BLAS interface, the kernels' function types and one variant's table of them. */
+#ifndef NPCONV_SHARED_H
+#define NPCONV_SHARED_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#pragma GCC diagnostic ignored "-Wunused-function" /* each unit uses some of the helpers */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NPCONV_X86 1
+#else
+#define NPCONV_X86 0
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+#include <sched.h>
+
+/* Sizes of one depthwise call: x (N, C, H, W), weight (C*M, 1, KH, KW), output (N, C*M, OH, OW),
+ * stride (SH, SW), dilation (DH, DW), low zero padding (PH, PW); high padding is implied by OH/OW. */
+typedef struct {
+    ptrdiff_t n, c, m, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} dw_geom;
+
+/* Sizes of one 2-D max pooling call: planes (P, H, W) -> (P, OH, OW), kernel (KH, KW), stride,
+ * dilation, low padding (PH, PW); the high side (padding, ceil_mode) is implied by OH/OW. */
+typedef struct {
+    ptrdiff_t planes, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} mp_geom;
+
+/* Sizes of one batch norm call: (N, C, S) C-contiguous, S the product of the spatial sizes. */
+typedef struct {
+    ptrdiff_t n, c, s;
+} bn_geom;
+
+/* Geometry values and plane sizes the kernels accept: products of two stay far inside ptrdiff_t. */
+#define DW_MAX_VALUE ((ptrdiff_t)1 << 24)
+#define DW_MAX_PLANE ((ptrdiff_t)1 << 28)
+
+/* Slack in elements after every flat plane: the widest variant reads up to 4 vectors of 64 bytes
+ * past the last output it computes (4 vectors of it are computed at once). */
+#define DW_SLACK 64
+
+/* Kernels up to this many taps run the row-by-row forward stencil (splatted weights on the stack). */
+#define DW_ROW_TAPS 64
+
+/* The polyphase form of a zero-padded input plane: SH*SW phase planes of (Qh, Qw), each followed
+ * by slack; the padded extent is what the output reads, (OH-1)*S + (K-1)*D + 1 per axis. */
+typedef struct {
+    ptrdiff_t qh, qw, plane, count;
+} dw_phases;
+
+static void dw_forward_phases(const dw_geom *g, dw_phases *ph)
+{
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ph->qh = (hp + g->sh - 1) / g->sh;
+    ph->qw = (wp + g->sw - 1) / g->sw;
+    ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK; /* junk columns of the last row read one row on */
+    ph->count = g->sh * g->sw;
+}
+
+/* Tap (kh, kw) of output (oh, ow) reads phase (kh*DH % SH, kw*DW % SW) at (oh + kh*DH / SH,
+ * ow + kw*DW / SW): a constant flat shift of the wide output position oh * Qw + ow. */
+static void dw_forward_shifts(const dw_geom *g, const dw_phases *ph, ptrdiff_t *shift)
+{
+    for (ptrdiff_t kh = 0; kh < g->kh; kh++)
+        for (ptrdiff_t kw = 0; kw < g->kw; kw++) {
+            const ptrdiff_t a = kh * g->dh, b = kw * g->dw;
+            shift[kh * g->kw + kw] = ph->plane * (a % g->sh * g->sw + b % g->sw) + a / g->sh * ph->qw + b / g->sw;
+        }
+}
+
+/* grad_input: the gy planes with Th rows and Tw columns of zeros in front, rows of L columns,
+ * enough rows and columns after for every input phase's flat stencil. */
+typedef struct {
+    ptrdiff_t th, tw, len, rows, plane;
+} dw_gx_layout;
+
+static void dw_grad_input_layout(const dw_geom *g, dw_gx_layout *lay)
+{
+    const ptrdiff_t qh_max = (g->h - 1 + g->ph) / g->sh, qw_max = (g->w - 1 + g->pw) / g->sw;
+    lay->th = (g->kh - 1) * g->dh / g->sh;
+    lay->tw = (g->kw - 1) * g->dw / g->sw;
+    lay->len = lay->tw + (g->ow > qw_max + 1 ? g->ow : qw_max + 1);
+    lay->rows = lay->th + (g->oh > qh_max + 1 ? g->oh : qh_max + 1);
+    lay->plane = (lay->rows + 1) * lay->len + DW_SLACK; /* junk columns of the last row read one row on */
+}
+
+/* One input phase of the grad_input result: ceil(H / SH) rows of L columns, plus slack. */
+static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
+{
+    return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
+}
+
+/* Whether the forward may run narrow planes (OW < VL) with planes in the vector lanes
+ * (depthwise.h's dw_forward_lanes): one output channel per input channel, the zero-padded plane
+ * (HP x WP positions), the input plane (its position table) and the taps small enough for its
+ * vectors of up to DW_LANES elements. */
+#define DW_LANES 16
+#define DW_LANES_MAX_GRID 4096
+static int dw_lanes_fit(const dw_geom *g)
+{
+    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    return g->m == 1 && g->ow < DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
+           g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
+}
+
+/* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
+static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
+{
+    if (pass == 1) {
+        dw_gx_layout lay;
+        dw_grad_input_layout(g, &lay);
+        return g->m * lay.plane + g->sw * dw_gx_wide_len(g, &lay);
+    }
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    const ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+    if (pass == 0 && dw_lanes_fit(g)) { /* the lanes forward: padded grid, outputs, weights, in vectors */
+        const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        const ptrdiff_t lanes = (hp * wp + g->oh * g->ow + g->kh * g->kw) * DW_LANES;
+        return lanes > rows ? lanes : rows;
+    }
+    return rows;
+}
+
+/* Sizes of one grouped call: x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW),
+ * stride, dilation, low zero padding as for dw_geom. */
+typedef struct {
+    ptrdiff_t n, g, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw;
+} gp_geom;
+
+/* The largest output-channel register block of any variant (grouped.h's GP_OB). */
+#define GP_MAX_OB 8
+
+/* Per-channel polyphase scratch (chan elements), the wide forward output per block channel
+ * (wide_n >= positions + one register block) and the wide gy planes of grad_weight (gy_n: the
+ * positions rounded up to 16 elements, a whole number of vectors of every variant). */
+typedef struct {
+    ptrdiff_t chan, wide_n, gy_n;
+} gp_layout;
+
+static void gp_forward_layout(const gp_geom *g, dw_geom *d, dw_phases *ph, gp_layout *lay)
+{
+    *d = (dw_geom){g->n, g->g * g->cg, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw,
+                   g->ph, g->pw};
+    dw_forward_phases(d, ph);
+    const ptrdiff_t npos = g->oh * ph->qw;
+    lay->chan = ph->count * ph->plane;
+    lay->wide_n = npos + DW_SLACK;
+    lay->gy_n = (npos + 15) / 16 * 16;
+}
+
+/* Scratch elements per call: pass 0 forward, 2 grad_weight (grad_input runs as a forward). */
+static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
+{
+    dw_geom d;
+    dw_phases ph;
+    gp_layout lay;
+    gp_forward_layout(g, &d, &ph, &lay);
+    if (pass == 2) return g->cg * lay.chan + (g->og + 1) * lay.gy_n;
+    return g->cg * lay.chan + GP_MAX_OB * lay.wide_n + g->cg * g->kh * g->kw * GP_MAX_OB;
+}
+
+#include "blas.h"
+
+/* Sizes of one Winograd F(4x4, 3x3) call: x (N, C, H, W), transformed weight U (36, O, C/G),
+ * output (N, O, OH, OW), low zero padding (PH, PW) (the high side is implied by OH/OW), groups G;
+ * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
+ * blocks of CBLOCK input channels (0: one block). */
+typedef struct {
+    ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, th, tw;
+} wg_geom;
+
+/* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
+ * their row transform (6 x 4 phases of PS), the output staging (4 x 16), the gemm's packing
+ * buffer (GM_SCRATCH). NTP leaves a vector of
+ * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
+typedef struct {
+    ptrdiff_t ntp, ps, rs, v, m, rb, tr, q, pack, total;
+} wg_layout;
+
+static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
+{
+    L->ntp = (g->cap + 16 + 15) / 16 * 16;
+    L->ps = (g->tw + 18 + 15) / 16 * 16; /* tiles up to tw + 16, and the column after */
+    L->rs = 4 * L->ps + 64;              /* 4 columns per tile; phase loads read 4 vectors of 16 */
+    L->v = 0;
+    L->m = 36 * g->c * L->ntp;
+    L->rb = L->m + 36 * g->o * L->ntp;
+    L->tr = L->rb + 6 * L->rs;
+    L->q = L->tr + 24 * L->ps;
+    L->pack = L->q + 64;
+    L->total = L->pack + GM_SCRATCH;
+}
+
+
+#ifndef NPCONV_IM2COL_COMMON
+#define NPCONV_IM2COL_COMMON
+
+/* Sizes of one call. Spatial triples are (D, H, W); `band` output positions per item (grad_input:
+ * per gemm inside an item; row shift: rows of the shift axis per item), `images` per item (> 1:
+ * chunks of whole images, forward/grad_weight), `chunk` input channels per grad_input item, `shift`
+ * 0 or 1 + the row-shift axis (forward/grad_weight, stride 1 along it: the columns cover the
+ * trailing axes of a slab of input rows and kernel row j is the column block j * d * R). */
+typedef struct {
+    ptrdiff_t n, c, o, groups;
+    ptrdiff_t in[3], out[3], k[3], s[3], d[3], p[3];
+    ptrdiff_t band, images, chunk, shift, implicit;
+    /* derived */
+    ptrdiff_t cg, og, taps, ck, len, plane, bands, chunks, direct;
+    ptrdiff_t axis, ka, ckr, rowlen, halo; /* row shift: axis, its taps, Cg*K/ka, R, (ka - 1) * d */
+    ptrdiff_t ext[3], lines, maxoff, srows, nqmax; /* implicit: padded extents, output lines, reach, slab
+                                                       rows, positions per item */
+} gc_geom;
+
+enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
+/* Epilogue activations, the codes of npconv.kernels.pointwise.Activation: none, ReLU, Hardtanh
+ * (clamp to [lo, hi]; ReLU6 is [0, 6]). */
+enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
+
+/* Work items of a pass. */
+static ptrdiff_t gc_items(int pass, const gc_geom *g)
+{
+    if (pass == GC_GRAD_INPUT) return g->n * g->groups * g->chunks;
+    if (g->images > 1) return (g->n + g->images - 1) / g->images;
+    return g->n * g->bands;
+}
+
+/* Derived sizes (after the caller's checks that the products fit). */
+static void gc_derive(gc_geom *g)
+{
+    g->cg = g->c / g->groups, g->og = g->o / g->groups;
+    g->plane = g->in[0] * g->in[1] * g->in[2];
+    g->len = g->out[0] * g->out[1] * g->out[2];
+    g->taps = g->k[0] * g->k[1] * g->k[2];
+    g->ck = g->cg * g->taps;
+    g->axis = g->shift ? g->shift - 1 : 0;
+    g->ka = g->shift ? g->k[g->axis] : 1;
+    g->ckr = g->ck / g->ka;
+    g->rowlen = g->axis == 0 ? g->out[1] * g->out[2] : g->out[2];
+    g->halo = g->shift ? (g->ka - 1) * g->d[g->axis] : 0;
+    g->bands = g->shift ? (g->out[g->axis] + g->band - 1) / g->band : (g->len + g->band - 1) / g->band;
+    g->chunks = (g->cg + g->chunk - 1) / g->chunk;
+    if (g->implicit) { /* lines of the last axis; 3-d bands are whole planes (checked by the binding) */
+        for (int a = 0; a < 3; a++) g->ext[a] = g->out[a] + (g->k[a] - 1) * g->d[a];
+        g->lines = g->out[0] * g->out[1];
+        g->bands = (g->lines + g->band - 1) / g->band;
+        g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] +
+                    (g->k[2] - 1) * g->d[2];
+        g->srows = g->out[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
+                                  : (g->band / g->out[1] + (g->k[0] - 1) * g->d[0]) * g->ext[1];
+        g->nqmax = (g->out[0] == 1 ? g->band : g->band / g->out[1] * g->ext[1]) * g->ext[2];
+    }
+    g->direct = g->taps == 1 && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 && !g->p[0] && !g->p[1] && !g->p[2] &&
+                g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];
+}
+
+/* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
+static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
+{
+    if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
+        return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
+    if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
+    if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
+    if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
+    if (g->direct) return 0;
+    /* forward: the columns in the gemm's panels (the last rounded up to a vector) and one row */
+    return pass == GC_FORWARD ? g->ck * (g->band + 16) + g->band : g->ck * g->band;
+}
+
+/* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
+static ptrdiff_t gc_scratch(int pass, const gc_geom *g) { return gc_pack_offset(pass, g) + GM_SCRATCH; }
+
+#endif /* NPCONV_IM2COL_COMMON */
+/* ---- dispatch tables ---------------------------------------------------------------------- */
+
+typedef int (*dw_fwd_fn)(const void *, const void *, const void *, void *, void *, const dw_geom *,
+                         ptrdiff_t, ptrdiff_t, int, double, double);
+typedef int (*dw_gw_fn)(const void *, const void *, void *, void *, const dw_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    dw_fwd_fn forward, grad_input;
+    dw_gw_fn grad_weight;
+} dw_kernels;
+
+
+typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
+                         ptrdiff_t, int, double, double);
+typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    gp_fwd_fn forward;
+    gp_gw_fn grad_weight;
+} gp_kernels;
+
+
+typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
+typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
+
+typedef struct {
+    mp_fwd_fn forward;
+    mp_bwd_fn backward;
+} mp_kernels;
+
+
+typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
+                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
+
+typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+
+
+
+
+typedef void (*bn_fwd_fn)(const void *, void *, const void *, const void *, void *, const bn_geom *, int, double,
+                          ptrdiff_t, ptrdiff_t);
+typedef void (*bn_bwd_fn)(const void *, const void *, void *, const void *, const void *, void *, const bn_geom *,
+                          int, ptrdiff_t, ptrdiff_t);
+typedef struct {
+    bn_fwd_fn forward;
+    bn_bwd_fn backward;
+} bn_kernels;
+typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
+typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
+                          const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
+typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
+                         ptrdiff_t);
+typedef struct {
+    gc_fwd_fn forward, grad_input;
+    gc_gw_fn grad_weight;
+} gc_kernels;
+typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
+                     ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
+
+/* One ISA variant's kernels, [0] float32 and [1] float64 (each variant_*.c defines one). */
+typedef struct {
+    dw_kernels dw[2];
+    gp_kernels gp[2];
+    mp_kernels mp[2];
+    bn_kernels bn[2];
+    ew_fn ew[2][2]; /* [0] relu forward (x, -, y), [1] relu backward (g, y, gx) */
+    gc_kernels gc[2];
+    mm_fn mm[2];
+    wg_weight_fn wg_weight[2];
+    wg_fwd_fn wg[2];
+} isa_kernels;
+
+/* the tables link the units, nothing outside the extension */
+#if defined(__GNUC__)
+#define NPCONV_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define NPCONV_INTERNAL
+#endif
+extern NPCONV_INTERNAL const isa_kernels npconv_kernels_generic;
+#if NPCONV_X86
+extern NPCONV_INTERNAL const isa_kernels npconv_kernels_avx2;
+extern NPCONV_INTERNAL const isa_kernels npconv_kernels_avx512;
+#endif
+
+#endif /* NPCONV_SHARED_H */

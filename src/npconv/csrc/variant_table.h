@@ -1,0 +1,47 @@
+/* One ISA variant's table (included by variant_*.c after the kernels): VARIANT_F32 / VARIANT_F64 are
+ * the kernels' name suffixes, VARIANT_TABLE the table's name. */
+#define VT_CAT_(a, b) a##_##b
+#define VT_CAT(a, b) VT_CAT_(a, b)
+
+/* float32 / float64 take their clamp bounds as their own type: one adapter per copy */
+#define WG_ADAPT(sfx, T)                                                                                   \
+    static void VT_CAT(wg_forward, sfx)(const gemm_fns *f, const void *x, const void *u, const void *b,      \
+                                        void *y, void *s, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1,      \
+                                        int act, double lo, double hi)                                      \
+    {                                                                                                       \
+        VT_CAT(winograd_forward, sfx)(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0,    \
+                                      t1, act, (T)lo, (T)hi);                                               \
+    }
+/* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
+#define EW_ADAPT(sfx, T)                                                                                   \
+    static void VT_CAT(relu_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,          \
+                                           ptrdiff_t b)                                                     \
+    {                                                                                                       \
+        (void)unused;                                                                                       \
+        VT_CAT(relu_forward, sfx)((const T *)x, (T *)y, a, b);                                              \
+    }
+WG_ADAPT(VARIANT_F32, float)
+WG_ADAPT(VARIANT_F64, double)
+EW_ADAPT(VARIANT_F32, float)
+EW_ADAPT(VARIANT_F64, double)
+
+#define VT_DW(sfx) {(dw_fwd_fn)VT_CAT(dw_forward, sfx), (dw_fwd_fn)VT_CAT(dw_grad_input, sfx), \
+                    (dw_gw_fn)VT_CAT(dw_grad_weight, sfx)}
+#define VT_GP(sfx) {(gp_fwd_fn)VT_CAT(gp_forward, sfx), (gp_gw_fn)VT_CAT(gp_grad_weight, sfx)}
+#define VT_MP(sfx) {(mp_fwd_fn)VT_CAT(max_pool_forward, sfx), (mp_bwd_fn)VT_CAT(max_pool_backward, sfx)}
+#define VT_BN(sfx) {(bn_fwd_fn)VT_CAT(batch_norm_forward, sfx), (bn_bwd_fn)VT_CAT(batch_norm_backward, sfx)}
+#define VT_EW(sfx) {VT_CAT(relu_forward2, sfx), (ew_fn)VT_CAT(relu_backward, sfx)}
+#define VT_GC(sfx) {(gc_fwd_fn)VT_CAT(gc_forward, sfx), (gc_fwd_fn)VT_CAT(gc_grad_input, sfx), \
+                    (gc_gw_fn)VT_CAT(gc_grad_weight, sfx)}
+
+NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
+    .dw = {VT_DW(VARIANT_F32), VT_DW(VARIANT_F64)},
+    .gp = {VT_GP(VARIANT_F32), VT_GP(VARIANT_F64)},
+    .mp = {VT_MP(VARIANT_F32), VT_MP(VARIANT_F64)},
+    .bn = {VT_BN(VARIANT_F32), VT_BN(VARIANT_F64)},
+    .ew = {VT_EW(VARIANT_F32), VT_EW(VARIANT_F64)},
+    .gc = {VT_GC(VARIANT_F32), VT_GC(VARIANT_F64)},
+    .mm = {(mm_fn)VT_CAT(mm, VARIANT_F32), (mm_fn)VT_CAT(mm, VARIANT_F64)},
+    .wg_weight = {(wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F32), (wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F64)},
+    .wg = {VT_CAT(wg_forward, VARIANT_F32), VT_CAT(wg_forward, VARIANT_F64)},
+};
