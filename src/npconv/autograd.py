@@ -46,7 +46,6 @@ __all__ = [
     "make_result",
     "apply_inplace",
     "write_inplace",
-    "inplace_without_graph",
     "as_array",
     "is_tensor",
     "conj",
@@ -509,21 +508,6 @@ def apply_inplace(
         target._requires_grad = True
         target._graph_version = target._version.value
     return target
-
-
-def inplace_without_graph(target: Any, write: Callable[[np.ndarray], Any]) -> bool:
-    """The path of :func:`apply_inplace` that records nothing, for an elementwise op that keeps
-    ``target``'s shape and dtype: ``write(target's array)`` in place (no temporary result, no copy),
-    version bumped. False (nothing done) when :func:`apply_inplace` must run instead: the op would
-    record, or the array is read-only (apply_inplace raises for it)."""
-    if is_grad_enabled() and target._requires_grad:
-        return False
-    check_inplace_allowed(target)
-    if not target._array.flags.writeable:
-        return False
-    write(target._array)
-    target._version.value += 1
-    return True
 
 
 # -- the engine ----------------------------------------------------------------------------------
