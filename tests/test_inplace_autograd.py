@@ -86,6 +86,11 @@ CHAINS = {
     "leaky_relu_module_zero_slope": lambda lib, h, w, b: lib.nn.LeakyReLU(0.0, inplace=True)(h.mul_(b)),
     "elu_inplace": lambda lib, h, w, b: lib.nn.functional.elu(h.sub_(w), 0.7, inplace=True),
     "elu_module_zero_alpha": lambda lib, h, w, b: lib.nn.ELU(0.0, inplace=True)(h.mul_(w)),
+    # hardtanh_ keeps a copy of its input (torch's too), so changing its result afterwards is allowed
+    "relu6_then_modified": lambda lib, h, w, b: lib.nn.ReLU6(inplace=True)(h.mul_(w)).add_(b).mul_(w),
+    "hardtanh_inplace": lambda lib, h, w, b: lib.nn.functional.hardtanh(h.add_(w), -0.5, 0.8, inplace=True),
+    "hardtanh_at_its_bounds": lambda lib, h, w, b: lib.nn.functional.hardtanh(
+        h.sub_(h.detach()).add_(w.detach().sign()), -1.0, 1.0, inplace=True),  # exactly -1 and 1: gradient 0
     "in_place_on_in_place": lambda lib, h, w, b: h.add_(b).sub_(w).div_(b.exp()).mul_(w).relu_(),
 }
 

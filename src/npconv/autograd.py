@@ -46,7 +46,6 @@ __all__ = [
     "make_result",
     "apply_inplace",
     "write_inplace",
-    "inplace_without_graph",
     "as_array",
     "is_tensor",
     "conj",
@@ -412,7 +411,7 @@ def _inplace_records(target: Any, others: Sequence[Any]) -> bool:
     return recording
 
 
-def _read_only(target: Any) -> RuntimeError:
+def _read_only() -> RuntimeError:
     return RuntimeError("in-place operation on a read-only tensor (e.g. an expanded tensor)")
 
 
@@ -434,13 +433,13 @@ def write_inplace(
     ``keeps="result"`` its array after the write, saved at the new version (torch's saved result:
     a later in-place change makes the backward raise); with ``keeps="original"`` a copy taken
     before the write (torch's ``original_self``); otherwise None. ``saved``: tensors of ``others``
-    the backward reads (checked at their current versions). A caller makes sure no tensor in
-    ``saved`` shares ``target``'s memory.
+    the backward reads, recorded at their versions before the write (one sharing ``target``'s
+    counter, as in ``h.mul_(h)``, makes the backward raise, as in torch).
     """
     recording = _inplace_records(target, others)
     array = target._array
     if not array.flags.writeable:
-        raise _read_only(target)
+        raise _read_only()
     if not recording:
         write(array)
         target._version.value += 1
@@ -469,7 +468,7 @@ def apply_inplace(
     """Run ``op(target, *args)`` and make ``target`` hold its result, with torch's in-place rules.
 
     Refused (RuntimeError, ``target`` unchanged) for a leaf that requires grad while grad mode is on,
-    and for a view whose base requires grad. Otherwise the values are written into ``target``'s array,
+    and for a view when the op records a gradient. Otherwise the values are written into ``target``'s array,
     its version is bumped (so a backward that saved it raises) and, when the graph is recorded,
     ``target`` takes the op's ``grad_fn`` with the old ``target`` as its input (copied first if the
     op's backward reads it: ``reads_target``). The general path: the op runs out of place and its
@@ -500,7 +499,7 @@ def apply_inplace(
             f"result type {values.dtype} can't be cast to the desired output type {target._array.dtype}"
         )
     if not target._array.flags.writeable:
-        raise _read_only(target)
+        raise _read_only()
     np.copyto(target._array, values, casting="unsafe")
     target._version.value += 1
     if recording:
@@ -509,21 +508,6 @@ def apply_inplace(
         target._requires_grad = True
         target._graph_version = target._version.value
     return target
-
-
-def inplace_without_graph(target: Any, write: Callable[[np.ndarray], Any]) -> bool:
-    """The path of :func:`apply_inplace` that records nothing, for an elementwise op that keeps
-    ``target``'s shape and dtype: ``write(target's array)`` in place (no temporary result, no copy),
-    version bumped. False (nothing done) when :func:`apply_inplace` must run instead: the op would
-    record, or the array is read-only (apply_inplace raises for it)."""
-    if is_grad_enabled() and target._requires_grad:
-        return False
-    check_inplace_allowed(target)
-    if not target._array.flags.writeable:
-        return False
-    write(target._array)
-    target._version.value += 1
-    return True
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -575,9 +559,9 @@ def _accumulate(leaf: Any, pending: list) -> None:
     """``leaf.grad += grad`` (``leaf.grad = grad`` the first time), exact under concurrent passes.
 
     ``pending`` is ``[grad]``, taken out here: if then nothing else references ``grad``, the first
-    accumulation makes the array itself ``leaf.grad`` when it owns dense memory of ``leaf``'s shape
-    and dtype (torch's ``AccumulateGrad`` steals an unshared gradient); otherwise ``leaf.grad`` is a
-    copy, so no two leaves ever share a gradient buffer.
+    accumulation makes the array itself ``leaf.grad`` when :func:`_adoptable` (torch's
+    ``AccumulateGrad`` steals an unshared gradient); otherwise ``leaf.grad`` is a copy, so no two
+    leaves ever share a gradient buffer.
     """
     grad = pending.pop()
     if leaf._hooks:

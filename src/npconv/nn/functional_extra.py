@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import inplace_without_graph
 from ..checks import as_tensor, check_flag, refuses_oversize, shape_text
 from ..checks import reduction as reduction_mode
 from ..geometry import ConvGeometry
-from ..kernels import pointwise
 from ..ops import activation as _act_ops
 from ..ops import embedding as _embedding_ops
 from ..ops import fold as _fold_ops
@@ -64,11 +62,10 @@ def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: b
 
 
 def _hardtanh(x: Tensor, lo: float, hi: float, inplace: bool) -> Tensor:
-    """hardtanh, in place without a temporary when nothing records (the unfused ReLU6 of inference)."""
-    if (check_flag(inplace, "inplace") and as_array(x).dtype.kind == "f"
-            and inplace_without_graph(x, lambda data: pointwise.activate_(data, "hardtanh", lo, hi))):
-        return x
-    return apply_maybe_inplace(x, inplace, _act_ops.hardtanh, lo, hi)
+    """hardtanh; with ``inplace`` written into ``x``'s memory without a temporary."""
+    if check_flag(inplace, "inplace"):
+        return _act_ops.hardtanh_(x, lo, hi)
+    return _act_ops.hardtanh(x, lo, hi)
 
 
 def relu6(input: Any, inplace: bool = False) -> Tensor:

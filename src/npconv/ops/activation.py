@@ -245,6 +245,19 @@ def hardtanh(x: Any, min_val: float, max_val: float) -> Tensor:
                        "HardtanhBackward0")
 
 
+def hardtanh_(x: Any, min_val: float, max_val: float) -> Tensor:
+    """:func:`hardtanh` written into a float tensor's memory; the backward reads a copy of the input
+    taken first (torch's ``hardtanh_`` saves the original input, so changing the result is allowed)."""
+    data = as_array(x)
+    if data.dtype.kind != "f":
+        return apply_inplace(x, hardtanh, (min_val, max_val))
+    t = data.dtype.type
+    lo, hi = t(min_val), t(max_val)
+    return write_inplace(x, lambda a: pointwise.activate_(a, "hardtanh", min_val, max_val), (),
+                         lambda g, original: (np.where((original > lo) & (original < hi), g, t(0)),),
+                         "HardtanhBackward0", keeps="original")
+
+
 def hardswish(x: Any) -> Tensor:
     """``x * min(max(x + 3, 0), 6) / 6``; gradient 0 up to -3, ``x / 3 + 1/2`` strictly inside
     ``(-3, 3)``, then 1 (torch's CPU kernel's masks)."""
