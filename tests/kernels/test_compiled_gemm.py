@@ -755,39 +755,3 @@ def test_adjoint_kernel_binding_checks_its_arguments():
         core.adjoint_kernel(w, out.astype(np.float64), 1, 4, 3, 9)
     with pytest.raises((ValueError, TypeError, BufferError)):
         core.adjoint_kernel(w, np.zeros((4, 3, 3, 6), np.float32)[..., ::2], 1, 4, 3, 9)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_single_image_forward_splits_output_channels_across_threads(rng, monkeypatch, isa, dtype):
-    """One image on two threads with at least as many output channels as positions: each worker
-    computes a range of channels (multiples of CHANNEL_SPLIT_ROWS) over all positions, with the bias
-    and activation epilogue; batches, groups and large images keep splitting positions."""
-    monkeypatch.setattr(compiled_gemm, "CHANNEL_SPLIT_ROWS", 8)
-    monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)  # a part keeps the weight's own layout
-    monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
-    parts_seen = []
-    run_parts = compiled_gemm._run_parts
-    monkeypatch.setattr(compiled_gemm, "_run_parts",
-                        lambda parts, *a: parts_seen.append([p[:2] for p in parts]) or run_parts(parts, *a))
-    previous = backends.get_num_threads()
-    backends.set_num_threads(2)
-    try:
-        for stride in (1, 2):  # the implicit GEMM (float32 on the vector builds) and im2col
-            geom = ConvGeometry.create((3, 3), stride, 1, 1, 1, ndim=2)
-            x = rng.standard_normal((1, 5, 5, 5)).astype(dtype)
-            w = rng.standard_normal((40, 5, 3, 3)).astype(dtype)
-            b = rng.standard_normal(40).astype(dtype)
-            y_ref = reference.conv_passes(x, w, np.zeros((1, 40) + geom.output_size((5, 5)), dtype),
-                                          geom.with_padding(geom.pads((5, 5))))[0] + b[:, None, None]
-            got = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -1.0, 1.5)))
-            assert parts_seen.pop() == [(0, 16), (16, 40)]
-            tol = TOL[np.dtype(dtype)]
-            np.testing.assert_allclose(got, np.clip(y_ref, -1.0, 1.5), rtol=tol, atol=tol * 10)
-        geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
-        compiled_gemm.forward(rng.standard_normal((2, 5, 5, 5)).astype(dtype), w, geom)  # two images
-        compiled_gemm.forward(rng.standard_normal((1, 5, 7, 7)).astype(dtype), w, geom)  # 49 > 40 positions
-        grouped = ConvGeometry.create((3, 3), 1, 1, 1, 5, ndim=2)
-        compiled_gemm.forward(x, np.ascontiguousarray(w[:, :1]), grouped)  # groups
-        assert parts_seen == []
-    finally:
-        backends.set_num_threads(previous)

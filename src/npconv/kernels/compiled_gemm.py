@@ -93,11 +93,6 @@ IMPLICIT_MAX_GRID = 1.6
 #: Fewest output positions per image for an implicit forward (an item is one image's lines: 4x4
 #: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45).
 IMPLICIT_MIN_POSITIONS = 48
-#: A single image's forward on several threads splits its output channels instead of its positions
-#: where the weight has at least as many rows as the image has output positions (7x7 and 14x14
-#: layers: a split of 7 lines was 4:3, and each thread streamed the whole weight); each part is a
-#: multiple of this many channels.
-CHANNEL_SPLIT_ROWS = 32
 #: Fewest input positions (images x positions per image) for a stride-1 grad_input as the adjoint's
 #: forward: below, the flipped copy of the weight it needs costs more than col2im saves (one thread,
 #: 3x3: 8x512x4x4 7.3 vs 5.9 ms, 1x512x7x7 4.9 vs 2.0, 1x256x14x14 1.7 vs 1.6; 8x128x14x14 3.0 vs 3.6).
@@ -270,23 +265,6 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     return len(spans)
 
 
-def _run_parts(parts: tuple, dtype: np.dtype, blas: int, x: np.ndarray, w: np.ndarray,
-               bias: np.ndarray | None, y: np.ndarray, act: int, lo: float, hi: float) -> None:
-    """A single image's forward with worker ``k`` computing output channels ``parts[k]`` (all its
-    positions, rows ``o0:o1`` of the weight and of ``y``)."""
-    core = backends.core
-    isa, routines = core.isa_index, gemm_routines()
-
-    def work(worker: int, part: tuple) -> None:
-        o0, o1, geometry = part
-        size, items = core.module.gemm_conv_plan(0, geometry)
-        scratch = workspace.buffer("compiled-gemm", (size,), dtype)
-        core.module.gemm_conv(isa, 0, routines, x, w[o0:o1], None if bias is None else bias[o0:o1],
-                              y[:, o0:o1], scratch, geometry, 0, items, act, lo, hi)
-
-    workspace.run(list(parts), work, len(parts), min(blas, 1))
-
-
 def _own_products(dtype: np.dtype) -> bool:
     """Whether every product of a forward of ``dtype`` runs on npconv's gemm (float32 on the vector
     builds, :data:`npconv.kernels.blas.OWN_GEMM`): then the call leaves the BLAS thread count alone."""
@@ -320,29 +298,16 @@ def _settings() -> tuple:
     """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
     return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
             SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS,
-            CHANNEL_SPLIT_ROWS, _blas.OWN_GEMM,
+            _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, gemm._on_blas_threads(),
             get_num_threads())
-
-
-def _channel_parts(n: int, o: int, length: int, geom: ConvGeometry, threads: int) -> list[tuple[int, int]]:
-    """Output-channel ranges of a forward split across ``threads`` (see :data:`CHANNEL_SPLIT_ROWS`),
-    or [] where it splits positions."""
-    if threads < 2 or n != 1 or geom.groups != 1 or o < length or o < 2 * CHANNEL_SPLIT_ROWS:
-        return []
-    blocks = o // CHANNEL_SPLIT_ROWS
-    parts = min(threads, blocks)
-    bounds = [blocks * i // parts * CHANNEL_SPLIT_ROWS for i in range(parts)] + [o]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
 @functools.lru_cache(maxsize=1024)
 def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
                     settings: tuple) -> tuple | None:
-    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads, channel parts)``
-    of a forward, or None where the C kernel declines it; channel parts: ``(o0, o1, layout of that
-    part alone on one thread)`` per worker, or () where the workers split positions. A pure function
-    of its arguments (:func:`_settings`)."""
+    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads)`` of a forward,
+    or None where the C kernel declines it; a pure function of its arguments (:func:`_settings`)."""
     n, c = x_shape[:2]
     o = w_shape[0]
     in_size = x_shape[2:]
@@ -354,15 +319,6 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
-    parts = []
-    for o0, o1 in _channel_parts(n, o, length, geom, threads):
-        part = _part_layout(x_shape, (o1 - o0,) + tuple(w_shape[1:]), geom, dtype)
-        if part is None:
-            break
-        parts.append((o0, o1, part))
-    else:
-        if parts:
-            return None, False, out_size, len(parts), 0 if _own_products(dtype) else 1, tuple(parts)
     implicit = None
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
             and length >= IMPLICIT_MIN_POSITIONS):
@@ -370,27 +326,9 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     if _own_products(dtype):
         blas = 0
     if implicit is not None:
-        return implicit, False, out_size, threads, blas, ()
+        return implicit, False, out_size, threads, blas
     geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
-    return geometry, shifted, out_size, threads, blas, ()
-
-
-def _part_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: ConvGeometry,
-                 dtype: np.dtype) -> tuple[int, ...] | None:
-    """The work items of one channel part on one thread (its geometry tuple), or None where that
-    would shift rows (the part keeps the weight's own layout)."""
-    n, c = x_shape[:2]
-    o, in_size = w_shape[0], x_shape[2:]
-    geometry = _geometry(n, c, o, in_size, geom)
-    out_size = geom.output_size(in_size)
-    length, ck = math.prod(out_size), c * math.prod(geom.kernel_size)
-    if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
-            and length >= IMPLICIT_MIN_POSITIONS):
-        implicit = _implicit_tiling(0, geometry, n, c, dtype.itemsize, 1)
-        if implicit is not None:
-            return implicit
-    geometry, shifted = _tiling(geometry, n, ck, o, out_size, geom, dtype.itemsize, 1)
-    return None if shifted else geometry
+    return geometry, shifted, out_size, threads, blas
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
@@ -402,13 +340,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     layout = None if dtype is None else _forward_layout(x.shape, w.shape, geom, dtype, _settings())
     if layout is None:
         return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
-    geometry, shifted, out_size, threads, blas, parts = layout
+    geometry, shifted, out_size, threads, blas = layout
     wm = np.ascontiguousarray(w, dtype)
-    if parts:
-        y = np.empty(x.shape[:1] + w.shape[:1] + out_size, dtype)
-        b = None if bias is None else np.ascontiguousarray(bias, dtype)
-        _run_parts(parts, dtype, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
-        return _finish(y, 0, 0.0, 0.0, later)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
         o, k0 = w.shape[0], geom.kernel_size[0]
         wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
