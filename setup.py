@@ -49,7 +49,7 @@ setup(
                      "src/npconv/csrc/variant_generic.c", "src/npconv/csrc/core.c"],
             depends=[
                 "src/npconv/csrc/shared.h",
-                "src/npconv/csrc/variant_table.h",
+                "src/npconv/csrc/variant.h",
                 "src/npconv/csrc/blas.h",
                 "src/npconv/csrc/kernels.h",
                 "src/npconv/csrc/gemm.h",

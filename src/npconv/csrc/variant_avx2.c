@@ -1,33 +1,12 @@
-/* npconv._core's kernels for the avx2 variant (float32 and float64): see shared.h and kernels.h. */
+/* npconv._core's kernels for the avx2 variant (float32 and float64): see shared.h and variant.h. */
 #include "shared.h"
 #if NPCONV_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#define T float
-#define TSIZE 4
-#define TI int32_t
-#define VBYTES 32
-#define SFX f32_avx2
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
-#define T double
-#define TSIZE 8
-#define TI int64_t
-#define VBYTES 32
-#define SFX f64_avx2
-#include "kernels.h"
-#undef T
-#undef TSIZE
-#undef TI
-#undef VBYTES
-#undef SFX
+#define VARIANT_VBYTES 32
 #define VARIANT_F32 f32_avx2
 #define VARIANT_F64 f64_avx2
 #define VARIANT_TABLE npconv_kernels_avx2
-#include "variant_table.h"
+#include "variant.h"
 #pragma GCC pop_options
 #endif

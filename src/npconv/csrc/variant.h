@@ -1,5 +1,29 @@
-/* One ISA variant's table (included by variant_*.c after the kernels): VARIANT_F32 / VARIANT_F64 are
- * the kernels' name suffixes, VARIANT_TABLE the table's name. */
+/* One ISA variant's kernels and their table, included by variant_*.c inside the variant's target
+ * pragma with VARIANT_VBYTES (vector bytes), VARIANT_F32 / VARIANT_F64 (the kernels' name suffixes)
+ * and VARIANT_TABLE (the table's name) defined: kernels.h once per element type, then the table. */
+#define T float
+#define TSIZE 4
+#define TI int32_t
+#define VBYTES VARIANT_VBYTES
+#define SFX VARIANT_F32
+#include "kernels.h"
+#undef T
+#undef TSIZE
+#undef TI
+#undef VBYTES
+#undef SFX
+#define T double
+#define TSIZE 8
+#define TI int64_t
+#define VBYTES VARIANT_VBYTES
+#define SFX VARIANT_F64
+#include "kernels.h"
+#undef T
+#undef TSIZE
+#undef TI
+#undef VBYTES
+#undef SFX
+
 #define VT_CAT_(a, b) a##_##b
 #define VT_CAT(a, b) VT_CAT_(a, b)
 
