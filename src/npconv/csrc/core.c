@@ -100,8 +100,8 @@ static int check_geom(const dw_geom *g)
     }
     /* Scratch and float32 in-plane indices (int32) stay small: every phase holds >= 1 element, so a
      * stride beyond the read extent, or a huge plane, is refused (the NumPy variant runs those). */
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
     if (hp > DW_MAX_PLANE || wp > DW_MAX_PLANE || hp * wp > DW_MAX_PLANE || g->sh * g->sw > hp * wp + g->h * g->w ||
         g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || dw_scratch(0, g) > 4 * DW_MAX_PLANE ||
         dw_scratch(1, g) > 4 * DW_MAX_PLANE) {

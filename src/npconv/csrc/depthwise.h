@@ -516,8 +516,8 @@ static void FN(dw_forward_lanes)(const T *x, const T *w, const T *bias, T *y, T 
                                  ptrdiff_t start, ptrdiff_t stop, int act, T lo, T hi, const ptrdiff_t *base,
                                  ptrdiff_t *toff, ptrdiff_t *cell)
 {
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
     const ptrdiff_t k = g->kh * g->kw, npos = g->oh * g->ow, plane = g->h * g->w;
     const ptrdiff_t rows = g->h < hp - g->ph ? g->h : hp - g->ph, cols = g->w < wp - g->pw ? g->w : wp - g->pw;
     T *pad = scratch, *out = pad + hp * wp * VL, *wbuf = out + npos * VL;
@@ -591,7 +591,8 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     if (dw_lanes_fit(g) && g->ow < VL) {
         ptrdiff_t *base = malloc((size_t)(plane_out + k + g->h * g->w) * sizeof(*base));
         if (!base) return -1;
-        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        ptrdiff_t hp, wp;
+        dw_extent(g, &hp, &wp);
         for (ptrdiff_t q = 0; q < plane_out; q++) base[q] = ((q / g->ow) * g->sh * wp + q % g->ow * g->sw) * VL;
         FN(dw_forward_lanes)(x, w, bias, y, scratch, g, start, stop, act, lo, hi, base, base + plane_out,
                              base + plane_out + k);

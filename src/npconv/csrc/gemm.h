@@ -176,6 +176,24 @@ static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptr
     }
 }
 
+/* gm_panel for a panel wd elements wide (GM_NR, 2 or 1 vectors: the vector count a constant in each
+ * call), its rows at pitch bs. */
+static inline __attribute__((always_inline)) void FN(gm_panel_of)(ptrdiff_t wd, ptrdiff_t kc, ptrdiff_t mc,
+                                                                    const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                                                                    const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
+                                                                    ptrdiff_t cols, T alpha, T beta, const T *bias,
+                                                                    int act, T lo, T hi)
+{
+    if (wd == GM_NR)
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi);
+#if GM_NV > 2
+    else if (wd == 2 * VL)
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 2, alpha, beta, bias, act, lo, hi);
+#endif
+    else
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi);
+}
+
 /* C (m x nc, ldc) = alpha * A[:, :kc] @ B + beta * C, then the epilogue (bias may be NULL), with
  * B already packed in column panels (gm_pack_rows's layout with panel s at panels + s * depth:
  * depth kc for one packed block, or the whole depth when rows [koff, koff + kc) of deeper panels
@@ -189,16 +207,8 @@ static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, pt
         const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
         for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
             const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
-            const T *bp = panels + s * depth + koff * wd;
-            T *cb = c + i0 * ldc + s;
-            if (wd == GM_NR)
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, GM_NR, cb, ldc, cols, GM_NV, alpha, beta, bis, act, lo, hi);
-#if GM_NV > 2
-            else if (wd == 2 * VL)
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, 2 * VL, cb, ldc, cols, 2, alpha, beta, bis, act, lo, hi);
-#endif
-            else
-                FN(gm_panel)(kc, mc, ab, rs, cs, bp, VL, cb, ldc, cols, 1, alpha, beta, bis, act, lo, hi);
+            FN(gm_panel_of)(wd, kc, mc, ab, rs, cs, panels + s * depth + koff * wd, wd, c + i0 * ldc + s, ldc,
+                            cols, alpha, beta, bis, act, lo, hi);
         }
     }
 }
@@ -221,14 +231,7 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
             FN(gm_pack_rows)(scratch, row, kc, cols);
             bp = scratch, bs = wd;
         }
-        if (wd == GM_NR)
-            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi);
-#if GM_NV > 2
-        else if (wd == 2 * VL)
-            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, 2, alpha, beta, bias, act, lo, hi);
-#endif
-        else
-            FN(gm_panel)(kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, 1, alpha, beta, bias, act, lo, hi);
+        FN(gm_panel_of)(wd, kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, alpha, beta, bias, act, lo, hi);
     }
 }
 

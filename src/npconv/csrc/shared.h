@@ -57,10 +57,17 @@ typedef struct {
     ptrdiff_t qh, qw, plane, count;
 } dw_phases;
 
+/* The zero-padded extent the outputs read, (OH-1)*S + (K-1)*D + 1 rows (hp) and columns (wp). */
+static void dw_extent(const dw_geom *g, ptrdiff_t *hp, ptrdiff_t *wp)
+{
+    *hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    *wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+}
+
 static void dw_forward_phases(const dw_geom *g, dw_phases *ph)
 {
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
     ph->qh = (hp + g->sh - 1) / g->sh;
     ph->qw = (wp + g->sw - 1) / g->sw;
     ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK; /* junk columns of the last row read one row on */
@@ -108,8 +115,8 @@ static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
 #define DW_LANES_MAX_GRID 4096
 static int dw_lanes_fit(const dw_geom *g)
 {
-    const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-    const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
     return g->m == 1 && g->ow < DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
            g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
 }
@@ -126,8 +133,8 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     dw_forward_phases(g, &ph);
     const ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
     if (pass == 0 && dw_lanes_fit(g)) { /* the lanes forward: padded grid, outputs, weights, in vectors */
-        const ptrdiff_t hp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-        const ptrdiff_t wp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+        ptrdiff_t hp, wp;
+        dw_extent(g, &hp, &wp);
         const ptrdiff_t lanes = (hp * wp + g->oh * g->ow + g->kh * g->kw) * DW_LANES;
         return lanes > rows ? lanes : rows;
     }
