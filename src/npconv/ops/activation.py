@@ -80,6 +80,15 @@ def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     return make_result(out, (x,), lambda g: (np.where(positive, g, g * slope),), "LeakyReluBackward0")
 
 
+def _negative_slope_backward(op: str) -> None:
+    """torch's error for the backward of an in-place op whose result does not tell the input's sign."""
+    raise RuntimeError(
+        f"In-place {op} backward calculation is triggered with a negative slope which is not "
+        "supported. This is caused by calling in-place forward function with a negative slope, "
+        "please call out-of-place version instead."
+    )
+
+
 def leaky_relu_(x: Any, negative_slope: float = 0.01) -> Tensor:
     """:func:`leaky_relu` written into a float tensor's memory. The backward reads the result, as
     torch's: its sign is the input's only for ``negative_slope >= 0``, so, as torch, the backward of
@@ -91,11 +100,7 @@ def leaky_relu_(x: Any, negative_slope: float = 0.01) -> Tensor:
 
     def backward(g: np.ndarray, out: np.ndarray) -> tuple[np.ndarray]:
         if negative_slope < 0:
-            raise RuntimeError(
-                "In-place leakyReLu backward calculation is triggered with a negative slope which is not "
-                "supported. This is caused by calling in-place forward function with a negative slope, "
-                "please call out-of-place version instead."
-            )
+            _negative_slope_backward("leakyReLu")
         return (np.where(out > 0, g, g * slope),)
 
     return write_inplace(x, lambda a: np.multiply(a, slope, out=a, where=~(a > 0)), (), backward,
@@ -314,11 +319,7 @@ def elu_(x: Any, alpha: float) -> Tensor:
 
     def backward(g: np.ndarray, out: np.ndarray) -> tuple[np.ndarray]:
         if alpha < 0:
-            raise RuntimeError(
-                "In-place elu backward calculation is triggered with a negative slope which is not "
-                "supported. This is caused by calling in-place forward function with a negative slope, "
-                "please call out-of-place version instead."
-            )
+            _negative_slope_backward("elu")
         return (np.where(out <= 0, g * (out + a), g),)
 
     return write_inplace(x, write, (), backward, "EluBackward1", keeps="result")
