@@ -755,3 +755,32 @@ def test_adjoint_kernel_binding_checks_its_arguments():
         core.adjoint_kernel(w, out.astype(np.float64), 1, 4, 3, 9)
     with pytest.raises((ValueError, TypeError, BufferError)):
         core.adjoint_kernel(w, np.zeros((4, 3, 3, 6), np.float32)[..., ::2], 1, 4, 3, 9)
+
+
+def test_worker_threshold_is_the_compiled_one(monkeypatch):
+    """Ungrouped calls of at least compiled_gemm.WORKER_MIN_MACS (below the NumPy engine's
+    gemm.WORKER_MIN_MACS) go to the workers as prepared jobs; smaller ones stay on the caller.
+    Results equal the NumPy reference either way."""
+    import npconv
+    from npconv.kernels import workspace
+
+    seen = []
+    real_run = workspace.run_jobs
+    monkeypatch.setattr(workspace, "run_jobs",
+                        lambda jobs, *a, **kw: (seen.append(len(jobs)), real_run(jobs, *a, **kw))[1])
+    assert compiled_gemm.WORKER_MIN_MACS < gemm.WORKER_MIN_MACS
+    rng = np.random.default_rng(0)
+    geom = ConvGeometry.create(1, 1, 0, ndim=2)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    try:
+        for c, o, size, threads in ((96, 24, 56, 2), (144, 32, 28, 1)):  # 7.2 M and 3.6 M multiply-adds
+            assert (c * o * size * size >= compiled_gemm.WORKER_MIN_MACS) == (threads == 2)
+            x = rng.standard_normal((1, c, size, size)).astype(np.float32)
+            w = rng.standard_normal((o, c, 1, 1)).astype(np.float32)
+            seen.clear()
+            y = compiled_gemm.forward(x, w, geom)
+            assert seen == [threads]
+            assert relative_error(y, reference.conv(x.astype(np.float64), w.astype(np.float64))) < 1e-5
+    finally:
+        npconv.set_num_threads(previous)

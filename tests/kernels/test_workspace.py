@@ -266,3 +266,82 @@ def test_flag_bindings_check_their_buffer():
         core.flag_store(flags, 4, 1)
     with pytest.raises(ValueError, match="outside"):
         core.flag_wait(flags, 0, 1, 0.0, 4, 1)
+
+
+def _gemm_job(seed: int = 0):
+    """A prepared gemm_conv forward (3x3, padding 1, 1x2x5x5 -> 1x3x5x5) and its expected output."""
+    from npconv.kernels.blas import gemm_routines
+
+    core = npconv.backends.core.module
+    geometry = (1, 2, 3, 1, 1, 5, 5, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 25, 1, 1, 0, 0)
+    size, items = core.gemm_conv_plan(0, geometry)
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    y, scratch = np.zeros((1, 3, 5, 5)), np.zeros(size)
+    job = core.gemm_conv_job(npconv.backends.core.isa_index, 0, gemm_routines(), x, w, None, y, scratch,
+                             geometry, 0, items, 0, 0.0, 0.0)
+    return job, y, direct_conv(x, w, padding=1)
+
+
+@needs_core
+def test_team_wait_runs_posted_jobs_without_returning():
+    """A worker's wait runs every posted job in C and reports it done; a post without a job, or a stop,
+    returns to Python; bad arguments are refused before anything runs."""
+    core = npconv.backends.core.module
+    job, y, expected = _gemm_job()
+    flags = np.zeros(4, np.int64)  # post 0, slot 1, done 2
+    core.job_post(flags, 0, 1, 5, job)
+    assert flags[0] == 5 and flags[1] != 0
+    assert core.team_wait(flags, 0, 2, 1, 0, 1e-4, False) == (5, 0)  # ran it, then spun without a post
+    assert flags[2] == 5
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    y[...] = 0.0
+    core.job_post(flags, 0, 1, 6, None)  # a Python job: handed back, nothing run
+    assert core.team_wait(flags, 0, 2, 1, 5, 1e-4, False) == (6, 1) and flags[1] == 0 and flags[2] == 5
+    assert core.team_wait(flags, 0, 2, 1, 6, 0.0, True) == (6, 0) and flags[2] == 6  # reports first
+    core.job_post(flags, 0, 1, -1, job)  # a stop is never run as a job
+    assert core.team_wait(flags, 0, 2, 1, 6, 1e-4, False) == (-1, 1) and (y == 0.0).all()
+    core.job_run(job)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="job"):
+        core.job_run(object())
+    with pytest.raises(TypeError, match="job"):
+        core.job_post(flags, 0, 1, 7, "not a job")
+    with pytest.raises(ValueError, match="distinct"):
+        core.job_post(flags, 1, 1, 7, None)
+    with pytest.raises(ValueError, match="distinct"):
+        core.team_wait(flags, 0, 0, 1, 0, 0.0, False)
+    with pytest.raises(ValueError, match="outside"):
+        core.team_wait(flags, 0, 2, 4, 0, 0.0, False)
+    assert flags.tolist() == [-1, int(flags[1]), 6, 0]
+
+
+@needs_core
+@pytest.mark.parametrize("spin", [1e-6, 0.05])
+def test_team_runs_compiled_and_python_jobs_in_turn(spin, monkeypatch):
+    """Prepared jobs (run by the workers without the GIL) and Python jobs alternate on one team, with
+    workers spinning or asleep: each runs once, on its worker, and the slot of a finished job never
+    runs again."""
+    import time
+
+    monkeypatch.setattr(workspace, "SPIN_SECONDS", spin)
+    seen: list[int] = []
+
+    def calls() -> None:
+        for round_ in range(4):
+            jobs = [_gemm_job(seed) for seed in range(3)]
+            workspace.run_jobs([job for job, _, _ in jobs])
+            for _, y, expected in jobs:
+                np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+            seen.clear()
+            workspace.run([0, 1, 2], lambda worker, item: seen.append(worker * 10 + item), 3, blas=0)
+            assert sorted(seen) == [0, 11, 22]
+            if round_ % 2:
+                time.sleep(0.01)  # the workers go to sleep (short spin)
+        finished.set()
+
+    finished = threading.Event()
+    thread = threading.Thread(target=calls, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert finished.is_set(), "a call on the team did not finish (lost wake-up?)"

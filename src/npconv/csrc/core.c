@@ -227,9 +227,125 @@ static int check_act(int act, double lo, double hi)
     return 0;
 }
 
+/* A prepared kernel call (a "job"): arguments parsed and checked and buffers held with the GIL, run
+ * later by any thread without it. npconv's worker threads run the jobs they are posted inside their
+ * wait loop (team_wait), never taking the GIL: a worker that had to take the GIL from the caller
+ * blocked on it, and that hand-off cost 25-35 us per call on the 2-vCPU machines. */
+typedef struct kernel_job kernel_job;
+struct kernel_job {
+    void (*run)(kernel_job *);     /* no GIL; sets failed (a kernel's own allocation failed) */
+    void (*release)(kernel_job *); /* with the GIL: drop the buffers */
+    int failed;
+};
+
+static const char JOB_CAPSULE[] = "npconv._core.job";
+
+static void job_capsule_free(PyObject *capsule)
+{
+    kernel_job *job = PyCapsule_GetPointer(capsule, JOB_CAPSULE);
+    if (!job) return;
+    job->release(job);
+    PyMem_RawFree(job);
+}
+
+/* A binding's end: run the parsed job now (GIL released) or hand it out as a capsule (prepare). */
+static PyObject *run_or_wrap(kernel_job *job, int prepare)
+{
+    if (!prepare) {
+        Py_BEGIN_ALLOW_THREADS
+        job->run(job);
+        Py_END_ALLOW_THREADS
+        const int failed = job->failed;
+        job->release(job);
+        if (failed) return PyErr_NoMemory();
+        Py_RETURN_NONE;
+    }
+    PyObject *capsule = PyCapsule_New(job, JOB_CAPSULE, job_capsule_free);
+    if (!capsule) {
+        job->release(job);
+        PyMem_RawFree(job);
+    }
+    return capsule;
+}
+
+/* Storage for a binding's job: the caller's stack for a call, the heap for a prepared job. */
+static void *job_storage(void *local, size_t size, int prepare)
+{
+    if (!prepare) return local;
+    void *heap = PyMem_RawMalloc(size);
+    if (!heap) PyErr_NoMemory();
+    return heap;
+}
+
+static void job_storage_free(void *job, void *local)
+{
+    if (job != local) PyMem_RawFree(job);
+}
+
+static kernel_job *get_job(PyObject *capsule)
+{
+    kernel_job *job = PyCapsule_GetPointer(capsule, JOB_CAPSULE);
+    if (!job) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "expected a job of npconv._core, got %.100s", Py_TYPE(capsule)->tp_name);
+    }
+    return job;
+}
+
+/* job_run(job): run a prepared job on this thread, GIL released (it may run any number of times). */
+static PyObject *job_run(PyObject *self, PyObject *capsule)
+{
+    kernel_job *job = get_job(capsule);
+    if (!job) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    job->run(job);
+    Py_END_ALLOW_THREADS
+    if (job->failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* jobs_check(jobs): MemoryError if a kernel's own allocation failed in the last run of any of them
+ * (jobs run by a worker report nothing else). */
+static PyObject *jobs_check(PyObject *self, PyObject *seq)
+{
+    PyObject *fast = PySequence_Fast(seq, "jobs must be a sequence of jobs");
+    if (!fast) return NULL;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        kernel_job *job = get_job(PySequence_Fast_GET_ITEM(fast, i));
+        if (!job) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+        failed |= job->failed;
+    }
+    Py_DECREF(fast);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    kernel_job base;
+    int act;
+    double lo, hi;
+    Py_ssize_t start, stop;
+    dw_geom g;
+    dw_fwd_fn fn;
+    buffer_set b;
+} dw_job;
+
+static void dw_job_run(kernel_job *job)
+{
+    dw_job *j = (dw_job *)job;
+    job->failed = j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, j->b.view[4].buf,
+                        &j->g, j->start, j->stop, j->act, j->lo, j->hi) < 0;
+}
+
+static void dw_job_release(kernel_job *job) { release_buffers(&((dw_job *)job)->b); }
+
 /* forward / grad_input share one shape: (isa, src, w, bias|None, out, scratch, geom, start, stop[, act,
- * lo, hi]): out = act(conv + bias). */
-static PyObject *run_stencil_pass(PyObject *args, int pass)
+ * lo, hi]): out = act(conv + bias) (prepare: as a job). */
+static PyObject *run_stencil_pass(PyObject *args, int pass, int prepare)
 {
     int isa, act = 0;
     double lo = 0.0, hi = 0.0;
@@ -245,22 +361,24 @@ static PyObject *run_stencil_pass(PyObject *args, int pass)
     const ptrdiff_t in_n = g.n * g.c * g.h * g.w, out_n = g.n * g.c * g.m * g.oh * g.ow;
     const ptrdiff_t counts[5] = {pass ? out_n : in_n, g.c * g.m * g.kh * g.kw, pass ? g.c : g.c * g.m,
                                  pass ? in_n : out_n, dw_scratch(pass, &g)};
-    buffer_set b;
-    if (check_range(start, stop, g.n * g.c, "plane") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
+    if (check_range(start, stop, g.n * g.c, "plane") < 0) return NULL;
+    dw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (dw_job){.base = {dw_job_run, dw_job_release, 0}, .act = act, .lo = lo, .hi = hi, .start = start,
+                  .stop = stop, .g = g};
+    if (acquire_buffers(&j->b, 5, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
         return NULL;
-    int rc = 0;
-    const dw_kernels *k = &KERNELS[isa]->dw[b.view[0].itemsize == 8];
-    dw_fwd_fn fn = pass ? k->grad_input : k->forward;
-    Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    if (rc < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    }
+    const dw_kernels *k = &KERNELS[isa]->dw[j->b.view[0].itemsize == 8];
+    j->fn = pass ? k->grad_input : k->forward;
+    return run_or_wrap(&j->base, prepare);
 }
 
-static PyObject *dw2d_forward(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0); }
-static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1); }
+static PyObject *dw2d_forward(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 0); }
+static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1, 0); }
+static PyObject *dw2d_forward_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 1); }
+static PyObject *dw2d_grad_input_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1, 1); }
 
 /* (isa, x, gy, gw, scratch, geom, channel_start, channel_stop) */
 static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
@@ -332,7 +450,26 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
 
 /* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi]): items (image * G + group) [start, stop)
  * of y = act(conv + bias) */
-static PyObject *gp2d_forward(PyObject *self, PyObject *args)
+typedef struct {
+    kernel_job base;
+    int act;
+    double lo, hi;
+    Py_ssize_t start, stop;
+    gp_geom g;
+    gp_fwd_fn fn;
+    buffer_set b;
+} gp_job;
+
+static void gp_job_run(kernel_job *job)
+{
+    gp_job *j = (gp_job *)job;
+    job->failed = j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, j->b.view[4].buf,
+                        &j->g, j->start, j->stop, j->act, j->lo, j->hi) < 0;
+}
+
+static void gp_job_release(kernel_job *job) { release_buffers(&((gp_job *)job)->b); }
+
+static PyObject *gp2d_call(PyObject *args, int prepare)
 {
     int isa, act = 0;
     double lo = 0.0, hi = 0.0;
@@ -347,18 +484,21 @@ static PyObject *gp2d_forward(PyObject *self, PyObject *args)
     static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
                                  g.n * g.g * g.og * g.oh * g.ow, gp_scratch(0, &g)};
-    buffer_set b;
-    if (check_range(start, stop, g.n * g.g, "item") < 0 || acquire_buffers(&b, 5, objs, names, flags, counts) < 0)
+    if (check_range(start, stop, g.n * g.g, "item") < 0) return NULL;
+    gp_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (gp_job){.base = {gp_job_run, gp_job_release, 0}, .act = act, .lo = lo, .hi = hi, .start = start,
+                  .stop = stop, .g = g};
+    if (acquire_buffers(&j->b, 5, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
         return NULL;
-    int rc = 0;
-    gp_fwd_fn fn = KERNELS[isa]->gp[b.view[0].itemsize == 8].forward;
-    Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, start, stop, act, lo, hi);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    if (rc < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    }
+    j->fn = KERNELS[isa]->gp[j->b.view[0].itemsize == 8].forward;
+    return run_or_wrap(&j->base, prepare);
 }
+
+static PyObject *gp2d_forward(PyObject *self, PyObject *args) { return gp2d_call(args, 0); }
+static PyObject *gp2d_forward_job(PyObject *self, PyObject *args) { return gp2d_call(args, 1); }
 
 /* (isa, x, gy, gw, scratch, geom, group_start, group_stop) */
 static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
@@ -713,7 +853,35 @@ release_w:
 
 /* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
  * of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). */
-static PyObject *wg2d_forward(PyObject *self, PyObject *args)
+typedef struct {
+    kernel_job base;
+    int act, have_b;
+    double lo, hi;
+    Py_ssize_t start, stop;
+    wg_geom g;
+    gemm_fns fns;
+    wg_fwd_fn fn;
+    Py_buffer x, u, b, y, s;
+} wg_job;
+
+static void wg_job_run(kernel_job *job)
+{
+    wg_job *j = (wg_job *)job;
+    j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, j->start, j->stop,
+          j->act, j->lo, j->hi);
+}
+
+static void wg_job_release(kernel_job *job)
+{
+    wg_job *j = (wg_job *)job;
+    PyBuffer_Release(&j->s);
+    PyBuffer_Release(&j->y);
+    if (j->have_b) PyBuffer_Release(&j->b);
+    PyBuffer_Release(&j->u);
+    PyBuffer_Release(&j->x);
+}
+
+static PyObject *wg2d_call(PyObject *args, int prepare)
 {
     int isa, act;
     PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom;
@@ -727,47 +895,102 @@ static PyObject *wg2d_forward(PyObject *self, PyObject *args)
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
         check_act(act, lo, hi) < 0)
         return NULL;
-    Py_buffer x, u, b = {0}, y, s;
-    int have_b = b_o != Py_None, ok = 0;
-    if (get_buffer(x_o, 0, &x, "input") < 0) return NULL;
-    if (get_buffer(u_o, 0, &u, "transformed weight") < 0) goto release_x;
-    if (have_b && get_buffer(b_o, 0, &b, "bias") < 0) goto release_u;
-    if (get_buffer(y_o, 1, &y, "output") < 0) goto release_b;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_y;
-    if (u.itemsize != x.itemsize || y.itemsize != x.itemsize || s.itemsize != x.itemsize ||
-        (have_b && b.itemsize != x.itemsize)) {
+    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
+        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
+                     g.n * g.th * g.tw, g.cap);
+        return NULL;
+    }
+    const int have_b = b_o != Py_None;
+    wg_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wg_job){.base = {wg_job_run, wg_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
+                  .start = start, .stop = stop, .g = g, .fns = fns};
+    if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
+    if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
+    if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
+    if (get_buffer(y_o, 1, &j->y, "output") < 0) goto release_b;
+    if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_y;
+    const Py_ssize_t size = j->x.itemsize;
+    if (j->u.itemsize != size || j->y.itemsize != size || j->s.itemsize != size ||
+        (have_b && j->b.itemsize != size)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
         goto release_s;
     }
     wg_layout L;
     wg_scratch_layout(&g, &L);
-    if (check_count(&x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
-        check_count(&u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
-        check_count(&y, g.n * g.o * g.oh * g.ow, 0, "output") < 0 || check_count(&s, L.total, 1, "scratch") < 0 ||
-        (have_b && check_count(&b, g.o, 0, "bias") < 0))
+    if (check_count(&j->x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
+        check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
+        check_count(&j->y, g.n * g.o * g.oh * g.ow, 0, "output") < 0 ||
+        check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
         goto release_s;
-    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
-        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
-                     g.n * g.th * g.tw, g.cap);
-        goto release_s;
-    }
-    wg_fwd_fn fn = KERNELS[isa]->wg[x.itemsize == 8];
-    Py_BEGIN_ALLOW_THREADS
-    fn(&fns, x.buf, u.buf, have_b ? b.buf : NULL, y.buf, s.buf, &g, start, stop, act, lo, hi);
-    Py_END_ALLOW_THREADS
-    ok = 1;
+    j->fn = KERNELS[isa]->wg[size == 8];
+    return run_or_wrap(&j->base, prepare);
 release_s:
-    PyBuffer_Release(&s);
+    PyBuffer_Release(&j->s);
 release_y:
-    PyBuffer_Release(&y);
+    PyBuffer_Release(&j->y);
 release_b:
-    if (have_b) PyBuffer_Release(&b);
+    if (have_b) PyBuffer_Release(&j->b);
 release_u:
-    PyBuffer_Release(&u);
+    PyBuffer_Release(&j->u);
 release_x:
-    PyBuffer_Release(&x);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    PyBuffer_Release(&j->x);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
+}
+
+static PyObject *wg2d_forward(PyObject *self, PyObject *args) { return wg2d_call(args, 0); }
+static PyObject *wg2d_forward_job(PyObject *self, PyObject *args) { return wg2d_call(args, 1); }
+
+/* A job running other jobs in order (a worker's several work items). */
+typedef struct {
+    kernel_job base;
+    PyObject *items; /* a tuple of job capsules */
+    kernel_job **jobs;
+    Py_ssize_t count;
+} chain_job;
+
+static void chain_job_run(kernel_job *job)
+{
+    chain_job *j = (chain_job *)job;
+    job->failed = 0;
+    for (Py_ssize_t i = 0; i < j->count; i++) {
+        j->jobs[i]->run(j->jobs[i]);
+        job->failed |= j->jobs[i]->failed;
+    }
+}
+
+static void chain_job_release(kernel_job *job)
+{
+    chain_job *j = (chain_job *)job;
+    PyMem_RawFree(j->jobs);
+    Py_DECREF(j->items);
+}
+
+/* job_chain(jobs) -> job running them in order */
+static PyObject *job_chain(PyObject *self, PyObject *seq)
+{
+    PyObject *items = PySequence_Tuple(seq);
+    if (!items) return NULL;
+    const Py_ssize_t count = PyTuple_GET_SIZE(items);
+    chain_job *j = PyMem_RawMalloc(sizeof *j);
+    kernel_job **jobs = PyMem_RawMalloc((size_t)(count ? count : 1) * sizeof *jobs);
+    if (!j || !jobs) {
+        PyMem_RawFree(j);
+        PyMem_RawFree(jobs);
+        Py_DECREF(items);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!(jobs[i] = get_job(PyTuple_GET_ITEM(items, i)))) {
+            PyMem_RawFree(j);
+            PyMem_RawFree(jobs);
+            Py_DECREF(items);
+            return NULL;
+        }
+    *j = (chain_job){.base = {chain_job_run, chain_job_release, 0}, .items = items, .jobs = jobs, .count = count};
+    return run_or_wrap(&j->base, 1);
 }
 
 static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
@@ -941,9 +1164,42 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
     return Py_BuildValue("nn", gc_scratch(pass, &g), gc_items(pass, &g));
 }
 
+typedef struct {
+    kernel_job base;
+    int isa, pass, act, have_b;
+    double lo, hi;
+    Py_ssize_t start, stop;
+    gc_geom g;
+    gemm_fns fns;
+    Py_buffer a, b, bias, out, s;
+} gc_job;
+
+static void gc_job_run(kernel_job *job)
+{
+    gc_job *j = (gc_job *)job;
+    const gc_kernels *k = &KERNELS[j->isa]->gc[j->a.itemsize == 8];
+    if (j->pass == GC_GRAD_WEIGHT)
+        k->grad_weight(&j->fns, j->a.buf, j->b.buf, j->out.buf, j->s.buf, &j->g, j->start, j->stop);
+    else
+        (j->pass == GC_FORWARD ? k->forward : k->grad_input)(&j->fns, j->a.buf, j->b.buf,
+                                                               j->have_b ? j->bias.buf : NULL, j->out.buf, j->s.buf,
+                                                               &j->g, j->start, j->stop, j->act, j->lo, j->hi);
+}
+
+static void gc_job_release(kernel_job *job)
+{
+    gc_job *j = (gc_job *)job;
+    PyBuffer_Release(&j->s);
+    PyBuffer_Release(&j->out);
+    if (j->have_b) PyBuffer_Release(&j->bias);
+    PyBuffer_Release(&j->b);
+    PyBuffer_Release(&j->a);
+}
+
 /* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi):
- * forward (a, b) = (x, w) -> out = y; grad_input (gy, w) -> gx; grad_weight (x, gy) -> out = gw += ... */
-static PyObject *gc_run(PyObject *self, PyObject *args)
+ * forward (a, b) = (x, w) -> out = y; grad_input (gy, w) -> gx; grad_weight (x, gy) -> out = gw += ...
+ * (prepare: the same call as a job for job_run / a worker). */
+static PyObject *gc_call(PyObject *args, int prepare)
 {
     int isa, pass, act;
     PyObject *fns_o, *a_o, *b_o, *bias_o, *out_o, *s_o, *geom;
@@ -982,59 +1238,59 @@ static PyObject *gc_run(PyObject *self, PyObject *args)
     const ptrdiff_t xn = g.n * g.c * g.plane, yn = g.n * g.o * g.len, wn = g.o * g.ck;
     const ptrdiff_t a_n = pass == GC_GRAD_INPUT ? yn : xn, b_n = pass == GC_GRAD_WEIGHT ? yn : wn;
     const ptrdiff_t out_n = pass == GC_FORWARD ? yn : pass == GC_GRAD_INPUT ? xn : wn;
-    Py_buffer a, b, bias = {0}, out, s;
-    int ok = 0;
-    if (get_buffer(a_o, 0, &a, A_NAMES[pass]) < 0) return NULL;
-    if (get_buffer(b_o, 0, &b, B_NAMES[pass]) < 0) goto release_a;
-    if (have_b && get_buffer(bias_o, 0, &bias, "bias") < 0) goto release_b;
-    if (get_buffer(out_o, 1, &out, OUT_NAMES[pass]) < 0) goto release_bias;
-    if (get_buffer(s_o, 1, &s, "scratch") < 0) goto release_out;
-    if (b.itemsize != a.itemsize || out.itemsize != a.itemsize || s.itemsize != a.itemsize ||
-        (have_b && bias.itemsize != a.itemsize)) {
+    gc_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (gc_job){.base = {gc_job_run, gc_job_release, 0}, .isa = isa, .pass = pass, .act = act, .have_b = have_b,
+                  .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g, .fns = fns};
+    if (get_buffer(a_o, 0, &j->a, A_NAMES[pass]) < 0) goto free_job;
+    if (get_buffer(b_o, 0, &j->b, B_NAMES[pass]) < 0) goto release_a;
+    if (have_b && get_buffer(bias_o, 0, &j->bias, "bias") < 0) goto release_b;
+    if (get_buffer(out_o, 1, &j->out, OUT_NAMES[pass]) < 0) goto release_bias;
+    if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_out;
+    const Py_ssize_t size = j->a.itemsize;
+    if (j->b.itemsize != size || j->out.itemsize != size || j->s.itemsize != size ||
+        (have_b && j->bias.itemsize != size)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
         goto release_s;
     }
-    if (g.implicit && a.itemsize != 4) {
+    if (g.implicit && size != 4) {
         PyErr_SetString(PyExc_TypeError, "the implicit GEMM takes float32 buffers only");
         goto release_s;
     }
-    if (check_count(&a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&b, b_n, 0, B_NAMES[pass]) < 0 ||
-        check_count(&out, out_n, 0, OUT_NAMES[pass]) < 0 || check_count(&s, gc_scratch(pass, &g), 1, "scratch") < 0 ||
-        (have_b && check_count(&bias, pass == GC_FORWARD ? g.o : g.c, 0, "bias") < 0))
+    if (check_count(&j->a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&j->b, b_n, 0, B_NAMES[pass]) < 0 ||
+        check_count(&j->out, out_n, 0, OUT_NAMES[pass]) < 0 ||
+        check_count(&j->s, gc_scratch(pass, &g), 1, "scratch") < 0 ||
+        (have_b && check_count(&j->bias, pass == GC_FORWARD ? g.o : g.c, 0, "bias") < 0))
         goto release_s;
     /* the kernels read the operands while writing out and scratch: they must not share memory */
     {
-        const char *bufs[5] = {a.buf, b.buf, have_b ? bias.buf : NULL, out.buf, s.buf};
-        const ptrdiff_t lens[5] = {a.len, b.len, have_b ? bias.len : 0, out.len, s.len};
+        const char *bufs[5] = {j->a.buf, j->b.buf, have_b ? j->bias.buf : NULL, j->out.buf, j->s.buf};
+        const ptrdiff_t lens[5] = {j->a.len, j->b.len, have_b ? j->bias.len : 0, j->out.len, j->s.len};
         for (int i = 3; i < 5; i++)
-            for (int j = 0; j < 5; j++)
-                if (j != i && lens[i] && lens[j] && bufs[i] < bufs[j] + lens[j] && bufs[j] < bufs[i] + lens[i]) {
+            for (int m = 0; m < 5; m++)
+                if (m != i && lens[i] && lens[m] && bufs[i] < bufs[m] + lens[m] && bufs[m] < bufs[i] + lens[i]) {
                     PyErr_SetString(PyExc_ValueError, "output and scratch must not overlap other buffers");
                     goto release_s;
                 }
     }
-    const gc_kernels *k = &KERNELS[isa]->gc[a.itemsize == 8];
-    Py_BEGIN_ALLOW_THREADS
-    if (pass == GC_GRAD_WEIGHT)
-        k->grad_weight(&fns, a.buf, b.buf, out.buf, s.buf, &g, start, stop);
-    else
-        (pass == GC_FORWARD ? k->forward : k->grad_input)(&fns, a.buf, b.buf, have_b ? bias.buf : NULL, out.buf,
-                                                          s.buf, &g, start, stop, act, lo, hi);
-    Py_END_ALLOW_THREADS
-    ok = 1;
+    return run_or_wrap(&j->base, prepare);
 release_s:
-    PyBuffer_Release(&s);
+    PyBuffer_Release(&j->s);
 release_out:
-    PyBuffer_Release(&out);
+    PyBuffer_Release(&j->out);
 release_bias:
-    if (have_b) PyBuffer_Release(&bias);
+    if (have_b) PyBuffer_Release(&j->bias);
 release_b:
-    PyBuffer_Release(&b);
+    PyBuffer_Release(&j->b);
 release_a:
-    PyBuffer_Release(&a);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    PyBuffer_Release(&j->a);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
 }
+
+static PyObject *gc_run(PyObject *self, PyObject *args) { return gc_call(args, 0); }
+static PyObject *gc_job_new(PyObject *self, PyObject *args) { return gc_call(args, 1); }
 
 /* Thread hand-off flags (npconv.kernels.workspace): the caller posts work by storing a sequence
  * number into a caller-owned int64 buffer and the worker threads spin on it with the GIL released
@@ -1132,6 +1388,84 @@ static PyObject *flag_store(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* job_post(flags, post, slot, value, job|None): flags[slot] = the job's address (0: a Python job), then
+ * flags[post] = value (release store). The caller keeps the job alive until the worker reports it done. */
+static PyObject *job_post(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *capsule;
+    Py_ssize_t post, slot;
+    long long value;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OnnLO", &obj, &post, &slot, &value, &capsule)) return NULL;
+    kernel_job *job = NULL;
+    if (capsule != Py_None && !(job = get_job(capsule))) return NULL;
+    if (get_flags(obj, post > slot ? post : slot, &view) < 0) return NULL;
+    if (post < 0 || slot < 0 || post == slot) {
+        PyErr_Format(PyExc_ValueError, "post %zd and slot %zd must be distinct flag indices", post, slot);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t *flags = (int64_t *)view.buf;
+    __atomic_store_n(flags + slot, (int64_t)(intptr_t)job, __ATOMIC_RELAXED);
+    __atomic_store_n(flags + post, (int64_t)value, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+/* team_wait(flags, post, done, slot, seen, seconds, report) -> (value, fresh): a worker's wait. With the
+ * GIL released: flags[done] = seen first if report (the Python job it just ran); then, while spinning
+ * for about `seconds` with no new post: every post whose flags[slot] holds a job is run right here
+ * (no GIL) and reported done at once, restarting the spin. Returns (post value, 1) for a post to run in
+ * Python (no job, or a stop value <= 0), (seen, 0) once it spun without one. */
+static PyObject *team_wait(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t post, done, slot;
+    long long seen_in;
+    double seconds;
+    int report;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OnnnLdp", &obj, &post, &done, &slot, &seen_in, &seconds, &report)) return NULL;
+    Py_ssize_t top = post > done ? post : done;
+    if (get_flags(obj, top > slot ? top : slot, &view) < 0) return NULL;
+    if (post < 0 || done < 0 || slot < 0 || post == done || post == slot || done == slot) {
+        PyErr_Format(PyExc_ValueError, "post %zd, done %zd and slot %zd must be distinct flag indices", post, done,
+                     slot);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t *flags = (int64_t *)view.buf, seen = seen_in, value = seen;
+    int fresh = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (report) __atomic_store_n(flags + done, seen, __ATOMIC_RELEASE);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1;; i++) {
+        value = __atomic_load_n(flags + post, __ATOMIC_ACQUIRE);
+        if (value != seen) {
+            kernel_job *job = (kernel_job *)(intptr_t)__atomic_load_n(flags + slot, __ATOMIC_RELAXED);
+            if (value <= 0 || !job) {
+                fresh = 1;
+                break;
+            }
+            job->run(job);
+            __atomic_store_n(flags + done, value, __ATOMIC_RELEASE);
+            seen = value;
+            i = 0;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            continue;
+        }
+        if ((i & 63) == 0 && seconds_since(&t0) >= seconds) break;
+        if (i < 1024)
+            spin_pause();
+        else
+            sched_yield(); /* as in flag_wait: never starve a thread sharing this CPU */
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return Py_BuildValue("Li", (long long)value, fresh);
+}
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
@@ -1180,6 +1514,28 @@ static PyMethodDef methods[] = {
      "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
      "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "
      "relu or 2 hardtanh(lo, hi)"},
+    {"gemm_conv_job", gc_job_new, METH_VARARGS,
+     "gemm_conv_job(...same arguments as gemm_conv...) -> job: the call prepared (checked, buffers held) for "
+     "job_run or a worker's team_wait"},
+    {"job_chain", job_chain, METH_O, "job_chain(jobs) -> one job running the given jobs in order"},
+    {"jobs_check", jobs_check, METH_O,
+     "jobs_check(jobs): MemoryError if a kernel's own allocation failed in the last run of any of the jobs"},
+    {"depthwise2d_forward_job", dw2d_forward_job, METH_VARARGS,
+     "depthwise2d_forward_job(...same arguments as depthwise2d_forward...) -> job"},
+    {"depthwise2d_grad_input_job", dw2d_grad_input_job, METH_VARARGS,
+     "depthwise2d_grad_input_job(...same arguments as depthwise2d_grad_input...) -> job"},
+    {"grouped2d_forward_job", gp2d_forward_job, METH_VARARGS,
+     "grouped2d_forward_job(...same arguments as grouped2d_forward...) -> job"},
+    {"winograd2d_forward_job", wg2d_forward_job, METH_VARARGS,
+     "winograd2d_forward_job(...same arguments as winograd2d_forward...) -> job"},
+    {"job_run", job_run, METH_O, "job_run(job): run a prepared job on this thread, GIL released"},
+    {"job_post", job_post, METH_VARARGS,
+     "job_post(flags, post, slot, value, job|None): flags[slot] = the job's address (0 for None), then "
+     "flags[post] = value (release store); keep the job alive until the worker reports it done"},
+    {"team_wait", team_wait, METH_VARARGS,
+     "team_wait(flags, post, done, slot, seen, seconds, report) -> (value, fresh): a worker's wait; GIL released; "
+     "flags[done] = seen first if report; posted jobs run here and are reported done; returns (value, 1) for a "
+     "post without a job (or value <= 0), (seen, 0) after spinning about seconds without one"},
     {"gemm_conv_plan", gc_plan, METH_VARARGS,
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},

@@ -142,14 +142,22 @@ def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[in
     size = _scratch(_PASS_CODES[pass_name], geometry)
     isa = core.isa_index
 
+    n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
+    macs = n * c * m * kh * kw * max(h * w, oh * ow)
+    threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
+    spans = _ranges(count, threads)
+    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
+    if prepare is not None:  # the workers run prepared jobs without taking the GIL
+        jobs = [prepare(isa, *args, workspace.buffer(f"compiled-dw-{k}", (size,), dtype), geometry, *span,
+                        *epilogue) for k, span in enumerate(spans)]
+        workspace.run_jobs(jobs)  # C kernels: no BLAS
+        return
+
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-dw", (size,), dtype)
         kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
 
-    n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
-    macs = n * c * m * kh * kw * max(h * w, oh * ow)
-    threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
-    workspace.run(_ranges(count, threads), work, threads, blas=0)  # C kernels: no BLAS
+    workspace.run(spans, work, threads, blas=0)  # C kernels: no BLAS
 
 
 def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

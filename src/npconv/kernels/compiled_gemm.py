@@ -54,6 +54,12 @@ COMPILED = True
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
 #: epilogue (see plan).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
+#: Ungrouped calls with at least this many multiply-adds run on the worker threads (also when
+#: ``gemm.WORKER_MIN_MACS``, the NumPy engine's threshold, is lower). The workers take a call as a
+#: prepared job without the GIL (6-8 us, against 25-35 us for a Python job), so smaller calls than
+#: the NumPy engine's pay: MobileNetV2 batch 1, 2 threads, ms (three alternations): 2**24 12.6 / 12.0
+#: / 8.6, 6 * 2**20 9.2 / 9.9 / 7.4 (docs/performance.md).
+WORKER_MIN_MACS = 6 * 2**20
 #: Target bytes of one work item's columns (one thread's scratch): about the L2 size. One thread,
 #: ms at 256 KiB / 1 / 2 / 16 MiB: stem 16.4 / 15.1 / 15.1 / 19.3, strided 8.0 / 6.8 / 6.4 / 6.7,
 #: audio 17.1 / 14.8 / 14.0 / 15.5 (loaded machine, docs/performance.md).
@@ -138,9 +144,10 @@ def _plan(pass_code: int, geometry: tuple[int, ...] | None) -> tuple[int, int] |
 
 
 def _threads(macs: int, groups: int) -> tuple[int, int]:
-    """``(worker threads, BLAS threads)`` of a call: :mod:`npconv.kernels.gemm`'s rule."""
+    """``(worker threads, BLAS threads)`` of a call: :mod:`npconv.kernels.gemm`'s rule, with the
+    smaller of its ``WORKER_MIN_MACS`` and :data:`WORKER_MIN_MACS`."""
     blas_mode = gemm._on_blas_threads()
-    workers = groups > 1 or (not blas_mode and macs >= gemm.WORKER_MIN_MACS)
+    workers = groups > 1 or (not blas_mode and macs >= min(gemm.WORKER_MIN_MACS, WORKER_MIN_MACS))
     threads = get_num_threads() if workers else 1
     return threads, (get_num_threads() if threads == 1 and blas_mode else 1)
 
@@ -251,17 +258,12 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     isa, routines = core.isa_index, gemm_routines()
     spans = _ranges(items, threads)
 
-    def work(worker: int, span: tuple[int, int]) -> None:
-        scratch = workspace.buffer("compiled-gemm", (size,), dtype)
-        target = out[worker] if isinstance(out, list) else out
-        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, target, scratch, geometry, span[0],
-                              span[1], act, lo, hi)
-
-    if len(spans) == 1:
-        workspace.run(spans, work, 1, blas)
-    else:
-        # one span per worker: workspace.run's round-robin then gives worker k span k
-        workspace.run(spans, work, len(spans), min(blas, 1))
+    prepare = core.module.gemm_conv_job
+    jobs = [prepare(isa, pass_code, routines, a, b, bias, out[k] if isinstance(out, list) else out,
+                    workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), geometry, *span, act, lo, hi)
+            for k, span in enumerate(spans)]
+    # one worker per span (worker k: span k, the same on every run); a worker's BLAS runs on one thread
+    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
     return len(spans)
 
 
@@ -299,7 +301,8 @@ def _settings() -> tuple:
     return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
             SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS,
             _blas.OWN_GEMM,
-            backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, gemm._on_blas_threads(),
+            backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
+            gemm._on_blas_threads(),
             get_num_threads())
 
 

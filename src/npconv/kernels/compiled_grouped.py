@@ -140,12 +140,19 @@ def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[in
     size = core.module.grouped2d_scratch(pass_code, geometry)
     isa = core.isa_index
 
+    spans = _ranges(count, get_num_threads())
+    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
+    if prepare is not None:  # the workers run prepared jobs without taking the GIL
+        jobs = [prepare(isa, *args, workspace.buffer(f"compiled-grouped-{k}", (size,), dtype), geometry,
+                        *span, *epilogue) for k, span in enumerate(spans)]
+        workspace.run_jobs(jobs)  # C kernels: no BLAS
+        return
+
     def work(_: int, span: tuple[int, int]) -> None:
         scratch = workspace.buffer("compiled-grouped", (size,), dtype)
         kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
 
-    threads = get_num_threads()
-    workspace.run(_ranges(count, threads), work, threads, blas=0)  # C kernels: no BLAS
+    workspace.run(spans, work, len(spans), blas=0)  # C kernels: no BLAS
 
 
 def _check(*arrays: np.ndarray) -> np.dtype:

@@ -218,11 +218,14 @@ def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)
 
-    def work(_: int, span: tuple[int, int]) -> None:
-        scratch = workspace.buffer("compiled-wg", (size,), dtype)
-        core.winograd2d_forward(isa, routines, x, u, b, y, scratch, geometry, span[0], span[1], act, lo, hi)
-
-    workspace.run(_items(total, cap, threads), work, threads)
+    items = _items(total, cap, threads)
+    workers = min(threads, len(items))
+    # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
+    scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
+    prepare = core.winograd2d_forward_job
+    jobs = [core.job_chain([prepare(isa, routines, x, u, b, y, scratch[k], geometry, *span, act, lo, hi)
+                            for span in items[k::workers]]) for k in range(workers)]
+    workspace.run_jobs(jobs, blas=1)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
