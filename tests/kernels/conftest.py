@@ -14,6 +14,7 @@ def parallel(request, monkeypatch):
     """One and two worker threads, with the size thresholds of the pointwise and dense kernels
     lowered so that tiny test arrays take the split (worker-thread) path too."""
     monkeypatch.setattr(pointwise, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(pointwise, "PARALLEL_CORE_MIN_SIZE", 0)
     monkeypatch.setattr(dense, "PARALLEL_MIN_MACS", 0)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(request.param)

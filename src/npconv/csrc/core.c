@@ -611,7 +611,26 @@ release_src:
 
 /* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); elements
  * [start, stop) of equally long flat buffers. */
-static PyObject *run_elementwise(PyObject *args, int op)
+typedef struct {
+    kernel_job base;
+    int op;
+    ew_fn fn;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} ew_job;
+
+static void ew_job_run(kernel_job *job)
+{
+    ew_job *j = (ew_job *)job;
+    if (j->op)
+        j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->start, j->stop);
+    else
+        j->fn(j->b.view[0].buf, NULL, j->b.view[1].buf, j->start, j->stop);
+}
+
+static void ew_job_release(kernel_job *job) { release_buffers(&((ew_job *)job)->b); }
+
+static PyObject *run_elementwise(PyObject *args, int op, int prepare)
 {
     int isa;
     PyObject *objs[3];
@@ -627,22 +646,17 @@ static PyObject *run_elementwise(PyObject *args, int op)
     if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
     const ptrdiff_t count = first.len / first.itemsize;
     PyBuffer_Release(&first);
+    if (check_range(start, stop, count, "element") < 0) return NULL;
     const ptrdiff_t counts[3] = {count, count, count};
-    buffer_set b;
-    if (acquire_buffers(&b, n, objs, names[op], flags[op], counts) < 0) return NULL;
-    if (check_range(start, stop, count, "element") < 0) {
-        release_buffers(&b);
+    ew_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (ew_job){.base = {ew_job_run, ew_job_release, 0}, .op = op, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, n, objs, names[op], flags[op], counts) < 0) {
+        job_storage_free(j, &local);
         return NULL;
     }
-    const ew_fn fn = KERNELS[isa]->ew[b.view[0].itemsize == 8][op];
-    Py_BEGIN_ALLOW_THREADS
-    if (op)
-        fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, start, stop);
-    else
-        fn(b.view[0].buf, NULL, b.view[1].buf, start, stop);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    Py_RETURN_NONE;
+    j->fn = KERNELS[isa]->ew[j->b.view[0].itemsize == 8][op];
+    return run_or_wrap(&j->base, prepare);
 }
 
 /* out (G, Cg, Og, K) = w (G, Og, Cg, K) with the two channel axes swapped and every kernel's K taps
@@ -694,8 +708,10 @@ static PyObject *adjoint_kernel(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0); }
-static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1); }
+static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 0); }
+static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 0); }
+static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 1); }
+static PyObject *relu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 1); }
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
@@ -722,56 +738,70 @@ static int parse_bn_geom(PyObject *seq, bn_geom *g)
 }
 
 /* (isa, x, y, weight, bias, stats, geometry, training, eps, start, stop) */
-static PyObject *bn_forward(PyObject *self, PyObject *args)
-{
-    int isa, training;
+typedef struct {
+    kernel_job base;
+    int backward, training;
     double eps;
-    PyObject *objs[5], *geom;
-    Py_ssize_t start, stop;
     bn_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOpdnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
-                          &training, &eps, &start, &stop))
-        return NULL;
-    if (check_isa(isa) < 0 || parse_bn_geom(geom, &g) < 0 || check_range(start, stop, g.c, "channel") < 0)
-        return NULL;
-    static const char *const names[5] = {"input", "output", "weight", "bias", "stats"};
-    const int flags[5] = {0, BUF_WRITABLE, BUF_OPTIONAL, BUF_OPTIONAL, training ? BUF_WRITABLE : 0};
-    const ptrdiff_t counts[5] = {g.n * g.c * g.s, g.n * g.c * g.s, g.c, g.c, 3 * g.c};
+    bn_fwd_fn forward;
+    bn_bwd_fn grad;
+    Py_ssize_t start, stop;
     buffer_set b;
-    if (acquire_buffers(&b, 5, objs, names, flags, counts) < 0) return NULL;
-    const bn_fwd_fn fn = KERNELS[isa]->bn[b.view[0].itemsize == 8].forward;
-    Py_BEGIN_ALLOW_THREADS
-    fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, &g, training, eps, start, stop);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    Py_RETURN_NONE;
+} bn_job;
+
+static void bn_job_run(kernel_job *job)
+{
+    bn_job *j = (bn_job *)job;
+    void *const *v = (void *const[]){j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf,
+                                     j->b.view[4].buf, j->b.view[5].buf};
+    if (j->backward)
+        j->grad(v[0], v[1], v[2], v[3], v[4], v[5], &j->g, j->training, j->start, j->stop);
+    else
+        j->forward(v[0], v[1], v[2], v[3], v[4], &j->g, j->training, j->eps, j->start, j->stop);
 }
 
-/* (isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop) */
-static PyObject *bn_backward(PyObject *self, PyObject *args)
+static void bn_job_release(kernel_job *job) { release_buffers(&((bn_job *)job)->b); }
+
+/* forward (isa, x, y, weight, bias, stats, geometry, training, eps, start, stop);
+ * backward (isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop) */
+static PyObject *bn_call(PyObject *args, int backward, int prepare)
 {
     int isa, training;
-    PyObject *objs[6], *geom;
+    double eps = 0.0;
+    PyObject *objs[6] = {NULL}, *geom;
     Py_ssize_t start, stop;
     bn_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOOpnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
-                          &geom, &training, &start, &stop))
+    if (!(backward ? PyArg_ParseTuple(args, "iOOOOOOOpnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                                      &objs[5], &geom, &training, &start, &stop)
+                   : PyArg_ParseTuple(args, "iOOOOOOpdnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                                      &geom, &training, &eps, &start, &stop)))
         return NULL;
     if (check_isa(isa) < 0 || parse_bn_geom(geom, &g) < 0 || check_range(start, stop, g.c, "channel") < 0)
         return NULL;
-    static const char *const names[6] = {"grad_output", "input", "grad_input", "weight", "stats", "sums"};
-    const int flags[6] = {0, 0, BUF_WRITABLE | BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_WRITABLE | BUF_OPTIONAL};
-    const ptrdiff_t counts[6] = {g.n * g.c * g.s, g.n * g.c * g.s, g.n * g.c * g.s, g.c, 3 * g.c, 2 * g.c};
-    buffer_set b;
-    if (acquire_buffers(&b, 6, objs, names, flags, counts) < 0) return NULL;
-    const bn_bwd_fn fn = KERNELS[isa]->bn[b.view[0].itemsize == 8].backward;
-    Py_BEGIN_ALLOW_THREADS
-    fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, b.view[4].buf, b.view[5].buf, &g, training,
-       start, stop);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    Py_RETURN_NONE;
+    static const char *const names[2][6] = {{"input", "output", "weight", "bias", "stats", ""},
+                                            {"grad_output", "input", "grad_input", "weight", "stats", "sums"}};
+    const int flags[2][6] = {{0, BUF_WRITABLE, BUF_OPTIONAL, BUF_OPTIONAL, training ? BUF_WRITABLE : 0, 0},
+                             {0, 0, BUF_WRITABLE | BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_WRITABLE | BUF_OPTIONAL}};
+    const ptrdiff_t all = g.n * g.c * g.s;
+    const ptrdiff_t counts[2][6] = {{all, all, g.c, g.c, 3 * g.c, 0}, {all, all, all, g.c, 3 * g.c, 2 * g.c}};
+    bn_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (bn_job){.base = {bn_job_run, bn_job_release, 0}, .backward = backward, .training = training, .eps = eps,
+                  .g = g, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, backward ? 6 : 5, objs, names[backward], flags[backward], counts[backward]) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    const bn_kernels *k = &KERNELS[isa]->bn[j->b.view[0].itemsize == 8];
+    j->forward = k->forward;
+    j->grad = k->backward;
+    return run_or_wrap(&j->base, prepare);
 }
+
+static PyObject *bn_forward(PyObject *self, PyObject *args) { return bn_call(args, 0, 0); }
+static PyObject *bn_backward(PyObject *self, PyObject *args) { return bn_call(args, 1, 0); }
+static PyObject *bn_forward_job(PyObject *self, PyObject *args) { return bn_call(args, 0, 1); }
+static PyObject *bn_backward_job(PyObject *self, PyObject *args) { return bn_call(args, 1, 1); }
 
 /* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK) -> g; every buffer size it implies fits ptrdiff_t. */
 static int parse_wg_geom(PyObject *seq, wg_geom *g)
@@ -1528,6 +1558,13 @@ static PyMethodDef methods[] = {
      "grouped2d_forward_job(...same arguments as grouped2d_forward...) -> job"},
     {"winograd2d_forward_job", wg2d_forward_job, METH_VARARGS,
      "winograd2d_forward_job(...same arguments as winograd2d_forward...) -> job"},
+    {"relu_forward_job", relu_fwd_job, METH_VARARGS, "relu_forward_job(...same arguments as relu_forward...) -> job"},
+    {"relu_backward_job", relu_bwd_job, METH_VARARGS,
+     "relu_backward_job(...same arguments as relu_backward...) -> job"},
+    {"batch_norm_forward_job", bn_forward_job, METH_VARARGS,
+     "batch_norm_forward_job(...same arguments as batch_norm_forward...) -> job"},
+    {"batch_norm_backward_job", bn_backward_job, METH_VARARGS,
+     "batch_norm_backward_job(...same arguments as batch_norm_backward...) -> job"},
     {"job_run", job_run, METH_O, "job_run(job): run a prepared job on this thread, GIL released"},
     {"job_post", job_post, METH_VARARGS,
      "job_post(flags, post, slot, value, job|None): flags[slot] = the job's address (0 for None), then "

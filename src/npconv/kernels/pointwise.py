@@ -44,6 +44,10 @@ __all__ = ["accumulator", "channel_sums", "centred_moments", "centred_dot", "aff
 
 #: Arrays smaller than this many elements are processed in one call on the calling thread.
 PARALLEL_MIN_SIZE = 1 << 16
+#: The compiled kernels (batch norm, ReLU) split arrays of at least this many elements across the
+#: worker threads (prepared jobs; ReLU in place, 2 threads vs 1, us: 100 K elements 16.8 vs 14.3,
+#: 200 K 19.8 vs 21.6, 800 K 26 vs 40).
+PARALLEL_CORE_MIN_SIZE = 1 << 18
 #: Work items are runs of whole images of about this many bytes (at least one image).
 CHUNK_BYTES = 1 << 21
 
@@ -209,11 +213,23 @@ def _over_channels(kernel: Callable[..., None], x: np.ndarray, *args: Any) -> No
     """``kernel(isa, *args, start, stop)`` over channel ranges of ``x (N, C, ...)`` on the worker threads
     (one range on the calling thread for small arrays)."""
     channels = x.shape[1]
-    threads = 1 if x.size < PARALLEL_MIN_SIZE else max(1, min(get_num_threads(), channels))
+    threads = 1 if x.size < PARALLEL_CORE_MIN_SIZE else max(1, min(get_num_threads(), channels))
     bounds = [channels * i // threads for i in range(threads + 1)]
+    _run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
+
+
+def _run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> None:
+    """``kernel(isa, *args, start, stop)`` per span, span ``k`` on worker ``k``: as prepared jobs
+    (``<kernel>_job``; the workers take them without the GIL) where the core has them."""
     isa = backends.core.isa_index
-    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
-                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads, blas=0)
+    if len(spans) == 1:
+        kernel(isa, *args, *spans[0])
+        return
+    prepare = getattr(backends.core.module, f"{kernel.__name__}_job", None)
+    if prepare is not None:
+        workspace.run_jobs([prepare(isa, *args, start, stop) for start, stop in spans])  # no BLAS
+        return
+    workspace.run(spans, lambda _, span: kernel(isa, *args, span[0], span[1]), len(spans), blas=0)
 
 
 def _core_geometry(x: np.ndarray) -> tuple[int, int, int]:
@@ -306,11 +322,9 @@ ELEMENT_ALIGN = 64
 def _over_elements(kernel: Callable[..., None], size: int, *args: Any) -> None:
     """``kernel(isa, *args, start, stop)`` over flat element ranges of ``size`` elements split across
     the worker threads (one range on the calling thread for small arrays)."""
-    threads = 1 if size < PARALLEL_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
+    threads = 1 if size < PARALLEL_CORE_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
     bounds = [size * i // threads // ELEMENT_ALIGN * ELEMENT_ALIGN for i in range(threads)] + [size]
-    isa = backends.core.isa_index
-    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
-                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads, blas=0)
+    _run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
 
 
 def _flat_core(*arrays: np.ndarray) -> bool:
