@@ -255,6 +255,8 @@ CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward"
                   "job_chain", "jobs_check", "depthwise2d_forward_job", "depthwise2d_grad_input_job",
                   "grouped2d_forward_job", "winograd2d_forward_job", "relu_forward_job",
                   "relu_backward_job", "batch_norm_forward_job", "batch_norm_backward_job",
+                  "depthwise2d_grad_weight_job", "grouped2d_grad_weight_job", "max_pool2d_forward_job",
+                  "max_pool2d_backward_job", "winograd2d_weight_job",
                   "winograd2d_scratch", "winograd2d_weight",
                   "winograd2d_forward", "flag_wait", "flag_store", "batch_norm_forward",
                   "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel")

@@ -345,3 +345,33 @@ def test_team_runs_compiled_and_python_jobs_in_turn(spin, monkeypatch):
     thread.start()
     thread.join(30)
     assert finished.is_set(), "a call on the team did not finish (lost wake-up?)"
+
+
+@needs_core
+def test_job_bindings_check_like_their_calls():
+    """Every ``<kernel>_job`` binding parses and checks exactly as its kernel's call: a refused call
+    prepares nothing; chains and checks take jobs only."""
+    core = npconv.backends.core.module
+    names = [name for name in npconv.backends.CORE_FUNCTIONS if name.endswith("_job")]
+    assert len(names) >= 12
+    for name in names:
+        with pytest.raises(TypeError):
+            getattr(core, name)()
+        assert hasattr(core, name[: -len("_job")]), name
+    job, y, expected = _gemm_job()
+    chained = core.job_chain([job, job])
+    core.job_run(chained)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    core.jobs_check([job, chained])
+    with pytest.raises(TypeError, match="job"):
+        core.job_chain([job, 3])
+    with pytest.raises(TypeError, match="job"):
+        core.jobs_check([job, "x"])
+    with pytest.raises(ValueError, match="range"):  # the same checks as gemm_conv's: range past the items
+        from npconv.kernels.blas import gemm_routines
+
+        geometry = (1, 2, 3, 1, 1, 5, 5, 1, 5, 5, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 25, 1, 1, 0, 0)
+        size, items = core.gemm_conv_plan(0, geometry)
+        core.gemm_conv_job(npconv.backends.core.isa_index, 0, gemm_routines(), np.zeros((1, 2, 5, 5)),
+                           np.zeros((3, 2, 3, 3)), None, np.zeros((1, 3, 5, 5)), np.zeros(size), geometry, 0,
+                           items + 1, 0, 0.0, 0.0)

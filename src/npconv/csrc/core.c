@@ -380,8 +380,25 @@ static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_st
 static PyObject *dw2d_forward_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 1); }
 static PyObject *dw2d_grad_input_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1, 1); }
 
+typedef struct {
+    kernel_job base;
+    dw_geom g;
+    dw_gw_fn fn;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} dw_gw_job;
+
+static void dw_gw_job_run(kernel_job *job)
+{
+    dw_gw_job *j = (dw_gw_job *)job;
+    job->failed =
+        j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, &j->g, j->start, j->stop) < 0;
+}
+
+static void dw_gw_job_release(kernel_job *job) { release_buffers(&((dw_gw_job *)job)->b); }
+
 /* (isa, x, gy, gw, scratch, geom, channel_start, channel_stop) */
-static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
+static PyObject *dw2d_gw_call(PyObject *args, int prepare)
 {
     int isa;
     PyObject *objs[4], *geom;
@@ -389,23 +406,24 @@ static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args)
     dw_geom g;
     if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &geom, &start, &stop))
         return NULL;
-    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0 || check_range(start, stop, g.c, "channel") < 0) return NULL;
     static const char *const names[4] = {"input", "grad_output", "grad_weight", "scratch"};
     static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[4] = {g.n * g.c * g.h * g.w, g.n * g.c * g.m * g.oh * g.ow, g.c * g.m * g.kh * g.kw,
                                  dw_scratch(2, &g)};
-    buffer_set b;
-    if (check_range(start, stop, g.c, "channel") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
+    dw_gw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (dw_gw_job){.base = {dw_gw_job_run, dw_gw_job_release, 0}, .g = g, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 4, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
         return NULL;
-    int rc = 0;
-    dw_gw_fn fn = KERNELS[isa]->dw[b.view[0].itemsize == 8].grad_weight;
-    Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    if (rc < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    }
+    j->fn = KERNELS[isa]->dw[j->b.view[0].itemsize == 8].grad_weight;
+    return run_or_wrap(&j->base, prepare);
 }
+
+static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args) { return dw2d_gw_call(args, 0); }
+static PyObject *dw2d_grad_weight_job(PyObject *self, PyObject *args) { return dw2d_gw_call(args, 1); }
 
 static int parse_gp_geom(PyObject *seq, gp_geom *g)
 {
@@ -500,8 +518,25 @@ static PyObject *gp2d_call(PyObject *args, int prepare)
 static PyObject *gp2d_forward(PyObject *self, PyObject *args) { return gp2d_call(args, 0); }
 static PyObject *gp2d_forward_job(PyObject *self, PyObject *args) { return gp2d_call(args, 1); }
 
+typedef struct {
+    kernel_job base;
+    gp_geom g;
+    gp_gw_fn fn;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} gp_gw_job;
+
+static void gp_gw_job_run(kernel_job *job)
+{
+    gp_gw_job *j = (gp_gw_job *)job;
+    job->failed =
+        j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, &j->g, j->start, j->stop) < 0;
+}
+
+static void gp_gw_job_release(kernel_job *job) { release_buffers(&((gp_gw_job *)job)->b); }
+
 /* (isa, x, gy, gw, scratch, geom, group_start, group_stop) */
-static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
+static PyObject *gp2d_gw_call(PyObject *args, int prepare)
 {
     int isa;
     PyObject *objs[4], *geom;
@@ -509,23 +544,24 @@ static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args)
     gp_geom g;
     if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &geom, &start, &stop))
         return NULL;
-    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0 || check_range(start, stop, g.g, "group") < 0) return NULL;
     static const char *const names[4] = {"input", "grad_output", "grad_weight", "scratch"};
     static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[4] = {g.n * g.g * g.cg * g.h * g.w, g.n * g.g * g.og * g.oh * g.ow,
                                  g.g * g.og * g.cg * g.kh * g.kw, gp_scratch(2, &g)};
-    buffer_set b;
-    if (check_range(start, stop, g.g, "group") < 0 || acquire_buffers(&b, 4, objs, names, flags, counts) < 0)
+    gp_gw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (gp_gw_job){.base = {gp_gw_job_run, gp_gw_job_release, 0}, .g = g, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 4, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
         return NULL;
-    int rc = 0;
-    gp_gw_fn fn = KERNELS[isa]->gp[b.view[0].itemsize == 8].grad_weight;
-    Py_BEGIN_ALLOW_THREADS
-    rc = fn(b.view[0].buf, b.view[1].buf, b.view[2].buf, b.view[3].buf, &g, start, stop);
-    Py_END_ALLOW_THREADS
-    release_buffers(&b);
-    if (rc < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    }
+    j->fn = KERNELS[isa]->gp[j->b.view[0].itemsize == 8].grad_weight;
+    return run_or_wrap(&j->base, prepare);
 }
+
+static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args) { return gp2d_gw_call(args, 0); }
+static PyObject *gp2d_grad_weight_job(PyObject *self, PyObject *args) { return gp2d_gw_call(args, 1); }
 
 static int parse_pool_geom(PyObject *seq, mp_geom *g)
 {
@@ -565,48 +601,71 @@ static int get_int32_buffer(PyObject *obj, int writable, Py_buffer *view, const 
 }
 
 /* pass 0: (isa, x, y, arg, geom, start, stop); pass 1: (isa, gy, arg, gx, geom, start, stop). */
-static PyObject *run_max_pool(PyObject *args, int pass)
+typedef struct {
+    kernel_job base;
+    int pass, have_arg;
+    mp_geom g;
+    const mp_kernels *k;
+    Py_ssize_t start, stop;
+    Py_buffer src, dst, arg;
+} mp_job;
+
+static void mp_job_run(kernel_job *job)
+{
+    mp_job *j = (mp_job *)job;
+    if (j->pass)
+        j->k->backward(j->src.buf, (const int32_t *)j->arg.buf, j->dst.buf, &j->g, j->start, j->stop);
+    else
+        j->k->forward(j->src.buf, j->dst.buf, j->have_arg ? (int32_t *)j->arg.buf : NULL, &j->g, j->start, j->stop);
+}
+
+static void mp_job_release(kernel_job *job)
+{
+    mp_job *j = (mp_job *)job;
+    if (j->have_arg) PyBuffer_Release(&j->arg);
+    PyBuffer_Release(&j->dst);
+    PyBuffer_Release(&j->src);
+}
+
+static PyObject *run_max_pool(PyObject *args, int pass, int prepare)
 {
     int isa;
     PyObject *a_o, *b_o, *c_o, *geom;
     Py_ssize_t start, stop;
     mp_geom g;
     if (!PyArg_ParseTuple(args, "iOOOOnn", &isa, &a_o, &b_o, &c_o, &geom, &start, &stop)) return NULL;
-    if (check_isa(isa) < 0 || parse_pool_geom(geom, &g) < 0) return NULL;
+    if (check_isa(isa) < 0 || parse_pool_geom(geom, &g) < 0 || check_range(start, stop, g.planes, "plane") < 0)
+        return NULL;
     /* forward: values x, y and indices arg; backward: values gy, gx and indices arg */
     PyObject *src_o = a_o, *dst_o = pass ? c_o : b_o, *arg_o = pass ? b_o : c_o;
-    Py_buffer src, dst, arg;
-    int ok = 0;
-    if (get_buffer(src_o, 0, &src, pass ? "grad_output" : "input") < 0) return NULL;
-    if (get_buffer(dst_o, 1, &dst, pass ? "grad_input" : "output") < 0) goto release_src;
     const int have_arg = pass || arg_o != Py_None; /* forward: arg None computes the values alone */
-    if (have_arg && get_int32_buffer(arg_o, !pass, &arg, "arg") < 0) goto release_dst;
-    if (dst.itemsize != src.itemsize) {
+    mp_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (mp_job){.base = {mp_job_run, mp_job_release, 0}, .pass = pass, .have_arg = have_arg, .g = g,
+                  .start = start, .stop = stop};
+    if (get_buffer(src_o, 0, &j->src, pass ? "grad_output" : "input") < 0) goto free_job;
+    if (get_buffer(dst_o, 1, &j->dst, pass ? "grad_input" : "output") < 0) goto release_src;
+    if (have_arg && get_int32_buffer(arg_o, !pass, &j->arg, "arg") < 0) goto release_dst;
+    if (j->dst.itemsize != j->src.itemsize) {
         PyErr_SetString(PyExc_TypeError, "input and output must have the same element type");
         goto release_arg;
     }
     const ptrdiff_t in_n = g.planes * g.h * g.w, out_n = g.planes * g.oh * g.ow;
-    if (check_count(&src, pass ? out_n : in_n, 0, pass ? "grad_output" : "input") < 0 ||
-        check_count(&dst, pass ? in_n : out_n, 0, pass ? "grad_input" : "output") < 0 ||
-        (have_arg && check_count(&arg, out_n, 0, "arg") < 0))
+    if (check_count(&j->src, pass ? out_n : in_n, 0, pass ? "grad_output" : "input") < 0 ||
+        check_count(&j->dst, pass ? in_n : out_n, 0, pass ? "grad_input" : "output") < 0 ||
+        (have_arg && check_count(&j->arg, out_n, 0, "arg") < 0))
         goto release_arg;
-    if (check_range(start, stop, g.planes, "plane") < 0) goto release_arg;
-    const mp_kernels *k = &KERNELS[isa]->mp[src.itemsize == 8];
-    Py_BEGIN_ALLOW_THREADS
-    if (pass)
-        k->backward(src.buf, (const int32_t *)arg.buf, dst.buf, &g, start, stop);
-    else
-        k->forward(src.buf, dst.buf, have_arg ? (int32_t *)arg.buf : NULL, &g, start, stop);
-    Py_END_ALLOW_THREADS
-    ok = 1;
+    j->k = &KERNELS[isa]->mp[j->src.itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
 release_arg:
-    if (have_arg) PyBuffer_Release(&arg);
+    if (have_arg) PyBuffer_Release(&j->arg);
 release_dst:
-    PyBuffer_Release(&dst);
+    PyBuffer_Release(&j->dst);
 release_src:
-    PyBuffer_Release(&src);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    PyBuffer_Release(&j->src);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
 }
 
 /* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); elements
@@ -851,35 +910,60 @@ static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
 }
 
 /* (isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) -> U (36, P), the weight transform. */
-static PyObject *wg2d_weight(PyObject *self, PyObject *args)
+typedef struct {
+    kernel_job base;
+    wg_weight_fn fn;
+    ptrdiff_t count;
+    Py_ssize_t start, stop;
+    Py_buffer w, u;
+} wgw_job;
+
+static void wgw_job_run(kernel_job *job)
 {
-    int isa, ok = 0;
+    wgw_job *j = (wgw_job *)job;
+    j->fn(j->w.buf, j->u.buf, j->count, j->start, j->stop);
+}
+
+static void wgw_job_release(kernel_job *job)
+{
+    wgw_job *j = (wgw_job *)job;
+    PyBuffer_Release(&j->u);
+    PyBuffer_Release(&j->w);
+}
+
+static PyObject *wg2d_weight_call(PyObject *args, int prepare)
+{
+    int isa;
     PyObject *w_o, *u_o;
     Py_ssize_t start, stop;
     if (!PyArg_ParseTuple(args, "iOOnn", &isa, &w_o, &u_o, &start, &stop) || check_isa(isa) < 0) return NULL;
-    Py_buffer w, u;
-    if (get_buffer(w_o, 0, &w, "weight") < 0) return NULL;
-    if (get_buffer(u_o, 1, &u, "transformed weight") < 0) goto release_w;
-    const ptrdiff_t count = w.len / w.itemsize / 9;
-    if (u.itemsize != w.itemsize) {
+    wgw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wgw_job){.base = {wgw_job_run, wgw_job_release, 0}, .start = start, .stop = stop};
+    if (get_buffer(w_o, 0, &j->w, "weight") < 0) goto free_job;
+    if (get_buffer(u_o, 1, &j->u, "transformed weight") < 0) goto release_w;
+    j->count = j->w.len / j->w.itemsize / 9;
+    if (j->u.itemsize != j->w.itemsize) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
         goto release_u;
     }
-    if (check_count(&w, 9 * count, 0, "weight") < 0 || check_count(&u, 36 * count, 0, "transformed weight") < 0)
+    if (check_count(&j->w, 9 * j->count, 0, "weight") < 0 ||
+        check_count(&j->u, 36 * j->count, 0, "transformed weight") < 0 ||
+        check_range(start, stop, j->count, "kernel") < 0)
         goto release_u;
-    if (check_range(start, stop, count, "kernel") < 0) goto release_u;
-    wg_weight_fn fn = KERNELS[isa]->wg_weight[w.itemsize == 8];
-    Py_BEGIN_ALLOW_THREADS
-    fn(w.buf, u.buf, count, start, stop);
-    Py_END_ALLOW_THREADS
-    ok = 1;
+    j->fn = KERNELS[isa]->wg_weight[j->w.itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
 release_u:
-    PyBuffer_Release(&u);
+    PyBuffer_Release(&j->u);
 release_w:
-    PyBuffer_Release(&w);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    PyBuffer_Release(&j->w);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
 }
+
+static PyObject *wg2d_weight(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 0); }
+static PyObject *wg2d_weight_job(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 1); }
 
 /* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
  * of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). */
@@ -1023,8 +1107,10 @@ static PyObject *job_chain(PyObject *self, PyObject *seq)
     return run_or_wrap(&j->base, 1);
 }
 
-static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0); }
-static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1); }
+static PyObject *mp2d_forward(PyObject *self, PyObject *args) { return run_max_pool(args, 0, 0); }
+static PyObject *mp2d_backward(PyObject *self, PyObject *args) { return run_max_pool(args, 1, 0); }
+static PyObject *mp2d_forward_job(PyObject *self, PyObject *args) { return run_max_pool(args, 0, 1); }
+static PyObject *mp2d_backward_job(PyObject *self, PyObject *args) { return run_max_pool(args, 1, 1); }
 
 /* (isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c
  * through the kernels' matrix product (npconv's gemm or the BLAS, as routines' own flag says), for
@@ -1565,6 +1651,16 @@ static PyMethodDef methods[] = {
      "batch_norm_forward_job(...same arguments as batch_norm_forward...) -> job"},
     {"batch_norm_backward_job", bn_backward_job, METH_VARARGS,
      "batch_norm_backward_job(...same arguments as batch_norm_backward...) -> job"},
+    {"depthwise2d_grad_weight_job", dw2d_grad_weight_job, METH_VARARGS,
+     "depthwise2d_grad_weight_job(...same arguments as depthwise2d_grad_weight...) -> job"},
+    {"grouped2d_grad_weight_job", gp2d_grad_weight_job, METH_VARARGS,
+     "grouped2d_grad_weight_job(...same arguments as grouped2d_grad_weight...) -> job"},
+    {"max_pool2d_forward_job", mp2d_forward_job, METH_VARARGS,
+     "max_pool2d_forward_job(...same arguments as max_pool2d_forward...) -> job"},
+    {"max_pool2d_backward_job", mp2d_backward_job, METH_VARARGS,
+     "max_pool2d_backward_job(...same arguments as max_pool2d_backward...) -> job"},
+    {"winograd2d_weight_job", wg2d_weight_job, METH_VARARGS,
+     "winograd2d_weight_job(...same arguments as winograd2d_weight...) -> job"},
     {"job_run", job_run, METH_O, "job_run(job): run a prepared job on this thread, GIL released"},
     {"job_post", job_post, METH_VARARGS,
      "job_post(flags, post, slot, value, job|None): flags[slot] = the job's address (0 for None), then "

@@ -213,7 +213,7 @@ def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     u = np.empty((36, o, c // groups), dtype)  # U = G w G^T, kernels split across the workers
     kernels = o * (c // groups)
     spans = [(kernels * i // threads, kernels * (i + 1) // threads) for i in range(threads)]
-    workspace.run(spans, lambda _, span: core.winograd2d_weight(isa, w, u, span[0], span[1]), threads)
+    workspace.run_spans(core.winograd2d_weight, (w, u), spans)
     x = np.ascontiguousarray(x, dtype=dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)

@@ -215,21 +215,7 @@ def _over_channels(kernel: Callable[..., None], x: np.ndarray, *args: Any) -> No
     channels = x.shape[1]
     threads = 1 if x.size < PARALLEL_CORE_MIN_SIZE else max(1, min(get_num_threads(), channels))
     bounds = [channels * i // threads for i in range(threads + 1)]
-    _run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
-
-
-def _run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> None:
-    """``kernel(isa, *args, start, stop)`` per span, span ``k`` on worker ``k``: as prepared jobs
-    (``<kernel>_job``; the workers take them without the GIL) where the core has them."""
-    isa = backends.core.isa_index
-    if len(spans) == 1:
-        kernel(isa, *args, *spans[0])
-        return
-    prepare = getattr(backends.core.module, f"{kernel.__name__}_job", None)
-    if prepare is not None:
-        workspace.run_jobs([prepare(isa, *args, start, stop) for start, stop in spans])  # no BLAS
-        return
-    workspace.run(spans, lambda _, span: kernel(isa, *args, span[0], span[1]), len(spans), blas=0)
+    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
 
 
 def _core_geometry(x: np.ndarray) -> tuple[int, int, int]:
@@ -324,7 +310,7 @@ def _over_elements(kernel: Callable[..., None], size: int, *args: Any) -> None:
     the worker threads (one range on the calling thread for small arrays)."""
     threads = 1 if size < PARALLEL_CORE_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
     bounds = [size * i // threads // ELEMENT_ALIGN * ELEMENT_ALIGN for i in range(threads)] + [size]
-    _run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
+    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
 
 
 def _flat_core(*arrays: np.ndarray) -> bool:

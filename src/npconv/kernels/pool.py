@@ -87,9 +87,7 @@ def _over_planes(kernel, planes: int, *args) -> None:
     """``kernel(isa, *args, start, stop)`` over the planes split across the worker threads."""
     threads = max(1, min(get_num_threads(), planes))
     bounds = [planes * i // threads for i in range(threads + 1)]
-    isa = backends.core.isa_index
-    workspace.run([(bounds[i], bounds[i + 1]) for i in range(threads)],
-                  lambda _, span: kernel(isa, *args, span[0], span[1]), threads)
+    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
 
 
 def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False, compiled: bool = True,

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..backends import blas_threads, core, memory
 
-__all__ = ["buffer", "clear", "run", "run_jobs", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
+__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
@@ -306,3 +306,18 @@ def run_jobs(jobs: list[Any], blas: int = 0) -> None:
                 for future in futures:
                     future.result()
     core.module.jobs_check(jobs)  # a worker's job reports a failed allocation only here
+
+
+def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> None:
+    """``kernel(isa, *args, start, stop)`` of the compiled core per span, span ``k`` on worker ``k``:
+    as prepared jobs (the core's ``<kernel>_job``; the workers take them without the GIL) where the
+    core has them. The kernels call no BLAS."""
+    isa = core.isa_index
+    if len(spans) == 1:
+        kernel(isa, *args, *spans[0])
+        return
+    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
+    if prepare is not None:
+        run_jobs([prepare(isa, *args, start, stop) for start, stop in spans])
+        return
+    run(spans, lambda _, span: kernel(isa, *args, span[0], span[1]), len(spans), blas=0)
