@@ -7,8 +7,8 @@ padded; channel multiplier ``M = O / C``), for any kernel size, stride, dilation
 (other padding modes arrive pre-padded). 1-d runs as 2-d with a unit height.
 
 The C kernels (``src/npconv/csrc/depthwise.h``) work on whole planes, single-threaded over a range
-of planes; the worker threads of :func:`npconv.kernels.workspace.run` split the planes (forward,
-grad_input) or the input channels (grad_weight: per-channel accumulators, no cross-thread sums), the
+of planes; the worker threads (:func:`npconv.kernels.workspace.run_jobs`: prepared jobs) split the
+planes (forward, grad_input) or the input channels (grad_weight: per-channel accumulators, no cross-thread sums), the
 GIL released, each with its own scratch buffer; calls too small to pay for a thread hand-off
 (:data:`MIN_THREAD_MACS`) run on the calling thread. The epilogue (bias, and the ReLU/ReLU6/Hardtanh
 of an ``epilogue=``) is applied in the kernels' stores; SiLU afterwards.
@@ -46,9 +46,10 @@ COMPILED = True
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the kernel's
 #: stores (see plan).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
-#: Multiply-adds per worker thread below which a call runs on the calling thread alone: handing work
-#: to a worker costs ~30-40 us here, what ~0.1 M multiply-adds take (docs/performance.md).
-MIN_THREAD_MACS = 1 << 20
+#: Multiply-adds per worker thread below which a call runs on the calling thread alone. A worker
+#: takes a prepared job in 6-8 us (a Python job cost 30-40 us); MobileNetV2's 3x3 layers, us, one
+#: thread vs two: 960x7x7 37 vs 29 (0.42 M), 576x14x14 stride 2 37 vs 28 (0.25 M) (docs/performance.md).
+MIN_THREAD_MACS = 1 << 17
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
