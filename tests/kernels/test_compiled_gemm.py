@@ -759,7 +759,7 @@ def test_adjoint_kernel_binding_checks_its_arguments():
 
 def test_worker_threshold_is_the_compiled_one(monkeypatch):
     """Ungrouped calls of at least compiled_gemm.WORKER_MIN_MACS (below the NumPy engine's
-    gemm.WORKER_MIN_MACS) go to the workers as prepared jobs; smaller ones stay on the caller.
+    gemm.WORKER_MIN_MACS) go to the workers as prepared jobs; smaller ones run on the caller.
     Results equal the NumPy reference either way."""
     import npconv
     from npconv.kernels import workspace
@@ -780,7 +780,7 @@ def test_worker_threshold_is_the_compiled_one(monkeypatch):
             w = rng.standard_normal((o, c, 1, 1)).astype(np.float32)
             seen.clear()
             y = compiled_gemm.forward(x, w, geom)
-            assert seen == [threads]
+            assert seen == ([threads] if threads > 1 else [])  # one worker: called directly, no job
             assert relative_error(y, reference.conv(x.astype(np.float64), w.astype(np.float64))) < 1e-5
     finally:
         npconv.set_num_threads(previous)

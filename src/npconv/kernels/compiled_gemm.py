@@ -254,17 +254,38 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     threads of a single worker, 0 when the pass calls no BLAS (left alone). Returns the number of
     workers used."""
     core = backends.core
-    size, items = core.module.gemm_conv_plan(pass_code, geometry)
+    size, spans = _spans(pass_code, geometry, threads)
     isa, routines = core.isa_index, gemm_routines()
-    spans = _ranges(items, threads)
-
+    if len(spans) == 1 and blas == 0:  # on the calling thread, BLAS left alone: no job needed
+        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, out[0] if isinstance(out, list) else out,
+                              workspace.buffer(_SCRATCH[0], (size,), dtype), geometry, *spans[0], act, lo, hi)
+        return 1
     prepare = core.module.gemm_conv_job
     jobs = [prepare(isa, pass_code, routines, a, b, bias, out[k] if isinstance(out, list) else out,
-                    workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), geometry, *span, act, lo, hi)
+                    workspace.buffer(_SCRATCH[k], (size,), dtype), geometry, *span, act, lo, hi)
             for k, span in enumerate(spans)]
     # one worker per span (worker k: span k, the same on every run); a worker's BLAS runs on one thread
     workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
     return len(spans)
+
+
+class _ScratchNames(dict):
+    """``"compiled-gemm-<k>"``, worker ``k``'s scratch buffer name (made once per ``k``)."""
+
+    def __missing__(self, k: int) -> str:
+        self[k] = name = f"compiled-gemm-{k}"
+        return name
+
+
+_SCRATCH = _ScratchNames()
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(pass_code: int, geometry: tuple[int, ...],
+           threads: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """``(scratch elements, item range per worker)`` of a call (the C plan, then near-equal ranges)."""
+    size, items = backends.core.module.gemm_conv_plan(pass_code, geometry)
+    return size, tuple(_ranges(items, threads))
 
 
 def _own_products(dtype: np.dtype) -> bool:
