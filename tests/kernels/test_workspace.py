@@ -375,3 +375,28 @@ def test_job_bindings_check_like_their_calls():
         core.gemm_conv_job(npconv.backends.core.isa_index, 0, gemm_routines(), np.zeros((1, 2, 5, 5)),
                            np.zeros((3, 2, 3, 3)), None, np.zeros((1, 3, 5, 5)), np.zeros(size), geometry, 0,
                            items + 1, 0, 0.0, 0.0)
+
+
+@needs_core
+def test_concurrent_callers_of_compiled_jobs(two_threads, monkeypatch):
+    """Callers on several threads at once run prepared jobs: one holds the team (its workers run the
+    jobs without the GIL), the others the executor; every result is right and scratch is per caller."""
+    compiled_gemm = pytest.importorskip("npconv.kernels.compiled_gemm")
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    x, w, geom = _operands()
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    expected = direct_conv(x.astype(np.float64), w.astype(np.float64), padding=1)
+    errors: list[float] = []
+
+    def caller(seed: int) -> None:
+        scale = np.float32(seed + 1)
+        for _ in range(10):
+            y = compiled_gemm.forward(x * scale, w, geom)
+            errors.append(float(np.abs(y - scale * expected).max() / (scale * np.abs(expected).max())))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(errors) == 40 and max(errors) < 1e-5
