@@ -242,9 +242,14 @@ static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
             V row[6];
             WG_G6(row, t[i][0], t[i][1], t[i][2]);
             for (int m = 0; m < 6; m++) {
+                T *dst = u + (ptrdiff_t)(i * 6 + m) * count + p;
+                if (nv == VL) { /* a whole vector: one store (a variable-length memcpy per row cost 4x) */
+                    FN(store)(dst, row[m]);
+                    continue;
+                }
                 T lane[WVLC];
                 FN(store)(lane, row[m]);
-                memcpy(u + (ptrdiff_t)(i * 6 + m) * count + p, lane, (size_t)nv * sizeof(T));
+                memcpy(dst, lane, (size_t)nv * sizeof(T));
             }
         }
 #undef WG_G6
