@@ -283,9 +283,17 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("forward", (8, 8, 56, 56), (8, 8, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (8, 64, 4, 4), (64, 64, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (1, 512, 7, 7), (512, 512, 3, 3), geom, f32)
-    assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom, f32)
-    assert not compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
+    assert compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
+    # each worker's tiles (8 images: 128 tiles) must exceed a quarter of the channels: U is read whole
+    for threads, chosen in ((1, True), (2, False)):
+        npconv.set_num_threads(threads)
+        try:
+            assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
+                                                 f32) is chosen
+        finally:
+            npconv.set_num_threads(previous)
     with pytest.MonkeyPatch.context() as patch:  # channels for the tile rows' width (vector lanes)
         for isa, wide in (("avx512", False), ("avx2", True)):
             patch.setattr(npconv.backends.core, "isa", isa)

@@ -58,6 +58,12 @@ MIN_TILES = 64
 #: 64ch 56x56 (56) 7.9 vs 10.2; 32ch 56x56 (28) 2.8 vs 3.1; 64ch 28x28 (28) 2.9 vs 2.7; 128ch 28x28
 #: (56) 7.6 vs 9.7; 128ch 14x14 (24) 3.1 vs 2.8; 256ch 14x14 (49) 9.6 vs 10.2 (docs/performance.md).
 MIN_CHANNEL_LANES = 26
+#: Every worker reads all of ``U`` (36 x the weight) for its tiles, so a worker's tiles must exceed
+#: ``channels / TILE_CHANNEL_RATIO``. ms, Winograd vs the implicit GEMM (quiet, AVX-512): 256ch 14x14
+#: one thread 4 images 6.1 vs 5.1, 6 images 7.4 vs 7.4, 8 images 8.9 vs 9.5; two threads 6 images
+#: 4.4 vs 3.7, 8 images 5.6 vs 5.0, 16 images 8.8 vs 11.6; 128ch 28x28 two threads 2 images 1.13 vs
+#: 1.17, 3 images 1.55 vs 2.37 (docs/performance.md).
+TILE_CHANNEL_RATIO = 4
 _LANES = {"generic": 4, "avx2": 8, "avx512": 16}
 
 
@@ -81,8 +87,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
     group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
-    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), enough
-    channels for the tile rows' width (:data:`MIN_CHANNEL_LANES`), on any number of threads;
+    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), more
+    than ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread, enough channels for the tile
+    rows' width (:data:`MIN_CHANNEL_LANES`);
     dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM (faster than the phase
     sub-images: 12.8 vs 15.7 ms CPU on 8x64x56x56, docs/performance.md)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
@@ -98,7 +105,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     lanes = _LANES.get(backends.core.isa, 16)
     lane_share = tw / (-(-tw // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    return channels >= 16 and tiles >= MIN_TILES and channels * lane_share / grid >= MIN_CHANNEL_LANES
+    per_worker = TILE_CHANNEL_RATIO * tiles > channels * max(1, get_num_threads())
+    return (channels >= 16 and tiles >= MIN_TILES and per_worker
+            and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
 def _implicit_gemm_runs(dtype: np.dtype) -> bool:
