@@ -179,6 +179,7 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     and bands of positions otherwise (the C kernel's geometry tuple says which); float64 here, which
     the implicit GEMM (float32 only) leaves to these."""
     seen = _tilings(monkeypatch)
+    monkeypatch.setattr(compiled_gemm, "CHUNK_BYTES", 1 << 20)  # 1 MB images: too large to chunk
     x, w = np.ones((2, 8, 40, 40)), np.ones((8, 8, 3, 3))
     compiled_gemm.forward(x, w, ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
     assert seen[-1][-2] == 2  # row shift along H (canonical axis 1)
@@ -201,6 +202,28 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
         assert seen[-1][-1] == 0
 
 
+def test_chunks_of_images_are_a_multiple_of_the_threads(monkeypatch, rng):
+    """8 small images that CHUNK_BYTES would pack 3 to a chunk: on two threads 4 chunks of 2 (3 + 3 + 2
+    left a worker idle for a third of the call), on one thread 3 per chunk; results as the reference."""
+    import npconv
+
+    seen = _tilings(monkeypatch)
+    x = rng.standard_normal((8, 4, 6, 6))
+    w = rng.standard_normal((4, 4, 3, 3))
+    geom = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)  # 3x3 outputs: (36 + 4) * 9 * 8 bytes an image
+    monkeypatch.setattr(compiled_gemm, "CHUNK_BYTES", 3 * (36 + 4) * 9 * 8)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    previous = npconv.get_num_threads()
+    try:
+        for threads, images in ((2, 2), (1, 3)):
+            npconv.set_num_threads(threads)
+            y = compiled_gemm.forward(x, w, geom)
+            assert seen[-1][-4] == images
+            assert relative_error(y, reference.conv(x, w, stride=2, padding=1)) < 1e-12
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkeypatch):
     """A weight-heavy layer on a small image (here 512 output channels on 14x14, like ResNet's 512x7x7
     at batch 1) packs its columns once instead of rearranging the weight per call; the same shapes
@@ -218,17 +241,18 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
     monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)
     compiled_gemm.forward(x, w, geom)
     assert seen[-1][-2] == 0
-    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32: the implicit GEMM from 48 positions
+    default = compiled_gemm.IMPLICIT_MIN_POSITIONS
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32: the implicit GEMM from 64 positions
         monkeypatch.setattr(backends.core, "isa", isa)
-        x32, w32 = np.ones((8, 8, 6, 6), np.float32), np.ones((8, 8, 3, 3), np.float32)
+        x32, w32 = np.ones((8, 8, 7, 7), np.float32), np.ones((8, 8, 3, 3), np.float32)
         compiled_gemm.forward(x32, w32, geom)
-        assert seen[-1][-1] == 0  # 36 positions per image: chunks of images on im2col
-        compiled_gemm.forward(np.ones((8, 8, 7, 7), np.float32), w32, geom)
+        assert seen[-1][-1] == 0  # 49 positions per image: chunks of images on im2col
+        compiled_gemm.forward(np.ones((8, 8, 8, 8), np.float32), w32, geom)
         assert seen[-1][-1] == 1
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
         compiled_gemm.forward(x32, w32, geom)
         assert seen[-1][-1] == 1
-        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 48)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", default)
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):

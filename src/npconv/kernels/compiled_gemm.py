@@ -84,8 +84,11 @@ SHIFT_TILE_BYTES = 8 << 20
 #: (CPU ms, one thread, float32, shift vs none: 512x7x7 batch 1 4.80 vs 1.89, batch 8 16.9 vs 14.9;
 #: 256x14x14 float64 batch 1 4.23 vs 3.63, batch 8 26.0 vs 27.8; 13x13 on 4x64x32x32 36.5 vs 56.6).
 SHIFT_MIN_SAVING = 1.0
-#: Images whose columns and products together take at most this many bytes per chunk share one gemm.
-CHUNK_BYTES = 1 << 20
+#: Images whose columns and products together take at most this many bytes per chunk share one gemm
+#: (chunks as many as a multiple of the threads). Two threads, batch 8, ms, 1 vs 4 MiB: 256->512
+#: 14x14/2 4.18 vs 3.61, 128->256 1x1/2 0.38 vs 0.30, ConvTranspose 4x4/2 2.60 vs 2.30; with the
+#: 7x7 images chunked (IMPLICIT_MIN_POSITIONS) 512x7x7 6.29 vs 5.99 (one thread 13.1 vs 11.8).
+CHUNK_BYTES = 4 << 20
 #: Stride-1 float32 forward and grad_weight passes on the vector builds run as an implicit GEMM (no
 #: im2col: the columns are runs of a zero-padded input slab, read by npconv's gemm where they are).
 IMPLICIT = True
@@ -97,8 +100,9 @@ IMPLICIT_SLAB_BYTES = 1 << 20
 #: vs 39.3; 7x7 images, 3x3 (1.29) 11.7 vs 12.2; 12x12, 7x7 (1.5) 9.5 vs 9.9 (docs/performance.md).
 IMPLICIT_MAX_GRID = 1.6
 #: Fewest output positions per image for an implicit forward (an item is one image's lines: 4x4
-#: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45).
-IMPLICIT_MIN_POSITIONS = 48
+#: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45;
+#: 7x7, 64 columns computed for 49: 8x512x7x7 6.29 vs 5.99 ms on two threads, 13.1 vs 11.8 on one).
+IMPLICIT_MIN_POSITIONS = 64
 #: Fewest input positions (images x positions per image) for a stride-1 grad_input as the adjoint's
 #: forward: below, the flipped copy of the weight it needs costs more than col2im saves (one thread,
 #: 3x3: 8x512x4x4 7.3 vs 5.9 ms, 1x512x7x7 4.9 vs 2.0, 1x256x14x14 1.7 vs 1.6; 8x128x14x14 3.0 vs 3.6).
@@ -172,6 +176,9 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     length = math.prod(out_size)
     per_image = (ck + og) * length * itemsize
     images = min(CHUNK_BYTES // max(1, per_image), -(-n // threads))
+    if images >= 2:
+        chunks = threads * -(-n // (threads * images))  # a multiple of the threads: no worker idles
+        images = -(-n // chunks)                        # (8 images, 2 threads, 3 per chunk: 4 of 2)
     if images >= 2:
         return geometry[:-5] + (length, images, 1, 0, 0), False
     k0, nd = geom.kernel_size[0], geom.ndim
