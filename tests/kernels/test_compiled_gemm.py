@@ -224,6 +224,35 @@ def test_chunks_of_images_are_a_multiple_of_the_threads(monkeypatch, rng):
         npconv.set_num_threads(previous)
 
 
+def test_grad_weight_splits_output_channels_for_small_images(monkeypatch, rng):
+    """Many output channels on few positions: each worker computes its rows of gw over all images
+    (no per-worker accumulators), float32 and float64 against the reference, rows not a multiple of
+    the register tile included; fewer channels keep the split by images."""
+    import npconv
+
+    calls = []
+    real = compiled_gemm._grad_weight_by_channels
+    monkeypatch.setattr(compiled_gemm, "_grad_weight_by_channels",
+                        lambda *a: calls.append(a[4]) or real(*a))
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    try:
+        assert compiled_gemm.GW_CHANNEL_SPLIT * 32 <= 68
+        for dtype, o, split in ((np.float64, 68, True), (np.float32, 72, True), (np.float64, 12, False)):
+            x = rng.standard_normal((2, 5, 4, 4)).astype(dtype)
+            geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)  # 2 images x 16 positions
+            gy = rng.standard_normal((2, o, 4, 4)).astype(dtype)
+            calls.clear()
+            gw = compiled_gemm.grad_weight(x, gy, geom)
+            assert calls == ([2] if split else [])
+            expected = reference.conv_grad_weight(x.astype(np.float64), gy.astype(np.float64), (3, 3),
+                                                  padding=1)
+            assert relative_error(gw, expected) < TOL[np.dtype(dtype)]
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkeypatch):
     """A weight-heavy layer on a small image (here 512 output channels on 14x14, like ResNet's 512x7x7
     at batch 1) packs its columns once instead of rearranging the weight per call; the same shapes
