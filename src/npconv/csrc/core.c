@@ -324,24 +324,82 @@ static PyObject *jobs_check(PyObject *self, PyObject *seq)
     Py_RETURN_NONE;
 }
 
+/* A depthwise or grouped kernel call over a range of planes / items / channels / groups (its buffers
+ * one buffer_set): forward and grad_input with an epilogue, or grad_weight. */
+enum { PLANE_DW_STENCIL, PLANE_DW_GRAD_WEIGHT, PLANE_GP_FORWARD, PLANE_GP_GRAD_WEIGHT };
+
 typedef struct {
     kernel_job base;
-    int act;
+    int kind, act;
     double lo, hi;
     Py_ssize_t start, stop;
-    dw_geom g;
-    dw_fwd_fn fn;
+    union {
+        dw_geom dw;
+        gp_geom gp;
+    } g;
+    union {
+        dw_fwd_fn dw_stencil;
+        dw_gw_fn dw_grad_weight;
+        gp_fwd_fn gp_forward;
+        gp_gw_fn gp_grad_weight;
+    } fn;
     buffer_set b;
-} dw_job;
+} plane_job;
 
-static void dw_job_run(kernel_job *job)
+static void plane_job_run(kernel_job *job)
 {
-    dw_job *j = (dw_job *)job;
-    job->failed = j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, j->b.view[4].buf,
-                        &j->g, j->start, j->stop, j->act, j->lo, j->hi) < 0;
+    plane_job *j = (plane_job *)job;
+    void *v[5];
+    for (int i = 0; i < 5; i++) v[i] = j->b.view[i].buf;
+    int rc = 0;
+    switch (j->kind) {
+    case PLANE_DW_STENCIL:
+        rc = j->fn.dw_stencil(v[0], v[1], v[2], v[3], v[4], &j->g.dw, j->start, j->stop, j->act, j->lo, j->hi);
+        break;
+    case PLANE_DW_GRAD_WEIGHT:
+        rc = j->fn.dw_grad_weight(v[0], v[1], v[2], v[3], &j->g.dw, j->start, j->stop);
+        break;
+    case PLANE_GP_FORWARD:
+        rc = j->fn.gp_forward(v[0], v[1], v[2], v[3], v[4], &j->g.gp, j->start, j->stop, j->act, j->lo, j->hi);
+        break;
+    default:
+        rc = j->fn.gp_grad_weight(v[0], v[1], v[2], v[3], &j->g.gp, j->start, j->stop);
+    }
+    job->failed = rc < 0;
 }
 
-static void dw_job_release(kernel_job *job) { release_buffers(&((dw_job *)job)->b); }
+static void plane_job_release(kernel_job *job) { release_buffers(&((plane_job *)job)->b); }
+
+/* The plane kernels' common end: `spec` (kind, geometry, range, epilogue) with its buffers acquired,
+ * the kernel of the buffers' element type picked (pass 1: the depthwise grad_input), run or wrapped. */
+static PyObject *plane_job_start(const plane_job *spec, int isa, int pass, int prepare, int n, PyObject *const objs[],
+                                 const char *const names[], const int flags[], const ptrdiff_t counts[])
+{
+    plane_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = *spec;
+    j->base = (kernel_job){plane_job_run, plane_job_release, 0};
+    if (acquire_buffers(&j->b, n, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    const int wide = j->b.view[0].itemsize == 8;
+    const isa_kernels *k = KERNELS[isa];
+    switch (j->kind) {
+    case PLANE_DW_STENCIL:
+        j->fn.dw_stencil = pass ? k->dw[wide].grad_input : k->dw[wide].forward;
+        break;
+    case PLANE_DW_GRAD_WEIGHT:
+        j->fn.dw_grad_weight = k->dw[wide].grad_weight;
+        break;
+    case PLANE_GP_FORWARD:
+        j->fn.gp_forward = k->gp[wide].forward;
+        break;
+    default:
+        j->fn.gp_grad_weight = k->gp[wide].grad_weight;
+    }
+    return run_or_wrap(&j->base, prepare);
+}
 
 /* forward / grad_input share one shape: (isa, src, w, bias|None, out, scratch, geom, start, stop[, act,
  * lo, hi]): out = act(conv + bias) (prepare: as a job). */
@@ -362,40 +420,15 @@ static PyObject *run_stencil_pass(PyObject *args, int pass, int prepare)
     const ptrdiff_t counts[5] = {pass ? out_n : in_n, g.c * g.m * g.kh * g.kw, pass ? g.c : g.c * g.m,
                                  pass ? in_n : out_n, dw_scratch(pass, &g)};
     if (check_range(start, stop, g.n * g.c, "plane") < 0) return NULL;
-    dw_job local, *j = job_storage(&local, sizeof local, prepare);
-    if (!j) return NULL;
-    *j = (dw_job){.base = {dw_job_run, dw_job_release, 0}, .act = act, .lo = lo, .hi = hi, .start = start,
-                  .stop = stop, .g = g};
-    if (acquire_buffers(&j->b, 5, objs, names, flags, counts) < 0) {
-        job_storage_free(j, &local);
-        return NULL;
-    }
-    const dw_kernels *k = &KERNELS[isa]->dw[j->b.view[0].itemsize == 8];
-    j->fn = pass ? k->grad_input : k->forward;
-    return run_or_wrap(&j->base, prepare);
+    const plane_job spec = {.kind = PLANE_DW_STENCIL, .act = act, .lo = lo, .hi = hi, .start = start, .stop = stop,
+                            .g.dw = g};
+    return plane_job_start(&spec, isa, pass, prepare, 5, objs, names, flags, counts);
 }
 
 static PyObject *dw2d_forward(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 0); }
 static PyObject *dw2d_grad_input(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1, 0); }
 static PyObject *dw2d_forward_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 1); }
 static PyObject *dw2d_grad_input_job(PyObject *self, PyObject *args) { return run_stencil_pass(args, 1, 1); }
-
-typedef struct {
-    kernel_job base;
-    dw_geom g;
-    dw_gw_fn fn;
-    Py_ssize_t start, stop;
-    buffer_set b;
-} dw_gw_job;
-
-static void dw_gw_job_run(kernel_job *job)
-{
-    dw_gw_job *j = (dw_gw_job *)job;
-    job->failed =
-        j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, &j->g, j->start, j->stop) < 0;
-}
-
-static void dw_gw_job_release(kernel_job *job) { release_buffers(&((dw_gw_job *)job)->b); }
 
 /* (isa, x, gy, gw, scratch, geom, channel_start, channel_stop) */
 static PyObject *dw2d_gw_call(PyObject *args, int prepare)
@@ -411,15 +444,8 @@ static PyObject *dw2d_gw_call(PyObject *args, int prepare)
     static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[4] = {g.n * g.c * g.h * g.w, g.n * g.c * g.m * g.oh * g.ow, g.c * g.m * g.kh * g.kw,
                                  dw_scratch(2, &g)};
-    dw_gw_job local, *j = job_storage(&local, sizeof local, prepare);
-    if (!j) return NULL;
-    *j = (dw_gw_job){.base = {dw_gw_job_run, dw_gw_job_release, 0}, .g = g, .start = start, .stop = stop};
-    if (acquire_buffers(&j->b, 4, objs, names, flags, counts) < 0) {
-        job_storage_free(j, &local);
-        return NULL;
-    }
-    j->fn = KERNELS[isa]->dw[j->b.view[0].itemsize == 8].grad_weight;
-    return run_or_wrap(&j->base, prepare);
+    const plane_job spec = {.kind = PLANE_DW_GRAD_WEIGHT, .start = start, .stop = stop, .g.dw = g};
+    return plane_job_start(&spec, isa, 0, prepare, 4, objs, names, flags, counts);
 }
 
 static PyObject *dw2d_grad_weight(PyObject *self, PyObject *args) { return dw2d_gw_call(args, 0); }
@@ -468,25 +494,6 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
 
 /* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi]): items (image * G + group) [start, stop)
  * of y = act(conv + bias) */
-typedef struct {
-    kernel_job base;
-    int act;
-    double lo, hi;
-    Py_ssize_t start, stop;
-    gp_geom g;
-    gp_fwd_fn fn;
-    buffer_set b;
-} gp_job;
-
-static void gp_job_run(kernel_job *job)
-{
-    gp_job *j = (gp_job *)job;
-    job->failed = j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, j->b.view[4].buf,
-                        &j->g, j->start, j->stop, j->act, j->lo, j->hi) < 0;
-}
-
-static void gp_job_release(kernel_job *job) { release_buffers(&((gp_job *)job)->b); }
-
 static PyObject *gp2d_call(PyObject *args, int prepare)
 {
     int isa, act = 0;
@@ -503,37 +510,13 @@ static PyObject *gp2d_call(PyObject *args, int prepare)
     const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
                                  g.n * g.g * g.og * g.oh * g.ow, gp_scratch(0, &g)};
     if (check_range(start, stop, g.n * g.g, "item") < 0) return NULL;
-    gp_job local, *j = job_storage(&local, sizeof local, prepare);
-    if (!j) return NULL;
-    *j = (gp_job){.base = {gp_job_run, gp_job_release, 0}, .act = act, .lo = lo, .hi = hi, .start = start,
-                  .stop = stop, .g = g};
-    if (acquire_buffers(&j->b, 5, objs, names, flags, counts) < 0) {
-        job_storage_free(j, &local);
-        return NULL;
-    }
-    j->fn = KERNELS[isa]->gp[j->b.view[0].itemsize == 8].forward;
-    return run_or_wrap(&j->base, prepare);
+    const plane_job spec = {.kind = PLANE_GP_FORWARD, .act = act, .lo = lo, .hi = hi, .start = start, .stop = stop,
+                            .g.gp = g};
+    return plane_job_start(&spec, isa, 0, prepare, 5, objs, names, flags, counts);
 }
 
 static PyObject *gp2d_forward(PyObject *self, PyObject *args) { return gp2d_call(args, 0); }
 static PyObject *gp2d_forward_job(PyObject *self, PyObject *args) { return gp2d_call(args, 1); }
-
-typedef struct {
-    kernel_job base;
-    gp_geom g;
-    gp_gw_fn fn;
-    Py_ssize_t start, stop;
-    buffer_set b;
-} gp_gw_job;
-
-static void gp_gw_job_run(kernel_job *job)
-{
-    gp_gw_job *j = (gp_gw_job *)job;
-    job->failed =
-        j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, &j->g, j->start, j->stop) < 0;
-}
-
-static void gp_gw_job_release(kernel_job *job) { release_buffers(&((gp_gw_job *)job)->b); }
 
 /* (isa, x, gy, gw, scratch, geom, group_start, group_stop) */
 static PyObject *gp2d_gw_call(PyObject *args, int prepare)
@@ -549,15 +532,8 @@ static PyObject *gp2d_gw_call(PyObject *args, int prepare)
     static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[4] = {g.n * g.g * g.cg * g.h * g.w, g.n * g.g * g.og * g.oh * g.ow,
                                  g.g * g.og * g.cg * g.kh * g.kw, gp_scratch(2, &g)};
-    gp_gw_job local, *j = job_storage(&local, sizeof local, prepare);
-    if (!j) return NULL;
-    *j = (gp_gw_job){.base = {gp_gw_job_run, gp_gw_job_release, 0}, .g = g, .start = start, .stop = stop};
-    if (acquire_buffers(&j->b, 4, objs, names, flags, counts) < 0) {
-        job_storage_free(j, &local);
-        return NULL;
-    }
-    j->fn = KERNELS[isa]->gp[j->b.view[0].itemsize == 8].grad_weight;
-    return run_or_wrap(&j->base, prepare);
+    const plane_job spec = {.kind = PLANE_GP_GRAD_WEIGHT, .start = start, .stop = stop, .g.gp = g};
+    return plane_job_start(&spec, isa, 0, prepare, 4, objs, names, flags, counts);
 }
 
 static PyObject *gp2d_grad_weight(PyObject *self, PyObject *args) { return gp2d_gw_call(args, 0); }
