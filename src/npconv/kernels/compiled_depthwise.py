@@ -10,9 +10,8 @@ The C kernels (``src/npconv/csrc/depthwise.h``) work on whole planes, single-thr
 of planes; the worker threads (:func:`npconv.kernels.workspace.run_jobs`: prepared jobs) split the
 planes (forward, grad_input) or the input channels (grad_weight: per-channel accumulators, no
 cross-thread sums), the GIL released, each with its own scratch buffer; calls too small to pay for
-a thread hand-off
-(:data:`MIN_THREAD_MACS`) run on the calling thread. The epilogue (bias, and the ReLU/ReLU6/Hardtanh
-of an ``epilogue=``) is applied in the kernels' stores; SiLU afterwards.
+a thread hand-off (:data:`MIN_THREAD_MACS`) run on the calling thread. The epilogue (bias, and the
+ReLU/ReLU6/Hardtanh of an ``epilogue=``) is applied in the kernels' stores; SiLU afterwards.
 
 * forward: per plane, the input rows copied once into zero-padded rows split into ``stride``
   column phases, so every tap is a contiguous shifted run of the output row (a stencil);
