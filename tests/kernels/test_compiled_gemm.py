@@ -833,7 +833,8 @@ def test_worker_threshold_is_the_compiled_one(monkeypatch):
             w = rng.standard_normal((o, c, 1, 1)).astype(np.float32)
             seen.clear()
             y = compiled_gemm.forward(x, w, geom)
-            assert seen == ([threads] if threads > 1 else [])  # one worker: called directly, no job
+            # one worker: called directly, or as one job where the products run on the BLAS (generic)
+            assert seen == [threads] if threads > 1 else seen in ([], [1])
             assert relative_error(y, reference.conv(x.astype(np.float64), w.astype(np.float64))) < 1e-5
     finally:
         npconv.set_num_threads(previous)
