@@ -412,9 +412,9 @@ def test_small_calls_stay_on_the_calling_thread(rng, monkeypatch):
     from npconv.kernels import workspace
 
     seen = []
-    real_run = workspace.run_jobs
-    monkeypatch.setattr(workspace, "run_jobs",
-                        lambda jobs, *a, **kw: (seen.append(len(jobs)), real_run(jobs, *a, **kw))[1])
+    real_run = workspace.run_spans
+    monkeypatch.setattr(workspace, "run_spans", lambda kernel, args, spans, *a: (
+        seen.append(len(spans)), real_run(kernel, args, spans, *a))[1])
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:

@@ -127,38 +127,16 @@ def _geometry(n: int, c: int, m: int, in_size: Sequence[int], geom: ConvGeometry
     return (n, c, m, *in_size, *out, *geom.kernel_size, *geom.stride, *geom.dilation, *lows)
 
 
-def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
-    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
-    parts = max(1, min(parts, count))
-    bounds = [count * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
-
-
 def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
          epilogue: tuple = ()) -> None:
     """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count``
     planes/channels split across the worker threads (as many as have :data:`MIN_THREAD_MACS` each),
     each with its own scratch buffer."""
-    core = backends.core
-    size = _scratch(_PASS_CODES[pass_name], geometry)
-    isa = core.isa_index
-
     n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
     macs = n * c * m * kh * kw * max(h * w, oh * ow)
     threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
-    spans = _ranges(count, threads)
-    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
-    if prepare is not None:  # the workers run prepared jobs without taking the GIL
-        jobs = [prepare(isa, *args, workspace.buffer(f"compiled-dw-{k}", (size,), dtype), geometry, *span,
-                        *epilogue) for k, span in enumerate(spans)]
-        workspace.run_jobs(jobs)  # C kernels: no BLAS
-        return
-
-    def work(_: int, span: tuple[int, int]) -> None:
-        scratch = workspace.buffer("compiled-dw", (size,), dtype)
-        kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
-
-    workspace.run(spans, work, threads, blas=0)  # C kernels: no BLAS
+    workspace.run_spans(kernel, (*args, workspace.SCRATCH, geometry), workspace.ranges(count, threads),
+                        epilogue, ("compiled-dw", _scratch(_PASS_CODES[pass_name], geometry), dtype))
 
 
 def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -252,13 +252,6 @@ def _implicit_items(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, 
         units = max(1, units // 2)
 
 
-def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
-    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
-    parts = max(1, min(parts, count))
-    bounds = [count * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
-
-
 def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: int, blas: int, a: np.ndarray,
          b: np.ndarray, bias: np.ndarray | None, out: np.ndarray | list[np.ndarray], act: int = 0,
          lo: float = 0.0, hi: float = 0.0) -> int:
@@ -270,27 +263,18 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     size, spans = _spans(pass_code, geometry, threads)
     isa, routines = core.isa_index, gemm_routines()
     if len(spans) == 1 and blas == 0:  # on the calling thread, BLAS left alone: no job needed
-        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, out[0] if isinstance(out, list) else out,
-                              workspace.buffer(_SCRATCH[0], (size,), dtype), geometry, *spans[0], act, lo, hi)
+        target = out[0] if isinstance(out, list) else out
+        scratch = workspace.buffer("compiled-gemm-0", (size,), dtype)
+        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, target, scratch, geometry, *spans[0],
+                              act, lo, hi)
         return 1
     prepare = core.module.gemm_conv_job
     jobs = [prepare(isa, pass_code, routines, a, b, bias, out[k] if isinstance(out, list) else out,
-                    workspace.buffer(_SCRATCH[k], (size,), dtype), geometry, *span, act, lo, hi)
+                    workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), geometry, *span, act, lo, hi)
             for k, span in enumerate(spans)]
     # one worker per span (worker k: span k, the same on every run); a worker's BLAS runs on one thread
     workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
     return len(spans)
-
-
-class _ScratchNames(dict):
-    """``"compiled-gemm-<k>"``, worker ``k``'s scratch buffer name (made once per ``k``)."""
-
-    def __missing__(self, k: int) -> str:
-        self[k] = name = f"compiled-gemm-{k}"
-        return name
-
-
-_SCRATCH = _ScratchNames()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -298,7 +282,7 @@ def _spans(pass_code: int, geometry: tuple[int, ...],
            threads: int) -> tuple[int, tuple[tuple[int, int], ...]]:
     """``(scratch elements, item range per worker)`` of a call (the C plan, then near-equal ranges)."""
     size, items = backends.core.module.gemm_conv_plan(pass_code, geometry)
-    return size, tuple(_ranges(items, threads))
+    return size, tuple(workspace.ranges(items, threads))
 
 
 def _own_products(dtype: np.dtype) -> bool:
@@ -484,6 +468,6 @@ def _grad_weight_by_channels(x: np.ndarray, gy: np.ndarray, geometry: tuple[int,
         size, spans = _spans(2, part, 1)
         jobs.append(core.module.gemm_conv_job(
             isa, 2, routines, x, np.ascontiguousarray(gy[:, o0:o1], dtype), None, gw[o0 * ck:o1 * ck],
-            workspace.buffer(_SCRATCH[k], (size,), dtype), part, *spans[0], 0, 0.0, 0.0))
+            workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), part, *spans[0], 0, 0.0, 0.0))
     workspace.run_jobs(jobs, min(blas, 1))
     return gw

@@ -125,34 +125,14 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
             and supports(pass_name, x_shape, w_shape, geom, dtype))
 
 
-def _ranges(count: int, parts: int) -> list[tuple[int, int]]:
-    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
-    parts = max(1, min(parts, count))
-    bounds = [count * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
-
-
 def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
          epilogue: tuple = ()) -> None:
     """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count`` items split
     across the worker threads, each with its own scratch buffer."""
-    core = backends.core
-    size = core.module.grouped2d_scratch(pass_code, geometry)
-    isa = core.isa_index
-
-    spans = _ranges(count, get_num_threads())
-    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
-    if prepare is not None:  # the workers run prepared jobs without taking the GIL
-        jobs = [prepare(isa, *args, workspace.buffer(f"compiled-grouped-{k}", (size,), dtype), geometry,
-                        *span, *epilogue) for k, span in enumerate(spans)]
-        workspace.run_jobs(jobs)  # C kernels: no BLAS
-        return
-
-    def work(_: int, span: tuple[int, int]) -> None:
-        scratch = workspace.buffer("compiled-grouped", (size,), dtype)
-        kernel(isa, *args, scratch, geometry, span[0], span[1], *epilogue)
-
-    workspace.run(spans, work, len(spans), blas=0)  # C kernels: no BLAS
+    size = backends.core.module.grouped2d_scratch(pass_code, geometry)
+    spans = workspace.ranges(count, get_num_threads())
+    workspace.run_spans(kernel, (*args, workspace.SCRATCH, geometry), spans, epilogue,
+                        ("compiled-grouped", size, dtype))
 
 
 def _check(*arrays: np.ndarray) -> np.dtype:

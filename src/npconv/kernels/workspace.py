@@ -35,7 +35,8 @@ import numpy as np
 
 from ..backends import blas_threads, core, memory
 
-__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
+__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "ranges", "SCRATCH", "cached_bytes",
+           "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
@@ -311,16 +312,33 @@ def run_jobs(jobs: list[Any], blas: int = 0) -> None:
     core.module.jobs_check(jobs)  # a worker's job reports a failed allocation only here
 
 
-def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> None:
-    """``kernel(isa, *args, start, stop)`` of the compiled core per span, span ``k`` on worker ``k``:
-    as prepared jobs (the core's ``<kernel>_job``; the workers take them without the GIL) where the
-    core has them. The kernels call no BLAS."""
+#: Stands in ``run_spans``'s ``args`` for each worker's own scratch buffer.
+SCRATCH = object()
+
+
+def ranges(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` items in ``parts`` near-equal contiguous ranges (none empty)."""
+    parts = max(1, min(parts, count))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
+              scratch: tuple[str, int, np.dtype] | None = None) -> None:
+    """``kernel(isa, *args, start, stop, *tail)`` of the compiled core per span, span ``k`` on worker
+    ``k``, as prepared jobs (the core's ``<kernel>_job``: the workers take them without the GIL; one
+    span runs on the calling thread). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
+    ``name-k`` replaces :data:`SCRATCH` in ``args``. The kernels call no BLAS."""
     isa = core.isa_index
+
+    def worker_args(k: int) -> tuple:
+        if scratch is None:
+            return args
+        own = buffer(f"{scratch[0]}-{k}", (scratch[1],), scratch[2])
+        return tuple(own if a is SCRATCH else a for a in args)
+
     if len(spans) == 1:
-        kernel(isa, *args, *spans[0])
+        kernel(isa, *worker_args(0), *spans[0], *tail)
         return
-    prepare = getattr(core.module, f"{kernel.__name__}_job", None)
-    if prepare is not None:
-        run_jobs([prepare(isa, *args, start, stop) for start, stop in spans])
-        return
-    run(spans, lambda _, span: kernel(isa, *args, span[0], span[1]), len(spans), blas=0)
+    prepare = getattr(core.module, f"{kernel.__name__}_job")
+    run_jobs([prepare(isa, *worker_args(k), start, stop, *tail) for k, (start, stop) in enumerate(spans)])
