@@ -60,6 +60,40 @@ def test_gemm_beta_zero_does_not_read_c_and_keeps_nan_local(isa, own, dtype):
     assert np.isnan(c).sum() == n and np.isinf(c).sum() == m - 1
 
 
+# widths past whole vectors of 16 (AVX-512) and 8 (AVX2) lanes by 1..8 columns, which the gemm computes
+# as dot products beside its tiles (gm_dots); rows around the tile and the packing threshold, depths
+# with and without a scalar tail and across packing blocks
+LEFTOVER_WIDTHS = [1, 3, 7, 8, 9, 11, 17, 20, 24, 26, 33, 40, 49, 52, 56, 98, 104]
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("m", [3, 8, 13, 170])
+@pytest.mark.parametrize("k", [1, 21, 300])
+def test_gemm_leftover_columns_match_matmul(isa, trans_a, m, k):
+    rng = np.random.default_rng(m * 1000 + k)
+    for n in LEFTOVER_WIDTHS:
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        expected = 0.75 * ((a.T if trans_a else a).astype(np.float64) @ b) - 2.0 * c
+        _gemm(trans_a, False, 0.75, a, b, -2.0, c)
+        np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5 * np.sqrt(k), err_msg=f"n={n}")
+
+
+@pytest.mark.parametrize("n", [17, 49])
+def test_gemm_leftover_columns_keep_nan_and_inf_local(isa, n):
+    """A NaN in A's row and an inf in a leftover column of B reach exactly their row and column."""
+    m, k = 170, 300
+    a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+    a[100, 290], b[299, n - 1] = np.nan, np.inf
+    c = np.full((m, n), np.nan, np.float32)
+    _gemm(False, False, 1.0, a, b, 0.0, c)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(c), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(c), np.isinf(expected))
+    assert np.isnan(c).sum() == n and np.isinf(c).sum() == m - 1
+
+
 def test_gemm_rejects_mismatched_operands():
     a, b, c = np.ones((3, 4), np.float32), np.ones((5, 2), np.float32), np.zeros((3, 2), np.float32)
     with pytest.raises(ValueError, match="shapes"):

@@ -445,15 +445,21 @@ def test_stride1_grad_input_runs_as_the_adjoint_forward_only_on_enough_positions
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype):
+@pytest.mark.parametrize(("width", "row_shift"), [(6, True), (7, False)])  # im2col of 7x7: 49 positions
+def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype, width, row_shift):
     """``epilogue=``: bias then ReLU / ReLU6 / Hardtanh in the C epilogue (NaN stays NaN), SiLU after the
-    kernel; forward and grad_input (col2im and stride-1 adjoint forward)."""
+    kernel; forward and grad_input (col2im and stride-1 adjoint forward). The products' columns past
+    whole vectors (49 or 98 of them: 48 or 96 in tiles) are dot products with an epilogue of their own."""
+    monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", row_shift)
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
-    x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
-    w, b = rng.standard_normal((4, 3, 3, 3)).astype(dtype), rng.standard_normal(4).astype(dtype)
+    # one 7x7 image is an item of its own (two would be one product over both, the epilogue after it)
+    x = rng.standard_normal((1 if width == 7 else 2, 3, 7, width)).astype(dtype)
+    o = 20  # row tiles of 8 (AVX-512) and 4 (AVX2): the bias of each
+    w, b = rng.standard_normal((o, 3, 3, 3)).astype(dtype), rng.standard_normal(o).astype(dtype)
     x[0, 0, 3, 3] = np.nan
     plain = compiled_gemm.forward(x, w, geom, b)
     assert np.isnan(plain).any()
+    np.testing.assert_allclose(plain, gemm.forward(x, w, geom, b), rtol=1e-5, atol=1e-5)  # the NumPy engine
     for activation, expected in ((Activation("relu"), np.maximum(plain, 0)),
                                  (Activation("hardtanh", 0.0, 6.0), np.clip(plain, 0, 6)),
                                  (Activation("hardtanh", -0.5, 0.25), np.clip(plain, -0.5, 0.25)),
@@ -463,16 +469,18 @@ def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype):
             np.testing.assert_allclose(fused, expected, rtol=1e-6, atol=1e-6)
         else:
             np.testing.assert_array_equal(fused, expected)
-    gy, bx = rng.standard_normal((2, 4, 4, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)
+    gy = rng.standard_normal((2, o, 4, (width + 1) // 2)).astype(dtype)
+    bx = rng.standard_normal(3).astype(dtype)
     strided = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)  # grad_input by gemm + col2im
     np.testing.assert_array_equal(
-        compiled_gemm.grad_input(gy, w, strided, (7, 6), epilogue=Epilogue(bx, Activation("hardtanh", 0, 1))),
-        np.clip(compiled_gemm.grad_input(gy, w, strided, (7, 6), bx), 0, 1))
+        compiled_gemm.grad_input(gy, w, strided, (7, width),
+                                 epilogue=Epilogue(bx, Activation("hardtanh", 0, 1))),
+        np.clip(compiled_gemm.grad_input(gy, w, strided, (7, width), bx), 0, 1))
     monkeypatch.setattr(compiled_gemm, "ADJOINT_MIN_POSITIONS", 0)
-    gy1 = rng.standard_normal((2, 4, 7, 6)).astype(dtype)  # stride 1: the adjoint's forward
+    gy1 = rng.standard_normal((2, o, 7, width)).astype(dtype)  # stride 1: the adjoint's forward
     np.testing.assert_array_equal(
-        compiled_gemm.grad_input(gy1, w, geom, (7, 6), epilogue=Epilogue(bx, Activation("relu"))),
-        np.maximum(compiled_gemm.grad_input(gy1, w, geom, (7, 6), bx), 0))
+        compiled_gemm.grad_input(gy1, w, geom, (7, width), epilogue=Epilogue(bx, Activation("relu"))),
+        np.maximum(compiled_gemm.grad_input(gy1, w, geom, (7, width), bx), 0))
 
 
 def test_other_dtypes_and_huge_geometries_run_on_the_numpy_engine(rng, monkeypatch):

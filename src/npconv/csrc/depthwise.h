@@ -10,18 +10,6 @@
  * stencil of shifted vector loads, and the valid columns are copied out at the end.
  */
 
-/* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
- * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
- * more than a 28x28 plane's dot products in grad_weight). */
-static inline T FN(hsum)(V a)
-{
-    T t[VL];
-    memcpy(t, &a, sizeof a);
-    for (ptrdiff_t w = VL / 2; w >= 1; w /= 2)
-        for (ptrdiff_t l = 0; l < w; l++) t[l] += t[l + w];
-    return t[0];
-}
-
 /* The first 32 KB of the next plane(s) on their way to the cache while this one computes (the
  * copy-in stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were copied by
  * vector moves; that one is faster without it now). */

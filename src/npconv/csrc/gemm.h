@@ -23,6 +23,8 @@
 #define GM_NV 3
 #define GM_NR (GM_NV * VL)
 #define GM_MC (GM_MC_MAX / GM_MR * GM_MR)
+#define GM_DJ 3 /* columns per dot-product pass: GM_MR * GM_DJ accumulators */
+#define GM_DOT_MAX (VL / 2)
 
 /* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ B (kc rows of nv*VL values, row
  * pitch bs: nv*VL in a packed panel, the matrix's own pitch where B is read in place); nv and cs
@@ -123,6 +125,63 @@ static inline __attribute__((always_inline)) void FN(gm_store)(T *c, ptrdiff_t l
     }
 }
 
+/* Dot products of rows row[i] (kc values, contiguous) with nj columns bt[j * kc ...] into dot[i][j0 + j];
+ * nj a constant after inlining. */
+static inline __attribute__((always_inline)) void FN(gm_dot_cols)(ptrdiff_t kc, const T *const row[GM_MR],
+                                                                    const T *bt, T dot[GM_MR][VL], ptrdiff_t j0,
+                                                                    int nj)
+{
+    const ptrdiff_t kv = kc / VL * VL;
+    V acc[GM_MR][GM_DJ];
+#pragma GCC unroll 16
+    for (int i = 0; i < GM_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++) acc[i][j] = (V){0};
+    for (ptrdiff_t p = 0; p < kv; p += VL) {
+        V bv[GM_DJ];
+#pragma GCC unroll 4
+        for (int j = 0; j < nj; j++) bv[j] = FN(load)(bt + (j0 + j) * kc + p);
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++) {
+            const V ai = FN(load)(row[i] + p);
+#pragma GCC unroll 4
+            for (int j = 0; j < nj; j++) acc[i][j] += ai * bv[j];
+        }
+    }
+    for (int i = 0; i < GM_MR; i++)
+        for (int j = 0; j < nj; j++) {
+            T s = FN(hsum)(acc[i][j]);
+            for (ptrdiff_t p = kv; p < kc; p++) s += row[i][p] * bt[(j0 + j) * kc + p];
+            dot[i][j0 + j] = s;
+        }
+}
+
+/* C (m x rem, ldc; rem < VL) = alpha * A[:, :kc] @ Bt^T + beta * C, then the epilogue as gm_store: a
+ * ragged panel's last rem columns as dot products along k (A's rows contiguous, cs == 1; column j of B
+ * at bt + j * kc), where a broadcast tile would spend a whole vector of lanes on them. */
+static void FN(gm_dots)(ptrdiff_t m, ptrdiff_t kc, const T *a, ptrdiff_t rs, const T *bt, ptrdiff_t rem, T *c,
+                        ptrdiff_t ldc, T alpha, T beta, const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t r = 0; r < m; r += GM_MR) {
+        const ptrdiff_t rows = m - r < GM_MR ? m - r : GM_MR;
+        const T *row[GM_MR];
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++) row[i] = a + (r + (i < rows ? i : 0)) * rs;
+        T dot[GM_MR][VL];
+        ptrdiff_t j0 = 0;
+        for (; j0 + GM_DJ <= rem; j0 += GM_DJ) FN(gm_dot_cols)(kc, row, bt, dot, j0, GM_DJ);
+        if (rem - j0 == 2) FN(gm_dot_cols)(kc, row, bt, dot, j0, 2);
+        else if (rem - j0 == 1) FN(gm_dot_cols)(kc, row, bt, dot, j0, 1);
+        for (ptrdiff_t i = 0; i < rows; i++) /* gm_store's epilogue, one value at a time */
+            for (ptrdiff_t j = 0; j < rem; j++) {
+                T *dst = c + (r + i) * ldc + j, v = alpha == 1 ? dot[i][j] : alpha * dot[i][j];
+                if (beta != 0) v += beta * *dst;
+                if (bias) v += bias[r + i];
+                *dst = FN(activate)(FN(splat)(v), act, lo, hi)[0];
+            }
+    }
+}
+
 /* Width (elements) of the column panel starting at s of an nc-column block: GM_NR, the last one
  * rounded up to whole vectors. */
 static inline ptrdiff_t FN(gm_width)(ptrdiff_t nc, ptrdiff_t s)
@@ -194,6 +253,34 @@ static inline __attribute__((always_inline)) void FN(gm_panel_of)(ptrdiff_t wd, 
         FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi);
 }
 
+/* The last panel of a block's whole vectors (gm_panel_of: wd selects the vector count, pitch bs) and the
+ * block's rem leftover columns (gm_dots, column j at bt + j * kc, C at cr) a row tile at a time, so the
+ * dot products read A's rows from L1 right after the tile did. */
+static inline __attribute__((always_inline)) void FN(gm_panel_dots)(ptrdiff_t wd, ptrdiff_t kc, ptrdiff_t mc,
+                                                                      const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                                                                      const T *bp, ptrdiff_t bs, T *c, const T *bt,
+                                                                      ptrdiff_t rem, T *cr, ptrdiff_t ldc, T alpha,
+                                                                      T beta, const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
+        const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
+        const T *br = bias ? bias + r : NULL;
+        if (wd)
+            FN(gm_panel_of)(wd, kc, rows, a + r * rs, rs, cs, bp, bs, c + r * ldc, ldc, wd, alpha, beta, br, act, lo,
+                            hi);
+        FN(gm_dots)(rows, kc, a + r * rs, rs, bt, rem, cr + r * ldc, ldc, alpha, beta, br, act, lo, hi);
+    }
+}
+
+/* Columns left over after a block's whole vectors that go to gm_dots (0: none): A's rows contiguous, a depth
+ * that fits bt, at most VL / 2 of them (VL / 4 beside a one-vector tile, itself bound by loads); past that
+ * a vector of the tile costs less (measured in docs/performance.md). */
+static inline ptrdiff_t FN(gm_dot_cols_of)(ptrdiff_t nc, ptrdiff_t kc, ptrdiff_t cs)
+{
+    const ptrdiff_t rem = nc % VL;
+    return cs == 1 && kc <= GM_KC && rem <= (nc - rem == VL ? VL / 4 : GM_DOT_MAX) ? rem : 0;
+}
+
 /* C (m x nc, ldc) = alpha * A[:, :kc] @ B + beta * C, then the epilogue (bias may be NULL), with
  * B already packed in column panels (gm_pack_rows's layout with panel s at panels + s * depth:
  * depth kc for one packed block, or the whole depth when rows [koff, koff + kc) of deeper panels
@@ -202,13 +289,28 @@ static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, pt
                          const T *panels, ptrdiff_t depth, ptrdiff_t koff, T *c, ptrdiff_t ldc, T alpha, T beta,
                          const T *bias, int act, T lo, T hi)
 {
+    const ptrdiff_t rem = FN(gm_dot_cols_of)(nc, kc, cs), body = nc - rem;
+    T bt[GM_DOT_MAX * GM_KC] __attribute__((aligned(VBYTES)));
+    if (rem) { /* the leftover columns' values, transposed */
+        const ptrdiff_t s = body / GM_NR * GM_NR, wd = FN(gm_width)(nc, s);
+        const T *bp = panels + s * depth + koff * wd + body - s;
+        for (ptrdiff_t j = 0; j < rem; j++)
+            for (ptrdiff_t p = 0; p < kc; p++) bt[j * kc + p] = bp[p * wd + j];
+    }
     for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MC) { /* A's MC x KC block stays in L2 */
         const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
         const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
-        for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
-            const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
-            FN(gm_panel_of)(wd, kc, mc, ab, rs, cs, panels + s * depth + koff * wd, wd, c + i0 * ldc + s, ldc,
-                            cols, alpha, beta, bis, act, lo, hi);
+        T *ci = c + i0 * ldc;
+        if (!body) FN(gm_panel_dots)(0, kc, mc, ab, rs, cs, NULL, 0, ci, bt, rem, ci, ldc, alpha, beta, bis, act, lo, hi);
+        for (ptrdiff_t s = 0; s < body; s += GM_NR) {
+            /* panels packed over nc columns (pitch wd); the tiles cover the body's (wb <= wd) */
+            const ptrdiff_t wd = FN(gm_width)(nc, s), wb = FN(gm_width)(body, s), cols = body - s < wb ? body - s : wb;
+            const T *bp = panels + s * depth + koff * wd;
+            if (rem && s + wb >= body)
+                FN(gm_panel_dots)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, bt, rem, ci + body, ldc, alpha, beta, bis,
+                                  act, lo, hi);
+            else
+                FN(gm_panel_of)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, ldc, cols, alpha, beta, bis, act, lo, hi);
         }
     }
 }
@@ -221,10 +323,20 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
                                 const T *b, ptrdiff_t ldb, T *scratch, T *c, ptrdiff_t ldc, T alpha, T beta,
                                 const T *bias, int act, T lo, T hi)
 {
-    for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
-        const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+    const ptrdiff_t rem = FN(gm_dot_cols_of)(nc, kc, cs), body = nc - rem;
+    T bt[GM_DOT_MAX * GM_KC] __attribute__((aligned(VBYTES)));
+    for (ptrdiff_t j = 0; j < rem; j++) /* the leftover columns' values, transposed */
+        for (ptrdiff_t p = 0; p < kc; p++) bt[j * kc + p] = b[p * ldb + body + j];
+    if (!body) FN(gm_panel_dots)(0, kc, m, a, rs, cs, NULL, 0, c, bt, rem, c, ldc, alpha, beta, bias, act, lo, hi);
+    for (ptrdiff_t s = 0; s < body; s += GM_NR) {
+        const ptrdiff_t wd = FN(gm_width)(body, s), cols = body - s < wd ? body - s : wd;
         const T *bp = b + s;
         ptrdiff_t bs = ldb;
+        if (rem && s + wd >= body) {
+            FN(gm_panel_dots)(wd, kc, m, a, rs, cs, bp, bs, c + s, bt, rem, c + body, ldc, alpha, beta, bias, act, lo,
+                              hi);
+            continue;
+        }
         if (cols < wd) {
             const T *row[GM_KC];
             for (ptrdiff_t p = 0; p < kc; p++) row[p] = b + p * ldb + s;

@@ -48,6 +48,41 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
     return v;
 }
 
+/* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
+ * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
+ * more than a 28x28 plane's dot products in grad_weight). */
+static inline T FN(hsum)(V a)
+{ /* halves by vector adds (lane l with l + VL/2, then VL/4, ...) */
+    typedef T FN(v2) __attribute__((vector_size(2 * TSIZE)));
+#if VBYTES / TSIZE >= 8
+    typedef T FN(v4) __attribute__((vector_size(4 * TSIZE)));
+    typedef T FN(v8) __attribute__((vector_size(8 * TSIZE)));
+#endif
+#if VBYTES / TSIZE == 16
+    FN(v8) s8, h8;
+    memcpy(&s8, &a, sizeof s8), memcpy(&h8, (const char *)&a + sizeof s8, sizeof h8);
+    s8 += h8;
+#elif VBYTES / TSIZE == 8
+    FN(v8) s8 = a;
+#endif
+#if VBYTES / TSIZE >= 8
+    FN(v4) s4, h4;
+    memcpy(&s4, &s8, sizeof s4), memcpy(&h4, (const char *)&s8 + sizeof s4, sizeof h4);
+    s4 += h4;
+#elif VBYTES / TSIZE == 4
+    typedef T FN(v4) __attribute__((vector_size(4 * TSIZE)));
+    FN(v4) s4 = a;
+#endif
+#if VBYTES / TSIZE >= 4
+    FN(v2) s2, h2;
+    memcpy(&s2, &s4, sizeof s2), memcpy(&h2, (const char *)&s4 + sizeof s2, sizeof h2);
+    s2 += h2;
+#else
+    FN(v2) s2 = a;
+#endif
+    return s2[0] + s2[1];
+}
+
 #include "gemm.h"
 #include "depthwise.h"
 #include "grouped.h"
@@ -61,6 +96,8 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
 #undef GM_NV
 #undef GM_NR
 #undef GM_MC
+#undef GM_DJ
+#undef GM_DOT_MAX
 #undef V
 #undef IV
 #undef VL
