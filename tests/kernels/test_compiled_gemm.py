@@ -224,6 +224,36 @@ def test_chunks_of_images_are_a_multiple_of_the_threads(monkeypatch, rng):
         npconv.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
+    """One 7x7 image on two threads: each worker computes its output channels (72: 32 + 40, the last
+    not whole register tiles) over all positions, with bias and the fused ReLU, against the reference;
+    more positions, fewer channels or more images keep the split by positions."""
+    import npconv
+
+    parts = []
+    real = compiled_gemm._run_parts
+    monkeypatch.setattr(compiled_gemm, "_run_parts", lambda *a, **k: (parts.append(a[3]), real(*a, **k))[1])
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(2)
+        for shape, o, split in (((1, 5, 7, 7), 72, True), ((1, 5, 7, 7), 56, False),
+                                ((2, 5, 7, 7), 72, False), ((1, 5, 11, 11), 72, False)):
+            x = rng.standard_normal(shape).astype(dtype)
+            w, b = rng.standard_normal((o, 5, 3, 3)).astype(dtype), rng.standard_normal(o).astype(dtype)
+            count = len(parts)
+            y = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, Activation("relu")))
+            assert (len(parts) > count) == split
+            if split:
+                assert [p[4].shape[1] for p in parts[-1]] == [32, 40]
+            expected = np.maximum(reference.conv(x, w, stride=1, padding=1) + b[:, None, None], 0)
+            assert relative_error(y, expected) < (1e-12 if dtype == np.float64 else 1e-6)
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_grad_weight_splits_output_channels_for_small_images(monkeypatch, rng):
     """Many output channels on few positions: each worker computes its rows of gw over all images
     (no per-worker accumulators), float32 and float64 against the reference, rows not a multiple of

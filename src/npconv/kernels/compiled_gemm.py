@@ -26,6 +26,7 @@ holds for every geometry (padding and stride cost no memory).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -117,6 +118,14 @@ GW_CHANNEL_SPLIT = 2.0
 #: item's positions and are added transposed into gw; CPU ms vs im2col + BLAS, one thread: 3-d 3x3x3
 #: 18.7 vs 43.2, 64x56 9.9 vs 12.7, 128x28 9.9 vs 11.2, 256x14 (196 positions) 12.2 vs 10.1).
 IMPLICIT_GW_MIN_POSITIONS = 512
+#: A single image's forward on several workers splits its output channels (rows of the weight, whole
+#: register tiles) instead of its positions where it has at most this many positions: each worker
+#: reads its part of the weight instead of all of it and takes every column of its rows (7x7: 49 = 48
+#: in tiles + 1 dot product; halves of 25 and 24 columns took two vectors each). Two threads, us, by
+#: positions vs by channels: 512x7x7 3x3 1008 vs 871, 256->512 14x14/2 3x3 542 vs 440, 960->160 1x1
+#: 7x7 76 vs 51, 320->1280 184 vs 140; at 196 positions 96->576 1x1 81 vs 73 but 128->256 28x28/2 3x3
+#: 433 vs 467 (each worker packs all the columns).
+CHANNEL_SPLIT_MAX_POSITIONS = 100
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -318,7 +327,7 @@ def _settings() -> tuple:
     """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
     return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, ROW_SHIFT, SHIFT_TILE_BYTES, SHIFT_HALO_RATIO,
             SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_SLAB_BYTES, IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS,
-            _blas.OWN_GEMM,
+            CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
             get_num_threads())
@@ -327,8 +336,10 @@ def _settings() -> tuple:
 @functools.lru_cache(maxsize=1024)
 def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
                     settings: tuple) -> tuple | None:
-    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads)`` of a forward,
-    or None where the C kernel declines it; a pure function of its arguments (:func:`_settings`)."""
+    """``(geometry with its work items, row shift on, out_size, threads, BLAS threads, channel parts)``
+    of a forward, or None where the C kernel declines it; a pure function of its arguments
+    (:func:`_settings`). Channel parts (:data:`CHANNEL_SPLIT_MAX_POSITIONS`): ``(first, stop, geometry)``
+    of each worker's output channels, one item each; empty when the items split positions."""
     n, c = x_shape[:2]
     o = w_shape[0]
     in_size = x_shape[2:]
@@ -347,9 +358,15 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     if _own_products(dtype):
         blas = 0
     if implicit is not None:
-        return implicit, False, out_size, threads, blas
+        return implicit, False, out_size, threads, blas, ()
+    if (threads > 1 and n == 1 and geom.groups == 1 and length <= CHANNEL_SPLIT_MAX_POSITIONS
+            and o >= 32 * threads):
+        parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + (length, 1, 1, 0, 0))
+                      for o0, o1 in _channel_ranges(o, threads))
+        if all(_plan(0, part[2]) is not None for part in parts):
+            return geometry, False, out_size, threads, blas, parts
     geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
-    return geometry, shifted, out_size, threads, blas
+    return geometry, shifted, out_size, threads, blas, ()
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
@@ -361,14 +378,19 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     layout = None if dtype is None else _forward_layout(x.shape, w.shape, geom, dtype, _settings())
     if layout is None:
         return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
-    geometry, shifted, out_size, threads, blas = layout
+    geometry, shifted, out_size, threads, blas, parts = layout
     wm = np.ascontiguousarray(w, dtype)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
         o, k0 = w.shape[0], geom.kernel_size[0]
         wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
     y = np.empty(x.shape[:1] + w.shape[:1] + out_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
-    _run(0, geometry, dtype, threads, blas, np.ascontiguousarray(x, dtype), wm, b, y, act, lo, hi)
+    x = np.ascontiguousarray(x, dtype)
+    if parts:  # worker k: output channels [first, stop) of the one image, all its positions
+        _run_parts(0, dtype, blas, [(part, x, wm[first:stop], None if b is None else b[first:stop],
+                                     y[:, first:stop]) for first, stop, part in parts], act, lo, hi)
+        return _finish(y, 0, 0.0, 0.0, later)
+    _run(0, geometry, dtype, threads, blas, x, wm, b, y, act, lo, hi)
     return _finish(y, 0, 0.0, 0.0, later)
 
 
@@ -457,17 +479,30 @@ def _grad_weight_by_channels(x: np.ndarray, gy: np.ndarray, geometry: tuple[int,
     ``gy``), instead of every row over its images: no per-worker ``(O, CK)`` accumulators to zero
     and sum, at the price of each worker packing all of the columns (:data:`GW_CHANNEL_SPLIT`)."""
     o = gy.shape[1]
-    bounds = [o * i // threads // 8 * 8 for i in range(threads)] + [o]  # whole register tiles of rows
-    core, isa, routines = backends.core, backends.core.isa_index, gemm_routines()
     x = np.ascontiguousarray(x, dtype)
     gw = np.zeros(o * ck, dtype)
-    jobs = []
-    for k in range(threads):
-        o0, o1 = bounds[k], bounds[k + 1]
-        part = geometry[:2] + (o1 - o0,) + geometry[3:]
-        size, spans = _spans(2, part, 1)
-        jobs.append(core.module.gemm_conv_job(
-            isa, 2, routines, x, np.ascontiguousarray(gy[:, o0:o1], dtype), None, gw[o0 * ck:o1 * ck],
-            workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), part, *spans[0], 0, 0.0, 0.0))
-    workspace.run_jobs(jobs, min(blas, 1))
+    _run_parts(2, dtype, blas, [(geometry[:2] + (o1 - o0,) + geometry[3:], x,
+                                 np.ascontiguousarray(gy[:, o0:o1], dtype), None, gw[o0 * ck:o1 * ck])
+                                for o0, o1 in _channel_ranges(o, threads)])
     return gw
+
+
+def _channel_ranges(o: int, threads: int) -> list[tuple[int, int]]:
+    """``o`` output channels in one range per thread, whole register tiles of 8 rows but the last."""
+    bounds = [o * k // threads // 8 * 8 for k in range(threads)] + [o]
+    return list(itertools.pairwise(bounds))
+
+
+def _run_parts(pass_code: int, dtype: np.dtype, blas: int, parts: list[tuple], act: int = 0, lo: float = 0.0,
+               hi: float = 0.0) -> None:
+    """Worker ``k`` runs every item of part ``k``: ``(geometry, a, b, bias, out)``, the arguments of a
+    ``gemm_conv`` call over one range of output channels."""
+    isa, routines = backends.core.isa_index, gemm_routines()
+    prepare = backends.core.module.gemm_conv_job
+    jobs = []
+    for k, (geometry, a, b, bias, out) in enumerate(parts):
+        size, spans = _spans(pass_code, geometry, 1)
+        scratch = workspace.buffer(f"compiled-gemm-{k}", (size,), dtype)
+        jobs.append(prepare(isa, pass_code, routines, a, b, bias, out, scratch, geometry, *spans[0], act, lo,
+                            hi))
+    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
