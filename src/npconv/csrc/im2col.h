@@ -253,6 +253,19 @@ static inline const T *GC(implicit_row)(const T *slab, const gc_geom *g, const G
  * l0 * out2 + v for v in [0, (l1 - l0) * out2), contiguous in y. A block of GM_NC of them is packed
  * from slab runs (a run: one output line's positions inside one panel) into the gemm's panels and
  * multiplied straight into y with the epilogue: no junk position is computed or staged. */
+/* d[0, len) = s[0, len) for the short runs of the implicit packing (at most a panel wide): whole vectors,
+ * the last one overlapping the one before, instead of a libc memmove per run. */
+static inline __attribute__((always_inline)) void GC(copy_run)(T *restrict d, const T *restrict s, ptrdiff_t len)
+{
+    if (len >= VL) {
+        ptrdiff_t t = 0;
+        for (; t + VL <= len; t += VL) FN(store)(d + t, FN(load)(s + t));
+        if (t < len) FN(store)(d + len - VL, FN(load)(s + len - VL));
+        return;
+    }
+    for (ptrdiff_t t = 0; t < len; t++) d[t] = s[t];
+}
+
 static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdiff_t kc, ptrdiff_t nc,
                                     const ptrdiff_t *runs, ptrdiff_t nruns)
 {
@@ -266,7 +279,7 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
             const T *src = row[p];
             for (ptrdiff_t i = r; i < r1; i++) {
                 const ptrdiff_t col = runs[3 * i], q = runs[3 * i + 1], len = runs[3 * i + 2];
-                for (ptrdiff_t t = 0; t < len; t++) d[col + t] = src[q + t];
+                GC(copy_run)(d + col, src + q, len);
             }
             for (ptrdiff_t j = cols; j < wd; j++) d[s + j] = 0;
         }
