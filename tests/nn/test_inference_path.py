@@ -270,3 +270,118 @@ def test_blas_threads_restores_what_it_changed():
     with blas_threads(1):
         assert all(lib.get_num_threads() == 1 for lib in libs)
     assert [lib.get_num_threads() for lib in libs] == before
+
+
+# -- planned calls: a module's repeated inference call runs its plan (F.convolution's owner) --------
+
+def _planned_modules(dtype):
+    """A dense conv (gemm), a depthwise conv (the depthwise kernel) and a fused Conv-ReLU6, seeded."""
+    rng = np.random.default_rng(5)
+    dense = nn.Conv2d(4, 16, 3, padding=1).to(dtype)
+    depthwise = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4).to(dtype)
+    fused = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.ReLU6()).to(dtype)
+    for module in (dense, depthwise, fused):
+        for p in module.parameters():
+            p.numpy()[...] = rng.standard_normal(p.shape)
+    return dense, depthwise, npconv.optimize_for_inference(fused.eval())
+
+
+def _expected(module, x: np.ndarray) -> np.ndarray:
+    """The NumPy reference (float64) of the three modules of :func:`_planned_modules`."""
+    import reference
+
+    if isinstance(module, nn.Sequential):
+        conv = module[0].conv
+        return np.clip(reference.conv(x, conv.weight.numpy().astype(np.float64)), 0, 6)
+    bias = module.bias.numpy().astype(np.float64)
+    return reference.conv(x, module.weight.numpy().astype(np.float64), bias, stride=module.stride,
+                          padding=module.padding, groups=module.groups)
+
+
+_COMPILED = pytest.mark.skipif(not npconv.backends.core.available,
+                               reason="plans are made by the compiled algorithms (prepare_forward)")
+
+
+@_COMPILED
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_repeated_inference_calls_run_the_plan(monkeypatch, dtype):
+    """The second equal call goes straight to the planned kernel (no planner call), with the
+    reference's result, for a gemm, a depthwise and a fused convolution; contiguous or not."""
+    calls = []
+    real = plan.forward
+    monkeypatch.setattr(plan, "forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    rng = np.random.default_rng(0)
+    for module in _planned_modules(dtype):
+        x = rng.standard_normal((2, 4, 9, 18)).astype(dtype)[..., ::2]  # non-contiguous
+        with npconv.no_grad():
+            first = module(npconv.tensor(x)).numpy().copy()
+            count = len(calls)
+            again = module(npconv.tensor(x)).numpy()
+        assert len(calls) == count  # the plan ran
+        np.testing.assert_allclose(first, _expected(module, x.astype(np.float64)), rtol=tol, atol=tol)
+        np.testing.assert_array_equal(again, first)
+
+
+@_COMPILED
+def test_a_plan_follows_weights_settings_and_autograd(monkeypatch):
+    """Weights changed in place or replaced, another thread count, a forced algorithm or changed kernel
+    settings, another input shape, and autograd: each call still computes what the reference does
+    (a plan is kept only while what it was made from holds)."""
+    from npconv.kernels import compiled_gemm
+
+    dense, depthwise, fused = _planned_modules(np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 4, 8, 8))
+
+    def check(module, inputs=x):
+        with npconv.no_grad():
+            y = module(npconv.tensor(inputs)).numpy()
+        np.testing.assert_allclose(y, _expected(module, inputs), rtol=1e-12, atol=1e-12)
+
+    for module in (dense, depthwise, fused):
+        check(module)
+        check(module)
+        conv = module[0].conv if isinstance(module, nn.Sequential) else module
+        conv.weight.numpy()[...] *= -2  # in place: the plan reads the weight where it is
+        check(module)
+        conv.weight = nn.Parameter(npconv.tensor(rng.standard_normal(conv.weight.shape)))
+        check(module)
+        check(module, rng.standard_normal((2, 4, 6, 10)))
+    previous = npconv.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            npconv.set_num_threads(threads)
+            check(dense)
+    finally:
+        npconv.set_num_threads(previous)
+    chosen = []
+    real = registry.get("gemm").forward
+    monkeypatch.setattr(registry.get("gemm"), "forward", lambda *a, **k: (chosen.append(1), real(*a, **k))[1])
+    check(depthwise)
+    with npconv.backends.conv.force("gemm"):
+        check(depthwise)
+    assert chosen  # the forced algorithm ran, not the depthwise plan
+    monkeypatch.setattr(compiled_gemm, "CHUNK_BYTES", compiled_gemm.CHUNK_BYTES // 2)
+    check(dense)
+    check(depthwise)  # planned for x's shape: a call that records autograd must not take the plan
+    xt = npconv.tensor(x, requires_grad=True)
+    y = depthwise(xt)
+    assert y.requires_grad
+    y.sum().backward()
+    assert xt.grad is not None and np.abs(xt.grad.numpy()).sum() > 0
+
+
+def test_planned_modules_still_copy_and_pickle():
+    """The plans are kept outside the modules: a module that ran one deep-copies and pickles."""
+    import copy
+    import pickle
+
+    for module in _planned_modules(np.float32):
+        with npconv.no_grad():
+            module(npconv.tensor(np.ones((1, 4, 6, 6), np.float32)))
+            module(npconv.tensor(np.ones((1, 4, 6, 6), np.float32)))
+        clone = pickle.loads(pickle.dumps(copy.deepcopy(module)))
+        with npconv.no_grad():
+            np.testing.assert_array_equal(clone(npconv.tensor(np.ones((1, 4, 6, 6), np.float32))).numpy(),
+                                          module(npconv.tensor(np.ones((1, 4, 6, 6), np.float32))).numpy())

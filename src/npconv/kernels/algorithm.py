@@ -26,6 +26,9 @@ geom)``,
 the data check deciding whether this call's values are within what it computes like a direct
 convolution (finite, dynamic range); ``blas_threads`` (it runs on the calling thread with
 multithreaded BLAS); ``compiled`` (a compiled implementation, skipped under ``NPCONV_PURE=1``).
+Optionally ``prepare_forward(x_shape, x_dtype, w, geom, bias=None, epilogue=None)``: the forward
+planned once for inputs of one shape and dtype (a :class:`npconv.kernels.common.PreparedForward`,
+``run(x)`` equal to ``forward``), which a caller repeating the call (a module) keeps and reuses.
 
 An algorithm is an :class:`Algorithm` object or a module with the same names in upper case
 (``NAME``, ``PASSES``, ``BIAS_PASSES``, ``EPILOGUE_PASSES``, ``LOCAL``, ``BLAS_THREADS``, ``COMPILED``,
@@ -116,6 +119,13 @@ class Algorithm:
                 bias: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def prepare_forward(self, x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                        bias: np.ndarray | None = None, epilogue: Any = None) -> Any:
+        """Optional: ``forward`` for inputs of ``x_shape`` and ``x_dtype`` planned once, a
+        :class:`~npconv.kernels.common.PreparedForward` (its ``run(x)`` equals ``forward(x, w, geom,
+        bias=..., epilogue=...)``); None when the algorithm does not plan ahead."""
+        return None
+
     def grad_input(self, gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: tuple[int, ...],
                    bias: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -192,6 +202,10 @@ class ModuleAlgorithm(Algorithm):
 
     def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.module.forward(*args, **kwargs)
+
+    def prepare_forward(self, *args: Any, **kwargs: Any) -> Any:
+        prepare = getattr(self.module, "prepare_forward", None)
+        return prepare(*args, **kwargs) if prepare is not None else None
 
     def grad_input(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.module.grad_input(*args, **kwargs)

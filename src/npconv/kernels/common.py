@@ -31,7 +31,7 @@ from . import workspace
 from .pointwise import Activation
 
 __all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue",
-           "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
+           "PreparedForward", "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
@@ -85,6 +85,24 @@ def add_to_channels(block: np.ndarray, bias: np.ndarray | None) -> None:
         if bias.ndim == 1:
             bias = bias.reshape((-1,) + (1,) * (block.ndim - 1))
         block += bias
+
+
+class PreparedForward(NamedTuple):
+    """An algorithm's forward planned for one input shape and dtype, its weight and epilogue fixed
+    (``prepare_forward`` of the algorithm contract): ``run(x) -> y`` does only the call's work.
+
+    ``live``: ``run`` reads the weight and bias arrays it was given where they are (no copy taken
+    when planning), so changes made to them in place count. ``token``: a function whose result must
+    still equal ``planned`` for the plan to hold (the settings it was made with), None if none.
+    """
+
+    run: Callable[[np.ndarray], np.ndarray]
+    live: bool
+    token: Callable[[], tuple] | None = None
+    planned: tuple = ()
+
+    def valid(self) -> bool:
+        return self.token is None or self.token() == self.planned
 
 
 class Epilogue(NamedTuple):

@@ -31,7 +31,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import depthwise, workspace
-from .common import Epilogue, compiled_epilogue
+from .common import Epilogue, PreparedForward, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
@@ -143,7 +143,7 @@ def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _check(*arrays: np.ndarray) -> np.dtype:
+def _check(*arrays: np.ndarray | np.dtype) -> np.dtype:
     dtype = np.result_type(*arrays)
     if dtype not in _DTYPES:
         raise TypeError(f"compiled depthwise convolution needs float32 or float64 arrays, got {dtype}")
@@ -155,18 +155,32 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
     ReLU6/Hardtanh in the kernel's stores, SiLU afterwards."""
+    return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
+
+
+def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                    bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the kernel's geometry;
+    the threads are counted per call)."""
     bias, act, later = compiled_epilogue(bias, epilogue)
-    n, c = x.shape[:2]
+    n, c = x_shape[:2]
     m = max(w.shape[0] // c, 1)
-    geometry = _c_geometry(geom, n, c, m, x.shape[2:])
+    geometry = _c_geometry(geom, n, c, m, tuple(x_shape[2:]))
     if geometry is None:
-        return _activated(depthwise.forward(x, w, geom, bias), later or act)
-    dtype = _check(x, w)
-    y = np.empty((n, c * m) + _out_size(geometry, geom.ndim), dtype)
+        return PreparedForward(lambda x: _activated(depthwise.forward(x, w, geom, bias), later or act), True)
+    dtype = _check(x_dtype, w.dtype)
+    wp = _prepare(w, dtype)
     b = None if bias is None else _prepare(bias, dtype)
-    _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry,
-         _prepare(x, dtype), _prepare(w, dtype), b, y, epilogue=_codes(act))
-    return _activated(y, later)
+    y_shape = (n, c * m) + _out_size(geometry, geom.ndim)
+    codes = _codes(act)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = np.empty(y_shape, dtype)
+        _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry, _prepare(x, dtype),
+             wp, b, y, epilogue=codes)
+        return _activated(y, later)
+
+    return PreparedForward(run, wp is w and b is bias)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

@@ -38,7 +38,7 @@ from ..geometry import ConvGeometry
 from . import blas as _blas
 from . import gemm, workspace
 from .blas import gemm_routines
-from .common import Epilogue, compiled_epilogue, grad_input_as_forward
+from .common import Epilogue, PreparedForward, compiled_epilogue, grad_input_as_forward
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
@@ -373,25 +373,40 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
     activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
+    return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
+
+
+def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                    bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (work items, weight
+    layout); valid while :func:`_settings` are unchanged."""
     bias, act, lo, hi, later = _epilogue(bias, epilogue)
-    dtype = _dtype(x, w)
-    layout = None if dtype is None else _forward_layout(x.shape, w.shape, geom, dtype, _settings())
+    dtype = np.result_type(x_dtype, w.dtype)
+    dtype = dtype if dtype in _DTYPES else None
+    settings = _settings()
+    layout = None if dtype is None else _forward_layout(tuple(x_shape), w.shape, geom, dtype, settings)
     if layout is None:
-        return _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later)
+        return PreparedForward(lambda x: _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later), True,
+                               _settings, settings)
     geometry, shifted, out_size, threads, blas, parts = layout
     wm = np.ascontiguousarray(w, dtype)
     if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
         o, k0 = w.shape[0], geom.kernel_size[0]
         wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
-    y = np.empty(x.shape[:1] + w.shape[:1] + out_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
-    x = np.ascontiguousarray(x, dtype)
-    if parts:  # worker k: output channels [first, stop) of the one image, all its positions
-        _run_parts(0, dtype, blas, [(part, x, wm[first:stop], None if b is None else b[first:stop],
-                                     y[:, first:stop]) for first, stop, part in parts], act, lo, hi)
+    y_shape = tuple(x_shape[:1]) + w.shape[:1] + out_size
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = np.empty(y_shape, dtype)
+        x = np.ascontiguousarray(x, dtype)
+        if parts:  # worker k: output channels [first, stop) of the one image, all its positions
+            _run_parts(0, dtype, blas, [(part, x, wm[first:stop], None if b is None else b[first:stop],
+                                         y[:, first:stop]) for first, stop, part in parts], act, lo, hi)
+        else:
+            _run(0, geometry, dtype, threads, blas, x, wm, b, y, act, lo, hi)
         return _finish(y, 0, 0.0, 0.0, later)
-    _run(0, geometry, dtype, threads, blas, x, wm, b, y, act, lo, hi)
-    return _finish(y, 0, 0.0, 0.0, later)
+
+    return PreparedForward(run, wm is w and b is bias, _settings, settings)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

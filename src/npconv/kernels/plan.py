@@ -21,6 +21,9 @@ forward pass with an ``activation`` (fused Conv-activation, inference only) hand
 :class:`~npconv.kernels.common.Epilogue` for its ``epilogue_passes``; otherwise the bias goes as above
 and the planner applies the activation afterwards (with the bias, in one pass, when the algorithm
 fuses neither: :func:`~npconv.kernels.pointwise.epilogue_`).
+
+:func:`prepare_forward` plans a forward once for callers that repeat it (modules in inference): the
+same choice, handed to the algorithm's optional ``prepare_forward``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from .. import backends
 from ..geometry import ConvGeometry
 from . import algorithm as registry
 from .algorithm import FALLBACK, PASSES, Algorithm
-from .common import Epilogue, add_bias
+from .common import Epilogue, PreparedForward, add_bias
 from .numerics import Operands
 from .pointwise import Activation, epilogue_
 
@@ -201,6 +204,45 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             a, "forward", bias, activation, lambda **kw: a.forward(x, w, geom, **kw)))
     return _dispatch("forward", key, (x, w), lambda a: _with_bias(
         a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)))
+
+
+def _state() -> tuple:
+    """What the choice of a forward's algorithm depends on besides the call (:func:`prepare_forward`)."""
+    return (registry.generation(), registry.pure(), backends.get_num_threads(),
+            backends.conv.forced("forward"), backends.conv.benchmark)
+
+
+def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                    bias: np.ndarray | None = None,
+                    activation: Activation | None = None) -> PreparedForward | None:
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once, or None where the plan
+    would not hold for every such input: in benchmark mode, where the chosen algorithm is non-local
+    (its use depends on the values, see ``admits``) or does not plan ahead (``prepare_forward``), or
+    where the planner would apply the bias or activation after it. Valid while the choice's inputs
+    (:func:`_state`) and the algorithm's own (its ``token``) are unchanged; ``run(x)`` is then bitwise
+    :func:`forward`."""
+    if backends.conv.benchmark:
+        return None
+    dtype = x_dtype if x_dtype == w.dtype else np.result_type(x_dtype, w.dtype)
+    key = (tuple(x_shape), w.shape, geom, dtype)
+    state = _state()
+    algorithm, _ = _select("forward", key)
+    if not algorithm.local:
+        return None
+    if activation is not None:
+        if "forward" not in algorithm.epilogue_passes:
+            return None
+        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom, epilogue=Epilogue(bias, activation))
+    elif bias is not None:
+        if "forward" not in algorithm.bias_passes:
+            return None
+        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom, bias=bias)
+    else:
+        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom)
+    if prepared is None:
+        return None
+    inner = prepared.token or (lambda: ())
+    return prepared._replace(token=lambda: (_state(), inner()), planned=(state, prepared.planned))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

@@ -8,8 +8,11 @@ forms ``conv`` and ``conv_transpose`` whose spatial rank is ``weight.ndim - 2``;
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ..checks import (
     INT64_MAX,
@@ -23,6 +26,7 @@ from ..checks import (
     shape_text,
 )
 from ..geometry import PADDING_MODES, ConvGeometry, check_pad_widths, check_padding_mode, pad_mode
+from ..kernels import plan as _plan
 from ..kernels.pointwise import Activation
 from ..ops import conv as _conv_ops
 from ..ops.pad import pad as _pad_op
@@ -115,14 +119,63 @@ def _accepted_key(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, pa
 
 
 def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str = "zeros",
-                op_name: str = "conv", activation: Activation | None = None) -> Tensor:
+                op_name: str = "conv", activation: Activation | None = None, owner: Any = None) -> Tensor:
     """Checked convolution with a prebuilt geometry (the modules' entry point).
 
     ``activation`` (a :class:`~npconv.kernels.pointwise.Activation`): ``activation(conv(...))``, fused
     into the convolution's output pass when the call does not record autograd, else the activation
     op applied to the result (gradients as unfused). Repeated calls with equal shapes, dtypes and
-    arguments skip re-checking (see :data:`_accepted`).
+    arguments skip re-checking (see :data:`_accepted`). ``owner`` (a module calling with its own
+    parameters): its last call that did not record autograd is planned once
+    (:func:`npconv.kernels.plan.prepare_forward`) and an equal call (the same input shape and dtype,
+    weight and bias arrays, geometry, activation) runs the plan directly while it holds.
     """
+    if owner is None:
+        return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
+    planned = _planned.get(owner)
+    if planned is not None and isinstance(input, Tensor):
+        x, (shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
+        if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
+                and (b is None if bias is None else getattr(bias, "_array", None) is b)
+                and geometry is planned_geometry and activation == planned_activation
+                and not _conv_ops.records(input, weight, bias) and prepared.valid()):
+            return Tensor(prepared.run(x))
+    y = _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
+    _plan_for(owner, input, weight, bias, geometry, padding_mode, activation)
+    return y
+
+
+#: Per owner (weakly held): ``(input shape, dtype, weight array, bias array, geometry, activation,
+#: PreparedForward)`` of its last planned call (:func:`convolution`'s ``owner``).
+_planned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
+              activation: Activation | None) -> None:
+    """Keep the plan of a convolution that just ran (checked) for ``owner``'s next call: batched
+    Tensor operands of one float dtype, zero padding, no autograd; plans that read the weight where it
+    is (``live``) only."""
+    _planned.pop(owner, None)
+    if not (isinstance(input, Tensor) and isinstance(weight, Tensor)
+            and (bias is None or isinstance(bias, Tensor)) and padding_mode == "zeros"
+            and not _conv_ops.records(input, weight, bias)):
+        return
+    x, w = input._array, weight._array
+    b = None if bias is None else bias._array
+    if (x.ndim != geometry.ndim + 2 or x.dtype != w.dtype or x.dtype not in _PLANNED_DTYPES
+            or (b is not None and b.dtype != w.dtype)):
+        return
+    explicit = geometry.with_padding(geometry.pads(x.shape[2:]))
+    prepared = _plan.prepare_forward(x.shape, x.dtype, w, explicit, b, activation)
+    if prepared is not None and prepared.live:
+        _planned[owner] = (x.shape, x.dtype, w, b, geometry, activation, prepared)
+
+
+_PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
+                 op_name: str, activation: Activation | None) -> Tensor:
     key = _accepted_key(input, weight, bias, geometry, padding_mode, op_name)
     hit = None if key is None else _accepted.get(key)
     if hit is None or hit[0] is not geometry:

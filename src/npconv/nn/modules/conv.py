@@ -151,7 +151,8 @@ class _ConvNd(Module):
 
 class _Conv(_ConvNd):
     def forward(self, input: Any) -> Tensor:
-        return F.convolution(input, self.weight, self.bias, self.geometry, self.padding_mode, self._op_name())
+        return F.convolution(input, self.weight, self.bias, self.geometry, self.padding_mode, self._op_name(),
+                             owner=self)
 
 
 class Conv1d(_Conv):
