@@ -63,10 +63,11 @@ class ConvActivation(Module):
 
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
         conv, activation = self.conv, self.activation
+        weight, bias = conv.weight, conv.bias
         if (not args and not kwargs and type(conv).forward is _Conv.forward and _plain(conv)
-                and _plain(activation) and not records(input, conv.weight, conv.bias)):
-            return F.convolution(input, conv.weight, conv.bias, conv.geometry, conv.padding_mode,
-                                 conv._op_name(), activation=_activation(activation), owner=self)
+                and _plain(activation) and not records(input, weight, bias)):
+            return F.convolution(input, weight, bias, conv.geometry, conv.padding_mode, conv._op_name(),
+                                 activation=_activation(activation), owner=self)
         y = conv(input, *args, **kwargs)
         if y.requires_grad:  # autograd records: the activation op, so its gradient is the unfused one
             return activation(y)
