@@ -385,3 +385,19 @@ def test_planned_modules_still_copy_and_pickle():
         with npconv.no_grad():
             np.testing.assert_array_equal(clone(npconv.tensor(np.ones((1, 4, 6, 6), np.float32))).numpy(),
                                           module(npconv.tensor(np.ones((1, 4, 6, 6), np.float32))).numpy())
+
+
+@_COMPILED
+def test_a_call_without_a_plan_is_not_planned_again(monkeypatch):
+    """A call whose algorithm has no plan (a non-local one, here the forced FFT) runs the checked
+    path each time, with the reference's result, and is planned once per change of its inputs."""
+    dense = _planned_modules(np.float64)[0]
+    tries = []
+    real = plan.prepare_forward
+    monkeypatch.setattr(plan, "prepare_forward", lambda *a, **k: (tries.append(1), real(*a, **k))[1])
+    x = np.random.default_rng(2).standard_normal((1, 4, 8, 8))
+    with npconv.backends.conv.force("fft"), npconv.no_grad():
+        for _ in range(3):
+            y = dense(npconv.tensor(x)).numpy()
+            np.testing.assert_allclose(y, _expected(dense, x), rtol=1e-10, atol=1e-10)
+    assert len(tries) == 1

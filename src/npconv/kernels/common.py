@@ -89,15 +89,13 @@ def add_to_channels(block: np.ndarray, bias: np.ndarray | None) -> None:
 
 class PreparedForward(NamedTuple):
     """An algorithm's forward planned for one input shape and dtype, its weight and epilogue fixed
-    (``prepare_forward`` of the algorithm contract): ``run(x) -> y`` does only the call's work.
-
-    ``live``: ``run`` reads the weight and bias arrays it was given where they are (no copy taken
-    when planning), so changes made to them in place count. ``token``: a function whose result must
-    still equal ``planned`` for the plan to hold (the settings it was made with), None if none.
+    (``prepare_forward`` of the algorithm contract): ``run(x) -> y`` does only the call's work. It
+    reads the weight and bias arrays it was given when it runs (changes made to them in place count;
+    a weight layout the kernel needs is made per call). ``token``: a function whose result must still
+    equal ``planned`` for the plan to hold (the settings it was made with), None if none.
     """
 
     run: Callable[[np.ndarray], np.ndarray]
-    live: bool
     token: Callable[[], tuple] | None = None
     planned: tuple = ()
 

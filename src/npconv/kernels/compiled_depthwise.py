@@ -167,20 +167,19 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     m = max(w.shape[0] // c, 1)
     geometry = _c_geometry(geom, n, c, m, tuple(x_shape[2:]))
     if geometry is None:
-        return PreparedForward(lambda x: _activated(depthwise.forward(x, w, geom, bias), later or act), True)
+        return PreparedForward(lambda x: _activated(depthwise.forward(x, w, geom, bias), later or act))
     dtype = _check(x_dtype, w.dtype)
-    wp = _prepare(w, dtype)
-    b = None if bias is None else _prepare(bias, dtype)
     y_shape = (n, c * m) + _out_size(geometry, geom.ndim)
     codes = _codes(act)
 
     def run(x: np.ndarray) -> np.ndarray:
         y = np.empty(y_shape, dtype)
+        b = None if bias is None else _prepare(bias, dtype)
         _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry, _prepare(x, dtype),
-             wp, b, y, epilogue=codes)
+             _prepare(w, dtype), b, y, epilogue=codes)
         return _activated(y, later)
 
-    return PreparedForward(run, wp is w and b is bias)
+    return PreparedForward(run)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

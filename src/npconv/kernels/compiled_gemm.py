@@ -386,17 +386,17 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     settings = _settings()
     layout = None if dtype is None else _forward_layout(tuple(x_shape), w.shape, geom, dtype, settings)
     if layout is None:
-        return PreparedForward(lambda x: _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later), True,
+        return PreparedForward(lambda x: _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later),
                                _settings, settings)
     geometry, shifted, out_size, threads, blas, parts = layout
-    wm = np.ascontiguousarray(w, dtype)
-    if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
-        o, k0 = w.shape[0], geom.kernel_size[0]
-        wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
-    b = None if bias is None else np.ascontiguousarray(bias, dtype)
     y_shape = tuple(x_shape[:1]) + w.shape[:1] + out_size
 
     def run(x: np.ndarray) -> np.ndarray:
+        wm = np.ascontiguousarray(w, dtype)
+        if shifted:  # (O, Cg, k0, K_rest) -> (k0, O, Cg * K_rest): one weight matrix per kernel row
+            o, k0 = w.shape[0], geom.kernel_size[0]
+            wm = np.ascontiguousarray(wm.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3))
+        b = None if bias is None else np.ascontiguousarray(bias, dtype)
         y = np.empty(y_shape, dtype)
         x = np.ascontiguousarray(x, dtype)
         if parts:  # worker k: output channels [first, stop) of the one image, all its positions
@@ -406,7 +406,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
             _run(0, geometry, dtype, threads, blas, x, wm, b, y, act, lo, hi)
         return _finish(y, 0, 0.0, 0.0, later)
 
-    return PreparedForward(run, wm is w and b is bias, _settings, settings)
+    return PreparedForward(run, _settings, settings)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

@@ -138,23 +138,26 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
         if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
                 and (b is None if bias is None else getattr(bias, "_array", None) is b)
                 and geometry is planned_geometry and activation == planned_activation
-                and not _conv_ops.records(input, weight, bias) and prepared.valid()):
-            return Tensor(prepared.run(x))
+                and not _conv_ops.records(input, weight, bias)):
+            if prepared is None:  # the same call found no plan before
+                return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
+            if prepared.valid():
+                return Tensor(prepared.run(x))
     y = _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
     _plan_for(owner, input, weight, bias, geometry, padding_mode, activation)
     return y
 
 
 #: Per owner (weakly held): ``(input shape, dtype, weight array, bias array, geometry, activation,
-#: PreparedForward)`` of its last planned call (:func:`convolution`'s ``owner``).
+#: PreparedForward or None)`` of its last call that did not record autograd (:func:`convolution`'s
+#: ``owner``); None: that call has no plan (its algorithm does not plan ahead or is non-local).
 _planned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
               activation: Activation | None) -> None:
     """Keep the plan of a convolution that just ran (checked) for ``owner``'s next call: batched
-    Tensor operands of one float dtype, zero padding, no autograd; plans that read the weight where it
-    is (``live``) only."""
+    Tensor operands of one float dtype, zero padding, no autograd."""
     _planned.pop(owner, None)
     if not (isinstance(input, Tensor) and isinstance(weight, Tensor)
             and (bias is None or isinstance(bias, Tensor)) and padding_mode == "zeros"
@@ -167,8 +170,7 @@ def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeom
         return
     explicit = geometry.with_padding(geometry.pads(x.shape[2:]))
     prepared = _plan.prepare_forward(x.shape, x.dtype, w, explicit, b, activation)
-    if prepared is not None and prepared.live:
-        _planned[owner] = (x.shape, x.dtype, w, b, geometry, activation, prepared)
+    _planned[owner] = (x.shape, x.dtype, w, b, geometry, activation, prepared)
 
 
 _PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
