@@ -48,40 +48,36 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
     return v;
 }
 
-/* The sum of a vector's lanes as a tree (pairs of lanes VL/2 apart, then VL/4, ...: independent
- * adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that cost
- * more than a 28x28 plane's dot products in grad_weight). */
+/* The sum of a vector's lanes as a tree of halves (lane l with l + VL/2, then VL/4, ...: independent
+ * vector adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that
+ * cost more than a 28x28 plane's dot products in grad_weight). HALF_SUM(H, s, x): s (type H, half of
+ * x's lanes) = low half of x + high half. */
+#define HALF_SUM(H, s, x)                                                                           \
+    H s, s##_high;                                                                                  \
+    memcpy(&s, &(x), sizeof s), memcpy(&s##_high, (const char *)&(x) + sizeof s, sizeof s##_high); \
+    s += s##_high
 static inline T FN(hsum)(V a)
-{ /* halves by vector adds (lane l with l + VL/2, then VL/4, ...) */
+{
     typedef T FN(v2) __attribute__((vector_size(2 * TSIZE)));
 #if VBYTES / TSIZE >= 8
     typedef T FN(v4) __attribute__((vector_size(4 * TSIZE)));
-    typedef T FN(v8) __attribute__((vector_size(8 * TSIZE)));
 #endif
 #if VBYTES / TSIZE == 16
-    FN(v8) s8, h8;
-    memcpy(&s8, &a, sizeof s8), memcpy(&h8, (const char *)&a + sizeof s8, sizeof h8);
-    s8 += h8;
+    typedef T FN(v8) __attribute__((vector_size(8 * TSIZE)));
+    HALF_SUM(FN(v8), s8, a);
+    HALF_SUM(FN(v4), s4, s8);
+    HALF_SUM(FN(v2), s2, s4);
 #elif VBYTES / TSIZE == 8
-    FN(v8) s8 = a;
-#endif
-#if VBYTES / TSIZE >= 8
-    FN(v4) s4, h4;
-    memcpy(&s4, &s8, sizeof s4), memcpy(&h4, (const char *)&s8 + sizeof s4, sizeof h4);
-    s4 += h4;
+    HALF_SUM(FN(v4), s4, a);
+    HALF_SUM(FN(v2), s2, s4);
 #elif VBYTES / TSIZE == 4
-    typedef T FN(v4) __attribute__((vector_size(4 * TSIZE)));
-    FN(v4) s4 = a;
-#endif
-#if VBYTES / TSIZE >= 4
-    FN(v2) s2, h2;
-    memcpy(&s2, &s4, sizeof s2), memcpy(&h2, (const char *)&s4 + sizeof s2, sizeof h2);
-    s2 += h2;
+    HALF_SUM(FN(v2), s2, a);
 #else
     FN(v2) s2 = a;
 #endif
     return s2[0] + s2[1];
 }
+#undef HALF_SUM
 
 #include "gemm.h"
 #include "depthwise.h"
