@@ -348,6 +348,15 @@ def test_a_plan_follows_weights_settings_and_autograd(monkeypatch):
         conv.weight = nn.Parameter(npconv.tensor(rng.standard_normal(conv.weight.shape)))
         check(module)
         check(module, rng.standard_normal((2, 4, 6, 10)))
+    check(dense)
+    dense.padding_mode = "reflect"  # the same geometry, another padding
+    with npconv.no_grad():
+        y = dense(npconv.tensor(x)).numpy()
+    import reference
+
+    np.testing.assert_allclose(y, reference.conv(x, dense.weight.numpy(), dense.bias.numpy(), padding=1,
+                                                 padding_mode="reflect"), rtol=1e-12, atol=1e-12)
+    dense.padding_mode = "zeros"
     previous = npconv.get_num_threads()
     try:
         for threads in (1, 2, 1):

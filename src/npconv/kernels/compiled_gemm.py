@@ -378,8 +378,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
 
 def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
                     bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
-    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (work items, weight
-    layout); valid while :func:`_settings` are unchanged."""
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the work items; the
+    weight's layout is made per call); valid while :func:`_settings` are unchanged."""
     bias, act, lo, hi, later = _epilogue(bias, epilogue)
     dtype = np.result_type(x_dtype, w.dtype)
     dtype = dtype if dtype in _DTYPES else None

@@ -128,7 +128,7 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
     arguments skip re-checking (see :data:`_accepted`). ``owner`` (a module calling with its own
     parameters): its last call that did not record autograd is planned once
     (:func:`npconv.kernels.plan.prepare_forward`) and an equal call (the same input shape and dtype,
-    weight and bias arrays, geometry, activation) runs the plan directly while it holds.
+    weight and bias arrays, geometry, zero padding, activation) runs the plan directly while it holds.
     """
     if owner is None:
         return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
@@ -137,8 +137,8 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
         x, (shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
         if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
                 and (b is None if bias is None else getattr(bias, "_array", None) is b)
-                and geometry is planned_geometry and activation == planned_activation
-                and not _conv_ops.records(input, weight, bias)):
+                and geometry is planned_geometry and padding_mode == "zeros"
+                and activation == planned_activation and not _conv_ops.records(input, weight, bias)):
             if prepared is None:  # the same call found no plan before
                 return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
             if prepared.valid():
@@ -152,6 +152,7 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
 #: PreparedForward or None)`` of its last call that did not record autograd (:func:`convolution`'s
 #: ``owner``); None: that call has no plan (its algorithm does not plan ahead or is non-local).
 _planned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
@@ -171,9 +172,6 @@ def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeom
     explicit = geometry.with_padding(geometry.pads(x.shape[2:]))
     prepared = _plan.prepare_forward(x.shape, x.dtype, w, explicit, b, activation)
     _planned[owner] = (x.shape, x.dtype, w, b, geometry, activation, prepared)
-
-
-_PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
