@@ -268,22 +268,32 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight); ``blas``: BLAS
     threads of a single worker, 0 when the pass calls no BLAS (left alone). Returns the number of
     workers used."""
-    core = backends.core
     size, spans = _spans(pass_code, geometry, threads)
-    isa, routines = core.isa_index, gemm_routines()
-    if len(spans) == 1 and blas == 0:  # on the calling thread, BLAS left alone: no job needed
-        target = out[0] if isinstance(out, list) else out
-        scratch = workspace.buffer("compiled-gemm-0", (size,), dtype)
-        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, target, scratch, geometry, *spans[0],
-                              act, lo, hi)
-        return 1
-    prepare = core.module.gemm_conv_job
-    jobs = [prepare(isa, pass_code, routines, a, b, bias, out[k] if isinstance(out, list) else out,
-                    workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), geometry, *span, act, lo, hi)
-            for k, span in enumerate(spans)]
-    # one worker per span (worker k: span k, the same on every run); a worker's BLAS runs on one thread
-    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
+    _run_calls(pass_code, dtype, blas, [(geometry, size, start, stop, a, b, bias,
+                                         out[k] if isinstance(out, list) else out)
+                                        for k, (start, stop) in enumerate(spans)], act, lo, hi)
     return len(spans)
+
+
+def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], act: int = 0, lo: float = 0.0,
+               hi: float = 0.0) -> None:
+    """Worker ``k`` runs ``calls[k]``: ``(geometry, scratch elements, start, stop, a, b, bias, out)``,
+    one ``gemm_conv`` call over items ``[start, stop)`` with its scratch ``compiled-gemm-<k>`` (the same
+    worker and buffer on every run); a worker's BLAS runs on one thread. A single call that calls no
+    BLAS runs on the calling thread, without a job."""
+    core = backends.core
+    isa, routines = core.isa_index, gemm_routines()
+    if len(calls) == 1 and blas == 0:
+        geometry, size, start, stop, a, b, bias, out = calls[0]
+        scratch = workspace.buffer("compiled-gemm-0", (size,), dtype)
+        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, out, scratch, geometry, start, stop, act,
+                              lo, hi)
+        return
+    jobs = [core.module.gemm_conv_job(isa, pass_code, routines, a, b, bias, out,
+                                      workspace.buffer(f"compiled-gemm-{k}", (size,), dtype), geometry, start,
+                                      stop, act, lo, hi)
+            for k, (geometry, size, start, stop, a, b, bias, out) in enumerate(calls)]
+    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -512,12 +522,8 @@ def _run_parts(pass_code: int, dtype: np.dtype, blas: int, parts: list[tuple], a
                hi: float = 0.0) -> None:
     """Worker ``k`` runs every item of part ``k``: ``(geometry, a, b, bias, out)``, the arguments of a
     ``gemm_conv`` call over one range of output channels."""
-    isa, routines = backends.core.isa_index, gemm_routines()
-    prepare = backends.core.module.gemm_conv_job
-    jobs = []
-    for k, (geometry, a, b, bias, out) in enumerate(parts):
-        size, spans = _spans(pass_code, geometry, 1)
-        scratch = workspace.buffer(f"compiled-gemm-{k}", (size,), dtype)
-        jobs.append(prepare(isa, pass_code, routines, a, b, bias, out, scratch, geometry, *spans[0], act, lo,
-                            hi))
-    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
+    calls = []
+    for geometry, a, b, bias, out in parts:
+        size, ((start, stop),) = _spans(pass_code, geometry, 1)
+        calls.append((geometry, size, start, stop, a, b, bias, out))
+    _run_calls(pass_code, dtype, blas, calls, act, lo, hi)
