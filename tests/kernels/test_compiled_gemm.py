@@ -865,7 +865,7 @@ def test_worker_threshold_is_the_compiled_one(monkeypatch):
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:
-        for c, o, size, threads in ((96, 24, 56, 2), (144, 32, 28, 1)):  # 7.2 M and 3.6 M multiply-adds
+        for c, o, size, threads in ((144, 32, 28, 2), (192, 64, 14, 1)):  # 3.6 M and 2.4 M multiply-adds
             assert (c * o * size * size >= compiled_gemm.WORKER_MIN_MACS) == (threads == 2)
             x = rng.standard_normal((1, c, size, size)).astype(np.float32)
             w = rng.standard_normal((o, c, 1, 1)).astype(np.float32)

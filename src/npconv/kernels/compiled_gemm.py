@@ -58,9 +58,10 @@ BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 #: Ungrouped calls with at least this many multiply-adds run on the worker threads (also when
 #: ``gemm.WORKER_MIN_MACS``, the NumPy engine's threshold, is lower). The workers take a call as a
 #: prepared job without the GIL (6-8 us, against 25-35 us for a Python job), so smaller calls than
-#: the NumPy engine's pay: MobileNetV2 batch 1, 2 threads, ms (three alternations): 2**24 12.6 / 12.0
-#: / 8.6, 6 * 2**20 9.2 / 9.9 / 7.4 (docs/performance.md).
-WORKER_MIN_MACS = 6 * 2**20
+#: the NumPy engine's pay. Two threads, us, MobileNetV2's 1x1 layers alone, 6 * 2**20 vs 3 * 2**20:
+#: 64->384 on 14x14 (4.8 M) 86 vs 68, 144->32 on 28x28 (3.6 M) 65 vs 57; 192->64 on 14x14 (2.4 M)
+#: 45 on one thread, 51 on two (docs/performance.md).
+WORKER_MIN_MACS = 3 * 2**20
 #: Target bytes of one work item's columns (one thread's scratch): about the L2 size. One thread,
 #: ms at 256 KiB / 1 / 2 / 16 MiB: stem 16.4 / 15.1 / 15.1 / 19.3, strided 8.0 / 6.8 / 6.4 / 6.7,
 #: audio 17.1 / 14.8 / 14.0 / 15.5 (loaded machine, docs/performance.md).
