@@ -317,6 +317,46 @@ def test_team_wait_runs_posted_jobs_without_returning():
 
 
 @needs_core
+def test_team_post_and_join_run_each_job_once_on_its_worker():
+    """team_post puts jobs[k] in worker k's slot and posts the call number; team_join runs jobs[0] on
+    the caller and returns only once every worker reported that call done; bad arguments are refused
+    before anything is posted."""
+    core = npconv.backends.core.module
+    stride = 4
+    flags = np.zeros(2 * 3 * stride, np.int64)  # workers 1 and 2: post 2k * stride, done (2k + 1) * stride
+    made = [_gemm_job(seed) for seed in range(3)]
+    jobs = [job for job, _, _ in made]
+    for bad, error in (([jobs[0]], ValueError), ([jobs[0], "x"], TypeError)):
+        with pytest.raises(error):
+            core.team_post(flags, bad, 1, stride)
+        with pytest.raises(error):
+            core.team_join(flags, bad, 1, stride, 0.0, 1e-5)
+    with pytest.raises(ValueError, match="stride"):
+        core.team_post(flags, jobs, 1, 1)
+    with pytest.raises(ValueError, match="outside"):  # too few flags for three workers
+        core.team_post(np.zeros(5 * stride, np.int64), jobs, 1, stride)  # worker 2 done at 5 * stride
+    assert not flags.any()
+    returned: list[tuple[int, int]] = []
+
+    def worker(k: int) -> None:  # as a team's worker: runs its posted job in team_wait, reports it done
+        post = 2 * k * stride
+        returned.append(core.team_wait(flags, post, post + stride, post + 1, 0, 0.5, False))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (1, 2)]
+    for thread in threads:
+        thread.start()
+    core.team_post(flags, jobs, 7, stride)
+    assert flags[2 * stride] == 7 and flags[4 * stride] == 7 and flags[0] == 0  # the caller's own is not posted
+    core.team_join(flags, jobs, 7, stride, 1e-3, 1e-5)
+    assert flags[3 * stride] == 7 and flags[5 * stride] == 7  # both reported before team_join returned
+    for _, y, expected in made:
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    for thread in threads:
+        thread.join(10)
+    assert returned == [(7, 0), (7, 0)]  # each ran its job in C and then spun out without another post
+
+
+@needs_core
 @pytest.mark.parametrize("spin", [1e-6, 0.05])
 def test_team_runs_compiled_and_python_jobs_in_turn(spin, monkeypatch):
     """Prepared jobs (run by the workers without the GIL) and Python jobs alternate on one team, with

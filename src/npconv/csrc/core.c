@@ -1558,6 +1558,99 @@ static PyObject *team_wait(PyObject *self, PyObject *args)
     return Py_BuildValue("Li", (long long)value, fresh);
 }
 
+/* The jobs of a team call: a sequence of at least two prepared jobs, and flags holding a post and a
+ * done flag for each worker 1 .. len - 1 (worker k: post 2k * stride, its slot post + 1, done
+ * (2k + 1) * stride, as npconv.kernels.workspace lays them out). NULL (an error set) otherwise. */
+static PyObject *team_jobs(PyObject *obj, PyObject *seq, Py_ssize_t stride, Py_buffer *view)
+{
+    PyObject *fast = PySequence_Fast(seq, "jobs must be a sequence of jobs");
+    if (!fast) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n < 2 || stride < 2) {
+        PyErr_Format(PyExc_ValueError, "a team call needs at least 2 jobs and a stride of at least 2, got %zd "
+                     "and %zd", n, stride);
+        Py_DECREF(fast);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (!get_job(PySequence_Fast_GET_ITEM(fast, k))) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+    if (get_flags(obj, (2 * n - 1) * stride, view) < 0) {
+        Py_DECREF(fast);
+        return NULL;
+    }
+    return fast;
+}
+
+/* team_post(flags, jobs, call, stride): jobs[k] (k >= 1) posted to worker k with the call number `call`
+ * (its slot holds the job's address, then a release store of the post), as job_post does for one.
+ * The caller then wakes sleeping workers and calls team_join with the same jobs, which it keeps alive
+ * until then. */
+static PyObject *team_post(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *seq;
+    long long call;
+    Py_ssize_t stride;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OOLn", &obj, &seq, &call, &stride)) return NULL;
+    PyObject *fast = team_jobs(obj, seq, stride, &view);
+    if (!fast) return NULL;
+    int64_t *flags = (int64_t *)view.buf;
+    for (Py_ssize_t k = 1; k < PySequence_Fast_GET_SIZE(fast); k++) {
+        kernel_job *job = PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, k), JOB_CAPSULE);
+        __atomic_store_n(flags + 2 * k * stride + 1, (int64_t)(intptr_t)job, __ATOMIC_RELAXED);
+        __atomic_store_n(flags + 2 * k * stride, (int64_t)call, __ATOMIC_SEQ_CST);
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(fast);
+    Py_RETURN_NONE;
+}
+
+/* team_join(flags, jobs, call, stride, seconds, poll): with the GIL released, run jobs[0] on this
+ * thread, then wait until every worker k >= 1 reported `call` done (spinning about `seconds`, then
+ * polling every `poll` seconds, as flag_wait); MemoryError if any job's own allocation failed. */
+static PyObject *team_join(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *seq;
+    long long call;
+    Py_ssize_t stride;
+    double seconds, poll;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OOLndd", &obj, &seq, &call, &stride, &seconds, &poll)) return NULL;
+    PyObject *fast = team_jobs(obj, seq, stride, &view);
+    if (!fast) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    int64_t *flags = (int64_t *)view.buf;
+    kernel_job *own = PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, 0), JOB_CAPSULE);
+    const struct timespec nap = {0, (long)((poll > 0 ? (poll < 1e-3 ? poll : 1e-3) : 1e-5) * 1e9)};
+    Py_BEGIN_ALLOW_THREADS
+    own->run(own);
+    for (Py_ssize_t k = 1; k < n; k++) {
+        const int64_t *done = flags + (2 * k + 1) * stride;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (unsigned i = 1, late = 0; __atomic_load_n(done, __ATOMIC_ACQUIRE) != (int64_t)call; i++) {
+            if (!late && (i & 63) == 0 && seconds_since(&t0) >= seconds) late = 1;
+            if (late)
+                nanosleep(&nap, NULL);
+            else if (i < 1024)
+                spin_pause();
+            else
+                sched_yield(); /* as in flag_wait */
+        }
+    }
+    Py_END_ALLOW_THREADS
+    int failed = 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        failed |= ((kernel_job *)PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, k), JOB_CAPSULE))->failed;
+    PyBuffer_Release(&view);
+    Py_DECREF(fast);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "available_isas() -> names of the ISA variants built in and supported by this CPU, slowest first"},
@@ -1569,6 +1662,12 @@ static PyMethodDef methods[] = {
      "from seen, or seen after spinning about seconds (with poll > 0: polling every poll seconds after that, "
      "until it differs); GIL released, flags[store_index] = store_value first if store_index >= 0 (flags: an "
      "int64 buffer)"},
+    {"team_post", team_post, METH_VARARGS,
+     "team_post(flags, jobs, call, stride): post jobs[k] (k >= 1) to worker k as call number `call` (worker k's "
+     "post flag at 2k * stride, its job slot next to it)"},
+    {"team_join", team_join, METH_VARARGS,
+     "team_join(flags, jobs, call, stride, seconds, poll): run jobs[0] here (GIL released), then wait until every "
+     "worker k >= 1 reported `call` done (flag (2k + 1) * stride); MemoryError if a job's allocation failed"},
     {"flag_store", flag_store, METH_VARARGS,
      "flag_store(flags, index, value): flags[index] = value, visible to flag_wait after everything the caller "
      "wrote before (release store)"},

@@ -54,13 +54,19 @@ def memory_bound(*arrays_bytes: int) -> int:
     return 2 * sum(arrays_bytes) + SCRATCH_BYTES
 
 
+#: Views a thread's cache keeps (of its scratch arrays, by name, shape and dtype).
+_VIEWS_KEPT = 256
+
+
 class _Cache:
     """One thread's named scratch arrays (weak-referenceable, so :func:`clear` can reach it)."""
 
-    __slots__ = ("arrays", "__weakref__")
+    __slots__ = ("arrays", "views", "__weakref__")
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        #: ``(name, shape, dtype) -> view`` of ``arrays[name]`` last handed out (a call's views cost ~1 us)
+        self.views: dict[tuple, np.ndarray] = {}
 
 
 _local = threading.local()
@@ -88,15 +94,25 @@ def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndar
     The same ``name`` on the same thread returns (a view of) the same memory, so a kernel must not
     hold two live buffers of one name, nor return a buffer to its caller.
     """
+    cache = _thread_cache()
+    key = (name, shape, dtype)
+    view = cache.views.get(key)
+    if view is not None:
+        return view
     dtype = np.dtype(dtype)
-    arrays = _thread_cache().arrays
+    arrays = cache.arrays
     nbytes = math.prod(shape) * dtype.itemsize
     raw = arrays.get(name)
     if raw is None or raw.nbytes < nbytes:
+        for old in [k for k in cache.views if k[0] == name]:  # views of the old array go with it
+            del cache.views[old]
         arrays.pop(name, None)  # free the old one before allocating the larger one
         raw = np.empty(-(-nbytes // 64) * 8, np.float64)  # 64-byte multiple, 16-byte aligned
         arrays[name] = raw
-    return raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+    if len(cache.views) >= _VIEWS_KEPT:  # shapes that vary call by call: start again
+        cache.views.clear()
+    view = cache.views[key] = raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+    return view
 
 
 def clear() -> None:
@@ -104,6 +120,7 @@ def clear() -> None:
     with _caches_lock:
         caches = list(_caches)
     for cache in caches:
+        cache.views.clear()
         cache.arrays.clear()
 
 
@@ -174,7 +191,7 @@ class _Team:
                     while int(flags[post]) == seen:
                         self.posted.wait()
                     self.asleep[k] = False
-                    value = int(flags[post])
+                continue  # the post goes back to team_wait: a compiled job runs there, without the GIL
             seen = value
             if seen < 0:
                 return
@@ -210,6 +227,20 @@ class _Team:
             self.errors = [None] * (self.workers + 1)
         if errors:
             raise errors[0]
+
+    def run_compiled(self, jobs: list[Any]) -> None:
+        """Prepared ``_core`` jobs: ``jobs[0]`` on the calling thread, ``jobs[k]`` in worker ``k``'s wait
+        loop; one C call posts them (``team_post``), one runs the caller's and waits for the rest
+        (``team_join``, which also raises ``MemoryError`` for a job whose own allocation failed)."""
+        self.calls += 1
+        call = self.calls
+        core.module.team_post(self.flags, jobs, call, _STRIDE)
+        # asleep[k] is set under the GIL before the worker reads its post flag again: if it reads False
+        # here (after the post), that worker will see the post; if True, it waits on the condition
+        if True in self.asleep:
+            with self.posted:
+                self.posted.notify_all()
+        core.module.team_join(self.flags, jobs, call, _STRIDE, SPIN_SECONDS, POLL_SECONDS)
 
     def stop(self) -> None:
         for k in range(1, self.workers + 1):
@@ -289,26 +320,26 @@ def run_jobs(jobs: list[Any], blas: int = 0) -> None:
     """Run prepared ``_core`` jobs (e.g. ``gemm_conv_job``): ``jobs[0]`` on the calling thread, ``jobs[k]``
     on worker ``k``, which runs it without taking the GIL (a worker that must take the GIL from the
     caller sleeps on it: 25-35 us per call). ``blas`` as in :func:`run` (0: the jobs call no BLAS)."""
-    calls = [functools.partial(core.module.job_run, job) for job in jobs]
     threads = len(jobs)
     context = contextlib.nullcontext() if blas == 0 else blas_threads(blas if threads == 1 else 1)
     with context:
         if threads == 1:
-            calls[0]()
+            core.module.job_run(jobs[0])
             return
         team = _team_of(threads - 1) if SPIN_SECONDS > 0 else None
         if team is not None and team.busy.acquire(blocking=False):
             try:
-                team.run(calls, jobs)
+                team.run_compiled(jobs)  # checks the jobs' allocations itself
             finally:
                 team.busy.release()
-        else:
-            futures = [_pool(threads - 1).submit(call) for call in calls[1:]]
-            try:
-                calls[0]()
-            finally:
-                for future in futures:
-                    future.result()
+            return
+        calls = [functools.partial(core.module.job_run, job) for job in jobs]
+        futures = [_pool(threads - 1).submit(call) for call in calls[1:]]
+        try:
+            calls[0]()
+        finally:
+            for future in futures:
+                future.result()
     core.module.jobs_check(jobs)  # a worker's job reports a failed allocation only here
 
 
