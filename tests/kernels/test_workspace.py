@@ -346,7 +346,7 @@ def test_team_post_and_join_run_each_job_once_on_its_worker():
     for thread in threads:
         thread.start()
     core.team_post(flags, jobs, 7, stride)
-    assert flags[2 * stride] == 7 and flags[4 * stride] == 7 and flags[0] == 0  # the caller's own is not posted
+    assert flags[2 * stride] == 7 and flags[4 * stride] == 7 and flags[0] == 0  # not the caller's own
     core.team_join(flags, jobs, 7, stride, 1e-3, 1e-5)
     assert flags[3 * stride] == 7 and flags[5 * stride] == 7  # both reported before team_join returned
     for _, y, expected in made:
