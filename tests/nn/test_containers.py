@@ -137,3 +137,29 @@ def test_train_eval_reaches_every_child():
     assert not any(m.training for m in model.modules())
     model.train()
     assert all(m.training for m in model.modules())
+
+
+def test_sequential_passes_over_plain_identity_modules_but_runs_hooked_ones(monkeypatch):
+    """A plain ``Identity`` in a Sequential (what optimize_for_inference leaves for each fused module)
+    is not called: its input goes on as it is. An Identity with a hook, or a subclass, is called."""
+    calls: list[str] = []
+    real = nn.Identity.forward
+    monkeypatch.setattr(nn.Identity, "forward",
+                        lambda self, input: (calls.append("identity"), real(self, input))[1])
+
+    class Marked(nn.Identity):
+        def forward(self, input):
+            calls.append("subclass")
+            return input * 2
+
+    x = npconv.tensor(np.arange(6.0).reshape(2, 3))
+    seq = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Identity())
+    y = seq(x)
+    assert calls == [] and np.array_equal(y.numpy(), np.arange(6.0).reshape(2, 3))
+    hooked = nn.Identity()
+    seen = []
+    hooked.register_forward_hook(lambda module, args, output: seen.append(output))
+    y = nn.Sequential(hooked, Marked())(x)
+    assert calls == ["identity", "subclass"] and len(seen) == 1 and seen[0] is x
+    assert np.array_equal(y.numpy(), 2 * np.arange(6.0).reshape(2, 3))
+    assert nn.Sequential(nn.Identity())(x) is x

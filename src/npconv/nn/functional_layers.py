@@ -156,7 +156,7 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
         raise ValueError(must("weight", "be 2-dimensional (out_features, in_features)",
                               f"weight of size {shape_text(w.shape)}", "linear"))
     if x.ndim == 0 or x.shape[-1] != w.shape[1]:
-        rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
+        rows = math.prod(x.shape[:-1]) if x.ndim > 1 else 1
         cols = x.shape[-1] if x.ndim else 0
         raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{cols} and "
                          f"{w.shape[1]}x{w.shape[0]}): input's last dimension must equal "

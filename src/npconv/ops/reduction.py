@@ -99,7 +99,7 @@ def mean(input: Any, dim: Any = None, keepdim: builtins.bool = False, *, dtype: 
         )
     axes = canonical_dims(dim, data.ndim)
     out_dtype = _float_result_dtype(data, dtype)
-    count = data.size if axes is None else int(np.prod([data.shape[a] for a in axes]))
+    count = data.size if axes is None else math.prod(data.shape[a] for a in axes)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.asarray(data.mean(axis=axes, keepdims=keepdim, dtype=out_dtype)).astype(
             out_dtype, copy=False
@@ -285,7 +285,7 @@ def var(
         raise RuntimeError(f"std and var only support floating point and complex dtypes, got {data.dtype}")
     c = _correction(unbiased, correction)
     axes = canonical_dims(dim, data.ndim)
-    count = data.size if axes is None else int(np.prod([data.shape[a] for a in axes]))
+    count = data.size if axes is None else math.prod(data.shape[a] for a in axes)
     denominator = builtins.max(count - c, 0)
     centred = data - data.mean(axis=axes, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -10,6 +10,7 @@ tensors. Every ``dim`` argument goes through :func:`canonical_dim`: out of range
 from __future__ import annotations
 
 import builtins
+import math
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -121,7 +122,7 @@ def reshape(input: Any, *shape: Any) -> Any:
         raise RuntimeError("only one dimension can be inferred")
     if any(n < -1 for n in target):
         raise RuntimeError(f"invalid shape dimension {builtins.min(target)}")
-    known = int(np.prod([n for n in target if n != -1]))
+    known = math.prod(n for n in target if n != -1)
     if -1 in target:
         if known == 0 or data.size % known:
             raise RuntimeError(f"shape '{list(target)}' is invalid for input of size {data.size}")
@@ -154,7 +155,7 @@ def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     end = canonical_dim(end_dim, data.ndim)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    shape = data.shape[:start] + (int(np.prod(data.shape[start : end + 1])),) + data.shape[end + 1 :]
+    shape = data.shape[:start] + (math.prod(data.shape[start : end + 1]),) + data.shape[end + 1 :]
     return reshape(input, shape)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from ...tensor import Tensor, as_array
 from ..parameter import Parameter
-from .module import Module, _addindent
+from .linear import Identity
+from .module import Module, _addindent, has_call_hooks
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
@@ -119,7 +120,9 @@ class Sequential(Module):
         return value
 
     def forward(self, input: Any) -> Any:
-        for module in self:
+        for module in self._modules.values():
+            if type(module) is Identity and not has_call_hooks(module):
+                continue  # returns its input (optimize_for_inference leaves one per fused module)
             input = module(input)
         return input
 

@@ -20,7 +20,7 @@ from ...tensor import Tensor, as_array
 from .. import functional as F
 from .activation import Hardtanh, ReLU, SiLU
 from .conv import _Conv, _ConvNd
-from .module import Module
+from .module import Module, has_call_hooks
 
 __all__ = ["ConvActivation", "FUSABLE_ACTIVATIONS"]
 
@@ -35,12 +35,6 @@ def _activation(activation: Module) -> Activation:
     if isinstance(activation, Hardtanh):
         return Activation("hardtanh", float(activation.min_val), float(activation.max_val))
     return Activation("silu")
-
-
-def _plain(module: Module) -> bool:
-    """Whether calling ``module`` is exactly its class's forward (no hooks, no overriding subclass)."""
-    d = module.__dict__
-    return not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
 
 
 class ConvActivation(Module):
@@ -64,8 +58,8 @@ class ConvActivation(Module):
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
         conv, activation = self.conv, self.activation
         weight, bias = conv.weight, conv.bias
-        if (not args and not kwargs and type(conv).forward is _Conv.forward and _plain(conv)
-                and _plain(activation) and not records(input, weight, bias)):
+        if (not args and not kwargs and type(conv).forward is _Conv.forward and not has_call_hooks(conv)
+                and not has_call_hooks(activation) and not records(input, weight, bias)):
             return F.convolution(input, weight, bias, conv.geometry, conv.padding_mode, conv._op_name(),
                                  activation=_activation(activation), owner=self)
         y = conv(input, *args, **kwargs)

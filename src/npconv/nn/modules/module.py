@@ -47,6 +47,13 @@ def _no_cache() -> None:
 _enter_memory_cache = _memory.module.enter if _memory.available else _no_cache
 
 
+def has_call_hooks(module: Module) -> bool:
+    """Whether calling ``module`` runs forward, forward-pre or backward hooks (else it is exactly its
+    ``forward``)."""
+    d = module.__dict__
+    return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
+
+
 class Module:
     """Base class for all layers. Assigning a Parameter, Module or Buffer attribute registers it."""
 
@@ -77,8 +84,7 @@ class Module:
         # fresh output then reuses memory an earlier, freed one had: no page faults; see backends)
         previous = _enter_memory_cache()
         try:
-            d = self.__dict__
-            if not (d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks")):
+            if not has_call_hooks(self):
                 return self.forward(*args, **kwargs)
             return self._call_with_hooks(args, kwargs)
         finally:

@@ -26,7 +26,7 @@ from ..modules.conv import (
 from ..modules.fused import FUSABLE_ACTIVATIONS, ConvActivation
 from ..modules.lazy import LazyModuleMixin
 from ..modules.linear import Identity
-from ..modules.module import Module
+from ..modules.module import Module, has_call_hooks
 from ..parameter import Parameter
 from .parametrize import is_parametrized
 
@@ -131,20 +131,14 @@ _CONVOLUTIONS = (Conv1d, Conv2d, Conv3d, ConvNd, *_TRANSPOSED)  # their lazy for
 _BATCHNORMS = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
 
 
-def _hooked(module: Module) -> bool:
-    """Whether ``module`` has forward, forward-pre or backward hooks (fusing would skip them)."""
-    stores = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
-    return any(module.__dict__.get(store) for store in stores)
-
-
 def _fusable_conv(module: Any) -> bool:
-    return (isinstance(module, _CONVOLUTIONS) and not _hooked(module) and not is_parametrized(module)
+    return (isinstance(module, _CONVOLUTIONS) and not has_call_hooks(module) and not is_parametrized(module)
             and not (isinstance(module, LazyModuleMixin) and module.has_uninitialized_params()))
 
 
 def _foldable(conv: Any, bn: Any) -> bool:
     # a grouped transposed weight (C_in, C_out/groups, *k) does not scale per output channel on one axis
-    return (_fusable_conv(conv) and isinstance(bn, _BATCHNORMS) and not _hooked(bn)
+    return (_fusable_conv(conv) and isinstance(bn, _BATCHNORMS) and not has_call_hooks(bn)
             and bn.running_mean is not None and bn.running_var is not None
             and bn.num_features == conv.out_channels
             and not (isinstance(conv, _TRANSPOSED) and conv.groups > 1))
@@ -169,7 +163,7 @@ def _fuse_sequential(sequential: Sequential) -> None:
             children[names[j]] = Identity()
             j += 1
         activation = children[names[j]] if j < len(names) else None
-        if isinstance(activation, FUSABLE_ACTIVATIONS) and not _hooked(activation):
+        if isinstance(activation, FUSABLE_ACTIVATIONS) and not has_call_hooks(activation):
             conv = ConvActivation(conv, activation)
             children[names[j]] = Identity()
             j += 1
