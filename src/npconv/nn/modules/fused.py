@@ -28,13 +28,16 @@ __all__ = ["ConvActivation", "FUSABLE_ACTIVATIONS"]
 FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
 
 
+_RELU, _SILU = Activation("relu"), Activation("silu")
+
+
 def _activation(activation: Module) -> Activation:
     """The :class:`~npconv.kernels.pointwise.Activation` that ``activation`` computes."""
     if isinstance(activation, ReLU):
-        return Activation("relu")
+        return _RELU
     if isinstance(activation, Hardtanh):
         return Activation("hardtanh", float(activation.min_val), float(activation.max_val))
-    return Activation("silu")
+    return _SILU
 
 
 class ConvActivation(Module):
