@@ -447,3 +447,34 @@ def test_epilogue_keeps_the_activation_ops_signed_zeros_and_specials(isa, dtype)
         expected = pointwise.activate_(plain.copy(), kind, lo, hi)
         np.testing.assert_array_equal(fused, expected)
         np.testing.assert_array_equal(np.signbit(fused), np.signbit(expected))
+
+
+def test_prepared_forward_holds_its_worker_split_while_the_threads_do(rng, monkeypatch):
+    """A prepared forward splits the planes as the thread count and MIN_THREAD_MACS were when it was
+    made: its token stops holding when either changes; while it holds, run() is the planned split's
+    result (the reference's)."""
+    import npconv
+
+    geom = _geom((3, 3), 1, 1, 1, 64)
+    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(2)
+        prepared = compiled_depthwise.prepare_forward(x.shape, x.dtype, w, geom)
+        assert prepared.valid()
+        spans = []
+        real = compiled_depthwise.workspace.run_spans
+        monkeypatch.setattr(compiled_depthwise.workspace, "run_spans", lambda kernel, args, s, *rest:
+                            (spans.append(list(s)), real(kernel, args, s, *rest))[1])
+        y = prepared.run(x)
+        assert spans == [[(0, 32), (32, 64)]]
+        assert relative_error(y, reference.conv(x, w, padding=1, groups=64)) < 1e-6
+        monkeypatch.setattr(compiled_depthwise, "MIN_THREAD_MACS", 1 << 40)
+        assert not prepared.valid()
+        monkeypatch.undo()
+        assert prepared.valid()
+        npconv.set_num_threads(1)
+        assert not prepared.valid()
+    finally:
+        npconv.set_num_threads(previous)

@@ -64,13 +64,13 @@ def _tiling(monkeypatch, name: str) -> None:
 def _uses_c(monkeypatch) -> list[int]:
     """Record the pass code of every C call (a fallback to the NumPy engine would record none)."""
     calls: list[int] = []
-    run = compiled_gemm._run
+    run = compiled_gemm._run_calls
 
     def recording(pass_code, *args, **kwargs):
         calls.append(pass_code)
         return run(pass_code, *args, **kwargs)
 
-    monkeypatch.setattr(compiled_gemm, "_run", recording)
+    monkeypatch.setattr(compiled_gemm, "_run_calls", recording)
     return calls
 
 
@@ -78,9 +78,9 @@ def _tilings(monkeypatch) -> list[tuple[int, ...]]:
     """Record the C kernel's geometry tuple of every call (its last five values: band, images, chunk,
     shift, implicit: which tiling ran)."""
     seen: list[tuple[int, ...]] = []
-    run = compiled_gemm._run
-    monkeypatch.setattr(compiled_gemm, "_run",
-                        lambda code, geometry, *a, **k: seen.append(geometry) or run(code, geometry, *a, **k))
+    run = compiled_gemm._run_calls
+    monkeypatch.setattr(compiled_gemm, "_run_calls", lambda code, dtype, blas, calls, *a:
+                        seen.append(calls[0][0]) or run(code, dtype, blas, calls, *a))
     return seen
 
 
@@ -231,9 +231,10 @@ def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
     more positions, fewer channels or more images keep the split by positions."""
     import npconv
 
-    parts = []
-    real = compiled_gemm._run_parts
-    monkeypatch.setattr(compiled_gemm, "_run_parts", lambda *a, **k: (parts.append(a[3]), real(*a, **k))[1])
+    runs = []  # each worker's output block of every forward run
+    real = compiled_gemm._run_calls
+    monkeypatch.setattr(compiled_gemm, "_run_calls",
+                        lambda *a, **k: (runs.append([call[7] for call in a[3]]), real(*a, **k))[1])
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
     previous = npconv.get_num_threads()
@@ -243,11 +244,9 @@ def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
                                 ((2, 5, 7, 7), 72, False), ((1, 5, 11, 11), 72, False)):
             x = rng.standard_normal(shape).astype(dtype)
             w, b = rng.standard_normal((o, 5, 3, 3)).astype(dtype), rng.standard_normal(o).astype(dtype)
-            count = len(parts)
             y = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, Activation("relu")))
-            assert (len(parts) > count) == split
-            if split:
-                assert [p[4].shape[1] for p in parts[-1]] == [32, 40]
+            channels = [out.shape[1] for out in runs[-1]]
+            assert channels == ([32, 40] if split else [o] * len(channels))
             expected = np.maximum(reference.conv(x, w, stride=1, padding=1) + b[:, None, None], 0)
             assert relative_error(y, expected) < (1e-12 if dtype == np.float64 else 1e-6)
     finally:

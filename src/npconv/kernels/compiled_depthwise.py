@@ -127,16 +127,29 @@ def _geometry(n: int, c: int, m: int, in_size: Sequence[int], geom: ConvGeometry
     return (n, c, m, *in_size, *out, *geom.kernel_size, *geom.stride, *geom.dilation, *lows)
 
 
-def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
-         epilogue: tuple = ()) -> None:
-    """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count``
-    planes/channels split across the worker threads (as many as have :data:`MIN_THREAD_MACS` each),
-    each with its own scratch buffer."""
+def _spans(count: int, geometry: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``count`` planes/channels in one range per worker thread (as many as have
+    :data:`MIN_THREAD_MACS` each)."""
     n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
     macs = n * c * m * kh * kw * max(h * w, oh * ow)
-    threads = max(1, min(get_num_threads(), macs // MIN_THREAD_MACS))
-    workspace.run_spans(kernel, (*args, workspace.SCRATCH, geometry), workspace.ranges(count, threads),
-                        epilogue, ("compiled-dw", _scratch(_PASS_CODES[pass_name], geometry), dtype))
+    return workspace.ranges(count, max(1, min(get_num_threads(), macs // MIN_THREAD_MACS)))
+
+
+def _threads_state() -> tuple[int, int]:
+    """What :func:`_spans` depends on besides the call (a prepared forward's token)."""
+    return get_num_threads(), MIN_THREAD_MACS
+
+
+def _run(kernel, pass_name: str, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
+         epilogue: tuple = (), spans: list[tuple[int, int]] | None = None,
+         scratch: int | None = None) -> None:
+    """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count``
+    planes/channels split across the worker threads (``spans``, default :func:`_spans`), each with
+    its own scratch buffer (``scratch`` elements, default the kernel's own count)."""
+    if scratch is None:
+        scratch = _scratch(_PASS_CODES[pass_name], geometry)
+    workspace.run_spans(kernel, (*args, workspace.SCRATCH, geometry), spans or _spans(count, geometry),
+                        epilogue, ("compiled-dw", scratch, dtype))
 
 
 def _prepare(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -160,8 +173,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
 
 def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
                     bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
-    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the kernel's geometry;
-    the threads are counted per call)."""
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the kernel's geometry,
+    its scratch and the planes of each worker thread: valid while the thread count holds)."""
     bias, act, later = compiled_epilogue(bias, epilogue)
     n, c = x_shape[:2]
     m = max(w.shape[0] // c, 1)
@@ -171,15 +184,16 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     dtype = _check(x_dtype, w.dtype)
     y_shape = (n, c * m) + _out_size(geometry, geom.ndim)
     codes = _codes(act)
+    spans, scratch = _spans(n * c, geometry), _scratch(_PASS_CODES["forward"], geometry)
 
     def run(x: np.ndarray) -> np.ndarray:
         y = np.empty(y_shape, dtype)
         b = None if bias is None else _prepare(bias, dtype)
         _run(backends.core.module.depthwise2d_forward, "forward", n * c, dtype, geometry, _prepare(x, dtype),
-             _prepare(w, dtype), b, y, epilogue=codes)
+             _prepare(w, dtype), b, y, epilogue=codes, spans=spans, scratch=scratch)
         return _activated(y, later)
 
-    return PreparedForward(run)
+    return PreparedForward(run, _threads_state, _threads_state())
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

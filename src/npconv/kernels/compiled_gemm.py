@@ -401,6 +401,14 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                                _settings, settings)
     geometry, shifted, out_size, threads, blas, parts = layout
     y_shape = tuple(x_shape[:1]) + w.shape[:1] + out_size
+    # worker k's gemm_conv call: (geometry, scratch elements, items [start, stop), its output channels)
+    calls = []
+    for first, stop, part in parts:  # output channels [first, stop) of the one image, all its positions
+        size, ((start, end),) = _spans(0, part, 1)
+        calls.append((part, size, start, end, slice(first, stop)))
+    if not parts:
+        size, spans = _spans(0, geometry, threads)
+        calls = [(geometry, size, start, stop, None) for start, stop in spans]
 
     def run(x: np.ndarray) -> np.ndarray:
         wm = np.ascontiguousarray(w, dtype)
@@ -410,11 +418,9 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         b = None if bias is None else np.ascontiguousarray(bias, dtype)
         y = np.empty(y_shape, dtype)
         x = np.ascontiguousarray(x, dtype)
-        if parts:  # worker k: output channels [first, stop) of the one image, all its positions
-            _run_parts(0, dtype, blas, [(part, x, wm[first:stop], None if b is None else b[first:stop],
-                                         y[:, first:stop]) for first, stop, part in parts], act, lo, hi)
-        else:
-            _run(0, geometry, dtype, threads, blas, x, wm, b, y, act, lo, hi)
+        _run_calls(0, dtype, blas, [(g, size, start, stop, x, wm, b, y) if rows is None else
+                                    (g, size, start, stop, x, wm[rows], None if b is None else b[rows],
+                                     y[:, rows]) for g, size, start, stop, rows in calls], act, lo, hi)
         return _finish(y, 0, 0.0, 0.0, later)
 
     return PreparedForward(run, _settings, settings)
