@@ -4,8 +4,11 @@ Builds ``bench_networks.py``'s ResNet-18 and MobileNetV2 (random weights, non-tr
 statistics) and times, with a timer wrapped around each piece:
 
 * inference of the ``optimize_for_inference`` model: the algorithms' kernels (per algorithm), the
-  planner around them with its epilogue, every other layer (per layer type), and the rest (module
-  calls, functional checks, Python);
+  planner around them with its epilogue (a module's planned call skips both: see the next lines),
+  every other layer (per layer type), and the rest (module calls, functional checks, Python);
+* the convolution modules' calls, the compiled core's C calls within them (``team_join`` counts the
+  wait for the worker threads), and everything outside the C calls: the Python and NumPy around
+  the kernels (the part that does not shrink with more threads);
 * ``--train``: a ResNet-18 training step (forward, cross-entropy, backward, SGD with momentum): the
   planner's three passes, the optimizer's step and ``zero_grad``, and the rest.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import functools
 import pstats
 import statistics
 import time
@@ -56,6 +60,7 @@ class Timers:
     def wrap(self, owner: object, attribute: str, label: str) -> None:
         function = getattr(owner, attribute)
 
+        @functools.wraps(function)  # keeps __name__: run_spans finds a kernel's _job twin by it
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
@@ -137,9 +142,21 @@ def main() -> None:
     if args.train:
         timers.wrap(optimizer, "step", "optimizer step")
         timers.wrap(optimizer, "zero_grad", "optimizer zero_grad")
+    convolutions = (npconv.nn.ConvActivation, npconv.nn.Conv2d)
+    fused = {id(child) for module in model.modules() if isinstance(module, npconv.nn.ConvActivation)
+             for child in module.children()}
     for module in model.modules():  # forward only: their backward is in "everything else"
-        if not list(module.children()) and not isinstance(module, (npconv.nn.Conv2d, npconv.nn.Identity)):
+        if isinstance(module, convolutions) and id(module) not in fused:
+            timers.wrap(module, "forward", "conv modules")
+        elif not list(module.children()) and not isinstance(module, (npconv.nn.Conv2d, npconv.nn.Identity)):
             timers.wrap(module, "forward", f"layer {type(module).__name__}")
+    core = npconv.backends.core
+    if core.available:  # the C calls of the calling thread (the workers run theirs inside team_wait)
+        skipped = ("available_isas", "job_post", "team_post", "team_wait", "job_chain", "jobs_check")
+        for name in npconv.backends.CORE_FUNCTIONS:
+            if name in skipped or name.startswith("flag_") or name.endswith(("_job", "_plan", "_scratch")):
+                continue
+            timers.wrap(core.module, name, f"C {name}")
     start = time.perf_counter()
     for _ in range(args.reps):
         call()
@@ -154,8 +171,12 @@ def main() -> None:
     steps = timers.total("optimizer ") / args.reps * 1e3
     kernels = timers.total("kernel ") / args.reps * 1e3
     rest = total - planner - layers - steps
+    convs = timers.total("conv modules") / args.reps * 1e3
+    compiled = timers.total("C ") / args.reps * 1e3
     print(f"  => planner passes {planner:.2f} ms (forward kernels {kernels:.2f} of them), other layers "
           f"{layers:.2f} ms, optimizer {steps:.2f} ms, everything else {rest:.2f} ms")
+    print(f"  => convolution modules {convs:.2f} ms; the compiled core's C calls {compiled:.2f} ms in all; "
+          f"outside them {total - compiled:.2f} ms")
 
 
 if __name__ == "__main__":
