@@ -440,3 +440,26 @@ def test_concurrent_callers_of_compiled_jobs(two_threads, monkeypatch):
     for thread in threads:
         thread.join(60)
     assert len(errors) == 40 and max(errors) < 1e-5
+
+
+def test_scratch_buffers_reuse_their_memory_and_views(monkeypatch):
+    """``buffer`` hands out the thread's array of a name as the view asked for (kept per name, shape
+    and dtype); a larger request replaces the array (its old views go with it); ``clear`` frees all."""
+    workspace.clear()
+    a = workspace.buffer("t-scratch", (4, 8), np.float32)
+    assert a.shape == (4, 8) and a.dtype == np.float32
+    assert workspace.buffer("t-scratch", [4, 8], np.float32) is a  # the kept view (a list shape too)
+    b = workspace.buffer("t-scratch", (16,), np.float64)  # the same memory, another view
+    assert b.ctypes.data == a.ctypes.data and b.shape == (16,)
+    big = workspace.buffer("t-scratch", (1000,), np.float64)  # larger: a new array
+    assert big.nbytes == 8000
+    assert workspace.buffer("t-scratch", (4, 8), np.float32).ctypes.data == big.ctypes.data
+    assert workspace.cached_bytes() >= 8000
+    monkeypatch.setattr(workspace, "_VIEWS_KEPT", 3)
+    views = [workspace.buffer("t-scratch", (n,), np.float32) for n in range(1, 10)]
+    assert len(workspace._thread_cache().views) <= 3 and all(v.ctypes.data == big.ctypes.data for v in views)
+    workspace.clear()
+    assert workspace.cached_bytes() == 0 and not workspace._thread_cache().views
+    fresh = workspace.buffer("t-scratch", (4, 8), np.float32)
+    assert fresh is not a and fresh.shape == (4, 8)
+    workspace.clear()

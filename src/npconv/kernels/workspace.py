@@ -95,7 +95,7 @@ def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndar
     hold two live buffers of one name, nor return a buffer to its caller.
     """
     cache = _thread_cache()
-    key = (name, shape, dtype)
+    key = (name, tuple(shape), dtype)
     view = cache.views.get(key)
     if view is not None:
         return view
