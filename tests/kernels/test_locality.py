@@ -201,6 +201,53 @@ def test_value_range():
         assert r(_spread_array(spread, np.float64)).spread == pytest.approx(spread, rel=1e-9)
 
 
+def _numpy_value_range(a: np.ndarray) -> numerics.ValueRange:
+    """The definition with NumPy alone: max and min, the QUANTILE of |a[::step][:SAMPLE]| as the bulk."""
+    flat = a.reshape(-1)
+    if flat.size == 0:
+        return numerics.ValueRange(True, 0.0, 1.0)
+    high, low = float(flat.max()), float(flat.min())
+    if not (np.isfinite(high) and np.isfinite(low)):
+        return numerics.ValueRange(False, np.inf, np.inf)
+    peak = max(high, -low)
+    if peak == 0.0:
+        return numerics.ValueRange(True, 0.0, 1.0)
+    sample = np.abs(flat[::max(1, flat.size // numerics.SAMPLE)][:numerics.SAMPLE], dtype=np.float64)
+    k = int(numerics.QUANTILE * (sample.size - 1))
+    bulk = float(np.partition(sample, k)[k])
+    return numerics.ValueRange(True, peak, peak / bulk if bulk > 0.0 else np.inf)
+
+
+@pytest.mark.skipif(not backends.core.available, reason="the compiled core's value_range")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_value_range_in_one_compiled_pass_equals_numpys(dtype):
+    """The compiled core's one-pass range (vector blocks, then the tail) gives exactly NumPy's max, min,
+    finiteness and sampled quantile, at every size around the vector blocks and the sample, with NaN,
+    +-inf, -0.0 and spikes anywhere (first element, a block's last lane, the tail)."""
+    rng = np.random.default_rng(3)
+    r = numerics.value_range
+    for size in (1, 2, 15, 16, 63, 64, 65, 129, 4095, 4096, 4097, 8193, 100_003, 250_000):
+        base = (rng.standard_normal(size) * rng.choice([1e-3, 1.0, 1e4])).astype(dtype)
+        for poke in (None, 0, size // 2, size - 1, min(63, size - 1)):
+            for value in (np.nan, np.inf, -np.inf, -0.0, 1e30, -7.5):
+                a = base.copy()
+                if poke is not None:
+                    a[poke] = value
+                assert r(a) == _numpy_value_range(a), (size, poke, value)
+        assert r(np.abs(base)) == _numpy_value_range(np.abs(base))
+        zeros = np.zeros(size, dtype)
+        zeros[-1] = -0.0
+        assert r(zeros) == numerics.ValueRange(True, 0.0, 1.0)
+    relu = np.maximum(rng.standard_normal((8, 64, 56, 56)).astype(dtype), 0)
+    assert r(relu) == _numpy_value_range(relu)
+    strided = rng.standard_normal((64, 64)).astype(dtype)[:, ::2]  # not contiguous: the NumPy path
+    assert r(strided) == _numpy_value_range(np.ascontiguousarray(strided))
+    with pytest.raises(ValueError, match="sample"):
+        backends.core.module.value_range(backends.core.isa_index, relu.reshape(-1), 0, 0.9)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backends.core.module.value_range(backends.core.isa_index, np.arange(5), 8, 0.9)
+
+
 @pytest.mark.parametrize("algorithm, data_pass",
                          [(fft, "forward"), (fft, "grad_weight"), (winograd, "forward")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -743,6 +743,79 @@ static PyObject *adjoint_kernel(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The k-th smallest of v[0, n) (0-based), v reordered: quickselect with a median-of-three pivot. */
+static double select_kth(double *v, ptrdiff_t n, ptrdiff_t k)
+{
+    ptrdiff_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const ptrdiff_t mid = lo + (hi - lo) / 2;
+        double a = v[lo], b = v[mid], c = v[hi];
+        const double pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        ptrdiff_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                const double t = v[i];
+                v[i++] = v[j], v[j--] = t;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return v[k];
+    }
+    return v[k];
+}
+
+/* value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk): a's range in one pass (GIL
+ * released), and the bulk scale of npconv.kernels.numerics: of the first `sample` values of a[::step]
+ * (step = max(1, len // sample)), the k-th smallest magnitude, k = int(quantile * (count - 1)); bulk
+ * is 0 when a holds a NaN or an inf, or is all zeros (the caller needs no scale then). */
+static PyObject *value_range(PyObject *self, PyObject *args)
+{
+    int isa;
+    PyObject *obj;
+    Py_ssize_t sample;
+    double quantile;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "iOnd", &isa, &obj, &sample, &quantile) || check_isa(isa) < 0) return NULL;
+    if (sample < 1 || !(quantile >= 0.0 && quantile <= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "value_range: sample must be >= 1 and quantile in [0, 1], got %zd and %g",
+                     sample, quantile);
+        return NULL;
+    }
+    if (get_buffer(obj, 0, &view, "a") < 0) return NULL;
+    const ptrdiff_t n = view.len / view.itemsize;
+    const int f64 = view.itemsize == 8;
+    double r[3] = {-INFINITY, INFINITY, 0.0}, bulk = 0.0;
+    double *mags = NULL;
+    int scaled = 0; /* finite, not all zeros: the bulk scale is wanted */
+    Py_BEGIN_ALLOW_THREADS
+    if (n) KERNELS[isa]->vr[f64](view.buf, 0, n, r);
+    scaled = n && !r[2] && isfinite(r[0]) && isfinite(r[1]) && (r[0] > 0.0 || r[1] < 0.0);
+    if (scaled) {
+        const ptrdiff_t step = n / sample > 1 ? n / sample : 1;
+        ptrdiff_t count = (n + step - 1) / step;
+        count = count < sample ? count : sample;
+        mags = malloc((size_t)count * sizeof(double));
+        if (mags) {
+            for (ptrdiff_t i = 0; i < count; i++)
+                mags[i] = f64 ? fabs(((const double *)view.buf)[i * step])
+                              : fabs((double)((const float *)view.buf)[i * step]);
+            bulk = select_kth(mags, count, (ptrdiff_t)(quantile * (double)(count - 1)));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    const int failed = scaled && !mags;
+    free(mags);
+    PyBuffer_Release(&view);
+    if (failed) return PyErr_NoMemory();
+    return Py_BuildValue("ddOd", r[0], r[1], r[2] ? Py_True : Py_False, bulk);
+}
+
 static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 0); }
 static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 0); }
 static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 1); }
@@ -1762,6 +1835,10 @@ static PyMethodDef methods[] = {
      "batch_norm_backward(isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop): channels "
      "[start, stop) of sums (2, C) = (sum gy, sum gy * xhat) and gx (either may be None) of batch norm with "
      "stats' mean and invstd (batch statistics with training, else fixed)"},
+    {"value_range", value_range, METH_VARARGS,
+     "value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk) of a float32/float64 buffer in one pass; "
+     "bulk: the k-th smallest of |a[::step][:sample]| (step = max(1, len // sample), k = int(quantile * (count - 1))), "
+     "0 when a holds a NaN or inf or only zeros"},
     {"relu_forward", relu_fwd, METH_VARARGS,
      "relu_forward(isa, x, y, start, stop): elements [start, stop) of y = x where x > 0 or NaN, else 0 (y may "
      "be x)"},

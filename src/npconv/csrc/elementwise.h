@@ -23,3 +23,37 @@ static void FN(relu_backward)(const T *g, const T *y, T *gx, ptrdiff_t start, pt
     }
     for (; i < stop; i++) gx[i] = (y[i] > 0 || y[i] != y[i]) ? g[i] : 0;
 }
+
+/* out[0] = max, out[1] = min of x[start, stop) (NaN ignored), out[2] = 1 if any value is NaN, else 0:
+ * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass (NumPy's
+ * max and min are two). Four vector accumulators each keep independent compare-select chains. */
+static void FN(value_range)(const T *x, ptrdiff_t start, ptrdiff_t stop, double out[3])
+{
+    const V neg = FN(splat)(-(T)INFINITY), pos = FN(splat)((T)INFINITY);
+    V hi[4] = {neg, neg, neg, neg}, lo[4] = {pos, pos, pos, pos};
+    IV nan = (IV)FN(splat)(0);
+    ptrdiff_t i = start;
+    for (; i + 4 * VL <= stop; i += 4 * VL)
+        for (int q = 0; q < 4; q++) {
+            const V v = FN(load)(x + i + q * VL);
+            const IV up = v > hi[q], down = v < lo[q];
+            hi[q] = (V)(((IV)v & up) | ((IV)hi[q] & ~up));
+            lo[q] = (V)(((IV)v & down) | ((IV)lo[q] & ~down));
+            nan |= v != v;
+        }
+    T h = -(T)INFINITY, l = (T)INFINITY;
+    int any_nan = 0;
+    for (int q = 0; q < 4; q++)
+        for (int c = 0; c < VL; c++) {
+            h = hi[q][c] > h ? hi[q][c] : h;
+            l = lo[q][c] < l ? lo[q][c] : l;
+            any_nan |= nan[c] != 0;
+        }
+    for (; i < stop; i++) {
+        const T v = x[i];
+        h = v > h ? v : h;
+        l = v < l ? v : l;
+        any_nan |= v != v;
+    }
+    out[0] = (double)h, out[1] = (double)l, out[2] = any_nan;
+}

@@ -346,6 +346,7 @@ typedef struct {
     gc_fwd_fn forward, grad_input;
     gc_gw_fn grad_weight;
 } gc_kernels;
+typedef void (*vr_fn)(const void *, ptrdiff_t, ptrdiff_t, double *);
 typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
                      ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
 
@@ -360,6 +361,7 @@ typedef struct {
     mm_fn mm[2];
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
+    vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import backends
+
 __all__ = ["ValueRange", "value_range", "Operands", "within"]
 
 
+_CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Values sampled (evenly spaced) to estimate an array's bulk scale.
 SAMPLE = 4096
 #: The bulk scale is this quantile of the sampled magnitudes: spikes rarer than 1 - QUANTILE of the
@@ -52,6 +55,16 @@ def value_range(a: np.ndarray) -> ValueRange:
     flat = np.asarray(a).reshape(-1)
     if flat.size == 0:
         return ValueRange(True, 0.0, 1.0)
+    if backends.core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
+        # one pass in C (NumPy's max and min are two), the same sample and quantile
+        core = backends.core
+        high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
+        if nan or not (math.isfinite(high) and math.isfinite(low)):
+            return ValueRange(False, math.inf, math.inf)
+        peak = max(high, -low)
+        if peak == 0.0:
+            return ValueRange(True, 0.0, 1.0)
+        return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
     high, low = float(flat.max()), float(flat.min())
     if not (math.isfinite(high) and math.isfinite(low)):
         return ValueRange(False, math.inf, math.inf)
