@@ -19,6 +19,7 @@ import pytest
 
 import npconv
 from kernel_checks import assert_passes_are_adjoint, direct_conv
+from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm, fft, gemm, plan, workspace
 
@@ -220,3 +221,26 @@ def test_huge_strides_match_torch():
         yt.backward(torch.tensor(gy))
         for ours, theirs in [(y, yt), (xn.grad, xt.grad), (wn.grad, wt.grad)]:
             np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("isa", [isa for isa in ("generic", "avx2", "avx512") if isa in backends.core.isas]
+                         if backends.core.available else [])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_single_image_scratch_within_the_bound(isa, dtype, monkeypatch, two_threads, small_scratch):
+    """One big plane split over two workers on the explicit (row-shifted or banded) GEMM path: each
+    worker's scratch, slab and packing included, stays within its share of the workspace (float64
+    and the generic build never take the implicit GEMM)."""
+    compiled_gemm = pytest.importorskip("npconv.kernels.compiled_gemm")
+    monkeypatch.setattr(backends.core, "isa", isa)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    x_shape, w_shape, arguments = CASES["depthwise 7x7 one big plane"]
+    geom = _geometry(w_shape, arguments)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    for pass_name in ("forward", "grad_input"):
+        gy = rng.standard_normal((1, 1) + geom.output_size(x_shape[2:])).astype(dtype)
+        run, operands = _pass_calls(x, w, gy, geom)[pass_name]
+        with npconv.backends.conv.force({pass_name: "gemm"}):
+            result, peak = _peak_extra(run)
+        bound = workspace.memory_bound(*(a.nbytes for a in operands), result.nbytes)
+        assert peak <= bound, f"{isa} {dtype.__name__} {pass_name}: {peak / MiB:.1f} MiB > {bound / MiB:.1f}"

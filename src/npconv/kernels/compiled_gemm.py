@@ -208,13 +208,28 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
         rows = min(rows, rows_total, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per_row - halo))
         if n * -(-rows_total // rows) < threads:  # split single images for the threads
             rows = -(-rows_total // -(-threads // n))
-        shifted = geometry[:-5] + (rows, 1, 1, 4 - nd, 0)
-        if _plan(0, shifted) is not None:
+        shifted = _within_share(geometry, rows, (1, 1, 4 - nd, 0), itemsize, threads)
+        if shifted is not None:
             return shifted, True
     band = _band(ck, length, itemsize, threads)
     if n * -(-length // band) < threads:  # split single images for the threads
         band = -(-length // -(-threads // n))
-    return geometry[:-5] + (band, 1, 1, 0, 0), False
+    banded = _within_share(geometry, band, (1, 1, 0, 0), itemsize, threads)
+    return banded or geometry[:-5] + (band, 1, 1, 0, 0), False
+
+
+def _within_share(geometry: tuple[int, ...], units: int, rest: tuple[int, ...], itemsize: int,
+                  threads: int) -> tuple[int, ...] | None:
+    """``geometry`` with work items of ``units`` (rows or positions) and ``rest`` (images, chunk,
+    shift, implicit), halved until one item's scratch (the C plan's, slab and packing included) fits
+    the thread's share of ``gemm.WORKSPACE_BYTES``; None where the kernel declines the geometry."""
+    budget = gemm.WORKSPACE_BYTES // max(1, threads)
+    while True:
+        tiled = geometry[:-5] + (units,) + rest
+        plan = _plan(0, tiled)
+        if plan is None or plan[0] * itemsize <= budget or units == 1:
+            return None if plan is None else tiled
+        units = max(1, units // 2)
 
 
 def implicit_runs(dtype: np.dtype) -> bool:
