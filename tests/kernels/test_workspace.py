@@ -463,3 +463,22 @@ def test_scratch_buffers_reuse_their_memory_and_views(monkeypatch):
     fresh = workspace.buffer("t-scratch", (4, 8), np.float32)
     assert fresh is not a and fresh.shape == (4, 8)
     workspace.clear()
+
+
+@needs_core
+def test_a_replaced_team_is_not_claimed(monkeypatch):
+    """A caller that found the team just before a call needing more workers replaced it (a thread count
+    raised meanwhile) must not post to the stopped workers: ``claim`` refuses, and the call runs on
+    the executor."""
+    monkeypatch.setattr(workspace, "_team", None)
+    old = workspace._team_of(1)
+    new = workspace._team_of(2)
+    try:
+        assert new is not old and new.workers == 2 and old.stopped
+        assert not old.claim()
+        assert new.claim()
+        assert not new.claim()  # busy: a second caller goes to the executor
+        new.busy.release()
+    finally:
+        with new.busy:
+            new.stop()

@@ -171,6 +171,7 @@ class _Team:
         self.errors: list[BaseException | None] = [None] * (workers + 1)
         self.calls = 0
         self.busy = threading.Lock()
+        self.stopped = False  # set under busy by stop(): a caller that took busy afterwards must not post
         self.posted = threading.Condition(threading.Lock())
         self.asleep = [False] * (workers + 1)
         for k in range(1, workers + 1):
@@ -242,7 +243,17 @@ class _Team:
                 self.posted.notify_all()
         core.module.team_join(self.flags, jobs, call, _STRIDE, SPIN_SECONDS, POLL_SECONDS)
 
+    def claim(self) -> bool:
+        """Take :attr:`busy` without waiting, for a call on a running team (False: busy or stopped)."""
+        if not self.busy.acquire(blocking=False):
+            return False
+        if self.stopped:  # replaced by a larger team after the caller found it
+            self.busy.release()
+            return False
+        return True
+
     def stop(self) -> None:
+        self.stopped = True
         for k in range(1, self.workers + 1):
             core.module.job_post(self.flags, 2 * k * _STRIDE, 2 * k * _STRIDE + 1, -1, None)
         with self.posted:
@@ -252,6 +263,9 @@ class _Team:
 def _team_of(workers: int) -> _Team | None:
     """The team of at least ``workers`` threads (None without the compiled core)."""
     global _team
+    team = _team
+    if team is not None and team.workers >= workers:  # the common case, without the lock
+        return team
     if not core.available:
         return None
     with _executor_lock:
@@ -301,7 +315,7 @@ def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: 
             worker(0)
             return
         team = _team_of(threads - 1) if SPIN_SECONDS > 0 else None
-        if team is not None and team.busy.acquire(blocking=False):
+        if team is not None and team.claim():
             try:
                 team.run([functools.partial(worker, k) for k in range(threads)])
             finally:
@@ -320,26 +334,32 @@ def run_jobs(jobs: list[Any], blas: int = 0) -> None:
     """Run prepared ``_core`` jobs (e.g. ``gemm_conv_job``): ``jobs[0]`` on the calling thread, ``jobs[k]``
     on worker ``k``, which runs it without taking the GIL (a worker that must take the GIL from the
     caller sleeps on it: 25-35 us per call). ``blas`` as in :func:`run` (0: the jobs call no BLAS)."""
+    if blas:
+        with blas_threads(blas if len(jobs) == 1 else 1):
+            _run_jobs(jobs)
+    else:
+        _run_jobs(jobs)
+
+
+def _run_jobs(jobs: list[Any]) -> None:
     threads = len(jobs)
-    context = contextlib.nullcontext() if blas == 0 else blas_threads(blas if threads == 1 else 1)
-    with context:
-        if threads == 1:
-            core.module.job_run(jobs[0])
-            return
-        team = _team_of(threads - 1) if SPIN_SECONDS > 0 else None
-        if team is not None and team.busy.acquire(blocking=False):
-            try:
-                team.run_compiled(jobs)  # checks the jobs' allocations itself
-            finally:
-                team.busy.release()
-            return
-        calls = [functools.partial(core.module.job_run, job) for job in jobs]
-        futures = [_pool(threads - 1).submit(call) for call in calls[1:]]
+    if threads == 1:
+        core.module.job_run(jobs[0])
+        return
+    team = _team_of(threads - 1) if SPIN_SECONDS > 0 else None
+    if team is not None and team.claim():
         try:
-            calls[0]()
+            team.run_compiled(jobs)  # checks the jobs' allocations itself
         finally:
-            for future in futures:
-                future.result()
+            team.busy.release()
+        return
+    calls = [functools.partial(core.module.job_run, job) for job in jobs]
+    futures = [_pool(threads - 1).submit(call) for call in calls[1:]]
+    try:
+        calls[0]()
+    finally:
+        for future in futures:
+            future.result()
     core.module.jobs_check(jobs)  # a worker's job reports a failed allocation only here
 
 
