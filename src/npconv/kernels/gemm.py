@@ -104,7 +104,11 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
 clear_workspace = workspace.clear
 
 
-_mode = threading.local()
+class _Mode(threading.local):
+    blas = False  # a class default: reading a missing thread-local attribute costs an exception
+
+
+_mode = _Mode()
 
 
 @contextlib.contextmanager
@@ -113,7 +117,7 @@ def on_blas_threads() -> Iterator[None]:
     :data:`WORKER_THREADS` says. The planner uses it for a ``grad_weight`` whose sibling passes run
     on BLAS threads (Winograd): switching modes within one layer charges the worker threads for
     OpenBLAS's still-spinning pool."""
-    previous = getattr(_mode, "blas", False)
+    previous = _mode.blas
     _mode.blas = True
     try:
         yield
@@ -127,7 +131,7 @@ WORKER_MIN_MACS = 2**24
 
 
 def _on_blas_threads() -> bool:
-    return not WORKER_THREADS or getattr(_mode, "blas", False)
+    return not WORKER_THREADS or _mode.blas
 
 
 def _workers(lay: _Layout) -> int:

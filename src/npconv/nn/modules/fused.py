@@ -11,6 +11,7 @@ composed, so gradients are the unfused ones.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ...kernels import pointwise
@@ -36,8 +37,20 @@ def _activation(activation: Module) -> Activation:
     if isinstance(activation, ReLU):
         return _RELU
     if isinstance(activation, Hardtanh):
-        return Activation("hardtanh", float(activation.min_val), float(activation.max_val))
+        return _hardtanh(float(activation.min_val), float(activation.max_val))
     return _SILU
+
+
+@functools.lru_cache(maxsize=64)
+def _hardtanh(lo: float, hi: float) -> Activation:
+    return Activation("hardtanh", lo, hi)
+
+
+def _attribute(module: Module, store: str, name: str) -> Any:
+    """``getattr(module, name)`` for a name registered in ``store`` (``_modules``, ``_parameters``):
+    the dict lookup first (a module call reads four of them), ``Module.__getattr__`` otherwise."""
+    registered = module.__dict__[store]
+    return registered[name] if name in registered else getattr(module, name)
 
 
 class ConvActivation(Module):
@@ -59,8 +72,8 @@ class ConvActivation(Module):
         self.activation = activation
 
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
-        conv, activation = self.conv, self.activation
-        weight, bias = conv.weight, conv.bias
+        conv, activation = _attribute(self, "_modules", "conv"), _attribute(self, "_modules", "activation")
+        weight, bias = _attribute(conv, "_parameters", "weight"), _attribute(conv, "_parameters", "bias")
         if (not args and not kwargs and type(conv).forward is _Conv.forward and not has_call_hooks(conv)
                 and not has_call_hooks(activation) and not records(input, weight, bias)):
             return F.convolution(input, weight, bias, conv.geometry, conv.padding_mode, conv._op_name(),
