@@ -381,15 +381,28 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
     span runs on the calling thread). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
     ``name-k`` replaces :data:`SCRATCH` in ``args``. The kernels call no BLAS."""
     isa = core.isa_index
+    at = next((i for i, a in enumerate(args) if a is SCRATCH), -1) if scratch is not None else -1
 
     def worker_args(k: int) -> tuple:
-        if scratch is None:
+        if at < 0:
             return args
-        own = buffer(f"{scratch[0]}-{k}", (scratch[1],), scratch[2])
-        return tuple(own if a is SCRATCH else a for a in args)
+        own = buffer(scratch_name(scratch[0], k), (scratch[1],), scratch[2])
+        return args[:at] + (own,) + args[at + 1:]
 
     if len(spans) == 1:
         kernel(isa, *worker_args(0), *spans[0], *tail)
         return
-    prepare = getattr(core.module, f"{kernel.__name__}_job")
+    prepare = _job_binding(kernel)
     run_jobs([prepare(isa, *worker_args(k), start, stop, *tail) for k, (start, stop) in enumerate(spans)])
+
+
+@functools.lru_cache(maxsize=None)
+def _job_binding(kernel: Callable[..., None]) -> Callable[..., Any]:
+    """The core's ``<kernel>_job`` twin of a kernel binding (prepares the same call as a job)."""
+    return getattr(core.module, f"{kernel.__name__}_job")
+
+
+@functools.lru_cache(maxsize=1024)
+def scratch_name(prefix: str, worker: int) -> str:
+    """Worker ``worker``'s scratch buffer name ``<prefix>-<worker>`` (made once, not per call)."""
+    return f"{prefix}-{worker}"
