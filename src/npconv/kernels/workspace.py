@@ -396,7 +396,7 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
     run_jobs([prepare(isa, *worker_args(k), start, stop, *tail) for k, (start, stop) in enumerate(spans)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _job_binding(kernel: Callable[..., None]) -> Callable[..., Any]:
     """The core's ``<kernel>_job`` twin of a kernel binding (prepares the same call as a job)."""
     return getattr(core.module, f"{kernel.__name__}_job")
