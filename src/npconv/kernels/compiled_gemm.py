@@ -307,8 +307,8 @@ def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], a
         return
     buffer, name = workspace.buffer, workspace.scratch_name
     jobs = [core.module.gemm_conv_job(isa, pass_code, routines, a, b, bias, out,
-                                      buffer(name("compiled-gemm", k), (size,), dtype), geometry, start, stop, act,
-                                      lo, hi)
+                                      buffer(name("compiled-gemm", k), (size,), dtype), geometry, start, stop,
+                                      act, lo, hi)
             for k, (geometry, size, start, stop, a, b, bias, out) in enumerate(calls)]
     workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
 
