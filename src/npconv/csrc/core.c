@@ -1495,6 +1495,30 @@ static double seconds_since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
 }
 
+/* Without the GIL: wait while *flag == seen, spinning about `seconds`; then return the value seen, or
+ * with poll > 0 keep polling every `poll` seconds (at most 1 ms) until it changes. */
+static int64_t wait_while(const int64_t *flag, int64_t seen, double seconds, double poll)
+{
+    const struct timespec nap = {0, (long)(poll > 0 ? (poll < 1e-3 ? poll : 1e-3) * 1e9 : 0)};
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1, late = 0;; i++) {
+        const int64_t value = __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+        if (value != seen) return value;
+        if (!late && (i & 63) == 0 && seconds_since(&t0) >= seconds) {
+            if (poll <= 0) return value;
+            late = 1;
+        }
+        if (late)
+            nanosleep(&nap, NULL);
+        else if (i < 1024)
+            spin_pause();
+        else
+            sched_yield(); /* after a few microseconds: a thread sharing this CPU (another process, our
+                              other side) runs first, so spinning never starves the thread it waits for */
+    }
+}
+
 /* flag_wait(flags, index, seen, seconds[, store_index, store_value, poll]): with the GIL released, first
  * flags[store_index] = store_value (when store_index >= 0: a worker reports its finished call only
  * once it no longer holds the GIL, so the caller takes it uncontended), then spin while
@@ -1516,26 +1540,9 @@ static PyObject *flag_wait(PyObject *self, PyObject *args)
         return NULL;
     }
     int64_t *flags = (int64_t *)view.buf, value;
-    const struct timespec nap = {0, (long)(poll > 0 ? (poll < 1e-3 ? poll : 1e-3) * 1e9 : 0)};
     Py_BEGIN_ALLOW_THREADS
     if (store_index >= 0) __atomic_store_n(flags + store_index, (int64_t)store_value, __ATOMIC_RELEASE);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned i = 1, late = 0;; i++) {
-        value = __atomic_load_n(flags + index, __ATOMIC_ACQUIRE);
-        if (value != seen) break;
-        if (!late && (i & 63) == 0 && seconds_since(&t0) >= seconds) {
-            if (poll <= 0) break;
-            late = 1;
-        }
-        if (late)
-            nanosleep(&nap, NULL);
-        else if (i < 1024)
-            spin_pause();
-        else
-            sched_yield(); /* after a few microseconds: a thread sharing this CPU (another process, our
-                              other side) runs first, so spinning never starves the thread it waits for */
-    }
+    value = wait_while(flags + index, seen, seconds, poll);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     return PyLong_FromLongLong(value);
@@ -1697,22 +1704,14 @@ static PyObject *team_join(PyObject *self, PyObject *args)
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     int64_t *flags = (int64_t *)view.buf;
     kernel_job *own = PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, 0), JOB_CAPSULE);
-    const struct timespec nap = {0, (long)((poll > 0 ? (poll < 1e-3 ? poll : 1e-3) : 1e-5) * 1e9)};
+    poll = poll > 0 ? poll : 1e-5; /* the caller never returns before its workers: it always polls */
     Py_BEGIN_ALLOW_THREADS
     own->run(own);
     for (Py_ssize_t k = 1; k < n; k++) {
         const int64_t *done = flags + (2 * k + 1) * stride;
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (unsigned i = 1, late = 0; __atomic_load_n(done, __ATOMIC_ACQUIRE) != (int64_t)call; i++) {
-            if (!late && (i & 63) == 0 && seconds_since(&t0) >= seconds) late = 1;
-            if (late)
-                nanosleep(&nap, NULL);
-            else if (i < 1024)
-                spin_pause();
-            else
-                sched_yield(); /* as in flag_wait */
-        }
+        /* a done flag holds an earlier call's number until the worker reports this one */
+        for (int64_t seen; (seen = __atomic_load_n(done, __ATOMIC_ACQUIRE)) != (int64_t)call;)
+            wait_while(done, seen, seconds, poll);
     }
     Py_END_ALLOW_THREADS
     int failed = 0;
