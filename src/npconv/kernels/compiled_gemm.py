@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -223,12 +223,22 @@ def _within_share(geometry: tuple[int, ...], units: int, rest: tuple[int, ...], 
     """``geometry`` with work items of ``units`` (rows or positions) and ``rest`` (images, chunk,
     shift, implicit), halved until one item's scratch (the C plan's, slab and packing included) fits
     the thread's share of ``gemm.WORKSPACE_BYTES``; None where the kernel declines the geometry."""
-    budget = gemm.WORKSPACE_BYTES // max(1, threads)
+    fitted = _halved(0, lambda u: geometry[:-5] + (u,) + rest, units, itemsize,
+                     gemm.WORKSPACE_BYTES // max(1, threads))
+    return None if fitted is None else fitted[0]
+
+
+def _halved(pass_code: int, tiling: Callable[[int], tuple[int, ...]], units: int, itemsize: int,
+            budget: int) -> tuple[tuple[int, ...], bool] | None:
+    """``(tiling(units), fits)`` with ``units`` halved until the C plan's scratch of one item fits
+    ``budget`` bytes (``fits`` False: not even at one unit); None where the kernel declines it."""
     while True:
-        tiled = geometry[:-5] + (units,) + rest
-        plan = _plan(0, tiled)
-        if plan is None or plan[0] * itemsize <= budget or units == 1:
-            return None if plan is None else tiled
+        tiled = tiling(units)
+        plan = _plan(pass_code, tiled)
+        if plan is None:
+            return None
+        if plan[0] * itemsize <= budget or units == 1:
+            return tiled, plan[0] * itemsize <= budget
         units = max(1, units // 2)
 
 
@@ -267,14 +277,8 @@ def _implicit_items(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, 
     units = max(1, min(units, units_total))
     if n * -(-units_total // units) < threads:  # split single images for the threads
         units = -(-units_total // -(-threads // n))
-    while True:
-        implicit = geometry[:-5] + (units * unit, 1, 1, 0, 1)
-        plan = _plan(pass_code, implicit)
-        if plan is not None and plan[0] * itemsize <= budget:
-            return implicit
-        if plan is None or units == 1:
-            return None
-        units = max(1, units // 2)
+    fitted = _halved(pass_code, lambda u: geometry[:-5] + (u * unit, 1, 1, 0, 1), units, itemsize, budget)
+    return fitted[0] if fitted is not None and fitted[1] else None
 
 
 def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: int, blas: int, a: np.ndarray,
