@@ -766,7 +766,7 @@ def test_extension_guards_its_buffers():
 
 
 def test_registry_prefers_the_compiled_variant():
-    args = ((2, 4, 8, 8), (8, 4, 3, 3), ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    args = ((2, 16, 8, 8), (8, 16, 3, 3), ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
     for pass_name in ("forward", "grad_input", "grad_weight"):
         assert compiled_gemm.supports(pass_name, *args, np.dtype(np.float32))
         assert compiled_gemm.recommended(pass_name, *args, np.dtype(np.float32))

@@ -288,8 +288,17 @@ def test_supports_and_recommended():
     assert not compiled_grouped.supports("backward", *args, np.dtype(np.float32))
     three_d = _geom((3, 3, 3), 1, 1, 1, 2)
     assert not compiled_grouped.supports("forward", (1, 4, 5, 5, 5), (4, 2, 3, 3, 3), three_d, np.float32)
-    dense = _geom((3, 3), 1, 1, 1, 1)
-    assert not compiled_grouped.supports("forward", (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
+    dense = _geom((3, 3), 2, 1, 1, 1)  # ungrouped: the forward only, recommended for a stem's few channels
+    assert compiled_grouped.supports("forward", (2, 8, 8, 8), (4, 8, 3, 3), dense, np.float32)
+    assert compiled_grouped.recommended("forward", (2, 8, 8, 8), (4, 8, 3, 3), dense, np.float32)
+    for pass_name in ("grad_input", "grad_weight"):
+        assert not compiled_grouped.supports(pass_name, (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
+    assert not compiled_grouped.recommended("forward", (2, 9, 8, 8), (4, 9, 3, 3), dense, np.float32)
+    small_kernel = _geom((2, 4), 2, 1, 1, 1)  # 8 taps: im2col costs little, the GEMM runs it
+    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 2, 4), small_kernel, np.float32)
+    unit_stride = _geom((3, 3), 1, 1, 1, 1)  # the implicit GEMM
+    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), unit_stride, np.float32)
+    assert compiled_grouped.supports("forward", (2, 3, 8, 8), (4, 3, 3, 3), unit_stride, np.float32)
     wide_groups = _geom((3, 3), 1, 1, 1, 2)
     assert not compiled_grouped.recommended("forward", (2, 128, 8, 8), (64, 64, 3, 3), wide_groups,
                                             np.float32)
@@ -345,3 +354,72 @@ def test_epilogue_through_the_planner_matches_torch(torch, dtype):
     expected = torch.nn.functional.hardtanh(
         torch.nn.functional.conv2d(*(torch.from_numpy(a) for a in (x, w, b)), padding=1, groups=8), 0, 6)
     close(plan.forward(x, w, geom, b, activation=Activation("hardtanh", 0.0, 6.0)), expected)
+
+
+STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few input channels
+    (1, 3, 64, (30, 29), (7, 7), 2, 3, 1),  # ResNet's stem, output channels split in blocks of 8
+    (1, 3, 13, (17, 16), (3, 3), 2, 1, 1),  # a block and a partial one
+    (1, 1, 20, (11, 23), (5, 3), 1, (2, 0), (1, 2)),
+    (2, 4, 9, (12, 12), (3, 3), 3, 1, 1),  # two images: split by image
+    (1, 3, 16, (40,), (9,), 2, 4, 1),  # 1-d
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch):
+    """groups=1 (a network's stem) against the reference, with its bias and a fused ReLU6; a single
+    image's output channels split across the worker threads (CHANNEL_BLOCK ranges, the last partial),
+    more images by image; the prepared forward holds while the thread count does."""
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    jobs: list[int] = []
+    run_jobs = compiled_grouped.workspace.run_jobs
+    monkeypatch.setattr(compiled_grouped.workspace, "run_jobs",
+                        lambda js, *args: jobs.append(len(js)) or run_jobs(js, *args))
+    try:
+        for n, c, o, size, kernel, stride, padding, dilation in STEMS:
+            geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=len(kernel))
+            x = rng.standard_normal((n, c) + size).astype(dtype)
+            w = rng.standard_normal((o, c) + kernel).astype(dtype)
+            b = rng.standard_normal(o).astype(dtype)
+            wide = (a.astype(np.float64) for a in (x, w, b))
+            expected = reference.conv(*wide, geom.stride, geom.pads(size), geom.dilation).astype(dtype)
+            jobs.clear()
+            prepared = compiled_grouped.prepare_forward(x.shape, x.dtype, w, geom, b)
+            assert_close(prepared.run(x), expected, what=f"forward {n, c, o, size}")
+            parts = -(-o // compiled_grouped.CHANNEL_BLOCK)
+            if n == 1 and threads > 1:
+                assert jobs == [min(threads, parts)]
+            relu6 = Epilogue(b, Activation("hardtanh", 0.0, 6.0))
+            relu6 = compiled_grouped.forward(x, w, geom, epilogue=relu6)
+            assert_close(relu6, np.clip(expected, 0, 6), what="forward + ReLU6")
+            assert prepared.valid()
+            npconv.set_num_threads(threads % 3 + 1)
+            assert not prepared.valid()
+            npconv.set_num_threads(threads)
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_the_planner_runs_a_stem_here_and_its_gradients_elsewhere(torch):
+    """A 3-channel 7x7/2 convolution: the planner's forward is this algorithm's (through nn.Conv2d's
+    planned inference call too), the backward passes the GEMM's; all match torch."""
+    rng = np.random.default_rng(3)
+    geom = _geom((7, 7), 2, 3, 1, 1)
+    x = rng.standard_normal((1, 3, 37, 35))
+    assert plan.choose("forward", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) == "grouped"
+    assert plan.choose("grad_weight", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) != "grouped"
+    conv = npconv.nn.Conv2d(3, 16, 7, 2, 3).double()
+    reference_conv = torch.nn.Conv2d(3, 16, 7, 2, 3).double()
+    reference_conv.load_state_dict({k: torch.from_numpy(v.numpy().copy())
+                                    for k, v in conv.state_dict().items()})
+    with npconv.no_grad():
+        for _ in range(2):  # the second call runs the plan
+            close(conv(npconv.tensor(x)), reference_conv(torch.from_numpy(x)))
+    xt = npconv.tensor(x, requires_grad=True)
+    conv(xt).sum().backward()
+    x_torch = torch.from_numpy(x).requires_grad_()
+    reference_conv(x_torch).sum().backward()
+    close(xt.grad, x_torch.grad)
+    close(conv.weight.grad, reference_conv.weight.grad)

@@ -32,11 +32,11 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, workspace
-from .common import Epilogue, compiled_epilogue
+from .common import Epilogue, PreparedForward, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "forward",
-           "grad_input", "grad_weight"]
+           "prepare_forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -51,6 +51,16 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Channels per group up to which the planner's rule picks this algorithm (measured, see
 #: docs/performance.md: the GEMM path wins once a group's GEMM is large).
 RECOMMENDED_MAX_CHANNELS = 16
+#: A strided ungrouped forward with at most this many input channels and at least
+#: :data:`DENSE_MIN_TAPS` kernel taps runs here (the stem of an image network: 3 channels, 3x3/2 to
+#: 7x7/2, where im2col's packing costs as much as the product); more channels, smaller kernels and
+#: stride 1 (the implicit GEMM) run on the GEMM.
+DENSE_MAX_CHANNELS = 8
+DENSE_MIN_TAPS = 9
+#: The output channels of one (image, group) are split across the worker threads in multiples of this
+#: (the kernel's register block: 8 channels on AVX-512, 4 below) when images x groups are fewer than
+#: the threads.
+CHANNEL_BLOCK = 8
 
 
 def _geometry(n: int, groups: int, cg: int, og: int, in_size: Sequence[int], geom: ConvGeometry,
@@ -93,7 +103,7 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     dtype = np.dtype(dtype)
     if geom.ndim > 2 or dtype not in _DTYPES or pass_name not in ("forward", "grad_input", "grad_weight"):
         return False
-    if geom.groups < 2:  # a dense convolution is one big GEMM
+    if geom.groups < 2 and pass_name != "forward":  # dense: the forward only (few input channels)
         return False
     if not geom.fits(x_shape, w_shape) or min(x_shape) < 1 or min(w_shape) < 1:
         return False
@@ -119,9 +129,14 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps
-    (measurements in docs/performance.md)."""
-    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and math.prod(geom.kernel_size) <= 49
+    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps;
+    ungrouped: a strided forward of at most :data:`DENSE_MAX_CHANNELS` input channels and at least
+    :data:`DENSE_MIN_TAPS` taps (a network's stem; measurements in docs/performance.md)."""
+    taps = math.prod(geom.kernel_size)
+    stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= DENSE_MIN_TAPS and max(geom.stride) > 1
+    if geom.groups == 1 and not stem:
+        return False
+    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and taps <= 49
             and supports(pass_name, x_shape, w_shape, geom, dtype))
 
 
@@ -163,16 +178,63 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     """``y (N, O, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (O, C/groups, *k)``, zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
     ReLU6/Hardtanh in the kernel, SiLU afterwards."""
+    return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
+
+
+def _channel_parts(n: int, groups: int, o: int, threads: int) -> list[tuple[int, int]]:
+    """Output channel ranges of a single ungrouped image, one per worker thread in multiples of
+    :data:`CHANNEL_BLOCK` (``[(0, o)]``: the items are images x groups, split as they are)."""
+    if n > 1 or groups > 1 or threads < 2:
+        return [(0, o)]
+    ranges = workspace.ranges(-(-o // CHANNEL_BLOCK), threads)
+    return [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges]
+
+
+def _threads_state() -> tuple[int, int]:
+    """What a prepared forward's work split depends on besides the call (its token)."""
+    return get_num_threads(), CHANNEL_BLOCK
+
+
+def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                    bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the kernel's geometry and
+    the work split: images x groups over the threads, or a single ungrouped image's output channels);
+    valid while the thread count holds."""
     bias, act, later = compiled_epilogue(bias, epilogue)
-    dtype = _check(x, w)
-    n, c = x.shape[:2]
-    groups = geom.groups
-    geometry = _geometry(n, groups, c // groups, w.shape[0] // groups, x.shape[2:], geom)
-    y = np.empty((n, w.shape[0]) + geom.output_size(x.shape[2:]), dtype)
-    b = None if bias is None else _prepare(bias, dtype)
-    _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(x, dtype),
-         _prepare(w, dtype), b, y, epilogue=_codes(act))
-    return _activated(y, later)
+    dtype = _check(np.dtype(x_dtype), w)
+    n, c = x_shape[:2]
+    groups, o = geom.groups, w.shape[0]
+    in_size = tuple(x_shape[2:])
+    y_shape = (n, o) + geom.output_size(in_size)
+    parts = _channel_parts(n, groups, o, get_num_threads())
+    codes = _codes(act)
+    if len(parts) == 1:
+        geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            y = np.empty(y_shape, dtype)
+            b = None if bias is None else _prepare(bias, dtype)
+            _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(x, dtype),
+                 _prepare(w, dtype), b, y, epilogue=codes)
+            return _activated(y, later)
+
+        return PreparedForward(run, _threads_state, _threads_state())
+    calls = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in parts]
+    sizes = [backends.core.module.grouped2d_scratch(0, geometry) for _, _, geometry in calls]
+
+    def run_parts(x: np.ndarray) -> np.ndarray:
+        y = np.empty(y_shape, dtype)  # one image: y[:, first:stop] is contiguous
+        x, wc = _prepare(x, dtype), _prepare(w, dtype)
+        b = None if bias is None else _prepare(bias, dtype)
+        isa, job = backends.core.isa_index, backends.core.module.grouped2d_forward_job
+        buffer, name = workspace.buffer, workspace.scratch_name
+        jobs = [job(isa, x, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop],
+                    buffer(name("compiled-grouped", k), (size,), dtype), geometry, 0, 1, *codes)
+                for k, ((first, stop, geometry), size) in enumerate(zip(calls, sizes, strict=True))]
+        workspace.run_jobs(jobs)
+        return _activated(y, later)
+
+    return PreparedForward(run_parts, _threads_state, _threads_state())
 
 
 def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:
