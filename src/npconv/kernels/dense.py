@@ -7,6 +7,11 @@ are split over the workers instead (measured: docs/performance.md).
 * :func:`matmul_rows` ``a (R, K) @ b (K, M)``, rows of ``a`` split over the workers;
 * :func:`matmul_t_rows` ``a (R, P)^T @ b (R, Q)``, the sum over rows split, per-worker partials
   (a fixed assignment: the same result on every run with the same thread count).
+
+The linear layer's three products (:func:`linear_forward`, :func:`linear_grad_input`,
+:func:`linear_grad_weight`) take them, except that a few rows times a large float32 weight run as a
+1x1 convolution with the rows as positions (``y^T = W x^T``) through the planner's three passes,
+on the compiled GEMM: NumPy's OpenBLAS takes 2-4x longer there (:data:`ROWS_AS_POSITIONS_MAX`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import get_num_threads
-from . import workspace
+from ..geometry import ConvGeometry
+from . import algorithm as registry
+from . import plan, workspace
 
-__all__ = ["matmul_rows", "matmul_t_rows", "PARALLEL_MIN_MACS"]
+__all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
+           "PARALLEL_MIN_MACS", "ROWS_AS_POSITIONS_MAX", "ROWS_AS_POSITIONS_MIN_WEIGHT"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -47,3 +55,51 @@ def matmul_t_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     workspace.run(runs, work, threads)
     return partial.sum(axis=0)
+
+
+#: Row counts ``(forward and grad_weight, grad_input)`` from which, up to :data:`ROWS_AS_POSITIONS_MAX`,
+#: a linear product with a float32 weight of at least :data:`ROWS_AS_POSITIONS_MIN_WEIGHT` elements
+#: runs as a 1x1 convolution on the compiled GEMM. Two threads, AVX-512, us, 1000x1280 weight,
+#: NumPy's OpenBLAS -> convolution: 8 rows forward 636 -> 164, grad_input 263 -> 195, grad_weight
+#: 839 -> 221; 2 rows grad_input 228 -> 361 (hence 8); 128 rows forward 1218 -> 1038 (docs/performance.md).
+ROWS_AS_POSITIONS_MIN = (2, 8)
+ROWS_AS_POSITIONS_MAX = 64
+ROWS_AS_POSITIONS_MIN_WEIGHT = 1 << 19
+_POINTWISE = ConvGeometry.create(1, 1, 0, ndim=1)
+
+
+def _as_positions(rows: int, weight_size: int, *operands: np.ndarray, grad_input: bool = False) -> bool:
+    """Whether a linear product of ``rows`` rows with a weight of ``weight_size`` elements runs as a 1x1
+    convolution (float32 ``operands``, the compiled GEMM in use)."""
+    if not (ROWS_AS_POSITIONS_MIN[grad_input] <= rows <= ROWS_AS_POSITIONS_MAX
+            and weight_size >= ROWS_AS_POSITIONS_MIN_WEIGHT and all(a.dtype == np.float32 for a in operands)):
+        return False
+    gemm = registry.available().get("gemm")
+    return gemm is not None and gemm.compiled
+
+
+def _positions(a: np.ndarray) -> np.ndarray:
+    """Rows ``(R, K)`` as a one-image signal ``(1, K, R)``."""
+    return np.ascontiguousarray(a.T)[None]
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x (R, K) @ w (M, K)^T`` as a new ``(R, M)`` array."""
+    if _as_positions(x.shape[0], w.size, x, w):
+        return np.ascontiguousarray(plan.forward(_positions(x), w[:, :, None], _POINTWISE)[0].T)
+    return matmul_rows(x, w.T)
+
+
+def linear_grad_input(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``g (R, M) @ w (M, K)`` as a new ``(R, K)`` array."""
+    if _as_positions(g.shape[0], w.size, g, w, grad_input=True):
+        rows = (g.shape[0],)
+        return np.ascontiguousarray(plan.grad_input(_positions(g), w[:, :, None], _POINTWISE, rows)[0].T)
+    return matmul_rows(g, w)
+
+
+def linear_grad_weight(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``g (R, M)^T @ x (R, K)`` as a new ``(M, K)`` array."""
+    if _as_positions(g.shape[0], g.shape[1] * x.shape[1], g, x):
+        return plan.grad_weight(_positions(x), _positions(g), _POINTWISE)[:, :, 0]
+    return matmul_t_rows(g, x)

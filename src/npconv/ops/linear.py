@@ -25,7 +25,7 @@ def linear(x: Any, w: Any, b: Any = None) -> Tensor:
     xd, wd = as_array(x), as_array(w)
     empty = xd.size == 0 or wd.size == 0  # explicit row counts: reshape(-1, 0) is ambiguous
     if xd.ndim >= 2 and wd.ndim == 2 and not empty:  # rows over the worker threads (no spinning BLAS pool)
-        y = dense.matmul_rows(xd.reshape(-1, xd.shape[-1]), wd.T).reshape(xd.shape[:-1] + (wd.shape[0],))
+        y = dense.linear_forward(xd.reshape(-1, xd.shape[-1]), wd).reshape(xd.shape[:-1] + (wd.shape[0],))
     else:
         y = np.matmul(xd, wd.T)
     if b is not None:
@@ -36,11 +36,11 @@ def linear(x: Any, w: Any, b: Any = None) -> Tensor:
         x2 = xd.reshape(math.prod(xd.shape[:-1]), xd.shape[-1]) if xd.ndim else xd.reshape(1, 1)
         gx = None
         if _wants_grad(x):
-            gx = (dense.matmul_rows(g2, _conj(wd)).reshape(g.shape[:-1] + (wd.shape[1],))
+            gx = (dense.linear_grad_input(g2, _conj(wd)).reshape(g.shape[:-1] + (wd.shape[1],))
                   if g.ndim >= 2 and wd.ndim == 2 and not empty else np.matmul(g, _conj(wd)))
         gw = None
         if _wants_grad(w):
-            gw = dense.matmul_t_rows(g2, _conj(x2)) if not empty else np.matmul(g2.T, _conj(x2))
+            gw = dense.linear_grad_weight(g2, _conj(x2)) if not empty else np.matmul(g2.T, _conj(x2))
         gb = g2.sum(axis=0).reshape(as_array(b).shape) if _wants_grad(b) else None
         return gx, gw, gb
 
