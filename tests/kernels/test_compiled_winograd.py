@@ -314,3 +314,14 @@ def test_recommended_rule_and_the_planner():
                                              _geom(((3, 3), (3, 3)), dilation=(3, 3)), f32)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
+
+
+def test_a_batch_one_resnet_layer_goes_to_the_planned_gemm_on_avx512(isa):
+    """MIN_MACS: ResNet-18's batch-1 64x56 layer (116 M multiply-adds) runs on the implicit GEMM with
+    AVX-512 (its plan beats Winograd's per-call data check), on Winograd elsewhere; batch 2 on
+    Winograd everywhere."""
+    geom = ConvGeometry.create((3, 3), 1, 1, ndim=2)
+    f32 = np.dtype(np.float32)
+    assert compiled_winograd.recommended("forward", (2, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    one = compiled_winograd.recommended("forward", (1, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    assert one is (isa != "avx512")

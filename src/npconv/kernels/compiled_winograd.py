@@ -18,6 +18,7 @@ channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Win
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,12 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TARGET_TILES = 128
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
 MIN_TILES = 64
+#: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0). Its
+#: data check and unplanned call cost ~100 us each; AVX-512's implicit GEMM, planned once per module,
+#: ran ResNet-18's batch-1 64x56 layers (116 M) faster in the network: the four 3x3 convolutions
+#: 2.49-2.59 ms against 2.71-3.65 on Winograd; at batch 2 (231 M) Winograd was faster (4.27-4.54
+#: against 4.66-4.75), and with AVX2 at batch 1 too (3.66-3.71 against 4.30-4.56).
+MIN_MACS = {"avx512": 150_000_000}
 #: The transforms run a vector of tiles of one tile row at once (16 lanes on AVX-512, 8 on AVX2) and
 #: cost per channel what the 36 products save per channel pair: Winograd is recommended where
 #: ``min(Cg, Og) * lane share / grid`` reaches this (lane share: a tile row's tiles per lanes used;
@@ -86,8 +93,9 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group and at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
-    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save), more
+    group, at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
+    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save) and
+    :data:`MIN_MACS` multiply-adds (its per-call data check against a planned GEMM), more
     than ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread, enough channels for the tile
     rows' width (:data:`MIN_CHANNEL_LANES`);
     dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM (faster than the phase
@@ -106,7 +114,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     lane_share = tw / (-(-tw // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
     per_worker = TILE_CHANNEL_RATIO * tiles > channels * max(1, get_num_threads())
-    return (channels >= 16 and tiles >= MIN_TILES and per_worker
+    enough = x_shape[0] * math.prod(out) * w_shape[0] * w_shape[1] * 9 >= MIN_MACS.get(backends.core.isa, 0)
+    return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
