@@ -288,17 +288,17 @@ def test_supports_and_recommended():
     assert not compiled_grouped.supports("backward", *args, np.dtype(np.float32))
     three_d = _geom((3, 3, 3), 1, 1, 1, 2)
     assert not compiled_grouped.supports("forward", (1, 4, 5, 5, 5), (4, 2, 3, 3, 3), three_d, np.float32)
-    dense = _geom((3, 3), 2, 1, 1, 1)  # ungrouped: the forward only, recommended for a stem's few channels
-    assert compiled_grouped.supports("forward", (2, 8, 8, 8), (4, 8, 3, 3), dense, np.float32)
-    assert compiled_grouped.recommended("forward", (2, 8, 8, 8), (4, 8, 3, 3), dense, np.float32)
+    dense = _geom((5, 5), 2, 2, 1, 1)  # ungrouped: the forward only, recommended for a stem's few channels
+    assert compiled_grouped.supports("forward", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
+    assert compiled_grouped.recommended("forward", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
     for pass_name in ("grad_input", "grad_weight"):
-        assert not compiled_grouped.supports(pass_name, (2, 4, 8, 8), (4, 4, 3, 3), dense, np.float32)
-    assert not compiled_grouped.recommended("forward", (2, 9, 8, 8), (4, 9, 3, 3), dense, np.float32)
-    small_kernel = _geom((2, 4), 2, 1, 1, 1)  # 8 taps: im2col costs little, the GEMM runs it
-    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 2, 4), small_kernel, np.float32)
-    unit_stride = _geom((3, 3), 1, 1, 1, 1)  # the implicit GEMM
-    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), unit_stride, np.float32)
-    assert compiled_grouped.supports("forward", (2, 3, 8, 8), (4, 3, 3, 3), unit_stride, np.float32)
+        assert not compiled_grouped.supports(pass_name, (2, 4, 8, 8), (4, 4, 5, 5), dense, np.float32)
+    assert not compiled_grouped.recommended("forward", (2, 9, 8, 8), (4, 9, 5, 5), dense, np.float32)
+    small_kernel = _geom((3, 3), 2, 1, 1, 1)  # 9 taps: im2col costs little, the GEMM runs it
+    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
+    assert compiled_grouped.supports("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
+    unit_stride = _geom((5, 5), 1, 2, 1, 1)  # the implicit GEMM
+    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 5, 5), unit_stride, np.float32)
     wide_groups = _geom((3, 3), 1, 1, 1, 2)
     assert not compiled_grouped.recommended("forward", (2, 128, 8, 8), (64, 64, 3, 3), wide_groups,
                                             np.float32)
