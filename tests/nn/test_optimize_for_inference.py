@@ -3,6 +3,8 @@ against the unfused model (NumPy only) and against torch's eval-mode model."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,63 @@ def test_matches_torch_eval(dtype):
     got = _outputs(npconv.optimize_for_inference(ours), x)
     tolerance = 1e-12 if dtype == "float64" else 2e-5
     assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
+
+
+def _block(nn=nn):  # noqa: ANN001 an inverted residual's layers (MobileNetV2), unfused
+    return nn.Sequential(nn.Conv2d(4, 12, 1, bias=False), nn.BatchNorm2d(12), nn.ReLU6(),
+                         nn.Conv2d(12, 12, 3, 2, 1, groups=12, bias=False), nn.BatchNorm2d(12), nn.ReLU6(),
+                         nn.Conv2d(12, 5, 1, bias=False), nn.BatchNorm2d(5))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_chunked_sequential_runs_large_batches_image_by_image(dtype, monkeypatch):
+    """optimize_for_inference makes a plain Sequential of per-image layers a ChunkedSequential: above
+    CHUNK_ABOVE_BYTES (the largest intermediate of the batch) it runs chunks of images whose largest
+    intermediate fits CHUNK_BYTES, with the whole batch's results (to rounding); smaller batches run
+    whole."""
+    fused = sys.modules["npconv.nn.modules.fused"]
+    optimized = npconv.optimize_for_inference(_randomize(_block()).to(dtype))
+    assert type(optimized) is nn.ChunkedSequential
+    plain = npconv.optimize_for_inference(_randomize(_block()))
+    assert list(optimized.state_dict()) == list(plain.state_dict())
+    x = np.random.default_rng(2).standard_normal((5, 4, 9, 10)).astype(dtype)
+    whole = _outputs(nn.Sequential(*optimized.children()), x)  # the same layers, unchunked
+    image = 12 * 9 * 10 * np.dtype(dtype).itemsize  # the expansion: the largest intermediate of an image
+    seen: list[int] = []
+    optimized[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    assert optimized._chunk(npconv.tensor(x)) is None  # a hooked layer: the batch as Sequential shows it
+    optimized[0]._forward_pre_hooks.clear()
+    first = optimized[0].forward
+    monkeypatch.setattr(optimized[0], "forward", lambda t: seen.append(t.shape[0]) or first(t))
+    for above, chunk, sizes in ((5 * image, image, [5]), (5 * image - 1, 2 * image + 1, [2, 2, 1]),
+                                (0, 1, [1] * 5)):
+        monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", above)
+        monkeypatch.setattr(fused, "CHUNK_BYTES", chunk)
+        seen.clear()
+        got = _outputs(optimized, x)
+        assert seen == sizes and got.dtype == dtype and got.flags.c_contiguous
+        tol = 1e-13 if dtype == np.float64 else 1e-6  # a smaller batch may take another kernel
+        np.testing.assert_allclose(got, whole, rtol=tol, atol=tol * np.abs(whole).max())
+
+
+def test_a_chunked_sequential_runs_whole_where_it_must(monkeypatch):
+    """Autograd recording, a layer of unknown output size, 2-D input and a bad input all take the
+    Sequential's path (the same result and the same error)."""
+    fused = sys.modules["npconv.nn.modules.fused"]
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 0)
+    optimized = npconv.optimize_for_inference(_randomize(_block()))
+    x = npconv.tensor(np.random.default_rng(3).standard_normal((3, 4, 8, 8)).astype(np.float32))
+    assert optimized._chunk(x) == max(1, fused.CHUNK_BYTES // (12 * 8 * 8 * 4))
+    x.requires_grad_(True)
+    assert optimized._chunk(x) is None
+    y = optimized(x)
+    assert y.requires_grad
+    with npconv.no_grad():
+        assert optimized._chunk(x) is not None
+    assert optimized._chunk(npconv.tensor(np.ones((3, 4), np.float32))) is None
+    with pytest.raises(ValueError, match="channels"):
+        optimized(npconv.tensor(np.ones((3, 5, 8, 8), np.float32)))
+    pooled = nn.Sequential(nn.Conv2d(4, 4, 3), nn.MaxPool2d(2))
+    assert type(npconv.optimize_for_inference(pooled)) is nn.Sequential
+    transposed = nn.Sequential(nn.ConvTranspose2d(4, 4, 3), nn.ReLU())
+    assert type(npconv.optimize_for_inference(transposed)) is nn.Sequential

@@ -40,7 +40,7 @@ from .conv import (
 from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from .flatten import Flatten, Unflatten
 from .fold import Fold, Unfold
-from .fused import ConvActivation
+from .fused import ChunkedSequential, ConvActivation
 from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .lazy import LazyModuleMixin
 from .linear import Identity, Linear
@@ -117,6 +117,6 @@ __all__ += ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
 __all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "LocalResponseNorm",
             "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Embedding"]
 
-__all__ += ["Unfold", "Fold", "ConvActivation"]
+__all__ += ["Unfold", "Fold", "ConvActivation", "ChunkedSequential"]
 
 __all__ += ["ParameterList", "ParameterDict"]

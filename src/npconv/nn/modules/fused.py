@@ -7,23 +7,33 @@ activation is the convolution's output epilogue: a plain convolution module (``C
 ``activation``), which gives it to kernels that fuse it or applies it with the bias in one pass;
 other convolutions apply it in place on their fresh output. With autograd it is the two modules
 composed, so gradients are the unfused ones.
+
+``ChunkedSequential``: a ``Sequential`` of per-image layers that runs a large batch in chunks of
+images (what :func:`npconv.optimize_for_inference` makes of such a ``Sequential``), so a layer's
+output is read by the next layer from the cache instead of memory.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
+import numpy as np
+
+from ... import autograd
 from ...kernels import pointwise
 from ...kernels.pointwise import Activation
 from ...ops.conv import records
 from ...tensor import Tensor, as_array
 from .. import functional as F
 from .activation import Hardtanh, ReLU, SiLU
+from .container import Sequential
 from .conv import _Conv, _ConvNd
+from .linear import Identity
 from .module import Module, has_call_hooks
 
-__all__ = ["ConvActivation", "FUSABLE_ACTIVATIONS"]
+__all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "CHUNK_ABOVE_BYTES", "CHUNK_BYTES"]
 
 #: Activation modules a :class:`ConvActivation` fuses (ReLU6 is a Hardtanh).
 FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
@@ -84,3 +94,75 @@ class ConvActivation(Module):
         activation_ = _activation(activation)
         pointwise.activate_(as_array(y), activation_.kind, activation_.lo, activation_.hi)
         return y
+
+
+#: A batch whose largest intermediate result in a :class:`ChunkedSequential` exceeds this many bytes
+#: runs in chunks of images whose largest intermediate takes at most :data:`CHUNK_BYTES` (at least one
+#: image). MobileNetV2's second block at batch 8 (a 38.5 MB expansion to 96 channels at 112x112, two
+#: threads, AVX-512): 5.1-7.3 ms in the network for the whole batch, 3.5-3.7 ms image by image, 3.7-4.0
+#: two at a time (docs/performance.md).
+CHUNK_ABOVE_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
+
+
+class ChunkedSequential(Sequential):
+    """A ``Sequential`` of per-image layers (convolutions, :class:`ConvActivation`, ReLU/Hardtanh/SiLU,
+    ``Identity``) that runs a batch whose largest intermediate result exceeds :data:`CHUNK_ABOVE_BYTES`
+    in chunks of images (each image's result as in the whole batch, to the rounding of the kernel a
+    smaller batch may take). It runs the batch
+    whole when autograd records, when a layer has hooks (they see the batch as ``Sequential`` shows
+    it) or when a layer's output size is not known in advance. Shapes as ``Sequential``."""
+
+    def forward(self, input: Any) -> Any:
+        chunk = self._chunk(input)
+        if chunk is None:
+            return super().forward(input)
+        n = input.shape[0]
+        out = None
+        for start in range(0, n, chunk):
+            y = as_array(super().forward(input[start:start + chunk]))
+            if out is None:
+                out = np.empty((n,) + y.shape[1:], y.dtype)
+            out[start:start + chunk] = y
+        return Tensor(out)
+
+    def _chunk(self, input: Any) -> int | None:
+        """Images per chunk, or None to run the batch whole."""
+        if not isinstance(input, Tensor) or input.ndim < 3 or input.shape[0] < 2:
+            return None
+        if autograd.is_grad_enabled() and (input.requires_grad
+                                           or any(p.requires_grad for p in self.parameters())):
+            return None
+        peak = self._image_peak(input.shape, as_array(input).itemsize)
+        if peak is None or peak * input.shape[0] <= CHUNK_ABOVE_BYTES:
+            return None
+        return max(1, CHUNK_BYTES // peak)
+
+    def _image_peak(self, shape: tuple[int, ...], itemsize: int) -> int | None:
+        """The largest input or layer output of one image, in bytes; None where a layer is not a
+        per-image layer of known output size (or has hooks)."""
+        channels, size = shape[1], tuple(shape[2:])
+        peak = channels * math.prod(size)
+        for module in self._modules.values():
+            conv = module
+            if type(module) is ConvActivation:
+                conv = module.conv
+                if has_call_hooks(conv) or has_call_hooks(module.activation):
+                    return None
+            if has_call_hooks(module):
+                return None
+            if isinstance(conv, _Conv) and type(conv).forward is _Conv.forward:
+                geometry = conv.geometry
+                if len(size) != geometry.ndim or channels != conv.in_channels:
+                    return None  # the layer's own call reports the mismatch
+                try:
+                    size = geometry.output_size(size)
+                except ValueError:
+                    return None
+                channels = conv.out_channels
+                if min(size, default=1) < 1:
+                    return None
+                peak = max(peak, channels * math.prod(size))
+            elif not isinstance(module, (*FUSABLE_ACTIVATIONS, Identity)):
+                return None
+        return peak * itemsize

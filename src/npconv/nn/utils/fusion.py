@@ -23,7 +23,7 @@ from ..modules.conv import (
     ConvTranspose3d,
     ConvTransposeNd,
 )
-from ..modules.fused import FUSABLE_ACTIVATIONS, ConvActivation
+from ..modules.fused import FUSABLE_ACTIVATIONS, ChunkedSequential, ConvActivation
 from ..modules.lazy import LazyModuleMixin
 from ..modules.linear import Identity
 from ..modules.module import Module, has_call_hooks
@@ -107,6 +107,11 @@ def optimize_for_inference(model: Module) -> Module:
       the output of ``conv<S>`` (torchvision's convention); activations are not fused there (its
       ``relu`` is shared with the residual path).
 
+    A plain ``Sequential`` left holding convolutions and otherwise only ``ConvActivation``,
+    ReLU/Hardtanh/SiLU and ``Identity`` layers becomes a :class:`~npconv.nn.ChunkedSequential` (its
+    class only: children, names and hooks kept), which runs a batch with large intermediate results
+    in chunks of images (MobileNetV2's inverted residual blocks).
+
     Modules with hooks, parametrized or uninitialized (lazy) convolutions, grouped transposed
     convolutions (their BatchNorm is kept) and BatchNorms without
     running statistics (which normalise with batch statistics in eval mode) are not fused. Outputs
@@ -122,8 +127,21 @@ def optimize_for_inference(model: Module) -> Module:
             _fuse_sequential(module)
         elif not isinstance(module, ConvActivation):
             _fuse_named_pairs(module)
+    for module in list(optimized.modules()):
+        if type(module) is Sequential and _per_image(module):
+            module.__class__ = ChunkedSequential  # children, names and hooks kept
     optimized.requires_grad_(False)
     return optimized
+
+
+def _per_image(sequential: Sequential) -> bool:
+    """Whether ``sequential`` holds a convolution and otherwise only layers that ChunkedSequential runs
+    image by image (convolutions, ConvActivation, ReLU/Hardtanh/SiLU, Identity)."""
+    convs = [m.conv if isinstance(m, ConvActivation) else m for m in sequential.children()
+             if isinstance(m, (ConvActivation, *_CONVOLUTIONS))]
+    plain = all(isinstance(m, (ConvActivation, *_CONVOLUTIONS, *FUSABLE_ACTIVATIONS, Identity))
+                for m in sequential.children())
+    return bool(convs) and plain and not any(isinstance(c, _TRANSPOSED) for c in convs)
 
 
 _TRANSPOSED = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd)
