@@ -319,3 +319,32 @@ def test_a_chunked_sequential_runs_whole_where_it_must(monkeypatch):
     assert type(npconv.optimize_for_inference(pooled)) is nn.Sequential
     transposed = nn.Sequential(nn.ConvTranspose2d(4, 4, 3), nn.ReLU())
     assert type(npconv.optimize_for_inference(transposed)) is nn.Sequential
+
+
+def test_a_chunked_sequential_reaches_into_plain_containers(monkeypatch):
+    """A Sequential subclass that keeps Sequential.forward (torchvision's ConvBNActivation) counts as
+    per-image layers; one with its own forward, or holding a pooling layer, does not."""
+    class ConvBNActivation(nn.Sequential):
+        pass
+
+    class Doubling(nn.Sequential):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    def block(inner=ConvBNActivation, extra=()):
+        return nn.Sequential(inner(nn.Conv2d(4, 12, 1, bias=False), nn.BatchNorm2d(12), nn.ReLU6()),
+                             inner(nn.Conv2d(12, 12, 3, 2, 1, groups=12), nn.ReLU(), *extra),
+                             nn.Conv2d(12, 5, 1))
+
+    optimized = npconv.optimize_for_inference(_randomize(block()))
+    assert type(optimized) is nn.ChunkedSequential
+    assert type(optimized[0]) is ConvBNActivation and type(optimized[0][0]) is nn.ConvActivation
+    fused = sys.modules["npconv.nn.modules.fused"]
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 0)
+    x = np.random.default_rng(4).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    with npconv.no_grad():
+        assert optimized._chunk(npconv.tensor(x)) == fused.CHUNK_BYTES // (12 * 8 * 8 * 4)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(nn.Sequential(*optimized.children()), x),
+                               rtol=1e-6, atol=1e-6)
+    assert type(npconv.optimize_for_inference(block(Doubling))) is nn.Sequential
+    assert type(npconv.optimize_for_inference(block(extra=(nn.MaxPool2d(2),)))) is nn.Sequential

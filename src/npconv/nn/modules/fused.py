@@ -107,11 +107,23 @@ CHUNK_BYTES = 8 << 20
 
 class ChunkedSequential(Sequential):
     """A ``Sequential`` of per-image layers (convolutions, :class:`ConvActivation`, ReLU/Hardtanh/SiLU,
-    ``Identity``) that runs a batch whose largest intermediate result exceeds :data:`CHUNK_ABOVE_BYTES`
-    in chunks of images (each image's result as in the whole batch, to the rounding of the kernel a
-    smaller batch may take). It runs the batch
-    whole when autograd records, when a layer has hooks (they see the batch as ``Sequential`` shows
-    it) or when a layer's output size is not known in advance. Shapes as ``Sequential``."""
+    ``Identity``, and ``Sequential`` containers of those) that runs a batch whose largest intermediate
+    result exceeds :data:`CHUNK_ABOVE_BYTES` in chunks of images (each image's result as in the whole
+    batch, to the rounding of the kernel a smaller batch may take). It runs the batch whole when
+    autograd records, when a layer has hooks (they see the batch as ``Sequential`` shows it) or when a
+    layer's output size is not known in advance. Shapes as ``Sequential``."""
+
+    @staticmethod
+    def runs_per_image(module: Module) -> bool:
+        """Whether ``module`` is a layer this container can run image by image (see the class), for
+        :func:`npconv.optimize_for_inference`; a container must hold a convolution."""
+        if type(module) is ConvActivation:
+            return _plain_conv(module.conv)
+        if _plain_container(module):
+            children = list(module.children())
+            return (all(ChunkedSequential.runs_per_image(m) or isinstance(m, _ELEMENTWISE) for m in children)
+                    and any(not isinstance(m, _ELEMENTWISE) for m in children))
+        return _plain_conv(module)
 
     def forward(self, input: Any) -> Any:
         chunk = self._chunk(input)
@@ -133,36 +145,57 @@ class ChunkedSequential(Sequential):
         if autograd.is_grad_enabled() and (input.requires_grad
                                            or any(p.requires_grad for p in self.parameters())):
             return None
-        peak = self._image_peak(input.shape, as_array(input).itemsize)
-        if peak is None or peak * input.shape[0] <= CHUNK_ABOVE_BYTES:
+        shape = _image_shapes(self, input.shape[1], tuple(input.shape[2:]))
+        if shape is None:
+            return None
+        peak = shape[2] * as_array(input).itemsize
+        if peak * input.shape[0] <= CHUNK_ABOVE_BYTES:
             return None
         return max(1, CHUNK_BYTES // peak)
 
-    def _image_peak(self, shape: tuple[int, ...], itemsize: int) -> int | None:
-        """The largest input or layer output of one image, in bytes; None where a layer is not a
-        per-image layer of known output size (or has hooks)."""
-        channels, size = shape[1], tuple(shape[2:])
-        peak = channels * math.prod(size)
-        for module in self._modules.values():
-            conv = module
-            if type(module) is ConvActivation:
-                conv = module.conv
-                if has_call_hooks(conv) or has_call_hooks(module.activation):
-                    return None
-            if has_call_hooks(module):
+
+_ELEMENTWISE = (*FUSABLE_ACTIVATIONS, Identity)
+
+
+def _plain_conv(module: Module) -> bool:
+    return isinstance(module, _Conv) and type(module).forward is _Conv.forward
+
+
+def _plain_container(module: Module) -> bool:
+    return isinstance(module, Sequential) and type(module).forward in (Sequential.forward,
+                                                                       ChunkedSequential.forward)
+
+
+def _image_shapes(module: Module, channels: int,
+                  size: tuple[int, ...]) -> tuple[int, tuple[int, ...], int] | None:
+    """``(channels, size, largest element count)`` of one image after ``module`` (the input's count
+    included); None where a layer is not a per-image layer of known output size, or has hooks."""
+    peak = channels * math.prod(size)
+    if has_call_hooks(module):
+        return None
+    if isinstance(module, _ELEMENTWISE):
+        return channels, size, peak
+    if _plain_container(module):
+        for child in module.children():
+            shape = _image_shapes(child, channels, size)
+            if shape is None:
                 return None
-            if isinstance(conv, _Conv) and type(conv).forward is _Conv.forward:
-                geometry = conv.geometry
-                if len(size) != geometry.ndim or channels != conv.in_channels:
-                    return None  # the layer's own call reports the mismatch
-                try:
-                    size = geometry.output_size(size)
-                except ValueError:
-                    return None
-                channels = conv.out_channels
-                if min(size, default=1) < 1:
-                    return None
-                peak = max(peak, channels * math.prod(size))
-            elif not isinstance(module, (*FUSABLE_ACTIVATIONS, Identity)):
-                return None
-        return peak * itemsize
+            channels, size, peak = shape[0], shape[1], max(peak, shape[2])
+        return channels, size, peak
+    conv = module
+    if type(module) is ConvActivation:
+        conv = module.conv
+        if has_call_hooks(conv) or has_call_hooks(module.activation):
+            return None
+    if not _plain_conv(conv):
+        return None
+    geometry = conv.geometry
+    if len(size) != geometry.ndim or channels != conv.in_channels:
+        return None  # the layer's own call reports the mismatch
+    try:
+        size = geometry.output_size(size)
+    except ValueError:
+        return None
+    if min(size, default=1) < 1:
+        return None
+    return conv.out_channels, size, max(peak, conv.out_channels * math.prod(size))

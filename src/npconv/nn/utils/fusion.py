@@ -108,9 +108,10 @@ def optimize_for_inference(model: Module) -> Module:
       ``relu`` is shared with the residual path).
 
     A plain ``Sequential`` left holding convolutions and otherwise only ``ConvActivation``,
-    ReLU/Hardtanh/SiLU and ``Identity`` layers becomes a :class:`~npconv.nn.ChunkedSequential` (its
-    class only: children, names and hooks kept), which runs a batch with large intermediate results
-    in chunks of images (MobileNetV2's inverted residual blocks).
+    ReLU/Hardtanh/SiLU, ``Identity`` and ``Sequential`` containers of these becomes a
+    :class:`~npconv.nn.ChunkedSequential` (its class only: children, names and hooks kept), which runs
+    a batch with large intermediate results in chunks of images (MobileNetV2's inverted residual
+    blocks).
 
     Modules with hooks, parametrized or uninitialized (lazy) convolutions, grouped transposed
     convolutions (their BatchNorm is kept) and BatchNorms without
@@ -128,20 +129,10 @@ def optimize_for_inference(model: Module) -> Module:
         elif not isinstance(module, ConvActivation):
             _fuse_named_pairs(module)
     for module in list(optimized.modules()):
-        if type(module) is Sequential and _per_image(module):
+        if type(module) is Sequential and ChunkedSequential.runs_per_image(module):
             module.__class__ = ChunkedSequential  # children, names and hooks kept
     optimized.requires_grad_(False)
     return optimized
-
-
-def _per_image(sequential: Sequential) -> bool:
-    """Whether ``sequential`` holds a convolution and otherwise only layers that ChunkedSequential runs
-    image by image (convolutions, ConvActivation, ReLU/Hardtanh/SiLU, Identity)."""
-    convs = [m.conv if isinstance(m, ConvActivation) else m for m in sequential.children()
-             if isinstance(m, (ConvActivation, *_CONVOLUTIONS))]
-    plain = all(isinstance(m, (ConvActivation, *_CONVOLUTIONS, *FUSABLE_ACTIVATIONS, Identity))
-                for m in sequential.children())
-    return bool(convs) and plain and not any(isinstance(c, _TRANSPOSED) for c in convs)
 
 
 _TRANSPOSED = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, ConvTransposeNd)
