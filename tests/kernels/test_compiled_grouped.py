@@ -291,8 +291,8 @@ def test_supports_and_recommended():
     dense = _geom((5, 5), 2, 2, 1, 1)  # ungrouped: the forward only, recommended for a stem's few channels
     assert compiled_grouped.supports("forward", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
     assert compiled_grouped.recommended("forward", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
-    for pass_name in ("grad_input", "grad_weight"):
-        assert not compiled_grouped.supports(pass_name, (2, 4, 8, 8), (4, 4, 5, 5), dense, np.float32)
+    assert compiled_grouped.recommended("grad_weight", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
+    assert not compiled_grouped.supports("grad_input", (2, 4, 8, 8), (4, 4, 5, 5), dense, np.float32)
     assert not compiled_grouped.recommended("forward", (2, 9, 8, 8), (4, 9, 5, 5), dense, np.float32)
     small_kernel = _geom((3, 3), 2, 1, 1, 1)  # 9 taps: im2col costs little, the GEMM runs it
     assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
@@ -360,7 +360,7 @@ STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few 
     (1, 3, 64, (30, 29), (7, 7), 2, 3, 1),  # ResNet's stem, output channels split in blocks of 8
     (1, 3, 13, (17, 16), (3, 3), 2, 1, 1),  # a block and a partial one
     (1, 1, 20, (11, 23), (5, 3), 1, (2, 0), (1, 2)),
-    (2, 4, 9, (12, 12), (3, 3), 3, 1, 1),  # two images: split by image
+    (3, 4, 9, (12, 12), (3, 3), 3, 1, 1),  # three images: split by image
     (1, 3, 16, (40,), (9,), 2, 4, 1),  # 1-d
 ]
 
@@ -370,7 +370,8 @@ STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few 
 def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch):
     """groups=1 (a network's stem) against the reference, with its bias and a fused ReLU6; a single
     image's output channels split across the worker threads (CHANNEL_BLOCK ranges, the last partial),
-    more images by image; the prepared forward holds while the thread count does."""
+    more images by image; the prepared forward holds while the thread count does; grad_weight with
+    the images split across the threads (partial sums added)."""
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     jobs: list[int] = []
@@ -391,6 +392,12 @@ def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch
             parts = -(-o // compiled_grouped.CHANNEL_BLOCK)
             if n == 1 and threads > 1:
                 assert jobs == [min(threads, parts)]
+            gy = rng.standard_normal(expected.shape).astype(dtype)
+            wide = [a.astype(np.float64) for a in (x, gy)]
+            r_gw = reference.conv_grad_weight(*wide, kernel, geom.stride, geom.pads(size), geom.dilation)
+            jobs.clear()
+            assert_close(compiled_grouped.grad_weight(x, gy, geom), r_gw.astype(dtype), what="grad_weight")
+            assert jobs == ([min(threads, n)] if n > 1 and threads > 1 else [])
             relu6 = Epilogue(b, Activation("hardtanh", 0.0, 6.0))
             relu6 = compiled_grouped.forward(x, w, geom, epilogue=relu6)
             assert_close(relu6, np.clip(expected, 0, 6), what="forward + ReLU6")
@@ -403,13 +410,15 @@ def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch
 
 
 def test_the_planner_runs_a_stem_here_and_its_gradients_elsewhere(torch):
-    """A 3-channel 7x7/2 convolution: the planner's forward is this algorithm's (through nn.Conv2d's
-    planned inference call too), the backward passes the GEMM's; all match torch."""
+    """A 3-channel 7x7/2 convolution: the planner's forward and grad_weight are this algorithm's
+    (the forward through nn.Conv2d's planned inference call too), grad_input the GEMM's; all match
+    torch."""
     rng = np.random.default_rng(3)
     geom = _geom((7, 7), 2, 3, 1, 1)
     x = rng.standard_normal((1, 3, 37, 35))
     assert plan.choose("forward", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) == "grouped"
-    assert plan.choose("grad_weight", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) != "grouped"
+    assert plan.choose("grad_weight", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) == "grouped"
+    assert plan.choose("grad_input", x.shape, (16, 3, 7, 7), geom, np.dtype(np.float64)) != "grouped"
     conv = npconv.nn.Conv2d(3, 16, 7, 2, 3).double()
     reference_conv = torch.nn.Conv2d(3, 16, 7, 2, 3).double()
     reference_conv.load_state_dict({k: torch.from_numpy(v.numpy().copy())

@@ -104,7 +104,7 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     dtype = np.dtype(dtype)
     if geom.ndim > 2 or dtype not in _DTYPES or pass_name not in ("forward", "grad_input", "grad_weight"):
         return False
-    if geom.groups < 2 and pass_name != "forward":  # dense: the forward only (few input channels)
+    if geom.groups < 2 and pass_name == "grad_input":  # dense: forward and grad_weight (few input channels)
         return False
     if not geom.fits(x_shape, w_shape) or min(x_shape) < 1 or min(w_shape) < 1:
         return False
@@ -276,8 +276,30 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     n, c = x.shape[:2]
     groups = geom.groups
     o = gy.shape[1]
-    geometry = _geometry(n, groups, c // groups, o // groups, x.shape[2:], geom)
-    gw = np.empty((o, c // groups) + geom.kernel_size, dtype)
-    _run(backends.core.module.grouped2d_grad_weight, 2, groups, dtype, geometry, _prepare(x, dtype),
-         _prepare(gy, dtype), gw)
-    return gw
+    x, gy = _prepare(x, dtype), _prepare(gy, dtype)
+    gw_shape = (o, c // groups) + geom.kernel_size
+    parts = _image_parts(n, groups, get_num_threads())
+    if len(parts) == 1:
+        gw = np.empty(gw_shape, dtype)
+        geometry = _geometry(n, groups, c // groups, o // groups, x.shape[2:], geom)
+        _run(backends.core.module.grouped2d_grad_weight, 2, groups, dtype, geometry, x, gy, gw)
+        return gw
+    # one group: each worker sums its images into its own gw, the partial sums added in float64
+    partials = [np.empty(gw_shape, dtype) for _ in parts]
+    isa, job = backends.core.isa_index, backends.core.module.grouped2d_grad_weight_job
+    jobs = []
+    for k, (first, stop) in enumerate(parts):
+        geometry = _geometry(stop - first, 1, c, o, x.shape[2:], geom)
+        scratch = workspace.buffer(workspace.scratch_name("compiled-grouped", k),
+                                   (backends.core.module.grouped2d_scratch(2, geometry),), dtype)
+        jobs.append(job(isa, x[first:stop], gy[first:stop], partials[k], scratch, geometry, 0, 1))
+    workspace.run_jobs(jobs)
+    return np.add.reduce([p.astype(np.float64) for p in partials]).astype(dtype)
+
+
+def _image_parts(n: int, groups: int, threads: int) -> list[tuple[int, int]]:
+    """Image ranges of an ungrouped grad_weight, one per worker thread (``[(0, n)]``: the groups are
+    the work items, split as they are)."""
+    if groups > 1 or threads < 2 or n < 2:
+        return [(0, n)]
+    return workspace.ranges(n, threads)
