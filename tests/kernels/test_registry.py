@@ -125,7 +125,10 @@ def test_planner_lists_come_from_the_registry():
     builtin_names = tuple(dict.fromkeys(n for n, _ in registry.BUILTIN))  # a name listed twice has variants
     assert tuple(backends.ALGORITHMS) == registry.names() == builtin_names
     geom = ConvGeometry.create(3, ndim=2).with_padding(1)
-    assert plan.candidates("grad_weight", (1, 2, 5, 5), (3, 2, 3, 3), geom, np.float32) == ["fft", "gemm"]
+    shapes = ((1, 2, 5, 5), (3, 2, 3, 3), geom, np.float32)
+    grouped = ["grouped"] if "grouped" in registry.available() else []  # compiled only (few channels)
+    assert plan.candidates("grad_weight", *shapes) == ["fft", *grouped, "gemm"]
+    assert plan.candidates("grad_input", *shapes) == ["fft", "winograd", "gemm"]
     expected = dict.fromkeys(registry.names(), "numpy")
     report = npconv.backends.conv.implementations()
     if npconv.backends.core.available and not registry.pure():  # the compiled kernels
