@@ -315,6 +315,12 @@ def test_a_chunked_sequential_runs_whole_where_it_must(monkeypatch):
     assert optimized._chunk(npconv.tensor(np.ones((3, 4), np.float32))) is None
     with pytest.raises(ValueError, match="channels"):
         optimized(npconv.tensor(np.ones((3, 5, 8, 8), np.float32)))
+    narrowing = npconv.optimize_for_inference(nn.Sequential(nn.Conv2d(12, 2, 1), nn.ReLU()))
+    wide_input = npconv.tensor(np.ones((3, 12, 8, 8), np.float32))  # only the layers' results count
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 3 * 2 * 8 * 8 * 4)
+    assert type(narrowing) is nn.ChunkedSequential and narrowing._chunk(wide_input) is None
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 3 * 2 * 8 * 8 * 4 - 1)
+    assert narrowing._chunk(wide_input) is not None
     pooled = nn.Sequential(nn.Conv2d(4, 4, 3), nn.MaxPool2d(2))
     assert type(npconv.optimize_for_inference(pooled)) is nn.Sequential
     transposed = nn.Sequential(nn.ConvTranspose2d(4, 4, 3), nn.ReLU())

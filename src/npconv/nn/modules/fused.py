@@ -96,7 +96,7 @@ class ConvActivation(Module):
         return y
 
 
-#: A batch whose largest intermediate result in a :class:`ChunkedSequential` exceeds this many bytes
+#: A batch whose largest layer result in a :class:`ChunkedSequential` exceeds this many bytes
 #: runs in chunks of images whose largest intermediate takes at most :data:`CHUNK_BYTES` (at least one
 #: image). MobileNetV2's second block at batch 8 (a 38.5 MB expansion to 96 channels at 112x112, two
 #: threads, AVX-512): 5.1-7.3 ms in the network for the whole batch, 3.5-3.7 ms image by image, 3.7-4.0
@@ -168,14 +168,14 @@ def _plain_container(module: Module) -> bool:
 
 def _image_shapes(module: Module, channels: int,
                   size: tuple[int, ...]) -> tuple[int, tuple[int, ...], int] | None:
-    """``(channels, size, largest element count)`` of one image after ``module`` (the input's count
-    included); None where a layer is not a per-image layer of known output size, or has hooks."""
-    peak = channels * math.prod(size)
+    """``(channels, size, largest element count of a result)`` of one image after ``module``; None
+    where a layer is not a per-image layer of known output size, or has hooks."""
     if has_call_hooks(module):
         return None
     if isinstance(module, _ELEMENTWISE):
-        return channels, size, peak
+        return channels, size, channels * math.prod(size)
     if _plain_container(module):
+        peak = 0
         for child in module.children():
             shape = _image_shapes(child, channels, size)
             if shape is None:
@@ -198,4 +198,4 @@ def _image_shapes(module: Module, channels: int,
         return None
     if min(size, default=1) < 1:
         return None
-    return conv.out_channels, size, max(peak, conv.out_channels * math.prod(size))
+    return conv.out_channels, size, conv.out_channels * math.prod(size)
