@@ -432,3 +432,31 @@ def test_the_planner_runs_a_stem_here_and_its_gradients_elsewhere(torch):
     reference_conv(x_torch).sum().backward()
     close(xt.grad, x_torch.grad)
     close(conv.weight.grad, reference_conv.weight.grad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(nd=st.integers(1, 2), n=st.integers(1, 3), c=st.integers(1, 4), o=st.integers(1, 20),
+       threads=st.integers(1, 3), float32=st.booleans(), data=st.data())
+def test_random_ungrouped_geometries_match_the_reference(nd, n, c, o, threads, float32, data):
+    """groups=1 (the forward split by output channels for one image, grad_weight by images) on random
+    geometries, thread counts and ISA variants."""
+    kernel, stride, dilation, padding, size = draw_geometry(data, nd, 5, 2, 20)
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=nd)
+    previous, previous_threads = backends.core.isa, npconv.get_num_threads()
+    backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
+    npconv.set_num_threads(threads)
+    try:
+        dtype = np.float32 if float32 else np.float64
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+        x = rng.standard_normal((n, c) + tuple(size)).astype(dtype)
+        w = rng.standard_normal((o, c) + tuple(kernel)).astype(dtype)
+        b = rng.standard_normal(o).astype(dtype)
+        assert compiled_grouped.supports("forward", x.shape, w.shape, geom, np.dtype(dtype))
+        y = compiled_grouped.forward(x, w, geom, bias=b)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        r_y, _, r_gw = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(x.shape[2:])))
+        assert_close(y - b.reshape((-1,) + (1,) * nd), r_y, what="forward")
+        assert_close(compiled_grouped.grad_weight(x, gy, geom), r_gw, what="grad_weight")
+    finally:
+        backends.core.isa = previous
+        npconv.set_num_threads(previous_threads)
