@@ -300,21 +300,11 @@ def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], a
     """Worker ``k`` runs ``calls[k]``: ``(geometry, scratch elements, start, stop, a, b, bias, out)``,
     one ``gemm_conv`` call over items ``[start, stop)`` with its scratch ``compiled-gemm-<k>`` (the same
     worker and buffer on every run); a worker's BLAS runs on one thread. A single call that calls no
-    BLAS runs on the calling thread, without a job."""
-    core = backends.core
-    isa, routines = core.isa_index, gemm_routines()
-    if len(calls) == 1 and blas == 0:
-        geometry, size, start, stop, a, b, bias, out = calls[0]
-        scratch = workspace.buffer("compiled-gemm-0", (size,), dtype)
-        core.module.gemm_conv(isa, pass_code, routines, a, b, bias, out, scratch, geometry, start, stop, act,
-                              lo, hi)
-        return
-    buffer, name = workspace.buffer, workspace.scratch_name
-    jobs = [core.module.gemm_conv_job(isa, pass_code, routines, a, b, bias, out,
-                                      buffer(name("compiled-gemm", k), (size,), dtype), geometry, start, stop,
-                                      act, lo, hi)
-            for k, (geometry, size, start, stop, a, b, bias, out) in enumerate(calls)]
-    workspace.run_jobs(jobs, blas if len(jobs) == 1 else min(blas, 1))
+    BLAS runs on the calling thread, without a job (:func:`npconv.kernels.workspace.run_calls`)."""
+    routines = gemm_routines()
+    per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, start, stop, act, lo, hi))
+                  for geometry, size, start, stop, a, b, bias, out in calls]
+    workspace.run_calls(backends.core.module.gemm_conv, per_worker, "compiled-gemm", dtype, blas)
 
 
 @functools.lru_cache(maxsize=1024)

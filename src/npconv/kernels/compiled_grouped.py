@@ -227,12 +227,10 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         y = np.empty(y_shape, dtype)  # one image: y[:, first:stop] is contiguous
         x, wc = _prepare(x, dtype), _prepare(w, dtype)
         b = None if bias is None else _prepare(bias, dtype)
-        isa, job = backends.core.isa_index, backends.core.module.grouped2d_forward_job
-        buffer, name = workspace.buffer, workspace.scratch_name
-        jobs = [job(isa, x, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop],
-                    buffer(name("compiled-grouped", k), (size,), dtype), geometry, 0, 1, *codes)
-                for k, ((first, stop, geometry), size) in enumerate(zip(calls, sizes, strict=True))]
-        workspace.run_jobs(jobs)
+        per_worker = [((x, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop]), size,
+                       (geometry, 0, 1, *codes))
+                      for (first, stop, geometry), size in zip(calls, sizes, strict=True)]
+        workspace.run_calls(backends.core.module.grouped2d_forward, per_worker, "compiled-grouped", dtype)
         return _activated(y, later)
 
     return PreparedForward(run_parts, _threads_state, _threads_state())
@@ -286,14 +284,12 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         return gw
     # one group: each worker sums its images into its own gw, the partial sums added in float64
     partials = [np.empty(gw_shape, dtype) for _ in parts]
-    isa, job = backends.core.isa_index, backends.core.module.grouped2d_grad_weight_job
-    jobs = []
-    for k, (first, stop) in enumerate(parts):
+    calls = []
+    for (first, stop), gw in zip(parts, partials, strict=True):
         geometry = _geometry(stop - first, 1, c, o, x.shape[2:], geom)
-        scratch = workspace.buffer(workspace.scratch_name("compiled-grouped", k),
-                                   (backends.core.module.grouped2d_scratch(2, geometry),), dtype)
-        jobs.append(job(isa, x[first:stop], gy[first:stop], partials[k], scratch, geometry, 0, 1))
-    workspace.run_jobs(jobs)
+        size = backends.core.module.grouped2d_scratch(2, geometry)
+        calls.append(((x[first:stop], gy[first:stop], gw), size, (geometry, 0, 1)))
+    workspace.run_calls(backends.core.module.grouped2d_grad_weight, calls, "compiled-grouped", dtype)
     return np.add.reduce([p.astype(np.float64) for p in partials]).astype(dtype)
 
 

@@ -10,9 +10,10 @@
   it spins on for :data:`SPIN_SECONDS` (GIL released) before sleeping: waking a sleeping thread cost
   20-80 us per call, as much as a small convolution (docs/performance.md); without it (or while
   another thread's call holds the team) a ``ThreadPoolExecutor`` runs them.
-* :func:`run_jobs` / :func:`run_spans` hand the workers prepared compiled-kernel calls (``_core``
-  jobs), which a spinning worker runs inside its wait without taking the GIL: 6-8 us per call where
-  a Python job, whose worker must take the GIL from the caller, cost 25-35 us.
+* :func:`run_jobs` / :func:`run_calls` / :func:`run_spans` hand the workers prepared compiled-kernel
+  calls (``_core`` jobs, each worker with its own scratch buffer), which a spinning worker runs inside
+  its wait without taking the GIL: 6-8 us per call where a Python job, whose worker must take the GIL
+  from the caller, cost 25-35 us.
 
 Fork safety: a child process starts with no pool (its threads do not exist after ``fork``), fresh
 locks and only the forking thread's buffers; the pool is re-created on the child's first
@@ -35,8 +36,8 @@ import numpy as np
 
 from ..backends import blas_threads, core, memory
 
-__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "ranges", "SCRATCH", "cached_bytes",
-           "SCRATCH_BYTES", "memory_bound"]
+__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "run_calls", "ranges", "SCRATCH",
+           "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
@@ -377,23 +378,35 @@ def ranges(count: int, parts: int) -> list[tuple[int, int]]:
 def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
               scratch: tuple[str, int, np.dtype] | None = None) -> None:
     """``kernel(isa, *args, start, stop, *tail)`` of the compiled core per span, span ``k`` on worker
-    ``k``, as prepared jobs (the core's ``<kernel>_job``: the workers take them without the GIL; one
-    span runs on the calling thread). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
+    ``k`` (:func:`run_calls`). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
     ``name-k`` replaces :data:`SCRATCH` in ``args``. The kernels call no BLAS."""
-    isa = core.isa_index
     at = next((i for i, a in enumerate(args) if a is SCRATCH), -1) if scratch is not None else -1
+    if at < 0:
+        run_calls(kernel, [(args + span + tail, None, ()) for span in spans])
+        return
+    name, elements, dtype = scratch
+    run_calls(kernel, [(args[:at], elements, args[at + 1:] + span + tail) for span in spans], name, dtype)
 
-    def worker_args(k: int) -> tuple:
-        if at < 0:
-            return args
-        own = buffer(scratch_name(scratch[0], k), (scratch[1],), scratch[2])
-        return args[:at] + (own,) + args[at + 1:]
 
-    if len(spans) == 1:
-        kernel(isa, *worker_args(0), *spans[0], *tail)
+def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, tuple]], scratch: str = "",
+              dtype: np.dtype | type = np.float64, blas: int = 0) -> None:
+    """``kernel(isa, *head, own, *tail)`` of the compiled core for each ``(head, elements, tail)`` of
+    ``calls``, call ``k`` on worker ``k`` as a prepared job (the core's ``<kernel>_job``: the workers
+    take them without the GIL), ``own`` worker ``k``'s scratch buffer ``<scratch>-k`` of ``elements``
+    ``dtype`` values (left out where ``elements`` is None). A single call without BLAS (``blas`` as in
+    :func:`run_jobs`) runs on the calling thread, without a job."""
+    isa = core.isa_index
+
+    def arguments(k: int, head: tuple, elements: int | None, tail: tuple) -> tuple:
+        if elements is None:
+            return (isa, *head, *tail)
+        return (isa, *head, buffer(scratch_name(scratch, k), (elements,), dtype), *tail)
+
+    if len(calls) == 1 and blas == 0:
+        kernel(*arguments(0, *calls[0]))
         return
     prepare = _job_binding(kernel)
-    run_jobs([prepare(isa, *worker_args(k), start, stop, *tail) for k, (start, stop) in enumerate(spans)])
+    run_jobs([prepare(*arguments(k, *call)) for k, call in enumerate(calls)], blas)
 
 
 @functools.cache
