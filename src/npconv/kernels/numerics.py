@@ -55,26 +55,23 @@ def value_range(a: np.ndarray) -> ValueRange:
     flat = np.asarray(a).reshape(-1)
     if flat.size == 0:
         return ValueRange(True, 0.0, 1.0)
+    bulk = None
     if backends.core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
         # one pass in C (NumPy's max and min are two), the same sample and quantile
         core = backends.core
         high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
-        if nan or not (math.isfinite(high) and math.isfinite(low)):
-            return ValueRange(False, math.inf, math.inf)
-        peak = max(high, -low)
-        if peak == 0.0:
-            return ValueRange(True, 0.0, 1.0)
-        return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
-    high, low = float(flat.max()), float(flat.min())
-    if not (math.isfinite(high) and math.isfinite(low)):
+    else:
+        high, low, nan = float(flat.max()), float(flat.min()), False  # a NaN makes both NaN
+    if nan or not (math.isfinite(high) and math.isfinite(low)):
         return ValueRange(False, math.inf, math.inf)
     peak = max(high, -low)
     if peak == 0.0:
         return ValueRange(True, 0.0, 1.0)
-    step = max(1, flat.size // SAMPLE)
-    sample = np.abs(flat[::step][:SAMPLE], dtype=np.float64)
-    k = int(QUANTILE * (sample.size - 1))
-    bulk = float(np.partition(sample, k)[k])
+    if bulk is None:
+        step = max(1, flat.size // SAMPLE)
+        sample = np.abs(flat[::step][:SAMPLE], dtype=np.float64)
+        k = int(QUANTILE * (sample.size - 1))
+        bulk = float(np.partition(sample, k)[k])
     return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
 
 
