@@ -4,12 +4,14 @@ against brute force, and the shared kernel pieces built on them (torch-free)."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference
 from npconv.geometry import ConvGeometry
 from npconv.kernels import common, gemm
 
@@ -80,3 +82,16 @@ def test_windows_view_is_every_window():
     np.testing.assert_array_equal(one, view[0])
     with pytest.raises(ValueError, match="do not fit"):  # never a view beyond the array
         common.windows(x, geom, (out[0] + 1, out[1]))
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "padding", "dilation", "groups"), [
+    ((2, 6, 9, 11), (4, 3, 3, 2), 2, 1, 1, 2), ((1, 3, 17), (5, 3, 4), 3, 0, 2, 1),
+    ((3, 4, 5, 6, 7), (8, 4, 2, 3, 1), 1, "same", 1, 1)])
+def test_multiply_adds_count_the_reference_products(x_shape, w_shape, stride, padding, dilation, groups):
+    """One multiply-add per output element and weight tap of its group: the reference's output size
+    times the weight's per-output extent."""
+    geom = ConvGeometry.create(w_shape[2:], stride, padding, dilation, groups, ndim=len(w_shape) - 2)
+    rng = np.random.default_rng(0)
+    y = reference.conv(rng.standard_normal(x_shape), rng.standard_normal(w_shape), None, geom.stride,
+                       geom.pads(x_shape[2:]), geom.dilation, groups)
+    assert geom.multiply_adds(x_shape, w_shape) == y.size * math.prod(w_shape[1:])

@@ -15,6 +15,7 @@ padding ``(lo, hi)``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -239,6 +240,12 @@ class ConvGeometry:
                 "Kernel size can't be greater than actual input size"
             )
         return counts
+
+    def multiply_adds(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> int:
+        """Multiply-adds of a direct forward: ``N * prod(output size) * O * C/groups * prod(kernel)`` for
+        ``x (N, C, *in)`` and ``w (O, C/groups, *k)``."""
+        return (x_shape[0] * math.prod(self.output_size(x_shape[2:])) * w_shape[0] * w_shape[1]
+                * math.prod(self.kernel_size))
 
     def pool_output_size(self, input_size: Sequence[int], ceil_mode: bool = False) -> tuple[int, ...]:
         """Spatial output size of a pooling window (torch's ``pooling_output_shape``).

@@ -18,7 +18,6 @@ channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Win
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,7 +113,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     lane_share = tw / (-(-tw // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
     per_worker = TILE_CHANNEL_RATIO * tiles > channels * max(1, get_num_threads())
-    enough = x_shape[0] * math.prod(out) * w_shape[0] * w_shape[1] * 9 >= MIN_MACS.get(backends.core.isa, 0)
+    enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
