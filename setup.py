@@ -60,6 +60,7 @@ setup(
                 "src/npconv/csrc/norm.h",
                 "src/npconv/csrc/elementwise.h",
                 "src/npconv/csrc/winograd.h",
+                "src/npconv/csrc/spectral.h",
             ],
             extra_compile_args=flags,
             optional=True,

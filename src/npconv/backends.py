@@ -260,7 +260,8 @@ CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward"
                   "max_pool2d_backward_job", "winograd2d_weight_job",
                   "winograd2d_scratch", "winograd2d_weight",
                   "winograd2d_forward", "flag_wait", "flag_store", "batch_norm_forward",
-                  "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel", "value_range")
+                  "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel", "value_range",
+                  "spectral_mix", "spectral_mix_job", "spectral_mix_scratch")
 
 
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:

@@ -816,6 +816,100 @@ static PyObject *value_range(PyObject *self, PyObject *args)
     return Py_BuildValue("ddOd", r[0], r[1], r[2] ? Py_True : Py_False, bulk);
 }
 
+/* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
+ * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each
+ * buffer a float32/float64 view of interleaved complex values (2 F reals per row); scratch at least
+ * spectral_mix_scratch(geometry, itemsize) elements. */
+typedef struct {
+    kernel_job base;
+    sm_fn fn;
+    sm_geom g;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} sm_job;
+
+static void sm_job_run(kernel_job *job)
+{
+    sm_job *j = (sm_job *)job;
+    j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, &j->g, j->start, j->stop);
+}
+
+static void sm_job_release(kernel_job *job) { release_buffers(&((sm_job *)job)->b); }
+
+static int parse_sm_geom(PyObject *geom, sm_geom *out)
+{
+    Py_ssize_t v[8];
+    if (!PyTuple_Check(geom) || PyTuple_GET_SIZE(geom) != 8) {
+        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 8 ints (N, G, I, J, F, sj, si, conj)");
+        return -1;
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(geom, i));
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (v[i] < (i == 7 ? 0 : 1) || v[i] > (i == 7 ? 1 : DW_MAX_VALUE)) {
+            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
+            return -1;
+        }
+    }
+    const sm_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], (int)v[7]};
+    /* b's largest row index, (I - 1) si + (J - 1) sj, must stay inside a group's I J rows */
+    ptrdiff_t rows, b_rows, bound;
+    if (__builtin_mul_overflow(g.n * g.ng, g.ni > g.nj ? g.ni : g.nj, &rows) ||
+        __builtin_mul_overflow(g.ng * g.ni, g.nj, &b_rows) ||
+        __builtin_mul_overflow(rows > b_rows ? rows : b_rows, 2 * g.nf, &bound) ||
+        __builtin_mul_overflow(g.n + SM_JB_MAX, g.ni * SM_FV_MAX * 16, &bound) ||
+        (g.ni - 1) * g.si + (g.nj - 1) * g.sj >= g.ni * g.nj) {
+        PyErr_SetString(PyExc_ValueError, "geometry: b's strides reach outside a group's rows, or sizes overflow");
+        return -1;
+    }
+    *out = g;
+    return 0;
+}
+
+static PyObject *sm_scratch_size(PyObject *self, PyObject *args)
+{
+    PyObject *geom;
+    Py_ssize_t itemsize;
+    sm_geom g;
+    if (!PyArg_ParseTuple(args, "On", &geom, &itemsize) || parse_sm_geom(geom, &g) < 0) return NULL;
+    if (itemsize != 4 && itemsize != 8) {
+        PyErr_Format(PyExc_ValueError, "itemsize must be 4 or 8, got %zd", itemsize);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(sm_scratch(&g, itemsize));
+}
+
+static PyObject *sm_call(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *objs[4], *geom;
+    Py_ssize_t start, stop;
+    sm_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &geom, &start, &stop) ||
+        check_isa(isa) < 0 || parse_sm_geom(geom, &g) < 0 || check_range(start, stop, g.nf, "frequency") < 0)
+        return NULL;
+    static const char *const names[4] = {"a", "b", "out", "scratch"};
+    static const int flags[4] = {0, 0, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    Py_buffer first; /* the scratch count depends on the element size */
+    if (get_buffer(objs[0], 0, &first, names[0]) < 0) return NULL;
+    const Py_ssize_t itemsize = first.itemsize;
+    PyBuffer_Release(&first);
+    const ptrdiff_t counts[4] = {g.n * g.ng * g.ni * 2 * g.nf, g.ng * g.ni * g.nj * 2 * g.nf,
+                                 g.n * g.ng * g.nj * 2 * g.nf, sm_scratch(&g, itemsize)};
+    sm_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (sm_job){.base = {sm_job_run, sm_job_release, 0}, .g = g, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 4, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->sm[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *spectral_mix(PyObject *self, PyObject *args) { return sm_call(args, 0); }
+static PyObject *spectral_mix_job(PyObject *self, PyObject *args) { return sm_call(args, 1); }
+
 static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 0); }
 static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 0); }
 static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 1); }
@@ -1834,6 +1928,12 @@ static PyMethodDef methods[] = {
      "batch_norm_backward(isa, gy, x, gx, weight, stats, sums, geometry, training, start, stop): channels "
      "[start, stop) of sums (2, C) = (sum gy, sum gy * xhat) and gx (either may be None) of batch norm with "
      "stats' mean and invstd (batch statistics with training, else fixed)"},
+    {"spectral_mix", spectral_mix, METH_VARARGS,
+     "spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): FFT convolution's per-frequency "
+     "channel products over complex values [f0, f1) (interleaved float32/float64 views)"},
+    {"spectral_mix_job", spectral_mix_job, METH_VARARGS, "spectral_mix prepared as a job"},
+    {"spectral_mix_scratch", sm_scratch_size, METH_VARARGS,
+     "spectral_mix_scratch(geometry, itemsize) -> scratch elements of a spectral_mix call"},
     {"value_range", value_range, METH_VARARGS,
      "value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk) of a float32/float64 buffer in one pass; "
      "bulk: the k-th smallest of |a[::step][:sample]| (step = max(1, len // sample), k = int(quantile * (count - 1))), "

@@ -87,6 +87,7 @@ static inline T FN(hsum)(V a)
 #include "elementwise.h"
 #include "im2col.h"
 #include "winograd.h"
+#include "spectral.h"
 
 #undef GM_MR
 #undef GM_NV

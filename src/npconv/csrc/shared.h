@@ -347,6 +347,21 @@ typedef struct {
     gc_gw_fn grad_weight;
 } gc_kernels;
 typedef void (*vr_fn)(const void *, ptrdiff_t, ptrdiff_t, double *);
+/* spectral_mix's shape (spectral.h): n images, ng groups, ni inputs and nj outputs per group, nf complex
+ * values per row, b's row strides sj and si, conj 1 to conjugate b. */
+typedef struct {
+    ptrdiff_t n, ng, ni, nj, nf, sj, si;
+    int conj;
+} sm_geom;
+typedef void (*sm_fn)(const void *, const void *, void *, void *, const sm_geom *, ptrdiff_t, ptrdiff_t);
+/* spectral_mix's packed chunk: SM_FV_MAX vectors of frequencies of every row of a and of SM_JB_MAX rows
+ * of b; its scratch in elements of any type and vector width (64 bytes: the widest) */
+#define SM_FV_MAX 8
+#define SM_JB_MAX 2
+static inline ptrdiff_t sm_scratch(const sm_geom *g, ptrdiff_t itemsize)
+{
+    return (g->n + SM_JB_MAX) * g->ni * SM_FV_MAX * (64 / itemsize);
+}
 typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
                      ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
 
@@ -362,6 +377,7 @@ typedef struct {
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
     vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
+    sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
@@ -106,16 +107,29 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
 
     With ``shift``, tap ``j`` sits at ``(j - shift) mod L``: correlating the unpadded input with it
     gives the padded input's correlation at position ``i`` directly at index ``i``.
+
+    Separable, as ``rfftn`` is (a real transform along the last axis, then complex ones along the
+    others), but each axis transforms only the lines that hold taps: the taps' lines are placed at
+    their (shifted, dilated) positions in zeros of length ``L`` just before their axis's transform
+    (the same values as the whole zero-padded array's ``rfftn``; 13x13 kernels at L = 45: 4x less
+    time, no rolled copy).
     """
-    if all(d == 1 for d in geom.dilation) and shift is None:
-        wd = w.astype(dtype, copy=False)
-    else:
-        wd = np.zeros(w.shape[:2] + (tuple(lengths) if shift is not None else geom.extent), dtype)
-        wd[(slice(None), slice(None)) + tuple(slice(0, e, d) for e, d in zip(geom.extent, geom.dilation,
-                                                                             strict=True))] = w
-        if shift is not None:
-            wd = np.roll(wd, tuple(-v for v in shift), axis=_axes(geom.ndim))
-    return _scipy_fft().rfftn(wd, s=lengths, axes=_axes(geom.ndim), workers=get_num_threads())
+    fft = _scipy_fft()
+    shift = shift if shift is not None else (0,) * geom.ndim
+    places = [(np.arange(k) * d - s) % size
+              for k, d, s, size in zip(geom.kernel_size, geom.dilation, shift, lengths, strict=True)]
+    lines = np.zeros(w.shape[:-1] + (lengths[-1],), dtype)
+    lines[..., places[-1]] = w
+    spectrum = fft.rfft(lines, axis=-1, workers=get_num_threads())
+    del lines
+    for axis in range(geom.ndim - 2, -1, -1):  # the axes before the last, the last of them first
+        at = 2 + axis
+        shape = spectrum.shape[:at] + (lengths[axis],) + spectrum.shape[at + 1:]
+        full = np.zeros(shape, spectrum.dtype)
+        full[(slice(None),) * at + (places[axis],)] = spectrum
+        spectrum = fft.fft(full, axis=at, workers=get_num_threads(), overwrite_x=True)
+        del full
+    return spectrum
 
 
 def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int]) -> tuple:
@@ -143,6 +157,9 @@ def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: b
                 (n, groups * ob) + freq)
         return (a.reshape((n, groups, 1) + freq) * bc.reshape((1, groups, cb) + freq)).reshape(
             (n, groups * cb) + freq)
+    if backends.core.available and a.dtype == b.dtype and a.dtype in _COMPLEX_CORE and a.flags.c_contiguous \
+            and b.flags.c_contiguous:
+        return _compiled_mix(a, b, groups, conj_b, transpose_b)
     f = math.prod(freq)
     ca = a.shape[1] // groups
     af = np.ascontiguousarray(a.reshape(n, groups, ca, f).transpose(1, 3, 2, 0))  # (G, F, Ca, n)
@@ -152,6 +169,37 @@ def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: b
     r = np.matmul(np.ascontiguousarray(bm), af)  # (G, F, Cr, n)
     cr = r.shape[2]
     return np.ascontiguousarray(r.transpose(3, 0, 2, 1)).reshape((n, groups * cr) + freq)
+
+
+#: Spectra the compiled core's ``spectral_mix`` takes (as float views of their interleaved values).
+_COMPLEX_CORE = (np.dtype(np.complex64), np.dtype(np.complex128))
+#: Complex multiply-adds per worker thread below which the mixing runs on the calling thread alone.
+MIX_THREAD_MACS = 1 << 20
+#: Frequency ranges of the worker threads start at multiples of this (the widest vector's complex
+#: values: a value is computed by the same lanes whatever the thread count).
+_MIX_ALIGN = 8
+
+
+def _compiled_mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: bool) -> np.ndarray:
+    """:func:`_mix` on the compiled core (``spectral_mix``): the spectra in the layout ``rfftn`` made,
+    no transposed copies; the frequencies split across the worker threads."""
+    n, freq = a.shape[0], a.shape[2:]
+    f = math.prod(freq)
+    ob, cb = b.shape[0] // groups, b.shape[1]
+    # a's channels i, the result's j; b's row (g, j, i) at g*I*J + j*sj + i*si
+    ni, nj, sj, si = (ob, cb, 1, cb) if transpose_b else (cb, ob, cb, 1)
+    geometry = (n, groups, ni, nj, f, sj, si, int(conj_b))
+    out = np.empty((n, groups * nj) + freq, a.dtype)
+    real = np.dtype(np.float32) if a.dtype == np.complex64 else np.dtype(np.float64)
+    size = backends.core.module.spectral_mix_scratch(geometry, real.itemsize)
+    blocks = -(-f // _MIX_ALIGN)
+    threads = max(1, min(get_num_threads(), n * groups * ni * nj * f // MIX_THREAD_MACS, blocks))
+    spans = [(min(f, lo * _MIX_ALIGN), min(f, hi * _MIX_ALIGN))
+             for lo, hi in workspace.ranges(blocks, threads)]
+    views = (a.reshape(-1).view(real), b.reshape(-1).view(real), out.reshape(-1).view(real))
+    calls = [(views, size, (geometry, lo, hi)) for lo, hi in spans]
+    workspace.run_calls(backends.core.module.spectral_mix, calls, "fft-mix", real)
+    return out
 
 
 # -- blocking -----------------------------------------------------------------------------------
