@@ -138,3 +138,42 @@ def test_extension_rejects_bad_arguments():
         core.spectral_mix_scratch((1, 1, 2), 4)
     with pytest.raises(ValueError, match="itemsize"):
         core.spectral_mix_scratch(geometry, 2)
+
+
+def _guarded(values: np.ndarray) -> tuple[np.ndarray, object]:
+    """A copy of ``values`` ending exactly where an inaccessible page begins (a read past its end
+    faults), and the mapping that holds it."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    size = -(-values.nbytes // page) * page
+    area = mmap.mmap(-1, size + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(base + size), ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    array = np.frombuffer(area, np.uint8, values.nbytes, size - values.nbytes).view(values.dtype)
+    array = array.reshape(values.shape)
+    array[...] = values
+    return array, area
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_spectral_mix_reads_nothing_past_its_operands(isa, transposed):
+    """Every operand ends at an inaccessible page: the last partial vector of a range (and of the rows)
+    must not read past the data (a tail that did crashed the adjoint's 64 -> 32 channel mix)."""
+    rng = np.random.default_rng(5)
+    n, ni, nj, f = 3, 6, 5, 29
+    a = _complex(rng, (n, 1, ni, f), np.complex64)
+    b = _complex(rng, (1, nj, ni, f), np.complex64)
+    stored, strides = (np.ascontiguousarray(b.transpose(0, 2, 1, 3)), (1, nj)) if transposed else (b, (ni, 1))
+    geometry = (n, 1, ni, nj, f, *strides, 0)
+    expected = np.einsum("ngif,gjif->ngjf", a.astype(np.complex128), b.astype(np.complex128))
+    ga, keep_a = _guarded(a)
+    gb, keep_b = _guarded(stored)
+    for spans in ([(0, f)], [(0, 13), (13, f)], [(5, 6), (6, f), (0, 5)]):
+        got = _mix(ga, gb, geometry, spans)
+        assert np.abs(got - expected).max() <= 2e-6 * np.abs(expected).max()
+    del ga, gb
+    keep_a.close()
+    keep_b.close()

@@ -7,7 +7,8 @@
  * (g, j, i) at (g * I * J + j * sj + i * si) * F (sj, si: the forward's (O, C) rows, sj = I, si = 1;
  * the adjoint's (O, C) read transposed, sj = 1, si = J); op conjugates b when conj is set.
  * Frequencies split across threads without any shared output; the result at a frequency is the same
- * whichever range holds it (vector lanes and the scalar tail sum the same products in the same order).
+ * whichever range holds it (a range's last, partial vector is computed from zero-padded copies by the
+ * same lanes).
  */
 
 #if VBYTES == 64 /* 32 registers: 4 x 2 x 2 accumulators, 4 + 4 operands */
@@ -35,12 +36,21 @@ static inline __attribute__((always_inline)) V FN(sm_combine)(V acc1, V acc2, in
 }
 
 /* Copy rows (count of them, row k at base + k * stride) over nv vectors from complex value f into
- * dst[r][v][k]: each (row block, vector) a contiguous run of `count` vectors for the product loop. */
-static inline void FN(sm_pack)(T *dst, const T *base, ptrdiff_t count, ptrdiff_t stride, ptrdiff_t f, ptrdiff_t nv)
+ * dst[v][k]: each vector of frequencies a contiguous run of `count` vectors for the product loop. A
+ * last vector past f1 takes the values before f1 and zeros (rows end there). */
+static inline void FN(sm_pack)(T *dst, const T *base, ptrdiff_t count, ptrdiff_t stride, ptrdiff_t f, ptrdiff_t nv,
+                               ptrdiff_t f1)
 {
-    for (ptrdiff_t k = 0; k < count; k++)
-        for (ptrdiff_t v = 0; v < nv; v++)
+    const ptrdiff_t whole = f + nv * SM_CL <= f1 ? nv : nv - 1, rest = 2 * (f1 - f - whole * SM_CL);
+    for (ptrdiff_t k = 0; k < count; k++) {
+        for (ptrdiff_t v = 0; v < whole; v++)
             FN(store)(dst + (v * count + k) * VL, FN(load)(base + k * stride + 2 * (f + v * SM_CL)));
+        if (whole < nv) {
+            T lane[VL] = {0};
+            memcpy(lane, base + k * stride + 2 * (f + whole * SM_CL), (size_t)rest * sizeof(T));
+            FN(store)(dst + (whole * count + k) * VL, FN(load)(lane));
+        }
+    }
 }
 
 /* scratch: sm_scratch(g) elements (the packed chunk of a and of one block of b's rows) */
@@ -51,19 +61,18 @@ static void FN(spectral_mix)(const T *a, const T *b, T *out, T *scratch, const s
 #pragma GCC unroll 16
     for (ptrdiff_t l = 0; l < VL; l++) swap[l] = l ^ 1, dup_re[l] = l & ~(ptrdiff_t)1, dup_im[l] = l | 1;
     const ptrdiff_t row = 2 * g->nf, ni = g->ni; /* T values per row */
-    const ptrdiff_t vend = f0 + (f1 - f0) / SM_CL * SM_CL;
     T *apack = scratch, *bpack = scratch + g->n * ni * SM_FV * VL;
     for (ptrdiff_t grp = 0; grp < g->ng; grp++) {
         const T *bg = b + grp * ni * g->nj * row;
-        for (ptrdiff_t c0 = f0; c0 < vend; c0 += SM_FV * SM_CL) {
-            const ptrdiff_t nv = (vend - c0) / SM_CL < SM_FV ? (vend - c0) / SM_CL : SM_FV;
+        for (ptrdiff_t c0 = f0; c0 < f1; c0 += SM_FV * SM_CL) {
+            const ptrdiff_t left = (f1 - c0 + SM_CL - 1) / SM_CL, nv = left < SM_FV ? left : SM_FV;
             for (ptrdiff_t n = 0; n < g->n; n++) /* apack[n][v][i] */
-                FN(sm_pack)(apack + n * nv * ni * VL, a + (n * g->ng + grp) * ni * row, ni, row, c0, nv);
+                FN(sm_pack)(apack + n * nv * ni * VL, a + (n * g->ng + grp) * ni * row, ni, row, c0, nv, f1);
             for (ptrdiff_t j0 = 0; j0 < g->nj; j0 += SM_JB) {
                 const T *br[SM_JB];
                 for (int q = 0; q < SM_JB; q++) { /* rows past nj repeat the last one: computed, not stored */
                     const ptrdiff_t j = j0 + q < g->nj ? j0 + q : g->nj - 1;
-                    FN(sm_pack)(bpack + q * nv * ni * VL, bg + j * g->sj * row, ni, g->si * row, c0, nv);
+                    FN(sm_pack)(bpack + q * nv * ni * VL, bg + j * g->sj * row, ni, g->si * row, c0, nv, f1);
                     br[q] = bpack + q * nv * ni * VL;
                 }
                 for (ptrdiff_t n0 = 0; n0 < g->n; n0 += SM_NB) {
@@ -95,30 +104,23 @@ static void FN(spectral_mix)(const T *a, const T *b, T *out, T *scratch, const s
                                 }
                             }
                         }
-                        const ptrdiff_t f = c0 + v * SM_CL;
+                        const ptrdiff_t f = c0 + v * SM_CL, width = f1 - f < SM_CL ? f1 - f : SM_CL;
                         for (int p = 0; p < SM_NB && n0 + p < g->n; p++)
-                            for (int q = 0; q < SM_JB && j0 + q < g->nj; q++)
-                                FN(store)(out + (((n0 + p) * g->ng + grp) * g->nj + j0 + q) * row + 2 * f,
-                                          FN(sm_combine)(acc1[p][q], acc2[p][q], g->conj));
+                            for (int q = 0; q < SM_JB && j0 + q < g->nj; q++) {
+                                T *dst = out + (((n0 + p) * g->ng + grp) * g->nj + j0 + q) * row + 2 * f;
+                                const V r = FN(sm_combine)(acc1[p][q], acc2[p][q], g->conj);
+                                if (width == SM_CL) {
+                                    FN(store)(dst, r);
+                                } else { /* the row ends inside this vector */
+                                    T lane[VL];
+                                    FN(store)(lane, r);
+                                    memcpy(dst, lane, (size_t)(2 * width) * sizeof(T));
+                                }
+                            }
                     }
                 }
             }
         }
-        for (ptrdiff_t f = vend; f < f1; f++) /* the tail, one complex value at a time, as the lanes */
-            for (ptrdiff_t n = 0; n < g->n; n++)
-                for (ptrdiff_t j = 0; j < g->nj; j++) {
-                    T a1r = 0, a1i = 0, a2r = 0, a2i = 0;
-                    const T *ap = a + (n * g->ng + grp) * g->ni * row + 2 * f, *bp = bg + j * g->sj * row + 2 * f;
-                    for (ptrdiff_t i = 0; i < g->ni; i++) {
-                        const T ar_ = ap[i * row], ai_ = ap[i * row + 1];
-                        const T br_ = bp[i * g->si * row], bi_ = bp[i * g->si * row + 1];
-                        a1r += ar_ * br_, a1i += ai_ * br_;
-                        a2r += ai_ * bi_, a2i += ar_ * bi_;
-                    }
-                    T *o = out + ((n * g->ng + grp) * g->nj + j) * row + 2 * f;
-                    o[0] = g->conj ? a1r + a2r : a1r - a2r;
-                    o[1] = g->conj ? a1i - a2i : a1i + a2i;
-                }
     }
 }
 

@@ -21,7 +21,10 @@ threads.
 
 from __future__ import annotations
 
+import collections
 import math
+import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -150,16 +153,17 @@ def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: b
     n = a.shape[0]
     freq = a.shape[2:]
     ob, cb = b.shape[0] // groups, b.shape[1]
+    contracted = cb if not transpose_b else ob
+    if (contracted > 1 and backends.core.available and a.dtype == b.dtype and a.dtype in _COMPLEX_CORE
+            and a.flags.c_contiguous and b.flags.c_contiguous):
+        return _compiled_mix(a, b, groups, conj_b, transpose_b)
     bc = np.conj(b) if conj_b else b
-    if (cb if not transpose_b else ob) == 1:  # one channel in: broadcast product
+    if contracted == 1:  # one channel in: broadcast product
         if not transpose_b:  # r[n, g, o] = b[g, o, 0] * a[n, g]
             return (a.reshape((n, groups, 1) + freq) * bc.reshape((1, groups, ob) + freq)).reshape(
                 (n, groups * ob) + freq)
         return (a.reshape((n, groups, 1) + freq) * bc.reshape((1, groups, cb) + freq)).reshape(
             (n, groups * cb) + freq)
-    if backends.core.available and a.dtype == b.dtype and a.dtype in _COMPLEX_CORE and a.flags.c_contiguous \
-            and b.flags.c_contiguous:
-        return _compiled_mix(a, b, groups, conj_b, transpose_b)
     f = math.prod(freq)
     ca = a.shape[1] // groups
     af = np.ascontiguousarray(a.reshape(n, groups, ca, f).transpose(1, 3, 2, 0))  # (G, F, Ca, n)
@@ -210,10 +214,13 @@ def _plane_bytes(lengths: Sequence[int], dtype: np.dtype) -> int:
 
 
 def _forward_cost(nb: int, gb: int, a: int, b: int) -> int:
-    """Planes alive in forward/grad_input: kernel spectra ``gb*b*a`` (and their real padding),
-    input spectra ``nb*gb*a`` (and the zero-extended copy), mixed and accumulated result spectra
-    and the real inverse transform ``nb*gb*b``."""
-    return 2 * gb * a * b + 2 * nb * gb * a + 4 * nb * gb * b
+    """Planes alive in forward/grad_input: kernel spectra ``gb*b*a`` and their transform's working
+    lines (1.3x them, measured; 2x on the NumPy mixing, which conjugates and transposes a copy),
+    input spectra ``nb*gb*a`` (and the zero-extended copy), mixed and accumulated result spectra and
+    the real inverse transform ``nb*gb*b``."""
+    kernel = gb * a * b
+    kernel += (kernel + 1) // 2 if backends.core.available else kernel
+    return kernel + 2 * nb * gb * a + 4 * nb * gb * b
 
 
 def _weight_cost(nb: int, gb: int, a: int, b: int) -> int:
@@ -265,10 +272,77 @@ def _smallest_block_fits(pass_name: str, x_shape: Sequence[int], w_shape: Sequen
 
 
 def _kernel_block(wg: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,
-                  shift: Sequence[int] | None = None) -> np.ndarray:
-    """:func:`_kernel_spectrum` of a block ``wg (groups, outputs, inputs, *k)`` of grouped weights."""
+                  shift: Sequence[int] | None = None, keep: bool = False) -> np.ndarray:
+    """:func:`_kernel_spectrum` of a block ``wg (groups, outputs, inputs, *k)`` of grouped weights;
+    ``keep``: reused from (and kept in) :data:`SPECTRUM_CACHE_BYTES`'s cache while the block's values
+    are bitwise those it was made from."""
     gc, oc, cc = wg.shape[:3]
-    return _kernel_spectrum(wg.reshape((gc * oc, cc) + geom.kernel_size), geom, lengths, dtype, shift)
+    if keep:
+        key = _spectrum_key(wg, geom, lengths, dtype, shift)
+        if key is not None:
+            with _spectra_lock:
+                entry = _spectra.get(key)
+                if entry is not None:
+                    _spectra.move_to_end(key)
+            if entry is not None and np.array_equal(entry[0], _bits(wg)):
+                return entry[1]
+    spectrum = _kernel_spectrum(wg.reshape((gc * oc, cc) + geom.kernel_size), geom, lengths, dtype, shift)
+    if keep and key is not None:
+        _keep(key, np.array(_bits(wg)), spectrum)
+    return spectrum
+
+
+#: Kernel spectra of whole channel ranges kept for reuse while their weights are unchanged (each use
+#: compares the weights bitwise with a kept copy, ~0.1 ms per MB): repeated forwards of one weight
+#: (inference) and a training step's forward and grad_input skip the kernel transform (64x64 13x13
+#: kernels at 45x45: ~9 ms). At most this many bytes of spectra and copies, least recently used dropped
+#: first; 0 keeps none.
+SPECTRUM_CACHE_BYTES = 128 << 20
+_spectra: collections.OrderedDict = collections.OrderedDict()
+_spectra_lock = threading.Lock()
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """``a``'s values as unsigned integers of their size (a bitwise comparison: NaN and -0.0 count)."""
+    return a.view(np.dtype(f"u{a.dtype.itemsize}"))
+
+
+def _spectrum_key(wg: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...], dtype: np.dtype,
+                  shift: Sequence[int] | None) -> tuple | None:
+    """Where the block lives and what its spectrum depends on (None: not kept, e.g. a float16 weight or
+    a layout whose values cannot be viewed as integers)."""
+    if wg.dtype not in _DTYPES or not wg.flags.c_contiguous and wg.strides[-1] != wg.itemsize:
+        return None
+    return (wg.__array_interface__["data"][0], wg.shape, wg.strides, wg.dtype.str, geom.kernel_size,
+            geom.dilation, tuple(lengths), None if shift is None else tuple(shift), np.dtype(dtype).str)
+
+
+def _keep(key: tuple, bits: np.ndarray, spectrum: np.ndarray) -> None:
+    size = bits.nbytes + spectrum.nbytes
+    if size > SPECTRUM_CACHE_BYTES:
+        return
+    spectrum.flags.writeable = False
+    with _spectra_lock:
+        _spectra[key] = (bits, spectrum)
+        total = sum(b.nbytes + s.nbytes for b, s in _spectra.values())
+        while total > SPECTRUM_CACHE_BYTES:
+            _, (b, s) = _spectra.popitem(last=False)
+            total -= b.nbytes + s.nbytes
+
+
+def clear_spectra() -> None:
+    """Drop every kept kernel spectrum."""
+    with _spectra_lock:
+        _spectra.clear()
+
+
+def _after_fork_in_child() -> None:
+    global _spectra_lock
+    _spectra_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ranges(size: int, step: int) -> list[tuple[int, int]]:
@@ -300,7 +374,8 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     for g0, g1 in _ranges(groups, gb):
         gc = g1 - g0
         for o0, o1 in _ranges(og, ob):
-            cached = (_kernel_block(wg[g0:g1, o0:o1], geom, lengths, dtype, shift) if cb >= cg else None)
+            whole = gb == groups and ob >= og  # the whole weight in one block: its spectrum may be kept
+            cached = _kernel_block(wg[g0:g1, o0:o1], geom, lengths, dtype, shift, whole) if cb >= cg else None
             for n0, n1 in _ranges(n, nb):
                 acc = None
                 for c0, c1 in _ranges(cg, cb):
@@ -345,7 +420,9 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     for g0, g1 in _ranges(groups, gb):
         gc = g1 - g0
         for c0, c1 in _ranges(cg, cb):
-            cached = _kernel_block(wg[g0:g1, :, c0:c1], geom, lengths, dtype) if ob >= og else None
+            whole = gb == groups and cb >= cg  # the whole weight in one block: its spectrum may be kept
+            cached = _kernel_block(wg[g0:g1, :, c0:c1], geom, lengths, dtype, keep=whole) if ob >= og \
+                else None
             for n0, n1 in _ranges(n, nb):
                 acc = None
                 for o0, o1 in _ranges(og, ob):
