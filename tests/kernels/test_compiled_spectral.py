@@ -177,3 +177,77 @@ def test_spectral_mix_reads_nothing_past_its_operands(isa, transposed):
     del ga, gb
     keep_a.close()
     keep_b.close()
+
+
+def test_dense_rule_takes_the_fft_where_a_fresh_spectrum_pays():
+    """fft.recommended's dense clause: 64 -> 64 channels at 32x32, batch 4: 13x13 forward and
+    grad_input on the FFT, grad_weight and 11x11 on the GEMM; a kernel spectrum too large for one
+    block (128 channels) and batch 1 stay on the GEMM."""
+    from npconv.kernels import plan
+
+    def choices(n, c, size, k):
+        geom = ConvGeometry.create((k, k), 1, k // 2, 1, 1, ndim=2)
+        return [plan.choose(p, (n, c, size, size), (c, c, k, k), geom, np.dtype(np.float32))
+                for p in ("forward", "grad_input", "grad_weight")]
+
+    assert choices(4, 64, 32, 13) == ["fft", "fft", "gemm"]
+    assert choices(8, 32, 64, 9) == ["fft", "fft", "gemm"]
+    assert choices(4, 64, 32, 11) == ["gemm"] * 3
+    assert choices(8, 64, 56, 7) == ["gemm"] * 3
+    assert choices(4, 128, 32, 13) == ["gemm"] * 3
+    assert choices(1, 64, 32, 13) == ["gemm"] * 3
+
+
+def test_dense_fft_layer_matches_torch_and_follows_weight_changes(parallel, torch, monkeypatch):
+    """A 13x13 Conv2d the planner runs on the FFT, against torch in float64 and float32 (outputs
+    and every gradient); the kept kernel spectrum follows in-place weight changes (a sign flip of
+    one zero, -0.0, counts) and is dropped beyond its byte bound."""
+    monkeypatch.setattr(fft, "MIX_THREAD_MACS", 1)
+    rng = np.random.default_rng(13)
+    for dtype, tolerance in ((np.float64, 1e-10), (np.float32, 2e-5)):
+        fft.clear_spectra()
+        x = rng.standard_normal((4, 64, 32, 32)).astype(dtype)
+        conv = npconv.nn.Conv2d(64, 64, 13, padding=6).to(getattr(npconv, np.dtype(dtype).name))
+        tconv = torch.nn.Conv2d(64, 64, 13, padding=6).to(getattr(torch, np.dtype(dtype).name))
+        with torch.no_grad():
+            tconv.weight.copy_(torch.from_numpy(conv.weight.numpy()))
+            tconv.bias.copy_(torch.from_numpy(conv.bias.numpy()))
+        xn, xt = npconv.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y, yt = conv(xn), tconv(xt)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        y.backward(npconv.tensor(gy))
+        yt.backward(torch.from_numpy(gy))
+        pairs = [(y.detach().numpy(), yt.detach().numpy()), (xn.grad.numpy(), xt.grad.numpy()),
+                 (conv.weight.grad.numpy(), tconv.weight.grad.numpy()),
+                 (conv.bias.grad.numpy(), tconv.bias.grad.numpy())]
+        for got, expected in pairs:
+            assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
+        if dtype == np.float32:  # float64's spectra take two blocks: the GEMM runs it
+            assert len(fft._spectra) == 2  # the forward's (shifted) and grad_input's spectra
+        with npconv.no_grad():
+            conv.weight.numpy()[3, 5, 6, 6] += 1.0  # in place: the same array
+            with torch.no_grad():
+                tconv.weight[3, 5, 6, 6] += 1.0
+            expected = tconv(xt).detach().numpy()
+            got = conv(npconv.tensor(x)).numpy()
+            assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
+    monkeypatch.setattr(fft, "SPECTRUM_CACHE_BYTES", 1 << 20)
+    fft.clear_spectra()
+    with npconv.no_grad():
+        conv(npconv.tensor(x))
+    assert len(fft._spectra) == 0  # 34 MB spectra are not kept under a 1 MiB bound
+
+
+def test_kept_spectrum_compares_bits():
+    """A weight equal in value but not in bits (-0.0 for 0.0) gets its own spectrum."""
+    fft.clear_spectra()
+    geom = ConvGeometry.create((9, 9), 1, 4, 1, 1, ndim=2)
+    w = np.zeros((2, 5, 9, 9))
+    first = fft._kernel_block(w.reshape(1, 2, 5, 9, 9), geom, (20, 20), np.dtype(np.float64), keep=True)
+    again = fft._kernel_block(w.reshape(1, 2, 5, 9, 9), geom, (20, 20), np.dtype(np.float64), keep=True)
+    assert again is first
+    w[0, 0, 0, 0] = -0.0
+    changed = fft._kernel_block(w.reshape(1, 2, 5, 9, 9), geom, (20, 20), np.dtype(np.float64), keep=True)
+    assert changed is not first
+    assert not first.flags.writeable
+    fft.clear_spectra()

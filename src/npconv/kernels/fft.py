@@ -69,11 +69,42 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule: stride 1, <= 4 input channels per group and more than 49 kernel taps (beyond
-    7x7; the direct depthwise kernel wins up to there: see ``depthwise.recommended``)."""
+    """Measured rules, stride 1 and more than 49 kernel taps (beyond 7x7; the direct depthwise kernel
+    wins up to there: see ``depthwise.recommended``): at most 4 input channels per group; or, with
+    the compiled core mixing the channels, the forward and grad_input of a wider convolution whose
+    whole kernel spectrum fits one block (kept for the next call) and whose fresh transform costs
+    less than the direct products (:func:`_dense_pays`)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
-    return all(s == 1 for s in geom.stride) and w_shape[1] <= 4 and math.prod(geom.kernel_size) > 49
+    if not all(s == 1 for s in geom.stride) or math.prod(geom.kernel_size) <= 49:
+        return False
+    return w_shape[1] <= 4 or (pass_name != "grad_weight" and backends.core.available
+                               and _dense_pays(x_shape, w_shape, geom, dtype))
+
+
+#: The dense rule's cost model in units of one mixed complex product (forward and grad_input, two
+#: threads, float32, the Zen 5 machine; docs/performance.md): one value of a fresh kernel spectrum
+#: costs DENSE_SPECTRUM_COST of them, a direct multiply-add 1 / DENSE_DIRECT_RATIO. 64 -> 64 channels
+#: at 32x32, batch 4, ms GEMM / FFT fresh / FFT kept: 13x13 14.0 / 13.5 / 4.3, 11x11 11.1 / 12.4 / 4.2,
+#: 9x9 7.5 / 10.3 / 3.7; 32 channels at 64x64 9x9 batch 8 15.1 / 13.1 / 8.2; 64 at 56x56 7x7 batch 8
+#: 25.4 / 37.6.
+DENSE_SPECTRUM_COST = 8
+DENSE_DIRECT_RATIO = 50
+
+
+def _dense_pays(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype) -> bool:
+    """Whether a wide convolution's FFT pays even with a fresh kernel spectrum: ``F (S + N) <= N P K / R``
+    (``F`` spectrum values per channel pair, ``N`` images, ``P`` output positions, ``K`` taps), and its
+    kernel spectrum fits one block (so that it is kept while the weight is unchanged)."""
+    n, c = x_shape[0], x_shape[1]
+    o, groups = w_shape[0], geom.groups
+    lengths = _lengths(geom.padded_size(x_shape[2:]))
+    freq = math.prod(lengths[:-1]) * (lengths[-1] // 2 + 1)
+    positions = math.prod(geom.output_size(x_shape[2:]))
+    if freq * (DENSE_SPECTRUM_COST + n) * DENSE_DIRECT_RATIO > n * positions * math.prod(geom.kernel_size):
+        return False
+    blocks = _blocking(n, groups, c // groups, o // groups, _plane_bytes(lengths, dtype), _forward_cost)
+    return blocks[1:] == (groups, c // groups, o // groups)
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
