@@ -71,22 +71,32 @@ static PyObject *available_isas(PyObject *self, PyObject *unused)
 
 static int check_geom(const dw_geom *g);
 
-static int parse_geom(PyObject *seq, dw_geom *g)
+/* v[0, count) = the ints of a geometry tuple (TypeError naming its fields otherwise), value i at least
+ * 1 where low[i] is '1' and 0 where it is '0', and at most `high` (every binding's geometry parser). */
+static int geometry_ints(PyObject *seq, int count, const char *fields, const char *low, ptrdiff_t high,
+                         ptrdiff_t *v)
 {
-    ptrdiff_t v[15];
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 15) {
-        PyErr_SetString(PyExc_TypeError,
-                        "geometry must be a tuple of 15 ints (N, C, M, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != count) {
+        PyErr_Format(PyExc_TypeError, "geometry must be a tuple of %d ints (%s)", count, fields);
         return -1;
     }
-    for (int i = 0; i < 15; i++) {
+    for (int i = 0; i < count; i++) {
         v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
         if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i >= 13 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
+        if (v[i] < low[i] - '0' || v[i] > high) {
             PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
             return -1;
         }
     }
+    return 0;
+}
+
+static int parse_geom(PyObject *seq, dw_geom *g)
+{
+    ptrdiff_t v[15];
+    if (geometry_ints(seq, 15, "N, C, M, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW", "111111111111100",
+                      DW_MAX_VALUE, v) < 0)
+        return -1;
     *g = (dw_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
     return check_geom(g);
 }
@@ -454,19 +464,9 @@ static PyObject *dw2d_grad_weight_job(PyObject *self, PyObject *args) { return d
 static int parse_gp_geom(PyObject *seq, gp_geom *g)
 {
     ptrdiff_t v[16];
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 16) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 16 ints "
-                                         "(N, G, Cg, Og, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+    if (geometry_ints(seq, 16, "N, G, Cg, Og, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW", "1111111111111100",
+                      DW_MAX_VALUE, v) < 0)
         return -1;
-    }
-    for (int i = 0; i < 16; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i >= 14 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
-            return -1;
-        }
-    }
     *g = (gp_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
                    v[15]};
     const dw_geom d = {g->n, 1, 1, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw};
@@ -542,19 +542,9 @@ static PyObject *gp2d_grad_weight_job(PyObject *self, PyObject *args) { return g
 static int parse_pool_geom(PyObject *seq, mp_geom *g)
 {
     ptrdiff_t v[13];
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 13) {
-        PyErr_SetString(PyExc_TypeError,
-                        "geometry must be a tuple of 13 ints (P, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW)");
+    if (geometry_ints(seq, 13, "P, H, W, OH, OW, KH, KW, SH, SW, DH, DW, PH, PW", "0000011111100", DW_MAX_VALUE,
+                      v) < 0)
         return -1;
-    }
-    for (int i = 0; i < 13; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i >= 11 || i < 5 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
-            return -1;
-        }
-    }
     *g = (mp_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
     /* products of two values stay below 2**48; every index the kernels form below 2**62 */
     if (g->kh * g->kw > ((ptrdiff_t)1 << 30) || g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE) {
@@ -838,18 +828,11 @@ static void sm_job_release(kernel_job *job) { release_buffers(&((sm_job *)job)->
 
 static int parse_sm_geom(PyObject *geom, sm_geom *out)
 {
-    Py_ssize_t v[8];
-    if (!PyTuple_Check(geom) || PyTuple_GET_SIZE(geom) != 8) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 8 ints (N, G, I, J, F, sj, si, conj)");
+    ptrdiff_t v[8];
+    if (geometry_ints(geom, 8, "N, G, I, J, F, sj, si, conj", "11111110", DW_MAX_VALUE, v) < 0) return -1;
+    if (v[7] > 1) {
+        PyErr_Format(PyExc_ValueError, "geometry value 7 out of range: %zd", v[7]);
         return -1;
-    }
-    for (int i = 0; i < 8; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(geom, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i == 7 ? 0 : 1) || v[i] > (i == 7 ? 1 : DW_MAX_VALUE)) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
-            return -1;
-        }
     }
     const sm_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], (int)v[7]};
     /* b's largest row index, (I - 1) si + (J - 1) sj, must stay inside a group's I J rows */
@@ -919,18 +902,7 @@ static PyObject *relu_bwd_job(PyObject *self, PyObject *args) { return run_eleme
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
 {
     ptrdiff_t v[3], total;
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 3) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 3 ints (N, C, S)");
-        return -1;
-    }
-    for (int i = 0; i < 3; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < 0) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d must be >= 0, got %zd", i, v[i]);
-            return -1;
-        }
-    }
+    if (geometry_ints(seq, 3, "N, C, S", "000", PTRDIFF_MAX, v) < 0) return -1;
     if (__builtin_mul_overflow(v[0], v[1], &total) || __builtin_mul_overflow(total, v[2], &total)) {
         PyErr_SetString(PyExc_ValueError, "geometry: N * C * S overflows");
         return -1;
@@ -1009,19 +981,8 @@ static PyObject *bn_backward_job(PyObject *self, PyObject *args) { return bn_cal
 static int parse_wg_geom(PyObject *seq, wg_geom *g)
 {
     ptrdiff_t v[12];
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != 12) {
-        PyErr_SetString(PyExc_TypeError,
-                        "geometry must be a tuple of 12 ints (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK)");
+    if (geometry_ints(seq, 12, "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK", "111111100110", DW_MAX_VALUE, v) < 0)
         return -1;
-    }
-    for (int i = 0; i < 12; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < (i == 7 || i == 8 || i == 11 ? 0 : 1) || v[i] > DW_MAX_VALUE) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
-            return -1;
-        }
-    }
     *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], 0, 0};
     g->th = (g->oh + 3) / 4;
     g->tw = (g->ow + 3) / 4;
@@ -1322,18 +1283,12 @@ static int gc_mul(ptrdiff_t a, ptrdiff_t b, ptrdiff_t *r) { return __builtin_mul
 static int parse_gc_geom(PyObject *seq, gc_geom *g)
 {
     ptrdiff_t v[GC_GEOM_LEN];
-    if (!PyTuple_Check(seq) || PyTuple_GET_SIZE(seq) != GC_GEOM_LEN) {
-        PyErr_SetString(PyExc_TypeError, "geometry must be a tuple of 27 ints (N, C, O, G, D, H, W, OD, OH, OW, KD, KH, "
-                                         "KW, SD, SH, SW, DD, DH, DW, PD, PH, PW, band, images, chunk, shift, implicit)");
+    if (geometry_ints(seq, GC_GEOM_LEN, "N, C, O, G, D, H, W, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, "
+                      "PH, PW, band, images, chunk, shift, implicit", "111111111111111111100011100", GEMM_MAX_DIM, v) < 0)
         return -1;
-    }
-    for (int i = 0; i < GC_GEOM_LEN; i++) {
-        v[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(seq, i));
-        if (v[i] == -1 && PyErr_Occurred()) return -1;
-        if (v[i] < ((i >= 19 && i < 22) || i >= 25 ? 0 : 1) || v[i] > (i == 26 ? 1 : GEMM_MAX_DIM)) {
-            PyErr_Format(PyExc_ValueError, "geometry value %d out of range: %zd", i, v[i]);
-            return -1;
-        }
+    if (v[26] > 1) {
+        PyErr_Format(PyExc_ValueError, "geometry value 26 out of range: %zd", v[26]);
+        return -1;
     }
     memset(g, 0, sizeof *g);
     g->n = v[0], g->c = v[1], g->o = v[2], g->groups = v[3];
