@@ -460,3 +460,45 @@ def test_random_ungrouped_geometries_match_the_reference(nd, n, c, o, threads, f
     finally:
         backends.core.isa = previous
         npconv.set_num_threads(previous_threads)
+
+
+def test_large_kernels_of_few_channels_per_group_split_with_the_fft():
+    """2-4 input channels per group, stride 1: the grouped kernel up to 13x13 (forward, grad_input)
+    and 21x21 (grad_weight), the FFT beyond; one channel per group (depthwise) and 5 per group keep
+    their rules; strided calls are not this rule's."""
+    def choices(cg, k, stride=1):
+        geom = _geom((k, k), stride, k // 2, 1, 64 // cg)
+        return [plan.choose(p, (8, 64, 56, 56), (64, cg, k, k), geom, np.float32)
+                for p in ("forward", "grad_input", "grad_weight")]
+
+    assert choices(2, 9) == choices(4, 13) == ["grouped"] * 3
+    assert choices(4, 15) == choices(2, 21) == ["fft", "fft", "grouped"]
+    assert choices(2, 23) == ["fft"] * 3
+    assert choices(1, 13) == ["fft"] * 3
+    assert "grouped" not in choices(5, 9) and "grouped" not in choices(4, 9, stride=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_large_grouped_kernel_through_conv2d_matches_torch(torch, dtype):
+    """An 11x11 convolution of 4 channels per group (on the grouped kernel by the rule above):
+    output and every gradient against torch."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 16, 23, 19)).astype(dtype)
+    conv = npconv.nn.Conv2d(16, 8, 11, padding=5, groups=4).to(getattr(npconv, np.dtype(dtype).name))
+    tconv = torch.nn.Conv2d(16, 8, 11, padding=5, groups=4).to(getattr(torch, np.dtype(dtype).name))
+    with torch.no_grad():
+        tconv.weight.copy_(torch.from_numpy(conv.weight.numpy()))
+        tconv.bias.copy_(torch.from_numpy(conv.bias.numpy()))
+    explicit = conv.geometry.with_padding(conv.geometry.pads(x.shape[2:]))
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert plan.choose(pass_name, x.shape, conv.weight.shape, explicit, dtype) == "grouped"
+
+    xn, xt = npconv.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, yt = conv(xn), tconv(xt)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(npconv.tensor(gy))
+    yt.backward(torch.from_numpy(gy))
+    assert_close(y.detach().numpy(), yt.detach())
+    assert_close(xn.grad.numpy(), xt.grad)
+    assert_close(conv.weight.grad.numpy(), tconv.weight.grad)
+    assert_close(conv.bias.grad.numpy(), tconv.bias.grad)

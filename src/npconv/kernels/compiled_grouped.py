@@ -31,7 +31,7 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
-from . import gemm, workspace
+from . import fft, gemm, workspace
 from .common import Epilogue, PreparedForward, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
@@ -130,14 +130,17 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps;
-    ungrouped: a strided forward of at most :data:`DENSE_MAX_CHANNELS` input channels and at least
-    :data:`DENSE_MIN_TAPS` taps (a network's stem; measurements in docs/performance.md)."""
+    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps,
+    larger ones where it beats the FFT (2-4 channels per group, stride 1:
+    :func:`npconv.kernels.fft.grouped_kernel_wins`); ungrouped: a strided forward of at most
+    :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_MIN_TAPS` taps (a network's
+    stem; measurements in docs/performance.md)."""
     taps = math.prod(geom.kernel_size)
     stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= DENSE_MIN_TAPS and max(geom.stride) > 1
     if geom.groups == 1 and not stem:
         return False
-    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and taps <= 49
+    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS
+            and (taps <= 49 or geom.groups > 1 and fft.grouped_kernel_wins(pass_name, w_shape, geom))
             and supports(pass_name, x_shape, w_shape, geom, dtype))
 
 

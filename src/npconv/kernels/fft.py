@@ -70,16 +70,36 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rules, stride 1 and more than 49 kernel taps (beyond 7x7; the direct depthwise kernel
-    wins up to there: see ``depthwise.recommended``): at most 4 input channels per group; or, with
+    wins up to there: see ``depthwise.recommended``): at most 4 input channels per group, except what
+    the compiled grouped kernel runs faster (:func:`grouped_kernel_wins`); or, with
     the compiled core mixing the channels, the forward and grad_input of a wider convolution whose
     whole kernel spectrum fits one block (kept for the next call) and whose fresh transform costs
     less than the direct products (:func:`_dense_pays`)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
         return False
-    if not all(s == 1 for s in geom.stride) or math.prod(geom.kernel_size) <= 49:
+    taps = math.prod(geom.kernel_size)
+    if not all(s == 1 for s in geom.stride) or taps <= 49:
         return False
-    return w_shape[1] <= 4 or (pass_name != "grad_weight" and backends.core.available
-                               and _dense_pays(x_shape, w_shape, geom, dtype))
+    if w_shape[1] <= 4:
+        return not grouped_kernel_wins(pass_name, w_shape, geom)
+    return (pass_name != "grad_weight" and backends.core.available
+            and _dense_pays(x_shape, w_shape, geom, dtype))
+
+
+#: Kernel taps up to which a stride-1 convolution of 2-4 input channels per group runs on the
+#: compiled grouped kernel rather than the FFT, per pass (two threads, float32, the Zen 5 machine;
+#: docs/performance.md). Grouped / FFT time, batch 8, 64 channels at 56 px and 128 at 28 px, 2 and 4
+#: channels per group, forward and grad_input: 9x9 0.39-0.76, 13x13 0.84-1.28 (the FFT with its kept
+#: spectrum), 17x17 1.50-1.79; grad_weight 0.16-0.41 up to 13x13, 0.47-0.60 at 17x17, 0.61-0.81 at 21x21.
+GROUPED_MAX_TAPS = {"forward": 169, "grad_input": 169, "grad_weight": 441}
+
+
+def grouped_kernel_wins(pass_name: str, w_shape: Sequence[int], geom: ConvGeometry) -> bool:
+    """Whether a stride-1 pass with 2-4 input channels per group and at most
+    :data:`GROUPED_MAX_TAPS` taps belongs to the compiled grouped kernel (in use with the compiled
+    core) rather than the FFT; one rule for both algorithms' ``recommended``."""
+    return (backends.core.available and 2 <= w_shape[1] <= 4 and all(s == 1 for s in geom.stride)
+            and math.prod(geom.kernel_size) <= GROUPED_MAX_TAPS[pass_name])
 
 
 #: The dense rule's cost model in units of one mixed complex product (forward and grad_input, two
