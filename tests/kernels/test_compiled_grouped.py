@@ -464,8 +464,9 @@ def test_random_ungrouped_geometries_match_the_reference(nd, n, c, o, threads, f
 
 def test_large_kernels_of_few_channels_per_group_split_with_the_fft():
     """2-4 input channels per group, stride 1: the grouped kernel up to 13x13 (forward, grad_input)
-    and 21x21 (grad_weight), the FFT beyond; one channel per group (depthwise) and 5 per group keep
-    their rules; strided calls are not this rule's."""
+    and 21x21 (grad_weight), the FFT beyond; one channel per group (depthwise) keeps its rule;
+    strided calls are not this rule's; 8-16 per group as the FFT's dense rule and LARGE_KERNEL_MAX_TAPS
+    give it."""
     def choices(cg, k, stride=1):
         geom = _geom((k, k), stride, k // 2, 1, 64 // cg)
         return [plan.choose(p, (8, 64, 56, 56), (64, cg, k, k), geom, np.float32)
@@ -475,17 +476,23 @@ def test_large_kernels_of_few_channels_per_group_split_with_the_fft():
     assert choices(4, 15) == choices(2, 21) == ["fft", "fft", "grouped"]
     assert choices(2, 23) == ["fft"] * 3
     assert choices(1, 13) == ["fft"] * 3
-    assert "grouped" not in choices(5, 9) and "grouped" not in choices(4, 9, stride=2)
+    assert "grouped" not in choices(4, 9, stride=2)
+    # 8-16 per group: what the FFT's dense rule (against the grouped kernel up to 8 per group) does
+    # not take, up to 17x17; the GEMM beyond
+    assert choices(8, 9) == ["grouped"] * 3
+    assert choices(16, 9) == choices(8, 13) == choices(16, 17) == ["fft", "fft", "grouped"]
+    assert choices(16, 19)[2] == "gemm" and "grouped" not in choices(32, 9)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_large_grouped_kernel_through_conv2d_matches_torch(torch, dtype):
-    """An 11x11 convolution of 4 channels per group (on the grouped kernel by the rule above):
-    output and every gradient against torch."""
-    rng = np.random.default_rng(11)
+@pytest.mark.parametrize(("groups", "k"), [(4, 11), (2, 9)], ids=["4-per-group-11x11", "8-per-group-9x9"])
+def test_large_grouped_kernel_through_conv2d_matches_torch(torch, dtype, groups, k):
+    """Large kernels of 4 and 8 channels per group (on the grouped kernel by the rules above): output
+    and every gradient against torch."""
+    rng = np.random.default_rng(k)
     x = rng.standard_normal((2, 16, 23, 19)).astype(dtype)
-    conv = npconv.nn.Conv2d(16, 8, 11, padding=5, groups=4).to(getattr(npconv, np.dtype(dtype).name))
-    tconv = torch.nn.Conv2d(16, 8, 11, padding=5, groups=4).to(getattr(torch, np.dtype(dtype).name))
+    conv = npconv.nn.Conv2d(16, 8, k, padding=k // 2, groups=groups).to(getattr(npconv, np.dtype(dtype).name))
+    tconv = torch.nn.Conv2d(16, 8, k, padding=k // 2, groups=groups).to(getattr(torch, np.dtype(dtype).name))
     with torch.no_grad():
         tconv.weight.copy_(torch.from_numpy(conv.weight.numpy()))
         tconv.bias.copy_(torch.from_numpy(conv.bias.numpy()))

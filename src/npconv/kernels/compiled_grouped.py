@@ -49,14 +49,20 @@ COMPILED = True
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Channels per group up to which the planner's rule picks this algorithm (measured, see
-#: docs/performance.md: the GEMM path wins once a group's GEMM is large).
-RECOMMENDED_MAX_CHANNELS = 16
+#: docs/performance.md: the GEMM path wins once a group's GEMM is large); the FFT's rule reads it too.
+RECOMMENDED_MAX_CHANNELS = fft.GROUPED_KERNEL_MAX_CHANNELS
 #: A strided ungrouped forward with at most this many input channels and at least
 #: :data:`DENSE_MIN_TAPS` kernel taps runs here (the stem of an image network: 3 channels, 5x5/2 or
 #: 7x7/2, where im2col's packing costs as much as the product); more channels, 3x3 kernels (alone
 #: 0.53-0.97x the GEMM's time, in MobileNetV2 at batch 8 6% slower) and stride 1 (the implicit GEMM)
 #: run on the GEMM.
 DENSE_MAX_CHANNELS = 8
+#: Stride-1 grouped convolutions (at most RECOMMENDED_MAX_CHANNELS per group) run here up to this many
+#: kernel taps (17x17) when the FFT's rule does not take them; the GEMM beyond. Grouped / GEMM time,
+#: two threads, batch 8, 8 and 16 channels per group, 128 channels at 28 px and 64 at 56 px, 9x9 to
+#: 17x17: forward and grad_input 0.49-0.76, grad_weight 0.44-0.56 at 8 per group, 0.90-1.08 at 16
+#: (docs/performance.md).
+LARGE_KERNEL_MAX_TAPS = 289
 DENSE_MIN_TAPS = 25
 #: The output channels of one (image, group) are split across the worker threads in multiples of this
 #: (the kernel's register block: 8 channels on AVX-512, 4 below) when images x groups are fewer than
@@ -130,17 +136,19 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49 taps,
-    larger ones where it beats the FFT (2-4 channels per group, stride 1:
-    :func:`npconv.kernels.fft.grouped_kernel_wins`); ungrouped: a strided forward of at most
+    """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49
+    taps; grouped at stride 1 up to :data:`LARGE_KERNEL_MAX_TAPS` (what the FFT's rule, asked
+    first, does not take; 2-4 channels per group: :func:`npconv.kernels.fft.grouped_kernel_wins`);
+    ungrouped: a strided forward of at most
     :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_MIN_TAPS` taps (a network's
     stem; measurements in docs/performance.md)."""
     taps = math.prod(geom.kernel_size)
     stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= DENSE_MIN_TAPS and max(geom.stride) > 1
     if geom.groups == 1 and not stem:
         return False
-    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS
-            and (taps <= 49 or geom.groups > 1 and fft.grouped_kernel_wins(pass_name, w_shape, geom))
+    large = (geom.groups > 1 and all(s == 1 for s in geom.stride)
+             and (taps <= LARGE_KERNEL_MAX_TAPS or fft.grouped_kernel_wins(pass_name, w_shape, geom)))
+    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and (taps <= 49 or large)
             and supports(pass_name, x_shape, w_shape, geom, dtype))
 
 

@@ -110,18 +110,31 @@ def grouped_kernel_wins(pass_name: str, w_shape: Sequence[int], geom: ConvGeomet
 #: 25.4 / 37.6.
 DENSE_SPECTRUM_COST = 8
 DENSE_DIRECT_RATIO = 50
+#: The same with the compiled grouped kernel as the direct alternative, up to GROUPED_DIRECT_CHANNELS
+#: channels per group (1.6-2x the GEMM's speed there; at 16 per group 1.1-1.5x: the GEMM's ratio).
+#: Forward ms, batch 8, FFT with a kept spectrum / grouped: 8 per group, 128 ch at 28 px, 9x9 4.8 / 2.9,
+#: 13x13 5.7 / 6.5; 64 ch at 56 px 9x9 8.1 / 5.0, 13x13 11.1 / 10.6, 17x17 11.6 / 18.9; 16 per group,
+#: 128 ch at 28 px 9x9 4.3 / 5.4, 13x13 6.0 / 12.5; 64 ch at 56 px 9x9 10.4 / 9.6, 13x13 11.1 / 20.9.
+GROUPED_DIRECT_RATIO = 90
+GROUPED_DIRECT_CHANNELS = 8
+#: Channels per group up to which the compiled grouped kernel is the planner's direct convolution
+#: (``compiled_grouped.RECOMMENDED_MAX_CHANNELS``).
+GROUPED_KERNEL_MAX_CHANNELS = 16
 
 
 def _dense_pays(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype) -> bool:
     """Whether a wide convolution's FFT pays even with a fresh kernel spectrum: ``F (S + N) <= N P K / R``
-    (``F`` spectrum values per channel pair, ``N`` images, ``P`` output positions, ``K`` taps), and its
+    (``F`` spectrum values per channel pair, ``N`` images, ``P`` output positions, ``K`` taps; ``R`` the
+    GEMM's or, for narrow groups, the grouped kernel's ratio), and its
     kernel spectrum fits one block (so that it is kept while the weight is unchanged)."""
     n, c = x_shape[0], x_shape[1]
     o, groups = w_shape[0], geom.groups
     lengths = _lengths(geom.padded_size(x_shape[2:]))
     freq = math.prod(lengths[:-1]) * (lengths[-1] // 2 + 1)
     positions = math.prod(geom.output_size(x_shape[2:]))
-    if freq * (DENSE_SPECTRUM_COST + n) * DENSE_DIRECT_RATIO > n * positions * math.prod(geom.kernel_size):
+    narrow = 1 < groups and w_shape[1] <= GROUPED_DIRECT_CHANNELS
+    ratio = GROUPED_DIRECT_RATIO if narrow else DENSE_DIRECT_RATIO
+    if freq * (DENSE_SPECTRUM_COST + n) * ratio > n * positions * math.prod(geom.kernel_size):
         return False
     blocks = _blocking(n, groups, c // groups, o // groups, _plane_bytes(lengths, dtype), _forward_cost)
     return blocks[1:] == (groups, c // groups, o // groups)
