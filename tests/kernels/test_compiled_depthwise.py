@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import npconv
 import reference
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
 from npconv import backends
@@ -271,9 +272,17 @@ def test_supports_and_recommended():
     assert not compiled_depthwise.supports("backward", *args, np.dtype(np.float32))
     grouped = _geom((3, 3), 1, 1, 1, 2)
     assert not compiled_depthwise.supports("forward", (2, 4, 8, 8), (4, 2, 3, 3), grouped, np.float32)
+    # beyond 49 taps: here up to 15x15 (11x11 for grad_weight), the FFT beyond
     large = _geom((9, 9), 1, 4, 1, 4)
     assert compiled_depthwise.supports("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
-    assert not compiled_depthwise.recommended("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
+    assert compiled_depthwise.recommended("forward", (2, 4, 20, 20), (4, 1, 9, 9), large, np.float32)
+    larger, shape13 = _geom((13, 13), 1, 6, 1, 4), ((2, 4, 30, 30), (4, 1, 13, 13))
+    assert compiled_depthwise.recommended("grad_input", *shape13, larger, np.float32)
+    assert not compiled_depthwise.recommended("grad_weight", *shape13, larger, np.float32)
+    largest = _geom((17, 17), 1, 8, 1, 4)
+    assert not compiled_depthwise.recommended("forward", (2, 4, 40, 40), (4, 1, 17, 17), largest, np.float32)
+    strided = _geom((17, 17), 2, 8, 1, 4)  # no FFT at stride 2: here at any size (the GEMM took 10x as long)
+    assert compiled_depthwise.recommended("forward", (2, 4, 40, 40), (4, 1, 17, 17), strided, np.float32)
     small_stride_1 = ((2, 4, 8, 8), (4, 1, 3, 3), dw)  # the NumPy rule leaves these to GEMM
     assert compiled_depthwise.recommended("forward", *small_stride_1, np.float32)
     assert not depthwise.recommended("forward", *small_stride_1, np.float32)
@@ -478,3 +487,31 @@ def test_prepared_forward_holds_its_worker_split_while_the_threads_do(rng, monke
         assert not prepared.valid()
     finally:
         npconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("k", "stride"), [(13, 1), (11, 2)], ids=["13x13", "11x11-stride2"])
+def test_large_depthwise_kernels_through_conv2d_match_torch(torch, dtype, k, stride):
+    """Large depthwise kernels on this kernel by the rule (13x13 forward and grad_input, grad_weight
+    on the FFT; 11x11/2 all three passes): output and every gradient against torch."""
+    from npconv.kernels import plan
+
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 6, 29, 33)).astype(dtype)
+    conv = npconv.nn.Conv2d(6, 6, k, stride, k // 2, groups=6).to(getattr(npconv, np.dtype(dtype).name))
+    tconv = torch.nn.Conv2d(6, 6, k, stride, k // 2, groups=6).to(getattr(torch, np.dtype(dtype).name))
+    with torch.no_grad():
+        tconv.weight.copy_(torch.from_numpy(conv.weight.numpy()))
+        tconv.bias.copy_(torch.from_numpy(conv.bias.numpy()))
+    explicit = conv.geometry.with_padding(conv.geometry.pads(x.shape[2:]))
+    chosen = [plan.choose(p, x.shape, conv.weight.shape, explicit, dtype) for p in ("forward", "grad_input")]
+    assert chosen == ["depthwise", "depthwise"]
+    xn, xt = npconv.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, yt = conv(xn), tconv(xt)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(npconv.tensor(gy))
+    yt.backward(torch.from_numpy(gy))
+    assert_close(y.detach().numpy(), yt.detach())
+    assert_close(xn.grad.numpy(), xt.grad)
+    assert_close(conv.weight.grad.numpy(), tconv.weight.grad)
+    assert_close(conv.bias.grad.numpy(), tconv.bias.grad)

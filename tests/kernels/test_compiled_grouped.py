@@ -475,7 +475,7 @@ def test_large_kernels_of_few_channels_per_group_split_with_the_fft():
     assert choices(2, 9) == choices(4, 13) == ["grouped"] * 3
     assert choices(4, 15) == choices(2, 21) == ["fft", "fft", "grouped"]
     assert choices(2, 23) == ["fft"] * 3
-    assert choices(1, 13) == ["fft"] * 3
+    assert choices(1, 13) == ["depthwise", "depthwise", "fft"]  # depthwise: its own limits
     assert "grouped" not in choices(4, 9, stride=2)
     # 8-16 per group: what the FFT's dense rule (against the grouped kernel up to 8 per group) does
     # not take, up to 17x17; the GEMM beyond

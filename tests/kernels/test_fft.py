@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import reference
 from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
+from npconv import backends
 from npconv.kernels import fft
 from torch_oracle import assert_close, conv_geom
 
@@ -122,7 +123,15 @@ def test_supports_and_recommended():
     seven = conv_geom(7, 1, 3, 1, 4, (56, 56))  # 49 taps: the direct depthwise kernel's
     assert not fft.recommended("forward", (8, 4, 56, 56), (4, 1, 7, 7), seven, np.float32)
     nine = conv_geom(9, 1, 4, 1, 4, (56, 56))
-    assert fft.recommended("grad_weight", (8, 4, 56, 56), (4, 1, 9, 9), nine, np.float32)
+    # beyond 49 taps: the NumPy engine's FFT; with the compiled core, its depthwise kernel up to 15x15
+    # (forward, grad_input) and 11x11 (grad_weight) first
+    compiled = backends.core.available
+    assert fft.recommended("grad_weight", (8, 4, 56, 56), (4, 1, 9, 9), nine, np.float32) is not compiled
+    thirteen = conv_geom(13, 1, 6, 1, 4, (56, 56))
+    assert fft.recommended("grad_weight", (8, 4, 56, 56), (4, 1, 13, 13), thirteen, np.float32)
+    assert fft.recommended("forward", (8, 4, 56, 56), (4, 1, 13, 13), thirteen, np.float32) is not compiled
+    seventeen = conv_geom(17, 1, 8, 1, 4, (56, 56))
+    assert fft.recommended("forward", (8, 4, 56, 56), (4, 1, 17, 17), seventeen, np.float32)
 
 
 def test_rejects_non_float_arrays():

@@ -30,7 +30,7 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
-from . import depthwise, workspace
+from . import depthwise, fft, workspace
 from .common import Epilogue, PreparedForward, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
@@ -109,11 +109,16 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier (FFT
-    takes larger stride-1 kernels; measurements in docs/performance.md); 3-d: the NumPy rule."""
+    """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier; larger
+    kernels strided (the FFT is stride 1; the GEMM took 10x as long at 11x11/2 and 15x15/2) or up to
+    :data:`npconv.kernels.fft.DEPTHWISE_MAX_TAPS` (:func:`npconv.kernels.fft.direct_kernel_wins`; the
+    FFT beyond); measurements in docs/performance.md. 3-d: the NumPy rule."""
     if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):
         return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
-    return supports(pass_name, x_shape, w_shape, geom, dtype) and math.prod(geom.kernel_size) <= 49
+    if not supports(pass_name, x_shape, w_shape, geom, dtype):
+        return False
+    return (math.prod(geom.kernel_size) <= 49 or any(s > 1 for s in geom.stride)
+            or fft.direct_kernel_wins(pass_name, w_shape, geom))
 
 
 def _geometry(n: int, c: int, m: int, in_size: Sequence[int], geom: ConvGeometry) -> tuple[int, ...]:

@@ -71,7 +71,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
                 dtype: np.dtype) -> bool:
     """Measured rules, stride 1 and more than 49 kernel taps (beyond 7x7; the direct depthwise kernel
     wins up to there: see ``depthwise.recommended``): at most 4 input channels per group, except what
-    the compiled grouped kernel runs faster (:func:`grouped_kernel_wins`); or, with
+    the compiled depthwise and grouped kernels run faster (:func:`direct_kernel_wins`); or, with
     the compiled core mixing the channels, the forward and grad_input of a wider convolution whose
     whole kernel spectrum fits one block (kept for the next call) and whose fresh transform costs
     less than the direct products (:func:`_dense_pays`)."""
@@ -81,7 +81,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     if not all(s == 1 for s in geom.stride) or taps <= 49:
         return False
     if w_shape[1] <= 4:
-        return not grouped_kernel_wins(pass_name, w_shape, geom)
+        return not direct_kernel_wins(pass_name, w_shape, geom)
     return (pass_name != "grad_weight" and backends.core.available
             and _dense_pays(x_shape, w_shape, geom, dtype))
 
@@ -92,14 +92,24 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
 #: channels per group, forward and grad_input: 9x9 0.39-0.76, 13x13 0.84-1.28 (the FFT with its kept
 #: spectrum), 17x17 1.50-1.79; grad_weight 0.16-0.41 up to 13x13, 0.47-0.60 at 17x17, 0.61-0.81 at 21x21.
 GROUPED_MAX_TAPS = {"forward": 169, "grad_input": 169, "grad_weight": 441}
+#: The same for depthwise convolutions (one channel per group) on the compiled depthwise kernel.
+#: Depthwise / FFT time, 2-d, 96 ch at 56 px, 192 at 28, 384 at 14 (batch 8) and 96 at 56 (batch 1):
+#: 15x15 forward 0.47-0.69, grad_input 0.63-0.83; 17x17 0.62-0.87 / 0.71-1.03; grad_weight 11x11
+#: 0.53-0.69, 13x13 0.70-0.89, 15x15 0.90-1.07. 1-d, 32 ch x 16384 (batch 2) and 64 x 4096 (batch 8):
+#: k = 127 0.53-0.62 / 0.53-0.66 / 0.71-1.00, k = 255 0.83-1.07 / 1.00-1.14 / 1.65-1.73.
+DEPTHWISE_MAX_TAPS = {"forward": 225, "grad_input": 225, "grad_weight": 121}
 
 
-def grouped_kernel_wins(pass_name: str, w_shape: Sequence[int], geom: ConvGeometry) -> bool:
-    """Whether a stride-1 pass with 2-4 input channels per group and at most
-    :data:`GROUPED_MAX_TAPS` taps belongs to the compiled grouped kernel (in use with the compiled
-    core) rather than the FFT; one rule for both algorithms' ``recommended``."""
-    return (backends.core.available and 2 <= w_shape[1] <= 4 and all(s == 1 for s in geom.stride)
-            and math.prod(geom.kernel_size) <= GROUPED_MAX_TAPS[pass_name])
+def direct_kernel_wins(pass_name: str, w_shape: Sequence[int], geom: ConvGeometry) -> bool:
+    """Whether a stride-1, 1-d or 2-d grouped pass with 1-4 input channels per group and at most
+    :data:`DEPTHWISE_MAX_TAPS` (one channel) or :data:`GROUPED_MAX_TAPS` (2-4) taps belongs to the
+    compiled depthwise or grouped kernel (in use with the compiled core) rather than the FFT; one rule
+    for the three algorithms' ``recommended``."""
+    if (not backends.core.available or geom.groups == 1 or geom.ndim > 2
+            or any(s != 1 for s in geom.stride)):
+        return False
+    limits = DEPTHWISE_MAX_TAPS if w_shape[1] == 1 else GROUPED_MAX_TAPS if w_shape[1] <= 4 else None
+    return limits is not None and math.prod(geom.kernel_size) <= limits[pass_name]
 
 
 #: The dense rule's cost model in units of one mixed complex product (forward and grad_input, two
