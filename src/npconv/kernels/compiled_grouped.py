@@ -137,8 +137,9 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """At most :data:`RECOMMENDED_MAX_CHANNELS` input channels per group and kernels up to 49
-    taps; grouped at stride 1 up to :data:`LARGE_KERNEL_MAX_TAPS` (what the FFT's rule, asked
-    first, does not take; 2-4 channels per group: :func:`npconv.kernels.fft.direct_kernel_wins`);
+    taps; grouped with larger kernels: strided at any size (the GEMM took 2.7-10x as long at 9x9/2
+    to 15x15/2), at stride 1 up to :data:`LARGE_KERNEL_MAX_TAPS` (what the FFT's rule, asked first,
+    does not take; 2-4 channels per group: :func:`npconv.kernels.fft.direct_kernel_wins`);
     ungrouped: a strided forward of at most
     :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_MIN_TAPS` taps (a network's
     stem; measurements in docs/performance.md)."""
@@ -146,8 +147,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= DENSE_MIN_TAPS and max(geom.stride) > 1
     if geom.groups == 1 and not stem:
         return False
-    large = (geom.groups > 1 and all(s == 1 for s in geom.stride)
-             and (taps <= LARGE_KERNEL_MAX_TAPS or fft.direct_kernel_wins(pass_name, w_shape, geom)))
+    strided = any(s > 1 for s in geom.stride)
+    large = geom.groups > 1 and (strided or taps <= LARGE_KERNEL_MAX_TAPS
+                                 or fft.direct_kernel_wins(pass_name, w_shape, geom))
     return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and (taps <= 49 or large)
             and supports(pass_name, x_shape, w_shape, geom, dtype))
 
