@@ -1286,7 +1286,7 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
     if (geometry_ints(seq, GC_GEOM_LEN, "N, C, O, G, D, H, W, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, "
                       "PH, PW, band, images, chunk, shift, implicit", "111111111111111111100011100", GEMM_MAX_DIM, v) < 0)
         return -1;
-    if (v[26] > 1) {
+    if (v[26] > 2) { /* implicit: 0 no, 1 the packed implicit GEMM, 2 the forward's channels on the lanes */
         PyErr_Format(PyExc_ValueError, "geometry value 26 out of range: %zd", v[26]);
         return -1;
     }

@@ -274,19 +274,148 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
         const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
         ptrdiff_t r1 = r;
         while (r1 < nruns && runs[3 * r1] < s + wd) r1++;
-        for (ptrdiff_t p = 0; p < kc; p++) {
-            T *restrict d = dst + p * wd - s;
-            const T *src = row[p];
-            for (ptrdiff_t i = r; i < r1; i++) {
-                const ptrdiff_t col = runs[3 * i], q = runs[3 * i + 1], len = runs[3 * i + 2];
-                GC(copy_run)(d + col, src + q, len);
+        /* a run at a time down all kc rows (its decoding once per run, not per row); right to left, so a
+         * short run's whole vector may spill into the columns of the runs left of it, written after */
+        for (ptrdiff_t i = r1 - 1; i >= r; i--) {
+            const ptrdiff_t col = runs[3 * i] - s, q = runs[3 * i + 1], len = runs[3 * i + 2];
+            T *restrict d = dst + col;
+            if (len == VL) {
+                for (ptrdiff_t p = 0; p < kc; p++) FN(store)(d + p * wd, FN(load)(row[p] + q));
+            } else if (len == 2 * VL) {
+                for (ptrdiff_t p = 0; p < kc; p++) {
+                    FN(store)(d + p * wd, FN(load)(row[p] + q));
+                    FN(store)(d + p * wd + VL, FN(load)(row[p] + q + VL));
+                }
+            } else if (len > VL) {
+                for (ptrdiff_t p = 0; p < kc; p++) GC(copy_run)(d + p * wd, row[p] + q, len);
+            } else if (col + len >= VL && q + len >= VL) { /* one vector ending at the run's end */
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    FN(store)(d + p * wd + len - VL, FN(load)(row[p] + q + len - VL));
+            } else {
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    for (ptrdiff_t t = 0; t < len; t++) d[p * wd + t] = row[p][q + t];
             }
-            for (ptrdiff_t j = cols; j < wd; j++) d[s + j] = 0;
         }
+        for (ptrdiff_t p = 0; p < kc && cols < wd; p++)
+            for (ptrdiff_t j = cols; j < wd; j++) dst[p * wd + j] = 0;
         r = r1;
         dst += kc * wd;
     }
 }
+
+/* Forward with the output channels on the vector lanes (geometry implicit == 2, for few output channels
+ * per group: at most GL_NV vectors of them). A register tile is tw consecutive slab positions x nv
+ * vectors of channels; per column row k (channel, tap) it broadcasts the tw input values at the tap's
+ * offset and multiplies them by row k of the group's transposed weight wt (ck x ogp, zero past og):
+ * nothing of the input is packed (the packed path packs every column row for M / GM_MR tiles only).
+ * Tiles run over the padded grid's positions of each output plane, so a tile may cover junk positions
+ * (past out on the last axis; past the plane's end, reading at most tw - 1 values past the slab, inside
+ * the scratch): they are computed and not stored. */
+#if VBYTES == 64
+#define GL_NV 3   /* at most 3 vectors of channels (48; at 64 the packed path ran as fast) */
+#define GL_ACC 24 /* accumulators of a tile (of 32 registers: nv weights besides) */
+#else
+#define GL_NV 2   /* 16 channels (at 24 and 32 a tile of 3 and 2 positions lost to the packed path) */
+#define GL_ACC 12 /* of 16: nv weights and a broadcast besides */
+#endif
+#define GL_MIN_DEPTH 128 /* fewer column rows: a tile's transposed store costs more than packing saves */
+#define GL_STAGE 384     /* positions staged per flush into y (tw * 16 for every tile shape) */
+
+/* Scratch elements the lanes forward needs after the slab: wt (ck x ogp), the offsets (2 per row,
+ * aligned) and the staged outputs (ogp x GL_STAGE); 0 where the group's channels do not fit GL_NV vectors or the pack area. */
+static inline ptrdiff_t GC(lanes_room)(const gc_geom *g)
+{
+    const ptrdiff_t ogp = (g->og + VL - 1) / VL * VL, need = g->ck * ogp + 2 * g->ck + 2 + ogp * GL_STAGE;
+    return g->implicit == 2 && ogp <= GL_NV * VL && g->ck >= GL_MIN_DEPTH && need <= GM_SCRATCH ? need : 0;
+}
+
+/* tb (tw x ogp) = act(x tile @ wt + bias): tw positions from base, row k's values at base + offs[k];
+ * nv and tw constants after inlining. */
+static inline __attribute__((always_inline)) void GC(lanes_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck,
+                                                                   const T *wt, ptrdiff_t ogp, const T *bvec, int act,
+                                                                   T lo, T hi, T *tb, int nv, int tw)
+{
+    V acc[GL_ACC];
+#pragma GCC unroll 24
+    for (int a = 0; a < tw * nv; a++) acc[a] = (V){0};
+    for (ptrdiff_t k = 0; k < ck; k++) {
+        const T *src = base + offs[k], *wk = wt + k * ogp;
+        V wv[GL_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) wv[v] = FN(load)(wk + v * VL);
+#pragma GCC unroll 24
+        for (int i = 0; i < tw; i++) {
+            const V xi = FN(splat)(src[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[i * nv + v] += xi * wv[v];
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < tw; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            FN(store)(tb + i * ogp + v * VL, FN(activate)(acc[i * nv + v] + FN(load)(bvec + v * VL), act, lo, hi));
+}
+
+/* Positions of a tile of nv vectors of channels. */
+static inline int GC(lanes_width)(int nv) { return GL_ACC / nv; }
+
+static void GC(lanes_tile_of)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, const T *wt, ptrdiff_t ogp,
+                              const T *bvec, int act, T lo, T hi, T *tb, int nv)
+{
+    if (nv == 1) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 1, GL_ACC);
+    else if (nv == 2) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 2, GL_ACC / 2);
+#if GL_NV > 2
+    else GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 3, GL_ACC / 3);
+#endif
+}
+
+/* One group of an item (its slab made): yg (og x len, at the item's first line) = act(conv + bias). */
+static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T *room, const gc_geom *g,
+                              const GC(span) *sp, ptrdiff_t l0, ptrdiff_t l1, int act, T lo, T hi)
+{
+    const ptrdiff_t og = g->og, ck = g->ck, ogp = (og + VL - 1) / VL * VL, len = g->len;
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2];
+    const int nv = (int)(ogp / VL), tw = GC(lanes_width)(nv);
+    T *wt = room;
+    ptrdiff_t *offs = (ptrdiff_t *)(((uintptr_t)(room + ck * ogp) + sizeof(ptrdiff_t) - 1) &
+                                    ~(uintptr_t)(sizeof(ptrdiff_t) - 1));
+    for (ptrdiff_t k = 0; k < ck; k++) {
+        for (ptrdiff_t m = 0; m < og; m++) wt[k * ogp + m] = wg[m * ck + k];
+        for (ptrdiff_t m = og; m < ogp; m++) wt[k * ogp + m] = 0;
+        offs[k] = GC(implicit_row)(slab, g, sp, k) - slab;
+    }
+    T *stage = (T *)(offs + ck); /* og rows of S staged positions: tiles transposed here, in cache */
+    T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
+    for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m] : (T)0;
+    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
+    const ptrdiff_t S = (ptrdiff_t)tw * 16;
+    for (ptrdiff_t la = l0; la < l1;) { /* the lines of one output plane: consecutive padded rows */
+        const ptrdiff_t lb = la / out1 == (l1 - 1) / out1 ? l1 : (la / out1 + 1) * out1;
+        const ptrdiff_t qs = ((la / out1) * E1 + la % out1) * E2 - sp->qa, qe = qs + (lb - la - 1) * E2 + out2;
+        for (ptrdiff_t q0 = qs; q0 < qe; q0 += S) {
+            const ptrdiff_t q1 = qe - q0 < S ? qe : q0 + S;
+            for (ptrdiff_t q = q0; q < q1; q += tw) {
+                GC(lanes_tile_of)(slab + q, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv);
+                for (ptrdiff_t m = 0; m < og; m++)
+                    for (int i = 0; i < tw; i++) stage[m * S + q - q0 + i] = tb[i * ogp + m];
+            }
+            /* the staged positions' valid runs (one per line) into y */
+            for (ptrdiff_t r = (q0 - qs) / E2; r * E2 + qs < q1; r++) {
+                const ptrdiff_t a = qs + r * E2 > q0 ? qs + r * E2 : q0;
+                const ptrdiff_t b = qs + r * E2 + out2 < q1 ? qs + r * E2 + out2 : q1;
+                if (b <= a) continue;
+                T *yr = yg + (la - l0 + r) * out2 + (a - qs - r * E2);
+                for (ptrdiff_t m = 0; m < og; m++) GC(copy_run)(yr + m * len, stage + m * S + a - q0, b - a);
+            }
+        }
+        la = lb;
+    }
+}
+#undef GL_ACC
+#undef GL_NV
+#undef GL_MIN_DEPTH
+#undef GL_STAGE
 
 static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
                                     ptrdiff_t item, int act, T lo, T hi)
@@ -303,6 +432,10 @@ static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y,
         GC(implicit_slab)(slab, x + (sp.n * g->c + grp * g->cg) * g->plane, g, &sp);
         const T *wg = w + grp * g->og * g->ck, *bg = bias ? bias + grp * g->og : NULL;
         T *yg = y + (sp.n * g->o + grp * g->og) * g->len + l0 * out2;
+        if (GC(lanes_room)(g)) {
+            GC(lanes_forward)(slab, wg, bg, yg, pack, g, &sp, l0, l1, act, lo, hi);
+            continue;
+        }
         for (ptrdiff_t v0 = 0; v0 < nv; v0 += GM_NC) {
             const ptrdiff_t nc = nv - v0 < GM_NC ? nv - v0 : GM_NC;
             /* the block's runs: column, slab offset (from the span's first position), length */
