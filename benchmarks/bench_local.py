@@ -4,7 +4,7 @@
   (``einsum('ncl,loc->nol', F.unfold(x, ...), weight.view(L, O, C*kh*kw))``);
 * ``Conv2dMap`` (methods ``auto``, ``dense``, ``sparse``) vs torch ``conv2d`` with the dense
   weight masked by the table (the cheapest torch equivalent) - this also shows where npconv's
-  dense/sparse switch (:data:`npconv.ops.local.DENSE_FRACTION`) should sit.
+  dense/sparse switch (:func:`npconv.ops.local.dense_fraction`) should sit.
 
 Both libraries run in one process, float32, ``--threads`` threads each, repetitions interleaved,
 medians in milliseconds. ``fwd`` is a forward pass without graph recording, ``fwd+bwd`` a
@@ -28,6 +28,7 @@ import torch
 
 import npconv
 import npconv.nn as nn
+from npconv.geometry import ConvGeometry
 from npconv.ops import local as local_ops
 
 TF = torch.nn.functional
@@ -172,7 +173,9 @@ def _map_case(case: tuple, rng: np.random.Generator, reps: int) -> dict:
     fns_fwd["torch"], fns_train["torch"] = torch_fwd, torch_train
     fwd, train = _median_ms(fns_fwd, reps), _median_ms(fns_train, reps)
     density = len(table) / (c * o)
-    chosen = "dense" if density >= local_ops.DENSE_FRACTION else "sparse"
+    geom = ConvGeometry.create(k, 1, k // 2, 1, 1, ndim=2)
+    threshold = local_ops.dense_fraction(x_np.shape, (k, k), len(table), geom, np.float32)
+    chosen = "dense" if density >= threshold else "sparse"
     text = "  ".join(f"{m} {fwd[m]:7.2f}/{train[m]:7.2f}" for m in ("auto", "dense", "sparse", "torch"))
     print(f"{name:22s} (auto={chosen:6s}) fwd/fwd+bwd ms: {text}", flush=True)
     return dict(case=name, density=density, auto=chosen, fwd=fwd, train=train)

@@ -443,3 +443,65 @@ def test_bad_forward_inputs():
         F.conv2d_map(x, np.zeros((6, 3)), table)
     with pytest.raises(ValueError, match="output padding|output_padding"):
         F.conv_transpose2d_map(x, np.zeros((6, 3, 3)), table, output_padding=1)
+
+
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_nan_and_inf_reach_only_the_connected_outputs(method, transposed, torch):
+    """Every method keeps the table's locality: a NaN or an inf in an input plane reaches only the
+    outputs connected to it and only the positions whose windows read it, as torch's per-connection
+    loop (the dense method's zero weights would spread it to every output: it runs sparse then)."""
+    rng = np.random.default_rng(5)
+    table = np.array([[0, 0], [1, 1], [2, 1], [0, 2]])
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    x[0, 1, 4, 4] = np.nan
+    x[1, 2, 0, 9] = np.inf
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    xt, wt = to_torch(x), to_torch(w)
+    if transposed:
+        y = F.conv_transpose2d_map(npconv.tensor(x), npconv.tensor(w), table, out_channels=3, method=method)
+        y_ref = torch_transpose_loop(xt, wt, None, table, 3, 1, 0, 0, 1).numpy()
+    else:
+        y = F.conv2d_map(npconv.tensor(x), npconv.tensor(w), table, padding=1, out_channels=3, method=method)
+        y_ref = torch_map_loop(xt, wt, None, table, 3, 1, [(1, 1), (1, 1)], 1, "zeros").numpy()
+    y = y.numpy()
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(test(y), test(y_ref))
+    assert np.isfinite(y_ref[:, 0]).all() and np.isnan(y_ref[0, 1]).any()
+    finite = np.isfinite(y_ref)
+    np.testing.assert_allclose(y[finite], y_ref[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_method_follows_the_engines_crossover(monkeypatch):
+    """``'auto'`` runs the dense method from :func:`npconv.ops.local.dense_fraction` on: the compiled
+    depthwise kernel's crossover (``0.41 * taps / (taps + 32)``: 9% for 3x3) where the planner runs the
+    sparse method's depthwise convolution on it, the NumPy engine's 5% otherwise (3-d here)."""
+    from npconv import backends
+    from npconv.geometry import ConvGeometry
+    from npconv.ops import local
+
+    dense_calls: list[int] = []
+    scatter = local._dense_weight
+    monkeypatch.setattr(local, "_dense_weight", lambda *a: dense_calls.append(1) or scatter(*a))
+    rng = np.random.default_rng(2)
+    table = nn.tables.random(16, 16, 1, seed=0)  # 16 of 256 pairs: 6.25%
+    for nd, size in ((2, (12, 12)), (3, (5, 5, 5))):
+        geom = ConvGeometry.create(3, 1, 1, 1, 1, ndim=nd)
+        x = rng.standard_normal((2, 16) + size).astype(np.float32)
+        compiled = nd == 2 and backends.core.available
+        expected = local.DENSE_MAC_COST * 3**nd / (3**nd + local.SPARSE_PLANE_COST) if compiled else 0.05
+        assert local.dense_fraction(x.shape, (3,) * nd, 16, geom, np.float32) == pytest.approx(expected)
+        dense_calls.clear()
+        w = npconv.tensor(rng.standard_normal((16,) + (3,) * nd).astype(np.float32))
+        CONV_MAP[nd](npconv.tensor(x), w, table, padding=1)
+        assert bool(dense_calls) == (not compiled)  # 6.25%: sparse on the compiled kernel, dense on NumPy
+        monkeypatch.setattr(local, "DENSE_MAC_COST", 0.0)
+        monkeypatch.setattr(local, "DENSE_FRACTION", 0.0)
+        local._dense_fraction.cache_clear()
+        dense_calls.clear()
+        w = npconv.tensor(rng.standard_normal((16,) + (3,) * nd).astype(np.float32))
+        CONV_MAP[nd](npconv.tensor(x), w, table, padding=1)
+        assert dense_calls
+        monkeypatch.undo()
+        monkeypatch.setattr(local, "_dense_weight", lambda *a: dense_calls.append(1) or scatter(*a))
+        local._dense_fraction.cache_clear()

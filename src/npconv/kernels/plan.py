@@ -42,7 +42,7 @@ from .common import Epilogue, PreparedForward, add_bias
 from .numerics import Operands
 from .pointwise import Activation, epilogue_
 
-__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "clear_cache"]
+__all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "clear_cache", "state"]
 
 Key = tuple  # (x_shape, w_shape, geom, dtype)
 
@@ -206,8 +206,9 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
         a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)))
 
 
-def _state() -> tuple:
-    """What the choice of a forward's algorithm depends on besides the call (:func:`prepare_forward`)."""
+def state() -> tuple:
+    """What the choice of an algorithm depends on besides the call (:func:`choose`,
+    :func:`prepare_forward`: a cache of choices keys on it)."""
     return (registry.generation(), registry.pure(), backends.get_num_threads(),
             backends.conv.forced("forward"), backends.conv.benchmark)
 
@@ -219,13 +220,13 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     would not hold for every such input: in benchmark mode, where the chosen algorithm is non-local
     (its use depends on the values, see ``admits``) or does not plan ahead (``prepare_forward``), or
     where the planner would apply the bias or activation after it. Valid while the choice's inputs
-    (:func:`_state`) and the algorithm's own (its ``token``) are unchanged; ``run(x)`` is then bitwise
+    (:func:`state`) and the algorithm's own (its ``token``) are unchanged; ``run(x)`` is then bitwise
     :func:`forward`."""
     if backends.conv.benchmark:
         return None
     dtype = x_dtype if x_dtype == w.dtype else np.result_type(x_dtype, w.dtype)
     key = (tuple(x_shape), w.shape, geom, dtype)
-    state = _state()
+    chosen_in = state()
     algorithm, _ = _select("forward", key)
     if not algorithm.local:
         return None
@@ -242,7 +243,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     if prepared is None:
         return None
     inner = prepared.token or (lambda: ())
-    return prepared._replace(token=lambda: (_state(), inner()), planned=(state, prepared.planned))
+    return prepared._replace(token=lambda: (state(), inner()), planned=(chosen_in, prepared.planned))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

@@ -14,29 +14,44 @@ and the transposed form with ``conv_transpose``. Two exact evaluations:
 * ``'sparse'``: gather the K input planes, one depthwise (``groups = K``) core convolution, then
   a sorted segment sum of the K result planes into the output planes (:func:`sum_planes`).
 
-``'auto'`` picks dense when ``K >= DENSE_FRACTION * C * O``. Gradients reach only the K kernels.
+``'auto'`` picks dense when the table's density ``K / (C * O)`` reaches :func:`dense_fraction`.
+Gradients reach only the K kernels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
 from ..geometry import PADDING_MODES, ConvGeometry
+from ..kernels import algorithm as registry
 from ..kernels import local as local_kernels
+from ..kernels import plan
 from ..tensor import Tensor, _conj, as_array, is_grad_enabled, make_result
 from . import conv as conv_ops
 from .pad import pad
 
 __all__ = [
     "local_convolution", "map_convolution", "map_conv_transpose", "gather_planes", "sum_planes",
-    "DENSE_FRACTION", "MAP_METHODS",
+    "DENSE_FRACTION", "DENSE_MAC_COST", "SPARSE_PLANE_COST", "MAP_METHODS", "dense_fraction",
 ]
 
-DENSE_FRACTION = 0.05  # measured crossover (benchmarks/bench_local.py): 3-6% density, k = 3..5
+#: The density from which ``'auto'`` runs the dense method where the sparse method's depthwise
+#: convolution runs on the NumPy engine: the measured crossover of 3-6% for 3x3 and 5x5 kernels.
+DENSE_FRACTION = 0.05
+#: Where it runs on the compiled depthwise kernel (3-10x faster), the sparse method costs per
+#: connection ``taps + SPARSE_PLANE_COST`` depthwise multiply-adds per position (the gather and the
+#: segment sum of its plane count as SPARSE_PLANE_COST taps) and the dense one ``DENSE_MAC_COST *
+#: taps`` per channel pair: dense from a density of ``DENSE_MAC_COST * taps / (taps +
+#: SPARSE_PLANE_COST)``. Fitted to the crossovers measured with two threads, AVX-512, float32, forward
+#: and forward+backward: 1x1 below 1.6%, 3x3 6-12%, 5x5 12-25%, 7x7 12-25% (formula: 1.2%, 9%, 18%,
+#: 25%; docs/local-and-map.md).
+DENSE_MAC_COST = 0.41
+SPARSE_PLANE_COST = 32
 MAP_METHODS = ("auto", "dense", "sparse")
 
 
@@ -120,10 +135,45 @@ def _add_plane_bias(y: Tensor, b: Any) -> Tensor:
     return y + as_array(b).reshape((-1,) + spatial)
 
 
-def _use_dense(method: str, k: int, c: int, o: int) -> bool:
+def dense_fraction(x_shape: tuple[int, ...], kernel_size: tuple[int, ...], connections: int,
+                   geom: ConvGeometry, dtype: Any) -> float:
+    """The table density from which ``'auto'`` runs the dense method: :data:`DENSE_FRACTION`, or
+    the compiled depthwise kernel's (:data:`DENSE_MAC_COST`, :data:`SPARSE_PLANE_COST`) where the
+    planner runs the sparse method's depthwise convolution (``connections`` planes of ``x_shape``)
+    on it."""
+    return _dense_fraction(tuple(x_shape), tuple(kernel_size), connections, geom, np.dtype(dtype),
+                           plan.state())
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_fraction(x_shape: tuple[int, ...], kernel_size: tuple[int, ...], connections: int,
+                    geom: ConvGeometry, dtype: np.dtype, planner_state: tuple) -> float:
+    del planner_state  # part of the cache key only
+    depthwise = _depthwise(geom, connections)
+    depthwise = depthwise.with_padding(depthwise.pads(x_shape[2:]))
+    shape = (x_shape[0], connections) + tuple(x_shape[2:])
+    try:
+        name = plan.choose("forward", shape, (connections, 1) + tuple(kernel_size), depthwise, dtype)
+    except ValueError:  # e.g. a padding wider than the input: the convolution itself will say
+        return DENSE_FRACTION
+    if name != "depthwise" or not registry.get(name).compiled:  # e.g. 3-d: the GEMM per group
+        return DENSE_FRACTION
+    taps = math.prod(kernel_size)
+    return DENSE_MAC_COST * taps / (taps + SPARSE_PLANE_COST)
+
+
+def _use_dense(method: str, x: Any, w: Any, k: int, c: int, o: int, geom: ConvGeometry) -> bool:
+    """Whether to run the dense method: asked for, or chosen by ``'auto'``; never for a non-finite
+    ``x`` with a table short of all ``C * O`` pairs (the dense weight's zeros would carry a NaN or an
+    inf to outputs the table does not connect to it)."""
     if method not in MAP_METHODS:
         raise ValueError(f"method must be one of {MAP_METHODS}, got {method!r}")
-    return method == "dense" or (method == "auto" and k >= DENSE_FRACTION * c * o)
+    xd, wd = as_array(x), as_array(w)
+    dtype = np.result_type(xd, wd)
+    dense = method == "dense" or (method == "auto"
+                                  and k >= dense_fraction(xd.shape, wd.shape[1:], k, geom, dtype) * c * o)
+    # a non-finite x sums to NaN or inf (a sum overflowing to inf only costs the dense method)
+    return dense and (k == c * o or bool(np.isfinite(xd.sum())))
 
 
 def _depthwise(geom: ConvGeometry, k: int) -> ConvGeometry:
@@ -146,7 +196,7 @@ def map_convolution(x: Any, w: Any, b: Any, table: np.ndarray, out_channels: int
     """
     c = as_array(x).shape[1]
     k = len(table)
-    if _use_dense(method, k, c, out_channels):
+    if _use_dense(method, x, w, k, c, out_channels, geom):
         dense = _dense_weight(w, table[:, 1], table[:, 0], (out_channels, c))
         return conv_ops.convolution(x, dense, b, geom, padding_mode)
     table, w = _sorted_by_output(table, w)
@@ -165,7 +215,7 @@ def map_conv_transpose(x: Any, w: Any, b: Any, table: np.ndarray, out_channels: 
     """
     c = as_array(x).shape[1]
     k = len(table)
-    if _use_dense(method, k, c, out_channels):
+    if _use_dense(method, x, w, k, c, out_channels, geom):
         dense = _dense_weight(w, table[:, 0], table[:, 1], (c, out_channels))
         return conv_ops.conv_transpose(x, dense, b, geom, output_padding, padding_mode)
     table, w = _sorted_by_output(table, w)
