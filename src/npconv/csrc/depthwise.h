@@ -617,7 +617,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, init);
             if (!direct)
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
-                    memcpy(yo + oh * g->ow, wide + oh * ph.qw, (size_t)g->ow * sizeof(T));
+                    FN(copy_row)(yo + oh * g->ow, wide + oh * ph.qw, g->ow);
             FN(activate_run)(yo, plane_out, act, lo, hi);
         }
     }
@@ -655,7 +655,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
             T *plane = scratch + j * lay.plane;
             memset(plane, 0, (size_t)lay.plane * sizeof(T));
             for (ptrdiff_t oh = 0; oh < g->oh; oh++)
-                memcpy(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, (size_t)g->ow * sizeof(T));
+                FN(copy_row)(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, g->ow);
         }
         T *gxp = gx + p * g->h * g->w;
         int fused = 0; /* the activation applied at the stores (else over the plane at the end) */
@@ -706,7 +706,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                     T *dst = gxp + (i0 + a * g->sh) * g->w + j0;
                     const T *row = out + a * lay.len;
                     if (g->sw == 1)
-                        memcpy(dst, row, (size_t)cols * sizeof(T));
+                        FN(copy_row)(dst, row, cols);
                     else
                         for (ptrdiff_t b = 0; b < cols; b++) dst[b * g->sw] = row[b];
                 }
