@@ -789,8 +789,9 @@ def test_implicit_forward_with_channels_on_the_lanes(rng, monkeypatch, nd, c, o,
     """The implicit forward's channels-on-lanes tiles (geometry implicit 2: taken in C for at most 48
     output channels per group at 64-byte vectors, 32 at 32-byte in blocks of 16, and >= 128 column
     rows; the packed path otherwise) and the packed one (implicit 1) against the NumPy reference: 1-3
-    vectors of channels and ragged counts, two blocks of channels (32-byte vectors), tiles across line ends and past the last plane, dilated and padded, bias and
-    the clamp in the epilogue, bands of lines per item and whole images."""
+    vectors of channels and ragged counts, two blocks of channels (32-byte vectors), tiles across
+    line ends and past the last plane, dilated and padded, bias and the clamp in the epilogue, bands
+    of lines per item and whole images."""
     kernel, size = {1: (9, (45,)), 2: (3, (11, 14)), 3: (3, (4, 6, 7))}[nd]
     geom = ConvGeometry.create(kernel, 1, 2, 2, groups, ndim=nd)
     x = rng.standard_normal((2, c) + size).astype(np.float32)
