@@ -24,9 +24,10 @@ def _gemm(*args):
 
 
 # sizes around the register tile (8 or 4 rows x 48 or 24 columns), the packing blocks (256 deep,
-# 768 wide, 256 rows) and degenerate ones
+# 768 wide, 256 rows) and degenerate ones; 512 and 1024 rows: a transposed A's pitch of 2 or 4 KiB,
+# which the 32-byte build copies into rows block by block
 SHAPES = [(5, 7, 3), (1, 9, 1), (33, 2, 17), (4, 4, 0), (8, 48, 256), (9, 49, 257), (17, 100, 33),
-          (3, 770, 5), (260, 20, 12), (64, 65, 300)]
+          (3, 770, 5), (260, 20, 12), (64, 65, 300), (512, 49, 300), (1024, 20, 33)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

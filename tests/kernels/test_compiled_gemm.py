@@ -460,6 +460,32 @@ def test_float32_accuracy_bound(rng, isa):
     )
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+def test_grad_input_with_a_weight_pitch_of_2_kib(rng, isa, threads):
+    """grad_input by gemm + col2im where the transposed weight's pitch (Cg * K = 512 or 1024 values)
+    is a multiple of 2 KiB, the case the 32-byte build copies into rows: whole channels per item
+    (more than 160 rows: B packed) and, on four workers, 8-channel chunks (128 rows: B in place),
+    against the reference."""
+    previous = backends.get_num_threads()
+    backends.set_num_threads(threads)
+    try:
+        for c, kernel in ((32, 4), (64, 4), (128, 2)):
+            geom = ConvGeometry.create(kernel, 2, 1, 1, 1, ndim=2)
+            size = (13, 10)
+            out = geom.output_size(size)
+            w = rng.standard_normal((24, c, kernel, kernel)).astype(np.float32)
+            gy = rng.standard_normal((1, 24) + out).astype(np.float32)
+            b = rng.standard_normal(c).astype(np.float32)
+            resolved = geom.with_padding(geom.pads(size))
+            expected = reference.conv_passes(np.zeros((1, c) + size, np.float32), w, gy, resolved)[1]
+            expected = expected + b.reshape(-1, 1, 1)
+            got = compiled_gemm.grad_input(gy, w, geom, size, b)
+            np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * float(np.abs(expected).max()),
+                                       err_msg=f"{c} channels, {kernel}x{kernel}")
+    finally:
+        backends.set_num_threads(previous)
+
+
 def test_stride1_grad_input_runs_as_the_adjoint_forward_only_on_enough_positions(rng, monkeypatch):
     """Below ADJOINT_MIN_POSITIONS input positions the flipped weight copy costs more than col2im:
     the grad_input pass of the C kernel (code 1) runs; from there, the adjoint's forward (code 0)."""

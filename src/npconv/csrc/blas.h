@@ -20,11 +20,12 @@ typedef struct {
 } gemm_fns;
 
 /* npconv's gemm blocking (elements): a KC x NR panel of B stays in L1 while A's MC x KC block
- * streams from L2; GM_SCRATCH is the packing buffer of one call (B's KC x NC block), any ISA. */
+ * streams from L2; GM_SCRATCH is the packing buffer of one call (B's KC x NC block, then a
+ * transposed A's MC x KC block), any ISA. */
 #define GM_KC 256
 #define GM_NC 768
 #define GM_MC_MAX 256
-#define GM_SCRATCH ((ptrdiff_t)GM_KC * GM_NC)
+#define GM_SCRATCH ((ptrdiff_t)GM_KC * GM_NC + (ptrdiff_t)GM_MC_MAX * GM_KC)
 /* npconv's gemm reads B in place (no packing) for at most this many rows of A (blas.h: tunable at
  * build time; measured in docs/performance.md). */
 #ifndef GM_DIRECT_ROWS
