@@ -842,6 +842,44 @@ def test_implicit_forward_with_channels_on_the_lanes(rng, monkeypatch, nd, c, o,
             np.testing.assert_array_equal(clamped, np.clip(y, -1.0, 2.0))
 
 
+@pytest.mark.parametrize("lanes", [False, True])
+@pytest.mark.parametrize(("size", "kernel", "dilation", "padding"), [
+    ((3, 32, 32), 3, 1, 0),                  # one output plane of a 3x3x3 kernel (video: depth 3 -> 1)
+    ((3, 6, 4), (2, 3, 2), (2, 1, 1), 0),
+    ((3, 6, 3), (3, 3, 4), (1, 1, 2), (0, 0, 2)),
+    ((2, 9, 9), (2, 3, 3), 1, (0, 1, 1)),
+])
+def test_implicit_gemm_of_one_output_plane_of_a_deep_kernel(rng, monkeypatch, size, kernel, dilation,
+                                                           padding, lanes):
+    """A 3-d convolution whose output has one plane but whose kernel reaches over several input planes
+    runs the implicit GEMM with whole planes per item (the slab holds every plane the kernel reads):
+    treated as 2-d (one padded plane) it read past its slab and gave wrong values (before 2026-12-04).
+    Forward and grad_weight against the reference; the first case with the default settings."""
+    if not {"avx2", "avx512"} & set(backends.core.isas):
+        pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
+    if size != (3, 32, 32):
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MAX_GRID", 1e9)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_LANES", lanes)
+    geom = ConvGeometry.create(kernel, 1, padding, dilation, 1, ndim=3)
+    out = geom.output_size(size)
+    assert out[0] == 1
+    x = rng.standard_normal((2, 20) + size).astype(np.float32)
+    w = rng.standard_normal((12, 20) + geom.kernel_size).astype(np.float32)
+    gy = rng.standard_normal((2, 12) + out).astype(np.float32)
+    y_ref, _, gw_ref = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(size)))
+    seen = _tilings(monkeypatch)
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):
+        monkeypatch.setattr(backends.core, "isa", isa)
+        y = compiled_gemm.forward(x, w, geom)
+        assert seen[-1][-1] == (2 if lanes else 1)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(np.abs(y_ref).max()), err_msg=isa)
+        gw = compiled_gemm.grad_weight(x, gy, geom)
+        scale = float(np.abs(gw_ref).max())
+        np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-5 * scale, err_msg=isa)
+
+
 @pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("channels", [3, 16])  # 16: 144 column rows, the forward's channels on the lanes
 def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, channels, torch):

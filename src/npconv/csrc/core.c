@@ -1334,7 +1334,8 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
     }
     /* implicit GEMM: stride 1, bands of output lines (whole planes in 3-d), one image per item */
     if (g->implicit && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
-                        g->band > g->out[0] * g->out[1] || (g->out[0] > 1 && g->band % g->out[1]))) {
+                        g->band > g->out[0] * g->out[1] ||
+                        (g->out[0] + (g->k[0] - 1) * g->d[0] > 1 && g->band % g->out[1]))) {
         PyErr_SetString(PyExc_ValueError, "geometry: the implicit GEMM needs stride 1, one image per item and bands "
                                           "of output lines (whole planes in 3-d)");
         return -1;

@@ -265,9 +265,10 @@ static void gc_derive(gc_geom *g)
         g->bands = (g->lines + g->band - 1) / g->band;
         g->maxoff = ((g->k[0] - 1) * g->d[0] * g->ext[1] + (g->k[1] - 1) * g->d[1]) * g->ext[2] +
                     (g->k[2] - 1) * g->d[2];
-        g->srows = g->out[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
+        /* one padded plane (1-d, 2-d): bands of lines; else (3-d, also with one output plane) whole planes */
+        g->srows = g->ext[0] == 1 ? g->band + (g->k[1] - 1) * g->d[1]
                                   : (g->band / g->out[1] + (g->k[0] - 1) * g->d[0]) * g->ext[1];
-        g->nqmax = (g->out[0] == 1 ? g->band : g->band / g->out[1] * g->ext[1]) * g->ext[2];
+        g->nqmax = (g->ext[0] == 1 ? g->band : g->band / g->out[1] * g->ext[1]) * g->ext[2];
     }
     g->direct = g->taps == 1 && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 && !g->p[0] && !g->p[1] && !g->p[2] &&
                 g->in[0] == g->out[0] && g->in[1] == g->out[1] && g->in[2] == g->out[2];

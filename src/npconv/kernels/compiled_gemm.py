@@ -276,7 +276,7 @@ def _implicit_items(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, 
     if ext[2] * (ext[1] if out[0] > 1 else out[1]) > max_grid * out[2] * out[1]:
         return None
     row_bytes = max(1, cg * ext[2] * itemsize)
-    if out[0] > 1:  # 3-d: units of whole output planes, each ext[1] padded rows
+    if ext[0] > 1:  # 3-d (one output plane too): units of whole output planes, each ext[1] padded rows
         unit, unit_rows, halo, units_total = out[1], ext[1], (k[0] - 1) * d[0] * ext[1], out[0]
     else:
         unit, unit_rows, halo, units_total = 1, 1, (k[1] - 1) * d[1], out[1]
