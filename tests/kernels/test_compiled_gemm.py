@@ -141,6 +141,47 @@ def test_random_geometries_match_the_reference(nd, groups, data):
     assert {0, 2} <= set(calls), calls  # grad_input may run as a forward (stride 1)
 
 
+@settings(max_examples=30, deadline=None)
+@given(nd=st.integers(1, 3), groups=st.integers(1, 2), data=st.data())
+def test_random_wide_implicit_geometries_match_the_reference(nd, groups, data):
+    """The implicit GEMM's forward (packed, or the channels on the lanes: up to 50 output channels
+    per group and 8-40 input channels, so both are taken) and grad_weight on random stride-1
+    geometries, slab sizes (bands of lines or planes per item) and 1-3 workers, float32, each vector
+    build, against the reference."""
+    vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
+    if not vector:
+        pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
+    kernel, _, dilation, padding, size = draw_geometry(data, nd, 3 if nd == 3 else 5, 2, 6)
+    c = groups * data.draw(st.integers(8, 40))
+    o = groups * data.draw(st.integers(1, 50))
+    n = data.draw(st.integers(1, 2))
+    geom = ConvGeometry.create(kernel, 1, padding, dilation, groups, ndim=nd)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((n, c) + size).astype(np.float32)
+    w = rng.standard_normal((o, c // groups) + kernel).astype(np.float32)
+    out = geom.output_size(size)
+    gy = rng.standard_normal((n, o) + out).astype(np.float32)
+    y_ref, _, gw_ref = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(size)))
+    previous = backends.core.isa, backends.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (("IMPLICIT_MIN_POSITIONS", 0), ("IMPLICIT_GW_MIN_POSITIONS", 0),
+                            ("IMPLICIT_MAX_GRID", 1e9),
+                            ("IMPLICIT_SLAB_BYTES", data.draw(st.sampled_from([1, 1 << 12, 1 << 20]))),
+                            ("IMPLICIT_LANES", data.draw(st.booleans()))):
+            patch.setattr(compiled_gemm, name, value)
+        backends.set_num_threads(data.draw(st.integers(1, 3)))
+        try:
+            for isa in vector:
+                backends.core.isa = isa
+                for got, ref in ((compiled_gemm.forward(x, w, geom), y_ref),
+                                 (compiled_gemm.grad_weight(x, gy, geom), gw_ref)):
+                    scale = max(1.0, float(np.abs(ref).max()))
+                    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5 * scale, err_msg=isa)
+        finally:
+            backends.core.isa, _ = previous
+            backends.set_num_threads(previous[1])
+
+
 # (x_shape, w_shape, kernel, stride, padding, dilation, groups): first layers, strided and dilated 2-d,
 # padding wider than the kernel and than the input, stride beyond the kernel (pixels never read),
 # 1x1 direct and 1x1 strided, 1-d, 3-d with the row shift and strides, a widening stride-1 layer
