@@ -348,9 +348,8 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
 }
 
 /* At 32-byte vectors a transposed A (stored k x m, pitch lda) whose pitch is a multiple of 2 KiB is
- * copied block by block into rows first: a tile's successive k steps, lda apart, all fell into one or
- * two L1 sets (one thread, grad_input of 64 channels 4x4/2, lda 1024: 21.4-22.8 -> 16.0-16.3 ms; 63
- * channels took 15.6). The 64-byte tiles read twice the values per step and lost 5-20% to the copy. */
+ * copied block by block into rows first: a tile's successive k steps, lda apart, all fall into one or
+ * two L1 sets (4K aliasing). The 64-byte tiles read twice the values per step and lost to the copy. */
 static inline int FN(gm_aliased)(int trans_a, ptrdiff_t lda)
 {
     return VBYTES == 32 && trans_a && ((size_t)lda * sizeof(T)) % 2048 == 0;

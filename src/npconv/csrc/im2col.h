@@ -304,7 +304,7 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
 }
 
 /* Forward with the output channels on the vector lanes (geometry implicit == 2, for few output channels
- * per group: at most GL_NV vectors of them). A register tile is tw consecutive slab positions x nv
+ * per group: at most GL_BLOCKS passes of GL_NV vectors of them). A register tile is tw consecutive slab positions x nv
  * vectors of channels; per column row k (channel, tap) it broadcasts the tw input values at the tap's
  * offset and multiplies them by row k of the group's transposed weight wt (ck x ogp, zero past og):
  * nothing of the input is packed (the packed path packs every column row for M / GM_MR tiles only).
@@ -312,19 +312,20 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
  * (past out on the last axis; past the plane's end, reading at most tw - 1 values past the slab, inside
  * the scratch): they are computed and not stored. */
 #if VBYTES == 64
-#define GL_NV 3     /* at most 3 vectors of channels per block (48; at 64 the packed path ran as fast) */
+#define GL_NV 3     /* vectors of channels per pass (at 4 the packed path ran as fast) */
 #define GL_ACC 24   /* accumulators of a tile (of 32 registers: nv weights besides) */
-#define GL_BLOCKS 1 /* blocks of GL_NV vectors of channels (2: 64 and 96 channels no faster in 2-d) */
+#define GL_BLOCKS 1 /* passes over the positions (a second one did not pay in 2-d) */
 #else
-#define GL_NV 2   /* 16 channels per block (tiles of 3 and 2 positions for 24 and 32 lost to the packed path) */
-#define GL_ACC 12 /* of 16: nv weights and a broadcast besides */
-#define GL_BLOCKS 2 /* 32 channels as two blocks of 16: 3-d 32ch 17.1 -> 15.9 ms */
+#define GL_NV 2     /* tiles of 3 and 2 positions (3 and 4 vectors) lost to the packed path */
+#define GL_ACC 12   /* of 16 registers: nv weights and a broadcast besides */
+#define GL_BLOCKS 2 /* 32 channels as two passes of 16 */
 #endif
 #define GL_MIN_DEPTH 128 /* fewer column rows: a tile's transposed store costs more than packing saves */
 #define GL_STAGE 384     /* positions staged per flush into y (tw * 16 for every tile shape) */
 
-/* Scratch elements the lanes forward needs after the slab: wt (ck x ogp), the offsets (2 per row,
- * aligned) and the staged outputs (ogp x GL_STAGE); 0 where the group's channels do not fit GL_NV vectors or the pack area. */
+/* Scratch elements the lanes forward needs after the slab: wt (ck x one pass's channels), the offsets
+ * (2 per row, aligned) and the staged outputs; 0 where the group's channels need more than GL_BLOCKS
+ * passes, the rows are too few or the room exceeds the pack area. */
 static inline ptrdiff_t GC(lanes_room)(const gc_geom *g)
 {
     const ptrdiff_t cb = GL_NV * VL, need = g->ck * cb + 2 * g->ck + 2 + cb * GL_STAGE;
