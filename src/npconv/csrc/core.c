@@ -1332,15 +1332,15 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
         PyErr_SetString(PyExc_ValueError, "geometry: band, images or chunk beyond the call's sizes");
         return -1;
     }
-    /* implicit GEMM: stride 1, bands of output lines (whole planes in 3-d), one image per item */
+    gc_derive(g);
+    /* implicit GEMM: stride 1, bands of output lines (whole planes where the padded extent has several), one
+     * image per item */
     if (g->implicit && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
-                        g->band > g->out[0] * g->out[1] ||
-                        (g->out[0] + (g->k[0] - 1) * g->d[0] > 1 && g->band % g->out[1]))) {
+                        g->band > g->out[0] * g->out[1] || (g->ext[0] > 1 && g->band % g->out[1]))) {
         PyErr_SetString(PyExc_ValueError, "geometry: the implicit GEMM needs stride 1, one image per item and bands "
                                           "of output lines (whole planes in 3-d)");
         return -1;
     }
-    gc_derive(g);
     if (g->implicit) { /* the slab (Cg x srows x ext2) and the padded grid's positions */
         ptrdiff_t t3, t4;
         if (gc_mul(g->ext[0], g->ext[1], &t3) || gc_mul(t3, g->ext[2], &t4) || t4 > GEMM_MAX_DIM ||
