@@ -224,8 +224,12 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     x, w = np.ones((2, 8, 40, 40)), np.ones((8, 8, 3, 3))
     compiled_gemm.forward(x, w, ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2))
     assert seen[-1][-2] == 2  # row shift along H (canonical axis 1)
-    compiled_gemm.forward(x[:, :, :, :5], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
-    assert seen[-1][-4] == 2 and seen[-1][-2] == 0  # two small images per item
+    compiled_gemm.forward(x[:, :, :10, :5], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    assert seen[-1][-4] == 2 and seen[-1][-2] == 0  # two small images (5x3 outputs) per item
+    compiled_gemm.forward(x[:, :, :14, :14], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
+    assert seen[-1][-4] == 1  # 7x7 outputs (CHUNK_MAX_POSITIONS): image by image
+    compiled_gemm.forward(x[:, :, :4, :4], w[:, :, :1, :1], ConvGeometry.create(1, 1, 0, 1, 1, ndim=2))
+    assert seen[-1][-4] == 1  # a 1x1 kernel: every image is its own column matrix
     compiled_gemm.forward(
         np.ones((1, 4, 9, 9, 9)), np.ones((2, 4, 3, 3, 3)), ConvGeometry.create(3, 1, 1, 1, 1, ndim=3)
     )
@@ -345,7 +349,7 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
         monkeypatch.setattr(backends.core, "isa", isa)
         x32, w32 = np.ones((8, 8, 7, 7), np.float32), np.ones((8, 8, 3, 3), np.float32)
         compiled_gemm.forward(x32, w32, geom)
-        assert seen[-1][-1] == 0  # 49 positions per image: chunks of images on im2col
+        assert seen[-1][-1] == 0  # 49 positions per image: im2col
         compiled_gemm.forward(np.ones((8, 8, 8, 8), np.float32), w32, geom)
         assert seen[-1][-1] == 2
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
