@@ -207,6 +207,8 @@ class CoreBackend:
         #: ISA variants the build has and this CPU runs, slowest first (empty on the NumPy engine)
         self.isas: tuple[str, ...] = tuple(module.available_isas()) if module is not None else ()
         self._isa = isa
+        #: the variants' numbers in the extension's calls (every call reads one)
+        self._indices = {name: i for i, name in enumerate(module.ISA_NAMES)} if module is not None else {}
         #: why the compiled core is not in use (None when it is)
         self.reason = reason
 
@@ -238,7 +240,7 @@ class CoreBackend:
     def isa_index(self) -> int:
         """The variant's number in the extension's calls."""
         assert self.module is not None and self._isa is not None
-        return self.module.ISA_NAMES.index(self._isa)
+        return self._indices[self._isa]
 
     def __repr__(self) -> str:
         if self.module is None:

@@ -395,18 +395,18 @@ def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, 
     take them without the GIL), ``own`` worker ``k``'s scratch buffer ``<scratch>-k`` of ``elements``
     ``dtype`` values (left out where ``elements`` is None). A single call without BLAS (``blas`` as in
     :func:`run_jobs`) runs on the calling thread, without a job."""
-    isa = core.isa_index
-
-    def arguments(k: int, head: tuple, elements: int | None, tail: tuple) -> tuple:
-        if elements is None:
-            return (isa, *head, *tail)
-        return (isa, *head, buffer(scratch_name(scratch, k), (elements,), dtype), *tail)
-
+    isa = core.isa_index  # per call: a planned call's (kernel code) may outlive a change of ISA
     if len(calls) == 1 and blas == 0:
-        kernel(*arguments(0, *calls[0]))
+        head, elements, tail = calls[0]
+        if elements is None:
+            kernel(isa, *head, *tail)
+        else:
+            kernel(isa, *head, buffer(scratch_name(scratch, 0), (elements,), dtype), *tail)
         return
     prepare = _job_binding(kernel)
-    run_jobs([prepare(*arguments(k, *call)) for k, call in enumerate(calls)], blas)
+    run_jobs([prepare(isa, *head, *tail) if elements is None else
+              prepare(isa, *head, buffer(scratch_name(scratch, k), (elements,), dtype), *tail)
+              for k, (head, elements, tail) in enumerate(calls)], blas)
 
 
 @functools.cache
