@@ -84,6 +84,38 @@ def test_every_isa_on_rows_of_several_vectors(isa, dtype):
             _compare(x, geom, stride == 2, rng)
 
 
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_values_alone_are_the_taps_rule_bit_for_bit(isa, dtype):
+    """Without the argmax the compiled kernel takes a window's maximum row maxima first (separable)
+    on planes without NaN and -0.0: every value, bit for bit, is still the one the taps' rule picks
+    (the value at the argmax offset): +0.0/-0.0 ties and NaN planes take the taps' sweep, as do rows
+    too wide for the separable buffer. Strides 1 and 2, dilation, padding, ceil_mode, edge outputs."""
+    rng = np.random.default_rng(7)
+    for width in (31, 33, 70, 97, 4200):
+        x = rng.integers(-3, 4, (1, 6, 7 if width < 4200 else 3, width)).astype(dtype)
+        x[0, 1][x[0, 1] == 0] = -0.0  # only negative zeros
+        x[0, 2, :, ::3] *= -1  # both zeros (the same sign rule for the ties of -0.0 and 0.0)
+        x[0, 2][x[0, 2] == 0] = np.where(rng.random(np.count_nonzero(x[0, 2] == 0)) < 0.5, -0.0, 0.0)
+        x[0, 3, 1, 5] = np.nan
+        x[0, 4] = -np.inf
+        x[0, 5, ::2] = -np.inf
+        for kernel, stride, padding, dilation in ((3, 2, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (3, 2, 1, 2),
+                                                  (4, 2, 2, 1), (1, 1, 0, 1), ((2, 5), 1, (1, 2), (1, 3))):
+            geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=2)
+            for ceil_mode in (False, True):
+                values, _ = pool.max_pool_forward(x, geom, ceil_mode, argmax=False)
+                y, arg = pool.max_pool_forward(x, geom, ceil_mode)
+                flat = pool.max_pool_indices(arg, geom, x.shape[2:], ceil_mode).reshape(6, -1)
+                planes = x.reshape(6, -1)
+                picked = np.where(flat >= 0, np.take_along_axis(planes, np.maximum(flat, 0), 1), -np.inf)
+                np.testing.assert_array_equal(_bits(values.reshape(6, -1)), _bits(picked.astype(dtype)))
+                np.testing.assert_array_equal(_bits(values), _bits(y))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_counts_give_the_same_result(threads):
     rng = np.random.default_rng(2)

@@ -117,6 +117,78 @@ static void FN(mp_row_values)(const T *xp, T *best, const mp_geom *g, ptrdiff_t 
     }
 }
 
+/* Values only, separable (the plane holds no NaN and no -0.0: equal values are then the same bits, so the
+ * maximum of a window in any order is the taps' rule's): per output row, the column maxima of its
+ * input rows into `cols` (input column c at cols[c + PW], -inf outside the input), then the KW taps
+ * along the row from there: KH loads per input vector plus KW per output vector, where the taps' sweep
+ * took KH * KW per output vector and the edge outputs one by one. */
+#define MP_COLS 4096
+static int FN(mp_plain)(const T *xp, ptrdiff_t n)
+{ /* no NaN and no -0.0 among n values */
+    const IV sign = (IV){0} + ((TI)1 << (TSIZE * 8 - 1));
+    IV bad = (IV){0};
+    ptrdiff_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        const V v = FN(load)(xp + i);
+        bad |= (v != v) | ((IV)v == sign);
+    }
+    for (int l = 0; l < VL; l++)
+        if (bad[l]) return 0;
+    for (; i < n; i++) {
+        TI bits;
+        memcpy(&bits, xp + i, sizeof bits);
+        if (xp[i] != xp[i] || bits == ((TI)1 << (TSIZE * 8 - 1))) return 0;
+    }
+    return 1;
+}
+
+/* Whether mp_row_separable runs this geometry: strides 1 and 2 along the row, VL outputs or more, and
+ * the row's columns (with the taps' reach and stride 2's extra odd value) within MP_COLS. */
+static int FN(mp_separable_fits)(const mp_geom *g)
+{
+    return (g->sw == 1 || g->sw == 2) && g->ow >= VL && (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 2 <= MP_COLS;
+}
+
+static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff_t hs, ptrdiff_t kh0, ptrdiff_t kh1,
+                                 T *cols)
+{
+    const ptrdiff_t len = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 2; /* cols[0, len): columns -PW.. */
+    const ptrdiff_t c1 = len - g->pw < g->w ? len - g->pw : g->w;        /* input columns [0, c1) */
+    for (ptrdiff_t c = 0; c < g->pw && c < len; c++) cols[c] = -(T)INFINITY;
+    for (ptrdiff_t c = g->pw + (c1 > 0 ? c1 : 0); c < len; c++) cols[c] = -(T)INFINITY;
+    T *mid = cols + g->pw;
+    ptrdiff_t c = 0;
+    for (; c + VL <= c1; c += VL) {
+        V m = FN(splat)(-(T)INFINITY);
+        for (ptrdiff_t a = kh0; a < kh1; a++) {
+            const V v = FN(load)(xp + (hs + a * g->dh) * g->w + c);
+            const IV take = v > m;
+            m = (V)(((IV)v & take) | ((IV)m & ~take));
+        }
+        FN(store)(mid + c, m);
+    }
+    for (; c < c1; c++) {
+        T m = -(T)INFINITY;
+        for (ptrdiff_t a = kh0; a < kh1; a++) {
+            const T v = xp[(hs + a * g->dh) * g->w + c];
+            m = v > m ? v : m;
+        }
+        mid[c] = m;
+    }
+    /* the last block overlaps the one before it (the same values stored twice) */
+    for (ptrdiff_t next = 0; next < g->ow; next += VL) {
+        const ptrdiff_t j = next + VL <= g->ow ? next : g->ow - VL;
+        V m = FN(splat)(-(T)INFINITY);
+        for (ptrdiff_t b = 0; b < g->kw; b++) {
+            const T *at = cols + j * g->sw + b * g->dw;
+            const V v = g->sw == 1 ? FN(load)(at) : FN(mp_even)(at);
+            const IV take = v > m;
+            m = (V)(((IV)v & take) | ((IV)m & ~take));
+        }
+        FN(store)(best + j, m);
+    }
+}
+
 /* Row by row: every output of the row starts at -inf with its first in-bounds offset, then the taps
  * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. arg
  * NULL: the values alone (no graph needs the argmax). */
@@ -129,14 +201,21 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
     ptrdiff_t jb = reach >= 0 ? reach / g->sw + 1 : 0;
     jb = jb < g->ow ? jb : g->ow;
     const int by_block = !arg && (g->sw == 1 || g->sw == 2) && jb - ja >= VL;
+    const int separable = !arg && FN(mp_separable_fits)(g);
+    T cols[separable ? MP_COLS : 1];
     for (ptrdiff_t p = start; p < stop; p++) {
         const T *xp = x + p * in_plane;
+        const int plain = separable && FN(mp_plain)(xp, in_plane);
         for (ptrdiff_t i = 0; i < g->oh; i++) {
             T *best = y + p * out_plane + i * g->ow;
             int32_t *at = arg ? arg + p * out_plane + i * g->ow : NULL;
             const ptrdiff_t hs = i * g->sh - g->ph;
             ptrdiff_t kh0, kh1;
             FN(mp_taps)(hs, g->h, g->kh, g->dh, &kh0, &kh1);
+            if (plain) {
+                FN(mp_row_separable)(xp, best, g, hs, kh0, kh1, cols);
+                continue;
+            }
             if (by_block) {
                 FN(mp_row_values)(xp, best, g, hs, kh0, kh1, ja, jb);
                 continue;
