@@ -24,15 +24,25 @@
 #define GC_CAT(a, b) GC_CAT_(a, b)
 #define GC(name) GC_CAT(name, SFX)
 
-/* dst[j] = src[j * s] for j < n (s = 1 and 2 get their own loops so the compiler vectorizes them). */
+/* dst[j] = src[j * s] for j < n (s = 1 gets its own loop so the compiler vectorizes it). Stride 2 in
+ * whole vectors of even values while their loads end before src[2 * (n - 1)], the last one overlapping
+ * the one before (a row of a segment is short: 28 outputs went 12 of them one by one), reading nothing
+ * past the last value taken. */
 static inline void GC(gather)(T *restrict dst, const T *restrict src, ptrdiff_t n, ptrdiff_t s)
 {
-    if (s == 1)
+    if (s == 1) {
         for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
-    else if (s == 2)
-        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[2 * j];
-    else
+    } else if (s == 2) {
+        ptrdiff_t j = 0;
+        if (n > VL) {
+            for (; j + VL < n; j += VL) FN(store)(dst + j, FN(even)(src + 2 * j));
+            FN(store)(dst + n - 1 - VL, FN(even)(src + 2 * (n - 1 - VL)));
+            j = n - 1;
+        }
+        for (; j < n; j++) dst[j] = src[2 * j];
+    } else {
         for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j * s];
+    }
 }
 
 /* dst[j * s] += src[j] for j < n. */

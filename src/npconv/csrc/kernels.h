@@ -32,6 +32,21 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+/* p[0], p[2], ..., p[2 * (VL - 1)] (reads up to p[2 * VL - 1]). */
+static inline __attribute__((always_inline)) V FN(even)(const T *p)
+{
+    const V a = FN(load)(p), b = FN(load)(p + VL);
+#if VBYTES / TSIZE == 2
+    return __builtin_shuffle(a, b, (IV){0, 2});
+#elif VBYTES / TSIZE == 4
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6});
+#elif VBYTES / TSIZE == 8
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14});
+#else
+    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+#endif
+}
+
 /* The activation of a fused epilogue (npconv.kernels.pointwise.Activation codes): 1 ReLU as
  * np.maximum(v, 0) (NaN stays NaN, -0.0 becomes 0), 2 Hardtanh as np.clip(v, lo, hi) (NaN and -0.0
  * pass), 0 none. */

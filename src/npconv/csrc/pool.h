@@ -18,21 +18,6 @@ static inline void FN(mp_taps)(ptrdiff_t start, ptrdiff_t n, ptrdiff_t k, ptrdif
 
 typedef int32_t FN(i32v) __attribute__((vector_size(VBYTES / TSIZE * 4)));
 
-/* p[0], p[2], ..., p[2 * (VL - 1)] (reads up to p[2 * VL - 1]). */
-static inline __attribute__((always_inline)) V FN(mp_even)(const T *p)
-{
-    const V a = FN(load)(p), b = FN(load)(p + VL);
-#if VBYTES / TSIZE == 2
-    return __builtin_shuffle(a, b, (IV){0, 2});
-#elif VBYTES / TSIZE == 4
-    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6});
-#elif VBYTES / TSIZE == 8
-    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14});
-#else
-    return __builtin_shuffle(a, b, (IV){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
-#endif
-}
-
 /* One tap over outputs [j0, j1) of a row: the tap replaces the maximum when greater or NaN (and its
  * offset `code` goes to `at` unless at is NULL). Strides 1 and 2 (compile-time constants at their call
  * sites) take whole vectors for the outputs below `vend`, whose loads stay inside the row. */
@@ -46,7 +31,7 @@ FN(mp_tap)(const T *src, ptrdiff_t stride, ptrdiff_t vend, T *best, int32_t *at,
         for (ptrdiff_t next = j0; next < vend; next = j + VL) {
             /* the last vector overlaps the previous one: a tap taken twice changes nothing */
             j = next + VL <= vend ? next : vend - VL;
-            const V v = stride == 1 ? FN(load)(src + j) : FN(mp_even)(src + 2 * j);
+            const V v = stride == 1 ? FN(load)(src + j) : FN(even)(src + 2 * j);
             const V bv = FN(load)(best + j);
             const IV take = (v > bv) | (v != v);
             FN(store)(best + j, (V)(((IV)v & take) | ((IV)bv & ~take)));
@@ -108,7 +93,7 @@ static void FN(mp_row_values)(const T *xp, T *best, const mp_geom *g, ptrdiff_t 
             for (ptrdiff_t b = 0; b < g->kw; b++)
                 for (int q = 0; q < MP_BLOCKS; q++) {
                     const T *at = src + j[q] * g->sw + b * g->dw;
-                    const V v = g->sw == 1 ? FN(load)(at) : FN(mp_even)(at);
+                    const V v = g->sw == 1 ? FN(load)(at) : FN(even)(at);
                     const IV take = (v > m[q]) | (v != v);
                     m[q] = (V)(((IV)v & take) | ((IV)m[q] & ~take));
                 }
@@ -181,7 +166,7 @@ static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff
         V m = FN(splat)(-(T)INFINITY);
         for (ptrdiff_t b = 0; b < g->kw; b++) {
             const T *at = cols + j * g->sw + b * g->dw;
-            const V v = g->sw == 1 ? FN(load)(at) : FN(mp_even)(at);
+            const V v = g->sw == 1 ? FN(load)(at) : FN(even)(at);
             const IV take = v > m;
             m = (V)(((IV)v & take) | ((IV)m & ~take));
         }
