@@ -226,10 +226,10 @@ def test_row_shift_and_chunks_are_used(monkeypatch):
     assert seen[-1][-2] == 2  # row shift along H (canonical axis 1)
     compiled_gemm.forward(x[:, :, :10, :5], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
     assert seen[-1][-4] == 2 and seen[-1][-2] == 0  # two small images (5x3 outputs) per item
-    compiled_gemm.forward(x[:, :, :14, :14], w, ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2))
-    assert seen[-1][-4] == 1  # 7x7 outputs (CHUNK_MAX_POSITIONS): image by image
     compiled_gemm.forward(x[:, :, :4, :4], w[:, :, :1, :1], ConvGeometry.create(1, 1, 0, 1, 1, ndim=2))
-    assert seen[-1][-4] == 1  # a 1x1 kernel: every image is its own column matrix
+    assert seen[-1][-4] == 1  # a 1x1 kernel (CHUNK_MIN_TAPS): every image is its own column matrix
+    compiled_gemm.forward(x[:, :, :8, :8], w[:, :, :1, :1], ConvGeometry.create(1, 2, 0, 1, 1, ndim=2))
+    assert seen[-1][-4] == 1  # strided too
     compiled_gemm.forward(
         np.ones((1, 4, 9, 9, 9)), np.ones((2, 4, 3, 3, 3)), ConvGeometry.create(3, 1, 1, 1, 1, ndim=3)
     )

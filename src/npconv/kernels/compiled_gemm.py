@@ -42,7 +42,7 @@ from .common import Epilogue, PreparedForward, compiled_epilogue, grad_input_as_
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
-           "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "CHUNK_MAX_POSITIONS",
+           "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "CHUNK_MIN_TAPS",
            "MIN_BAND", "ROW_SHIFT", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES",
            "IMPLICIT_MAX_GRID", "IMPLICIT_GW_MIN_POSITIONS", "IMPLICIT_LANES", "IMPLICIT_MIN_POSITIONS",
            "implicit_runs"]
@@ -92,14 +92,12 @@ SHIFT_MIN_SAVING = 1.0
 #: 14x14/2 4.18 vs 3.61, 128->256 1x1/2 0.38 vs 0.30, ConvTranspose 4x4/2 2.60 vs 2.30; with the
 #: 7x7 images chunked (IMPLICIT_MIN_POSITIONS) 512x7x7 6.29 vs 5.99 (one thread 13.1 vs 11.8).
 CHUNK_BYTES = 4 << 20
-#: Only images with fewer output positions than this, under a kernel of more than one tap, are
-#: chunked; the others run image by image: a 1x1 image is its own column matrix (a chunk copied it),
-#: and from 7x7 outputs one image's columns fill the gemm's panels. Two threads, AVX-512, batch 8
-#: unless named, us, chunks -> per image, forward / grad_weight: 1x1 384->64 14x14 405 -> 214 /
-#: 513 -> 328, 1x1 960->160 7x7 389 -> 279 / 448 -> 349, 1x1 256->1024 14x14 2553 -> 2279 / 2869 ->
-#: 2493, 3x3 512x7x7 6026 -> 5389 / 8410 -> 7692, 3x3 256x7x7 (16) 3317 -> 3357 / 3700 -> 3575; but
-#: 3x3 256x6x6 (16) 2262 -> 2774 / 2722 -> 2891, 128x4x4 (64) 1469 -> 1803 (docs/performance.md).
-CHUNK_MAX_POSITIONS = 49
+#: Only images under a kernel of at least this many taps are chunked: a 1x1 image is its own column
+#: matrix, which a chunk copied. Two threads, AVX-512, us, per image vs chunked, forward /
+#: grad_weight: 1x1 384->64 14x14 batch 8 214 vs 405 / 328 vs 513, 960->160 7x7 279 vs 389 / 349 vs
+#: 448, 256->1024 14x14 2279 vs 2553 / 2493 vs 2869; 3x3 layers of small images gain from the chunks
+#: (256x7x7 batch 8 1801 vs 1338 / 1909 vs 1390; docs/performance.md).
+CHUNK_MIN_TAPS = 2
 #: Stride-1 float32 forward and grad_weight passes on the vector builds run as an implicit GEMM (no
 #: im2col: the columns are runs of a zero-padded input slab, read by npconv's gemm where they are).
 IMPLICIT = True
@@ -202,13 +200,13 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     """The work items of a forward or grad_weight call: ``geometry`` with ``(band, images, chunk,
     shift)`` set, and whether the row shift is on (then the weight is ``(k0, O, Cg*K_rest)``).
 
-    Small images (fewer than :data:`CHUNK_MAX_POSITIONS` outputs, more than one tap): chunks of
-    whole images (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride
+    Small images under a kernel of :data:`CHUNK_MIN_TAPS` or more taps: chunks of whole images
+    (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride
     1 and >= 2 taps along the first (:data:`ROW_SHIFT`): bands of whole output rows of that axis,
     each packed once over the trailing axes; otherwise bands of output positions."""
     length = math.prod(out_size)
     per_image = (ck + og) * length * itemsize
-    chunked = length < CHUNK_MAX_POSITIONS and math.prod(geom.kernel_size) > 1
+    chunked = math.prod(geom.kernel_size) >= CHUNK_MIN_TAPS
     images = min(CHUNK_BYTES // max(1, per_image), -(-n // threads)) if chunked else 1
     if images >= 2:
         chunks = threads * -(-n // (threads * images))  # a multiple of the threads: no worker idles
@@ -364,7 +362,7 @@ def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation |
 
 def _settings() -> tuple:
     """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
-    return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, CHUNK_MAX_POSITIONS, ROW_SHIFT, SHIFT_TILE_BYTES,
+    return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, CHUNK_MIN_TAPS, ROW_SHIFT, SHIFT_TILE_BYTES,
             SHIFT_HALO_RATIO, SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_LANES, IMPLICIT_SLAB_BYTES,
             IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS, CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
