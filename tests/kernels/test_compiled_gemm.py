@@ -349,7 +349,7 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
         monkeypatch.setattr(backends.core, "isa", isa)
         x32, w32 = np.ones((8, 8, 7, 7), np.float32), np.ones((8, 8, 3, 3), np.float32)
         compiled_gemm.forward(x32, w32, geom)
-        assert seen[-1][-1] == 0  # 49 positions per image: im2col
+        assert seen[-1][-1] == 0  # 49 positions per image: chunks of images on im2col
         compiled_gemm.forward(np.ones((8, 8, 8, 8), np.float32), w32, geom)
         assert seen[-1][-1] == 2
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)

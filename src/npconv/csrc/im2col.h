@@ -25,9 +25,9 @@
 #define GC(name) GC_CAT(name, SFX)
 
 /* dst[j] = src[j * s] for j < n (s = 1 gets its own loop so the compiler vectorizes it). Stride 2 in
- * whole vectors of even values while their loads end before src[2 * (n - 1)], the last one overlapping
- * the one before (a row of a segment is short: 28 outputs went 12 of them one by one), reading nothing
- * past the last value taken. */
+ * whole vectors of even values while their loads end before src[2 * (n - 1)], the last vector
+ * overlapping the one before (segments are short: a scalar tail was a large part of them); nothing past
+ * the last value taken is read. */
 static inline void GC(gather)(T *restrict dst, const T *restrict src, ptrdiff_t n, ptrdiff_t s)
 {
     if (s == 1) {

@@ -201,9 +201,9 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     shift)`` set, and whether the row shift is on (then the weight is ``(k0, O, Cg*K_rest)``).
 
     Small images under a kernel of :data:`CHUNK_MIN_TAPS` or more taps: chunks of whole images
-    (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride
-    1 and >= 2 taps along the first (:data:`ROW_SHIFT`): bands of whole output rows of that axis,
-    each packed once over the trailing axes; otherwise bands of output positions."""
+    (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride 1 and >= 2 taps along the first
+    (:data:`ROW_SHIFT`): bands of whole output rows of that axis, each packed once over the trailing
+    axes; otherwise bands of output positions."""
     length = math.prod(out_size)
     per_image = (ck + og) * length * itemsize
     chunked = math.prod(geom.kernel_size) >= CHUNK_MIN_TAPS

@@ -395,7 +395,7 @@ def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, 
     take them without the GIL), ``own`` worker ``k``'s scratch buffer ``<scratch>-k`` of ``elements``
     ``dtype`` values (left out where ``elements`` is None). A single call without BLAS (``blas`` as in
     :func:`run_jobs`) runs on the calling thread, without a job."""
-    isa = core.isa_index  # per call: a planned call's (kernel code) may outlive a change of ISA
+    isa = core.isa_index  # read per call: the variant may be switched between a plan's calls
     if len(calls) == 1 and blas == 0:
         head, elements, tail = calls[0]
         if elements is None:
