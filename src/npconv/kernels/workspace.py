@@ -397,16 +397,19 @@ def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, 
     :func:`run_jobs`) runs on the calling thread, without a job."""
     isa = core.isa_index  # read per call: the variant may be switched between a plan's calls
     if len(calls) == 1 and blas == 0:
-        head, elements, tail = calls[0]
-        if elements is None:
-            kernel(isa, *head, *tail)
-        else:
-            kernel(isa, *head, buffer(scratch_name(scratch, 0), (elements,), dtype), *tail)
+        kernel(*_arguments(isa, 0, *calls[0], scratch, dtype))
         return
     prepare = _job_binding(kernel)
-    run_jobs([prepare(isa, *head, *tail) if elements is None else
-              prepare(isa, *head, buffer(scratch_name(scratch, k), (elements,), dtype), *tail)
-              for k, (head, elements, tail) in enumerate(calls)], blas)
+    run_jobs([prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)], blas)
+
+
+def _arguments(isa: int, k: int, head: tuple, elements: int | None, tail: tuple, scratch: str,
+               dtype: np.dtype | type) -> tuple:
+    """Worker ``k``'s call of :func:`run_calls`: ``(isa, *head, own scratch, *tail)``, no scratch where
+    ``elements`` is None (a module function: a closure made per call cost more than its calls)."""
+    if elements is None:
+        return (isa, *head, *tail)
+    return (isa, *head, buffer(scratch_name(scratch, k), (elements,), dtype), *tail)
 
 
 @functools.cache
