@@ -465,6 +465,26 @@ def test_scratch_buffers_reuse_their_memory_and_views(monkeypatch):
     workspace.clear()
 
 
+def test_scratch_buffers_start_on_a_cache_line():
+    """Every scratch view starts at a multiple of 64 bytes (the kernels' whole vectors must not straddle
+    two cache lines), also where the kept array itself starts off a line and would hold the bytes only
+    from its start: then it is replaced."""
+    workspace.clear()
+    for n in (1, 3, 17, 64, 1000, 4097, 100, 5):
+        for dtype in (np.float32, np.float64):
+            view = workspace.buffer("t-aligned", (n,), dtype)
+            assert view.ctypes.data % 64 == 0 and view.shape == (n,)
+            view[:] = 1  # writable over its whole length
+    backing = np.empty(64 + 40, np.uint8)
+    offset = (16 - backing.ctypes.data) % 64 or 16  # a start 16 bytes past a line (or more)
+    misaligned = backing[offset:offset + 32].view(np.float64)  # 32 bytes, not on a line
+    assert misaligned.ctypes.data % 64
+    workspace._thread_cache().arrays["t-off"] = misaligned
+    view = workspace.buffer("t-off", (4,), np.float64)  # 32 bytes fit, but not from a line
+    assert view.ctypes.data % 64 == 0 and view.shape == (4,)
+    workspace.clear()
+
+
 @needs_core
 def test_a_replaced_team_is_not_claimed(monkeypatch):
     """A caller that found the team just before a call needing more workers replaced it (a thread count

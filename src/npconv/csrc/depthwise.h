@@ -462,16 +462,30 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
 #endif
 
 /* r (VL rows of VL lanes) transposed in place: stage h swaps index bit h between row and lane
- * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. */
+ * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. The shuffles'
+ * lane indices come from constant tables: built lane by lane in the loop, GCC assembled them with
+ * ~30 broadcasts and mask moves per stage at every call (more instructions than the shuffles). */
+#define DW_TR_LO(l, h) ((l) & (h) ? VL + (l) - (h) : (l))
+#define DW_TR_HI(l, h) ((l) & (h) ? VL + (l) : (l) + (h))
+#define DW_TR_ROW(F, h)                                                                                 \
+    {F(0, h), F(1, h), F(2, h), F(3, h), F(4, h), F(5, h), F(6, h), F(7, h), F(8, h), F(9, h), F(10, h), \
+     F(11, h), F(12, h), F(13, h), F(14, h), F(15, h)}
+static const TI FN(transpose_lo)[4][16] __attribute__((aligned(64))) = {
+    DW_TR_ROW(DW_TR_LO, 1), DW_TR_ROW(DW_TR_LO, 2), DW_TR_ROW(DW_TR_LO, 4), DW_TR_ROW(DW_TR_LO, 8)};
+static const TI FN(transpose_hi)[4][16] __attribute__((aligned(64))) = {
+    DW_TR_ROW(DW_TR_HI, 1), DW_TR_ROW(DW_TR_HI, 2), DW_TR_ROW(DW_TR_HI, 4), DW_TR_ROW(DW_TR_HI, 8)};
+#undef DW_TR_ROW
+#undef DW_TR_HI
+#undef DW_TR_LO
+
 static inline __attribute__((always_inline)) void FN(transpose)(V r[VL])
 {
 #pragma GCC unroll 8
-    for (ptrdiff_t h = 1; h < VL; h *= 2) {
+    for (int s = 0; (ptrdiff_t)1 << s < VL; s++) {
+        const ptrdiff_t h = (ptrdiff_t)1 << s;
         IV lo, hi;
-        for (ptrdiff_t l = 0; l < VL; l++) {
-            lo[l] = l & h ? VL + l - h : l;
-            hi[l] = l & h ? VL + l : l + h;
-        }
+        memcpy(&lo, FN(transpose_lo)[s], sizeof lo);
+        memcpy(&hi, FN(transpose_hi)[s], sizeof hi);
 #pragma GCC unroll 16
         for (ptrdiff_t i = 0; i < VL; i++) {
             if (i & h) continue;
@@ -490,11 +504,13 @@ static inline __attribute__((always_inline)) void FN(lanes_positions)(T *out, co
     for (ptrdiff_t p = 0; p < npos; p += DW_LANES_POS) {
         ptrdiff_t q[DW_LANES_POS]; /* the last block ends at npos, recomputing a few positions */
         for (int i = 0; i < DW_LANES_POS; i++) q[i] = p + i < npos ? p + i : npos - 1;
+        const T *cell[DW_LANES_POS]; /* one pointer per position: each load is pointer + tap offset */
         V a[DW_LANES_POS];
-        for (int i = 0; i < DW_LANES_POS; i++) a[i] = init;
+        for (int i = 0; i < DW_LANES_POS; i++) cell[i] = pad + base[q[i]], a[i] = init;
         for (int t = 0; t < taps; t++) {
             const V wt = wv[t];
-            for (int i = 0; i < DW_LANES_POS; i++) a[i] += wt * FN(load)(pad + base[q[i]] + toff[t]);
+            const ptrdiff_t o = toff[t];
+            for (int i = 0; i < DW_LANES_POS; i++) a[i] += wt * FN(load)(cell[i] + o);
         }
         for (int i = 0; i < DW_LANES_POS; i++) FN(store)(out + q[i] * VL, FN(activate)(a[i], act, lo, hi));
     }

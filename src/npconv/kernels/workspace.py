@@ -89,8 +89,14 @@ def _thread_cache() -> _Cache:
     return cache
 
 
+#: Scratch buffers start at a multiple of this many bytes (one cache line, one AVX-512 vector): the
+#: kernels' vectors at whole-vector offsets (packed panels, the lanes grid) are then one line each.
+_ALIGN = 64
+
+
 def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """A cached per-thread scratch array of ``shape`` and ``dtype`` (contents undefined).
+    """A cached per-thread scratch array of ``shape`` and ``dtype`` (contents undefined), starting
+    at a multiple of 64 bytes.
 
     The same ``name`` on the same thread returns (a view of) the same memory, so a kernel must not
     hold two live buffers of one name, nor return a buffer to its caller.
@@ -104,15 +110,16 @@ def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndar
     arrays = cache.arrays
     nbytes = math.prod(shape) * dtype.itemsize
     raw = arrays.get(name)
-    if raw is None or raw.nbytes < nbytes:
+    if raw is None or raw.nbytes - -raw.ctypes.data % _ALIGN < nbytes:
         for old in [k for k in cache.views if k[0] == name]:  # views of the old array go with it
             del cache.views[old]
         arrays.pop(name, None)  # free the old one before allocating the larger one
-        raw = np.empty(-(-nbytes // 64) * 8, np.float64)  # 64-byte multiple, 16-byte aligned
+        raw = np.empty(-(-nbytes // 64) * 8 + _ALIGN // 8, np.float64)  # + room to align the start
         arrays[name] = raw
     if len(cache.views) >= _VIEWS_KEPT:  # shapes that vary call by call: start again
         cache.views.clear()
-    view = cache.views[key] = raw.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+    start = -raw.ctypes.data % _ALIGN  # whole vectors never straddle two cache lines
+    view = cache.views[key] = raw.view(np.uint8)[start:start + nbytes].view(dtype).reshape(shape)
     return view
 
 
