@@ -265,8 +265,7 @@ static inline __attribute__((always_inline)) void
 FN(dot_body)(V *acc, const T *gy, ptrdiff_t oh, ptrdiff_t ow, const T *const *src, ptrdiff_t pitch, int taps)
 {
     const ptrdiff_t full = ow / VL * VL, rest = ow - full;
-    IV mask;
-    for (ptrdiff_t l = 0; l < VL; l++) mask[l] = l < rest ? -1 : 0;
+    const IV mask = FN(iota)() < (TI)rest;
     for (ptrdiff_t r = 0; r < oh; r++) {
         const T *g = gy + r * ow;
         const ptrdiff_t base = r * pitch;
@@ -324,8 +323,7 @@ static void FN(dot_flat)(V *acc, const T *g, ptrdiff_t n, const T *const *src, i
  * copy per element cost as much as the stencil). Only columns < 2 * qw are written. */
 static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptrdiff_t qw)
 {
-    IV lo, hi; /* even and odd lanes of the pair (a, b) */
-    for (ptrdiff_t l = 0; l < VL; l++) lo[l] = 2 * l, hi[l] = 2 * l + 1;
+    const IV lo = FN(iota)() * 2, hi = lo + 1; /* even and odd lanes of the pair (a, b) */
     if (g->w >= 2 * VL && g->w <= 2 * qw - g->pw) {
         /* every column is read (the common case): x[2j] goes to phase pw % 2 at j + pw / 2, x[2j + 1]
          * to the other at j + (pw + 1) / 2; whole pairs of vectors, the ragged end as one pair ending
@@ -375,11 +373,8 @@ static void FN(deinterleave)(T *odd, T *even, const T *xr, const dw_geom *g, ptr
 /* dst[2b] = even[b], dst[2b + 1] = odd[b] for 2b (+ 1) < w, whole vectors by shuffles. */
 static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
 {
-    IV lo, hi; /* lanes of (even, odd) for the first and second half of a pair of outputs */
-    for (ptrdiff_t l = 0; l < VL; l++) {
-        lo[l] = l / 2 + (l % 2) * VL;
-        hi[l] = VL / 2 + l / 2 + (l % 2) * VL;
-    }
+    const IV l = FN(iota)(); /* lanes of (even, odd) for the first and second half of a pair of outputs */
+    const IV lo = (l >> 1) + (l & 1) * (TI)VL, hi = lo + (TI)(VL / 2);
     ptrdiff_t b = 0;
     for (; 2 * b + 2 * VL <= w; b += VL) {
         const V e = FN(load)(even + b), o = FN(load)(odd + b);

@@ -78,6 +78,29 @@ static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, cons
         }
         return;
     }
+    if (cs == 1 && rows == GM_MR) { /* rows at pitch rs: two bases, the rest base + index * scale */
+        const ptrdiff_t rs3 = 3 * rs;
+        const T *a0 = a, *a4 = a + (GM_MR > 4 ? 4 * rs : 0);
+#pragma GCC unroll 16
+        for (int i = 0; i < GM_MR; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            V bv[GM_NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
+#pragma GCC unroll 16
+            for (int i = 0; i < GM_MR; i++) {
+                const T *base = i < 4 ? a0 : a4;
+                const ptrdiff_t at = (i & 3) == 0 ? 0 : (i & 3) == 1 ? rs : (i & 3) == 2 ? 2 * rs : rs3;
+                const V ai = FN(splat)(base[at]);
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
+            }
+            a0++, a4++, b += bs;
+        }
+        return;
+    }
     const T *row[GM_MR];
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;

@@ -32,6 +32,11 @@ static inline V FN(splat)(T s)
 #endif
 }
 
+/* {0, 1, ..., VL - 1}, from a constant: shuffle indices computed from it take a few vector
+ * operations, where a lane-by-lane loop became a broadcast and a mask move per lane. */
+static const TI FN(iota_table)[16] __attribute__((aligned(64))) = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static inline IV FN(iota)(void) { IV v; memcpy(&v, FN(iota_table), sizeof v); return v; }
+
 /* p[0], p[2], ..., p[2 * (VL - 1)] (reads up to p[2 * VL - 1]). */
 static inline __attribute__((always_inline)) V FN(even)(const T *p)
 {
