@@ -354,3 +354,18 @@ def test_a_chunked_sequential_reaches_into_plain_containers(monkeypatch):
                                rtol=1e-6, atol=1e-6)
     assert type(npconv.optimize_for_inference(block(Doubling))) is nn.Sequential
     assert type(npconv.optimize_for_inference(block(extra=(nn.MaxPool2d(2),)))) is nn.Sequential
+
+
+def test_a_chunked_sequential_counts_a_repeated_layer_each_time_it_runs(monkeypatch):
+    """A layer that a Sequential holds twice runs twice: its second result (here the larger, padding
+    grows the image) is the peak the chunking is sized by, as the run itself sees it."""
+    fused = sys.modules["npconv.nn.modules.fused"]
+    grow = nn.Conv2d(4, 4, 3, padding=3)  # 8x8 -> 12x12 -> 16x16
+    optimized = npconv.optimize_for_inference(nn.Sequential(grow, grow))
+    assert type(optimized) is nn.ChunkedSequential
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 0)
+    x = np.random.default_rng(5).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    with npconv.no_grad():
+        assert optimized._chunk(npconv.tensor(x)) == fused.CHUNK_BYTES // (4 * 16 * 16 * 4)
+        got = _outputs(optimized, x)
+    assert got.shape == (3, 4, 16, 16)

@@ -176,7 +176,9 @@ def _image_shapes(module: Module, channels: int,
         return channels, size, channels * math.prod(size)
     if _plain_container(module):
         peak = 0
-        for child in module.children():
+        for child in module._modules.values():  # what Sequential.forward runs, repeats included
+            if child is None:
+                continue
             shape = _image_shapes(child, channels, size)
             if shape is None:
                 return None
