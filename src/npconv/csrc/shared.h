@@ -107,17 +107,17 @@ static ptrdiff_t dw_gx_wide_len(const dw_geom *g, const dw_gx_layout *lay)
     return (g->h + g->sh - 1) / g->sh * lay->len + DW_SLACK;
 }
 
-/* Whether the forward may run narrow planes (OW < VL) with planes in the vector lanes
- * (depthwise.h's dw_forward_lanes): one output channel per input channel, the zero-padded plane
- * (HP x WP positions), the input plane (its position table) and the taps small enough for its
- * vectors of up to DW_LANES elements. */
+/* Whether the forward may run its planes in the vector lanes (depthwise.h's dw_forward_lanes): one
+ * output channel per input channel, the zero-padded plane (HP x WP positions), the input plane (its
+ * position table) and the taps small enough for its vectors of up to DW_LANES elements, and output
+ * rows under 2 * DW_LANES (the most any variant takes there: dw_lanes_wins). */
 #define DW_LANES 16
 #define DW_LANES_MAX_GRID 4096
 static int dw_lanes_fit(const dw_geom *g)
 {
     ptrdiff_t hp, wp;
     dw_extent(g, &hp, &wp);
-    return g->m == 1 && g->ow < DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
+    return g->m == 1 && g->ow < 2 * DW_LANES && g->kh * g->kw <= DW_ROW_TAPS && hp * wp <= DW_LANES_MAX_GRID &&
            g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
 }
 
