@@ -135,6 +135,67 @@ def test_named_pairs_need_matching_suffixes():
     assert isinstance(optimized.norm, nn.BatchNorm2d)
 
 
+class PreActivationBlock(nn.Module):
+    """A pre-activation ResNet block: torchvision's names, but bn1 normalises the block's input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv1(nn.functional.relu(self.bn1(x)))
+        return x + self.conv2(nn.functional.relu(self.bn2(out)))
+
+
+class StatementBlock(nn.Module):
+    """torchvision's own statement style, its forward delegating to a method (as ResNet does)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 1), nn.BatchNorm2d(c)
+        self.conv3, self.bn3 = nn.Conv2d(c, c, 1), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self._forward_impl(x)
+
+    def _forward_impl(self, x):
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+        if out.shape[0] > 0:
+            y = self.conv2(out)  # conv2 runs twice, once without bn2: bn2 is not folded
+            h = self.conv3(out)
+            g = self.bn3(h)  # another name: conv3's own output is used too, bn3 is not folded
+            return self.bn2(self.conv2(out)) + y + g + h
+
+
+def test_named_pairs_follow_the_forward_not_the_names():
+    """A pair is folded only where forward provably applies bn<S> to conv<S>'s output alone: a
+    pre-activation block (bn before conv), a conv output also used unnormalised, and a forward
+    whose source cannot be read keep their BatchNorms; the outputs stay the model's."""
+    x = np.random.default_rng(6).standard_normal((2, 4, 6, 6))
+    pre = _randomize(PreActivationBlock(4)).double().eval()
+    optimized = npconv.optimize_for_inference(pre)
+    assert isinstance(optimized.bn1, nn.BatchNorm2d) and isinstance(optimized.bn2, nn.BatchNorm2d)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(pre, x), rtol=1e-12, atol=1e-12)
+    statements = _randomize(StatementBlock(4)).double().eval()
+    optimized = npconv.optimize_for_inference(statements)
+    assert isinstance(optimized.bn1, nn.Identity) and optimized.conv1.bias is not None
+    assert isinstance(optimized.bn2, nn.BatchNorm2d) and isinstance(optimized.bn3, nn.BatchNorm2d)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(statements, x), rtol=1e-12, atol=1e-12)
+    namespace: dict = {"nn": nn}
+    exec("class Unreadable(nn.Module):\n"  # no source file: nothing to read the dataflow from
+         "    def __init__(self):\n"
+         "        super().__init__()\n"
+         "        self.conv1, self.bn1 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)\n"
+         "    def forward(self, x):\n"
+         "        return self.bn1(self.conv1(x))\n", namespace)
+    assert isinstance(npconv.optimize_for_inference(namespace["Unreadable"]()).bn1, nn.BatchNorm2d)
+
+
 @pytest.mark.parametrize("conv, bn, shape", [
     (lambda: nn.Conv1d(3, 4, 3, padding=1), lambda: nn.BatchNorm1d(4), (2, 3, 7)),
     (lambda: nn.Conv3d(3, 4, 3, padding=1), lambda: nn.BatchNorm3d(4), (1, 3, 4, 5, 3)),

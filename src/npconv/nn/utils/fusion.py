@@ -5,7 +5,11 @@ does that and fuses activations over a whole model (as ``torch.jit.optimize_for_
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import inspect
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -103,9 +107,12 @@ def optimize_for_inference(model: Module) -> Module:
       activations is fused too. The consumed modules become ``Identity`` (indices stay);
     * in other modules, torchvision's naming: a convolution child ``conv<S>`` and a BatchNorm child
       ``bn<S>`` with the same suffix (``conv1``/``bn1`` in ResNet and its blocks) are folded, the
-      BatchNorm becomes ``Identity``. This assumes the module's forward applies ``bn<S>`` exactly to
-      the output of ``conv<S>`` (torchvision's convention); activations are not fused there (its
-      ``relu`` is shared with the residual path).
+      BatchNorm becomes ``Identity``, where the module's ``forward`` (read from its source, with the
+      methods it calls on ``self``) provably applies ``bn<S>`` to the output of ``conv<S>`` and to
+      nothing else: ``self.bn<S>(self.conv<S>(...))``, or ``v = self.conv<S>(...)`` directly followed
+      by ``v = self.bn<S>(v)``, each module referenced once. A pre-activation block (``bn1`` before
+      ``conv1``) or a forward whose source cannot be read keeps its BatchNorms. Activations are not
+      fused there (torchvision's ``relu`` is shared with the residual path).
 
     A plain ``Sequential`` left holding convolutions and otherwise only ``ConvActivation``,
     ReLU/Hardtanh/SiLU, ``Identity`` and ``Sequential`` containers of these becomes a
@@ -182,10 +189,94 @@ def _fuse_sequential(sequential: Sequential) -> None:
 
 def _fuse_named_pairs(module: Module) -> None:
     children = module._modules
-    for name in list(children):
-        if not name.startswith("conv"):
-            continue
-        partner = "bn" + name[len("conv"):]
-        if partner in children and _foldable(children[name], children[partner]):
+    pairs = [(name, "bn" + name[len("conv"):]) for name in children
+             if name.startswith("conv") and "bn" + name[len("conv"):] in children]
+    if not pairs:
+        return
+    composed = _composed_pairs(type(module))
+    for name, partner in pairs:
+        if (name, partner) in composed and _foldable(children[name], children[partner]):
             children[name] = _fold(children[name], children[partner])
             children[partner] = Identity()
+
+
+@functools.lru_cache(maxsize=256)
+def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
+    """The ``(conv<S>, bn<S>)`` attribute pairs that ``cls.forward`` (with the methods it calls on
+    ``self``, one level) provably composes as ``bn<S>(conv<S>(...))`` with no other use of either:
+    see :func:`optimize_for_inference`. Empty where a source cannot be read."""
+    forward = _method_tree(cls, "forward")
+    if forward is None:
+        return frozenset()
+    functions = [forward]
+    for node in ast.walk(forward):
+        called = _self_attribute(node.func, forward) if isinstance(node, ast.Call) else None
+        if called is not None and called != "forward" and inspect.isfunction(getattr(cls, called, None)):
+            tree = _method_tree(cls, called)
+            if tree is None:
+                return frozenset()
+            functions.append(tree)
+    uses: dict[str, int] = {}
+    composed: set[tuple[str, str]] = set()
+    for function in functions:
+        for node in ast.walk(function):
+            name = _self_attribute(node, function)
+            if name is not None:
+                uses[name] = uses.get(name, 0) + 1
+            if isinstance(node, ast.Call):  # self.bn<S>(self.conv<S>(...))
+                outer, inner = _self_call(node, function), None
+                if outer is not None and len(node.args) == 1 and isinstance(node.args[0], ast.Call):
+                    inner = _self_call(node.args[0], function)
+                if outer and inner:
+                    composed.add((inner, outer))
+            for field in ("body", "orelse", "finalbody"):  # v = self.conv<S>(...); v = self.bn<S>(v)
+                statements = getattr(node, field, None)
+                if isinstance(statements, list):
+                    composed.update(_assigned_pairs(statements, function))
+    return frozenset((conv, bn) for conv, bn in composed
+                     if conv.startswith("conv") and bn == "bn" + conv[len("conv"):] and uses.get(conv) == 1
+                     and uses.get(bn) == 1)
+
+
+def _method_tree(cls: type, name: str) -> ast.FunctionDef | None:
+    """The parsed source of method ``name`` of ``cls`` (None where it cannot be read)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(getattr(cls, name)))
+        tree = ast.parse(source).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
+        return None
+    if not isinstance(tree, ast.FunctionDef) or not tree.args.args:
+        return None
+    return tree
+
+
+def _self_attribute(node: ast.AST, function: ast.FunctionDef) -> str | None:
+    """``X`` where ``node`` is ``self.X`` (``self``: the method's first parameter)."""
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == function.args.args[0].arg):
+        return node.attr
+    return None
+
+
+def _self_call(node: ast.Call, function: ast.FunctionDef) -> str | None:
+    """``X`` where ``node`` is ``self.X(...)`` without keywords or starred arguments."""
+    if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+        return None
+    return _self_attribute(node.func, function)
+
+
+def _assigned_pairs(statements: list, function: ast.FunctionDef) -> set[tuple[str, str]]:
+    """``(conv, bn)`` for each ``v = self.conv(...)`` directly followed by ``v = self.bn(v)``."""
+    pairs = set()
+    for first, second in zip(statements[:-1], statements[1:], strict=True):
+        if not (isinstance(first, ast.Assign) and isinstance(second, ast.Assign)
+                and len(first.targets) == 1 and len(second.targets) == 1
+                and isinstance(first.targets[0], ast.Name) and isinstance(second.targets[0], ast.Name)
+                and first.targets[0].id == second.targets[0].id
+                and isinstance(first.value, ast.Call) and isinstance(second.value, ast.Call)):
+            continue
+        conv, bn = _self_call(first.value, function), _self_call(second.value, function)
+        argument = second.value.args[0] if len(second.value.args) == 1 else None
+        if (conv and bn and isinstance(argument, ast.Name) and argument.id == first.targets[0].id):
+            pairs.add((conv, bn))
+    return pairs
