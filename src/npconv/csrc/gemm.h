@@ -26,79 +26,60 @@
 #define GM_DJ 3 /* columns per dot-product pass: GM_MR * GM_DJ accumulators */
 #define GM_DOT_MAX (VL / 2)
 
-/* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ B (kc rows of nv*VL values, row
- * pitch bs: nv*VL in a packed panel, the matrix's own pitch where B is read in place); nv and cs
- * constants after inlining. */
+/* The tile's loop: acc (GM_MR x nv vectors) = A (kc steps) @ B (kc rows of nv*VL values, row pitch bs:
+ * nv*VL in a packed panel, the matrix's own pitch where B is read in place), A_VALUE(i) row i's value
+ * at the current step, ADVANCE moving A to the next step; one loop for gm_tile's three addressings. */
+#define GM_TILE_LOOP(A_VALUE, ADVANCE)                                                                   \
+    do {                                                                                                \
+        _Pragma("GCC unroll 16") for (int i = 0; i < GM_MR; i++)                                        \
+        _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) acc[i][v] = (V){0};                        \
+        for (ptrdiff_t p = 0; p < kc; p++) {                                                            \
+            V bv[GM_NV];                                                                                \
+            _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < GM_MR; i++)                                    \
+            {                                                                                           \
+                const V ai = FN(splat)(A_VALUE(i));                                                     \
+                _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];           \
+            }                                                                                           \
+            ADVANCE;                                                                                    \
+            b += bs;                                                                                    \
+        }                                                                                               \
+    } while (0)
+
+/* acc (GM_MR x nv vectors) = rows row[i] (kc values each, pitch cs) @ B; nv and cs constants after
+ * inlining. */
 static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc, const T *const row[GM_MR],
                                                                      ptrdiff_t cs, const T *restrict b, ptrdiff_t bs,
                                                                      V acc[GM_MR][GM_NV], int nv)
 {
-#pragma GCC unroll 16
-    for (int i = 0; i < GM_MR; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        V bv[GM_NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < GM_MR; i++) {
-            const V ai = FN(splat)(row[i][p * cs]);
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
-        }
-        b += bs;
-    }
+    ptrdiff_t at = 0;
+#define GM_A_ROWS(i) row[i][at]
+    GM_TILE_LOOP(GM_A_ROWS, at += cs);
+#undef GM_A_ROWS
 }
 
 /* acc (GM_MR x nv vectors) = A rows (kc deep) @ b_pack (kc x nv*VL); nv a constant after inlining.
  * A is read in place, no packing: row i at a + i * rs (clamped to the valid rows: the copies'
- * products are not stored), step p at + p * cs; rs == 1 (A stored k x m: a step's values are
- * contiguous) gets a loop of its own. */
+ * products are not stored), step p at + p * cs. rs == 1 (A stored k x m: a step's values are
+ * contiguous) and whole tiles of contiguous rows (cs == 1) get loops of their own: the latter reads
+ * rows 0-3 and 4-7 from two bases as base[0], base[rs], base[2 * rs], base[3 * rs], where eight row
+ * pointers left GCC three of them on the stack, updated in memory every step. */
 static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
                                                                 ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
                                                                 ptrdiff_t bs, V acc[GM_MR][GM_NV], int nv)
 {
-    if (rs == 1 && rows == GM_MR) { /* the GM_MR values of a step are contiguous */
-#pragma GCC unroll 16
-        for (int i = 0; i < GM_MR; i++)
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
-        for (ptrdiff_t p = 0; p < kc; p++) {
-            V bv[GM_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
-#pragma GCC unroll 16
-            for (int i = 0; i < GM_MR; i++) {
-                const V ai = FN(splat)(a[i]);
-#pragma GCC unroll 4
-                for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
-            }
-            a += cs, b += bs;
-        }
+    if (rs == 1 && rows == GM_MR) {
+#define GM_A_CONTIGUOUS(i) a[i]
+        GM_TILE_LOOP(GM_A_CONTIGUOUS, a += cs);
+#undef GM_A_CONTIGUOUS
         return;
     }
-    if (cs == 1 && rows == GM_MR) { /* rows at pitch rs: two bases, the rest base + index * scale */
+    if (cs == 1 && rows == GM_MR) {
         const ptrdiff_t rs3 = 3 * rs;
         const T *a0 = a, *a4 = a + (GM_MR > 4 ? 4 * rs : 0);
-#pragma GCC unroll 16
-        for (int i = 0; i < GM_MR; i++)
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) acc[i][v] = (V){0};
-        for (ptrdiff_t p = 0; p < kc; p++) {
-            V bv[GM_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);
-#pragma GCC unroll 16
-            for (int i = 0; i < GM_MR; i++) {
-                const T *base = i < 4 ? a0 : a4;
-                const ptrdiff_t at = (i & 3) == 0 ? 0 : (i & 3) == 1 ? rs : (i & 3) == 2 ? 2 * rs : rs3;
-                const V ai = FN(splat)(base[at]);
-#pragma GCC unroll 4
-                for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
-            }
-            a0++, a4++, b += bs;
-        }
+#define GM_A_TWO_BASES(i) ((i) < 4 ? a0 : a4)[((i) & 3) == 0 ? 0 : ((i) & 3) == 1 ? rs : ((i) & 3) == 2 ? 2 * rs : rs3]
+        GM_TILE_LOOP(GM_A_TWO_BASES, (a0++, a4++));
+#undef GM_A_TWO_BASES
         return;
     }
     const T *row[GM_MR];
@@ -106,6 +87,7 @@ static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, cons
     for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;
     FN(gm_tile_rows)(kc, row, cs, b, bs, acc, nv);
 }
+#undef GM_TILE_LOOP
 
 /* C tile (rows x cols of it valid) = alpha * acc + beta * C, then (last k block) the epilogue:
  * + bias[row], act 1 ReLU (as np.maximum(v, 0)), 2 clamp to [lo, hi] (as np.clip). */
