@@ -577,9 +577,9 @@ static void FN(dw_forward_lanes)(const T *x, const T *w, const T *bias, T *y, T 
 }
 #undef DW_LANES_POS
 
-/* Planes in the lanes where the rows take less than a vector, and strided rows under two vectors:
- * there the lanes path also saves the phase split (one thread, Zen 5 AVX-512, float32: 144ch 56x56
- * 3x3/2 batch 8 812 -> 712 us, 5x5/2 96ch 815 -> 568; stride-1 rows of 28 lost, 256ch 439 -> 632). */
+/* Planes in the lanes where the rows take less than a vector, and strided rows under two vectors
+ * (there the lanes also save the phase split; stride-1 rows keep the row path's shared loads, which
+ * won from one vector up: docs/performance.md, "Planes in the lanes"). */
 static int FN(dw_lanes_wins)(const dw_geom *g)
 {
     return dw_lanes_fit(g) && (g->ow < VL || ((g->sh > 1 || g->sw > 1) && g->ow < 2 * VL));
