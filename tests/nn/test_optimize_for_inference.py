@@ -196,6 +196,55 @@ def test_named_pairs_follow_the_forward_not_the_names():
     assert isinstance(npconv.optimize_for_inference(namespace["Unreadable"]()).bn1, nn.BatchNorm2d)
 
 
+def _unnormalised(block, x):
+    return block.conv1(x)  # conv1 without bn1, out of forward's sight
+
+
+class EscapingBlock(nn.Module):
+    """forward composes bn1(conv1(x)) once; the subclasses' extra reaches conv1 without bn1."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return self.bn1(self.conv1(x)) + self.extra(x)
+
+
+class ThroughAFunction(EscapingBlock):
+    def extra(self, x):
+        return _unnormalised(self, x)
+
+
+class ThroughTwoMethods(EscapingBlock):
+    def extra(self, x):
+        return self._inner(x)
+
+    def _inner(self, x):
+        return self.conv1(x)
+
+
+class ThroughAProperty(EscapingBlock):
+    def extra(self, x):
+        return self.raw
+
+    @property
+    def raw(self):
+        return self.conv1(self.last)
+
+
+@pytest.mark.parametrize("kind", [ThroughAFunction, ThroughTwoMethods, ThroughAProperty])
+def test_named_pairs_stay_where_self_leaves_the_forward(kind):
+    """A function given self, a method reached through another method, and a property each use conv1
+    without bn1: the pair is not folded and the outputs stay the model's."""
+    x = np.random.default_rng(7).standard_normal((2, 4, 5, 5))
+    block = _randomize(kind(4)).double().eval()
+    block.last = npconv.tensor(x)
+    optimized = npconv.optimize_for_inference(block)
+    assert isinstance(optimized.bn1, nn.BatchNorm2d)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(block, x), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("conv, bn, shape", [
     (lambda: nn.Conv1d(3, 4, 3, padding=1), lambda: nn.BatchNorm1d(4), (2, 3, 7)),
     (lambda: nn.Conv3d(3, 4, 3, padding=1), lambda: nn.BatchNorm3d(4), (1, 3, 4, 5, 3)),

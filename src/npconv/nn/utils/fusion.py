@@ -107,12 +107,13 @@ def optimize_for_inference(model: Module) -> Module:
       activations is fused too. The consumed modules become ``Identity`` (indices stay);
     * in other modules, torchvision's naming: a convolution child ``conv<S>`` and a BatchNorm child
       ``bn<S>`` with the same suffix (``conv1``/``bn1`` in ResNet and its blocks) are folded, the
-      BatchNorm becomes ``Identity``, where the module's ``forward`` (read from its source, with the
-      methods it calls on ``self``) provably applies ``bn<S>`` to the output of ``conv<S>`` and to
-      nothing else: ``self.bn<S>(self.conv<S>(...))``, or ``v = self.conv<S>(...)`` directly followed
-      by ``v = self.bn<S>(v)``, each module referenced once. A pre-activation block (``bn1`` before
-      ``conv1``) or a forward whose source cannot be read keeps its BatchNorms. Activations are not
-      fused there (torchvision's ``relu`` is shared with the residual path).
+      BatchNorm becomes ``Identity``, where the module's ``forward`` (read from its source, with every
+      method it reaches through ``self``) provably applies ``bn<S>`` to the output of ``conv<S>`` and
+      to nothing else: ``self.bn<S>(self.conv<S>(...))``, or ``v = self.conv<S>(...)`` directly
+      followed by ``v = self.bn<S>(v)``, each module referenced once. A pre-activation block (``bn1``
+      before ``conv1``), a source that cannot be read, or ``self`` leaving that code (passed to a
+      function, ``super()``, a property) keeps the BatchNorms. Activations are not fused there
+      (torchvision's ``relu`` is shared with the residual path).
 
     A plain ``Sequential`` left holding convolutions and otherwise only ``ConvActivation``,
     ReLU/Hardtanh/SiLU, ``Identity`` and ``Sequential`` containers of these becomes a
@@ -202,20 +203,13 @@ def _fuse_named_pairs(module: Module) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
-    """The ``(conv<S>, bn<S>)`` attribute pairs that ``cls.forward`` (with the methods it calls on
-    ``self``, one level) provably composes as ``bn<S>(conv<S>(...))`` with no other use of either:
-    see :func:`optimize_for_inference`. Empty where a source cannot be read."""
-    forward = _method_tree(cls, "forward")
-    if forward is None:
+    """The ``(conv<S>, bn<S>)`` attribute pairs that ``cls.forward`` (with every method it reaches on
+    ``self``) provably composes as ``bn<S>(conv<S>(...))`` with no other use of either: see
+    :func:`optimize_for_inference`. Empty where a source cannot be read, or where ``self`` leaves the
+    methods' sight (passed to a function, ``super()``, a property)."""
+    functions = _reached_methods(cls)
+    if not functions:
         return frozenset()
-    functions = [forward]
-    for node in ast.walk(forward):
-        called = _self_attribute(node.func, forward) if isinstance(node, ast.Call) else None
-        if called is not None and called != "forward" and inspect.isfunction(getattr(cls, called, None)):
-            tree = _method_tree(cls, called)
-            if tree is None:
-                return frozenset()
-            functions.append(tree)
     uses: dict[str, int] = {}
     composed: set[tuple[str, str]] = set()
     for function in functions:
@@ -236,6 +230,49 @@ def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
     return frozenset((conv, bn) for conv, bn in composed
                      if conv.startswith("conv") and bn == "bn" + conv[len("conv"):] and uses.get(conv) == 1
                      and uses.get(bn) == 1)
+
+
+def _reached_methods(cls: type) -> list[ast.FunctionDef]:
+    """The parsed ``forward`` of ``cls`` and every method it reaches through ``self.<method>``
+    (transitively); empty where one cannot be read, ``self`` escapes one of them, or one reads a
+    property, class- or static method (code the analysis would not see)."""
+    functions: list[ast.FunctionDef] = []
+    pending, seen = ["forward"], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = _method_tree(cls, name)
+        if tree is None or len(seen) > _MAX_METHODS or _self_escapes(tree):
+            return []
+        functions.append(tree)
+        for node in ast.walk(tree):
+            attribute = _self_attribute(node, tree)
+            if attribute is None:
+                continue
+            static = inspect.getattr_static(cls, attribute, None)
+            if inspect.isfunction(static):
+                pending.append(attribute)
+            elif isinstance(static, (property, classmethod, staticmethod)):
+                return []
+    return functions
+
+
+#: Methods :func:`_reached_methods` reads at most before giving up (no fold).
+_MAX_METHODS = 32
+
+
+def _self_escapes(function: ast.FunctionDef) -> bool:
+    """Whether ``self`` is used other than as ``self.X`` (passed on, aliased) or ``super()`` is called."""
+    self_name = function.args.args[0].arg
+    attribute_bases = {id(node.value) for node in ast.walk(function) if isinstance(node, ast.Attribute)}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and node.id == self_name and id(node) not in attribute_bases:
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super":
+            return True
+    return False
 
 
 def _method_tree(cls: type, name: str) -> ast.FunctionDef | None:
