@@ -138,3 +138,41 @@ def test_rejects_non_float_arrays():
     geom = conv_geom(3, 1, 1, 1, 2, (5, 5))
     with pytest.raises(TypeError, match="float32 or float64"):
         fft.forward(np.ones((1, 2, 5, 5), np.int64), np.ones((2, 1, 3, 3), np.int64), geom)
+
+
+@pytest.mark.parametrize("name, shape, axes, kwargs", [
+    ("rfft", (3, 4, 7, 40), (3,), {}),
+    ("fft", (5, 2, 33, 9), (2,), {"overwrite_x": True}),
+    ("rfftn", (1, 6, 20, 18), (2, 3), {"s": (24, 20)}),
+    ("irfftn", (4, 3, 12, 7), (2, 3), {"s": (12, 12), "overwrite_x": True}),
+])
+def test_transforms_split_over_npconv_threads_as_one_call(monkeypatch, name, shape, axes, kwargs):
+    """The FFT path's transforms run split over npconv's workers, each piece with ``workers=1`` (scipy's
+    own pool, whose fork handler can hang, is never started), with exactly one call's values; a
+    complex-to-complex transform allowed to overwrite its input goes into it."""
+    import scipy.fft
+
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(shape)
+    if name in ("fft", "irfftn"):
+        a = a + 1j * rng.standard_normal(shape)
+    expected = getattr(scipy.fft, name)(a.copy(), **({"axis": axes[0]} if len(axes) == 1 else {"axes": axes}),
+                                        **kwargs)
+    seen = []
+    original = getattr(scipy.fft, name)
+    def recorded(*args, **kw):
+        seen.append(kw["workers"])
+        return original(*args, **kw)
+
+    monkeypatch.setattr(scipy.fft, name, recorded)
+    monkeypatch.setattr(fft, "PARALLEL_TRANSFORM_SIZE", 0)
+    previous = backends.get_num_threads()
+    backends.set_num_threads(2)
+    try:
+        got = fft._transform(name, a, axes, **kwargs)
+    finally:
+        backends.set_num_threads(previous)
+    assert len(seen) > 1 and set(seen) == {1}
+    np.testing.assert_array_equal(got, expected)
+    if name == "fft":
+        assert got is a

@@ -15,8 +15,8 @@ modulo ``L`` (folded into the kernel's position for the forward pass).
 Capital letters are ``rfftn`` spectra over the spatial axes. Depthwise (one channel per group) is
 an elementwise product; other groupings a batched matrix product per frequency. float32 stays
 float32 (complex64 spectra; error ~1e-7 norm-relative on the benchmark cases). Work is chunked
-over the batch so spectra stay within :data:`WORKSPACE_BYTES`; ``scipy.fft`` ``workers`` give the
-threads.
+over the batch so spectra stay within :data:`WORKSPACE_BYTES`; the transforms run split over npconv's
+worker threads (:func:`_transform`), never on scipy's own thread pool.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,50 @@ def _scipy_fft():  # noqa: ANN202
     import scipy.fft
 
     return scipy.fft
+
+#: Transforms of at least this many elements run split over npconv's worker threads (smaller ones on
+#: the calling thread).
+PARALLEL_TRANSFORM_SIZE = 1 << 16
+#: Pieces per worker of a split transform: a piece's result is copied into the whole one (scipy has no
+#: ``out=``), so the pieces alive at once add at most 1 / PIECES_PER_WORKER of it to the peak memory.
+PIECES_PER_WORKER = 4
+
+
+def _transform(name: str, a: np.ndarray, axes: tuple[int, ...], **kwargs: Any) -> np.ndarray:
+    """``scipy.fft.<name>`` of ``a`` over ``axes`` (ascending, non-negative; ``axis=`` for the 1-d
+    transforms), split along the first axis before them that has room (views, never a copy of ``a``)
+    over npconv's worker threads, each piece single-threaded (``workers=1``): the same values as one
+    call. scipy's own thread pool (``workers > 1``) is never started: its fork handler joins its
+    threads and can wait forever on one that missed the shutdown's wake-up (a pytest run hung so in a
+    forking test); npconv's threads are fork-safe."""
+    func = getattr(_scipy_fft(), name)
+    where = {"axis": axes[0]} if name in ("fft", "rfft") else {"axes": axes}
+    threads = get_num_threads()
+    split = next((j for j in range(axes[0]) if a.shape[j] >= 2), None)
+    if threads < 2 or split is None or a.size < PARALLEL_TRANSFORM_SIZE:
+        return func(a, workers=1, **where, **kwargs)
+    count = a.shape[split]
+    threads = min(threads, count)
+    pieces = _ranges(count, max(1, -(-count // (threads * PIECES_PER_WORKER))))
+    before = (slice(None),) * split
+    # a complex-to-complex transform that may overwrite its input goes into it, as one call does
+    in_place = kwargs.get("overwrite_x", False) and name in ("fft", "ifft") and a.dtype.kind == "c"
+    out: list[np.ndarray] = [a] if in_place else []
+    lock = threading.Lock()
+
+    def piece(_: int, span: tuple[int, int]) -> None:
+        at = before + (slice(*span),)
+        result = func(a[at], workers=1, **where, **kwargs)
+        with lock:
+            if not out:
+                shape = result.shape[:split] + (count,) + result.shape[split + 1:]
+                out.append(np.empty(shape, result.dtype))
+        if not np.may_share_memory(result, out[0][at]):
+            out[0][at] = result
+
+    workspace.run(pieces, piece, threads, blas=0)
+    return out[0]
+
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
@@ -191,20 +236,19 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
     (the same values as the whole zero-padded array's ``rfftn``; 13x13 kernels at L = 45: 4x less
     time, no rolled copy).
     """
-    fft = _scipy_fft()
     shift = shift if shift is not None else (0,) * geom.ndim
     places = [(np.arange(k) * d - s) % size
               for k, d, s, size in zip(geom.kernel_size, geom.dilation, shift, lengths, strict=True)]
     lines = np.zeros(w.shape[:-1] + (lengths[-1],), dtype)
     lines[..., places[-1]] = w
-    spectrum = fft.rfft(lines, axis=-1, workers=get_num_threads())
+    spectrum = _transform("rfft", lines, (lines.ndim - 1,))
     del lines
     for axis in range(geom.ndim - 2, -1, -1):  # the axes before the last, the last of them first
         at = 2 + axis
         shape = spectrum.shape[:at] + (lengths[axis],) + spectrum.shape[at + 1:]
         full = np.zeros(shape, spectrum.dtype)
         full[(slice(None),) * at + (places[axis],)] = spectrum
-        spectrum = fft.fft(full, axis=at, workers=get_num_threads(), overwrite_x=True)
+        spectrum = _transform("fft", full, (at,), overwrite_x=True)
         del full
     return spectrum
 
@@ -437,7 +481,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     pads = geom.pads(in_size)
     out_size = geom.output_size(in_size)
     lengths = _lengths(geom.padded_size(in_size))
-    axes, workers = _axes(nd), get_num_threads()
+    axes = _axes(nd)
     shift = [lo for lo, _ in pads]
     take = (slice(None), slice(None)) + geom.strided_positions(out_size)
     y = np.empty((n, o) + out_size, dtype)
@@ -454,8 +498,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                 acc = None
                 for c0, c1 in _ranges(cg, cb):
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((n1 - n0, gc * (c1 - c0)) + in_size)
-                    xs = _scipy_fft().rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes,
-                                            workers=workers)
+                    xs = _transform("rfftn", block.astype(dtype, copy=False), axes, s=lengths)
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype, shift)
                     part = _mix(xs, ws if cached is None else cached, gc, conj_b=True, transpose_b=False)
@@ -465,7 +508,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                     else:
                         acc += part
                     del part
-                full = _scipy_fft().irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                full = _transform("irfftn", acc, axes, s=lengths, overwrite_x=True)
                 del acc
                 yg[n0:n1, g0:g1, o0:o1] = full[take].reshape((n1 - n0, gc, o1 - o0) + out_size)
                 del full
@@ -482,7 +525,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     in_size = tuple(int(v) for v in input_size)
     out_size = tuple(gy.shape[2:])
     lengths = _lengths(geom.padded_size(in_size))
-    axes, workers = _axes(nd), get_num_threads()
+    axes = _axes(nd)
     strided = any(s > 1 for s in geom.stride)
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     crop = (slice(None), slice(None)) + geom.interior(in_size)
@@ -506,7 +549,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                         up = np.zeros(g.shape[:2] + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = _scipy_fft().rfftn(g, s=lengths, axes=axes, workers=workers)
+                    gs = _transform("rfftn", g, axes, s=lengths)
                     del g
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype)
@@ -517,7 +560,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                     else:
                         acc += part
                     del part
-                full = _scipy_fft().irfftn(acc, s=lengths, axes=axes, workers=workers, overwrite_x=True)
+                full = _transform("irfftn", acc, axes, s=lengths, overwrite_x=True)
                 del acc
                 gxg[n0:n1, g0:g1, c0:c1] = full[crop].reshape((n1 - n0, gc, c1 - c0) + in_size)
                 del full
@@ -535,7 +578,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     pads = geom.pads(in_size)
     out_size = tuple(gy.shape[2:])
     lengths = _lengths(geom.padded_size(in_size))
-    axes, workers = _axes(nd), get_num_threads()
+    axes = _axes(nd)
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     strided = any(s > 1 for s in geom.stride)
     freq = lengths[:-1] + (lengths[-1] // 2 + 1,)
@@ -555,15 +598,14 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                 for n0, n1 in _ranges(n, nb):
                     k = n1 - n0
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((k, gc * cc) + in_size)
-                    xs = _scipy_fft().rfftn(block.astype(dtype, copy=False), s=lengths, axes=axes,
-                                            workers=workers)
+                    xs = _transform("rfftn", block.astype(dtype, copy=False), axes, s=lengths)
                     xs = xs.reshape((k, gc, cc) + freq)
                     g = gyg[n0:n1, g0:g1, o0:o1].reshape((k, gc * oc) + out_size).astype(dtype, copy=False)
                     if strided:
                         up = np.zeros((k, gc * oc) + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = _scipy_fft().rfftn(g, s=lengths, axes=axes, workers=workers)
+                    gs = _transform("rfftn", g, axes, s=lengths)
                     del g
                     gs = np.conj(gs, out=gs).reshape((k, gc, oc) + freq)
                     if cc == 1 or oc == 1:
@@ -577,8 +619,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                         del gs, xs
                         total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((gc, oc, cc) + freq)
                     gs = xs = product = None
-                full = _scipy_fft().irfftn(total, s=lengths, axes=tuple(range(3, 3 + nd)), workers=workers,
-                                   overwrite_x=True)
+                full = _transform("irfftn", total, tuple(range(3, 3 + nd)), s=lengths, overwrite_x=True)
                 del total
                 gw[g0:g1, o0:o1, c0:c1] = full[(slice(None),) + taps]
                 del full
