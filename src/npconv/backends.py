@@ -1,7 +1,7 @@
 """User-facing switches for the convolution engine (imports only the algorithm registry of kernels/).
 
 * ``npconv.set_num_threads(n)`` / ``npconv.get_num_threads()``: threads used by the kernels
-  (Python worker threads over images, BLAS threads via threadpoolctl, ``scipy.fft`` workers).
+  (worker threads over images, channels and FFT transforms; BLAS threads via threadpoolctl).
   The default is the number of CPU cores. ``set_num_threads`` also limits the BLAS libraries
   loaded by NumPy/SciPy process-wide, like ``torch.set_num_threads``.
 * ``npconv.backends.conv.algorithm``: ``None`` (let the planner choose) or a registered algorithm
