@@ -458,29 +458,15 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
 
 /* r (VL rows of VL lanes) transposed in place: stage h swaps index bit h between row and lane
  * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. The shuffles'
- * lane indices come from constant tables: built lane by lane in the loop, GCC assembled them with
- * ~30 broadcasts and mask moves per stage at every call (more instructions than the shuffles). */
-#define DW_TR_LO(l, h) ((l) & (h) ? VL + (l) - (h) : (l))
-#define DW_TR_HI(l, h) ((l) & (h) ? VL + (l) : (l) + (h))
-#define DW_TR_ROW(F, h)                                                                                 \
-    {F(0, h), F(1, h), F(2, h), F(3, h), F(4, h), F(5, h), F(6, h), F(7, h), F(8, h), F(9, h), F(10, h), \
-     F(11, h), F(12, h), F(13, h), F(14, h), F(15, h)}
-static const TI FN(transpose_lo)[4][16] __attribute__((aligned(64))) = {
-    DW_TR_ROW(DW_TR_LO, 1), DW_TR_ROW(DW_TR_LO, 2), DW_TR_ROW(DW_TR_LO, 4), DW_TR_ROW(DW_TR_LO, 8)};
-static const TI FN(transpose_hi)[4][16] __attribute__((aligned(64))) = {
-    DW_TR_ROW(DW_TR_HI, 1), DW_TR_ROW(DW_TR_HI, 2), DW_TR_ROW(DW_TR_HI, 4), DW_TR_ROW(DW_TR_HI, 8)};
-#undef DW_TR_ROW
-#undef DW_TR_HI
-#undef DW_TR_LO
-
+ * lane indices are computed from iota (built lane by lane in the loop, GCC assembled them with ~30
+ * broadcasts and mask moves per stage at every call: more instructions than the shuffles). */
 static inline __attribute__((always_inline)) void FN(transpose)(V r[VL])
 {
+    const IV l = FN(iota)();
 #pragma GCC unroll 8
-    for (int s = 0; (ptrdiff_t)1 << s < VL; s++) {
-        const ptrdiff_t h = (ptrdiff_t)1 << s;
-        IV lo, hi;
-        memcpy(&lo, FN(transpose_lo)[s], sizeof lo);
-        memcpy(&hi, FN(transpose_hi)[s], sizeof hi);
+    for (ptrdiff_t h = 1; h < VL; h *= 2) {
+        /* lane l of the pair's first: (l & h) ? VL + l - h (b's lane l - h) : l; of its second: + h */
+        const IV lo = l + (((l & (TI)h) != 0) & (TI)(VL - h)), hi = lo + (TI)h;
 #pragma GCC unroll 16
         for (ptrdiff_t i = 0; i < VL; i++) {
             if (i & h) continue;

@@ -134,6 +134,13 @@ static int FN(mp_separable_fits)(const mp_geom *g)
     return (g->sw == 1 || g->sw == 2) && g->ow >= VL && (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 2 <= MP_COLS;
 }
 
+/* max(m, v) lane by lane, v where greater (no NaN among the values: mp_plain). */
+static inline __attribute__((always_inline)) V FN(mp_max)(V m, V v)
+{
+    const IV take = v > m;
+    return (V)(((IV)v & take) | ((IV)m & ~take));
+}
+
 static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff_t hs, ptrdiff_t kh0, ptrdiff_t kh1,
                                  T *cols)
 {
@@ -145,11 +152,7 @@ static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff
     ptrdiff_t c = 0;
     for (; c + VL <= c1; c += VL) {
         V m = FN(splat)(-(T)INFINITY);
-        for (ptrdiff_t a = kh0; a < kh1; a++) {
-            const V v = FN(load)(xp + (hs + a * g->dh) * g->w + c);
-            const IV take = v > m;
-            m = (V)(((IV)v & take) | ((IV)m & ~take));
-        }
+        for (ptrdiff_t a = kh0; a < kh1; a++) m = FN(mp_max)(m, FN(load)(xp + (hs + a * g->dh) * g->w + c));
         FN(store)(mid + c, m);
     }
     for (; c < c1; c++) {
@@ -166,9 +169,7 @@ static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff
         V m = FN(splat)(-(T)INFINITY);
         for (ptrdiff_t b = 0; b < g->kw; b++) {
             const T *at = cols + j * g->sw + b * g->dw;
-            const V v = g->sw == 1 ? FN(load)(at) : FN(even)(at);
-            const IV take = v > m;
-            m = (V)(((IV)v & take) | ((IV)m & ~take));
+            m = FN(mp_max)(m, g->sw == 1 ? FN(load)(at) : FN(even)(at));
         }
         FN(store)(best + j, m);
     }

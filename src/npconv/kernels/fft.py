@@ -59,6 +59,7 @@ def _scipy_fft():  # noqa: ANN202
 
     return scipy.fft
 
+
 #: Transforms of at least this many elements run split over npconv's worker threads (smaller ones on
 #: the calling thread).
 PARALLEL_TRANSFORM_SIZE = 1 << 16
