@@ -108,12 +108,18 @@ def test_dilation_runs_per_phase_with_the_epilogue(isa, dilation):
 
 
 # rows wider than one 16-lane vector of tiles (75 -> 19 tiles), tile edges 1/2/3 columns past a
-# multiple of 4, a 1x1 output, many channels (the float32 channel blocks of 128), two threads
+# multiple of 4, a 1x1 output, many channels (the float32 channel blocks of 128), two threads; runs of
+# tiles across tile rows and images whose last tile per row reads real input columns past it (no
+# padding on the right, or outputs a multiple of 4 wide), more tiles than one run (WG_RUN = 64)
 CASES = [
     (2, 3, 5, (9, 75), ((1, 1), (1, 1)), 1),
     (1, 2, 2, (13, 14), ((0, 0), (2, 1)), 2),
     (3, 4, 4, (3, 3), ((0, 0), (0, 0)), 4),
     (1, 130, 3, (6, 7), ((1, 1), (1, 1)), 1),
+    (3, 3, 2, (10, 10), ((0, 0), (0, 0)), 1),
+    (5, 2, 3, (7, 12), ((1, 0), (0, 2)), 1),
+    (4, 3, 2, (14, 14), ((1, 1), (1, 1)), 1),
+    (2, 2, 2, (34, 18), ((1, 1), (0, 0)), 1),
 ]
 
 

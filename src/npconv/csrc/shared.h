@@ -189,8 +189,11 @@ typedef struct {
     ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, th, tw;
 } wg_geom;
 
+/* Tiles per run of the transforms (tiles of one image, across its tile rows). */
+#define WG_RUN 64
+
 /* Scratch offsets (elements): V (36, C, NTP), M (36, O, NTP), 6 zero-padded input rows of RS,
- * their row transform (6 x 4 phases of PS), the output staging (4 x 16), the gemm's packing
+ * their row transform (6 x 6 column offsets of PS), the output staging (4 x 16), the gemm's packing
  * buffer (GM_SCRATCH). NTP leaves a vector of
  * slack after the last tile (junk lanes of the transforms); offsets are multiples of 16 elements. */
 typedef struct {
@@ -200,13 +203,13 @@ typedef struct {
 static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
 {
     L->ntp = (g->cap + 16 + 15) / 16 * 16;
-    L->ps = (g->tw + 18 + 15) / 16 * 16; /* tiles up to tw + 16, and the column after */
-    L->rs = 4 * L->ps + 64;              /* 4 columns per tile; phase loads read 4 vectors of 16 */
+    L->ps = WG_RUN + 32; /* a run's tiles rounded up to a vector of 16, and the column after */
+    L->rs = 4 * L->ps;   /* 4 columns per tile */
     L->v = 0;
     L->m = 36 * g->c * L->ntp;
     L->rb = L->m + 36 * g->o * L->ntp;
     L->tr = L->rb + 6 * L->rs;
-    L->q = L->tr + 24 * L->ps;
+    L->q = L->tr + 36 * L->ps;
     L->pack = L->q + 64;
     L->total = L->pack + GM_SCRATCH;
 }

@@ -7,10 +7,11 @@
  * the transforms below are those matrices written out). A work item is a range [t0, t1) of the flat
  * tile grid (image, tile row, tile column): tiles of several images share one GEMM.
  *
- * Per item: (1) input transform per (channel, run of tiles in one tile row), vectorized over the
- * tiles: the 6 input rows are split into 4 column phases (phase p holds columns 4t + p, zero
- * padding written in place, no padded copy of the image), B^T combines the rows, then the columns
- * (column q of tile t is phase q % 4 at t + q / 4), giving V[36][C][tiles]; (2) 36 GEMMs per group
+ * Per item: (1) input transform per (channel, run of up to WG_RUN tiles of one image, across tile
+ * rows), vectorized over the tiles: the tiles' 6 input rows side by side are split into 4 column
+ * phases (phase p holds columns 4t + p, zero padding written in place, no padded copy of the image),
+ * B^T combines the rows, then the columns (columns 4 and 5 of a tile are the next tile's phases 0
+ * and 1, at a tile row's end the columns after it), giving V[36][C][tiles]; (2) 36 GEMMs per group
  * M[k] (O, tiles) = U[k] (O, C) @ V[k] (C, tiles) through SciPy's BLAS (float32: summed over
  * channel blocks, see winograd.CHANNEL_BLOCK); (3) output transform A^T . A per (channel, run),
  * bias and clamp, interleaved into the rows of y.
@@ -76,87 +77,137 @@ static inline __attribute__((always_inline)) V FN(wg_phase)(const T *src, int p)
     return __builtin_shuffle(__builtin_shuffle(a, b, m), __builtin_shuffle(c, d, m), join);
 }
 
-/* row[j] = src[j - pw] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1). */
-static void FN(wg_pad_row)(T *row, const T *src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0, ptrdiff_t j1)
+/* dst[j - j0] = src[j - pw] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1): a
+ * short segment of a zero-padded input row (loops, not libc calls: most segments are a few values). */
+static inline void FN(wg_pad_seg)(T *restrict dst, const T *restrict src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0,
+                                  ptrdiff_t j1)
 {
     ptrdiff_t i0 = pw > j0 ? pw : j0, i1 = w + pw < j1 ? w + pw : j1;
     if (!src || i1 < i0) i0 = i1 = j1;
-    memset(row + j0, 0, (size_t)(i0 - j0) * sizeof(T));
-    memcpy(row + i0, src ? src + (i0 - pw) : row, (size_t)(i1 - i0) * sizeof(T));
-    memset(row + i1, 0, (size_t)(j1 - i1) * sizeof(T));
+    for (ptrdiff_t j = j0; j < i0; j++) dst[j - j0] = 0;
+    ptrdiff_t j = i0;
+    for (; j + VL <= i1; j += VL) FN(store)(dst + (j - j0), FN(load)(src + (j - pw)));
+    for (; j < i1; j++) dst[j - j0] = src[j - pw];
+    for (j = i1; j < j1; j++) dst[j - j0] = 0;
 }
 
-/* Input transform of tiles [a, b) of tile row ty of image plane xc into V columns [col, ...).
- * rb: 6 zero-padded input rows of rs elements; tr: the row transform, 6 x 4 phases of ps. */
-static void FN(wg_input_run)(const T *xc, const wg_geom *g, ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T *v,
+/* Row transform of one padded input column jc of the 6 input rows from ih0 (scalar): o[k] = sum_r
+ * B^T[k][r] x_pad[ih0 + r][jc], for the one column a run's vectors do not hold (see wg_input_run). */
+static void FN(wg_column)(const T *xc, const wg_geom *g, ptrdiff_t ih0, ptrdiff_t jc, T *o)
+{
+    V d[6] = {{0}}, r[6];
+    const ptrdiff_t ic = jc - g->pw;
+    for (int k = 0; k < 6; k++) {
+        const ptrdiff_t ih = ih0 + k;
+        if (ih >= 0 && ih < g->h && ic >= 0 && ic < g->w) d[k][0] = xc[ih * g->w + ic];
+    }
+    FN(wg_bt6)(r, d);
+    for (int k = 0; k < 6; k++) o[k] = r[k][0];
+}
+
+/* Input transform of the L tiles [s, s + L) of the flat tile grid (image, tile row, tile column; L <=
+ * WG_RUN) of channel plane xc (image 0's; images xs apart) into V columns [col, col + L), vectorized
+ * over the run's tiles whichever tile rows and images they are in (a 14x14 image's 16 tiles fill one
+ * 16-lane vector, not four).
+ * rb: 6 rows of rs, tile l's padded input columns 4tx..4tx+3 at 4l (segments of tile rows side by
+ * side); tr: the row transform, 6 rows k x 6 column offsets q of ps: q < 4 are phases of rb, q = 4, 5
+ * (columns 4tx + 4, 4tx + 5) are phases 0, 1 of the next tile, but at a segment's last tile the
+ * columns after it (wg_column). Lanes past L compute zeros and land in columns the next run owns. */
+static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdiff_t s, ptrdiff_t L, T *v,
                              ptrdiff_t vstride, ptrdiff_t col, T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps)
 {
-    const ptrdiff_t nblk = (b - a + VL - 1) / VL, te = a + nblk * VL; /* columns read up to te */
-    for (int r = 0; r < 6; r++) {
-        const ptrdiff_t ih = 4 * ty + r - g->ph;
-        FN(wg_pad_row)(rb + r * rs, ih >= 0 && ih < g->h ? xc + ih * g->w : NULL, g->w, g->pw, 4 * a, 4 * te + 2);
+    const ptrdiff_t le = (L + VL - 1) / VL * VL, per_image = g->th * g->tw;
+    for (ptrdiff_t l = 0; l < L;) {
+        const ptrdiff_t ty = (s + l) % per_image / g->tw, a = (s + l) % g->tw;
+        const ptrdiff_t b = a + (L - l) < g->tw ? a + (L - l) : g->tw;
+        const T *xn = xc + (s + l) / per_image * xs;
+        for (int r = 0; r < 6; r++) {
+            const ptrdiff_t ih = 4 * ty + r - g->ph;
+            FN(wg_pad_seg)(rb + r * rs + 4 * l, ih >= 0 && ih < g->h ? xn + ih * g->w : NULL, g->w, g->pw, 4 * a,
+                           4 * b);
+        }
+        l += b - a;
     }
+    for (int r = 0; r < 6; r++)
+        for (ptrdiff_t j = 4 * L; j < 4 * le; j++) rb[r * rs + j] = 0;
     /* rows: tr[k][p][t] = sum_r B^T[k][r] row_r[4t + p] */
-    for (ptrdiff_t t = a; t < te; t += VL)
+    for (ptrdiff_t t = 0; t < le; t += VL)
         for (int p = 0; p < 4; p++) {
             V d[6], o[6];
             for (int r = 0; r < 6; r++) d[r] = FN(wg_phase)(rb + r * rs + 4 * t, p);
             FN(wg_bt6)(o, d);
-            for (int k = 0; k < 6; k++) FN(store)(tr + (k * 4 + p) * ps + t, o[k]);
+            for (int k = 0; k < 6; k++) FN(store)(tr + (k * 6 + p) * ps + t, o[k]);
         }
-    for (int p = 0; p < 2; p++) { /* column te: only phases 0 and 1 are read (q = 4, 5 of the last block) */
-        V d[6] = {{0}}, o[6];
-        for (int r = 0; r < 6; r++) d[r][0] = rb[r * rs + 4 * te + p];
-        FN(wg_bt6)(o, d);
-        for (int k = 0; k < 6; k++) tr[(k * 4 + p) * ps + te] = o[k][0];
+    for (int k = 0; k < 6; k++)
+        for (int p = 0; p < 2; p++) {
+            tr[(k * 6 + p) * ps + le] = 0; /* read by the last lane below */
+            T *dst = tr + (k * 6 + 4 + p) * ps;
+            const T *src = tr + (k * 6 + p) * ps + 1;
+            for (ptrdiff_t t = 0; t < le; t += VL) FN(store)(dst + t, FN(load)(src + t));
+        }
+    for (ptrdiff_t l = 0; l < L;) { /* each segment's last tile reads the columns after it */
+        const ptrdiff_t ty = (s + l) % per_image / g->tw, a = (s + l) % g->tw;
+        const ptrdiff_t b = a + (L - l) < g->tw ? a + (L - l) : g->tw;
+        const T *xn = xc + (s + l) / per_image * xs;
+        l += b - a;
+        for (int p = 0; p < 2; p++) {
+            T o[6];
+            FN(wg_column)(xn, g, 4 * ty - g->ph, 4 * b + p, o);
+            for (int k = 0; k < 6; k++) tr[(k * 6 + 4 + p) * ps + l - 1] = o[k];
+        }
     }
-    /* columns: V[k * 6 + k2][col + t - a] = sum_q B^T[k2][q] tr[k][q % 4][t + q / 4] */
-    for (int k = 0; k < 6; k++) {
-        const T *row = tr + k * 4 * ps;
-        for (ptrdiff_t t = a; t < a + nblk * VL; t += VL) {
+    /* columns: V[k * 6 + k2][col + t] = sum_q B^T[k2][q] tr[k][q][t] */
+    for (int k = 0; k < 6; k++)
+        for (ptrdiff_t t = 0; t < le; t += VL) {
             V d[6], o[6];
-            for (int q = 0; q < 6; q++) d[q] = FN(load)(row + (q & 3) * ps + t + (q >> 2));
+            for (int q = 0; q < 6; q++) d[q] = FN(load)(tr + (k * 6 + q) * ps + t);
             FN(wg_bt6)(o, d);
-            T *dst = v + (ptrdiff_t)(k * 6) * vstride + col + (t - a);
+            T *dst = v + (ptrdiff_t)(k * 6) * vstride + col + t;
             for (int k2 = 0; k2 < 6; k2++) FN(store)(dst + k2 * vstride, o[k2]);
         }
-    }
 }
 
-/* Output transform of tiles [a, b) of tile row ty from M columns [col, ...) into the plane yo, plus
- * bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
- * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation. q: 4 x 4 * VL. */
-static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, const wg_geom *g,
-                              ptrdiff_t ty, ptrdiff_t a, ptrdiff_t b, T bias, int act, T lo, T hi, T *q)
+/* Output transform of the L tiles [s, s + L) of the flat tile grid of channel plane yo (image 0's;
+ * images ys apart) from M columns [col, ...),
+ * plus bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
+ * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation; each vector's tiles
+ * interleaved into the rows of y segment by segment (tile rows). q: 4 x VL. */
+static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, ptrdiff_t ys, const wg_geom *g,
+                              ptrdiff_t s, ptrdiff_t L, T bias, int act, T lo, T hi, T *q)
 {
     const V vb = FN(splat)(bias);
-    const ptrdiff_t rows = g->oh - 4 * ty < 4 ? g->oh - 4 * ty : 4;
-    for (ptrdiff_t t = a; t < b; t += VL) {
-        const ptrdiff_t nv = b - t < VL ? b - t : VL;
+    const ptrdiff_t per_image = g->th * g->tw;
+    for (ptrdiff_t t = 0; t < L; t += VL) {
+        const ptrdiff_t nv = L - t < VL ? L - t : VL;
         V r[4][6];
         for (int k2 = 0; k2 < 6; k2++) {
             V m[6], o[4];
-            for (int k = 0; k < 6; k++) m[k] = FN(load)(mo + (ptrdiff_t)(k * 6 + k2) * mstride + col + (t - a));
+            for (int k = 0; k < 6; k++) m[k] = FN(load)(mo + (ptrdiff_t)(k * 6 + k2) * mstride + col + t);
             FN(wg_at6)(o, m);
             for (int i = 0; i < 4; i++) r[i][k2] = o[i];
         }
-        const ptrdiff_t c0 = 4 * t, c1 = 4 * (t + nv) < g->ow ? 4 * (t + nv) : g->ow; /* output columns */
-        for (ptrdiff_t i = 0; i < rows; i++) {
+        for (int i = 0; i < 4; i++) {
             V o[4];
             FN(wg_at6)(o, r[i]);
-            for (int j = 0; j < 4; j++) {
-                FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
-            }
-            T *dst = yo + (4 * ty + i) * g->ow;
-            if (c1 - c0 == 4 * VL) {
-                for (ptrdiff_t l = 0; l < VL; l++) {
-                    dst[c0 + 4 * l] = q[l];
-                    dst[c0 + 4 * l + 1] = q[VL + l];
-                    dst[c0 + 4 * l + 2] = q[2 * VL + l];
-                    dst[c0 + 4 * l + 3] = q[3 * VL + l];
+            for (int j = 0; j < 4; j++) FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
+            for (ptrdiff_t lane = 0; lane < nv;) {
+                const ptrdiff_t tile = s + t + lane, ty = tile % per_image / g->tw, tx = tile % g->tw;
+                const ptrdiff_t len = nv - lane < g->tw - tx ? nv - lane : g->tw - tx, row = 4 * ty + i;
+                const ptrdiff_t c0 = 4 * tx, c1 = 4 * (tx + len) < g->ow ? 4 * (tx + len) : g->ow;
+                const T *src = q + lane;
+                lane += len;
+                if (row >= g->oh) continue;
+                T *dst = yo + tile / per_image * ys + row * g->ow;
+                if (c1 - c0 == 4 * len) {
+                    for (ptrdiff_t m = 0; m < len; m++) {
+                        dst[c0 + 4 * m] = src[m];
+                        dst[c0 + 4 * m + 1] = src[VL + m];
+                        dst[c0 + 4 * m + 2] = src[2 * VL + m];
+                        dst[c0 + 4 * m + 3] = src[3 * VL + m];
+                    }
+                } else {
+                    for (ptrdiff_t c = c0; c < c1; c++) dst[c] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
                 }
-            } else {
-                for (ptrdiff_t c = c0; c < c1; c++) dst[c] = q[((c - c0) & 3) * VL + ((c - c0) >> 2)];
             }
         }
     }
@@ -169,19 +220,15 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     wg_layout L;
     wg_scratch_layout(g, &L);
     T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
-    const ptrdiff_t nt = t1 - t0, per_image = g->th * g->tw, cg = g->c / g->groups, og = g->o / g->groups;
+    const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
     /* (1) input transform, channel by channel; within a channel runs go left to right, so a run's
      * junk lanes land in columns the next run (or the padding after nt) owns */
     for (ptrdiff_t c = 0; c < g->c; c++) {
-        ptrdiff_t t = t0, col = 0;
-        while (t < t1) {
-            const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
-            const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
-            FN(wg_input_run)(x + (n * g->c + c) * g->h * g->w, g, ty, a, b, v + c * L.ntp, g->c * L.ntp, col, rb,
-                             L.rs, tr, L.ps);
-            col += b - a;
-            t += b - a;
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+            FN(wg_input_run)(x + c * g->h * g->w, g->c * g->h * g->w, g, t, len, v + c * L.ntp, g->c * L.ntp, t - t0,
+                             rb, L.rs, tr, L.ps);
         }
     }
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
@@ -196,15 +243,11 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
             }
     /* (3) output transform, bias, clamp */
     for (ptrdiff_t o = 0; o < g->o; o++) {
-        ptrdiff_t t = t0, col = 0;
         const T b_o = bias ? bias[o] : (T)0;
-        while (t < t1) {
-            const ptrdiff_t n = t / per_image, ty = t % per_image / g->tw, a = t % g->tw;
-            const ptrdiff_t b = a + (t1 - t) < g->tw ? a + (t1 - t) : g->tw;
-            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, col, y + (n * g->o + o) * g->oh * g->ow, g, ty, a, b, b_o,
-                              act, lo, hi, q);
-            col += b - a;
-            t += b - a;
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, y + o * g->oh * g->ow, g->o * g->oh * g->ow, g, t,
+                              len, b_o, act, lo, hi, q);
         }
     }
 }
@@ -212,16 +255,20 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
 /* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
  * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
  * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), VL kernels at a time, the last block partial. */
+#define WG_WCHUNK (4 * WVLC) /* kernels transposed at a time */
 static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0, ptrdiff_t p1)
 {
+    T wt[9 * WG_WCHUNK]; /* tap j of kernel p + l at j * WG_WCHUNK + l */
     for (ptrdiff_t p = p0; p < p1; p += VL) {
-        const ptrdiff_t nv = p1 - p < VL ? p1 - p : VL;
-        V g[9], t[6][3];
-        for (int j = 0; j < 9; j++) {
-            T lane[WVLC] = {0};
-            for (ptrdiff_t l = 0; l < nv; l++) lane[l] = w[(p + l) * 9 + j];
-            g[j] = FN(load)(lane);
+        const ptrdiff_t nv = p1 - p < VL ? p1 - p : VL, at = (p - p0) % WG_WCHUNK;
+        if (at == 0) { /* a chunk's transpose ahead of its loads (a vector load of lanes stored just
+                          before waits for the stores to reach the cache) */
+            const ptrdiff_t m = p1 - p < WG_WCHUNK ? p1 - p : WG_WCHUNK;
+            for (ptrdiff_t l = 0; l < WG_WCHUNK; l++)
+                for (int j = 0; j < 9; j++) wt[j * WG_WCHUNK + l] = l < m ? w[(p + l) * 9 + j] : 0;
         }
+        V g[9], t[6][3];
+        for (int j = 0; j < 9; j++) g[j] = FN(load)(wt + j * WG_WCHUNK + at);
         /* t = G g (6 x 3), then U = t G^T (6 x 6); the same six rows of G each time */
 #define WG_G6(o, a, b, c)                                                                   \
     do {                                                                                    \
@@ -256,6 +303,7 @@ static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
     }
 }
 
+#undef WG_WCHUNK
 #undef WG_LANES
 #undef WG_HALF
 #undef WG_JOIN
