@@ -255,20 +255,19 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
 /* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
  * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
  * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), VL kernels at a time, the last block partial. */
-#define WG_WCHUNK (4 * WVLC) /* kernels transposed at a time */
+#define WG_WCHUNK (8 * WVLC) /* kernels staged before their 36 rows of U are written */
 static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0, ptrdiff_t p1)
 {
-    T wt[9 * WG_WCHUNK]; /* tap j of kernel p + l at j * WG_WCHUNK + l */
+    T ub[36 * WG_WCHUNK]; /* U rows of a chunk: 36 short sequential copies instead of 36 interleaved
+                             streams count apart (same cache set for count a multiple of 1024) */
     for (ptrdiff_t p = p0; p < p1; p += VL) {
         const ptrdiff_t nv = p1 - p < VL ? p1 - p : VL, at = (p - p0) % WG_WCHUNK;
-        if (at == 0) { /* a chunk's transpose ahead of its loads (a vector load of lanes stored just
-                          before waits for the stores to reach the cache) */
-            const ptrdiff_t m = p1 - p < WG_WCHUNK ? p1 - p : WG_WCHUNK;
-            for (ptrdiff_t l = 0; l < WG_WCHUNK; l++)
-                for (int j = 0; j < 9; j++) wt[j * WG_WCHUNK + l] = l < m ? w[(p + l) * 9 + j] : 0;
-        }
         V g[9], t[6][3];
-        for (int j = 0; j < 9; j++) g[j] = FN(load)(wt + j * WG_WCHUNK + at);
+        for (int j = 0; j < 9; j++) {
+            T lane[WVLC] = {0};
+            for (ptrdiff_t l = 0; l < nv; l++) lane[l] = w[(p + l) * 9 + j];
+            g[j] = FN(load)(lane);
+        }
         /* t = G g (6 x 3), then U = t G^T (6 x 6); the same six rows of G each time */
 #define WG_G6(o, a, b, c)                                                                   \
     do {                                                                                    \
@@ -288,22 +287,17 @@ static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
         for (int i = 0; i < 6; i++) {
             V row[6];
             WG_G6(row, t[i][0], t[i][1], t[i][2]);
-            for (int m = 0; m < 6; m++) {
-                T *dst = u + (ptrdiff_t)(i * 6 + m) * count + p;
-                if (nv == VL) { /* a whole vector: one store (a variable-length memcpy per row cost 4x) */
-                    FN(store)(dst, row[m]);
-                    continue;
-                }
-                T lane[WVLC];
-                FN(store)(lane, row[m]);
-                memcpy(dst, lane, (size_t)nv * sizeof(T));
-            }
+            for (int m = 0; m < 6; m++) FN(store)(ub + (i * 6 + m) * WG_WCHUNK + at, row[m]);
         }
 #undef WG_G6
+        if (at + VL == WG_WCHUNK || p + nv == p1) {
+            const ptrdiff_t first = p - at, len = at + nv;
+            for (int k = 0; k < 36; k++) memcpy(u + k * count + first, ub + k * WG_WCHUNK, (size_t)len * sizeof(T));
+        }
     }
 }
-
 #undef WG_WCHUNK
+
 #undef WG_LANES
 #undef WG_HALF
 #undef WG_JOIN
