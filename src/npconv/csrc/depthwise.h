@@ -456,27 +456,6 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
 #define DW_LANES_POS 4 /* 16 registers: 4 accumulators beside the weights */
 #endif
 
-/* r (VL rows of VL lanes) transposed in place: stage h swaps index bit h between row and lane
- * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. The shuffles'
- * lane indices are computed from iota (built lane by lane in the loop, GCC assembled them with ~30
- * broadcasts and mask moves per stage at every call: more instructions than the shuffles). */
-static inline __attribute__((always_inline)) void FN(transpose)(V r[VL])
-{
-    const IV l = FN(iota)();
-#pragma GCC unroll 8
-    for (ptrdiff_t h = 1; h < VL; h *= 2) {
-        /* lane l of the pair's first: (l & h) ? VL + l - h (b's lane l - h) : l; of its second: + h */
-        const IV lo = l + (((l & (TI)h) != 0) & (TI)(VL - h)), hi = lo + (TI)h;
-#pragma GCC unroll 16
-        for (ptrdiff_t i = 0; i < VL; i++) {
-            if (i & h) continue;
-            const V a = r[i], b = r[i + h];
-            r[i] = __builtin_shuffle(a, b, lo);
-            r[i + h] = __builtin_shuffle(a, b, hi);
-        }
-    }
-}
-
 static inline __attribute__((always_inline)) void FN(lanes_positions)(T *out, const T *pad, const ptrdiff_t *base,
                                                                       ptrdiff_t npos, const ptrdiff_t *toff,
                                                                       const V *wv, int taps, V init, int act,

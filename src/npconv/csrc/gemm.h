@@ -1,9 +1,9 @@
 /* npconv's own packed GEMM, one copy per (element type, ISA): kernels.h includes this file with T,
  * TSIZE, TI, VBYTES and SFX defined inside a `#pragma GCC target` region.
  *
- * Row-major C (m x n, ldc) = alpha * op(A) @ B + beta * C (beta == 0: C is not read), op(A) m x k
- * (stored k x m when trans_a), B k x n (a transposed B goes to the BLAS, whose transposing pack is
- * faster). The loops are the classic ones (Goto / BLIS): n in GM_NC blocks, k in GM_KC blocks (B's
+ * Row-major C (m x n, ldc) = alpha * op(A) @ op(B) + beta * C (beta == 0: C is not read), op(A) m x k
+ * (stored k x m when trans_a), op(B) k x n (stored n x k when trans_b: packed through VL x VL register
+ * transposes; not with trans_a, which goes to the BLAS). The loops are the classic ones (Goto / BLIS): n in GM_NC blocks, k in GM_KC blocks (B's
  * block packed into column panels GM_NR wide, the last one rounded up to whole vectors), m in GM_MC
  * blocks, then a register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B
  * panel and GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it
@@ -225,6 +225,34 @@ static void FN(gm_pack_b)(T *restrict dst, const T *b, ptrdiff_t ldb, ptrdiff_t 
     FN(gm_pack_rows)(dst, row, kc, nc);
 }
 
+/* Pack B[p0:p0+kc, j0:j0+nc] of a B stored transposed (B[p][j] = bt[j * ldb + p]) as gm_pack_rows
+ * does: VL columns x VL k steps at a time through a register transpose, the rest value by value. */
+static void FN(gm_pack_bt)(T *restrict dst, const T *bt, ptrdiff_t ldb, ptrdiff_t p0, ptrdiff_t kc, ptrdiff_t j0,
+                           ptrdiff_t nc)
+{
+    const ptrdiff_t kv = kc / VL * VL;
+    for (ptrdiff_t s = 0; s < nc; s += GM_NR) {
+        const ptrdiff_t wd = FN(gm_width)(nc, s), cols = nc - s < wd ? nc - s : wd;
+        for (ptrdiff_t v = 0; v < wd; v += VL) {
+            const T *src = bt + (j0 + s + v) * ldb + p0;
+            if (cols - v >= VL) {
+                for (ptrdiff_t p = 0; p < kv; p += VL) {
+                    V r[VL];
+                    for (ptrdiff_t l = 0; l < VL; l++) r[l] = FN(load)(src + l * ldb + p);
+                    FN(transpose)(r);
+                    for (ptrdiff_t l = 0; l < VL; l++) FN(store)(dst + (p + l) * wd + v, r[l]);
+                }
+                for (ptrdiff_t p = kv; p < kc; p++)
+                    for (ptrdiff_t l = 0; l < VL; l++) dst[p * wd + v + l] = src[l * ldb + p];
+            } else {
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    for (ptrdiff_t l = 0; l < VL; l++) dst[p * wd + v + l] = l < cols - v ? src[l * ldb + p] : 0;
+            }
+        }
+        dst += kc * wd;
+    }
+}
+
 /* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A, the
  * panel's rows at pitch bs. */
 static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
@@ -371,9 +399,9 @@ static void FN(gm_pack_at)(T *restrict dst, const T *a, ptrdiff_t lda, ptrdiff_t
 
 /* The GEMM described at the top, with an epilogue on the result: + bias[i] for row i (bias may be
  * NULL), then act (0 none, 1 ReLU, 2 clamp to [lo, hi]). scratch holds GM_SCRATCH elements. */
-static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a, ptrdiff_t lda,
-                     const T *b, ptrdiff_t ldb, T beta, T *c, ptrdiff_t ldc, T *scratch, const T *bias, int act,
-                     T lo, T hi)
+static void FN(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,
+                     ptrdiff_t lda, const T *b, ptrdiff_t ldb, T beta, T *c, ptrdiff_t ldc, T *scratch, const T *bias,
+                     int act, T lo, T hi)
 {
     const ptrdiff_t rs = trans_a ? 1 : lda, cs = trans_a ? lda : 1;
     if (m <= 0 || n <= 0) return;
@@ -394,6 +422,11 @@ static void FN(gemm)(int trans_a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha
             const int last = p0 + kc >= k;
             const T be = p0 == 0 ? beta : 1, *bi = last ? bias : NULL;
             const int ac = last ? act : 0;
+            if (trans_b) { /* (not with trans_a: see FN(mm)) */
+                FN(gm_pack_bt)(scratch, b, ldb, p0, kc, j0, nc);
+                FN(gm_block)(m, nc, kc, a + p0, lda, 1, scratch, kc, 0, c + j0, ldc, alpha, be, bi, ac, lo, hi);
+                continue;
+            }
             if (FN(gm_aliased)(trans_a, lda)) { /* A's blocks copied into rows (pitch kc) */
                 T *ap = scratch + (ptrdiff_t)GM_KC * GM_NC;
                 if (m > GM_DIRECT_ROWS) FN(gm_pack_b)(scratch, b, ldb, p0, kc, j0, nc);
@@ -431,8 +464,8 @@ static inline int FN(mm)(const gemm_fns *fns, T *pack, int trans_a, int trans_b,
                          double beta, T *c, ptrdiff_t ldc, const T *bias, int act, double lo, double hi)
 {
 #if VBYTES >= 32 && TSIZE == 4
-    if (fns->own && !trans_b) {
-        FN(gemm)(trans_a, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc, pack, bias, act, (T)lo, (T)hi);
+    if (fns->own && !(trans_a && trans_b)) {
+        FN(gemm)(trans_a, trans_b, m, n, k, (T)alpha, a, lda, b, ldb, (T)beta, c, ldc, pack, bias, act, (T)lo, (T)hi);
         return 1;
     }
 #endif

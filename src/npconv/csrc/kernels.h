@@ -37,6 +37,27 @@ static inline V FN(splat)(T s)
 static const TI FN(iota_table)[16] __attribute__((aligned(64))) = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 static inline IV FN(iota)(void) { IV v; memcpy(&v, FN(iota_table), sizeof v); return v; }
 
+/* r (VL rows of VL lanes) transposed in place: stage h swaps index bit h between row and lane
+ * (row r, lane l with bit h set <-> row r + h, lane l - h), two-vector shuffles only. The shuffles'
+ * lane indices are computed from iota (built lane by lane in the loop, GCC assembled them with ~30
+ * broadcasts and mask moves per stage at every call: more instructions than the shuffles). */
+static inline __attribute__((always_inline)) void FN(transpose)(V r[VL])
+{
+    const IV l = FN(iota)();
+#pragma GCC unroll 8
+    for (ptrdiff_t h = 1; h < VL; h *= 2) {
+        /* lane l of the pair's first: (l & h) ? VL + l - h (b's lane l - h) : l; of its second: + h */
+        const IV lo = l + (((l & (TI)h) != 0) & (TI)(VL - h)), hi = lo + (TI)h;
+#pragma GCC unroll 16
+        for (ptrdiff_t i = 0; i < VL; i++) {
+            if (i & h) continue;
+            const V a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, lo);
+            r[i + h] = __builtin_shuffle(a, b, hi);
+        }
+    }
+}
+
 /* p[0], p[2], ..., p[2 * (VL - 1)] (reads up to p[2 * VL - 1]). */
 static inline __attribute__((always_inline)) V FN(even)(const T *p)
 {
