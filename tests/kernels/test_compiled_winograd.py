@@ -292,23 +292,29 @@ def test_recommended_rule_and_the_planner():
     assert compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
-    # each worker's tiles (8 images: 128 tiles) must exceed a quarter of the channels: U is read whole
-    for threads, chosen in ((1, True), (2, False)):
+    # each worker's tiles must reach a quarter of the channels (U is read whole): 8 images of 14x14
+    # are 128 tiles, 4 images 64
+    for threads, batch, chosen in ((1, 8, True), (2, 8, True), (1, 4, True), (2, 4, False)):
         npconv.set_num_threads(threads)
         try:
-            assert compiled_winograd.recommended("forward", (8, 256, 14, 14), (256, 256, 3, 3), geom,
+            assert compiled_winograd.recommended("forward", (batch, 256, 14, 14), (256, 256, 3, 3), geom,
                                                  f32) is chosen
         finally:
             npconv.set_num_threads(previous)
-    with pytest.MonkeyPatch.context() as patch:  # channels for the tile rows' width (vector lanes)
-        for isa, wide in (("avx512", False), ("avx2", True)):
-            patch.setattr(npconv.backends.core, "isa", isa)
-            # 128 channels on 14x14: 4 tiles a row fill 4 of 16 lanes (8 on AVX2), 16 outputs per 14
-            assert compiled_winograd.recommended("forward", (8, 128, 14, 14), (128, 128, 3, 3), geom,
-                                                 f32) == wide
-            assert compiled_winograd.recommended("forward", (8, 128, 28, 28), (128, 128, 3, 3), geom, f32)
-            assert compiled_winograd.recommended("forward", (8, 32, 28, 28), (32, 32, 3, 3), geom,
-                                                 f32) == wide
+    with pytest.MonkeyPatch.context() as patch:  # channels for the vectors of tiles (lanes)
+        patch.setattr(compiled_winograd, "MIN_MACS", {})
+        npconv.set_num_threads(8)
+        try:
+            for isa, wide in (("avx512", False), ("avx2", True)):
+                patch.setattr(npconv.backends.core, "isa", isa)
+                # 64 tiles on 8 workers: runs of 8 tiles fill 8 of 16 lanes (all 8 on AVX2)
+                assert compiled_winograd.recommended("forward", (4, 32, 16, 16), (32, 32, 3, 3), geom,
+                                                     f32) == wide
+                # runs cross tile rows: 14x14's rows of 4 tiles still fill the lanes
+                assert compiled_winograd.recommended("forward", (32, 128, 14, 14), (128, 128, 3, 3), geom,
+                                                     f32)
+        finally:
+            npconv.set_num_threads(previous)
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
     dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))  # dilation 2: unless the implicit GEMM runs it
     with pytest.MonkeyPatch.context() as patch:
@@ -322,12 +328,12 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
 
 
-def test_a_batch_one_resnet_layer_goes_to_the_planned_gemm_on_avx512(isa):
-    """MIN_MACS: ResNet-18's batch-1 64x56 layer (116 M multiply-adds) runs on the implicit GEMM with
-    AVX-512 (its plan beats Winograd's per-call data check), on Winograd elsewhere; batch 2 on
-    Winograd everywhere."""
+def test_a_small_batch_one_layer_goes_to_the_planned_gemm_on_avx512(isa):
+    """MIN_MACS: a batch-1 48x56 layer (65 M multiply-adds) runs on the implicit GEMM with AVX-512
+    (its plan beats Winograd's per-call weight transform and data check), on Winograd elsewhere;
+    ResNet-18's batch-1 64x56 layer (116 M) on Winograd everywhere."""
     geom = ConvGeometry.create((3, 3), 1, 1, ndim=2)
     f32 = np.dtype(np.float32)
-    assert compiled_winograd.recommended("forward", (2, 64, 56, 56), (64, 64, 3, 3), geom, f32)
-    one = compiled_winograd.recommended("forward", (1, 64, 56, 56), (64, 64, 3, 3), geom, f32)
-    assert one is (isa != "avx512")
+    assert compiled_winograd.recommended("forward", (1, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    small = compiled_winograd.recommended("forward", (1, 48, 56, 56), (48, 48, 3, 3), geom, f32)
+    assert small is (isa != "avx512")

@@ -51,25 +51,24 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TARGET_TILES = 128
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
 MIN_TILES = 64
-#: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0). Its
-#: data check and unplanned call cost ~100 us each; AVX-512's implicit GEMM, planned once per module,
-#: ran ResNet-18's batch-1 64x56 layers (116 M) faster in the network: the four 3x3 convolutions
-#: 2.49-2.59 ms against 2.71-3.65 on Winograd; at batch 2 (231 M) Winograd was faster (4.27-4.54
-#: against 4.66-4.75), and with AVX2 at batch 1 too (3.66-3.71 against 4.30-4.56).
-MIN_MACS = {"avx512": 150_000_000}
-#: The transforms run a vector of tiles of one tile row at once (16 lanes on AVX-512, 8 on AVX2) and
-#: cost per channel what the 36 products save per channel pair: Winograd is recommended where
-#: ``min(Cg, Og) * lane share / grid`` reaches this (lane share: a tile row's tiles per lanes used;
-#: grid: outputs computed per output). CPU ms vs the implicit GEMM, one thread, AVX-512, batch 8:
-#: 64ch 56x56 (56) 7.9 vs 10.2; 32ch 56x56 (28) 2.8 vs 3.1; 64ch 28x28 (28) 2.9 vs 2.7; 128ch 28x28
-#: (56) 7.6 vs 9.7; 128ch 14x14 (24) 3.1 vs 2.8; 256ch 14x14 (49) 9.6 vs 10.2 (docs/performance.md).
+#: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
+#: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
+#: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
+#: across tile rows"): 64x56 (116 M) 0.54 / 0.62; 48x56 (65 M) 0.35 / 0.35; 32x56 (29 M) 0.22 / 0.18.
+MIN_MACS = {"avx512": 100_000_000}
+#: The transforms run a vector of tiles at once (16 lanes on AVX-512, 8 on AVX2; a run takes up to
+#: WG_RUN = 64 tiles of an item across tile rows and images) and cost per channel what the 36
+#: products save per channel pair: Winograd is recommended where ``min(Cg, Og) * lane share / grid``
+#: reaches this (lane share: a run's tiles per lanes used; grid: outputs computed per output).
 MIN_CHANNEL_LANES = 26
-#: Every worker reads all of ``U`` (36 x the weight) for its tiles, so a worker's tiles must exceed
-#: ``channels / TILE_CHANNEL_RATIO``. ms, Winograd vs the implicit GEMM (quiet, AVX-512): 256ch 14x14
-#: one thread 4 images 6.1 vs 5.1, 6 images 7.4 vs 7.4, 8 images 8.9 vs 9.5; two threads 6 images
-#: 4.4 vs 3.7, 8 images 5.6 vs 5.0, 16 images 8.8 vs 11.6; 128ch 28x28 two threads 2 images 1.13 vs
-#: 1.17, 3 images 1.55 vs 2.37 (docs/performance.md).
+#: Every worker reads all of ``U`` (36 x the weight, written per call) for its tiles, so a worker's
+#: tiles must reach ``channels / TILE_CHANNEL_RATIO``. Two threads, AVX-512, Winograd / implicit
+#: GEMM time (tiles per worker / channels): 256ch 14x14 batch 8 0.86 (0.25), batch 6 0.97 (0.19),
+#: batch 4 1.19 (0.125); 128ch 14x14 batch 8 0.88 (0.5), batch 4 1.07 (0.25); 128ch 28x28 batch 2 0.66
+#: (0.38), batch 1 1.33 (0.19); 512ch 7x7 batch 8 1.43 (0.03) (docs/performance.md).
 TILE_CHANNEL_RATIO = 4
+#: Tiles per transform run (csrc/shared.h's WG_RUN).
+RUN_TILES = 64
 _LANES = {"generic": 4, "avx2": 8, "avx512": 16}
 
 
@@ -94,9 +93,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
     group, at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
     transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save) and
-    :data:`MIN_MACS` multiply-adds (its per-call data check against a planned GEMM), more
-    than ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread, enough channels for the tile
-    rows' width (:data:`MIN_CHANNEL_LANES`);
+    :data:`MIN_MACS` multiply-adds (its per-call data check against a planned GEMM), at least
+    ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread, enough channels for the vectors of
+    tiles (:data:`MIN_CHANNEL_LANES`);
     dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM (faster than the phase
     sub-images: 12.8 vs 15.7 ms CPU on 8x64x56x56, docs/performance.md)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
@@ -109,10 +108,12 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     phase_h, phase_w = -(-out[0] // dh), -(-out[1] // dw)  # one phase sub-image's outputs
     th, tw = -(-phase_h // 4), -(-phase_w // 4)
     tiles = x_shape[0] * dh * dw * th * tw
+    threads = max(1, get_num_threads())
     lanes = _LANES.get(backends.core.isa, 16)
-    lane_share = tw / (-(-tw // lanes) * lanes)
+    run = max(1, min(RUN_TILES, tiles // threads))
+    lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = TILE_CHANNEL_RATIO * tiles > channels * max(1, get_num_threads())
+    per_worker = TILE_CHANNEL_RATIO * tiles >= channels * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
