@@ -5,11 +5,12 @@ dilation (dilation ``d``: ``d x d`` undilated convolutions of the phase sub-imag
 one per phase of the output), float32/float64, forward and grad_input.
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
-``U = G w G^T`` computed once per call (NumPy, 36 x 9 GEMM) and the transform matrices of
-:func:`npconv.kernels.winograd.transform_matrices`. The C kernel (``src/npconv/csrc/winograd.h``)
+``U = G w G^T`` computed once per call (in C, split across the workers) and the transform matrices
+of :func:`npconv.kernels.winograd.transform_matrices`. The C kernel (``src/npconv/csrc/winograd.h``)
 takes a range of the flat tile grid (image, tile row, tile column), so the tiles of several small
-images share one GEMM: input transform fused per tile row (zero padding handled in place), 36
-GEMMs per group through SciPy's sgemm/dgemm (:func:`npconv.kernels.blas.gemm_routines`), output
+images share one GEMM: input transform fused per run of up to 64 tiles across tile rows and images
+(zero padding handled in place), 36 GEMMs per group through the core's matrix product (npconv's gemm
+for float32 on the vector builds, else SciPy's sgemm/dgemm: :func:`npconv.kernels.blas.gemm_routines`), output
 transform with the bias (and an optional clamp) written straight into ``y``. The ranges run on
 the worker threads of :func:`npconv.kernels.workspace.run` (GIL released, BLAS on one thread),
 each with its own scratch buffer. ``grad_input`` is the forward pass of ``gy`` with the flipped,
