@@ -36,6 +36,13 @@ def _geom(padding, groups=1, dilation=(1, 1)) -> ConvGeometry:
     return ConvGeometry.create((3, 3), (1, 1), padding, dilation, groups, ndim=2)
 
 
+def _whole(geometry: tuple[int, ...]) -> tuple[int, ...]:
+    """The extension's geometry of whole arrays from ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP,
+    CBLOCK)``: no dilation phase (DH = DW = 1, the full planes the arrays' own, offsets 0)."""
+    h, w, oh, ow = geometry[2], geometry[3], geometry[5], geometry[6]
+    return tuple(geometry) + (1, 1, h, w, 0, 0, oh, ow, 0, 0)
+
+
 def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
     """Largest error over the largest magnitude (absolute below 1)."""
     return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max()))) if ref.size else 0.0
@@ -169,6 +176,22 @@ def test_activation_epilogue_is_fused_after_the_bias(isa, dtype):
         np.testing.assert_allclose(gx, expect(plain_gx), rtol=tol, atol=tol, err_msg=activation.kind)
 
 
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 3)])
+def test_calls_beyond_the_kernels_limits_run_the_numpy_winograd(dilation, monkeypatch):
+    """Where the extension declines a geometry (its size limits), the NumPy Winograd computes that
+    call or phase, with the bias and the fused activation."""
+    def declines(geometry):
+        raise ValueError("geometry: planes or scratch too large for the compiled kernel")
+
+    monkeypatch.setattr(backends.core.module, "winograd2d_scratch", declines)
+    rng = np.random.default_rng(9)
+    geom = _geom(((2, 1), (3, 2)), dilation=dilation)
+    x, w, b = rng.standard_normal((2, 3, 13, 11)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -1.0, 2.0)))
+    ref = reference.conv_passes(x, w, np.zeros_like(y), geom.with_padding(geom.pads((13, 11))))[0]
+    np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1), -1.0, 2.0), rtol=0, atol=1e-11)
+
+
 def test_relu_and_hardtanh_keep_nan_as_the_ops_do(isa):
     """On values the planner never routes here (NaN), the C epilogue still follows the ops: ReLU as
     np.maximum, hardtanh as np.clip (NaN stays NaN)."""
@@ -176,7 +199,7 @@ def test_relu_and_hardtanh_keep_nan_as_the_ops_do(isa):
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 0, 0] = np.nan
     u = np.zeros((36, 1, 1))
-    geometry = (1, 1, 4, 4, 1, 4, 4, 0, 0, 1, 1, 0)
+    geometry = _whole((1, 1, 4, 4, 1, 4, 4, 0, 0, 1, 1, 0))
     scratch = np.empty(core.winograd2d_scratch(geometry))
     for act, expect in ((1, lambda v: np.maximum(v, 0)), (2, lambda v: np.clip(v, -1, 1))):
         y = np.empty((1, 1, 4, 4))
@@ -219,7 +242,7 @@ def _call(args, **change):
 def test_the_extension_checks_its_arguments():
     core = backends.core.module
     n, c, h, w, o = 1, 2, 5, 6, 3
-    geometry = (n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0)
+    geometry = _whole((n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0))
     size = core.winograd2d_scratch(geometry)
     f = np.float64
     args = (backends.core.isa_index, gemm_routines(), np.ones((n, c, h, w), f), np.ones((36, o, c), f), None,
@@ -245,18 +268,25 @@ def test_the_extension_checks_its_arguments():
         (ValueError, dict(act=2, lo=float("nan"), hi=0.0)),
         (ValueError, dict(isa=17)),
         (TypeError, dict(routines=(1, 2))),
-        (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, 1, 1, 2, 4, 0))),  # groups divide neither
-        (ValueError, dict(geometry=(n, c, h, w, o, 5, 6, -1, 1, 1, 4, 0))),
-        (ValueError, dict(geometry=(n, c, h, w, o, 0, 6, 1, 1, 1, 4, 0))),
-        (ValueError, dict(geometry=(1 << 24, 1 << 24, 1 << 14, 1 << 14, 1, 1, 1, 0, 0, 1, 4, 0))),
+        (ValueError, dict(geometry=_whole((n, c, h, w, o, 5, 6, 1, 1, 2, 4, 0)))),  # groups divide neither
+        (ValueError, dict(geometry=_whole((n, c, h, w, o, 5, 6, -1, 1, 1, 4, 0)))),
+        (ValueError, dict(geometry=_whole((n, c, h, w, o, 0, 6, 1, 1, 1, 4, 0)))),
+        (ValueError, dict(geometry=_whole((1 << 24, 1 << 24, 1 << 14, 1 << 14, 1, 1, 1, 0, 0, 1, 4, 0)))),
         (TypeError, dict(geometry=(n, c, h, w))),
+        (TypeError, dict(geometry=(n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0))),
+        # a dilation phase must lie inside the full planes: its last row, column, output row or column
+        (ValueError, dict(geometry=geometry[:12] + (2, 1, h, w, 0, 0, 5, 6, 0, 0))),
+        (ValueError, dict(geometry=geometry[:12] + (1, 1, h, w, 0, 1, 5, 6, 0, 0))),
+        (ValueError, dict(geometry=geometry[:12] + (1, 1, h, w, 0, 0, 5, 6, 1, 0))),
+        (ValueError, dict(geometry=geometry[:12] + (1, 2, h, w, 0, 0, 5, 6, 0, 0))),
+        (ValueError, dict(geometry=geometry[:12] + (0, 1, h, w, 0, 0, 5, 6, 0, 0))),
     ]
     for error, change in bad:
         with pytest.raises(error):
             _call(args, **change)
         assert (y == before).all(), change
     with pytest.raises(ValueError):
-        core.winograd2d_scratch((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0))
+        core.winograd2d_scratch(_whole((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0)))
     isa = backends.core.isa_index
     u = np.full((36, 4), 7.0)
     w4 = np.ones((4, 3, 3))
@@ -316,14 +346,12 @@ def test_recommended_rule_and_the_planner():
         finally:
             npconv.set_num_threads(previous)
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
-    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))  # dilation 2: unless the implicit GEMM runs it
-    with pytest.MonkeyPatch.context() as patch:
-        for implicit in (False, True):
-            patch.setattr(compiled_gemm, "IMPLICIT", implicit)
-            assert compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3), dilated,
-                                                 f32) is not compiled_gemm.implicit_runs(f32)
-    assert not compiled_winograd.recommended("forward", (8, 64, 56, 56), (64, 64, 3, 3),
-                                             _geom(((3, 3), (3, 3)), dilation=(3, 3)), f32)
+    # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
+    # at dilation 2: 49 tiles of 28x28 per call)
+    for dilation, batch, chosen in ((2, 8, True), (3, 8, True), (2, 1, False)):
+        dilated = _geom(((dilation, dilation), (dilation, dilation)), dilation=(dilation, dilation))
+        assert compiled_winograd.recommended("forward", (batch, 64, 56, 56), (64, 64, 3, 3), dilated,
+                                             f32) is chosen
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
 

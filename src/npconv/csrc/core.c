@@ -977,25 +977,36 @@ static PyObject *bn_backward(PyObject *self, PyObject *args) { return bn_call(ar
 static PyObject *bn_forward_job(PyObject *self, PyObject *args) { return bn_call(args, 0, 1); }
 static PyObject *bn_backward_job(PyObject *self, PyObject *args) { return bn_call(args, 1, 1); }
 
-/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK) -> g; every buffer size it implies fits ptrdiff_t. */
+/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W) -> g; every
+ * buffer size it implies fits ptrdiff_t, the phase's elements lie inside the full planes. */
 static int parse_wg_geom(PyObject *seq, wg_geom *g)
 {
-    ptrdiff_t v[12];
-    if (geometry_ints(seq, 12, "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK", "111111100110", DW_MAX_VALUE, v) < 0)
+    ptrdiff_t v[22];
+    if (geometry_ints(seq, 22, "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W",
+                      "1111111001101111001100", DW_MAX_VALUE, v) < 0)
         return -1;
-    *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], 0, 0};
+    *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
+                   v[15], v[16], v[17], v[18], v[19], v[20], v[21], 0, 0, 0, 0, 0, 0, 0, 0};
     g->th = (g->oh + 3) / 4;
     g->tw = (g->ow + 3) / 4;
     if (g->c % g->groups || g->o % g->groups) {
         PyErr_SetString(PyExc_ValueError, "geometry: groups must divide the input and output channels");
         return -1;
     }
+    if (g->x0h + g->dh * (g->h - 1) >= g->xh || g->x0w + g->dw * (g->w - 1) >= g->xw ||
+        g->y0h + g->dh * (g->oh - 1) >= g->yh || g->y0w + g->dw * (g->ow - 1) >= g->yw ||
+        g->xh * g->xw > DW_MAX_PLANE || g->yh * g->yw > DW_MAX_PLANE) {
+        PyErr_SetString(PyExc_ValueError, "geometry: the phase's planes must lie inside the full planes");
+        return -1;
+    }
+    g->xplane = g->xh * g->xw, g->xrow = g->dh * g->xw, g->xoff = g->x0h * g->xw + g->x0w;
+    g->yplane = g->yh * g->yw, g->yrow = g->dh * g->yw, g->yoff = g->y0h * g->yw + g->y0w;
     ptrdiff_t a, b;
     wg_layout L;
     wg_scratch_layout(g, &L); /* each term below 2**24 * 2**24 * 36 */
     if (g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || __builtin_mul_overflow(g->n, g->c, &a) ||
-        __builtin_mul_overflow(a, g->h * g->w, &a) || __builtin_mul_overflow(g->n, g->o, &b) ||
-        __builtin_mul_overflow(b, g->oh * g->ow, &b) || __builtin_mul_overflow(g->n, g->th * g->tw, &a) ||
+        __builtin_mul_overflow(a, g->xplane, &a) || __builtin_mul_overflow(g->n, g->o, &b) ||
+        __builtin_mul_overflow(b, g->yplane, &b) || __builtin_mul_overflow(g->n, g->th * g->tw, &a) ||
         L.total > ((ptrdiff_t)1 << 40)) {
         PyErr_SetString(PyExc_ValueError, "geometry: planes or scratch too large for the compiled kernel");
         return -1;
@@ -1136,9 +1147,9 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     }
     wg_layout L;
     wg_scratch_layout(&g, &L);
-    if (check_count(&j->x, g.n * g.c * g.h * g.w, 0, "input") < 0 ||
+    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
         check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
-        check_count(&j->y, g.n * g.o * g.oh * g.ow, 0, "output") < 0 ||
+        check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
         goto release_s;
     j->fn = KERNELS[isa]->wg[size == 8];
@@ -1819,7 +1830,7 @@ static PyMethodDef methods[] = {
      "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
-     "G, CAP, CBLOCK)"},
+     "G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W: one phase of a dilation of full planes)"},
     {"winograd2d_weight", wg2d_weight, METH_VARARGS,
      "winograd2d_weight(isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) into U (36, P), "
      "U[:, p] = G w[p] G^T of F(4x4, 3x3)"},

@@ -184,9 +184,13 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
 /* Sizes of one Winograd F(4x4, 3x3) call: x (N, C, H, W), transformed weight U (36, O, C/G),
  * output (N, O, OH, OW), low zero padding (PH, PW) (the high side is implied by OH/OW), groups G;
  * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
- * blocks of CBLOCK input channels (0: one block). */
+ * blocks of CBLOCK input channels (0: one block). The images may be one phase of a dilation (DH, DW):
+ * x's element (i, j) is x_full[X0H + DH i][X0W + DW j] of planes XH x XW, y's (q, r) is
+ * y_full[Y0H + DH q][Y0W + DW r] of planes YH x YW (DH = DW = 1, X0 = Y0 = 0: the arrays themselves). */
 typedef struct {
-    ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, th, tw;
+    ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, dh, dw, xh, xw, x0h, x0w, yh, yw, y0h, y0w;
+    /* derived */
+    ptrdiff_t th, tw, xplane, xrow, xoff, yplane, yrow, yoff;
 } wg_geom;
 
 /* Tiles per run of the transforms (tiles of one image, across its tile rows). */

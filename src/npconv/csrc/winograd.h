@@ -77,17 +77,22 @@ static inline __attribute__((always_inline)) V FN(wg_phase)(const T *src, int p)
     return __builtin_shuffle(__builtin_shuffle(a, b, m), __builtin_shuffle(c, d, m), join);
 }
 
-/* dst[j - j0] = src[j - pw] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1): a
- * short segment of a zero-padded input row (loops, not libc calls: most segments are a few values). */
-static inline void FN(wg_pad_seg)(T *restrict dst, const T *restrict src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t j0,
-                                  ptrdiff_t j1)
+/* dst[j - j0] = src[(j - pw) * d] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1):
+ * a short segment of a zero-padded input row (loops, not libc calls: most segments are a few values);
+ * d > 1: one phase of a dilated row (whole vectors of every second value for d = 2 while they end
+ * inside the row). */
+static inline void FN(wg_pad_seg)(T *restrict dst, const T *restrict src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t d,
+                                  ptrdiff_t j0, ptrdiff_t j1)
 {
     ptrdiff_t i0 = pw > j0 ? pw : j0, i1 = w + pw < j1 ? w + pw : j1;
     if (!src || i1 < i0) i0 = i1 = j1;
     for (ptrdiff_t j = j0; j < i0; j++) dst[j - j0] = 0;
     ptrdiff_t j = i0;
-    for (; j + VL <= i1; j += VL) FN(store)(dst + (j - j0), FN(load)(src + (j - pw)));
-    for (; j < i1; j++) dst[j - j0] = src[j - pw];
+    if (d == 1)
+        for (; j + VL <= i1; j += VL) FN(store)(dst + (j - j0), FN(load)(src + (j - pw)));
+    else if (d == 2)
+        for (; j + VL < i1; j += VL) FN(store)(dst + (j - j0), FN(even)(src + 2 * (j - pw)));
+    for (; j < i1; j++) dst[j - j0] = src[(j - pw) * d];
     for (j = i1; j < j1; j++) dst[j - j0] = 0;
 }
 
@@ -99,7 +104,7 @@ static void FN(wg_column)(const T *xc, const wg_geom *g, ptrdiff_t ih0, ptrdiff_
     const ptrdiff_t ic = jc - g->pw;
     for (int k = 0; k < 6; k++) {
         const ptrdiff_t ih = ih0 + k;
-        if (ih >= 0 && ih < g->h && ic >= 0 && ic < g->w) d[k][0] = xc[ih * g->w + ic];
+        if (ih >= 0 && ih < g->h && ic >= 0 && ic < g->w) d[k][0] = xc[ih * g->xrow + ic * g->dw];
     }
     FN(wg_bt6)(r, d);
     for (int k = 0; k < 6; k++) o[k] = r[k][0];
@@ -123,8 +128,8 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
         const T *xn = xc + (s + l) / per_image * xs;
         for (int r = 0; r < 6; r++) {
             const ptrdiff_t ih = 4 * ty + r - g->ph;
-            FN(wg_pad_seg)(rb + r * rs + 4 * l, ih >= 0 && ih < g->h ? xn + ih * g->w : NULL, g->w, g->pw, 4 * a,
-                           4 * b);
+            FN(wg_pad_seg)(rb + r * rs + 4 * l, ih >= 0 && ih < g->h ? xn + ih * g->xrow : NULL, g->w, g->pw, g->dw,
+                           4 * a, 4 * b);
         }
         l += b - a;
     }
@@ -197,8 +202,10 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
                 const T *src = q + lane;
                 lane += len;
                 if (row >= g->oh) continue;
-                T *dst = yo + tile / per_image * ys + row * g->ow;
-                if (c1 - c0 == 4 * len) {
+                T *dst = yo + tile / per_image * ys + row * g->yrow;
+                if (g->dw > 1) {
+                    for (ptrdiff_t c = c0; c < c1; c++) dst[c * g->dw] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
+                } else if (c1 - c0 == 4 * len) {
                     for (ptrdiff_t m = 0; m < len; m++) {
                         dst[c0 + 4 * m] = src[m];
                         dst[c0 + 4 * m + 1] = src[VL + m];
@@ -227,8 +234,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     for (ptrdiff_t c = 0; c < g->c; c++) {
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + c * g->h * g->w, g->c * g->h * g->w, g, t, len, v + c * L.ntp, g->c * L.ntp, t - t0,
-                             rb, L.rs, tr, L.ps);
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * L.ntp, g->c * L.ntp,
+                             t - t0, rb, L.rs, tr, L.ps);
         }
     }
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
@@ -246,8 +253,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
         const T b_o = bias ? bias[o] : (T)0;
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, y + o * g->oh * g->ow, g->o * g->oh * g->ow, g, t,
-                              len, b_o, act, lo, hi, q);
+            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, y + g->yoff + o * g->yplane, g->o * g->yplane, g,
+                              t, len, b_o, act, lo, hi, q);
         }
     }
 }

@@ -92,23 +92,23 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group, at least :data:`MIN_TILES` 4x4 output tiles in the call (with fewer, reading the
-    transformed weight, 4x the weight, costs more than the 2.25 multiplies per output save) and
-    :data:`MIN_MACS` multiply-adds (its per-call data check against a planned GEMM), at least
-    ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread, enough channels for the vectors of
-    tiles (:data:`MIN_CHANNEL_LANES`);
-    dilation 1, and 2 unless the GEMM path runs it as its implicit GEMM (faster than the phase
-    sub-images: 12.8 vs 15.7 ms CPU on 8x64x56x56, docs/performance.md)."""
+    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (a dilation ``d`` makes one call
+    per output phase: with fewer, reading the transformed weight, 4x the weight, costs more than the
+    2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
+    transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
+    tiles per worker thread and call, enough channels for the vectors of tiles
+    (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements
+    where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
+    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
+    dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
-        return False
-    if max(geom.dilation) > (1 if _implicit_gemm_runs(dtype) else 2):
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
     dh, dw = geom.dilation
     phase_h, phase_w = -(-out[0] // dh), -(-out[1] // dw)  # one phase sub-image's outputs
     th, tw = -(-phase_h // 4), -(-phase_w // 4)
-    tiles = x_shape[0] * dh * dw * th * tw
+    tiles = x_shape[0] * th * tw  # per call (per phase)
     threads = max(1, get_num_threads())
     lanes = _LANES.get(backends.core.isa, 16)
     run = max(1, min(RUN_TILES, tiles // threads))
@@ -118,15 +118,6 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
-
-
-def _implicit_gemm_runs(dtype: np.dtype) -> bool:
-    """:func:`npconv.kernels.compiled_gemm.implicit_runs` (False where that module did not load)."""
-    try:
-        from . import compiled_gemm
-    except ImportError:
-        return False
-    return compiled_gemm.implicit_runs(dtype)
 
 
 def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, tuple[int, int], int]:
@@ -143,34 +134,48 @@ def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, t
 
 def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
              epilogue: Epilogue | None) -> np.ndarray:
-    """A dilated stride-1 3x3 convolution as ``d_h x d_w`` undilated ones, one per output phase."""
+    """A dilated stride-1 3x3 convolution as ``d_h x d_w`` undilated ones, one per output phase, each
+    a C call on the phase's strided elements of ``x`` and ``y`` (no copies)."""
     in_size = tuple(x.shape[2:])
     out = geom.output_size(in_size)
     dtype = _check(x, w)
     y = np.empty(x.shape[:1] + w.shape[:1] + out, dtype)
+    if y.size == 0:
+        return y
+    bias, now, activation = compiled_epilogue(bias, epilogue)
+    act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
     lows = [lo for lo, _ in geom.pads(in_size)]
-    for rh in range(min(geom.dilation[0], out[0])):
-        ph, crop_h, pad_h, _ = _phase(rh, geom.dilation[0], lows[0], in_size[0], out[0])
-        for rw in range(min(geom.dilation[1], out[1])):
-            pw, crop_w, pad_w, _ = _phase(rw, geom.dilation[1], lows[1], in_size[1], out[1])
-            sub = x[:, :, ph::geom.dilation[0], pw::geom.dilation[1]][:, :, crop_h, crop_w]
-            target = y[:, :, rh::geom.dilation[0], rw::geom.dilation[1]]
-            if min(sub.shape[2:]) == 0:  # the whole phase reads padding: the epilogue of zeros
+    dh, dw = geom.dilation
+    x = np.ascontiguousarray(x, dtype=dtype)
+    u = None
+    for rh in range(min(dh, out[0])):
+        ph, crop_h, pad_h, count_h = _phase(rh, dh, lows[0], in_size[0], out[0])
+        for rw in range(min(dw, out[1])):
+            pw, crop_w, pad_w, count_w = _phase(rw, dw, lows[1], in_size[1], out[1])
+            rows, cols = crop_h.stop - crop_h.start, crop_w.stop - crop_w.start
+            if rows <= 0 or cols <= 0:  # the whole phase reads padding: the epilogue of zeros
+                target = y[:, :, rh::dh, rw::dw]
                 target[...] = 0
-                if epilogue is not None or bias is not None:
-                    e = epilogue or Epilogue(bias)
-                    target[...] = epilogue_(np.ascontiguousarray(target), e.bias, e.activation)
+                if bias is not None or now is not None:
+                    target[...] = epilogue_(np.ascontiguousarray(target), bias, now)
                 continue
-            part = ConvGeometry((3, 3), (1, 1), (pad_h, pad_w), (1, 1), geom.groups)
-            target[...] = forward(sub, w, part, bias, epilogue)
-    return y
+            phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out, (rh, rw))
+            u = _call(x, w, bias, y, (rows, cols), (count_h, count_w), (pad_h[0], pad_w[0]), geom.groups,
+                      act, lo, hi, phase, u)
+    return y if activation is None else epilogue_(y, None, activation)
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
-              groups: int, cap: int, dtype: np.dtype) -> tuple[int, ...]:
-    """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK)``."""
+              groups: int, cap: int, dtype: np.dtype, phase: tuple | None = None) -> tuple[int, ...]:
+    """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW,
+    X0H, X0W, YH, YW, Y0H, Y0W)``; ``phase`` ``(dilation, full input size, first input element, full
+    output size, first output element)`` of a dilated call's phase, None for the whole arrays."""
     block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
-    return (n, c, *in_size, o, *out_size, *low, groups, cap, block)
+    if phase is None:
+        phase = ((1, 1), in_size, (0, 0), out_size, (0, 0))
+    dilation, full_in, first_in, full_out, first_out = phase
+    return (n, c, *in_size, o, *out_size, *low, groups, cap, block, *dilation, *full_in, *first_in, *full_out,
+            *first_out)
 
 
 def _items(total: int, cap: int, threads: int) -> list[tuple[int, int]]:
@@ -199,44 +204,76 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     bias, now, activation = compiled_epilogue(bias, epilogue)
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
     dtype = _check(x, w)
+    out_size = geom.output_size(tuple(x.shape[2:]))
+    low = tuple(lo for lo, _ in geom.pads(tuple(x.shape[2:])))
+    y = np.empty(x.shape[:1] + w.shape[:1] + tuple(out_size), dtype)
+    if y.size:
+        _call(np.ascontiguousarray(x, dtype=dtype), w, bias, y, tuple(x.shape[2:]), out_size, low,
+              geom.groups, act, lo, hi)
+    return y if activation is None else epilogue_(y, None, activation)
+
+
+def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
+          out_size: tuple[int, ...], low: tuple[int, ...], groups: int, act: int, lo: float, hi: float,
+          phase: tuple | None = None, u: np.ndarray | None = None) -> np.ndarray | None:
+    """``y`` (or its ``phase``, see :func:`_geometry`) from ``x`` (C-contiguous, y's dtype) by the C
+    kernel, or by the NumPy Winograd beyond the kernel's size limits. Returns the transformed weight
+    ``U`` it used (``u``, or made here) for the next phase of the same call."""
+    dtype = y.dtype
     n, c = x.shape[:2]
     o = w.shape[0]
-    in_size = tuple(x.shape[2:])
-    out_size = geom.output_size(in_size)
-    low = tuple(lo for lo, _ in geom.pads(in_size))
     threads = max(1, get_num_threads())
     tile_bytes = 36 * (c + o) * dtype.itemsize
     cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
     core = backends.core.module
     try:
-        geometry = _geometry(n, c, in_size, o, out_size, low, geom.groups, cap, dtype)
+        geometry = _geometry(n, c, in_size, o, out_size, low, groups, cap, dtype, phase)
         size = core.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
-        y = winograd.forward(x, w, geom, bias)
-        if act:
-            activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+        _numpy_call(x, w, bias, y, in_size, low, groups, act, lo, hi, phase)
+        return u
+    if u is None:
+        u = _weight(core, w, dtype, threads)
+    _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi)
+    return u
+
+
+def _numpy_call(x, w, bias, y, in_size, low, groups, act, lo, hi, phase) -> None:
+    """:func:`_call`'s work by the NumPy Winograd (activation afterwards)."""
+    if phase is None:
+        sub, target = x, y
     else:
-        y = np.empty((n, o) + tuple(out_size), dtype)
-        if y.size:
-            _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi)
-    return y if activation is None else epilogue_(y, None, activation)
+        (dh, dw), _, (ih, iw), _, (rh, rw) = phase
+        sub = x[:, :, ih::dh, iw::dw][:, :, :in_size[0], :in_size[1]]
+        target = y[:, :, rh::dh, rw::dw]
+    # a stride-1 3x3 axis of `size` inputs, `low` padding and `out` outputs: high padding out + 2 - size - low
+    pads = tuple((lo_, out + 2 - size - lo_)
+                 for size, out, lo_ in zip(in_size, target.shape[2:], low, strict=True))
+    part = ConvGeometry((3, 3), (1, 1), pads, (1, 1), groups)
+    result = winograd.forward(sub, w, part, bias)
+    if act:
+        activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+        result = epilogue_(np.ascontiguousarray(result), None, activation)
+    target[...] = result
 
 
-def _run(core, x, w, bias, y, geometry, size, cap, threads, act, lo, hi) -> None:
-    """The C kernel over the tile grid, split across the worker threads."""
-    dtype = y.dtype
-    n, c = x.shape[:2]
-    o, groups = w.shape[0], geometry[9]
-    routines, isa = gemm_routines(), backends.core.isa_index
+def _weight(core, w: np.ndarray, dtype: np.dtype, threads: int) -> np.ndarray:
+    """``U = G w G^T`` (36, O, C/groups), the kernels split across the worker threads."""
+    o, cg = w.shape[:2]
     w = np.ascontiguousarray(w, dtype=dtype)
-    u = np.empty((36, o, c // groups), dtype)  # U = G w G^T, kernels split across the workers
-    kernels = o * (c // groups)
+    u = np.empty((36, o, cg), dtype)
+    kernels = o * cg
     spans = [(kernels * i // threads, kernels * (i + 1) // threads) for i in range(threads)]
     workspace.run_spans(core.winograd2d_weight, (w, u), spans)
-    x = np.ascontiguousarray(x, dtype=dtype)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    total = n * -(-y.shape[2] // 4) * -(-y.shape[3] // 4)
+    return u
 
+
+def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None:
+    """The C kernel over the tile grid, split across the worker threads."""
+    dtype = y.dtype
+    routines, isa = gemm_routines(), backends.core.isa_index
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    total = geometry[0] * -(-geometry[5] // 4) * -(-geometry[6] // 4)
     items = _items(total, cap, threads)
     workers = min(threads, len(items))
     # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
