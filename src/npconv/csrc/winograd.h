@@ -7,14 +7,15 @@
  * the transforms below are those matrices written out). A work item is a range [t0, t1) of the flat
  * tile grid (image, tile row, tile column): tiles of several images share one GEMM.
  *
- * Per item: (1) input transform per (channel, run of up to WG_RUN tiles of one image, across tile
- * rows), vectorized over the tiles: the tiles' 6 input rows side by side are split into 4 column
+ * Per item: (1) input transform per (channel, run of up to WG_RUN tiles, across tile rows and
+ * images), vectorized over the tiles: the tiles' 6 input rows side by side are split into 4 column
  * phases (phase p holds columns 4t + p, zero padding written in place, no padded copy of the image),
  * B^T combines the rows, then the columns (columns 4 and 5 of a tile are the next tile's phases 0
  * and 1, at a tile row's end the columns after it), giving V[36][C][tiles]; (2) 36 GEMMs per group
- * M[k] (O, tiles) = U[k] (O, C) @ V[k] (C, tiles) through SciPy's BLAS (float32: summed over
- * channel blocks, see winograd.CHANNEL_BLOCK); (3) output transform A^T . A per (channel, run),
- * bias and clamp, interleaved into the rows of y.
+ * M[k] (O, tiles) = U[k] (O, C) @ V[k] (C, tiles) through the core's matrix product (float32:
+ * summed over channel blocks, see winograd.CHANNEL_BLOCK); (3) output transform A^T . A per
+ * (channel, run), bias and clamp, interleaved into the rows of y. A dilated convolution runs as one
+ * call per output phase, reading and writing the phase's strided elements (wg_geom).
  */
 
 /* B^T (6 x 6) of transform_matrices(4) applied to d0..d5. */
@@ -96,6 +97,16 @@ static inline void FN(wg_pad_seg)(T *restrict dst, const T *restrict src, ptrdif
     for (j = i1; j < j1; j++) dst[j - j0] = 0;
 }
 
+/* The segment of a run starting at flat tile t: its image, tile row ty and tile columns [a, b) (to the
+ * tile row's end or the run's, `left` tiles). */
+static inline void FN(wg_segment)(const wg_geom *g, ptrdiff_t t, ptrdiff_t left, ptrdiff_t *image, ptrdiff_t *ty,
+                                  ptrdiff_t *a, ptrdiff_t *b)
+{
+    const ptrdiff_t per_image = g->th * g->tw;
+    *image = t / per_image, *ty = t % per_image / g->tw, *a = t % g->tw;
+    *b = *a + left < g->tw ? *a + left : g->tw;
+}
+
 /* Row transform of one padded input column jc of the 6 input rows from ih0 (scalar): o[k] = sum_r
  * B^T[k][r] x_pad[ih0 + r][jc], for the one column a run's vectors do not hold (see wg_input_run). */
 static void FN(wg_column)(const T *xc, const wg_geom *g, ptrdiff_t ih0, ptrdiff_t jc, T *o)
@@ -121,17 +132,16 @@ static void FN(wg_column)(const T *xc, const wg_geom *g, ptrdiff_t ih0, ptrdiff_
 static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdiff_t s, ptrdiff_t L, T *v,
                              ptrdiff_t vstride, ptrdiff_t col, T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps)
 {
-    const ptrdiff_t le = (L + VL - 1) / VL * VL, per_image = g->th * g->tw;
-    for (ptrdiff_t l = 0; l < L;) {
-        const ptrdiff_t ty = (s + l) % per_image / g->tw, a = (s + l) % g->tw;
-        const ptrdiff_t b = a + (L - l) < g->tw ? a + (L - l) : g->tw;
-        const T *xn = xc + (s + l) / per_image * xs;
+    const ptrdiff_t le = (L + VL - 1) / VL * VL;
+    ptrdiff_t n, ty, a, b;
+    for (ptrdiff_t l = 0; l < L; l += b - a) {
+        FN(wg_segment)(g, s + l, L - l, &n, &ty, &a, &b);
+        const T *xn = xc + n * xs;
         for (int r = 0; r < 6; r++) {
             const ptrdiff_t ih = 4 * ty + r - g->ph;
             FN(wg_pad_seg)(rb + r * rs + 4 * l, ih >= 0 && ih < g->h ? xn + ih * g->xrow : NULL, g->w, g->pw, g->dw,
                            4 * a, 4 * b);
         }
-        l += b - a;
     }
     for (int r = 0; r < 6; r++)
         for (ptrdiff_t j = 4 * L; j < 4 * le; j++) rb[r * rs + j] = 0;
@@ -150,15 +160,12 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
             const T *src = tr + (k * 6 + p) * ps + 1;
             for (ptrdiff_t t = 0; t < le; t += VL) FN(store)(dst + t, FN(load)(src + t));
         }
-    for (ptrdiff_t l = 0; l < L;) { /* each segment's last tile reads the columns after it */
-        const ptrdiff_t ty = (s + l) % per_image / g->tw, a = (s + l) % g->tw;
-        const ptrdiff_t b = a + (L - l) < g->tw ? a + (L - l) : g->tw;
-        const T *xn = xc + (s + l) / per_image * xs;
-        l += b - a;
+    for (ptrdiff_t l = 0; l < L; l += b - a) { /* each segment's last tile reads the columns after it */
+        FN(wg_segment)(g, s + l, L - l, &n, &ty, &a, &b);
         for (int p = 0; p < 2; p++) {
             T o[6];
-            FN(wg_column)(xn, g, 4 * ty - g->ph, 4 * b + p, o);
-            for (int k = 0; k < 6; k++) tr[(k * 6 + 4 + p) * ps + l - 1] = o[k];
+            FN(wg_column)(xc + n * xs, g, 4 * ty - g->ph, 4 * b + p, o);
+            for (int k = 0; k < 6; k++) tr[(k * 6 + 4 + p) * ps + l + (b - a) - 1] = o[k];
         }
     }
     /* columns: V[k * 6 + k2][col + t] = sum_q B^T[k2][q] tr[k][q][t] */
@@ -173,15 +180,14 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
 }
 
 /* Output transform of the L tiles [s, s + L) of the flat tile grid of channel plane yo (image 0's;
- * images ys apart) from M columns [col, ...),
- * plus bias, then act: 0 none, 1 ReLU (as np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh
- * (as np.clip(v, lo, hi): NaN and -0.0 pass), the codes of pointwise.Activation; each vector's tiles
- * interleaved into the rows of y segment by segment (tile rows). q: 4 x VL. */
+ * images ys apart) from M columns [col, ...), plus bias, then act: 0 none, 1 ReLU (as
+ * np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh (as np.clip(v, lo, hi): NaN and -0.0
+ * pass), the codes of pointwise.Activation; each vector's tiles interleaved into the rows of y
+ * segment by segment (tile rows). q: 4 x VL. */
 static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, ptrdiff_t ys, const wg_geom *g,
                               ptrdiff_t s, ptrdiff_t L, T bias, int act, T lo, T hi, T *q)
 {
     const V vb = FN(splat)(bias);
-    const ptrdiff_t per_image = g->th * g->tw;
     for (ptrdiff_t t = 0; t < L; t += VL) {
         const ptrdiff_t nv = L - t < VL ? L - t : VL;
         V r[4][6];
@@ -195,14 +201,14 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
             V o[4];
             FN(wg_at6)(o, r[i]);
             for (int j = 0; j < 4; j++) FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
-            for (ptrdiff_t lane = 0; lane < nv;) {
-                const ptrdiff_t tile = s + t + lane, ty = tile % per_image / g->tw, tx = tile % g->tw;
-                const ptrdiff_t len = nv - lane < g->tw - tx ? nv - lane : g->tw - tx, row = 4 * ty + i;
-                const ptrdiff_t c0 = 4 * tx, c1 = 4 * (tx + len) < g->ow ? 4 * (tx + len) : g->ow;
+            ptrdiff_t n, ty, a, b;
+            for (ptrdiff_t lane = 0; lane < nv; lane += b - a) {
+                FN(wg_segment)(g, s + t + lane, nv - lane, &n, &ty, &a, &b);
+                const ptrdiff_t len = b - a, row = 4 * ty + i;
+                const ptrdiff_t c0 = 4 * a, c1 = 4 * b < g->ow ? 4 * b : g->ow;
                 const T *src = q + lane;
-                lane += len;
                 if (row >= g->oh) continue;
-                T *dst = yo + tile / per_image * ys + row * g->yrow;
+                T *dst = yo + n * ys + row * g->yrow;
                 if (g->dw > 1) {
                     for (ptrdiff_t c = c0; c < c1; c++) dst[c * g->dw] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
                 } else if (c1 - c0 == 4 * len) {
