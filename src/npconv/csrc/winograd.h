@@ -80,21 +80,15 @@ static inline __attribute__((always_inline)) V FN(wg_phase)(const T *src, int p)
 
 /* dst[j - j0] = src[(j - pw) * d] (0 outside [0, w), or everywhere when src is NULL) for j in [j0, j1):
  * a short segment of a zero-padded input row (loops, not libc calls: most segments are a few values);
- * d > 1: one phase of a dilated row (whole vectors of every second value for d = 2 while they end
- * inside the row). */
+ * d > 1: one phase of a dilated row (im2col.h's gather, GC(gather) = FN(gather)). */
 static inline void FN(wg_pad_seg)(T *restrict dst, const T *restrict src, ptrdiff_t w, ptrdiff_t pw, ptrdiff_t d,
                                   ptrdiff_t j0, ptrdiff_t j1)
 {
     ptrdiff_t i0 = pw > j0 ? pw : j0, i1 = w + pw < j1 ? w + pw : j1;
     if (!src || i1 < i0) i0 = i1 = j1;
     for (ptrdiff_t j = j0; j < i0; j++) dst[j - j0] = 0;
-    ptrdiff_t j = i0;
-    if (d == 1)
-        for (; j + VL <= i1; j += VL) FN(store)(dst + (j - j0), FN(load)(src + (j - pw)));
-    else if (d == 2)
-        for (; j + VL < i1; j += VL) FN(store)(dst + (j - j0), FN(even)(src + 2 * (j - pw)));
-    for (; j < i1; j++) dst[j - j0] = src[(j - pw) * d];
-    for (j = i1; j < j1; j++) dst[j - j0] = 0;
+    if (i1 > i0) FN(gather)(dst + (i0 - j0), src + (i0 - pw) * d, i1 - i0, d);
+    for (ptrdiff_t j = i1; j < j1; j++) dst[j - j0] = 0;
 }
 
 /* The segment of a run starting at flat tile t: its image, tile row ty and tile columns [a, b) (to the

@@ -160,13 +160,14 @@ def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray 
                     target[...] = epilogue_(np.ascontiguousarray(target), bias, now)
                 continue
             phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out, (rh, rw))
-            u = _call(x, w, bias, y, (rows, cols), (count_h, count_w), (pad_h[0], pad_w[0]), geom.groups,
+            u = _call(x, w, bias, y, (rows, cols), (count_h, count_w), (pad_h, pad_w), geom.groups,
                       act, lo, hi, phase, u)
     return y if activation is None else epilogue_(y, None, activation)
 
 
-def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int], low: Sequence[int],
-              groups: int, cap: int, dtype: np.dtype, phase: tuple | None = None) -> tuple[int, ...]:
+def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int],
+              pads: Sequence[tuple[int, int]], groups: int, cap: int, dtype: np.dtype,
+              phase: tuple | None = None) -> tuple[int, ...]:
     """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW,
     X0H, X0W, YH, YW, Y0H, Y0W)``; ``phase`` ``(dilation, full input size, first input element, full
     output size, first output element)`` of a dilated call's phase, None for the whole arrays."""
@@ -174,6 +175,7 @@ def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence
     if phase is None:
         phase = ((1, 1), in_size, (0, 0), out_size, (0, 0))
     dilation, full_in, first_in, full_out, first_out = phase
+    low = (lo for lo, _ in pads)  # the high side is implied by the output size
     return (n, c, *in_size, o, *out_size, *low, groups, cap, block, *dilation, *full_in, *first_in, *full_out,
             *first_out)
 
@@ -205,16 +207,16 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
     dtype = _check(x, w)
     out_size = geom.output_size(tuple(x.shape[2:]))
-    low = tuple(lo for lo, _ in geom.pads(tuple(x.shape[2:])))
     y = np.empty(x.shape[:1] + w.shape[:1] + tuple(out_size), dtype)
     if y.size:
-        _call(np.ascontiguousarray(x, dtype=dtype), w, bias, y, tuple(x.shape[2:]), out_size, low,
-              geom.groups, act, lo, hi)
+        _call(np.ascontiguousarray(x, dtype=dtype), w, bias, y, tuple(x.shape[2:]), out_size,
+              geom.pads(tuple(x.shape[2:])), geom.groups, act, lo, hi)
     return y if activation is None else epilogue_(y, None, activation)
 
 
 def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
-          out_size: tuple[int, ...], low: tuple[int, ...], groups: int, act: int, lo: float, hi: float,
+          out_size: tuple[int, ...], pads: Sequence[tuple[int, int]], groups: int, act: int, lo: float,
+          hi: float,
           phase: tuple | None = None, u: np.ndarray | None = None) -> np.ndarray | None:
     """``y`` (or its ``phase``, see :func:`_geometry`) from ``x`` (C-contiguous, y's dtype) by the C
     kernel, or by the NumPy Winograd beyond the kernel's size limits. Returns the transformed weight
@@ -227,10 +229,10 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
     cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
     core = backends.core.module
     try:
-        geometry = _geometry(n, c, in_size, o, out_size, low, groups, cap, dtype, phase)
+        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
         size = core.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
-        _numpy_call(x, w, bias, y, in_size, low, groups, act, lo, hi, phase)
+        _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase)
         return u
     if u is None:
         u = _weight(core, w, dtype, threads)
@@ -238,7 +240,7 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
     return u
 
 
-def _numpy_call(x, w, bias, y, in_size, low, groups, act, lo, hi, phase) -> None:
+def _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase) -> None:
     """:func:`_call`'s work by the NumPy Winograd (activation afterwards)."""
     if phase is None:
         sub, target = x, y
@@ -246,10 +248,7 @@ def _numpy_call(x, w, bias, y, in_size, low, groups, act, lo, hi, phase) -> None
         (dh, dw), _, (ih, iw), _, (rh, rw) = phase
         sub = x[:, :, ih::dh, iw::dw][:, :, :in_size[0], :in_size[1]]
         target = y[:, :, rh::dh, rw::dw]
-    # a stride-1 3x3 axis of `size` inputs, `low` padding and `out` outputs: high padding out + 2 - size - low
-    pads = tuple((lo_, out + 2 - size - lo_)
-                 for size, out, lo_ in zip(in_size, target.shape[2:], low, strict=True))
-    part = ConvGeometry((3, 3), (1, 1), pads, (1, 1), groups)
+    part = ConvGeometry((3, 3), (1, 1), tuple(pads), (1, 1), groups)
     result = winograd.forward(sub, w, part, bias)
     if act:
         activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
