@@ -261,7 +261,8 @@ CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward"
                   "depthwise2d_grad_weight_job", "grouped2d_grad_weight_job", "max_pool2d_forward_job",
                   "max_pool2d_backward_job", "winograd2d_weight_job",
                   "winograd2d_scratch", "winograd2d_weight",
-                  "winograd2d_forward", "flag_wait", "flag_store", "batch_norm_forward",
+                  "winograd2d_forward", "winograd2d_grad_weight_scratch", "winograd2d_grad_weight",
+                  "winograd2d_grad_weight_job", "flag_wait", "flag_store", "batch_norm_forward",
                   "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel", "value_range",
                   "spectral_mix", "spectral_mix_job", "spectral_mix_scratch")
 

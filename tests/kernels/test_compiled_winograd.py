@@ -20,7 +20,7 @@ import reference
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
-from npconv.kernels import plan, winograd
+from npconv.kernels import plan, winograd, workspace
 from npconv.kernels.blas import gemm_routines
 from npconv.kernels.common import Epilogue
 from npconv.kernels.pointwise import Activation
@@ -298,6 +298,130 @@ def test_the_extension_checks_its_arguments():
         assert (u == 7.0).all()
 
 
+def _grad_weight_reference(x, gy, geom):
+    """gw in float64 by the NumPy reference (tests/reference.py)."""
+    wide = np.zeros((gy.shape[1], x.shape[1] // geom.groups, 3, 3))
+    size = tuple(x.shape[2:])
+    return reference.conv_passes(x.astype(np.float64), wide, gy.astype(np.float64),
+                                 geom.with_padding(geom.pads(size)))[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype, data):
+    """grad_weight (the forward's adjoint in U): odd sizes at the tile edges, padding 0-3 per side,
+    groups, work items of a few tiles (several items per worker: their float64 sums), the workers
+    splitting tiles or output channels."""
+    groups = data.draw(st.integers(1, 2), label="groups")
+    c = groups * data.draw(st.integers(1, 4), label="c/g")
+    o = groups * data.draw(st.integers(1, 20), label="o/g")
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
+    size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 19)) for lo, hi in padding)
+    n = data.draw(st.integers(1, 3), label="n")
+    tiles = data.draw(st.sampled_from([None, 1, 2, 5, 17]), label="tiles")
+    split = data.draw(st.sampled_from([0.0, 1e9]), label="channel split")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    geom = _geom(padding, groups)
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    gy = rng.standard_normal((n, o) + geom.output_size(size)).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        if tiles is not None:
+            patch.setattr(compiled_winograd, "_TARGET_TILES", tiles)
+        patch.setattr(compiled_winograd, "GW_CHANNEL_SPLIT", split)
+        gw = compiled_winograd.grad_weight(x, gy, geom)
+        again = compiled_winograd.grad_weight(x, gy, geom)
+    ref = _grad_weight_reference(x, gy, geom)
+    assert gw.shape == ref.shape and gw.dtype == dtype
+    assert _max_relative(gw, ref) <= TOL[np.dtype(dtype)] * 4, (n, c, o, size, padding, groups, tiles, split)
+    np.testing.assert_array_equal(gw, again)  # a fixed assignment of items: the same sums each run
+
+
+def test_grad_weight_float32_accuracy_on_resnet_like_layers(isa):
+    """float32 within 2e-6 norm-relative of float64 (each item's products summed in float32, the items
+    in float64): 1.1-1.5e-6 on these layers."""
+    rng = np.random.default_rng(5)
+    for n, c, size in ((8, 64, 56), (8, 256, 14)):
+        x = rng.standard_normal((n, c, size, size)).astype(np.float32)
+        gy = rng.standard_normal((n, c, size, size)).astype(np.float32)
+        geom = _geom(1)
+        ref = _grad_weight_reference(x, gy, geom)
+        gw = compiled_winograd.grad_weight(x, gy, geom)
+        assert np.linalg.norm(gw - ref) / np.linalg.norm(ref) < 2e-6
+
+
+def test_grad_weight_beyond_its_scratch_share_runs_the_direct_products(monkeypatch):
+    """Accumulators (36 x O x C/G float64 per worker or per call) beyond half of the scratch budget,
+    or geometries beyond the kernel's limits: the NumPy GEMM's grad_weight, bit for bit."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 9, 9))
+    gy = rng.standard_normal((2, 24, 9, 9))
+    geom = _geom(1)
+    fitting = compiled_winograd.grad_weight(x, gy, geom)
+    monkeypatch.setattr(workspace, "SCRATCH_BYTES", 36 * 24 * 16 * 8)
+    direct = compiled_winograd.grad_weight(x, gy, geom)
+    np.testing.assert_array_equal(direct, compiled_gemm.gemm.grad_weight(x, gy, geom))
+    np.testing.assert_allclose(direct, fitting, rtol=1e-12, atol=1e-12)
+
+
+def test_grad_weight_through_the_planner_keeps_locality(isa):
+    """Non-finite data or a spread beyond the limit: the planner's check reroutes grad_weight to the
+    local rule's algorithm (the result equals the forced GEMM's); finite data: Winograd's result."""
+    rng = np.random.default_rng(8)
+    geom = _geom(1)
+    x = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
+    gy = rng.standard_normal((8, 16, 12, 12)).astype(np.float32)
+    with backends.conv.force({"grad_weight": "winograd"}):
+        planned = plan.grad_weight(x, gy, geom)
+    np.testing.assert_array_equal(planned, compiled_winograd.grad_weight(x, gy, geom))
+    for target, value in (("x", np.nan), ("gy", np.inf), ("gy", 1e30)):
+        xc, gyc = x.copy(), gy.copy()
+        (xc if target == "x" else gyc)[1, 3, 5, 6] = value
+        with np.errstate(all="ignore"):
+            with backends.conv.force({"grad_weight": "winograd"}):
+                ours = plan.grad_weight(xc, gyc, geom)
+            with backends.conv.force({"grad_weight": "gemm"}):
+                local = plan.grad_weight(xc, gyc, geom)
+        np.testing.assert_array_equal(ours, local)
+
+
+def test_the_grad_weight_extension_checks_its_arguments():
+    core = backends.core.module
+    n, c, h, w, o = 1, 2, 5, 6, 3
+    geometry = _whole((n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0))
+    size = core.winograd2d_grad_weight_scratch(geometry)
+    f = np.float64
+    args = dict(isa=backends.core.isa_index, routines=gemm_routines(), x=np.ones((n, c, h, w), f),
+                gy=np.ones((n, o, 5, 6), f), acc=np.zeros((36, o, c)), scratch=np.empty(size, f),
+                geometry=geometry, start=0, stop=4, o0=0, o1=o, first=True)
+
+    def call(**change):
+        values = dict(args, **change)
+        core.winograd2d_grad_weight(*values.values())
+
+    call()
+    assert np.abs(args["acc"]).sum() > 0
+    before = args["acc"].copy()
+    bad = [
+        (ValueError, dict(x=np.ones((n, c, h, w + 1), f))),
+        (ValueError, dict(gy=np.ones((n, o, 5, 5), f))),
+        (ValueError, dict(acc=np.zeros((36, o, c + 1)))),
+        (TypeError, dict(acc=np.zeros((36, o, c), np.float32))),
+        (ValueError, dict(scratch=np.empty(size - 1, f))),
+        (TypeError, dict(gy=np.ones((n, o, 5, 6), np.float32))),
+        (ValueError, dict(start=-1)),
+        (ValueError, dict(stop=5)),
+        (ValueError, dict(o0=2, o1=2)),
+        (ValueError, dict(o1=o + 1)),
+        (ValueError, dict(geometry=geometry[:12] + (2, 1, h, w, 0, 0, 5, 6, 0, 0))),
+        (ValueError, dict(isa=17)),
+    ]
+    for error, change in bad:
+        with pytest.raises(error):
+            call(**change)
+        np.testing.assert_array_equal(args["acc"], before)
+
+
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
     assert registry.available()["winograd"].compiled
     assert [a.compiled for a in registry.implementations("winograd")["winograd"]] == [True, False]
@@ -345,7 +469,14 @@ def test_recommended_rule_and_the_planner():
                                                      f32)
         finally:
             npconv.set_num_threads(previous)
-    assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    # grad_weight: enough tiles for its 36 x O x C/G products per item, accumulators within the scratch
+    assert compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("grad_weight", (4, 256, 14, 14), (256, 256, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("grad_weight", (8, 512, 7, 7), (512, 512, 3, 3), geom, f32)
+    assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom,
+                                             np.dtype(np.float64))
+    assert not compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3),
+                                          _geom(((2, 2), (2, 2)), dilation=(2, 2)), f32)
     # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
     # at dilation 2: 49 tiles of 28x28 per call)
     for dilation, batch, chosen in ((2, 8, True), (3, 8, True), (2, 1, False)):

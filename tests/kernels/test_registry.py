@@ -127,7 +127,8 @@ def test_planner_lists_come_from_the_registry():
     geom = ConvGeometry.create(3, ndim=2).with_padding(1)
     shapes = ((1, 2, 5, 5), (3, 2, 3, 3), geom, np.float32)
     grouped = ["grouped"] if "grouped" in registry.available() else []  # compiled only (few channels)
-    assert plan.candidates("grad_weight", *shapes) == ["fft", *grouped, "gemm"]
+    compiled_winograd = ["winograd"] if registry.available()["winograd"].compiled else []  # its grad_weight
+    assert plan.candidates("grad_weight", *shapes) == ["fft", *grouped, *compiled_winograd, "gemm"]
     assert plan.candidates("grad_input", *shapes) == ["fft", "winograd", "gemm"]
     expected = dict.fromkeys(registry.names(), "numpy")
     report = npconv.backends.conv.implementations()

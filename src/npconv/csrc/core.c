@@ -1172,6 +1172,113 @@ free_job:
 static PyObject *wg2d_forward(PyObject *self, PyObject *args) { return wg2d_call(args, 0); }
 static PyObject *wg2d_forward_job(PyObject *self, PyObject *args) { return wg2d_call(args, 1); }
 
+/* (geometry) -> scratch elements of one winograd2d_grad_weight call. */
+static PyObject *wg_gw_scratch_size(PyObject *self, PyObject *args)
+{
+    PyObject *geom;
+    wg_geom g;
+    wg_gw_layout L;
+    if (!PyArg_ParseTuple(args, "O", &geom) || parse_wg_geom(geom, &g) < 0) return NULL;
+    wg_grad_weight_layout(&g, &L);
+    return PyLong_FromSsize_t(L.total);
+}
+
+/* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first): tiles [start, stop) of the
+ * grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G, float64), or
+ * stored there when first is true. Undilated geometries only. */
+typedef struct {
+    kernel_job base;
+    int first;
+    Py_ssize_t start, stop, o0, o1;
+    wg_geom g;
+    gemm_fns fns;
+    wg_gw_fn fn;
+    Py_buffer x, gy, acc, s;
+} wg_gw_job;
+
+static void wg_gw_job_run(kernel_job *job)
+{
+    wg_gw_job *j = (wg_gw_job *)job;
+    j->fn(&j->fns, j->x.buf, j->gy.buf, (double *)j->acc.buf, j->s.buf, &j->g, j->start, j->stop, j->o0, j->o1,
+          j->first);
+}
+
+static void wg_gw_job_release(kernel_job *job)
+{
+    wg_gw_job *j = (wg_gw_job *)job;
+    PyBuffer_Release(&j->s);
+    PyBuffer_Release(&j->acc);
+    PyBuffer_Release(&j->gy);
+    PyBuffer_Release(&j->x);
+}
+
+static PyObject *wg2d_gw_call(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *fns_o, *x_o, *gy_o, *acc_o, *s_o, *geom;
+    Py_ssize_t start, stop, o0, o1;
+    int first;
+    wg_geom g;
+    gemm_fns fns;
+    if (!PyArg_ParseTuple(args, "iOOOOOOnnnnp", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &start, &stop, &o0,
+                          &o1, &first))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
+    if (g.dh != 1 || g.dw != 1) {
+        PyErr_Format(PyExc_ValueError, "winograd2d_grad_weight: dilation must be 1, got (%zd, %zd)", g.dh, g.dw);
+        return NULL;
+    }
+    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
+        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
+                     g.n * g.th * g.tw, g.cap);
+        return NULL;
+    }
+    if (o0 < 0 || o1 > g.o || o0 >= o1) {
+        PyErr_Format(PyExc_ValueError, "output channel range [%zd, %zd) empty or outside [0, %zd)", o0, o1, g.o);
+        return NULL;
+    }
+    wg_gw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wg_gw_job){.base = {wg_gw_job_run, wg_gw_job_release, 0}, .first = first, .start = start, .stop = stop,
+                     .o0 = o0, .o1 = o1, .g = g, .fns = fns};
+    if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
+    if (get_buffer(gy_o, 0, &j->gy, "grad_output") < 0) goto release_x;
+    if (get_buffer(acc_o, 1, &j->acc, "accumulator") < 0) goto release_gy;
+    if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_acc;
+    const Py_ssize_t size = j->x.itemsize;
+    if (j->gy.itemsize != size || j->s.itemsize != size) {
+        PyErr_SetString(PyExc_TypeError, "input, grad_output and scratch must have the same element type");
+        goto release_s;
+    }
+    if (j->acc.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "accumulator must hold float64");
+        goto release_s;
+    }
+    wg_gw_layout L;
+    wg_grad_weight_layout(&g, &L);
+    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
+        check_count(&j->gy, g.n * g.o * g.yplane, 0, "grad_output") < 0 ||
+        check_count(&j->acc, 36 * g.o * (g.c / g.groups), 0, "accumulator") < 0 ||
+        check_count(&j->s, L.total, 1, "scratch") < 0)
+        goto release_s;
+    j->fn = KERNELS[isa]->wg_gw[size == 8];
+    return run_or_wrap(&j->base, prepare);
+release_s:
+    PyBuffer_Release(&j->s);
+release_acc:
+    PyBuffer_Release(&j->acc);
+release_gy:
+    PyBuffer_Release(&j->gy);
+release_x:
+    PyBuffer_Release(&j->x);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
+}
+
+static PyObject *wg2d_gw(PyObject *self, PyObject *args) { return wg2d_gw_call(args, 0); }
+static PyObject *wg2d_gw_job(PyObject *self, PyObject *args) { return wg2d_gw_call(args, 1); }
+
 /* A job running other jobs in order (a worker's several work items). */
 typedef struct {
     kernel_job base;
@@ -1828,6 +1935,14 @@ static PyMethodDef methods[] = {
     {"gemm", gemm, METH_VARARGS,
      "gemm(isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
      "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},
+    {"winograd2d_grad_weight_scratch", wg_gw_scratch_size, METH_VARARGS,
+     "winograd2d_grad_weight_scratch(geometry) -> scratch elements per winograd2d_grad_weight call"},
+    {"winograd2d_grad_weight", wg2d_gw, METH_VARARGS,
+     "winograd2d_grad_weight(isa, routines, x, gy, acc, scratch, geometry, start, stop, o0, o1, first): the "
+     "grad_weight products of tiles [start, stop) and output channels [o0, o1) (Winograd F(4x4, 3x3), the "
+     "forward's adjoint in U) added into acc (36, O, C/G) float64 (stored when first); gw = G^T acc G"},
+    {"winograd2d_grad_weight_job", wg2d_gw_job, METH_VARARGS,
+     "winograd2d_grad_weight_job(...same arguments as winograd2d_grad_weight...) -> job"},
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W: one phase of a dilation of full planes)"},

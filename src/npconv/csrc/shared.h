@@ -218,6 +218,24 @@ static void wg_scratch_layout(const wg_geom *g, wg_layout *L)
     L->total = L->pack + GM_SCRATCH;
 }
 
+/* The grad_weight call's scratch (winograd_grad_weight): V as the forward's, GY (36 x O x NTP) where the
+ * forward keeps M, the input transform's rows, the gy tiles' staging (16 x 16), one product's
+ * (O/G x C/G) result, the gemm's packing buffer. */
+typedef struct {
+    ptrdiff_t ntp, ps, rs, v, gy, rb, tr, q, mf, pack, total;
+} wg_gw_layout;
+
+static void wg_grad_weight_layout(const wg_geom *g, wg_gw_layout *L)
+{
+    wg_layout f;
+    wg_scratch_layout(g, &f);
+    L->ntp = f.ntp, L->ps = f.ps, L->rs = f.rs, L->v = f.v, L->gy = f.m, L->rb = f.rb, L->tr = f.tr;
+    L->q = f.q;
+    L->mf = L->q + 256;
+    L->pack = L->mf + ((g->o / g->groups) * (g->c / g->groups) + 15) / 16 * 16;
+    L->total = L->pack + GM_SCRATCH;
+}
+
 
 #ifndef NPCONV_IM2COL_COMMON
 #define NPCONV_IM2COL_COMMON
@@ -333,6 +351,8 @@ typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
                           const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
+                         ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 
 
 
@@ -384,6 +404,7 @@ typedef struct {
     mm_fn mm[2];
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
+    wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
     vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
 } isa_kernels;

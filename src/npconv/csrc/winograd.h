@@ -259,6 +259,89 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     }
 }
 
+/* A (6 x 4, the transpose of wg_at6's A^T) applied to g0..g3: a 4x4 gy tile's rows or columns. */
+static inline __attribute__((always_inline)) void FN(wg_a6)(V *o, const V *g)
+{
+    o[0] = g[0];
+    o[1] = g[0] + g[1] + g[2] + g[3];
+    o[2] = g[0] - g[1] + g[2] - g[3];
+    o[3] = g[0] + (T)0.5 * g[1] + (T)0.25 * g[2] + (T)0.125 * g[3];
+    o[4] = g[0] - (T)2 * g[1] + (T)4 * g[2] - (T)8 * g[3];
+    o[5] = g[3];
+}
+
+/* grad_weight, the forward's adjoint in U: acc[k][o][c] (36 x O x C/G, float64) += sum over the tiles
+ * [t0, t1) of GY[k][o][t] * V[k][c][t] (within each group), GY = A gy A^T of the 4x4 gy tiles (zeros
+ * past OH, OW), V = B^T d B of the input tiles (wg_input_run); gw = G^T acc G is the caller's. Each
+ * call's products (at most CAP tiles deep) are summed in T, then added into the float64 accumulator
+ * (float32 sums over all of a batch's tiles lost accuracy: docs/performance.md). Undilated calls only
+ * (DH = DW = 1); first: store the products instead of adding them. Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
+ * taking the output channels of few tiles each write their own rows of one accumulator). scratch as
+ * wg_grad_weight_layout lays it out. */
+static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, double *acc, T *s,
+                                     const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t o0, ptrdiff_t o1,
+                                     int first)
+{
+    wg_gw_layout L;
+    wg_grad_weight_layout(g, &L);
+    T *v = s + L.v, *gyt = s + L.gy, *rb = s + L.rb, *tr = s + L.tr, *mf = s + L.mf;
+    const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
+    if (nt <= 0) return;
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * L.ntp, g->c * L.ntp,
+                             t - t0, rb, L.rs, tr, L.ps);
+        }
+    /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
+     * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
+    const ptrdiff_t ys = g->o * g->yplane;
+    for (ptrdiff_t o = o0; o < o1; o++) {
+        const T *yo = gy + g->yoff + o * g->yplane;
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN, le = (len + VL - 1) / VL * VL;
+            ptrdiff_t n, ty, a, b;
+            for (ptrdiff_t l = 0; l < len; l += b - a) {
+                FN(wg_segment)(g, t + l, len - l, &n, &ty, &a, &b);
+                for (int i = 0; i < 4; i++) {
+                    const ptrdiff_t row = 4 * ty + i;
+                    FN(wg_pad_seg)(rb + i * L.rs + 4 * l, row < g->oh ? yo + n * ys + row * g->yrow : NULL, g->ow, 0, 1,
+                                   4 * a, 4 * b);
+                }
+            }
+            for (int i = 0; i < 4; i++)
+                for (ptrdiff_t j = 4 * len; j < 4 * le; j++) rb[i * L.rs + j] = 0;
+            for (ptrdiff_t tv = 0; tv < le; tv += VL) {
+                V cols[6][4];
+                for (int j = 0; j < 4; j++) {
+                    V d[4], o6[6];
+                    for (int i = 0; i < 4; i++) d[i] = FN(wg_phase)(rb + i * L.rs + 4 * tv, j);
+                    FN(wg_a6)(o6, d);
+                    for (int k = 0; k < 6; k++) cols[k][j] = o6[k];
+                }
+                for (int k = 0; k < 6; k++) {
+                    V o6[6];
+                    FN(wg_a6)(o6, cols[k]);
+                    for (int k2 = 0; k2 < 6; k2++)
+                        FN(store)(gyt + ((k * 6 + k2) * g->o + o) * L.ntp + (t - t0) + tv, o6[k2]);
+                }
+            }
+        }
+    }
+    for (ptrdiff_t k = 0; k < 36; k++)
+        for (ptrdiff_t gi = 0; gi < g->groups; gi++) {
+            const ptrdiff_t lo = gi * og > o0 ? gi * og : o0, hi = (gi + 1) * og < o1 ? (gi + 1) * og : o1;
+            if (hi <= lo) continue;
+            FN(mm)(fns, s + L.pack, 0, 1, hi - lo, cg, nt, 1.0, gyt + (k * g->o + lo) * L.ntp, L.ntp,
+                   v + (k * g->c + gi * cg) * L.ntp, L.ntp, 0.0, mf, cg, NULL, 0, 0, 0);
+            double *a = acc + (k * g->o + lo) * cg;
+            if (first)
+                for (ptrdiff_t i = 0; i < (hi - lo) * cg; i++) a[i] = (double)mf[i];
+            else
+                for (ptrdiff_t i = 0; i < (hi - lo) * cg; i++) a[i] += (double)mf[i];
+        }
+}
+
 /* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
  * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
  * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), VL kernels at a time, the last block partial. */

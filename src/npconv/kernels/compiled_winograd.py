@@ -26,14 +26,14 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
-from . import winograd, workspace
+from . import gemm, winograd, workspace
 from .blas import gemm_routines
 from .common import Epilogue, adjoint_kernel, compiled_epilogue
-from .numerics import Operands
+from .numerics import Operands, within
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "EPILOGUE_PASSES", "SPREAD_LIMIT",
-           "supports", "recommended", "admits", "forward", "grad_input"]
+           "supports", "recommended", "admits", "forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -42,7 +42,7 @@ if not backends.core.available:  # the registry records the reason; npconv.backe
 NAME = "winograd"
 COMPILED = True
 LOCAL = False
-PASSES = ("forward", "grad_input")
+PASSES = ("forward", "grad_input", "grad_weight")
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the output
 #: transform (ReLU and hardtanh in C, SiLU afterwards).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
@@ -68,23 +68,39 @@ MIN_CHANNEL_LANES = 26
 #: batch 4 1.19 (0.125); 128ch 14x14 batch 8 0.88 (0.5), batch 4 1.07 (0.25); 128ch 28x28 batch 2 0.66
 #: (0.38), batch 1 1.33 (0.19); 512ch 7x7 batch 8 1.43 (0.03) (docs/performance.md).
 TILE_CHANNEL_RATIO = 4
+#: grad_weight splits output channels across the workers (each transforming every input tile) where a
+#: call's tiles are fewer than this many per 64 channel pairs: splitting tiles, each worker writes the
+#: whole ``36 x O x C`` products for its few tiles. Two threads, batch 8, ms, tiles / channels:
+#: measured in docs/performance.md.
+GW_CHANNEL_SPLIT = 4.0
+#: Fewest 4x4 output tiles per call for which the rule recommends Winograd's grad_weight.
+GW_MIN_TILES = 128
 #: Tiles per transform run (csrc/shared.h's WG_RUN).
 RUN_TILES = 64
 _LANES = {"generic": 4, "avx2": 8, "avx512": 16}
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
-    """The NumPy Winograd's check (finite, spread within :data:`SPREAD_LIMIT`, no overflow)."""
-    return winograd.admits(pass_name, operands, geom)
+    """The NumPy Winograd's check (finite, spread within :data:`SPREAD_LIMIT`, no overflow); for
+    grad_weight both operands are data, and the products are summed over every tile of the batch
+    (``tiles * growth * peak(x) * peak(gy)`` below the dtype's largest value)."""
+    if pass_name != "grad_weight":
+        return winograd.admits(pass_name, operands, geom)
+    x, gy = operands[0], operands[1]
+    tiles = x.shape[0] * -(-gy.shape[2] // 4) * -(-gy.shape[3] // 4)
+    return within(operands, (0, 1), SPREAD_LIMIT, tiles * winograd._GROWTH)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for forward/grad_input of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
-    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images)."""
+    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images), and their
+    grad_weight without dilation."""
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
+        return False
+    if pass_name == "grad_weight" and geom.dilation != (1, 1):
         return False
     return geom.fits(x_shape, w_shape)
 
@@ -105,6 +121,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
+    if pass_name == "grad_weight":
+        return _recommended_grad_weight(x_shape, w_shape, geom, out, channels)
     dh, dw = geom.dilation
     phase_h, phase_w = -(-out[0] // dh), -(-out[1] // dw)  # one phase sub-image's outputs
     th, tw = -(-phase_h // 4), -(-phase_w // 4)
@@ -118,6 +136,27 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
+
+
+def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                             out: Sequence[int], channels: int) -> bool:
+    """grad_weight's rule: at least 16 channels per group, :data:`GW_MIN_TILES` output tiles per call
+    (its products are ``36 x O x C/G`` per work item whatever the tiles: two threads, ms, Winograd /
+    GEMM, 256x14 batch 8 (128 tiles) 6.8 / 9.2, batch 4 5.0 / 4.4, batch 1 3.6 / 1.4; 128x28 batch 2
+    (98 tiles) 1.8 / 1.8; 64x56 batch 1 (196 tiles) 0.71 / 0.77), and accumulators that fit its share
+    of the scratch (:func:`_gw_split`)."""
+    tiles = x_shape[0] * -(-out[0] // 4) * -(-out[1] // 4)
+    threads = max(1, get_num_threads())
+    by_channels, accumulators = _gw_split(tiles, w_shape[0], w_shape[1], geom.groups, threads)
+    fits = accumulators * 36 * w_shape[0] * w_shape[1] * 8 <= workspace.SCRATCH_BYTES // 2
+    return channels >= 16 and tiles >= GW_MIN_TILES and fits
+
+
+def _gw_split(tiles: int, o: int, cg: int, groups: int, threads: int) -> tuple[bool, int]:
+    """``(split by output channels, accumulators)`` of a grad_weight call (:data:`GW_CHANNEL_SPLIT`)."""
+    by_channels = (threads > 1 and groups == 1 and o >= 16 * threads
+                   and tiles < GW_CHANNEL_SPLIT * o * cg / 64)
+    return by_channels, 1 if by_channels else threads
 
 
 def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, tuple[int, int], int]:
@@ -291,3 +330,65 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     adjoint, crop = geom.stride1_adjoint(tuple(input_size), gy.shape[2:])
     flipped = adjoint_kernel(w, geom.groups, compiled=True)
     return forward(gy[(slice(None), slice(None)) + crop], flipped, adjoint, bias, epilogue=epilogue)
+
+
+#: kron(G, G) (36 x 9) of transform_matrices(4)'s G: grad_weight's last step ``gw = G^T M G`` is
+#: ``kron(G, G)^T @ M`` with ``M``'s 36 values of a channel pair flattened row by row.
+_KRON_G = np.kron(*(2 * (np.asarray(winograd.transform_matrices(4)[1], dtype=np.float64),)))
+
+
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (O, C/groups, 3, 3) = sum_n corr(x, gy)`` as the forward's adjoint in ``U``: ``G^T M G``
+    with ``M[k] (O, C/G) = sum over the 4x4 output tiles of (A gy A^T)[k] (B^T d B)[k]`` (the C
+    kernel, undilated): each work item's products summed in the dtype (at most ``_TARGET_TILES``
+    tiles deep), into float64 accumulators. Workers take ranges of tiles (each its own accumulator,
+    added in a fixed order) or, for an ungrouped call with few tiles for its channel pairs
+    (:data:`GW_CHANNEL_SPLIT`), ranges of output channels of one accumulator (each transforming all
+    of the input tiles). Accumulators beyond half of ``workspace.SCRATCH_BYTES`` (the memory bound):
+    the direct products (:mod:`npconv.kernels.gemm`)."""
+    dtype = _check(x, gy)
+    n, c = x.shape[:2]
+    o = gy.shape[1]
+    groups = geom.groups
+    cg = c // groups
+    in_size, out_size = tuple(x.shape[2:]), tuple(gy.shape[2:])
+    if min(x.shape + gy.shape) == 0:
+        return np.zeros((o, cg, 3, 3), dtype)
+    threads = max(1, get_num_threads())
+    tile_bytes = 36 * (c + o) * dtype.itemsize
+    cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
+    total = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+    by_channels, _ = _gw_split(total, o, cg, groups, threads)
+    items = _items(total, cap, 1 if by_channels else threads)
+    workers = threads if by_channels else min(threads, len(items))
+    accumulators = 1 if by_channels else workers
+    core = backends.core.module
+    try:
+        if accumulators * 36 * o * cg * 8 > workspace.SCRATCH_BYTES // 2:
+            raise ValueError("accumulators beyond the scratch share")
+        geometry = _geometry(n, c, in_size, o, out_size, geom.pads(in_size), groups, cap, dtype)
+        size = core.winograd2d_grad_weight_scratch(geometry)
+    except (ValueError, OverflowError):  # beyond the C kernel's size limits or the memory bound
+        return gemm.grad_weight(x, gy, geom)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    gy = np.ascontiguousarray(gy, dtype=dtype)
+    # cached buffers (no fresh pages to fault in: 18.9 MB at 256x256); each worker's first item stores
+    # its products instead of adding them (no zeroing pass)
+    sums = [workspace.buffer(f"compiled-wg-gw-{k}", (36, o, cg), np.float64) for k in range(accumulators)]
+    scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
+    routines, isa = gemm_routines(), backends.core.isa_index
+    prepare = core.winograd2d_grad_weight_job
+    if by_channels:  # worker k: every item, output channels [o0, o1) (whole register tiles of 8 rows)
+        bounds = [o * k // workers // 8 * 8 for k in range(workers)] + [o]
+        jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[0], scratch[k], geometry, *span, bounds[k],
+                                        bounds[k + 1], i == 0) for i, span in enumerate(items)])
+                for k in range(workers)]
+    else:
+        jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[k], scratch[k], geometry, *span, 0, o,
+                                        i == 0) for i, span in enumerate(items[k::workers])])
+                for k in range(workers)]
+    workspace.run_jobs(jobs, blas=1)
+    for partial in sums[1:]:
+        sums[0] += partial
+    gw = _KRON_G.T @ sums[0].reshape(36, o * cg)  # G^T M G per (o, c) in float64: one product
+    return np.ascontiguousarray(gw.T, dtype=dtype).reshape(o, cg, 3, 3)
