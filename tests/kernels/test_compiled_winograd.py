@@ -311,18 +311,21 @@ def _grad_weight_reference(x, gy, geom):
 @given(data=st.data())
 def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype, data):
     """grad_weight (the forward's adjoint in U): odd sizes at the tile edges, padding 0-3 per side,
-    groups, work items of a few tiles (several items per worker: their float64 sums), the workers
-    splitting tiles or output channels."""
+    dilation (one call per output phase, phases reading only padding skipped), groups, work items of
+    a few tiles (several items per worker: their float64 sums), the workers splitting tiles or output
+    channels."""
     groups = data.draw(st.integers(1, 2), label="groups")
     c = groups * data.draw(st.integers(1, 4), label="c/g")
     o = groups * data.draw(st.integers(1, 20), label="o/g")
     padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
-    size = tuple(data.draw(st.integers(max(1, 3 - lo - hi), 19)) for lo, hi in padding)
+    dilation = data.draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]), label="dilation")
+    lows = (2 * d + 1 - lo - hi for d, (lo, hi) in zip(dilation, padding, strict=True))
+    size = tuple(data.draw(st.integers(max(1, low), 19)) for low in lows)
     n = data.draw(st.integers(1, 3), label="n")
     tiles = data.draw(st.sampled_from([None, 1, 2, 5, 17]), label="tiles")
     split = data.draw(st.sampled_from([0.0, 1e9]), label="channel split")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
-    geom = _geom(padding, groups)
+    geom = _geom(padding, groups, dilation)
     x = rng.standard_normal((n, c) + size).astype(dtype)
     gy = rng.standard_normal((n, o) + geom.output_size(size)).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
@@ -333,7 +336,8 @@ def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype,
         again = compiled_winograd.grad_weight(x, gy, geom)
     ref = _grad_weight_reference(x, gy, geom)
     assert gw.shape == ref.shape and gw.dtype == dtype
-    assert _max_relative(gw, ref) <= TOL[np.dtype(dtype)] * 4, (n, c, o, size, padding, groups, tiles, split)
+    what = (n, c, o, size, padding, dilation, groups, tiles)
+    assert _max_relative(gw, ref) <= TOL[np.dtype(dtype)] * 4, what
     np.testing.assert_array_equal(gw, again)  # a fixed assignment of items: the same sums each run
 
 
@@ -475,8 +479,8 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("grad_weight", (8, 512, 7, 7), (512, 512, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom,
                                              np.dtype(np.float64))
-    assert not compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3),
-                                          _geom(((2, 2), (2, 2)), dilation=(2, 2)), f32)
+    assert compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3),
+                                      _geom(((2, 2), (2, 2)), dilation=(2, 2)), f32)
     # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
     # at dilation 2: 49 tiles of 28x28 per call)
     for dilation, batch, chosen in ((2, 8, True), (3, 8, True), (2, 1, False)):

@@ -1185,7 +1185,7 @@ static PyObject *wg_gw_scratch_size(PyObject *self, PyObject *args)
 
 /* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first): tiles [start, stop) of the
  * grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G, float64), or
- * stored there when first is true. Undilated geometries only. */
+ * stored there when first is true (a dilated geometry: one output phase, as the forward's). */
 typedef struct {
     kernel_job base;
     int first;
@@ -1224,10 +1224,6 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
                           &o1, &first))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
-    if (g.dh != 1 || g.dw != 1) {
-        PyErr_Format(PyExc_ValueError, "winograd2d_grad_weight: dilation must be 1, got (%zd, %zd)", g.dh, g.dw);
-        return NULL;
-    }
     if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
         PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
                      g.n * g.th * g.tw, g.cap);

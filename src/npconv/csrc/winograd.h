@@ -274,8 +274,8 @@ static inline __attribute__((always_inline)) void FN(wg_a6)(V *o, const V *g)
  * [t0, t1) of GY[k][o][t] * V[k][c][t] (within each group), GY = A gy A^T of the 4x4 gy tiles (zeros
  * past OH, OW), V = B^T d B of the input tiles (wg_input_run); gw = G^T acc G is the caller's. Each
  * call's products (at most CAP tiles deep) are summed in T, then added into the float64 accumulator
- * (float32 sums over all of a batch's tiles lost accuracy: docs/performance.md). Undilated calls only
- * (DH = DW = 1); first: store the products instead of adding them. Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
+ * (float32 sums over all of a batch's tiles lost accuracy: docs/performance.md); a dilated call is one
+ * output phase, as the forward's (wg_geom); first: store the products instead of adding them. Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
  * taking the output channels of few tiles each write their own rows of one accumulator). scratch as
  * wg_grad_weight_layout lays it out. */
 static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, double *acc, T *s,
@@ -305,8 +305,8 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
                 FN(wg_segment)(g, t + l, len - l, &n, &ty, &a, &b);
                 for (int i = 0; i < 4; i++) {
                     const ptrdiff_t row = 4 * ty + i;
-                    FN(wg_pad_seg)(rb + i * L.rs + 4 * l, row < g->oh ? yo + n * ys + row * g->yrow : NULL, g->ow, 0, 1,
-                                   4 * a, 4 * b);
+                    FN(wg_pad_seg)(rb + i * L.rs + 4 * l, row < g->oh ? yo + n * ys + row * g->yrow : NULL, g->ow, 0,
+                                   g->dw, 4 * a, 4 * b);
                 }
             }
             for (int i = 0; i < 4; i++)

@@ -93,14 +93,11 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
-    """True for forward/grad_input of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
-    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images), and their
-    grad_weight without dilation."""
+    """True for the three passes of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
+    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images)."""
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
-        return False
-    if pass_name == "grad_weight" and geom.dilation != (1, 1):
         return False
     return geom.fits(x_shape, w_shape)
 
@@ -340,9 +337,10 @@ _KRON_G = np.kron(*(2 * (np.asarray(winograd.transform_matrices(4)[1], dtype=np.
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``gw (O, C/groups, 3, 3) = sum_n corr(x, gy)`` as the forward's adjoint in ``U``: ``G^T M G``
     with ``M[k] (O, C/G) = sum over the 4x4 output tiles of (A gy A^T)[k] (B^T d B)[k]`` (the C
-    kernel, undilated): each work item's products summed in the dtype (at most ``_TARGET_TILES``
-    tiles deep), into float64 accumulators. Workers take ranges of tiles (each its own accumulator,
-    added in a fixed order) or, for an ungrouped call with few tiles for its channel pairs
+    kernel; a dilation ``d``: the ``d x d`` output phases' undilated calls, as :func:`forward`'s, into
+    one accumulator): each work item's products summed in the dtype (at most ``_TARGET_TILES`` tiles
+    deep), into float64 accumulators. Workers take ranges of tiles (each its own accumulator, added
+    in a fixed order) or, for an ungrouped call with few tiles for its channel pairs
     (:data:`GW_CHANNEL_SPLIT`), ranges of output channels of one accumulator (each transforming all
     of the input tiles). Accumulators beyond half of ``workspace.SCRATCH_BYTES`` (the memory bound):
     the direct products (:mod:`npconv.kernels.gemm`)."""
@@ -357,17 +355,19 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     threads = max(1, get_num_threads())
     tile_bytes = 36 * (c + o) * dtype.itemsize
     cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
-    total = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+    calls = _gw_calls(n, c, o, in_size, out_size, geom, cap, dtype)
+    if not calls:  # every output phase reads padding only
+        return np.zeros((o, cg, 3, 3), dtype)
+    total = sum(tiles for _, tiles in calls)
     by_channels, _ = _gw_split(total, o, cg, groups, threads)
-    items = _items(total, cap, 1 if by_channels else threads)
-    workers = threads if by_channels else min(threads, len(items))
+    items = [(geometry, _items(tiles, cap, 1 if by_channels else threads)) for geometry, tiles in calls]
+    workers = threads if by_channels else max(1, min(threads, max(len(spans) for _, spans in items)))
     accumulators = 1 if by_channels else workers
     core = backends.core.module
     try:
         if accumulators * 36 * o * cg * 8 > workspace.SCRATCH_BYTES // 2:
             raise ValueError("accumulators beyond the scratch share")
-        geometry = _geometry(n, c, in_size, o, out_size, geom.pads(in_size), groups, cap, dtype)
-        size = core.winograd2d_grad_weight_scratch(geometry)
+        size = max(core.winograd2d_grad_weight_scratch(geometry) for geometry, _ in calls)
     except (ValueError, OverflowError):  # beyond the C kernel's size limits or the memory bound
         return gemm.grad_weight(x, gy, geom)
     x = np.ascontiguousarray(x, dtype=dtype)
@@ -380,15 +380,41 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     prepare = core.winograd2d_grad_weight_job
     if by_channels:  # worker k: every item, output channels [o0, o1) (whole register tiles of 8 rows)
         bounds = [o * k // workers // 8 * 8 for k in range(workers)] + [o]
-        jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[0], scratch[k], geometry, *span, bounds[k],
-                                        bounds[k + 1], i == 0) for i, span in enumerate(items)])
-                for k in range(workers)]
+        work = [[(geometry, span, bounds[k], bounds[k + 1], sums[0]) for geometry, spans in items
+                 for span in spans] for k in range(workers)]
     else:
-        jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[k], scratch[k], geometry, *span, 0, o,
-                                        i == 0) for i, span in enumerate(items[k::workers])])
+        work = [[(geometry, span, 0, o, sums[k]) for geometry, spans in items for span in spans[k::workers]]
                 for k in range(workers)]
+    jobs = [core.job_chain([prepare(isa, routines, x, gy, acc, scratch[k], geometry, *span, o0, o1, i == 0)
+                            for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
+            for k in range(workers) if work[k]]
     workspace.run_jobs(jobs, blas=1)
-    for partial in sums[1:]:
-        sums[0] += partial
-    gw = _KRON_G.T @ sums[0].reshape(36, o * cg)  # G^T M G per (o, c) in float64: one product
+    used = [sums[k] for k in range(accumulators) if by_channels or work[k]]
+    for partial in used[1:]:
+        used[0] += partial
+    gw = _KRON_G.T @ used[0].reshape(36, o * cg)  # G^T M G per (o, c) in float64: one product
     return np.ascontiguousarray(gw.T, dtype=dtype).reshape(o, cg, 3, 3)
+
+
+def _gw_calls(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[int, ...], geom: ConvGeometry,
+              cap: int, dtype: np.dtype) -> list[tuple[tuple[int, ...], int]]:
+    """grad_weight's C calls ``(geometry, tiles)``: the whole arrays, or each output phase of a
+    dilated call that reads input (:func:`_phase`; a phase reading only padding adds nothing)."""
+    if geom.dilation == (1, 1):
+        geometry = _geometry(n, c, in_size, o, out_size, geom.pads(in_size), geom.groups, cap, dtype)
+        return [(geometry, n * -(-out_size[0] // 4) * -(-out_size[1] // 4))]
+    lows = [lo for lo, _ in geom.pads(in_size)]
+    dh, dw = geom.dilation
+    calls = []
+    for rh in range(min(dh, out_size[0])):
+        ph, crop_h, pad_h, count_h = _phase(rh, dh, lows[0], in_size[0], out_size[0])
+        for rw in range(min(dw, out_size[1])):
+            pw, crop_w, pad_w, count_w = _phase(rw, dw, lows[1], in_size[1], out_size[1])
+            rows, cols = crop_h.stop - crop_h.start, crop_w.stop - crop_w.start
+            if rows <= 0 or cols <= 0:
+                continue
+            phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out_size, (rh, rw))
+            geometry = _geometry(n, c, (rows, cols), o, (count_h, count_w), (pad_h, pad_w), geom.groups, cap,
+                                 dtype, phase)
+            calls.append((geometry, n * -(-count_h // 4) * -(-count_w // 4)))
+    return calls
