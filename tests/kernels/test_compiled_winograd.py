@@ -479,8 +479,9 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("grad_weight", (8, 512, 7, 7), (512, 512, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), geom,
                                              np.dtype(np.float64))
-    assert compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3),
-                                      _geom(((2, 2), (2, 2)), dilation=(2, 2)), f32)
+    dilated = _geom(((2, 2), (2, 2)), dilation=(2, 2))
+    assert compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
+    assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
     # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
     # at dilation 2: 49 tiles of 28x28 per call)
     for dilation, batch, chosen in ((2, 8, True), (3, 8, True), (2, 1, False)):

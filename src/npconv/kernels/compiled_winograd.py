@@ -140,13 +140,14 @@ def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geo
     """grad_weight's rule: at least 16 channels per group, :data:`GW_MIN_TILES` output tiles per call
     (its products are ``36 x O x C/G`` per work item whatever the tiles: two threads, ms, Winograd /
     GEMM, 256x14 batch 8 (128 tiles) 6.8 / 9.2, batch 4 5.0 / 4.4, batch 1 3.6 / 1.4; 128x28 batch 2
-    (98 tiles) 1.8 / 1.8; 64x56 batch 1 (196 tiles) 0.71 / 0.77), and accumulators that fit its share
-    of the scratch (:func:`_gw_split`)."""
+    (98 tiles) 1.8 / 1.8; 64x56 batch 1 (196 tiles) 0.71 / 0.77), accumulators that fit its share
+    of the scratch (:func:`_gw_split`), no dilation (its phases' calls read strided elements: 64x56
+    dilation 2 batch 8 5.3 / 5.2, 128x28 5.7 / 5.2)."""
     tiles = x_shape[0] * -(-out[0] // 4) * -(-out[1] // 4)
     threads = max(1, get_num_threads())
     by_channels, accumulators = _gw_split(tiles, w_shape[0], w_shape[1], geom.groups, threads)
     fits = accumulators * 36 * w_shape[0] * w_shape[1] * 8 <= workspace.SCRATCH_BYTES // 2
-    return channels >= 16 and tiles >= GW_MIN_TILES and fits
+    return channels >= 16 and tiles >= GW_MIN_TILES and fits and geom.dilation == (1, 1)
 
 
 def _gw_split(tiles: int, o: int, cg: int, groups: int, threads: int) -> tuple[bool, int]:
