@@ -2,7 +2,8 @@
 ``"winograd"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` keeps the NumPy one,
 :mod:`npconv.kernels.winograd`), 2-D 3x3 stride-1 convolutions, any zero padding, groups and
 dilation (dilation ``d``: ``d x d`` undilated convolutions of the phase sub-images of the input,
-one per phase of the output), float32/float64, forward and grad_input.
+one per phase of the output), float32/float64, forward, grad_input and grad_weight (the forward's
+adjoint in ``U``: :func:`grad_weight`).
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
 ``U = G w G^T`` computed once per call (in C, split across the workers) and the transform matrices
