@@ -80,18 +80,25 @@ def _check(rng, n, c, o, size, padding, groups, dtype, bias, tiles=None, contigu
         assert _max_relative(got, ref) <= tol, (name, what, _max_relative(got, ref))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_random_geometries_match_the_reference(isa, dtype, data):
+def _draw_geometry(data, max_og: int = 4) -> tuple:
+    """``(n, c, o, size, padding, groups, dilation)``: groups 1-2, 1-4 input and 1-``max_og`` output
+    channels per group, padding 0-3 per side, dilations up to 3, sizes 1-19 that leave an output."""
     groups = data.draw(st.integers(1, 2), label="groups")
     c = groups * data.draw(st.integers(1, 4), label="c/g")
-    o = groups * data.draw(st.integers(1, 4), label="o/g")
+    o = groups * data.draw(st.integers(1, max_og), label="o/g")
     padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
     dilation = data.draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]), label="dilation")
     lows = (2 * d + 1 - lo - hi for d, (lo, hi) in zip(dilation, padding, strict=True))
     size = tuple(data.draw(st.integers(max(1, low), 19)) for low in lows)
     n = data.draw(st.integers(1, 3), label="n")
+    return n, c, o, size, padding, groups, dilation
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_geometries_match_the_reference(isa, dtype, data):
+    n, c, o, size, padding, groups, dilation = _draw_geometry(data)
     tiles = data.draw(st.sampled_from([None, 1, 2, 3, 5, 17]), label="tiles")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     bias, contiguous = data.draw(st.booleans(), label="bias"), data.draw(st.booleans(), label="contiguous")
@@ -314,14 +321,7 @@ def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype,
     dilation (one call per output phase, phases reading only padding skipped), groups, work items of
     a few tiles (several items per worker: their float64 sums), the workers splitting tiles or output
     channels."""
-    groups = data.draw(st.integers(1, 2), label="groups")
-    c = groups * data.draw(st.integers(1, 4), label="c/g")
-    o = groups * data.draw(st.integers(1, 20), label="o/g")
-    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(2))
-    dilation = data.draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 2)]), label="dilation")
-    lows = (2 * d + 1 - lo - hi for d, (lo, hi) in zip(dilation, padding, strict=True))
-    size = tuple(data.draw(st.integers(max(1, low), 19)) for low in lows)
-    n = data.draw(st.integers(1, 3), label="n")
+    n, c, o, size, padding, groups, dilation = _draw_geometry(data, max_og=20)
     tiles = data.draw(st.sampled_from([None, 1, 2, 5, 17]), label="tiles")
     split = data.draw(st.sampled_from([0.0, 1e9]), label="channel split")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
