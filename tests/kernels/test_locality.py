@@ -115,8 +115,9 @@ def test_non_local_algorithm_is_local_like_torch(torch, name, value, dtype):
             ref, scale = _reference(torch, xc, w, gyc, geom)
             ref32 = dict(zip(registry.PASSES, _torch_passes(torch, xc, w, gyc, geom), strict=True))
             # Winograd's grad_weight takes both operands as data and refuses any non-finite one: its
-            # call is the local rule's (test_compiled_winograd's planner test), whose GEMM multiplies a
-            # NaN of gy at the border by the padding's zeros where torch skips them (docs/performance.md)
+            # call is the local rule's (test_compiled_winograd's planner test). That GEMM multiplies a
+            # NaN of gy at the border by the padding's zeros, as torch's im2col kernels do (float64,
+            # 1-d), where torch's oneDNN float32 2-d kernel skips them (docs/performance.md)
             skipped = {"grad_weight"} if algorithm == "winograd" else set()
             checked = set(registry.get(algorithm).passes) - skipped
             for pass_name in set(passes) & checked:
