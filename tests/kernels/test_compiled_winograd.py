@@ -320,10 +320,11 @@ def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype,
     """grad_weight (the forward's adjoint in U): odd sizes at the tile edges, padding 0-3 per side,
     dilation (one call per output phase, phases reading only padding skipped), groups, work items of
     a few tiles (several items per worker: their float64 sums), the workers splitting tiles or output
-    channels."""
+    channels, the last step (G^T M G) on one thread or split by channel pairs."""
     n, c, o, size, padding, groups, dilation = _draw_geometry(data, max_og=20)
     tiles = data.draw(st.sampled_from([None, 1, 2, 5, 17]), label="tiles")
     split = data.draw(st.sampled_from([0.0, 1e9]), label="channel split")
+    finish = data.draw(st.sampled_from([1, 10**9]), label="pairs for a split finish")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     geom = _geom(padding, groups, dilation)
     x = rng.standard_normal((n, c) + size).astype(dtype)
@@ -332,6 +333,7 @@ def test_grad_weight_random_geometries_match_the_reference(isa, parallel, dtype,
         if tiles is not None:
             patch.setattr(compiled_winograd, "_TARGET_TILES", tiles)
         patch.setattr(compiled_winograd, "GW_CHANNEL_SPLIT", split)
+        patch.setattr(compiled_winograd, "GW_FINISH_PAIRS", finish)
         gw = compiled_winograd.grad_weight(x, gy, geom)
         again = compiled_winograd.grad_weight(x, gy, geom)
     ref = _grad_weight_reference(x, gy, geom)

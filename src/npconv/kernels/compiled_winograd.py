@@ -74,6 +74,9 @@ TILE_CHANNEL_RATIO = 4
 #: whole ``36 x O x C`` products for its few tiles. Two threads, batch 8, ms, tiles / channels:
 #: measured in docs/performance.md.
 GW_CHANNEL_SPLIT = 4.0
+#: grad_weight's last step (``G^T M G``, float64) splits its channel pairs across the workers from
+#: this many pairs up (256 x 256 channels: 1.27 ms on one thread, the rest of the call ~4 ms).
+GW_FINISH_PAIRS = 16384
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd's grad_weight.
 GW_MIN_TILES = 128
 #: Tiles per transform run (csrc/shared.h's WG_RUN).
@@ -391,11 +394,21 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                             for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
             for k in range(workers) if work[k]]
     workspace.run_jobs(jobs, blas=1)
-    used = [sums[k] for k in range(accumulators) if by_channels or work[k]]
-    for partial in used[1:]:
-        used[0] += partial
-    gw = _KRON_G.T @ used[0].reshape(36, o * cg)  # G^T M G per (o, c) in float64: one product
-    return np.ascontiguousarray(gw.T, dtype=dtype).reshape(o, cg, 3, 3)
+    used = [sums[k].reshape(36, o * cg) for k in range(accumulators) if by_channels or work[k]]
+    gw = np.empty((o * cg, 9), dtype)
+
+    def finish(_: int, span: tuple[int, int]) -> None:
+        """G^T M G for channel pairs [p0, p1): the accumulators added in a fixed order, one product."""
+        p0, p1 = span
+        m = used[0][:, p0:p1]
+        for partial in used[1:]:
+            m = m + partial[:, p0:p1]
+        gw[p0:p1] = (_KRON_G.T @ m).T
+
+    pairs = o * cg
+    spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
+    workspace.run(spans, finish, len(spans))
+    return gw.reshape(o, cg, 3, 3)
 
 
 def _gw_calls(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[int, ...], geom: ConvGeometry,
