@@ -20,7 +20,7 @@ channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Win
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -91,8 +91,7 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     if pass_name != "grad_weight":
         return winograd.admits(pass_name, operands, geom)
     x, gy = operands[0], operands[1]
-    tiles = x.shape[0] * -(-gy.shape[2] // 4) * -(-gy.shape[3] // 4)
-    return within(operands, (0, 1), SPREAD_LIMIT, tiles * winograd._GROWTH)
+    return within(operands, (0, 1), SPREAD_LIMIT, _tiles(x.shape[0], gy.shape[2:]) * winograd._GROWTH)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -147,7 +146,7 @@ def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geo
     (98 tiles) 1.8 / 1.8; 64x56 batch 1 (196 tiles) 0.71 / 0.77), accumulators that fit its share
     of the scratch (:func:`_gw_split`), no dilation (its phases' calls read strided elements: 64x56
     dilation 2 batch 8 5.3 / 5.2, 128x28 5.7 / 5.2)."""
-    tiles = x_shape[0] * -(-out[0] // 4) * -(-out[1] // 4)
+    tiles = _tiles(x_shape[0], out)
     threads = max(1, get_num_threads())
     by_channels, accumulators = _gw_split(tiles, w_shape[0], w_shape[1], geom.groups, threads)
     fits = accumulators * 36 * w_shape[0] * w_shape[1] * 8 <= workspace.SCRATCH_BYTES // 2
@@ -159,6 +158,18 @@ def _gw_split(tiles: int, o: int, cg: int, groups: int, threads: int) -> tuple[b
     by_channels = (threads > 1 and groups == 1 and o >= 16 * threads
                    and tiles < GW_CHANNEL_SPLIT * o * cg / 64)
     return by_channels, 1 if by_channels else threads
+
+
+def _cap(c: int, o: int, dtype: np.dtype, threads: int) -> int:
+    """Tiles per work item: :data:`_TARGET_TILES`, fewer where ``36 (C + O)`` values per tile would
+    exceed a thread's share of half the scratch budget."""
+    tile_bytes = 36 * (c + o) * dtype.itemsize
+    return max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
+
+
+def _tiles(n: int, out_size: Sequence[int]) -> int:
+    """4x4 output tiles of ``n`` images of ``out_size``."""
+    return n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
 
 
 def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, tuple[int, int], int]:
@@ -173,6 +184,25 @@ def _phase(r: int, d: int, low: int, size: int, out: int) -> tuple[int, slice, t
     return phase, slice(start, max(start, stop)), (max(0, -shift), max(0, shift + count + 2 - rows)), count
 
 
+def _phases(in_size: tuple[int, ...], out: tuple[int, ...],
+            geom: ConvGeometry) -> Iterator[tuple[int, int, tuple | None]]:
+    """The output phases ``(rh, rw, call)`` of a dilated call; ``call`` is ``(input size, output size,
+    (low, high) zero padding, phase)`` of the phase's undilated C call (``phase`` as
+    :func:`_geometry` takes it), None for a phase that reads padding only (:func:`_phase`)."""
+    lows = [lo for lo, _ in geom.pads(in_size)]
+    dh, dw = geom.dilation
+    for rh in range(min(dh, out[0])):
+        ph, crop_h, pad_h, count_h = _phase(rh, dh, lows[0], in_size[0], out[0])
+        for rw in range(min(dw, out[1])):
+            pw, crop_w, pad_w, count_w = _phase(rw, dw, lows[1], in_size[1], out[1])
+            rows, cols = crop_h.stop - crop_h.start, crop_w.stop - crop_w.start
+            if rows <= 0 or cols <= 0:
+                yield rh, rw, None
+                continue
+            phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out, (rh, rw))
+            yield rh, rw, ((rows, cols), (count_h, count_w), (pad_h, pad_w), phase)
+
+
 def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
              epilogue: Epilogue | None) -> np.ndarray:
     """A dilated stride-1 3x3 convolution as ``d_h x d_w`` undilated ones, one per output phase, each
@@ -185,24 +215,18 @@ def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray 
         return y
     bias, now, activation = compiled_epilogue(bias, epilogue)
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
-    lows = [lo for lo, _ in geom.pads(in_size)]
     dh, dw = geom.dilation
     x = np.ascontiguousarray(x, dtype=dtype)
     u = None
-    for rh in range(min(dh, out[0])):
-        ph, crop_h, pad_h, count_h = _phase(rh, dh, lows[0], in_size[0], out[0])
-        for rw in range(min(dw, out[1])):
-            pw, crop_w, pad_w, count_w = _phase(rw, dw, lows[1], in_size[1], out[1])
-            rows, cols = crop_h.stop - crop_h.start, crop_w.stop - crop_w.start
-            if rows <= 0 or cols <= 0:  # the whole phase reads padding: the epilogue of zeros
-                target = y[:, :, rh::dh, rw::dw]
-                target[...] = 0
-                if bias is not None or now is not None:
-                    target[...] = epilogue_(np.ascontiguousarray(target), bias, now)
-                continue
-            phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out, (rh, rw))
-            u = _call(x, w, bias, y, (rows, cols), (count_h, count_w), (pad_h, pad_w), geom.groups,
-                      act, lo, hi, phase, u)
+    for rh, rw, call in _phases(in_size, out, geom):
+        if call is None:  # the whole phase reads padding: the epilogue of zeros
+            target = y[:, :, rh::dh, rw::dw]
+            target[...] = 0
+            if bias is not None or now is not None:
+                target[...] = epilogue_(np.ascontiguousarray(target), bias, now)
+            continue
+        sub_in, sub_out, pads, phase = call
+        u = _call(x, w, bias, y, sub_in, sub_out, pads, geom.groups, act, lo, hi, phase, u)
     return y if activation is None else epilogue_(y, None, activation)
 
 
@@ -266,8 +290,7 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
     n, c = x.shape[:2]
     o = w.shape[0]
     threads = max(1, get_num_threads())
-    tile_bytes = 36 * (c + o) * dtype.itemsize
-    cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
+    cap = _cap(c, o, dtype, threads)
     core = backends.core.module
     try:
         geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
@@ -313,7 +336,7 @@ def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     dtype = y.dtype
     routines, isa = gemm_routines(), backends.core.isa_index
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    total = geometry[0] * -(-geometry[5] // 4) * -(-geometry[6] // 4)
+    total = _tiles(geometry[0], geometry[5:7])
     items = _items(total, cap, threads)
     workers = min(threads, len(items))
     # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
@@ -358,8 +381,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     if min(x.shape + gy.shape) == 0:
         return np.zeros((o, cg, 3, 3), dtype)
     threads = max(1, get_num_threads())
-    tile_bytes = 36 * (c + o) * dtype.itemsize
-    cap = max(1, min(_TARGET_TILES, workspace.SCRATCH_BYTES // 2 // threads // tile_bytes))
+    cap = _cap(c, o, dtype, threads)
     calls = _gw_calls(n, c, o, in_size, out_size, geom, cap, dtype)
     if not calls:  # every output phase reads padding only
         return np.zeros((o, cg, 3, 3), dtype)
@@ -417,19 +439,11 @@ def _gw_calls(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[
     dilated call that reads input (:func:`_phase`; a phase reading only padding adds nothing)."""
     if geom.dilation == (1, 1):
         geometry = _geometry(n, c, in_size, o, out_size, geom.pads(in_size), geom.groups, cap, dtype)
-        return [(geometry, n * -(-out_size[0] // 4) * -(-out_size[1] // 4))]
-    lows = [lo for lo, _ in geom.pads(in_size)]
-    dh, dw = geom.dilation
+        return [(geometry, _tiles(n, out_size))]
     calls = []
-    for rh in range(min(dh, out_size[0])):
-        ph, crop_h, pad_h, count_h = _phase(rh, dh, lows[0], in_size[0], out_size[0])
-        for rw in range(min(dw, out_size[1])):
-            pw, crop_w, pad_w, count_w = _phase(rw, dw, lows[1], in_size[1], out_size[1])
-            rows, cols = crop_h.stop - crop_h.start, crop_w.stop - crop_w.start
-            if rows <= 0 or cols <= 0:
-                continue
-            phase = ((dh, dw), in_size, (ph + dh * crop_h.start, pw + dw * crop_w.start), out_size, (rh, rw))
-            geometry = _geometry(n, c, (rows, cols), o, (count_h, count_w), (pad_h, pad_w), geom.groups, cap,
-                                 dtype, phase)
-            calls.append((geometry, n * -(-count_h // 4) * -(-count_w // 4)))
+    for _, _, call in _phases(in_size, out_size, geom):
+        if call is not None:  # a phase reading only padding adds nothing
+            sub_in, sub_out, pads, phase = call
+            calls.append((_geometry(n, c, sub_in, o, sub_out, pads, geom.groups, cap, dtype, phase),
+                          _tiles(n, sub_out)))
     return calls
