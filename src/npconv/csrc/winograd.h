@@ -173,6 +173,20 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
         }
 }
 
+/* V[36][C][NTP] of tiles [t0, t1): the input transform channel by channel; within a channel runs go
+ * left to right, so a run's junk lanes land in columns the next run (or the padding after the tiles)
+ * owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
+static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, T *rb,
+                          ptrdiff_t rs, T *tr, ptrdiff_t ps)
+{
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * ntp, g->c * ntp, t - t0,
+                             rb, rs, tr, ps);
+        }
+}
+
 /* Output transform of the L tiles [s, s + L) of the flat tile grid of channel plane yo (image 0's;
  * images ys apart) from M columns [col, ...), plus bias, then act: 0 none, 1 ReLU (as
  * np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh (as np.clip(v, lo, hi): NaN and -0.0
@@ -229,15 +243,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
-    /* (1) input transform, channel by channel; within a channel runs go left to right, so a run's
-     * junk lanes land in columns the next run (or the padding after nt) owns */
-    for (ptrdiff_t c = 0; c < g->c; c++) {
-        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * L.ntp, g->c * L.ntp,
-                             t - t0, rb, L.rs, tr, L.ps);
-        }
-    }
+    /* (1) input transform */
+    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps);
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
     const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
     for (ptrdiff_t k = 0; k < 36; k++)
@@ -287,12 +294,7 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
     T *v = s + L.v, *gyt = s + L.gy, *rb = s + L.rb, *tr = s + L.tr, *mf = s + L.mf;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
-    for (ptrdiff_t c = 0; c < g->c; c++)
-        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * L.ntp, g->c * L.ntp,
-                             t - t0, rb, L.rs, tr, L.ps);
-        }
+    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps);
     /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
      * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
     const ptrdiff_t ys = g->o * g->yplane;
