@@ -427,8 +427,8 @@ def test_small_calls_stay_on_the_calling_thread(rng, monkeypatch):
 
     seen = []
     real_run = workspace.run_spans
-    monkeypatch.setattr(workspace, "run_spans", lambda kernel, args, spans, *a: (
-        seen.append(len(spans)), real_run(kernel, args, spans, *a))[1])
+    monkeypatch.setattr(workspace, "run_spans", lambda kernel, args, spans, *a, **k: (
+        seen.append(len(spans)), real_run(kernel, args, spans, *a, **k))[1])
     previous = npconv.get_num_threads()
     npconv.set_num_threads(2)
     try:
@@ -479,8 +479,8 @@ def test_prepared_forward_holds_its_worker_split_while_the_threads_do(rng, monke
         assert prepared.valid()
         spans = []
         real = compiled_depthwise.workspace.run_spans
-        monkeypatch.setattr(compiled_depthwise.workspace, "run_spans", lambda kernel, args, s, *rest:
-                            (spans.append(list(s)), real(kernel, args, s, *rest))[1])
+        monkeypatch.setattr(compiled_depthwise.workspace, "run_spans", lambda kernel, args, s, *rest, **k:
+                            (spans.append(list(s)), real(kernel, args, s, *rest, **k))[1])
         y = prepared.run(x)
         assert spans == [[(0, 32), (32, 64)]]
         assert relative_error(y, reference.conv(x, w, padding=1, groups=64)) < 1e-6

@@ -79,8 +79,8 @@ def _tilings(monkeypatch) -> list[tuple[int, ...]]:
     shift, implicit: which tiling ran)."""
     seen: list[tuple[int, ...]] = []
     run = compiled_gemm._run_calls
-    monkeypatch.setattr(compiled_gemm, "_run_calls", lambda code, dtype, blas, calls, *a:
-                        seen.append(calls[0][0]) or run(code, dtype, blas, calls, *a))
+    monkeypatch.setattr(compiled_gemm, "_run_calls", lambda code, dtype, blas, calls, *a, **k:
+                        seen.append(calls[0][0]) or run(code, dtype, blas, calls, *a, **k))
     return seen
 
 

@@ -246,7 +246,29 @@ struct kernel_job {
     void (*run)(kernel_job *);     /* no GIL; sets failed (a kernel's own allocation failed) */
     void (*release)(kernel_job *); /* with the GIL: drop the buffers */
     int failed;
+    Py_ssize_t *range; /* the job's own [start, stop) of items, for a shared range (NULL: none) */
+    int64_t *next;     /* shared range (jobs_share): the next unclaimed item, NULL: run [start, stop) once */
+    Py_ssize_t chunk, end;
 };
+
+/* Run a job: its own range once, or, sharing a range with other jobs of one call, runs of `chunk`
+ * items claimed from it until none are left (a worker that starts late or runs on a slower CPU then
+ * takes fewer). Every item is run exactly once whichever job claims it. */
+static void job_execute(kernel_job *job)
+{
+    if (!job->next) {
+        job->run(job);
+        return;
+    }
+    for (;;) {
+        const int64_t at = __atomic_fetch_add(job->next, (int64_t)job->chunk, __ATOMIC_RELAXED);
+        if (at >= job->end) return;
+        job->range[0] = (Py_ssize_t)at;
+        job->range[1] = job->end - at > job->chunk ? (Py_ssize_t)at + job->chunk : job->end;
+        job->run(job);
+        if (job->failed) return;
+    }
+}
 
 static const char JOB_CAPSULE[] = "npconv._core.job";
 
@@ -263,7 +285,7 @@ static PyObject *run_or_wrap(kernel_job *job, int prepare)
 {
     if (!prepare) {
         Py_BEGIN_ALLOW_THREADS
-        job->run(job);
+        job_execute(job);
         Py_END_ALLOW_THREADS
         const int failed = job->failed;
         job->release(job);
@@ -308,7 +330,7 @@ static PyObject *job_run(PyObject *self, PyObject *capsule)
     kernel_job *job = get_job(capsule);
     if (!job) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    job->run(job);
+    job_execute(job);
     Py_END_ALLOW_THREADS
     if (job->failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -332,6 +354,59 @@ static PyObject *jobs_check(PyObject *self, PyObject *seq)
     Py_DECREF(fast);
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+static int get_flags(PyObject *obj, Py_ssize_t index, Py_buffer *view);
+
+/* jobs_share(jobs, counter, chunk): the jobs (of one kernel call, each prepared over the same item
+ * range [start, stop)) share that range: each run claims runs of `chunk` items from counter[0] (an
+ * int64 buffer the caller keeps alive and owns for the call; set to start here) until none are left.
+ * Only for kernels whose items write disjoint outputs (who runs an item never changes its result). */
+static PyObject *jobs_share(PyObject *self, PyObject *args)
+{
+    PyObject *seq, *counter_o;
+    Py_ssize_t chunk;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "OOn", &seq, &counter_o, &chunk)) return NULL;
+    if (chunk < 1) {
+        PyErr_Format(PyExc_ValueError, "chunk must be at least 1, got %zd", chunk);
+        return NULL;
+    }
+    if (get_flags(counter_o, 0, &view) < 0) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "jobs must be a sequence of jobs");
+    if (!fast) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t start = 0, stop = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        kernel_job *job = get_job(PySequence_Fast_GET_ITEM(fast, i));
+        if (!job) goto fail;
+        if (!job->range) {
+            PyErr_SetString(PyExc_ValueError, "jobs_share: this kind of job has no item range to share");
+            goto fail;
+        }
+        if (i == 0) start = job->range[0], stop = job->range[1];
+        if (job->range[0] != start || job->range[1] != stop) {
+            PyErr_Format(PyExc_ValueError, "jobs_share: every job must cover [%zd, %zd), job %zd covers [%zd, %zd)",
+                         start, stop, i, job->range[0], job->range[1]);
+            goto fail;
+        }
+    }
+    int64_t *next = (int64_t *)view.buf;
+    *next = start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        kernel_job *job = get_job(PySequence_Fast_GET_ITEM(fast, i));
+        job->next = next, job->chunk = chunk, job->end = stop;
+    }
+    Py_DECREF(fast);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(fast);
+    PyBuffer_Release(&view);
+    return NULL;
 }
 
 /* A depthwise or grouped kernel call over a range of planes / items / channels / groups (its buffers
@@ -389,6 +464,7 @@ static PyObject *plane_job_start(const plane_job *spec, int isa, int pass, int p
     if (!j) return NULL;
     *j = *spec;
     j->base = (kernel_job){plane_job_run, plane_job_release, 0};
+    j->base.range = &j->start; /* start, stop: adjacent */
     if (acquire_buffers(&j->b, n, objs, names, flags, counts) < 0) {
         job_storage_free(j, &local);
         return NULL;
@@ -1096,8 +1172,9 @@ typedef struct {
 static void wg_job_run(kernel_job *job)
 {
     wg_job *j = (wg_job *)job;
-    j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, j->start, j->stop,
-          j->act, j->lo, j->hi);
+    for (Py_ssize_t at = j->start; at < j->stop; at += j->g.cap) /* the kernel runs at most CAP tiles */
+        j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, at,
+              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi);
 }
 
 static void wg_job_release(kernel_job *job)
@@ -1124,16 +1201,13 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
         check_act(act, lo, hi) < 0)
         return NULL;
-    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
-        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
-                     g.n * g.th * g.tw, g.cap);
-        return NULL;
-    }
+    if (check_range(start, stop, g.n * g.th * g.tw, "tile") < 0) return NULL;
     const int have_b = b_o != Py_None;
     wg_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (wg_job){.base = {wg_job_run, wg_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
                   .start = start, .stop = stop, .g = g, .fns = fns};
+    j->base.range = &j->start;
     if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
     if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
     if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
@@ -1224,11 +1298,7 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
                           &o1, &first))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
-    if (start < 0 || stop > g.n * g.th * g.tw || start > stop || stop - start > g.cap) {
-        PyErr_Format(PyExc_ValueError, "tile range [%zd, %zd) outside [0, %zd) or longer than CAP %zd", start, stop,
-                     g.n * g.th * g.tw, g.cap);
-        return NULL;
-    }
+    if (check_range(start, stop, g.n * g.th * g.tw, "tile") < 0) return NULL;
     if (o0 < 0 || o1 > g.o || o0 >= o1) {
         PyErr_Format(PyExc_ValueError, "output channel range [%zd, %zd) empty or outside [0, %zd)", o0, o1, g.o);
         return NULL;
@@ -1571,6 +1641,7 @@ static PyObject *gc_call(PyObject *args, int prepare)
     if (!j) return NULL;
     *j = (gc_job){.base = {gc_job_run, gc_job_release, 0}, .isa = isa, .pass = pass, .act = act, .have_b = have_b,
                   .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g, .fns = fns};
+    j->base.range = &j->start;
     if (get_buffer(a_o, 0, &j->a, A_NAMES[pass]) < 0) goto free_job;
     if (get_buffer(b_o, 0, &j->b, B_NAMES[pass]) < 0) goto release_a;
     if (have_b && get_buffer(bias_o, 0, &j->bias, "bias") < 0) goto release_b;
@@ -1784,7 +1855,7 @@ static PyObject *team_wait(PyObject *self, PyObject *args)
                 fresh = 1;
                 break;
             }
-            job->run(job);
+            job_execute(job);
             __atomic_store_n(flags + done, value, __ATOMIC_RELEASE);
             seen = value;
             i = 0;
@@ -1870,7 +1941,7 @@ static PyObject *team_join(PyObject *self, PyObject *args)
     kernel_job *own = PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, 0), JOB_CAPSULE);
     poll = poll > 0 ? poll : 1e-5; /* the caller never returns before its workers: it always polls */
     Py_BEGIN_ALLOW_THREADS
-    own->run(own);
+    job_execute(own);
     for (Py_ssize_t k = 1; k < n; k++) {
         const int64_t *done = flags + (2 * k + 1) * stride;
         /* a done flag holds an earlier call's number until the worker reports this one */
@@ -1898,6 +1969,10 @@ static PyMethodDef methods[] = {
      "from seen, or seen after spinning about seconds (with poll > 0: polling every poll seconds after that, "
      "until it differs); GIL released, flags[store_index] = store_value first if store_index >= 0 (flags: an "
      "int64 buffer)"},
+    {"jobs_share", jobs_share, METH_VARARGS,
+     "jobs_share(jobs, counter, chunk): jobs of one kernel call, each prepared over the same item range, share "
+     "it: each run claims runs of chunk items from counter[0] (an int64 buffer kept alive for the call) until "
+     "none are left"},
     {"team_post", team_post, METH_VARARGS,
      "team_post(flags, jobs, call, stride): post jobs[k] (k >= 1) to worker k as call number `call` (worker k's "
      "post flag at 2k * stride, its job slot next to it)"},

@@ -307,20 +307,26 @@ def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: in
     size, spans = _spans(pass_code, geometry, threads)
     _run_calls(pass_code, dtype, blas, [(geometry, size, start, stop, a, b, bias,
                                          out[k] if isinstance(out, list) else out)
-                                        for k, (start, stop) in enumerate(spans)], act, lo, hi)
+                                        for k, (start, stop) in enumerate(spans)], act, lo, hi,
+               share=pass_code != 2)
     return len(spans)
 
 
 def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], act: int = 0, lo: float = 0.0,
-               hi: float = 0.0) -> None:
+               hi: float = 0.0, share: bool = False) -> None:
     """Worker ``k`` runs ``calls[k]``: ``(geometry, scratch elements, start, stop, a, b, bias, out)``,
     one ``gemm_conv`` call over items ``[start, stop)`` with its scratch ``compiled-gemm-<k>`` (the same
     worker and buffer on every run); a worker's BLAS runs on one thread. A single call that calls no
-    BLAS runs on the calling thread, without a job (:func:`npconv.kernels.workspace.run_calls`)."""
+    BLAS runs on the calling thread, without a job (:func:`npconv.kernels.workspace.run_calls`).
+    ``share`` (calls equal but for contiguous item ranges; forward and grad_input, whose items write
+    disjoint outputs): the workers share the whole range (``workspace.shared_chunk``)."""
     routines = gemm_routines()
+    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls)) if share and calls else 0
+    if chunk:
+        calls = [call[:2] + (calls[0][2], calls[-1][3]) + call[4:] for call in calls]
     per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, start, stop, act, lo, hi))
                   for geometry, size, start, stop, a, b, bias, out in calls]
-    workspace.run_calls(backends.core.module.gemm_conv, per_worker, "compiled-gemm", dtype, blas)
+    workspace.run_calls(backends.core.module.gemm_conv, per_worker, "compiled-gemm", dtype, blas, chunk)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -448,7 +454,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         x = np.ascontiguousarray(x, dtype)
         _run_calls(0, dtype, blas, [(g, size, start, stop, x, wm, b, y) if rows is None else
                                     (g, size, start, stop, x, wm[rows], None if b is None else b[rows],
-                                     y[:, rows]) for g, size, start, stop, rows in calls], act, lo, hi)
+                                     y[:, rows]) for g, size, start, stop, rows in calls], act, lo, hi,
+                   share=not parts)
         return _finish(y, 0, 0.0, 0.0, later)
 
     return PreparedForward(run, _settings, settings)

@@ -122,10 +122,10 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     weight, 4x the weight, costs more than the 2.25 multiplies per output save) and :data:`MIN_MACS`
     multiply-adds (its per-call weight transform and data check against a planned GEMM), at least
     ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread and call, enough channels for the
-    vectors of tiles (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements
-    where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
-    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
-    dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
+    vectors of tiles (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their
+    strided elements where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56
+    dilation 2 3.6-4.5 / 4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 /
+    4.5-4.7; batch 1 64x56 dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
@@ -256,12 +256,14 @@ def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence
 
 
 def _items(total: int, cap: int, threads: int) -> list[tuple[int, int]]:
-    """``total`` tiles in near-equal contiguous ranges of at most ``cap``, a multiple of ``threads``
-    of them when there are enough tiles (each worker gets the same share)."""
+    """``total`` tiles in contiguous ranges of one length (the last shorter) of at most ``cap``, about
+    a multiple of ``threads`` of them when there are enough tiles (each worker gets the same share).
+    One length: a shared range claimed in runs of it gives the same items (a tile's result depends
+    on its item: the products' leftover columns are summed in another order)."""
     parts = -(-total // cap)
     parts = min(total, -(-parts // threads) * threads)
-    bounds = [total * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+    length = -(-total // parts)
+    return [(start, min(start + length, total)) for start in range(0, total, length)]
 
 
 def _check(*arrays: np.ndarray) -> np.dtype:
@@ -349,9 +351,17 @@ def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     total = _tiles(geometry[0], geometry[5:7])
     items = _items(total, cap, threads)
     workers = min(threads, len(items))
-    # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
     scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
     prepare = core.winograd2d_forward_job
+    # the workers share the tiles, claimed item by item (the items of one length: the same items)
+    if workspace.shared_chunk(total, workers):
+        jobs = [prepare(isa, routines, x, u, b, y, scratch[k], geometry, 0, total, act, lo, hi)
+                for k in range(workers)]
+        counter = np.zeros(1, np.int64)  # alive until the jobs ran
+        core.jobs_share(jobs, counter, items[0][1] - items[0][0])
+        workspace.run_jobs(jobs, blas=1)
+        return
+    # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
     jobs = [core.job_chain([prepare(isa, routines, x, u, b, y, scratch[k], geometry, *span, act, lo, hi)
                             for span in items[k::workers]]) for k in range(workers)]
     workspace.run_jobs(jobs, blas=1)

@@ -36,8 +36,8 @@ import numpy as np
 
 from ..backends import blas_threads, core, memory
 
-__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "run_calls", "ranges", "SCRATCH",
-           "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
+__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "run_calls", "ranges", "shared_chunk",
+           "SCRATCH", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
@@ -47,6 +47,14 @@ SCRATCH_BYTES = 64 * 2**20
 SPIN_SECONDS = 2e-4
 #: After spinning, the calling thread checks its workers' done flags every this many seconds.
 POLL_SECONDS = 2e-5
+#: The GEMM's and Winograd's forward and grad_input (whose work items write disjoint outputs) share
+#: one item range among their workers (:func:`run_calls`' ``chunk``): each claims runs of about
+#: ``items / (workers * CLAIMS_PER_WORKER)`` as it gets to them, so a worker that wakes late or whose
+#: CPU the host gives to another process takes fewer (a fixed split waits for the slowest). The
+#: depthwise and grouped kernels keep fixed ranges (shared: 4-14% slower on their light items).
+#: False: every worker runs its fixed range (docs/performance.md, "Shared item ranges").
+SHARED_RANGES = True
+CLAIMS_PER_WORKER = 4
 
 
 def memory_bound(*arrays_bytes: int) -> int:
@@ -382,6 +390,14 @@ def ranges(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
+def shared_chunk(items: int, workers: int, least: int = 1) -> int:
+    """Items per claim of a range of ``items`` shared by ``workers`` (:data:`CLAIMS_PER_WORKER`), at
+    least ``least``; 0 (a fixed split) with one worker or :data:`SHARED_RANGES` off."""
+    if workers < 2 or not SHARED_RANGES:
+        return 0
+    return max(least, -(-items // (workers * CLAIMS_PER_WORKER)))
+
+
 def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
               scratch: tuple[str, int, np.dtype] | None = None) -> None:
     """``kernel(isa, *args, start, stop, *tail)`` of the compiled core per span, span ``k`` on worker
@@ -396,18 +412,26 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
 
 
 def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, tuple]], scratch: str = "",
-              dtype: np.dtype | type = np.float64, blas: int = 0) -> None:
+              dtype: np.dtype | type = np.float64, blas: int = 0, chunk: int = 0) -> None:
     """``kernel(isa, *head, own, *tail)`` of the compiled core for each ``(head, elements, tail)`` of
     ``calls``, call ``k`` on worker ``k`` as a prepared job (the core's ``<kernel>_job``: the workers
     take them without the GIL), ``own`` worker ``k``'s scratch buffer ``<scratch>-k`` of ``elements``
     ``dtype`` values (left out where ``elements`` is None). A single call without BLAS (``blas`` as in
-    :func:`run_jobs`) runs on the calling thread, without a job."""
+    :func:`run_jobs`) runs on the calling thread, without a job. ``chunk`` > 0: the calls (equal but
+    for the scratch, over one item range) share that range, each worker claiming ``chunk`` items at a
+    time (the core's ``jobs_share``)."""
     isa = core.isa_index  # read per call: the variant may be switched between a plan's calls
     if len(calls) == 1 and blas == 0:
         kernel(*_arguments(isa, 0, *calls[0], scratch, dtype))
         return
     prepare = _job_binding(kernel)
-    run_jobs([prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)], blas)
+    jobs = [prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)]
+    if chunk and len(jobs) > 1:
+        counter = np.zeros(1, np.int64)  # alive until the jobs ran (this frame)
+        core.module.jobs_share(jobs, counter, chunk)
+        run_jobs(jobs, blas)
+        return
+    run_jobs(jobs, blas)
 
 
 def _arguments(isa: int, k: int, head: tuple, elements: int | None, tail: tuple, scratch: str,
