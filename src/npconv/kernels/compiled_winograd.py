@@ -51,33 +51,24 @@ SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
 _TARGET_TILES = 128
-#: Fewest 4x4 output tiles per call for which the rule recommends Winograd, per pass (see
-#: recommended), and per output phase of a dilated layer (each phase is a call of its own). Two
-#: threads, AVX-512, batch 1, forward, Winograd / implicit GEMM: 49 tiles (28x28) 0.72-0.83 from 96
-#: channels, 16 tiles (128ch 14x14) 1.9; 32 tiles 0.91 (256ch) and 1.02 (128ch); dilation 2, 49
-#: tiles per phase: 64ch 56x56 1.05, 128ch 0.66. grad_input keeps the earlier 64 (256ch 28x28 batch
-#: 1: 1.27) (docs/performance.md, "Winograd at batch 1").
-MIN_TILES = {"forward": 48, "grad_input": 64}
-MIN_PHASE_TILES = 64
+#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
+MIN_TILES = 64
 #: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
-#: weight transform and data check (an unplanned call) cost ~0.05-0.1 ms. Two threads, AVX-512, batch
-#: 1, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd at batch
-#: 1"): 48x56 (65 M) 0.76-0.79, 64x40 (59 M) 0.82, 80x28 (45 M) 0.92, 64x28 (29 M) 1.16; AVX2:
-#: 64x28 0.84, 48x28 (16 M) 0.96, 32x28 (7 M) 1.42.
-MIN_MACS = {"avx512": 40_000_000, "avx2": 16_000_000, "generic": 16_000_000}
+#: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
+#: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
+#: across tile rows"): 64x56 (116 M) 0.54 / 0.62; 48x56 (65 M) 0.35 / 0.35; 32x56 (29 M) 0.22 / 0.18.
+MIN_MACS = {"avx512": 100_000_000}
 #: The transforms run a vector of tiles at once (16 lanes on AVX-512, 8 on AVX2; a run takes up to
 #: WG_RUN = 64 tiles of an item across tile rows and images) and cost per channel what the 36
 #: products save per channel pair: Winograd is recommended where ``min(Cg, Og) * lane share / grid``
 #: reaches this (lane share: a run's tiles per lanes used; grid: outputs computed per output).
 MIN_CHANNEL_LANES = 26
 #: Every worker reads all of ``U`` (36 x the weight, written per call) for its tiles, so a worker's
-#: tiles must reach ``channels / TILE_CHANNEL_RATIO`` (per pass). Two threads, AVX-512, forward,
-#: Winograd / implicit GEMM time (tiles per worker / channels): 256ch 14x14 batch 4 0.70 (0.125),
-#: batch 3 0.71 (0.094), batch 2 0.91 (0.0625); 128ch 28x28 batch 1 0.75 (0.19); 384ch 28x28 0.79
-#: (0.064), 512ch 0.98 (0.048); 512ch 7x7 batch 12 1.18 (0.047), batch 8 1.17 (0.031).
-#: grad_input: 256ch 14x14 batch 4 1.07 (0.125), batch 3 1.12 (docs/performance.md, "Winograd at
-#: batch 1").
-TILE_CHANNEL_RATIO = {"forward": 16, "grad_input": 4}
+#: tiles must reach ``channels / TILE_CHANNEL_RATIO``. Two threads, AVX-512, Winograd / implicit
+#: GEMM time (tiles per worker / channels): 256ch 14x14 batch 8 0.86 (0.25), batch 6 0.97 (0.19),
+#: batch 4 1.19 (0.125); 128ch 14x14 batch 8 0.88 (0.5), batch 4 1.07 (0.25); 128ch 28x28 batch 2 0.66
+#: (0.38), batch 1 1.33 (0.19); 512ch 7x7 batch 8 1.43 (0.03) (docs/performance.md).
+TILE_CHANNEL_RATIO = 4
 #: grad_weight splits output channels across the workers (each transforming every input tile) where a
 #: call's tiles are fewer than this many per 64 channel pairs: splitting tiles, each worker writes the
 #: whole ``36 x O x C`` products for its few tiles. Two threads, batch 8, ms, tiles / channels:
@@ -117,15 +108,15 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (per pass; a dilation makes one
-    call per output phase: :data:`MIN_PHASE_TILES` per phase; with fewer, reading the transformed
-    weight, 4x the weight, costs more than the 2.25 multiplies per output save) and :data:`MIN_MACS`
-    multiply-adds (its per-call weight transform and data check against a planned GEMM), at least
-    ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread and call, enough channels for the
-    vectors of tiles (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their
-    strided elements where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56
-    dilation 2 3.6-4.5 / 4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 /
-    4.5-4.7; batch 1 64x56 dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
+    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (a dilation ``d`` makes one call
+    per output phase: with fewer, reading the transformed weight, 4x the weight, costs more than the
+    2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
+    transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
+    tiles per worker thread and call, enough channels for the vectors of tiles
+    (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements
+    where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
+    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
+    dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
@@ -141,10 +132,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     run = max(1, min(RUN_TILES, tiles // threads))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = TILE_CHANNEL_RATIO[pass_name] * tiles >= channels * threads
+    per_worker = TILE_CHANNEL_RATIO * tiles >= channels * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
-    fewest = MIN_TILES[pass_name] if geom.dilation == (1, 1) else MIN_PHASE_TILES
-    return (channels >= 16 and tiles >= fewest and enough and per_worker
+    return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
