@@ -13,7 +13,7 @@ import reference
 from kernel_checks import relative_error
 from npconv import backends
 from npconv.geometry import ConvGeometry
-from npconv.kernels import compiled_depthwise, plan, workspace
+from npconv.kernels import compiled_depthwise, compiled_gemm, gemm, plan, workspace
 
 pytestmark = pytest.mark.skipif(not backends.core.available, reason="the compiled core is not in use")
 
@@ -104,13 +104,48 @@ def test_shared_and_fixed_splits_agree_bit_for_bit(case, claims, two_threads, mo
     geom = geom.with_padding(geom.pads(x_shape[2:]))
     gy = rng.standard_normal(x_shape[:1] + w_shape[:1] + geom.output_size(x_shape[2:])).astype(np.float32)
     monkeypatch.setattr(workspace, "CLAIMS_PER_WORKER", claims)
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0)
+    for module in (gemm, compiled_gemm):  # these small calls on both workers
+        monkeypatch.setattr(module, "WORKER_MIN_MACS", 0)
+    shared_calls = []
+    share = backends.core.module.jobs_share
+    monkeypatch.setattr(backends.core.module, "jobs_share", lambda *a: (shared_calls.append(a), share(*a))[1])
     results = {}
     with npconv.backends.conv.force(algorithm):
         for shared in (True, False):
             monkeypatch.setattr(workspace, "SHARED_RANGES", shared)
             results[shared] = (plan.forward(x, w, geom), plan.grad_input(gy, w, geom, x_shape[2:]))
+            assert len(shared_calls) == (2 if shared else 0)
+            shared_calls.clear()
     for got, fixed in zip(results[True], results[False], strict=True):
         np.testing.assert_array_equal(got, fixed)
     y64 = reference.conv(x.astype(np.float64), w.astype(np.float64), stride=stride, padding=padding,
                          groups=groups)
     assert relative_error(results[True][0], y64) < 1e-5
+
+
+def test_small_calls_keep_fixed_ranges(two_threads, monkeypatch):
+    """Below SHARED_MIN_MACS a call's workers keep their fixed ranges (sharing costs more than a
+    stalled worker could); shared_chunk is the one rule."""
+    claims = 2 * workspace.CLAIMS_PER_WORKER
+    assert workspace.shared_chunk(100, 2, workspace.SHARED_MIN_MACS) == -(-100 // claims)
+    assert workspace.shared_chunk(100, 2, workspace.SHARED_MIN_MACS - 1) == 0
+    assert workspace.shared_chunk(100, 1, 10**12) == 0
+    monkeypatch.setattr(workspace, "SHARED_RANGES", False)
+    assert workspace.shared_chunk(100, 2, 10**12) == 0
+    monkeypatch.setattr(workspace, "SHARED_RANGES", True)
+    for module in (gemm, compiled_gemm):
+        monkeypatch.setattr(module, "WORKER_MIN_MACS", 0)
+    shared_calls = []
+    share = backends.core.module.jobs_share
+    monkeypatch.setattr(backends.core.module, "jobs_share", lambda *a: (shared_calls.append(a), share(*a))[1])
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 16, 24, 24)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    geom = ConvGeometry.create(3, 2, 1, ndim=2)
+    geom = geom.with_padding(geom.pads(x.shape[2:]))
+    with npconv.backends.conv.force("gemm"):
+        for least, expected in ((10**12, 0), (0, 1)):
+            monkeypatch.setattr(workspace, "SHARED_MIN_MACS", least)
+            plan.forward(x, w, geom)
+            assert len(shared_calls) == expected

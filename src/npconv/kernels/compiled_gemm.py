@@ -299,29 +299,30 @@ def _implicit_items(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, 
 
 def _run(pass_code: int, geometry: tuple[int, ...], dtype: np.dtype, threads: int, blas: int, a: np.ndarray,
          b: np.ndarray, bias: np.ndarray | None, out: np.ndarray | list[np.ndarray], act: int = 0,
-         lo: float = 0.0, hi: float = 0.0) -> int:
+         lo: float = 0.0, hi: float = 0.0, macs: int = 0) -> int:
     """Run every work item on ``threads`` workers (contiguous item ranges: worker ``k`` always gets
     range ``k``); ``out`` is one array, or one accumulator per worker (grad_weight); ``blas``: BLAS
-    threads of a single worker, 0 when the pass calls no BLAS (left alone). Returns the number of
-    workers used."""
+    threads of a single worker, 0 when the pass calls no BLAS (left alone). ``macs`` (grad_input's
+    multiply-adds): the workers share the range (:func:`_run_calls`). Returns the number of workers
+    used."""
     size, spans = _spans(pass_code, geometry, threads)
     _run_calls(pass_code, dtype, blas, [(geometry, size, start, stop, a, b, bias,
                                          out[k] if isinstance(out, list) else out)
-                                        for k, (start, stop) in enumerate(spans)], act, lo, hi,
-               share=pass_code != 2)
+                                        for k, (start, stop) in enumerate(spans)], act, lo, hi, macs)
     return len(spans)
 
 
 def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], act: int = 0, lo: float = 0.0,
-               hi: float = 0.0, share: bool = False) -> None:
+               hi: float = 0.0, macs: int = 0) -> None:
     """Worker ``k`` runs ``calls[k]``: ``(geometry, scratch elements, start, stop, a, b, bias, out)``,
     one ``gemm_conv`` call over items ``[start, stop)`` with its scratch ``compiled-gemm-<k>`` (the same
     worker and buffer on every run); a worker's BLAS runs on one thread. A single call that calls no
     BLAS runs on the calling thread, without a job (:func:`npconv.kernels.workspace.run_calls`).
-    ``share`` (calls equal but for contiguous item ranges; forward and grad_input, whose items write
-    disjoint outputs): the workers share the whole range (``workspace.shared_chunk``)."""
+    ``macs`` (the call's multiply-adds; calls equal but for contiguous item ranges, of the forward or
+    grad_input, whose items write disjoint outputs): the workers share the whole range where
+    ``workspace.shared_chunk`` says so; 0: fixed ranges."""
     routines = gemm_routines()
-    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls)) if share and calls else 0
+    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls), macs) if macs and calls else 0
     if chunk:
         calls = [call[:2] + (calls[0][2], calls[-1][3]) + call[4:] for call in calls]
     per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, start, stop, act, lo, hi))
@@ -440,9 +441,11 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     for first, stop, part in parts:  # output channels [first, stop) of the one image, all its positions
         size, ((start, end),) = _spans(0, part, 1)
         calls.append((part, size, start, end, slice(first, stop)))
+    macs = 0  # channel parts differ in their arguments: fixed ranges
     if not parts:
         size, spans = _spans(0, geometry, threads)
         calls = [(geometry, size, start, stop, None) for start, stop in spans]
+        macs = geom.multiply_adds(x_shape, w.shape)
 
     def run(x: np.ndarray) -> np.ndarray:
         wm = np.ascontiguousarray(w, dtype)
@@ -455,7 +458,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         _run_calls(0, dtype, blas, [(g, size, start, stop, x, wm, b, y) if rows is None else
                                     (g, size, start, stop, x, wm[rows], None if b is None else b[rows],
                                      y[:, rows]) for g, size, start, stop, rows in calls], act, lo, hi,
-                   share=not parts)
+                   macs)
         return _finish(y, 0, 0.0, 0.0, later)
 
     return PreparedForward(run, _settings, settings)
@@ -496,7 +499,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     gy, w = np.ascontiguousarray(gy, dtype), np.ascontiguousarray(w, dtype)
-    _run(1, geometry, dtype, threads, blas, gy, w, b, gx, act, lo, hi)
+    _run(1, geometry, dtype, threads, blas, gy, w, b, gx, act, lo, hi, n * o * cg * taps * length)
     return _finish(gx, 0, 0.0, 0.0, later)
 
 

@@ -344,7 +344,8 @@ def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
     prepare = core.winograd2d_forward_job
     # the workers share the tiles, claimed item by item (the items of one length: the same items)
-    if workspace.shared_chunk(total, workers):
+    n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
+    if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
         jobs = [prepare(isa, routines, x, u, b, y, scratch[k], geometry, 0, total, act, lo, hi)
                 for k in range(workers)]
         counter = np.zeros(1, np.int64)  # alive until the jobs ran

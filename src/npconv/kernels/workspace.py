@@ -51,9 +51,12 @@ POLL_SECONDS = 2e-5
 #: one item range among their workers (:func:`run_calls`' ``chunk``): each claims runs of about
 #: ``items / (workers * CLAIMS_PER_WORKER)`` as it gets to them, so a worker that wakes late or whose
 #: CPU the host gives to another process takes fewer (a fixed split waits for the slowest). The
-#: depthwise and grouped kernels keep fixed ranges (shared: 4-14% slower on their light items).
-#: False: every worker runs its fixed range (docs/performance.md, "Shared item ranges").
+#: depthwise and grouped kernels keep fixed ranges (shared: 4-14% slower on their light items), and
+#: so do calls under SHARED_MIN_MACS multiply-adds (sharing costs ~1.5 us a call: 3.5% of a 1x1
+#: 64->384 14x14 batch-1 layer). False: every worker runs its fixed range (docs/performance.md,
+#: "Shared item ranges").
 SHARED_RANGES = True
+SHARED_MIN_MACS = 32_000_000
 CLAIMS_PER_WORKER = 4
 
 
@@ -390,12 +393,13 @@ def ranges(count: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def shared_chunk(items: int, workers: int, least: int = 1) -> int:
-    """Items per claim of a range of ``items`` shared by ``workers`` (:data:`CLAIMS_PER_WORKER`), at
-    least ``least``; 0 (a fixed split) with one worker or :data:`SHARED_RANGES` off."""
-    if workers < 2 or not SHARED_RANGES:
+def shared_chunk(items: int, workers: int, macs: int) -> int:
+    """Items per claim of a call of ``macs`` multiply-adds whose ``items`` are shared by ``workers``
+    (:data:`CLAIMS_PER_WORKER`); 0 (a fixed split) with one worker, under :data:`SHARED_MIN_MACS` or
+    with :data:`SHARED_RANGES` off."""
+    if workers < 2 or not SHARED_RANGES or macs < SHARED_MIN_MACS:
         return 0
-    return max(least, -(-items // (workers * CLAIMS_PER_WORKER)))
+    return -(-items // (workers * CLAIMS_PER_WORKER))
 
 
 def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
