@@ -418,11 +418,15 @@ def test_job_bindings_check_like_their_calls():
 
 
 @needs_core
-def test_concurrent_callers_of_compiled_jobs(two_threads, monkeypatch):
+@pytest.mark.parametrize("shared", [False, True], ids=["fixed", "shared"])
+def test_concurrent_callers_of_compiled_jobs(two_threads, monkeypatch, shared):
     """Callers on several threads at once run prepared jobs: one holds the team (its workers run the
-    jobs without the GIL), the others the executor; every result is right and scratch is per caller."""
+    jobs without the GIL), the others the executor; every result is right and scratch is per caller.
+    Shared item ranges: each call's jobs claim from that call's own counter, on the team or not."""
     compiled_gemm = pytest.importorskip("npconv.kernels.compiled_gemm")
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(workspace, "SHARED_RANGES", shared)
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0)
     x, w, geom = _operands()
     x, w = x.astype(np.float32), w.astype(np.float32)
     expected = direct_conv(x.astype(np.float64), w.astype(np.float64), padding=1)
