@@ -124,17 +124,20 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
 
 #if VBYTES >= 32 && TSIZE == 4
 /* The im2col columns of GC(pack) (nch*K x cnt) straight into npconv's gemm panels (panel s at
- * panels + s * nch*K, gm_pack_rows's layout), each row through the L1-sized buffer row (cnt). */
+ * panels + s * nch*K, gm_pack_rows's layout), each row through the L1-sized buffer row (cnt); with
+ * `images` > 1 (p0 = 0, cnt = whole images), those images' columns side by side (image i at x + i *
+ * istride), as GC(pack) of each into one matrix, without that matrix. */
 static void GC(pack_panels)(T *panels, T *row, const T *x, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
-                            ptrdiff_t cnt)
+                            ptrdiff_t cnt, ptrdiff_t images, ptrdiff_t istride)
 {
-    const ptrdiff_t depth = nch * g->taps;
+    const ptrdiff_t depth = nch * g->taps, per = cnt / images;
     ptrdiff_t r = 0;
     for (ptrdiff_t c = 0; c < nch; c++)
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, r++) {
-                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, p0, cnt, 0);
+                    for (ptrdiff_t i = 0; i < images; i++)
+                        GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, p0, per, 0);
                     for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
                         const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
                         T *dst = panels + s * depth + r * wd;
@@ -575,6 +578,26 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
         if (g->images > 1) { /* whole images: one gemm over their columns side by side */
             const ptrdiff_t n0 = item * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images;
             T *cols = scratch, *prod = scratch + ck * nb * L;
+#if VBYTES >= 32 && TSIZE == 4
+            if (!g->direct && fns->own) { /* their columns straight into the gemm's panels */
+                const ptrdiff_t cnt = nb * L;
+                T *row = scratch + ck * (cnt + 16);
+                prod = row + cnt;
+                for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
+                    GC(pack_panels)(scratch, row, x + (n0 * g->c + grp * cg) * g->plane, cg, g, 0, cnt, nb,
+                                    g->c * g->plane);
+                    for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
+                        const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
+                        FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, ck, k0, prod, cnt, 1,
+                                     k0 ? 1 : 0, NULL, 0, 0, 0);
+                    }
+                    for (ptrdiff_t i = 0; i < nb; i++)
+                        GC(epilogue)(y + ((n0 + i) * g->o + grp * og) * L, L, prod + i * L, cnt, og, L,
+                                     bias ? bias + grp * og : NULL, act, lo, hi);
+                }
+                continue;
+            }
+#endif
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 for (ptrdiff_t i = 0; i < nb; i++)
                     GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
@@ -615,7 +638,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             const T *bg = bias ? bias + grp * og : NULL;
 #if VBYTES >= 32 && TSIZE == 4
             if (!g->direct && fns->own) { /* im2col straight into npconv's gemm panels, no second packing */
-                GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, cg, g, p0, cnt);
+                GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, cg, g, p0, cnt, 1, 0);
                 for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                     const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
                     const int last = k0 + kc >= ck;

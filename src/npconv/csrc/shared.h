@@ -305,7 +305,9 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
         return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
     if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
-    if (g->images > 1) return (g->ck + g->og) * g->images * g->len;
+    if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product */
+        return pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
+                                  : (g->ck + g->og) * g->images * g->len;
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
     if (g->direct) return 0;
     /* forward: the columns in the gemm's panels (the last rounded up to a vector) and one row */
