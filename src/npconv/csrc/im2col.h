@@ -123,33 +123,31 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
 }
 
 #if VBYTES >= 32 && TSIZE == 4
-/* The im2col columns of GC(pack) (nch*K x cnt) straight into npconv's gemm panels (panel s at
- * panels + s * nch*K, gm_pack_rows's layout), each row through the L1-sized buffer row (cnt); with
- * `images` > 1 (p0 = 0, cnt = whole images), those images' columns side by side (image i at x + i *
- * istride), as GC(pack) of each into one matrix, without that matrix. */
-static void GC(pack_panels)(T *panels, T *row, const T *x, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
-                            ptrdiff_t cnt, ptrdiff_t images, ptrdiff_t istride)
+/* Rows [r0, r1) of the im2col columns of GC(pack) (nch*K x cnt) straight into npconv's gemm panels
+ * (panel s at panels + s * (r1 - r0), gm_pack_rows's layout: one KC block, packed right before its
+ * products so it stays in L2), each row through the L1-sized buffer row (cnt); with `images` > 1
+ * (p0 = 0, cnt = whole images), those images' columns side by side (image i at x + i * istride), as
+ * GC(pack) of each into one matrix, without that matrix. */
+static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptrdiff_t p0, ptrdiff_t cnt,
+                            ptrdiff_t images, ptrdiff_t istride, ptrdiff_t r0, ptrdiff_t r1)
 {
-    const ptrdiff_t depth = nch * g->taps, per = cnt / images;
-    ptrdiff_t r = 0;
-    for (ptrdiff_t c = 0; c < nch; c++)
-        for (ptrdiff_t a = 0; a < g->k[0]; a++)
-            for (ptrdiff_t b = 0; b < g->k[1]; b++)
-                for (ptrdiff_t e = 0; e < g->k[2]; e++, r++) {
-                    for (ptrdiff_t i = 0; i < images; i++)
-                        GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, p0, per, 0);
-                    for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
-                        const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
-                        T *dst = panels + s * depth + r * wd;
-                        if (cols == GM_NR) {
+    const ptrdiff_t depth = r1 - r0, per = cnt / images, k12 = g->k[1] * g->k[2];
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const ptrdiff_t c = r / g->taps, t = r % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
+        for (ptrdiff_t i = 0; i < images; i++)
+            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, p0, per, 0);
+        for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
+            const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
+            T *dst = panels + s * depth + (r - r0) * wd;
+            if (cols == GM_NR) {
 #pragma GCC unroll 4
-                            for (int v = 0; v < GM_NV; v++) FN(store)(dst + v * VL, FN(load)(row + s + v * VL));
-                        } else {
-                            for (ptrdiff_t j = 0; j < cols; j++) dst[j] = row[s + j];
-                            for (ptrdiff_t j = cols; j < wd; j++) dst[j] = 0;
-                        }
-                    }
-                }
+                for (int v = 0; v < GM_NV; v++) FN(store)(dst + v * VL, FN(load)(row + s + v * VL));
+            } else {
+                for (ptrdiff_t j = 0; j < cols; j++) dst[j] = row[s + j];
+                for (ptrdiff_t j = cols; j < wd; j++) dst[j] = 0;
+            }
+        }
+    }
 }
 #endif
 
@@ -584,11 +582,11 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 T *row = scratch + ck * (cnt + 16);
                 prod = row + cnt;
                 for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
-                    GC(pack_panels)(scratch, row, x + (n0 * g->c + grp * cg) * g->plane, cg, g, 0, cnt, nb,
-                                    g->c * g->plane);
                     for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                         const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
-                        FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, ck, k0, prod, cnt, 1,
+                        GC(pack_panels)(scratch, row, x + (n0 * g->c + grp * cg) * g->plane, g, 0, cnt, nb,
+                                        g->c * g->plane, k0, k0 + kc);
+                        FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, prod, cnt, 1,
                                      k0 ? 1 : 0, NULL, 0, 0, 0);
                     }
                     for (ptrdiff_t i = 0; i < nb; i++)
@@ -638,11 +636,11 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             const T *bg = bias ? bias + grp * og : NULL;
 #if VBYTES >= 32 && TSIZE == 4
             if (!g->direct && fns->own) { /* im2col straight into npconv's gemm panels, no second packing */
-                GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, cg, g, p0, cnt, 1, 0);
                 for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                     const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
                     const int last = k0 + kc >= ck;
-                    FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, ck, k0, yg, L, 1, k0 ? 1 : 0,
+                    GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, g, p0, cnt, 1, 0, k0, k0 + kc);
+                    FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, yg, L, 1, k0 ? 1 : 0,
                                  last ? bg : NULL, last ? act : 0, lo, hi);
                 }
                 continue;
