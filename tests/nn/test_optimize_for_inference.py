@@ -183,7 +183,9 @@ def test_named_pairs_follow_the_forward_not_the_names():
     np.testing.assert_allclose(_outputs(optimized, x), _outputs(pre, x), rtol=1e-12, atol=1e-12)
     statements = _randomize(StatementBlock(4)).double().eval()
     optimized = npconv.optimize_for_inference(statements)
-    assert isinstance(optimized.bn1, nn.Identity) and optimized.conv1.bias is not None
+    # relu runs on bn1's output alone: fused into conv1 too
+    assert isinstance(optimized.bn1, nn.Identity) and isinstance(optimized.relu, nn.Identity)
+    assert isinstance(optimized.conv1, nn.ConvActivation) and optimized.conv1.conv.bias is not None
     assert isinstance(optimized.bn2, nn.BatchNorm2d) and isinstance(optimized.bn3, nn.BatchNorm2d)
     np.testing.assert_allclose(_outputs(optimized, x), _outputs(statements, x), rtol=1e-12, atol=1e-12)
     namespace: dict = {"nn": nn}
@@ -194,6 +196,56 @@ def test_named_pairs_follow_the_forward_not_the_names():
          "    def forward(self, x):\n"
          "        return self.bn1(self.conv1(x))\n", namespace)
     assert isinstance(npconv.optimize_for_inference(namespace["Unreadable"]()).bn1, nn.BatchNorm2d)
+
+
+class Stem(nn.Module):
+    """ResNet's stem: its relu applied to bn1's output and used nowhere else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 6, 3, 2, 1, bias=False), nn.BatchNorm2d(6)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        self.conv2, self.bn2 = nn.Conv2d(6, 6, 1, bias=False), nn.BatchNorm2d(6)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.bn2(self.conv2(x))
+
+
+class StemReluTwice(Stem):
+    def forward(self, x):  # the relu has another use: it stays a module of its own
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.relu(self.bn2(self.conv2(x)) - 1.0)
+
+
+class StemOffset(Stem):
+    def forward(self, x):  # act applies to something other than bn2's output
+        x = self.maxpool(self.bn1(self.conv1(x)))
+        return self.act(self.bn2(self.conv2(x)) + 1.0)
+
+
+def test_an_activation_of_a_folded_pair_alone_is_fused():
+    """``act(bn<S>(conv<S>(...)))`` with act used nowhere else: the activation is fused into the
+    folded convolution too; an activation with another use, of another value or with hooks stays."""
+    x = np.random.default_rng(8).standard_normal((2, 3, 9, 10))
+    stem = _randomize(Stem()).double().eval()
+    optimized = npconv.optimize_for_inference(stem)
+    assert isinstance(optimized.conv1, nn.ConvActivation) and isinstance(optimized.conv1.activation, nn.ReLU)
+    assert isinstance(optimized.relu, nn.Identity) and isinstance(optimized.bn1, nn.Identity)
+    assert isinstance(optimized.conv2, nn.Conv2d) and isinstance(optimized.bn2, nn.Identity)
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(stem, x), rtol=1e-12, atol=1e-12)
+    for cls, kept in ((StemReluTwice, "relu"), (StemOffset, "act")):
+        model = _randomize(cls()).double().eval()
+        optimized = npconv.optimize_for_inference(model)
+        assert type(getattr(optimized, kept)) is type(getattr(model, kept))
+        assert isinstance(optimized.conv1, nn.Conv2d) and isinstance(optimized.conv2, nn.Conv2d)
+        assert isinstance(optimized.bn1, nn.Identity) and isinstance(optimized.bn2, nn.Identity)
+        np.testing.assert_allclose(_outputs(optimized, x), _outputs(model, x), rtol=1e-12, atol=1e-12)
+    hooked = _randomize(Stem()).double().eval()
+    hooked.relu.register_forward_hook(lambda module, args, out: None)
+    optimized = npconv.optimize_for_inference(hooked)
+    assert isinstance(optimized.relu, nn.ReLU) and isinstance(optimized.conv1, nn.Conv2d)
 
 
 def _unnormalised(block, x):

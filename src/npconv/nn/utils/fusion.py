@@ -112,8 +112,12 @@ def optimize_for_inference(model: Module) -> Module:
       to nothing else: ``self.bn<S>(self.conv<S>(...))``, or ``v = self.conv<S>(...)`` directly
       followed by ``v = self.bn<S>(v)``, each module referenced once. A pre-activation block (``bn1``
       before ``conv1``), a source that cannot be read, or ``self`` leaving that code (passed to a
-      function, ``super()``, a property) keeps the BatchNorms. Activations are not fused there
-      (torchvision's ``relu`` is shared with the residual path).
+      function, ``super()``, a property) keeps the BatchNorms. A ``ReLU``, ``ReLU6``/``Hardtanh`` or
+      ``SiLU`` child applied to such a pair's output and referenced nowhere else
+      (``self.relu(self.bn1(self.conv1(x)))`` in ResNet's stem, or the next statement
+      ``v = self.relu(v)``) is fused into the folded convolution too (a ``ConvActivation``; the
+      activation child becomes ``Identity``); torchvision's blocks share their ``relu`` with the
+      residual path and keep it.
 
     A plain ``Sequential`` left holding convolutions and otherwise only ``ConvActivation``,
     ReLU/Hardtanh/SiLU, ``Identity`` and ``Sequential`` containers of these becomes a
@@ -194,22 +198,28 @@ def _fuse_named_pairs(module: Module) -> None:
              if name.startswith("conv") and "bn" + name[len("conv"):] in children]
     if not pairs:
         return
-    composed = _composed_pairs(type(module))
+    composed, activated = _composed_pairs(type(module))
     for name, partner in pairs:
         if (name, partner) in composed and _foldable(children[name], children[partner]):
             children[name] = _fold(children[name], children[partner])
             children[partner] = Identity()
+            activation = activated.get(name)
+            if (activation is not None and isinstance(children.get(activation), FUSABLE_ACTIVATIONS)
+                    and not has_call_hooks(children[activation]) and _fusable_conv(children[name])):
+                children[name] = ConvActivation(children[name], children[activation])
+                children[activation] = Identity()
 
 
 @functools.lru_cache(maxsize=256)
-def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
+def _composed_pairs(cls: type) -> tuple[frozenset[tuple[str, str]], dict[str, str]]:
     """The ``(conv<S>, bn<S>)`` attribute pairs that ``cls.forward`` (with every method it reaches on
-    ``self``) provably composes as ``bn<S>(conv<S>(...))`` with no other use of either: see
-    :func:`optimize_for_inference`. Empty where a source cannot be read, or where ``self`` leaves the
-    methods' sight (passed to a function, ``super()``, a property)."""
+    ``self``) provably composes as ``bn<S>(conv<S>(...))`` with no other use of either, and for such a
+    ``conv<S>`` the attribute ``act`` applied to that and to nothing else, ``act(bn<S>(conv<S>(...)))``
+    (``{conv<S>: act}``): see :func:`optimize_for_inference`. Empty where a source cannot be read, or
+    where ``self`` leaves the methods' sight (passed to a function, ``super()``, a property)."""
     functions = _reached_methods(cls)
     if not functions:
-        return frozenset()
+        return frozenset(), {}
     uses: dict[str, int] = {}
     composed: set[tuple[str, str]] = set()
     for function in functions:
@@ -217,7 +227,7 @@ def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
             name = _self_attribute(node, function)
             if name is not None:
                 uses[name] = uses.get(name, 0) + 1
-            if isinstance(node, ast.Call):  # self.bn<S>(self.conv<S>(...))
+            if isinstance(node, ast.Call):  # self.bn<S>(self.conv<S>(...)), self.act(self.bn<S>(...))
                 outer, inner = _self_call(node, function), None
                 if outer is not None and len(node.args) == 1 and isinstance(node.args[0], ast.Call):
                     inner = _self_call(node.args[0], function)
@@ -227,9 +237,12 @@ def _composed_pairs(cls: type) -> frozenset[tuple[str, str]]:
                 statements = getattr(node, field, None)
                 if isinstance(statements, list):
                     composed.update(_assigned_pairs(statements, function))
-    return frozenset((conv, bn) for conv, bn in composed
-                     if conv.startswith("conv") and bn == "bn" + conv[len("conv"):] and uses.get(conv) == 1
-                     and uses.get(bn) == 1)
+    pairs = frozenset((conv, bn) for conv, bn in composed
+                      if conv.startswith("conv") and bn == "bn" + conv[len("conv"):] and uses.get(conv) == 1
+                      and uses.get(bn) == 1)
+    activated = {conv: act for conv, bn in pairs for inner, act in composed
+                 if inner == bn and act not in (conv, bn) and uses.get(act) == 1}
+    return pairs, activated
 
 
 def _reached_methods(cls: type) -> list[ast.FunctionDef]:
