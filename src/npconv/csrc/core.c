@@ -1358,7 +1358,7 @@ static void chain_job_run(kernel_job *job)
     chain_job *j = (chain_job *)job;
     job->failed = 0;
     for (Py_ssize_t i = 0; i < j->count; i++) {
-        j->jobs[i]->run(j->jobs[i]);
+        job_execute(j->jobs[i]);
         job->failed |= j->jobs[i]->failed;
     }
 }

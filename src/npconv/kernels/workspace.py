@@ -51,7 +51,7 @@ POLL_SECONDS = 2e-5
 #: one item range among their workers (:func:`run_calls`' ``chunk``): each claims runs of about
 #: ``items / (workers * CLAIMS_PER_WORKER)`` as it gets to them, so a worker that wakes late or whose
 #: CPU the host gives to another process takes fewer (a fixed split waits for the slowest). The
-#: depthwise and grouped kernels keep fixed ranges (shared: 4-14% slower on their light items), and
+#: depthwise and grouped kernels keep fixed ranges (shared: 2-35% slower on their light items), and
 #: so do calls under SHARED_MIN_MACS multiply-adds (sharing costs ~1.5 us a call: 3.5% of a 1x1
 #: 64->384 14x14 batch-1 layer). False: every worker runs its fixed range (docs/performance.md,
 #: "Shared item ranges").
@@ -430,11 +430,9 @@ def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, 
         return
     prepare = _job_binding(kernel)
     jobs = [prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)]
-    if chunk and len(jobs) > 1:
-        counter = np.zeros(1, np.int64)  # alive until the jobs ran (this frame)
+    counter = np.zeros(1, np.int64) if chunk and len(jobs) > 1 else None  # alive until the jobs ran
+    if counter is not None:
         core.module.jobs_share(jobs, counter, chunk)
-        run_jobs(jobs, blas)
-        return
     run_jobs(jobs, blas)
 
 
