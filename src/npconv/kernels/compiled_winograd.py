@@ -348,9 +348,7 @@ def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None
     if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
         jobs = [prepare(isa, routines, x, u, b, y, scratch[k], geometry, 0, total, act, lo, hi)
                 for k in range(workers)]
-        counter = np.zeros(1, np.int64)  # alive until the jobs ran
-        core.jobs_share(jobs, counter, items[0][1] - items[0][0])
-        workspace.run_jobs(jobs, blas=1)
+        workspace.run_jobs(jobs, blas=1, chunk=items[0][1] - items[0][0])
         return
     # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
     jobs = [core.job_chain([prepare(isa, routines, x, u, b, y, scratch[k], geometry, *span, act, lo, hi)

@@ -349,10 +349,15 @@ def run(items: list[Any], work: Callable[[int, Any], None], threads: int, blas: 
 
 
 
-def run_jobs(jobs: list[Any], blas: int = 0) -> None:
+def run_jobs(jobs: list[Any], blas: int = 0, chunk: int = 0) -> None:
     """Run prepared ``_core`` jobs (e.g. ``gemm_conv_job``): ``jobs[0]`` on the calling thread, ``jobs[k]``
     on worker ``k``, which runs it without taking the GIL (a worker that must take the GIL from the
-    caller sleeps on it: 25-35 us per call). ``blas`` as in :func:`run` (0: the jobs call no BLAS)."""
+    caller sleeps on it: 25-35 us per call). ``blas`` as in :func:`run` (0: the jobs call no BLAS).
+    ``chunk`` > 0: the jobs (prepared over one item range) share that range, each claiming ``chunk``
+    items at a time (the core's ``jobs_share``)."""
+    counter = np.zeros(1, np.int64) if chunk and len(jobs) > 1 else None  # alive until the jobs ran
+    if counter is not None:
+        core.module.jobs_share(jobs, counter, chunk)
     if blas:
         with blas_threads(blas if len(jobs) == 1 else 1):
             _run_jobs(jobs)
@@ -423,17 +428,14 @@ def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, 
     ``dtype`` values (left out where ``elements`` is None). A single call without BLAS (``blas`` as in
     :func:`run_jobs`) runs on the calling thread, without a job. ``chunk`` > 0: the calls (equal but
     for the scratch, over one item range) share that range, each worker claiming ``chunk`` items at a
-    time (the core's ``jobs_share``)."""
+    time (:func:`run_jobs`)."""
     isa = core.isa_index  # read per call: the variant may be switched between a plan's calls
     if len(calls) == 1 and blas == 0:
         kernel(*_arguments(isa, 0, *calls[0], scratch, dtype))
         return
     prepare = _job_binding(kernel)
-    jobs = [prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)]
-    counter = np.zeros(1, np.int64) if chunk and len(jobs) > 1 else None  # alive until the jobs ran
-    if counter is not None:
-        core.module.jobs_share(jobs, counter, chunk)
-    run_jobs(jobs, blas)
+    run_jobs([prepare(*_arguments(isa, k, *call, scratch, dtype)) for k, call in enumerate(calls)], blas,
+             chunk)
 
 
 def _arguments(isa: int, k: int, head: tuple, elements: int | None, tail: tuple, scratch: str,
