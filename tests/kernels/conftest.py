@@ -22,6 +22,15 @@ def parallel(request, monkeypatch):
     npconv.set_num_threads(previous)
 
 
+@pytest.fixture
+def two_threads():
+    """Two worker threads for the test, the previous count restored afterwards."""
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(2)
+    yield
+    npconv.set_num_threads(previous)
+
+
 @pytest.fixture(params=("generic", "avx2", "avx512"))
 def isa(request):
     """Each ISA variant of the compiled core in turn (skipped where the CPU lacks it), restored afterwards."""

@@ -80,14 +80,6 @@ def _runs():
                 yield pytest.param(name, pass_name, case, id=f"{name}-{pass_name}-{case}")
 
 
-@pytest.fixture
-def two_threads():
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(2)
-    yield
-    npconv.set_num_threads(previous)
-
-
 def _pass_calls(x, w, gy, geom):
     """pass name -> (call, operands)."""
     return {

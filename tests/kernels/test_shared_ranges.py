@@ -20,14 +20,6 @@ compiled_depthwise = pytest.importorskip("npconv.kernels.compiled_depthwise",
 compiled_gemm = pytest.importorskip("npconv.kernels.compiled_gemm", reason="the compiled core is not in use")
 
 
-@pytest.fixture
-def two_threads():
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(2)
-    yield
-    npconv.set_num_threads(previous)
-
-
 def _dw_jobs(x, w, geom, count):
     """``count`` depthwise forward jobs over all of x's planes, each with its own scratch, and y."""
     core = backends.core.module

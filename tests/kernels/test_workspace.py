@@ -21,14 +21,6 @@ needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_meth
                                 reason="needs the 'fork' start method")
 
 
-@pytest.fixture
-def two_threads():
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(2)
-    yield
-    npconv.set_num_threads(previous)
-
-
 def _operands(seed: int = 0):
     rng = np.random.default_rng(seed)
     # above gemm.WORKER_MIN_MACS, so the call runs on the worker pool
