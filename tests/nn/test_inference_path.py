@@ -410,3 +410,93 @@ def test_a_call_without_a_plan_is_not_planned_again(monkeypatch):
             y = dense(npconv.tensor(x)).numpy()
             np.testing.assert_allclose(y, _expected(dense, x), rtol=1e-10, atol=1e-10)
     assert len(tries) == 1
+
+
+# -- functional calls: equal arguments take one geometry, its accepted checks and a plan per weight ----
+
+@_COMPILED
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_repeated_functional_calls_run_the_plan_of_their_weight(monkeypatch, dtype):
+    """``F.conv2d``/``F.conv`` called again with equal arguments and the same weight Tensor run the plan
+    (no planner call), with the reference's result; the weight changed in place, another weight,
+    another input shape, padding given as a string and autograd each compute what the reference does."""
+    import reference
+
+    calls = []
+    real = plan.forward
+    monkeypatch.setattr(plan, "forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    rng = np.random.default_rng(6)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    w = npconv.tensor(rng.standard_normal((6, 2, 3, 3)).astype(dtype))
+    b = npconv.tensor(rng.standard_normal(6).astype(dtype))
+    x = rng.standard_normal((2, 4, 9, 7)).astype(dtype)
+
+    def check(conv, inputs=x, weight=w, **kwargs):
+        with npconv.no_grad():
+            y = conv(npconv.tensor(inputs), weight, b, **kwargs).numpy()
+        expected = reference.conv(inputs.astype(np.float64), weight.numpy().astype(np.float64),
+                                  b.numpy().astype(np.float64), stride=kwargs.get("stride", 1),
+                                  padding=kwargs.get("padding", 0), groups=2)
+        np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+        return y
+
+    for conv in (F.conv2d, F.conv):
+        first = check(conv, stride=(2, 1), padding=1, groups=2)
+        count = len(calls)
+        np.testing.assert_array_equal(check(conv, stride=(2, 1), padding=1, groups=2), first)
+        assert len(calls) == count  # the plan ran
+        w.numpy()[...] *= -0.5
+        check(conv, stride=(2, 1), padding=1, groups=2)
+        other = npconv.tensor(rng.standard_normal((6, 2, 3, 3)).astype(dtype))
+        check(conv, weight=other, stride=(2, 1), padding=1, groups=2)
+        check(conv, rng.standard_normal((1, 4, 5, 11)).astype(dtype), stride=(2, 1), padding=1, groups=2)
+        check(conv, padding="same", groups=2)
+        check(conv, padding="same", groups=2)
+    xt = npconv.tensor(x, requires_grad=True)
+    y = F.conv2d(xt, w, b, (2, 1), 1, 1, 2)
+    assert y.requires_grad
+    y.sum().backward()
+    assert np.abs(xt.grad.numpy()).sum() > 0
+
+
+def test_functional_arguments_are_checked_as_on_the_first_call():
+    """An equal call after an accepted one shares its geometry, but arguments of another type (a bool
+    for an int, a list for a tuple), other values and bad tensors get the errors of a first call."""
+    rng = np.random.default_rng(7)
+    x, w = npconv.tensor(rng.standard_normal((1, 4, 6, 6))), npconv.tensor(rng.standard_normal((4, 2, 3, 3)))
+    with npconv.no_grad():
+        y = F.conv2d(x, w, None, 1, 1, 1, 2)
+        np.testing.assert_array_equal(F.conv2d(x, w, None, [1, 1], 1, 1, 2).numpy(), y.numpy())
+        for kwargs, error, text in (({"stride": True}, TypeError, "stride"),
+                                    ({"stride": (True, 1)}, TypeError, "stride"),
+                                    ({"groups": 2.0}, TypeError, "groups"),
+                                    ({"stride": 0}, ValueError, "stride"),
+                                    ({"padding": "full"}, ValueError, "padding"),
+                                    ({"groups": 3}, ValueError, "groups")):
+            arguments = {"stride": 1, "padding": 1, "dilation": 1, "groups": 2, **kwargs}
+            with pytest.raises(error, match=text):
+                F.conv2d(x, w, None, **arguments)
+        with pytest.raises(ValueError, match="input"):
+            F.conv2d(npconv.tensor(rng.standard_normal((1, 3, 6, 6))), w, None, 1, 1, 1, 2)
+        with pytest.raises(TypeError, match="weight"):
+            F.conv2d(x, npconv.tensor(np.ones((4, 2, 3, 3), np.int64)), None, 1, 1, 1, 2)
+        with pytest.raises(ValueError, match="weight"):
+            F.conv2d(x, npconv.tensor(rng.standard_normal((4, 2, 3))), None, 1, 1, 1, 2)
+        np.testing.assert_array_equal(F.conv2d(x, w, None, 1, 1, 1, 2).numpy(), y.numpy())
+
+
+@_COMPILED
+def test_a_functional_plan_goes_with_its_weight():
+    """The plan kept for a weight Tensor (held weakly, by id) is dropped when the weight is."""
+    import gc
+
+    rng = np.random.default_rng(8)
+    x = npconv.tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    w = npconv.tensor(rng.standard_normal((5, 3, 3, 3)).astype(np.float32))
+    with npconv.no_grad():
+        F.conv2d(x, w)
+    key = id(w)
+    assert F._planned[key][0]() is w
+    del w
+    gc.collect()
+    assert key not in F._planned

@@ -7,6 +7,7 @@ forms ``conv`` and ``conv_transpose`` whose spatial rank is ``weight.ndim - 2``;
 
 from __future__ import annotations
 
+import functools
 import numbers
 import weakref
 from collections.abc import Sequence
@@ -132,9 +133,9 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
     """
     if owner is None:
         return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
-    planned = _planned.get(owner)
-    if planned is not None and isinstance(input, Tensor):
-        x, (shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
+    planned = _planned.get(id(owner))
+    if planned is not None and planned[0]() is owner and isinstance(input, Tensor):
+        x, (_, shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
         if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
                 and (b is None if bias is None else getattr(bias, "_array", None) is b)
                 and geometry is planned_geometry and padding_mode == "zeros"
@@ -148,10 +149,12 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
     return y
 
 
-#: Per owner (weakly held): ``(input shape, dtype, weight array, bias array, geometry, activation,
-#: PreparedForward or None)`` of its last call that did not record autograd (:func:`convolution`'s
-#: ``owner``); None: that call has no plan (its algorithm does not plan ahead or is non-local).
-_planned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Per owner's id: ``(weak reference to the owner, input shape, dtype, weight array, bias array, geometry,
+#: activation, PreparedForward or None)`` of its last call that did not record autograd
+#: (:func:`convolution`'s ``owner``: a module, or a functional call's weight Tensor, whose ``==`` is
+#: elementwise, hence ids and not a WeakKeyDictionary); None: that call has no plan (its algorithm does
+#: not plan ahead or is non-local). The entry goes when its owner does.
+_planned: dict[int, tuple] = {}
 _PLANNED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -159,7 +162,7 @@ def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeom
               activation: Activation | None) -> None:
     """Keep the plan of a convolution that just ran (checked) for ``owner``'s next call: batched
     Tensor operands of one float dtype, zero padding, no autograd."""
-    _planned.pop(owner, None)
+    old = _planned.pop(id(owner), None)
     if not (isinstance(input, Tensor) and isinstance(weight, Tensor)
             and (bias is None or isinstance(bias, Tensor)) and padding_mode == "zeros"
             and not _conv_ops.records(input, weight, bias)):
@@ -171,7 +174,14 @@ def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeom
         return
     explicit = geometry.with_padding(geometry.pads(x.shape[2:]))
     prepared = _plan.prepare_forward(x.shape, x.dtype, w, explicit, b, activation)
-    _planned[owner] = (x.shape, x.dtype, w, b, geometry, activation, prepared)
+    if old is None or old[0]() is not owner:
+        old = (weakref.ref(owner, functools.partial(_forget_plan, id(owner))),)
+    _planned[id(owner)] = (old[0], x.shape, x.dtype, w, b, geometry, activation, prepared)
+
+
+def _forget_plan(key: int, _: weakref.ref) -> None:
+    """The owner of ``_planned[key]`` is gone (called before its id can be reused)."""
+    _planned.pop(key, None)
 
 
 def _convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
@@ -216,8 +226,43 @@ def transposed_convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeo
     return _convolve_transposed(input, weight, bias, batched, geometry, output_padding, padding_mode, op_name)
 
 
+#: Geometries of functional convolutions by their arguments (:func:`_geometry_key`): an equal call
+#: takes the same geometry object, so :func:`convolution` finds its checks accepted and its plan kept.
+_geometries: dict[tuple, ConvGeometry] = {}
+_GEOMETRIES_SIZE = 1024
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if it is an int, a str or a tuple of ints (types exact: ``True`` is not ``1``), else a
+    marker that no key equals."""
+    kind = type(value)
+    if kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value)):
+        return value
+    return _plain
+
+
+def _geometry_key(nd: int, weight: Any, stride: Any, padding: Any, dilation: Any,
+                  groups: Any) -> tuple | None:
+    """The key of :data:`_geometries` of a call with a floating Tensor weight of rank ``nd + 2`` and
+    plain arguments (:func:`_plain`); None for any other call (it takes every check)."""
+    if not isinstance(weight, Tensor):
+        return None
+    shape = weight._array.shape
+    if len(shape) != nd + 2 or weight._array.dtype.kind != "f":
+        return None
+    key = (nd, shape[2:], _plain(stride), _plain(padding), _plain(dilation), _plain(groups))
+    return None if _plain in key else key
+
+
 def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
           groups: Any, padding_mode: str) -> Tensor:
+    if nd is None and isinstance(weight, Tensor):
+        nd = weight._array.ndim - 2 if weight._array.ndim >= 3 else None
+    key = None if nd is None else _geometry_key(nd, weight, stride, padding, dilation, groups)
+    geometry = None if key is None else _geometries.get(key)
+    if geometry is not None:  # every argument check passed for this key: the modules' path
+        return convolution(input, weight, bias, geometry, padding_mode, f"conv{nd}d" if nd <= 3 else "conv",
+                           owner=weight)
     check_padding_mode(padding_mode)
     weight = as_floating(weight, "weight")
     if nd is None:
@@ -225,6 +270,11 @@ def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, paddi
     op = f"conv{nd}d" if nd <= 3 else "conv"
     check_weight_rank(as_array(weight).shape, nd, op)  # the arguments first, then the tensors (torch's order)
     geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
+    if key is not None:
+        if len(_geometries) >= _GEOMETRIES_SIZE:
+            _geometries.clear()
+        _geometries[key] = geometry
+        return convolution(input, weight, bias, geometry, padding_mode, op, owner=weight)
     input, weight, bias, batched = check_conv_arguments(input, weight, bias, nd, groups, False, op)
     return _convolve(input, weight, bias, batched, geometry, padding_mode, op)
 
