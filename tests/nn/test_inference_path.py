@@ -217,7 +217,7 @@ def test_accepted_calls_follow_the_module_attributes():
         conv.stride = (2, 2)
         assert conv(x).shape == (1, 6, 3, 3)
         conv.weight = nn.Parameter(np.ones((6, 4, 9, 9)))
-        with pytest.raises(ValueError, match="kernel_size"):
+        with pytest.raises(ValueError, match="3-d convolution"):
             conv(x)
 
 
@@ -500,3 +500,20 @@ def test_a_functional_plan_goes_with_its_weight():
     del w
     gc.collect()
     assert key not in F._planned
+
+
+def test_a_module_with_an_earlier_geometry_cache_still_runs():
+    """A convolution unpickled from an earlier npconv holds ``(key, geometry)`` as its geometry cache:
+    the call rebuilds it (with the op name) and computes the same, as after an attribute change."""
+    conv = _conv()
+    x = npconv.tensor(np.random.default_rng(9).standard_normal((1, 4, 5, 5)))
+    with npconv.no_grad():
+        expected = conv(x).numpy().copy()
+        conv.__dict__["_geometry_cache"] = conv.__dict__["_geometry_cache"][:2]
+        np.testing.assert_array_equal(conv(x).numpy(), expected)
+        assert len(conv.__dict__["_geometry_cache"]) == 3
+        conv.stride = (2, 2)
+        assert conv(x).shape == (1, 6, 3, 3)
+        conv.kernel_size = (3, 3, 3)
+        with pytest.raises(ValueError, match="3-d convolution"):
+            conv(x)

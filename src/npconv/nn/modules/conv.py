@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import init
 from ..parameter import Parameter, UninitializedParameter
 from .lazy import LazyModuleMixin
-from .module import Module
+from .module import Module, registered
 
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvNd", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -80,7 +80,7 @@ class _ConvNd(Module):
         self.output_padding = geometry.output_padding
         self.groups = int(groups)
         self.padding_mode = padding_mode
-        self._geometry_cache = (self._geometry_key(), geometry)
+        self._geometry_cache = (self._geometry_key(), geometry, self._op_name())
         shape = ((in_channels, out_channels // groups) if transposed
                  else (out_channels, in_channels // groups)) + geometry.kernel_size
         check_allocatable(shape, param_dtype.itemsize, "weight", type(self).__name__)
@@ -104,14 +104,20 @@ class _ConvNd(Module):
     @property
     def geometry(self) -> ConvGeometry:
         """The validated geometry of the current attributes (rebuilt if an attribute changed)."""
+        return self._call_geometry()[0]
+
+    def _call_geometry(self) -> tuple[ConvGeometry, str]:
+        """``(geometry, op name)`` of a call, kept while the attributes they come from are unchanged."""
         key = self._geometry_key()
-        cached_key, geometry = self.__dict__.get("_geometry_cache", (None, None))
-        if cached_key != key:
-            geometry = ConvGeometry.create(self.kernel_size, self.stride, self.padding, self.dilation,
-                                           self.groups, self.output_padding, ndim=len(self.kernel_size),
-                                           transposed=self.transposed)
-            self._geometry_cache = (key, geometry)
-        return geometry
+        cached = self.__dict__.get("_geometry_cache")
+        if cached is not None and len(cached) == 3 and cached[0] == key:  # (a module pickled earlier: 2)
+            return cached[1], cached[2]
+        geometry = ConvGeometry.create(self.kernel_size, self.stride, self.padding, self.dilation,
+                                       self.groups, self.output_padding, ndim=len(self.kernel_size),
+                                       transposed=self.transposed)
+        op = self._op_name()
+        self._geometry_cache = (key, geometry, op)
+        return geometry, op
 
     def reset_parameters(self) -> None:
         """kaiming_uniform_(weight, a=sqrt(5)); bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -151,7 +157,9 @@ class _ConvNd(Module):
 
 class _Conv(_ConvNd):
     def forward(self, input: Any) -> Tensor:
-        return F.convolution(input, self.weight, self.bias, self.geometry, self.padding_mode, self._op_name(),
+        geometry, op = self._call_geometry()
+        return F.convolution(input, registered(self, "_parameters", "weight"),
+                             registered(self, "_parameters", "bias"), geometry, self.padding_mode, op,
                              owner=self)
 
 

@@ -31,7 +31,7 @@ from .activation import Hardtanh, ReLU, SiLU
 from .container import Sequential
 from .conv import _Conv, _ConvNd
 from .linear import Identity
-from .module import Module, has_call_hooks
+from .module import Module, has_call_hooks, registered
 
 __all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "CHUNK_ABOVE_BYTES", "CHUNK_BYTES"]
 
@@ -56,13 +56,6 @@ def _hardtanh(lo: float, hi: float) -> Activation:
     return Activation("hardtanh", lo, hi)
 
 
-def _attribute(module: Module, store: str, name: str) -> Any:
-    """``getattr(module, name)`` for a name registered in ``store`` (``_modules``, ``_parameters``):
-    the dict lookup first (a module call reads four of them), ``Module.__getattr__`` otherwise."""
-    registered = module.__dict__[store]
-    return registered[name] if name in registered else getattr(module, name)
-
-
 class ConvActivation(Module):
     """``activation(conv(x))`` with the activation written into the convolution's output.
 
@@ -82,11 +75,12 @@ class ConvActivation(Module):
         self.activation = activation
 
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
-        conv, activation = _attribute(self, "_modules", "conv"), _attribute(self, "_modules", "activation")
-        weight, bias = _attribute(conv, "_parameters", "weight"), _attribute(conv, "_parameters", "bias")
+        conv, activation = registered(self, "_modules", "conv"), registered(self, "_modules", "activation")
+        weight, bias = registered(conv, "_parameters", "weight"), registered(conv, "_parameters", "bias")
         if (not args and not kwargs and type(conv).forward is _Conv.forward and not has_call_hooks(conv)
                 and not has_call_hooks(activation) and not records(input, weight, bias)):
-            return F.convolution(input, weight, bias, conv.geometry, conv.padding_mode, conv._op_name(),
+            geometry, op = conv._call_geometry()
+            return F.convolution(input, weight, bias, geometry, conv.padding_mode, op,
                                  activation=_activation(activation), owner=self)
         y = conv(input, *args, **kwargs)
         if y.requires_grad:  # autograd records: the activation op, so its gradient is the unfused one

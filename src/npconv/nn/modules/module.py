@@ -54,6 +54,14 @@ def has_call_hooks(module: Module) -> bool:
     return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks"))
 
 
+def registered(module: Module, store: str, name: str) -> Any:
+    """``getattr(module, name)`` for a name registered in ``store`` (``_modules``, ``_parameters``):
+    the dict lookup first (a layer's call reads several), ``Module.__getattr__`` otherwise (a name a
+    parametrization or a subclass serves)."""
+    registered_names = module.__dict__[store]
+    return registered_names[name] if name in registered_names else getattr(module, name)
+
+
 class Module:
     """Base class for all layers. Assigning a Parameter, Module or Buffer attribute registers it."""
 
