@@ -217,7 +217,7 @@ def test_accepted_calls_follow_the_module_attributes():
         conv.stride = (2, 2)
         assert conv(x).shape == (1, 6, 3, 3)
         conv.weight = nn.Parameter(np.ones((6, 4, 9, 9)))
-        with pytest.raises(ValueError, match="3-d convolution"):
+        with pytest.raises(ValueError, match="kernel_size"):
             conv(x)
 
 
