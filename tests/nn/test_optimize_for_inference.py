@@ -379,6 +379,21 @@ def test_epilogue_under_autograd_has_the_unfused_gradients():
     np.testing.assert_allclose(gw, conv.weight.grad.numpy(), rtol=1e-13)
 
 
+def test_a_convolution_with_its_own_forward_is_called():
+    """A ConvActivation calls a convolution whose instance (or class) replaces ``forward``, as a module
+    call would, and applies the activation to what that returns."""
+    rng = np.random.default_rng(6)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    fused = nn.ConvActivation(conv, nn.ReLU())
+    x = npconv.tensor(rng.standard_normal((1, 2, 5, 5)))
+    plain = conv.forward
+    conv.forward = lambda t: plain(t) - 100.0  # every output negative: ReLU gives zeros
+    with npconv.no_grad():
+        assert not np.any(fused(x).numpy())
+        del conv.forward
+        np.testing.assert_array_equal(fused(x).numpy(), np.maximum(conv(x).numpy(), 0))
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="model must be an npconv.nn.Module, got list"):
         npconv.optimize_for_inference([nn.Conv2d(1, 1, 1)])

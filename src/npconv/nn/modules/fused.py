@@ -77,7 +77,7 @@ class ConvActivation(Module):
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Tensor:
         conv, activation = registered(self, "_modules", "conv"), registered(self, "_modules", "activation")
         weight, bias = registered(conv, "_parameters", "weight"), registered(conv, "_parameters", "bias")
-        if (not args and not kwargs and type(conv).forward is _Conv.forward and not has_call_hooks(conv)
+        if (not args and not kwargs and _plain_conv(conv) and not has_call_hooks(conv)
                 and not has_call_hooks(activation) and not records(input, weight, bias)):
             geometry, op = conv._call_geometry()
             return F.convolution(input, weight, bias, geometry, conv.padding_mode, op,
@@ -152,7 +152,9 @@ _ELEMENTWISE = (*FUSABLE_ACTIVATIONS, Identity)
 
 
 def _plain_conv(module: Module) -> bool:
-    return isinstance(module, _Conv) and type(module).forward is _Conv.forward
+    """A convolution module whose call is ``_Conv.forward`` (not a subclass's or an instance's own)."""
+    return (isinstance(module, _Conv) and type(module).forward is _Conv.forward
+            and "forward" not in module.__dict__)
 
 
 def _plain_container(module: Module) -> bool:
