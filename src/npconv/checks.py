@@ -99,7 +99,7 @@ def as_tensor(value: Any, name: str, floating: bool = True) -> Tensor:
         if not isinstance(value, (np.ndarray, list, tuple, numbers.Number)):
             raise TypeError(must(name, "be a Tensor or ndarray", type(value).__name__))
         value = autograd.tensor_class(np.asarray(value))
-    if floating and value.dtype.kind != "f":
+    if floating and autograd.as_array(value).dtype.kind != "f":  # the array's: Tensor.dtype converts
         raise TypeError(must(name, "have a real floating point dtype", value.dtype))
     return value
 

@@ -70,3 +70,24 @@ def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, para
         expected_calls = [name for name, low in (("forward", 2), ("grad_input", 8), ("grad_weight", 2))
                           if large and low <= rows <= dense.ROWS_AS_POSITIONS_MAX]
         assert sorted(calls) == sorted(expected_calls), (dtype, out, inp)
+
+
+@pytest.mark.parametrize("rows, inner, cols, switches", [(1, 256, 10, False), (1, 9215, 1, False),
+                                                         (1, 9216, 1, True), (2, 512, 256, False),
+                                                         (2, 512, 257, True), (3, 1, 1, False)])
+def test_products_openblas_runs_on_one_thread_keep_its_thread_count(rows, inner, cols, switches, monkeypatch):
+    """A product under OpenBLAS's own one-thread thresholds (BLAS_ONE_THREAD_MACS: a matrix-vector
+    product, NumPy's for one row, or a small matrix product) runs without switching BLAS's thread
+    count; larger ones run with one BLAS thread per worker. The values are a @ b either way."""
+    calls = []
+    real = dense.workspace.blas_threads
+
+    def counted(n):
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(dense.workspace, "blas_threads", counted)
+    rng = np.random.default_rng(rows * inner + cols)
+    a, b = rng.standard_normal((rows, inner)), rng.standard_normal((inner, cols))
+    np.testing.assert_allclose(dense.matmul_rows(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    assert bool(calls) == switches

@@ -24,7 +24,8 @@ from . import algorithm as registry
 from . import plan, workspace
 
 __all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
-           "PARALLEL_MIN_MACS", "ROWS_AS_POSITIONS_MAX", "ROWS_AS_POSITIONS_MIN_WEIGHT"]
+           "PARALLEL_MIN_MACS", "BLAS_ONE_THREAD_MACS", "ROWS_AS_POSITIONS_MAX",
+           "ROWS_AS_POSITIONS_MIN_WEIGHT"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -37,8 +38,22 @@ def _runs(rows: int, macs: int) -> tuple[list[slice], int]:
     return [slice(i, i + step) for i in range(0, rows, step)] or [slice(0, 0)], threads
 
 
+#: Products OpenBLAS runs on one thread by itself (its ``interface/gemv.c`` and ``gemm.c`` with the
+#: default ``GEMM_MULTITHREAD_THRESHOLD`` of 4): a matrix-vector product (NumPy's for one row or one
+#: column) of fewer multiply-adds than the first, a matrix product of at most the second. Those skip
+#: :func:`~npconv.backends.blas_threads` (four threadpoolctl calls: ~8 us, 4x a tiny layer's product).
+BLAS_ONE_THREAD_MACS = (9216, 262144)
+
+
+def _blas_one_thread(rows: int, inner: int, cols: int) -> bool:
+    macs = rows * inner * cols
+    return macs < BLAS_ONE_THREAD_MACS[0] if min(rows, cols) == 1 else macs <= BLAS_ONE_THREAD_MACS[1]
+
+
 def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a (R, K) @ b (K, M)`` as a new ``(R, M)`` array."""
+    if _blas_one_thread(a.shape[0], a.shape[1], b.shape[1]):
+        return np.matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     runs, threads = _runs(a.shape[0], a.shape[0] * a.shape[1] * b.shape[1])
     workspace.run(runs, lambda _, s: np.matmul(a[s], b, out=out[s]), threads)

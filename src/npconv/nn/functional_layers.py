@@ -152,21 +152,22 @@ def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
     x = as_tensor(input, "input")
     w = as_tensor(weight, "weight")
     b = optional_tensor(bias, "bias")
-    if w.ndim != 2:
+    xa, wa = x._array, w._array  # shapes and dtypes of the arrays: the Tensor properties convert
+    if wa.ndim != 2:
         raise ValueError(must("weight", "be 2-dimensional (out_features, in_features)",
-                              f"weight of size {shape_text(w.shape)}", "linear"))
-    if x.ndim == 0 or x.shape[-1] != w.shape[1]:
-        rows = math.prod(x.shape[:-1]) if x.ndim > 1 else 1
-        cols = x.shape[-1] if x.ndim else 0
+                              f"weight of size {shape_text(wa.shape)}", "linear"))
+    if xa.ndim == 0 or xa.shape[-1] != wa.shape[1]:
+        rows = math.prod(xa.shape[:-1]) if xa.ndim > 1 else 1
+        cols = xa.shape[-1] if xa.ndim else 0
         raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{cols} and "
-                         f"{w.shape[1]}x{w.shape[0]}): input's last dimension must equal "
-                         f"in_features={w.shape[1]}")
-    check_same_dtype(x.dtype, w.dtype, "weight", "linear")
+                         f"{wa.shape[1]}x{wa.shape[0]}): input's last dimension must equal "
+                         f"in_features={wa.shape[1]}")
+    check_same_dtype(xa.dtype, wa.dtype, "weight", "linear")
     if b is not None:
-        if b.shape not in ((w.shape[0],), ()):
-            raise ValueError(must("bias", f"have {w.shape[0]} elements",
-                                  f"bias of size {shape_text(b.shape)}", "linear"))
-        check_same_dtype(x.dtype, b.dtype, "bias", "linear")
+        if b._array.shape not in ((wa.shape[0],), ()):
+            raise ValueError(must("bias", f"have {wa.shape[0]} elements",
+                                  f"bias of size {shape_text(b._array.shape)}", "linear"))
+        check_same_dtype(xa.dtype, b._array.dtype, "bias", "linear")
     return _linear.linear(x, w, b)
 
 
