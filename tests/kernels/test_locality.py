@@ -254,6 +254,56 @@ def test_value_range_in_one_compiled_pass_equals_numpys(dtype):
         backends.core.module.value_range(backends.core.isa_index, np.arange(5), 8, 0.9)
 
 
+@pytest.mark.skipif(not backends.core.available, reason="the compiled core's value_range_part")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_value_range_in_parts_equals_numpys(dtype, monkeypatch):
+    """A large array is scanned in parts on the worker threads (value_range_part): the same max, min,
+    finiteness and sampled quantile as NumPy's, for 1-3 threads, with NaN, +-inf, -0.0 and spikes at
+    the parts' edges; one thread, or a smaller array, takes the single pass."""
+    parts = []
+    run_calls = numerics.workspace.run_calls
+    monkeypatch.setattr(numerics.workspace, "run_calls",
+                        lambda kernel, calls, *a: (parts.extend(calls), run_calls(kernel, calls, *a))[1])
+    real = backends.core.module.value_range_part
+    monkeypatch.setattr(numerics, "PARALLEL_MIN_SIZE", 1000)
+    rng = np.random.default_rng(4)
+    r = numerics.value_range
+    previous = backends.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            backends.set_num_threads(threads)
+            for size in (999, 1000, 1001, 5003, 40_000):
+                base = (rng.standard_normal(size) * rng.choice([1e-3, 1.0, 1e4])).astype(dtype)
+                edges = sorted({size * k // threads + d for k in range(threads + 1) for d in (-1, 0)}
+                               & set(range(size)))
+                for poke in (None, *edges):
+                    for value in (np.nan, np.inf, -np.inf, -0.0, 1e30, -7.5):
+                        a = base.copy()
+                        if poke is not None:
+                            a[poke] = value
+                        parts.clear()
+                        assert r(a) == _numpy_value_range(a), (threads, size, poke, value)
+                        split = threads > 1 and size >= 1000
+                        assert len(parts) == (threads if split else 0)
+                zeros = np.zeros(size, dtype)
+                zeros[size // 2] = -0.0
+                assert r(zeros) == numerics.ValueRange(True, 0.0, 1.0)
+                sparse = np.zeros(size, dtype)
+                sparse[1] = 3.0  # the sample (every size // 4096-th value from the first) is all zeros
+                assert r(sparse) == _numpy_value_range(sparse)
+    finally:
+        backends.set_num_threads(previous)
+    isa, a, out = backends.core.isa_index, np.ones(10, dtype), np.empty(3, dtype)
+    real(isa, a, out, 2, 5)
+    assert out.tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="range"):
+        real(isa, a, out, 4, 11)
+    with pytest.raises(ValueError, match="out has 2 elements"):
+        real(isa, a, np.empty(2, dtype), 0, 10)
+    with pytest.raises(TypeError, match="same element type"):
+        real(isa, a, np.empty(3, np.float64 if dtype == np.float32 else np.float32), 0, 10)
+
+
 @pytest.mark.parametrize("algorithm, data_pass",
                          [(fft, "forward"), (fft, "grad_weight"), (winograd, "forward")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

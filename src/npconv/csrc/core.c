@@ -882,6 +882,70 @@ static PyObject *value_range(PyObject *self, PyObject *args)
     return Py_BuildValue("ddOd", r[0], r[1], r[2] ? Py_True : Py_False, bulk);
 }
 
+/* value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, 1 if any NaN else 0) of elements
+ * [start, stop) of a flat float32/float64 buffer, out of a's element type (max and min are a's values):
+ * value_range's pass over one part of a buffer split across threads (npconv.kernels.numerics). */
+typedef struct {
+    kernel_job base;
+    vr_fn fn;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} vr_job;
+
+static void vr_job_run(kernel_job *job)
+{
+    vr_job *j = (vr_job *)job;
+    double r[3] = {-INFINITY, INFINITY, 0.0};
+    if (j->stop > j->start) j->fn(j->b.view[0].buf, j->start, j->stop, r);
+    if (j->b.view[1].itemsize == 8) {
+        double *out = j->b.view[1].buf;
+        out[0] = r[0], out[1] = r[1], out[2] = r[2];
+    } else {
+        float *out = j->b.view[1].buf;
+        out[0] = (float)r[0], out[1] = (float)r[1], out[2] = (float)r[2];
+    }
+}
+
+static void vr_job_release(kernel_job *job) { release_buffers(&((vr_job *)job)->b); }
+
+static PyObject *run_value_range_part(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *objs[2];
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop) || check_isa(isa) < 0)
+        return NULL;
+    Py_buffer first; /* the element count of the first buffer is the range's limit */
+    if (get_buffer(objs[0], 0, &first, "a") < 0) return NULL;
+    const ptrdiff_t count = first.len / first.itemsize;
+    PyBuffer_Release(&first);
+    if (check_range(start, stop, count, "element") < 0) return NULL;
+    static const char *const names[2] = {"a", "out"};
+    static const int flags[2] = {0, BUF_WRITABLE};
+    const ptrdiff_t counts[2] = {count, 3};
+    vr_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (vr_job){.base = {vr_job_run, vr_job_release, 0}, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 2, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->vr[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *value_range_part(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return run_value_range_part(args, 0);
+}
+
+static PyObject *value_range_part_job(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return run_value_range_part(args, 1);
+}
+
 /* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
  * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each
  * buffer a float32/float64 view of interleaved complex values (2 F reals per row); scratch at least
@@ -2087,6 +2151,11 @@ static PyMethodDef methods[] = {
     {"spectral_mix_job", spectral_mix_job, METH_VARARGS, "spectral_mix prepared as a job"},
     {"spectral_mix_scratch", sm_scratch_size, METH_VARARGS,
      "spectral_mix_scratch(geometry, itemsize) -> scratch elements of a spectral_mix call"},
+    {"value_range_part", value_range_part, METH_VARARGS,
+     "value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, any NaN as 1/0) of elements [start, stop) "
+     "of a (out of a's element type)"},
+    {"value_range_part_job", value_range_part_job, METH_VARARGS,
+     "value_range_part_job(...same arguments as value_range_part...) -> job"},
     {"value_range", value_range, METH_VARARGS,
      "value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk) of a float32/float64 buffer in one pass; "
      "bulk: the k-th smallest of |a[::step][:sample]| (step = max(1, len // sample), k = int(quantile * (count - 1))), "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backends
+from . import workspace
 
 __all__ = ["ValueRange", "value_range", "Operands", "within"]
 
@@ -34,6 +35,10 @@ __all__ = ["ValueRange", "value_range", "Operands", "within"]
 _CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Values sampled (evenly spaced) to estimate an array's bulk scale.
 SAMPLE = 4096
+#: Arrays of at least this many elements are scanned in parts on the worker threads (ResNet-18's
+#: Winograd layers at batch 8: 40 MB of inputs and 10 MB of weights checked per forward, 3.2 ms on
+#: one thread; docs/performance.md).
+PARALLEL_MIN_SIZE = 1 << 18
 #: The bulk scale is this quantile of the sampled magnitudes: spikes rarer than 1 - QUANTILE of the
 #: values do not raise it, and data with up to QUANTILE zeros (ReLU outputs) keeps a positive scale.
 QUANTILE = 0.9
@@ -56,10 +61,14 @@ def value_range(a: np.ndarray) -> ValueRange:
     if flat.size == 0:
         return ValueRange(True, 0.0, 1.0)
     bulk = None
-    if backends.core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
-        # one pass in C (NumPy's max and min are two), the same sample and quantile
-        core = backends.core
-        high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
+    threads = backends.get_num_threads()
+    core = backends.core
+    if core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
+        if threads > 1 and flat.size >= PARALLEL_MIN_SIZE:
+            high, low, nan = _range_in_parts(flat, threads)
+            bulk = 0.0 if nan or not (math.isfinite(high) and math.isfinite(low)) else None
+        else:  # one pass in C (NumPy's max and min are two), the same sample and quantile
+            high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
     else:
         high, low, nan = float(flat.max()), float(flat.min()), False  # a NaN makes both NaN
     if nan or not (math.isfinite(high) and math.isfinite(low)):
@@ -69,10 +78,25 @@ def value_range(a: np.ndarray) -> ValueRange:
         return ValueRange(True, 0.0, 1.0)
     if bulk is None:
         step = max(1, flat.size // SAMPLE)
-        sample = np.abs(flat[::step][:SAMPLE], dtype=np.float64)
-        k = int(QUANTILE * (sample.size - 1))
-        bulk = float(np.partition(sample, k)[k])
+        if core.available and flat.dtype in _CORE_DTYPES:  # the C call's sample, its quantile selection
+            sample = np.ascontiguousarray(flat[::step][:SAMPLE])
+            bulk = core.module.value_range(core.isa_index, sample, SAMPLE, QUANTILE)[3]
+        else:
+            sample = np.abs(flat[::step][:SAMPLE], dtype=np.float64)
+            k = int(QUANTILE * (sample.size - 1))
+            bulk = float(np.partition(sample, k)[k])
     return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
+
+
+def _range_in_parts(flat: np.ndarray, threads: int) -> tuple[float, float, bool]:
+    """``(max, min, any NaN)`` of a contiguous float32/float64 ``flat`` (at least
+    :data:`PARALLEL_MIN_SIZE` elements), its parts on ``threads`` worker threads (the core's
+    ``value_range_part``): the values of the single pass."""
+    parts = np.empty((threads, 3), flat.dtype)
+    bounds = [flat.size * i // threads for i in range(threads + 1)]
+    workspace.run_calls(backends.core.module.value_range_part,
+                        [((flat, parts[k]), None, (bounds[k], bounds[k + 1])) for k in range(threads)])
+    return float(parts[:, 0].max()), float(parts[:, 1].min()), bool(parts[:, 2].any())
 
 
 class Operands(Sequence[np.ndarray]):
