@@ -542,6 +542,124 @@ static void FN(dw_forward_lanes)(const T *x, const T *w, const T *bias, T *y, T 
 }
 #undef DW_LANES_POS
 
+/* 3x3 stride-1 planes (row dilation 1) whose output rows fill most of a 16-lane vector (13-16 columns:
+ * 14x14 and 16x16 planes, float32 on AVX-512; AVX2's 7x7 measured level with the lanes path, 43-44 us
+ * against 46 for 960 planes, so 8-lane vectors keep it): each output row is one vector of taps over the
+ * zero-padded plane (the phases layout of stride 1, pitch Qw = OW + 2*DW), activated and stored
+ * straight into y; DW_NARROW_ROWS rows at a time, each padded row's three shifted vectors loaded once
+ * for the rows it reaches. Where the lanes path transposed VL planes in and out around the same FMAs
+ * (576x14x14, one thread: 557-572 -> 458-483 us) or the row path copied rows and wrote a wide plane
+ * (256x16x16: 268-272 -> 227); narrower rows and other kernels stay there (docs/performance.md). */
+#define DW_NARROW_ROWS 4
+
+static int FN(dw_narrow_wins)(const dw_geom *g)
+{
+    return VL >= 16 && g->sh == 1 && g->sw == 1 && g->kh == 3 && g->kw == 3 && g->dh == 1 && g->ow <= VL &&
+           4 * g->ow > 3 * VL;
+}
+
+/* dst[0:n] = src[0:n] for n < VL, value by value (a libc memcpy call per row cost more than the row's
+ * taps). */
+static inline __attribute__((always_inline)) void FN(copy_short)(T *restrict dst, const T *restrict src, ptrdiff_t n)
+{
+#pragma GCC unroll 16
+    for (ptrdiff_t l = 0; l < VL; l++)
+        if (l < n) dst[l] = src[l];
+}
+
+/* Input plane x (H, W) into the zero-padded stride-1 plane dst (pitch Qw, zeroed once by the caller):
+ * a row of at most VL columns is one vector whose lanes past the row are cleared, so the cells they
+ * land on (this row's right padding, the next padded row's first cells, which that row's own copy
+ * writes after) stay zero or get their values; the plane's last rows, whose vector would read past
+ * it, copy value by value. */
+static void FN(fill_narrow)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+{
+    const ptrdiff_t count = g->w < ph->qw - g->pw ? g->w : ph->qw - g->pw, plane = g->h * g->w;
+    if (count <= 0) return; /* a left padding past every column the taps read */
+    const IV keep = FN(iota)() < (TI)count;
+    for (ptrdiff_t ih = 0; ih < g->h && ih + g->ph < ph->qh; ih++) {
+        const T *xr = x + ih * g->w;
+        T *row = dst + (ih + g->ph) * ph->qw + g->pw;
+        if (count >= VL)
+            FN(copy_row)(row, xr, count);
+        else if (ih * g->w + VL <= plane)
+            FN(store)(row, (V)((IV)FN(load)(xr) & keep));
+        else
+            FN(copy_short)(row, xr, count);
+    }
+}
+
+/* Row r0 + i of yo = act(a[i]) for i < nr: a whole vector where it stays inside the plane (its lanes
+ * past the row land on the next rows, stored after it), else value by value. */
+static inline __attribute__((always_inline)) void FN(narrow_store)(T *yo, ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t ow,
+                                                                    ptrdiff_t plane_out, const V *a, int act, T lo, T hi)
+{
+#pragma GCC unroll 4
+    for (ptrdiff_t i = 0; i < DW_NARROW_ROWS; i++) {
+        if (i >= nr) break;
+        const V v = FN(activate)(a[i], act, lo, hi);
+        T *dst = yo + (r0 + i) * ow;
+        if ((r0 + i) * ow + VL <= plane_out) {
+            FN(store)(dst, v);
+        } else {
+            T tmp[VL];
+            FN(store)(tmp, v);
+            FN(copy_short)(dst, tmp, ow);
+        }
+    }
+}
+
+/* narrow_rows for a 3x3 kernel of row dilation 1 (column dilation dw): the block's DW_NARROW_ROWS + 2
+ * padded rows are each loaded once per column tap and added into every output row they reach. The
+ * padded plane has Qh = OH + 2 rows and one more of slack: the rows past the block's last valid one
+ * stay inside it. */
+static inline __attribute__((always_inline)) void FN(narrow_rows3)(T *yo, const dw_geom *g, const T *pad, ptrdiff_t qw,
+                                                                    const V *wv, V init, int act, T lo, T hi)
+{
+    const ptrdiff_t oh = g->oh, ow = g->ow, plane_out = oh * ow, d = g->dw;
+    for (ptrdiff_t r0 = 0; r0 < oh; r0 += DW_NARROW_ROWS) {
+        const ptrdiff_t nr = oh - r0 < DW_NARROW_ROWS ? oh - r0 : DW_NARROW_ROWS;
+        V a[DW_NARROW_ROWS];
+#pragma GCC unroll 4
+        for (int i = 0; i < DW_NARROW_ROWS; i++) a[i] = init;
+#pragma GCC unroll 6
+        for (int ir = 0; ir < DW_NARROW_ROWS + 2; ir++) {
+            const ptrdiff_t row = r0 + ir < oh + 2 ? r0 + ir : oh + 1; /* past the plane: a row never stored */
+            const T *src = pad + row * qw;
+            const V v0 = FN(load)(src), v1 = FN(load)(src + d), v2 = FN(load)(src + 2 * d);
+#pragma GCC unroll 4
+            for (int i = 0; i < DW_NARROW_ROWS; i++) {
+                const int dr = ir - i;
+                if (dr < 0 || dr > 2) continue;
+                a[i] += wv[3 * dr] * v0;
+                a[i] += wv[3 * dr + 1] * v1;
+                a[i] += wv[3 * dr + 2] * v2;
+            }
+        }
+        FN(narrow_store)(yo, r0, nr, ow, plane_out, a, act, lo, hi);
+    }
+}
+
+static void FN(dw_forward_narrow)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
+                                  const dw_phases *ph, ptrdiff_t start, ptrdiff_t stop, int act, T lo, T hi)
+{
+    const ptrdiff_t plane_out = g->oh * g->ow;
+    FN(clear_phases)(scratch, ph);
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const ptrdiff_t n = p / g->c, c = p % g->c;
+        FN(fill_narrow)(scratch, x + p * g->h * g->w, g, ph);
+        for (ptrdiff_t j = 0; j < g->m; j++) {
+            const ptrdiff_t o = c * g->m + j;
+            T *yo = y + (n * g->c * g->m + o) * plane_out;
+            const V init = FN(splat)(bias ? bias[o] : (T)0);
+            V wv[9];
+            for (ptrdiff_t t = 0; t < 9; t++) wv[t] = FN(splat)(w[o * 9 + t]);
+            FN(narrow_rows3)(yo, g, scratch, ph->qw, wv, init, act, lo, hi);
+        }
+    }
+}
+#undef DW_NARROW_ROWS
+
 /* Planes in the lanes where the rows take less than a vector, and strided rows under two vectors
  * (there the lanes also save the phase split; stride-1 rows keep the row path's shared loads, which
  * won from one vector up: docs/performance.md, "Planes in the lanes"). */
@@ -560,6 +678,10 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     dw_phases ph;
     dw_forward_phases(g, &ph);
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
+    if (FN(dw_narrow_wins)(g)) {
+        FN(dw_forward_narrow)(x, w, bias, y, scratch, g, &ph, start, stop, act, lo, hi);
+        return 0;
+    }
     if (FN(dw_lanes_wins)(g)) {
         ptrdiff_t *base = malloc((size_t)(plane_out + k + g->h * g->w) * sizeof(*base));
         if (!base) return -1;
