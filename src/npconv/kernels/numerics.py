@@ -65,8 +65,7 @@ def value_range(a: np.ndarray) -> ValueRange:
     core = backends.core
     if core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
         if threads > 1 and flat.size >= PARALLEL_MIN_SIZE:
-            high, low, nan = _range_in_parts(flat, threads)
-            bulk = 0.0 if nan or not (math.isfinite(high) and math.isfinite(low)) else None
+            high, low, nan = _range_in_parts(flat, threads)  # the bulk scale below, where it is wanted
         else:  # one pass in C (NumPy's max and min are two), the same sample and quantile
             high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
     else:
