@@ -395,6 +395,9 @@ def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.
         flat = y.reshape(-1)
         _over_elements(backends.core.module.relu_forward, y.size, flat, flat)
         return y
+    if y.size < PARALLEL_MIN_SIZE:  # one block on the calling thread (what _each would run)
+        _activate_block(y, kind, lo, hi)
+        return y
     _each(y, lambda s: _activate_block(y[s], kind, lo, hi))
     return y
 

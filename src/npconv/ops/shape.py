@@ -128,6 +128,11 @@ def reshape(input: Any, *shape: Any) -> Any:
             raise RuntimeError(f"shape '{list(target)}' is invalid for input of size {data.size}")
     elif known != data.size:
         raise RuntimeError(f"shape '{list(target)}' is invalid for input of size {data.size}")
+    return _reshaped(input, data, target)
+
+
+def _reshaped(input: Any, data: np.ndarray, target: tuple[int, ...]) -> Any:
+    """``input`` (array ``data``) as the valid shape ``target``: a view where the layout allows."""
     original = data.shape
     return _view_result(input, data.reshape(target), lambda g: (g.reshape(original),), "ViewBackward0")
 
@@ -156,7 +161,7 @@ def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = data.shape[:start] + (math.prod(data.shape[start : end + 1]),) + data.shape[end + 1 :]
-    return reshape(input, shape)
+    return _reshaped(input, data, shape)  # the same elements: no shape checks
 
 
 def unflatten(input: Any, dim: int, sizes: Sequence[int]) -> Any:
