@@ -392,8 +392,9 @@ def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_float32_forward_on_npconvs_gemm_leaves_the_blas_threads_alone(threads, monkeypatch):
-    """Every product of a float32 forward on the vector builds runs on npconv's gemm: the call sets no
+@pytest.mark.parametrize("pass_name", ["forward", "grad_input", "grad_weight"])
+def test_float32_passes_on_npconvs_gemm_leave_the_blas_threads_alone(threads, pass_name, monkeypatch):
+    """Every product of a float32 pass on the vector builds runs on npconv's gemm: the call sets no
     BLAS thread count (a threadpoolctl round trip per call); float64 (SciPy's BLAS) still pins the
     BLAS to one thread per worker, and so does float32 with npconv's gemm switched off."""
     import contextlib
@@ -413,19 +414,27 @@ def test_float32_forward_on_npconvs_gemm_leaves_the_blas_threads_alone(threads, 
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     try:
-        geom = ConvGeometry.create((3, 3), 1, 1, ndim=2)
-        x, w = np.ones((2, 4, 12, 12)), np.ones((4, 4, 3, 3))
-        compiled_gemm.forward(x, w, geom)
-        assert entered == [1]
+        geom = ConvGeometry.create((3, 3), 2, 1, ndim=2)  # strided: grad_input on col2im, not the adjoint
+        x, w, gy = np.ones((2, 4, 12, 12)), np.ones((4, 4, 3, 3)), np.ones((2, 4, 6, 6))
+
+        def run(dtype):
+            entered.clear()
+            if pass_name == "forward":
+                y = compiled_gemm.forward(x.astype(dtype), w.astype(dtype), geom)
+            elif pass_name == "grad_input":
+                y = compiled_gemm.grad_input(gy.astype(dtype), w.astype(dtype), geom, (12, 12))
+            else:
+                y = compiled_gemm.grad_weight(x.astype(dtype), gy.astype(dtype), geom)
+            assert y.dtype == dtype
+            return entered
+
+        assert run(np.float64) == [1]
         vector = {"avx2", "avx512"} & set(backends.core.isas)
         for isa in vector:
             monkeypatch.setattr(backends.core, "isa", isa)
-            entered.clear()
-            compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32), geom)
-            assert entered == []
+            assert run(np.float32) == []
             monkeypatch.setattr(blas, "OWN_GEMM", False)
-            compiled_gemm.forward(x.astype(np.float32), w.astype(np.float32), geom)
-            assert entered == [1]
+            assert run(np.float32) == [1]
             monkeypatch.setattr(blas, "OWN_GEMM", True)
     finally:
         npconv.set_num_threads(previous)

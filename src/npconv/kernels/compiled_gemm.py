@@ -339,8 +339,9 @@ def _spans(pass_code: int, geometry: tuple[int, ...],
 
 
 def _own_products(dtype: np.dtype) -> bool:
-    """Whether every product of a forward of ``dtype`` runs on npconv's gemm (float32 on the vector
-    builds, :data:`npconv.kernels.blas.OWN_GEMM`): then the call leaves the BLAS thread count alone."""
+    """Whether every product of a pass of ``dtype`` runs on npconv's gemm (float32 on the vector
+    builds, :data:`npconv.kernels.blas.OWN_GEMM`; its gemm takes one transposed operand, which every
+    pass has at most): then the call leaves the BLAS thread count alone."""
     return dtype == np.float32 and _blas.OWN_GEMM and backends.core.isa in ("avx2", "avx512")
 
 
@@ -492,6 +493,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
             return grad_input_as_forward(adjoint_forward, gy, w, geom, input_size, bias, compiled=True)
     length = math.prod(gy.shape[2:])
     threads, blas = _threads(n * o * cg * taps * length, geom.groups)
+    if _own_products(dtype):  # its products (A transposed) on npconv's gemm: BLAS's threads left alone
+        blas = 0
     parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
     chunk = -(-cg // parts)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
@@ -517,6 +520,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
+    if _own_products(dtype):  # its products (B transposed) on npconv's gemm: BLAS's threads left alone
+        blas = 0
     implicit = None
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
             and length >= IMPLICIT_GW_MIN_POSITIONS):
