@@ -934,17 +934,8 @@ static PyObject *run_value_range_part(PyObject *args, int prepare)
     return run_or_wrap(&j->base, prepare);
 }
 
-static PyObject *value_range_part(PyObject *self, PyObject *args)
-{
-    (void)self;
-    return run_value_range_part(args, 0);
-}
-
-static PyObject *value_range_part_job(PyObject *self, PyObject *args)
-{
-    (void)self;
-    return run_value_range_part(args, 1);
-}
+static PyObject *value_range_part(PyObject *self, PyObject *args) { return run_value_range_part(args, 0); }
+static PyObject *value_range_part_job(PyObject *self, PyObject *args) { return run_value_range_part(args, 1); }
 
 /* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
  * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each

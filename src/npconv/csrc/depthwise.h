@@ -394,12 +394,21 @@ static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
     }
 }
 
+/* dst[0:n] = src[0:n] for n < VL, value by value (a libc memcpy call per row cost more than the row's
+ * taps). */
+static inline __attribute__((always_inline)) void FN(copy_short)(T *restrict dst, const T *restrict src, ptrdiff_t n)
+{
+#pragma GCC unroll 16
+    for (ptrdiff_t l = 0; l < VL; l++)
+        if (l < n) dst[l] = src[l];
+}
+
 /* dst[0:n] = src[0:n] in whole vectors, the ragged end as one vector ending at n (rows of a plane
  * are short: a libc memcpy call per 56-element row cost as much as a 3x3 stencil over it). */
 static inline void FN(copy_row)(T *dst, const T *src, ptrdiff_t n)
 {
     if (n < VL) {
-        memcpy(dst, src, (size_t)n * sizeof(T));
+        FN(copy_short)(dst, src, n);
         return;
     }
     ptrdiff_t i = 0;
@@ -558,20 +567,11 @@ static int FN(dw_narrow_wins)(const dw_geom *g)
            4 * g->ow > 3 * VL;
 }
 
-/* dst[0:n] = src[0:n] for n < VL, value by value (a libc memcpy call per row cost more than the row's
- * taps). */
-static inline __attribute__((always_inline)) void FN(copy_short)(T *restrict dst, const T *restrict src, ptrdiff_t n)
-{
-#pragma GCC unroll 16
-    for (ptrdiff_t l = 0; l < VL; l++)
-        if (l < n) dst[l] = src[l];
-}
-
 /* Input plane x (H, W) into the zero-padded stride-1 plane dst (pitch Qw, zeroed once by the caller):
  * a row of at most VL columns is one vector whose lanes past the row are cleared, so the cells they
  * land on (this row's right padding, the next padded row's first cells, which that row's own copy
- * writes after) stay zero or get their values; the plane's last rows, whose vector would read past
- * it, copy value by value. */
+ * writes after) stay zero or get their values; wider rows, and the plane's last rows, whose vector
+ * would read past it, go through copy_row. */
 static void FN(fill_narrow)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
 {
     const ptrdiff_t count = g->w < ph->qw - g->pw ? g->w : ph->qw - g->pw, plane = g->h * g->w;
@@ -580,12 +580,10 @@ static void FN(fill_narrow)(T *dst, const T *x, const dw_geom *g, const dw_phase
     for (ptrdiff_t ih = 0; ih < g->h && ih + g->ph < ph->qh; ih++) {
         const T *xr = x + ih * g->w;
         T *row = dst + (ih + g->ph) * ph->qw + g->pw;
-        if (count >= VL)
-            FN(copy_row)(row, xr, count);
-        else if (ih * g->w + VL <= plane)
+        if (count < VL && ih * g->w + VL <= plane)
             FN(store)(row, (V)((IV)FN(load)(xr) & keep));
         else
-            FN(copy_short)(row, xr, count);
+            FN(copy_row)(row, xr, count);
     }
 }
 

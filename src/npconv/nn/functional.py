@@ -254,6 +254,11 @@ def _geometry_key(nd: int, weight: Any, stride: Any, padding: Any, dilation: Any
     return None if _plain in key else key
 
 
+def _conv_op(nd: int) -> str:
+    """The op name of an ``nd``-d convolution in messages (torch's ``conv2d``; ``conv`` past 3-d)."""
+    return f"conv{nd}d" if nd <= 3 else "conv"
+
+
 def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
           groups: Any, padding_mode: str) -> Tensor:
     if nd is None and isinstance(weight, Tensor):
@@ -261,13 +266,12 @@ def _conv(nd: int | None, input: Any, weight: Any, bias: Any, stride: Any, paddi
     key = None if nd is None else _geometry_key(nd, weight, stride, padding, dilation, groups)
     geometry = None if key is None else _geometries.get(key)
     if geometry is not None:  # every argument check passed for this key: the modules' path
-        return convolution(input, weight, bias, geometry, padding_mode, f"conv{nd}d" if nd <= 3 else "conv",
-                           owner=weight)
+        return convolution(input, weight, bias, geometry, padding_mode, _conv_op(nd), owner=weight)
     check_padding_mode(padding_mode)
     weight = as_floating(weight, "weight")
     if nd is None:
         nd = _spatial_rank(weight, "conv")
-    op = f"conv{nd}d" if nd <= 3 else "conv"
+    op = _conv_op(nd)
     check_weight_rank(as_array(weight).shape, nd, op)  # the arguments first, then the tensors (torch's order)
     geometry = ConvGeometry.create(as_array(weight).shape[2:], stride, padding, dilation, groups, ndim=nd)
     if key is not None:
