@@ -125,6 +125,19 @@ CASES = [
     ((1, 4, 9, 6), 1, (3, 3), 1, ((2, 0), (3, 1)), 1),
     ((2, 6, 5, 4), 1, (3, 3), 1, 1, 1),
     ((1, 2, 3, 16), 1, (3, 3), 1, ((4, 3), (1, 1)), 1),  # more padding rows than input rows
+    # 3x3 stride 2 of rows >= 1 vector (AVX-512, >= 2 on AVX2): the taps as shuffles of a ring of
+    # padded rows; output widths 16, 17, 31-33, 56 (whole and ragged blocks of 1 and 2 vectors), odd
+    # and even output row counts (a last row alone), a multiplier, no / asymmetric / oversized
+    # padding, input rows and columns past the last ones read, padding rows around few input rows
+    ((2, 3, 9, 32), 1, (3, 3), 2, 1, 1),
+    ((1, 2, 8, 34), 2, (3, 3), 2, 1, 1),
+    ((1, 3, 11, 63), 1, (3, 3), 2, 1, 1),
+    ((1, 2, 12, 65), 1, (3, 3), 2, 0, 1),
+    ((2, 2, 13, 66), 3, (3, 3), 2, ((0, 2), (2, 1)), 1),
+    ((1, 3, 10, 112), 1, (3, 3), 2, 1, 1),
+    ((1, 2, 16, 70), 1, (3, 3), 2, ((3, 0), (0, 0)), 1),
+    ((1, 2, 2, 40), 1, (3, 3), 2, ((5, 4), (7, 2)), 1),
+    ((1, 2, 5, 1), 1, (3, 3), 2, ((1, 1), (41, 0)), 1),  # no input column is ever read
 ]
 
 
@@ -332,7 +345,8 @@ ACTIVATIONS = (
 )
 #: (x_shape, kernel, stride, padding): every path of the forward's stores: bands of shared rows
 #: (stride 1, rows of >= 1 vector), the row stencil (stride 2), rows narrower than a vector (flat
-#: stencil, activation over the plane), a 1-d call without junk columns, 3-d on the NumPy variant.
+#: stencil, activation over the plane), a 1-d call without junk columns, 3-d on the NumPy variant,
+#: 3x3 stride 2 of rows of several vectors (the ring of padded rows).
 EPILOGUE_CASES = (
     ((2, 3, 9, 40), (3, 3), 1, 1),
     ((1, 2, 7, 37), (5, 5), 2, 2),
@@ -341,6 +355,7 @@ EPILOGUE_CASES = (
     ((2, 5, 11, 8), (3, 3), 1, 1),
     ((2, 3, 30), (3,), 1, 0),
     ((1, 2, 5, 6, 4), (3, 3, 3), 1, 1),
+    ((2, 3, 7, 70), (3, 3), 2, 1),
 )
 
 

@@ -572,7 +572,7 @@ static int FN(dw_narrow_wins)(const dw_geom *g)
  * land on (this row's right padding, the next padded row's first cells, which that row's own copy
  * writes after) stay zero or get their values; wider rows, and the plane's last rows, whose vector
  * would read past it, go through copy_row. */
-static void FN(fill_narrow)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+static void FN(fill_padded)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
 {
     const ptrdiff_t count = g->w < ph->qw - g->pw ? g->w : ph->qw - g->pw, plane = g->h * g->w;
     if (count <= 0) return; /* a left padding past every column the taps read */
@@ -645,7 +645,7 @@ static void FN(dw_forward_narrow)(const T *x, const T *w, const T *bias, T *y, T
     FN(clear_phases)(scratch, ph);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
-        FN(fill_narrow)(scratch, x + p * g->h * g->w, g, ph);
+        FN(fill_padded)(scratch, x + p * g->h * g->w, g, ph);
         for (ptrdiff_t j = 0; j < g->m; j++) {
             const ptrdiff_t o = c * g->m + j;
             T *yo = y + (n * g->c * g->m + o) * plane_out;
@@ -657,6 +657,104 @@ static void FN(dw_forward_narrow)(const T *x, const T *w, const T *bias, T *y, T
     }
 }
 #undef DW_NARROW_ROWS
+
+/* 3x3 stride-2 planes (dilation 1) of at least VL output columns: output vector j0 of a row reads
+ * padded columns 2*j0 .. 2*j0 + 2*VL, so its three column taps are the even and odd lanes of two
+ * vectors and the even lanes shifted by one (two-source shuffles): no polyphase split. The padded
+ * input rows are copied into a ring of DW_S2_SLOTS rows that stays in L1 (shared.h, dw_s2_pitch),
+ * each once, as the output rows reach them; padding rows read a row of zeros. A whole padded plane
+ * cost as much to write as the taps to compute (96x112x112 -> 56, one thread: docs/performance.md).
+ * Output rows in pairs share their middle input row; blocks of 2 rows x 2 vectors (x 1 and x 4
+ * measured slower), the ragged end as one block of 1 or 2 vectors ending at OW. */
+static int FN(dw_s2_wins)(const dw_geom *g)
+{
+    return VBYTES >= 32 && dw_s2_fits(g) && g->ow >= VL && (VL >= 16 || g->ow >= 2 * VL);
+}
+
+#define DW_S2_BLOCK(R, NV, at)                                                                          \
+    do {                                                                                                \
+        ptrdiff_t q[NV];                                                                                \
+        for (int v = 0; v < (NV); v++) q[v] = (at) + v * VL < ow - VL ? (at) + v * VL : ow - VL;        \
+        V a[R][NV];                                                                                     \
+        for (int r = 0; r < (R); r++)                                                                   \
+            for (int v = 0; v < (NV); v++) a[r][v] = init;                                              \
+        _Pragma("GCC unroll 5") for (int i = 0; i < 2 * (R) + 1; i++)                                   \
+        {                                                                                               \
+            _Pragma("GCC unroll 2") for (int v = 0; v < (NV); v++)                                      \
+            {                                                                                           \
+                const T *s = rp[i] + 2 * q[v];                                                          \
+                const V l0 = FN(load)(s), l1 = FN(load)(s + VL), l2 = FN(load)(s + 2 * VL);             \
+                const V t0 = __builtin_shuffle(l0, l1, even), t1 = __builtin_shuffle(l0, l1, odd);     \
+                const V t2 = __builtin_shuffle(t0, l2, next);                                           \
+                _Pragma("GCC unroll 2") for (int r = 0; r < (R); r++)                                   \
+                {                                                                                       \
+                    const int kh = i - 2 * r;                                                           \
+                    if (kh < 0 || kh > 2) continue;                                                     \
+                    a[r][v] += wv[3 * kh] * t0;                                                         \
+                    a[r][v] += wv[3 * kh + 1] * t1;                                                     \
+                    a[r][v] += wv[3 * kh + 2] * t2;                                                     \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+        for (int r = 0; r < (R); r++)                                                                   \
+            for (int v = 0; v < (NV); v++) FN(store)(out + r * ow + q[v], FN(activate)(a[r][v], act, lo, hi)); \
+    } while (0)
+
+/* Output rows r0 .. r0 + R - 1 of one plane (row pitch OW) from the padded rows rp[0 .. 2R]. */
+static inline __attribute__((always_inline)) void FN(s2_rows)(T *out, ptrdiff_t ow, int pair, const T *const *rp,
+                                                               const V *wv, V init, int act, T lo, T hi)
+{
+    const IV even = FN(iota)() * 2, odd = even + 1, next = FN(iota)() + 1;
+    ptrdiff_t m = 0;
+    if (pair) {
+        for (; m + 2 * VL <= ow; m += 2 * VL) DW_S2_BLOCK(2, 2, m);
+        if (m + VL < ow) DW_S2_BLOCK(2, 2, m);
+        else if (m < ow) DW_S2_BLOCK(2, 1, m);
+    } else {
+        for (; m + 2 * VL <= ow; m += 2 * VL) DW_S2_BLOCK(1, 2, m);
+        if (m + VL < ow) DW_S2_BLOCK(1, 2, m);
+        else if (m < ow) DW_S2_BLOCK(1, 1, m);
+    }
+}
+#undef DW_S2_BLOCK
+
+static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
+                              ptrdiff_t start, ptrdiff_t stop, int act, T lo, T hi)
+{
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
+    const ptrdiff_t pitch = dw_s2_pitch(g), plane_out = g->oh * g->ow;
+    const ptrdiff_t count = g->w < wp - g->pw ? g->w : wp - g->pw; /* input columns the taps read */
+    const T *zero = scratch + DW_S2_SLOTS * pitch;
+    memset(scratch, 0, (size_t)((DW_S2_SLOTS + 1) * pitch) * sizeof(T)); /* padding cells stay zero */
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const ptrdiff_t n = p / g->c, c = p % g->c;
+        const T *xp = x + p * g->h * g->w;
+        ptrdiff_t filled = 0; /* padded rows below this one have their ring row */
+        for (ptrdiff_t r0 = 0; r0 < g->oh; r0 += 2) {
+            const int pair = r0 + 1 < g->oh;
+            const T *rp[5];
+            for (ptrdiff_t i = 0; i < 3 + 2 * pair; i++) {
+                const ptrdiff_t pr = 2 * r0 + i, ih = pr - g->ph;
+                T *slot = scratch + pr % DW_S2_SLOTS * pitch;
+                if (ih < 0 || ih >= g->h || count <= 0) {
+                    rp[i] = zero;
+                    continue;
+                }
+                if (pr >= filled) FN(copy_row)(slot + g->pw, xp + ih * g->w, count);
+                rp[i] = slot;
+            }
+            filled = 2 * r0 + 3 + 2 * pair;
+            for (ptrdiff_t j = 0; j < g->m; j++) {
+                const ptrdiff_t o = c * g->m + j;
+                V wv[9];
+                for (ptrdiff_t t = 0; t < 9; t++) wv[t] = FN(splat)(w[o * 9 + t]);
+                FN(s2_rows)(y + (n * g->c * g->m + o) * plane_out + r0 * g->ow, g->ow, pair, rp, wv,
+                            FN(splat)(bias ? bias[o] : (T)0), act, lo, hi);
+            }
+        }
+    }
+}
 
 /* Planes in the lanes where the rows take less than a vector, and strided rows under two vectors
  * (there the lanes also save the phase split; stride-1 rows keep the row path's shared loads, which
@@ -678,6 +776,10 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     const ptrdiff_t k = g->kh * g->kw, plane_out = g->oh * g->ow;
     if (FN(dw_narrow_wins)(g)) {
         FN(dw_forward_narrow)(x, w, bias, y, scratch, g, &ph, start, stop, act, lo, hi);
+        return 0;
+    }
+    if (FN(dw_s2_wins)(g) && !getenv("NPCONV_S2_OFF")) {
+        FN(dw_forward_s2)(x, w, bias, y, scratch, g, start, stop, act, lo, hi);
         return 0;
     }
     if (FN(dw_lanes_wins)(g)) {

@@ -121,6 +121,22 @@ static int dw_lanes_fit(const dw_geom *g)
            g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
 }
 
+/* The stride-2 3x3 forward (depthwise.h's dw_forward_s2): a ring of DW_S2_SLOTS zero-padded input
+ * rows (the 5 a pair of output rows reads, and the next one) and a row of zeros, each row at least
+ * WP + DW_LANES elements (the last tap vector reads one vector past column 2 * OW), rounded to 16. */
+#define DW_S2_SLOTS 6
+static int dw_s2_fits(const dw_geom *g)
+{
+    return g->sh == 2 && g->sw == 2 && g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1;
+}
+
+static ptrdiff_t dw_s2_pitch(const dw_geom *g)
+{
+    ptrdiff_t hp, wp;
+    dw_extent(g, &hp, &wp);
+    return (wp + DW_LANES + 15) / 16 * 16;
+}
+
 /* Scratch elements each pass needs per call (the caller allocates them, one buffer per thread). */
 static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
 {
@@ -131,7 +147,9 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     }
     dw_phases ph;
     dw_forward_phases(g, &ph);
-    const ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+    ptrdiff_t rows = ph.count * ph.plane + g->oh * ph.qw + DW_SLACK; /* + the wide output (gy for grad_weight) */
+    if (pass == 0 && dw_s2_fits(g) && (DW_S2_SLOTS + 1) * dw_s2_pitch(g) > rows)
+        rows = (DW_S2_SLOTS + 1) * dw_s2_pitch(g);
     if (pass == 0 && dw_lanes_fit(g)) { /* the lanes forward: padded grid, outputs, weights, in vectors */
         ptrdiff_t hp, wp;
         dw_extent(g, &hp, &wp);
