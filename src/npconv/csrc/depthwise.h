@@ -778,7 +778,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
         FN(dw_forward_narrow)(x, w, bias, y, scratch, g, &ph, start, stop, act, lo, hi);
         return 0;
     }
-    if (FN(dw_s2_wins)(g) && !getenv("NPCONV_S2_OFF")) {
+    if (FN(dw_s2_wins)(g)) {
         FN(dw_forward_s2)(x, w, bias, y, scratch, g, start, stop, act, lo, hi);
         return 0;
     }
