@@ -94,6 +94,47 @@ def test_a_freed_block_is_reused_and_a_referenced_one_is_not(limit):
             np.testing.assert_array_equal(np.asarray(holder), values[1] if holder.ndim == 3 else values)
 
 
+def test_a_larger_block_freed_last_serves_a_smaller_request(limit):
+    """A request takes the held block freed last among those of its size up to 4 times larger (the
+    one likeliest in the CPU's cache); that block comes back with its whole size, also after NumPy
+    resized the array or the minimum size changed, and serves a request of its own size again."""
+    previous = memory.module.enter()
+    try:
+        big = np.empty(1 << 20, np.uint8)
+        address = big.ctypes.data
+        del big
+        assert memory.cached_bytes() == 1 << 20
+        small = np.empty(600 << 10, np.uint8)  # a smaller request: the freed block, now in use
+        assert small.ctypes.data == address and memory.cached_bytes() == 0
+        small[:] = 7
+        del small
+        assert memory.cached_bytes() == 1 << 20  # back with its whole size
+        tiny = np.empty(200 << 10, np.uint8)  # under a quarter of it: not this block
+        assert tiny.ctypes.data != address and memory.cached_bytes() == 1 << 20
+        del tiny
+        again = np.empty(1 << 20, np.uint8)
+        assert again.ctypes.data == address
+        again[:] = 1  # the whole block is usable
+        del again
+        resized = np.empty(600 << 10, np.uint8)
+        assert resized.ctypes.data == address
+        resized.resize(700 << 10, refcheck=False)  # NumPy's realloc: freed later with the new size
+        resized[:] = 3
+        del resized
+        lent = np.empty(600 << 10, np.uint8)  # whichever block: freed after min_size rose above it
+        memory.min_size = 1 << 21
+        del lent
+        assert memory.cached_bytes() == 0
+        memory.min_size = 1 << 17
+        for size in (700 << 10, 1 << 20, 600 << 10):
+            a = np.empty(size, np.uint8)
+            a[:] = 5
+            del a
+    finally:
+        if previous is not None:
+            memory.module.restore(previous)
+
+
 def test_the_cache_is_in_force_only_inside_module_calls(model, limit):
     seen = []
     model.register_forward_hook(lambda module, args, out: seen.append(_handler_name()))
