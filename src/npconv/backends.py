@@ -310,7 +310,8 @@ core = _load_core()
 class MemoryBackend:
     """npconv's cache of freed array memory (the C extension ``npconv._arrays``, see the module
     docstring): inside module calls and backward passes, NumPy allocations of at least ``min_size``
-    bytes reuse blocks of the same size that arrays freed earlier, so a network's layers do not
+    bytes reuse blocks that arrays freed earlier (the one freed last among those of the request's
+    size up to 4x larger: the likeliest still in the CPU's cache), so a network's layers do not
     page-fault fresh memory on every call. A block is reused only after NumPy freed it (no array,
     view or buffer refers to it), so nothing a caller holds is ever overwritten."""
 

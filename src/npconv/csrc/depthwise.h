@@ -758,7 +758,8 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
 
 /* Planes in the lanes where the rows take less than a vector, and strided rows under two vectors
  * (there the lanes also save the phase split; stride-1 rows keep the row path's shared loads, which
- * won from one vector up: docs/performance.md, "Planes in the lanes"). */
+ * won from one vector up: docs/performance.md, "Planes in the lanes"); dw_forward asks dw_s2_wins
+ * first. */
 static int FN(dw_lanes_wins)(const dw_geom *g)
 {
     return dw_lanes_fit(g) && (g->ow < VL || ((g->sh > 1 || g->sw > 1) && g->ow < 2 * VL));
