@@ -59,6 +59,7 @@ setup(
                 "src/npconv/csrc/pool.h",
                 "src/npconv/csrc/norm.h",
                 "src/npconv/csrc/elementwise.h",
+                "src/npconv/csrc/linear.h",
                 "src/npconv/csrc/winograd.h",
                 "src/npconv/csrc/spectral.h",
             ],

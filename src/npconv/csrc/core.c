@@ -937,6 +937,55 @@ static PyObject *run_value_range_part(PyObject *args, int prepare)
 static PyObject *value_range_part(PyObject *self, PyObject *args) { return run_value_range_part(args, 0); }
 static PyObject *value_range_part_job(PyObject *self, PyObject *args) { return run_value_range_part(args, 1); }
 
+/* linear_rows(isa, x, w, y, rows, k, m, start, stop): y (rows, m) columns [start, stop) of x (rows, k) @
+ * w (m, k)^T, float32/float64 C-contiguous buffers of one element type (linear.h). */
+typedef struct {
+    kernel_job base;
+    lr_fn fn;
+    Py_ssize_t rows, k, m, start, stop;
+    buffer_set b;
+} lr_job;
+
+static void lr_job_run(kernel_job *job)
+{
+    lr_job *j = (lr_job *)job;
+    if (j->stop > j->start) j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->rows, j->k, j->m, j->start, j->stop);
+}
+
+static void lr_job_release(kernel_job *job) { release_buffers(&((lr_job *)job)->b); }
+
+static PyObject *run_linear_rows(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *objs[3];
+    Py_ssize_t rows, k, m, start, stop, xn, wn, yn;
+    if (!PyArg_ParseTuple(args, "iOOOnnnnn", &isa, &objs[0], &objs[1], &objs[2], &rows, &k, &m, &start, &stop) ||
+        check_isa(isa) < 0)
+        return NULL;
+    if (rows < 0 || k < 0 || m < 0 || __builtin_mul_overflow(rows, k, &xn) || __builtin_mul_overflow(m, k, &wn) ||
+        __builtin_mul_overflow(rows, m, &yn)) {
+        PyErr_Format(PyExc_ValueError, "linear_rows: rows, k and m must be non-negative sizes, got %zd, %zd, %zd",
+                     rows, k, m);
+        return NULL;
+    }
+    if (check_range(start, stop, m, "column") < 0) return NULL;
+    static const char *const names[3] = {"x", "w", "y"};
+    static const int flags[3] = {0, 0, BUF_WRITABLE};
+    const ptrdiff_t counts[3] = {xn, wn, yn};
+    lr_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (lr_job){.base = {lr_job_run, lr_job_release, 0}, .rows = rows, .k = k, .m = m, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 3, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->lr[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *linear_rows(PyObject *self, PyObject *args) { return run_linear_rows(args, 0); }
+static PyObject *linear_rows_job(PyObject *self, PyObject *args) { return run_linear_rows(args, 1); }
+
 /* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
  * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each
  * buffer a float32/float64 view of interleaved complex values (2 F reals per row); scratch at least
@@ -2142,6 +2191,10 @@ static PyMethodDef methods[] = {
     {"spectral_mix_job", spectral_mix_job, METH_VARARGS, "spectral_mix prepared as a job"},
     {"spectral_mix_scratch", sm_scratch_size, METH_VARARGS,
      "spectral_mix_scratch(geometry, itemsize) -> scratch elements of a spectral_mix call"},
+    {"linear_rows", linear_rows, METH_VARARGS,
+     "linear_rows(isa, x, w, y, rows, k, m, start, stop): columns [start, stop) of y (rows, m) = x (rows, k) @ "
+     "w (m, k)^T (float32/float64, C-contiguous, one element type)"},
+    {"linear_rows_job", linear_rows_job, METH_VARARGS, "linear_rows_job(...same arguments as linear_rows...) -> job"},
     {"value_range_part", value_range_part, METH_VARARGS,
      "value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, any NaN as 1/0) of elements [start, stop) "
      "of a (out of a's element type)"},

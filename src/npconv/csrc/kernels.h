@@ -126,6 +126,7 @@ static inline T FN(hsum)(V a)
 #include "pool.h"
 #include "norm.h"
 #include "elementwise.h"
+#include "linear.h"
 #include "im2col.h"
 #include "winograd.h"
 #include "spectral.h"

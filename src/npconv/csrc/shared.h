@@ -395,6 +395,7 @@ typedef struct {
     gc_gw_fn grad_weight;
 } gc_kernels;
 typedef void (*vr_fn)(const void *, ptrdiff_t, ptrdiff_t, double *);
+typedef void (*lr_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 /* spectral_mix's shape (spectral.h): n images, ng groups, ni inputs and nj outputs per group, nf complex
  * values per row, b's row strides sj and si, conj 1 to conjugate b. */
 typedef struct {
@@ -427,6 +428,7 @@ typedef struct {
     wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
     vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
+    lr_fn lr[2]; /* linear_rows: a few rows of a linear layer's product */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

@@ -71,4 +71,5 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .wg_gw = {(wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F32), (wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F64)},
     .vr = {(vr_fn)VT_CAT(value_range, VARIANT_F32), (vr_fn)VT_CAT(value_range, VARIANT_F64)},
     .sm = {(sm_fn)VT_CAT(spectral_mix, VARIANT_F32), (sm_fn)VT_CAT(spectral_mix, VARIANT_F64)},
+    .lr = {(lr_fn)VT_CAT(linear_rows, VARIANT_F32), (lr_fn)VT_CAT(linear_rows, VARIANT_F64)},
 };

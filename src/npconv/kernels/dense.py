@@ -11,13 +11,16 @@ are split over the workers instead (measured: docs/performance.md).
 The linear layer's three products (:func:`linear_forward`, :func:`linear_grad_input`,
 :func:`linear_grad_weight`) take them, except that a few rows times a large float32 weight run as a
 1x1 convolution with the rows as positions (``y^T = W x^T``) through the planner's three passes,
-on the compiled GEMM: NumPy's OpenBLAS takes 2-4x longer there (:data:`ROWS_AS_POSITIONS_MAX`).
+on the compiled GEMM: NumPy's OpenBLAS takes 2-4x longer there (:data:`ROWS_AS_POSITIONS_MAX`); and
+one row times a large weight (a classifier at batch 1) runs on the compiled core's ``linear_rows``
+with the weight's rows split over the workers (:data:`ONE_ROW_MIN_WEIGHT`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import algorithm as registry
@@ -25,7 +28,7 @@ from . import plan, workspace
 
 __all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
            "PARALLEL_MIN_MACS", "BLAS_ONE_THREAD_MACS", "ROWS_AS_POSITIONS_MAX",
-           "ROWS_AS_POSITIONS_MIN_WEIGHT"]
+           "ROWS_AS_POSITIONS_MIN_WEIGHT", "ONE_ROW_MIN_WEIGHT"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -98,8 +101,29 @@ def _positions(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.T)[None]
 
 
+#: A one-row product (a classifier at batch 1) with a float32/float64 weight of at least this many
+#: elements runs on the compiled core's ``linear_rows``, the weight's rows split over the worker
+#: threads: the product is the weight's read (MobileNetV2's 1000x1280, 5 MB, cold in the network).
+ONE_ROW_MIN_WEIGHT = 1 << 18
+
+
+def _one_row(x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
+    """``x (1, K) @ w (M, K)^T`` on the compiled core's threads, or None where it does not run it."""
+    if not (x.shape[0] == 1 and w.size >= ONE_ROW_MIN_WEIGHT and x.dtype == w.dtype
+            and x.dtype in (np.float32, np.float64) and w.flags.c_contiguous and backends.core.available):
+        return None
+    m, k = w.shape
+    y = np.empty((1, m), x.dtype)
+    workspace.run_spans(backends.core.module.linear_rows, (np.ascontiguousarray(x), w, y, 1, k, m),
+                        workspace.ranges(m, get_num_threads()))
+    return y
+
+
 def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x (R, K) @ w (M, K)^T`` as a new ``(R, M)`` array."""
+    y = _one_row(x, w)
+    if y is not None:
+        return y
     if _as_positions(x.shape[0], w.size, x, w):
         return np.ascontiguousarray(plan.forward(_positions(x), w[:, :, None], _POINTWISE)[0].T)
     return matmul_rows(x, w.T)
