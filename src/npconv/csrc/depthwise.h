@@ -574,7 +574,7 @@ static int FN(dw_narrow_wins)(const dw_geom *g)
  * would read past it, go through copy_row. */
 static void FN(fill_padded)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
 {
-    const ptrdiff_t count = g->w < ph->qw - g->pw ? g->w : ph->qw - g->pw, plane = g->h * g->w;
+    const ptrdiff_t count = dw_columns_read(g, ph->qw), plane = g->h * g->w;
     if (count <= 0) return; /* a left padding past every column the taps read */
     const IV keep = FN(iota)() < (TI)count;
     for (ptrdiff_t ih = 0; ih < g->h && ih + g->ph < ph->qh; ih++) {
@@ -724,7 +724,7 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
     ptrdiff_t hp, wp;
     dw_extent(g, &hp, &wp);
     const ptrdiff_t pitch = dw_s2_pitch(g), plane_out = g->oh * g->ow;
-    const ptrdiff_t count = g->w < wp - g->pw ? g->w : wp - g->pw; /* input columns the taps read */
+    const ptrdiff_t count = dw_columns_read(g, wp);
     const T *zero = scratch + DW_S2_SLOTS * pitch;
     memset(scratch, 0, (size_t)((DW_S2_SLOTS + 1) * pitch) * sizeof(T)); /* padding cells stay zero */
     for (ptrdiff_t p = start; p < stop; p++) {

@@ -121,6 +121,13 @@ static int dw_lanes_fit(const dw_geom *g)
            g->oh * g->ow <= DW_LANES_MAX_GRID && g->h * g->w <= 4 * DW_LANES_MAX_GRID;
 }
 
+/* Input columns a zero-padded row of `width` columns holds (the rest lie past it, never read): at
+ * most W, from column PW on. */
+static ptrdiff_t dw_columns_read(const dw_geom *g, ptrdiff_t width)
+{
+    return g->w < width - g->pw ? g->w : width - g->pw;
+}
+
 /* The stride-2 3x3 forward (depthwise.h's dw_forward_s2): a ring of DW_S2_SLOTS zero-padded input
  * rows (the 5 a pair of output rows reads, and the next one) and a row of zeros, each row at least
  * WP + DW_LANES elements (the last tap vector reads one vector past column 2 * OW), rounded to 16. */
