@@ -67,8 +67,11 @@ def onnxruntime_nodes(torch, model, x: np.ndarray, threads: int, warmup: int, re
 
 
 def npconv_convolutions(model, x: np.ndarray, warmup: int, reps: int) -> list[tuple[object, tuple, float]]:
-    """``(convolution module, input shape, median us)`` of every convolution module, in call order."""
-    times: dict[int, list[float]] = collections.defaultdict(list)
+    """``(convolution module, input shape, median us)`` of every convolution module, in call order: the
+    median over the forwards of the module's time per forward (a ``ChunkedSequential`` calls its layers
+    once per chunk of images; the input shape is the first call's)."""
+    times: dict[int, list[float]] = collections.defaultdict(lambda: [0.0] * (warmup + reps))
+    current = [0]
     modules: dict[int, tuple[object, tuple]] = {}
     originals = {cls: cls.forward for cls in (_Conv, ConvActivation)}
 
@@ -80,7 +83,7 @@ def npconv_convolutions(model, x: np.ndarray, warmup: int, reps: int) -> list[tu
             try:
                 return forward(self, *args, **kwargs)
             finally:
-                times[id(self)].append((time.perf_counter() - start) * 1e6)
+                times[id(self)][current[0]] += (time.perf_counter() - start) * 1e6
                 modules.setdefault(id(self), (self, tuple(args[0].shape)))
         return run
 
@@ -89,13 +92,14 @@ def npconv_convolutions(model, x: np.ndarray, warmup: int, reps: int) -> list[tu
             cls.forward = timed(cls)
         with npconv.no_grad():
             tensor = npconv.from_numpy(x)
-            for _ in range(warmup + reps):
+            for rep in range(warmup + reps):
+                current[0] = rep
                 model(tensor)
     finally:
         for cls, forward in originals.items():
             cls.forward = forward
     inner = {id(m.conv) for m, _ in modules.values() if isinstance(m, ConvActivation)}
-    return [(*modules[key], statistics.median(values[warmup:] or values))
+    return [(*modules[key], statistics.median(values[warmup:]))
             for key, values in times.items() if key not in inner]
 
 
