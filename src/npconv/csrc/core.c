@@ -740,8 +740,9 @@ static PyObject *run_elementwise(PyObject *args, int op, int prepare)
              : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
         check_isa(isa) < 0)
         return NULL;
-    static const char *const names[2][3] = {{"input", "output", ""}, {"grad_output", "output", "grad_input"}};
-    static const int flags[2][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}};
+    static const char *const names[3][3] = {
+        {"input", "output", ""}, {"grad_output", "output", "grad_input"}, {"input", "other", "output"}};
+    static const int flags[3][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}, {0, 0, BUF_WRITABLE}};
     const int n = op ? 3 : 2;
     Py_buffer first; /* the element count of the first buffer is every buffer's */
     if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
@@ -1077,6 +1078,8 @@ static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwi
 static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 0); }
 static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 1); }
 static PyObject *relu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 1); }
+static PyObject *add_arrays(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 0); }
+static PyObject *add_arrays_job(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 1); }
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
@@ -2209,6 +2212,9 @@ static PyMethodDef methods[] = {
      "be x)"},
     {"relu_backward", relu_bwd, METH_VARARGS,
      "relu_backward(isa, g, y, gx, start, stop): elements [start, stop) of gx = g where y > 0 or NaN, else 0"},
+    {"add_arrays", add_arrays, METH_VARARGS,
+     "add_arrays(isa, a, b, out, start, stop): elements [start, stop) of out = a + b (out may be a or b)"},
+    {"add_arrays_job", add_arrays_job, METH_VARARGS, "add_arrays_job(...same arguments as add_arrays...) -> job"},
     {NULL, NULL, 0, NULL},
 };
 

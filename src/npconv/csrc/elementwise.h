@@ -24,6 +24,14 @@ static void FN(relu_backward)(const T *g, const T *y, T *gx, ptrdiff_t start, pt
     for (; i < stop; i++) gx[i] = (y[i] > 0 || y[i] != y[i]) ? g[i] : 0;
 }
 
+/* out = a + b (out may be a or b): the residual adds of the networks, on the workers. */
+static void FN(add_arrays)(const T *a, const T *b, T *out, ptrdiff_t start, ptrdiff_t stop)
+{
+    ptrdiff_t i = start;
+    for (; i + VL <= stop; i += VL) FN(store)(out + i, FN(load)(a + i) + FN(load)(b + i));
+    for (; i < stop; i++) out[i] = a[i] + b[i];
+}
+
 /* out[0] = max, out[1] = min of x[start, stop) (NaN ignored), out[2] = 1 if any value is NaN, else 0:
  * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass (NumPy's
  * max and min are two). Four vector accumulators each keep independent compare-select chains. */

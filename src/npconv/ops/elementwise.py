@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import autograd, dtypes
 from ..autograd import as_array, conj, is_tensor, make_result, sum_to_shape
+from ..kernels import pointwise
 
 __all__ = [
     "result_type",
@@ -198,8 +199,20 @@ def add(input: Any, other: Any, *, alpha: Any = 1) -> Any:
             saved=(),
         )
     return make_result(
-        x + y, (input, other), lambda g: (_grad_to(g, xs), _grad_to(g, ys)), "AddBackward0", saved=()
+        _sum(x, y), (input, other), lambda g: (_grad_to(g, xs), _grad_to(g, ys)), "AddBackward0", saved=()
     )
+
+
+def _sum(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x + y`` of two arrays of the promoted dtype (large equal-shaped ones on the compiled core)."""
+    out = pointwise.add(x, y)
+    return x + y if out is None else out
+
+
+def _add_into(a: np.ndarray, y: np.ndarray) -> None:
+    """``a += y`` (``y`` of the promoted dtype, cast into ``a``'s as NumPy's unsafe casting does)."""
+    if pointwise.add(a, y, a) is None:
+        np.add(a, y, out=a, casting="unsafe")
 
 
 def add_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
@@ -214,8 +227,7 @@ def add_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
             input, lambda a: np.add(a, y, out=a, casting="unsafe"), (other,),
             lambda g, _: (g, _grad_to(g * conj(np.asarray(alpha, g.dtype)), ys)), "AddBackward0")
     return autograd.write_inplace(
-        input, lambda a: np.add(a, y, out=a, casting="unsafe"), (other,), lambda g, _: (g, _grad_to(g, ys)),
-        "AddBackward0")
+        input, lambda a: _add_into(a, y), (other,), lambda g, _: (g, _grad_to(g, ys)), "AddBackward0")
 
 
 def sub(input: Any, other: Any, *, alpha: Any = 1) -> Any:
