@@ -80,5 +80,25 @@ def test_check_resolves_channels_and_rejects_bad_tables():
         tables.check([[0, 1], [1, 1], [0, 1]])
     with pytest.raises(ValueError, match="out_channels=1 is too small"):
         tables.check([[0, 1]], out_channels=1)
+    # rows that share a plane are distinct; huge plane indices take the row-wise check
+    assert len(tables.check([[0, 1], [1, 0], [0, 0], [1, 1]])[0]) == 4
+    assert tables.check([[2**40, 1], [2**40, 2]])[1:] == (2**40 + 1, 3)
+    with pytest.raises(ValueError, match="duplicate rows, e.g. \\(1099511627776, 2\\) appears 2"):
+        tables.check([[2**40, 2], [0, 0], [2**40, 2]])
+
+
+def test_check_finds_every_duplicate_row():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        table = tables.random(int(rng.integers(1, 40)), int(rng.integers(1, 40)), 1, seed=rng)
+        assert len(tables.check(table)[0]) == len(table)
+        i, j = rng.integers(0, len(table), 2)
+        if i == j:
+            continue
+        copied = table.copy()
+        copied[j] = copied[i]  # one row repeated, anywhere
+        row = f"\\({copied[i, 0]}, {copied[i, 1]}\\) appears 2 times"
+        with pytest.raises(ValueError, match=f"duplicate rows, e.g. {row}"):
+            tables.check(copied)
     with pytest.raises(TypeError, match="integer array"):
         tables.check([["a", "b"]])
