@@ -6,25 +6,33 @@
   weight masked by the table (the cheapest torch equivalent) - this also shows where npconv's
   dense/sparse switch (:func:`npconv.ops.local.dense_fraction`) should sit.
 
-Both libraries run in one process, float32, ``--threads`` threads each, repetitions interleaved,
-medians in milliseconds. ``fwd`` is a forward pass without graph recording, ``fwd+bwd`` a
-recorded forward plus the backward pass for the input, weight and bias gradients.
+Both libraries run in one process, float32, ``--threads`` threads each, in alternating blocks
+(``--reps`` rounds; per round each callable warms up once, then runs :data:`BLOCK` timed calls: one
+library's idle pool must not run on while the other is timed), medians in milliseconds. The process
+re-runs itself with the tuned malloc and, unless ``--spin``, the idle pools sleeping at once
+(``bench_conv.NO_SPIN``: torch's unfold + einsum, many small parallel regions, is ~10x slower
+that way, so the locally connected comparison is fairest with ``--spin``). ``fwd`` is a forward pass
+without graph recording, ``fwd+bwd`` a recorded forward plus the backward pass for the input, weight
+and bias gradients.
 
 Usage::
 
-    python benchmarks/bench_local.py [--reps 9] [--threads 2] [--only local|map]
+    python benchmarks/bench_local.py [--reps 5] [--threads 2] [--only local|map] [--spin]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_conv import NO_SPIN, TUNED_MALLOC
 
 import npconv
 import npconv.nn as nn
@@ -34,16 +42,22 @@ from npconv.ops import local as local_ops
 TF = torch.nn.functional
 
 
+#: Timed calls per callable and round (after one untimed call).
+BLOCK = 3
+
+
 def _median_ms(fns: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:
-    """Interleave the callables repetition by repetition (after one warm-up each); medians in ms."""
-    for fn in fns.values():
-        fn()
+    """``reps`` rounds over the callables, each a block: one warm-up call, then :data:`BLOCK` timed
+    calls (interleaving call by call charged each library for the other's spinning pool: npconv's
+    dense Map method measured 3.5 ms there against 1.5 alone); medians in ms."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
             fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(BLOCK):
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -183,14 +197,21 @@ def _map_case(case: tuple, rng: np.random.Generator, reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--reps", type=int, default=5, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["local", "map"], default=None)
+    parser.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle threads")
     args = parser.parse_args()
+    wanted = {"GLIBC_TUNABLES": TUNED_MALLOC, **({} if args.spin else NO_SPIN)}
+    missing = {k: v for k, v in wanted.items() if k not in os.environ}
+    if missing or "OPENBLAS_CORETYPE" in os.environ:  # read at start by the allocator, BLAS and pools
+        env = {key: value for key, value in {**os.environ, **missing}.items() if key != "OPENBLAS_CORETYPE"}
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
     npconv.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     print(f"npconv vs torch {torch.__version__}, numpy {np.__version__}, {platform.machine()}, "
-          f"{args.threads} threads, float32, medians of {args.reps}")
+          f"{args.threads} threads, float32, medians of {args.reps} rounds x {BLOCK} calls, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}")
     if args.only in (None, "local"):
         print("\nConv2dLocal vs torch unfold+einsum")
         bench_local(args.reps)
