@@ -242,3 +242,23 @@ def test_tap_region_lists_the_positions_each_tap_reads(kernel, stride, dilation,
             expected = [(start[axis] + o) * stride[axis] + offset[axis] * dilation[axis]
                         for o in range(out[axis])]
             assert span.tolist() == expected
+
+
+def test_window_counts_kept_per_size_stay_exact_and_invisible():
+    import pickle
+
+    geometry = ConvGeometry.create((3, 5), (2, 1), ((1, 0), (2, 2)), (1, 2))
+    fresh = ConvGeometry.create((3, 5), (2, 1), ((1, 0), (2, 2)), (1, 2))
+    for h in range(1, 100):  # past the kept sizes too
+        size = (h, h + 3)
+        expected = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
+                         for n, (lo, hi), e, s in zip(size, ((1, 0), (2, 2)), (3, 9), (2, 1)))
+        assert geometry.window_counts(size) == expected
+        assert geometry.window_counts(list(size)) == expected  # any sequence, same answer
+    assert geometry == fresh and hash(geometry) == hash(fresh)  # the kept answers are not a field
+    assert repr(geometry) == repr(fresh)
+    assert pickle.loads(pickle.dumps(geometry)) == fresh
+    with pytest.raises(ValueError):
+        geometry.window_counts((5,))  # a wrong rank is refused every time, never kept
+    with pytest.raises(ValueError):
+        geometry.window_counts((5,))

@@ -129,6 +129,11 @@ def check_pad_widths(lo: int, hi: int, size: int, dim: int, shape: Sequence[int]
                          f"negative output size, which is invalid. Check dimension {dim} of your input.")
 
 
+#: Input sizes whose window counts a geometry keeps (``ConvGeometry.window_counts``: a ChunkedSequential
+#: asks for its layers' output sizes on every batched call).
+_KNOWN_SIZES = 64
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Validated N-d convolution arguments and their size formulas.
@@ -222,9 +227,19 @@ class ConvGeometry:
     def window_counts(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """Windows per dimension, ``(padded - extent) // stride + 1``, or 0 where the padded input is
         smaller than the dilated kernel (the caller words the refusal: convolution, unfold, fold)."""
-        padded = self.padded_size(input_size)
-        return tuple((p - e) // s + 1 if p >= e else 0
-                     for p, e, s in zip(padded, self.extent, self.stride, strict=True))
+        key = tuple(input_size)
+        known = self.__dict__.get("_counts")  # the geometry is frozen: its answers are too
+        if known is None:
+            known = {}
+            object.__setattr__(self, "_counts", known)
+        counts = known.get(key)
+        if counts is None:
+            padded = self.padded_size(key)
+            counts = tuple((p - e) // s + 1 if p >= e else 0
+                           for p, e, s in zip(padded, self.extent, self.stride, strict=True))
+            if len(known) < _KNOWN_SIZES:
+                known[key] = counts
+        return counts
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """Spatial output size of the convolution for spatial ``input_size``.
