@@ -252,7 +252,7 @@ def test_window_counts_kept_per_size_stay_exact_and_invisible():
     for h in range(1, 100):  # past the kept sizes too
         size = (h, h + 3)
         expected = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
-                         for n, (lo, hi), e, s in zip(size, ((1, 0), (2, 2)), (3, 9), (2, 1)))
+                         for n, (lo, hi), e, s in zip(size, ((1, 0), (2, 2)), (3, 9), (2, 1), strict=True))
         assert geometry.window_counts(size) == expected
         assert geometry.window_counts(list(size)) == expected  # any sequence, same answer
     assert geometry == fresh and hash(geometry) == hash(fresh)  # the kept answers are not a field
