@@ -7,7 +7,8 @@
  * block packed into column panels GM_NR wide, the last one rounded up to whole vectors), m in GM_MC
  * blocks, then a register tile per (GM_MR rows, column panel): per k step, nv vector loads of the B
  * panel and GM_MR broadcasts of A's values feed GM_MR * nv fused multiply-adds. A is read where it
- * is (its few rows per tile stay in L1; packing it cost a quarter of Winograd's small products).
+ * is (its few rows per tile stay in L1; packing it cost a quarter of Winograd's small products); the
+ * tiles of a block's first column panel prefetch the next tile's rows of A.
  * With at most GM_DIRECT_ROWS rows of A, B is read in place too (gm_block_direct).
  * Single-threaded (callers run it on their worker threads); the caller owns the packing buffer
  * (GM_SCRATCH elements, blocking constants in blas.h). float32 on the vector ISAs (VBYTES >= 32)
@@ -29,7 +30,8 @@
 /* The tile's loop: acc (GM_MR x nv vectors) = A (kc steps) @ B (kc rows of nv*VL values, row pitch bs:
  * nv*VL in a packed panel, the matrix's own pitch where B is read in place), A_VALUE(i) row i's value
  * at the current step, ADVANCE moving A to the next step; one loop for gm_tile's three addressings.
- * ahead (NULL: none): the kc rows (pitch bs, GM_NR values each) to prefetch, one per step. */
+ * ahead (NULL: none): the kc rows (pitch bs, GM_NR values each) to prefetch, one per step. apf (NULL:
+ * none): the next row tile's A (apf_rows rows of kc contiguous values, pitch apf_rs), one line per step. */
 #define GM_TILE_LOOP(A_VALUE, ADVANCE)                                                                   \
     do {                                                                                                \
         _Pragma("GCC unroll 16") for (int i = 0; i < GM_MR; i++)                                        \
@@ -37,6 +39,11 @@
         for (ptrdiff_t p = 0; p < kc; p++) {                                                            \
             V bv[GM_NV];                                                                                \
             _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) bv[v] = FN(load)(b + v * VL);          \
+            if (apf) { /* a line of the next row tile's A per step, toward L2 (see gm_panel) */          \
+                const ptrdiff_t at_ = p / GM_MR * (64 / TSIZE), i_ = p % GM_MR;                         \
+                if (i_ < apf_rows && at_ < kc + 64 / TSIZE)                                             \
+                    __builtin_prefetch(apf + i_ * apf_rs + (at_ < kc ? at_ : kc - 1), 0, 2);            \
+            }                                                                                           \
             if (ahead) { /* the same row of a panel ahead, toward L2 (see gm_block_direct) */           \
                 const T *q = ahead + p * bs;                                                            \
                 _Pragma("GCC unroll 4") for (int o = 0; o < GM_NR; o += 64 / TSIZE)                     \
@@ -57,7 +64,8 @@
  * inlining. */
 static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc, const T *const row[GM_MR],
                                                                      ptrdiff_t cs, const T *restrict b, ptrdiff_t bs,
-                                                                     V acc[GM_MR][GM_NV], int nv, const T *ahead)
+                                                                     V acc[GM_MR][GM_NV], int nv, const T *ahead,
+                                                                     const T *apf, ptrdiff_t apf_rows, ptrdiff_t apf_rs)
 {
     ptrdiff_t at = 0;
 #define GM_A_ROWS(i) row[i][at]
@@ -74,8 +82,9 @@ static inline __attribute__((always_inline)) void FN(gm_tile_rows)(ptrdiff_t kc,
 static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, const T *restrict a, ptrdiff_t rs,
                                                                 ptrdiff_t cs, ptrdiff_t rows, const T *restrict b,
                                                                 ptrdiff_t bs, V acc[GM_MR][GM_NV], int nv,
-                                                                const T *ahead)
+                                                                const T *ahead, const T *apf, ptrdiff_t apf_rows)
 {
+    const ptrdiff_t apf_rs = rs;
     if (rs == 1 && rows == GM_MR) {
 #define GM_A_CONTIGUOUS(i) a[i]
         GM_TILE_LOOP(GM_A_CONTIGUOUS, a += cs);
@@ -93,7 +102,7 @@ static inline __attribute__((always_inline)) void FN(gm_tile)(ptrdiff_t kc, cons
     const T *row[GM_MR];
 #pragma GCC unroll 16
     for (int i = 0; i < GM_MR; i++) row[i] = a + (i < rows ? i : 0) * rs;
-    FN(gm_tile_rows)(kc, row, cs, b, bs, acc, nv, ahead);
+    FN(gm_tile_rows)(kc, row, cs, b, bs, acc, nv, ahead, apf, apf_rows, apf_rs);
 }
 #undef GM_TILE_LOOP
 
@@ -266,12 +275,17 @@ static void FN(gm_pack_bt)(T *restrict dst, const T *bt, ptrdiff_t ldb, ptrdiff_
 static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
                                                                  ptrdiff_t cs, const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
                                                                  ptrdiff_t cols, int nv, T alpha, T beta,
-                                                                 const T *bias, int act, T lo, T hi, const T *ahead)
+                                                                 const T *bias, int act, T lo, T hi, const T *ahead,
+                                                                 const T *after, ptrdiff_t after_rows)
 {
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
+        /* after (NULL: no prefetch of A): the after_rows rows of A following these (0: none); each tile
+         * prefetches the next tile's rows while it runs */
+        const T *next = !after || cs != 1 ? NULL : r + GM_MR < mc ? a + (r + GM_MR) * rs : after;
+        const ptrdiff_t next_rows = r + GM_MR < mc ? (mc - r - GM_MR < GM_MR ? mc - r - GM_MR : GM_MR) : after_rows;
         V acc[GM_MR][GM_NV];
-        FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, bs, acc, nv, r ? NULL : ahead);
+        FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, bs, acc, nv, r ? NULL : ahead, next, next_rows);
         FN(gm_store)(c + r * ldc, ldc, rows, cols, acc, nv, alpha, beta, bias ? bias + r : NULL, act, lo, hi);
     }
 }
@@ -282,16 +296,20 @@ static inline __attribute__((always_inline)) void FN(gm_panel_of)(ptrdiff_t wd, 
                                                                     const T *a, ptrdiff_t rs, ptrdiff_t cs,
                                                                     const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
                                                                     ptrdiff_t cols, T alpha, T beta, const T *bias,
-                                                                    int act, T lo, T hi, const T *ahead)
+                                                                    int act, T lo, T hi, const T *ahead,
+                                                                    const T *after, ptrdiff_t after_rows)
 {
     if (wd == GM_NR)
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi, ahead);
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi, ahead, after,
+                     after_rows);
 #if GM_NV > 2
     else if (wd == 2 * VL)
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 2, alpha, beta, bias, act, lo, hi, NULL);
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 2, alpha, beta, bias, act, lo, hi, NULL, after,
+                     after_rows);
 #endif
     else
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi, NULL);
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi, NULL, after,
+                     after_rows);
 }
 
 /* The last panel of a block's whole vectors (gm_panel_of: wd selects the vector count, pitch bs) and the
@@ -301,14 +319,17 @@ static inline __attribute__((always_inline)) void FN(gm_panel_dots)(ptrdiff_t wd
                                                                       const T *a, ptrdiff_t rs, ptrdiff_t cs,
                                                                       const T *bp, ptrdiff_t bs, T *c, const T *bt,
                                                                       ptrdiff_t rem, T *cr, ptrdiff_t ldc, T alpha,
-                                                                      T beta, const T *bias, int act, T lo, T hi)
+                                                                      T beta, const T *bias, int act, T lo, T hi,
+                                                                      const T *after, ptrdiff_t after_rows)
 {
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
         const T *br = bias ? bias + r : NULL;
+        const T *next = !after ? NULL : r + GM_MR < mc ? a + (r + GM_MR) * rs : after;
+        const ptrdiff_t next_rows = r + GM_MR < mc ? (mc - r - GM_MR < GM_MR ? mc - r - GM_MR : GM_MR) : after_rows;
         if (wd)
             FN(gm_panel_of)(wd, kc, rows, a + r * rs, rs, cs, bp, bs, c + r * ldc, ldc, wd, alpha, beta, br, act, lo,
-                            hi, NULL);
+                            hi, NULL, next, next_rows);
         FN(gm_dots)(rows, kc, a + r * rs, rs, bt, rem, cr + r * ldc, ldc, alpha, beta, br, act, lo, hi);
     }
 }
@@ -342,16 +363,23 @@ static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, pt
         const ptrdiff_t mc = m - i0 < GM_MC ? m - i0 : GM_MC;
         const T *ab = a + i0 * rs, *bis = bias ? bias + i0 : NULL;
         T *ci = c + i0 * ldc;
-        if (!body) FN(gm_panel_dots)(0, kc, mc, ab, rs, cs, NULL, 0, ci, bt, rem, ci, ldc, alpha, beta, bis, act, lo, hi);
+        /* A is read in place: the first panel's tiles, A's first touch (a layer's weights, cold from
+         * memory), prefetch the next tile's rows, the last one the next block's first (if any) */
+        const T *after = i0 + mc < m ? a + (i0 + mc) * rs : ab;
+        const ptrdiff_t after_rows = i0 + mc < m ? (m - i0 - mc < GM_MR ? m - i0 - mc : GM_MR) : 0;
+        if (!body)
+            FN(gm_panel_dots)(0, kc, mc, ab, rs, cs, NULL, 0, ci, bt, rem, ci, ldc, alpha, beta, bis, act, lo, hi, NULL,
+                              0);
         for (ptrdiff_t s = 0; s < body; s += GM_NR) {
             /* panels packed over nc columns (pitch wd); the tiles cover the body's (wb <= wd) */
             const ptrdiff_t wd = FN(gm_width)(nc, s), wb = FN(gm_width)(body, s), cols = body - s < wb ? body - s : wb;
             const T *bp = panels + s * depth + koff * wd;
             if (rem && s + wb >= body)
                 FN(gm_panel_dots)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, bt, rem, ci + body, ldc, alpha, beta, bis,
-                                  act, lo, hi);
+                                  act, lo, hi, s ? NULL : after, after_rows);
             else
-                FN(gm_panel_of)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, ldc, cols, alpha, beta, bis, act, lo, hi, NULL);
+                FN(gm_panel_of)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, ldc, cols, alpha, beta, bis, act, lo, hi, NULL,
+                                s ? NULL : after, after_rows);
         }
     }
 }
@@ -368,14 +396,14 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
     T bt[GM_DOT_MAX * GM_KC] __attribute__((aligned(VBYTES)));
     for (ptrdiff_t j = 0; j < rem; j++) /* the leftover columns' values, transposed */
         for (ptrdiff_t p = 0; p < kc; p++) bt[j * kc + p] = b[p * ldb + body + j];
-    if (!body) FN(gm_panel_dots)(0, kc, m, a, rs, cs, NULL, 0, c, bt, rem, c, ldc, alpha, beta, bias, act, lo, hi);
+    if (!body) FN(gm_panel_dots)(0, kc, m, a, rs, cs, NULL, 0, c, bt, rem, c, ldc, alpha, beta, bias, act, lo, hi, NULL, 0);
     for (ptrdiff_t s = 0; s < body; s += GM_NR) {
         const ptrdiff_t wd = FN(gm_width)(body, s), cols = body - s < wd ? body - s : wd;
         const T *bp = b + s;
         ptrdiff_t bs = ldb;
         if (rem && s + wd >= body) {
             FN(gm_panel_dots)(wd, kc, m, a, rs, cs, bp, bs, c + s, bt, rem, c + body, ldc, alpha, beta, bias, act, lo,
-                              hi);
+                              hi, s ? NULL : a, 0);
             continue;
         }
         if (cols < wd) {
@@ -388,7 +416,8 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
          * lines come from L3 or memory on demand (MobileNetV2's 1x1 layers at batch 8 ran at a third
          * of their in-cache speed), so the first row tile prefetches the panel two ahead */
         const T *ahead = bp == b + s && s + 3 * GM_NR <= body ? b + s + 2 * GM_NR : NULL;
-        FN(gm_panel_of)(wd, kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, alpha, beta, bias, act, lo, hi, ahead);
+        FN(gm_panel_of)(wd, kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, alpha, beta, bias, act, lo, hi, ahead,
+                        s ? NULL : a, 0);
     }
 }
 
@@ -421,7 +450,7 @@ static void FN(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n, ptrdiff
         for (ptrdiff_t j0 = 0; j0 < n; j0 += GM_NR)
             for (ptrdiff_t i0 = 0; i0 < m; i0 += GM_MR) {
                 V acc[GM_MR][GM_NV];
-                FN(gm_tile)(0, a, rs, cs, 1, b, 0, acc, GM_NV, NULL);
+                FN(gm_tile)(0, a, rs, cs, 1, b, 0, acc, GM_NV, NULL, NULL, 0);
                 FN(gm_store)(c + i0 * ldc + j0, ldc, m - i0 < GM_MR ? m - i0 : GM_MR, n - j0 < GM_NR ? n - j0 : GM_NR,
                              acc, GM_NV, alpha, beta, bias ? bias + i0 : NULL, act, lo, hi);
             }

@@ -537,13 +537,13 @@ static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scrat
                         for (int i = 0; i < GM_MR; i++) rq[i] = rp[i] + qs;
                         V acc[GM_MR][GM_NV] = {{{0}}}; /* vectors past a narrow panel's stay 0 */
                         if (wd == GM_NR)
-                            FN(gm_tile_rows)(len, rq, 1, bq, GM_NR, acc, GM_NV, NULL);
+                            FN(gm_tile_rows)(len, rq, 1, bq, GM_NR, acc, GM_NV, NULL, NULL, 0, 0);
 #if GM_NV > 2
                         else if (wd == 2 * VL)
-                            FN(gm_tile_rows)(len, rq, 1, bq, 2 * VL, acc, 2, NULL);
+                            FN(gm_tile_rows)(len, rq, 1, bq, 2 * VL, acc, 2, NULL, NULL, 0, 0);
 #endif
                         else
-                            FN(gm_tile_rows)(len, rq, 1, bq, VL, acc, 1, NULL);
+                            FN(gm_tile_rows)(len, rq, 1, bq, VL, acc, 1, NULL, NULL, 0, 0);
                         for (int i = 0; i < GM_MR; i++)
                             for (int v = 0; v < GM_NV; v++) sum[i][v] += acc[i][v];
                     }
