@@ -109,9 +109,9 @@ class Tensor:
     )
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        if isinstance(data, Tensor):
-            data = data._array
-        self._array = np.asarray(data)
+        if type(data) is not np.ndarray:  # (an op's result: an ndarray, taken as it is)
+            data = np.asarray(data._array if isinstance(data, Tensor) else data)
+        self._array = data
         self.grad: Tensor | None = None
         self._node: autograd.Node | None = None
         self._output_nr = 0

@@ -22,7 +22,7 @@ from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_err
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
-from npconv.kernels import gemm, plan
+from npconv.kernels import gemm, plan, workspace
 from npconv.kernels.blas import gemm_routines
 from npconv.kernels.common import Epilogue
 from npconv.kernels.pointwise import Activation
@@ -61,16 +61,23 @@ def _tiling(monkeypatch, name: str) -> None:
         monkeypatch.setattr(compiled_gemm, attr, value)
 
 
+def _gemm_conv_calls(monkeypatch, record) -> None:
+    """Call ``record(pass code, geometry tuple)`` for every ``gemm_conv`` call of the compiled core
+    (``workspace.run_calls``: every pass runs its worker calls through it)."""
+    run = workspace.run_calls
+
+    def recording(kernel, calls, *args, **kwargs):
+        if kernel is backends.core.module.gemm_conv:
+            record(calls[0][0][0], calls[0][2][0])
+        return run(kernel, calls, *args, **kwargs)
+
+    monkeypatch.setattr(workspace, "run_calls", recording)
+
+
 def _uses_c(monkeypatch) -> list[int]:
     """Record the pass code of every C call (a fallback to the NumPy engine would record none)."""
     calls: list[int] = []
-    run = compiled_gemm._run_calls
-
-    def recording(pass_code, *args, **kwargs):
-        calls.append(pass_code)
-        return run(pass_code, *args, **kwargs)
-
-    monkeypatch.setattr(compiled_gemm, "_run_calls", recording)
+    _gemm_conv_calls(monkeypatch, lambda code, geometry: calls.append(code))
     return calls
 
 
@@ -78,9 +85,7 @@ def _tilings(monkeypatch) -> list[tuple[int, ...]]:
     """Record the C kernel's geometry tuple of every call (its last five values: band, images, chunk,
     shift, implicit: which tiling ran)."""
     seen: list[tuple[int, ...]] = []
-    run = compiled_gemm._run_calls
-    monkeypatch.setattr(compiled_gemm, "_run_calls", lambda code, dtype, blas, calls, *a, **k:
-                        seen.append(calls[0][0]) or run(code, dtype, blas, calls, *a, **k))
+    _gemm_conv_calls(monkeypatch, lambda code, geometry: seen.append(geometry))
     return seen
 
 
@@ -277,9 +282,9 @@ def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
     import npconv
 
     runs = []  # each worker's output block of every forward run
-    real = compiled_gemm._run_calls
-    monkeypatch.setattr(compiled_gemm, "_run_calls",
-                        lambda *a, **k: (runs.append([call[7] for call in a[3]]), real(*a, **k))[1])
+    real = workspace.run_calls
+    monkeypatch.setattr(workspace, "run_calls", lambda kernel, calls, *a, **k: (
+        runs.append([head[5] for head, _, _ in calls]), real(kernel, calls, *a, **k))[1])
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
     geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
     previous = npconv.get_num_threads()

@@ -447,6 +447,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         size, spans = _spans(0, geometry, threads)
         calls = [(geometry, size, start, stop, None) for start, stop in spans]
         macs = geom.multiply_adds(x_shape, w.shape)
+    # _run_calls's work, but for the arrays, done once: (rows, scratch elements, the call's tail) per worker
+    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls), macs) if macs else 0
+    routines = gemm_routines()
+    per_worker = [(rows, size, (g, calls[0][2], calls[-1][3]) if chunk else (g, start, stop))
+                  for g, size, start, stop, rows in calls]
+    kernel = backends.core.module.gemm_conv
 
     def run(x: np.ndarray) -> np.ndarray:
         wm = np.ascontiguousarray(w, dtype)
@@ -456,10 +462,10 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         b = None if bias is None else np.ascontiguousarray(bias, dtype)
         y = np.empty(y_shape, dtype)
         x = np.ascontiguousarray(x, dtype)
-        _run_calls(0, dtype, blas, [(g, size, start, stop, x, wm, b, y) if rows is None else
-                                    (g, size, start, stop, x, wm[rows], None if b is None else b[rows],
-                                     y[:, rows]) for g, size, start, stop, rows in calls], act, lo, hi,
-                   macs)
+        workspace.run_calls(kernel, [((0, routines, x, wm, b, y) if rows is None else
+                                      (0, routines, x, wm[rows], None if b is None else b[rows], y[:, rows]),
+                                      size, (*tail, act, lo, hi)) for rows, size, tail in per_worker],
+                            "compiled-gemm", dtype, blas, chunk)
         return _finish(y, 0, 0.0, 0.0, later)
 
     return PreparedForward(run, _settings, settings)

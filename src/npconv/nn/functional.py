@@ -133,20 +133,32 @@ def convolution(input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padd
     """
     if owner is None:
         return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
-    planned = _planned.get(id(owner))
-    if planned is not None and planned[0]() is owner and isinstance(input, Tensor):
-        x, (_, shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
-        if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
-                and (b is None if bias is None else getattr(bias, "_array", None) is b)
-                and geometry is planned_geometry and padding_mode == "zeros"
-                and activation == planned_activation and not _conv_ops.records(input, weight, bias)):
-            if prepared is None:  # the same call found no plan before
-                return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
-            if prepared.valid():
-                return Tensor(prepared.run(x))
+    if not _conv_ops.records(input, weight, bias):
+        y = _run_planned(owner, input, weight, bias, geometry, padding_mode, op_name, activation)
+        if y is not None:
+            return y
     y = _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
     _plan_for(owner, input, weight, bias, geometry, padding_mode, activation)
     return y
+
+
+def _run_planned(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeometry, padding_mode: str,
+                 op_name: str, activation: Activation | None) -> Tensor | None:
+    """:func:`convolution`'s result from ``owner``'s kept plan, for a call that does not record
+    autograd (the caller checked), or None where the plan does not hold for this call."""
+    planned = _planned.get(id(owner))
+    if planned is None or planned[0]() is not owner or not isinstance(input, Tensor):
+        return None
+    x, (_, shape, dtype, w, b, planned_geometry, planned_activation, prepared) = input._array, planned
+    if (x.shape == shape and x.dtype == dtype and getattr(weight, "_array", None) is w
+            and (b is None if bias is None else getattr(bias, "_array", None) is b)
+            and geometry is planned_geometry and padding_mode == "zeros"
+            and activation == planned_activation):
+        if prepared is None:  # the same call found no plan before
+            return _convolution(input, weight, bias, geometry, padding_mode, op_name, activation)
+        if prepared.valid():
+            return Tensor(prepared.run(x))
+    return None
 
 
 #: Per owner's id: ``(weak reference to the owner, input shape, dtype, weight array, bias array, geometry,

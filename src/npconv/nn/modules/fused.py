@@ -80,8 +80,12 @@ class ConvActivation(Module):
         if (not args and not kwargs and _plain_conv(conv) and not has_call_hooks(conv)
                 and not has_call_hooks(activation) and not records(input, weight, bias)):
             geometry, op = conv._call_geometry()
-            return F.convolution(input, weight, bias, geometry, conv.padding_mode, op,
-                                 activation=_activation(activation), owner=self)
+            fused = _activation(activation)
+            y = F._run_planned(self, input, weight, bias, geometry, conv.padding_mode, op, fused)
+            if y is not None:
+                return y
+            return F.convolution(input, weight, bias, geometry, conv.padding_mode, op, activation=fused,
+                                 owner=self)
         y = conv(input, *args, **kwargs)
         if y.requires_grad:  # autograd records: the activation op, so its gradient is the unfused one
             return activation(y)
@@ -134,7 +138,7 @@ class ChunkedSequential(Sequential):
 
     def _chunk(self, input: Any) -> int | None:
         """Images per chunk, or None to run the batch whole."""
-        if not isinstance(input, Tensor) or input.ndim < 3 or input.shape[0] < 2:
+        if not isinstance(input, Tensor) or input._array.ndim < 3 or input._array.shape[0] < 2:
             return None
         if autograd.is_grad_enabled() and (input.requires_grad
                                            or any(p.requires_grad for p in self.parameters())):
