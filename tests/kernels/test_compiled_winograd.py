@@ -453,12 +453,25 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
     # each worker's tiles must reach a quarter of the channels (U is read whole): 8 images of 14x14
-    # are 128 tiles, 4 images 64
+    # are 128 tiles, 4 images 64; one thread reads U once for every tile
     for threads, batch, chosen in ((1, 8, True), (2, 8, True), (1, 4, True), (2, 4, False)):
         npconv.set_num_threads(threads)
         try:
             assert compiled_winograd.recommended("forward", (batch, 256, 14, 14), (256, 256, 3, 3), geom,
                                                  f32) is chosen
+            assert compiled_winograd.recommended("forward", (batch, 512, 14, 14), (512, 512, 3, 3), geom,
+                                                 f32) is (threads == 1)
+        finally:
+            npconv.set_num_threads(previous)
+    # one thread: 49 tiles (a 28x28 image) are enough, 25 are not; two threads need 64
+    for threads, size, channels, chosen in ((1, 28, 128, True), (1, 28, 512, True), (1, 20, 128, False),
+                                            (2, 28, 128, False), (2, 28, 512, False)):
+        npconv.set_num_threads(threads)
+        try:
+            assert compiled_winograd.recommended("forward", (1, channels, size, size),
+                                                 (channels, channels, 3, 3), geom, f32) is chosen
+            assert (plan.choose("forward", (1, channels, size, size), (channels, channels, 3, 3), geom, f32)
+                    == "winograd") is chosen
         finally:
             npconv.set_num_threads(previous)
     with pytest.MonkeyPatch.context() as patch:  # channels for the vectors of tiles (lanes)
@@ -486,10 +499,15 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
     # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
     # at dilation 2: 49 tiles of 28x28 per call)
-    for dilation, batch, chosen in ((2, 8, True), (3, 8, True), (2, 1, False)):
+    for threads, dilation, batch, chosen in ((2, 2, 8, True), (2, 3, 8, True), (2, 2, 1, False),
+                                             (1, 2, 1, True), (1, 3, 1, False)):
         dilated = _geom(((dilation, dilation), (dilation, dilation)), dilation=(dilation, dilation))
-        assert compiled_winograd.recommended("forward", (batch, 64, 56, 56), (64, 64, 3, 3), dilated,
-                                             f32) is chosen
+        npconv.set_num_threads(threads)
+        try:
+            assert compiled_winograd.recommended("forward", (batch, 64, 56, 56), (64, 64, 3, 3), dilated,
+                                                 f32) is chosen
+        finally:
+            npconv.set_num_threads(previous)
     strided = ConvGeometry.create((3, 3), (2, 2), 1, 1, 1, ndim=2)
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
 

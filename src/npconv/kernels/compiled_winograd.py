@@ -53,6 +53,13 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _TARGET_TILES = 128
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
 MIN_TILES = 64
+#: With one worker thread: fewest tiles per call, and no per-worker rule (:data:`TILE_CHANNEL_RATIO`,
+#: measured on two threads, where each worker reads all of ``U`` for half the tiles). One thread,
+#: AVX-512 (AVX2), Winograd / implicit GEMM, warm and with the caches flushed: batch 1 128x28 (49
+#: tiles) 0.47 / 0.63 (0.55 / 0.82), 256x28 0.59 / 0.61, 512x28 0.51 / 0.51, 64x56 dilation 2 (49 per
+#: phase) 0.60 / 0.63 (0.46 / 0.52); 512x14 batch 4 (64 tiles) 0.59 / 0.59; 25 tiles (128x20) 0.68 /
+#: 0.99 (0.73 / 0.90); ResNet-18 batch 1 in one thread 0.91 (docs/performance.md).
+MIN_TILES_ONE_THREAD = 49
 #: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
 #: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
 #: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
@@ -108,11 +115,12 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (a dilation ``d`` makes one call
+    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (:data:`MIN_TILES_ONE_THREAD` with
+    one worker thread; a dilation ``d`` makes one call
     per output phase: with fewer, reading the transformed weight, 4x the weight, costs more than the
     2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
     transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
-    tiles per worker thread and call, enough channels for the vectors of tiles
+    tiles per worker thread and call with several workers, enough channels for the vectors of tiles
     (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements
     where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
     4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
@@ -132,10 +140,10 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     run = max(1, min(RUN_TILES, tiles // threads))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = TILE_CHANNEL_RATIO * tiles >= channels * threads
+    per_worker = threads == 1 or TILE_CHANNEL_RATIO * tiles >= channels * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
-    return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
-            and channels * lane_share / grid >= MIN_CHANNEL_LANES)
+    return (channels >= 16 and tiles >= (MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES) and enough
+            and per_worker and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
 def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
