@@ -238,6 +238,47 @@ def test_matches_torch(torch, isa):
         assert _max_relative(gx, tx.grad.numpy()) <= tol
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_single_image_with_few_tiles_splits_its_output_channels(torch, isa, dtype, monkeypatch):
+    """One ungrouped image whose tiles are too few to share (TILE_CHANNEL_RATIO) on two threads: each
+    worker transforms its output channels' weights and runs every tile for them; odd channel counts,
+    bias and a fused ReLU6, forward and grad_input against torch in float64. Two images, groups or
+    one thread share the tiles instead."""
+    parts = []
+    run = compiled_winograd._run_channel_parts
+    monkeypatch.setattr(compiled_winograd, "_run_channel_parts",
+                        lambda *a: (parts.append(a[-4]), run(*a))[1])
+    rng = np.random.default_rng(11)
+    relu6 = Activation("hardtanh", 0.0, 6.0)
+    previous = npconv.get_num_threads()
+    try:
+        for threads, n, groups, split in ((2, 1, 1, True), (2, 2, 1, False), (2, 1, 2, False),
+                                          (1, 1, 1, False)):
+            npconv.set_num_threads(threads)
+            parts.clear()
+            x = rng.standard_normal((n, 40, 9, 10)).astype(dtype)
+            w = rng.standard_normal((38, 40 // groups, 3, 3)).astype(dtype)
+            b, bx = rng.standard_normal(38).astype(dtype), rng.standard_normal(40).astype(dtype)
+            gy = rng.standard_normal((n, 38, 9, 10)).astype(dtype)
+            geom = _geom(((1, 1), (1, 1)), groups=groups)
+            y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, relu6))
+            gx = compiled_winograd.grad_input(gy, w, geom, (9, 10), bias=bx)
+            assert parts == ([[(0, 19), (19, 38)], [(0, 20), (20, 40)]] if split else [])
+            tx = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+            tw = torch.from_numpy(w.astype(np.float64))
+            ty = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(b.astype(np.float64)), padding=1,
+                                            groups=groups)
+            ty.backward(torch.from_numpy(gy.astype(np.float64)))
+            expected_gx = tx.grad.numpy() + bx.astype(np.float64).reshape(-1, 1, 1)
+            tol, raw = TOL[np.dtype(dtype)], ty.detach().numpy()
+            assert y.dtype == gx.dtype == dtype
+            error = np.abs(y - np.clip(raw, 0, 6)).max() / np.abs(raw).max()  # of the unclipped scale
+            assert error <= tol, (threads, n, groups, error)
+            assert _max_relative(gx, expected_gx) <= tol, (threads, n, groups)
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def _call(args, **change):
     names = ("isa", "routines", "x", "u", "bias", "y", "scratch", "geometry", "start", "stop", "act", "lo",
              "hi")
@@ -463,15 +504,19 @@ def test_recommended_rule_and_the_planner():
                                                  f32) is (threads == 1)
         finally:
             npconv.set_num_threads(previous)
-    # one thread: 49 tiles (a 28x28 image) are enough, 25 are not; two threads need 64
-    for threads, size, channels, chosen in ((1, 28, 128, True), (1, 28, 512, True), (1, 20, 128, False),
-                                            (2, 28, 128, False), (2, 28, 512, False)):
+    # one thread, or one image's output channels split across the workers: 49 tiles (a 28x28 image)
+    # are enough, 25 are not; tiles shared by two workers (two images) need 64
+    for threads, batch, size, channels, chosen in ((1, 1, 28, 128, True), (1, 1, 28, 512, True),
+                                                   (1, 1, 20, 128, False), (2, 1, 28, 128, True),
+                                                   (2, 1, 28, 512, True), (2, 1, 20, 128, False),
+                                                   (2, 2, 20, 128, False), (2, 2, 28, 128, True)):
         npconv.set_num_threads(threads)
         try:
-            assert compiled_winograd.recommended("forward", (1, channels, size, size),
-                                                 (channels, channels, 3, 3), geom, f32) is chosen
-            assert (plan.choose("forward", (1, channels, size, size), (channels, channels, 3, 3), geom, f32)
-                    == "winograd") is chosen
+            shape = (batch, channels, size, size)
+            assert compiled_winograd.recommended("forward", shape, (channels, channels, 3, 3), geom,
+                                                 f32) is chosen
+            chosen_name = plan.choose("forward", shape, (channels, channels, 3, 3), geom, f32)
+            assert (chosen_name == "winograd") is chosen
         finally:
             npconv.set_num_threads(previous)
     with pytest.MonkeyPatch.context() as patch:  # channels for the vectors of tiles (lanes)

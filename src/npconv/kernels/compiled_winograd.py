@@ -76,6 +76,10 @@ MIN_CHANNEL_LANES = 26
 #: batch 4 1.19 (0.125); 128ch 14x14 batch 8 0.88 (0.5), batch 4 1.07 (0.25); 128ch 28x28 batch 2 0.66
 #: (0.38), batch 1 1.33 (0.19); 512ch 7x7 batch 8 1.43 (0.03) (docs/performance.md).
 TILE_CHANNEL_RATIO = 4
+#: A single ungrouped image whose tiles are too few to share (:data:`TILE_CHANNEL_RATIO`) has its
+#: output channels split across the workers instead, each transforming its own part of the weight,
+#: with at least this many channels per worker.
+CHANNEL_PART_MIN = 16
 #: grad_weight splits output channels across the workers (each transforming every input tile) where a
 #: call's tiles are fewer than this many per 64 channel pairs: splitting tiles, each worker writes the
 #: whole ``36 x O x C`` products for its few tiles. Two threads, batch 8, ms, tiles / channels:
@@ -136,13 +140,17 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     th, tw = -(-phase_h // 4), -(-phase_w // 4)
     tiles = x_shape[0] * th * tw  # per call (per phase)
     threads = max(1, get_num_threads())
+    # every worker runs all the tiles: one thread, or output channels split across the workers
+    whole = threads == 1 or (geom.dilation == (1, 1)
+                             and bool(_channel_parts(x_shape[0], geom.groups, w_shape[0], tiles, x_shape[1],
+                                                     threads)))
     lanes = _LANES.get(backends.core.isa, 16)
-    run = max(1, min(RUN_TILES, tiles // threads))
+    run = max(1, min(RUN_TILES, tiles // (1 if whole else threads)))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = threads == 1 or TILE_CHANNEL_RATIO * tiles >= channels * threads
+    per_worker = whole or TILE_CHANNEL_RATIO * tiles >= channels * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
-    return (channels >= 16 and tiles >= (MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES) and enough
+    return (channels >= 16 and tiles >= (MIN_TILES_ONE_THREAD if whole else MIN_TILES) and enough
             and per_worker and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
@@ -308,10 +316,46 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
     except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
         _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase)
         return u
+    parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
+    if parts:
+        _run_channel_parts(core, x, w, bias, y, geometry, size, parts, act, lo, hi)
+        return None
     if u is None:
         u = _weight(core, w, dtype, threads)
     _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi)
     return u
+
+
+def _channel_parts(n: int, groups: int, o: int, tiles: int, c: int, threads: int) -> list[tuple[int, int]]:
+    """Output channel ranges, one per worker, of a call whose tiles are too few to share
+    (:data:`TILE_CHANNEL_RATIO`): one ungrouped image, several threads, at least
+    :data:`CHANNEL_PART_MIN` channels per worker; [] to share the tiles."""
+    if (n != 1 or groups != 1 or threads < 2 or o < CHANNEL_PART_MIN * threads
+            or TILE_CHANNEL_RATIO * tiles >= min(c, o) * threads):
+        return []
+    return workspace.ranges(o, threads)
+
+
+def _run_channel_parts(core, x, w, bias, y, geometry, size, parts, act, lo, hi) -> None:
+    """Worker k transforms the weights of its output channels and runs every tile for them: its
+    own ``U``, no tile split (one image: ``y[:, first:stop]`` is contiguous)."""
+    dtype = y.dtype
+    routines, isa = gemm_routines(), backends.core.isa_index
+    w = np.ascontiguousarray(w, dtype=dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    c, cap = w.shape[1], geometry[10]
+    items = _items(_tiles(geometry[0], geometry[5:7]), cap, 1)
+    jobs = []
+    for k, (first, stop) in enumerate(parts):
+        u = np.empty((36, stop - first, c), dtype)
+        part = geometry[:4] + (stop - first,) + geometry[5:]
+        scratch = workspace.buffer(f"compiled-wg-{k}", (size,), dtype)
+        bk, yk = None if b is None else b[first:stop], y[:, first:stop]
+        jobs.append(core.job_chain(
+            [core.winograd2d_weight_job(isa, w[first:stop], u, 0, (stop - first) * c)]
+            + [core.winograd2d_forward_job(isa, routines, x, u, bk, yk, scratch, part, *span, act, lo, hi)
+               for span in items]))
+    workspace.run_jobs(jobs, blas=1)
 
 
 def _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase) -> None:
