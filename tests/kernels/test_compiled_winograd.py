@@ -504,11 +504,13 @@ def test_recommended_rule_and_the_planner():
                                                  f32) is (threads == 1)
         finally:
             npconv.set_num_threads(previous)
-    # one thread, or one image's output channels split across the workers: 49 tiles (a 28x28 image)
-    # are enough, 25 are not; tiles shared by two workers (two images) need 64
+    # one thread: 32 tiles are enough, 25 are not; one image's output channels split across two
+    # workers: 49 (a 28x28 image), not 36; tiles shared by two workers (two images) need 64
     for threads, batch, size, channels, chosen in ((1, 1, 28, 128, True), (1, 1, 28, 512, True),
+                                                   (1, 8, 7, 512, True), (1, 1, 24, 256, True),
                                                    (1, 1, 20, 128, False), (2, 1, 28, 128, True),
-                                                   (2, 1, 28, 512, True), (2, 1, 20, 128, False),
+                                                   (2, 1, 28, 512, True), (2, 1, 24, 256, False),
+                                                   (2, 1, 20, 128, False), (2, 8, 7, 512, False),
                                                    (2, 2, 20, 128, False), (2, 2, 28, 128, True)):
         npconv.set_num_threads(threads)
         try:

@@ -57,9 +57,15 @@ MIN_TILES = 64
 #: measured on two threads, where each worker reads all of ``U`` for half the tiles). One thread,
 #: AVX-512 (AVX2), Winograd / implicit GEMM, warm and with the caches flushed: batch 1 128x28 (49
 #: tiles) 0.47 / 0.63 (0.55 / 0.82), 256x28 0.59 / 0.61, 512x28 0.51 / 0.51, 64x56 dilation 2 (49 per
-#: phase) 0.60 / 0.63 (0.46 / 0.52); 512x14 batch 4 (64 tiles) 0.59 / 0.59; 25 tiles (128x20) 0.68 /
-#: 0.99 (0.73 / 0.90); ResNet-18 batch 1 in one thread 0.91 (docs/performance.md).
-MIN_TILES_ONE_THREAD = 49
+#: phase) 0.60 / 0.63 (0.46 / 0.52); 512x14 batch 4 (64 tiles) 0.59 / 0.59; 32 tiles: 512x7 batch 8
+#: 0.77 / 0.78, 256x7 batch 8 0.74 / 0.85 (0.89 / 0.94), 256x14 batch 2 0.89 / 0.89, 128x14 batch 2
+#: 0.78 / 1.01 (0.91 / 1.12; under MIN_MACS on AVX-512); 25 tiles (128x20) 0.67-0.68 / 0.82-0.99; 16
+#: (256x14) 0.91 / 1.21. ResNet-18 on one thread: batch 1 0.91 (49), batch 8 0.96 (32 against 49).
+MIN_TILES_ONE_THREAD = 32
+#: Fewest tiles of a call whose output channels are split across the workers (:func:`_channel_parts`):
+#: two threads, batch 1, Winograd / implicit GEMM: 128x28 (49 tiles) 0.55-0.67 warm, level with the
+#: caches flushed, ResNet-18 batch 1 0.96; from 16 tiles (its 256x14 layers too) the network 1.06.
+MIN_TILES_CHANNEL_PARTS = 49
 #: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
 #: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
 #: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
@@ -120,7 +126,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
                 dtype: np.dtype) -> bool:
     """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
     group, at least :data:`MIN_TILES` 4x4 output tiles per C call (:data:`MIN_TILES_ONE_THREAD` with
-    one worker thread; a dilation ``d`` makes one call
+    one worker thread, :data:`MIN_TILES_CHANNEL_PARTS` for one image split by output channels; a
+    dilation ``d`` makes one call
     per output phase: with fewer, reading the transformed weight, 4x the weight, costs more than the
     2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
     transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
@@ -141,17 +148,18 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     tiles = x_shape[0] * th * tw  # per call (per phase)
     threads = max(1, get_num_threads())
     # every worker runs all the tiles: one thread, or output channels split across the workers
-    whole = threads == 1 or (geom.dilation == (1, 1)
-                             and bool(_channel_parts(x_shape[0], geom.groups, w_shape[0], tiles, x_shape[1],
-                                                     threads)))
+    parts = threads > 1 and geom.dilation == (1, 1) and bool(
+        _channel_parts(x_shape[0], geom.groups, w_shape[0], tiles, x_shape[1], threads))
+    whole = threads == 1 or parts
     lanes = _LANES.get(backends.core.isa, 16)
     run = max(1, min(RUN_TILES, tiles // (1 if whole else threads)))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
     per_worker = whole or TILE_CHANNEL_RATIO * tiles >= channels * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
-    return (channels >= 16 and tiles >= (MIN_TILES_ONE_THREAD if whole else MIN_TILES) and enough
-            and per_worker and channels * lane_share / grid >= MIN_CHANNEL_LANES)
+    fewest = MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES_CHANNEL_PARTS if parts else MIN_TILES
+    return (channels >= 16 and tiles >= fewest and enough and per_worker
+            and channels * lane_share / grid >= MIN_CHANNEL_LANES)
 
 
 def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
