@@ -40,11 +40,12 @@ def test_products_without_torch(parallel):
     np.testing.assert_allclose(dense.matmul_t_rows(a, c), a.T @ c, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 8, 40, 64, 65])
-def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, parallel):
+@pytest.mark.parametrize("rows", [1, 2, 7, 8, 16, 17, 40, 64, 65])
+def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, parallel, isa):
     """A linear layer of 2-64 rows (8-64 for grad_input) and a large float32 weight takes the planner's
-    1x1 convolution over the rows; values and gradients match float64 NumPy either way; float64, one
-    row and 65 rows keep the row-split products."""
+    1x1 convolution over the rows, its forward also with a mid-sized weight at 8-16 rows on AVX-512
+    (each ISA variant in turn); values and gradients match float64 NumPy either way; float64, one
+    row, 65 rows and small weights keep the row-split products."""
     calls: list[str] = []
     for name in ("forward", "grad_input", "grad_weight"):
         original = getattr(dense.plan, name)
@@ -52,7 +53,8 @@ def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, para
                             lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     compiled = npconv.kernels.algorithm.available()["gemm"].compiled
     rng = np.random.default_rng(rows)
-    for dtype, (out, inp) in ((np.float32, (1024, 512)), (np.float64, (1024, 512)), (np.float32, (48, 64))):
+    for dtype, (out, inp) in ((np.float32, (1024, 512)), (np.float64, (1024, 512)), (np.float32, (256, 256)),
+                              (np.float32, (48, 64))):
         x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((rows, inp), (out, inp), (out,)))
         gy = rng.standard_normal((rows, out)).astype(dtype)
         xt, wt, bt = (npconv.Tensor(a.copy(), requires_grad=True) for a in (x, w, b))
@@ -67,8 +69,12 @@ def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, para
             assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
             np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
         large = dtype == np.float32 and out * inp >= dense.ROWS_AS_POSITIONS_MIN_WEIGHT and compiled
+        # the forward's measured rule for mid-sized weights: 64 K elements, 8-16 rows, AVX-512
+        mid = (dtype == np.float32 and out * inp >= 1 << 16 and compiled and 8 <= rows <= 16
+               and npconv.backends.core.isa == "avx512")
         expected_calls = [name for name, low in (("forward", 2), ("grad_input", 8), ("grad_weight", 2))
                           if large and low <= rows <= dense.ROWS_AS_POSITIONS_MAX]
+        expected_calls += ["forward"] if mid and not large else []
         assert sorted(calls) == sorted(expected_calls), (dtype, out, inp)
 
 

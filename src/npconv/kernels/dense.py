@@ -28,7 +28,8 @@ from . import plan, workspace
 
 __all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
            "PARALLEL_MIN_MACS", "BLAS_ONE_THREAD_MACS", "ROWS_AS_POSITIONS_MAX",
-           "ROWS_AS_POSITIONS_MIN_WEIGHT", "ONE_ROW_MIN_WEIGHT"]
+           "ROWS_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_ROWS",
+           "ONE_ROW_MIN_WEIGHT"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -83,14 +84,30 @@ def matmul_t_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 ROWS_AS_POSITIONS_MIN = (2, 8)
 ROWS_AS_POSITIONS_MAX = 64
 ROWS_AS_POSITIONS_MIN_WEIGHT = 1 << 19
+#: The forward also from this many weight elements, per ISA of the compiled core (none: the general
+#: rule only), for :data:`FORWARD_AS_POSITIONS_ROWS` rows. Convolution / NumPy's OpenBLAS over the
+#: rows, AVX-512 (OpenBLAS's SkylakeX kernels), two threads, 8 / 16 rows: 256x256 weight 0.62-0.75 /
+#: 0.58, 512x512 0.61 / 0.32, 512x1000 (ResNet-18's classifier, under the general threshold)
+#: 0.29-0.30 / 0.30, 4096x100 0.49-0.58 / 0.54, 100x4096 0.53 / 0.39; one thread 0.48-0.79; 128x256
+#: 8 rows 1.28 (hence 64 K elements); 32 rows 0.41-0.84 but 4096x100 1.08 on one thread. With AVX2
+#: and OpenBLAS's Haswell kernels the products over the rows are faster: 1.04-1.24 but 512x512 16
+#: rows 0.63, so not there. grad_input and grad_weight keep the general rule (256x512: grad_input
+#: 1.24-1.34 slower as a convolution).
+FORWARD_AS_POSITIONS_MIN_WEIGHT = {"avx512": 1 << 16}
+FORWARD_AS_POSITIONS_ROWS = (8, 16)
 _POINTWISE = ConvGeometry.create(1, 1, 0, ndim=1)
 
 
-def _as_positions(rows: int, weight_size: int, *operands: np.ndarray, grad_input: bool = False) -> bool:
+def _as_positions(rows: int, weight_size: int, *operands: np.ndarray, grad_input: bool = False,
+                  forward: bool = False) -> bool:
     """Whether a linear product of ``rows`` rows with a weight of ``weight_size`` elements runs as a 1x1
-    convolution (float32 ``operands``, the compiled GEMM in use)."""
-    if not (ROWS_AS_POSITIONS_MIN[grad_input] <= rows <= ROWS_AS_POSITIONS_MAX
-            and weight_size >= ROWS_AS_POSITIONS_MIN_WEIGHT and all(a.dtype == np.float32 for a in operands)):
+    convolution (float32 ``operands``, the compiled GEMM in use); ``forward``: the forward pass's rule."""
+    general = (ROWS_AS_POSITIONS_MIN[grad_input] <= rows <= ROWS_AS_POSITIONS_MAX
+               and weight_size >= ROWS_AS_POSITIONS_MIN_WEIGHT)
+    smallest = FORWARD_AS_POSITIONS_MIN_WEIGHT.get(backends.core.isa) if forward else None
+    smaller = (smallest is not None and FORWARD_AS_POSITIONS_ROWS[0] <= rows <= FORWARD_AS_POSITIONS_ROWS[1]
+               and weight_size >= smallest)
+    if not ((general or smaller) and all(a.dtype == np.float32 for a in operands)):
         return False
     gemm = registry.available().get("gemm")
     return gemm is not None and gemm.compiled
@@ -124,7 +141,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     y = _one_row(x, w)
     if y is not None:
         return y
-    if _as_positions(x.shape[0], w.size, x, w):
+    if _as_positions(x.shape[0], w.size, x, w, forward=True):
         return np.ascontiguousarray(plan.forward(_positions(x), w[:, :, None], _POINTWISE)[0].T)
     return matmul_rows(x, w.T)
 
