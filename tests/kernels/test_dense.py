@@ -41,11 +41,12 @@ def test_products_without_torch(parallel):
 
 
 @pytest.mark.parametrize("rows", [1, 2, 7, 8, 16, 17, 40, 64, 65])
-def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, parallel, isa):
+def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, parallel):
     """A linear layer of 2-64 rows (8-64 for grad_input) and a large float32 weight takes the planner's
     1x1 convolution over the rows, its forward also with a mid-sized weight at 8-16 rows on AVX-512
-    (each ISA variant in turn); values and gradients match float64 NumPy either way; float64, one
-    row, 65 rows and small weights keep the row-split products."""
+    (the core's AVX-512 and AVX2 variants in turn where the CPU has them); values and gradients match
+    float64 NumPy either way; float64, one row, 65 rows and small weights keep the row-split
+    products."""
     calls: list[str] = []
     for name in ("forward", "grad_input", "grad_weight"):
         original = getattr(dense.plan, name)
@@ -53,29 +54,33 @@ def test_few_rows_of_a_large_weight_run_as_a_convolution(rows, monkeypatch, para
                             lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     compiled = npconv.kernels.algorithm.available()["gemm"].compiled
     rng = np.random.default_rng(rows)
-    for dtype, (out, inp) in ((np.float32, (1024, 512)), (np.float64, (1024, 512)), (np.float32, (256, 256)),
-                              (np.float32, (48, 64))):
-        x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((rows, inp), (out, inp), (out,)))
-        gy = rng.standard_normal((rows, out)).astype(dtype)
-        xt, wt, bt = (npconv.Tensor(a.copy(), requires_grad=True) for a in (x, w, b))
-        calls.clear()
-        y = F.linear(xt, wt, bt)
-        y.backward(npconv.Tensor(gy))
-        wide = [a.astype(np.float64) for a in (x, w, b, gy)]
-        tol = 1e-5 if dtype == np.float32 else 1e-12
-        for got, expected in ((y, wide[0] @ wide[1].T + wide[2]), (xt.grad, wide[3] @ wide[1]),
-                              (wt.grad, wide[3].T @ wide[0]), (bt.grad, wide[3].sum(axis=0))):
-            got = got.numpy()
-            assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
-            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
-        large = dtype == np.float32 and out * inp >= dense.ROWS_AS_POSITIONS_MIN_WEIGHT and compiled
-        # the forward's measured rule for mid-sized weights: 64 K elements, 8-16 rows, AVX-512
-        mid = (dtype == np.float32 and out * inp >= 1 << 16 and compiled and 8 <= rows <= 16
-               and npconv.backends.core.isa == "avx512")
-        expected_calls = [name for name, low in (("forward", 2), ("grad_input", 8), ("grad_weight", 2))
-                          if large and low <= rows <= dense.ROWS_AS_POSITIONS_MAX]
-        expected_calls += ["forward"] if mid and not large else []
-        assert sorted(calls) == sorted(expected_calls), (dtype, out, inp)
+    isas = [v for v in ("avx512", "avx2") if v in npconv.backends.core.isas] or [None]
+    for isa in isas:
+        if isa is not None:
+            monkeypatch.setattr(npconv.backends.core, "isa", isa)
+        for dtype, (out, inp) in ((np.float32, (1024, 512)), (np.float64, (1024, 512)),
+                                  (np.float32, (256, 256)), (np.float32, (48, 64))):
+            x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((rows, inp), (out, inp), (out,)))
+            gy = rng.standard_normal((rows, out)).astype(dtype)
+            xt, wt, bt = (npconv.Tensor(a.copy(), requires_grad=True) for a in (x, w, b))
+            calls.clear()
+            y = F.linear(xt, wt, bt)
+            y.backward(npconv.Tensor(gy))
+            wide = [a.astype(np.float64) for a in (x, w, b, gy)]
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            for got, expected in ((y, wide[0] @ wide[1].T + wide[2]), (xt.grad, wide[3] @ wide[1]),
+                                  (wt.grad, wide[3].T @ wide[0]), (bt.grad, wide[3].sum(axis=0))):
+                got = got.numpy()
+                assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
+                np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+            large = dtype == np.float32 and out * inp >= dense.ROWS_AS_POSITIONS_MIN_WEIGHT and compiled
+            # the forward's measured rule for mid-sized weights: 64 K elements, 8-16 rows, AVX-512
+            mid = (dtype == np.float32 and out * inp >= 1 << 16 and compiled and 8 <= rows <= 16
+                   and isa == "avx512")
+            expected_calls = [name for name, low in (("forward", 2), ("grad_input", 8), ("grad_weight", 2))
+                              if large and low <= rows <= dense.ROWS_AS_POSITIONS_MAX]
+            expected_calls += ["forward"] if mid and not large else []
+            assert sorted(calls) == sorted(expected_calls), (isa, dtype, out, inp)
 
 
 @pytest.mark.parametrize("rows, inner, cols, switches", [(1, 256, 10, False), (1, 9215, 1, False),
