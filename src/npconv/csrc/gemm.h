@@ -270,6 +270,19 @@ static void FN(gm_pack_bt)(T *restrict dst, const T *bt, ptrdiff_t ldb, ptrdiff_
     }
 }
 
+/* The rows of A a tile at row r of mc prefetches for the next one (*rows of them): the next tile's,
+ * or after's (after_rows, 0: none) past the last; NULL where after is (no prefetch). */
+static inline const T *FN(gm_next_tile)(const T *a, ptrdiff_t rs, ptrdiff_t r, ptrdiff_t mc, const T *after,
+                                        ptrdiff_t after_rows, ptrdiff_t *rows)
+{
+    if (r + GM_MR < mc) {
+        *rows = mc - r - GM_MR < GM_MR ? mc - r - GM_MR : GM_MR;
+        return after ? a + (r + GM_MR) * rs : NULL;
+    }
+    *rows = after_rows;
+    return after;
+}
+
 /* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A, the
  * panel's rows at pitch bs. */
 static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
@@ -281,9 +294,9 @@ static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptr
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
         /* after (NULL: no prefetch of A): the after_rows rows of A following these (0: none); each tile
-         * prefetches the next tile's rows while it runs */
-        const T *next = !after || cs != 1 ? NULL : r + GM_MR < mc ? a + (r + GM_MR) * rs : after;
-        const ptrdiff_t next_rows = r + GM_MR < mc ? (mc - r - GM_MR < GM_MR ? mc - r - GM_MR : GM_MR) : after_rows;
+         * prefetches the next tile's rows while it runs (rows of A contiguous only) */
+        ptrdiff_t next_rows;
+        const T *next = FN(gm_next_tile)(a, rs, r, mc, cs == 1 ? after : NULL, after_rows, &next_rows);
         V acc[GM_MR][GM_NV];
         FN(gm_tile)(kc, a + r * rs, rs, cs, rows, bp, bs, acc, nv, r ? NULL : ahead, next, next_rows);
         FN(gm_store)(c + r * ldc, ldc, rows, cols, acc, nv, alpha, beta, bias ? bias + r : NULL, act, lo, hi);
@@ -325,8 +338,8 @@ static inline __attribute__((always_inline)) void FN(gm_panel_dots)(ptrdiff_t wd
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
         const T *br = bias ? bias + r : NULL;
-        const T *next = !after ? NULL : r + GM_MR < mc ? a + (r + GM_MR) * rs : after;
-        const ptrdiff_t next_rows = r + GM_MR < mc ? (mc - r - GM_MR < GM_MR ? mc - r - GM_MR : GM_MR) : after_rows;
+        ptrdiff_t next_rows;
+        const T *next = FN(gm_next_tile)(a, rs, r, mc, after, after_rows, &next_rows);
         if (wd)
             FN(gm_panel_of)(wd, kc, rows, a + r * rs, rs, cs, bp, bs, c + r * ldc, ldc, wd, alpha, beta, br, act, lo,
                             hi, NULL, next, next_rows);

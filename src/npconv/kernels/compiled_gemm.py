@@ -322,12 +322,17 @@ def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], a
     grad_input, whose items write disjoint outputs): the workers share the whole range where
     ``workspace.shared_chunk`` says so; 0: fixed ranges."""
     routines = gemm_routines()
-    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls), macs) if macs and calls else 0
-    if chunk:
-        calls = [call[:2] + (calls[0][2], calls[-1][3]) + call[4:] for call in calls]
-    per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, start, stop, act, lo, hi))
-                  for geometry, size, start, stop, a, b, bias, out in calls]
+    chunk, ranges = _worker_ranges([call[2:4] for call in calls], macs)
+    per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, *span, act, lo, hi))
+                  for (geometry, size, _, _, a, b, bias, out), span in zip(calls, ranges, strict=True)]
     workspace.run_calls(backends.core.module.gemm_conv, per_worker, "compiled-gemm", dtype, blas, chunk)
+
+
+def _worker_ranges(spans: list[tuple[int, int]], macs: int) -> tuple[int, list[tuple[int, int]]]:
+    """``(chunk, item range per worker)`` of calls over contiguous ``spans`` (:func:`_run_calls`'s
+    ``macs``): where ``workspace.shared_chunk`` gives a chunk every worker's range is the whole one."""
+    chunk = workspace.shared_chunk(spans[-1][1] - spans[0][0], len(spans), macs) if macs and spans else 0
+    return chunk, [(spans[0][0], spans[-1][1])] * len(spans) if chunk else list(spans)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -448,10 +453,9 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         calls = [(geometry, size, start, stop, None) for start, stop in spans]
         macs = geom.multiply_adds(x_shape, w.shape)
     # _run_calls's work, but for the arrays, done once: (rows, scratch elements, the call's tail) per worker
-    chunk = workspace.shared_chunk(calls[-1][3] - calls[0][2], len(calls), macs) if macs else 0
+    chunk, ranges = _worker_ranges([call[2:4] for call in calls], macs)
     routines = gemm_routines()
-    per_worker = [(rows, size, (g, calls[0][2], calls[-1][3]) if chunk else (g, start, stop))
-                  for g, size, start, stop, rows in calls]
+    per_worker = [(rows, size, (g, *span)) for (g, size, _, _, rows), span in zip(calls, ranges, strict=True)]
     kernel = backends.core.module.gemm_conv
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -155,7 +155,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     run = max(1, min(RUN_TILES, tiles // (1 if whole else threads)))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = whole or TILE_CHANNEL_RATIO * tiles >= channels * threads
+    per_worker = whole or _tiles_shared(tiles, channels, threads)
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     fewest = MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES_CHANNEL_PARTS if parts else MIN_TILES
     return (channels >= 16 and tiles >= fewest and enough and per_worker
@@ -338,10 +338,16 @@ def _channel_parts(n: int, groups: int, o: int, tiles: int, c: int, threads: int
     """Output channel ranges, one per worker, of a call whose tiles are too few to share
     (:data:`TILE_CHANNEL_RATIO`): one ungrouped image, several threads, at least
     :data:`CHANNEL_PART_MIN` channels per worker; [] to share the tiles."""
-    if (n != 1 or groups != 1 or threads < 2 or o < CHANNEL_PART_MIN * threads
-            or TILE_CHANNEL_RATIO * tiles >= min(c, o) * threads):
+    if n != 1 or groups != 1 or threads < 2 or o < CHANNEL_PART_MIN * threads:
+        return []
+    if _tiles_shared(tiles, min(c, o), threads):
         return []
     return workspace.ranges(o, threads)
+
+
+def _tiles_shared(tiles: int, channels: int, threads: int) -> bool:
+    """Whether a call's tiles are enough for ``threads`` workers to share (:data:`TILE_CHANNEL_RATIO`)."""
+    return TILE_CHANNEL_RATIO * tiles >= channels * threads
 
 
 def _run_channel_parts(core, x, w, bias, y, geometry, size, parts, act, lo, hi) -> None:

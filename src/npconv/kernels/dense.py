@@ -98,13 +98,12 @@ FORWARD_AS_POSITIONS_ROWS = (8, 16)
 _POINTWISE = ConvGeometry.create(1, 1, 0, ndim=1)
 
 
-def _as_positions(rows: int, weight_size: int, *operands: np.ndarray, grad_input: bool = False,
-                  forward: bool = False) -> bool:
-    """Whether a linear product of ``rows`` rows with a weight of ``weight_size`` elements runs as a 1x1
-    convolution (float32 ``operands``, the compiled GEMM in use); ``forward``: the forward pass's rule."""
-    general = (ROWS_AS_POSITIONS_MIN[grad_input] <= rows <= ROWS_AS_POSITIONS_MAX
+def _as_positions(pass_name: str, rows: int, weight_size: int, *operands: np.ndarray) -> bool:
+    """Whether ``pass_name``'s linear product of ``rows`` rows with a weight of ``weight_size`` elements
+    runs as a 1x1 convolution (float32 ``operands``, the compiled GEMM in use)."""
+    general = (ROWS_AS_POSITIONS_MIN[pass_name == "grad_input"] <= rows <= ROWS_AS_POSITIONS_MAX
                and weight_size >= ROWS_AS_POSITIONS_MIN_WEIGHT)
-    smallest = FORWARD_AS_POSITIONS_MIN_WEIGHT.get(backends.core.isa) if forward else None
+    smallest = FORWARD_AS_POSITIONS_MIN_WEIGHT.get(backends.core.isa) if pass_name == "forward" else None
     smaller = (smallest is not None and FORWARD_AS_POSITIONS_ROWS[0] <= rows <= FORWARD_AS_POSITIONS_ROWS[1]
                and weight_size >= smallest)
     if not ((general or smaller) and all(a.dtype == np.float32 for a in operands)):
@@ -141,14 +140,14 @@ def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     y = _one_row(x, w)
     if y is not None:
         return y
-    if _as_positions(x.shape[0], w.size, x, w, forward=True):
+    if _as_positions("forward", x.shape[0], w.size, x, w):
         return np.ascontiguousarray(plan.forward(_positions(x), w[:, :, None], _POINTWISE)[0].T)
     return matmul_rows(x, w.T)
 
 
 def linear_grad_input(g: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``g (R, M) @ w (M, K)`` as a new ``(R, K)`` array."""
-    if _as_positions(g.shape[0], w.size, g, w, grad_input=True):
+    if _as_positions("grad_input", g.shape[0], w.size, g, w):
         rows = (g.shape[0],)
         return np.ascontiguousarray(plan.grad_input(_positions(g), w[:, :, None], _POINTWISE, rows)[0].T)
     return matmul_rows(g, w)
@@ -156,6 +155,6 @@ def linear_grad_input(g: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def linear_grad_weight(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``g (R, M)^T @ x (R, K)`` as a new ``(M, K)`` array."""
-    if _as_positions(g.shape[0], g.shape[1] * x.shape[1], g, x):
+    if _as_positions("grad_weight", g.shape[0], g.shape[1] * x.shape[1], g, x):
         return plan.grad_weight(_positions(x), _positions(g), _POINTWISE)[:, :, 0]
     return matmul_t_rows(g, x)
