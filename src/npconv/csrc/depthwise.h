@@ -20,6 +20,15 @@ static inline void FN(prefetch)(const T *p, ptrdiff_t count)
     for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 0, 3);
 }
 
+/* The first 32 KB of the next plane(s)' output toward L2, for writing: a layer's output is cold in a
+ * network, each line read from memory before its first store (docs/performance.md). */
+static inline void FN(prefetch_out)(const T *p, ptrdiff_t count)
+{
+    const char *b = (const char *)p;
+    const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
+    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 1, 2);
+}
+
 /* The activation over n values in place (the epilogue of the paths that do not fuse it into their
  * stores; the plane is still in cache). */
 static void FN(activate_run)(T *p, ptrdiff_t n, int act, T lo, T hi)
@@ -502,6 +511,7 @@ static void FN(dw_forward_lanes)(const T *x, const T *w, const T *bias, T *y, T 
     }
     for (ptrdiff_t p0 = start; p0 < stop; p0 += VL) {
         const ptrdiff_t lanes = stop - p0 < VL ? stop - p0 : VL;
+        if (p0 + VL < stop) FN(prefetch_out)(y + (p0 + VL) * npos, (stop - p0 - VL < VL ? stop - p0 - VL : VL) * npos);
         if (plane >= VL) { /* VL x VL tiles (planes x positions), the last one ending at the plane's end */
             for (ptrdiff_t t0 = 0; t0 < plane; t0 += VL) {
                 const ptrdiff_t at = t0 + VL <= plane ? t0 : plane - VL;
@@ -645,6 +655,7 @@ static void FN(dw_forward_narrow)(const T *x, const T *w, const T *bias, T *y, T
     FN(clear_phases)(scratch, ph);
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
+        if (p + 1 < stop) FN(prefetch_out)(y + (p + 1) * g->m * plane_out, g->m * plane_out);
         FN(fill_padded)(scratch, x + p * g->h * g->w, g, ph);
         for (ptrdiff_t j = 0; j < g->m; j++) {
             const ptrdiff_t o = c * g->m + j;
@@ -730,6 +741,7 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
         const T *xp = x + p * g->h * g->w;
+        if (p + 1 < stop) FN(prefetch_out)(y + (p + 1) * g->m * plane_out, g->m * plane_out);
         ptrdiff_t filled = 0; /* padded rows below this one have their ring row */
         for (ptrdiff_t r0 = 0; r0 < g->oh; r0 += 2) {
             const int pair = r0 + 1 < g->oh;
@@ -809,6 +821,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
          * 0.71-1.16 -> 0.59-0.64 ms); stride 1 ran faster without it (the row copies stream well
          * on their own: 3x3 1.03-1.15 -> 0.88-0.94 ms, 5x5 1.77-1.82 -> 1.62-1.71) */
         if (g->sw > 1 && p + 1 < stop) FN(prefetch)(x + (p + 1) * g->h * g->w, g->h * g->w);
+        if (p + 1 < stop) FN(prefetch_out)(y + (p + 1) * g->m * plane_out, g->m * plane_out);
         FN(fill_phases)(scratch, x + p * g->h * g->w, g, &ph);
         for (ptrdiff_t t = 0; t < k; t++) src[t] = scratch + shift[t];
         for (ptrdiff_t j = 0; j < g->m; j++) {

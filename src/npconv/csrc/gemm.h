@@ -284,15 +284,22 @@ static inline const T *FN(gm_next_tile)(const T *a, ptrdiff_t rs, ptrdiff_t r, p
 }
 
 /* One panel's tiles for nv vectors of columns (nv constant after inlining): rows [0, mc) of A, the
- * panel's rows at pitch bs. */
+ * panel's rows at pitch bs. cnext (NULL: none): the next panel's C, whose lines in a tile's rows the
+ * tile prefetches (a layer's output is cold in a network: each line comes from memory before its
+ * first store, and the dozens of row streams are more than the hardware prefetcher follows). */
 static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs,
                                                                  ptrdiff_t cs, const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
                                                                  ptrdiff_t cols, int nv, T alpha, T beta,
                                                                  const T *bias, int act, T lo, T hi, const T *ahead,
-                                                                 const T *after, ptrdiff_t after_rows)
+                                                                 const T *after, ptrdiff_t after_rows, const T *cnext)
 {
     for (ptrdiff_t r = 0; r < mc; r += GM_MR) {
         const ptrdiff_t rows = mc - r < GM_MR ? mc - r : GM_MR;
+        if (cnext) /* toward L2, for writing */
+            for (ptrdiff_t i = 0; i < rows; i++) {
+                const char *q = (const char *)(cnext + (r + i) * ldc), *end = (const char *)(cnext + (r + i) * ldc + GM_NR);
+                for (q = (const char *)((uintptr_t)q & ~(uintptr_t)63); q < end; q += 64) __builtin_prefetch(q, 1, 2);
+            }
         /* after (NULL: no prefetch of A): the after_rows rows of A following these (0: none); each tile
          * prefetches the next tile's rows while it runs (rows of A contiguous only) */
         ptrdiff_t next_rows;
@@ -310,19 +317,19 @@ static inline __attribute__((always_inline)) void FN(gm_panel_of)(ptrdiff_t wd, 
                                                                     const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
                                                                     ptrdiff_t cols, T alpha, T beta, const T *bias,
                                                                     int act, T lo, T hi, const T *ahead,
-                                                                    const T *after, ptrdiff_t after_rows)
+                                                                    const T *after, ptrdiff_t after_rows, const T *cnext)
 {
     if (wd == GM_NR)
         FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi, ahead, after,
-                     after_rows);
+                     after_rows, cnext);
 #if GM_NV > 2
     else if (wd == 2 * VL)
         FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 2, alpha, beta, bias, act, lo, hi, NULL, after,
-                     after_rows);
+                     after_rows, cnext);
 #endif
     else
         FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi, NULL, after,
-                     after_rows);
+                     after_rows, cnext);
 }
 
 /* The last panel of a block's whole vectors (gm_panel_of: wd selects the vector count, pitch bs) and the
@@ -342,7 +349,7 @@ static inline __attribute__((always_inline)) void FN(gm_panel_dots)(ptrdiff_t wd
         const T *next = FN(gm_next_tile)(a, rs, r, mc, after, after_rows, &next_rows);
         if (wd)
             FN(gm_panel_of)(wd, kc, rows, a + r * rs, rs, cs, bp, bs, c + r * ldc, ldc, wd, alpha, beta, br, act, lo,
-                            hi, NULL, next, next_rows);
+                            hi, NULL, next, next_rows, NULL);
         FN(gm_dots)(rows, kc, a + r * rs, rs, bt, rem, cr + r * ldc, ldc, alpha, beta, br, act, lo, hi);
     }
 }
@@ -392,7 +399,7 @@ static void FN(gm_block)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T *a, pt
                                   act, lo, hi, s ? NULL : after, after_rows);
             else
                 FN(gm_panel_of)(wb, kc, mc, ab, rs, cs, bp, wd, ci + s, ldc, cols, alpha, beta, bis, act, lo, hi, NULL,
-                                s ? NULL : after, after_rows);
+                                s ? NULL : after, after_rows, s + GM_NR < body ? ci + s + GM_NR : NULL);
         }
     }
 }
@@ -430,7 +437,7 @@ static void FN(gm_block_direct)(ptrdiff_t m, ptrdiff_t nc, ptrdiff_t kc, const T
          * of their in-cache speed), so the first row tile prefetches the panel two ahead */
         const T *ahead = bp == b + s && s + 3 * GM_NR <= body ? b + s + 2 * GM_NR : NULL;
         FN(gm_panel_of)(wd, kc, m, a, rs, cs, bp, bs, c + s, ldc, cols, alpha, beta, bias, act, lo, hi, ahead,
-                        s ? NULL : a, 0);
+                        s ? NULL : a, 0, s + GM_NR < body ? c + s + GM_NR : NULL);
     }
 }
 

@@ -14,10 +14,15 @@ static void FN(linear_rows)(const T *x, const T *w, T *y, ptrdiff_t rows, ptrdif
         const ptrdiff_t nj = stop - j < 4 ? stop - j : 4;
         const T *w0 = w + j * k; /* rows past stop repeat w0: computed, never stored */
         const T *w1 = nj > 1 ? w0 + k : w0, *w2 = nj > 2 ? w0 + 2 * k : w0, *w3 = nj > 3 ? w0 + 3 * k : w0;
+        /* the next four rows of w (contiguous after these) on their way while these are read: a network's
+         * classifier weight comes from memory (docs/performance.md) */
+        const T *next = j + 4 < stop ? w0 + 4 * k : NULL;
         for (ptrdiff_t r = 0; r < rows; r++) {
             const T *xr = x + r * k;
             V a0 = FN(splat)(0), a1 = a0, a2 = a0, a3 = a0;
             for (ptrdiff_t p = 0; p < kv; p += VL) {
+                if (next && r == 0)
+                    for (int o = 0; o < 4; o++) __builtin_prefetch(next + 4 * p + o * VL, 0, 3);
                 const V xv = FN(load)(xr + p);
                 a0 += FN(load)(w0 + p) * xv;
                 a1 += FN(load)(w1 + p) * xv;
