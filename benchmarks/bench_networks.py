@@ -231,6 +231,9 @@ def run_inference(torch, name: str, batch: int, size: int, args, directory: str)
     calls = {"torch": t_call, "onnxruntime": ort_call, "npconv": np_call}
     if optimized is not None:
         calls["npconv optimized"] = lambda: np_call(optimized)
+    if optimized is not None and hasattr(npconv, "jit"):  # the optimized model's forward replayed
+        traced = npconv.jit.trace(optimized, npconv.from_numpy(x))
+        calls["npconv traced"] = lambda: np_call(traced)
     reference = t_call()
     errors = {lib: relative_error(call(), reference) for lib, call in calls.items() if lib != "torch"}
     ms = time_blocks(calls, args.rounds, args.reps)
@@ -293,15 +296,18 @@ def run_training(torch, batch: int, size: int, args) -> dict:
 
 def print_rows(rows: list[dict]) -> None:
     print("\n| network | pass | batch | px | torch ms | ORT ms | npconv ms | npconv optimized ms "
-          "| npconv / torch | npconv / ORT | optimized / torch | optimized / ORT | rel. error vs torch |")
-    print("|---" * 13 + "|")
+          "| npconv traced ms | npconv / torch | npconv / ORT | optimized / torch | optimized / ORT "
+          "| traced / ORT | rel. error vs torch |")
+    print("|---" * 16 + "|")
     for r in rows:
         ms = r["ms"]
         t, o = ms["torch"], ms.get("onnxruntime", float("nan"))
         n, p = ms["npconv"], ms.get("npconv optimized", float("nan"))
+        q = ms.get("npconv traced", float("nan"))
         errors = ", ".join(f"{k} {v:.1e}" for k, v in r["errors"].items())
         print(f"| {r['network']} | {r['kind']} | {r['batch']} | {r['size']} | {t:.1f} | {o:.1f} | {n:.1f} "
-              f"| {p:.1f} | {n / t:.2f} | {n / o:.2f} | {p / t:.2f} | {p / o:.2f} | {errors} |", flush=True)
+              f"| {p:.1f} | {q:.1f} | {n / t:.2f} | {n / o:.2f} | {p / t:.2f} | {p / o:.2f} | {q / o:.2f} "
+              f"| {errors} |", flush=True)
 
 
 def blas_architectures() -> str:

@@ -6,7 +6,7 @@ from types import ModuleType
 # -- the torch namespace: Tensor, autograd, dtypes/devices, factories and functional ops ------------
 # (the module npconv.tensor first: the function npconv.tensor imported below replaces it as attribute)
 from .tensor import Tensor  # isort: skip
-from . import autograd, backends, cuda, io, nn, optim
+from . import autograd, backends, cuda, io, jit, nn, optim
 from .autograd import (
     enable_grad,
     inference_mode,
@@ -219,8 +219,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 __all__ += [
-    "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "optim", "save", "load",
-    "load_torch", "optimize_for_inference",
+    "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "jit", "optim", "save",
+    "load", "load_torch", "optimize_for_inference",
 ]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import autograd, dtypes
+from . import autograd, dtypes, tracing
 from .autograd import (
     VersionCounter,
     apply_inplace,
@@ -131,6 +131,8 @@ class Tensor:
         """A tensor sharing these values, outside the graph and with its own version counter (torch's
         ``.data``): in-place changes through it (``p.data.normal_()``, ``.copy_``, ``.clamp_``) modify
         this tensor without autograd noticing. ``.numpy()`` gives the ndarray itself."""
+        if tracing.active is not None:
+            tracing.active.read(self, ".data")
         out = Tensor(self._array)
         out._inference = self._inference
         return out
@@ -138,12 +140,18 @@ class Tensor:
     @data.setter
     def data(self, value: Any) -> None:
         """Make this tensor hold ``value``'s values (a Tensor or an array; shape and dtype may change)."""
+        if tracing.active is not None:
+            tracing.active.read(self, ".data =")
         self._array = np.asarray(as_array(value))
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
+        if tracing.active is not None:
+            tracing.active.read(self, "numpy()")
         return self._array
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if tracing.active is not None:
+            tracing.active.read(self, "a NumPy conversion")
         if dtype is not None and np.dtype(dtype) != self._array.dtype:
             return self._array.astype(dtype)
         if copy:
@@ -151,11 +159,15 @@ class Tensor:
         return self._array
 
     def item(self) -> Any:
+        if tracing.active is not None:
+            tracing.active.read(self, "item()")
         if self._array.size != 1:
             raise RuntimeError(f"a Tensor with {self._array.size} elements cannot be converted to Scalar")
         return self._array.item()
 
     def tolist(self) -> Any:
+        if tracing.active is not None:
+            tracing.active.read(self, "tolist()")
         return self._array.tolist()
 
     # -- autograd state ---------------------------------------------------------------------------
@@ -467,6 +479,8 @@ class Tensor:
         return id(self)
 
     def __bool__(self) -> bool:
+        if tracing.active is not None:
+            tracing.active.read(self, "bool()")
         if self._array.size != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return builtins.bool(self._array)
@@ -478,6 +492,8 @@ class Tensor:
         return builtins.int(self.item())
 
     def __index__(self) -> int:
+        if tracing.active is not None:
+            tracing.active.read(self, "an index conversion")
         if self._array.dtype.kind not in "iub" or self._array.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return builtins.int(self._array.item())
@@ -501,9 +517,13 @@ class Tensor:
 
     # -- arithmetic operators (each the functional op) --------------------------------------------
     def __add__(self, other: Any) -> Tensor:
+        if tracing.active is not None:
+            return tracing.active.add(self, other, False)
         return _ew.add(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
+        if tracing.active is not None:
+            return tracing.active.add(other, self, False)
         return _ew.add(other, self)
 
     def __sub__(self, other: Any) -> Tensor:
@@ -643,6 +663,8 @@ class Tensor:
         return apply_inplace(self, _shape.index_put, (tuple(indices), values, accumulate), reads_target=False)
 
     def __iadd__(self, other: Any) -> Tensor:
+        if tracing.active is not None:
+            return tracing.active.add(self, other, True)
         return self.add_(other)
 
     def __isub__(self, other: Any) -> Tensor:

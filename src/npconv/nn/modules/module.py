@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ... import tracing
 from ...backends import memory as _memory
 from ...checks import refuses_oversize
 from ...tensor import Tensor, as_array, to_dtype
@@ -80,7 +81,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "_modules", OrderedDict())
-        for store in _HOOK_STORES:
+        for store in HOOK_STORES:
             object.__setattr__(self, store, OrderedDict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -92,6 +93,8 @@ class Module:
         # fresh output then reuses memory an earlier, freed one had: no page faults; see backends)
         previous = _enter_memory_cache()
         try:
+            if tracing.active is not None:
+                return tracing.active.call(self, args, kwargs)
             if not has_call_hooks(self):
                 return self.forward(*args, **kwargs)
             return self._call_with_hooks(args, kwargs)
@@ -200,7 +203,7 @@ class Module:
         for store in ("_parameters", "_buffers", "_modules"):
             if store in d and name in d[store]:
                 return d[store][name]
-        if name in _HOOK_STORES:
+        if name in HOOK_STORES:
             return self._hooks(name)
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
@@ -624,7 +627,7 @@ def _assign(target: Tensor, value: np.ndarray) -> None:
     target.data = value
 
 
-_HOOK_STORES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+HOOK_STORES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
                 "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks")
 _DEVICE_TYPES = {"cpu", "cuda", "mps", "xpu", "meta", "hip", "mtia", "ipu", "xla", "hpu", "privateuseone"}
 

@@ -1,0 +1,343 @@
+"""``npconv.jit.trace``: a module's forward recorded once and replayed without its Python, as
+``torch.jit.trace``.
+
+Tracing runs ``mod(*example_inputs)`` once and records what it computes as a list of steps: each call
+of a *layer* (a module of a fixed set of npconv layer types: convolutions, linear, pooling,
+activations, flatten, identity, in eval mode dropout and batch norm, and a ``ChunkedSequential`` that
+runs the batch in chunks) and each tensor addition
+(``a + b``, ``a += b``). Containers and custom modules are not steps: their ``forward`` runs while
+tracing and its layer calls and additions are recorded. The traced module replays the steps: no
+module calls, container loops or hook checks, and a planned convolution runs its kept plan directly.
+
+It is sound by refusal: :class:`TracerError` is raised, instead of a wrong replay, where the forward
+does anything a step list cannot reproduce -- a layer or addition input that no recorded step or
+input produced (another operation made it), a tensor modified in place outside a step (its version
+counter), a value read into Python (``bool()``, ``item()``, ``numpy()``, a NumPy conversion, ``.data``:
+control flow on values), a module with hooks, a layer in training mode whose forward is random or
+updates buffers, or an output that is not a tensor the steps produce.
+
+What the replay keeps of ``mod``, as ``torch.jit.trace`` does: its structure and every layer's
+settings as they were (snapshots of the layer modules, sharing their parameters and buffers), so later
+changes to ``mod``'s submodules, attributes, hooks or training flag do not reach it; the parameters'
+and buffers' values are shared (an optimizer step or ``load_state_dict`` is seen). Inputs must have the
+traced shapes and dtypes. Calls that record autograd replay each layer through its ``forward``, so
+gradients are those of the eager module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import tracing
+from .autograd import no_grad
+from .nn import functional as F
+from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
+from .nn.modules.fused import ChunkedSequential, ConvActivation
+from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
+from .ops import elementwise as _ew
+from .ops.conv import records
+from .tensor import Tensor
+
+__all__ = ["trace", "TracedModule", "TracerError"]
+
+
+class TracerError(ValueError):
+    """The traced forward did something its recorded steps cannot reproduce (see :mod:`npconv.jit`)."""
+
+
+#: Layer types recorded as one step (exact types: a subclass may override ``forward``).
+_LAYERS = frozenset({
+    conv.Conv1d, conv.Conv2d, conv.Conv3d, conv.ConvTranspose1d, conv.ConvTranspose2d, conv.ConvTranspose3d,
+    ConvActivation, linear.Linear, linear.Identity, flatten.Flatten,
+    activation.ReLU, activation.ReLU6, activation.Hardtanh, activation.SiLU, activation.LeakyReLU,
+    activation.GELU, activation.Sigmoid, activation.Tanh, activation.Hardswish, activation.Hardsigmoid,
+    activation.Mish, activation.ELU, activation.Softplus, activation.Softmax, activation.LogSoftmax,
+    activation.PReLU,
+    pooling.MaxPool1d, pooling.MaxPool2d, pooling.MaxPool3d, pooling.AvgPool1d, pooling.AvgPool2d,
+    pooling.AvgPool3d, pooling.AdaptiveAvgPool1d, pooling.AdaptiveAvgPool2d, pooling.AdaptiveAvgPool3d,
+    pooling.AdaptiveMaxPool1d, pooling.AdaptiveMaxPool2d, pooling.AdaptiveMaxPool3d,
+})
+#: Layers recorded only in eval mode (in training mode dropout is random and batch norm updates its
+#: running statistics).
+_EVAL_LAYERS = frozenset({dropout.Dropout, dropout.Dropout1d, dropout.Dropout2d, dropout.Dropout3d,
+                          batchnorm.BatchNorm1d, batchnorm.BatchNorm2d, batchnorm.BatchNorm3d})
+_PLANNED = (conv.Conv1d, conv.Conv2d, conv.Conv3d, ConvActivation)
+
+
+def _snapshot(module: Module) -> Module:
+    """A copy of ``module`` with its own attribute, child and hook stores (children snapshot too) and
+    the same Parameter and buffer objects."""
+    twin = object.__new__(type(module))
+    state = twin.__dict__
+    state.update(module.__dict__)
+    state["_parameters"] = OrderedDict(module._parameters)
+    state["_buffers"] = OrderedDict(module._buffers)
+    state["_modules"] = OrderedDict((k, None if v is None else _snapshot(v))
+                                    for k, v in module._modules.items())
+    for store in HOOK_STORES:
+        state[store] = OrderedDict()
+    return twin
+
+
+class _PlannedStep:
+    """A planned convolution layer's step: its kept plan run directly while the plan holds for the
+    call (the input's shape and dtype, the weight and bias arrays, the planner's state), else the
+    layer's ``forward`` (which plans again)."""
+
+    __slots__ = ("layer", "weight", "bias", "plan")
+
+    def __init__(self, layer: Module) -> None:
+        convolution = layer._modules["conv"] if isinstance(layer, ConvActivation) else layer
+        self.layer = layer
+        self.weight = convolution._parameters["weight"]
+        self.bias = convolution._parameters.get("bias")
+        self.plan: tuple | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        plan, weight, bias = self.plan, self.weight, self.bias
+        if plan is not None and not records(x, weight, bias):
+            shape, dtype, w, b, prepared = plan
+            array = x._array
+            if (array.shape == shape and array.dtype == dtype and weight._array is w
+                    and (b is None if bias is None else bias._array is b) and prepared.valid()):
+                return Tensor(prepared.run(array))
+        y = self.layer.forward(x)
+        entry = F._planned.get(id(self.layer))
+        self.plan = None
+        if entry is not None and entry[-1] is not None:
+            self.plan = (entry[1], entry[2], entry[3], entry[4], entry[-1])
+        return y
+
+
+class _Recorder:
+    """The steps of one traced forward: ``slots`` maps each tensor a step or input produced (by id,
+    the tensors kept alive) to its slot; ``versions`` holds each slot tensor's version counter value
+    when it was last produced or written by a step."""
+
+    def __init__(self, module: Module, inputs: Sequence[Tensor]) -> None:
+        self.thread = threading.get_ident()
+        self.slots: dict[int, int] = {}
+        self.tensors: list[Tensor] = []
+        self.versions: list[int] = []
+        self.steps: list[Callable[[list], None]] = []
+        self.state = [*module.parameters(), *module.buffers()]
+        self.constants = {id(t) for t in self.state}
+        self.state_versions = [t._version.value for t in self.state]
+        for tensor in inputs:
+            self._new_slot(tensor)
+
+    def _new_slot(self, tensor: Tensor) -> int:
+        self.slots[id(tensor)] = len(self.tensors)
+        self.tensors.append(tensor)
+        self.versions.append(tensor._version.value)
+        return len(self.tensors) - 1
+
+    def _slot(self, tensor: Any, what: str) -> int:
+        index = self.slots.get(id(tensor)) if isinstance(tensor, Tensor) else None
+        if index is None:
+            raise TracerError(f"npconv.jit.trace: the input of {what} was not made by a recorded layer call "
+                              f"or addition (another operation made it: only layer modules and tensor "
+                              f"additions are recorded), got {type(tensor).__name__}")
+        if tensor._version.value != self.versions[index]:
+            raise TracerError(f"npconv.jit.trace: the input of {what} was modified in place by an operation "
+                              f"the tracer does not record")
+        return index
+
+    def _written(self, index: int) -> None:
+        self.versions[index] = self.tensors[index]._version.value
+
+    # -- the hooks (Module.__call__, Tensor's additions and value reads) ----------------------------
+    def call(self, module: Module, args: tuple, kwargs: dict) -> Any:
+        if threading.get_ident() != self.thread:  # another thread's call: as Module.__call__
+            return module._call_with_hooks(args, kwargs) if has_call_hooks(module) else module.forward(
+                *args, **kwargs)
+        name = type(module).__name__
+        if has_call_hooks(module):
+            raise TracerError(f"npconv.jit.trace: {name} has hooks; a traced module does not run hooks "
+                              f"(remove them, or call the module eagerly)")
+        kind = type(module)
+        if kind in _EVAL_LAYERS and module.training:
+            raise TracerError(f"npconv.jit.trace: {name} is in training mode (random or updating its "
+                              f"statistics); call .eval() before tracing")
+        # a ChunkedSequential that would run this batch in chunks of images is one step (it copies the
+        # chunks' results into one output), else a container like the others
+        chunked = kind is ChunkedSequential and len(args) == 1 and module._chunk(args[0]) is not None
+        if ((kind not in _LAYERS and kind not in _EVAL_LAYERS and not chunked)
+                or "forward" in module.__dict__):
+            return module.forward(*args, **kwargs)  # a container or custom module: trace through it
+        if len(args) != 1 or kwargs:
+            raise TracerError(f"npconv.jit.trace: a traced layer takes one tensor argument; {name} got "
+                              f"{len(args)} positional and {len(kwargs)} keyword arguments")
+        index = self._slot(args[0], name)
+        layer = _snapshot(module)
+        tracing.active = None  # the layer's own calls are its step's
+        try:
+            y = module(args[0])
+        finally:
+            tracing.active = self
+        if not isinstance(y, Tensor):
+            raise TracerError(f"npconv.jit.trace: {name} returned {type(y).__name__}, not a tensor")
+        if isinstance(layer, _PLANNED):
+            step = _PlannedStep(layer)
+            run: Callable[[Tensor], Tensor] = step
+        else:
+            run = layer.forward
+        out = self.slots.get(id(y))
+        if out is None:
+            out = self._new_slot(y)
+        self._written(out)  # an in-place layer (ReLU(inplace=True)) returns its input, written
+        self.steps.append(_layer_step(run, index, out))
+        return y
+
+    def add(self, a: Any, b: Any, inplace: bool) -> Tensor:
+        if threading.get_ident() != self.thread:
+            return a.add_(b) if inplace else _ew.add(a, b)
+        operands = [self._operand(v) for v in (a, b)]
+        if inplace and not operands[0][0]:
+            raise TracerError("npconv.jit.trace: the forward adds into a parameter or buffer in place (the "
+                              "replay would not); a trace records computations, not state changes")
+        tracing.active = None
+        try:
+            y = a.add_(b) if inplace else _ew.add(a, b)
+        finally:
+            tracing.active = self
+        out = operands[0][1] if inplace else self._new_slot(y)
+        self._written(out)
+        self.steps.append(_add_step(operands[0], operands[1], out, inplace))
+        return y
+
+    def _operand(self, value: Any) -> tuple[bool, Any]:
+        if isinstance(value, Tensor) and id(value) in self.constants:
+            return False, value  # a parameter or buffer of the traced module: its current values
+        if isinstance(value, Tensor):
+            return True, self._slot(value, "an addition")
+        if isinstance(value, (bool, int, float, complex, np.number)):
+            return False, value
+        raise TracerError(f"npconv.jit.trace: an addition's operand must be a tensor or a number, got "
+                          f"{type(value).__name__}")
+
+    def read(self, tensor: Tensor, how: str) -> None:
+        if threading.get_ident() != self.thread:
+            return
+        raise TracerError(f"npconv.jit.trace: the forward reads a tensor's values into Python ({how}); a "
+                          f"trace cannot follow control flow on values (call the module eagerly)")
+
+
+def _layer_step(run: Callable[[Tensor], Tensor], index: int, out: int) -> Callable[[list], None]:
+    def step(slots: list) -> None:
+        slots[out] = run(slots[index])
+    return step
+
+
+def _add_step(a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool) -> Callable[[list], None]:
+    (a_slot, a_value), (b_slot, b_value) = a, b
+
+    def step(slots: list) -> None:
+        x = slots[a_value] if a_slot else a_value
+        y = slots[b_value] if b_slot else b_value
+        slots[out] = x.add_(y) if inplace else _ew.add(x, y)
+    return step
+
+
+class TracedModule(Module):
+    """The module :func:`trace` returns: ``forward`` replays the recorded steps. Its parameters, buffers
+    and children are the traced module's (``state_dict`` keys unchanged)."""
+
+    def __init__(self, original: Module, steps: list[Callable[[list], None]], count: int,
+                 signature: tuple[tuple[tuple[int, ...], np.dtype], ...], outputs: Any) -> None:
+        super().__init__()
+        object.__setattr__(self, "_parameters", original._parameters)
+        object.__setattr__(self, "_buffers", original._buffers)
+        object.__setattr__(self, "_modules", original._modules)
+        object.__setattr__(self, "training", original.training)
+        object.__setattr__(self, "_steps", tuple(steps))
+        object.__setattr__(self, "_count", count)
+        object.__setattr__(self, "_signature", signature)
+        object.__setattr__(self, "_outputs", outputs)
+        object.__setattr__(self, "_name", type(original).__name__)
+
+    def forward(self, *inputs: Any) -> Any:
+        signature = self._signature
+        if len(inputs) != len(signature):
+            raise TypeError(f"{self._name} (traced) takes {len(signature)} tensor inputs, got {len(inputs)}")
+        for i, (value, (shape, dtype)) in enumerate(zip(inputs, signature, strict=True)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{self._name} (traced): input {i} must be a Tensor, got "
+                                f"{type(value).__name__}")
+            if value._array.shape != shape or value._array.dtype != dtype:
+                raise ValueError(f"{self._name} (traced): input {i} must have the traced shape {shape} and "
+                                 f"dtype {dtype}, got {tuple(value._array.shape)} {value._array.dtype} "
+                                 f"(trace again for it)")
+        slots = [*inputs, *([None] * (self._count - len(inputs)))]
+        for step in self._steps:
+            step(slots)
+        outputs = self._outputs
+        if isinstance(outputs, int):
+            return slots[outputs]
+        return type(outputs)(slots[i] for i in outputs)
+
+    def extra_repr(self) -> str:
+        return f"traced {self._name}, {len(self._steps)} steps"
+
+
+def trace(mod: Module, example_inputs: Any, *, check_trace: bool = True,
+          check_inputs: Sequence[Any] | None = None, check_tolerance: float = 1e-5) -> TracedModule:
+    """``mod``'s forward on ``example_inputs`` (a Tensor or a tuple of Tensors) recorded as steps and
+    replayed by the returned :class:`TracedModule` (see :mod:`npconv.jit` for what is recorded and
+    refused). ``check_trace``: the replay is compared with ``mod`` on ``example_inputs`` and each of
+    ``check_inputs`` (relative tolerance ``check_tolerance``); a difference raises :class:`TracerError`.
+    """
+    if not isinstance(mod, Module):
+        raise TypeError(f"npconv.jit.trace: mod must be an npconv.nn.Module, got {type(mod).__name__}")
+    inputs = _tensors(example_inputs, "example_inputs")
+    if tracing.active is not None:
+        raise TracerError("npconv.jit.trace: a trace is already being recorded")
+    recorder = _Recorder(mod, inputs)
+    tracing.active = recorder
+    try:
+        with no_grad():
+            result = mod(*inputs)
+    finally:
+        tracing.active = None
+    if any(t._version.value != v for t, v in zip(recorder.state, recorder.state_versions, strict=True)):
+        raise TracerError("npconv.jit.trace: the forward modified a parameter or buffer in place (the replay "
+                          "would not); a trace records computations, not state changes")
+    if isinstance(result, Tensor):
+        outputs: Any = recorder._slot(result, "the output")
+    elif isinstance(result, (tuple, list)) and result and all(isinstance(r, Tensor) for r in result):
+        outputs = type(result)(recorder._slot(r, "an output") for r in result)
+    else:
+        raise TracerError(f"npconv.jit.trace: the forward must return a tensor or a tuple or list of "
+                          f"tensors, got {type(result).__name__}")
+    signature = tuple((tuple(t._array.shape), t._array.dtype) for t in inputs)
+    traced = TracedModule(mod, recorder.steps, len(recorder.tensors), signature, outputs)
+    if check_trace:
+        for case in [example_inputs, *(check_inputs or [])]:
+            _check(mod, traced, _tensors(case, "check_inputs"), check_tolerance)
+    return traced
+
+
+def _tensors(value: Any, argument: str) -> tuple[Tensor, ...]:
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if not values or not all(isinstance(v, Tensor) for v in values):
+        raise TypeError(f"npconv.jit.trace: {argument} must be a Tensor or a tuple of Tensors, got "
+                        f"{type(value).__name__}")
+    return tuple(values)
+
+
+def _check(mod: Module, traced: TracedModule, inputs: tuple[Tensor, ...], tolerance: float) -> None:
+    with no_grad():
+        expected = mod(*(t.clone() for t in inputs))
+        got = traced(*(t.clone() for t in inputs))
+    pairs = zip(expected, got, strict=True) if isinstance(expected, (tuple, list)) else [(expected, got)]
+    for e, g in pairs:
+        e, g = e._array, g._array
+        atol = tolerance * float(np.abs(e).max(initial=0))
+        if e.shape != g.shape or not np.allclose(g, e, rtol=tolerance, atol=atol, equal_nan=True):
+            raise TracerError("npconv.jit.trace: the traced module's output differs from the module's on the "
+                              "check inputs (the forward depends on something the trace froze)")

@@ -1,0 +1,336 @@
+"""npconv.jit.trace: the recorded layer calls and additions replayed, against torch's model (float64
+and float32), with its gradients; what a trace refuses; what it shares with the traced module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv import nn
+
+torch = pytest.importorskip("torch")
+#: The NumPy engine's algorithms keep no plans (``NPCONV_PURE=1``): every replayed layer runs its forward.
+needs_plans = pytest.mark.skipif(not npconv.backends.core.available,
+                                 reason=f"compiled core not in use: {npconv.backends.core.reason}")
+
+
+def _network(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """A MobileNetV2-like stack and a ResNet-like block: residual ``x + f(x)``, ``out += identity`` with
+    an in-place ReLU, a Python condition on an attribute, a 1x1/2 downsample, pooling, a classifier."""
+
+    class Inverted(ns.Module):
+        def __init__(self, c: int, residual: bool) -> None:
+            super().__init__()
+            self.residual = residual
+            self.conv = ns.Sequential(ns.Conv2d(c, 2 * c, 1, bias=False), ns.BatchNorm2d(2 * c), ns.ReLU6(),
+                                      ns.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=False),
+                                      ns.BatchNorm2d(2 * c), ns.ReLU6(), ns.Conv2d(2 * c, c, 1, bias=False),
+                                      ns.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.conv(x) if self.residual else self.conv(x)
+
+    class Basic(ns.Module):
+        def __init__(self, c_in: int, c_out: int) -> None:
+            super().__init__()
+            self.conv1 = ns.Conv2d(c_in, c_out, 3, 2, 1, bias=False)
+            self.bn1 = ns.BatchNorm2d(c_out)
+            self.relu = ns.ReLU(inplace=True)
+            self.conv2 = ns.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = ns.BatchNorm2d(c_out)
+            self.downsample = ns.Sequential(ns.Conv2d(c_in, c_out, 1, 2, bias=False), ns.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            identity = self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    class Net(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = ns.Sequential(ns.Conv2d(3, 8, 3, 2, 1, bias=False), ns.BatchNorm2d(8), ns.ReLU6())
+            self.blocks = ns.Sequential(Inverted(8, False), Inverted(8, True), Basic(8, 16))
+            self.pool = ns.AdaptiveAvgPool2d(1)
+            self.flatten = ns.Flatten(1)
+            self.head = ns.Sequential(ns.Dropout(0.2), ns.Linear(16, 5))
+
+        def forward(self, x):
+            return self.head(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+    return Net()
+
+
+def _pair(dtype: type = np.float64, seed: int = 0):  # noqa: ANN202
+    """The network in torch (eval, random BatchNorm statistics) and in npconv with the same state."""
+    torch.manual_seed(seed)
+    reference = _network(torch.nn)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    reference = reference.to(torch.float64 if dtype == np.float64 else torch.float32).eval()
+    ours = _network(nn)
+    if dtype == np.float64:
+        ours = ours.double()
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    return reference, ours.eval()
+
+
+def _torch(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _run(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    with npconv.no_grad():
+        return model(npconv.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+@pytest.mark.parametrize("optimized", [False, True])
+def test_trace_replays_the_network_as_torch(dtype: type, tolerance: float, optimized: bool) -> None:
+    reference, ours = _pair(dtype)
+    model = npconv.optimize_for_inference(ours) if optimized else ours
+    rng = np.random.default_rng(3)
+    example = rng.standard_normal((2, 3, 16, 16)).astype(dtype)
+    traced = npconv.jit.trace(model, npconv.tensor(example))
+    assert isinstance(traced, npconv.jit.TracedModule) and isinstance(traced, nn.Module)
+    for _ in range(3):  # the first replay plans each convolution, the next ones run the kept plans
+        x = rng.standard_normal(example.shape).astype(dtype)
+        expected = _torch(reference, x)
+        got = _run(traced, x)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+
+
+def test_trace_gradients_are_torch_s() -> None:
+    reference, ours = _pair(np.float64)
+    x = np.random.default_rng(4).standard_normal((2, 3, 16, 16))
+    traced = npconv.jit.trace(ours, npconv.tensor(x))
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    reference(xt).square().sum().backward()
+    xn = npconv.tensor(x.copy(), requires_grad=True)
+    traced(xn).square().sum().backward()
+    np.testing.assert_allclose(xn.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    grads = dict(reference.named_parameters())
+    for name, parameter in ours.named_parameters():
+        np.testing.assert_allclose(parameter.grad.numpy(), grads[name].grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_trace_shares_parameters_and_snapshots_structure() -> None:
+    reference, ours = _pair(np.float64)
+    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16))
+    traced = npconv.jit.trace(ours, npconv.tensor(x))
+    assert traced.state_dict().keys() == ours.state_dict().keys()
+    _run(traced, x)  # plans kept
+    # in-place updates of the shared parameters reach the replay (the plans read them in place)
+    with torch.no_grad():
+        reference.stem[0].weight.mul_(-2)
+        reference.head[1].bias.add_(1)
+    with npconv.no_grad():
+        ours.stem[0].weight.mul_(-2)
+        ours.head[1].bias.add_(1)
+    np.testing.assert_allclose(_run(traced, x), _torch(reference, x), rtol=1e-10, atol=1e-12)
+    # a parameter given a new array (``.data =``): the kept plan no longer holds, the layer plans again
+    new = np.random.default_rng(6).standard_normal(tuple(ours.stem[0].weight.shape))
+    with torch.no_grad():
+        reference.stem[0].weight.copy_(torch.from_numpy(new))
+    ours.stem[0].weight.data = new.copy()
+    np.testing.assert_allclose(_run(traced, x), _torch(reference, x), rtol=1e-10, atol=1e-12)
+    # structure and settings are a snapshot (as torch.jit.trace's graph): a later change does not reach it
+    before = _run(traced, x)
+    ours.blocks[1].residual = False
+    ours.stem[0].stride = (1, 1)
+    np.testing.assert_array_equal(_run(traced, x), before)
+
+
+def test_trace_refuses_what_it_cannot_replay() -> None:
+    _, ours = _pair(np.float32)
+    x = npconv.tensor(np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32))
+
+    class ValueBranch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y if y.sum() > 0 else -y  # control flow on values
+
+    class Unrecorded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x * 2)  # a multiplication: not a recorded step
+
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y.mul_(2)  # in place, outside a step
+            return self.conv(y)
+
+    class TouchesState(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            with npconv.no_grad():
+                self.conv.bias.mul_(1.0)
+            return self.conv(x)
+
+    class AddsIntoParameter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            self.conv.bias += 0.0
+            return self.conv(x)
+
+    class ReturnsNumber(nn.Module):
+        def forward(self, x):
+            return 3
+
+    for module, message in [(ValueBranch(), "reads a tensor's values"),
+                            (Unrecorded(), "not made by a recorded"), (InPlace(), "modified in place"),
+                            (TouchesState(), "parameter or buffer"),
+                            (AddsIntoParameter(), "adds into a parameter"),
+                            (ReturnsNumber(), "must return a tensor")]:
+        with pytest.raises(npconv.jit.TracerError, match=message):
+            npconv.jit.trace(module.eval(), x)
+    hooked = _network(nn).eval()
+    hooked.stem[1].register_forward_hook(lambda *args: None)
+    with pytest.raises(npconv.jit.TracerError, match="has hooks"):
+        npconv.jit.trace(hooked, x)
+    with pytest.raises(npconv.jit.TracerError, match="training mode"):
+        npconv.jit.trace(_network(nn), x)  # Dropout and BatchNorm in training mode
+    with pytest.raises(TypeError, match="must be an npconv.nn.Module"):
+        npconv.jit.trace(lambda t: t, x)
+    with pytest.raises(TypeError, match="example_inputs must be a Tensor"):
+        npconv.jit.trace(ours, x.numpy())
+    traced = npconv.jit.trace(ours, x)
+    with pytest.raises(ValueError, match=r"traced shape \(1, 3, 16, 16\)"):
+        traced(npconv.zeros(2, 3, 16, 16))
+    with pytest.raises(TypeError, match="takes 1 tensor inputs, got 2"):
+        traced(x, x)
+    # outside a trace the hooks are inert: the eager module still runs, value reads work
+    assert float(ours(x).sum()) == float(ours(x).sum())
+
+
+def test_trace_check_catches_a_frozen_difference() -> None:
+    class Counter(nn.Module):  # state outside tensors: the trace freezes the first call's branch
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            y = self.conv(x)
+            return y + y if self.calls == 1 else y
+
+    x = npconv.tensor(np.random.default_rng(8).standard_normal((1, 3, 4, 4)).astype(np.float32))
+    with pytest.raises(npconv.jit.TracerError, match="differs from the module's"):
+        npconv.jit.trace(Counter(), x)
+    npconv.jit.trace(Counter(), x, check_trace=False)  # unchecked: the caller's responsibility
+
+
+@needs_plans
+def test_replay_runs_the_kept_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first replay each convolution runs its kept plan, not its layer's forward; a weight
+    given a new array sends that one layer through its forward once (it plans again)."""
+    from npconv.nn.modules import conv, fused
+
+    _, ours = _pair(np.float32)
+    x = npconv.tensor(np.random.default_rng(9).standard_normal((1, 3, 16, 16)).astype(np.float32))
+    for model in (ours, npconv.optimize_for_inference(ours)):
+        traced = npconv.jit.trace(model, x)
+        calls: list = []
+        for owner in (conv._Conv, fused.ConvActivation):
+            original = owner.forward
+            monkeypatch.setattr(owner, "forward", lambda self, *a, _f=original, _calls=calls, **k:
+                                _calls.append(self) or _f(self, *a, **k))
+        with npconv.no_grad():
+            traced(x)
+            calls.clear()
+            traced(x)
+            assert calls == []
+            first = model.stem[0]
+            weight = first.conv.weight if isinstance(first, fused.ConvActivation) else first.weight
+            weight.data = weight.numpy().copy()
+            traced(x)
+            assert len(calls) == 1
+            calls.clear()
+            traced(x)
+            assert calls == []
+        monkeypatch.undo()
+
+
+@needs_plans
+def test_replay_plans_again_when_the_planner_or_a_shape_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from npconv.nn.modules import conv, fused
+
+    reference, ours = _pair(np.float32)
+    model = npconv.optimize_for_inference(ours)
+    x = np.random.default_rng(10).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _run(traced, x)
+    calls = []
+    original = fused.ConvActivation.forward
+    monkeypatch.setattr(fused.ConvActivation, "forward",
+                        lambda self, *a, **k: calls.append(self) or original(self, *a, **k))
+    monkeypatch.setattr(conv._Conv, "forward", lambda self, *a, _f=conv._Conv.forward, **k: calls.append(self)
+                        or _f(self, *a, **k))
+    threads = npconv.get_num_threads()
+    try:  # the planner's state changed: every kept plan is stale, every layer plans again
+        npconv.set_num_threads(1 if threads > 1 else 2)
+        got = _run(traced, x)
+        assert len(calls) == sum(isinstance(m, (fused.ConvActivation, conv._Conv)) for m in model.modules()
+                                 if not any(isinstance(p, fused.ConvActivation) and p.conv is m
+                                            for p in model.modules()))
+    finally:
+        npconv.set_num_threads(threads)
+    np.testing.assert_allclose(got, _torch(reference, x), rtol=2e-5, atol=2e-5 * np.abs(got).max())
+    _run(traced, x)  # plans kept again
+    calls.clear()
+    _run(traced, x)
+    assert calls == []
+    # a parameter of another shape upstream: the next layer's input no longer fits its plan, and the
+    # layer's own forward reports it (as the eager module does) instead of running the plan on it
+    stem = model.stem[0].conv
+    stem.weight.data = np.zeros((10, 3, 3, 3), np.float32)
+    stem.bias.data = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match=r"expected input\[1, 10, 8, 8\] to have 8 channels"):
+        _run(traced, x)
+
+
+def test_trace_a_batch_run_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ChunkedSequential that runs the batch in chunks of images is one step (its chunks' results
+    are copied into one output, which no recorded step would make)."""
+    from npconv.nn.modules import fused
+
+    monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 1 << 12)
+    monkeypatch.setattr(fused, "CHUNK_BYTES", 1 << 11)
+    reference, ours = _pair(np.float32)
+    model = npconv.optimize_for_inference(ours)
+    x = np.random.default_rng(11).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    for seed in (12, 13):
+        x = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+        expected = _torch(reference, x)
+        np.testing.assert_allclose(_run(traced, x), expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
