@@ -43,7 +43,7 @@ from .ops import elementwise as _ew
 from .ops.conv import records
 from .tensor import Tensor
 
-__all__ = ["trace", "TracedModule", "TracerError"]
+__all__ = ["trace", "TracedModule", "TracerError", "is_tracing", "is_scripting", "ignore", "unused"]
 
 
 class TracerError(ValueError):
@@ -341,3 +341,26 @@ def _check(mod: Module, traced: TracedModule, inputs: tuple[Tensor, ...], tolera
         if e.shape != g.shape or not np.allclose(g, e, rtol=tolerance, atol=atol, equal_nan=True):
             raise TracerError("npconv.jit.trace: the traced module's output differs from the module's on the "
                               "check inputs (the forward depends on something the trace froze)")
+
+
+def is_tracing() -> bool:
+    """Whether this thread is recording a :func:`trace` (torch's ``torch.jit.is_tracing``)."""
+    recorder = tracing.active
+    return recorder is not None and recorder.thread == threading.get_ident()
+
+
+def is_scripting() -> bool:
+    """False: npconv compiles no TorchScript (``torch.jit.is_scripting``, which models test to take
+    their eager branch)."""
+    return False
+
+
+def ignore(fn: Any = None, *, drop: bool = False) -> Any:
+    """``torch.jit.ignore``: marks a function TorchScript leaves in Python; npconv runs everything in
+    Python, so ``fn`` is returned as it is (also as ``@ignore(drop=...)``)."""
+    return fn if fn is not None else (lambda f: f)
+
+
+def unused(fn: Any) -> Any:
+    """``torch.jit.unused``: ``fn`` as it is (npconv compiles nothing)."""
+    return fn

@@ -334,3 +334,31 @@ def test_trace_a_batch_run_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
         x = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
         expected = _torch(reference, x)
         np.testing.assert_allclose(_run(traced, x), expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+
+
+def test_jit_helpers_models_call() -> None:
+    seen = []
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        @npconv.jit.ignore
+        def helper(self, x):
+            return x
+
+        @npconv.jit.unused
+        def unused_helper(self, x):
+            return x
+
+        def forward(self, x):
+            seen.append((npconv.jit.is_tracing(), npconv.jit.is_scripting()))
+            return self.conv(self.helper(self.unused_helper(x)))
+
+    model = Branchy().eval()
+    x = npconv.tensor(np.random.default_rng(14).standard_normal((1, 3, 4, 4)).astype(np.float32))
+    model(x)
+    npconv.jit.trace(model, x, check_trace=False)
+    assert seen == [(False, False), (True, False)]
+    assert npconv.jit.ignore(drop=True)(len) is len and npconv.jit.is_tracing() is False
