@@ -26,6 +26,7 @@ gradients are those of the eager module.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -260,6 +261,7 @@ class TracedModule(Module):
         object.__setattr__(self, "_signature", signature)
         object.__setattr__(self, "_outputs", outputs)
         object.__setattr__(self, "_name", type(original).__name__)
+        object.__setattr__(self, "_original", original)
 
     def forward(self, *inputs: Any) -> Any:
         signature = self._signature
@@ -283,6 +285,13 @@ class TracedModule(Module):
 
     def extra_repr(self) -> str:
         return f"traced {self._name}, {len(self._steps)} steps"
+
+    def __deepcopy__(self, memo: dict) -> TracedModule:
+        """The traced module's deep copy traced again (its steps' layers must share the copy's
+        parameters, not these): the same steps, as a trace reads no values."""
+        original = copy.deepcopy(self._original, memo)
+        inputs = tuple(Tensor(np.zeros(shape, dtype)) for shape, dtype in self._signature)
+        return trace(original, inputs, check_trace=False)
 
 
 def trace(mod: Module, example_inputs: Any, *, check_trace: bool = True,

@@ -362,3 +362,21 @@ def test_jit_helpers_models_call() -> None:
     npconv.jit.trace(model, x, check_trace=False)
     assert seen == [(False, False), (True, False)]
     assert npconv.jit.ignore(drop=True)(len) is len and npconv.jit.is_tracing() is False
+
+
+def test_a_deep_copy_replays_its_own_parameters() -> None:
+    import copy
+
+    reference, ours = _pair(np.float64)
+    x = np.random.default_rng(15).standard_normal((1, 3, 16, 16))
+    traced = npconv.jit.trace(ours, npconv.tensor(x))
+    before = _run(traced, x)
+    twin = copy.deepcopy(traced)
+    with npconv.no_grad():
+        for parameter in twin.parameters():
+            parameter.mul_(0.5)
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.mul_(0.5)
+    np.testing.assert_allclose(_run(twin, x), _torch(reference, x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(_run(traced, x), before)
