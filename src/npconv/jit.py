@@ -108,10 +108,7 @@ class _PlannedStep:
                     and (b is None if bias is None else bias._array is b) and prepared.valid()):
                 return Tensor(prepared.run(array))
         y = self.layer.forward(x)
-        entry = F._planned.get(id(self.layer))
-        self.plan = None
-        if entry is not None and entry[-1] is not None:
-            self.plan = (entry[1], entry[2], entry[3], entry[4], entry[-1])
+        self.plan = F._kept_plan(self.layer)
         return y
 
 
@@ -154,9 +151,8 @@ class _Recorder:
 
     # -- the hooks (Module.__call__, Tensor's additions and value reads) ----------------------------
     def call(self, module: Module, args: tuple, kwargs: dict) -> Any:
-        if threading.get_ident() != self.thread:  # another thread's call: as Module.__call__
-            return module._call_with_hooks(args, kwargs) if has_call_hooks(module) else module.forward(
-                *args, **kwargs)
+        if threading.get_ident() != self.thread:  # another thread's call: as Module.__call__ makes it
+            return module._call_with_hooks(args, kwargs)
         name = type(module).__name__
         if has_call_hooks(module):
             raise TracerError(f"npconv.jit.trace: {name} has hooks; a traced module does not run hooks "
@@ -197,14 +193,14 @@ class _Recorder:
 
     def add(self, a: Any, b: Any, inplace: bool) -> Tensor:
         if threading.get_ident() != self.thread:
-            return a.add_(b) if inplace else _ew.add(a, b)
+            return _add(a, b, inplace)
         operands = [self._operand(v) for v in (a, b)]
         if inplace and not operands[0][0]:
             raise TracerError("npconv.jit.trace: the forward adds into a parameter or buffer in place (the "
                               "replay would not); a trace records computations, not state changes")
         tracing.active = None
         try:
-            y = a.add_(b) if inplace else _ew.add(a, b)
+            y = _add(a, b, inplace)
         finally:
             tracing.active = self
         out = operands[0][1] if inplace else self._new_slot(y)
@@ -229,6 +225,11 @@ class _Recorder:
                           f"trace cannot follow control flow on values (call the module eagerly)")
 
 
+def _add(a: Any, b: Any, inplace: bool) -> Tensor:
+    """``a += b`` or ``a + b`` as the tensor operators compute them."""
+    return a.add_(b) if inplace else _ew.add(a, b)
+
+
 def _layer_step(run: Callable[[Tensor], Tensor], index: int, out: int) -> Callable[[list], None]:
     def step(slots: list) -> None:
         slots[out] = run(slots[index])
@@ -241,7 +242,7 @@ def _add_step(a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool)
     def step(slots: list) -> None:
         x = slots[a_value] if a_slot else a_value
         y = slots[b_value] if b_slot else b_value
-        slots[out] = x.add_(y) if inplace else _ew.add(x, y)
+        slots[out] = _add(x, y, inplace)
     return step
 
 

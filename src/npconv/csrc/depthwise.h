@@ -10,24 +10,23 @@
  * stencil of shifted vector loads, and the valid columns are copied out at the end.
  */
 
-/* The first 32 KB of the next plane(s) on their way to the cache while this one computes (the
- * copy-in stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were copied by
- * vector moves; that one is faster without it now). */
-static inline void FN(prefetch)(const T *p, ptrdiff_t count)
+/* The first 32 KB of the next plane(s) on their way to the cache while this one computes: to read
+ * (into L1; the copy-in stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were
+ * copied by vector moves; that one is faster without it now), or to write (toward L2: a layer's output
+ * is cold in a network, each line read from memory before its first store; docs/performance.md). */
+static inline void FN(prefetch_for)(const T *p, ptrdiff_t count, int write)
 {
     const char *b = (const char *)p;
     const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
-    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 0, 3);
+    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) {
+        if (write)
+            __builtin_prefetch(b + i, 1, 2);
+        else
+            __builtin_prefetch(b + i, 0, 3);
+    }
 }
-
-/* The first 32 KB of the next plane(s)' output toward L2, for writing: a layer's output is cold in a
- * network, each line read from memory before its first store (docs/performance.md). */
-static inline void FN(prefetch_out)(const T *p, ptrdiff_t count)
-{
-    const char *b = (const char *)p;
-    const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
-    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) __builtin_prefetch(b + i, 1, 2);
-}
+static inline void FN(prefetch)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 0); }
+static inline void FN(prefetch_out)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 1); }
 
 /* The activation over n values in place (the epilogue of the paths that do not fuse it into their
  * stores; the plane is still in cache). */

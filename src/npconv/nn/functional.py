@@ -161,6 +161,16 @@ def _run_planned(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvG
     return None
 
 
+def _kept_plan(owner: Any) -> tuple | None:
+    """``(input shape, dtype, weight array, bias array, PreparedForward)`` of ``owner``'s kept plan (see
+    :data:`_planned`), or None where it has none."""
+    planned = _planned.get(id(owner))
+    if planned is None or planned[0]() is not owner or planned[-1] is None:
+        return None
+    _, shape, dtype, w, b, _, _, prepared = planned
+    return shape, dtype, w, b, prepared
+
+
 #: Per owner's id: ``(weak reference to the owner, input shape, dtype, weight array, bias array, geometry,
 #: activation, PreparedForward or None)`` of its last call that did not record autograd
 #: (:func:`convolution`'s ``owner``: a module, or a functional call's weight Tensor, whose ``==`` is
