@@ -380,3 +380,32 @@ def test_a_deep_copy_replays_its_own_parameters() -> None:
             parameter.mul_(0.5)
     np.testing.assert_allclose(_run(twin, x), _torch(reference, x), rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(_run(traced, x), before)
+
+
+def test_other_threads_run_eagerly_while_one_traces() -> None:
+    """Module calls, additions and value reads of another thread during a trace are that thread's own:
+    not recorded, not refused."""
+    import threading
+
+    other = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()).eval()
+    side = npconv.tensor(np.random.default_rng(16).standard_normal((1, 3, 4, 4)).astype(np.float32))
+    with npconv.no_grad():
+        expected = float((other(side) + side).sum())
+    seen = []
+
+    class SpawnsWork(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            worker = threading.Thread(target=lambda: seen.append(float((other(side) + side).sum())))
+            worker.start()
+            worker.join()
+            return self.conv(x)
+
+    model = SpawnsWork().eval()
+    x = npconv.tensor(np.random.default_rng(17).standard_normal((1, 3, 4, 4)).astype(np.float32))
+    traced = npconv.jit.trace(model, x, check_trace=False)
+    assert seen == [expected]
+    assert traced.extra_repr().endswith("1 steps")
