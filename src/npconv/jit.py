@@ -27,6 +27,7 @@ gradients are those of the eager module.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -34,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from . import tracing
-from .autograd import no_grad
+from . import backends, tracing
+from .autograd import is_grad_enabled, no_grad
+from .kernels import pointwise as _pointwise
 from .nn import functional as F
 from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
 from .nn.modules.fused import ChunkedSequential, ConvActivation
@@ -122,7 +124,7 @@ class _Recorder:
         self.slots: dict[int, int] = {}
         self.tensors: list[Tensor] = []
         self.versions: list[int] = []
-        self.steps: list[Callable[[list], None]] = []
+        self.steps: list[_Step] = []
         self.state = [*module.parameters(), *module.buffers()]
         self.constants = {id(t) for t in self.state}
         self.state_versions = [t._version.value for t in self.state]
@@ -179,16 +181,12 @@ class _Recorder:
             tracing.active = self
         if not isinstance(y, Tensor):
             raise TracerError(f"npconv.jit.trace: {name} returned {type(y).__name__}, not a tensor")
-        if isinstance(layer, _PLANNED):
-            step = _PlannedStep(layer)
-            run: Callable[[Tensor], Tensor] = step
-        else:
-            run = layer.forward
+        planned = _PlannedStep(layer) if isinstance(layer, _PLANNED) else None
         out = self.slots.get(id(y))
         if out is None:
             out = self._new_slot(y)
         self._written(out)  # an in-place layer (ReLU(inplace=True)) returns its input, written
-        self.steps.append(_layer_step(run, index, out))
+        self.steps.append(_LayerStep(planned or layer.forward, index, out, planned))
         return y
 
     def add(self, a: Any, b: Any, inplace: bool) -> Tensor:
@@ -205,7 +203,7 @@ class _Recorder:
             tracing.active = self
         out = operands[0][1] if inplace else self._new_slot(y)
         self._written(out)
-        self.steps.append(_add_step(operands[0], operands[1], out, inplace))
+        self.steps.append(_AddStep(operands[0], operands[1], out, inplace))
         return y
 
     def _operand(self, value: Any) -> tuple[bool, Any]:
@@ -230,20 +228,253 @@ def _add(a: Any, b: Any, inplace: bool) -> Tensor:
     return a.add_(b) if inplace else _ew.add(a, b)
 
 
-def _layer_step(run: Callable[[Tensor], Tensor], index: int, out: int) -> Callable[[list], None]:
-    def step(slots: list) -> None:
-        slots[out] = run(slots[index])
-    return step
+class _LayerStep:
+    """``slots[out] = run(slots[index])``: a layer's call (``planned``: its :class:`_PlannedStep`, or None
+    for a layer without kept plans)."""
+
+    __slots__ = ("run", "index", "out", "planned")
+
+    def __init__(self, run: Callable[[Tensor], Tensor], index: int, out: int,
+                 planned: _PlannedStep | None) -> None:
+        self.run, self.index, self.out, self.planned = run, index, out, planned
+
+    def __call__(self, slots: list) -> None:
+        slots[self.out] = self.run(slots[self.index])
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        return (self.index,)
 
 
-def _add_step(a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool) -> Callable[[list], None]:
-    (a_slot, a_value), (b_slot, b_value) = a, b
+class _AddStep:
+    """``slots[out] = a + b`` (or ``a += b``); an operand ``(True, slot)`` or ``(False, value)`` (a number,
+    or a parameter or buffer read when the step runs)."""
 
-    def step(slots: list) -> None:
-        x = slots[a_value] if a_slot else a_value
-        y = slots[b_value] if b_slot else b_value
-        slots[out] = _add(x, y, inplace)
-    return step
+    __slots__ = ("a", "b", "out", "inplace")
+
+    def __init__(self, a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool) -> None:
+        self.a, self.b, self.out, self.inplace = a, b, out, inplace
+
+    def __call__(self, slots: list) -> None:
+        (a_slot, a_value), (b_slot, b_value) = self.a, self.b
+        slots[self.out] = _add(slots[a_value] if a_slot else a_value, slots[b_value] if b_slot else b_value,
+                               self.inplace)
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        return tuple(value for is_slot, value in (self.a, self.b) if is_slot)
+
+
+_Step = _LayerStep | _AddStep
+
+
+class _Program:
+    """The steps bound to buffers planned once, for calls that record no autograd: each slot a bound
+    step reads or writes gets a fixed array (a buffer reused once the slot is dead, as an inference
+    runtime's arena), and each planned convolution whose plan can bind runs its kernel calls prepared
+    ahead (:attr:`~npconv.kernels.common.PreparedForward.bind`) with scratch of its own; additions of
+    two equal-shaped slots add into their output buffer; the other steps run as in the step replay,
+    their result copied into a buffer where a bound step reads it. Buffers a generic step reads stay
+    live to the end (its result may be a view of them). :meth:`run` returns None, having done nothing,
+    where a bound plan no longer holds (the planner's state, the ISA variant, a weight or bias array
+    replaced): the caller replays the steps, which plan again, and builds a new program.
+
+    Built from ``values``, the slot tensors of one replay of ``steps`` with the same input shapes."""
+
+    def __init__(self, steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> None:
+        arrays = [v._array for v in values]
+        plans = [self._bindable(step, arrays) for step in steps]
+        adds = [isinstance(step, _AddStep) and len(step.reads) == 2
+                and all((arrays[i].shape, arrays[i].dtype) == (arrays[step.out].shape, arrays[step.out].dtype)
+                        for i in step.reads) for step in steps]
+        bound = [plan is not None or add for plan, add in zip(plans, adds, strict=True)]
+        fixed = {i for step, b in zip(steps, bound, strict=True) if b for i in (*step.reads, step.out)}
+        end = len(steps)
+        last = {}  # fixed slot -> the last step that reads or writes it (end: live to the end)
+        for k, step in enumerate(steps):
+            for i in (*step.reads, step.out):
+                if i in fixed:
+                    last[i] = k
+        for k, step in enumerate(steps):
+            if not bound[k]:
+                last.update((i, end) for i in step.reads if i in fixed)  # its result may be a view of them
+        for i in (outputs,) if isinstance(outputs, int) else outputs:
+            if i in fixed:
+                last[i] = end
+        buffers = self._arena(steps, arrays, fixed, last, inputs)
+        self.isa = backends.core.isa_index
+        self.inputs = [buffers.get(i) for i in range(inputs)]
+        self.outputs = outputs
+        self.count = len(values)
+        self.buffers = buffers
+        self.owners = {id(_owner(b)) for b in buffers.values()}
+        pairs, params, self.ops = {}, [], []
+        sizes: dict[str, int] = {}
+        scratch: dict[str, np.ndarray] = {}
+
+        def measure(name: str, elements: int, dtype: np.dtype) -> np.ndarray:
+            sizes[name] = max(sizes.get(name, 0), elements * dtype.itemsize)
+            return np.empty(elements, dtype)
+
+        def own(name: str, elements: int, dtype: np.dtype) -> np.ndarray:
+            return scratch[name][:elements * dtype.itemsize].view(dtype)
+
+        for source in (measure, own):  # the scratch sizes first, then the jobs on the program's scratch
+            if source is own:
+                scratch.update((name, _aligned(size)) for name, size in sizes.items())
+            runs = [None if plan is None else plan[4].bind(buffers[step.index], buffers[step.out], source)
+                    for step, plan in zip(steps, plans, strict=True)]
+        for step, plan, add, run in zip(steps, plans, adds, runs, strict=True):
+            if plan is not None:
+                shape, dtype, w, b, prepared = plan
+                pairs.update(zip(prepared.tokens, prepared.planned, strict=True))
+                params.append((step.planned.weight, w))
+                if step.planned.bias is not None:
+                    params.append((step.planned.bias, b))
+                self.ops.append((0, run))
+            elif add:
+                self.ops.append((1, tuple(buffers[i] for i in (step.a[1], step.b[1], step.out))))
+            else:
+                self.ops.append((2, (step, buffers.get(step.out))))
+        self.reads = {i for step, b in zip(steps, bound, strict=True) if not b
+                      for i in step.reads if i in fixed}
+        self.tokens = tuple(pairs.items())
+        self.params = tuple(params)
+
+    @staticmethod
+    def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
+        """The kept plan of a planned layer step if it holds for this replay's arrays and can bind."""
+        planned = step.planned if isinstance(step, _LayerStep) else None
+        plan = None if planned is None else planned.plan
+        if plan is None or plan[4].bind is None:
+            return None
+        shape, dtype, w, b, prepared = plan
+        x = arrays[step.index]
+        if (x.shape != shape or x.dtype != dtype or planned.weight._array is not w
+                or (b is None) != (planned.bias is None) or (b is not None and planned.bias._array is not b)
+                or arrays[step.out].dtype != dtype or not prepared.valid()):
+            return None
+        return plan
+
+    @staticmethod
+    def _arena(steps: Sequence[_Step], arrays: list[np.ndarray], fixed: set[int], last: dict[int, int],
+               inputs: int) -> dict[int, np.ndarray]:
+        """An array per fixed slot: a slot takes a free buffer once the slots before it in that buffer
+        are dead (the smallest that fits, else the largest free one grown, else a new one)."""
+        sizes: list[int] = []
+        owner: dict[int, int] = {}
+        live: set[int] = set()
+        free: list[int] = []
+        born = [(-1, i) for i in range(inputs) if i in fixed]
+        born += [(k, step.out) for k, step in enumerate(steps) if step.out in fixed]
+        for k, i in born:
+            if i in owner:
+                continue  # an in-place step's output: its input's buffer
+            for j in [j for j in live if last[j] < k]:
+                live.discard(j)
+                free.append(owner[j])
+            need = arrays[i].nbytes
+            fits = [f for f in free if sizes[f] >= need]
+            if fits or free:
+                chosen = min(fits, key=sizes.__getitem__) if fits else max(free, key=sizes.__getitem__)
+                free.remove(chosen)
+                sizes[chosen] = max(sizes[chosen], need)
+            else:
+                chosen = len(sizes)
+                sizes.append(need)
+            owner[i] = chosen
+            live.add(i)
+        raws = [_aligned(size) for size in sizes]
+        return {i: raws[b][:arrays[i].nbytes].view(arrays[i].dtype).reshape(arrays[i].shape)
+                for i, b in owner.items()}
+
+    def valid(self) -> bool:
+        if backends.core.isa_index != self.isa:
+            return False
+        for token, planned in self.tokens:
+            if token() != planned:
+                return False
+        for param, array in self.params:
+            if param._array is not array:
+                return False
+        return True
+
+    def run(self, inputs: Sequence[Tensor]) -> Any:
+        """The outputs of a call on ``inputs`` (new tensors), or None where the program no longer holds."""
+        if not self.valid():
+            return None
+        buffers = self.buffers
+        values: list[Any] = [*inputs, *([None] * (self.count - len(inputs)))]
+        for buffer, value in zip(self.inputs, inputs, strict=True):
+            if buffer is not None:
+                np.copyto(buffer, value._array)
+        for i in self.reads:
+            values[i] = Tensor(buffers[i])
+        for kind, op in self.ops:
+            if kind == 0:
+                op()
+            elif kind == 1:
+                a, b, out = op
+                if _pointwise.add(a, b, out) is None:
+                    np.add(a, b, out=out)
+            else:
+                step, buffer = op
+                step(values)
+                if buffer is not None:
+                    result = values[step.out]._array
+                    if result is not buffer:
+                        np.copyto(buffer, result)
+                    values[step.out] = Tensor(buffer)
+        outputs = self.outputs
+        if isinstance(outputs, int):
+            return self._output(outputs, values)
+        return type(outputs)(self._output(i, values) for i in outputs)
+
+    def _output(self, i: int, values: list[Any]) -> Tensor:
+        buffer = self.buffers.get(i)
+        if buffer is not None:
+            return Tensor(buffer.copy())
+        value = values[i]
+        if id(_owner(value._array)) in self.owners:  # a view of a buffer the next call reuses
+            return Tensor(value._array.copy())
+        return value
+
+
+def _owner(array: np.ndarray) -> np.ndarray:
+    """The array that owns ``array``'s memory (the end of its ``base`` chain)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _aligned(nbytes: int) -> np.ndarray:
+    """``nbytes`` bytes starting at a multiple of 64 (a cache line: no kernel vector straddles two)."""
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes]
+
+
+#: Programs built for one traced module after its last one stopped holding (beyond them it replays
+#: the steps: something changes the plans call after call).
+_REBUILDS = 8
+
+
+class _Replay:
+    """A traced module's :class:`_Program` (None: none yet or dropped), the lock a call holds while it
+    runs it (a call that finds it held replays the steps), the process it belongs to, and how many
+    programs were dropped."""
+
+    __slots__ = ("program", "lock", "pid", "dropped")
+
+    def __init__(self) -> None:
+        self.program: _Program | None = None
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.dropped = 0
+
+    def reset(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
 
 
 class TracedModule(Module):
@@ -263,6 +494,8 @@ class TracedModule(Module):
         object.__setattr__(self, "_outputs", outputs)
         object.__setattr__(self, "_name", type(original).__name__)
         object.__setattr__(self, "_original", original)
+        object.__setattr__(self, "_weights", tuple(original.parameters()))
+        object.__setattr__(self, "_replay", _Replay())
 
     def forward(self, *inputs: Any) -> Any:
         signature = self._signature
@@ -276,10 +509,35 @@ class TracedModule(Module):
                 raise ValueError(f"{self._name} (traced): input {i} must have the traced shape {shape} and "
                                  f"dtype {dtype}, got {tuple(value._array.shape)} {value._array.dtype} "
                                  f"(trace again for it)")
+        replay = self._replay
+        if (tracing.active is not None
+                or (is_grad_enabled() and any(t.requires_grad for t in (*inputs, *self._weights)))):
+            return self._run_steps(inputs, None)  # the layers' forwards record autograd (or a trace)
+        if replay.pid != os.getpid():  # a forked child: the parent's lock may have been held at the fork
+            replay.reset()
+        if not replay.lock.acquire(blocking=False):  # another thread runs the program: replay the steps
+            return self._run_steps(inputs, None)
+        try:
+            program = replay.program
+            if program is not None:
+                result = program.run(inputs)
+                if result is not None:
+                    return result
+                replay.program = None
+                replay.dropped += 1
+            return self._run_steps(inputs, replay if replay.dropped <= _REBUILDS else None)
+        finally:
+            replay.lock.release()
+
+    def _run_steps(self, inputs: tuple[Tensor, ...], replay: _Replay | None) -> Any:
+        """The steps replayed on ``inputs``; ``replay``: a :class:`_Program` is built from this call's
+        values for the next calls."""
         slots = [*inputs, *([None] * (self._count - len(inputs)))]
         for step in self._steps:
             step(slots)
         outputs = self._outputs
+        if replay is not None:
+            replay.program = _Program(self._steps, slots, len(inputs), outputs)
         if isinstance(outputs, int):
             return slots[outputs]
         return type(outputs)(slots[i] for i in outputs)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import npconv
-from npconv import nn
+from npconv import jit, nn
 
 torch = pytest.importorskip("torch")
 #: The NumPy engine's algorithms keep no plans (``NPCONV_PURE=1``): every replayed layer runs its forward.
@@ -409,3 +409,111 @@ def test_other_threads_run_eagerly_while_one_traces() -> None:
     traced = npconv.jit.trace(model, x, check_trace=False)
     assert seen == [expected]
     assert traced.extra_repr().endswith("1 steps")
+
+
+@needs_plans
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_calls_without_autograd_run_a_bound_program(dtype: type, tolerance: float) -> None:
+    """From the second call that records no autograd a traced module runs a program: the planned
+    convolutions' kernel calls prepared once on buffers planned once (reused after a slot's last read),
+    the additions into their buffers. Its results are torch's on new inputs; a returned tensor stays the
+    caller's (the next call does not overwrite it); in-place changes of a weight are seen."""
+    reference, ours = _pair(dtype)
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(dtype)
+    for model in (npconv.optimize_for_inference(ours), ours):
+        traced = npconv.jit.trace(model, npconv.tensor(x))
+        _run(traced, x)
+        program = traced._replay.program
+        kinds = [kind for kind, _ in program.ops]
+        assert kinds.count(0) >= 5 and kinds.count(1) == 2
+        assert len({id(jit._owner(b)) for b in program.buffers.values()}) < len(program.buffers)
+        kept = []
+        for seed in (21, 22, 23):
+            x = np.random.default_rng(seed).standard_normal(x.shape).astype(dtype)
+            kept.append((_run(traced, x), _torch(reference, x)))
+            assert traced._replay.program is program
+        for got, expected in kept:
+            np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    with npconv.no_grad(), torch.no_grad():  # the unoptimized model's convolution weights are its own
+        ours.stem[0].weight.mul_(0.5)
+        reference.stem[0].weight.mul_(0.5)
+    expected = _torch(reference, x)
+    got = _run(traced, x)
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    assert traced._replay.program is program
+
+
+def _views_of_convolutions(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """``flatten(conv1(x))`` read after ``conv2`` ran (a view of a buffer ``conv2``'s output must not
+    take), and returned as it is (a view of a buffer the next call writes)."""
+
+    class Views(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = ns.Conv2d(3, 4, 3, padding=1), ns.Conv2d(3, 4, 3, padding=1)
+            self.conv3, self.flatten, self.linear = ns.Conv2d(4, 4, 1), ns.Flatten(1), ns.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            flat = self.flatten(self.conv1(x))
+            return self.linear(flat), self.conv3(self.conv2(x)), flat
+
+    return Views()
+
+
+@needs_plans
+def test_a_bound_program_keeps_views_of_its_buffers_valid() -> None:
+    reference = _views_of_convolutions(torch.nn)
+    model = _views_of_convolutions(nn).double()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.double().state_dict().items()})
+    x = np.random.default_rng(24).standard_normal((2, 3, 6, 6))
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    kept = []
+    for seed in (25, 26, 27):
+        x = np.random.default_rng(seed).standard_normal(x.shape)
+        with npconv.no_grad():
+            got = traced(npconv.tensor(x))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x))
+        kept.append((got, expected))
+    assert sum(kind == 0 for kind, _ in traced._replay.program.ops) == 3
+    for got, expected in kept:
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@needs_plans
+def test_a_bound_program_is_dropped_when_its_plans_change_and_serves_one_thread_at_a_time() -> None:
+    import threading
+
+    reference, ours = _pair(np.float32)
+    model = npconv.optimize_for_inference(ours)
+    inputs = [np.random.default_rng(s).standard_normal((1, 3, 16, 16)).astype(np.float32)
+              for s in range(30, 36)]
+    expected = [_torch(reference, x) for x in inputs]
+    traced = npconv.jit.trace(model, npconv.tensor(inputs[0]))
+    _run(traced, inputs[0])
+    program = traced._replay.program
+    threads = npconv.get_num_threads()
+    try:  # the planner's state changed: the program is dropped, the steps plan again, a new one is built
+        npconv.set_num_threads(1 if threads > 1 else 2)
+        np.testing.assert_allclose(_run(traced, inputs[1]), expected[1], rtol=2e-5,
+                                   atol=2e-5 * np.abs(expected[1]).max())
+        assert traced._replay.program is not program and traced._replay.program is not None
+    finally:
+        npconv.set_num_threads(threads)
+    errors = []
+
+    def work(k: int) -> None:
+        for _ in range(15):
+            for i in range(k, len(inputs), 2):
+                got = _run(traced, inputs[i])
+                if not np.allclose(got, expected[i], rtol=2e-5, atol=2e-5 * np.abs(expected[i]).max()):
+                    errors.append(i)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []

@@ -31,7 +31,8 @@ from . import workspace
 from .pointwise import Activation
 
 __all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue",
-           "PreparedForward", "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
+           "PreparedForward", "ScratchSource", "fixed_operand", "check_bound",
+           "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
@@ -87,20 +88,64 @@ def add_to_channels(block: np.ndarray, bias: np.ndarray | None) -> None:
         block += bias
 
 
+#: Where a bound run (:attr:`PreparedForward.bind`) gets worker scratch: ``source(name, elements, dtype)``
+#: returns an array of ``elements`` values the caller owns (not a thread cache's buffer: any thread may
+#: run the bound call).
+ScratchSource = Callable[[str, int, np.dtype], np.ndarray]
+
+
 class PreparedForward(NamedTuple):
     """An algorithm's forward planned for one input shape and dtype, its weight and epilogue fixed
     (``prepare_forward`` of the algorithm contract): ``run(x) -> y`` does only the call's work. It
     reads the weight and bias arrays it was given when it runs (changes made to them in place count;
-    a weight layout the kernel needs is made per call). ``token``: a function whose result must still
-    equal ``planned`` for the plan to hold (the settings it was made with), None if none.
+    a weight layout the kernel needs is made per call). ``tokens``: functions whose results must still
+    equal ``planned`` (one value each) for the plan to hold (the settings it was made with).
+
+    ``bind(x, y, scratch) -> run()`` (None where the algorithm has none): the forward of the fixed
+    arrays ``x`` (C-contiguous, the planned shape and dtype) into ``y`` (C-contiguous, the output's
+    shape and dtype) prepared once, its kernel calls made ahead with worker scratch from ``scratch``
+    (a :data:`ScratchSource`); each ``run()`` computes what ``run(x)`` returns, into ``y``, while the
+    plan holds and the weight and bias arrays are the same objects.
     """
 
     run: Callable[[np.ndarray], np.ndarray]
-    token: Callable[[], tuple] | None = None
+    tokens: tuple[Callable[[], tuple], ...] = ()
     planned: tuple = ()
+    bind: Callable[[np.ndarray, np.ndarray, ScratchSource], Callable[[], None]] | None = None
 
     def valid(self) -> bool:
-        return self.token is None or self.token() == self.planned
+        for token, planned in zip(self.tokens, self.planned, strict=True):
+            if token() != planned:
+                return False
+        return True
+
+
+def fixed_operand(array: np.ndarray, dtype: np.dtype,
+                  layout: Callable[[np.ndarray], np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, Callable[[], None] | None]:
+    """``(operand, refill)`` of an array a bound run reads (:attr:`PreparedForward.bind`): ``array``
+    itself where it is C-contiguous in ``dtype`` and needs no ``layout`` (a view function), else a copy
+    and the ``refill()`` that copies ``array``'s current values into it before each run."""
+    view = (lambda: array) if layout is None else (lambda: layout(array))
+    if layout is None and array.dtype == dtype and array.flags.c_contiguous:
+        return array, None
+    operand = np.empty(view().shape, dtype)
+
+    def refill() -> None:
+        np.copyto(operand, view(), casting="unsafe")
+
+    refill()
+    return operand, refill
+
+
+def check_bound(x: np.ndarray, x_shape: tuple[int, ...], y: np.ndarray, y_shape: tuple[int, ...],
+                dtype: np.dtype) -> None:
+    """A bound run's arrays (:attr:`~npconv.kernels.common.PreparedForward.bind`) as its plan needs them."""
+    for name, array, shape in (("x", x, x_shape), ("y", y, y_shape)):
+        if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+            layout = "" if array.flags.c_contiguous else " (not contiguous)"
+            raise ValueError(f"bind: {name} must be a C-contiguous {dtype} array of shape {shape}, got "
+                             f"{array.dtype} {array.shape}{layout}")
 
 
 class Epilogue(NamedTuple):

@@ -38,7 +38,15 @@ from ..geometry import ConvGeometry
 from . import blas as _blas
 from . import gemm, workspace
 from .blas import gemm_routines
-from .common import Epilogue, PreparedForward, compiled_epilogue, grad_input_as_forward
+from .common import (
+    Epilogue,
+    PreparedForward,
+    ScratchSource,
+    check_bound,
+    compiled_epilogue,
+    fixed_operand,
+    grad_input_as_forward,
+)
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "on_blas_threads",
@@ -439,7 +447,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     layout = None if dtype is None else _forward_layout(tuple(x_shape), w.shape, geom, dtype, settings)
     if layout is None:
         return PreparedForward(lambda x: _finish(gemm.forward(x, w, geom, bias), act, lo, hi, later),
-                               _settings, settings)
+                               (_settings,), (settings,))
     geometry, shifted, out_size, threads, blas, parts = layout
     y_shape = tuple(x_shape[:1]) + w.shape[:1] + out_size
     # worker k's gemm_conv call: (geometry, scratch elements, items [start, stop), its output channels)
@@ -472,7 +480,30 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                             "compiled-gemm", dtype, blas, chunk)
         return _finish(y, 0, 0.0, 0.0, later)
 
-    return PreparedForward(run, _settings, settings)
+    def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
+        check_bound(x, tuple(x_shape), y, y_shape, dtype)
+        layout = None
+        if shifted:
+            o, k0 = w.shape[0], geom.kernel_size[0]
+            layout = lambda a: a.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3)  # noqa: E731
+        wm, refill_w = fixed_operand(w, dtype, layout)
+        b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
+        calls = [((0, routines, x, wm, b, y) if rows is None else
+                  (0, routines, x, wm[rows], None if b is None else b[rows], y[:, rows]),
+                  size, (*tail, act, lo, hi)) for rows, size, tail in per_worker]
+        jobs = workspace.bind_calls(kernel, calls, "compiled-gemm", dtype, scratch, blas, chunk)
+        refills = [r for r in (refill_w, refill_b) if r is not None]
+
+        def run_bound() -> None:
+            for refill in refills:
+                refill()
+            jobs()
+            _finish(y, 0, 0.0, 0.0, later)  # in place
+
+        return run_bound
+
+    return PreparedForward(run, (_settings,), (settings,), bind)
+
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

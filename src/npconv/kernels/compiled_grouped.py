@@ -232,7 +232,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                  _prepare(w, dtype), b, y, epilogue=codes)
             return _activated(y, later)
 
-        return PreparedForward(run, _threads_state, _threads_state())
+        return PreparedForward(run, (_threads_state,), (_threads_state(),))
     calls = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in parts]
     sizes = [backends.core.module.grouped2d_scratch(0, geometry) for _, _, geometry in calls]
 
@@ -246,7 +246,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         workspace.run_calls(backends.core.module.grouped2d_forward, per_worker, "compiled-grouped", dtype)
         return _activated(y, later)
 
-    return PreparedForward(run_parts, _threads_state, _threads_state())
+    return PreparedForward(run_parts, (_threads_state,), (_threads_state(),))
 
 
 def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:

@@ -242,8 +242,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom)
     if prepared is None:
         return None
-    inner = prepared.token or (lambda: ())
-    return prepared._replace(token=lambda: (state(), inner()), planned=(chosen_in, prepared.planned))
+    return prepared._replace(tokens=(state, *prepared.tokens), planned=(chosen_in, *prepared.planned))
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

@@ -365,6 +365,35 @@ def run_jobs(jobs: list[Any], blas: int = 0, chunk: int = 0) -> None:
         _run_jobs(jobs)
 
 
+def bind_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, tuple]], scratch: str,
+               dtype: np.dtype | type, source: Callable[[str, int, np.dtype], np.ndarray], blas: int = 0,
+               chunk: int = 0) -> Callable[[], None]:
+    """:func:`run_calls`'s calls prepared once as jobs: returns ``run()``, which runs them as
+    :func:`run_calls` would (``calls``, ``blas`` and ``chunk`` as there). Worker ``k``'s scratch is
+    ``source("<scratch>-k", elements, dtype)``, owned by the caller: any thread may run the jobs, so they
+    must not hold a thread cache's buffer. The jobs keep their arrays alive and use the ISA variant
+    active now."""
+    isa, prepare, dtype = core.isa_index, _job_binding(kernel), np.dtype(dtype)
+    jobs = []
+    for k, (head, elements, tail) in enumerate(calls):
+        own = () if elements is None else (source(scratch_name(scratch, k), elements, dtype),)
+        jobs.append(prepare(isa, *head, *own, *tail))
+    if len(jobs) == 1 and blas == 0:
+        job, job_run = jobs[0], core.module.job_run
+        return lambda: job_run(job)
+    counter = np.zeros(1, np.int64) if chunk and len(jobs) > 1 else None
+    if counter is None:
+        return lambda: run_jobs(jobs, blas)
+    core.module.jobs_share(jobs, counter, chunk)
+    start = int(counter[0])
+
+    def run() -> None:
+        counter[0] = start  # the shared range starts again (the jobs claim from it)
+        run_jobs(jobs, blas)
+
+    return run
+
+
 def _run_jobs(jobs: list[Any]) -> None:
     threads = len(jobs)
     if threads == 1:
@@ -412,12 +441,19 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
     """``kernel(isa, *args, start, stop, *tail)`` of the compiled core per span, span ``k`` on worker
     ``k`` (:func:`run_calls`). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
     ``name-k`` replaces :data:`SCRATCH` in ``args``. The kernels call no BLAS."""
+    calls, name = span_calls(args, spans, tail, scratch)
+    run_calls(kernel, calls, name, np.float64 if scratch is None else scratch[2])
+
+
+def span_calls(args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
+               scratch: tuple[str, int, np.dtype] | None = None
+               ) -> tuple[list[tuple[tuple, int | None, tuple]], str]:
+    """:func:`run_spans`'s ``(calls, scratch name)`` for :func:`run_calls` (or :func:`bind_calls`)."""
     at = next((i for i, a in enumerate(args) if a is SCRATCH), -1) if scratch is not None else -1
     if at < 0:
-        run_calls(kernel, [(args + span + tail, None, ()) for span in spans])
-        return
-    name, elements, dtype = scratch
-    run_calls(kernel, [(args[:at], elements, args[at + 1:] + span + tail) for span in spans], name, dtype)
+        return [(args + span + tail, None, ()) for span in spans], ""
+    name, elements, _ = scratch
+    return [(args[:at], elements, args[at + 1:] + span + tail) for span in spans], name
 
 
 def run_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None, tuple]], scratch: str = "",

@@ -1,0 +1,125 @@
+"""Bound forwards (``PreparedForward.bind``: the kernel calls of a planned forward prepared once on fixed
+input and output arrays, as ``npconv.jit``'s programs run them) against tests/reference.py, and bitwise
+equal to the plan's own ``run(x)``: every gemm tiling, shared and fixed work ranges, one and two worker
+threads, the epilogues (bias, ReLU and Hardtanh in the kernel, SiLU after it), depthwise stencils; run
+again on new input values and after the weight changed in place; scratch from the caller only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference
+from npconv import backends
+from npconv.geometry import ConvGeometry
+from npconv.kernels import plan, workspace
+from npconv.kernels.pointwise import Activation
+
+compiled_gemm = pytest.importorskip(
+    "npconv.kernels.compiled_gemm", reason=f"compiled core not in use: {backends.core.reason}"
+)
+from test_compiled_gemm import TILINGS, _tiling  # noqa: E402 (after the skip)
+
+TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
+ACTIVATIONS = {"none": None, "relu": Activation("relu"), "relu6": Activation("hardtanh", 0.0, 6.0),
+               "silu": Activation("silu")}
+
+
+def _activated(y: np.ndarray, activation: Activation | None) -> np.ndarray:
+    if activation is None:
+        return y
+    if activation.kind == "relu":
+        return np.maximum(y, 0)
+    if activation.kind == "hardtanh":
+        return np.clip(y, activation.lo, activation.hi)
+    return y / (1 + np.exp(-y))
+
+
+def _check_bound(rng, x_shape, w_shape, geom, dtype, activation, bias=True) -> None:
+    """Bind a planned forward to fixed arrays; each run equals the reference and ``run(x)``."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    resolved = geom.with_padding(geom.pads(x_shape[2:]))
+    prepared = plan.prepare_forward(x.shape, x.dtype, w, resolved, b, activation)
+    assert prepared is not None and prepared.bind is not None
+    def scratch(name, elements, dtype_):
+        return np.empty(elements, dtype_)
+
+    xb = np.empty_like(x)
+    yb = np.empty((x_shape[0], w_shape[0]) + resolved.output_size(x_shape[2:]), dtype)
+    run = prepared.bind(xb, yb, scratch)
+    tol = TOL[np.dtype(dtype)]
+    for step in range(3):
+        if step == 2:
+            w *= -0.5  # in place: the bound run reads the weight's current values
+        x = rng.standard_normal(x_shape).astype(dtype)
+        xb[...] = x
+        run()
+        expected = _activated(_reference(x, w, b, resolved), activation)
+        np.testing.assert_allclose(yb, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())),
+                                   err_msg=f"{x_shape} {w_shape} {geom} run {step}")
+        np.testing.assert_array_equal(yb, prepared.run(x))
+
+
+def _reference(x, w, b, geom):
+    lows = tuple(p[0] for p in geom.padding)
+    highs = tuple(p[1] for p in geom.padding)
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple(zip(lows, highs, strict=True)))
+    y = reference.conv(xp, w, None, geom.stride, 0, geom.dilation, geom.groups)
+    return y if b is None else y + b.reshape((-1,) + (1,) * geom.ndim)
+
+
+GEMM_CASES = [  # (x shape, w shape, kernel, stride, padding, groups)
+    ((2, 5, 9, 11), (7, 5, 1, 1), (1, 1), (1, 1), 0, 1),
+    ((1, 6, 10, 9), (40, 6, 3, 3), (3, 3), (1, 1), 1, 1),  # one image, many channels: channel parts
+    ((2, 3, 13, 12), (8, 3, 3, 3), (3, 3), (2, 2), 1, 1),
+    ((2, 4, 7, 8), (6, 2, 3, 2), (3, 2), (1, 1), 1, 2),
+    ((3, 4, 21), (5, 4, 5), (5,), (1,), 2, 1),
+]
+
+
+@pytest.mark.parametrize("tiling", sorted(TILINGS))
+@pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_gemm_forward(rng, monkeypatch, parallel, tiling, shared, dtype):
+    _tiling(monkeypatch, tiling)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
+    for i, (x_shape, w_shape, kernel, stride, padding, groups) in enumerate(GEMM_CASES):
+        nd = len(kernel)
+        geom = ConvGeometry(kernel, stride, ((padding, padding),) * nd, (1,) * nd, groups)
+        activation = list(ACTIVATIONS.values())[i % len(ACTIVATIONS)]
+        with backends.conv.force("gemm"):
+            _check_bound(rng, x_shape, w_shape, geom, dtype, activation, bias=i % 2 == 0)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_depthwise_forward(rng, monkeypatch, parallel, activation, dtype):
+    from npconv.kernels import compiled_depthwise
+
+    monkeypatch.setattr(compiled_depthwise, "MIN_THREAD_MACS", 1)
+    for x_shape, multiplier, kernel, stride, dilation in [((2, 6, 11, 10), 1, (3, 3), (1, 1), (1, 1)),
+                                                          ((1, 5, 12, 13), 2, (3, 3), (2, 2), (1, 1)),
+                                                          ((2, 4, 9, 9), 1, (5, 5), (1, 1), (2, 2)),
+                                                          ((2, 3, 30), 1, (7,), (2,), (1,))]:
+        nd = len(kernel)
+        c = x_shape[1]
+        geom = ConvGeometry(kernel, stride, ((kernel[0] // 2, kernel[0] // 2),) * nd, dilation, c)
+        with backends.conv.force("depthwise"):
+            _check_bound(rng, x_shape, (c * multiplier, 1) + kernel, geom, dtype, ACTIVATIONS[activation])
+
+
+def test_bind_checks_its_arrays(rng):
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    with backends.conv.force("gemm"):
+        prepared = plan.prepare_forward((2, 3, 8, 8), np.dtype(np.float32), w, geom)
+    y = np.empty((2, 4, 8, 8), np.float32)
+    wrong = r"x must be a C-contiguous float32 array of shape \(2, 3, 8, 8\), got float32 \(2, 3, 8, 9\)"
+    for x, message in [(np.empty((2, 3, 8, 9), np.float32), wrong),
+                       (np.empty((2, 3, 8, 8)), "got float64"),
+                       (np.empty((2, 3, 8, 16), np.float32)[..., ::2], "not contiguous")]:
+        with pytest.raises(ValueError, match=message):
+            prepared.bind(x, y, lambda name, n, d: np.empty(n, d))
