@@ -283,12 +283,18 @@ class _Program:
 
     def __init__(self, steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> None:
         arrays = [v._array for v in values]
-        plans = [self._bindable(step, arrays) for step in steps]
-        adds = [isinstance(step, _AddStep) and len(step.reads) == 2
-                and all((arrays[i].shape, arrays[i].dtype) == (arrays[step.out].shape, arrays[step.out].dtype)
-                        for i in step.reads) for step in steps]
+        plans = [_bindable(step, arrays) for step in steps]
+        fixed = {i for step, plan in zip(steps, plans, strict=True) if plan is not None
+                 for i in (*step.reads, step.out)}
+        adds = []  # an addition of two slots with buffers (no copy made for it) adds into a buffer
+        for step in steps:
+            add = (isinstance(step, _AddStep) and len(step.reads) == 2
+                   and all(i in fixed and (arrays[i].shape, arrays[i].dtype)
+                           == (arrays[step.out].shape, arrays[step.out].dtype) for i in step.reads))
+            adds.append(add)
+            if add:
+                fixed.add(step.out)
         bound = [plan is not None or add for plan, add in zip(plans, adds, strict=True)]
-        fixed = {i for step, b in zip(steps, bound, strict=True) if b for i in (*step.reads, step.out)}
         end = len(steps)
         last = {}  # fixed slot -> the last step that reads or writes it (end: live to the end)
         for k, step in enumerate(steps):
@@ -302,7 +308,7 @@ class _Program:
             if i in fixed:
                 last[i] = end
         buffers = self._arena(steps, arrays, fixed, last, inputs)
-        self.isa = backends.core.isa_index
+        self.isa = backends.core.isa
         self.inputs = [buffers.get(i) for i in range(inputs)]
         self.outputs = outputs
         self.count = len(values)
@@ -342,21 +348,6 @@ class _Program:
         self.params = tuple(params)
 
     @staticmethod
-    def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
-        """The kept plan of a planned layer step if it holds for this replay's arrays and can bind."""
-        planned = step.planned if isinstance(step, _LayerStep) else None
-        plan = None if planned is None else planned.plan
-        if plan is None or plan[4].bind is None:
-            return None
-        shape, dtype, w, b, prepared = plan
-        x = arrays[step.index]
-        if (x.shape != shape or x.dtype != dtype or planned.weight._array is not w
-                or (b is None) != (planned.bias is None) or (b is not None and planned.bias._array is not b)
-                or arrays[step.out].dtype != dtype or not prepared.valid()):
-            return None
-        return plan
-
-    @staticmethod
     def _arena(steps: Sequence[_Step], arrays: list[np.ndarray], fixed: set[int], last: dict[int, int],
                inputs: int) -> dict[int, np.ndarray]:
         """An array per fixed slot: a slot takes a free buffer once the slots before it in that buffer
@@ -389,7 +380,7 @@ class _Program:
                 for i, b in owner.items()}
 
     def valid(self) -> bool:
-        if backends.core.isa_index != self.isa:
+        if backends.core.isa != self.isa:
             return False
         for token, planned in self.tokens:
             if token() != planned:
@@ -438,6 +429,29 @@ class _Program:
         if id(_owner(value._array)) in self.owners:  # a view of a buffer the next call reuses
             return Tensor(value._array.copy())
         return value
+
+
+def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
+    """The kept plan of a planned layer step if it holds for this replay's arrays and can bind."""
+    planned = step.planned if isinstance(step, _LayerStep) else None
+    plan = None if planned is None else planned.plan
+    if plan is None or plan[4].bind is None:
+        return None
+    shape, dtype, w, b, prepared = plan
+    x = arrays[step.index]
+    if (x.shape != shape or x.dtype != dtype or planned.weight._array is not w
+            or (b is None) != (planned.bias is None) or (b is not None and planned.bias._array is not b)
+            or arrays[step.out].dtype != dtype or not prepared.valid()):
+        return None
+    return plan
+
+
+def _program(steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> _Program | None:
+    """A :class:`_Program` of the steps, or None where no planned convolution can bind (nothing to gain)."""
+    arrays = [v._array for v in values]
+    if all(_bindable(step, arrays) is None for step in steps):
+        return None
+    return _Program(steps, values, inputs, outputs)
 
 
 def _owner(array: np.ndarray) -> np.ndarray:
@@ -537,7 +551,8 @@ class TracedModule(Module):
             step(slots)
         outputs = self._outputs
         if replay is not None:
-            replay.program = _Program(self._steps, slots, len(inputs), outputs)
+            replay.program = _program(self._steps, slots, len(inputs), outputs)
+            replay.dropped += replay.program is None  # nothing binds: tried again a few times
         if isinstance(outputs, int):
             return slots[outputs]
         return type(outputs)(slots[i] for i in outputs)

@@ -426,7 +426,9 @@ def test_calls_without_autograd_run_a_bound_program(dtype: type, tolerance: floa
         _run(traced, x)
         program = traced._replay.program
         kinds = [kind for kind, _ in program.ops]
-        assert kinds.count(0) >= 5 and kinds.count(1) == 2
+        # the additions add into buffers where both operands have one (the optimized model's convolution
+        # outputs; the unoptimized model's are batch norms')
+        assert kinds.count(0) >= 5 and kinds.count(1) == (0 if model is ours else 2)
         assert len({id(jit._owner(b)) for b in program.buffers.values()}) < len(program.buffers)
         kept = []
         for seed in (21, 22, 23):
