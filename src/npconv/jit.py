@@ -273,16 +273,17 @@ class _Program:
     step reads or writes gets a fixed array (a buffer reused once the slot is dead, as an inference
     runtime's arena), and each planned convolution whose plan can bind runs its kernel calls prepared
     ahead (:attr:`~npconv.kernels.common.PreparedForward.bind`) with scratch of its own; additions of
-    two equal-shaped slots add into their output buffer; the other steps run as in the step replay,
-    their result copied into a buffer where a bound step reads it. Buffers a generic step reads stay
-    live to the end (its result may be a view of them). :meth:`run` returns None, having done nothing,
-    where a bound plan no longer holds (the planner's state, the ISA variant, a weight or bias array
-    replaced): the caller replays the steps, which plan again, and builds a new program.
+    two slots with buffers add into their output buffer; the other steps run as in the step replay,
+    their result copied into a buffer where a bound step reads it, else into a new array where it is a
+    view of a buffer (a flatten: the buffer may be reused before the view is read). :meth:`run`
+    returns None, having done nothing, where a bound plan no longer holds (the planner's state, the ISA
+    variant, a weight or bias array replaced): the caller replays the steps, which plan again, and
+    builds a new program.
 
     Built from ``values``, the slot tensors of one replay of ``steps`` with the same input shapes."""
 
     def __init__(self, steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> None:
-        arrays = [v._array for v in values]
+        arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
         plans = [_bindable(step, arrays) for step in steps]
         fixed = {i for step, plan in zip(steps, plans, strict=True) if plan is not None
                  for i in (*step.reads, step.out)}
@@ -301,9 +302,6 @@ class _Program:
             for i in (*step.reads, step.out):
                 if i in fixed:
                     last[i] = k
-        for k, step in enumerate(steps):
-            if not bound[k]:
-                last.update((i, end) for i in step.reads if i in fixed)  # its result may be a view of them
         for i in (outputs,) if isinstance(outputs, int) else outputs:
             if i in fixed:
                 last[i] = end
@@ -411,24 +409,21 @@ class _Program:
             else:
                 step, buffer = op
                 step(values)
+                result = values[step.out]._array
                 if buffer is not None:
-                    result = values[step.out]._array
                     if result is not buffer:
                         np.copyto(buffer, result)
-                    values[step.out] = Tensor(buffer)
+                        values[step.out] = Tensor(buffer)
+                elif id(_owner(result)) in self.owners:  # a view of a buffer (flatten), which may be reused
+                    values[step.out] = Tensor(result.copy())
         outputs = self.outputs
         if isinstance(outputs, int):
             return self._output(outputs, values)
         return type(outputs)(self._output(i, values) for i in outputs)
 
     def _output(self, i: int, values: list[Any]) -> Tensor:
-        buffer = self.buffers.get(i)
-        if buffer is not None:
-            return Tensor(buffer.copy())
-        value = values[i]
-        if id(_owner(value._array)) in self.owners:  # a view of a buffer the next call reuses
-            return Tensor(value._array.copy())
-        return value
+        buffer = self.buffers.get(i)  # the next call writes it; a slot without one never views one
+        return values[i] if buffer is None else Tensor(buffer.copy())
 
 
 def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
@@ -448,7 +443,7 @@ def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
 
 def _program(steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> _Program | None:
     """A :class:`_Program` of the steps, or None where no planned convolution can bind (nothing to gain)."""
-    arrays = [v._array for v in values]
+    arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
     if all(_bindable(step, arrays) is None for step in steps):
         return None
     return _Program(steps, values, inputs, outputs)
@@ -598,11 +593,62 @@ def trace(mod: Module, example_inputs: Any, *, check_trace: bool = True,
         raise TracerError(f"npconv.jit.trace: the forward must return a tensor or a tuple or list of "
                           f"tensors, got {type(result).__name__}")
     signature = tuple((tuple(t._array.shape), t._array.dtype) for t in inputs)
-    traced = TracedModule(mod, recorder.steps, len(recorder.tensors), signature, outputs)
+    steps = _fused(recorder.steps, outputs)
+    traced = TracedModule(mod, steps, len(recorder.tensors), signature, outputs)
     if check_trace:
         for case in [example_inputs, *(check_inputs or [])]:
             _check(mod, traced, _tensors(case, "check_inputs"), check_tolerance)
     return traced
+
+
+#: Layers that return their input as it is (a step of one of them is dropped).
+_PASS_THROUGH = (linear.Identity, dropout.Dropout, dropout.Dropout1d, dropout.Dropout2d, dropout.Dropout3d)
+#: Activation layers a convolution step takes into its output pass (:class:`ConvActivation`'s).
+_FUSED_ACTIVATIONS = frozenset({activation.ReLU, activation.ReLU6, activation.Hardtanh, activation.SiLU})
+_PLAIN_CONVS = frozenset({conv.Conv1d, conv.Conv2d, conv.Conv3d})
+
+
+def _fused(steps: list[_Step], outputs: Any) -> list[_Step]:
+    """The recorded steps with the data flow simplified, as the eager module computes: steps of
+    pass-through layers that returned their input dropped (an eval-mode batch norm folded into the
+    convolution leaves an ``Identity``), and a convolution whose output only an activation layer reads
+    (ReLU, ReLU6, Hardtanh, SiLU; ``conv -> bn -> relu`` after folding) replaced by one
+    :class:`ConvActivation` step of the two snapshots: the activation applied in the convolution's
+    output pass where it runs planned, its ``forward`` (the two layers) otherwise."""
+    steps = [step for step in steps if not (isinstance(step, _LayerStep) and step.index == step.out
+                                             and type(_layer(step)) in _PASS_THROUGH)]
+    returned = {outputs} if isinstance(outputs, int) else set(outputs)
+
+    def alone(p: int, k: int) -> bool:
+        """Whether step ``k`` is the only reader of the value step ``p`` wrote (an in-place step
+        ``k``'s output replaces it; another one's result is a new slot)."""
+        i, later = steps[k].index, steps[k].out != steps[k].index
+        between = all(s is None or (i not in s.reads and s.out != i) for s in steps[p + 1:k])
+        read_later = i in returned or any(s is not None and i in s.reads for s in steps[k + 1:])
+        return between and not (later and read_later)
+
+    producer: dict[int, int] = {}  # slot -> the index in steps of the step that last wrote it
+    for k, step in enumerate(steps):
+        if isinstance(step, _LayerStep) and type(_layer(step)) in _FUSED_ACTIVATIONS:
+            p = producer.get(step.index)
+            first = None if p is None else steps[p]
+            if (isinstance(first, _LayerStep) and type(_layer(first)) in _PLAIN_CONVS
+                    and "forward" not in _layer(first).__dict__ and "forward" not in _layer(step).__dict__
+                    and alone(p, k)):
+                layer = ConvActivation(_layer(first), _layer(step))
+                planned = _PlannedStep(layer)
+                steps[p] = _LayerStep(planned, first.index, step.out, planned)
+                steps[k] = None
+                producer[step.out] = p
+                continue
+        if step is not None:
+            producer[step.out] = k
+    return [step for step in steps if step is not None]
+
+
+def _layer(step: _LayerStep) -> Module:
+    """The layer snapshot a layer step runs."""
+    return step.planned.layer if step.planned is not None else step.run.__self__
 
 
 def _tensors(value: Any, argument: str) -> tuple[Tensor, ...]:

@@ -13,6 +13,7 @@ import reference
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import plan, workspace
+from npconv.kernels.common import Epilogue
 from npconv.kernels.pointwise import Activation
 
 compiled_gemm = pytest.importorskip(
@@ -123,3 +124,68 @@ def test_bind_checks_its_arrays(rng):
                        (np.empty((2, 3, 8, 16), np.float32)[..., ::2], "not contiguous")]:
         with pytest.raises(ValueError, match=message):
             prepared.bind(x, y, lambda name, n, d: np.empty(n, d))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_non_local_choice_is_planned_with_its_local_reroute(rng, parallel, dtype):
+    """Winograd (its use depends on the values: ``admits``) planned and bound: each run checks the
+    call's values, and those it does not admit (a spread beyond its limit, inf, NaN) run the local
+    algorithm the planner reroutes them to, with the planner's values (NaN and inf where it puts them)."""
+    from npconv.kernels import compiled_winograd
+
+    x_shape, w = (2, 16, 12, 10), rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    relu = Activation("relu")
+    with backends.conv.force("winograd"):
+        prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b, relu)
+        assert prepared is not None and prepared.bind is not None
+        xb, yb = np.empty(x_shape, dtype), np.empty(x_shape[:1] + (16,) + x_shape[2:], dtype)
+        run = prepared.bind(xb, yb, lambda name, n, d: np.empty(n, d))
+        for case in ("normal", "spread", "inf", "nan"):
+            x = rng.standard_normal(x_shape).astype(dtype)
+            if case != "normal":
+                x[1, 3, 4, 5] = {"spread": 1e30 if dtype == np.float64 else 1e18, "inf": np.inf,
+                                 "nan": np.nan}[case]
+            xb[...] = x
+            run()
+            if case == "normal":  # Winograd's own values
+                own = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, relu))
+                np.testing.assert_array_equal(yb, own)
+            eager = plan.forward(x, w, geom, b, relu)
+            np.testing.assert_array_equal(yb, eager, err_msg=case)
+            np.testing.assert_array_equal(prepared.run(x), eager, err_msg=case)
+            if case in ("normal", "spread"):
+                wide = [a.astype(np.float64) for a in (x, w, b)]
+                expected = np.maximum(_reference(*wide, geom), 0)
+                tol = TOL[np.dtype(dtype)]
+                np.testing.assert_allclose(yb, expected, rtol=tol, atol=tol * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
+def test_bound_winograd_forward(rng, monkeypatch, parallel, activation, shared):
+    """Winograd's bound runs (its values admitted): tiles shared or split by output channels (one image
+    with few tiles on two threads), groups, float32 and float64."""
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
+    for dtype in (np.float32, np.float64):
+        for x_shape, w_shape, groups in [((1, 40, 9, 10), (38, 40, 3, 3), 1),
+                                         ((2, 16, 12, 10), (16, 16, 3, 3), 1),
+                                         ((2, 16, 8, 9), (16, 8, 3, 3), 2)]:
+            geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+            with backends.conv.force("winograd"):
+                _check_bound(rng, x_shape, w_shape, geom, dtype, ACTIVATIONS[activation])
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_grouped_forward(rng, parallel, activation, dtype):
+    """The grouped kernel's bound runs: images x groups split across the workers, or one ungrouped
+    image's output channels (its forward takes few input channels)."""
+    for x_shape, w_shape, kernel, stride, groups in [((2, 8, 9, 10), (12, 2, 3, 3), (3, 3), (1, 1), 4),
+                                                     ((1, 3, 11, 12), (20, 3, 3, 3), (3, 3), (2, 2), 1),
+                                                     ((3, 6, 17), (6, 3, 5), (5,), (2,), 2)]:
+        nd = len(kernel)
+        geom = ConvGeometry(kernel, stride, ((1, 1),) * nd, (1,) * nd, groups)
+        with backends.conv.force("grouped"):
+            _check_bound(rng, x_shape, w_shape, geom, dtype, ACTIVATIONS[activation])

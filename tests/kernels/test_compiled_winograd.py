@@ -245,9 +245,9 @@ def test_a_single_image_with_few_tiles_splits_its_output_channels(torch, isa, dt
     bias and a fused ReLU6, forward and grad_input against torch in float64. Two images, groups or
     one thread share the tiles instead."""
     parts = []
-    run = compiled_winograd._run_channel_parts
-    monkeypatch.setattr(compiled_winograd, "_run_channel_parts",
-                        lambda *a: (parts.append(a[-4]), run(*a))[1])
+    run = compiled_winograd._jobs  # its layout's last entry: the output channel parts
+    monkeypatch.setattr(compiled_winograd, "_jobs",
+                        lambda *a: (a[5][3] and parts.append(a[5][3]), run(*a))[1])
     rng = np.random.default_rng(11)
     relu6 = Activation("hardtanh", 0.0, 6.0)
     previous = npconv.get_num_threads()

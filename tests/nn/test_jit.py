@@ -519,3 +519,52 @@ def test_a_bound_program_is_dropped_when_its_plans_change_and_serves_one_thread_
     for worker in workers:
         worker.join()
     assert errors == []
+
+
+def _activation_flows(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """Convolution outputs an activation reads alone (fused), read by others too, or returned."""
+
+    class Flows(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = ns.Conv2d(3, 4, 3, padding=1), ns.Conv2d(4, 4, 3, padding=1)
+            self.conv3, self.conv4 = ns.Conv2d(4, 4, 1), ns.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.conv5, self.bn = ns.Conv2d(4, 4, 1), ns.BatchNorm2d(4)
+            self.relu, self.relu6, self.in_place = ns.ReLU(), ns.ReLU6(), ns.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = self.relu6(self.conv1(x))  # fused
+            z = self.conv2(y)
+            a = self.relu(z)  # not fused: z is read again below
+            b = self.conv3(a) + z
+            c = self.conv4(b)
+            self.in_place(c)  # fused: the reads after an in-place activation see its values
+            e = self.conv5(c)
+            f = self.conv3(e)
+            self.in_place(e)  # not fused: conv3 read e before
+            d = self.conv3(self.bn(c) + c + f + e)
+            return self.relu(d), d  # not fused: d is returned
+
+    return Flows()
+
+
+def test_trace_fuses_an_activation_that_alone_reads_a_convolution() -> None:
+    torch.manual_seed(28)
+    reference = _activation_flows(torch.nn).double().eval()
+    model = _activation_flows(nn).double().eval()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    x = np.random.default_rng(29).standard_normal((2, 3, 7, 6))
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    from npconv.nn.modules.fused import ConvActivation
+
+    fused = [s for s in traced._steps
+             if isinstance(s, jit._LayerStep) and isinstance(jit._layer(s), ConvActivation)]
+    assert len(fused) == 2 and len(traced._steps) == 15
+    for seed in (30, 31):
+        x = np.random.default_rng(seed).standard_normal(x.shape)
+        with npconv.no_grad():
+            got = traced(npconv.tensor(x))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x))
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)

@@ -24,7 +24,7 @@ and the ReLU/ReLU6/Hardtanh of an ``epilogue=``) applied to each plane as it is 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import fft, gemm, workspace
-from .common import Epilogue, PreparedForward, compiled_epilogue
+from .common import Epilogue, PreparedForward, ScratchSource, check_bound, compiled_epilogue, fixed_operand
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "forward",
@@ -222,6 +222,25 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     y_shape = (n, o) + geom.output_size(in_size)
     parts = _channel_parts(n, groups, o, get_num_threads())
     codes = _codes(act)
+
+    def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
+               calls_of: Callable[[np.ndarray, np.ndarray, np.ndarray | None], list]) -> Callable[[], None]:
+        """A bound run of the kernel calls ``calls_of(x, weight, bias)`` (see ``PreparedForward.bind``)."""
+        check_bound(x, tuple(x_shape), y, y_shape, dtype)
+        wc, refill_w = fixed_operand(w, dtype)
+        b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
+        jobs = workspace.bind_calls(backends.core.module.grouped2d_forward, calls_of(x, wc, b),
+                                    "compiled-grouped", dtype, source)
+        refills = [r for r in (refill_w, refill_b) if r is not None]
+
+        def run_bound() -> None:
+            for refill in refills:
+                refill()
+            jobs()
+            _activated(y, later)  # in place
+
+        return run_bound
+
     if len(parts) == 1:
         geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
 
@@ -232,9 +251,17 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                  _prepare(w, dtype), b, y, epilogue=codes)
             return _activated(y, later)
 
-        return PreparedForward(run, (_threads_state,), (_threads_state(),))
+        def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
+            size = backends.core.module.grouped2d_scratch(0, geometry)
+            spans = workspace.ranges(n * groups, get_num_threads())
+            scratch = ("compiled-grouped", size, dtype)
+            return _bound(x, y, source, lambda xc, wc, b: workspace.span_calls(
+                (xc, wc, b, y, workspace.SCRATCH, geometry), spans, codes, scratch)[0])
+
+        return PreparedForward(run, (_threads_state,), (_threads_state(),), bind)
     calls = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in parts]
     sizes = [backends.core.module.grouped2d_scratch(0, geometry) for _, _, geometry in calls]
+
 
     def run_parts(x: np.ndarray) -> np.ndarray:
         y = np.empty(y_shape, dtype)  # one image: y[:, first:stop] is contiguous
@@ -246,7 +273,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         workspace.run_calls(backends.core.module.grouped2d_forward, per_worker, "compiled-grouped", dtype)
         return _activated(y, later)
 
-    return PreparedForward(run_parts, (_threads_state,), (_threads_state(),))
+    def bind_parts(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
+        return _bound(x, y, source, lambda xc, wc, b: [
+            ((xc, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop]), size,
+             (geometry, 0, 1, *codes)) for (first, stop, geometry), size in zip(calls, sizes, strict=True)])
+
+    return PreparedForward(run_parts, (_threads_state,), (_threads_state(),), bind_parts)
 
 
 def _adjoint_weight(w: np.ndarray, groups: int) -> np.ndarray:

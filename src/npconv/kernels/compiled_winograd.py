@@ -20,7 +20,8 @@ channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Win
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,12 +30,20 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, winograd, workspace
 from .blas import gemm_routines
-from .common import Epilogue, adjoint_kernel, compiled_epilogue
+from .common import (
+    Epilogue,
+    PreparedForward,
+    ScratchSource,
+    adjoint_kernel,
+    check_bound,
+    compiled_epilogue,
+    fixed_operand,
+)
 from .numerics import Operands, within
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "LOCAL", "PASSES", "BIAS_PASSES", "EPILOGUE_PASSES", "SPREAD_LIMIT",
-           "supports", "recommended", "admits", "forward", "grad_input", "grad_weight"]
+           "supports", "recommended", "admits", "forward", "prepare_forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -305,6 +314,60 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     return y if activation is None else epilogue_(y, None, activation)
 
 
+def _settings() -> tuple:
+    """What a forward's work split depends on besides the call (a prepared forward's token)."""
+    return (get_num_threads(), backends.core.isa, _TARGET_TILES, TILE_CHANNEL_RATIO, CHANNEL_PART_MIN,
+            workspace.SCRATCH_BYTES, workspace.SHARED_RANGES, workspace.SHARED_MIN_MACS,
+            workspace.CLAIMS_PER_WORKER, winograd.CHANNEL_BLOCK)
+
+
+def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
+                    bias: np.ndarray | None = None,
+                    epilogue: Epilogue | None = None) -> PreparedForward | None:
+    """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the C call's work split,
+    valid while :func:`_settings` hold), with a ``bind``; None for dilated calls and beyond the C
+    kernel's size limits. The weight is transformed on every run (it may have changed in place)."""
+    dtype = np.result_type(x_dtype, w.dtype)
+    if geom.dilation != (1, 1) or dtype not in _DTYPES:
+        return None
+    n, c = x_shape[:2]
+    o, in_size = w.shape[0], tuple(x_shape[2:])
+    out_size = geom.output_size(in_size)
+    if n * o * math.prod(out_size) == 0:
+        return None
+    settings = _settings()
+    layout = _layout(n, c, in_size, o, out_size, geom.pads(in_size), geom.groups, dtype,
+                     max(1, get_num_threads()), None)
+    if layout is None:
+        return None
+    y_shape = (n, o) + out_size
+    bias_, now, later = compiled_epilogue(bias, epilogue)
+    act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
+
+    def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
+        check_bound(x, tuple(x_shape), y, y_shape, dtype)
+        wc, refill_w = fixed_operand(w, dtype)
+        b, refill_b = (None, None) if bias_ is None else fixed_operand(bias_, dtype)
+        transform = not layout[3]
+        u = np.empty((36,) + w.shape[:2], dtype) if transform else None
+        runs = [workspace.prepared_run(jobs, blas, chunk)
+                for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi,
+                                               lambda k: source(f"compiled-wg-{k}", layout[1], dtype))]
+        refills = [r for r in (refill_w, refill_b) if r is not None]
+
+        def run_bound() -> None:
+            for refill in refills:
+                refill()
+            for run in runs:
+                run()
+            if later is not None:
+                epilogue_(y, None, later)
+
+        return run_bound
+
+    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind)
+
+
 def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
           out_size: tuple[int, ...], pads: Sequence[tuple[int, int]], groups: int, act: int, lo: float,
           hi: float,
@@ -316,22 +379,80 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
     n, c = x.shape[:2]
     o = w.shape[0]
     threads = max(1, get_num_threads())
-    cap = _cap(c, o, dtype, threads)
-    core = backends.core.module
-    try:
-        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
-        size = core.winograd2d_scratch(geometry)
-    except (ValueError, OverflowError):  # beyond the C kernel's size limits: the NumPy variant
+    layout = _layout(n, c, in_size, o, out_size, pads, groups, dtype, threads, phase)
+    if layout is None:  # beyond the C kernel's size limits: the NumPy variant
         _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase)
         return u
-    parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
-    if parts:
-        _run_channel_parts(core, x, w, bias, y, geometry, size, parts, act, lo, hi)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    made = u is None and not layout[3]
+    if made:
+        u = np.empty((36,) + w.shape[:2], dtype)
+    runs = _jobs(x, w, b, y, u, layout, made, act, lo, hi,
+                 lambda k: workspace.buffer(f"compiled-wg-{k}", (layout[1],), dtype))
+    for jobs, blas, chunk in runs:
+        workspace.run_jobs(jobs, blas, chunk)
+    return None if layout[3] else u
+
+
+def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[int, ...],
+            pads: Sequence[tuple[int, int]], groups: int, dtype: np.dtype, threads: int,
+            phase: tuple | None) -> tuple | None:
+    """``(geometry, scratch elements, threads, output channel parts)`` of a C call (None: beyond its
+    size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call."""
+    try:
+        cap = _cap(c, o, dtype, threads)
+        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
+        size = backends.core.module.winograd2d_scratch(geometry)
+    except (ValueError, OverflowError):
         return None
-    if u is None:
-        u = _weight(core, w, dtype, threads)
-    _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi)
-    return u
+    parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
+    return geometry, size, threads, parts
+
+
+def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
+          layout: tuple, transform: bool, act: int, lo: float, hi: float,
+          scratch: Callable[[int], np.ndarray]) -> list[tuple[list, int, int]]:
+    """The prepared jobs of a C call, ``(jobs, blas, chunk)`` per run of :func:`workspace.run_jobs`, in
+    order; worker ``k``'s scratch ``scratch(k)``. ``x``, ``w`` (C-contiguous), ``b`` and ``y`` of one
+    dtype. Channel parts: worker ``k`` transforms the weights of its output channels into its own ``U``
+    and runs every tile for them (one image: ``y[:, first:stop]`` is contiguous). Else ``U = G w G^T``
+    into ``u`` first where ``transform`` (the kernels split across the workers), then the tiles, shared
+    by the workers claiming item by item (the items of one length: the same items) or worker ``k``
+    running items ``k, k + workers, ...`` in order."""
+    core, dtype = backends.core.module, y.dtype
+    geometry, _, threads, parts = layout
+    routines, isa = gemm_routines(), backends.core.isa_index
+    prepare = core.winograd2d_forward_job
+    if parts:
+        c = w.shape[1]
+        items = _items(_tiles(geometry[0], geometry[5:7]), geometry[10], 1)
+        jobs = []
+        for k, (first, stop) in enumerate(parts):
+            uk = np.empty((36, stop - first, c), dtype)
+            part = geometry[:4] + (stop - first,) + geometry[5:]
+            bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], scratch(k)
+            jobs.append(core.job_chain(
+                [core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c)]
+                + [prepare(isa, routines, x, uk, bk, yk, own, part, *span, act, lo, hi) for span in items]))
+        return [(jobs, 1, 0)]
+    runs = []
+    if transform:
+        kernels = w.shape[0] * w.shape[1]
+        spans = workspace.ranges(kernels, threads) if kernels else [(0, 0)]
+        runs.append(([core.winograd2d_weight_job(isa, w, u, *span) for span in spans], 0, 0))
+    total = _tiles(geometry[0], geometry[5:7])
+    items = _items(total, geometry[10], threads)
+    workers = min(threads, len(items))
+    own = [scratch(k) for k in range(workers)]
+    n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
+    if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
+        runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi)
+                      for k in range(workers)], 1, items[0][1] - items[0][0]))
+    else:
+        runs.append(([core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, act, lo, hi)
+                                      for span in items[k::workers]]) for k in range(workers)], 1, 0))
+    return runs
 
 
 def _channel_parts(n: int, groups: int, o: int, tiles: int, c: int, threads: int) -> list[tuple[int, int]]:
@@ -350,28 +471,6 @@ def _tiles_shared(tiles: int, channels: int, threads: int) -> bool:
     return TILE_CHANNEL_RATIO * tiles >= channels * threads
 
 
-def _run_channel_parts(core, x, w, bias, y, geometry, size, parts, act, lo, hi) -> None:
-    """Worker k transforms the weights of its output channels and runs every tile for them: its
-    own ``U``, no tile split (one image: ``y[:, first:stop]`` is contiguous)."""
-    dtype = y.dtype
-    routines, isa = gemm_routines(), backends.core.isa_index
-    w = np.ascontiguousarray(w, dtype=dtype)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    c, cap = w.shape[1], geometry[10]
-    items = _items(_tiles(geometry[0], geometry[5:7]), cap, 1)
-    jobs = []
-    for k, (first, stop) in enumerate(parts):
-        u = np.empty((36, stop - first, c), dtype)
-        part = geometry[:4] + (stop - first,) + geometry[5:]
-        scratch = workspace.buffer(f"compiled-wg-{k}", (size,), dtype)
-        bk, yk = None if b is None else b[first:stop], y[:, first:stop]
-        jobs.append(core.job_chain(
-            [core.winograd2d_weight_job(isa, w[first:stop], u, 0, (stop - first) * c)]
-            + [core.winograd2d_forward_job(isa, routines, x, u, bk, yk, scratch, part, *span, act, lo, hi)
-               for span in items]))
-    workspace.run_jobs(jobs, blas=1)
-
-
 def _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase) -> None:
     """:func:`_call`'s work by the NumPy Winograd (activation afterwards)."""
     if phase is None:
@@ -386,40 +485,6 @@ def _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase) -> Non
         activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
         result = epilogue_(np.ascontiguousarray(result), None, activation)
     target[...] = result
-
-
-def _weight(core, w: np.ndarray, dtype: np.dtype, threads: int) -> np.ndarray:
-    """``U = G w G^T`` (36, O, C/groups), the kernels split across the worker threads."""
-    o, cg = w.shape[:2]
-    w = np.ascontiguousarray(w, dtype=dtype)
-    u = np.empty((36, o, cg), dtype)
-    kernels = o * cg
-    spans = [(kernels * i // threads, kernels * (i + 1) // threads) for i in range(threads)]
-    workspace.run_spans(core.winograd2d_weight, (w, u), spans)
-    return u
-
-
-def _run(core, x, u, bias, y, geometry, size, cap, threads, act, lo, hi) -> None:
-    """The C kernel over the tile grid, split across the worker threads."""
-    dtype = y.dtype
-    routines, isa = gemm_routines(), backends.core.isa_index
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    total = _tiles(geometry[0], geometry[5:7])
-    items = _items(total, cap, threads)
-    workers = min(threads, len(items))
-    scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
-    prepare = core.winograd2d_forward_job
-    # the workers share the tiles, claimed item by item (the items of one length: the same items)
-    n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
-    if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
-        jobs = [prepare(isa, routines, x, u, b, y, scratch[k], geometry, 0, total, act, lo, hi)
-                for k in range(workers)]
-        workspace.run_jobs(jobs, blas=1, chunk=items[0][1] - items[0][0])
-        return
-    # worker k runs items k, k + workers, ... in order, as prepared jobs (no GIL on the workers)
-    jobs = [core.job_chain([prepare(isa, routines, x, u, b, y, scratch[k], geometry, *span, act, lo, hi)
-                            for span in items[k::workers]]) for k in range(workers)]
-    workspace.run_jobs(jobs, blas=1)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

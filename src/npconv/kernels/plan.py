@@ -38,7 +38,7 @@ from .. import backends
 from ..geometry import ConvGeometry
 from . import algorithm as registry
 from .algorithm import FALLBACK, PASSES, Algorithm
-from .common import Epilogue, PreparedForward, add_bias
+from .common import Epilogue, PreparedForward, ScratchSource, add_bias
 from .numerics import Operands
 from .pointwise import Activation, epilogue_
 
@@ -217,10 +217,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                     bias: np.ndarray | None = None,
                     activation: Activation | None = None) -> PreparedForward | None:
     """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once, or None where the plan
-    would not hold for every such input: in benchmark mode, where the chosen algorithm is non-local
-    (its use depends on the values, see ``admits``) or does not plan ahead (``prepare_forward``), or
-    where the planner would apply the bias or activation after it. Valid while the choice's inputs
-    (:func:`state`) and the algorithm's own (its ``token``) are unchanged; ``run(x)`` is then bitwise
+    would not hold for every such input: in benchmark mode, where the chosen algorithm does not plan
+    ahead (``prepare_forward``), or where the planner would apply the bias or activation after it. A
+    non-local choice (its use depends on the values, see ``admits``) is planned with the local
+    algorithm the planner reroutes the values it does not admit to, each run checking them
+    (:func:`_admitted`); None where that one does not plan ahead. Valid while the choice's inputs
+    (:func:`state`) and the algorithms' own (their ``tokens``) are unchanged; ``run(x)`` is then bitwise
     :func:`forward`."""
     if backends.conv.benchmark:
         return None
@@ -228,21 +230,47 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     key = (tuple(x_shape), w.shape, geom, dtype)
     chosen_in = state()
     algorithm, _ = _select("forward", key)
-    if not algorithm.local:
-        return None
-    if activation is not None:
-        if "forward" not in algorithm.epilogue_passes:
-            return None
-        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom, epilogue=Epilogue(bias, activation))
-    elif bias is not None:
-        if "forward" not in algorithm.bias_passes:
-            return None
-        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom, bias=bias)
-    else:
-        prepared = algorithm.prepare_forward(key[0], x_dtype, w, geom)
+    prepared = _prepared(algorithm, key, x_dtype, w, bias, activation)
+    if prepared is not None and not algorithm.local:
+        local = _prepared(_rule("forward", key, local_only=True), key, x_dtype, w, bias, activation)
+        prepared = None if local is None else _admitted(algorithm, prepared, local, w, geom)
     if prepared is None:
         return None
     return prepared._replace(tokens=(state, *prepared.tokens), planned=(chosen_in, *prepared.planned))
+
+
+def _prepared(algorithm: Algorithm, key: Key, x_dtype: np.dtype, w: np.ndarray, bias: np.ndarray | None,
+              activation: Activation | None) -> PreparedForward | None:
+    """``algorithm``'s plan of the call, or None where it has none or the planner would apply the bias
+    or activation after it."""
+    if activation is not None:
+        if "forward" not in algorithm.epilogue_passes:
+            return None
+        return algorithm.prepare_forward(key[0], x_dtype, w, key[2], epilogue=Epilogue(bias, activation))
+    if bias is not None:
+        if "forward" not in algorithm.bias_passes:
+            return None
+        return algorithm.prepare_forward(key[0], x_dtype, w, key[2], bias=bias)
+    return algorithm.prepare_forward(key[0], x_dtype, w, key[2])
+
+
+def _admitted(algorithm: Algorithm, chosen: PreparedForward, local: PreparedForward, w: np.ndarray,
+              geom: ConvGeometry) -> PreparedForward:
+    """The plan of a non-local choice: each run checks that the call's values admit it, else runs the
+    plan of the local algorithm the planner reroutes such a call to (:func:`_select`)."""
+    def admitted(x: np.ndarray) -> bool:
+        return algorithm.admits("forward", Operands((x, w)), geom)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return chosen.run(x) if admitted(x) else local.run(x)
+
+    bind = None
+    if chosen.bind is not None and local.bind is not None:
+        def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
+            first, second = chosen.bind(x, y, scratch), local.bind(x, y, scratch)
+            return lambda: first() if admitted(x) else second()
+
+    return PreparedForward(run, chosen.tokens + local.tokens, chosen.planned + local.planned, bind)
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],

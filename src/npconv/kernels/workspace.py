@@ -378,6 +378,12 @@ def bind_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None,
     for k, (head, elements, tail) in enumerate(calls):
         own = () if elements is None else (source(scratch_name(scratch, k), elements, dtype),)
         jobs.append(prepare(isa, *head, *own, *tail))
+    return prepared_run(jobs, blas, chunk)
+
+
+def prepared_run(jobs: list[Any], blas: int = 0, chunk: int = 0) -> Callable[[], None]:
+    """``run()`` running the prepared jobs as :func:`run_jobs` (``jobs``, ``blas``, ``chunk`` as there)
+    would, any number of times (a shared range starts again on each run)."""
     if len(jobs) == 1 and blas == 0:
         job, job_run = jobs[0], core.module.job_run
         return lambda: job_run(job)
@@ -388,7 +394,7 @@ def bind_calls(kernel: Callable[..., None], calls: list[tuple[tuple, int | None,
     start = int(counter[0])
 
     def run() -> None:
-        counter[0] = start  # the shared range starts again (the jobs claim from it)
+        counter[0] = start  # the jobs claim their items from it
         run_jobs(jobs, blas)
 
     return run
