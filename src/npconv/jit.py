@@ -442,9 +442,10 @@ def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
 
 
 def _program(steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> _Program | None:
-    """A :class:`_Program` of the steps, or None where no planned convolution can bind (nothing to gain)."""
+    """A :class:`_Program` of the steps, or None where no planned convolution can bind (nothing to gain)
+    or a step writes into an input (the caller's tensor, which a program's copy would leave as it was)."""
     arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
-    if all(_bindable(step, arrays) is None for step in steps):
+    if any(step.out < inputs for step in steps) or all(_bindable(step, arrays) is None for step in steps):
         return None
     return _Program(steps, values, inputs, outputs)
 

@@ -568,3 +568,21 @@ def test_trace_fuses_an_activation_that_alone_reads_a_convolution() -> None:
             expected = reference(torch.from_numpy(x))
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_step_writing_into_the_input_writes_into_the_callers_tensor() -> None:
+    """``ReLU(inplace=True)`` on the input, then a convolution: every call changes the caller's tensor,
+    as the eager module does (no program copies the input for it)."""
+    torch.manual_seed(32)
+    reference = torch.nn.Sequential(torch.nn.ReLU(inplace=True), torch.nn.Conv2d(3, 4, 3)).double()
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3)).double()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    example = np.random.default_rng(33).standard_normal((1, 3, 6, 6))
+    traced = npconv.jit.trace(model, npconv.tensor(example))
+    for seed in (34, 35, 36):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 6, 6))
+        ours, theirs = npconv.tensor(x.copy()), torch.from_numpy(x.copy())
+        with npconv.no_grad(), torch.no_grad():
+            got, expected = traced(ours).numpy(), reference(theirs).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
