@@ -3,6 +3,8 @@ and float32), with its gradients; what a trace refuses; what it shares with the 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -586,3 +588,32 @@ def test_a_step_writing_into_the_input_writes_into_the_callers_tensor() -> None:
             got, expected = traced(ours).numpy(), reference(theirs).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@needs_plans
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_program_even_if_its_lock_was_held_at_the_fork() -> None:
+    reference, ours = _pair(np.float32)
+    model = npconv.optimize_for_inference(ours)
+    x = np.random.default_rng(37).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _run(traced, x)
+    expected = _torch(reference, x)
+    read, write = os.pipe()
+    with traced._replay.lock:  # as if another thread of the parent were running the program
+        pid = os.fork()
+        if pid == 0:  # the child: report whether the program ran and matched, then leave at once
+            ok = False
+            try:
+                ran = []
+                real = jit._Program.run
+                jit._Program.run = lambda self, inputs: (ran.append(1), real(self, inputs))[1]
+                got = _run(traced, x)
+                ok = ran == [1] and np.allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+            finally:
+                os.write(write, b"1" if ok else b"0")
+                os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
