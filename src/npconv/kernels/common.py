@@ -28,10 +28,10 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import workspace
-from .pointwise import Activation
+from .pointwise import Activation, epilogue_
 
 __all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue",
-           "PreparedForward", "ScratchSource", "fixed_operand", "check_bound",
+           "PreparedForward", "ScratchSource", "fixed_operand", "check_bound", "bound_run",
            "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
 
 
@@ -146,6 +146,31 @@ def check_bound(x: np.ndarray, x_shape: tuple[int, ...], y: np.ndarray, y_shape:
             layout = "" if array.flags.c_contiguous else " (not contiguous)"
             raise ValueError(f"bind: {name} must be a C-contiguous {dtype} array of shape {shape}, got "
                              f"{array.dtype} {array.shape}{layout}")
+
+
+def bound_run(x: np.ndarray, x_shape: tuple[int, ...], y: np.ndarray, y_shape: tuple[int, ...],
+              dtype: np.dtype, w: np.ndarray, bias: np.ndarray | None,
+              jobs_of: Callable[[np.ndarray, np.ndarray | None], Callable[[], None]],
+              later: Activation | None = None,
+              layout: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[], None]:
+    """The ``run()`` a :attr:`PreparedForward.bind` returns: ``x`` and ``y`` checked
+    (:func:`check_bound`), the weight (in ``layout``) and bias as :func:`fixed_operand` s, the kernel
+    jobs ``jobs_of(weight, bias)`` makes on them run, then ``later`` (an activation the kernel does not
+    apply) in place on ``y``."""
+    check_bound(x, x_shape, y, y_shape, dtype)
+    wc, refill_w = fixed_operand(w, dtype, layout)
+    b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
+    jobs = jobs_of(wc, b)
+    refills = [r for r in (refill_w, refill_b) if r is not None]
+
+    def run() -> None:
+        for refill in refills:
+            refill()
+        jobs()
+        if later is not None:
+            epilogue_(y, None, later)
+
+    return run
 
 
 class Epilogue(NamedTuple):

@@ -31,7 +31,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import depthwise, fft, workspace
-from .common import Epilogue, PreparedForward, ScratchSource, check_bound, compiled_epilogue, fixed_operand
+from .common import Epilogue, PreparedForward, ScratchSource, bound_run, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
@@ -199,21 +199,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         return _activated(y, later)
 
     def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        check_bound(x, tuple(x_shape), y, y_shape, dtype)
-        wc, refill_w = fixed_operand(w, dtype)
-        b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
-        calls, name = workspace.span_calls((x, wc, b, y, workspace.SCRATCH, geometry), spans,
-                                           codes, ("compiled-dw", scratch, dtype))
-        jobs = workspace.bind_calls(backends.core.module.depthwise2d_forward, calls, name, dtype, source)
-        refills = [r for r in (refill_w, refill_b) if r is not None]
+        def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
+            calls, name = workspace.span_calls((x, wc, b, y, workspace.SCRATCH, geometry), spans, codes,
+                                               ("compiled-dw", scratch, dtype))
+            return workspace.bind_calls(backends.core.module.depthwise2d_forward, calls, name, dtype, source)
 
-        def run_bound() -> None:
-            for refill in refills:
-                refill()
-            jobs()
-            _activated(y, later)  # in place
-
-        return run_bound
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later)
 
     return PreparedForward(run, (_threads_state,), (_threads_state(),), bind)
 

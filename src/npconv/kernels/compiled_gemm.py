@@ -42,9 +42,8 @@ from .common import (
     Epilogue,
     PreparedForward,
     ScratchSource,
-    check_bound,
+    bound_run,
     compiled_epilogue,
-    fixed_operand,
     grad_input_as_forward,
 )
 from .pointwise import Activation, epilogue_
@@ -481,26 +480,18 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         return _finish(y, 0, 0.0, 0.0, later)
 
     def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
-        check_bound(x, tuple(x_shape), y, y_shape, dtype)
         layout = None
         if shifted:
             o, k0 = w.shape[0], geom.kernel_size[0]
             layout = lambda a: a.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3)  # noqa: E731
-        wm, refill_w = fixed_operand(w, dtype, layout)
-        b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
-        calls = [((0, routines, x, wm, b, y) if rows is None else
-                  (0, routines, x, wm[rows], None if b is None else b[rows], y[:, rows]),
-                  size, (*tail, act, lo, hi)) for rows, size, tail in per_worker]
-        jobs = workspace.bind_calls(kernel, calls, "compiled-gemm", dtype, scratch, blas, chunk)
-        refills = [r for r in (refill_w, refill_b) if r is not None]
 
-        def run_bound() -> None:
-            for refill in refills:
-                refill()
-            jobs()
-            _finish(y, 0, 0.0, 0.0, later)  # in place
+        def jobs_of(wm: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
+            calls = [((0, routines, x, wm, b, y) if rows is None else
+                      (0, routines, x, wm[rows], None if b is None else b[rows], y[:, rows]),
+                      size, (*tail, act, lo, hi)) for rows, size, tail in per_worker]
+            return workspace.bind_calls(kernel, calls, "compiled-gemm", dtype, scratch, blas, chunk)
 
-        return run_bound
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later, layout)
 
     return PreparedForward(run, (_settings,), (settings,), bind)
 

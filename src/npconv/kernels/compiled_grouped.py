@@ -32,7 +32,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import fft, gemm, workspace
-from .common import Epilogue, PreparedForward, ScratchSource, check_bound, compiled_epilogue, fixed_operand
+from .common import Epilogue, PreparedForward, ScratchSource, bound_run, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "recommended", "forward",
@@ -226,20 +226,11 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
                calls_of: Callable[[np.ndarray, np.ndarray, np.ndarray | None], list]) -> Callable[[], None]:
         """A bound run of the kernel calls ``calls_of(x, weight, bias)`` (see ``PreparedForward.bind``)."""
-        check_bound(x, tuple(x_shape), y, y_shape, dtype)
-        wc, refill_w = fixed_operand(w, dtype)
-        b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
-        jobs = workspace.bind_calls(backends.core.module.grouped2d_forward, calls_of(x, wc, b),
-                                    "compiled-grouped", dtype, source)
-        refills = [r for r in (refill_w, refill_b) if r is not None]
+        def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
+            return workspace.bind_calls(backends.core.module.grouped2d_forward, calls_of(x, wc, b),
+                                        "compiled-grouped", dtype, source)
 
-        def run_bound() -> None:
-            for refill in refills:
-                refill()
-            jobs()
-            _activated(y, later)  # in place
-
-        return run_bound
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later)
 
     if len(parts) == 1:
         geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)

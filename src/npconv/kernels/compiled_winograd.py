@@ -30,15 +30,7 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, winograd, workspace
 from .blas import gemm_routines
-from .common import (
-    Epilogue,
-    PreparedForward,
-    ScratchSource,
-    adjoint_kernel,
-    check_bound,
-    compiled_epilogue,
-    fixed_operand,
-)
+from .common import Epilogue, PreparedForward, ScratchSource, adjoint_kernel, bound_run, compiled_epilogue
 from .numerics import Operands, within
 from .pointwise import Activation, epilogue_
 
@@ -345,25 +337,20 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
 
     def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        check_bound(x, tuple(x_shape), y, y_shape, dtype)
-        wc, refill_w = fixed_operand(w, dtype)
-        b, refill_b = (None, None) if bias_ is None else fixed_operand(bias_, dtype)
-        transform = not layout[3]
-        u = np.empty((36,) + w.shape[:2], dtype) if transform else None
-        runs = [workspace.prepared_run(jobs, blas, chunk)
-                for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi,
-                                               lambda k: source(f"compiled-wg-{k}", layout[1], dtype))]
-        refills = [r for r in (refill_w, refill_b) if r is not None]
+        def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
+            transform = not layout[3]
+            u = np.empty((36,) + w.shape[:2], dtype) if transform else None
+            runs = [workspace.prepared_run(jobs, blas, chunk)
+                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi,
+                                                   lambda k: source(f"compiled-wg-{k}", layout[1], dtype))]
 
-        def run_bound() -> None:
-            for refill in refills:
-                refill()
-            for run in runs:
-                run()
-            if later is not None:
-                epilogue_(y, None, later)
+            def run_all() -> None:
+                for run in runs:
+                    run()
 
-        return run_bound
+            return run_all
+
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias_, jobs_of, later)
 
     return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind)
 
