@@ -1,5 +1,6 @@
 """torch-free checks shared by the tests: adjointness of the three kernel passes, finite-difference
-gradients, relative error, and a hypothesis draw of an N-d convolution geometry."""
+gradients, relative error, a hypothesis draw of an N-d convolution geometry, and the compiled gemm's
+tilings."""
 
 from __future__ import annotations
 
@@ -90,3 +91,33 @@ def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6)
         analytic = float(np.sum(grads[name] * direction))
         assert np.isclose(analytic, numeric, rtol=1e-7, atol=1e-7 * max(1.0, np.abs(gy).sum())), (
             f"d/d{name}: analytic {analytic} vs finite differences {numeric}")
+
+
+#: module settings per tiling: the default (float32 stride-1 forwards on the vector builds run as the
+#: implicit GEMM, grad_weight too on images of >= 512 positions), im2col with one output position (or
+#: row) per item, chunks of whole images, bands of positions without the row shift, and the implicit
+#: GEMM on any padded grid and for grad_weight of any size, with whole images or one output line
+#: (3-d: plane) per item
+_IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
+                "SHIFT_MIN_SAVING": 0, "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
+#: (the default and "chunks" keep the rule for stride-1 grad_input: col2im on these small inputs;
+#: the others run it as the adjoint's forward wherever it may)
+GEMM_TILINGS = {
+    "default": {},
+    "tiny": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 0},
+    "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
+    "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False,
+                  "ADJOINT_MIN_POSITIONS": 0},
+    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9,
+                 "ADJOINT_MIN_POSITIONS": 0},
+    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
+                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9, "ADJOINT_MIN_POSITIONS": 0},
+}
+
+
+def gemm_tiling(monkeypatch, name: str) -> None:
+    """The compiled gemm's settings of tiling ``name`` of :data:`GEMM_TILINGS`, for the test."""
+    from npconv.kernels import compiled_gemm  # the compiled core's: only where it is in use
+
+    for attr, value in GEMM_TILINGS[name].items():
+        monkeypatch.setattr(compiled_gemm, attr, value)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import reference
+from kernel_checks import GEMM_TILINGS, gemm_tiling
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import plan, workspace
@@ -19,7 +20,6 @@ from npconv.kernels.pointwise import Activation
 compiled_gemm = pytest.importorskip(
     "npconv.kernels.compiled_gemm", reason=f"compiled core not in use: {backends.core.reason}"
 )
-from test_compiled_gemm import TILINGS, _tiling  # noqa: E402 (after the skip)
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 ACTIVATIONS = {"none": None, "relu": Activation("relu"), "relu6": Activation("hardtanh", 0.0, 6.0),
@@ -80,11 +80,11 @@ GEMM_CASES = [  # (x shape, w shape, kernel, stride, padding, groups)
 ]
 
 
-@pytest.mark.parametrize("tiling", sorted(TILINGS))
+@pytest.mark.parametrize("tiling", sorted(GEMM_TILINGS))
 @pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_gemm_forward(rng, monkeypatch, parallel, tiling, shared, dtype):
-    _tiling(monkeypatch, tiling)
+    gemm_tiling(monkeypatch, tiling)
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
     monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
     for i, (x_shape, w_shape, kernel, stride, padding, groups) in enumerate(GEMM_CASES):

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from kernel_checks import assert_passes_are_adjoint, draw_geometry, relative_error
+from kernel_checks import GEMM_TILINGS, assert_passes_are_adjoint, draw_geometry, gemm_tiling, relative_error
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
@@ -33,33 +33,6 @@ compiled_gemm = pytest.importorskip(
 )
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
-
-#: module settings per tiling: the default (float32 stride-1 forwards on the vector builds run as the
-#: implicit GEMM, grad_weight too on images of >= 512 positions), im2col with one output position (or
-#: row) per item, chunks of whole images, bands of positions without the row shift, and the implicit
-#: GEMM on any padded grid and for grad_weight of any size, with whole images or one output line
-#: (3-d: plane) per item
-_IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
-                "SHIFT_MIN_SAVING": 0, "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
-#: (the default and "chunks" keep the rule for stride-1 grad_input: col2im on these small inputs;
-#: the others run it as the adjoint's forward wherever it may)
-TILINGS = {
-    "default": {},
-    "tiny": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 0},
-    "chunks": {**_IM2COL_TINY, "CHUNK_BYTES": 1 << 30},
-    "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False,
-                  "ADJOINT_MIN_POSITIONS": 0},
-    "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9,
-                 "ADJOINT_MIN_POSITIONS": 0},
-    "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,
-                       "IMPLICIT_MIN_POSITIONS": 0, "IMPLICIT_MAX_GRID": 1e9, "ADJOINT_MIN_POSITIONS": 0},
-}
-
-
-def _tiling(monkeypatch, name: str) -> None:
-    for attr, value in TILINGS[name].items():
-        monkeypatch.setattr(compiled_gemm, attr, value)
-
 
 def _gemm_conv_calls(monkeypatch, record) -> None:
     """Call ``record(pass code, geometry tuple)`` for every ``gemm_conv`` call of the compiled core
@@ -126,7 +99,7 @@ def test_random_geometries_match_the_reference(nd, groups, data):
     dtype = data.draw(st.sampled_from([np.float32, np.float64]))
     previous = backends.core.isa, backends.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
-        _tiling(patch, data.draw(st.sampled_from(sorted(TILINGS))))
+        gemm_tiling(patch, data.draw(st.sampled_from(sorted(GEMM_TILINGS))))
         patch.setattr(gemm, "WORKER_MIN_MACS", 0)
         calls = _uses_c(patch)
         backends.core.isa = data.draw(st.sampled_from(backends.core.isas))
@@ -209,12 +182,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("tiling", sorted(TILINGS))
+@pytest.mark.parametrize("tiling", sorted(GEMM_TILINGS))
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_cases_match_the_reference(rng, monkeypatch, isa, case, tiling, dtype):
     x_shape, (o, cg), kernel, stride, padding, dilation, groups = case
     geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=len(kernel))
-    _tiling(monkeypatch, tiling)
+    gemm_tiling(monkeypatch, tiling)
     calls = _uses_c(monkeypatch)
     _check(rng, x_shape, (o, cg) + kernel, geom, dtype)
     assert {0, 2} <= set(calls)
