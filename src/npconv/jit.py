@@ -40,7 +40,7 @@ from .autograd import is_grad_enabled, no_grad
 from .kernels import pointwise as _pointwise
 from .nn import functional as F
 from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
-from .nn.modules.fused import ChunkedSequential, ConvActivation
+from .nn.modules.fused import ChunkedSequential, ConvActivation, activation_of
 from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
 from .ops import elementwise as _ew
 from .ops.conv import records
@@ -247,18 +247,20 @@ class _LayerStep:
 
 
 class _AddStep:
-    """``slots[out] = a + b`` (or ``a += b``); an operand ``(True, slot)`` or ``(False, value)`` (a number,
-    or a parameter or buffer read when the step runs)."""
+    """``slots[out] = a + b`` (or ``a += b``), then ``activation`` (a ReLU/Hardtanh layer that alone
+    read the sum, or None); an operand ``(True, slot)`` or ``(False, value)`` (a number, or a parameter
+    or buffer read when the step runs)."""
 
-    __slots__ = ("a", "b", "out", "inplace")
+    __slots__ = ("a", "b", "out", "inplace", "activation")
 
-    def __init__(self, a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool) -> None:
-        self.a, self.b, self.out, self.inplace = a, b, out, inplace
+    def __init__(self, a: tuple[bool, Any], b: tuple[bool, Any], out: int, inplace: bool,
+                 activation: Module | None = None) -> None:
+        self.a, self.b, self.out, self.inplace, self.activation = a, b, out, inplace, activation
 
     def __call__(self, slots: list) -> None:
         (a_slot, a_value), (b_slot, b_value) = self.a, self.b
-        slots[self.out] = _add(slots[a_value] if a_slot else a_value, slots[b_value] if b_slot else b_value,
-                               self.inplace)
+        y = _add(slots[a_value] if a_slot else a_value, slots[b_value] if b_slot else b_value, self.inplace)
+        slots[self.out] = y if self.activation is None else self.activation.forward(y)
 
     @property
     def reads(self) -> tuple[int, ...]:
@@ -337,7 +339,8 @@ class _Program:
                     params.append((step.planned.bias, b))
                 self.ops.append((0, run))
             elif add:
-                self.ops.append((1, tuple(buffers[i] for i in (step.a[1], step.b[1], step.out))))
+                act = None if step.activation is None else activation_of(step.activation)
+                self.ops.append((1, (buffers[step.a[1]], buffers[step.b[1]], buffers[step.out], act)))
             else:
                 self.ops.append((2, (step, buffers.get(step.out))))
         self.reads = {i for step, b in zip(steps, bound, strict=True) if not b
@@ -403,9 +406,11 @@ class _Program:
             if kind == 0:
                 op()
             elif kind == 1:
-                a, b, out = op
+                a, b, out, act = op
                 if _pointwise.add(a, b, out) is None:
                     np.add(a, b, out=out)
+                if act is not None:
+                    _pointwise.activate_(out, act.kind, act.lo, act.hi)
             else:
                 step, buffer = op
                 step(values)
@@ -607,6 +612,9 @@ _PASS_THROUGH = (linear.Identity, dropout.Dropout, dropout.Dropout1d, dropout.Dr
 #: Activation layers a convolution step takes into its output pass (:class:`ConvActivation`'s).
 _FUSED_ACTIVATIONS = frozenset({activation.ReLU, activation.ReLU6, activation.Hardtanh, activation.SiLU})
 _PLAIN_CONVS = frozenset({conv.Conv1d, conv.Conv2d, conv.Conv3d})
+#: Activation layers an addition step takes (the bound program applies them with ``activate_``, whose
+#: values are theirs; SiLU's are not bit for bit).
+_ADD_ACTIVATIONS = frozenset({activation.ReLU, activation.ReLU6, activation.Hardtanh})
 
 
 def _fused(steps: list[_Step], outputs: Any) -> list[_Step]:
@@ -615,7 +623,8 @@ def _fused(steps: list[_Step], outputs: Any) -> list[_Step]:
     convolution leaves an ``Identity``), and a convolution whose output only an activation layer reads
     (ReLU, ReLU6, Hardtanh, SiLU; ``conv -> bn -> relu`` after folding) replaced by one
     :class:`ConvActivation` step of the two snapshots: the activation applied in the convolution's
-    output pass where it runs planned, its ``forward`` (the two layers) otherwise."""
+    output pass where it runs planned, its ``forward`` (the two layers) otherwise; a ReLU or Hardtanh
+    that alone reads an addition's sum taken into the addition step (ResNet's ``relu(out + identity)``)."""
     steps = [step for step in steps if not (isinstance(step, _LayerStep) and step.index == step.out
                                              and type(_layer(step)) in _PASS_THROUGH)]
     returned = {outputs} if isinstance(outputs, int) else set(outputs)
@@ -633,6 +642,13 @@ def _fused(steps: list[_Step], outputs: Any) -> list[_Step]:
         if isinstance(step, _LayerStep) and type(_layer(step)) in _FUSED_ACTIVATIONS:
             p = producer.get(step.index)
             first = None if p is None else steps[p]
+            if (isinstance(first, _AddStep) and first.activation is None
+                    and type(_layer(step)) in _ADD_ACTIVATIONS and "forward" not in _layer(step).__dict__
+                    and alone(p, k)):
+                steps[p] = _AddStep(first.a, first.b, step.out, first.inplace, _layer(step))
+                steps[k] = None
+                producer[step.out] = p
+                continue
             if (isinstance(first, _LayerStep) and type(_layer(first)) in _PLAIN_CONVS
                     and "forward" not in _layer(first).__dict__ and "forward" not in _layer(step).__dict__
                     and alone(p, k)):

@@ -524,7 +524,7 @@ def test_a_bound_program_is_dropped_when_its_plans_change_and_serves_one_thread_
 
 
 def _activation_flows(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
-    """Convolution outputs an activation reads alone (fused), read by others too, or returned."""
+    """Convolution outputs and sums an activation reads alone (fused), read by others too, returned."""
 
     class Flows(ns.Module):
         def __init__(self) -> None:
@@ -539,18 +539,20 @@ def _activation_flows(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
             z = self.conv2(y)
             a = self.relu(z)  # not fused: z is read again below
             b = self.conv3(a) + z
+            h = self.relu(b)  # not fused: b is read below
             c = self.conv4(b)
             self.in_place(c)  # fused: the reads after an in-place activation see its values
             e = self.conv5(c)
             f = self.conv3(e)
             self.in_place(e)  # not fused: conv3 read e before
-            d = self.conv3(self.bn(c) + c + f + e)
-            return self.relu(d), d  # not fused: d is returned
+            k = self.relu6(f + e)  # taken by the addition
+            d = self.conv3(self.bn(c) + c + k)
+            return self.relu(d), d, h  # not fused: d is returned
 
     return Flows()
 
 
-def test_trace_fuses_an_activation_that_alone_reads_a_convolution() -> None:
+def test_trace_fuses_an_activation_that_alone_reads_a_convolution_or_a_sum() -> None:
     torch.manual_seed(28)
     reference = _activation_flows(torch.nn).double().eval()
     model = _activation_flows(nn).double().eval()
@@ -561,7 +563,9 @@ def test_trace_fuses_an_activation_that_alone_reads_a_convolution() -> None:
 
     fused = [s for s in traced._steps
              if isinstance(s, jit._LayerStep) and isinstance(jit._layer(s), ConvActivation)]
-    assert len(fused) == 2 and len(traced._steps) == 15
+    assert len(fused) == 2 and len(traced._steps) == 16
+    adds = [s for s in traced._steps if isinstance(s, jit._AddStep)]
+    assert [s.activation is not None for s in adds] == [False, True, False, False]
     for seed in (30, 31):
         x = np.random.default_rng(seed).standard_normal(x.shape)
         with npconv.no_grad():

@@ -33,7 +33,8 @@ from .conv import _Conv, _ConvNd
 from .linear import Identity
 from .module import Module, has_call_hooks, registered
 
-__all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "CHUNK_ABOVE_BYTES", "CHUNK_BYTES"]
+__all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "activation_of", "CHUNK_ABOVE_BYTES",
+           "CHUNK_BYTES"]
 
 #: Activation modules a :class:`ConvActivation` fuses (ReLU6 is a Hardtanh).
 FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
@@ -42,7 +43,7 @@ FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
 _RELU, _SILU = Activation("relu"), Activation("silu")
 
 
-def _activation(activation: Module) -> Activation:
+def activation_of(activation: Module) -> Activation:
     """The :class:`~npconv.kernels.pointwise.Activation` that ``activation`` computes."""
     if isinstance(activation, ReLU):
         return _RELU
@@ -80,7 +81,7 @@ class ConvActivation(Module):
         if (not args and not kwargs and _plain_conv(conv) and not has_call_hooks(conv)
                 and not has_call_hooks(activation) and not records(input, weight, bias)):
             geometry, op = conv._call_geometry()
-            fused = _activation(activation)
+            fused = activation_of(activation)
             y = F._run_planned(self, input, weight, bias, geometry, conv.padding_mode, op, fused)
             if y is not None:
                 return y
@@ -89,7 +90,7 @@ class ConvActivation(Module):
         y = conv(input, *args, **kwargs)
         if y.requires_grad:  # autograd records: the activation op, so its gradient is the unfused one
             return activation(y)
-        activation_ = _activation(activation)
+        activation_ = activation_of(activation)
         pointwise.activate_(as_array(y), activation_.kind, activation_.lo, activation_.hi)
         return y
 
