@@ -621,3 +621,23 @@ def test_a_forked_child_runs_the_program_even_if_its_lock_was_held_at_the_fork()
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     os.close(read)
+
+
+def test_a_program_reports_a_changed_parameter_of_a_layer_it_runs_as_a_step() -> None:
+    """A Linear weight of another shape or dtype after the program was built: the call reports it as
+    the eager module does."""
+    _, ours = _pair(np.float32)
+    model = npconv.optimize_for_inference(ours)
+    x = np.random.default_rng(38).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _run(traced, x)
+    linear = model.head[1]
+    for weight, error, message in [(np.zeros((5, 17), np.float32), ValueError, "mat1 and mat2 shapes cannot"),
+                                   (np.zeros((5, 16)), TypeError, r"input type \(float32\) and weight type")]:
+        kept = linear.weight.data
+        linear.weight.data = weight
+        with pytest.raises(error, match=message):
+            _run(traced, x)
+        with pytest.raises(error, match=message):
+            _run(model, x)
+        linear.weight.data = kept
