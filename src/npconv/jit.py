@@ -4,17 +4,22 @@
 Tracing runs ``mod(*example_inputs)`` once and records what it computes as a list of steps: each call
 of a *layer* (a module of a fixed set of npconv layer types: convolutions, linear, pooling,
 activations, flatten, identity, in eval mode dropout and batch norm, and a ``ChunkedSequential`` that
-runs the batch in chunks) and each tensor addition
-(``a + b``, ``a += b``). Containers and custom modules are not steps: their ``forward`` runs while
-tracing and its layer calls and additions are recorded. The traced module replays the steps: no
-module calls, container loops or hook checks, and a planned convolution runs its kept plan directly.
+runs the batch in chunks), each tensor addition (``a + b``, ``a += b``) and each call of a recorded
+tensor op (:func:`npconv.tracing.recorded`: the activations, ``max_pool``/``avg_pool``/
+``adaptive_avg_pool`` behind ``F.max_pool2d`` and friends, ``reshape``/``view``, ``flatten``,
+``permute``, ``transpose``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``cat``, ``mean``, however
+called: ``F.relu(x)``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``). Containers and custom
+modules are not steps: their ``forward`` runs while tracing and its layer calls, additions and ops are
+recorded. The traced module replays the steps: no module calls, container loops or hook checks, and a
+planned convolution runs its kept plan directly; calls that record no autograd run a bound program
+(:class:`_Program`).
 
 It is sound by refusal: :class:`TracerError` is raised, instead of a wrong replay, where the forward
-does anything a step list cannot reproduce -- a layer or addition input that no recorded step or
-input produced (another operation made it), a tensor modified in place outside a step (its version
-counter), a value read into Python (``bool()``, ``item()``, ``numpy()``, a NumPy conversion, ``.data``:
-control flow on values), a module with hooks, a layer in training mode whose forward is random or
-updates buffers, or an output that is not a tensor the steps produce.
+does anything a step list cannot reproduce -- a layer, addition or op input that no recorded step or
+input produced (another operation made it, e.g. ``x * 2``), a tensor modified in place outside a step
+(its version counter), a value read into Python (``bool()``, ``item()``, ``numpy()``, a NumPy
+conversion, ``.data``: control flow on values), a module with hooks, a layer in training mode whose
+forward is random or updates buffers, or an output that is not a tensor the steps produce.
 
 What the replay keeps of ``mod``, as ``torch.jit.trace`` does: its structure and every layer's
 settings as they were (snapshots of the layer modules, sharing their parameters and buffers), so later
@@ -42,6 +47,7 @@ from .nn import functional as F
 from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
 from .nn.modules.fused import ChunkedSequential, ConvActivation, activation_of
 from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
+from .ops import activation as _act
 from .ops import elementwise as _ew
 from .ops.conv import records
 from .tensor import Tensor
@@ -206,6 +212,45 @@ class _Recorder:
         self.steps.append(_AddStep(operands[0], operands[1], out, inplace))
         return y
 
+    def function(self, function: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if threading.get_ident() != self.thread:
+            return function(*args, **kwargs)
+        name = function.__name__
+        template = (self._argument(args, name), self._argument(kwargs, name))
+        tracing.active = None
+        try:
+            y = function(*args, **kwargs)
+        finally:
+            tracing.active = self
+        first = y
+        if isinstance(y, tuple) and y and all(v is None for v in y[1:]):  # (values, None): max_pool's
+            first = y[0]
+        if not isinstance(first, Tensor):
+            raise TracerError(f"npconv.jit.trace: {name} returned {type(y).__name__}, not a tensor (a trace "
+                              f"records ops with one tensor result)")
+        out = self.slots.get(id(first))
+        if out is None:
+            out = self._new_slot(first)
+        elif first._version.value == self.versions[out]:
+            return y  # an argument returned unchanged (a contiguous tensor's contiguous()): no step
+        self._written(out)
+        self.steps.append(_FunctionStep(function, template, out, first is not y))
+        return y
+
+    def _argument(self, value: Any, name: str) -> Any:
+        """A function step's argument template: ``_Slot(i)`` for a tensor a step made, the same
+        structure for tuples, lists and dicts, the value itself otherwise (a number, a geometry, a
+        parameter or buffer of the traced module, read when the step runs)."""
+        if isinstance(value, Tensor):
+            return value if id(value) in self.constants else _Slot(self._slot(value, name))
+        if isinstance(value, (tuple, list)):
+            return type(value)(self._argument(v, name) for v in value)
+        if isinstance(value, dict):
+            return {k: self._argument(v, name) for k, v in value.items()}
+        if isinstance(value, np.ndarray):
+            raise TracerError(f"npconv.jit.trace: {name} got a NumPy array; a trace records tensor arguments")
+        return value
+
     def _operand(self, value: Any) -> tuple[bool, Any]:
         if isinstance(value, Tensor) and id(value) in self.constants:
             return False, value  # a parameter or buffer of the traced module: its current values
@@ -267,7 +312,48 @@ class _AddStep:
         return tuple(value for is_slot, value in (self.a, self.b) if is_slot)
 
 
-_Step = _LayerStep | _AddStep
+class _Slot(int):
+    """A function step's argument that is the tensor in slot ``int(self)``."""
+
+
+def _filled(template: Any, slots: list) -> Any:
+    """``template`` with each :class:`_Slot` replaced by its slot's tensor."""
+    if isinstance(template, _Slot):
+        return slots[template]
+    if isinstance(template, (tuple, list)):
+        return type(template)(_filled(v, slots) for v in template)
+    if isinstance(template, dict):
+        return {k: _filled(v, slots) for k, v in template.items()}
+    return template
+
+
+def _slots_in(template: Any) -> tuple[int, ...]:
+    if isinstance(template, _Slot):
+        return (int(template),)
+    if isinstance(template, (tuple, list)):
+        return tuple(i for v in template for i in _slots_in(v))
+    if isinstance(template, dict):
+        return tuple(i for v in template.values() for i in _slots_in(v))
+    return ()
+
+
+class _FunctionStep:
+    """``slots[out] = function(*args, **kwargs)`` of a recorded tensor op (:func:`npconv.tracing.recorded`),
+    ``template`` its ``(args, kwargs)`` with slot references; ``first``: the op returns ``(tensor, None)``."""
+
+    __slots__ = ("function", "template", "out", "first", "reads")
+
+    def __init__(self, function: Callable[..., Any], template: tuple, out: int, first: bool) -> None:
+        self.function, self.template, self.out, self.first = function, template, out, first
+        self.reads = tuple(dict.fromkeys(_slots_in(template)))
+
+    def __call__(self, slots: list) -> None:
+        args, kwargs = _filled(self.template, slots)
+        y = self.function(*args, **kwargs)
+        slots[self.out] = y[0] if self.first else y
+
+
+_Step = _LayerStep | _AddStep | _FunctionStep
 
 
 class _Program:
@@ -629,38 +715,67 @@ def _fused(steps: list[_Step], outputs: Any) -> list[_Step]:
                                              and type(_layer(step)) in _PASS_THROUGH)]
     returned = {outputs} if isinstance(outputs, int) else set(outputs)
 
-    def alone(p: int, k: int) -> bool:
-        """Whether step ``k`` is the only reader of the value step ``p`` wrote (an in-place step
-        ``k``'s output replaces it; another one's result is a new slot)."""
-        i, later = steps[k].index, steps[k].out != steps[k].index
+    def alone(p: int, k: int, i: int) -> bool:
+        """Whether step ``k`` is the only reader of slot ``i``'s value step ``p`` wrote (an in-place
+        step ``k``'s output replaces it; another one's result is a new slot)."""
+        later = steps[k].out != i
         between = all(s is None or (i not in s.reads and s.out != i) for s in steps[p + 1:k])
         read_later = i in returned or any(s is not None and i in s.reads for s in steps[k + 1:])
         return between and not (later and read_later)
 
     producer: dict[int, int] = {}  # slot -> the index in steps of the step that last wrote it
     for k, step in enumerate(steps):
-        if isinstance(step, _LayerStep) and type(_layer(step)) in _FUSED_ACTIVATIONS:
-            p = producer.get(step.index)
+        found = _activation_layer(step)
+        if found is not None:
+            layer, i = found
+            p = producer.get(i)
             first = None if p is None else steps[p]
-            if (isinstance(first, _AddStep) and first.activation is None
-                    and type(_layer(step)) in _ADD_ACTIVATIONS and "forward" not in _layer(step).__dict__
-                    and alone(p, k)):
-                steps[p] = _AddStep(first.a, first.b, step.out, first.inplace, _layer(step))
+            if (isinstance(first, _AddStep) and first.activation is None and type(layer) in _ADD_ACTIVATIONS
+                    and alone(p, k, i)):
+                steps[p] = _AddStep(first.a, first.b, step.out, first.inplace, layer)
                 steps[k] = None
                 producer[step.out] = p
                 continue
             if (isinstance(first, _LayerStep) and type(_layer(first)) in _PLAIN_CONVS
-                    and "forward" not in _layer(first).__dict__ and "forward" not in _layer(step).__dict__
-                    and alone(p, k)):
-                layer = ConvActivation(_layer(first), _layer(step))
-                planned = _PlannedStep(layer)
+                    and "forward" not in _layer(first).__dict__ and alone(p, k, i)):
+                planned = _PlannedStep(ConvActivation(_layer(first), layer))
                 steps[p] = _LayerStep(planned, first.index, step.out, planned)
                 steps[k] = None
                 producer[step.out] = p
                 continue
-        if step is not None:
-            producer[step.out] = k
+        producer[step.out] = k
     return [step for step in steps if step is not None]
+
+
+def _activation_layer(step: _Step) -> tuple[Module, int] | None:
+    """``(activation layer, input slot)`` of a step that applies ReLU, ReLU6, Hardtanh or SiLU to one
+    slot: such a layer's step, or a recorded ``relu``/``hardtanh``/``silu`` op call (a new layer of
+    its settings); None for any other step."""
+    if isinstance(step, _LayerStep):
+        layer = _layer(step)
+        if type(layer) in _FUSED_ACTIVATIONS and "forward" not in layer.__dict__:
+            return layer, step.index
+        return None
+    if not isinstance(step, _FunctionStep) or len(step.reads) != 1:
+        return None
+    args, kwargs = step.template
+    if not args or not isinstance(args[0], _Slot) or any(isinstance(a, _Slot) for a in args[1:]):
+        return None
+    make = _ACTIVATION_OPS.get(step.function)
+    try:
+        return None if make is None else (make(*args[1:], **kwargs), step.reads[0])
+    except TypeError:  # arguments the op takes that its layer does not
+        return None
+
+
+#: The recorded activation ops (the functions :func:`npconv.tracing.recorded` wraps) and the layer
+#: each call makes.
+_ACTIVATION_OPS = {
+    _act.relu.__wrapped__: lambda inplace=False: activation.ReLU(inplace=inplace),
+    _act.hardtanh.__wrapped__: lambda min_val, max_val: activation.Hardtanh(min_val, max_val),
+    _act.hardtanh_.__wrapped__: lambda min_val, max_val: activation.Hardtanh(min_val, max_val, inplace=True),
+    _act.silu.__wrapped__: lambda: activation.SiLU(),
+}
 
 
 def _layer(step: _LayerStep) -> Module:

@@ -641,3 +641,79 @@ def test_a_program_reports_a_changed_parameter_of_a_layer_it_runs_as_a_step() ->
         with pytest.raises(error, match=message):
             _run(model, x)
         linear.weight.data = kept
+
+
+def _functional_style(lib):  # noqa: ANN001, ANN202 (npconv or torch)
+    """A forward written with functional ops and tensor methods between its layers."""
+    F = lib.nn.functional
+
+    class Functional(lib.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = lib.nn.Conv2d(3, 6, 3, padding=1), lib.nn.Conv2d(6, 8, 3)
+            self.conv3 = lib.nn.Conv2d(16, 8, 1, bias=False)
+            self.fc1, self.fc2 = lib.nn.Linear(8 * 3 * 3, 10), lib.nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = F.relu(self.conv1(x))  # taken into conv1
+            x = F.max_pool2d(x, 2)
+            y = self.conv2(x)
+            z = lib.cat([lib.sigmoid(y), F.relu6(y)], 1)  # y read twice: not taken
+            z = self.conv3(z)
+            z = F.hardtanh(z, -0.5, 0.5)  # taken into conv3
+            flat = z.reshape(z.size(0), -1)
+            head = F.log_softmax(self.fc1(flat), dim=1)
+            pooled = lib.flatten(F.adaptive_avg_pool2d(z, 1), 1) + z.mean((2, 3))
+            return head, self.fc2(lib.tanh(pooled)).permute(1, 0).contiguous()
+
+    return Functional()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_trace_records_functional_ops_between_layers(dtype: type, tolerance: float) -> None:
+    """``F.relu``, ``F.max_pool2d``, ``torch.cat``, ``torch.sigmoid``, ``F.relu6``, ``F.hardtanh``,
+    ``reshape``/``size``, ``F.log_softmax``, ``torch.flatten``, ``F.adaptive_avg_pool2d``, ``mean``,
+    ``tanh``, ``permute``, ``contiguous``: recorded as steps and replayed as torch computes them; an
+    activation op that alone reads a convolution's output runs in its output pass."""
+    torch.manual_seed(39)
+    reference = _functional_style(torch).to(torch.float64 if dtype == np.float64 else torch.float32).eval()
+    model = _functional_style(npconv).eval()
+    if dtype == np.float64:
+        model = model.double()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    x = np.random.default_rng(40).standard_normal((2, 3, 10, 10)).astype(dtype)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    from npconv.nn.modules.fused import ConvActivation
+
+    fused = [s for s in traced._steps
+             if isinstance(s, jit._LayerStep) and isinstance(jit._layer(s), ConvActivation)]
+    assert len(fused) == 2
+    for seed in (41, 42, 43):
+        x = np.random.default_rng(seed).standard_normal(x.shape).astype(dtype)
+        with npconv.no_grad():
+            got = traced(npconv.tensor(x))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x))
+        for g, e in zip(got, expected, strict=True):
+            e = e.numpy()
+            np.testing.assert_allclose(g.numpy(), e, rtol=tolerance, atol=tolerance * np.abs(e).max())
+    assert npconv.backends.core.module is None or traced._replay.program is not None
+    xt = torch.from_numpy(x.copy()).requires_grad_()  # gradients through the recorded ops
+    sum(o.square().sum() for o in reference(xt)).backward()
+    xn = npconv.tensor(x.copy(), requires_grad=True)
+    sum(o.square().sum() for o in traced(xn)).backward()
+    np.testing.assert_allclose(xn.grad.numpy(), xt.grad.numpy(), rtol=tolerance * 10,
+                               atol=tolerance * 10 * np.abs(xt.grad.numpy()).max())
+
+
+def test_trace_still_refuses_ops_it_does_not_record() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return npconv.nn.functional.relu(self.conv(x) * 2)  # the product is not recorded
+
+    with pytest.raises(npconv.jit.TracerError, match="relu was not made by a recorded"):
+        npconv.jit.trace(Scaled().eval(), npconv.tensor(np.ones((1, 3, 4, 4), np.float32)))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, tracing
 from ..autograd import apply_inplace, as_array, make_result, write_inplace
 from ..kernels import pointwise
 from .shape import canonical_dim
@@ -36,6 +36,7 @@ _GELU_BETA = math.sqrt(2.0) * 2 / math.sqrt(math.pi) * 0.5  # sqrt(2 / pi)
 _GELU_KAPPA = 0.044715
 
 
+@tracing.recorded
 def relu(input: Any, inplace: bool = False) -> Tensor:
     """``max(input, 0)``; with ``inplace`` the result is written into ``input``, which is returned
     (its backward then reads ``input``'s memory, saved at the new version, as torch's)."""
@@ -72,6 +73,7 @@ def relu_(input: Any) -> Tensor:
     return relu(input, inplace=True)
 
 
+@tracing.recorded
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
     data = as_array(x)
     slope = data.dtype.type(negative_slope)
@@ -107,6 +109,7 @@ def leaky_relu_(x: Any, negative_slope: float = 0.01) -> Tensor:
                          "LeakyReluBackward1", keeps="result")
 
 
+@tracing.recorded
 def gelu(x: Any, approximate: str = "none") -> Tensor:
     data = as_array(x)
     t = data.dtype.type
@@ -142,6 +145,7 @@ def _sigmoid(data: np.ndarray) -> np.ndarray:
     return special.expit(data).astype(data.dtype, copy=False)
 
 
+@tracing.recorded
 def sigmoid(input: Any) -> Tensor:
     """``1 / (1 + exp(-x))``; gradient ``g * (1 - y) * y`` (conjugated for complex)."""
     out = _sigmoid(_floating(as_array(input)))
@@ -149,6 +153,7 @@ def sigmoid(input: Any) -> Tensor:
                        saved=("output",))
 
 
+@tracing.recorded
 def tanh(input: Any) -> Tensor:
     """Hyperbolic tangent; gradient ``g * (1 - y^2)`` (conjugated for complex)."""
     out = np.tanh(_floating(as_array(input)))
@@ -173,6 +178,7 @@ def tanh_(input: Any) -> Tensor:
                          "TanhBackward0", keeps="result")
 
 
+@tracing.recorded
 def silu(x: Any) -> Tensor:
     data = as_array(x)
     s = _sigmoid(data)
@@ -195,6 +201,7 @@ def _softmax_operand(input: Any, dim: int, dtype: Any) -> tuple[np.ndarray, int]
     return (data.reshape(1) if data.ndim == 0 else data), axis
 
 
+@tracing.recorded
 def softmax(input: Any, dim: int, dtype: Any = None) -> Tensor:
     """``exp(x - max) / sum(exp(x - max))`` along ``dim``; gradient ``y * (g - sum(g * y))``."""
     data, dim = _softmax_operand(input, dim, dtype)
@@ -209,6 +216,7 @@ def softmax(input: Any, dim: int, dtype: Any = None) -> Tensor:
     return make_result(out.reshape(shape), (input,), backward, "SoftmaxBackward0", saved=("output",))
 
 
+@tracing.recorded
 def log_softmax(input: Any, dim: int, dtype: Any = None) -> Tensor:
     """``x - max - log(sum(exp(x - max)))`` along ``dim``; gradient ``g - exp(y) * sum(g)``."""
     data, dim = _softmax_operand(input, dim, dtype)
@@ -234,6 +242,7 @@ def dropout(x: Any, p: float, generator: np.random.Generator) -> Tensor:
 
 
 # -- piecewise-linear and smooth activations (torch's CPU kernels' formulas and masks) ------------
+@tracing.recorded
 def hardtanh(x: Any, min_val: float, max_val: float) -> Tensor:
     """``min(max(x, min_val), max_val)``; gradient 1 strictly inside ``(min_val, max_val)``, else 0.
 
@@ -250,6 +259,7 @@ def hardtanh(x: Any, min_val: float, max_val: float) -> Tensor:
                        "HardtanhBackward0")
 
 
+@tracing.recorded
 def hardtanh_(x: Any, min_val: float, max_val: float) -> Tensor:
     """:func:`hardtanh` written into a float tensor's memory; the backward reads a copy of the input
     taken first (torch's ``hardtanh_`` saves the original input, so changing the result is allowed)."""
@@ -263,6 +273,7 @@ def hardtanh_(x: Any, min_val: float, max_val: float) -> Tensor:
                          "HardtanhBackward0", keeps="original")
 
 
+@tracing.recorded
 def hardswish(x: Any) -> Tensor:
     """``x * min(max(x + 3, 0), 6) / 6``; gradient 0 up to -3, ``x / 3 + 1/2`` strictly inside
     ``(-3, 3)``, then 1 (torch's CPU kernel's masks)."""
@@ -281,6 +292,7 @@ def hardswish(x: Any) -> Tensor:
 _ONE_SIXTH_F32 = np.float32(1 / 6)  # torch's kernel scales the gradient by 1.0f / 6.0f in every dtype
 
 
+@tracing.recorded
 def hardsigmoid(x: Any) -> Tensor:
     """``min(max(x + 3, 0), 6) / 6``; gradient 1/6 strictly inside ``(-3, 3)``, else 0."""
     data = as_array(x)
@@ -291,6 +303,7 @@ def hardsigmoid(x: Any) -> Tensor:
                        "HardsigmoidBackward0")
 
 
+@tracing.recorded
 def elu(x: Any, alpha: float) -> Tensor:
     """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``; gradient ``alpha * exp(x)`` where ``x <= 0``."""
     data = as_array(x)
@@ -339,6 +352,7 @@ def softplus(x: Any, beta: float, threshold: float) -> Tensor:
     return make_result(out, (x,), lambda g: (np.where(linear, g, g * z / (z + t(1))),), "SoftplusBackward0")
 
 
+@tracing.recorded
 def mish(x: Any) -> Tensor:
     """``x * tanh(softplus(x))``; gradient ``tanh(sp) + x * sigmoid(x) * (1 - tanh(sp)^2)``."""
     data = as_array(x)

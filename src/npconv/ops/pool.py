@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tracing
 from ..autograd import is_grad_enabled
 from ..checks import refuses_oversize
 from ..geometry import ConvGeometry
@@ -16,6 +17,7 @@ from ..tensor import Tensor, as_array, make_result
 __all__ = ["max_pool", "avg_pool", "adaptive_avg_pool"]
 
 
+@tracing.recorded
 def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, return_indices: bool = False
              ) -> tuple[Tensor, np.ndarray | None]:
     """Max pooling; ``(y, indices)`` with torch's flat per-plane ``indices`` (int64) if asked, else None."""
@@ -31,6 +33,7 @@ def max_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, return_indices
     return out, _pool.max_pool_indices(arg, geom, input_size, ceil_mode) if return_indices else None
 
 
+@tracing.recorded
 def avg_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, count_include_pad: bool = True,
              divisor_override: int | None = None) -> Tensor:
     """Average pooling with torch's divisor rules."""
@@ -45,6 +48,7 @@ def avg_pool(x: Any, geom: ConvGeometry, ceil_mode: bool = False, count_include_
 
 
 @refuses_oversize("adaptive_avg_pool")
+@tracing.recorded
 def adaptive_avg_pool(x: Any, output_size: Sequence[int]) -> Tensor:
     """Adaptive average pooling to spatial ``output_size``."""
     data = as_array(x)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import autograd, dtypes
+from .. import autograd, dtypes, tracing
 from ..autograd import as_array, make_result
 from .elementwise import maximum, minimum
 from .shape import canonical_dim, canonical_dims
@@ -90,6 +90,7 @@ def sum(input: Any, dim: Any = None, keepdim: builtins.bool = False, *, dtype: A
     )
 
 
+@tracing.recorded
 def mean(input: Any, dim: Any = None, keepdim: builtins.bool = False, *, dtype: Any = None) -> Any:
     data = as_array(input)
     if dtype is None and data.dtype.kind not in "fc":

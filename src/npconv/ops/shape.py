@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import autograd
+from .. import autograd, tracing
 from ..autograd import as_array, is_tensor, make_result
 from ..checks import refuses_oversize
 
@@ -114,6 +114,7 @@ def _view_result(input: Any, out: np.ndarray, backward: Any, name: str) -> Any:
     return make_result(out, (input,), backward, name, saved=(), view_of=view_of)
 
 
+@tracing.recorded
 def reshape(input: Any, *shape: Any) -> Any:
     """``input`` with a new shape (one entry may be -1); a view when the layout allows."""
     data = as_array(input)
@@ -147,11 +148,13 @@ def view_as(input: Any, other: Any) -> Any:
 reshape_as = view_as
 
 
+@tracing.recorded
 def contiguous(input: Any, memory_format: Any = None) -> Any:
     """``input`` itself: npconv tensors need no particular layout."""
     return input
 
 
+@tracing.recorded
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     data = as_array(input)
     if data.ndim == 0:
@@ -170,6 +173,7 @@ def unflatten(input: Any, dim: int, sizes: Sequence[int]) -> Any:
     return reshape(input, data.shape[:d] + tuple(sizes) + data.shape[d + 1 :])
 
 
+@tracing.recorded
 def squeeze(input: Any, dim: Any = None) -> Any:
     """Drop size-1 dims (all, or those in ``dim``: an int or a tuple)."""
     data = as_array(input)
@@ -180,12 +184,14 @@ def squeeze(input: Any, dim: Any = None) -> Any:
     return reshape(input, shape)
 
 
+@tracing.recorded
 def unsqueeze(input: Any, dim: int) -> Any:
     data = as_array(input)
     d = canonical_dim(dim, data.ndim + 1)
     return reshape(input, data.shape[:d] + (1,) + data.shape[d:])
 
 
+@tracing.recorded
 def permute(input: Any, *dims: Any) -> Any:
     data = as_array(input)
     order = tuple(canonical_dim(d, data.ndim) for d in _shape_argument(dims))
@@ -197,6 +203,7 @@ def permute(input: Any, *dims: Any) -> Any:
     return _view_result(input, data.transpose(order), lambda g: (g.transpose(inverse),), "PermuteBackward0")
 
 
+@tracing.recorded
 def transpose(input: Any, dim0: int, dim1: int) -> Any:
     data = as_array(input)
     a, b = canonical_dim(dim0, data.ndim), canonical_dim(dim1, data.ndim)
@@ -290,6 +297,7 @@ def repeat(input: Any, *sizes: Any) -> Any:
 tile = repeat
 
 
+@tracing.recorded
 def cat(tensors: Sequence[Any], dim: int = 0) -> Any:
     """Concatenate along ``dim`` (1-D empty tensors are skipped, as torch does)."""
     if is_tensor(tensors) or isinstance(tensors, np.ndarray):
