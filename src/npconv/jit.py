@@ -7,7 +7,8 @@ activations, flatten, identity, in eval mode dropout and batch norm, and a ``Chu
 runs the batch in chunks), each tensor addition (``a + b``, ``a += b``) and each call of a recorded
 tensor op (:func:`npconv.tracing.recorded`: the activations, ``max_pool``/``avg_pool``/
 ``adaptive_avg_pool`` behind ``F.max_pool2d`` and friends, ``reshape``/``view``, ``flatten``,
-``permute``, ``transpose``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``cat``, ``mean``, however
+``permute``, ``transpose``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``cat``, ``mean``, indexing,
+the products, differences, quotients and negations, however
 called: ``F.relu(x)``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``). Containers and custom
 modules are not steps: their ``forward`` runs while tracing and its layer calls, additions and ops are
 recorded. The traced module replays the steps: no module calls, container loops or hook checks, and a
@@ -16,8 +17,8 @@ planned convolution runs its kept plan directly; calls that record no autograd r
 
 It is sound by refusal: :class:`TracerError` is raised, instead of a wrong replay, where the forward
 does anything a step list cannot reproduce -- a layer, addition or op input that no recorded step or
-input produced (another operation made it, e.g. ``x * 2``), a tensor modified in place outside a step
-(its version counter), a value read into Python (``bool()``, ``item()``, ``numpy()``, a NumPy
+input produced (another operation made it, e.g. ``x.exp()``), a tensor modified in place outside a
+step (its version counter), a value read into Python (``bool()``, ``item()``, ``numpy()``, a NumPy
 conversion, ``.data``: control flow on values), a module with hooks, a layer in training mode whose
 forward is random or updates buffers, or an output that is not a tensor the steps produce.
 
@@ -146,9 +147,10 @@ class _Recorder:
     def _slot(self, tensor: Any, what: str) -> int:
         index = self.slots.get(id(tensor)) if isinstance(tensor, Tensor) else None
         if index is None:
-            raise TracerError(f"npconv.jit.trace: the input of {what} was not made by a recorded layer call "
-                              f"or addition (another operation made it: only layer modules and tensor "
-                              f"additions are recorded), got {type(tensor).__name__}")
+            raise TracerError(f"npconv.jit.trace: the input of {what} was not made by a recorded layer call, "
+                              f"addition or op (another operation made it: layer modules, tensor additions "
+                              f"and the ops of npconv.tracing.recorded are recorded), got "
+                              f"{type(tensor).__name__}")
         if tensor._version.value != self.versions[index]:
             raise TracerError(f"npconv.jit.trace: the input of {what} was modified in place by an operation "
                               f"the tracer does not record")

@@ -173,7 +173,7 @@ def test_trace_refuses_what_it_cannot_replay() -> None:
             self.conv = nn.Conv2d(3, 3, 1)
 
         def forward(self, x):
-            return self.conv(x * 2)  # a multiplication: not a recorded step
+            return self.conv(x.exp())  # an exponential: not a recorded step
 
     class InPlace(nn.Module):
         def __init__(self) -> None:
@@ -663,7 +663,8 @@ def _functional_style(lib):  # noqa: ANN001, ANN202 (npconv or torch)
             z = F.hardtanh(z, -0.5, 0.5)  # taken into conv3
             flat = z.reshape(z.size(0), -1)
             head = F.log_softmax(self.fc1(flat), dim=1)
-            pooled = lib.flatten(F.adaptive_avg_pool2d(z, 1), 1) + z.mean((2, 3))
+            pooled = lib.flatten(F.adaptive_avg_pool2d(z, 1), 1) * 0.5 - z.mean((2, 3)) / 3
+            pooled = pooled + -flat[:, :8]
             return head, self.fc2(lib.tanh(pooled)).permute(1, 0).contiguous()
 
     return Functional()
@@ -673,7 +674,8 @@ def _functional_style(lib):  # noqa: ANN001, ANN202 (npconv or torch)
 def test_trace_records_functional_ops_between_layers(dtype: type, tolerance: float) -> None:
     """``F.relu``, ``F.max_pool2d``, ``torch.cat``, ``torch.sigmoid``, ``F.relu6``, ``F.hardtanh``,
     ``reshape``/``size``, ``F.log_softmax``, ``torch.flatten``, ``F.adaptive_avg_pool2d``, ``mean``,
-    ``tanh``, ``permute``, ``contiguous``: recorded as steps and replayed as torch computes them; an
+    ``tanh``, ``permute``, ``contiguous``, products, differences, quotients, negation, indexing:
+    recorded as steps and replayed as torch computes them; an
     activation op that alone reads a convolution's output runs in its output pass."""
     torch.manual_seed(39)
     reference = _functional_style(torch).to(torch.float64 if dtype == np.float64 else torch.float32).eval()
@@ -713,7 +715,7 @@ def test_trace_still_refuses_ops_it_does_not_record() -> None:
             self.conv = nn.Conv2d(3, 3, 1)
 
         def forward(self, x):
-            return npconv.nn.functional.relu(self.conv(x) * 2)  # the product is not recorded
+            return npconv.nn.functional.relu(self.conv(x).exp())  # the exponential is not recorded
 
     with pytest.raises(npconv.jit.TracerError, match="relu was not made by a recorded"):
         npconv.jit.trace(Scaled().eval(), npconv.tensor(np.ones((1, 3, 4, 4), np.float32)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import autograd, dtypes
+from .. import autograd, dtypes, tracing
 from ..autograd import as_array, conj, is_tensor, make_result, sum_to_shape
 from ..kernels import pointwise
 
@@ -230,6 +230,7 @@ def add_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
         input, lambda a: _add_into(a, y), (other,), lambda g, _: (g, _grad_to(g, ys)), "AddBackward0")
 
 
+@tracing.recorded
 def sub(input: Any, other: Any, *, alpha: Any = 1) -> Any:
     """``input - alpha * other``."""
     _, (x, y) = _operands(input, other)
@@ -263,6 +264,7 @@ def sub_(input: Any, other: Any, *, alpha: Any = 1) -> Any:
         lambda g, _: (g, _grad_to(-g * conj(scale), ys)), "SubBackward0")
 
 
+@tracing.recorded
 def mul(input: Any, other: Any) -> Any:
     _, (x, y) = _operands(input, other)
     xs, ys = _original(input), _original(other)
@@ -314,6 +316,7 @@ def mul_(input: Any, other: Any) -> Any:
     )
 
 
+@tracing.recorded
 def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Any:
     """``input / other`` (true division; ``rounding_mode`` 'trunc' or 'floor' rounds, without gradient)."""
     if rounding_mode not in (None, "trunc", "floor"):
@@ -427,6 +430,7 @@ def pow(input: Any, exponent: Any) -> Any:  # noqa: A001 - torch's name
     return make_result(out, (input, exponent), backward, "PowBackward0")
 
 
+@tracing.recorded
 def neg(input: Any) -> Any:
     x = as_array(input)
     if x.dtype.kind == "b":

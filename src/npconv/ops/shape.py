@@ -504,6 +504,7 @@ def _check_steps(index: Any) -> None:
             )
 
 
+@tracing.recorded
 def getitem(input: Any, index: Any) -> Any:
     """``input[index]``: basic indexing is a view; integer/bool array indexing copies."""
     index = _index_argument(index)
