@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import npconv
 from npconv import jit, nn
@@ -719,3 +721,73 @@ def test_trace_still_refuses_ops_it_does_not_record() -> None:
 
     with pytest.raises(npconv.jit.TracerError, match="relu was not made by a recorded"):
         npconv.jit.trace(Scaled().eval(), npconv.tensor(np.ones((1, 3, 4, 4), np.float32)))
+
+
+def _random_graph(lib, spec: list[tuple], channels: int):  # noqa: ANN001, ANN202 (npconv or torch)
+    """A forward interpreting ``spec``: each entry ``(op, i, j)`` appends a tensor made from earlier
+    ones (``i``, ``j`` index the tensors so far, the input first); the last entry lists the outputs."""
+    F = lib.nn.functional
+
+    class Graph(lib.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = lib.nn.ModuleList(
+                [lib.nn.Conv2d(2 * channels if op == "cat" else channels, channels, 3 if op == "conv3" else 1,
+                               padding=1 if op == "conv3" else 0) for op, _, _ in spec[:-1]])
+            self.relu, self.relu_ = lib.nn.ReLU(), lib.nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            values = [x]
+            for k, (op, i, j) in enumerate(spec[:-1]):
+                a, b = values[i % len(values)], values[j % len(values)]
+                if op in ("conv1", "conv3"):
+                    y = self.convs[k](a)
+                elif op == "cat":
+                    y = self.convs[k](lib.cat([a, b], 1))
+                elif op == "relu":
+                    y = self.relu(a)
+                elif op == "frelu":
+                    y = F.relu(a)
+                elif op == "relu_" and i % len(values):  # not the input: it is the caller's
+                    y = self.relu_(a)
+                elif op == "add":
+                    y = a + b
+                elif op == "add_" and i % len(values):
+                    a += b
+                    y = a
+                elif op == "pool":
+                    y = F.max_pool2d(a, 3, 1, 1)
+                else:
+                    y = a * 0.5 - b
+                values.append(y)
+            return tuple(values[i % len(values)] for i in spec[-1])
+
+    return Graph()
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
+    """Random data flows of convolutions, activations (layers, ops, in place), additions (in place
+    too), concatenations, pooling and arithmetic, several outputs: the bound program's results are
+    torch's on three new inputs (the arena's buffer reuse, views, fusions and in-place steps)."""
+    ops = ["conv1", "conv3", "cat", "relu", "frelu", "relu_", "add", "add_", "pool", "mix"]
+    size = data.draw(st.integers(2, 9))
+    spec = [(data.draw(st.sampled_from(ops)), data.draw(st.integers(0, 20)), data.draw(st.integers(0, 20)))
+            for _ in range(size)]
+    spec.append(tuple(data.draw(st.lists(st.integers(1, 20), min_size=1, max_size=3))))
+    torch.manual_seed(44)
+    reference = _random_graph(torch, spec, 3).double()
+    model = _random_graph(npconv, spec, 3).double()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    example = np.random.default_rng(45).standard_normal((2, 3, 6, 5))
+    traced = npconv.jit.trace(model, npconv.tensor(example.copy()))
+    for seed in (46, 47, 48):
+        x = np.random.default_rng(seed).standard_normal(example.shape)
+        with npconv.no_grad():
+            got = [g.numpy().copy() for g in traced(npconv.tensor(x.copy()))]
+        with torch.no_grad():
+            expected = [e.numpy() for e in reference(torch.from_numpy(x.copy()))]
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(e).max()),
+                                       err_msg=str(spec))
