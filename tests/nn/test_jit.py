@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npconv
-from npconv import jit, nn
+from npconv import _replay, jit, nn
 
 torch = pytest.importorskip("torch")
 #: The NumPy engine's algorithms keep no plans (``NPCONV_PURE=1``): every replayed layer runs its forward.
@@ -433,7 +433,7 @@ def test_calls_without_autograd_run_a_bound_program(dtype: type, tolerance: floa
         # the additions add into buffers where both operands have one (the optimized model's convolution
         # outputs; the unoptimized model's are batch norms')
         assert kinds.count(0) >= 5 and kinds.count(1) == (0 if model is ours else 2)
-        assert len({id(jit._owner(b)) for b in program.buffers.values()}) < len(program.buffers)
+        assert len({id(_replay._owner(b)) for b in program.buffers.values()}) < len(program.buffers)
         kept = []
         for seed in (21, 22, 23):
             x = np.random.default_rng(seed).standard_normal(x.shape).astype(dtype)
@@ -612,8 +612,8 @@ def test_a_forked_child_runs_the_program_even_if_its_lock_was_held_at_the_fork()
             ok = False
             try:
                 ran = []
-                real = jit._Program.run
-                jit._Program.run = lambda self, inputs: (ran.append(1), real(self, inputs))[1]
+                real = _replay._Program.run
+                _replay._Program.run = lambda self, inputs: (ran.append(1), real(self, inputs))[1]
                 got = _run(traced, x)
                 ok = ran == [1] and np.allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
             finally:
