@@ -253,9 +253,12 @@ class _Recorder:
 
 class TracedModule(Module):
     """The module :func:`trace` returns: ``forward`` replays the recorded steps. Its parameters, buffers
-    and children are the traced module's (``state_dict`` keys unchanged)."""
+    and children are the traced module's (``state_dict`` keys unchanged). A call that records no
+    autograd runs the bound program built from the previous such call (:mod:`npconv._replay`), which
+    keeps its activation buffers and worker scratch while the traced module lives (MobileNetV2 at
+    batch 1: 8.4 MB); outputs are new tensors either way."""
 
-    def __init__(self, original: Module, steps: list[Callable[[list], None]], count: int,
+    def __init__(self, original: Module, steps: list[_Step], count: int,
                  signature: tuple[tuple[tuple[int, ...], np.dtype], ...], outputs: Any) -> None:
         super().__init__()
         object.__setattr__(self, "_parameters", original._parameters)
