@@ -36,16 +36,24 @@ class _PlannedStep:
         self.plan: tuple | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
-        plan, weight, bias = self.plan, self.weight, self.bias
-        if plan is not None and not records(x, weight, bias):
-            shape, dtype, w, b, prepared = plan
-            array = x._array
-            if (array.shape == shape and array.dtype == dtype and weight._array is w
-                    and (b is None if bias is None else bias._array is b) and prepared.valid()):
-                return Tensor(prepared.run(array))
+        plan = None if records(x, self.weight, self.bias) else self.holding(x._array)
+        if plan is not None:
+            return Tensor(plan[4].run(x._array))
         y = self.layer.forward(x)
         self.plan = F._kept_plan(self.layer)
         return y
+
+    def holding(self, x: np.ndarray) -> tuple | None:
+        """The kept plan ``(shape, dtype, weight array, bias array, PreparedForward)`` if it holds for an
+        input ``x``: its shape and dtype, the same weight and bias arrays, the planner's state."""
+        plan, bias = self.plan, self.bias
+        if plan is None:
+            return None
+        shape, dtype, w, b, prepared = plan
+        if (x.shape == shape and x.dtype == dtype and self.weight._array is w
+                and (b is None if bias is None else bias._array is b) and prepared.valid()):
+            return plan
+        return None
 
 
 def _add(a: Any, b: Any, inplace: bool) -> Tensor:
@@ -148,11 +156,11 @@ class _Program:
     variant, a weight or bias array replaced): the caller replays the steps, which plan again, and
     builds a new program.
 
-    Built from ``values``, the slot tensors of one replay of ``steps`` with the same input shapes."""
+    Built from ``arrays``, the slot arrays of one replay of ``steps`` with the same input shapes (None for
+    a slot fused away), and ``plans``, each step's kept plan where it binds (:func:`_bindable`)."""
 
-    def __init__(self, steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> None:
-        arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
-        plans = [_bindable(step, arrays) for step in steps]
+    def __init__(self, steps: Sequence[_Step], arrays: list[np.ndarray | None], plans: list[tuple | None],
+                 inputs: int, outputs: Any) -> None:
         fixed = {i for step, plan in zip(steps, plans, strict=True) if plan is not None
                  for i in (*step.reads, step.out)}
         adds = []  # an addition of two slots with buffers (no copy made for it) adds into a buffer
@@ -177,7 +185,7 @@ class _Program:
         self.isa = backends.core.isa
         self.inputs = [buffers.get(i) for i in range(inputs)]
         self.outputs = outputs
-        self.count = len(values)
+        self.count = len(arrays)
         self.buffers = buffers
         self.owners = {id(_owner(b)) for b in buffers.values()}
         pairs, params, self.ops = {}, [], []
@@ -299,15 +307,8 @@ class _Program:
 
 def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
     """The kept plan of a planned layer step if it holds for this replay's arrays and can bind."""
-    planned = step.planned if isinstance(step, _LayerStep) else None
-    plan = None if planned is None else planned.plan
-    if plan is None or plan[4].bind is None:
-        return None
-    shape, dtype, w, b, prepared = plan
-    x = arrays[step.index]
-    if (x.shape != shape or x.dtype != dtype or planned.weight._array is not w
-            or (b is None) != (planned.bias is None) or (b is not None and planned.bias._array is not b)
-            or arrays[step.out].dtype != dtype or not prepared.valid()):
+    plan = step.planned.holding(arrays[step.index]) if isinstance(step, _LayerStep) and step.planned else None
+    if plan is None or plan[4].bind is None or arrays[step.out].dtype != plan[1]:
         return None
     return plan
 
@@ -315,10 +316,13 @@ def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:
 def _program(steps: Sequence[_Step], values: list[Tensor], inputs: int, outputs: Any) -> _Program | None:
     """A :class:`_Program` of the steps, or None where no planned convolution can bind (nothing to gain)
     or a step writes into an input (the caller's tensor, which a program's copy would leave as it was)."""
-    arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
-    if any(step.out < inputs for step in steps) or all(_bindable(step, arrays) is None for step in steps):
+    if any(step.out < inputs for step in steps):
         return None
-    return _Program(steps, values, inputs, outputs)
+    arrays = [None if v is None else v._array for v in values]  # None: a slot fused away
+    plans = [_bindable(step, arrays) for step in steps]
+    if all(plan is None for plan in plans):
+        return None
+    return _Program(steps, arrays, plans, inputs, outputs)
 
 
 def _owner(array: np.ndarray) -> np.ndarray:
