@@ -3,8 +3,8 @@
 
 Tracing runs ``mod(*example_inputs)`` once and records what it computes as a list of steps: each call
 of a *layer* (a module of a fixed set of npconv layer types: convolutions, linear, pooling,
-activations, flatten, identity, in eval mode dropout and batch norm, and a ``ChunkedSequential`` that
-runs the batch in chunks), each tensor addition (``a + b``, ``a += b``) and each call of a recorded
+activations, flatten, identity, in eval mode dropout and batch norm), each tensor addition
+(``a + b``, ``a += b``) and each call of a recorded
 tensor op (:func:`npconv.tracing.recorded`: the activations, ``max_pool``/``avg_pool``/
 ``adaptive_avg_pool`` behind ``F.max_pool2d`` and friends, ``reshape``/``view``, ``flatten``,
 ``permute``, ``transpose``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``cat``, ``mean``, indexing,
@@ -56,6 +56,7 @@ from ._replay import (
 )
 from .autograd import is_grad_enabled, no_grad
 from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
+from .nn.modules.container import Sequential
 from .nn.modules.fused import ChunkedSequential, ConvActivation
 from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
 from .ops import activation as _act
@@ -152,11 +153,9 @@ class _Recorder:
         if kind in _EVAL_LAYERS and module.training:
             raise TracerError(f"npconv.jit.trace: {name} is in training mode (random or updating its "
                               f"statistics); call .eval() before tracing")
-        # a ChunkedSequential that would run this batch in chunks of images is one step (it copies the
-        # chunks' results into one output), else a container like the others
-        chunked = kind is ChunkedSequential and len(args) == 1 and module._chunk(args[0]) is not None
-        if ((kind not in _LAYERS and kind not in _EVAL_LAYERS and not chunked)
-                or "forward" in module.__dict__):
+        if kind is ChunkedSequential and "forward" not in module.__dict__:
+            return Sequential.forward(module, *args, **kwargs)  # the program chunks what it runs itself
+        if (kind not in _LAYERS and kind not in _EVAL_LAYERS) or "forward" in module.__dict__:
             return module.forward(*args, **kwargs)  # a container or custom module: trace through it
         if len(args) != 1 or kwargs:
             raise TracerError(f"npconv.jit.trace: a traced layer takes one tensor argument; {name} got "

@@ -323,21 +323,39 @@ def test_replay_plans_again_when_the_planner_or_a_shape_changes(monkeypatch: pyt
         _run(traced, x)
 
 
-def test_trace_a_batch_run_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ChunkedSequential that runs the batch in chunks of images is one step (its chunks' results
-    are copied into one output, which no recorded step would make)."""
+@needs_plans
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_a_program_runs_large_runs_of_layers_in_chunks_of_images(monkeypatch: pytest.MonkeyPatch, dtype: type,
+                                                                   tolerance: float) -> None:
+    """The program runs a run of convolutions and additions touching a large slot chunk by chunk of
+    images (a ChunkedSequential traced through like a Sequential): the run's own slots hold one chunk,
+    the last chunk may be smaller; results are torch's."""
     from npconv.nn.modules import fused
 
     monkeypatch.setattr(fused, "CHUNK_ABOVE_BYTES", 1 << 12)
     monkeypatch.setattr(fused, "CHUNK_BYTES", 1 << 11)
-    reference, ours = _pair(np.float32)
-    model = npconv.optimize_for_inference(ours)
-    x = np.random.default_rng(11).standard_normal((4, 3, 16, 16)).astype(np.float32)
-    traced = npconv.jit.trace(model, npconv.tensor(x))
-    for seed in (12, 13):
-        x = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
-        expected = _torch(reference, x)
-        np.testing.assert_allclose(_run(traced, x), expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+    reference, ours = _pair(dtype)
+    x = np.random.default_rng(11).standard_normal((5, 3, 16, 16)).astype(dtype)
+    image = 8 * 8 * 16 * np.dtype(dtype).itemsize  # the largest slot per image: 16 channels at 8x8
+    monkeypatch.setattr(_replay, "CHUNK_ABOVE_BYTES", 4 * image)
+    monkeypatch.setattr(_replay, "CHUNK_BYTES", 2 * image)
+    for model in (ours, npconv.optimize_for_inference(ours)):
+        traced = npconv.jit.trace(model, npconv.tensor(x))
+        _run(traced, x)
+        program = traced._replay.program
+        runs = list(program.chunked.values())
+        if model is ours:  # batch norms between the convolutions: a run would be one layer, nothing to keep
+            assert not runs
+        else:  # the inverted blocks' convolutions and addition, in chunks of 2, 2 and 1 images
+            assert [(run.images, len(run.internal)) for run in runs] == [(2, 4)]
+            assert all(program.buffers[i].shape[0] == 2 for i in runs[0].internal)
+            assert len(program.ops) == len(traced._steps) + 2 * (runs[0].stop - next(iter(program.chunked)))
+        for seed in (12, 13):
+            x = np.random.default_rng(seed).standard_normal(x.shape).astype(dtype)
+            expected = _torch(reference, x)
+            got = _run(traced, x)
+            np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+        assert traced._replay.program is program
 
 
 def test_jit_helpers_models_call() -> None:
@@ -770,7 +788,8 @@ def _random_graph(lib, spec: list[tuple], channels: int):  # noqa: ANN001, ANN20
 def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
     """Random data flows of convolutions, activations (layers, ops, in place), additions (in place
     too), concatenations, pooling and arithmetic, several outputs: the bound program's results are
-    torch's on three new inputs (the arena's buffer reuse, views, fusions and in-place steps)."""
+    torch's on three new inputs (the arena's buffer reuse, views, fusions and in-place steps; runs
+    of convolutions and additions in chunks of one or two images of three, or none)."""
     ops = ["conv1", "conv3", "cat", "relu", "frelu", "relu_", "add", "add_", "pool", "mix"]
     size = data.draw(st.integers(2, 9))
     spec = [(data.draw(st.sampled_from(ops)), data.draw(st.integers(0, 20)), data.draw(st.integers(0, 20)))
@@ -780,8 +799,15 @@ def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
     reference = _random_graph(torch, spec, 3).double()
     model = _random_graph(npconv, spec, 3).double()
     model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
-    example = np.random.default_rng(45).standard_normal((2, 3, 6, 5))
-    traced = npconv.jit.trace(model, npconv.tensor(example.copy()))
+    example = np.random.default_rng(45).standard_normal((3, 3, 6, 5))
+    chunk = data.draw(st.sampled_from([None, 720, 1440, 2160]))  # bytes: an image of 3 channels is 720
+    kept = _replay.CHUNK_ABOVE_BYTES, _replay.CHUNK_BYTES
+    try:
+        if chunk is not None:
+            _replay.CHUNK_ABOVE_BYTES, _replay.CHUNK_BYTES = 0, chunk
+        traced = npconv.jit.trace(model, npconv.tensor(example.copy()))
+    finally:
+        _replay.CHUNK_ABOVE_BYTES, _replay.CHUNK_BYTES = kept
     for seed in (46, 47, 48):
         x = np.random.default_rng(seed).standard_normal(example.shape)
         with npconv.no_grad():

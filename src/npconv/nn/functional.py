@@ -171,6 +171,19 @@ def _kept_plan(owner: Any) -> tuple | None:
     return shape, dtype, w, b, prepared
 
 
+def _kept_plan_for_batch(owner: Any, plan: tuple, n: int) -> tuple | None:
+    """``owner``'s kept plan ``plan`` (:func:`_kept_plan`, still its kept one) made for a batch of ``n``
+    images of the same size (the same weight, bias, geometry and activation), as :func:`_kept_plan`
+    gives it, or None where it is not kept any more or that batch has no plan."""
+    planned = _planned.get(id(owner))
+    if planned is None or planned[0]() is not owner or planned[-1] is not plan[4]:
+        return None
+    _, shape, dtype, w, b, geometry, activation, _ = planned
+    shape = (n, *shape[1:])
+    prepared = _prepared(shape, dtype, w, b, geometry, activation)
+    return None if prepared is None else (shape, dtype, w, b, prepared)
+
+
 #: Per owner's id: ``(weak reference to the owner, input shape, dtype, weight array, bias array, geometry,
 #: activation, PreparedForward or None)`` of its last call that did not record autograd
 #: (:func:`convolution`'s ``owner``: a module, or a functional call's weight Tensor, whose ``==`` is
@@ -194,11 +207,17 @@ def _plan_for(owner: Any, input: Any, weight: Any, bias: Any, geometry: ConvGeom
     if (x.ndim != geometry.ndim + 2 or x.dtype != w.dtype or x.dtype not in _PLANNED_DTYPES
             or (b is not None and b.dtype != w.dtype)):
         return
-    explicit = geometry.with_padding(geometry.pads(x.shape[2:]))
-    prepared = _plan.prepare_forward(x.shape, x.dtype, w, explicit, b, activation)
+    prepared = _prepared(x.shape, x.dtype, w, b, geometry, activation)
     if old is None or old[0]() is not owner:
         old = (weakref.ref(owner, functools.partial(_forget_plan, id(owner))),)
     _planned[id(owner)] = (old[0], x.shape, x.dtype, w, b, geometry, activation, prepared)
+
+
+def _prepared(shape: tuple[int, ...], dtype: np.dtype, w: np.ndarray, b: np.ndarray | None,
+              geometry: ConvGeometry, activation: Activation | None) -> Any:
+    """The planner's :class:`~npconv.kernels.common.PreparedForward` (or None) of inputs of ``shape``."""
+    explicit = geometry.with_padding(geometry.pads(shape[2:]))
+    return _plan.prepare_forward(shape, dtype, w, explicit, b, activation)
 
 
 def _forget_plan(key: int, _: weakref.ref) -> None:
