@@ -2,7 +2,7 @@
 module and torch, on every ISA variant this CPU runs: values, argmax offsets, indices and the
 backward pass in float32/float64 on random 1-d/2-d geometries (kernel, stride, dilation, padding at
 its limit, ceil_mode, odd sizes), non-contiguous inputs, NaN/-inf rules, one and two threads, and
-the extension's argument guards."""
+the extension's argument guards. The compiled global average pooling (``row_means``) likewise."""
 
 from __future__ import annotations
 
@@ -185,3 +185,52 @@ def test_extension_guards():
         core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 2, 2, 2**31, 2, 1, 1, 0, 0), 0, 1)
     with pytest.raises(TypeError, match="13 ints"):
         core.max_pool2d_backward(0, y, arg, x, geometry[:12], 0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_global_average_pooling_matches_numpy_and_float64(isa, dtype, threads, monkeypatch):
+    """Rows of lengths around the vector widths, 1-d to 3-d, a non-contiguous input, split over the
+    workers or not: against the NumPy pass and the float64 mean; a NaN or inf stays in its row."""
+    monkeypatch.setattr(pool, "GLOBAL_MEANS_PARALLEL_MIN", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    rng = np.random.default_rng(6)
+    try:
+        for shape in [(1, 1, 1), (2, 3, 7), (3, 5, 4, 4), (1, 7, 17), (2, 3, 7, 7), (1, 2, 33),
+                      (2, 2, 2, 3, 11), (5, 64, 10, 10)]:
+            x = rng.standard_normal(shape).astype(dtype)
+            out = (1,) * (len(shape) - 2)
+            y = pool.adaptive_avg_pool_forward(x, out)
+            assert y.shape == shape[:2] + out and y.dtype == dtype
+            expected = x.astype(np.float64).reshape(shape[0], shape[1], -1).mean(axis=2).reshape(y.shape)
+            tol = 2e-6 if dtype == np.float32 else 1e-14
+            np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+            reference = pool.adaptive_avg_pool_forward(x, out, compiled=False)
+            np.testing.assert_allclose(y, reference, rtol=tol, atol=tol)
+        x = rng.standard_normal((3, 8, 9, 9)).astype(dtype)[:, ::2, 1:, ::-1]  # not contiguous
+        np.testing.assert_allclose(pool.adaptive_avg_pool_forward(x, (1, 1))[..., 0, 0],
+                                   x.astype(np.float64).mean(axis=(2, 3)), rtol=2e-6, atol=2e-6)
+        x[1, 2, 3, 4], x[2, 0, 0, 7] = np.nan, np.inf
+        y = pool.adaptive_avg_pool_forward(x, (1, 1))[..., 0, 0]
+        assert np.isnan(y[1, 2]) and y[2, 0] == np.inf
+        assert np.isfinite(np.delete(y.reshape(-1), [1 * 4 + 2, 2 * 4 + 0])).all()
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_row_means_guards():
+    core, isa = backends.core.module, backends.core.isa_index
+    x, y = np.ones(12, np.float32), np.zeros(3, np.float32)
+    core.row_means(isa, x, y, 3, 4, 1, 3)
+    assert y.tolist() == [0, 1, 1]  # rows [1, 3) only
+    with pytest.raises(ValueError, match="count a positive size, got 3, 0"):
+        core.row_means(isa, x, y, 3, 0, 0, 3)
+    with pytest.raises(ValueError, match=r"row range \[0, 4\) outside"):
+        core.row_means(isa, x, y, 3, 4, 0, 4)
+    with pytest.raises(ValueError):
+        core.row_means(isa, x[:11], y, 3, 4, 0, 3)  # too few values
+    with pytest.raises(TypeError, match="same element type"):
+        core.row_means(isa, x, y.astype(np.float64), 3, 4, 0, 3)
+    with pytest.raises(ValueError):
+        core.row_means(isa, x, y[::-1], 3, 4, 0, 3)  # y not contiguous

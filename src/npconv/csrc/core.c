@@ -987,6 +987,54 @@ static PyObject *run_linear_rows(PyObject *args, int prepare)
 static PyObject *linear_rows(PyObject *self, PyObject *args) { return run_linear_rows(args, 0); }
 static PyObject *linear_rows_job(PyObject *self, PyObject *args) { return run_linear_rows(args, 1); }
 
+/* row_means(isa, x, y, rows, count, start, stop): y[r] = mean of x[r * count, (r + 1) * count) for rows
+ * [start, stop) of y (rows), float32/float64 C-contiguous buffers of one element type (pool.h). */
+typedef struct {
+    kernel_job base;
+    rm_fn fn;
+    Py_ssize_t count, start, stop;
+    buffer_set b;
+} rm_job;
+
+static void rm_job_run(kernel_job *job)
+{
+    rm_job *j = (rm_job *)job;
+    if (j->stop > j->start) j->fn(j->b.view[0].buf, j->b.view[1].buf, j->count, j->start, j->stop);
+}
+
+static void rm_job_release(kernel_job *job) { release_buffers(&((rm_job *)job)->b); }
+
+static PyObject *run_row_means(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *objs[2];
+    Py_ssize_t count, start, stop, rows, xn;
+    if (!PyArg_ParseTuple(args, "iOOnnnn", &isa, &objs[0], &objs[1], &rows, &count, &start, &stop) ||
+        check_isa(isa) < 0)
+        return NULL;
+    if (rows < 0 || count < 1 || __builtin_mul_overflow(rows, count, &xn)) {
+        PyErr_Format(PyExc_ValueError, "row_means: rows must be a non-negative and count a positive size, got "
+                     "%zd, %zd", rows, count);
+        return NULL;
+    }
+    if (check_range(start, stop, rows, "row") < 0) return NULL;
+    static const char *const names[2] = {"x", "y"};
+    static const int flags[2] = {0, BUF_WRITABLE};
+    const ptrdiff_t counts[2] = {xn, rows};
+    rm_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (rm_job){.base = {rm_job_run, rm_job_release, 0}, .count = count, .start = start, .stop = stop};
+    if (acquire_buffers(&j->b, 2, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->rm[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *row_means(PyObject *self, PyObject *args) { return run_row_means(args, 0); }
+static PyObject *row_means_job(PyObject *self, PyObject *args) { return run_row_means(args, 1); }
+
 /* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
  * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each
  * buffer a float32/float64 view of interleaved complex values (2 F reals per row); scratch at least
@@ -2198,6 +2246,10 @@ static PyMethodDef methods[] = {
      "linear_rows(isa, x, w, y, rows, k, m, start, stop): columns [start, stop) of y (rows, m) = x (rows, k) @ "
      "w (m, k)^T (float32/float64, C-contiguous, one element type)"},
     {"linear_rows_job", linear_rows_job, METH_VARARGS, "linear_rows_job(...same arguments as linear_rows...) -> job"},
+    {"row_means", row_means, METH_VARARGS,
+     "row_means(isa, x, y, rows, count, start, stop): rows [start, stop) of y (rows) = the means of x's rows of "
+     "count values"},
+    {"row_means_job", row_means_job, METH_VARARGS, "row_means_job(...same arguments as row_means...) -> job"},
     {"value_range_part", value_range_part, METH_VARARGS,
      "value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, any NaN as 1/0) of elements [start, stop) "
      "of a (out of a's element type)"},

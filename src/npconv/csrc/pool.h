@@ -262,3 +262,18 @@ static void FN(max_pool_backward)(const T *gy, const int32_t *arg, T *gx, const 
     }
 }
 
+/* y[r] = (sum of x[r * count, (r + 1) * count)) / count for rows [start, stop): global average pooling
+ * of (N, C, *in) planes, on the workers (NumPy's matrix-vector product ran on one thread, reading the
+ * last layer's output from the other core's cache). Sums in the element type, VL lanes then the tail. */
+static void FN(row_means)(const T *x, T *y, ptrdiff_t count, ptrdiff_t start, ptrdiff_t stop)
+{
+    const ptrdiff_t cv = count / VL * VL;
+    for (ptrdiff_t r = start; r < stop; r++) {
+        const T *row = x + r * count;
+        V acc = FN(splat)(0);
+        for (ptrdiff_t p = 0; p < cv; p += VL) acc += FN(load)(row + p);
+        T s = FN(hsum)(acc);
+        for (ptrdiff_t p = cv; p < count; p++) s += row[p];
+        y[r] = s / (T)count;
+    }
+}

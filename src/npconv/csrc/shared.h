@@ -403,6 +403,7 @@ typedef struct {
 } gc_kernels;
 typedef void (*vr_fn)(const void *, ptrdiff_t, ptrdiff_t, double *);
 typedef void (*lr_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+typedef void (*rm_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 /* spectral_mix's shape (spectral.h): n images, ng groups, ni inputs and nj outputs per group, nf complex
  * values per row, b's row strides sj and si, conj 1 to conjugate b. */
 typedef struct {
@@ -436,6 +437,7 @@ typedef struct {
     vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
     lr_fn lr[2]; /* linear_rows: a few rows of a linear layer's product */
+    rm_fn rm[2]; /* row_means: global average pooling */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

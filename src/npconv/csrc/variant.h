@@ -72,4 +72,5 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .vr = {(vr_fn)VT_CAT(value_range, VARIANT_F32), (vr_fn)VT_CAT(value_range, VARIANT_F64)},
     .sm = {(sm_fn)VT_CAT(spectral_mix, VARIANT_F32), (sm_fn)VT_CAT(spectral_mix, VARIANT_F64)},
     .lr = {(lr_fn)VT_CAT(linear_rows, VARIANT_F32), (lr_fn)VT_CAT(linear_rows, VARIANT_F64)},
+    .rm = {(rm_fn)VT_CAT(row_means, VARIANT_F32), (rm_fn)VT_CAT(row_means, VARIANT_F64)},
 };
