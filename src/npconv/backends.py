@@ -265,7 +265,8 @@ CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward"
                   "winograd2d_grad_weight_job", "flag_wait", "flag_store", "batch_norm_forward",
                   "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel", "value_range",
                   "value_range_part", "value_range_part_job", "linear_rows", "linear_rows_job", "row_means",
-                  "row_means_job", "spectral_mix", "spectral_mix_job", "spectral_mix_scratch", "add_arrays", "add_arrays_job")
+                  "row_means_job", "spectral_mix", "spectral_mix_job", "spectral_mix_scratch", "add_arrays",
+                  "add_arrays_job")
 
 
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:
