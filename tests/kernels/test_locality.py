@@ -207,6 +207,26 @@ def test_value_range():
         assert r(_spread_array(spread, np.float64)).spread == pytest.approx(spread, rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_range_without_its_spread_is_never_admitted_on_spread(dtype):
+    """``spread=False`` (an operand whose spread no check reads: a weight) gives the same finiteness and
+    peak, and an infinite spread; ``within`` estimates the spread of the data operands only, and an
+    operand's range found without its spread is found again when the spread is asked for."""
+    rng = np.random.default_rng(7)
+    for a in (rng.standard_normal(5000).astype(dtype), _spread_array(1e6, np.float64).astype(dtype),
+              np.array([1.0, np.nan], dtype), np.zeros(9, dtype), np.zeros(0, dtype)):
+        full, peak_only = numerics.value_range(a), numerics.value_range(a, spread=False)
+        assert (peak_only.finite, peak_only.peak) == (full.finite, full.peak)
+        assert peak_only.spread == (np.inf if full.finite and full.peak > 0 else full.spread)
+    x, w = rng.standard_normal((2, 4, 8, 8)).astype(dtype), rng.standard_normal((4, 4, 3, 3)).astype(dtype)
+    w[1, 2, 0, 1] = 1e9  # a spiky weight
+    operands = numerics.Operands((x, w))
+    assert numerics.within(operands, (0,), 1e3, 1.0)  # a weight's spread is not a data spread
+    assert operands.range(1, spread=False).spread == np.inf  # kept from within
+    assert 1e8 < operands.range(1).spread < np.inf  # asked for: estimated
+    assert not numerics.within(numerics.Operands((w.reshape(2, 4, 2, 9), x)), (0,), 1e3, 1.0)
+
+
 def _numpy_value_range(a: np.ndarray) -> numerics.ValueRange:
     """The definition with NumPy alone: max and min, the QUANTILE of |a[::step][:SAMPLE]| as the bulk."""
     flat = a.reshape(-1)

@@ -55,8 +55,10 @@ class ValueRange:
     spread: float
 
 
-def value_range(a: np.ndarray) -> ValueRange:
-    """The :class:`ValueRange` of ``a`` (real floating point)."""
+def value_range(a: np.ndarray, spread: bool = True) -> ValueRange:
+    """The :class:`ValueRange` of ``a`` (real floating point); ``spread=False`` skips the bulk scale's
+    sample (a weight's spread is never checked: ~10 us of a 37 K-value weight's 14), the spread then
+    given as inf, which no limit admits."""
     flat = np.asarray(a).reshape(-1)
     if flat.size == 0:
         return ValueRange(True, 0.0, 1.0)
@@ -67,7 +69,8 @@ def value_range(a: np.ndarray) -> ValueRange:
         if threads > 1 and flat.size >= PARALLEL_MIN_SIZE:
             high, low, nan = _range_in_parts(flat, threads)  # the bulk scale below, where it is wanted
         else:  # one pass in C (NumPy's max and min are two), the same sample and quantile
-            high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE, QUANTILE)
+            high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE if spread else 1,
+                                                           QUANTILE)
     else:
         high, low, nan = float(flat.max()), float(flat.min()), False  # a NaN makes both NaN
     if nan or not (math.isfinite(high) and math.isfinite(low)):
@@ -75,6 +78,8 @@ def value_range(a: np.ndarray) -> ValueRange:
     peak = max(high, -low)
     if peak == 0.0:
         return ValueRange(True, 0.0, 1.0)
+    if not spread:
+        return ValueRange(True, peak, math.inf)
     if bulk is None:
         step = max(1, flat.size // SAMPLE)
         if core.available and flat.dtype in _CORE_DTYPES:  # the C call's sample, its quantile selection
@@ -104,7 +109,7 @@ class Operands(Sequence[np.ndarray]):
 
     def __init__(self, arrays: Iterable[np.ndarray]) -> None:
         self._arrays = tuple(arrays)
-        self._ranges: dict[int, ValueRange] = {}
+        self._ranges: dict[int, tuple[ValueRange, bool]] = {}  # (range, spread estimated)
 
     def __getitem__(self, index):  # type: ignore[override]
         return self._arrays[index]
@@ -112,16 +117,18 @@ class Operands(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self._arrays)
 
-    def range(self, index: int) -> ValueRange:
-        if index not in self._ranges:
-            self._ranges[index] = value_range(self._arrays[index])
-        return self._ranges[index]
+    def range(self, index: int, spread: bool = True) -> ValueRange:
+        """Operand ``index``'s :func:`value_range` (its spread estimated where ``spread``)."""
+        found = self._ranges.get(index)
+        if found is None or (spread and found[1] is False):
+            found = self._ranges[index] = (value_range(self._arrays[index], spread), spread)
+        return found[0]
 
 
 def within(operands: Operands, data: Sequence[int], spread_limit: float, growth: float) -> bool:
     """Every operand finite, the spread of each ``data`` operand at most ``spread_limit``, and
     ``growth * prod(peaks)`` below the largest value of the operands' result dtype."""
-    ranges = [operands.range(i) for i in range(len(operands))]
+    ranges = [operands.range(i, spread=i in data) for i in range(len(operands))]
     if not all(r.finite for r in ranges):
         return False
     if any(ranges[i].spread > spread_limit for i in data):
