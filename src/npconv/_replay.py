@@ -12,10 +12,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import backends
+from .geometry import ConvGeometry
+from .kernels import dense as _dense
 from .kernels import pointwise as _pointwise
+from .kernels import pool as _pool_kernels
 from .nn import functional as F
 from .nn.modules.fused import ConvActivation, activation_of
+from .nn.modules.linear import Linear
 from .nn.modules.module import Module
+from .nn.modules.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, MaxPool1d, MaxPool2d
 from .ops import elementwise as _ew
 from .ops.conv import records
 from .tensor import Tensor
@@ -169,8 +174,10 @@ class _Program:
 
     def __init__(self, steps: Sequence[_Step], arrays: list[np.ndarray | None], plans: list[tuple | None],
                  inputs: int, outputs: Any) -> None:
-        fixed = {i for step, plan in zip(steps, plans, strict=True) if plan is not None
-                 for i in (*step.reads, step.out)}
+        layers = [_layer_binding(step, arrays) if plan is None else None
+                  for step, plan in zip(steps, plans, strict=True)]
+        fixed = {i for step, plan, layer in zip(steps, plans, layers, strict=True)
+                 if plan is not None or layer is not None for i in (*step.reads, step.out)}
         adds = []  # an addition of two slots with buffers (no copy made for it) adds into a buffer
         for step in steps:
             add = (isinstance(step, _AddStep) and len(step.reads) == 2
@@ -179,7 +186,8 @@ class _Program:
             adds.append(add)
             if add:
                 fixed.add(step.out)
-        bound = [plan is not None or add for plan, add in zip(plans, adds, strict=True)]
+        bound = [plan is not None or add or layer is not None
+                 for plan, add, layer in zip(plans, adds, layers, strict=True)]
         end = len(steps)
         last = {}  # fixed slot -> the last step that reads or writes it (end: live to the end)
         for k, step in enumerate(steps):
@@ -222,6 +230,8 @@ class _Program:
             step = steps[k]
             if plan is not None:
                 return 0, plan[4].bind(view(step.index), view(step.out), source)
+            if layers[k] is not None:
+                return 0, layers[k][0](view(step.index), view(step.out))
             if adds[k]:
                 act = None if step.activation is None else activation_of(step.activation)
                 return 1, (view(step.a[1]), view(step.b[1]), view(step.out), act)
@@ -260,6 +270,9 @@ class _Program:
             params.append((step.planned.weight, w))
             if step.planned.bias is not None:
                 params.append((step.planned.bias, b))
+        for layer in layers:  # their work split by the thread count: every plan's planner state holds it
+            if layer is not None:
+                params.extend(layer[1])
         self.reads = {i for step, b in zip(steps, bound, strict=True) if not b
                       for i in step.reads if i in fixed}
         self.tokens = tuple(pairs.items())
@@ -412,6 +425,42 @@ def _chunk_plan(step: _Step, plan: tuple, images: int) -> tuple | None:
     """A bound step's kept plan made for ``images`` images, where it binds."""
     chunk = F._kept_plan_for_batch(step.planned.layer, plan, images)
     return None if chunk is None or chunk[4].bind is None else chunk
+
+
+def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[..., Any], tuple] | None:
+    """``(bind(x, y) -> run, parameters)`` of a layer step the program runs as prepared kernel calls
+    instead of its ``forward``: global average pooling, max pooling (values only), a linear layer of one
+    row, each exactly as its forward computes them on the compiled core (``parameters``: ``(tensor,
+    array)`` pairs whose arrays the calls read); None for other steps or where the kernel would not run
+    the recorded arrays."""
+    layer = getattr(step.run, "__self__", None) if isinstance(step, _LayerStep) else None
+    if layer is None or "forward" in layer.__dict__ or step.out == step.index:
+        return None
+    x, y = arrays[step.index], arrays[step.out]
+    kind, params = type(layer), ()
+    if kind in _MAX_POOLS and not layer.return_indices and x.ndim == _MAX_POOLS[kind] + 2:
+        nd = _MAX_POOLS[kind]
+        geom = ConvGeometry.for_pooling(layer.kernel_size, layer.stride, layer.padding, layer.dilation, nd)
+        ceil_mode = bool(layer.ceil_mode)
+
+        def bind(xb: np.ndarray, yb: np.ndarray) -> Any:
+            return _pool_kernels.bind_max_pool(xb, yb, geom, ceil_mode)
+    elif kind in _ADAPTIVE_AVG_POOLS and x.ndim == _ADAPTIVE_AVG_POOLS[kind] + 2 and set(y.shape[2:]) == {1}:
+        bind = _pool_kernels.bind_global_means
+    elif kind is Linear:
+        weight, bias = layer._parameters["weight"], layer._parameters.get("bias")
+        w, b = weight._array, None if bias is None else bias._array
+        params = ((weight, w),) if bias is None else ((weight, w), (bias, b))
+
+        def bind(xb: np.ndarray, yb: np.ndarray) -> Any:
+            return _dense.bind_linear(xb, w, b, yb)
+    else:
+        return None
+    return None if bind(x, y) is None else (bind, params)
+
+
+_MAX_POOLS = {MaxPool1d: 1, MaxPool2d: 2}
+_ADAPTIVE_AVG_POOLS = {AdaptiveAvgPool1d: 1, AdaptiveAvgPool2d: 2, AdaptiveAvgPool3d: 3}
 
 
 def _bindable(step: _Step, arrays: list[np.ndarray]) -> tuple | None:

@@ -150,6 +150,17 @@ class ConvGeometry:
     output_padding: tuple[int, ...] = ()
 
     @classmethod
+    def for_pooling(cls, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                    ndim: int) -> ConvGeometry:
+        """A pooling window's geometry: ``stride`` None (or empty) is ``kernel_size``, as in torch; a
+        string padding is refused (pooling pads by numbers only)."""
+        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+            stride = kernel_size
+        if isinstance(padding, str):
+            raise TypeError(f"padding must be an int or a tuple of {ndim} ints for pooling, got {padding!r}")
+        return cls.create(kernel_size, stride, padding, dilation, ndim=ndim)
+
+    @classmethod
     def create(
         cls,
         kernel_size: Any,

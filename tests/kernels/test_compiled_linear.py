@@ -110,3 +110,25 @@ def test_linear_at_batch_1_runs_on_the_core_and_matches_torch(dtype, torch, monk
         reference = tf.linear(torch.from_numpy(other_x), dense_w).numpy()
         np.testing.assert_allclose(got, reference, **tol)
         assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_one_row_product_is_the_layer_s_forward_bit_for_bit(dtype, monkeypatch):
+    """dense.bind_linear prepared on fixed arrays gives ops.linear's one-row forward (with and without a
+    bias) exactly, run after run; it refuses with None what linear_forward would not run on the kernel."""
+    monkeypatch.setattr(dense, "ONE_ROW_MIN_WEIGHT", 0)
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((37, 50)).astype(dtype)
+    b = rng.standard_normal(37).astype(dtype)
+    x, y = np.empty((1, 50), dtype), np.empty((1, 37), dtype)
+    for bias in (None, b):
+        run = dense.bind_linear(x, w, bias, y)
+        for _ in range(2):
+            x[...] = rng.standard_normal(x.shape)
+            run()
+            expected = npconv.nn.functional.linear(npconv.tensor(x), npconv.tensor(w),
+                                                   None if bias is None else npconv.tensor(bias)).numpy()
+            np.testing.assert_array_equal(y, expected)
+    assert dense.bind_linear(np.empty((2, 50), dtype), w, b, np.empty((2, 37), dtype)) is None  # two rows
+    assert dense.bind_linear(x, w, b.astype(np.float16), y) is None
+    assert dense.bind_linear(x, np.asfortranarray(w), b, y) is None

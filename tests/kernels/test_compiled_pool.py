@@ -234,3 +234,36 @@ def test_row_means_guards():
         core.row_means(isa, x, y.astype(np.float64), 3, 4, 0, 3)
     with pytest.raises(ValueError):
         core.row_means(isa, x, y[::-1], 3, 4, 0, 3)  # y not contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bound_pooling_is_the_eager_pass_bit_for_bit(dtype, threads, monkeypatch):
+    """bind_max_pool / bind_global_means prepared on fixed arrays give max_pool_forward's values and
+    adaptive_avg_pool_forward's means exactly, run after run on new values; arrays the kernels would not
+    take (another dtype, shape or layout) are refused with None."""
+    monkeypatch.setattr(pool, "GLOBAL_MEANS_PARALLEL_MIN", 0)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    rng = np.random.default_rng(8)
+    try:
+        for shape, geom, ceil_mode in [((2, 3, 11, 9), ConvGeometry.create(3, 2, 1, ndim=2), False),
+                                       ((1, 4, 8, 8), ConvGeometry.create(2, 2, 0, 2, ndim=2), True),
+                                       ((3, 2, 13), ConvGeometry.create(3, 2, 1, ndim=1), True)]:
+            x = np.empty(shape, dtype)
+            out = pool.max_pool_forward(x, geom, ceil_mode, argmax=False)[0]
+            y, means = np.empty_like(out), np.empty(shape[:2] + (1,) * (len(shape) - 2), dtype)
+            run_max, run_means = pool.bind_max_pool(x, y, geom, ceil_mode), pool.bind_global_means(x, means)
+            for _ in range(2):
+                x[...] = rng.standard_normal(shape)
+                x.reshape(-1)[rng.integers(x.size)] = np.nan
+                run_max()
+                run_means()
+                np.testing.assert_array_equal(y, pool.max_pool_forward(x, geom, ceil_mode, argmax=False)[0])
+                expected = pool.adaptive_avg_pool_forward(x, (1,) * (len(shape) - 2))
+                np.testing.assert_array_equal(means, expected)
+            assert pool.bind_max_pool(x, y.astype(np.float16), geom, ceil_mode) is None
+            assert pool.bind_global_means(x, means[:, :1]) is None
+            assert pool.bind_global_means(np.asfortranarray(x), means) is None
+    finally:
+        npconv.set_num_threads(previous)

@@ -506,6 +506,85 @@ def test_a_bound_program_keeps_views_of_its_buffers_valid() -> None:
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _pooled_head(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """A stem, max pooling, a 1-d branch's global pooling, global pooling of the main branch and a
+    classifier."""
+
+    class Head(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = ns.Conv2d(3, 8, 3, 2, 1)
+            self.pool = ns.MaxPool2d(3, 2, 1)
+            self.pool1d = ns.MaxPool1d(2, ceil_mode=True)
+            self.mean1d = ns.AdaptiveAvgPool1d(1)
+            self.mean = ns.AdaptiveAvgPool2d((1, 1))
+            self.flatten = ns.Flatten(1)
+            self.fc = ns.Linear(8, 7)
+
+        def forward(self, x):
+            y = self.pool(self.conv(x))
+            side = self.mean1d(self.pool1d(y.flatten(2)))
+            return self.fc(self.flatten(self.mean(y))) + self.flatten(side).mean(1, keepdim=True), side
+
+    return Head()
+
+
+@needs_plans
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_a_program_runs_pooling_and_a_one_row_linear_layer_as_prepared_kernel_calls(
+        monkeypatch: pytest.MonkeyPatch, dtype: type, tolerance: float) -> None:
+    """Max pooling, global average pooling and a linear layer of one row run as kernel calls prepared on
+    the program's buffers (no module call), with the layers' results: torch's; an in-place change of
+    the linear weight is seen, a new weight array or another thread count builds a new program."""
+    from npconv.kernels import dense, pool
+
+    monkeypatch.setattr(dense, "ONE_ROW_MIN_WEIGHT", 0)  # the tiny classifier takes the one-row kernel
+    monkeypatch.setattr(pool, "GLOBAL_MEANS_PARALLEL_MIN", 0)
+    torch.manual_seed(50)
+    reference = _pooled_head(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32).eval()
+    model = _pooled_head(nn)
+    model = model.double() if dtype == np.float64 else model
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    model.eval()
+    rng = np.random.default_rng(51)
+    x = rng.standard_normal((1, 3, 20, 18)).astype(dtype)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+
+    def check() -> None:
+        x = rng.standard_normal((1, 3, 20, 18)).astype(dtype)
+        with npconv.no_grad():
+            got = [g.numpy() for g in traced(npconv.tensor(x))]
+        with torch.no_grad():
+            expected = [e.numpy() for e in reference(torch.from_numpy(x))]
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=tolerance, atol=tolerance * np.abs(e).max())
+
+    check()
+    program = traced._replay.program
+    generic = [type(op[0].run.__self__).__name__ for kind, op in program.ops
+               if kind == 2 and hasattr(op[0], "run")]
+    assert sum(kind == 0 for kind, _ in program.ops) == 6 and "Linear" not in generic  # conv, 4 pools, linear
+    assert not {"MaxPool2d", "MaxPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d"} & set(generic)
+    check()
+    with npconv.no_grad(), torch.no_grad():
+        model.fc.weight.mul_(-2.0)
+        reference.fc.weight.mul_(-2.0)
+    check()
+    assert traced._replay.program is program
+    model.fc.weight.data = model.fc.weight.numpy() * 0.5
+    reference.fc.weight.data = reference.fc.weight.data * 0.5
+    check()
+    assert traced._replay.program is not program
+    program = traced._replay.program
+    threads = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(1 if threads > 1 else 2)
+        check()
+        assert traced._replay.program is not program
+    finally:
+        npconv.set_num_threads(threads)
+
+
 @needs_plans
 def test_a_bound_program_is_dropped_when_its_plans_change_and_serves_one_thread_at_a_time() -> None:
     import threading

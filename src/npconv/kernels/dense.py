@@ -18,6 +18,8 @@ with the weight's rows split over the workers (:data:`ONE_ROW_MIN_WEIGHT`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .. import backends
@@ -29,7 +31,7 @@ from . import plan, workspace
 __all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
            "PARALLEL_MIN_MACS", "BLAS_ONE_THREAD_MACS", "ROWS_AS_POSITIONS_MAX",
            "ROWS_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_ROWS",
-           "ONE_ROW_MIN_WEIGHT"]
+           "ONE_ROW_MIN_WEIGHT", "bind_linear"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -123,16 +125,44 @@ def _positions(a: np.ndarray) -> np.ndarray:
 ONE_ROW_MIN_WEIGHT = 1 << 18
 
 
+def _one_row_runs(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``x (1, K) @ w (M, K)^T`` runs on the compiled core's ``linear_rows``."""
+    return (x.shape[0] == 1 and w.size >= ONE_ROW_MIN_WEIGHT and x.dtype == w.dtype
+            and x.dtype in (np.float32, np.float64) and w.flags.c_contiguous and backends.core.available)
+
+
+def _one_row_call(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> tuple[tuple, list[tuple[int, int]]]:
+    m, k = w.shape
+    return (x, w, y, 1, k, m), workspace.ranges(m, get_num_threads())
+
+
 def _one_row(x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
     """``x (1, K) @ w (M, K)^T`` on the compiled core's threads, or None where it does not run it."""
-    if not (x.shape[0] == 1 and w.size >= ONE_ROW_MIN_WEIGHT and x.dtype == w.dtype
-            and x.dtype in (np.float32, np.float64) and w.flags.c_contiguous and backends.core.available):
+    if not _one_row_runs(x, w):
         return None
-    m, k = w.shape
-    y = np.empty((1, m), x.dtype)
-    workspace.run_spans(backends.core.module.linear_rows, (np.ascontiguousarray(x), w, y, 1, k, m),
-                        workspace.ranges(m, get_num_threads()))
+    y = np.empty((1, w.shape[0]), x.dtype)
+    workspace.run_spans(backends.core.module.linear_rows, *_one_row_call(np.ascontiguousarray(x), w, y))
     return y
+
+
+def bind_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                y: np.ndarray) -> Callable[[], None] | None:
+    """``ops.linear``'s forward of one row (``y = x @ w^T``, then ``y += b``) written into ``y``, its
+    kernel calls prepared once on the arrays (x, y C-contiguous): ``run()`` computes it again; None
+    where :func:`linear_forward` would not run it on the compiled core's ``linear_rows``."""
+    if not (x.ndim == 2 and w.ndim == 2 and _one_row_runs(x, w) and x.flags.c_contiguous
+            and y.shape == (1, w.shape[0]) and y.dtype == x.dtype and y.flags.c_contiguous
+            and (b is None or (b.dtype == y.dtype and b.shape == (w.shape[0],)))):
+        return None
+    product = workspace.bind_spans(backends.core.module.linear_rows, *_one_row_call(x, w, y))
+    if b is None:
+        return product
+
+    def run() -> None:
+        product()
+        np.add(y, b, out=y)  # ops.linear's y += b
+
+    return run
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .padding import pad_array
 __all__ = [
     "max_pool_forward", "max_pool_backward", "max_pool_indices",
     "avg_pool_forward", "avg_pool_backward", "adaptive_pool_matrices", "adaptive_avg_pool_forward",
-    "adaptive_avg_pool_backward",
+    "adaptive_avg_pool_backward", "bind_max_pool", "bind_global_means",
 ]
 
 
@@ -83,11 +83,35 @@ def _core_geometry(planes: int, input_size: Sequence[int], out_size: Sequence[in
             *two(geom.dilation, 1), *two([lo for lo, _ in pads], 0))
 
 
-def _over_planes(kernel, planes: int, *args) -> None:
-    """``kernel(isa, *args, start, stop)`` over the planes split across the worker threads."""
+def _plane_spans(planes: int) -> list[tuple[int, int]]:
+    """The planes split across the worker threads."""
     threads = max(1, min(get_num_threads(), planes))
     bounds = [planes * i // threads for i in range(threads + 1)]
-    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
+    return [(bounds[i], bounds[i + 1]) for i in range(threads)]
+
+
+def _over_planes(kernel, planes: int, *args) -> None:
+    """``kernel(isa, *args, start, stop)`` over the planes split across the worker threads."""
+    workspace.run_spans(kernel, args, _plane_spans(planes))
+
+
+def bind_max_pool(x: np.ndarray, y: np.ndarray, geom: ConvGeometry,
+                  ceil_mode: bool) -> Callable[[], None] | None:
+    """:func:`max_pool_forward`'s values (``argmax=False``) of ``x`` written into ``y``, its kernel calls
+    prepared once on the two arrays (C-contiguous, one dtype): ``run()`` computes them again; None where
+    that function would not run the compiled core."""
+    out_size, pads = geom.pool_padding(x.shape[2:], ceil_mode)
+    planes = x.shape[0] * x.shape[1]
+    geometry = _core_geometry(planes, x.shape[2:], out_size, geom, pads)
+    if not (_compiled(x, geom, geometry) and _bindable(x, y, x.shape[:2] + out_size)):
+        return None
+    return workspace.bind_spans(backends.core.module.max_pool2d_forward, (x, y, None, geometry),
+                                _plane_spans(planes))
+
+
+def _bindable(x: np.ndarray, y: np.ndarray, y_shape: tuple[int, ...]) -> bool:
+    return (y.shape == y_shape and y.dtype == x.dtype and x.flags.c_contiguous and y.flags.c_contiguous
+            and x.size > 0)
 
 
 def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False, compiled: bool = True,
@@ -284,6 +308,26 @@ _CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 GLOBAL_MEANS_PARALLEL_MIN = 1 << 16
 
 
+def _global_means_args(x: np.ndarray, y: np.ndarray) -> tuple:
+    return (x, y, x.shape[0] * x.shape[1], math.prod(x.shape[2:]))
+
+
+def _global_means_spans(x: np.ndarray) -> list[tuple[int, int]]:
+    threads = get_num_threads() if x.size >= GLOBAL_MEANS_PARALLEL_MIN else 1
+    return workspace.ranges(x.shape[0] * x.shape[1], threads)
+
+
+def bind_global_means(x: np.ndarray, y: np.ndarray) -> Callable[[], None] | None:
+    """:func:`adaptive_avg_pool_forward` of ``x`` to size 1 written into ``y``, its kernel calls prepared
+    once on the two arrays (C-contiguous, one dtype): ``run()`` computes it again; None where that
+    function would not run the compiled core."""
+    if not (backends.core.available and x.dtype in _CORE_DTYPES
+            and _bindable(x, y, x.shape[:2] + (1,) * (x.ndim - 2))):
+        return None
+    return workspace.bind_spans(backends.core.module.row_means, _global_means_args(x, y),
+                                _global_means_spans(x))
+
+
 def adaptive_avg_pool_forward(x: np.ndarray, output_size: Sequence[int], compiled: bool = True) -> np.ndarray:
     """Adaptive average pooling of ``x (N, C, *in)`` to ``(N, C, *output_size)``; global pooling of
     float32/float64 on the compiled core's ``row_means`` unless ``compiled`` is False (the NumPy pass)."""
@@ -291,10 +335,8 @@ def adaptive_avg_pool_forward(x: np.ndarray, output_size: Sequence[int], compile
     global_pool = x.size and all(m == 1 for m in output_size)
     if global_pool and compiled and backends.core.available and x.dtype in _CORE_DTYPES:
         y = np.empty(x.shape[:2] + (1,) * len(output_size), x.dtype)
-        rows = x.shape[0] * x.shape[1]
-        threads = get_num_threads() if x.size >= GLOBAL_MEANS_PARALLEL_MIN else 1
-        workspace.run_spans(backends.core.module.row_means, (np.ascontiguousarray(x), y, rows, count),
-                            workspace.ranges(rows, threads))
+        workspace.run_spans(backends.core.module.row_means, _global_means_args(np.ascontiguousarray(x), y),
+                            _global_means_spans(x))
         return y
     if global_pool:
         # global pooling: one matrix-vector product of the (N*C, count) rows with 1/count weights

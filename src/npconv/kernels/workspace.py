@@ -36,8 +36,8 @@ import numpy as np
 
 from ..backends import blas_threads, core, memory
 
-__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "run_calls", "ranges", "shared_chunk",
-           "SCRATCH", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
+__all__ = ["buffer", "clear", "run", "run_jobs", "run_spans", "bind_spans", "run_calls", "ranges",
+           "shared_chunk", "SCRATCH", "cached_bytes", "SCRATCH_BYTES", "memory_bound"]
 
 #: The constant term of the memory bound: scratch any pass may use beyond its operands.
 SCRATCH_BYTES = 64 * 2**20
@@ -449,6 +449,16 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
     ``name-k`` replaces :data:`SCRATCH` in ``args``. The kernels call no BLAS."""
     calls, name = span_calls(args, spans, tail, scratch)
     run_calls(kernel, calls, name, np.float64 if scratch is None else scratch[2])
+
+
+def bind_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> Callable[[], None]:
+    """:func:`run_spans` (no scratch) prepared once on its arrays: ``run()`` runs the calls again."""
+    calls, _ = span_calls(args, spans)
+    return bind_calls(kernel, calls, "", np.float64, _no_scratch)
+
+
+def _no_scratch(name: str, elements: int, dtype: np.dtype) -> np.ndarray:
+    raise AssertionError(f"bind_spans: the kernel asked for scratch {name!r}")
 
 
 def span_calls(args: tuple, spans: list[tuple[int, int]], tail: tuple = (),

@@ -193,18 +193,10 @@ def _pool_input(input: Any, nd: int, name: str) -> tuple[Tensor, bool]:
     return (x if batched else x.unsqueeze(0)), batched
 
 
-def _pool_geometry(kernel_size: Any, stride: Any, padding: Any, dilation: Any, nd: int) -> ConvGeometry:
-    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
-        stride = kernel_size
-    if isinstance(padding, str):
-        raise TypeError(f"padding must be an int or a tuple of {nd} ints for pooling, got {padding!r}")
-    return ConvGeometry.create(kernel_size, stride, padding, dilation, ndim=nd)
-
-
 def _max_pool(nd: int, input: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
               ceil_mode: bool, return_indices: bool) -> Any:
     name = f"max_pool{nd}d"
-    geom = _pool_geometry(kernel_size, stride, padding, dilation, nd)
+    geom = ConvGeometry.for_pooling(kernel_size, stride, padding, dilation, nd)
     x, batched = _pool_input(input, nd, name)
     return_indices = check_flag(return_indices, "return_indices")
     y, indices = _pool.max_pool(x, geom, check_flag(ceil_mode, "ceil_mode"), return_indices)
@@ -233,7 +225,7 @@ def max_pool3d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 
 
 def _avg_pool(nd: int, input: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
               count_include_pad: bool, divisor_override: Any) -> Tensor:
-    geom = _pool_geometry(kernel_size, stride, padding, 1, nd)
+    geom = ConvGeometry.for_pooling(kernel_size, stride, padding, 1, nd)
     if divisor_override is not None:
         divisor_override = check_int(divisor_override, "divisor_override", op=f"avg_pool{nd}d")
         if divisor_override == 0:
