@@ -17,6 +17,7 @@ from .kernels import dense as _dense
 from .kernels import pointwise as _pointwise
 from .kernels import pool as _pool_kernels
 from .nn import functional as F
+from .nn.modules.flatten import Flatten
 from .nn.modules.fused import ConvActivation, activation_of
 from .nn.modules.linear import Linear
 from .nn.modules.module import Module
@@ -430,9 +431,9 @@ def _chunk_plan(step: _Step, plan: tuple, images: int) -> tuple | None:
 def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[..., Any], tuple] | None:
     """``(bind(x, y) -> run, parameters)`` of a layer step the program runs as prepared kernel calls
     instead of its ``forward``: global average pooling, max pooling (values only), a linear layer of one
-    row, each exactly as its forward computes them on the compiled core (``parameters``: ``(tensor,
-    array)`` pairs whose arrays the calls read); None for other steps or where the kernel would not run
-    the recorded arrays."""
+    row, each exactly as its forward computes them on the compiled core, and a flatten (a copy);
+    ``parameters``: ``(tensor, array)`` pairs whose arrays the calls read. None for other steps or where
+    the kernel would not run the recorded arrays."""
     layer = getattr(step.run, "__self__", None) if isinstance(step, _LayerStep) else None
     if layer is None or "forward" in layer.__dict__ or step.out == step.index:
         return None
@@ -447,6 +448,12 @@ def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[...,
             return _pool_kernels.bind_max_pool(xb, yb, geom, ceil_mode)
     elif kind in _ADAPTIVE_AVG_POOLS and x.ndim == _ADAPTIVE_AVG_POOLS[kind] + 2 and set(y.shape[2:]) == {1}:
         bind = _pool_kernels.bind_global_means
+    elif kind is Flatten and x.size == y.size:
+        def bind(xb: np.ndarray, yb: np.ndarray) -> Any:
+            if not (xb.flags.c_contiguous and yb.flags.c_contiguous and xb.dtype == yb.dtype):
+                return None
+            view = xb.reshape(yb.shape)  # the flattened buffer, copied: the next call reuses it
+            return lambda: np.copyto(yb, view)
     elif kind is Linear:
         weight, bias = layer._parameters["weight"], layer._parameters.get("bias")
         w, b = weight._array, None if bias is None else bias._array

@@ -476,10 +476,10 @@ def _views_of_convolutions(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
         def __init__(self) -> None:
             super().__init__()
             self.conv1, self.conv2 = ns.Conv2d(3, 4, 3, padding=1), ns.Conv2d(3, 4, 3, padding=1)
-            self.conv3, self.flatten, self.linear = ns.Conv2d(4, 4, 1), ns.Flatten(1), ns.Linear(4 * 6 * 6, 3)
+            self.conv3, self.linear = ns.Conv2d(4, 4, 1), ns.Linear(4 * 6 * 6, 3)
 
         def forward(self, x):
-            flat = self.flatten(self.conv1(x))
+            flat = self.conv1(x).flatten(1)  # an op step: its result is a view (a Flatten layer's is copied)
             return self.linear(flat), self.conv3(self.conv2(x)), flat
 
     return Views()
@@ -533,9 +533,10 @@ def _pooled_head(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
 def test_a_program_runs_pooling_and_a_one_row_linear_layer_as_prepared_kernel_calls(
         monkeypatch: pytest.MonkeyPatch, dtype: type, tolerance: float) -> None:
-    """Max pooling, global average pooling and a linear layer of one row run as kernel calls prepared on
-    the program's buffers (no module call), with the layers' results: torch's; an in-place change of
-    the linear weight is seen, a new weight array or another thread count builds a new program."""
+    """Max pooling, global average pooling, a linear layer of one row and a flatten (a copy) run as
+    kernel calls prepared on the program's buffers (no module call), with the layers' results: torch's;
+    an in-place change of the linear weight is seen, a new weight array or another thread count builds
+    a new program."""
     from npconv.kernels import dense, pool
 
     monkeypatch.setattr(dense, "ONE_ROW_MIN_WEIGHT", 0)  # the tiny classifier takes the one-row kernel
@@ -563,8 +564,9 @@ def test_a_program_runs_pooling_and_a_one_row_linear_layer_as_prepared_kernel_ca
     program = traced._replay.program
     generic = [type(op[0].run.__self__).__name__ for kind, op in program.ops
                if kind == 2 and hasattr(op[0], "run")]
-    assert sum(kind == 0 for kind, _ in program.ops) == 6 and "Linear" not in generic  # conv, 4 pools, linear
-    assert not {"MaxPool2d", "MaxPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d"} & set(generic)
+    assert sum(kind == 0 for kind, _ in program.ops) == 8  # conv, 4 pools, 2 flattens, linear
+    assert not {"MaxPool2d", "MaxPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d", "Flatten", "Linear"} & {
+        *generic}
     check()
     with npconv.no_grad(), torch.no_grad():
         model.fc.weight.mul_(-2.0)
