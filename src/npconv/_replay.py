@@ -175,6 +175,7 @@ class _Program:
 
     def __init__(self, steps: Sequence[_Step], arrays: list[np.ndarray | None], plans: list[tuple | None],
                  inputs: int, outputs: Any) -> None:
+        self.steps, plans = steps, plans = _residual_fused(steps, plans, arrays, inputs, outputs)
         layers = [_layer_binding(step, arrays) if plan is None else None
                   for step, plan in zip(steps, plans, strict=True)]
         fixed = {i for step, plan, layer in zip(steps, plans, layers, strict=True)
@@ -229,6 +230,10 @@ class _Program:
         def op(k: int, plan: tuple | None, view: Callable[[int], np.ndarray],
                source: Callable[[str, int, np.dtype], np.ndarray]) -> tuple[int, Any]:
             step = steps[k]
+            if plan is not None and isinstance(step, _ResidualStep):
+                act = None if step.activation is None else activation_of(step.activation)
+                return 0, plan[4].bind_residual(view(step.index), view(step.out), source, view(step.other),
+                                                act)
             if plan is not None:
                 return 0, plan[4].bind(view(step.index), view(step.out), source)
             if layers[k] is not None:
@@ -423,9 +428,67 @@ def _chunked(steps: Sequence[_Step], plans: list[tuple | None], adds: list[bool]
 
 
 def _chunk_plan(step: _Step, plan: tuple, images: int) -> tuple | None:
-    """A bound step's kept plan made for ``images`` images, where it binds."""
+    """A bound step's kept plan made for ``images`` images, where it binds (with a residual for a
+    :class:`_ResidualStep`)."""
     chunk = F._kept_plan_for_batch(step.planned.layer, plan, images)
-    return None if chunk is None or chunk[4].bind is None else chunk
+    if chunk is None:
+        return None
+    return chunk if (chunk[4].bind_residual if isinstance(step, _ResidualStep) else chunk[4].bind) else None
+
+
+class _ResidualStep:
+    """The program's step for a planned convolution whose output only an addition reads (a residual
+    block's ``out + identity``): ``slots[out] = activation(conv(slots[index]) + slots[other])`` in the
+    convolution's kernel calls (``PreparedForward.bind_residual``), the addition's activation after it."""
+
+    __slots__ = ("index", "other", "out", "planned", "activation")
+
+    def __init__(self, index: int, other: int, out: int, planned: _PlannedStep,
+                 activation: Module | None) -> None:
+        self.index, self.other, self.out = index, other, out
+        self.planned, self.activation = planned, activation
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        return (self.index, self.other)
+
+
+def _residual_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: list[np.ndarray],
+                    inputs: int, outputs: Any) -> tuple[list, list]:
+    """``steps`` and ``plans`` with each addition of a planned convolution's output (read by nothing
+    else, not an output; after the addition only where it adds into it) and another slot (unchanged from
+    the convolution to the addition) taken into the convolution as a :class:`_ResidualStep` at its place,
+    where its plan binds a residual and the addition's activation is one its kernel applies."""
+    outs = {outputs} if isinstance(outputs, int) else set(outputs)
+    users: dict[int, list[int]] = {}
+    writer: dict[int, list[int]] = {}
+    for k, step in enumerate(steps):
+        for i in (*step.reads, step.out):
+            users.setdefault(i, []).append(k)
+        writer.setdefault(step.out, []).append(k)
+    fused: dict[int, _ResidualStep] = {}
+    dropped: set[int] = set()
+    for k, step in enumerate(steps):
+        if not (isinstance(step, _AddStep) and step.a[0] and step.b[0]):
+            continue
+        kind = None if step.activation is None else activation_of(step.activation).kind
+        if kind not in (None, "relu", "hardtanh"):
+            continue
+        for conv_slot, other in ((step.a[1], step.b[1]), (step.b[1], step.a[1])):
+            c = writer.get(conv_slot, [None])[0]
+            if (c is None or c >= k or c in fused or plans[c] is None or plans[c][4].bind_residual is None
+                    or conv_slot == other or conv_slot < inputs or conv_slot in outs or step.out == other
+                    or any(c < j < k or (j > k and step.out != conv_slot) for j in users[conv_slot])
+                    or any(c <= j < k for j in writer.get(other, ()))
+                    or len({(arrays[i].shape, arrays[i].dtype) for i in (conv_slot, other, step.out)}) != 1):
+                continue
+            fused[c] = _ResidualStep(steps[c].index, other, step.out, steps[c].planned, step.activation)
+            dropped.add(k)
+            break
+    if not fused:
+        return list(steps), plans
+    kept = [k for k in range(len(steps)) if k not in dropped]
+    return [fused.get(k, steps[k]) for k in kept], [plans[k] for k in kept]
 
 
 def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[..., Any], tuple] | None:

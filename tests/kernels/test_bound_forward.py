@@ -95,6 +95,54 @@ def test_bound_gemm_forward(rng, monkeypatch, parallel, tiling, shared, dtype):
             _check_bound(rng, x_shape, w_shape, geom, dtype, activation, bias=i % 2 == 0)
 
 
+@pytest.mark.parametrize("tiling", sorted(GEMM_TILINGS))
+@pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_gemm_forward_with_a_residual(rng, monkeypatch, parallel, tiling, shared, dtype):
+    """bind_residual: ``activation(run(x) + residual)`` bit for bit (the addition and activation run
+    after the convolution, each work item's output while in cache), on every tiling and work split, with
+    NaN and inf in the residual staying where they are; plans with an activation of their own have none,
+    and bad arrays are refused."""
+    gemm_tiling(monkeypatch, tiling)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
+
+    def scratch(name, elements, dtype_):
+        return np.empty(elements, dtype_)
+
+    for i, (x_shape, w_shape, kernel, stride, padding, groups) in enumerate(GEMM_CASES):
+        nd = len(kernel)
+        geom = ConvGeometry(kernel, stride, ((padding, padding),) * nd, (1,) * nd, groups)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype) if i % 2 == 0 else None
+        with backends.conv.force("gemm"):
+            prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b)
+            assert plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b,
+                                        Activation("relu")).bind_residual is None
+        y_shape = (x_shape[0], w_shape[0]) + geom.output_size(x_shape[2:])
+        xb, yb, res = np.empty(x_shape, dtype), np.empty(y_shape, dtype), np.empty(y_shape, dtype)
+        activation = [None, Activation("relu"), Activation("hardtanh", -0.5, 0.5)][i % 3]
+        run = prepared.bind_residual(xb, yb, scratch, res, activation)
+        for _ in range(2):
+            xb[...] = rng.standard_normal(x_shape)
+            res[...] = rng.standard_normal(y_shape)
+            res.reshape(-1)[rng.integers(res.size)] = [np.nan, np.inf][i % 2]
+            run()
+            expected = prepared.run(xb) + res
+            if activation is not None:
+                relu = activation.kind == "relu"
+                expected = np.maximum(expected, 0) if relu else np.clip(expected, -0.5, 0.5)
+            np.testing.assert_array_equal(yb, expected)
+        with pytest.raises(ValueError, match="residual must be a C-contiguous"):
+            prepared.bind_residual(xb, yb, scratch, res[:, :1], None)
+        with pytest.raises(ValueError, match="must not share memory"):
+            prepared.bind_residual(xb, yb, scratch, yb, None)
+        with pytest.raises(ValueError, match="activation needs a residual"):
+            prepared.bind_residual(xb, yb, scratch, None, Activation("relu"))
+        with pytest.raises(ValueError, match="activation the kernel applies"):
+            prepared.bind_residual(xb, yb, scratch, res, Activation("silu"))
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_depthwise_forward(rng, monkeypatch, parallel, activation, dtype):

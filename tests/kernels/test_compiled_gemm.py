@@ -613,6 +613,32 @@ def _guard_args():
     return geometry, np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3)), np.zeros((1, 3, 5, 5)), np.zeros(size)
 
 
+def test_extension_guards_a_residual():
+    """A residual (forward only) is y's size and element type and shares no memory with y or scratch;
+    a refused call writes nothing; an accepted one adds it before the activation."""
+    core, isa, routines = backends.core.module, backends.core.isa_index, gemm_routines()
+    geometry, x, w, y, scratch = _guard_args()
+    x[...], w[...] = 1.0, 0.5
+    res = np.full(y.shape, -10.0)
+    core.gemm_conv(isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 1, 0.0, 0.0, res)
+    expected = np.zeros(y.shape)
+    core.gemm_conv(isa, 0, routines, x, w, None, expected, scratch, geometry, 0, 1, 0, 0.0, 0.0)
+    np.testing.assert_array_equal(y, np.maximum(expected - 10.0, 0))  # ReLU after the residual
+    core.gemm_conv(isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0, None)  # None: none
+    np.testing.assert_array_equal(y, expected)
+    y[...] = 7.0
+
+    def refused(error, match, res_, pass_=0):
+        with pytest.raises(error, match=match):
+            core.gemm_conv(isa, pass_, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0, res_)
+        assert (y == 7.0).all()
+
+    refused(ValueError, "residual", res.reshape(-1)[:-1])
+    refused(TypeError, "element type", res.astype(np.float32))
+    refused(ValueError, "overlap", y)
+    refused(ValueError, "only the forward pass takes a residual", res, 1)
+
+
 def test_extension_guards_its_buffers():
     """The extension checks sizes, element types, ranges and overlap itself; a refused call writes nothing."""
     core, isa, routines = backends.core.module, backends.core.isa_index, gemm_routines()

@@ -1720,29 +1720,36 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
 
 typedef struct {
     kernel_job base;
-    int isa, pass, act, have_b;
+    int isa, pass, act, have_b, have_res;
     double lo, hi;
     Py_ssize_t start, stop;
     gc_geom g;
     gemm_fns fns;
-    Py_buffer a, b, bias, out, s;
+    Py_buffer a, b, bias, out, s, res;
 } gc_job;
 
 static void gc_job_run(kernel_job *job)
 {
     gc_job *j = (gc_job *)job;
     const gc_kernels *k = &KERNELS[j->isa]->gc[j->a.itemsize == 8];
+    const void *bias = j->have_b ? j->bias.buf : NULL;
     if (j->pass == GC_GRAD_WEIGHT)
         k->grad_weight(&j->fns, j->a.buf, j->b.buf, j->out.buf, j->s.buf, &j->g, j->start, j->stop);
+    else if (j->have_res) /* item by item, each one's residual pass while its output is in cache */
+        for (Py_ssize_t item = j->start; item < j->stop; item++) {
+            k->forward(&j->fns, j->a.buf, j->b.buf, bias, j->out.buf, j->s.buf, &j->g, item, item + 1, GC_ACT_NONE,
+                       0.0, 0.0);
+            k->residual(&j->g, j->out.buf, j->res.buf, item, j->act, j->lo, j->hi);
+        }
     else
-        (j->pass == GC_FORWARD ? k->forward : k->grad_input)(&j->fns, j->a.buf, j->b.buf,
-                                                               j->have_b ? j->bias.buf : NULL, j->out.buf, j->s.buf,
+        (j->pass == GC_FORWARD ? k->forward : k->grad_input)(&j->fns, j->a.buf, j->b.buf, bias, j->out.buf, j->s.buf,
                                                                &j->g, j->start, j->stop, j->act, j->lo, j->hi);
 }
 
 static void gc_job_release(kernel_job *job)
 {
     gc_job *j = (gc_job *)job;
+    if (j->have_res) PyBuffer_Release(&j->res);
     PyBuffer_Release(&j->s);
     PyBuffer_Release(&j->out);
     if (j->have_b) PyBuffer_Release(&j->bias);
@@ -1750,19 +1757,21 @@ static void gc_job_release(kernel_job *job)
     PyBuffer_Release(&j->a);
 }
 
-/* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi):
+/* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi[, res]):
  * forward (a, b) = (x, w) -> out = y; grad_input (gy, w) -> gx; grad_weight (x, gy) -> out = gw += ...
- * (prepare: the same call as a job for job_run / a worker). */
+ * res (forward only, laid out as y, sharing no memory with out or scratch): y = act(conv + bias + res),
+ * the residual added to each item's output before the activation (prepare: the same call as a job for
+ * job_run / a worker). */
 static PyObject *gc_call(PyObject *args, int prepare)
 {
     int isa, pass, act;
-    PyObject *fns_o, *a_o, *b_o, *bias_o, *out_o, *s_o, *geom;
+    PyObject *fns_o, *a_o, *b_o, *bias_o, *out_o, *s_o, *geom, *res_o = Py_None;
     Py_ssize_t start, stop;
     double lo, hi;
     gc_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iiOOOOOOOnnidd", &isa, &pass, &fns_o, &a_o, &b_o, &bias_o, &out_o, &s_o, &geom,
-                          &start, &stop, &act, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "iiOOOOOOOnnidd|O", &isa, &pass, &fns_o, &a_o, &b_o, &bias_o, &out_o, &s_o, &geom,
+                          &start, &stop, &act, &lo, &hi, &res_o))
         return NULL;
     if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0 || parse_gemm_fns(fns_o, &fns) < 0) return NULL;
     if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
@@ -1774,7 +1783,11 @@ static PyObject *gc_call(PyObject *args, int prepare)
                                           "avx512 builds only");
         return NULL;
     }
-    const int have_b = bias_o != Py_None;
+    const int have_b = bias_o != Py_None, have_res = res_o != Py_None;
+    if (have_res && pass != GC_FORWARD) {
+        PyErr_SetString(PyExc_ValueError, "only the forward pass takes a residual");
+        return NULL;
+    }
     if (check_act(act, lo, hi) < 0) return NULL;
     if (act != GC_ACT_NONE && pass == GC_GRAD_WEIGHT) {
         PyErr_SetString(PyExc_ValueError, "grad_weight takes no activation");
@@ -1795,16 +1808,17 @@ static PyObject *gc_call(PyObject *args, int prepare)
     gc_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (gc_job){.base = {gc_job_run, gc_job_release, 0}, .isa = isa, .pass = pass, .act = act, .have_b = have_b,
-                  .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g, .fns = fns};
+                  .have_res = have_res, .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g, .fns = fns};
     j->base.range = &j->start;
     if (get_buffer(a_o, 0, &j->a, A_NAMES[pass]) < 0) goto free_job;
     if (get_buffer(b_o, 0, &j->b, B_NAMES[pass]) < 0) goto release_a;
     if (have_b && get_buffer(bias_o, 0, &j->bias, "bias") < 0) goto release_b;
     if (get_buffer(out_o, 1, &j->out, OUT_NAMES[pass]) < 0) goto release_bias;
     if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_out;
+    if (have_res && get_buffer(res_o, 0, &j->res, "residual") < 0) goto release_s_only;
     const Py_ssize_t size = j->a.itemsize;
     if (j->b.itemsize != size || j->out.itemsize != size || j->s.itemsize != size ||
-        (have_b && j->bias.itemsize != size)) {
+        (have_b && j->bias.itemsize != size) || (have_res && j->res.itemsize != size)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
         goto release_s;
     }
@@ -1815,14 +1829,17 @@ static PyObject *gc_call(PyObject *args, int prepare)
     if (check_count(&j->a, a_n, 0, A_NAMES[pass]) < 0 || check_count(&j->b, b_n, 0, B_NAMES[pass]) < 0 ||
         check_count(&j->out, out_n, 0, OUT_NAMES[pass]) < 0 ||
         check_count(&j->s, gc_scratch(pass, &g), 1, "scratch") < 0 ||
-        (have_b && check_count(&j->bias, pass == GC_FORWARD ? g.o : g.c, 0, "bias") < 0))
+        (have_b && check_count(&j->bias, pass == GC_FORWARD ? g.o : g.c, 0, "bias") < 0) ||
+        (have_res && check_count(&j->res, yn, 0, "residual") < 0))
         goto release_s;
     /* the kernels read the operands while writing out and scratch: they must not share memory */
     {
-        const char *bufs[5] = {j->a.buf, j->b.buf, have_b ? j->bias.buf : NULL, j->out.buf, j->s.buf};
-        const ptrdiff_t lens[5] = {j->a.len, j->b.len, have_b ? j->bias.len : 0, j->out.len, j->s.len};
+        const char *bufs[6] = {j->a.buf, j->b.buf, have_b ? j->bias.buf : NULL, j->out.buf, j->s.buf,
+                               have_res ? j->res.buf : NULL};
+        const ptrdiff_t lens[6] = {j->a.len, j->b.len, have_b ? j->bias.len : 0, j->out.len, j->s.len,
+                                   have_res ? j->res.len : 0};
         for (int i = 3; i < 5; i++)
-            for (int m = 0; m < 5; m++)
+            for (int m = 0; m < 6; m++)
                 if (m != i && lens[i] && lens[m] && bufs[i] < bufs[m] + lens[m] && bufs[m] < bufs[i] + lens[i]) {
                     PyErr_SetString(PyExc_ValueError, "output and scratch must not overlap other buffers");
                     goto release_s;
@@ -1830,6 +1847,8 @@ static PyObject *gc_call(PyObject *args, int prepare)
     }
     return run_or_wrap(&j->base, prepare);
 release_s:
+    if (have_res) PyBuffer_Release(&j->res);
+release_s_only:
     PyBuffer_Release(&j->s);
 release_out:
     PyBuffer_Release(&j->out);
@@ -2222,7 +2241,7 @@ static PyMethodDef methods[] = {
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},
     {"gemm_conv", gc_run, METH_VARARGS,
-     "gemm_conv(isa, pass, routines, a, b, bias, out, scratch, geometry, start, stop, act, lo, hi): work items "
+     "gemm_conv(isa, pass, routines, a, b, bias, out, scratch, geometry, start, stop, act, lo, hi[, res]): work items "
      "[start, stop) of a GEMM convolution pass (forward: x, w -> y; grad_input: gy, w -> gx; grad_weight: "
      "x, gy -> gw +=), epilogue act 0 none / 1 relu / 2 hardtanh (clamp to [lo, hi])"},
     {"max_pool2d_backward", mp2d_backward, METH_VARARGS,

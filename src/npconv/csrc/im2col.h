@@ -659,6 +659,34 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
     }
 }
 
+/* y = act(y + res) over forward item `item`'s output (gc_forward_region), res laid out as y: a residual
+ * addition fused into the convolution, run right after the item (its output still in cache) with the
+ * item's own activation deferred to here; the same IEEE additions and activation as the addition and
+ * activation run after the convolution. */
+static void GC(gc_residual)(const gc_geom *g, T *y, const T *res, ptrdiff_t item, int act, double lo_d, double hi_d)
+{
+    const T lo = (T)lo_d, hi = (T)hi_d;
+    ptrdiff_t n0, nb, p0, p1;
+    gc_forward_region(g, item, &n0, &nb, &p0, &p1);
+    for (ptrdiff_t n = n0; n < n0 + nb; n++)
+        for (ptrdiff_t o = 0; o < g->o; o++) {
+            T *restrict d = y + (n * g->o + o) * g->len;
+            const T *r = res + (n * g->o + o) * g->len;
+            ptrdiff_t j = p0;
+            for (; j + VL <= p1; j += VL) FN(store)(d + j, FN(activate)(FN(load)(d + j) + FN(load)(r + j), act, lo, hi));
+            for (; j < p1; j++) {
+                T v = d[j] + r[j];
+                if (act == GC_ACT_RELU) {
+                    v = v > 0 || v != v ? v : (T)0;
+                } else if (act == GC_ACT_HARDTANH) {
+                    v = v < lo ? lo : v;
+                    v = v > hi ? hi : v;
+                }
+                d[j] = v;
+            }
+        }
+}
+
 /* grad_weight items [start, stop): gw (O, Cg*K) += sum over the items' positions of gy @ cols^T. */
 static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *gw, T *scratch,
                                const gc_geom *g, ptrdiff_t start, ptrdiff_t stop)

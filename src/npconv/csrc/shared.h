@@ -294,6 +294,28 @@ static ptrdiff_t gc_items(int pass, const gc_geom *g)
     return g->n * g->bands;
 }
 
+/* The output written by forward item `item` (gc_forward's items): images [n0, n0 + nb), flat positions
+ * [p0, p1) of every output channel's plane. */
+static inline void gc_forward_region(const gc_geom *g, ptrdiff_t item, ptrdiff_t *n0, ptrdiff_t *nb, ptrdiff_t *p0,
+                                     ptrdiff_t *p1)
+{
+    *nb = 1;
+    if (g->implicit) { /* bands of output lines */
+        const ptrdiff_t l0 = item % g->bands * g->band, l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
+        *n0 = item / g->bands, *p0 = l0 * g->out[2], *p1 = l1 * g->out[2];
+    } else if (g->images > 1) { /* whole images */
+        *n0 = item * g->images, *nb = g->n - *n0 < g->images ? g->n - *n0 : g->images;
+        *p0 = 0, *p1 = g->len;
+    } else if (g->shift) { /* bands of rows along the shift axis */
+        const ptrdiff_t r0 = item % g->bands * g->band;
+        const ptrdiff_t rows = g->out[g->axis] - r0 < g->band ? g->out[g->axis] - r0 : g->band;
+        *n0 = item / g->bands, *p0 = r0 * g->rowlen, *p1 = (r0 + rows) * g->rowlen;
+    } else { /* bands of positions */
+        const ptrdiff_t q0 = item % g->bands * g->band;
+        *n0 = item / g->bands, *p0 = q0, *p1 = g->len - q0 < g->band ? g->len : q0 + g->band;
+    }
+}
+
 /* Derived sizes (after the caller's checks that the products fit). */
 static void gc_derive(gc_geom *g)
 {
@@ -397,9 +419,12 @@ typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
                           const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
                          ptrdiff_t);
+/* a forward item's residual pass: y = act(y + res) over the item's output region (gc_forward_region) */
+typedef void (*gc_res_fn)(const gc_geom *, void *, const void *, ptrdiff_t, int, double, double);
 typedef struct {
     gc_fwd_fn forward, grad_input;
     gc_gw_fn grad_weight;
+    gc_res_fn residual;
 } gc_kernels;
 typedef void (*vr_fn)(const void *, ptrdiff_t, ptrdiff_t, double *);
 typedef void (*lr_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);

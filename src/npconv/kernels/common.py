@@ -106,12 +106,19 @@ class PreparedForward(NamedTuple):
     shape and dtype) prepared once, its kernel calls made ahead with worker scratch from ``scratch``
     (a :data:`ScratchSource`); each ``run()`` computes what ``run(x)`` returns, into ``y``, while the
     plan holds and the weight and bias arrays are the same objects.
+
+    ``bind_residual(x, y, scratch, residual, activation) -> run()`` (None where the algorithm has none;
+    only for a plan without an activation of its own): as ``bind``, then ``y = activation(y +
+    residual)`` (``residual`` C-contiguous, laid out as ``y``, sharing no memory with it;
+    ``activation`` None or one its kernel applies), each part of ``y`` while it is in cache: the values
+    of the addition and activation run after ``run()``, bit for bit.
     """
 
     run: Callable[[np.ndarray], np.ndarray]
     tokens: tuple[Callable[[], tuple], ...] = ()
     planned: tuple = ()
     bind: Callable[[np.ndarray, np.ndarray, ScratchSource], Callable[[], None]] | None = None
+    bind_residual: Callable[..., Callable[[], None]] | None = None
 
     def valid(self) -> bool:
         for token, planned in zip(self.tokens, self.planned, strict=True):
@@ -139,25 +146,31 @@ def fixed_operand(array: np.ndarray, dtype: np.dtype,
 
 
 def check_bound(x: np.ndarray, x_shape: tuple[int, ...], y: np.ndarray, y_shape: tuple[int, ...],
-                dtype: np.dtype) -> None:
+                dtype: np.dtype, residual: np.ndarray | None = None) -> None:
     """A bound run's arrays (:attr:`~npconv.kernels.common.PreparedForward.bind`) as its plan needs them."""
-    for name, array, shape in (("x", x, x_shape), ("y", y, y_shape)):
+    arrays = [("x", x, x_shape), ("y", y, y_shape)]
+    if residual is not None:
+        arrays.append(("residual", residual, y_shape))
+    for name, array, shape in arrays:
         if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
             layout = "" if array.flags.c_contiguous else " (not contiguous)"
             raise ValueError(f"bind: {name} must be a C-contiguous {dtype} array of shape {shape}, got "
                              f"{array.dtype} {array.shape}{layout}")
+    if residual is not None and np.may_share_memory(residual, y):
+        raise ValueError("bind: the residual must not share memory with y")
 
 
 def bound_run(x: np.ndarray, x_shape: tuple[int, ...], y: np.ndarray, y_shape: tuple[int, ...],
               dtype: np.dtype, w: np.ndarray, bias: np.ndarray | None,
               jobs_of: Callable[[np.ndarray, np.ndarray | None], Callable[[], None]],
               later: Activation | None = None,
-              layout: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[], None]:
-    """The ``run()`` a :attr:`PreparedForward.bind` returns: ``x`` and ``y`` checked
-    (:func:`check_bound`), the weight (in ``layout``) and bias as :func:`fixed_operand` s, the kernel
-    jobs ``jobs_of(weight, bias)`` makes on them run, then ``later`` (an activation the kernel does not
-    apply) in place on ``y``."""
-    check_bound(x, x_shape, y, y_shape, dtype)
+              layout: Callable[[np.ndarray], np.ndarray] | None = None,
+              residual: np.ndarray | None = None) -> Callable[[], None]:
+    """The ``run()`` a :attr:`PreparedForward.bind` (or ``bind_residual``) returns: ``x``, ``y`` and
+    ``residual`` checked (:func:`check_bound`), the weight (in ``layout``) and bias as
+    :func:`fixed_operand` s, the kernel jobs ``jobs_of(weight, bias)`` makes on them run, then ``later``
+    (an activation the kernel does not apply) in place on ``y``."""
+    check_bound(x, x_shape, y, y_shape, dtype, residual)
     wc, refill_w = fixed_operand(w, dtype, layout)
     b, refill_b = (None, None) if bias is None else fixed_operand(bias, dtype)
     jobs = jobs_of(wc, b)

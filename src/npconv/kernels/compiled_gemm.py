@@ -479,21 +479,36 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                             "compiled-gemm", dtype, blas, chunk)
         return _finish(y, 0, 0.0, 0.0, later)
 
-    def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
+    def bind_residual(x: np.ndarray, y: np.ndarray, scratch: ScratchSource, residual: np.ndarray | None,
+                      activation: Activation | None) -> Callable[[], None]:
         layout = None
         if shifted:
             o, k0 = w.shape[0], geom.kernel_size[0]
             layout = lambda a: a.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3)  # noqa: E731
+        codes = (act, lo, hi)
+        if residual is None and activation is not None:
+            raise ValueError("bind_residual: an activation needs a residual")
+        if residual is not None:  # the addition's activation, after it (the plan's own: none)
+            _, *codes, after = _epilogue(None, Epilogue(None, activation))
+            if act or later is not None or after is not None:
+                raise ValueError("bind_residual: a plan without an activation of its own and an activation "
+                                 "the kernel applies (ReLU, Hardtanh) or None")
 
         def jobs_of(wm: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
+            res = () if residual is None else (residual,)
             calls = [((0, routines, x, wm, b, y) if rows is None else
                       (0, routines, x, wm[rows], None if b is None else b[rows], y[:, rows]),
-                      size, (*tail, act, lo, hi)) for rows, size, tail in per_worker]
+                      size, (*tail, *codes, *(r if rows is None else r[:, rows] for r in res)))
+                     for rows, size, tail in per_worker]
             return workspace.bind_calls(kernel, calls, "compiled-gemm", dtype, scratch, blas, chunk)
 
-        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later, layout)
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later, layout, residual)
 
-    return PreparedForward(run, (_settings,), (settings,), bind)
+    def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
+        return bind_residual(x, y, scratch, None, None)
+
+    return PreparedForward(run, (_settings,), (settings,), bind, bind_residual if not act and later is None
+                           else None)
 
 
 
