@@ -568,3 +568,41 @@ def test_a_small_batch_one_layer_goes_to_the_planned_gemm_on_avx512(isa):
     assert compiled_winograd.recommended("forward", (1, 64, 56, 56), (64, 64, 3, 3), geom, f32)
     small = compiled_winograd.recommended("forward", (1, 48, 56, 56), (48, 48, 3, 3), geom, f32)
     assert small is (isa != "avx512")
+
+
+def test_winograd_forward_guards_a_residual():
+    """winograd2d_forward's residual: y's size and element type, not overlapping y; added before the
+    activation; a refused call writes nothing."""
+    core = backends.core.module
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 4, 8, 8))
+    w = rng.standard_normal((4, 4, 3, 3))
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    prepared = compiled_winograd.prepare_forward(x.shape, x.dtype, w, geom)
+    y, res = np.empty((1, 4, 8, 8)), rng.standard_normal((1, 4, 8, 8))
+    prepared.bind_residual(x, y, lambda name, n, d: np.empty(n, d), res, Activation("relu"))()
+    np.testing.assert_array_equal(y, np.maximum(prepared.run(x) + res, 0))
+    calls = []
+    real = core.winograd2d_forward_job
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    core_module = backends.core.module
+    try:
+        core_module.winograd2d_forward_job = spy
+    except (AttributeError, TypeError):
+        pytest.skip("the extension module's attributes are read-only")
+    try:
+        prepared.bind_residual(x, y, lambda name, n, d: np.empty(n, d), res, None)
+    finally:
+        core_module.winograd2d_forward_job = real
+    args = calls[0]
+    y[...] = 7.0
+    for bad, error, match in ((res.reshape(-1)[:-1], ValueError, "residual"),
+                              (res.astype(np.float32), TypeError, "element type"),
+                              (args[5], ValueError, "overlap")):
+        with pytest.raises(error, match=match):
+            core.winograd2d_forward(*args[:-1], bad)
+    assert (y == 7.0).all()
