@@ -225,47 +225,6 @@ def test_bound_winograd_forward(rng, monkeypatch, parallel, activation, shared):
                 _check_bound(rng, x_shape, w_shape, geom, dtype, ACTIVATIONS[activation])
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bound_winograd_forward_with_a_residual(rng, monkeypatch, parallel, shared, dtype):
-    """Winograd's bind_residual (its plan checking the values each run, the local reroute's
-    bind_residual for those it does not admit): ``activation(run(x) + residual)`` bit for bit, tiles
-    shared, split by channels, grouped; NaN in the input (rerouted) and in the residual."""
-    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
-    ran = 0
-    for i, (x_shape, w_shape, groups) in enumerate([((1, 40, 9, 10), (38, 40, 3, 3), 1),
-                                                    ((2, 16, 12, 10), (16, 16, 3, 3), 1),
-                                                    ((2, 16, 8, 9), (16, 8, 3, 3), 2)]):
-        geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
-        w = rng.standard_normal(w_shape).astype(dtype)
-        b = rng.standard_normal(w_shape[0]).astype(dtype)
-        with backends.conv.force("winograd"):
-            prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b)
-        local = plan.choose("forward", x_shape, w_shape, geom, np.dtype(dtype))  # unforced: the reroute's
-        if local != "gemm":  # the local reroute's algorithm binds no residual: neither does the plan
-            assert prepared.bind_residual is None
-            continue
-        ran += 1
-        y_shape = (x_shape[0], w_shape[0]) + x_shape[2:]
-        xb, yb, res = np.empty(x_shape, dtype), np.empty(y_shape, dtype), np.empty(y_shape, dtype)
-        activation = [Activation("relu"), None, Activation("hardtanh", -1.0, 1.0)][i]
-        run = prepared.bind_residual(xb, yb, lambda name, n, d: np.empty(n, d), res, activation)
-        for case in ("normal", "nan input", "nan residual"):
-            xb[...] = rng.standard_normal(x_shape)
-            res[...] = rng.standard_normal(y_shape)
-            if case == "nan input":
-                xb[0, 1, 2, 3] = np.nan
-            if case == "nan residual":
-                res[0, 2, 3, 4] = np.nan
-            run()
-            expected = prepared.run(xb) + res
-            if activation is not None:
-                relu = activation.kind == "relu"
-                expected = np.maximum(expected, 0) if relu else np.clip(expected, -1.0, 1.0)
-            np.testing.assert_array_equal(yb, expected, err_msg=f"{x_shape} {case}")
-    assert ran >= 1
-
-
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_grouped_forward(rng, parallel, activation, dtype):

@@ -1321,8 +1321,7 @@ typedef struct {
     wg_geom g;
     gemm_fns fns;
     wg_fwd_fn fn;
-    int have_res;
-    Py_buffer x, u, b, y, s, res;
+    Py_buffer x, u, b, y, s;
 } wg_job;
 
 static void wg_job_run(kernel_job *job)
@@ -1330,13 +1329,12 @@ static void wg_job_run(kernel_job *job)
     wg_job *j = (wg_job *)job;
     for (Py_ssize_t at = j->start; at < j->stop; at += j->g.cap) /* the kernel runs at most CAP tiles */
         j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, at,
-              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi, j->have_res ? j->res.buf : NULL);
+              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi);
 }
 
 static void wg_job_release(kernel_job *job)
 {
     wg_job *j = (wg_job *)job;
-    if (j->have_res) PyBuffer_Release(&j->res);
     PyBuffer_Release(&j->s);
     PyBuffer_Release(&j->y);
     if (j->have_b) PyBuffer_Release(&j->b);
@@ -1347,13 +1345,13 @@ static void wg_job_release(kernel_job *job)
 static PyObject *wg2d_call(PyObject *args, int prepare)
 {
     int isa, act;
-    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom, *res_o = Py_None;
+    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom;
     Py_ssize_t start, stop;
     double lo, hi;
     wg_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd|O", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start, &stop,
-                          &act, &lo, &hi, &res_o))
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start, &stop,
+                          &act, &lo, &hi))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
         check_act(act, lo, hi) < 0)
@@ -1362,25 +1360,18 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     const int have_b = b_o != Py_None;
     wg_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
-    const int have_res = res_o != Py_None;
     *j = (wg_job){.base = {wg_job_run, wg_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
-                  .start = start, .stop = stop, .g = g, .fns = fns, .have_res = have_res};
+                  .start = start, .stop = stop, .g = g, .fns = fns};
     j->base.range = &j->start;
     if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
     if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
     if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
     if (get_buffer(y_o, 1, &j->y, "output") < 0) goto release_b;
     if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_y;
-    if (have_res && get_buffer(res_o, 0, &j->res, "residual") < 0) goto release_s_only;
     const Py_ssize_t size = j->x.itemsize;
     if (j->u.itemsize != size || j->y.itemsize != size || j->s.itemsize != size ||
-        (have_b && j->b.itemsize != size) || (have_res && j->res.itemsize != size)) {
+        (have_b && j->b.itemsize != size)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
-    }
-    if (have_res && (const char *)j->res.buf < (const char *)j->y.buf + j->y.len &&
-        (const char *)j->y.buf < (const char *)j->res.buf + j->res.len) {
-        PyErr_SetString(PyExc_ValueError, "the residual must not overlap the output");
         goto release_s;
     }
     wg_layout L;
@@ -1388,14 +1379,11 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
         check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
         check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
-        check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0) ||
-        (have_res && check_count(&j->res, g.n * g.o * g.yplane, 0, "residual") < 0))
+        check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
         goto release_s;
     j->fn = KERNELS[isa]->wg[size == 8];
     return run_or_wrap(&j->base, prepare);
 release_s:
-    if (have_res) PyBuffer_Release(&j->res);
-release_s_only:
     PyBuffer_Release(&j->s);
 release_y:
     PyBuffer_Release(&j->y);
@@ -2207,7 +2195,7 @@ static PyMethodDef methods[] = {
      "winograd2d_weight(isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) into U (36, P), "
      "U[:, p] = G w[p] G^T of F(4x4, 3x3)"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
-     "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi[, res]): tiles "
+     "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
      "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "
      "relu or 2 hardtanh(lo, hi)"},
     {"gemm_conv_job", gc_job_new, METH_VARARGS,

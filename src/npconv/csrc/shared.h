@@ -397,7 +397,7 @@ typedef struct {
 
 
 typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
-                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const void *);
+                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,

@@ -187,27 +187,13 @@ static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t 
         }
 }
 
-/* y[at] = act(v + ro[at]) (ro: a residual laid out as y): the scalar activation as FN(activate). */
-static inline void FN(wg_put_residual)(T *dst, const T *ro, ptrdiff_t at, T v, int act, T lo, T hi)
-{
-    v += ro[at];
-    if (act == 1) {
-        v = v > 0 || v != v ? v : (T)0;
-    } else if (act == 2) {
-        v = v < lo ? lo : v;
-        v = v > hi ? hi : v;
-    }
-    dst[at] = v;
-}
-
 /* Output transform of the L tiles [s, s + L) of the flat tile grid of channel plane yo (image 0's;
  * images ys apart) from M columns [col, ...), plus bias, then act: 0 none, 1 ReLU (as
  * np.maximum(v, 0): NaN stays NaN, -0.0 becomes 0), 2 hardtanh (as np.clip(v, lo, hi): NaN and -0.0
  * pass), the codes of pointwise.Activation; each vector's tiles interleaved into the rows of y
- * segment by segment (tile rows). ro (NULL: none): a residual plane laid out as yo, added before the
- * activation. q: 4 x VL. */
+ * segment by segment (tile rows). q: 4 x VL. */
 static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *yo, ptrdiff_t ys, const wg_geom *g,
-                              ptrdiff_t s, ptrdiff_t L, T bias, int act, T lo, T hi, T *q, const T *ro)
+                              ptrdiff_t s, ptrdiff_t L, T bias, int act, T lo, T hi, T *q)
 {
     const V vb = FN(splat)(bias);
     for (ptrdiff_t t = 0; t < L; t += VL) {
@@ -222,7 +208,7 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
         for (int i = 0; i < 4; i++) {
             V o[4];
             FN(wg_at6)(o, r[i]);
-            for (int j = 0; j < 4; j++) FN(store)(q + j * VL, FN(activate)(o[j] + vb, ro ? 0 : act, lo, hi));
+            for (int j = 0; j < 4; j++) FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
             ptrdiff_t n, ty, a, b;
             for (ptrdiff_t lane = 0; lane < nv; lane += b - a) {
                 FN(wg_segment)(g, s + t + lane, nv - lane, &n, &ty, &a, &b);
@@ -231,12 +217,7 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
                 const T *src = q + lane;
                 if (row >= g->oh) continue;
                 T *dst = yo + n * ys + row * g->yrow;
-                if (ro) { /* the residual's row, then the activation */
-                    const T *rrow = ro + n * ys + row * g->yrow;
-                    for (ptrdiff_t c = c0; c < c1; c++)
-                        FN(wg_put_residual)(dst, rrow, c * g->dw, src[((c - c0) & 3) * VL + ((c - c0) >> 2)], act, lo,
-                                            hi);
-                } else if (g->dw > 1) {
+                if (g->dw > 1) {
                     for (ptrdiff_t c = c0; c < c1; c++) dst[c * g->dw] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
                 } else if (c1 - c0 == 4 * len) {
                     for (ptrdiff_t m = 0; m < len; m++) {
@@ -255,7 +236,7 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
 
 /* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. */
 static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
-                                 const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi, const T *res)
+                                 const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi)
 {
     wg_layout L;
     wg_scratch_layout(g, &L);
@@ -274,13 +255,13 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
                         v + (k * g->c + gi * cg + c0) * L.ntp, L.ntp, c0 ? 1.0 : 0.0,
                         mm + (k * g->o + gi * og) * L.ntp, L.ntp, NULL, 0, 0, 0);
             }
-    /* (3) output transform, bias, (a residual,) clamp */
+    /* (3) output transform, bias, clamp */
     for (ptrdiff_t o = 0; o < g->o; o++) {
         const T b_o = bias ? bias[o] : (T)0;
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
             FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, y + g->yoff + o * g->yplane, g->o * g->yplane, g,
-                              t, len, b_o, act, lo, hi, q, res ? res + g->yoff + o * g->yplane : NULL);
+                              t, len, b_o, act, lo, hi, q);
         }
     }
 }

@@ -336,25 +336,13 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     bias_, now, later = compiled_epilogue(bias, epilogue)
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
 
-    def bind_residual(x: np.ndarray, y: np.ndarray, source: ScratchSource, residual: np.ndarray | None,
-                      activation: Activation | None) -> Callable[[], None]:
-        codes = (act, lo, hi)
-        if residual is None and activation is not None:
-            raise ValueError("bind_residual: an activation needs a residual")
-        if residual is not None:  # the addition's activation, after it (the plan's own: none)
-            _, now_r, later_r = compiled_epilogue(None, Epilogue(None, activation))
-            if act or later is not None or later_r is not None:
-                raise ValueError("bind_residual: a plan without an activation of its own and an activation "
-                                 "the kernel applies (ReLU, Hardtanh) or None")
-            codes = (0, 0.0, 0.0) if now_r is None else (now_r.code, float(now_r.lo), float(now_r.hi))
-
+    def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
         def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
             transform = not layout[3]
             u = np.empty((36,) + w.shape[:2], dtype) if transform else None
             runs = [workspace.prepared_run(jobs, blas, chunk)
-                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, *codes,
-                                                   lambda k: source(f"compiled-wg-{k}", layout[1], dtype),
-                                                   residual)]
+                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi,
+                                                   lambda k: source(f"compiled-wg-{k}", layout[1], dtype))]
 
             def run_all() -> None:
                 for run in runs:
@@ -362,13 +350,9 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
 
             return run_all
 
-        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias_, jobs_of, later, residual=residual)
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias_, jobs_of, later)
 
-    def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        return bind_residual(x, y, source, None, None)
-
-    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind,
-                           bind_residual if not act and later is None else None)
+    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind)
 
 
 def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
@@ -415,15 +399,14 @@ def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[in
 
 def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
           layout: tuple, transform: bool, act: int, lo: float, hi: float,
-          scratch: Callable[[int], np.ndarray], res: np.ndarray | None = None) -> list[tuple[list, int, int]]:
+          scratch: Callable[[int], np.ndarray]) -> list[tuple[list, int, int]]:
     """The prepared jobs of a C call, ``(jobs, blas, chunk)`` per run of :func:`workspace.run_jobs`, in
     order; worker ``k``'s scratch ``scratch(k)``. ``x``, ``w`` (C-contiguous), ``b`` and ``y`` of one
     dtype. Channel parts: worker ``k`` transforms the weights of its output channels into its own ``U``
     and runs every tile for them (one image: ``y[:, first:stop]`` is contiguous). Else ``U = G w G^T``
     into ``u`` first where ``transform`` (the kernels split across the workers), then the tiles, shared
     by the workers claiming item by item (the items of one length: the same items) or worker ``k``
-    running items ``k, k + workers, ...`` in order. ``res``: a residual laid out as ``y``, added in the
-    output transform before the activation."""
+    running items ``k, k + workers, ...`` in order."""
     core, dtype = backends.core.module, y.dtype
     geometry, _, threads, parts = layout
     routines, isa = gemm_routines(), backends.core.isa_index
@@ -436,11 +419,9 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             uk = np.empty((36, stop - first, c), dtype)
             part = geometry[:4] + (stop - first,) + geometry[5:]
             bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], scratch(k)
-            rk = None if res is None else res[:, first:stop]
             jobs.append(core.job_chain(
                 [core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c)]
-                + [prepare(isa, routines, x, uk, bk, yk, own, part, *span, act, lo, hi, rk)
-                   for span in items]))
+                + [prepare(isa, routines, x, uk, bk, yk, own, part, *span, act, lo, hi) for span in items]))
         return [(jobs, 1, 0)]
     runs = []
     if transform:
@@ -453,13 +434,11 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     own = [scratch(k) for k in range(workers)]
     n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
     if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
-        runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi, res)
+        runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi)
                       for k in range(workers)], 1, items[0][1] - items[0][0]))
     else:
-        tail = (act, lo, hi, res)
-        chains = [core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, *tail)
-                                  for span in items[k::workers]]) for k in range(workers)]
-        runs.append((chains, 1, 0))
+        runs.append(([core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, act, lo, hi)
+                                      for span in items[k::workers]]) for k in range(workers)], 1, 0))
     return runs
 
 
