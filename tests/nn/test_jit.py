@@ -507,6 +507,19 @@ def test_a_bound_program_keeps_views_of_its_buffers_valid() -> None:
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _outputs_match_torch(traced, reference, shape: tuple, seeds: tuple, atol: float) -> None:  # noqa: ANN001
+    """The traced module's output(s) on new float64 inputs of ``shape``: torch's (rtol 1e-10)."""
+    for seed in seeds:
+        x = np.random.default_rng(seed).standard_normal(shape)
+        with npconv.no_grad():
+            got = traced(npconv.tensor(x))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x))
+        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=atol)
+
+
 def _residual_flows(ns, variant: str):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
     """A residual addition of a convolution's output and another tensor, and ways it must not fuse."""
 
@@ -550,15 +563,7 @@ def test_a_residual_addition_is_taken_into_the_convolution_only_where_it_may_be(
     model.eval()
     x = np.random.default_rng(61).standard_normal((2, 3, 9, 7))
     traced = npconv.jit.trace(model, npconv.tensor(x))
-    for seed in (62, 63):
-        x = np.random.default_rng(seed).standard_normal(x.shape)
-        with npconv.no_grad():
-            got = traced(npconv.tensor(x))
-        with torch.no_grad():
-            expected = reference(torch.from_numpy(x))
-        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
-        for g, e in zip(got, expected, strict=True):
-            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-10)
+    _outputs_match_torch(traced, reference, x.shape, (62, 63), atol=1e-10)
     program = traced._replay.program
     assert sum(isinstance(step, _replay._ResidualStep) for step in program.steps) == fused
 
@@ -724,14 +729,7 @@ def test_trace_fuses_an_activation_that_alone_reads_a_convolution_or_a_sum() -> 
     assert len(fused) == 2 and len(traced._steps) == 16
     adds = [s for s in traced._steps if isinstance(s, jit._AddStep)]
     assert [s.activation is not None for s in adds] == [False, True, False, False]
-    for seed in (30, 31):
-        x = np.random.default_rng(seed).standard_normal(x.shape)
-        with npconv.no_grad():
-            got = traced(npconv.tensor(x))
-        with torch.no_grad():
-            expected = reference(torch.from_numpy(x))
-        for g, e in zip(got, expected, strict=True):
-            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
+    _outputs_match_torch(traced, reference, x.shape, (30, 31), atol=1e-12)
 
 
 def test_a_step_writing_into_the_input_writes_into_the_callers_tensor() -> None:
