@@ -387,6 +387,17 @@ def _images(step: _Step, plan: tuple | None, add: bool, arrays: list[np.ndarray]
     return sizes.pop() if len(sizes) == 1 else None
 
 
+def _uses(steps: Sequence[_Step]) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Per slot, the steps that read or write it and the steps that write it, in order."""
+    users: dict[int, list[int]] = {}
+    writers: dict[int, list[int]] = {}
+    for k, step in enumerate(steps):
+        for i in (*step.reads, step.out):
+            users.setdefault(i, []).append(k)
+        writers.setdefault(step.out, []).append(k)
+    return users, writers
+
+
 def _chunked(steps: Sequence[_Step], plans: list[tuple | None], adds: list[bool], arrays: list[np.ndarray],
              inputs: int, outputs: tuple[int, ...]) -> dict[int, _Chunking]:
     """Runs of consecutive bound steps over the same batch that the program runs chunk by chunk (each
@@ -395,10 +406,7 @@ def _chunked(steps: Sequence[_Step], plans: list[tuple | None], adds: list[bool]
     whose largest slot in the run takes at most :data:`CHUNK_BYTES`, where a slot lives only in the run
     (its chunks stay in cache) and every convolution in it has a plan that binds for those chunks.
     Keyed by the run's first step."""
-    users: dict[int, list[int]] = {}
-    for k, step in enumerate(steps):
-        for i in (*step.reads, step.out):
-            users.setdefault(i, []).append(k)
+    users, _ = _uses(steps)
     found, k = {}, 0
     while k < len(steps):
         n = _images(steps[k], plans[k], adds[k], arrays)
@@ -460,12 +468,7 @@ def _residual_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: l
     the convolution to the addition) taken into the convolution as a :class:`_ResidualStep` at its place,
     where its plan binds a residual and the addition's activation is one its kernel applies."""
     outs = {outputs} if isinstance(outputs, int) else set(outputs)
-    users: dict[int, list[int]] = {}
-    writer: dict[int, list[int]] = {}
-    for k, step in enumerate(steps):
-        for i in (*step.reads, step.out):
-            users.setdefault(i, []).append(k)
-        writer.setdefault(step.out, []).append(k)
+    users, writer = _uses(steps)
     fused: dict[int, _ResidualStep] = {}
     dropped: set[int] = set()
     for k, step in enumerate(steps):
