@@ -251,27 +251,41 @@ def test_chunks_of_images_are_a_multiple_of_the_threads(monkeypatch, rng):
 def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
     """One 7x7 image on two threads: each worker computes its output channels (72: 32 + 40, the last
     not whole register tiles) over all positions, with bias and the fused ReLU, against the reference;
-    more positions, fewer channels or more images keep the split by positions."""
+    more positions, fewer channels or more images keep the split by positions. Stride-1 float32 parts
+    pack their columns as the implicit GEMM does (1-d, 2-d and 3-d), with the same products as im2col's
+    parts; strided parts and float64 take im2col."""
     import npconv
 
-    runs = []  # each worker's output block of every forward run
+    runs = []  # each worker's (output block, geometry) of every forward run
     real = workspace.run_calls
     monkeypatch.setattr(workspace, "run_calls", lambda kernel, calls, *a, **k: (
-        runs.append([head[5] for head, _, _ in calls]), real(kernel, calls, *a, **k))[1])
+        runs.append([(head[5], tail[0]) for head, _, tail in calls]), real(kernel, calls, *a, **k))[1])
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
-    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    implicit = compiled_gemm.implicit_runs(np.dtype(dtype))
     previous = npconv.get_num_threads()
     try:
         npconv.set_num_threads(2)
-        for shape, o, split in (((1, 5, 7, 7), 72, True), ((1, 5, 7, 7), 56, False),
-                                ((2, 5, 7, 7), 72, False), ((1, 5, 11, 11), 72, False)):
+        for shape, o, stride, split in (((1, 5, 7, 7), 72, 1, True), ((1, 5, 7, 7), 56, 1, False),
+                                        ((2, 5, 7, 7), 72, 1, False), ((1, 5, 11, 11), 72, 1, False),
+                                        ((1, 5, 9, 9), 72, 2, True), ((1, 6, 40), 80, 1, True),
+                                        ((1, 3, 4, 3, 5), 72, 1, True)):
+            nd = len(shape) - 2
+            geom = ConvGeometry.create((3,) * nd, stride, 1, 1, 1, ndim=nd)
             x = rng.standard_normal(shape).astype(dtype)
-            w, b = rng.standard_normal((o, 5, 3, 3)).astype(dtype), rng.standard_normal(o).astype(dtype)
+            w = rng.standard_normal((o, shape[1]) + (3,) * nd).astype(dtype)
+            b = rng.standard_normal(o).astype(dtype)
             y = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, Activation("relu")))
-            channels = [out.shape[1] for out in runs[-1]]
-            assert channels == ([32, 40] if split else [o] * len(channels))
-            expected = np.maximum(reference.conv(x, w, stride=1, padding=1) + b[:, None, None], 0)
-            assert relative_error(y, expected) < (1e-12 if dtype == np.float64 else 1e-6)
+            channels = [out.shape[1] for out, _ in runs[-1]]
+            assert channels == (([32, 40] if o == 72 else [40, 40]) if split else [o] * len(channels))
+            if split:
+                assert [g[-1] for _, g in runs[-1]] == [int(implicit and stride == 1)] * 2
+                with monkeypatch.context() as m:
+                    m.setattr(compiled_gemm, "IMPLICIT_CHANNEL_PARTS", False)
+                    packed = compiled_gemm.forward(x, w, geom, epilogue=Epilogue(b, Activation("relu")))
+                    assert [g[-1] for _, g in runs[-1]] == [0, 0]
+                np.testing.assert_array_equal(y, packed)
+            expected = reference.conv(x, w, stride=stride, padding=1) + b.reshape((-1,) + (1,) * nd)
+            assert relative_error(y, np.maximum(expected, 0)) < (1e-12 if dtype == np.float64 else 1e-6)
     finally:
         npconv.set_num_threads(previous)
 

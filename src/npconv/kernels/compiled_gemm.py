@@ -148,6 +148,13 @@ IMPLICIT_GW_MIN_POSITIONS = 512
 #: 7x7 76 vs 51, 320->1280 184 vs 140; at 196 positions 96->576 1x1 81 vs 73 but 128->256 28x28/2 3x3
 #: 433 vs 467 (each worker packs all the columns).
 CHANNEL_SPLIT_MAX_POSITIONS = 100
+#: Those channel parts of a stride-1 float32 forward (the vector builds) pack their columns as the
+#: implicit GEMM does (per depth block, runs of a zero-padded copy of the image) instead of im2col's
+#: whole column matrix per worker: the same products (bit for bit), a quarter of the packing time.
+#: Two threads, us, 1x512x7x7 3x3 with 16 weights in turn (cold, as in a network): 1384-1427 vs
+#: 1239-1259. At 196 positions (1x256x14x14) channel parts packing all columns lost to the row split
+#: (1210 vs 1190), which stays (docs/performance.md).
+IMPLICIT_CHANNEL_PARTS = True
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -387,7 +394,7 @@ def _settings() -> tuple:
             IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS, CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
-            get_num_threads())
+            get_num_threads(), IMPLICIT_CHANNEL_PARTS)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -420,8 +427,16 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
         return implicit, False, out_size, threads, blas, ()
     if (threads > 1 and n == 1 and geom.groups == 1 and length <= CHANNEL_SPLIT_MAX_POSITIONS
             and o >= 32 * threads):
+        ranges = _channel_ranges(o, threads)
+        if (IMPLICIT_CHANNEL_PARTS and implicit_runs(dtype) and all(s == 1 for s in geom.stride)
+                and math.prod(geom.kernel_size) > 1):  # every output line of the image, packed implicitly
+            tail = (math.prod(geometry[7:9]), 1, 1, 0, 1)
+            parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + tail) for o0, o1 in ranges)
+            plans = [_plan(0, part[2]) for part in parts]
+            if all(p is not None and p[0] * dtype.itemsize <= gemm.WORKSPACE_BYTES // threads for p in plans):
+                return geometry, False, out_size, threads, blas, parts
         parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + (length, 1, 1, 0, 0))
-                      for o0, o1 in _channel_ranges(o, threads))
+                      for o0, o1 in ranges)
         if all(_plan(0, part[2]) is not None for part in parts):
             return geometry, False, out_size, threads, blas, parts
     geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
