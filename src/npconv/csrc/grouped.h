@@ -70,18 +70,32 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
         for (ptrdiff_t t = 0; t < k; t++) off[ci * k + t] = ci * lay.chan + shift[t];
     const ptrdiff_t npos = g->oh * ph.qw, step = GP_NB * VL;
     for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
+    const ptrdiff_t steps = (npos + step - 1) / step, blocks = (g->og + GP_OB - 1) / GP_OB;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
-        if (item + 1 < stop) FN(prefetch)(xg + g->cg * in_plane, g->cg * in_plane);
         for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(fill_phases)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph);
+        /* the next item's input and each block's output planes come from memory in a layer of a network:
+         * a share of their lines is prefetched per register block, spread over the item's products */
+        const char *next = item + 1 < stop ? (const char *)(xg + g->cg * in_plane) : NULL;
+        const ptrdiff_t next_lines = (g->cg * in_plane * (ptrdiff_t)sizeof(T) + 63) / 64;
+        const ptrdiff_t next_per = (next_lines + steps * blocks - 1) / (steps * blocks);
+        ptrdiff_t next_at = 0;
         for (ptrdiff_t o0 = 0; o0 < g->og; o0 += GP_OB) {
             const ptrdiff_t nb = g->og - o0 < GP_OB ? g->og - o0 : GP_OB, o = gr * g->og + o0;
             T init[GP_OB];
             for (ptrdiff_t j = 0; j < GP_OB; j++) init[j] = j < nb && bias ? bias[o + j] : (T)0;
             for (ptrdiff_t u = 0; u < pairs; u++) /* missing channels of the last block: zero weights */
                 for (ptrdiff_t j = 0; j < GP_OB; j++) wp[u * GP_OB + j] = j < nb ? w[(o + j) * pairs + u] : (T)0;
-            for (ptrdiff_t m = 0; m < npos; m += step) FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
+            const char *out = (const char *)(y + (n * g->g * g->og + o) * out_plane);
+            const ptrdiff_t out_lines = (nb * out_plane * (ptrdiff_t)sizeof(T) + 63) / 64, out_per = (out_lines + steps - 1) / steps;
+            ptrdiff_t out_at = 0;
+            for (ptrdiff_t m = 0; m < npos; m += step) {
+                for (ptrdiff_t i = 0; i < out_per && out_at < out_lines; i++, out_at++) __builtin_prefetch(out + out_at * 64, 1, 2);
+                for (ptrdiff_t i = 0; next && i < next_per && next_at < next_lines; i++, next_at++)
+                    __builtin_prefetch(next + next_at * 64, 0, 2);
+                FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
+            }
             for (ptrdiff_t j = 0; j < nb; j++) {
                 T *yo = y + (n * g->g * g->og + o + j) * out_plane;
                 const T *src = wide + j * lay.wide_n;
