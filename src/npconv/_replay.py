@@ -496,8 +496,8 @@ def _residual_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: l
 
 def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[..., Any], tuple] | None:
     """``(bind(x, y) -> run, parameters)`` of a layer step the program runs as prepared kernel calls
-    instead of its ``forward``: global average pooling, max pooling (values only), a linear layer of one
-    row, each exactly as its forward computes them on the compiled core, and a flatten (a copy);
+    instead of its ``forward``: global average pooling, max pooling (values only), a linear layer of a few
+    rows, each exactly as its forward computes them on the compiled core, and a flatten (a copy);
     ``parameters``: ``(tensor, array)`` pairs whose arrays the calls read. None for other steps or where
     the kernel would not run the recorded arrays."""
     layer = getattr(step.run, "__self__", None) if isinstance(step, _LayerStep) else None

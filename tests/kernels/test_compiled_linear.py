@@ -78,10 +78,12 @@ def test_extension_rejects_bad_arguments():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_linear_at_batch_1_runs_on_the_core_and_matches_torch(dtype, torch, monkeypatch, two_threads):
-    """A one-row input and a weight of ONE_ROW_MIN_WEIGHT elements or more: the core's product over
-    the threads (its kernel is called once per worker), equal to torch's within the dtype's tolerance;
-    one element fewer, a transposed weight or a second row: the previous paths, the same results."""
+def test_linear_at_small_batches_runs_on_the_core_and_matches_torch(dtype, torch, monkeypatch, two_threads):
+    """A one-row input (float32: up to FEW_ROWS_MAX rows, each row count through the kernel's tiles of
+    four rows) and a weight of FEW_ROWS_MIN_WEIGHT elements or more: the core's product over the
+    threads (its kernel is called once per worker), equal to torch's within the dtype's tolerance; one
+    element fewer, a transposed weight or more rows (float64: a second row): the previous paths, the
+    same results."""
     calls = []
     run_spans = dense.workspace.run_spans
 
@@ -92,18 +94,23 @@ def test_linear_at_batch_1_runs_on_the_core_and_matches_torch(dtype, torch, monk
 
     monkeypatch.setattr(dense.workspace, "run_spans", counted)
     rng = np.random.default_rng(2)
-    k = 512
-    m = dense.ONE_ROW_MIN_WEIGHT // k
+    k = 520  # not a whole number of vectors: the kernel's scalar tail too
+    m = -(-dense.FEW_ROWS_MIN_WEIGHT // k)
     w = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal(m).astype(dtype)
-    x = rng.standard_normal((1, k)).astype(dtype)
     tf = torch.nn.functional
-    expected = tf.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)).numpy()
     tol = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-11)
-    y = npconv.nn.functional.linear(npconv.from_numpy(x), npconv.from_numpy(w), npconv.from_numpy(b)).numpy()
-    np.testing.assert_allclose(y, expected, **tol)
-    assert sorted(calls) == [(0, m // 2), (m // 2, m)]
-    for other_x, other_w in [(x, w[:-1]), (x, np.asfortranarray(w)), (np.concatenate([x, x]), w)]:
+    most = dense.FEW_ROWS_MAX if dtype == np.float32 else 1
+    for rows in range(1, most + 1):
+        calls.clear()
+        x = rng.standard_normal((rows, k)).astype(dtype)
+        expected = tf.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)).numpy()
+        y = npconv.nn.functional.linear(npconv.from_numpy(x), npconv.from_numpy(w), npconv.from_numpy(b)).numpy()
+        np.testing.assert_allclose(y, expected, **tol)
+        assert sorted(calls) == [(0, m // 2), (m // 2, m)]
+    x = x[:1]
+    w_small = w[:(dense.FEW_ROWS_MIN_WEIGHT - 1) // k]
+    for other_x, other_w in [(x, w_small), (x, np.asfortranarray(w)), (np.concatenate([x] * (most + 1)), w)]:
         calls.clear()
         got = npconv.nn.functional.linear(npconv.from_numpy(other_x), npconv.from_numpy(other_w)).numpy()
         dense_w = torch.from_numpy(np.ascontiguousarray(other_w))
@@ -113,22 +120,25 @@ def test_linear_at_batch_1_runs_on_the_core_and_matches_torch(dtype, torch, monk
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bound_one_row_product_is_the_layer_s_forward_bit_for_bit(dtype, monkeypatch):
-    """dense.bind_linear prepared on fixed arrays gives ops.linear's one-row forward (with and without a
+def test_bound_few_rows_product_is_the_layer_s_forward_bit_for_bit(dtype, monkeypatch):
+    """dense.bind_linear prepared on fixed arrays gives ops.linear's few-rows forward (with and without a
     bias) exactly, run after run; it refuses with None what linear_forward would not run on the kernel."""
-    monkeypatch.setattr(dense, "ONE_ROW_MIN_WEIGHT", 0)
+    monkeypatch.setattr(dense, "FEW_ROWS_MIN_WEIGHT", 0)
     rng = np.random.default_rng(9)
     w = rng.standard_normal((37, 50)).astype(dtype)
     b = rng.standard_normal(37).astype(dtype)
-    x, y = np.empty((1, 50), dtype), np.empty((1, 37), dtype)
-    for bias in (None, b):
-        run = dense.bind_linear(x, w, bias, y)
-        for _ in range(2):
-            x[...] = rng.standard_normal(x.shape)
-            run()
-            expected = npconv.nn.functional.linear(npconv.tensor(x), npconv.tensor(w),
-                                                   None if bias is None else npconv.tensor(bias)).numpy()
-            np.testing.assert_array_equal(y, expected)
-    assert dense.bind_linear(np.empty((2, 50), dtype), w, b, np.empty((2, 37), dtype)) is None  # two rows
+    most = dense.FEW_ROWS_MAX if dtype == np.float32 else 1
+    for rows in sorted({1, min(3, most), most}):
+        x, y = np.empty((rows, 50), dtype), np.empty((rows, 37), dtype)
+        for bias in (None, b):
+            run = dense.bind_linear(x, w, bias, y)
+            for _ in range(2):
+                x[...] = rng.standard_normal(x.shape)
+                run()
+                expected = npconv.nn.functional.linear(npconv.tensor(x), npconv.tensor(w),
+                                                       None if bias is None else npconv.tensor(bias)).numpy()
+                np.testing.assert_array_equal(y, expected)
+    x, y = x[:1], y[:1]
+    assert dense.bind_linear(np.empty((most + 1, 50), dtype), w, b, np.empty((most + 1, 37), dtype)) is None
     assert dense.bind_linear(x, w, b.astype(np.float16), y) is None
     assert dense.bind_linear(x, np.asfortranarray(w), b, y) is None

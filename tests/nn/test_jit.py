@@ -592,16 +592,17 @@ def _pooled_head(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
 
 
 @needs_plans
-@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
-def test_a_program_runs_pooling_and_a_one_row_linear_layer_as_prepared_kernel_calls(
-        monkeypatch: pytest.MonkeyPatch, dtype: type, tolerance: float) -> None:
-    """Max pooling, global average pooling, a linear layer of one row and a flatten (a copy) run as
-    kernel calls prepared on the program's buffers (no module call), with the layers' results: torch's;
-    an in-place change of the linear weight is seen, a new weight array or another thread count builds
-    a new program."""
+@pytest.mark.parametrize("dtype, tolerance, batch", [(np.float64, 1e-10, 1), (np.float32, 2e-5, 1),
+                                                     (np.float32, 2e-5, 3)])
+def test_a_program_runs_pooling_and_a_few_rows_linear_layer_as_prepared_kernel_calls(
+        monkeypatch: pytest.MonkeyPatch, dtype: type, tolerance: float, batch: int) -> None:
+    """Max pooling, global average pooling, a linear layer of a few rows (float64: one) and a flatten (a
+    copy) run as kernel calls prepared on the program's buffers (no module call), with the layers'
+    results: torch's; an in-place change of the linear weight is seen, a new weight array or another
+    thread count builds a new program."""
     from npconv.kernels import dense, pool
 
-    monkeypatch.setattr(dense, "ONE_ROW_MIN_WEIGHT", 0)  # the tiny classifier takes the one-row kernel
+    monkeypatch.setattr(dense, "FEW_ROWS_MIN_WEIGHT", 0)  # the tiny classifier takes the few-rows kernel
     monkeypatch.setattr(pool, "GLOBAL_MEANS_PARALLEL_MIN", 0)
     torch.manual_seed(50)
     reference = _pooled_head(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32).eval()
@@ -610,11 +611,11 @@ def test_a_program_runs_pooling_and_a_one_row_linear_layer_as_prepared_kernel_ca
     model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
     model.eval()
     rng = np.random.default_rng(51)
-    x = rng.standard_normal((1, 3, 20, 18)).astype(dtype)
+    x = rng.standard_normal((batch, 3, 20, 18)).astype(dtype)
     traced = npconv.jit.trace(model, npconv.tensor(x))
 
     def check() -> None:
-        x = rng.standard_normal((1, 3, 20, 18)).astype(dtype)
+        x = rng.standard_normal((batch, 3, 20, 18)).astype(dtype)
         with npconv.no_grad():
             got = [g.numpy() for g in traced(npconv.tensor(x))]
         with torch.no_grad():

@@ -91,34 +91,16 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
 
 /* The sum of a vector's lanes as a tree of halves (lane l with l + VL/2, then VL/4, ...: independent
  * vector adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that
- * cost more than a 28x28 plane's dot products in grad_weight). HALF_SUM(H, s, x): s (type H, half of
- * x's lanes) = low half of x + high half. */
-#define HALF_SUM(H, s, x)                                                                           \
-    H s, s##_high;                                                                                  \
-    memcpy(&s, &(x), sizeof s), memcpy(&s##_high, (const char *)&(x) + sizeof s, sizeof s##_high); \
-    s += s##_high
-static inline T FN(hsum)(V a)
+ * cost more than a 28x28 plane's dot products in grad_weight). Lane shuffles, not halves copied out
+ * through memory: taking the vector's address made GCC keep a caller's accumulators on the stack
+ * across its whole loop (linear_rows at 8 rows ran 5x slower, docs/performance.md). */
+static inline __attribute__((always_inline)) T FN(hsum)(V a)
 {
-    typedef T FN(v2) __attribute__((vector_size(2 * TSIZE)));
-#if VBYTES / TSIZE >= 8
-    typedef T FN(v4) __attribute__((vector_size(4 * TSIZE)));
-#endif
-#if VBYTES / TSIZE == 16
-    typedef T FN(v8) __attribute__((vector_size(8 * TSIZE)));
-    HALF_SUM(FN(v8), s8, a);
-    HALF_SUM(FN(v4), s4, s8);
-    HALF_SUM(FN(v2), s2, s4);
-#elif VBYTES / TSIZE == 8
-    HALF_SUM(FN(v4), s4, a);
-    HALF_SUM(FN(v2), s2, s4);
-#elif VBYTES / TSIZE == 4
-    HALF_SUM(FN(v2), s2, a);
-#else
-    FN(v2) s2 = a;
-#endif
-    return s2[0] + s2[1];
+    const IV l = FN(iota)();
+#pragma GCC unroll 4
+    for (ptrdiff_t h = VL / 2; h >= 2; h /= 2) a += __builtin_shuffle(a, (l + (TI)h) & (TI)(VL - 1));
+    return a[0] + a[1];
 }
-#undef HALF_SUM
 
 #include "gemm.h"
 #include "depthwise.h"

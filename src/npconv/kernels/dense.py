@@ -12,8 +12,9 @@ The linear layer's three products (:func:`linear_forward`, :func:`linear_grad_in
 :func:`linear_grad_weight`) take them, except that a few rows times a large float32 weight run as a
 1x1 convolution with the rows as positions (``y^T = W x^T``) through the planner's three passes,
 on the compiled GEMM: NumPy's OpenBLAS takes 2-4x longer there (:data:`ROWS_AS_POSITIONS_MAX`); and
-one row times a large weight (a classifier at batch 1) runs on the compiled core's ``linear_rows``
-with the weight's rows split over the workers (:data:`ONE_ROW_MIN_WEIGHT`).
+one row (or a few float32 rows) times a large weight (a classifier at batch 1 to 8) runs on the compiled
+core's ``linear_rows`` with the weight's rows split over the workers (:data:`FEW_ROWS_MIN_WEIGHT`,
+:data:`FEW_ROWS_MAX`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from . import plan, workspace
 __all__ = ["matmul_rows", "matmul_t_rows", "linear_forward", "linear_grad_input", "linear_grad_weight",
            "PARALLEL_MIN_MACS", "BLAS_ONE_THREAD_MACS", "ROWS_AS_POSITIONS_MAX",
            "ROWS_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_MIN_WEIGHT", "FORWARD_AS_POSITIONS_ROWS",
-           "ONE_ROW_MIN_WEIGHT", "bind_linear"]
+           "FEW_ROWS_MIN_WEIGHT", "FEW_ROWS_MAX", "bind_linear"]
 
 #: Products with fewer multiply-adds run in one call on the calling thread (single-threaded BLAS).
 PARALLEL_MIN_MACS = 1 << 22
@@ -122,39 +123,46 @@ def _positions(a: np.ndarray) -> np.ndarray:
 #: A one-row product (a classifier at batch 1) with a float32/float64 weight of at least this many
 #: elements runs on the compiled core's ``linear_rows``, the weight's rows split over the worker
 #: threads: the product is the weight's read (MobileNetV2's 1000x1280, 5 MB, cold in the network).
-ONE_ROW_MIN_WEIGHT = 1 << 18
+FEW_ROWS_MIN_WEIGHT = 1 << 18
+#: So do float32 products of up to this many rows (four rows of x share each vector of the weight).
+#: Two threads, AVX-512, us, 1000x1280 weight, medians with the weight evicted / in cache, against the
+#: 1x1 convolution: 2 rows 283-353 vs 449-501, 4 rows 286-322 vs 372-418, 8 rows 338-394 vs 457-534 /
+#: 153-174 vs 277-379; 16 rows 440-483 vs 425-450 (docs/performance.md).
+FEW_ROWS_MAX = 8
 
 
-def _one_row_runs(x: np.ndarray, w: np.ndarray) -> bool:
-    """Whether ``x (1, K) @ w (M, K)^T`` runs on the compiled core's ``linear_rows``."""
-    return (x.shape[0] == 1 and w.size >= ONE_ROW_MIN_WEIGHT and x.dtype == w.dtype
-            and x.dtype in (np.float32, np.float64) and w.flags.c_contiguous and backends.core.available)
+def _few_rows_runs(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``x (R, K) @ w (M, K)^T`` runs on the compiled core's ``linear_rows``."""
+    rows = x.shape[0]
+    return (1 <= rows <= (FEW_ROWS_MAX if x.dtype == np.float32 else 1) and w.size >= FEW_ROWS_MIN_WEIGHT
+            and x.dtype == w.dtype and x.dtype in (np.float32, np.float64) and w.flags.c_contiguous
+            and backends.core.available)
 
 
-def _one_row_call(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> tuple[tuple, list[tuple[int, int]]]:
+def _few_rows_call(x: np.ndarray, w: np.ndarray, y: np.ndarray) -> tuple[tuple, list[tuple[int, int]]]:
     m, k = w.shape
-    return (x, w, y, 1, k, m), workspace.ranges(m, get_num_threads())
+    return (x, w, y, x.shape[0], k, m), workspace.ranges(m, get_num_threads())
 
 
-def _one_row(x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
-    """``x (1, K) @ w (M, K)^T`` on the compiled core's threads, or None where it does not run it."""
-    if not _one_row_runs(x, w):
+def _few_rows(x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
+    """``x (R, K) @ w (M, K)^T`` on the compiled core's threads, or None where it does not run it."""
+    if not _few_rows_runs(x, w):
         return None
-    y = np.empty((1, w.shape[0]), x.dtype)
-    workspace.run_spans(backends.core.module.linear_rows, *_one_row_call(np.ascontiguousarray(x), w, y))
+    y = np.empty((x.shape[0], w.shape[0]), x.dtype)
+    workspace.run_spans(backends.core.module.linear_rows, *_few_rows_call(np.ascontiguousarray(x), w, y))
     return y
 
 
 def bind_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                 y: np.ndarray) -> Callable[[], None] | None:
-    """``ops.linear``'s forward of one row (``y = x @ w^T``, then ``y += b``) written into ``y``, its
+    """``ops.linear``'s forward of a few rows (``y = x @ w^T``, then ``y += b``) written into ``y``, its
     kernel calls prepared once on the arrays (x, y C-contiguous): ``run()`` computes it again; None
     where :func:`linear_forward` would not run it on the compiled core's ``linear_rows``."""
-    if not (x.ndim == 2 and w.ndim == 2 and _one_row_runs(x, w) and x.flags.c_contiguous
-            and y.shape == (1, w.shape[0]) and y.dtype == x.dtype and y.flags.c_contiguous
+    if not (x.ndim == 2 and w.ndim == 2 and _few_rows_runs(x, w) and x.flags.c_contiguous
+            and y.shape == (x.shape[0], w.shape[0]) and y.dtype == x.dtype and y.flags.c_contiguous
             and (b is None or (b.dtype == y.dtype and b.shape == (w.shape[0],)))):
         return None
-    product = workspace.bind_spans(backends.core.module.linear_rows, *_one_row_call(x, w, y))
+    product = workspace.bind_spans(backends.core.module.linear_rows, *_few_rows_call(x, w, y))
     if b is None:
         return product
 
@@ -167,7 +175,7 @@ def bind_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
 
 def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x (R, K) @ w (M, K)^T`` as a new ``(R, M)`` array."""
-    y = _one_row(x, w)
+    y = _few_rows(x, w)
     if y is not None:
         return y
     if _as_positions("forward", x.shape[0], w.size, x, w):
