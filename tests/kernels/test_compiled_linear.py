@@ -105,7 +105,7 @@ def test_linear_at_small_batches_runs_on_the_core_and_matches_torch(dtype, torch
         calls.clear()
         x = rng.standard_normal((rows, k)).astype(dtype)
         expected = tf.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)).numpy()
-        y = npconv.nn.functional.linear(npconv.from_numpy(x), npconv.from_numpy(w), npconv.from_numpy(b)).numpy()
+        y = npconv.nn.functional.linear(*(npconv.from_numpy(a) for a in (x, w, b))).numpy()
         np.testing.assert_allclose(y, expected, **tol)
         assert sorted(calls) == [(0, m // 2), (m // 2, m)]
     x = x[:1]
