@@ -229,9 +229,11 @@ def test_bound_winograd_forward(rng, monkeypatch, parallel, activation, shared):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_grouped_forward(rng, parallel, activation, dtype):
     """The grouped kernel's bound runs: images x groups split across the workers, or one ungrouped
-    image's output channels (its forward takes few input channels)."""
+    image's output rows (its forward takes few input channels), a 1-d one's output channels."""
     for x_shape, w_shape, kernel, stride, groups in [((2, 8, 9, 10), (12, 2, 3, 3), (3, 3), (1, 1), 4),
                                                      ((1, 3, 11, 12), (20, 3, 3, 3), (3, 3), (2, 2), 1),
+                                                     ((1, 2, 13, 9), (9, 2, 5, 5), (5, 5), (3, 2), 1),
+                                                     ((1, 3, 30), (20, 3, 7), (7,), (2,), 1),
                                                      ((3, 6, 17), (6, 3, 5), (5,), (2,), 2)]:
         nd = len(kernel)
         geom = ConvGeometry(kernel, stride, ((1, 1),) * nd, (1,) * nd, groups)

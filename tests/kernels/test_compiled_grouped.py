@@ -254,6 +254,12 @@ def test_extension_guards_its_buffers():
         core.grouped2d_forward(isa, x, w, np.zeros(5), y, scratch, geometry, 0, 2)
     with pytest.raises(ValueError, match="range"):
         core.grouped2d_forward(isa, x, w, None, y, scratch, geometry, 1, 3)
+    y[...] = 7.0
+    core.grouped2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 0, 0.0, 0.0, 1, 3)  # rows 1, 2 only
+    assert (y[:, :, 1:3] == 0).all() and (y[:, :, [0, 3, 4]] == 7).all()
+    for rows in ((3, 2), (-1, 2), (0, 6)):
+        with pytest.raises(ValueError, match="row range"):
+            core.grouped2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 0, 0.0, 0.0, *rows)
     with pytest.raises(TypeError, match="element type"):
         core.grouped2d_forward(isa, x.astype(np.float32), w, None, y, scratch, geometry, 0, 2)
     with pytest.raises(TypeError, match="float32 or float64"):
@@ -357,7 +363,7 @@ def test_epilogue_through_the_planner_matches_torch(torch, dtype):
 
 
 STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few input channels
-    (1, 3, 64, (30, 29), (7, 7), 2, 3, 1),  # ResNet's stem, output channels split in blocks of 8
+    (1, 3, 64, (30, 29), (7, 7), 2, 3, 1),  # ResNet's stem, output rows split across the workers
     (1, 3, 13, (17, 16), (3, 3), 2, 1, 1),  # a block and a partial one
     (1, 1, 20, (11, 23), (5, 3), 1, (2, 0), (1, 2)),
     (3, 4, 9, (12, 12), (3, 3), 3, 1, 1),  # three images: split by image
@@ -369,15 +375,20 @@ STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch):
     """groups=1 (a network's stem) against the reference, with its bias and a fused ReLU6; a single
-    image's output channels split across the worker threads (CHANNEL_BLOCK ranges, the last partial),
-    more images by image; the prepared forward holds while the thread count does; grad_weight with
-    the images split across the threads (partial sums added)."""
+    image's output rows split across the worker threads (each call a band of rows: together every row
+    once), a 1-d one's output channels (CHANNEL_BLOCK ranges, the last partial), more images by image;
+    the prepared forward holds while the thread count does; grad_weight with the images split across
+    the threads (partial sums added)."""
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     jobs: list[int] = []
     run_jobs = compiled_grouped.workspace.run_jobs
     monkeypatch.setattr(compiled_grouped.workspace, "run_jobs",
                         lambda js, *args: jobs.append(len(js)) or run_jobs(js, *args))
+    bands: list[list[tuple]] = []  # each forward's calls' argument tails
+    run_calls = compiled_grouped.workspace.run_calls
+    monkeypatch.setattr(compiled_grouped.workspace, "run_calls", lambda kernel, calls, *args: (
+        bands.append([tail for _, _, tail in calls]), run_calls(kernel, calls, *args))[1])
     try:
         for n, c, o, size, kernel, stride, padding, dilation in STEMS:
             geom = ConvGeometry.create(kernel, stride, padding, dilation, ndim=len(kernel))
@@ -387,11 +398,15 @@ def test_ungrouped_forward_of_few_channels(rng, isa, dtype, threads, monkeypatch
             wide = (a.astype(np.float64) for a in (x, w, b))
             expected = reference.conv(*wide, geom.stride, geom.pads(size), geom.dilation).astype(dtype)
             jobs.clear()
+            bands.clear()
             prepared = compiled_grouped.prepare_forward(x.shape, x.dtype, w, geom, b)
             assert_close(prepared.run(x), expected, what=f"forward {n, c, o, size}")
-            parts = -(-o // compiled_grouped.CHANNEL_BLOCK)
-            if n == 1 and threads > 1:
-                assert jobs == [min(threads, parts)]
+            if n == 1 and threads > 1 and len(size) == 2:  # rows [r0, r1) per call, in order, each once
+                rows = [tail[-2:] for tail in bands[-1]]
+                assert [r for r0, r1 in rows for r in range(r0, r1)] == list(range(expected.shape[2]))
+                assert len(rows) == threads
+            elif n == 1 and threads > 1:
+                assert jobs == [min(threads, -(-o // compiled_grouped.CHANNEL_BLOCK))]
             gy = rng.standard_normal(expected.shape).astype(dtype)
             wide = [a.astype(np.float64) for a in (x, gy)]
             r_gw = reference.conv_grad_weight(*wide, kernel, geom.stride, geom.pads(size), geom.dilation)

@@ -418,6 +418,7 @@ typedef struct {
     int kind, act;
     double lo, hi;
     Py_ssize_t start, stop;
+    ptrdiff_t r0, r1; /* the grouped forward's output rows */
     union {
         dw_geom dw;
         gp_geom gp;
@@ -445,7 +446,8 @@ static void plane_job_run(kernel_job *job)
         rc = j->fn.dw_grad_weight(v[0], v[1], v[2], v[3], &j->g.dw, j->start, j->stop);
         break;
     case PLANE_GP_FORWARD:
-        rc = j->fn.gp_forward(v[0], v[1], v[2], v[3], v[4], &j->g.gp, j->start, j->stop, j->act, j->lo, j->hi);
+        rc = j->fn.gp_forward(v[0], v[1], v[2], v[3], v[4], &j->g.gp, j->start, j->stop, j->act, j->lo, j->hi, j->r0,
+                              j->r1);
         break;
     default:
         rc = j->fn.gp_grad_weight(v[0], v[1], v[2], v[3], &j->g.gp, j->start, j->stop);
@@ -568,26 +570,28 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(gp_scratch(pass, &g));
 }
 
-/* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi]): items (image * G + group) [start, stop)
- * of y = act(conv + bias) */
+/* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi[, row_start, row_stop]]): items (image * G +
+ * group) [start, stop), output rows [row_start, row_stop) of each (default all), of y = act(conv + bias) */
 static PyObject *gp2d_call(PyObject *args, int prepare)
 {
     int isa, act = 0;
     double lo = 0.0, hi = 0.0;
     PyObject *objs[5], *geom;
-    Py_ssize_t start, stop;
+    Py_ssize_t start, stop, r0 = 0, r1 = -1;
     gp_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnn|idd", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
-                          &start, &stop, &act, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnn|iddnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
+                          &start, &stop, &act, &lo, &hi, &r0, &r1))
         return NULL;
     if (check_isa(isa) < 0 || parse_gp_geom(geom, &g) < 0 || check_act(act, lo, hi) < 0) return NULL;
+    if (r1 == -1 && r0 == 0) r1 = g.oh;
+    if (check_range(r0, r1, g.oh, "row") < 0) return NULL;
     static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
     static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
     const ptrdiff_t counts[5] = {g.n * g.g * g.cg * g.h * g.w, g.g * g.og * g.cg * g.kh * g.kw, g.g * g.og,
                                  g.n * g.g * g.og * g.oh * g.ow, gp_scratch(0, &g)};
     if (check_range(start, stop, g.n * g.g, "item") < 0) return NULL;
     const plane_job spec = {.kind = PLANE_GP_FORWARD, .act = act, .lo = lo, .hi = hi, .start = start, .stop = stop,
-                            .g.gp = g};
+                            .r0 = r0, .r1 = r1, .g.gp = g};
     return plane_job_start(&spec, isa, 0, prepare, 5, objs, names, flags, counts);
 }
 

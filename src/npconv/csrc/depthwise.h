@@ -434,17 +434,20 @@ static void FN(clear_phases)(T *dst, const dw_phases *ph)
     memset(dst, 0, (size_t)(ph->count * ph->plane) * sizeof(T));
 }
 
-static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+/* fill_phases for phase rows [lo, hi) only (a worker's band of output rows reads no others). */
+static void FN(fill_phase_rows)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph, ptrdiff_t lo, ptrdiff_t hi)
 {
+    if (hi > ph->qh) hi = ph->qh;
     for (ptrdiff_t rh = 0; rh < g->sh; rh++)
         for (ptrdiff_t rw = 0; rw < g->sw; rw++) {
             T *plane = dst + ph->plane * (rh * g->sw + rw);
             /* first phase row / column inside the input, and the input row / column it holds */
             ptrdiff_t a0 = 0, ih = rh - g->ph;
             for (; ih < 0; ih += g->sh) a0++;
+            if (a0 < lo) ih += (lo - a0) * g->sh, a0 = lo;
             ptrdiff_t b0 = 0, iw0 = rw - g->pw;
             for (; iw0 < 0; iw0 += g->sw) b0++;
-            for (ptrdiff_t a = a0; a < ph->qh && ih < g->h; a++, ih += g->sh) {
+            for (ptrdiff_t a = a0; a < hi && ih < g->h; a++, ih += g->sh) {
                 const T *xr = x + ih * g->w;
                 T *row = plane + a * ph->qw;
                 if (g->sw == 1) {
@@ -458,6 +461,11 @@ static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phase
                 }
             }
         }
+}
+
+static void FN(fill_phases)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
+{
+    FN(fill_phase_rows)(dst, x, g, ph, 0, ph->qh);
 }
 
 /* Narrow planes (OW < VL), one output channel per input channel: a vector holds one position of VL

@@ -46,10 +46,13 @@ FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff
         for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, acc[j][i]);
 }
 
-/* Forward of items [start, stop) (item = image * G + group) into y = act(conv + bias), bias (G*Og) or
- * NULL, the activation (act, lo, hi as in activate) applied to each plane as it is copied out. */
+/* Forward of items [start, stop) (item = image * G + group), output rows [r0, r1) of each, into
+ * y = act(conv + bias), bias (G*Og) or NULL, the activation (act, lo, hi as in activate) applied to each
+ * plane's rows as they are copied out. A band of rows fills only the phase rows it reads (workers
+ * splitting one image's rows read their part of it). */
 static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gp_geom *g,
-                          ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
+                          ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d, ptrdiff_t r0,
+                          ptrdiff_t r1)
 {
     const T lo = (T)lo_d, hi = (T)hi_d;
     dw_geom d;
@@ -68,13 +71,19 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     dw_forward_shifts(&d, &ph, shift);
     for (ptrdiff_t ci = 0; ci < g->cg; ci++)
         for (ptrdiff_t t = 0; t < k; t++) off[ci * k + t] = ci * lay.chan + shift[t];
-    const ptrdiff_t npos = g->oh * ph.qw, step = GP_NB * VL;
+    const ptrdiff_t step = GP_NB * VL, m0 = r0 * ph.qw, m1 = r1 * ph.qw;
+    /* phase rows read: from the band's first wide position to its last register block's end */
+    ptrdiff_t reach = 0;
+    for (ptrdiff_t t = 0; t < k; t++) reach = shift[t] % ph.plane > reach ? shift[t] % ph.plane : reach;
+    const ptrdiff_t last = m0 + ((m1 - m0 + step - 1) / step) * step - 1 + reach;
+    const ptrdiff_t rows_lo = r0, rows_hi = last / ph.qw + 1;
     for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
-    const ptrdiff_t steps = (npos + step - 1) / step, blocks = (g->og + GP_OB - 1) / GP_OB;
+    const ptrdiff_t steps = (m1 - m0 + step - 1) / step, blocks = (g->og + GP_OB - 1) / GP_OB;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
-        for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(fill_phases)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph);
+        for (ptrdiff_t ci = 0; ci < g->cg; ci++)
+            FN(fill_phase_rows)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph, rows_lo, rows_hi);
         /* the next item's input and each block's output planes come from memory in a layer of a network:
          * a share of their lines is prefetched per register block, spread over the item's products */
         const char *next = item + 1 < stop ? (const char *)(xg + g->cg * in_plane) : NULL;
@@ -87,24 +96,28 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             for (ptrdiff_t j = 0; j < GP_OB; j++) init[j] = j < nb && bias ? bias[o + j] : (T)0;
             for (ptrdiff_t u = 0; u < pairs; u++) /* missing channels of the last block: zero weights */
                 for (ptrdiff_t j = 0; j < GP_OB; j++) wp[u * GP_OB + j] = j < nb ? w[(o + j) * pairs + u] : (T)0;
-            const char *out = (const char *)(y + (n * g->g * g->og + o) * out_plane);
-            const ptrdiff_t out_lines = (nb * out_plane * (ptrdiff_t)sizeof(T) + 63) / 64, out_per = (out_lines + steps - 1) / steps;
+            /* the band's rows of each of the block's output planes */
+            const char *out = (const char *)(y + (n * g->g * g->og + o) * out_plane + r0 * g->ow);
+            const ptrdiff_t plane_bytes = out_plane * (ptrdiff_t)sizeof(T);
+            const ptrdiff_t band_lines = ((r1 - r0) * g->ow * (ptrdiff_t)sizeof(T) + 63) / 64;
+            const ptrdiff_t out_lines = nb * band_lines, out_per = (out_lines + steps - 1) / steps;
             ptrdiff_t out_at = 0;
-            for (ptrdiff_t m = 0; m < npos; m += step) {
-                for (ptrdiff_t i = 0; i < out_per && out_at < out_lines; i++, out_at++) __builtin_prefetch(out + out_at * 64, 1, 2);
+            for (ptrdiff_t m = m0; m < m1; m += step) {
+                for (ptrdiff_t i = 0; i < out_per && out_at < out_lines; i++, out_at++)
+                    __builtin_prefetch(out + out_at / band_lines * plane_bytes + out_at % band_lines * 64, 1, 2);
                 for (ptrdiff_t i = 0; next && i < next_per && next_at < next_lines; i++, next_at++)
                     __builtin_prefetch(next + next_at * 64, 0, 2);
                 FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
             }
             for (ptrdiff_t j = 0; j < nb; j++) {
-                T *yo = y + (n * g->g * g->og + o + j) * out_plane;
-                const T *src = wide + j * lay.wide_n;
+                T *yo = y + (n * g->g * g->og + o + j) * out_plane + r0 * g->ow;
+                const T *src = wide + j * lay.wide_n + m0;
                 if (ph.qw == g->ow)
-                    memcpy(yo, src, (size_t)out_plane * sizeof(T));
+                    memcpy(yo, src, (size_t)((r1 - r0) * g->ow) * sizeof(T));
                 else
-                    for (ptrdiff_t r = 0; r < g->oh; r++) /* vector moves: a libc call per short row cost 8% */
+                    for (ptrdiff_t r = 0; r < r1 - r0; r++) /* vector moves: a libc call per short row cost 8% */
                         FN(copy_row)(yo + r * g->ow, src + r * ph.qw, g->ow);
-                FN(activate_run)(yo, out_plane, act, lo, hi); /* the plane is still in cache */
+                FN(activate_run)(yo, (r1 - r0) * g->ow, act, lo, hi); /* the rows are still in cache */
             }
         }
     }

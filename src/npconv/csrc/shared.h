@@ -378,7 +378,7 @@ typedef struct {
 
 
 typedef int (*gp_fwd_fn)(const void *, const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t,
-                         ptrdiff_t, int, double, double);
+                         ptrdiff_t, int, double, double, ptrdiff_t, ptrdiff_t);
 typedef int (*gp_gw_fn)(const void *, const void *, void *, void *, const gp_geom *, ptrdiff_t, ptrdiff_t);
 
 typedef struct {

@@ -64,9 +64,13 @@ DENSE_MAX_CHANNELS = 8
 #: (docs/performance.md).
 LARGE_KERNEL_MAX_TAPS = 289
 DENSE_MIN_TAPS = 25
-#: The output channels of one (image, group) are split across the worker threads in multiples of this
-#: (the kernel's register block: 8 channels on AVX-512, 4 below) when images x groups are fewer than
-#: the threads.
+#: A single ungrouped image (a network's stem at batch 1) splits its output rows across the worker
+#: threads, each filling only the input rows its band reads; with fewer output rows than threads (1-d)
+#: its output channels, in multiples of :data:`CHANNEL_BLOCK` (the kernel's register block: 8
+#: channels on AVX-512, 4 below), each worker filling the whole image. MobileNetV2's 3->32 3x3/2 stem
+#: alone, two threads: 181-188 -> 175-182 us; ResNet-18's 7x7/2 stem in its batch-1 program 1293 -> 1243 us
+#: (docs/performance.md).
+ROW_PARTS = True
 CHANNEL_BLOCK = 8
 
 
@@ -195,24 +199,27 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 
-def _channel_parts(n: int, groups: int, o: int, threads: int) -> list[tuple[int, int]]:
-    """Output channel ranges of a single ungrouped image, one per worker thread in multiples of
-    :data:`CHANNEL_BLOCK` (``[(0, o)]``: the items are images x groups, split as they are)."""
+def _parts(n: int, groups: int, o: int, out_rows: int, threads: int) -> tuple[str, list[tuple[int, int]]]:
+    """How a call's work is split: ``("items", [])`` (images x groups, split as they are), or for a
+    single ungrouped image ``("rows", ranges)`` of its output rows, one per worker thread, or
+    ``("channels", ranges)`` of its output channels in multiples of :data:`CHANNEL_BLOCK`."""
     if n > 1 or groups > 1 or threads < 2:
-        return [(0, o)]
+        return "items", []
+    if ROW_PARTS and out_rows >= threads:
+        return "rows", workspace.ranges(out_rows, threads)
     ranges = workspace.ranges(-(-o // CHANNEL_BLOCK), threads)
-    return [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges]
+    return "channels", [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges]
 
 
-def _threads_state() -> tuple[int, int]:
+def _threads_state() -> tuple[int, bool, int]:
     """What a prepared forward's work split depends on besides the call (its token)."""
-    return get_num_threads(), CHANNEL_BLOCK
+    return get_num_threads(), ROW_PARTS, CHANNEL_BLOCK
 
 
 def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
                     bias: np.ndarray | None = None, epilogue: Epilogue | None = None) -> PreparedForward:
     """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the kernel's geometry and
-    the work split: images x groups over the threads, or a single ungrouped image's output channels);
+    the work split: images x groups over the threads, or a single ungrouped image's output rows);
     valid while the thread count holds."""
     bias, act, later = compiled_epilogue(bias, epilogue)
     dtype = _check(np.dtype(x_dtype), w)
@@ -220,7 +227,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     groups, o = geom.groups, w.shape[0]
     in_size = tuple(x_shape[2:])
     y_shape = (n, o) + geom.output_size(in_size)
-    parts = _channel_parts(n, groups, o, get_num_threads())
+    geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
+    split, ranges = _parts(n, groups, o, geometry[6], get_num_threads())
     codes = _codes(act)
 
     def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
@@ -232,9 +240,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
 
         return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias, jobs_of, later)
 
-    if len(parts) == 1:
-        geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
-
+    if split == "items":
         def run(x: np.ndarray) -> np.ndarray:
             y = np.empty(y_shape, dtype)
             b = None if bias is None else _prepare(bias, dtype)
@@ -250,24 +256,30 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                 (xc, wc, b, y, workspace.SCRATCH, geometry), spans, codes, scratch)[0])
 
         return PreparedForward(run, (_threads_state,), (_threads_state(),), bind)
-    calls = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in parts]
-    sizes = [backends.core.module.grouped2d_scratch(0, geometry) for _, _, geometry in calls]
+    if split == "rows":
+        size = backends.core.module.grouped2d_scratch(0, geometry)
+        full = codes or (0, 0.0, 0.0)  # the row range follows the activation's arguments
 
+        def calls_of(x: np.ndarray, wc: np.ndarray, b: np.ndarray | None, y: np.ndarray) -> list:
+            """One call per worker: the image's output rows [r0, r1)."""
+            return [((x, wc, b, y), size, (geometry, 0, 1, *full, r0, r1)) for r0, r1 in ranges]
+    else:  # one call per worker: the image's output channels [first, stop) (y[:, first:stop] contiguous)
+        parts = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in ranges]
+        sizes = [backends.core.module.grouped2d_scratch(0, part) for _, _, part in parts]
+
+        def calls_of(x: np.ndarray, wc: np.ndarray, b: np.ndarray | None, y: np.ndarray) -> list:
+            return [((x, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop]), size,
+                     (part, 0, 1, *codes)) for (first, stop, part), size in zip(parts, sizes, strict=True)]
 
     def run_parts(x: np.ndarray) -> np.ndarray:
-        y = np.empty(y_shape, dtype)  # one image: y[:, first:stop] is contiguous
-        x, wc = _prepare(x, dtype), _prepare(w, dtype)
+        y = np.empty(y_shape, dtype)
         b = None if bias is None else _prepare(bias, dtype)
-        per_worker = [((x, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop]), size,
-                       (geometry, 0, 1, *codes))
-                      for (first, stop, geometry), size in zip(calls, sizes, strict=True)]
-        workspace.run_calls(backends.core.module.grouped2d_forward, per_worker, "compiled-grouped", dtype)
+        calls = calls_of(_prepare(x, dtype), _prepare(w, dtype), b, y)
+        workspace.run_calls(backends.core.module.grouped2d_forward, calls, "compiled-grouped", dtype)
         return _activated(y, later)
 
     def bind_parts(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        return _bound(x, y, source, lambda xc, wc, b: [
-            ((xc, wc[first:stop], None if b is None else b[first:stop], y[:, first:stop]), size,
-             (geometry, 0, 1, *codes)) for (first, stop, geometry), size in zip(calls, sizes, strict=True)])
+        return _bound(x, y, source, lambda xc, wc, b: calls_of(xc, wc, b, y))
 
     return PreparedForward(run_parts, (_threads_state,), (_threads_state(),), bind_parts)
 
