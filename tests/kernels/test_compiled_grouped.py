@@ -300,9 +300,13 @@ def test_supports_and_recommended():
     assert compiled_grouped.recommended("grad_weight", (2, 8, 8, 8), (4, 8, 5, 5), dense, np.float32)
     assert not compiled_grouped.supports("grad_input", (2, 4, 8, 8), (4, 4, 5, 5), dense, np.float32)
     assert not compiled_grouped.recommended("forward", (2, 9, 8, 8), (4, 9, 5, 5), dense, np.float32)
-    small_kernel = _geom((3, 3), 2, 1, 1, 1)  # 9 taps: im2col costs little, the GEMM runs it
-    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
+    small_kernel = _geom((3, 3), 2, 1, 1, 1)  # 9 taps: the forward here, grad_weight on the GEMM
+    assert compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
+    assert not compiled_grouped.recommended("grad_weight", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel,
+                                            np.float32)
     assert compiled_grouped.supports("forward", (2, 3, 8, 8), (4, 3, 3, 3), small_kernel, np.float32)
+    two_by_two = _geom((2, 2), 2, 0, 1, 1)  # fewer taps: the GEMM
+    assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 2, 2), two_by_two, np.float32)
     unit_stride = _geom((5, 5), 1, 2, 1, 1)  # the implicit GEMM
     assert not compiled_grouped.recommended("forward", (2, 3, 8, 8), (4, 3, 5, 5), unit_stride, np.float32)
     wide_groups = _geom((3, 3), 1, 1, 1, 2)

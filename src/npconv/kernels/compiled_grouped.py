@@ -52,10 +52,12 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: docs/performance.md: the GEMM path wins once a group's GEMM is large); the FFT's rule reads it too.
 RECOMMENDED_MAX_CHANNELS = fft.GROUPED_KERNEL_MAX_CHANNELS
 #: A strided ungrouped forward with at most this many input channels and at least
-#: :data:`DENSE_MIN_TAPS` kernel taps runs here (the stem of an image network: 3 channels, 5x5/2 or
-#: 7x7/2, where im2col's packing costs as much as the product); more channels, 3x3 kernels (alone
-#: 0.53-0.97x the GEMM's time, in MobileNetV2 at batch 8 6% slower) and stride 1 (the implicit GEMM)
-#: run on the GEMM.
+#: :data:`DENSE_FORWARD_MIN_TAPS` kernel taps runs here (the stem of an image network: 3 channels,
+#: 3x3/2 to 7x7/2, where im2col's packing costs as much as the product), its grad_weight from
+#: :data:`DENSE_MIN_TAPS` taps; more channels and stride 1 (the implicit GEMM) run on the GEMM.
+#: MobileNetV2's 3x3/2 stem, grouped / GEMM, in the traced network alternated in one process: batch 1
+#: 0.985 / 0.982 and 0.994 / 0.996 (median / best), batch 8 1.000 / 0.993 and 0.994 / 0.999; per step
+#: at batch 1 236 against 276 us (before the single image's rows were split: 6% slower at batch 8).
 DENSE_MAX_CHANNELS = 8
 #: Stride-1 grouped convolutions (at most RECOMMENDED_MAX_CHANNELS per group) run here up to this many
 #: kernel taps (17x17) when the FFT's rule does not take them; the GEMM beyond. Grouped / GEMM time,
@@ -64,6 +66,7 @@ DENSE_MAX_CHANNELS = 8
 #: (docs/performance.md).
 LARGE_KERNEL_MAX_TAPS = 289
 DENSE_MIN_TAPS = 25
+DENSE_FORWARD_MIN_TAPS = 9
 #: A single ungrouped image (a network's stem at batch 1) splits its output rows across the worker
 #: threads, each filling only the input rows its band reads; with fewer output rows than threads (1-d)
 #: its output channels, in multiples of :data:`CHANNEL_BLOCK` (the kernel's register block: 8
@@ -144,11 +147,12 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     taps; grouped with larger kernels: strided at any size (the GEMM took 2.7-10x as long at 9x9/2
     to 15x15/2), at stride 1 up to :data:`LARGE_KERNEL_MAX_TAPS` (what the FFT's rule, asked first,
     does not take; 2-4 channels per group: :func:`npconv.kernels.fft.direct_kernel_wins`);
-    ungrouped: a strided forward of at most
-    :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_MIN_TAPS` taps (a network's
-    stem; measurements in docs/performance.md)."""
+    ungrouped: a strided pass of at most
+    :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_FORWARD_MIN_TAPS` (forward) or
+    :data:`DENSE_MIN_TAPS` taps (a network's stem; measurements in docs/performance.md)."""
     taps = math.prod(geom.kernel_size)
-    stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= DENSE_MIN_TAPS and max(geom.stride) > 1
+    least = DENSE_FORWARD_MIN_TAPS if pass_name == "forward" else DENSE_MIN_TAPS
+    stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= least and max(geom.stride) > 1
     if geom.groups == 1 and not stem:
         return False
     strided = any(s > 1 for s in geom.stride)
