@@ -13,7 +13,8 @@ channels x position vectors, one load per pair shared by the block's channels), 
 and the ReLU/ReLU6/Hardtanh of an ``epilogue=``) applied to each plane as it is written (SiLU after).
 
 * forward: items (image, group) split across the worker threads of
-  :func:`npconv.kernels.workspace.run`, the GIL released, each with its own scratch buffer;
+  :func:`npconv.kernels.workspace.run`, the GIL released, each with its own scratch buffer (a single
+  ungrouped image: its output rows, :data:`ROW_PARTS`);
 * grad_input at stride 1: the adjoint as a forward of ``gy`` with the flipped, per-group transposed
   weight and padding ``(K-1)*d - pad`` (larger strides, or padding beyond the kernel's extent, run
   on the GEMM algorithm; ``supports`` declines them so the planner never picks this one there);
