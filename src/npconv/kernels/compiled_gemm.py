@@ -430,11 +430,14 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
         ranges = _channel_ranges(o, threads)
         if (IMPLICIT_CHANNEL_PARTS and implicit_runs(dtype) and all(s == 1 for s in geom.stride)
                 and math.prod(geom.kernel_size) > 1):  # every output line of the image, packed implicitly
-            tail = (math.prod(geometry[7:9]), 1, 1, 0, 1)
-            parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + tail) for o0, o1 in ranges)
-            plans = [_plan(0, part[2]) for part in parts]
-            if all(p is not None and p[0] * dtype.itemsize <= gemm.WORKSPACE_BYTES // threads for p in plans):
-                return geometry, False, out_size, threads, blas, parts
+            lines, budget = math.prod(geometry[7:9]), gemm.WORKSPACE_BYTES // threads
+            fitted = []  # (first, stop, (geometry, fits)) per part: its lines as items within the share
+            for o0, o1 in ranges:
+                base = geometry[:2] + (o1 - o0,) + geometry[3:-5]
+                fitted.append((o0, o1, _halved(0, lambda u, b=base: b + (u, 1, 1, 0, 1), lines, dtype.itemsize,
+                                               budget)))
+            if all(f is not None and f[1] for _, _, f in fitted):
+                return geometry, False, out_size, threads, blas, tuple((o0, o1, f[0]) for o0, o1, f in fitted)
         parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + (length, 1, 1, 0, 0))
                       for o0, o1 in ranges)
         if all(_plan(0, part[2]) is not None for part in parts):
