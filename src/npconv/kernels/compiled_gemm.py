@@ -434,8 +434,8 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
             fitted = []  # (first, stop, (geometry, fits)) per part: its lines as items within the share
             for o0, o1 in ranges:
                 base = geometry[:2] + (o1 - o0,) + geometry[3:-5]
-                fitted.append((o0, o1, _halved(0, lambda u, b=base: b + (u, 1, 1, 0, 1), lines, dtype.itemsize,
-                                               budget)))
+                tiling = lambda u, b=base: b + (u, 1, 1, 0, 1)  # noqa: E731
+                fitted.append((o0, o1, _halved(0, tiling, lines, dtype.itemsize, budget)))
             if all(f is not None and f[1] for _, _, f in fitted):
                 return geometry, False, out_size, threads, blas, tuple((o0, o1, f[0]) for o0, o1, f in fitted)
         parts = tuple((o0, o1, geometry[:2] + (o1 - o0,) + geometry[3:-5] + (length, 1, 1, 0, 0))
