@@ -54,6 +54,7 @@ setup(
                 "src/npconv/csrc/kernels.h",
                 "src/npconv/csrc/gemm.h",
                 "src/npconv/csrc/depthwise.h",
+                "src/npconv/csrc/block.h",
                 "src/npconv/csrc/grouped.h",
                 "src/npconv/csrc/im2col.h",
                 "src/npconv/csrc/pool.h",

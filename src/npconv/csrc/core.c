@@ -156,7 +156,7 @@ static int check_count(const Py_buffer *view, ptrdiff_t count, int at_least, con
 
 /* The float buffers of one kernel call: acquired in order, each checked (float32/float64, one element
  * type for all, exactly `count` elements or at least that many), released together. */
-enum { BUF_WRITABLE = 1, BUF_OPTIONAL = 2, BUF_AT_LEAST = 4, BUF_MAX = 6 };
+enum { BUF_WRITABLE = 1, BUF_OPTIONAL = 2, BUF_AT_LEAST = 4, BUF_MAX = 10 };
 
 typedef struct {
     Py_buffer view[BUF_MAX];
@@ -1038,6 +1038,122 @@ static PyObject *run_row_means(PyObject *args, int prepare)
 
 static PyObject *row_means(PyObject *self, PyObject *args) { return run_row_means(args, 0); }
 static PyObject *row_means_job(PyObject *self, PyObject *args) { return run_row_means(args, 1); }
+
+/* The fused inverted residual block (block.h): geometry (N, Cin, Cexp, Cout, H, W, OH, OW, stride, bands,
+ * tile, expand, residual, act0, act1, act2) and the clamp bounds (lo0, hi0, lo1, hi1, lo2, hi2). */
+static int parse_ir_geom(PyObject *seq, PyObject *bounds, ir_geom *g)
+{
+    ptrdiff_t v[16];
+    if (geometry_ints(seq, 16, "N, Cin, Cexp, Cout, H, W, OH, OW, stride, bands, tile, expand, residual, act0, act1, "
+                      "act2", "1111111111100000", DW_MAX_VALUE, v) < 0)
+        return -1;
+    *g = (ir_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], (int)v[11], (int)v[12],
+                   {(int)v[13], (int)v[14], (int)v[15]}, {0, 0, 0}, {0, 0, 0}};
+    if (!PyArg_ParseTuple(bounds, "dddddd", &g->lo[0], &g->hi[0], &g->lo[1], &g->hi[1], &g->lo[2], &g->hi[2]))
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if (check_act(g->act[i], g->lo[i], g->hi[i]) < 0) return -1;
+    if ((g->stride != 1 && g->stride != 2) || g->expand > 1 || g->residual > 1 || (!g->expand && g->cexp != g->cin) ||
+        (g->residual && (g->stride != 1 || g->cout != g->cin)) || g->oh != (g->h - 1) / g->stride + 1 ||
+        g->ow != (g->w - 1) / g->stride + 1 || g->bands > g->oh) {
+        PyErr_SetString(PyExc_ValueError, "geometry: not an inverted residual block (3x3 depthwise, padding 1, "
+                        "stride 1 or 2; a residual only at stride 1 with Cout == Cin; bands <= OH)");
+        return -1;
+    }
+    ptrdiff_t e;
+    if (__builtin_mul_overflow(g->cexp, ir_in_rows(g) * ir_pitch(g), &e) || ir_scratch(g) > 4 * DW_MAX_PLANE ||
+        g->cexp * g->cin > ((ptrdiff_t)1 << 30) || g->cexp * g->cout > ((ptrdiff_t)1 << 30) ||
+        g->h * g->w > DW_MAX_PLANE) {
+        PyErr_SetString(PyExc_ValueError, "geometry: channels, plane or scratch too large for the compiled kernel");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *ir_scratch_size(PyObject *self, PyObject *args)
+{
+    PyObject *geom, *bounds;
+    ir_geom g;
+    if (!PyArg_ParseTuple(args, "OO", &geom, &bounds) || parse_ir_geom(geom, bounds, &g) < 0) return NULL;
+    return PyLong_FromSsize_t(ir_scratch(&g));
+}
+
+typedef struct {
+    kernel_job base;
+    ir_fn fn;
+    ir_geom g;
+    Py_ssize_t start, stop;
+    buffer_set b;
+} ir_job;
+
+static void ir_job_run(kernel_job *job)
+{
+    ir_job *j = (ir_job *)job;
+    void *v[10];
+    for (int i = 0; i < 10; i++) v[i] = j->b.view[i].buf;
+    job->failed = j->fn(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], &j->g, j->start, j->stop) < 0;
+}
+
+static void ir_job_release(kernel_job *job) { release_buffers(&((ir_job *)job)->b); }
+
+/* ir_supported(isa, geometry, bounds) -> whether the variant's kernel takes the block (float32) */
+static PyObject *ir_supported(PyObject *self, PyObject *args)
+{
+    int isa;
+    PyObject *geom, *bounds;
+    ir_geom g;
+    if (!PyArg_ParseTuple(args, "iOO", &isa, &geom, &bounds) || check_isa(isa) < 0 ||
+        parse_ir_geom(geom, bounds, &g) < 0)
+        return NULL;
+    return PyBool_FromLong(KERNELS[isa]->ir != NULL && KERNELS[isa]->ir(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                                                          NULL, NULL, NULL, &g, 0, 0) == 0);
+}
+
+/* (isa, x, w1|None, b1|None, wd, bd|None, w2, b2|None, res|None, y, scratch, geometry, bounds, start, stop) */
+static PyObject *ir_call(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *objs[10], *geom, *bounds;
+    Py_ssize_t start, stop;
+    ir_geom g;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOOOOOOnn", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &objs[6], &objs[7], &objs[8], &objs[9], &geom, &bounds, &start, &stop) ||
+        check_isa(isa) < 0 || parse_ir_geom(geom, bounds, &g) < 0 || check_range(start, stop, g.n * g.bands, "item") < 0)
+        return NULL;
+    if ((objs[1] == Py_None) == (g.expand != 0) || (objs[7] == Py_None) == (g.residual != 0)) {
+        PyErr_SetString(PyExc_ValueError, "the expansion weight and the residual must be given exactly when the "
+                        "geometry has them");
+        return NULL;
+    }
+    static const char *const names[10] = {"input", "expand_weight", "expand_bias", "depthwise_weight",
+                                          "depthwise_bias", "project_weight", "project_bias", "residual", "output",
+                                          "scratch"};
+    static const int flags[10] = {0, BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_OPTIONAL, 0, BUF_OPTIONAL, BUF_OPTIONAL,
+                                  BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    const ptrdiff_t counts[10] = {g.n * g.cin * g.h * g.w, g.cexp * g.cin, g.cexp, g.cexp * 9, g.cexp, g.cout * g.cexp,
+                                  g.cout, g.n * g.cout * g.oh * g.ow, g.n * g.cout * g.oh * g.ow, ir_scratch(&g)};
+    ir_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (ir_job){.base = {ir_job_run, ir_job_release, 0}, .g = g, .start = start, .stop = stop};
+    j->base.range = &j->start;
+    if (acquire_buffers(&j->b, 10, objs, names, flags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    if (j->b.view[0].itemsize != 4 || !KERNELS[isa]->ir ||
+        KERNELS[isa]->ir(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &g, 0, 0) != 0) {
+        release_buffers(&j->b);
+        job_storage_free(j, &local);
+        PyErr_SetString(PyExc_ValueError, "the fused block kernel takes float32 on a vector variant whose row "
+                        "kernels fit the output width (ir_supported)");
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->ir;
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *ir_forward(PyObject *self, PyObject *args) { return ir_call(args, 0); }
+static PyObject *ir_forward_job(PyObject *self, PyObject *args) { return ir_call(args, 1); }
 
 /* spectral_mix(isa, a, b, out, scratch, (N, G, I, J, F, sj, si, conj), f0, f1): complex values [f0, f1)
  * of every row of out (N, G, J, F) = sum_i a (N, G, I, F) * op(b (G, rows of F)) (spectral.h), each
@@ -2290,6 +2406,16 @@ static PyMethodDef methods[] = {
     {"add_arrays", add_arrays, METH_VARARGS,
      "add_arrays(isa, a, b, out, start, stop): elements [start, stop) of out = a + b (out may be a or b)"},
     {"add_arrays_job", add_arrays_job, METH_VARARGS, "add_arrays_job(...same arguments as add_arrays...) -> job"},
+    {"ir_scratch", ir_scratch_size, METH_VARARGS,
+     "ir_scratch(geometry, bounds) -> scratch elements one worker's call of ir_forward needs"},
+    {"ir_supported", ir_supported, METH_VARARGS,
+     "ir_supported(isa, geometry, bounds) -> whether the variant's fused block kernel takes this block (float32)"},
+    {"ir_forward", ir_forward, METH_VARARGS,
+     "ir_forward(isa, x, w1|None, b1|None, wd, bd|None, w2, b2|None, res|None, y, scratch, geometry, bounds, start, "
+     "stop): items (image * bands + band) [start, stop) of a fused inverted residual block, y = act2(w2 @ "
+     "act1(dw3x3(act0(w1 @ x + b1)) + bd) + b2 (+ res)); geometry (N, Cin, Cexp, Cout, H, W, OH, OW, stride, "
+     "bands, tile, expand, residual, act0, act1, act2), bounds (lo0, hi0, lo1, hi1, lo2, hi2)"},
+    {"ir_forward_job", ir_forward_job, METH_VARARGS, "ir_forward_job(...same arguments as ir_forward...) -> job"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -112,6 +112,7 @@ static inline __attribute__((always_inline)) T FN(hsum)(V a)
 #include "im2col.h"
 #include "winograd.h"
 #include "spectral.h"
+#include "block.h"
 
 #undef GM_MR
 #undef GM_NV

@@ -444,6 +444,35 @@ static inline ptrdiff_t sm_scratch(const sm_geom *g, ptrdiff_t itemsize)
 {
     return (g->n + SM_JB_MAX) * g->ni * SM_FV_MAX * (64 / itemsize);
 }
+/* A fused inverted residual block (block.h): 1x1 expansion (optional) -> 3x3 depthwise (padding 1,
+ * stride 1 or 2) -> 1x1 projection (+ residual), each with its bias and activation (0 none, 1 ReLU,
+ * 2 clamp to [lo, hi]; act[2] applies after the residual). Items: image * bands + band, band b taking
+ * output rows [b * oh / bands, (b + 1) * oh / bands); tile: output rows computed at a time. */
+typedef struct {
+    ptrdiff_t n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile;
+    int expand, residual;
+    int act[3];
+    double lo[3], hi[3];
+} ir_geom;
+/* Padded row pitch of the expanded rows: the depthwise row kernels read up to W + 2 (stride 1) or
+ * 2 * OW + VL (stride 2) columns of a row, VL at most DW_LANES. */
+static inline ptrdiff_t ir_pitch(const ir_geom *g)
+{
+    const ptrdiff_t s2 = 2 * g->ow + DW_LANES, s1 = g->w + 2, p = g->stride == 2 && s2 > s1 ? s2 : s1;
+    return (p + 15) / 16 * 16;
+}
+static inline ptrdiff_t ir_in_rows(const ir_geom *g) { return g->stride * (g->tile - 1) + 3; }
+/* scratch elements: padded expanded rows, depthwise rows, the expansion's product, the GEMMs' packing
+ * (B blocks of at most GM_KC x (GM_NC + a panel)) */
+static inline ptrdiff_t ir_scratch(const ir_geom *g)
+{
+    const ptrdiff_t e = g->cexp * ir_in_rows(g) * ir_pitch(g), d = (g->cexp * g->tile * g->ow + 15) / 16 * 16;
+    const ptrdiff_t t = g->expand ? (g->cexp * ir_in_rows(g) * g->w + 15) / 16 * 16 : 0;
+    return e + d + t + (ptrdiff_t)GM_KC * (GM_NC + 3 * DW_LANES);
+}
+typedef int (*ir_fn)(const void *, const void *, const void *, const void *, const void *, const void *,
+                     const void *, const void *, void *, void *, const ir_geom *, ptrdiff_t, ptrdiff_t);
+
 typedef int (*mm_fn)(const gemm_fns *, void *, int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t, double, const void *,
                      ptrdiff_t, const void *, ptrdiff_t, double, void *, ptrdiff_t, const void *, int, double, double);
 
@@ -463,6 +492,7 @@ typedef struct {
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
     lr_fn lr[2]; /* linear_rows: a few rows of a linear layer's product */
     rm_fn rm[2]; /* row_means: global average pooling */
+    ir_fn ir; /* float32 fused inverted residual block (NULL where the variant has no own GEMM) */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

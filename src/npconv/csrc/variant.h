@@ -73,4 +73,5 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .sm = {(sm_fn)VT_CAT(spectral_mix, VARIANT_F32), (sm_fn)VT_CAT(spectral_mix, VARIANT_F64)},
     .lr = {(lr_fn)VT_CAT(linear_rows, VARIANT_F32), (lr_fn)VT_CAT(linear_rows, VARIANT_F64)},
     .rm = {(rm_fn)VT_CAT(row_means, VARIANT_F32), (rm_fn)VT_CAT(row_means, VARIANT_F64)},
+    .ir = (ir_fn)VT_CAT(ir_forward, VARIANT_F32),
 };

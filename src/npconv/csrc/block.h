@@ -1,0 +1,134 @@
+/* A fused inverted residual block (MobileNetV2's 1x1 expansion -> 3x3 depthwise -> 1x1 projection,
+ * + the block's input), one copy per (element type, ISA): kernels.h includes this file after gemm.h
+ * and depthwise.h. Unfused, the expansion writes a tensor cexp/cin times the block's input that the
+ * depthwise reads back from memory (MobileNetV2's 112x112 and 56x56 stages: 2-5 MB a layer). Here a
+ * worker takes a band of output rows in tiles of g->tile rows: it expands the tile's input rows into
+ * zero-padded rows of its scratch (rows the previous tile expanded are moved, not recomputed), runs
+ * the depthwise rows from them, and projects the tile's rows into y: the expanded values never leave
+ * the worker's cache. Each stage is the unfused kernel's own arithmetic (FN(gemm) per row, the
+ * depthwise row kernels, the residual added after the projection's bias), so the results match the
+ * unfused layers' except where a row's GEMM takes a different column path (dot products: rounding).
+ * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
+
+#if VBYTES >= 32 && TSIZE == 4
+/* The depthwise rows this ISA's kernels can take (the row kernels need at least a vector of outputs). */
+static int FN(ir_fits)(const ir_geom *g)
+{
+    return g->ow >= VL && (g->stride == 1 || VL >= 16 || g->ow >= 2 * VL);
+}
+
+/* One item: output rows [r0, r1) of image `img`. E: cexp channels of ir_in_rows padded rows (pitch
+ * ir_pitch, the input's column c at column c + 1; padding cells zero on entry); D: the depthwise
+ * rows of a tile. */
+static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const T *bd, const T *w2, const T *b2,
+                        const T *res, T *y, T *e, T *d, T *t, T *pack, const ir_geom *g, ptrdiff_t img, ptrdiff_t r0,
+                        ptrdiff_t r1)
+{
+    const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g), es = rows * pitch, s = g->stride;
+    const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
+    const T *xn = x + img * g->cin * hw;
+    T *yn = y + img * g->cout * ohw;
+    const T *rn = res ? res + img * g->cout * ohw : NULL;
+    const T lo0 = (T)g->lo[0], hi0 = (T)g->hi[0], lo1 = (T)g->lo[1], hi1 = (T)g->hi[1];
+    const T lo2 = (T)g->lo[2], hi2 = (T)g->hi[2];
+    ptrdiff_t held = 0, held_lo = 0; /* E's rows 0..held-1 hold input rows held_lo.. */
+    for (ptrdiff_t o0 = r0; o0 < r1; o0 += g->tile) {
+        const ptrdiff_t nr = r1 - o0 < g->tile ? r1 - o0 : g->tile, lo = s * o0 - 1, nin = s * (nr - 1) + 3;
+        ptrdiff_t keep = 0;
+        if (held && lo >= held_lo && lo < held_lo + held) { /* the previous tile's last rows: moved */
+            keep = held_lo + held - lo;
+            keep = keep < nin ? keep : nin;
+            for (ptrdiff_t c = 0; c < g->cexp; c++)
+                memmove(e + c * es, e + c * es + (lo - held_lo) * pitch, (size_t)(keep * pitch) * sizeof(T));
+        }
+        /* rows [keep, nin): the image's rows [a, b) expanded in one product (whole rows contiguous in x:
+         * per-row products of 56 columns ran a third of their columns as dot products), then placed */
+        const ptrdiff_t a = lo + keep > 0 ? lo + keep : 0, b = lo + nin < g->h ? lo + nin : g->h;
+        const T *src = xn + a * g->w;
+        ptrdiff_t sp = hw;
+        if (g->expand && b > a) {
+            FN(gemm)(0, 0, g->cexp, (b - a) * g->w, g->cin, (T)1, w1, g->cin, xn + a * g->w, hw, (T)0, t,
+                     (b - a) * g->w, pack, b1, g->act[0], lo0, hi0);
+            src = t, sp = (b - a) * g->w;
+        }
+        for (ptrdiff_t i = keep; i < nin; i++) {
+            const ptrdiff_t row = lo + i;
+            for (ptrdiff_t c = 0; c < g->cexp; c++) {
+                T *er = e + c * es + i * pitch;
+                if (row < 0 || row >= g->h) /* the zero padding above and below the image */
+                    memset(er, 0, (size_t)pitch * sizeof(T));
+                else
+                    memcpy(er + 1, src + c * sp + (row - a) * g->w, (size_t)g->w * sizeof(T));
+            }
+        }
+        held = nin, held_lo = lo;
+        for (ptrdiff_t c = 0; c < g->cexp; c++) {
+            const T *ec = e + c * es, *wc = wd + c * 9;
+            T *dc = d + c * nr * g->ow;
+            const T init = bd ? bd[c] : (T)0;
+            if (s == 1) {
+                static const ptrdiff_t cs[3] = {0, 1, 2};
+                FN(shared_rows_3)(dc, nr, g->ow, ec, cs, pitch, wc, init, g->act[1], lo1, hi1);
+                continue;
+            }
+            V wv[9];
+            for (int t = 0; t < 9; t++) wv[t] = FN(splat)(wc[t]);
+            for (ptrdiff_t r = 0; r < nr; r += 2) {
+                const int pair = r + 1 < nr;
+                const T *rp[5];
+                for (int i = 0; i < 3 + 2 * pair; i++) rp[i] = ec + (2 * r + i) * pitch;
+                FN(s2_rows)(dc + r * g->ow, g->ow, pair, rp, wv, FN(splat)(init), g->act[1], lo1, hi1);
+            }
+        }
+        T *yt = yn + o0 * g->ow;
+        FN(gemm)(0, 0, g->cout, nr * g->ow, g->cexp, (T)1, w2, g->cexp, d, nr * g->ow, (T)0, yt, ohw, pack, b2,
+                 g->residual ? 0 : g->act[2], lo2, hi2);
+        if (!g->residual) continue;
+        const ptrdiff_t len = nr * g->ow;
+        for (ptrdiff_t c = 0; c < g->cout; c++) { /* the residual after the bias, as the unfused addition */
+            T *restrict yc = yt + c * ohw;
+            const T *rc = rn + c * ohw + o0 * g->ow;
+            ptrdiff_t j = 0;
+            for (; j + VL <= len; j += VL)
+                FN(store)(yc + j, FN(activate)(FN(load)(yc + j) + FN(load)(rc + j), g->act[2], lo2, hi2));
+            for (; j < len; j++) {
+                T v = yc[j] + rc[j];
+                if (g->act[2] == GC_ACT_RELU) {
+                    v = v > 0 || v != v ? v : (T)0;
+                } else if (g->act[2] == GC_ACT_HARDTANH) {
+                    v = v < lo2 ? lo2 : v;
+                    v = v > hi2 ? hi2 : v;
+                }
+                yc[j] = v;
+            }
+        }
+    }
+}
+#endif
+
+/* Items [start, stop) (see ir_geom) of x (N, cin, H, W) into y (N, cout, OH, OW); w1 (cexp, cin) and
+ * b1 (or NULL) the expansion's (ignored without one), wd (cexp, 9) and bd the depthwise's, w2 (cout,
+ * cexp) and b2 the projection's, res (laid out as y) or NULL. Returns 0, or -2 where this variant or
+ * the geometry is not one the kernel takes (the caller asks ir_supported first). */
+static int FN(ir_forward)(const T *x, const T *w1, const T *b1, const T *wd, const T *bd, const T *w2, const T *b2,
+                          const T *res, T *y, T *scratch, const ir_geom *g, ptrdiff_t start, ptrdiff_t stop)
+{
+#if VBYTES >= 32 && TSIZE == 4
+    if (!FN(ir_fits)(g)) return -2;
+    if (start >= stop) return 0;
+    const ptrdiff_t es = g->cexp * ir_in_rows(g) * ir_pitch(g);
+    T *e = scratch, *d = scratch + es, *t = d + (g->cexp * g->tile * g->ow + 15) / 16 * 16;
+    T *pack = t + (g->expand ? (g->cexp * ir_in_rows(g) * g->w + 15) / 16 * 16 : 0);
+    memset(e, 0, (size_t)es * sizeof(T)); /* the padding columns; the rows' values are written per tile */
+    for (ptrdiff_t item = start; item < stop; item++) {
+        const ptrdiff_t img = item / g->bands, band = item % g->bands;
+        const ptrdiff_t r0 = band * g->oh / g->bands, r1 = (band + 1) * g->oh / g->bands;
+        FN(ir_item)(x, w1, b1, wd, bd, w2, b2, res, y, e, d, t, pack, g, img, r0, r1);
+    }
+    return 0;
+#else
+    (void)x, (void)w1, (void)b1, (void)wd, (void)bd, (void)w2, (void)b2, (void)res, (void)y, (void)scratch, (void)g,
+        (void)start, (void)stop;
+    return -2;
+#endif
+}
