@@ -13,12 +13,14 @@ import numpy as np
 
 from . import backends
 from .geometry import ConvGeometry
+from .kernels import compiled_block as _block
 from .kernels import dense as _dense
 from .kernels import pointwise as _pointwise
 from .kernels import pool as _pool_kernels
 from .nn import functional as F
+from .nn.modules.conv import Conv2d
 from .nn.modules.flatten import Flatten
-from .nn.modules.fused import ConvActivation, activation_of
+from .nn.modules.fused import ConvActivation, _plain_conv, activation_of
 from .nn.modules.linear import Linear
 from .nn.modules.module import Module
 from .nn.modules.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, MaxPool1d, MaxPool2d
@@ -33,6 +35,9 @@ from .tensor import Tensor
 #: 33.3 / 35.4 (docs/performance.md).
 CHUNK_ABOVE_BYTES = 8 << 20
 CHUNK_BYTES = 8 << 20
+#: Programs run inverted residual blocks (1x1 expansion, depthwise 3x3, 1x1 projection) as one fused
+#: kernel call where the compiled kernel takes them (:func:`_blocks_fused`).
+FUSE_BLOCKS = True
 
 
 class _PlannedStep:
@@ -175,8 +180,10 @@ class _Program:
 
     def __init__(self, steps: Sequence[_Step], arrays: list[np.ndarray | None], plans: list[tuple | None],
                  inputs: int, outputs: Any) -> None:
-        self.steps, plans = steps, plans = _residual_fused(steps, plans, arrays, inputs, outputs)
-        layers = [_layer_binding(step, arrays) if plan is None else None
+        steps, plans = _residual_fused(steps, plans, arrays, inputs, outputs)
+        self.steps, plans = steps, plans = _blocks_fused(steps, plans, arrays, inputs, outputs)
+        layers = [(None, step.params) if isinstance(step, _BlockStep)
+                  else _layer_binding(step, arrays) if plan is None else None
                   for step, plan in zip(steps, plans, strict=True)]
         fixed = {i for step, plan, layer in zip(steps, plans, layers, strict=True)
                  if plan is not None or layer is not None for i in (*step.reads, step.out)}
@@ -230,6 +237,9 @@ class _Program:
         def op(k: int, plan: tuple | None, view: Callable[[int], np.ndarray],
                source: Callable[[str, int, np.dtype], np.ndarray]) -> tuple[int, Any]:
             step = steps[k]
+            if isinstance(step, _BlockStep):
+                return 0, step.bind(view(step.index), view(step.out),
+                                    None if step.other is None else view(step.other), source)
             if plan is not None and isinstance(step, _ResidualStep):
                 act = None if step.activation is None else activation_of(step.activation)
                 return 0, plan[4].bind_residual(view(step.index), view(step.out), source, view(step.other),
@@ -279,6 +289,10 @@ class _Program:
         for layer in layers:  # their work split by the thread count: every plan's planner state holds it
             if layer is not None:
                 params.extend(layer[1])
+        for step in steps:  # a fused block: its layers' plans hold while it does (the thread count with them)
+            if isinstance(step, _BlockStep):
+                for _, _, _, _, prepared in step.plans:
+                    pairs.update(zip(prepared.tokens, prepared.planned, strict=True))
         self.reads = {i for step, b in zip(steps, bound, strict=True) if not b
                       for i in step.reads if i in fixed}
         self.tokens = tuple(pairs.items())
@@ -492,6 +506,105 @@ def _residual_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: l
         return list(steps), plans
     kept = [k for k in range(len(steps)) if k not in dropped]
     return [fused.get(k, steps[k]) for k in kept], [plans[k] for k in kept]
+
+
+class _BlockStep:
+    """The program's step for an inverted residual block (:func:`_blocks_fused`): ``slots[out] =
+    project(depthwise(expand(slots[index]))) (+ slots[other])`` in one fused kernel call
+    (:func:`npconv.kernels.compiled_block.bind_block`); ``plans``, its layers' kept plans, and ``params``,
+    their ``(parameter, array)`` pairs, hold the program to the layers it was built from."""
+
+    __slots__ = ("index", "other", "out", "stages", "stride", "plans", "params")
+
+    def __init__(self, index: int, other: int | None, out: int, stages: tuple, stride: int, plans: list,
+                 params: tuple) -> None:
+        self.index, self.other, self.out, self.stages, self.stride = index, other, out, stages, stride
+        self.plans, self.params = plans, params
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        return (self.index,) if self.other is None else (self.index, self.other)
+
+    def bind(self, x: np.ndarray, y: np.ndarray, residual: np.ndarray | None,
+             source: Callable[[str, int, np.dtype], np.ndarray]) -> Callable[[], None]:
+        expand, depthwise, project = self.stages
+        run = _block.bind_block(x, y, residual, expand, depthwise, project, self.stride, source)
+        if run is None:  # _blocks_fused checked the same arrays' shapes and dtypes
+            raise RuntimeError("the fused block's kernel refused arrays it took when the program was built")
+        return run
+
+
+def _block_stage(step: _Step, plan: tuple | None, depthwise: bool) -> tuple[_block.Stage, int] | None:
+    """``(stage, stride)`` of a planned plain ``Conv2d`` step (or one with its activation) that can be a
+    block's 1x1 convolution (``depthwise`` False: stride 1, no padding, ungrouped; a residual step's
+    activation after its addition) or its depthwise 3x3 (padding 1, stride 1 or 2); else None."""
+    if plan is None or not isinstance(step, (_LayerStep, _ResidualStep)) or step.planned is None:
+        return None
+    layer = step.planned.layer
+    conv, act = (layer._modules["conv"], layer._modules["activation"]) if isinstance(layer, ConvActivation) \
+        else (layer, None)
+    if not (isinstance(conv, Conv2d) and _plain_conv(conv) and conv.padding_mode == "zeros"
+            and tuple(conv.dilation) == (1, 1) and plan[1] == np.float32):
+        return None
+    if isinstance(step, _ResidualStep):
+        if act is not None or depthwise:
+            return None
+        act = step.activation
+    activation = None if act is None else activation_of(act)
+    w = plan[2]
+    stride = tuple(conv.stride)
+    if depthwise:
+        if not (tuple(conv.kernel_size) == (3, 3) and tuple(conv.padding) == (1, 1)
+                and stride in ((1, 1), (2, 2)) and conv.groups == w.shape[0] == conv.in_channels
+                and w.shape[1] == 1):
+            return None
+    elif not (tuple(conv.kernel_size) == (1, 1) and tuple(conv.padding) == (0, 0) and stride == (1, 1)
+              and conv.groups == 1):
+        return None
+    return _block.Stage(w, plan[3], activation), stride[0]
+
+
+def _blocks_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: list[np.ndarray],
+                  inputs: int, outputs: Any) -> tuple[list, list]:
+    """``steps`` and ``plans`` with each inverted residual block taken into one :class:`_BlockStep` at its
+    place: a depthwise 3x3 step whose output only the next step, a 1x1 convolution, reads (a residual
+    step: ``+ other`` with its activation), and the step before it, where it is a 1x1 convolution whose
+    output only the depthwise reads, as the block's expansion; where the compiled kernel takes them
+    (:func:`npconv.kernels.compiled_block.takes`). The fused steps' slots are not written any more."""
+    if not FUSE_BLOCKS:
+        return list(steps), plans
+    outs = {outputs} if isinstance(outputs, int) else set(outputs)
+    users, _ = _uses(steps)
+    fused: dict[int, _BlockStep] = {}
+    dropped: set[int] = set()
+    for k in range(len(steps) - 1):
+        step, nxt = steps[k], steps[k + 1]
+        dw = _block_stage(step, plans[k], True)
+        project = _block_stage(nxt, plans[k + 1], False) if dw is not None else None
+        if (project is None or k in dropped or nxt.index != step.out or step.out in outs
+                or users[step.out] != [k, k + 1]):
+            continue
+        first, index, expand = k, step.index, None
+        prev = steps[k - 1] if k > 0 and k - 1 not in dropped and k - 1 not in fused else None
+        pointwise = _block_stage(prev, plans[k - 1], False) if prev is not None else None
+        if (pointwise is not None and not isinstance(prev, _ResidualStep) and prev.out == step.index
+                and prev.out >= inputs and prev.out not in outs and users[prev.out] == [k - 1, k]):
+            first, index, expand = k - 1, prev.index, pointwise[0]
+        other = nxt.other if isinstance(nxt, _ResidualStep) else None
+        stages = (expand, dw[0], project[0])
+        if not _block.takes(arrays[index], arrays[nxt.out], None if other is None else arrays[other], *stages,
+                            dw[1]):
+            continue
+        inner = range(first, k + 2)
+        params = tuple((p, a) for j in inner for p, a in ((steps[j].planned.weight, plans[j][2]),
+                                                          (steps[j].planned.bias, plans[j][3]))
+                       if p is not None)
+        fused[first] = _BlockStep(index, other, nxt.out, stages, dw[1], [plans[j] for j in inner], params)
+        dropped.update(j for j in inner if j != first)
+    if not fused:
+        return list(steps), plans
+    kept = [k for k in range(len(steps)) if k not in dropped]
+    return [fused.get(k, steps[k]) for k in kept], [None if k in fused else plans[k] for k in kept]
 
 
 def _layer_binding(step: _Step, arrays: list[np.ndarray]) -> tuple[Callable[..., Any], tuple] | None:

@@ -1054,10 +1054,10 @@ static int parse_ir_geom(PyObject *seq, PyObject *bounds, ir_geom *g)
     for (int i = 0; i < 3; i++)
         if (check_act(g->act[i], g->lo[i], g->hi[i]) < 0) return -1;
     if ((g->stride != 1 && g->stride != 2) || g->expand > 1 || g->residual > 1 || (!g->expand && g->cexp != g->cin) ||
-        (g->residual && (g->stride != 1 || g->cout != g->cin)) || g->oh != (g->h - 1) / g->stride + 1 ||
+        g->oh != (g->h - 1) / g->stride + 1 ||
         g->ow != (g->w - 1) / g->stride + 1 || g->bands > g->oh) {
         PyErr_SetString(PyExc_ValueError, "geometry: not an inverted residual block (3x3 depthwise, padding 1, "
-                        "stride 1 or 2; a residual only at stride 1 with Cout == Cin; bands <= OH)");
+                        "stride 1 or 2, Cexp == Cin without an expansion; bands <= OH)");
         return -1;
     }
     ptrdiff_t e;

@@ -1,0 +1,149 @@
+"""An inverted residual block (MobileNetV2's) fused on the compiled core (``src/npconv/csrc/block.h``):
+
+``y = act_p(w_p @ act_d(dw3x3_s(act_e(w_e @ x + b_e)) + b_d) + b_p (+ residual))``
+
+(the 1x1 expansion ``w_e`` optional, the 3x3 depthwise of padding 1 and stride 1 or 2, the 1x1
+projection ``w_p``; each activation none, ReLU or a clamp). A worker computes a band of output rows
+in tiles: the tile's input rows expanded into its own scratch, the depthwise rows from them, the
+tile's projection into ``y``; the expanded tensor, the largest of the block's, never goes to
+memory. Each stage is the unfused kernels' own arithmetic (results equal to theirs up to the
+rounding of a few columns' dot products). float32 on the compiled core's vector variants, where the
+depthwise output rows hold at least a vector; :func:`bind_block` returns None elsewhere and the
+caller runs the layers one by one. Used by :mod:`npconv.jit`'s bound programs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import backends
+from ..backends import get_num_threads
+from . import workspace
+from .common import ScratchSource
+from .pointwise import Activation
+
+__all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
+
+#: A tile's expanded rows (padded, and the expansion's product) take at most about this many bytes of
+#: a worker's scratch (it stays in L2 while the depthwise reads it). MobileNetV2's blocks, two
+#: threads, Zen 4: tiles of 4-16 output rows within a few percent of each other (docs/performance.md).
+TILE_BYTES = 512 << 10
+
+
+class Stage(NamedTuple):
+    """One convolution of the block: its weight array (``(O, C, 1, 1)``, or ``(C, 1, 3, 3)`` for the
+    depthwise), bias array or None, and the activation after it (or None)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: Activation | None
+
+
+def _codes(activation: Activation | None) -> tuple[int, float, float] | None:
+    if activation is None:
+        return 0, 0.0, 0.0
+    if activation.kind not in ("relu", "hardtanh"):
+        return None
+    return activation.code, float(activation.lo), float(activation.hi)
+
+
+def _tile(cexp: int, w: int, ow: int, stride: int, rows: int) -> int:
+    """Output rows per tile: the most whose expanded rows fit :data:`TILE_BYTES`, then fewer where that
+    makes the tile's positions a whole number of 16-lane vectors (the products' ragged columns run as
+    dot products), at most ``rows``."""
+    per_row = cexp * (w + max(w + 2, 2 * ow + 16 if stride == 2 else 0)) * 4
+    tile = max(1, min(rows, (TILE_BYTES // per_row - 3) // stride + 1))
+    for t in range(tile, max(1, tile // 2) - 1, -1):
+        if t * ow % 16 == 0:
+            return t
+    return tile
+
+
+def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: Stage, project: Stage,
+                   stride: int, residual: bool, threads: int) -> tuple[tuple, tuple] | None:
+    """The kernel's ``(geometry, bounds)`` for a block on inputs of ``x_shape`` (see ``ir_geom`` in
+    ``csrc/shared.h``), or None where the stages are not a block the kernel takes (shapes, activations)."""
+    if len(x_shape) != 4 or stride not in (1, 2):
+        return None
+    n, cin, h, w = x_shape
+    cexp = depthwise.weight.shape[0]
+    if expand is not None and expand.weight.shape != (cexp, cin, 1, 1):
+        return None
+    if (expand is None and cexp != cin) or depthwise.weight.shape != (cexp, 1, 3, 3):
+        return None
+    cout = project.weight.shape[0]
+    if project.weight.shape != (cout, cexp, 1, 1):
+        return None
+    codes = [_codes(s.activation) if s is not None else (0, 0.0, 0.0) for s in (expand, depthwise, project)]
+    if None in codes or min(x_shape) < 1:
+        return None
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    bands = 1 if n % threads == 0 else min(threads, oh)
+    tile = _tile(cexp, w, ow, stride, -(-oh // bands))
+    geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, int(expand is not None), int(residual),
+                *(c[0] for c in codes))
+    return geometry, tuple(v for c in codes for v in c[1:])
+
+
+def _array(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float32 C-contiguous array as a view of ``shape`` (the kernel reads the array itself, so an
+    in-place change of a parameter is seen), else None."""
+    if a is None or a.dtype != np.float32 or not a.flags.c_contiguous or a.size != math.prod(shape):
+        return None
+    return a.reshape(shape)
+
+
+def _checked(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: Stage | None,
+             depthwise: Stage, project: Stage, stride: int) -> tuple[tuple, tuple, tuple] | None:
+    """``(geometry, bounds, arrays)`` of a block the kernel takes on these arrays (``arrays``: the
+    kernel's buffers in its order, views of the given arrays), else None."""
+    core = backends.core
+    if not core.available or not hasattr(core.module, "ir_forward"):
+        return None
+    spec = block_geometry(x.shape, expand, depthwise, project, stride, residual is not None,
+                          get_num_threads())
+    if spec is None:
+        return None
+    geometry, bounds = spec
+    n, cin, cexp, cout, h, w, oh, ow = geometry[:8]
+    out = (n, cout, oh, ow)
+    views = [_array(x, x.shape), None, None, _array(depthwise.weight, (cexp, 9)), None,
+             _array(project.weight, (cout, cexp)), None, None if residual is None else _array(residual, out)]
+    wanted = [True, False, False, True, False, True, False, residual is not None]
+    if expand is not None:
+        views[1], wanted[1] = _array(expand.weight, (cexp, cin)), True
+    for i, stage, count in ((2, expand, cexp), (4, depthwise, cexp), (6, project, cout)):
+        if stage is not None and stage.bias is not None:
+            views[i], wanted[i] = _array(stage.bias, (count,)), True
+    missing = any(w and v is None for v, w in zip(views, wanted, strict=True))
+    if (y.shape != out or _array(y, out) is None or missing
+            or not core.module.ir_supported(core.isa_index, geometry, bounds)):
+        return None
+    return geometry, bounds, (*views, y)
+
+
+def takes(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: Stage | None, depthwise: Stage,
+          project: Stage, stride: int) -> bool:
+    """Whether :func:`bind_block` binds the block on arrays of these shapes and dtypes."""
+    return _checked(x, y, residual, expand, depthwise, project, stride) is not None
+
+
+def bind_block(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: Stage | None,
+               depthwise: Stage, project: Stage, stride: int,
+               source: ScratchSource) -> Callable[[], None] | None:
+    """``run()`` computing the block of ``x (N, Cin, H, W)`` into ``y (N, Cout, OH, OW)`` (``+ residual``,
+    laid out as ``y``, before the projection's activation) on the worker threads, each with scratch
+    from ``source``; None where the kernel does not take the block (then run the layers)."""
+    checked = _checked(x, y, residual, expand, depthwise, project, stride)
+    if checked is None:
+        return None
+    geometry, bounds, head = checked
+    core = backends.core.module
+    size = core.ir_scratch(geometry, bounds)
+    spans = workspace.ranges(geometry[0] * geometry[9], get_num_threads())
+    calls = [(head, size, (geometry, bounds, start, stop)) for start, stop in spans if stop > start]
+    return workspace.bind_calls(core.ir_forward, calls, "compiled-block", np.float32, source)
