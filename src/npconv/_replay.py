@@ -20,7 +20,7 @@ from .kernels import pool as _pool_kernels
 from .nn import functional as F
 from .nn.modules.conv import Conv2d
 from .nn.modules.flatten import Flatten
-from .nn.modules.fused import ConvActivation, _plain_conv, activation_of
+from .nn.modules.fused import ConvActivation, activation_of
 from .nn.modules.linear import Linear
 from .nn.modules.module import Module
 from .nn.modules.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, MaxPool1d, MaxPool2d
@@ -543,7 +543,7 @@ def _block_stage(step: _Step, plan: tuple | None, depthwise: bool) -> tuple[_blo
     layer = step.planned.layer
     conv, act = (layer._modules["conv"], layer._modules["activation"]) if isinstance(layer, ConvActivation) \
         else (layer, None)
-    if not (isinstance(conv, Conv2d) and _plain_conv(conv) and conv.padding_mode == "zeros"
+    if not (type(conv) is Conv2d and "forward" not in conv.__dict__ and conv.padding_mode == "zeros"
             and tuple(conv.dilation) == (1, 1) and plan[1] == np.float32):
         return None
     if isinstance(step, _ResidualStep):

@@ -266,7 +266,7 @@ CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward"
                   "batch_norm_backward", "relu_forward", "relu_backward", "adjoint_kernel", "value_range",
                   "value_range_part", "value_range_part_job", "linear_rows", "linear_rows_job", "row_means",
                   "row_means_job", "spectral_mix", "spectral_mix_job", "spectral_mix_scratch", "add_arrays",
-                  "add_arrays_job")
+                  "add_arrays_job", "ir_scratch", "ir_supported", "ir_forward", "ir_forward_job")
 
 
 def _load_core(environ: Mapping[str, str] = os.environ) -> CoreBackend:

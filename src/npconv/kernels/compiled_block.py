@@ -102,7 +102,7 @@ def _checked(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: 
     """``(geometry, bounds, arrays)`` of a block the kernel takes on these arrays (``arrays``: the
     kernel's buffers in its order, views of the given arrays), else None."""
     core = backends.core
-    if not core.available or not hasattr(core.module, "ir_forward"):
+    if not core.available:
         return None
     spec = block_geometry(x.shape, expand, depthwise, project, stride, residual is not None,
                           get_num_threads())
