@@ -954,3 +954,158 @@ def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(e).max()),
                                        err_msg=str(spec))
+
+
+def _inverted_residuals(ns, variant: str = "fuses"):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """MobileNetV2's inverted residual blocks: one without an expansion, a strided one, one with a
+    residual; ``variant`` returns the last block's depthwise or expansion output too (``"depthwise
+    read"``, ``"expansion read"``: those must keep the block's layers apart)."""
+
+    class Block(ns.Module):
+        def __init__(self, cin: int, cout: int, stride: int, ratio: int, read: str = "") -> None:
+            super().__init__()
+            hidden = cin * ratio
+            self.expand = None
+            if ratio > 1:
+                self.expand = ns.Sequential(ns.Conv2d(cin, hidden, 1, bias=False), ns.BatchNorm2d(hidden),
+                                            ns.ReLU6())
+            self.depthwise = ns.Sequential(ns.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                                           ns.BatchNorm2d(hidden), ns.ReLU6())
+            self.project = ns.Sequential(ns.Conv2d(hidden, cout, 1, bias=False), ns.BatchNorm2d(cout))
+            self.residual, self.read = stride == 1 and cin == cout, read
+
+        def forward(self, x):
+            t = x if self.expand is None else self.expand(x)
+            d = self.depthwise(t)
+            y = x + self.project(d) if self.residual else self.project(d)
+            if self.read == "depthwise read":
+                return y, d * 2.0
+            return (y, t * 2.0) if self.read == "expansion read" else y
+
+    class Net(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = ns.Sequential(ns.Conv2d(3, 8, 3, 1, 1, bias=False), ns.BatchNorm2d(8), ns.ReLU6())
+            self.first, self.strided = Block(8, 8, 1, 1), Block(8, 12, 2, 4)
+            self.last = Block(12, 12, 1, 3, "" if variant == "fuses" else variant)
+            self.head = ns.Conv2d(12, 6, 1)
+
+        def forward(self, x):
+            y = self.last(self.strided(self.first(self.stem(x))))
+            return self.head(y) if variant == "fuses" else (self.head(y[0]), y[1])
+
+    return Net()
+
+
+def _block_pair(variant: str = "fuses"):  # noqa: ANN202
+    """The blocks in torch (float32, eval, random BatchNorm statistics) and in npconv optimized."""
+    torch.manual_seed(70)
+    reference = _inverted_residuals(torch.nn, variant)
+    generator = torch.Generator().manual_seed(71)
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    reference.eval()
+    ours = _inverted_residuals(nn, variant)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    return reference, npconv.optimize_for_inference(ours.eval())
+
+
+def _fused_blocks(traced) -> list:  # noqa: ANN001
+    return [step for step in traced._replay.program.steps if isinstance(step, _replay._BlockStep)]
+
+
+def _vector_rows(width: int, stride: int) -> bool:
+    """Whether the ISA variant in use fuses a block whose depthwise output rows are ``width`` wide."""
+    lanes = {"avx512": 16, "avx2": 8}.get(npconv.backends.core.isa, 0)
+    return lanes > 0 and width >= lanes and (stride == 1 or lanes >= 16 or width >= 2 * lanes)
+
+
+def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # noqa: ANN001
+    for seed in seeds:
+        x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        with npconv.no_grad():
+            got = traced(npconv.tensor(x))
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x))
+        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+        for g, e in zip(got, expected, strict=True):
+            e = e.numpy()
+            assert np.linalg.norm(g.numpy() - e) <= 2e-6 * np.linalg.norm(e)
+
+
+@needs_plans
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_a_program_fuses_inverted_residual_blocks(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference, model = _block_pair()
+    shape = (batch, 3, 20, 34)
+    x = np.random.default_rng(72).standard_normal(shape).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _close_to_torch(traced, reference, shape, (73, 74))
+    blocks = _fused_blocks(traced)
+    expected = [(None, 1, True)] * _vector_rows(34, 1) + [(True, 2, False)] * _vector_rows(17, 2) \
+        + [(True, 1, True)] * _vector_rows(17, 1)
+    assert [(block.stages[0] and True, block.stride, block.other is not None) for block in blocks] == expected
+    monkeypatch.setattr(_replay, "FUSE_BLOCKS", False)
+    unfused = npconv.jit.trace(model, npconv.tensor(x))
+    _close_to_torch(unfused, reference, shape, (73,))
+    assert _fused_blocks(unfused) == []
+    monkeypatch.setattr(_replay, "FUSE_BLOCKS", True)
+    if not blocks:
+        return
+    # the fused kernel reads the parameters' arrays: an in-place change is seen, a new array rebuilds
+    project = model.last.project[0]  # the folded convolution
+    with torch.no_grad():  # BatchNorm's output halved: the folded weight and bias halve
+        reference.last.project[1].weight.mul_(0.5)
+        reference.last.project[1].bias.mul_(0.5)
+    project.weight.data.numpy()[...] *= 0.5
+    project.bias.data.numpy()[...] *= 0.5
+    program = traced._replay.program
+    _close_to_torch(traced, reference, shape, (75,))
+    assert traced._replay.program is program
+    project.weight.data = project.weight.data.numpy() * 1.0
+    _close_to_torch(traced, reference, shape, (76,))
+    assert traced._replay.program is not program
+
+
+@needs_plans
+@pytest.mark.parametrize("variant, expansions", [("depthwise read", [False, True]),
+                                                 ("expansion read", [False, True, False])])
+def test_a_block_is_fused_only_where_its_inner_tensors_are_its_own(variant: str, expansions: list) -> None:
+    reference, model = _block_pair(variant)
+    shape = (1, 3, 34, 34)
+    x = np.random.default_rng(77).standard_normal(shape).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _close_to_torch(traced, reference, shape, (78, 79))
+    if npconv.backends.core.isa not in ("avx512", "avx2"):
+        assert _fused_blocks(traced) == []
+        return
+    # the last block: not fused where its depthwise output is read; without its expansion where that is
+    assert [block.stages[0] is not None for block in _fused_blocks(traced)] == expansions
+
+
+@needs_plans
+def test_a_fused_program_follows_the_thread_count_and_the_isa() -> None:
+    reference, model = _block_pair()
+    shape = (1, 3, 20, 34)
+    x = np.random.default_rng(80).standard_normal(shape).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _close_to_torch(traced, reference, shape, (81,))
+    threads, isa = npconv.get_num_threads(), npconv.backends.core.isa
+    try:
+        for count in (1, 2, 3):
+            npconv.set_num_threads(count)
+            _close_to_torch(traced, reference, shape, (82, 83))
+        for variant in npconv.backends.core.isas:
+            npconv.backends.core.isa = variant
+            _close_to_torch(traced, reference, shape, (84,))
+            fusable = _vector_rows(34, 1) + _vector_rows(17, 2) + _vector_rows(17, 1)
+            assert len(_fused_blocks(traced)) == fusable
+    finally:
+        npconv.set_num_threads(threads)
+        npconv.backends.core.isa = isa
