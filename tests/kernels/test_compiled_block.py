@@ -217,8 +217,8 @@ def test_bind_block_splits_images_or_rows_over_the_threads(threads: int, n: int)
 
 
 def test_tiles_make_whole_vectors_of_positions() -> None:
-    assert compiled_block._tile(144, 56, 56, 1, 28) % 2 == 0  # 56-column rows in pairs
-    assert compiled_block._tile(192, 28, 28, 1, 28) % 4 == 0
-    assert compiled_block._tile(96, 112, 56, 2, 28) * 56 % 16 == 0
-    assert compiled_block._tile(4000, 500, 500, 1, 10) == 1  # larger than the budget: one row
-    assert compiled_block._tile(8, 10, 10, 1, 3) == 3  # never more than the band's rows
+    assert compiled_block._tile(24, 144, 56, 56, 1, 28) % 2 == 0  # 56-column rows in pairs
+    assert compiled_block._tile(32, 192, 28, 28, 1, 28) % 4 == 0
+    assert compiled_block._tile(16, 96, 112, 56, 2, 28) * 56 % 16 == 0
+    assert compiled_block._tile(100, 4000, 500, 500, 1, 10) == 1  # larger than the budget: one row
+    assert compiled_block._tile(4, 8, 10, 10, 1, 3) == 3  # never more than the band's rows

@@ -21,10 +21,10 @@ static int FN(ir_fits)(const ir_geom *g)
  * ir_pitch, the input's column c at column c + 1; padding cells zero on entry); D: the depthwise
  * rows of a tile. */
 static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const T *bd, const T *w2, const T *b2,
-                        const T *res, T *y, T *e, T *d, T *t, T *pack, const ir_geom *g, ptrdiff_t img, ptrdiff_t r0,
+                        const T *res, T *y, T *e, T *d, T *xp, T *pack, const ir_geom *g, ptrdiff_t img, ptrdiff_t r0,
                         ptrdiff_t r1)
 {
-    const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g), es = rows * pitch, s = g->stride;
+    const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g), es = rows * pitch, xs = es, s = g->stride;
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     const T *xn = x + img * g->cin * hw;
     T *yn = y + img * g->cout * ohw;
@@ -41,25 +41,36 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
             for (ptrdiff_t c = 0; c < g->cexp; c++)
                 memmove(e + c * es, e + c * es + (lo - held_lo) * pitch, (size_t)(keep * pitch) * sizeof(T));
         }
-        /* rows [keep, nin): the image's rows [a, b) expanded in one product (whole rows contiguous in x:
-         * per-row products of 56 columns ran a third of their columns as dot products), then placed */
+        /* rows [keep, nin) of E: the image's rows [a, b) among them expanded (or copied), the others the
+         * zero padding above and below the image */
         const ptrdiff_t a = lo + keep > 0 ? lo + keep : 0, b = lo + nin < g->h ? lo + nin : g->h;
-        const T *src = xn + a * g->w;
-        ptrdiff_t sp = hw;
-        if (g->expand && b > a) {
-            FN(gemm)(0, 0, g->cexp, (b - a) * g->w, g->cin, (T)1, w1, g->cin, xn + a * g->w, hw, (T)0, t,
-                     (b - a) * g->w, pack, b1, g->act[0], lo0, hi0);
-            src = t, sp = (b - a) * g->w;
-        }
-        for (ptrdiff_t i = keep; i < nin; i++) {
-            const ptrdiff_t row = lo + i;
-            for (ptrdiff_t c = 0; c < g->cexp; c++) {
-                T *er = e + c * es + i * pitch;
-                if (row < 0 || row >= g->h) /* the zero padding above and below the image */
-                    memset(er, 0, (size_t)pitch * sizeof(T));
-                else
-                    memcpy(er + 1, src + c * sp + (row - a) * g->w, (size_t)g->w * sizeof(T));
-            }
+        for (ptrdiff_t i = keep; i < nin; i++)
+            if (lo + i < 0 || lo + i >= g->h)
+                for (ptrdiff_t c = 0; c < g->cexp; c++) memset(e + c * es + i * pitch, 0, (size_t)pitch * sizeof(T));
+        if (b > a && !g->expand) {
+            for (ptrdiff_t c = 0; c < g->cexp; c++)
+                for (ptrdiff_t row = a; row < b; row++)
+                    memcpy(e + c * es + (row - lo) * pitch + 1, xn + c * hw + row * g->w, (size_t)g->w * sizeof(T));
+        } else if (b > a && g->w % VL == 0) { /* whole vectors per row: each row's product in place */
+            for (ptrdiff_t row = a; row < b; row++)
+                FN(gemm)(0, 0, g->cexp, g->w, g->cin, (T)1, w1, g->cin, xn + row * g->w, hw, (T)0,
+                         e + (row - lo) * pitch + 1, es, pack, b1, g->act[0], lo0, hi0);
+        } else if (b > a) {
+            /* the input rows copied into xp's zero-padded rows (E's pitch) and expanded in one product
+             * straight into E's rows, padding columns included (act(bias) there: zeroed after). Per-row
+             * products of 56 columns ran a third of them as dot products; a product into a contiguous
+             * buffer then copied into E's rows cost the copy of cexp rows where this copies cin. */
+            for (ptrdiff_t c = 0; c < g->cin; c++)
+                for (ptrdiff_t row = a; row < b; row++)
+                    memcpy(xp + c * xs + (row - a) * pitch + 1, xn + c * hw + row * g->w, (size_t)g->w * sizeof(T));
+            FN(gemm)(0, 0, g->cexp, (b - a) * pitch, g->cin, (T)1, w1, g->cin, xp, xs, (T)0, e + (a - lo) * pitch, es,
+                     pack, b1, g->act[0], lo0, hi0);
+            for (ptrdiff_t c = 0; c < g->cexp; c++)
+                for (ptrdiff_t row = a; row < b; row++) {
+                    T *er = e + c * es + (row - lo) * pitch;
+                    er[0] = 0;
+                    for (ptrdiff_t j = g->w + 1; j < pitch; j++) er[j] = 0;
+                }
         }
         held = nin, held_lo = lo;
         for (ptrdiff_t c = 0; c < g->cexp; c++) {
@@ -116,14 +127,19 @@ static int FN(ir_forward)(const T *x, const T *w1, const T *b1, const T *wd, con
 #if VBYTES >= 32 && TSIZE == 4
     if (!FN(ir_fits)(g)) return -2;
     if (start >= stop) return 0;
-    const ptrdiff_t es = g->cexp * ir_in_rows(g) * ir_pitch(g);
-    T *e = scratch, *d = scratch + es, *t = d + (g->cexp * g->tile * g->ow + 15) / 16 * 16;
-    T *pack = t + (g->expand ? (g->cexp * ir_in_rows(g) * g->w + 15) / 16 * 16 : 0);
-    memset(e, 0, (size_t)es * sizeof(T)); /* the padding columns; the rows' values are written per tile */
+    const ptrdiff_t e_size = ir_e_size(g), xp_size = ir_xp_size(g);
+    T *e = scratch, *xp = e + e_size, *d = xp + xp_size, *pack = d + ir_round(g->cexp * g->tile * g->ow);
+    /* the padding columns (and E's slack) zero; the rows between are written per tile */
+    const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g);
+    for (ptrdiff_t r = 0; r < (g->cexp + (xp_size ? g->cin : 0)) * rows; r++) {
+        T *row = (r < g->cexp * rows ? e : xp - g->cexp * rows * pitch) + r * pitch;
+        row[0] = row[pitch - 1] = 0;
+    }
+    memset(e + g->cexp * rows * pitch, 0, (size_t)(e_size - g->cexp * rows * pitch) * sizeof(T));
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t img = item / g->bands, band = item % g->bands;
         const ptrdiff_t r0 = band * g->oh / g->bands, r1 = (band + 1) * g->oh / g->bands;
-        FN(ir_item)(x, w1, b1, wd, bd, w2, b2, res, y, e, d, t, pack, g, img, r0, r1);
+        FN(ir_item)(x, w1, b1, wd, bd, w2, b2, res, y, e, d, xp, pack, g, img, r0, r1);
     }
     return 0;
 #else

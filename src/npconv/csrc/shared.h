@@ -454,21 +454,21 @@ typedef struct {
     int act[3];
     double lo[3], hi[3];
 } ir_geom;
-/* Padded row pitch of the expanded rows: the depthwise row kernels read up to W + 2 (stride 1) or
- * 2 * OW + VL (stride 2) columns of a row, VL at most DW_LANES. */
-static inline ptrdiff_t ir_pitch(const ir_geom *g)
-{
-    const ptrdiff_t s2 = 2 * g->ow + DW_LANES, s1 = g->w + 2, p = g->stride == 2 && s2 > s1 ? s2 : s1;
-    return (p + 15) / 16 * 16;
-}
+/* Row pitch of the expanded rows: the input's W columns between zero padding columns. The stride-2
+ * row kernel reads up to 2 * OW + VL columns (VL at most DW_LANES) of a row, past the row's end into
+ * the next one's (or E's slack) in lanes it never stores. */
+static inline ptrdiff_t ir_pitch(const ir_geom *g) { return g->w + 2; }
 static inline ptrdiff_t ir_in_rows(const ir_geom *g) { return g->stride * (g->tile - 1) + 3; }
-/* scratch elements: padded expanded rows, depthwise rows, the expansion's product, the GEMMs' packing
- * (B blocks of at most GM_KC x (GM_NC + a panel)) */
+static inline ptrdiff_t ir_round(ptrdiff_t n) { return (n + 15) / 16 * 16; }
+/* E (cexp channels of ir_in_rows padded rows, then slack) and xp (cin such channels: the input's rows
+ * before the expansion, for widths that are not whole vectors) */
+static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_in_rows(g) * ir_pitch(g) + 2 * DW_LANES); }
+static inline ptrdiff_t ir_xp_size(const ir_geom *g) { return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0; }
+/* scratch elements: E, xp, the depthwise rows, the GEMMs' packing (B blocks of at most GM_KC x
+ * (GM_NC + a panel)) */
 static inline ptrdiff_t ir_scratch(const ir_geom *g)
 {
-    const ptrdiff_t e = g->cexp * ir_in_rows(g) * ir_pitch(g), d = (g->cexp * g->tile * g->ow + 15) / 16 * 16;
-    const ptrdiff_t t = g->expand ? (g->cexp * ir_in_rows(g) * g->w + 15) / 16 * 16 : 0;
-    return e + d + t + (ptrdiff_t)GM_KC * (GM_NC + 3 * DW_LANES);
+    return ir_e_size(g) + ir_xp_size(g) + ir_round(g->cexp * g->tile * g->ow) + (ptrdiff_t)GM_KC * (GM_NC + 3 * DW_LANES);
 }
 typedef int (*ir_fn)(const void *, const void *, const void *, const void *, const void *, const void *,
                      const void *, const void *, void *, void *, const ir_geom *, ptrdiff_t, ptrdiff_t);

@@ -51,11 +51,11 @@ def _codes(activation: Activation | None) -> tuple[int, float, float] | None:
     return activation.code, float(activation.lo), float(activation.hi)
 
 
-def _tile(cexp: int, w: int, ow: int, stride: int, rows: int) -> int:
-    """Output rows per tile: the most whose expanded rows fit :data:`TILE_BYTES`, then fewer where that
-    makes the tile's positions a whole number of 16-lane vectors (the products' ragged columns run as
-    dot products), at most ``rows``."""
-    per_row = cexp * (w + max(w + 2, 2 * ow + 16 if stride == 2 else 0)) * 4
+def _tile(cin: int, cexp: int, w: int, ow: int, stride: int, rows: int) -> int:
+    """Output rows per tile: the most whose expanded rows (and their input rows, padded) fit
+    :data:`TILE_BYTES`, then fewer where that makes the tile's positions a whole number of 16-lane
+    vectors (the projection's ragged columns run as dot products), at most ``rows``."""
+    per_row = (cexp + cin) * (w + 2) * 4
     tile = max(1, min(rows, (TILE_BYTES // per_row - 3) // stride + 1))
     for t in range(tile, max(1, tile // 2) - 1, -1):
         if t * ow % 16 == 0:
@@ -83,7 +83,7 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
         return None
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
     bands = 1 if n % threads == 0 else min(threads, oh)
-    tile = _tile(cexp, w, ow, stride, -(-oh // bands))
+    tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands))
     geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, int(expand is not None), int(residual),
                 *(c[0] for c in codes))
     return geometry, tuple(v for c in codes for v in c[1:])
