@@ -28,10 +28,11 @@ from .pointwise import Activation
 
 __all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
 
-#: A tile's expanded rows (padded, and the expansion's product) take at most about this many bytes of
-#: a worker's scratch (it stays in L2 while the depthwise reads it). MobileNetV2's blocks, two
-#: threads, Zen 4: tiles of 4-16 output rows within a few percent of each other (docs/performance.md).
-TILE_BYTES = 512 << 10
+#: A tile's expanded rows (padded, with its padded input rows) take at most about this many bytes of a
+#: worker's scratch. MobileNetV2 traced, two threads, Zen 4, alternated in one process (median / best
+#: against 512 KB): 256 KB 1.006 / 1.013 (batch 1) and 1.047 / 1.045 (batch 8), 1 MB 0.967 / 0.986 and
+#: 0.993 / 0.995; 2 and 4 MB level with 1 MB (the per-tile work, not the cache, decides).
+TILE_BYTES = 1 << 20
 
 
 class Stage(NamedTuple):
