@@ -67,11 +67,9 @@ def _network(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
     return Net()
 
 
-def _pair(dtype: type = np.float64, seed: int = 0):  # noqa: ANN202
-    """The network in torch (eval, random BatchNorm statistics) and in npconv with the same state."""
-    torch.manual_seed(seed)
-    reference = _network(torch.nn)
-    generator = torch.Generator().manual_seed(seed + 1)
+def _randomize_batchnorm(reference, seed: int) -> None:  # noqa: ANN001 (a torch module)
+    """Random running statistics and affine parameters for each of ``reference``'s BatchNorm2d."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in reference.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -80,6 +78,13 @@ def _pair(dtype: type = np.float64, seed: int = 0):  # noqa: ANN202
                 module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
                 module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+
+
+def _pair(dtype: type = np.float64, seed: int = 0):  # noqa: ANN202
+    """The network in torch (eval, random BatchNorm statistics) and in npconv with the same state."""
+    torch.manual_seed(seed)
+    reference = _network(torch.nn)
+    _randomize_batchnorm(reference, seed + 1)
     reference = reference.to(torch.float64 if dtype == np.float64 else torch.float32).eval()
     ours = _network(nn)
     if dtype == np.float64:
@@ -1001,15 +1006,7 @@ def _block_pair(variant: str = "fuses"):  # noqa: ANN202
     """The blocks in torch (float32, eval, random BatchNorm statistics) and in npconv optimized."""
     torch.manual_seed(70)
     reference = _inverted_residuals(torch.nn, variant)
-    generator = torch.Generator().manual_seed(71)
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    _randomize_batchnorm(reference, 71)
     reference.eval()
     ours = _inverted_residuals(nn, variant)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
