@@ -1020,7 +1020,11 @@ def _fused_blocks(traced) -> list:  # noqa: ANN001
 def _vector_rows(width: int, stride: int) -> bool:
     """Whether the ISA variant in use fuses a block whose depthwise output rows are ``width`` wide."""
     lanes = {"avx512": 16, "avx2": 8}.get(npconv.backends.core.isa, 0)
-    return lanes > 0 and width >= lanes and (stride == 1 or lanes >= 16 or width >= 2 * lanes)
+    if lanes == 0:
+        return False
+    if width >= lanes:
+        return stride == 1 or lanes >= 16 or width >= 2 * lanes
+    return lanes >= 16 and stride == 1 and 4 * width > 3 * lanes
 
 
 def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # noqa: ANN001
@@ -1106,3 +1110,18 @@ def test_a_fused_program_follows_the_thread_count_and_the_isa() -> None:
     finally:
         npconv.set_num_threads(threads)
         npconv.backends.core.isa = isa
+
+
+@needs_plans
+def test_a_program_fuses_blocks_of_narrow_rows() -> None:
+    """Rows of 14 columns: the strided block stays apart (stride 2 under a vector), the last one fuses
+    on AVX-512 as one vector per row."""
+    reference, model = _block_pair()
+    shape = (2, 3, 12, 28)
+    x = np.random.default_rng(85).standard_normal(shape).astype(np.float32)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    _close_to_torch(traced, reference, shape, (86, 87))
+    fused = [(block.stride, block.other is not None) for block in _fused_blocks(traced)]
+    expected = [(1, True)] * _vector_rows(28, 1) + [(2, False)] * _vector_rows(14, 2) \
+        + [(1, True)] * _vector_rows(14, 1)
+    assert fused == expected

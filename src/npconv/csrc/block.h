@@ -11,10 +11,15 @@
  * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
 
 #if VBYTES >= 32 && TSIZE == 4
-/* The depthwise rows this ISA's kernels can take (the row kernels need at least a vector of outputs). */
+/* Stride-1 rows of 13-15 columns at 16 lanes (MobileNetV2's 14x14 blocks): one vector per output row
+ * (depthwise.h's narrow_rows3 over the padded rows), its spare lanes landing on the tile's next row. */
+static int FN(ir_narrow)(const ir_geom *g) { return VL >= 16 && g->stride == 1 && g->ow < VL && 4 * g->ow > 3 * VL; }
+
+/* The depthwise rows this ISA's kernels can take (the row kernels need at least a vector of outputs,
+ * or the narrow rows above). */
 static int FN(ir_fits)(const ir_geom *g)
 {
-    return g->ow >= VL && (g->stride == 1 || VL >= 16 || g->ow >= 2 * VL);
+    return g->ow >= VL ? g->stride == 1 || VL >= 16 || g->ow >= 2 * VL : FN(ir_narrow)(g);
 }
 
 /* One item: output rows [r0, r1) of image `img`. E: cexp channels of ir_in_rows padded rows (pitch
@@ -77,6 +82,13 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
             const T *ec = e + c * es, *wc = wd + c * 9;
             T *dc = d + c * nr * g->ow;
             const T init = bd ? bd[c] : (T)0;
+            if (s == 1 && g->ow < VL) {
+                const dw_geom tg = {.oh = nr, .ow = g->ow, .dw = 1}; /* the fields narrow_rows3 reads */
+                V wv[9];
+                for (int t = 0; t < 9; t++) wv[t] = FN(splat)(wc[t]);
+                FN(narrow_rows3)(dc, &tg, ec, pitch, wv, FN(splat)(init), g->act[1], lo1, hi1);
+                continue;
+            }
             if (s == 1) {
                 static const ptrdiff_t cs[3] = {0, 1, 2};
                 FN(shared_rows_3)(dc, nr, g->ow, ec, cs, pitch, wc, init, g->act[1], lo1, hi1);

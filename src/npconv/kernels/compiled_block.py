@@ -35,6 +35,11 @@ __all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
 TILE_BYTES = 1 << 20
 
 
+#: Blocks whose depthwise output rows are narrower than 16 columns fuse too where the variant's kernel
+#: takes them (AVX-512: stride 1, 13-15 columns, MobileNetV2's 14x14 blocks; AVX2: 8 columns and up).
+NARROW_ROWS = True
+
+
 class Stage(NamedTuple):
     """One convolution of the block: its weight array (``(O, C, 1, 1)``, or ``(C, 1, 3, 3)`` for the
     depthwise), bias array or None, and the activation after it (or None)."""
@@ -83,6 +88,8 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
     if None in codes or min(x_shape) < 1:
         return None
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    if ow < 16 and not NARROW_ROWS:
+        return None
     bands = 1 if n % threads == 0 else min(threads, oh)
     tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands))
     geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, int(expand is not None), int(residual),
