@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import npconv
 from npconv import _replay, jit, nn
+from npconv.kernels import compiled_block
 
 torch = pytest.importorskip("torch")
 #: The NumPy engine's algorithms keep no plans (``NPCONV_PURE=1``): every replayed layer runs its forward.
@@ -1024,7 +1025,7 @@ def _vector_rows(width: int, stride: int) -> bool:
         return False
     if width >= lanes:
         return stride == 1 or lanes >= 16 or width >= 2 * lanes
-    return lanes >= 16 and stride == 1 and 4 * width > 3 * lanes
+    return lanes >= 16 and stride == 1 and width >= min(compiled_block.NARROW_MIN_COLUMNS, lanes) and width >= 4
 
 
 def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # noqa: ANN001

@@ -11,9 +11,10 @@
  * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
 
 #if VBYTES >= 32 && TSIZE == 4
-/* Stride-1 rows of 13-15 columns at 16 lanes (MobileNetV2's 14x14 blocks): one vector per output row
- * (depthwise.h's narrow_rows3 over the padded rows), its spare lanes landing on the tile's next row. */
-static int FN(ir_narrow)(const ir_geom *g) { return VL >= 16 && g->stride == 1 && g->ow < VL && 4 * g->ow > 3 * VL; }
+/* Stride-1 rows of 4-15 columns at 16 lanes (MobileNetV2's 14x14 and 7x7 blocks; the caller decides
+ * which it fuses): one vector per output row (depthwise.h's narrow_rows3 over the padded rows), its
+ * spare lanes landing on the tile's next rows. */
+static int FN(ir_narrow)(const ir_geom *g) { return VL >= 16 && g->stride == 1 && g->ow < VL && g->ow >= 4; }
 
 /* The depthwise rows this ISA's kernels can take (the row kernels need at least a vector of outputs,
  * or the narrow rows above). */

@@ -35,9 +35,13 @@ __all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
 TILE_BYTES = 1 << 20
 
 
-#: Blocks whose depthwise output rows are narrower than 16 columns fuse too where the variant's kernel
-#: takes them (AVX-512: stride 1, 13-15 columns, MobileNetV2's 14x14 blocks; AVX2: 8 columns and up).
-NARROW_ROWS = True
+#: Blocks whose depthwise output rows are narrower than a vector fuse from this many columns where the
+#: variant's kernel takes them (AVX-512: stride 1, 4-15 columns, one vector per row). MobileNetV2
+#: traced, two threads, Zen 4, calm host, against 13 (median / best): 7 (its 7x7 blocks too) 1.092 /
+#: 1.103 at batch 1, 1.004 / 1.034 at batch 8; 16 (none) 1.001 / 0.979 and 0.999 / 1.018, and in a
+#: memory-contended phase 13 against 16: 0.843-0.858 at batch 1, 0.877-0.880 at batch 8.
+NARROW_MIN_COLUMNS = 13
+_LANES = {"avx512": 16, "avx2": 8}  # float32 lanes of the variants' vectors
 
 
 class Stage(NamedTuple):
@@ -88,7 +92,7 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
     if None in codes or min(x_shape) < 1:
         return None
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
-    if ow < 16 and not NARROW_ROWS:
+    if ow < min(_LANES.get(backends.core.isa, 16), NARROW_MIN_COLUMNS):
         return None
     bands = 1 if n % threads == 0 else min(threads, oh)
     tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands))
