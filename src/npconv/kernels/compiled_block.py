@@ -8,7 +8,8 @@ in tiles: the tile's input rows expanded into its own scratch, the depthwise row
 tile's projection into ``y``; the expanded tensor, the largest of the block's, never goes to
 memory. Each stage is the unfused kernels' own arithmetic (results equal to theirs up to the
 rounding of a few columns' dot products). float32 on the compiled core's vector variants, where the
-depthwise output rows hold at least a vector; :func:`bind_block` returns None elsewhere and the
+depthwise output rows hold at least a vector (or at 16 lanes, stride 1, :data:`NARROW_MIN_COLUMNS`);
+:func:`bind_block` returns None elsewhere and the
 caller runs the layers one by one. Used by :mod:`npconv.jit`'s bound programs.
 """
 
