@@ -517,17 +517,21 @@ def test_a_bound_program_keeps_views_of_its_buffers_valid() -> None:
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def _output_pairs(traced, reference, x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
+    """``(npconv's, torch's)`` for each output of the traced module and its torch reference on ``x``."""
+    with npconv.no_grad():
+        got = traced(npconv.tensor(x))
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x))
+    got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+    return [(g.numpy(), e.numpy()) for g, e in zip(got, expected, strict=True)]
+
+
 def _outputs_match_torch(traced, reference, shape: tuple, seeds: tuple, atol: float) -> None:  # noqa: ANN001
     """The traced module's output(s) on new float64 inputs of ``shape``: torch's (rtol 1e-10)."""
     for seed in seeds:
-        x = np.random.default_rng(seed).standard_normal(shape)
-        with npconv.no_grad():
-            got = traced(npconv.tensor(x))
-        with torch.no_grad():
-            expected = reference(torch.from_numpy(x))
-        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
-        for g, e in zip(got, expected, strict=True):
-            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=atol)
+        for g, e in _output_pairs(traced, reference, np.random.default_rng(seed).standard_normal(shape)):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=atol)
 
 
 def _residual_flows(ns, variant: str):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
@@ -1033,16 +1037,11 @@ def _vector_rows(width: int, stride: int) -> bool:
 
 
 def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # noqa: ANN001
+    """The traced module's output(s) on new float32 inputs: within 2e-6 of torch's, norm-relative."""
     for seed in seeds:
         x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-        with npconv.no_grad():
-            got = traced(npconv.tensor(x))
-        with torch.no_grad():
-            expected = reference(torch.from_numpy(x))
-        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
-        for g, e in zip(got, expected, strict=True):
-            e = e.numpy()
-            assert np.linalg.norm(g.numpy() - e) <= 2e-6 * np.linalg.norm(e)
+        for g, e in _output_pairs(traced, reference, x):
+            assert np.linalg.norm(g - e) <= 2e-6 * np.linalg.norm(e)
 
 
 @needs_plans
