@@ -70,7 +70,7 @@ def _fits(lanes: int, ow: int, stride: int) -> bool:
         return False
     if ow >= lanes:
         return stride == 1 or lanes >= 16 or ow >= 2 * lanes
-    return lanes >= 16 and stride == 1 and ow >= 4
+    return lanes >= 16 and ow >= 4
 
 
 CASES = [  # n, cin, cexp, cout, h, w, stride, expand, residual, bands, tile, acts
@@ -83,11 +83,14 @@ CASES = [  # n, cin, cexp, cout, h, w, stride, expand, residual, bands, tile, ac
     (2, 5, 300, 7, 9, 40, 2, True, True, 1, 2, ("relu6", "relu6", "relu6")),  # deeper than a GEMM block
     (1, 3, 7, 5, 6, 33, 2, True, False, 3, 1, (None, None, None)),
     (1, 6, 6, 6, 2, 18, 1, False, True, 2, 5, ("relu", "relu", None)),
-    # rows of 13-15 columns at stride 1 (AVX-512: one vector per row, its spare lanes on the next row)
+    # rows of 4-15 columns (AVX-512: one vector per row, its spare lanes on the next row)
     (1, 16, 96, 16, 14, 14, 1, True, True, 1, 8, ("relu6", "relu6", None)),
     (2, 8, 40, 12, 13, 13, 1, True, False, 2, 3, ("relu", "clamp", "relu")),
     (1, 6, 6, 6, 5, 15, 1, False, True, 3, 1, (None, "relu6", "clamp")),
-    (1, 4, 12, 4, 14, 14, 2, True, False, 1, 7, ("relu6", "relu6", None)),  # 7 columns at stride 2: not taken
+    (1, 4, 12, 4, 14, 14, 2, True, False, 1, 7, ("relu6", "relu6", None)),  # 7 columns at stride 2
+    (1, 16, 64, 24, 28, 28, 2, True, False, 1, 8, ("relu6", "relu6", None)),  # 14 columns at stride 2
+    (2, 8, 24, 8, 27, 27, 2, True, False, 2, 3, ("relu", "clamp", "relu")),
+    (1, 4, 8, 4, 9, 29, 2, True, False, 2, 2, (None, "relu6", None)),  # 15 columns, 5 rows
     (2, 8, 48, 8, 7, 7, 1, True, True, 1, 7, ("relu6", "relu6", None)),  # 7 columns at stride 1
     (1, 4, 8, 4, 6, 4, 1, True, False, 2, 2, ("relu", None, None)),
     (1, 4, 8, 4, 6, 3, 1, True, False, 1, 2, ("relu", None, None)),  # 3 columns: not taken

@@ -11,10 +11,39 @@
  * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
 
 #if VBYTES >= 32 && TSIZE == 4
-/* Stride-1 rows of 4-15 columns at 16 lanes (MobileNetV2's 14x14 and 7x7 blocks; the caller decides
- * which it fuses): one vector per output row (depthwise.h's narrow_rows3 over the padded rows), its
- * spare lanes landing on the tile's next rows. */
-static int FN(ir_narrow)(const ir_geom *g) { return VL >= 16 && g->stride == 1 && g->ow < VL && g->ow >= 4; }
+/* Rows of 4-15 columns at 16 lanes (MobileNetV2's 14x14 and 7x7 blocks; the caller decides which it
+ * fuses): one vector per output row (stride 1: depthwise.h's narrow_rows3 over the padded rows;
+ * stride 2: ir_s2_narrow), its spare lanes landing on the next rows of the tile's scratch (D has a
+ * vector of slack after its last row). */
+static int FN(ir_narrow)(const ir_geom *g) { return VL >= 16 && g->ow < VL && g->ow >= 4; }
+
+/* Stride-2 output rows r and (pair) r + 1 of rows of ow < VL columns into dc (pitch ow) from the
+ * padded rows rp[0 .. 2 * pair + 2]: s2_rows's taps for one vector from column 0, stored whole in
+ * order (row r's spare lanes are overwritten by row r + 1 and the next rows). */
+static inline __attribute__((always_inline)) void FN(ir_s2_narrow)(T *dc, ptrdiff_t r, ptrdiff_t ow, int pair,
+                                                                    const T *const *rp, const V *wv, V init, int act,
+                                                                    T lo, T hi)
+{
+    const IV even = FN(iota)() * 2, odd = even + 1, next = FN(iota)() + 1;
+    V a[2] = {init, init};
+#pragma GCC unroll 5
+    for (int i = 0; i < 3 + 2 * pair; i++) {
+        const T *s = rp[i];
+        const V l0 = FN(load)(s), l1 = FN(load)(s + VL), l2 = FN(load)(s + 2 * VL);
+        const V t0 = __builtin_shuffle(l0, l1, even), t1 = __builtin_shuffle(l0, l1, odd);
+        const V t2 = __builtin_shuffle(t0, l2, next);
+#pragma GCC unroll 2
+        for (int q = 0; q < 2; q++) {
+            const int kh = i - 2 * q;
+            if (kh < 0 || kh > 2) continue;
+            a[q] += wv[3 * kh] * t0;
+            a[q] += wv[3 * kh + 1] * t1;
+            a[q] += wv[3 * kh + 2] * t2;
+        }
+    }
+    FN(store)(dc + r * ow, FN(activate)(a[0], act, lo, hi));
+    if (pair) FN(store)(dc + (r + 1) * ow, FN(activate)(a[1], act, lo, hi));
+}
 
 /* The depthwise rows this ISA's kernels can take (the row kernels need at least a vector of outputs,
  * or the narrow rows above). */
@@ -101,7 +130,10 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
                 const int pair = r + 1 < nr;
                 const T *rp[5];
                 for (int i = 0; i < 3 + 2 * pair; i++) rp[i] = ec + (2 * r + i) * pitch;
-                FN(s2_rows)(dc + r * g->ow, g->ow, pair, rp, wv, FN(splat)(init), g->act[1], lo1, hi1);
+                if (g->ow < VL)
+                    FN(ir_s2_narrow)(dc, r, g->ow, pair, rp, wv, FN(splat)(init), g->act[1], lo1, hi1);
+                else
+                    FN(s2_rows)(dc + r * g->ow, g->ow, pair, rp, wv, FN(splat)(init), g->act[1], lo1, hi1);
             }
         }
         T *yt = yn + o0 * g->ow;
@@ -141,7 +173,7 @@ static int FN(ir_forward)(const T *x, const T *w1, const T *b1, const T *wd, con
     if (!FN(ir_fits)(g)) return -2;
     if (start >= stop) return 0;
     const ptrdiff_t e_size = ir_e_size(g), xp_size = ir_xp_size(g);
-    T *e = scratch, *xp = e + e_size, *d = xp + xp_size, *pack = d + ir_round(g->cexp * g->tile * g->ow);
+    T *e = scratch, *xp = e + e_size, *d = xp + xp_size, *pack = d + ir_d_size(g);
     /* the padding columns (and E's slack) zero; the rows between are written per tile */
     const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g);
     for (ptrdiff_t r = 0; r < (g->cexp + (xp_size ? g->cin : 0)) * rows; r++) {

@@ -464,11 +464,13 @@ static inline ptrdiff_t ir_round(ptrdiff_t n) { return (n + 15) / 16 * 16; }
  * before the expansion, for widths that are not whole vectors) */
 static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_in_rows(g) * ir_pitch(g) + 2 * DW_LANES); }
 static inline ptrdiff_t ir_xp_size(const ir_geom *g) { return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0; }
+/* D: the depthwise rows of a tile, then a vector of slack (narrow rows store whole vectors) */
+static inline ptrdiff_t ir_d_size(const ir_geom *g) { return ir_round(g->cexp * g->tile * g->ow + DW_LANES); }
 /* scratch elements: E, xp, the depthwise rows, the GEMMs' packing (B blocks of at most GM_KC x
  * (GM_NC + a panel)) */
 static inline ptrdiff_t ir_scratch(const ir_geom *g)
 {
-    return ir_e_size(g) + ir_xp_size(g) + ir_round(g->cexp * g->tile * g->ow) + (ptrdiff_t)GM_KC * (GM_NC + 3 * DW_LANES);
+    return ir_e_size(g) + ir_xp_size(g) + ir_d_size(g) + (ptrdiff_t)GM_KC * (GM_NC + 3 * DW_LANES);
 }
 typedef int (*ir_fn)(const void *, const void *, const void *, const void *, const void *, const void *,
                      const void *, const void *, void *, void *, const ir_geom *, ptrdiff_t, ptrdiff_t);

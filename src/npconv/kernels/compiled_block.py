@@ -37,10 +37,11 @@ TILE_BYTES = 1 << 20
 
 
 #: Blocks whose depthwise output rows are narrower than a vector fuse from this many columns where the
-#: variant's kernel takes them (AVX-512: stride 1, 4-15 columns, one vector per row). MobileNetV2
-#: traced, two threads, Zen 4, calm host, against 13 (median / best): 7 (its 7x7 blocks too) 1.092 /
-#: 1.103 at batch 1, 1.004 / 1.034 at batch 8; 16 (none) 1.001 / 0.979 and 0.999 / 1.018, and in a
-#: memory-contended phase 13 against 16: 0.843-0.858 at batch 1, 0.877-0.880 at batch 8.
+#: variant's kernel takes them (AVX-512: 4-15 columns, one vector per row). MobileNetV2 traced, two
+#: threads, Zen 4, calm host, against 13 (median / best): 7 (its 7x7 blocks too) 1.092 / 1.103 at batch
+#: 1, 1.004 / 1.034 at batch 8; 16 (none) 1.001 / 0.979 and 0.999 / 1.018, and in a memory-contended
+#: phase 13 against 16: 0.843-0.858 at batch 1, 0.877-0.880 at batch 8. Its strided 28x28 -> 14x14
+#: block among them: 0.997 / 0.965 and 0.966 / 0.976, the block 128 against 250 us at batch 1.
 NARROW_MIN_COLUMNS = 13
 _LANES = {"avx512": 16, "avx2": 8}  # float32 lanes of the variants' vectors
 
