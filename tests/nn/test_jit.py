@@ -1028,12 +1028,13 @@ def _fused_blocks(traced) -> list:  # noqa: ANN001
 
 def _vector_rows(width: int, stride: int) -> bool:
     """Whether the ISA variant in use fuses a block whose depthwise output rows are ``width`` wide."""
-    lanes = {"avx512": 16, "avx2": 8}.get(npconv.backends.core.isa, 0)
-    if lanes == 0:
+    isa = npconv.backends.core.isa
+    lanes = {"avx512": 16, "avx2": 8}.get(isa, 0)
+    if lanes == 0 or width < compiled_block.MIN_COLUMNS.get(isa, 16):
         return False
     if width >= lanes:
         return stride == 1 or lanes >= 16 or width >= 2 * lanes
-    return lanes >= 16 and width >= max(4, compiled_block.NARROW_MIN_COLUMNS)
+    return lanes >= 16 and width >= 4
 
 
 def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # noqa: ANN001
@@ -1119,7 +1120,7 @@ def test_a_fused_program_follows_the_thread_count_and_the_isa() -> None:
 @needs_plans
 def test_a_program_fuses_blocks_of_narrow_rows() -> None:
     """Rows of 14 columns (the strided block's and the last one's) fuse on AVX-512 as one vector per
-    row; AVX2's 8 lanes take the last one's whole vectors, not the strided one (two vectors a row)."""
+    row; AVX2 fuses rows from 16 columns (compiled_block.MIN_COLUMNS)."""
     reference, model = _block_pair()
     shape = (2, 3, 12, 28)
     x = np.random.default_rng(85).standard_normal(shape).astype(np.float32)

@@ -8,7 +8,7 @@ in tiles: the tile's input rows expanded into its own scratch, the depthwise row
 tile's projection into ``y``; the expanded tensor, the largest of the block's, never goes to
 memory. Each stage is the unfused kernels' own arithmetic (results equal to theirs up to the
 rounding of a few columns' dot products). float32 on the compiled core's vector variants, where the
-depthwise output rows hold at least a vector (or at 16 lanes, stride 1, :data:`NARROW_MIN_COLUMNS`);
+depthwise output rows hold :data:`MIN_COLUMNS` (at least a vector, or at 16 lanes one vector per row);
 :func:`bind_block` returns None elsewhere and the
 caller runs the layers one by one. Used by :mod:`npconv.jit`'s bound programs.
 """
@@ -36,14 +36,15 @@ __all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
 TILE_BYTES = 1 << 20
 
 
-#: Blocks whose depthwise output rows are narrower than a vector fuse from this many columns where the
-#: variant's kernel takes them (AVX-512: 4-15 columns, one vector per row). MobileNetV2 traced, two
-#: threads, Zen 4, calm host, against 13 (median / best): 7 (its 7x7 blocks too) 1.092 / 1.103 at batch
-#: 1, 1.004 / 1.034 at batch 8; 16 (none) 1.001 / 0.979 and 0.999 / 1.018, and in a memory-contended
-#: phase 13 against 16: 0.843-0.858 at batch 1, 0.877-0.880 at batch 8. Its strided 28x28 -> 14x14
-#: block among them: 0.997 / 0.965 and 0.966 / 0.976, the block 128 against 250 us at batch 1.
-NARROW_MIN_COLUMNS = 13
-_LANES = {"avx512": 16, "avx2": 8}  # float32 lanes of the variants' vectors
+#: The fewest depthwise output columns a block needs to fuse, per ISA variant (its kernel takes rows of
+#: at least a vector, and at 16 lanes 4-15 columns as one vector per row). MobileNetV2 traced, two
+#: threads, Zen 4, against AVX-512's 13 (median / best): 7 (its 7x7 blocks too) 1.092 / 1.103 at batch
+#: 1, 1.004 / 1.034 at batch 8; 16 (none of its 14x14 blocks) 1.001 / 0.979 and 0.999 / 1.018 in a
+#: calm phase, 13 against 16 in a memory-contended one 0.843-0.858 and 0.877-0.880; its strided
+#: 28x28 -> 14x14 block among them 0.997 / 0.965 and 0.966 / 0.976 (the block 128 against 250 us). AVX2
+#: fused its 14x14 blocks slower (~170 against ~150 us each at batch 1): 16 against 8 there 0.977 /
+#: 0.964 (batch 1), 0.974 / 0.975 (batch 8).
+MIN_COLUMNS = {"avx512": 13, "avx2": 16}
 
 
 class Stage(NamedTuple):
@@ -94,7 +95,7 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
     if None in codes or min(x_shape) < 1:
         return None
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
-    if ow < min(_LANES.get(backends.core.isa, 16), NARROW_MIN_COLUMNS):
+    if ow < MIN_COLUMNS.get(backends.core.isa, 16):
         return None
     bands = 1 if n % threads == 0 else min(threads, oh)
     tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands))
