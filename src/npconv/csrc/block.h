@@ -5,9 +5,9 @@
  * worker takes a band of output rows in tiles of g->tile rows: it expands the tile's input rows into
  * zero-padded rows of its scratch (rows the previous tile expanded are moved, not recomputed), runs
  * the depthwise rows from them, and projects the tile's rows into y: the expanded values never leave
- * the worker's cache. Each stage is the unfused kernel's own arithmetic (FN(gemm) per row, the
- * depthwise row kernels, the residual added after the projection's bias), so the results match the
- * unfused layers' except where a row's GEMM takes a different column path (dot products: rounding).
+ * the worker's cache. Each stage is the unfused kernel's own arithmetic (FN(gemm), the depthwise row
+ * kernels, the residual added after the projection's bias), so the results match the unfused layers'
+ * except where a product's columns take a different path (dot products: rounding).
  * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
 
 #if VBYTES >= 32 && TSIZE == 4

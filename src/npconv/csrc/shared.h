@@ -455,14 +455,14 @@ typedef struct {
     double lo[3], hi[3];
 } ir_geom;
 /* Row pitch of the expanded rows: the input's W columns between zero padding columns. The stride-2
- * row kernel reads up to 2 * OW + VL columns (VL at most DW_LANES) of a row, past the row's end into
- * the next one's (or E's slack) in lanes it never stores. */
+ * row kernels read up to 3 * VL columns from a row's start (VL at most DW_LANES), past the row's end
+ * into the next rows (or E's slack) in lanes they never store. */
 static inline ptrdiff_t ir_pitch(const ir_geom *g) { return g->w + 2; }
 static inline ptrdiff_t ir_in_rows(const ir_geom *g) { return g->stride * (g->tile - 1) + 3; }
 static inline ptrdiff_t ir_round(ptrdiff_t n) { return (n + 15) / 16 * 16; }
 /* E (cexp channels of ir_in_rows padded rows, then slack) and xp (cin such channels: the input's rows
  * before the expansion, for widths that are not whole vectors) */
-static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_in_rows(g) * ir_pitch(g) + 2 * DW_LANES); }
+static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_in_rows(g) * ir_pitch(g) + 3 * DW_LANES); }
 static inline ptrdiff_t ir_xp_size(const ir_geom *g) { return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0; }
 /* D: the depthwise rows of a tile, then a vector of slack (narrow rows store whole vectors) */
 static inline ptrdiff_t ir_d_size(const ir_geom *g) { return ir_round(g->cexp * g->tile * g->ow + DW_LANES); }
