@@ -140,23 +140,10 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
         FN(gemm)(0, 0, g->cout, nr * g->ow, g->cexp, (T)1, w2, g->cexp, d, nr * g->ow, (T)0, yt, ohw, pack, b2,
                  g->residual ? 0 : g->act[2], lo2, hi2);
         if (!g->residual) continue;
-        const ptrdiff_t len = nr * g->ow;
         for (ptrdiff_t c = 0; c < g->cout; c++) { /* the residual after the bias, as the unfused addition */
-            T *restrict yc = yt + c * ohw;
-            const T *rc = rn + c * ohw + o0 * g->ow;
-            ptrdiff_t j = 0;
-            for (; j + VL <= len; j += VL)
-                FN(store)(yc + j, FN(activate)(FN(load)(yc + j) + FN(load)(rc + j), g->act[2], lo2, hi2));
-            for (; j < len; j++) {
-                T v = yc[j] + rc[j];
-                if (g->act[2] == GC_ACT_RELU) {
-                    v = v > 0 || v != v ? v : (T)0;
-                } else if (g->act[2] == GC_ACT_HARDTANH) {
-                    v = v < lo2 ? lo2 : v;
-                    v = v > hi2 ? hi2 : v;
-                }
-                yc[j] = v;
-            }
+            T *yc = yt + c * ohw;
+            FN(add_arrays)(yc, rn + c * ohw + o0 * g->ow, yc, 0, nr * g->ow);
+            FN(activate_run)(yc, nr * g->ow, g->act[2], lo2, hi2);
         }
     }
 }

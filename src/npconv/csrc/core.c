@@ -1096,6 +1096,13 @@ static void ir_job_run(kernel_job *job)
 
 static void ir_job_release(kernel_job *job) { release_buffers(&((ir_job *)job)->b); }
 
+/* Whether the variant's float32 kernel takes the block (an empty item range only checks it). */
+static int ir_takes(int isa, const ir_geom *g)
+{
+    return KERNELS[isa]->ir != NULL &&
+           KERNELS[isa]->ir(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, g, 0, 0) == 0;
+}
+
 /* ir_supported(isa, geometry, bounds) -> whether the variant's kernel takes the block (float32) */
 static PyObject *ir_supported(PyObject *self, PyObject *args)
 {
@@ -1105,8 +1112,7 @@ static PyObject *ir_supported(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iOO", &isa, &geom, &bounds) || check_isa(isa) < 0 ||
         parse_ir_geom(geom, bounds, &g) < 0)
         return NULL;
-    return PyBool_FromLong(KERNELS[isa]->ir != NULL && KERNELS[isa]->ir(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                                                          NULL, NULL, NULL, &g, 0, 0) == 0);
+    return PyBool_FromLong(ir_takes(isa, &g));
 }
 
 /* (isa, x, w1|None, b1|None, wd, bd|None, w2, b2|None, res|None, y, scratch, geometry, bounds, start, stop) */
@@ -1140,8 +1146,7 @@ static PyObject *ir_call(PyObject *args, int prepare)
         job_storage_free(j, &local);
         return NULL;
     }
-    if (j->b.view[0].itemsize != 4 || !KERNELS[isa]->ir ||
-        KERNELS[isa]->ir(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &g, 0, 0) != 0) {
+    if (j->b.view[0].itemsize != 4 || !ir_takes(isa, &g)) {
         release_buffers(&j->b);
         job_storage_free(j, &local);
         PyErr_SetString(PyExc_ValueError, "the fused block kernel takes float32 on a vector variant whose row "
