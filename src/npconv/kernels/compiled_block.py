@@ -126,15 +126,12 @@ def _checked(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: 
     geometry, bounds = spec
     n, cin, cexp, cout, h, w, oh, ow = geometry[:8]
     out = (n, cout, oh, ow)
-    views = [_array(x, x.shape), None, None, _array(depthwise.weight, (cexp, 9)), None,
-             _array(project.weight, (cout, cexp)), None, None if residual is None else _array(residual, out)]
-    wanted = [True, False, False, True, False, True, False, residual is not None]
-    if expand is not None:
-        views[1], wanted[1] = _array(expand.weight, (cexp, cin)), True
-    for i, stage, count in ((2, expand, cexp), (4, depthwise, cexp), (6, project, cout)):
-        if stage is not None and stage.bias is not None:
-            views[i], wanted[i] = _array(stage.bias, (count,)), True
-    missing = any(w and v is None for v, w in zip(views, wanted, strict=True))
+    bias = [None if stage is None else stage.bias for stage in (expand, depthwise, project)]
+    sources = [(x, x.shape), (None if expand is None else expand.weight, (cexp, cin)), (bias[0], (cexp,)),
+               (depthwise.weight, (cexp, 9)), (bias[1], (cexp,)), (project.weight, (cout, cexp)),
+               (bias[2], (cout,)), (residual, out)]
+    views = [None if a is None else _array(a, shape) for a, shape in sources]
+    missing = any(a is not None and v is None for (a, _), v in zip(sources, views, strict=True))
     if (y.shape != out or _array(y, out) is None or missing
             or not core.module.ir_supported(core.isa_index, geometry, bounds)):
         return None
