@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from bench_conv import NO_SPIN
+from machine import cpu_description
 
 import npconv
 from npconv.geometry import ConvGeometry
@@ -165,7 +165,7 @@ def main() -> None:
     npconv.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     wanted = set(args.only.split(","))
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
+    print(f"# {cpu_description()}, {os.cpu_count()} cores, {args.threads} threads, "
           f"numpy {np.__version__}, torch {torch.__version__}, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(default)')}, "
           f"clock={'thread CPU time' if args.cpu_time else 'wall'}, load average {os.getloadavg()[0]:.1f}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import timeit
@@ -23,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 from bench_conv import NO_SPIN, TUNED_MALLOC
+from machine import cpu_description
 
 import npconv
 
@@ -82,7 +82,7 @@ def main() -> None:
                     best = min(timeit.repeat(call, number=args.number, repeat=args.repeat))
                 times[op][name].append(best / args.number * 1e6)
     print(f"# one call on a (1, 16, {args.size}, {args.size}) float32 input, no autograd, {args.threads} "
-          f"threads; {platform.processor() or platform.machine()}, npconv core {npconv.backends.core!r}, "
+          f"threads; {cpu_description()}, npconv core {npconv.backends.core!r}, "
           f"torch {torch.__version__}")
     print("| op | npconv us | torch us | npconv / torch |")
     print("|---|---|---|---|")

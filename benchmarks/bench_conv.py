@@ -51,6 +51,7 @@ import tracemalloc
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from machine import cpu_description
 
 TUNED_MALLOC = "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824"
 #: Idle worker threads sleep instead of spinning: torch's OpenMP pool and NumPy's OpenBLAS pool
@@ -420,6 +421,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     meta = {
         "machine": platform.machine(),
+        "cpu": cpu_description(),
         "cpus": os.cpu_count(),
         "threads": args.threads,
         "python": platform.python_version(),

@@ -36,7 +36,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from collections.abc import Callable
 
 import numpy as np
 from bench_conv import NO_SPIN, TUNED_MALLOC
+from machine import cpu_description
 
 import npconv
 
@@ -354,7 +354,7 @@ def main() -> None:
     npconv.set_num_threads(args.threads)
     only = [s for s in args.only.split(",") if s]
     meta = {"threads": args.threads, "rounds": args.rounds, "reps": args.reps, "numpy": np.__version__,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": platform.processor(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpu": cpu_description(),
             "core": npconv.backends.core.name, "isa": npconv.backends.core.isa,
             "load_before": os.getloadavg()[0], "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
             "memory_cache": repr(npconv.backends.memory),
