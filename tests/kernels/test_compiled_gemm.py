@@ -546,6 +546,46 @@ def test_stride1_grad_input_runs_as_the_adjoint_forward_only_on_enough_positions
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("n", "size", "kernel", "stride", "groups"), [
+    (8, (4, 4), (3, 3), 1, 1), (5, (7, 7), (3, 3), 2, 1), (7, (5, 6), (2, 3), (2, 1), 2),
+    (3, (9,), (4,), 2, 1), (6, (3, 4, 3), (3, 2, 2), 1, 2), (9, (6, 6), (1, 1), 2, 1)])
+def test_grad_input_of_small_images_takes_chunks_of_them(rng, monkeypatch, isa, dtype, threads, n, size,
+                                                          kernel, stride, groups):
+    """Fewer output positions than GI_IMAGE_COLUMNS: the C grad_input runs chunks of whole images per
+    product (their gy side by side, a multiple of the threads' chunks), with the bias and ReLU epilogue
+    per image; equal to the reference (and to one image at a time)."""
+    import npconv
+
+    seen = _tilings(monkeypatch)
+    monkeypatch.setattr(compiled_gemm, "ADJOINT_MIN_POSITIONS", 1 << 62)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create(kernel, stride, 1, 1, groups, ndim=len(size))
+    c, o = 4 * groups, 6 * groups
+    w = rng.standard_normal((o, c // groups) + kernel).astype(dtype)
+    gy = rng.standard_normal((n, o) + geom.output_size(size)).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    expected = reference.conv_passes(np.zeros((n, c) + size), w.astype(np.float64), gy.astype(np.float64),
+                                     geom.with_padding(geom.pads(size)))[1]
+    expected = np.maximum(expected + bias.reshape((-1,) + (1,) * len(size)), 0)
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        got = compiled_gemm.grad_input(gy, w, geom, size, epilogue=Epilogue(bias, Activation("relu")))
+        images = seen[-1][-4]
+        monkeypatch.setattr(compiled_gemm, "GI_IMAGE_COLUMNS", 0)
+        one = compiled_gemm.grad_input(gy, w, geom, size, epilogue=Epilogue(bias, Activation("relu")))
+        assert seen[-1][-4] == 1
+    finally:
+        npconv.set_num_threads(previous)
+    chunks = -(-n // images)
+    assert images > 1 and chunks % threads == 0 and images * (chunks - 1) < n
+    tol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
+    np.testing.assert_allclose(got, one, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("width", "row_shift"), [(6, True), (7, False)])  # im2col of 7x7: 49 positions
 def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype, width, row_shift):
     """``epilogue=``: bias then ReLU / ReLU6 / Hardtanh in the C epilogue (NaN stays NaN), SiLU after the

@@ -168,14 +168,15 @@ static void GC(pack_shift)(T *cols, const T *x, ptrdiff_t nch, const gc_geom *g,
                     GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, 0, ld, 0);
 }
 
-/* gx[0:nch] += col2im(cols (nch*K x cnt)) over positions [p0, p0 + cnt). */
-static void GC(unpack)(T *gx, const T *cols, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0, ptrdiff_t cnt)
+/* gx[0:nch] += col2im(cols (nch*K x cnt, row pitch ld)) over positions [p0, p0 + cnt). */
+static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
+                       ptrdiff_t cnt)
 {
     T *row = (T *)cols;
     for (ptrdiff_t c = 0; c < nch; c++)
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
-                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += cnt)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
                     GC(row)(row, gx + c * g->plane, g, a, b, e, p0, cnt, 1);
 }
 
@@ -753,8 +754,25 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
-        T *gxc = gx + (n * g->c + grp * g->cg + c0) * g->plane;
         const T *wq = w + grp * og * ck + c0 * K; /* W[g][:, c0*K:(c0+nc)*K], (og x nc*K), pitch ck */
+        if (g->images > 1) { /* a chunk of whole small images: their gy side by side, one product, col2im each */
+            const ptrdiff_t n0 = n * g->images, nb = g->n - n0 < g->images ? g->n - n0 : g->images, cnt = nb * L;
+            T *gyp = scratch + g->chunk * K * g->images * L; /* (og x cnt) after the columns (nc*K x cnt) */
+            for (ptrdiff_t o = 0; o < og; o++)
+                for (ptrdiff_t i = 0; i < nb; i++)
+                    memcpy(gyp + o * cnt + i * L, gy + ((n0 + i) * g->o + grp * og + o) * L, (size_t)L * sizeof(T));
+            GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyp, cnt, 0.0, scratch, cnt, NULL, 0, 0, 0);
+            for (ptrdiff_t i = 0; i < nb; i++) {
+                T *gxc = gx + ((n0 + i) * g->c + grp * g->cg + c0) * g->plane;
+                memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
+                GC(unpack)(gxc, scratch + i * L, cnt, nc, g, 0, L);
+                if (bias || act)
+                    GC(epilogue)(gxc, g->plane, gxc, g->plane, nc, g->plane, bias ? bias + grp * g->cg + c0 : NULL, act,
+                                 lo, hi);
+            }
+            continue;
+        }
+        T *gxc = gx + (n * g->c + grp * g->cg + c0) * g->plane;
         const T *gyg = gy + (n * g->o + grp * og) * L;
         if (!g->direct) memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
         for (ptrdiff_t p0 = 0; p0 < L; p0 += g->band) {
@@ -763,7 +781,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L, NULL, 0, 0, 0);
             } else {
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
-                GC(unpack)(gxc, scratch, nc, g, p0, cnt);
+                GC(unpack)(gxc, scratch, cnt, nc, g, p0, cnt);
             }
         }
         if (bias || act)

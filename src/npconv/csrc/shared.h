@@ -289,7 +289,7 @@ enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
 /* Work items of a pass. */
 static ptrdiff_t gc_items(int pass, const gc_geom *g)
 {
-    if (pass == GC_GRAD_INPUT) return g->n * g->groups * g->chunks;
+    if (pass == GC_GRAD_INPUT) return (g->n + g->images - 1) / g->images * g->groups * g->chunks;
     if (g->images > 1) return (g->n + g->images - 1) / g->images;
     return g->n * g->bands;
 }
@@ -351,7 +351,9 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
         return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
-    if (pass == GC_GRAD_INPUT) return g->direct ? 0 : g->chunk * g->taps * g->band;
+    if (pass == GC_GRAD_INPUT) /* the columns; with chunks of images, of all of them, and their gy side by side */
+        return g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
+                             : g->direct ? 0 : g->chunk * g->taps * g->band;
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product */
         return pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
                                   : (g->ck + g->og) * g->images * g->len;

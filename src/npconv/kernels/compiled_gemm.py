@@ -130,6 +130,10 @@ IMPLICIT_MIN_POSITIONS = 64
 #: forward: below, the flipped copy of the weight it needs costs more than col2im saves (one thread,
 #: 3x3: 8x512x4x4 7.3 vs 5.9 ms, 1x512x7x7 4.9 vs 2.0, 1x256x14x14 1.7 vs 1.6; 8x128x14x14 3.0 vs 3.6).
 ADJOINT_MIN_POSITIONS = 1024
+#: A grad_input on GEMM + col2im over images of fewer output positions than this takes chunks of whole
+#: images per product (their ``gy`` side by side): one image's product would be this thin (4x4 images:
+#: 16 columns of the 48-wide register tile).
+GI_IMAGE_COLUMNS = 192
 #: An ungrouped grad_weight with at least this many output channels per output position of the batch
 #: splits the output channels across the workers (each packs all columns) instead of the images (each
 #: with a whole (O, CK) accumulator to zero and sum). Two threads, batch 8, ms, by images vs by
@@ -563,7 +567,10 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
     chunk = -(-cg // parts)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
-    geometry = geometry[:-5] + (band, 1, chunk, 0, 0)
+    images = min(-(-GI_IMAGE_COLUMNS // length), -(-n // threads)) if length < GI_IMAGE_COLUMNS else 1
+    if images > 1:  # small images: a chunk of them per product (a multiple of the threads: no worker idles)
+        images = -(-n // (threads * -(-n // (threads * images))))
+    geometry = geometry[:-5] + ((length, images, chunk, 0, 0) if images > 1 else (band, 1, chunk, 0, 0))
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     gy, w = np.ascontiguousarray(gy, dtype), np.ascontiguousarray(w, dtype)
