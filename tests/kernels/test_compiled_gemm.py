@@ -142,7 +142,8 @@ def test_random_wide_implicit_geometries_match_the_reference(nd, groups, data):
     y_ref, _, gw_ref = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads(size)))
     previous = backends.core.isa, backends.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in (("IMPLICIT_MIN_POSITIONS", 0), ("IMPLICIT_GW_MIN_POSITIONS", 0),
+        for name, value in (("IMPLICIT_MIN_POSITIONS", 0), ("IMPLICIT_MIN_POSITIONS_BATCH", 0),
+                            ("IMPLICIT_GW_MIN_POSITIONS", 0),
                             ("IMPLICIT_MAX_GRID", 1e9),
                             ("IMPLICIT_SLAB_BYTES", data.draw(st.sampled_from([1, 1 << 12, 1 << 20]))),
                             ("IMPLICIT_LANES", data.draw(st.booleans()))):
@@ -336,18 +337,23 @@ def test_row_shift_only_where_it_saves_more_than_the_weight_rearrangement(monkey
     monkeypatch.setattr(compiled_gemm, "ROW_SHIFT", False)
     compiled_gemm.forward(x, w, geom)
     assert seen[-1][-2] == 0
-    default = compiled_gemm.IMPLICIT_MIN_POSITIONS
-    for isa in {"avx2", "avx512"} & set(backends.core.isas):  # float32: the implicit GEMM from 64 positions
+    defaults = compiled_gemm.IMPLICIT_MIN_POSITIONS, compiled_gemm.IMPLICIT_MIN_POSITIONS_BATCH
+    # float32: the implicit GEMM from 64 positions for one image, from 32 for several
+    for isa in {"avx2", "avx512"} & set(backends.core.isas):
         monkeypatch.setattr(backends.core, "isa", isa)
-        x32, w32 = np.ones((8, 8, 7, 7), np.float32), np.ones((8, 8, 3, 3), np.float32)
+        x32, w32 = np.ones((8, 8, 5, 5), np.float32), np.ones((8, 8, 3, 3), np.float32)
         compiled_gemm.forward(x32, w32, geom)
-        assert seen[-1][-1] == 0  # 49 positions per image: chunks of images on im2col
-        compiled_gemm.forward(np.ones((8, 8, 8, 8), np.float32), w32, geom)
+        assert seen[-1][-1] == 0  # 25 positions per image: chunks of images on im2col
+        compiled_gemm.forward(np.ones((8, 8, 7, 7), np.float32), w32, geom)
+        assert seen[-1][-1] == 2  # 49 positions, 8 images
+        compiled_gemm.forward(np.ones((1, 8, 7, 7), np.float32), w32, geom)
+        assert seen[-1][-1] == 0  # one image of 49
+        compiled_gemm.forward(np.ones((1, 8, 8, 8), np.float32), w32, geom)
         assert seen[-1][-1] == 2
-        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS_BATCH", 0)
         compiled_gemm.forward(x32, w32, geom)
         assert seen[-1][-1] == 2
-        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", default)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS_BATCH", defaults[1])
 
 
 def test_torch_parity_and_transposed_convolutions(rng, isa, torch):
@@ -938,6 +944,7 @@ def test_implicit_forward_with_channels_on_the_lanes(rng, monkeypatch, nd, c, o,
     y_ref = reference.conv_passes(x, w, np.zeros((2, o) + geom.output_size(size), np.float32),
                                   geom.with_padding(geom.pads(size)))[0] + b.reshape((-1,) + (1,) * nd)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS_BATCH", 0)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_MAX_GRID", 1e9)
     seen = _tilings(monkeypatch)
     for isa in _vector_isas():
@@ -971,6 +978,7 @@ def test_implicit_gemm_of_one_output_plane_of_a_deep_kernel(rng, monkeypatch, si
         pytest.skip("the implicit GEMM runs on the avx2 and avx512 builds")
     if size != (3, 32, 32):
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+        monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS_BATCH", 0)
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
         monkeypatch.setattr(compiled_gemm, "IMPLICIT_MAX_GRID", 1e9)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_LANES", lanes)
@@ -1016,6 +1024,7 @@ def test_implicit_gemm_keeps_nan_and_inf_local(rng, monkeypatch, nd, channels, t
     assert np.isnan(expected_gw).any() and np.isfinite(expected_gw).any()
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_GW_MIN_POSITIONS", 0)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS", 0)
+    monkeypatch.setattr(compiled_gemm, "IMPLICIT_MIN_POSITIONS_BATCH", 0)
     monkeypatch.setattr(compiled_gemm, "IMPLICIT_MAX_GRID", 1e9)
     seen = _tilings(monkeypatch)
     for isa in vector:

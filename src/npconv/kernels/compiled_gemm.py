@@ -52,6 +52,7 @@ __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "re
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "CHUNK_MIN_TAPS",
            "MIN_BAND", "ROW_SHIFT", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES",
            "IMPLICIT_MAX_GRID", "IMPLICIT_GW_MIN_POSITIONS", "IMPLICIT_LANES", "IMPLICIT_MIN_POSITIONS",
+           "IMPLICIT_MIN_POSITIONS_BATCH",
            "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
@@ -126,6 +127,11 @@ IMPLICIT_MAX_GRID = 1.6
 #: images made 16-column products, 4.41 vs 4.05 ms on im2col's chunks of images; 2x2: 1.32 vs 0.45;
 #: 7x7, 64 columns computed for 49: 8x512x7x7 6.29 vs 5.99 ms on two threads, 13.1 vs 11.8 on one).
 IMPLICIT_MIN_POSITIONS = 64
+#: The same for a batch of several images (a single one splits its output channels across the workers
+#: below CHANNEL_SPLIT_MAX_POSITIONS instead). Two threads, ms, implicit / chunks of im2col images
+#: (Xeon family 6 model 207, alternated): 8x256x7x7 3x3 3.43 / 3.73, 8x128x7x7 1.07 / 1.30, 4x256x7x7
+#: 1.74 / 1.93, 2x512x7x7 3.03 / 3.34, 8x64x6x6 0.36 / 0.43; 4x4 images lost (8x512x4x4 5.54 / 4.92).
+IMPLICIT_MIN_POSITIONS_BATCH = 32
 #: Fewest input positions (images x positions per image) for a stride-1 grad_input as the adjoint's
 #: forward: below, the flipped copy of the weight it needs costs more than col2im saves (one thread,
 #: 3x3: 8x512x4x4 7.3 vs 5.9 ms, 1x512x7x7 4.9 vs 2.0, 1x256x14x14 1.7 vs 1.6; 8x128x14x14 3.0 vs 3.6).
@@ -395,7 +401,8 @@ def _settings() -> tuple:
     """Everything besides the call's shapes that decides a forward's work items (in its cache key)."""
     return (TILE_BYTES, MIN_BAND, CHUNK_BYTES, CHUNK_MIN_TAPS, ROW_SHIFT, SHIFT_TILE_BYTES,
             SHIFT_HALO_RATIO, SHIFT_MIN_SAVING, IMPLICIT, IMPLICIT_LANES, IMPLICIT_SLAB_BYTES,
-            IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS, CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
+            IMPLICIT_MAX_GRID, IMPLICIT_MIN_POSITIONS, IMPLICIT_MIN_POSITIONS_BATCH,
+            CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
             get_num_threads(), IMPLICIT_CHANNEL_PARTS)
@@ -421,7 +428,7 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
-            and length >= IMPLICIT_MIN_POSITIONS):
+            and length >= (IMPLICIT_MIN_POSITIONS if n == 1 else IMPLICIT_MIN_POSITIONS_BATCH)):
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
         if implicit is not None and IMPLICIT_LANES:
             implicit = implicit[:-1] + (2,)
