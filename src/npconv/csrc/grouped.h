@@ -101,10 +101,12 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             const ptrdiff_t plane_bytes = out_plane * (ptrdiff_t)sizeof(T);
             const ptrdiff_t band_lines = ((r1 - r0) * g->ow * (ptrdiff_t)sizeof(T) + 63) / 64;
             const ptrdiff_t out_lines = nb * band_lines, out_per = (out_lines + steps - 1) / steps;
-            ptrdiff_t out_at = 0;
+            ptrdiff_t out_at = 0, at_plane = 0, at_line = 0; /* out_at = at_plane * band_lines + at_line */
             for (ptrdiff_t m = m0; m < m1; m += step) {
-                for (ptrdiff_t i = 0; i < out_per && out_at < out_lines; i++, out_at++)
-                    __builtin_prefetch(out + out_at / band_lines * plane_bytes + out_at % band_lines * 64, 1, 2);
+                for (ptrdiff_t i = 0; i < out_per && out_at < out_lines; i++, out_at++) {
+                    __builtin_prefetch(out + at_plane * plane_bytes + at_line * 64, 1, 2);
+                    if (++at_line == band_lines) at_line = 0, at_plane++; /* no division per line */
+                }
                 for (ptrdiff_t i = 0; next && i < next_per && next_at < next_lines; i++, next_at++)
                     __builtin_prefetch(next + next_at * 64, 0, 2);
                 FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
