@@ -591,6 +591,32 @@ def test_grad_input_of_small_images_takes_chunks_of_them(rng, monkeypatch, isa, 
     np.testing.assert_allclose(got, one, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
 
 
+def test_grad_input_chunks_of_small_images_stay_within_the_workspace_share(rng, monkeypatch):
+    """The chunks' columns and gy take at most the thread's share of gemm.WORKSPACE_BYTES (here made
+    small): fewer images per chunk, or one image at a time with bands where even two do not fit."""
+    import npconv
+
+    seen = _tilings(monkeypatch)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)
+    w = rng.standard_normal((8, 16, 3, 3))
+    gy = rng.standard_normal((8, 8, 3, 3))  # 6x6 inputs, 9 output positions an image
+    per_image = (16 * 9 + 8) * 9 * 8  # (columns + gy) bytes of one image
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(2)
+        for share, images in ((1 << 20, 4), (3 * per_image, 3), (per_image + 1, 1)):
+            monkeypatch.setattr(gemm, "WORKSPACE_BYTES", 2 * share)
+            got = compiled_gemm.grad_input(gy, w, geom, (6, 6))
+            geometry = seen[-1]
+            assert geometry[-4] <= images and (images == 1) == (geometry[-4] == 1), (share, geometry)
+            scratch = backends.core.module.gemm_conv_plan(1, geometry)[0] * 8
+            assert scratch <= share + 8 * 1024 * 1024  # plus the gemm's own packing buffer (GM_SCRATCH)
+            np.testing.assert_allclose(got, gemm.grad_input(gy, w, geom, (6, 6)), rtol=1e-12, atol=1e-12)
+    finally:
+        npconv.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("width", "row_shift"), [(6, True), (7, False)])  # im2col of 7x7: 49 positions
 def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype, width, row_shift):

@@ -575,6 +575,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     chunk = -(-cg // parts)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
     images = min(-(-GI_IMAGE_COLUMNS // length), -(-n // threads)) if length < GI_IMAGE_COLUMNS else 1
+    per_image = (chunk * taps + og) * length * dtype.itemsize  # its columns and gy
+    images = min(images, gemm.WORKSPACE_BYTES // max(1, threads) // per_image)  # the share, as a band's
     if images > 1:  # small images: a chunk of them per product (a multiple of the threads: no worker idles)
         images = -(-n // (threads * -(-n // (threads * images))))
     geometry = geometry[:-5] + ((length, images, chunk, 0, 0) if images > 1 else (band, 1, chunk, 0, 0))
