@@ -101,8 +101,9 @@ def check_finite_differences(fn, arrays: dict, seed: int = 0, eps: float = 1e-6)
 _IM2COL_TINY = {"IMPLICIT": False, "TILE_BYTES": 1, "MIN_BAND": 1, "CHUNK_BYTES": 0, "ROW_SHIFT": True,
                 "SHIFT_MIN_SAVING": 0, "SHIFT_TILE_BYTES": 1, "SHIFT_HALO_RATIO": 0}
 #: (the default and "chunks" keep the rule for stride-1 grad_input: col2im on these small inputs;
-#: "image-chunks" runs every grad_input as GEMM + col2im over chunks of whole images, "tiny" and
-#: "positions" one image at a time; the others run it as the adjoint's forward wherever it may)
+#: "image-chunks" runs every grad_input as GEMM + col2im over chunks of whole images, "channel-split"
+#: over all images with the input channels split across every worker, "tiny" and "positions" one image
+#: at a time; the others run it as the adjoint's forward wherever it may)
 GEMM_TILINGS = {
     "default": {},
     "tiny": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 0, "GI_IMAGE_COLUMNS": 0},
@@ -110,6 +111,8 @@ GEMM_TILINGS = {
     "positions": {**_IM2COL_TINY, "TILE_BYTES": 64, "MIN_BAND": 3, "ROW_SHIFT": False,
                   "ADJOINT_MIN_POSITIONS": 0, "GI_IMAGE_COLUMNS": 0},
     "image-chunks": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 1 << 62, "GI_IMAGE_COLUMNS": 1 << 62},
+    "channel-split": {**_IM2COL_TINY, "ADJOINT_MIN_POSITIONS": 1 << 62, "GI_CHANNEL_SPLIT": 0,
+                      "WORKER_MIN_MACS": 0},
     "implicit": {"IMPLICIT_GW_MIN_POSITIONS": 0, "IMPLICIT_MIN_POSITIONS": 0,
                  "IMPLICIT_MIN_POSITIONS_BATCH": 0, "IMPLICIT_MAX_GRID": 1e9, "ADJOINT_MIN_POSITIONS": 0},
     "implicit-lines": {"IMPLICIT_SLAB_BYTES": 1, "SHIFT_HALO_RATIO": 0, "IMPLICIT_GW_MIN_POSITIONS": 0,

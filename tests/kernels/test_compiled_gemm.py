@@ -598,6 +598,7 @@ def test_grad_input_chunks_of_small_images_stay_within_the_workspace_share(rng, 
 
     seen = _tilings(monkeypatch)
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(compiled_gemm, "GI_CHANNEL_SPLIT", float("inf"))  # chunks of images, not channels
     geom = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)
     w = rng.standard_normal((8, 16, 3, 3))
     gy = rng.standard_normal((8, 8, 3, 3))  # 6x6 inputs, 9 output positions an image
@@ -613,6 +614,48 @@ def test_grad_input_chunks_of_small_images_stay_within_the_workspace_share(rng, 
             scratch = backends.core.module.gemm_conv_plan(1, geometry)[0] * 8
             assert scratch <= share + 8 * 1024 * 1024  # plus the gemm's own packing buffer (GM_SCRATCH)
             np.testing.assert_allclose(got, gemm.grad_input(gy, w, geom, (6, 6)), rtol=1e-12, atol=1e-12)
+    finally:
+        npconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize(("n", "c", "o", "size", "kernel", "stride"), [
+    (4, 16, 6, (4, 4), (3, 3), 1), (3, 11, 5, (5, 3), (3, 2), 2), (2, 9, 4, (7,), (5,), 2),
+    (2, 16, 3, (2, 2, 2), (2, 2, 2), 1), (2, 40, 8, (4, 4), (1, 1), 2)])
+def test_grad_input_of_a_batch_splits_its_channels_where_the_weight_outweighs_its_columns(
+        rng, monkeypatch, isa, dtype, threads, n, c, o, size, kernel, stride):
+    """At least GI_CHANNEL_SPLIT weight columns (Cg*K) per column of the batch: one item per worker,
+    all images' gy side by side and ceil(C / threads) input channels each (odd counts: a shorter last
+    chunk); equal to the reference with the bias and ReLU epilogue. Below the ratio, or where all the
+    images' columns exceed the thread's share of the workspace, the images are split as before."""
+    import npconv
+
+    seen = _tilings(monkeypatch)
+    monkeypatch.setattr(compiled_gemm, "ADJOINT_MIN_POSITIONS", 1 << 62)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create(kernel, stride, 1, 1, 1, ndim=len(size))
+    out = geom.output_size(size)
+    w = rng.standard_normal((o, c) + kernel).astype(dtype)
+    gy = rng.standard_normal((n, o) + out).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    expected = reference.conv_passes(np.zeros((n, c) + size), w.astype(np.float64), gy.astype(np.float64),
+                                     geom.with_padding(geom.pads(size)))[1]
+    expected = np.maximum(expected + bias.reshape((-1,) + (1,) * len(size)), 0)
+    ratio = c * math.prod(kernel) / (n * math.prod(out))
+    assert ratio >= compiled_gemm.GI_CHANNEL_SPLIT
+    tol = TOL[np.dtype(dtype)]
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        for split, share, splits in ((ratio, 1 << 30, True), (ratio * 1.01, 1 << 30, False),
+                                     (ratio, 64, False)):
+            monkeypatch.setattr(compiled_gemm, "GI_CHANNEL_SPLIT", split)
+            monkeypatch.setattr(gemm, "WORKSPACE_BYTES", threads * share)
+            got = compiled_gemm.grad_input(gy, w, geom, size, epilogue=Epilogue(bias, Activation("relu")))
+            images, chunk = seen[-1][-4:-2]
+            assert (images == n and chunk == -(-c // threads)) == splits, (split, share, seen[-1])
+            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
     finally:
         npconv.set_num_threads(previous)
 

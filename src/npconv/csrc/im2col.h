@@ -56,23 +56,39 @@ static inline void GC(scatter_add)(T *restrict dst, const T *restrict src, ptrdi
         for (ptrdiff_t j = 0; j < n; j++) dst[j * s] += src[j];
 }
 
-/* One im2col row (channel plane xc, kernel offset (a, b, e)) over output positions [p0, p0 + cnt):
- * with add == 0 row[t] = x value read by position p0 + t (0 where it reads padding); with add == 1
- * the adjoint, xc[...] += row[t] for the reads inside the input. Positions walk row segments of
- * the last output axis; the in-bounds part of a segment is one contiguous range [jlo, jhi). */
+/* ceil(a / s) for a >= 0, s >= 1: unit and 2 strides without a division (a row's setup divided several
+ * times; 2304 short rows of a 3x3/2 layer's columns spent more there than in their copies). */
+static inline ptrdiff_t GC(ceil_div)(ptrdiff_t a, ptrdiff_t s)
+{
+    return s == 1 ? a : s == 2 ? (a + 1) >> 1 : (a + s - 1) / s;
+}
+
+/* Output position p0 as (o0, o1, o2): once per packing call, not per row. */
+static inline void GC(position)(const gc_geom *g, ptrdiff_t p0, ptrdiff_t at[3])
+{
+    const ptrdiff_t t = p0 / g->out[2];
+    at[2] = p0 % g->out[2];
+    at[1] = t % g->out[1];
+    at[0] = t / g->out[1];
+}
+
+/* One im2col row (channel plane xc, kernel offset (a, b, e)) over output positions [p0, p0 + cnt),
+ * p0 = (at[0], at[1], at[2]) (GC(position)): with add == 0 row[t] = x value read by position p0 + t (0
+ * where it reads padding); with add == 1 the adjoint, xc[...] += row[t] for the reads inside the input.
+ * Positions walk row segments of the last output axis; the in-bounds part of a segment is one
+ * contiguous range [jlo, jhi). */
 static inline __attribute__((always_inline)) void
-GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrdiff_t e, ptrdiff_t p0,
+GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrdiff_t e, const ptrdiff_t at[3],
         ptrdiff_t cnt, int add)
 {
     const ptrdiff_t out1 = g->out[1], out2 = g->out[2], in0 = g->in[0], in1 = g->in[1], in2 = g->in[2];
     const ptrdiff_t s2 = g->s[2], off2 = e * g->d[2] - g->p[2];
-    /* the in-bounds range of a whole row segment (o2 = 0), the same for every row: no divisions
-     * per segment (short rows made them a large part of the packing) */
-    ptrdiff_t full_hi = off2 < in2 ? (in2 - off2 + s2 - 1) / s2 : 0;
+    /* the in-bounds range of a whole row segment (o2 = 0), the same for every row */
+    ptrdiff_t full_hi = off2 < in2 ? GC(ceil_div)(in2 - off2, s2) : 0;
     if (full_hi > out2) full_hi = out2;
-    ptrdiff_t full_lo = off2 >= 0 ? 0 : (-off2 + s2 - 1) / s2;
+    ptrdiff_t full_lo = off2 >= 0 ? 0 : GC(ceil_div)(-off2, s2);
     if (full_lo > full_hi) full_lo = full_hi;
-    ptrdiff_t o2 = p0 % out2, t = p0 / out2, o1 = t % out1, o0 = t / out1;
+    ptrdiff_t o2 = at[2], o1 = at[1], o0 = at[0];
     for (ptrdiff_t done = 0; done < cnt;) {
         const ptrdiff_t seg = out2 - o2 < cnt - done ? out2 - o2 : cnt - done;
         const ptrdiff_t i0 = o0 * g->s[0] - g->p[0] + a * g->d[0], i1 = o1 * g->s[1] - g->p[1] + b * g->d[1];
@@ -87,8 +103,8 @@ GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrd
                 jhi = full_hi < seg ? full_hi : seg;
                 jlo = full_lo < jhi ? full_lo : jhi;
             } else {
-                jlo = base >= 0 ? 0 : (-base + s2 - 1) / s2;
-                jhi = base < in2 ? (in2 - base + s2 - 1) / s2 : 0;
+                jlo = base >= 0 ? 0 : GC(ceil_div)(-base, s2);
+                jhi = base < in2 ? GC(ceil_div)(in2 - base, s2) : 0;
                 if (jhi > seg) jhi = seg;
                 if (jlo > jhi) jlo = jhi;
             }
@@ -115,11 +131,13 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
                      ptrdiff_t cnt)
 {
     T *row = cols;
+    ptrdiff_t at[3];
+    GC(position)(g, p0, at);
     for (ptrdiff_t c = 0; c < nch; c++)
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
-                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, p0, cnt, 0);
+                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, at, cnt, 0);
 }
 
 #if VBYTES >= 32 && TSIZE == 4
@@ -132,10 +150,13 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
                             ptrdiff_t images, ptrdiff_t istride, ptrdiff_t r0, ptrdiff_t r1)
 {
     const ptrdiff_t depth = r1 - r0, per = cnt / images, k12 = g->k[1] * g->k[2];
+    ptrdiff_t at[3];
+    GC(position)(g, p0, at);
+    /* row r0's (channel, tap (a, b, e)), then stepped per row: no divisions per row */
+    ptrdiff_t c = r0 / g->taps, t = r0 % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const ptrdiff_t c = r / g->taps, t = r % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
         for (ptrdiff_t i = 0; i < images; i++)
-            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, p0, per, 0);
+            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0);
         for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
             const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
             T *dst = panels + s * depth + (r - r0) * wd;
@@ -145,6 +166,16 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
             } else {
                 for (ptrdiff_t j = 0; j < cols; j++) dst[j] = row[s + j];
                 for (ptrdiff_t j = cols; j < wd; j++) dst[j] = 0;
+            }
+        }
+        if (++e == g->k[2]) {
+            e = 0;
+            if (++b == g->k[1]) {
+                b = 0;
+                if (++a == g->k[0]) {
+                    a = 0;
+                    c++;
+                }
             }
         }
     }
@@ -160,12 +191,13 @@ static void GC(pack_shift)(T *cols, const T *x, ptrdiff_t nch, const gc_geom *g,
     slab.out[A] = srows;
     slab.p[A] = g->p[A] - r0;
     slab.k[A] = 1;
+    const ptrdiff_t origin[3] = {0, 0, 0};
     T *row = cols;
     for (ptrdiff_t c = 0; c < nch; c++)
         for (ptrdiff_t a = 0; a < slab.k[0]; a++)
             for (ptrdiff_t b = 0; b < slab.k[1]; b++)
                 for (ptrdiff_t e = 0; e < slab.k[2]; e++, row += ld)
-                    GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, 0, ld, 0);
+                    GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, origin, ld, 0);
 }
 
 /* gx[0:nch] += col2im(cols (nch*K x cnt, row pitch ld)) over positions [p0, p0 + cnt). */
@@ -173,11 +205,13 @@ static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const 
                        ptrdiff_t cnt)
 {
     T *row = (T *)cols;
+    ptrdiff_t at[3];
+    GC(position)(g, p0, at);
     for (ptrdiff_t c = 0; c < nch; c++)
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
-                    GC(row)(row, gx + c * g->plane, g, a, b, e, p0, cnt, 1);
+                    GC(row)(row, gx + c * g->plane, g, a, b, e, at, cnt, 1);
 }
 
 /* dst[r][j] = act(src[r][j] + bias[r]) for a rows x cnt tile (dst may be src). */

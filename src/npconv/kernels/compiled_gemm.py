@@ -52,7 +52,7 @@ __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "supports", "re
            "forward", "grad_input", "grad_weight", "TILE_BYTES", "CHUNK_BYTES", "CHUNK_MIN_TAPS",
            "MIN_BAND", "ROW_SHIFT", "SHIFT_TILE_BYTES", "SHIFT_HALO_RATIO", "IMPLICIT", "IMPLICIT_SLAB_BYTES",
            "IMPLICIT_MAX_GRID", "IMPLICIT_GW_MIN_POSITIONS", "IMPLICIT_LANES", "IMPLICIT_MIN_POSITIONS",
-           "IMPLICIT_MIN_POSITIONS_BATCH",
+           "IMPLICIT_MIN_POSITIONS_BATCH", "GI_IMAGE_COLUMNS", "GI_CHANNEL_SPLIT",
            "implicit_runs"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
@@ -140,6 +140,14 @@ ADJOINT_MIN_POSITIONS = 1024
 #: images per product (their ``gy`` side by side): one image's product would be this thin (4x4 images:
 #: 16 columns of the 48-wide register tile).
 GI_IMAGE_COLUMNS = 192
+#: An ungrouped grad_input of a batch whose weight has at least this many columns (Cg*K) per column of
+#: the batch (N * output positions) splits the input channels across the workers, every worker taking
+#: all the images' ``gy`` side by side (each copies all of it), instead of the images (each reading all
+#: of the weight). Two threads, batch 8, us, by images vs by channels (Cg*K per batch column): 512x4x4
+#: 3x3 5169-5362 vs 4214-4639 (36), 256->512 7x7/2 1842-2078 vs 1506-1825 (18), 256x7x7 3041-3807 vs
+#: 2435-3605 (5.9), 128->256 14x14/2 1347-1632 vs 1270-1554 (2.9), 256->512 1x1/2 230-253 vs 225-226
+#: (2.0); 64x8x8 3x3 344-438 vs 353-505 (1.1), 128->256 1x1/2 at 14 208-229 vs 223-277 (0.33).
+GI_CHANNEL_SPLIT = 2.0
 #: An ungrouped grad_weight with at least this many output channels per output position of the batch
 #: splits the output channels across the workers (each packs all columns) instead of the images (each
 #: with a whole (O, CK) accumulator to zero and sum). Two threads, batch 8, ms, by images vs by
@@ -571,20 +579,37 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     threads, blas = _threads(n * o * cg * taps * length, geom.groups)
     if _own_products(dtype):  # its products (A transposed) on npconv's gemm: BLAS's threads left alone
         blas = 0
-    parts = -(-threads // (n * geom.groups))  # split channels when images x groups are too few
-    chunk = -(-cg // parts)
+    images, chunk = _grad_input_split(n, cg, og, taps, length, geom.groups, dtype.itemsize, threads)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
-    images = min(-(-GI_IMAGE_COLUMNS // length), -(-n // threads)) if length < GI_IMAGE_COLUMNS else 1
-    per_image = (chunk * taps + og) * length * dtype.itemsize  # its columns and gy
-    images = min(images, gemm.WORKSPACE_BYTES // max(1, threads) // per_image)  # the share, as a band's
-    if images > 1:  # small images: a chunk of them per product (a multiple of the threads: no worker idles)
-        images = -(-n // (threads * -(-n // (threads * images))))
     geometry = geometry[:-5] + ((length, images, chunk, 0, 0) if images > 1 else (band, 1, chunk, 0, 0))
     gx = np.empty((n, c) + input_size, dtype)
     b = None if bias is None else np.ascontiguousarray(bias, dtype)
     gy, w = np.ascontiguousarray(gy, dtype), np.ascontiguousarray(w, dtype)
     _run(1, geometry, dtype, threads, blas, gy, w, b, gx, act, lo, hi, n * o * cg * taps * length)
     return _finish(gx, 0, 0.0, 0.0, later)
+
+
+def _grad_input_split(n: int, cg: int, og: int, taps: int, length: int, groups: int, itemsize: int,
+                      threads: int) -> tuple[int, int]:
+    """``(images, chunk)`` of a GEMM + col2im grad_input's items: images side by side per product and
+    input channels per item. The channels split across the workers where images x groups are fewer than
+    the threads, or where the weight outweighs the batch's columns (:data:`GI_CHANNEL_SPLIT`: all images
+    in one product per worker); small images come in chunks (:data:`GI_IMAGE_COLUMNS`). A product's
+    columns and ``gy`` stay within the thread's share of the workspace, as a band's."""
+    share = gemm.WORKSPACE_BYTES // max(1, threads)
+    parts = threads if threads > 1 and n > 1 and groups == 1 else 1
+    chunk = -(-cg // parts)
+    if (parts > 1 and cg >= parts and cg * taps >= GI_CHANNEL_SPLIT * n * length
+            and (chunk * taps + og) * n * length * itemsize <= share):
+        return n, chunk
+    parts = -(-threads // (n * groups))  # split channels when images x groups are too few
+    chunk = -(-cg // parts)
+    images = min(-(-GI_IMAGE_COLUMNS // length), -(-n // threads)) if length < GI_IMAGE_COLUMNS else 1
+    per_image = (chunk * taps + og) * length * itemsize  # its columns and gy
+    images = min(images, share // per_image)
+    if images > 1:  # small images: a chunk of them per product (a multiple of the threads: no worker idles)
+        images = -(-n // (threads * -(-n // (threads * images))))
+    return images, chunk
 
 
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
