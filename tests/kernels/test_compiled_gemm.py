@@ -655,7 +655,8 @@ def test_grad_input_of_a_batch_splits_its_channels_where_the_weight_outweighs_it
             got = compiled_gemm.grad_input(gy, w, geom, size, epilogue=Epilogue(bias, Activation("relu")))
             images, chunk = seen[-1][-4:-2]
             assert (images == n and chunk == -(-c // threads)) == splits, (split, share, seen[-1])
-            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
+            scale = max(1.0, float(np.abs(expected).max()))
+            np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * scale)
     finally:
         npconv.set_num_threads(previous)
 
