@@ -225,6 +225,48 @@ def test_bound_winograd_forward(rng, monkeypatch, parallel, activation, shared):
                 _check_bound(rng, x_shape, w_shape, geom, dtype, ACTIVATIONS[activation])
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "every-run"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_winograd_transforms_the_weight_again_only_where_it_changed(rng, monkeypatch, parallel, keep,
+                                                                          dtype):
+    """A bound Winograd run keeps its transformed weight (KEEP_TRANSFORM) and transforms a worker's range
+    (or an output-channel part's) again only where the weight's values changed: each run, after one
+    kernel changed in place in the first or the last range, the whole weight, a NaN the planner reroutes
+    around, and the values restored, equals an unbound call on the current values; a non-contiguous
+    weight (a contiguous copy refilled per run) too."""
+    from npconv.kernels import compiled_winograd
+
+    monkeypatch.setattr(compiled_winograd, "KEEP_TRANSFORM", keep)
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    for x_shape, w_shape, contiguous in [((1, 40, 9, 10), (38, 40, 3, 3), True),  # channel parts
+                                         ((2, 16, 12, 10), (16, 16, 3, 3), True),  # ranges of kernels
+                                         ((2, 16, 12, 10), (16, 16, 3, 3), False)]:
+        w = rng.standard_normal(w_shape).astype(dtype)
+        w = w if contiguous else np.asfortranarray(w)
+        original = w.copy()
+        with backends.conv.force("winograd"):
+            prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom)
+            xb = np.empty(x_shape, dtype)
+            yb = np.empty(x_shape[:1] + w_shape[:1] + x_shape[2:], dtype)
+            run = prepared.bind(xb, yb, lambda name, n, d: np.empty(n, d))
+            for change in ("none", "first", "none", "last", "all", "nan", "restored"):
+                if change == "first":
+                    w[0, 1] += 1.0
+                elif change == "last":
+                    w[-1, -1, 2, 0] = -3.0
+                elif change == "all":
+                    w *= 0.5
+                elif change == "nan":
+                    w[5, 2, 1, 1] = np.nan
+                elif change == "restored":
+                    w[...] = original
+                xb[...] = rng.standard_normal(x_shape)
+                run()
+                np.testing.assert_array_equal(yb, plan.forward(xb, w, geom), err_msg=change)
+                if change != "nan":
+                    np.testing.assert_array_equal(yb, compiled_winograd.forward(xb, w, geom), err_msg=change)
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_grouped_forward(rng, parallel, activation, dtype):

@@ -338,12 +338,40 @@ def test_the_extension_checks_its_arguments():
     isa = backends.core.isa_index
     u = np.full((36, 4), 7.0)
     w4 = np.ones((4, 3, 3))
+    seen = np.full((4, 3, 3), 5.0)
     calls = ((ValueError, (w4, u, 0, 5)), (ValueError, (w4, u, 2, 1)), (ValueError, (w4, u, -1, 2)),
-             (ValueError, (np.ones((5, 3, 3)), u, 0, 4)), (TypeError, (w4.astype(np.float32), u, 0, 4)))
+             (ValueError, (np.ones((5, 3, 3)), u, 0, 4)), (TypeError, (w4.astype(np.float32), u, 0, 4)),
+             (ValueError, (w4, u, 0, 4, np.ones((5, 3, 3)))),
+             (TypeError, (w4, u, 0, 4, seen.astype(np.float32))),
+             (ValueError, (w4, u, 0, 4, np.ones((4, 3, 3))[:, ::2])), (TypeError, (w4, u, 0, 4, "seen")))
     for error, call in calls:
         with pytest.raises(error):
             core.winograd2d_weight(isa, *call)
-        assert (u == 7.0).all()
+        assert (u == 7.0).all() and (seen == 5.0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_weight_transform_skips_a_range_equal_to_what_it_last_saw(rng, isa, dtype):
+    """winograd2d_weight(..., seen): a range whose bytes equal seen's is left alone (U untouched), any other
+    is transformed, as without seen, and copied into seen; NaN compares by its bytes."""
+    core, index = backends.core.module, backends.core.isas.index(isa)
+    w = rng.standard_normal((40, 3, 3)).astype(dtype)
+    plain = np.empty((36, 40), dtype)
+    core.winograd2d_weight(index, w, plain, 0, 40)
+    seen, u = w.copy(), np.full((36, 40), 7.0, dtype)
+    core.winograd2d_weight(index, w, u, 0, 40, seen)
+    assert (u == 7.0).all()  # w equals seen: nothing transformed
+    w[3, 1, 2] = np.nan  # range [0, 20) changed, [20, 40) not
+    core.winograd2d_weight(index, w, u, 0, 20, seen)
+    core.winograd2d_weight(index, w, u, 20, 40, seen)
+    expected = np.empty_like(plain)
+    core.winograd2d_weight(index, w, expected, 0, 40)
+    np.testing.assert_array_equal(u[:, :20], expected[:, :20])
+    assert (u[:, 20:] == 7.0).all()
+    np.testing.assert_array_equal(seen, w)  # NaN in the same place, the same bytes
+    u[...] = 7.0
+    core.winograd2d_weight(index, w, u, 0, 40, seen)
+    assert (u == 7.0).all()
 
 
 def _grad_weight_reference(x, gy, geom):

@@ -1380,24 +1380,31 @@ static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(L.total);
 }
 
-/* (isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) -> U (36, P), the weight transform. */
+/* (isa, w, u, start, stop[, seen]): kernels [start, stop) of w (P, 3, 3) -> U (36, P), the weight
+ * transform. With seen (the values U was made from, w's shape; the caller keeps U = transform(seen)):
+ * a range whose bytes equal seen's is left as it is, else transformed and copied into seen. */
 typedef struct {
     kernel_job base;
     wg_weight_fn fn;
     ptrdiff_t count;
     Py_ssize_t start, stop;
-    Py_buffer w, u;
+    Py_buffer w, u, seen;
 } wgw_job;
 
 static void wgw_job_run(kernel_job *job)
 {
     wgw_job *j = (wgw_job *)job;
+    const size_t first = (size_t)j->start * 9 * (size_t)j->w.itemsize, bytes = (size_t)(j->stop - j->start) * 9 *
+                                                                             (size_t)j->w.itemsize;
+    if (j->seen.buf && !memcmp((char *)j->w.buf + first, (char *)j->seen.buf + first, bytes)) return;
     j->fn(j->w.buf, j->u.buf, j->count, j->start, j->stop);
+    if (j->seen.buf) memcpy((char *)j->seen.buf + first, (char *)j->w.buf + first, bytes);
 }
 
 static void wgw_job_release(kernel_job *job)
 {
     wgw_job *j = (wgw_job *)job;
+    if (j->seen.buf) PyBuffer_Release(&j->seen);
     PyBuffer_Release(&j->u);
     PyBuffer_Release(&j->w);
 }
@@ -1405,25 +1412,30 @@ static void wgw_job_release(kernel_job *job)
 static PyObject *wg2d_weight_call(PyObject *args, int prepare)
 {
     int isa;
-    PyObject *w_o, *u_o;
+    PyObject *w_o, *u_o, *seen_o = Py_None;
     Py_ssize_t start, stop;
-    if (!PyArg_ParseTuple(args, "iOOnn", &isa, &w_o, &u_o, &start, &stop) || check_isa(isa) < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOnn|O", &isa, &w_o, &u_o, &start, &stop, &seen_o) || check_isa(isa) < 0)
+        return NULL;
     wgw_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (wgw_job){.base = {wgw_job_run, wgw_job_release, 0}, .start = start, .stop = stop};
     if (get_buffer(w_o, 0, &j->w, "weight") < 0) goto free_job;
     if (get_buffer(u_o, 1, &j->u, "transformed weight") < 0) goto release_w;
+    if (seen_o != Py_None && get_buffer(seen_o, 1, &j->seen, "seen weight") < 0) goto release_u;
     j->count = j->w.len / j->w.itemsize / 9;
-    if (j->u.itemsize != j->w.itemsize) {
+    if (j->u.itemsize != j->w.itemsize || (j->seen.buf && j->seen.itemsize != j->w.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_u;
+        goto release_seen;
     }
     if (check_count(&j->w, 9 * j->count, 0, "weight") < 0 ||
         check_count(&j->u, 36 * j->count, 0, "transformed weight") < 0 ||
+        (j->seen.buf && check_count(&j->seen, 9 * j->count, 0, "seen weight") < 0) ||
         check_range(start, stop, j->count, "kernel") < 0)
-        goto release_u;
+        goto release_seen;
     j->fn = KERNELS[isa]->wg_weight[j->w.itemsize == 8];
     return run_or_wrap(&j->base, prepare);
+release_seen:
+    if (j->seen.buf) PyBuffer_Release(&j->seen);
 release_u:
     PyBuffer_Release(&j->u);
 release_w:
@@ -2317,8 +2329,9 @@ static PyMethodDef methods[] = {
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W: one phase of a dilation of full planes)"},
     {"winograd2d_weight", wg2d_weight, METH_VARARGS,
-     "winograd2d_weight(isa, w, u, start, stop): kernels [start, stop) of w (P, 3, 3) into U (36, P), "
-     "U[:, p] = G w[p] G^T of F(4x4, 3x3)"},
+     "winograd2d_weight(isa, w, u, start, stop[, seen]): kernels [start, stop) of w (P, 3, 3) into U (36, P), "
+     "U[:, p] = G w[p] G^T of F(4x4, 3x3); with seen (w's shape, U = transform(seen) kept by the caller) a "
+     "range whose bytes equal seen's is skipped, else transformed and copied into seen"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
      "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
      "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "

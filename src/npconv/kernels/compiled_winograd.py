@@ -6,7 +6,8 @@ one per phase of the output), float32/float64, forward, grad_input and grad_weig
 adjoint in ``U``: :func:`grad_weight`).
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
-``U = G w G^T`` computed once per call (in C, split across the workers) and the transform matrices
+``U = G w G^T`` computed once per call (in C, split across the workers; a bound run, again only
+where the weight's values changed since its last run) and the transform matrices
 of :func:`npconv.kernels.winograd.transform_matrices`. The C kernel (``src/npconv/csrc/winograd.h``)
 takes a range of the flat tile grid (image, tile row, tile column), so the tiles of several small
 images share one GEMM: input transform fused per run of up to 64 tiles across tile rows and images
@@ -52,6 +53,10 @@ SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
 _TARGET_TILES = 128
+#: A bound run (:func:`prepare_forward`'s ``bind``: traced programs, ``optimize_for_inference``) keeps its
+#: transformed weight ``U`` and transforms a range of the weight again only where its values changed;
+#: False: on every run (the switch measures what keeping it saves).
+KEEP_TRANSFORM = True
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
 MIN_TILES = 64
 #: With one worker thread: fewest tiles per call, and no per-worker rule (:data:`TILE_CHANNEL_RATIO`,
@@ -318,7 +323,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                     epilogue: Epilogue | None = None) -> PreparedForward | None:
     """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the C call's work split,
     valid while :func:`_settings` hold), with a ``bind``; None for dilated calls and beyond the C
-    kernel's size limits. The weight is transformed on every run (it may have changed in place)."""
+    kernel's size limits. A bound run transforms the weight again only where its values changed (in
+    place, or refilled from a converted copy) since the last run."""
     dtype = np.result_type(x_dtype, w.dtype)
     if geom.dilation != (1, 1) or dtype not in _DTYPES:
         return None
@@ -340,9 +346,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
             transform = not layout[3]
             u = np.empty((36,) + w.shape[:2], dtype) if transform else None
+            seen = wc.copy() if KEEP_TRANSFORM else None  # U made from it now, again where wc changes
+            def scratch(k: int) -> np.ndarray:
+                return source(f"compiled-wg-{k}", layout[1], dtype)
+
             runs = [workspace.prepared_run(jobs, blas, chunk)
-                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi,
-                                                   lambda k: source(f"compiled-wg-{k}", layout[1], dtype))]
+                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen)]
 
             def run_all() -> None:
                 for run in runs:
@@ -399,14 +408,17 @@ def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[in
 
 def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
           layout: tuple, transform: bool, act: int, lo: float, hi: float,
-          scratch: Callable[[int], np.ndarray]) -> list[tuple[list, int, int]]:
+          scratch: Callable[[int], np.ndarray],
+          seen: np.ndarray | None = None) -> list[tuple[list, int, int]]:
     """The prepared jobs of a C call, ``(jobs, blas, chunk)`` per run of :func:`workspace.run_jobs`, in
     order; worker ``k``'s scratch ``scratch(k)``. ``x``, ``w`` (C-contiguous), ``b`` and ``y`` of one
     dtype. Channel parts: worker ``k`` transforms the weights of its output channels into its own ``U``
     and runs every tile for them (one image: ``y[:, first:stop]`` is contiguous). Else ``U = G w G^T``
     into ``u`` first where ``transform`` (the kernels split across the workers), then the tiles, shared
     by the workers claiming item by item (the items of one length: the same items) or worker ``k``
-    running items ``k, k + workers, ...`` in order."""
+    running items ``k, k + workers, ...`` in order. ``seen`` (w's shape, for jobs run again on the same
+    arrays): ``U = transform(seen)`` made here, and each run's transform skips its range of ``w`` where
+    that equals ``seen`` (then copies it there): an unchanged weight is not transformed again."""
     core, dtype = backends.core.module, y.dtype
     geometry, _, threads, parts = layout
     routines, isa = gemm_routines(), backends.core.isa_index
@@ -419,15 +431,20 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             uk = np.empty((36, stop - first, c), dtype)
             part = geometry[:4] + (stop - first,) + geometry[5:]
             bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], scratch(k)
+            sk = None if seen is None else seen[first:stop]
+            if sk is not None:
+                core.winograd2d_weight(isa, sk, uk, 0, (stop - first) * c)
             jobs.append(core.job_chain(
-                [core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c)]
+                [core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c, sk)]
                 + [prepare(isa, routines, x, uk, bk, yk, own, part, *span, act, lo, hi) for span in items]))
         return [(jobs, 1, 0)]
     runs = []
     if transform:
         kernels = w.shape[0] * w.shape[1]
         spans = workspace.ranges(kernels, threads) if kernels else [(0, 0)]
-        runs.append(([core.winograd2d_weight_job(isa, w, u, *span) for span in spans], 0, 0))
+        if seen is not None:
+            core.winograd2d_weight(isa, seen, u, 0, kernels)
+        runs.append(([core.winograd2d_weight_job(isa, w, u, *span, seen) for span in spans], 0, 0))
     total = _tiles(geometry[0], geometry[5:7])
     items = _items(total, geometry[10], threads)
     workers = min(threads, len(items))
