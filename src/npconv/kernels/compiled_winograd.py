@@ -350,8 +350,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
             def scratch(k: int) -> np.ndarray:
                 return source(f"compiled-wg-{k}", layout[1], dtype)
 
-            runs = [workspace.prepared_run(jobs, blas, chunk)
-                    for jobs, blas, chunk in _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen)]
+            made = _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen)
+            runs = [workspace.prepared_run(jobs, blas, chunk) for jobs, blas, chunk in made]
 
             def run_all() -> None:
                 for run in runs:
