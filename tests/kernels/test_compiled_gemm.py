@@ -662,6 +662,35 @@ def test_grad_input_of_a_batch_splits_its_channels_where_the_weight_outweighs_it
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tiling", ["default", "positions", "image-chunks"])
+@pytest.mark.parametrize(("size", "kernel", "stride", "padding", "dilation"), [
+    ((9, 13), (4, 4), 2, 1, 1), ((8, 40), (3, 7), 2, 3, 1), ((5, 6), (2, 5), (1, 2), 2, (1, 2)),
+    ((23,), (4,), 2, 0, 1), ((4, 5, 9), (2, 3, 4), (1, 2, 2), 1, 1),
+    ((3, 6, 11), (1, 2, 6), (1, 1, 2), 2, 1)])
+def test_strided_col2im_through_even_and_odd_columns_matches_the_reference(
+        rng, monkeypatch, isa, dtype, tiling, size, kernel, stride, padding, dilation):
+    """Stride 2 and at least 4 taps along the last axis: grad_input's col2im adds each channel's columns
+    into the even and odd input columns apart, then interleaves them into gx; odd and even widths,
+    dilation (all taps on one parity), 1-d/2-d/3-d, bands that start inside a row (one plane of the first
+    axis: its rows only) and whole images, the bias and ReLU epilogue; equal to the reference."""
+    gemm_tiling(monkeypatch, tiling)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    seen = _tilings(monkeypatch)
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, 1, ndim=len(size))
+    n, c, o = 3, 5, 4
+    w = rng.standard_normal((o, c) + kernel).astype(dtype)
+    gy = rng.standard_normal((n, o) + geom.output_size(size)).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    expected = reference.conv_passes(np.zeros((n, c) + size), w.astype(np.float64), gy.astype(np.float64),
+                                     geom.with_padding(geom.pads(size)))[1]
+    expected = np.maximum(expected + bias.reshape((-1,) + (1,) * len(size)), 0)
+    got = compiled_gemm.grad_input(gy, w, geom, size, epilogue=Epilogue(bias, Activation("relu")))
+    assert seen, "the C grad_input ran"
+    tol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("width", "row_shift"), [(6, True), (7, False)])  # im2col of 7x7: 49 positions
 def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype, width, row_shift):
     """``epilogue=``: bias then ReLU / ReLU6 / Hardtanh in the C epilogue (NaN stays NaN), SiLU after the

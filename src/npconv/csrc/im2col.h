@@ -74,12 +74,13 @@ static inline void GC(position)(const gc_geom *g, ptrdiff_t p0, ptrdiff_t at[3])
 
 /* One im2col row (channel plane xc, kernel offset (a, b, e)) over output positions [p0, p0 + cnt),
  * p0 = (at[0], at[1], at[2]) (GC(position)): with add == 0 row[t] = x value read by position p0 + t (0
- * where it reads padding); with add == 1 the adjoint, xc[...] += row[t] for the reads inside the input.
- * Positions walk row segments of the last output axis; the in-bounds part of a segment is one
- * contiguous range [jlo, jhi). */
+ * where it reads padding); with add == 1 the adjoint, xc[...] += row[t] for the reads inside the input,
+ * or with phase (stride 2 along the last axis) the same sums into the row's even or odd half of phase
+ * (GC(unpack)), contiguous there. Positions walk row segments of the last output axis; the in-bounds
+ * part of a segment is one contiguous range [jlo, jhi). */
 static inline __attribute__((always_inline)) void
 GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrdiff_t e, const ptrdiff_t at[3],
-        ptrdiff_t cnt, int add)
+        ptrdiff_t cnt, int add, T *phase)
 {
     const ptrdiff_t out1 = g->out[1], out2 = g->out[2], in0 = g->in[0], in1 = g->in[1], in2 = g->in[2];
     const ptrdiff_t s2 = g->s[2], off2 = e * g->d[2] - g->p[2];
@@ -109,7 +110,12 @@ GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrd
                 if (jlo > jhi) jlo = jhi;
             }
             T *xr = xc + (i0 * in1 + i1) * in2 + base;
-            if (add) {
+            if (add && phase) { /* input column q = base + 2 j: half q & 1 of the row, element q >> 1 */
+                const ptrdiff_t q = base + 2 * jlo, half = (in2 + 1) / 2;
+                T *restrict pr = phase + ((i0 * in1 + i1) * 2 + (q & 1)) * half + (q >> 1);
+                const T *restrict src = r + jlo;
+                for (ptrdiff_t j = 0; j < jhi - jlo; j++) pr[j] += src[j];
+            } else if (add) {
                 GC(scatter_add)(xr + jlo * s2, r + jlo, jhi - jlo, s2);
             } else {
                 for (ptrdiff_t j = 0; j < jlo; j++) r[j] = 0; /* a few padding columns: no call */
@@ -137,7 +143,7 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
-                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, at, cnt, 0);
+                    GC(row)(row, (T *)x + c * g->plane, g, a, b, e, at, cnt, 0, NULL);
 }
 
 #if VBYTES >= 32 && TSIZE == 4
@@ -156,7 +162,7 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
     ptrdiff_t c = r0 / g->taps, t = r0 % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
     for (ptrdiff_t r = r0; r < r1; r++) {
         for (ptrdiff_t i = 0; i < images; i++)
-            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0);
+            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0, NULL);
         for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
             const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
             T *dst = panels + s * depth + (r - r0) * wd;
@@ -197,21 +203,67 @@ static void GC(pack_shift)(T *cols, const T *x, ptrdiff_t nch, const gc_geom *g,
         for (ptrdiff_t a = 0; a < slab.k[0]; a++)
             for (ptrdiff_t b = 0; b < slab.k[1]; b++)
                 for (ptrdiff_t e = 0; e < slab.k[2]; e++, row += ld)
-                    GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, origin, ld, 0);
+                    GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, origin, ld, 0, NULL);
 }
 
-/* gx[0:nch] += col2im(cols (nch*K x cnt, row pitch ld)) over positions [p0, p0 + cnt). */
+/* gx rows [r0, r1) (flat over the first two input axes, in2 values each) += their even and odd halves
+ * in phase (rows of 2 * half values: even elements, then odd), interleaved back. */
+static void GC(interleave_add)(T *gx, const T *phase, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t in2)
+{
+    const ptrdiff_t half = (in2 + 1) / 2, pairs = in2 / 2;
+#if VBYTES >= 32
+    const IV l = FN(iota)(), lo = (l >> 1) + ((l & 1) * (TI)VL), hi = lo + (TI)(VL / 2);
+#endif
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *ev = phase + r * 2 * half, *od = ev + half;
+        T *d = gx + r * in2;
+        ptrdiff_t k = 0;
+#if VBYTES >= 32
+        for (; k + VL <= pairs; k += VL) { /* 2 VL outputs: lanes alternate even, odd */
+            const V e = FN(load)(ev + k), o = FN(load)(od + k);
+            FN(store)(d + 2 * k, FN(load)(d + 2 * k) + __builtin_shuffle(e, o, lo));
+            FN(store)(d + 2 * k + VL, FN(load)(d + 2 * k + VL) + __builtin_shuffle(e, o, hi));
+        }
+#endif
+        for (; k < pairs; k++) {
+            d[2 * k] += ev[k];
+            d[2 * k + 1] += od[k];
+        }
+        if (in2 & 1) d[in2 - 1] += ev[half - 1];
+    }
+}
+
+/* gx[0:nch] += col2im(cols (nch*K x cnt, row pitch ld)) over positions [p0, p0 + cnt). With phase (not
+ * NULL: gc_phase_elements) each channel's sums first go into phase, the even and odd input columns of
+ * each row apart, where a row's additions are contiguous (the stride-2 scatter is a scalar loop, a fifth
+ * of a ConvTranspose 4x4/2), then into gx interleaved; each element gets its additions in the same
+ * order. */
 static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, ptrdiff_t p0,
-                       ptrdiff_t cnt)
+                       ptrdiff_t cnt, T *phase)
 {
     T *row = (T *)cols;
     ptrdiff_t at[3];
     GC(position)(g, p0, at);
-    for (ptrdiff_t c = 0; c < nch; c++)
+    ptrdiff_t r0 = 0, r1 = g->in[0] * g->in[1]; /* the flat input rows the positions reach */
+    if (phase) {
+        const ptrdiff_t last = p0 + cnt - 1, t = last / g->out[2], l1 = t % g->out[1], l0 = t / g->out[1];
+        if (at[0] == l0) { /* one plane of the first axis: its rows along the second */
+            const ptrdiff_t i0 = l0 * g->s[0] - g->p[0], k0 = (g->k[0] - 1) * g->d[0];
+            ptrdiff_t lo = at[1] * g->s[1] - g->p[1], hi = l1 * g->s[1] - g->p[1] + (g->k[1] - 1) * g->d[1] + 1;
+            lo = lo < 0 ? 0 : lo, hi = hi > g->in[1] ? g->in[1] : hi;
+            if (k0 == 0 && i0 >= 0 && i0 < g->in[0] && lo < hi) r0 = i0 * g->in[1] + lo, r1 = i0 * g->in[1] + hi;
+        }
+    }
+    const ptrdiff_t half = (g->in[2] + 1) / 2;
+    for (ptrdiff_t c = 0; c < nch; c++) {
+        T *xc = gx + c * g->plane;
+        if (phase) memset(phase + r0 * 2 * half, 0, (size_t)((r1 - r0) * 2 * half) * sizeof(T));
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
-                    GC(row)(row, gx + c * g->plane, g, a, b, e, at, cnt, 1);
+                    GC(row)(row, xc, g, a, b, e, at, cnt, 1, phase);
+        if (phase) GC(interleave_add)(xc, phase, r0, r1, g->in[2]);
+    }
 }
 
 /* dst[r][j] = act(src[r][j] + bias[r]) for a rows x cnt tile (dst may be src). */
@@ -785,6 +837,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
     const ptrdiff_t L = g->len, og = g->og, ck = g->ck, K = g->taps;
     const T lo = (T)lo_d, hi = (T)hi_d;
     T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
+    T *phase = gc_phase_elements(g) ? pack - gc_phase_elements(g) : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
@@ -799,7 +852,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
             for (ptrdiff_t i = 0; i < nb; i++) {
                 T *gxc = gx + ((n0 + i) * g->c + grp * g->cg + c0) * g->plane;
                 memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
-                GC(unpack)(gxc, scratch + i * L, cnt, nc, g, 0, L);
+                GC(unpack)(gxc, scratch + i * L, cnt, nc, g, 0, L, phase);
                 if (bias || act)
                     GC(epilogue)(gxc, g->plane, gxc, g->plane, nc, g->plane, bias ? bias + grp * g->cg + c0 : NULL, act,
                                  lo, hi);
@@ -815,7 +868,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L, NULL, 0, 0, 0);
             } else {
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
-                GC(unpack)(gxc, scratch, cnt, nc, g, p0, cnt);
+                GC(unpack)(gxc, scratch, cnt, nc, g, p0, cnt, phase);
             }
         }
         if (bias || act)

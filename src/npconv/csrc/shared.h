@@ -347,13 +347,23 @@ static void gc_derive(gc_geom *g)
 }
 
 /* Scratch elements of a pass's columns; the gemm's packing buffer (GM_SCRATCH) follows them. */
+/* grad_input's col2im buffer with stride 2 and at least 4 taps along the last axis (two or more
+ * additions per input column and row of taps: fewer did not pay for the buffer's zeroing and
+ * interleaving, docs/performance.md): one channel plane, each row's even and odd columns apart
+ * (GC(unpack)); 0 otherwise. */
+static ptrdiff_t gc_phase_elements(const gc_geom *g)
+{
+    return g->s[2] == 2 && g->k[2] >= 4 && !g->direct ? g->in[0] * g->in[1] * 2 * ((g->in[2] + 1) / 2) : 0;
+}
+
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
         return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
-    if (pass == GC_GRAD_INPUT) /* the columns; with chunks of images, of all of them, and their gy side by side */
-        return g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
-                             : g->direct ? 0 : g->chunk * g->taps * g->band;
+    if (pass == GC_GRAD_INPUT) /* the columns; with chunks of images, of all of them, and their gy side by
+                                * side; then the col2im phase buffer */
+        return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
+                              : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g);
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product */
         return pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
                                   : (g->ck + g->og) * g->images * g->len;
