@@ -1396,15 +1396,16 @@ static void wgw_job_run(kernel_job *job)
     wgw_job *j = (wgw_job *)job;
     const size_t first = (size_t)j->start * 9 * (size_t)j->w.itemsize, bytes = (size_t)(j->stop - j->start) * 9 *
                                                                              (size_t)j->w.itemsize;
-    if (j->seen.buf && !memcmp((char *)j->w.buf + first, (char *)j->seen.buf + first, bytes)) return;
+    const int kept = j->seen.obj != NULL; /* acquired (a buffer of no elements may have no address) */
+    if (kept && !memcmp((char *)j->w.buf + first, (char *)j->seen.buf + first, bytes)) return;
     j->fn(j->w.buf, j->u.buf, j->count, j->start, j->stop);
-    if (j->seen.buf) memcpy((char *)j->seen.buf + first, (char *)j->w.buf + first, bytes);
+    if (kept) memcpy((char *)j->seen.buf + first, (char *)j->w.buf + first, bytes);
 }
 
 static void wgw_job_release(kernel_job *job)
 {
     wgw_job *j = (wgw_job *)job;
-    if (j->seen.buf) PyBuffer_Release(&j->seen);
+    if (j->seen.obj) PyBuffer_Release(&j->seen);
     PyBuffer_Release(&j->u);
     PyBuffer_Release(&j->w);
 }
@@ -1423,19 +1424,19 @@ static PyObject *wg2d_weight_call(PyObject *args, int prepare)
     if (get_buffer(u_o, 1, &j->u, "transformed weight") < 0) goto release_w;
     if (seen_o != Py_None && get_buffer(seen_o, 1, &j->seen, "seen weight") < 0) goto release_u;
     j->count = j->w.len / j->w.itemsize / 9;
-    if (j->u.itemsize != j->w.itemsize || (j->seen.buf && j->seen.itemsize != j->w.itemsize)) {
+    if (j->u.itemsize != j->w.itemsize || (j->seen.obj && j->seen.itemsize != j->w.itemsize)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
         goto release_seen;
     }
     if (check_count(&j->w, 9 * j->count, 0, "weight") < 0 ||
         check_count(&j->u, 36 * j->count, 0, "transformed weight") < 0 ||
-        (j->seen.buf && check_count(&j->seen, 9 * j->count, 0, "seen weight") < 0) ||
+        (j->seen.obj && check_count(&j->seen, 9 * j->count, 0, "seen weight") < 0) ||
         check_range(start, stop, j->count, "kernel") < 0)
         goto release_seen;
     j->fn = KERNELS[isa]->wg_weight[j->w.itemsize == 8];
     return run_or_wrap(&j->base, prepare);
 release_seen:
-    if (j->seen.buf) PyBuffer_Release(&j->seen);
+    if (j->seen.obj) PyBuffer_Release(&j->seen);
 release_u:
     PyBuffer_Release(&j->u);
 release_w:

@@ -597,16 +597,17 @@ def _grad_input_split(n: int, cg: int, og: int, taps: int, length: int, groups: 
     in one product per worker); small images come in chunks (:data:`GI_IMAGE_COLUMNS`). A product's
     columns and ``gy`` stay within the thread's share of the workspace, as a band's."""
     share = gemm.WORKSPACE_BYTES // max(1, threads)
-    parts = threads if threads > 1 and n > 1 and groups == 1 else 1
-    chunk = -(-cg // parts)
-    if (parts > 1 and cg >= parts and cg * taps >= GI_CHANNEL_SPLIT * n * length
-            and (chunk * taps + og) * n * length * itemsize <= share):
+
+    def per_image(chunk: int) -> int:  # an image's columns and gy in bytes
+        return (chunk * taps + og) * length * itemsize
+
+    chunk = -(-cg // threads)
+    if (threads > 1 and n > 1 and groups == 1 and cg >= threads and cg * taps >= GI_CHANNEL_SPLIT * n * length
+            and n * per_image(chunk) <= share):
         return n, chunk
-    parts = -(-threads // (n * groups))  # split channels when images x groups are too few
-    chunk = -(-cg // parts)
+    chunk = -(-cg // -(-threads // (n * groups)))  # split channels when images x groups are too few
     images = min(-(-GI_IMAGE_COLUMNS // length), -(-n // threads)) if length < GI_IMAGE_COLUMNS else 1
-    per_image = (chunk * taps + og) * length * itemsize  # its columns and gy
-    images = min(images, share // per_image)
+    images = min(images, share // per_image(chunk))
     if images > 1:  # small images: a chunk of them per product (a multiple of the threads: no worker idles)
         images = -(-n // (threads * -(-n // (threads * images))))
     return images, chunk
