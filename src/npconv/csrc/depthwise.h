@@ -402,28 +402,6 @@ static void FN(interleave)(T *dst, const T *even, const T *odd, ptrdiff_t w)
     }
 }
 
-/* dst[0:n] = src[0:n] for n < VL, value by value (a libc memcpy call per row cost more than the row's
- * taps). */
-static inline __attribute__((always_inline)) void FN(copy_short)(T *restrict dst, const T *restrict src, ptrdiff_t n)
-{
-#pragma GCC unroll 16
-    for (ptrdiff_t l = 0; l < VL; l++)
-        if (l < n) dst[l] = src[l];
-}
-
-/* dst[0:n] = src[0:n] in whole vectors, the ragged end as one vector ending at n (rows of a plane
- * are short: a libc memcpy call per 56-element row cost as much as a 3x3 stencil over it). */
-static inline void FN(copy_row)(T *dst, const T *src, ptrdiff_t n)
-{
-    if (n < VL) {
-        FN(copy_short)(dst, src, n);
-        return;
-    }
-    ptrdiff_t i = 0;
-    for (; i + VL <= n; i += VL) FN(store)(dst + i, FN(load)(src + i));
-    if (i < n) FN(store)(dst + n - VL, FN(load)(src + n - VL));
-}
-
 /* Copy plane x (H, W) into its zero-padded polyphase form: phase (rh, rw) holds padded rows
  * rh, rh + SH, ... and columns rw, rw + SW, ... as a (Qh, Qw) plane at ph->plane * (rh*SW + rw);
  * padded (row, column) = input (row + PH, column + PW). Writes only the elements that hold input
@@ -452,7 +430,7 @@ static void FN(fill_phase_rows)(T *dst, const T *x, const dw_geom *g, const dw_p
                 T *row = plane + a * ph->qw;
                 if (g->sw == 1) {
                     ptrdiff_t count = g->w < ph->qw - b0 ? g->w : ph->qw - b0;
-                    FN(copy_row)(row + b0, xr, count);
+                    FN(copy_short)(row + b0, xr, count);
                 } else if (g->sw == 2) { /* both column phases at once (by vector shuffles) */
                     if (rw == 0) FN(deinterleave)(plane + ph->plane + a * ph->qw, row, xr, g, ph->qw);
                 } else {
@@ -588,7 +566,7 @@ static int FN(dw_narrow_wins)(const dw_geom *g)
  * a row of at most VL columns is one vector whose lanes past the row are cleared, so the cells they
  * land on (this row's right padding, the next padded row's first cells, which that row's own copy
  * writes after) stay zero or get their values; wider rows, and the plane's last rows, whose vector
- * would read past it, go through copy_row. */
+ * would read past it, go through copy_short. */
 static void FN(fill_padded)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph)
 {
     const ptrdiff_t count = dw_columns_read(g, ph->qw), plane = g->h * g->w;
@@ -600,7 +578,7 @@ static void FN(fill_padded)(T *dst, const T *x, const dw_geom *g, const dw_phase
         if (count < VL && ih * g->w + VL <= plane)
             FN(store)(row, (V)((IV)FN(load)(xr) & keep));
         else
-            FN(copy_row)(row, xr, count);
+            FN(copy_short)(row, xr, count);
     }
 }
 
@@ -619,7 +597,7 @@ static inline __attribute__((always_inline)) void FN(narrow_store)(T *yo, ptrdif
         } else {
             T tmp[VL];
             FN(store)(tmp, v);
-            FN(copy_short)(dst, tmp, ow);
+            FN(copy_short)(dst, tmp, ow < VL ? ow : VL); /* narrow rows: ow < VL */
         }
     }
 }
@@ -760,7 +738,7 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
                     rp[i] = zero;
                     continue;
                 }
-                if (pr >= filled) FN(copy_row)(slot + g->pw, xp + ih * g->w, count);
+                if (pr >= filled) FN(copy_short)(slot + g->pw, xp + ih * g->w, count);
                 rp[i] = slot;
             }
             filled = 2 * r0 + 3 + 2 * pair;
@@ -844,7 +822,7 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, init);
             if (!direct)
                 for (ptrdiff_t oh = 0; oh < g->oh; oh++)
-                    FN(copy_row)(yo + oh * g->ow, wide + oh * ph.qw, g->ow);
+                    FN(copy_short)(yo + oh * g->ow, wide + oh * ph.qw, g->ow);
             FN(activate_run)(yo, plane_out, act, lo, hi);
         }
     }
@@ -882,7 +860,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
             T *plane = scratch + j * lay.plane;
             memset(plane, 0, (size_t)lay.plane * sizeof(T));
             for (ptrdiff_t oh = 0; oh < g->oh; oh++)
-                FN(copy_row)(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, g->ow);
+                FN(copy_short)(plane + (lay.th + oh) * lay.len + lay.tw, gyo + oh * g->ow, g->ow);
         }
         T *gxp = gx + p * g->h * g->w;
         int fused = 0; /* the activation applied at the stores (else over the plane at the end) */
@@ -933,7 +911,7 @@ static int FN(dw_grad_input)(const T *gy, const T *w, const T *bias, T *gx, T *s
                     T *dst = gxp + (i0 + a * g->sh) * g->w + j0;
                     const T *row = out + a * lay.len;
                     if (g->sw == 1)
-                        FN(copy_row)(dst, row, cols);
+                        FN(copy_short)(dst, row, cols);
                     else
                         for (ptrdiff_t b = 0; b < cols; b++) dst[b * g->sw] = row[b];
                 }

@@ -118,7 +118,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
                     memcpy(yo, src, (size_t)((r1 - r0) * g->ow) * sizeof(T));
                 else
                     for (ptrdiff_t r = 0; r < r1 - r0; r++) /* vector moves: a libc call per short row cost 8% */
-                        FN(copy_row)(yo + r * g->ow, src + r * ph.qw, g->ow);
+                        FN(copy_short)(yo + r * g->ow, src + r * ph.qw, g->ow);
                 FN(activate_run)(yo, (r1 - r0) * g->ow, act, lo, hi); /* the rows are still in cache */
             }
         }

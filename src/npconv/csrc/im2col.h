@@ -31,7 +31,7 @@
 static inline void GC(gather)(T *restrict dst, const T *restrict src, ptrdiff_t n, ptrdiff_t s)
 {
     if (s == 1) {
-        for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
+        FN(copy_short)(dst, src, n);
     } else if (s == 2) {
         ptrdiff_t j = 0;
         if (n > VL) {
@@ -95,7 +95,7 @@ GC(row)(T *restrict row, T *xc, const gc_geom *g, ptrdiff_t a, ptrdiff_t b, ptrd
         const ptrdiff_t i0 = o0 * g->s[0] - g->p[0] + a * g->d[0], i1 = o1 * g->s[1] - g->p[1] + b * g->d[1];
         T *r = row + done;
         if (i0 < 0 || i0 >= in0 || i1 < 0 || i1 >= in1) {
-            if (!add) memset(r, 0, (size_t)seg * sizeof(T));
+            if (!add) FN(zero_short)(r, seg);
         } else {
             /* input column of segment position j: base + j * s2, inside for j in [jlo, jhi) */
             const ptrdiff_t base = o2 * s2 + off2;
@@ -170,8 +170,8 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
 #pragma GCC unroll 4
                 for (int v = 0; v < GM_NV; v++) FN(store)(dst + v * VL, FN(load)(row + s + v * VL));
             } else {
-                for (ptrdiff_t j = 0; j < cols; j++) dst[j] = row[s + j];
-                for (ptrdiff_t j = cols; j < wd; j++) dst[j] = 0;
+                FN(copy_short)(dst, row + s, cols);
+                FN(zero_short)(dst + cols, wd - cols);
             }
         }
         if (++e == g->k[2]) {
@@ -329,13 +329,13 @@ static void GC(implicit_slab)(T *slab, const T *xg, const gc_geom *g, const GC(s
             T *dst = slab + c * sp->slen + (r - sp->ra) * E2;
             const ptrdiff_t i0 = r / E1 - g->p[0], i1 = r % E1 - g->p[1];
             if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]) {
-                memset(dst, 0, (size_t)E2 * sizeof(T));
+                FN(zero_short)(dst, E2);
                 continue;
             }
-            memset(dst, 0, (size_t)lo * sizeof(T));
+            FN(zero_short)(dst, lo);
             const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
-            if (hi > lo) memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(T));
-            memset(dst + end, 0, (size_t)(E2 - end) * sizeof(T));
+            if (hi > lo) FN(copy_short)(dst + lo, src, hi - lo);
+            FN(zero_short)(dst + end, E2 - end);
         }
 }
 
@@ -351,18 +351,6 @@ static inline const T *GC(implicit_row)(const T *slab, const gc_geom *g, const G
  * l0 * out2 + v for v in [0, (l1 - l0) * out2), contiguous in y. A block of GM_NC of them is packed
  * from slab runs (a run: one output line's positions inside one panel) into the gemm's panels and
  * multiplied straight into y with the epilogue: no junk position is computed or staged. */
-/* d[0, len) = s[0, len) for the short runs of the implicit packing (at most a panel wide): whole vectors,
- * the last one overlapping the one before, instead of a libc memmove per run. */
-static inline __attribute__((always_inline)) void GC(copy_run)(T *restrict d, const T *restrict s, ptrdiff_t len)
-{
-    if (len >= VL) {
-        ptrdiff_t t = 0;
-        for (; t + VL <= len; t += VL) FN(store)(d + t, FN(load)(s + t));
-        if (t < len) FN(store)(d + len - VL, FN(load)(s + len - VL));
-        return;
-    }
-    for (ptrdiff_t t = 0; t < len; t++) d[t] = s[t];
-}
 
 static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdiff_t kc, ptrdiff_t nc,
                                     const ptrdiff_t *runs, ptrdiff_t nruns)
@@ -385,17 +373,15 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
                     FN(store)(d + p * wd + VL, FN(load)(row[p] + q + VL));
                 }
             } else if (len > VL) {
-                for (ptrdiff_t p = 0; p < kc; p++) GC(copy_run)(d + p * wd, row[p] + q, len);
+                for (ptrdiff_t p = 0; p < kc; p++) FN(copy_short)(d + p * wd, row[p] + q, len);
             } else if (col + len >= VL && q + len >= VL) { /* one vector ending at the run's end */
                 for (ptrdiff_t p = 0; p < kc; p++)
                     FN(store)(d + p * wd + len - VL, FN(load)(row[p] + q + len - VL));
             } else {
-                for (ptrdiff_t p = 0; p < kc; p++)
-                    for (ptrdiff_t t = 0; t < len; t++) d[p * wd + t] = row[p][q + t];
+                for (ptrdiff_t p = 0; p < kc; p++) FN(copy_short)(d + p * wd, row[p] + q, len);
             }
         }
-        for (ptrdiff_t p = 0; p < kc && cols < wd; p++)
-            for (ptrdiff_t j = cols; j < wd; j++) dst[p * wd + j] = 0;
+        for (ptrdiff_t p = 0; p < kc && cols < wd; p++) FN(zero_short)(dst + p * wd + cols, wd - cols);
         r = r1;
         dst += kc * wd;
     }
@@ -510,7 +496,7 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
                     const ptrdiff_t b = qs + r * E2 + out2 < q1 ? qs + r * E2 + out2 : q1;
                     if (b <= a) continue;
                     T *yr = yb + (la - l0 + r) * out2 + (a - qs - r * E2);
-                    for (ptrdiff_t m = 0; m < og; m++) GC(copy_run)(yr + m * len, stage + m * S + a - q0, b - a);
+                    for (ptrdiff_t m = 0; m < og; m++) FN(copy_short)(yr + m * len, stage + m * S + a - q0, b - a);
                 }
             }
             la = lb;

@@ -17,6 +17,60 @@ typedef TI FN(ivec) __attribute__((vector_size(VBYTES)));
 /* Unaligned loads/stores through memcpy compile to single vector moves. */
 static inline V FN(load)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
 static inline void FN(store)(T *p, V v) { memcpy(p, &v, sizeof v); }
+
+/* d[0, n) = s[0, n) and d[0, n) = 0 for the packing kernels' short rows without a libc call (GCC made
+ * their element loops memmove/memset calls, one per row of a few values): whole vectors, the last one
+ * overlapping the one before; below a vector two overlapping fixed-size moves. d and s do not overlap. */
+static inline __attribute__((always_inline)) void FN(copy_short)(T *restrict d, const T *restrict s, ptrdiff_t n)
+{
+    if (n >= VL) {
+        ptrdiff_t t = 0;
+        for (; t + VL <= n; t += VL) FN(store)(d + t, FN(load)(s + t));
+        if (t < n) FN(store)(d + n - VL, FN(load)(s + n - VL));
+        return;
+    }
+    char *dc = (char *)d;
+    const char *sc = (const char *)s;
+    const size_t b = (size_t)n * sizeof(T);
+    if (b >= 32) {
+        memcpy(dc, sc, 32);
+        memcpy(dc + b - 32, sc + b - 32, 32);
+    } else if (b >= 16) {
+        memcpy(dc, sc, 16);
+        memcpy(dc + b - 16, sc + b - 16, 16);
+    } else if (b >= 8) {
+        memcpy(dc, sc, 8);
+        memcpy(dc + b - 8, sc + b - 8, 8);
+    } else if (b >= 4) {
+        memcpy(dc, sc, 4);
+        memcpy(dc + b - 4, sc + b - 4, 4);
+    }
+}
+
+static inline __attribute__((always_inline)) void FN(zero_short)(T *d, ptrdiff_t n)
+{
+    if (n >= VL) {
+        ptrdiff_t t = 0;
+        for (; t + VL <= n; t += VL) FN(store)(d + t, (V){0});
+        if (t < n) FN(store)(d + n - VL, (V){0});
+        return;
+    }
+    char *dc = (char *)d;
+    const size_t b = (size_t)n * sizeof(T);
+    if (b >= 32) {
+        memset(dc, 0, 32);
+        memset(dc + b - 32, 0, 32);
+    } else if (b >= 16) {
+        memset(dc, 0, 16);
+        memset(dc + b - 16, 0, 16);
+    } else if (b >= 8) {
+        memset(dc, 0, 8);
+        memset(dc + b - 8, 0, 8);
+    } else if (b >= 4) {
+        memset(dc, 0, 4);
+        memset(dc + b - 4, 0, 4);
+    }
+}
 static inline V FN(splat)(T s)
 { /* an initializer list is one broadcast; a lane loop became 16 masked inserts at 64 bytes */
 #if VBYTES / TSIZE == 2
