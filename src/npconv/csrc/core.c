@@ -780,11 +780,35 @@ static PyObject *run_elementwise(PyObject *args, int op, int prepare)
                         T *dst = (T *)out + ((grp * cg + c) * og + o) * (K);                           \
                         for (ptrdiff_t t = 0; t < (K); t++) dst[t] = src[(K) - 1 - t];                 \
                     }
+/* AK_COPY for float32 3x3 kernels: each kernel's 9 taps reversed as two 4-lane shuffles and one value */
+typedef float ak_v4 __attribute__((vector_size(16)));
+typedef int32_t ak_i4 __attribute__((vector_size(16)));
+static void ak_copy9_f32(const void *w, void *out, ptrdiff_t g, ptrdiff_t og, ptrdiff_t cg)
+{
+    const ak_i4 rev = {3, 2, 1, 0};
+    for (ptrdiff_t grp = 0; grp < g; grp++)
+        for (ptrdiff_t o0 = 0; o0 < og; o0 += AK_TILE)
+            for (ptrdiff_t c0 = 0; c0 < cg; c0 += AK_TILE)
+                for (ptrdiff_t c = c0; c < c0 + AK_TILE && c < cg; c++)
+                    for (ptrdiff_t o = o0; o < o0 + AK_TILE && o < og; o++) {
+                        const float *src = (const float *)w + ((grp * og + o) * cg + c) * 9;
+                        float *dst = (float *)out + ((grp * cg + c) * og + o) * 9;
+                        ak_v4 a, b;
+                        memcpy(&a, src + 5, sizeof a);
+                        memcpy(&b, src + 1, sizeof b);
+                        a = __builtin_shuffle(a, rev);
+                        b = __builtin_shuffle(b, rev);
+                        memcpy(dst, &a, sizeof a);
+                        memcpy(dst + 4, &b, sizeof b);
+                        dst[8] = src[0];
+                    }
+}
+
 #define AK_CASES(T)                                                                                    \
     switch (k) {                                                                                       \
     case 1: AK_COPY(T, 1) break;                                                                       \
     case 3: AK_COPY(T, 3) break;                                                                       \
-    case 9: AK_COPY(T, 9) break;                                                                       \
+    case 9: if (sizeof(T) == 4) ak_copy9_f32(w, out, g, og, cg); else { AK_COPY(T, 9) } break;         \
     case 25: AK_COPY(T, 25) break;                                                                     \
     case 27: AK_COPY(T, 27) break;                                                                     \
     default: AK_COPY(T, k) break;                                                                      \
