@@ -1202,3 +1202,48 @@ def test_worker_threshold_is_the_compiled_one(monkeypatch):
             assert relative_error(y, reference.conv(x.astype(np.float64), w.astype(np.float64))) < 1e-5
     finally:
         npconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tiling", ["bands", "images", "shift", "implicit"])
+def test_grad_weight_fresh_writes_its_range_sum_over_any_old_values(rng, isa, dtype, tiling):
+    """``fresh`` (what compiled_gemm's grad_weight passes, its accumulators np.empty): the range's sum is
+    written over NaN-filled memory (the first item's products at beta 0), without it added to what is
+    there; an empty fresh range writes zeros; only grad_weight takes it, and its job cannot share a
+    range (one sum, not claimed in pieces)."""
+    if tiling == "implicit" and (isa == "generic" or dtype != np.float32):
+        pytest.skip("the implicit GEMM runs float32 on the avx2 and avx512 builds")
+    core = backends.core.module
+    index = core.ISA_NAMES.index(isa)
+    n, c, o, size = 3, 4, 5, (6, 7)
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    tail = {"bands": dict(band=10), "images": dict(band=42, images=2), "shift": dict(band=2, shift=2),
+            "implicit": dict(band=3, implicit=1)}[tiling]
+    geometry = compiled_gemm._geometry(n, c, o, size, geom, **tail)
+    elements, items = core.gemm_conv_plan(2, geometry)
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    gy = rng.standard_normal((n, o) + size).astype(dtype)
+    expected = reference.conv_passes(x, rng.standard_normal((o, c, 3, 3)).astype(dtype), gy,
+                                     geom.with_padding(geom.pads(size)))[2]
+    if tiling == "shift":  # the row-shift layout (k0, O, Cg, K_rest)
+        expected = expected.transpose(2, 0, 1, 3)
+    routines, scratch = gemm_routines(), np.empty(elements, dtype)
+    args = (index, 2, routines, x, gy, None)
+    out = np.full(expected.size, np.nan, dtype)
+    core.gemm_conv(*args, out, scratch, geometry, 0, items, 0, 0.0, 0.0, None, True)
+    np.testing.assert_allclose(out.reshape(expected.shape), expected, rtol=TOL[np.dtype(dtype)],
+                               atol=TOL[np.dtype(dtype)])
+    ones = np.ones(expected.size, dtype)
+    core.gemm_conv(*args, ones, scratch, geometry, 0, items, 0, 0.0, 0.0)  # not fresh: added
+    np.testing.assert_allclose(ones.reshape(expected.shape), 1 + expected, rtol=TOL[np.dtype(dtype)],
+                               atol=TOL[np.dtype(dtype)])
+    out[:] = np.nan
+    core.gemm_conv(*args, out, scratch, geometry, 1, 1, 0, 0.0, 0.0, None, True)
+    assert (out == 0).all()
+    with pytest.raises(ValueError, match="only the grad_weight pass takes fresh"):
+        core.gemm_conv(index, 0, routines, x, rng.standard_normal((o, c, 3, 3)).astype(dtype), None,
+                       np.empty((n, o) + size, dtype), np.empty(core.gemm_conv_plan(0, geometry)[0], dtype),
+                       geometry, 0, 1, 0, 0.0, 0.0, None, True)
+    job = core.gemm_conv_job(*args, out, scratch, geometry, 0, items, 0, 0.0, 0.0, None, True)
+    with pytest.raises(ValueError, match="no item range to share"):
+        core.jobs_share([job], np.zeros(1, np.int64), 1)

@@ -1893,7 +1893,7 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
 
 typedef struct {
     kernel_job base;
-    int isa, pass, act, have_b, have_res;
+    int isa, pass, act, have_b, have_res, fresh;
     double lo, hi;
     Py_ssize_t start, stop;
     gc_geom g;
@@ -1907,7 +1907,7 @@ static void gc_job_run(kernel_job *job)
     const gc_kernels *k = &KERNELS[j->isa]->gc[j->a.itemsize == 8];
     const void *bias = j->have_b ? j->bias.buf : NULL;
     if (j->pass == GC_GRAD_WEIGHT)
-        k->grad_weight(&j->fns, j->a.buf, j->b.buf, j->out.buf, j->s.buf, &j->g, j->start, j->stop);
+        k->grad_weight(&j->fns, j->a.buf, j->b.buf, j->out.buf, j->s.buf, &j->g, j->start, j->stop, j->fresh);
     else if (j->have_res) /* item by item, each one's residual pass while its output is in cache */
         for (Py_ssize_t item = j->start; item < j->stop; item++) {
             k->forward(&j->fns, j->a.buf, j->b.buf, bias, j->out.buf, j->s.buf, &j->g, item, item + 1, GC_ACT_NONE,
@@ -1930,21 +1930,22 @@ static void gc_job_release(kernel_job *job)
     PyBuffer_Release(&j->a);
 }
 
-/* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi[, res]):
+/* gemm_conv(isa, pass, routines, a, b, bias|None, out, scratch, geometry, start, stop, act, lo, hi[, res[, fresh]]):
  * forward (a, b) = (x, w) -> out = y; grad_input (gy, w) -> gx; grad_weight (x, gy) -> out = gw += ...
  * res (forward only, laid out as y, sharing no memory with out or scratch): y = act(conv + bias + res),
- * the residual added to each item's output before the activation (prepare: the same call as a job for
- * job_run / a worker). */
+ * the residual added to each item's output before the activation; fresh (grad_weight only, res None):
+ * out = the range's sum instead of out += it, out's old values never read (no zeroed accumulator; such a
+ * job's range cannot be shared). prepare: the same call as a job for job_run / a worker. */
 static PyObject *gc_call(PyObject *args, int prepare)
 {
-    int isa, pass, act;
+    int isa, pass, act, fresh = 0;
     PyObject *fns_o, *a_o, *b_o, *bias_o, *out_o, *s_o, *geom, *res_o = Py_None;
     Py_ssize_t start, stop;
     double lo, hi;
     gc_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iiOOOOOOOnnidd|O", &isa, &pass, &fns_o, &a_o, &b_o, &bias_o, &out_o, &s_o, &geom,
-                          &start, &stop, &act, &lo, &hi, &res_o))
+    if (!PyArg_ParseTuple(args, "iiOOOOOOOnnidd|Op", &isa, &pass, &fns_o, &a_o, &b_o, &bias_o, &out_o, &s_o, &geom,
+                          &start, &stop, &act, &lo, &hi, &res_o, &fresh))
         return NULL;
     if (check_isa(isa) < 0 || parse_gc_geom(geom, &g) < 0 || parse_gemm_fns(fns_o, &fns) < 0) return NULL;
     if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
@@ -1959,6 +1960,10 @@ static PyObject *gc_call(PyObject *args, int prepare)
     const int have_b = bias_o != Py_None, have_res = res_o != Py_None;
     if (have_res && pass != GC_FORWARD) {
         PyErr_SetString(PyExc_ValueError, "only the forward pass takes a residual");
+        return NULL;
+    }
+    if (fresh && pass != GC_GRAD_WEIGHT) {
+        PyErr_SetString(PyExc_ValueError, "only the grad_weight pass takes fresh");
         return NULL;
     }
     if (check_act(act, lo, hi) < 0) return NULL;
@@ -1981,8 +1986,9 @@ static PyObject *gc_call(PyObject *args, int prepare)
     gc_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (gc_job){.base = {gc_job_run, gc_job_release, 0}, .isa = isa, .pass = pass, .act = act, .have_b = have_b,
-                  .have_res = have_res, .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g, .fns = fns};
-    j->base.range = &j->start;
+                  .have_res = have_res, .fresh = fresh, .lo = lo, .hi = hi, .start = start, .stop = stop, .g = g,
+                  .fns = fns};
+    j->base.range = fresh ? NULL : &j->start; /* a fresh range is one sum: not run in claimed pieces */
     if (get_buffer(a_o, 0, &j->a, A_NAMES[pass]) < 0) goto free_job;
     if (get_buffer(b_o, 0, &j->b, B_NAMES[pass]) < 0) goto release_a;
     if (have_b && get_buffer(bias_o, 0, &j->bias, "bias") < 0) goto release_b;

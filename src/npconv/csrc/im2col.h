@@ -562,7 +562,7 @@ static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y,
  * columns are read in place as the product's A (GM_MR slab runs per tile), and each register tile
  * (GM_MR rows x a panel) runs over all nq positions and is added transposed into gw. */
 static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const gc_geom *g,
-                                        ptrdiff_t item)
+                                        ptrdiff_t item, int fresh)
 {
     const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2], og = g->og;
     GC(span) sp;
@@ -624,7 +624,10 @@ static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scrat
                 for (ptrdiff_t i = 0; i < rows; i++) {
                     T lane[GM_NR];
                     for (int v = 0; v < GM_NV; v++) FN(store)(lane + v * VL, sum[i][v]);
-                    for (ptrdiff_t j = 0; j < cols; j++) gwg[(s + j) * g->ck + r0 + i] += lane[j];
+                    if (fresh)
+                        for (ptrdiff_t j = 0; j < cols; j++) gwg[(s + j) * g->ck + r0 + i] = lane[j];
+                    else
+                        for (ptrdiff_t j = 0; j < cols; j++) gwg[(s + j) * g->ck + r0 + i] += lane[j];
                 }
             }
         }
@@ -760,16 +763,21 @@ static void GC(gc_residual)(const gc_geom *g, T *y, const T *res, ptrdiff_t item
         }
 }
 
-/* grad_weight items [start, stop): gw (O, Cg*K) += sum over the items' positions of gy @ cols^T. */
+/* grad_weight items [start, stop): gw (O, Cg*K) += sum over the items' positions of gy @ cols^T; fresh:
+ * gw = that sum (the first item's products write gw, beta 0: its old values are never read; zeros for
+ * an empty range). Every item writes all of gw. */
 static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *gw, T *scratch,
-                               const gc_geom *g, ptrdiff_t start, ptrdiff_t stop)
+                               const gc_geom *g, ptrdiff_t start, ptrdiff_t stop, int fresh)
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     T *pack = scratch + gc_pack_offset(GC_GRAD_WEIGHT, g);
+    if (fresh && start >= stop) memset(gw, 0, (size_t)(g->o * ck) * sizeof(T));
     for (ptrdiff_t item = start; item < stop; item++) {
+        const int first = fresh && item == start;
+        const double beta = first ? 0.0 : 1.0;
 #if VBYTES >= 32 && TSIZE == 4
         if (g->implicit) {
-            GC(gc_implicit_grad_weight)(x, gy, gw, scratch, g, item);
+            GC(gc_implicit_grad_weight)(x, gy, gw, scratch, g, item, first);
             continue;
         }
 #endif
@@ -782,7 +790,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
-                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, 1.0, gw + grp * og * ck, ck, NULL,
+                GC(mm)(fns, pack, 0, 1, og, ck, nb * L, 1.0, gyc, nb * L, cols, nb * L, beta, gw + grp * og * ck, ck, NULL,
                        0, 0, 0);
             }
             continue;
@@ -795,7 +803,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 GC(pack_shift)(scratch, x + (n * g->c + grp * cg) * g->plane, cg, g, r0, rows);
                 for (ptrdiff_t j = 0; j < g->ka; j++)
                     GC(mm)(fns, pack, 0, 1, og, g->ckr, cnt, 1.0, gy + (n * g->o + grp * og) * L + r0 * R, L,
-                            scratch + j * step, ld, 1.0, gw + (j * g->o + grp * og) * g->ckr, g->ckr, NULL, 0, 0, 0);
+                            scratch + j * step, ld, beta, gw + (j * g->o + grp * og) * g->ckr, g->ckr, NULL, 0, 0, 0);
             }
             continue;
         }
@@ -810,7 +818,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
                 cols = scratch;
                 ldb = cnt;
             }
-            GC(mm)(fns, pack, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, 1.0,
+            GC(mm)(fns, pack, 0, 1, og, ck, cnt, 1.0, gy + (n * g->o + grp * og) * L + p0, L, cols, ldb, beta,
                     gw + grp * og * ck, ck, NULL, 0, 0, 0);
         }
     }

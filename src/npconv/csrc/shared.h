@@ -430,7 +430,7 @@ typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
                           const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
-                         ptrdiff_t);
+                         ptrdiff_t, int);
 /* a forward item's residual pass: y = act(y + res) over the item's output region (gc_forward_region) */
 typedef void (*gc_res_fn)(const gc_geom *, void *, const void *, ptrdiff_t, int, double, double);
 typedef struct {

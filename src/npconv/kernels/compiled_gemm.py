@@ -36,7 +36,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import blas as _blas
-from . import gemm, workspace
+from . import gemm, pointwise, workspace
 from .blas import gemm_routines
 from .common import (
     Epilogue,
@@ -352,10 +352,12 @@ def _run_calls(pass_code: int, dtype: np.dtype, blas: int, calls: list[tuple], a
     BLAS runs on the calling thread, without a job (:func:`npconv.kernels.workspace.run_calls`).
     ``macs`` (the call's multiply-adds; calls equal but for contiguous item ranges, of the forward or
     grad_input, whose items write disjoint outputs): the workers share the whole range where
-    ``workspace.shared_chunk`` says so; 0: fixed ranges."""
+    ``workspace.shared_chunk`` says so; 0: fixed ranges. A grad_weight call writes its range's sum into
+    ``out`` (the kernel's ``fresh``: no zeroed accumulator; its old values are never read)."""
     routines = gemm_routines()
     chunk, ranges = _worker_ranges([call[2:4] for call in calls], macs)
-    per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, *span, act, lo, hi))
+    fresh = (None, True) if pass_code == 2 else ()
+    per_worker = [((pass_code, routines, a, b, bias, out), size, (geometry, *span, act, lo, hi, *fresh))
                   for (geometry, size, _, _, a, b, bias, out), span in zip(calls, ranges, strict=True)]
     workspace.run_calls(backends.core.module.gemm_conv, per_worker, "compiled-gemm", dtype, blas, chunk)
 
@@ -643,11 +645,12 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         return _grad_weight_by_channels(x, gy, geometry, dtype, threads, blas, ck).reshape(
             (o, cg) + tuple(geom.kernel_size))
     workers = max(1, min(threads, items))
-    sums = [np.zeros(o * ck, dtype) for _ in range(workers)]
+    sums = [np.empty(o * ck, dtype) for _ in range(workers)]  # each worker's sum written, not added
     _run(2, geometry, dtype, workers, blas, np.ascontiguousarray(x, dtype), np.ascontiguousarray(gy, dtype),
          None, sums)
-    for partial in sums[1:]:
-        sums[0] += partial
+    for partial in sums[1:]:  # on the workers where that pays (the same IEEE additions)
+        if pointwise.add(sums[0], partial, sums[0]) is None:
+            sums[0] += partial
     if shifted:  # (k0, O, Cg, K_rest) -> (O, Cg, k0, K_rest)
         k0 = geom.kernel_size[0]
         gw = np.ascontiguousarray(sums[0].reshape(k0, o, cg, -1).transpose(1, 2, 0, 3))
@@ -662,7 +665,7 @@ def _grad_weight_by_channels(x: np.ndarray, gy: np.ndarray, geometry: tuple[int,
     and sum, at the price of each worker packing all of the columns (:data:`GW_CHANNEL_SPLIT`)."""
     o = gy.shape[1]
     x = np.ascontiguousarray(x, dtype)
-    gw = np.zeros(o * ck, dtype)
+    gw = np.empty(o * ck, dtype)  # every row written by its worker's sum
     _run_parts(2, dtype, blas, [(geometry[:2] + (o1 - o0,) + geometry[3:], x,
                                  np.ascontiguousarray(gy[:, o0:o1], dtype), None, gw[o0 * ck:o1 * ck])
                                 for o0, o1 in _channel_ranges(o, threads)])
