@@ -1247,3 +1247,30 @@ def test_grad_weight_fresh_writes_its_range_sum_over_any_old_values(rng, isa, dt
     job = core.gemm_conv_job(*args, out, scratch, geometry, 0, items, 0, 0.0, 0.0, None, True)
     with pytest.raises(ValueError, match="no item range to share"):
         core.jobs_share([job], np.zeros(1, np.int64), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("images", [1, 2])
+def test_grad_input_through_the_padded_extent_leaves_unreached_inputs_zero(rng, isa, dtype, images):
+    """grad_input's col2im of whole small images with unit strides adds each tap's columns into the
+    zero-padded extent the outputs read and then its interior into gx (`gc_pad_elements`): with a
+    geometry whose outputs reach only part of the input (rows past the last output's reach, which the
+    extent does not hold), those rows stay zero and the rest equals the reference on the reached part;
+    one image per product and chunks of two."""
+    core = backends.core.module
+    n, c, o, size, reach = 3, 4, 5, (6, 7), 5  # 4 output rows (padding 1) read input rows 0..4
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    base = compiled_gemm._geometry(n, c, o, size, geom)
+    length = 4 * 7
+    geometry = base[:7] + (1, 4, 7) + base[10:22] + ((length, images, c, 0, 0) if images > 1 else
+                                                      (length, 1, c, 0, 0))
+    elements, items = core.gemm_conv_plan(1, geometry)
+    w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((n, o, 4, 7)).astype(dtype)
+    gx = np.full((n, c) + size, np.nan, dtype)
+    core.gemm_conv(core.ISA_NAMES.index(isa), 1, gemm_routines(), gy, w, None, gx, np.empty(elements, dtype),
+                   geometry, 0, items, 0, 0.0, 0.0)
+    expected = np.zeros((n, c) + size)
+    expected[:, :, :reach] = reference.conv_grad_input(gy.astype(np.float64), w.astype(np.float64),
+                                                       (reach, 7), (1, 1), ((1, 0), (1, 1)), (1, 1), 1)
+    np.testing.assert_allclose(gx, expected, rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])

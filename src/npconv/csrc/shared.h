@@ -356,6 +356,19 @@ static ptrdiff_t gc_phase_elements(const gc_geom *g)
     return g->s[2] == 2 && g->k[2] >= 4 && !g->direct ? g->in[0] * g->in[1] * 2 * ((g->in[2] + 1) / 2) : 0;
 }
 
+/* grad_input's col2im buffer with unit strides on small planes: the zero-padded extent the outputs read
+ * (ext = out + (k - 1) * d per axis, at most GC_PAD_MAX values), each tap's columns added into it line by
+ * line with no bounds (the padding absorbs them), its interior then added into gx (GC(unpack_padded));
+ * 0 otherwise. */
+#define GC_PAD_MAX 1024
+static ptrdiff_t gc_pad_elements(const gc_geom *g)
+{
+    if (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->direct || g->implicit) return 0;
+    ptrdiff_t e = 1;
+    for (int a = 0; a < 3; a++) e *= g->out[a] + (g->k[a] - 1) * g->d[a];
+    return e <= GC_PAD_MAX ? e : 0;
+}
+
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
@@ -363,7 +376,8 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
     if (pass == GC_GRAD_INPUT) /* the columns; with chunks of images, of all of them, and their gy side by
                                 * side; then the col2im phase buffer */
         return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
-                              : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g);
+                              : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g) +
+               gc_pad_elements(g);
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product */
         return pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
                                   : (g->ck + g->og) * g->images * g->len;
