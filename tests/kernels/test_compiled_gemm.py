@@ -1274,3 +1274,35 @@ def test_grad_input_through_the_padded_extent_leaves_unreached_inputs_zero(rng, 
     expected[:, :, :reach] = reference.conv_grad_input(gy.astype(np.float64), w.astype(np.float64),
                                                        (reach, 7), (1, 1), ((1, 0), (1, 1)), (1, 1), 1)
     np.testing.assert_allclose(gx, expected, rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_image_chunks_pack_through_padded_planes_that_hold_only_what_outputs_read(rng, isa, dtype):
+    """Chunks of whole small images with unit strides pack their columns from each image's zero-padded
+    channel plane (`GC(pad_plane)`: the extent the outputs read), forward and grad_weight: with a
+    geometry whose 4 output rows read only input rows 0..4 of 6 (the plane holds no more), both equal
+    the reference on the reached rows - row 5's values, NaN here, never read."""
+    core = backends.core.module
+    index, routines = core.ISA_NAMES.index(isa), gemm_routines()
+    n, c, o, size, reach = 3, 4, 5, (6, 7), 5
+    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
+    base = compiled_gemm._geometry(n, c, o, size, geom)
+    geometry = base[:7] + (1, 4, 7) + base[10:22] + (4 * 7, 2, 1, 0, 0)  # two images per item
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    x[:, :, reach:] = np.nan
+    w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((n, o, 4, 7)).astype(dtype)
+    args = ((1, 1), ((1, 0), (1, 1)), (1, 1), 1)
+    x64 = x[:, :, :reach].astype(np.float64)
+    elements, items = core.gemm_conv_plan(0, geometry)
+    y = np.empty((n, o, 4, 7), dtype)
+    core.gemm_conv(index, 0, routines, x, w, None, y, np.empty(elements, dtype), geometry, 0, items, 0, 0.0, 0.0)
+    np.testing.assert_allclose(y, reference.conv(x64, w.astype(np.float64), None, *args),
+                               rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
+    elements, items = core.gemm_conv_plan(2, geometry)
+    gw = np.empty(w.size, dtype)
+    core.gemm_conv(index, 2, routines, x, gy, None, gw, np.empty(elements, dtype), geometry, 0, items, 0, 0.0, 0.0,
+                   None, True)
+    np.testing.assert_allclose(gw.reshape(w.shape),
+                               reference.conv_grad_weight(x64, gy.astype(np.float64), (3, 3), *args),
+                               rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])

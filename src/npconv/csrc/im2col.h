@@ -146,6 +146,46 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
                     GC(row)(row, (T *)x + c * g->plane, g, a, b, e, at, cnt, 0, NULL);
 }
 
+/* Unit strides, whole images (gc_pad_elements): plane = channel xc zero-padded to the extent the outputs
+ * read, so that a tap's im2col row is out2-long runs of it at the tap's offset, copied without bounds. */
+static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g)
+{
+    const ptrdiff_t E0 = g->out[0] + (g->k[0] - 1) * g->d[0], E1 = g->out[1] + (g->k[1] - 1) * g->d[1];
+    const ptrdiff_t E2 = g->out[2] + (g->k[2] - 1) * g->d[2];
+    const ptrdiff_t n0 = E0 - g->p[0] < g->in[0] ? E0 - g->p[0] : g->in[0];
+    const ptrdiff_t n1 = E1 - g->p[1] < g->in[1] ? E1 - g->p[1] : g->in[1];
+    const ptrdiff_t n2 = E2 - g->p[2] < g->in[2] ? E2 - g->p[2] : g->in[2];
+    memset(plane, 0, (size_t)(E0 * E1 * E2) * sizeof(T));
+    for (ptrdiff_t i0 = 0; i0 < n0; i0++)
+        for (ptrdiff_t i1 = 0; i1 < n1; i1++)
+            FN(copy_short)(plane + ((i0 + g->p[0]) * E1 + i1 + g->p[1]) * E2 + g->p[2],
+                           xc + (i0 * g->in[1] + i1) * g->in[2], n2);
+}
+
+/* row (len positions) = the im2col row of tap (a, b, e) from a GC(pad_plane) plane. */
+static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom *g, ptrdiff_t a, ptrdiff_t b,
+                                  ptrdiff_t e)
+{
+    const ptrdiff_t E1 = g->out[1] + (g->k[1] - 1) * g->d[1], E2 = g->out[2] + (g->k[2] - 1) * g->d[2];
+    const T *base = plane + (a * g->d[0] * E1 + b * g->d[1]) * E2 + e * g->d[2];
+    for (ptrdiff_t o0 = 0; o0 < g->out[0]; o0++)
+        for (ptrdiff_t o1 = 0; o1 < g->out[1]; o1++, row += g->out[2])
+            FN(copy_short)(row, base + (o0 * E1 + o1) * E2, g->out[2]);
+}
+
+/* GC(pack) of whole images (p0 = 0, cnt = len) through a padded plane per channel (scratch of
+ * gc_pad_elements): the same values, no per-segment bounds. */
+static void GC(pack_padded)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_geom *g, T *plane)
+{
+    T *row = cols;
+    for (ptrdiff_t c = 0; c < nch; c++) {
+        GC(pad_plane)(plane, x + c * g->plane, g);
+        for (ptrdiff_t a = 0; a < g->k[0]; a++)
+            for (ptrdiff_t b = 0; b < g->k[1]; b++)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld) GC(padded_row)(row, plane, g, a, b, e);
+    }
+}
+
 #if VBYTES >= 32 && TSIZE == 4
 /* Rows [r0, r1) of the im2col columns of GC(pack) (nch*K x cnt) straight into npconv's gemm panels
  * (panel s at panels + s * (r1 - r0), gm_pack_rows's layout: one KC block, packed right before its
@@ -153,16 +193,25 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
  * (p0 = 0, cnt = whole images), those images' columns side by side (image i at x + i * istride), as
  * GC(pack) of each into one matrix, without that matrix. */
 static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptrdiff_t p0, ptrdiff_t cnt,
-                            ptrdiff_t images, ptrdiff_t istride, ptrdiff_t r0, ptrdiff_t r1)
+                            ptrdiff_t images, ptrdiff_t istride, ptrdiff_t r0, ptrdiff_t r1, T *planes)
 {
-    const ptrdiff_t depth = r1 - r0, per = cnt / images, k12 = g->k[1] * g->k[2];
+    const ptrdiff_t depth = r1 - r0, per = cnt / images, k12 = g->k[1] * g->k[2], pe = gc_pad_elements(g);
     ptrdiff_t at[3];
     GC(position)(g, p0, at);
     /* row r0's (channel, tap (a, b, e)), then stepped per row: no divisions per row */
     ptrdiff_t c = r0 / g->taps, t = r0 % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
+    /* planes (whole images, pe > 0): each image's padded plane of channel c, made when c is reached */
+    ptrdiff_t padded = -1;
     for (ptrdiff_t r = r0; r < r1; r++) {
+        if (planes && c != padded) {
+            for (ptrdiff_t i = 0; i < images; i++) GC(pad_plane)(planes + i * pe, x + i * istride + c * g->plane, g);
+            padded = c;
+        }
         for (ptrdiff_t i = 0; i < images; i++)
-            GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0, NULL);
+            if (planes)
+                GC(padded_row)(row + i * per, planes + i * pe, g, a, b, e);
+            else
+                GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0, NULL);
         for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
             const ptrdiff_t wd = FN(gm_width)(cnt, s), cols = cnt - s < wd ? cnt - s : wd;
             T *dst = panels + s * depth + (r - r0) * wd;
@@ -680,6 +729,9 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     const T lo = (T)lo_d, hi = (T)hi_d;
     T *pack = scratch + gc_pack_offset(GC_FORWARD, g);
+    /* chunks of whole images: a padded plane per image before pack (gc_pad_elements; NULL: none) */
+    const ptrdiff_t pe = g->images > 1 ? gc_pad_elements(g) : 0;
+    T *planes = pe ? pack - g->images * pe : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
 #if VBYTES >= 32 && TSIZE == 4
         if (g->implicit) {
@@ -699,7 +751,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                     for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                         const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
                         GC(pack_panels)(scratch, row, x + (n0 * g->c + grp * cg) * g->plane, g, 0, cnt, nb,
-                                        g->c * g->plane, k0, k0 + kc);
+                                        g->c * g->plane, k0, k0 + kc, planes);
                         FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, prod, cnt, 1,
                                      k0 ? 1 : 0, NULL, 0, 0, 0);
                     }
@@ -711,8 +763,13 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             }
 #endif
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
-                for (ptrdiff_t i = 0; i < nb; i++)
-                    GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
+                for (ptrdiff_t i = 0; i < nb; i++) {
+                    const T *xi = x + ((n0 + i) * g->c + grp * cg) * g->plane;
+                    if (planes)
+                        GC(pack_padded)(cols + i * L, nb * L, xi, cg, g, planes);
+                    else
+                        GC(pack)(cols + i * L, nb * L, xi, cg, g, 0, L);
+                }
                 GC(mm)(fns, pack, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
                         nb * L, NULL, 0, 0, 0);
                 for (ptrdiff_t i = 0; i < nb; i++)
@@ -753,7 +810,7 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                     const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
                     const int last = k0 + kc >= ck;
-                    GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, g, p0, cnt, 1, 0, k0, k0 + kc);
+                    GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, g, p0, cnt, 1, 0, k0, k0 + kc, NULL);
                     FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, yg, L, 1, k0 ? 1 : 0,
                                  last ? bg : NULL, last ? act : 0, lo, hi);
                 }
@@ -809,6 +866,8 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
 {
     const ptrdiff_t L = g->len, cg = g->cg, og = g->og, ck = g->ck;
     T *pack = scratch + gc_pack_offset(GC_GRAD_WEIGHT, g);
+    const ptrdiff_t pe = g->images > 1 ? gc_pad_elements(g) : 0; /* as gc_forward's */
+    T *planes = pe ? pack - g->images * pe : NULL;
     if (fresh && start >= stop) memset(gw, 0, (size_t)(g->o * ck) * sizeof(T));
     for (ptrdiff_t item = start; item < stop; item++) {
         const int first = fresh && item == start;
@@ -824,7 +883,11 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
             T *cols = scratch, *gyc = scratch + ck * nb * L;
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 for (ptrdiff_t i = 0; i < nb; i++) {
-                    GC(pack)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, 0, L);
+                    const T *xi = x + ((n0 + i) * g->c + grp * cg) * g->plane;
+                    if (planes)
+                        GC(pack_padded)(cols + i * L, nb * L, xi, cg, g, planes);
+                    else
+                        GC(pack)(cols + i * L, nb * L, xi, cg, g, 0, L);
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }

@@ -378,9 +378,10 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
         return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
                               : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g) +
                gc_pad_elements(g);
-    if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product */
-        return pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
-                                  : (g->ck + g->og) * g->images * g->len;
+    if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product;
+                        * then each image's zero-padded channel plane (gc_pad_elements) */
+        return (pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
+                                   : (g->ck + g->og) * g->images * g->len) + g->images * gc_pad_elements(g);
     if (g->shift) return g->ckr * (g->band + g->halo) * g->rowlen;
     if (g->direct) return 0;
     /* forward: the columns in the gemm's panels (the last rounded up to a vector) and one row */
