@@ -1296,13 +1296,14 @@ def test_image_chunks_pack_through_padded_planes_that_hold_only_what_outputs_rea
     x64 = x[:, :, :reach].astype(np.float64)
     elements, items = core.gemm_conv_plan(0, geometry)
     y = np.empty((n, o, 4, 7), dtype)
-    core.gemm_conv(index, 0, routines, x, w, None, y, np.empty(elements, dtype), geometry, 0, items, 0, 0.0, 0.0)
+    core.gemm_conv(index, 0, routines, x, w, None, y, np.empty(elements, dtype), geometry, 0, items,
+                   0, 0.0, 0.0)
     np.testing.assert_allclose(y, reference.conv(x64, w.astype(np.float64), None, *args),
                                rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
     elements, items = core.gemm_conv_plan(2, geometry)
     gw = np.empty(w.size, dtype)
-    core.gemm_conv(index, 2, routines, x, gy, None, gw, np.empty(elements, dtype), geometry, 0, items, 0, 0.0, 0.0,
-                   None, True)
+    core.gemm_conv(index, 2, routines, x, gy, None, gw, np.empty(elements, dtype), geometry, 0, items,
+                   0, 0.0, 0.0, None, True)
     np.testing.assert_allclose(gw.reshape(w.shape),
                                reference.conv_grad_weight(x64, gy.astype(np.float64), (3, 3), *args),
                                rtol=TOL[np.dtype(dtype)], atol=TOL[np.dtype(dtype)])
