@@ -173,10 +173,14 @@ static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom
             FN(copy_short)(row, base + (o0 * E1 + o1) * E2, g->out[2]);
 }
 
-/* GC(pack) of whole images (p0 = 0, cnt = len) through a padded plane per channel (scratch of
- * gc_pad_elements): the same values, no per-segment bounds. */
-static void GC(pack_padded)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_geom *g, T *plane)
+/* GC(pack) of a whole image (p0 = 0, cnt = len), through a padded plane per channel where `plane` is
+ * given (scratch of gc_pad_elements): the same values, no per-segment bounds. */
+static void GC(pack_image)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_geom *g, T *plane)
 {
+    if (!plane) {
+        GC(pack)(cols, ld, x, nch, g, 0, g->len);
+        return;
+    }
     T *row = cols;
     for (ptrdiff_t c = 0; c < nch; c++) {
         GC(pad_plane)(plane, x + c * g->plane, g);
@@ -763,13 +767,8 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             }
 #endif
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
-                for (ptrdiff_t i = 0; i < nb; i++) {
-                    const T *xi = x + ((n0 + i) * g->c + grp * cg) * g->plane;
-                    if (planes)
-                        GC(pack_padded)(cols + i * L, nb * L, xi, cg, g, planes);
-                    else
-                        GC(pack)(cols + i * L, nb * L, xi, cg, g, 0, L);
-                }
+                for (ptrdiff_t i = 0; i < nb; i++)
+                    GC(pack_image)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, planes);
                 GC(mm)(fns, pack, 0, 0, og, nb * L, ck, 1.0, w + grp * og * ck, ck, cols, nb * L, 0.0, prod,
                         nb * L, NULL, 0, 0, 0);
                 for (ptrdiff_t i = 0; i < nb; i++)
@@ -883,11 +882,7 @@ static void GC(gc_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, T *
             T *cols = scratch, *gyc = scratch + ck * nb * L;
             for (ptrdiff_t grp = 0; grp < g->groups; grp++) {
                 for (ptrdiff_t i = 0; i < nb; i++) {
-                    const T *xi = x + ((n0 + i) * g->c + grp * cg) * g->plane;
-                    if (planes)
-                        GC(pack_padded)(cols + i * L, nb * L, xi, cg, g, planes);
-                    else
-                        GC(pack)(cols + i * L, nb * L, xi, cg, g, 0, L);
+                    GC(pack_image)(cols + i * L, nb * L, x + ((n0 + i) * g->c + grp * cg) * g->plane, cg, g, planes);
                     const T *src = gy + ((n0 + i) * g->o + grp * og) * L;
                     for (ptrdiff_t r = 0; r < og; r++) memcpy(gyc + r * nb * L + i * L, src + r * L, (size_t)L * sizeof(T));
                 }
