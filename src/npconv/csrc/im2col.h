@@ -146,31 +146,60 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
                     GC(row)(row, (T *)x + c * g->plane, g, a, b, e, at, cnt, 0, NULL);
 }
 
-/* Unit strides, whole images (gc_pad_elements): plane = channel xc zero-padded to the extent the outputs
- * read, so that a tap's im2col row is out2-long runs of it at the tap's offset, copied without bounds. */
-static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g)
+/* Whole images (gc_pad_elements): plane = channel xc zero-padded to the extent the outputs read, its
+ * last axis split into phases (column j of padded row r at plane[((j % s2) * E0E1 + r) * W2 + j / s2]),
+ * so that a tap's im2col row is out2-long runs of one phase at the tap's offset, copied without bounds. */
+typedef struct {
+    ptrdiff_t e0, e1, w2; /* padded rows (E0 x E1) and columns per phase */
+} GC(padded);
+
+static inline void GC(padded_of)(const gc_geom *g, GC(padded) *pd)
 {
-    const ptrdiff_t E0 = g->out[0] + (g->k[0] - 1) * g->d[0], E1 = g->out[1] + (g->k[1] - 1) * g->d[1];
-    const ptrdiff_t E2 = g->out[2] + (g->k[2] - 1) * g->d[2];
-    const ptrdiff_t n0 = E0 - g->p[0] < g->in[0] ? E0 - g->p[0] : g->in[0];
-    const ptrdiff_t n1 = E1 - g->p[1] < g->in[1] ? E1 - g->p[1] : g->in[1];
-    const ptrdiff_t n2 = E2 - g->p[2] < g->in[2] ? E2 - g->p[2] : g->in[2];
-    memset(plane, 0, (size_t)(E0 * E1 * E2) * sizeof(T));
-    for (ptrdiff_t i0 = 0; i0 < n0; i0++)
-        for (ptrdiff_t i1 = 0; i1 < n1; i1++)
-            FN(copy_short)(plane + ((i0 + g->p[0]) * E1 + i1 + g->p[1]) * E2 + g->p[2],
-                           xc + (i0 * g->in[1] + i1) * g->in[2], n2);
+    pd->e0 = (g->out[0] - 1) * g->s[0] + (g->k[0] - 1) * g->d[0] + 1;
+    pd->e1 = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+    pd->w2 = ((g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + g->s[2]) / g->s[2];
+}
+
+static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g, const GC(padded) *pd)
+{
+    const ptrdiff_t s2 = g->s[2], e2 = pd->w2 * s2, rows = pd->e0 * pd->e1;
+    const ptrdiff_t n0 = pd->e0 - g->p[0] < g->in[0] ? pd->e0 - g->p[0] : g->in[0];
+    const ptrdiff_t n1 = pd->e1 - g->p[1] < g->in[1] ? pd->e1 - g->p[1] : g->in[1];
+    const ptrdiff_t n2 = e2 - g->p[2] < g->in[2] ? e2 - g->p[2] : g->in[2];
+    memset(plane, 0, (size_t)(rows * e2) * sizeof(T));
+    if (s2 == 1) { /* one phase: rows copied as they are (a small image's plane: its setup counts) */
+        for (ptrdiff_t i0 = 0; i0 < n0; i0++)
+            for (ptrdiff_t i1 = 0; i1 < n1; i1++)
+                FN(copy_short)(plane + ((i0 + g->p[0]) * pd->e1 + i1 + g->p[1]) * pd->w2 + g->p[2],
+                               xc + (i0 * g->in[1] + i1) * g->in[2], n2);
+        return;
+    }
+    for (ptrdiff_t q = 0; q < s2; q++) { /* phase q: padded columns j = q + s2 t, input columns j - p2 */
+        const ptrdiff_t j0 = g->p[2] + ((q - g->p[2]) % s2 + s2) % s2, count = (g->p[2] + n2 - j0 + s2 - 1) / s2;
+        if (count <= 0) continue;
+        T *dq = plane + q * rows * pd->w2 + j0 / s2;
+        for (ptrdiff_t i0 = 0; i0 < n0; i0++)
+            for (ptrdiff_t i1 = 0; i1 < n1; i1++) {
+                const ptrdiff_t r = (i0 + g->p[0]) * pd->e1 + i1 + g->p[1];
+                const T *src = xc + (i0 * g->in[1] + i1) * g->in[2] + j0 - g->p[2];
+                GC(gather)(dq + r * pd->w2, src, count, s2);
+            }
+    }
 }
 
 /* row (len positions) = the im2col row of tap (a, b, e) from a GC(pad_plane) plane. */
-static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom *g, ptrdiff_t a, ptrdiff_t b,
-                                  ptrdiff_t e)
+static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom *g, const GC(padded) *pd,
+                                  ptrdiff_t a, ptrdiff_t b, ptrdiff_t e)
 {
-    const ptrdiff_t E1 = g->out[1] + (g->k[1] - 1) * g->d[1], E2 = g->out[2] + (g->k[2] - 1) * g->d[2];
-    const T *base = plane + (a * g->d[0] * E1 + b * g->d[1]) * E2 + e * g->d[2];
-    for (ptrdiff_t o0 = 0; o0 < g->out[0]; o0++)
-        for (ptrdiff_t o1 = 0; o1 < g->out[1]; o1++, row += g->out[2])
-            FN(copy_short)(row, base + (o0 * E1 + o1) * E2, g->out[2]);
+    const ptrdiff_t out0 = g->out[0], out1 = g->out[1], out2 = g->out[2], w2 = pd->w2, s2 = g->s[2];
+    const ptrdiff_t col = e * g->d[2], q = s2 == 1 ? 0 : col % s2;
+    const ptrdiff_t step1 = g->s[1] * w2, step0 = g->s[0] * pd->e1 * w2;
+    const T *line0 = plane + q * pd->e0 * pd->e1 * w2 + (s2 == 1 ? col : col / s2) +
+                     (a * g->d[0] * pd->e1 + b * g->d[1]) * w2;
+    for (ptrdiff_t o0 = 0; o0 < out0; o0++) {
+        const T *line = line0 + o0 * step0;
+        for (ptrdiff_t o1 = 0; o1 < out1; o1++, row += out2, line += step1) FN(copy_short)(row, line, out2);
+    }
 }
 
 /* GC(pack) of a whole image (p0 = 0, cnt = len), through a padded plane per channel where `plane` is
@@ -182,11 +211,13 @@ static void GC(pack_image)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, con
         return;
     }
     T *row = cols;
+    GC(padded) pd;
+    GC(padded_of)(g, &pd);
     for (ptrdiff_t c = 0; c < nch; c++) {
-        GC(pad_plane)(plane, x + c * g->plane, g);
+        GC(pad_plane)(plane, x + c * g->plane, g, &pd);
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
             for (ptrdiff_t b = 0; b < g->k[1]; b++)
-                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld) GC(padded_row)(row, plane, g, a, b, e);
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld) GC(padded_row)(row, plane, g, &pd, a, b, e);
     }
 }
 
@@ -206,14 +237,17 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
     ptrdiff_t c = r0 / g->taps, t = r0 % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
     /* planes (whole images, pe > 0): each image's padded plane of channel c, made when c is reached */
     ptrdiff_t padded = -1;
+    GC(padded) pd;
+    GC(padded_of)(g, &pd);
     for (ptrdiff_t r = r0; r < r1; r++) {
         if (planes && c != padded) {
-            for (ptrdiff_t i = 0; i < images; i++) GC(pad_plane)(planes + i * pe, x + i * istride + c * g->plane, g);
+            for (ptrdiff_t i = 0; i < images; i++)
+                GC(pad_plane)(planes + i * pe, x + i * istride + c * g->plane, g, &pd);
             padded = c;
         }
         for (ptrdiff_t i = 0; i < images; i++)
             if (planes)
-                GC(padded_row)(row + i * per, planes + i * pe, g, a, b, e);
+                GC(padded_row)(row + i * per, planes + i * pe, g, &pd, a, b, e);
             else
                 GC(row)(row + i * per, (T *)x + i * istride + c * g->plane, g, a, b, e, at, per, 0, NULL);
         for (ptrdiff_t s = 0; s < cnt; s += GM_NR) {
@@ -319,7 +353,7 @@ static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const 
     }
 }
 
-/* GC(unpack) of whole images (p0 = 0, cnt = len) with unit strides through pad (gc_pad_elements): per
+/* GC(unpack) of whole images (p0 = 0, cnt = len) with unit strides through pad (gc_unpack_pad_elements): per
  * channel each tap's column row is added line by line into the zero-padded extent at the tap's offset
  * (no bounds: padding positions absorb what the forward read from padding), then the interior into gx
  * (zeroed by the caller). Each gx value gets the same additions in the same order (from 0), so the
@@ -928,7 +962,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
     const T lo = (T)lo_d, hi = (T)hi_d;
     T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
     T *phase = gc_phase_elements(g) ? pack - gc_phase_elements(g) : NULL;
-    T *pad = gc_pad_elements(g) ? pack - gc_pad_elements(g) : NULL;
+    T *pad = gc_unpack_pad_elements(g) ? pack - gc_unpack_pad_elements(g) : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;

@@ -356,17 +356,27 @@ static ptrdiff_t gc_phase_elements(const gc_geom *g)
     return g->s[2] == 2 && g->k[2] >= 4 && !g->direct ? g->in[0] * g->in[1] * 2 * ((g->in[2] + 1) / 2) : 0;
 }
 
-/* grad_input's col2im buffer with unit strides on small planes: the zero-padded extent the outputs read
- * (ext = out + (k - 1) * d per axis, at most GC_PAD_MAX values), each tap's columns added into it line by
- * line with no bounds (the padding absorbs them), its interior then added into gx (GC(unpack_padded));
- * 0 otherwise. */
+/* A small image's zero-padded channel plane: the extent the outputs read (ext = (out - 1) * s + (k - 1)
+ * * d + 1 per axis), the last axis split into its s phases (phase q holds columns q, q + s, ...: a tap's
+ * row is then out2-long contiguous runs of one phase), at most GC_PAD_MAX values; 0 for larger ones,
+ * the direct case or the implicit GEMM. The image chunks' packing uses one per image (GC(pad_plane));
+ * grad_input's col2im, with unit strides, one per call (GC(unpack_padded): each tap's row added into it
+ * line by line without bounds, its interior then added into gx). */
 #define GC_PAD_MAX 1024
 static ptrdiff_t gc_pad_elements(const gc_geom *g)
 {
-    if (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->direct || g->implicit) return 0;
+    if (g->direct || g->implicit) return 0;
     ptrdiff_t e = 1;
-    for (int a = 0; a < 3; a++) e *= g->out[a] + (g->k[a] - 1) * g->d[a];
+    for (int a = 0; a < 2; a++) e *= (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+    const ptrdiff_t e2 = (g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + 1;
+    e *= (e2 + g->s[2] - 1) / g->s[2] * g->s[2];
     return e <= GC_PAD_MAX ? e : 0;
+}
+
+/* grad_input's: unit strides only. */
+static ptrdiff_t gc_unpack_pad_elements(const gc_geom *g)
+{
+    return g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 ? gc_pad_elements(g) : 0;
 }
 
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
@@ -377,7 +387,7 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
                                 * side; then the col2im phase buffer */
         return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
                               : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g) +
-               gc_pad_elements(g);
+               gc_unpack_pad_elements(g);
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product;
                         * then each image's zero-padded channel plane (gc_pad_elements) */
         return (pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
