@@ -149,23 +149,10 @@ static void GC(pack)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, const gc_
 /* Whole images (gc_pad_elements): plane = channel xc zero-padded to the extent the outputs read, its
  * last axis split into phases (column j of padded row r at plane[((j % s2) * E0E1 + r) * W2 + j / s2]),
  * so that a tap's im2col row is out2-long runs of one phase at the tap's offset, copied without bounds. */
-typedef struct {
-    ptrdiff_t e0, e1, w2; /* padded rows (E0 x E1) and columns per phase */
-} GC(padded);
-
-static inline void GC(padded_of)(const gc_geom *g, GC(padded) *pd)
-{
-    pd->e0 = (g->out[0] - 1) * g->s[0] + (g->k[0] - 1) * g->d[0] + 1;
-    pd->e1 = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
-    pd->w2 = ((g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + g->s[2]) / g->s[2];
-}
-
-static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g, const GC(padded) *pd)
+static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g, const gc_padded *pd)
 {
     const ptrdiff_t s2 = g->s[2], e2 = pd->w2 * s2, rows = pd->e0 * pd->e1;
-    const ptrdiff_t n0 = pd->e0 - g->p[0] < g->in[0] ? pd->e0 - g->p[0] : g->in[0];
-    const ptrdiff_t n1 = pd->e1 - g->p[1] < g->in[1] ? pd->e1 - g->p[1] : g->in[1];
-    const ptrdiff_t n2 = e2 - g->p[2] < g->in[2] ? e2 - g->p[2] : g->in[2];
+    const ptrdiff_t n0 = pd->n[0], n1 = pd->n[1], n2 = pd->n[2];
     memset(plane, 0, (size_t)(rows * e2) * sizeof(T));
     if (s2 == 1) { /* one phase: rows copied as they are (a small image's plane: its setup counts) */
         for (ptrdiff_t i0 = 0; i0 < n0; i0++)
@@ -188,7 +175,7 @@ static void GC(pad_plane)(T *plane, const T *xc, const gc_geom *g, const GC(padd
 }
 
 /* row (len positions) = the im2col row of tap (a, b, e) from a GC(pad_plane) plane. */
-static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom *g, const GC(padded) *pd,
+static inline void GC(padded_row)(T *restrict row, const T *plane, const gc_geom *g, const gc_padded *pd,
                                   ptrdiff_t a, ptrdiff_t b, ptrdiff_t e)
 {
     const ptrdiff_t out0 = g->out[0], out1 = g->out[1], out2 = g->out[2], w2 = pd->w2, s2 = g->s[2];
@@ -211,8 +198,8 @@ static void GC(pack_image)(T *cols, ptrdiff_t ld, const T *x, ptrdiff_t nch, con
         return;
     }
     T *row = cols;
-    GC(padded) pd;
-    GC(padded_of)(g, &pd);
+    gc_padded pd;
+    gc_padded_of(g, &pd);
     for (ptrdiff_t c = 0; c < nch; c++) {
         GC(pad_plane)(plane, x + c * g->plane, g, &pd);
         for (ptrdiff_t a = 0; a < g->k[0]; a++)
@@ -237,8 +224,8 @@ static void GC(pack_panels)(T *panels, T *row, const T *x, const gc_geom *g, ptr
     ptrdiff_t c = r0 / g->taps, t = r0 % g->taps, a = t / k12, b = t / g->k[2] % g->k[1], e = t % g->k[2];
     /* planes (whole images, pe > 0): each image's padded plane of channel c, made when c is reached */
     ptrdiff_t padded = -1;
-    GC(padded) pd;
-    GC(padded_of)(g, &pd);
+    gc_padded pd;
+    gc_padded_of(g, &pd);
     for (ptrdiff_t r = r0; r < r1; r++) {
         if (planes && c != padded) {
             for (ptrdiff_t i = 0; i < images; i++)
@@ -361,12 +348,10 @@ static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const 
  * their bounds than in their additions. */
 static void GC(unpack_padded)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, T *pad)
 {
-    const ptrdiff_t E0 = g->out[0] + (g->k[0] - 1) * g->d[0], E1 = g->out[1] + (g->k[1] - 1) * g->d[1];
-    const ptrdiff_t E2 = g->out[2] + (g->k[2] - 1) * g->d[2], out1 = g->out[1], out2 = g->out[2];
-    /* the input positions some output reads: i + p inside the extent */
-    const ptrdiff_t n0 = E0 - g->p[0] < g->in[0] ? E0 - g->p[0] : g->in[0];
-    const ptrdiff_t n1 = E1 - g->p[1] < g->in[1] ? E1 - g->p[1] : g->in[1];
-    const ptrdiff_t n2 = E2 - g->p[2] < g->in[2] ? E2 - g->p[2] : g->in[2];
+    gc_padded pd; /* unit strides: one phase, E2 = w2 columns */
+    gc_padded_of(g, &pd);
+    const ptrdiff_t E0 = pd.e0, E1 = pd.e1, E2 = pd.w2, out1 = g->out[1], out2 = g->out[2];
+    const ptrdiff_t n0 = pd.n[0], n1 = pd.n[1], n2 = pd.n[2];
     const T *row = cols;
     for (ptrdiff_t c = 0; c < nch; c++) {
         memset(pad, 0, (size_t)(E0 * E1 * E2) * sizeof(T));

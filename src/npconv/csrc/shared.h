@@ -363,13 +363,26 @@ static ptrdiff_t gc_phase_elements(const gc_geom *g)
  * grad_input's col2im, with unit strides, one per call (GC(unpack_padded): each tap's row added into it
  * line by line without bounds, its interior then added into gx). */
 #define GC_PAD_MAX 1024
+typedef struct {
+    ptrdiff_t e0, e1, w2; /* padded rows (e0 x e1) and columns per phase (w2 x s2 columns in all) */
+    ptrdiff_t n[3];       /* input positions an output reads along each axis: i + p inside the extent */
+} gc_padded;
+
+static void gc_padded_of(const gc_geom *g, gc_padded *pd)
+{
+    pd->e0 = (g->out[0] - 1) * g->s[0] + (g->k[0] - 1) * g->d[0] + 1;
+    pd->e1 = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+    pd->w2 = ((g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + g->s[2]) / g->s[2];
+    const ptrdiff_t ext[3] = {pd->e0, pd->e1, pd->w2 * g->s[2]};
+    for (int a = 0; a < 3; a++) pd->n[a] = ext[a] - g->p[a] < g->in[a] ? ext[a] - g->p[a] : g->in[a];
+}
+
 static ptrdiff_t gc_pad_elements(const gc_geom *g)
 {
     if (g->direct || g->implicit) return 0;
-    ptrdiff_t e = 1;
-    for (int a = 0; a < 2; a++) e *= (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
-    const ptrdiff_t e2 = (g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + 1;
-    e *= (e2 + g->s[2] - 1) / g->s[2] * g->s[2];
+    gc_padded pd;
+    gc_padded_of(g, &pd);
+    const ptrdiff_t e = pd.e0 * pd.e1 * pd.w2 * g->s[2];
     return e <= GC_PAD_MAX ? e : 0;
 }
 
