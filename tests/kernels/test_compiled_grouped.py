@@ -80,12 +80,44 @@ CASES = [
     (2, 3, 4, 5, (15,), (9,), 1, 4, 1),
     (1, 4, 1, 3, (7, 9), (3, 3), 1, 1, 1),
 ]
+# grad_weight runs its positions in chunks (csrc/grouped.h GP_GW_CHUNK, 64 vectors) where a kernel has
+# more than two tap blocks (11 taps on AVX-512, 7 below) and its wide rows hold more positions than a
+# chunk on every ISA (1024 on AVX-512): output channels off the 4-wide block, a ragged last chunk, a
+# stem-like stride 2 over four phase planes, 1-d.
+CHUNKED = [
+    (2, 2, 3, 5, (40, 41), (5, 5), 1, 2, 1),
+    (1, 1, 3, 9, (75, 77), (7, 7), 2, 3, 1),
+    (2, 3, 2, 3, (1200,), (11,), 1, 5, 1),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_cases_match_the_reference(rng, isa, case, dtype):
     _check(rng, *case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CHUNKED, ids=["25-taps", "stem-7x7-2", "1d-11-taps"])
+def test_grad_weight_in_position_chunks_matches_the_reference(rng, isa, case, dtype):
+    _check(rng, *case, dtype)
+
+
+def test_grad_weight_in_position_chunks_keeps_non_finite_values_local(rng, isa):
+    """An inf read by some taps of one input channel, in the last of several position chunks, makes
+    exactly those weight taps non-finite; an inf in a column no tap reads (the junk lanes of every
+    chunk read it) leaves grad_weight finite."""
+    geom = _geom((5, 5), 2, 0, 1, 1)
+    x = rng.standard_normal((1, 2, 80, 82))  # output 38x39 reads columns 0..80 only
+    gy = rng.standard_normal((1, 6) + geom.output_size((80, 82)))
+    x[0, 1, 70, 81] = np.inf
+    assert np.isfinite(compiled_grouped.grad_weight(x, gy, geom)).all()
+    x[0, 0, 75, 4] = np.inf  # read by outputs (row, col) = ((75 - kh) / 2, (4 - kw) / 2) for even offsets
+    gw = compiled_grouped.grad_weight(x, gy, geom)
+    bad = ~np.isfinite(gw)
+    taps = [(kh, kw) for kh in range(5) for kw in range(5) if (75 - kh) % 2 == 0 and (4 - kw) % 2 == 0]
+    assert bad.sum() == 6 * len(taps)
+    assert all(bad[:, 0, kh, kw].all() for kh, kw in taps)
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,5 +1,5 @@
 """Shared item ranges (csrc/core.c ``jobs_share``, ``workspace.SHARED_RANGES``): the workers of a
-GEMM or Winograd forward or grad_input call claim runs of items from one range instead of each
+GEMM, Winograd or grouped forward or grad_input call claim runs of items from one range instead of each
 running a fixed share, so a worker that starts late or runs on a slowed CPU takes fewer. Every item
 runs exactly once whichever worker claims it: results are bit for bit those of the fixed split."""
 
@@ -82,6 +82,7 @@ _CASES = {
     "gemm strided": ("gemm", (2, 8, 21, 19), (12, 8, 3, 3), 2, 1, 1),
     "gemm pointwise": ("gemm", (2, 24, 17, 15), (40, 24, 1, 1), 1, 0, 1),
     "winograd": ("winograd", (3, 16, 23, 21), (16, 16, 3, 3), 1, 1, 1),
+    "grouped": ("grouped", (3, 32, 20, 19), (24, 4, 3, 3), 1, 1, 8),
 }
 
 

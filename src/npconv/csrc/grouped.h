@@ -140,12 +140,22 @@ FN(gp_gw_block)(V acc[GP_WO][GP_WT], const T *const *gyw, const T *const *src, p
     }
 }
 
+/* Positions per pass of one block of output channels over the taps where the kernel has more than
+ * two tap blocks: its GP_WO gy rows and the input phases' rows they read stay in L1 while every tap
+ * block runs over them (whole rows at once, each tap block streamed both from L2); with fewer tap
+ * blocks, or up to this many positions, one pass (the accumulators' loads and stores cost more). */
+#ifndef GP_GW_CHUNK
+#define GP_GW_CHUNK (64 * VL)
+#endif
+
 /* Weight gradient of groups [start, stop) into gw (G*Og, Cg, KH, KW): per group and image, the Cg
  * input planes in polyphase form and the Og gy planes in the wide layout (junk columns zero), then
- * blocks of GP_WO output channels x GP_WT taps of one input channel accumulate over the positions and
- * are summed per image into double. Groups are independent: worker threads share no accumulator.
- * A non-finite block sum is recomputed per (channel, tap) row by row with the junk lanes masked (an
- * inf in a pixel no tap reads must not become 0 * inf = NaN). */
+ * blocks of GP_WO output channels x GP_WT taps of one input channel accumulate over the positions,
+ * GP_GW_CHUNK at a time for all the taps (the vector accumulators kept in `accs` between chunks: each
+ * lane sums its positions in the same order as in one pass), and are summed per image into double.
+ * Groups are independent: worker threads share no accumulator. A non-finite block sum is recomputed
+ * per (channel, tap) row by row with the junk lanes masked (an inf in a pixel no tap reads must not
+ * become 0 * inf = NaN). */
 static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const gp_geom *g, ptrdiff_t start,
                               ptrdiff_t stop)
 {
@@ -154,15 +164,19 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     gp_layout lay;
     gp_forward_layout(g, &d, &ph, &lay);
     const ptrdiff_t k = g->kh * g->kw, in_plane = g->h * g->w, out_plane = g->oh * g->ow;
+    const ptrdiff_t kpad = (k + GP_WT - 1) / GP_WT * GP_WT;
     T *gyw = scratch + g->cg * lay.chan; /* Og + 1 planes of lay.gy_n (the last one all zero) */
-    ptrdiff_t *shift = malloc((size_t)k * sizeof(*shift));
+    ptrdiff_t *shift = malloc((size_t)kpad * sizeof(*shift));
     double *sum = malloc((size_t)(g->og * g->cg * k) * sizeof(*sum));
-    if (!shift || !sum) {
-        free(shift), free(sum);
+    T *accs = malloc((size_t)(GP_WO * kpad * VL) * sizeof(T)); /* (j, tap) vector accumulators */
+    if (!shift || !sum || !accs) {
+        free(shift), free(sum), free(accs);
         return -1;
     }
     dw_forward_shifts(&d, &ph, shift);
+    for (ptrdiff_t t = k; t < kpad; t++) shift[t] = shift[0]; /* a block's missing taps: read, never kept */
     const ptrdiff_t n_wide = lay.gy_n; /* positions rounded up to whole vectors */
+    const ptrdiff_t chunk = kpad > 2 * GP_WT && n_wide > GP_GW_CHUNK ? GP_GW_CHUNK : n_wide;
     T *zero = gyw + g->og * lay.gy_n;
     memset(zero, 0, (size_t)lay.gy_n * sizeof(T));
     for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
@@ -184,31 +198,43 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
                 for (ptrdiff_t j0 = 0; j0 < g->og; j0 += GP_WO) {
                     const T *gp[GP_WO];
                     for (ptrdiff_t j = 0; j < GP_WO; j++) gp[j] = j0 + j < g->og ? gyw + (j0 + j) * lay.gy_n : zero;
-                    for (ptrdiff_t t0 = 0; t0 < k; t0 += GP_WT) {
-                        const T *sp[GP_WT];
-                        for (ptrdiff_t t = 0; t < GP_WT; t++) sp[t] = xc + shift[t0 + t < k ? t0 + t : 0];
-                        V acc[GP_WO][GP_WT];
-                        const V vzero = {0};
-                        for (int j = 0; j < GP_WO; j++)
-                            for (int t = 0; t < GP_WT; t++) acc[j][t] = vzero;
-                        FN(gp_gw_block)(acc, gp, sp, n_wide);
-                        for (ptrdiff_t j = 0; j < GP_WO && j0 + j < g->og; j++)
-                            for (ptrdiff_t t = 0; t < GP_WT && t0 + t < k; t++) {
-                                T s = FN(hsum)(acc[j][t]); /* non-finite if any lane is */
-                                if (!isfinite(s)) { /* junk columns read x values no tap reads: redo exactly */
-                                    V a = vzero;
-                                    FN(dot)(&a, gyg + (j0 + j) * out_plane, g->oh, g->ow, &sp[t], ph.qw, 1);
-                                    s = FN(hsum)(a);
-                                }
-                                sum[((j0 + j) * g->cg + ci) * k + t0 + t] += (double)s;
+                    for (ptrdiff_t m0 = 0; m0 < n_wide; m0 += chunk) {
+                        const ptrdiff_t len = n_wide - m0 < chunk ? n_wide - m0 : chunk;
+                        const int first = m0 == 0, last = m0 + len == n_wide;
+                        const T *gm[GP_WO];
+                        for (int j = 0; j < GP_WO; j++) gm[j] = gp[j] + m0;
+                        for (ptrdiff_t t0 = 0; t0 < k; t0 += GP_WT) {
+                            const T *sp[GP_WT];
+                            for (int t = 0; t < GP_WT; t++) sp[t] = xc + shift[t0 + t] + m0;
+                            V acc[GP_WO][GP_WT];
+                            for (int j = 0; j < GP_WO; j++)
+                                for (int t = 0; t < GP_WT; t++)
+                                    acc[j][t] = first ? (V){0} : FN(load)(accs + (j * kpad + t0 + t) * VL);
+                            FN(gp_gw_block)(acc, gm, sp, len);
+                            if (!last) {
+                                for (int j = 0; j < GP_WO; j++)
+                                    for (int t = 0; t < GP_WT; t++) FN(store)(accs + (j * kpad + t0 + t) * VL, acc[j][t]);
+                                continue;
                             }
+                            for (ptrdiff_t j = 0; j < GP_WO && j0 + j < g->og; j++)
+                                for (ptrdiff_t t = 0; t < GP_WT && t0 + t < k; t++) {
+                                    T s = FN(hsum)(acc[j][t]); /* non-finite if any lane is */
+                                    if (!isfinite(s)) { /* junk columns read x values no tap reads: redo exactly */
+                                        V a = {0};
+                                        const T *tap = xc + shift[t0 + t];
+                                        FN(dot)(&a, gyg + (j0 + j) * out_plane, g->oh, g->ow, &tap, ph.qw, 1);
+                                        s = FN(hsum)(a);
+                                    }
+                                    sum[((j0 + j) * g->cg + ci) * k + t0 + t] += (double)s;
+                                }
+                        }
                     }
                 }
             }
         }
         for (ptrdiff_t i = 0; i < g->og * g->cg * k; i++) gw[gr * g->og * g->cg * k + i] = (T)sum[i];
     }
-    free(shift), free(sum);
+    free(shift), free(sum), free(accs);
     return 0;
 }
 
@@ -216,3 +242,4 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
 #undef GP_NB
 #undef GP_WO
 #undef GP_WT
+#undef GP_GW_CHUNK

@@ -47,11 +47,11 @@ SCRATCH_BYTES = 64 * 2**20
 SPIN_SECONDS = 2e-4
 #: After spinning, the calling thread checks its workers' done flags every this many seconds.
 POLL_SECONDS = 2e-5
-#: The GEMM's and Winograd's forward and grad_input (whose work items write disjoint outputs) share
-#: one item range among their workers (:func:`run_calls`' ``chunk``): each claims runs of about
-#: ``items / (workers * CLAIMS_PER_WORKER)`` as it gets to them, so a worker that wakes late or whose
-#: CPU the host gives to another process takes fewer (a fixed split waits for the slowest). The
-#: depthwise and grouped kernels keep fixed ranges (shared: 2-35% slower on their light items), and
+#: The GEMM's, Winograd's and the grouped kernel's forward and grad_input (whose work items write
+#: disjoint outputs) share one item range among their workers (:func:`run_calls`' ``chunk``): each
+#: claims runs of about ``items / (workers * CLAIMS_PER_WORKER)`` as it gets to them, so a worker that
+#: wakes late or whose CPU the host gives to another process takes fewer (a fixed split waits for the
+#: slowest). The depthwise kernel keeps fixed ranges (shared: 2-35% slower on its light items), and
 #: so do calls under SHARED_MIN_MACS multiply-adds (sharing costs ~1.5 us a call: 3.5% of a 1x1
 #: 64->384 14x14 batch-1 layer). False: every worker runs its fixed range (docs/performance.md,
 #: "Shared item ranges").
