@@ -50,6 +50,37 @@ def test_one_job_of_a_shared_range_runs_every_item():
     assert np.isnan(y).all()
 
 
+def test_a_grouped_forward_of_one_item_shares_its_rows():
+    """The grouped forward's job of a single item (one image, one group: a stem at batch 1) shares its
+    output rows: one job run alone claims every band of rows (the counter passes the last row, not the
+    one item), the other then finds none left; jobs over different rows are refused."""
+    compiled_grouped = pytest.importorskip("npconv.kernels.compiled_grouped")
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((1, 3, 23, 20)), rng.standard_normal((8, 3, 5, 5))
+    geom = ConvGeometry.create(5, 2, 2, ndim=2)
+    geometry = compiled_grouped._geometry(1, 1, 3, 8, (23, 20), geom)
+    core, isa = backends.core.module, backends.core.isa_index
+    size = core.grouped2d_scratch(0, geometry)
+    y = np.full((1, 8) + geom.output_size((23, 20)), np.nan)
+    rows = y.shape[2]
+    def job(last_row: int):
+        return core.grouped2d_forward_job(isa, x, w, None, y, np.empty(size), geometry, 0, 1, 0, 0.0, 0.0, 0,
+                                          last_row)
+
+    jobs = [job(rows), job(rows)]
+    counter = np.zeros(1, np.int64)
+    core.jobs_share(jobs, counter, 2)
+    core.job_run(jobs[0])
+    assert rows < counter[0] <= rows + 2  # the last claim finds the range used up
+    np.testing.assert_allclose(y, reference.conv(x, w, stride=2, padding=2), rtol=1e-12, atol=1e-12)
+    y[...] = np.nan
+    core.job_run(jobs[1])
+    assert np.isnan(y).all()
+    whole, half = job(rows), job(5)
+    with pytest.raises(ValueError, match=rf"every job must cover \[0, {rows}\), job 1 covers \[0, 5\)"):
+        core.jobs_share([whole, half], counter, 2)
+
+
 def test_jobs_share_checks_its_arguments():
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((1, 4, 6, 6)), rng.standard_normal((4, 1, 3, 3))

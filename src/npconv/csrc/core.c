@@ -418,7 +418,7 @@ typedef struct {
     int kind, act;
     double lo, hi;
     Py_ssize_t start, stop;
-    ptrdiff_t r0, r1; /* the grouped forward's output rows */
+    Py_ssize_t r0, r1; /* the grouped forward's output rows (adjacent: a one-item call's shared range) */
     union {
         dw_geom dw;
         gp_geom gp;
@@ -466,7 +466,8 @@ static PyObject *plane_job_start(const plane_job *spec, int isa, int pass, int p
     if (!j) return NULL;
     *j = *spec;
     j->base = (kernel_job){plane_job_run, plane_job_release, 0};
-    j->base.range = &j->start; /* start, stop: adjacent */
+    /* start, stop: adjacent; a grouped forward of one item shares its output rows instead */
+    j->base.range = j->kind == PLANE_GP_FORWARD && j->stop - j->start == 1 ? &j->r0 : &j->start;
     if (acquire_buffers(&j->b, n, objs, names, flags, counts) < 0) {
         job_storage_free(j, &local);
         return NULL;
@@ -571,7 +572,8 @@ static PyObject *gp_scratch_size(PyObject *self, PyObject *args)
 }
 
 /* (isa, x, w, bias|None, y, scratch, geom, start, stop[, act, lo, hi[, row_start, row_stop]]): items (image * G +
- * group) [start, stop), output rows [row_start, row_stop) of each (default all), of y = act(conv + bias) */
+ * group) [start, stop), output rows [row_start, row_stop) of each (default all), of y = act(conv + bias). The
+ * job of one item shares (jobs_share) its rows: each claim fills and computes only its band of them. */
 static PyObject *gp2d_call(PyObject *args, int prepare)
 {
     int isa, act = 0;

@@ -412,6 +412,16 @@ static void FN(clear_phases)(T *dst, const dw_phases *ph)
     memset(dst, 0, (size_t)(ph->count * ph->plane) * sizeof(T));
 }
 
+/* clear_phases for phase rows [lo, hi) of every phase plane only (a band's padding cells; what lies
+ * beyond them is read by no output the band keeps). */
+static void FN(clear_phase_rows)(T *dst, const dw_phases *ph, ptrdiff_t lo, ptrdiff_t hi)
+{
+    if (hi > ph->qh) hi = ph->qh;
+    if (hi <= lo) return;
+    for (ptrdiff_t p = 0; p < ph->count; p++)
+        memset(dst + p * ph->plane + lo * ph->qw, 0, (size_t)((hi - lo) * ph->qw) * sizeof(T));
+}
+
 /* fill_phases for phase rows [lo, hi) only (a worker's band of output rows reads no others). */
 static void FN(fill_phase_rows)(T *dst, const T *x, const dw_geom *g, const dw_phases *ph, ptrdiff_t lo, ptrdiff_t hi)
 {

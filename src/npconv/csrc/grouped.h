@@ -48,8 +48,9 @@ FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff
 
 /* Forward of items [start, stop) (item = image * G + group), output rows [r0, r1) of each, into
  * y = act(conv + bias), bias (G*Og) or NULL, the activation (act, lo, hi as in activate) applied to each
- * plane's rows as they are copied out. A band of rows fills only the phase rows it reads (workers
- * splitting one image's rows read their part of it). */
+ * plane's rows as they are copied out. A band of rows zeroes and fills only the phase rows it reads
+ * (workers claiming bands of one image's rows read their part of it); the positions past the band's
+ * last row that its last register block reads feed junk lanes only. */
 static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gp_geom *g,
                           ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d, ptrdiff_t r0,
                           ptrdiff_t r1)
@@ -77,7 +78,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     for (ptrdiff_t t = 0; t < k; t++) reach = shift[t] % ph.plane > reach ? shift[t] % ph.plane : reach;
     const ptrdiff_t last = m0 + ((m1 - m0 + step - 1) / step) * step - 1 + reach;
     const ptrdiff_t rows_lo = r0, rows_hi = last / ph.qw + 1;
-    for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phases)(scratch + ci * lay.chan, &ph);
+    for (ptrdiff_t ci = 0; ci < g->cg; ci++) FN(clear_phase_rows)(scratch + ci * lay.chan, &ph, rows_lo, rows_hi);
     const ptrdiff_t steps = (m1 - m0 + step - 1) / step, blocks = (g->og + GP_OB - 1) / GP_OB;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;

@@ -176,8 +176,9 @@ def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[in
 
 def _spans(pass_code: int, count: int, geometry: tuple[int, ...]) -> tuple[int, list[tuple[int, int]]]:
     """``(chunk, item range per worker)`` of a call over ``count`` items: the forward's items (images x
-    groups: disjoint outputs, each computed whole by whoever claims it) shared by the workers in
-    claims of ``chunk`` (``workspace.shared_chunk``; 0: fixed near-equal ranges). Two threads, batch 8,
+    groups, or a single image's output rows: disjoint outputs, each computed whole by whoever claims
+    it) shared by the workers in claims of ``chunk`` (``workspace.shared_chunk``; 0: fixed near-equal
+    ranges). Two threads, batch 8,
     shared / fixed, alternated per block: 32 groups of 8 at 28 px 0.94-1.01, 8 groups of 8 at 56 px
     0.86-1.01, the 7x7/2 stem 0.98, MobileNetV2's 3x3/2 stem 0.97 (docs/performance.md)."""
     threads = get_num_threads()
@@ -248,6 +249,9 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     y_shape = (n, o) + geom.output_size(in_size)
     geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
     split, ranges = _parts(n, groups, o, geometry[6], get_num_threads())
+    chunk = 0
+    if split == "rows":  # the image's output rows claimed in bands, as a batch's items are
+        chunk, ranges = _spans(0, geometry[6], geometry)
     codes = _codes(act)
 
     def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
@@ -281,7 +285,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         full = codes or (0, 0.0, 0.0)  # the row range follows the activation's arguments
 
         def calls_of(x: np.ndarray, wc: np.ndarray, b: np.ndarray | None, y: np.ndarray) -> list:
-            """One call per worker: the image's output rows [r0, r1)."""
+            """One call per worker: the image's output rows [r0, r1) (all of them, shared in claims of
+            ``chunk`` rows, where ``chunk``)."""
             return [((x, wc, b, y), size, (geometry, 0, 1, *full, r0, r1)) for r0, r1 in ranges]
     else:  # one call per worker: the image's output channels [first, stop) (y[:, first:stop] contiguous)
         parts = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in ranges]
@@ -295,11 +300,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         y = np.empty(y_shape, dtype)
         b = None if bias is None else _prepare(bias, dtype)
         calls = calls_of(_prepare(x, dtype), _prepare(w, dtype), b, y)
-        workspace.run_calls(backends.core.module.grouped2d_forward, calls, "compiled-grouped", dtype)
+        workspace.run_calls(backends.core.module.grouped2d_forward, calls, "compiled-grouped", dtype, 0,
+                            chunk)
         return _activated(y, later)
 
     def bind_parts(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        return _bound(x, y, source, lambda xc, wc, b: calls_of(xc, wc, b, y))
+        return _bound(x, y, source, lambda xc, wc, b: calls_of(xc, wc, b, y), chunk)
 
     return PreparedForward(run_parts, (_threads_state,), (_threads_state(),), bind_parts)
 
