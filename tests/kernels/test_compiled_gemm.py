@@ -248,6 +248,40 @@ def test_chunks_of_images_are_a_multiple_of_the_threads(monkeypatch, rng):
         npconv.set_num_threads(previous)
 
 
+def test_forward_chunks_of_small_images_stay_within_the_workspace_share(rng, monkeypatch):
+    """A chunk's scratch as the C plan counts it (columns, padded planes, products) within the thread's
+    share of gemm.WORKSPACE_BYTES (here made small): fewer images per chunk, or bands of one image
+    where even two do not fit; forward and grad_weight as the reference."""
+    import npconv
+
+    seen = _tilings(monkeypatch)
+    monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
+    geom = ConvGeometry.create((3, 3), 2, 1, 1, 1, ndim=2)
+    x = rng.standard_normal((8, 16, 6, 6))  # 3x3 outputs: 9 positions an image
+    w = rng.standard_normal((8, 16, 3, 3))
+    gy = rng.standard_normal((8, 8, 3, 3))
+    one = backends.core.module.gemm_conv_plan(0, compiled_gemm._geometry(8, 16, 8, (6, 6), geom)[:-5]
+                                              + (9, 1, 1, 0, 0))[0] * 8
+    two = backends.core.module.gemm_conv_plan(0, compiled_gemm._geometry(8, 16, 8, (6, 6), geom)[:-5]
+                                              + (9, 2, 1, 0, 0))[0] * 8
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(2)
+        for share, images in ((1 << 24, 4), (two, 2), (two - 8, 1)):  # the plans count the gemm's packing too
+            monkeypatch.setattr(gemm, "WORKSPACE_BYTES", 2 * share)
+            y = compiled_gemm.forward(x, w, geom)
+            geometry = seen[-1]
+            assert geometry[-4] == images, (share, geometry)
+            if images >= 2:
+                assert backends.core.module.gemm_conv_plan(0, geometry)[0] * 8 <= share
+            assert relative_error(y, reference.conv(x, w, stride=2, padding=1)) < 1e-12
+            gw = compiled_gemm.grad_weight(x, gy, geom)
+            assert relative_error(gw, reference.conv_grad_weight(x, gy, (3, 3), 2, 1)) < 1e-12
+        assert two > one
+    finally:
+        npconv.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_single_small_image_splits_output_channels(monkeypatch, rng, dtype):
     """One 7x7 image on two threads: each worker computes its output channels (72: 32 + 40, the last

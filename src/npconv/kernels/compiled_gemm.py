@@ -233,7 +233,8 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     shift)`` set, and whether the row shift is on (then the weight is ``(k0, O, Cg*K_rest)``).
 
     Small images under a kernel of :data:`CHUNK_MIN_TAPS` or more taps: chunks of whole images
-    (:data:`CHUNK_BYTES`). Else, with >= 2 spatial axes, stride 1 and >= 2 taps along the first
+    (:data:`CHUNK_BYTES`; halved until the C plan's scratch of a chunk fits the thread's share of
+    ``gemm.WORKSPACE_BYTES``). Else, with >= 2 spatial axes, stride 1 and >= 2 taps along the first
     (:data:`ROW_SHIFT`): bands of whole output rows of that axis, each packed once over the trailing
     axes; otherwise bands of output positions."""
     length = math.prod(out_size)
@@ -243,8 +244,11 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
     if images >= 2:
         chunks = threads * -(-n // (threads * images))  # a multiple of the threads: no worker idles
         images = -(-n // chunks)                        # (8 images, 2 threads, 3 per chunk: 4 of 2)
-    if images >= 2:
-        return geometry[:-5] + (length, images, 1, 0, 0), False
+    if images >= 2:  # the size above is a speed rule; the C plan's scratch must fit the share
+        fitted = _halved(0, lambda m: geometry[:-5] + (length, m, 1, 0, 0), images, itemsize,
+                         gemm.WORKSPACE_BYTES // max(1, threads))
+        if fitted is not None and fitted[1] and fitted[0][-4] >= 2:
+            return fitted[0], False
     k0, nd = geom.kernel_size[0], geom.ndim
     if (ROW_SHIFT and nd >= 2 and geom.stride[0] == 1 and k0 > 1
             and n * length * (k0 - 1) >= SHIFT_MIN_SAVING * k0 * og):
