@@ -145,9 +145,7 @@ FN(gp_gw_block)(V acc[GP_WO][GP_WT], const T *const *gyw, const T *const *src, p
  * two tap blocks: its GP_WO gy rows and the input phases' rows they read stay in L1 while every tap
  * block runs over them (whole rows at once, each tap block streamed both from L2); with fewer tap
  * blocks, or up to this many positions, one pass (the accumulators' loads and stores cost more). */
-#ifndef GP_GW_CHUNK
 #define GP_GW_CHUNK (64 * VL)
-#endif
 
 /* Weight gradient of groups [start, stop) into gw (G*Og, Cg, KH, KW): per group and image, the Cg
  * input planes in polyphase form and the Og gy planes in the wide layout (junk columns zero), then

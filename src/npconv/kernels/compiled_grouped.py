@@ -178,9 +178,9 @@ def _spans(pass_code: int, count: int, geometry: tuple[int, ...]) -> tuple[int, 
     """``(chunk, item range per worker)`` of a call over ``count`` items: the forward's items (images x
     groups, or a single image's output rows: disjoint outputs, each computed whole by whoever claims
     it) shared by the workers in claims of ``chunk`` (``workspace.shared_chunk``; 0: fixed near-equal
-    ranges). Two threads, batch 8,
-    shared / fixed, alternated per block: 32 groups of 8 at 28 px 0.94-1.01, 8 groups of 8 at 56 px
-    0.86-1.01, the 7x7/2 stem 0.98, MobileNetV2's 3x3/2 stem 0.97 (docs/performance.md)."""
+    ranges). Two threads, batch 8, shared / fixed, alternated per block: 32 groups of 8 at 28 px
+    0.89-1.01, 8 groups of 8 at 56 px 0.86-1.01, the 7x7/2 stem 0.98, MobileNetV2's 3x3/2 stem 0.97;
+    a single image's rows level (docs/performance.md)."""
     threads = get_num_threads()
     n, groups, cg, og, _, _, oh, ow, kh, kw = geometry[:10]
     macs = n * groups * og * cg * kh * kw * oh * ow if pass_code == 0 else 0
