@@ -164,26 +164,25 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
 
 
 def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,
-         epilogue: tuple = ()) -> None:
+         epilogue: tuple = (), macs: int = 0) -> None:
     """``kernel(isa, *args, scratch, geometry, start, stop, *epilogue)`` over ``count`` items split
-    across the worker threads (:func:`_spans`), each with its own scratch buffer."""
+    across the worker threads (:func:`_spans`; ``macs`` the call's multiply-adds where its items write
+    disjoint outputs, 0 for fixed ranges), each with its own scratch buffer."""
     size = backends.core.module.grouped2d_scratch(pass_code, geometry)
-    chunk, spans = _spans(pass_code, count, geometry)
+    chunk, spans = _spans(count, macs)
     calls, name = workspace.span_calls((*args, workspace.SCRATCH, geometry), spans, epilogue,
                                        ("compiled-grouped", size, dtype))
     workspace.run_calls(kernel, calls, name, dtype, 0, chunk)
 
 
-def _spans(pass_code: int, count: int, geometry: tuple[int, ...]) -> tuple[int, list[tuple[int, int]]]:
-    """``(chunk, item range per worker)`` of a call over ``count`` items: the forward's items (images x
-    groups, or a single image's output rows: disjoint outputs, each computed whole by whoever claims
-    it) shared by the workers in claims of ``chunk`` (``workspace.shared_chunk``; 0: fixed near-equal
-    ranges). Two threads, batch 8, shared / fixed, alternated per block: 32 groups of 8 at 28 px
-    0.89-1.01, 8 groups of 8 at 56 px 0.86-1.01, the 7x7/2 stem 0.98, MobileNetV2's 3x3/2 stem 0.97;
-    a single image's rows level (docs/performance.md)."""
+def _spans(count: int, macs: int) -> tuple[int, list[tuple[int, int]]]:
+    """``(chunk, item range per worker)`` of a call of ``macs`` multiply-adds over ``count`` items: the
+    forward's items (images x groups, or a single image's output rows: disjoint outputs, each computed
+    whole by whoever claims it) shared by the workers in claims of ``chunk`` (``workspace.shared_chunk``;
+    0: fixed near-equal ranges). Two threads, batch 8, shared / fixed, alternated per block: 32
+    groups of 8 at 28 px 0.89-1.01, 8 groups of 8 at 56 px 0.86-1.01, the 7x7/2 stem 0.98,
+    MobileNetV2's 3x3/2 stem 0.97; a single image's rows level (docs/performance.md)."""
     threads = get_num_threads()
-    n, groups, cg, og, _, _, oh, ow, kh, kw = geometry[:10]
-    macs = n * groups * og * cg * kh * kw * oh * ow if pass_code == 0 else 0
     chunk = workspace.shared_chunk(count, min(threads, count), macs)
     return chunk, [(0, count)] * threads if chunk else workspace.ranges(count, threads)
 
@@ -219,16 +218,20 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 
-def _parts(n: int, groups: int, o: int, out_rows: int, threads: int) -> tuple[str, list[tuple[int, int]]]:
-    """How a call's work is split: ``("items", [])`` (images x groups, split as they are), or for a
-    single ungrouped image ``("rows", ranges)`` of its output rows, one per worker thread, or
-    ``("channels", ranges)`` of its output channels in multiples of :data:`CHANNEL_BLOCK`."""
+def _parts(n: int, groups: int, o: int, out_rows: int, threads: int,
+           macs: int) -> tuple[str, list[tuple[int, int]], int]:
+    """How a call of ``macs`` multiply-adds is split: ``("items", [], 0)`` (images x groups, split as
+    :func:`_run` splits them), or for a single ungrouped image ``("rows", ranges, chunk)`` of its output
+    rows, one range per worker thread (all the rows, claimed in bands of ``chunk``, where
+    :func:`_spans` shares them), or ``("channels", ranges, 0)`` of its output channels in multiples of
+    :data:`CHANNEL_BLOCK`."""
     if n > 1 or groups > 1 or threads < 2:
-        return "items", []
+        return "items", [], 0
     if ROW_PARTS and out_rows >= threads:
-        return "rows", workspace.ranges(out_rows, threads)
+        chunk, ranges = _spans(out_rows, macs)
+        return "rows", ranges, chunk
     ranges = workspace.ranges(-(-o // CHANNEL_BLOCK), threads)
-    return "channels", [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges]
+    return "channels", [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges], 0
 
 
 def _threads_state() -> tuple[int, bool, int]:
@@ -248,10 +251,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     in_size = tuple(x_shape[2:])
     y_shape = (n, o) + geom.output_size(in_size)
     geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
-    split, ranges = _parts(n, groups, o, geometry[6], get_num_threads())
-    chunk = 0
-    if split == "rows":  # the image's output rows claimed in bands, as a batch's items are
-        chunk, ranges = _spans(0, geometry[6], geometry)
+    macs = geom.multiply_adds(x_shape, w.shape)
+    split, ranges, chunk = _parts(n, groups, o, geometry[6], get_num_threads(), macs)
     codes = _codes(act)
 
     def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
@@ -269,12 +270,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
             y = np.empty(y_shape, dtype)
             b = None if bias is None else _prepare(bias, dtype)
             _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(x, dtype),
-                 _prepare(w, dtype), b, y, epilogue=codes)
+                 _prepare(w, dtype), b, y, epilogue=codes, macs=macs)
             return _activated(y, later)
 
         def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
             size = backends.core.module.grouped2d_scratch(0, geometry)
-            chunk, spans = _spans(0, n * groups, geometry)
+            chunk, spans = _spans(n * groups, macs)
             scratch = ("compiled-grouped", size, dtype)
             return _bound(x, y, source, lambda xc, wc, b: workspace.span_calls(
                 (xc, wc, b, y, workspace.SCRATCH, geometry), spans, codes, scratch)[0], chunk)
@@ -338,7 +339,8 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     gx = np.empty((n, groups * cg) + input_size, dtype)
     b = None if bias is None else _prepare(bias, dtype)
     _run(backends.core.module.grouped2d_forward, 0, n * groups, dtype, geometry, _prepare(gy, dtype),
-         _adjoint_weight(_prepare(w, dtype), groups), b, gx, epilogue=_codes(act))
+         _adjoint_weight(_prepare(w, dtype), groups), b, gx, epilogue=_codes(act),
+         macs=geom.multiply_adds((n, groups * cg) + input_size, w.shape))
     return _activated(gx, later)
 
 
