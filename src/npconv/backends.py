@@ -250,10 +250,10 @@ class CoreBackend:
 
 #: The functions of ``npconv._core`` the Python side calls: an extension built from older sources (an
 #: editable install after ``git pull``) lacks some, and is then not used.
-CORE_FUNCTIONS = ("available_isas", "depthwise2d_scratch", "depthwise2d_forward", "depthwise2d_grad_input",
-                  "depthwise2d_grad_weight", "grouped2d_scratch", "grouped2d_forward",
-                  "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward", "gemm",
-                  "gemm_conv_plan", "gemm_conv", "gemm_conv_job", "job_run", "job_post", "team_wait",
+CORE_FUNCTIONS = ("available_isas", "subnormal_operands", "depthwise2d_scratch", "depthwise2d_forward",
+                  "depthwise2d_grad_input", "depthwise2d_grad_weight", "grouped2d_scratch",
+                  "grouped2d_forward", "grouped2d_grad_weight", "max_pool2d_forward", "max_pool2d_backward",
+                  "gemm", "gemm_conv_plan", "gemm_conv", "gemm_conv_job", "job_run", "job_post", "team_wait",
                   "team_post", "team_join", "jobs_share",
                   "job_chain", "jobs_check", "depthwise2d_forward_job", "depthwise2d_grad_input_job",
                   "grouped2d_forward_job", "winograd2d_forward_job", "relu_forward_job",

@@ -413,13 +413,15 @@ static void FN(clear_phases)(T *dst, const dw_phases *ph)
 }
 
 /* clear_phases for phase rows [lo, hi) of every phase plane only (a band's padding cells; what lies
- * beyond them is read by no output the band keeps). */
+ * beyond them is read by no output the band keeps). A band reaching the last row clears the plane's
+ * slack after it too: its junk lanes read there, and stale memory read as floats is often subnormal
+ * (a pointer's high half), a microcode assist per operation (the grouped 32 x 8 forward 2.8x slower). */
 static void FN(clear_phase_rows)(T *dst, const dw_phases *ph, ptrdiff_t lo, ptrdiff_t hi)
 {
-    if (hi > ph->qh) hi = ph->qh;
-    if (hi <= lo) return;
+    const ptrdiff_t end = hi >= ph->qh ? ph->plane : hi * ph->qw;
+    if (end <= lo * ph->qw) return;
     for (ptrdiff_t p = 0; p < ph->count; p++)
-        memset(dst + p * ph->plane + lo * ph->qw, 0, (size_t)((hi - lo) * ph->qw) * sizeof(T));
+        memset(dst + p * ph->plane + lo * ph->qw, 0, (size_t)(end - lo * ph->qw) * sizeof(T));
 }
 
 /* fill_phases for phase rows [lo, hi) only (a worker's band of output rows reads no others). */
