@@ -673,7 +673,8 @@ static void FN(dw_forward_narrow)(const T *x, const T *w, const T *bias, T *y, T
  * each once, as the output rows reach them; padding rows read a row of zeros. A whole padded plane
  * cost as much to write as the taps to compute (96x112x112 -> 56, one thread: docs/performance.md).
  * Output rows in pairs share their middle input row; blocks of 2 rows x 2 vectors (x 1 and x 4
- * measured slower), the ragged end as one block of 1 or 2 vectors ending at OW. */
+ * measured slower), the ragged end as one block of 1 or 2 vectors ending at OW. The next output plane is
+ * prefetched a share per pair of rows (as the stride-1 row path: 96x112 -> 56 0.94-0.97x). */
 static int FN(dw_s2_wins)(const dw_geom *g)
 {
     return VBYTES >= 32 && dw_s2_fits(g) && g->ow >= VL && (VL >= 16 || g->ow >= 2 * VL);
@@ -738,9 +739,13 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
         const T *xp = x + p * g->h * g->w;
-        if (p + 1 < stop) FN(prefetch_out)(y + (p + 1) * g->m * plane_out, g->m * plane_out);
+        const char *next = p + 1 < stop ? (const char *)(y + (p + 1) * g->m * plane_out) : NULL;
+        const ptrdiff_t bytes = g->m * plane_out * (ptrdiff_t)sizeof(T) < 32768 ? g->m * plane_out * (ptrdiff_t)sizeof(T) : 32768;
+        const ptrdiff_t lines = (bytes + 63) / 64, per = (lines * 2 + g->oh - 1) / g->oh;
+        ptrdiff_t at = 0;
         ptrdiff_t filled = 0; /* padded rows below this one have their ring row */
         for (ptrdiff_t r0 = 0; r0 < g->oh; r0 += 2) {
+            for (ptrdiff_t i = 0; next && i < per && at < lines; i++, at++) __builtin_prefetch(next + at * 64, 1, 2);
             const int pair = r0 + 1 < g->oh;
             const T *rp[5];
             for (ptrdiff_t i = 0; i < 3 + 2 * pair; i++) {
