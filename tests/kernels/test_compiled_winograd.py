@@ -279,6 +279,91 @@ def test_a_single_image_with_few_tiles_splits_its_output_channels(torch, isa, dt
         npconv.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_channel_parts_share_one_input_transform(isa, dtype, threads, monkeypatch):
+    """A call of one image whose output channels the workers split, its tiles one work item: each
+    worker transforms a share of the input channels into worker 0's V (stage 1), then every worker
+    runs its channels' products from it (stage 2) - bit for bit the call where each transforms every
+    channel; odd channel counts, bias and ReLU; run directly and bound (scratch full of NaN)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 41, 11, 9)).astype(dtype)
+    o = 16 * threads + 3  # CHANNEL_PART_MIN channels per worker and an odd split
+    w = rng.standard_normal((o, 41, 3, 3)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    geom = _geom(((1, 1), (1, 1)))
+    epilogue = Epilogue(b, Activation("relu"))
+    runs = []
+    jobs = compiled_winograd._jobs
+
+    def counted(*args):
+        made = jobs(*args)
+        runs.append(len(made))
+        return made
+
+    monkeypatch.setattr(compiled_winograd, "_jobs", counted)
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        results = {}
+        for shared in (False, True):
+            monkeypatch.setattr(compiled_winograd, "SHARED_INPUT_TRANSFORM", shared)
+            y = compiled_winograd.forward(x, w, geom, epilogue=epilogue)
+            prepared = compiled_winograd.prepare_forward(x.shape, x.dtype, w, geom, epilogue=epilogue)
+            bound = np.full_like(y, np.nan)
+            buffers: dict = {}  # a scratch source gives one buffer per name, as the programs' does
+
+            def source(name, size, dt, buffers=buffers):
+                return buffers.setdefault(name, np.full(size, np.nan, dt))
+
+            prepared.bind(x, bound, source)()
+            results[shared] = (y, bound)
+        assert runs == [1, 1, 2, 2]  # the staged calls: two runs, a barrier between
+        for y in results[True]:
+            np.testing.assert_array_equal(y, results[False][0])
+        expected = np.maximum(reference.conv(x.astype(np.float64), w.astype(np.float64), padding=1)
+                              + b.astype(np.float64).reshape(-1, 1, 1), 0)
+        assert _max_relative(results[True][0], expected) <= TOL[np.dtype(dtype)]
+    finally:
+        npconv.set_num_threads(previous)
+
+
+def test_the_extension_checks_the_stages_arguments():
+    """stage 1 / 2 need a scratch of the geometry, at most CAP tiles and, for stage 1, channels in
+    range; a rejected call writes nothing."""
+    n, c, h, w, o = 1, 3, 5, 6, 2
+    geometry = _whole((n, c, h, w, o, 5, 6, 1, 1, 1, 4, 0))
+    size = backends.core.module.winograd2d_scratch(geometry)
+    f = np.float64
+    args = (backends.core.isa_index, gemm_routines(), np.ones((n, c, h, w), f), np.ones((36, o, c), f), None,
+            np.zeros((n, o, 5, 6), f), np.empty(size, f), geometry, 0, 4, 0, 0.0, 0.0)
+    shared = np.zeros(size, f)
+    core = backends.core.module
+    core.winograd2d_forward(*args)
+    whole = args[5].copy()
+    args[5][...] = np.nan
+    for c0, c1 in ((0, 1), (1, c)):  # stage 1 in two shares, then stage 2
+        core.winograd2d_forward(*args, 1, shared, c0, c1)
+    assert np.isnan(args[5]).all()
+    core.winograd2d_forward(*args, 2, shared, 0, 0)
+    np.testing.assert_array_equal(args[5], whole)
+    y = args[5]
+    y[...] = 7.0
+    bad = [(ValueError, (3, shared, 0, c)), (ValueError, (-1, shared, 0, c)), (ValueError, (1, None, 0, c)),
+           (ValueError, (1, shared, 0, c + 1)), (ValueError, (1, shared, 2, 1)),
+           (ValueError, (1, shared, -1, 1)),
+           (ValueError, (2, np.zeros(10, f), 0, 0)), (TypeError, (2, np.zeros(size, np.float32), 0, 0)),
+           (TypeError, (2, "v", 0, 0))]
+    for error, stage in bad:
+        with pytest.raises(error):
+            core.winograd2d_forward(*args, *stage)
+        assert (y == 7.0).all(), stage
+    capped = _whole((n, c, h, w, o, 5, 6, 1, 1, 1, 2, 0))  # 2 tiles per call: a stage takes at most 2
+    with pytest.raises(ValueError):
+        core.winograd2d_forward(*args[:6], np.empty(core.winograd2d_scratch(capped), f), capped, 0, 4, 0, 0.0,
+                                0.0, 1, np.zeros(core.winograd2d_scratch(capped), f), 0, c)
+
+
 def _call(args, **change):
     names = ("isa", "routines", "x", "u", "bias", "y", "scratch", "geometry", "start", "stop", "act", "lo",
              "hi")

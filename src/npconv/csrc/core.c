@@ -1508,8 +1508,10 @@ free_job:
 static PyObject *wg2d_weight(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 0); }
 static PyObject *wg2d_weight_job(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 1); }
 
-/* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi): tiles [start, stop)
- * of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). */
+/* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi[, stage, v, c0, c1]): tiles
+ * [start, stop) of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). stage 1 / 2 (wg_stage, at
+ * most CAP tiles): only the input transform of channels [c0, c1) into v's V region, or only the rest from
+ * it (v: a scratch of this geometry). */
 typedef struct {
     kernel_job base;
     int act, have_b;
@@ -1518,20 +1520,23 @@ typedef struct {
     wg_geom g;
     gemm_fns fns;
     wg_fwd_fn fn;
-    Py_buffer x, u, b, y, s;
+    wg_stage st;
+    Py_buffer x, u, b, y, s, v;
 } wg_job;
 
 static void wg_job_run(kernel_job *job)
 {
     wg_job *j = (wg_job *)job;
+    const wg_stage *st = j->st.stage ? &j->st : NULL;
     for (Py_ssize_t at = j->start; at < j->stop; at += j->g.cap) /* the kernel runs at most CAP tiles */
         j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, at,
-              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi);
+              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi, st);
 }
 
 static void wg_job_release(kernel_job *job)
 {
     wg_job *j = (wg_job *)job;
+    if (j->st.stage) PyBuffer_Release(&j->v);
     PyBuffer_Release(&j->s);
     PyBuffer_Release(&j->y);
     if (j->have_b) PyBuffer_Release(&j->b);
@@ -1541,25 +1546,32 @@ static void wg_job_release(kernel_job *job)
 
 static PyObject *wg2d_call(PyObject *args, int prepare)
 {
-    int isa, act;
-    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom;
-    Py_ssize_t start, stop;
+    int isa, act, stage = 0;
+    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom, *v_o = Py_None;
+    Py_ssize_t start, stop, c0 = 0, c1 = 0;
     double lo, hi;
     wg_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start, &stop,
-                          &act, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd|iOnn", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start,
+                          &stop, &act, &lo, &hi, &stage, &v_o, &c0, &c1))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
         check_act(act, lo, hi) < 0)
         return NULL;
     if (check_range(start, stop, g.n * g.th * g.tw, "tile") < 0) return NULL;
+    if (stage < 0 || stage > 2 || (stage && (v_o == Py_None || stop - start > g.cap)) ||
+        (stage == 1 && (c0 < 0 || c0 > c1 || c1 > g.c))) {
+        PyErr_Format(PyExc_ValueError, "winograd stage must be 0, or 1 / 2 with a shared scratch over at most %zd "
+                     "tiles (got %zd) and 0 <= c0 <= c1 <= %zd for stage 1; got stage %d, c0 %zd, c1 %zd",
+                     (Py_ssize_t)g.cap, stop - start, (Py_ssize_t)g.c, stage, c0, c1);
+        return NULL;
+    }
     const int have_b = b_o != Py_None;
     wg_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (wg_job){.base = {wg_job_run, wg_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
-                  .start = start, .stop = stop, .g = g, .fns = fns};
-    j->base.range = &j->start;
+                  .start = start, .stop = stop, .g = g, .fns = fns, .st = {stage, c0, c1, NULL}};
+    if (!stage) j->base.range = &j->start; /* a staged call's jobs all run the same tiles */
     if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
     if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
     if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
@@ -1578,6 +1590,15 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
         check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
         goto release_s;
+    if (stage) {
+        if (get_buffer(v_o, 1, &j->v, "shared scratch") < 0) goto release_s;
+        if (j->v.itemsize != size || check_count(&j->v, L.m, 1, "shared scratch") < 0) {
+            if (j->v.itemsize != size) PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+            PyBuffer_Release(&j->v);
+            goto release_s;
+        }
+        j->st.v = j->v.buf;
+    }
     j->fn = KERNELS[isa]->wg[size == 8];
     return run_or_wrap(&j->base, prepare);
 release_s:
@@ -2402,9 +2423,10 @@ static PyMethodDef methods[] = {
      "U[:, p] = G w[p] G^T of F(4x4, 3x3); with seen (w's shape, U = transform(seen) kept by the caller) a "
      "range whose bytes equal seen's is skipped, else transformed and copied into seen"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
-     "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi): tiles "
-     "[start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then act 1 "
-     "relu or 2 hardtanh(lo, hi)"},
+     "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi[, stage, v, c0, "
+     "c1]): tiles [start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then "
+     "act 1 relu or 2 hardtanh(lo, hi); stage 1: only the input transform of channels [c0, c1) into the scratch v "
+     "(of the same geometry), stage 2: only the products and the output transform from v"},
     {"gemm_conv_job", gc_job_new, METH_VARARGS,
      "gemm_conv_job(...same arguments as gemm_conv...) -> job: the call prepared (checked, buffers held) for "
      "job_run or a worker's team_wait"},

@@ -446,8 +446,17 @@ typedef struct {
 } mp_kernels;
 
 
+/* One stage of a Winograd forward whose workers share its output channels (winograd_forward): 1 the input
+ * transform of channels [c0, c1) into v (a worker's scratch, the V region), 2 the products and output
+ * transform from v. */
+typedef struct {
+    int stage;
+    ptrdiff_t c0, c1;
+    void *v;
+} wg_stage;
+
 typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
-                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
+                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,

@@ -173,13 +173,13 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
         }
 }
 
-/* V[36][C][NTP] of tiles [t0, t1): the input transform channel by channel; within a channel runs go
+/* V[36][C][NTP] of tiles [t0, t1), channels [c0, c1): the input transform channel by channel; within a channel runs go
  * left to right, so a run's junk lanes land in columns the next run (or the padding after the tiles)
  * owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
 static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, T *rb,
-                          ptrdiff_t rs, T *tr, ptrdiff_t ps)
+                          ptrdiff_t rs, T *tr, ptrdiff_t ps, ptrdiff_t c0, ptrdiff_t c1)
 {
-    for (ptrdiff_t c = 0; c < g->c; c++)
+    for (ptrdiff_t c = c0; c < c1; c++)
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
             FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * ntp, g->c * ntp, t - t0,
@@ -238,17 +238,23 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
     }
 }
 
-/* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. */
+/* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. st (NULL: the whole
+ * call) splits a call of at most CAP tiles whose output channels the workers share: stage 1 transforms
+ * the input channels [c0, c1) into st->v (one worker's scratch, its V), stage 2 runs the products and the
+ * output transform from it (each worker's input transform of every channel was a third of its time). */
 static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
-                                 const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi)
+                                 const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi,
+                                 const wg_stage *st)
 {
     wg_layout L;
     wg_scratch_layout(g, &L);
-    T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
+    const int stage = st ? st->stage : 0;
+    T *v = stage ? (T *)st->v : s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
     /* (1) input transform */
-    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps);
+    if (stage != 2) FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
+    if (stage == 1) return;
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
     const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
     for (ptrdiff_t k = 0; k < 36; k++)
@@ -298,7 +304,7 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
     T *v = s + L.v, *gyt = s + L.gy, *rb = s + L.rb, *tr = s + L.tr, *mf = s + L.mf;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
-    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps);
+    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, 0, g->c);
     /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
      * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
     const ptrdiff_t ys = g->o * g->yplane;

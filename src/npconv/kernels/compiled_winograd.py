@@ -72,6 +72,10 @@ MIN_TILES_ONE_THREAD = 32
 #: two threads, batch 1, Winograd / implicit GEMM: 128x28 (49 tiles) 0.55-0.67 warm, level with the
 #: caches flushed, ResNet-18 batch 1 0.96; from 16 tiles (its 256x14 layers too) the network 1.06.
 MIN_TILES_CHANNEL_PARTS = 49
+#: Channel parts of one call's tiles (one work item) share the input transform: each worker transforms a
+#: share of the input channels into one V, then (after all have) runs its output channels' products from it,
+#: instead of every worker transforming every channel (a third of its time at 128x28 batch 1).
+SHARED_INPUT_TRANSFORM = True
 #: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
 #: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
 #: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
@@ -315,7 +319,7 @@ def _settings() -> tuple:
     """What a forward's work split depends on besides the call (a prepared forward's token)."""
     return (get_num_threads(), backends.core.isa, _TARGET_TILES, TILE_CHANNEL_RATIO, CHANNEL_PART_MIN,
             workspace.SCRATCH_BYTES, workspace.SHARED_RANGES, workspace.SHARED_MIN_MACS,
-            workspace.CLAIMS_PER_WORKER, winograd.CHANNEL_BLOCK)
+            workspace.CLAIMS_PER_WORKER, winograd.CHANNEL_BLOCK, SHARED_INPUT_TRANSFORM)
 
 
 def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
@@ -426,18 +430,27 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     if parts:
         c = w.shape[1]
         items = _items(_tiles(geometry[0], geometry[5:7]), geometry[10], 1)
-        jobs = []
+        # one item (the tiles fit one call): the workers transform a share of the input channels each into
+        # worker 0's V, then run their output channels' products from it (SHARED_INPUT_TRANSFORM)
+        staged = SHARED_INPUT_TRANSFORM and len(items) == 1
+        shares, owns = workspace.ranges(c, len(parts)), [scratch(k) for k in range(len(parts))]
+        jobs, products = [], []
         for k, (first, stop) in enumerate(parts):
             uk = np.empty((36, stop - first, c), dtype)
             part = geometry[:4] + (stop - first,) + geometry[5:]
-            bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], scratch(k)
+            bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], owns[k]
             sk = None if seen is None else seen[first:stop]
             if sk is not None:
                 core.winograd2d_weight(isa, sk, uk, 0, (stop - first) * c)
-            jobs.append(core.job_chain(
-                [core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c, sk)]
-                + [prepare(isa, routines, x, uk, bk, yk, own, part, *span, act, lo, hi) for span in items]))
-        return [(jobs, 1, 0)]
+            head = (isa, routines, x, uk, bk, yk, own, part)
+            weight = core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c, sk)
+            if staged:
+                stage = prepare(*head, *items[0], act, lo, hi, 1, owns[0], *shares[k])
+                jobs.append(core.job_chain([weight, stage]))
+                products.append(prepare(*head, *items[0], act, lo, hi, 2, owns[0], 0, 0))
+            else:
+                jobs.append(core.job_chain([weight] + [prepare(*head, *span, act, lo, hi) for span in items]))
+        return [(jobs, 1, 0), (products, 1, 0)] if staged else [(jobs, 1, 0)]
     runs = []
     if transform:
         kernels = w.shape[0] * w.shape[1]
