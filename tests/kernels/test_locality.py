@@ -247,20 +247,23 @@ def _numpy_value_range(a: np.ndarray) -> numerics.ValueRange:
 @pytest.mark.skipif(not backends.core.available, reason="the compiled core's value_range")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_value_range_in_one_compiled_pass_equals_numpys(dtype):
-    """The compiled core's one-pass range (vector blocks, then the tail) gives exactly NumPy's max, min,
-    finiteness and sampled quantile, at every size around the vector blocks and the sample, with NaN,
-    +-inf, -0.0 and spikes anywhere (first element, a block's last lane, the tail)."""
+    """The compiled core's one-pass range (the largest magnitude on the bits: vector blocks, then the
+    tail) gives exactly NumPy's peak, finiteness and sampled quantile, at every size around the vector
+    blocks and the sample, with NaN, +-inf, -0.0, subnormals and spikes anywhere (first element, a
+    block's last lane, the tail)."""
     rng = np.random.default_rng(3)
     r = numerics.value_range
     for size in (1, 2, 15, 16, 63, 64, 65, 129, 4095, 4096, 4097, 8193, 100_003, 250_000):
         base = (rng.standard_normal(size) * rng.choice([1e-3, 1.0, 1e4])).astype(dtype)
         for poke in (None, 0, size // 2, size - 1, min(63, size - 1)):
-            for value in (np.nan, np.inf, -np.inf, -0.0, 1e30, -7.5):
+            for value in (np.nan, np.inf, -np.inf, -0.0, 1e30, -7.5, -np.finfo(dtype).smallest_subnormal):
                 a = base.copy()
                 if poke is not None:
                     a[poke] = value
                 assert r(a) == _numpy_value_range(a), (size, poke, value)
         assert r(np.abs(base)) == _numpy_value_range(np.abs(base))
+        tiny = np.full(size, -np.finfo(dtype).smallest_subnormal, dtype)  # the peak's bits: 1
+        assert r(tiny) == _numpy_value_range(tiny)
         zeros = np.zeros(size, dtype)
         zeros[-1] = -0.0
         assert r(zeros) == numerics.ValueRange(True, 0.0, 1.0)
@@ -313,15 +316,18 @@ def test_value_range_in_parts_equals_numpys(dtype, monkeypatch):
                 assert r(sparse) == _numpy_value_range(sparse)
     finally:
         backends.set_num_threads(previous)
-    isa, a, out = backends.core.isa_index, np.ones(10, dtype), np.empty(3, dtype)
-    real(isa, a, out, 2, 5)
-    assert out.tolist() == [1.0, 1.0, 0.0]
+    isa, out = backends.core.isa_index, np.empty(2, dtype)
+    a = np.array([5, -3, 2, -9, np.inf, 1, np.nan, 4, -0.0, 0], dtype)
+    for start, stop, expected in ((0, 3, [5.0, 0.0]), (1, 4, [9.0, 0.0]), (2, 5, [np.inf, 0.0]),
+                                  (5, 7, [1.0, 1.0]), (8, 10, [0.0, 0.0]), (3, 3, [0.0, 0.0])):
+        real(isa, a, out, start, stop)  # (max |v|, any NaN)
+        assert out.tolist()[1] == expected[1] and (expected[1] or out[0] == expected[0]), (start, stop, out)
     with pytest.raises(ValueError, match="range"):
         real(isa, a, out, 4, 11)
-    with pytest.raises(ValueError, match="out has 2 elements"):
-        real(isa, a, np.empty(2, dtype), 0, 10)
+    with pytest.raises(ValueError, match="out has 3 elements"):
+        real(isa, a, np.empty(3, dtype), 0, 10)
     with pytest.raises(TypeError, match="same element type"):
-        real(isa, a, np.empty(3, np.float64 if dtype == np.float32 else np.float32), 0, 10)
+        real(isa, a, np.empty(2, np.float64 if dtype == np.float32 else np.float32), 0, 10)
 
 
 @pytest.mark.parametrize("algorithm, data_pass",

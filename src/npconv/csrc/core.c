@@ -900,8 +900,9 @@ static double select_kth(double *v, ptrdiff_t n, ptrdiff_t k)
     return v[k];
 }
 
-/* value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk): a's range in one pass (GIL
- * released), and the bulk scale of npconv.kernels.numerics: of the first `sample` values of a[::step]
+/* value_range(isa, a, sample, quantile) -> (peak, any NaN, bulk): a's max |v| (inf with an inf; meaningless
+ * with a NaN) in one pass (GIL released), and the bulk scale of npconv.kernels.numerics: of the first `sample`
+ * values of a[::step]
  * (step = max(1, len // sample)), the k-th smallest magnitude, k = int(quantile * (count - 1)); bulk
  * is 0 when a holds a NaN or an inf, or is all zeros (the caller needs no scale then). */
 static PyObject *value_range(PyObject *self, PyObject *args)
@@ -920,12 +921,12 @@ static PyObject *value_range(PyObject *self, PyObject *args)
     if (get_buffer(obj, 0, &view, "a") < 0) return NULL;
     const ptrdiff_t n = view.len / view.itemsize;
     const int f64 = view.itemsize == 8;
-    double r[3] = {-INFINITY, INFINITY, 0.0}, bulk = 0.0;
+    double r[2] = {0.0, 0.0}, bulk = 0.0;
     double *mags = NULL;
     int scaled = 0; /* finite, not all zeros: the bulk scale is wanted */
     Py_BEGIN_ALLOW_THREADS
     if (n) KERNELS[isa]->vr[f64](view.buf, 0, n, r);
-    scaled = n && !r[2] && isfinite(r[0]) && isfinite(r[1]) && (r[0] > 0.0 || r[1] < 0.0);
+    scaled = n && !r[1] && isfinite(r[0]) && r[0] > 0.0;
     if (scaled) {
         const ptrdiff_t step = n / sample > 1 ? n / sample : 1;
         ptrdiff_t count = (n + step - 1) / step;
@@ -943,11 +944,11 @@ static PyObject *value_range(PyObject *self, PyObject *args)
     free(mags);
     PyBuffer_Release(&view);
     if (failed) return PyErr_NoMemory();
-    return Py_BuildValue("ddOd", r[0], r[1], r[2] ? Py_True : Py_False, bulk);
+    return Py_BuildValue("dOd", r[0], r[1] ? Py_True : Py_False, bulk);
 }
 
-/* value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, 1 if any NaN else 0) of elements
- * [start, stop) of a flat float32/float64 buffer, out of a's element type (max and min are a's values):
+/* value_range_part(isa, a, out, start, stop): out[0:2] = (max |v|, 1 if any NaN else 0) of elements
+ * [start, stop) of a flat float32/float64 buffer, out of a's element type (the peak is one of a's values):
  * value_range's pass over one part of a buffer split across threads (npconv.kernels.numerics). */
 typedef struct {
     kernel_job base;
@@ -959,14 +960,14 @@ typedef struct {
 static void vr_job_run(kernel_job *job)
 {
     vr_job *j = (vr_job *)job;
-    double r[3] = {-INFINITY, INFINITY, 0.0};
+    double r[2] = {0.0, 0.0};
     if (j->stop > j->start) j->fn(j->b.view[0].buf, j->start, j->stop, r);
     if (j->b.view[1].itemsize == 8) {
         double *out = j->b.view[1].buf;
-        out[0] = r[0], out[1] = r[1], out[2] = r[2];
+        out[0] = r[0], out[1] = r[1];
     } else {
         float *out = j->b.view[1].buf;
-        out[0] = (float)r[0], out[1] = (float)r[1], out[2] = (float)r[2];
+        out[0] = (float)r[0], out[1] = (float)r[1];
     }
 }
 
@@ -986,7 +987,7 @@ static PyObject *run_value_range_part(PyObject *args, int prepare)
     if (check_range(start, stop, count, "element") < 0) return NULL;
     static const char *const names[2] = {"a", "out"};
     static const int flags[2] = {0, BUF_WRITABLE};
-    const ptrdiff_t counts[2] = {count, 3};
+    const ptrdiff_t counts[2] = {count, 2};
     vr_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (vr_job){.base = {vr_job_run, vr_job_release, 0}, .start = start, .stop = stop};
@@ -2499,12 +2500,12 @@ static PyMethodDef methods[] = {
      "count values"},
     {"row_means_job", row_means_job, METH_VARARGS, "row_means_job(...same arguments as row_means...) -> job"},
     {"value_range_part", value_range_part, METH_VARARGS,
-     "value_range_part(isa, a, out, start, stop): out[0:3] = (max, min, any NaN as 1/0) of elements [start, stop) "
+     "value_range_part(isa, a, out, start, stop): out[0:2] = (max |v|, any NaN as 1/0) of elements [start, stop) "
      "of a (out of a's element type)"},
     {"value_range_part_job", value_range_part_job, METH_VARARGS,
      "value_range_part_job(...same arguments as value_range_part...) -> job"},
     {"value_range", value_range, METH_VARARGS,
-     "value_range(isa, a, sample, quantile) -> (max, min, any NaN, bulk) of a float32/float64 buffer in one pass; "
+     "value_range(isa, a, sample, quantile) -> (max |v|, any NaN, bulk) of a float32/float64 buffer in one pass; "
      "bulk: the k-th smallest of |a[::step][:sample]| (step = max(1, len // sample), k = int(quantile * (count - 1))), "
      "0 when a holds a NaN or inf or only zeros"},
     {"relu_forward", relu_fwd, METH_VARARGS,

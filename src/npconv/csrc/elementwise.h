@@ -32,36 +32,36 @@ static void FN(add_arrays)(const T *a, const T *b, T *out, ptrdiff_t start, ptrd
     for (; i < stop; i++) out[i] = a[i] + b[i];
 }
 
-/* out[0] = max, out[1] = min of x[start, stop) (NaN ignored), out[2] = 1 if any value is NaN, else 0:
- * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass (NumPy's
- * max and min are two). Four vector accumulators each keep independent compare-select chains. */
-static void FN(value_range)(const T *x, ptrdiff_t start, ptrdiff_t stop, double out[3])
+/* out[0] = max |v| of x[start, stop) (inf if an inf; meaningless with a NaN), out[1] = 1 if any value is NaN:
+ * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass. On the bits:
+ * with the sign cleared, the order of floats is the order of their bit patterns as integers, and every
+ * NaN's is above inf's, so one integer max per vector gives both (compare-and-blend on floats, a max and
+ * a min, ran at half NumPy's max). Four vector accumulators keep independent chains. */
+static void FN(value_range)(const T *x, ptrdiff_t start, ptrdiff_t stop, double out[2])
 {
-    const V neg = FN(splat)(-(T)INFINITY), pos = FN(splat)((T)INFINITY);
-    V hi[4] = {neg, neg, neg, neg}, lo[4] = {pos, pos, pos, pos};
-    IV nan = (IV)FN(splat)(0);
+    const TI magnitude = (TI)(((uint64_t)1 << (8 * TSIZE - 1)) - 1);
+    const TI inf_bits = (TI)((TSIZE == 8 ? (uint64_t)0x7ff : (uint64_t)0xff) << (TSIZE == 8 ? 52 : 23));
+    const IV keep = (IV)FN(splat)(0) + magnitude;
+    IV top[4] = {keep & 0, keep & 0, keep & 0, keep & 0};
     ptrdiff_t i = start;
     for (; i + 4 * VL <= stop; i += 4 * VL)
         for (int q = 0; q < 4; q++) {
-            const V v = FN(load)(x + i + q * VL);
-            const IV up = v > hi[q], down = v < lo[q];
-            hi[q] = (V)(((IV)v & up) | ((IV)hi[q] & ~up));
-            lo[q] = (V)(((IV)v & down) | ((IV)lo[q] & ~down));
-            nan |= v != v;
+            IV a;
+            memcpy(&a, x + i + q * VL, sizeof a);
+            a &= keep;
+            const IV up = a > top[q];
+            top[q] = (a & up) | (top[q] & ~up);
         }
-    T h = -(T)INFINITY, l = (T)INFINITY;
-    int any_nan = 0;
+    TI m = 0;
     for (int q = 0; q < 4; q++)
-        for (int c = 0; c < VL; c++) {
-            h = hi[q][c] > h ? hi[q][c] : h;
-            l = lo[q][c] < l ? lo[q][c] : l;
-            any_nan |= nan[c] != 0;
-        }
+        for (int c = 0; c < VL; c++) m = top[q][c] > m ? top[q][c] : m;
     for (; i < stop; i++) {
-        const T v = x[i];
-        h = v > h ? v : h;
-        l = v < l ? v : l;
-        any_nan |= v != v;
+        TI a;
+        memcpy(&a, x + i, sizeof a);
+        a &= magnitude;
+        m = a > m ? a : m;
     }
-    out[0] = (double)h, out[1] = (double)l, out[2] = any_nan;
+    T v;
+    memcpy(&v, &m, sizeof v);
+    out[0] = (double)v, out[1] = m > inf_bits;
 }

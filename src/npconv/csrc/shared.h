@@ -549,7 +549,7 @@ typedef struct {
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
     wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
-    vr_fn vr[2]; /* value_range: max, min, any NaN of a flat range */
+    vr_fn vr[2]; /* value_range: max |v|, any NaN of a flat range */
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
     lr_fn lr[2]; /* linear_rows: a few rows of a linear layer's product */
     rm_fn rm[2]; /* row_means: global average pooling */

@@ -14,7 +14,7 @@ planner therefore asks a non-local algorithm's ``admits`` for every call, which 
   measured in docs/algorithms.md), and ``growth * prod(peaks)`` stays below the dtype's largest
   value (no overflow in transforms where a direct convolution would not overflow).
 
-Cost: a maximum and a minimum per operand (no temporaries for contiguous arrays) and a partition of
+Cost: one pass per operand (its largest magnitude) (no temporaries for contiguous arrays) and a partition of
 at most :data:`SAMPLE` values.
 """
 
@@ -67,15 +67,13 @@ def value_range(a: np.ndarray, spread: bool = True) -> ValueRange:
     core = backends.core
     if core.available and flat.dtype in _CORE_DTYPES and flat.flags.c_contiguous:
         if threads > 1 and flat.size >= PARALLEL_MIN_SIZE:
-            high, low, nan = _range_in_parts(flat, threads)  # the bulk scale below, where it is wanted
-        else:  # one pass in C (NumPy's max and min are two), the same sample and quantile
-            high, low, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE if spread else 1,
-                                                           QUANTILE)
+            peak, nan = _range_in_parts(flat, threads)  # the bulk scale below, where it is wanted
+        else:  # one pass in C (max |v| on the bits; NumPy's max and min are two), the same sample
+            peak, nan, bulk = core.module.value_range(core.isa_index, flat, SAMPLE if spread else 1, QUANTILE)
     else:
-        high, low, nan = float(flat.max()), float(flat.min()), False  # a NaN makes both NaN
-    if nan or not (math.isfinite(high) and math.isfinite(low)):
+        peak, nan = max(float(flat.max()), -float(flat.min())), False  # a NaN makes both NaN
+    if nan or not math.isfinite(peak):
         return ValueRange(False, math.inf, math.inf)
-    peak = max(high, -low)
     if peak == 0.0:
         return ValueRange(True, 0.0, 1.0)
     if not spread:
@@ -84,7 +82,7 @@ def value_range(a: np.ndarray, spread: bool = True) -> ValueRange:
         step = max(1, flat.size // SAMPLE)
         if core.available and flat.dtype in _CORE_DTYPES:  # the C call's sample, its quantile selection
             sample = np.ascontiguousarray(flat[::step][:SAMPLE])
-            bulk = core.module.value_range(core.isa_index, sample, SAMPLE, QUANTILE)[3]
+            bulk = core.module.value_range(core.isa_index, sample, SAMPLE, QUANTILE)[2]
         else:
             sample = np.abs(flat[::step][:SAMPLE], dtype=np.float64)
             k = int(QUANTILE * (sample.size - 1))
@@ -92,15 +90,15 @@ def value_range(a: np.ndarray, spread: bool = True) -> ValueRange:
     return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
 
 
-def _range_in_parts(flat: np.ndarray, threads: int) -> tuple[float, float, bool]:
-    """``(max, min, any NaN)`` of a contiguous float32/float64 ``flat`` (at least
+def _range_in_parts(flat: np.ndarray, threads: int) -> tuple[float, bool]:
+    """``(max |v|, any NaN)`` of a contiguous float32/float64 ``flat`` (at least
     :data:`PARALLEL_MIN_SIZE` elements), its parts on ``threads`` worker threads (the core's
     ``value_range_part``): the values of the single pass."""
-    parts = np.empty((threads, 3), flat.dtype)
+    parts = np.empty((threads, 2), flat.dtype)
     bounds = [flat.size * i // threads for i in range(threads + 1)]
     workspace.run_calls(backends.core.module.value_range_part,
                         [((flat, parts[k]), None, (bounds[k], bounds[k + 1])) for k in range(threads)])
-    return float(parts[:, 0].max()), float(parts[:, 1].min()), bool(parts[:, 2].any())
+    return float(parts[:, 0].max()), bool(parts[:, 1].any())
 
 
 class Operands(Sequence[np.ndarray]):
