@@ -22,13 +22,25 @@ def parallel(request, monkeypatch):
     npconv.set_num_threads(previous)
 
 
+def _threads(count: int):
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(count)
+    try:
+        yield
+    finally:
+        npconv.set_num_threads(previous)
+
+
 @pytest.fixture
 def two_threads():
     """Two worker threads for the test, the previous count restored afterwards."""
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(2)
-    yield
-    npconv.set_num_threads(previous)
+    yield from _threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """One thread for the test (every job runs on the calling thread), the previous count restored."""
+    yield from _threads(1)
 
 
 @pytest.fixture(params=("generic", "avx2", "avx512"))

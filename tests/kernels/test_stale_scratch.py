@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import npconv
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import plan, workspace
@@ -40,15 +39,6 @@ _SUBNORMAL_BITS = 0x00000FFF  # float32 1.4e-42; two of them a float64 of 3.5e-3
 
 def _flag(clear: bool = False) -> bool:
     return backends.core.module.subnormal_operands(clear)
-
-
-@pytest.fixture
-def one_thread():
-    """One thread: every job runs on the calling thread, whose flags and scratch the test reads."""
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(1)
-    yield
-    npconv.set_num_threads(previous)
 
 
 @pytest.fixture
