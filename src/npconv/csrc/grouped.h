@@ -83,8 +83,11 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t n = item / g->g, gr = item % g->g;
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
-        for (ptrdiff_t ci = 0; ci < g->cg; ci++)
-            FN(fill_phase_rows)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph, rows_lo, rows_hi);
+        /* the first item's planes here; each next item's right after this one's last block read them (still
+         * in L1: filled after the copy out, whose rows pushed them out, the fill's stores stalled) */
+        if (item == start)
+            for (ptrdiff_t ci = 0; ci < g->cg; ci++)
+                FN(fill_phase_rows)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph, rows_lo, rows_hi);
         /* the next item's input and each block's output planes come from memory in a layer of a network:
          * a share of their lines is prefetched per register block, spread over the item's products */
         const char *next = item + 1 < stop ? (const char *)(xg + g->cg * in_plane) : NULL;
@@ -112,6 +115,10 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
                     __builtin_prefetch(next + next_at * 64, 0, 2);
                 FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
             }
+            if (o0 + GP_OB >= g->og && item + 1 < stop) /* the item's last block: its planes are free */
+                for (ptrdiff_t ci = 0; ci < g->cg; ci++)
+                    FN(fill_phase_rows)(scratch + ci * lay.chan, xg + (g->cg + ci) * in_plane, &d, &ph, rows_lo,
+                                        rows_hi);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 T *yo = y + (n * g->g * g->og + o + j) * out_plane + r0 * g->ow;
                 const T *src = wide + j * lay.wide_n + m0;
