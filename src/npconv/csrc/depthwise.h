@@ -28,6 +28,19 @@ static inline void FN(prefetch_for)(const T *p, ptrdiff_t count, int write)
 static inline void FN(prefetch)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 0); }
 static inline void FN(prefetch_out)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 1); }
 
+/* prefetch_out's lines of count values, spread: `per` of them from line *at on each call (p NULL: none),
+ * where all at once stalled on the line fill buffers (the depthwise forward's row paths). */
+static inline ptrdiff_t FN(prefetch_lines)(ptrdiff_t count)
+{
+    const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
+    return ((bytes < 32768 ? bytes : 32768) + 63) / 64;
+}
+static inline void FN(prefetch_out_share)(const T *p, ptrdiff_t lines, ptrdiff_t per, ptrdiff_t *at)
+{
+    for (ptrdiff_t i = 0; p && i < per && *at < lines; i++, (*at)++)
+        __builtin_prefetch((const char *)p + *at * 64, 1, 2);
+}
+
 /* The activation over n values in place (the epilogue of the paths that do not fuse it into their
  * stores; the plane is still in cache). */
 static void FN(activate_run)(T *p, ptrdiff_t n, int act, T lo, T hi)
@@ -739,13 +752,12 @@ static void FN(dw_forward_s2)(const T *x, const T *w, const T *bias, T *y, T *sc
     for (ptrdiff_t p = start; p < stop; p++) {
         const ptrdiff_t n = p / g->c, c = p % g->c;
         const T *xp = x + p * g->h * g->w;
-        const char *next = p + 1 < stop ? (const char *)(y + (p + 1) * g->m * plane_out) : NULL;
-        const ptrdiff_t bytes = g->m * plane_out * (ptrdiff_t)sizeof(T) < 32768 ? g->m * plane_out * (ptrdiff_t)sizeof(T) : 32768;
-        const ptrdiff_t lines = (bytes + 63) / 64, per = (lines * 2 + g->oh - 1) / g->oh;
+        const T *next = p + 1 < stop ? y + (p + 1) * g->m * plane_out : NULL;
+        const ptrdiff_t lines = FN(prefetch_lines)(g->m * plane_out), per = (lines * 2 + g->oh - 1) / g->oh;
         ptrdiff_t at = 0;
         ptrdiff_t filled = 0; /* padded rows below this one have their ring row */
         for (ptrdiff_t r0 = 0; r0 < g->oh; r0 += 2) {
-            for (ptrdiff_t i = 0; next && i < per && at < lines; i++, at++) __builtin_prefetch(next + at * 64, 1, 2);
+            FN(prefetch_out_share)(next, lines, per, &at);
             const int pair = r0 + 1 < g->oh;
             const T *rp[5];
             for (ptrdiff_t i = 0; i < 3 + 2 * pair; i++) {
@@ -835,14 +847,13 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
             T *yo = y + (n * g->c * g->m + o) * plane_out;
             const T init = bias ? bias[o] : (T)0;
             if (rows_path) { /* rows straight into y, no junk; bands of DW_PF_ROWS rows */
-                const char *next = p + 1 < stop ? (const char *)(yo + g->m * plane_out) : NULL;
-                const ptrdiff_t bytes = plane_out * (ptrdiff_t)sizeof(T) < 32768 ? plane_out * (ptrdiff_t)sizeof(T) : 32768;
-                const ptrdiff_t band = DW_PF_ROWS, lines = (bytes + 63) / 64;
+                const T *next = p + 1 < stop ? yo + g->m * plane_out : NULL;
+                const ptrdiff_t band = DW_PF_ROWS, lines = FN(prefetch_lines)(plane_out);
                 const ptrdiff_t per = (lines * band + g->oh - 1) / g->oh;
                 ptrdiff_t at = 0;
                 for (ptrdiff_t r = 0; r < g->oh; r += band) {
                     const ptrdiff_t nr = g->oh - r < band ? g->oh - r : band;
-                    for (ptrdiff_t i = 0; next && i < per && at < lines; i++, at++) __builtin_prefetch(next + at * 64, 1, 2);
+                    FN(prefetch_out_share)(next, lines, per, &at);
                     const T *sr[DW_ROW_TAPS];
                     for (ptrdiff_t t = 0; t < k; t++) sr[t] = src[t] + r * ph.qw;
                     FN(tap_rows)(yo + r * g->ow, nr, g->ow, sr, ph.qw, w + o * k, (int)k, g->kh, g->kw,

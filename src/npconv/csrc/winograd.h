@@ -173,9 +173,9 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
         }
 }
 
-/* V[36][C][NTP] of tiles [t0, t1), channels [c0, c1): the input transform channel by channel; within a channel runs go
- * left to right, so a run's junk lanes land in columns the next run (or the padding after the tiles)
- * owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
+/* V[36][C][NTP] of tiles [t0, t1), channels [c0, c1): the input transform channel by channel; within a
+ * channel runs go left to right, so a run's junk lanes land in columns the next run (or the padding after
+ * the tiles) owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
 static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, T *rb,
                           ptrdiff_t rs, T *tr, ptrdiff_t ps, ptrdiff_t c0, ptrdiff_t c1)
 {
@@ -253,7 +253,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
     /* (1) input transform */
-    if (stage != 2) FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
+    if (stage != 2)
+        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
     if (stage == 1) return;
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
     const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
