@@ -10,31 +10,33 @@
  * stencil of shifted vector loads, and the valid columns are copied out at the end.
  */
 
-/* The first 32 KB of the next plane(s) on their way to the cache while this one computes: to read
- * (into L1; the copy-in stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were
- * copied by vector moves; that one is faster without it now), or to write (toward L2: a layer's output
- * is cold in a network, each line read from memory before its first store; docs/performance.md). */
-static inline void FN(prefetch_for)(const T *p, ptrdiff_t count, int write)
-{
-    const char *b = (const char *)p;
-    const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
-    for (ptrdiff_t i = 0; i < bytes && i < 32768; i += 64) {
-        if (write)
-            __builtin_prefetch(b + i, 1, 2);
-        else
-            __builtin_prefetch(b + i, 0, 3);
-    }
-}
-static inline void FN(prefetch)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 0); }
-static inline void FN(prefetch_out)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 1); }
-
-/* prefetch_out's lines of count values, spread: `per` of them from line *at on each call (p NULL: none),
- * where all at once stalled on the line fill buffers (the depthwise forward's row paths). */
+/* Lines of the first 32 KB of count values: what the prefetches below bring of the next plane(s). */
 static inline ptrdiff_t FN(prefetch_lines)(ptrdiff_t count)
 {
     const ptrdiff_t bytes = count * (ptrdiff_t)sizeof(T);
     return ((bytes < 32768 ? bytes : 32768) + 63) / 64;
 }
+
+/* The next plane(s) on their way to the cache while this one computes: to read (into L1; the copy-in
+ * stalled on them: measured 1.1-1.5x, before the stride-1 forward's rows were copied by vector moves;
+ * that one is faster without it now), or to write (toward L2: a layer's output is cold in a network,
+ * each line read from memory before its first store; docs/performance.md). */
+static inline void FN(prefetch_for)(const T *p, ptrdiff_t count, int write)
+{
+    const char *b = (const char *)p;
+    const ptrdiff_t lines = FN(prefetch_lines)(count);
+    for (ptrdiff_t i = 0; i < lines; i++) {
+        if (write)
+            __builtin_prefetch(b + i * 64, 1, 2);
+        else
+            __builtin_prefetch(b + i * 64, 0, 3);
+    }
+}
+static inline void FN(prefetch)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 0); }
+static inline void FN(prefetch_out)(const T *p, ptrdiff_t count) { FN(prefetch_for)(p, count, 1); }
+
+/* prefetch_out spread: `per` of the lines from line *at on each call (p NULL: none), where all at once
+ * stalled on the line fill buffers (the depthwise forward's row paths). */
 static inline void FN(prefetch_out_share)(const T *p, ptrdiff_t lines, ptrdiff_t per, ptrdiff_t *at)
 {
     for (ptrdiff_t i = 0; p && i < per && *at < lines; i++, (*at)++)

@@ -46,6 +46,14 @@ FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff
         for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, acc[j][i]);
 }
 
+/* The cg input planes of one item (xg, in_plane apart) into their polyphase planes (chan apart), phase rows
+ * [lo, hi). */
+static inline void FN(gp_fill)(T *planes, const T *xg, ptrdiff_t cg, ptrdiff_t chan, ptrdiff_t in_plane,
+                               const dw_geom *d, const dw_phases *ph, ptrdiff_t lo, ptrdiff_t hi)
+{
+    for (ptrdiff_t ci = 0; ci < cg; ci++) FN(fill_phase_rows)(planes + ci * chan, xg + ci * in_plane, d, ph, lo, hi);
+}
+
 /* Forward of items [start, stop) (item = image * G + group), output rows [r0, r1) of each, into
  * y = act(conv + bias), bias (G*Og) or NULL, the activation (act, lo, hi as in activate) applied to each
  * plane's rows as they are copied out. A band of rows zeroes and fills only the phase rows it reads
@@ -85,9 +93,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
         const T *xg = x + (n * g->g + gr) * g->cg * in_plane;
         /* the first item's planes here; each next item's right after this one's last block read them (still
          * in L1: filled after the copy out, whose rows pushed them out, the fill's stores stalled) */
-        if (item == start)
-            for (ptrdiff_t ci = 0; ci < g->cg; ci++)
-                FN(fill_phase_rows)(scratch + ci * lay.chan, xg + ci * in_plane, &d, &ph, rows_lo, rows_hi);
+        if (item == start) FN(gp_fill)(scratch, xg, g->cg, lay.chan, in_plane, &d, &ph, rows_lo, rows_hi);
         /* the next item's input and each block's output planes come from memory in a layer of a network:
          * a share of their lines is prefetched per register block, spread over the item's products */
         const char *next = item + 1 < stop ? (const char *)(xg + g->cg * in_plane) : NULL;
@@ -116,9 +122,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
                 FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
             }
             if (o0 + GP_OB >= g->og && item + 1 < stop) /* the item's last block: its planes are free */
-                for (ptrdiff_t ci = 0; ci < g->cg; ci++)
-                    FN(fill_phase_rows)(scratch + ci * lay.chan, xg + (g->cg + ci) * in_plane, &d, &ph, rows_lo,
-                                        rows_hi);
+                FN(gp_fill)(scratch, xg + g->cg * in_plane, g->cg, lay.chan, in_plane, &d, &ph, rows_lo, rows_hi);
             for (ptrdiff_t j = 0; j < nb; j++) {
                 T *yo = y + (n * g->g * g->og + o + j) * out_plane + r0 * g->ow;
                 const T *src = wide + j * lay.wide_n + m0;

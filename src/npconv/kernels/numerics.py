@@ -14,8 +14,8 @@ planner therefore asks a non-local algorithm's ``admits`` for every call, which 
   measured in docs/algorithms.md), and ``growth * prod(peaks)`` stays below the dtype's largest
   value (no overflow in transforms where a direct convolution would not overflow).
 
-Cost: one pass per operand (its largest magnitude) (no temporaries for contiguous arrays) and a partition of
-at most :data:`SAMPLE` values.
+Cost: one pass per operand for its largest magnitude (no temporaries for contiguous arrays) and a
+partition of at most :data:`SAMPLE` values.
 """
 
 from __future__ import annotations
