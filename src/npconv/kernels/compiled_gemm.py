@@ -218,12 +218,17 @@ def _threads(macs: int, groups: int) -> tuple[int, int]:
     return threads, (get_num_threads() if threads == 1 and blas_mode else 1)
 
 
+def _share(threads: int) -> int:
+    """A worker's share of ``gemm.WORKSPACE_BYTES`` (bytes): what one work item's scratch may take."""
+    return gemm.WORKSPACE_BYTES // max(1, threads)
+
+
 def _band(rows: int, length: int, itemsize: int, threads: int) -> int:
     """Output positions per gemm: columns of about :data:`TILE_BYTES` (``rows`` column rows), at
     least :data:`MIN_BAND` positions unless the per-thread workspace share forbids."""
     per = max(1, rows * itemsize)
     band = max(TILE_BYTES // per, MIN_BAND)
-    band = min(band, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per))
+    band = min(band, max(1, _share(threads) // per))
     return max(1, min(length, band))
 
 
@@ -245,8 +250,7 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
         chunks = threads * -(-n // (threads * images))  # a multiple of the threads: no worker idles
         images = -(-n // chunks)                        # (8 images, 2 threads, 3 per chunk: 4 of 2)
     if images >= 2:  # the size above is a speed rule; the C plan's scratch must fit the share
-        fitted = _halved(0, lambda m: geometry[:-5] + (length, m, 1, 0, 0), images, itemsize,
-                         gemm.WORKSPACE_BYTES // max(1, threads))
+        fitted = _halved(0, lambda m: geometry[:-5] + (length, m, 1, 0, 0), images, itemsize, _share(threads))
         if fitted is not None and fitted[1] and fitted[0][-4] >= 2:
             return fitted[0], False
     k0, nd = geom.kernel_size[0], geom.ndim
@@ -257,7 +261,7 @@ def _tiling(geometry: tuple[int, ...], n: int, ck: int, og: int, out_size: tuple
         per_row = max(1, ck // k0 * row * itemsize)
         # at least SHIFT_HALO_RATIO * halo rows: the slab repacks its halo rows for every band
         rows = max(SHIFT_TILE_BYTES // per_row - halo, SHIFT_HALO_RATIO * halo, -(-MIN_BAND // row), 1)
-        rows = min(rows, rows_total, max(1, gemm.WORKSPACE_BYTES // max(1, threads) // per_row - halo))
+        rows = min(rows, rows_total, max(1, _share(threads) // per_row - halo))
         if n * -(-rows_total // rows) < threads:  # split single images for the threads
             rows = -(-rows_total // -(-threads // n))
         shifted = _within_share(geometry, rows, (1, 1, 4 - nd, 0), itemsize, threads)
@@ -275,8 +279,7 @@ def _within_share(geometry: tuple[int, ...], units: int, rest: tuple[int, ...], 
     """``geometry`` with work items of ``units`` (rows or positions) and ``rest`` (images, chunk,
     shift, implicit), halved until one item's scratch (the C plan's, slab and packing included) fits
     the thread's share of ``gemm.WORKSPACE_BYTES``; None where the kernel declines the geometry."""
-    fitted = _halved(0, lambda u: geometry[:-5] + (u,) + rest, units, itemsize,
-                     gemm.WORKSPACE_BYTES // max(1, threads))
+    fitted = _halved(0, lambda u: geometry[:-5] + (u,) + rest, units, itemsize, _share(threads))
     return None if fitted is None else fitted[0]
 
 
@@ -310,7 +313,7 @@ def _implicit_tiling(pass_code: int, geometry: tuple[int, ...], n: int, cg: int,
     ``gemm.WORKSPACE_BYTES``, or where the kernel declines the geometry. Cached per call shape (the
     settings are part of the key)."""
     return _implicit_items(pass_code, geometry, n, cg, itemsize, threads, IMPLICIT_SLAB_BYTES,
-                           IMPLICIT_MAX_GRID, SHIFT_HALO_RATIO, gemm.WORKSPACE_BYTES // max(1, threads))
+                           IMPLICIT_MAX_GRID, SHIFT_HALO_RATIO, _share(threads))
 
 
 @functools.lru_cache(maxsize=512)
@@ -455,7 +458,7 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
         ranges = _channel_ranges(o, threads)
         if (IMPLICIT_CHANNEL_PARTS and implicit_runs(dtype) and all(s == 1 for s in geom.stride)
                 and math.prod(geom.kernel_size) > 1):  # every output line of the image, packed implicitly
-            lines, budget = math.prod(geometry[7:9]), gemm.WORKSPACE_BYTES // threads
+            lines, budget = math.prod(geometry[7:9]), _share(threads)
             fitted = []  # (first, stop, (geometry, fits)) per part: its lines as items within the share
             for o0, o1 in ranges:
                 base = geometry[:2] + (o1 - o0,) + geometry[3:-5]
@@ -602,7 +605,7 @@ def _grad_input_split(n: int, cg: int, og: int, taps: int, length: int, groups: 
     the threads, or where the weight outweighs the batch's columns (:data:`GI_CHANNEL_SPLIT`: all images
     in one product per worker); small images come in chunks (:data:`GI_IMAGE_COLUMNS`). A product's
     columns and ``gy`` stay within the thread's share of the workspace, as a band's."""
-    share = gemm.WORKSPACE_BYTES // max(1, threads)
+    share = _share(threads)
 
     def per_image(chunk: int) -> int:  # an image's columns and gy in bytes
         return (chunk * taps + og) * length * itemsize
