@@ -10,6 +10,9 @@ benchmark-like large-kernel shapes, batch chunking, adjoint identities without t
 
 from __future__ import annotations
 
+import collections
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -176,3 +179,62 @@ def test_transforms_split_over_npconv_threads_as_one_call(monkeypatch, name, sha
     np.testing.assert_array_equal(got, expected)
     if name == "fft":
         assert got is a
+
+
+@pytest.mark.parametrize("shape, lengths, keep", [
+    ((2, 3, 11), (16,), (np.array([15, 0, 3]),)),
+    ((1, 4, 7, 9), (12, 15), (slice(2, 9), slice(0, 13, 3))),
+    ((3, 2, 5, 6, 4), (8, 9, 6), (slice(1, 6), np.array([8, 0, 2]), slice(None))),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pruned_transforms_are_scipys_whole_ones(monkeypatch, shape, lengths, keep, threads):
+    """``_spectrum`` is ``rfftn`` of the zero-extended input and ``_signal`` the kept positions of
+    ``irfftn``, whole or split over npconv's threads; the forward transforms only lines holding
+    data (each axis's lines within the input's extent along the axes not yet transformed) and the
+    inverse only kept lines; ``_signal`` leaves its spectrum alone unless allowed to overwrite it."""
+    import scipy.fft
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(shape)
+    first = len(shape) - len(lengths)
+    axes = tuple(range(first, len(shape)))
+    expected = scipy.fft.rfftn(a, s=lengths, axes=axes)
+    kept = scipy.fft.irfftn(expected, s=lengths, axes=axes)
+    for axis, index in enumerate(keep):
+        kept = kept[(slice(None),) * (first + axis) + (index,)]
+    lines = []
+    for name in ("rfft", "fft", "ifft", "irfft"):
+        original = getattr(scipy.fft, name)
+
+        def recorded(x, *args, _name=name, _original=original, **kw):
+            lines.append((_name, x.size // x.shape[kw["axis"]]))
+            return _original(x, *args, **kw)
+
+        monkeypatch.setattr(scipy.fft, name, recorded)
+    monkeypatch.setattr(fft, "PARALLEL_TRANSFORM_SIZE", 0)
+    previous = backends.get_num_threads()
+    backends.set_num_threads(threads)
+    try:
+        got = fft._spectrum(a, lengths)
+        spectrum = got.copy()
+        back = fft._signal(spectrum, lengths, keep)
+        np.testing.assert_array_equal(spectrum, got)
+        again = fft._signal(spectrum, lengths, keep, overwrite=True)
+    finally:
+        backends.set_num_threads(previous)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(back, kept, rtol=0, atol=1e-12 * np.abs(kept).max())
+    np.testing.assert_array_equal(again, back)
+    batch, freq, extent = int(np.prod(shape[:first])), lengths[-1] // 2 + 1, shape[first:]
+    sizes = [len(range(*k.indices(n))) if isinstance(k, slice) else len(k)
+             for k, n in zip(keep, lengths, strict=True)]
+    want = collections.Counter(rfft=batch * math.prod(extent[:-1]), irfft=2 * batch * math.prod(sizes[:-1]))
+    for axis in range(len(lengths) - 1):
+        # forward: the lines within the input's extent along the axes not yet transformed;
+        # inverse (two calls): the kept positions along the axes already inverted
+        want["fft"] += batch * math.prod(extent[:axis]) * math.prod(lengths[axis + 1:-1]) * freq
+        want["ifft"] += 2 * batch * math.prod(sizes[:axis]) * math.prod(lengths[axis + 1:-1]) * freq
+    counted = collections.Counter()
+    for name, count in lines:
+        counted[name] += count
+    assert +counted == +want

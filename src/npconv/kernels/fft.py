@@ -70,29 +70,35 @@ PIECES_PER_WORKER = 4
 
 def _transform(name: str, a: np.ndarray, axes: tuple[int, ...], **kwargs: Any) -> np.ndarray:
     """``scipy.fft.<name>`` of ``a`` over ``axes`` (ascending, non-negative; ``axis=`` for the 1-d
-    transforms), split along the first axis before them that has room (views, never a copy of ``a``)
-    over npconv's worker threads, each piece single-threaded (``workers=1``): the same values as one
-    call. scipy's own thread pool (``workers > 1``) is never started: its fork handler joins its
-    threads and can wait forever on one that missed the shutdown's wake-up (a pytest run hung so in a
-    forking test); npconv's threads are fork-safe."""
+    transforms) through :func:`_split`: the same values as one call."""
     func = getattr(_scipy_fft(), name)
     where = {"axis": axes[0]} if name in ("fft", "rfft") else {"axes": axes}
+    # a complex-to-complex transform that may overwrite its input goes into it, as one call does
+    in_place = kwargs.get("overwrite_x", False) and name in ("fft", "ifft") and a.dtype.kind == "c"
+    return _split(lambda piece: func(piece, workers=1, **where, **kwargs), a, axes[0], in_place)
+
+
+def _split(run, a: np.ndarray, before: int, in_place: bool = False) -> np.ndarray:
+    """``run(a)`` (single-threaded, mapping each index of ``a``'s axes before ``before`` to the same
+    index of its result), run on pieces of ``a`` split along the first of those axes that has room
+    (views, never a copy of ``a``) over npconv's worker threads; ``in_place``: the result is ``a``.
+    scipy's own thread pool (``workers > 1``) is never started: its fork handler joins its threads and
+    can wait forever on one that missed the shutdown's wake-up (a pytest run hung so in a forking test);
+    npconv's threads are fork-safe."""
     threads = get_num_threads()
-    split = next((j for j in range(axes[0]) if a.shape[j] >= 2), None)
+    split = next((j for j in range(before) if a.shape[j] >= 2), None)
     if threads < 2 or split is None or a.size < PARALLEL_TRANSFORM_SIZE:
-        return func(a, workers=1, **where, **kwargs)
+        return run(a)
     count = a.shape[split]
     threads = min(threads, count)
     pieces = _ranges(count, max(1, -(-count // (threads * PIECES_PER_WORKER))))
-    before = (slice(None),) * split
-    # a complex-to-complex transform that may overwrite its input goes into it, as one call does
-    in_place = kwargs.get("overwrite_x", False) and name in ("fft", "ifft") and a.dtype.kind == "c"
+    ahead = (slice(None),) * split
     out: list[np.ndarray] = [a] if in_place else []
     lock = threading.Lock()
 
     def piece(_: int, span: tuple[int, int]) -> None:
-        at = before + (slice(*span),)
-        result = func(a[at], workers=1, **where, **kwargs)
+        at = ahead + (slice(*span),)
+        result = run(a[at])
         with lock:
             if not out:
                 shape = result.shape[:split] + (count,) + result.shape[split + 1:]
@@ -102,6 +108,39 @@ def _transform(name: str, a: np.ndarray, axes: tuple[int, ...], **kwargs: Any) -
 
     workspace.run(pieces, piece, threads, blas=0)
     return out[0]
+
+
+def _spectrum(a: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    """``rfftn(a, s=lengths)`` over ``a``'s last ``len(lengths)`` axes, transforming only lines that
+    hold data: a real transform along the last axis (``n=L``), then complex ones along the others from
+    the last to the first, each over the lines within the extent of the axes not yet transformed
+    (a 56 x 56 image at L = 90: 56 of 90 rows; the zero lines' transforms are zero)."""
+    sf, first = _scipy_fft(), a.ndim - len(lengths)
+
+    def run(part: np.ndarray) -> np.ndarray:
+        spectrum = sf.rfft(part, n=lengths[-1], axis=-1, workers=1)
+        for axis in range(a.ndim - 2, first - 1, -1):
+            spectrum = sf.fft(spectrum, n=lengths[axis - first], axis=axis, workers=1, overwrite_x=True)
+        return spectrum
+
+    return _split(run, a, first)
+
+
+def _signal(spectrum: np.ndarray, lengths: Sequence[int], keep: Sequence[Any], overwrite: bool = False
+            ) -> np.ndarray:
+    """``irfftn(spectrum, s=lengths)[..., keep]`` over the last ``len(lengths)`` axes, ``keep`` one index
+    per axis (a slice or an integer array): the complex inverse transforms along the axes but the last,
+    from the first, each followed by taking its kept positions, so that the next axis and the last
+    axis's real transform run only over kept lines. ``overwrite``: ``spectrum`` may be destroyed."""
+    sf, first = _scipy_fft(), spectrum.ndim - len(lengths)
+
+    def run(part: np.ndarray) -> np.ndarray:
+        for axis in range(first, spectrum.ndim - 1):
+            part = sf.ifft(part, axis=axis, workers=1, overwrite_x=overwrite or axis > first)
+            part = part[(slice(None),) * axis + (keep[axis - first],)]
+        return sf.irfft(part, n=lengths[-1], axis=-1, workers=1)[..., keep[-1]]
+
+    return _split(run, spectrum, first)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -216,10 +255,6 @@ def _check(*arrays: np.ndarray) -> np.dtype:
     return dtype
 
 
-def _axes(nd: int) -> tuple[int, ...]:
-    return tuple(range(2, 2 + nd))
-
-
 def _lengths(padded: Sequence[int]) -> tuple[int, ...]:
     return tuple(_scipy_fft().next_fast_len(int(p), real=True) for p in padded)
 
@@ -252,14 +287,6 @@ def _kernel_spectrum(w: np.ndarray, geom: ConvGeometry, lengths: tuple[int, ...]
         spectrum = _transform("fft", full, (at,), overwrite_x=True)
         del full
     return spectrum
-
-
-def _wrapped(positions, pads: Sequence[tuple[int, int]], lengths: Sequence[int]) -> tuple:
-    """Index of padded-grid ``positions`` (one sequence per dimension) in a circular result of the
-    unpadded input: padded position ``p`` is ``(p - lo) mod L`` (no aliasing since ``L >= padded``)."""
-    index = [np.asarray([(p - lo) % size for p in pos], dtype=np.intp)
-             for pos, (lo, _), size in zip(positions, pads, lengths, strict=True)]
-    return (slice(None), slice(None)) + np.ix_(*index)
 
 
 def _mix(a: np.ndarray, b: np.ndarray, groups: int, conj_b: bool, transpose_b: bool) -> np.ndarray:
@@ -476,15 +503,14 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     :data:`WORKSPACE_BYTES`; the kernel spectra of an output block are reused across images."""
     dtype = _check(x, w)
     n, c = x.shape[:2]
-    o, nd, groups = w.shape[0], geom.ndim, geom.groups
+    o, groups = w.shape[0], geom.groups
     cg, og = c // groups, o // groups
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = geom.output_size(in_size)
     lengths = _lengths(geom.padded_size(in_size))
-    axes = _axes(nd)
     shift = [lo for lo, _ in pads]
-    take = (slice(None), slice(None)) + geom.strided_positions(out_size)
+    take = geom.strided_positions(out_size)
     y = np.empty((n, o) + out_size, dtype)
     xg = x.reshape((n, groups, cg) + in_size)
     wg = w.reshape((groups, og, cg) + geom.kernel_size)
@@ -499,7 +525,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                 acc = None
                 for c0, c1 in _ranges(cg, cb):
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((n1 - n0, gc * (c1 - c0)) + in_size)
-                    xs = _transform("rfftn", block.astype(dtype, copy=False), axes, s=lengths)
+                    xs = _spectrum(block.astype(dtype, copy=False), lengths)
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype, shift)
                     part = _mix(xs, ws if cached is None else cached, gc, conj_b=True, transpose_b=False)
@@ -509,9 +535,9 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
                     else:
                         acc += part
                     del part
-                full = _transform("irfftn", acc, axes, s=lengths, overwrite_x=True)
+                full = _signal(acc, lengths, take, overwrite=True)
                 del acc
-                yg[n0:n1, g0:g1, o0:o1] = full[take].reshape((n1 - n0, gc, o1 - o0) + out_size)
+                yg[n0:n1, g0:g1, o0:o1] = full.reshape((n1 - n0, gc, o1 - o0) + out_size)
                 del full
     return y
 
@@ -520,16 +546,15 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     """``gx (N, C, *input_size)``: adjoint of :func:`forward` in ``x`` (blocked like it)."""
     dtype = _check(gy, w)
     n, o = gy.shape[:2]
-    nd, groups = geom.ndim, geom.groups
+    groups = geom.groups
     cg = w.shape[1]
     c, og = cg * groups, o // groups
     in_size = tuple(int(v) for v in input_size)
     out_size = tuple(gy.shape[2:])
     lengths = _lengths(geom.padded_size(in_size))
-    axes = _axes(nd)
     strided = any(s > 1 for s in geom.stride)
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
-    crop = (slice(None), slice(None)) + geom.interior(in_size)
+    crop = geom.interior(in_size)
     gx = np.empty((n, c) + in_size, dtype)
     gyg = gy.reshape((n, groups, og) + out_size)
     wg = w.reshape((groups, og, cg) + geom.kernel_size)
@@ -550,7 +575,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                         up = np.zeros(g.shape[:2] + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = _transform("rfftn", g, axes, s=lengths)
+                    gs = _spectrum(g, lengths)
                     del g
                     if cached is None:
                         ws = _kernel_block(wg[g0:g1, o0:o1, c0:c1], geom, lengths, dtype)
@@ -561,9 +586,9 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
                     else:
                         acc += part
                     del part
-                full = _transform("irfftn", acc, axes, s=lengths, overwrite_x=True)
+                full = _signal(acc, lengths, crop, overwrite=True)
                 del acc
-                gxg[n0:n1, g0:g1, c0:c1] = full[crop].reshape((n1 - n0, gc, c1 - c0) + in_size)
+                gxg[n0:n1, g0:g1, c0:c1] = full.reshape((n1 - n0, gc, c1 - c0) + in_size)
                 del full
     return gx
 
@@ -573,19 +598,20 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     accumulated in the frequency domain per block of groups and channels over chunks of images."""
     dtype = _check(x, gy)
     n, c = x.shape[:2]
-    o, nd, groups = gy.shape[1], geom.ndim, geom.groups
+    o, groups = gy.shape[1], geom.groups
     cg, og = c // groups, o // groups
     in_size = x.shape[2:]
     pads = geom.pads(in_size)
     out_size = tuple(gy.shape[2:])
     lengths = _lengths(geom.padded_size(in_size))
-    axes = _axes(nd)
     spread = (slice(None), slice(None)) + geom.strided_positions(out_size)
     strided = any(s > 1 for s in geom.stride)
     freq = lengths[:-1] + (lengths[-1] // 2 + 1,)
     cdtype = np.result_type(dtype, np.complex64)
     positions = [range(0, (kk - 1) * d + 1, d) for kk, d in zip(geom.kernel_size, geom.dilation, strict=True)]
-    taps = _wrapped(positions, pads, lengths)
+    # padded position p of a tap is (p - lo) mod L in a circular result of the unpadded input
+    taps = [np.asarray([(p - lo) % size for p in pos], dtype=np.intp)
+            for pos, (lo, _), size in zip(positions, pads, lengths, strict=True)]
     gw = np.empty((groups, og, cg) + geom.kernel_size, dtype)
     xg = x.reshape((n, groups, cg) + in_size)
     gyg = gy.reshape((n, groups, og) + out_size)
@@ -599,17 +625,19 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                 for n0, n1 in _ranges(n, nb):
                     k = n1 - n0
                     block = xg[n0:n1, g0:g1, c0:c1].reshape((k, gc * cc) + in_size)
-                    xs = _transform("rfftn", block.astype(dtype, copy=False), axes, s=lengths)
+                    xs = _spectrum(block.astype(dtype, copy=False), lengths)
                     xs = xs.reshape((k, gc, cc) + freq)
                     g = gyg[n0:n1, g0:g1, o0:o1].reshape((k, gc * oc) + out_size).astype(dtype, copy=False)
                     if strided:
                         up = np.zeros((k, gc * oc) + geom.spread_size(out_size), dtype)
                         up[spread] = g
                         g = up
-                    gs = _transform("rfftn", g, axes, s=lengths)
+                    gs = _spectrum(g, lengths)
                     del g
                     gs = np.conj(gs, out=gs).reshape((k, gc, oc) + freq)
-                    if cc == 1 or oc == 1:
+                    if cc == 1 and oc == 1:  # depthwise: the product in place of gs (no third array)
+                        total += np.multiply(gs, xs, out=gs).reshape((k, gc, 1, 1) + freq).sum(axis=0)
+                    elif cc == 1 or oc == 1:
                         product = gs.reshape((k, gc, oc, 1) + freq) * xs.reshape((k, gc, 1, cc) + freq)
                         total += product.sum(axis=0)
                     else:
@@ -620,8 +648,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                         del gs, xs
                         total += np.matmul(gm, xm).transpose(0, 2, 3, 1).reshape((gc, oc, cc) + freq)
                     gs = xs = product = None
-                full = _transform("irfftn", total, tuple(range(3, 3 + nd)), s=lengths, overwrite_x=True)
+                full = _signal(total, lengths, taps, overwrite=True)
                 del total
-                gw[g0:g1, o0:o1, c0:c1] = full[(slice(None),) + taps]
+                gw[g0:g1, o0:o1, c0:c1] = full
                 del full
     return gw.reshape((o, cg) + geom.kernel_size)
