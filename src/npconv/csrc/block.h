@@ -106,8 +106,9 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
             for (ptrdiff_t c = 0; c < g->cexp; c++)
                 for (ptrdiff_t row = a; row < b; row++) {
                     T *er = e + c * es + (row - lo) * pitch;
-                    er[0] = 0;
-                    for (ptrdiff_t j = g->w + 1; j < pitch; j++) er[j] = 0;
+                    er[0] = er[pitch - 1] = 0; /* pitch = w + 2: one padding column each side (a loop
+                                                * over the right one was a memset call per row: 2.5%
+                                                * of MobileNetV2 at batch 1) */
                 }
         }
         held = nin, held_lo = lo;
