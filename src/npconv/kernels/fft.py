@@ -3,8 +3,9 @@
 With the padded input size ``P`` per dimension, the dilated kernel ``wd`` (extent ``e``, zeros
 between taps) and a transform length ``L = next_fast_len(P) >= P``, circular correlation of length
 ``L`` equals linear correlation on every needed position. The input is transformed unpadded
-(``rfftn`` zero-extends it to ``L``); the low padding ``lo`` becomes an index shift by ``-lo``
-modulo ``L`` (folded into the kernel's position for the forward pass).
+(zero-extended to ``L``, transforming only lines that hold data: :func:`_spectrum`), the inverse
+computes only the positions a pass keeps (:func:`_signal`); the low padding ``lo`` becomes an index
+shift by ``-lo`` modulo ``L`` (folded into the kernel's position for the forward pass).
 
 * forward:      ``Y[n, g, o] = sum_c X[n, g, c] * conj(W[g, o, c])``, ``y = irfft(Y)[o * s]``
   (stride by subsampling the stride-1 result, positions ``0 .. (out - 1) * s``);
