@@ -280,30 +280,117 @@ static void GC(pack_shift)(T *cols, const T *x, ptrdiff_t nch, const gc_geom *g,
                     GC(row)(row, (T *)x + c * g->plane, &slab, a, b, e, origin, ld, 0, NULL);
 }
 
+/* d[2k] += ev[k], d[2k + 1] += od[k] for the n values of d. */
+static inline void GC(interleave_row_add)(T *restrict d, const T *ev, const T *od, ptrdiff_t n)
+{
+    const ptrdiff_t pairs = n / 2;
+    ptrdiff_t k = 0;
+#if VBYTES >= 32
+    const IV l = FN(iota)(), lo = (l >> 1) + ((l & 1) * (TI)VL), hi = lo + (TI)(VL / 2);
+    for (; k + VL <= pairs; k += VL) { /* 2 VL outputs: lanes alternate even, odd */
+        const V e = FN(load)(ev + k), o = FN(load)(od + k);
+        FN(store)(d + 2 * k, FN(load)(d + 2 * k) + __builtin_shuffle(e, o, lo));
+        FN(store)(d + 2 * k + VL, FN(load)(d + 2 * k + VL) + __builtin_shuffle(e, o, hi));
+    }
+#endif
+    for (; k < pairs; k++) {
+        d[2 * k] += ev[k];
+        d[2 * k + 1] += od[k];
+    }
+    if (n & 1) d[n - 1] += ev[pairs];
+}
+
 /* gx rows [r0, r1) (flat over the first two input axes, in2 values each) += their even and odd halves
  * in phase (rows of 2 * half values: even elements, then odd), interleaved back. */
 static void GC(interleave_add)(T *gx, const T *phase, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t in2)
 {
-    const ptrdiff_t half = (in2 + 1) / 2, pairs = in2 / 2;
-#if VBYTES >= 32
-    const IV l = FN(iota)(), lo = (l >> 1) + ((l & 1) * (TI)VL), hi = lo + (TI)(VL / 2);
-#endif
+    const ptrdiff_t half = (in2 + 1) / 2;
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const T *ev = phase + r * 2 * half, *od = ev + half;
-        T *d = gx + r * in2;
-        ptrdiff_t k = 0;
-#if VBYTES >= 32
-        for (; k + VL <= pairs; k += VL) { /* 2 VL outputs: lanes alternate even, odd */
-            const V e = FN(load)(ev + k), o = FN(load)(od + k);
-            FN(store)(d + 2 * k, FN(load)(d + 2 * k) + __builtin_shuffle(e, o, lo));
-            FN(store)(d + 2 * k + VL, FN(load)(d + 2 * k + VL) + __builtin_shuffle(e, o, hi));
-        }
+        const T *ev = phase + r * 2 * half;
+        GC(interleave_row_add)(gx + r * in2, ev, ev + half, in2);
+    }
+}
+
+/* d[0, n) += s[0, n): whole vectors, then the rest in halves and quarters of one and single values
+ * (a last whole vector overlapping the one just stored read it back before its store had left:
+ * store forwarding failed on every row, two thirds of the col2im's time). */
+#if VBYTES / TSIZE >= 8
+typedef T GC(half) __attribute__((vector_size(VBYTES / 2)));
+typedef T GC(quarter) __attribute__((vector_size(VBYTES / 4)));
 #endif
-        for (; k < pairs; k++) {
-            d[2 * k] += ev[k];
-            d[2 * k + 1] += od[k];
-        }
-        if (in2 & 1) d[in2 - 1] += ev[half - 1];
+static inline __attribute__((always_inline)) void GC(add_run)(T *restrict d, const T *restrict s, ptrdiff_t n)
+{
+    ptrdiff_t t = 0;
+    for (; t + VL <= n; t += VL) FN(store)(d + t, FN(load)(d + t) + FN(load)(s + t));
+#if VBYTES / TSIZE >= 8
+    if (t + VL / 2 <= n) {
+        GC(half) a, b;
+        memcpy(&a, d + t, sizeof a), memcpy(&b, s + t, sizeof b);
+        a += b;
+        memcpy(d + t, &a, sizeof a);
+        t += VL / 2;
+    }
+    if (t + VL / 4 <= n) {
+        GC(quarter) a, b;
+        memcpy(&a, d + t, sizeof a), memcpy(&b, s + t, sizeof b);
+        a += b;
+        memcpy(d + t, &a, sizeof a);
+        t += VL / 4;
+    }
+#endif
+    for (; t < n; t++) d[t] += s[t];
+}
+
+/* GC(unpack) of whole images (p0 = 0, cnt = len) with strides, through ph (gc_phased_elements): per
+ * channel each tap's column row is added output row by output row into the zero-padded extent's phase
+ * plane of the tap's offset (phase (t d) mod s, at (t d) / s: contiguous runs, no bounds: padding
+ * positions absorb what the forward read from padding), then the input's positions into gx (zeroed by
+ * the caller; the last axis's phases interleaved by shuffles at stride 2). Each gx value gets the same
+ * additions in the same order (from 0) as in GC(unpack): the result is its bit for bit, where that
+ * path's stride-2 scatter was a scalar loop with bounds per output row (a fifth of a ConvTranspose
+ * 4x4/2's time). */
+static void GC(unpack_phased)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, T *ph)
+{
+    ptrdiff_t q[3], n[3];
+    for (int a = 0; a < 3; a++) {
+        const ptrdiff_t ext = (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+        q[a] = (ext + g->s[a] - 1) / g->s[a];
+        n[a] = ext - g->p[a] < g->in[a] ? ext - g->p[a] : g->in[a]; /* the input positions reached */
+    }
+    const ptrdiff_t s0 = g->s[0], s1 = g->s[1], s2 = g->s[2], plane = q[0] * q[1] * q[2];
+    const ptrdiff_t out0 = g->out[0], out1 = g->out[1], out2 = g->out[2];
+    const T *row = cols;
+    for (ptrdiff_t c = 0; c < nch; c++) {
+        memset(ph, 0, (size_t)(s0 * s1 * s2 * plane) * sizeof(T));
+        for (ptrdiff_t a = 0; a < g->k[0]; a++)
+            for (ptrdiff_t b = 0; b < g->k[1]; b++)
+                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld) {
+                    const ptrdiff_t ta = a * g->d[0], tb = b * g->d[1], te = e * g->d[2];
+                    T *base = ph + ((ta % s0 * s1 + tb % s1) * s2 + te % s2) * plane +
+                              ((ta / s0) * q[1] + tb / s1) * q[2] + te / s2;
+                    const T *src = row;
+                    for (ptrdiff_t o0 = 0; o0 < out0; o0++)
+                        for (ptrdiff_t o1 = 0; o1 < out1; o1++, src += out2)
+                            GC(add_run)(base + (o0 * q[1] + o1) * q[2], src, out2);
+                }
+        T *xc = gx + c * g->plane;
+        const ptrdiff_t p2 = g->p[2];
+        for (ptrdiff_t i0 = 0; i0 < n[0]; i0++)
+            for (ptrdiff_t i1 = 0; i1 < n[1]; i1++) {
+                const ptrdiff_t pa = i0 + g->p[0], pb = i1 + g->p[1];
+                /* the row's phase-0 plane along the last axis; phase r2 at + r2 * plane */
+                const T *pr = ph + (pa % s0 * s1 + pb % s1) * s2 * plane + ((pa / s0) * q[1] + pb / s1) * q[2];
+                T *d = xc + (i0 * g->in[1] + i1) * g->in[2];
+                if (s2 == 1) {
+                    const T *sr = pr + p2;
+                    for (ptrdiff_t j = 0; j < n[2]; j++) d[j] += sr[j];
+                } else if (s2 == 2) { /* input column 2k at padded 2k + p2, 2k + 1 at 2k + 1 + p2 */
+                    GC(interleave_row_add)(d, pr + p2 % 2 * plane + p2 / 2, pr + (p2 + 1) % 2 * plane + (p2 + 1) / 2,
+                                           n[2]);
+                } else {
+                    for (ptrdiff_t j = 0; j < n[2]; j++) d[j] += pr[(j + p2) % s2 * plane + (j + p2) / s2];
+                }
+            }
     }
 }
 
@@ -948,6 +1035,8 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
     T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
     T *phase = gc_phase_elements(g) ? pack - gc_phase_elements(g) : NULL;
     T *pad = gc_unpack_pad_elements(g) ? pack - gc_unpack_pad_elements(g) : NULL;
+    T *phased = gc_phased_elements(g) ? pack - gc_phase_elements(g) - gc_unpack_pad_elements(g) - gc_phased_elements(g)
+                                      : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
@@ -964,6 +1053,8 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
                 memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
                 if (pad)
                     GC(unpack_padded)(gxc, scratch + i * L, cnt, nc, g, pad);
+                else if (phased)
+                    GC(unpack_phased)(gxc, scratch + i * L, cnt, nc, g, phased);
                 else
                     GC(unpack)(gxc, scratch + i * L, cnt, nc, g, 0, L, phase);
                 if (bias || act)
@@ -983,6 +1074,8 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
                 if (pad && cnt == L)
                     GC(unpack_padded)(gxc, scratch, cnt, nc, g, pad);
+                else if (phased && cnt == L)
+                    GC(unpack_phased)(gxc, scratch, cnt, nc, g, phased);
                 else
                     GC(unpack)(gxc, scratch, cnt, nc, g, p0, cnt, phase);
             }

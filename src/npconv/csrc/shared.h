@@ -392,6 +392,28 @@ static ptrdiff_t gc_unpack_pad_elements(const gc_geom *g)
     return g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 ? gc_pad_elements(g) : 0;
 }
 
+/* grad_input's col2im of whole images with strides (GC(unpack_phased)): one channel's zero-padded
+ * extent (ext = (out - 1) * s + (k - 1) * d + 1 per axis, rounded up to whole strides) as s0 * s1 * s2
+ * phase planes, where each tap's rows are contiguous runs; 0 for unit strides, the direct case, an
+ * extent over GC_PHASED_MAX values, or taps that do not overlap along any axis (a 1x1 or 2x2 kernel
+ * at stride 2: each input value gets at most one addition; zeroing and reading back the planes cost
+ * 1.25x the direct scatter, docs/performance.md). */
+#define GC_PHASED_MAX ((ptrdiff_t)1 << 16)
+static ptrdiff_t gc_phased_elements(const gc_geom *g)
+{
+    if (g->direct || g->implicit || (g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1)) return 0;
+    int overlap = 0;
+    for (int a = 0; a < 3; a++) overlap |= (g->k[a] - 1) * g->d[a] + 1 > g->s[a];
+    if (!overlap) return 0;
+    ptrdiff_t e = 1;
+    for (int a = 0; a < 3; a++) {
+        const ptrdiff_t ext = (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+        e *= (ext + g->s[a] - 1) / g->s[a] * g->s[a];
+        if (e > GC_PHASED_MAX) return 0;
+    }
+    return e;
+}
+
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
@@ -400,7 +422,7 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
                                 * side; then the col2im phase buffer */
         return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
                               : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g) +
-               gc_unpack_pad_elements(g);
+               gc_unpack_pad_elements(g) + gc_phased_elements(g);
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product;
                         * then each image's zero-padded channel plane (gc_pad_elements) */
         return (pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
