@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import npconv
+from npconv import backends
+from npconv.kernels import pointwise
 from npconv.optim import sgd
 
 SETTINGS = [dict(momentum=0.9), dict(momentum=0.9, dampening=0.3), dict(momentum=0.8, nesterov=True),
@@ -34,11 +36,19 @@ def _whole_array_sgd(theta, grads, lr, momentum=0.0, dampening=0.0, weight_decay
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("settings", SETTINGS)
-def test_runs_equal_the_whole_array_rule(settings, threads):
+@pytest.mark.parametrize("size, dtype", [
+    (3 * sgd.RUN + 17, np.float32),  # several runs and a short last one (one range on the compiled core)
+    (2 * pointwise.PARALLEL_CORE_MIN_SIZE + 5, np.float32),  # split across the workers there
+    (2 * pointwise.PARALLEL_CORE_MIN_SIZE + 3, np.float64),
+    (13, np.float32),  # under a vector: the kernel's scalar loop
+])
+def test_runs_equal_the_whole_array_rule(settings, threads, size, dtype):
+    """The update (the compiled core's one pass where it runs, else the NumPy runs) equals the
+    whole-array rule bit for bit, its products and sums each rounded (no fused multiply-add)."""
     rng = np.random.default_rng(0)
-    shape = (3 * sgd.RUN + 17,)  # several runs and a short last one
-    start = rng.standard_normal(shape).astype(np.float32)
-    grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    shape = (size,)
+    start = rng.standard_normal(shape).astype(dtype)
+    grads = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
     param = npconv.nn.Parameter(start.copy())
     optimizer = npconv.optim.SGD([param], lr=0.05, **settings)
     previous = npconv.get_num_threads()
@@ -68,3 +78,19 @@ def test_runs_match_torch(torch, settings):
         reference.grad = torch.tensor(g)
         torch_optimizer.step()
     np.testing.assert_allclose(param.numpy(), reference.detach().numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_the_compiled_core_takes_the_update(monkeypatch):
+    """With the compiled core, float32/float64 C-contiguous parameters take its one-pass update (each
+    step, the first included); other layouts (a transposed view's gradient) run NumPy's."""
+    calls = []
+    original = pointwise.sgd_step
+    monkeypatch.setattr(pointwise, "sgd_step", lambda *a: calls.append(original(*a)) or calls[-1])
+    param = npconv.nn.Parameter(np.ones((40, 30), np.float32))
+    optimizer = npconv.optim.SGD([param], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        param.grad = npconv.tensor(np.full((40, 30), 0.5, np.float32))
+        optimizer.step()
+    param.grad = npconv.tensor(np.full((30, 40), 0.5, np.float32).T)
+    optimizer.step()
+    assert calls == [backends.core.available] * 2 + [False]

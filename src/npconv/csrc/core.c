@@ -789,6 +789,62 @@ static PyObject *run_elementwise(PyObject *args, int op, int prepare)
     return run_or_wrap(&j->base, prepare);
 }
 
+/* sgd_step(isa, theta, grad, buffer or None, start, stop, lr, momentum, keep, flags): elements [start,
+ * stop) of theta (and buffer) updated in place (elementwise.h sgd_step). */
+typedef struct {
+    kernel_job base;
+    sgd_fn fn;
+    Py_ssize_t start, stop;
+    double p[3];
+    int flags;
+    buffer_set b;
+} sgd_job;
+
+static void sgd_job_run(kernel_job *job)
+{
+    sgd_job *j = (sgd_job *)job;
+    j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->start, j->stop, j->p, j->flags);
+}
+
+static void sgd_job_release(kernel_job *job) { release_buffers(&((sgd_job *)job)->b); }
+
+static PyObject *sgd_call(PyObject *args, int prepare)
+{
+    int isa, flags;
+    PyObject *objs[3];
+    Py_ssize_t start, stop;
+    double p[3];
+    if (!PyArg_ParseTuple(args, "iOOOnndddi", &isa, &objs[0], &objs[1], &objs[2], &start, &stop, &p[0], &p[1], &p[2],
+                          &flags) ||
+        check_isa(isa) < 0)
+        return NULL;
+    if (flags < 0 || flags > 7) {
+        PyErr_Format(PyExc_ValueError, "flags must be in [0, 7], got %d", flags);
+        return NULL;
+    }
+    static const char *const names[3] = {"theta", "grad", "buffer"};
+    static const int bflags[3] = {BUF_WRITABLE, 0, BUF_WRITABLE | BUF_OPTIONAL};
+    Py_buffer first;
+    if (get_buffer(objs[0], 0, &first, names[0]) < 0) return NULL;
+    const ptrdiff_t count = first.len / first.itemsize;
+    PyBuffer_Release(&first);
+    if (check_range(start, stop, count, "element") < 0) return NULL;
+    const ptrdiff_t counts[3] = {count, count, count};
+    sgd_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (sgd_job){.base = {sgd_job_run, sgd_job_release, 0}, .start = start, .stop = stop, .p = {p[0], p[1], p[2]},
+                   .flags = flags};
+    if (acquire_buffers(&j->b, 3, objs, names, bflags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->sgd[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *sgd_step(PyObject *self, PyObject *args) { return sgd_call(args, 0); }
+static PyObject *sgd_step_job(PyObject *self, PyObject *args) { return sgd_call(args, 1); }
+
 /* out (G, Cg, Og, K) = w (G, Og, Cg, K) with the two channel axes swapped and every kernel's K taps
  * reversed (the kernel whose forward correlation is w's adjoint). Tiles of AK_TILE x AK_TILE kernels
  * keep both sides' lines in cache (NumPy's strided copy of a 512x512x3x3 weight: 1.75 ms); the common
@@ -2516,6 +2572,10 @@ static PyMethodDef methods[] = {
     {"add_arrays", add_arrays, METH_VARARGS,
      "add_arrays(isa, a, b, out, start, stop): elements [start, stop) of out = a + b (out may be a or b)"},
     {"add_arrays_job", add_arrays_job, METH_VARARGS, "add_arrays_job(...same arguments as add_arrays...) -> job"},
+    {"sgd_step", sgd_step, METH_VARARGS,
+     "sgd_step(isa, theta, grad, buffer, start, stop, lr, momentum, keep, flags): elements [start, stop) of one "
+     "SGD step in place (buffer None: no momentum; flags 1 first step, 2 nesterov, 4 keep != 1)"},
+    {"sgd_step_job", sgd_step_job, METH_VARARGS, "sgd_step_job(...same arguments as sgd_step...) -> job"},
     {"ir_scratch", ir_scratch_size, METH_VARARGS,
      "ir_scratch(geometry, bounds) -> scratch elements one worker's call of ir_forward needs"},
     {"ir_supported", ir_supported, METH_VARARGS,

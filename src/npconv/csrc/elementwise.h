@@ -32,6 +32,52 @@ static void FN(add_arrays)(const T *a, const T *b, T *out, ptrdiff_t start, ptrd
     for (; i < stop; i++) out[i] = a[i] + b[i];
 }
 
+/* One torch.optim.SGD step over [start, stop) of a parameter t with gradient g (weight decay and maximize
+ * already in it) and momentum buffer b (NULL: momentum 0): b = momentum * b + keep * g (keep = 1 -
+ * dampening; not on the first step, where the caller made b a copy of g), d = g + momentum * b
+ * (nesterov) or b (or g without a buffer), t = t - lr * d. Each product and sum rounded on its own, as
+ * optim/sgd.py's NumPy update does (no fused multiply-add: the same values bit for bit); one pass over
+ * the three arrays instead of its three to four (flags: SGD_FIRST, SGD_NESTEROV, SGD_KEEP). */
+#ifndef SGD_FIRST
+#define SGD_FIRST 1
+#define SGD_NESTEROV 2
+#define SGD_KEEP 4 /* keep != 1: b += keep * g, else b += g */
+#endif
+__attribute__((optimize("fp-contract=off"))) static void FN(sgd_step)(T *t, const T *g, T *b, ptrdiff_t start,
+                                                                      ptrdiff_t stop, const double p[3], int flags)
+{
+    const T lr = (T)p[0], mom = (T)p[1], keep = (T)p[2];
+    const int first = flags & SGD_FIRST, nesterov = flags & SGD_NESTEROV, scaled = flags & SGD_KEEP;
+    const V vlr = FN(splat)(lr), vmom = FN(splat)(mom), vkeep = FN(splat)(keep);
+    ptrdiff_t i = start;
+    for (; i + VL <= stop; i += VL) {
+        const V gv = FN(load)(g + i);
+        V d = gv;
+        if (b) {
+            V bv = FN(load)(b + i);
+            if (!first) {
+                bv = bv * vmom;
+                bv = bv + (scaled ? vkeep * gv : gv);
+                FN(store)(b + i, bv);
+            }
+            d = nesterov ? gv + vmom * bv : bv;
+        }
+        FN(store)(t + i, FN(load)(t + i) - vlr * d);
+    }
+    for (; i < stop; i++) {
+        T d = g[i];
+        if (b) {
+            if (!first) {
+                T bv = b[i] * mom;
+                bv = bv + (scaled ? keep * g[i] : g[i]);
+                b[i] = bv;
+            }
+            d = nesterov ? g[i] + mom * b[i] : b[i];
+        }
+        t[i] = t[i] - lr * d;
+    }
+}
+
 /* out[0] = max |v| of x[start, stop) (inf if an inf; meaningless with a NaN), out[1] = 1 if any value is NaN:
  * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass. On the bits:
  * with the sign cleared, the order of floats is the order of their bit patterns as integers, and every

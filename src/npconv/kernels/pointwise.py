@@ -305,12 +305,12 @@ def batch_norm_backward(g: np.ndarray, x: np.ndarray, mean: np.ndarray, invstd: 
 ELEMENT_ALIGN = 64
 
 
-def _over_elements(kernel: Callable[..., None], size: int, *args: Any) -> None:
-    """``kernel(isa, *args, start, stop)`` over flat element ranges of ``size`` elements split across
-    the worker threads (one range on the calling thread for small arrays)."""
+def _over_elements(kernel: Callable[..., None], size: int, *args: Any, tail: tuple = ()) -> None:
+    """``kernel(isa, *args, start, stop, *tail)`` over flat element ranges of ``size`` elements split
+    across the worker threads (one range on the calling thread for small arrays)."""
     threads = 1 if size < PARALLEL_CORE_MIN_SIZE else max(1, min(get_num_threads(), size // ELEMENT_ALIGN))
     bounds = [size * i // threads // ELEMENT_ALIGN * ELEMENT_ALIGN for i in range(threads)] + [size]
-    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)])
+    workspace.run_spans(kernel, args, [(bounds[i], bounds[i + 1]) for i in range(threads)], tail)
 
 
 def _flat_core(*arrays: np.ndarray) -> bool:
@@ -319,6 +319,29 @@ def _flat_core(*arrays: np.ndarray) -> bool:
     first = arrays[0]
     return (_core_takes(first) and all(a.dtype == first.dtype and a.shape == first.shape
                                        and a.flags.c_contiguous for a in arrays))
+
+
+#: sgd_step's flags (csrc/elementwise.h).
+_SGD_FIRST, _SGD_NESTEROV, _SGD_KEEP = 1, 2, 4
+
+
+def sgd_step(theta: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr: float, momentum: float,
+             keep: float, nesterov: bool, first: bool) -> bool:
+    """One ``torch.optim.SGD`` step in place on the compiled core's workers (``optim.sgd``'s update: ``b
+    = momentum * b + keep * g`` unless ``first``, ``theta -= lr * (g + momentum * b if nesterov else b)``,
+    ``b`` None without momentum), one pass over the arrays with NumPy's values bit for bit. False:
+    nothing was done (not one float32/float64 dtype and shape, C-contiguous, ``theta`` and ``buffer``
+    writable and sharing no memory with the others), the caller runs NumPy."""
+    arrays = (theta, grad) if buffer is None else (theta, grad, buffer)
+    if (not _flat_core(*arrays) or not all(a.flags.writeable for a in arrays[::2])
+            or any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])):
+        return False
+    flags = ((_SGD_FIRST if first else 0) | (_SGD_NESTEROV if nesterov else 0)
+             | (_SGD_KEEP if keep != 1 else 0))
+    flat = [None if a is None else a.reshape(-1) for a in (theta, grad, buffer)]
+    _over_elements(backends.core.module.sgd_step, theta.size, *flat,
+                   tail=(float(lr), float(momentum), float(keep), flags))
+    return True
 
 
 def add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:

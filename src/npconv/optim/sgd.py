@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..backends import get_num_threads
-from ..kernels import workspace
+from ..kernels import pointwise, workspace
 from ._functional import add_weight_decay
 from .optimizer import Optimizer
 
@@ -66,6 +66,8 @@ class SGD(Optimizer):
         if first:
             buffer = state["momentum_buffer"] = np.array(grad, copy=True)
         lr, keep, nesterov = float(group["lr"]), 1 - float(group["dampening"]), group["nesterov"]
+        if pointwise.sgd_step(theta, grad, buffer, lr, momentum, keep, nesterov, first):
+            return
 
         def update(g: np.ndarray, t: np.ndarray, b: np.ndarray | None) -> None:
             if b is not None:
