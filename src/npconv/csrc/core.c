@@ -845,6 +845,63 @@ static PyObject *sgd_call(PyObject *args, int prepare)
 static PyObject *sgd_step(PyObject *self, PyObject *args) { return sgd_call(args, 0); }
 static PyObject *sgd_step_job(PyObject *self, PyObject *args) { return sgd_call(args, 1); }
 
+/* adam_step(isa, theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None, start, stop, params (9 floats),
+ * flags): elements [start, stop) of one Adam / AdamW step in place (elementwise.h adam_step). */
+typedef struct {
+    kernel_job base;
+    adam_fn fn;
+    Py_ssize_t start, stop;
+    double p[9];
+    int flags;
+    buffer_set b;
+} adam_job;
+
+static void adam_job_run(kernel_job *job)
+{
+    adam_job *j = (adam_job *)job;
+    j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->b.view[3].buf, j->b.view[4].buf, j->start,
+          j->stop, j->p, j->flags);
+}
+
+static void adam_job_release(kernel_job *job) { release_buffers(&((adam_job *)job)->b); }
+
+static PyObject *adam_call(PyObject *args, int prepare)
+{
+    int isa, flags;
+    PyObject *objs[5];
+    Py_ssize_t start, stop;
+    double p[9];
+    if (!PyArg_ParseTuple(args, "iOOOOOnn(ddddddddd)i", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &start, &stop, &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &p[7], &p[8], &flags) ||
+        check_isa(isa) < 0)
+        return NULL;
+    if (flags < 0 || flags > 15) {
+        PyErr_Format(PyExc_ValueError, "flags must be in [0, 15], got %d", flags);
+        return NULL;
+    }
+    static const char *const names[5] = {"theta", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    static const int bflags[5] = {BUF_WRITABLE, 0, BUF_WRITABLE, BUF_WRITABLE, BUF_WRITABLE | BUF_OPTIONAL};
+    Py_buffer first;
+    if (get_buffer(objs[0], 0, &first, names[0]) < 0) return NULL;
+    const ptrdiff_t count = first.len / first.itemsize;
+    PyBuffer_Release(&first);
+    if (check_range(start, stop, count, "element") < 0) return NULL;
+    const ptrdiff_t counts[5] = {count, count, count, count, count};
+    adam_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (adam_job){.base = {adam_job_run, adam_job_release, 0}, .start = start, .stop = stop, .flags = flags};
+    memcpy(j->p, p, sizeof p);
+    if (acquire_buffers(&j->b, 5, objs, names, bflags, counts) < 0) {
+        job_storage_free(j, &local);
+        return NULL;
+    }
+    j->fn = KERNELS[isa]->adam[j->b.view[0].itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+}
+
+static PyObject *adam_step(PyObject *self, PyObject *args) { return adam_call(args, 0); }
+static PyObject *adam_step_job(PyObject *self, PyObject *args) { return adam_call(args, 1); }
+
 /* out (G, Cg, Og, K) = w (G, Og, Cg, K) with the two channel axes swapped and every kernel's K taps
  * reversed (the kernel whose forward correlation is w's adjoint). Tiles of AK_TILE x AK_TILE kernels
  * keep both sides' lines in cache (NumPy's strided copy of a 512x512x3x3 weight: 1.75 ms); the common
@@ -2576,6 +2633,12 @@ static PyMethodDef methods[] = {
      "sgd_step(isa, theta, grad, buffer, start, stop, lr, momentum, keep, flags): elements [start, stop) of one "
      "SGD step in place (buffer None: no momentum; flags 1 first step, 2 nesterov, 4 keep != 1)"},
     {"sgd_step_job", sgd_step_job, METH_VARARGS, "sgd_step_job(...same arguments as sgd_step...) -> job"},
+    {"adam_step", adam_step, METH_VARARGS,
+     "adam_step(isa, theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, params, flags): elements "
+     "[start, stop) of one Adam/AdamW step in place (max_exp_avg_sq None without amsgrad; params (wd, decay, w, "
+     "1 - w, beta2, 1 - beta2, bias_correction2_sqrt, eps, step_size); flags 1 maximize, 2 decoupled, 4 L2, "
+     "8 |w| < 0.5)"},
+    {"adam_step_job", adam_step_job, METH_VARARGS, "adam_step_job(...same arguments as adam_step...) -> job"},
     {"ir_scratch", ir_scratch_size, METH_VARARGS,
      "ir_scratch(geometry, bounds) -> scratch elements one worker's call of ir_forward needs"},
     {"ir_supported", ir_supported, METH_VARARGS,

@@ -78,6 +78,82 @@ __attribute__((optimize("fp-contract=off"))) static void FN(sgd_step)(T *t, cons
     }
 }
 
+/* One torch.optim.Adam / AdamW step over [start, stop) of a parameter t with gradient g, averages m
+ * ('exp_avg') and v ('exp_avg_sq') and, with amsgrad, vmax ('max_exp_avg_sq'; else NULL), in optim/adam.py's
+ * order: g = -g (ADAM_MAXIMIZE); t = t * decay (ADAM_DECOUPLED) or g = g + wd * t (ADAM_L2); m = lerp(m, g,
+ * w) (torch's two-sided formula, ADAM_LERP_LOW: |w| < 0.5); v = v * beta2 + ((1 - beta2) * g) * g; vmax =
+ * max(vmax, v) (NaN propagating, as np.maximum); d = sqrt(vmax or v) / bc2 + eps; t = t + (step * m) / d.
+ * p: {wd, decay, w, 1 - w, beta2, 1 - beta2, bc2, eps, step}, each cast to T as NumPy casts a Python
+ * float against a T array. Every operation rounded on its own (no fused multiply-add; sqrt and
+ * division IEEE): NumPy's whole-array values bit for bit, in one pass instead of ten. */
+#ifndef ADAM_MAXIMIZE
+#define ADAM_MAXIMIZE 1
+#define ADAM_DECOUPLED 2
+#define ADAM_L2 4
+#define ADAM_LERP_LOW 8
+#endif
+/* sqrt of each lane (correctly rounded; GCC makes the lane loop one vector square root) */
+static inline __attribute__((always_inline)) V FN(vsqrt)(V x)
+{
+    V r;
+#pragma GCC unroll 16
+    for (int l = 0; l < VL; l++) r[l] = TSIZE == 4 ? __builtin_sqrtf((float)x[l]) : (T)__builtin_sqrt((double)x[l]);
+    return r;
+}
+
+/* one element of adam_step, as a vector of lanes (S V, the element loop) or a value (S T, the tail) */
+#define ADAM_ONE(S, gv, tv, mv, sv, mx, has_max)                                                           \
+    do {                                                                                                  \
+        if (maximize) gv = -gv;                                                                           \
+        if (decoupled) tv = tv * decay;                                                                   \
+        else if (l2) gv = gv + wd * tv;                                                                   \
+        const S diff = gv - mv;                                                                           \
+        mv = low ? mv + w * diff : gv - diff * w1;                                                        \
+        sv = sv * b2;                                                                                     \
+        sv = sv + (b2c * gv) * gv;                                                                        \
+        S s_ = sv;                                                                                        \
+        if (has_max) s_ = mx = ADAM_MAX(mx, sv);                                                          \
+        S d_ = ADAM_SQRT(s_) / bc2;                                                                       \
+        d_ = d_ + eps;                                                                                    \
+        tv = tv + (step * mv) / d_;                                                                       \
+    } while (0)
+
+__attribute__((optimize("fp-contract=off"))) static void FN(adam_step)(T *t, const T *g, T *m, T *v, T *vmax,
+                                                                       ptrdiff_t start, ptrdiff_t stop,
+                                                                       const double p[9], int flags)
+{
+    const T wd = (T)p[0], decay = (T)p[1], w = (T)p[2], w1 = (T)p[3], b2 = (T)p[4], b2c = (T)p[5];
+    const T bc2 = (T)p[6], eps = (T)p[7], step = (T)p[8];
+    const int maximize = flags & ADAM_MAXIMIZE, decoupled = flags & ADAM_DECOUPLED, l2 = flags & ADAM_L2;
+    const int low = flags & ADAM_LERP_LOW;
+    ptrdiff_t i = start;
+    for (; i + VL <= stop; i += VL) {
+        V gv = FN(load)(g + i), tv = FN(load)(t + i), mv = FN(load)(m + i), sv = FN(load)(v + i);
+        V mx = vmax ? FN(load)(vmax + i) : sv;
+#define ADAM_SQRT(x) FN(vsqrt)(x)
+#define ADAM_MAX(a, b) ((V)(((IV)(a) & (((a) >= (b)) | ((a) != (a)))) | ((IV)(b) & ~(((a) >= (b)) | ((a) != (a))))))
+        ADAM_ONE(V, gv, tv, mv, sv, mx, vmax != NULL);
+#undef ADAM_SQRT
+#undef ADAM_MAX
+        FN(store)(m + i, mv);
+        FN(store)(v + i, sv);
+        if (vmax) FN(store)(vmax + i, mx);
+        FN(store)(t + i, tv);
+    }
+    for (; i < stop; i++) {
+        T gv = g[i], tv = t[i], mv = m[i], sv = v[i];
+        T mx = vmax ? vmax[i] : sv;
+#define ADAM_SQRT(x) (TSIZE == 4 ? (T)__builtin_sqrtf((float)(x)) : (T)__builtin_sqrt((double)(x)))
+#define ADAM_MAX(a, b) (((a) >= (b) || (a) != (a)) ? (a) : (b)) /* np.maximum: NaN from either side */
+        ADAM_ONE(T, gv, tv, mv, sv, mx, vmax != NULL);
+#undef ADAM_SQRT
+#undef ADAM_MAX
+        m[i] = mv, v[i] = sv, t[i] = tv;
+        if (vmax) vmax[i] = mx;
+    }
+}
+#undef ADAM_ONE
+
 /* out[0] = max |v| of x[start, stop) (inf if an inf; meaningless with a NaN), out[1] = 1 if any value is NaN:
  * the value range npconv.kernels.numerics checks before a non-local algorithm, in one pass. On the bits:
  * with the sign cleared, the order of floats is the order of their bit patterns as integers, and every

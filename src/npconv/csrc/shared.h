@@ -497,6 +497,7 @@ typedef struct {
 } bn_kernels;
 typedef void (*ew_fn)(const void *, const void *, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*sgd_fn)(void *, const void *, void *, ptrdiff_t, ptrdiff_t, const double *, int);
+typedef void (*adam_fn)(void *, const void *, void *, void *, void *, ptrdiff_t, ptrdiff_t, const double *, int);
 typedef void (*gc_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
                           const gc_geom *, ptrdiff_t, ptrdiff_t, int, double, double);
 typedef void (*gc_gw_fn)(const gemm_fns *, const void *, const void *, void *, void *, const gc_geom *, ptrdiff_t,
@@ -578,6 +579,7 @@ typedef struct {
     rm_fn rm[2]; /* row_means: global average pooling */
     ir_fn ir; /* float32 fused inverted residual block (NULL where the variant has no own GEMM) */
     sgd_fn sgd[2]; /* sgd_step: one optimizer step of a parameter range */
+    adam_fn adam[2]; /* adam_step: the same for Adam / AdamW */
 } isa_kernels;
 
 /* the tables link the units, nothing outside the extension */

@@ -75,4 +75,5 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .rm = {(rm_fn)VT_CAT(row_means, VARIANT_F32), (rm_fn)VT_CAT(row_means, VARIANT_F64)},
     .ir = (ir_fn)VT_CAT(ir_forward, VARIANT_F32),
     .sgd = {(sgd_fn)VT_CAT(sgd_step, VARIANT_F32), (sgd_fn)VT_CAT(sgd_step, VARIANT_F64)},
+    .adam = {(adam_fn)VT_CAT(adam_step, VARIANT_F32), (adam_fn)VT_CAT(adam_step, VARIANT_F64)},
 };

@@ -344,6 +344,34 @@ def sgd_step(theta: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr:
     return True
 
 
+#: adam_step's flags (csrc/elementwise.h).
+_ADAM_MAXIMIZE, _ADAM_DECOUPLED, _ADAM_L2, _ADAM_LERP_LOW = 1, 2, 4, 8
+
+
+def adam_step(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+              max_exp_avg_sq: np.ndarray | None, lr: float, betas: tuple[float, float], eps: float,
+              weight_decay: float, decoupled: bool, maximize: bool, step: float) -> bool:
+    """One ``torch.optim.Adam`` / ``AdamW`` step (``optim.adam``'s update; ``step`` already counted)
+    in place on the compiled core's workers, one pass over the arrays with NumPy's values bit for bit
+    (each constant cast to the arrays' dtype as NumPy casts a Python float). False: nothing was done
+    (not one float32/float64 dtype and shape, C-contiguous, the state writable, no two arrays sharing
+    memory), the caller runs NumPy."""
+    arrays = (theta, grad, exp_avg, exp_avg_sq) + (() if max_exp_avg_sq is None else (max_exp_avg_sq,))
+    if (not _flat_core(*arrays) or not all(a.flags.writeable for i, a in enumerate(arrays) if i != 1)
+            or any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])):
+        return False
+    beta1, beta2 = betas
+    w = 1 - beta1
+    flags = ((_ADAM_MAXIMIZE if maximize else 0) | (_ADAM_LERP_LOW if abs(w) < 0.5 else 0)
+             | ((_ADAM_DECOUPLED if decoupled else _ADAM_L2) if weight_decay != 0 else 0))
+    params = (weight_decay, 1 - lr * weight_decay, w, 1 - w, beta2, 1 - beta2, (1 - beta2**step) ** 0.5, eps,
+              -(lr / (1 - beta1**step)))
+    flat = [None if a is None else a.reshape(-1) for a in (theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)]
+    _over_elements(backends.core.module.adam_step, theta.size, *flat,
+                   tail=(tuple(float(v) for v in params), flags))
+    return True
+
+
 def add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
     """``a + b`` into ``out`` (a new C-ordered array when None) on the compiled core's workers, with
     NumPy's values (one IEEE addition per element), where that pays: ``a`` and ``b`` of one

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..kernels import pointwise
 from ._functional import as_real, lerp_
 from .optimizer import Optimizer
 
@@ -84,6 +85,12 @@ class Adam(Optimizer):
         lr, eps = float(group["lr"]), float(group["eps"])
         beta1, beta2 = (float(b) for b in group["betas"])
         state["step"] += 1
+        most = as_real(state["max_exp_avg_sq"]) if group["amsgrad"] else None
+        if pointwise.adam_step(as_real(theta), as_real(grad), as_real(state["exp_avg"]),
+                               as_real(state["exp_avg_sq"]), most, lr, (beta1, beta2), eps,
+                               float(group["weight_decay"]), bool(group.get("decoupled_weight_decay")),
+                               bool(group["maximize"]), float(state["step"])):
+            return
         grad = as_real(apply_weight_decay(theta, grad, group))
         theta = as_real(theta)
         exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
