@@ -1,10 +1,12 @@
 """Adam's and AdamW's update: the compiled core's one pass (where it runs) bit for bit the whole-array
-rule of torch's formula in NumPy, over one range and split across the workers, every option."""
+rule of torch's formula in NumPy, over one range and split across the workers, every option; which
+parameters the compiled SGD and Adam steps take."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from optim_steps import step_with
 
 import npconv
 from npconv import backends
@@ -61,14 +63,7 @@ def test_the_update_equals_the_whole_array_rule(name, settings, threads, size, d
     grads[1][::7] = 0  # exact zeros in the averages
     param = npconv.nn.Parameter(start.copy())
     optimizer = getattr(npconv.optim, name)([param], lr=0.01, **settings)
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(threads)
-    try:
-        for g in grads:
-            param.grad = npconv.tensor(g.copy())
-            optimizer.step()
-    finally:
-        npconv.set_num_threads(previous)
+    step_with(optimizer, param, grads, threads)
     kwargs = dict(settings, decoupled=name == "AdamW")
     if name == "AdamW":
         kwargs.setdefault("weight_decay", 1e-2)
@@ -112,17 +107,18 @@ def test_the_kernel_keeps_a_nan_maximum_as_numpy_does():
     assert np.isnan(state[2][[2, 20, 36]]).all() and np.isnan(got[[2, 20, 36]]).all()
 
 
-def test_the_compiled_core_takes_the_update(monkeypatch):
-    """Contiguous float parameters take the core's one pass on every step; a transposed gradient runs
-    NumPy's operations."""
+@pytest.mark.parametrize("kernel, make", [
+    ("sgd_step", lambda p: npconv.optim.SGD(p, lr=0.1, momentum=0.9)),
+    ("adam_step", lambda p: npconv.optim.AdamW(p, lr=0.1, amsgrad=True)),
+])
+def test_the_compiled_core_takes_the_update(monkeypatch, kernel, make):
+    """With the compiled core, float32/float64 C-contiguous parameters take its one-pass update on
+    every step, the first included; another layout (a transposed view's gradient) runs NumPy's."""
     calls = []
-    original = pointwise.adam_step
-    monkeypatch.setattr(pointwise, "adam_step", lambda *a: calls.append(original(*a)) or calls[-1])
+    original = getattr(pointwise, kernel)
+    monkeypatch.setattr(pointwise, kernel, lambda *a: calls.append(original(*a)) or calls[-1])
     param = npconv.nn.Parameter(np.ones((40, 30), np.float32))
-    optimizer = npconv.optim.AdamW([param], lr=0.1, amsgrad=True)
-    for _ in range(2):
-        param.grad = npconv.tensor(np.full((40, 30), 0.5, np.float32))
-        optimizer.step()
-    param.grad = npconv.tensor(np.full((30, 40), 0.5, np.float32).T)
-    optimizer.step()
+    optimizer = make([param])
+    step_with(optimizer, param, [np.full((40, 30), 0.5, np.float32)] * 2, 1)
+    step_with(optimizer, param, [np.full((30, 40), 0.5, np.float32).T], 1)
     assert calls == [backends.core.available] * 2 + [False]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from optim_steps import step_with
 
 import npconv
-from npconv import backends
 from npconv.kernels import pointwise
 from npconv.optim import sgd
 
@@ -51,14 +51,7 @@ def test_runs_equal_the_whole_array_rule(settings, threads, size, dtype):
     grads = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
     param = npconv.nn.Parameter(start.copy())
     optimizer = npconv.optim.SGD([param], lr=0.05, **settings)
-    previous = npconv.get_num_threads()
-    npconv.set_num_threads(threads)
-    try:
-        for g in grads:
-            param.grad = npconv.tensor(g.copy())
-            optimizer.step()
-    finally:
-        npconv.set_num_threads(previous)
+    step_with(optimizer, param, grads, threads)
     expected = _whole_array_sgd(start.copy(), grads, 0.05, **settings)
     np.testing.assert_array_equal(param.numpy(), expected)
 
@@ -79,18 +72,3 @@ def test_runs_match_torch(torch, settings):
         torch_optimizer.step()
     np.testing.assert_allclose(param.numpy(), reference.detach().numpy(), rtol=1e-13, atol=1e-13)
 
-
-def test_the_compiled_core_takes_the_update(monkeypatch):
-    """With the compiled core, float32/float64 C-contiguous parameters take its one-pass update (each
-    step, the first included); other layouts (a transposed view's gradient) run NumPy's."""
-    calls = []
-    original = pointwise.sgd_step
-    monkeypatch.setattr(pointwise, "sgd_step", lambda *a: calls.append(original(*a)) or calls[-1])
-    param = npconv.nn.Parameter(np.ones((40, 30), np.float32))
-    optimizer = npconv.optim.SGD([param], lr=0.1, momentum=0.9)
-    for _ in range(2):
-        param.grad = npconv.tensor(np.full((40, 30), 0.5, np.float32))
-        optimizer.step()
-    param.grad = npconv.tensor(np.full((30, 40), 0.5, np.float32).T)
-    optimizer.step()
-    assert calls == [backends.core.available] * 2 + [False]

@@ -323,20 +323,17 @@ static inline __attribute__((always_inline)) void GC(add_run)(T *restrict d, con
     ptrdiff_t t = 0;
     for (; t + VL <= n; t += VL) FN(store)(d + t, FN(load)(d + t) + FN(load)(s + t));
 #if VBYTES / TSIZE >= 8
-    if (t + VL / 2 <= n) {
-        GC(half) a, b;
-        memcpy(&a, d + t, sizeof a), memcpy(&b, s + t, sizeof b);
-        a += b;
-        memcpy(d + t, &a, sizeof a);
-        t += VL / 2;
+#define GC_ADD_PART(type, width)                                                                        \
+    if (t + (width) <= n) {                                                                             \
+        type a, b;                                                                                      \
+        memcpy(&a, d + t, sizeof a), memcpy(&b, s + t, sizeof b);                                       \
+        a += b;                                                                                         \
+        memcpy(d + t, &a, sizeof a);                                                                    \
+        t += (width);                                                                                   \
     }
-    if (t + VL / 4 <= n) {
-        GC(quarter) a, b;
-        memcpy(&a, d + t, sizeof a), memcpy(&b, s + t, sizeof b);
-        a += b;
-        memcpy(d + t, &a, sizeof a);
-        t += VL / 4;
-    }
+    GC_ADD_PART(GC(half), VL / 2)
+    GC_ADD_PART(GC(quarter), VL / 4)
+#undef GC_ADD_PART
 #endif
     for (; t < n; t++) d[t] += s[t];
 }
