@@ -9,7 +9,8 @@ from optim_steps import step_with
 
 import npconv
 from npconv.kernels import pointwise
-from npconv.optim import sgd
+from npconv.optim import _functional
+from npconv.optim._functional import RUN
 
 SETTINGS = [dict(momentum=0.9), dict(momentum=0.9, dampening=0.3), dict(momentum=0.8, nesterov=True),
             dict(momentum=0.9, weight_decay=1e-2, maximize=True), dict()]
@@ -37,7 +38,7 @@ def _whole_array_sgd(theta, grads, lr, momentum=0.0, dampening=0.0, weight_decay
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("settings", SETTINGS)
 @pytest.mark.parametrize("size, dtype", [
-    (3 * sgd.RUN + 17, np.float32),  # several runs and a short last one (one range on the compiled core)
+    (3 * RUN + 17, np.float32),  # several runs and a short last one (one range on the compiled core)
     (2 * pointwise.PARALLEL_CORE_MIN_SIZE + 5, np.float32),  # split across the workers there
     (2 * pointwise.PARALLEL_CORE_MIN_SIZE + 3, np.float64),
     (13, np.float32),  # under a vector: the kernel's scalar loop
@@ -72,3 +73,31 @@ def test_runs_match_torch(torch, settings):
         torch_optimizer.step()
     np.testing.assert_allclose(param.numpy(), reference.detach().numpy(), rtol=1e-13, atol=1e-13)
 
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, settings", [
+    ("RMSprop", dict(momentum=0.9, centered=True, weight_decay=0.01)), ("RMSprop", dict()),
+    ("Adagrad", dict(lr_decay=0.01)), ("Adadelta", dict(weight_decay=0.1)), ("Adamax", dict(maximize=True)),
+    ("NAdam", dict(weight_decay=0.01)), ("RAdam", dict()), ("Adam", dict(amsgrad=True)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64])
+def test_other_optimizers_in_runs_equal_their_whole_array_update(monkeypatch, name, settings, threads, dtype):
+    """The element-wise optimizers update large parameters in runs over the worker threads (their
+    temporaries run-sized): bit for bit their update on whole arrays (RUN beyond any size), complex
+    parameters through their real views. (Adam: NumPy's runs where the compiled step is not used.)"""
+    rng = np.random.default_rng(4)
+    shape = (3 * RUN + 17,)
+    def draw() -> np.ndarray:
+        values = rng.standard_normal(shape)
+        return (values + 1j * rng.standard_normal(shape) if dtype == np.complex64 else values).astype(dtype)
+
+    start, grads = draw(), [draw() for _ in range(12)]  # RAdam rectifies after step 5
+    results = []
+    for run in (RUN, 1 << 40):
+        monkeypatch.setattr(_functional, "RUN", run)
+        monkeypatch.setattr(pointwise, "adam_step", lambda *a: False)
+        param = npconv.nn.Parameter(start.copy())
+        step_with(getattr(npconv.optim, name)([param], lr=0.01, **settings), param, grads, threads)
+        results.append(param.numpy())
+    np.testing.assert_array_equal(results[0], results[1])

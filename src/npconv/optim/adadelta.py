@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import add_weight_decay, as_real
+from ._functional import add_weight_decay, as_real, in_runs
 from .adam import scalar_step
 from .optimizer import Optimizer
 
@@ -49,13 +49,18 @@ class Adadelta(Optimizer):
         rho, eps = float(group["rho"]), float(group["eps"])
         state["step"] += 1
         grad = as_real(add_weight_decay(grad, theta, group))
-        square_avg, acc_delta = as_real(state["square_avg"]), as_real(state["acc_delta"])
-        square_avg *= rho
-        square_avg += (1 - rho) * grad * grad
-        std = np.sqrt(square_avg + eps)
-        delta = np.sqrt(acc_delta + eps)
-        delta /= std
-        delta *= grad
-        acc_delta *= rho
-        acc_delta += (1 - rho) * delta * delta
-        as_real(theta)[...] += -float(group["lr"]) * delta
+        lr = float(group["lr"])
+
+        def update(theta: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
+                   acc_delta: np.ndarray) -> None:
+            square_avg *= rho
+            square_avg += (1 - rho) * grad * grad
+            std = np.sqrt(square_avg + eps)
+            delta = np.sqrt(acc_delta + eps)
+            delta /= std
+            delta *= grad
+            acc_delta *= rho
+            acc_delta += (1 - rho) * delta * delta
+            theta[...] += -lr * delta
+
+        in_runs(update, as_real(theta), grad, as_real(state["square_avg"]), as_real(state["acc_delta"]))

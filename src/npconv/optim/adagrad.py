@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import add_weight_decay, as_real
+from ._functional import add_weight_decay, as_real, in_runs
 from .adam import scalar_step
 from .optimizer import Optimizer
 
@@ -61,8 +61,12 @@ class Adagrad(Optimizer):
         step = float(state["step"])
         grad = as_real(add_weight_decay(grad, theta, group))
         clr = float(group["lr"]) / (1 + (step - 1) * float(group["lr_decay"]))
-        theta, state_sum = as_real(theta), as_real(state["sum"])
-        state_sum += grad * grad
-        std = np.sqrt(state_sum)
-        std += float(group["eps"])
-        theta += -clr * (grad / std)
+        eps = float(group["eps"])
+
+        def update(theta: np.ndarray, grad: np.ndarray, state_sum: np.ndarray) -> None:
+            state_sum += grad * grad
+            std = np.sqrt(state_sum)
+            std += eps
+            theta += -clr * (grad / std)
+
+        in_runs(update, as_real(theta), grad, as_real(state["sum"]))

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import add_weight_decay, as_real, lerp_
+from ._functional import add_weight_decay, as_real, in_runs, lerp_
 from .adam import scalar_step
 from .optimizer import Optimizer
 
@@ -48,11 +48,15 @@ class Adamax(Optimizer):
         beta1, beta2 = (float(b) for b in group["betas"])
         grad = as_real(add_weight_decay(grad, theta, group))
         state["step"] += 1
-        exp_avg, exp_inf = as_real(state["exp_avg"]), as_real(state["exp_inf"])
-        lerp_(exp_avg, grad, 1 - beta1)
-        exp_inf *= beta2
-        norm = np.abs(grad)
-        norm += float(group["eps"])
-        np.maximum(exp_inf, norm, out=exp_inf)
+        eps = float(group["eps"])
         clr = float(group["lr"]) / (1 - beta1 ** float(state["step"]))
-        as_real(theta)[...] += -clr * (exp_avg / exp_inf)
+
+        def update(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_inf: np.ndarray) -> None:
+            lerp_(exp_avg, grad, 1 - beta1)
+            exp_inf *= beta2
+            norm = np.abs(grad)
+            norm += eps
+            np.maximum(exp_inf, norm, out=exp_inf)
+            theta[...] += -clr * (exp_avg / exp_inf)
+
+        in_runs(update, as_real(theta), grad, as_real(state["exp_avg"]), as_real(state["exp_inf"]))

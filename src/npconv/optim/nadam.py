@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import as_real, lerp_
+from ._functional import as_real, in_runs, lerp_
 from .adam import ADAM_HYPER, apply_weight_decay, scalar_step
 from .optimizer import Optimizer
 
@@ -57,12 +57,17 @@ class NAdam(Optimizer):
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
         state["mu_product"] *= mu
         mu_product = float(state["mu_product"])
-        exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
-        lerp_(exp_avg, grad, 1 - beta1)
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
-        denom = np.sqrt(exp_avg_sq / (1 - beta2**step))
-        denom += eps
-        theta = as_real(theta)
-        theta += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (grad / denom)
-        theta += ((-lr * mu_next) / (1.0 - mu_product * mu_next)) * (exp_avg / denom)
+        bias_correction2 = 1 - beta2**step
+        grad_step = -lr * (1.0 - mu) / (1.0 - mu_product)
+        avg_step = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+
+        def update(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray) -> None:
+            lerp_(exp_avg, grad, 1 - beta1)
+            exp_avg_sq *= beta2
+            exp_avg_sq += (1 - beta2) * grad * grad
+            denom = np.sqrt(exp_avg_sq / bias_correction2)
+            denom += eps
+            theta += grad_step * (grad / denom)
+            theta += avg_step * (exp_avg / denom)
+
+        in_runs(update, as_real(theta), grad, as_real(state["exp_avg"]), as_real(state["exp_avg_sq"]))

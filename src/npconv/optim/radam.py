@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import as_real, lerp_
+from ._functional import as_real, in_runs, lerp_
 from .adam import ADAM_HYPER, apply_weight_decay, scalar_step
 from .optimizer import Optimizer
 
@@ -50,22 +50,25 @@ class RAdam(Optimizer):
         beta1, beta2 = (float(b) for b in group["betas"])
         state["step"] += 1
         grad = as_real(apply_weight_decay(theta, grad, group))
-        theta = as_real(theta)
         step = float(state["step"])
-        exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
-        lerp_(exp_avg, grad, 1 - beta1)
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
-        corrected = exp_avg / bias_correction1
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
-        if rho_t > 5.0:
-            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            denom = np.sqrt(exp_avg_sq)
-            denom += eps
-            adaptive = (bias_correction2**0.5) * np.reciprocal(denom)
-            theta -= corrected * lr * adaptive * rect
-        else:
-            theta -= corrected * lr
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 \
+            if rho_t > 5.0 else None
+
+        def update(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray) -> None:
+            lerp_(exp_avg, grad, 1 - beta1)
+            exp_avg_sq *= beta2
+            exp_avg_sq += (1 - beta2) * grad * grad
+            corrected = exp_avg / bias_correction1
+            if rect is not None:
+                denom = np.sqrt(exp_avg_sq)
+                denom += eps
+                adaptive = (bias_correction2**0.5) * np.reciprocal(denom)
+                theta -= corrected * lr * adaptive * rect
+            else:
+                theta -= corrected * lr
+
+        in_runs(update, as_real(theta), grad, as_real(state["exp_avg"]), as_real(state["exp_avg_sq"]))

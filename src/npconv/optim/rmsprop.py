@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._functional import add_weight_decay, as_real, lerp_
+from ._functional import add_weight_decay, as_real, in_runs, lerp_
 from .adam import scalar_step
 from .optimizer import Optimizer
 
@@ -59,23 +59,27 @@ class RMSprop(Optimizer):
     def _update(self, theta: np.ndarray, grad: np.ndarray, state: dict[str, Any],
                 group: dict[str, Any]) -> None:
         alpha, eps, momentum = float(group["alpha"]), float(group["eps"]), float(group["momentum"])
+        lr = float(group["lr"])
         grad = as_real(add_weight_decay(grad, theta, group))
         state["step"] += 1
-        theta = as_real(theta)
-        square_avg = as_real(state["square_avg"])
-        square_avg *= alpha
-        square_avg += (1 - alpha) * grad * grad
-        if group["centered"]:
-            grad_avg = as_real(state["grad_avg"])
-            lerp_(grad_avg, grad, 1 - alpha)
-            avg = np.sqrt(square_avg - grad_avg * grad_avg)
-        else:
-            avg = np.sqrt(square_avg)
-        avg += eps
-        if momentum > 0:
-            buffer = as_real(state["momentum_buffer"])
-            buffer *= momentum
-            buffer += grad / avg
-            theta -= float(group["lr"]) * buffer
-        else:
-            theta += -float(group["lr"]) * (grad / avg)
+
+        def update(theta: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, grad_avg: np.ndarray | None,
+                   buffer: np.ndarray | None) -> None:
+            square_avg *= alpha
+            square_avg += (1 - alpha) * grad * grad
+            if grad_avg is not None:
+                lerp_(grad_avg, grad, 1 - alpha)
+                avg = np.sqrt(square_avg - grad_avg * grad_avg)
+            else:
+                avg = np.sqrt(square_avg)
+            avg += eps
+            if buffer is not None:
+                buffer *= momentum
+                buffer += grad / avg
+                theta -= lr * buffer
+            else:
+                theta += -lr * (grad / avg)
+
+        in_runs(update, as_real(theta), grad, as_real(state["square_avg"]),
+                as_real(state["grad_avg"]) if group["centered"] else None,
+                as_real(state["momentum_buffer"]) if momentum > 0 else None)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backends import get_num_threads
-from ..kernels import pointwise, workspace
-from ._functional import add_weight_decay
+from ..kernels import pointwise
+from ._functional import add_weight_decay, in_runs
 from .optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -79,21 +78,3 @@ class SGD(Optimizer):
 
         in_runs(update, grad, theta, buffer)
 
-
-#: Parameters of at least twice this many elements are updated in runs of this many elements.
-RUN = 1 << 16
-
-
-def in_runs(update: Callable[..., None], *arrays: np.ndarray | None) -> None:
-    """``update(*runs)`` on runs of the flat elements of same-shaped C-contiguous ``arrays`` (None
-    entries stay None) over the worker threads, else ``update(*arrays)`` once. Each element's
-    arithmetic is the whole-array update's; the temporaries are run-sized instead of parameter-sized
-    (fresh large allocations page-fault) and each run is read from memory once for all its steps."""
-    present = [a for a in arrays if a is not None]
-    shape = present[0].shape
-    if present[0].size < 2 * RUN or not all(a.flags.c_contiguous and a.shape == shape for a in present):
-        update(*arrays)
-        return
-    flat = [None if a is None else a.reshape(-1) for a in arrays]
-    runs = [slice(i, i + RUN) for i in range(0, present[0].size, RUN)]
-    workspace.run(runs, lambda _, s: update(*(None if f is None else f[s] for f in flat)), get_num_threads())
