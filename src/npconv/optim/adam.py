@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..kernels import pointwise
-from ._functional import as_real, lerp_
+from ._functional import as_real, in_runs, lerp_
 from .optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -92,21 +92,24 @@ class Adam(Optimizer):
                                bool(group["maximize"]), float(state["step"])):
             return
         grad = as_real(apply_weight_decay(theta, grad, group))
-        theta = as_real(theta)
-        exp_avg, exp_avg_sq = as_real(state["exp_avg"]), as_real(state["exp_avg_sq"])
-        lerp_(exp_avg, grad, 1 - beta1)
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
         step = float(state["step"])
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        if group["amsgrad"]:
-            max_exp_avg_sq = as_real(state["max_exp_avg_sq"])
-            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-            denom = np.sqrt(max_exp_avg_sq) / bias_correction2_sqrt
-        else:
-            denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt
-        denom += eps
-        theta += -(lr / (1 - beta1**step)) * exp_avg / denom
+        step_size = -(lr / (1 - beta1**step))
+
+        def update(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+                   max_exp_avg_sq: np.ndarray | None) -> None:
+            lerp_(exp_avg, grad, 1 - beta1)
+            exp_avg_sq *= beta2
+            exp_avg_sq += (1 - beta2) * grad * grad
+            if max_exp_avg_sq is not None:
+                np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+                denom = np.sqrt(max_exp_avg_sq) / bias_correction2_sqrt
+            else:
+                denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt
+            denom += eps
+            theta += step_size * exp_avg / denom
+
+        in_runs(update, as_real(theta), grad, as_real(state["exp_avg"]), as_real(state["exp_avg_sq"]), most)
 
 
 class AdamW(Adam):
