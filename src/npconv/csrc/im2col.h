@@ -338,14 +338,14 @@ static inline __attribute__((always_inline)) void GC(add_run)(T *restrict d, con
     for (; t < n; t++) d[t] += s[t];
 }
 
-/* GC(unpack) of whole images (p0 = 0, cnt = len) with strides, through ph (gc_phased_elements): per
- * channel each tap's column row is added output row by output row into the zero-padded extent's phase
- * plane of the tap's offset (phase (t d) mod s, at (t d) / s: contiguous runs, no bounds: padding
- * positions absorb what the forward read from padding), then the input's positions into gx (zeroed by
- * the caller; the last axis's phases interleaved by shuffles at stride 2). Each gx value gets the same
- * additions in the same order (from 0) as in GC(unpack): the result is its bit for bit, where that
- * path's stride-2 scatter was a scalar loop with bounds per output row (a fifth of a ConvTranspose
- * 4x4/2's time). */
+/* GC(unpack) of whole images (p0 = 0, cnt = len) through ph (gc_phased_elements): per channel each
+ * tap's column row is added output row by output row into the zero-padded extent's phase plane of the
+ * tap's offset (phase (t d) mod s, at (t d) / s; one plane with unit strides: contiguous runs, no
+ * bounds: padding positions absorb what the forward read from padding), then the input's positions
+ * into gx (zeroed by the caller; the last axis's phases interleaved by shuffles at stride 2). Each gx
+ * value gets the same additions in the same order (from 0) as in GC(unpack): the result is its bit for
+ * bit, where that path paid bounds per output row (a 4x4 image's 36 segments) and, at stride 2, a
+ * scalar scatter (a fifth of a ConvTranspose 4x4/2's time). */
 static void GC(unpack_phased)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, T *ph)
 {
     ptrdiff_t q[3], n[3];
@@ -421,42 +421,6 @@ static void GC(unpack)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const 
                 for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld)
                     GC(row)(row, xc, g, a, b, e, at, cnt, 1, phase);
         if (phase) GC(interleave_add)(xc, phase, r0, r1, g->in[2]);
-    }
-}
-
-/* GC(unpack) of whole images (p0 = 0, cnt = len) with unit strides through pad (gc_unpack_pad_elements): per
- * channel each tap's column row is added line by line into the zero-padded extent at the tap's offset
- * (no bounds: padding positions absorb what the forward read from padding), then the interior into gx
- * (zeroed by the caller). Each gx value gets the same additions in the same order (from 0), so the
- * result is GC(unpack)'s bit for bit; a 4x4 image's 36 segments of at most 4 values each paid more in
- * their bounds than in their additions. */
-static void GC(unpack_padded)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch, const gc_geom *g, T *pad)
-{
-    gc_padded pd; /* unit strides: one phase, E2 = w2 columns */
-    gc_padded_of(g, &pd);
-    const ptrdiff_t E0 = pd.e0, E1 = pd.e1, E2 = pd.w2, out1 = g->out[1], out2 = g->out[2];
-    const ptrdiff_t n0 = pd.n[0], n1 = pd.n[1], n2 = pd.n[2];
-    const T *row = cols;
-    for (ptrdiff_t c = 0; c < nch; c++) {
-        memset(pad, 0, (size_t)(E0 * E1 * E2) * sizeof(T));
-        for (ptrdiff_t a = 0; a < g->k[0]; a++)
-            for (ptrdiff_t b = 0; b < g->k[1]; b++)
-                for (ptrdiff_t e = 0; e < g->k[2]; e++, row += ld) {
-                    T *base = pad + (a * g->d[0] * E1 + b * g->d[1]) * E2 + e * g->d[2];
-                    const T *src = row;
-                    for (ptrdiff_t o0 = 0; o0 < g->out[0]; o0++)
-                        for (ptrdiff_t o1 = 0; o1 < out1; o1++, src += out2) {
-                            T *restrict dst = base + (o0 * E1 + o1) * E2;
-                            for (ptrdiff_t j = 0; j < out2; j++) dst[j] += src[j];
-                        }
-                }
-        T *xc = gx + c * g->plane;
-        for (ptrdiff_t i0 = 0; i0 < n0; i0++)
-            for (ptrdiff_t i1 = 0; i1 < n1; i1++) {
-                T *restrict d = xc + (i0 * g->in[1] + i1) * g->in[2];
-                const T *s = pad + ((i0 + g->p[0]) * E1 + i1 + g->p[1]) * E2 + g->p[2];
-                for (ptrdiff_t j = 0; j < n2; j++) d[j] += s[j];
-            }
     }
 }
 
@@ -1031,9 +995,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
     const T lo = (T)lo_d, hi = (T)hi_d;
     T *pack = scratch + gc_pack_offset(GC_GRAD_INPUT, g);
     T *phase = gc_phase_elements(g) ? pack - gc_phase_elements(g) : NULL;
-    T *pad = gc_unpack_pad_elements(g) ? pack - gc_unpack_pad_elements(g) : NULL;
-    T *phased = gc_phased_elements(g) ? pack - gc_phase_elements(g) - gc_unpack_pad_elements(g) - gc_phased_elements(g)
-                                      : NULL;
+    T *phased = gc_phased_elements(g) ? pack - gc_phase_elements(g) - gc_phased_elements(g) : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t q = item % g->chunks, grp = item / g->chunks % g->groups, n = item / g->chunks / g->groups;
         const ptrdiff_t c0 = q * g->chunk, nc = g->cg - c0 < g->chunk ? g->cg - c0 : g->chunk;
@@ -1048,9 +1010,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
             for (ptrdiff_t i = 0; i < nb; i++) {
                 T *gxc = gx + ((n0 + i) * g->c + grp * g->cg + c0) * g->plane;
                 memset(gxc, 0, (size_t)(nc * g->plane) * sizeof(T));
-                if (pad)
-                    GC(unpack_padded)(gxc, scratch + i * L, cnt, nc, g, pad);
-                else if (phased)
+                if (phased)
                     GC(unpack_phased)(gxc, scratch + i * L, cnt, nc, g, phased);
                 else
                     GC(unpack)(gxc, scratch + i * L, cnt, nc, g, 0, L, phase);
@@ -1069,9 +1029,7 @@ static void GC(gc_grad_input)(const gemm_fns *fns, const T *gy, const T *w, cons
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, gxc + p0, L, NULL, 0, 0, 0);
             } else {
                 GC(mm)(fns, pack, 1, 0, nc * K, cnt, og, 1.0, wq, ck, gyg + p0, L, 0.0, scratch, cnt, NULL, 0, 0, 0);
-                if (pad && cnt == L)
-                    GC(unpack_padded)(gxc, scratch, cnt, nc, g, pad);
-                else if (phased && cnt == L)
+                if (phased && cnt == L)
                     GC(unpack_phased)(gxc, scratch, cnt, nc, g, phased);
                 else
                     GC(unpack)(gxc, scratch, cnt, nc, g, p0, cnt, phase);

@@ -360,8 +360,7 @@ static ptrdiff_t gc_phase_elements(const gc_geom *g)
  * * d + 1 per axis), the last axis split into its s phases (phase q holds columns q, q + s, ...: a tap's
  * row is then out2-long contiguous runs of one phase), at most GC_PAD_MAX values; 0 for larger ones,
  * the direct case or the implicit GEMM. The image chunks' packing uses one per image (GC(pad_plane));
- * grad_input's col2im, with unit strides, one per call (GC(unpack_padded): each tap's row added into it
- * line by line without bounds, its interior then added into gx). */
+ * grad_input's col2im its own (gc_phased_elements). */
 #define GC_PAD_MAX 1024
 typedef struct {
     ptrdiff_t e0, e1, w2; /* padded rows (e0 x e1) and columns per phase (w2 x s2 columns in all) */
@@ -386,30 +385,29 @@ static ptrdiff_t gc_pad_elements(const gc_geom *g)
     return e <= GC_PAD_MAX ? e : 0;
 }
 
-/* grad_input's: unit strides only. */
-static ptrdiff_t gc_unpack_pad_elements(const gc_geom *g)
-{
-    return g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1 ? gc_pad_elements(g) : 0;
-}
 
-/* grad_input's col2im of whole images with strides (GC(unpack_phased)): one channel's zero-padded
- * extent (ext = (out - 1) * s + (k - 1) * d + 1 per axis, rounded up to whole strides) as s0 * s1 * s2
- * phase planes, where each tap's rows are contiguous runs; 0 for unit strides, the direct case, an
- * extent over GC_PHASED_MAX values, or taps that do not overlap along any axis (a 1x1 or 2x2 kernel
- * at stride 2: each input value gets at most one addition; zeroing and reading back the planes cost
- * 1.25x the direct scatter, docs/performance.md). */
+/* grad_input's col2im of whole images (GC(unpack_phased)): one channel's zero-padded extent (ext = (out
+ * - 1) * s + (k - 1) * d + 1 per axis, rounded up to whole strides) as s0 * s1 * s2 phase planes, where
+ * each tap's rows are contiguous runs. With unit strides (one plane) for small images only, an extent
+ * of at most GC_PAD_MAX values (a 4x4 image's 36 segments paid more in their bounds than in their
+ * additions; larger ones mostly run as the adjoint's forward); with strides up to GC_PHASED_MAX values
+ * and only where the taps overlap along some axis (a 1x1 or 2x2 kernel at stride 2 gives each input
+ * value at most one addition: zeroing and reading back the planes cost 1.25x the direct scatter,
+ * docs/performance.md). 0 otherwise, and for the direct case. */
 #define GC_PHASED_MAX ((ptrdiff_t)1 << 16)
 static ptrdiff_t gc_phased_elements(const gc_geom *g)
 {
-    if (g->direct || g->implicit || (g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1)) return 0;
+    if (g->direct || g->implicit) return 0;
+    const int unit = g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1;
     int overlap = 0;
     for (int a = 0; a < 3; a++) overlap |= (g->k[a] - 1) * g->d[a] + 1 > g->s[a];
-    if (!overlap) return 0;
+    if (!unit && !overlap) return 0;
+    const ptrdiff_t limit = unit ? GC_PAD_MAX : GC_PHASED_MAX;
     ptrdiff_t e = 1;
     for (int a = 0; a < 3; a++) {
         const ptrdiff_t ext = (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
         e *= (ext + g->s[a] - 1) / g->s[a] * g->s[a];
-        if (e > GC_PHASED_MAX) return 0;
+        if (e > limit) return 0;
     }
     return e;
 }
@@ -422,7 +420,7 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
                                 * side; then the col2im phase buffer */
         return (g->images > 1 ? (g->chunk * g->taps + g->og) * g->images * g->len
                               : g->direct ? 0 : g->chunk * g->taps * g->band) + gc_phase_elements(g) +
-               gc_unpack_pad_elements(g) + gc_phased_elements(g);
+               gc_phased_elements(g);
     if (g->images > 1) /* forward: the columns in the gemm's panels (the last rounded up), a row, the product;
                         * then each image's zero-padded channel plane (gc_pad_elements) */
         return (pass == GC_FORWARD ? g->ck * (g->images * g->len + 16) + (1 + g->og) * g->images * g->len
