@@ -321,6 +321,15 @@ def _flat_core(*arrays: np.ndarray) -> bool:
                                        and a.flags.c_contiguous for a in arrays))
 
 
+def _updatable(theta: np.ndarray, grad: np.ndarray, *state: np.ndarray | None) -> bool:
+    """Whether an optimizer step kernel takes a parameter, its gradient and its state arrays (None
+    entries absent): one float32/float64 dtype and shape, C-contiguous, the parameter and state
+    writable, no two sharing memory."""
+    arrays = (theta, grad) + tuple(a for a in state if a is not None)
+    return (_flat_core(*arrays) and all(a.flags.writeable for i, a in enumerate(arrays) if i != 1)
+            and not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]))
+
+
 #: sgd_step's flags (csrc/elementwise.h).
 _SGD_FIRST, _SGD_NESTEROV, _SGD_KEEP = 1, 2, 4
 
@@ -332,9 +341,7 @@ def sgd_step(theta: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr:
     ``b`` None without momentum), one pass over the arrays with NumPy's values bit for bit. False:
     nothing was done (not one float32/float64 dtype and shape, C-contiguous, ``theta`` and ``buffer``
     writable and sharing no memory with the others), the caller runs NumPy."""
-    arrays = (theta, grad) if buffer is None else (theta, grad, buffer)
-    if (not _flat_core(*arrays) or not all(a.flags.writeable for a in arrays[::2])
-            or any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])):
+    if not _updatable(theta, grad, buffer):
         return False
     flags = ((_SGD_FIRST if first else 0) | (_SGD_NESTEROV if nesterov else 0)
              | (_SGD_KEEP if keep != 1 else 0))
@@ -356,9 +363,7 @@ def adam_step(theta: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     (each constant cast to the arrays' dtype as NumPy casts a Python float). False: nothing was done
     (not one float32/float64 dtype and shape, C-contiguous, the state writable, no two arrays sharing
     memory), the caller runs NumPy."""
-    arrays = (theta, grad, exp_avg, exp_avg_sq) + (() if max_exp_avg_sq is None else (max_exp_avg_sq,))
-    if (not _flat_core(*arrays) or not all(a.flags.writeable for i, a in enumerate(arrays) if i != 1)
-            or any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])):
+    if not _updatable(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
         return False
     beta1, beta2 = betas
     w = 1 - beta1
