@@ -355,3 +355,81 @@ def test_routing_edge(algorithm, data_pass, dtype):
         assert chosen(_corrupt(below, value, 0.9)) == "gemm"
     scale = float(np.finfo(dtype).max) / 10  # finite peaks whose product overflows in the transforms
     assert chosen(below / np.abs(below).max() * scale) == "gemm"
+
+
+# -- one range per array and step ------------------------------------------------------------------
+def _scans(monkeypatch):
+    """The arrays value_range scans (by identity, with the spread flag), recorded."""
+    seen = []
+    real = numerics.value_range
+    monkeypatch.setattr(numerics, "value_range", lambda a, spread=True: (seen.append((id(a), spread)),
+                                                                         real(a, spread))[1])
+    return seen
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_training_step_scans_each_array_once(monkeypatch, transposed):
+    """Through autograd, a step whose three passes run a non-local algorithm (Winograd) checks x, w and
+    gy once each (the forward's ranges serve the backward, gy's both backward passes); a second
+    backward of the same graph with another gy checks that gy again."""
+    import npconv
+    import npconv.nn.functional as F
+
+    seen = _scans(monkeypatch)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 17
+    with backends.conv.force({p: "winograd" for p in registry.PASSES}):
+        xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
+        y = (F.conv_transpose2d if transposed else F.conv2d)(xt, wt, padding=1)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        y.backward(gy, retain_graph=True)
+        assert len(seen) == 3 and len({a for a, _ in seen}) == 3, seen
+        y.backward(gy.copy())
+    assert len(seen) == 4, seen
+
+
+def test_a_second_backward_checks_its_own_grad_output(torch):
+    """The ranges kept for a graph's backward are not its last grad_output's: a finite gy, then one with
+    a NaN through the same graph give torch's NaN positions each time."""
+    import npconv
+    import npconv.nn.functional as F
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 17
+    xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
+    tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    with backends.conv.force({p: "winograd" for p in registry.PASSES}):
+        y = F.conv2d(xt, wt, padding=1)
+        yt = torch.nn.functional.conv2d(tx, tw, padding=1)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        for corrupt in (False, True):
+            if corrupt:
+                gy[0, 3, 5, 7] = np.nan
+            xt.grad = wt.grad = tx.grad = tw.grad = None
+            y.backward(gy.copy(), retain_graph=True)
+            yt.backward(torch.from_numpy(gy.copy()), retain_graph=True)
+            for ours, theirs in ((xt.grad.numpy(), tx.grad.numpy()), (wt.grad.numpy(), tw.grad.numpy())):
+                np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+                assert np.isnan(ours).any() == corrupt
+                assert not corrupt or not np.isnan(ours).all()
+
+
+def test_ranges_are_kept_by_identity():
+    """A :class:`numerics.Ranges` scans an array once (its spread asked for later: once more), a copy
+    starts with what it has and adds its own, an equal array is a different array, and so is one made
+    after another was dropped."""
+    a = np.random.default_rng(0).standard_normal(300)
+    ranges = numerics.Ranges()
+    first = ranges.of(a, spread=False)
+    assert first.spread == np.inf and ranges.of(a, spread=False) is first
+    full = ranges.of(a)
+    assert full == numerics.value_range(a) and ranges.of(a, spread=False) is full
+    step = ranges.copy()
+    b = a.copy()
+    b[0] = np.nan
+    assert step.of(a) is full and not step.of(b).finite
+    assert ranges.of(a.copy()) is not full and id(b) not in ranges._known
+    for k in range(1, 30):  # temporaries: an entry keeps its array, so no later array takes its id
+        assert ranges.of(np.full(300, float(k))).peak == k

@@ -29,7 +29,7 @@ import numpy as np
 from .. import backends
 from . import workspace
 
-__all__ = ["ValueRange", "value_range", "Operands", "within"]
+__all__ = ["ValueRange", "value_range", "Ranges", "Operands", "within"]
 
 
 _CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -101,13 +101,35 @@ def _range_in_parts(flat: np.ndarray, threads: int) -> tuple[float, bool]:
     return float(parts[:, 0].max()), bool(parts[:, 1].any())
 
 
+class Ranges:
+    """:func:`value_range` results by array identity, for the passes of one convolution step: the
+    forward's ``x`` and ``w`` are the backward's operands too, and ``gy`` is both backward passes'
+    (:mod:`npconv.ops.conv` keeps one per call, :meth:`copy` per backward), so each array is scanned
+    once. Valid while those arrays are unchanged: autograd raises when a tensor its backward reads
+    was modified in place. Each entry keeps its array alive, so its id is not another array's."""
+
+    def __init__(self, known: dict | None = None) -> None:
+        self._known: dict[int, tuple[np.ndarray, ValueRange, bool]] = dict(known or {})
+
+    def of(self, array: np.ndarray, spread: bool = True) -> ValueRange:
+        """``array``'s :func:`value_range` (its spread estimated where ``spread``), computed once."""
+        found = self._known.get(id(array))
+        if found is None or (spread and not found[2]):
+            found = self._known[id(array)] = (array, value_range(array, spread), spread)
+        return found[1]
+
+    def copy(self) -> Ranges:
+        """A new record starting with this one's ranges (what it adds is not added here)."""
+        return Ranges(self._known)
+
+
 class Operands(Sequence[np.ndarray]):
     """The array arguments of one pass call, in signature order, with their value ranges computed
-    on first use and kept for the call."""
+    on first use and kept in ``ranges`` (a fresh :class:`Ranges` unless given)."""
 
-    def __init__(self, arrays: Iterable[np.ndarray]) -> None:
+    def __init__(self, arrays: Iterable[np.ndarray], ranges: Ranges | None = None) -> None:
         self._arrays = tuple(arrays)
-        self._ranges: dict[int, tuple[ValueRange, bool]] = {}  # (range, spread estimated)
+        self._ranges = Ranges() if ranges is None else ranges
 
     def __getitem__(self, index):  # type: ignore[override]
         return self._arrays[index]
@@ -117,10 +139,7 @@ class Operands(Sequence[np.ndarray]):
 
     def range(self, index: int, spread: bool = True) -> ValueRange:
         """Operand ``index``'s :func:`value_range` (its spread estimated where ``spread``)."""
-        found = self._ranges.get(index)
-        if found is None or (spread and found[1] is False):
-            found = self._ranges[index] = (value_range(self._arrays[index], spread), spread)
-        return found[0]
+        return self._ranges.of(self._arrays[index], spread)
 
 
 def within(operands: Operands, data: Sequence[int], spread_limit: float, growth: float) -> bool:

@@ -39,7 +39,7 @@ from ..geometry import ConvGeometry
 from . import algorithm as registry
 from .algorithm import FALLBACK, PASSES, Algorithm
 from .common import Epilogue, PreparedForward, ScratchSource, add_bias
-from .numerics import Operands
+from .numerics import Operands, Ranges
 from .pointwise import Activation, epilogue_
 
 __all__ = ["forward", "grad_input", "grad_weight", "choose", "candidates", "clear_cache", "state"]
@@ -166,8 +166,8 @@ def _measure(pass_name: str, key: Key, operands: Operands | None,
 
 
 def _dispatch(pass_name: str, key: Key, operands: Sequence[np.ndarray],
-              call: Callable[[Algorithm], np.ndarray]) -> np.ndarray:
-    algorithm, result = _select(pass_name, key, Operands(operands), call)
+              call: Callable[[Algorithm], np.ndarray], ranges: Ranges | None) -> np.ndarray:
+    algorithm, result = _select(pass_name, key, Operands(operands, ranges), call)
     return call(algorithm) if result is None else result
 
 
@@ -195,15 +195,17 @@ def _with_epilogue(algorithm: Algorithm, pass_name: str, bias: np.ndarray | None
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
-            activation: Activation | None = None) -> np.ndarray:
-    """``y = conv(x, w) (+ bias[o])``, then ``activation`` if given (not differentiable: inference)."""
+            activation: Activation | None = None, ranges: Ranges | None = None) -> np.ndarray:
+    """``y = conv(x, w) (+ bias[o])``, then ``activation`` if given (not differentiable: inference).
+    ``ranges``: the value ranges a non-local algorithm's check reads, shared with the step's other
+    passes (:class:`~npconv.kernels.numerics.Ranges`)."""
     # _key's normal form without its per-call conversions: ndarray shapes are tuples of ints already
     key = (x.shape, w.shape, geom, x.dtype if x.dtype == w.dtype else np.result_type(x, w))
     if activation is not None:
         return _dispatch("forward", key, (x, w), lambda a: _with_epilogue(
-            a, "forward", bias, activation, lambda **kw: a.forward(x, w, geom, **kw)))
+            a, "forward", bias, activation, lambda **kw: a.forward(x, w, geom, **kw)), ranges)
     return _dispatch("forward", key, (x, w), lambda a: _with_bias(
-        a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)))
+        a, "forward", bias, lambda **kw: a.forward(x, w, geom, **kw)), ranges)
 
 
 def state() -> tuple:
@@ -274,17 +276,19 @@ def _admitted(algorithm: Algorithm, chosen: PreparedForward, local: PreparedForw
 
 
 def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Sequence[int],
-               bias: np.ndarray | None = None) -> np.ndarray:
-    """``gx = conv^T(gy, w) (+ bias[c])``: the bias is the transposed convolution's."""
+               bias: np.ndarray | None = None, ranges: Ranges | None = None) -> np.ndarray:
+    """``gx = conv^T(gy, w) (+ bias[c])``: the bias is the transposed convolution's (``ranges`` as in
+    :func:`forward`)."""
     input_size = tuple(int(v) for v in input_size)
     x_shape = (gy.shape[0], w.shape[1] * geom.groups) + input_size
     key = _key(x_shape, w.shape, geom, np.result_type(gy, w))
     return _dispatch("grad_input", key, (gy, w), lambda a: _with_bias(
-        a, "grad_input", bias, lambda **kw: a.grad_input(gy, w, geom, input_size, **kw)))
+        a, "grad_input", bias, lambda **kw: a.grad_input(gy, w, geom, input_size, **kw)), ranges)
 
 
-def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``gw = sum_n corr(x, gy)`` of shape ``(O, C/groups, *k)``."""
+def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry,
+                ranges: Ranges | None = None) -> np.ndarray:
+    """``gw = sum_n corr(x, gy)`` of shape ``(O, C/groups, *k)`` (``ranges`` as in :func:`forward`)."""
     w_shape = (gy.shape[1], x.shape[1] // geom.groups) + tuple(geom.kernel_size)
     key = _key(x.shape, w_shape, geom, np.result_type(x, gy))
 
@@ -294,7 +298,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                 return algorithm.grad_weight(x, gy, geom)
         return algorithm.grad_weight(x, gy, geom)
 
-    return _dispatch("grad_weight", key, (x, gy), call)
+    return _dispatch("grad_weight", key, (x, gy), call, ranges)
 
 
 def _siblings_on_blas_threads(key: Key) -> bool:

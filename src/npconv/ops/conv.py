@@ -19,6 +19,7 @@ from ..autograd import is_grad_enabled
 from ..geometry import PADDING_MODES, ConvGeometry
 from ..kernels import plan
 from ..kernels.common import add_bias, bias_grad
+from ..kernels.numerics import Ranges
 from ..kernels.padding import pad_array
 from ..kernels.pointwise import Activation
 from ..tensor import Tensor, _conj, as_array, make_result
@@ -51,11 +52,13 @@ def convolution_explicit(x: Any, w: Any, b: Any, geom: ConvGeometry,
 def _conv_core(x: Any, w: Any, b: Any, geom: ConvGeometry) -> Tensor:
     xd, wd = as_array(x), as_array(w)
     bd = None if b is None else as_array(b)
-    y = plan.forward(xd, wd, geom, bias=bd)
+    ranges = Ranges()  # x's and w's for the backward too (each array scanned once per step)
+    y = plan.forward(xd, wd, geom, bias=bd, ranges=ranges)
 
     def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
-        gx = plan.grad_input(g, _conj(wd), geom, xd.shape[2:]) if _wants_grad(x) else None
-        gw = plan.grad_weight(_conj(xd), g, geom) if _wants_grad(w) else None
+        step = ranges.copy()  # and g's, for both passes
+        gx = plan.grad_input(g, _conj(wd), geom, xd.shape[2:], ranges=step) if _wants_grad(x) else None
+        gw = plan.grad_weight(_conj(xd), g, geom, ranges=step) if _wants_grad(w) else None
         gb = bias_grad(g) if _wants_grad(b) else None
         return gx, gw, gb
 
@@ -68,12 +71,14 @@ def _conv_transpose_core(x: Any, w: Any, b: Any, geom: ConvGeometry, out_size: t
     in_size = xd.shape[2:]
     extra = geom.transposed_input_padding(in_size, out_size)
     xe = pad_array(xd, extra) if any(hi for _, hi in extra) else xd
-    y = plan.grad_input(xe, wd, geom, out_size, bias=bd)
+    ranges = Ranges()  # as in _conv_core
+    y = plan.grad_input(xe, wd, geom, out_size, bias=bd, ranges=ranges)
     crop = (slice(None), slice(None)) + tuple(slice(0, n) for n in in_size)
 
     def backward(g: np.ndarray) -> tuple[Any, Any, Any]:
-        gx = plan.forward(g, _conj(wd), geom)[crop] if _wants_grad(x) else None
-        gw = plan.grad_weight(g, _conj(xe), geom) if _wants_grad(w) else None
+        step = ranges.copy()
+        gx = plan.forward(g, _conj(wd), geom, ranges=step)[crop] if _wants_grad(x) else None
+        gw = plan.grad_weight(g, _conj(xe), geom, ranges=step) if _wants_grad(w) else None
         gb = bias_grad(g) if _wants_grad(b) else None
         return gx, gw, gb
 
