@@ -582,6 +582,39 @@ def test_the_grad_weight_extension_checks_its_arguments():
         np.testing.assert_array_equal(args["acc"], before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_grad_weight_finish_is_g_transposed_m_g(isa, dtype):
+    """grad_weight's last step alone: gw[p] = G^T M_p G with M the accumulators' sum (added in order),
+    against NumPy's float64 product with transform_matrices' G, for 1-3 accumulators, pair counts
+    around the kernel's blocks and ranges that start and stop inside them (nothing else written)."""
+    core, index = backends.core.module, backends.core.isa_index  # the variant the fixture set
+    g = np.asarray(winograd.transform_matrices(4)[1], dtype=np.float64)
+    rng = np.random.default_rng(11)
+    for pairs in (1, 5, 63, 64, 65, 200):
+        for count in (1, 2, 3):
+            acc = rng.standard_normal((count, 36, pairs)) * rng.choice([1e-3, 1.0, 1e5], (count, 1, pairs))
+            m = acc[0].copy()
+            for part in acc[1:]:
+                m += part
+            ref = np.einsum("ai,abp,bj->pij", g, m.reshape(6, 6, pairs), g)
+            for start, stop in ((0, pairs), (pairs // 3, pairs), (1, max(1, pairs - 1)), (pairs, pairs)):
+                gw = np.full((pairs, 3, 3), 7.0, dtype)
+                core.winograd2d_grad_weight_finish(index, acc, gw, count, start, stop)
+                assert (gw[:start] == 7).all() and (gw[stop:] == 7).all(), (pairs, count, start, stop)
+                scale = np.abs(ref[start:stop]).max(axis=(1, 2), keepdims=True) if stop > start else 1.0
+                tol = 1e-14 if dtype == np.float64 else 1e-7
+                error = np.abs(gw[start:stop] - ref[start:stop])
+                assert (error <= tol * scale).all(), (pairs, count, start, stop)
+    acc, gw = np.zeros((2, 36, 4)), np.zeros((4, 3, 3), dtype)
+    bad = [(ValueError, (acc, gw, 3, 0, 4)), (ValueError, (acc, gw, 0, 0, 4)),
+           (ValueError, (acc, gw, 1, 2, 5)), (ValueError, (acc, np.zeros((4, 8), dtype), 1, 0, 4)),
+           (TypeError, (acc.astype(np.float32), gw, 1, 0, 4)), (TypeError, (acc, gw.astype(int), 1, 0, 4))]
+    for error, args in bad:
+        with pytest.raises(error):
+            core.winograd2d_grad_weight_finish(index, *args)
+        assert not gw.any()
+
+
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
     assert registry.available()["winograd"].compiled
     assert [a.compiled for a in registry.implementations("winograd")["winograd"]] == [True, False]

@@ -1744,6 +1744,73 @@ static PyObject *wg_gw_scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(L.total);
 }
 
+/* winograd2d_grad_weight_finish(isa, acc, gw, accumulators, start, stop): gw[p] = G^T M_p G for channel pairs
+ * [start, stop), M the sum of the first `accumulators` (36 x pairs) float64 blocks of acc, gw (pairs, 3, 3)
+ * float32/float64 (winograd.h winograd_gw_finish). */
+typedef struct {
+    kernel_job base;
+    wg_finish_fn fn;
+    Py_ssize_t accumulators, pairs, start, stop;
+    Py_buffer acc, gw;
+} wg_finish_job;
+
+static void wg_finish_job_run(kernel_job *job)
+{
+    wg_finish_job *j = (wg_finish_job *)job;
+    j->fn(j->acc.buf, j->accumulators, j->pairs, j->gw.buf, j->start, j->stop);
+}
+
+static void wg_finish_job_release(kernel_job *job)
+{
+    wg_finish_job *j = (wg_finish_job *)job;
+    PyBuffer_Release(&j->gw);
+    PyBuffer_Release(&j->acc);
+}
+
+static PyObject *wg2d_finish_call(PyObject *args, int prepare)
+{
+    int isa;
+    PyObject *acc_o, *gw_o;
+    Py_ssize_t accumulators, start, stop;
+    if (!PyArg_ParseTuple(args, "iOOnnn", &isa, &acc_o, &gw_o, &accumulators, &start, &stop) || check_isa(isa) < 0)
+        return NULL;
+    if (accumulators < 1) {
+        PyErr_Format(PyExc_ValueError, "accumulators must be at least 1, got %zd", accumulators);
+        return NULL;
+    }
+    wg_finish_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wg_finish_job){.base = {wg_finish_job_run, wg_finish_job_release, 0}, .accumulators = accumulators,
+                         .start = start, .stop = stop};
+    if (get_buffer(acc_o, 0, &j->acc, "accumulator") < 0) goto free_job;
+    if (get_buffer(gw_o, 1, &j->gw, "grad_weight") < 0) goto release_acc;
+    if (j->acc.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "accumulator must hold float64");
+        goto release_gw;
+    }
+    const ptrdiff_t gw_count = j->gw.len / j->gw.itemsize;
+    if (gw_count % 9) {
+        PyErr_Format(PyExc_ValueError, "grad_weight must hold 9 values per channel pair, got %zd", gw_count);
+        goto release_gw;
+    }
+    j->pairs = gw_count / 9;
+    if (check_range(start, stop, j->pairs, "channel pair") < 0 ||
+        check_count(&j->acc, accumulators * 36 * j->pairs, 1, "accumulator") < 0)
+        goto release_gw;
+    j->fn = KERNELS[isa]->wg_finish[j->gw.itemsize == 8];
+    return run_or_wrap(&j->base, prepare);
+release_gw:
+    PyBuffer_Release(&j->gw);
+release_acc:
+    PyBuffer_Release(&j->acc);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
+}
+
+static PyObject *wg2d_finish(PyObject *self, PyObject *args) { return wg2d_finish_call(args, 0); }
+static PyObject *wg2d_finish_job(PyObject *self, PyObject *args) { return wg2d_finish_call(args, 1); }
+
 /* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first): tiles [start, stop) of the
  * grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G, float64), or
  * stored there when first is true (a dilated geometry: one output phase, as the forward's). */
@@ -2529,6 +2596,11 @@ static PyMethodDef methods[] = {
      "forward's adjoint in U) added into acc (36, O, C/G) float64 (stored when first); gw = G^T acc G"},
     {"winograd2d_grad_weight_job", wg2d_gw_job, METH_VARARGS,
      "winograd2d_grad_weight_job(...same arguments as winograd2d_grad_weight...) -> job"},
+    {"winograd2d_grad_weight_finish", wg2d_finish, METH_VARARGS,
+     "winograd2d_grad_weight_finish(isa, acc, gw, accumulators, start, stop): gw[p] = G^T M_p G for channel pairs "
+     "[start, stop), M the sum of acc's first accumulators (36 x pairs float64 blocks)"},
+    {"winograd2d_grad_weight_finish_job", wg2d_finish_job, METH_VARARGS,
+     "winograd2d_grad_weight_finish_job(...same arguments as winograd2d_grad_weight_finish...) -> job"},
     {"winograd2d_scratch", wg_scratch_size, METH_VARARGS,
      "winograd2d_scratch(geometry) -> scratch elements per call (geometry: N, C, H, W, O, OH, OW, PH, PW, "
      "G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W: one phase of a dilation of full planes)"},

@@ -479,6 +479,7 @@ typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
                           const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+typedef void (*wg_finish_fn)(const double *, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 
@@ -571,6 +572,7 @@ typedef struct {
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
     wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
+    wg_finish_fn wg_finish[2]; /* and gw = G^T (sum of the accumulators) G */
     vr_fn vr[2]; /* value_range: max |v|, any NaN of a flat range */
     sm_fn sm[2]; /* spectral_mix: FFT convolution's per-frequency channel products */
     lr_fn lr[2]; /* linear_rows: a few rows of a linear layer's product */

@@ -69,6 +69,8 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .wg_weight = {(wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F32), (wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F64)},
     .wg = {VT_CAT(wg_forward, VARIANT_F32), VT_CAT(wg_forward, VARIANT_F64)},
     .wg_gw = {(wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F32), (wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F64)},
+    .wg_finish = {(wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F32),
+                  (wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F64)},
     .vr = {(vr_fn)VT_CAT(value_range, VARIANT_F32), (vr_fn)VT_CAT(value_range, VARIANT_F64)},
     .sm = {(sm_fn)VT_CAT(spectral_mix, VARIANT_F32), (sm_fn)VT_CAT(spectral_mix, VARIANT_F64)},
     .lr = {(lr_fn)VT_CAT(linear_rows, VARIANT_F32), (lr_fn)VT_CAT(linear_rows, VARIANT_F64)},

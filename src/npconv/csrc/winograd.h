@@ -355,6 +355,44 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
         }
 }
 
+/* grad_weight's last step, channel pairs [p0, p1) of `pairs`: gw[p] (3 x 3) = G^T M_p G, M_p (6 x 6) the sum
+ * of the nacc accumulators (36 x pairs float64 each, one after another) at p, added in their order. A block
+ * of pairs at a time: its 36 rows of each accumulator read once, in double (G as in winograd_weight). */
+#define WG_FB 64
+#define WG_GT(o0, o1, o2, m0, m1, m2, m3, m4, m5)                                          \
+    do {                                                                                  \
+        const double d_ = ((m1) - (m2)) * (1.0 / 3.0);                                    \
+        o0 = (m0) + d_ - (16.0 / 15.0) * (m3) + (1.0 / 15.0) * (m4);                      \
+        o1 = ((m1) + (m2)) * (1.0 / 3.0) - (8.0 / 15.0) * (m3) - (2.0 / 15.0) * (m4);     \
+        o2 = d_ - (4.0 / 15.0) * (m3) + (4.0 / 15.0) * (m4) + (m5);                       \
+    } while (0)
+static void FN(winograd_gw_finish)(const double *acc, ptrdiff_t nacc, ptrdiff_t pairs, T *gw, ptrdiff_t p0,
+                                   ptrdiff_t p1)
+{
+    double m[36][WG_FB], t[18][WG_FB], r[9][WG_FB];
+    for (ptrdiff_t p = p0; p < p1; p += WG_FB) {
+        const ptrdiff_t nb = p1 - p < WG_FB ? p1 - p : WG_FB;
+        for (int k = 0; k < 36; k++) {
+            const double *s = acc + k * pairs + p;
+            for (ptrdiff_t l = 0; l < nb; l++) m[k][l] = s[l];
+            for (ptrdiff_t a = 1; a < nacc; a++)
+                for (ptrdiff_t l = 0; l < nb; l++) m[k][l] += s[a * 36 * pairs + l];
+        }
+        for (int a = 0; a < 6; a++) /* t[a][j] = (M G)[a][j]: G^T down each row of M */
+            for (ptrdiff_t l = 0; l < nb; l++)
+                WG_GT(t[a * 3][l], t[a * 3 + 1][l], t[a * 3 + 2][l], m[a * 6][l], m[a * 6 + 1][l], m[a * 6 + 2][l],
+                      m[a * 6 + 3][l], m[a * 6 + 4][l], m[a * 6 + 5][l]);
+        for (int j = 0; j < 3; j++) /* r[i][j] = (G^T t)[i][j] */
+            for (ptrdiff_t l = 0; l < nb; l++)
+                WG_GT(r[j][l], r[3 + j][l], r[6 + j][l], t[j][l], t[3 + j][l], t[6 + j][l], t[9 + j][l],
+                      t[12 + j][l], t[15 + j][l]);
+        for (ptrdiff_t l = 0; l < nb; l++)
+            for (int q = 0; q < 9; q++) gw[(p + l) * 9 + q] = (T)r[q][l];
+    }
+}
+#undef WG_GT
+#undef WG_FB
+
 /* U[k][p] = (G g_p G^T)[k] for the 3x3 kernels g_p = w[9p .. 9p + 9), p in [p0, p1) of P: the
  * weight transform (G of transform_matrices(4): rows 1 0 0 | 1/3 1/3 1/3 | -1/3 1/3 -1/3 |
  * -16/15 -8/15 -4/15 | 1/15 -2/15 4/15 | 0 0 1), VL kernels at a time, the last block partial. */

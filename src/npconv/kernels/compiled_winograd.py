@@ -101,8 +101,8 @@ CHANNEL_PART_MIN = 16
 #: whole ``36 x O x C`` products for its few tiles. Two threads, batch 8, ms, tiles / channels:
 #: measured in docs/performance.md.
 GW_CHANNEL_SPLIT = 4.0
-#: grad_weight's last step (``G^T M G``, float64) splits its channel pairs across the workers from
-#: this many pairs up (256 x 256 channels: 1.27 ms on one thread, the rest of the call ~4 ms).
+#: grad_weight's last step (``G^T M G`` in float64, the compiled ``winograd2d_grad_weight_finish``) splits
+#: its channel pairs across the workers from this many pairs up.
 GW_FINISH_PAIRS = 16384
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd's grad_weight.
 GW_MIN_TILES = 128
@@ -514,11 +514,6 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     return forward(gy[(slice(None), slice(None)) + crop], flipped, adjoint, bias, epilogue=epilogue)
 
 
-#: kron(G, G) (36 x 9) of transform_matrices(4)'s G: grad_weight's last step ``gw = G^T M G`` is
-#: ``kron(G, G)^T @ M`` with ``M``'s 36 values of a channel pair flattened row by row.
-_KRON_G = np.kron(*(2 * (np.asarray(winograd.transform_matrices(4)[1], dtype=np.float64),)))
-
-
 def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``gw (O, C/groups, 3, 3) = sum_n corr(x, gy)`` as the forward's adjoint in ``U``: ``G^T M G``
     with ``M[k] (O, C/G) = sum over the 4x4 output tiles of (A gy A^T)[k] (B^T d B)[k]`` (the C
@@ -558,7 +553,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     gy = np.ascontiguousarray(gy, dtype=dtype)
     # cached buffers (no fresh pages to fault in: 18.9 MB at 256x256); each worker's first item stores
     # its products instead of adding them (no zeroing pass)
-    sums = [workspace.buffer(f"compiled-wg-gw-{k}", (36, o, cg), np.float64) for k in range(accumulators)]
+    sums = workspace.buffer("compiled-wg-gw", (accumulators, 36, o, cg), np.float64)
     scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
     routines, isa = gemm_routines(), backends.core.isa_index
     prepare = core.winograd2d_grad_weight_job
@@ -573,20 +568,12 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                             for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
             for k in range(workers) if work[k]]
     workspace.run_jobs(jobs, blas=1)
-    used = [sums[k].reshape(36, o * cg) for k in range(accumulators) if by_channels or work[k]]
-    gw = np.empty((o * cg, 9), dtype)
-
-    def finish(_: int, span: tuple[int, int]) -> None:
-        """G^T M G for channel pairs [p0, p1): the accumulators added in a fixed order, one product."""
-        p0, p1 = span
-        m = used[0][:, p0:p1]
-        for partial in used[1:]:
-            m = m + partial[:, p0:p1]
-        gw[p0:p1] = (_KRON_G.T @ m).T
-
+    used = accumulators if by_channels else sum(1 for k in range(workers) if work[k])  # the first ones
+    gw = np.empty((o * cg, 3, 3), dtype)
     pairs = o * cg
     spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
-    workspace.run(spans, finish, len(spans))
+    finish = core.winograd2d_grad_weight_finish
+    workspace.run_calls(finish, [((sums, gw, used), None, span) for span in spans])
     return gw.reshape(o, cg, 3, 3)
 
 
