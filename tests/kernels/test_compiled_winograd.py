@@ -10,6 +10,8 @@ worker threads, the extension's own argument guards, and the registry/planner wi
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -584,16 +586,18 @@ def test_the_grad_weight_extension_checks_its_arguments():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_grad_weight_finish_is_g_transposed_m_g(isa, dtype):
-    """grad_weight's last step alone: gw[p] = G^T M_p G with M the accumulators' sum (added in order),
-    against NumPy's float64 product with transform_matrices' G, for 1-3 accumulators, pair counts
-    around the kernel's blocks and ranges that start and stop inside them (nothing else written)."""
+    """grad_weight's last step alone: gw[p] = G^T M_p G with M the accumulators' sum (added in order, in
+    float64), against NumPy's float64 product with transform_matrices' G, for 1-3 accumulators in
+    float64 or the dtype, pair counts around the kernel's blocks and ranges that start and stop inside
+    them (nothing else written)."""
     core, index = backends.core.module, backends.core.isa_index  # the variant the fixture set
     g = np.asarray(winograd.transform_matrices(4)[1], dtype=np.float64)
     rng = np.random.default_rng(11)
-    for pairs in (1, 5, 63, 64, 65, 200):
+    for pairs, acc_dtype in itertools.product((1, 5, 63, 64, 65, 200), (np.float64, dtype)):
         for count in (1, 2, 3):
             acc = rng.standard_normal((count, 36, pairs)) * rng.choice([1e-3, 1.0, 1e5], (count, 1, pairs))
-            m = acc[0].copy()
+            acc = acc.astype(acc_dtype)  # the float64 sums, or a single call's products in the dtype
+            m = acc[0].astype(np.float64)
             for part in acc[1:]:
                 m += part
             ref = np.einsum("ai,abp,bj->pij", g, m.reshape(6, 6, pairs), g)
@@ -608,11 +612,50 @@ def test_the_grad_weight_finish_is_g_transposed_m_g(isa, dtype):
     acc, gw = np.zeros((2, 36, 4)), np.zeros((4, 3, 3), dtype)
     bad = [(ValueError, (acc, gw, 3, 0, 4)), (ValueError, (acc, gw, 0, 0, 4)),
            (ValueError, (acc, gw, 1, 2, 5)), (ValueError, (acc, np.zeros((4, 8), dtype), 1, 0, 4)),
-           (TypeError, (acc.astype(np.float32), gw, 1, 0, 4)), (TypeError, (acc, gw.astype(int), 1, 0, 4))]
+           (TypeError, (acc.astype(np.float32), gw.astype(np.float64), 1, 0, 4)),
+           (TypeError, (acc, gw.astype(int), 1, 0, 4))]
     for error, args in bad:
         with pytest.raises(error):
             core.winograd2d_grad_weight_finish(index, *args)
         assert not gw.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_single_calls_products_in_the_dtype_are_its_float64_sums(isa, dtype, monkeypatch):
+    """first = 2 writes a call's products into an accumulator of the dtype: exactly the values first = 1
+    stores in float64 (the finish reads the same doubles); grad_weight takes it where every worker runs
+    one call, float64 accumulators where some worker runs several."""
+    core, isa_index, routines = backends.core.module, backends.core.isa_index, gemm_routines()
+    n, c, h, w, o = 2, 5, 9, 7, 6
+    geometry = _whole((n, c, h, w, o, 9, 7, 1, 1, 1, 8, 0))
+    size = core.winograd2d_grad_weight_scratch(geometry)
+    rng = np.random.default_rng(4)
+    x, gy = rng.standard_normal((n, c, h, w)).astype(dtype), rng.standard_normal((n, o, 9, 7)).astype(dtype)
+    wide, own = np.full((36, o, c), np.nan), np.full((36, o, c), np.nan, dtype)
+
+    def call(acc, first):
+        scratch = np.empty(size, dtype)
+        core.winograd2d_grad_weight(isa_index, routines, x, gy, acc, scratch, geometry, 0, 6, 0, o, first)
+
+    call(wide, 1)
+    call(own, 2)
+    np.testing.assert_array_equal(own.astype(np.float64), wide)
+    other = wide.astype(np.float32) if dtype == np.float64 else wide
+    with pytest.raises(TypeError, match="element type"):
+        call(other, 2)
+    with pytest.raises(ValueError, match="first"):
+        call(wide, 3)
+    geom = _geom(1)
+    x, gy = (rng.standard_normal((2, 64, 14, 14)).astype(dtype) for _ in range(2))
+    kinds = []
+    real = workspace.buffer
+    monkeypatch.setattr(workspace, "buffer", lambda name, shape, kind: (
+        kinds.append(np.dtype(kind)) if name == "compiled-wg-gw" else None, real(name, shape, kind))[1])
+    single = compiled_winograd.grad_weight(x, gy, geom)  # 32 tiles: one call per worker
+    monkeypatch.setattr(compiled_winograd, "_TARGET_TILES", 5)  # several calls per worker: float64
+    several = compiled_winograd.grad_weight(x, gy, geom)
+    assert kinds == [np.dtype(dtype), np.dtype(np.float64)]
+    assert _max_relative(several, single) <= TOL[np.dtype(dtype)]
 
 
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):

@@ -1745,8 +1745,8 @@ static PyObject *wg_gw_scratch_size(PyObject *self, PyObject *args)
 }
 
 /* winograd2d_grad_weight_finish(isa, acc, gw, accumulators, start, stop): gw[p] = G^T M_p G for channel pairs
- * [start, stop), M the sum of the first `accumulators` (36 x pairs) float64 blocks of acc, gw (pairs, 3, 3)
- * float32/float64 (winograd.h winograd_gw_finish). */
+ * [start, stop), M the sum of the first `accumulators` (36 x pairs) blocks of acc (float64, or gw's element
+ * type: winograd2d_grad_weight's first = 2), gw (pairs, 3, 3) float32/float64 (winograd.h winograd_gw_finish). */
 typedef struct {
     kernel_job base;
     wg_finish_fn fn;
@@ -1757,7 +1757,7 @@ typedef struct {
 static void wg_finish_job_run(kernel_job *job)
 {
     wg_finish_job *j = (wg_finish_job *)job;
-    j->fn(j->acc.buf, j->accumulators, j->pairs, j->gw.buf, j->start, j->stop);
+    j->fn(j->acc.buf, j->acc.itemsize != 8, j->accumulators, j->pairs, j->gw.buf, j->start, j->stop);
 }
 
 static void wg_finish_job_release(kernel_job *job)
@@ -1784,8 +1784,8 @@ static PyObject *wg2d_finish_call(PyObject *args, int prepare)
                          .start = start, .stop = stop};
     if (get_buffer(acc_o, 0, &j->acc, "accumulator") < 0) goto free_job;
     if (get_buffer(gw_o, 1, &j->gw, "grad_weight") < 0) goto release_acc;
-    if (j->acc.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "accumulator must hold float64");
+    if (j->acc.itemsize != 8 && j->acc.itemsize != j->gw.itemsize) {
+        PyErr_SetString(PyExc_TypeError, "accumulator must hold float64 or grad_weight's element type");
         goto release_gw;
     }
     const ptrdiff_t gw_count = j->gw.len / j->gw.itemsize;
@@ -1813,7 +1813,8 @@ static PyObject *wg2d_finish_job(PyObject *self, PyObject *args) { return wg2d_f
 
 /* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first): tiles [start, stop) of the
  * grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G, float64), or
- * stored there when first is true (a dilated geometry: one output phase, as the forward's). */
+ * stored there when first is 1, or written in the input's element type into acc of that type when first
+ * is 2 (a dilated geometry: one output phase, as the forward's). */
 typedef struct {
     kernel_job base;
     int first;
@@ -1848,9 +1849,13 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
     int first;
     wg_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnnnnp", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &start, &stop, &o0,
+    if (!PyArg_ParseTuple(args, "iOOOOOOnnnni", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &start, &stop, &o0,
                           &o1, &first))
         return NULL;
+    if (first < 0 || first > 2) {
+        PyErr_Format(PyExc_ValueError, "first must be 0, 1 or 2, got %d", first);
+        return NULL;
+    }
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0) return NULL;
     if (check_range(start, stop, g.n * g.th * g.tw, "tile") < 0) return NULL;
     if (o0 < 0 || o1 > g.o || o0 >= o1) {
@@ -1870,8 +1875,9 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
         PyErr_SetString(PyExc_TypeError, "input, grad_output and scratch must have the same element type");
         goto release_s;
     }
-    if (j->acc.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "accumulator must hold float64");
+    if (j->acc.itemsize != (first == 2 ? size : 8)) {
+        PyErr_SetString(PyExc_TypeError, first == 2 ? "accumulator must hold the input's element type (first = 2)"
+                                                    : "accumulator must hold float64");
         goto release_s;
     }
     wg_gw_layout L;
@@ -2593,7 +2599,8 @@ static PyMethodDef methods[] = {
     {"winograd2d_grad_weight", wg2d_gw, METH_VARARGS,
      "winograd2d_grad_weight(isa, routines, x, gy, acc, scratch, geometry, start, stop, o0, o1, first): the "
      "grad_weight products of tiles [start, stop) and output channels [o0, o1) (Winograd F(4x4, 3x3), the "
-     "forward's adjoint in U) added into acc (36, O, C/G) float64 (stored when first); gw = G^T acc G"},
+     "forward's adjoint in U) added into acc (36, O, C/G) float64 (stored when first is 1; first 2: written in the "
+     "input's element type into acc of that type); gw = G^T acc G"},
     {"winograd2d_grad_weight_job", wg2d_gw_job, METH_VARARGS,
      "winograd2d_grad_weight_job(...same arguments as winograd2d_grad_weight...) -> job"},
     {"winograd2d_grad_weight_finish", wg2d_finish, METH_VARARGS,

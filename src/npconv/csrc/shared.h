@@ -479,7 +479,7 @@ typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
                           const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-typedef void (*wg_finish_fn)(const double *, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
+typedef void (*wg_finish_fn)(const void *, int, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
                          ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 

@@ -293,7 +293,9 @@ static inline __attribute__((always_inline)) void FN(wg_a6)(V *o, const V *g)
  * past OH, OW), V = B^T d B of the input tiles (wg_input_run); gw = G^T acc G is the caller's. Each
  * call's products (at most CAP tiles deep) are summed in T, then added into the float64 accumulator
  * (float32 sums over all of a batch's tiles lost accuracy: docs/performance.md); a dilated call is one
- * output phase, as the forward's (wg_geom); first: store the products instead of adding them. Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
+ * output phase, as the forward's (wg_geom); first: 1 store the products instead of adding them, 2 write
+ * them in T into acc (then 36 x O x C/G values of T: an accumulator of a single call, whose float64
+ * values would be these exactly). Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
  * taking the output channels of few tiles each write their own rows of one accumulator). scratch as
  * wg_grad_weight_layout lays it out. */
 static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, double *acc, T *s,
@@ -345,8 +347,10 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
         for (ptrdiff_t gi = 0; gi < g->groups; gi++) {
             const ptrdiff_t lo = gi * og > o0 ? gi * og : o0, hi = (gi + 1) * og < o1 ? (gi + 1) * og : o1;
             if (hi <= lo) continue;
+            T *prod = first == 2 ? (T *)acc + (k * g->o + lo) * cg : mf; /* 2: the products are the sums */
             FN(mm)(fns, s + L.pack, 0, 1, hi - lo, cg, nt, 1.0, gyt + (k * g->o + lo) * L.ntp, L.ntp,
-                   v + (k * g->c + gi * cg) * L.ntp, L.ntp, 0.0, mf, cg, NULL, 0, 0, 0);
+                   v + (k * g->c + gi * cg) * L.ntp, L.ntp, 0.0, prod, cg, NULL, 0, 0, 0);
+            if (first == 2) continue;
             double *a = acc + (k * g->o + lo) * cg;
             if (first)
                 for (ptrdiff_t i = 0; i < (hi - lo) * cg; i++) a[i] = (double)mf[i];
@@ -356,8 +360,9 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
 }
 
 /* grad_weight's last step, channel pairs [p0, p1) of `pairs`: gw[p] (3 x 3) = G^T M_p G, M_p (6 x 6) the sum
- * of the nacc accumulators (36 x pairs float64 each, one after another) at p, added in their order. A block
- * of pairs at a time: its 36 rows of each accumulator read once, in double (G as in winograd_weight). */
+ * of the nacc accumulators (36 x pairs each, one after another; float64, or T where acc_t) at p, added in
+ * their order. A block of pairs at a time: its 36 rows of each accumulator read once, in double (G as in
+ * winograd_weight). */
 #define WG_FB 64
 #define WG_GT(o0, o1, o2, m0, m1, m2, m3, m4, m5)                                          \
     do {                                                                                  \
@@ -366,14 +371,21 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
         o1 = ((m1) + (m2)) * (1.0 / 3.0) - (8.0 / 15.0) * (m3) - (2.0 / 15.0) * (m4);     \
         o2 = d_ - (4.0 / 15.0) * (m3) + (4.0 / 15.0) * (m4) + (m5);                       \
     } while (0)
-static void FN(winograd_gw_finish)(const double *acc, ptrdiff_t nacc, ptrdiff_t pairs, T *gw, ptrdiff_t p0,
-                                   ptrdiff_t p1)
+static void FN(winograd_gw_finish)(const void *acc, int acc_t, ptrdiff_t nacc, ptrdiff_t pairs, T *gw,
+                                   ptrdiff_t p0, ptrdiff_t p1)
 {
     double m[36][WG_FB], t[18][WG_FB], r[9][WG_FB];
     for (ptrdiff_t p = p0; p < p1; p += WG_FB) {
         const ptrdiff_t nb = p1 - p < WG_FB ? p1 - p : WG_FB;
         for (int k = 0; k < 36; k++) {
-            const double *s = acc + k * pairs + p;
+            if (acc_t) {
+                const T *s = (const T *)acc + k * pairs + p;
+                for (ptrdiff_t l = 0; l < nb; l++) m[k][l] = (double)s[l];
+                for (ptrdiff_t a = 1; a < nacc; a++)
+                    for (ptrdiff_t l = 0; l < nb; l++) m[k][l] += (double)s[a * 36 * pairs + l];
+                continue;
+            }
+            const double *s = (const double *)acc + k * pairs + p;
             for (ptrdiff_t l = 0; l < nb; l++) m[k][l] = s[l];
             for (ptrdiff_t a = 1; a < nacc; a++)
                 for (ptrdiff_t l = 0; l < nb; l++) m[k][l] += s[a * 36 * pairs + l];

@@ -551,20 +551,24 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         return gemm.grad_weight(x, gy, geom)
     x = np.ascontiguousarray(x, dtype=dtype)
     gy = np.ascontiguousarray(gy, dtype=dtype)
+    if by_channels:  # worker k: every item, output channels [o0, o1) (whole register tiles of 8 rows)
+        bounds = [o * k // workers // 8 * 8 for k in range(workers)] + [o]
+        work = [[(geometry, span, bounds[k], bounds[k + 1], 0) for geometry, spans in items for span in spans]
+                for k in range(workers)]
+    else:
+        work = [[(geometry, span, 0, o, k) for geometry, spans in items for span in spans[k::workers]]
+                for k in range(workers)]
     # cached buffers (no fresh pages to fault in: 18.9 MB at 256x256); each worker's first item stores
-    # its products instead of adding them (no zeroing pass)
-    sums = workspace.buffer("compiled-wg-gw", (accumulators, 36, o, cg), np.float64)
+    # its products instead of adding them (no zeroing pass), in the dtype where it is the only one (the
+    # float64 values would be the same; half the memory traffic)
+    single = all(len(items_k) <= 1 for items_k in work)
+    sums = workspace.buffer("compiled-wg-gw", (accumulators, 36, o, cg), dtype if single else np.float64)
     scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
     routines, isa = gemm_routines(), backends.core.isa_index
     prepare = core.winograd2d_grad_weight_job
-    if by_channels:  # worker k: every item, output channels [o0, o1) (whole register tiles of 8 rows)
-        bounds = [o * k // workers // 8 * 8 for k in range(workers)] + [o]
-        work = [[(geometry, span, bounds[k], bounds[k + 1], sums[0]) for geometry, spans in items
-                 for span in spans] for k in range(workers)]
-    else:
-        work = [[(geometry, span, 0, o, sums[k]) for geometry, spans in items for span in spans[k::workers]]
-                for k in range(workers)]
-    jobs = [core.job_chain([prepare(isa, routines, x, gy, acc, scratch[k], geometry, *span, o0, o1, i == 0)
+    store = 2 if single else 1
+    jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[acc], scratch[k], geometry, *span, o0, o1,
+                                    store if i == 0 else 0)
                             for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
             for k in range(workers) if work[k]]
     workspace.run_jobs(jobs, blas=1)
