@@ -358,6 +358,12 @@ def test_routing_edge(algorithm, data_pass, dtype):
 
 
 # -- one range per array and step ------------------------------------------------------------------
+def _non_local_passes():
+    """Winograd for the three passes where the engine has its grad_weight (the compiled one), else FFT's."""
+    gw = "winograd" if registry.available()["winograd"].compiled else "fft"
+    return {"forward": "winograd", "grad_input": "winograd", "grad_weight": gw}
+
+
 def _scans(monkeypatch):
     """The arrays value_range scans (by identity, with the spread flag), recorded."""
     seen = []
@@ -369,9 +375,9 @@ def _scans(monkeypatch):
 
 @pytest.mark.parametrize("transposed", [False, True])
 def test_a_training_step_scans_each_array_once(monkeypatch, transposed):
-    """Through autograd, a step whose three passes run a non-local algorithm (Winograd) checks x, w and
-    gy once each (the forward's ranges serve the backward, gy's both backward passes); a second
-    backward of the same graph with another gy checks that gy again."""
+    """Through autograd, a step whose three passes run non-local algorithms (Winograd; FFT's grad_weight
+    on the NumPy engine) checks x, w and gy once each (the forward's ranges serve the backward, gy's
+    both backward passes); a second backward of the same graph with another gy checks that gy again."""
     import npconv
     import npconv.nn.functional as F
 
@@ -379,7 +385,7 @@ def test_a_training_step_scans_each_array_once(monkeypatch, transposed):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 17
-    with backends.conv.force({p: "winograd" for p in registry.PASSES}):
+    with backends.conv.force(_non_local_passes()):
         xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
         y = (F.conv_transpose2d if transposed else F.conv2d)(xt, wt, padding=1)
         gy = rng.standard_normal(y.shape).astype(np.float32)
@@ -400,7 +406,7 @@ def test_a_second_backward_checks_its_own_grad_output(torch):
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32) / 17
     xt, wt = npconv.tensor(x, requires_grad=True), npconv.tensor(w, requires_grad=True)
     tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    with backends.conv.force({p: "winograd" for p in registry.PASSES}):
+    with backends.conv.force(_non_local_passes()):
         y = F.conv2d(xt, wt, padding=1)
         yt = torch.nn.functional.conv2d(tx, tw, padding=1)
         gy = rng.standard_normal(y.shape).astype(np.float32)
