@@ -658,6 +658,47 @@ def test_a_single_calls_products_in_the_dtype_are_its_float64_sums(isa, dtype, m
     assert _max_relative(several, single) <= TOL[np.dtype(dtype)]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_grad_weight_channel_parts_share_one_input_transform(isa, dtype, threads, monkeypatch):
+    """Workers splitting one item's output channels transform a share of the input channels each into
+    one V (two stages): bit for bit every worker transforming all of them, also with fewer input
+    channels than workers; and the two stages run where (only where) that split has one item."""
+    rng = np.random.default_rng(8)
+    calls = []
+    prepare = backends.core.module.winograd2d_grad_weight_job
+    monkeypatch.setattr(backends.core.module, "winograd2d_grad_weight_job",
+                        lambda *a: (calls.append(a[12] if len(a) > 12 else 0), prepare(*a))[1], raising=False)
+    real = workspace.buffer
+
+    def poisoned(name, shape, kind):  # scratch full of NaN each call: stage 2 reads only what stage 1 wrote
+        if name.startswith("compiled-wg-") and name != "compiled-wg-gw":
+            return np.full(shape, np.nan, kind)
+        return real(name, shape, kind)
+
+    monkeypatch.setattr(workspace, "buffer", poisoned)
+    previous = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        for n, c, o, size, dilation in ((1, 24, 48, (9, 10), (1, 1)), (2, 2, 128, (7, 7), (1, 1)),
+                                        (1, 8, 48, (11, 9), (2, 1))):
+            geom = _geom(1, 1, dilation)
+            x = rng.standard_normal((n, c) + size).astype(dtype)
+            gy = rng.standard_normal((n, o) + geom.output_size(size)).astype(dtype)
+            results = {}
+            for shared in (True, False):
+                monkeypatch.setattr(compiled_winograd, "SHARED_INPUT_TRANSFORM", shared)
+                calls.clear()
+                results[shared] = compiled_winograd.grad_weight(x, gy, geom)
+                stages = sorted(set(calls))
+                assert stages == ([1, 2] if shared and dilation == (1, 1) else [0]), (n, c, o, shared, stages)
+            np.testing.assert_array_equal(results[True], results[False])
+            ref = _grad_weight_reference(x, gy, geom)
+            assert _max_relative(results[True], ref) <= TOL[np.dtype(dtype)] * 4
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_the_registry_prefers_it_and_npconv_pure_keeps_the_numpy_one(monkeypatch):
     assert registry.available()["winograd"].compiled
     assert [a.compiled for a in registry.implementations("winograd")["winograd"]] == [True, False]

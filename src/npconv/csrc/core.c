@@ -1811,10 +1811,12 @@ free_job:
 static PyObject *wg2d_finish(PyObject *self, PyObject *args) { return wg2d_finish_call(args, 0); }
 static PyObject *wg2d_finish_job(PyObject *self, PyObject *args) { return wg2d_finish_call(args, 1); }
 
-/* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first): tiles [start, stop) of the
- * grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G, float64), or
- * stored there when first is 1, or written in the input's element type into acc of that type when first
- * is 2 (a dilated geometry: one output phase, as the forward's). */
+/* (isa, routines, x, gy, acc, scratch, geom, start, stop, o0, o1, first[, stage, v, c0, c1]): tiles
+ * [start, stop) of the grad_weight, the products of output channels [o0, o1) added into acc (36 x O x C/G,
+ * float64), or stored there when first is 1, or written in the input's element type into acc of that type
+ * when first is 2 (a dilated geometry: one output phase, as the forward's). stage 1 / 2 as
+ * winograd2d_forward's: only the input transform of channels [c0, c1) into v's V region, or only the rest
+ * from it (v: a scratch of this geometry). */
 typedef struct {
     kernel_job base;
     int first;
@@ -1822,19 +1824,21 @@ typedef struct {
     wg_geom g;
     gemm_fns fns;
     wg_gw_fn fn;
-    Py_buffer x, gy, acc, s;
+    wg_stage st;
+    Py_buffer x, gy, acc, s, v;
 } wg_gw_job;
 
 static void wg_gw_job_run(kernel_job *job)
 {
     wg_gw_job *j = (wg_gw_job *)job;
     j->fn(&j->fns, j->x.buf, j->gy.buf, (double *)j->acc.buf, j->s.buf, &j->g, j->start, j->stop, j->o0, j->o1,
-          j->first);
+          j->first, j->st.stage ? &j->st : NULL);
 }
 
 static void wg_gw_job_release(kernel_job *job)
 {
     wg_gw_job *j = (wg_gw_job *)job;
+    if (j->st.stage) PyBuffer_Release(&j->v);
     PyBuffer_Release(&j->s);
     PyBuffer_Release(&j->acc);
     PyBuffer_Release(&j->gy);
@@ -1843,14 +1847,14 @@ static void wg_gw_job_release(kernel_job *job)
 
 static PyObject *wg2d_gw_call(PyObject *args, int prepare)
 {
-    int isa;
-    PyObject *fns_o, *x_o, *gy_o, *acc_o, *s_o, *geom;
-    Py_ssize_t start, stop, o0, o1;
+    int isa, stage = 0;
+    PyObject *fns_o, *x_o, *gy_o, *acc_o, *s_o, *geom, *v_o = Py_None;
+    Py_ssize_t start, stop, o0, o1, c0 = 0, c1 = 0;
     int first;
     wg_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iOOOOOOnnnni", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &start, &stop, &o0,
-                          &o1, &first))
+    if (!PyArg_ParseTuple(args, "iOOOOOOnnnni|iOnn", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &start, &stop,
+                          &o0, &o1, &first, &stage, &v_o, &c0, &c1))
         return NULL;
     if (first < 0 || first > 2) {
         PyErr_Format(PyExc_ValueError, "first must be 0, 1 or 2, got %d", first);
@@ -1862,10 +1866,15 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
         PyErr_Format(PyExc_ValueError, "output channel range [%zd, %zd) empty or outside [0, %zd)", o0, o1, g.o);
         return NULL;
     }
+    if (stage < 0 || stage > 2 || (stage && v_o == Py_None) || (stage == 1 && (c0 < 0 || c0 > c1 || c1 > g.c))) {
+        PyErr_Format(PyExc_ValueError, "winograd grad_weight stage must be 0, or 1 / 2 with a shared scratch and "
+                     "0 <= c0 <= c1 <= %zd for stage 1; got stage %d, c0 %zd, c1 %zd", (Py_ssize_t)g.c, stage, c0, c1);
+        return NULL;
+    }
     wg_gw_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (wg_gw_job){.base = {wg_gw_job_run, wg_gw_job_release, 0}, .first = first, .start = start, .stop = stop,
-                     .o0 = o0, .o1 = o1, .g = g, .fns = fns};
+                     .o0 = o0, .o1 = o1, .g = g, .fns = fns, .st = {stage, c0, c1, NULL}};
     if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
     if (get_buffer(gy_o, 0, &j->gy, "grad_output") < 0) goto release_x;
     if (get_buffer(acc_o, 1, &j->acc, "accumulator") < 0) goto release_gy;
@@ -1887,6 +1896,15 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
         check_count(&j->acc, 36 * g.o * (g.c / g.groups), 0, "accumulator") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0)
         goto release_s;
+    if (stage) {
+        if (get_buffer(v_o, 1, &j->v, "shared scratch") < 0) goto release_s;
+        if (j->v.itemsize != size || check_count(&j->v, L.gy, 1, "shared scratch") < 0) {
+            if (j->v.itemsize != size) PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+            PyBuffer_Release(&j->v);
+            goto release_s;
+        }
+        j->st.v = j->v.buf;
+    }
     j->fn = KERNELS[isa]->wg_gw[size == 8];
     return run_or_wrap(&j->base, prepare);
 release_s:
@@ -2600,7 +2618,8 @@ static PyMethodDef methods[] = {
      "winograd2d_grad_weight(isa, routines, x, gy, acc, scratch, geometry, start, stop, o0, o1, first): the "
      "grad_weight products of tiles [start, stop) and output channels [o0, o1) (Winograd F(4x4, 3x3), the "
      "forward's adjoint in U) added into acc (36, O, C/G) float64 (stored when first is 1; first 2: written in the "
-     "input's element type into acc of that type); gw = G^T acc G"},
+     "input's element type into acc of that type); gw = G^T acc G. Optional stage, v, c0, c1: stage 1 only the "
+     "input transform of channels [c0, c1) into the shared scratch v, stage 2 the rest from it"},
     {"winograd2d_grad_weight_job", wg2d_gw_job, METH_VARARGS,
      "winograd2d_grad_weight_job(...same arguments as winograd2d_grad_weight...) -> job"},
     {"winograd2d_grad_weight_finish", wg2d_finish, METH_VARARGS,

@@ -481,7 +481,7 @@ typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_finish_fn)(const void *, int, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
-                         ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+                         ptrdiff_t, ptrdiff_t, ptrdiff_t, int, const wg_stage *);
 
 
 

@@ -297,17 +297,22 @@ static inline __attribute__((always_inline)) void FN(wg_a6)(V *o, const V *g)
  * them in T into acc (then 36 x O x C/G values of T: an accumulator of a single call, whose float64
  * values would be these exactly). Only output channels [o0, o1) (all of them, or a range of an ungrouped call: workers
  * taking the output channels of few tiles each write their own rows of one accumulator). scratch as
- * wg_grad_weight_layout lays it out. */
+ * wg_grad_weight_layout lays it out. st (NULL: the whole call) splits a call whose output channels the
+ * workers share, as the forward's: stage 1 transforms input channels [c0, c1) into st->v (one worker's
+ * scratch, its V), stage 2 runs the rest from it. */
 static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, double *acc, T *s,
                                      const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t o0, ptrdiff_t o1,
-                                     int first)
+                                     int first, const wg_stage *st)
 {
     wg_gw_layout L;
     wg_grad_weight_layout(g, &L);
-    T *v = s + L.v, *gyt = s + L.gy, *rb = s + L.rb, *tr = s + L.tr, *mf = s + L.mf;
+    const int stage = st ? st->stage : 0;
+    T *v = stage ? (T *)st->v : s + L.v, *gyt = s + L.gy, *rb = s + L.rb, *tr = s + L.tr, *mf = s + L.mf;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
-    FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, 0, g->c);
+    if (stage != 2)
+        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
+    if (stage == 1) return;
     /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
      * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
     const ptrdiff_t ys = g->o * g->yplane;

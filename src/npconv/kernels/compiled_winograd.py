@@ -74,7 +74,8 @@ MIN_TILES_ONE_THREAD = 32
 MIN_TILES_CHANNEL_PARTS = 49
 #: Channel parts of one call's tiles (one work item) share the input transform: each worker transforms a
 #: share of the input channels into one V, then (after all have) runs its output channels' products from it,
-#: instead of every worker transforming every channel (a third of its time at 128x28 batch 1).
+#: instead of every worker transforming every channel (a third of its time at 128x28 batch 1); grad_weight's
+#: workers splitting the output channels of one item do the same.
 SHARED_INPUT_TRANSFORM = True
 #: Fewest multiply-adds per call for which the rule recommends Winograd, per ISA (default 0): its
 #: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
@@ -567,10 +568,19 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     routines, isa = gemm_routines(), backends.core.isa_index
     prepare = core.winograd2d_grad_weight_job
     store = 2 if single else 1
-    jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[acc], scratch[k], geometry, *span, o0, o1,
-                                    store if i == 0 else 0)
-                            for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
-            for k in range(workers) if work[k]]
+    if by_channels and single and SHARED_INPUT_TRANSFORM:  # one item: the input transform shared (stages)
+        shares = workspace.ranges(c, workers)  # fewer than the workers where channels are fewer
+        calls = [(k,) + work[k][0][:4] for k in range(workers)]  # (worker, geometry, span, o0, o1)
+        workspace.run_jobs([prepare(isa, routines, x, gy, sums[0], scratch[k], geometry, *span, o0, o1, store,
+                                    1, scratch[0], *share)
+                            for share, (k, geometry, span, o0, o1) in zip(shares, calls, strict=False)])
+        jobs = [prepare(isa, routines, x, gy, sums[0], scratch[k], geometry, *span, o0, o1, store, 2,
+                        scratch[0], 0, 0) for k, geometry, span, o0, o1 in calls]
+    else:
+        jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[acc], scratch[k], geometry, *span, o0, o1,
+                                        store if i == 0 else 0)
+                                for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
+                for k in range(workers) if work[k]]
     workspace.run_jobs(jobs, blas=1)
     used = accumulators if by_channels else sum(1 for k in range(workers) if work[k])  # the first ones
     gw = np.empty((o * cg, 3, 3), dtype)
