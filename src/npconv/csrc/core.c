@@ -1622,6 +1622,19 @@ free_job:
 static PyObject *wg2d_weight(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 0); }
 static PyObject *wg2d_weight_job(PyObject *self, PyObject *args) { return wg2d_weight_call(args, 1); }
 
+/* A staged Winograd call's shared scratch v (wg_stage): writable, of the call's element type, at least
+ * `count` elements (the V region of its layout). */
+static int get_stage_scratch(PyObject *v_o, Py_ssize_t itemsize, ptrdiff_t count, Py_buffer *v)
+{
+    if (get_buffer(v_o, 1, v, "shared scratch") < 0) return -1;
+    if (v->itemsize != itemsize || check_count(v, count, 1, "shared scratch") < 0) {
+        if (v->itemsize != itemsize) PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
 /* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi[, stage, v, c0, c1]): tiles
  * [start, stop) of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). stage 1 / 2 (wg_stage, at
  * most CAP tiles): only the input transform of channels [c0, c1) into v's V region, or only the rest from
@@ -1705,12 +1718,7 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
         check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
         goto release_s;
     if (stage) {
-        if (get_buffer(v_o, 1, &j->v, "shared scratch") < 0) goto release_s;
-        if (j->v.itemsize != size || check_count(&j->v, L.m, 1, "shared scratch") < 0) {
-            if (j->v.itemsize != size) PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-            PyBuffer_Release(&j->v);
-            goto release_s;
-        }
+        if (get_stage_scratch(v_o, size, L.m, &j->v) < 0) goto release_s;
         j->st.v = j->v.buf;
     }
     j->fn = KERNELS[isa]->wg[size == 8];
@@ -1897,12 +1905,7 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
         check_count(&j->s, L.total, 1, "scratch") < 0)
         goto release_s;
     if (stage) {
-        if (get_buffer(v_o, 1, &j->v, "shared scratch") < 0) goto release_s;
-        if (j->v.itemsize != size || check_count(&j->v, L.gy, 1, "shared scratch") < 0) {
-            if (j->v.itemsize != size) PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-            PyBuffer_Release(&j->v);
-            goto release_s;
-        }
+        if (get_stage_scratch(v_o, size, L.gy, &j->v) < 0) goto release_s;
         j->st.v = j->v.buf;
     }
     j->fn = KERNELS[isa]->wg_gw[size == 8];

@@ -580,14 +580,13 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         jobs = [core.job_chain([prepare(isa, routines, x, gy, sums[acc], scratch[k], geometry, *span, o0, o1,
                                         store if i == 0 else 0)
                                 for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
-                for k in range(workers) if work[k]]
+                for k in range(workers)]  # every worker has items: workers <= the most spans of a call
     workspace.run_jobs(jobs, blas=1)
-    used = accumulators if by_channels else sum(1 for k in range(workers) if work[k])  # the first ones
     gw = np.empty((o * cg, 3, 3), dtype)
     pairs = o * cg
     spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
     finish = core.winograd2d_grad_weight_finish
-    workspace.run_calls(finish, [((sums, gw, used), None, span) for span in spans])
+    workspace.run_calls(finish, [((sums, gw, accumulators), None, span) for span in spans])
     return gw.reshape(o, cg, 3, 3)
 
 
