@@ -225,6 +225,76 @@ def test_bound_winograd_forward(rng, monkeypatch, parallel, activation, shared):
                 _check_bound(rng, x_shape, w_shape, geom, dtype, ACTIVATIONS[activation])
 
 
+@pytest.mark.parametrize("cap", [None, 5], ids=["whole-items", "5-tile-items"])
+@pytest.mark.parametrize("shared", [False, True], ids=["fixed-ranges", "shared-ranges"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_winograd_forward_with_a_residual(rng, monkeypatch, parallel, shared, dtype, cap):
+    """Winograd's bind_residual (through the planner's non-local plan): ``activation(run(x) + residual)``
+    bit for bit, each output run's values added in the output transform, on shared and fixed tile ranges,
+    channel parts with the shared input transform (one image of few tiles, two threads), groups and
+    ragged tiles, items of 5 tiles (starting and ending inside tile rows and images); NaN and inf in the
+    residual stay where they are; an input the check does not admit (a NaN)
+    runs the local algorithm's bind_residual, as the planner's rerouted call (a grouped call, whose local
+    kernel has no bind_residual, has none through the planner); bad arrays are refused."""
+    from npconv.kernels import compiled_winograd
+
+    monkeypatch.setattr(workspace, "SHARED_MIN_MACS", 0 if shared else 1 << 60)
+    if cap is not None:
+        monkeypatch.setattr(compiled_winograd, "_TARGET_TILES", cap)
+    calls, codes = [], compiled_winograd.fused_residual_codes
+    monkeypatch.setattr(compiled_winograd, "fused_residual_codes",
+                        lambda *a: calls.append(a[2] is not None) or codes(*a))
+
+    def scratch(name, elements, dtype_):
+        return np.empty(elements, dtype_)
+
+    cases = [((1, 40, 9, 10), (38, 40, 3, 3), 1), ((2, 16, 12, 10), (16, 16, 3, 3), 1),
+             ((2, 16, 8, 9), (16, 8, 3, 3), 2)]
+    for i, (x_shape, w_shape, groups) in enumerate(cases):
+        geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(w_shape[0]).astype(dtype) if i != 1 else None
+        with backends.conv.force("winograd"):
+            prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b)
+            assert plan.prepare_forward(x_shape, np.dtype(dtype), w, geom, b,
+                                        Activation("relu")).bind_residual is None
+        if groups > 1:  # the planner's local reroute (the grouped kernel) has none: Winograd's own plan
+            assert prepared.bind_residual is None
+            prepared = compiled_winograd.prepare_forward(x_shape, np.dtype(dtype), w, geom, b)
+        y_shape = (x_shape[0], w_shape[0]) + geom.output_size(x_shape[2:])
+        xb, yb, res = np.empty(x_shape, dtype), np.empty(y_shape, dtype), np.empty(y_shape, dtype)
+        activation = [None, Activation("relu"), Activation("hardtanh", -0.5, 0.5)][i % 3]
+        calls.clear()
+        run = prepared.bind_residual(xb, yb, scratch, res, activation)
+        assert calls == [True]  # the Winograd kernel took the residual
+        for case in ("admitted", "admitted", "nan input")[:3 if groups == 1 else 2]:
+            x = rng.standard_normal(x_shape).astype(dtype)
+            if case == "nan input":
+                x[0, 1, 2, 3] = np.nan
+            xb[...] = x
+            res[...] = rng.standard_normal(y_shape)
+            res.reshape(-1)[rng.integers(res.size)] = [np.nan, np.inf][i % 2]
+            run()
+            expected = prepared.run(x) + res
+            if activation is not None:
+                relu = activation.kind == "relu"
+                expected = np.maximum(expected, 0) if relu else np.clip(expected, -0.5, 0.5)
+            np.testing.assert_array_equal(yb, expected, err_msg=f"{x_shape} {case}")
+            if case != "nan input":
+                own = compiled_winograd.forward(x, w, geom, b) + res
+                if activation is not None:
+                    own = np.maximum(own, 0) if relu else np.clip(own, -0.5, 0.5)
+                np.testing.assert_array_equal(yb, own)
+        with pytest.raises(ValueError, match="residual must be a C-contiguous"):
+            prepared.bind_residual(xb, yb, scratch, res[:, :1], None)
+        with pytest.raises(ValueError, match="must not share memory"):
+            prepared.bind_residual(xb, yb, scratch, yb, None)
+        with pytest.raises(ValueError, match="activation needs a residual"):
+            prepared.bind_residual(xb, yb, scratch, None, Activation("relu"))
+        with pytest.raises(ValueError, match="activation the kernel applies"):
+            prepared.bind_residual(xb, yb, scratch, res, Activation("silu"))
+
+
 @pytest.mark.parametrize("keep", [True, False], ids=["kept", "every-run"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_winograd_transforms_the_weight_again_only_where_it_changed(rng, monkeypatch, parallel, keep,

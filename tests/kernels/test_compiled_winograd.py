@@ -422,6 +422,30 @@ def test_the_extension_checks_its_arguments():
         assert (y == before).all(), change
     with pytest.raises(ValueError):
         core.winograd2d_scratch(_whole((n, c, h, w, o, 5, 6, 1, 1, 1, 0, 0)))
+    # a residual: y = act(conv + residual); laid out as y, of its type, with an undilated y of whole rows
+    residual = np.arange(n * o * 30, dtype=f).reshape(n, o, 5, 6) - 40.0
+    _call(args)
+    expected = np.maximum(y + residual, 0)
+    core.winograd2d_forward(*args[:10], 1, 0.0, 0.0, 0, None, 0, 0, residual)
+    np.testing.assert_array_equal(y, expected)
+    dilated = geometry[:12] + (2, 2, 2 * h, 2 * w, 0, 0, 10, 12, 0, 0)  # a valid phase of 2x larger arrays
+    cropped = geometry[:12] + (1, 1, h, w, 0, 0, 5, 7, 0, 0)  # y's rows 7 wide, 6 of them computed
+    y[...] = before
+    for error, arrays, match in [
+            (ValueError, dict(residual=np.zeros((n, o, 5, 5), f)), "residual"),
+            (TypeError, dict(residual=residual.astype(np.float32)), "element type"),
+            (ValueError, dict(geometry=dilated, x=np.ones((n, c, 2 * h, 2 * w), f),
+                              y=np.zeros((n, o, 10, 12), f), residual=np.zeros((n, o, 10, 12), f)),
+             "undilated"),
+            (ValueError, dict(geometry=cropped, y=np.zeros((n, o, 5, 7), f),
+                              residual=np.zeros((n, o, 5, 7), f)), "whole")]:
+        values = dict(zip(("x", "y", "geometry", "residual"), (args[2], y, geometry, residual), strict=True))
+        values.update(arrays)
+        scratch = np.empty(core.winograd2d_scratch(values["geometry"]), f)
+        with pytest.raises(error, match=match):
+            core.winograd2d_forward(args[0], args[1], values["x"], args[3], None, values["y"], scratch,
+                                    values["geometry"], 0, 4, 1, 0.0, 0.0, 0, None, 0, 0, values["residual"])
+        assert (y == before).all(), match
     isa = backends.core.isa_index
     u = np.full((36, 4), 7.0)
     w4 = np.ones((4, 3, 3))

@@ -582,6 +582,51 @@ def test_a_residual_addition_is_taken_into_the_convolution_only_where_it_may_be(
     assert sum(isinstance(step, _replay._ResidualStep) for step in program.steps) == fused
 
 
+def _winograd_block(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """A ResNet basic block of 3x3 convolutions (Winograd's layers) with BatchNorm and an identity."""
+
+    class Block(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = ns.Conv2d(16, 16, 3, padding=1, bias=False), ns.BatchNorm2d(16)
+            self.conv2, self.bn2 = ns.Conv2d(16, 16, 3, padding=1, bias=False), ns.BatchNorm2d(16)
+            self.relu = ns.ReLU()
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += x
+            return self.relu(out)
+
+    return Block()
+
+
+@needs_plans
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_winograd_convolution_takes_the_residual_addition(batch: int) -> None:
+    """The block's second convolution runs on Winograd with the identity added (and ReLU applied) in its
+    output transform: one residual step, torch's values; a NaN in the input reroutes both convolutions
+    to the local algorithm, the NaN where torch puts it."""
+    torch.manual_seed(64)
+    reference = _winograd_block(torch.nn).double().eval()
+    for bn in (reference.bn1, reference.bn2):
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+    model = _winograd_block(nn).double()
+    model.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    model = npconv.optimize_for_inference(model.eval())
+    x = np.random.default_rng(65).standard_normal((batch, 16, 12, 12))
+    with npconv.backends.conv.force("winograd"):
+        traced = npconv.jit.trace(model, npconv.tensor(x))
+        _outputs_match_torch(traced, reference, x.shape, (66, 67), atol=1e-10)
+        program = traced._replay.program
+        assert sum(isinstance(step, _replay._ResidualStep) for step in program.steps) == 1
+        x[0, 3, 5, 6] = np.nan
+        got = traced(npconv.tensor(x)).numpy()
+        expected = reference(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=1e-10, atol=1e-10)
+
+
 def _pooled_head(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
     """A stem, max pooling, a 1-d branch's global pooling, global pooling of the main branch and a
     classifier."""

@@ -1635,20 +1635,21 @@ static int get_stage_scratch(PyObject *v_o, Py_ssize_t itemsize, ptrdiff_t count
     return 0;
 }
 
-/* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi[, stage, v, c0, c1]): tiles
- * [start, stop) of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). stage 1 / 2 (wg_stage, at
- * most CAP tiles): only the input transform of channels [c0, c1) into v's V region, or only the rest from
- * it (v: a scratch of this geometry). */
+/* (isa, routines, x, u, bias|None, y, scratch, geom, start, stop, act, lo, hi[, stage, v, c0, c1,
+ * residual]): tiles [start, stop) of y; after the bias, act 1 applies ReLU, 2 hardtanh(lo, hi). stage 1 / 2
+ * (wg_stage, at most CAP tiles): only the input transform of channels [c0, c1) into v's V region, or only
+ * the rest from it (v: a scratch of this geometry). residual (None: none, laid out as y): y = act(y +
+ * residual), the addition before the activation (winograd_forward). */
 typedef struct {
     kernel_job base;
-    int act, have_b;
+    int act, have_b, have_r;
     double lo, hi;
     Py_ssize_t start, stop;
     wg_geom g;
     gemm_fns fns;
     wg_fwd_fn fn;
     wg_stage st;
-    Py_buffer x, u, b, y, s, v;
+    Py_buffer x, u, b, y, s, v, r;
 } wg_job;
 
 static void wg_job_run(kernel_job *job)
@@ -1657,12 +1658,13 @@ static void wg_job_run(kernel_job *job)
     const wg_stage *st = j->st.stage ? &j->st : NULL;
     for (Py_ssize_t at = j->start; at < j->stop; at += j->g.cap) /* the kernel runs at most CAP tiles */
         j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, at,
-              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi, st);
+              j->stop - at > j->g.cap ? at + j->g.cap : j->stop, j->act, j->lo, j->hi, st, j->have_r ? j->r.buf : NULL);
 }
 
 static void wg_job_release(kernel_job *job)
 {
     wg_job *j = (wg_job *)job;
+    if (j->have_r) PyBuffer_Release(&j->r);
     if (j->st.stage) PyBuffer_Release(&j->v);
     PyBuffer_Release(&j->s);
     PyBuffer_Release(&j->y);
@@ -1674,13 +1676,13 @@ static void wg_job_release(kernel_job *job)
 static PyObject *wg2d_call(PyObject *args, int prepare)
 {
     int isa, act, stage = 0;
-    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom, *v_o = Py_None;
+    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom, *v_o = Py_None, *r_o = Py_None;
     Py_ssize_t start, stop, c0 = 0, c1 = 0;
     double lo, hi;
     wg_geom g;
     gemm_fns fns;
-    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd|iOnn", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start,
-                          &stop, &act, &lo, &hi, &stage, &v_o, &c0, &c1))
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnnidd|iOnnO", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &start,
+                          &stop, &act, &lo, &hi, &stage, &v_o, &c0, &c1, &r_o))
         return NULL;
     if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
         check_act(act, lo, hi) < 0)
@@ -1693,36 +1695,45 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
                      (Py_ssize_t)g.cap, stop - start, (Py_ssize_t)g.c, stage, c0, c1);
         return NULL;
     }
-    const int have_b = b_o != Py_None;
+    const int have_b = b_o != Py_None, have_r = r_o != Py_None;
+    if (have_r && (g.dh != 1 || g.dw != 1 || g.yrow != g.ow)) {
+        PyErr_SetString(PyExc_ValueError, "winograd: a residual only with an undilated geometry whose output rows "
+                                          "are whole (dh = dw = 1, row pitch = output width)");
+        return NULL;
+    }
     wg_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (wg_job){.base = {wg_job_run, wg_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
-                  .start = start, .stop = stop, .g = g, .fns = fns, .st = {stage, c0, c1, NULL}};
+                  .start = start, .stop = stop, .g = g, .fns = fns, .st = {stage, c0, c1, NULL}, .have_r = have_r};
     if (!stage) j->base.range = &j->start; /* a staged call's jobs all run the same tiles */
     if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
     if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
     if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
     if (get_buffer(y_o, 1, &j->y, "output") < 0) goto release_b;
     if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_y;
+    if (have_r && get_buffer(r_o, 0, &j->r, "residual") < 0) goto release_s;
     const Py_ssize_t size = j->x.itemsize;
     if (j->u.itemsize != size || j->y.itemsize != size || j->s.itemsize != size ||
-        (have_b && j->b.itemsize != size)) {
+        (have_b && j->b.itemsize != size) || (have_r && j->r.itemsize != size)) {
         PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
-        goto release_s;
+        goto release_r;
     }
     wg_layout L;
     wg_scratch_layout(&g, &L);
     if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
         check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
         check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
-        check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
-        goto release_s;
+        check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0) ||
+        (have_r && check_count(&j->r, g.n * g.o * g.yplane, 0, "residual") < 0))
+        goto release_r;
     if (stage) {
-        if (get_stage_scratch(v_o, size, L.m, &j->v) < 0) goto release_s;
+        if (get_stage_scratch(v_o, size, L.m, &j->v) < 0) goto release_r;
         j->st.v = j->v.buf;
     }
     j->fn = KERNELS[isa]->wg[size == 8];
     return run_or_wrap(&j->base, prepare);
+release_r:
+    if (have_r) PyBuffer_Release(&j->r);
 release_s:
     PyBuffer_Release(&j->s);
 release_y:
@@ -2639,9 +2650,10 @@ static PyMethodDef methods[] = {
      "range whose bytes equal seen's is skipped, else transformed and copied into seen"},
     {"winograd2d_forward", wg2d_forward, METH_VARARGS,
      "winograd2d_forward(isa, routines, x, u, bias, y, scratch, geometry, start, stop, act, lo, hi[, stage, v, c0, "
-     "c1]): tiles [start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), then "
-     "act 1 relu or 2 hardtanh(lo, hi); stage 1: only the input transform of channels [c0, c1) into the scratch v "
-     "(of the same geometry), stage 2: only the products and the output transform from v"},
+     "c1, residual]): tiles [start, stop) of y = F(4x4, 3x3) Winograd convolution of x with U (36, O, C/G) (+ bias), "
+     "then act 1 relu or 2 hardtanh(lo, hi), after adding residual (laid out as y) where given; stage 1: only the "
+     "input transform of channels [c0, c1) into the scratch v (of the same geometry), stage 2: only the products "
+     "and the output transform from v"},
     {"gemm_conv_job", gc_job_new, METH_VARARGS,
      "gemm_conv_job(...same arguments as gemm_conv...) -> job: the call prepared (checked, buffers held) for "
      "job_run or a worker's team_wait"},

@@ -907,20 +907,8 @@ static void GC(gc_residual)(const gc_geom *g, T *y, const T *res, ptrdiff_t item
     gc_forward_region(g, item, &n0, &nb, &p0, &p1);
     for (ptrdiff_t n = n0; n < n0 + nb; n++)
         for (ptrdiff_t o = 0; o < g->o; o++) {
-            T *restrict d = y + (n * g->o + o) * g->len;
-            const T *r = res + (n * g->o + o) * g->len;
-            ptrdiff_t j = p0;
-            for (; j + VL <= p1; j += VL) FN(store)(d + j, FN(activate)(FN(load)(d + j) + FN(load)(r + j), act, lo, hi));
-            for (; j < p1; j++) {
-                T v = d[j] + r[j];
-                if (act == GC_ACT_RELU) {
-                    v = v > 0 || v != v ? v : (T)0;
-                } else if (act == GC_ACT_HARDTANH) {
-                    v = v < lo ? lo : v;
-                    v = v > hi ? hi : v;
-                }
-                d[j] = v;
-            }
+            const ptrdiff_t at = (n * g->o + o) * g->len + p0;
+            FN(add_activate_run)(y + at, res + at, p1 - p0, act, lo, hi);
         }
 }
 

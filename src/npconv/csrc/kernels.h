@@ -143,6 +143,24 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
     return v;
 }
 
+/* d[j] = activate(d[j] + r[j]) for j < n (act as FN(activate)): a residual addition fused after a kernel's
+ * stores, the same IEEE addition and activation as those run after the convolution. */
+static inline void FN(add_activate_run)(T *d, const T *r, ptrdiff_t n, int act, T lo, T hi)
+{
+    ptrdiff_t j = 0;
+    for (; j + VL <= n; j += VL) FN(store)(d + j, FN(activate)(FN(load)(d + j) + FN(load)(r + j), act, lo, hi));
+    for (; j < n; j++) { /* as FN(activate), value by value */
+        T v = d[j] + r[j];
+        if (act == 1) {
+            v = v > 0 || v != v ? v : (T)0;
+        } else if (act == 2) {
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+        }
+        d[j] = v;
+    }
+}
+
 /* The sum of a vector's lanes as a tree of halves (lane l with l + VL/2, then VL/4, ...: independent
  * vector adds; a lane-by-lane loop into a double was a dependent chain of VL conversions and adds that
  * cost more than a 28x28 plane's dot products in grad_weight). Lane shuffles, not halves copied out

@@ -476,7 +476,7 @@ typedef struct {
 } wg_stage;
 
 typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
-                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *);
+                          const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *, const void *);
 
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_finish_fn)(const void *, int, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);

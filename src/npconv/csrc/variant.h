@@ -31,10 +31,10 @@
 #define WG_ADAPT(sfx, T)                                                                                   \
     static void VT_CAT(wg_forward, sfx)(const gemm_fns *f, const void *x, const void *u, const void *b,      \
                                         void *y, void *s, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1,      \
-                                        int act, double lo, double hi, const wg_stage *st)                  \
+                                        int act, double lo, double hi, const wg_stage *st, const void *r)   \
     {                                                                                                       \
         VT_CAT(winograd_forward, sfx)(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0,    \
-                                      t1, act, (T)lo, (T)hi, st);                                           \
+                                      t1, act, (T)lo, (T)hi, st, (const T *)r);                             \
     }
 /* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
 #define EW_ADAPT(sfx, T)                                                                                   \

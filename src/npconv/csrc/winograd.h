@@ -238,13 +238,50 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
     }
 }
 
+/* y = act(y + r) over the outputs of flat tiles [t0, t1) of one channel plane (yo, ro: image 0's plane,
+ * images ys apart, rows ow apart: an undilated y): per image, the first and last tile rows' parts row by
+ * row and the whole tile rows between as one range, right after the output transform wrote them (in
+ * cache). Segment by segment in the scatter (a tile row's row each) cost more than the separate addition
+ * where rows are short (14x14 and 28x28 planes at batch 8, docs/performance.md). */
+static void FN(wg_residual_tiles)(T *yo, const T *ro, ptrdiff_t ys, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act,
+                                  T lo, T hi)
+{
+    const ptrdiff_t per_image = g->th * g->tw, W = g->ow, rows = g->oh;
+    for (ptrdiff_t t = t0; t < t1;) {
+        const ptrdiff_t n = t / per_image, a = t % per_image, b = t1 - t < per_image - a ? a + (t1 - t) : per_image;
+        T *y = yo + n * ys;
+        const T *r = ro + n * ys;
+        /* tiles [a, b) of image n: tile rows ty0..ty1 (the last one up to tile column b1, exclusive) */
+        const ptrdiff_t ty0 = a / g->tw, a0 = a % g->tw, ty1 = (b - 1) / g->tw, b1 = (b - 1) % g->tw + 1;
+        ptrdiff_t full0 = ty0, full1 = ty1 + 1; /* whole tile rows [full0, full1) */
+        if (a0 || (ty0 == ty1 && b1 < g->tw)) { /* the first tile row's part: columns [4 a0, 4 c1) */
+            const ptrdiff_t c1 = ty0 == ty1 ? b1 : g->tw, x0 = 4 * a0, x1 = 4 * c1 < W ? 4 * c1 : W;
+            for (ptrdiff_t row = 4 * ty0; row < 4 * ty0 + 4 && row < rows; row++)
+                FN(add_activate_run)(y + row * W + x0, r + row * W + x0, x1 - x0, act, lo, hi);
+            full0 = ty0 + 1;
+        }
+        if (ty1 >= full0 && b1 < g->tw) { /* the last tile row's part: columns [0, 4 b1) */
+            const ptrdiff_t x1 = 4 * b1 < W ? 4 * b1 : W;
+            for (ptrdiff_t row = 4 * ty1; row < 4 * ty1 + 4 && row < rows; row++)
+                FN(add_activate_run)(y + row * W, r + row * W, x1, act, lo, hi);
+            full1 = ty1;
+        }
+        if (full1 > full0) { /* whole rows: one range */
+            const ptrdiff_t r0 = 4 * full0, r1 = 4 * full1 < rows ? 4 * full1 : rows;
+            FN(add_activate_run)(y + r0 * W, r + r0 * W, (r1 - r0) * W, act, lo, hi);
+        }
+        t += b - a;
+    }
+}
+
 /* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. st (NULL: the whole
  * call) splits a call of at most CAP tiles whose output channels the workers share: stage 1 transforms
  * the input channels [c0, c1) into st->v (one worker's scratch, its V), stage 2 runs the products and the
- * output transform from it (each worker's input transform of every channel was a third of its time). */
+ * output transform from it (each worker's input transform of every channel was a third of its time). res
+ * (NULL: none): y = act(y + res), res laid out as y, each output run's segments while in cache. */
 static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
                                  const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi,
-                                 const wg_stage *st)
+                                 const wg_stage *st, const T *res)
 {
     wg_layout L;
     wg_scratch_layout(g, &L);
@@ -269,11 +306,13 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     /* (3) output transform, bias, clamp */
     for (ptrdiff_t o = 0; o < g->o; o++) {
         const T b_o = bias ? bias[o] : (T)0;
+        T *yo = y + g->yoff + o * g->yplane;
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, y + g->yoff + o * g->yplane, g->o * g->yplane, g,
-                              t, len, b_o, act, lo, hi, q);
+            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, yo, g->o * g->yplane, g, t, len, b_o,
+                              res ? 0 : act, lo, hi, q);
         }
+        if (res) FN(wg_residual_tiles)(yo, res + g->yoff + o * g->yplane, g->o * g->yplane, g, t0, t1, act, lo, hi);
     }
 }
 

@@ -32,7 +32,7 @@ from .pointwise import Activation, epilogue_
 
 __all__ = ["windows", "adjoint_kernel", "grad_input_as_forward", "add_to_channels", "Epilogue",
            "PreparedForward", "ScratchSource", "fixed_operand", "check_bound", "bound_run",
-           "COMPILED_ACTIVATIONS", "compiled_epilogue", "add_bias", "bias_grad"]
+           "COMPILED_ACTIVATIONS", "compiled_epilogue", "fused_residual_codes", "add_bias", "bias_grad"]
 
 
 def windows(xp: np.ndarray, geom: ConvGeometry, out_size: Sequence[int], lead: int = 2) -> np.ndarray:
@@ -221,6 +221,24 @@ def compiled_epilogue(bias: np.ndarray | None, epilogue: Epilogue | None
     if activation is None or activation.kind in COMPILED_ACTIVATIONS:
         return epilogue.bias, activation, None
     return epilogue.bias, None, activation
+
+
+def fused_residual_codes(codes: tuple[int, float, float], later: Activation | None,
+                         residual: np.ndarray | None,
+                         activation: Activation | None) -> tuple[int, float, float]:
+    """The C kernel's ``(act, lo, hi)`` for a ``bind_residual``: the plan's own ``codes`` without a
+    residual; with one, the addition's ``activation`` (applied after the addition), which must be one
+    the kernel applies (ReLU, Hardtanh) or None, for a plan without an activation of its own (``codes``'
+    and ``later``: the kernel would apply it before the addition)."""
+    if residual is None:
+        if activation is not None:
+            raise ValueError("bind_residual: an activation needs a residual")
+        return codes
+    _, now, after = compiled_epilogue(None, Epilogue(None, activation))
+    if codes[0] or later is not None or after is not None:
+        raise ValueError("bind_residual: a plan without an activation of its own and an activation "
+                         "the kernel applies (ReLU, Hardtanh) or None")
+    return (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
 
 
 def add_bias(y: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -44,6 +44,7 @@ from .common import (
     ScratchSource,
     bound_run,
     compiled_epilogue,
+    fused_residual_codes,
     grad_input_as_forward,
 )
 from .pointwise import Activation, epilogue_
@@ -531,14 +532,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         if shifted:
             o, k0 = w.shape[0], geom.kernel_size[0]
             layout = lambda a: a.reshape(o, w.shape[1], k0, -1).transpose(2, 0, 1, 3)  # noqa: E731
-        codes = (act, lo, hi)
-        if residual is None and activation is not None:
-            raise ValueError("bind_residual: an activation needs a residual")
-        if residual is not None:  # the addition's activation, after it (the plan's own: none)
-            _, *codes, after = _epilogue(None, Epilogue(None, activation))
-            if act or later is not None or after is not None:
-                raise ValueError("bind_residual: a plan without an activation of its own and an activation "
-                                 "the kernel applies (ReLU, Hardtanh) or None")
+        codes = fused_residual_codes((act, lo, hi), later, residual, activation)
 
         def jobs_of(wm: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
             res = () if residual is None else (residual,)

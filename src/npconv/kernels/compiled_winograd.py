@@ -31,7 +31,15 @@ from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, winograd, workspace
 from .blas import gemm_routines
-from .common import Epilogue, PreparedForward, ScratchSource, adjoint_kernel, bound_run, compiled_epilogue
+from .common import (
+    Epilogue,
+    PreparedForward,
+    ScratchSource,
+    adjoint_kernel,
+    bound_run,
+    compiled_epilogue,
+    fused_residual_codes,
+)
 from .numerics import Operands, within
 from .pointwise import Activation, epilogue_
 
@@ -345,9 +353,12 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         return None
     y_shape = (n, o) + out_size
     bias_, now, later = compiled_epilogue(bias, epilogue)
-    act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
+    codes = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
 
-    def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
+    def bind_residual(x: np.ndarray, y: np.ndarray, source: ScratchSource, residual: np.ndarray | None,
+                      activation: Activation | None) -> Callable[[], None]:
+        act, lo, hi = fused_residual_codes(codes, later, residual, activation)
+
         def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
             transform = not layout[3]
             u = np.empty((36,) + w.shape[:2], dtype) if transform else None
@@ -355,7 +366,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
             def scratch(k: int) -> np.ndarray:
                 return source(f"compiled-wg-{k}", layout[1], dtype)
 
-            made = _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen)
+            made = _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen, residual)
             runs = [workspace.prepared_run(jobs, blas, chunk) for jobs, blas, chunk in made]
 
             def run_all() -> None:
@@ -364,9 +375,13 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
 
             return run_all
 
-        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias_, jobs_of, later)
+        return bound_run(x, tuple(x_shape), y, y_shape, dtype, w, bias_, jobs_of, later, residual=residual)
 
-    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind)
+    def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
+        return bind_residual(x, y, source, None, None)
+
+    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind,
+                           bind_residual if not codes[0] and later is None else None)
 
 
 def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
@@ -414,7 +429,7 @@ def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[in
 def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
           layout: tuple, transform: bool, act: int, lo: float, hi: float,
           scratch: Callable[[int], np.ndarray],
-          seen: np.ndarray | None = None) -> list[tuple[list, int, int]]:
+          seen: np.ndarray | None = None, residual: np.ndarray | None = None) -> list[tuple[list, int, int]]:
     """The prepared jobs of a C call, ``(jobs, blas, chunk)`` per run of :func:`workspace.run_jobs`, in
     order; worker ``k``'s scratch ``scratch(k)``. ``x``, ``w`` (C-contiguous), ``b`` and ``y`` of one
     dtype. Channel parts: worker ``k`` transforms the weights of its output channels into its own ``U``
@@ -423,7 +438,9 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     by the workers claiming item by item (the items of one length: the same items) or worker ``k``
     running items ``k, k + workers, ...`` in order. ``seen`` (w's shape, for jobs run again on the same
     arrays): ``U = transform(seen)`` made here, and each run's transform skips its range of ``w`` where
-    that equals ``seen`` (then copies it there): an unchanged weight is not transformed again."""
+    that equals ``seen`` (then copies it there): an unchanged weight is not transformed again.
+    ``residual`` (None, or laid out as ``y``): ``y = act(y + residual)``, each output run's values added
+    while in cache."""
     core, dtype = backends.core.module, y.dtype
     geometry, _, threads, parts = layout
     routines, isa = gemm_routines(), backends.core.isa_index
@@ -440,6 +457,7 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             uk = np.empty((36, stop - first, c), dtype)
             part = geometry[:4] + (stop - first,) + geometry[5:]
             bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], owns[k]
+            rk = () if residual is None else (residual[:, first:stop],)
             sk = None if seen is None else seen[first:stop]
             if sk is not None:
                 core.winograd2d_weight(isa, sk, uk, 0, (stop - first) * c)
@@ -448,9 +466,11 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             if staged:
                 stage = prepare(*head, *items[0], act, lo, hi, 1, owns[0], *shares[k])
                 jobs.append(core.job_chain([weight, stage]))
-                products.append(prepare(*head, *items[0], act, lo, hi, 2, owns[0], 0, 0))
+                products.append(prepare(*head, *items[0], act, lo, hi, 2, owns[0], 0, 0, *rk))
             else:
-                jobs.append(core.job_chain([weight] + [prepare(*head, *span, act, lo, hi) for span in items]))
+                whole = (0, None, 0, 0, *rk) if rk else ()
+                jobs.append(core.job_chain([weight] + [prepare(*head, *span, act, lo, hi, *whole)
+                                                       for span in items]))
         return [(jobs, 1, 0), (products, 1, 0)] if staged else [(jobs, 1, 0)]
     runs = []
     if transform:
@@ -464,11 +484,13 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     workers = min(threads, len(items))
     own = [scratch(k) for k in range(workers)]
     n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
+    whole = () if residual is None else (0, None, 0, 0, residual)
     if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
-        runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi)
+        runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi, *whole)
                       for k in range(workers)], 1, items[0][1] - items[0][0]))
     else:
-        runs.append(([core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, act, lo, hi)
+        runs.append(([core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, act, lo, hi,
+                                              *whole)
                                       for span in items[k::workers]]) for k in range(workers)], 1, 0))
     return runs
 
