@@ -667,6 +667,29 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
 #undef GL_MIN_DEPTH
 #undef GL_STAGE
 
+/* dst rows (cnt values each, pitch ldd) = act(src rows (pitch lds) + bias[r]) (bias NULL: nothing added),
+ * gm_store's epilogue on sums staged in scratch. */
+static void GC(store_rows)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cnt,
+                           const T *bias, int act, T lo, T hi)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        T *restrict d = dst + r * ldd;
+        const T *s = src + r * lds;
+        const V bv = FN(splat)(bias ? bias[r] : (T)0);
+        ptrdiff_t j = 0;
+        for (; j + VL <= cnt; j += VL) {
+            V v = FN(load)(s + j);
+            if (bias) v += bv;
+            FN(store)(d + j, FN(activate)(v, act, lo, hi));
+        }
+        for (; j < cnt; j++) {
+            T v = s[j];
+            if (bias) v += bias[r];
+            d[j] = FN(activate)(FN(splat)(v), act, lo, hi)[0];
+        }
+    }
+}
+
 static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
                                     ptrdiff_t item, int act, T lo, T hi)
 {
@@ -701,14 +724,17 @@ static void GC(gc_implicit_forward)(const T *x, const T *w, const T *bias, T *y,
                 nruns++;
                 j += len;
             }
+            /* several depth blocks: their sums in scratch, y written once (gc_staged_sums) */
+            T *sums = gc_staged_sums(GC_FORWARD, g) ? pack + GM_SCRATCH : NULL;
             for (ptrdiff_t p0 = 0; p0 < g->ck; p0 += GM_KC) {
                 const ptrdiff_t kc = g->ck - p0 < GM_KC ? g->ck - p0 : GM_KC;
-                const int last = p0 + kc >= g->ck;
+                const int last = p0 + kc >= g->ck && !sums;
                 for (ptrdiff_t p = 0; p < kc; p++) row[p] = GC(implicit_row)(slab, g, &sp, p0 + p);
                 GC(implicit_pack_valid)(pack, row, kc, nc, runs, nruns);
-                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, kc, 0, yg + v0, g->len, 1, p0 ? 1 : 0,
-                             last ? bg : NULL, last ? act : 0, lo, hi);
+                FN(gm_block)(g->og, nc, kc, wg + p0, g->ck, 1, pack, kc, 0, sums ? sums : yg + v0, sums ? nc : g->len, 1,
+                             p0 ? 1 : 0, last ? bg : NULL, last ? act : 0, lo, hi);
             }
+            if (sums) GC(store_rows)(yg + v0, g->len, sums, nc, g->og, nc, bg, act, lo, hi);
         }
     }
 }
@@ -873,13 +899,15 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
             const T *bg = bias ? bias + grp * og : NULL;
 #if VBYTES >= 32 && TSIZE == 4
             if (!g->direct && fns->own) { /* im2col straight into npconv's gemm panels, no second packing */
+                T *sums = gc_staged_sums(GC_FORWARD, g) ? pack + GM_SCRATCH : NULL; /* as the implicit forward */
                 for (ptrdiff_t k0 = 0; k0 < ck; k0 += GM_KC) {
                     const ptrdiff_t kc = ck - k0 < GM_KC ? ck - k0 : GM_KC;
-                    const int last = k0 + kc >= ck;
+                    const int last = k0 + kc >= ck && !sums;
                     GC(pack_panels)(scratch, scratch + ck * (cnt + 16), xg, g, p0, cnt, 1, 0, k0, k0 + kc, NULL);
-                    FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, yg, L, 1, k0 ? 1 : 0,
-                                 last ? bg : NULL, last ? act : 0, lo, hi);
+                    FN(gm_block)(og, cnt, kc, w + grp * og * ck + k0, ck, 1, scratch, kc, 0, sums ? sums : yg,
+                                 sums ? cnt : L, 1, k0 ? 1 : 0, last ? bg : NULL, last ? act : 0, lo, hi);
                 }
+                if (sums) GC(store_rows)(yg, L, sums, cnt, og, cnt, bg, act, lo, hi);
                 continue;
             }
 #endif
