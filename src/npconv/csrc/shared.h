@@ -440,7 +440,7 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 static ptrdiff_t gc_staged_sums(int pass, const gc_geom *g)
 {
     if (pass != GC_FORWARD || g->ck <= GM_KC || g->images > 1 || g->shift || g->direct) return 0;
-    if (g->implicit) return GM_NC;
+    if (g->implicit) return g->band * g->out[2] < GM_NC ? g->band * g->out[2] : GM_NC; /* an item's positions */
     return g->band <= GM_NC ? g->band : 0;
 }
 
