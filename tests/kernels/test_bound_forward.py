@@ -63,6 +63,19 @@ def _check_bound(rng, x_shape, w_shape, geom, dtype, activation, bias=True) -> N
         np.testing.assert_array_equal(yb, prepared.run(x))
 
 
+def _refuses_bad_residuals(prepared, xb, yb, scratch, res) -> None:
+    """bind_residual refuses a residual of another layout, one sharing y's memory, an activation without a
+    residual and one the kernel does not apply."""
+    with pytest.raises(ValueError, match="residual must be a C-contiguous"):
+        prepared.bind_residual(xb, yb, scratch, res[:, :1], None)
+    with pytest.raises(ValueError, match="must not share memory"):
+        prepared.bind_residual(xb, yb, scratch, yb, None)
+    with pytest.raises(ValueError, match="activation needs a residual"):
+        prepared.bind_residual(xb, yb, scratch, None, Activation("relu"))
+    with pytest.raises(ValueError, match="activation the kernel applies"):
+        prepared.bind_residual(xb, yb, scratch, res, Activation("silu"))
+
+
 def _reference(x, w, b, geom):
     lows = tuple(p[0] for p in geom.padding)
     highs = tuple(p[1] for p in geom.padding)
@@ -128,19 +141,8 @@ def test_bound_gemm_forward_with_a_residual(rng, monkeypatch, parallel, tiling, 
             res[...] = rng.standard_normal(y_shape)
             res.reshape(-1)[rng.integers(res.size)] = [np.nan, np.inf][i % 2]
             run()
-            expected = prepared.run(xb) + res
-            if activation is not None:
-                relu = activation.kind == "relu"
-                expected = np.maximum(expected, 0) if relu else np.clip(expected, -0.5, 0.5)
-            np.testing.assert_array_equal(yb, expected)
-        with pytest.raises(ValueError, match="residual must be a C-contiguous"):
-            prepared.bind_residual(xb, yb, scratch, res[:, :1], None)
-        with pytest.raises(ValueError, match="must not share memory"):
-            prepared.bind_residual(xb, yb, scratch, yb, None)
-        with pytest.raises(ValueError, match="activation needs a residual"):
-            prepared.bind_residual(xb, yb, scratch, None, Activation("relu"))
-        with pytest.raises(ValueError, match="activation the kernel applies"):
-            prepared.bind_residual(xb, yb, scratch, res, Activation("silu"))
+            np.testing.assert_array_equal(yb, _activated(prepared.run(xb) + res, activation))
+        _refuses_bad_residuals(prepared, xb, yb, scratch, res)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -275,24 +277,12 @@ def test_bound_winograd_forward_with_a_residual(rng, monkeypatch, parallel, shar
             res[...] = rng.standard_normal(y_shape)
             res.reshape(-1)[rng.integers(res.size)] = [np.nan, np.inf][i % 2]
             run()
-            expected = prepared.run(x) + res
-            if activation is not None:
-                relu = activation.kind == "relu"
-                expected = np.maximum(expected, 0) if relu else np.clip(expected, -0.5, 0.5)
+            expected = _activated(prepared.run(x) + res, activation)
             np.testing.assert_array_equal(yb, expected, err_msg=f"{x_shape} {case}")
             if case != "nan input":
                 own = compiled_winograd.forward(x, w, geom, b) + res
-                if activation is not None:
-                    own = np.maximum(own, 0) if relu else np.clip(own, -0.5, 0.5)
-                np.testing.assert_array_equal(yb, own)
-        with pytest.raises(ValueError, match="residual must be a C-contiguous"):
-            prepared.bind_residual(xb, yb, scratch, res[:, :1], None)
-        with pytest.raises(ValueError, match="must not share memory"):
-            prepared.bind_residual(xb, yb, scratch, yb, None)
-        with pytest.raises(ValueError, match="activation needs a residual"):
-            prepared.bind_residual(xb, yb, scratch, None, Activation("relu"))
-        with pytest.raises(ValueError, match="activation the kernel applies"):
-            prepared.bind_residual(xb, yb, scratch, res, Activation("silu"))
+                np.testing.assert_array_equal(yb, _activated(own, activation))
+        _refuses_bad_residuals(prepared, xb, yb, scratch, res)
 
 
 @pytest.mark.parametrize("keep", [True, False], ids=["kept", "every-run"])
