@@ -763,31 +763,34 @@ def test_fused_activation_epilogue(rng, monkeypatch, isa, dtype, width, row_shif
         np.maximum(compiled_gemm.grad_input(gy1, w, geom, (7, width), bx), 0))
 
 
-@pytest.mark.parametrize("stride", [1, 2], ids=["implicit", "im2col-bands"])
+@pytest.mark.parametrize(("kernel", "stride", "cin"), [(3, 1, 40), (3, 2, 40), (1, 1, 300)],
+                         ids=["implicit", "im2col-bands", "1x1-in-place"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_several_depth_blocks_sum_in_scratch_over_split_images(rng, monkeypatch, parallel, isa, stride, bias):
+def test_several_depth_blocks_sum_in_scratch_over_split_images(rng, monkeypatch, parallel, isa, kernel,
+                                                              stride, cin, bias):
     """Products over several depth blocks (Cg * K > 256) whose workers split one image's positions sum
     in scratch and write y once with the epilogue (bias, ReLU / Hardtanh, NaN kept): the reference's
     values, and the epilogue's exactly as applied after the kernel; each worker a band of the image."""
     monkeypatch.setattr(compiled_gemm, "CHANNEL_SPLIT_MAX_POSITIONS", 0)  # positions, not channel parts
     monkeypatch.setattr(compiled_gemm, "WORKER_MIN_MACS", 0)
     tilings = _tilings(monkeypatch)
-    geom = ConvGeometry.create((3, 3), stride, 1, 1, 1, ndim=2)
-    x = rng.standard_normal((1, 40, 13, 11)).astype(np.float32)  # Cg * K = 360: two depth blocks
+    pad = kernel // 2
+    geom = ConvGeometry.create((kernel, kernel), stride, pad, 1, 1, ndim=2)
+    x = rng.standard_normal((1, cin, 13, 11)).astype(np.float32)  # Cg * K = 360 or 300: two depth blocks
     o = 56  # more than the lanes path takes (48): the packed products
-    w = (rng.standard_normal((o, 40, 3, 3)) / 19).astype(np.float32)
+    w = (rng.standard_normal((o, cin, kernel, kernel)) / math.sqrt(cin * kernel * kernel)).astype(np.float32)
     b = rng.standard_normal(o).astype(np.float32) if bias else None
     x[0, 5, 6, 4] = np.nan
     plain = compiled_gemm.forward(x, w, geom, b)
     band, images, _, shift, implicit = tilings[0][-5:]
     if compiled_gemm.implicit_runs(np.float32):  # the vector builds (the generic one calls the BLAS)
-        assert images == 1 and shift == 0 and bool(implicit) == (stride == 1)
-        if backends.get_num_threads() > 1:  # the image's lines (stride 1) or positions (stride 2) split
-            assert band < (13 if stride == 1 else 7 * 6)
+        assert images == 1 and shift == 0 and bool(implicit) == (kernel == 3 and stride == 1)
+        if backends.get_num_threads() > 1:  # the image's lines (implicit) or positions split
+            assert band < (13 if implicit else math.prod(geom.output_size((13, 11))))
     resolved = geom.with_padding(geom.pads(x.shape[2:]))
     clean = np.nan_to_num(x, nan=0.0).astype(np.float64)
-    expected = reference.conv(np.pad(clean, ((0, 0), (0, 0), (1, 1), (1, 1))), w.astype(np.float64), None,
-                              resolved.stride, 0, resolved.dilation, 1)
+    padded = np.pad(clean, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    expected = reference.conv(padded, w.astype(np.float64), None, resolved.stride, 0, resolved.dilation, 1)
     if bias:
         expected = expected + b.astype(np.float64).reshape(-1, 1, 1)
     reached = np.isnan(plain)

@@ -911,6 +911,15 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
                 continue;
             }
 #endif
+#if VBYTES >= 32 && TSIZE == 4
+            if (g->direct && fns->own && gc_staged_sums(GC_FORWARD, g)) { /* a 1x1 image read in place, sums staged */
+                T *sums = pack + GM_SCRATCH;
+                GC(mm)(fns, pack, 0, 0, og, cnt, ck, 1.0, w + grp * og * ck, ck, cols, ldb, 0.0, sums, cnt, NULL, 0, 0,
+                       0);
+                GC(store_rows)(yg, L, sums, cnt, og, cnt, bg, act, lo, hi);
+                continue;
+            }
+#endif
             if (!g->direct) {
                 GC(pack)(scratch, cnt, xg, cg, g, p0, cnt);
                 cols = scratch;

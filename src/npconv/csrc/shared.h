@@ -433,15 +433,16 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 
 /* Scratch elements one call of a pass needs (the caller allocates them, one buffer per thread). */
 /* Columns of the forward's sums staged in scratch after the packing buffer (0: none): a product of several
- * depth blocks over a band of positions (the implicit GEMM's column blocks, at most GM_NC; im2col's bands
- * up to GM_NC) accumulates there and is written to y once with the epilogue. Accumulated in y, the
+ * depth blocks over a band of positions smaller than the image (the implicit GEMM's column blocks, at most GM_NC; im2col's and
+ * a 1x1 image's bands up to GM_NC) accumulates there and is written to y once with the epilogue. Accumulated in y, the
  * workers' items of one image, which share a line of each channel's output row at their border, traded
  * those lines at every depth block (256x14 3x3 at batch 1 on two threads: 0.86x the time). */
 static ptrdiff_t gc_staged_sums(int pass, const gc_geom *g)
 {
-    if (pass != GC_FORWARD || g->ck <= GM_KC || g->images > 1 || g->shift || g->direct) return 0;
-    if (g->implicit) return g->band * g->out[2] < GM_NC ? g->band * g->out[2] : GM_NC; /* an item's positions */
-    return g->band <= GM_NC ? g->band : 0;
+    if (pass != GC_FORWARD || g->ck <= GM_KC || g->images > 1 || g->shift) return 0;
+    if (g->implicit) /* an item's positions, where items are bands of an image's lines */
+        return g->band >= g->lines ? 0 : g->band * g->out[2] < GM_NC ? g->band * g->out[2] : GM_NC;
+    return g->band < g->len && g->band <= GM_NC ? g->band : 0;
 }
 
 static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
