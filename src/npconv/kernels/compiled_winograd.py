@@ -457,7 +457,7 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             uk = np.empty((36, stop - first, c), dtype)
             part = geometry[:4] + (stop - first,) + geometry[5:]
             bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], owns[k]
-            rk = () if residual is None else (residual[:, first:stop],)
+            rk = None if residual is None else residual[:, first:stop]
             sk = None if seen is None else seen[first:stop]
             if sk is not None:
                 core.winograd2d_weight(isa, sk, uk, 0, (stop - first) * c)
@@ -466,9 +466,9 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
             if staged:
                 stage = prepare(*head, *items[0], act, lo, hi, 1, owns[0], *shares[k])
                 jobs.append(core.job_chain([weight, stage]))
-                products.append(prepare(*head, *items[0], act, lo, hi, 2, owns[0], 0, 0, *rk))
+                products.append(prepare(*head, *items[0], act, lo, hi, 2, owns[0], 0, 0, *_residual_arg(rk)))
             else:
-                whole = (0, None, 0, 0, *rk) if rk else ()
+                whole = _unstaged(rk)
                 jobs.append(core.job_chain([weight] + [prepare(*head, *span, act, lo, hi, *whole)
                                                        for span in items]))
         return [(jobs, 1, 0), (products, 1, 0)] if staged else [(jobs, 1, 0)]
@@ -484,7 +484,7 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     workers = min(threads, len(items))
     own = [scratch(k) for k in range(workers)]
     n, c, o, oh, ow, groups = (geometry[i] for i in (0, 1, 4, 5, 6, 9))
-    whole = () if residual is None else (0, None, 0, 0, residual)
+    whole = _unstaged(residual)
     if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
         runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi, *whole)
                       for k in range(workers)], 1, items[0][1] - items[0][0]))
@@ -493,6 +493,17 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
                                               *whole)
                                       for span in items[k::workers]]) for k in range(workers)], 1, 0))
     return runs
+
+
+def _residual_arg(residual: np.ndarray | None) -> tuple:
+    """The C call's trailing residual argument (none without one)."""
+    return () if residual is None else (residual,)
+
+
+def _unstaged(residual: np.ndarray | None) -> tuple:
+    """An unstaged C call's optional arguments after ``act, lo, hi``: the stage's defaults and the residual
+    (none without one)."""
+    return () if residual is None else (0, None, 0, 0, *_residual_arg(residual))
 
 
 def _channel_parts(n: int, groups: int, o: int, tiles: int, c: int, threads: int) -> list[tuple[int, int]]:

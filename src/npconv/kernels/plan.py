@@ -266,18 +266,19 @@ def _admitted(algorithm: Algorithm, chosen: PreparedForward, local: PreparedForw
     def run(x: np.ndarray) -> np.ndarray:
         return chosen.run(x) if admitted(x) else local.run(x)
 
+    def checked(x: np.ndarray, first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+        return lambda: first() if admitted(x) else second()
+
     bind = bind_residual = None
     if chosen.bind is not None and local.bind is not None:
         def bind(x: np.ndarray, y: np.ndarray, scratch: ScratchSource) -> Callable[[], None]:
-            first, second = chosen.bind(x, y, scratch), local.bind(x, y, scratch)
-            return lambda: first() if admitted(x) else second()
+            return checked(x, chosen.bind(x, y, scratch), local.bind(x, y, scratch))
 
     if chosen.bind_residual is not None and local.bind_residual is not None:
         def bind_residual(x: np.ndarray, y: np.ndarray, scratch: ScratchSource, residual: np.ndarray | None,
                           activation: Activation | None) -> Callable[[], None]:
-            first = chosen.bind_residual(x, y, scratch, residual, activation)
-            second = local.bind_residual(x, y, scratch, residual, activation)
-            return lambda: first() if admitted(x) else second()
+            return checked(x, chosen.bind_residual(x, y, scratch, residual, activation),
+                           local.bind_residual(x, y, scratch, residual, activation))
 
     return PreparedForward(run, chosen.tokens + local.tokens, chosen.planned + local.planned, bind,
                            bind_residual)
