@@ -408,17 +408,15 @@ STEMS = [  # (n, c, o, size, kernel, stride, padding, dilation): ungrouped, few 
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("claims", [4, 1000])
-def test_a_single_images_rows_shared_in_bands_match_the_fixed_split(rng, isa, threads, claims, monkeypatch):
-    """A single image's output rows claimed in bands by the workers (workspace.shared_chunk: claims of
-    about rows / (threads * claims), here down to one row), each claim zeroing and filling only the
-    phase rows its band reads: bit for bit the fixed split's rows, run directly and bound, after a
-    call of another geometry left NaN in the same scratch buffers (the padding cells a band reads must
-    be zeroed again)."""
+def test_a_single_images_rows_split_in_fixed_bands(rng, isa, threads, monkeypatch):
+    """A single image's output rows: one fixed band per worker whether or not the workers share other
+    calls' items (a max pooling after the layer splits the same rows: its input stays in each worker's
+    cache), each band zeroing and filling only the phase rows it reads: the reference's values, run
+    directly and bound, after a call of another geometry left NaN in the same scratch buffers (the
+    padding cells a band reads must be zeroed again)."""
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     monkeypatch.setattr(compiled_grouped.workspace, "SHARED_MIN_MACS", 0)
-    monkeypatch.setattr(compiled_grouped.workspace, "CLAIMS_PER_WORKER", claims)
     shared = []
     share = backends.core.module.jobs_share
     monkeypatch.setattr(backends.core.module, "jobs_share", lambda *a: (shared.append(a[2]), share(*a))[1])
@@ -428,24 +426,21 @@ def test_a_single_images_rows_shared_in_bands_match_the_fixed_split(rng, isa, th
             x = rng.standard_normal((1, 3) + size)
             w, b = rng.standard_normal((20, 3) + kernel), rng.standard_normal(20)
             poison = np.full((1, 3, 61, 70), np.nan)  # wider planes: NaN in every scratch cell the others use
-            results = {}
+            expected = reference.conv(x, w, b, stride, padding)
+            rows = expected.shape[2]
+            assert compiled_grouped._parts(1, 1, 20, rows, threads) == (
+                "rows", [(rows * k // threads, rows * (k + 1) // threads) for k in range(threads)])
             for on in (False, True):
                 monkeypatch.setattr(compiled_grouped.workspace, "SHARED_RANGES", on)
-                shared.clear()
                 compiled_grouped.forward(poison, w, geom)
                 direct = compiled_grouped.prepare_forward(x.shape, x.dtype, w, geom, b).run(x)
                 compiled_grouped.forward(poison, w, geom)
                 y = np.full_like(direct, np.nan)
                 prepared = compiled_grouped.prepare_forward(x.shape, x.dtype, w, geom, b)
                 prepared.bind(x, y, lambda name, size_, dtype: np.full(size_, np.nan, dtype))()
-                results[on] = (direct, y)
-                chunks = [-(-rows // (threads * claims))
-                          for rows in (geom.output_size((61, 70))[0], direct.shape[2])]
-                assert shared == (chunks * 2 if on else []), (on, shared)
-            expected = reference.conv(x, w, b, stride, padding)
-            assert relative_error(results[False][0], expected) < 1e-12
-            for got, fixed in zip(results[True], results[False], strict=True):
-                np.testing.assert_array_equal(got, fixed)
+                assert relative_error(direct, expected) < 1e-12
+                np.testing.assert_array_equal(y, direct)
+            assert shared == []
     finally:
         npconv.set_num_threads(previous)
 

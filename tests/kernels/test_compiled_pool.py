@@ -129,6 +129,47 @@ def test_thread_counts_give_the_same_result(threads):
         npconv.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_single_image_splits_its_output_rows(isa, threads):
+    """With fewer images than threads each worker takes a band of every plane's output rows (the rows
+    the convolution before it wrote on that thread) and checks only the input rows its band reads for
+    the separable path: a NaN or -0.0 in one band's rows leaves the other band separable. Values and
+    argmax equal the NumPy passes, and the bands computed one by one equal the whole call."""
+    rng = np.random.default_rng(8)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    try:
+        dilated = ConvGeometry.create((3, 2), 2, (1, 0), (2, 1), ndim=2)
+        for shape, geom, ceil_mode in (((1, 4, 20, 37), ConvGeometry.create(3, 2, 1, ndim=2), False),
+                                       ((1, 3, 17, 40), ConvGeometry.create(3, 1, 1, ndim=2), False),
+                                       ((1, 2, 23, 33), dilated, True)):
+            x = rng.integers(-3, 4, shape).astype(np.float32)
+            x[0, 0, 1, 5] = np.nan  # in the first band's rows only
+            x[0, 1] = -1.0  # -0.0 in the last band's rows only, below +0.0 one column to its right: the
+            x[0, 1, -3, 1::2] = 0.0  # taps' rule keeps the +0.0 (first in row-major order), maxima of
+            x[0, 1, -2, 0::2] = -0.0  # columns first the -0.0: this plane is not separable there
+            spans = pool._forward_spans(1, shape[1], geom.pool_padding(shape[2:], ceil_mode)[0][0])
+            assert len(spans) == threads and all(len(span) == 4 for span in spans)
+            _compare(x, geom, ceil_mode, rng)
+            values, _ = pool.max_pool_forward(x, geom, ceil_mode, argmax=False)
+            y, arg = pool.max_pool_forward(x, geom, ceil_mode)
+            picked = np.take_along_axis(x.reshape(shape[1], -1), pool.max_pool_indices(
+                arg, geom, shape[2:], ceil_mode).reshape(shape[1], -1), 1)
+            np.testing.assert_array_equal(_bits(values.reshape(shape[1], -1)), _bits(picked))
+    finally:
+        npconv.set_num_threads(previous)
+    out_size, pads = geom.pool_padding(shape[2:], ceil_mode)
+    geometry = pool._core_geometry(shape[1], shape[2:], out_size, geom, pads)
+    whole = np.full((shape[1],) + out_size, 7.0, np.float32)
+    core, isa_index = backends.core.module, backends.core.isa_index
+    core.max_pool2d_forward(isa_index, x, whole, None, geometry, 0, shape[1])
+    bands = np.full_like(whole, 7.0)
+    for r0, r1 in ((0, 3), (3, 4), (4, out_size[0])):  # a band writes its rows alone
+        core.max_pool2d_forward(isa_index, x, bands, None, geometry, 0, shape[1], r0, r1)
+        assert (bands[:, r1:] == 7.0).all()
+    np.testing.assert_array_equal(_bits(bands), _bits(whole))
+
+
 def test_layer_matches_torch_values_indices_and_gradient():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
@@ -179,6 +220,11 @@ def test_extension_guards():
         core.max_pool2d_forward(0, x, y.ravel()[:3], arg, geometry, 0, 1)
     with pytest.raises(ValueError, match="plane range"):
         core.max_pool2d_forward(0, x, y, arg, geometry, 0, 2)
+    for rows in ((0, 3), (2, 1), (-1, 1), (0, -1)):
+        with pytest.raises(ValueError, match="output row range"):
+            core.max_pool2d_forward(0, x, y, arg, geometry, 0, 1, *rows)
+    with pytest.raises(TypeError):  # the backward takes no row range
+        core.max_pool2d_backward(0, y, arg, x, geometry, 0, 1, 0, 1)
     with pytest.raises(ValueError, match="out of range"):
         core.max_pool2d_forward(0, x, y, arg, (1, 4, 4, 2, 2, 0, 2, 2, 2, 1, 1, 0, 0), 0, 1)
     with pytest.raises(ValueError, match="out of range"):

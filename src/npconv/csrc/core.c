@@ -670,13 +670,14 @@ static int get_int32_buffer(PyObject *obj, int writable, Py_buffer *view, const 
     return 0;
 }
 
-/* pass 0: (isa, x, y, arg, geom, start, stop); pass 1: (isa, gy, arg, gx, geom, start, stop). */
+/* pass 0: (isa, x, y, arg, geom, start, stop[, row0, row1]): output rows [row0, row1) (default all) of
+ * planes [start, stop); pass 1: (isa, gy, arg, gx, geom, start, stop). */
 typedef struct {
     kernel_job base;
     int pass, have_arg;
     mp_geom g;
     const mp_kernels *k;
-    Py_ssize_t start, stop;
+    Py_ssize_t start, stop, row0, row1;
     Py_buffer src, dst, arg;
 } mp_job;
 
@@ -686,7 +687,8 @@ static void mp_job_run(kernel_job *job)
     if (j->pass)
         j->k->backward(j->src.buf, (const int32_t *)j->arg.buf, j->dst.buf, &j->g, j->start, j->stop);
     else
-        j->k->forward(j->src.buf, j->dst.buf, j->have_arg ? (int32_t *)j->arg.buf : NULL, &j->g, j->start, j->stop);
+        j->k->forward(j->src.buf, j->dst.buf, j->have_arg ? (int32_t *)j->arg.buf : NULL, &j->g, j->start, j->stop,
+                      j->row0, j->row1);
 }
 
 static void mp_job_release(kernel_job *job)
@@ -701,18 +703,22 @@ static PyObject *run_max_pool(PyObject *args, int pass, int prepare)
 {
     int isa;
     PyObject *a_o, *b_o, *c_o, *geom;
-    Py_ssize_t start, stop;
+    Py_ssize_t start, stop, row0 = 0, row1 = -1;
     mp_geom g;
-    if (!PyArg_ParseTuple(args, "iOOOOnn", &isa, &a_o, &b_o, &c_o, &geom, &start, &stop)) return NULL;
+    if (!PyArg_ParseTuple(args, pass ? "iOOOOnn" : "iOOOOnn|nn", &isa, &a_o, &b_o, &c_o, &geom, &start, &stop, &row0,
+                          &row1))
+        return NULL;
     if (check_isa(isa) < 0 || parse_pool_geom(geom, &g) < 0 || check_range(start, stop, g.planes, "plane") < 0)
         return NULL;
+    row1 = row1 < 0 && PyTuple_GET_SIZE(args) < 9 ? g.oh : row1;
+    if (check_range(row0, row1, g.oh, "output row") < 0) return NULL;
     /* forward: values x, y and indices arg; backward: values gy, gx and indices arg */
     PyObject *src_o = a_o, *dst_o = pass ? c_o : b_o, *arg_o = pass ? b_o : c_o;
     const int have_arg = pass || arg_o != Py_None; /* forward: arg None computes the values alone */
     mp_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (mp_job){.base = {mp_job_run, mp_job_release, 0}, .pass = pass, .have_arg = have_arg, .g = g,
-                  .start = start, .stop = stop};
+                  .start = start, .stop = stop, .row0 = row0, .row1 = row1};
     if (get_buffer(src_o, 0, &j->src, pass ? "grad_output" : "input") < 0) goto free_job;
     if (get_buffer(dst_o, 1, &j->dst, pass ? "grad_input" : "output") < 0) goto release_src;
     if (have_arg && get_int32_buffer(arg_o, !pass, &j->arg, "arg") < 0) goto release_dst;
@@ -2621,8 +2627,8 @@ static PyMethodDef methods[] = {
     {"grouped2d_grad_weight", gp2d_grad_weight, METH_VARARGS,
      "grouped2d_grad_weight(isa, x, gy, gw, scratch, geometry, start, stop): groups [start, stop) of gw"},
     {"max_pool2d_forward", mp2d_forward, METH_VARARGS,
-     "max_pool2d_forward(isa, x, y, arg, geometry, start, stop): planes [start, stop) of y and their "
-     "argmax kernel offsets arg (int32; None: y alone)"},
+     "max_pool2d_forward(isa, x, y, arg, geometry, start, stop[, row0, row1]): planes [start, stop) of y "
+     "(output rows [row0, row1) of each, default all) and their argmax kernel offsets arg (int32; None: y alone)"},
     {"gemm", gemm, METH_VARARGS,
      "gemm(isa, routines, trans_a, trans_b, alpha, a, b, beta, c): c = alpha * op(a) @ op(b) + beta * c with "
      "npconv's gemm or SciPy's BLAS (routines: npconv.kernels.blas.gemm_routines())"},

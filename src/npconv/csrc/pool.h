@@ -177,8 +177,10 @@ static void FN(mp_row_separable)(const T *xp, T *best, const mp_geom *g, ptrdiff
 
 /* Row by row: every output of the row starts at -inf with its first in-bounds offset, then the taps
  * (kh, kw) in offset order each sweep the outputs whose window has that tap inside the input. arg
- * NULL: the values alone (no graph needs the argmax). */
-static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *g, ptrdiff_t start, ptrdiff_t stop)
+ * NULL: the values alone (no graph needs the argmax). Output rows [r0, r1) of planes [start, stop)
+ * (workers splitting one image's rows read the input rows their band reads, no others). */
+static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *g, ptrdiff_t start, ptrdiff_t stop,
+                                 ptrdiff_t r0, ptrdiff_t r1)
 {
     const ptrdiff_t in_plane = g->h * g->w, out_plane = g->oh * g->ow;
     /* outputs whose every tap reads inside the row: j * SW - PW >= 0 and
@@ -189,10 +191,14 @@ static void FN(max_pool_forward)(const T *x, T *y, int32_t *arg, const mp_geom *
     const int by_block = !arg && (g->sw == 1 || g->sw == 2) && jb - ja >= VL;
     const int separable = !arg && FN(mp_separable_fits)(g);
     T cols[separable ? MP_COLS : 1];
+    /* the input rows [h0, h1) the output rows read: the plain check covers those alone */
+    const ptrdiff_t h0 = r0 * g->sh - g->ph > 0 ? r0 * g->sh - g->ph : 0;
+    ptrdiff_t h1 = r1 > r0 ? (r1 - 1) * g->sh - g->ph + (g->kh - 1) * g->dh + 1 : h0;
+    h1 = h1 < g->h ? h1 : g->h;
     for (ptrdiff_t p = start; p < stop; p++) {
         const T *xp = x + p * in_plane;
-        const int plain = separable && FN(mp_plain)(xp, in_plane);
-        for (ptrdiff_t i = 0; i < g->oh; i++) {
+        const int plain = separable && h1 > h0 && FN(mp_plain)(xp + h0 * g->w, (h1 - h0) * g->w);
+        for (ptrdiff_t i = r0; i < r1; i++) {
             T *best = y + p * out_plane + i * g->ow;
             int32_t *at = arg ? arg + p * out_plane + i * g->ow : NULL;
             const ptrdiff_t hs = i * g->sh - g->ph;

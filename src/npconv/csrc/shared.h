@@ -473,7 +473,8 @@ typedef struct {
 } gp_kernels;
 
 
-typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t);
+typedef void (*mp_fwd_fn)(const void *, void *, int32_t *, const mp_geom *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                          ptrdiff_t);
 typedef void (*mp_bwd_fn)(const void *, const int32_t *, void *, const mp_geom *, ptrdiff_t, ptrdiff_t);
 
 typedef struct {

@@ -218,20 +218,19 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 
-def _parts(n: int, groups: int, o: int, out_rows: int, threads: int,
-           macs: int) -> tuple[str, list[tuple[int, int]], int]:
-    """How a call of ``macs`` multiply-adds is split: ``("items", [], 0)`` (images x groups, split as
-    :func:`_run` splits them), or for a single ungrouped image ``("rows", ranges, chunk)`` of its output
-    rows, one range per worker thread (all the rows, claimed in bands of ``chunk``, where
-    :func:`_spans` shares them), or ``("channels", ranges, 0)`` of its output channels in multiples of
+def _parts(n: int, groups: int, o: int, out_rows: int, threads: int) -> tuple[str, list[tuple[int, int]]]:
+    """How a call is split: ``("items", [])`` (images x groups, split as :func:`_run` splits them), or
+    for a single ungrouped image ``("rows", ranges)`` of its output rows, one fixed range per worker
+    thread (claims of shared bands: 0.96x slower with ResNet-18's stem and the max pooling after it,
+    which splits the rows the same way, :func:`npconv.kernels.pool._forward_spans`, so that each
+    worker reads the rows it wrote), or ``("channels", ranges)`` of its output channels in multiples of
     :data:`CHANNEL_BLOCK`."""
     if n > 1 or groups > 1 or threads < 2:
-        return "items", [], 0
+        return "items", []
     if ROW_PARTS and out_rows >= threads:
-        chunk, ranges = _spans(out_rows, macs)
-        return "rows", ranges, chunk
+        return "rows", workspace.ranges(out_rows, threads)
     ranges = workspace.ranges(-(-o // CHANNEL_BLOCK), threads)
-    return "channels", [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges], 0
+    return "channels", [(min(o, a * CHANNEL_BLOCK), min(o, b * CHANNEL_BLOCK)) for a, b in ranges]
 
 
 def _threads_state() -> tuple[int, bool, int]:
@@ -252,7 +251,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     y_shape = (n, o) + geom.output_size(in_size)
     geometry = _geometry(n, groups, c // groups, o // groups, in_size, geom)
     macs = geom.multiply_adds(x_shape, w.shape)
-    split, ranges, chunk = _parts(n, groups, o, geometry[6], get_num_threads(), macs)
+    split, ranges = _parts(n, groups, o, geometry[6], get_num_threads())
     codes = _codes(act)
 
     def _bound(x: np.ndarray, y: np.ndarray, source: ScratchSource,
@@ -286,8 +285,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         full = codes or (0, 0.0, 0.0)  # the row range follows the activation's arguments
 
         def calls_of(x: np.ndarray, wc: np.ndarray, b: np.ndarray | None, y: np.ndarray) -> list:
-            """One call per worker: the image's output rows [r0, r1) (all of them, shared in claims of
-            ``chunk`` rows, where ``chunk``)."""
+            """One call per worker: the image's output rows [r0, r1)."""
             return [((x, wc, b, y), size, (geometry, 0, 1, *full, r0, r1)) for r0, r1 in ranges]
     else:  # one call per worker: the image's output channels [first, stop) (y[:, first:stop] contiguous)
         parts = [(first, stop, _geometry(n, 1, c, stop - first, in_size, geom)) for first, stop in ranges]
@@ -301,12 +299,11 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
         y = np.empty(y_shape, dtype)
         b = None if bias is None else _prepare(bias, dtype)
         calls = calls_of(_prepare(x, dtype), _prepare(w, dtype), b, y)
-        workspace.run_calls(backends.core.module.grouped2d_forward, calls, "compiled-grouped", dtype, 0,
-                            chunk)
+        workspace.run_calls(backends.core.module.grouped2d_forward, calls, "compiled-grouped", dtype)
         return _activated(y, later)
 
     def bind_parts(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
-        return _bound(x, y, source, lambda xc, wc, b: calls_of(xc, wc, b, y), chunk)
+        return _bound(x, y, source, lambda xc, wc, b: calls_of(xc, wc, b, y))
 
     return PreparedForward(run_parts, (_threads_state,), (_threads_state(),), bind_parts)
 

@@ -95,6 +95,17 @@ def _over_planes(kernel, planes: int, *args) -> None:
     workspace.run_spans(kernel, args, _plane_spans(planes))
 
 
+def _forward_spans(images: int, planes: int, out_rows: int) -> list[tuple[int, ...]]:
+    """The max pooling forward's work per worker thread: ``(start, stop)`` planes, or with fewer images
+    than threads ``(0, planes, row0, row1)``: every plane's output rows ``[row0, row1)``, so that a
+    worker reads the input rows that the convolution before it wrote on the same thread (its workers
+    split a single image's rows: ResNet-18's stem at batch 1)."""
+    threads = get_num_threads()
+    if images >= threads or out_rows < threads:
+        return _plane_spans(planes)
+    return [(0, planes, out_rows * k // threads, out_rows * (k + 1) // threads) for k in range(threads)]
+
+
 def bind_max_pool(x: np.ndarray, y: np.ndarray, geom: ConvGeometry,
                   ceil_mode: bool) -> Callable[[], None] | None:
     """:func:`max_pool_forward`'s values (``argmax=False``) of ``x`` written into ``y``, its kernel calls
@@ -106,7 +117,7 @@ def bind_max_pool(x: np.ndarray, y: np.ndarray, geom: ConvGeometry,
     if not (_compiled(x, geom, geometry) and _bindable(x, y, x.shape[:2] + out_size)):
         return None
     return workspace.bind_spans(backends.core.module.max_pool2d_forward, (x, y, None, geometry),
-                                _plane_spans(planes))
+                                _forward_spans(x.shape[0], planes, geometry[3]))
 
 
 def _bindable(x: np.ndarray, y: np.ndarray, y_shape: tuple[int, ...]) -> bool:
@@ -127,8 +138,9 @@ def max_pool_forward(x: np.ndarray, geom: ConvGeometry, ceil_mode: bool = False,
     if compiled and _compiled(x, geom, geometry):
         y = np.empty(x.shape[:2] + out_size, x.dtype)
         arg = np.empty(y.shape, np.int32) if argmax else None
-        _over_planes(backends.core.module.max_pool2d_forward, planes, np.ascontiguousarray(x), y, arg,
-                     geometry)
+        args = (np.ascontiguousarray(x), y, arg, geometry)
+        workspace.run_spans(backends.core.module.max_pool2d_forward, args,
+                            _forward_spans(x.shape[0], planes, geometry[3]))
         return y, arg
     xp = pad_array(x, pads, value=-np.inf) if any(lo or hi for lo, hi in pads) else x
     view = windows(xp, geom.with_padding(pads), out_size)  # (N, C, *out, *k)

@@ -442,7 +442,7 @@ def shared_chunk(items: int, workers: int, macs: int) -> int:
     return -(-items // (workers * CLAIMS_PER_WORKER))
 
 
-def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
+def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, ...]], tail: tuple = (),
               scratch: tuple[str, int, np.dtype] | None = None) -> None:
     """``kernel(isa, *args, start, stop, *tail)`` of the compiled core per span, span ``k`` on worker
     ``k`` (:func:`run_calls`). ``scratch`` ``(name, elements, dtype)``: worker ``k``'s buffer
@@ -451,7 +451,7 @@ def run_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, i
     run_calls(kernel, calls, name, np.float64 if scratch is None else scratch[2])
 
 
-def bind_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, int]]) -> Callable[[], None]:
+def bind_spans(kernel: Callable[..., None], args: tuple, spans: list[tuple[int, ...]]) -> Callable[[], None]:
     """:func:`run_spans` (no scratch) prepared once on its arrays: ``run()`` runs the calls again."""
     calls, _ = span_calls(args, spans)
     return bind_calls(kernel, calls, "", np.float64, _no_scratch)
@@ -461,7 +461,7 @@ def _no_scratch(name: str, elements: int, dtype: np.dtype) -> np.ndarray:
     raise AssertionError(f"bind_spans: the kernel asked for scratch {name!r}")
 
 
-def span_calls(args: tuple, spans: list[tuple[int, int]], tail: tuple = (),
+def span_calls(args: tuple, spans: list[tuple[int, ...]], tail: tuple = (),
                scratch: tuple[str, int, np.dtype] | None = None
                ) -> tuple[list[tuple[tuple, int | None, tuple]], str]:
     """:func:`run_spans`'s ``(calls, scratch name)`` for :func:`run_calls` (or :func:`bind_calls`)."""
