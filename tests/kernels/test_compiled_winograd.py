@@ -330,6 +330,55 @@ def test_channel_parts_share_one_input_transform(isa, dtype, threads, monkeypatc
         npconv.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_calls_on_npconvs_gemm_leave_the_blas_threads_alone(threads, monkeypatch):
+    """Winograd's products in float32 on the vector builds run on npconv's gemm: its forward (tile
+    items, and one image's channel parts with the shared input transform), a bound forward and its
+    grad_weight set no BLAS thread count (a threadpoolctl round trip each way per run: 1.4% of ResNet-18
+    at batch 1); float64 (SciPy's BLAS) still holds the BLAS to one thread per worker, and so does
+    float32 with npconv's gemm switched off. The values do not depend on it."""
+    import contextlib
+
+    from npconv.kernels import blas
+
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def recording(n):
+        entered.append(n)
+        yield
+
+    monkeypatch.setattr(workspace, "blas_threads", recording)
+    previous = npconv.get_num_threads()
+    npconv.set_num_threads(threads)
+    rng = np.random.default_rng(9)
+    geom = _geom(((1, 1), (1, 1)))
+    try:
+        def run(dtype, x_shape):
+            x = rng.standard_normal(x_shape).astype(dtype)
+            w = rng.standard_normal((40, x_shape[1], 3, 3)).astype(dtype)
+            entered.clear()
+            y = compiled_winograd.forward(x, w, geom)
+            gw = compiled_winograd.grad_weight(x, y, geom)
+            prepared = compiled_winograd.prepare_forward(x.shape, x.dtype, w, geom)
+            yb = np.empty_like(y)
+            prepared.bind(x, yb, lambda name, n, d: np.empty(n, d))()
+            np.testing.assert_array_equal(yb, y)
+            assert y.dtype == gw.dtype == dtype
+            return list(entered)
+
+        for x_shape in [(3, 16, 12, 10), (1, 40, 9, 10)]:  # tile items; one image of few tiles
+            assert run(np.float64, x_shape) and set(run(np.float64, x_shape)) == {1}
+            for isa in {"avx2", "avx512"} & set(backends.core.isas):
+                monkeypatch.setattr(backends.core, "isa", isa)
+                assert run(np.float32, x_shape) == []
+                monkeypatch.setattr(blas, "OWN_GEMM", False)
+                assert run(np.float32, x_shape) and set(run(np.float32, x_shape)) == {1}
+                monkeypatch.setattr(blas, "OWN_GEMM", True)
+    finally:
+        npconv.set_num_threads(previous)
+
+
 def test_the_extension_checks_the_stages_arguments():
     """stage 1 / 2 need a scratch of the geometry, at most CAP tiles and, for stage 1, channels in
     range; a rejected call writes nothing."""

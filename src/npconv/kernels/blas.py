@@ -19,13 +19,25 @@ import threading
 from types import ModuleType
 from typing import Any
 
-__all__ = ["gemm_routines", "OWN_GEMM"]
+import numpy as np
+
+from .. import backends
+
+__all__ = ["gemm_routines", "own_products", "OWN_GEMM"]
 
 #: The vector builds multiply with npconv's gemm (False: SciPy's BLAS everywhere, for comparison).
 OWN_GEMM = True
 
 _lock = threading.Lock()
 _routines: tuple[Any, Any] | None = None
+
+
+def own_products(dtype: np.dtype) -> bool:
+    """Whether a kernel's matrix products in ``dtype`` all run on npconv's gemm (float32 on the vector
+    builds, :data:`OWN_GEMM`; its gemm takes one transposed operand, which every pass has at most): then
+    its calls leave the BLAS libraries' thread counts alone (setting them costs a call's worth of
+    microseconds, each way)."""
+    return dtype == np.float32 and OWN_GEMM and backends.core.isa in ("avx2", "avx512")
 
 
 def _cython_blas() -> ModuleType:

@@ -301,7 +301,7 @@ def _halved(pass_code: int, tiling: Callable[[int], tuple[int, ...]], units: int
 def implicit_runs(dtype: np.dtype) -> bool:
     """Whether stride-1 forward and grad_weight passes of ``dtype`` run as the implicit GEMM
     (:data:`IMPLICIT`, float32, npconv's gemm on, a vector build)."""
-    return IMPLICIT and _own_products(np.dtype(dtype))
+    return IMPLICIT and _blas.own_products(np.dtype(dtype))
 
 
 def _implicit_tiling(pass_code: int, geometry: tuple[int, ...], n: int, cg: int, itemsize: int,
@@ -385,13 +385,6 @@ def _spans(pass_code: int, geometry: tuple[int, ...],
     return size, tuple(workspace.ranges(items, threads))
 
 
-def _own_products(dtype: np.dtype) -> bool:
-    """Whether every product of a pass of ``dtype`` runs on npconv's gemm (float32 on the vector
-    builds, :data:`npconv.kernels.blas.OWN_GEMM`; its gemm takes one transposed operand, which every
-    pass has at most): then the call leaves the BLAS thread count alone."""
-    return dtype == np.float32 and _blas.OWN_GEMM and backends.core.isa in ("avx2", "avx512")
-
-
 def _dtype(*arrays: np.ndarray) -> np.dtype | None:
     dtype = np.result_type(*arrays)
     return dtype if dtype in _DTYPES else None
@@ -450,7 +443,7 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
         if implicit is not None and IMPLICIT_LANES:
             implicit = implicit[:-1] + (2,)
-    if _own_products(dtype):
+    if _blas.own_products(dtype):
         blas = 0
     if implicit is not None:
         return implicit, False, out_size, threads, blas, ()
@@ -580,7 +573,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
             return grad_input_as_forward(adjoint_forward, gy, w, geom, input_size, bias, compiled=True)
     length = math.prod(gy.shape[2:])
     threads, blas = _threads(n * o * cg * taps * length, geom.groups)
-    if _own_products(dtype):  # its products (A transposed) on npconv's gemm: BLAS's threads left alone
+    if _blas.own_products(dtype):  # its products (A transposed) on npconv's gemm: BLAS's threads left alone
         blas = 0
     images, chunk = _grad_input_split(n, cg, og, taps, length, geom.groups, dtype.itemsize, threads)
     band = _band(chunk * taps, length, dtype.itemsize, threads)
@@ -630,7 +623,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     cg, og = c // geom.groups, o // geom.groups
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
-    if _own_products(dtype):  # its products (B transposed) on npconv's gemm: BLAS's threads left alone
+    if _blas.own_products(dtype):  # its products (B transposed) on npconv's gemm: BLAS's threads left alone
         blas = 0
     implicit = None
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1

@@ -30,7 +30,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import gemm, winograd, workspace
-from .blas import gemm_routines
+from .blas import gemm_routines, own_products
 from .common import (
     Epilogue,
     PreparedForward,
@@ -444,6 +444,7 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     core, dtype = backends.core.module, y.dtype
     geometry, _, threads, parts = layout
     routines, isa = gemm_routines(), backends.core.isa_index
+    blas = 0 if own_products(dtype) else 1  # products on the BLAS: held to one thread per worker
     prepare = core.winograd2d_forward_job
     if parts:
         c = w.shape[1]
@@ -471,7 +472,7 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
                 whole = _unstaged(rk)
                 jobs.append(core.job_chain([weight] + [prepare(*head, *span, act, lo, hi, *whole)
                                                        for span in items]))
-        return [(jobs, 1, 0), (products, 1, 0)] if staged else [(jobs, 1, 0)]
+        return [(jobs, blas, 0), (products, blas, 0)] if staged else [(jobs, blas, 0)]
     runs = []
     if transform:
         kernels = w.shape[0] * w.shape[1]
@@ -487,11 +488,11 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
     whole = _unstaged(residual)
     if workspace.shared_chunk(total, workers, n * o * c // groups * 9 * oh * ow):
         runs.append(([prepare(isa, routines, x, u, b, y, own[k], geometry, 0, total, act, lo, hi, *whole)
-                      for k in range(workers)], 1, items[0][1] - items[0][0]))
+                      for k in range(workers)], blas, items[0][1] - items[0][0]))
     else:
         runs.append(([core.job_chain([prepare(isa, routines, x, u, b, y, own[k], geometry, *span, act, lo, hi,
                                               *whole)
-                                      for span in items[k::workers]]) for k in range(workers)], 1, 0))
+                                      for span in items[k::workers]]) for k in range(workers)], blas, 0))
     return runs
 
 
@@ -614,7 +615,7 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                                         store if i == 0 else 0)
                                 for i, (geometry, span, o0, o1, acc) in enumerate(work[k])])
                 for k in range(workers)]  # every worker has items: workers <= the most spans of a call
-    workspace.run_jobs(jobs, blas=1)
+    workspace.run_jobs(jobs, blas=0 if own_products(dtype) else 1)
     gw = np.empty((o * cg, 3, 3), dtype)
     pairs = o * cg
     spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
