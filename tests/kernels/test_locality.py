@@ -207,6 +207,34 @@ def test_value_range():
         assert r(_spread_array(spread, np.float64)).spread == pytest.approx(spread, rel=1e-9)
 
 
+@pytest.mark.skipif(not backends.core.available, reason="compiled core not in use")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_bulk_scale_is_the_samples_exact_quantile(dtype):
+    """The core's ``value_range`` selects the sample's k-th smallest magnitude (a radix selection on the
+    bits) exactly as NumPy's partition: ties (zeros, one repeated value, +0.0 and -0.0), values across
+    many binades, subnormals, one value, every quantile from 0 to 1, samples of every length."""
+    core = backends.core.module
+    rng = np.random.default_rng(11)
+    tiny = np.finfo(dtype).tiny
+    cases = [np.zeros(50), np.full(33, -2.5), np.array([7.0]), np.array([0.0, -0.0, 3.0, -0.0]),
+             rng.standard_normal(4096) * 10.0 ** rng.integers(-30, 30, 4096),
+             np.maximum(rng.standard_normal(5000), 0), rng.integers(-3, 4, 9000).astype(float),
+             np.concatenate([rng.random(300) * tiny * 4, rng.random(300)]),  # subnormals and normals
+             rng.standard_normal(4097), rng.standard_normal(123),
+             rng.permutation(1.0 + np.arange(300) * np.finfo(dtype).eps)]  # neighbours: the last bits decide
+    for values in cases:
+        a = values.astype(dtype)
+        for quantile in (0.0, 0.1, 0.5, 0.9, 1.0):
+            for sample in (1, 7, 4096):
+                peak, nan, bulk = core.value_range(backends.core.isa_index, a, sample, quantile)
+                step = max(1, a.size // sample)
+                mags = np.abs(a[::step][:sample]).astype(np.float64)
+                k = int(quantile * (mags.size - 1))
+                expected = float(np.partition(mags, k)[k]) if peak > 0 else 0.0
+                assert bulk == expected and not nan, (a.size, quantile, sample)
+                assert peak == float(np.abs(a).max())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_range_without_its_spread_is_never_admitted_on_spread(dtype):
     """``spread=False`` (an operand whose spread no check reads: a weight) gives the same finiteness and

@@ -992,31 +992,28 @@ static PyObject *adjoint_kernel(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* The k-th smallest of v[0, n) (0-based), v reordered: quickselect with a median-of-three pivot. */
-static double select_kth(double *v, ptrdiff_t n, ptrdiff_t k)
+/* The k-th smallest (0-based) of n >= 1 keys (reordered): the bit patterns of non-negative doubles (no
+ * NaN), whose order as integers is theirs as numbers. Radix selection a byte at a time from the top: count
+ * the candidates' digits, keep the bucket holding the k-th (compacted without branches), go on with its
+ * rank there: at most 8 passes over shrinking candidates whatever the values (a quickselect's
+ * data-dependent branches were 1.2-1.6% of ResNet-18 at batch 1 slower in a network, where their history
+ * is cold, and it has quadratic inputs). */
+static uint64_t select_kth(uint64_t *keys, ptrdiff_t n, ptrdiff_t k)
 {
-    ptrdiff_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        const ptrdiff_t mid = lo + (hi - lo) / 2;
-        double a = v[lo], b = v[mid], c = v[hi];
-        const double pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        ptrdiff_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot) i++;
-            while (v[j] > pivot) j--;
-            if (i <= j) {
-                const double t = v[i];
-                v[i++] = v[j], v[j--] = t;
-            }
+    for (int shift = 56; shift >= 0 && n > 1; shift -= 8) {
+        ptrdiff_t count[256] = {0};
+        for (ptrdiff_t i = 0; i < n; i++) count[keys[i] >> shift & 255]++;
+        unsigned b = 0;
+        while (k >= count[b]) k -= count[b++];
+        ptrdiff_t m = 0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const uint64_t key = keys[i];
+            keys[m] = key;
+            m += (key >> shift & 255) == b;
         }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return v[k];
+        n = m;
     }
-    return v[k];
+    return keys[0]; /* one candidate left, or equal ones */
 }
 
 /* value_range(isa, a, sample, quantile) -> (peak, any NaN, bulk): a's max |v| (inf with an inf; meaningless
@@ -1041,7 +1038,7 @@ static PyObject *value_range(PyObject *self, PyObject *args)
     const ptrdiff_t n = view.len / view.itemsize;
     const int f64 = view.itemsize == 8;
     double r[2] = {0.0, 0.0}, bulk = 0.0;
-    double *mags = NULL;
+    uint64_t *mags = NULL;
     int scaled = 0; /* finite, not all zeros: the bulk scale is wanted */
     Py_BEGIN_ALLOW_THREADS
     if (n) KERNELS[isa]->vr[f64](view.buf, 0, n, r);
@@ -1050,12 +1047,15 @@ static PyObject *value_range(PyObject *self, PyObject *args)
         const ptrdiff_t step = n / sample > 1 ? n / sample : 1;
         ptrdiff_t count = (n + step - 1) / step;
         count = count < sample ? count : sample;
-        mags = malloc((size_t)count * sizeof(double));
+        mags = malloc((size_t)count * sizeof(*mags));
         if (mags) {
-            for (ptrdiff_t i = 0; i < count; i++)
-                mags[i] = f64 ? fabs(((const double *)view.buf)[i * step])
-                              : fabs((double)((const float *)view.buf)[i * step]);
-            bulk = select_kth(mags, count, (ptrdiff_t)(quantile * (double)(count - 1)));
+            for (ptrdiff_t i = 0; i < count; i++) {
+                const double v = f64 ? fabs(((const double *)view.buf)[i * step])
+                                     : fabs((double)((const float *)view.buf)[i * step]);
+                memcpy(&mags[i], &v, sizeof v);
+            }
+            const uint64_t key = select_kth(mags, count, (ptrdiff_t)(quantile * (double)(count - 1)));
+            memcpy(&bulk, &key, sizeof bulk);
         }
     }
     Py_END_ALLOW_THREADS
