@@ -127,3 +127,21 @@ def gemm_tiling(monkeypatch, name: str) -> None:
 
     for attr, value in GEMM_TILINGS[name].items():
         monkeypatch.setattr(compiled_gemm, attr, value)
+
+
+def record_blas_threads(monkeypatch) -> list[int]:
+    """The thread counts ``workspace.blas_threads`` is entered with from now on (it then does nothing):
+    whether a kernel call sets the BLAS libraries' thread counts."""
+    import contextlib
+
+    from npconv.kernels import workspace
+
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def recording(n):
+        entered.append(n)
+        yield
+
+    monkeypatch.setattr(workspace, "blas_threads", recording)
+    return entered

@@ -18,7 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from kernel_checks import GEMM_TILINGS, assert_passes_are_adjoint, draw_geometry, gemm_tiling, relative_error
+from kernel_checks import (
+    GEMM_TILINGS,
+    assert_passes_are_adjoint,
+    draw_geometry,
+    gemm_tiling,
+    record_blas_threads,
+    relative_error,
+)
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
@@ -429,19 +436,10 @@ def test_float32_passes_on_npconvs_gemm_leave_the_blas_threads_alone(threads, pa
     """Every product of a float32 pass on the vector builds runs on npconv's gemm: the call sets no
     BLAS thread count (a threadpoolctl round trip per call); float64 (SciPy's BLAS) still pins the
     BLAS to one thread per worker, and so does float32 with npconv's gemm switched off."""
-    import contextlib
-
     import npconv
-    from npconv.kernels import blas, workspace
+    from npconv.kernels import blas
 
-    entered: list[int] = []
-
-    @contextlib.contextmanager
-    def recording(n):
-        entered.append(n)
-        yield
-
-    monkeypatch.setattr(workspace, "blas_threads", recording)
+    entered = record_blas_threads(monkeypatch)
     monkeypatch.setattr(gemm, "WORKER_MIN_MACS", 0)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import npconv
 import reference
+from kernel_checks import record_blas_threads
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import algorithm as registry
@@ -337,18 +338,9 @@ def test_float32_calls_on_npconvs_gemm_leave_the_blas_threads_alone(threads, mon
     grad_weight set no BLAS thread count (a threadpoolctl round trip each way per run: 1.4% of ResNet-18
     at batch 1); float64 (SciPy's BLAS) still holds the BLAS to one thread per worker, and so does
     float32 with npconv's gemm switched off. The values do not depend on it."""
-    import contextlib
-
     from npconv.kernels import blas
 
-    entered: list[int] = []
-
-    @contextlib.contextmanager
-    def recording(n):
-        entered.append(n)
-        yield
-
-    monkeypatch.setattr(workspace, "blas_threads", recording)
+    entered = record_blas_threads(monkeypatch)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     rng = np.random.default_rng(9)
