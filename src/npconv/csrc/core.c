@@ -996,8 +996,8 @@ static PyObject *adjoint_kernel(PyObject *self, PyObject *args)
  * NaN), whose order as integers is theirs as numbers. Radix selection a byte at a time from the top: count
  * the candidates' digits, keep the bucket holding the k-th (compacted without branches), go on with its
  * rank there: at most 8 passes over shrinking candidates whatever the values (a quickselect's
- * data-dependent branches were 1.2-1.6% of ResNet-18 at batch 1 slower in a network, where their history
- * is cold, and it has quadratic inputs). */
+ * data-dependent branches, their history cold in a network, cost 1.2-1.6% of ResNet-18 at batch 1 more;
+ * and it has quadratic inputs). */
 static uint64_t select_kth(uint64_t *keys, ptrdiff_t n, ptrdiff_t k)
 {
     for (int shift = 56; shift >= 0 && n > 1; shift -= 8) {

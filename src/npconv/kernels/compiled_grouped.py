@@ -177,11 +177,11 @@ def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[in
 
 def _spans(count: int, macs: int) -> tuple[int, list[tuple[int, int]]]:
     """``(chunk, item range per worker)`` of a call of ``macs`` multiply-adds over ``count`` items: the
-    forward's items (images x groups, or a single image's output rows: disjoint outputs, each computed
-    whole by whoever claims it) shared by the workers in claims of ``chunk`` (``workspace.shared_chunk``;
-    0: fixed near-equal ranges). Two threads, batch 8, shared / fixed, alternated per block: 32
-    groups of 8 at 28 px 0.89-1.01, 8 groups of 8 at 56 px 0.86-1.01, the 7x7/2 stem 0.98,
-    MobileNetV2's 3x3/2 stem 0.97; a single image's rows level (docs/performance.md)."""
+    forward's items (images x groups: disjoint outputs, each computed whole by whoever claims it) shared
+    by the workers in claims of ``chunk`` (``workspace.shared_chunk``; 0: fixed near-equal ranges). Two
+    threads, batch 8, shared / fixed, alternated per block: 32 groups of 8 at 28 px 0.89-1.01, 8 groups
+    of 8 at 56 px 0.86-1.01, the 7x7/2 stem 0.98, MobileNetV2's 3x3/2 stem 0.97 (a single image's rows
+    are fixed bands: :func:`_parts`; docs/performance.md)."""
     threads = get_num_threads()
     chunk = workspace.shared_chunk(count, min(threads, count), macs)
     return chunk, [(0, count)] * threads if chunk else workspace.ranges(count, threads)
