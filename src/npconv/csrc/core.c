@@ -703,14 +703,14 @@ static PyObject *run_max_pool(PyObject *args, int pass, int prepare)
 {
     int isa;
     PyObject *a_o, *b_o, *c_o, *geom;
-    Py_ssize_t start, stop, row0 = 0, row1 = -1;
+    Py_ssize_t start, stop, row0 = 0, row1 = 0;
     mp_geom g;
     if (!PyArg_ParseTuple(args, pass ? "iOOOOnn" : "iOOOOnn|nn", &isa, &a_o, &b_o, &c_o, &geom, &start, &stop, &row0,
                           &row1))
         return NULL;
     if (check_isa(isa) < 0 || parse_pool_geom(geom, &g) < 0 || check_range(start, stop, g.planes, "plane") < 0)
         return NULL;
-    row1 = row1 < 0 && PyTuple_GET_SIZE(args) < 9 ? g.oh : row1;
+    if (PyTuple_GET_SIZE(args) < 9) row1 = g.oh; /* no row range given: every row */
     if (check_range(row0, row1, g.oh, "output row") < 0) return NULL;
     /* forward: values x, y and indices arg; backward: values gy, gx and indices arg */
     PyObject *src_o = a_o, *dst_o = pass ? c_o : b_o, *arg_o = pass ? b_o : c_o;
