@@ -168,6 +168,91 @@ def test_random_wide_implicit_geometries_match_the_reference(nd, groups, data):
             backends.set_num_threads(previous[1])
 
 
+@settings(max_examples=40, deadline=None)
+@given(nd=st.integers(1, 2), groups=st.integers(1, 2), data=st.data())
+def test_random_strided_direct_forwards_match_the_reference(nd, groups, data):
+    """The direct lanes forward (geometry implicit 3: the output channels on the lanes, each (channel, tap)'s
+    inputs broadcast from a padded copy of an item's rows) on random strided 1-d/2-d geometries (stride 1-3
+    along the first axis, 1-2 along the last; dilation, per-side padding, groups, 1-120 output channels per
+    group: ragged vectors and blocks), 1-3 images and workers, the output channels in parts or the images and
+    rows split, the epilogues, each vector build, float32, against the reference."""
+    vector = [isa for isa in ("avx2", "avx512") if isa in backends.core.isas]
+    if not vector:
+        pytest.skip("the direct forward runs on the avx2 and avx512 builds")
+    kernel = (*data.draw(st.lists(st.integers(1, 5), min_size=nd - 1, max_size=nd - 1)),
+              data.draw(st.integers(2, 5)))  # two taps at least: a 1x1 kernel is its input's columns
+    stride = (*data.draw(st.lists(st.integers(1, 3), min_size=nd - 1, max_size=nd - 1)),
+              data.draw(st.integers(1, 2)))
+    if max(stride) == 1:
+        stride = (2,) + stride[1:]
+    dilation = tuple(data.draw(st.lists(st.integers(1, 2), min_size=nd, max_size=nd)))
+    padding = tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in range(nd))
+    size = tuple(data.draw(st.integers(max(1, d * (k - 1) + 1 - lo - hi), d * (k - 1) + 10))
+                 for k, d, (lo, hi) in zip(kernel, dilation, padding, strict=True))
+    c = groups * data.draw(st.integers(1, 12))
+    o = groups * data.draw(st.integers(1, 120))
+    n = data.draw(st.integers(1, 3))
+    geom = ConvGeometry.create(kernel, stride, padding, dilation, groups, ndim=nd)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((n, c) + size).astype(np.float32)
+    w = rng.standard_normal((o, c // groups) + kernel).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    resolved = geom.with_padding(geom.pads(size))
+    y_ref = reference.conv_passes(x, w, np.zeros((n, o) + geom.output_size(size), np.float32), resolved)[0]
+    y_ref = y_ref + b.reshape((-1,) + (1,) * nd)
+    activation = data.draw(st.sampled_from([None, Activation("relu"), Activation("hardtanh", -0.5, 1.0)]))
+    expected = y_ref if activation is None else np.clip(y_ref, activation.lo, activation.hi) \
+        if activation.kind == "hardtanh" else np.maximum(y_ref, 0)
+    previous = backends.core.isa, backends.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        seen = _tilings(patch)
+        gemm_tiling(patch, data.draw(st.sampled_from(["direct", "direct-parts"])))
+        backends.set_num_threads(data.draw(st.integers(1, 3)))
+        try:
+            for isa in vector:
+                backends.core.isa = isa
+                got = compiled_gemm.forward(x, w, resolved, epilogue=Epilogue(b, activation))
+                assert seen[-1][-1] == 3, seen[-1]
+                scale = max(1.0, float(np.abs(expected).max()))
+                np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * scale, err_msg=isa)
+        finally:
+            backends.core.isa, _ = previous
+            backends.set_num_threads(previous[1])
+
+
+def test_direct_forward_rule(monkeypatch):
+    """Strided float32 3x3 layers of enough column rows and positions take the direct forward, their output
+    channels in one part per worker where the weight outweighs the input (else images or rows split);
+    stride 1, a 1x1 kernel, float64, 3-d, a stride of 3 along the rows, too few positions do not."""
+    monkeypatch.setattr(backends, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: 2)
+    layout = compiled_gemm._forward_layout.__wrapped__
+
+    def geometry(x_shape, w_shape, stride, dtype=np.float32, nd=2):
+        geom = ConvGeometry.create(w_shape[2:], stride, 1, 1, 1, ndim=nd)
+        geom = geom.with_padding(geom.pads(x_shape[2:]))
+        return layout(x_shape, w_shape, geom, np.dtype(dtype), compiled_gemm._settings())[0]
+
+    if not compiled_gemm.implicit_runs(np.dtype(np.float32)):
+        pytest.skip("the direct forward runs on the vector builds with npconv's gemm")
+    parts = geometry((1, 256, 14, 14), (512, 256, 3, 3), 2)  # 49 positions: too few for one image
+    assert parts[-1] != 3
+    parts = geometry((4, 256, 14, 14), (512, 256, 3, 3), 2)
+    assert parts[-1] == 3 and parts[-3] == 2  # the weight (1.2 M values) outweighs the input (0.2 M)
+    rows = geometry((1, 64, 56, 56), (128, 64, 3, 3), 2)
+    assert rows[-1] == 3 and rows[-3] == 1 and rows[22] == 14  # one image: half its 28 output rows each
+    images = geometry((8, 64, 56, 56), (128, 64, 3, 3), 2)
+    assert images[-1] == 3 and images[-3] == 1 and images[22] == 28
+    assert geometry((1, 64, 1024), (128, 64, 3), 2, nd=1)[-1] == 3
+    for x_shape, w_shape, stride, dtype, nd in (((1, 64, 56, 56), (128, 64, 3, 3), 1, np.float32, 2),
+                                               ((1, 128, 56, 56), (128, 128, 1, 1), 2, np.float32, 2),
+                                               ((1, 64, 56, 56), (128, 64, 3, 3), 2, np.float64, 2),
+                                               ((1, 64, 56, 56), (128, 64, 3, 3), (2, 3), np.float32, 2),
+                                               ((1, 8, 56, 56), (128, 8, 3, 3), 2, np.float32, 2),
+                                               ((1, 16, 8, 8, 8), (32, 16, 3, 3, 3), 2, np.float32, 3)):
+        assert geometry(x_shape, w_shape, stride, dtype, nd)[-1] != 3, (x_shape, w_shape, stride, dtype)
+
+
 # (x_shape, w_shape, kernel, stride, padding, dilation, groups): first layers, strided and dilated 2-d,
 # padding wider than the kernel and than the input, stride beyond the kernel (pixels never read),
 # 1x1 direct and 1x1 strided, 1-d, 3-d with the row shift and strides, a widening stride-1 layer
@@ -1027,8 +1112,17 @@ def test_extension_guards_its_buffers():
     refused(ValueError, "stride 1", isa, 0, routines, x, w, None, y, scratch, strided, *tail)
     six_lines = implicit[:22] + (6,) + implicit[23:]
     refused(ValueError, "whole planes", isa, 0, routines, x, w, None, y, scratch, six_lines, *tail)
-    three = implicit[:-1] + (3,)  # 1 packs the columns, 2 puts the forward's channels on the lanes
-    refused(ValueError, "geometry value 26", isa, 0, routines, x, w, None, y, scratch, three, *tail)
+    four = implicit[:-1] + (4,)  # 1 packs the columns, 2 puts the forward's channels on the lanes, 3 direct
+    refused(ValueError, "geometry value 26", isa, 0, routines, x, w, None, y, scratch, four, *tail)
+    direct = implicit[:-1] + (3,)  # bands of output rows of a 1-d/2-d geometry, stride 1 or 2 along the rows
+    for bad, match in ((direct[:4] + (2,) + direct[5:7] + (2,) + direct[8:], "1-d or 2-d"),  # 3-d
+                       (direct[:15] + (3,) + direct[16:], "stride 1 or 2"),
+                       (direct[:22] + (6,) + direct[23:], "bands of output rows"),
+                       (direct[:24] + (4,) + direct[25:], "chunk beyond")):  # more parts than output channels
+        refused(ValueError, match, isa, 0, routines, x, w, None, y, scratch, bad, *tail)
+    for pass_code in (1, 2):
+        with pytest.raises(ValueError, match="forward pass only"):
+            core.gemm_conv_plan(pass_code, direct)
     if "avx2" in backends.core.isas:
         vector = backends.core.module.ISA_NAMES.index("avx2")
         size = core.gemm_conv_plan(0, implicit)[0]
@@ -1039,6 +1133,13 @@ def test_extension_guards_its_buffers():
         y32[...] = 7.0
         refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, s32, implicit, *tail)
         assert (y32 == 7.0).all()
+        size = core.gemm_conv_plan(0, direct)[0]
+        refused(TypeError, "float32", vector, 0, routines, x, w, None, y, np.zeros(size), direct, *tail)
+        refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, np.zeros(size, np.float32),
+                direct, *tail)
+        for pass_code in (1, 2):  # the call's own guard, besides the plan's
+            refused(ValueError, "the forward", vector, pass_code, routines, x32, w32, None, y32,
+                    np.zeros(size, np.float32), direct, *tail)
     with pytest.raises(ValueError, match="forward and grad_weight passes only"):
         core.gemm_conv_plan(1, implicit)
     with pytest.raises(ValueError, match="too large"):

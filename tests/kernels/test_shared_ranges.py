@@ -164,6 +164,7 @@ def test_small_calls_keep_fixed_ranges(two_threads, monkeypatch):
     monkeypatch.setattr(workspace, "SHARED_RANGES", True)
     for module in (gemm, compiled_gemm):
         monkeypatch.setattr(module, "WORKER_MIN_MACS", 0)
+    monkeypatch.setattr(compiled_gemm, "DIRECT_LANES", False)  # the packed path's items (direct: fixed parts)
     shared_calls = []
     share = backends.core.module.jobs_share
     monkeypatch.setattr(backends.core.module, "jobs_share", lambda *a: (shared_calls.append(a), share(*a))[1])

@@ -2068,7 +2068,8 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
     if (geometry_ints(seq, GC_GEOM_LEN, "N, C, O, G, D, H, W, OD, OH, OW, KD, KH, KW, SD, SH, SW, DD, DH, DW, PD, "
                       "PH, PW, band, images, chunk, shift, implicit", "111111111111111111100011100", GEMM_MAX_DIM, v) < 0)
         return -1;
-    if (v[26] > 2) { /* implicit: 0 no, 1 the packed implicit GEMM, 2 the forward's channels on the lanes */
+    if (v[26] > 3) { /* implicit: 0 no, 1 the packed implicit GEMM, 2 the forward's channels on the lanes, 3 the
+                      * direct lanes forward (1-d/2-d, any stride) */
         PyErr_Format(PyExc_ValueError, "geometry value 26 out of range: %zd", v[26]);
         return -1;
     }
@@ -2110,14 +2111,21 @@ static int parse_gc_geom(PyObject *seq, gc_geom *g)
                                           "before it and one image per item");
         return -1;
     }
-    if ((g->shift ? g->band > g->out[A] : g->band > g->len) || g->images > g->n || g->chunk > g->cg) {
+    if ((g->shift ? g->band > g->out[A] : g->band > g->len) || g->images > g->n ||
+        g->chunk > (g->implicit == 3 ? g->og : g->cg)) { /* the direct forward's chunk: parts of og */
         PyErr_SetString(PyExc_ValueError, "geometry: band, images or chunk beyond the call's sizes");
         return -1;
     }
     gc_derive(g);
     /* implicit GEMM: stride 1, bands of output lines (whole planes where the padded extent has several), one
      * image per item */
-    if (g->implicit && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
+    if (g->implicit == 3 && (g->in[0] != 1 || g->k[0] != 1 || g->s[2] > 2 || g->shift || g->images > 1 ||
+                             g->band > g->out[1])) {
+        PyErr_SetString(PyExc_ValueError, "geometry: the direct lanes forward needs 1-d or 2-d, stride 1 or 2 along "
+                                          "the last axis, one image per item and bands of output rows");
+        return -1;
+    }
+    if (g->implicit && g->implicit != 3 && (g->s[0] != 1 || g->s[1] != 1 || g->s[2] != 1 || g->shift || g->images > 1 ||
                         g->band > g->out[0] * g->out[1] || (g->ext[0] > 1 && g->band % g->out[1]))) {
         PyErr_SetString(PyExc_ValueError, "geometry: the implicit GEMM needs stride 1, one image per item and bands "
                                           "of output lines (whole planes in 3-d)");
@@ -2152,6 +2160,10 @@ static PyObject *gc_plan(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iO", &pass, &geom) || parse_gc_geom(geom, &g) < 0) return NULL;
     if (pass < GC_FORWARD || pass > GC_GRAD_WEIGHT) {
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
+        return NULL;
+    }
+    if (g.implicit == 3 && pass != GC_FORWARD) {
+        PyErr_SetString(PyExc_ValueError, "the direct lanes forward runs the forward pass only");
         return NULL;
     }
     if (g.implicit && pass == GC_GRAD_INPUT) {
@@ -2222,9 +2234,9 @@ static PyObject *gc_call(PyObject *args, int prepare)
         PyErr_Format(PyExc_ValueError, "pass must be 0, 1 or 2, got %d", pass);
         return NULL;
     }
-    if (g.implicit && (pass == GC_GRAD_INPUT || isa == ISA_GENERIC)) {
-        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes on the avx2 and "
-                                          "avx512 builds only");
+    if (g.implicit && (pass == GC_GRAD_INPUT || (g.implicit == 3 && pass != GC_FORWARD) || isa == ISA_GENERIC)) {
+        PyErr_SetString(PyExc_ValueError, "the implicit GEMM runs the forward and grad_weight passes (the direct lanes "
+                                          "forward the forward) on the avx2 and avx512 builds only");
         return NULL;
     }
     const int have_b = bias_o != Py_None, have_res = res_o != Py_None;

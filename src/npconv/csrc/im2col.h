@@ -574,23 +574,25 @@ static inline ptrdiff_t GC(lanes_room)(const gc_geom *g)
     return g->implicit == 2 && g->og <= GL_BLOCKS * cb && g->ck >= GL_MIN_DEPTH && need <= GM_SCRATCH ? need : 0;
 }
 
-/* tb (tw x ogp) = act(x tile @ wt + bias): tw positions from base, row k's values at base + offs[k];
- * nv and tw constants after inlining. */
+/* tb (tw x ogp) = act(x tile @ wt + bias): tw positions from base, s apart, row k's values at base + offs[k];
+ * nv, tw and s constants after inlining. pf (NULL: none): pf_lines lines from pf prefetched, one per row. */
 static inline __attribute__((always_inline)) void GC(lanes_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck,
                                                                    const T *wt, ptrdiff_t ogp, const T *bvec, int act,
-                                                                   T lo, T hi, T *tb, int nv, int tw)
+                                                                   T lo, T hi, T *tb, int nv, int tw, int s,
+                                                                   const char *pf, ptrdiff_t pf_lines)
 {
     V acc[GL_ACC];
 #pragma GCC unroll 24
     for (int a = 0; a < tw * nv; a++) acc[a] = (V){0};
     for (ptrdiff_t k = 0; k < ck; k++) {
+        if (pf && k < pf_lines) __builtin_prefetch(pf + k * 64, 0, 2);
         const T *src = base + offs[k], *wk = wt + k * ogp;
         V wv[GL_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) wv[v] = FN(load)(wk + v * VL);
 #pragma GCC unroll 24
         for (int i = 0; i < tw; i++) {
-            const V xi = FN(splat)(src[i]);
+            const V xi = FN(splat)(src[i * s]);
 #pragma GCC unroll 4
             for (int v = 0; v < nv; v++) acc[i * nv + v] += xi * wv[v];
         }
@@ -608,10 +610,10 @@ static inline int GC(lanes_width)(int nv) { return GL_ACC / nv; }
 static void GC(lanes_tile_of)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, const T *wt, ptrdiff_t ogp,
                               const T *bvec, int act, T lo, T hi, T *tb, int nv)
 {
-    if (nv == 1) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 1, GL_ACC);
-    else if (nv == 2) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 2, GL_ACC / 2);
+    if (nv == 1) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 1, GL_ACC, 1, NULL, 0);
+    else if (nv == 2) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 2, GL_ACC / 2, 1, NULL, 0);
 #if GL_NV > 2
-    else GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 3, GL_ACC / 3);
+    else GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 3, GL_ACC / 3, 1, NULL, 0);
 #endif
 }
 
@@ -661,6 +663,126 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
         }
     }
 }
+/* Forward with the output channels on the lanes, the input read in place (geometry implicit == 3: 1-d/2-d,
+ * any stride and dilation, stride 1 or 2 along the rows): an item (image, band of output rows) copies the
+ * input rows its band reads into a zero-padded slab (ext[2] columns: exactly what the outputs read), then
+ * per block of channels (og split evenly into blocks of at most GL_NV vectors) and output row, register tiles
+ * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
+ * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
+ * stride gather, no junk position; the tile's outputs go to y transposed. */
+#define GD_TILE(nv_, tw_, s_)                                                                                  \
+    case tw_:                                                                                                  \
+        GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv_, tw_, s_, pf, pf_lines);            \
+        return;
+#define GD_TILES4(nv_, a, s_) GD_TILE(nv_, a, s_) GD_TILE(nv_, a + 1, s_) GD_TILE(nv_, a + 2, s_) GD_TILE(nv_, a + 3, s_)
+#define GD_TILES12(nv_, a, s_) GD_TILES4(nv_, a, s_) GD_TILES4(nv_, a + 4, s_) GD_TILES4(nv_, a + 8, s_)
+
+static void GC(direct_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, const T *wt, ptrdiff_t ogp,
+                            const T *bvec, int act, T lo, T hi, T *tb, int nv, int tw, int s, const char *pf,
+                            ptrdiff_t pf_lines)
+{
+#if GL_ACC == 24
+    if (nv == 3 && s == 1) switch (tw) { GD_TILES4(3, 1, 1) GD_TILES4(3, 5, 1) }
+    if (nv == 3 && s == 2) switch (tw) { GD_TILES4(3, 1, 2) GD_TILES4(3, 5, 2) }
+    if (nv == 2 && s == 1) switch (tw) { GD_TILES12(2, 1, 1) }
+    if (nv == 2 && s == 2) switch (tw) { GD_TILES12(2, 1, 2) }
+    if (nv == 1 && s == 1) switch (tw) { GD_TILES12(1, 1, 1) GD_TILES12(1, 13, 1) }
+    if (nv == 1 && s == 2) switch (tw) { GD_TILES12(1, 1, 2) GD_TILES12(1, 13, 2) }
+#else
+    if (nv == 2 && s == 1) switch (tw) { GD_TILES4(2, 1, 1) GD_TILE(2, 5, 1) GD_TILE(2, 6, 1) }
+    if (nv == 2 && s == 2) switch (tw) { GD_TILES4(2, 1, 2) GD_TILE(2, 5, 2) GD_TILE(2, 6, 2) }
+    if (nv == 1 && s == 1) switch (tw) { GD_TILES12(1, 1, 1) }
+    if (nv == 1 && s == 2) switch (tw) { GD_TILES12(1, 1, 2) }
+#endif
+}
+#undef GD_TILES12
+#undef GD_TILES4
+#undef GD_TILE
+
+/* The item's rows [l0, l1) of image n: the input rows they read, zero padded, into slab (cg x srows x W). */
+static void GC(direct_slab)(T *slab, const T *xg, const gc_geom *g, ptrdiff_t l0, ptrdiff_t l1)
+{
+    const ptrdiff_t W = g->ext[2], slen = g->srows * W, rows = (l1 - l0 - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+    /* columns [clo, chi) of a padded row read input columns j - p2 */
+    const ptrdiff_t clo = g->p[2] < W ? g->p[2] : W, end = g->p[2] + g->in[2] < W ? g->p[2] + g->in[2] : W;
+    const ptrdiff_t chi = end > clo ? end : clo;
+    for (ptrdiff_t c = 0; c < g->cg; c++)
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            T *dst = slab + c * slen + r * W;
+            const ptrdiff_t i1 = l0 * g->s[1] + r - g->p[1];
+            if (i1 < 0 || i1 >= g->in[1]) {
+                FN(zero_short)(dst, W);
+                continue;
+            }
+            FN(zero_short)(dst, clo);
+            if (chi > clo) FN(copy_short)(dst + clo, xg + c * g->plane + i1 * g->in[2], chi - clo);
+            FN(zero_short)(dst + chi, W - chi);
+        }
+}
+
+/* Items [start, stop) (gc_direct_item: part-major). The weight of a part's channels is transposed once per
+ * (part, group) a run of items reaches, block after block (ck x block vectors each) into wt. */
+static void GC(direct_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const gc_geom *g,
+                               ptrdiff_t start, ptrdiff_t stop, int act, T lo, T hi)
+{
+    const ptrdiff_t W = g->ext[2], s1 = g->s[1], s2 = g->s[2], out2 = g->out[2], len = g->len, ck = g->ck;
+    const ptrdiff_t slen = g->srows * W;
+    T *slab = scratch, *wt = scratch + g->cg * slen;
+    ptrdiff_t *offs = (ptrdiff_t *)(((uintptr_t)(wt + ck * gc_direct_width(g)) + sizeof(ptrdiff_t) - 1) &
+                                    ~(uintptr_t)(sizeof(ptrdiff_t) - 1));
+    for (ptrdiff_t k = 0; k < ck; k++) {
+        const ptrdiff_t c = k / g->taps, t = k % g->taps;
+        offs[k] = c * slen + t / g->k[2] * g->d[1] * W + t % g->k[2] * g->d[2];
+    }
+    T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
+    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
+    ptrdiff_t made = -1; /* the (part, group) whose weight wt holds */
+    for (ptrdiff_t item = start; item < stop; item++) {
+        ptrdiff_t part, n, l0, l1, c0, c1;
+        gc_direct_item(g, item, &part, &n, &l0, &l1);
+        gc_direct_part(g, part, &c0, &c1);
+        /* blocks of channels: the part's vectors split evenly into as few blocks of at most GL_NV as hold them */
+        const ptrdiff_t vecs = (c1 - c0 + VL - 1) / VL, blocks = (vecs + GL_NV - 1) / GL_NV;
+        for (ptrdiff_t grp = 0; grp < g->groups && c1 > c0; grp++) {
+            GC(direct_slab)(slab, x + (n * g->c + grp * g->cg) * g->plane, g, l0, l1);
+            const T *wg = w + grp * g->og * ck, *bg = bias ? bias + grp * g->og : NULL;
+            T *yg = y + (n * g->o + grp * g->og) * len;
+            const int fresh = made != part * g->groups + grp;
+            made = part * g->groups + grp;
+            T *wb = wt;
+            for (ptrdiff_t bi = 0, m0 = c0; bi < blocks; bi++) {
+                const int nv = (int)(vecs / blocks + (bi < vecs % blocks)), tw_max = GL_ACC / nv;
+                const ptrdiff_t ogp = nv * VL, og = c1 - m0 < ogp ? c1 - m0 : ogp;
+                const int tiles = (int)((out2 + tw_max - 1) / tw_max);
+                if (fresh) FN(gm_pack_bt)(wb, wg, ck, 0, ck, m0, og); /* (ck x ogp): the block's rows transposed */
+                /* the next block's weight rows (contiguous in w) come from memory in a network: a share of their
+                 * lines prefetched before each tile, so that its transposition finds them in cache */
+                const char *next = fresh && bi + 1 < blocks ? (const char *)(wg + (m0 + og) * ck) : NULL;
+                const ptrdiff_t next_lines = next ? ((c1 - m0 - og < ogp ? c1 - m0 - og : ogp) * ck * TSIZE + 63) / 64 : 0;
+                const ptrdiff_t next_per = (next_lines + (l1 - l0) * tiles - 1) / ((l1 - l0) * tiles);
+                ptrdiff_t next_at = 0;
+                for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
+                for (ptrdiff_t l = l0; l < l1; l++) {
+                    const T *line = slab + (l - l0) * s1 * W;
+                    T *yl = yg + m0 * len + l * out2;
+                    for (ptrdiff_t t = 0, i = 0; i < tiles; i++) { /* out2 / tiles positions, the first ones one more */
+                        const int tw = (int)(out2 / tiles + (i < out2 % tiles));
+                        const ptrdiff_t pf_lines = next_lines - next_at < next_per ? next_lines - next_at : next_per;
+                        GC(direct_tile)(line + t * s2, offs, ck, wb, ogp, bvec, act, lo, hi, tb, nv, tw, (int)s2,
+                                        pf_lines > 0 ? next + next_at * 64 : NULL, pf_lines);
+                        next_at += pf_lines;
+                        for (ptrdiff_t m = 0; m < og; m++)
+                            for (int j = 0; j < tw; j++) yl[m * len + t + j] = tb[j * ogp + m];
+                        t += tw;
+                    }
+                }
+                wb += ck * ogp;
+                m0 += og;
+            }
+        }
+    }
+}
+
 #undef GL_ACC
 #undef GL_NV
 #undef GL_BLOCKS
@@ -831,6 +953,10 @@ static void GC(gc_forward)(const gemm_fns *fns, const T *x, const T *w, const T 
     T *planes = pe ? pack - g->images * pe : NULL;
     for (ptrdiff_t item = start; item < stop; item++) {
 #if VBYTES >= 32 && TSIZE == 4
+        if (g->implicit == 3) {
+            GC(direct_forward)(x, w, bias, y, scratch, g, item, stop, act, lo, hi);
+            break;
+        }
         if (g->implicit) {
             GC(gc_implicit_forward)(x, w, bias, y, scratch, g, item, act, lo, hi);
             continue;
@@ -942,11 +1068,18 @@ static void GC(gc_residual)(const gc_geom *g, T *y, const T *res, ptrdiff_t item
     const T lo = (T)lo_d, hi = (T)hi_d;
     ptrdiff_t n0, nb, p0, p1;
     gc_forward_region(g, item, &n0, &nb, &p0, &p1);
+    ptrdiff_t c0 = 0, c1 = g->og; /* each group's output channels the item writes: a direct part's, else all */
+    if (g->implicit == 3) {
+        ptrdiff_t part, n, l0, l1;
+        gc_direct_item(g, item, &part, &n, &l0, &l1);
+        gc_direct_part(g, part, &c0, &c1);
+    }
     for (ptrdiff_t n = n0; n < n0 + nb; n++)
-        for (ptrdiff_t o = 0; o < g->o; o++) {
-            const ptrdiff_t at = (n * g->o + o) * g->len + p0;
-            FN(add_activate_run)(y + at, res + at, p1 - p0, act, lo, hi);
-        }
+        for (ptrdiff_t grp = 0; grp < g->groups; grp++)
+            for (ptrdiff_t o = grp * g->og + c0; o < grp * g->og + c1; o++) {
+                const ptrdiff_t at = (n * g->o + o) * g->len + p0;
+                FN(add_activate_run)(y + at, res + at, p1 - p0, act, lo, hi);
+            }
 }
 
 /* grad_weight items [start, stop): gw (O, Cg*K) += sum over the items' positions of gy @ cols^T; fresh:

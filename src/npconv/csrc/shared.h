@@ -286,9 +286,30 @@ enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
  * (clamp to [lo, hi]; ReLU6 is [0, 6]). */
 enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
 
+/* The direct lanes forward (implicit 3) splits each group's og output channels into `chunk` parts, at
+ * multiples of 16 channels but the last; its items are (part, image, band of rows), part-major, so that a
+ * worker's contiguous range of items is mostly one part (whose weight it transposes once). */
+static inline void gc_direct_part(const gc_geom *g, ptrdiff_t part, ptrdiff_t *c0, ptrdiff_t *c1)
+{
+    *c0 = g->og * part / g->chunk / 16 * 16;
+    *c1 = part + 1 == g->chunk ? g->og : g->og * (part + 1) / g->chunk / 16 * 16;
+}
+
+static inline void gc_direct_item(const gc_geom *g, ptrdiff_t item, ptrdiff_t *part, ptrdiff_t *n, ptrdiff_t *l0,
+                                  ptrdiff_t *l1)
+{
+    const ptrdiff_t per_part = g->n * g->bands, rest = item % per_part;
+    *part = item / per_part, *n = rest / g->bands, *l0 = rest % g->bands * g->band;
+    *l1 = g->lines - *l0 < g->band ? g->lines : *l0 + g->band;
+}
+
+/* Columns of the direct forward's transposed weight: a part's channels in whole vectors (16 at most past them). */
+static inline ptrdiff_t gc_direct_width(const gc_geom *g) { return g->og / g->chunk + 32; }
+
 /* Work items of a pass. */
 static ptrdiff_t gc_items(int pass, const gc_geom *g)
 {
+    if (g->implicit == 3) return g->chunk * g->n * g->bands;
     if (pass == GC_GRAD_INPUT) return (g->n + g->images - 1) / g->images * g->groups * g->chunks;
     if (g->images > 1) return (g->n + g->images - 1) / g->images;
     return g->n * g->bands;
@@ -300,7 +321,11 @@ static inline void gc_forward_region(const gc_geom *g, ptrdiff_t item, ptrdiff_t
                                      ptrdiff_t *p1)
 {
     *nb = 1;
-    if (g->implicit) { /* bands of output lines */
+    if (g->implicit == 3) { /* (part, image, band of rows): every channel's positions of the band */
+        ptrdiff_t part, l0, l1;
+        gc_direct_item(g, item, &part, n0, &l0, &l1);
+        *p0 = l0 * g->out[2], *p1 = l1 * g->out[2];
+    } else if (g->implicit) { /* bands of output lines */
         const ptrdiff_t l0 = item % g->bands * g->band, l1 = g->lines - l0 < g->band ? g->lines : l0 + g->band;
         *n0 = item / g->bands, *p0 = l0 * g->out[2], *p1 = l1 * g->out[2];
     } else if (g->images > 1) { /* whole images */
@@ -331,7 +356,14 @@ static void gc_derive(gc_geom *g)
     g->halo = g->shift ? (g->ka - 1) * g->d[g->axis] : 0;
     g->bands = g->shift ? (g->out[g->axis] + g->band - 1) / g->band : (g->len + g->band - 1) / g->band;
     g->chunks = (g->cg + g->chunk - 1) / g->chunk;
-    if (g->implicit) { /* lines of the last axis; 3-d bands are whole planes (checked by the binding) */
+    if (g->implicit == 3) { /* the direct lanes forward (1-d/2-d): bands of output rows, each slab row ext[2] long */
+        g->ext[0] = 1;
+        g->ext[1] = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+        g->ext[2] = (g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + 1;
+        g->lines = g->out[1];
+        g->bands = (g->lines + g->band - 1) / g->band;
+        g->srows = (g->band - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+    } else if (g->implicit) { /* lines of the last axis; 3-d bands are whole planes (checked by the binding) */
         for (int a = 0; a < 3; a++) g->ext[a] = g->out[a] + (g->k[a] - 1) * g->d[a];
         g->lines = g->out[0] * g->out[1];
         g->bands = (g->lines + g->band - 1) / g->band;
@@ -414,6 +446,8 @@ static ptrdiff_t gc_phased_elements(const gc_geom *g)
 
 static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
 {
+    if (g->implicit == 3) /* the slab, a part's transposed weight (ck x gc_direct_width) and ck offsets */
+        return g->cg * g->srows * g->ext[2] + g->ck * (gc_direct_width(g) + 2) + 2;
     if (g->implicit) /* the slab; grad_weight's gy^T panels after it */
         return g->cg * g->srows * g->ext[2] + (pass == GC_FORWARD ? 0 : (g->og + 16) * g->nqmax);
     if (pass == GC_GRAD_INPUT) /* the columns; with chunks of images, of all of them, and their gy side by
@@ -439,7 +473,7 @@ static ptrdiff_t gc_pack_offset(int pass, const gc_geom *g)
  * those lines at every depth block (256x14 3x3 at batch 1 on two threads: 0.86x the time). */
 static ptrdiff_t gc_staged_sums(int pass, const gc_geom *g)
 {
-    if (pass != GC_FORWARD || g->ck <= GM_KC || g->images > 1 || g->shift) return 0;
+    if (pass != GC_FORWARD || g->ck <= GM_KC || g->images > 1 || g->shift || g->implicit == 3) return 0;
     if (g->implicit) /* an item's positions, where items are bands of an image's lines */
         return g->band >= g->lines ? 0 : g->band * g->out[2] < GM_NC ? g->band * g->out[2] : GM_NC;
     return g->band < g->len && g->band <= GM_NC ? g->band : 0;
@@ -447,6 +481,7 @@ static ptrdiff_t gc_staged_sums(int pass, const gc_geom *g)
 
 static ptrdiff_t gc_scratch(int pass, const gc_geom *g)
 {
+    if (g->implicit == 3) return gc_pack_offset(pass, g); /* no gemm */
     return gc_pack_offset(pass, g) + GM_SCRATCH + g->og * gc_staged_sums(pass, g);
 }
 

@@ -175,6 +175,16 @@ CHANNEL_SPLIT_MAX_POSITIONS = 100
 #: (1210 vs 1190), which stays (docs/performance.md).
 IMPLICIT_CHANNEL_PARTS = True
 
+#: Strided float32 forwards of 1-d and 2-d convolutions (the vector builds; stride 1 or 2 along the last
+#: axis) with at least :data:`DIRECT_MIN_DEPTH` column rows (Cg*K) run the direct lanes forward (geometry
+#: ``implicit`` 3, ``csrc/im2col.h`` ``direct_forward``): the output channels on the vector lanes, each
+#: (channel, tap)'s inputs broadcast from a zero-padded copy of the rows an item reads, so nothing is
+#: packed and no stride is gathered; a single image splits its output channels across the workers.
+DIRECT_LANES = True
+DIRECT_MIN_DEPTH = 128
+DIRECT_PARTS_MIN_RATIO = 1.0
+DIRECT_MIN_POSITIONS = 128
+
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
@@ -416,7 +426,8 @@ def _settings() -> tuple:
             CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
-            get_num_threads(), IMPLICIT_CHANNEL_PARTS)
+            get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_MIN_DEPTH,
+            DIRECT_PARTS_MIN_RATIO, DIRECT_MIN_POSITIONS)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -438,6 +449,9 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
+    direct = _direct_layout(n, c, o, in_size, geom, dtype, ck, threads)
+    if direct is not None:
+        return direct, False, out_size, threads, 0, ()
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
             and length >= (IMPLICIT_MIN_POSITIONS if n == 1 else IMPLICIT_MIN_POSITIONS_BATCH)):
         implicit = _implicit_tiling(0, geometry, n, cg, dtype.itemsize, threads)
@@ -466,6 +480,26 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
             return geometry, False, out_size, threads, blas, parts
     geometry, shifted = _tiling(geometry, n, ck, og, out_size, geom, dtype.itemsize, threads)
     return geometry, shifted, out_size, threads, blas, ()
+
+
+def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
+                   ck: int, threads: int) -> tuple[int, ...] | None:
+    """The geometry of a direct lanes forward (:data:`DIRECT_LANES`), or None where the rule or the kernel
+    declines it. On several workers, where the weight has at least :data:`DIRECT_PARTS_MIN_RATIO` times
+    the input's values, each group's output channels split into one part per worker (each transposes
+    only its part of the weight, once per call, and reads every image); else the images split (their
+    output rows where images are fewer than threads), each worker transposing the whole weight once."""
+    if not (DIRECT_LANES and implicit_runs(dtype) and geom.ndim <= 2
+            and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
+            and ck >= DIRECT_MIN_DEPTH and n * math.prod(geom.output_size(in_size)) >= DIRECT_MIN_POSITIONS):
+        return None
+    lines = geom.output_size(in_size)[0] if geom.ndim == 2 else 1
+    split = o * ck >= DIRECT_PARTS_MIN_RATIO * n * c * math.prod(in_size)  # the weight against the input
+    parts = threads if threads > 1 and split and o // geom.groups >= 32 * threads else 1
+    rows = lines if n * parts >= threads else -(-lines // -(-threads // n))
+    fitted = _halved(0, lambda r: _geometry(n, c, o, in_size, geom, r, 1, parts, implicit=3), rows,
+                     dtype.itemsize, _share(threads))
+    return None if fitted is None or not fitted[1] else fitted[0]
 
 
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
@@ -498,7 +532,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     if not parts:
         size, spans = _spans(0, geometry, threads)
         calls = [(geometry, size, start, stop, None) for start, stop in spans]
-        macs = geom.multiply_adds(x_shape, w.shape)
+        macs = 0 if geometry[-1] == 3 else geom.multiply_adds(x_shape, w.shape)  # direct: fixed part ranges
     # _run_calls's work, but for the arrays, done once: (rows, scratch elements, the call's tail) per worker
     chunk, ranges = _worker_ranges([call[2:4] for call in calls], macs)
     routines = gemm_routines()
