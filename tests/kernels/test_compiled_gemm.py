@@ -1135,11 +1135,11 @@ def test_extension_guards_its_buffers():
         assert (y32 == 7.0).all()
         size = core.gemm_conv_plan(0, direct)[0]
         refused(TypeError, "float32", vector, 0, routines, x, w, None, y, np.zeros(size), direct, *tail)
-        refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, np.zeros(size, np.float32),
-                direct, *tail)
+        s32 = np.zeros(size, np.float32)
+        refused(ValueError, "avx2 and avx512", 0, 0, routines, x32, w32, None, y32, s32, direct, *tail)
         for pass_code in (1, 2):  # the call's own guard, besides the plan's
-            refused(ValueError, "the forward", vector, pass_code, routines, x32, w32, None, y32,
-                    np.zeros(size, np.float32), direct, *tail)
+            refused(ValueError, "the forward", vector, pass_code, routines, x32, w32, None, y32, s32, direct,
+                    *tail)
     with pytest.raises(ValueError, match="forward and grad_weight passes only"):
         core.gemm_conv_plan(1, implicit)
     with pytest.raises(ValueError, match="too large"):

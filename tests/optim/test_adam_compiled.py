@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from optim_steps import step_with
 
 import npconv
 from npconv import backends
 from npconv.kernels import pointwise
+from optim_steps import step_with
 
 SETTINGS = [
     ("Adam", dict()),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from optim_steps import step_with
 
 import npconv
 from npconv.kernels import pointwise
 from npconv.optim import _functional
 from npconv.optim._functional import RUN
+from optim_steps import step_with
 
 SETTINGS = [dict(momentum=0.9), dict(momentum=0.9, dampening=0.3), dict(momentum=0.8, nesterov=True),
             dict(momentum=0.9, weight_decay=1e-2, maximize=True), dict()]
