@@ -220,6 +220,34 @@ def test_random_strided_direct_forwards_match_the_reference(nd, groups, data):
             backends.set_num_threads(previous[1])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_direct_forward_keeps_nan_and_inf_local_like_torch(torch, monkeypatch, threads):
+    """The direct forward computes each output from its own window only (no junk position, padding read
+    as zeros): a NaN, an inf and a -inf in x and an inf in one weight give NaN/inf exactly where torch's
+    direct convolution has them, with the padding's zeros times the inf weight as NaN in the border."""
+    if not compiled_gemm.implicit_runs(np.dtype(np.float32)):
+        pytest.skip("the direct forward runs on the vector builds with npconv's gemm")
+    monkeypatch.setattr(backends, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: threads)
+    seen = _tilings(monkeypatch)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 16, 30, 29)).astype(np.float32)
+    w = rng.standard_normal((72, 16, 3, 3)).astype(np.float32)
+    x[0, 3, 7, 11], x[1, 0, 0, 28], x[1, 15, 17, 2] = np.nan, np.inf, -np.inf
+    w[40, 5, 0, 2] = np.inf
+    geom = ConvGeometry.create(3, 2, 1, 1, 1, ndim=2)
+    geom = geom.with_padding(geom.pads(x.shape[2:]))
+    y = compiled_gemm.forward(x, w, geom)
+    assert seen[-1][-1] == 3
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                          stride=2, padding=1).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=2e-5, atol=2e-5 * np.abs(expected[finite]).max())
+
+
 def test_direct_forward_rule(monkeypatch):
     """Strided float32 3x3 layers of enough column rows and positions take the direct forward, their output
     channels in one part per worker where the weight outweighs the input (else images or rows split);
