@@ -229,6 +229,7 @@ def test_direct_forward_keeps_nan_and_inf_local_like_torch(torch, monkeypatch, t
         pytest.skip("the direct forward runs on the vector builds with npconv's gemm")
     monkeypatch.setattr(backends, "get_num_threads", lambda: threads)
     monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", (backends.core.isa,))
     seen = _tilings(monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 16, 30, 29)).astype(np.float32)
@@ -250,11 +251,14 @@ def test_direct_forward_keeps_nan_and_inf_local_like_torch(torch, monkeypatch, t
 
 
 def test_direct_forward_rule(monkeypatch):
-    """Strided float32 3x3 layers of enough column rows and positions take the direct forward, their output
-    channels in one part per worker where the weight outweighs the input (else images or rows split);
-    stride 1, a 1x1 kernel, float64, 3-d, a stride of 3 along the rows, too few positions do not."""
+    """Strided float32 3x3 layers of enough column rows and positions take the direct forward on the ISA
+    variants of DIRECT_ISAS (AVX-512), their output channels in one part per worker where the weight
+    outweighs the input (else images or rows split); stride 1, a 1x1 kernel, float64, 3-d, a stride of 3
+    along the rows, too few positions, another variant do not."""
     monkeypatch.setattr(backends, "get_num_threads", lambda: 2)
     monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: 2)
+    assert compiled_gemm.DIRECT_ISAS == ("avx512",)
+    monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", (backends.core.isa,))
     layout = compiled_gemm._forward_layout.__wrapped__
 
     def geometry(x_shape, w_shape, stride, dtype=np.float32, nd=2):
@@ -280,6 +284,8 @@ def test_direct_forward_rule(monkeypatch):
                                                ((1, 8, 56, 56), (128, 8, 3, 3), 2, np.float32, 2),
                                                ((1, 16, 8, 8, 8), (32, 16, 3, 3, 3), 2, np.float32, 3)):
         assert geometry(x_shape, w_shape, stride, dtype, nd)[-1] != 3, (x_shape, w_shape, stride, dtype)
+    monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", ())
+    assert geometry((1, 64, 56, 56), (128, 64, 3, 3), 2)[-1] != 3
 
 
 # (x_shape, w_shape, kernel, stride, padding, dilation, groups): first layers, strided and dilated 2-d,

@@ -181,6 +181,9 @@ IMPLICIT_CHANNEL_PARTS = True
 #: (channel, tap)'s inputs broadcast from a zero-padded copy of the rows an item reads, so nothing is
 #: packed and no stride is gathered; a single image splits its output channels across the workers.
 DIRECT_LANES = True
+#: The ISA variants whose rule takes it: the AVX2 variant's tiles (2 vectors of 8 channels x 6 positions) ran
+#: level with the packed path on ResNet-18 at batch 1 (1.000-1.005) and 1.15x on 256->512 3x3/2 at batch 8.
+DIRECT_ISAS = ("avx512",)
 DIRECT_MIN_DEPTH = 128
 DIRECT_PARTS_MIN_RATIO = 1.0
 DIRECT_MIN_POSITIONS = 128
@@ -426,7 +429,7 @@ def _settings() -> tuple:
             CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
-            get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_MIN_DEPTH,
+            get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_ISAS, DIRECT_MIN_DEPTH,
             DIRECT_PARTS_MIN_RATIO, DIRECT_MIN_POSITIONS)
 
 
@@ -489,7 +492,7 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], geom: ConvG
     the input's values, each group's output channels split into one part per worker (each transposes
     only its part of the weight, once per call, and reads every image); else the images split (their
     output rows where images are fewer than threads), each worker transposing the whole weight once."""
-    if not (DIRECT_LANES and implicit_runs(dtype) and geom.ndim <= 2
+    if not (DIRECT_LANES and backends.core.isa in DIRECT_ISAS and implicit_runs(dtype) and geom.ndim <= 2
             and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
             and ck >= DIRECT_MIN_DEPTH and n * math.prod(geom.output_size(in_size)) >= DIRECT_MIN_POSITIONS):
         return None
