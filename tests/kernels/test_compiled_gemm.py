@@ -270,8 +270,12 @@ def test_direct_forward_rule(monkeypatch):
         pytest.skip("the direct forward runs on the vector builds with npconv's gemm")
     parts = geometry((1, 256, 14, 14), (512, 256, 3, 3), 2)  # 49 positions: too few for one image
     assert parts[-1] != 3
-    parts = geometry((4, 256, 14, 14), (512, 256, 3, 3), 2)
-    assert parts[-1] == 3 and parts[-3] == 2  # the weight (1.2 M values) outweighs the input (0.2 M)
+    parts = geometry((2, 256, 14, 14), (512, 256, 3, 3), 2)  # 98 positions for a 1.2 M weight: too few
+    assert parts[-1] != 3
+    parts = geometry((4, 256, 14, 14), (512, 256, 3, 3), 2)  # 196 positions: 6 K weight values each
+    assert parts[-1] != 3
+    parts = geometry((8, 256, 14, 14), (512, 256, 3, 3), 2)  # 392: 3 K each
+    assert parts[-1] == 3 and parts[-3] == 2  # the weight (1.2 M values) outweighs the input (0.4 M)
     rows = geometry((1, 64, 56, 56), (128, 64, 3, 3), 2)
     assert rows[-1] == 3 and rows[-3] == 1 and rows[22] == 14  # one image: half its 28 output rows each
     images = geometry((8, 64, 56, 56), (128, 64, 3, 3), 2)

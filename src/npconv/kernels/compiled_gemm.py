@@ -187,6 +187,11 @@ DIRECT_ISAS = ("avx512",)
 DIRECT_MIN_DEPTH = 128
 DIRECT_PARTS_MIN_RATIO = 1.0
 DIRECT_MIN_POSITIONS = 128
+#: ... and at most this many weight values per output position of the call: the weight's transposition
+#: (from memory in a network) is that share of the work. Two threads, direct / packed, weights cold:
+#: 256->512 3x3/2 at batch 1, 7x7 out (24 K per position) 1.165, at batch 8, 4x4 out (9.2 K) 1.072, at
+#: batch 8, 7x7 out (3.0 K) 0.988; 128->256 at batch 1, 14x14 out (1.5 K) 0.935 in ResNet-18.
+DIRECT_MAX_WEIGHT_PER_POSITION = 4096
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
@@ -430,7 +435,8 @@ def _settings() -> tuple:
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
             get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_ISAS, DIRECT_MIN_DEPTH,
-            DIRECT_PARTS_MIN_RATIO, DIRECT_MIN_POSITIONS)
+            DIRECT_PARTS_MIN_RATIO, DIRECT_MIN_POSITIONS,
+            DIRECT_MAX_WEIGHT_PER_POSITION)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -494,7 +500,10 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], geom: ConvG
     output rows where images are fewer than threads), each worker transposing the whole weight once."""
     if not (DIRECT_LANES and backends.core.isa in DIRECT_ISAS and implicit_runs(dtype) and geom.ndim <= 2
             and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
-            and ck >= DIRECT_MIN_DEPTH and n * math.prod(geom.output_size(in_size)) >= DIRECT_MIN_POSITIONS):
+            and ck >= DIRECT_MIN_DEPTH):
+        return None
+    positions = n * math.prod(geom.output_size(in_size))
+    if positions < DIRECT_MIN_POSITIONS or o * ck > DIRECT_MAX_WEIGHT_PER_POSITION * positions:
         return None
     lines = geom.output_size(in_size)[0] if geom.ndim == 2 else 1
     split = o * ck >= DIRECT_PARTS_MIN_RATIO * n * c * math.prod(in_size)  # the weight against the input
