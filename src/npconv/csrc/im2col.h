@@ -663,10 +663,12 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
         }
     }
 }
+
 /* Forward with the output channels on the lanes, the input read in place (geometry implicit == 3: 1-d/2-d,
- * any stride and dilation, stride 1 or 2 along the rows): an item (image, band of output rows) copies the
- * input rows its band reads into a zero-padded slab (ext[2] columns: exactly what the outputs read), then
- * per block of channels (og split evenly into blocks of at most GL_NV vectors) and output row, register tiles
+ * any stride and dilation, stride 1 or 2 along the rows): an item (part of the output channels, image, band
+ * of output rows) copies the input rows its band reads into a zero-padded slab (ext[2] columns: exactly what
+ * the outputs read), then per block of the part's channels (split evenly into blocks of at most GL_NV
+ * vectors) and output row, register tiles
  * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
  * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
  * stride gather, no junk position; the tile's outputs go to y transposed. */
