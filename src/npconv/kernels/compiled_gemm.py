@@ -179,13 +179,17 @@ IMPLICIT_CHANNEL_PARTS = True
 #: axis) with at least :data:`DIRECT_MIN_DEPTH` column rows (Cg*K) run the direct lanes forward (geometry
 #: ``implicit`` 3, ``csrc/im2col.h`` ``direct_forward``): the output channels on the vector lanes, each
 #: (channel, tap)'s inputs broadcast from a zero-padded copy of the rows an item reads, so nothing is
-#: packed and no stride is gathered; a single image splits its output channels across the workers.
+#: packed and no stride is gathered (:func:`_direct_layout`; docs/performance.md, "Zen 4 again").
 DIRECT_LANES = True
 #: The ISA variants whose rule takes it: the AVX2 variant's tiles (2 vectors of 8 channels x 6 positions) ran
 #: level with the packed path on ResNet-18 at batch 1 (1.000-1.005) and 1.15x on 256->512 3x3/2 at batch 8.
 DIRECT_ISAS = ("avx512",)
 DIRECT_MIN_DEPTH = 128
+#: On several workers the output channels split into one part per worker where the weight has at least
+#: this many times the input's values (two threads, split channels / images or rows: 64->128 3x3/2 at
+#: batch 1 0.920 / 0.836, at batch 8 0.933 / 0.887; 128->256 at batch 1 0.848 / 0.866).
 DIRECT_PARTS_MIN_RATIO = 1.0
+#: Fewest output positions of a call (all its images) that take the direct forward ...
 DIRECT_MIN_POSITIONS = 128
 #: ... and at most this many weight values per output position of the call: the weight's transposition
 #: (from memory in a network) is that share of the work. Two threads, direct / packed, weights cold:
