@@ -350,7 +350,7 @@ static void GC(unpack_phased)(T *gx, const T *cols, ptrdiff_t ld, ptrdiff_t nch,
 {
     ptrdiff_t q[3], n[3];
     for (int a = 0; a < 3; a++) {
-        const ptrdiff_t ext = (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+        const ptrdiff_t ext = gc_reach(g, a, g->out[a]);
         q[a] = (ext + g->s[a] - 1) / g->s[a];
         n[a] = ext - g->p[a] < g->in[a] ? ext - g->p[a] : g->in[a]; /* the input positions reached */
     }
@@ -475,25 +475,31 @@ static void GC(implicit_span)(const gc_geom *g, ptrdiff_t item, GC(span) *sp)
     sp->slen = ((sp->qa + sp->nq - 1 + g->maxoff) / E2 + 1 - ra) * E2;
 }
 
+/* dst (width values) = one zero-padded slab row: column j holds input column j - p2 of row src, zero where
+ * that is padding; all zeros for a padding row (src NULL). */
+static inline void GC(slab_row)(T *dst, const T *src, const gc_geom *g, ptrdiff_t width)
+{
+    const ptrdiff_t lo = g->p[2] < width ? g->p[2] : width;
+    const ptrdiff_t end = g->p[2] + g->in[2] < width ? g->p[2] + g->in[2] : width, hi = end > lo ? end : lo;
+    if (!src) {
+        FN(zero_short)(dst, width);
+        return;
+    }
+    FN(zero_short)(dst, lo);
+    if (hi > lo) FN(copy_short)(dst + lo, src, hi - lo);
+    FN(zero_short)(dst + hi, width - hi);
+}
+
 /* slab (cg x slen) = the zero-padded input rows of the span's image, channels xg[0:cg]. */
 static void GC(implicit_slab)(T *slab, const T *xg, const gc_geom *g, const GC(span) *sp)
 {
     const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], rows = sp->slen / E2;
-    /* columns [lo, hi) of a padded row read input columns j - p2 */
-    const ptrdiff_t lo = g->p[2] < E2 ? g->p[2] : E2;
-    const ptrdiff_t hi = g->p[2] + g->in[2] < E2 ? g->p[2] + g->in[2] : E2, end = hi > lo ? hi : lo;
     for (ptrdiff_t c = 0; c < g->cg; c++)
         for (ptrdiff_t r = sp->ra; r < sp->ra + rows; r++) {
-            T *dst = slab + c * sp->slen + (r - sp->ra) * E2;
             const ptrdiff_t i0 = r / E1 - g->p[0], i1 = r % E1 - g->p[1];
-            if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]) {
-                FN(zero_short)(dst, E2);
-                continue;
-            }
-            FN(zero_short)(dst, lo);
-            const T *src = xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2];
-            if (hi > lo) FN(copy_short)(dst + lo, src, hi - lo);
-            FN(zero_short)(dst + end, E2 - end);
+            const int inside = i0 >= 0 && i0 < g->in[0] && i1 >= 0 && i1 < g->in[1];
+            GC(slab_row)(slab + c * sp->slen + (r - sp->ra) * E2,
+                         inside ? xg + c * g->plane + (i0 * g->in[1] + i1) * g->in[2] : NULL, g, E2);
         }
 }
 
@@ -704,21 +710,12 @@ static void GC(direct_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, 
 /* The item's rows [l0, l1) of image n: the input rows they read, zero padded, into slab (cg x srows x W). */
 static void GC(direct_slab)(T *slab, const T *xg, const gc_geom *g, ptrdiff_t l0, ptrdiff_t l1)
 {
-    const ptrdiff_t W = g->ext[2], slen = g->srows * W, rows = (l1 - l0 - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
-    /* columns [clo, chi) of a padded row read input columns j - p2 */
-    const ptrdiff_t clo = g->p[2] < W ? g->p[2] : W, end = g->p[2] + g->in[2] < W ? g->p[2] + g->in[2] : W;
-    const ptrdiff_t chi = end > clo ? end : clo;
+    const ptrdiff_t W = g->ext[2], slen = g->srows * W, rows = gc_reach(g, 1, l1 - l0);
     for (ptrdiff_t c = 0; c < g->cg; c++)
         for (ptrdiff_t r = 0; r < rows; r++) {
-            T *dst = slab + c * slen + r * W;
             const ptrdiff_t i1 = l0 * g->s[1] + r - g->p[1];
-            if (i1 < 0 || i1 >= g->in[1]) {
-                FN(zero_short)(dst, W);
-                continue;
-            }
-            FN(zero_short)(dst, clo);
-            if (chi > clo) FN(copy_short)(dst + clo, xg + c * g->plane + i1 * g->in[2], chi - clo);
-            FN(zero_short)(dst + chi, W - chi);
+            GC(slab_row)(slab + c * slen + r * W, i1 >= 0 && i1 < g->in[1] ? xg + c * g->plane + i1 * g->in[2] : NULL,
+                         g, W);
         }
 }
 

@@ -286,6 +286,13 @@ enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
  * (clamp to [lo, hi]; ReLU6 is [0, 6]). */
 enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
 
+/* Input positions along axis a (zero padding included) that `count` consecutive outputs read: the extent of
+ * their windows. */
+static inline ptrdiff_t gc_reach(const gc_geom *g, int a, ptrdiff_t count)
+{
+    return (count - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+}
+
 /* The direct lanes forward (implicit 3) splits each group's og output channels into `chunk` parts, at
  * multiples of 16 channels but the last; its items are (part, image, band of rows), part-major, so that a
  * worker's contiguous range of items is mostly one part (whose weight it transposes once). */
@@ -358,11 +365,11 @@ static void gc_derive(gc_geom *g)
     g->chunks = (g->cg + g->chunk - 1) / g->chunk;
     if (g->implicit == 3) { /* the direct lanes forward (1-d/2-d): bands of output rows, each slab row ext[2] long */
         g->ext[0] = 1;
-        g->ext[1] = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
-        g->ext[2] = (g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + 1;
+        g->ext[1] = gc_reach(g, 1, g->out[1]);
+        g->ext[2] = gc_reach(g, 2, g->out[2]);
         g->lines = g->out[1];
         g->bands = (g->lines + g->band - 1) / g->band;
-        g->srows = (g->band - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
+        g->srows = gc_reach(g, 1, g->band);
     } else if (g->implicit) { /* lines of the last axis; 3-d bands are whole planes (checked by the binding) */
         for (int a = 0; a < 3; a++) g->ext[a] = g->out[a] + (g->k[a] - 1) * g->d[a];
         g->lines = g->out[0] * g->out[1];
@@ -401,9 +408,9 @@ typedef struct {
 
 static void gc_padded_of(const gc_geom *g, gc_padded *pd)
 {
-    pd->e0 = (g->out[0] - 1) * g->s[0] + (g->k[0] - 1) * g->d[0] + 1;
-    pd->e1 = (g->out[1] - 1) * g->s[1] + (g->k[1] - 1) * g->d[1] + 1;
-    pd->w2 = ((g->out[2] - 1) * g->s[2] + (g->k[2] - 1) * g->d[2] + g->s[2]) / g->s[2];
+    pd->e0 = gc_reach(g, 0, g->out[0]);
+    pd->e1 = gc_reach(g, 1, g->out[1]);
+    pd->w2 = (gc_reach(g, 2, g->out[2]) + g->s[2] - 1) / g->s[2];
     const ptrdiff_t ext[3] = {pd->e0, pd->e1, pd->w2 * g->s[2]};
     for (int a = 0; a < 3; a++) pd->n[a] = ext[a] - g->p[a] < g->in[a] ? ext[a] - g->p[a] : g->in[a];
 }
@@ -437,7 +444,7 @@ static ptrdiff_t gc_phased_elements(const gc_geom *g)
     const ptrdiff_t limit = unit ? GC_PAD_MAX : GC_PHASED_MAX;
     ptrdiff_t e = 1;
     for (int a = 0; a < 3; a++) {
-        const ptrdiff_t ext = (g->out[a] - 1) * g->s[a] + (g->k[a] - 1) * g->d[a] + 1;
+        const ptrdiff_t ext = gc_reach(g, a, g->out[a]);
         e *= (ext + g->s[a] - 1) / g->s[a] * g->s[a];
         if (e > limit) return 0;
     }
