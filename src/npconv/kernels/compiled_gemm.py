@@ -462,7 +462,7 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     ck = cg * math.prod(geom.kernel_size)
     threads, blas = _threads(n * o * ck * length, geom.groups)
     implicit = None
-    direct = _direct_layout(n, c, o, in_size, geom, dtype, ck, threads)
+    direct = _direct_layout(n, c, o, in_size, out_size, geom, dtype, ck, threads)
     if direct is not None:
         return direct, False, out_size, threads, 0, ()
     if (implicit_runs(dtype) and all(s == 1 for s in geom.stride) and math.prod(geom.kernel_size) > 1
@@ -495,8 +495,8 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     return geometry, shifted, out_size, threads, blas, ()
 
 
-def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], geom: ConvGeometry, dtype: np.dtype,
-                   ck: int, threads: int) -> tuple[int, ...] | None:
+def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[int, ...], geom: ConvGeometry,
+                   dtype: np.dtype, ck: int, threads: int) -> tuple[int, ...] | None:
     """The geometry of a direct lanes forward (:data:`DIRECT_LANES`), or None where the rule or the kernel
     declines it. On several workers, where the weight has at least :data:`DIRECT_PARTS_MIN_RATIO` times
     the input's values, each group's output channels split into one part per worker (each transposes
@@ -506,10 +506,10 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], geom: ConvG
             and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
             and ck >= DIRECT_MIN_DEPTH):
         return None
-    positions = n * math.prod(geom.output_size(in_size))
+    positions = n * math.prod(out_size)
     if positions < DIRECT_MIN_POSITIONS or o * ck > DIRECT_MAX_WEIGHT_PER_POSITION * positions:
         return None
-    lines = geom.output_size(in_size)[0] if geom.ndim == 2 else 1
+    lines = out_size[0] if geom.ndim == 2 else 1
     split = o * ck >= DIRECT_PARTS_MIN_RATIO * n * c * math.prod(in_size)  # the weight against the input
     parts = threads if threads > 1 and split and o // geom.groups >= 32 * threads else 1
     rows = lines if n * parts >= threads else -(-lines // -(-threads // n))
