@@ -495,8 +495,8 @@ def _forward_layout(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geom: Co
     return geometry, shifted, out_size, threads, blas, ()
 
 
-def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[int, ...], geom: ConvGeometry,
-                   dtype: np.dtype, ck: int, threads: int) -> tuple[int, ...] | None:
+def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: tuple[int, ...],
+                   geom: ConvGeometry, dtype: np.dtype, ck: int, threads: int) -> tuple[int, ...] | None:
     """The geometry of a direct lanes forward (:data:`DIRECT_LANES`), or None where the rule or the kernel
     declines it. On several workers, where the weight has at least :data:`DIRECT_PARTS_MIN_RATIO` times
     the input's values, each group's output channels split into one part per worker (each transposes
