@@ -38,6 +38,10 @@ CHUNK_BYTES = 8 << 20
 #: Programs run inverted residual blocks (1x1 expansion, depthwise 3x3, 1x1 projection) as one fused
 #: kernel call where the compiled kernel takes them (:func:`_blocks_fused`).
 FUSE_BLOCKS = True
+#: A block without an expansion whose depthwise reads a network's stem (a 3x3 convolution of stride 2
+#: and padding 1 of a few input channels, MobileNetV2's) takes the stem in as its first stage: the
+#: stem's output, the network's largest tensor, never goes to memory (:func:`_blocks_fused`).
+FUSE_STEMS = True
 
 
 class _PlannedStep:
@@ -534,10 +538,13 @@ class _BlockStep:
         return run
 
 
-def _block_stage(step: _Step, plan: tuple | None, depthwise: bool) -> tuple[_block.Stage, int] | None:
+def _block_stage(step: _Step, plan: tuple | None, depthwise: bool,
+                 stem: bool = False) -> tuple[_block.Stage, int] | None:
     """``(stage, stride)`` of a planned plain ``Conv2d`` step (or one with its activation) that can be a
     block's 1x1 convolution (``depthwise`` False: stride 1, no padding, ungrouped; a residual step's
-    activation after its addition) or its depthwise 3x3 (padding 1, stride 1 or 2); else None."""
+    activation after its addition), with ``stem`` also a stem in its expansion's place (3x3, stride 2,
+    padding 1, ungrouped, at most ``IR_STEM_MAX_PAIRS`` / 9 input channels), or its depthwise 3x3
+    (padding 1, stride 1 or 2); else None."""
     if plan is None or not isinstance(step, (_LayerStep, _ResidualStep)) or step.planned is None:
         return None
     layer = step.planned.layer
@@ -558,6 +565,10 @@ def _block_stage(step: _Step, plan: tuple | None, depthwise: bool) -> tuple[_blo
                 and stride in ((1, 1), (2, 2)) and conv.groups == w.shape[0] == conv.in_channels
                 and w.shape[1] == 1):
             return None
+    elif stem and not isinstance(step, _ResidualStep) and (
+            tuple(conv.kernel_size) == (3, 3) and tuple(conv.padding) == (1, 1) and stride == (2, 2)
+            and conv.groups == 1 and w.shape[1] * 9 <= _block.STEM_MAX_PAIRS):
+        pass
     elif not (tuple(conv.kernel_size) == (1, 1) and tuple(conv.padding) == (0, 0) and stride == (1, 1)
               and conv.groups == 1):
         return None
@@ -568,9 +579,10 @@ def _blocks_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: lis
                   inputs: int, outputs: Any) -> tuple[list, list]:
     """``steps`` and ``plans`` with each inverted residual block taken into one :class:`_BlockStep` at its
     place: a depthwise 3x3 step whose output only the next step, a 1x1 convolution, reads (a residual
-    step: ``+ other`` with its activation), and the step before it, where it is a 1x1 convolution whose
-    output only the depthwise reads, as the block's expansion; where the compiled kernel takes them
-    (:func:`npconv.kernels.compiled_block.takes`). The fused steps' slots are not written any more."""
+    step: ``+ other`` with its activation), and the step before it, where it is a 1x1 convolution (or, with
+    :data:`FUSE_STEMS`, a stem: :func:`_block_stage`) whose output only the depthwise reads, as the block's
+    expansion; where the compiled kernel takes them (:func:`npconv.kernels.compiled_block.takes`; else the
+    block without that step). The fused steps' slots are not written any more."""
     if not FUSE_BLOCKS:
         return list(steps), plans
     outs = {outputs} if isinstance(outputs, int) else set(outputs)
@@ -584,17 +596,21 @@ def _blocks_fused(steps: Sequence[_Step], plans: list[tuple | None], arrays: lis
         if (project is None or k in dropped or nxt.index != step.out or step.out in outs
                 or users[step.out] != [k, k + 1]):
             continue
-        first, index, expand = k, step.index, None
+        candidates = [(k, step.index, None)]  # (first step, input slot, expansion): with one first
         prev = steps[k - 1] if k > 0 and k - 1 not in dropped and k - 1 not in fused else None
-        pointwise = _block_stage(prev, plans[k - 1], False) if prev is not None else None
+        pointwise = _block_stage(prev, plans[k - 1], False, FUSE_STEMS) if prev is not None else None
         if (pointwise is not None and not isinstance(prev, _ResidualStep) and prev.out == step.index
                 and prev.out >= inputs and prev.out not in outs and users[prev.out] == [k - 1, k]):
-            first, index, expand = k - 1, prev.index, pointwise[0]
+            candidates.insert(0, (k - 1, prev.index, pointwise[0]))
         other = nxt.other if isinstance(nxt, _ResidualStep) else None
-        stages = (expand, dw[0], project[0])
-        if not _block.takes(arrays[index], arrays[nxt.out], None if other is None else arrays[other], *stages,
-                            dw[1]):
+        residual = None if other is None else arrays[other]
+        y = arrays[nxt.out]
+        taken = next((c for c in candidates
+                      if _block.takes(arrays[c[1]], y, residual, c[2], dw[0], project[0], dw[1])), None)
+        if taken is None:
             continue
+        first, index, expand = taken
+        stages = (expand, dw[0], project[0])
         inner = range(first, k + 2)
         params = tuple((p, a) for j in inner for p, a in ((steps[j].planned.weight, plans[j][2]),
                                                           (steps[j].planned.bias, plans[j][3]))

@@ -1,8 +1,9 @@
 """The compiled core's fused inverted residual block (``ir_forward``, csrc/block.h, and
 ``kernels/compiled_block.py``) on every ISA variant this CPU runs, against the float64 NumPy reference
-of its three convolutions: strides 1 and 2, with and without the expansion and the residual, every
-activation, odd sizes, bands and tiles of every size; each item writing only its rows; NaN staying
-in its receptive field; the variants and widths it refuses, and the extension's guards."""
+of its three convolutions: strides 1 and 2, with and without the expansion (or a stem in its place) and
+the residual, every activation, odd sizes, bands and tiles of every size; each item writing only its
+rows; NaN staying in its receptive field; the variants and widths it refuses, and the extension's
+guards."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ ACTS = {None: (0, 0.0, 0.0), "relu": (1, 0.0, 0.0), "relu6": (2, 0.0, 6.0), "cla
 
 
 def _block(rng, n, cin, cexp, cout, h, w, expand=True, residual=False):  # noqa: ANN001, ANN202
+    """The block's arrays; ``expand`` True (a 1x1 expansion), False or "stem" (3x3, stride 2: ``(h, w)``
+    its input's size)."""
     f = np.float32
     x = rng.standard_normal((n, cin, h, w)).astype(f)
-    w1 = (rng.standard_normal((cexp, cin)) / np.sqrt(cin)).astype(f) if expand else None
+    taps = 9 if expand == "stem" else 1
+    w1 = (rng.standard_normal((cexp, cin * taps)) / np.sqrt(cin * taps)).astype(f) if expand else None
     b1 = rng.standard_normal(cexp).astype(f) if expand else None
     wd = (rng.standard_normal((cexp, 9)) / 3).astype(f)
     bd = rng.standard_normal(cexp).astype(f)
@@ -45,7 +49,9 @@ def _reference(x, w1, b1, wd, bd, w2, b2, stride, res, acts):  # noqa: ANN001, A
     """The three convolutions in float64 (reference.conv), the residual after the projection's bias."""
     d = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
     e = d(x)
-    if w1 is not None:
+    if w1 is not None and w1.shape[1] == 9 * x.shape[1]:  # a stem
+        e = _act(reference.conv(e, d(w1).reshape(-1, x.shape[1], 3, 3), d(b1), stride=2, padding=1), acts[0])
+    elif w1 is not None:
         e = _act(reference.conv(e, d(w1)[:, :, None, None], d(b1)), acts[0])
     c = e.shape[1]
     t = _act(reference.conv(e, d(wd).reshape(c, 1, 3, 3), d(bd), stride=stride, padding=1, groups=c), acts[1])
@@ -54,9 +60,13 @@ def _reference(x, w1, b1, wd, bd, w2, b2, stride, res, acts):  # noqa: ANN001, A
 
 
 def _geometry(n, cin, cexp, cout, h, w, stride, bands, tile, expand, residual, acts):  # noqa: ANN001, ANN202
+    """The kernel's geometry; with ``expand`` "stem" ``(h, w)`` is the stem's input's size."""
+    xh, xw = h, w
+    if expand == "stem":
+        h, w = (xh - 1) // 2 + 1, (xw - 1) // 2 + 1
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
-    geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, int(expand), int(residual),
-                *(a[0] for a in acts))
+    geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, 2 if expand == "stem" else int(expand),
+                int(residual), *(a[0] for a in acts), xh, xw)
     return geometry, tuple(v for a in acts for v in a[1:])
 
 
@@ -64,9 +74,10 @@ def _lanes() -> int:
     return {"avx512": 16, "avx2": 8}.get(backends.core.isa, 0)
 
 
-def _fits(lanes: int, ow: int, stride: int) -> bool:
-    """Whether a variant of ``lanes`` float32 lanes fuses depthwise output rows of ``ow`` columns."""
-    if lanes == 0:
+def _fits(lanes: int, ow: int, stride: int, stem: tuple[int, int] | None = None) -> bool:
+    """Whether a variant of ``lanes`` float32 lanes fuses depthwise output rows of ``ow`` columns (with a
+    stem of ``(cin, cexp)`` channels: whole register blocks of 8 channels at 16 lanes, 4 at 8)."""
+    if lanes == 0 or (stem and (stem[1] % (lanes // 2) or stem[0] * 9 > compiled_block.STEM_MAX_PAIRS)):
         return False
     if ow >= lanes:
         return stride == 1 or lanes >= 16 or ow >= 2 * lanes
@@ -94,6 +105,15 @@ CASES = [  # n, cin, cexp, cout, h, w, stride, expand, residual, bands, tile, ac
     (2, 8, 48, 8, 7, 7, 1, True, True, 1, 7, ("relu6", "relu6", None)),  # 7 columns at stride 1
     (1, 4, 8, 4, 6, 4, 1, True, False, 2, 2, ("relu", None, None)),
     (1, 4, 8, 4, 6, 3, 1, True, False, 1, 2, ("relu", None, None)),  # 3 columns: not taken
+    # a stem (3x3, stride 2, padding 1) in the expansion's place: (h, w) its input's size
+    (1, 3, 32, 16, 64, 64, 1, "stem", False, 2, 9, ("relu6", "relu6", None)),
+    (2, 3, 16, 8, 37, 41, 1, "stem", True, 1, 4, ("clamp", "relu", "relu6")),
+    (1, 1, 8, 8, 33, 35, 2, "stem", False, 3, 2, ("relu", "relu6", None)),  # odd sizes, stride-2 depthwise
+    (2, 4, 24, 12, 30, 65, 1, "stem", False, 2, 1, (None, None, "clamp")),
+    (1, 3, 16, 8, 27, 27, 1, "stem", True, 1, 14, ("relu6", "relu6", None)),  # 14 columns
+    (1, 7, 8, 8, 33, 33, 1, "stem", False, 1, 3, ("relu6", None, None)),  # 63 pairs
+    (1, 8, 8, 8, 33, 33, 1, "stem", False, 1, 3, ("relu6", None, None)),  # 72 pairs: not taken
+    (1, 3, 12, 8, 40, 40, 1, "stem", False, 1, 3, ("relu6", None, None)),  # 12 channels: not at 16 lanes
 ]
 
 
@@ -109,7 +129,7 @@ def test_items_match_the_float64_reference(case, isa) -> None:  # noqa: ANN001
     res = rng.standard_normal((n, cout, oh, ow)).astype(np.float32) if residual else None
     lanes = _lanes()
     takes = core.ir_supported(backends.core.isa_index, geometry, bounds)
-    assert takes == _fits(lanes, ow, stride)
+    assert takes == _fits(lanes, ow, stride, (cin, cexp) if expand == "stem" else None)
     y = np.full((n, cout, oh, ow), np.nan, np.float32)
     scratch = np.empty(core.ir_scratch(geometry, bounds), np.float32)
     args = (x, w1, b1, wd, bd, w2, b2, res, y, scratch, geometry, bounds)
@@ -154,6 +174,34 @@ def test_nan_stays_in_its_receptive_field(isa) -> None:  # noqa: ANN001
         assert np.isnan(y[0][:, near]).all() and np.isfinite(y[0][:, ~near]).all()
 
 
+def test_a_stems_nan_stays_in_its_receptive_field(isa) -> None:  # noqa: ANN001
+    """An input NaN reaches the stem outputs whose 3x3 windows (stride 2) hold it, and from them the
+    depthwise outputs whose windows hold those: nothing else, whatever the junk positions read."""
+    n, cin, cexp, cout, xh, xw = 1, 3, 16, 8, 29, 64
+    acts = [ACTS["relu6"], ACTS["relu6"], ACTS[None]]
+    for stride, (r, c) in [(1, (9, 30)), (2, (14, 41)), (1, (0, 0)), (2, (28, 63)), (1, (28, 0))]:
+        geometry, bounds = _geometry(n, cin, cexp, cout, xh, xw, stride, 2, 3, "stem", False, acts)
+        if not backends.core.module.ir_supported(backends.core.isa_index, geometry, bounds):
+            pytest.skip(f"{backends.core.isa} does not fuse a stem")
+        x, w1, b1, wd, bd, w2, b2 = _block(np.random.default_rng(stride), n, cin, cexp, cout, xh, xw, "stem")
+        x[0, 1, r, c] = np.nan
+        h, w, oh, ow = geometry[4:8]
+        y = np.empty((n, cout, oh, ow), np.float32)
+        scratch = np.full(backends.core.module.ir_scratch(geometry, bounds), np.nan, np.float32)
+        backends.core.module.ir_forward(backends.core.isa_index, x, w1, b1, wd, bd, w2, b2, None, y, scratch,
+                                        geometry, bounds, 0, 2)
+        stem = np.zeros((h, w), bool)  # stem output (i, j) reads input rows 2i-1 .. 2i+1, columns alike
+        for i in range(h):
+            for j in range(w):
+                stem[i, j] = abs(2 * i - r) <= 1 and abs(2 * j - c) <= 1
+        near = np.zeros((oh, ow), bool)
+        for i in range(oh):
+            for j in range(ow):
+                rows = slice(max(0, i * stride - 1), i * stride + 2)
+                near[i, j] = stem[rows, max(0, j * stride - 1):j * stride + 2].any()
+        assert np.isnan(y[0][:, near]).all() and np.isfinite(y[0][:, ~near]).all()
+
+
 def test_refusals_and_guards() -> None:
     core, isa_index = backends.core.module, backends.core.isa_index
     acts = [ACTS["relu6"], ACTS["relu6"], ACTS[None]]
@@ -165,7 +213,10 @@ def test_refusals_and_guards() -> None:
            (geometry[:6] + (7,) + geometry[7:], "not an inverted residual block"),  # OH not the output's
            (geometry[:9] + (9,) + geometry[10:], "not an inverted residual block"),  # more bands than rows
            (geometry[:13] + (3,) + geometry[14:], "act must be"),
-           (geometry[:5], "tuple of 16 ints")]
+           (geometry[:11] + (3,) + geometry[12:], "not an inverted residual block"),  # expand 3
+           (geometry[:16] + (9, 40), "not an inverted residual block"),  # XH not H without a stem
+           (geometry[:11] + (2,) + geometry[12:], "not an inverted residual block"),  # a stem: H not XH's
+           (geometry[:5], "tuple of 18 ints")]
     for geom, message in bad:
         with pytest.raises((ValueError, TypeError), match=message):
             core.ir_forward(isa_index, x, w1, b1, wd, bd, w2, b2, None, y, scratch, geom, bounds, 0, 1)
@@ -185,6 +236,10 @@ def test_refusals_and_guards() -> None:
     with pytest.raises(TypeError, match="same element type"):
         core.ir_forward(isa_index, x, w1.astype(np.float64), b1, wd, bd, w2, b2, None, y, scratch, geometry,
                         bounds, 0, 1)
+    stem, stem_bounds = _geometry(1, 4, 8, 4, 16, 80, 1, 1, 2, "stem", False, acts)  # its output as above
+    with pytest.raises(ValueError, match="expand_weight has"):  # a 1x1 expansion's weight for a stem
+        core.ir_forward(isa_index, np.zeros((1, 4, 16, 80), np.float32), w1, b1, wd, bd, w2, b2, None, y,
+                        np.empty(core.ir_scratch(stem, stem_bounds), np.float32), stem, stem_bounds, 0, 1)
     wide = [a.astype(np.float64) for a in (x, w1, b1, wd, bd, w2, b2, y, scratch)]
     with pytest.raises(ValueError, match="takes float32"):
         core.ir_forward(isa_index, *wide[:7], None, *wide[7:], geometry, bounds, 0, 1)

@@ -1015,9 +1015,10 @@ def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
                                        err_msg=str(spec))
 
 
-def _inverted_residuals(ns, variant: str = "fuses"):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
-    """MobileNetV2's inverted residual blocks: one without an expansion, a strided one, one with a
-    residual; ``variant`` returns the last block's depthwise or expansion output too (``"depthwise
+def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1):  # noqa: ANN001, ANN202
+    """MobileNetV2's inverted residual blocks (npconv.nn or torch.nn): one without an expansion, a strided
+    one, one with a residual, after a 3x3 stem of ``stem_stride`` (2: MobileNetV2's, which the first block
+    can take in); ``variant`` returns the last block's depthwise or expansion output too (``"depthwise
     read"``, ``"expansion read"``: those must keep the block's layers apart)."""
 
     class Block(ns.Module):
@@ -1044,8 +1045,10 @@ def _inverted_residuals(ns, variant: str = "fuses"):  # noqa: ANN001, ANN202 (np
     class Net(ns.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem = ns.Sequential(ns.Conv2d(3, 8, 3, 1, 1, bias=False), ns.BatchNorm2d(8), ns.ReLU6())
-            self.first, self.strided = Block(8, 8, 1, 1), Block(8, 12, 2, 4)
+            self.stem = ns.Sequential(ns.Conv2d(3, 8, 3, stem_stride, 1, bias=False), ns.BatchNorm2d(8),
+                                      ns.ReLU6())
+            mid = 8 if stem_stride == 1 else 6  # after a strided stem no residual: the stem's output its own
+            self.first, self.strided = Block(8, mid, 1, 1), Block(mid, 12, 2, 4)
             self.last = Block(12, 12, 1, 3, "" if variant == "fuses" else variant)
             self.head = ns.Conv2d(12, 6, 1)
 
@@ -1056,13 +1059,13 @@ def _inverted_residuals(ns, variant: str = "fuses"):  # noqa: ANN001, ANN202 (np
     return Net()
 
 
-def _block_pair(variant: str = "fuses"):  # noqa: ANN202
+def _block_pair(variant: str = "fuses", stem_stride: int = 1):  # noqa: ANN202
     """The blocks in torch (float32, eval, random BatchNorm statistics) and in npconv optimized."""
     torch.manual_seed(70)
-    reference = _inverted_residuals(torch.nn, variant)
+    reference = _inverted_residuals(torch.nn, variant, stem_stride)
     _randomize_batchnorm(reference, 71)
     reference.eval()
-    ours = _inverted_residuals(nn, variant)
+    ours = _inverted_residuals(nn, variant, stem_stride)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
     return reference, npconv.optimize_for_inference(ours.eval())
 
@@ -1122,6 +1125,40 @@ def test_a_program_fuses_inverted_residual_blocks(batch: int, monkeypatch: pytes
     project.weight.data = project.weight.data.numpy() * 1.0
     _close_to_torch(traced, reference, shape, (76,))
     assert traced._replay.program is not program
+
+
+@needs_plans
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_a_program_fuses_a_strided_stem_into_the_first_block(batch: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """MobileNetV2's stem (3x3, stride 2) becomes the first block's expansion on the variants that take it
+    (``compiled_block.STEM_ISAS``); elsewhere, and with ``FUSE_STEMS`` off, the block fuses without it.
+    Either way within float32 of torch, and an in-place change of the stem's weight is seen."""
+    reference, model = _block_pair(stem_stride=2)
+    shape = (batch, 3, 40, 67)  # the stem's output: 20 x 34
+    x = np.random.default_rng(80).standard_normal(shape).astype(np.float32)
+    stems = npconv.backends.core.isa in compiled_block.STEM_ISAS and _vector_rows(34, 1)
+    for fuse in (True, False):
+        monkeypatch.setattr(_replay, "FUSE_STEMS", fuse)
+        traced = npconv.jit.trace(model, npconv.tensor(x))
+        _close_to_torch(traced, reference, shape, (81, 82))
+        first = [b for b in _fused_blocks(traced) if b.stride == 1][:1]  # the one without an expansion
+        assert len(first) == _vector_rows(34, 1)
+        if first:
+            expand = first[0].stages[0]
+            assert (expand is not None and expand.weight.shape == (8, 3, 3, 3)) == (fuse and stems)
+            assert expand is None or fuse
+    monkeypatch.setattr(_replay, "FUSE_STEMS", True)
+    traced = npconv.jit.trace(model, npconv.tensor(x))
+    program = traced._replay.program
+    with torch.no_grad():  # the stem's BatchNorm output halved: its folded weight and bias halve
+        reference.stem[1].weight.mul_(0.5)
+        reference.stem[1].bias.mul_(0.5)
+    stem = model.stem[0].conv  # the folded convolution
+    stem.weight.data.numpy()[...] *= 0.5
+    stem.bias.data.numpy()[...] *= 0.5
+    _close_to_torch(traced, reference, shape, (83,))
+    assert traced._replay.program is program
 
 
 @needs_plans

@@ -7,7 +7,10 @@
  * the depthwise rows from them, and projects the tile's rows into y: the expanded values never leave
  * the worker's cache. Each stage is the unfused kernel's own arithmetic (FN(gemm), the depthwise row
  * kernels, the residual added after the projection's bias), so the results match the unfused layers'
- * except where a product's columns take a different path (dot products: rounding). Rows are moved,
+ * except where a product's columns take a different path (dot products: rounding). In the expansion's
+ * place a block can take the network's stem (expand 2: MobileNetV2's 3x3 stride-2 convolution of the
+ * image), computed by grouped.h's register blocks straight into E's rows (ir_stem_rows), so the stem's
+ * output, the network's largest tensor (12.8 MB at batch 8), is not written either. Rows are moved,
  * copied and zeroed with kernels.h's copy_short/zero_short: a libc call per channel's row cost 4-5% of
  * MobileNetV2 at batch 1.
  * float32 on the vector ISAs (FN(gemm) exists there); elsewhere ir_forward reports -2. */
@@ -51,7 +54,49 @@ static inline __attribute__((always_inline)) void FN(ir_s2_narrow)(T *dc, ptrdif
  * or the narrow rows above). */
 static int FN(ir_fits)(const ir_geom *g)
 {
+    if (g->expand == 2 && (g->cexp % GP_OB || g->cin * 9 > IR_STEM_MAX_PAIRS)) return 0; /* whole register blocks */
     return g->ow >= VL ? g->stride == 1 || VL >= 16 || g->ow >= 2 * VL : FN(ir_narrow)(g);
+}
+
+/* The stem's output rows [a, b) into E's rows a - lo.. (channel stride es, pitch w + 2, column c at c + 1),
+ * as grouped.h's forward computes them (the same sums in the same order): the image's input rows those
+ * rows read in polyphase form (planes: ir_stem_phases, rows of E's pitch), then per block of GP_OB
+ * channels (weights packed as wp, one block's pairs x GP_OB after another) the register blocks of
+ * positions stored straight into E: a position's row and column are E's, the wide rows' two junk
+ * columns land on E's padding columns and the last block's junk positions past row b in E's rows or
+ * channel slack after it. Then the bias's activation, and the padding columns of rows [a, b) zeroed
+ * (rows past b the caller zeroes). */
+static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdiff_t es, T *planes, const ir_geom *g,
+                             ptrdiff_t lo, ptrdiff_t a, ptrdiff_t b)
+{
+    dw_geom d;
+    dw_phases ph;
+    ir_stem_phases(g, &d, &ph);
+    const ptrdiff_t pitch = ph.qw, chan = ph.count * ph.plane, pairs = g->cin * 9, step = GP_NB * VL;
+    ptrdiff_t shift[9], off[IR_STEM_MAX_PAIRS], reach = 0;
+    dw_forward_shifts(&d, &ph, shift);
+    for (int t = 0; t < 9; t++) reach = shift[t] % ph.plane > reach ? shift[t] % ph.plane : reach;
+    for (ptrdiff_t ci = 0; ci < g->cin; ci++)
+        for (int t = 0; t < 9; t++) off[ci * 9 + t] = ci * chan + shift[t];
+    const ptrdiff_t m0 = a * pitch, m1 = b * pitch, steps = (m1 - m0 + step - 1) / step;
+    const ptrdiff_t rows_hi = (m0 + steps * step - 1 + reach) / pitch + 1; /* phase rows the blocks read */
+    for (ptrdiff_t ci = 0; ci < g->cin; ci++) {
+        FN(clear_phase_rows)(planes + ci * chan, &ph, a, rows_hi);
+        FN(fill_phase_rows)(planes + ci * chan, xn + ci * g->xh * g->xw, &d, &ph, a, rows_hi);
+    }
+    for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB) {
+        T init[GP_OB];
+        for (int j = 0; j < GP_OB; j++) init[j] = b1 ? b1[o0 + j] : (T)0;
+        for (ptrdiff_t m = m0; m < m1; m += step)
+            FN(gp_block)(e + o0 * es + 1 + (m - lo * pitch), es, 0, planes + m, off, pairs, wp + o0 * pairs, init);
+    }
+    const T lo0 = (T)g->lo[0], hi0 = (T)g->hi[0];
+    for (ptrdiff_t c = 0; c < g->cexp; c++)
+        for (ptrdiff_t row = a; row < b; row++) {
+            T *er = e + c * es + (row - lo) * pitch;
+            FN(activate_run)(er + 1, g->w, g->act[0], lo0, hi0);
+            er[0] = er[pitch - 1] = 0;
+        }
 }
 
 /* One item: output rows [r0, r1) of image `img`. E: cexp channels of ir_in_rows padded rows (pitch
@@ -61,9 +106,9 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
                         const T *res, T *y, T *e, T *d, T *xp, T *pack, const ir_geom *g, ptrdiff_t img, ptrdiff_t r0,
                         ptrdiff_t r1)
 {
-    const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g), es = rows * pitch, xs = es, s = g->stride;
+    const ptrdiff_t pitch = ir_pitch(g), es = ir_e_stride(g), xs = es, s = g->stride;
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    const T *xn = x + img * g->cin * hw;
+    const T *xn = x + img * g->cin * g->xh * g->xw;
     T *yn = y + img * g->cout * ohw;
     const T *rn = res ? res + img * g->cout * ohw : NULL;
     const T lo0 = (T)g->lo[0], hi0 = (T)g->hi[0], lo1 = (T)g->lo[1], hi1 = (T)g->hi[1];
@@ -82,18 +127,19 @@ static void FN(ir_item)(const T *x, const T *w1, const T *b1, const T *wd, const
         /* rows [keep, nin) of E: the image's rows [a, b) among them expanded (or copied), the others the
          * zero padding above and below the image */
         const ptrdiff_t a = lo + keep > 0 ? lo + keep : 0, b = lo + nin < g->h ? lo + nin : g->h;
-        for (ptrdiff_t i = keep; i < nin; i++)
+        if (b > a && g->expand == 2) FN(ir_stem_rows)(xn, w1, b1, e, es, xp, g, lo, a, b);
+        for (ptrdiff_t i = keep; i < nin; i++) /* after the stem's rows: its last positions' junk lands here */
             if (lo + i < 0 || lo + i >= g->h)
                 for (ptrdiff_t c = 0; c < g->cexp; c++) FN(zero_short)(e + c * es + i * pitch, pitch);
         if (b > a && !g->expand) {
             for (ptrdiff_t c = 0; c < g->cexp; c++)
                 for (ptrdiff_t row = a; row < b; row++)
                     FN(copy_short)(e + c * es + (row - lo) * pitch + 1, xn + c * hw + row * g->w, g->w);
-        } else if (b > a && g->w % VL == 0) { /* whole vectors per row: each row's product in place */
+        } else if (b > a && g->expand == 1 && g->w % VL == 0) { /* whole vectors per row: each row's product in place */
             for (ptrdiff_t row = a; row < b; row++)
                 FN(gemm)(0, 0, g->cexp, g->w, g->cin, (T)1, w1, g->cin, xn + row * g->w, hw, (T)0,
                          e + (row - lo) * pitch + 1, es, pack, b1, g->act[0], lo0, hi0);
-        } else if (b > a) {
+        } else if (b > a && g->expand == 1) {
             /* the input rows copied into xp's zero-padded rows (E's pitch) and expanded in one product
              * straight into E's rows, padding columns included (act(bias) there: zeroed after). Per-row
              * products of 56 columns ran a third of them as dot products; a product into a contiguous
@@ -167,11 +213,21 @@ static int FN(ir_forward)(const T *x, const T *w1, const T *b1, const T *wd, con
     T *e = scratch, *xp = e + e_size, *d = xp + xp_size, *pack = d + ir_d_size(g);
     /* the padding columns (and E's slack) zero; the rows between are written per tile */
     const ptrdiff_t pitch = ir_pitch(g), rows = ir_in_rows(g);
-    for (ptrdiff_t r = 0; r < (g->cexp + (xp_size ? g->cin : 0)) * rows; r++) {
-        T *row = (r < g->cexp * rows ? e : xp - g->cexp * rows * pitch) + r * pitch;
-        row[0] = row[pitch - 1] = 0;
+    if (g->expand == 2) { /* E zero (its channel slack too: read by junk lanes); the stem's weights packed */
+        memset(e, 0, (size_t)e_size * sizeof(T));
+        const ptrdiff_t pairs = g->cin * 9;
+        T *wp = xp + (xp_size - ir_round(ir_stem_weights(g)));
+        for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB)
+            for (ptrdiff_t u = 0; u < pairs; u++)
+                for (int j = 0; j < GP_OB; j++) wp[o0 * pairs + u * GP_OB + j] = w1[(o0 + j) * pairs + u];
+        w1 = wp;
+    } else {
+        for (ptrdiff_t r = 0; r < (g->cexp + (xp_size ? g->cin : 0)) * rows; r++) {
+            T *row = (r < g->cexp * rows ? e : xp - g->cexp * rows * pitch) + r * pitch;
+            row[0] = row[pitch - 1] = 0;
+        }
+        memset(e + g->cexp * rows * pitch, 0, (size_t)(e_size - g->cexp * rows * pitch) * sizeof(T));
     }
-    memset(e + g->cexp * rows * pitch, 0, (size_t)(e_size - g->cexp * rows * pitch) * sizeof(T));
     for (ptrdiff_t item = start; item < stop; item++) {
         const ptrdiff_t img = item / g->bands, band = item % g->bands;
         const ptrdiff_t r0 = band * g->oh / g->bands, r1 = (band + 1) * g->oh / g->bands;

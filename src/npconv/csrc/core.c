@@ -1219,30 +1219,32 @@ static PyObject *row_means(PyObject *self, PyObject *args) { return run_row_mean
 static PyObject *row_means_job(PyObject *self, PyObject *args) { return run_row_means(args, 1); }
 
 /* The fused inverted residual block (block.h): geometry (N, Cin, Cexp, Cout, H, W, OH, OW, stride, bands,
- * tile, expand, residual, act0, act1, act2) and the clamp bounds (lo0, hi0, lo1, hi1, lo2, hi2). */
+ * tile, expand, residual, act0, act1, act2, XH, XW) and the clamp bounds (lo0, hi0, lo1, hi1, lo2, hi2). */
 static int parse_ir_geom(PyObject *seq, PyObject *bounds, ir_geom *g)
 {
-    ptrdiff_t v[16];
-    if (geometry_ints(seq, 16, "N, Cin, Cexp, Cout, H, W, OH, OW, stride, bands, tile, expand, residual, act0, act1, "
-                      "act2", "1111111111100000", DW_MAX_VALUE, v) < 0)
+    ptrdiff_t v[18];
+    if (geometry_ints(seq, 18, "N, Cin, Cexp, Cout, H, W, OH, OW, stride, bands, tile, expand, residual, act0, act1, "
+                      "act2, XH, XW", "111111111110000011", DW_MAX_VALUE, v) < 0)
         return -1;
     *g = (ir_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], (int)v[11], (int)v[12],
-                   {(int)v[13], (int)v[14], (int)v[15]}, {0, 0, 0}, {0, 0, 0}};
+                   {(int)v[13], (int)v[14], (int)v[15]}, {0, 0, 0}, {0, 0, 0}, v[16], v[17]};
     if (!PyArg_ParseTuple(bounds, "dddddd", &g->lo[0], &g->hi[0], &g->lo[1], &g->hi[1], &g->lo[2], &g->hi[2]))
         return -1;
     for (int i = 0; i < 3; i++)
         if (check_act(g->act[i], g->lo[i], g->hi[i]) < 0) return -1;
-    if ((g->stride != 1 && g->stride != 2) || g->expand > 1 || g->residual > 1 || (!g->expand && g->cexp != g->cin) ||
-        g->oh != (g->h - 1) / g->stride + 1 ||
-        g->ow != (g->w - 1) / g->stride + 1 || g->bands > g->oh) {
+    const int stem = g->expand == 2;
+    if ((g->stride != 1 && g->stride != 2) || g->expand > 2 || g->residual > 1 || (!g->expand && g->cexp != g->cin) ||
+        g->oh != (g->h - 1) / g->stride + 1 || g->ow != (g->w - 1) / g->stride + 1 || g->bands > g->oh ||
+        g->h != (stem ? (g->xh - 1) / 2 + 1 : g->xh) || g->w != (stem ? (g->xw - 1) / 2 + 1 : g->xw)) {
         PyErr_SetString(PyExc_ValueError, "geometry: not an inverted residual block (3x3 depthwise, padding 1, "
-                        "stride 1 or 2, Cexp == Cin without an expansion; bands <= OH)");
+                        "stride 1 or 2, Cexp == Cin without an expansion; bands <= OH; XH, XW the input's H, W, or "
+                        "with a stem (expand 2: 3x3, stride 2, padding 1) H, W its output's)");
         return -1;
     }
     ptrdiff_t e;
-    if (__builtin_mul_overflow(g->cexp, ir_in_rows(g) * ir_pitch(g), &e) || ir_scratch(g) > 4 * DW_MAX_PLANE ||
-        g->cexp * g->cin > ((ptrdiff_t)1 << 30) || g->cexp * g->cout > ((ptrdiff_t)1 << 30) ||
-        g->h * g->w > DW_MAX_PLANE) {
+    if (__builtin_mul_overflow(g->cexp, ir_in_rows(g) * ir_pitch(g), &e) || g->h * g->w > DW_MAX_PLANE ||
+        g->xh * g->xw > DW_MAX_PLANE || ir_scratch(g) > 4 * DW_MAX_PLANE || g->cexp * g->cin > ((ptrdiff_t)1 << 30) ||
+        g->cexp * g->cout > ((ptrdiff_t)1 << 30)) {
         PyErr_SetString(PyExc_ValueError, "geometry: channels, plane or scratch too large for the compiled kernel");
         return -1;
     }
@@ -1315,7 +1317,7 @@ static PyObject *ir_call(PyObject *args, int prepare)
                                           "scratch"};
     static const int flags[10] = {0, BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_OPTIONAL, 0, BUF_OPTIONAL, BUF_OPTIONAL,
                                   BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
-    const ptrdiff_t counts[10] = {g.n * g.cin * g.h * g.w, g.cexp * g.cin, g.cexp, g.cexp * 9, g.cexp, g.cout * g.cexp,
+    const ptrdiff_t counts[10] = {g.n * g.cin * g.xh * g.xw, g.cexp * g.cin * (g.expand == 2 ? 9 : 1), g.cexp, g.cexp * 9, g.cexp, g.cout * g.cexp,
                                   g.cout, g.n * g.cout * g.oh * g.ow, g.n * g.cout * g.oh * g.ow, ir_scratch(&g)};
     ir_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;

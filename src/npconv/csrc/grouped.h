@@ -248,8 +248,6 @@ static int FN(gp_grad_weight)(const T *x, const T *gy, T *gw, T *scratch, const 
     return 0;
 }
 
-#undef GP_OB
-#undef GP_NB
 #undef GP_WO
 #undef GP_WT
 #undef GP_GW_CHUNK

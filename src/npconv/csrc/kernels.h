@@ -186,6 +186,9 @@ static inline __attribute__((always_inline)) T FN(hsum)(V a)
 #include "spectral.h"
 #include "block.h"
 
+#undef GP_OB /* grouped.h's register block, used by block.h's stem too */
+#undef GP_NB
+
 #undef GM_MR
 #undef GM_NV
 #undef GM_NR

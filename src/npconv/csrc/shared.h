@@ -588,12 +588,15 @@ static inline ptrdiff_t sm_scratch(const sm_geom *g, ptrdiff_t itemsize)
 /* A fused inverted residual block (block.h): 1x1 expansion (optional) -> 3x3 depthwise (padding 1,
  * stride 1 or 2) -> 1x1 projection (+ residual), each with its bias and activation (0 none, 1 ReLU,
  * 2 clamp to [lo, hi]; act[2] applies after the residual). Items: image * bands + band, band b taking
- * output rows [b * oh / bands, (b + 1) * oh / bands); tile: output rows computed at a time. */
+ * output rows [b * oh / bands, (b + 1) * oh / bands); tile: output rows computed at a time. expand 2: the
+ * network's stem instead of the expansion, a 3x3 convolution of stride 2 and padding 1 of the input
+ * (N, cin, xh, xw) whose output (h, w) the depthwise reads (expand 0 and 1: xh == h, xw == w). */
 typedef struct {
     ptrdiff_t n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile;
     int expand, residual;
     int act[3];
     double lo[3], hi[3];
+    ptrdiff_t xh, xw;
 } ir_geom;
 /* Row pitch of the expanded rows: the input's W columns between zero padding columns. The stride-2
  * row kernels read up to 3 * VL columns from a row's start (VL at most DW_LANES), past the row's end
@@ -601,10 +604,36 @@ typedef struct {
 static inline ptrdiff_t ir_pitch(const ir_geom *g) { return g->w + 2; }
 static inline ptrdiff_t ir_in_rows(const ir_geom *g) { return g->stride * (g->tile - 1) + 3; }
 static inline ptrdiff_t ir_round(ptrdiff_t n) { return (n + 15) / 16 * 16; }
-/* E (cexp channels of ir_in_rows padded rows, then slack) and xp (cin such channels: the input's rows
- * before the expansion, for widths that are not whole vectors) */
-static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_in_rows(g) * ir_pitch(g) + 3 * DW_LANES); }
-static inline ptrdiff_t ir_xp_size(const ir_geom *g) { return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0; }
+/* E's channel stride: its rows, and with a stem the 3 * DW_LANES positions past them that the stem's
+ * last register block of positions stores (junk, zeroed after). */
+static inline ptrdiff_t ir_e_stride(const ir_geom *g)
+{
+    return ir_in_rows(g) * ir_pitch(g) + (g->expand == 2 ? 3 * DW_LANES : 0);
+}
+/* The stem's input in polyphase form (grouped.h's, rows of E's pitch: a stem output row's positions are
+ * E's row's, its two junk columns E's padding) and its register blocks' packed weights. */
+#define IR_STEM_MAX_PAIRS 64
+static void ir_stem_phases(const ir_geom *g, dw_geom *d, dw_phases *ph)
+{
+    *d = (dw_geom){g->n, g->cin, 1, g->xh, g->xw, g->h, g->w, 3, 3, 2, 2, 1, 1, 1, 1};
+    dw_forward_phases(d, ph);
+    ph->qw = ir_pitch(g); /* >= the natural w + 1 */
+    ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK;
+}
+static inline ptrdiff_t ir_stem_weights(const ir_geom *g) { return (g->cexp + GP_MAX_OB - 1) / GP_MAX_OB * GP_MAX_OB * g->cin * 9; }
+/* E (cexp channels of ir_e_stride, then slack) and xp: the input's rows before the expansion (cin
+ * channels like E's, for widths that are not whole vectors), or the stem's phase planes and weights */
+static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_e_stride(g) + 3 * DW_LANES); }
+static inline ptrdiff_t ir_xp_size(const ir_geom *g)
+{
+    if (g->expand == 2) {
+        dw_geom d;
+        dw_phases ph;
+        ir_stem_phases(g, &d, &ph);
+        return ir_round(g->cin * ph.count * ph.plane) + ir_round(ir_stem_weights(g));
+    }
+    return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0;
+}
 /* D: the depthwise rows of a tile, then a vector of slack (narrow rows store whole vectors) */
 static inline ptrdiff_t ir_d_size(const ir_geom *g) { return ir_round(g->cexp * g->tile * g->ow + DW_LANES); }
 /* scratch elements: E, xp, the depthwise rows, the GEMMs' packing (B blocks of at most GM_KC x

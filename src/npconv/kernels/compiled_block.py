@@ -3,7 +3,9 @@
 ``y = act_p(w_p @ act_d(dw3x3_s(act_e(w_e @ x + b_e)) + b_d) + b_p (+ residual))``
 
 (the 1x1 expansion ``w_e`` optional, the 3x3 depthwise of padding 1 and stride 1 or 2, the 1x1
-projection ``w_p``; each activation none, ReLU or a clamp). A worker computes a band of output rows
+projection ``w_p``; each activation none, ReLU or a clamp). In the expansion's place the block can
+take a network's stem, ``act_e(conv3x3(x, w_e, stride=2, padding=1) + b_e)`` with a ``(Cexp, Cin, 3, 3)``
+weight (:data:`STEM_ISAS`, :data:`STEM_MAX_PAIRS`). A worker computes a band of output rows
 in tiles: the tile's input rows expanded into its own scratch, the depthwise rows from them, the
 tile's projection into ``y``; the expanded tensor, the largest of the block's, never goes to
 memory. Each stage is the unfused kernels' own arithmetic (results equal to theirs up to the
@@ -27,7 +29,8 @@ from . import workspace
 from .common import ScratchSource
 from .pointwise import Activation
 
-__all__ = ["Stage", "TILE_BYTES", "block_geometry", "takes", "bind_block"]
+__all__ = ["Stage", "TILE_BYTES", "MIN_COLUMNS", "STEM_MAX_PAIRS", "STEM_ISAS", "block_geometry", "takes",
+           "bind_block"]
 
 #: A tile's expanded rows (padded, with its padded input rows) take at most about this many bytes of a
 #: worker's scratch. MobileNetV2 traced, two threads, Zen 4, alternated in one process (median / best
@@ -45,11 +48,19 @@ TILE_BYTES = 1 << 20
 #: fused its 14x14 blocks slower (~170 against ~150 us each at batch 1): 16 against 8 there 0.977 /
 #: 0.964 (batch 1), 0.974 / 0.975 (batch 8).
 MIN_COLUMNS = {"avx512": 13, "avx2": 16}
+#: A stem in the expansion's place (``csrc/shared.h`` ``IR_STEM_MAX_PAIRS``): at most this many (input
+#: channel, tap) pairs, the register block's weights per position.
+STEM_MAX_PAIRS = 64
+#: The ISA variants that take a stem into a block. MobileNetV2 traced, fused stem / stem apart, alternated
+#: in one process (Zen 4): AVX-512 two threads 0.965-0.970 (batch 1), 0.982-0.989 (batch 8), one thread
+#: 0.982 / 0.980; AVX2 (4-channel register blocks) 1.026-1.029 (batch 1), 0.997-1.004 (batch 8).
+STEM_ISAS = ("avx512",)
 
 
 class Stage(NamedTuple):
-    """One convolution of the block: its weight array (``(O, C, 1, 1)``, or ``(C, 1, 3, 3)`` for the
-    depthwise), bias array or None, and the activation after it (or None)."""
+    """One convolution of the block: its weight array (``(O, C, 1, 1)``; ``(C, 1, 3, 3)`` for the
+    depthwise; ``(O, C, 3, 3)`` for a stem in the expansion's place, stride 2 and padding 1), bias array
+    or None, and the activation after it (or None)."""
 
     weight: np.ndarray
     bias: np.ndarray | None
@@ -64,11 +75,12 @@ def _codes(activation: Activation | None) -> tuple[int, float, float] | None:
     return activation.code, float(activation.lo), float(activation.hi)
 
 
-def _tile(cin: int, cexp: int, w: int, ow: int, stride: int, rows: int) -> int:
-    """Output rows per tile: the most whose expanded rows (and their input rows, padded) fit
-    :data:`TILE_BYTES`, then fewer where that makes the tile's positions a whole number of 16-lane
-    vectors (the projection's ragged columns run as dot products), at most ``rows``."""
-    per_row = (cexp + cin) * (w + 2) * 4
+def _tile(cin: int, cexp: int, w: int, ow: int, stride: int, rows: int, stem: bool = False) -> int:
+    """Output rows per tile: the most whose expanded rows (and their input rows, padded; a stem's two
+    rows of its input's phases per row) fit :data:`TILE_BYTES`, then fewer
+    where that makes the tile's positions a whole number of 16-lane vectors (the projection's ragged
+    columns run as dot products), at most ``rows``."""
+    per_row = (cexp + (2 if stem else 1) * cin) * (w + 2) * 4
     tile = max(1, min(rows, (TILE_BYTES // per_row - 3) // stride + 1))
     for t in range(tile, max(1, tile // 2) - 1, -1):
         if t * ow % 16 == 0:
@@ -82,10 +94,14 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
     ``csrc/shared.h``), or None where the stages are not a block the kernel takes (shapes, activations)."""
     if len(x_shape) != 4 or stride not in (1, 2):
         return None
-    n, cin, h, w = x_shape
+    n, cin, xh, xw = x_shape
     cexp = depthwise.weight.shape[0]
-    if expand is not None and expand.weight.shape != (cexp, cin, 1, 1):
+    stem = expand is not None and expand.weight.shape == (cexp, cin, 3, 3)
+    if stem and backends.core.isa not in STEM_ISAS:
         return None
+    if expand is not None and not stem and expand.weight.shape != (cexp, cin, 1, 1):
+        return None
+    h, w = ((xh - 1) // 2 + 1, (xw - 1) // 2 + 1) if stem else (xh, xw)
     if (expand is None and cexp != cin) or depthwise.weight.shape != (cexp, 1, 3, 3):
         return None
     cout = project.weight.shape[0]
@@ -98,9 +114,9 @@ def block_geometry(x_shape: tuple[int, ...], expand: Stage | None, depthwise: St
     if ow < MIN_COLUMNS.get(backends.core.isa, 16):
         return None
     bands = 1 if n % threads == 0 else min(threads, oh)
-    tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands))
-    geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, int(expand is not None), int(residual),
-                *(c[0] for c in codes))
+    tile = _tile(cin, cexp, w, ow, stride, -(-oh // bands), stem)
+    geometry = (n, cin, cexp, cout, h, w, oh, ow, stride, bands, tile, 2 if stem else int(expand is not None),
+                int(residual), *(c[0] for c in codes), xh, xw)
     return geometry, tuple(v for c in codes for v in c[1:])
 
 
@@ -127,9 +143,10 @@ def _checked(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand: 
     n, cin, cexp, cout, h, w, oh, ow = geometry[:8]
     out = (n, cout, oh, ow)
     bias = [None if stage is None else stage.bias for stage in (expand, depthwise, project)]
-    sources = [(x, x.shape), (None if expand is None else expand.weight, (cexp, cin)), (bias[0], (cexp,)),
-               (depthwise.weight, (cexp, 9)), (bias[1], (cexp,)), (project.weight, (cout, cexp)),
-               (bias[2], (cout,)), (residual, out)]
+    taps = 9 if geometry[11] == 2 else 1
+    sources = [(x, x.shape), (None if expand is None else expand.weight, (cexp, cin * taps)),
+               (bias[0], (cexp,)), (depthwise.weight, (cexp, 9)), (bias[1], (cexp,)),
+               (project.weight, (cout, cexp)), (bias[2], (cout,)), (residual, out)]
     views = [None if a is None else _array(a, shape) for a, shape in sources]
     missing = any(a is not None and v is None for (a, _), v in zip(sources, views, strict=True))
     if (y.shape != out or _array(y, out) is None or missing
