@@ -84,17 +84,17 @@ static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdif
         FN(clear_phase_rows)(planes + ci * chan, &ph, a, rows_hi);
         FN(fill_phase_rows)(planes + ci * chan, xn + ci * g->xh * g->xw, &d, &ph, a, rows_hi);
     }
+    const T lo0 = (T)g->lo[0], hi0 = (T)g->hi[0];
     for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB) {
         T init[GP_OB];
         for (int j = 0; j < GP_OB; j++) init[j] = b1 ? b1[o0 + j] : (T)0;
         for (ptrdiff_t m = m0; m < m1; m += step)
-            FN(gp_block)(e + o0 * es + 1 + (m - lo * pitch), es, 0, planes + m, off, pairs, wp + o0 * pairs, init);
+            FN(gp_block)(e + o0 * es + 1 + (m - lo * pitch), es, 0, planes + m, off, pairs, wp + o0 * pairs, init,
+                         g->act[0], lo0, hi0);
     }
-    const T lo0 = (T)g->lo[0], hi0 = (T)g->hi[0];
     for (ptrdiff_t c = 0; c < g->cexp; c++)
         for (ptrdiff_t row = a; row < b; row++) {
             T *er = e + c * es + (row - lo) * pitch;
-            FN(activate_run)(er + 1, g->w, g->act[0], lo0, hi0);
             er[0] = er[pitch - 1] = 0;
         }
 }

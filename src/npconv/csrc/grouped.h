@@ -24,10 +24,11 @@
 #define GP_WT 3
 #endif
 
-/* wide[j][m + i*VL] = init[j] + sum_u wp[u][j] * src[off[u] + m + i*VL] for j < GP_OB, i < GP_NB */
+/* wide[j][m + i*VL] = act(init[j] + sum_u wp[u][j] * src[off[u] + m + i*VL]) for j < GP_OB, i < GP_NB (act
+ * as FN(activate); the forward's own is 0: it activates its copies out) */
 static inline __attribute__((always_inline)) void
 FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff_t *off, ptrdiff_t pairs,
-             const T *wp, const T *init)
+             const T *wp, const T *init, int act, T lo, T hi)
 {
     V acc[GP_OB][GP_NB];
     for (int j = 0; j < GP_OB; j++)
@@ -43,7 +44,7 @@ FN(gp_block)(T *wide, ptrdiff_t wide_n, ptrdiff_t m, const T *src, const ptrdiff
         }
     }
     for (int j = 0; j < GP_OB; j++)
-        for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, acc[j][i]);
+        for (int i = 0; i < GP_NB; i++) FN(store)(wide + j * wide_n + m + i * VL, FN(activate)(acc[j][i], act, lo, hi));
 }
 
 /* The cg input planes of one item (xg, in_plane apart) into their polyphase planes (chan apart), phase rows
@@ -119,7 +120,7 @@ static int FN(gp_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
                 }
                 for (ptrdiff_t i = 0; next && i < next_per && next_at < next_lines; i++, next_at++)
                     __builtin_prefetch(next + next_at * 64, 0, 2);
-                FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init);
+                FN(gp_block)(wide, lay.wide_n, m, scratch, off, pairs, wp, init, GC_ACT_NONE, (T)0, (T)0);
             }
             if (o0 + GP_OB >= g->og && item + 1 < stop) /* the item's last block: its planes are free */
                 FN(gp_fill)(scratch, xg + g->cg * in_plane, g->cg, lay.chan, in_plane, &d, &ph, rows_lo, rows_hi);
