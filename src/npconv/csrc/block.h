@@ -88,9 +88,16 @@ static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdif
     for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB) {
         T init[GP_OB];
         for (int j = 0; j < GP_OB; j++) init[j] = b1 ? b1[o0 + j] : (T)0;
-        for (ptrdiff_t m = m0; m < m1; m += step)
-            FN(gp_block)(e + o0 * es + 1 + (m - lo * pitch), es, 0, planes + m, off, pairs, wp + o0 * pairs, init,
-                         g->act[0], lo0, hi0);
+        for (ptrdiff_t m = m0; m < m1; m += step) { /* the activation a constant in each copy (see grouped.h) */
+            T *dst = e + o0 * es + 1 + (m - lo * pitch);
+            const T *wb = wp + o0 * pairs;
+            if (g->act[0] == GC_ACT_NONE)
+                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_NONE, lo0, hi0);
+            else if (g->act[0] == GC_ACT_RELU)
+                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_RELU, lo0, hi0);
+            else
+                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_HARDTANH, lo0, hi0);
+        }
     }
     for (ptrdiff_t c = 0; c < g->cexp; c++)
         for (ptrdiff_t row = a; row < b; row++) {
