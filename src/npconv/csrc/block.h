@@ -62,10 +62,10 @@ static int FN(ir_fits)(const ir_geom *g)
  * as grouped.h's forward computes them (the same sums in the same order): the image's input rows those
  * rows read in polyphase form (planes: ir_stem_phases, rows of E's pitch), then per block of GP_OB
  * channels (weights packed as wp, one block's pairs x GP_OB after another) the register blocks of
- * positions stored straight into E: a position's row and column are E's, the wide rows' two junk
- * columns land on E's padding columns and the last block's junk positions past row b in E's rows or
- * channel slack after it. Then the bias's activation, and the padding columns of rows [a, b) zeroed
- * (rows past b the caller zeroes). */
+ * positions, activated, stored straight into E: a position's row and column are E's, the wide rows' two
+ * junk columns land on E's padding columns and the last block's junk positions past row b in E's rows
+ * or channel slack after it. Then the padding columns of rows [a, b) are zeroed (rows past b the caller
+ * zeroes). */
 static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdiff_t es, T *planes, const ir_geom *g,
                              ptrdiff_t lo, ptrdiff_t a, ptrdiff_t b)
 {
@@ -88,7 +88,7 @@ static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdif
     for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB) {
         T init[GP_OB];
         for (int j = 0; j < GP_OB; j++) init[j] = b1 ? b1[o0 + j] : (T)0;
-        for (ptrdiff_t m = m0; m < m1; m += step) { /* the activation a constant in each copy (see grouped.h) */
+        for (ptrdiff_t m = m0; m < m1; m += step) { /* the activation a constant per copy: a runtime one spilled */
             T *dst = e + o0 * es + 1 + (m - lo * pitch);
             const T *wb = wp + o0 * pairs;
             if (g->act[0] == GC_ACT_NONE)

@@ -1317,8 +1317,9 @@ static PyObject *ir_call(PyObject *args, int prepare)
                                           "scratch"};
     static const int flags[10] = {0, BUF_OPTIONAL, BUF_OPTIONAL, 0, BUF_OPTIONAL, 0, BUF_OPTIONAL, BUF_OPTIONAL,
                                   BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
-    const ptrdiff_t counts[10] = {g.n * g.cin * g.xh * g.xw, g.cexp * g.cin * (g.expand == 2 ? 9 : 1), g.cexp, g.cexp * 9, g.cexp, g.cout * g.cexp,
-                                  g.cout, g.n * g.cout * g.oh * g.ow, g.n * g.cout * g.oh * g.ow, ir_scratch(&g)};
+    const ptrdiff_t counts[10] = {g.n * g.cin * g.xh * g.xw, g.cexp * g.cin * (g.expand == 2 ? 9 : 1), g.cexp,
+                                  g.cexp * 9, g.cexp, g.cout * g.cexp, g.cout, g.n * g.cout * g.oh * g.ow,
+                                  g.n * g.cout * g.oh * g.ow, ir_scratch(&g)};
     ir_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
     *j = (ir_job){.base = {ir_job_run, ir_job_release, 0}, .g = g, .start = start, .stop = stop};

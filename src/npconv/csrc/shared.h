@@ -620,7 +620,10 @@ static void ir_stem_phases(const ir_geom *g, dw_geom *d, dw_phases *ph)
     ph->qw = ir_pitch(g); /* >= the natural w + 1 */
     ph->plane = (ph->qh + 1) * ph->qw + DW_SLACK;
 }
-static inline ptrdiff_t ir_stem_weights(const ir_geom *g) { return (g->cexp + GP_MAX_OB - 1) / GP_MAX_OB * GP_MAX_OB * g->cin * 9; }
+static inline ptrdiff_t ir_stem_weights(const ir_geom *g)
+{
+    return (g->cexp + GP_MAX_OB - 1) / GP_MAX_OB * GP_MAX_OB * g->cin * 9;
+}
 /* E (cexp channels of ir_e_stride, then slack) and xp: the input's rows before the expansion (cin
  * channels like E's, for widths that are not whole vectors), or the stem's phase planes and weights */
 static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_e_stride(g) + 3 * DW_LANES); }
