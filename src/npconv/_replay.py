@@ -565,13 +565,13 @@ def _block_stage(step: _Step, plan: tuple | None, depthwise: bool,
                 and stride in ((1, 1), (2, 2)) and conv.groups == w.shape[0] == conv.in_channels
                 and w.shape[1] == 1):
             return None
-    elif stem and not isinstance(step, _ResidualStep) and (
-            tuple(conv.kernel_size) == (3, 3) and tuple(conv.padding) == (1, 1) and stride == (2, 2)
-            and conv.groups == 1 and w.shape[1] * 9 <= _block.STEM_MAX_PAIRS):
-        pass
-    elif not (tuple(conv.kernel_size) == (1, 1) and tuple(conv.padding) == (0, 0) and stride == (1, 1)
-              and conv.groups == 1):
-        return None
+    else:
+        pointwise = tuple(conv.kernel_size) == (1, 1) and tuple(conv.padding) == (0, 0) and stride == (1, 1)
+        strided_stem = (stem and not isinstance(step, _ResidualStep) and tuple(conv.kernel_size) == (3, 3)
+                        and tuple(conv.padding) == (1, 1) and stride == (2, 2)
+                        and w.shape[1] * 9 <= _block.STEM_MAX_PAIRS)
+        if conv.groups != 1 or not (pointwise or strided_stem):
+            return None
     return _block.Stage(w, plan[3], activation), stride[0]
 
 

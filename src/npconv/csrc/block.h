@@ -88,16 +88,9 @@ static void FN(ir_stem_rows)(const T *xn, const T *wp, const T *b1, T *e, ptrdif
     for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB) {
         T init[GP_OB];
         for (int j = 0; j < GP_OB; j++) init[j] = b1 ? b1[o0 + j] : (T)0;
-        for (ptrdiff_t m = m0; m < m1; m += step) { /* the activation a constant per copy: a runtime one spilled */
-            T *dst = e + o0 * es + 1 + (m - lo * pitch);
-            const T *wb = wp + o0 * pairs;
-            if (g->act[0] == GC_ACT_NONE)
-                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_NONE, lo0, hi0);
-            else if (g->act[0] == GC_ACT_RELU)
-                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_RELU, lo0, hi0);
-            else
-                FN(gp_block)(dst, es, 0, planes + m, off, pairs, wb, init, GC_ACT_HARDTANH, lo0, hi0);
-        }
+        for (ptrdiff_t m = m0; m < m1; m += step)
+            WITH_CONST_ACT(g->act[0], FN(gp_block)(e + o0 * es + 1 + (m - lo * pitch), es, 0, planes + m, off, pairs,
+                                                   wp + o0 * pairs, init, act_k, lo0, hi0));
     }
     for (ptrdiff_t c = 0; c < g->cexp; c++)
         for (ptrdiff_t row = a; row < b; row++) {
@@ -223,7 +216,7 @@ static int FN(ir_forward)(const T *x, const T *w1, const T *b1, const T *wd, con
     if (g->expand == 2) { /* E zero (its channel slack too: read by junk lanes); the stem's weights packed */
         memset(e, 0, (size_t)e_size * sizeof(T));
         const ptrdiff_t pairs = g->cin * 9;
-        T *wp = xp + (xp_size - ir_round(ir_stem_weights(g)));
+        T *wp = xp + ir_stem_planes(g);
         for (ptrdiff_t o0 = 0; o0 < g->cexp; o0 += GP_OB)
             for (ptrdiff_t u = 0; u < pairs; u++)
                 for (int j = 0; j < GP_OB; j++) wp[o0 * pairs + u * GP_OB + j] = w1[(o0 + j) * pairs + u];

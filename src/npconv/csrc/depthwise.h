@@ -231,8 +231,7 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
         }                                                                                               \
     } while (0)
 
-/* The activation is a constant in each inlined copy of the body (shared_rows_KH dispatches): a runtime
- * one cost the 3x3 rows 3.5% (spilled accumulators, as in grouped.h's blocks). */
+/* The body is inlined once per activation (WITH_CONST_ACT): with a runtime one the 3x3 rows ran 6-9% slower. */
 #define DW_SHARED_ROWS(KH, KW, R, NV, U)                                                                \
     static inline __attribute__((always_inline)) void FN(CAT(shared_body, KH))(                         \
         T *out0, ptrdiff_t rows, ptrdiff_t n, const T *base, const ptrdiff_t *cs, ptrdiff_t pitch,      \
@@ -257,12 +256,7 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
                                          const ptrdiff_t *cs, ptrdiff_t pitch, const T *wt, T init,     \
                                          int act, T lo, T hi)                                           \
     {                                                                                                   \
-        if (act == GC_ACT_NONE)                                                                         \
-            FN(CAT(shared_body, KH))(out0, rows, n, base, cs, pitch, wt, init, GC_ACT_NONE, lo, hi);    \
-        else if (act == GC_ACT_RELU)                                                                    \
-            FN(CAT(shared_body, KH))(out0, rows, n, base, cs, pitch, wt, init, GC_ACT_RELU, lo, hi);    \
-        else                                                                                            \
-            FN(CAT(shared_body, KH))(out0, rows, n, base, cs, pitch, wt, init, GC_ACT_HARDTANH, lo, hi); \
+        WITH_CONST_ACT(act, FN(CAT(shared_body, KH))(out0, rows, n, base, cs, pitch, wt, init, act_k, lo, hi)); \
     }
 /* Register blocks per kernel size (rows, vectors per row, unrolling of the input-row loop): at 64
  * bytes (32 registers) 3x3 and 5x5 keep every weight and 16 / 8 accumulators in registers; 7x7's 49

@@ -143,6 +143,23 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
     return v;
 }
 
+/* CALL, an expression reading `act_k`, run with act_k the activation code act as a constant: one inlined
+ * copy per activation for register blocks that activate in their stores (with a runtime one GCC kept
+ * their accumulators in memory: docs/performance.md, "Zen 4, session 38"). */
+#define WITH_CONST_ACT(act, CALL)                                                                        \
+    do {                                                                                                \
+        if ((act) == GC_ACT_NONE) {                                                                     \
+            const int act_k = GC_ACT_NONE;                                                              \
+            CALL;                                                                                       \
+        } else if ((act) == GC_ACT_RELU) {                                                              \
+            const int act_k = GC_ACT_RELU;                                                              \
+            CALL;                                                                                       \
+        } else {                                                                                        \
+            const int act_k = GC_ACT_HARDTANH;                                                          \
+            CALL;                                                                                       \
+        }                                                                                               \
+    } while (0)
+
 /* d[j] = activate(d[j] + r[j]) for j < n (act as FN(activate)): a residual addition fused after a kernel's
  * stores, the same IEEE addition and activation as those run after the convolution. */
 static inline void FN(add_activate_run)(T *d, const T *r, ptrdiff_t n, int act, T lo, T hi)
@@ -186,6 +203,7 @@ static inline __attribute__((always_inline)) T FN(hsum)(V a)
 #include "spectral.h"
 #include "block.h"
 
+#undef WITH_CONST_ACT
 #undef GP_OB /* grouped.h's register block, used by block.h's stem too */
 #undef GP_NB
 

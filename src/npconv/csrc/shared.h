@@ -624,17 +624,20 @@ static inline ptrdiff_t ir_stem_weights(const ir_geom *g)
 {
     return (g->cexp + GP_MAX_OB - 1) / GP_MAX_OB * GP_MAX_OB * g->cin * 9;
 }
+/* The stem's phase planes at the start of xp (the packed weights follow them). */
+static inline ptrdiff_t ir_stem_planes(const ir_geom *g)
+{
+    dw_geom d;
+    dw_phases ph;
+    ir_stem_phases(g, &d, &ph);
+    return ir_round(g->cin * ph.count * ph.plane);
+}
 /* E (cexp channels of ir_e_stride, then slack) and xp: the input's rows before the expansion (cin
  * channels like E's, for widths that are not whole vectors), or the stem's phase planes and weights */
 static inline ptrdiff_t ir_e_size(const ir_geom *g) { return ir_round(g->cexp * ir_e_stride(g) + 3 * DW_LANES); }
 static inline ptrdiff_t ir_xp_size(const ir_geom *g)
 {
-    if (g->expand == 2) {
-        dw_geom d;
-        dw_phases ph;
-        ir_stem_phases(g, &d, &ph);
-        return ir_round(g->cin * ph.count * ph.plane) + ir_round(ir_stem_weights(g));
-    }
+    if (g->expand == 2) return ir_stem_planes(g) + ir_round(ir_stem_weights(g));
     return g->expand ? ir_round(g->cin * ir_in_rows(g) * ir_pitch(g)) : 0;
 }
 /* D: the depthwise rows of a tile, then a vector of slack (narrow rows store whole vectors) */
