@@ -152,3 +152,78 @@ def test_add_extension_rejects_bad_arguments():
     assert not out.any()  # rejected calls wrote nothing
     core.add_arrays(isa, a, b, out, 2, 7)
     np.testing.assert_array_equal(out, [0, 0, 2, 2, 2, 2, 2, 0, 0, 0])  # only the range
+
+
+def _silu_specials(rng: np.random.Generator, size: int, dtype: type) -> np.ndarray:
+    """Normal values, the ends of float32's exp range (88.7228317 is the last argument with a finite exp)
+    and NaN/inf/-0.0, scattered so that they land in vector lanes and in the last partial vector."""
+    x = (rng.standard_normal(size) * 20).astype(dtype)
+    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 87.3, -87.3, -87.4, 88.0, -88.0, 88.5,
+                      -88.5, 88.7228317, -88.7228317, 88.72284, -88.72284, 104.0, -104.0, 800.0, -800.0], dtype)
+    x[rng.integers(0, size, edges.size)] = edges
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_and_sigmoid_match_torch(dtype, isa, parallel, torch):
+    rng = np.random.default_rng(3)
+    rtol = 3e-7 if dtype == np.float32 else 2e-15  # float32: Cephes' expf within 2 ulp; float64: libm
+    for size in (1, 7, 16, 17, 67, 1031, 4099):
+        x = _silu_specials(rng, size, dtype)
+        xt = torch.from_numpy(x)
+        for ours, theirs in ((pointwise.silu(x), torch.nn.functional.silu(xt).numpy()),
+                             (pointwise.sigmoid(x), torch.sigmoid(xt).numpy())):
+            assert ours.dtype == x.dtype and ours.shape == x.shape
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))  # -inf: -inf / inf, as torch
+            np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=0)
+        inplace = x.copy()
+        assert pointwise.activate_(inplace, "silu") is inplace
+        np.testing.assert_array_equal(inplace, pointwise.silu(x))
+
+
+def test_silu_of_an_element_does_not_depend_on_its_position(isa):
+    """Whole vectors and the last partial one compute the same arithmetic (the tail goes through a copy)."""
+    x = np.random.default_rng(4).standard_normal(2048).astype(np.float32) * 30
+    for kernel in (pointwise.silu, pointwise.sigmoid):
+        whole = kernel(x)
+        for n in (3, 5, 8, 15):  # every element once in a short array's partial vector (libm's expf: 4% differ)
+            np.testing.assert_array_equal(np.concatenate([kernel(x[i:i + n]) for i in range(0, x.size, n)]), whole)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_and_sigmoid_against_a_float64_reference(dtype, isa, parallel):
+    x = _silu_specials(np.random.default_rng(5), 3001, dtype)
+    wide = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-wide)
+        silu, sigmoid = wide / (1 + e), 1 / (1 + e)
+    tol = 3e-7 if dtype == np.float32 else 2e-15
+    for ours, exact in ((pointwise.silu(x), silu), (pointwise.sigmoid(x), sigmoid)):
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(exact))
+        finite = np.isfinite(exact)
+        np.testing.assert_array_equal(ours[~finite], exact[~finite])
+        # relative to the value, and to float32's smallest normal where exp(-x) overflowed float32 only
+        np.testing.assert_allclose(ours[finite], exact[finite], rtol=tol, atol=1e-36 if dtype == np.float32 else 0)
+
+
+def test_silu_of_non_contiguous_and_half_inputs_takes_numpy(parallel, torch):
+    x = np.random.default_rng(6).standard_normal((9, 6, 5)).astype(np.float32).transpose(2, 0, 1)
+    expected = torch.nn.functional.silu(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(pointwise.silu(x), expected, rtol=3e-7)
+    np.testing.assert_allclose(pointwise.sigmoid(x), torch.sigmoid(torch.from_numpy(x.copy())).numpy(), rtol=3e-7)
+    half = x.astype(np.float16)
+    np.testing.assert_allclose(pointwise.silu(half).astype(np.float32),
+                               torch.nn.functional.silu(torch.from_numpy(half.copy())).float().numpy(), rtol=2e-3)
+
+
+def test_silu_extension_rejects_bad_arguments():
+    core, isa = backends.core.module, backends.core.isa_index
+    x, y = np.ones(10, np.float32), np.zeros(10, np.float32)
+    for kernel in (core.silu_forward, core.sigmoid_forward):
+        with pytest.raises(ValueError, match="element range"):
+            kernel(isa, x, y, 0, 11)
+        with pytest.raises(ValueError, match="output has 9 elements, expected 10"):
+            kernel(isa, x, y[:9], 0, 10)
+        with pytest.raises(TypeError, match="same element type"):
+            kernel(isa, x, y.astype(np.float64), 0, 10)
+    assert not y.any()  # rejected calls wrote nothing

@@ -744,8 +744,10 @@ free_job:
     return NULL;
 }
 
-/* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); elements
+/* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); op 2: add
+ * (isa, a, b, out, start, stop); op 3 / 4: silu / sigmoid forward (isa, x, y, start, stop); elements
  * [start, stop) of equally long flat buffers. */
+#define EW_THREE(op) ((op) == 1 || (op) == 2)
 typedef struct {
     kernel_job base;
     int op;
@@ -757,7 +759,7 @@ typedef struct {
 static void ew_job_run(kernel_job *job)
 {
     ew_job *j = (ew_job *)job;
-    if (j->op)
+    if (EW_THREE(j->op))
         j->fn(j->b.view[0].buf, j->b.view[1].buf, j->b.view[2].buf, j->start, j->stop);
     else
         j->fn(j->b.view[0].buf, NULL, j->b.view[1].buf, j->start, j->stop);
@@ -770,14 +772,18 @@ static PyObject *run_elementwise(PyObject *args, int op, int prepare)
     int isa;
     PyObject *objs[3];
     Py_ssize_t start, stop;
-    if (!(op ? PyArg_ParseTuple(args, "iOOOnn", &isa, &objs[0], &objs[1], &objs[2], &start, &stop)
-             : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
+    if (!(EW_THREE(op) ? PyArg_ParseTuple(args, "iOOOnn", &isa, &objs[0], &objs[1], &objs[2], &start, &stop)
+                       : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
         check_isa(isa) < 0)
         return NULL;
-    static const char *const names[3][3] = {
-        {"input", "output", ""}, {"grad_output", "output", "grad_input"}, {"input", "other", "output"}};
-    static const int flags[3][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}, {0, 0, BUF_WRITABLE}};
-    const int n = op ? 3 : 2;
+    static const char *const names[5][3] = {{"input", "output", ""},
+                                            {"grad_output", "output", "grad_input"},
+                                            {"input", "other", "output"},
+                                            {"input", "output", ""},
+                                            {"input", "output", ""}};
+    static const int flags[5][3] = {
+        {0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}, {0, 0, BUF_WRITABLE}, {0, BUF_WRITABLE, 0}, {0, BUF_WRITABLE, 0}};
+    const int n = EW_THREE(op) ? 3 : 2;
     Py_buffer first; /* the element count of the first buffer is every buffer's */
     if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
     const ptrdiff_t count = first.len / first.itemsize;
@@ -1435,6 +1441,10 @@ static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_eleme
 static PyObject *relu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 1); }
 static PyObject *add_arrays(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 0); }
 static PyObject *add_arrays_job(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 1); }
+static PyObject *silu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 3, 0); }
+static PyObject *silu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 3, 1); }
+static PyObject *sigmoid_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 0); }
+static PyObject *sigmoid_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 1); }
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
@@ -2763,6 +2773,13 @@ static PyMethodDef methods[] = {
     {"add_arrays", add_arrays, METH_VARARGS,
      "add_arrays(isa, a, b, out, start, stop): elements [start, stop) of out = a + b (out may be a or b)"},
     {"add_arrays_job", add_arrays_job, METH_VARARGS, "add_arrays_job(...same arguments as add_arrays...) -> job"},
+    {"silu_forward", silu_fwd, METH_VARARGS,
+     "silu_forward(isa, x, y, start, stop): elements [start, stop) of y = x / (1 + exp(-x)) (y may be x)"},
+    {"silu_forward_job", silu_fwd_job, METH_VARARGS, "silu_forward_job(...same arguments as silu_forward...) -> job"},
+    {"sigmoid_forward", sigmoid_fwd, METH_VARARGS,
+     "sigmoid_forward(isa, x, y, start, stop): elements [start, stop) of y = 1 / (1 + exp(-x)) (y may be x)"},
+    {"sigmoid_forward_job", sigmoid_fwd_job, METH_VARARGS,
+     "sigmoid_forward_job(...same arguments as sigmoid_forward...) -> job"},
     {"sgd_step", sgd_step, METH_VARARGS,
      "sgd_step(isa, theta, grad, buffer, start, stop, lr, momentum, keep, flags): elements [start, stop) of one "
      "SGD step in place (buffer None: no momentum; flags 1 first step, 2 nesterov, 4 keep != 1)"},

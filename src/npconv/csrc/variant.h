@@ -43,6 +43,18 @@
     {                                                                                                       \
         (void)unused;                                                                                       \
         VT_CAT(relu_forward, sfx)((const T *)x, (T *)y, a, b);                                              \
+    }                                                                                                       \
+    static void VT_CAT(silu_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,          \
+                                           ptrdiff_t b)                                                     \
+    {                                                                                                       \
+        (void)unused;                                                                                       \
+        VT_CAT(silu_forward, sfx)((const T *)x, (T *)y, a, b);                                              \
+    }                                                                                                       \
+    static void VT_CAT(sigmoid_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,       \
+                                              ptrdiff_t b)                                                  \
+    {                                                                                                       \
+        (void)unused;                                                                                       \
+        VT_CAT(sigmoid_forward, sfx)((const T *)x, (T *)y, a, b);                                           \
     }
 WG_ADAPT(VARIANT_F32, float)
 WG_ADAPT(VARIANT_F64, double)
@@ -54,7 +66,8 @@ EW_ADAPT(VARIANT_F64, double)
 #define VT_GP(sfx) {(gp_fwd_fn)VT_CAT(gp_forward, sfx), (gp_gw_fn)VT_CAT(gp_grad_weight, sfx)}
 #define VT_MP(sfx) {(mp_fwd_fn)VT_CAT(max_pool_forward, sfx), (mp_bwd_fn)VT_CAT(max_pool_backward, sfx)}
 #define VT_BN(sfx) {(bn_fwd_fn)VT_CAT(batch_norm_forward, sfx), (bn_bwd_fn)VT_CAT(batch_norm_backward, sfx)}
-#define VT_EW(sfx) {VT_CAT(relu_forward2, sfx), (ew_fn)VT_CAT(relu_backward, sfx), (ew_fn)VT_CAT(add_arrays, sfx)}
+#define VT_EW(sfx) {VT_CAT(relu_forward2, sfx), (ew_fn)VT_CAT(relu_backward, sfx), (ew_fn)VT_CAT(add_arrays, sfx), \
+                    VT_CAT(silu_forward2, sfx), VT_CAT(sigmoid_forward2, sfx)}
 #define VT_GC(sfx) {(gc_fwd_fn)VT_CAT(gc_forward, sfx), (gc_fwd_fn)VT_CAT(gc_grad_input, sfx), \
                     (gc_gw_fn)VT_CAT(gc_grad_weight, sfx), (gc_res_fn)VT_CAT(gc_residual, sfx)}
 

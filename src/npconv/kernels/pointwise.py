@@ -404,6 +404,36 @@ def relu(x: np.ndarray) -> np.ndarray:
     return y
 
 
+def silu(x: np.ndarray) -> np.ndarray:
+    """``x / (1 + exp(-x))`` (torch's SiLU: -inf gives NaN), a new array: float32/float64 on the compiled
+    core's workers (NumPy's operations on the NumPy engine), float16 as ``x * expit(x)``."""
+    if x.dtype not in _CORE_DTYPES:
+        return x * _expit(x)
+    if not backends.core.available:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x / (1 + np.exp(-x))
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _over_elements(backends.core.module.silu_forward, x.size, x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` in ``x``'s dtype, a new array; float32/float64 on the compiled core's workers,
+    else SciPy's ``expit``."""
+    if x.dtype in _CORE_DTYPES and backends.core.available:
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _over_elements(backends.core.module.sigmoid_forward, x.size, x.reshape(-1), y.reshape(-1))
+        return y
+    return _expit(x)
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    from scipy import special  # imported on first use: scipy.special adds ~0.3 s to `import npconv`
+    return special.expit(x).astype(x.dtype, copy=False)
+
+
 def _relu_grad_block(g: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     np.multiply(g, np.logical_not(y <= 0), out=out)  # 7x faster than np.where
     if not np.isfinite(out).all():  # inf * 0 would be NaN where torch gives 0
@@ -454,9 +484,11 @@ def _activate_block(y: np.ndarray, kind: str, lo: float, hi: float) -> None:
         maximum_zero(y, y)  # as relu: NaN stays NaN
     elif kind == "hardtanh":  # as the hardtanh op and torch: NaN and -0.0 pass
         np.clip(y, t(lo), t(hi), out=y)
-    else:  # silu: y * sigmoid(y), the sigmoid in y's dtype as the silu op computes it
-        from scipy import special  # imported on first use: scipy.special adds ~0.3 s to `import npconv`
-        y *= special.expit(y).astype(y.dtype, copy=False)
+    elif _core_takes(y) and y.flags.c_contiguous:  # silu as the silu op computes it (silu below)
+        flat = y.reshape(-1)
+        backends.core.module.silu_forward(backends.core.isa_index, flat, flat, 0, flat.size)
+    else:
+        y[...] = silu(y)
 
 
 def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.ndarray:
@@ -464,9 +496,10 @@ def activate_(y: np.ndarray, kind: str, lo: float = 0.0, hi: float = 6.0) -> np.
     ``kind`` one of :data:`ACTIVATIONS` (``lo``/``hi``: hardtanh's bounds). Returns ``y``."""
     if kind not in ACTIVATIONS:
         raise ValueError(f"activate_: kind must be one of {ACTIVATIONS}, got {kind!r}")
-    if kind == "relu" and _flat_core(y):
+    if kind in ("relu", "silu") and _flat_core(y):
         flat = y.reshape(-1)
-        _over_elements(backends.core.module.relu_forward, y.size, flat, flat)
+        kernel = backends.core.module.relu_forward if kind == "relu" else backends.core.module.silu_forward
+        _over_elements(kernel, y.size, flat, flat)
         return y
     if y.size < PARALLEL_MIN_SIZE:  # one block on the calling thread (what _each would run)
         _activate_block(y, kind, lo, hi)
