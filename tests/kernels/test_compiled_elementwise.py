@@ -158,8 +158,9 @@ def _silu_specials(rng: np.random.Generator, size: int, dtype: type) -> np.ndarr
     """Normal values, the ends of float32's exp range (88.7228317 is the last argument with a finite exp)
     and NaN/inf/-0.0, scattered so that they land in vector lanes and in the last partial vector."""
     x = (rng.standard_normal(size) * 20).astype(dtype)
-    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 87.3, -87.3, -87.4, 88.0, -88.0, 88.5,
-                      -88.5, 88.7228317, -88.7228317, 88.72284, -88.72284, 104.0, -104.0, 800.0, -800.0], dtype)
+    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 87.3, -87.3, -87.4, 88.0, -88.0,
+                      88.5, -88.5, 88.7228317, -88.7228317, 88.72284, -88.72284, 104.0, -104.0, 800.0, -800.0],
+                     dtype)
     x[rng.integers(0, size, edges.size)] = edges
     return x
 
@@ -186,8 +187,9 @@ def test_silu_of_an_element_does_not_depend_on_its_position(isa):
     x = np.random.default_rng(4).standard_normal(2048).astype(np.float32) * 30
     for kernel in (pointwise.silu, pointwise.sigmoid):
         whole = kernel(x)
-        for n in (3, 5, 8, 15):  # every element once in a short array's partial vector (libm's expf: 4% differ)
-            np.testing.assert_array_equal(np.concatenate([kernel(x[i:i + n]) for i in range(0, x.size, n)]), whole)
+        for n in (3, 5, 8, 15):  # each element in a short array's partial vector (libm's expf: 4% differ)
+            parts = [kernel(x[i:i + n]) for i in range(0, x.size, n)]
+            np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -203,17 +205,19 @@ def test_silu_and_sigmoid_against_a_float64_reference(dtype, isa, parallel):
         finite = np.isfinite(exact)
         np.testing.assert_array_equal(ours[~finite], exact[~finite])
         # relative to the value, and to float32's smallest normal where exp(-x) overflowed float32 only
-        np.testing.assert_allclose(ours[finite], exact[finite], rtol=tol, atol=1e-36 if dtype == np.float32 else 0)
+        atol = 1e-36 if dtype == np.float32 else 0
+        np.testing.assert_allclose(ours[finite], exact[finite], rtol=tol, atol=atol)
 
 
 def test_silu_of_non_contiguous_and_half_inputs_takes_numpy(parallel, torch):
     x = np.random.default_rng(6).standard_normal((9, 6, 5)).astype(np.float32).transpose(2, 0, 1)
     expected = torch.nn.functional.silu(torch.from_numpy(x.copy())).numpy()
     np.testing.assert_allclose(pointwise.silu(x), expected, rtol=3e-7)
-    np.testing.assert_allclose(pointwise.sigmoid(x), torch.sigmoid(torch.from_numpy(x.copy())).numpy(), rtol=3e-7)
+    expected = torch.sigmoid(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(pointwise.sigmoid(x), expected, rtol=3e-7)
     half = x.astype(np.float16)
-    np.testing.assert_allclose(pointwise.silu(half).astype(np.float32),
-                               torch.nn.functional.silu(torch.from_numpy(half.copy())).float().numpy(), rtol=2e-3)
+    expected = torch.nn.functional.silu(torch.from_numpy(half.copy())).float().numpy()
+    np.testing.assert_allclose(pointwise.silu(half).astype(np.float32), expected, rtol=2e-3)
 
 
 def test_silu_extension_rejects_bad_arguments():
