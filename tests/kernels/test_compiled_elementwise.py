@@ -159,8 +159,8 @@ def _silu_specials(rng: np.random.Generator, size: int, dtype: type) -> np.ndarr
     and NaN/inf/-0.0, scattered so that they land in vector lanes and in the last partial vector."""
     x = (rng.standard_normal(size) * 20).astype(dtype)
     edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 87.3, -87.3, -87.4, 88.0, -88.0,
-                      88.5, -88.5, 88.7228317, -88.7228317, 88.72284, -88.72284, 104.0, -104.0, 800.0, -800.0],
-                     dtype)
+                      88.5, -88.5, 88.7228317, -88.7228317, 88.72284, -88.72284, 104.0, -104.0, 800.0,
+                      -800.0], dtype)
     x[rng.integers(0, size, edges.size)] = edges
     return x
 
