@@ -59,43 +59,35 @@ static inline __attribute__((always_inline)) V FN(exp_neg)(V v)
 }
 #endif
 
-/* y = silu(x) = x / (1 + exp(-x)), torch's formula: -inf gives NaN, NaN stays NaN. float32 in vectors
- * (the last, partial vector through a copy, so every element gets the same arithmetic), float64 by libm. */
-static void FN(silu_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop)
+/* y = x / (1 + exp(-x)) (silu, torch's formula: -inf gives NaN) or 1 / (1 + exp(-x)) (sigmoid); NaN stays NaN.
+ * float32 in vectors (the last, partial vector through a copy, so every element gets the same arithmetic),
+ * float64 by libm. silu a constant after inlining. */
+static inline __attribute__((always_inline)) void FN(logistic_run)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop,
+                                                                   int silu)
 {
 #if TSIZE == 4
+    const V one = FN(splat)(1.0f);
     ptrdiff_t i = start;
     for (; i + VL <= stop; i += VL) {
         const V v = FN(load)(x + i);
-        FN(store)(y + i, v / (FN(splat)(1.0f) + FN(exp_neg)(v)));
+        FN(store)(y + i, (silu ? v : one) / (one + FN(exp_neg)(v)));
     }
     if (i < stop) {
         T tmp[VL] = {0};
         memcpy(tmp, x + i, (size_t)(stop - i) * sizeof(T));
         const V v = FN(load)(tmp);
-        FN(store)(tmp, v / (FN(splat)(1.0f) + FN(exp_neg)(v)));
+        FN(store)(tmp, (silu ? v : one) / (one + FN(exp_neg)(v)));
         memcpy(y + i, tmp, (size_t)(stop - i) * sizeof(T));
     }
 #else
-    for (ptrdiff_t i = start; i < stop; i++) y[i] = x[i] / (1 + exp(-x[i]));
+    for (ptrdiff_t i = start; i < stop; i++) y[i] = (silu ? x[i] : 1) / (1 + exp(-x[i]));
 #endif
 }
 
-/* y = sigmoid(x) = 1 / (1 + exp(-x)) as silu_forward computes it */
+static void FN(silu_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop) { FN(logistic_run)(x, y, start, stop, 1); }
 static void FN(sigmoid_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop)
 {
-#if TSIZE == 4
-    ptrdiff_t i = start;
-    for (; i + VL <= stop; i += VL) FN(store)(y + i, FN(splat)(1.0f) / (FN(splat)(1.0f) + FN(exp_neg)(FN(load)(x + i))));
-    if (i < stop) {
-        T tmp[VL] = {0};
-        memcpy(tmp, x + i, (size_t)(stop - i) * sizeof(T));
-        FN(store)(tmp, FN(splat)(1.0f) / (FN(splat)(1.0f) + FN(exp_neg)(FN(load)(tmp))));
-        memcpy(y + i, tmp, (size_t)(stop - i) * sizeof(T));
-    }
-#else
-    for (ptrdiff_t i = start; i < stop; i++) y[i] = 1 / (1 + exp(-x[i]));
-#endif
+    FN(logistic_run)(x, y, start, stop, 0);
 }
 
 /* out = a + b (out may be a or b): the residual adds of the networks, on the workers. */

@@ -36,30 +36,22 @@
         VT_CAT(winograd_forward, sfx)(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0,    \
                                       t1, act, (T)lo, (T)hi, st, (const T *)r);                             \
     }
-/* relu_forward(x, y) takes the second pointer as its output: adapt it to the two-input shape */
-#define EW_ADAPT(sfx, T)                                                                                   \
-    static void VT_CAT(relu_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,          \
-                                           ptrdiff_t b)                                                     \
+/* the one-input passes f(x, y) (relu, silu, sigmoid forward) take the second pointer as their output:
+ * adapt each to the table's two-input shape as f2 */
+#define EW_ADAPT(f, sfx, T)                                                                                \
+    static void VT_CAT(f##2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a, ptrdiff_t b)      \
     {                                                                                                       \
         (void)unused;                                                                                       \
-        VT_CAT(relu_forward, sfx)((const T *)x, (T *)y, a, b);                                              \
-    }                                                                                                       \
-    static void VT_CAT(silu_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,          \
-                                           ptrdiff_t b)                                                     \
-    {                                                                                                       \
-        (void)unused;                                                                                       \
-        VT_CAT(silu_forward, sfx)((const T *)x, (T *)y, a, b);                                              \
-    }                                                                                                       \
-    static void VT_CAT(sigmoid_forward2, sfx)(const void *x, const void *unused, void *y, ptrdiff_t a,       \
-                                              ptrdiff_t b)                                                  \
-    {                                                                                                       \
-        (void)unused;                                                                                       \
-        VT_CAT(sigmoid_forward, sfx)((const T *)x, (T *)y, a, b);                                           \
+        VT_CAT(f, sfx)((const T *)x, (T *)y, a, b);                                                         \
     }
 WG_ADAPT(VARIANT_F32, float)
 WG_ADAPT(VARIANT_F64, double)
-EW_ADAPT(VARIANT_F32, float)
-EW_ADAPT(VARIANT_F64, double)
+EW_ADAPT(relu_forward, VARIANT_F32, float)
+EW_ADAPT(relu_forward, VARIANT_F64, double)
+EW_ADAPT(silu_forward, VARIANT_F32, float)
+EW_ADAPT(silu_forward, VARIANT_F64, double)
+EW_ADAPT(sigmoid_forward, VARIANT_F32, float)
+EW_ADAPT(sigmoid_forward, VARIANT_F64, double)
 
 #define VT_DW(sfx) {(dw_fwd_fn)VT_CAT(dw_forward, sfx), (dw_fwd_fn)VT_CAT(dw_grad_input, sfx), \
                     (dw_gw_fn)VT_CAT(dw_grad_weight, sfx)}
