@@ -2,7 +2,8 @@
 
 Single-layer numbers (``bench_conv.py``) miss what happens between layers: thread pools handing the
 cores over, the passes between convolutions (BatchNorm, activations, residual adds, pooling) and
-per-call overhead. This script builds torchvision-style ResNet-18 and MobileNetV2 (the definitions
+per-call overhead. This script builds torchvision-style ResNet-18 and MobileNetV2 (and with ``--only
+silu`` a YOLOv5-style Conv-BN-SiLU backbone; the definitions
 below, written once over an ``nn`` namespace, so the two libraries run the same architecture) with
 torch's weights copied into npconv, eval mode, and times
 
@@ -144,7 +145,46 @@ def mobilenet_v2(nn, num_classes: int = 1000):
     return MobileNetV2()
 
 
+def silu_convnet(nn, num_classes: int = 1000):
+    """A YOLOv5-style backbone of Conv-BN-SiLU layers: a 6x6/2 stem, then per stage a 3x3/2
+    convolution and residual bottlenecks (1x1, 3x3, + input), global pooling and a linear head. The SiLU
+    networks (YOLO, EfficientNet) spend a pass per layer on the activation."""
+
+    class ConvBNSiLU(nn.Sequential):
+        def __init__(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, padding: int = -1):
+            padding = kernel // 2 if padding < 0 else padding
+            conv = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
+            super().__init__(conv, nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.cv1, self.cv2 = ConvBNSiLU(c, c, 1), ConvBNSiLU(c, c, 3)
+
+        def forward(self, x):
+            return x + self.cv2(self.cv1(x))
+
+    class SiLUConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers = [ConvBNSiLU(3, 16, 6, 2, 2)]
+            for c_in, c_out, blocks in ((16, 32, 1), (32, 64, 2), (64, 128, 3), (128, 256, 1)):
+                layers.append(ConvBNSiLU(c_in, c_out, 3, 2))
+                layers += [Bottleneck(c_out) for _ in range(blocks)]
+            self.features = nn.Sequential(*layers)
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.flatten = nn.Flatten(1)
+            self.head = nn.Linear(256, num_classes)
+
+        def forward(self, x):
+            return self.head(self.flatten(self.pool(self.features(x))))
+
+    return SiLUConvNet()
+
+
 NETWORKS = {"ResNet-18": resnet18, "MobileNetV2": mobilenet_v2}
+#: Run only when named in ``--only`` (not part of the issue's targets).
+EXTRA_NETWORKS = {"SiLU-ConvNet": silu_convnet}
 
 
 def randomize_batchnorm(torch, model) -> None:
@@ -207,7 +247,7 @@ def ort_session(torch, model, example, threads: int, spin: bool, directory: str)
 
 
 def run_inference(torch, name: str, batch: int, size: int, args, directory: str) -> dict:
-    build = NETWORKS[name]
+    build = {**NETWORKS, **EXTRA_NETWORKS}[name]
     torch.manual_seed(0)
     torch_model = build(torch.nn).eval()
     randomize_batchnorm(torch, torch_model)
@@ -325,7 +365,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="inference image size")
     parser.add_argument("--train-size", type=int, default=112, help="training-step image size")
     parser.add_argument("--batches", default="1,8", help="inference batch sizes")
-    parser.add_argument("--only", default="", help="comma-separated: resnet, mobilenet, train")
+    parser.add_argument("--only", default="", help="comma-separated: resnet, mobilenet, train, silu (a "
+                        "YOLOv5-style Conv-BN-SiLU backbone, only when named)")
     parser.add_argument("--json", default="benchmarks/results/bench_networks.json")
     parser.add_argument("--spin", action="store_true", help="keep the libraries' spinning idle threads")
     parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
@@ -371,8 +412,8 @@ def main() -> None:
           f"{meta['removed_openblas_coretype']!r})")
     rows = []
     with tempfile.TemporaryDirectory() as directory:
-        for name in NETWORKS:
-            if only and not any(s in name.lower() for s in only):
+        for name in [*NETWORKS, *EXTRA_NETWORKS]:
+            if (only or name in EXTRA_NETWORKS) and not any(s in name.lower() for s in only):
                 continue
             for batch in (int(b) for b in args.batches.split(",")):
                 rows.append(run_inference(torch, name, batch, args.size, args, directory))

@@ -268,7 +268,8 @@ CORE_FUNCTIONS = ("available_isas", "subnormal_operands", "depthwise2d_scratch",
                   "value_range_part", "value_range_part_job", "linear_rows", "linear_rows_job", "row_means",
                   "row_means_job", "spectral_mix", "spectral_mix_job", "spectral_mix_scratch", "add_arrays",
                   "add_arrays_job", "silu_forward", "silu_forward_job", "sigmoid_forward",
-                  "sigmoid_forward_job", "sgd_step", "sgd_step_job", "adam_step",
+                  "sigmoid_forward_job", "silu_backward", "silu_backward_job", "sgd_step", "sgd_step_job",
+                  "adam_step",
                   "adam_step_job", "ir_scratch", "ir_supported", "ir_forward",
                   "ir_forward_job")
 

@@ -231,3 +231,18 @@ def test_silu_extension_rejects_bad_arguments():
         with pytest.raises(TypeError, match="same element type"):
             kernel(isa, x, y.astype(np.float64), 0, 10)
     assert not y.any()  # rejected calls wrote nothing
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_backward_matches_torch(dtype, isa, parallel, torch):
+    rng = np.random.default_rng(7)
+    tol = 1e-5 if dtype == np.float32 else 1e-13  # near the SiLU's minimum the gradient crosses zero
+    for size in (1, 7, 17, 1031, 4099):
+        x, g = _silu_specials(rng, size, dtype), rng.standard_normal(size).astype(dtype)
+        expected = torch.ops.aten.silu_backward(torch.from_numpy(g), torch.from_numpy(x)).numpy()
+        gx = pointwise.silu_grad(g, x)
+        assert gx.dtype == x.dtype
+        np.testing.assert_array_equal(np.isnan(gx), np.isnan(expected))  # inf * 0 as torch's formula
+        np.testing.assert_allclose(gx, expected, rtol=tol, atol=tol)
+        whole = np.concatenate([pointwise.silu_grad(g[i:i + 5], x[i:i + 5]) for i in range(0, size, 5)])
+        np.testing.assert_array_equal(whole, gx)  # the partial vector computes as the whole ones

@@ -745,9 +745,9 @@ free_job:
 }
 
 /* op 0: relu forward (isa, x, y, start, stop); op 1: relu backward (isa, g, y, gx, start, stop); op 2: add
- * (isa, a, b, out, start, stop); op 3 / 4: silu / sigmoid forward (isa, x, y, start, stop); elements
- * [start, stop) of equally long flat buffers. */
-#define EW_THREE(op) ((op) == 1 || (op) == 2)
+ * (isa, a, b, out, start, stop); op 3 / 4: silu / sigmoid forward (isa, x, y, start, stop); op 5: silu
+ * backward (isa, g, x, gx, start, stop); elements [start, stop) of equally long flat buffers. */
+#define EW_THREE(op) ((op) == 1 || (op) == 2 || (op) == 5)
 typedef struct {
     kernel_job base;
     int op;
@@ -776,13 +776,14 @@ static PyObject *run_elementwise(PyObject *args, int op, int prepare)
                        : PyArg_ParseTuple(args, "iOOnn", &isa, &objs[0], &objs[1], &start, &stop)) ||
         check_isa(isa) < 0)
         return NULL;
-    static const char *const names[5][3] = {{"input", "output", ""},
+    static const char *const names[6][3] = {{"input", "output", ""},
                                             {"grad_output", "output", "grad_input"},
                                             {"input", "other", "output"},
                                             {"input", "output", ""},
-                                            {"input", "output", ""}};
-    static const int flags[5][3] = {
-        {0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}, {0, 0, BUF_WRITABLE}, {0, BUF_WRITABLE, 0}, {0, BUF_WRITABLE, 0}};
+                                            {"input", "output", ""},
+                                            {"grad_output", "input", "grad_input"}};
+    static const int flags[6][3] = {{0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}, {0, 0, BUF_WRITABLE},
+                                    {0, BUF_WRITABLE, 0}, {0, BUF_WRITABLE, 0}, {0, 0, BUF_WRITABLE}};
     const int n = EW_THREE(op) ? 3 : 2;
     Py_buffer first; /* the element count of the first buffer is every buffer's */
     if (get_buffer(objs[0], 0, &first, names[op][0]) < 0) return NULL;
@@ -1445,6 +1446,8 @@ static PyObject *silu_fwd(PyObject *self, PyObject *args) { return run_elementwi
 static PyObject *silu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 3, 1); }
 static PyObject *sigmoid_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 0); }
 static PyObject *sigmoid_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 1); }
+static PyObject *silu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 5, 0); }
+static PyObject *silu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 5, 1); }
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
@@ -2780,6 +2783,11 @@ static PyMethodDef methods[] = {
      "sigmoid_forward(isa, x, y, start, stop): elements [start, stop) of y = 1 / (1 + exp(-x)) (y may be x)"},
     {"sigmoid_forward_job", sigmoid_fwd_job, METH_VARARGS,
      "sigmoid_forward_job(...same arguments as sigmoid_forward...) -> job"},
+    {"silu_backward", silu_bwd, METH_VARARGS,
+     "silu_backward(isa, g, x, gx, start, stop): elements [start, stop) of gx = g * s * (1 + x * (1 - s)), s = "
+     "sigmoid(x) (gx may be g)"},
+    {"silu_backward_job", silu_bwd_job, METH_VARARGS,
+     "silu_backward_job(...same arguments as silu_backward...) -> job"},
     {"sgd_step", sgd_step, METH_VARARGS,
      "sgd_step(isa, theta, grad, buffer, start, stop, lr, momentum, keep, flags): elements [start, stop) of one "
      "SGD step in place (buffer None: no momentum; flags 1 first step, 2 nesterov, 4 keep != 1)"},

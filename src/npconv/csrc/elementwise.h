@@ -90,6 +90,33 @@ static void FN(sigmoid_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t sto
     FN(logistic_run)(x, y, start, stop, 0);
 }
 
+/* gx = g * (s * (1 + x * (1 - s))) with s = sigmoid(x) as sigmoid_forward computes it: torch's silu_backward,
+ * from the saved input (gx may be g) */
+static void FN(silu_backward)(const T *g, const T *x, T *gx, ptrdiff_t start, ptrdiff_t stop)
+{
+#if TSIZE == 4
+    const V one = FN(splat)(1.0f);
+    ptrdiff_t i = start;
+    for (; i + VL <= stop; i += VL) {
+        const V v = FN(load)(x + i), s = one / (one + FN(exp_neg)(v));
+        FN(store)(gx + i, FN(load)(g + i) * (s * (one + v * (one - s))));
+    }
+    if (i < stop) {
+        T tg[VL] = {0}, tx[VL] = {0};
+        memcpy(tg, g + i, (size_t)(stop - i) * sizeof(T));
+        memcpy(tx, x + i, (size_t)(stop - i) * sizeof(T));
+        const V v = FN(load)(tx), s = one / (one + FN(exp_neg)(v));
+        FN(store)(tg, FN(load)(tg) * (s * (one + v * (one - s))));
+        memcpy(gx + i, tg, (size_t)(stop - i) * sizeof(T));
+    }
+#else
+    for (ptrdiff_t i = start; i < stop; i++) {
+        const T s = 1 / (1 + exp(-x[i]));
+        gx[i] = g[i] * (s * (1 + x[i] * (1 - s)));
+    }
+#endif
+}
+
 /* out = a + b (out may be a or b): the residual adds of the networks, on the workers. */
 static void FN(add_arrays)(const T *a, const T *b, T *out, ptrdiff_t start, ptrdiff_t stop)
 {

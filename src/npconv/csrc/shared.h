@@ -660,8 +660,8 @@ typedef struct {
     gp_kernels gp[2];
     mp_kernels mp[2];
     bn_kernels bn[2];
-    ew_fn ew[2][5]; /* [0] relu forward (x, -, y), [1] relu backward (g, y, gx), [2] add (a, b, out), [3] silu
-                       forward (x, -, y), [4] sigmoid forward (x, -, y) */
+    ew_fn ew[2][6]; /* [0] relu forward (x, -, y), [1] relu backward (g, y, gx), [2] add (a, b, out), [3] silu
+                       forward (x, -, y), [4] sigmoid forward (x, -, y), [5] silu backward (g, x, gx) */
     gc_kernels gc[2];
     mm_fn mm[2];
     wg_weight_fn wg_weight[2];

@@ -59,7 +59,7 @@ EW_ADAPT(sigmoid_forward, VARIANT_F64, double)
 #define VT_MP(sfx) {(mp_fwd_fn)VT_CAT(max_pool_forward, sfx), (mp_bwd_fn)VT_CAT(max_pool_backward, sfx)}
 #define VT_BN(sfx) {(bn_fwd_fn)VT_CAT(batch_norm_forward, sfx), (bn_bwd_fn)VT_CAT(batch_norm_backward, sfx)}
 #define VT_EW(sfx) {VT_CAT(relu_forward2, sfx), (ew_fn)VT_CAT(relu_backward, sfx), (ew_fn)VT_CAT(add_arrays, sfx), \
-                    VT_CAT(silu_forward2, sfx), VT_CAT(sigmoid_forward2, sfx)}
+                    VT_CAT(silu_forward2, sfx), VT_CAT(sigmoid_forward2, sfx), (ew_fn)VT_CAT(silu_backward, sfx)}
 #define VT_GC(sfx) {(gc_fwd_fn)VT_CAT(gc_forward, sfx), (gc_fwd_fn)VT_CAT(gc_grad_input, sfx), \
                     (gc_gw_fn)VT_CAT(gc_grad_weight, sfx), (gc_res_fn)VT_CAT(gc_residual, sfx)}
 

@@ -418,6 +418,20 @@ def silu(x: np.ndarray) -> np.ndarray:
     return y
 
 
+def silu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """torch's ``silu_backward``: ``g * (s * (1 + x * (1 - s)))``, ``s = sigmoid(x)`` (as :func:`sigmoid`),
+    a new array: one pass on the compiled core's workers for float32/float64 operands of one dtype and
+    shape, else NumPy's operations on the same formula."""
+    if g.dtype == x.dtype and g.shape == x.shape and x.dtype in _CORE_DTYPES and backends.core.available:
+        g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
+        gx = np.empty_like(x)
+        kernel = backends.core.module.silu_backward
+        _over_elements(kernel, x.size, g.reshape(-1), x.reshape(-1), gx.reshape(-1))
+        return gx
+    s = sigmoid(x)
+    return g * (s * (1 + x * (1 - s)))
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` in ``x``'s dtype, a new array; float32/float64 on the compiled core's workers,
     else SciPy's ``expit``."""

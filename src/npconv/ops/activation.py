@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes, tracing
-from ..autograd import apply_inplace, as_array, is_grad_enabled, make_result, write_inplace
+from ..autograd import apply_inplace, as_array, make_result, write_inplace
 from ..kernels import pointwise
 from .shape import canonical_dim
 
@@ -182,14 +182,14 @@ def tanh_(input: Any) -> Tensor:
 
 @tracing.recorded
 def silu(x: Any) -> Tensor:
-    """``x / (1 + exp(-x))`` (torch's formula, one compiled pass for float32/float64); gradient
-    ``s * (1 + x * (1 - s))`` with ``s = sigmoid(x)``, computed only where the call records."""
+    """``x / (1 + exp(-x))`` (torch's formula); gradient ``g * s * (1 + x * (1 - s))`` with ``s =
+    sigmoid(x)`` recomputed from the input, as torch's ``silu_backward`` (one compiled pass each for
+    float32/float64)."""
     data = as_array(x)
-    out = pointwise.silu(data) if data.dtype.kind == "f" else data * _sigmoid(data)
-    if not (is_grad_enabled() and getattr(x, "requires_grad", False)):
-        return make_result(out, (x,), lambda g: (None,), "SiluBackward0")  # records nothing
-    s = _sigmoid(data)
-    return make_result(out, (x,), lambda g: (g * s * (1 + data * (1 - s)),), "SiluBackward0")
+    if data.dtype.kind != "f":
+        s = _sigmoid(data)
+        return make_result(data * s, (x,), lambda g: (g * s * (1 + data * (1 - s)),), "SiluBackward0")
+    return make_result(pointwise.silu(data), (x,), lambda g: (pointwise.silu_grad(g, data),), "SiluBackward0")
 
 
 def log_softmax_array(data: np.ndarray, dim: int) -> np.ndarray:
