@@ -1436,18 +1436,16 @@ static PyObject *sm_call(PyObject *args, int prepare)
 static PyObject *spectral_mix(PyObject *self, PyObject *args) { return sm_call(args, 0); }
 static PyObject *spectral_mix_job(PyObject *self, PyObject *args) { return sm_call(args, 1); }
 
-static PyObject *relu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 0); }
-static PyObject *relu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 0); }
-static PyObject *relu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 0, 1); }
-static PyObject *relu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 1, 1); }
-static PyObject *add_arrays(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 0); }
-static PyObject *add_arrays_job(PyObject *self, PyObject *args) { return run_elementwise(args, 2, 1); }
-static PyObject *silu_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 3, 0); }
-static PyObject *silu_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 3, 1); }
-static PyObject *sigmoid_fwd(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 0); }
-static PyObject *sigmoid_fwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 4, 1); }
-static PyObject *silu_bwd(PyObject *self, PyObject *args) { return run_elementwise(args, 5, 0); }
-static PyObject *silu_bwd_job(PyObject *self, PyObject *args) { return run_elementwise(args, 5, 1); }
+/* each elementwise op's binding and its _job twin */
+#define EW_BINDINGS(name, op)                                                                          \
+    static PyObject *name(PyObject *self, PyObject *args) { return run_elementwise(args, op, 0); }     \
+    static PyObject *name##_job(PyObject *self, PyObject *args) { return run_elementwise(args, op, 1); }
+EW_BINDINGS(relu_fwd, 0)
+EW_BINDINGS(relu_bwd, 1)
+EW_BINDINGS(add_arrays, 2)
+EW_BINDINGS(silu_fwd, 3)
+EW_BINDINGS(sigmoid_fwd, 4)
+EW_BINDINGS(silu_bwd, 5)
 
 /* (N, C, S) -> g; the element count N * C * S fits ptrdiff_t. */
 static int parse_bn_geom(PyObject *seq, bn_geom *g)
