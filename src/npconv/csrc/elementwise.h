@@ -59,62 +59,58 @@ static inline __attribute__((always_inline)) V FN(exp_neg)(V v)
 }
 #endif
 
-/* y = x / (1 + exp(-x)) (silu, torch's formula: -inf gives NaN) or 1 / (1 + exp(-x)) (sigmoid); NaN stays NaN.
- * float32 in vectors (the last, partial vector through a copy, so every element gets the same arithmetic),
- * float64 by libm. silu a constant after inlining. */
-static inline __attribute__((always_inline)) void FN(logistic_run)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop,
-                                                                   int silu)
-{
-#if TSIZE == 4
-    const V one = FN(splat)(1.0f);
-    ptrdiff_t i = start;
-    for (; i + VL <= stop; i += VL) {
-        const V v = FN(load)(x + i);
-        FN(store)(y + i, (silu ? v : one) / (one + FN(exp_neg)(v)));
-    }
-    if (i < stop) {
-        T tmp[VL] = {0};
-        memcpy(tmp, x + i, (size_t)(stop - i) * sizeof(T));
-        const V v = FN(load)(tmp);
-        FN(store)(tmp, (silu ? v : one) / (one + FN(exp_neg)(v)));
-        memcpy(y + i, tmp, (size_t)(stop - i) * sizeof(T));
-    }
-#else
-    for (ptrdiff_t i = start; i < stop; i++) y[i] = (silu ? x[i] : 1) / (1 + exp(-x[i]));
+/* The logistic passes, one element's arithmetic (kind a constant after inlining): LG_SIGMOID 1 / (1 + exp(-x)),
+ * LG_SILU x / (1 + exp(-x)) (torch's formula: -inf gives NaN), LG_SILU_GRAD torch's silu_backward
+ * g * (s * (1 + x * (1 - s))) with s the sigmoid, from the saved input. NaN stays NaN. */
+#ifndef NPCONV_LG_KINDS /* once for every (element type, ISA) copy */
+#define NPCONV_LG_KINDS
+enum { LG_SIGMOID, LG_SILU, LG_SILU_GRAD };
 #endif
-}
-
-static void FN(silu_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop) { FN(logistic_run)(x, y, start, stop, 1); }
-static void FN(sigmoid_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop)
+#if TSIZE == 4
+static inline __attribute__((always_inline)) V FN(logistic_lanes)(V v, V g, int kind)
 {
-    FN(logistic_run)(x, y, start, stop, 0);
+    const V one = FN(splat)(1.0f), d = one + FN(exp_neg)(v);
+    if (kind == LG_SILU) return v / d;
+    const V s = one / d;
+    return kind == LG_SIGMOID ? s : g * (s * (one + v * (one - s)));
 }
+#endif
 
-/* gx = g * (s * (1 + x * (1 - s))) with s = sigmoid(x) as sigmoid_forward computes it: torch's silu_backward,
- * from the saved input (gx may be g) */
-static void FN(silu_backward)(const T *g, const T *x, T *gx, ptrdiff_t start, ptrdiff_t stop)
+/* y = the logistic pass `kind` of x (and g for LG_SILU_GRAD; y may be x or g): float32 in vectors (the last,
+ * partial vector through a copy, so every element gets the same arithmetic), float64 by libm. */
+static inline __attribute__((always_inline)) void FN(logistic_run)(const T *x, const T *g, T *y, ptrdiff_t start,
+                                                                   ptrdiff_t stop, int kind)
 {
 #if TSIZE == 4
-    const V one = FN(splat)(1.0f);
     ptrdiff_t i = start;
-    for (; i + VL <= stop; i += VL) {
-        const V v = FN(load)(x + i), s = one / (one + FN(exp_neg)(v));
-        FN(store)(gx + i, FN(load)(g + i) * (s * (one + v * (one - s))));
-    }
+    for (; i + VL <= stop; i += VL)
+        FN(store)(y + i, FN(logistic_lanes)(FN(load)(x + i), g ? FN(load)(g + i) : (V){0}, kind));
     if (i < stop) {
-        T tg[VL] = {0}, tx[VL] = {0};
-        memcpy(tg, g + i, (size_t)(stop - i) * sizeof(T));
+        T tx[VL] = {0}, tg[VL] = {0};
         memcpy(tx, x + i, (size_t)(stop - i) * sizeof(T));
-        const V v = FN(load)(tx), s = one / (one + FN(exp_neg)(v));
-        FN(store)(tg, FN(load)(tg) * (s * (one + v * (one - s))));
-        memcpy(gx + i, tg, (size_t)(stop - i) * sizeof(T));
+        if (g) memcpy(tg, g + i, (size_t)(stop - i) * sizeof(T));
+        FN(store)(tx, FN(logistic_lanes)(FN(load)(tx), FN(load)(tg), kind));
+        memcpy(y + i, tx, (size_t)(stop - i) * sizeof(T));
     }
 #else
     for (ptrdiff_t i = start; i < stop; i++) {
-        const T s = 1 / (1 + exp(-x[i]));
-        gx[i] = g[i] * (s * (1 + x[i] * (1 - s)));
+        const T d = 1 + exp(-x[i]), s = 1 / d;
+        y[i] = kind == LG_SILU ? x[i] / d : kind == LG_SIGMOID ? s : g[i] * (s * (1 + x[i] * (1 - s)));
     }
 #endif
+}
+
+static void FN(silu_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop)
+{
+    FN(logistic_run)(x, NULL, y, start, stop, LG_SILU);
+}
+static void FN(sigmoid_forward)(const T *x, T *y, ptrdiff_t start, ptrdiff_t stop)
+{
+    FN(logistic_run)(x, NULL, y, start, stop, LG_SIGMOID);
+}
+static void FN(silu_backward)(const T *g, const T *x, T *gx, ptrdiff_t start, ptrdiff_t stop)
+{
+    FN(logistic_run)(x, g, gx, start, stop, LG_SILU_GRAD);
 }
 
 /* out = a + b (out may be a or b): the residual adds of the networks, on the workers. */

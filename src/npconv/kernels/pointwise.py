@@ -404,30 +404,39 @@ def relu(x: np.ndarray) -> np.ndarray:
     return y
 
 
+def _core_pass(kernel: Callable[..., None], *inputs: np.ndarray) -> np.ndarray:
+    """``kernel(isa, *inputs, out, start, stop)`` of the compiled core over flat ranges on the workers, into
+    a new array shaped as the last input (the inputs made C-contiguous)."""
+    inputs = tuple(np.ascontiguousarray(a) for a in inputs)
+    out = np.empty_like(inputs[-1])
+    _over_elements(kernel, out.size, *(a.reshape(-1) for a in inputs), out.reshape(-1))
+    return out
+
+
+def _core_floats(*arrays: np.ndarray) -> bool:
+    """Whether the compiled logistic passes take ``arrays``: float32/float64 of one dtype and shape."""
+    first = arrays[0]
+    return (first.dtype in _CORE_DTYPES and backends.core.available
+            and all(a.dtype == first.dtype and a.shape == first.shape for a in arrays))
+
+
 def silu(x: np.ndarray) -> np.ndarray:
     """``x / (1 + exp(-x))`` (torch's SiLU: -inf gives NaN), a new array: float32/float64 on the compiled
     core's workers (NumPy's operations on the NumPy engine), float16 as ``x * expit(x)``."""
+    if _core_floats(x):
+        return _core_pass(backends.core.module.silu_forward, x)
     if x.dtype not in _CORE_DTYPES:
         return x * _expit(x)
-    if not backends.core.available:
-        with np.errstate(over="ignore", invalid="ignore"):
-            return x / (1 + np.exp(-x))
-    x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
-    _over_elements(backends.core.module.silu_forward, x.size, x.reshape(-1), y.reshape(-1))
-    return y
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x / (1 + np.exp(-x))
 
 
 def silu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """torch's ``silu_backward``: ``g * (s * (1 + x * (1 - s)))``, ``s = sigmoid(x)`` (as :func:`sigmoid`),
     a new array: one pass on the compiled core's workers for float32/float64 operands of one dtype and
     shape, else NumPy's operations on the same formula."""
-    if g.dtype == x.dtype and g.shape == x.shape and x.dtype in _CORE_DTYPES and backends.core.available:
-        g, x = np.ascontiguousarray(g), np.ascontiguousarray(x)
-        gx = np.empty_like(x)
-        kernel = backends.core.module.silu_backward
-        _over_elements(kernel, x.size, g.reshape(-1), x.reshape(-1), gx.reshape(-1))
-        return gx
+    if _core_floats(g, x):
+        return _core_pass(backends.core.module.silu_backward, g, x)
     s = sigmoid(x)
     return g * (s * (1 + x * (1 - s)))
 
@@ -435,11 +444,8 @@ def silu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` in ``x``'s dtype, a new array; float32/float64 on the compiled core's workers,
     else SciPy's ``expit``."""
-    if x.dtype in _CORE_DTYPES and backends.core.available:
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
-        _over_elements(backends.core.module.sigmoid_forward, x.size, x.reshape(-1), y.reshape(-1))
-        return y
+    if _core_floats(x):
+        return _core_pass(backends.core.module.sigmoid_forward, x)
     return _expit(x)
 
 

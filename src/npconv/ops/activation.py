@@ -140,17 +140,12 @@ def _floating(data: np.ndarray) -> np.ndarray:
     return data.astype(dtypes.get_default_dtype().dtype) if data.dtype.kind in "biu" else data
 
 
-def _sigmoid(data: np.ndarray) -> np.ndarray:
-    if data.dtype.kind == "f":
-        return pointwise.sigmoid(data)
-    from scipy import special  # imported on first use: scipy.special adds ~0.3 s to `import npconv`
-    return special.expit(data).astype(data.dtype, copy=False)
 
 
 @tracing.recorded
 def sigmoid(input: Any) -> Tensor:
     """``1 / (1 + exp(-x))``; gradient ``g * (1 - y) * y`` (conjugated for complex)."""
-    out = _sigmoid(_floating(as_array(input)))
+    out = pointwise.sigmoid(_floating(as_array(input)))
     return make_result(out, (input,), lambda g: (g * np.conj((1 - out) * out),), "SigmoidBackward0",
                        saved=("output",))
 
@@ -187,7 +182,7 @@ def silu(x: Any) -> Tensor:
     float32/float64)."""
     data = as_array(x)
     if data.dtype.kind != "f":
-        s = _sigmoid(data)
+        s = pointwise.sigmoid(data)
         return make_result(data * s, (x,), lambda g: (g * s * (1 + data * (1 - s)),), "SiluBackward0")
     return make_result(pointwise.silu(data), (x,), lambda g: (pointwise.silu_grad(g, data),), "SiluBackward0")
 
@@ -369,7 +364,7 @@ def mish(x: Any) -> Tensor:
 
     def backward(g: np.ndarray) -> tuple[np.ndarray]:
         with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in torch
-            return (g * (tanh_sp + data * _sigmoid(data) * (1 - tanh_sp * tanh_sp)),)
+            return (g * (tanh_sp + data * pointwise.sigmoid(data) * (1 - tanh_sp * tanh_sp)),)
 
     return make_result(out, (x,), backward, "MishBackward0")
 
@@ -378,7 +373,7 @@ def glu(x: Any, dim: int) -> Tensor:
     """``a * sigmoid(b)`` where ``a, b`` are the halves of ``x`` along ``dim`` (an even size)."""
     data = as_array(x)
     a, b = np.split(data, 2, axis=dim)
-    s = _sigmoid(b)
+    s = pointwise.sigmoid(b)
     out = a * s
 
     def backward(g: np.ndarray) -> tuple[np.ndarray]:

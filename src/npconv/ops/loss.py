@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import pointwise
 from ..tensor import Tensor, _sum_to_shape, as_array, make_result
-from .activation import _sigmoid, log_softmax_array
+from .activation import log_softmax_array
 
 __all__ = ["nll_loss", "cross_entropy", "binary_cross_entropy_with_logits", "squared_error", "absolute_error",
            "binary_cross_entropy", "smooth_l1", "huber", "kl_div"]
@@ -142,7 +143,7 @@ def binary_cross_entropy_with_logits(x: Any, target: Any, weight: Any, pos_weigh
         gw = g if wd is None else g * wd
         gx = gt = None
         if _wants_grad(x):
-            s = _sigmoid(-data)
+            s = pointwise.sigmoid(-data)
             gx = _sum_to_shape(gw * ((1 - t) - (s if log_weight is None else log_weight * s)), data.shape)
         if _wants_grad(target):
             inner = -data if pw is None else -data + (pw - 1) * softplus
