@@ -127,8 +127,14 @@ def test_dilation_runs_per_phase_with_the_epilogue(isa, dilation):
 # rows wider than one 16-lane vector of tiles (75 -> 19 tiles), tile edges 1/2/3 columns past a
 # multiple of 4, a 1x1 output, many channels (the float32 channel blocks of 128), two threads; runs of
 # tiles across tile rows and images whose last tile per row reads real input columns past it (no
-# padding on the right, or outputs a multiple of 4 wide), more tiles than one run (WG_RUN = 64)
+# padding on the right, or outputs a multiple of 4 wide), more tiles than one run (WG_RUN = 64); groups
+# run one by one (wg_forward_groups): up to 16 channels per group by its own products (output channels
+# in register blocks of 4 or 8, the last one partial), more through the matrix product (float32: over
+# channel blocks of 128 within a group)
 CASES = [
+    (2, 40, 22, (9, 13), ((1, 1), (1, 1)), 2),
+    (1, 27, 30, (6, 21), ((0, 0), (1, 1)), 3),
+    (1, 264, 4, (6, 7), ((1, 1), (1, 1)), 2),
     (2, 3, 5, (9, 75), ((1, 1), (1, 1)), 1),
     (1, 2, 2, (13, 14), ((0, 0), (2, 1)), 2),
     (3, 4, 4, (3, 3), ((0, 0), (0, 0)), 4),

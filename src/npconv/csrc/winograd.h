@@ -15,7 +15,9 @@
  * M[k] (O, tiles) = U[k] (O, C) @ V[k] (C, tiles) through the core's matrix product (float32:
  * summed over channel blocks, see winograd.CHANNEL_BLOCK); (3) output transform A^T . A per
  * (channel, run), bias and clamp, interleaved into the rows of y. A dilated convolution runs as one
- * call per output phase, reading and writing the phase's strided elements (wg_geom).
+ * call per output phase, reading and writing the phase's strided elements (wg_geom). A grouped call
+ * runs the three steps group by group (wg_forward_groups), its products for up to WG_SMALL_CG channels
+ * per group in registers (wg_small_product).
  */
 
 /* B^T (6 x 6) of transform_matrices(4) applied to d0..d5. */
@@ -53,6 +55,14 @@ static inline __attribute__((always_inline)) void FN(wg_at6)(V *o, const V *m)
 #endif
 /* phase WG_P of the first half of a concatenated pair (a|b): lanes i < VL/2 take element 4i + WG_P */
 #define WG_HALF(i) ((4 * (i) + WG_P) & (2 * WVLC - 1))
+/* interleaving two vectors a|b: lanes (a[m], b[m]) for m in the first / second half */
+#define WG_ZIP_LO(i) (((i) & 1) * WVLC + (i) / 2)
+#define WG_ZIP_HI(i) (((i) & 1) * WVLC + WVLC / 2 + (i) / 2)
+/* pairs of two zipped vectors a|b alternated: (a[2m], a[2m + 1], b[2m], b[2m + 1]) for the first / second
+ * quarter of pairs m */
+#define WG_PAIRS(i, base) ((i) % 4 < 2 ? 2 * ((base) + (i) / 4) + (i) % 4 : WVLC + 2 * ((base) + (i) / 4) + (i) % 4 - 2)
+#define WG_PAIRS_0(i) WG_PAIRS(i, 0)
+#define WG_PAIRS_1(i) WG_PAIRS(i, WVLC / 4)
 /* the low halves of two vectors side by side */
 #define WG_JOIN(i) ((i) < WVLC / 2 ? (i) : (i) + WVLC / 2)
 
@@ -209,30 +219,41 @@ static void FN(wg_output_run)(const T *mo, ptrdiff_t mstride, ptrdiff_t col, T *
             FN(wg_at6)(o, m);
             for (int i = 0; i < 4; i++) r[i][k2] = o[i];
         }
+        /* the vector's segments (a tile row's tiles each): image, tile row, first lane, columns [c0, c1) */
+        ptrdiff_t sn[WVLC], sty[WVLC], slane[WVLC], sc0[WVLC], sc1[WVLC], segs = 0;
+        for (ptrdiff_t lane = 0, n, ty, a, b; lane < nv; lane += b - a, segs++) {
+            FN(wg_segment)(g, s + t + lane, nv - lane, &n, &ty, &a, &b);
+            sn[segs] = n, sty[segs] = ty, slane[segs] = lane, sc0[segs] = 4 * a, sc1[segs] = 4 * b < g->ow ? 4 * b : g->ow;
+        }
         for (int i = 0; i < 4; i++) {
             V o[4];
             FN(wg_at6)(o, r[i]);
-            for (int j = 0; j < 4; j++) FN(store)(q + j * VL, FN(activate)(o[j] + vb, act, lo, hi));
-            ptrdiff_t n, ty, a, b;
-            for (ptrdiff_t lane = 0; lane < nv; lane += b - a) {
-                FN(wg_segment)(g, s + t + lane, nv - lane, &n, &ty, &a, &b);
-                const ptrdiff_t len = b - a, row = 4 * ty + i;
-                const ptrdiff_t c0 = 4 * a, c1 = 4 * b < g->ow ? 4 * b : g->ow;
-                const T *src = q + lane;
-                if (row >= g->oh) continue;
-                T *dst = yo + n * ys + row * g->yrow;
-                if (g->dw > 1) {
-                    for (ptrdiff_t c = c0; c < c1; c++) dst[c * g->dw] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
-                } else if (c1 - c0 == 4 * len) {
-                    for (ptrdiff_t m = 0; m < len; m++) {
-                        dst[c0 + 4 * m] = src[m];
-                        dst[c0 + 4 * m + 1] = src[VL + m];
-                        dst[c0 + 4 * m + 2] = src[2 * VL + m];
-                        dst[c0 + 4 * m + 3] = src[3 * VL + m];
-                    }
-                } else {
-                    for (ptrdiff_t c = c0; c < c1; c++) dst[c] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
+            for (int j = 0; j < 4; j++) o[j] = FN(activate)(o[j] + vb, act, lo, hi);
+#if WVLC >= 4
+            if (g->dw == 1) { /* q[4m + j] = o[j][m]: a 4 x VL transpose by shuffles, then each segment one move */
+                const IV lo2 = {WG_LANES(WG_ZIP_LO)}, hi2 = {WG_LANES(WG_ZIP_HI)}, q0 = {WG_LANES(WG_PAIRS_0)},
+                         q1 = {WG_LANES(WG_PAIRS_1)};
+                const V a0 = __builtin_shuffle(o[0], o[1], lo2), a1 = __builtin_shuffle(o[0], o[1], hi2);
+                const V b0 = __builtin_shuffle(o[2], o[3], lo2), b1 = __builtin_shuffle(o[2], o[3], hi2);
+                FN(store)(q, __builtin_shuffle(a0, b0, q0));
+                FN(store)(q + VL, __builtin_shuffle(a0, b0, q1));
+                FN(store)(q + 2 * VL, __builtin_shuffle(a1, b1, q0));
+                FN(store)(q + 3 * VL, __builtin_shuffle(a1, b1, q1));
+                for (ptrdiff_t e = 0; e < segs; e++) {
+                    const ptrdiff_t row = 4 * sty[e] + i;
+                    if (row < g->oh)
+                        FN(copy_short)(yo + sn[e] * ys + row * g->yrow + sc0[e], q + 4 * slane[e], sc1[e] - sc0[e]);
                 }
+                continue;
+            }
+#endif
+            for (int j = 0; j < 4; j++) FN(store)(q + j * VL, o[j]);
+            for (ptrdiff_t e = 0; e < segs; e++) {
+                const ptrdiff_t row = 4 * sty[e] + i, c0 = sc0[e], c1 = sc1[e];
+                const T *src = q + slane[e];
+                if (row >= g->oh) continue;
+                T *dst = yo + sn[e] * ys + row * g->yrow;
+                for (ptrdiff_t c = c0; c < c1; c++) dst[c * g->dw] = src[((c - c0) & 3) * VL + ((c - c0) >> 2)];
             }
         }
     }
@@ -274,6 +295,92 @@ static void FN(wg_residual_tiles)(T *yo, const T *ro, ptrdiff_t ys, const wg_geo
     }
 }
 
+/* Most input channels per group whose products run in wg_small_block: a GEMM call per group and point
+ * (packing its operands) cost more than these products. */
+#define WG_SMALL_CG 16
+
+/* M[j][t .. t + nv VL) = sum_c wp[c][j] V[c][t ..) for j < GP_OB (stored for j < rows): one register
+ * block of a group's product at one point, the channel sum in order. */
+static inline __attribute__((always_inline)) void FN(wg_small_block)(const T *wp, ptrdiff_t cg, const T *v, ptrdiff_t vs,
+                                                                   T *m, ptrdiff_t ms, ptrdiff_t rows, ptrdiff_t t,
+                                                                   const int nv)
+{
+    V acc[GP_OB][GP_NB];
+    for (int j = 0; j < GP_OB; j++)
+        for (int i = 0; i < nv; i++) acc[j][i] = FN(splat)((T)0);
+    for (ptrdiff_t c = 0; c < cg; c++) {
+        V l[GP_NB];
+        for (int i = 0; i < nv; i++) l[i] = FN(load)(v + c * vs + t + i * VL);
+        for (int j = 0; j < GP_OB; j++) {
+            const V uj = FN(splat)(wp[c * GP_OB + j]);
+            for (int i = 0; i < nv; i++) acc[j][i] += uj * l[i];
+        }
+    }
+    for (ptrdiff_t j = 0; j < rows; j++)
+        for (int i = 0; i < nv; i++) FN(store)(m + j * ms + t + i * VL, acc[j][i]);
+}
+
+/* M (og x nt, rows ms apart) = U (og x cg, rows cg apart) @ V (cg x nt, rows vs apart), one group at one
+ * point, cg <= WG_SMALL_CG: blocks of GP_OB output channels (weights packed, missing rows zero) x GP_NB
+ * vectors of tiles; columns to nt rounded up to whole vectors (V's are written there, M's unread). */
+static void FN(wg_small_product)(const T *u, ptrdiff_t og, ptrdiff_t cg, const T *v, ptrdiff_t vs, T *m, ptrdiff_t ms,
+                                 ptrdiff_t nt)
+{
+    T wp[WG_SMALL_CG * GP_OB];
+    const ptrdiff_t cols = (nt + VL - 1) / VL * VL, step = GP_NB * VL;
+    for (ptrdiff_t o0 = 0; o0 < og; o0 += GP_OB) {
+        const ptrdiff_t rows = og - o0 < GP_OB ? og - o0 : GP_OB;
+        for (ptrdiff_t c = 0; c < cg; c++)
+            for (ptrdiff_t j = 0; j < GP_OB; j++) wp[c * GP_OB + j] = j < rows ? u[(o0 + j) * cg + c] : (T)0;
+        ptrdiff_t t = 0;
+        for (; t + step <= cols; t += step) FN(wg_small_block)(wp, cg, v, vs, m + o0 * ms, ms, rows, t, GP_NB);
+        for (; t < cols; t += VL) FN(wg_small_block)(wp, cg, v, vs, m + o0 * ms, ms, rows, t, 1);
+    }
+}
+
+/* winograd_forward of a grouped call, group by group: its Cg input channels' V (36 x Cg x NTP), the 36
+ * products into its M (36 x Og x NTP), its Og output channels, while they are in cache (the whole call's
+ * V and M, 36 (C + O) values per tile, are far beyond L2 at batch 8). */
+static void FN(wg_forward_groups)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
+                                  const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi, const T *res)
+{
+    wg_layout L;
+    wg_scratch_layout(g, &L);
+    T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
+    const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups, ntp = L.ntp;
+    const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
+    for (ptrdiff_t gi = 0; gi < g->groups; gi++) {
+        for (ptrdiff_t c = 0; c < cg; c++)
+            for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+                const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+                FN(wg_input_run)(x + g->xoff + (gi * cg + c) * g->xplane, g->c * g->xplane, g, t, len, v + c * ntp,
+                                 cg * ntp, t - t0, rb, L.rs, tr, L.ps);
+            }
+        for (ptrdiff_t k = 0; k < 36; k++) {
+            const T *uk = u + (k * g->o + gi * og) * cg;
+            if (cg <= WG_SMALL_CG) {
+                FN(wg_small_product)(uk, og, cg, v + k * cg * ntp, ntp, mm + k * og * ntp, ntp, nt);
+                continue;
+            }
+            for (ptrdiff_t c0 = 0; c0 < cg; c0 += block) {
+                const ptrdiff_t kc = cg - c0 < block ? cg - c0 : block;
+                FN(mm)(fns, s + L.pack, 0, 0, og, nt, kc, 1.0, uk + c0, cg, v + (k * cg + c0) * ntp, ntp,
+                        c0 ? 1.0 : 0.0, mm + k * og * ntp, ntp, NULL, 0, 0, 0);
+            }
+        }
+        for (ptrdiff_t j = 0; j < og; j++) {
+            const ptrdiff_t o = gi * og + j;
+            T *yo = y + g->yoff + o * g->yplane;
+            for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+                const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+                FN(wg_output_run)(mm + j * ntp, og * ntp, t - t0, yo, g->o * g->yplane, g, t, len, bias ? bias[o] : (T)0,
+                                  res ? 0 : act, lo, hi, q);
+            }
+            if (res) FN(wg_residual_tiles)(yo, res + g->yoff + o * g->yplane, g->o * g->yplane, g, t0, t1, act, lo, hi);
+        }
+    }
+}
+
 /* Tiles [t0, t1) of the flat grid (n, ty, tx); scratch as wg_scratch lays it out. st (NULL: the whole
  * call) splits a call of at most CAP tiles whose output channels the workers share: stage 1 transforms
  * the input channels [c0, c1) into st->v (one worker's scratch, its V), stage 2 runs the products and the
@@ -289,6 +396,10 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     T *v = stage ? (T *)st->v : s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
+    if (!st && g->groups > 1) {
+        FN(wg_forward_groups)(fns, x, u, bias, y, s, g, t0, t1, act, lo, hi, res);
+        return;
+    }
     /* (1) input transform */
     if (stage != 2)
         FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
@@ -495,7 +606,13 @@ static void FN(winograd_weight)(const T *w, T *u, ptrdiff_t count, ptrdiff_t p0,
 }
 #undef WG_WCHUNK
 
+#undef WG_SMALL_CG
 #undef WG_LANES
+#undef WG_ZIP_LO
+#undef WG_ZIP_HI
+#undef WG_PAIRS
+#undef WG_PAIRS_0
+#undef WG_PAIRS_1
 #undef WG_HALF
 #undef WG_JOIN
 #undef WVLC

@@ -13,7 +13,9 @@ takes a range of the flat tile grid (image, tile row, tile column), so the tiles
 images share one GEMM: input transform fused per run of up to 64 tiles across tile rows and images
 (zero padding handled in place), 36 GEMMs per group through the core's matrix product (npconv's gemm
 for float32 on the vector builds, else SciPy's sgemm/dgemm: :func:`npconv.kernels.blas.gemm_routines`), output
-transform with the bias (and an optional clamp) written straight into ``y``. The ranges run on
+transform with the bias (and an optional clamp) written straight into ``y``; a grouped call runs these
+steps group by group while its transformed tiles are in cache, the products of groups of up to 16
+input channels in the kernel's own register blocks. The ranges run on
 the worker threads of :func:`npconv.kernels.workspace.run` (GIL released, BLAS on one thread),
 each with its own scratch buffer. ``grad_input`` is the forward pass of ``gy`` with the flipped,
 channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Winograd.
