@@ -860,6 +860,39 @@ def test_recommended_rule_and_the_planner():
     assert not compiled_winograd.supports("forward", (8, 64, 56, 56), (64, 64, 3, 3), strided, f32)
 
 
+def test_the_planner_splits_grouped_3x3_calls_by_channels_per_group_and_tiles(monkeypatch):
+    """Grouped 3x3 stride-1 float32 calls on two threads (AVX-512's rule): Winograd (asked before the
+    grouped kernel) from 17 channels per group with enough lanes (MIN_GROUP_CHANNEL_LANES) and tiles
+    (MIN_GROUP_TILES, MIN_MACS); else the grouped kernel's forward up to 32 per group
+    (FORWARD_MAX_CHANNELS), its grad_input and grad_weight up to 16, the GEMM beyond; Winograd's
+    grad_weight for a grouped call only from 17 channels per group and GW_GROUP_MIN_TILE_CHANNELS."""
+    monkeypatch.setattr(npconv.backends.core, "isa", "avx512")
+    previous = npconv.get_num_threads()
+    f32 = np.dtype(np.float32)
+    cases = [  # (n, channels, size, groups): forward, grad_input, grad_weight
+        ((8, 512, 14, 16), ("winograd", "winograd", "gemm")),  # 32 per group, 128 tiles (lanes 24.5)
+        ((8, 384, 14, 16), ("winograd", "winograd", "gemm")),  # 24 per group (lanes 18.4)
+        ((8, 1024, 7, 32), ("winograd", "winograd", "gemm")),  # 32 tiles
+        ((8, 256, 28, 16), ("grouped", "grouped", "grouped")),  # 16 per group: lanes 16
+        ((1, 512, 14, 16), ("grouped", "gemm", "gemm")),  # 16 tiles, 29 M multiply-adds
+        ((8, 256, 28, 4), ("winograd", "winograd", "winograd")),  # 64 per group x 392 tiles
+        ((8, 128, 56, 4), ("winograd", "winograd", "winograd")),  # 32 per group x 1568 tiles
+        ((8, 256, 28, 8), ("winograd", "winograd", "gemm")),  # 32 per group x 392 tiles
+        ((1, 512, 14, 8), ("gemm", "gemm", "gemm")),  # 64 per group: beyond the grouped kernel
+    ]
+    try:
+        npconv.set_num_threads(2)
+        plan.clear_cache()
+        for (n, c, size, groups), expected in cases:
+            geom = _geom(((1, 1), (1, 1)), groups)
+            shapes = ((n, c, size, size), (c, c // groups, 3, 3), geom, f32)
+            chosen = tuple(plan.choose(p, *shapes) for p in ("forward", "grad_input", "grad_weight"))
+            assert chosen == expected, (n, c, size, groups)
+    finally:
+        npconv.set_num_threads(previous)
+        plan.clear_cache()
+
+
 def test_a_small_batch_one_layer_goes_to_the_planned_gemm_on_avx512(isa):
     """MIN_MACS: a batch-1 48x56 layer (65 M multiply-adds) runs on the implicit GEMM with AVX-512
     (its plan beats Winograd's per-call weight transform and data check), on Winograd elsewhere;

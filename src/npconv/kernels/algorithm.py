@@ -74,9 +74,9 @@ BUILTIN: tuple[tuple[str, str], ...] = (
     ("fft", "npconv.kernels.fft"),
     ("depthwise", "npconv.kernels.compiled_depthwise"),
     ("depthwise", "npconv.kernels.depthwise"),
-    ("grouped", "npconv.kernels.compiled_grouped"),
     ("winograd", "npconv.kernels.compiled_winograd"),
     ("winograd", "npconv.kernels.winograd"),
+    ("grouped", "npconv.kernels.compiled_grouped"),
     ("gemm", "npconv.kernels.compiled_gemm"),
     ("gemm", "npconv.kernels.gemm"),
 )

@@ -60,6 +60,11 @@ RECOMMENDED_MAX_CHANNELS = fft.GROUPED_KERNEL_MAX_CHANNELS
 #: 0.985 / 0.982 and 0.994 / 0.996 (median / best), batch 8 1.000 / 0.993 and 0.994 / 0.999; per step
 #: at batch 1 236 against 276 us (before the single image's rows were split: 6% slower at batch 8).
 DENSE_MAX_CHANNELS = 8
+#: A 3x3 (or smaller) grouped forward runs here up to this many channels per group where no algorithm
+#: asked before it (Winograd: batches of many tiles) takes it; grad_input and grad_weight up to
+#: RECOMMENDED_MAX_CHANNELS. Two threads, 32 per group, grouped / GEMM forward: 512x14 batch 1 0.38 /
+#: 0.48 ms, 256x28 batch 1 0.63 / 0.70; grad_input 0.61 / 0.50 and 0.75 / 0.80 (docs/performance.md).
+FORWARD_MAX_CHANNELS = 32
 #: Stride-1 grouped convolutions (at most RECOMMENDED_MAX_CHANNELS per group) run here up to this many
 #: kernel taps (17x17) when the FFT's rule does not take them; the GEMM beyond. Grouped / GEMM time,
 #: two threads, batch 8, 8 and 16 channels per group, 128 channels at 28 px and 64 at 56 px, 9x9 to
@@ -150,7 +155,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     does not take; 2-4 channels per group: :func:`npconv.kernels.fft.direct_kernel_wins`);
     ungrouped: a strided pass of at most
     :data:`DENSE_MAX_CHANNELS` input channels and at least :data:`DENSE_FORWARD_MIN_TAPS` (forward) or
-    :data:`DENSE_MIN_TAPS` taps (a network's stem; measurements in docs/performance.md)."""
+    :data:`DENSE_MIN_TAPS` taps (a network's stem; measurements in docs/performance.md); a grouped
+    forward of up to 9 taps up to :data:`FORWARD_MAX_CHANNELS` channels per group."""
     taps = math.prod(geom.kernel_size)
     least = DENSE_FORWARD_MIN_TAPS if pass_name == "forward" else DENSE_MIN_TAPS
     stem = w_shape[1] <= DENSE_MAX_CHANNELS and taps >= least and max(geom.stride) > 1
@@ -159,8 +165,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     strided = any(s > 1 for s in geom.stride)
     large = geom.groups > 1 and (strided or taps <= LARGE_KERNEL_MAX_TAPS
                                  or fft.direct_kernel_wins(pass_name, w_shape, geom))
-    return (w_shape[1] <= RECOMMENDED_MAX_CHANNELS and (taps <= 49 or large)
-            and supports(pass_name, x_shape, w_shape, geom, dtype))
+    few = w_shape[1] <= RECOMMENDED_MAX_CHANNELS or (
+        pass_name == "forward" and geom.groups > 1 and w_shape[1] <= FORWARD_MAX_CHANNELS and taps <= 9)
+    return few and (taps <= 49 or large) and supports(pass_name, x_shape, w_shape, geom, dtype)
 
 
 def _run(kernel, pass_code: int, count: int, dtype: np.dtype, geometry: tuple[int, ...], *args,

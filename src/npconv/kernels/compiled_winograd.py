@@ -97,6 +97,14 @@ MIN_MACS = {"avx512": 100_000_000}
 #: products save per channel pair: Winograd is recommended where ``min(Cg, Og) * lane share / grid``
 #: reaches this (lane share: a run's tiles per lanes used; grid: outputs computed per output).
 MIN_CHANNEL_LANES = 26
+#: A grouped call (group by group: a group's transforms and products while in cache) against the
+#: grouped kernel and the GEMM: :data:`MIN_CHANNEL_LANES` is this with ``Cg`` for the channels, and its
+#: fewest tiles with several threads :data:`MIN_GROUP_TILES`. Two threads, batch 8, ms, Winograd /
+#: grouped / GEMM: 32 per group 512x14 2.07 / 2.86 / 3.25, 1024x7 (32 tiles) 1.82 / 2.63 / 2.67, 256x28
+#: 3.02 / 4.82 / 5.37; 24 per group 384x14 1.48 / 1.75 / 2.53; 16 per group 256x28 2.72-3.32 / 2.65-2.75
+#: (lanes 16: not taken); batch 1 512x14 (16 tiles) 1.05 / 0.38 / 0.48 (docs/performance.md).
+MIN_GROUP_CHANNEL_LANES = 18
+MIN_GROUP_TILES = 32
 #: Every worker reads all of ``U`` (36 x the weight, written per call) for its tiles, so a worker's
 #: tiles must reach ``channels / TILE_CHANNEL_RATIO``. Two threads, AVX-512, Winograd / implicit
 #: GEMM time (tiles per worker / channels): 256ch 14x14 batch 8 0.86 (0.25), batch 6 0.97 (0.19),
@@ -117,6 +125,11 @@ GW_CHANNEL_SPLIT = 4.0
 GW_FINISH_PAIRS = 16384
 #: Fewest 4x4 output tiles per call for which the rule recommends Winograd's grad_weight.
 GW_MIN_TILES = 128
+#: A grouped grad_weight (its products per group and point over every channel's transformed tiles) needs
+#: more than 16 channels per group and at least this many tiles x channels per group. Two threads, batch
+#: 8, ms, Winograd / GEMM: 32 per group 128x56 9.4 / 10.9, 64 per group 256x28 8.2 / 11.4; 64 per group
+#: 512x14 6.1 / 5.5, 32 per group 256x28 6.6 / 5.8, 512x14 5.0 / 3.2, 24 per group 384x14 4.0 / 2.1.
+GW_GROUP_MIN_TILE_CHANNELS = 16384
 #: Tiles per transform run (csrc/shared.h's WG_RUN).
 RUN_TILES = 64
 _LANES = {"generic": 4, "avx2": 8, "avx512": 16}
@@ -153,7 +166,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
     transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
     tiles per worker thread and call with several workers, enough channels for the vectors of tiles
-    (:data:`MIN_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements
+    (:data:`MIN_CHANNEL_LANES`; a grouped call: :data:`MIN_GROUP_CHANNEL_LANES` and
+    :data:`MIN_GROUP_TILES`). Any dilation: the phases read and write their strided elements
     where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
     4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
     dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
@@ -179,8 +193,11 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     per_worker = whole or _tiles_shared(tiles, channels, threads)
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     fewest = MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES_CHANNEL_PARTS if parts else MIN_TILES
+    lanes_needed = MIN_CHANNEL_LANES
+    if geom.groups > 1:
+        fewest, lanes_needed = min(fewest, MIN_GROUP_TILES), MIN_GROUP_CHANNEL_LANES
     return (channels >= 16 and tiles >= fewest and enough and per_worker
-            and channels * lane_share / grid >= MIN_CHANNEL_LANES)
+            and channels * lane_share / grid >= lanes_needed)
 
 
 def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -190,12 +207,13 @@ def _recommended_grad_weight(x_shape: Sequence[int], w_shape: Sequence[int], geo
     GEMM, 256x14 batch 8 (128 tiles) 6.8 / 9.2, batch 4 5.0 / 4.4, batch 1 3.6 / 1.4; 128x28 batch 2
     (98 tiles) 1.8 / 1.8; 64x56 batch 1 (196 tiles) 0.71 / 0.77), accumulators that fit its share
     of the scratch (:func:`_gw_split`), no dilation (its phases' calls read strided elements: 64x56
-    dilation 2 batch 8 5.3 / 5.2, 128x28 5.7 / 5.2)."""
+    dilation 2 batch 8 5.3 / 5.2, 128x28 5.7 / 5.2); grouped: :data:`GW_GROUP_MIN_TILE_CHANNELS`."""
     tiles = _tiles(x_shape[0], out)
     threads = max(1, get_num_threads())
     by_channels, accumulators = _gw_split(tiles, w_shape[0], w_shape[1], geom.groups, threads)
     fits = accumulators * 36 * w_shape[0] * w_shape[1] * 8 <= workspace.SCRATCH_BYTES // 2
-    return channels >= 16 and tiles >= GW_MIN_TILES and fits and geom.dilation == (1, 1)
+    grouped_pays = geom.groups == 1 or (channels > 16 and tiles * channels >= GW_GROUP_MIN_TILE_CHANNELS)
+    return channels >= 16 and tiles >= GW_MIN_TILES and fits and geom.dilation == (1, 1) and grouped_pays
 
 
 def _gw_split(tiles: int, o: int, cg: int, groups: int, threads: int) -> tuple[bool, int]:
