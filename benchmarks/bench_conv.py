@@ -25,8 +25,14 @@ charges each library for the other's pool. Measured on the 2-core machine: torch
 64x56 forward takes 11 ms on its own and 23-43 ms right after an npconv call; npconv's grouped
 g=32 forward 6 ms on its own and 11 ms right after a torch call. The child processes therefore
 run with :data:`NO_SPIN` (idle threads sleep at once; neither library's own time changes
-measurably, checked with ``--alone``). ``--spin`` keeps the libraries' defaults and
-``--alone`` times each library in its own block of repetitions instead of interleaving.
+measurably, checked with ``--alone``). ``--spin`` keeps the libraries' defaults.
+
+``--schedule`` decides the order of the timed calls: ``blocks`` (the default) times each library in
+blocks of ``--block`` calls, each block after one untimed warm-up call, the libraries' blocks
+alternating (their order reversed every round) until each has ``--reps`` calls; ``interleaved``
+alternates the libraries call by call (each call then follows the other library's work: its caches
+and its threads' wake-ups, which cost small calls most, docs/performance.md "a call after an idle
+gap"); ``alone`` (also ``--alone``) runs all of one library's calls, then the other's.
 ``--passes`` also times the grad_input and grad_weight passes on their own (npconv's planner entry
 points; torch's ``aten.convolution_backward`` with one output requested), for plain convolutions.
 The engine (npconv's compiled core and its ISA variant, or the NumPy engine) is in the run's title.
@@ -48,6 +54,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -182,8 +189,32 @@ def _timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _time_passes(case: Case, reps: int, torch, x, w, gy, geom) -> dict[str, dict[str, float]]:
-    """grad_input and grad_weight on their own, the libraries interleaved (alternating order)."""
+def _samples(calls: dict[str, Callable[[], object]], reps: int, schedule: str,
+             block: int) -> dict[str, list[float]]:
+    """``reps`` (or more: whole blocks) timed calls per library in ``schedule``'s order (see the module
+    docstring), after one warm-up call each."""
+    for fn in calls.values():
+        fn()
+    samples: dict[str, list[float]] = {lib: [] for lib in calls}
+    names = list(calls)
+    if schedule == "alone":
+        for lib in names:
+            samples[lib].extend(_timed(calls[lib]) for _ in range(reps))
+    elif schedule == "interleaved":
+        for rep in range(reps):
+            for lib in names if rep % 2 == 0 else names[::-1]:
+                samples[lib].append(_timed(calls[lib]))
+    else:
+        for rnd in range(-(-reps // block)):
+            for lib in names if rnd % 2 == 0 else names[::-1]:
+                calls[lib]()  # the block's warm-up: after the other library's block
+                samples[lib].extend(_timed(calls[lib]) for _ in range(block))
+    return samples
+
+
+def _time_passes(case: Case, reps: int, torch, x, w, gy, geom, schedule: str = "blocks",
+                 block: int = 3) -> dict[str, dict[str, float]]:
+    """grad_input and grad_weight on their own, the libraries in ``schedule``'s order."""
     from npconv.kernels import plan
 
     calls = {"grad_input": {"npconv": lambda: plan.grad_input(gy, w, geom, x.shape[2:])},
@@ -200,19 +231,13 @@ def _time_passes(case: Case, reps: int, torch, x, w, gy, geom) -> dict[str, dict
         calls["grad_weight"]["torch"] = torch_pass([False, True, False])
     result: dict[str, dict[str, float]] = {}
     for pass_name, libs in calls.items():
-        for fn in libs.values():
-            fn()
-        samples: dict[str, list[float]] = {lib: [] for lib in libs}
-        names = list(libs)
-        for rep in range(reps):
-            for lib in names if rep % 2 == 0 else names[::-1]:
-                samples[lib].append(_timed(libs[lib]))
+        samples = _samples(libs, reps, schedule, block)
         result[pass_name] = {lib: statistics.median(v) for lib, v in samples.items()}
     return result
 
 
-def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool = False,
-             passes: bool = False) -> Result:
+def run_case(case: Case, reps: int, torch, rng: np.random.Generator, schedule: str = "blocks",
+             passes: bool = False, block: int = 3) -> Result:
     import npconv
     from npconv.geometry import ConvGeometry
     from npconv.kernels import gemm, plan
@@ -275,31 +300,17 @@ def run_case(case: Case, reps: int, torch, rng: np.random.Generator, alone: bool
 
         timers["torch"] = (t_forward, t_backward)
 
-    # warm-up, then interleaved repetitions (alternating which library goes first), or with
-    # ``alone`` all repetitions of one library before the other's
-    for fwd, bwd in timers.values():
-        fwd()
-        bwd()
-    samples = {(lib, kind): [] for lib in timers for kind in ("forward", "backward")}
-    names = list(timers)
-    if alone:
-        for lib in names:
-            for kind, idx in (("forward", 0), ("backward", 1)):
-                timers[lib][idx]()
-                samples[(lib, kind)].extend(_timed(timers[lib][idx]) for _ in range(reps))
-    for rep in range(0 if alone else reps):
-        order = names if rep % 2 == 0 else names[::-1]
-        for kind, idx in (("forward", 0), ("backward", 1)):
-            for lib in order:
-                samples[(lib, kind)].append(_timed(timers[lib][idx]))
-    for (lib, kind), values in samples.items():
+    # the forward, then forward+backward, each timed in ``schedule``'s order (module docstring)
+    for kind, idx in (("forward", 0), ("backward", 1)):
+        samples = _samples({lib: fns[idx] for lib, fns in timers.items()}, reps, schedule, block)
         target = result.forward_ms if kind == "forward" else result.backward_ms
-        target[lib] = statistics.median(values)
+        for lib, values in samples.items():
+            target[lib] = statistics.median(values)
     flops = case.forward_flops()
     result.gflops_forward = flops / result.forward_ms["npconv"] / 1e6
     result.gflops_fwd_bwd = 3 * flops / result.backward_ms["npconv"] / 1e6
     if passes and not case.transposed:
-        result.pass_ms = _time_passes(case, reps, torch, x, w, gy, geom)
+        result.pass_ms = _time_passes(case, reps, torch, x, w, gy, geom, schedule, block)
 
     # peak extra memory of one forward with cold workspace caches
     gemm.clear_workspace()
@@ -407,7 +418,7 @@ def worker(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(0)
     results = []
     for case in selected:
-        r = run_case(case, args.reps, torch, rng, args.alone, args.passes)
+        r = run_case(case, args.reps, torch, rng, args.schedule, args.passes, args.block)
         results.append(asdict(r))
         f, bk = r.forward_ms, r.backward_ms
         print(
@@ -433,7 +444,7 @@ def worker(args: argparse.Namespace) -> dict:
         "reps": args.reps,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""),
-        "order": "alone" if args.alone else "interleaved",
+        "order": args.schedule if args.schedule != "blocks" else f"blocks of {args.block}",
         "core": npconv.backends.core.name,
         "isa": npconv.backends.core.isa,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
@@ -450,7 +461,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="3 repetitions instead of --reps")
-    parser.add_argument("--reps", type=int, default=9, help="interleaved repetitions per measurement")
+    parser.add_argument("--reps", type=int, default=9, help="timed calls per library and measurement")
     parser.add_argument("--cases", default="", help="comma-separated substrings of case names to run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -462,8 +473,11 @@ def main() -> None:
     parser.add_argument(
         "--spin", action="store_true", help="keep the libraries' spinning idle threads (no NO_SPIN)"
     )
+    parser.add_argument("--schedule", choices=("blocks", "interleaved", "alone"), default="blocks",
+                        help="order of the timed calls (module docstring)")
+    parser.add_argument("--block", type=int, default=3, help="timed calls per block (--schedule blocks)")
     parser.add_argument(
-        "--alone", action="store_true", help="time each library in its own block, not interleaved"
+        "--alone", action="store_true", help="the same as --schedule alone"
     )
     parser.add_argument("--passes", action="store_true", help="also time grad_input and grad_weight alone")
     parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
@@ -477,6 +491,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.reps = 3
+    if args.alone:
+        args.schedule = "alone"
+    if args.block < 1:
+        parser.error(f"--block must be at least 1, got {args.block}")
     if args.worker:
         json.dump(worker(args), sys.stdout)
         return
@@ -504,7 +522,11 @@ def main() -> None:
             str(args.threads),
             "--cases",
             args.cases,
-        ] + (["--alone"] if args.alone else []) + (["--passes"] if args.passes else [])
+            "--schedule",
+            args.schedule,
+            "--block",
+            str(args.block),
+        ] + (["--passes"] if args.passes else [])
         print(f"running the {env_name} environment ...", file=sys.stderr, flush=True)
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, check=True, text=True)
         runs[env_name] = json.loads(done.stdout)
