@@ -212,7 +212,7 @@ def test_refusals_and_guards() -> None:
     bad = [(geometry[:8] + (3,) + geometry[9:], "not an inverted residual block"),  # stride 3
            (geometry[:6] + (7,) + geometry[7:], "not an inverted residual block"),  # OH not the output's
            (geometry[:9] + (9,) + geometry[10:], "not an inverted residual block"),  # more bands than rows
-           (geometry[:13] + (3,) + geometry[14:], "act must be"),
+           (geometry[:13] + (4,) + geometry[14:], "act must be"),
            (geometry[:11] + (3,) + geometry[12:], "not an inverted residual block"),  # expand 3
            (geometry[:16] + (9, 40), "not an inverted residual block"),  # XH not H without a stem
            (geometry[:11] + (2,) + geometry[12:], "not an inverted residual block"),  # a stem: H not XH's

@@ -441,7 +441,7 @@ def test_epilogue_through_the_planner_matches_torch(rng, dtype):
 def test_extension_checks_the_activation():
     core, isa, geometry, x, w, y, scratch = _binding_operands()
     with pytest.raises(ValueError, match="act must be"):
-        core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 3, 0.0, 0.0)
+        core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 4, 0.0, 0.0)
     with pytest.raises(ValueError, match="lo <= hi"):
         core.depthwise2d_forward(isa, x, w, None, y, scratch, geometry, 0, 2, 2, 1.0, 0.0)
 

@@ -1140,7 +1140,7 @@ def test_extension_guards_its_buffers():
         0.0,
         0.0,
     )
-    refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 3, 0.0, 0.0)
+    refused(ValueError, "act", isa, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 4, 0.0, 0.0)
     refused(ValueError, "pass", isa, 3, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(ValueError, "ISA variant", 99, 0, routines, x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)
     refused(TypeError, "sgemm capsule", isa, 0, (1, 2), x, w, None, y, scratch, geometry, 0, 1, 0, 0.0, 0.0)

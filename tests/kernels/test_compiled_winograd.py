@@ -444,7 +444,7 @@ def test_the_extension_checks_its_arguments():
         (ValueError, dict(start=-1)),
         (ValueError, dict(stop=5)),  # 2 x 2 tiles in all
         (ValueError, dict(start=3, stop=2)),
-        (ValueError, dict(act=3)),
+        (ValueError, dict(act=4)),
         (ValueError, dict(act=-1)),
         (ValueError, dict(act=2, lo=1.0, hi=0.0)),
         (ValueError, dict(act=2, lo=float("nan"), hi=0.0)),

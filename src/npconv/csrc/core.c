@@ -245,11 +245,11 @@ static PyObject *scratch_size(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(dw_scratch(pass, &g));
 }
 
-/* An output epilogue's activation: 0 none, 1 relu, 2 hardtanh clamped to [lo, hi]. */
+/* An output epilogue's activation: 0 none, 1 relu, 2 hardtanh clamped to [lo, hi], 3 silu. */
 static int check_act(int act, double lo, double hi)
 {
-    if (act < 0 || act > 2) {
-        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu) or 2 (hardtanh), got %d", act);
+    if (act < 0 || act > 3) {
+        PyErr_Format(PyExc_ValueError, "act must be 0 (none), 1 (relu), 2 (hardtanh) or 3 (silu), got %d", act);
         return -1;
     }
     if (act == 2 && !(lo <= hi)) {

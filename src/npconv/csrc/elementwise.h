@@ -24,40 +24,6 @@ static void FN(relu_backward)(const T *g, const T *y, T *gx, ptrdiff_t start, pt
     for (; i < stop; i++) gx[i] = (y[i] > 0 || y[i] != y[i]) ? g[i] : 0;
 }
 
-#if TSIZE == 4
-/* lanes of b where m is set, else of a */
-static inline __attribute__((always_inline)) V FN(vselect)(IV m, V b, V a) { return (V)(((IV)b & m) | ((IV)a & ~m)); }
-
-/* exp(a) for a in [-87.3, 88.7228317] (the callers clamp; NaN passes), Cephes' expf: a = n ln2 + r,
- * |r| <= ln2 / 2, exp(r) by its polynomial, times 2^n from the exponent bits (2^127 * 2 for n = 128). */
-static inline __attribute__((always_inline)) V FN(vexp)(V a)
-{
-    const V magic = FN(splat)(12582912.0f); /* 1.5 * 2^23: (t + magic) - magic rounds t to an integer */
-    const V n = (a * FN(splat)(1.44269504088896341f) + magic) - magic;
-    V r = a - n * FN(splat)(0.693359375f);
-    r = r - n * FN(splat)(-2.12194440e-4f);
-    V p = FN(splat)(1.9875691500E-4f);
-    p = p * r + FN(splat)(1.3981999507E-3f);
-    p = p * r + FN(splat)(8.3334519073E-3f);
-    p = p * r + FN(splat)(4.1665795894E-2f);
-    p = p * r + FN(splat)(1.6666665459E-1f);
-    p = p * r + FN(splat)(5.0000001201E-1f);
-    p = p * (r * r) + r + FN(splat)(1.0f);
-    const IV ni = __builtin_convertvector(n, IV), top = ni > 127;
-    const V e = p * (V)((ni - (top & 1) + 127) << 23);
-    return FN(vselect)(top, e + e, e);
-}
-
-/* exp(-v) as the SiLU and sigmoid need it: inf past float32's range (88.7228317 is the last argument with a
- * finite exp), below -87.3 its value there (1 + it is 1); NaN stays NaN */
-static inline __attribute__((always_inline)) V FN(exp_neg)(V v)
-{
-    const V a = -v, hi = FN(splat)(88.7228317f), lo = FN(splat)(-87.3f);
-    const IV over = a > hi;
-    const V e = FN(vexp)(FN(vselect)(a < lo, lo, FN(vselect)(over, hi, a)));
-    return FN(vselect)(over, FN(splat)(__builtin_inff()), e);
-}
-#endif
 
 /* The logistic passes, one element's arithmetic (kind a constant after inlining): LG_SIGMOID 1 / (1 + exp(-x)),
  * LG_SILU x / (1 + exp(-x)) (torch's formula: -inf gives NaN), LG_SILU_GRAD torch's silu_backward

@@ -127,12 +127,61 @@ static inline __attribute__((always_inline)) V FN(even)(const T *p)
 #endif
 }
 
+#if TSIZE == 4
+/* lanes of b where m is set, else of a */
+static inline __attribute__((always_inline)) V FN(vselect)(IV m, V b, V a) { return (V)(((IV)b & m) | ((IV)a & ~m)); }
+
+/* exp(a) for a in [-87.3, 88.7228317] (the callers clamp; NaN passes), Cephes' expf: a = n ln2 + r,
+ * |r| <= ln2 / 2, exp(r) by its polynomial, times 2^n from the exponent bits (2^127 * 2 for n = 128). */
+static inline __attribute__((always_inline)) V FN(vexp)(V a)
+{
+    const V magic = FN(splat)(12582912.0f); /* 1.5 * 2^23: (t + magic) - magic rounds t to an integer */
+    const V n = (a * FN(splat)(1.44269504088896341f) + magic) - magic;
+    V r = a - n * FN(splat)(0.693359375f);
+    r = r - n * FN(splat)(-2.12194440e-4f);
+    V p = FN(splat)(1.9875691500E-4f);
+    p = p * r + FN(splat)(1.3981999507E-3f);
+    p = p * r + FN(splat)(8.3334519073E-3f);
+    p = p * r + FN(splat)(4.1665795894E-2f);
+    p = p * r + FN(splat)(1.6666665459E-1f);
+    p = p * r + FN(splat)(5.0000001201E-1f);
+    p = p * (r * r) + r + FN(splat)(1.0f);
+    const IV ni = __builtin_convertvector(n, IV), top = ni > 127;
+    const V e = p * (V)((ni - (top & 1) + 127) << 23);
+    return FN(vselect)(top, e + e, e);
+}
+
+/* exp(-v) as the SiLU and sigmoid need it: inf past float32's range (88.7228317 is the last argument with a
+ * finite exp), below -87.3 its value there (1 + it is 1); NaN stays NaN */
+static inline __attribute__((always_inline)) V FN(exp_neg)(V v)
+{
+    const V a = -v, hi = FN(splat)(88.7228317f), lo = FN(splat)(-87.3f);
+    const IV over = a > hi;
+    const V e = FN(vexp)(FN(vselect)(a < lo, lo, FN(vselect)(over, hi, a)));
+    return FN(vselect)(over, FN(splat)(__builtin_inff()), e);
+}
+#endif
+
+/* SiLU x / (1 + exp(-x)) lane by lane, as the silu op's pass (elementwise.h logistic_run) computes it:
+ * float32 with exp_neg, float64 with libm's exp. */
+static inline __attribute__((always_inline)) V FN(silu_lanes)(V v)
+{
+#if TSIZE == 4
+    return v / (FN(splat)(1.0f) + FN(exp_neg)(v));
+#else
+    V r;
+    for (int l = 0; l < (int)VL; l++) r[l] = v[l] / (1 + exp(-v[l]));
+    return r;
+#endif
+}
+
 /* The activation of a fused epilogue (npconv.kernels.pointwise.Activation codes): 1 ReLU as
  * np.maximum(v, 0) (NaN stays NaN, -0.0 becomes 0), 2 Hardtanh as np.clip(v, lo, hi) (NaN and -0.0
- * pass), 0 none. */
+ * pass), 3 SiLU (silu_lanes), 0 none. */
 static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, T hi)
 {
     if (act == 1) return (V)((IV)v & ((v > 0) | (v != v)));
+    if (act == 3) return FN(silu_lanes)(v);
     if (act == 2) {
         const V l = FN(splat)(lo), h = FN(splat)(hi);
         IV below = v < l;
@@ -154,6 +203,9 @@ static inline __attribute__((always_inline)) V FN(activate)(V v, int act, T lo, 
         } else if ((act) == GC_ACT_RELU) {                                                              \
             const int act_k = GC_ACT_RELU;                                                              \
             CALL;                                                                                       \
+        } else if ((act) == GC_ACT_SILU) {                                                              \
+            const int act_k = GC_ACT_SILU;                                                              \
+            CALL;                                                                                       \
         } else {                                                                                        \
             const int act_k = GC_ACT_HARDTANH;                                                          \
             CALL;                                                                                       \
@@ -173,6 +225,8 @@ static inline void FN(add_activate_run)(T *d, const T *r, ptrdiff_t n, int act, 
         } else if (act == 2) {
             v = v < lo ? lo : v;
             v = v > hi ? hi : v;
+        } else if (act == 3) {
+            v = FN(silu_lanes)(FN(splat)(v))[0];
         }
         d[j] = v;
     }

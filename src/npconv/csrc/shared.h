@@ -284,7 +284,7 @@ typedef struct {
 enum { GC_FORWARD, GC_GRAD_INPUT, GC_GRAD_WEIGHT };
 /* Epilogue activations, the codes of npconv.kernels.pointwise.Activation: none, ReLU, Hardtanh
  * (clamp to [lo, hi]; ReLU6 is [0, 6]). */
-enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH };
+enum { GC_ACT_NONE, GC_ACT_RELU, GC_ACT_HARDTANH, GC_ACT_SILU };
 
 /* Input positions along axis a (zero padding included) that `count` consecutive outputs read: the extent of
  * their windows. */

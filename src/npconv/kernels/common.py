@@ -207,8 +207,8 @@ class Epilogue(NamedTuple):
 
 
 #: Activations the compiled kernels apply in their stores (by ``Activation.code``: 1 ReLU, 2 Hardtanh
-#: with ``lo``/``hi``); the others (SiLU) run after the kernel.
-COMPILED_ACTIVATIONS = ("relu", "hardtanh")
+#: with ``lo``/``hi``, 3 SiLU with the silu op's arithmetic); the NumPy kernels apply theirs after.
+COMPILED_ACTIVATIONS = ("relu", "hardtanh", "silu")
 
 
 def compiled_epilogue(bias: np.ndarray | None, epilogue: Epilogue | None
@@ -228,8 +228,8 @@ def fused_residual_codes(codes: tuple[int, float, float], later: Activation | No
                          activation: Activation | None) -> tuple[int, float, float]:
     """The C kernel's ``(act, lo, hi)`` for a ``bind_residual``: the plan's own ``codes`` without a
     residual; with one, the addition's ``activation`` (applied after the addition), which must be one
-    the kernel applies (ReLU, Hardtanh) or None, for a plan without an activation of its own (``codes``'
-    and ``later``: the kernel would apply it before the addition)."""
+    the kernel applies (:data:`COMPILED_ACTIVATIONS`) or None, for a plan without an activation of its
+    own (``codes``' and ``later``: the kernel would apply it before the addition)."""
     if residual is None:
         if activation is not None:
             raise ValueError("bind_residual: an activation needs a residual")
@@ -237,7 +237,7 @@ def fused_residual_codes(codes: tuple[int, float, float], later: Activation | No
     _, now, after = compiled_epilogue(None, Epilogue(None, activation))
     if codes[0] or later is not None or after is not None:
         raise ValueError("bind_residual: a plan without an activation of its own and an activation "
-                         "the kernel applies (ReLU, Hardtanh) or None")
+                         f"the kernel applies ({', '.join(COMPILED_ACTIVATIONS)}) or None")
     return (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
 
 

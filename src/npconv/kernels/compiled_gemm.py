@@ -426,7 +426,7 @@ def _finish(out: np.ndarray, act: int, lo: float, hi: float, later: Activation |
     """The activation of a result whose kernel did not apply it (the NumPy GEMM ran with the bias, or
     the activation is one the C epilogue lacks)."""
     if act:
-        later = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+        later = Activation.of_code(act, lo, hi)
     return out if later is None else epilogue_(out, None, later)
 
 

@@ -554,7 +554,7 @@ def _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase) -> Non
     part = ConvGeometry((3, 3), (1, 1), tuple(pads), (1, 1), groups)
     result = winograd.forward(sub, w, part, bias)
     if act:
-        activation = Activation("relu") if act == 1 else Activation("hardtanh", lo, hi)
+        activation = Activation.of_code(act, lo, hi)
         result = epilogue_(np.ascontiguousarray(result), None, activation)
     target[...] = result
 

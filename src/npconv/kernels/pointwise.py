@@ -493,6 +493,12 @@ class Activation(NamedTuple):
         """The compiled kernels' activation code: 1 relu, 2 hardtanh (``lo``, ``hi``), 3 silu (0: none)."""
         return ACTIVATIONS.index(self.kind) + 1
 
+    @classmethod
+    def of_code(cls, code: int, lo: float = 0.0, hi: float = 0.0) -> Activation:
+        """The activation of a compiled kernel's code (1-3, see :attr:`code`)."""
+        kind = ACTIVATIONS[code - 1]
+        return cls(kind, lo, hi) if kind == "hardtanh" else cls(kind)
+
     def apply_(self, block: np.ndarray) -> None:
         """``block = activation(block)`` in place on the calling thread (a kernel's output block)."""
         _activate_block(block, self.kind, self.lo, self.hi)
