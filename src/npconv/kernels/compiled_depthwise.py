@@ -11,7 +11,7 @@ of planes; the worker threads (:func:`npconv.kernels.workspace.run_jobs`: prepar
 planes (forward, grad_input) or the input channels (grad_weight: per-channel accumulators, no
 cross-thread sums), the GIL released, each with its own scratch buffer; calls too small to pay for
 a thread hand-off (:data:`MIN_THREAD_MACS`) run on the calling thread. The epilogue (bias, and the
-ReLU/ReLU6/Hardtanh of an ``epilogue=``) is applied in the kernels' stores; SiLU afterwards.
+ReLU/ReLU6/Hardtanh/SiLU of an ``epilogue=``) is applied in the kernels' stores.
 
 * forward: per plane, the input rows copied once into zero-padded rows split into ``stride``
   column phases, so every tap is a contiguous shifted run of the output row (a stencil);
@@ -172,7 +172,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, C*M, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (C*M, 1, *k)``, zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
-    ReLU6/Hardtanh in the kernel's stores, SiLU afterwards."""
+    ReLU6/Hardtanh or SiLU in the kernel's stores."""
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 

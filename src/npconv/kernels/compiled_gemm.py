@@ -521,7 +521,7 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: t
 def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None = None,
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x, w) (+ bias[o])``; ``epilogue=`` (instead of ``bias``): its bias and
-    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh in C; SiLU afterwards)."""
+    activation, applied to each tile in cache (ReLU, ReLU6/Hardtanh or SiLU, in C)."""
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 

@@ -10,7 +10,7 @@ The C kernels (``src/npconv/csrc/grouped.h``) copy the Cg input planes of one (i
 their zero-padded polyphase form, so every (channel, tap) pair is one constant shift of a flat run
 of output positions; the forward is an implicit GEMM over those pairs (a register block of output
 channels x position vectors, one load per pair shared by the block's channels), the epilogue (bias,
-and the ReLU/ReLU6/Hardtanh of an ``epilogue=``) applied to each plane as it is written (SiLU after).
+and the ReLU/ReLU6/Hardtanh/SiLU of an ``epilogue=``) applied to each plane as it is written.
 
 * forward: items (image, group) split across the worker threads of
   :func:`npconv.kernels.workspace.run`, the GIL released, each with its own scratch buffer (a single
@@ -221,7 +221,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) (+ bias)`` of ``x (N, C, *in)`` and ``w (O, C/groups, *k)``, zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): ``activation(y + bias)``, ReLU and
-    ReLU6/Hardtanh in the kernel, SiLU afterwards."""
+    ReLU6/Hardtanh or SiLU in the kernel."""
     return prepare_forward(x.shape, x.dtype, w, geom, bias, epilogue).run(x)
 
 

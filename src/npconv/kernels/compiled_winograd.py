@@ -57,7 +57,7 @@ COMPILED = True
 LOCAL = False
 PASSES = ("forward", "grad_input", "grad_weight")
 #: Passes that take ``bias=`` (or ``epilogue=``: bias and activation) and apply it in the output
-#: transform (ReLU and hardtanh in C, SiLU afterwards).
+#: transform (ReLU, hardtanh and SiLU in C).
 BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -330,7 +330,7 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): its bias and activation, applied in the
-    output transform (ReLU, ReLU6/hardtanh; SiLU afterwards)."""
+    output transform (ReLU, ReLU6/hardtanh, SiLU)."""
     if geom.dilation != (1, 1):
         return _dilated(x, w, geom, bias, epilogue)
     bias, now, activation = compiled_epilogue(bias, epilogue)
