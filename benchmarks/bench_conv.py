@@ -8,8 +8,8 @@ Usage::
     python benchmarks/bench_conv.py --cases depthwise --passes   # + grad_input / grad_weight alone
 
 For every case (float32, ``--threads`` threads for both libraries) it times the forward pass and
-forward+backward (gradients of input, weight and bias), with the two libraries interleaved
-repetition by repetition, and reports medians, the ratio npconv/torch, npconv's GFLOP/s, the
+forward+backward (gradients of input, weight and bias), the two libraries in alternating blocks
+of calls (``--schedule``, below), and reports medians, the ratio npconv/torch, npconv's GFLOP/s, the
 algorithm the planner picked per pass, the peak extra memory of one npconv forward (tracemalloc,
 cold workspace caches) and the float32 error of npconv (and torch) against a float64 reference,
 ``||y32 - y64|| / ||y64||`` (the worst of output, input gradient and weight gradient).
