@@ -443,15 +443,9 @@ static void GC(epilogue)(T *dst, ptrdiff_t ldd, const T *src, ptrdiff_t lds, ptr
                 v = v < lo ? lo : v;
                 d[j] = v > hi ? hi : v;
             }
-        } else if (act == GC_ACT_SILU) { /* vectors, the last partial one through a copy (as the silu pass) */
-            ptrdiff_t j = 0;
-            for (; j + VL <= cnt; j += VL) FN(store)(d + j, FN(silu_lanes)(FN(load)(s + j) + FN(splat)(bv)));
-            if (j < cnt) {
-                T t[VL] = {0};
-                for (ptrdiff_t i = j; i < cnt; i++) t[i - j] = s[i] + bv;
-                FN(store)(t, FN(silu_lanes)(FN(load)(t)));
-                memcpy(d + j, t, (size_t)(cnt - j) * sizeof(T));
-            }
+        } else if (act == GC_ACT_SILU) {
+            for (ptrdiff_t j = 0; j < cnt; j++) d[j] = s[j] + bv;
+            FN(activate_run)(d, cnt, act, lo, hi);
         } else if (bias || d != s) {
             for (ptrdiff_t j = 0; j < cnt; j++) d[j] = s[j] + bv;
         }

@@ -183,17 +183,18 @@ static void FN(wg_input_run)(const T *xc, ptrdiff_t xs, const wg_geom *g, ptrdif
         }
 }
 
-/* V[36][C][NTP] of tiles [t0, t1), channels [c0, c1): the input transform channel by channel; within a
- * channel runs go left to right, so a run's junk lanes land in columns the next run (or the padding after
- * the tiles) owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
-static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, T *rb,
-                          ptrdiff_t rs, T *tr, ptrdiff_t ps, ptrdiff_t c0, ptrdiff_t c1)
+/* V of tiles [t0, t1), channels [c0, c1): channel c's rows at v + (c - first) * ntp, the 36 points vk apart
+ * (the whole call's V[36][C][NTP], or a group's); the input transform channel by channel; within a channel
+ * runs go left to right, so a run's junk lanes land in columns the next run (or the padding after the
+ * tiles) owns. rb (pitch rs), tr (pitch ps): wg_input_run's buffers. */
+static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, ptrdiff_t vk,
+                          ptrdiff_t first, T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps, ptrdiff_t c0, ptrdiff_t c1)
 {
     for (ptrdiff_t c = c0; c < c1; c++)
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + c * ntp, g->c * ntp, t - t0,
-                             rb, rs, tr, ps);
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + (c - first) * ntp, vk,
+                             t - t0, rb, rs, tr, ps);
         }
 }
 
@@ -295,6 +296,23 @@ static void FN(wg_residual_tiles)(T *yo, const T *ro, ptrdiff_t ys, const wg_geo
     }
 }
 
+/* Output channels [o0, o1) of tiles [t0, t1) from M: channel o's rows at mm + (o - first) * ntp, the 36 points
+ * mk apart; bias, then act (or, with res, y = act(y + res) right after each channel's transform). q: 4 x VL. */
+static void FN(wg_outputs)(const T *mm, ptrdiff_t ntp, ptrdiff_t mk, ptrdiff_t first, const T *bias, T *y,
+                           const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t o0, ptrdiff_t o1, int act, T lo,
+                           T hi, const T *res, T *q)
+{
+    for (ptrdiff_t o = o0; o < o1; o++) {
+        T *yo = y + g->yoff + o * g->yplane;
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
+            FN(wg_output_run)(mm + (o - first) * ntp, mk, t - t0, yo, g->o * g->yplane, g, t, len,
+                              bias ? bias[o] : (T)0, res ? 0 : act, lo, hi, q);
+        }
+        if (res) FN(wg_residual_tiles)(yo, res + g->yoff + o * g->yplane, g->o * g->yplane, g, t0, t1, act, lo, hi);
+    }
+}
+
 /* Most input channels per group whose products run in wg_small_block: a GEMM call per group and point
  * (packing its operands) cost more than these products. */
 #define WG_SMALL_CG 16
@@ -350,12 +368,7 @@ static void FN(wg_forward_groups)(const gemm_fns *fns, const T *x, const T *u, c
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups, ntp = L.ntp;
     const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
     for (ptrdiff_t gi = 0; gi < g->groups; gi++) {
-        for (ptrdiff_t c = 0; c < cg; c++)
-            for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-                const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-                FN(wg_input_run)(x + g->xoff + (gi * cg + c) * g->xplane, g->c * g->xplane, g, t, len, v + c * ntp,
-                                 cg * ntp, t - t0, rb, L.rs, tr, L.ps);
-            }
+        FN(wg_inputs)(x, g, t0, t1, v, ntp, cg * ntp, gi * cg, rb, L.rs, tr, L.ps, gi * cg, (gi + 1) * cg);
         for (ptrdiff_t k = 0; k < 36; k++) {
             const T *uk = u + (k * g->o + gi * og) * cg;
             if (cg <= WG_SMALL_CG) {
@@ -368,16 +381,7 @@ static void FN(wg_forward_groups)(const gemm_fns *fns, const T *x, const T *u, c
                         c0 ? 1.0 : 0.0, mm + k * og * ntp, ntp, NULL, 0, 0, 0);
             }
         }
-        for (ptrdiff_t j = 0; j < og; j++) {
-            const ptrdiff_t o = gi * og + j;
-            T *yo = y + g->yoff + o * g->yplane;
-            for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-                const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-                FN(wg_output_run)(mm + j * ntp, og * ntp, t - t0, yo, g->o * g->yplane, g, t, len, bias ? bias[o] : (T)0,
-                                  res ? 0 : act, lo, hi, q);
-            }
-            if (res) FN(wg_residual_tiles)(yo, res + g->yoff + o * g->yplane, g->o * g->yplane, g, t0, t1, act, lo, hi);
-        }
+        FN(wg_outputs)(mm, ntp, og * ntp, gi * og, bias, y, g, t0, t1, gi * og, (gi + 1) * og, act, lo, hi, res, q);
     }
 }
 
@@ -402,7 +406,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     }
     /* (1) input transform */
     if (stage != 2)
-        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
+        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, g->c * L.ntp, 0, rb, L.rs, tr, L.ps, stage ? st->c0 : 0,
+                      stage ? st->c1 : g->c);
     if (stage == 1) return;
     /* (2) M[k] = U[k] @ V[k] per group, float32 summed over channel blocks */
     const ptrdiff_t block = g->cblock > 0 && g->cblock < cg ? g->cblock : cg;
@@ -414,17 +419,8 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
                         v + (k * g->c + gi * cg + c0) * L.ntp, L.ntp, c0 ? 1.0 : 0.0,
                         mm + (k * g->o + gi * og) * L.ntp, L.ntp, NULL, 0, 0, 0);
             }
-    /* (3) output transform, bias, clamp */
-    for (ptrdiff_t o = 0; o < g->o; o++) {
-        const T b_o = bias ? bias[o] : (T)0;
-        T *yo = y + g->yoff + o * g->yplane;
-        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_output_run)(mm + o * L.ntp, g->o * L.ntp, t - t0, yo, g->o * g->yplane, g, t, len, b_o,
-                              res ? 0 : act, lo, hi, q);
-        }
-        if (res) FN(wg_residual_tiles)(yo, res + g->yoff + o * g->yplane, g->o * g->yplane, g, t0, t1, act, lo, hi);
-    }
+    /* (3) output transform, bias, activation */
+    FN(wg_outputs)(mm, L.ntp, g->o * L.ntp, 0, bias, y, g, t0, t1, 0, g->o, act, lo, hi, res, q);
 }
 
 /* A (6 x 4, the transpose of wg_at6's A^T) applied to g0..g3: a 4x4 gy tile's rows or columns. */
@@ -461,7 +457,8 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
     const ptrdiff_t nt = t1 - t0, cg = g->c / g->groups, og = g->o / g->groups;
     if (nt <= 0) return;
     if (stage != 2)
-        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, rb, L.rs, tr, L.ps, stage ? st->c0 : 0, stage ? st->c1 : g->c);
+        FN(wg_inputs)(x, g, t0, t1, v, L.ntp, g->c * L.ntp, 0, rb, L.rs, tr, L.ps, stage ? st->c0 : 0,
+                      stage ? st->c1 : g->c);
     if (stage == 1) return;
     /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
      * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
