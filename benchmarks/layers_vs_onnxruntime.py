@@ -27,13 +27,17 @@ import time
 
 import numpy as np
 from bench_conv import NO_SPIN, TUNED_MALLOC
-from bench_networks import NETWORKS, npconv_copy, randomize_batchnorm
+from bench_networks import EXTRA_NETWORKS, NETWORKS, npconv_copy, randomize_batchnorm
 
 import npconv
 from npconv.nn.modules.conv import _Conv
 from npconv.nn.modules.fused import ConvActivation
 
-BUILDERS = {"resnet": NETWORKS["ResNet-18"], "mobilenet": NETWORKS["MobileNetV2"]}
+BUILDERS = {
+    "resnet": NETWORKS["ResNet-18"],
+    "mobilenet": NETWORKS["MobileNetV2"],
+    "silu": EXTRA_NETWORKS["SiLU-ConvNet"],
+}
 
 
 def onnxruntime_nodes(torch, model, x: np.ndarray, threads: int, warmup: int, reps: int,

@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from bench_networks import mobilenet_v2, resnet18
+from bench_networks import mobilenet_v2, resnet18, silu_convnet
 
 import npconv
 from npconv.kernels import algorithm as registry
 from npconv.kernels import plan, pointwise
 
-NETWORKS = {"resnet": resnet18, "mobilenet": mobilenet_v2}
+NETWORKS = {"resnet": resnet18, "mobilenet": mobilenet_v2, "silu": silu_convnet}
 
 
 def build(name: str, train: bool) -> npconv.nn.Module:

@@ -805,13 +805,15 @@ def test_recommended_rule_and_the_planner():
                                                  f32) is (threads == 1)
         finally:
             npconv.set_num_threads(previous)
-    # one thread: 32 tiles are enough, 25 are not; one image's output channels split across two
-    # workers: 49 (a 28x28 image), not 36; tiles shared by two workers (two images) need 64
-    for threads, batch, size, channels, chosen in ((1, 1, 28, 128, True), (1, 1, 28, 512, True),
-                                                   (1, 8, 7, 512, True), (1, 1, 24, 256, True),
-                                                   (1, 1, 20, 128, False), (2, 1, 28, 128, True),
-                                                   (2, 1, 28, 512, True), (2, 1, 24, 256, False),
-                                                   (2, 1, 20, 128, False), (2, 8, 7, 512, False),
+    # 16 tiles are enough (a 14x14 image; a 12x12 one's 9 are not), on one thread and for one image's
+    # output channels split across two workers; tiles shared by two workers (two images) must reach a
+    # quarter of the channels per worker (TILE_CHANNEL_RATIO)
+    for threads, batch, size, channels, chosen in ((1, 1, 28, 128, True), (1, 1, 14, 256, True),
+                                                   (1, 8, 7, 512, True), (1, 1, 20, 128, True),
+                                                   (1, 1, 12, 256, False), (1, 1, 7, 512, False),
+                                                   (2, 1, 28, 512, True), (2, 1, 14, 256, True),
+                                                   (2, 1, 14, 128, True), (2, 1, 12, 256, False),
+                                                   (2, 1, 7, 512, False), (2, 8, 7, 512, False),
                                                    (2, 2, 20, 128, False), (2, 2, 28, 128, True)):
         npconv.set_num_threads(threads)
         try:
@@ -834,6 +836,12 @@ def test_recommended_rule_and_the_planner():
                 # runs cross tile rows: 14x14's rows of 4 tiles still fill the lanes
                 assert compiled_winograd.recommended("forward", (32, 128, 14, 14), (128, 128, 3, 3), geom,
                                                      f32)
+            # MIN_TILES alone (no lanes rule): images of 2x2 tiles, 16 per call are enough, 12 are not
+            patch.setattr(compiled_winograd, "MIN_CHANNEL_LANES", 0)
+            npconv.set_num_threads(2)
+            for batch, chosen in ((4, True), (3, False)):
+                assert compiled_winograd.recommended("forward", (batch, 16, 8, 8), (16, 16, 3, 3), geom,
+                                                     f32) is chosen
         finally:
             npconv.set_num_threads(previous)
     # grad_weight: enough tiles for its 36 x O x C/G products per item, accumulators within the scratch
@@ -846,9 +854,9 @@ def test_recommended_rule_and_the_planner():
     assert compiled_winograd.supports("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
     assert not compiled_winograd.recommended("grad_weight", (8, 64, 56, 56), (64, 64, 3, 3), dilated, f32)
     # a dilation makes one call per output phase: the tiles are counted per phase (batch 1 of 56x56
-    # at dilation 2: 49 tiles of 28x28 per call)
-    for threads, dilation, batch, chosen in ((2, 2, 8, True), (2, 3, 8, True), (2, 2, 1, False),
-                                             (1, 2, 1, True), (1, 3, 1, False)):
+    # at dilation 2: 49 tiles of 28x28 per call; dilation 3: 25 of 19x19, too few for two workers to share)
+    for threads, dilation, batch, chosen in ((2, 2, 8, True), (2, 3, 8, True), (2, 2, 1, True),
+                                             (2, 3, 1, False), (1, 2, 1, True), (1, 3, 1, True)):
         dilated = _geom(((dilation, dilation), (dilation, dilation)), dilation=(dilation, dilation))
         npconv.set_num_threads(threads)
         try:
@@ -894,11 +902,12 @@ def test_the_planner_splits_grouped_3x3_calls_by_channels_per_group_and_tiles(mo
 
 
 def test_a_small_batch_one_layer_goes_to_the_planned_gemm_on_avx512(isa):
-    """MIN_MACS: a batch-1 48x56 layer (65 M multiply-adds) runs on the implicit GEMM with AVX-512
+    """MIN_MACS: a batch-1 32x36 layer (12 M multiply-adds) runs on the implicit GEMM with AVX-512
     (its plan beats Winograd's per-call weight transform and data check), on Winograd elsewhere;
-    ResNet-18's batch-1 64x56 layer (116 M) on Winograd everywhere."""
+    a batch-1 32x56 layer (29 M) and ResNet-18's 64x56 (116 M) on Winograd everywhere."""
     geom = ConvGeometry.create((3, 3), 1, 1, ndim=2)
     f32 = np.dtype(np.float32)
     assert compiled_winograd.recommended("forward", (1, 64, 56, 56), (64, 64, 3, 3), geom, f32)
-    small = compiled_winograd.recommended("forward", (1, 48, 56, 56), (48, 48, 3, 3), geom, f32)
+    assert compiled_winograd.recommended("forward", (1, 32, 56, 56), (32, 32, 3, 3), geom, f32)
+    small = compiled_winograd.recommended("forward", (1, 32, 36, 36), (32, 32, 3, 3), geom, f32)
     assert small is (isa != "avx512")

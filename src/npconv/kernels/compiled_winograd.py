@@ -67,8 +67,11 @@ _TARGET_TILES = 128
 #: transformed weight ``U`` and transforms a range of the weight again only where its values changed;
 #: False: on every run (the switch measures what keeping it saves).
 KEEP_TRANSFORM = True
-#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended).
-MIN_TILES = 64
+#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended): planned
+#: (a module's or traced program's) 3x3 layers at batch 1, two threads, Winograd / implicit GEMM: 16 tiles
+#: 0.66-0.73 (96-256 channels at 14x14), 49 tiles 0.72, 4 tiles 1.7-2.6 (docs/performance.md, "Zen 4,
+#: session 41").
+MIN_TILES = 16
 #: With one worker thread: fewest tiles per call, and no per-worker rule (:data:`TILE_CHANNEL_RATIO`,
 #: measured on two threads, where each worker reads all of ``U`` for half the tiles). One thread,
 #: AVX-512 (AVX2), Winograd / implicit GEMM, warm and with the caches flushed: batch 1 128x28 (49
@@ -77,11 +80,13 @@ MIN_TILES = 64
 #: 0.77 / 0.78, 256x7 batch 8 0.74 / 0.85 (0.89 / 0.94), 256x14 batch 2 0.89 / 0.89, 128x14 batch 2
 #: 0.78 / 1.01 (0.91 / 1.12; under MIN_MACS on AVX-512); 25 tiles (128x20) 0.67-0.68 / 0.82-0.99; 16
 #: (256x14) 0.91 / 1.21. ResNet-18 on one thread: batch 1 0.91 (49), batch 8 0.96 (32 against 49).
-MIN_TILES_ONE_THREAD = 32
+#: Session 41, planned layers: 16 tiles 0.56-0.61 (128x14, 256x14), 49 tiles 0.53 (64x28).
+MIN_TILES_ONE_THREAD = 16
 #: Fewest tiles of a call whose output channels are split across the workers (:func:`_channel_parts`):
 #: two threads, batch 1, Winograd / implicit GEMM: 128x28 (49 tiles) 0.55-0.67 warm, level with the
-#: caches flushed, ResNet-18 batch 1 0.96; from 16 tiles (its 256x14 layers too) the network 1.06.
-MIN_TILES_CHANNEL_PARTS = 49
+#: caches flushed, ResNet-18 batch 1 0.96; from 16 tiles (its 256x14 layers too) the network 1.06 then,
+#: 0.94-0.95 since the output transform's shuffles (session 41).
+MIN_TILES_CHANNEL_PARTS = 16
 #: Channel parts of one call's tiles (one work item) share the input transform: each worker transforms a
 #: share of the input channels into one V, then (after all have) runs its output channels' products from it,
 #: instead of every worker transforming every channel (a third of its time at 128x28 batch 1); grad_weight's
@@ -91,7 +96,10 @@ SHARED_INPUT_TRANSFORM = True
 #: weight transform and data check (an unplanned call) cost ~0.1 ms. Two threads, AVX-512, batch 1,
 #: ms, Winograd / the implicit GEMM planned once per module (`docs/performance.md`, "Winograd runs
 #: across tile rows"): 64x56 (116 M) 0.54 / 0.62; 48x56 (65 M) 0.35 / 0.35; 32x56 (29 M) 0.22 / 0.18.
-MIN_MACS = {"avx512": 100_000_000}
+#: Session 41 (the output transform's shuffles since), Winograd / GEMM at batch 1: 29 M (32x56, 64x28,
+#: 128x14) planned 0.67-0.72, unplanned 0.76-1.00; 16 M (24x56, 48x28, 96x14) planned 0.65-0.77,
+#: unplanned 1.04-1.11.
+MIN_MACS = {"avx512": 20_000_000}
 #: The transforms run a vector of tiles at once (16 lanes on AVX-512, 8 on AVX2; a run takes up to
 #: WG_RUN = 64 tiles of an item across tile rows and images) and cost per channel what the 36
 #: products save per channel pair: Winograd is recommended where ``min(Cg, Og) * lane share / grid``
@@ -169,8 +177,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     (:data:`MIN_CHANNEL_LANES`; a grouped call: :data:`MIN_GROUP_CHANNEL_LANES` and
     :data:`MIN_GROUP_TILES`). Any dilation: the phases read and write their strided elements
     where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
-    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; batch 1 64x56
-    dilation 2, 49 tiles per phase, 0.66-0.83 / 0.62-0.64)."""
+    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; planned, batch 1:
+    64x56 dilation 2, 49 tiles per phase, 0.94 / 1.23; dilation 3, 25 per phase, 1.46 / 1.27, on one
+    thread 1.99 / 2.40)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
