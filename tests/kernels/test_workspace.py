@@ -281,18 +281,21 @@ def test_team_wait_runs_posted_jobs_without_returning():
     returns to Python; bad arguments are refused before anything runs."""
     core = npconv.backends.core.module
     job, y, expected = _gemm_job()
-    flags = np.zeros(4, np.int64)  # post 0, slot 1, done 2
+    flags = np.zeros(4, np.int64)  # post 0, slot 1, done 2, claim 3
     core.job_post(flags, 0, 1, 5, job)
     assert flags[0] == 5 and flags[1] != 0
-    assert core.team_wait(flags, 0, 2, 1, 0, 1e-4, False) == (5, 0)  # ran it, then spun without a post
-    assert flags[2] == 5
+    assert core.team_wait(flags, 0, 2, 1, 3, 0, 1e-4, False) == (5, 0)  # ran it, then spun without a post
+    assert flags[2] == 5 and flags[3] == 5
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     y[...] = 0.0
     core.job_post(flags, 0, 1, 6, None)  # a Python job: handed back, nothing run
-    assert core.team_wait(flags, 0, 2, 1, 5, 1e-4, False) == (6, 1) and flags[1] == 0 and flags[2] == 5
-    assert core.team_wait(flags, 0, 2, 1, 6, 0.0, True) == (6, 0) and flags[2] == 6  # reports first
+    assert core.team_wait(flags, 0, 2, 1, 3, 5, 1e-4, False) == (6, 1) and flags[1] == 0 and flags[2] == 5
+    assert core.team_wait(flags, 0, 2, 1, 3, 6, 0.0, True) == (6, 0) and flags[2] == 6  # reports first
+    core.job_post(flags, 0, 1, 7, job)  # claimed already (a caller took it): reported done, not run
+    flags[3] = 7
+    assert core.team_wait(flags, 0, 2, 1, 3, 6, 1e-4, False) == (7, 0) and flags[2] == 7 and (y == 0.0).all()
     core.job_post(flags, 0, 1, -1, job)  # a stop is never run as a job
-    assert core.team_wait(flags, 0, 2, 1, 6, 1e-4, False) == (-1, 1) and (y == 0.0).all()
+    assert core.team_wait(flags, 0, 2, 1, 3, 7, 1e-4, False) == (-1, 1) and (y == 0.0).all()
     core.job_run(job)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(TypeError, match="job"):
@@ -302,10 +305,12 @@ def test_team_wait_runs_posted_jobs_without_returning():
     with pytest.raises(ValueError, match="distinct"):
         core.job_post(flags, 1, 1, 7, None)
     with pytest.raises(ValueError, match="distinct"):
-        core.team_wait(flags, 0, 0, 1, 0, 0.0, False)
+        core.team_wait(flags, 0, 0, 1, 3, 0, 0.0, False)
+    with pytest.raises(ValueError, match="distinct"):
+        core.team_wait(flags, 0, 2, 1, 1, 0, 0.0, False)
     with pytest.raises(ValueError, match="outside"):
-        core.team_wait(flags, 0, 2, 4, 0, 0.0, False)
-    assert flags.tolist() == [-1, int(flags[1]), 6, 0]
+        core.team_wait(flags, 0, 2, 1, 4, 0, 0.0, False)
+    assert flags.tolist() == [-1, int(flags[1]), 7, 7]
 
 
 @needs_core
@@ -332,7 +337,7 @@ def test_team_post_and_join_run_each_job_once_on_its_worker():
 
     def worker(k: int) -> None:  # as a team's worker: runs its posted job in team_wait, reports it done
         post = 2 * k * stride
-        returned.append(core.team_wait(flags, post, post + stride, post + 1, 0, 0.5, False))
+        returned.append(core.team_wait(flags, post, post + stride, post + 1, post + 2, 0, 0.5, False))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in (1, 2)]
     for thread in threads:
@@ -340,12 +345,37 @@ def test_team_post_and_join_run_each_job_once_on_its_worker():
     core.team_post(flags, jobs, 7, stride)
     assert flags[2 * stride] == 7 and flags[4 * stride] == 7 and flags[0] == 0  # not the caller's own
     core.team_join(flags, jobs, 7, stride, 1e-3, 1e-5)
-    assert flags[3 * stride] == 7 and flags[5 * stride] == 7  # both reported before team_join returned
-    for _, y, expected in made:
+    for _, y, expected in made:  # every job ran before team_join returned (on its worker or taken here)
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     for thread in threads:
         thread.join(10)
-    assert returned == [(7, 0), (7, 0)]  # each ran its job in C and then spun out without another post
+    assert flags[3 * stride] == 7 and flags[5 * stride] == 7  # each worker reported the call
+    assert flags[2 * stride + 2] == 7 and flags[4 * stride + 2] == 7  # and each job was claimed once
+    assert returned == [(7, 0), (7, 0)]  # each handled its post in C and then spun out without another
+
+
+@needs_core
+def test_team_join_runs_the_jobs_no_worker_claimed_and_a_late_worker_skips_them():
+    """With no worker running (asleep, or its CPU given to another process), team_join runs the posted
+    jobs itself instead of waiting; a worker that sees the post afterwards finds the job claimed, does not
+    run it again and reports the call done."""
+    core = npconv.backends.core.module
+    stride = 4
+    flags = np.zeros(2 * 3 * stride, np.int64)
+    made = [_gemm_job(seed) for seed in range(3)]
+    jobs = [job for job, _, _ in made]
+    core.team_post(flags, jobs, 3, stride)
+    caller = threading.Thread(target=core.team_join, args=(flags, jobs, 3, stride, 1e-4, 1e-5), daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive()  # it returned: nobody else would have run jobs 1 and 2
+    for _, y, expected in made:
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+        y[...] = 0.0
+    assert flags[2 * stride + 2] == 3 and flags[4 * stride + 2] == 3 and flags[3 * stride] == 0
+    post = 2 * stride  # worker 1, late
+    assert core.team_wait(flags, post, post + stride, post + 1, post + 2, 0, 1e-4, False) == (3, 0)
+    assert flags[3 * stride] == 3 and not made[1][1].any()  # reported, not run again
 
 
 @needs_core

@@ -2468,25 +2468,40 @@ static PyObject *job_post(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* team_wait(flags, post, done, slot, seen, seconds, report) -> (value, fresh): a worker's wait. With the
- * GIL released: flags[done] = seen first if report (the Python job it just ran); then, while spinning
- * for about `seconds` with no new post: every post whose flags[slot] holds a job is run right here
- * (no GIL) and reported done at once, restarting the spin. Returns (post value, 1) for a post to run in
- * Python (no job, or a stop value <= 0), (seen, 0) once it spun without one. */
+/* A worker's claim on the job of call `value` (flags[claim] holds the last call claimed, by the worker or
+ * by a caller stealing it in team_join; call numbers grow): 1 if this thread took it, 0 if the other one
+ * did (then the job may be gone and is not touched). */
+static int claim_call(int64_t *claim, int64_t value)
+{
+    int64_t c = __atomic_load_n(claim, __ATOMIC_ACQUIRE);
+    while (c < value)
+        if (__atomic_compare_exchange_n(claim, &c, value, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+    return 0;
+}
+
+/* team_wait(flags, post, done, slot, claim, seen, seconds, report) -> (value, fresh): a worker's wait. With
+ * the GIL released: flags[done] = seen first if report (the Python job it just ran); then, while spinning
+ * for about `seconds` with no new post: every post whose flags[slot] holds a job is claimed in
+ * flags[claim] (claim_call; the caller may have taken a job its worker had not started), run right here if
+ * this worker got it (no GIL), and reported done at once either way, restarting the spin. Returns (post
+ * value, 1) for a post to run in Python (no job, or a stop value <= 0), (seen, 0) once it spun without one. */
 static PyObject *team_wait(PyObject *self, PyObject *args)
 {
     PyObject *obj;
-    Py_ssize_t post, done, slot;
+    Py_ssize_t post, done, slot, claim;
     long long seen_in;
     double seconds;
     int report;
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "OnnnLdp", &obj, &post, &done, &slot, &seen_in, &seconds, &report)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnnnnLdp", &obj, &post, &done, &slot, &claim, &seen_in, &seconds, &report))
+        return NULL;
     Py_ssize_t top = post > done ? post : done;
-    if (get_flags(obj, top > slot ? top : slot, &view) < 0) return NULL;
-    if (post < 0 || done < 0 || slot < 0 || post == done || post == slot || done == slot) {
-        PyErr_Format(PyExc_ValueError, "post %zd, done %zd and slot %zd must be distinct flag indices", post, done,
-                     slot);
+    top = top > slot ? top : slot;
+    if (get_flags(obj, top > claim ? top : claim, &view) < 0) return NULL;
+    if (post < 0 || done < 0 || slot < 0 || claim < 0 || post == done || post == slot || done == slot ||
+        claim == post || claim == done || claim == slot) {
+        PyErr_Format(PyExc_ValueError, "post %zd, done %zd, slot %zd and claim %zd must be distinct flag indices",
+                     post, done, slot, claim);
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -2504,7 +2519,7 @@ static PyObject *team_wait(PyObject *self, PyObject *args)
                 fresh = 1;
                 break;
             }
-            job_execute(job);
+            if (claim_call(flags + claim, value)) job_execute(job);
             __atomic_store_n(flags + done, value, __ATOMIC_RELEASE);
             seen = value;
             i = 0;
@@ -2523,15 +2538,15 @@ static PyObject *team_wait(PyObject *self, PyObject *args)
 }
 
 /* The jobs of a team call: a sequence of at least two prepared jobs, and flags holding a post and a
- * done flag for each worker 1 .. len - 1 (worker k: post 2k * stride, its slot post + 1, done
- * (2k + 1) * stride, as npconv.kernels.workspace lays them out). NULL (an error set) otherwise. */
+ * done flag for each worker 1 .. len - 1 (worker k: post 2k * stride, its slot post + 1, its claim post + 2,
+ * done (2k + 1) * stride, as npconv.kernels.workspace lays them out). NULL (an error set) otherwise. */
 static PyObject *team_jobs(PyObject *obj, PyObject *seq, Py_ssize_t stride, Py_buffer *view)
 {
     PyObject *fast = PySequence_Fast(seq, "jobs must be a sequence of jobs");
     if (!fast) return NULL;
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n < 2 || stride < 2) {
-        PyErr_Format(PyExc_ValueError, "a team call needs at least 2 jobs and a stride of at least 2, got %zd "
+    if (n < 2 || stride < 3) {
+        PyErr_Format(PyExc_ValueError, "a team call needs at least 2 jobs and a stride of at least 3, got %zd "
                      "and %zd", n, stride);
         Py_DECREF(fast);
         return NULL;
@@ -2573,7 +2588,10 @@ static PyObject *team_post(PyObject *self, PyObject *args)
 }
 
 /* team_join(flags, jobs, call, stride, seconds, poll): with the GIL released, run jobs[0] on this
- * thread, then wait until every worker k >= 1 reported `call` done (spinning about `seconds`, then
+ * thread, then every worker's job that its worker has not claimed yet (claim_call on its claim flag, the
+ * one after its slot: a worker asleep, or whose CPU the host gave to another thread, would hold up the call
+ * for longer than the job takes; a job sharing its range with the others finds little or nothing left),
+ * then wait until every worker that claimed its job reported `call` done (spinning about `seconds`, then
  * polling every `poll` seconds, as flag_wait); MemoryError if any job's own allocation failed. */
 static PyObject *team_join(PyObject *self, PyObject *args)
 {
@@ -2588,10 +2606,19 @@ static PyObject *team_join(PyObject *self, PyObject *args)
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     int64_t *flags = (int64_t *)view.buf;
     kernel_job *own = PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, 0), JOB_CAPSULE);
+    unsigned char taken[n]; /* jobs this thread took from their workers */
+    memset(taken, 0, (size_t)n);
     poll = poll > 0 ? poll : 1e-5; /* the caller never returns before its workers: it always polls */
     Py_BEGIN_ALLOW_THREADS
     job_execute(own);
+    for (Py_ssize_t k = 1; k < n; k++)
+        if (__atomic_load_n(flags + (2 * k + 1) * stride, __ATOMIC_ACQUIRE) != (int64_t)call &&
+            claim_call(flags + 2 * k * stride + 2, (int64_t)call)) {
+            job_execute((kernel_job *)PyCapsule_GetPointer(PySequence_Fast_GET_ITEM(fast, k), JOB_CAPSULE));
+            taken[k] = 1;
+        }
     for (Py_ssize_t k = 1; k < n; k++) {
+        if (taken[k]) continue;
         const int64_t *done = flags + (2 * k + 1) * stride;
         /* a done flag holds an earlier call's number until the worker reports this one */
         for (int64_t seen; (seen = __atomic_load_n(done, __ATOMIC_ACQUIRE)) != (int64_t)call;)
@@ -2629,8 +2656,9 @@ static PyMethodDef methods[] = {
      "team_post(flags, jobs, call, stride): post jobs[k] (k >= 1) to worker k as call number `call` (worker k's "
      "post flag at 2k * stride, its job slot next to it)"},
     {"team_join", team_join, METH_VARARGS,
-     "team_join(flags, jobs, call, stride, seconds, poll): run jobs[0] here (GIL released), then wait until every "
-     "worker k >= 1 reported `call` done (flag (2k + 1) * stride); MemoryError if a job's allocation failed"},
+     "team_join(flags, jobs, call, stride, seconds, poll): run jobs[0] here (GIL released), then each job k >= 1 "
+     "its worker has not claimed yet (claim flag 2k * stride + 2), then wait until every other worker k reported "
+     "`call` done (flag (2k + 1) * stride); MemoryError if a job's allocation failed"},
     {"flag_store", flag_store, METH_VARARGS,
      "flag_store(flags, index, value): flags[index] = value, visible to flag_wait after everything the caller "
      "wrote before (release store)"},
@@ -2722,9 +2750,10 @@ static PyMethodDef methods[] = {
      "job_post(flags, post, slot, value, job|None): flags[slot] = the job's address (0 for None), then "
      "flags[post] = value (release store); keep the job alive until the worker reports it done"},
     {"team_wait", team_wait, METH_VARARGS,
-     "team_wait(flags, post, done, slot, seen, seconds, report) -> (value, fresh): a worker's wait; GIL released; "
-     "flags[done] = seen first if report; posted jobs run here and are reported done; returns (value, 1) for a "
-     "post without a job (or value <= 0), (seen, 0) after spinning about seconds without one"},
+     "team_wait(flags, post, done, slot, claim, seen, seconds, report) -> (value, fresh): a worker's wait; GIL "
+     "released; flags[done] = seen first if report; a posted job runs here if this worker claims it first "
+     "(flags[claim]: the last call claimed; team_join takes unclaimed ones) and is reported done; returns "
+     "(value, 1) for a post without a job (or value <= 0), (seen, 0) after spinning about seconds without one"},
     {"gemm_conv_plan", gc_plan, METH_VARARGS,
      "gemm_conv_plan(pass, geometry) -> (scratch elements, work items) of the GEMM convolution (pass 0 forward, "
      "1 grad_input, 2 grad_weight)"},

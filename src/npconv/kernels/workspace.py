@@ -180,7 +180,10 @@ class _Team:
     released for :data:`SPIN_SECONDS`, then a sleep on :attr:`posted`, checked under its lock after
     the caller stored the flag: no lost wake-up), runs ``jobs[k]`` and reports the call's number in
     its done flag from its next wait, with the GIL released (the caller then takes the GIL without
-    waiting for it). The caller spins, then polls, for every done flag.
+    waiting for it). The caller spins, then polls, for every done flag. A prepared job is claimed first
+    (its claim flag, next to the slot): after its own, the caller of :meth:`run_compiled` runs every job
+    whose worker has not claimed it yet (``team_join``), so a worker asleep or off its CPU delays a call
+    by at most the job it already started.
     """
 
     def __init__(self, workers: int) -> None:
@@ -202,7 +205,7 @@ class _Team:
         post, done = 2 * k * _STRIDE, (2 * k + 1) * _STRIDE
         seen, report = 0, False
         while True:  # compiled jobs run inside wait(); it returns for Python jobs, stops and sleeps
-            value, fresh = wait(flags, post, done, post + 1, seen, SPIN_SECONDS, report)
+            value, fresh = wait(flags, post, done, post + 1, post + 2, seen, SPIN_SECONDS, report)
             report = False
             if not fresh:
                 seen = value
@@ -228,7 +231,6 @@ class _Team:
         it in its wait loop without taking the GIL."""
         self.calls += 1
         call, used = self.calls, range(1, len(jobs))
-        before = {k: int(self.flags[(2 * k + 1) * _STRIDE]) for k in used}
         for k in used:
             self.jobs[k] = jobs[k]
             post = 2 * k * _STRIDE
@@ -241,7 +243,9 @@ class _Team:
         finally:  # every worker finished before the call returns or raises; their errors are this call's
             for k in used:
                 done = (2 * k + 1) * _STRIDE
-                core.module.flag_wait(self.flags, done, before[k], SPIN_SECONDS, -1, 0, POLL_SECONDS)
+                # a worker reports an earlier call late where team_join took its job: wait for this one's
+                while (seen := int(self.flags[done])) != call:
+                    core.module.flag_wait(self.flags, done, seen, SPIN_SECONDS, -1, 0, POLL_SECONDS)
                 self.jobs[k] = None  # a job the worker ran in C left its Python form here
             errors = [e for e in self.errors if e is not None]
             self.errors = [None] * (self.workers + 1)
