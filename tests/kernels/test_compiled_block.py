@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(not backends.core.available,
                                 reason=f"compiled core not in use: {backends.core.reason}")
 
 RELU6 = Activation("hardtanh", 0.0, 6.0)
-ACTS = {None: (0, 0.0, 0.0), "relu": (1, 0.0, 0.0), "relu6": (2, 0.0, 6.0), "clamp": (2, -0.5, 0.25)}
+ACTS = {None: (0, 0.0, 0.0), "relu": (1, 0.0, 0.0), "relu6": (2, 0.0, 6.0), "clamp": (2, -0.5, 0.25),
+        "silu": (3, 0.0, 0.0)}
 
 
 def _block(rng, n, cin, cexp, cout, h, w, expand=True, residual=False):  # noqa: ANN001, ANN202
@@ -42,6 +43,8 @@ def _act(y: np.ndarray, code: tuple[int, float, float]) -> np.ndarray:
     kind, lo, hi = code
     if kind == 1:
         return np.where(y > 0, y, 0.0)
+    if kind == 3:
+        return y / (1.0 + np.exp(-y))
     return np.clip(y, lo, hi) if kind == 2 else y
 
 
@@ -91,6 +94,8 @@ CASES = [  # n, cin, cexp, cout, h, w, stride, expand, residual, bands, tile, ac
     (1, 16, 16, 8, 20, 32, 1, False, False, 3, 2, (None, "relu6", None)),
     (3, 12, 36, 12, 16, 16, 1, True, True, 1, 16, ("relu6", None, "relu")),
     (1, 8, 24, 8, 23, 17, 1, True, True, 5, 1, ("clamp", "relu", "clamp")),
+    (1, 16, 64, 16, 20, 36, 1, True, True, 2, 3, ("silu", "silu", None)),  # SiLU (EfficientNet's MBConv)
+    (2, 8, 40, 12, 17, 35, 2, True, False, 2, 3, ("silu", "relu6", "silu")),
     (2, 5, 300, 7, 9, 40, 2, True, True, 1, 2, ("relu6", "relu6", "relu6")),  # deeper than a GEMM block
     (1, 3, 7, 5, 6, 33, 2, True, False, 3, 1, (None, None, None)),
     (1, 6, 6, 6, 2, 18, 1, False, True, 2, 5, ("relu", "relu", None)),
@@ -108,6 +113,7 @@ CASES = [  # n, cin, cexp, cout, h, w, stride, expand, residual, bands, tile, ac
     # a stem (3x3, stride 2, padding 1) in the expansion's place: (h, w) its input's size
     (1, 3, 32, 16, 64, 64, 1, "stem", False, 2, 9, ("relu6", "relu6", None)),
     (2, 3, 16, 8, 37, 41, 1, "stem", True, 1, 4, ("clamp", "relu", "relu6")),
+    (1, 3, 32, 16, 64, 64, 1, "stem", False, 2, 9, ("silu", "silu", None)),
     (1, 1, 8, 8, 33, 35, 2, "stem", False, 3, 2, ("relu", "relu6", None)),  # odd sizes, stride-2 depthwise
     (2, 4, 24, 12, 30, 65, 1, "stem", False, 2, 1, (None, None, "clamp")),
     (1, 3, 16, 8, 27, 27, 1, "stem", True, 1, 14, ("relu6", "relu6", None)),  # 14 columns
@@ -280,11 +286,9 @@ def test_bind_block_splits_images_or_rows_over_the_threads(threads: int, n: int)
         b2[...] = 0
         run()
         assert np.array_equal(y, np.zeros_like(y))
-        # not a block the kernel takes: a 5x5 depthwise, a SiLU, float64, a strided view
+        # not a block the kernel takes: a 5x5 depthwise, float64, a strided view
         wide = _stage(np.zeros((cexp, 1, 5, 5), np.float32), bd, None)
         assert compiled_block.bind_block(x, y, None, expand, wide, project, 1, source) is None
-        silu = _stage(project.weight, b2, Activation("silu"))
-        assert compiled_block.bind_block(x, y, None, expand, depthwise, silu, 1, source) is None
         assert not compiled_block.takes(x.astype(np.float64), y, None, expand, depthwise, project, 1)
         assert not compiled_block.takes(x[..., ::2], y, None, expand, depthwise, project, 2)
     finally:

@@ -1015,11 +1015,13 @@ def test_random_graphs_replay_as_torch(data) -> None:  # noqa: ANN001
                                        err_msg=str(spec))
 
 
-def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1):  # noqa: ANN001, ANN202
+def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1, act: str = "ReLU6"):  # noqa: ANN001, ANN202
     """MobileNetV2's inverted residual blocks (npconv.nn or torch.nn): one without an expansion, a strided
     one, one with a residual, after a 3x3 stem of ``stem_stride`` (2: MobileNetV2's, which the first block
     can take in); ``variant`` returns the last block's depthwise or expansion output too (``"depthwise
-    read"``, ``"expansion read"``: those must keep the block's layers apart)."""
+    read"``, ``"expansion read"``: those must keep the block's layers apart); ``act`` the activation
+    layer (``"SiLU"``: EfficientNet's MBConv without its squeeze-excitation)."""
+    relu6 = getattr(ns, act)
 
     class Block(ns.Module):
         def __init__(self, cin: int, cout: int, stride: int, ratio: int, read: str = "") -> None:
@@ -1028,9 +1030,9 @@ def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1):  # no
             self.expand = None
             if ratio > 1:
                 self.expand = ns.Sequential(ns.Conv2d(cin, hidden, 1, bias=False), ns.BatchNorm2d(hidden),
-                                            ns.ReLU6())
+                                            relu6())
             self.depthwise = ns.Sequential(ns.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-                                           ns.BatchNorm2d(hidden), ns.ReLU6())
+                                           ns.BatchNorm2d(hidden), relu6())
             self.project = ns.Sequential(ns.Conv2d(hidden, cout, 1, bias=False), ns.BatchNorm2d(cout))
             self.residual, self.read = stride == 1 and cin == cout, read
 
@@ -1046,7 +1048,7 @@ def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1):  # no
         def __init__(self) -> None:
             super().__init__()
             self.stem = ns.Sequential(ns.Conv2d(3, 8, 3, stem_stride, 1, bias=False), ns.BatchNorm2d(8),
-                                      ns.ReLU6())
+                                      relu6())
             mid = 8 if stem_stride == 1 else 6  # after a strided stem no residual: the stem's output its own
             self.first, self.strided = Block(8, mid, 1, 1), Block(mid, 12, 2, 4)
             self.last = Block(12, 12, 1, 3, "" if variant == "fuses" else variant)
@@ -1059,13 +1061,13 @@ def _inverted_residuals(ns, variant: str = "fuses", stem_stride: int = 1):  # no
     return Net()
 
 
-def _block_pair(variant: str = "fuses", stem_stride: int = 1):  # noqa: ANN202
+def _block_pair(variant: str = "fuses", stem_stride: int = 1, act: str = "ReLU6"):  # noqa: ANN202
     """The blocks in torch (float32, eval, random BatchNorm statistics) and in npconv optimized."""
     torch.manual_seed(70)
-    reference = _inverted_residuals(torch.nn, variant, stem_stride)
+    reference = _inverted_residuals(torch.nn, variant, stem_stride, act)
     _randomize_batchnorm(reference, 71)
     reference.eval()
-    ours = _inverted_residuals(nn, variant, stem_stride)
+    ours = _inverted_residuals(nn, variant, stem_stride, act)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
     return reference, npconv.optimize_for_inference(ours.eval())
 
@@ -1094,9 +1096,9 @@ def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # n
 
 
 @needs_plans
-@pytest.mark.parametrize("batch", [1, 2, 3])
-def test_a_program_fuses_inverted_residual_blocks(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference, model = _block_pair()
+@pytest.mark.parametrize("batch, act", [(1, "ReLU6"), (2, "ReLU6"), (3, "ReLU6"), (1, "SiLU"), (3, "SiLU")])
+def test_a_program_fuses_inverted_residual_blocks(batch: int, act: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference, model = _block_pair(act=act)
     shape = (batch, 3, 20, 34)
     x = np.random.default_rng(72).standard_normal(shape).astype(np.float32)
     traced = npconv.jit.trace(model, npconv.tensor(x))

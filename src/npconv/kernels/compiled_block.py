@@ -3,7 +3,7 @@
 ``y = act_p(w_p @ act_d(dw3x3_s(act_e(w_e @ x + b_e)) + b_d) + b_p (+ residual))``
 
 (the 1x1 expansion ``w_e`` optional, the 3x3 depthwise of padding 1 and stride 1 or 2, the 1x1
-projection ``w_p``; each activation none, ReLU or a clamp). In the expansion's place the block can
+projection ``w_p``; each activation none, ReLU, a clamp or SiLU). In the expansion's place the block can
 take a network's stem, ``act_e(conv3x3(x, w_e, stride=2, padding=1) + b_e)`` with a ``(Cexp, Cin, 3, 3)``
 weight (:data:`STEM_ISAS`, :data:`STEM_MAX_PAIRS`). A worker computes a band of output rows
 in tiles: the tile's input rows expanded into its own scratch, the depthwise rows from them, the
@@ -26,7 +26,7 @@ import numpy as np
 from .. import backends
 from ..backends import get_num_threads
 from . import workspace
-from .common import ScratchSource
+from .common import COMPILED_ACTIVATIONS, ScratchSource
 from .pointwise import Activation
 
 __all__ = ["Stage", "TILE_BYTES", "MIN_COLUMNS", "STEM_MAX_PAIRS", "STEM_ISAS", "block_geometry", "takes",
@@ -68,9 +68,10 @@ class Stage(NamedTuple):
 
 
 def _codes(activation: Activation | None) -> tuple[int, float, float] | None:
+    """The kernel's ``(act, lo, hi)`` of a stage's activation; None for one the compiled stores lack."""
     if activation is None:
         return 0, 0.0, 0.0
-    if activation.kind not in ("relu", "hardtanh"):
+    if activation.kind not in COMPILED_ACTIVATIONS:
         return None
     return activation.code, float(activation.lo), float(activation.hi)
 
