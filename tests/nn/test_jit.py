@@ -1097,7 +1097,8 @@ def _close_to_torch(traced, reference, shape: tuple, seeds: tuple) -> None:  # n
 
 @needs_plans
 @pytest.mark.parametrize("batch, act", [(1, "ReLU6"), (2, "ReLU6"), (3, "ReLU6"), (1, "SiLU"), (3, "SiLU")])
-def test_a_program_fuses_inverted_residual_blocks(batch: int, act: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_program_fuses_inverted_residual_blocks(batch: int, act: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     reference, model = _block_pair(act=act)
     shape = (batch, 3, 20, 34)
     x = np.random.default_rng(72).standard_normal(shape).astype(np.float32)
