@@ -38,6 +38,7 @@ import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -357,6 +358,40 @@ def blas_architectures() -> str:
                      for i in threadpool_info() if i.get("user_api") == "blas")
 
 
+def run_all(torch, only: list[str], args: argparse.Namespace, directory: str,  # noqa: ANN001
+            rows: list[dict]) -> None:
+    """The selected networks' inference rows and the training step's, appended to ``rows``."""
+    for name in [*NETWORKS, *EXTRA_NETWORKS]:
+        if (only or name in EXTRA_NETWORKS) and not any(s in name.lower() for s in only):
+            continue
+        for batch in (int(b) for b in args.batches.split(",")):
+            rows.append(run_inference(torch, name, batch, args.size, args, directory))
+            print(f"{name} batch {batch}: {rows[-1]['ms']}", file=sys.stderr, flush=True)
+    if not only or "train" in only:
+        rows.append(run_training(torch, 8, args.train_size, args))
+        print(f"training step: {rows[-1]['ms']}", file=sys.stderr, flush=True)
+
+
+#: The neighbour process: busy for its first argument's milliseconds, asleep for the second's, in turn.
+_NEIGHBOUR = """import sys, time
+busy, idle = float(sys.argv[1]) / 1e3, float(sys.argv[2]) / 1e3
+while True:
+    t = time.perf_counter()
+    while time.perf_counter() - t < busy:
+        pass
+    time.sleep(idle)
+"""
+
+
+def start_neighbour(spec: str) -> subprocess.Popen:
+    """A process taking ``busy / (busy + idle)`` of a core (``spec`` "BUSY_MS,IDLE_MS") until killed."""
+    try:
+        busy, idle = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--neighbour: expected BUSY_MS,IDLE_MS (e.g. 2,2), got {spec!r}") from None
+    return subprocess.Popen([sys.executable, "-c", _NEIGHBOUR, str(busy), str(idle)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per library")
@@ -375,6 +410,10 @@ def main() -> None:
                              "large blocks; npconv's own cache of freed memory is in force either way)")
     parser.add_argument("--blas-coretype", choices=("detect", "keep"), default="detect",
                         help="detect: remove OPENBLAS_CORETYPE (OpenBLAS picks its kernels); keep: keep it")
+    parser.add_argument("--neighbour", default="", metavar="BUSY_MS,IDLE_MS",
+                        help="run a neighbour process during the measurements, busy for BUSY_MS then asleep "
+                             "for IDLE_MS in turn (e.g. 2,2: half a core in 2 ms bursts), as a shared "
+                             "machine's other tenants")
     args = parser.parse_args()
     wanted = {**({"GLIBC_TUNABLES": TUNED_MALLOC} if args.malloc == "tuned" else {}),
               **({} if args.spin else NO_SPIN)}
@@ -410,17 +449,16 @@ def main() -> None:
           f"load {meta['load_before']:.2f}\n# BLAS: {meta['blas']} (OPENBLAS_CORETYPE="
           f"{meta['openblas_coretype']!r}, removed from the environment: "
           f"{meta['removed_openblas_coretype']!r})")
-    rows = []
-    with tempfile.TemporaryDirectory() as directory:
-        for name in [*NETWORKS, *EXTRA_NETWORKS]:
-            if (only or name in EXTRA_NETWORKS) and not any(s in name.lower() for s in only):
-                continue
-            for batch in (int(b) for b in args.batches.split(",")):
-                rows.append(run_inference(torch, name, batch, args.size, args, directory))
-                print(f"{name} batch {batch}: {rows[-1]['ms']}", file=sys.stderr, flush=True)
-    if not only or "train" in only:
-        rows.append(run_training(torch, 8, args.train_size, args))
-        print(f"training step: {rows[-1]['ms']}", file=sys.stderr, flush=True)
+    rows: list[dict] = []
+    neighbour = start_neighbour(args.neighbour) if args.neighbour else None
+    meta["neighbour"] = args.neighbour or None
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            run_all(torch, only, args, directory, rows)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
     meta["load_after"] = os.getloadavg()[0]
     print_rows(rows)
     print(f"\nload average (1 min) before {meta['load_before']:.2f}, after {meta['load_after']:.2f}")
