@@ -871,7 +871,7 @@ def test_recommended_rule_and_the_planner():
 def test_the_planner_splits_grouped_3x3_calls_by_channels_per_group_and_tiles(monkeypatch):
     """Grouped 3x3 stride-1 float32 calls on two threads (AVX-512's rule): Winograd (asked before the
     grouped kernel) from 17 channels per group with enough lanes (MIN_GROUP_CHANNEL_LANES) and tiles
-    (MIN_GROUP_TILES, MIN_MACS); else the grouped kernel's forward up to 32 per group
+    (MIN_TILES, MIN_MACS); else the grouped kernel's forward up to 32 per group
     (FORWARD_MAX_CHANNELS), its grad_input and grad_weight up to 16, the GEMM beyond; Winograd's
     grad_weight for a grouped call only from 17 channels per group and GW_GROUP_MIN_TILE_CHANNELS."""
     monkeypatch.setattr(npconv.backends.core, "isa", "avx512")

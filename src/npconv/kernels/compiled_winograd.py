@@ -67,26 +67,13 @@ _TARGET_TILES = 128
 #: transformed weight ``U`` and transforms a range of the weight again only where its values changed;
 #: False: on every run (the switch measures what keeping it saves).
 KEEP_TRANSFORM = True
-#: Fewest 4x4 output tiles per call for which the rule recommends Winograd (see recommended): planned
-#: (a module's or traced program's) 3x3 layers at batch 1, two threads, Winograd / implicit GEMM: 16 tiles
-#: 0.66-0.73 (96-256 channels at 14x14), 49 tiles 0.72, 4 tiles 1.7-2.6 (docs/performance.md, "Zen 4,
-#: session 41").
+#: Fewest 4x4 output tiles per call (per phase of a dilated call) for which the rule recommends Winograd,
+#: on one thread, for one image split by output channels, with shared tiles and for grouped calls alike
+#: (the lanes rule and TILE_CHANNEL_RATIO decide the rest; these were 32, 49, 64 and 32 until session 41,
+#: measured before the output transform's shuffles). Planned 3x3 layers at batch 1, Winograd / implicit
+#: GEMM: two threads 16 tiles 0.66-0.73 (96-256 channels at 14x14), 49 tiles 0.72, 4 tiles 1.7-2.6; one
+#: thread 16 tiles 0.56-0.61, 49 tiles 0.53 (docs/performance.md, "Zen 4, session 41").
 MIN_TILES = 16
-#: With one worker thread: fewest tiles per call, and no per-worker rule (:data:`TILE_CHANNEL_RATIO`,
-#: measured on two threads, where each worker reads all of ``U`` for half the tiles). One thread,
-#: AVX-512 (AVX2), Winograd / implicit GEMM, warm and with the caches flushed: batch 1 128x28 (49
-#: tiles) 0.47 / 0.63 (0.55 / 0.82), 256x28 0.59 / 0.61, 512x28 0.51 / 0.51, 64x56 dilation 2 (49 per
-#: phase) 0.60 / 0.63 (0.46 / 0.52); 512x14 batch 4 (64 tiles) 0.59 / 0.59; 32 tiles: 512x7 batch 8
-#: 0.77 / 0.78, 256x7 batch 8 0.74 / 0.85 (0.89 / 0.94), 256x14 batch 2 0.89 / 0.89, 128x14 batch 2
-#: 0.78 / 1.01 (0.91 / 1.12; under MIN_MACS on AVX-512); 25 tiles (128x20) 0.67-0.68 / 0.82-0.99; 16
-#: (256x14) 0.91 / 1.21. ResNet-18 on one thread: batch 1 0.91 (49), batch 8 0.96 (32 against 49).
-#: Session 41, planned layers: 16 tiles 0.56-0.61 (128x14, 256x14), 49 tiles 0.53 (64x28).
-MIN_TILES_ONE_THREAD = 16
-#: Fewest tiles of a call whose output channels are split across the workers (:func:`_channel_parts`):
-#: two threads, batch 1, Winograd / implicit GEMM: 128x28 (49 tiles) 0.55-0.67 warm, level with the
-#: caches flushed, ResNet-18 batch 1 0.96; from 16 tiles (its 256x14 layers too) the network 1.06 then,
-#: 0.94-0.95 since the output transform's shuffles (session 41).
-MIN_TILES_CHANNEL_PARTS = 16
 #: Channel parts of one call's tiles (one work item) share the input transform: each worker transforms a
 #: share of the input channels into one V, then (after all have) runs its output channels' products from it,
 #: instead of every worker transforming every channel (a third of its time at 128x28 batch 1); grad_weight's
@@ -105,14 +92,12 @@ MIN_MACS = {"avx512": 20_000_000}
 #: products save per channel pair: Winograd is recommended where ``min(Cg, Og) * lane share / grid``
 #: reaches this (lane share: a run's tiles per lanes used; grid: outputs computed per output).
 MIN_CHANNEL_LANES = 26
-#: A grouped call (group by group: a group's transforms and products while in cache) against the
-#: grouped kernel and the GEMM: :data:`MIN_CHANNEL_LANES` is this with ``Cg`` for the channels, and its
-#: fewest tiles with several threads :data:`MIN_GROUP_TILES`. Two threads, batch 8, ms, Winograd /
-#: grouped / GEMM: 32 per group 512x14 2.07 / 2.86 / 3.25, 1024x7 (32 tiles) 1.82 / 2.63 / 2.67, 256x28
-#: 3.02 / 4.82 / 5.37; 24 per group 384x14 1.48 / 1.75 / 2.53; 16 per group 256x28 2.72-3.32 / 2.65-2.75
-#: (lanes 16: not taken); batch 1 512x14 (16 tiles) 1.05 / 0.38 / 0.48 (docs/performance.md).
+#: A grouped call (group by group: a group's transforms and products while in cache) against the grouped
+#: kernel and the GEMM: :data:`MIN_CHANNEL_LANES` is this with ``Cg`` for the channels. Two threads, batch
+#: 8, ms, Winograd / grouped / GEMM: 32 per group 512x14 2.07 / 2.86 / 3.25, 1024x7 (32 tiles) 1.82 / 2.63
+#: / 2.67, 256x28 3.02 / 4.82 / 5.37; 24 per group 384x14 1.48 / 1.75 / 2.53; 16 per group 256x28 2.72-3.32
+#: / 2.65-2.75 (lanes 16: not taken); batch 1 512x14 (16 tiles) 1.05 / 0.38 / 0.48 (docs/performance.md).
 MIN_GROUP_CHANNEL_LANES = 18
-MIN_GROUP_TILES = 32
 #: Every worker reads all of ``U`` (36 x the weight, written per call) for its tiles, so a worker's
 #: tiles must reach ``channels / TILE_CHANNEL_RATIO``. Two threads, AVX-512, Winograd / implicit
 #: GEMM time (tiles per worker / channels): 256ch 14x14 batch 8 0.86 (0.25), batch 6 0.97 (0.19),
@@ -166,20 +151,16 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
                 dtype: np.dtype) -> bool:
-    """Measured rule (docs/performance.md): float32, at least 16 input and output channels per
-    group, at least :data:`MIN_TILES` 4x4 output tiles per C call (:data:`MIN_TILES_ONE_THREAD` with
-    one worker thread, :data:`MIN_TILES_CHANNEL_PARTS` for one image split by output channels; a
-    dilation ``d`` makes one call
-    per output phase: with fewer, reading the transformed weight, 4x the weight, costs more than the
-    2.25 multiplies per output save) and :data:`MIN_MACS` multiply-adds (its per-call weight
-    transform and data check against a planned GEMM), at least ``channels / TILE_CHANNEL_RATIO``
-    tiles per worker thread and call with several workers, enough channels for the vectors of tiles
-    (:data:`MIN_CHANNEL_LANES`; a grouped call: :data:`MIN_GROUP_CHANNEL_LANES` and
-    :data:`MIN_GROUP_TILES`). Any dilation: the phases read and write their strided elements
-    where they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 /
-    4.8-4.9, dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; planned, batch 1:
-    64x56 dilation 2, 49 tiles per phase, 0.94 / 1.23; dilation 3, 25 per phase, 1.46 / 1.27, on one
-    thread 1.99 / 2.40)."""
+    """Measured rule (docs/performance.md): float32, at least 16 input and output channels per group, at least
+    :data:`MIN_TILES` 4x4 output tiles per C call (a dilation ``d`` makes one call per output phase: with
+    fewer, reading the transformed weight, 4x the weight, costs more than the 2.25 multiplies per output
+    save) and :data:`MIN_MACS` multiply-adds (its per-call weight transform and data check against a planned
+    GEMM), at least ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread and call with several workers,
+    enough channels for the vectors of tiles (:data:`MIN_CHANNEL_LANES`; a grouped call:
+    :data:`MIN_GROUP_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements where
+    they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 / 4.8-4.9,
+    dilation 3 4.9-5.5 / 5.5-5.6; 128x28 dilation 2 3.1-4.1 / 4.5-4.7; planned, batch 1: 64x56 dilation 2,
+    49 tiles per phase, 0.94 / 1.23; dilation 3, 25 per phase, 1.46 / 1.27, on one thread 1.99 / 2.40)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
     channels = min(x_shape[1], w_shape[0]) // geom.groups
@@ -201,11 +182,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     grid = 16 * th * tw / max(1, phase_h * phase_w)
     per_worker = whole or _tiles_shared(tiles, channels, threads)
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
-    fewest = MIN_TILES_ONE_THREAD if threads == 1 else MIN_TILES_CHANNEL_PARTS if parts else MIN_TILES
-    lanes_needed = MIN_CHANNEL_LANES
-    if geom.groups > 1:
-        fewest, lanes_needed = min(fewest, MIN_GROUP_TILES), MIN_GROUP_CHANNEL_LANES
-    return (channels >= 16 and tiles >= fewest and enough and per_worker
+    lanes_needed = MIN_GROUP_CHANNEL_LANES if geom.groups > 1 else MIN_CHANNEL_LANES
+    return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
             and channels * lane_share / grid >= lanes_needed)
 
 
