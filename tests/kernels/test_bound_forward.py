@@ -327,6 +327,85 @@ def test_bound_winograd_transforms_the_weight_again_only_where_it_changed(rng, m
                     np.testing.assert_array_equal(yb, compiled_winograd.forward(xb, w, geom), err_msg=change)
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "every-run"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_planned_winograd_runs_keep_the_transform_while_the_weight_is_unchanged(rng, monkeypatch, parallel,
+                                                                                keep, dtype):
+    """An unbound run of a Winograd plan (a module's in inference) keeps its transformed weight within
+    KEPT_TRANSFORM_BYTES and transforms a range again only where the weight's values changed: each run,
+    after the same changes as the bound runs', equals an unplanned call on the current values; a
+    non-contiguous weight (a contiguous copy per run) too; the budget is returned when the plan goes,
+    and a plan beyond it keeps nothing and gives the same values."""
+    import gc
+
+    from npconv.kernels import compiled_winograd
+
+    monkeypatch.setattr(compiled_winograd, "KEPT_TRANSFORM_BYTES", 256 << 20 if keep else 0)
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    held = compiled_winograd._kept_bytes
+    for x_shape, w_shape, contiguous in [((1, 40, 9, 10), (38, 40, 3, 3), True),  # channel parts
+                                         ((2, 16, 12, 10), (16, 16, 3, 3), True),  # ranges of kernels
+                                         ((2, 16, 12, 10), (16, 16, 3, 3), False)]:
+        w = rng.standard_normal(w_shape).astype(dtype)
+        w = w if contiguous else np.asfortranarray(w)
+        original = w.copy()
+        with backends.conv.force("winograd"):
+            prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom)
+            for change in ("none", "first", "none", "last", "all", "nan", "restored"):
+                if change == "first":
+                    w[0, 1] += 1.0
+                elif change == "last":
+                    w[-1, -1, 2, 0] = -3.0
+                elif change == "all":
+                    w *= 0.5
+                elif change == "nan":
+                    w[5, 2, 1, 1] = np.nan
+                elif change == "restored":
+                    w[...] = original
+                x = rng.standard_normal(x_shape).astype(dtype)
+                y = prepared.run(x)
+                assert compiled_winograd._kept_bytes == held + (5 * w.nbytes if keep else 0)
+                np.testing.assert_array_equal(y, plan.forward(x, w, geom), err_msg=change)
+                if change != "nan":
+                    np.testing.assert_array_equal(y, compiled_winograd.forward(x, w, geom), err_msg=change)
+        del prepared
+        gc.collect()
+        assert compiled_winograd._kept_bytes == held
+
+
+def test_planned_winograd_runs_from_two_threads_at_once(rng, parallel):
+    """Two threads running one Winograd plan at once (one on the kept transform, the other transforming
+    the weight itself), the weight changed in place between rounds: every result is the unplanned
+    call's."""
+    import threading
+
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    xs = [rng.standard_normal((2, 16, 12, 12)).astype(np.float32) for _ in range(2)]
+    with backends.conv.force("winograd"):
+        prepared = plan.prepare_forward(xs[0].shape, xs[0].dtype, w, geom)
+        for round_ in range(4):
+            w[round_] *= -2.0
+            expected = [plan.forward(x, w, geom) for x in xs]
+            results: list = [[], []]
+            start = threading.Barrier(2)
+
+            def work(k: int) -> None:
+                start.wait()
+                for _ in range(20):
+                    results[k].append(prepared.run(xs[k]))
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for k in range(2):
+                assert len(results[k]) == 20
+                for y in results[k]:
+                    np.testing.assert_array_equal(y, expected[k])
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_grouped_forward(rng, parallel, activation, dtype):

@@ -794,27 +794,29 @@ def test_recommended_rule_and_the_planner():
     assert compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom, f32)
     assert not compiled_winograd.recommended("forward", (16, 256, 14, 14), (256, 256, 3, 3), geom,
                                              np.dtype(np.float64))
-    # each worker's tiles must reach a quarter of the channels (U is read whole): 8 images of 14x14
-    # are 128 tiles, 4 images 64; one thread reads U once for every tile
-    for threads, batch, chosen in ((1, 8, True), (2, 8, True), (1, 4, True), (2, 4, False)):
+    # workers sharing the tiles: each worker's tiles must reach a quarter of the channels (U is read
+    # whole) or MIN_TILES (16); images of 7x7 are 4 tiles: 8 images 32 (16 per worker), 6 images 24;
+    # 4 images of 14x14 64 tiles; one thread reads U once for every tile
+    for threads, batch, size, chosen in ((1, 8, 7, True), (2, 8, 7, True), (1, 6, 7, True), (2, 6, 7, False),
+                                         (2, 4, 14, True)):
         npconv.set_num_threads(threads)
         try:
-            assert compiled_winograd.recommended("forward", (batch, 256, 14, 14), (256, 256, 3, 3), geom,
-                                                 f32) is chosen
-            assert compiled_winograd.recommended("forward", (batch, 512, 14, 14), (512, 512, 3, 3), geom,
-                                                 f32) is (threads == 1)
+            for channels in (256, 512):
+                assert compiled_winograd.recommended("forward", (batch, channels, size, size),
+                                                     (channels, channels, 3, 3), geom, f32) is chosen
         finally:
             npconv.set_num_threads(previous)
     # 16 tiles are enough (a 14x14 image; a 12x12 one's 9 are not), on one thread and for one image's
     # output channels split across two workers; tiles shared by two workers (two images) must reach a
-    # quarter of the channels per worker (TILE_CHANNEL_RATIO)
+    # quarter of the channels per worker (TILE_CHANNEL_RATIO) or 16
     for threads, batch, size, channels, chosen in ((1, 1, 28, 128, True), (1, 1, 14, 256, True),
                                                    (1, 8, 7, 512, True), (1, 1, 20, 128, True),
                                                    (1, 1, 12, 256, False), (1, 1, 7, 512, False),
                                                    (2, 1, 28, 512, True), (2, 1, 14, 256, True),
                                                    (2, 1, 14, 128, True), (2, 1, 12, 256, False),
-                                                   (2, 1, 7, 512, False), (2, 8, 7, 512, False),
-                                                   (2, 2, 20, 128, False), (2, 2, 28, 128, True)):
+                                                   (2, 1, 7, 512, False), (2, 8, 7, 512, True),
+                                                   (2, 6, 7, 512, False), (2, 2, 12, 128, False),
+                                                   (2, 2, 20, 128, True), (2, 2, 28, 128, True)):
         npconv.set_num_threads(threads)
         try:
             shape = (batch, channels, size, size)

@@ -24,7 +24,11 @@ channel-transposed kernel. Not local: the same ``admits`` check as the NumPy Win
 from __future__ import annotations
 
 import math
+import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -155,7 +159,8 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     :data:`MIN_TILES` 4x4 output tiles per C call (a dilation ``d`` makes one call per output phase: with
     fewer, reading the transformed weight, 4x the weight, costs more than the 2.25 multiplies per output
     save) and :data:`MIN_MACS` multiply-adds (its per-call weight transform and data check against a planned
-    GEMM), at least ``channels / TILE_CHANNEL_RATIO`` tiles per worker thread and call with several workers,
+    GEMM), with several workers sharing the tiles at least ``channels / TILE_CHANNEL_RATIO`` or
+    :data:`MIN_TILES` tiles per worker and call,
     enough channels for the vectors of tiles (:data:`MIN_CHANNEL_LANES`; a grouped call:
     :data:`MIN_GROUP_CHANNEL_LANES`). Any dilation: the phases read and write their strided elements where
     they are (two threads, batch 8, ms, Winograd / implicit GEMM: 64x56 dilation 2 3.6-4.5 / 4.8-4.9,
@@ -180,7 +185,7 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     run = max(1, min(RUN_TILES, tiles // (1 if whole else threads)))
     lane_share = run / (-(-run // lanes) * lanes)
     grid = 16 * th * tw / max(1, phase_h * phase_w)
-    per_worker = whole or _tiles_shared(tiles, channels, threads)
+    per_worker = whole or _tiles_shared(tiles, channels, threads) or tiles >= MIN_TILES * threads
     enough = geom.multiply_adds(x_shape, w_shape) >= MIN_MACS.get(backends.core.isa, 0)
     lanes_needed = MIN_GROUP_CHANNEL_LANES if geom.groups > 1 else MIN_CHANNEL_LANES
     return (channels >= 16 and tiles >= MIN_TILES and enough and per_worker
@@ -368,12 +373,13 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
 
         def jobs_of(wc: np.ndarray, b: np.ndarray | None) -> Callable[[], None]:
             transform = not layout[3]
-            u = np.empty((36,) + w.shape[:2], dtype) if transform else None
-            seen = wc.copy() if KEEP_TRANSFORM else None  # U made from it now, again where wc changes
+            kept = _kept(wc, layout) if KEEP_TRANSFORM else None
+            u = np.empty((36,) + w.shape[:2], dtype) if transform and kept is None else None
+
             def scratch(k: int) -> np.ndarray:
                 return source(f"compiled-wg-{k}", layout[1], dtype)
 
-            made = _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, seen, residual)
+            made = _jobs(x, wc, b, y, u, layout, transform, act, lo, hi, scratch, kept, residual)
             runs = [workspace.prepared_run(jobs, blas, chunk) for jobs, blas, chunk in made]
 
             def run_all() -> None:
@@ -387,8 +393,96 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     def bind(x: np.ndarray, y: np.ndarray, source: ScratchSource) -> Callable[[], None]:
         return bind_residual(x, y, source, None, None)
 
-    return PreparedForward(lambda x: forward(x, w, geom, bias, epilogue), (_settings,), (settings,), bind,
+    eager = _EagerTransform()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if not KEEP_TRANSFORM or not eager.lock.acquire(blocking=False):  # another thread runs it
+            return forward(x, w, geom, bias, epilogue)
+        try:
+            wc = np.ascontiguousarray(w, dtype=dtype)
+            kept = eager.kept if eager.kept is not None else eager.keep(wc, layout)
+            if kept is None:  # beyond KEPT_TRANSFORM_BYTES
+                return forward(x, w, geom, bias, epilogue)
+            y = np.empty(y_shape, dtype)
+            b = None if bias_ is None else np.ascontiguousarray(bias_, dtype=dtype)
+            made = _jobs(np.ascontiguousarray(x, dtype=dtype), wc, b, y, None, layout, True, *codes,
+                         lambda k: workspace.buffer(f"compiled-wg-{k}", (layout[1],), dtype), kept)
+            for jobs, blas, chunk in made:
+                workspace.run_jobs(jobs, blas, chunk)
+        finally:
+            eager.lock.release()
+        return y if later is None else epilogue_(y, None, later)
+
+    return PreparedForward(run, (_settings,), (settings,), bind,
                            bind_residual if not codes[0] and later is None else None)
+
+
+class _Kept(NamedTuple):
+    """A weight's transform kept across runs (:func:`_kept`): ``units``, ``U`` per output channel part
+    of the layout (one without parts), made from ``seen``, the weight's values then."""
+
+    seen: np.ndarray
+    units: list[np.ndarray]
+
+
+def _kept(w: np.ndarray, layout: tuple) -> _Kept:
+    """``U`` of ``w`` (C-contiguous) made now (one thread), per output channel part of ``layout``."""
+    core, isa = backends.core.module, backends.core.isa_index
+    o, c = w.shape[:2]
+    seen, units = w.copy(), []
+    for first, stop in layout[3] or [(0, o)]:
+        unit = np.empty((36, stop - first, c), w.dtype)
+        core.winograd2d_weight(isa, seen[first:stop], unit, 0, (stop - first) * c)
+        units.append(unit)
+    return _Kept(seen, units)
+
+
+#: Plans kept by modules in inference (``PreparedForward.run``, not a bound run) keep their weight's
+#: transform ``U`` (4x the weight) and a copy of the weight (:data:`KEEP_TRANSFORM`) while this many
+#: bytes of them in all allow it (first come, kept until the plan goes; beyond it a run transforms the
+#: weight itself): ResNet-18's 3x3 layers hold ~47 MB at batch 1, ~210 MB at batch 8 (512 channels at
+#: 7x7 on Winograd too). 0 keeps none.
+KEPT_TRANSFORM_BYTES = 256 << 20
+_kept_bytes = 0
+_kept_lock = threading.RLock()  # reentrant: a finalizer may release while the same thread reserves
+
+
+class _EagerTransform:
+    """A prepared forward's kept transform (:data:`KEPT_TRANSFORM_BYTES`), run by one thread at a time
+    (``lock``; another thread's run at the same time transforms the weight itself)."""
+
+    __slots__ = ("lock", "kept", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: _Kept | None = None
+
+    def keep(self, w: np.ndarray, layout: tuple) -> _Kept | None:
+        """:func:`_kept` of ``w``, counted until this object goes, or None beyond the budget."""
+        global _kept_bytes
+        size = 5 * w.nbytes  # the copy and 36 / 9 of it
+        with _kept_lock:
+            if _kept_bytes + size > KEPT_TRANSFORM_BYTES:
+                return None
+            _kept_bytes += size
+        weakref.finalize(self, _release_kept, size)
+        self.kept = _kept(w, layout)
+        return self.kept
+
+
+def _release_kept(size: int) -> None:
+    global _kept_bytes
+    with _kept_lock:
+        _kept_bytes -= size
+
+
+def _after_fork_in_child() -> None:
+    global _kept_lock
+    _kept_lock = threading.RLock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, in_size: tuple[int, ...],
@@ -436,16 +530,17 @@ def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[in
 def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
           layout: tuple, transform: bool, act: int, lo: float, hi: float,
           scratch: Callable[[int], np.ndarray],
-          seen: np.ndarray | None = None, residual: np.ndarray | None = None) -> list[tuple[list, int, int]]:
+          kept: _Kept | None = None, residual: np.ndarray | None = None) -> list[tuple[list, int, int]]:
     """The prepared jobs of a C call, ``(jobs, blas, chunk)`` per run of :func:`workspace.run_jobs`, in
     order; worker ``k``'s scratch ``scratch(k)``. ``x``, ``w`` (C-contiguous), ``b`` and ``y`` of one
     dtype. Channel parts: worker ``k`` transforms the weights of its output channels into its own ``U``
     and runs every tile for them (one image: ``y[:, first:stop]`` is contiguous). Else ``U = G w G^T``
     into ``u`` first where ``transform`` (the kernels split across the workers), then the tiles, shared
     by the workers claiming item by item (the items of one length: the same items) or worker ``k``
-    running items ``k, k + workers, ...`` in order. ``seen`` (w's shape, for jobs run again on the same
-    arrays): ``U = transform(seen)`` made here, and each run's transform skips its range of ``w`` where
-    that equals ``seen`` (then copies it there): an unchanged weight is not transformed again.
+    running items ``k, k + workers, ...`` in order. ``kept`` (:func:`_kept` of this layout: the jobs
+    transform into its ``U`` s, not ``u``): each transform job skips its range of ``w`` where that
+    equals ``kept.seen`` (else transforms it and copies it there): an unchanged weight is not
+    transformed again.
     ``residual`` (None, or laid out as ``y``): ``y = act(y + residual)``, each output run's values added
     while in cache."""
     core, dtype = backends.core.module, y.dtype
@@ -462,13 +557,11 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
         shares, owns = workspace.ranges(c, len(parts)), [scratch(k) for k in range(len(parts))]
         jobs, products = [], []
         for k, (first, stop) in enumerate(parts):
-            uk = np.empty((36, stop - first, c), dtype)
+            uk = np.empty((36, stop - first, c), dtype) if kept is None else kept.units[k]
             part = geometry[:4] + (stop - first,) + geometry[5:]
             bk, yk, own = None if b is None else b[first:stop], y[:, first:stop], owns[k]
             rk = None if residual is None else residual[:, first:stop]
-            sk = None if seen is None else seen[first:stop]
-            if sk is not None:
-                core.winograd2d_weight(isa, sk, uk, 0, (stop - first) * c)
+            sk = None if kept is None else kept.seen[first:stop]
             head = (isa, routines, x, uk, bk, yk, own, part)
             weight = core.winograd2d_weight_job(isa, w[first:stop], uk, 0, (stop - first) * c, sk)
             if staged:
@@ -481,11 +574,12 @@ def _jobs(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, y: np.ndarray, u: 
                                                        for span in items]))
         return [(jobs, blas, 0), (products, blas, 0)] if staged else [(jobs, blas, 0)]
     runs = []
+    seen = None
+    if kept is not None:
+        u, seen, transform = kept.units[0], kept.seen, True
     if transform:
         kernels = w.shape[0] * w.shape[1]
         spans = workspace.ranges(kernels, threads) if kernels else [(0, 0)]
-        if seen is not None:
-            core.winograd2d_weight(isa, seen, u, 0, kernels)
         runs.append(([core.winograd2d_weight_job(isa, w, u, *span, seen) for span in spans], 0, 0))
     total = _tiles(geometry[0], geometry[5:7])
     items = _items(total, geometry[10], threads)
