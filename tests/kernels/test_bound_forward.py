@@ -390,12 +390,12 @@ def test_planned_winograd_runs_from_two_threads_at_once(rng, parallel):
             results: list = [[], []]
             start = threading.Barrier(2)
 
-            def work(k: int) -> None:
+            def work(k: int, start: threading.Barrier, out: list) -> None:
                 start.wait()
                 for _ in range(20):
-                    results[k].append(prepared.run(xs[k]))
+                    out.append(prepared.run(xs[k]))
 
-            threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+            threads = [threading.Thread(target=work, args=(k, start, results[k])) for k in range(2)]
             for thread in threads:
                 thread.start()
             for thread in threads:
