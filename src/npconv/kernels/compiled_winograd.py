@@ -6,8 +6,8 @@ one per phase of the output), float32/float64, forward, grad_input and grad_weig
 adjoint in ``U``: :func:`grad_weight`).
 
 ``y (N, O, OH, OW) = A^T [ U[., o, c] (.) (B^T d B) ] A`` summed over ``c`` per 4x4 output tile, with
-``U = G w G^T`` computed once per call (in C, split across the workers; a bound run, again only
-where the weight's values changed since its last run) and the transform matrices
+``U = G w G^T`` computed once per call (in C, split across the workers; a planned run, again only
+where the weight's values changed since its last run: :data:`KEEP_TRANSFORM`) and the transform matrices
 of :func:`npconv.kernels.winograd.transform_matrices`. The C kernel (``src/npconv/csrc/winograd.h``)
 takes a range of the flat tile grid (image, tile row, tile column), so the tiles of several small
 images share one GEMM: input transform fused per run of up to 64 tiles across tile rows and images
@@ -67,9 +67,10 @@ SPREAD_LIMIT = winograd.SPREAD_LIMIT
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: Tiles per work item (columns of the 36 GEMMs), before the scratch cap.
 _TARGET_TILES = 128
-#: A bound run (:func:`prepare_forward`'s ``bind``: traced programs, ``optimize_for_inference``) keeps its
-#: transformed weight ``U`` and transforms a range of the weight again only where its values changed;
-#: False: on every run (the switch measures what keeping it saves).
+#: A bound run (:func:`prepare_forward`'s ``bind``: traced programs) keeps its transformed weight ``U``
+#: and transforms a range of the weight again only where its values changed, as a plan's own ``run``
+#: does (a module's kept plan in inference) within :data:`KEPT_TRANSFORM_BYTES`; False: every run
+#: transforms it (the switch measures what keeping it saves).
 KEEP_TRANSFORM = True
 #: Fewest 4x4 output tiles per call (per phase of a dilated call) for which the rule recommends Winograd,
 #: on one thread, for one image split by output channels, with shared tiles and for grouped calls alike
@@ -348,8 +349,10 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
                     epilogue: Epilogue | None = None) -> PreparedForward | None:
     """:func:`forward` of inputs of ``x_shape`` and ``x_dtype`` planned once (the C call's work split,
     valid while :func:`_settings` hold), with a ``bind``; None for dilated calls and beyond the C
-    kernel's size limits. A bound run transforms the weight again only where its values changed (in
-    place, or refilled from a converted copy) since the last run."""
+    kernel's size limits. A bound run, and ``run`` within :data:`KEPT_TRANSFORM_BYTES`, transforms
+    the weight again only where its values changed (in place, or refilled from a converted copy)
+    since the last run; ``run`` from a second thread while one runs transforms it itself (a forked
+    child of a process that was running it: every time)."""
     dtype = np.result_type(x_dtype, w.dtype)
     if geom.dilation != (1, 1) or dtype not in _DTYPES:
         return None
