@@ -13,7 +13,7 @@ import pytest
 import npconv
 import reference
 from npconv import backends
-from npconv.kernels import compiled_block
+from npconv.kernels import compiled_block, workspace
 from npconv.kernels.pointwise import Activation
 
 pytestmark = pytest.mark.skipif(not backends.core.available,
@@ -255,8 +255,13 @@ def _stage(weight: np.ndarray, bias: np.ndarray | None, act: Activation | None) 
     return compiled_block.Stage(weight, bias, act)
 
 
-@pytest.mark.parametrize("threads, n", [(1, 1), (2, 1), (2, 3), (2, 2)])
-def test_bind_block_splits_images_or_rows_over_the_threads(threads: int, n: int) -> None:
+@pytest.mark.parametrize("threads, n, shared", [(1, 1, 2), (2, 1, 2), (2, 3, 2), (2, 2, 2), (2, 4, 2),
+                                               (2, 5, 2), (2, 5, 0), (2, 3, 1)])
+def test_bind_block_splits_images_or_rows_over_the_threads(threads: int, n: int, shared: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed shares of the items (images, or bands of one image's rows) per worker, or from
+    MIN_SHARED_ITEMS per worker claimed one at a time: every item run once, as the reference."""
+    monkeypatch.setattr(compiled_block, "MIN_SHARED_ITEMS", shared)
     previous = npconv.get_num_threads()
     npconv.set_num_threads(threads)
     try:
@@ -277,7 +282,23 @@ def test_bind_block_splits_images_or_rows_over_the_threads(threads: int, n: int)
             assert run is None
             return
         assert len(buffers) == min(threads, n * (1 if n % threads == 0 else threads))
+        counter = [None]
+        original = compiled_block.workspace.bind_calls
+
+        def bind_calls(*args, **kwargs):  # the claims: every worker's call over all the items
+            counter[0] = (kwargs.get("chunk", 0), [call[2][2:] for call in args[1]])
+            return original(*args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(compiled_block.workspace, "bind_calls", bind_calls)
+            run = compiled_block.bind_block(x, y, x, expand, depthwise, project, 1, source)
+        items = n * (1 if n % threads == 0 else threads)
+        claimed = bool(shared) and threads > 1 and items >= shared * threads
+        assert counter[0][0] == int(claimed)
+        assert counter[0][1] == ([(0, items)] * threads if claimed else workspace.ranges(items, threads))
         run()
+        y[...] = np.nan
+        run()  # the claims start again on every run
         acts = [ACTS["relu6"], ACTS["relu6"], ACTS["relu"]]
         expected = _reference(x, w1, b1, wd, bd, w2, b2, 1, x, acts)
         assert np.abs(y - expected).max() <= 3e-6 * max(1.0, float(np.abs(expected).max()))

@@ -55,6 +55,14 @@ STEM_MAX_PAIRS = 64
 #: in one process (Zen 4): AVX-512 two threads 0.965-0.970 (batch 1), 0.982-0.989 (batch 8), one thread
 #: 0.982 / 0.980; AVX2 (4-channel register blocks) 1.026-1.029 (batch 1), 0.997-1.004 (batch 8).
 STEM_ISAS = ("avx512",)
+#: From this many items (images, or bands of an image's rows) per worker, the workers claim them one at a
+#: time instead of taking a fixed share (0: always a fixed share): a worker whose CPU another process
+#: takes runs fewer. MobileNetV2 traced, batch 8, two threads, Zen 4, 8 rounds alternated: with a
+#: neighbour process busy half of one core in 2 ms bursts 50.1 / 55.9 and 50.1 / 60.1 ms (claimed /
+#: fixed), alone 34.9 / 34.3, 35.6 / 35.3, 34.1 / 33.8 (the same items: bitwise the same outputs). More
+#: bands per image to share at batch 1 cost more than they saved (each band expands its halo rows
+#: again): 2 per worker 5.3 / 5.0 ms alone, 8.2 / 8.5 with the neighbour.
+MIN_SHARED_ITEMS = 2
 
 
 class Stage(NamedTuple):
@@ -167,13 +175,19 @@ def bind_block(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand
                source: ScratchSource) -> Callable[[], None] | None:
     """``run()`` computing the block of ``x (N, Cin, H, W)`` into ``y (N, Cout, OH, OW)`` (``+ residual``,
     laid out as ``y``, before the projection's activation) on the worker threads, each with scratch
-    from ``source``; None where the kernel does not take the block (then run the layers)."""
+    from ``source``, the items (images, or one image's bands of rows) in fixed shares or claimed one at
+    a time (:data:`MIN_SHARED_ITEMS`); None where the kernel does not take the block (then run the
+    layers)."""
     checked = _checked(x, y, residual, expand, depthwise, project, stride)
     if checked is None:
         return None
     geometry, bounds, head = checked
     core = backends.core.module
     size = core.ir_scratch(geometry, bounds)
-    spans = workspace.ranges(geometry[0] * geometry[9], get_num_threads())
+    threads, total = get_num_threads(), geometry[0] * geometry[9]
+    if MIN_SHARED_ITEMS and threads > 1 and total >= MIN_SHARED_ITEMS * threads:
+        calls = [(head, size, (geometry, bounds, 0, total)) for _ in range(min(threads, total))]
+        return workspace.bind_calls(core.ir_forward, calls, "compiled-block", np.float32, source, chunk=1)
+    spans = workspace.ranges(total, threads)
     calls = [(head, size, (geometry, bounds, start, stop)) for start, stop in spans if stop > start]
     return workspace.bind_calls(core.ir_forward, calls, "compiled-block", np.float32, source)
