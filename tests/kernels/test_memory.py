@@ -55,6 +55,8 @@ CASES = {
     "depthwise dilated, padding 150": ((1, 32, 8, 8), (32, 1, 3, 3),
                                        dict(padding=150, dilation=150, groups=32)),
     "1-d long, k=255": ((1, 8, 25_000), (8, 8, 255), dict(padding=127)),
+    "wide 3x3 on few pixels": ((8, 256, 8, 8), (256, 256, 3, 3), dict(padding=1)),  # Winograd's U: 4x w
+    "wide 3x3 on 32x32": ((8, 256, 32, 32), (256, 256, 3, 3), dict(padding=1)),
 }
 
 
@@ -108,6 +110,30 @@ def test_peak_memory_within_the_bound(name, pass_name, case, two_threads, small_
     bound = workspace.memory_bound(*(a.nbytes for a in operands), result.nbytes)
     assert peak <= bound, (f"{name} {pass_name} {case}: {peak / MiB:.1f} MiB extra, "
                            f"bound {bound / MiB:.1f} MiB ({peak / bound:.2f}x)")
+
+
+@pytest.mark.parametrize("case", ["wide 3x3 on few pixels", "wide 3x3 on 32x32"])
+def test_a_winograd_plan_keeping_its_transform_stays_within_the_bound(case, two_threads, small_scratch):
+    """A Winograd plan's first run, which keeps the transformed weight and a copy of the weight
+    (``compiled_winograd.KEPT_TRANSFORM_BYTES``), within the forward's bound where Winograd supports
+    the call; where it does not (its transform beyond the bound), the planner picks another."""
+    x_shape, w_shape, arguments = CASES[case]
+    geom = _geometry(w_shape, arguments)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32)
+    explicit = geom.with_padding(geom.pads(x_shape[2:]))
+    if "winograd" not in plan.candidates("forward", x_shape, w_shape, geom, np.float32):
+        assert case == "wide 3x3 on few pixels"
+        assert plan.choose("forward", x_shape, w_shape, geom, np.float32) != "winograd"
+        return
+    assert case == "wide 3x3 on 32x32"
+    with npconv.backends.conv.force("winograd"):
+        prepared = plan.prepare_forward(x.shape, x.dtype, w, explicit)  # None: NumPy's Winograd
+        y, peak = _peak_extra(lambda: plan.forward(x, w, explicit) if prepared is None else prepared.run(x))
+    assert peak <= workspace.memory_bound(x.nbytes, w.nbytes, y.nbytes)
+    direct = plan.forward(x, w, explicit)
+    assert np.linalg.norm(y - direct) <= 1e-5 * np.linalg.norm(direct)
 
 
 def test_full_scale_bound_for_the_planners_choice(two_threads):

@@ -356,7 +356,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     o = gy.shape[1]
     x, gy = _prepare(x, dtype), _prepare(gy, dtype)
     gw_shape = (o, c // groups) + geom.kernel_size
-    parts = _image_parts(n, groups, get_num_threads())
+    parts = _image_parts(n, groups, get_num_threads(), x.nbytes + gy.nbytes,
+                         math.prod(gw_shape) * dtype.itemsize)
     if len(parts) == 1:
         gw = np.empty(gw_shape, dtype)
         geometry = _geometry(n, groups, c // groups, o // groups, x.shape[2:], geom)
@@ -370,12 +371,18 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
         size = backends.core.module.grouped2d_scratch(2, geometry)
         calls.append(((x[first:stop], gy[first:stop], gw), size, (geometry, 0, 1)))
     workspace.run_calls(backends.core.module.grouped2d_grad_weight, calls, "compiled-grouped", dtype)
-    return np.add.reduce([p.astype(np.float64) for p in partials]).astype(dtype)
+    total = partials[0].astype(np.float64)
+    for partial in partials[1:]:
+        total += partial
+    return total.astype(dtype)
 
 
-def _image_parts(n: int, groups: int, threads: int) -> list[tuple[int, int]]:
+def _image_parts(n: int, groups: int, threads: int, data_bytes: int, gw_bytes: int) -> list[tuple[int, int]]:
     """Image ranges of an ungrouped grad_weight, one per worker thread (``[(0, n)]``: the groups are
-    the work items, split as they are)."""
+    the work items, split as they are), where its partial sums (one gw per worker, their float64 sum
+    and the result) fit the memory bound beside x and gy (``data_bytes``) and half its scratch term."""
     if groups > 1 or threads < 2 or n < 2:
+        return [(0, n)]
+    if (threads + 3) * gw_bytes > 2 * (data_bytes + gw_bytes) + workspace.SCRATCH_BYTES // 2:
         return [(0, n)]
     return workspace.ranges(n, threads)

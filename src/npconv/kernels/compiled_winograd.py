@@ -146,12 +146,27 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for the three passes of 2-D 3x3 stride-1 float32/float64 convolutions, any dilation
-    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images)."""
+    (dilation ``d`` runs as ``d x d`` undilated convolutions of the phase sub-images), forward and
+    grad_input where the transformed weight fits the memory bound (:func:`_transform_fits`)."""
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
         return False
-    return geom.fits(x_shape, w_shape)
+    if not geom.fits(x_shape, w_shape):
+        return False
+    return pass_name == "grad_weight" or _transform_fits(x_shape, w_shape, geom, dtype)
+
+
+def _transform_fits(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
+                    dtype: np.dtype) -> bool:
+    """:func:`npconv.kernels.winograd.transform_fits` with the workers' scratch of the C call."""
+    n, c, in_size, o = x_shape[0], x_shape[1], tuple(x_shape[2:]), w_shape[0]
+    out_size = geom.output_size(in_size)
+    threads = max(1, get_num_threads())
+    layout = _layout(n, c, in_size, o, out_size, geom.pads(in_size), geom.groups, np.dtype(dtype), threads,
+                     None)
+    scratch = 0 if layout is None else layout[1] * np.dtype(dtype).itemsize * threads
+    return winograd.transform_fits(x_shape, w_shape, geom, dtype, 36, scratch)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -520,13 +535,19 @@ def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[in
             phase: tuple | None) -> tuple | None:
     """``(geometry, scratch elements, threads, output channel parts)`` of a C call (None: beyond its
     size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call."""
+    parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
     try:
         cap = _cap(c, o, dtype, threads)
         geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
+        # the scratch for the longest item, not the cap, where that gives the same items (_jobs')
+        total, workers = _tiles(geometry[0], geometry[5:7]), 1 if parts else threads
+        items = _items(total, cap, workers)
+        longest = max(stop - start for start, stop in items)
+        if longest < cap and _items(total, longest, workers) == items:
+            geometry = _geometry(n, c, in_size, o, out_size, pads, groups, longest, dtype, phase)
         size = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
         return None
-    parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
     return geometry, size, threads, parts
 
 

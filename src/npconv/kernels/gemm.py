@@ -471,7 +471,10 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                   gy.shape[2:], dtype)
     if lay.n == 0 or lay.ck == 0 or lay.length == 0:
         return np.zeros((lay.o, lay.cg) + geom.kernel_size, dtype)
-    threads = max(1, min(_workers(lay), lay.n * lay.out_size[0]))
+    # each worker's accumulator and product temporary (a gw each) within the memory bound beside x and gy
+    gw_bytes = lay.o * lay.ck * dtype.itemsize
+    copies = (2 * (x.nbytes + gy.nbytes) + gw_bytes) // (2 * gw_bytes)
+    threads = max(1, min(_workers(lay), lay.n * lay.out_size[0], copies))
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
     threads = min(threads, len(items))

@@ -120,7 +120,23 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
         return False
     if geom.kernel_size != (3, 3) or geom.stride != (1, 1) or geom.dilation != (1, 1):
         return False
-    return geom.fits(x_shape, w_shape)
+    if not geom.fits(x_shape, w_shape):
+        return False
+    m = _tile_size(geom.output_size(tuple(x_shape[2:])))
+    return transform_fits(x_shape, w_shape, geom, dtype, (m + 2) ** 2, workspace.SCRATCH_BYTES // 2)
+
+
+def transform_fits(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype,
+                   points: int, scratch: int) -> bool:
+    """Whether a forward or grad_input pass's transformed weight ``U`` (``points`` x O x C/G: 4x the
+    weight for 4x4 tiles), a copy of the weight (a plan's kept values, grad_input's flipped kernel),
+    its result (the larger of x and y) and ``scratch`` bytes fit in the memory bound."""
+    item = np.dtype(dtype).itemsize
+    o, cg = w_shape[:2]
+    w_bytes, x_bytes = math.prod(w_shape) * item, math.prod(x_shape) * item
+    y_bytes = x_shape[0] * o * math.prod(geom.output_size(tuple(x_shape[2:]))) * item
+    need = (points * o * cg * item + w_bytes + max(x_bytes, y_bytes) + scratch)
+    return need <= workspace.memory_bound(x_bytes, w_bytes, y_bytes)
 
 
 def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
