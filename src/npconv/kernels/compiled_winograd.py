@@ -458,7 +458,7 @@ def _kept(w: np.ndarray, layout: tuple) -> _Kept:
 #: Plans kept by modules in inference (``PreparedForward.run``, not a bound run) keep their weight's
 #: transform ``U`` (4x the weight) and a copy of the weight (:data:`KEEP_TRANSFORM`) while this many
 #: bytes of them in all allow it (first come, kept until the plan goes; beyond it a run transforms the
-#: weight itself): ResNet-18's 3x3 layers hold ~47 MB at batch 1, ~210 MB at batch 8 (512 channels at
+#: weight itself): ResNet-18's 3x3 layers hold 45 MiB at batch 1, 180 MiB at batch 8 (512 channels at
 #: 7x7 on Winograd too). 0 keeps none.
 KEPT_TRANSFORM_BYTES = 256 << 20
 _kept_bytes = 0
