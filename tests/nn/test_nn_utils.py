@@ -112,6 +112,28 @@ def test_fuse_conv_bn_eval_matches_torch_and_the_unfused_pair(transpose):
         nn.utils.fuse_conv_bn_eval(conv.train(), bn)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_copies_share_nothing_with_the_originals(bias):
+    """fuse_conv_bn_eval / fuse_linear_bn_eval return copies: new weight and bias Parameters, the
+    originals' values and the rest of their state unchanged, no array shared."""
+    rng = np.random.default_rng(0)
+    for layer, bn in ((nn.Conv2d(3, 4, 3, bias=bias), nn.BatchNorm2d(4)), (nn.Linear(5, 4, bias=bias),
+                                                                         nn.BatchNorm1d(4))):
+        bn.running_mean.numpy()[...] = rng.standard_normal(4)
+        layer.eval(), bn.eval()
+        before = {k: v.numpy().copy() for k, v in layer.state_dict().items()}
+        fuse = nn.utils.fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else nn.utils.fuse_linear_bn_eval
+        fused = fuse(layer, bn)
+        assert fused is not layer and fused.weight is not layer.weight and fused.bias is not layer.bias
+        assert (layer.bias is None) is (not bias)
+        fused.weight.numpy()[...] = 7.0
+        fused.bias.numpy()[...] = 7.0
+        for k, v in layer.state_dict().items():
+            np.testing.assert_array_equal(v.numpy(), before[k])
+        assert not any(np.shares_memory(a.numpy(), b.numpy()) for a in fused.parameters()
+                       for b in layer.parameters())
+
+
 @pytest.mark.parametrize("dim", [0, 1, None, -1])
 def test_weight_norm_matches_torch(dim):
     torch = torch_module()

@@ -444,15 +444,13 @@ class _Kept(NamedTuple):
 
 
 def _kept(w: np.ndarray, layout: tuple) -> _Kept:
-    """``U`` of ``w`` (C-contiguous) made now (one thread), per output channel part of ``layout``."""
-    core, isa = backends.core.module, backends.core.isa_index
+    """Room for ``U`` of ``w`` (C-contiguous) per output channel part of ``layout``, not made yet:
+    ``seen`` starts as the bitwise complement of ``w``, so that the first run's weight jobs find every
+    range changed and transform it (split across the workers, as an unkept call's)."""
     o, c = w.shape[:2]
-    seen, units = w.copy(), []
-    for first, stop in layout[3] or [(0, o)]:
-        unit = np.empty((36, stop - first, c), w.dtype)
-        core.winograd2d_weight(isa, seen[first:stop], unit, 0, (stop - first) * c)
-        units.append(unit)
-    return _Kept(seen, units)
+    bits = np.dtype(f"u{w.dtype.itemsize}")
+    seen = np.invert(w.view(bits)).view(w.dtype)
+    return _Kept(seen, [np.empty((36, stop - first, c), w.dtype) for first, stop in layout[3] or [(0, o)]])
 
 
 #: Plans kept by modules in inference (``PreparedForward.run``, not a bound run) keep their weight's

@@ -54,8 +54,8 @@ def fuse_conv_bn_weights(conv_w: Any, conv_b: Any, bn_rm: Any, bn_rv: Any, bn_ep
     beta = np.zeros_like(rm) if bn_b is None else as_array(bn_b)
     inv_std = 1 / np.sqrt(rv + rv.dtype.type(bn_eps))
     shape = [1, -1] + [1] * (w.ndim - 2) if transpose else [-1, 1] + [1] * (w.ndim - 2)
-    fused_w = (w * (gamma * inv_std).reshape(shape)).astype(weight_dtype)
-    fused_b = ((b - rm) * inv_std * gamma + beta).astype(bias_dtype)
+    fused_w = (w * (gamma * inv_std).reshape(shape)).astype(weight_dtype, copy=False)
+    fused_b = ((b - rm) * inv_std * gamma + beta).astype(bias_dtype, copy=False)
     requires_w = conv_w.requires_grad if isinstance(conv_w, Tensor) else True
     requires_b = conv_b.requires_grad if isinstance(conv_b, Tensor) else requires_w
     return Parameter(fused_w, requires_w), Parameter(fused_b, requires_b)
@@ -71,10 +71,17 @@ def _check_eval(a: Any, b: Any) -> None:
 def fuse_conv_bn_eval(conv: Any, bn: Any, transpose: bool = False) -> Any:
     """A copy of ``conv`` whose output equals ``bn(conv(x))`` in eval mode."""
     _check_eval(conv, bn)
-    fused = copy.deepcopy(conv)
-    fused.weight, fused.bias = fuse_conv_bn_weights(fused.weight, fused.bias, bn.running_mean, bn.running_var,
+    fused = _copy_but_params(conv)
+    fused.weight, fused.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
                                                     bn.eps, bn.weight, bn.bias, transpose)
     return fused
+
+
+def _copy_but_params(module: Any) -> Any:
+    """A deep copy of ``module`` that shares its ``weight`` and ``bias`` (the caller replaces both: copying
+    them first would only be thrown away)."""
+    memo = {id(p): p for p in (module.weight, module.bias) if p is not None}
+    return copy.deepcopy(module, memo)
 
 
 def fuse_linear_bn_weights(linear_w: Any, linear_b: Any, bn_rm: Any, bn_rv: Any, bn_eps: float, bn_w: Any,
@@ -88,8 +95,8 @@ def fuse_linear_bn_eval(linear: Any, bn: Any) -> Any:
     _check_eval(linear, bn)
     if linear.out_features != bn.num_features:
         raise ValueError("To fuse, linear.out_features must equal bn.num_features")
-    fused = copy.deepcopy(linear)
-    fused.weight, fused.bias = fuse_linear_bn_weights(fused.weight, fused.bias, bn.running_mean,
+    fused = _copy_but_params(linear)
+    fused.weight, fused.bias = fuse_linear_bn_weights(linear.weight, linear.bias, bn.running_mean,
                                                       bn.running_var, bn.eps, bn.weight, bn.bias)
     return fused
 
