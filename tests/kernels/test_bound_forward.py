@@ -285,6 +285,35 @@ def test_bound_winograd_forward_with_a_residual(rng, monkeypatch, parallel, shar
         _refuses_bad_residuals(prepared, xb, yb, scratch, res)
 
 
+#: Winograd weights changed between runs: (x shape, w shape, C-contiguous w).
+_WEIGHT_CASES = [((1, 40, 9, 10), (38, 40, 3, 3), True),  # channel parts
+                 ((2, 16, 12, 10), (16, 16, 3, 3), True),  # ranges of kernels
+                 ((2, 16, 12, 10), (16, 16, 3, 3), False)]
+_CHANGES = ("none", "first", "none", "last", "all", "nan", "restored")
+
+
+def _changing_weights(rng, dtype):
+    """Per case of _WEIGHT_CASES: (x shape, a random w laid out as the case says, a copy of it)."""
+    for x_shape, w_shape, contiguous in _WEIGHT_CASES:
+        w = rng.standard_normal(w_shape).astype(dtype)
+        w = w if contiguous else np.asfortranarray(w)
+        yield x_shape, w, w.copy()
+
+
+def _change(w: np.ndarray, change: str, original: np.ndarray) -> None:
+    """One kernel of the first or the last range, the whole weight, a NaN, or the original values."""
+    if change == "first":
+        w[0, 1] += 1.0
+    elif change == "last":
+        w[-1, -1, 2, 0] = -3.0
+    elif change == "all":
+        w *= 0.5
+    elif change == "nan":
+        w[5, 2, 1, 1] = np.nan
+    elif change == "restored":
+        w[...] = original
+
+
 @pytest.mark.parametrize("keep", [True, False], ids=["kept", "every-run"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_winograd_transforms_the_weight_again_only_where_it_changed(rng, monkeypatch, parallel, keep,
@@ -298,28 +327,14 @@ def test_bound_winograd_transforms_the_weight_again_only_where_it_changed(rng, m
 
     monkeypatch.setattr(compiled_winograd, "KEEP_TRANSFORM", keep)
     geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
-    for x_shape, w_shape, contiguous in [((1, 40, 9, 10), (38, 40, 3, 3), True),  # channel parts
-                                         ((2, 16, 12, 10), (16, 16, 3, 3), True),  # ranges of kernels
-                                         ((2, 16, 12, 10), (16, 16, 3, 3), False)]:
-        w = rng.standard_normal(w_shape).astype(dtype)
-        w = w if contiguous else np.asfortranarray(w)
-        original = w.copy()
+    for x_shape, w, original in _changing_weights(rng, dtype):
         with backends.conv.force("winograd"):
             prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom)
             xb = np.empty(x_shape, dtype)
-            yb = np.empty(x_shape[:1] + w_shape[:1] + x_shape[2:], dtype)
+            yb = np.empty(x_shape[:1] + w.shape[:1] + x_shape[2:], dtype)
             run = prepared.bind(xb, yb, lambda name, n, d: np.empty(n, d))
-            for change in ("none", "first", "none", "last", "all", "nan", "restored"):
-                if change == "first":
-                    w[0, 1] += 1.0
-                elif change == "last":
-                    w[-1, -1, 2, 0] = -3.0
-                elif change == "all":
-                    w *= 0.5
-                elif change == "nan":
-                    w[5, 2, 1, 1] = np.nan
-                elif change == "restored":
-                    w[...] = original
+            for change in _CHANGES:
+                _change(w, change, original)
                 xb[...] = rng.standard_normal(x_shape)
                 run()
                 np.testing.assert_array_equal(yb, plan.forward(xb, w, geom), err_msg=change)
@@ -343,25 +358,11 @@ def test_planned_winograd_runs_keep_the_transform_while_the_weight_is_unchanged(
     monkeypatch.setattr(compiled_winograd, "KEPT_TRANSFORM_BYTES", 256 << 20 if keep else 0)
     geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     held = compiled_winograd._kept_bytes
-    for x_shape, w_shape, contiguous in [((1, 40, 9, 10), (38, 40, 3, 3), True),  # channel parts
-                                         ((2, 16, 12, 10), (16, 16, 3, 3), True),  # ranges of kernels
-                                         ((2, 16, 12, 10), (16, 16, 3, 3), False)]:
-        w = rng.standard_normal(w_shape).astype(dtype)
-        w = w if contiguous else np.asfortranarray(w)
-        original = w.copy()
+    for x_shape, w, original in _changing_weights(rng, dtype):
         with backends.conv.force("winograd"):
             prepared = plan.prepare_forward(x_shape, np.dtype(dtype), w, geom)
-            for change in ("none", "first", "none", "last", "all", "nan", "restored"):
-                if change == "first":
-                    w[0, 1] += 1.0
-                elif change == "last":
-                    w[-1, -1, 2, 0] = -3.0
-                elif change == "all":
-                    w *= 0.5
-                elif change == "nan":
-                    w[5, 2, 1, 1] = np.nan
-                elif change == "restored":
-                    w[...] = original
+            for change in _CHANGES:
+                _change(w, change, original)
                 x = rng.standard_normal(x_shape).astype(dtype)
                 y = prepared.run(x)
                 assert compiled_winograd._kept_bytes == held + (5 * w.nbytes if keep else 0)
