@@ -407,6 +407,62 @@ def test_planned_winograd_runs_from_two_threads_at_once(rng, parallel):
                     np.testing.assert_array_equal(y, expected[k])
 
 
+def _eager_transform(function, kind):
+    """The ``kind`` object a plan's ``run`` closes over (through the planner's wrappers)."""
+    seen, todo = set(), [function]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, kind):
+            return item
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if callable(item) and getattr(item, "__closure__", None):
+            todo.extend(cell.cell_contents for cell in item.__closure__)
+        elif isinstance(item, tuple):  # a PreparedForward
+            todo.extend(item)
+    raise AssertionError("no kept transform in the plan")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_its_own_winograd_transform(rng) -> None:
+    """A child forked while another thread of the parent held a plan's kept transform (its lock taken,
+    its U possibly half made) keeps a transform of its own again, counted once, and computes right."""
+    import os
+
+    from npconv.kernels import compiled_winograd
+
+    geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    with backends.conv.force("winograd"):
+        prepared = plan.prepare_forward(x.shape, x.dtype, w, geom)
+        prepared.run(x)
+        expected = plan.forward(x, w, geom)
+        eager = _eager_transform(prepared.run, compiled_winograd._EagerTransform)
+        held = compiled_winograd._kept_bytes
+        read, write = os.pipe()
+        with eager.lock:  # as if another thread of the parent were running the plan
+            pid = os.fork()
+            if pid == 0:
+                ok = False
+                try:
+                    w[0] *= 2.0  # the child's weight changes: its own transform must follow
+                    expected_child = plan.forward(x, w, geom)
+                    y = prepared.run(x)
+                    ok = (np.array_equal(y, expected_child) and eager.kept is not None
+                          and np.array_equal(eager.kept.seen, w)  # made in the child, from its weight
+                          and compiled_winograd._kept_bytes == held)
+                finally:
+                    os.write(write, b"1" if ok else b"0")
+                    os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        assert os.read(read, 1) == b"1"
+        os.close(read)
+        np.testing.assert_array_equal(prepared.run(x), expected)
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bound_grouped_forward(rng, parallel, activation, dtype):

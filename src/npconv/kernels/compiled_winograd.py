@@ -367,7 +367,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     kernel's size limits. A bound run, and ``run`` within :data:`KEPT_TRANSFORM_BYTES`, transforms
     the weight again only where its values changed (in place, or refilled from a converted copy)
     since the last run; ``run`` from a second thread while one runs transforms it itself (a forked
-    child of a process that was running it: every time)."""
+    child keeps a transform of its own)."""
     dtype = np.result_type(x_dtype, w.dtype)
     if geom.dilation != (1, 1) or dtype not in _DTYPES:
         return None
@@ -414,7 +414,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     eager = _EagerTransform()
 
     def run(x: np.ndarray) -> np.ndarray:
-        if not KEEP_TRANSFORM or not eager.lock.acquire(blocking=False):  # another thread runs it
+        if not KEEP_TRANSFORM or not eager.acquire():  # another thread runs it
             return forward(x, w, geom, bias, epilogue)
         try:
             wc = np.ascontiguousarray(w, dtype=dtype)
@@ -467,21 +467,34 @@ class _EagerTransform:
     """A prepared forward's kept transform (:data:`KEPT_TRANSFORM_BYTES`), run by one thread at a time
     (``lock``; another thread's run at the same time transforms the weight itself)."""
 
-    __slots__ = ("lock", "kept", "__weakref__")
+    __slots__ = ("lock", "kept", "reserved", "pid", "__weakref__")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.kept: _Kept | None = None
+        self.reserved = 0
+        self.pid = os.getpid()
+
+    def acquire(self) -> bool:
+        """Whether this thread may run on the kept transform (then it holds ``lock``). In a forked child
+        the parent's lock may have been held at the fork, its ``U`` half made: both start again."""
+        if self.pid != os.getpid():
+            with _kept_lock:
+                if self.pid != os.getpid():
+                    self.lock, self.kept, self.pid = threading.Lock(), None, os.getpid()
+        return self.lock.acquire(blocking=False)
 
     def keep(self, w: np.ndarray, layout: tuple) -> _Kept | None:
         """:func:`_kept` of ``w``, counted until this object goes, or None beyond the budget."""
         global _kept_bytes
         size = 5 * w.nbytes  # the copy and 36 / 9 of it
-        with _kept_lock:
-            if _kept_bytes + size > KEPT_TRANSFORM_BYTES:
-                return None
-            _kept_bytes += size
-        weakref.finalize(self, _release_kept, size)
+        if not self.reserved:
+            with _kept_lock:
+                if _kept_bytes + size > KEPT_TRANSFORM_BYTES:
+                    return None
+                _kept_bytes += size
+            self.reserved = size
+            weakref.finalize(self, _release_kept, size)
         self.kept = _kept(w, layout)
         return self.kept
 
