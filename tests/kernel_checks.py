@@ -1,10 +1,13 @@
 """torch-free checks shared by the tests: adjointness of the three kernel passes, finite-difference
-gradients, relative error, a hypothesis draw of an N-d convolution geometry, and the compiled gemm's
-tilings."""
+gradients, relative error, a hypothesis draw of an N-d convolution geometry, the compiled gemm's
+tilings, and a check run in a child forked while a lock is held."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -152,3 +155,23 @@ def record_blas_threads(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(workspace, "blas_threads", recording)
     return entered
+
+
+def forked_check(lock: Any, check: Callable[[], bool]) -> bool:
+    """Whether ``check()`` is true in a child forked while ``lock`` is held (as if another thread of the
+    parent held it at the fork); the child leaves at once."""
+    read, write = os.pipe()
+    with lock:
+        pid = os.fork()
+        if pid == 0:
+            ok = False
+            try:
+                ok = bool(check())
+            finally:
+                os.write(write, b"1" if ok else b"0")
+                os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    result = os.read(read, 1) == b"1"
+    os.close(read)
+    return result

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reference
-from kernel_checks import GEMM_TILINGS, gemm_tiling
+from kernel_checks import GEMM_TILINGS, forked_check, gemm_tiling
 from npconv import backends
 from npconv.geometry import ConvGeometry
 from npconv.kernels import plan, workspace
@@ -428,8 +428,6 @@ def _eager_transform(function, kind):
 def test_a_forked_child_keeps_its_own_winograd_transform(rng) -> None:
     """A child forked while another thread of the parent held a plan's kept transform (its lock taken,
     its U possibly half made) keeps a transform of its own again, counted once, and computes right."""
-    import os
-
     from npconv.kernels import compiled_winograd
 
     geom = ConvGeometry((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
@@ -441,25 +439,16 @@ def test_a_forked_child_keeps_its_own_winograd_transform(rng) -> None:
         expected = plan.forward(x, w, geom)
         eager = _eager_transform(prepared.run, compiled_winograd._EagerTransform)
         held = compiled_winograd._kept_bytes
-        read, write = os.pipe()
-        with eager.lock:  # as if another thread of the parent were running the plan
-            pid = os.fork()
-            if pid == 0:
-                ok = False
-                try:
-                    w[0] *= 2.0  # the child's weight changes: its own transform must follow
-                    expected_child = plan.forward(x, w, geom)
-                    y = prepared.run(x)
-                    ok = (np.array_equal(y, expected_child) and eager.kept is not None
-                          and np.array_equal(eager.kept.seen, w)  # made in the child, from its weight
-                          and compiled_winograd._kept_bytes == held)
-                finally:
-                    os.write(write, b"1" if ok else b"0")
-                    os._exit(0)
-        os.close(write)
-        os.waitpid(pid, 0)
-        assert os.read(read, 1) == b"1"
-        os.close(read)
+
+        def child() -> bool:
+            w[0] *= 2.0  # the child's weight changes: its own transform must follow
+            expected_child = plan.forward(x, w, geom)
+            y = prepared.run(x)
+            return (np.array_equal(y, expected_child) and eager.kept is not None
+                    and np.array_equal(eager.kept.seen, w)  # made in the child, from its weight
+                    and compiled_winograd._kept_bytes == held)
+
+        assert forked_check(eager.lock, child)  # as if another thread of the parent were running the plan
         np.testing.assert_array_equal(prepared.run(x), expected)
 
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npconv
+from kernel_checks import forked_check
 from npconv import _replay, jit, nn
 from npconv.kernels import compiled_block
 
@@ -819,24 +820,15 @@ def test_a_forked_child_runs_the_program_even_if_its_lock_was_held_at_the_fork()
     traced = npconv.jit.trace(model, npconv.tensor(x))
     _run(traced, x)
     expected = _torch(reference, x)
-    read, write = os.pipe()
-    with traced._replay.lock:  # as if another thread of the parent were running the program
-        pid = os.fork()
-        if pid == 0:  # the child: report whether the program ran and matched, then leave at once
-            ok = False
-            try:
-                ran = []
-                real = _replay._Program.run
-                _replay._Program.run = lambda self, inputs: (ran.append(1), real(self, inputs))[1]
-                got = _run(traced, x)
-                ok = ran == [1] and np.allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
-            finally:
-                os.write(write, b"1" if ok else b"0")
-                os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    assert os.read(read, 1) == b"1"
-    os.close(read)
+
+    def child() -> bool:
+        ran = []
+        real = _replay._Program.run
+        _replay._Program.run = lambda self, inputs: (ran.append(1), real(self, inputs))[1]
+        got = _run(traced, x)
+        return ran == [1] and np.allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+
+    assert forked_check(traced._replay.lock, child)  # as if another thread of the parent ran the program
 
 
 def test_a_program_reports_a_changed_parameter_of_a_layer_it_runs_as_a_step() -> None:
