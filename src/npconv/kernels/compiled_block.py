@@ -186,7 +186,7 @@ def bind_block(x: np.ndarray, y: np.ndarray, residual: np.ndarray | None, expand
     size = core.ir_scratch(geometry, bounds)
     threads, total = get_num_threads(), geometry[0] * geometry[9]
     if MIN_SHARED_ITEMS and threads > 1 and total >= MIN_SHARED_ITEMS * threads:
-        calls = [(head, size, (geometry, bounds, 0, total)) for _ in range(min(threads, total))]
+        calls = [(head, size, (geometry, bounds, 0, total))] * threads
         return workspace.bind_calls(core.ir_forward, calls, "compiled-block", np.float32, source, chunk=1)
     spans = workspace.ranges(total, threads)
     calls = [(head, size, (geometry, bounds, start, stop)) for start, stop in spans if stop > start]

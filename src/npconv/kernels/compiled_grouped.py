@@ -383,6 +383,6 @@ def _image_parts(n: int, groups: int, threads: int, data_bytes: int, gw_bytes: i
     and the result) fit the memory bound beside x and gy (``data_bytes``) and half its scratch term."""
     if groups > 1 or threads < 2 or n < 2:
         return [(0, n)]
-    if (threads + 3) * gw_bytes > 2 * (data_bytes + gw_bytes) + workspace.SCRATCH_BYTES // 2:
+    if (threads + 3) * gw_bytes > workspace.memory_bound(data_bytes, gw_bytes) - workspace.SCRATCH_BYTES // 2:
         return [(0, n)]
     return workspace.ranges(n, threads)

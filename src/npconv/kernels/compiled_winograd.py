@@ -422,11 +422,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
             if kept is None:  # beyond KEPT_TRANSFORM_BYTES
                 return forward(x, w, geom, bias, epilogue)
             y = np.empty(y_shape, dtype)
-            b = None if bias_ is None else np.ascontiguousarray(bias_, dtype=dtype)
-            made = _jobs(np.ascontiguousarray(x, dtype=dtype), wc, b, y, None, layout, True, *codes,
-                         lambda k: workspace.buffer(f"compiled-wg-{k}", (layout[1],), dtype), kept)
-            for jobs, blas, chunk in made:
-                workspace.run_jobs(jobs, blas, chunk)
+            _run_layout(np.ascontiguousarray(x, dtype=dtype), wc, bias_, y, None, layout, True, *codes, kept)
         finally:
             eager.lock.release()
         return y if later is None else epilogue_(y, None, later)
@@ -530,15 +526,24 @@ def _call(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, 
         _numpy_call(x, w, bias, y, in_size, pads, groups, act, lo, hi, phase)
         return u
     w = np.ascontiguousarray(w, dtype=dtype)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     made = u is None and not layout[3]
     if made:
         u = np.empty((36,) + w.shape[:2], dtype)
-    runs = _jobs(x, w, b, y, u, layout, made, act, lo, hi,
-                 lambda k: workspace.buffer(f"compiled-wg-{k}", (layout[1],), dtype))
+    _run_layout(x, w, bias, y, u, layout, made, act, lo, hi)
+    return None if layout[3] else u
+
+
+def _run_layout(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, u: np.ndarray | None,
+                layout: tuple, transform: bool, act: int, lo: float, hi: float,
+                kept: _Kept | None = None) -> None:
+    """:func:`_jobs` of a C call (``x`` and ``w`` C-contiguous, y's dtype) run now on the workers, each with
+    its thread's scratch buffer."""
+    dtype = y.dtype
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    runs = _jobs(x, w, b, y, u, layout, transform, act, lo, hi,
+                 lambda k: workspace.buffer(f"compiled-wg-{k}", (layout[1],), dtype), kept)
     for jobs, blas, chunk in runs:
         workspace.run_jobs(jobs, blas, chunk)
-    return None if layout[3] else u
 
 
 def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[int, ...],

@@ -471,9 +471,11 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
                   gy.shape[2:], dtype)
     if lay.n == 0 or lay.ck == 0 or lay.length == 0:
         return np.zeros((lay.o, lay.cg) + geom.kernel_size, dtype)
-    # each worker's accumulator and product temporary (a gw each) within the memory bound beside x and gy
+    # each worker's accumulator and product temporary (a gw each) within the memory bound's share of the
+    # operands (its scratch term left to the columns)
     gw_bytes = lay.o * lay.ck * dtype.itemsize
-    copies = (2 * (x.nbytes + gy.nbytes) + gw_bytes) // (2 * gw_bytes)
+    share = workspace.memory_bound(x.nbytes, gy.nbytes, gw_bytes) - workspace.SCRATCH_BYTES - gw_bytes
+    copies = share // (2 * gw_bytes)
     threads = max(1, min(_workers(lay), lay.n * lay.out_size[0], copies))
     per_row = 0 if lay.direct else lay.c * lay.k * lay.row * dtype.itemsize
     items = lay.tiles(threads, per_row)
