@@ -559,9 +559,7 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
  * vectors of channels; per column row k (channel, tap) it broadcasts the tw input values at the tap's
  * offset and multiplies them by row k of the group's transposed weight wt (ck x ogp, zero past og):
  * nothing of the input is packed (the packed path packs every column row for M / GM_MR tiles only).
- * Tiles run over the padded grid's positions of each output plane, so a tile may cover junk positions
- * (past out on the last axis; past the plane's end, reading at most tw - 1 values past the slab, inside
- * the scratch): they are computed and not stored. */
+ * Tiles cover each output line's valid positions only (the junk past out on the last axis cost ~6% on 32^3). */
 #if VBYTES == 64
 #define GL_NV 3     /* vectors of channels per pass (at 4 the packed path ran as fast) */
 #define GL_ACC 24   /* accumulators of a tile (of 32 registers: nv weights besides) */
@@ -572,14 +570,13 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
 #define GL_BLOCKS 2 /* 32 channels as two passes of 16 */
 #endif
 #define GL_MIN_DEPTH 128 /* fewer column rows: a tile's transposed store costs more than packing saves */
-#define GL_STAGE 384     /* positions staged per flush into y (tw * 16 for every tile shape) */
 
-/* Scratch elements the lanes forward needs after the slab: wt (ck x one pass's channels), the offsets
- * (2 per row, aligned) and the staged outputs; 0 where the group's channels need more than GL_BLOCKS
+/* Scratch elements the lanes forward needs after the slab: wt (ck x one pass's channels) and the offsets
+ * (2 per row, aligned); 0 where the group's channels need more than GL_BLOCKS
  * passes, the rows are too few or the room exceeds the pack area. */
 static inline ptrdiff_t GC(lanes_room)(const gc_geom *g)
 {
-    const ptrdiff_t cb = GL_NV * VL, need = g->ck * cb + 2 * g->ck + 2 + cb * GL_STAGE;
+    const ptrdiff_t cb = GL_NV * VL, need = g->ck * cb + 2 * g->ck + 2;
     return g->implicit == 2 && g->og <= GL_BLOCKS * cb && g->ck >= GL_MIN_DEPTH && need <= GM_SCRATCH ? need : 0;
 }
 
@@ -613,74 +610,6 @@ static inline __attribute__((always_inline)) void GC(lanes_tile)(const T *base, 
             FN(store)(tb + i * ogp + v * VL, FN(activate)(acc[i * nv + v] + FN(load)(bvec + v * VL), act, lo, hi));
 }
 
-/* Positions of a tile of nv vectors of channels. */
-static inline int GC(lanes_width)(int nv) { return GL_ACC / nv; }
-
-static void GC(lanes_tile_of)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, const T *wt, ptrdiff_t ogp,
-                              const T *bvec, int act, T lo, T hi, T *tb, int nv)
-{
-    if (nv == 1) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 1, GL_ACC, 1, NULL, 0);
-    else if (nv == 2) GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 2, GL_ACC / 2, 1, NULL, 0);
-#if GL_NV > 2
-    else GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, 3, GL_ACC / 3, 1, NULL, 0);
-#endif
-}
-
-/* One group of an item (its slab made): yg (og x len, at the item's first line) = act(conv + bias). */
-static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T *room, const gc_geom *g,
-                              const GC(span) *sp, ptrdiff_t l0, ptrdiff_t l1, int act, T lo, T hi)
-{
-    const ptrdiff_t ck = g->ck, len = g->len, cb = GL_NV * VL;
-    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2];
-    T *wt = room;
-    ptrdiff_t *offs = (ptrdiff_t *)(((uintptr_t)(room + ck * cb) + sizeof(ptrdiff_t) - 1) &
-                                    ~(uintptr_t)(sizeof(ptrdiff_t) - 1));
-    for (ptrdiff_t k = 0; k < ck; k++) offs[k] = GC(implicit_row)(slab, g, sp, k) - slab;
-    T *stage = (T *)(offs + ck); /* og rows of S staged positions: tiles transposed here, in cache */
-    for (ptrdiff_t m0 = 0; m0 < g->og; m0 += cb) { /* a block of channels: one pass over the positions */
-        const ptrdiff_t og = g->og - m0 < cb ? g->og - m0 : cb, ogp = (og + VL - 1) / VL * VL;
-        const int nv = (int)(ogp / VL), tw = GC(lanes_width)(nv);
-        for (ptrdiff_t k = 0; k < ck; k++) {
-            for (ptrdiff_t m = 0; m < og; m++) wt[k * ogp + m] = wg[(m0 + m) * ck + k];
-            for (ptrdiff_t m = og; m < ogp; m++) wt[k * ogp + m] = 0;
-        }
-        T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
-        for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
-        T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
-        T *yb = yg + m0 * len;
-        const ptrdiff_t S = (ptrdiff_t)tw * 16;
-        for (ptrdiff_t la = l0; la < l1;) { /* the lines of one output plane: consecutive padded rows */
-            const ptrdiff_t lb = la / out1 == (l1 - 1) / out1 ? l1 : (la / out1 + 1) * out1;
-            const ptrdiff_t qs = ((la / out1) * E1 + la % out1) * E2 - sp->qa, qe = qs + (lb - la - 1) * E2 + out2;
-            for (ptrdiff_t q0 = qs; q0 < qe; q0 += S) {
-                const ptrdiff_t q1 = qe - q0 < S ? qe : q0 + S;
-                for (ptrdiff_t q = q0; q < q1; q += tw) {
-                    GC(lanes_tile_of)(slab + q, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv);
-                    for (ptrdiff_t m = 0; m < og; m++)
-                        for (int i = 0; i < tw; i++) stage[m * S + q - q0 + i] = tb[i * ogp + m];
-                }
-                /* the staged positions' valid runs (one per line) into y */
-                for (ptrdiff_t r = (q0 - qs) / E2; r * E2 + qs < q1; r++) {
-                    const ptrdiff_t a = qs + r * E2 > q0 ? qs + r * E2 : q0;
-                    const ptrdiff_t b = qs + r * E2 + out2 < q1 ? qs + r * E2 + out2 : q1;
-                    if (b <= a) continue;
-                    T *yr = yb + (la - l0 + r) * out2 + (a - qs - r * E2);
-                    for (ptrdiff_t m = 0; m < og; m++) FN(copy_short)(yr + m * len, stage + m * S + a - q0, b - a);
-                }
-            }
-            la = lb;
-        }
-    }
-}
-
-/* Forward with the output channels on the lanes, the input read in place (geometry implicit == 3: 1-d/2-d,
- * any stride and dilation, stride 1 or 2 along the rows): an item (part of the output channels, image, band
- * of output rows) copies the input rows its band reads into a zero-padded slab (ext[2] columns: exactly what
- * the outputs read), then per block of the part's channels (split evenly into blocks of at most GL_NV
- * vectors) and output row, register tiles
- * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
- * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
- * stride gather, no junk position; the tile's outputs go to y transposed. */
 #define GD_TILE(nv_, tw_, s_)                                                                                  \
     case tw_:                                                                                                  \
         GC(lanes_tile)(base, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv_, tw_, s_, pf, pf_lines);            \
@@ -710,6 +639,46 @@ static void GC(direct_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, 
 #undef GD_TILES4
 #undef GD_TILE
 
+/* One group of an item (its slab made): yg (og x len, at the item's first line) = act(conv + bias). Per
+ * output line, tiles of at most GL_ACC / nv positions (the line split evenly) over its valid positions only. */
+static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T *room, const gc_geom *g,
+                              const GC(span) *sp, ptrdiff_t l0, ptrdiff_t l1, int act, T lo, T hi)
+{
+    const ptrdiff_t ck = g->ck, len = g->len, cb = GL_NV * VL;
+    const ptrdiff_t E1 = g->ext[1], E2 = g->ext[2], out1 = g->out[1], out2 = g->out[2];
+    T *wt = room;
+    ptrdiff_t *offs = (ptrdiff_t *)(((uintptr_t)(room + ck * cb) + sizeof(ptrdiff_t) - 1) &
+                                    ~(uintptr_t)(sizeof(ptrdiff_t) - 1));
+    for (ptrdiff_t k = 0; k < ck; k++) offs[k] = GC(implicit_row)(slab, g, sp, k) - slab;
+    T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
+    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
+    for (ptrdiff_t m0 = 0; m0 < g->og; m0 += cb) { /* a block of channels: one pass over the positions */
+        const ptrdiff_t og = g->og - m0 < cb ? g->og - m0 : cb, ogp = (og + VL - 1) / VL * VL;
+        const int nv = (int)(ogp / VL), tiles = (int)((out2 + GL_ACC / nv - 1) / (GL_ACC / nv));
+        FN(gm_pack_bt)(wt, wg, ck, 0, ck, m0, og); /* (ck x ogp): the block's rows transposed */
+        for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
+        for (ptrdiff_t l = l0; l < l1; l++) {
+            const T *line = slab + ((l / out1) * E1 + l % out1) * E2 - sp->qa;
+            T *yl = yg + m0 * len + (l - l0) * out2;
+            for (ptrdiff_t t = 0, i = 0; i < tiles; i++) { /* out2 / tiles positions, the first ones one more */
+                const int tw = (int)(out2 / tiles + (i < out2 % tiles));
+                GC(direct_tile)(line + t, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv, tw, 1, NULL, 0);
+                for (ptrdiff_t m = 0; m < og; m++)
+                    for (int j = 0; j < tw; j++) yl[m * len + t + j] = tb[j * ogp + m];
+                t += tw;
+            }
+        }
+    }
+}
+
+/* Forward with the output channels on the lanes, the input read in place (geometry implicit == 3: 1-d/2-d,
+ * any stride and dilation, stride 1 or 2 along the rows): an item (part of the output channels, image, band
+ * of output rows) copies the input rows its band reads into a zero-padded slab (ext[2] columns: exactly what
+ * the outputs read), then per block of the part's channels (split evenly into blocks of at most GL_NV
+ * vectors) and output row, register tiles
+ * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
+ * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
+ * stride gather, no junk position; the tile's outputs go to y transposed. */
 /* The item's rows [l0, l1) of image n: the input rows they read, zero padded, into slab (cg x srows x W). */
 static void GC(direct_slab)(T *slab, const T *xg, const gc_geom *g, ptrdiff_t l0, ptrdiff_t l1)
 {
@@ -789,7 +758,6 @@ static void GC(direct_forward)(const T *x, const T *w, const T *bias, T *y, T *s
 #undef GL_NV
 #undef GL_BLOCKS
 #undef GL_MIN_DEPTH
-#undef GL_STAGE
 
 /* dst rows (cnt values each, pitch ldd) = act(src rows (pitch lds) + bias[r]) (bias NULL: nothing added),
  * gm_store's epilogue on sums staged in scratch. */
