@@ -554,20 +554,20 @@ static void GC(implicit_pack_valid)(T *restrict dst, const T *const *row, ptrdif
     }
 }
 
-/* Forward with the output channels on the vector lanes (geometry implicit == 2, for few output channels
- * per group: at most GL_BLOCKS passes of GL_NV vectors of them). A register tile is tw consecutive slab positions x nv
- * vectors of channels; per column row k (channel, tap) it broadcasts the tw input values at the tap's
+/* Forward with the output channels on the vector lanes (geometry implicit == 2, for up to GL_BLOCKS passes
+ * of GL_NV vectors of output channels per group: 3-12% faster than packing up to there). A register tile is
+ * tw consecutive slab positions x nv vectors of channels; per column row k (channel, tap) it broadcasts the tw input values at the tap's
  * offset and multiplies them by row k of the group's transposed weight wt (ck x ogp, zero past og):
  * nothing of the input is packed (the packed path packs every column row for M / GM_MR tiles only).
  * Tiles cover each output line's valid positions only (the junk past out on the last axis cost ~6% on 32^3). */
 #if VBYTES == 64
-#define GL_NV 3     /* vectors of channels per pass (at 4 the packed path ran as fast) */
+#define GL_NV 3     /* vectors of channels per pass */
 #define GL_ACC 24   /* accumulators of a tile (of 32 registers: nv weights besides) */
-#define GL_BLOCKS 1 /* passes over the positions (a second one did not pay in 2-d) */
+#define GL_BLOCKS 8 /* passes over the positions: up to 384 channels (more lost on small planes) */
 #else
-#define GL_NV 2     /* tiles of 3 and 2 positions (3 and 4 vectors) lost to the packed path */
+#define GL_NV 2     /* (tiles of 3 positions x 4 vectors ran as fast on 32 channels) */
 #define GL_ACC 12   /* of 16 registers: nv weights and a broadcast besides */
-#define GL_BLOCKS 2 /* 32 channels as two passes of 16 */
+#define GL_BLOCKS 16 /* up to 256 channels as passes of 16 */
 #endif
 #define GL_MIN_DEPTH 128 /* fewer column rows: a tile's transposed store costs more than packing saves */
 
@@ -652,9 +652,12 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
     for (ptrdiff_t k = 0; k < ck; k++) offs[k] = GC(implicit_row)(slab, g, sp, k) - slab;
     T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
     T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
-    for (ptrdiff_t m0 = 0; m0 < g->og; m0 += cb) { /* a block of channels: one pass over the positions */
-        const ptrdiff_t og = g->og - m0 < cb ? g->og - m0 : cb, ogp = (og + VL - 1) / VL * VL;
-        const int nv = (int)(ogp / VL), tiles = (int)((out2 + GL_ACC / nv - 1) / (GL_ACC / nv));
+    /* blocks of channels (the group's vectors split evenly into as few blocks of at most GL_NV as hold
+     * them): one pass over the positions each */
+    const ptrdiff_t vecs = (g->og + VL - 1) / VL, blocks = (vecs + GL_NV - 1) / GL_NV;
+    for (ptrdiff_t bi = 0, m0 = 0; bi < blocks; bi++) {
+        const int nv = (int)(vecs / blocks + (bi < vecs % blocks)), tw_max = GL_ACC / nv;
+        const ptrdiff_t ogp = nv * VL, og = g->og - m0 < ogp ? g->og - m0 : ogp, tiles = (out2 + tw_max - 1) / tw_max;
         FN(gm_pack_bt)(wt, wg, ck, 0, ck, m0, og); /* (ck x ogp): the block's rows transposed */
         for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
         for (ptrdiff_t l = l0; l < l1; l++) {
@@ -668,6 +671,7 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
                 t += tw;
             }
         }
+        m0 += og;
     }
 }
 
@@ -679,6 +683,7 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
  * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
  * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
  * stride gather, no junk position; the tile's outputs go to y transposed. */
+
 /* The item's rows [l0, l1) of image n: the input rows they read, zero padded, into slab (cg x srows x W). */
 static void GC(direct_slab)(T *slab, const T *xg, const gc_geom *g, ptrdiff_t l0, ptrdiff_t l1)
 {
