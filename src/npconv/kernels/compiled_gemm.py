@@ -111,11 +111,12 @@ CHUNK_MIN_TAPS = 2
 #: im2col: the columns are runs of a zero-padded input slab, read by npconv's gemm where they are).
 IMPLICIT = True
 #: The implicit forward puts the output channels on the vector lanes (geometry ``implicit`` 2; the C
-#: kernel takes it where a group has at most 48 output channels at 64-byte vectors, 32 at 32-byte in
-#: two passes of 16, and at least 128 column rows, else it packs as before): it broadcasts the input
-#: where it lies instead of packing every column row for only M / 8 register tiles. Two threads, ms,
-#: packed vs lanes: 3-d 32->32 3x3x3 32^3 batch 2 10.4-11.0 vs 8.9-9.6, 32->32 3x3 dilated 56x56
-#: batch 8 1.37-1.48 vs 1.22-1.26, 16->16 5x5 1.08 vs 0.94 (docs/performance.md).
+#: kernel takes it where a group has at most 384 output channels at 64-byte vectors, in passes of up
+#: to 48, 256 at 32-byte in passes of up to 16, and at least 128 column rows, else it packs as
+#: before): it broadcasts the input where it lies instead of packing every column row for only M / 8
+#: register tiles. Two threads, ms, packed vs lanes: 3-d 32->32 3x3x3 32^3 batch 2 10.4-11.0 vs
+#: 8.9-9.6, 32->32 3x3 dilated 56x56 batch 8 1.37-1.48 vs 1.22-1.26, 16->16 5x5 1.08 vs 0.94; one
+#: thread, 64-256 output channels 3-12% (docs/performance.md).
 IMPLICIT_LANES = True
 #: Target bytes of an implicit-GEMM item's padded input slab.
 IMPLICIT_SLAB_BYTES = 1 << 20
