@@ -230,6 +230,7 @@ def test_direct_forward_keeps_nan_and_inf_local_like_torch(torch, monkeypatch, t
     monkeypatch.setattr(backends, "get_num_threads", lambda: threads)
     monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: threads)
     monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", (backends.core.isa,))
+    monkeypatch.setattr(compiled_gemm, "DIRECT_MAX_GROUP_CHANNELS", {})
     seen = _tilings(monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 16, 30, 29)).astype(np.float32)
@@ -252,17 +253,20 @@ def test_direct_forward_keeps_nan_and_inf_local_like_torch(torch, monkeypatch, t
 
 def test_direct_forward_rule(monkeypatch):
     """Strided float32 3x3 layers of enough column rows and positions take the direct forward on the ISA
-    variants of DIRECT_ISAS (AVX-512), their output channels in one part per worker where the weight
-    outweighs the input (else images or rows split); stride 1, a 1x1 kernel, float64, 3-d, a stride of 3
-    along the rows, too few positions, another variant do not."""
+    variants of DIRECT_ISAS (AVX2 up to 128 output channels per group, AVX-512 any), their output
+    channels in one part per worker where the weight outweighs the input (else images or rows split);
+    stride 1, a 1x1 kernel, float64, 3-d, a stride of 3 along the rows, too few positions, another
+    variant, more channels than the variant's cap do not."""
     monkeypatch.setattr(backends, "get_num_threads", lambda: 2)
     monkeypatch.setattr(compiled_gemm, "get_num_threads", lambda: 2)
-    assert compiled_gemm.DIRECT_ISAS == ("avx512",)
+    assert compiled_gemm.DIRECT_ISAS == ("avx2", "avx512")
+    assert compiled_gemm.DIRECT_MAX_GROUP_CHANNELS == {"avx2": 128}
     monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", (backends.core.isa,))
+    monkeypatch.setattr(compiled_gemm, "DIRECT_MAX_GROUP_CHANNELS", {})
     layout = compiled_gemm._forward_layout.__wrapped__
 
-    def geometry(x_shape, w_shape, stride, dtype=np.float32, nd=2):
-        geom = ConvGeometry.create(w_shape[2:], stride, 1, 1, 1, ndim=nd)
+    def geometry(x_shape, w_shape, stride, dtype=np.float32, nd=2, groups=1):
+        geom = ConvGeometry.create(w_shape[2:], stride, 1, 1, groups, ndim=nd)
         geom = geom.with_padding(geom.pads(x_shape[2:]))
         return layout(x_shape, w_shape, geom, np.dtype(dtype), compiled_gemm._settings())[0]
 
@@ -288,6 +292,10 @@ def test_direct_forward_rule(monkeypatch):
                                                ((1, 8, 56, 56), (128, 8, 3, 3), 2, np.float32, 2),
                                                ((1, 16, 8, 8, 8), (32, 16, 3, 3, 3), 2, np.float32, 3)):
         assert geometry(x_shape, w_shape, stride, dtype, nd)[-1] != 3, (x_shape, w_shape, stride, dtype)
+    monkeypatch.setattr(compiled_gemm, "DIRECT_MAX_GROUP_CHANNELS", {backends.core.isa: 128})
+    assert geometry((1, 64, 56, 56), (128, 64, 3, 3), 2)[-1] == 3
+    assert geometry((2, 128, 56, 56), (256, 128, 3, 3), 2)[-1] != 3  # 256 channels: beyond the cap
+    assert geometry((2, 256, 56, 56), (256, 128, 3, 3), 2, groups=2)[-1] == 3  # 128 per group
     monkeypatch.setattr(compiled_gemm, "DIRECT_ISAS", ())
     assert geometry((1, 64, 56, 56), (128, 64, 3, 3), 2)[-1] != 3
 

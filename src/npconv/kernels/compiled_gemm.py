@@ -182,9 +182,15 @@ IMPLICIT_CHANNEL_PARTS = True
 #: (channel, tap)'s inputs broadcast from a zero-padded copy of the rows an item reads, so nothing is
 #: packed and no stride is gathered (:func:`_direct_layout`; docs/performance.md, "Zen 4 again").
 DIRECT_LANES = True
-#: The ISA variants whose rule takes it: the AVX2 variant's tiles (2 vectors of 8 channels x 6 positions) ran
-#: level with the packed path on ResNet-18 at batch 1 (1.000-1.005) and 1.15x on 256->512 3x3/2 at batch 8.
-DIRECT_ISAS = ("avx512",)
+#: The ISA variants whose rule takes it ...
+DIRECT_ISAS = ("avx2", "avx512")
+#: ... and at most this many output channels per group on a variant (absent: any). The AVX2 variant's
+#: blocks of 16 channels (2 vectors x 6 positions) each read the rows again: direct / packed, AVX2, median
+#: of 8 alternated rounds, one and two threads: 16->32 5x5/2 224x224 batch 1 0.67 / 0.61, 32->64 3x3/2
+#: 112x112 batch 8 0.86 / 0.78, 1-d 64->64 k7/2 0.88 / 0.83, 64->128 3x3/2 56x56 batch 8 0.99 / 0.96,
+#: batch 1 1.00 / 0.90, 128->128 28x28 batch 8 0.94 / 0.96; wider lost: 128->256 batch 8 1.08, 256->512
+#: 14x14 batch 8 1.28 (1.15 in an earlier session), 128->256 batch 1 1.03 / 1.01.
+DIRECT_MAX_GROUP_CHANNELS = {"avx2": 128}
 DIRECT_MIN_DEPTH = 128
 #: On several workers the output channels split into one part per worker where the weight has at least
 #: this many times the input's values (two threads, split channels / images or rows: 64->128 3x3/2 at
@@ -439,7 +445,8 @@ def _settings() -> tuple:
             CHANNEL_SPLIT_MAX_POSITIONS, _blas.OWN_GEMM,
             backends.core.isa, gemm.WORKSPACE_BYTES, gemm.WORKER_MIN_MACS, WORKER_MIN_MACS,
             gemm._on_blas_threads(),
-            get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_ISAS, DIRECT_MIN_DEPTH,
+            get_num_threads(), IMPLICIT_CHANNEL_PARTS, DIRECT_LANES, DIRECT_ISAS,
+            tuple(sorted(DIRECT_MAX_GROUP_CHANNELS.items())), DIRECT_MIN_DEPTH,
             DIRECT_PARTS_MIN_RATIO, DIRECT_MIN_POSITIONS,
             DIRECT_MAX_WEIGHT_PER_POSITION)
 
@@ -505,7 +512,7 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: t
     output rows where images are fewer than threads), each worker transposing the whole weight once."""
     if not (DIRECT_LANES and backends.core.isa in DIRECT_ISAS and implicit_runs(dtype) and geom.ndim <= 2
             and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
-            and ck >= DIRECT_MIN_DEPTH):
+            and ck >= DIRECT_MIN_DEPTH and o // geom.groups <= DIRECT_MAX_GROUP_CHANNELS.get(backends.core.isa, o)):
         return None
     positions = n * math.prod(out_size)
     if positions < DIRECT_MIN_POSITIONS or o * ck > DIRECT_MAX_WEIGHT_PER_POSITION * positions:
