@@ -512,7 +512,8 @@ def _direct_layout(n: int, c: int, o: int, in_size: tuple[int, ...], out_size: t
     output rows where images are fewer than threads), each worker transposing the whole weight once."""
     if not (DIRECT_LANES and backends.core.isa in DIRECT_ISAS and implicit_runs(dtype) and geom.ndim <= 2
             and max(geom.stride) > 1 and geom.stride[-1] <= 2 and math.prod(geom.kernel_size) > 1
-            and ck >= DIRECT_MIN_DEPTH and o // geom.groups <= DIRECT_MAX_GROUP_CHANNELS.get(backends.core.isa, o)):
+            and ck >= DIRECT_MIN_DEPTH
+            and o // geom.groups <= DIRECT_MAX_GROUP_CHANNELS.get(backends.core.isa, o)):
         return None
     positions = n * math.prod(out_size)
     if positions < DIRECT_MIN_POSITIONS or o * ck > DIRECT_MAX_WEIGHT_PER_POSITION * positions:
