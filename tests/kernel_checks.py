@@ -123,9 +123,11 @@ GEMM_TILINGS = {
                        "IMPLICIT_MAX_GRID": 1e9, "ADJOINT_MIN_POSITIONS": 0},
     # the direct lanes forward of strided float32 1-d/2-d layers (its images or output rows split) and
     # with the output channels in one part per worker
-    "direct": {"DIRECT_ISAS": ("avx2", "avx512"), "DIRECT_MAX_GROUP_CHANNELS": {}, "DIRECT_MIN_DEPTH": 0,
-               "DIRECT_MIN_POSITIONS": 0, "DIRECT_MAX_WEIGHT_PER_POSITION": 1e30, "DIRECT_PARTS_MIN_RATIO": 1e30},
-    "direct-parts": {"DIRECT_ISAS": ("avx2", "avx512"), "DIRECT_MAX_GROUP_CHANNELS": {}, "DIRECT_MIN_DEPTH": 0,
+    "direct": {"DIRECT_ISAS": ("avx2", "avx512"), "DIRECT_MAX_GROUP_CHANNELS": {},
+               "DIRECT_MIN_DEPTH": 0, "DIRECT_MIN_POSITIONS": 0, "DIRECT_MAX_WEIGHT_PER_POSITION": 1e30,
+               "DIRECT_PARTS_MIN_RATIO": 1e30},
+    "direct-parts": {"DIRECT_ISAS": ("avx2", "avx512"), "DIRECT_MAX_GROUP_CHANNELS": {},
+                     "DIRECT_MIN_DEPTH": 0,
                      "DIRECT_MIN_POSITIONS": 0, "DIRECT_MAX_WEIGHT_PER_POSITION": 1e30,
                      "DIRECT_PARTS_MIN_RATIO": 0, "WORKER_MIN_MACS": 0},
 }
