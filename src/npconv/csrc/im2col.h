@@ -863,10 +863,9 @@ static void GC(gc_implicit_grad_weight)(const T *x, const T *gy, T *gw, T *scrat
                 const ptrdiff_t o1 = r % E1, o0 = r / E1;
                 if (o2 < out2 && o1 < out1) {
                     const ptrdiff_t cnt = out2 - o2 < run ? out2 - o2 : run;
-                    const T *src = gyg + (o0 * out1 + o1) * out2 + o2;
-                    T *dst = panel + (q - sp.qa) * wd;
-                    for (ptrdiff_t j = 0; j < cols; j++)
-                        for (ptrdiff_t t = 0; t < cnt; t++) dst[t * wd + j] = src[(s + j) * g->len + t];
+                    /* the run's cnt positions x cols channels transposed (register transposes) */
+                    FN(gm_pack_bt)(panel + (q - sp.qa) * wd, gyg + (o0 * out1 + o1) * out2 + o2, g->len, 0, cnt, s,
+                                   cols);
                 }
                 q += run;
             }
