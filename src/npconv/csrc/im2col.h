@@ -639,6 +639,32 @@ static void GC(direct_tile)(const T *base, const ptrdiff_t *offs, ptrdiff_t ck, 
 #undef GD_TILES4
 #undef GD_TILE
 
+/* Tiles of an output line of out2 positions for blocks of nv vectors: the line split evenly into tiles of at
+ * most GL_ACC / nv positions (the first ones one position more). */
+static inline ptrdiff_t GC(line_tiles)(ptrdiff_t out2, int nv) { return (out2 + GL_ACC / nv - 1) / (GL_ACC / nv); }
+
+/* One output line of a block of og channels (nv vectors, ogp lanes; wt its transposed weight, bvec its bias):
+ * yl[m * len + j] = act(conv + bias) for m < og, j < out2, output j's inputs at line + j * s + offs[k], in
+ * line_tiles tiles, each stored into y transposed. next (NULL: none): before each tile, up to per of next's
+ * next_lines lines prefetched, from line *at on. */
+static void GC(lanes_line)(const T *line, int s, const ptrdiff_t *offs, ptrdiff_t ck, const T *wt, ptrdiff_t ogp,
+                           ptrdiff_t og, const T *bvec, int act, T lo, T hi, int nv, T *yl, ptrdiff_t len,
+                           ptrdiff_t out2, const char *next, ptrdiff_t next_lines, ptrdiff_t per, ptrdiff_t *at)
+{
+    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
+    const ptrdiff_t tiles = GC(line_tiles)(out2, nv);
+    for (ptrdiff_t t = 0, i = 0; i < tiles; i++) {
+        const int tw = (int)(out2 / tiles + (i < out2 % tiles));
+        const ptrdiff_t pf_lines = next ? (next_lines - *at < per ? next_lines - *at : per) : 0;
+        GC(direct_tile)(line + t * s, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv, tw, s,
+                        pf_lines > 0 ? next + *at * 64 : NULL, pf_lines);
+        *at += pf_lines;
+        for (ptrdiff_t m = 0; m < og; m++)
+            for (int j = 0; j < tw; j++) yl[m * len + t + j] = tb[j * ogp + m];
+        t += tw;
+    }
+}
+
 /* One group of an item (its slab made): yg (og x len, at the item's first line) = act(conv + bias). Per
  * output line, tiles of at most GL_ACC / nv positions (the line split evenly) over its valid positions only. */
 static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T *room, const gc_geom *g,
@@ -651,26 +677,17 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
                                     ~(uintptr_t)(sizeof(ptrdiff_t) - 1));
     for (ptrdiff_t k = 0; k < ck; k++) offs[k] = GC(implicit_row)(slab, g, sp, k) - slab;
     T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
-    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
     /* blocks of channels (the group's vectors split evenly into as few blocks of at most GL_NV as hold
      * them): one pass over the positions each */
     const ptrdiff_t vecs = (g->og + VL - 1) / VL, blocks = (vecs + GL_NV - 1) / GL_NV;
     for (ptrdiff_t bi = 0, m0 = 0; bi < blocks; bi++) {
-        const int nv = (int)(vecs / blocks + (bi < vecs % blocks)), tw_max = GL_ACC / nv;
-        const ptrdiff_t ogp = nv * VL, og = g->og - m0 < ogp ? g->og - m0 : ogp, tiles = (out2 + tw_max - 1) / tw_max;
+        const int nv = (int)(vecs / blocks + (bi < vecs % blocks));
+        const ptrdiff_t ogp = nv * VL, og = g->og - m0 < ogp ? g->og - m0 : ogp;
         FN(gm_pack_bt)(wt, wg, ck, 0, ck, m0, og); /* (ck x ogp): the block's rows transposed */
         for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
-        for (ptrdiff_t l = l0; l < l1; l++) {
-            const T *line = slab + ((l / out1) * E1 + l % out1) * E2 - sp->qa;
-            T *yl = yg + m0 * len + (l - l0) * out2;
-            for (ptrdiff_t t = 0, i = 0; i < tiles; i++) { /* out2 / tiles positions, the first ones one more */
-                const int tw = (int)(out2 / tiles + (i < out2 % tiles));
-                GC(direct_tile)(line + t, offs, ck, wt, ogp, bvec, act, lo, hi, tb, nv, tw, 1, NULL, 0);
-                for (ptrdiff_t m = 0; m < og; m++)
-                    for (int j = 0; j < tw; j++) yl[m * len + t + j] = tb[j * ogp + m];
-                t += tw;
-            }
-        }
+        for (ptrdiff_t l = l0, none = 0; l < l1; l++)
+            GC(lanes_line)(slab + ((l / out1) * E1 + l % out1) * E2 - sp->qa, 1, offs, ck, wt, ogp, og, bvec, act, lo,
+                           hi, nv, yg + m0 * len + (l - l0) * out2, len, out2, NULL, 0, 0, &none);
         m0 += og;
     }
 }
@@ -683,7 +700,6 @@ static void GC(lanes_forward)(const T *slab, const T *wg, const T *bg, T *yg, T 
  * of tw consecutive outputs (the row split evenly into tiles of at most GL_ACC / nv) broadcast each (channel,
  * tap)'s input values where they lie and multiply the block's row of the transposed weight: no im2col, no
  * stride gather, no junk position; the tile's outputs go to y transposed. */
-
 /* The item's rows [l0, l1) of image n: the input rows they read, zero padded, into slab (cg x srows x W). */
 static void GC(direct_slab)(T *slab, const T *xg, const gc_geom *g, ptrdiff_t l0, ptrdiff_t l1)
 {
@@ -711,7 +727,6 @@ static void GC(direct_forward)(const T *x, const T *w, const T *bias, T *y, T *s
         offs[k] = c * slen + t / g->k[2] * g->d[1] * W + t % g->k[2] * g->d[2];
     }
     T bvec[GL_NV * VL] __attribute__((aligned(VBYTES)));
-    T tb[GL_ACC * VL] __attribute__((aligned(VBYTES)));
     ptrdiff_t made = -1; /* the (part, group) whose weight wt holds */
     for (ptrdiff_t item = start; item < stop; item++) {
         ptrdiff_t part, n, l0, l1, c0, c1;
@@ -727,9 +742,8 @@ static void GC(direct_forward)(const T *x, const T *w, const T *bias, T *y, T *s
             made = part * g->groups + grp;
             T *wb = wt;
             for (ptrdiff_t bi = 0, m0 = c0; bi < blocks; bi++) {
-                const int nv = (int)(vecs / blocks + (bi < vecs % blocks)), tw_max = GL_ACC / nv;
-                const ptrdiff_t ogp = nv * VL, og = c1 - m0 < ogp ? c1 - m0 : ogp;
-                const int tiles = (int)((out2 + tw_max - 1) / tw_max);
+                const int nv = (int)(vecs / blocks + (bi < vecs % blocks));
+                const ptrdiff_t ogp = nv * VL, og = c1 - m0 < ogp ? c1 - m0 : ogp, tiles = GC(line_tiles)(out2, nv);
                 if (fresh) FN(gm_pack_bt)(wb, wg, ck, 0, ck, m0, og); /* (ck x ogp): the block's rows transposed */
                 /* the next block's weight rows (contiguous in w) come from memory in a network: a share of their
                  * lines prefetched before each tile, so that its transposition finds them in cache */
@@ -738,20 +752,9 @@ static void GC(direct_forward)(const T *x, const T *w, const T *bias, T *y, T *s
                 const ptrdiff_t next_per = (next_lines + (l1 - l0) * tiles - 1) / ((l1 - l0) * tiles);
                 ptrdiff_t next_at = 0;
                 for (ptrdiff_t m = 0; m < ogp; m++) bvec[m] = bg && m < og ? bg[m0 + m] : (T)0;
-                for (ptrdiff_t l = l0; l < l1; l++) {
-                    const T *line = slab + (l - l0) * s1 * W;
-                    T *yl = yg + m0 * len + l * out2;
-                    for (ptrdiff_t t = 0, i = 0; i < tiles; i++) { /* out2 / tiles positions, the first ones one more */
-                        const int tw = (int)(out2 / tiles + (i < out2 % tiles));
-                        const ptrdiff_t pf_lines = next_lines - next_at < next_per ? next_lines - next_at : next_per;
-                        GC(direct_tile)(line + t * s2, offs, ck, wb, ogp, bvec, act, lo, hi, tb, nv, tw, (int)s2,
-                                        pf_lines > 0 ? next + next_at * 64 : NULL, pf_lines);
-                        next_at += pf_lines;
-                        for (ptrdiff_t m = 0; m < og; m++)
-                            for (int j = 0; j < tw; j++) yl[m * len + t + j] = tb[j * ogp + m];
-                        t += tw;
-                    }
-                }
+                for (ptrdiff_t l = l0; l < l1; l++)
+                    GC(lanes_line)(slab + (l - l0) * s1 * W, (int)s2, offs, ck, wb, ogp, og, bvec, act, lo, hi, nv,
+                                   yg + m0 * len + l * out2, len, out2, next, next_lines, next_per, &next_at);
                 wb += ck * ogp;
                 m0 += og;
             }
