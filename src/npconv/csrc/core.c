@@ -1526,16 +1526,20 @@ static PyObject *bn_backward(PyObject *self, PyObject *args) { return bn_call(ar
 static PyObject *bn_forward_job(PyObject *self, PyObject *args) { return bn_call(args, 0, 1); }
 static PyObject *bn_backward_job(PyObject *self, PyObject *args) { return bn_call(args, 1, 1); }
 
-/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W) -> g; every
+/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W[, XS]) -> g; every
  * buffer size it implies fits ptrdiff_t, the phase's elements lie inside the full planes. */
 static int parse_wg_geom(PyObject *seq, wg_geom *g)
 {
-    ptrdiff_t v[22];
-    if (geometry_ints(seq, 22, "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W",
-                      "1111111001101111001100", DW_MAX_VALUE, v) < 0)
+    ptrdiff_t v[23] = {0};
+    const int steps = PyTuple_Check(seq) && PyTuple_GET_SIZE(seq) == 23;
+    if (geometry_ints(seq, 22 + steps,
+                      steps ? "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, "
+                              "Y0W, XS"
+                            : "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W",
+                      "11111110011011110011000", DW_MAX_VALUE, v) < 0)
         return -1;
     *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
-                   v[15], v[16], v[17], v[18], v[19], v[20], v[21], 0, 0, 0, 0, 0, 0, 0, 0};
+                   v[15], v[16], v[17], v[18], v[19], v[20], v[21], 0, 0, 0, 0, 0, 0, 0, 0, 0};
     g->th = (g->oh + 3) / 4;
     g->tw = (g->ow + 3) / 4;
     if (g->c % g->groups || g->o % g->groups) {
@@ -1550,18 +1554,27 @@ static int parse_wg_geom(PyObject *seq, wg_geom *g)
     }
     g->xplane = g->xh * g->xw, g->xrow = g->dh * g->xw, g->xoff = g->x0h * g->xw + g->x0w;
     g->yplane = g->yh * g->yw, g->yrow = g->dh * g->yw, g->yoff = g->y0h * g->yw + g->y0w;
+    if (v[22] && g->groups != 1) {
+        PyErr_SetString(PyExc_ValueError, "geometry: an image step XS only with one group");
+        return -1;
+    }
     ptrdiff_t a, b;
     wg_layout L;
     wg_scratch_layout(g, &L); /* each term below 2**24 * 2**24 * 36 */
     if (g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || __builtin_mul_overflow(g->n, g->c, &a) ||
-        __builtin_mul_overflow(a, g->xplane, &a) || __builtin_mul_overflow(g->n, g->o, &b) ||
+        __builtin_mul_overflow(a, g->xplane, &a) || __builtin_mul_overflow(g->n - 1, v[22], &b) ||
+        __builtin_add_overflow(b, g->c * g->xplane, &b) || __builtin_mul_overflow(g->n, g->o, &b) ||
         __builtin_mul_overflow(b, g->yplane, &b) || __builtin_mul_overflow(g->n, g->th * g->tw, &a) ||
         L.total > ((ptrdiff_t)1 << 40)) {
         PyErr_SetString(PyExc_ValueError, "geometry: planes or scratch too large for the compiled kernel");
         return -1;
     }
+    g->xstep = v[22] ? v[22] : g->c * g->xplane;
     return 0;
 }
+
+/* Elements of x a Winograd geometry reads up to (its last image's last plane). */
+static ptrdiff_t wg_x_extent(const wg_geom *g) { return (g->n - 1) * g->xstep + g->c * g->xplane; }
 
 static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
 {
@@ -1740,7 +1753,7 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     }
     wg_layout L;
     wg_scratch_layout(&g, &L);
-    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
+    if (check_count(&j->x, wg_x_extent(&g), 0, "input") < 0 ||
         check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
         check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0) ||
@@ -1930,7 +1943,7 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
     }
     wg_gw_layout L;
     wg_grad_weight_layout(&g, &L);
-    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
+    if (check_count(&j->x, wg_x_extent(&g), 0, "input") < 0 ||
         check_count(&j->gy, g.n * g.o * g.yplane, 0, "grad_output") < 0 ||
         check_count(&j->acc, 36 * g.o * (g.c / g.groups), 0, "accumulator") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0)

@@ -211,11 +211,13 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
  * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
  * blocks of CBLOCK input channels (0: one block). The images may be one phase of a dilation (DH, DW):
  * x's element (i, j) is x_full[X0H + DH i][X0W + DW j] of planes XH x XW, y's (q, r) is
- * y_full[Y0H + DH q][Y0W + DW r] of planes YH x YW (DH = DW = 1, X0 = Y0 = 0: the arrays themselves). */
+ * y_full[Y0H + DH q][Y0W + DW r] of planes YH x YW (DH = DW = 1, X0 = Y0 = 0: the arrays themselves).
+ * An optional 23rd value XS puts x's images XS elements apart instead of C planes (0: C planes): a 3-d
+ * convolution's depth windows, C = KD * Cin channels of KD consecutive depth slices, Cin planes apart. */
 typedef struct {
     ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, dh, dw, xh, xw, x0h, x0w, yh, yw, y0h, y0w;
-    /* derived */
-    ptrdiff_t th, tw, xplane, xrow, xoff, yplane, yrow, yoff;
+    /* derived; xstep: elements between x's images (XS, else C planes: a 3-d call's images overlap) */
+    ptrdiff_t th, tw, xplane, xrow, xoff, yplane, yrow, yoff, xstep;
 } wg_geom;
 
 /* Tiles per run of the transforms (tiles of one image, across its tile rows). */

@@ -193,7 +193,7 @@ static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t 
     for (ptrdiff_t c = c0; c < c1; c++)
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + (c - first) * ntp, vk,
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->xstep, g, t, len, v + (c - first) * ntp, vk,
                              t - t0, rb, rs, tr, ps);
         }
 }

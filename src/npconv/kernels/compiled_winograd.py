@@ -137,6 +137,8 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     """The NumPy Winograd's check (finite, spread within :data:`SPREAD_LIMIT`, no overflow); for
     grad_weight both operands are data, and the products are summed over every tile of the batch
     (``tiles * growth * peak(x) * peak(gy)`` below the dtype's largest value)."""
+    if pass_name != "grad_weight" and geom.ndim == 3:  # each output sums KD * C transformed products
+        return within(operands, (0,), SPREAD_LIMIT, operands[0].shape[1] * geom.kernel_size[0] * winograd._GROWTH)
     if pass_name != "grad_weight":
         return winograd.admits(pass_name, operands, geom)
     x, gy = operands[0], operands[1]
@@ -150,6 +152,9 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     grad_input where the transformed weight fits the memory bound (:func:`_transform_fits`)."""
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
+    if geom.ndim == 3:
+        return (pass_name != "grad_weight" and geom.stride == (1, 1, 1)
+                and _supports3d(*_forward_call(pass_name, x_shape, w_shape, geom), np.dtype(dtype)))
     if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
         return False
     if not geom.fits(x_shape, w_shape):
@@ -184,6 +189,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     49 tiles per phase, 0.94 / 1.23; dilation 3, 25 per phase, 1.46 / 1.27, on one thread 1.99 / 2.40)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
+    if geom.ndim == 3:  # the rule of one image's call: its depth windows as the images of a 2-d call
+        x_shape, w_shape, geom = _plane_call(*_forward_call(pass_name, x_shape, w_shape, geom))
+        return recommended("forward", x_shape, w_shape, geom, dtype)
     channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
     if pass_name == "grad_weight":
@@ -301,19 +309,112 @@ def _dilated(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray 
     return y if activation is None else epilogue_(y, None, activation)
 
 
+def _forward_call(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int],
+                  geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[int, ...], ConvGeometry]:
+    """``(x shape, w shape, geometry)`` of the forward call that runs a stride-1 forward or grad_input pass
+    (grad_input: ``gy``, cropped, with the flipped channel-transposed kernel: :func:`grad_input`)."""
+    if pass_name != "grad_input":
+        return tuple(x_shape), tuple(w_shape), geom
+    in_size = tuple(x_shape[2:])
+    out = geom.output_size(in_size)
+    adjoint, crop = geom.stride1_adjoint(in_size, out)
+    cropped = tuple(len(range(*part.indices(m))) for part, m in zip(crop, out, strict=True))
+    return (x_shape[0], w_shape[0], *cropped), (w_shape[1], w_shape[0], *w_shape[2:]), adjoint
+
+
+def _plane_call(x_shape: Sequence[int], w_shape: Sequence[int],
+                geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[int, ...], ConvGeometry]:
+    """The 2-d call one image of a 3-d forward makes (:func:`_forward3d`): ``(x shape, w shape, geometry)``
+    with the output depth slices as its images and ``KD * C`` input channels."""
+    in_size = tuple(x_shape[2:])
+    out = geom.output_size(in_size)
+    kd = geom.kernel_size[0]
+    plane = ConvGeometry((3, 3), (1, 1), tuple(geom.pads(in_size)[1:]), (1, 1), 1)
+    return (out[0], kd * x_shape[1], *in_size[1:]), (w_shape[0], kd * x_shape[1], 3, 3), plane
+
+
+def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype) -> bool:
+    """A 3-d forward or grad_input :func:`_forward3d` runs: a ``(KD, 3, 3)`` kernel, stride and dilation 1,
+    one group, within the C kernel's limits and the memory bound (the depth-padded input and the output
+    in image-major order besides the 2-d call's transformed weight, weight copy and scratch)."""
+    if (geom.kernel_size[1:] != (3, 3) or geom.stride != (1, 1, 1) or geom.dilation != (1, 1, 1)
+            or geom.groups != 1 or not geom.fits(x_shape, w_shape)):
+        return False
+    n, c, o, kd = x_shape[0], x_shape[1], w_shape[0], geom.kernel_size[0]
+    in_size = tuple(x_shape[2:])
+    out = geom.output_size(in_size)
+    if min(out) < 1 or n == 0:
+        return False
+    px, pw_, plane = _plane_call(x_shape, w_shape, geom)
+    threads = max(1, get_num_threads())
+    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads, None,
+                     c * in_size[1] * in_size[2])
+    if layout is None:
+        return False
+    item = dtype.itemsize
+    padded = n * (in_size[0] + sum(geom.pads(in_size)[0])) * c * in_size[1] * in_size[2] * item
+    y_bytes = n * o * math.prod(out) * item
+    w_bytes = math.prod(w_shape) * item
+    need = padded + 2 * y_bytes + 36 * o * kd * c * item + w_bytes + layout[1] * item * threads
+    return need <= workspace.memory_bound(math.prod(x_shape) * item, w_bytes, y_bytes)
+
+
+def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
+               epilogue: Epilogue | None) -> np.ndarray:
+    """A 3-d ``(KD, 3, 3)`` stride-1 convolution as Winograd in each depth slice, direct along the depth:
+    output slice ``z`` sums ``KD * C`` transformed input planes, the slices ``z .. z + KD - 1`` of the
+    depth-padded input laid out ``(N, D + pads, C, H, W)``, one C call per image whose images are the
+    overlapping depth windows (``XS`` = ``C`` planes apart), with ``w`` as ``(O, KD * C, 3, 3)``; its
+    output ``(N, OD, O, OH, OW)`` is copied into ``y`` (the NumPy GEMM beyond the C kernel's limits)."""
+    bias, now, activation = compiled_epilogue(bias, epilogue)
+    act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
+    dtype = _check(x, w)
+    n, c = x.shape[:2]
+    o, kd = w.shape[0], w.shape[2]
+    in_size = tuple(x.shape[2:])
+    out = geom.output_size(in_size)
+    y = np.empty((n, o) + out, dtype)
+    if y.size == 0:
+        return y
+    px, _, plane = _plane_call(x.shape, w.shape, geom)
+    threads = max(1, get_num_threads())
+    step = c * in_size[1] * in_size[2]
+    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads, None,
+                     step)
+    if layout is None:
+        result = gemm.forward(x, w, geom, bias)
+        after = now if now is not None else activation
+        return result if after is None else epilogue_(result, None, after)
+    low, high = geom.pads(in_size)[0]
+    padded = np.empty((n, low + in_size[0] + high, c) + in_size[1:], dtype)
+    padded[:, :low] = 0
+    padded[:, low + in_size[0]:] = 0
+    padded[:, low:low + in_size[0]] = x.swapaxes(1, 2)
+    planes = np.ascontiguousarray(w.swapaxes(1, 2), dtype=dtype).reshape(o, kd * c, 3, 3)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    slices = np.empty((n, out[0], o) + out[1:], dtype)
+    u = None if layout[3] else np.empty((36, o, kd * c), dtype)
+    for i in range(n):  # the weight transformed by the first image's call, kept for the others
+        _run_layout(padded[i], planes, b, slices[i], u, layout, i == 0 and u is not None, act, lo, hi)
+    y[...] = slices.swapaxes(1, 2)
+    return y if activation is None else epilogue_(y, None, activation)
+
+
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int],
               pads: Sequence[tuple[int, int]], groups: int, cap: int, dtype: np.dtype,
-              phase: tuple | None = None) -> tuple[int, ...]:
+              phase: tuple | None = None, xstep: int = 0) -> tuple[int, ...]:
     """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW,
     X0H, X0W, YH, YW, Y0H, Y0W)``; ``phase`` ``(dilation, full input size, first input element, full
-    output size, first output element)`` of a dilated call's phase, None for the whole arrays."""
+    output size, first output element)`` of a dilated call's phase, None for the whole arrays;
+    ``xstep`` (not 0): x's images that many elements apart (``XS``, appended), not ``C`` planes."""
     block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
     if phase is None:
         phase = ((1, 1), in_size, (0, 0), out_size, (0, 0))
     dilation, full_in, first_in, full_out, first_out = phase
     low = (lo for lo, _ in pads)  # the high side is implied by the output size
+    steps = (xstep,) if xstep else ()
     return (n, c, *in_size, o, *out_size, *low, groups, cap, block, *dilation, *full_in, *first_in, *full_out,
-            *first_out)
+            *first_out, *steps)
 
 
 def _items(total: int, cap: int, threads: int) -> list[tuple[int, int]]:
@@ -338,7 +439,10 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray |
             epilogue: Epilogue | None = None) -> np.ndarray:
     """``y (N, O, *out) = conv(x (N, C, H, W), w (O, C/groups, 3, 3)) (+ bias[o])`` with zero padding
     ``geom.pads()``; ``epilogue=`` (instead of ``bias``): its bias and activation, applied in the
-    output transform (ReLU, ReLU6/hardtanh, SiLU)."""
+    output transform (ReLU, ReLU6/hardtanh, SiLU). 3-d (``w (O, C, KD, 3, 3)``, stride and dilation 1,
+    one group): :func:`_forward3d`."""
+    if geom.ndim == 3:
+        return _forward3d(x, w, geom, bias, epilogue)
     if geom.dilation != (1, 1):
         return _dilated(x, w, geom, bias, epilogue)
     bias, now, activation = compiled_epilogue(bias, epilogue)
@@ -369,7 +473,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     since the last run; ``run`` from a second thread while one runs transforms it itself (a forked
     child keeps a transform of its own)."""
     dtype = np.result_type(x_dtype, w.dtype)
-    if geom.dilation != (1, 1) or dtype not in _DTYPES:
+    if geom.ndim != 2 or geom.dilation != (1, 1) or dtype not in _DTYPES:
         return None
     n, c = x_shape[:2]
     o, in_size = w.shape[0], tuple(x_shape[2:])
@@ -548,19 +652,20 @@ def _run_layout(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.nda
 
 def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[int, ...],
             pads: Sequence[tuple[int, int]], groups: int, dtype: np.dtype, threads: int,
-            phase: tuple | None) -> tuple | None:
+            phase: tuple | None, xstep: int = 0) -> tuple | None:
     """``(geometry, scratch elements, threads, output channel parts)`` of a C call (None: beyond its
-    size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call."""
+    size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call; ``xstep`` as
+    :func:`_geometry`'s."""
     parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
     try:
         cap = _cap(c, o, dtype, threads)
-        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
+        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase, xstep)
         # the scratch for the longest item, not the cap, where that gives the same items (_jobs')
         total, workers = _tiles(geometry[0], geometry[5:7]), 1 if parts else threads
         items = _items(total, cap, workers)
         longest = max(stop - start for start, stop in items)
         if longest < cap and _items(total, longest, workers) == items:
-            geometry = _geometry(n, c, in_size, o, out_size, pads, groups, longest, dtype, phase)
+            geometry = _geometry(n, c, in_size, o, out_size, pads, groups, longest, dtype, phase, xstep)
         size = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
         return None
