@@ -57,6 +57,9 @@ CASES = {
     "1-d long, k=255": ((1, 8, 25_000), (8, 8, 255), dict(padding=127)),
     "wide 3x3 on few pixels": ((8, 256, 8, 8), (256, 256, 3, 3), dict(padding=1)),  # Winograd's U: 4x w
     "wide 3x3 on 32x32": ((8, 256, 32, 32), (256, 256, 3, 3), dict(padding=1)),
+    # Winograd's 3-d: the depth-padded input and the image-major output besides the 2-d call's
+    "3-d 3x3x3": ((2, 16, 12, 40, 40), (16, 16, 3, 3, 3), dict(padding=1)),
+    "3-d 5x3x3, depth padding 4": ((1, 8, 8, 32, 32), (8, 8, 5, 3, 3), dict(padding=(4, 1, 1))),
 }
 
 
