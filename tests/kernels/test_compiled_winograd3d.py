@@ -190,7 +190,8 @@ def test_calls_beyond_the_kernels_limits_run_the_gemm(monkeypatch):
     monkeypatch.setattr(backends.core.module, "winograd2d_scratch", declines)
     rng = np.random.default_rng(9)
     geom = _geom(3, ((1, 1), (2, 1), (0, 1)))
-    x, w, b = rng.standard_normal((2, 3, 4, 7, 6)), rng.standard_normal((4, 3, 3, 3, 3)), rng.standard_normal(4)
+    x, w = rng.standard_normal((2, 3, 4, 7, 6)), rng.standard_normal((4, 3, 3, 3, 3))
+    b = rng.standard_normal(4)
     y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -1.0, 2.0)))
     ref = reference.conv_passes(x, w, np.zeros_like(y), geom.with_padding(geom.pads((4, 7, 6))))[0]
     np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1, 1), -1.0, 2.0), rtol=0, atol=1e-11)

@@ -138,7 +138,8 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     grad_weight both operands are data, and the products are summed over every tile of the batch
     (``tiles * growth * peak(x) * peak(gy)`` below the dtype's largest value)."""
     if pass_name != "grad_weight" and geom.ndim == 3:  # each output sums KD * C transformed products
-        return within(operands, (0,), SPREAD_LIMIT, operands[0].shape[1] * geom.kernel_size[0] * winograd._GROWTH)
+        summed = operands[0].shape[1] * geom.kernel_size[0]
+        return within(operands, (0,), SPREAD_LIMIT, summed * winograd._GROWTH)
     if pass_name != "grad_weight":
         return winograd.admits(pass_name, operands, geom)
     x, gy = operands[0], operands[1]
@@ -347,8 +348,8 @@ def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeomet
         return False
     px, pw_, plane = _plane_call(x_shape, w_shape, geom)
     threads = max(1, get_num_threads())
-    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads, None,
-                     c * in_size[1] * in_size[2])
+    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads,
+                     None, c * in_size[1] * in_size[2])
     if layout is None:
         return False
     item = dtype.itemsize
@@ -379,8 +380,8 @@ def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarra
     px, _, plane = _plane_call(x.shape, w.shape, geom)
     threads = max(1, get_num_threads())
     step = c * in_size[1] * in_size[2]
-    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads, None,
-                     step)
+    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads,
+                     None, step)
     if layout is None:
         result = gemm.forward(x, w, geom, bias)
         after = now if now is not None else activation
