@@ -197,31 +197,80 @@ def test_calls_beyond_the_kernels_limits_run_the_gemm(monkeypatch):
     np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1, 1), -1.0, 2.0), rtol=0, atol=1e-11)
 
 
-def test_the_extension_reads_images_xs_apart_and_checks_it():
-    """Geometry value ``XS``: image ``i`` reads x from element ``i * XS`` (overlapping images), the input
-    must hold ``(N - 1) * XS + C`` planes, and only one group takes it."""
+def _extension_call(core, args, **change):
+    names = ("isa", "routines", "x", "u", "bias", "y", "scratch", "geometry", "depth", "z0", "z1", "t0", "t1",
+             "act", "lo", "hi")
+    values = dict(zip(names, args, strict=True))
+    values.update(change)
+    core.winograd3d_forward(*(values[k] for k in names))
+
+
+def test_the_extension_runs_one_item_and_checks_its_arguments():
+    """``winograd3d_forward``: output slices [z0, z1) x tiles [t0, t1) of one image (the others left as they
+    were), and a ValueError/TypeError for every argument out of line, ``y`` unchanged."""
     core = backends.core.module
     rng = np.random.default_rng(7)
-    n, c, h, w, o = 3, 2, 5, 6, 4
-    plane = h * w
-    base = (n, c, h, w, o, 5, 6, 1, 1, 1, 8, 0, 1, 1, h, w, 0, 0, h, w, 0, 0)
-    geometry = base + (plane,)  # image i: planes i, i + 1
-    flat = rng.standard_normal((n - 1) * plane + c * plane)
-    wt = rng.standard_normal((o, c, 3, 3))
-    u = np.empty((36, o, c))
-    core.winograd2d_weight(backends.core.isa_index, wt, u, 0, o * c)
-    y = np.empty((n, o, 5, 6))
+    c, d, h, w, o, kd, pd = 2, 5, 6, 7, 3, 3, 1
+    x = rng.standard_normal((c, d, h, w))
+    wt = rng.standard_normal((o, c, kd, 3, 3))
+    u = np.empty((36, o, kd * c))
+    core.winograd2d_weight(backends.core.isa_index, np.ascontiguousarray(wt.swapaxes(1, 2)), u, 0, o * kd * c)
+    geom = _geom(kd, ((pd, pd), (1, 1), (1, 1)))
+    od, oh, ow = geom.output_size((d, h, w))
+    tiles = -(-oh // 4) * -(-ow // 4)
+    rows = (2 + kd - 1) * c  # V rows for two output slices
+    geometry = (1, rows, h, w, o, oh, ow, 1, 1, 1, tiles, 0, 1, 1, h, w, 0, 0, oh, ow, 0, 0)
     scratch = np.empty(core.winograd2d_scratch(geometry))
-    tiles = n * 2 * 2
-    core.winograd2d_forward(backends.core.isa_index, gemm_routines(), flat, u, None, y, scratch, geometry, 0,
-                            tiles, 0, 0.0, 0.0)
-    windows = np.stack([flat[i * plane:(i + c) * plane].reshape(c, h, w) for i in range(n)])
-    geom = ConvGeometry.create((3, 3), 1, 1, 1, 1, ndim=2)
-    ref = reference.conv_passes(windows, wt, np.zeros_like(y), geom.with_padding(geom.pads((h, w))))[0]
-    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="input"):
-        core.winograd2d_forward(backends.core.isa_index, gemm_routines(), flat[:-1], u, None, y, scratch,
-                                geometry, 0, tiles, 0, 0.0, 0.0)
-    grouped = base[:9] + (2,) + base[10:] + (plane,)
-    with pytest.raises(ValueError, match="one group"):
-        core.winograd2d_scratch(grouped)
+    b = rng.standard_normal(o)
+    y = np.full((o, od, oh, ow), 7.0)
+    depth = (d, od, kd, pd, c)
+    args = (backends.core.isa_index, gemm_routines(), x, u, b, y, scratch, geometry, depth, 1, 3, 1, tiles, 0, 0.0,
+            0.0)
+    _extension_call(core, args)
+    padded = geom.with_padding(geom.pads((d, h, w)))
+    ref = reference.conv_passes(x[None], wt, np.zeros((1, o, od, oh, ow)), padded)[0]
+    ref = ref[0] + b.reshape(-1, 1, 1, 1)
+    done = np.zeros(y.shape, bool)  # slices 1, 2; tiles from the second (columns 4.. of the first tile row)
+    done[:, 1:3] = True
+    done[:, 1:3, :4, :4] = False
+    np.testing.assert_allclose(y[done], ref[done], rtol=0, atol=1e-12)
+    assert (y[~done] == 7.0).all()
+    before = y.copy()
+    bad = [
+        (ValueError, dict(z0=2, z1=5)),  # three slices need more V rows than the geometry holds
+        (ValueError, dict(z1=od + 1)),
+        (ValueError, dict(t1=tiles + 1)),
+        (ValueError, dict(x=x[:, :-1].copy())),
+        (ValueError, dict(u=u[:, :, :-1].copy())),
+        (ValueError, dict(y=np.zeros((o, od - 1, oh, ow)))),
+        (ValueError, dict(scratch=scratch[:-1].copy())),
+        (ValueError, dict(bias=b[:-1].copy())),
+        (ValueError, dict(depth=(d, od, kd, pd, 0))),
+        (ValueError, dict(geometry=(2,) + geometry[1:])),
+        (ValueError, dict(geometry=geometry[:12] + (2, 1) + geometry[14:])),
+        (TypeError, dict(u=u.astype(np.float32))),
+        (TypeError, dict(depth=(d, od, kd))),
+        (ValueError, dict(act=7)),
+    ]
+    for error, change in bad:
+        with pytest.raises(error):
+            _extension_call(core, args, **change)
+        np.testing.assert_array_equal(y, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_items_of_one_output_slice_and_split_tiles(isa, parallel, dtype, monkeypatch):
+    """Items of the fewest bytes (one output slice each: every item transforms its KD input slices again)
+    and of a few tiles (slices' tile grids split), against items of the whole depth: the same values."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5, 7, 13, 10)).astype(dtype)
+    w = rng.standard_normal((6, 5, 3, 3, 3)).astype(dtype)
+    geom = _geom(3, ((2, 1), (1, 1), (0, 2)))
+    whole = compiled_winograd.forward(x, w, geom)
+    monkeypatch.setattr(compiled_winograd, "DEPTH_ITEM_BYTES", 1)
+    monkeypatch.setattr(compiled_winograd, "_TARGET_TILES", 5)
+    split = compiled_winograd._depth_items(2, 5, (7, 13, 10), 6, geom.output_size((7, 13, 10)), 3,
+                                           geom.pads((7, 13, 10)), np.dtype(dtype), 2)
+    assert split.slices == 1 and split.tiles == 4 and len(split.items) == 2 * 8 * 3
+    small = compiled_winograd.forward(x, w, geom)
+    np.testing.assert_allclose(small, whole, rtol=0, atol=TOL[np.dtype(dtype)] * np.abs(whole).max())

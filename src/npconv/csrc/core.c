@@ -1526,20 +1526,16 @@ static PyObject *bn_backward(PyObject *self, PyObject *args) { return bn_call(ar
 static PyObject *bn_forward_job(PyObject *self, PyObject *args) { return bn_call(args, 0, 1); }
 static PyObject *bn_backward_job(PyObject *self, PyObject *args) { return bn_call(args, 1, 1); }
 
-/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W[, XS]) -> g; every
+/* (N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W) -> g; every
  * buffer size it implies fits ptrdiff_t, the phase's elements lie inside the full planes. */
 static int parse_wg_geom(PyObject *seq, wg_geom *g)
 {
-    ptrdiff_t v[23] = {0};
-    const int steps = PyTuple_Check(seq) && PyTuple_GET_SIZE(seq) == 23;
-    if (geometry_ints(seq, 22 + steps,
-                      steps ? "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, "
-                              "Y0W, XS"
-                            : "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W",
-                      "11111110011011110011000", DW_MAX_VALUE, v) < 0)
+    ptrdiff_t v[22];
+    if (geometry_ints(seq, 22, "N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW, X0H, X0W, YH, YW, Y0H, Y0W",
+                      "1111111001101111001100", DW_MAX_VALUE, v) < 0)
         return -1;
     *g = (wg_geom){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14],
-                   v[15], v[16], v[17], v[18], v[19], v[20], v[21], 0, 0, 0, 0, 0, 0, 0, 0, 0};
+                   v[15], v[16], v[17], v[18], v[19], v[20], v[21], 0, 0, 0, 0, 0, 0, 0, 0};
     g->th = (g->oh + 3) / 4;
     g->tw = (g->ow + 3) / 4;
     if (g->c % g->groups || g->o % g->groups) {
@@ -1554,27 +1550,18 @@ static int parse_wg_geom(PyObject *seq, wg_geom *g)
     }
     g->xplane = g->xh * g->xw, g->xrow = g->dh * g->xw, g->xoff = g->x0h * g->xw + g->x0w;
     g->yplane = g->yh * g->yw, g->yrow = g->dh * g->yw, g->yoff = g->y0h * g->yw + g->y0w;
-    if (v[22] && g->groups != 1) {
-        PyErr_SetString(PyExc_ValueError, "geometry: an image step XS only with one group");
-        return -1;
-    }
     ptrdiff_t a, b;
     wg_layout L;
     wg_scratch_layout(g, &L); /* each term below 2**24 * 2**24 * 36 */
     if (g->h * g->w > DW_MAX_PLANE || g->oh * g->ow > DW_MAX_PLANE || __builtin_mul_overflow(g->n, g->c, &a) ||
-        __builtin_mul_overflow(a, g->xplane, &a) || __builtin_mul_overflow(g->n - 1, v[22], &b) ||
-        __builtin_add_overflow(b, g->c * g->xplane, &b) || __builtin_mul_overflow(g->n, g->o, &b) ||
+        __builtin_mul_overflow(a, g->xplane, &a) || __builtin_mul_overflow(g->n, g->o, &b) ||
         __builtin_mul_overflow(b, g->yplane, &b) || __builtin_mul_overflow(g->n, g->th * g->tw, &a) ||
         L.total > ((ptrdiff_t)1 << 40)) {
         PyErr_SetString(PyExc_ValueError, "geometry: planes or scratch too large for the compiled kernel");
         return -1;
     }
-    g->xstep = v[22] ? v[22] : g->c * g->xplane;
     return 0;
 }
-
-/* Elements of x a Winograd geometry reads up to (its last image's last plane). */
-static ptrdiff_t wg_x_extent(const wg_geom *g) { return (g->n - 1) * g->xstep + g->c * g->xplane; }
 
 static PyObject *wg_scratch_size(PyObject *self, PyObject *args)
 {
@@ -1753,7 +1740,7 @@ static PyObject *wg2d_call(PyObject *args, int prepare)
     }
     wg_layout L;
     wg_scratch_layout(&g, &L);
-    if (check_count(&j->x, wg_x_extent(&g), 0, "input") < 0 ||
+    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
         check_count(&j->u, 36 * g.o * (g.c / g.groups), 0, "transformed weight") < 0 ||
         check_count(&j->y, g.n * g.o * g.yplane, 0, "output") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0 || (have_b && check_count(&j->b, g.o, 0, "bias") < 0) ||
@@ -1781,6 +1768,114 @@ free_job:
     job_storage_free(j, &local);
     return NULL;
 }
+
+/* (isa, routines, x, u, bias|None, y, scratch, geom, depth, z0, z1, t0, t1, act, lo, hi): output depth
+ * slices [z0, z1) x tiles [t0, t1) of one image of a 3-d (KD, 3, 3) convolution (winograd3d_forward).
+ * x (C, D, H, W), y (O, OD, OH, OW), u (36, O, KD * C); geom: one slice's 2-d geometry (N 1, one group, no
+ * dilation, its C the V rows of the scratch: at least (z1 - z0 + KD - 1) * C; its H, W, OH, OW, PH, PW the
+ * slice's); depth (D, OD, KD, PD, C). */
+typedef struct {
+    kernel_job base;
+    int act, have_b;
+    double lo, hi;
+    Py_ssize_t z0, z1, t0, t1;
+    ptrdiff_t dp[3], cin;
+    wg_geom g;
+    gemm_fns fns;
+    wg3_fwd_fn fn;
+    Py_buffer x, u, b, y, s;
+} wg3_job;
+
+static void wg3_job_run(kernel_job *job)
+{
+    wg3_job *j = (wg3_job *)job;
+    j->fn(&j->fns, j->x.buf, j->u.buf, j->have_b ? j->b.buf : NULL, j->y.buf, j->s.buf, &j->g, j->dp, j->cin, j->z0,
+          j->z1, j->t0, j->t1, j->act, j->lo, j->hi);
+}
+
+static void wg3_job_release(kernel_job *job)
+{
+    wg3_job *j = (wg3_job *)job;
+    PyBuffer_Release(&j->s);
+    PyBuffer_Release(&j->y);
+    if (j->have_b) PyBuffer_Release(&j->b);
+    PyBuffer_Release(&j->u);
+    PyBuffer_Release(&j->x);
+}
+
+static PyObject *wg3d_call(PyObject *args, int prepare)
+{
+    int isa, act;
+    PyObject *fns_o, *x_o, *u_o, *b_o, *y_o, *s_o, *geom, *depth;
+    Py_ssize_t z0, z1, t0, t1;
+    double lo, hi;
+    wg_geom g;
+    gemm_fns fns;
+    ptrdiff_t dv[5];
+    if (!PyArg_ParseTuple(args, "iOOOOOOOOnnnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &depth, &z0,
+                          &z1, &t0, &t1, &act, &lo, &hi))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
+        check_act(act, lo, hi) < 0 || geometry_ints(depth, 5, "D, OD, KD, PD, C", "11101", DW_MAX_VALUE, dv) < 0)
+        return NULL;
+    const ptrdiff_t d = dv[0], od = dv[1], kd = dv[2], cin = dv[4];
+    ptrdiff_t xn, yn, un;
+    if (g.n != 1 || g.groups != 1 || g.dh != 1 || g.dw != 1 || g.xh != g.h || g.xw != g.w || g.yh != g.oh ||
+        g.yw != g.ow || g.x0h || g.x0w || g.y0h || g.y0w || __builtin_mul_overflow(cin * d, g.xplane, &xn) ||
+        __builtin_mul_overflow(g.o * od, g.oh * g.ow, &yn) || __builtin_mul_overflow(36 * g.o, kd * cin, &un)) {
+        PyErr_SetString(PyExc_ValueError, "winograd3d: the geometry must be one whole undilated slice of one group "
+                                          "(N 1, G 1, DH = DW = 1, full planes), its arrays within ptrdiff_t");
+        return NULL;
+    }
+    if (check_range(z0, z1, od, "output slice") < 0 || check_range(t0, t1, g.th * g.tw, "tile") < 0) return NULL;
+    if ((z1 - z0 + kd - 1) * cin > g.c || t1 - t0 > g.cap) {
+        PyErr_Format(PyExc_ValueError, "winograd3d: %zd output slices of %zd tiles need %zd V rows and at most CAP "
+                     "tiles; the geometry holds %zd rows, CAP %zd", z1 - z0, t1 - t0, (z1 - z0 + kd - 1) * cin,
+                     (Py_ssize_t)g.c, (Py_ssize_t)g.cap);
+        return NULL;
+    }
+    g.yplane = od * g.oh * g.ow; /* y's channel step: its planes are (OD, OH, OW) */
+    const int have_b = b_o != Py_None;
+    wg3_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wg3_job){.base = {wg3_job_run, wg3_job_release, 0}, .act = act, .have_b = have_b, .lo = lo, .hi = hi,
+                   .z0 = z0, .z1 = z1, .t0 = t0, .t1 = t1, .dp = {d, kd, dv[3]}, .cin = cin, .g = g, .fns = fns};
+    if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
+    if (get_buffer(u_o, 0, &j->u, "transformed weight") < 0) goto release_x;
+    if (have_b && get_buffer(b_o, 0, &j->b, "bias") < 0) goto release_u;
+    if (get_buffer(y_o, 1, &j->y, "output") < 0) goto release_b;
+    if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_y;
+    const Py_ssize_t size = j->x.itemsize;
+    if (j->u.itemsize != size || j->y.itemsize != size || j->s.itemsize != size ||
+        (have_b && j->b.itemsize != size)) {
+        PyErr_SetString(PyExc_TypeError, "all buffers must have the same element type");
+        goto release_s;
+    }
+    wg_layout L;
+    wg_scratch_layout(&g, &L);
+    if (check_count(&j->x, xn, 0, "input") < 0 || check_count(&j->u, un, 0, "transformed weight") < 0 ||
+        check_count(&j->y, yn, 0, "output") < 0 || check_count(&j->s, L.total, 1, "scratch") < 0 ||
+        (have_b && check_count(&j->b, g.o, 0, "bias") < 0))
+        goto release_s;
+    j->fn = KERNELS[isa]->wg3[size == 8];
+    return run_or_wrap(&j->base, prepare);
+release_s:
+    PyBuffer_Release(&j->s);
+release_y:
+    PyBuffer_Release(&j->y);
+release_b:
+    if (have_b) PyBuffer_Release(&j->b);
+release_u:
+    PyBuffer_Release(&j->u);
+release_x:
+    PyBuffer_Release(&j->x);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
+}
+
+static PyObject *wg3d_forward(PyObject *self, PyObject *args) { return wg3d_call(args, 0); }
+static PyObject *wg3d_forward_job(PyObject *self, PyObject *args) { return wg3d_call(args, 1); }
 
 static PyObject *wg2d_forward(PyObject *self, PyObject *args) { return wg2d_call(args, 0); }
 static PyObject *wg2d_forward_job(PyObject *self, PyObject *args) { return wg2d_call(args, 1); }
@@ -1943,7 +2038,7 @@ static PyObject *wg2d_gw_call(PyObject *args, int prepare)
     }
     wg_gw_layout L;
     wg_grad_weight_layout(&g, &L);
-    if (check_count(&j->x, wg_x_extent(&g), 0, "input") < 0 ||
+    if (check_count(&j->x, g.n * g.c * g.xplane, 0, "input") < 0 ||
         check_count(&j->gy, g.n * g.o * g.yplane, 0, "grad_output") < 0 ||
         check_count(&j->acc, 36 * g.o * (g.c / g.groups), 0, "accumulator") < 0 ||
         check_count(&j->s, L.total, 1, "scratch") < 0)
@@ -2739,6 +2834,13 @@ static PyMethodDef methods[] = {
      "depthwise2d_grad_input_job(...same arguments as depthwise2d_grad_input...) -> job"},
     {"grouped2d_forward_job", gp2d_forward_job, METH_VARARGS,
      "grouped2d_forward_job(...same arguments as grouped2d_forward...) -> job"},
+    {"winograd3d_forward", wg3d_forward, METH_VARARGS,
+     "winograd3d_forward(isa, routines, x, u, bias, y, scratch, geometry, depth, z0, z1, t0, t1, act, lo, hi): "
+     "output depth slices [z0, z1) x tiles [t0, t1) of one image of a 3-d (KD, 3, 3) convolution; x (C, D, H, W), "
+     "y (O, OD, OH, OW), u (36, O, KD * C), geometry one slice's (its C the scratch's V rows), depth (D, OD, KD, "
+     "PD, C)"},
+    {"winograd3d_forward_job", wg3d_forward_job, METH_VARARGS,
+     "winograd3d_forward_job(...same arguments as winograd3d_forward...) -> job"},
     {"winograd2d_forward_job", wg2d_forward_job, METH_VARARGS,
      "winograd2d_forward_job(...same arguments as winograd2d_forward...) -> job"},
     {"relu_forward_job", relu_fwd_job, METH_VARARGS, "relu_forward_job(...same arguments as relu_forward...) -> job"},

@@ -211,13 +211,11 @@ static ptrdiff_t gp_scratch(int pass, const gp_geom *g)
  * tile grid (N, TH, TW) of 4x4 output tiles; at most CAP tiles per call; float32 GEMMs summed over
  * blocks of CBLOCK input channels (0: one block). The images may be one phase of a dilation (DH, DW):
  * x's element (i, j) is x_full[X0H + DH i][X0W + DW j] of planes XH x XW, y's (q, r) is
- * y_full[Y0H + DH q][Y0W + DW r] of planes YH x YW (DH = DW = 1, X0 = Y0 = 0: the arrays themselves).
- * An optional 23rd value XS puts x's images XS elements apart instead of C planes (0: C planes): a 3-d
- * convolution's depth windows, C = KD * Cin channels of KD consecutive depth slices, Cin planes apart. */
+ * y_full[Y0H + DH q][Y0W + DW r] of planes YH x YW (DH = DW = 1, X0 = Y0 = 0: the arrays themselves). */
 typedef struct {
     ptrdiff_t n, c, h, w, o, oh, ow, ph, pw, groups, cap, cblock, dh, dw, xh, xw, x0h, x0w, yh, yw, y0h, y0w;
-    /* derived; xstep: elements between x's images (XS, else C planes: a 3-d call's images overlap) */
-    ptrdiff_t th, tw, xplane, xrow, xoff, yplane, yrow, yoff, xstep;
+    /* derived */
+    ptrdiff_t th, tw, xplane, xrow, xoff, yplane, yrow, yoff;
 } wg_geom;
 
 /* Tiles per run of the transforms (tiles of one image, across its tile rows). */
@@ -539,6 +537,10 @@ typedef struct {
 typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
                           const wg_geom *, ptrdiff_t, ptrdiff_t, int, double, double, const wg_stage *, const void *);
 
+/* winograd3d_forward: (fns, x, u, bias, y, scratch, g, (D, KD, PD), C, z0, z1, t0, t1, act, lo, hi) */
+typedef void (*wg3_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
+                           const wg_geom *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                           int, double, double);
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_finish_fn)(const void *, int, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
@@ -668,6 +670,7 @@ typedef struct {
     mm_fn mm[2];
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
+    wg3_fwd_fn wg3[2]; /* 3-d (KD, 3, 3): Winograd in each depth slice, direct along the depth */
     wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
     wg_finish_fn wg_finish[2]; /* and gw = G^T (sum of the accumulators) G */
     vr_fn vr[2]; /* value_range: max |v|, any NaN of a flat range */

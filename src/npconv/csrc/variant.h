@@ -36,6 +36,15 @@
         VT_CAT(winograd_forward, sfx)(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, t0,    \
                                       t1, act, (T)lo, (T)hi, st, (const T *)r);                             \
     }
+#define WG3_ADAPT(sfx, T)                                                                                  \
+    static void VT_CAT(wg3_forward, sfx)(const gemm_fns *f, const void *x, const void *u, const void *b,     \
+                                         void *y, void *s, const wg_geom *g, const ptrdiff_t *dp,            \
+                                         ptrdiff_t cin, ptrdiff_t z0, ptrdiff_t z1, ptrdiff_t t0,            \
+                                         ptrdiff_t t1, int act, double lo, double hi)                        \
+    {                                                                                                       \
+        VT_CAT(winograd3d_forward, sfx)(f, (const T *)x, (const T *)u, (const T *)b, (T *)y, (T *)s, g, dp, \
+                                        cin, z0, z1, t0, t1, act, (T)lo, (T)hi);                            \
+    }
 /* the one-input passes f(x, y) (relu, silu, sigmoid forward) take the second pointer as their output:
  * adapt each to the table's two-input shape as f2 */
 #define EW_ADAPT(f, sfx, T)                                                                                \
@@ -46,6 +55,8 @@
     }
 WG_ADAPT(VARIANT_F32, float)
 WG_ADAPT(VARIANT_F64, double)
+WG3_ADAPT(VARIANT_F32, float)
+WG3_ADAPT(VARIANT_F64, double)
 EW_ADAPT(relu_forward, VARIANT_F32, float)
 EW_ADAPT(relu_forward, VARIANT_F64, double)
 EW_ADAPT(silu_forward, VARIANT_F32, float)
@@ -73,6 +84,7 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .mm = {(mm_fn)VT_CAT(mm, VARIANT_F32), (mm_fn)VT_CAT(mm, VARIANT_F64)},
     .wg_weight = {(wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F32), (wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F64)},
     .wg = {VT_CAT(wg_forward, VARIANT_F32), VT_CAT(wg_forward, VARIANT_F64)},
+    .wg3 = {VT_CAT(wg3_forward, VARIANT_F32), VT_CAT(wg3_forward, VARIANT_F64)},
     .wg_gw = {(wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F32), (wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F64)},
     .wg_finish = {(wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F32),
                   (wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F64)},

@@ -193,7 +193,7 @@ static void FN(wg_inputs)(const T *x, const wg_geom *g, ptrdiff_t t0, ptrdiff_t 
     for (ptrdiff_t c = c0; c < c1; c++)
         for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
             const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN;
-            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->xstep, g, t, len, v + (c - first) * ntp, vk,
+            FN(wg_input_run)(x + g->xoff + c * g->xplane, g->c * g->xplane, g, t, len, v + (c - first) * ntp, vk,
                              t - t0, rb, rs, tr, ps);
         }
 }
@@ -421,6 +421,49 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
             }
     /* (3) output transform, bias, activation */
     FN(wg_outputs)(mm, L.ntp, g->o * L.ntp, 0, bias, y, g, t0, t1, 0, g->o, act, lo, hi, res, q);
+}
+
+/* A 3-d (KD, 3, 3) convolution of one image, Winograd within each depth slice, direct along the depth:
+ * output depth slices [z0, z1) over tiles [t0, t1) of one slice's tile grid. x (C, D, H, W) and y (O, OD,
+ * OH, OW) are the image's own; u (36, O, KD * C), w[o, c, j] at column j * C + c; dp (D, KD, PD): the
+ * input depth, the kernel depth and the low depth padding (output slice z reads padded slices z .. z + KD
+ * - 1, input slice z + j - PD). g: one slice's 2-d call (N 1; its C the V rows the scratch holds, at least
+ * (z1 - z0 + KD - 1) * C; its yplane y's channel step OD * OH * OW). V keeps the item's padded slices,
+ * each transformed once, just before the first output slice that reads it (the KD of a slice are
+ * consecutive rows: one product of KD * C columns of U, float32 over channel blocks as the 2-d call's);
+ * a padding slice's rows are zeros. */
+static void FN(winograd3d_forward)(const gemm_fns *fns, const T *x, const T *u, const T *bias, T *y, T *s,
+                                   const wg_geom *g, const ptrdiff_t *dp, ptrdiff_t cin, ptrdiff_t z0,
+                                   ptrdiff_t z1, ptrdiff_t t0, ptrdiff_t t1, int act, T lo, T hi)
+{
+    wg_layout L;
+    wg_scratch_layout(g, &L);
+    T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
+    const ptrdiff_t d = dp[0], kd = dp[1], pd = dp[2], nt = t1 - t0, kc = kd * cin, vk = g->c * L.ntp;
+    const ptrdiff_t oplane = g->oh * g->ow, block = g->cblock > 0 && g->cblock < kc ? g->cblock : kc;
+    if (nt <= 0) return;
+    for (ptrdiff_t z = z0; z < z1; z++) {
+        for (ptrdiff_t sl = z == z0 ? z0 : z + kd - 1; sl < z + kd; sl++) {
+            const ptrdiff_t r = sl - pd;
+            T *vs = v + (sl - z0) * cin * L.ntp;
+            for (ptrdiff_t c = 0; c < cin; c++) {
+                if (r < 0 || r >= d) {
+                    for (int k = 0; k < 36; k++) memset(vs + c * L.ntp + k * vk, 0, (size_t)L.ntp * sizeof(T));
+                    continue;
+                }
+                for (ptrdiff_t t = t0; t < t1; t += WG_RUN)
+                    FN(wg_input_run)(x + (c * d + r) * g->xplane, 0, g, t, t1 - t < WG_RUN ? t1 - t : WG_RUN,
+                                     vs + c * L.ntp, vk, t - t0, rb, L.rs, tr, L.ps);
+            }
+        }
+        const T *vz = v + (z - z0) * cin * L.ntp;
+        for (ptrdiff_t k = 0; k < 36; k++)
+            for (ptrdiff_t c0 = 0; c0 < kc; c0 += block)
+                FN(mm)(fns, s + L.pack, 0, 0, g->o, nt, kc - c0 < block ? kc - c0 : block, 1.0,
+                       u + k * g->o * kc + c0, kc, vz + k * vk + c0 * L.ntp, L.ntp, c0 ? 1.0 : 0.0,
+                       mm + k * g->o * L.ntp, L.ntp, NULL, 0, 0, 0);
+        FN(wg_outputs)(mm, L.ntp, g->o * L.ntp, 0, bias, y + z * oplane, g, t0, t1, 0, g->o, act, lo, hi, NULL, q);
+    }
 }
 
 /* A (6 x 4, the transpose of wg_at6's A^T) applied to g0..g3: a 4x4 gy tile's rows or columns. */

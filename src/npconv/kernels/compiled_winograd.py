@@ -190,9 +190,11 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     49 tiles per phase, 0.94 / 1.23; dilation 3, 25 per phase, 1.46 / 1.27, on one thread 1.99 / 2.40)."""
     if not supports(pass_name, x_shape, w_shape, geom, dtype) or np.dtype(dtype) != np.float32:
         return False
-    if geom.ndim == 3:  # the rule of one image's call: its depth windows as the images of a 2-d call
-        x_shape, w_shape, geom = _plane_call(*_forward_call(pass_name, x_shape, w_shape, geom))
-        return recommended("forward", x_shape, w_shape, geom, dtype)
+    if geom.ndim == 3:  # the 2-d rule of the depth slices' products, each at least MIN_SLICE_TILES wide
+        x_shape, w_shape, geom = _forward_call(pass_name, x_shape, w_shape, geom)
+        if _tiles(1, geom.output_size(tuple(x_shape[2:]))[1:]) < MIN_SLICE_TILES:
+            return False
+        return recommended("forward", *_plane_call(x_shape, w_shape, geom), dtype)
     channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
     if pass_name == "grad_weight":
@@ -325,19 +327,71 @@ def _forward_call(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int]
 
 def _plane_call(x_shape: Sequence[int], w_shape: Sequence[int],
                 geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[int, ...], ConvGeometry]:
-    """The 2-d call one image of a 3-d forward makes (:func:`_forward3d`): ``(x shape, w shape, geometry)``
-    with the output depth slices as its images and ``KD * C`` input channels."""
+    """A 3-d forward as a 2-d call for the planner's rule (:func:`recommended`): ``(x shape, w shape,
+    geometry)`` with the output depth slices as its images and ``KD * C`` input channels (each output
+    slice's products; :func:`_forward3d` transforms each input slice once)."""
     in_size = tuple(x_shape[2:])
     out = geom.output_size(in_size)
     kd = geom.kernel_size[0]
     plane = ConvGeometry((3, 3), (1, 1), tuple(geom.pads(in_size)[1:]), (1, 1), 1)
-    return (out[0], kd * x_shape[1], *in_size[1:]), (w_shape[0], kd * x_shape[1], 3, 3), plane
+    return (x_shape[0] * out[0], kd * x_shape[1], *in_size[1:]), (w_shape[0], kd * x_shape[1], 3, 3), plane
+
+
+class _DepthItems(NamedTuple):
+    """A 3-d call's work split (:func:`_depth_items`): ``slices`` output depth slices and ``tiles`` tiles of
+    a slice per item, ``geometry`` the C call's (its C the V rows: ``(slices + KD - 1) * C``), ``scratch``
+    its elements, ``items`` ``(image, z0, z1, t0, t1)``."""
+
+    slices: int
+    tiles: int
+    geometry: tuple[int, ...]
+    scratch: int
+    items: list[tuple[int, int, int, int, int]]
+
+
+#: The fewest tiles of a depth slice (the columns of its products) for the planner's 3-d rule. Two threads,
+#: Zen 4, 3x3x3 ms, Winograd / planned GEMM: 7x7 slices (4 tiles) 256 channels 19.0 / 9.3, 64 channels
+#: 1.6 / 1.2; 12x12 (9 tiles) 64 channels batch 4 2.6 / 2.5; 14x14 (16 tiles) 128 channels 4.9 / 6.7, 64
+#: channels batch 2 2.0 / 3.2.
+MIN_SLICE_TILES = 16
+#: A 3-d call's work item keeps its input slices' transforms (``V``: 36 x C x tiles per slice) in about
+#: this many bytes of its worker's scratch, each input slice transformed once per item (an item of S
+#: output slices transforms ``S + KD - 1``).
+DEPTH_ITEM_BYTES = 4 << 20
+#: Output slices are split into at least this many items per worker where a call has that many slices.
+ITEMS_PER_WORKER = 2
+
+
+def _depth_items(n: int, c: int, in_size: Sequence[int], o: int, out: Sequence[int], kd: int,
+                 pads: Sequence[tuple[int, int]], dtype: np.dtype, threads: int) -> _DepthItems | None:
+    """Items of at most :data:`_TARGET_TILES` tiles of a slice and as many output slices as
+    :data:`DEPTH_ITEM_BYTES` holds, at least two per worker where the call has them (None: beyond the C
+    kernel's limits)."""
+    od, oh, ow = out
+    tiles = -(-oh // 4) * -(-ow // 4)
+    parts = -(-tiles // _TARGET_TILES)
+    length = -(-tiles // parts)
+    per_slice = 36 * c * (length + 32) * dtype.itemsize
+    slices = max(1, min(od, DEPTH_ITEM_BYTES // per_slice - (kd - 1)))
+    chunks = max(-(-od // slices), min(od, -(-ITEMS_PER_WORKER * threads // (n * parts))))
+    slices = -(-od // chunks)
+    block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
+    rows = (slices + kd - 1) * c
+    geometry = (1, rows, *in_size[1:], o, oh, ow, pads[1][0], pads[2][0], 1, length, block, 1, 1, *in_size[1:], 0, 0,
+                oh, ow, 0, 0)
+    try:
+        scratch = backends.core.module.winograd2d_scratch(geometry)
+    except (ValueError, OverflowError):
+        return None
+    items = [(i, z0, min(z0 + slices, od), t0, min(t0 + length, tiles))
+             for i in range(n) for z0 in range(0, od, slices) for t0 in range(0, tiles, length)]
+    return _DepthItems(slices, length, geometry, scratch, items)
 
 
 def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype) -> bool:
     """A 3-d forward or grad_input :func:`_forward3d` runs: a ``(KD, 3, 3)`` kernel, stride and dilation 1,
-    one group, within the C kernel's limits and the memory bound (the depth-padded input and the output
-    in image-major order besides the 2-d call's transformed weight, weight copy and scratch)."""
+    one group, within the C kernel's limits and the memory bound (the transformed weight, a copy of the
+    weight, the result and the workers' scratch)."""
     if (geom.kernel_size[1:] != (3, 3) or geom.stride != (1, 1, 1) or geom.dilation != (1, 1, 1)
             or geom.groups != 1 or not geom.fits(x_shape, w_shape)):
         return False
@@ -346,27 +400,25 @@ def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeomet
     out = geom.output_size(in_size)
     if min(out) < 1 or n == 0:
         return False
-    px, pw_, plane = _plane_call(x_shape, w_shape, geom)
     threads = max(1, get_num_threads())
-    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads,
-                     None, c * in_size[1] * in_size[2])
-    if layout is None:
+    split = _depth_items(n, c, in_size, o, out, kd, geom.pads(in_size), dtype, threads)
+    if split is None:
         return False
     item = dtype.itemsize
-    padded = n * (in_size[0] + sum(geom.pads(in_size)[0])) * c * in_size[1] * in_size[2] * item
     y_bytes = n * o * math.prod(out) * item
     w_bytes = math.prod(w_shape) * item
-    need = padded + 2 * y_bytes + 36 * o * kd * c * item + w_bytes + layout[1] * item * threads
+    need = y_bytes + 36 * o * kd * c * item + w_bytes + split.scratch * item * min(threads, len(split.items))
     return need <= workspace.memory_bound(math.prod(x_shape) * item, w_bytes, y_bytes)
 
 
 def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
                epilogue: Epilogue | None) -> np.ndarray:
-    """A 3-d ``(KD, 3, 3)`` stride-1 convolution as Winograd in each depth slice, direct along the depth:
-    output slice ``z`` sums ``KD * C`` transformed input planes, the slices ``z .. z + KD - 1`` of the
-    depth-padded input laid out ``(N, D + pads, C, H, W)``, one C call per image whose images are the
-    overlapping depth windows (``XS`` = ``C`` planes apart), with ``w`` as ``(O, KD * C, 3, 3)``; its
-    output ``(N, OD, O, OH, OW)`` is copied into ``y`` (the NumPy GEMM beyond the C kernel's limits)."""
+    """A 3-d ``(KD, 3, 3)`` stride-1 convolution as Winograd in each depth slice, direct along the depth
+    (``csrc/winograd.h`` ``winograd3d_forward``): output slice ``z`` is one product per point of ``U``
+    (``w`` as ``(O, KD * C, 3, 3)``, ``w[o, c, j]`` at ``j * C + c``) with the transforms of input slices
+    ``z - PD .. z - PD + KD - 1``, zeros in the depth padding. Work items (:func:`_depth_items`): output
+    slices x tiles of one image, each transforming its input slices once; the NumPy GEMM beyond the C
+    kernel's limits."""
     bias, now, activation = compiled_epilogue(bias, epilogue)
     act, lo, hi = (0, 0.0, 0.0) if now is None else (now.code, float(now.lo), float(now.hi))
     dtype = _check(x, w)
@@ -377,45 +429,44 @@ def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarra
     y = np.empty((n, o) + out, dtype)
     if y.size == 0:
         return y
-    px, _, plane = _plane_call(x.shape, w.shape, geom)
     threads = max(1, get_num_threads())
-    step = c * in_size[1] * in_size[2]
-    layout = _layout(px[0], px[1], tuple(px[2:]), o, out[1:], plane.pads(tuple(px[2:])), 1, dtype, threads,
-                     None, step)
-    if layout is None:
+    pads = geom.pads(in_size)
+    split = _depth_items(n, c, in_size, o, out, kd, pads, dtype, threads)
+    if split is None:
         result = gemm.forward(x, w, geom, bias)
         after = now if now is not None else activation
         return result if after is None else epilogue_(result, None, after)
-    low, high = geom.pads(in_size)[0]
-    padded = np.empty((n, low + in_size[0] + high, c) + in_size[1:], dtype)
-    padded[:, :low] = 0
-    padded[:, low + in_size[0]:] = 0
-    padded[:, low:low + in_size[0]] = x.swapaxes(1, 2)
-    planes = np.ascontiguousarray(w.swapaxes(1, 2), dtype=dtype).reshape(o, kd * c, 3, 3)
+    core, isa, routines = backends.core.module, backends.core.isa_index, gemm_routines()
+    x = np.ascontiguousarray(x, dtype=dtype)
+    planes = np.ascontiguousarray(w.swapaxes(1, 2), dtype=dtype).reshape(o * kd * c, 3, 3)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    slices = np.empty((n, out[0], o) + out[1:], dtype)
-    u = None if layout[3] else np.empty((36, o, kd * c), dtype)
-    for i in range(n):  # the weight transformed by the first image's call, kept for the others
-        _run_layout(padded[i], planes, b, slices[i], u, layout, i == 0 and u is not None, act, lo, hi)
-    y[...] = slices.swapaxes(1, 2)
+    u = np.empty((36, o, kd * c), dtype)
+    spans = workspace.ranges(planes.shape[0], threads)
+    workspace.run_jobs([core.winograd2d_weight_job(isa, planes, u, *span) for span in spans])
+    workers = min(threads, len(split.items))
+    depth = (in_size[0], out[0], kd, pads[0][0], c)
+    scratch = [workspace.buffer(f"compiled-wg-{k}", (split.scratch,), dtype) for k in range(workers)]
+    prepare, geometry = core.winograd3d_forward_job, split.geometry
+    jobs = [core.job_chain([prepare(isa, routines, x[i], u, b, y[i], scratch[k], geometry, depth, z0, z1, t0, t1,
+                                    act, lo, hi)
+                            for i, z0, z1, t0, t1 in split.items[k::workers]]) for k in range(workers)]
+    workspace.run_jobs(jobs, 0 if own_products(dtype) else 1)
     return y if activation is None else epilogue_(y, None, activation)
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int],
               pads: Sequence[tuple[int, int]], groups: int, cap: int, dtype: np.dtype,
-              phase: tuple | None = None, xstep: int = 0) -> tuple[int, ...]:
+              phase: tuple | None = None) -> tuple[int, ...]:
     """The extension's geometry tuple ``(N, C, H, W, O, OH, OW, PH, PW, G, CAP, CBLOCK, DH, DW, XH, XW,
     X0H, X0W, YH, YW, Y0H, Y0W)``; ``phase`` ``(dilation, full input size, first input element, full
-    output size, first output element)`` of a dilated call's phase, None for the whole arrays;
-    ``xstep`` (not 0): x's images that many elements apart (``XS``, appended), not ``C`` planes."""
+    output size, first output element)`` of a dilated call's phase, None for the whole arrays."""
     block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
     if phase is None:
         phase = ((1, 1), in_size, (0, 0), out_size, (0, 0))
     dilation, full_in, first_in, full_out, first_out = phase
     low = (lo for lo, _ in pads)  # the high side is implied by the output size
-    steps = (xstep,) if xstep else ()
     return (n, c, *in_size, o, *out_size, *low, groups, cap, block, *dilation, *full_in, *first_in, *full_out,
-            *first_out, *steps)
+            *first_out)
 
 
 def _items(total: int, cap: int, threads: int) -> list[tuple[int, int]]:
@@ -653,20 +704,19 @@ def _run_layout(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.nda
 
 def _layout(n: int, c: int, in_size: tuple[int, ...], o: int, out_size: tuple[int, ...],
             pads: Sequence[tuple[int, int]], groups: int, dtype: np.dtype, threads: int,
-            phase: tuple | None, xstep: int = 0) -> tuple | None:
+            phase: tuple | None) -> tuple | None:
     """``(geometry, scratch elements, threads, output channel parts)`` of a C call (None: beyond its
-    size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call; ``xstep`` as
-    :func:`_geometry`'s."""
+    size limits); the parts (:func:`_channel_parts`) only for a whole (undilated) call."""
     parts = _channel_parts(n, groups, o, _tiles(n, out_size), c, threads) if phase is None else []
     try:
         cap = _cap(c, o, dtype, threads)
-        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase, xstep)
+        geometry = _geometry(n, c, in_size, o, out_size, pads, groups, cap, dtype, phase)
         # the scratch for the longest item, not the cap, where that gives the same items (_jobs')
         total, workers = _tiles(geometry[0], geometry[5:7]), 1 if parts else threads
         items = _items(total, cap, workers)
         longest = max(stop - start for start, stop in items)
         if longest < cap and _items(total, longest, workers) == items:
-            geometry = _geometry(n, c, in_size, o, out_size, pads, groups, longest, dtype, phase, xstep)
+            geometry = _geometry(n, c, in_size, o, out_size, pads, groups, longest, dtype, phase)
         size = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
         return None
