@@ -224,8 +224,8 @@ def test_the_extension_runs_one_item_and_checks_its_arguments():
     b = rng.standard_normal(o)
     y = np.full((o, od, oh, ow), 7.0)
     depth = (d, od, kd, pd, c)
-    args = (backends.core.isa_index, gemm_routines(), x, u, b, y, scratch, geometry, depth, 1, 3, 1, tiles, 0, 0.0,
-            0.0)
+    args = (backends.core.isa_index, gemm_routines(), x, u, b, y, scratch, geometry, depth, 1, 3, 1, tiles, 0,
+            0.0, 0.0)
     _extension_call(core, args)
     padded = geom.with_padding(geom.pads((d, h, w)))
     ref = reference.conv_passes(x[None], wt, np.zeros((1, o, od, oh, ow)), padded)[0]

@@ -377,8 +377,9 @@ def _depth_items(n: int, c: int, in_size: Sequence[int], o: int, out: Sequence[i
     slices = -(-od // chunks)
     block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
     rows = (slices + kd - 1) * c
-    geometry = (1, rows, *in_size[1:], o, oh, ow, pads[1][0], pads[2][0], 1, length, block, 1, 1, *in_size[1:], 0, 0,
-                oh, ow, 0, 0)
+    plane = tuple(in_size[1:])
+    geometry = (1, rows, *plane, o, oh, ow, pads[1][0], pads[2][0], 1, length, block, 1, 1, *plane, 0, 0, oh, ow,
+                0, 0)
     try:
         scratch = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
@@ -447,8 +448,8 @@ def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarra
     depth = (in_size[0], out[0], kd, pads[0][0], c)
     scratch = [workspace.buffer(f"compiled-wg-{k}", (split.scratch,), dtype) for k in range(workers)]
     prepare, geometry = core.winograd3d_forward_job, split.geometry
-    jobs = [core.job_chain([prepare(isa, routines, x[i], u, b, y[i], scratch[k], geometry, depth, z0, z1, t0, t1,
-                                    act, lo, hi)
+    jobs = [core.job_chain([prepare(isa, routines, x[i], u, b, y[i], scratch[k], geometry, depth, z0, z1, t0,
+                                    t1, act, lo, hi)
                             for i, z0, z1, t0, t1 in split.items[k::workers]]) for k in range(workers)]
     workspace.run_jobs(jobs, 0 if own_products(dtype) else 1)
     return y if activation is None else epilogue_(y, None, activation)
