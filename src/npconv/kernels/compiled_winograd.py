@@ -378,8 +378,8 @@ def _depth_items(n: int, c: int, in_size: Sequence[int], o: int, out: Sequence[i
     block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
     rows = (slices + kd - 1) * c
     plane = tuple(in_size[1:])
-    geometry = (1, rows, *plane, o, oh, ow, pads[1][0], pads[2][0], 1, length, block, 1, 1, *plane, 0, 0, oh, ow,
-                0, 0)
+    low = (pads[1][0], pads[2][0])
+    geometry = (1, rows, *plane, o, oh, ow, *low, 1, length, block, 1, 1, *plane, 0, 0, oh, ow, 0, 0)
     try:
         scratch = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
