@@ -1803,6 +1803,33 @@ static void wg3_job_release(kernel_job *job)
     PyBuffer_Release(&j->x);
 }
 
+/* A 3-d call's geometry, depth and item (winograd3d_forward / _grad_weight) checked; g's yplane set to y's
+ * channel step. *xn, *yn, *un: the elements x, y (gy) and U hold. */
+static int wg3_parse(PyObject *geom, PyObject *depth, Py_ssize_t z0, Py_ssize_t z1, Py_ssize_t t0, Py_ssize_t t1,
+                     wg_geom *g, ptrdiff_t *dv, ptrdiff_t *xn, ptrdiff_t *yn, ptrdiff_t *un)
+{
+    if (parse_wg_geom(geom, g) < 0 || geometry_ints(depth, 5, "D, OD, KD, PD, C", "11101", DW_MAX_VALUE, dv) < 0)
+        return -1;
+    const ptrdiff_t d = dv[0], od = dv[1], kd = dv[2], cin = dv[4];
+    if (g->n != 1 || g->groups != 1 || g->dh != 1 || g->dw != 1 || g->xh != g->h || g->xw != g->w ||
+        g->yh != g->oh || g->yw != g->ow || g->x0h || g->x0w || g->y0h || g->y0w ||
+        __builtin_mul_overflow(cin * d, g->xplane, xn) || __builtin_mul_overflow(g->o * od, g->oh * g->ow, yn) ||
+        __builtin_mul_overflow(36 * g->o, kd * cin, un)) {
+        PyErr_SetString(PyExc_ValueError, "winograd3d: the geometry must be one whole undilated slice of one group "
+                                          "(N 1, G 1, DH = DW = 1, full planes), its arrays within ptrdiff_t");
+        return -1;
+    }
+    if (check_range(z0, z1, od, "output slice") < 0 || check_range(t0, t1, g->th * g->tw, "tile") < 0) return -1;
+    if ((z1 - z0 + kd - 1) * cin > g->c || t1 - t0 > g->cap) {
+        PyErr_Format(PyExc_ValueError, "winograd3d: %zd output slices of %zd tiles need %zd V rows and at most CAP "
+                     "tiles; the geometry holds %zd rows, CAP %zd", z1 - z0, t1 - t0, (z1 - z0 + kd - 1) * cin,
+                     (Py_ssize_t)g->c, (Py_ssize_t)g->cap);
+        return -1;
+    }
+    g->yplane = od * g->oh * g->ow; /* y's channel step: its planes are (OD, OH, OW) */
+    return 0;
+}
+
 static PyObject *wg3d_call(PyObject *args, int prepare)
 {
     int isa, act;
@@ -1811,30 +1838,14 @@ static PyObject *wg3d_call(PyObject *args, int prepare)
     double lo, hi;
     wg_geom g;
     gemm_fns fns;
-    ptrdiff_t dv[5];
+    ptrdiff_t dv[5], xn, yn, un;
     if (!PyArg_ParseTuple(args, "iOOOOOOOOnnnnidd", &isa, &fns_o, &x_o, &u_o, &b_o, &y_o, &s_o, &geom, &depth, &z0,
                           &z1, &t0, &t1, &act, &lo, &hi))
         return NULL;
-    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || parse_wg_geom(geom, &g) < 0 ||
-        check_act(act, lo, hi) < 0 || geometry_ints(depth, 5, "D, OD, KD, PD, C", "11101", DW_MAX_VALUE, dv) < 0)
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 || check_act(act, lo, hi) < 0 ||
+        wg3_parse(geom, depth, z0, z1, t0, t1, &g, dv, &xn, &yn, &un) < 0)
         return NULL;
-    const ptrdiff_t d = dv[0], od = dv[1], kd = dv[2], cin = dv[4];
-    ptrdiff_t xn, yn, un;
-    if (g.n != 1 || g.groups != 1 || g.dh != 1 || g.dw != 1 || g.xh != g.h || g.xw != g.w || g.yh != g.oh ||
-        g.yw != g.ow || g.x0h || g.x0w || g.y0h || g.y0w || __builtin_mul_overflow(cin * d, g.xplane, &xn) ||
-        __builtin_mul_overflow(g.o * od, g.oh * g.ow, &yn) || __builtin_mul_overflow(36 * g.o, kd * cin, &un)) {
-        PyErr_SetString(PyExc_ValueError, "winograd3d: the geometry must be one whole undilated slice of one group "
-                                          "(N 1, G 1, DH = DW = 1, full planes), its arrays within ptrdiff_t");
-        return NULL;
-    }
-    if (check_range(z0, z1, od, "output slice") < 0 || check_range(t0, t1, g.th * g.tw, "tile") < 0) return NULL;
-    if ((z1 - z0 + kd - 1) * cin > g.c || t1 - t0 > g.cap) {
-        PyErr_Format(PyExc_ValueError, "winograd3d: %zd output slices of %zd tiles need %zd V rows and at most CAP "
-                     "tiles; the geometry holds %zd rows, CAP %zd", z1 - z0, t1 - t0, (z1 - z0 + kd - 1) * cin,
-                     (Py_ssize_t)g.c, (Py_ssize_t)g.cap);
-        return NULL;
-    }
-    g.yplane = od * g.oh * g.ow; /* y's channel step: its planes are (OD, OH, OW) */
+    const ptrdiff_t d = dv[0], kd = dv[2], cin = dv[4];
     const int have_b = b_o != Py_None;
     wg3_job local, *j = job_storage(&local, sizeof local, prepare);
     if (!j) return NULL;
@@ -1876,6 +1887,87 @@ free_job:
 
 static PyObject *wg3d_forward(PyObject *self, PyObject *args) { return wg3d_call(args, 0); }
 static PyObject *wg3d_forward_job(PyObject *self, PyObject *args) { return wg3d_call(args, 1); }
+
+/* (isa, routines, x, gy, acc, scratch, geom, depth, z0, z1, t0, t1, first): the products of output slices
+ * [z0, z1) x tiles [t0, t1) of one image of a 3-d (KD, 3, 3) convolution added (first: the first stored)
+ * into acc (36, O, KD * C) float64 (winograd3d_grad_weight); x, gy (O, OD, OH, OW), geom, depth as
+ * winograd3d_forward's; scratch: winograd2d_grad_weight_scratch(geom) elements. */
+typedef struct {
+    kernel_job base;
+    int first;
+    Py_ssize_t z0, z1, t0, t1;
+    ptrdiff_t dp[3], cin;
+    wg_geom g;
+    gemm_fns fns;
+    wg3_gw_fn fn;
+    Py_buffer x, gy, acc, s;
+} wg3gw_job;
+
+static void wg3gw_job_run(kernel_job *job)
+{
+    wg3gw_job *j = (wg3gw_job *)job;
+    j->fn(&j->fns, j->x.buf, j->gy.buf, j->acc.buf, j->s.buf, &j->g, j->dp, j->cin, j->z0, j->z1, j->t0, j->t1,
+          j->first);
+}
+
+static void wg3gw_job_release(kernel_job *job)
+{
+    wg3gw_job *j = (wg3gw_job *)job;
+    PyBuffer_Release(&j->s);
+    PyBuffer_Release(&j->acc);
+    PyBuffer_Release(&j->gy);
+    PyBuffer_Release(&j->x);
+}
+
+static PyObject *wg3d_gw_call(PyObject *args, int prepare)
+{
+    int isa, first;
+    PyObject *fns_o, *x_o, *gy_o, *acc_o, *s_o, *geom, *depth;
+    Py_ssize_t z0, z1, t0, t1;
+    wg_geom g;
+    gemm_fns fns;
+    ptrdiff_t dv[5], xn, yn, un;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnnnnp", &isa, &fns_o, &x_o, &gy_o, &acc_o, &s_o, &geom, &depth, &z0, &z1,
+                          &t0, &t1, &first))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_gemm_fns(fns_o, &fns) < 0 ||
+        wg3_parse(geom, depth, z0, z1, t0, t1, &g, dv, &xn, &yn, &un) < 0)
+        return NULL;
+    wg3gw_job local, *j = job_storage(&local, sizeof local, prepare);
+    if (!j) return NULL;
+    *j = (wg3gw_job){.base = {wg3gw_job_run, wg3gw_job_release, 0}, .first = first, .z0 = z0, .z1 = z1, .t0 = t0,
+                     .t1 = t1, .dp = {dv[0], dv[2], dv[3]}, .cin = dv[4], .g = g, .fns = fns};
+    if (get_buffer(x_o, 0, &j->x, "input") < 0) goto free_job;
+    if (get_buffer(gy_o, 0, &j->gy, "output gradient") < 0) goto release_x;
+    if (get_buffer(acc_o, 1, &j->acc, "accumulator") < 0) goto release_gy;
+    if (get_buffer(s_o, 1, &j->s, "scratch") < 0) goto release_acc;
+    const Py_ssize_t size = j->x.itemsize;
+    if (j->gy.itemsize != size || j->s.itemsize != size || j->acc.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "x, gy and scratch must have one element type, the accumulator float64");
+        goto release_s;
+    }
+    wg_gw_layout L;
+    wg_grad_weight_layout(&g, &L);
+    if (check_count(&j->x, xn, 0, "input") < 0 || check_count(&j->gy, yn, 0, "output gradient") < 0 ||
+        check_count(&j->acc, un, 0, "accumulator") < 0 || check_count(&j->s, L.total, 1, "scratch") < 0)
+        goto release_s;
+    j->fn = KERNELS[isa]->wg3_gw[size == 8];
+    return run_or_wrap(&j->base, prepare);
+release_s:
+    PyBuffer_Release(&j->s);
+release_acc:
+    PyBuffer_Release(&j->acc);
+release_gy:
+    PyBuffer_Release(&j->gy);
+release_x:
+    PyBuffer_Release(&j->x);
+free_job:
+    job_storage_free(j, &local);
+    return NULL;
+}
+
+static PyObject *wg3d_gw(PyObject *self, PyObject *args) { return wg3d_gw_call(args, 0); }
+static PyObject *wg3d_gw_job(PyObject *self, PyObject *args) { return wg3d_gw_call(args, 1); }
 
 static PyObject *wg2d_forward(PyObject *self, PyObject *args) { return wg2d_call(args, 0); }
 static PyObject *wg2d_forward_job(PyObject *self, PyObject *args) { return wg2d_call(args, 1); }
@@ -2841,6 +2933,12 @@ static PyMethodDef methods[] = {
      "PD, C)"},
     {"winograd3d_forward_job", wg3d_forward_job, METH_VARARGS,
      "winograd3d_forward_job(...same arguments as winograd3d_forward...) -> job"},
+    {"winograd3d_grad_weight", wg3d_gw, METH_VARARGS,
+     "winograd3d_grad_weight(isa, routines, x, gy, acc, scratch, geometry, depth, z0, z1, t0, t1, first): the "
+     "products of output slices [z0, z1) x tiles [t0, t1) of one image added into acc (36, O, KD * C) float64 "
+     "(first: the first stored); arguments as winograd3d_forward's, scratch winograd2d_grad_weight_scratch's"},
+    {"winograd3d_grad_weight_job", wg3d_gw_job, METH_VARARGS,
+     "winograd3d_grad_weight_job(...same arguments as winograd3d_grad_weight...) -> job"},
     {"winograd2d_forward_job", wg2d_forward_job, METH_VARARGS,
      "winograd2d_forward_job(...same arguments as winograd2d_forward...) -> job"},
     {"relu_forward_job", relu_fwd_job, METH_VARARGS, "relu_forward_job(...same arguments as relu_forward...) -> job"},

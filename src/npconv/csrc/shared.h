@@ -541,6 +541,9 @@ typedef void (*wg_fwd_fn)(const gemm_fns *, const void *, const void *, const vo
 typedef void (*wg3_fwd_fn)(const gemm_fns *, const void *, const void *, const void *, void *, void *,
                            const wg_geom *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                            int, double, double);
+/* winograd3d_grad_weight: (fns, x, gy, acc, scratch, g, (D, KD, PD), C, z0, z1, t0, t1, first) */
+typedef void (*wg3_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *,
+                          const ptrdiff_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
 typedef void (*wg_weight_fn)(const void *, void *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_finish_fn)(const void *, int, ptrdiff_t, ptrdiff_t, void *, ptrdiff_t, ptrdiff_t);
 typedef void (*wg_gw_fn)(const gemm_fns *, const void *, const void *, double *, void *, const wg_geom *, ptrdiff_t,
@@ -671,6 +674,7 @@ typedef struct {
     wg_weight_fn wg_weight[2];
     wg_fwd_fn wg[2];
     wg3_fwd_fn wg3[2]; /* 3-d (KD, 3, 3): Winograd in each depth slice, direct along the depth */
+    wg3_gw_fn wg3_gw[2]; /* and its grad_weight */
     wg_gw_fn wg_gw[2]; /* Winograd grad_weight: products summed into a float64 accumulator */
     wg_finish_fn wg_finish[2]; /* and gw = G^T (sum of the accumulators) G */
     vr_fn vr[2]; /* value_range: max |v|, any NaN of a flat range */

@@ -85,6 +85,8 @@ NPCONV_INTERNAL const isa_kernels VARIANT_TABLE = {
     .wg_weight = {(wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F32), (wg_weight_fn)VT_CAT(winograd_weight, VARIANT_F64)},
     .wg = {VT_CAT(wg_forward, VARIANT_F32), VT_CAT(wg_forward, VARIANT_F64)},
     .wg3 = {VT_CAT(wg3_forward, VARIANT_F32), VT_CAT(wg3_forward, VARIANT_F64)},
+    .wg3_gw = {(wg3_gw_fn)VT_CAT(winograd3d_grad_weight, VARIANT_F32),
+               (wg3_gw_fn)VT_CAT(winograd3d_grad_weight, VARIANT_F64)},
     .wg_gw = {(wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F32), (wg_gw_fn)VT_CAT(winograd_grad_weight, VARIANT_F64)},
     .wg_finish = {(wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F32),
                   (wg_finish_fn)VT_CAT(winograd_gw_finish, VARIANT_F64)},

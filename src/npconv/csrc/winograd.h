@@ -423,6 +423,27 @@ static void FN(winograd_forward)(const gemm_fns *fns, const T *x, const T *u, co
     FN(wg_outputs)(mm, L.ntp, g->o * L.ntp, 0, bias, y, g, t0, t1, 0, g->o, act, lo, hi, res, q);
 }
 
+/* V rows of the padded input slices [s0, s1) of an item whose first output slice is z0 (slice sl's channel
+ * c at row (sl - z0) * C + c), tiles [t0, t1); a depth-padding slice's rows zero (winograd3d_forward). */
+static void FN(wg3_slices)(const T *x, const wg_geom *g, const ptrdiff_t *dp, ptrdiff_t cin, ptrdiff_t z0,
+                           ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t t0, ptrdiff_t t1, T *v, ptrdiff_t ntp, ptrdiff_t vk,
+                           T *rb, ptrdiff_t rs, T *tr, ptrdiff_t ps)
+{
+    for (ptrdiff_t sl = s0; sl < s1; sl++) {
+        const ptrdiff_t r = sl - dp[2];
+        T *vs = v + (sl - z0) * cin * ntp;
+        for (ptrdiff_t c = 0; c < cin; c++) {
+            if (r < 0 || r >= dp[0]) {
+                for (int k = 0; k < 36; k++) memset(vs + c * ntp + k * vk, 0, (size_t)ntp * sizeof(T));
+                continue;
+            }
+            for (ptrdiff_t t = t0; t < t1; t += WG_RUN)
+                FN(wg_input_run)(x + (c * dp[0] + r) * g->xplane, 0, g, t, t1 - t < WG_RUN ? t1 - t : WG_RUN,
+                                 vs + c * ntp, vk, t - t0, rb, rs, tr, ps);
+        }
+    }
+}
+
 /* A 3-d (KD, 3, 3) convolution of one image, Winograd within each depth slice, direct along the depth:
  * output depth slices [z0, z1) over tiles [t0, t1) of one slice's tile grid. x (C, D, H, W) and y (O, OD,
  * OH, OW) are the image's own; u (36, O, KD * C), w[o, c, j] at column j * C + c; dp (D, KD, PD): the
@@ -438,24 +459,13 @@ static void FN(winograd3d_forward)(const gemm_fns *fns, const T *x, const T *u, 
 {
     wg_layout L;
     wg_scratch_layout(g, &L);
-    T *v = s + L.v, *mm = s + L.m, *rb = s + L.rb, *tr = s + L.tr, *q = s + L.q;
-    const ptrdiff_t d = dp[0], kd = dp[1], pd = dp[2], nt = t1 - t0, kc = kd * cin, vk = g->c * L.ntp;
-    const ptrdiff_t oplane = g->oh * g->ow, block = g->cblock > 0 && g->cblock < kc ? g->cblock : kc;
+    T *v = s + L.v, *mm = s + L.m, *q = s + L.q;
+    const ptrdiff_t kd = dp[1], nt = t1 - t0, kc = kd * cin, vk = g->c * L.ntp, oplane = g->oh * g->ow;
+    const ptrdiff_t block = g->cblock > 0 && g->cblock < kc ? g->cblock : kc;
     if (nt <= 0) return;
     for (ptrdiff_t z = z0; z < z1; z++) {
-        for (ptrdiff_t sl = z == z0 ? z0 : z + kd - 1; sl < z + kd; sl++) {
-            const ptrdiff_t r = sl - pd;
-            T *vs = v + (sl - z0) * cin * L.ntp;
-            for (ptrdiff_t c = 0; c < cin; c++) {
-                if (r < 0 || r >= d) {
-                    for (int k = 0; k < 36; k++) memset(vs + c * L.ntp + k * vk, 0, (size_t)L.ntp * sizeof(T));
-                    continue;
-                }
-                for (ptrdiff_t t = t0; t < t1; t += WG_RUN)
-                    FN(wg_input_run)(x + (c * d + r) * g->xplane, 0, g, t, t1 - t < WG_RUN ? t1 - t : WG_RUN,
-                                     vs + c * L.ntp, vk, t - t0, rb, L.rs, tr, L.ps);
-            }
-        }
+        FN(wg3_slices)(x, g, dp, cin, z0, z == z0 ? z0 : z + kd - 1, z + kd, t0, t1, v, L.ntp, vk, s + L.rb, L.rs,
+                       s + L.tr, L.ps);
         const T *vz = v + (z - z0) * cin * L.ntp;
         for (ptrdiff_t k = 0; k < 36; k++)
             for (ptrdiff_t c0 = 0; c0 < kc; c0 += block)
@@ -475,6 +485,48 @@ static inline __attribute__((always_inline)) void FN(wg_a6)(V *o, const V *g)
     o[3] = g[0] + (T)0.5 * g[1] + (T)0.25 * g[2] + (T)0.125 * g[3];
     o[4] = g[0] - (T)2 * g[1] + (T)4 * g[2] - (T)8 * g[3];
     o[5] = g[3];
+}
+
+/* GY[k][o][t - t0] (36 x O x ntp) = A gy A^T of the 4x4 gy tiles [t0, t1) of output channels [o0, o1)
+ * (zeros past OH, OW): per channel and run of tiles, the tiles' 4 gy rows copied side by side into rb
+ * (pitch rs), split into the 4 column phases (wg_phase), A applied down the columns, then along. gy's
+ * channel planes g->yplane apart, its images O of them. */
+static void FN(wg_gy_tiles)(const T *gy, const wg_geom *g, ptrdiff_t t0, ptrdiff_t t1, ptrdiff_t o0, ptrdiff_t o1,
+                            T *gyt, ptrdiff_t ntp, T *rb, ptrdiff_t rs)
+{
+    const ptrdiff_t ys = g->o * g->yplane;
+    for (ptrdiff_t o = o0; o < o1; o++) {
+        const T *yo = gy + g->yoff + o * g->yplane;
+        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
+            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN, le = (len + VL - 1) / VL * VL;
+            ptrdiff_t n, ty, a, b;
+            for (ptrdiff_t l = 0; l < len; l += b - a) {
+                FN(wg_segment)(g, t + l, len - l, &n, &ty, &a, &b);
+                for (int i = 0; i < 4; i++) {
+                    const ptrdiff_t row = 4 * ty + i;
+                    FN(wg_pad_seg)(rb + i * rs + 4 * l, row < g->oh ? yo + n * ys + row * g->yrow : NULL, g->ow, 0,
+                                   g->dw, 4 * a, 4 * b);
+                }
+            }
+            for (int i = 0; i < 4; i++)
+                for (ptrdiff_t j = 4 * len; j < 4 * le; j++) rb[i * rs + j] = 0;
+            for (ptrdiff_t tv = 0; tv < le; tv += VL) {
+                V cols[6][4];
+                for (int j = 0; j < 4; j++) {
+                    V d[4], o6[6];
+                    for (int i = 0; i < 4; i++) d[i] = FN(wg_phase)(rb + i * rs + 4 * tv, j);
+                    FN(wg_a6)(o6, d);
+                    for (int k = 0; k < 6; k++) cols[k][j] = o6[k];
+                }
+                for (int k = 0; k < 6; k++) {
+                    V o6[6];
+                    FN(wg_a6)(o6, cols[k]);
+                    for (int k2 = 0; k2 < 6; k2++)
+                        FN(store)(gyt + ((k * 6 + k2) * g->o + o) * ntp + (t - t0) + tv, o6[k2]);
+                }
+            }
+        }
+    }
 }
 
 /* grad_weight, the forward's adjoint in U: acc[k][o][c] (36 x O x C/G, float64) += sum over the tiles
@@ -503,41 +555,7 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
         FN(wg_inputs)(x, g, t0, t1, v, L.ntp, g->c * L.ntp, 0, rb, L.rs, tr, L.ps, stage ? st->c0 : 0,
                       stage ? st->c1 : g->c);
     if (stage == 1) return;
-    /* GY: per output channel and run of tiles, the tiles' 4 gy rows copied side by side (zeros past
-     * OH, OW), split into the 4 column phases (wg_phase), A applied down the columns, then along */
-    const ptrdiff_t ys = g->o * g->yplane;
-    for (ptrdiff_t o = o0; o < o1; o++) {
-        const T *yo = gy + g->yoff + o * g->yplane;
-        for (ptrdiff_t t = t0; t < t1; t += WG_RUN) {
-            const ptrdiff_t len = t1 - t < WG_RUN ? t1 - t : WG_RUN, le = (len + VL - 1) / VL * VL;
-            ptrdiff_t n, ty, a, b;
-            for (ptrdiff_t l = 0; l < len; l += b - a) {
-                FN(wg_segment)(g, t + l, len - l, &n, &ty, &a, &b);
-                for (int i = 0; i < 4; i++) {
-                    const ptrdiff_t row = 4 * ty + i;
-                    FN(wg_pad_seg)(rb + i * L.rs + 4 * l, row < g->oh ? yo + n * ys + row * g->yrow : NULL, g->ow, 0,
-                                   g->dw, 4 * a, 4 * b);
-                }
-            }
-            for (int i = 0; i < 4; i++)
-                for (ptrdiff_t j = 4 * len; j < 4 * le; j++) rb[i * L.rs + j] = 0;
-            for (ptrdiff_t tv = 0; tv < le; tv += VL) {
-                V cols[6][4];
-                for (int j = 0; j < 4; j++) {
-                    V d[4], o6[6];
-                    for (int i = 0; i < 4; i++) d[i] = FN(wg_phase)(rb + i * L.rs + 4 * tv, j);
-                    FN(wg_a6)(o6, d);
-                    for (int k = 0; k < 6; k++) cols[k][j] = o6[k];
-                }
-                for (int k = 0; k < 6; k++) {
-                    V o6[6];
-                    FN(wg_a6)(o6, cols[k]);
-                    for (int k2 = 0; k2 < 6; k2++)
-                        FN(store)(gyt + ((k * 6 + k2) * g->o + o) * L.ntp + (t - t0) + tv, o6[k2]);
-                }
-            }
-        }
-    }
+    FN(wg_gy_tiles)(gy, g, t0, t1, o0, o1, gyt, L.ntp, rb, L.rs);
     for (ptrdiff_t k = 0; k < 36; k++)
         for (ptrdiff_t gi = 0; gi < g->groups; gi++) {
             const ptrdiff_t lo = gi * og > o0 ? gi * og : o0, hi = (gi + 1) * og < o1 ? (gi + 1) * og : o1;
@@ -552,6 +570,37 @@ static void FN(winograd_grad_weight)(const gemm_fns *fns, const T *x, const T *g
             else
                 for (ptrdiff_t i = 0; i < (hi - lo) * cg; i++) a[i] += (double)mf[i];
         }
+}
+
+/* grad_weight of a 3-d (KD, 3, 3) convolution, winograd3d_forward's adjoint in U: acc[k][o][j * C + c]
+ * (36 x O x KD * C, float64) += sum over output slices [z0, z1) and tiles [t0, t1) of one image of GY_z[k][o][t]
+ * V[k][(z + j - PD, c)][t], GY_z = A gy A^T of output slice z's tiles; each slice's product summed in T, then
+ * added (first: the item's first product stored) into the accumulator. x, gy (O, OD, OH, OW), g, dp, cin as
+ * winograd3d_forward's; scratch as wg_grad_weight_layout lays it out. */
+static void FN(winograd3d_grad_weight)(const gemm_fns *fns, const T *x, const T *gy, double *acc, T *s,
+                                       const wg_geom *g, const ptrdiff_t *dp, ptrdiff_t cin, ptrdiff_t z0,
+                                       ptrdiff_t z1, ptrdiff_t t0, ptrdiff_t t1, int first)
+{
+    wg_gw_layout L;
+    wg_grad_weight_layout(g, &L);
+    T *v = s + L.v, *gyt = s + L.gy, *mf = s + L.mf;
+    const ptrdiff_t kd = dp[1], nt = t1 - t0, kc = kd * cin, vk = g->c * L.ntp, oplane = g->oh * g->ow;
+    if (nt <= 0) return;
+    for (ptrdiff_t z = z0; z < z1; z++) {
+        FN(wg3_slices)(x, g, dp, cin, z0, z == z0 ? z0 : z + kd - 1, z + kd, t0, t1, v, L.ntp, vk, s + L.rb, L.rs,
+                       s + L.tr, L.ps);
+        FN(wg_gy_tiles)(gy + z * oplane, g, t0, t1, 0, g->o, gyt, L.ntp, s + L.rb, L.rs);
+        const T *vz = v + (z - z0) * cin * L.ntp;
+        for (ptrdiff_t k = 0; k < 36; k++) {
+            FN(mm)(fns, s + L.pack, 0, 1, g->o, kc, nt, 1.0, gyt + k * g->o * L.ntp, L.ntp, vz + k * vk, L.ntp, 0.0,
+                   mf, kc, NULL, 0, 0, 0);
+            double *a = acc + k * g->o * kc;
+            if (first && z == z0)
+                for (ptrdiff_t i = 0; i < g->o * kc; i++) a[i] = (double)mf[i];
+            else
+                for (ptrdiff_t i = 0; i < g->o * kc; i++) a[i] += (double)mf[i];
+        }
+    }
 }
 
 /* grad_weight's last step, channel pairs [p0, p1) of `pairs`: gw[p] (3 x 3) = G^T M_p G, M_p (6 x 6) the sum

@@ -143,7 +143,8 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     if pass_name != "grad_weight":
         return winograd.admits(pass_name, operands, geom)
     x, gy = operands[0], operands[1]
-    return within(operands, (0, 1), SPREAD_LIMIT, _tiles(x.shape[0], gy.shape[2:]) * winograd._GROWTH)
+    tiles = _tiles(x.shape[0] * gy.shape[2], gy.shape[3:]) if geom.ndim == 3 else _tiles(x.shape[0], gy.shape[2:])
+    return within(operands, (0, 1), SPREAD_LIMIT, tiles * winograd._GROWTH)
 
 
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
@@ -154,8 +155,8 @@ def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geo
     if pass_name not in PASSES or np.dtype(dtype) not in _DTYPES:
         return False
     if geom.ndim == 3:
-        return (pass_name != "grad_weight" and geom.stride == (1, 1, 1)
-                and _supports3d(*_forward_call(pass_name, x_shape, w_shape, geom), np.dtype(dtype)))
+        return geom.stride == (1, 1, 1) and _supports3d(*_forward_call(pass_name, x_shape, w_shape, geom),
+                                                        np.dtype(dtype), pass_name == "grad_weight")
     if geom.ndim != 2 or geom.kernel_size != (3, 3) or geom.stride != (1, 1):
         return False
     if not geom.fits(x_shape, w_shape):
@@ -389,10 +390,12 @@ def _depth_items(n: int, c: int, in_size: Sequence[int], o: int, out: Sequence[i
     return _DepthItems(slices, length, geometry, scratch, items)
 
 
-def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype) -> bool:
-    """A 3-d forward or grad_input :func:`_forward3d` runs: a ``(KD, 3, 3)`` kernel, stride and dilation 1,
-    one group, within the C kernel's limits and the memory bound (the transformed weight, a copy of the
-    weight, the result and the workers' scratch)."""
+def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry, dtype: np.dtype,
+                weight: bool = False) -> bool:
+    """A 3-d forward or grad_input :func:`_forward3d` (``weight``: grad_weight, :func:`_grad_weight3d`) runs:
+    a ``(KD, 3, 3)`` kernel, stride and dilation 1, one group, within the C kernel's limits and the memory
+    bound (the transformed weight or the workers' float64 accumulators, a copy of the weight, the result
+    and the workers' scratch)."""
     if (geom.kernel_size[1:] != (3, 3) or geom.stride != (1, 1, 1) or geom.dilation != (1, 1, 1)
             or geom.groups != 1 or not geom.fits(x_shape, w_shape)):
         return False
@@ -405,10 +408,19 @@ def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeomet
     split = _depth_items(n, c, in_size, o, out, kd, geom.pads(in_size), dtype, threads)
     if split is None:
         return False
-    item = dtype.itemsize
+    item, workers = dtype.itemsize, min(threads, len(split.items))
     y_bytes = n * o * math.prod(out) * item
     w_bytes = math.prod(w_shape) * item
-    need = y_bytes + 36 * o * kd * c * item + w_bytes + split.scratch * item * min(threads, len(split.items))
+    if weight:  # the accumulators within half the scratch budget, as the 2-d grad_weight's
+        sums = workers * 36 * o * kd * c * 8
+        try:
+            scratch = backends.core.module.winograd2d_grad_weight_scratch(split.geometry)
+        except (ValueError, OverflowError):
+            return False
+        need = sums + 2 * w_bytes + scratch * item * workers
+        return sums <= workspace.SCRATCH_BYTES // 2 and need <= workspace.memory_bound(
+            math.prod(x_shape) * item, y_bytes, w_bytes)
+    need = y_bytes + 36 * o * kd * c * item + w_bytes + split.scratch * item * workers
     return need <= workspace.memory_bound(math.prod(x_shape) * item, w_bytes, y_bytes)
 
 
@@ -453,6 +465,47 @@ def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarra
                             for i, z0, z1, t0, t1 in split.items[k::workers]]) for k in range(workers)]
     workspace.run_jobs(jobs, 0 if own_products(dtype) else 1)
     return y if activation is None else epilogue_(y, None, activation)
+
+
+def _grad_weight3d(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``gw (O, C, KD, 3, 3)`` of a 3-d ``(KD, 3, 3)`` stride-1 convolution, :func:`_forward3d`'s adjoint in
+    ``U`` (``csrc/winograd.h`` ``winograd3d_grad_weight``): per work item (:func:`_depth_items`) and output
+    slice, ``GY (36 x O x tiles) @ V^T`` over the ``KD * C`` rows of its input slices, summed in the dtype
+    per slice and added into the worker's float64 accumulator; ``G^T M G`` of their sum at the end (the 2-d
+    finish). The implicit GEMM beyond the C kernel's limits or the accumulators' share of the scratch."""
+    dtype = _check(x, gy)
+    n, c = x.shape[:2]
+    o, kd = gy.shape[1], geom.kernel_size[0]
+    in_size, out = tuple(x.shape[2:]), tuple(gy.shape[2:])
+    if min(x.shape + gy.shape) == 0:
+        return np.zeros((o, c, kd, 3, 3), dtype)
+    threads = max(1, get_num_threads())
+    pads = geom.pads(in_size)
+    split = _depth_items(n, c, in_size, o, out, kd, pads, dtype, threads)
+    workers = 0 if split is None else min(threads, len(split.items))
+    core = backends.core.module
+    try:
+        if split is None or workers * 36 * o * kd * c * 8 > workspace.SCRATCH_BYTES // 2:
+            raise ValueError("accumulators beyond the scratch share")
+        size = core.winograd2d_grad_weight_scratch(split.geometry)
+    except (ValueError, OverflowError):
+        return gemm.grad_weight(x, gy, geom)
+    isa, routines = backends.core.isa_index, gemm_routines()
+    x = np.ascontiguousarray(x, dtype=dtype)
+    gy = np.ascontiguousarray(gy, dtype=dtype)
+    sums = workspace.buffer("compiled-wg-gw", (workers, 36, o, kd * c), np.float64)
+    scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
+    depth, geometry, prepare = (in_size[0], out[0], kd, pads[0][0], c), split.geometry, core.winograd3d_grad_weight_job
+    jobs = [core.job_chain([prepare(isa, routines, x[i], gy[i], sums[k], scratch[k], geometry, depth, z0, z1, t0,
+                                    t1, j == 0)
+                            for j, (i, z0, z1, t0, t1) in enumerate(split.items[k::workers])])
+            for k in range(workers)]
+    workspace.run_jobs(jobs, blas=0 if own_products(dtype) else 1)
+    pairs = o * kd * c
+    gw = np.empty((pairs, 3, 3), dtype)
+    spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
+    workspace.run_calls(core.winograd2d_grad_weight_finish, [((sums, gw, workers), None, span) for span in spans])
+    return np.ascontiguousarray(gw.reshape(o, kd, c, 3, 3).swapaxes(1, 2))
 
 
 def _geometry(n: int, c: int, in_size: Sequence[int], o: int, out_size: Sequence[int],
@@ -857,6 +910,8 @@ def grad_weight(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndarray
     (:data:`GW_CHANNEL_SPLIT`), ranges of output channels of one accumulator (each transforming all
     of the input tiles). Accumulators beyond half of ``workspace.SCRATCH_BYTES`` (the memory bound):
     the direct products (:mod:`npconv.kernels.gemm`)."""
+    if geom.ndim == 3:
+        return _grad_weight3d(x, gy, geom)
     dtype = _check(x, gy)
     n, c = x.shape[:2]
     o = gy.shape[1]
