@@ -38,10 +38,10 @@ def _max_relative(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def _check(rng, n, c, o, kd, size, padding, dtype, bias, tiles=None, contiguous=True):
-    """forward and grad_input (bias or none) against the float64 reference."""
+    """forward, grad_input (bias or none) and grad_weight against the float64 reference."""
     geom = _geom(kd, padding)
-    assert compiled_winograd.supports("forward", (n, c) + size, (o, c, kd, 3, 3), geom, dtype)
-    assert compiled_winograd.supports("grad_input", (n, c) + size, (o, c, kd, 3, 3), geom, dtype)
+    for pass_name in ("forward", "grad_input", "grad_weight"):
+        assert compiled_winograd.supports(pass_name, (n, c) + size, (o, c, kd, 3, 3), geom, dtype), pass_name
     x = rng.standard_normal((n, c) + size).astype(dtype)
     w = rng.standard_normal((o, c, kd, 3, 3)).astype(dtype)
     if not contiguous:
@@ -52,7 +52,7 @@ def _check(rng, n, c, o, kd, size, padding, dtype, bias, tiles=None, contiguous=
     b = rng.standard_normal(o).astype(dtype) if bias else None
     bx = rng.standard_normal(c).astype(dtype) if bias else None
     wide = (a.astype(np.float64) for a in (x, w, gy))
-    y_ref, gx_ref, _ = reference.conv_passes(*wide, geom.with_padding(geom.pads(size)))
+    y_ref, gx_ref, gw_ref = reference.conv_passes(*wide, geom.with_padding(geom.pads(size)))
     if bias:
         y_ref = y_ref + b.reshape(-1, 1, 1, 1)
         gx_ref = gx_ref + bx.reshape(-1, 1, 1, 1)
@@ -61,8 +61,9 @@ def _check(rng, n, c, o, kd, size, padding, dtype, bias, tiles=None, contiguous=
             patch.setattr(compiled_winograd, "_TARGET_TILES", tiles)
         y = compiled_winograd.forward(x, w, geom, bias=b)
         gx = compiled_winograd.grad_input(gy, w, geom, size, bias=bx)
+        gw = compiled_winograd.grad_weight(x, gy, geom)
     what = f"{n=} {c=} {o=} {kd=} {size=} {padding=} {dtype=} {bias=} {tiles=} {contiguous=}"
-    for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref)):
+    for name, got, ref in (("forward", y, y_ref), ("grad_input", gx, gx_ref), ("grad_weight", gw, gw_ref)):
         assert got.shape == ref.shape and got.dtype == dtype, (name, what)
         assert _max_relative(got, ref) <= TOL[np.dtype(dtype)], (name, what, _max_relative(got, ref))
 
@@ -136,7 +137,7 @@ def test_matches_torch_through_the_planner_and_autograd(torch, isa):
     w = (rng.standard_normal((32, 32, 3, 3, 3)) * 0.1).astype(np.float32)
     b = rng.standard_normal(32).astype(np.float32)
     geom = _geom(3, 1)
-    for pass_name in ("forward", "grad_input"):
+    for pass_name in ("forward", "grad_input", "grad_weight"):
         assert plan.choose(pass_name, x.shape, w.shape, geom, np.float32) == "winograd", pass_name
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     ty = torch.nn.functional.conv3d(tx, tw, tb, padding=1)
@@ -166,28 +167,31 @@ def test_float64_matches_torch(torch, isa):
 
 
 def test_only_what_it_computes_is_supported():
-    """Stride, dilation, groups, a kernel other than (KD, 3, 3) and grad_weight go elsewhere."""
+    """Stride, dilation, groups and a kernel other than (KD, 3, 3) go elsewhere."""
     x, w = (1, 4, 6, 8, 8), (4, 4, 3, 3, 3)
     ok = _geom(3, 1)
     assert compiled_winograd.supports("forward", x, w, ok, np.float32)
-    assert not compiled_winograd.supports("grad_weight", x, w, ok, np.float32)
+    assert compiled_winograd.supports("grad_weight", x, w, ok, np.float32)
     others = [ConvGeometry.create((3, 3, 3), (1, 2, 1), 1, 1, 1, ndim=3),
               ConvGeometry.create((3, 3, 3), 1, 1, (2, 1, 1), 1, ndim=3),
               ConvGeometry.create((3, 3, 3), 1, 1, 1, 2, ndim=3)]
     for geom in others:
         shape = (4, 4 // geom.groups, 3, 3, 3)
-        assert not compiled_winograd.supports("forward", x, shape, geom, np.float32), geom
+        for pass_name in ("forward", "grad_input", "grad_weight"):
+            assert not compiled_winograd.supports(pass_name, x, shape, geom, np.float32), (pass_name, geom)
     assert not compiled_winograd.supports("forward", x, (4, 4, 3, 5, 3), ConvGeometry.create(
         (3, 5, 3), 1, 1, 1, 1, ndim=3), np.float32)
     assert not compiled_winograd.supports("forward", x, w, ok, np.float16)
 
 
 def test_calls_beyond_the_kernels_limits_run_the_gemm(monkeypatch):
-    """Where the extension declines the 2-d call, the NumPy GEMM computes it, bias and activation too."""
+    """Where the extension declines the call, the NumPy GEMM computes it, bias and activation too; and
+    grad_weight."""
     def declines(geometry):
         raise ValueError("geometry: planes or scratch too large for the compiled kernel")
 
     monkeypatch.setattr(backends.core.module, "winograd2d_scratch", declines)
+    monkeypatch.setattr(backends.core.module, "winograd2d_grad_weight_scratch", declines)
     rng = np.random.default_rng(9)
     geom = _geom(3, ((1, 1), (2, 1), (0, 1)))
     x, w = rng.standard_normal((2, 3, 4, 7, 6)), rng.standard_normal((4, 3, 3, 3, 3))
@@ -195,6 +199,10 @@ def test_calls_beyond_the_kernels_limits_run_the_gemm(monkeypatch):
     y = compiled_winograd.forward(x, w, geom, epilogue=Epilogue(b, Activation("hardtanh", -1.0, 2.0)))
     ref = reference.conv_passes(x, w, np.zeros_like(y), geom.with_padding(geom.pads((4, 7, 6))))[0]
     np.testing.assert_allclose(y, np.clip(ref + b.reshape(-1, 1, 1, 1), -1.0, 2.0), rtol=0, atol=1e-11)
+    gy = rng.standard_normal(y.shape)
+    gw = compiled_winograd.grad_weight(x, gy, geom)
+    gw_ref = reference.conv_passes(x, w, gy, geom.with_padding(geom.pads((4, 7, 6))))[2]
+    np.testing.assert_allclose(gw, gw_ref, rtol=0, atol=1e-11)
 
 
 def _extension_call(core, args, **change):
@@ -274,3 +282,67 @@ def test_items_of_one_output_slice_and_split_tiles(isa, parallel, dtype, monkeyp
     assert split.slices == 1 and split.tiles == 4 and len(split.items) == 2 * 8 * 3
     small = compiled_winograd.forward(x, w, geom)
     np.testing.assert_allclose(small, whole, rtol=0, atol=TOL[np.dtype(dtype)] * np.abs(whole).max())
+
+
+def test_the_grad_weight_extension_adds_one_items_products_and_checks_its_arguments():
+    """``winograd3d_grad_weight``: an item's products stored (first) or added into the float64 accumulator;
+    ``G^T M G`` of it (the 2-d finish) is that item's share of the weight gradient; bad arguments raise,
+    the accumulator unchanged."""
+    core = backends.core.module
+    rng = np.random.default_rng(11)
+    c, d, h, w, o, kd, pd = 2, 5, 6, 7, 3, 3, 1
+    x = rng.standard_normal((c, d, h, w))
+    geom = _geom(kd, ((pd, pd), (1, 1), (1, 1)))
+    od, oh, ow = geom.output_size((d, h, w))
+    gy = rng.standard_normal((o, od, oh, ow))
+    tiles = -(-oh // 4) * -(-ow // 4)
+    geometry = (1, (od + kd - 1) * c, h, w, o, oh, ow, 1, 1, 1, tiles, 0, 1, 1, h, w, 0, 0, oh, ow, 0, 0)
+    scratch = np.empty(core.winograd2d_grad_weight_scratch(geometry))
+    acc = np.full((36, o, kd * c), 5.0)
+    depth = (d, od, kd, pd, c)
+    isa = backends.core.isa_index
+    args = [isa, gemm_routines(), x, gy, acc, scratch, geometry, depth, 0, od, 0, tiles, True]
+    core.winograd3d_grad_weight(*args)
+    core.winograd3d_grad_weight(*args[:12], False)  # the same products again: twice the sums
+    gw = np.empty((o * kd * c, 3, 3))
+    core.winograd2d_grad_weight_finish(backends.core.isa_index, acc, gw, 1, 0, o * kd * c)
+    padded = geom.with_padding(geom.pads((d, h, w)))
+    ref = reference.conv_passes(x[None], np.zeros((o, c, kd, 3, 3)), gy[None], padded)[2]
+    np.testing.assert_allclose(gw.reshape(o, kd, c, 3, 3).swapaxes(1, 2), 2 * ref, rtol=0, atol=1e-11)
+    before = acc.copy()
+    bad = [
+        (ValueError, 8, -1),
+        (ValueError, 9, od + 1),
+        (ValueError, 11, tiles + 1),
+        (ValueError, 2, x[:, :-1].copy()),
+        (ValueError, 3, gy[:, :-1].copy()),
+        (ValueError, 4, acc[:, :, :-1].copy()),
+        (ValueError, 5, scratch[:-1].copy()),
+        (ValueError, 6, (1, c, h, w) + geometry[4:]),  # V rows for one slice only
+        (TypeError, 4, acc.astype(np.float32)),
+        (TypeError, 3, gy.astype(np.float32)),
+    ]
+    for error, index, value in bad:
+        changed = list(args)
+        changed[index] = value
+        with pytest.raises(error):
+            core.winograd3d_grad_weight(*changed)
+        np.testing.assert_array_equal(acc, before)
+
+
+def test_the_planners_3d_rule():
+    """At least MIN_SLICE_TILES tiles per depth slice (a slice's products' columns), then the 2-d rule of the
+    equivalent call; grad_weight at most GW3_PAIRS_PER_TILE weight values per tile of a slice."""
+    geom = _geom(3, 1)
+
+    def rec(pass_name, x, o):
+        return compiled_winograd.recommended(pass_name, x, (o, x[1], 3, 3, 3), geom, np.float32)
+
+    assert not rec("forward", (1, 256, 8, 7, 7), 256)  # 4 tiles per slice
+    assert not rec("forward", (4, 64, 4, 12, 12), 64)  # 9
+    assert rec("forward", (2, 32, 32, 32, 32), 32) and rec("grad_input", (2, 32, 32, 32, 32), 32)
+    assert rec("grad_weight", (2, 32, 32, 32, 32), 32)
+    assert rec("grad_weight", (2, 64, 8, 14, 14), 64)  # 12288 values, 16 tiles
+    assert not rec("grad_weight", (1, 128, 8, 14, 14), 128)  # 49152 values, 16 tiles
+    assert rec("grad_weight", (2, 128, 4, 28, 28), 128)  # 49152 values, 49 tiles
+    assert not compiled_winograd.recommended("forward", (2, 32, 32, 32, 32), (32, 32, 3, 3, 3), geom, np.float64)

@@ -143,7 +143,9 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     if pass_name != "grad_weight":
         return winograd.admits(pass_name, operands, geom)
     x, gy = operands[0], operands[1]
-    tiles = _tiles(x.shape[0] * gy.shape[2], gy.shape[3:]) if geom.ndim == 3 else _tiles(x.shape[0], gy.shape[2:])
+    # each gradient value sums every tile of the batch (3-d: of every output slice)
+    images = x.shape[0] * (gy.shape[2] if geom.ndim == 3 else 1)
+    tiles = _tiles(images, gy.shape[-2:])
     return within(operands, (0, 1), SPREAD_LIMIT, tiles * winograd._GROWTH)
 
 
@@ -193,8 +195,11 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
         return False
     if geom.ndim == 3:  # the 2-d rule of the depth slices' products, each at least MIN_SLICE_TILES wide
         x_shape, w_shape, geom = _forward_call(pass_name, x_shape, w_shape, geom)
-        if _tiles(1, geom.output_size(tuple(x_shape[2:]))[1:]) < MIN_SLICE_TILES:
+        tiles = _tiles(1, geom.output_size(tuple(x_shape[2:]))[1:])
+        if tiles < MIN_SLICE_TILES:
             return False
+        if pass_name == "grad_weight":  # products of KD * C x O pairs over a slice's tiles
+            return math.prod(w_shape[:3]) <= GW3_PAIRS_PER_TILE * tiles
         return recommended("forward", *_plane_call(x_shape, w_shape, geom), dtype)
     channels = min(x_shape[1], w_shape[0]) // geom.groups
     out = geom.output_size(x_shape[2:])
@@ -355,6 +360,13 @@ class _DepthItems(NamedTuple):
 #: 1.6 / 1.2; 12x12 (9 tiles) 64 channels batch 4 2.6 / 2.5; 14x14 (16 tiles) 128 channels 4.9 / 6.7, 64
 #: channels batch 2 2.0 / 3.2.
 MIN_SLICE_TILES = 16
+#: The 3-d grad_weight's rule: at most this many weight values ``O * C * KD`` per tile of a slice (each
+#: slice's products sum over its tiles: few for many pairs is a product of little depth per accumulator).
+#: Two threads, Zen 4, ms, Winograd / planned GEMM, 3x3x3: 128 channels 14x14 (16 tiles, 49152 values)
+#: 8.7-8.9 / 7.9-8.0; 64 channels 14x14 batch 2 (12288) 3.2-3.8 / 3.9-4.3; 128 channels 28x28 batch 2 (49
+#: tiles, 49152) 17.1-19.2 / 27.5-28.5; 32 channels 16x16 batch 8 (3072) 3.3 / 5.0-5.8; the benchmark's
+#: 32 channels 32^3 (64 tiles) 10.8-12.1 / 19.3-19.9.
+GW3_PAIRS_PER_TILE = 1024
 #: A 3-d call's work item keeps its input slices' transforms (``V``: 36 x C x tiles per slice) in about
 #: this many bytes of its worker's scratch, each input slice transformed once per item (an item of S
 #: output slices transforms ``S + KD - 1``).
@@ -495,16 +507,18 @@ def _grad_weight3d(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndar
     gy = np.ascontiguousarray(gy, dtype=dtype)
     sums = workspace.buffer("compiled-wg-gw", (workers, 36, o, kd * c), np.float64)
     scratch = [workspace.buffer(f"compiled-wg-{k}", (size,), dtype) for k in range(workers)]
-    depth, geometry, prepare = (in_size[0], out[0], kd, pads[0][0], c), split.geometry, core.winograd3d_grad_weight_job
-    jobs = [core.job_chain([prepare(isa, routines, x[i], gy[i], sums[k], scratch[k], geometry, depth, z0, z1, t0,
-                                    t1, j == 0)
+    depth, geometry = (in_size[0], out[0], kd, pads[0][0], c), split.geometry
+    prepare = core.winograd3d_grad_weight_job
+    jobs = [core.job_chain([prepare(isa, routines, x[i], gy[i], sums[k], scratch[k], geometry, depth, z0, z1,
+                                    t0, t1, j == 0)
                             for j, (i, z0, z1, t0, t1) in enumerate(split.items[k::workers])])
             for k in range(workers)]
     workspace.run_jobs(jobs, blas=0 if own_products(dtype) else 1)
     pairs = o * kd * c
     gw = np.empty((pairs, 3, 3), dtype)
     spans = workspace.ranges(pairs, threads if pairs >= GW_FINISH_PAIRS else 1)
-    workspace.run_calls(core.winograd2d_grad_weight_finish, [((sums, gw, workers), None, span) for span in spans])
+    finish = core.winograd2d_grad_weight_finish
+    workspace.run_calls(finish, [((sums, gw, workers), None, span) for span in spans])
     return np.ascontiguousarray(gw.reshape(o, kd, c, 3, 3).swapaxes(1, 2))
 
 
