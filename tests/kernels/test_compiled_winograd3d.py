@@ -345,4 +345,5 @@ def test_the_planners_3d_rule():
     assert rec("grad_weight", (2, 64, 8, 14, 14), 64)  # 12288 values, 16 tiles
     assert not rec("grad_weight", (1, 128, 8, 14, 14), 128)  # 49152 values, 16 tiles
     assert rec("grad_weight", (2, 128, 4, 28, 28), 128)  # 49152 values, 49 tiles
-    assert not compiled_winograd.recommended("forward", (2, 32, 32, 32, 32), (32, 32, 3, 3, 3), geom, np.float64)
+    x, w = (2, 32, 32, 32, 32), (32, 32, 3, 3, 3)
+    assert not compiled_winograd.recommended("forward", x, w, geom, np.float64)

@@ -60,6 +60,7 @@ CASES = {
     # Winograd's 3-d: the depth-padded input and the image-major output besides the 2-d call's
     "3-d 3x3x3": ((2, 16, 12, 40, 40), (16, 16, 3, 3, 3), dict(padding=1)),
     "3-d 5x3x3, depth padding 4": ((1, 8, 8, 32, 32), (8, 8, 5, 3, 3), dict(padding=(4, 1, 1))),
+    "3-d depthwise 3x3x3": ((2, 16, 12, 40, 40), (16, 1, 3, 3, 3), dict(padding=1, groups=16)),
 }
 
 

@@ -433,7 +433,7 @@ fail:
 
 /* A depthwise or grouped kernel call over a range of planes / items / channels / groups (its buffers
  * one buffer_set): forward and grad_input with an epilogue, or grad_weight. */
-enum { PLANE_DW_STENCIL, PLANE_DW_GRAD_WEIGHT, PLANE_GP_FORWARD, PLANE_GP_GRAD_WEIGHT };
+enum { PLANE_DW_STENCIL, PLANE_DW_GRAD_WEIGHT, PLANE_GP_FORWARD, PLANE_GP_GRAD_WEIGHT, PLANE_DW3_FORWARD };
 
 typedef struct {
     kernel_job base;
@@ -441,12 +441,14 @@ typedef struct {
     double lo, hi;
     Py_ssize_t start, stop;
     Py_ssize_t r0, r1; /* the grouped forward's output rows (adjacent: a one-item call's shared range) */
+    ptrdiff_t depth[6]; /* the 3-d depthwise forward's (D, OD, KD, SD, DD, PD) */
     union {
         dw_geom dw;
         gp_geom gp;
     } g;
     union {
         dw_fwd_fn dw_stencil;
+        dw3_fwd_fn dw3_forward;
         dw_gw_fn dw_grad_weight;
         gp_fwd_fn gp_forward;
         gp_gw_fn gp_grad_weight;
@@ -470,6 +472,10 @@ static void plane_job_run(kernel_job *job)
     case PLANE_GP_FORWARD:
         rc = j->fn.gp_forward(v[0], v[1], v[2], v[3], v[4], &j->g.gp, j->start, j->stop, j->act, j->lo, j->hi, j->r0,
                               j->r1);
+        break;
+    case PLANE_DW3_FORWARD:
+        rc = j->fn.dw3_forward(v[0], v[1], v[2], v[3], v[4], &j->g.dw, j->depth, j->start, j->stop, j->act, j->lo,
+                               j->hi);
         break;
     default:
         rc = j->fn.gp_grad_weight(v[0], v[1], v[2], v[3], &j->g.gp, j->start, j->stop);
@@ -503,6 +509,9 @@ static PyObject *plane_job_start(const plane_job *spec, int isa, int pass, int p
     case PLANE_DW_GRAD_WEIGHT:
         j->fn.dw_grad_weight = k->dw[wide].grad_weight;
         break;
+    case PLANE_DW3_FORWARD:
+        j->fn.dw3_forward = k->dw[wide].forward3d;
+        break;
     case PLANE_GP_FORWARD:
         j->fn.gp_forward = k->gp[wide].forward;
         break;
@@ -534,6 +543,65 @@ static PyObject *run_stencil_pass(PyObject *args, int pass, int prepare)
     const plane_job spec = {.kind = PLANE_DW_STENCIL, .act = act, .lo = lo, .hi = hi, .start = start, .stop = stop,
                             .g.dw = g};
     return plane_job_start(&spec, isa, pass, prepare, 5, objs, names, flags, counts);
+}
+
+/* A 3-d depthwise call's depth (D, OD, KD, SD, DD, PD) checked against its slice geometry g (dw3_forward). */
+static int parse_depth(PyObject *seq, const dw_geom *g, ptrdiff_t *dv)
+{
+    if (geometry_ints(seq, 6, "D, OD, KD, SD, DD, PD", "111110", DW_MAX_VALUE, dv) < 0) return -1;
+    ptrdiff_t a;
+    if (__builtin_mul_overflow(dv[0] + 1, dw3_scratch(g, 0), &a) || a > 4 * DW_MAX_PLANE ||
+        dv[2] * g->kh * g->kw > DW_MAX_VALUE) {
+        PyErr_SetString(PyExc_ValueError, "depth: the slices' scratch or the taps too large for the compiled kernel");
+        return -1;
+    }
+    return 0;
+}
+
+/* (isa, x, w, bias|None, y, scratch, geom, depth, start, stop[, act, lo, hi]): (image, channel) pairs
+ * [start, stop) of a 3-d depthwise forward (dw3_forward): geom one depth slice's 2-d geometry, depth (D, OD,
+ * KD, SD, DD, PD). */
+static PyObject *run_dw3_forward(PyObject *args, int prepare)
+{
+    int isa, act = 0;
+    double lo = 0.0, hi = 0.0;
+    PyObject *objs[5], *geom, *depth;
+    Py_ssize_t start, stop;
+    dw_geom g;
+    ptrdiff_t dv[6];
+    if (!PyArg_ParseTuple(args, "iOOOOOOOnn|idd", &isa, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &geom,
+                          &depth, &start, &stop, &act, &lo, &hi))
+        return NULL;
+    if (check_isa(isa) < 0 || parse_geom(geom, &g) < 0 || parse_depth(depth, &g, dv) < 0 || check_act(act, lo, hi) < 0)
+        return NULL;
+    static const char *const names[5] = {"input", "weight", "bias", "output", "scratch"};
+    static const int flags[5] = {0, 0, BUF_OPTIONAL, BUF_WRITABLE, BUF_WRITABLE | BUF_AT_LEAST};
+    ptrdiff_t in_n, out_n;
+    if (__builtin_mul_overflow(g.n * g.c * g.h * g.w, dv[0], &in_n) ||
+        __builtin_mul_overflow(g.n * g.c * g.m * g.oh * g.ow, dv[1], &out_n)) {
+        PyErr_SetString(PyExc_ValueError, "depth: the arrays too large for the compiled kernel");
+        return NULL;
+    }
+    const ptrdiff_t counts[5] = {in_n, g.c * g.m * dv[2] * g.kh * g.kw, g.c * g.m, out_n, dw3_scratch(&g, dv[0])};
+    if (check_range(start, stop, g.n * g.c, "plane") < 0) return NULL;
+    plane_job spec = {.kind = PLANE_DW3_FORWARD, .act = act, .lo = lo, .hi = hi, .start = start, .stop = stop,
+                      .g.dw = g};
+    memcpy(spec.depth, dv, sizeof spec.depth);
+    return plane_job_start(&spec, isa, 0, prepare, 5, objs, names, flags, counts);
+}
+
+static PyObject *dw3d_forward(PyObject *self, PyObject *args) { return run_dw3_forward(args, 0); }
+static PyObject *dw3d_forward_job(PyObject *self, PyObject *args) { return run_dw3_forward(args, 1); }
+
+/* (geometry, depth) -> scratch elements of one depthwise3d_forward call. */
+static PyObject *dw3d_scratch(PyObject *self, PyObject *args)
+{
+    PyObject *geom, *depth;
+    dw_geom g;
+    ptrdiff_t dv[6];
+    if (!PyArg_ParseTuple(args, "OO", &geom, &depth) || parse_geom(geom, &g) < 0 || parse_depth(depth, &g, dv) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(dw3_scratch(&g, dv[0]));
 }
 
 static PyObject *dw2d_forward(PyObject *self, PyObject *args) { return run_stencil_pass(args, 0, 0); }
@@ -2862,6 +2930,14 @@ static PyMethodDef methods[] = {
     {"flag_store", flag_store, METH_VARARGS,
      "flag_store(flags, index, value): flags[index] = value, visible to flag_wait after everything the caller "
      "wrote before (release store)"},
+    {"depthwise3d_forward", dw3d_forward, METH_VARARGS,
+     "depthwise3d_forward(isa, x, w, bias, y, scratch, geometry, depth, start, stop[, act, lo, hi]): (image, "
+     "channel) pairs [start, stop) of a 3-d depthwise forward; geometry one depth slice's (as depthwise2d's), "
+     "depth (D, OD, KD, SD, DD, PD)"},
+    {"depthwise3d_forward_job", dw3d_forward_job, METH_VARARGS,
+     "depthwise3d_forward_job(...same arguments as depthwise3d_forward...) -> job"},
+    {"depthwise3d_scratch", dw3d_scratch, METH_VARARGS,
+     "depthwise3d_scratch(geometry, depth) -> scratch elements of one depthwise3d_forward call"},
     {"depthwise2d_scratch", scratch_size, METH_VARARGS,
      "depthwise2d_scratch(pass, geometry) -> scratch elements per call (pass 0 forward, 1 grad_input, "
      "2 grad_weight)"},

@@ -901,6 +901,53 @@ static int FN(dw_forward)(const T *x, const T *w, const T *bias, T *y, T *scratc
     return 0;
 }
 
+/* 3-d forward of (image, channel) pairs [start, stop) of x (N, C, D, H, W) into y (N, C*M, OD, OH, OW):
+ * g the 2-d geometry of one depth slice (its N, C, M the call's), dp (D, OD, KD, SD, DD, PD) the depth's,
+ * w (C*M, 1, KD, KH, KW). Each input slice of a pair in its polyphase form once (the 2-d row path's), then
+ * every output slice one stencil of KD * KH * KW taps over slices z * SD + j * DD - PD (a zero slice
+ * outside), its wide rows copied into y and activated. Scratch: dw3_scratch. */
+static int FN(dw3_forward)(const T *x, const T *w, const T *bias, T *y, T *scratch, const dw_geom *g,
+                           const ptrdiff_t *dp, ptrdiff_t start, ptrdiff_t stop, int act, double lo_d, double hi_d)
+{
+    const T lo = (T)lo_d, hi = (T)hi_d;
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    const ptrdiff_t d = dp[0], od = dp[1], kd = dp[2], k2 = g->kh * g->kw, k = kd * k2;
+    const ptrdiff_t slice = ph.count * ph.plane, plane_in = g->h * g->w, plane_out = g->oh * g->ow;
+    T *zero = scratch, *slices = scratch + slice, *wide = slices + d * slice;
+    const T **src = malloc((size_t)k * sizeof(*src));
+    ptrdiff_t *shift = malloc((size_t)k2 * sizeof(*shift));
+    if (!src || !shift) {
+        free(src), free(shift);
+        return -1;
+    }
+    dw_forward_shifts(g, &ph, shift);
+    for (ptrdiff_t s = 0; s <= d; s++) FN(clear_phases)(scratch + s * slice, &ph);
+    const int direct = ph.qw == g->ow; /* no junk columns: the stencil writes straight into y */
+    for (ptrdiff_t p = start; p < stop; p++) {
+        const ptrdiff_t n = p / g->c, c = p % g->c;
+        for (ptrdiff_t s = 0; s < d; s++) FN(fill_phases)(slices + s * slice, x + (p * d + s) * plane_in, g, &ph);
+        for (ptrdiff_t j = 0; j < g->m; j++) {
+            const ptrdiff_t o = c * g->m + j;
+            const T init = bias ? bias[o] : (T)0;
+            for (ptrdiff_t z = 0; z < od; z++) {
+                T *yo = y + ((n * g->c * g->m + o) * od + z) * plane_out;
+                for (ptrdiff_t q = 0; q < kd; q++) {
+                    const ptrdiff_t s = z * dp[3] + q * dp[4] - dp[5];
+                    const T *base = s >= 0 && s < d ? slices + s * slice : zero;
+                    for (ptrdiff_t t = 0; t < k2; t++) src[q * k2 + t] = base + shift[t];
+                }
+                FN(stencil)(direct ? yo : wide, g->oh * ph.qw, src, w + o * k, (int)k, init);
+                if (!direct)
+                    for (ptrdiff_t oh = 0; oh < g->oh; oh++) FN(copy_short)(yo + oh * g->ow, wide + oh * ph.qw, g->ow);
+                FN(activate_run)(yo, plane_out, act, lo, hi);
+            }
+        }
+    }
+    free(src), free(shift);
+    return 0;
+}
+
 /* Input gradient of planes [start, stop) into gx (N, C, H, W) from gy (N, C*M, OH, OW), as a
  * polyphase gather: padded input (ihp, iwp) = (qh*SH + rh, qw*SW + rw) receives tap (kh, kw) exactly
  * when kh*DH = th*SH + rh and kw*DW = tw*SW + rw, from gy[qh - th][qw - tw]. The gy planes are

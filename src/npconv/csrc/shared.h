@@ -166,6 +166,15 @@ static ptrdiff_t dw_scratch(int pass, const dw_geom *g)
     return rows;
 }
 
+/* Scratch elements of one 3-d depthwise forward call (dw3_forward): a zero slice and the D input slices in
+ * their polyphase form, then the wide output rows. */
+static ptrdiff_t dw3_scratch(const dw_geom *g, ptrdiff_t d)
+{
+    dw_phases ph;
+    dw_forward_phases(g, &ph);
+    return (d + 1) * ph.count * ph.plane + g->oh * ph.qw + DW_SLACK;
+}
+
 /* Sizes of one grouped call: x (N, G*Cg, H, W), weight (G*Og, Cg, KH, KW), output (N, G*Og, OH, OW),
  * stride, dilation, low zero padding as for dw_geom. */
 typedef struct {
@@ -499,9 +508,14 @@ typedef int (*dw_fwd_fn)(const void *, const void *, const void *, void *, void 
                          ptrdiff_t, ptrdiff_t, int, double, double);
 typedef int (*dw_gw_fn)(const void *, const void *, void *, void *, const dw_geom *, ptrdiff_t, ptrdiff_t);
 
+/* the 3-d depthwise forward: dw_fwd_fn's arguments with the depth (D, OD, KD, SD, DD, PD) after the geometry */
+typedef int (*dw3_fwd_fn)(const void *, const void *, const void *, void *, void *, const dw_geom *,
+                          const ptrdiff_t *, ptrdiff_t, ptrdiff_t, int, double, double);
+
 typedef struct {
     dw_fwd_fn forward, grad_input;
     dw_gw_fn grad_weight;
+    dw3_fwd_fn forward3d;
 } dw_kernels;
 
 

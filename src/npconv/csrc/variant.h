@@ -65,7 +65,7 @@ EW_ADAPT(sigmoid_forward, VARIANT_F32, float)
 EW_ADAPT(sigmoid_forward, VARIANT_F64, double)
 
 #define VT_DW(sfx) {(dw_fwd_fn)VT_CAT(dw_forward, sfx), (dw_fwd_fn)VT_CAT(dw_grad_input, sfx), \
-                    (dw_gw_fn)VT_CAT(dw_grad_weight, sfx)}
+                    (dw_gw_fn)VT_CAT(dw_grad_weight, sfx), (dw3_fwd_fn)VT_CAT(dw3_forward, sfx)}
 #define VT_GP(sfx) {(gp_fwd_fn)VT_CAT(gp_forward, sfx), (gp_gw_fn)VT_CAT(gp_grad_weight, sfx)}
 #define VT_MP(sfx) {(mp_fwd_fn)VT_CAT(max_pool_forward, sfx), (mp_bwd_fn)VT_CAT(max_pool_backward, sfx)}
 #define VT_BN(sfx) {(bn_fwd_fn)VT_CAT(batch_norm_forward, sfx), (bn_bwd_fn)VT_CAT(batch_norm_backward, sfx)}

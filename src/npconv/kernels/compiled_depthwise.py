@@ -1,6 +1,7 @@
 """Direct depthwise convolution on the compiled core (``npconv._core``): the compiled implementation of
 the ``"depthwise"`` algorithm (preferred by the registry; ``NPCONV_PURE=1`` skips it), 1-d and 2-d
-in C, 3-d handed to the NumPy implementation (:mod:`npconv.kernels.depthwise`), float32/64.
+in C; 3-d: the forward in C (and grad_input where it is a forward: stride 1, one output channel per
+input channel), the rest handed to the NumPy implementation (:mod:`npconv.kernels.depthwise`); float32/64.
 
 ``y[n, c*M + j, o] = bias[c*M + j] + sum_k w[c*M + j, 0, k] * xp[n, c, o*s + k*d]`` (``xp`` zero
 padded; channel multiplier ``M = O / C``), for any kernel size, stride, dilation and zero padding
@@ -16,7 +17,10 @@ ReLU/ReLU6/Hardtanh/SiLU of an ``epilogue=``) is applied in the kernels' stores.
 * forward: per plane, the input rows copied once into zero-padded rows split into ``stride``
   column phases, so every tap is a contiguous shifted run of the output row (a stencil);
 * grad_input: a polyphase gather (input column ``i`` takes the taps with ``k*d = i + pad (mod s)``);
-* grad_weight: per channel, vector accumulators per tap, summed per plane into float64.
+* grad_weight: per channel, vector accumulators per tap, summed per plane into float64;
+* 3-d forward (``depthwise3d_forward``): per (image, channel), each input depth slice in the 2-d
+  forward's padded phase form once, then each output slice one stencil of ``KD * KH * KW`` taps over the
+  slices it reads (:func:`_forward3d`).
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from . import depthwise, fft, workspace
 from .common import Epilogue, PreparedForward, ScratchSource, bound_run, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
-           "forward", "grad_input", "grad_weight"]
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "MAX_TAPS_3D", "supports",
+           "recommended", "forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -50,6 +54,12 @@ BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 #: takes a prepared job in 6-8 us (a Python job cost 30-40 us); MobileNetV2's 3x3 layers, us, one
 #: thread vs two: 960x7x7 37 vs 29 (0.42 M), 576x14x14 stride 2 37 vs 28 (0.25 M) (docs/performance.md).
 MIN_THREAD_MACS = 1 << 17
+#: The most taps of a 3-d kernel the planner gives the C forward (7x7x7) rather than the NumPy rule (the
+#: FFT beyond 3x3x3). Two threads, Zen 4, ms, C / FFT (torch): 5x5x5 32 channels 16x32x32 batch 4 14.5 /
+#: 42.7 (13.3), 64 channels 16x28x28 3.5 / 16.0 (4.0), 48 channels 8x56x56 7.2 / 17.2 (6.8); 7x7x7 32
+#: channels 16x24x24 batch 2 9.0 / 16.0 (7.7); 3x3x3 64 channels 16x56x56 batch 2 11.8 / - (46.6, the
+#: NumPy direct 49.5).
+MAX_TAPS_3D = 343
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
@@ -96,9 +106,47 @@ def _out_size(geometry: tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return geometry[5:7] if ndim == 2 else geometry[6:7]
 
 
+def _c3_geometry(geom: ConvGeometry, n: int, c: int, m: int,
+                 in_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """A 3-d forward's ``(slice geometry, depth)`` for ``depthwise3d_forward``: the 2-d geometry tuple of
+    one depth slice (:func:`_geometry`) and ``(D, OD, KD, SD, DD, PD)``; None where the C kernel refuses
+    them or the padding far exceeds the input and output (as :func:`_c_geometry`)."""
+    out = geom.output_size(in_size)
+    pads = geom.pads(in_size)
+    if min(out) < 1 or math.prod(geom.padded_size(in_size)) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
+        return None
+    plane = ConvGeometry(geom.kernel_size[1:], geom.stride[1:], tuple(pads[1:]), geom.dilation[1:], c)
+    geometry = _geometry(n, c, m, in_size[1:], plane)
+    depth = (in_size[0], out[0], geom.kernel_size[0], geom.stride[0], geom.dilation[0], pads[0][0])
+    try:
+        backends.core.module.depthwise3d_scratch(geometry, depth)
+    except (ValueError, OverflowError):
+        return None
+    return geometry, depth
+
+
+def _in_c3(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry) -> bool:
+    """A 3-d pass the C kernel runs: the forward, and grad_input where it is the forward of ``gy`` with the
+    flipped kernel (stride 1, one output channel per input channel)."""
+    if geom.ndim != 3 or len(x_shape) != 5 or min(x_shape) < 1 or len(w_shape) != 5:
+        return False
+    n, c = x_shape[:2]
+    if geom.groups != c or w_shape[1] != 1 or w_shape[0] % c or pass_name not in ("forward", "grad_input"):
+        return False
+    if pass_name == "grad_input":
+        if w_shape[0] != c or geom.stride != (1, 1, 1):
+            return False
+        adjoint, _ = geom.stride1_adjoint(tuple(x_shape[2:]), geom.output_size(tuple(x_shape[2:])))
+        out = geom.output_size(tuple(x_shape[2:]))
+        return _c3_geometry(adjoint, n, c, 1, out) is not None
+    return _c3_geometry(geom, n, c, w_shape[0] // c, tuple(int(v) for v in x_shape[2:])) is not None
+
+
 def supports(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeometry,
              dtype: np.dtype) -> bool:
     """True for float32/float64 convolutions with ``groups == C`` (one input channel per group)."""
+    if geom.ndim == 3 and _in_c3(pass_name, x_shape, w_shape, geom):
+        return np.dtype(dtype) in _DTYPES and geom.fits(x_shape, w_shape)
     if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):
         return depthwise.supports(pass_name, x_shape, w_shape, geom, dtype)
     if pass_name not in _PASS_CODES or np.dtype(dtype) not in _DTYPES:
@@ -112,7 +160,12 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     """1-d/2-d: every supported call up to 49 kernel taps, any stride and channel multiplier; larger
     kernels strided (the FFT is stride 1; the GEMM took 10x as long at 11x11/2 and 15x15/2) or up to
     :data:`npconv.kernels.fft.DEPTHWISE_MAX_TAPS` (:func:`npconv.kernels.fft.direct_kernel_wins`; the
-    FFT beyond); measurements in docs/performance.md. 3-d: the NumPy rule."""
+    FFT beyond); measurements in docs/performance.md. 3-d: the C forward (and grad_input where it is
+    one) up to :data:`MAX_TAPS_3D` taps, else the NumPy rule."""
+    if geom.ndim == 3:
+        if math.prod(geom.kernel_size) <= MAX_TAPS_3D and _in_c3(pass_name, x_shape, w_shape, geom):
+            return supports(pass_name, x_shape, w_shape, geom, dtype)
+        return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
     if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):
         return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
     if not supports(pass_name, x_shape, w_shape, geom, dtype):
@@ -183,6 +236,8 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     bias, act, later = compiled_epilogue(bias, epilogue)
     n, c = x_shape[:2]
     m = max(w.shape[0] // c, 1)
+    if geom.ndim == 3:
+        return PreparedForward(lambda x: _forward3d(x, w, geom, bias, act, later))
     geometry = _c_geometry(geom, n, c, m, tuple(x_shape[2:]))
     if geometry is None:
         return PreparedForward(lambda x: _activated(depthwise.forward(x, w, geom, bias), later or act))
@@ -216,6 +271,10 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     bias, act, later = compiled_epilogue(bias, epilogue)
     input_size = tuple(int(v) for v in input_size)
     n, c = gy.shape[0], geom.groups
+    if geom.ndim == 3 and _in_c3("grad_input", (n, c) + input_size, w.shape, geom):
+        adjoint, crop = geom.stride1_adjoint(input_size, gy.shape[2:])
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1])
+        return _forward3d(gy[(slice(None), slice(None)) + crop], flipped, adjoint, bias, act, later)
     m = max(w.shape[0] // c, 1)
     geometry = _c_geometry(geom, n, c, m, input_size)
     if geometry is None:
@@ -226,6 +285,29 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     _run(backends.core.module.depthwise2d_grad_input, "grad_input", n * c, dtype, geometry,
          _prepare(gy, dtype), _prepare(w, dtype), b, gx, epilogue=_codes(act))
     return _activated(gx, later)
+
+
+def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
+               act: Activation | None, later: Activation | None) -> np.ndarray:
+    """The 3-d forward (``depthwise3d_forward``; the NumPy implementation where the C kernel refuses the
+    call): ``act`` applied in the kernel's stores, ``later`` afterwards."""
+    n, c = x.shape[:2]
+    m = max(w.shape[0] // c, 1)
+    in_size = tuple(int(v) for v in x.shape[2:])
+    split = _c3_geometry(geom, n, c, m, in_size)
+    if split is None:
+        return _activated(depthwise.forward(x, w, geom, bias), later or act)
+    geometry, depth = split
+    dtype = _check(x, w)
+    y = np.empty((n, c * m) + geom.output_size(in_size), dtype)
+    b = None if bias is None else _prepare(bias, dtype)
+    macs = n * c * m * math.prod(geom.kernel_size) * max(math.prod(in_size), math.prod(y.shape[2:]))
+    spans = workspace.ranges(n * c, max(1, min(get_num_threads(), macs // MIN_THREAD_MACS)))
+    core = backends.core.module
+    args = (_prepare(x, dtype), _prepare(w, dtype), b, y, workspace.SCRATCH, geometry, depth)
+    scratch = ("compiled-dw", core.depthwise3d_scratch(geometry, depth), dtype)
+    workspace.run_spans(core.depthwise3d_forward, args, spans, _codes(act), scratch)
+    return _activated(y, later)
 
 
 def _activated(out: np.ndarray, activation: Activation | None) -> np.ndarray:
