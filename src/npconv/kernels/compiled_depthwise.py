@@ -113,7 +113,8 @@ def _c3_geometry(geom: ConvGeometry, n: int, c: int, m: int,
     them or the padding far exceeds the input and output (as :func:`_c_geometry`)."""
     out = geom.output_size(in_size)
     pads = geom.pads(in_size)
-    if min(out) < 1 or math.prod(geom.padded_size(in_size)) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
+    bound = 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16)  # as _c_geometry's
+    if min(out) < 1 or math.prod(geom.padded_size(in_size)) > bound:
         return None
     plane = ConvGeometry(geom.kernel_size[1:], geom.stride[1:], tuple(pads[1:]), geom.dilation[1:], c)
     geometry = _geometry(n, c, m, in_size[1:], plane)
