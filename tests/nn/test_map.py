@@ -475,7 +475,8 @@ def test_nan_and_inf_reach_only_the_connected_outputs(method, transposed, torch)
 def test_auto_method_follows_the_engines_crossover(monkeypatch):
     """``'auto'`` runs the dense method from :func:`npconv.ops.local.dense_fraction` on: the compiled
     depthwise kernel's crossover (``0.41 * taps / (taps + 32)``: 9% for 3x3) where the planner runs the
-    sparse method's depthwise convolution on it, the NumPy engine's 5% otherwise (3-d here)."""
+    sparse method's depthwise convolution on it in 1-d/2-d, 5% otherwise (3-d here: its compiled forward's
+    crossover measured lower)."""
     from npconv import backends
     from npconv.geometry import ConvGeometry
     from npconv.ops import local
