@@ -17,7 +17,7 @@ import npconv
 import reference
 from npconv import backends
 from npconv.geometry import ConvGeometry
-from npconv.kernels import plan
+from npconv.kernels import fft, plan
 from npconv.kernels.common import Epilogue
 from npconv.kernels.pointwise import Activation
 
@@ -116,11 +116,21 @@ def test_matches_torch_through_the_planner_and_autograd(torch, isa):
         assert _max_relative(got.numpy(), want.detach().numpy()) <= 5e-6
 
 
-def test_the_rule_keeps_kernels_beyond_7x7x7_on_the_numpy_rule():
-    geom = ConvGeometry.create((7, 7, 7), 1, 3, 1, 4, ndim=3)
-    assert compiled_depthwise.recommended("forward", (1, 4, 9, 16, 16), (4, 1, 7, 7, 7), geom, np.float32)
+def test_the_rule_takes_kernels_up_to_7x7x7_from_the_fft():
+    """fft.direct_kernel_wins (the FFT's and the depthwise kernel's one rule): 3-d depthwise forward and
+    grad_input (where it is a forward) up to DEPTHWISE3D_MAX_TAPS taps on the compiled kernel."""
+    x = (1, 4, 9, 16, 16)
+    geom = ConvGeometry.create((5, 5, 5), 1, 2, 1, 4, ndim=3)
+    for pass_name in ("forward", "grad_input"):
+        assert fft.direct_kernel_wins(pass_name, (4, 1, 5, 5, 5), geom)
+        assert plan.choose(pass_name, x, (4, 1, 5, 5, 5), geom, np.float32) == "depthwise"
+    assert not fft.direct_kernel_wins("grad_weight", (4, 1, 5, 5, 5), geom)
+    assert not fft.direct_kernel_wins("grad_input", (8, 1, 5, 5, 5), geom)  # a channel multiplier
+    geom7 = ConvGeometry.create((7, 7, 7), 1, 3, 1, 4, ndim=3)
+    assert compiled_depthwise.recommended("forward", x, (4, 1, 7, 7, 7), geom7, np.float32)
     big = ConvGeometry.create((9, 9, 9), 1, 4, 1, 4, ndim=3)
-    assert not compiled_depthwise.recommended("forward", (1, 4, 9, 16, 16), (4, 1, 9, 9, 9), big, np.float32)
+    assert not compiled_depthwise.recommended("forward", x, (4, 1, 9, 9, 9), big, np.float32)
+    assert plan.choose("forward", x, (4, 1, 9, 9, 9), big, np.float32) == "fft"
 
 
 def test_beyond_the_kernels_limits_the_numpy_implementation_runs_it(monkeypatch):

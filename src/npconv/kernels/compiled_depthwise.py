@@ -38,8 +38,8 @@ from . import depthwise, fft, workspace
 from .common import Epilogue, PreparedForward, ScratchSource, bound_run, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
-__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "MAX_TAPS_3D", "supports",
-           "recommended", "forward", "grad_input", "grad_weight"]
+__all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
+           "forward", "grad_input", "grad_weight"]
 
 if not backends.core.available:  # the registry records the reason; npconv.backends warned at import
     raise ModuleNotFoundError(f"npconv._core, the compiled core, is not in use ({backends.core.reason})",
@@ -54,12 +54,6 @@ BIAS_PASSES = EPILOGUE_PASSES = ("forward", "grad_input")
 #: takes a prepared job in 6-8 us (a Python job cost 30-40 us); MobileNetV2's 3x3 layers, us, one
 #: thread vs two: 960x7x7 37 vs 29 (0.42 M), 576x14x14 stride 2 37 vs 28 (0.25 M) (docs/performance.md).
 MIN_THREAD_MACS = 1 << 17
-#: The most taps of a 3-d kernel the planner gives the C forward (7x7x7) rather than the NumPy rule (the
-#: FFT beyond 3x3x3). Two threads, Zen 4, ms, C / FFT (torch): 5x5x5 32 channels 16x32x32 batch 4 14.5 /
-#: 42.7 (13.3), 64 channels 16x28x28 3.5 / 16.0 (4.0), 48 channels 8x56x56 7.2 / 17.2 (6.8); 7x7x7 32
-#: channels 16x24x24 batch 2 9.0 / 16.0 (7.7); 3x3x3 64 channels 16x56x56 batch 2 11.8 / - (46.6, the
-#: NumPy direct 49.5).
-MAX_TAPS_3D = 343
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PASS_CODES = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
@@ -162,9 +156,9 @@ def recommended(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], 
     kernels strided (the FFT is stride 1; the GEMM took 10x as long at 11x11/2 and 15x15/2) or up to
     :data:`npconv.kernels.fft.DEPTHWISE_MAX_TAPS` (:func:`npconv.kernels.fft.direct_kernel_wins`; the
     FFT beyond); measurements in docs/performance.md. 3-d: the C forward (and grad_input where it is
-    one) up to :data:`MAX_TAPS_3D` taps, else the NumPy rule."""
+    one) up to :data:`npconv.kernels.fft.DEPTHWISE3D_MAX_TAPS` taps, else the NumPy rule."""
     if geom.ndim == 3:
-        if math.prod(geom.kernel_size) <= MAX_TAPS_3D and _in_c3(pass_name, x_shape, w_shape, geom):
+        if fft.direct_kernel_wins(pass_name, w_shape, geom) and _in_c3(pass_name, x_shape, w_shape, geom):
             return supports(pass_name, x_shape, w_shape, geom, dtype)
         return depthwise.recommended(pass_name, x_shape, w_shape, geom, dtype)
     if not _in_c(geom, x_shape if len(x_shape) == geom.ndim + 2 and min(x_shape) > 0 else None, w_shape[0]):

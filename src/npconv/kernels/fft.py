@@ -186,11 +186,25 @@ GROUPED_MAX_TAPS = {"forward": 169, "grad_input": 169, "grad_weight": 441}
 DEPTHWISE_MAX_TAPS = {"forward": 225, "grad_input": 225, "grad_weight": 121}
 
 
+#: The most taps of a 3-d depthwise kernel whose forward (and grad_input where it is a forward: stride 1,
+#: one output channel per input channel) the compiled depthwise kernel runs rather than the FFT (7x7x7).
+#: Two threads, Zen 4, ms, compiled / FFT (torch): 5x5x5 32 channels 16x32x32 batch 4 14.5 / 42.7 (13.3),
+#: 64 channels 16x28x28 3.5 / 16.0 (4.0), 48 channels 8x56x56 7.2 / 17.2 (6.8); 7x7x7 32 channels 16x24x24
+#: batch 2 9.0 / 16.0 (7.7).
+DEPTHWISE3D_MAX_TAPS = 343
+
+
 def direct_kernel_wins(pass_name: str, w_shape: Sequence[int], geom: ConvGeometry) -> bool:
     """Whether a stride-1, 1-d or 2-d grouped pass with 1-4 input channels per group and at most
-    :data:`DEPTHWISE_MAX_TAPS` (one channel) or :data:`GROUPED_MAX_TAPS` (2-4) taps belongs to the
-    compiled depthwise or grouped kernel (in use with the compiled core) rather than the FFT; one rule
-    for the three algorithms' ``recommended``."""
+    :data:`DEPTHWISE_MAX_TAPS` (one channel) or :data:`GROUPED_MAX_TAPS` (2-4) taps, or a 3-d depthwise
+    forward (grad_input: stride 1, one output channel per input channel) of at most
+    :data:`DEPTHWISE3D_MAX_TAPS`, belongs to the compiled depthwise or grouped kernel (in use with the
+    compiled core) rather than the FFT; one rule for the three algorithms' ``recommended``."""
+    if (backends.core.available and geom.ndim == 3 and geom.groups > 1 and w_shape[1] == 1
+            and pass_name in ("forward", "grad_input")):
+        if pass_name == "grad_input" and (any(s != 1 for s in geom.stride) or w_shape[0] != geom.groups):
+            return False
+        return math.prod(geom.kernel_size) <= DEPTHWISE3D_MAX_TAPS
     if (not backends.core.available or geom.groups == 1 or geom.ndim > 2
             or any(s != 1 for s in geom.stride)):
         return False
