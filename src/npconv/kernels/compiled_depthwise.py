@@ -35,7 +35,7 @@ from .. import backends
 from ..backends import get_num_threads
 from ..geometry import ConvGeometry
 from . import depthwise, fft, workspace
-from .common import Epilogue, PreparedForward, ScratchSource, bound_run, compiled_epilogue
+from .common import Epilogue, PreparedForward, ScratchSource, adjoint_kernel, bound_run, compiled_epilogue
 from .pointwise import Activation, epilogue_
 
 __all__ = ["NAME", "COMPILED", "BIAS_PASSES", "EPILOGUE_PASSES", "MIN_THREAD_MACS", "supports", "recommended",
@@ -86,13 +86,17 @@ def _c_geometry(geom: ConvGeometry, n: int, c: int, m: int,
     (``parse_geom`` in core.c: the polyphase split makes ``stride`` phases per axis of at least one
     element each) refuses huge strides and planes, and padding far beyond the input and output is
     left to the NumPy variant's cropping."""
-    if geom.ndim > 2:
-        return None
-    out = geom.output_size(in_size)
-    if math.prod(geom.padded_size(in_size)) > 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16):
+    if geom.ndim > 2 or not _padding_in_proportion(geom, in_size):
         return None
     geometry = _geometry(n, c, m, in_size, geom)
     return geometry if _scratch(0, geometry) is not None else None
+
+
+def _padding_in_proportion(geom: ConvGeometry, in_size: tuple[int, ...]) -> bool:
+    """Whether the padded input stays within a few times the input and output (beyond: the NumPy
+    variant's cropping, whose cost is proportional to the data)."""
+    out = geom.output_size(in_size)
+    return math.prod(geom.padded_size(in_size)) <= 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16)
 
 
 def _out_size(geometry: tuple[int, ...], ndim: int) -> tuple[int, ...]:
@@ -107,8 +111,7 @@ def _c3_geometry(geom: ConvGeometry, n: int, c: int, m: int,
     them or the padding far exceeds the input and output (as :func:`_c_geometry`)."""
     out = geom.output_size(in_size)
     pads = geom.pads(in_size)
-    bound = 4 * (math.prod(in_size) + math.prod(out)) + (1 << 16)  # as _c_geometry's
-    if min(out) < 1 or math.prod(geom.padded_size(in_size)) > bound:
+    if min(out) < 1 or not _padding_in_proportion(geom, in_size):
         return None
     plane = ConvGeometry(geom.kernel_size[1:], geom.stride[1:], tuple(pads[1:]), geom.dilation[1:], c)
     geometry = _geometry(n, c, m, in_size[1:], plane)
@@ -131,8 +134,8 @@ def _in_c3(pass_name: str, x_shape: Sequence[int], w_shape: Sequence[int], geom:
     if pass_name == "grad_input":
         if w_shape[0] != c or geom.stride != (1, 1, 1):
             return False
-        adjoint, _ = geom.stride1_adjoint(tuple(x_shape[2:]), geom.output_size(tuple(x_shape[2:])))
         out = geom.output_size(tuple(x_shape[2:]))
+        adjoint, _ = geom.stride1_adjoint(tuple(x_shape[2:]), out)
         return _c3_geometry(adjoint, n, c, 1, out) is not None
     return _c3_geometry(geom, n, c, w_shape[0] // c, tuple(int(v) for v in x_shape[2:])) is not None
 
@@ -180,11 +183,13 @@ def _geometry(n: int, c: int, m: int, in_size: Sequence[int], geom: ConvGeometry
     return (n, c, m, *in_size, *out, *geom.kernel_size, *geom.stride, *geom.dilation, *lows)
 
 
-def _spans(count: int, geometry: tuple[int, ...]) -> list[tuple[int, int]]:
+def _spans(count: int, geometry: tuple[int, ...],
+           depth: tuple[int, ...] = (1, 1, 1)) -> list[tuple[int, int]]:
     """``count`` planes/channels in one range per worker thread (as many as have
-    :data:`MIN_THREAD_MACS` each)."""
+    :data:`MIN_THREAD_MACS` each); ``depth`` a 3-d call's ``(D, OD, KD, ...)``."""
     n, c, m, h, w, oh, ow, kh, kw = geometry[:9]
-    macs = n * c * m * kh * kw * max(h * w, oh * ow)
+    d, od, kd = depth[:3]
+    macs = n * c * m * kh * kw * kd * max(h * w * d, oh * ow * od)
     return workspace.ranges(count, max(1, min(get_num_threads(), macs // MIN_THREAD_MACS)))
 
 
@@ -268,7 +273,7 @@ def grad_input(gy: np.ndarray, w: np.ndarray, geom: ConvGeometry, input_size: Se
     n, c = gy.shape[0], geom.groups
     if geom.ndim == 3 and _in_c3("grad_input", (n, c) + input_size, w.shape, geom):
         adjoint, crop = geom.stride1_adjoint(input_size, gy.shape[2:])
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1])
+        flipped = adjoint_kernel(w, c, compiled=True)
         return _forward3d(gy[(slice(None), slice(None)) + crop], flipped, adjoint, bias, act, later)
     m = max(w.shape[0] // c, 1)
     geometry = _c_geometry(geom, n, c, m, input_size)
@@ -296,12 +301,10 @@ def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarra
     dtype = _check(x, w)
     y = np.empty((n, c * m) + geom.output_size(in_size), dtype)
     b = None if bias is None else _prepare(bias, dtype)
-    macs = n * c * m * math.prod(geom.kernel_size) * max(math.prod(in_size), math.prod(y.shape[2:]))
-    spans = workspace.ranges(n * c, max(1, min(get_num_threads(), macs // MIN_THREAD_MACS)))
     core = backends.core.module
     args = (_prepare(x, dtype), _prepare(w, dtype), b, y, workspace.SCRATCH, geometry, depth)
     scratch = ("compiled-dw", core.depthwise3d_scratch(geometry, depth), dtype)
-    workspace.run_spans(core.depthwise3d_forward, args, spans, _codes(act), scratch)
+    workspace.run_spans(core.depthwise3d_forward, args, _spans(n * c, geometry, depth), _codes(act), scratch)
     return _activated(y, later)
 
 

@@ -388,11 +388,7 @@ def _depth_items(n: int, c: int, in_size: Sequence[int], o: int, out: Sequence[i
     slices = max(1, min(od, DEPTH_ITEM_BYTES // per_slice - (kd - 1)))
     chunks = max(-(-od // slices), min(od, -(-ITEMS_PER_WORKER * threads // (n * parts))))
     slices = -(-od // chunks)
-    block = winograd.CHANNEL_BLOCK if dtype == np.float32 else 0
-    rows = (slices + kd - 1) * c
-    plane = tuple(in_size[1:])
-    low = (pads[1][0], pads[2][0])
-    geometry = (1, rows, *plane, o, oh, ow, *low, 1, length, block, 1, 1, *plane, 0, 0, oh, ow, 0, 0)
+    geometry = _geometry(1, (slices + kd - 1) * c, in_size[1:], o, (oh, ow), pads[1:], 1, length, dtype)
     try:
         scratch = backends.core.module.winograd2d_scratch(geometry)
     except (ValueError, OverflowError):
