@@ -419,17 +419,26 @@ def _supports3d(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeomet
     item, workers = dtype.itemsize, min(threads, len(split.items))
     y_bytes = n * o * math.prod(out) * item
     w_bytes = math.prod(w_shape) * item
-    if weight:  # the accumulators within half the scratch budget, as the 2-d grad_weight's
-        sums = workers * 36 * o * kd * c * 8
-        try:
-            scratch = backends.core.module.winograd2d_grad_weight_scratch(split.geometry)
-        except (ValueError, OverflowError):
+    if weight:
+        scratch = _gw3_scratch(split, o, kd * c, threads)
+        if scratch is None:
             return False
-        need = sums + 2 * w_bytes + scratch * item * workers
-        return sums <= workspace.SCRATCH_BYTES // 2 and need <= workspace.memory_bound(
-            math.prod(x_shape) * item, y_bytes, w_bytes)
+        need = workers * 36 * o * kd * c * 8 + 2 * w_bytes + scratch * item * workers
+        return need <= workspace.memory_bound(math.prod(x_shape) * item, y_bytes, w_bytes)
     need = y_bytes + 36 * o * kd * c * item + w_bytes + split.scratch * item * workers
     return need <= workspace.memory_bound(math.prod(x_shape) * item, w_bytes, y_bytes)
+
+
+def _gw3_scratch(split: _DepthItems, o: int, columns: int, threads: int) -> int | None:
+    """A 3-d grad_weight's scratch elements per worker, or None where its workers' float64 accumulators
+    (``36 x O x KD * C`` each) exceed half the scratch budget (as the 2-d grad_weight's) or the C kernel
+    refuses the geometry."""
+    if min(threads, len(split.items)) * 36 * o * columns * 8 > workspace.SCRATCH_BYTES // 2:
+        return None
+    try:
+        return backends.core.module.winograd2d_grad_weight_scratch(split.geometry)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _forward3d(x: np.ndarray, w: np.ndarray, geom: ConvGeometry, bias: np.ndarray | None,
@@ -490,14 +499,10 @@ def _grad_weight3d(x: np.ndarray, gy: np.ndarray, geom: ConvGeometry) -> np.ndar
     threads = max(1, get_num_threads())
     pads = geom.pads(in_size)
     split = _depth_items(n, c, in_size, o, out, kd, pads, dtype, threads)
-    workers = 0 if split is None else min(threads, len(split.items))
-    core = backends.core.module
-    try:
-        if split is None or workers * 36 * o * kd * c * 8 > workspace.SCRATCH_BYTES // 2:
-            raise ValueError("accumulators beyond the scratch share")
-        size = core.winograd2d_grad_weight_scratch(split.geometry)
-    except (ValueError, OverflowError):
+    size = None if split is None else _gw3_scratch(split, o, kd * c, threads)
+    if size is None:
         return gemm.grad_weight(x, gy, geom)
+    workers, core = min(threads, len(split.items)), backends.core.module
     isa, routines = backends.core.isa_index, gemm_routines()
     x = np.ascontiguousarray(x, dtype=dtype)
     gy = np.ascontiguousarray(gy, dtype=dtype)
