@@ -453,3 +453,36 @@ def test_mmap_maps_storages_copy_on_write(tmp_path):
         npconv.load(tmp_path / "s.safetensors", mmap=True)
     with pytest.raises(TypeError, match="mmap must be a bool"):
         npconv.load(path, mmap="yes")
+
+
+def test_a_torch_multisteplr_state_loads_with_its_counter(tmp_path):
+    """torch's weights-only load allows ``collections.Counter`` (a ``MultiStepLR`` state's milestones);
+    npconv reads it too, and the scheduler resumes from it."""
+    import collections
+
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 3, 3], gamma=0.5)
+    scheduler.step()
+    torch.save({"scheduler": scheduler.state_dict()}, tmp_path / "s.pt")
+    state = npconv.load(tmp_path / "s.pt")["scheduler"]
+    assert type(state["milestones"]) is collections.Counter
+    theirs = torch.load(tmp_path / "s.pt")["scheduler"]["milestones"]
+    assert state["milestones"] == collections.Counter([2, 3, 3]) == theirs
+    ours = npconv.optim.SGD([npconv.nn.Parameter(npconv.zeros(2))], lr=0.1)
+    resumed = npconv.optim.lr_scheduler.MultiStepLR(ours, milestones=[1])
+    resumed.load_state_dict(state)
+    lrs = []
+    for _ in range(3):
+        ours.step(), resumed.step(), opt.step(), scheduler.step()
+        lrs.append((ours.param_groups[0]["lr"], opt.param_groups[0]["lr"]))
+    assert all(a == pytest.approx(b) for a, b in lrs)
+
+
+def test_a_counter_is_rebuilt_only_from_a_dict():
+    from npconv import io
+
+    assert io._counter({1: 2}) == {1: 2} and io._counter() == {}
+    for args in (([1, 2],), ({1: 2}, {3: 4}), ("abc",)):
+        with pytest.raises(npconv.io.UnsafeCheckpointError, match="collections.Counter"):
+            io._counter(*args)

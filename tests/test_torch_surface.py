@@ -107,3 +107,128 @@ def test_dtype_size_device_round_trip_through_torch_files(torch, tmp_path):
     assert isinstance(ours["size"], npconv.Size) and ours["size"] == (4, 5)
     assert ours["device"] == npconv.device("cpu") and ours["cuda"] == npconv.device("cuda:1")
     assert repr(ours["size"]) == repr(torch.Size([4, 5]))
+
+
+# -- torch's legacy constructors -------------------------------------------------------------------
+@pytest.mark.parametrize("call", ["Tensor()", "Tensor(2, 3)", "Tensor(0, 4)", "Tensor(Size([2, 3]))",
+                                  "Tensor([1, 2, 3])", "Tensor([[1.5, 2], [3, 4]])", "Tensor((3,))",
+                                  "FloatTensor(2)", "FloatTensor([1, 2])", "DoubleTensor([1, 2])",
+                                  "LongTensor([1.0, 2.0])", "LongTensor(3, 1)", "IntTensor([7])",
+                                  "ByteTensor([1, 255])", "BoolTensor([0, 1])", "HalfTensor([1, 2])",
+                                  "ShortTensor([1])", "CharTensor([-1])"])
+def test_legacy_constructors_like_torch(torch, call):
+    def run(lib):
+        return eval("lib." + call.replace("Size(", "lib.Size("), {"lib": lib})
+
+    ours, theirs = run(npconv), run(torch)
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    assert str(ours.dtype) == str(theirs.dtype)
+    if "[" in call and "Size" not in call:  # data, not an uninitialised size
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert ours.type() == theirs.type()
+
+
+def test_legacy_types_are_dtype_checks_and_a_parameter_takes_a_legacy_tensor(torch):
+    for lib in (npconv, torch):
+        x, n = lib.zeros(2), lib.zeros(2, dtype=lib.int64)
+        assert isinstance(x, lib.FloatTensor) and not isinstance(x, lib.LongTensor)
+        assert isinstance(n, lib.LongTensor) and not isinstance(n, lib.FloatTensor)
+        assert isinstance(x, lib.Tensor) and not isinstance(np.zeros(2, np.float32), lib.FloatTensor)
+    p = nn.Parameter(npconv.Tensor(3, 4))
+    assert p.shape == (3, 4) and p.dtype == npconv.float32 and p.requires_grad
+    nn.init.kaiming_uniform_(p)
+    assert np.isfinite(p.detach().numpy()).all()
+    with npconv.no_grad():
+        npconv.set_default_dtype(npconv.float64)
+        try:
+            assert npconv.Tensor([1, 2]).dtype == npconv.float64 and npconv.Tensor(2).dtype == npconv.float64
+        finally:
+            npconv.set_default_dtype(npconv.float32)
+
+
+def test_tensor_of_an_array_or_tensor_wraps_it_without_a_copy():
+    a = np.arange(4, dtype=np.int64)
+    t = npconv.Tensor(a)
+    assert t.numpy() is a  # npconv's own results are made this way: dtype and memory kept
+    assert npconv.Tensor(t).numpy() is a
+
+
+@pytest.mark.parametrize("call, message", [("Tensor(2, -1)", "negative dimension -1"),
+                                           ("Tensor('ab')", "expected sizes as ints"),
+                                           ("Tensor(2.5)", "expected sizes as ints"),
+                                           ("FloatTensor([1, 'x'])", "FloatTensor(): data must be a"),
+                                           ("Tensor(2, [1])", "expected sizes as ints")])
+def test_legacy_constructors_reject_what_torch_rejects(call, message):
+    with pytest.raises((TypeError, RuntimeError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        eval("npconv." + call, {"npconv": npconv})
+
+
+# -- Tensor.contiguous -----------------------------------------------------------------------------
+def test_contiguous_copies_a_strided_tensor_and_returns_a_contiguous_one_itself(torch):
+    for lib in (npconv, torch):
+        x = lib.arange(6.0).reshape(2, 3)
+        assert x.contiguous() is x
+        y = x.t().contiguous()
+        assert y.is_contiguous() and y.shape == (3, 2)
+        y.add_(100)  # a copy: the source is unchanged
+        np.testing.assert_array_equal(x.numpy(), np.arange(6.0).reshape(2, 3))
+    assert npconv.arange(6.0).reshape(2, 3).t().contiguous().numpy().flags.c_contiguous
+
+
+def test_contiguous_passes_gradients_like_torch(torch):
+    data = np.random.default_rng(0).standard_normal((4, 3))
+    grads = []
+    for lib in (npconv, torch):
+        x = lib.tensor(data, requires_grad=True)
+        y = x.t().contiguous()
+        assert y.grad_fn is not None and y.grad_fn.name() == "CloneBackward0"
+        (y * lib.arange(12.0, dtype=lib.float64).reshape(3, 4)).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+# -- setup lines of torch programs: cuDNN switches, deterministic algorithms -----------------------
+def test_cudnn_and_mps_switches_exist_and_change_nothing():
+    import npconv.backends.cudnn as cudnn
+
+    assert cudnn is npconv.backends.cudnn and not cudnn.is_available() and cudnn.version() is None
+    assert not npconv.backends.mps.is_available() and not npconv.backends.mps.is_built()
+    saved = (cudnn.benchmark, cudnn.deterministic)
+    try:
+        cudnn.benchmark, cudnn.deterministic = True, True
+        assert not npconv.backends.conv.benchmark  # npconv's own timed choice stays off
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
+
+
+def test_deterministic_algorithms_turn_off_timed_choices():
+    from npconv.kernels import plan
+
+    x = npconv.randn(1, 3, 12, 12)
+    conv = nn.Conv2d(3, 4, 3)
+    assert not npconv.are_deterministic_algorithms_enabled()
+    npconv.backends.conv.benchmark = True
+    plan.clear_cache()
+    try:
+        npconv.use_deterministic_algorithms(True, warn_only=True)
+        assert npconv.are_deterministic_algorithms_enabled()
+        assert npconv.is_deterministic_algorithms_warn_only_enabled()
+        first = conv(x).detach().numpy().copy()
+        assert npconv.backends.conv.benchmark_cache == {}  # nothing timed
+        np.testing.assert_array_equal(conv(x).detach().numpy(), first)
+        npconv.use_deterministic_algorithms(False)
+        conv(x)
+        assert npconv.backends.conv.benchmark_cache  # timed again once allowed
+    finally:
+        npconv.use_deterministic_algorithms(False)
+        npconv.backends.conv.benchmark = False
+        npconv.backends.conv.clear_cache()
+        plan.clear_cache()
+
+
+@pytest.mark.parametrize("args, kwargs, name", [((1,), {}, "mode"), (("yes",), {}, "mode"),
+                                                ((True,), {"warn_only": 1}, "warn_only")])
+def test_deterministic_algorithms_reject_non_bools(args, kwargs, name):
+    with pytest.raises(TypeError, match=f"bool for {name}"):
+        npconv.use_deterministic_algorithms(*args, **kwargs)
+    assert not npconv.are_deterministic_algorithms_enabled()

@@ -16,7 +16,13 @@ from .autograd import (
     no_grad,
     set_grad_enabled,
 )
-from .backends import get_num_threads, set_num_threads
+from .backends import (
+    are_deterministic_algorithms_enabled,
+    get_num_threads,
+    is_deterministic_algorithms_warn_only_enabled,
+    set_num_threads,
+    use_deterministic_algorithms,
+)
 from .dtypes import (
     Size,
     bool,
@@ -191,6 +197,17 @@ from .ops.shape import (
     unsqueeze,
 )
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from .tensor import (  # torch's legacy typed constructors
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+)
 
 __all__ = [
     "Tensor", "autograd", "no_grad", "enable_grad", "inference_mode", "is_grad_enabled",
@@ -220,7 +237,10 @@ __version__ = "0.1.0"
 
 __all__ += [
     "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "jit", "optim", "save",
-    "load", "load_torch", "optimize_for_inference",
+    "load", "load_torch", "optimize_for_inference", "use_deterministic_algorithms",
+    "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled", "FloatTensor",
+    "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor", "ShortTensor", "CharTensor", "ByteTensor",
+    "BoolTensor",
 ]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so

@@ -44,8 +44,9 @@ from typing import Any
 from .kernels import algorithm as registry
 from .kernels.algorithm import PASSES
 
-__all__ = ["conv", "core", "memory", "set_num_threads", "get_num_threads", "blas_threads", "algorithms",
-           "PASSES"]
+__all__ = ["conv", "core", "memory", "cudnn", "mps", "set_num_threads", "get_num_threads", "blas_threads",
+           "algorithms", "use_deterministic_algorithms", "are_deterministic_algorithms_enabled",
+           "is_deterministic_algorithms_warn_only_enabled", "PASSES"]
 
 
 def algorithms() -> tuple[str, ...]:
@@ -59,7 +60,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_state = {"num_threads": max(1, os.cpu_count() or 1)}
+_state = {"num_threads": max(1, os.cpu_count() or 1), "deterministic": False, "warn_only": False}
 #: (whether SciPy's BLAS was loaded when scanned, the controllers found then)
 _blas_libs: tuple[bool, list[Any]] | None = None
 
@@ -177,6 +178,12 @@ class ConvBackend:
         finally:
             self._algorithm = previous
 
+    def measuring(self) -> bool:
+        """Whether the planner picks algorithms by timing them: ``benchmark`` on, and not
+        :func:`use_deterministic_algorithms` (a timed choice can differ between runs, and with it the
+        rounding of the results)."""
+        return self.benchmark and not _state["deterministic"]
+
     def clear_cache(self) -> None:
         """Forget the benchmark mode's measured choices."""
         self.benchmark_cache.clear()
@@ -195,6 +202,66 @@ class ConvBackend:
 
 
 conv = ConvBackend()
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """torch's switch: with ``mode`` True the planner never picks an algorithm by timing it
+    (``conv.benchmark`` is then ignored), so a call's results are bitwise the same in every run with
+    the same thread count. npconv's kernels are deterministic either way (a fixed order of every sum
+    for a given thread count); ``warn_only`` is kept for torch's API and changes nothing."""
+    if not isinstance(mode, bool):
+        raise TypeError(f"use_deterministic_algorithms expects a bool for mode, but got "
+                        f"{type(mode).__name__}")
+    if not isinstance(warn_only, bool):
+        raise TypeError(f"use_deterministic_algorithms expects a bool for warn_only, but got "
+                        f"{type(warn_only).__name__}")
+    _state["deterministic"], _state["warn_only"] = mode, warn_only
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _state["deterministic"]
+
+
+def is_deterministic_algorithms_warn_only_enabled() -> bool:
+    return _state["warn_only"]
+
+
+class _CudnnSettings(ModuleType):
+    """``npconv.backends.cudnn``: torch's cuDNN switches, so that a CPU program's setup lines
+    (``torch.backends.cudnn.benchmark = True``, ``.deterministic = True``) run unchanged. cuDNN is
+    CUDA-only: as on torch's CPU path the values change nothing (npconv's own timed choice is
+    ``npconv.backends.conv.benchmark``)."""
+
+    enabled = True
+    benchmark = False
+    deterministic = False
+    allow_tf32 = True
+
+    @staticmethod
+    def is_available() -> bool:
+        return False
+
+    @staticmethod
+    def version() -> None:
+        return None
+
+
+class _MpsSettings(ModuleType):
+    """``npconv.backends.mps``: Apple's Metal backend, never available (npconv runs on the CPU)."""
+
+    @staticmethod
+    def is_available() -> bool:
+        return False
+
+    @staticmethod
+    def is_built() -> bool:
+        return False
+
+
+cudnn = _CudnnSettings(f"{__name__}.cudnn")
+mps = _MpsSettings(f"{__name__}.mps")
+sys.modules.setdefault(cudnn.__name__, cudnn)  # `import torch.backends.cudnn as cudnn` works too
+sys.modules.setdefault(mps.__name__, mps)
 
 
 class CoreBackend:

@@ -28,7 +28,7 @@ import sys
 import uuid
 import zipfile
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -495,8 +495,17 @@ def _npconv_dtype(dtype: Any) -> Any:
         return dtype
 
 
+def _counter(*args: Any) -> Counter:
+    """``collections.Counter`` as pickle rebuilds it (``Counter(dict)``; a ``MultiStepLR`` state's
+    milestones), as torch's weights-only load allows it; nothing but a dict of counts accepted."""
+    if len(args) > 1 or (args and not isinstance(args[0], dict)):
+        _refuse(f"refusing to call collections.Counter with {args!r:.80}")
+    return Counter(*args)
+
+
 _STATIC_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "Counter"): _counter,
     ("torch", "Size"): _torch_size,
     ("torch", "device"): _torch_device,
     ("torch", "Tensor"): _TensorMarker("Tensor"),

@@ -44,6 +44,15 @@ from .random import numpy_generator
 
 __all__ = [
     "Tensor",
+    "FloatTensor",
+    "DoubleTensor",
+    "HalfTensor",
+    "LongTensor",
+    "IntTensor",
+    "ShortTensor",
+    "CharTensor",
+    "ByteTensor",
+    "BoolTensor",
     "tensor",
     "no_grad",
     "enable_grad",
@@ -85,6 +94,60 @@ _TYPE_NAMES = {
 }
 
 
+def legacy_array(args: tuple, dtype: np.dtype, name: str) -> np.ndarray:
+    """The array of torch's legacy constructors (``torch.Tensor(...)``, ``torch.FloatTensor(...)``):
+    no argument an empty 1-d array; ints (or one ``Size``) an uninitialised array of that shape; one
+    sequence (or ndarray) its values converted to ``dtype``."""
+    if not args:
+        return np.empty(0, dtype)
+    if len(args) == 1 and isinstance(args[0], dtypes.Size):
+        args = tuple(args[0])
+    if all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in args):
+        if any(a < 0 for a in args):
+            raise RuntimeError(f"{name}(): negative dimension {builtins.min(args)} in the size {list(args)}")
+        return np.empty(tuple(int(a) for a in args), dtype)
+    if len(args) == 1 and isinstance(args[0], (list, tuple, np.ndarray, Tensor)):
+        values = args[0]._array if isinstance(args[0], Tensor) else args[0]
+        try:
+            array = np.array(values, dtype=dtype)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name}(): data must be a sequence of numbers, but got {values!r}") from error
+        return array
+    kinds = ", ".join(type(a).__name__ for a in args)
+    raise TypeError(f"{name}(): expected sizes as ints, one Size, or one sequence of data, but got ({kinds})")
+
+
+class _LegacyTensorType(type):
+    """``torch.FloatTensor`` and its siblings: calling one is the legacy constructor of its dtype, and
+    ``isinstance(t, npconv.FloatTensor)`` asks for a Tensor of that dtype."""
+
+    dtype: np.dtype
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, Tensor) and obj._array.dtype == cls.dtype
+
+    def __call__(cls, *args: Any) -> Tensor:
+        return Tensor(legacy_array(args, cls.dtype, cls.__name__))
+
+
+def _legacy_type(name: str, dtype: str) -> type:
+    return _LegacyTensorType(name, (), {"dtype": np.dtype(dtype), "__module__": __name__,
+                                        "__doc__": f"torch's legacy ``{name}``: ``{name}(2, 3)``, "
+                                                   f"``{name}([1, 2])``."})
+
+
+_LEGACY_TYPES = {v: _legacy_type(v, k) for k, v in _TYPE_NAMES.items()}
+FloatTensor = _LEGACY_TYPES["FloatTensor"]
+DoubleTensor = _LEGACY_TYPES["DoubleTensor"]
+HalfTensor = _LEGACY_TYPES["HalfTensor"]
+LongTensor = _LEGACY_TYPES["LongTensor"]
+IntTensor = _LEGACY_TYPES["IntTensor"]
+ShortTensor = _LEGACY_TYPES["ShortTensor"]
+CharTensor = _LEGACY_TYPES["CharTensor"]
+ByteTensor = _LEGACY_TYPES["ByteTensor"]
+BoolTensor = _LEGACY_TYPES["BoolTensor"]
+
+
 class Tensor:
     """An ndarray with an optional gradient and a record of the op that produced it.
 
@@ -108,9 +171,17 @@ class Tensor:
         "__weakref__",
     )
 
-    def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        if type(data) is not np.ndarray:  # (an op's result: an ndarray, taken as it is)
-            data = np.asarray(data._array if isinstance(data, Tensor) else data)
+    def __init__(self, *data: Any, requires_grad: bool = False) -> None:
+        """``Tensor(array)`` wraps an ndarray as it is (npconv's ops make their results this way) and
+        ``Tensor(tensor)`` shares that tensor's array; otherwise torch's legacy constructor
+        (:func:`legacy_array`): ``Tensor(2, 3)`` or ``Tensor(size)`` an uninitialised tensor of the
+        default dtype, ``Tensor([1, 2])`` the values in it, ``Tensor()`` an empty one."""
+        if len(data) == 1 and type(data[0]) is np.ndarray:
+            data = data[0]
+        elif len(data) == 1 and isinstance(data[0], (Tensor, np.generic)):  # (np.generic: 0-d op results)
+            data = np.asarray(data[0]._array if isinstance(data[0], Tensor) else data[0])
+        else:
+            data = legacy_array(data, dtypes.get_default_dtype().dtype, "Tensor")
         self._array = data
         self.grad: Tensor | None = None
         self._node: autograd.Node | None = None
@@ -473,7 +544,7 @@ class Tensor:
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # the graph (closures) is not picklable and not wanted: pickle the value only
-        return (Tensor, (self._array, self._requires_grad and self._node is None))
+        return (_unpickle, (self._array, self._requires_grad and self._node is None))
 
     def __hash__(self) -> int:
         return id(self)
@@ -903,6 +974,11 @@ class Tensor:
         if as_tuple:
             return tuple(Tensor(p.astype(np.int64)) for p in positions)
         return Tensor(np.stack(positions, axis=-1).astype(np.int64))
+
+
+def _unpickle(array: np.ndarray, requires_grad: bool) -> Tensor:
+    """A pickled Tensor: its array and whether it is a leaf requiring grad."""
+    return Tensor(array, requires_grad=requires_grad)
 
 
 def _requires_grad(value: Any) -> bool:

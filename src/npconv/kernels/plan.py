@@ -131,7 +131,7 @@ def _select(pass_name: str, key: Key, operands: Operands | None = None,
     the chosen algorithm already."""
     algorithm = _forced(pass_name, key)
     result = None
-    if algorithm is None and backends.conv.benchmark:
+    if algorithm is None and backends.conv.measuring():
         cache_key = (pass_name,) + key
         cached = backends.conv.benchmark_cache.get(cache_key)
         if cached is not None:
@@ -212,7 +212,7 @@ def state() -> tuple:
     """What the choice of an algorithm depends on besides the call (:func:`choose`,
     :func:`prepare_forward`: a cache of choices keys on it)."""
     return (registry.generation(), registry.pure(), backends.get_num_threads(),
-            backends.conv.forced("forward"), backends.conv.benchmark)
+            backends.conv.forced("forward"), backends.conv.measuring())
 
 
 def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, geom: ConvGeometry,
@@ -226,7 +226,7 @@ def prepare_forward(x_shape: tuple[int, ...], x_dtype: np.dtype, w: np.ndarray, 
     (:func:`_admitted`); None where that one does not plan ahead. Valid while the choice's inputs
     (:func:`state`) and the algorithms' own (their ``tokens``) are unchanged; ``run(x)`` is then bitwise
     :func:`forward`."""
-    if backends.conv.benchmark:
+    if backends.conv.measuring():
         return None
     dtype = x_dtype if x_dtype == w.dtype else np.result_type(x_dtype, w.dtype)
     key = (tuple(x_shape), w.shape, geom, dtype)

@@ -19,6 +19,8 @@ class Parameter(Tensor):
     def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
         if data is None:
             data = np.empty(0, dtype=np.float32)
+        elif not isinstance(data, (Tensor, np.ndarray)):  # values as NumPy reads them (torch wants a Tensor)
+            data = np.asarray(data)
         super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self) -> str:
@@ -55,5 +57,5 @@ class Buffer(Tensor):
     __slots__ = ("persistent",)
 
     def __init__(self, data: Any, persistent: bool = True) -> None:
-        super().__init__(data)
+        super().__init__(data if isinstance(data, (Tensor, np.ndarray)) else np.asarray(data))
         self.persistent = persistent

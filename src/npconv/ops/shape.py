@@ -150,8 +150,12 @@ reshape_as = view_as
 
 @tracing.recorded
 def contiguous(input: Any, memory_format: Any = None) -> Any:
-    """``input`` itself: npconv tensors need no particular layout."""
-    return input
+    """``input`` itself where its array is C-contiguous, else a C-contiguous copy (torch's: a copy is
+    not a view, so writing into it leaves ``input`` unchanged)."""
+    data = as_array(input)
+    if data.flags.c_contiguous:
+        return input
+    return make_result(np.ascontiguousarray(data), (input,), lambda g: (g,), "CloneBackward0", saved=())
 
 
 @tracing.recorded
