@@ -136,12 +136,36 @@ def test_error_just_below_the_spread_limit_is_within_tolerance(torch, name, dtyp
     algorithm, geom, x, w, gy = _case(name, dtype, seed=7)
     module = registry.get(algorithm).module
     x[(0,) * x.ndim] = 1e30
-    x[(0,) * x.ndim] = 1e30 / numerics.value_range(x).spread * module.SPREAD_LIMIT * 0.999
+    x[(0,) * x.ndim] = 1e30 / _checked_spread(x, algorithm == "fft") * module.SPREAD_LIMIT * 0.999
     operands = numerics.Operands((x, w))
-    assert module.admits("forward", operands, geom) and operands.range(0).spread > 0.99 * module.SPREAD_LIMIT
+    assert module.admits("forward", operands, geom)
+    assert _checked_spread(x, algorithm == "fft") > 0.99 * module.SPREAD_LIMIT
     ref, scale = _reference(torch, x, w, gy, geom)
     ours = _ours(algorithm, "forward", x, w, gy, geom)
     _check(ours, ref["forward"], scale["forward"], dtype, f"{name} at the spread limit")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loud_share", [0.3, 0.6])
+@pytest.mark.parametrize("name", [n for n in CASES if CASES[n][0] == "fft"])
+def test_fft_keeps_a_quiet_regions_outputs_within_tolerance(torch, name, loud_share, dtype):
+    """A loud region over a share of the values (not a few spikes: the bulk spread stays small): just
+    below the FFT's limit on the quiet regions' spread every output, the quiet ones included, is within
+    tolerance of its window's scale; just above, the planner gives the call to a local algorithm."""
+    _, geom, x, w, gy = _case(name, dtype, seed=5)
+    planes = x.reshape(x.shape[0], x.shape[1], -1)
+    loud = planes[..., : int(loud_share * planes.shape[-1])]
+    for factor, admitted in ((0.999, True), (1.001, False)):
+        xs = x.copy()
+        view = xs.reshape(planes.shape)[..., : loud.shape[-1]]
+        view *= 1e6  # the loud values set the peak; the quiet scale is the quiet values'
+        view *= fft.SPREAD_LIMIT * factor / _checked_spread(xs, True)
+        assert numerics.value_range(xs).spread < fft.SPREAD_LIMIT / 8  # a bulk check alone admits it
+        assert fft.admits("forward", numerics.Operands((xs, w)), geom) is admitted
+        ref, scale = _reference(torch, xs, w, gy, geom)
+        _check(plan.forward(xs, w, geom), ref["forward"], scale["forward"], dtype, f"{name} loud x{factor}")
+        if admitted:
+            _check(_ours("fft", "forward", xs, w, gy, geom), ref["forward"], scale["forward"], dtype, name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -182,12 +206,18 @@ def test_default_planner_depthwise_31x31_nan_and_grad_output_nan(torch):
 
 
 # -- the criterion (torch-free) -------------------------------------------------------------------
-def _spread_array(spread, dtype, size=5000, seed=3):
-    """A random array whose value_range spread is ``spread`` (one spike over the bulk)."""
+def _checked_spread(a, regional):
+    """The spread the admission reads: the bulk's, and with ``regional`` (FFT) the larger of it and
+    the quiet regions' (:func:`numerics.regional_spread`)."""
+    r = numerics.value_range(a)
+    return max(r.spread, numerics.regional_spread(a, r.peak)) if regional else r.spread
+
+
+def _spread_array(spread, dtype, size=5000, seed=3, regional=False):
+    """A random array whose checked spread (``_checked_spread``) is ``spread`` (one spike over the bulk)."""
     a = np.random.default_rng(seed).standard_normal(size).astype(dtype)
-    a[size // 3] = 1e30  # the largest value: the bulk scale (a quantile) is the same for any spike
-    bulk = 1e30 / numerics.value_range(a).spread
-    a[size // 3] = bulk * spread
+    a[size // 3] = 1e30  # the largest value: the bulk and quiet scales (quantiles) are the same for any spike
+    a[size // 3] = 1e30 / _checked_spread(a, regional) * spread
     return a
 
 
@@ -375,8 +405,9 @@ def test_routing_edge(algorithm, data_pass, dtype):
         with backends.conv.force({data_pass: algorithm.NAME}):
             return plan._select(data_pass, key, operands)[0].name
 
-    below = _spread_array(limit * 0.999, dtype).reshape(1, 4, 25, 50)
-    above = _spread_array(limit * 1.001, dtype).reshape(1, 4, 25, 50)
+    regional = algorithm is fft
+    below = _spread_array(limit * 0.999, dtype, regional=regional).reshape(1, 4, 25, 50)
+    above = _spread_array(limit * 1.001, dtype, regional=regional).reshape(1, 4, 25, 50)
     assert chosen(below) == algorithm.NAME
     assert chosen(above) == "gemm"
     for value in (np.nan, np.inf, -np.inf):

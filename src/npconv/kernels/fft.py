@@ -251,7 +251,8 @@ def _dense_pays(x_shape: Sequence[int], w_shape: Sequence[int], geom: ConvGeomet
 
 
 def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
-    """Finite operands, data spread within :data:`SPREAD_LIMIT`, and no overflow in the spectra:
+    """Finite operands, data spread within :data:`SPREAD_LIMIT` (the bulk's and the quiet regions':
+    the spectra mix every value of a plane), and no overflow in the spectra:
     ``|spectrum| <= N * C * K * P**2 * prod(peaks)`` (``P``: padded size bound, ``K`` taps)."""
     first = operands[0]
     if pass_name == "grad_input":  # operands (gy, w): the padded input spans the spread outputs
@@ -259,7 +260,8 @@ def admits(pass_name: str, operands: Operands, geom: ConvGeometry) -> bool:
     else:
         padded = math.prod(geom.padded_size(first.shape[2:]))
     growth = float(first.shape[0]) * first.shape[1] * math.prod(geom.kernel_size) * float(padded) ** 2
-    return within(operands, (0, 1) if pass_name == "grad_weight" else (0,), SPREAD_LIMIT, growth)
+    data = (0, 1) if pass_name == "grad_weight" else (0,)
+    return within(operands, data, SPREAD_LIMIT, growth, regional=True)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 from .. import backends
 from . import workspace
 
-__all__ = ["ValueRange", "value_range", "Ranges", "Operands", "within"]
+__all__ = ["ValueRange", "value_range", "regional_spread", "Ranges", "Operands", "within"]
 
 
 _CORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -42,6 +42,11 @@ PARALLEL_MIN_SIZE = 1 << 18
 #: The bulk scale is this quantile of the sampled magnitudes: spikes rarer than 1 - QUANTILE of the
 #: values do not raise it, and data with up to QUANTILE zeros (ReLU outputs) keeps a positive scale.
 QUANTILE = 0.9
+#: The quiet scale of :func:`regional_spread`: this quantile of the mean magnitudes of QUIET_RUNS runs of
+#: QUIET_RUN consecutive values (a window's scale is a mean of magnitudes; Gaussian data: ~0.6 sigma).
+QUIET_QUANTILE = 0.1
+QUIET_RUNS = 256
+QUIET_RUN = 16
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,24 @@ def value_range(a: np.ndarray, spread: bool = True) -> ValueRange:
     return ValueRange(True, peak, peak / bulk if bulk > 0.0 else math.inf)
 
 
+def regional_spread(a: np.ndarray, peak: float) -> float:
+    """``peak`` over the quiet scale of ``a``: the :data:`QUIET_QUANTILE` of the mean magnitudes of
+    :data:`QUIET_RUNS` evenly spaced runs of :data:`QUIET_RUN` consecutive values (runs of zeros left
+    out), so a global algorithm (FFT), whose error at every output is relative to the loudest values,
+    sees the windows of a quiet region covering a tenth of the array or more (the bulk spread sees
+    only loud values where they cover more than a tenth). 1 where every run is zero."""
+    flat = np.asarray(a).reshape(-1)
+    run = min(QUIET_RUN, flat.size)
+    runs = max(1, min(QUIET_RUNS, flat.size // run))
+    starts = np.arange(runs) * ((flat.size - run) // max(1, runs - 1)) if runs > 1 else np.zeros(1, np.int64)
+    means = np.abs(flat[starts[:, None] + np.arange(run)], dtype=np.float64).mean(axis=1)
+    means = means[means > 0.0]
+    if means.size == 0 or peak == 0.0:
+        return 1.0
+    k = int(QUIET_QUANTILE * (means.size - 1))
+    return peak / float(np.partition(means, k)[k])
+
+
 def _range_in_parts(flat: np.ndarray, threads: int) -> tuple[float, bool]:
     """``(max |v|, any NaN)`` of a contiguous float32/float64 ``flat`` (at least
     :data:`PARALLEL_MIN_SIZE` elements), its parts on ``threads`` worker threads (the core's
@@ -118,6 +141,14 @@ class Ranges:
             found = self._known[id(array)] = (array, value_range(array, spread), spread)
         return found[1]
 
+    def regional(self, array: np.ndarray) -> float:
+        """``array``'s :func:`regional_spread`, computed once (its peak from :meth:`of`)."""
+        key = ("regional", id(array))
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = (array, regional_spread(array, self.of(array).peak), True)
+        return found[1]
+
     def copy(self) -> Ranges:
         """A new record starting with this one's ranges (what it adds is not added here)."""
         return Ranges(self._known)
@@ -141,14 +172,22 @@ class Operands(Sequence[np.ndarray]):
         """Operand ``index``'s :func:`value_range` (its spread estimated where ``spread``)."""
         return self._ranges.of(self._arrays[index], spread)
 
+    def regional(self, index: int) -> float:
+        """Operand ``index``'s :func:`regional_spread`."""
+        return self._ranges.regional(self._arrays[index])
 
-def within(operands: Operands, data: Sequence[int], spread_limit: float, growth: float) -> bool:
-    """Every operand finite, the spread of each ``data`` operand at most ``spread_limit``, and
+
+def within(operands: Operands, data: Sequence[int], spread_limit: float, growth: float,
+           regional: bool = False) -> bool:
+    """Every operand finite, the spread of each ``data`` operand at most ``spread_limit`` (with
+    ``regional``, its :func:`regional_spread` too: for an algorithm that mixes the whole array), and
     ``growth * prod(peaks)`` below the largest value of the operands' result dtype."""
     ranges = [operands.range(i, spread=i in data) for i in range(len(operands))]
     if not all(r.finite for r in ranges):
         return False
     if any(ranges[i].spread > spread_limit for i in data):
+        return False
+    if regional and any(operands.regional(i) > spread_limit for i in data):
         return False
     largest = float(np.finfo(np.result_type(*operands)).max)
     bound = growth
