@@ -34,8 +34,10 @@ PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replic
 PAD_MODES = tuple(dict.fromkeys(PADDING_MODES.values()))  # F.pad's modes
 
 
-def normalize_tuple(value: Any, ndim: int, name: str, minimum: int | None = None) -> tuple[int, ...]:
-    """``value`` (an int or a sequence of ``ndim`` ints) as a tuple of ``ndim`` ints in
+def normalize_tuple(value: Any, ndim: int, name: str, minimum: int | None = None,
+                    expand: bool = True) -> tuple[int, ...]:
+    """``value`` (an int or a sequence of ``ndim`` ints; with ``expand`` one value in a sequence stands
+    for all, as torch's convolutions read a stride, padding or dilation) as a tuple of ``ndim`` ints in
     ``[minimum, 2**63 - 1]``: TypeError for a non-int, ValueError for a wrong length or value."""
     expected = f"be an int or a tuple of {ndim} ints"
     if is_int(value):
@@ -44,7 +46,7 @@ def normalize_tuple(value: Any, ndim: int, name: str, minimum: int | None = None
         if not all(is_int(v) for v in value):
             raise TypeError(must(name, expected, repr(value)))
         result = tuple(int(v) for v in value)
-        if len(result) == 1 and ndim != 1:
+        if len(result) == 1 and ndim != 1 and expand:
             result = result * ndim
         if len(result) != ndim:
             raise ValueError(must(name, f"{expected} for a {ndim}-d convolution",
@@ -179,7 +181,9 @@ class ConvGeometry:
             ndim = len(kernel_size)
         if ndim < 1:
             raise ValueError(must("a convolution", "have at least 1 spatial dimension", ndim))
-        kernel = normalize_tuple(kernel_size, ndim, "kernel_size", minimum=1)
+        # one value in a sequence is no kernel size of a 2-d or 3-d layer (torch builds a weight of the wrong
+        # rank that its forward rejects)
+        kernel = normalize_tuple(kernel_size, ndim, "kernel_size", minimum=1, expand=False)
         strides = normalize_tuple(stride, ndim, "stride", minimum=1)
         dilations = normalize_tuple(dilation, ndim, "dilation", minimum=1)
         pads = normalize_padding(padding, ndim)

@@ -104,13 +104,36 @@ def test_layers_with_an_empty_weight_refuse_like_torch(factory, channels, match,
     _torch_rejects(lambda: factory(torch.nn)(torch.ones(1, channels, 5, 5)))
 
 
-def test_conv_with_no_input_channels_works_like_torch(torch):
-    layer = nn.Conv2d(0, 4, 3, bias=False)
+def test_conv_with_no_input_channels_gives_its_bias(torch):
+    """A deliberate difference: an empty sum is 0, so each output channel is its bias (torch 2.13
+    returns no output channels at all, bias or not; README "What differs")."""
+    layer = nn.Conv2d(0, 4, 3)
     x = npconv.tensor(np.ones((1, 0, 5, 5), np.float32), requires_grad=True)
     y = layer(x)
     y.sum().backward()
-    assert y.shape == (1, 4, 3, 3) and np.all(y.numpy() == 0) and x.grad.shape == (1, 0, 5, 5)
+    assert y.shape == (1, 4, 3, 3) and x.grad.shape == (1, 0, 5, 5)
+    np.testing.assert_array_equal(y.detach().numpy(), np.broadcast_to(layer.bias.detach().numpy()[:, None, None],
+                                                                     (1, 4, 3, 3)))
     assert layer.weight.grad.shape == (4, 0, 3, 3)
+    np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(4, 9.0))
+    assert tuple(torch.nn.Conv2d(0, 4, 3)(torch.ones(1, 0, 5, 5)).shape) == (1, 0, 3, 3)  # torch's
+
+
+@pytest.mark.parametrize("factory, shape", [
+    (lambda m: m.Conv2d(2, 3, kernel_size=(3,)), (1, 2, 6, 7)),
+    (lambda m: m.Conv3d(2, 3, kernel_size=[3]), (1, 2, 5, 6, 7)),
+    (lambda m: m.ConvTranspose2d(2, 3, kernel_size=(3,)), (1, 2, 6, 7)),
+])
+def test_a_one_value_kernel_size_of_a_2d_or_3d_layer_is_refused(factory, shape, torch):
+    """torch builds the layer with a weight of the wrong rank and fails in its forward; npconv refuses
+    the size (a stride, padding or dilation of one value stands for every dimension, as in torch)."""
+    nd = len(shape) - 2
+    with pytest.raises(ValueError, match=rf"kernel_size must be an int or a tuple of {nd} ints for a "
+                                         rf"{nd}-d convolution, but got .3,?. \(1 values\)"):
+        factory(nn)
+    _torch_rejects(lambda: factory(torch.nn)(torch.ones(*shape)))
+    layer = nn.Conv2d(2, 3, 3, stride=(2,), padding=[1], dilation=(1,))
+    assert layer.stride == (2, 2) and layer.padding == (1, 1) and layer.dilation == (1, 1)
 
 
 # -- torch refuses: mixed dtypes; a rejected call changes nothing --------------------------------------
