@@ -38,11 +38,13 @@ from .functional_layers import *  # noqa: F403
 from .functional_layers import __all__ as _layers_all
 from .functional_local import *  # noqa: F403
 from .functional_local import __all__ as _local_all
+from .functional_more import *  # noqa: F403
+from .functional_more import __all__ as _more_all
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv", "conv_transpose", "convolution", "transposed_convolution", "pad", "PADDING_MODES",
-    *_local_all, *_layers_all, *_extra_all,
+    *_local_all, *_layers_all, *_extra_all, *_more_all,
 ]
 
 

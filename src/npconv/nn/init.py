@@ -7,6 +7,7 @@ optional ``numpy.random.Generator``; by default :func:`npconv.random.default_gen
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..tensor import Tensor
 __all__ = [
     "calculate_gain", "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
     "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_",
-    "_calculate_fan_in_and_fan_out", "_calculate_correct_fan",
+    "orthogonal_", "_calculate_fan_in_and_fan_out", "_calculate_correct_fan",
 ]
 
 
@@ -164,3 +165,32 @@ def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinea
         return tensor
     fan = _calculate_correct_fan(tensor, mode)
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan), generator)
+
+
+def orthogonal_(tensor: Tensor, gain: float = 1, generator: np.random.Generator | None = None) -> Tensor:
+    """A (semi-)orthogonal matrix times ``gain``, viewed as ``(rows, numel / rows)``: the Q of the QR
+    decomposition of a standard normal matrix (of its transpose when rows < cols), its columns' signs
+    set by ``sign(diag(R))`` (torch's algorithm), so that it is Haar-distributed. Rows are orthonormal
+    (``W W^T = gain^2 I``) when rows <= cols, columns otherwise."""
+    if tensor.ndim < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if not isinstance(gain, numbers.Real) or isinstance(gain, bool):
+        raise TypeError(f"gain must be a real number, got {gain!r}")
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    target = tensor.numpy()
+    rng = _rng(generator)
+    flattened = rng.standard_normal((rows, cols))
+    if target.dtype.kind == "c":  # as normal_: real and imaginary parts each of variance 1/2
+        flattened = (flattened + 1j * rng.standard_normal((rows, cols))) / math.sqrt(2)
+    if rows < cols:
+        flattened = flattened.T
+    q, r = np.linalg.qr(flattened)
+    d = np.diagonal(r)
+    q = q * np.where(d == 0, 0, d / np.where(d == 0, 1, np.abs(d)))  # torch's d.sign() (sgn for complex)
+    if rows < cols:
+        q = q.T
+    target[...] = (q * gain).reshape(target.shape).astype(target.dtype, copy=False)
+    return tensor

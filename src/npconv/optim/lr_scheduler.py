@@ -25,7 +25,7 @@ from .optimizer import Optimizer
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
            "ExponentialLR", "PolynomialLR", "SequentialLR", "CosineAnnealingLR",
            "CosineAnnealingWarmRestarts",
-           "OneCycleLR", "ReduceLROnPlateau"]
+           "OneCycleLR", "CyclicLR", "ReduceLROnPlateau"]
 
 _EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where "
@@ -663,6 +663,127 @@ class OneCycleLR(LRScheduler):
             else:
                 group["momentum"] = momentum
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates: each group's lr goes linearly from ``base_lr`` up to ``max_lr`` in
+    ``step_size_up`` steps and back down in ``step_size_down`` (default: the same), the amplitude
+    scaled by ``mode`` (``triangular``: 1; ``triangular2``: halved every cycle; ``exp_range``:
+    ``gamma ** iteration``) or by ``scale_fn`` of the cycle number or iteration (``scale_mode``).
+    With ``cycle_momentum`` the momentum (Adam's beta1) moves the opposite way between
+    ``max_momentum`` and ``base_momentum``. Step it once per batch. torch's formulas and state_dict."""
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float], max_lr: float | list[float],
+                 step_size_up: int = 2000, step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+                 scale_mode: str = "cycle", cycle_momentum: bool = True,
+                 base_momentum: float | list[float] = 0.8, max_momentum: float | list[float] = 0.9,
+                 last_epoch: int = -1) -> None:
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        base_lrs = [_check_real(v, "base_lr") for v in _per_group("base_lr", optimizer, base_lr)]
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
+                group["lr"] = lr
+        self.max_lrs = [_check_real(v, "max_lr") for v in _per_group("max_lr", optimizer, max_lr)]
+        up = float(_check_real(step_size_up, "step_size_up"))
+        down = float(_check_real(step_size_down, "step_size_down")) if step_size_down is not None else up
+        if up <= 0 or down < 0:
+            raise ValueError(f"step_size_up must be positive and step_size_down non-negative, got "
+                             f"step_size_up={step_size_up}, step_size_down={step_size_down}")
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"scale_fn must be callable, got {type(scale_fn).__name__}")
+        if scale_fn is not None and scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
+        self.mode = mode
+        self.gamma = _check_real(gamma, "gamma")
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(
+                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for m_momentum, b_momentum, group in zip(self.max_momentums, self.base_momentums,
+                                                         optimizer.param_groups, strict=True):
+                    if self.use_beta1:
+                        group["betas"] = (m_momentum, *group["betas"][1:])
+                    else:
+                        group["momentum"] = m_momentum
+                    group["max_momentum"] = m_momentum
+                    group["base_momentum"] = b_momentum
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        if self._scale_fn_custom is not None:
+            return
+        if self.mode in ("triangular", "triangular2"):
+            self.scale_mode = "cycle"
+        elif self.mode == "exp_range":
+            self.scale_mode = "iterations"
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude's scale at cycle number or iteration ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self) -> list[float]:
+        self._warn_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base_lr + (max_lr - base_lr) * scale_factor * scale
+               for base_lr, max_lr in zip(self.base_lrs, self.max_lrs, strict=True)]
+        if self.cycle_momentum:
+            momenta = [max_m - (max_m - base_m) * scale_factor * scale
+                       for base_m, max_m in zip(self.base_momentums, self.max_momentums, strict=True)]
+            for group, momentum in zip(self.optimizer.param_groups, momenta, strict=True):
+                if self.use_beta1:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = momentum
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's format: a function ``scale_fn`` is not saved (None); a callable object saves its
+        ``__dict__``."""
+        state = super().state_dict()
+        fn = state.pop("_scale_fn_custom")
+        state["_scale_fn_custom"] = None
+        if fn is not None and not isinstance(fn, types.FunctionType):
+            state["_scale_fn_custom"] = fn.__dict__.copy()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state = self._checked_state(state_dict)
+        state.pop("_scale_fn_ref", None)  # torch < 2.2 saved none; newer torch pops it too
+        fn = state.pop("_scale_fn_custom", None)
+        if fn is not None and (not isinstance(fn, Mapping) or self._scale_fn_custom is None
+                               or isinstance(self._scale_fn_custom, types.FunctionType)):
+            raise ValueError("state_dict['_scale_fn_custom'] does not fit this scheduler's scale_fn")
+        self.__dict__.update(state)
+        if fn is not None:
+            self._scale_fn_custom.__dict__.update(fn)
+        self._init_scale_fn()
 
 
 class ReduceLROnPlateau(LRScheduler):

@@ -4,10 +4,12 @@ from .activation import (
     ELU,
     GELU,
     GLU,
+    SELU,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
     LeakyReLU,
+    LogSigmoid,
     LogSoftmax,
     Mish,
     PReLU,
@@ -16,6 +18,7 @@ from .activation import (
     Sigmoid,
     SiLU,
     Softmax,
+    Softmax2d,
     Softplus,
     Tanh,
 )
@@ -37,13 +40,14 @@ from .conv import (
     LazyConvTranspose2d,
     LazyConvTranspose3d,
 )
-from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
+from .distance import CosineSimilarity, PairwiseDistance
+from .dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d
 from .flatten import Flatten, Unflatten
 from .fold import Fold, Unfold
 from .fused import ChunkedSequential, ConvActivation
 from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .lazy import LazyModuleMixin
-from .linear import Identity, Linear
+from .linear import Identity, LazyLinear, Linear
 from .local import (
     Conv1dLocal,
     Conv1dMap,
@@ -65,6 +69,7 @@ from .loss import (
     MSELoss,
     NLLLoss,
     SmoothL1Loss,
+    TripletMarginLoss,
 )
 from .module import Module, StateDictError
 from .normalization import GroupNorm, LayerNorm, LocalResponseNorm
@@ -84,6 +89,9 @@ from .pooling import (
     MaxPool1d,
     MaxPool2d,
     MaxPool3d,
+    MaxUnpool1d,
+    MaxUnpool2d,
+    MaxUnpool3d,
 )
 from .sparse import Embedding
 from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
@@ -120,3 +128,6 @@ __all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "
 __all__ += ["Unfold", "Fold", "ConvActivation", "ChunkedSequential"]
 
 __all__ += ["ParameterList", "ParameterDict"]
+
+__all__ += ["SELU", "LogSigmoid", "Softmax2d", "AlphaDropout", "CosineSimilarity", "PairwiseDistance",
+            "TripletMarginLoss", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "LazyLinear"]

@@ -1,4 +1,5 @@
-"""Activation layers (ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax), as torch's."""
+"""Activation layers (ReLU, LeakyReLU, GELU, SiLU, SELU, Sigmoid, LogSigmoid, Tanh, Softmax, Softmax2d,
+LogSoftmax, ...), as torch's."""
 
 from __future__ import annotations
 
@@ -239,3 +240,30 @@ class PReLU(Module):
 
 
 __all__ += ["Hardtanh", "ReLU6", "Hardswish", "Hardsigmoid", "Mish", "ELU", "Softplus", "GLU", "PReLU"]
+
+
+class SELU(_Inplace):
+    """``scale * elu(x, alpha)`` with SELU's fixed ``alpha`` and ``scale``."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.selu(input, self.inplace)
+
+
+class LogSigmoid(Module):
+    """``log(sigmoid(x))`` elementwise, computed stably."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.logsigmoid(input)
+
+
+class Softmax2d(Module):
+    """Softmax over the channels of ``(N, C, H, W)`` or ``(C, H, W)`` (axis -3) at each location."""
+
+    def forward(self, input: Any) -> Tensor:
+        ndim = input.ndim if isinstance(input, (Tensor, np.ndarray)) else np.ndim(input)
+        if ndim not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {ndim}D instead")
+        return F.softmax(input, -3, _stacklevel=5)
+
+
+__all__ += ["SELU", "LogSigmoid", "Softmax2d"]

@@ -56,3 +56,14 @@ class Dropout3d(_DropoutNd):
 
 
 __all__ += ["Dropout1d", "Dropout2d", "Dropout3d"]
+
+
+class AlphaDropout(_DropoutNd):
+    """Alpha dropout for SELU networks while training (keeps zero mean and unit variance); the identity
+    in eval mode. As torch's, the layer ignores ``inplace`` (it is stored and shown only)."""
+
+    def forward(self, input: Any) -> Tensor:
+        return F.alpha_dropout(input, self.p, self.training)
+
+
+__all__ += ["AlphaDropout"]

@@ -1,4 +1,4 @@
-"""``Linear`` and ``Identity``, as torch's."""
+"""``Linear``, ``LazyLinear`` and ``Identity``, as torch's."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from ...checks import check_allocatable, check_int
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
-from ..parameter import Parameter
+from ..parameter import Parameter, UninitializedParameter
 from .conv import factory_dtype
+from .lazy import LazyModuleMixin
 from .module import Module
 
-__all__ = ["Linear", "Identity"]
+__all__ = ["Linear", "LazyLinear", "Identity"]
 
 
 class Identity(Module):
@@ -63,3 +64,46 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+
+
+class LazyLinear(LazyModuleMixin, Linear):
+    """A :class:`Linear` whose ``in_features`` is inferred from the first input's last axis; it then
+    becomes a :class:`Linear` (torch's LazyLinear)."""
+
+    cls_to_become = Linear
+
+    def __init__(self, out_features: int, bias: bool = True, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(0, 0, False, device, dtype)
+        self.weight = UninitializedParameter(dtype=factory_dtype(device, dtype))
+        self.out_features = check_int(out_features, "out_features", 0)
+        if bias:
+            self.bias = UninitializedParameter(dtype=factory_dtype(device, dtype))
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_features != 0:
+            super().reset_parameters()
+
+    def initialize_parameters(self, input: Any, *args: Any, **kwargs: Any) -> None:
+        if not self.has_uninitialized_params():
+            return
+        shape = np.shape(input.numpy() if isinstance(input, Tensor) else input)
+        if not shape:
+            raise ValueError("LazyLinear: the first input must have at least 1 dimension (its last axis "
+                             "gives in_features), got a 0-dimensional input")
+        self.in_features = int(shape[-1])
+        self.weight.materialize((self.out_features, self.in_features))
+        if self.bias is not None:
+            self.bias.materialize((self.out_features,))
+        self.reset_parameters()
+
+    def _check_loaded_shape(self, name: str, shape: tuple[int, ...]) -> str | None:
+        if name == "bias":
+            return None if tuple(shape) == (self.out_features,) else f"expected ({self.out_features},)"
+        if len(shape) != 2 or shape[0] != self.out_features:
+            return f"expected ({self.out_features}, in_features)"
+        return None
+
+    def _finish_load_state_dict(self) -> None:
+        if not self.has_uninitialized_params():
+            self.in_features = int(self.weight.shape[1])
+            self.__class__ = Linear

@@ -57,6 +57,32 @@ def _normalize(x: np.ndarray, eps: float) -> np.ndarray:
     return x / max(float(np.sqrt(np.dot(np.conj(x), x).real)), eps)
 
 
+def dim_first(ndim: int, dim: int) -> tuple[int, ...]:
+    """The axis order that moves ``dim`` to the front (the spectral norm's matrix view)."""
+    return (dim,) + tuple(d for d in range(ndim) if d != dim)
+
+
+def power_iteration(matrix: np.ndarray, u: np.ndarray, v: np.ndarray, iterations: int, eps: float,
+                    v_first: bool = False) -> None:
+    """``iterations`` steps of ``u <- normalize(W v)``, ``v <- normalize(W^H u)``, in place on ``u``
+    and ``v`` (``v_first``: the ``v`` update first, as the hook-based ``nn.utils.spectral_norm``)."""
+    for _ in range(iterations):
+        if v_first:
+            v[...] = _normalize(np.conj(matrix.T) @ u, eps)
+        u[...] = _normalize(matrix @ v, eps)
+        if not v_first:
+            v[...] = _normalize(np.conj(matrix.T) @ u, eps)
+
+
+def divide_by_sigma(weight: Tensor, dim: int, u: np.ndarray, v: np.ndarray) -> Tensor:
+    """``weight / sigma`` with ``sigma = u^H (W v)`` for the matrix view ``W`` of ``weight`` (axis
+    ``dim`` first); ``u`` and ``v`` are copied (constants of the graph), so later in-place power
+    iterations cannot change what this result's backward reads."""
+    matrix = weight.permute(*dim_first(weight.ndim, dim)).reshape(weight.shape[dim], -1)
+    sigma = (matrix @ v.copy() * np.conj(u)).sum()
+    return weight / sigma
+
+
 class _SpectralNorm(Module):
     def __init__(self, weight: Tensor, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12) -> None:
         super().__init__()
@@ -78,27 +104,18 @@ class _SpectralNorm(Module):
             self.register_buffer("_v", Tensor(_normalize(rng.standard_normal(w).astype(matrix.dtype), eps)))
             self._power_method(matrix, 15)
 
-    def _order(self, ndim: int) -> tuple[int, ...]:
-        return (self.dim,) + tuple(d for d in range(ndim) if d != self.dim)
-
     def _matrix_array(self, weight: np.ndarray) -> np.ndarray:
-        return weight.transpose(self._order(weight.ndim)).reshape(weight.shape[self.dim], -1)
+        return weight.transpose(dim_first(weight.ndim, self.dim)).reshape(weight.shape[self.dim], -1)
 
     def _power_method(self, matrix: np.ndarray, iterations: int) -> None:
-        u, v = self._u.numpy(), self._v.numpy()
-        for _ in range(iterations):
-            u[...] = _normalize(matrix @ v, self.eps)
-            v[...] = _normalize(np.conj(matrix.T) @ u, self.eps)
+        power_iteration(matrix, self._u.numpy(), self._v.numpy(), iterations, self.eps)
 
     def forward(self, weight: Tensor) -> Tensor:
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         if self.training:
             self._power_method(self._matrix_array(weight.numpy()), self.n_power_iterations)
-        u, v = self._u.numpy().copy(), self._v.numpy().copy()
-        matrix = weight.permute(*self._order(weight.ndim)).reshape(weight.shape[self.dim], -1)
-        sigma = (matrix @ v * np.conj(u)).sum()
-        return weight / sigma
+        return divide_by_sigma(weight, self.dim, self._u.numpy(), self._v.numpy())
 
     def right_inverse(self, value: Any) -> Any:
         return value
