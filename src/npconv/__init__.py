@@ -85,6 +85,8 @@ from .ops.creation import (
 from .ops.elementwise import (
     abs,
     add,
+    addcdiv,
+    addcmul,
     allclose,
     ceil,
     clamp,
@@ -96,6 +98,7 @@ from .ops.elementwise import (
     divide,
     eq,
     equal,
+    erf,
     exp,
     expm1,
     floor,
@@ -103,6 +106,7 @@ from .ops.elementwise import (
     fmod,
     ge,
     gt,
+    is_floating_point,
     isclose,
     isfinite,
     isinf,
@@ -122,6 +126,7 @@ from .ops.elementwise import (
     minimum,
     mul,
     multiply,
+    nan_to_num,
     ne,
     neg,
     negative,
@@ -156,6 +161,7 @@ from .ops.reduction import (
     logsumexp,
     max,
     mean,
+    median,
     min,
     norm,
     prod,
@@ -164,22 +170,32 @@ from .ops.reduction import (
     std_mean,
     sum,
     topk,
+    unique,
     var,
     var_mean,
 )
 from .ops.shape import (
+    argwhere,
     broadcast_to,
     cat,
     chunk,
+    clone,
     concat,
     concatenate,
+    diag,
     flatten,
     flip,
     gather,
+    hstack,
     index_select,
+    masked_select,
+    meshgrid,
     movedim,
     narrow,
+    nonzero,
+    numel,
     permute,
+    repeat_interleave,
     reshape,
     roll,
     scatter,
@@ -192,9 +208,12 @@ from .ops.shape import (
     take_along_dim,
     tile,
     transpose,
+    tril,
+    triu,
     unbind,
     unflatten,
     unsqueeze,
+    vstack,
 )
 from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .tensor import (  # torch's legacy typed constructors
@@ -207,6 +226,7 @@ from .tensor import (  # torch's legacy typed constructors
     IntTensor,
     LongTensor,
     ShortTensor,
+    set_printoptions,
 )
 
 __all__ = [
@@ -241,6 +261,12 @@ __all__ += [
     "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled", "FloatTensor",
     "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor", "ShortTensor", "CharTensor", "ByteTensor",
     "BoolTensor",
+]
+
+__all__ += [
+    "clone", "numel", "is_floating_point", "tril", "triu", "diag", "nonzero", "argwhere", "unique",
+    "meshgrid", "median", "erf", "masked_select", "repeat_interleave", "vstack", "hstack", "nan_to_num",
+    "set_printoptions", "addcmul", "addcdiv",
 ]
 
 # npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so

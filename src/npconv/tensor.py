@@ -14,6 +14,7 @@ the ops' in-place forms (``add_ = ops.elementwise.add_``, written into the tenso
 from __future__ import annotations
 
 import builtins
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,7 @@ __all__ = [
     "queue_callback",
     "result_dtype",
     "to_dtype",
+    "set_printoptions",
 ]
 
 _conj = conj  # the names ops modules of other packages import from here
@@ -341,8 +343,7 @@ class Tensor:
         self._node, self._requires_grad = None, False
         return self
 
-    def clone(self, *, memory_format: Any = None) -> Tensor:
-        return make_result(self._array.copy(), (self,), lambda g: (g,), "CloneBackward0", saved=())
+    clone = _shape.clone
 
     # -- shape, dtype, device ---------------------------------------------------------------------
     @property
@@ -367,10 +368,7 @@ class Tensor:
 
     ndimension = dim
 
-    def numel(self) -> int:
-        return int(self._array.size)
-
-    nelement = numel
+    numel = nelement = _shape.numel
 
     def element_size(self) -> int:
         return self._array.itemsize
@@ -416,8 +414,7 @@ class Tensor:
     def get_device(self) -> int:
         return -1
 
-    def is_floating_point(self) -> bool:
-        return self._array.dtype.kind == "f"
+    is_floating_point = _ew.is_floating_point
 
     def is_complex(self) -> bool:
         return self._array.dtype.kind == "c"
@@ -525,7 +522,9 @@ class Tensor:
 
     # -- Python protocols ---------------------------------------------------------------------------
     def __repr__(self) -> str:
-        body = np.array2string(self._array, separator=", ", prefix="tensor(")
+        options = _array2string_options(self._array)
+        body = np.array2string(self._array, separator=", ", prefix="tensor(", **options)
+        body = body.replace(", ..., ", ",  ..., ")  # torch's summarised row: "2,  ..., 1997"
         extras = []
         if self._array.dtype not in (np.float32, np.int64, np.bool_) or (
             self._array.size == 0 and self._array.dtype != np.float32
@@ -707,6 +706,18 @@ class Tensor:
 
     def log_(self) -> Tensor:
         return apply_inplace(self, _ew.log, ())
+
+    erf_ = _ew.erf_
+    nan_to_num_ = _ew.nan_to_num_
+    lerp_ = _ew.lerp_
+    addcmul_ = _ew.addcmul_
+    addcdiv_ = _ew.addcdiv_
+
+    def tril_(self, diagonal: int = 0) -> Tensor:
+        return apply_inplace(self, _shape.tril, (diagonal,), reads_target=False)
+
+    def triu_(self, diagonal: int = 0) -> Tensor:
+        return apply_inplace(self, _shape.triu, (diagonal,), reads_target=False)
 
     sqrt_ = _ew.sqrt_
 
@@ -966,14 +977,91 @@ class Tensor:
         """``self`` where ``condition``, else ``other`` (``npconv.where(condition, self, other)``)."""
         return _ew.where(condition, self, other)
 
-    def masked_select(self, mask: Any) -> Tensor:
-        return _shape.getitem(self, np.broadcast_to(as_array(mask), self._array.shape))
+    masked_select = _shape.masked_select
+    nonzero = _shape.nonzero
+    argwhere = _shape.argwhere
+    tril = _shape.tril
+    triu = _shape.triu
+    diag = _shape.diag
+    repeat_interleave = _shape.repeat_interleave
+    unique = _reduction.unique
+    median = _reduction.median
+    erf = _ew.erf
+    nan_to_num = _ew.nan_to_num
+    addcmul = _ew.addcmul
+    addcdiv = _ew.addcdiv
 
-    def nonzero(self, *, as_tuple: bool = False) -> Any:
-        positions = np.nonzero(self._array)
-        if as_tuple:
-            return tuple(Tensor(p.astype(np.int64)) for p in positions)
-        return Tensor(np.stack(positions, axis=-1).astype(np.int64))
+
+# -- printing ------------------------------------------------------------------------------------------------
+_PRINT_OPTIONS: dict[str, Any] = {}  # what set_printoptions set; empty: npconv's default printing
+_TORCH_PRINT_DEFAULTS = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80}
+_PROFILES = {
+    "default": {},
+    "short": {"precision": 2, "edgeitems": 2},
+    "full": {"threshold": builtins.float("inf")},
+}
+
+
+def set_printoptions(
+    precision: int | None = None,
+    threshold: float | None = None,
+    edgeitems: int | None = None,
+    linewidth: int | None = None,
+    profile: str | None = None,
+    sci_mode: bool | None = None,
+) -> None:
+    """How tensors print (torch's ``set_printoptions``): ``precision`` digits after the point (fixed,
+    as torch, unless every value is an integer), ``threshold`` elements above which a tensor is
+    summarised with ``edgeitems`` items at each end of each dim, ``linewidth`` characters per line,
+    ``sci_mode`` True/False to force or forbid scientific notation (None: automatic). Once an option is
+    set, those not set take torch's defaults (4, 1000, 3, 80). ``profile`` ``'short'`` or ``'full'``
+    sets torch's presets first; ``'default'`` returns to npconv's default printing (NumPy's, with up
+    to 8 digits, which npconv's repr is built on). Options left None keep their value; ``sci_mode``
+    returns to None, as in torch."""
+    if profile is not None:
+        if profile not in _PROFILES:
+            raise ValueError(
+                f"set_printoptions profile must be 'default', 'short' or 'full', but got {profile!r}"
+            )
+        _PRINT_OPTIONS.clear()
+        _PRINT_OPTIONS.update(_PROFILES[profile])
+    for name, value in (("precision", precision), ("threshold", threshold), ("edgeitems", edgeitems),
+                        ("linewidth", linewidth)):
+        if value is None:
+            continue
+        if isinstance(value, builtins.bool) or not isinstance(value, (int, builtins.float, np.number)):
+            raise TypeError(f"set_printoptions {name} must be a number, but got {type(value).__name__}")
+        if name != "threshold" and (value != int(value) or value < 0):
+            raise ValueError(f"set_printoptions {name} must be a non-negative int, but got {value!r}")
+        _PRINT_OPTIONS[name] = value
+    if sci_mode is not None or "sci_mode" in _PRINT_OPTIONS:
+        _PRINT_OPTIONS["sci_mode"] = sci_mode
+
+
+def _array2string_options(array: np.ndarray) -> dict[str, Any]:
+    """The np.array2string arguments that carry out set_printoptions for ``array``."""
+    if not _PRINT_OPTIONS:
+        return {}
+    settings = {**_TORCH_PRINT_DEFAULTS, **_PRINT_OPTIONS}
+    threshold = settings["threshold"]
+    digits = int(settings["precision"])
+    options: dict[str, Any] = {
+        "threshold": sys.maxsize if threshold >= sys.maxsize else int(threshold),
+        "edgeitems": int(settings["edgeitems"]),
+        "max_line_width": int(settings["linewidth"]),
+        "precision": digits,
+    }
+    if array.dtype.kind in "fc":  # torch: every digit of `precision`, unless all values are integers
+        finite = array[np.isfinite(array)]
+        integral = finite.size == 0 or builtins.bool(np.all(finite == np.round(finite)))
+        options["floatmode"] = "maxprec" if integral else "fixed"
+    sci_mode = settings.get("sci_mode")
+    if sci_mode is False:
+        options["suppress_small"] = True
+    elif sci_mode is True and array.dtype.kind == "f":
+        sign = " " if builtins.bool(np.any(np.signbit(array))) else ""  # torch aligns on the widest
+        options["formatter"] = {"float_kind": lambda v: f"{v:{sign}.{digits}e}"}
+    return options
 
 
 def _unpickle(array: np.ndarray, requires_grad: bool) -> Tensor:

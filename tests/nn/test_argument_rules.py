@@ -112,8 +112,8 @@ def test_conv_with_no_input_channels_gives_its_bias(torch):
     y = layer(x)
     y.sum().backward()
     assert y.shape == (1, 4, 3, 3) and x.grad.shape == (1, 0, 5, 5)
-    np.testing.assert_array_equal(y.detach().numpy(), np.broadcast_to(layer.bias.detach().numpy()[:, None, None],
-                                                                     (1, 4, 3, 3)))
+    bias = layer.bias.detach().numpy()[:, None, None]
+    np.testing.assert_array_equal(y.detach().numpy(), np.broadcast_to(bias, (1, 4, 3, 3)))
     assert layer.weight.grad.shape == (4, 0, 3, 3)
     np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(4, 9.0))
     assert tuple(torch.nn.Conv2d(0, 4, 3)(torch.ones(1, 0, 5, 5)).shape) == (1, 0, 3, 3)  # torch's

@@ -17,6 +17,7 @@ import numpy as np
 from .. import autograd, dtypes, tracing
 from ..autograd import as_array, conj, is_tensor, make_result, sum_to_shape
 from ..kernels import pointwise
+from .shape import broadcast_shape
 
 __all__ = [
     "result_type",
@@ -76,6 +77,16 @@ __all__ = [
     "remainder",
     "fmod",
     "lerp",
+    "lerp_",
+    "erf",
+    "erf_",
+    "nan_to_num",
+    "nan_to_num_",
+    "addcmul",
+    "addcdiv",
+    "addcmul_",
+    "addcdiv_",
+    "is_floating_point",
 ]
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -709,6 +720,134 @@ def masked_fill(input: Any, mask: Any, value: Any) -> Any:
 def lerp(input: Any, end: Any, weight: Any) -> Any:
     """``input + weight * (end - input)``."""
     return add(input, mul(weight, sub(end, input)))
+
+
+def lerp_(input: Any, end: Any, weight: Any) -> Any:
+    """``input += weight * (end - input)`` in place; ``end`` and a tensor ``weight`` must have
+    ``input``'s dtype (torch's rule)."""
+    dtype = as_array(input).dtype
+    if dtype.kind not in "fc":
+        raise NotImplementedError(f"lerp_: \"lerp_kernel\" not implemented for input's dtype {dtype}")
+    for name, operand in (("end", end), ("weight", weight)):
+        if (is_tensor(operand) or isinstance(operand, np.ndarray)) and as_array(operand).dtype != dtype:
+            raise RuntimeError(
+                f"expected dtype {dtypes.as_dtype(dtype)} for `{name}` but got dtype "
+                f"{dtypes.as_dtype(as_array(operand).dtype)}"
+            )
+    return autograd.apply_inplace(input, lerp, (end, weight), reads_target=False)
+
+
+def _number(value: Any, function: str, argument: str) -> Any:
+    """``value`` checked to be a Python or NumPy number (or a one-element tensor: its value)."""
+    if (is_tensor(value) or isinstance(value, np.ndarray)) and as_array(value).size == 1:
+        return as_array(value).item()
+    if not isinstance(value, (builtins.int, builtins.float, builtins.complex, np.number, np.bool_)):
+        raise TypeError(f"{function}(): argument '{argument}' must be Number, not {type(value).__name__}")
+    return value
+
+
+def _tensor_operand(value: Any, function: str, argument: str, position: int) -> None:
+    if not (is_tensor(value) or isinstance(value, np.ndarray)):
+        raise TypeError(
+            f"{function}(): argument '{argument}' (position {position}) must be Tensor, "
+            f"not {type(value).__name__}"
+        )
+
+
+def addcmul(input: Any, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Any:
+    """``input + value * tensor1 * tensor2`` (broadcast, torch's type promotion)."""
+    _tensor_operand(tensor1, "addcmul", "tensor1", 2)
+    _tensor_operand(tensor2, "addcmul", "tensor2", 3)
+    broadcast_shape(_original(input).shape, as_array(tensor1).shape, as_array(tensor2).shape)
+    return add(input, mul(tensor1, tensor2), alpha=_number(value, "addcmul", "value"))
+
+
+def addcdiv(input: Any, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Any:
+    """``input + value * tensor1 / tensor2`` (true division; two integer operands are refused, as torch)."""
+    _tensor_operand(tensor1, "addcdiv", "tensor1", 2)
+    _tensor_operand(tensor2, "addcdiv", "tensor2", 3)
+    broadcast_shape(_original(input).shape, as_array(tensor1).shape, as_array(tensor2).shape)
+    if as_array(tensor1).dtype.kind in "biu" and as_array(tensor2).dtype.kind in "biu":
+        raise RuntimeError(
+            "Integer division with addcdiv is no longer supported: tensor1 and tensor2 are both integer "
+            "tensors. Use (input + value * torch.trunc(tensor1 / tensor2)).to(input.dtype) for the historic "
+            "behaviour, or (input + value * tensor1 / tensor2) for true division."
+        )
+    return add(input, div(tensor1, tensor2), alpha=_number(value, "addcdiv", "value"))
+
+
+def addcmul_(input: Any, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Any:
+    """``input += value * tensor1 * tensor2`` in place (the values and gradients of :func:`addcmul`)."""
+    return autograd.apply_inplace(input, addcmul, (tensor1, tensor2), {"value": value}, reads_target=False)
+
+
+def addcdiv_(input: Any, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Any:
+    """``input += value * tensor1 / tensor2`` in place (the values and gradients of :func:`addcdiv`)."""
+    return autograd.apply_inplace(input, addcdiv, (tensor1, tensor2), {"value": value}, reads_target=False)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / np.sqrt(np.pi)
+
+
+def _erf_slope(x: np.ndarray) -> np.ndarray:
+    return x.dtype.type(_TWO_OVER_SQRT_PI) * np.exp(-x * x)
+
+
+def _erf_ufunc(input: Any) -> Any:
+    dtype = as_array(input).dtype
+    if dtype.kind == "c":
+        raise NotImplementedError(f"erf: not implemented for complex tensors (input's dtype {dtype})")
+    from scipy import special  # imported on first use: scipy.special adds ~0.3 s to `import npconv`
+
+    return special.erf
+
+
+def erf(input: Any) -> Any:
+    """The error function (integers and bools in the default float dtype); gradient
+    ``2 / sqrt(pi) * exp(-x^2)``."""
+    function = _erf_ufunc(input)
+    return _unary(input, function, lambda x, out: _erf_slope(x), "ErfBackward0")
+
+
+def erf_(input: Any) -> Any:
+    """``input = erf(input)`` in its memory; the backward reads a copy of the original ``input``."""
+    function = _erf_ufunc(input)
+    return _unary_(input, function, lambda g, x: g * _erf_slope(x), "ErfBackward0", erf, keeps="original")
+
+
+def nan_to_num(input: Any, nan: Any = 0.0, posinf: Any = None, neginf: Any = None) -> Any:
+    """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (by default 0 and the dtype's
+    largest and lowest finite values; real and imaginary parts apart); gradient ``g`` where ``input``
+    is finite, 0 elsewhere. Integer and bool tensors are copied."""
+    for name, number in (("nan", nan), ("posinf", posinf), ("neginf", neginf)):
+        if number is not None and (
+            isinstance(number, builtins.bool)
+            or not isinstance(number, (builtins.int, builtins.float, np.integer, np.floating))
+        ):
+            raise TypeError(f"nan_to_num(): argument '{name}' must be float, not {type(number).__name__}")
+    x = as_array(input)
+    if x.dtype.kind not in "fc":
+        return make_result(x.copy(), (input,), lambda g: (None,), "NanToNumBackward0", saved=())
+    out = np.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        return (np.where(np.isfinite(x), g, np.zeros((), g.dtype)),)
+
+    return make_result(out, (input,), backward, "NanToNumBackward0")
+
+
+def nan_to_num_(input: Any, nan: Any = 0.0, posinf: Any = None, neginf: Any = None) -> Any:
+    """:func:`nan_to_num` written into ``input``."""
+    return autograd.apply_inplace(input, nan_to_num, (nan, posinf, neginf), reads_target=True)
+
+
+def is_floating_point(input: Any) -> builtins.bool:
+    """Whether ``input``'s dtype is a floating point type (float16/32/64)."""
+    if not is_tensor(input):
+        raise TypeError(
+            f"is_floating_point(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}"
+        )
+    return as_array(input).dtype.kind == "f"
 
 
 # -- comparisons and tests (no gradient) ------------------------------------------------------------------

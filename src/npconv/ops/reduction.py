@@ -48,6 +48,8 @@ __all__ = [
     "argsort",
     "logsumexp",
     "count_nonzero",
+    "median",
+    "unique",
 ]
 
 
@@ -143,7 +145,8 @@ def prod(input: Any, dim: Any = None, keepdim: builtins.bool = False, *, dtype: 
     return make_result(out, (input,), backward, "ProdBackward0")
 
 
-def _extreme_all(input: Any, pick: Any, name: str) -> Any:
+def _extreme_all(input: Any, pick: Any, name: str, backward_name: str | None = None) -> Any:
+    """``pick(data)``, the gradient split evenly between the elements equal to it (NaN equal to NaN)."""
     data = as_array(input)
     if data.size == 0:
         raise RuntimeError(
@@ -157,10 +160,12 @@ def _extreme_all(input: Any, pick: Any, name: str) -> Any:
         hits = (data == value) | (np.isnan(data) & np.isnan(value))
         return ((hits * (g / hits.sum())).astype(data.dtype, copy=False),)
 
-    return make_result(out, (input,), backward, f"{name}Backward1")
+    return make_result(out, (input,), backward, backward_name or f"{name}Backward1")
 
 
-def _extreme_dim(input: Any, dim: int, keepdim: builtins.bool, arg: Any, name: str) -> values_indices:
+def _extreme_dim(
+    input: Any, dim: int, keepdim: builtins.bool, arg: Any, name: str, backward_name: str | None = None
+) -> values_indices:
     data = as_array(input)
     d = canonical_dim(dim, data.ndim)
     if data.ndim and data.shape[d] == 0:
@@ -179,7 +184,7 @@ def _extreme_dim(input: Any, dim: int, keepdim: builtins.bool, arg: Any, name: s
     if not keepdim or data.ndim == 0:
         values, positions = np.squeeze(values, d), np.squeeze(index, d)
     return values_indices(
-        make_result(values, (input,), backward, f"{name}Backward0", saved=()),
+        make_result(values, (input,), backward, backward_name or f"{name}Backward0", saved=()),
         autograd.tensor_class(positions.astype(np.int64)),
     )
 
@@ -523,3 +528,81 @@ def topk(
     values = _select_along(input, order, d, "TopkBackward0")
     indices = order.reshape(()) if data.ndim == 0 else order
     return values_indices(values, autograd.tensor_class(indices.astype(np.int64)))
+
+
+def _median_position(a: np.ndarray, axis: int) -> np.ndarray:
+    """The position of the lower median along ``axis`` (of the first NaN in a slice holding one)."""
+    order = _sort_order(a, axis, False)
+    middle = np.take(order, [(a.shape[axis] - 1) // 2], axis=axis).squeeze(axis)
+    if a.dtype.kind in "fc":
+        nan = np.isnan(a)
+        if nan.any():
+            return np.where(nan.any(axis=axis), np.argmax(nan, axis=axis), middle)
+    return middle
+
+
+def median(input: Any, dim: Any = None, keepdim: builtins.bool = False) -> Any:
+    """The lower median (the ``(n - 1) // 2``-th smallest; NaN if there is one). Without ``dim`` a 0-d
+    tensor whose gradient is split between the elements equal to it; with ``dim`` ``(values, indices)``,
+    the gradient going to the returned index (among equal values npconv returns the stable sort's,
+    which may differ from torch's)."""
+    data = as_array(input)
+    if data.dtype.kind == "b":
+        raise NotImplementedError("median: \"median_cpu\" not implemented for 'Bool' (input's dtype)")
+    if dim is None:
+        if keepdim:
+            raise TypeError('median() missing 1 required positional arguments: "dim"')
+        if data.size == 0:
+            empty = np.nan if data.dtype.kind in "fc" else np.iinfo(data.dtype).min
+            return make_result(np.asarray(empty, data.dtype), (input,),
+                               lambda g: (np.zeros(data.shape, g.dtype),), "MedianBackward0", saved=())
+        flat = data.reshape(-1)
+        return _extreme_all(input, lambda a: flat[_median_position(flat, 0)], "Median", "MedianBackward0")
+    return _extreme_dim(input, dim, keepdim, _median_position, "Median", "MedianBackward1")
+
+
+def _no_derivative(name: str) -> Any:
+    def backward(g: np.ndarray) -> tuple:
+        raise NotImplementedError(f"the derivative for '{name}' is not implemented.")
+
+    return backward
+
+
+def unique(
+    input: Any,
+    sorted: builtins.bool = True,  # noqa: A002 - torch's name
+    return_inverse: builtins.bool = False,
+    return_counts: builtins.bool = False,
+    dim: Any = None,
+) -> Any:
+    """The distinct elements (``dim=None``; of the flattened input) or distinct slices along ``dim``,
+    in ascending order (also with ``sorted=False``, as torch on the CPU); NaNs are all distinct. With
+    ``return_inverse`` the int64 position of each element (slice) in the result; with ``return_counts``
+    how often each occurs. Like torch's, the result of a tensor requiring grad has no derivative."""
+    data = as_array(input)
+    if dim is None:
+        values, inverse, counts = np.unique(
+            data.reshape(-1), return_inverse=True, return_counts=True, equal_nan=False
+        )
+        inverse = inverse.reshape(data.shape)
+        backward_name, op_name = "Unique2Backward0", "_unique2"
+    else:
+        if data.ndim == 0:
+            raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
+        d = canonical_dim(dim, data.ndim)
+        if data.shape[d] == 0:
+            values = data.copy()
+            inverse, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        else:
+            values, inverse, counts = np.unique(data, return_inverse=True, return_counts=True, axis=d)
+        inverse = inverse.reshape(-1)
+        backward_name, op_name = "UniqueDimBackward0", "unique_dim"
+    out = make_result(np.asarray(values), (input,), _no_derivative(op_name), backward_name, saved=())
+    if not (return_inverse or return_counts):
+        return out
+    result = [out]
+    if return_inverse:
+        result.append(autograd.tensor_class(inverse.astype(np.int64)))
+    if return_counts:
+        result.append(autograd.tensor_class(counts.astype(np.int64)))
+    return tuple(result)

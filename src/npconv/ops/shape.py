@@ -61,6 +61,19 @@ __all__ = [
     "contiguous",
     "view_as",
     "reshape_as",
+    "broadcast_shape",
+    "clone",
+    "numel",
+    "tril",
+    "triu",
+    "diag",
+    "nonzero",
+    "argwhere",
+    "masked_select",
+    "repeat_interleave",
+    "vstack",
+    "hstack",
+    "meshgrid",
 ]
 
 
@@ -655,3 +668,282 @@ def index_select(input: Any, dim: int, index: Any) -> Any:
     if data.ndim == 0:
         return getitem(input, ...)
     return getitem(input, (slice(None),) * d + (idx,))
+
+
+# -- copies, triangles, diagonals, selections ------------------------------------------------------------
+def _tensor_argument(value: Any, function: str, argument: str = "input", position: int = 1) -> None:
+    """torch's TypeError for a non-Tensor where a function takes only Tensors."""
+    if not is_tensor(value):
+        raise TypeError(
+            f"{function}(): argument '{argument}' (position {position}) must be Tensor, "
+            f"not {type(value).__name__}"
+        )
+
+
+def _int_argument(value: Any, function: str, argument: str) -> int:
+    if isinstance(value, builtins.bool) or not isinstance(value, (builtins.int, np.integer)):
+        raise TypeError(f"{function}(): argument '{argument}' must be int, not {type(value).__name__}")
+    return builtins.int(value)
+
+
+@tracing.recorded
+def clone(input: Any, *, memory_format: Any = None) -> Any:
+    """A copy of ``input`` with its own memory; the gradient passes through unchanged."""
+    _tensor_argument(input, "clone")
+    return make_result(as_array(input).copy(), (input,), lambda g: (g,), "CloneBackward0", saved=())
+
+
+def numel(input: Any) -> builtins.int:
+    """The number of elements of ``input`` (a Python int)."""
+    _tensor_argument(input, "numel")
+    return builtins.int(as_array(input).size)
+
+
+def _triangle(input: Any, diagonal: Any, name: str, lower: builtins.bool) -> Any:
+    _tensor_argument(input, name)
+    k = _int_argument(diagonal, name, "diagonal")
+    data = as_array(input)
+    if data.ndim < 2:
+        raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions")
+    rows, columns = data.shape[-2:]
+    keep = np.tri(rows, columns, k, dtype=bool) if lower else ~np.tri(rows, columns, k - 1, dtype=bool)
+    out = np.where(keep, data, np.zeros((), data.dtype))
+    backward_name = "TrilBackward0" if lower else "TriuBackward0"
+    return make_result(
+        out, (input,), lambda g: (np.where(keep, g, np.zeros((), g.dtype)),), backward_name, saved=()
+    )
+
+
+def tril(input: Any, diagonal: builtins.int = 0) -> Any:
+    """The lower triangle of the last two dims (on and below diagonal ``diagonal``), zeros elsewhere."""
+    return _triangle(input, diagonal, "tril", True)
+
+
+def triu(input: Any, diagonal: builtins.int = 0) -> Any:
+    """The upper triangle of the last two dims (on and above diagonal ``diagonal``), zeros elsewhere."""
+    return _triangle(input, diagonal, "triu", False)
+
+
+def diag(input: Any, diagonal: builtins.int = 0) -> Any:
+    """A 1-d ``input``: the square matrix with it on diagonal ``diagonal``; a 2-d one: that diagonal."""
+    _tensor_argument(input, "diag")
+    k = _int_argument(diagonal, "diag", "diagonal")
+    data = as_array(input)
+    if data.ndim == 1:
+        n = data.shape[0]
+        size = n + builtins.abs(k)
+        rows = np.arange(n) + builtins.max(-k, 0)
+        columns = np.arange(n) + builtins.max(k, 0)
+        out = np.zeros((size, size), data.dtype)
+        out[rows, columns] = data
+        return make_result(out, (input,), lambda g: (g[rows, columns],), "DiagEmbedBackward0", saved=())
+    if data.ndim == 2:
+        out = np.diagonal(data, k).copy()
+        shape = data.shape
+        rows = np.arange(out.shape[0]) + builtins.max(-k, 0)
+        columns = np.arange(out.shape[0]) + builtins.max(k, 0)
+
+        def backward(g: np.ndarray) -> tuple[np.ndarray]:
+            full = np.zeros(shape, g.dtype)
+            full[rows, columns] = g
+            return (full,)
+
+        return make_result(out, (input,), backward, "DiagonalBackward0", saved=())
+    raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {data.ndim}D")
+
+
+def nonzero(input: Any, *, as_tuple: builtins.bool = False) -> Any:
+    """The positions of the nonzero elements: an int64 ``(n, ndim)`` tensor, or with ``as_tuple`` one
+    1-d tensor per dim (a 0-d input counts as 1-d there, as in torch)."""
+    _tensor_argument(input, "nonzero")
+    data = as_array(input)
+    if as_tuple:
+        source = data.reshape(1) if data.ndim == 0 else data
+        return tuple(autograd.tensor_class(p.astype(np.int64)) for p in np.nonzero(source))
+    if data.ndim == 0:
+        return autograd.tensor_class(np.zeros((builtins.int(data.item() != 0), 0), np.int64))
+    return autograd.tensor_class(np.argwhere(data).astype(np.int64, copy=False))
+
+
+def argwhere(input: Any) -> Any:
+    """``nonzero(input)``: the ``(n, ndim)`` positions of the nonzero elements."""
+    _tensor_argument(input, "argwhere")
+    return nonzero(input)
+
+
+def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape, or torch's RuntimeError naming the first mismatching dimension."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        ndim = builtins.max(len(s) for s in shapes)
+        padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
+        for axis in range(ndim - 1, -1, -1):
+            big = list(dict.fromkeys(s[axis] for s in padded if s[axis] != 1))
+            if len(big) > 1:
+                raise RuntimeError(
+                    f"The size of tensor a ({big[0]}) must match the size of tensor b ({big[1]}) at "
+                    f"non-singleton dimension {axis}"
+                ) from None
+        raise
+
+
+def masked_select(input: Any, mask: Any) -> Any:
+    """The elements of ``input`` where the bool ``mask`` is True (both broadcast), as a 1-d tensor."""
+    data = as_array(input)
+    m = np.asarray(as_array(mask))
+    if m.dtype != np.bool_:
+        raise RuntimeError(f"masked_select: expected BoolTensor for mask, but got {m.dtype}")
+    shape = broadcast_shape(data.shape, m.shape)
+    full_mask = np.broadcast_to(m, shape)
+    out = np.broadcast_to(data, shape)[full_mask]
+    source_shape = data.shape
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        full = np.zeros(shape, g.dtype)
+        full[full_mask] = g
+        return (autograd.sum_to_shape(full, source_shape),)
+
+    return make_result(out, (input,), backward, "MaskedSelectBackward0", saved=())
+
+
+def _repeat_counts(repeats: Any) -> np.ndarray:
+    """``repeats`` (an int or an integer tensor of at most 1 dim) as a checked 1-d int64 array."""
+    if is_tensor(repeats) or isinstance(repeats, np.ndarray):
+        counts = np.asarray(as_array(repeats))
+        if counts.dtype.kind not in "iu":
+            raise NotImplementedError(
+                f"repeat_interleave: repeats must be an int32 or int64 tensor, but got {counts.dtype}"
+            )
+        if counts.ndim > 1:
+            raise RuntimeError("repeat_interleave: repeats must be 0-dim or 1-dim tensor")
+        if counts.size and counts.min() < 0:
+            raise RuntimeError("repeat_interleave: repeats can not be negative")
+        return counts.reshape(-1).astype(np.int64)
+    if isinstance(repeats, builtins.bool) or not isinstance(repeats, (builtins.int, np.integer)):
+        raise TypeError(
+            f"repeat_interleave(): argument 'repeats' must be an int or a Tensor, "
+            f"not {type(repeats).__name__}"
+        )
+    if repeats < 0:
+        raise RuntimeError(f"repeat_interleave: Repeats must be non-negative, but got repeats={repeats}")
+    return np.array([repeats], np.int64)
+
+
+def repeat_interleave(
+    input: Any, repeats: Any = None, dim: builtins.int | None = None, *, output_size: Any = None
+) -> Any:
+    """Repeat each element (slice along ``dim``; the flattened input without ``dim``) ``repeats`` times
+    (an int, or one count per element). ``repeat_interleave(counts)`` repeats the indices
+    ``0..len(counts)-1``."""
+    if repeats is None:
+        counts = np.asarray(as_array(input))
+        if counts.ndim != 1:
+            raise RuntimeError(
+                f"repeat_interleave: repeats must be a 1-d tensor (repeat_interleave only accept 1D vector "
+                f"as repeat), but got {counts.ndim} dimensions"
+            )
+        checked = _repeat_counts(input)
+        out = np.repeat(np.arange(counts.shape[0], dtype=counts.dtype), checked)
+        if output_size is not None and output_size != out.shape[0]:
+            raise RuntimeError("repeat_interleave: allocated size (output_size) does not match required size")
+        return autograd.tensor_class(out)
+    counts = _repeat_counts(repeats)
+    data = as_array(input)
+    if dim is None:
+        source, d = data.reshape(-1), 0
+    else:
+        d = canonical_dim(dim, data.ndim)
+        if data.ndim == 0:  # torch unsqueezes at dim + 1
+            canonical_dim(d + 1, 1)
+        source = data
+    size = source.shape[d]
+    if counts.shape[0] == 1:
+        counts = np.broadcast_to(counts, (size,))
+    elif counts.shape[0] != size:
+        raise RuntimeError(
+            f"repeats must have the same size as input along dim, but got repeats.size(0) = "
+            f"{counts.shape[0]} and input.size({d}) = {size}"
+        )
+    positions = np.repeat(np.arange(size), counts)
+    if output_size is not None and output_size != positions.shape[0]:
+        raise RuntimeError(
+            f"repeat_interleave: allocated size (output_size={output_size}) does not match required size "
+            f"{positions.shape[0]}"
+        )
+    out = np.take(source, positions, axis=d)
+    shape = data.shape
+
+    def backward(g: np.ndarray) -> tuple[np.ndarray]:
+        full = np.zeros(source.shape, g.dtype)
+        np.add.at(np.moveaxis(full, d, 0), positions, np.moveaxis(g, d, 0))
+        return (full.reshape(shape),)
+
+    return make_result(out, (input,), backward, "RepeatInterleaveBackward0", saved=())
+
+
+def _tensor_list(tensors: Any, name: str) -> list[Any]:
+    if is_tensor(tensors) or isinstance(tensors, np.ndarray) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(
+            f"{name}(): argument 'tensors' (position 1) must be tuple of Tensors, "
+            f"not {type(tensors).__name__}"
+        )
+    if not tensors:
+        raise RuntimeError(f"{name} expects a non-empty TensorList")
+    return list(tensors)
+
+
+def vstack(tensors: Sequence[Any]) -> Any:
+    """Stack rows: each tensor made at least 2-d (a 1-d one is one row), concatenated along dim 0."""
+    items = _tensor_list(tensors, "vstack")
+    rows = [reshape(t, 1, -1) if as_array(t).ndim < 2 else t for t in items]
+    return cat(rows, 0)
+
+
+def hstack(tensors: Sequence[Any]) -> Any:
+    """Stack columns: concatenation along dim 1, or along dim 0 for 1-d tensors (0-d count as 1-d)."""
+    items = _tensor_list(tensors, "hstack")
+    pieces = [reshape(t, 1) if as_array(t).ndim == 0 else t for t in items]
+    return cat(pieces, 0 if as_array(pieces[0]).ndim == 1 else 1)
+
+
+def meshgrid(*tensors: Any, indexing: str | None = None) -> tuple[Any, ...]:
+    """Coordinate grids of 0-d or 1-d tensors: output ``i`` varies along dim ``i`` (``indexing='ij'``,
+    the default) or with the first two dims swapped (``'xy'``); broadcast views, as torch's."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
+    if indexing is None:
+        import warnings
+
+        warnings.warn(
+            "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+            UserWarning,
+            stacklevel=2,
+        )
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f'torch.meshgrid: indexing must be one of "xy" or "ij", but received: {indexing}')
+    arrays = [as_array(t) for t in tensors]
+    for i, a in enumerate(arrays):
+        if a.ndim > 1:
+            raise RuntimeError(
+                f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got a {a.ndim}-d tensor "
+                f"(tensor {i})"
+            )
+    if len({a.dtype for a in arrays}) > 1:
+        raise RuntimeError("meshgrid expects all tensors to have the same dtype")
+    order = list(range(len(tensors)))
+    swap = indexing == "xy" and len(tensors) >= 2
+    if swap:
+        order[0], order[1] = 1, 0
+    shape = tuple(arrays[i].size for i in order)
+    grids = []
+    for position, i in enumerate(order):
+        view_shape = [1] * len(order)
+        view_shape[position] = -1
+        grids.append(expand(reshape(tensors[i], view_shape), shape))
+    if swap:  # the ij grids of (second, first, ...): the first two swapped back are the xy grids
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
