@@ -232,3 +232,28 @@ def test_deterministic_algorithms_reject_non_bools(args, kwargs, name):
     with pytest.raises(TypeError, match=f"bool for {name}"):
         npconv.use_deterministic_algorithms(*args, **kwargs)
     assert not npconv.are_deterministic_algorithms_enabled()
+
+
+# -- torch.compile ---------------------------------------------------------------------------------
+def test_compile_returns_the_model_and_checks_torchs_arguments(torch):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    x = npconv.randn(1, 1, 6, 6)
+    compiled = npconv.compile(model, mode="max-autotune", dynamic=False)
+    assert compiled is model
+    np.testing.assert_array_equal(compiled(x).detach().numpy(), model(x).detach().numpy())
+
+    @npconv.compile(fullgraph=True)
+    def double(t):
+        return t * 2
+
+    assert float(double(npconv.ones(1))) == 2.0 and not npconv.compiler.is_compiling()
+    assert npconv.compiler.disable(len) is len
+    for lib in (npconv, torch):
+        with pytest.raises(RuntimeError, match="Unrecognized mode"):
+            lib.compile(model if lib is npconv else torch.nn.ReLU(), mode="fastest")
+        with pytest.raises(RuntimeError, match="Either mode or options"):
+            lib.compile(len, mode="default", options={})
+    with pytest.raises(TypeError, match="fullgraph must be a bool"):
+        npconv.compile(model, fullgraph="yes")
+    with pytest.raises(RuntimeError, match="expects a callable"):
+        npconv.compile(3)
