@@ -257,3 +257,31 @@ def test_compile_returns_the_model_and_checks_torchs_arguments(torch):
         npconv.compile(model, fullgraph="yes")
     with pytest.raises(RuntimeError, match="expects a callable"):
         npconv.compile(3)
+
+
+# -- mixed precision switched off ------------------------------------------------------------------
+def test_disabled_amp_lines_run_and_an_enabled_one_is_refused(torch):
+    model = nn.Linear(3, 2)
+    opt = npconv.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().numpy().copy()
+    scaler = npconv.amp.GradScaler("cpu", enabled=False)
+    for autocast in (npconv.autocast(device_type="cpu", enabled=False),
+                     npconv.amp.autocast("cuda", enabled=False), npconv.cuda.amp.autocast(enabled=False)):
+        with autocast:
+            loss = model(npconv.ones(4, 3)).sum()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    assert not np.array_equal(model.weight.detach().numpy(), before)  # the steps ran
+    assert scaler.get_scale() == 1.0 and scaler.state_dict() == {} and not scaler.is_enabled()
+    ours_scaler = npconv.cuda.amp.GradScaler(enabled=False)
+    theirs = torch.amp.GradScaler("cpu", enabled=False)
+    assert ours_scaler.get_scale() == theirs.get_scale() and ours_scaler.state_dict() == theirs.state_dict()
+    for make in (lambda: npconv.autocast("cpu"), lambda: npconv.amp.GradScaler(),
+                 lambda: npconv.cuda.amp.GradScaler()):
+        with pytest.raises(ValueError, match="enabled must be False"):
+            make()
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        npconv.autocast("cpu", enabled=1)

@@ -6,7 +6,8 @@ from types import ModuleType
 # -- the torch namespace: Tensor, autograd, dtypes/devices, factories and functional ops ------------
 # (the module npconv.tensor first: the function npconv.tensor imported below replaces it as attribute)
 from .tensor import Tensor  # isort: skip
-from . import autograd, backends, compiler, cuda, io, jit, nn, optim
+from . import amp, autograd, backends, compiler, cuda, io, jit, nn, optim
+from .amp import autocast
 from .autograd import (
     enable_grad,
     inference_mode,
@@ -258,7 +259,8 @@ __version__ = "0.1.0"
 
 __all__ += [
     "nn", "__version__", "backends", "set_num_threads", "get_num_threads", "io", "jit", "optim", "save",
-    "load", "load_torch", "optimize_for_inference", "compile", "compiler", "use_deterministic_algorithms",
+    "load", "load_torch", "optimize_for_inference", "compile", "compiler", "amp", "autocast",
+    "use_deterministic_algorithms",
     "are_deterministic_algorithms_enabled", "is_deterministic_algorithms_warn_only_enabled", "FloatTensor",
     "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor", "ShortTensor", "CharTensor", "ByteTensor",
     "BoolTensor",

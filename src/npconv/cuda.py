@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["is_available", "device_count", "manual_seed", "manual_seed_all"]
+from types import SimpleNamespace
+
+from . import amp as _amp
+
+__all__ = ["is_available", "device_count", "manual_seed", "manual_seed_all", "amp"]
+
+#: ``torch.cuda.amp``'s autocast and GradScaler (mixed precision switched off: :mod:`npconv.amp`)
+amp = SimpleNamespace(autocast=_amp.autocast, GradScaler=_amp.GradScaler)
 
 
 def is_available() -> bool:
