@@ -50,6 +50,14 @@ def _check_real(value: Any, name: str) -> float:
     return value
 
 
+def _cycles_beta1(optimizer: Optimizer) -> bool:
+    """Whether a scheduler cycling momentum cycles Adam's ``betas[0]`` (else ``momentum``); ValueError
+    for an optimizer with neither (OneCycleLR, CyclicLR)."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+    return "betas" in optimizer.defaults
+
+
 def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
     """One value per parameter group (torch's ``_format_param``)."""
     if isinstance(value, (list, tuple)):
@@ -609,10 +617,7 @@ class OneCycleLR(LRScheduler):
         max_lrs = [_check_real(v, "max_lr") for v in _per_group("max_lr", optimizer, max_lr)]
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(optimizer)
             max_momentums = _per_group("max_momentum", optimizer, max_momentum)
             base_momentums = _per_group("base_momentum", optimizer, base_momentum)
         if last_epoch == -1:
@@ -706,10 +711,7 @@ class CyclicLR(LRScheduler):
         self._init_scale_fn()
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(optimizer)
             self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
             self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
             if last_epoch == -1:

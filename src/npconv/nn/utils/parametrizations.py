@@ -132,3 +132,16 @@ def spectral_norm(module: Module, name: str = "weight", n_power_iterations: int 
         dim = 1 if isinstance(module, (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)) else 0
     parametrize.register_parametrization(module, name, _SpectralNorm(weight, n_power_iterations, dim, eps))
     return module
+
+
+def remove_forward_pre_hook(module: Any, kind: type, name: str, what: str) -> Any:
+    """Remove the forward pre-hook of type ``kind`` acting on ``module.<name>`` (its ``remove`` restores
+    the plain parameter), for the hook-based ``remove_spectral_norm`` / ``remove_weight_norm``;
+    ValueError naming ``what`` where there is none."""
+    hooks = module._forward_pre_hooks
+    for key, hook in list(hooks.items()):
+        if isinstance(hook, kind) and hook.name == name:
+            hook.remove(module)
+            del hooks[key]
+            return module
+    raise ValueError(f"{what} of '{name}' not found in {module}")

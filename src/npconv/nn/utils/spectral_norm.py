@@ -20,7 +20,7 @@ from ...tensor import Tensor
 from ..modules.conv import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ..modules.module import Module
 from ..parameter import Parameter, UninitializedParameter
-from .parametrizations import _normalize, dim_first, divide_by_sigma, power_iteration
+from .parametrizations import _normalize, dim_first, divide_by_sigma, power_iteration, remove_forward_pre_hook
 
 __all__ = ["SpectralNorm", "spectral_norm", "remove_spectral_norm"]
 
@@ -123,10 +123,4 @@ def spectral_norm(module: T_module, name: str = "weight", n_power_iterations: in
 
 def remove_spectral_norm(module: T_module, name: str = "weight") -> T_module:
     """Undo :func:`spectral_norm`: ``module.<name>`` becomes a Parameter holding ``<name>_orig / sigma``."""
-    hooks = module._forward_pre_hooks
-    for key, hook in list(hooks.items()):
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            hook.remove(module)
-            del hooks[key]
-            return module
-    raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+    return remove_forward_pre_hook(module, SpectralNorm, name, "spectral_norm")

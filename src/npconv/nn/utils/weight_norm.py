@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ...tensor import Tensor
 from ..modules.module import Module
 from ..parameter import Parameter, UninitializedParameter
-from .parametrizations import _norm_except_dim, _WeightNorm
+from .parametrizations import _norm_except_dim, _WeightNorm, remove_forward_pre_hook
 
 __all__ = ["WeightNorm", "weight_norm", "remove_weight_norm"]
 
@@ -78,10 +78,4 @@ def weight_norm(module: T_module, name: str = "weight", dim: int | None = 0) -> 
 
 def remove_weight_norm(module: T_module, name: str = "weight") -> T_module:
     """Undo :func:`weight_norm`: ``module.<name>`` becomes a Parameter holding the current weight."""
-    hooks = module._forward_pre_hooks
-    for key, hook in list(hooks.items()):
-        if isinstance(hook, WeightNorm) and hook.name == name:
-            hook.remove(module)
-            del hooks[key]
-            return module
-    raise ValueError(f"weight_norm of '{name}' not found in {module}")
+    return remove_forward_pre_hook(module, WeightNorm, name, "weight_norm")
