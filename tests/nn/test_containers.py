@@ -163,3 +163,26 @@ def test_sequential_passes_over_plain_identity_modules_but_runs_hooked_ones(monk
     assert calls == ["identity", "subclass"] and len(seen) == 1 and seen[0] is x
     assert np.array_equal(y.numpy(), 2 * np.arange(6.0).reshape(2, 3))
     assert nn.Sequential(nn.Identity())(x) is x
+
+
+def test_a_model_with_a_shared_module_loads_its_own_and_torchs_state_dict():
+    """A module used at two places is saved under both names (torch's state_dict) and each name is
+    expected when loading, the later one's values winning, as in torch."""
+    torch = pytest.importorskip("torch")
+    for lib in (npconv, torch):
+        c = lib.nn.Conv2d(2, 2, 1)
+        model = lib.nn.Sequential(c, lib.nn.ReLU(), c)
+        state = model.state_dict()
+        assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        assert str(model.load_state_dict(state)) == "<All keys matched successfully>"
+        partial = {k: v for k, v in state.items() if k.startswith("0.")}
+        result = model.load_state_dict(partial, strict=False)
+        assert sorted(result.missing_keys) == ["2.bias", "2.weight"] and result.unexpected_keys == []
+    ours = npconv.nn.Sequential(c := npconv.nn.Conv2d(2, 2, 1), npconv.nn.ReLU(), c)
+    theirs = torch.nn.Sequential(t := torch.nn.Conv2d(2, 2, 1), torch.nn.ReLU(), t)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    np.testing.assert_array_equal(ours[0].weight.detach().numpy(), t.weight.detach().numpy())
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(npconv.tensor(x)).detach().numpy(), expected, rtol=1e-6, atol=1e-6)

@@ -285,10 +285,27 @@ class ThroughAProperty(EscapingBlock):
         return self.conv1(self.last)
 
 
-@pytest.mark.parametrize("kind", [ThroughAFunction, ThroughTwoMethods, ThroughAProperty])
+class ThroughChildren(EscapingBlock):
+    def extra(self, x):
+        return sum(m(x) for m in self.children() if isinstance(m, nn.Conv2d))
+
+
+class ThroughTheRegistry(EscapingBlock):
+    def extra(self, x):
+        return self._modules["conv1"](x)
+
+
+class ThroughNamedModules(EscapingBlock):
+    def extra(self, x):
+        return dict(self.named_modules())["conv1"](x)
+
+
+@pytest.mark.parametrize("kind", [ThroughAFunction, ThroughTwoMethods, ThroughAProperty, ThroughChildren,
+                                  ThroughTheRegistry, ThroughNamedModules])
 def test_named_pairs_stay_where_self_leaves_the_forward(kind):
-    """A function given self, a method reached through another method, and a property each use conv1
-    without bn1: the pair is not folded and the outputs stay the model's."""
+    """A function given self, a method reached through another method, a property, Module's own
+    methods (children(), named_modules()) and the registry each use conv1 without bn1: the pair is not
+    folded and the outputs stay the model's."""
     x = np.random.default_rng(7).standard_normal((2, 4, 5, 5))
     block = _randomize(kind(4)).double().eval()
     block.last = npconv.tensor(x)
@@ -546,3 +563,32 @@ def test_a_chunked_sequential_counts_a_repeated_layer_each_time_it_runs(monkeypa
         assert optimized._chunk(npconv.tensor(x)) == fused.CHUNK_BYTES // (4 * 16 * 16 * 4)
         got = _outputs(optimized, x)
     assert got.shape == (3, 4, 16, 16)
+
+
+class ScaledHardtanh(nn.Hardtanh):
+    def forward(self, input):
+        return super().forward(input) * 2
+
+
+class ShiftedReLU(nn.ReLU):
+    def forward(self, input):
+        return input.clamp(min=0.25)
+
+
+@pytest.mark.parametrize("make", [ScaledHardtanh, ShiftedReLU, "instance"])
+def test_an_activation_computing_something_else_is_not_fused(make):
+    """A subclass of a fusable activation with its own forward (or an instance's own forward) is called,
+    not replaced by the base activation in the convolution's stores."""
+    if make == "instance":
+        activation = nn.ReLU()
+        activation.forward = lambda input: input * 3
+    else:
+        activation = make()
+    model = _randomize(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), activation)).double().eval()
+    x = np.random.default_rng(3).standard_normal((2, 2, 6, 6))
+    optimized = npconv.optimize_for_inference(model)
+    assert not any(isinstance(m, nn.ConvActivation) for m in optimized.modules())
+    np.testing.assert_allclose(_outputs(optimized, x), _outputs(model, x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="itself, not a subclass"):
+        nn.ConvActivation(nn.Conv2d(2, 3, 3), activation)
+    assert isinstance(nn.ConvActivation(nn.Conv2d(2, 3, 3), nn.ReLU6()).activation, nn.ReLU6)

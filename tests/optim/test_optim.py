@@ -417,3 +417,43 @@ def test_scheduler_bad_arguments(make, message):
     with pytest.raises((TypeError, ValueError, KeyError), match=message):
         make(opt)
     assert opt.param_groups[0] == {**opt.defaults, "params": opt.param_groups[0]["params"]}
+
+
+def test_an_optimizer_keeping_nothing_has_no_state_entries_as_torchs():
+    torch = torch_module()
+    for lib in (npconv, torch):
+        p = lib.nn.Parameter(lib.ones(2))
+        opt = lib.optim.SGD([p], lr=0.1)
+        p.grad = lib.ones(2)
+        opt.step()
+        assert opt.state_dict()["state"] == {}
+        momentum = lib.optim.SGD([p], lr=0.1, momentum=0.9)
+        momentum.step()
+        assert set(momentum.state_dict()["state"]) == {0}  # the buffer is kept once there is one
+
+
+@pytest.mark.parametrize("kind", ["Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adagrad", "RMSprop",
+                                  "Adadelta"])
+def test_scalar_state_follows_the_default_dtype_as_torchs(kind):
+    torch = torch_module()
+    data = np.random.default_rng(0).standard_normal(3)
+    results = []
+    for lib in (npconv, torch):
+        previous = lib.get_default_dtype()
+        lib.set_default_dtype(lib.float64)
+        try:
+            p = lib.nn.Parameter(lib.tensor(data))
+            opt = getattr(lib.optim, kind)([p], lr=0.1)
+            for step in range(3):
+                p.grad = lib.tensor(data * (step + 1))
+                opt.step()
+            state = opt.state_dict()["state"][0]
+            results.append((state, p.detach().numpy().copy()))
+        finally:
+            lib.set_default_dtype(previous)
+    (ours, ours_p), (theirs, theirs_p) = results
+    for name in ("step", "mu_product"):
+        if name in theirs:
+            assert str(ours[name].dtype) == str(theirs[name].dtype) == "torch.float64", name
+            assert float(ours[name]) == pytest.approx(float(theirs[name]), rel=1e-15)
+    np.testing.assert_allclose(ours_p, theirs_p, rtol=1e-13)

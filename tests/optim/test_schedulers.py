@@ -290,3 +290,29 @@ def test_cosine_warm_restarts_closed_form_values():
         lrs.append(sched.get_last_lr()[0])
     cycle = [(1 + math.cos(math.pi * t / n)) / 2 for n in (2, 4) for t in range(n)]
     np.testing.assert_allclose(lrs, cycle + [1.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+def test_chained_scheduler_matches_torch_and_round_trips(torch, kind):
+    ours, theirs = _optimizers(torch, kind)
+
+    def chain(lib, opt):
+        return lib.ChainedScheduler([lib.ConstantLR(opt, factor=0.1, total_iters=2),
+                                     lib.ExponentialLR(opt, gamma=0.9)])
+
+    mine, their = chain(ls, ours), chain(torch.optim.lr_scheduler, theirs)
+    for _ in range(12):
+        ours.step(), theirs.step(), mine.step(), their.step()
+        assert mine.get_last_lr() == pytest.approx(their.get_last_lr(), rel=1e-12)
+        _groups_match(ours, theirs)
+    state = mine.state_dict()
+    assert set(state) == set(their.state_dict())
+    assert [set(s) for s in state["_schedulers"]] == [set(s) for s in their.state_dict()["_schedulers"]]
+    fresh_opt, _ = _optimizers(torch, kind)
+    fresh = chain(ls, fresh_opt)
+    fresh.load_state_dict(copy.deepcopy(state))
+    assert fresh.get_last_lr() == mine.get_last_lr()
+    with pytest.raises(ValueError, match="at least one scheduler"):
+        ls.ChainedScheduler([])
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        ls.ChainedScheduler([ls.ReduceLROnPlateau(ours)])

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import dtypes
 from ..kernels import pointwise
 from ._functional import as_real, in_runs, lerp_
 from .optimizer import Optimizer
@@ -19,9 +20,15 @@ ADAM_HYPER = {"lr": "non_negative", "betas": "betas", "eps": "non_negative", "we
               "differentiable": "unsupported", "decoupled_weight_decay": "flag"}
 
 
+def scalar_dtype() -> np.dtype:
+    """The dtype of an optimizer's scalar state (``step``, NAdam's ``mu_product``): float64 where the
+    default dtype is float64, else float32 (torch's ``_get_scalar_dtype``)."""
+    return np.dtype(np.float64 if dtypes.get_default_dtype().dtype == np.float64 else np.float32)
+
+
 def scalar_step() -> np.ndarray:
-    """A fresh ``state['step']``: torch keeps it as a float32 0-d tensor."""
-    return np.array(0.0, dtype=np.float32)
+    """A fresh ``state['step']``: a 0-d array of :func:`scalar_dtype`, as torch's."""
+    return np.array(0.0, dtype=scalar_dtype())
 
 
 def apply_weight_decay(theta: np.ndarray, grad: np.ndarray, group: dict[str, Any]) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
-           "ExponentialLR", "PolynomialLR", "SequentialLR", "CosineAnnealingLR",
+           "ExponentialLR", "PolynomialLR", "SequentialLR", "ChainedScheduler", "CosineAnnealingLR",
            "CosineAnnealingWarmRestarts",
            "OneCycleLR", "CyclicLR", "ReduceLROnPlateau"]
 
@@ -485,12 +485,13 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self._last_lr = self._current_lrs()
 
 
-class SequentialLR(LRScheduler):
-    """Run ``schedulers[i]`` from ``milestones[i - 1]`` on (each restarts at its epoch 0 at its milestone)."""
+class _Composite(LRScheduler):
+    """A scheduler made of others (SequentialLR, ChainedScheduler): their list checked once, and the
+    state dict holding each one's."""
 
-    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],
-                 last_epoch: int = -1) -> None:
-        _check_optimizer(optimizer)
+    _schedulers: list[LRScheduler]
+
+    def _check_schedulers(self, schedulers: Any, optimizer: Optimizer) -> None:
         if not isinstance(schedulers, (list, tuple)) or len(schedulers) < 1:
             raise ValueError(f"{type(self).__name__} expects at least one scheduler, but got {schedulers!r}.")
         for index, scheduler in enumerate(schedulers):
@@ -506,6 +507,32 @@ class SequentialLR(LRScheduler):
                 raise ValueError(
                     f"{type(self).__name__} expects all schedulers to belong to the same optimizer, "
                     f"but got scheduler {type(scheduler).__name__} at index {index} with another one")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {key: value for key, value in self.__dict__.items()
+                 if key not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [scheduler.state_dict() for scheduler in self._schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        state = self._checked_state(state_dict)
+        saved = state.pop("_schedulers", None)
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self._schedulers):
+            raise ValueError(f"state_dict['_schedulers'] must hold {len(self._schedulers)} scheduler states")
+        for scheduler, entry in zip(self._schedulers, saved, strict=True):
+            scheduler._checked_state(entry)
+        self.__dict__.update(state)
+        for scheduler, entry in zip(self._schedulers, saved, strict=True):
+            scheduler.load_state_dict(entry)
+
+
+class SequentialLR(_Composite):
+    """Run ``schedulers[i]`` from ``milestones[i - 1]`` on (each restarts at its epoch 0 at its milestone)."""
+
+    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],
+                 last_epoch: int = -1) -> None:
+        _check_optimizer(optimizer)
+        self._check_schedulers(schedulers, optimizer)
         if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
             raise ValueError(
                 "Sequential Schedulers expects number of schedulers provided to be one more than the number "
@@ -540,22 +567,25 @@ class SequentialLR(LRScheduler):
             raise
         self._last_lr = scheduler.get_last_lr()
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {key: value for key, value in self.__dict__.items()
-                 if key not in ("optimizer", "_schedulers")}
-        state["_schedulers"] = [scheduler.state_dict() for scheduler in self._schedulers]
-        return state
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        state = self._checked_state(state_dict)
-        saved = state.pop("_schedulers", None)
-        if not isinstance(saved, (list, tuple)) or len(saved) != len(self._schedulers):
-            raise ValueError(f"state_dict['_schedulers'] must hold {len(self._schedulers)} scheduler states")
-        for scheduler, entry in zip(self._schedulers, saved, strict=True):
-            scheduler._checked_state(entry)
-        self.__dict__.update(state)
-        for scheduler, entry in zip(self._schedulers, saved, strict=True):
-            scheduler.load_state_dict(entry)
+class ChainedScheduler(_Composite):
+    """Step every one of ``schedulers`` at each ``step()``, in order (their factors compound in the
+    chained form); ``optimizer`` defaults to the first one's."""
+
+    def __init__(self, schedulers: list[LRScheduler], optimizer: Optimizer | None = None) -> None:
+        if isinstance(schedulers, (list, tuple)) and schedulers and optimizer is None:
+            optimizer = getattr(schedulers[0], "optimizer", None)
+        if optimizer is not None:
+            _check_optimizer(optimizer)
+        self._check_schedulers(schedulers, optimizer)  # type: ignore[arg-type]
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = [group["lr"] for group in self._schedulers[-1].optimizer.param_groups]
+
+    def step(self) -> None:  # type: ignore[override]
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = [group["lr"] for group in self._schedulers[-1].optimizer.param_groups]
 
 
 def _undo_initial_steps(scheduler: LRScheduler) -> None:

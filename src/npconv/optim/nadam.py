@@ -1,4 +1,5 @@
-"""NAdam (Adam with Nesterov momentum and momentum decay) with torch's float32 ``mu_product``."""
+"""NAdam (Adam with Nesterov momentum and momentum decay) with torch's ``mu_product`` (float32, or float64
+under a float64 default dtype)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._functional import as_real, in_runs, lerp_
-from .adam import ADAM_HYPER, apply_weight_decay, scalar_step
+from .adam import ADAM_HYPER, apply_weight_decay, scalar_dtype, scalar_step
 from .optimizer import Optimizer
 
 __all__ = ["NAdam"]
@@ -21,7 +22,7 @@ class NAdam(Optimizer):
 
         g = -g if maximize; decoupled or L2 weight decay as in Adam
         mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay)),  mu_{t+1} likewise
-        P = P * mu_t                                       ('mu_product', a float32 scalar like torch's)
+        P = P * mu_t                                       ('mu_product', a scalar like torch's)
         m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
         denom = sqrt(v / (1 - beta2**t)) + eps
         theta -= lr * (1 - mu_t) / (1 - P) * g / denom + lr * mu_{t+1} / (1 - P * mu_{t+1}) * m / denom
@@ -43,7 +44,7 @@ class NAdam(Optimizer):
         return {"step": "scalar", "mu_product": "scalar", "exp_avg": "param", "exp_avg_sq": "param"}
 
     def _init_state(self, param: np.ndarray, group: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {"step": scalar_step(), "mu_product": np.array(1.0, dtype=np.float32),
+        return {"step": scalar_step(), "mu_product": np.array(1.0, dtype=scalar_dtype()),
                 "exp_avg": np.zeros_like(param), "exp_avg_sq": np.zeros_like(param)}
 
     def _update(self, theta: np.ndarray, grad: np.ndarray, state: dict[str, Any],

@@ -233,10 +233,12 @@ class Optimizer:
         work = [(group, self._checked_gradients(i, group)) for i, group in enumerate(self.param_groups)]
         for group, pairs in work:
             for param, grad in pairs:
-                state = self.state[param]
+                state = self.state.get(param)
                 if not state:
-                    state.update(self._init_state(param.numpy(), group))
+                    state = self._init_state(param.numpy(), group)
                 self._update(param.numpy(), grad, state, group)
+                if state:  # one that keeps nothing (SGD without momentum) gets no entry, as in torch
+                    self.state[param] = state
         return loss
 
     @staticmethod

@@ -27,17 +27,26 @@ from ...kernels.pointwise import Activation
 from ...ops.conv import records
 from ...tensor import Tensor, as_array
 from .. import functional as F
-from .activation import Hardtanh, ReLU, SiLU
+from .activation import Hardtanh, ReLU, ReLU6, SiLU
 from .container import Sequential
 from .conv import _Conv, _ConvNd
 from .linear import Identity
 from .module import Module, has_call_hooks, registered
 
-__all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "activation_of", "CHUNK_ABOVE_BYTES",
+__all__ = ["ConvActivation", "ChunkedSequential", "FUSABLE_ACTIVATIONS", "fusable_activation",
+           "activation_of", "CHUNK_ABOVE_BYTES",
            "CHUNK_BYTES"]
 
 #: Activation modules a :class:`ConvActivation` fuses (ReLU6 is a Hardtanh).
 FUSABLE_ACTIVATIONS = (ReLU, Hardtanh, SiLU)
+_FUSABLE_TYPES = frozenset({ReLU, ReLU6, Hardtanh, SiLU})
+
+
+def fusable_activation(module: Module) -> bool:
+    """Whether ``module`` computes exactly what a convolution's stores can apply: a ``ReLU``, ``ReLU6``,
+    ``Hardtanh`` or ``SiLU`` itself (a subclass may compute something else in its ``forward``, as
+    ``jit.trace``'s layer types are exact too), without a ``forward`` of the instance's own."""
+    return type(module) in _FUSABLE_TYPES and "forward" not in module.__dict__
 
 
 _RELU, _SILU = Activation("relu"), Activation("silu")
@@ -68,10 +77,10 @@ class ConvActivation(Module):
         super().__init__()
         if not isinstance(conv, _ConvNd):
             raise TypeError(f"ConvActivation: conv must be a convolution module, got {type(conv).__name__}")
-        if not isinstance(activation, FUSABLE_ACTIVATIONS):
+        if not fusable_activation(activation):
             names = ", ".join(a.__name__ for a in FUSABLE_ACTIVATIONS)
-            raise TypeError(f"ConvActivation: activation must be one of {names} (or ReLU6), got "
-                            f"{type(activation).__name__}")
+            raise TypeError(f"ConvActivation: activation must be one of {names} (or ReLU6) itself, not a "
+                            f"subclass or an instance with its own forward, got {type(activation).__name__}")
         self.conv = conv
         self.activation = activation
 
@@ -120,8 +129,8 @@ class ChunkedSequential(Sequential):
             return _plain_conv(module.conv)
         if _plain_container(module):
             children = list(module.children())
-            return (all(ChunkedSequential.runs_per_image(m) or isinstance(m, _ELEMENTWISE) for m in children)
-                    and any(not isinstance(m, _ELEMENTWISE) for m in children))
+            return (all(ChunkedSequential.runs_per_image(m) or _elementwise(m) for m in children)
+                    and any(not _elementwise(m) for m in children))
         return _plain_conv(module)
 
     def forward(self, input: Any) -> Any:
@@ -153,7 +162,9 @@ class ChunkedSequential(Sequential):
         return max(1, CHUNK_BYTES // peak)
 
 
-_ELEMENTWISE = (*FUSABLE_ACTIVATIONS, Identity)
+def _elementwise(module: Module) -> bool:
+    """A layer that maps each value alone: a fusable activation or an ``Identity`` (exact types)."""
+    return fusable_activation(module) or (type(module) is Identity and "forward" not in module.__dict__)
 
 
 def _plain_conv(module: Module) -> bool:
@@ -173,7 +184,7 @@ def _image_shapes(module: Module, channels: int,
     where a layer is not a per-image layer of known output size, or has hooks."""
     if has_call_hooks(module):
         return None
-    if isinstance(module, _ELEMENTWISE):
+    if _elementwise(module):
         return channels, size, channels * math.prod(size)
     if _plain_container(module):
         peak = 0

@@ -534,9 +534,10 @@ class Module:
         return _IncompatibleKeys(missing, unexpected)
 
     def _state_dict_targets(self) -> dict[str, tuple[Module, str, Tensor]]:
-        """Every parameter and persistent buffer by dotted name, with its module and local name."""
+        """Every parameter and persistent buffer by dotted name, with its module and local name: a module
+        used at several places under each of its names, as :meth:`state_dict` writes them (torch's)."""
         targets: dict[str, tuple[Module, str, Tensor]] = {}
-        for module_prefix, module in self.named_modules():
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
             base = module_prefix + ("." if module_prefix else "")
             for name, param in module._parameters.items():
                 if param is not None:

@@ -27,7 +27,7 @@ from ..modules.conv import (
     ConvTranspose3d,
     ConvTransposeNd,
 )
-from ..modules.fused import FUSABLE_ACTIVATIONS, ChunkedSequential, ConvActivation
+from ..modules.fused import ChunkedSequential, ConvActivation, fusable_activation
 from ..modules.lazy import LazyModuleMixin
 from ..modules.linear import Identity
 from ..modules.module import Module, has_call_hooks
@@ -191,7 +191,7 @@ def _fuse_sequential(sequential: Sequential) -> None:
             children[names[j]] = Identity()
             j += 1
         activation = children[names[j]] if j < len(names) else None
-        if isinstance(activation, FUSABLE_ACTIVATIONS) and not has_call_hooks(activation):
+        if activation is not None and fusable_activation(activation) and not has_call_hooks(activation):
             conv = ConvActivation(conv, activation)
             children[names[j]] = Identity()
             j += 1
@@ -211,7 +211,8 @@ def _fuse_named_pairs(module: Module) -> None:
             children[name] = _fold(children[name], children[partner])
             children[partner] = Identity()
             activation = activated.get(name)
-            if (activation is not None and isinstance(children.get(activation), FUSABLE_ACTIVATIONS)
+            if (activation is not None and children.get(activation) is not None
+                    and fusable_activation(children[activation])
                     and not has_call_hooks(children[activation]) and _fusable_conv(children[name])):
                 children[name] = ConvActivation(children[name], children[activation])
                 children[activation] = Identity()
@@ -271,7 +272,11 @@ def _reached_methods(cls: type) -> list[ast.FunctionDef]:
             attribute = _self_attribute(node, tree)
             if attribute is None:
                 continue
+            if attribute in _REGISTRIES:  # self._modules['conv1'], self.__dict__: submodules out of sight
+                return []
             static = inspect.getattr_static(cls, attribute, None)
+            if static is not None and static is inspect.getattr_static(Module, attribute, None):
+                return []  # Module's own machinery (children(), modules(), apply(), ...) reaches submodules
             if inspect.isfunction(static):
                 pending.append(attribute)
             elif isinstance(static, (property, classmethod, staticmethod)):
@@ -281,6 +286,8 @@ def _reached_methods(cls: type) -> list[ast.FunctionDef]:
 
 #: Methods :func:`_reached_methods` reads at most before giving up (no fold).
 _MAX_METHODS = 32
+#: A module's registries: a method reading one reaches submodules by other names than ``self.<name>``.
+_REGISTRIES = frozenset({"_modules", "_parameters", "_buffers", "__dict__"})
 
 
 def _self_escapes(function: ast.FunctionDef) -> bool:
