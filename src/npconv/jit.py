@@ -3,10 +3,12 @@
 
 Tracing runs ``mod(*example_inputs)`` once and records what it computes as a list of steps: each call
 of a *layer* (a module of a fixed set of npconv layer types: convolutions, linear, pooling,
-activations, flatten, identity, in eval mode dropout and batch norm), each tensor addition
+activations, flatten, identity, resampling, padding and group/layer norm, in eval mode dropout, batch and
+instance norm), each tensor addition
 (``a + b``, ``a += b``) and each call of a recorded
 tensor op (:func:`npconv.tracing.recorded`: the activations, ``max_pool``/``avg_pool``/
-``adaptive_avg_pool`` behind ``F.max_pool2d`` and friends, ``reshape``/``view``, ``flatten``,
+``adaptive_avg_pool`` behind ``F.max_pool2d`` and friends, ``F.interpolate``, ``F.pad``, ``reshape``/``view``,
+``flatten``,
 ``permute``, ``transpose``, ``squeeze``, ``unsqueeze``, ``contiguous``, ``cat``, ``mean``, indexing,
 the products, differences, quotients and negations, however
 called: ``F.relu(x)``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``). Containers and custom
@@ -55,7 +57,20 @@ from ._replay import (
     _Step,
 )
 from .autograd import is_grad_enabled, no_grad
-from .nn.modules import activation, batchnorm, conv, dropout, flatten, linear, pooling
+from .nn.modules import (
+    activation,
+    batchnorm,
+    conv,
+    dropout,
+    flatten,
+    instancenorm,
+    linear,
+    normalization,
+    padding,
+    pixelshuffle,
+    pooling,
+    upsampling,
+)
 from .nn.modules.container import Sequential
 from .nn.modules.fused import ChunkedSequential, ConvActivation
 from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
@@ -80,11 +95,18 @@ _LAYERS = frozenset({
     pooling.MaxPool1d, pooling.MaxPool2d, pooling.MaxPool3d, pooling.AvgPool1d, pooling.AvgPool2d,
     pooling.AvgPool3d, pooling.AdaptiveAvgPool1d, pooling.AdaptiveAvgPool2d, pooling.AdaptiveAvgPool3d,
     pooling.AdaptiveMaxPool1d, pooling.AdaptiveMaxPool2d, pooling.AdaptiveMaxPool3d,
+    upsampling.Upsample, upsampling.UpsamplingNearest2d, upsampling.UpsamplingBilinear2d,
+    pixelshuffle.PixelShuffle, pixelshuffle.PixelUnshuffle,
+    normalization.GroupNorm, normalization.LayerNorm, normalization.LocalResponseNorm,
+    *(getattr(padding, f"{kind}Pad{d}d")
+      for kind in ("Constant", "Zero", "Reflection", "Replication", "Circular") for d in (1, 2, 3)),
 })
 #: Layers recorded only in eval mode (in training mode dropout is random and batch norm updates its
 #: running statistics).
 _EVAL_LAYERS = frozenset({dropout.Dropout, dropout.Dropout1d, dropout.Dropout2d, dropout.Dropout3d,
-                          batchnorm.BatchNorm1d, batchnorm.BatchNorm2d, batchnorm.BatchNorm3d})
+                          batchnorm.BatchNorm1d, batchnorm.BatchNorm2d, batchnorm.BatchNorm3d,
+                          instancenorm.InstanceNorm1d, instancenorm.InstanceNorm2d,
+                          instancenorm.InstanceNorm3d})
 _PLANNED = (conv.Conv1d, conv.Conv2d, conv.Conv3d, ConvActivation)
 
 

@@ -1207,3 +1207,61 @@ def test_a_program_fuses_blocks_of_narrow_rows() -> None:
     expected = [(1, True)] * _vector_rows(28, 1) + [(2, False)] * _vector_rows(14, 2) \
         + [(1, True)] * _vector_rows(14, 1)
     assert fused == expected
+
+
+def _resampling_net(ns):  # noqa: ANN001, ANN202 (npconv.nn or torch.nn)
+    """A small U-Net-like model: padding layers, GroupNorm/InstanceNorm/LayerNorm, max pooling,
+    Upsample, PixelShuffle/Unshuffle, a concatenation, F.interpolate and F.pad."""
+    functional = ns.functional
+    cat = npconv.cat if ns is nn else torch.cat
+
+    class Net(ns.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pad = ns.ReflectionPad2d(1)
+            self.enc = ns.Sequential(ns.Conv2d(3, 8, 3), ns.GroupNorm(2, 8), ns.ReLU())
+            self.down = ns.Sequential(ns.MaxPool2d(2), ns.Conv2d(8, 16, 3, padding=1),
+                                      ns.InstanceNorm2d(16, affine=True), ns.SiLU())
+            self.up = ns.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.squeeze = ns.Sequential(ns.PixelUnshuffle(2), ns.PixelShuffle(2), ns.ZeroPad2d((1, 0, 0, 1)),
+                                         ns.ReplicationPad2d((0, 1, 1, 0)))
+            self.dec = ns.Conv2d(24, 4, 3, padding=1)
+            self.norm = ns.LayerNorm([4, 16, 16])
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            e = self.enc(self.pad(x))
+            u = cat([self.up(self.down(e)), self.squeeze(e)[..., 1:-1, 1:-1]], 1)
+            y = self.dec(u)
+            padded = functional.pad(y, (1, 1, 1, 1), mode="reflect")
+            y = functional.interpolate(padded, size=(16, 16), mode="nearest") + y
+            return self.norm(y)
+
+    return Net()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_trace_replays_resampling_normalisation_and_padding_layers_as_torch(dtype: type,
+                                                                            tolerance: float) -> None:
+    torch.manual_seed(5)
+    reference = _resampling_net(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32).eval()
+    ours = _resampling_net(nn)
+    ours = (ours.double() if dtype == np.float64 else ours).eval()
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in reference.state_dict().items()})
+    rng = np.random.default_rng(6)
+    example = rng.standard_normal((2, 3, 16, 16)).astype(dtype)
+    traced = npconv.jit.trace(ours, npconv.tensor(example))
+    for _ in range(3):  # the recording call's steps, then the bound program
+        x = rng.standard_normal(example.shape).astype(dtype)
+        expected = _torch(reference, x)
+        np.testing.assert_allclose(_run(traced, x), expected, rtol=tolerance,
+                                   atol=tolerance * np.abs(expected).max())
+    x = rng.standard_normal(example.shape)
+    if dtype == np.float64:  # with autograd: each layer through its forward, torch's gradients
+        xt = torch.from_numpy(x.copy()).requires_grad_()
+        reference(xt).square().sum().backward()
+        xn = npconv.tensor(x.copy(), requires_grad=True)
+        traced(xn).square().sum().backward()
+        np.testing.assert_allclose(xn.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    ours.train()
+    with pytest.raises(jit.TracerError, match="InstanceNorm2d is in training mode"):
+        npconv.jit.trace(ours, npconv.tensor(example))

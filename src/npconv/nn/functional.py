@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tracing
 from ..checks import (
     INT64_MAX,
     as_floating,
@@ -400,6 +401,7 @@ def conv_transpose3d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation, "zeros")
 
 
+@tracing.recorded
 @refuses_oversize("pad")
 def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """Pad the last ``len(pad) // 2`` axes, as ``torch.nn.functional.pad``.

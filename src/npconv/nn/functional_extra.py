@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tracing
 from ..checks import as_tensor, check_flag, refuses_oversize, shape_text
 from ..checks import reduction as reduction_mode
 from ..geometry import ConvGeometry
@@ -374,6 +375,7 @@ def _integer(value: Any) -> bool:
 
 
 @refuses_oversize("interpolate")
+@tracing.recorded
 def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                 antialias: bool = False) -> Tensor:
