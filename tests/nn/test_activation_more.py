@@ -156,3 +156,40 @@ def test_prelu_weight_gradient_through_module_matches_torch():
     y.sum().backward()
     yt.sum().backward()
     np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+# -- edge shapes and dtypes, as torch ----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "mish",
+                                  "hardswish", "hardsigmoid", "hardtanh", "softplus", "sigmoid", "tanh",
+                                  "logsigmoid"])
+def test_a_zero_dim_input_keeps_its_shape_and_gradient_shape(name):
+    torch = torch_module()
+    for lib in (npconv, torch):
+        x = lib.tensor(0.7, dtype=lib.float64, requires_grad=True)
+        y = getattr(lib.nn.functional, name)(x)
+        y.backward()
+        assert tuple(y.shape) == () and tuple(x.grad.shape) == (), f"{lib.__name__} {name}"
+    ours = getattr(F, name)(npconv.tensor(0.7, dtype=npconv.float64)).item()
+    theirs = getattr(torch.nn.functional, name)(torch.tensor(0.7, dtype=torch.float64)).item()
+    assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape, dim", [((0,), 0), ((3, 0), 1), ((3, 0), 0), ((2, 4, 0), -1)])
+def test_softmax_over_an_empty_dimension_is_empty(shape, dim):
+    torch = torch_module()
+    for op in ("softmax", "log_softmax"):
+        ours = getattr(F, op)(npconv.zeros(shape), dim=dim)
+        theirs = getattr(torch.nn.functional, op)(torch.zeros(shape), dim=dim)
+        assert tuple(ours.shape) == tuple(theirs.shape) == shape
+
+
+def test_relu_of_an_integer_tensor_as_torch():
+    torch = torch_module()
+    data = np.array([-2, 0, 3], dtype=np.int64)
+    expected = torch.nn.functional.relu(torch.from_numpy(data)).numpy()
+    for call in (F.relu, nn.ReLU(), npconv.relu):
+        got = call(npconv.tensor(data)).numpy()
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(TypeError, match="bool"):
+        F.relu(npconv.tensor(np.array([True, False])))

@@ -199,3 +199,14 @@ def test_deprecated_upsample_aliases_warn_and_match_interpolate():
     np.testing.assert_array_equal(
         y.numpy(), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True).numpy()
     )
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.7, 1.3, 2.6, 3.3])
+def test_nearest_exact_with_a_scale_factor_picks_torchs_source_pixels(scale):
+    """torch floors the double (o + 0.5) / scale rounded to float (1.5 / 0.3 is 5.0f: source 5, not 4)."""
+    torch = pytest.importorskip("torch")
+    x = np.arange(2 * 17 * 13, dtype=np.float64).reshape(1, 2, 17, 13)
+    for mode in ("nearest", "nearest-exact"):
+        ours = npconv.nn.functional.interpolate(npconv.tensor(x), scale_factor=scale, mode=mode)
+        theirs = torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=scale, mode=mode)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

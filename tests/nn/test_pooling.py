@@ -225,3 +225,28 @@ def test_pool_rejects_string_padding_and_integer_input():
         F.max_pool2d(np.zeros((1, 1, 4, 4)), 2, padding="same")
     with pytest.raises(TypeError, match="floating point"):
         F.max_pool2d(np.zeros((1, 1, 4, 4), dtype=np.int64), 2)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_adaptive_avg_pool_keeps_a_non_finite_value_in_its_windows(dims, value):
+    """An averaging product would multiply the non-finite value by the other windows' zero weights; each
+    output sees only its own window's values, as torch's, forward and backward."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(dims)
+    shape = (2, 3) + (7, 5, 6)[:dims]
+    out = (3, 2, 4)[:dims]
+    x = rng.standard_normal(shape)
+    x[(1, 2) + (1,) * dims] = value
+    gy = rng.standard_normal(shape[:2] + out)
+    gy[(0, 1) + (0,) * dims] = value
+    ours_fn = getattr(npconv.nn.functional, f"adaptive_avg_pool{dims}d")
+    theirs_fn = getattr(torch.nn.functional, f"adaptive_avg_pool{dims}d")
+    xn = npconv.tensor(x, requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True)
+    y_ours, y_theirs = ours_fn(xn, out), theirs_fn(xt, out)
+    np.testing.assert_allclose(y_ours.detach().numpy(), y_theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+    y_ours.backward(npconv.tensor(gy))
+    y_theirs.backward(torch.tensor(gy))
+    np.testing.assert_allclose(xn.grad.numpy(), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert np.isfinite(y_ours.detach().numpy()).sum() > 0  # the other windows stay finite

@@ -407,7 +407,7 @@ def relu(x: np.ndarray) -> np.ndarray:
 def _core_pass(kernel: Callable[..., None], *inputs: np.ndarray) -> np.ndarray:
     """``kernel(isa, *inputs, out, start, stop)`` of the compiled core over flat ranges on the workers, into
     a new array shaped as the last input (the inputs made C-contiguous)."""
-    inputs = tuple(np.ascontiguousarray(a) for a in inputs)
+    inputs = tuple(np.asarray(a, order="C") for a in inputs)  # (ascontiguousarray makes a 0-d array 1-d)
     out = np.empty_like(inputs[-1])
     _over_elements(kernel, out.size, *(a.reshape(-1) for a in inputs), out.reshape(-1))
     return out

@@ -359,16 +359,34 @@ def adaptive_avg_pool_forward(x: np.ndarray, output_size: Sequence[int], compile
         mean = rows @ np.full(count, 1 / count, dtype=acc)
         return mean.astype(x.dtype, copy=False).reshape(x.shape[:2] + (1,) * len(output_size))
     y = x
+    local = not np.isfinite(x).all()  # a product's 0 * NaN would reach every window: window by window
     for axis, matrix in enumerate(adaptive_pool_matrices(x.shape[2:], output_size, x.dtype)):
         if matrix is not None:
-            y = _along(y, matrix, 2 + axis)
+            y = _windows_along(y, matrix, 2 + axis, False) if local else _along(y, matrix, 2 + axis)
     return np.ascontiguousarray(y) if y is not x else y.copy()
 
 
 def adaptive_avg_pool_backward(gy: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
     """Adjoint of :func:`adaptive_avg_pool_forward`."""
     g = gy
+    local = not np.isfinite(gy).all()
     for axis, matrix in enumerate(adaptive_pool_matrices(input_size, gy.shape[2:], gy.dtype)):
         if matrix is not None:
-            g = _along(g, matrix.T, 2 + axis)
+            g = _windows_along(g, matrix, 2 + axis, True) if local else _along(g, matrix.T, 2 + axis)
     return np.ascontiguousarray(g)
+
+
+def _windows_along(x: np.ndarray, matrix: np.ndarray, axis: int, adjoint: bool) -> np.ndarray:
+    """:func:`_along` with ``matrix`` (``(m, n)``, each row one window's weights) or, with ``adjoint``,
+    its transpose, summing each window's own values only: a NaN or inf reaches only the outputs whose
+    window holds it, as in torch's direct pooling."""
+    moved = np.moveaxis(x, axis, -1)
+    m, n = matrix.shape
+    out = np.zeros(moved.shape[:-1] + ((n,) if adjoint else (m,)), dtype=np.result_type(x, matrix))
+    for o in range(m):
+        taps = np.flatnonzero(matrix[o])
+        if adjoint:
+            out[..., taps] += moved[..., o : o + 1] * matrix[o, taps]
+        else:
+            out[..., o] = moved[..., taps] @ matrix[o, taps]
+    return np.moveaxis(out, -1, axis)

@@ -55,8 +55,9 @@ def apply_maybe_inplace(x: Tensor, inplace: Any, op: Any, *args: Any, reads_inpu
 
 
 def relu(input: Any, inplace: bool = False) -> Tensor:
-    """``max(input, 0)``; with ``inplace`` written into ``input`` (torch's in-place rules)."""
-    return _act.relu(as_tensor(input, "input"), inplace=check_flag(inplace, "inplace"))
+    """``max(input, 0)``; with ``inplace`` written into ``input`` (torch's in-place rules). Integer
+    tensors too, as torch's (bool and complex refused)."""
+    return _act.relu(as_tensor(input, "input", floating=False), inplace=check_flag(inplace, "inplace"))
 
 
 def leaky_relu(input: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

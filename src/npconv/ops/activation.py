@@ -189,8 +189,15 @@ def silu(x: Any) -> Tensor:
 
 def log_softmax_array(data: np.ndarray, dim: int) -> np.ndarray:
     """``x - max - log(sum(exp(x - max)))`` along ``dim`` (a pure array function)."""
-    shifted = data - data.max(axis=dim, keepdims=True)
+    shifted = data - _max_along(data, dim)
     return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+def _max_along(data: np.ndarray, dim: int) -> np.ndarray:
+    """The max along ``dim`` (kept), ``-inf`` over an empty ``dim`` (whose softmax is empty, as torch's)."""
+    if data.shape[dim] == 0:
+        return data.max(axis=dim, keepdims=True, initial=-np.inf)
+    return data.max(axis=dim, keepdims=True)
 
 
 def _softmax_operand(input: Any, dim: int, dtype: Any) -> tuple[np.ndarray, int]:
@@ -208,7 +215,7 @@ def softmax(input: Any, dim: int, dtype: Any = None) -> Tensor:
     """``exp(x - max) / sum(exp(x - max))`` along ``dim``; gradient ``y * (g - sum(g * y))``."""
     data, dim = _softmax_operand(input, dim, dtype)
     shape, source = as_array(input).shape, as_array(input).dtype
-    e = np.exp(data - data.max(axis=dim, keepdims=True))
+    e = np.exp(data - _max_along(data, dim))
     out = e / e.sum(axis=dim, keepdims=True)
 
     def backward(g: np.ndarray) -> tuple[np.ndarray]:

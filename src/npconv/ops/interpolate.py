@@ -85,7 +85,10 @@ def axis_taps(n: int, m: int, mode: str, align_corners: bool, scale: float | Non
         else:
             s = _scale_value(n, m, scale, np.float32)
             o = np.arange(m, dtype=np.float32)
-            real = o * s if mode == "nearest" else (o.astype(np.float64) + 0.5) * np.float64(s)
+            # torch: floorf(o * scale) in float, and for nearest-exact floorf of the double (o + 0.5) * scale
+            # rounded to float first (1.5 / 0.3 rounds to 5.0f: source 5, not 4)
+            exact = ((o.astype(np.float64) + 0.5) * np.float64(s)).astype(np.float32)
+            real = o * s if mode == "nearest" else exact
             idx = np.minimum(np.floor(real).astype(np.int64), n - 1)
         return idx[:, None], np.ones((m, 1), dtype=t)
     if mode == "linear":
