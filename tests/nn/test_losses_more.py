@@ -195,3 +195,46 @@ def test_modules_match_torch():
         assert ours.reduction == theirs.reduction
         assert list(ours.state_dict()) == list(theirs.state_dict())
         compare(ours, theirs, [x, t])
+
+
+@pytest.mark.parametrize("pos_weight", [None, np.array([0.5, 2.0, 1.0, 3.0, 1.5, 0.7], np.float32)])
+def test_bce_with_logits_input_gradient_is_torchs_in_float32(pos_weight):
+    """torch's formula (sigmoid(x) - t) keeps well-classified negatives' small gradients (x = -20, t = 0:
+    2e-9; 1 - sigmoid(-x) cancelled to 0) and rounds large positives as torch does."""
+    torch = torch_module()
+    x = np.array([-20.0, -16.0, -12.492309, -10.0, 10.0, 16.0], np.float32)
+    t = np.array([0, 0, 0, 0, 1, 1], np.float32)
+    a = torch.from_numpy(x.copy()).requires_grad_()
+    pw = None if pos_weight is None else torch.from_numpy(pos_weight)
+    torch.nn.functional.binary_cross_entropy_with_logits(a, torch.from_numpy(t), reduction="sum",
+                                                         pos_weight=pw).backward()
+    b = npconv.tensor(x.copy(), requires_grad=True)
+    ours_pw = None if pos_weight is None else npconv.tensor(pos_weight)
+    F.binary_cross_entropy_with_logits(b, npconv.tensor(t), reduction="sum", pos_weight=ours_pw).backward()
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-6, atol=0)
+    assert b.grad.numpy()[0] > 0
+
+
+def test_bce_gradient_floor_is_torchs_float_constant():
+    torch = torch_module()
+    x = np.array([0.0, 1.0, 0.5])
+    t = np.array([0.7, 0.2, 0.1])
+    a = torch.from_numpy(x.copy()).requires_grad_()
+    torch.nn.functional.binary_cross_entropy(a, torch.from_numpy(t), reduction="sum").backward()
+    b = npconv.tensor(x.copy(), requires_grad=True)
+    F.binary_cross_entropy(b, npconv.tensor(t), reduction="sum").backward()
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("target", ["index", "probability"])
+def test_a_negative_label_smoothing_smooths_nothing_as_torchs(target):
+    torch = torch_module()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3))
+    t = np.array([0, 2, 1, 1]) if target == "index" else rng.dirichlet(np.ones(3), 4)
+    theirs = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(t), label_smoothing=-0.1)
+    ours = F.cross_entropy(npconv.tensor(x), npconv.tensor(t), label_smoothing=-0.1)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-13)
+    assert float(ours) == pytest.approx(float(F.cross_entropy(npconv.tensor(x), npconv.tensor(t))), rel=1e-13)
+    with pytest.raises(ValueError, match="label_smoothing must be between"):
+        F.cross_entropy(npconv.tensor(x), npconv.tensor(t), label_smoothing=1.5)

@@ -186,3 +186,15 @@ def test_layer_norm_module_matches_torch():
         assert repr(ours) == repr(theirs)
         assert list(ours.state_dict()) == list(theirs.state_dict())
         compare(ours, theirs, [_x((2, 3, 4), np.float32)])
+
+
+@pytest.mark.parametrize("shape, groups", [((1, 2, 1, 1), 2), ((1, 1), 1), ((1, 4), 4)])
+def test_group_norm_refuses_one_value_per_group_as_torch(shape, groups):
+    torch = torch_module()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        torch.nn.functional.group_norm(torch.ones(shape), groups)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        F.group_norm(npconv.ones(shape), groups)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        nn.GroupNorm(groups, shape[1])(npconv.ones(shape))
+    assert F.group_norm(npconv.ones((2,) + shape[1:]), groups).shape == (2,) + shape[1:]

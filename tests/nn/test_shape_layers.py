@@ -140,3 +140,14 @@ def test_channel_dropout_modules_repr_and_eval_identity():
         layer = getattr(nn, cls)().eval()
         x = npconv.tensor(np.ones((2, 3, 4, 4, 4)[: int(cls[7]) + 2]))
         np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("kwargs", [{"start_dim": 1}, {"start_dim": 1, "end_dim": 0},
+                                    {"start_dim": 0, "end_dim": 1}])
+def test_flatten_of_a_zero_dim_tensor_checks_its_dims_as_torch(kwargs):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-1, 0\], but got 1"):
+        torch.flatten(torch.tensor(2.0), **kwargs)
+    with pytest.raises(IndexError, match=r"expected to be in range of \[-1, 0\], but got 1"):
+        npconv.flatten(npconv.tensor(2.0), **kwargs)
+    assert npconv.flatten(npconv.tensor(2.0), start_dim=-1, end_dim=0).shape == (1,)

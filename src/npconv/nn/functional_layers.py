@@ -348,6 +348,9 @@ def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None
     if channels % num_groups != 0:
         raise ValueError(f"Expected number of channels in input to be divisible by num_groups, but got input "
                          f"of shape {shape_text(x.shape)} and num_groups={num_groups}")
+    if x.shape[0] * (channels // num_groups) * math.prod(x.shape[2:]) == 1:  # torch's _verify_batch_size
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{shape_text(x.shape)}")
     w = _channel_vector(weight, "weight", channels, x.dtype, "group_norm")
     b = _channel_vector(bias, "bias", channels, x.dtype, "group_norm")
     return _norm.group_norm(x, int(num_groups), w, b, float(eps))
@@ -422,8 +425,9 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, size_average: Any
     mixes the target with the uniform distribution.
     """
     reduction = reduction_mode(size_average, reduce, reduction)
-    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
+    if not isinstance(label_smoothing, numbers.Real) or not label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    label_smoothing = max(float(label_smoothing), 0.0)  # torch smooths only above 0 (a negative one: none)
     x, target, batched = _class_input(input, target, "cross_entropy")
     w = _class_weight(weight, x, "cross_entropy")
     if as_array(target).dtype.kind in "iu":

@@ -142,9 +142,11 @@ def binary_cross_entropy_with_logits(x: Any, target: Any, weight: Any, pos_weigh
     def backward(g: np.ndarray) -> tuple[Any, Any]:
         gw = g if wd is None else g * wd
         gx = gt = None
-        if _wants_grad(x):
-            s = pointwise.sigmoid(-data)
-            gx = _sum_to_shape(gw * ((1 - t) - (s if log_weight is None else log_weight * s)), data.shape)
+        if _wants_grad(x):  # torch's formula and order: (sigmoid(x) - t) g w (pw: (pw t + 1 - t) s - pw t)
+            s = pointwise.sigmoid(data)
+            inner = s - t if pw is None else (pw * t + 1 - t) * s - pw * t
+            gx = inner * g if wd is None else inner * g * wd
+            gx = _sum_to_shape(gx, data.shape)
         if _wants_grad(target):
             inner = -data if pw is None else -data + (pw - 1) * softplus
             gt = _sum_to_shape(gw * inner, as_array(target).shape)
@@ -178,7 +180,7 @@ def absolute_error(x: Any, target: Any) -> Tensor:
 
 # -- elementwise losses of issue 13 (reduced by the caller) ---------------------------------------
 _BCE_LOG_FLOOR = -100.0  # torch clamps each log at -100 so a 0/1 prediction costs 100, not inf
-_BCE_EPSILON = 1e-12  # torch's floor of x * (1 - x) in the input gradient
+_BCE_EPSILON = float(np.float32(1e-12))  # torch's floor of x * (1 - x) in the input gradient (a C float)
 
 
 def binary_cross_entropy(x: Any, target: Any, weight: Any) -> Tensor:

@@ -174,10 +174,10 @@ def contiguous(input: Any, memory_format: Any = None) -> Any:
 @tracing.recorded
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     data = as_array(input)
-    if data.ndim == 0:
-        return reshape(input, 1)
     start = canonical_dim(start_dim, data.ndim)
     end = canonical_dim(end_dim, data.ndim)
+    if data.ndim == 0:  # (dims in [-1, 0], as torch's)
+        return reshape(input, 1)
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = data.shape[:start] + (math.prod(data.shape[start : end + 1]),) + data.shape[end + 1 :]
