@@ -211,7 +211,7 @@ def test_avg_pool_gradient_by_finite_differences():
         (lambda x: F.max_pool2d(x[0, 0], 2), "3D \\(unbatched\\) or 4D \\(batched\\) input"),
         (lambda x: F.avg_pool2d(x, 2, divisor_override=0), "divisor_override"),
         (lambda x: F.adaptive_avg_pool2d(x, (2, 2, 2)), "output_size must be 2 ints"),
-        (lambda x: F.adaptive_avg_pool2d(x, 0), "positive ints"),
+        (lambda x: F.adaptive_avg_pool2d(x, -1), "non-negative ints"),
     ],
 )
 def test_pool_rejects_bad_arguments(call, match):
@@ -250,3 +250,17 @@ def test_adaptive_avg_pool_keeps_a_non_finite_value_in_its_windows(dims, value):
     y_theirs.backward(torch.tensor(gy))
     np.testing.assert_allclose(xn.grad.numpy(), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
     assert np.isfinite(y_ours.detach().numpy()).sum() > 0  # the other windows stay finite
+
+
+@pytest.mark.parametrize("dims, size", [(1, 0), (2, 0), (2, (0, 2)), (3, (2, 0, 1))])
+def test_adaptive_avg_pool_to_an_empty_output_as_torch(dims, size):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((2, 3) + (6, 5, 4)[:dims])
+    xn, xt = npconv.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    yn = getattr(npconv.nn.functional, f"adaptive_avg_pool{dims}d")(xn, size)
+    yt = getattr(torch.nn.functional, f"adaptive_avg_pool{dims}d")(xt, size)
+    assert tuple(yn.shape) == tuple(yt.shape) and yn.numel() == 0
+    yn.sum().backward()  # (torch's backward refuses an empty grad_output; the gradient is zero)
+    np.testing.assert_array_equal(xn.grad.numpy(), np.zeros_like(x))
+    with pytest.raises(ValueError, match="non-negative ints or None"):
+        getattr(npconv.nn.functional, f"adaptive_avg_pool{dims}d")(xn, -1)

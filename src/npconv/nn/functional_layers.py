@@ -268,10 +268,10 @@ def _adaptive_avg_pool(nd: int, input: Any, output_size: Any) -> Tensor:
     for size, n in zip(sizes, spatial, strict=True):
         if size is None:
             target.append(n)
-        elif isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1:
-            target.append(int(size))
+        elif isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 0:
+            target.append(int(size))  # (0: an empty result, as torch's)
         else:
-            raise ValueError(f"{name}: output_size must hold positive ints or None, got {output_size!r}")
+            raise ValueError(f"{name}: output_size must hold non-negative ints or None, got {output_size!r}")
     y = _pool.adaptive_avg_pool(x, target)
     return y if batched else y.squeeze(0)
 
