@@ -198,3 +198,17 @@ def test_group_norm_refuses_one_value_per_group_as_torch(shape, groups):
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         nn.GroupNorm(groups, shape[1])(npconv.ones(shape))
     assert F.group_norm(npconv.ones((2,) + shape[1:]), groups).shape == (2,) + shape[1:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_running_mean_of_an_infinite_value_is_infinite_as_torchs(dtype):
+    torch = torch_module()
+    x = np.array([[1.0, 2.0], [np.inf, 3.0], [0.5, 1.0]], dtype)
+    for sign in (1, -1):
+        ours_rm, ours_rv = npconv.tensor(np.zeros(2, dtype)), npconv.tensor(np.ones(2, dtype))
+        theirs_rm, theirs_rv = torch.zeros(2, dtype=getattr(torch, np.dtype(dtype).name)), \
+            torch.ones(2, dtype=getattr(torch, np.dtype(dtype).name))
+        F.batch_norm(npconv.tensor(sign * x), ours_rm, ours_rv, training=True)
+        torch.nn.functional.batch_norm(torch.from_numpy(sign * x), theirs_rm, theirs_rv, training=True)
+        np.testing.assert_allclose(ours_rm.numpy(), theirs_rm.numpy(), rtol=1e-6)
+        assert ours_rm.numpy()[0] == sign * np.inf

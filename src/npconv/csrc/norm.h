@@ -132,7 +132,7 @@ static void FN(batch_norm_forward)(const T *x, T *y, const T *w, const T *b, T *
             const double shift = second[0] / count; /* the first pass's rounding error */
             double var = second[1] / count - shift * shift;
             var = var < 0 ? 0 : var; /* NaN stays NaN */
-            mean = centre + shift;
+            mean = isfinite(centre) ? centre + shift : centre; /* an inf's mean stays inf (inf - inf: NaN) */
             invstd = 1.0 / sqrt(var + eps);
             stats[c] = (T)mean;
             stats[g->c + c] = (T)var;

@@ -255,7 +255,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
         mean = channel_sums(x) / t(count)
         first, second = centred_moments(x, mean)
         correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
-        mean = mean + correction
+        with np.errstate(invalid="ignore"):
+            mean = np.where(np.isfinite(mean), mean + correction, mean)  # an inf's mean stays inf (as torch's)
         var = np.maximum(second / t(count) - correction * correction, t(0))
         invstd = (1 / np.sqrt(var + t(eps))).astype(acc, copy=False)
     else:
