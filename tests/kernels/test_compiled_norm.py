@@ -101,9 +101,10 @@ def test_non_finite_values_stay_in_their_channel(dtype, engine, torch):
     for training in (True, False):
         xn, xt = _pair(torch, x)
         rm, rv = np.zeros(4, dtype), np.ones(4, dtype)
+        rm_t, rv_t = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
         y = F.batch_norm(xn, rm, rv, w, b, training)
-        yt = torch.nn.functional.batch_norm(xt, torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy()),
-                                            torch.from_numpy(w), torch.from_numpy(b), training)
+        yt = torch.nn.functional.batch_norm(xt, rm_t, rv_t, torch.from_numpy(w), torch.from_numpy(b),
+                                            training)
         y.backward(gy)
         yt.backward(torch.from_numpy(gy))
         for ours, theirs in ((y.numpy(), yt.detach().numpy()), (xn.grad.numpy(), xt.grad.numpy())):
@@ -113,7 +114,9 @@ def test_non_finite_values_stay_in_their_channel(dtype, engine, torch):
             np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-5, atol=1e-5)
         if training:
             assert np.isnan(y.numpy()[:, [0, 2]]).all() and np.isfinite(y.numpy()[:, [1, 3]]).all()
-            assert np.isnan(rm[[0, 2]]).all() and np.isfinite(rm[[1, 3]]).all()
+            # the NaN channel's running mean NaN, the inf channel's inf (torch's), the others finite
+            assert np.isnan(rm[0]) and rm[2] == np.inf and np.isfinite(rm[[1, 3]]).all()
+            np.testing.assert_allclose(rm, rm_t.numpy(), rtol=1e-5)
         else:
             assert np.isfinite(xn.grad.numpy()).all()
 
