@@ -417,3 +417,15 @@ def test_legacy_stream_with_malicious_header_is_refused(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="system"):
         npconv.load_torch(path)
     assert not marker.exists()
+
+
+def test_save_and_load_take_torchs_pickle_arguments():
+    buffer = io.BytesIO()
+    npconv.save({"x": npconv.ones(2)}, buffer, pickle_module=pickle, pickle_protocol=4,
+                _use_new_zipfile_serialization=False)
+    buffer.seek(0)
+    assert npconv.load(buffer, pickle_module=pickle)["x"].numpy().tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="pickle_protocol must be an int from 2 to 5"):
+        npconv.save({}, io.BytesIO(), pickle_protocol=1)
+    with pytest.raises(TypeError, match="pickle_module must be a pickle-like module"):
+        npconv.load(io.BytesIO(), pickle_module="pickle")

@@ -61,8 +61,8 @@ _CHUNK = 1 << 20  # bytes copied per read from a file into a storage
 
 
 # -- public API ----------------------------------------------------------------------------------
-def load(f: PathLike | BinaryIO, map_location: Any = None, *, weights_only: bool | None = None,
-         mmap: bool | None = None) -> Any:
+def load(f: PathLike | BinaryIO, map_location: Any = None, pickle_module: Any = None, *,
+         weights_only: bool | None = None, mmap: bool | None = None) -> Any:
     """Read a checkpoint as ``torch.load`` does: a ``torch.save`` file or a safetensors file.
 
     The format comes from the file's first bytes (zip, legacy pickle stream, safetensors header).
@@ -80,8 +80,12 @@ def load(f: PathLike | BinaryIO, map_location: Any = None, *, weights_only: bool
     a pickle naming any other global raises :class:`UnsafeCheckpointError` with its name.
     ``mmap=True`` (a path to a zip checkpoint, as in torch) maps each uncompressed storage
     copy-on-write instead of reading it: pages load on first use and writes stay in memory.
+    ``pickle_module`` is accepted for torch's signature and not used (npconv reads with its own
+    data-only unpickler).
     """
     _check_weights_only(weights_only)
+    if pickle_module is not None and not hasattr(pickle_module, "Unpickler"):
+        raise TypeError(f"pickle_module must be a pickle-like module, got {pickle_module!r:.80}")
     if mmap is not None and not isinstance(mmap, bool):
         raise TypeError(f"mmap must be a bool or None, got {mmap!r}")
     if mmap and not isinstance(f, (str, os.PathLike)):
@@ -104,7 +108,8 @@ def load_torch(path: PathLike | BinaryIO) -> Any:
         return _read(handle, name, _ArrayBuilder(), _location_check(None), formats=("zip", "legacy"))
 
 
-def save(obj: Any, f: PathLike | BinaryIO, *, format: str | None = None,
+def save(obj: Any, f: PathLike | BinaryIO, pickle_module: Any = None, pickle_protocol: int = 2,
+         _use_new_zipfile_serialization: bool = True, *, format: str | None = None,
          metadata: Mapping[str, str] | None = None) -> None:
     """Write ``obj`` as ``torch.save`` does, or as safetensors.
 
@@ -122,7 +127,18 @@ def save(obj: Any, f: PathLike | BinaryIO, *, format: str | None = None,
 
     Raises ``TypeError`` naming the first value that cannot be saved; then nothing is written.
     A path is written through a temporary file and renamed, so a reader never sees half a file.
+    ``pickle_module``, ``pickle_protocol`` (2 to 5) and ``_use_new_zipfile_serialization`` are accepted
+    for torch's signature: npconv writes torch's zip format with pickle protocol 2, which every torch
+    reads.
     """
+    if pickle_module is not None and not hasattr(pickle_module, "Pickler"):
+        raise TypeError(f"pickle_module must be a pickle-like module, got {pickle_module!r:.80}")
+    protocol_ok = isinstance(pickle_protocol, int) and not isinstance(pickle_protocol, bool)
+    if not protocol_ok or not 2 <= pickle_protocol <= 5:
+        raise ValueError(f"pickle_protocol must be an int from 2 to 5, got {pickle_protocol!r}")
+    if not isinstance(_use_new_zipfile_serialization, bool):
+        raise TypeError("_use_new_zipfile_serialization must be a bool, got "
+                        f"{_use_new_zipfile_serialization!r}")
     if format is None:
         is_safetensors = isinstance(f, (str, os.PathLike)) and os.fspath(f).endswith(".safetensors")
         format = "safetensors" if is_safetensors else "torch"

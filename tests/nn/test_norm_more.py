@@ -212,3 +212,16 @@ def test_batch_norm_running_mean_of_an_infinite_value_is_infinite_as_torchs(dtyp
         torch.nn.functional.batch_norm(torch.from_numpy(sign * x), theirs_rm, theirs_rv, training=True)
         np.testing.assert_allclose(ours_rm.numpy(), theirs_rm.numpy(), rtol=1e-6)
         assert ours_rm.numpy()[0] == sign * np.inf
+
+
+def test_a_batchnorm_state_dict_without_num_batches_tracked_loads_as_torchs():
+    torch = torch_module()
+    for lib in (npconv, torch):
+        bn = lib.nn.BatchNorm2d(3)
+        bn.num_batches_tracked.fill_(5) if lib is torch else bn.num_batches_tracked.numpy().fill(5)
+        state = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+        result = bn.load_state_dict(state)
+        assert result.missing_keys == [] and result.unexpected_keys == []
+        assert int(bn.num_batches_tracked) == 5  # kept
+    with pytest.raises(ValueError, match="Missing key"):
+        nn.BatchNorm2d(3).load_state_dict({"weight": np.ones(3, np.float32)})

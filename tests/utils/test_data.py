@@ -426,3 +426,26 @@ def test_signatures_match_torch():
         for key, parameter in theirs.parameters.items():
             if key != "generator":  # torch's default is its own default_generator object
                 assert mine.parameters[key].default == parameter.default, (name, key)
+
+
+@pytest.mark.parametrize("batch", [[1, 2.5], [True, 2], [2, True], [1.5, True], [1, 2], [True, False],
+                                   [1, 2 + 1j]])
+def test_default_collate_of_mixed_python_numbers_as_torch(batch):
+    pytest.importorskip("torch")
+    from torch.utils.data import default_collate as torch_collate
+
+    ours, theirs = default_collate(batch), torch_collate(batch)
+    assert str(ours.dtype) == str(theirs.dtype)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_default_collate_promotes_mixed_tensors_and_arrays_as_torch_stack():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import default_collate as torch_collate
+
+    for make in (lambda lib, a: lib.tensor(a) if lib is npconv else torch.from_numpy(a), lambda lib, a: a):
+        samples = [np.array([1], np.int64), np.array([2.5], np.float32)]
+        ours = default_collate([make(npconv, a) for a in samples])
+        theirs = torch_collate([make(torch, a) for a in samples])
+        assert str(ours.dtype) == str(theirs.dtype) == "torch.float32"
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

@@ -256,7 +256,7 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
         first, second = centred_moments(x, mean)
         correction = first / t(count)  # the first pass's rounding error (corrected two-pass)
         with np.errstate(invalid="ignore"):
-            mean = np.where(np.isfinite(mean), mean + correction, mean)  # an inf's mean stays inf (as torch's)
+            mean = np.where(np.isfinite(mean), mean + correction, mean)  # an inf's mean stays inf (torch's)
         var = np.maximum(second / t(count) - correction * correction, t(0))
         invstd = (1 / np.sqrt(var + t(eps))).astype(acc, copy=False)
     else:

@@ -24,6 +24,9 @@ class _BatchNorm(Module):
     ``running_mean``/``running_var``; ``momentum=None`` gives their cumulative average) and
     with the running statistics in eval mode (batch statistics if not tracked)."""
 
+    #: a state dict without it (older torch versions' checkpoints) loads, the counter kept (torch's)
+    _optional_state_keys = frozenset({"num_batches_tracked"})
+
     _version = 2
     __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
     _ranks: tuple[int, ...] = ()

@@ -68,6 +68,9 @@ class Module:
 
     training: bool
     _version = 1
+    #: Parameter/buffer names a state dict may lack (the module keeps its own value, as torch's
+    #: ``_load_from_state_dict`` upgrades of older formats do).
+    _optional_state_keys: frozenset[str] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -509,7 +512,8 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         targets = self._state_dict_targets()
-        missing = [key for key in targets if key not in state_dict]
+        missing = [key for key, (module, name, _) in targets.items()
+                   if key not in state_dict and name not in module._optional_state_keys]
         unexpected = [key for key in state_dict if key not in targets]
         values, errors = {}, []
         for key, (module, name, target) in targets.items():

@@ -1,9 +1,11 @@
 """``default_collate`` and ``default_convert``: how a DataLoader turns samples into a batch.
 
 torch's rules, with npconv Tensors in place of torch tensors: Tensors and numeric ndarrays are
-stacked along a new first dimension; Python floats become a float64 Tensor, ints an int64 one,
-bools a bool one, NumPy scalars a Tensor of their dtype; strings and bytes stay a list; mappings,
-named tuples and sequences are collated field by field (tuples and lists become lists).
+stacked along a new first dimension (in one dtype by torch's promotion); a batch whose first sample is a
+Python float becomes a float64 Tensor, one of other Python numbers ``torch.tensor(batch)`` (all ints:
+int64, any float: the default float dtype, all bools: bool), NumPy scalars a Tensor of their dtype;
+strings and bytes stay a list; mappings, named tuples and sequences are collated field by field (tuples
+and lists become lists).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ...tensor import Tensor
+from ...tensor import Tensor, result_dtype
 
 __all__ = ["default_collate", "default_convert"]
 
@@ -23,6 +25,18 @@ _MESSAGE = ("default_collate: batch must contain tensors, numpy arrays, numbers,
 
 def _numeric_array(value: np.ndarray | np.generic) -> bool:
     return np.asarray(value).dtype.kind in "biufc"
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """``torch.stack`` of the samples: one dtype by torch's promotion (int64 with float32 is float32)."""
+    return np.stack([a.astype(result_dtype(*arrays), copy=False) for a in arrays])
+
+
+def _infer(batch: list[Any]) -> Tensor:
+    """``torch.tensor(batch)`` of Python numbers: bools, int64, the default float or complex dtype."""
+    from ...ops.creation import tensor  # (the factories import the data utilities' neighbours)
+
+    return tensor(batch)
 
 
 def default_collate(batch: list[Any]) -> Any:
@@ -34,22 +48,18 @@ def default_collate(batch: list[Any]) -> Any:
         shapes = {tuple(t.shape) for t in batch if isinstance(t, Tensor)}
         if len(shapes) != 1 or not all(isinstance(t, Tensor) for t in batch):
             raise RuntimeError(f"stack expects each tensor to be equal size, but got shapes {sorted(shapes)}")
-        return Tensor(np.stack([t.numpy() for t in batch]))
+        return Tensor(_stacked([t.numpy() for t in batch]))
     if isinstance(elem, (np.ndarray, np.generic)) and not isinstance(elem, (np.str_, np.bytes_)):
         if not _numeric_array(elem):
             raise TypeError(_MESSAGE.format(np.asarray(elem).dtype))
         shapes = {np.shape(a) for a in batch}
         if len(shapes) != 1:
             raise RuntimeError(f"stack expects each array to be equal size, but got shapes {sorted(shapes)}")
-        return Tensor(np.stack([np.asarray(a) for a in batch]))
-    if isinstance(elem, bool):
-        return Tensor(np.array(batch, dtype=np.bool_))
-    if isinstance(elem, numbers.Integral):
-        return Tensor(np.array(batch, dtype=np.int64))
-    if isinstance(elem, numbers.Real):
+        return Tensor(_stacked([np.asarray(a) for a in batch]))
+    if isinstance(elem, float):  # torch: a float first sample makes a float64 batch
         return Tensor(np.array(batch, dtype=np.float64))
-    if isinstance(elem, numbers.Complex):
-        return Tensor(np.array(batch, dtype=np.complex128))
+    if isinstance(elem, numbers.Number):  # torch.tensor(batch): the dtype inferred from every sample
+        return _infer(batch)
     if isinstance(elem, (str, bytes)):
         return batch  # as given: a list, or a tuple when it is a field of tuple samples (torch's rule)
     if isinstance(elem, collections.abc.Mapping):
