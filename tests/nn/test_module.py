@@ -345,3 +345,17 @@ def test_lazy_module_pickles_before_and_after_initialisation():
     assert restored(np.zeros((1, 4, 5), np.float32)).shape == (1, 2, 7)
     again = pickle.loads(pickle.dumps(restored))
     assert type(again) is nn.ConvTranspose1d and again.weight.shape == (4, 2, 3)
+
+
+def test_float_double_half_leave_complex_parameters_complex_as_torch():
+    torch = pytest.importorskip("torch")
+    for cast, expected in (("float", "float32"), ("double", "float64"), ("half", "float16")):
+        model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        model[0].to(npconv.complex64)
+        values = model[0].weight.detach().numpy().copy()
+        getattr(model, cast)()
+        assert model[0].weight.dtype == npconv.complex64
+        np.testing.assert_array_equal(model[0].weight.detach().numpy(), values)  # the imaginary parts kept
+        assert str(model[1].weight.dtype) == f"torch.{expected}"
+    theirs = torch.nn.Linear(2, 2).to(torch.complex64)
+    assert theirs.float().weight.dtype == torch.complex64

@@ -447,21 +447,28 @@ class Module:
         if target.kind not in "fc":
             raise TypeError("nn.Module.to only accepts floating point or complex dtypes, "
                             f"but got desired dtype={target}")
+        return self._cast(target, "fc")
+
+    def _cast(self, target: np.dtype, kinds: str) -> Module:
+        """Every parameter and buffer of a dtype kind in ``kinds`` (and its gradient) cast to ``target``."""
         for tensor in list(self.parameters()) + list(self.buffers()):
-            if tensor.numpy().dtype.kind in "fc":
+            if tensor.numpy().dtype.kind in kinds:
                 tensor.data = tensor.numpy().astype(target)
                 if tensor.grad is not None:
                     tensor.grad = Tensor(tensor.grad.numpy().astype(target))
         return self
 
     def float(self) -> Module:
-        return self.to(np.float32)
+        """Floating point parameters and buffers as float32 (complex ones stay complex, as torch's)."""
+        return self._cast(np.dtype(np.float32), "f")
 
     def double(self) -> Module:
-        return self.to(np.float64)
+        """Floating point parameters and buffers as float64 (complex ones stay complex, as torch's)."""
+        return self._cast(np.dtype(np.float64), "f")
 
     def half(self) -> Module:
-        return self.to(np.float16)
+        """Floating point parameters and buffers as float16 (complex ones stay complex, as torch's)."""
+        return self._cast(np.dtype(np.float16), "f")
 
     def bfloat16(self) -> Module:
         raise TypeError("npconv has no bfloat16 (NumPy lacks it): use float32 or float16")
