@@ -449,3 +449,11 @@ def test_default_collate_promotes_mixed_tensors_and_arrays_as_torch_stack():
         theirs = torch_collate([make(torch, a) for a in samples])
         assert str(ours.dtype) == str(theirs.dtype) == "torch.float32"
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_iterator_of_a_loader_has_its_length_as_torchs(workers):
+    loader = DataLoader(TensorDataset(npconv.arange(10.0)), batch_size=4, num_workers=workers)
+    iterator = iter(loader)
+    assert len(iterator) == len(loader) == 3
+    assert [len(batch[0]) for batch in iterator] == [4, 4, 2]

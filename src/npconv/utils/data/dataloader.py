@@ -308,6 +308,22 @@ class _MultiProcessIterator:
             pass
 
 
+class _SingleProcessIterator:
+    """The batches of a loader without workers, with torch's ``len(iter(loader))``."""
+
+    def __init__(self, loader: DataLoader, batches: Iterator[Any]) -> None:
+        self._loader, self._batches = loader, batches
+
+    def __iter__(self) -> _SingleProcessIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+
 class DataLoader(Generic[T_co]):
     """``torch.utils.data.DataLoader``: iterate over ``dataset`` in batches.
 
@@ -381,7 +397,7 @@ class DataLoader(Generic[T_co]):
 
     def __iter__(self) -> Iterator[Any]:
         if self.num_workers == 0:
-            return self._single_process()
+            return _SingleProcessIterator(self, self._single_process())
         if not self.persistent_workers:
             return _MultiProcessIterator(self)  # its workers stop when it ends or is dropped
         if self._iterator is None or self._iterator._closed:
