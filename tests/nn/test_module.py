@@ -359,3 +359,43 @@ def test_float_double_half_leave_complex_parameters_complex_as_torch():
         assert str(model[1].weight.dtype) == f"torch.{expected}"
     theirs = torch.nn.Linear(2, 2).to(torch.complex64)
     assert theirs.float().weight.dtype == torch.complex64
+
+
+@pytest.mark.parametrize("case", ["buffer over a parameter", "module over a parameter",
+                                  "parameter over a buffer", "buffer over an attribute", "number as a buffer",
+                                  "number over a buffer"])
+def test_registrations_refuse_what_torch_refuses(case):
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        m = lib.nn.Linear(1, 1)
+        if case == "buffer over a parameter":
+            m.register_buffer("weight", lib.ones(1))
+        elif case == "module over a parameter":
+            m.add_module("weight", lib.nn.ReLU())
+        elif case == "parameter over a buffer":
+            m.register_buffer("b", lib.ones(1))
+            m.register_parameter("b", lib.nn.Parameter(lib.ones(1)))
+        elif case == "buffer over an attribute":
+            m.x = 1
+            m.register_buffer("x", lib.ones(1))
+        elif case == "number as a buffer":
+            m.register_buffer("a", 3)
+        else:
+            m.register_buffer("a", lib.ones(1))
+            m.a = 3
+
+    errors = []
+    for lib in (torch, npconv):
+        with pytest.raises((KeyError, TypeError)) as info:
+            run(lib)
+        errors.append(info.type)
+    assert errors[0] is errors[1]
+    m = nn.Linear(1, 1)  # re-registering a name of the same kind, and assignments that replace, still work
+    m.register_buffer("a", npconv.ones(1))
+    m.register_buffer("a", np.zeros(2))
+    m.a = npconv.ones(3)
+    m.weight = nn.Parameter(npconv.ones(1, 1))
+    m.child = nn.ReLU()
+    m.child = nn.Tanh()
+    assert m.a.shape == (3,) and isinstance(m.child, nn.Tanh)

@@ -216,6 +216,8 @@ class Module:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f'parameter name must be a non-empty string without ".", got {name!r}')
+        if name not in self._parameters and hasattr(self, name):  # torch's: no silent shadowing
+            raise KeyError(f"attribute '{name}' already exists")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(
                 f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
@@ -229,6 +231,11 @@ class Module:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f'buffer name must be a non-empty string without ".", got {name!r}')
+        if name not in self._buffers and hasattr(self, name):
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, (Tensor, np.ndarray)):
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+                            "(npconv Tensor, ndarray or None required)")
         self.__dict__.pop(name, None)
         self._buffers[name] = None if tensor is None else (
             tensor if isinstance(tensor, Tensor) and not isinstance(tensor, Buffer)
@@ -244,6 +251,8 @@ class Module:
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         if not isinstance(name, str) or "." in name or not name:
             raise KeyError(f'module name must be a non-empty string without ".", got {name!r}')
+        if name not in self._modules and hasattr(self, name):
+            raise KeyError(f"attribute '{name}' already exists")
         self.__dict__.pop(name, None)
         self._modules[name] = module
 
@@ -256,6 +265,7 @@ class Module:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
+            self.__dict__.pop(name, None)
             self.register_parameter(name, value)
             return
         if params is not None and name in params:
@@ -271,6 +281,7 @@ class Module:
                 raise AttributeError("cannot assign module before Module.__init__() call")
             params.pop(name, None)
             self._buffers.pop(name, None)
+            self.__dict__.pop(name, None)
             self.add_module(name, value)
             return
         modules = self.__dict__.get("_modules")
@@ -280,10 +291,17 @@ class Module:
             modules[name] = None
             return
         if isinstance(value, Buffer):
+            if params is not None:
+                params.pop(name, None)
+                self._modules.pop(name, None)
+            self.__dict__.pop(name, None)
             self.register_buffer(name, Tensor(value.numpy()), value.persistent)
             return
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
+            if value is not None and not isinstance(value, (Tensor, np.ndarray)):
+                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                                "(npconv Tensor, ndarray or None expected)")
             buffers[name] = None if value is None else (
                 value if isinstance(value, Tensor) else Tensor(as_array(value))
             )
