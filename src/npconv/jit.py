@@ -72,7 +72,7 @@ from .nn.modules import (
     upsampling,
 )
 from .nn.modules.container import Sequential
-from .nn.modules.fused import ChunkedSequential, ConvActivation
+from .nn.modules.fused import ChunkedSequential, ConvActivation, fusable_activation
 from .nn.modules.module import HOOK_STORES, Module, has_call_hooks
 from .ops import activation as _act
 from .tensor import Tensor
@@ -392,8 +392,6 @@ def trace(mod: Module, example_inputs: Any, *, check_trace: bool = True,
 
 #: Layers that return their input as it is (a step of one of them is dropped).
 _PASS_THROUGH = (linear.Identity, dropout.Dropout, dropout.Dropout1d, dropout.Dropout2d, dropout.Dropout3d)
-#: Activation layers a convolution step takes into its output pass (:class:`ConvActivation`'s).
-_FUSED_ACTIVATIONS = frozenset({activation.ReLU, activation.ReLU6, activation.Hardtanh, activation.SiLU})
 _PLAIN_CONVS = frozenset({conv.Conv1d, conv.Conv2d, conv.Conv3d})
 #: Activation layers an addition step takes (the bound program applies them with ``activate_``, whose
 #: values are theirs; SiLU's are not bit for bit).
@@ -450,7 +448,7 @@ def _activation_layer(step: _Step) -> tuple[Module, int] | None:
     its settings); None for any other step."""
     if isinstance(step, _LayerStep):
         layer = _layer(step)
-        if type(layer) in _FUSED_ACTIVATIONS and "forward" not in layer.__dict__:
+        if fusable_activation(layer):
             return layer, step.index
         return None
     if not isinstance(step, _FunctionStep) or len(step.reads) != 1:
