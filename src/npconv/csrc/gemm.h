@@ -310,26 +310,39 @@ static inline __attribute__((always_inline)) void FN(gm_panel)(ptrdiff_t kc, ptr
     }
 }
 
-/* gm_panel for a panel wd elements wide (GM_NR, 2 or 1 vectors: the vector count a constant in each
- * call), its rows at pitch bs. */
-static inline __attribute__((always_inline)) void FN(gm_panel_of)(ptrdiff_t wd, ptrdiff_t kc, ptrdiff_t mc,
-                                                                    const T *a, ptrdiff_t rs, ptrdiff_t cs,
-                                                                    const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc,
-                                                                    ptrdiff_t cols, T alpha, T beta, const T *bias,
-                                                                    int act, T lo, T hi, const T *ahead,
-                                                                    const T *after, ptrdiff_t after_rows, const T *cnext)
+/* gm_panel at 1, 2 and 3 vectors, out of line: one copy of each for all of gm_block's and gm_block_direct's
+ * call sites (inlined at each, they were half of the AVX-512 unit's compile time: docs/performance.md). */
+#define GM_PANEL_NV(nv)                                                                                    \
+    static __attribute__((noinline)) void FN(CAT(gm_panel, nv))(                                            \
+        ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs, ptrdiff_t cs, const T *bp, ptrdiff_t bs, T *c,    \
+        ptrdiff_t ldc, ptrdiff_t cols, T alpha, T beta, const T *bias, int act, T lo, T hi, const T *ahead,    \
+        const T *after, ptrdiff_t after_rows, const T *cnext)                                               \
+    {                                                                                                       \
+        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, nv, alpha, beta, bias, act, lo, hi, ahead, after, \
+                     after_rows, cnext);                                                                    \
+    }
+GM_PANEL_NV(1)
+GM_PANEL_NV(2)
+GM_PANEL_NV(3)
+#undef GM_PANEL_NV
+
+/* gm_panel for a panel wd elements wide (GM_NR, 2 or 1 vectors), its rows at pitch bs. */
+static inline void FN(gm_panel_of)(ptrdiff_t wd, ptrdiff_t kc, ptrdiff_t mc, const T *a, ptrdiff_t rs, ptrdiff_t cs,
+                                   const T *bp, ptrdiff_t bs, T *c, ptrdiff_t ldc, ptrdiff_t cols, T alpha, T beta,
+                                   const T *bias, int act, T lo, T hi, const T *ahead, const T *after,
+                                   ptrdiff_t after_rows, const T *cnext)
 {
     if (wd == GM_NR)
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, GM_NV, alpha, beta, bias, act, lo, hi, ahead, after,
-                     after_rows, cnext);
+        FN(CAT(gm_panel, GM_NV))(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, alpha, beta, bias, act, lo, hi, ahead, after,
+                                 after_rows, cnext);
 #if GM_NV > 2
     else if (wd == 2 * VL)
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 2, alpha, beta, bias, act, lo, hi, NULL, after,
-                     after_rows, cnext);
+        FN(gm_panel_2)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, alpha, beta, bias, act, lo, hi, NULL, after,
+                       after_rows, cnext);
 #endif
     else
-        FN(gm_panel)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, 1, alpha, beta, bias, act, lo, hi, NULL, after,
-                     after_rows, cnext);
+        FN(gm_panel_1)(kc, mc, a, rs, cs, bp, bs, c, ldc, cols, alpha, beta, bias, act, lo, hi, NULL, after,
+                       after_rows, cnext);
 }
 
 /* The last panel of a block's whole vectors (gm_panel_of: wd selects the vector count, pitch bs) and the
