@@ -263,6 +263,7 @@ static void FN(stencil_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const
  * weights cannot be, nor 5x5's below 64 bytes (16 registers), so those keep the row loop rolled with
  * the weights read from the stack (unrolled, they spilled: 7x7 1.2x slower). Measured on the Zen 5
  * machine, docs/performance.md. */
+#if TSIZE == 4 /* float64 takes stencil_rows: its shared-load blocks were half of its build time (performance.md) */
 #if VBYTES == 64
 DW_SHARED_ROWS(3, 3, 4, 4, 16)
 DW_SHARED_ROWS(5, 5, 4, 2, 16)
@@ -272,17 +273,19 @@ DW_SHARED_ROWS(3, 3, 2, 2, 16)
 DW_SHARED_ROWS(5, 5, 2, 4, 1)
 DW_SHARED_ROWS(7, 7, 2, 4, 1)
 #endif
+#endif
 #undef DW_SHARED_ROWS
 #undef DW_SHARED_BAND
 #undef DW_SHARED_BLOCK
 #undef DW_PRAGMA
 
-/* rows x n outputs from `taps` taps (source rows at pitch `pitch`): the shared-load pairs when
+/* rows x n outputs from `taps` taps (source rows at pitch `pitch`): the shared-load pairs (float32) when
  * `shareable` (the taps are one KH x KW kernel in row-major order, tap (kh + 1, kw) reading one row
  * below tap (kh, kw)) and the kernel is a square 3/5/7, else stencil_rows. */
 static void FN(tap_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *src, ptrdiff_t pitch, const T *wt,
                          int taps, ptrdiff_t kh, ptrdiff_t kw, int shareable, T init, int act, T lo, T hi)
 {
+#if TSIZE == 4
     if (shareable && taps == kh * kw && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
         ptrdiff_t cs[7];
         for (ptrdiff_t c = 0; c < kw; c++) cs[c] = src[c] - src[0];
@@ -292,6 +295,9 @@ static void FN(tap_rows)(T *out, ptrdiff_t rows, ptrdiff_t n, const T *const *sr
         default: FN(shared_rows_7)(out, rows, n, src[0], cs, pitch, wt, init, act, lo, hi); return;
         }
     }
+#else
+    (void)kh, (void)kw, (void)shareable;
+#endif
     FN(stencil_rows)(out, rows, n, src, pitch, wt, taps, init, act, lo, hi);
 }
 
