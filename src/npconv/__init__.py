@@ -1,12 +1,12 @@
 """npconv: PyTorch's convolution layers, exact and differentiable, on NumPy."""
 
 import importlib
-from types import ModuleType
+from typing import Any
 
 # -- the torch namespace: Tensor, autograd, dtypes/devices, factories and functional ops ------------
 # (the module npconv.tensor first: the function npconv.tensor imported below replaces it as attribute)
 from .tensor import Tensor  # isort: skip
-from . import amp, autograd, backends, compiler, cuda, io, jit, nn, optim
+from . import amp, autograd, backends, compiler, cuda, nn
 from .amp import autocast
 from .autograd import (
     enable_grad,
@@ -54,7 +54,6 @@ from .dtypes import (
     uint32,
     uint64,
 )
-from .io import load, load_torch, save
 from .nn.utils.fusion import optimize_for_inference
 from .ops.activation import log_softmax, relu, relu_, sigmoid, softmax, tanh
 from .ops.creation import (
@@ -272,16 +271,20 @@ __all__ += [
     "set_printoptions", "addcmul", "addcdiv",
 ]
 
-# npconv.distributed and npconv.dask are attributes like torch.distributed, imported on first use so
-# that `import npconv` stays free of mpi4py and dask.
-_LAZY_SUBMODULES = ("distributed", "dask")
+# Submodules imported on first use, as attributes like torch.distributed: npconv.distributed and
+# npconv.dask keep `import npconv` free of mpi4py and dask; io, jit and optim keep a fresh process's
+# first convolution from compiling their modules (about a tenth of its cold start: docs/performance.md).
+_LAZY_SUBMODULES = ("distributed", "dask", "io", "jit", "optim")
+_LAZY_FUNCTIONS = {"save": "io", "load": "io", "load_torch": "io"}  # name -> submodule holding it
 
 
-def __getattr__(name: str) -> ModuleType:  # PEP 562 module attribute hook
+def __getattr__(name: str) -> Any:  # PEP 562 module attribute hook
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_LAZY_FUNCTIONS))
