@@ -1,4 +1,5 @@
-"""`npconv.distributed` and `npconv.dask` are attributes after `import npconv`, imported on first use."""
+"""`npconv.distributed`, `npconv.dask`, `npconv.io`, `npconv.jit` and `npconv.optim` are attributes after
+`import npconv`, imported on first use."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ print(json.dumps({
 """
 
 
-def test_import_npconv_imports_neither_mpi4py_nor_dask_and_the_attributes_work():
+def run_probe(probe: str) -> dict:
+    """The JSON report a fresh interpreter prints after running probe."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_npconv_imports_neither_mpi4py_nor_dask_and_the_attributes_work():
+    report = run_probe(PROBE)
     assert report["before"] == []
     assert report["same"] == [True, True]
     assert report["api"] == [True, True]
@@ -68,11 +74,7 @@ print(json.dumps(report))
 
 
 def test_io_jit_and_optim_are_imported_on_first_use_and_their_names_work():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    result = subprocess.run([sys.executable, "-c", IO_PROBE], capture_output=True, text=True, env=env,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_probe(IO_PROBE)
     assert report["before"] == [] and report["after_conv"] == []  # a first convolution compiles none of them
     assert report["functions"] == [True, True, True]
     assert report["modules"] == [True, True, True]
