@@ -58,6 +58,14 @@ def _cycles_beta1(optimizer: Optimizer) -> bool:
     return "betas" in optimizer.defaults
 
 
+def _set_momentum(group: dict[str, Any], momentum: Any, use_beta1: bool) -> None:
+    """A cycling scheduler's momentum into a parameter group: Adam's ``betas[0]`` or ``momentum``."""
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
 def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
     """One value per parameter group (torch's ``_format_param``)."""
     if isinstance(value, (list, tuple)):
@@ -656,10 +664,7 @@ class OneCycleLR(LRScheduler):
                 group["max_lr"] = max_lrs[index]
                 group["min_lr"] = group["initial_lr"] / final_div_factor
                 if cycle_momentum:
-                    if self.use_beta1:
-                        group["betas"] = (max_momentums[index], *group["betas"][1:])
-                    else:
-                        group["momentum"] = max_momentums[index]
+                    _set_momentum(group, max_momentums[index], self.use_beta1)
                     group["max_momentum"] = max_momentums[index]
                     group["base_momentum"] = base_momentums[index]
         super().__init__(optimizer, last_epoch)
@@ -693,10 +698,7 @@ class OneCycleLR(LRScheduler):
                     break
                 start_step = phase["end_step"]
         for group, momentum in zip(self.optimizer.param_groups, momenta, strict=False):
-            if self.use_beta1:
-                group["betas"] = (momentum, *group["betas"][1:])
-            else:
-                group["momentum"] = momentum
+            _set_momentum(group, momentum, self.use_beta1)
         return lrs
 
 
@@ -747,10 +749,7 @@ class CyclicLR(LRScheduler):
             if last_epoch == -1:
                 for m_momentum, b_momentum, group in zip(self.max_momentums, self.base_momentums,
                                                          optimizer.param_groups, strict=True):
-                    if self.use_beta1:
-                        group["betas"] = (m_momentum, *group["betas"][1:])
-                    else:
-                        group["momentum"] = m_momentum
+                    _set_momentum(group, m_momentum, self.use_beta1)
                     group["max_momentum"] = m_momentum
                     group["base_momentum"] = b_momentum
         super().__init__(optimizer, last_epoch)
@@ -789,10 +788,7 @@ class CyclicLR(LRScheduler):
             momenta = [max_m - (max_m - base_m) * scale_factor * scale
                        for base_m, max_m in zip(self.base_momentums, self.max_momentums, strict=True)]
             for group, momentum in zip(self.optimizer.param_groups, momenta, strict=True):
-                if self.use_beta1:
-                    group["betas"] = (momentum, *group["betas"][1:])
-                else:
-                    group["momentum"] = momentum
+                _set_momentum(group, momentum, self.use_beta1)
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
