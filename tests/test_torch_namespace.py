@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import npconv
+from torch_oracle import backward_weighted
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
@@ -50,17 +51,8 @@ def _parity(torch, fn, arrays, dtype, what="", seed=0, grad=True):
         _close(o, t, f"{what} output {i}")
     if not grad:
         return
-    differentiable = [(o, t) for o, t in pairs if t.requires_grad]
-    if not differentiable:
+    if not backward_weighted(pairs, dtype, seed):
         return
-    rng = np.random.default_rng(seed)
-    total_ours = total_theirs = 0
-    for o, t in differentiable:
-        g = rng.standard_normal(tuple(t.shape)).astype(dtype)
-        total_ours = total_ours + (o * npconv.tensor(g)).sum()
-        total_theirs = total_theirs + (t * torch.tensor(g)).sum()
-    total_ours.backward()
-    total_theirs.backward()
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         if b.grad is None:
             assert a.grad is None or not np.any(a.grad.numpy()), f"{what}: input {i} gradient"

@@ -124,6 +124,24 @@ def check_against_torch(ours, theirs, arrays: dict, dtype=np.float64, what: str 
         assert_close(grads[name], grads_t[name], dtype, f"d/d{name} {what}")
 
 
+def backward_weighted(pairs, dtype, seed: int = 0) -> bool:
+    """Backward through ``sum <o, g>`` in npconv and ``sum <t, g>`` in torch over the (npconv, torch) output
+    pairs whose torch side requires a gradient, one random ``g`` per pair; False where none does."""
+    torch = torch_module()
+    rng = np.random.default_rng(seed)
+    total_ours = total_theirs = 0
+    for o, t in pairs:
+        if t.requires_grad:
+            g = rng.standard_normal(tuple(t.shape)).astype(dtype)
+            total_ours = total_ours + (o * npconv.tensor(g)).sum()
+            total_theirs = total_theirs + (t * torch.tensor(g)).sum()
+    if isinstance(total_theirs, int):
+        return False
+    total_ours.backward()
+    total_theirs.backward()
+    return True
+
+
 def compare(
     ours: Callable,
     theirs: Callable,
